@@ -1,0 +1,89 @@
+r"""Actor-critic: batch or online, with n-step returns or GAE(λ); A2C is its synchronous-parallel form.
+
+From the notes (9/7): fit V_φ^π(s) to bootstrapped targets
+:math:`y_{i,t} \approx r(s_{i,t},a_{i,t}) + \gamma \hat V_\phi^\pi(s_{i,t+1})`, evaluate the advantage
+:math:`\hat A^\pi(s_t,a_t) = r(s_t,a_t) + \gamma\hat V_\phi^\pi(s_{t+1}) - \hat V_\phi^\pi(s_t)`, and
+step along :math:`\nabla_\theta J(\theta) \approx \sum_{i,t}\nabla_\theta\log\pi_\theta(a_{i,t}|s_{i,t})\hat A(s_{i,t},a_{i,t})`.
+Between Monte Carlo and one-step bootstrapping lies the n-step advantage
+
+.. math:: \hat A_n(s_t,a_t) = \sum_{t'=t}^{t+n-1}\gamma^{t'-t} r_{t'} - \hat V_\phi(s_t) + \gamma^n \hat V_\phi(s_{t+n})
+
+and GAE(λ) weights all n by (γλ)^{n−1}. Batch actor-critic is ``n_envs=1`` with a long
+``n_steps``; online actor-critic is ``n_steps=1``; A2C steps ``n_envs`` actors synchronously and
+updates on their pooled ``n_envs × n_steps`` batch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from core_rl.common.buffers import RolloutBatch
+from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
+
+
+class ActorCriticConfig(OnPolicyConfig):
+    n_envs: int = 1
+    n_steps: int = 200
+    lr: float = 7e-4
+    advantage: Literal["gae", "nstep", "reward_to_go", "return"] = "nstep"
+    n_step: int = 200
+    normalize_advantage: bool = False
+    optimizer: Literal["adam", "rmsprop"] = "rmsprop"
+    rms_alpha: float = Field(0.99, gt=0.0, lt=1.0)
+    rms_eps: float = Field(1e-5, gt=0.0)
+    value_epochs: int = Field(1, ge=1, description="Critic regression steps per batch (batch actor-critic: >1).")
+
+
+class ActorCritic(OnPolicyAgent):
+    """Advantage actor-critic on one shared loss: −log π·Â + c_v (V−y)² − c_H H[π]."""
+
+    name = "actor_critic"
+    config: ActorCriticConfig
+    config_cls = ActorCriticConfig
+
+    def _build_optimizers(self) -> None:
+        cfg = self.config
+        params = list(self.policy.parameters()) + list(self.value.parameters())
+        if cfg.optimizer == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        cfg = self.config
+        flat = batch.flat()
+        advantage = self.normalize(flat.advantages) if cfg.normalize_advantage else flat.advantages
+        value_loss_total = 0.0
+        for i in range(cfg.value_epochs):
+            dist = self.policy.distribution(flat.obs)
+            value_loss = (flat.returns - self.value(flat.obs)).pow(2).mean()
+            if i == 0:  # one policy step per batch: the samples are on-policy only once
+                log_prob = dist.log_prob(flat.actions)
+                policy_loss = -(log_prob * advantage).mean()
+                entropy = dist.entropy().mean()
+                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+            else:
+                loss = cfg.vf_coef * value_loss
+            grad_norm = self._clip_and_step(loss)
+            value_loss_total += value_loss.item()
+        return {"policy_loss": policy_loss.item(), "value_loss": value_loss_total / cfg.value_epochs,
+                "entropy": entropy.item(), "grad_norm": grad_norm}
+
+
+class A2CConfig(ActorCriticConfig):
+    n_envs: int = 8
+    n_steps: int = 5
+    n_step: int = 5
+    advantage: Literal["gae", "nstep", "reward_to_go", "return"] = "gae"
+    gae_lambda: float = 1.0
+
+
+class A2C(ActorCritic):
+    """Synchronous advantage actor-critic: ActorCritic with parallel-actor defaults."""
+
+    name = "a2c"
+    config: A2CConfig
+    config_cls = A2CConfig

@@ -1,0 +1,229 @@
+"""The base class every agent shares: ``agent = Algo(env, config); agent.learn(steps);
+agent.predict(obs); agent.save(path); Algo.load(path)``.
+
+Subclasses provide ``_build`` (networks and optimizers), ``_iterate`` (one iteration of the
+algorithm: collect, estimate, improve; returns metrics) and ``_act`` (batched actions).
+The base class owns env construction, seeding, episode statistics, metric logging, progress,
+checkpoints and evaluation, so that each algorithm's module holds only its own mathematics.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from core_rl.common.checkpoint import load_checkpoint, save_checkpoint
+from core_rl.common.config import AgentConfig, parse_config
+from core_rl.common.envs import EnvLike, check_action_space, env_id_of, make_vec_env
+from core_rl.common.seeding import configure_torch, set_seed
+from core_rl.common.tracking import NullTracker, Tracker
+
+Callback = Callable[["Agent", dict[str, float]], bool | None]
+
+
+class Agent(ABC):
+    """Base of every agent. ``name`` is the registry name used by ``deeprl train --algo``."""
+
+    name: ClassVar[str] = "agent"
+    config_cls: ClassVar[type[AgentConfig]] = AgentConfig
+    action_spaces: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.Box)
+
+    def __init__(self, env: EnvLike, config: AgentConfig | Mapping[str, Any] | None = None,
+                 tracker: Tracker | None = None, **overrides: Any):
+        self.config = parse_config(self.config_cls, config, **overrides)
+        cfg = self.config
+        configure_torch(cfg.torch_threads)
+        self.rng = set_seed(cfg.seed)
+        self.device = torch.device(cfg.device)
+        self.env_id = env_id_of(env)
+        self._env_source = env
+        self.env = make_vec_env(env, self.n_envs, seed=cfg.seed)
+        self.observation_space = self.env.single_observation_space
+        self.action_space = self.env.single_action_space
+        check_action_space(self.action_space, self.name, self.action_spaces)
+        self.tracker: Tracker = tracker or NullTracker()
+        self.num_timesteps = 0
+        self.iteration = 0
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.episodes_done = 0
+        self._ep_return = np.zeros(self.n_envs)
+        self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
+        self._obs, _ = self.env.reset(seed=cfg.seed)
+        self._build()
+
+    # ---- what subclasses provide -------------------------------------------------------------
+    @property
+    def n_envs(self) -> int:
+        return int(getattr(self.config, "n_envs", 1))
+
+    @abstractmethod
+    def _build(self) -> None:
+        """Create networks and optimizers."""
+
+    @abstractmethod
+    def _iterate(self) -> dict[str, float]:
+        """Run one iteration, advance ``num_timesteps``, return metrics."""
+
+    @abstractmethod
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Batched actions for batched (normalized) observation tensors."""
+
+    def _modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        """Everything whose state a checkpoint keeps: by default every attribute that is one."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, (nn.Module, torch.optim.Optimizer))}
+
+    # ---- observation / action conversion -------------------------------------------------
+    def _preprocess_obs(self, obs: np.ndarray) -> np.ndarray:
+        return obs
+
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self._preprocess_obs(np.asarray(obs)), device=self.device)
+
+    def _to_env_action(self, actions: torch.Tensor) -> np.ndarray:
+        a = actions.detach().cpu().numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            return np.clip(a, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+        return a.astype(np.int64)
+
+    # ---- episode bookkeeping -----------------------------------------------------------------
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+        self._ep_return += rewards
+        self._ep_length += 1
+        if dones.any():
+            for i in np.flatnonzero(dones):
+                self.episode_returns.append(float(self._ep_return[i]))
+                self.episode_lengths.append(int(self._ep_length[i]))
+            self.episodes_done += int(dones.sum())
+            self._ep_return[dones] = 0.0
+            self._ep_length[dones] = 0
+
+    @property
+    def mean_return(self) -> float:
+        """Mean undiscounted return of the last 100 finished training episodes (nan if none)."""
+        return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
+
+    # ---- public API --------------------------------------------------------------------------
+    def learn(self, total_steps: int, progress: bool = False, callback: Callback | None = None,
+              checkpoint_path: str | Path | None = None, checkpoint_every: int = 10) -> "Agent":
+        """Train for ``total_steps`` more env steps (counted over all envs)."""
+        if total_steps <= 0:
+            raise ValueError(f"total_steps must be positive, got {total_steps}")
+        if self.iteration == 0:
+            self.tracker.log_params({"algo": self.name, "env_id": self.env_id, **self.config.model_dump()})
+        target = self.num_timesteps + int(total_steps)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(total_steps), unit="step", desc=f"{self.name} {self.env_id}", dynamic_ncols=True)
+        start_steps, t0 = self.num_timesteps, time.perf_counter()
+        try:
+            while self.num_timesteps < target:
+                before = self.num_timesteps
+                metrics = self._iterate()
+                self.iteration += 1
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                metrics = {
+                    **metrics,
+                    "episode_return": self.mean_return,
+                    "episode_length": float(np.mean(self.episode_lengths)) if self.episode_lengths else float("nan"),
+                    "episodes": float(self.episodes_done),
+                    "env_steps_per_s": (self.num_timesteps - start_steps) / elapsed,
+                }
+                self.last_metrics = metrics
+                self.tracker.log_metrics(metrics, step=self.num_timesteps)
+                if bar is not None:
+                    bar.update(self.num_timesteps - before)
+                    bar.set_postfix(ret=f"{self.mean_return:.1f}")
+                if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
+                    self.save(checkpoint_path)
+                if callback is not None and callback(self, metrics) is False:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        if checkpoint_path is not None:
+            self.save(checkpoint_path)
+        return self
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Action(s) for one observation or a batch of them."""
+        obs = np.asarray(obs)
+        single = obs.shape == self.observation_space.shape
+        batch = obs[None] if single else obs
+        with torch.no_grad():
+            actions = self._act(self._obs_tensor(batch), deterministic)
+        env_actions = self._to_env_action(actions)
+        return env_actions[0] if single else env_actions
+
+    def evaluate(self, n_episodes: int = 10, env: EnvLike | None = None, deterministic: bool = True,
+                 seed: int | None = None, n_envs: int | None = None) -> dict[str, Any]:
+        """Run ``n_episodes`` full episodes on a fresh copy of the env; returns mean/std/returns."""
+        n_envs = n_envs or min(n_episodes, 8)
+        src = env if env is not None else self._env_source
+        vec = make_vec_env(src, n_envs, seed=None)
+        obs, _ = vec.reset(seed=self.config.seed + 10_000 if seed is None else seed)
+        returns: list[float] = []
+        lengths: list[int] = []
+        ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
+        # each env runs only the episodes assigned to it, so the result does not favour short episodes
+        quota = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
+        while len(returns) < n_episodes:
+            actions = self.predict(obs, deterministic=deterministic)
+            obs, r, term, trunc, _ = vec.step(actions)
+            ep_ret += r
+            ep_len += 1
+            for i in np.flatnonzero(term | trunc):
+                if quota[i] > 0:
+                    returns.append(float(ep_ret[i]))
+                    lengths.append(int(ep_len[i]))
+                    quota[i] -= 1
+                ep_ret[i], ep_len[i] = 0.0, 0
+        vec.close()
+        return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+                "mean_length": float(np.mean(lengths)), "returns": returns}
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        state = {k: m.state_dict() for k, m in self._modules().items()}
+        meta = {
+            "num_timesteps": self.num_timesteps, "iteration": self.iteration, "env_id": self.env_id,
+            "episodes_done": self.episodes_done, "episode_returns": list(self.episode_returns),
+            "episode_lengths": list(self.episode_lengths), "torch_rng": torch.get_rng_state(),
+        }
+        return save_checkpoint(path, algo=self.name, config=self.config.model_dump(mode="json"), state=state, meta=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, tracker: Tracker | None = None,
+             **overrides: Any) -> "Agent":
+        payload = load_checkpoint(path, algo=None if cls.name == "agent" else cls.name)
+        if cls.name == "agent":  # Agent.load: dispatch on the stored algorithm name
+            from core_rl.registry import get_algo
+
+            cls = get_algo(payload["algo"]).cls
+        meta = payload["meta"]
+        agent = cls(env if env is not None else meta["env_id"], {**payload["config"], **overrides}, tracker=tracker)
+        modules = agent._modules()
+        for key, sd in payload["state"].items():
+            if key in modules:
+                modules[key].load_state_dict(sd)
+        agent.num_timesteps = int(meta["num_timesteps"])
+        agent.iteration = int(meta["iteration"])
+        agent.episodes_done = int(meta.get("episodes_done", 0))
+        agent.episode_returns.extend(meta.get("episode_returns", []))
+        agent.episode_lengths.extend(meta.get("episode_lengths", []))
+        if "torch_rng" in meta:
+            torch.set_rng_state(meta["torch_rng"])
+        return agent
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,68 @@
+"""Storage shared by the algorithms: the on-policy rollout buffer (off-policy replay comes with
+the Q-learning family)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterator
+
+import torch
+
+
+@dataclass
+class RolloutBatch:
+    """T steps of N envs, every tensor ``[T, N, ...]``.
+
+    ``rewards`` already include γV(final_obs) on truncated steps, so that estimators treat a time
+    limit as the end of the data, not of the task. ``valid`` masks steps that belong to the
+    gradient estimate (all ones unless whole-episode collection kept stepping finished envs).
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    episode_starts: torch.Tensor
+    values: torch.Tensor
+    valid: torch.Tensor
+    last_value: torch.Tensor
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def flat(self) -> "FlatBatch":
+        """Valid steps only, flattened to ``[B, ...]``."""
+        mask = self.valid.reshape(-1).bool()
+
+        def f(x: torch.Tensor | None) -> torch.Tensor | None:
+            if x is None:
+                return None
+            return x.reshape(-1, *x.shape[2:])[mask]
+
+        return FlatBatch(obs=f(self.obs), actions=f(self.actions), log_probs=f(self.log_probs),
+                         advantages=f(self.advantages), returns=f(self.returns), values=f(self.values))
+
+
+@dataclass
+class FlatBatch:
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    advantages: torch.Tensor | None
+    returns: torch.Tensor | None
+    values: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator["FlatBatch"]:
+        n = len(self)
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            idx = perm[start:start + batch_size]
+            yield FlatBatch(**{f.name: (getattr(self, f.name)[idx] if getattr(self, f.name) is not None else None)
+                               for f in fields(self)})

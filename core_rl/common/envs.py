@@ -1,0 +1,87 @@
+"""Environment construction: gymnasium ids or user envs, always as a vector env.
+
+Every agent steps a :class:`gymnasium.vector.VectorEnv` in ``SAME_STEP`` autoreset mode, so that
+the observation returned at the end of an episode is already the first one of the next, and the
+true final observation of a truncated episode is in ``info["final_obs"]`` for bootstrapping.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Union
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, AsyncVectorEnv, VectorEnv
+
+from core_rl.common.errors import EnvError, SpaceError
+
+EnvLike = Union[str, gym.Env, VectorEnv, Callable[[], gym.Env]]
+
+
+def env_id_of(env: EnvLike) -> str:
+    if isinstance(env, str):
+        return env
+    spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, VectorEnv):
+        spec = getattr(env, "spec", None)
+    if spec is not None and getattr(spec, "id", None):
+        return spec.id
+    return type(env).__name__ if not callable(env) or isinstance(env, gym.Env) else getattr(env, "__name__", "custom")
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make`` with a clear error for unknown ids."""
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        known = sorted(k for k in gym.envs.registry if "/" not in k)[:12]
+        raise EnvError(f"unknown env id '{env_id}' ({exc}); e.g. {', '.join(known)} …") from None
+    except TypeError as exc:
+        raise EnvError(f"env '{env_id}' cannot be built with {kwargs}: {exc}") from None
+
+
+def make_vec_env(env: EnvLike, n_envs: int = 1, seed: int | None = None, asynchronous: bool = False,
+                 env_kwargs: dict[str, Any] | None = None) -> VectorEnv:
+    """Build ``n_envs`` copies of ``env`` as a SAME_STEP-autoreset vector env and seed it.
+
+    ``env`` may be a registered id, a ``gymnasium.Env`` instance (deep-copied for each extra copy),
+    a zero-argument factory, or a ready vector env (used as it is).
+    """
+    if n_envs < 1:
+        raise EnvError(f"n_envs must be at least 1, got {n_envs}")
+    if isinstance(env, VectorEnv):
+        vec = env
+    else:
+        if isinstance(env, str):
+            make_env(env, **(env_kwargs or {})).close()  # fail early, with the clear message
+            fns = [lambda: gym.make(env, **(env_kwargs or {})) for _ in range(n_envs)]
+        elif isinstance(env, gym.Env):
+            fns = [lambda: env] + [lambda: copy.deepcopy(env) for _ in range(n_envs - 1)]
+        elif callable(env):
+            fns = [env for _ in range(n_envs)]
+        else:
+            raise EnvError(f"cannot build an env from {type(env).__name__}; pass an id, an Env or a factory")
+        cls = AsyncVectorEnv if asynchronous and n_envs > 1 else SyncVectorEnv
+        vec = cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    mode = vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode != AutoresetMode.SAME_STEP:
+        raise EnvError("vector envs must use AutoresetMode.SAME_STEP (pass an id or Env and we build one)")
+    if seed is not None:
+        vec.reset(seed=seed)
+        vec.action_space.seed(seed)
+    return vec
+
+
+def obs_dim(space: gym.Space) -> int:
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)  # one-hot encoded
+    raise SpaceError(f"observation space {space} is not supported (Box or Discrete expected)")
+
+
+def check_action_space(space: gym.Space, algo: str, allowed: tuple[type, ...]) -> None:
+    if not isinstance(space, allowed):
+        names = " or ".join(a.__name__ for a in allowed)
+        raise SpaceError(f"{algo} needs a {names} action space, but the env has {space}")

@@ -1,0 +1,32 @@
+"""The few error types the suite raises at its edges.
+
+Every error a user can cause (a bad config, an unknown env id, an action space an algorithm cannot
+handle, a malformed data file) is one of these, with a message that names the cause. The CLI turns
+them into one line on stderr and a non-zero exit; nothing deeper than the edge raises a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DeepRLError(Exception):
+    """Base class: a problem the user can fix, described in one sentence."""
+
+
+class ConfigError(DeepRLError, ValueError):
+    """A config field is unknown, of the wrong type, or out of range."""
+
+
+class EnvError(DeepRLError, ValueError):
+    """An env id is unknown, or an env cannot be built."""
+
+
+class SpaceError(DeepRLError, TypeError):
+    """An algorithm was given an observation or action space it cannot handle."""
+
+
+class TrackingError(DeepRLError, RuntimeError):
+    """The tracking store cannot be opened or written."""
+
+
+class CheckpointError(DeepRLError, RuntimeError):
+    """A checkpoint is missing, unreadable, or belongs to another algorithm."""

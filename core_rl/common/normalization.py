@@ -1,0 +1,50 @@
+"""Running normalization of observations and rewards (what SB3 calls VecNormalize), as modules
+so that their statistics live in the agent's state dict and checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class RunningMeanStd(nn.Module):
+    """Parallel-algorithm running mean and variance (Chan et al.) over batches."""
+
+    def __init__(self, shape: tuple[int, ...] = (), clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.clip, self.eps = clip, eps
+
+    def update(self, x: np.ndarray | torch.Tensor) -> None:
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+        b_mean, b_var, b_count = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        self.mean += delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        mean, std = self.mean.numpy(), np.sqrt(self.var.numpy() + self.eps)
+        return np.clip((x - mean) / std, -self.clip, self.clip).astype(np.float32)
+
+
+class RewardScaler(nn.Module):
+    """Divides rewards by the running std of the discounted return R ← γR + r (per env)."""
+
+    def __init__(self, n_envs: int, gamma: float, clip: float = 10.0):
+        super().__init__()
+        self.stats = RunningMeanStd(())
+        self.gamma, self.clip = gamma, clip
+        self.ret = np.zeros(n_envs)
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        self.ret = self.ret * self.gamma + rewards
+        self.stats.update(self.ret)
+        self.ret[dones] = 0.0
+        std = float(np.sqrt(self.stats.var.item() + self.stats.eps))
+        return np.clip(rewards / std, -self.clip, self.clip)

@@ -1,0 +1,210 @@
+r"""The on-policy base: rollout collection and advantage estimation shared by REINFORCE,
+actor-critic/A2C, NPG, TRPO and PPO.
+
+One iteration is the notes' anatomy of an RL algorithm: run the policy to generate samples
+(:meth:`OnPolicyAgent.collect`), estimate returns (:meth:`OnPolicyAgent.estimate`), improve the
+policy (the subclass's :meth:`update`). Collection steps a vector env in lockstep, batched through
+the policy, with no Python loop over envs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from core_rl.common import returns as R
+from core_rl.common.base import Agent
+from core_rl.common.buffers import RolloutBatch
+from core_rl.common.config import AgentConfig
+from core_rl.common.distributions import StochasticPolicy, ValueFunction
+from core_rl.common.normalization import RewardScaler, RunningMeanStd
+
+
+class OnPolicyConfig(AgentConfig):
+    n_envs: int = Field(8, ge=1, description="Parallel envs in the vector env.")
+    n_steps: int = Field(128, ge=1, description="Steps per env per iteration (batch = n_envs·n_steps).")
+    lr: float = Field(3e-4, gt=0.0, description="Learning rate.")
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    max_grad_norm: float | None = Field(0.5, gt=0.0)
+    advantage: Literal["gae", "nstep", "reward_to_go", "return"] = Field(
+        "gae", description="How Â is estimated: GAE(λ), n-step, reward-to-go or the whole return.")
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    n_step: int = Field(5, ge=1, description="n of the n-step return (advantage='nstep').")
+    normalize_advantage: bool = True
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    vf_coef: float = Field(0.5, ge=0.0)
+    ent_coef: float = Field(0.0, ge=0.0)
+    log_std_init: float = 0.0
+    use_critic: bool = Field(True, description="Learn V_φ(s) (needed by GAE, n-step and bootstrapping).")
+
+    @model_validator(mode="after")
+    def _critic_needed(self) -> "OnPolicyConfig":
+        if not self.use_critic and self.advantage in ("gae", "nstep"):
+            raise ValueError(f"advantage='{self.advantage}' needs use_critic=True")
+        return self
+
+
+class OnPolicyAgent(Agent):
+    config: OnPolicyConfig
+    config_cls = OnPolicyConfig
+    collect_mode: Literal["steps", "episodes"] = "steps"
+
+    def _build(self) -> None:
+        cfg = self.config
+        self.policy = StochasticPolicy(self.observation_space, self.action_space, cfg.hidden_sizes, cfg.activation,
+                                       cfg.log_std_init).to(self.device)
+        self.value = ValueFunction(self.observation_space, cfg.hidden_sizes, cfg.activation).to(self.device) \
+            if cfg.use_critic else None
+        self.obs_rms = RunningMeanStd(self.observation_space.shape) if cfg.normalize_obs else None
+        self.reward_scaler = RewardScaler(self.n_envs, cfg.gamma) if cfg.normalize_reward else None
+        self._build_optimizers()
+
+    def _build_optimizers(self) -> None:
+        params = list(self.policy.parameters()) + (list(self.value.parameters()) if self.value is not None else [])
+        self.optimizer = torch.optim.Adam(params, lr=self.config.lr, eps=1e-5)
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _preprocess_obs(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_rms is not None:
+            return self.obs_rms.normalize(obs)
+        return obs.astype(np.float32) if obs.dtype == np.float64 else obs
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        dist = self.policy.distribution(obs)
+        return dist.mode() if deterministic else dist.sample()
+
+    def _value_of(self, obs_t: torch.Tensor) -> torch.Tensor:
+        if self.value is None:
+            return torch.zeros(obs_t.shape[0], device=self.device)
+        return self.value(obs_t)
+
+    def _progress_remaining(self, total: int | None = None) -> float:
+        total = total or getattr(self, "_target_steps", None)
+        if not total:
+            return 1.0
+        return max(0.0, 1.0 - self.num_timesteps / total)
+
+    def _apply_lr_schedule(self) -> float:
+        lr = self.config.lr * (self._progress_remaining() if self.config.lr_schedule == "linear" else 1.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def learn(self, total_steps: int, **kwargs):  # type: ignore[override]
+        self._target_steps = self.num_timesteps + int(total_steps) if not getattr(self, "_target_steps", None) \
+            else max(self._target_steps, self.num_timesteps + int(total_steps))
+        return super().learn(total_steps, **kwargs)
+
+    # ---- sampling --------------------------------------------------------------------------
+    @torch.no_grad()
+    def collect(self) -> RolloutBatch:
+        """Run π_θ in the vector env: ``n_steps`` steps per env, or whole episodes.
+
+        In ``episodes`` mode the envs are reset first, stepped until at least n_envs·n_steps steps
+        are gathered, and each env's last episode is finished; steps an env takes after its
+        last counted episode are masked out (``valid``), so no episode is cut short.
+        """
+        cfg = self.config
+        episodes = self.collect_mode == "episodes"
+        if episodes:
+            self._obs, _ = self.env.reset()
+            self._ep_return[:] = 0.0
+            self._ep_length[:] = 0
+        N, min_steps = self.n_envs, cfg.n_envs * cfg.n_steps
+        obs_l, act_l, logp_l, rew_l, done_l, start_l, val_l, valid_l = ([] for _ in range(8))
+        active = np.ones(N, dtype=bool)
+        episode_start = np.ones(N, dtype=bool) if episodes else getattr(self, "_episode_start", np.ones(N, dtype=bool))
+        counted = 0
+        t = 0
+        while True:
+            if self.obs_rms is not None:
+                self.obs_rms.update(self._obs)
+            obs_t = self._obs_tensor(self._obs)
+            dist = self.policy.distribution(obs_t)
+            actions = dist.sample()
+            log_probs = dist.log_prob(actions)
+            values = self._value_of(obs_t)
+            next_obs, rewards, terminated, truncated, info = self.env.step(self._to_env_action(actions))
+            dones = terminated | truncated
+            self._track_episodes(rewards * active if episodes else rewards, dones & active if episodes else dones)
+            rewards = rewards.astype(np.float32)
+            if self.reward_scaler is not None:
+                rewards = self.reward_scaler(rewards, dones).astype(np.float32)
+            bootstrap = truncated & ~terminated
+            if bootstrap.any() and self.value is not None:
+                final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(bootstrap)])
+                rewards[bootstrap] += cfg.gamma * self._value_of(self._obs_tensor(final_obs)).cpu().numpy()
+            obs_l.append(obs_t)
+            act_l.append(actions)
+            logp_l.append(log_probs)
+            val_l.append(values)
+            rew_l.append(torch.as_tensor(rewards))
+            done_l.append(torch.as_tensor(dones, dtype=torch.float32))
+            start_l.append(torch.as_tensor(episode_start, dtype=torch.float32))
+            valid_l.append(torch.as_tensor(active, dtype=torch.float32))
+            counted += int(active.sum())
+            episode_start = dones
+            self._obs = next_obs
+            t += 1
+            self.num_timesteps += N
+            if episodes:
+                if counted >= min_steps:
+                    active &= ~dones
+                if not active.any():
+                    break
+            elif t >= cfg.n_steps:
+                break
+        self._episode_start = episode_start
+        last_value = self._value_of(self._obs_tensor(self._obs)) * torch.as_tensor(~episode_start if episodes else 1.0)
+        stack = lambda xs: torch.stack(xs, 0).to(self.device)  # noqa: E731
+        return RolloutBatch(obs=stack(obs_l), actions=stack(act_l), log_probs=stack(logp_l), rewards=stack(rew_l),
+                            dones=stack(done_l), episode_starts=stack(start_l), values=stack(val_l),
+                            valid=stack(valid_l), last_value=last_value.float())
+
+    # ---- estimation --------------------------------------------------------------------------
+    def estimate(self, batch: RolloutBatch) -> RolloutBatch:
+        """Fill ``batch.returns`` (the critic's regression target) and ``batch.advantages``."""
+        cfg = self.config
+        r, d, v, last = batch.rewards, batch.dones, batch.values, batch.last_value
+        if cfg.advantage == "gae":
+            adv = R.gae(r, v, d, last, cfg.gamma, cfg.gae_lambda)
+            ret = adv + v
+        elif cfg.advantage == "nstep":
+            ret = R.nstep_returns(r, v, d, cfg.gamma, cfg.n_step, last)
+            adv = ret - v
+        elif cfg.advantage == "reward_to_go":
+            ret = R.reward_to_go(r, d, cfg.gamma, last if self.value is not None else None)
+            adv = ret - v if self.value is not None else ret.clone()
+        else:  # "return": the whole trajectory's return r(τ) at every step (no causality)
+            ret = R.reward_to_go(r, d, cfg.gamma, last if self.value is not None else None)
+            adv = R.discounted_return(r, d, cfg.gamma, batch.episode_starts)
+        batch.returns, batch.advantages = ret, adv
+        return batch
+
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return (x - x.mean()) / (x.std() + 1e-8) if x.numel() > 1 else x - x.mean()
+
+    def _iterate(self) -> dict[str, float]:
+        self._apply_lr_schedule()
+        batch = self.estimate(self.collect())
+        return self.update(batch)
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _clip_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> float:
+        optimizer = optimizer or self.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = 0.0
+        if self.config.max_grad_norm is not None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm))
+        optimizer.step()
+        return norm

@@ -1,0 +1,48 @@
+"""Every algorithm of the suite by name: its class, module and the notes' topic.
+
+Entries are imported lazily, so listing algorithms stays fast. ``deeprl train --algo NAME`` and
+``Agent.load`` resolve names here. A new algorithm adds one line to ``ALGORITHMS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from core_rl.common.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    name: str
+    target: str          # "module:Class"
+    topic: str           # the notes' lecture and topic
+
+    @property
+    def module(self) -> str:
+        return self.target.split(":")[0]
+
+    @cached_property
+    def cls(self):  # type: ignore[no-untyped-def]
+        module, attr = self.target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
+    AlgoSpec("reinforce", "core_rl.policy_gradient.reinforce:REINFORCE", "9/5 policy gradient: REINFORCE, reward-to-go, baselines"),
+    AlgoSpec("offpolicy_pg", "core_rl.policy_gradient.offpolicy_pg:OffPolicyPG", "9/5 off-policy policy gradient with importance sampling"),
+    AlgoSpec("actor_critic", "core_rl.actor_critic.actor_critic:ActorCritic", "9/7 actor-critic: batch/online, n-step, GAE"),
+    AlgoSpec("a2c", "core_rl.actor_critic.actor_critic:A2C", "9/7 synchronous parallel actor-critic (A2C)"),
+    AlgoSpec("npg", "core_rl.trust_region.natural_pg:NaturalPG", "9/19 natural policy gradient (Fisher, conjugate gradient)"),
+    AlgoSpec("trpo", "core_rl.trust_region.trpo:TRPO", "9/19 TRPO: KL-constrained line search"),
+    AlgoSpec("kl_dual", "core_rl.trust_region.kl_dual:KLDual", "9/19 KL constraint by dual gradient descent"),
+    AlgoSpec("ppo", "core_rl.trust_region.ppo:PPO", "9/19 PPO (clipped surrogate)"),
+]}
+
+
+def get_algo(name: str) -> AlgoSpec:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise ConfigError(f"unknown algorithm '{name}'; known: {', '.join(sorted(ALGORITHMS))}") from None

@@ -1,0 +1,88 @@
+r"""Proximal policy optimization (clipped surrogate), the practical member of the trust-region family.
+
+The notes (9/19) improve J(θ') − J(θ) by maximizing the importance-weighted surrogate under a KL
+constraint,
+
+.. math::
+    \theta' \leftarrow \arg\max_{\theta'} \sum_t \mathbb E_{s_t\sim p_\theta}\Big[
+        \mathbb E_{a_t\sim\pi_\theta}\Big[\tfrac{\pi_{\theta'}(a_t|s_t)}{\pi_\theta(a_t|s_t)}
+        \gamma^t A^{\pi_\theta}(s_t,a_t)\Big]\Big]
+    \quad\text{s.t.}\quad D_{KL}(\pi_{\theta'}\,\|\,\pi_\theta) \le \epsilon .
+
+PPO replaces the constraint by clipping the ratio ρ_t = π_θ'(a_t|s_t)/π_θ(a_t|s_t):
+
+.. math::
+    L^{CLIP}(\theta') = \mathbb E_t\big[\min(\rho_t \hat A_t,\ \mathrm{clip}(\rho_t, 1-\epsilon, 1+\epsilon)\hat A_t)\big]
+
+optimized for several epochs of minibatch SGD on one batch, plus a value loss
+(V_φ(s_t) − \hat y_t)² and an entropy bonus. Â is GAE(λ) by default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from core_rl.common.buffers import RolloutBatch
+from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
+
+
+class PPOConfig(OnPolicyConfig):
+    n_steps: int = 256
+    batch_size: int = Field(64, ge=1, description="Minibatch size.")
+    n_epochs: int = Field(10, ge=1)
+    clip_range: float = Field(0.2, gt=0.0, description="ε of the clipped ratio.")
+    clip_schedule: Literal["constant", "linear"] = "constant"
+    clip_range_vf: float | None = Field(None, gt=0.0)
+    target_kl: float | None = Field(None, gt=0.0, description="Stop the epochs early past this KL.")
+
+
+class PPO(OnPolicyAgent):
+    """PPO-clip over a vector env (``PPO(env, config).learn(steps)``)."""
+
+    name = "ppo"
+    config: PPOConfig
+    config_cls = PPOConfig
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        cfg = self.config
+        flat = batch.flat()
+        clip = cfg.clip_range * (self._progress_remaining() if cfg.clip_schedule == "linear" else 1.0)
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
+        n_updates = 0
+        stop = False
+        for _epoch in range(cfg.n_epochs):
+            for mb in flat.minibatches(cfg.batch_size):
+                advantage = self.normalize(mb.advantages) if cfg.normalize_advantage else mb.advantages
+                dist = self.policy.distribution(mb.obs)
+                log_prob = dist.log_prob(mb.actions)
+                log_ratio = log_prob - mb.log_probs
+                ratio = log_ratio.exp()
+                surrogate = torch.min(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
+                policy_loss = -surrogate.mean()
+                value = self.value(mb.obs)
+                if cfg.clip_range_vf is not None:
+                    value = mb.values + (value - mb.values).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
+                value_loss = (mb.returns - value).pow(2).mean()
+                entropy = dist.entropy().mean()
+                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+                self._clip_and_step(loss)
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean().item()  # k3 estimator of KL(π_old‖π)
+                    stats["policy_loss"] += policy_loss.item()
+                    stats["value_loss"] += value_loss.item()
+                    stats["entropy"] += entropy.item()
+                    stats["approx_kl"] += approx_kl
+                    stats["clip_fraction"] += ((ratio - 1).abs() > clip).float().mean().item()
+                n_updates += 1
+                if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+        out = {k: v / max(n_updates, 1) for k, v in stats.items()}
+        out["clip_range"] = clip
+        out["n_updates"] = float(n_updates)
+        return out
