@@ -1,0 +1,170 @@
+"""The ``deeprl`` command line.
+
+    deeprl train --algo ppo --env CartPole-v1 --steps 50000 --seed 0 [--config FILE] [--set k=v ...] [--json]
+    deeprl eval  --run RUN_ID | --model MODEL_URI  --episodes 10
+    deeprl algos
+    deeprl pipeline demo
+
+Every user error (unknown algorithm or env, bad config field, unwritable store, an action space the
+algorithm cannot handle) prints one ``error:`` line naming the cause and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from core_rl.common.errors import ConfigError, DeepRLError
+
+EXIT_USER_ERROR = 2
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def _add_tracking(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under .deeprl/)")
+
+
+def quiet_libraries() -> None:
+    """MLflow and alembic log set-up chatter at INFO; users see our output, not theirs."""
+    import logging
+    import warnings
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="mlflow")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*(type hint|input example|signature).*")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deeprl", description="Deep RL suite: train, evaluate and track in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one agent in one MLflow run")
+    t.add_argument("--algo", required=True)
+    t.add_argument("--env", help="gymnasium env id (required unless --resume)")
+    t.add_argument("--steps", type=int, default=None, help="env steps (default 100000; with --resume: the run's total)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--config", help="JSON/YAML/TOML file of config fields")
+    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    t.add_argument("--experiment", default="deeprl")
+    t.add_argument("--run-name", default=None)
+    t.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
+    t.add_argument("--no-model", action="store_true", help="skip logging the MLflow model")
+    t.add_argument("--json", action="store_true", help="print one JSON line with run_id and mean_return")
+    _add_tracking(t)
+
+    e = sub.add_parser("eval", help="reload a trained policy and evaluate it")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--run", metavar="RUN_ID")
+    g.add_argument("--model", metavar="MODEL_URI")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--env", default=None, help="evaluate on another env id (default: the training env)")
+    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    _add_tracking(e)
+
+    a = sub.add_parser("algos", help="list every algorithm")
+    a.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("pipeline", help="end-to-end pipelines")
+    p.add_argument("name", choices=["demo"])
+    p.add_argument("--steps", type=int, default=None)
+    _add_tracking(p)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core_rl.common.config import load_config_file
+    from pipelines.train import train
+
+    config = load_config_file(args.config) if args.config else {}
+    config.update(_overrides(args.set))
+    if not args.resume and not args.env:
+        raise ConfigError("--env is required (unless --resume RUN_ID)")
+    steps = args.steps if args.steps is not None else (0 if args.resume else 100_000)
+    result = train(args.algo, args.env, steps or 1, seed=args.seed, config=config, tracking_uri=args.tracking_uri,
+                   experiment=args.experiment, progress=sys.stderr.isatty() and not args.json,
+                   resume=args.resume, log_model=not args.no_model, run_name=args.run_name)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"run {result.run_id}: mean return {result.mean_return:.2f} after {result.steps} steps")
+        if result.model_uri:
+            print(f"model: {result.model_uri}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipelines.train import evaluate
+
+    if args.episodes <= 0:
+        raise ConfigError(f"--episodes must be positive, got {args.episodes}")
+    result = evaluate(run_id=args.run, model_uri=args.model, episodes=args.episodes,
+                      tracking_uri=args.tracking_uri, env=args.env, seed=args.seed)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['algo']} on {result['env_id']}: {result['mean_return']:.2f} ± {result['std_return']:.2f} "
+              f"over {args.episodes} episodes")
+    return 0
+
+
+def cmd_algos(args: argparse.Namespace) -> int:
+    from core_rl.registry import ALGORITHMS
+
+    rows = [{"name": s.name, "module": s.module, "topic": s.topic} for s in ALGORITHMS.values()]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        mwidth = max(len(r["module"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['module']:<{mwidth}}  {r['topic']}")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    run_demo(tracking_uri=args.tracking_uri, steps=args.steps)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_libraries()
+    handlers = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "pipeline": cmd_pipeline}
+    try:
+        return handlers[args.command](args)
+    except DeepRLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""PPO and A2C learn; the shared agent API (seeding, save/load, predict, errors) behaves."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from core_rl import ConfigError, EnvError, SpaceError, make_agent
+from core_rl.actor_critic.actor_critic import A2C, ActorCritic
+from core_rl.common.base import Agent
+from core_rl.common.tracking import MemoryTracker
+from core_rl.trust_region.ppo import PPO
+
+PPO_CARTPOLE = dict(n_envs=8, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98, lr=1e-3,
+                    lr_schedule="linear", clip_schedule="linear", ent_coef=0.0)
+
+
+def stop_at(bar):
+    return lambda agent, metrics: not (len(agent.episode_returns) >= 20 and agent.mean_return >= bar)
+
+
+def test_ppo_solves_cartpole():
+    tracker = MemoryTracker()
+    agent = PPO("CartPole-v1", PPO_CARTPOLE, tracker=tracker)
+    agent.learn(100_000, callback=stop_at(195))
+    assert agent.mean_return >= 195, agent.mean_return
+    assert agent.evaluate(10)["mean_return"] >= 195
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "env_steps_per_s", "episode_return"):
+        assert key in tracker.metrics
+    assert tracker.params["algo"] == "ppo" and tracker.params["n_steps"] == 32
+
+
+def test_a2c_solves_cartpole():
+    agent = A2C("CartPole-v1", {"seed": 1})
+    agent.learn(300_000, callback=stop_at(195))
+    assert agent.mean_return >= 195, agent.mean_return
+
+
+def test_online_actor_critic_learns_cartpole():
+    """Online AC (one step per update, n_envs synchronous actors) beats random (≈22) clearly."""
+    agent = ActorCritic("CartPole-v1", {"n_envs": 8, "n_steps": 1, "advantage": "nstep", "n_step": 1,
+                                        "optimizer": "adam", "lr": 1e-3, "seed": 0})
+    agent.learn(120_000, callback=stop_at(100))
+    assert agent.mean_return >= 100, agent.mean_return
+
+
+def test_ppo_improves_pendulum():
+    cfg = dict(n_envs=4, n_steps=1024, batch_size=64, n_epochs=10, gae_lambda=0.95, gamma=0.9, lr=1e-3,
+               normalize_obs=True, normalize_reward=True, seed=0)
+    agent = PPO("Pendulum-v1", cfg)
+    random_return = np.mean([agent.evaluate(5, deterministic=False, seed=1)["mean_return"]])
+    agent.learn(73_728)
+    trained = agent.evaluate(10)["mean_return"]
+    assert random_return < -900
+    assert trained > -500, (random_return, trained)
+
+
+def test_same_seed_same_numbers():
+    a = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 3}).learn(2048)
+    b = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 3}).learn(2048)
+    c = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 4}).learn(2048)
+    obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    pa, pb, pc = (x.policy.distribution(x._obs_tensor(obs)).logits for x in (a, b, c))
+    assert (pa == pb).all()
+    assert not (pa == pc).all()
+    assert list(a.episode_returns) == list(b.episode_returns)
+
+
+def test_save_load_roundtrip(tmp_path):
+    agent = PPO("CartPole-v1", PPO_CARTPOLE).learn(1024)
+    path = agent.save(tmp_path / "ppo.pt")
+    loaded = Agent.load(path)            # dispatches on the stored algorithm name
+    assert isinstance(loaded, PPO) and loaded.num_timesteps == agent.num_timesteps
+    obs = np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32)
+    assert (loaded.predict(obs) == agent.predict(obs)).all()
+    assert loaded.predict(obs[0]).shape == ()
+    with pytest.raises(Exception, match="holds a ppo agent"):
+        A2C.load(path)
+
+
+def test_normalization_state_survives_checkpoint(tmp_path):
+    agent = PPO("Pendulum-v1", {"n_envs": 2, "n_steps": 64, "normalize_obs": True}).learn(256)
+    loaded = PPO.load(agent.save(tmp_path / "p.pt"))
+    assert np.allclose(loaded.obs_rms.mean.numpy(), agent.obs_rms.mean.numpy())
+    obs = np.ones((3, 3), dtype=np.float32)
+    assert np.allclose(loaded.predict(obs), agent.predict(obs))
+
+
+def test_box_actions_are_clipped_to_bounds():
+    agent = PPO("Pendulum-v1", {"n_envs": 1, "n_steps": 16, "log_std_init": 3.0})
+    actions = agent.predict(np.zeros((200, 3), dtype=np.float32), deterministic=False)
+    assert actions.min() >= -2.0 and actions.max() <= 2.0
+
+
+def test_bad_config_field_names_the_field():
+    with pytest.raises(ConfigError, match="'lr'"):
+        PPO("CartPole-v1", {"lr": "fast"})
+    with pytest.raises(ConfigError, match="'learning_rate': unknown field"):
+        PPO("CartPole-v1", {"learning_rate": 1e-3})
+    with pytest.raises(ConfigError, match="'clip_range'"):
+        PPO("CartPole-v1", {"clip_range": -1})
+    with pytest.raises(ConfigError, match="unknown algorithm 'dqnn'"):
+        make_agent("dqnn", "CartPole-v1")
+
+
+def test_unknown_env_id():
+    with pytest.raises(EnvError, match="unknown env id 'NoSuchEnv-v9'"):
+        PPO("NoSuchEnv-v9")
+
+
+class MultiBinaryEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (2,), dtype=np.float32)
+    action_space = gym.spaces.MultiBinary(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, True, False, {}
+
+
+def test_unsupported_action_space_is_named():
+    with pytest.raises(SpaceError, match="MultiBinary"):
+        PPO(MultiBinaryEnv())
+
+
+def test_user_env_instance_and_discrete_observations():
+    """A user's Env instance works, and Discrete observations are one-hot encoded."""
+    env = gym.make("FrozenLake-v1", is_slippery=False)
+    agent = PPO(env, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
+    agent.learn(256)
+    assert agent.predict(0).shape == ()
