@@ -101,8 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config.update(_overrides(args.set))
     if not args.resume and not args.env:
         raise ConfigError("--env is required (unless --resume RUN_ID)")
-    steps = args.steps if args.steps is not None else (0 if args.resume else 100_000)
-    result = train(args.algo, args.env, steps or 1, seed=args.seed, config=config, tracking_uri=args.tracking_uri,
+    steps = args.steps if args.steps is not None else (None if args.resume else 100_000)
+    result = train(args.algo, args.env, steps, seed=args.seed, config=config, tracking_uri=args.tracking_uri,
                    experiment=args.experiment, progress=sys.stderr.isatty() and not args.json,
                    resume=args.resume, log_model=not args.no_model, run_name=args.run_name)
     if args.json:

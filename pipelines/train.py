@@ -81,15 +81,21 @@ def download_checkpoint(run_id: str, dst: str | Path) -> Path:
     return Path(local)
 
 
-def train(algo: str, env: str, steps: int, seed: int = 0, config: dict[str, Any] | None = None,
+def train(algo: str, env: str | None, steps: int | None, seed: int = 0, config: dict[str, Any] | None = None,
           tracking_uri: str | None = None, experiment: str = "deeprl", progress: bool = False,
           resume: str | None = None, log_model: bool = True, checkpoint_every: int = 5,
           run_name: str | None = None) -> TrainResult:
-    """Train ``algo`` on ``env`` for ``steps`` env steps in one MLflow run (or resume one)."""
+    """Train ``algo`` on ``env`` for ``steps`` env steps in one MLflow run.
+
+    With ``resume=RUN_ID`` the run's last checkpoint is loaded and training continues in the same
+    run up to ``steps`` in total (default: the total the run was started with).
+    """
     import mlflow
 
     spec = get_algo(algo)
-    if steps <= 0:
+    if steps is None and not resume:
+        raise ConfigError("steps is required for a new run")
+    if steps is not None and steps <= 0:
         raise ConfigError(f"--steps must be positive, got {steps}")
     config = dict(config or {})
     config.setdefault("seed", seed)
@@ -108,11 +114,13 @@ def train(algo: str, env: str, steps: int, seed: int = 0, config: dict[str, Any]
                 raise CheckpointError(f"no run '{resume}' in the tracking store {uri}") from None
             experiment_id = run.info.experiment_id
             ckpt = download_checkpoint(resume, tmp)
-            target = int(run.data.params.get("total_steps", steps))
+            if run.data.tags.get("algo", algo) != algo:
+                raise CheckpointError(f"run '{resume}' trained {run.data.tags['algo']}, not {algo}")
+            target = steps if steps is not None else int(run.data.params.get("total_steps", 0))
             active = mlflow.start_run(run_id=resume)
         else:
             experiment_id = get_experiment_id(experiment, uri)
-            target = steps
+            target = int(steps)  # type: ignore[arg-type]
             active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{algo}-{env}-s{seed}")
         run_id = active.info.run_id
         agent_ref: list[Agent] = []

@@ -129,7 +129,11 @@ class Agent(ABC):
         try:
             while self.num_timesteps < target:
                 before = self.num_timesteps
-                metrics = self._iterate()
+                try:
+                    metrics = self._iterate()
+                except BaseException:
+                    self.num_timesteps = before  # a checkpoint then counts completed iterations only
+                    raise
                 self.iteration += 1
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 metrics = {

@@ -41,9 +41,13 @@ class ObsEncoder(nn.Module):
         if isinstance(space, gym.spaces.Discrete):
             self.n = int(space.n)
             self.dim = self.n
-        else:
+        elif isinstance(space, gym.spaces.Box):
             self.n = 0
             self.dim = int(np.prod(space.shape))
+        else:
+            from core_rl.common.errors import SpaceError
+
+            raise SpaceError(f"observation space {space} is not supported (Box or Discrete expected)")
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.n:
