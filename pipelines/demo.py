@@ -6,6 +6,8 @@ MLflow model registry, and prints how to open the MLflow UI on the store. Later 
 
 from __future__ import annotations
 
+import sys
+
 import mlflow
 
 from pipelines.tracking import data_dir, setup_tracking
@@ -19,7 +21,7 @@ def run_demo(tracking_uri: str | None = None, steps: int | None = None) -> dict:
     uri = setup_tracking(tracking_uri)
     print(f"[1/3] training PPO on CartPole-v1 (tracking: {uri})")
     result = train("ppo", "CartPole-v1", steps or 60_000, seed=0, config=DEMO_CONFIG, tracking_uri=uri,
-                   experiment="demo", progress=True, run_name="demo-ppo-cartpole")
+                   experiment="demo", progress=sys.stderr.isatty(), run_name="demo-ppo-cartpole")
     print(f"      run {result.run_id}: mean training return {result.mean_return:.1f}")
     print("[2/3] evaluating the logged model")
     ev = evaluate(model_uri=result.model_uri, episodes=10, tracking_uri=uri)
