@@ -35,6 +35,8 @@ class Agent(ABC):
     name: ClassVar[str] = "agent"
     config_cls: ClassVar[type[AgentConfig]] = AgentConfig
     action_spaces: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.Box)
+    #: metrics go to the tracker at most once per this many env steps (0: every iteration)
+    log_every_steps: ClassVar[int] = 0
 
     def __init__(self, env: EnvLike, config: AgentConfig | Mapping[str, Any] | None = None,
                  tracker: Tracker | None = None, **overrides: Any):
@@ -126,6 +128,7 @@ class Agent(ABC):
 
             bar = tqdm(total=int(total_steps), unit="step", desc=f"{self.name} {self.env_id}", dynamic_ncols=True)
         start_steps, t0 = self.num_timesteps, time.perf_counter()
+        self._last_log_step = getattr(self, "_last_log_step", -(10**12))
         try:
             while self.num_timesteps < target:
                 before = self.num_timesteps
@@ -144,7 +147,9 @@ class Agent(ABC):
                     "env_steps_per_s": (self.num_timesteps - start_steps) / elapsed,
                 }
                 self.last_metrics = metrics
-                self.tracker.log_metrics(metrics, step=self.num_timesteps)
+                if self.num_timesteps - self._last_log_step >= self.log_every_steps or self.num_timesteps >= target:
+                    self.tracker.log_metrics(metrics, step=self.num_timesteps)
+                    self._last_log_step = self.num_timesteps
                 if bar is not None:
                     bar.update(self.num_timesteps - before)
                     bar.set_postfix(ret=f"{self.mean_return:.1f}")

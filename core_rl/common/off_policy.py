@@ -1,0 +1,114 @@
+r"""The off-policy base shared by the Q-learning family (DQN, NAF, DDPG, TD3, SAC, ...).
+
+One iteration: act with the exploration policy in the vector env for ``train_freq`` steps, store
+the transitions in the replay buffer, then take ``gradient_steps`` gradient steps on sampled
+minibatches (the subclass's :meth:`train_step`). Target networks are updated by Polyak averaging
+φ' ← τφ + (1−τ)φ' (τ=1 with an interval is the periodic hard copy of the notes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from core_rl.common.base import Agent
+from core_rl.common.config import AgentConfig
+from core_rl.common.replay import ReplayBuffer, ReplaySample
+
+
+class OffPolicyConfig(AgentConfig):
+    n_envs: int = Field(1, ge=1)
+    buffer_size: int = Field(100_000, ge=1)
+    learning_starts: int = Field(1000, ge=0, description="Env steps of pure exploration before learning.")
+    batch_size: int = Field(256, ge=1)
+    train_freq: int = Field(1, ge=1, description="Vector-env steps between training phases.")
+    gradient_steps: int = Field(1, ge=0, description="Gradient steps per training phase.")
+    lr: float = Field(3e-4, gt=0.0)
+    tau: float = Field(0.005, gt=0.0, le=1.0, description="Polyak coefficient (1.0 = hard copy).")
+    target_update_interval: int = Field(1, ge=1, description="Gradient steps between target updates.")
+    n_step: int = Field(1, ge=1, description="N of the N-step return target.")
+    max_grad_norm: float | None = Field(None, gt=0.0)
+
+
+@torch.no_grad()
+def polyak_update(source: nn.Module, target: nn.Module, tau: float) -> None:
+    """φ' ← τ φ + (1 − τ) φ'."""
+    for p, tp in zip(source.parameters(), target.parameters()):
+        tp.lerp_(p, tau)
+    for b, tb in zip(source.buffers(), target.buffers()):
+        tb.copy_(b)
+
+
+class OffPolicyAgent(Agent):
+    config: OffPolicyConfig
+    config_cls = OffPolicyConfig
+    log_every_steps = 1000
+
+    def _build(self) -> None:
+        obs_space, act_space = self.observation_space, self.action_space
+        discrete_obs = isinstance(obs_space, gym.spaces.Discrete)
+        discrete_act = isinstance(act_space, gym.spaces.Discrete)
+        self.replay = ReplayBuffer(
+            self.config.buffer_size, self.n_envs, () if discrete_obs else obs_space.shape,
+            () if discrete_act else act_space.shape,
+            obs_dtype=torch.long if discrete_obs else torch.float32,
+            action_dtype=torch.long if discrete_act else torch.float32,
+            n_step=self.config.n_step, gamma=self.config.gamma, seed=self.config.seed, device=self.device)
+        self.gradient_updates = 0
+        self._build_networks()
+
+    def _build_networks(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
+        """Actions of the behaviour (exploration) policy for a batch of observations."""
+        raise NotImplementedError
+
+    def _random_actions(self) -> np.ndarray:
+        return np.stack([self.action_space.sample() for _ in range(self.n_envs)])
+
+    def train_step(self, batch: ReplaySample) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _iterate(self) -> dict[str, float]:
+        cfg = self.config
+        for _ in range(cfg.train_freq):
+            if self.num_timesteps < cfg.learning_starts:
+                env_actions = self._random_actions()
+                stored = env_actions
+            else:
+                with torch.no_grad():
+                    actions = self._explore(self._obs_tensor(self._obs))
+                stored = actions.cpu().numpy()
+                env_actions = self._to_env_action(actions)
+            next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
+            dones = terminated | truncated
+            real_next = next_obs
+            if dones.any():
+                real_next = next_obs.copy()
+                for i in np.flatnonzero(dones):
+                    real_next[i] = info["final_obs"][i]
+            self.replay.add(self._obs, stored, rewards, real_next, terminated, truncated)
+            self._track_episodes(rewards, dones)
+            self._obs = next_obs
+            self.num_timesteps += self.n_envs
+        metrics: dict[str, Any] = {}
+        if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
+            for _ in range(cfg.gradient_steps):
+                metrics = self.train_step(self.replay.sample(cfg.batch_size))
+                self.gradient_updates += 1
+        metrics["gradient_updates"] = float(self.gradient_updates)
+        return metrics
+
+    def _step_optimizer(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.max_grad_norm is not None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        optimizer.step()

@@ -1,0 +1,101 @@
+r"""Replay buffer for off-policy learning (notes 9/14: replay buffers decorrelate samples).
+
+Transitions are stored as ``[capacity, n_envs]`` tensors in the order each env produced them, so
+the N-step target of the notes
+
+.. math:: y_t = \sum_{t'=t}^{t+N-1}\gamma^{t'-t} r_{t'} + \gamma^N \max_{a} Q_{\phi'}(s_{t+N}, a)
+
+is computed at sample time by gathering along time for the same env, cut at episode ends, with
+no Python loop over samples. ``next_obs`` holds the true successor (the final observation for
+truncated episodes); ``terminated`` alone stops bootstrapping, a time limit does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ReplaySample:
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor        # Σ_k γ^k r_{t+k} over the (up to) N steps taken
+    next_obs: torch.Tensor       # s_{t+n}: where to bootstrap from
+    dones: torch.Tensor          # 1 where s_{t+n} is terminal (no bootstrap)
+    discounts: torch.Tensor      # γ^n for the n steps actually taken
+    indices: torch.Tensor | None = None   # flat buffer indices (for prioritized replay)
+    weights: torch.Tensor | None = None   # importance weights (prioritized replay)
+
+
+class ReplayBuffer:
+    def __init__(self, capacity: int, n_envs: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
+                 obs_dtype: torch.dtype = torch.float32, action_dtype: torch.dtype = torch.float32,
+                 n_step: int = 1, gamma: float = 0.99, seed: int = 0, device: str | torch.device = "cpu"):
+        self.size_per_env = max(1, capacity // n_envs)
+        self.n_envs, self.n_step, self.gamma = n_envs, n_step, gamma
+        T, N = self.size_per_env, n_envs
+        self.obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype)
+        self.next_obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype)
+        self.actions = torch.zeros((T, N, *action_shape), dtype=action_dtype)
+        self.rewards = torch.zeros((T, N))
+        self.terminated = torch.zeros((T, N))
+        self.episode_end = torch.zeros((T, N))   # terminated or truncated: the n-step window stops
+        self.pos, self.full = 0, False
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return (self.size_per_env if self.full else self.pos) * self.n_envs
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+            terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """One vector-env step: every argument has a leading ``n_envs`` axis."""
+        p = self.pos
+        self.obs[p] = torch.as_tensor(np.asarray(obs), dtype=self.obs.dtype)
+        self.next_obs[p] = torch.as_tensor(np.asarray(next_obs), dtype=self.obs.dtype)
+        self.actions[p] = torch.as_tensor(np.asarray(actions), dtype=self.actions.dtype).reshape(self.actions[p].shape)
+        self.rewards[p] = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)
+        self.terminated[p] = torch.as_tensor(np.asarray(terminated), dtype=torch.float32)
+        self.episode_end[p] = torch.as_tensor(np.asarray(terminated) | np.asarray(truncated), dtype=torch.float32)
+        self.pos = (p + 1) % self.size_per_env
+        self.full = self.full or self.pos == 0
+
+    def _valid_time_count(self) -> int:
+        return self.size_per_env if self.full else self.pos
+
+    def sample_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        upper = self._valid_time_count()
+        if upper == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        t = torch.randint(0, upper, (batch_size,), generator=self.generator)
+        env = torch.randint(0, self.n_envs, (batch_size,), generator=self.generator)
+        return t, env
+
+    def gather(self, t: torch.Tensor, env: torch.Tensor) -> ReplaySample:
+        """The n-step sample starting at (t, env), cut at episode ends and at the write head."""
+        T = self.size_per_env
+        newest = (self.pos - 1) % T           # the last step written: windows never run past it
+        reward = torch.zeros(t.shape[0])
+        discount = torch.ones(t.shape[0])
+        alive = torch.ones(t.shape[0])
+        last = t.clone()
+        for k in range(self.n_step):
+            idx = (t + k) % T
+            reward = reward + alive * discount * self.rewards[idx, env]
+            discount = discount * torch.where(alive.bool(), torch.tensor(self.gamma), torch.tensor(1.0))
+            last = torch.where(alive.bool(), idx, last)
+            stop = (self.episode_end[idx, env] > 0) | (idx == newest)
+            alive = alive * (~stop).float()
+        return ReplaySample(
+            obs=self.obs[t, env].to(self.device), actions=self.actions[t, env].to(self.device),
+            rewards=reward.to(self.device), next_obs=self.next_obs[last, env].to(self.device),
+            dones=self.terminated[last, env].to(self.device), discounts=discount.to(self.device),
+            indices=t * self.n_envs + env,
+        )
+
+    def sample(self, batch_size: int) -> ReplaySample:
+        t, env = self.sample_indices(batch_size)
+        return self.gather(t, env)
