@@ -1,0 +1,103 @@
+r"""Natural policy gradient (notes 9/19).
+
+Linearize the surrogate and take the quadratic approximation of the KL constraint,
+
+.. math::
+    \theta' \leftarrow \arg\max_{\theta'} \nabla_\theta J(\theta)^T(\theta'-\theta)
+    \quad\text{s.t.}\quad \tfrac12(\theta'-\theta)^T F (\theta'-\theta) \le \epsilon ,
+
+whose solution is the natural gradient step
+
+.. math::
+    \theta' = \theta + \sqrt{\frac{2\epsilon}{\nabla_\theta J(\theta)^T F^{-1}\nabla_\theta J(\theta)}}\;
+              F^{-1}\nabla_\theta J(\theta),
+    \qquad F = \mathbb E_{\pi_\theta}\big[\nabla_\theta\log\pi_\theta(a|s)\,\nabla_\theta\log\pi_\theta(a|s)^T\big].
+
+(The notes print :math:`\nabla J^T F \nabla J` under the root; the step that meets the constraint
+with equality has :math:`F^{-1}`, as here.)
+:math:`\nabla_\theta J = \nabla_{\theta'} L_\theta(\theta')|_{\theta'=\theta}` is the gradient of the
+importance-weighted surrogate with advantages Â (GAE(λ) by default); :math:`x = F^{-1}\nabla J`
+comes from conjugate gradient on damped Fisher-vector products, and the step length uses
+:math:`x^T(F+\delta I)x` so that ½Δθᵀ(F+δI)Δθ = ε exactly.
+
+:meth:`NaturalPG.apply_step` takes the full step; TRPO (``core_rl.trust_region.trpo``) overrides it
+with a backtracking line search.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from pydantic import Field
+
+from core_rl.common.buffers import FlatBatch
+from core_rl.trust_region.common import (TrustRegionAgent, TrustRegionConfig, conjugate_gradient,
+                                         fisher_vector_product, flat_grad, flat_params, mean_kl,
+                                         policy_params, set_flat_params)
+
+# evaluate(θ') -> (L_θ(θ'), D̄_KL(π_θ'‖π_θ)), with θ' written into the policy
+Evaluate = Callable[[torch.Tensor], tuple[float, float]]
+
+
+class NaturalPGConfig(TrustRegionConfig):
+    max_kl: float = Field(0.01, gt=0.0, description="ε, the KL trust-region radius of each step.")
+    cg_iters: int = Field(10, ge=1, description="Conjugate gradient iterations for F⁻¹∇J.")
+    cg_tol: float = Field(1e-10, ge=0.0, description="Stop CG once the squared residual is below this.")
+    damping: float = Field(0.1, ge=0.0, description="δ of the damped Fisher F + δI.")
+
+
+class NaturalPG(TrustRegionAgent):
+    """Natural policy gradient with an ε-sized step in the Fisher metric, and a separate critic."""
+
+    name = "npg"
+    config: NaturalPGConfig
+    config_cls = NaturalPGConfig
+
+    def natural_step(self, flat: FlatBatch, advantage: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        """∇J, x ≈ (F+δI)⁻¹∇J and the full step Δθ = √(2ε / xᵀ(F+δI)x) x, at the current θ."""
+        cfg = self.config
+        params = policy_params(self.policy)
+        dist = self.policy.distribution(flat.obs)
+        old = dist.detach()
+        old_log_prob = old.log_prob(flat.actions)
+        surrogate = self.surrogate(dist, flat.actions, old_log_prob, advantage)
+        grad_j = flat_grad(surrogate, params, retain_graph=True)
+        fvp = fisher_vector_product(mean_kl(dist, old), params, cfg.damping)
+        x = conjugate_gradient(fvp, grad_j, cfg.cg_iters, cfg.cg_tol)
+        fx = fvp(x)
+        x_f_x = float(x @ fx)
+        scale = math.sqrt(2.0 * cfg.max_kl / x_f_x) if x_f_x > 0 else 0.0
+        full_step = scale * x
+        return {"full_step": full_step.detach(), "grad": grad_j.detach(), "old": old,
+                "old_log_prob": old_log_prob.detach(), "surrogate": float(surrogate.detach()),
+                "expected_gain": float(grad_j @ full_step),
+                "cg_residual": float((fx - grad_j).norm() / grad_j.norm().clamp_min(1e-12))}
+
+    def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
+                   surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:
+        """θ ← θ + Δθ (no line search). Returns the step's metrics."""
+        surrogate_new, kl = evaluate(theta + full_step)
+        return {"kl": kl, "surrogate_gain": surrogate_new - surrogate_old, "step_fraction": 1.0,
+                "backtracks": 0.0, "accepted": 1.0}
+
+    def improve_policy(self, flat: FlatBatch, advantage: torch.Tensor) -> dict[str, float]:
+        params = policy_params(self.policy)
+        theta = flat_params(params)
+        step = self.natural_step(flat, advantage)
+        old, old_log_prob = step["old"], step["old_log_prob"]
+
+        @torch.no_grad()
+        def evaluate(theta_new: torch.Tensor) -> tuple[float, float]:
+            set_flat_params(params, theta_new)
+            dist = self.policy.distribution(flat.obs)
+            return (float(self.surrogate(dist, flat.actions, old_log_prob, advantage)),
+                    float(mean_kl(dist, old)))
+
+        metrics = self.apply_step(theta, step["full_step"], step["expected_gain"], step["surrogate"], evaluate)
+        with torch.no_grad():
+            entropy = float(self.policy.distribution(flat.obs).entropy().mean())
+        return {**metrics, "expected_gain": step["expected_gain"], "grad_norm": float(step["grad"].norm()),
+                "step_norm": float(step["full_step"].norm()), "cg_residual": step["cg_residual"],
+                "entropy": entropy}

@@ -1,0 +1,56 @@
+r"""Trust region policy optimization (notes 9/19): the natural gradient step, checked on the true
+objective of the constrained problem
+
+.. math::
+    \max_{\theta'} L_\theta(\theta') = \mathbb E_t\Big[\tfrac{\pi_{\theta'}(a_t|s_t)}{\pi_\theta(a_t|s_t)}\hat A_t\Big]
+    \quad\text{s.t.}\quad \bar D_{KL}(\pi_{\theta'}\,\|\,\pi_\theta) \le \epsilon .
+
+The direction :math:`x = F^{-1}\nabla_\theta J` and the full step
+:math:`\Delta\theta = \sqrt{2\epsilon / x^T F x}\,x` are NPG's (:class:`~core_rl.trust_region.natural_pg.NaturalPG`);
+the quadratic model may be wrong, so TRPO backtracks: for :math:`k = 0,1,\dots,K-1` it tries
+:math:`\theta' = \theta + \beta^k \Delta\theta` and accepts the first one with
+
+.. math::
+    \bar D_{KL}(\pi_{\theta'}\,\|\,\pi_\theta) \le \epsilon, \qquad
+    L_\theta(\theta') - L_\theta(\theta) > 0, \qquad
+    \frac{L_\theta(\theta') - L_\theta(\theta)}{\beta^k\,\nabla_\theta J^T\Delta\theta} \ge r_{accept},
+
+keeping θ when none passes.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from core_rl.trust_region.common import policy_params, set_flat_params
+from core_rl.trust_region.natural_pg import Evaluate, NaturalPG, NaturalPGConfig
+
+
+class TRPOConfig(NaturalPGConfig):
+    max_backtracks: int = Field(10, ge=1, description="K, the most step sizes β^k tried by the line search.")
+    backtrack_coef: float = Field(0.8, gt=0.0, lt=1.0, description="β, the step's shrink factor per backtrack.")
+    accept_ratio: float = Field(0.1, ge=0.0, description="Least ratio of actual to expected surrogate gain.")
+
+
+class TRPO(NaturalPG):
+    """NPG whose step is found by a KL- and improvement-checked backtracking line search."""
+
+    name = "trpo"
+    config: TRPOConfig
+    config_cls = TRPOConfig
+
+    def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
+                   surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:
+        cfg = self.config
+        for k in range(cfg.max_backtracks):
+            fraction = cfg.backtrack_coef ** k
+            surrogate_new, kl = evaluate(theta + fraction * full_step)
+            gain = surrogate_new - surrogate_old
+            expected = fraction * expected_gain
+            if kl <= cfg.max_kl and gain > 0 and expected > 0 and gain / expected >= cfg.accept_ratio:
+                return {"kl": kl, "surrogate_gain": gain, "step_fraction": fraction, "backtracks": float(k),
+                        "accepted": 1.0}
+        set_flat_params(policy_params(self.policy), theta)
+        return {"kl": 0.0, "surrogate_gain": 0.0, "step_fraction": 0.0, "backtracks": float(cfg.max_backtracks),
+                "accepted": 0.0}
