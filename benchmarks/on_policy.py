@@ -1,0 +1,742 @@
+"""Our PPO and A2C side by side with Stable-Baselines3's, at RL-Zoo's tuned hyperparameters.
+
+``python -m benchmarks.on_policy [--quick] [--seeds N] [--envs ...] [--algos ...] [--no-mlflow]``
+
+Every (algo, env, seed) is trained twice in this one process, once by
+:class:`core_rl.trust_region.ppo.PPO` / :class:`core_rl.actor_critic.actor_critic.A2C` and once by
+SB3's ``PPO`` / ``A2C``, from one neutral hyperparameter record (:class:`HParams`, SB3's names and
+RL-Zoo's values) mapped to both sides by :func:`sb3_model` and :func:`ours_config`. Both train with
+``torch.set_num_threads(1)`` on the CPU, without loggers writing anything during training.
+
+Measured for each run: wall time and process CPU time of ``learn`` alone (env construction and
+evaluation excluded), env-steps/s, the mean of the last 100 training episodes (undiscounted, raw
+rewards), and the mean return of 20 evaluation episodes of the deterministic policy on fresh envs
+seeded identically for both implementations. Ours and SB3 alternate run by run (and which goes
+first alternates too), so load on a shared machine hits both alike; the table reports medians
+over seeds. Results go to the terminal, ``docs/benchmarks/on_policy.md``, a JSON file under
+``.deeprl/benchmarks/`` and MLflow (one parent run, one child per (algo, env, impl, seed), the
+table and a bar plot as artifacts). ``--results FILE ...`` re-renders the report from saved JSON
+files (e.g. the pieces of a benchmark run in several shorter invocations) without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DOC = REPO / "docs" / "benchmarks" / "on_policy.md"
+TORCH_THREADS = 1
+IMPLS = ("ours", "sb3")
+EXPERIMENT = "benchmark-on-policy"
+
+
+# ---- hyperparameters ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HParams:
+    """One benchmark configuration in SB3's vocabulary, with SB3's defaults for what Zoo leaves out.
+
+    ``learning_rate``/``clip_range`` are initial values; ``*_schedule`` says whether they decay
+    linearly to 0 over training (RL-Zoo's ``lin_<value>``).
+    """
+
+    algo: str                      # "ppo" | "a2c"
+    env_id: str
+    n_timesteps: int               # RL-Zoo's budget
+    quick_timesteps: int           # the --quick budget
+    n_envs: int
+    n_steps: int
+    gamma: float
+    gae_lambda: float
+    learning_rate: float
+    lr_schedule: str = "constant"
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    normalize_advantage: bool = True
+    # PPO only
+    batch_size: int = 64
+    n_epochs: int = 10
+    clip_range: float = 0.2
+    clip_schedule: str = "constant"
+    # A2C only (SB3: use_rms_prop=True, rms_prop_eps=1e-5, torch RMSprop alpha=0.99)
+    rms_alpha: float = 0.99
+    rms_eps: float = 1e-5
+    # both: SB3's MlpPolicy (separate π and V MLPs, orthogonal init, log σ₀ = 0)
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    zoo_note: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.algo}/{self.env_id}"
+
+
+def zoo_configs() -> list[HParams]:
+    """RL-Zoo's tuned values (hyperparams/ppo.yml and a2c.yml of DLR-RM/rl-baselines3-zoo).
+
+    Zoo's ``normalize: true`` is ``VecNormalize(norm_obs=True, norm_reward=True, gamma=gamma)``.
+    """
+    return [
+        HParams("ppo", "CartPole-v1", 100_000, 100_000, n_envs=8, n_steps=32, batch_size=256, n_epochs=20,
+                gae_lambda=0.8, gamma=0.98, learning_rate=1e-3, lr_schedule="linear", clip_range=0.2,
+                clip_schedule="linear", ent_coef=0.0, zoo_note="zoo 'Tuned'"),
+        HParams("a2c", "CartPole-v1", 500_000, 200_000, n_envs=8, n_steps=5, gamma=0.99, gae_lambda=1.0,
+                learning_rate=7e-4, ent_coef=0.0, normalize_advantage=False, zoo_note="zoo; SB3 A2C defaults"),
+        HParams("ppo", "Acrobot-v1", 1_000_000, 200_000, n_envs=16, n_steps=256, batch_size=64, n_epochs=4,
+                gae_lambda=0.94, gamma=0.99, learning_rate=3e-4, ent_coef=0.0, normalize_obs=True,
+                normalize_reward=True, zoo_note="zoo normalize: true"),
+        HParams("a2c", "Acrobot-v1", 500_000, 200_000, n_envs=16, n_steps=5, gamma=0.99, gae_lambda=1.0,
+                learning_rate=7e-4, ent_coef=0.0, normalize_obs=True, normalize_reward=True,
+                normalize_advantage=False, zoo_note="zoo normalize: true; SB3 A2C defaults"),
+        HParams("ppo", "Pendulum-v1", 100_000, 100_000, n_envs=4, n_steps=1024, batch_size=64, n_epochs=10,
+                gae_lambda=0.95, gamma=0.9, learning_rate=1e-3, clip_range=0.2, ent_coef=0.0,
+                normalize_obs=True, normalize_reward=True,
+                zoo_note="zoo 'Tuned' with use_sde=False (zoo: True) and normalization added on both sides"),
+    ]
+
+
+def ours_config(hp: HParams, seed: int) -> dict[str, Any]:
+    """The same configuration as our PPOConfig / A2CConfig fields."""
+    cfg: dict[str, Any] = dict(
+        seed=seed, gamma=hp.gamma, hidden_sizes=hp.hidden_sizes, activation=hp.activation, device="cpu",
+        torch_threads=TORCH_THREADS, n_envs=hp.n_envs, n_steps=hp.n_steps, lr=hp.learning_rate,
+        lr_schedule=hp.lr_schedule, max_grad_norm=hp.max_grad_norm, advantage="gae", gae_lambda=hp.gae_lambda,
+        normalize_advantage=hp.normalize_advantage, normalize_obs=hp.normalize_obs,
+        normalize_reward=hp.normalize_reward, vf_coef=hp.vf_coef, ent_coef=hp.ent_coef, log_std_init=0.0,
+    )
+    if hp.algo == "ppo":
+        cfg.update(batch_size=hp.batch_size, n_epochs=hp.n_epochs, clip_range=hp.clip_range,
+                   clip_schedule=hp.clip_schedule)
+    else:
+        cfg.update(optimizer="rmsprop", rms_alpha=hp.rms_alpha, rms_eps=hp.rms_eps, n_step=hp.n_steps)
+    return cfg
+
+
+def _schedule(value: float, kind: str) -> float | Callable[[float], float]:
+    # SB3 calls schedules with progress_remaining (1 → 0); Zoo's lin_<v> is progress_remaining·v
+    return (lambda progress_remaining: progress_remaining * value) if kind == "linear" else value
+
+
+def sb3_kwargs(hp: HParams) -> dict[str, Any]:
+    """SB3 constructor arguments (schedules as callables, as RL-Zoo passes them)."""
+    kw: dict[str, Any] = dict(
+        learning_rate=_schedule(hp.learning_rate, hp.lr_schedule), n_steps=hp.n_steps, gamma=hp.gamma,
+        gae_lambda=hp.gae_lambda, ent_coef=hp.ent_coef, vf_coef=hp.vf_coef, max_grad_norm=hp.max_grad_norm,
+        normalize_advantage=hp.normalize_advantage, use_sde=False,
+        policy_kwargs=dict(net_arch=dict(pi=list(hp.hidden_sizes), vf=list(hp.hidden_sizes)),
+                           activation_fn=torch.nn.Tanh if hp.activation == "tanh" else torch.nn.ReLU,
+                           ortho_init=True, log_std_init=0.0),
+    )
+    if hp.algo == "ppo":
+        kw.update(batch_size=hp.batch_size, n_epochs=hp.n_epochs, clip_range=_schedule(hp.clip_range, hp.clip_schedule))
+    else:
+        kw.update(use_rms_prop=True, rms_prop_eps=hp.rms_eps)
+    return kw
+
+
+# ---- evaluation shared by both implementations -------------------------------------------------
+def evaluate_actions(act: Callable[[np.ndarray], np.ndarray], env_id: str, n_episodes: int, seed: int) -> list[float]:
+    """Return of one episode on each of ``n_episodes`` fresh envs (env i reset with ``seed + i``),
+    acting with ``act`` on the batch of still-running envs: the same episodes for every policy."""
+    envs = [gym.make(env_id) for _ in range(n_episodes)]
+    first = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
+    obs = np.stack(first)
+    returns = np.zeros(n_episodes)
+    active = np.ones(n_episodes, dtype=bool)
+    while active.any():
+        idx = np.flatnonzero(active)
+        actions = np.asarray(act(obs[idx]))
+        for j, i in enumerate(idx):  # evaluation only: one gym env per episode
+            o, r, terminated, truncated, _ = envs[i].step(actions[j])
+            obs[i] = o
+            returns[i] += float(r)
+            if terminated or truncated:
+                active[i] = False
+    for e in envs:
+        e.close()
+    return returns.tolist()
+
+
+# ---- one training run --------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    algo: str
+    env_id: str
+    impl: str
+    seed: int
+    steps: int
+    wall_s: float
+    cpu_s: float
+    steps_per_s: float
+    cpu_steps_per_s: float
+    eval_return: float
+    eval_std: float
+    train_return_last100: float
+    episodes: int
+    build_s: float
+    eval_s: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+ProgressFn = Callable[[int], None]
+
+
+def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
+    from core_rl.actor_critic.actor_critic import A2C
+    from core_rl.common.tracking import MemoryTracker
+    from core_rl.trust_region.ppo import PPO
+
+    cls = PPO if hp.algo == "ppo" else A2C
+    tracker = MemoryTracker()
+    t_build = time.perf_counter()
+    agent = cls(hp.env_id, ours_config(hp, seed), tracker=tracker)
+    build_s = time.perf_counter() - t_build
+    last = [agent.num_timesteps]
+
+    def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
+        progress(a.num_timesteps - last[0])
+        last[0] = a.num_timesteps
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    agent.learn(steps, callback=on_iteration)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
+    act = lambda o: agent.predict(o, deterministic=True)  # noqa: E731
+    info = (agent.num_timesteps, agent.mean_return, agent.episodes_done)
+    return info, act, build_s, wall, cpu, curve
+
+
+def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
+    from stable_baselines3 import A2C as SB3A2C
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(TORCH_THREADS)
+    t_build = time.perf_counter()
+    venv = make_vec_env(hp.env_id, n_envs=hp.n_envs, seed=seed)
+    vecnorm = None
+    if hp.normalize_obs or hp.normalize_reward:
+        venv = vecnorm = VecNormalize(venv, norm_obs=hp.normalize_obs, norm_reward=hp.normalize_reward, gamma=hp.gamma)
+    cls = SB3PPO if hp.algo == "ppo" else SB3A2C
+    model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_kwargs(hp))
+    build_s = time.perf_counter() - t_build
+    curve: list[tuple[int, float]] = []
+
+    class Progress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = 0
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            progress(self.num_timesteps - self.last)
+            self.last = self.num_timesteps
+            if self.model.ep_info_buffer:
+                curve.append((self.num_timesteps, float(np.mean([e["r"] for e in self.model.ep_info_buffer]))))
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    model.learn(total_timesteps=steps, callback=Progress())
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    train_ret = float(np.mean([e["r"] for e in model.ep_info_buffer])) if model.ep_info_buffer else float("nan")
+    monitors = (vecnorm.venv if vecnorm is not None else venv).envs  # DummyVecEnv of Monitor-wrapped envs
+    episodes = sum(len(m.get_episode_rewards()) for m in monitors)
+
+    def act(o: np.ndarray) -> np.ndarray:
+        x = vecnorm.normalize_obs(o) if vecnorm is not None and hp.normalize_obs else o
+        return model.predict(x, deterministic=True)[0]
+
+    return (model.num_timesteps, train_ret, episodes), act, build_s, wall, cpu, curve
+
+
+def run_one(hp: HParams, impl: str, steps: int, seed: int, eval_episodes: int,
+            progress: ProgressFn = lambda n: None) -> RunResult:
+    train = _train_ours if impl == "ours" else _train_sb3
+    (done, train_ret, episodes), act, build_s, wall, cpu, curve = train(hp, steps, seed, progress)
+    t_eval = time.perf_counter()
+    returns = evaluate_actions(act, hp.env_id, eval_episodes, seed=100_000 + 1_000 * seed)
+    eval_s = time.perf_counter() - t_eval
+    return RunResult(algo=hp.algo, env_id=hp.env_id, impl=impl, seed=seed, steps=int(done), wall_s=wall, cpu_s=cpu,
+                     steps_per_s=done / wall, cpu_steps_per_s=done / max(cpu, 1e-9),
+                     eval_return=float(np.mean(returns)), eval_std=float(np.std(returns)),
+                     train_return_last100=float(train_ret), episodes=int(episodes), build_s=build_s,
+                     eval_s=eval_s, curve=curve[:: max(1, len(curve) // 300)])
+
+
+def warm_up(hp: HParams) -> None:
+    """One short untimed run of each implementation, so that neither timed run pays the process's
+    one-off costs (imports, torch's lazy initialisation, first-call allocations)."""
+    for impl in IMPLS:
+        run_one(hp, impl, hp.n_envs * hp.n_steps * 2, seed=12345, eval_episodes=2)
+
+
+# ---- aggregation and report --------------------------------------------------------------------
+def _median(xs: Iterable[float]) -> float:
+    vals = [x for x in xs if x is not None and math.isfinite(x)]
+    return statistics.median(vals) if vals else float("nan")
+
+
+RETURN_TOLERANCE = 0.05  # "equal" return: within 5% of |SB3's median| (seed noise), documented in the report
+
+
+def summarize(results: Sequence[RunResult], configs: Sequence[HParams]) -> list[dict[str, Any]]:
+    rows = []
+    for hp in configs:
+        per = {impl: [r for r in results if r.algo == hp.algo and r.env_id == hp.env_id and r.impl == impl]
+               for impl in IMPLS}
+        if not per["ours"] and not per["sb3"]:
+            continue
+        row: dict[str, Any] = {"algo": hp.algo, "env_id": hp.env_id,
+                               "seeds": min(len(per["ours"]), len(per["sb3"])) or max(len(v) for v in per.values()),
+                               "steps": int(_median(r.steps for rs in per.values() for r in rs))}
+        for impl, rs in per.items():
+            for m in ("eval_return", "train_return_last100", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s"):
+                row[f"{m}_{impl}"] = _median(getattr(r, m) for r in rs)
+        ratio = lambda a, b: a / b if b and math.isfinite(a) and math.isfinite(b) else float("nan")  # noqa: E731
+        row["speed_ratio"] = ratio(row["steps_per_s_ours"], row["steps_per_s_sb3"])
+        row["cpu_speed_ratio"] = ratio(row["cpu_steps_per_s_ours"], row["cpu_steps_per_s_sb3"])
+        row["wall_ratio"] = ratio(row["wall_s_ours"], row["wall_s_sb3"])
+        row["return_delta"] = row["eval_return_ours"] - row["eval_return_sb3"]
+        # ours/SB3 on returns is only meaningful with positive returns; Δ and a tolerance work for both signs
+        row["return_ratio"] = ratio(row["eval_return_ours"], row["eval_return_sb3"]) \
+            if row["eval_return_sb3"] > 0 else float("nan")
+        tol = RETURN_TOLERANCE * abs(row["eval_return_sb3"]) if math.isfinite(row["eval_return_sb3"]) else 0.0
+        row["return_ok"] = bool(row["return_delta"] >= -tol)
+        row["speed_ok"] = bool(row["speed_ratio"] >= 2.0)
+        rows.append(row)
+    return rows
+
+
+def _f(x: float, nd: int = 1) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:,.{nd}f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = ("| algo | env | steps | seeds | eval return ours | eval return SB3 | Δ (ours−SB3) | last-100 train ours"
+            " | last-100 train SB3 | wall s ours | wall s SB3 | steps/s ours | steps/s SB3 | speed ours/SB3"
+            " | CPU-time speed ours/SB3 | return ≥ SB3 | ≥ 2× speed |")
+    sep = "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"
+    lines = [head, sep]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["algo"].upper(), r["env_id"], f"{r['steps']:,}", str(r["seeds"]),
+            _f(r["eval_return_ours"]), _f(r["eval_return_sb3"]), _f(r["return_delta"]),
+            _f(r["train_return_last100_ours"]), _f(r["train_return_last100_sb3"]),
+            _f(r["wall_s_ours"]), _f(r["wall_s_sb3"]), _f(r["steps_per_s_ours"], 0), _f(r["steps_per_s_sb3"], 0),
+            _f(r["speed_ratio"], 2) + "×", _f(r["cpu_speed_ratio"], 2) + "×",
+            "yes" if r["return_ok"] else "**no**", "yes" if r["speed_ok"] else "**no**",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def hparams_markdown(configs: Sequence[HParams], steps_of: dict[str, int]) -> str:
+    lines = ["| config | SB3 / RL-Zoo value | our field = value |", "|---|---|---|"]
+    for hp in configs:
+        if hp.key not in steps_of:
+            continue
+        sb3 = sb3_kwargs(hp)
+        sb3_show = {k: v for k, v in sb3.items() if k != "policy_kwargs"}
+        sb3_show["learning_rate"] = f"lin_{hp.learning_rate:g}" if hp.lr_schedule == "linear" else hp.learning_rate
+        if "clip_range" in sb3_show:
+            sb3_show["clip_range"] = f"lin_{hp.clip_range:g}" if hp.clip_schedule == "linear" else hp.clip_range
+        sb3_show.update(n_envs=hp.n_envs, normalize=f"VecNormalize(norm_obs={hp.normalize_obs}, "
+                        f"norm_reward={hp.normalize_reward}, gamma={hp.gamma})" if hp.normalize_obs or hp.normalize_reward
+                        else False, net_arch="pi=[64,64], vf=[64,64], Tanh, ortho_init")
+        ours = ours_config(hp, 0)
+        ours.pop("seed")
+        lines.append(f"| {hp.algo.upper()} {hp.env_id} ({steps_of[hp.key]:,} steps; zoo budget {hp.n_timesteps:,}; "
+                     f"{hp.zoo_note}) | " + ", ".join(f"{k}={v}" for k, v in sb3_show.items()) + " | "
+                     + ", ".join(f"{k}={v}" for k, v in ours.items()) + " |")
+    return "\n".join(lines)
+
+
+def machine_note() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import stable_baselines3
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": [round(x, 2) for x in load],
+            "python": platform.python_version(), "torch": torch.__version__, "sb3": stable_baselines3.__version__,
+            "gymnasium": gym.__version__, "torch_threads": TORCH_THREADS, "platform": platform.platform()}
+
+
+def bar_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['algo'].upper()}\n{r['env_id']}" for r in rows]
+    x = np.arange(len(rows))
+    w = 0.38
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(rows)), 4.2))
+    for ax, metric, title in ((axes[0], "steps_per_s", "env-steps/s (median over seeds)"),
+                              (axes[1], "eval_return", "eval return, 20 deterministic episodes")):
+        ours = [r[f"{metric}_ours"] for r in rows]
+        sb3 = [r[f"{metric}_sb3"] for r in rows]
+        ax.bar(x - w / 2, ours, w, label="ours", color="#1f77b4")
+        ax.bar(x + w / 2, sb3, w, label="SB3", color="#ff7f0e")
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.legend(fontsize=8)
+    for i, r in enumerate(rows):
+        top = max(r["steps_per_s_ours"], r["steps_per_s_sb3"])
+        if math.isfinite(top):
+            axes[0].annotate(f"{r['speed_ratio']:.2f}×", (x[i], top), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any]) -> str:
+    steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
+    m = meta["machine"]
+    verdict = []
+    for r in rows:
+        verdict.append(f"- {r['algo'].upper()} {r['env_id']}: speed {_f(r['speed_ratio'], 2)}× SB3 by wall time, "
+                       f"{_f(r['cpu_speed_ratio'], 2)}× by CPU time "
+                       f"({'meets' if r['speed_ok'] else 'misses'} the 2× target), eval return "
+                       f"{_f(r['eval_return_ours'])} vs {_f(r['eval_return_sb3'])} "
+                       f"({'equal or better' if r['return_ok'] else 'worse'}).")
+    peak = max([*m.get("loadavg_start", []), *m.get("loadavg", [])] or [0.0])
+    load_warning = (f"\n**This run shared the machine:** load average up to {peak:g} on {m['cores']} cores, so wall "
+                    "times include waiting for a core; compare implementations by the CPU-time ratio."
+                    if m.get("cores") and peak > m["cores"] else "")
+    return f"""# On-policy benchmark: our PPO / A2C vs Stable-Baselines3
+
+Generated by `benchmarks/on_policy.py` on {meta['date']} ({meta['mode']}).
+
+**Command:** `{meta['command']}`{f" (report re-rendered from its saved results with `{meta['rerendered']}`)" if meta.get('rerendered') else ""}
+
+**Machine:** {m['cpu']}, {m['cores']}-core CPU shared with other jobs (load average at start
+{m['loadavg_start']}, at end {m['loadavg']}); Python {m['python']}, torch {m['torch']} (CPU),
+Stable-Baselines3 {m['sb3']}, gymnasium {m['gymnasium']}. Both implementations run in the same process
+with `torch.set_num_threads({m['torch_threads']})` (our `torch_threads=1`; SB3 via `torch.set_num_threads(1)`),
+on the CPU, one after the other, alternating which goes first. Timings on a shared 2-core machine are
+noisy: re-run on a quiet machine for publishable numbers (the CPU-time column is less sensitive to load).{load_warning}
+
+Target of the project: **equal or better return at ≥ 2× SB3's env-steps/s.**
+
+## Results (medians over seeds)
+
+{markdown_table(rows)}
+
+{chr(10).join(verdict)}
+
+- *eval return*: mean return of 20 episodes with the deterministic policy after training, on 20
+  fresh envs reset with the same seeds for both implementations (obs normalized with the frozen
+  training statistics where normalization is on).
+- *last-100 train*: mean undiscounted (raw-reward) return of the last 100 training episodes.
+- *wall s*: wall time of `learn()` only (no env construction, no evaluation); *steps/s* = env steps / wall s;
+  *CPU-time speed*: the same ratio computed from process CPU time instead of wall time.
+- *return ≥ SB3*: ours ≥ SB3 − {RETURN_TOLERANCE:.0%}·|SB3| (seed-to-seed noise allowance). With one seed a
+  "no" can be noise; use `--seeds 5` for a verdict.
+
+## Hyperparameters (RL-Zoo tuned values, mapped field by field)
+
+{hparams_markdown(configs, steps_of)}
+
+Source: RL-Zoo `hyperparams/ppo.yml` and `hyperparams/a2c.yml` (DLR-RM/rl-baselines3-zoo); SB3's
+defaults fill what Zoo leaves out (PPO: batch_size 64, n_epochs 10, lr 3e-4, clip 0.2, vf_coef 0.5,
+max_grad_norm 0.5; A2C: n_steps 5, lr 7e-4, gamma 0.99, gae_lambda 1.0, RMSprop(alpha 0.99, eps 1e-5),
+normalize_advantage False). Zoo's `normalize: true` is SB3's `VecNormalize` on observations *and*
+rewards with the algorithm's γ; ours is `normalize_obs` + `normalize_reward`. PPO Pendulum uses
+`use_sde=False` on both sides (Zoo tunes it with gSDE) and adds normalization on both sides.
+{"This run used shorter budgets than Zoo's where the steps column is below the zoo budget above." if meta['mode'] != 'full' else ""}
+
+![bar plot](on_policy.png)
+"""
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    cols = [("algo", 4), ("env", 12), ("steps", 9), ("ret ours", 9), ("ret SB3", 9), ("Δret", 8), ("train ours", 10),
+            ("train SB3", 9), ("wall ours", 9), ("wall SB3", 9), ("sps ours", 9), ("sps SB3", 9), ("speed", 7),
+            ("cpu-spd", 7)]
+    print(" ".join(f"{c:>{w}}" for c, w in cols))
+    for r in rows:
+        vals = [r["algo"], r["env_id"], f"{r['steps']}", _f(r["eval_return_ours"]), _f(r["eval_return_sb3"]),
+                _f(r["return_delta"]), _f(r["train_return_last100_ours"]), _f(r["train_return_last100_sb3"]),
+                _f(r["wall_s_ours"]), _f(r["wall_s_sb3"]), _f(r["steps_per_s_ours"], 0), _f(r["steps_per_s_sb3"], 0),
+                _f(r["speed_ratio"], 2) + "x", _f(r["cpu_speed_ratio"], 2) + "x"]
+        print(" ".join(f"{v:>{w}}" for v, (_, w) in zip(vals, cols)))
+
+
+# ---- MLflow ------------------------------------------------------------------------------------
+class MLflowLog:
+    """A parent run for the benchmark and one child per (algo, env, impl, seed)."""
+
+    def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
+        import mlflow
+
+        from pipelines.tracking import get_experiment_id, setup_tracking
+
+        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
+        self.client = mlflow.tracking.MlflowClient()
+        self.experiment_id = get_experiment_id(EXPERIMENT, self.uri)
+        self.parent = self.client.create_run(self.experiment_id, run_name=run_name,
+                                             tags={"benchmark": "on_policy"}).info.run_id
+        from core_rl.common.tracking import MLflowTracker
+
+        MLflowTracker(self.parent, self.client).log_params(params)
+
+    def child(self, hp: HParams, res: RunResult, config: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        from core_rl.common.tracking import MLflowTracker
+
+        run = self.client.create_run(self.experiment_id, run_name=f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
+                                     tags={"mlflow.parentRunId": self.parent, "algo": hp.algo, "env_id": hp.env_id,
+                                           "impl": res.impl, "seed": str(res.seed)})
+        rid = run.info.run_id
+        tracker = MLflowTracker(rid, self.client)
+        tracker.log_params({"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
+                            "torch_threads": TORCH_THREADS, "config": config})
+        summary = {k: getattr(res, k) for k in ("steps", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s",
+                                                "eval_return", "eval_std", "train_return_last100", "episodes",
+                                                "build_s", "eval_s")}
+        tracker.log_metrics(summary, step=res.steps)
+        curve = res.curve[:: max(1, len(res.curve) // 300)]
+        ts = int(time.time() * 1000)
+        items = [Metric("train/episode_return", float(v), ts, int(s)) for s, v in curve]
+        for i in range(0, len(items), 900):
+            self.client.log_batch(rid, metrics=items[i:i + 900])
+        self.client.set_terminated(rid)
+
+    def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
+        from core_rl.common.tracking import MLflowTracker
+
+        tracker = MLflowTracker(self.parent, self.client)
+        for r in rows:
+            key = f"{r['algo']}_{r['env_id']}"
+            tracker.log_metrics({f"{key}/speed_ratio": r["speed_ratio"], f"{key}/cpu_speed_ratio": r["cpu_speed_ratio"],
+                                 f"{key}/return_delta": r["return_delta"],
+                                 f"{key}/eval_return_ours": r["eval_return_ours"],
+                                 f"{key}/eval_return_sb3": r["eval_return_sb3"]}, step=0)
+        for f in files:
+            if f.exists():
+                tracker.log_artifact(f)
+        self.client.set_terminated(self.parent, status=status)
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
+        from pipelines.tracking import default_tracking_uri as pipelines_default
+
+        return pipelines_default()
+    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
+
+
+# ---- profiling ---------------------------------------------------------------------------------
+def profile_runs(configs: Sequence[HParams], steps_of: Callable[[HParams], int], impls: Sequence[str],
+                 out_dir: Path, top: int = 30) -> None:
+    """cProfile ``learn`` of each implementation; prints the top functions by own time and cumulative."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for hp in configs:
+        for impl in impls:
+            prof = cProfile.Profile()
+            train = _train_ours if impl == "ours" else _train_sb3
+            prof.enable()
+            (done, *_), _, _, wall, _, _ = train(hp, steps_of(hp), 0, lambda n: None)
+            prof.disable()
+            path = out_dir / f"{hp.algo}-{hp.env_id}-{impl}.prof"
+            prof.dump_stats(path)
+            for sort in ("tottime", "cumulative"):
+                buf = io.StringIO()
+                pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(sort).print_stats(top)
+                print(f"\n===== {hp.key} {impl}: {done} steps in {wall:.1f}s under cProfile, by {sort} ({path}) =====")
+                print(buf.getvalue().split("\n", 6)[-1] if sort == "tottime" else buf.getvalue())
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+def _jsonable(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": meta, "results": [asdict(r) for r in results]}
+
+
+def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]]:
+    results: list[RunResult] = []
+    meta: dict[str, Any] = {}
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        meta = meta or data["meta"]
+        for r in data["results"]:
+            r["curve"] = [tuple(x) for x in r.get("curve", [])]
+            results.append(RunResult(**r))
+    return results, meta
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    envs = sorted({hp.env_id for hp in zoo_configs()})
+    p = argparse.ArgumentParser(prog="python -m benchmarks.on_policy", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="shorter budgets (1e5-2e5 steps per config): one seed takes ~4 min of CPU "
+                        "(~11 min wall on 2 heavily shared cores)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default 3)")
+    p.add_argument("--envs", nargs="+", default=envs, choices=envs, metavar="ENV", help=f"subset of {envs}")
+    p.add_argument("--algos", nargs="+", default=["ppo", "a2c"], choices=["ppo", "a2c"])
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
+    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown report to write (default %(default)s)")
+    p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="where the JSON results and plot go (default <repo>/.deeprl/benchmarks)")
+    p.add_argument("--results", type=Path, nargs="+", default=None,
+                   help="re-render the report from saved JSON result files (no training)")
+    p.add_argument("--profile", choices=["ours", "sb3", "both"], default=None,
+                   help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    if args.steps_scale <= 0:
+        p.error("--steps-scale must be positive")
+    if args.eval_episodes < 1:
+        p.error("--eval-episodes must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(TORCH_THREADS)
+    configs = [hp for hp in zoo_configs() if hp.env_id in args.envs and hp.algo in args.algos]
+    if not configs:
+        print("no configuration matches --envs/--algos (A2C on Pendulum is not part of this benchmark)", file=sys.stderr)
+        return 2
+
+    def steps_of(hp: HParams) -> int:
+        """The budget, rounded up to whole rollouts (both libraries finish the rollout they start)."""
+        base = hp.quick_timesteps if args.quick else hp.n_timesteps
+        rollout = hp.n_envs * hp.n_steps
+        return max(1, math.ceil(base * args.steps_scale / rollout)) * rollout
+
+    out_dir = (args.out_dir or REPO / ".deeprl" / "benchmarks").resolve()
+    if args.profile:
+        impls = IMPLS if args.profile == "both" else (args.profile,)
+        profile_runs(configs, steps_of, impls, out_dir / "profiles")
+        return 0
+
+    command = "python -m benchmarks.on_policy" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
+        sys.argv[1:] if argv is None else argv))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if args.results:
+        results, meta = load_results(args.results)
+        keys = {(r.algo, r.env_id) for r in results}
+        configs = [hp for hp in zoo_configs() if (hp.algo, hp.env_id) in keys]
+        meta = {**meta, "rerendered": command}
+        mlog = None
+    else:
+        machine = machine_note()
+        machine["loadavg_start"] = machine["loadavg"]
+        meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine}
+        mlog = None
+        if not args.no_mlflow:
+            mlog = MLflowLog(args.tracking_uri, f"on_policy-{stamp}",
+                             {"command": command, "mode": meta["mode"], "seeds": args.seeds,
+                              "eval_episodes": args.eval_episodes, "torch_threads": TORCH_THREADS,
+                              **{f"machine.{k}": v for k, v in machine.items()}})
+        results = []
+        from tqdm.auto import tqdm
+
+        warm_up(configs[0])
+        plan = [(seed, i, hp) for seed in range(args.seeds) for i, hp in enumerate(configs)]
+        total = sum(2 * steps_of(hp) for _, _, hp in plan)
+        status = "FAILED"
+        try:
+            with tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, desc="on-policy bench") as bar:
+                for seed, i, hp in plan:
+                    # alternate which implementation goes first, so drifting load hits both alike
+                    order = IMPLS if (seed + i) % 2 == 0 else IMPLS[::-1]
+                    for impl in order:
+                        bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
+                        res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
+                        results.append(res)
+                        bar.write(f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:8.0f} steps/s "
+                                  f"({res.wall_s:6.1f}s wall, {res.cpu_s:6.1f}s cpu)  eval {res.eval_return:8.1f}  "
+                                  f"last-100 {res.train_return_last100:8.1f}")
+                        if mlog is not None:
+                            mlog.child(hp, res, ours_config(hp, seed) if impl == "ours" else
+                                       {**{k: (str(v) if callable(v) else v) for k, v in sb3_kwargs(hp).items()
+                                           if k != "policy_kwargs"}, "n_envs": hp.n_envs,
+                                        "normalize_obs": hp.normalize_obs, "normalize_reward": hp.normalize_reward,
+                                        "policy": "MlpPolicy pi=[64,64] vf=[64,64] Tanh"})
+            status = "FINISHED"
+        finally:
+            meta["machine"]["loadavg"] = machine_note()["loadavg"]
+            if status != "FINISHED" and results:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                partial = out_dir / f"on_policy-{stamp}-partial.json"
+                partial.write_text(json.dumps(_jsonable(results, meta), indent=1))
+                print(f"interrupted: partial results in {partial}", file=sys.stderr)
+            if status != "FINISHED" and mlog is not None:
+                mlog.client.set_terminated(mlog.parent, status="KILLED")
+
+    rows = summarize(results, configs)
+    print()
+    print_table(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    if not args.results:
+        json_path = out_dir / f"on_policy-{stamp}.json"
+        json_path.write_text(json.dumps(_jsonable(results, meta), indent=1))
+        files.append(json_path)
+        print(f"\nresults: {json_path}")
+    table_path = out_dir / f"on_policy-{stamp}-table.md"
+    table_path.write_text(markdown_table(rows) + "\n")
+    plot_path = bar_plot(rows, out_dir / f"on_policy-{stamp}.png")
+    files += [table_path, plot_path]
+    if not args.no_doc:
+        args.doc.parent.mkdir(parents=True, exist_ok=True)
+        args.doc.write_text(report_markdown(rows, configs, meta))
+        doc_plot = args.doc.with_suffix(".png")
+        doc_plot.write_bytes(plot_path.read_bytes())
+        files.append(args.doc)
+        print(f"report: {args.doc}")
+    if mlog is not None:
+        mlog.finish(rows, files)
+        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
