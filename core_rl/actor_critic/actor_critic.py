@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 
 from core_rl.common.buffers import RolloutBatch
-from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
+from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig, make_adam
 
 
 class ActorCriticConfig(OnPolicyConfig):
@@ -48,9 +48,9 @@ class ActorCritic(OnPolicyAgent):
         cfg = self.config
         params = list(self.policy.parameters()) + list(self.value.parameters())
         if cfg.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
+            self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps, foreach=True)
         else:
-            self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+            self.optimizer = make_adam(params, lr=cfg.lr, eps=1e-5)
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.config
@@ -68,9 +68,10 @@ class ActorCritic(OnPolicyAgent):
             else:
                 loss = cfg.vf_coef * value_loss
             grad_norm = self._clip_and_step(loss)
-            value_loss_total += value_loss.item()
-        return {"policy_loss": policy_loss.item(), "value_loss": value_loss_total / cfg.value_epochs,
-                "entropy": entropy.item(), "grad_norm": grad_norm}
+            value_loss_total = value_loss_total + value_loss.detach()
+        stats = torch.stack([policy_loss.detach(), value_loss_total / cfg.value_epochs, entropy.detach(),
+                             torch.as_tensor(grad_norm, dtype=torch.float32)]).tolist()
+        return dict(zip(("policy_loss", "value_loss", "entropy", "grad_norm"), stats))
 
 
 class A2CConfig(ActorCriticConfig):

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from torch import nn
 
 from core_rl.common.checkpoint import load_checkpoint, save_checkpoint
@@ -47,7 +48,7 @@ class Agent(ABC):
         self.device = torch.device(cfg.device)
         self.env_id = env_id_of(env)
         self._env_source = env
-        self.env = make_vec_env(env, self.n_envs, seed=cfg.seed)
+        self.env = self._wrap_env(make_vec_env(env, self.n_envs, seed=cfg.seed), training=True)
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         check_action_space(self.action_space, self.name, self.action_spaces)
@@ -78,6 +79,11 @@ class Agent(ABC):
     @abstractmethod
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Batched actions for batched (normalized) observation tensors."""
+
+    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        """Hook: wrap the vector env this agent trains on (``training``) or is evaluated on.
+        Runs before the spaces are read; called during ``__init__``, before ``_build``. Identity here."""
+        return env
 
     def _modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
         """Everything whose state a checkpoint keeps: by default every attribute that is one."""
@@ -179,7 +185,7 @@ class Agent(ABC):
         """Run ``n_episodes`` full episodes on a fresh copy of the env; returns mean/std/returns."""
         n_envs = n_envs or min(n_episodes, 8)
         src = env if env is not None else self._env_source
-        vec = make_vec_env(src, n_envs, seed=None)
+        vec = self._wrap_env(make_vec_env(src, n_envs, seed=None), training=False)
         obs, _ = vec.reset(seed=self.config.seed + 10_000 if seed is None else seed)
         returns: list[float] = []
         lengths: list[int] = []

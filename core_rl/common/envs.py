@@ -41,6 +41,15 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         raise EnvError(f"env '{env_id}' cannot be built with {kwargs}: {exc}") from None
 
 
+def _has_same_step_vector_env(env_id: str) -> bool:
+    """Whether ``env_id`` registers a ``vector_entry_point`` class that autoresets in SAME_STEP mode."""
+    entry = gym.spec(env_id.split(":")[-1]).vector_entry_point
+    if entry is None:
+        return False
+    creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    return getattr(creator, "metadata", {}).get("autoreset_mode") == AutoresetMode.SAME_STEP
+
+
 def make_vec_env(env: EnvLike, n_envs: int = 1, seed: int | None = None, asynchronous: bool = False,
                  env_kwargs: dict[str, Any] | None = None) -> VectorEnv:
     """Build ``n_envs`` copies of ``env`` as a SAME_STEP-autoreset vector env and seed it.
@@ -56,14 +65,18 @@ def make_vec_env(env: EnvLike, n_envs: int = 1, seed: int | None = None, asynchr
         if isinstance(env, str):
             make_env(env, **(env_kwargs or {})).close()  # fail early, with the clear message
             fns = [lambda: gym.make(env, **(env_kwargs or {})) for _ in range(n_envs)]
+            if not asynchronous and _has_same_step_vector_env(env):
+                fns = []  # the id names its own batched SAME_STEP vector env: use it
+                vec = gym.make_vec(env, n_envs, vectorization_mode="vector_entry_point", **(env_kwargs or {}))
         elif isinstance(env, gym.Env):
             fns = [lambda: env] + [lambda: copy.deepcopy(env) for _ in range(n_envs - 1)]
         elif callable(env):
             fns = [env for _ in range(n_envs)]
         else:
             raise EnvError(f"cannot build an env from {type(env).__name__}; pass an id, an Env or a factory")
-        cls = AsyncVectorEnv if asynchronous and n_envs > 1 else SyncVectorEnv
-        vec = cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        if fns:
+            cls = AsyncVectorEnv if asynchronous and n_envs > 1 else SyncVectorEnv
+            vec = cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     mode = vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if mode != AutoresetMode.SAME_STEP:
         raise EnvError("vector envs must use AutoresetMode.SAME_STEP (pass an id or Env and we build one)")

@@ -19,14 +19,16 @@ class RunningMeanStd(nn.Module):
         self.clip, self.eps = clip, eps
 
     def update(self, x: np.ndarray | torch.Tensor) -> None:
-        x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
-        b_mean, b_var, b_count = x.mean(0), x.var(0, unbiased=False), x.shape[0]
-        delta = b_mean - self.mean
-        total = self.count + b_count
-        self.mean += delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        # numpy views share memory with the buffers: no tensor ops in the per-step hot path
+        x = np.asarray(x, dtype=np.float64)
+        mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
+        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        delta = b_mean - mean
+        total = count + b_count
+        m2 = var * count + b_var * b_count + delta * delta * count * b_count / total
+        mean += delta * b_count / total
+        var[...] = m2 / total
+        count[...] = total
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         mean, std = self.mean.numpy(), np.sqrt(self.var.numpy() + self.eps)
@@ -46,5 +48,5 @@ class RewardScaler(nn.Module):
         self.ret = self.ret * self.gamma + rewards
         self.stats.update(self.ret)
         self.ret[dones] = 0.0
-        std = float(np.sqrt(self.stats.var.item() + self.stats.eps))
+        std = float(np.sqrt(self.stats.var.numpy() + self.stats.eps))
         return np.clip(rewards / std, -self.clip, self.clip)

@@ -24,6 +24,14 @@ from core_rl.common.distributions import StochasticPolicy, ValueFunction
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
 
 
+def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:  # type: ignore[no-untyped-def]
+    """Adam with the fused kernel where torch has one (several times faster on small networks)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
+
+
 class OnPolicyConfig(AgentConfig):
     n_envs: int = Field(8, ge=1, description="Parallel envs in the vector env.")
     n_steps: int = Field(128, ge=1, description="Steps per env per iteration (batch = n_envs·n_steps).")
@@ -66,7 +74,7 @@ class OnPolicyAgent(Agent):
 
     def _build_optimizers(self) -> None:
         params = list(self.policy.parameters()) + (list(self.value.parameters()) if self.value is not None else [])
-        self.optimizer = torch.optim.Adam(params, lr=self.config.lr, eps=1e-5)
+        self.optimizer = make_adam(params, lr=self.config.lr, eps=1e-5)
 
     # ---- helpers ---------------------------------------------------------------------------
     def _preprocess_obs(self, obs: np.ndarray) -> np.ndarray:
@@ -198,13 +206,13 @@ class OnPolicyAgent(Agent):
     def update(self, batch: RolloutBatch) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _clip_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> float:
+    def _clip_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor | float:
         optimizer = optimizer or self.optimizer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = 0.0
         if self.config.max_grad_norm is not None:
             params = [p for g in optimizer.param_groups for p in g["params"]]
-            norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm, foreach=True)
         optimizer.step()
-        return norm
+        return norm  # a tensor: callers convert once per update, not once per minibatch

@@ -50,7 +50,7 @@ class PPO(OnPolicyAgent):
         cfg = self.config
         flat = batch.flat()
         clip = cfg.clip_range * (self._progress_remaining() if cfg.clip_schedule == "linear" else 1.0)
-        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
+        stats = torch.zeros(5)  # policy_loss, value_loss, entropy, approx_kl, clip_fraction (summed)
         n_updates = 0
         stop = False
         for _epoch in range(cfg.n_epochs):
@@ -70,19 +70,18 @@ class PPO(OnPolicyAgent):
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
                 self._clip_and_step(loss)
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean().item()  # k3 estimator of KL(π_old‖π)
-                    stats["policy_loss"] += policy_loss.item()
-                    stats["value_loss"] += value_loss.item()
-                    stats["entropy"] += entropy.item()
-                    stats["approx_kl"] += approx_kl
-                    stats["clip_fraction"] += ((ratio - 1).abs() > clip).float().mean().item()
+                    approx_kl = ((ratio - 1) - log_ratio).mean()  # k3 estimator of KL(π_old‖π)
+                    clip_fraction = ((ratio - 1).abs() > clip).float().mean()
+                    stats += torch.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction]).detach()
                 n_updates += 1
-                if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
+                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
                     stop = True
                     break
             if stop:
                 break
-        out = {k: v / max(n_updates, 1) for k, v in stats.items()}
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        stats = dict(zip(names, (stats / max(n_updates, 1)).tolist()))
+        out = stats
         out["clip_range"] = clip
         out["n_updates"] = float(n_updates)
         return out
