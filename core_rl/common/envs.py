@@ -83,6 +83,7 @@ def make_vec_env(env: EnvLike, n_envs: int = 1, seed: int | None = None, asynchr
     if seed is not None:
         vec.reset(seed=seed)
         vec.action_space.seed(seed)
+        vec.single_action_space.seed(seed)
     return vec
 
 
