@@ -1,0 +1,255 @@
+r"""Pieces shared by every continuous-action Q-learner (DDPG, TD3, SAC, NAF, QT-Opt).
+
+The notes (9/14) name three ways to do Q-learning when :math:`\max_a Q_\phi(s,a)` has no
+enumeration: *sample* actions (QT-Opt), pick an *easily maximizable* Q-function (NAF), or *train a
+maximizer* :math:`\mu_\theta(s)\approx\arg\max_a Q_\phi(s,a)` (DDPG, TD3, SAC). All of them fit
+
+.. math:: y = \sum_{k<n}\gamma^k r_{t+k} + \gamma^n (1-d)\, \max_{a'} Q_{\phi'}(s_{t+n}, a')
+
+and share what lives here:
+
+* :class:`ActionScaler`: networks act in :math:`[-1,1]^{|A|}`; the env and the replay buffer see
+  the env's Box bounds, :math:`a_{env} = c + h\,a` with centre c and half-width h.
+* :class:`QEnsemble`: K critics :math:`Q_{\phi_k}(s,a)` in one module whose layers are batched
+  matmuls, so twin critics cost one forward/backward and one optimizer step; ``min_q`` is the
+  clipped double-Q :math:`\min_k Q_{\phi_k}` of TD3/SAC.
+* :class:`DeterministicActor`: :math:`\mu_\theta(s) = \tanh(f_\theta(s))`.
+* :class:`GaussianNoise` / :class:`OrnsteinUhlenbeckNoise`: exploration noise for deterministic policies.
+* :class:`ContinuousQAgent` / :class:`NoisyContinuousQAgent`: the off-policy agent base with the
+  action scaling, seeded uniform warm-up actions and the noisy behaviour policy
+  :math:`a = \mathrm{clip}(\mu(s) + \epsilon)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from core_rl.common.errors import SpaceError
+from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
+from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
+
+
+def make_adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel (one kernel for all parameters; ~3x faster on small nets)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # a device/dtype without a fused kernel
+        return torch.optim.Adam(params, lr=lr)
+
+
+class ActionScaler:
+    """Affine map between the normalized box [-1, 1]^|A| and the env's Box [low, high]."""
+
+    def __init__(self, space: gym.spaces.Box, device: torch.device | str = "cpu"):
+        low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise SpaceError(f"continuous Q-learning needs a bounded Box action space, got {space}")
+        self.shape = tuple(space.shape)
+        self.dim = int(np.prod(space.shape))
+        self.center = torch.as_tensor((high + low) / 2, dtype=torch.float32, device=device).reshape(-1)
+        self.half = torch.as_tensor((high - low) / 2, dtype=torch.float32, device=device).reshape(-1)
+
+    def unnormalize(self, action: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] → [low, high]."""
+        return torch.addcmul(self.center, self.half, action)
+
+    def normalize(self, env_action: torch.Tensor) -> torch.Tensor:
+        """[low, high] → [-1, 1]."""
+        return (env_action.reshape(env_action.shape[0], -1) - self.center) / self.half
+
+
+class QEnsemble(nn.Module):
+    r"""K critics :math:`Q_{\phi_k}(s, a)`, k = 1..K, as one MLP whose weights carry a leading K axis.
+
+    Every layer is one ``baddbmm`` over the K members, so the twin critics of TD3/SAC take one
+    forward, one backward and one optimizer step. ``forward`` returns ``[K, B]``.
+    """
+
+    def __init__(self, obs_space: gym.Space, action_dim: int, n_critics: int = 2,
+                 hidden_sizes: tuple[int, ...] = (256, 256), activation: str = "relu"):
+        super().__init__()
+        self.encoder = ObsEncoder(obs_space)
+        self.n_critics = int(n_critics)
+        self.act = ACTIVATIONS[activation]()
+        dims = [self.encoder.dim + action_dim, *hidden_sizes, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            gain = 1.0 if i == len(dims) - 2 else math.sqrt(2)
+            w = torch.empty(self.n_critics, d_in, d_out)
+            for k in range(self.n_critics):  # the same orthogonal init as networks.mlp, per member
+                w_k = torch.empty(d_out, d_in)
+                nn.init.orthogonal_(w_k, gain=gain)
+                w[k] = w_k.T
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(self.n_critics, 1, d_out)))
+
+    def _inputs(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.encoder(obs), actions.reshape(actions.shape[0], -1)], dim=-1)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        """Q_k(s, a) for every member: ``[K, B]``. ``detach_params`` lets gradients reach only the
+        action (the actor's loss), not the critic's weights."""
+        x = self._inputs(obs, actions)
+        h = x.unsqueeze(0).expand(self.n_critics, *x.shape)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if detach_params:
+                w, b = w.detach(), b.detach()
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = self.act(h)
+        return h.squeeze(-1)
+
+    def member(self, k: int, obs: torch.Tensor, actions: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        """Q_{φ_k}(s, a) of one member only: ``[B]`` (TD3's actor uses Q_1)."""
+        h = self._inputs(obs, actions)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            w, b = w[k], b[k]
+            if detach_params:
+                w, b = w.detach(), b.detach()
+            h = torch.addmm(b, h, w)
+            if i < last:
+                h = self.act(h)
+        return h.squeeze(-1)
+
+    def min_q(self, obs: torch.Tensor, actions: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        r"""Clipped double Q: :math:`\min_k Q_{\phi_k}(s, a)`, ``[B]``."""
+        q = self(obs, actions, detach_params)
+        return q[0] if self.n_critics == 1 else q.amin(0)
+
+
+class DeterministicActor(nn.Module):
+    r""":math:`\mu_\theta(s) = \tanh(f_\theta(s)) \in [-1, 1]^{|A|}`: the trained maximizer of DDPG/TD3."""
+
+    def __init__(self, obs_space: gym.Space, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256),
+                 activation: str = "relu", out_gain: float = 0.01):
+        super().__init__()
+        self.encoder = ObsEncoder(obs_space)
+        self.net = mlp(self.encoder.dim, action_dim, hidden_sizes, activation, out_gain=out_gain)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(self.encoder(obs)))
+
+
+class GaussianNoise:
+    """ε ~ N(0, σ²) i.i.d. per step."""
+
+    def __init__(self, n_envs: int, action_dim: int, std: float, device: torch.device | str = "cpu"):
+        self.shape, self.std, self.device = (n_envs, action_dim), std, device
+
+    def __call__(self) -> torch.Tensor:
+        return self.std * torch.randn(self.shape, device=self.device)
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        pass
+
+
+class OrnsteinUhlenbeckNoise:
+    """Temporally correlated noise (DDPG paper): x ← x + θ(0 − x)dt + σ√dt ε, reset per episode."""
+
+    def __init__(self, n_envs: int, action_dim: int, std: float, theta: float = 0.15, dt: float = 1e-2,
+                 device: torch.device | str = "cpu"):
+        self.std, self.theta, self.dt = std, theta, dt
+        self.state = torch.zeros((n_envs, action_dim), device=device)
+
+    def __call__(self) -> torch.Tensor:
+        self.state += -self.theta * self.state * self.dt + self.std * math.sqrt(self.dt) * torch.randn_like(self.state)
+        return self.state.clone()
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        if mask is None:
+            self.state.zero_()
+        else:
+            self.state[torch.as_tensor(mask, device=self.state.device)] = 0.0
+
+
+class ContinuousQConfig(OffPolicyConfig):
+    """Defaults shared by the continuous Q-learners (RL-Zoo-like settings)."""
+
+    hidden_sizes: tuple[int, ...] = Field((256, 256), description="Hidden widths of actor and critic MLPs.")
+    activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
+    lr: float = Field(1e-3, gt=0.0, description="Adam step size of every network.")
+    learning_starts: int = Field(1000, ge=0, description="Env steps of uniform random actions before learning.")
+
+
+class NoisyConfig(ContinuousQConfig):
+    exploration_noise: Literal["gaussian", "ou"] = Field("gaussian", description="Noise added to the greedy action.")
+    noise_std: float = Field(0.1, ge=0.0, description="σ of the exploration noise, in units of the half-width.")
+    ou_theta: float = Field(0.15, gt=0.0, description="Mean reversion θ of the OU noise.")
+    ou_dt: float = Field(1e-2, gt=0.0, description="Time step dt of the OU noise.")
+
+
+class ContinuousQAgent(OffPolicyAgent):
+    """Off-policy agent on a bounded Box action space; networks act in [-1, 1], the env in [low, high].
+
+    The replay buffer stores env-scale actions; ``train_step`` maps them back with
+    ``self.scaler.normalize``. Subclasses implement ``_normalized_action(obs, deterministic)``.
+    """
+
+    config: ContinuousQConfig
+    config_cls = ContinuousQConfig
+    action_spaces = (gym.spaces.Box,)
+
+    def _build(self) -> None:
+        self.scaler = ActionScaler(self.action_space, self.device)
+        self.action_dim = self.scaler.dim
+        super()._build()
+
+    def _normalized_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.scaler.unnormalize(self._normalized_action(obs, deterministic)).reshape(-1, *self.scaler.shape)
+
+    def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
+        return self._act(obs_t, deterministic=False)
+
+    def _random_actions(self) -> np.ndarray:
+        """Uniform warm-up actions from torch's seeded generator (same seed → same actions)."""
+        u = torch.rand((self.n_envs, self.action_dim), device=self.device) * 2 - 1
+        return self.scaler.unnormalize(u).reshape(self.n_envs, *self.scaler.shape).cpu().numpy()
+
+
+class NoisyContinuousQAgent(ContinuousQAgent):
+    """A deterministic greedy policy made into a behaviour policy by additive Gaussian or OU noise."""
+
+    config: NoisyConfig
+    config_cls = NoisyConfig
+
+    def _build(self) -> None:
+        super()._build()
+        cfg = self.config
+        if cfg.exploration_noise == "ou":
+            self.noise: GaussianNoise | OrnsteinUhlenbeckNoise = OrnsteinUhlenbeckNoise(
+                self.n_envs, self.action_dim, cfg.noise_std, cfg.ou_theta, cfg.ou_dt, self.device)
+        else:
+            self.noise = GaussianNoise(self.n_envs, self.action_dim, cfg.noise_std, self.device)
+
+    def _greedy(self, obs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """argmax_a Q(s, a) (or its trained approximation), in [-1, 1]."""
+        raise NotImplementedError
+
+    def _normalized_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        action = self._greedy(obs)
+        if deterministic:
+            return action
+        return (action + self.config.noise_std * torch.randn_like(action)).clamp_(-1.0, 1.0)
+
+    def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
+        action = (self._greedy(obs_t) + self.noise()).clamp_(-1.0, 1.0)
+        return self.scaler.unnormalize(action).reshape(-1, *self.scaler.shape)
+
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+        super()._track_episodes(rewards, dones)
+        if dones.any():
+            self.noise.reset(dones)

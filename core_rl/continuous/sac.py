@@ -1,0 +1,158 @@
+r"""Soft actor-critic: a trained *stochastic* maximizer of a soft Q-function (Haarnoja et al. 2018).
+
+Q-learning with continuous actions by training a maximizer (notes 9/14), in the maximum-entropy
+objective :math:`\sum_t \mathbb E[r_t + \alpha\mathcal H(\pi(\cdot|s_t))]`. The soft Bellman target
+replaces :math:`\max_{a'}Q` by the soft state value
+
+.. math::
+    V(s') = \mathbb E_{a'\sim\pi}\big[\min_{k=1,2} Q_{\phi'_k}(s',a') - \alpha\log\pi(a'|s')\big], \qquad
+    y = r + \gamma^n (1-d)\, V(s'),
+
+the actor :math:`a = \tanh(\mu_\theta(s) + \sigma_\theta(s)\,\epsilon)` (reparametrized) minimizes
+:math:`\mathbb E_{s,\epsilon}[\alpha\log\pi_\theta(a|s) - \min_k Q_{\phi_k}(s,a)]`, and the temperature
+follows the constraint :math:`\mathbb E[-\log\pi] \ge \bar{\mathcal H} = -|A|` by dual descent on
+:math:`\log\alpha`: :math:`\min_{\log\alpha} -\log\alpha\,(\log\pi(a|s) + \bar{\mathcal H})`.
+
+:func:`soft_state_value` and :func:`soft_bellman_target` are the pieces a soft Q-learning agent
+reuses: with the importance-sampled ``estimator="logsumexp"``,
+:math:`V(s) \approx \alpha\big(\log\sum_m e^{Q(s,a_m)/\alpha - \log q(a_m|s)} - \log M\big)`, the soft
+maximum :math:`\alpha\log\int e^{Q(s,a)/\alpha}da` of soft Q-learning for any proposal q.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Literal
+
+import gymnasium as gym
+import torch
+from pydantic import Field
+from torch import nn
+
+from core_rl.common.distributions import TanhGaussian
+from core_rl.common.networks import ObsEncoder, mlp
+from core_rl.common.off_policy import polyak_update
+from core_rl.common.replay import ReplaySample
+from core_rl.continuous.critics import ContinuousQAgent, ContinuousQConfig, QEnsemble, make_adam
+
+
+def soft_state_value(q: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float,
+                     estimator: Literal["mean", "logsumexp"] = "mean") -> torch.Tensor:
+    r"""Soft value V(s) from M action samples per state: ``q`` and ``log_prob`` are ``[M, B]`` or ``[B]``.
+
+    ``"mean"``: :math:`\frac1M\sum_m Q(s,a_m) - \alpha\log\pi(a_m|s)` with :math:`a_m\sim\pi` (SAC).
+    ``"logsumexp"``: :math:`\alpha(\mathrm{logsumexp}_m(Q/\alpha - \log q) - \log M)`, an
+    importance-sampled :math:`\alpha\log\int\exp(Q(s,a)/\alpha)\,da` with proposal q (soft Q-learning).
+    """
+    if q.dim() == 1:
+        q, log_prob = q.unsqueeze(0), log_prob.unsqueeze(0)
+    if estimator == "mean":
+        return (q - alpha * log_prob).mean(0)
+    m = q.shape[0]
+    return alpha * (torch.logsumexp(q / alpha - log_prob, dim=0) - math.log(m))
+
+
+def soft_bellman_target(batch: ReplaySample, next_value: torch.Tensor) -> torch.Tensor:
+    r""":math:`y = \sum_{k<n}\gamma^k r_{t+k} + \gamma^n(1-d)\,V_{soft}(s_{t+n})`."""
+    return batch.rewards + batch.discounts * (1.0 - batch.dones) * next_value
+
+
+class TanhGaussianActor(nn.Module):
+    r""":math:`\pi_\theta(a|s)`: a = tanh(u), u ~ N(μ_θ(s), σ_θ(s)²), log σ clamped to [min, max]."""
+
+    def __init__(self, obs_space: gym.Space, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256),
+                 activation: str = "relu", log_std_min: float = -20.0, log_std_max: float = 2.0):
+        super().__init__()
+        self.encoder = ObsEncoder(obs_space)
+        self.net = mlp(self.encoder.dim, 2 * action_dim, hidden_sizes, activation, out_gain=0.01)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def distribution(self, obs: torch.Tensor) -> TanhGaussian:
+        mean, log_std = self.net(self.encoder(obs)).chunk(2, dim=-1)
+        return TanhGaussian(mean, log_std.clamp(self.log_std_min, self.log_std_max))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparametrized sample a ∈ (-1, 1)^|A| and log π(a|s)."""
+        return self.distribution(obs).rsample_and_log_prob()
+
+
+class SACConfig(ContinuousQConfig):
+    n_critics: int = Field(2, ge=1, description="Critics whose minimum is the soft target (clipped double Q).")
+    ent_coef: float | Literal["auto"] = Field("auto", description="α, or 'auto' to tune it to the target entropy.")
+    init_ent_coef: float = Field(1.0, gt=0.0, description="Initial α when ent_coef='auto'.")
+    target_entropy: float | Literal["auto"] = Field("auto", description="H̄ of the α constraint ('auto': −|A|).")
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+
+class SAC(ContinuousQAgent):
+    """Soft actor-critic with twin critics and automatic temperature (``SAC(env, config).learn(steps)``)."""
+
+    name = "sac"
+    config: SACConfig
+    config_cls = SACConfig
+
+    def _build_networks(self) -> None:
+        cfg = self.config
+        self.actor = TanhGaussianActor(self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation,
+                                       cfg.log_std_min, cfg.log_std_max).to(self.device)
+        self.critic = QEnsemble(self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes,
+                                cfg.activation).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = make_adam(self.actor.parameters(), cfg.lr)
+        self.critic_optimizer = make_adam(self.critic.parameters(), cfg.lr)
+        self.target_entropy = -float(self.action_dim) if cfg.target_entropy == "auto" else float(cfg.target_entropy)
+        self.auto_alpha = cfg.ent_coef == "auto"
+        init = cfg.init_ent_coef if self.auto_alpha else float(cfg.ent_coef)
+        # a module so that checkpoints keep it; a fixed α is the same parameter, never stepped
+        self.temperature = nn.Module()
+        self.temperature.log_alpha = nn.Parameter(torch.tensor(math.log(init), device=self.device),
+                                                  requires_grad=self.auto_alpha)
+        if self.auto_alpha:
+            self.alpha_optimizer = make_adam([self.temperature.log_alpha], cfg.lr)
+
+    @property
+    def alpha(self) -> float:
+        return float(self.temperature.log_alpha.detach().exp())
+
+    def _normalized_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        dist = self.actor.distribution(obs)
+        return dist.mode() if deterministic else dist.sample()
+
+    @torch.no_grad()
+    def target_q(self, batch: ReplaySample, alpha: torch.Tensor) -> torch.Tensor:
+        next_action, next_log_prob = self.actor(batch.next_obs)
+        next_q = self.critic_target.min_q(batch.next_obs, next_action)
+        return soft_bellman_target(batch, soft_state_value(next_q, next_log_prob, alpha))
+
+    def actor_loss(self, batch: ReplaySample, action: torch.Tensor, log_prob: torch.Tensor,
+                   alpha: torch.Tensor) -> torch.Tensor:
+        """E[α log π(a|s) − min_k Q_k(s, a)] for reparametrized a ~ π(·|s) (a hook: SAC-Lag adds λ Q_c)."""
+        q_pi = self.critic.min_q(batch.obs, action, detach_params=True)
+        return (alpha * log_prob - q_pi).mean()
+
+    def train_step(self, batch: ReplaySample) -> dict[str, float]:
+        cfg = self.config
+        log_alpha = self.temperature.log_alpha
+        action, log_prob = self.actor(batch.obs)                      # a ~ π_θ(·|s), reparametrized
+        metrics: dict[str, float] = {}
+        if self.auto_alpha:
+            alpha_loss = -(log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            self._step_optimizer(self.alpha_optimizer, alpha_loss)
+            metrics["alpha_loss"] = alpha_loss.item()
+        alpha = log_alpha.detach().exp()
+
+        target_q = self.target_q(batch, alpha)
+        q = self.critic(batch.obs, self.scaler.normalize(batch.actions))    # [K, B]
+        critic_loss = 0.5 * (q - target_q).pow(2).mean(1).sum()
+        self._step_optimizer(self.critic_optimizer, critic_loss)
+
+        actor_loss = self.actor_loss(batch, action, log_prob, alpha)
+        self._step_optimizer(self.actor_optimizer, actor_loss)
+
+        if (self.gradient_updates + 1) % cfg.target_update_interval == 0:
+            polyak_update(self.critic, self.critic_target, cfg.tau)
+        metrics.update(critic_loss=critic_loss.item(), actor_loss=actor_loss.item(), q_mean=q.mean().item(),
+                       alpha=float(alpha), entropy=-log_prob.mean().item())
+        return metrics
