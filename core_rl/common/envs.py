@@ -30,8 +30,27 @@ def env_id_of(env: EnvLike) -> str:
     return type(env).__name__ if not callable(env) or isinstance(env, gym.Env) else getattr(env, "__name__", "custom")
 
 
+#: env-id namespaces of the suite and the package whose import registers them
+ENV_NAMESPACES: dict[str, str] = {"safety": "safety", "recsys": "recsys", "explore": "core_rl.exploration"}
+
+
+def ensure_registered(env_id: str) -> None:
+    """Import the package that registers ``env_id``'s namespace (``safety/...``, ``recsys/...``)."""
+    if env_id in gym.envs.registry or "/" not in env_id:
+        return
+    package = ENV_NAMESPACES.get(env_id.split("/", 1)[0])
+    if package is not None:
+        import importlib
+
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            pass
+
+
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """``gym.make`` with a clear error for unknown ids."""
+    ensure_registered(env_id)
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
