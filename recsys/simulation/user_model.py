@@ -1,0 +1,235 @@
+r"""Batched user models: choice, response and interest dynamics, one tensor op per quantity.
+
+Every function takes a batch of users on the first axis; there are no Python loops over users,
+slates or documents.
+
+**Choice (both simulators).** A user facing slate :math:`A=(a_1..a_K)` clicks position :math:`k`
+or nothing with
+
+.. math:: P(k \mid s, A) = \frac{v(s, a_k)}{v_\varnothing(s) + \sum_{j \in A} v(s, j)},
+          \qquad v = e^{\ell}
+
+— the conditional choice model SlateQ assumes. We expose everything as *logits*
+:math:`\ell = \log v`: for an MNL they are the MNL logits, for RecSim's proportional model
+:math:`\ell = \log(\text{score} - \text{min\_normalizer})`. :func:`slate_choice_probabilities`
+turns candidate logits, a no-click logit and slates into the ``[N, K+1]`` probabilities
+(the last column is no click).
+
+**RecSim NG interest evolution** (``recsim_ng/applications/recsys_partially_observable_rl/user.py``,
+``InterestEvolutionUser``): affinity ``-||x - f||`` (``TargetPointSimilarity``,
+``'negative_euclidean'``), logits ``affinity + 2`` with no-click logit ``no_click_mass``
+(``MultinomialLogitChoiceModel.choice``); consumed time ``sigmoid(-quality) * length`` of the
+chosen doc (``next_response``); interest update ``x + step * q (f - x)`` for clickers only
+(``ControlledLinearScaledGaussianStateModel`` inside ``NoOPOrContinueStateModel``, condition
+``consumed_time < 0``), then — for every user, clicked or not, since the no-op branch passes the
+already squashed state through — the squashing ``4M(sigmoid(x/M) - 1/2)`` (``next_state``).
+The initial interest is ``N(0, I)`` and is not squashed (``initial_state``).
+
+**RecSim interest evolution** (``recsim/environments/interest_evolution.py``, ``IEvUserModel``):
+score ``x . f`` (``IEvUserState.score_document``); proportional choice over
+``[scores, no_click_mass] - min_normalizer`` or MNL over ``[scores, no_click_mass]``; watch time
+``min(budget, length)``; on a click the interest moves by
+``±alpha(x) * f * (f - x)`` with ``alpha(x) = y0 - (y0/x0)|x|``, ``+`` with probability
+``((x + 1)/2) . f``, clipped to ``[-1, 1]``; the budget loses the watch time and gains
+``user_update_alpha * watch * (uqf * EU + dqf * quality)`` (``EU`` = the doc's score alone),
+or loses ``step_penalty`` without a click (``update_state``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recsys.simulation.config import InterestEvolutionConfig, RecSimInterestEvolutionConfig
+
+
+# ---- shared choice machinery --------------------------------------------------------------------
+def gather_slate(values: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+    """``values[n, slate[n, k], ...]``: ``[N, C, *rest]`` and ``[N, K]`` -> ``[N, K, *rest]``."""
+    idx = slate
+    for _ in range(values.dim() - 2):
+        idx = idx.unsqueeze(-1)
+    return torch.gather(values, 1, idx.expand(*slate.shape, *values.shape[2:]))
+
+
+def slate_choice_probabilities(candidate_logits: torch.Tensor, no_click_logit: torch.Tensor,
+                               slate: torch.Tensor) -> torch.Tensor:
+    """``[N, K+1]`` probabilities of clicking each slate position, then of no click."""
+    logits = torch.cat([gather_slate(candidate_logits, slate), no_click_logit.unsqueeze(-1)], dim=-1)
+    return torch.softmax(logits, dim=-1)
+
+
+def sample_choice(probabilities: torch.Tensor, generator: torch.Generator | None = None,
+                  uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """One categorical draw per row of ``[N, K+1]`` probabilities (``K`` = no click), by inverse CDF
+    of ``uniform [N]`` (drawn from ``generator`` when not given)."""
+    if uniform is None:
+        uniform = torch.rand(probabilities.shape[0], generator=generator, device=probabilities.device,
+                             dtype=probabilities.dtype)
+    u = uniform.to(probabilities.dtype).unsqueeze(-1)
+    cdf = probabilities.cumsum(dim=-1)
+    return (cdf < u).sum(dim=-1).clamp_(max=probabilities.shape[-1] - 1)
+
+
+def expected_slate_engagement(candidate_logits: torch.Tensor, no_click_logit: torch.Tensor,
+                              candidate_engagement: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+    """``E[engagement | slate] = sum_k P(k | A) e(a_k)``, ``[N]``."""
+    probs = slate_choice_probabilities(candidate_logits, no_click_logit, slate)[:, :-1]
+    return (probs * gather_slate(candidate_engagement, slate)).sum(dim=-1)
+
+
+# ---- RecSim NG interest evolution ---------------------------------------------------------------
+def ng_choice_logits(interest: torch.Tensor, doc_features: torch.Tensor,
+                     config: InterestEvolutionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNL logits ``-||x - f|| + 2`` of ``[N, C, T]`` docs for ``[N, T]`` users, and the no-click logit ``[N]``.
+
+    ``doc_features`` may also be ``[C, T]`` (one candidate table shared by all users). Computed
+    users-last (``[T, C, N]``) so that the reductions run over contiguous rows.
+    """
+    x_t = interest.t().unsqueeze(1)  # [T, 1, N]
+    f_t = doc_features.t().unsqueeze(2) if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)
+    distance = (f_t - x_t).square().sum(0).sqrt()  # [C, N]
+    logits = (config.choice_logit_offset - distance).t()
+    no_click = torch.full(interest.shape[:1], float(config.no_click_mass), device=interest.device,
+                          dtype=interest.dtype)
+    return logits, no_click
+
+
+def ng_consumed_time(quality: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Time a user spends on a clicked doc: ``sigmoid(-quality) * length``."""
+    return torch.sigmoid(-quality) * length
+
+
+def ng_squash(x: torch.Tensor, max_user_affinity: float) -> torch.Tensor:
+    """``4M(sigmoid(x/M) - 1/2)``: about linear near 0, saturating at ``±2M``."""
+    m = max_user_affinity
+    return 4.0 * m * (torch.sigmoid(x / m) - 0.5)
+
+
+def ng_initial_interest(num_users: int, config: InterestEvolutionConfig, generator: torch.Generator) -> torch.Tensor:
+    return config.initial_interest_scale * torch.randn(num_users, config.num_topics, generator=generator,
+                                                       device=generator.device)
+
+
+def ng_next_interest(interest: torch.Tensor, clicked: torch.Tensor, chosen_features: torch.Tensor,
+                     chosen_quality: torch.Tensor, config: InterestEvolutionConfig,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """NG's ``InterestEvolutionUser.next_state``: controlled update for clickers, then squash for all.
+
+    ``interest [N, T]``, ``clicked [N]`` bool, ``chosen_features [N, T]`` and ``chosen_quality [N]``
+    (ignored where not clicked).
+    """
+    direction = chosen_quality.unsqueeze(-1) * (chosen_features - interest)
+    updated = interest + config.interest_step_size * direction
+    if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
+        updated = updated + config.interest_update_noise_scale * torch.randn(
+            interest.shape, generator=generator, device=interest.device, dtype=interest.dtype)
+    linear = torch.where(clicked.unsqueeze(-1), updated, interest)
+    return ng_squash(linear, config.max_user_affinity)
+
+
+def ng_step_users_last(interest_t: torch.Tensor, features_t: torch.Tensor, quality_t: torch.Tensor,
+                       length_t: torch.Tensor, config: InterestEvolutionConfig, generator: torch.Generator | None = None,
+                       uniform: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ng_step` in the users-last layout the hot loops use (every op runs along the user axis).
+
+    ``interest_t [T, N]``, ``features_t [T, K, N]``, ``quality_t`` and ``length_t [K, N]``. Returns
+    ``(choice [N], consumed_time [N], next_interest_t [T, N], choice probabilities [K+1, N])``.
+    """
+    t_dim, k, n = features_t.shape
+    distance = (features_t - interest_t.unsqueeze(1)).square().sum(0).sqrt()  # [K, N]
+    logits = torch.cat([config.choice_logit_offset - distance,
+                        torch.full((1, n), float(config.no_click_mass), device=distance.device,
+                                   dtype=distance.dtype)])  # [K+1, N]
+    weight = torch.exp(logits - logits.max(dim=0).values)
+    cdf = weight.cumsum(dim=0)
+    total = cdf[-1]
+    if uniform is None:
+        uniform = torch.rand(n, generator=generator, device=distance.device, dtype=distance.dtype)
+    choice = (cdf < uniform * total).sum(dim=0).clamp_(max=k)
+    clicked = choice < k
+    pick = choice.clamp(max=k - 1).unsqueeze(0)  # [1, N]
+    quality = quality_t.gather(0, pick).squeeze(0)
+    length = length_t.gather(0, pick).squeeze(0)
+    chosen = features_t.gather(1, pick.unsqueeze(0).expand(t_dim, 1, n)).squeeze(1)  # [T, N]
+    consumed = torch.where(clicked, ng_consumed_time(quality, length), torch.zeros_like(quality))
+    updated = interest_t + config.interest_step_size * quality * (chosen - interest_t)
+    if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
+        updated = updated + config.interest_update_noise_scale * torch.randn(
+            interest_t.shape, generator=generator, device=interest_t.device, dtype=interest_t.dtype)
+    linear = torch.where(clicked, updated, interest_t)
+    return choice, consumed, ng_squash(linear, config.max_user_affinity), weight / total
+
+
+def ng_step(interest: torch.Tensor, slate_features: torch.Tensor, slate_quality: torch.Tensor,
+            slate_length: torch.Tensor, config: InterestEvolutionConfig,
+            generator: torch.Generator | None = None,
+            uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One NG user step on given slates (``InterestEvolutionUser.next_response`` then ``next_state``).
+
+    ``interest [N, T]``, ``slate_features [N, K, T]``, ``slate_quality`` and ``slate_length [N, K]``.
+    Returns ``(choice [N] (K = no click), consumed_time [N] (0 without a click), next_interest [N, T],
+    choice probabilities [N, K+1])``. The choice is the inverse-CDF draw of ``uniform [N]``.
+    """
+    choice, consumed, nxt, probs = ng_step_users_last(
+        interest.t(), slate_features.permute(2, 1, 0), slate_quality.t(), slate_length.t(), config, generator,
+        uniform)
+    return choice, consumed, nxt.t(), probs.t()
+
+
+# ---- original RecSim interest evolution -------------------------------------------------------
+def recsim_scores(interest: torch.Tensor, doc_features: torch.Tensor) -> torch.Tensor:
+    """``x . f`` for ``[N, T]`` users and ``[N, C, T]`` docs -> ``[N, C]``."""
+    return torch.einsum("nt,nct->nc", interest, doc_features)
+
+
+def recsim_choice_logits(interest: torch.Tensor, doc_features: torch.Tensor,
+                         config: RecSimInterestEvolutionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choice logits ``[N, C]`` and no-click logit ``[N]`` of RecSim's choice model.
+
+    proportional: ``log(max(score - min_normalizer, 0))`` (RecSim asserts non-negative scores; with
+    interests in [-1, 1] and one-hot features they always are); mnl: the scores themselves.
+    """
+    scores = recsim_scores(interest, doc_features)
+    n = interest.shape[0]
+    if config.choice_model == "proportional":
+        logits = torch.log((scores - config.min_normalizer).clamp_min(0.0))
+        no_click = torch.full((n,), float(torch.log(torch.tensor(config.no_click_mass - config.min_normalizer))),
+                              device=interest.device, dtype=interest.dtype)
+    else:
+        logits = scores
+        no_click = torch.full((n,), float(config.no_click_mass), device=interest.device, dtype=interest.dtype)
+    return logits, no_click
+
+
+def recsim_expected_utility(interest: torch.Tensor, features: torch.Tensor,
+                            config: RecSimInterestEvolutionConfig) -> torch.Tensor:
+    """``choice_model.scores[0]`` after scoring the one clicked doc alone (``[N]``)."""
+    score = (interest * features).sum(-1)
+    if config.choice_model == "proportional":
+        return score - config.min_normalizer
+    return torch.sigmoid(score - config.no_click_mass)  # softmax([score, no_click])[0]
+
+
+def recsim_update(interest: torch.Tensor, budget: torch.Tensor, clicked: torch.Tensor, watch_time: torch.Tensor,
+                  chosen_features: torch.Tensor, chosen_quality: torch.Tensor,
+                  config: RecSimInterestEvolutionConfig, generator: torch.Generator | None = None,
+                  flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``IEvUserModel.update_state`` batched: ``(next_interest [N, T], next_budget [N])``.
+
+    ``flip [N]`` are the uniforms deciding toward/away (drawn from ``generator`` when not given).
+    """
+    x0, y0 = config.alpha_x_intercept, config.alpha_y_intercept
+    alpha = (-y0 / x0) * interest.abs() + y0
+    update = alpha * chosen_features * (chosen_features - interest)
+    positive_prob = ((interest + 1.0) / 2.0 * chosen_features).sum(-1)
+    if flip is None:
+        flip = torch.rand(interest.shape[0], generator=generator, device=interest.device, dtype=interest.dtype)
+    sign = torch.where(flip < positive_prob, 1.0, -1.0).unsqueeze(-1)
+    moved = (interest + sign * update).clamp(-1.0, 1.0)
+    next_interest = torch.where(clicked.unsqueeze(-1), moved, interest)
+    expected_utility = recsim_expected_utility(interest, chosen_features, config)
+    received = config.user_quality_factor * expected_utility + config.document_quality_factor * chosen_quality
+    clicked_budget = budget - watch_time + config.user_update_alpha * watch_time * received
+    next_budget = torch.where(clicked, clicked_budget, budget - config.step_penalty)
+    return next_interest, next_budget
