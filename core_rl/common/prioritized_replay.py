@@ -50,7 +50,8 @@ class SumTree:
         node = indices.long() + self.n_leaves
         self.nodes[node] = values.to(torch.float64)
         for _ in range(self.depth):
-            node = torch.unique(node // 2)
+            # repeated parents are written with the same value (the sum of their stored children)
+            node = node // 2
             self.nodes[node] = self.nodes[2 * node] + self.nodes[2 * node + 1]
 
     def find(self, mass: torch.Tensor) -> torch.Tensor:

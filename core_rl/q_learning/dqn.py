@@ -1,0 +1,250 @@
+r"""Deep Q-networks: fitted Q iteration made online, with the fixes of the notes (9/12, 9/14).
+
+Q-learning (9/12) forgets the policy: act greedily, :math:`\pi'(a_t|s_t) = 1` iff
+:math:`a_t = \arg\max_{a_t} Q_\phi(s_t,a_t)`, and fit Q_φ to the Bellman backup
+
+.. math::
+    y_i \leftarrow r(s_i,a_i) + \gamma \max_{a'} Q_{\phi'}(s'_i, a'), \qquad
+    \phi \leftarrow \arg\min_\phi \tfrac12 \sum_i \lVert Q_\phi(s_i,a_i) - y_i \rVert^2 .
+
+It is off-policy, so any behaviour policy may collect the data: ε-greedy
+(:math:`\pi(a|s) = 1-\epsilon+\epsilon/|\mathcal A|` for the greedy action, :math:`\epsilon/|\mathcal A|`
+otherwise, ε decayed linearly) or Boltzmann (:math:`\pi(a|s) \propto \exp(Q_\phi(s,a)/T)`).
+
+The 9/14 problems and their fixes, each a config switch here:
+
+* correlated samples → a **replay buffer** of transitions sampled uniformly (or by priority,
+  ``prioritized``: :math:`P(i) \propto (|\delta_i|+\epsilon)^\alpha`, importance weights
+  :math:`w_i \propto (N P(i))^{-\beta}`, β annealed to 1);
+* a moving target → a **target network** φ' updated less often: a periodic hard copy
+  (``tau=1``, every ``target_update_interval`` gradient steps) or Polyak averaging
+  φ' ← τφ + (1−τ)φ';
+* overestimation (E[max] ≥ max E) → **double Q-learning** (``double_q``): the current network picks,
+  the target network evaluates,
+
+  .. math:: y = r + \gamma\, Q_{\phi'}\big(s', \arg\max_{a'} Q_\phi(s', a')\big);
+
+* slow propagation → **N-step returns** (``n_step``, summed by the replay buffer):
+
+  .. math:: y_{t} = \sum_{t'=t}^{t+N-1} \gamma^{t'-t} r_{t'} + \gamma^N \max_{a} Q_{\phi'}(s_{t+N}, a).
+
+Also: a **dueling** head :math:`Q(s,a) = V(s) + A(s,a) - \frac{1}{|\mathcal A|}\sum_{a'}A(s,a')`, the
+Huber loss on the TD error δ = Q_φ(s,a) − y, and gradient-norm clipping. ``double_dqn`` is this
+class with ``double_q=True`` by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from core_rl.common.distributions import Categorical
+from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
+from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
+from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
+from core_rl.common.replay import ReplaySample
+
+
+class DQNConfig(OffPolicyConfig):
+    lr: float = Field(1e-4, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    train_freq: int = Field(4, ge=1, description="Vector-env steps between training phases.")
+    tau: float = Field(1.0, gt=0.0, le=1.0, description="1.0: periodic hard copy φ' ← φ; < 1: Polyak averaging.")
+    target_update_interval: int = Field(1000, ge=1, description="Gradient steps between target updates.")
+    max_grad_norm: float | None = Field(10.0, gt=0.0)
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    loss: Literal["huber", "mse"] = Field("huber", description="Loss on the TD error δ = Q_φ(s,a) − y.")
+    huber_delta: float = Field(1.0, gt=0.0)
+    double_q: bool = Field(False, description="y = r + γ Q_φ'(s', argmax_a Q_φ(s', a)).")
+    dueling: bool = Field(False, description="Q = V + A − mean_a A.")
+    exploration: Literal["epsilon", "boltzmann"] = "epsilon"
+    exploration_fraction: float = Field(0.1, ge=0.0, le=1.0,
+                                        description="Fraction of training over which ε (or T) decays linearly.")
+    exploration_initial_eps: float = Field(1.0, ge=0.0, le=1.0)
+    exploration_final_eps: float = Field(0.05, ge=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0, description="Boltzmann temperature T: π(a|s) ∝ exp(Q(s,a)/T).")
+    temperature_final: float | None = Field(None, gt=0.0, description="If set, T decays linearly to it.")
+    prioritized: bool = Field(False, description="Prioritized replay, P(i) ∝ (|δ_i| + ε)^α.")
+    prioritized_alpha: float = Field(0.6, ge=0.0)
+    prioritized_beta: float = Field(0.4, ge=0.0, le=1.0, description="Initial β, annealed linearly to 1.")
+    prioritized_eps: float = Field(1e-6, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DQNConfig":
+        if self.dueling and not self.hidden_sizes:
+            raise ValueError("dueling needs at least one hidden layer (hidden_sizes is empty)")
+        return self
+
+
+class QNetwork(nn.Module):
+    """Q_φ(s, ·) for every discrete action at once.
+
+    With a Discrete observation space and no hidden layers it is an exact table (a bias-free linear
+    map of the one-hot state, initialised to zero); with ``dueling`` the last hidden layer feeds a
+    value head V(s) and an advantage head A(s, a).
+    """
+
+    def __init__(self, obs_space: gym.Space, n_actions: int, hidden_sizes: tuple[int, ...] = (64, 64),
+                 activation: str = "relu", dueling: bool = False):
+        super().__init__()
+        self.encoder = ObsEncoder(obs_space)
+        self.dueling = dueling
+        self.n_actions = n_actions
+        if dueling:
+            *trunk_sizes, width = hidden_sizes
+            self.trunk = mlp(self.encoder.dim, width, trunk_sizes, activation,
+                             out_gain=float(np.sqrt(2)), output_activation=ACTIVATIONS[activation])
+            self.value_head = mlp(width, 1, (), activation)
+            self.advantage_head = mlp(width, n_actions, (), activation)
+        elif not hidden_sizes and isinstance(obs_space, gym.spaces.Discrete):
+            self.net = nn.Linear(self.encoder.dim, n_actions, bias=False)
+            nn.init.zeros_(self.net.weight)
+        else:
+            self.net = mlp(self.encoder.dim, n_actions, hidden_sizes, activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(obs)
+        if not self.dueling:
+            return self.net(x)
+        h = self.trunk(x)
+        advantage = self.advantage_head(h)
+        return self.value_head(h) + advantage - advantage.mean(-1, keepdim=True)
+
+
+class DQN(OffPolicyAgent):
+    """DQN over a vector env (``DQN(env, config).learn(steps)``); see the module docstring."""
+
+    name = "dqn"
+    config: DQNConfig
+    config_cls = DQNConfig
+    action_spaces = (gym.spaces.Discrete,)
+
+    def _build_networks(self) -> None:
+        cfg = self.config
+        n_actions = int(self.action_space.n)
+        self.q_net = QNetwork(self.observation_space, n_actions, cfg.hidden_sizes, cfg.activation, cfg.dueling)
+        self.q_target = QNetwork(self.observation_space, n_actions, cfg.hidden_sizes, cfg.activation, cfg.dueling)
+        self.q_target.load_state_dict(self.q_net.state_dict())
+        self.q_target.requires_grad_(False)
+        self.q_net.to(self.device)
+        self.q_target.to(self.device)
+        params = self.q_net.parameters()
+        if cfg.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        elif cfg.optimizer == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.95, eps=1e-2)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr)
+        if cfg.prioritized:
+            self.replay = PrioritizedReplayBuffer.like(self.replay, alpha=cfg.prioritized_alpha,
+                                                       beta=cfg.prioritized_beta, eps=cfg.prioritized_eps)
+
+    # ---- schedules ---------------------------------------------------------------------------
+    def learn(self, total_steps: int, **kwargs: Any) -> "DQN":  # type: ignore[override]
+        """As :meth:`Agent.learn`; the ε/T/β schedules run over the steps of the first call."""
+        target = self.num_timesteps + int(total_steps)
+        self._target_steps = max(getattr(self, "_target_steps", 0) or 0, target)
+        return super().learn(total_steps, **kwargs)  # type: ignore[return-value]
+
+    def _progress(self) -> float:
+        """Fraction of training done, in [0, 1]."""
+        total = getattr(self, "_target_steps", None)
+        return min(1.0, self.num_timesteps / total) if total else 1.0
+
+    def _decayed(self, start: float, end: float) -> float:
+        frac = self.config.exploration_fraction
+        ramp = 1.0 if frac == 0 else min(1.0, self._progress() / frac)
+        return start + (end - start) * ramp
+
+    @property
+    def epsilon(self) -> float:
+        return self._decayed(self.config.exploration_initial_eps, self.config.exploration_final_eps)
+
+    @property
+    def temperature(self) -> float:
+        cfg = self.config
+        return cfg.temperature if cfg.temperature_final is None else self._decayed(cfg.temperature,
+                                                                                    cfg.temperature_final)
+
+    # ---- acting ------------------------------------------------------------------------------
+    def _random_actions(self) -> np.ndarray:
+        # torch's global generator (seeded by the agent), so that warm-up is reproducible
+        return torch.randint(int(self.action_space.n), (self.n_envs,)).numpy()
+
+    def explore(self, q_values: torch.Tensor) -> torch.Tensor:
+        """Behaviour-policy actions for a batch of Q-value rows (ε-greedy or Boltzmann)."""
+        if self.config.exploration == "boltzmann":
+            return Categorical(q_values / self.temperature).sample()
+        greedy = q_values.argmax(-1)
+        random = torch.randint(q_values.shape[-1], greedy.shape, device=q_values.device)
+        explore = torch.rand(greedy.shape, device=q_values.device) < self.epsilon
+        return torch.where(explore, random, greedy)
+
+    def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
+        return self.explore(self.q_net(obs_t))
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        q_values = self.q_net(obs)
+        return q_values.argmax(-1) if deterministic else self.explore(q_values)
+
+    # ---- learning ----------------------------------------------------------------------------
+    def _iterate(self) -> dict[str, float]:
+        if isinstance(self.replay, PrioritizedReplayBuffer):
+            beta0 = self.config.prioritized_beta
+            self.replay.beta = beta0 + (1.0 - beta0) * self._progress()
+        metrics = super()._iterate()
+        if self.config.exploration == "boltzmann":
+            metrics["temperature"] = self.temperature
+        else:
+            metrics["epsilon"] = self.epsilon
+        return metrics
+
+    @torch.no_grad()
+    def target_q(self, batch: ReplaySample) -> torch.Tensor:
+        """y = Σγ^k r + γ^n (1 − done) Q_φ'(s', a*), a* = argmax of Q_φ' (or of Q_φ with double_q)."""
+        next_q_target = self.q_target(batch.next_obs)
+        if self.config.double_q:
+            next_action = self.q_net(batch.next_obs).argmax(-1, keepdim=True)
+            next_q = next_q_target.gather(-1, next_action).squeeze(-1)
+        else:
+            next_q = next_q_target.max(-1).values
+        return batch.rewards + batch.discounts * (1.0 - batch.dones) * next_q
+
+    def train_step(self, batch: ReplaySample) -> dict[str, float]:
+        cfg = self.config
+        target_q = self.target_q(batch)
+        q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
+        td_error = q - target_q
+        if cfg.loss == "huber":
+            per_sample = nn.functional.huber_loss(q, target_q, reduction="none", delta=cfg.huber_delta)
+        else:
+            per_sample = 0.5 * td_error.pow(2)
+        loss = (per_sample * batch.weights).mean() if batch.weights is not None else per_sample.mean()
+        self._step_optimizer(self.optimizer, loss)
+        if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:
+            self.replay.update_priorities(batch.indices, td_error)
+        if (self.gradient_updates + 1) % cfg.target_update_interval == 0:
+            polyak_update(self.q_net, self.q_target, cfg.tau)
+        return {"loss": loss.item(), "q_mean": q.mean().item(), "td_error_abs": td_error.abs().mean().item()}
+
+
+class DoubleDQNConfig(DQNConfig):
+    double_q: bool = True
+
+
+class DoubleDQN(DQN):
+    """Double DQN: :class:`DQN` whose ``double_q`` defaults to True."""
+
+    name = "double_dqn"
+    config: DoubleDQNConfig
+    config_cls = DoubleDQNConfig
+
+
+__all__ = ["DQN", "DQNConfig", "DoubleDQN", "DoubleDQNConfig", "QNetwork"]

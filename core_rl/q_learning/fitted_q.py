@@ -1,0 +1,328 @@
+r"""Fitted Q iteration on a fixed dataset, and online Q-learning (notes 9/12).
+
+**Fitted Q iteration.** Given a fixed dataset of transitions :math:`\{(s_i, a_i, s'_i, r_i)\}`
+collected by *any* policy (the algorithm is off-policy), repeat K times:
+
+.. math::
+    y_i \leftarrow r(s_i,a_i) + \gamma \max_{a'} Q_\phi(s'_i, a'), \qquad
+    \phi \leftarrow \arg\min_\phi \tfrac12 \sum_i \lVert Q_\phi(s_i,a_i) - y_i \rVert^2 .
+
+The targets are frozen while φ is regressed onto them (no bootstrapping from a terminal s'). With a
+**tabular** Q (one parameter per (s, a), i.e. a linear function of the one-hot state-action) the
+argmin has a closed form — the mean of the targets of each visited pair — so each iteration is one
+exact application of the empirical Bellman optimality operator and the iterates converge to the Q*
+of the MDP the data describe. With an **MLP** Q_φ the argmin is approximated by
+``regression_steps`` Adam steps, warm-started from the previous φ; the notes warn that this
+combination (regression + max) need not converge in general.
+
+**Online Q-learning** (the notes' online variant): take one action a_i (ε-greedy or Boltzmann),
+observe (s_i, a_i, s'_i, r_i), and take one gradient step on that single transition,
+
+.. math::
+    y_i = r(s_i,a_i) + \gamma\max_{a'}Q_\phi(s'_i,a'), \qquad
+    \phi \leftarrow \phi - \alpha\,\frac{dQ_\phi}{d\phi}(s_i,a_i)\,\big(Q_\phi(s_i,a_i) - y_i\big).
+
+:class:`OnlineQLearning` is :class:`~core_rl.q_learning.dqn.DQN` with no replay (each update
+uses only the latest transition of each env), no target network (φ' is re-copied after every
+step), plain SGD and the squared loss; with a Discrete observation space and ``hidden_sizes=()``
+Q_φ is an exact table and the step is the classic :math:`Q(s,a) \leftarrow Q(s,a) + \alpha(y - Q(s,a))`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core_rl.common.config import format_validation_error
+from core_rl.common.envs import EnvLike, make_vec_env
+from core_rl.common.errors import ConfigError, SpaceError
+from core_rl.common.replay import ReplayBuffer, ReplaySample
+from core_rl.common.seeding import configure_torch, set_seed
+from core_rl.common.tracking import NullTracker, Tracker
+from core_rl.q_learning.dqn import DQN, DQNConfig, QNetwork
+
+# ---------------------------------------------------------------------------------------------
+# the fixed dataset
+
+
+@dataclass
+class Transitions:
+    """A fixed dataset of transitions (s_i, a_i, r_i, s'_i, done_i); ``dones`` = s'_i is terminal."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    dones: torch.Tensor
+
+    def __post_init__(self) -> None:
+        n = self.actions.shape[0]
+        for name in ("obs", "rewards", "next_obs", "dones"):
+            if getattr(self, name).shape[0] != n:
+                raise ConfigError(f"transitions field '{name}' has {getattr(self, name).shape[0]} rows, "
+                                  f"actions has {n}")
+        if self.obs.shape != self.next_obs.shape:
+            raise ConfigError(f"transitions 'obs' {tuple(self.obs.shape)} and 'next_obs' "
+                              f"{tuple(self.next_obs.shape)} differ in shape")
+        if n == 0:
+            raise ConfigError("transitions dataset is empty")
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @classmethod
+    def from_arrays(cls, obs: Any, actions: Any, rewards: Any, next_obs: Any, dones: Any) -> "Transitions":
+        """Build from array-likes; integer observations are kept as state indices."""
+        obs_a, next_a = np.asarray(obs), np.asarray(next_obs)
+        obs_dtype = torch.long if np.issubdtype(obs_a.dtype, np.integer) else torch.float32
+        return cls(obs=torch.as_tensor(obs_a, dtype=obs_dtype), actions=torch.as_tensor(np.asarray(actions)).long(),
+                   rewards=torch.as_tensor(np.asarray(rewards), dtype=torch.float32),
+                   next_obs=torch.as_tensor(next_a, dtype=obs_dtype),
+                   dones=torch.as_tensor(np.asarray(dones), dtype=torch.float32))
+
+    @classmethod
+    def collect(cls, env: EnvLike, n_steps: int, seed: int = 0, n_envs: int = 1) -> "Transitions":
+        """Run the uniformly random policy for ``n_steps`` env steps (over ``n_envs`` copies)."""
+        if n_steps < 1:
+            raise ConfigError(f"n_steps must be positive, got {n_steps}")
+        vec = make_vec_env(env, n_envs, seed=seed)
+        space = vec.single_action_space
+        if not isinstance(space, gym.spaces.Discrete):
+            raise SpaceError(f"fitted Q iteration needs a Discrete action space, got {space}")
+        rng = np.random.default_rng(seed)
+        obs, _ = vec.reset(seed=seed)
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "dones")}
+        for _ in range(-(-n_steps // n_envs)):
+            actions = rng.integers(0, int(space.n), n_envs)
+            next_obs, rewards, terminated, truncated, info = vec.step(actions)
+            real_next = np.array(next_obs, copy=True)
+            for i in np.flatnonzero(terminated | truncated):
+                real_next[i] = info["final_obs"][i]
+            for k, v in (("obs", obs), ("actions", actions), ("rewards", rewards), ("next_obs", real_next),
+                         ("dones", terminated)):
+                rows[k].append(np.asarray(v))
+            obs = next_obs
+        vec.close()
+        data = {k: np.concatenate(v)[:n_steps] for k, v in rows.items()}
+        return cls.from_arrays(**data)
+
+
+# ---------------------------------------------------------------------------------------------
+# fitted Q iteration
+
+
+class FittedQConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    iterations: int = Field(100, ge=1, description="K: how many times the targets are recomputed.")
+    function: Literal["tabular", "mlp"] = Field("tabular", description="tabular: exact least squares; mlp: Adam.")
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
+    lr: float = Field(1e-3, gt=0.0)
+    regression_steps: int = Field(200, ge=1, description="Adam steps per iteration (mlp).")
+    batch_size: int | None = Field(None, ge=1, description="Minibatch size of the regression (None: full batch).")
+    tol: float = Field(0.0, ge=0.0, description="Stop once an iteration changes every target by ≤ tol.")
+    seed: int = Field(0, ge=0)
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
+
+
+@dataclass
+class FittedQResult:
+    iterations: int
+    converged: bool
+    target_change: list[float] = field(default_factory=list)     # max_i |y_i^(k) − y_i^(k−1)|
+    bellman_error: list[float] = field(default_factory=list)     # RMS of Q_φ(s_i,a_i) − y_i after the fit
+
+
+class FittedQIteration:
+    """Fitted Q iteration: ``FittedQIteration(obs_space, act_space, config).fit(transitions)``."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space,
+                 config: FittedQConfig | Mapping[str, Any] | None = None, **overrides: Any):
+        if isinstance(config, FittedQConfig) and not overrides:
+            self.config = config
+        else:
+            data = config.model_dump() if isinstance(config, FittedQConfig) else dict(config or {})
+            try:
+                self.config = FittedQConfig.model_validate({**data, **overrides})
+            except ValidationError as err:
+                raise ConfigError(format_validation_error(err)) from None
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise SpaceError(f"fitted Q iteration needs a Discrete action space, got {action_space}")
+        cfg = self.config
+        if cfg.function == "tabular" and not isinstance(observation_space, gym.spaces.Discrete):
+            raise SpaceError(f"function='tabular' needs a Discrete observation space, got {observation_space}")
+        self.observation_space, self.action_space = observation_space, action_space
+        self.n_actions = int(action_space.n)
+        configure_torch(cfg.torch_threads)
+        set_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        hidden = () if cfg.function == "tabular" else cfg.hidden_sizes
+        self.q_net = QNetwork(observation_space, self.n_actions, hidden, cfg.activation)
+
+    @torch.no_grad()
+    def q_values(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Q_φ(s, ·) for a batch of observations."""
+        return self.q_net(torch.as_tensor(np.asarray(obs)))
+
+    @property
+    def q_table(self) -> np.ndarray:
+        """Q_φ(s, a) for every state (Discrete observation spaces only), shape (S, A)."""
+        if not isinstance(self.observation_space, gym.spaces.Discrete):
+            raise SpaceError("q_table needs a Discrete observation space")
+        return self.q_values(torch.arange(int(self.observation_space.n))).numpy()
+
+    @torch.no_grad()
+    def targets(self, data: Transitions) -> torch.Tensor:
+        """y_i = r_i + γ (1 − done_i) max_a' Q_φ(s'_i, a')."""
+        next_q = self.q_net(data.next_obs).max(-1).values
+        return data.rewards + self.config.gamma * (1.0 - data.dones) * next_q
+
+    def _regress_tabular(self, data: Transitions, y: torch.Tensor) -> None:
+        """The exact argmin of ½Σ(Q(s_i,a_i) − y_i)²: Q(s,a) ← mean{y_i : (s_i,a_i) = (s,a)}."""
+        n_states = int(self.observation_space.n)
+        pair = data.obs.long() * self.n_actions + data.actions
+        sums = torch.zeros(n_states * self.n_actions, dtype=torch.float64).index_add_(0, pair, y.double())
+        counts = torch.bincount(pair, minlength=n_states * self.n_actions).double()
+        table = self.q_net.net.weight.data.T.reshape(-1).double()    # weight is (A, S): Q(s,a) = W[a, s]
+        visited = counts > 0
+        table[visited] = sums[visited] / counts[visited]
+        self.q_net.net.weight.data.copy_(table.reshape(n_states, self.n_actions).T)
+
+    def _regress_mlp(self, data: Transitions, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        cfg = self.config
+        n = len(data)
+        for _ in range(cfg.regression_steps):
+            if cfg.batch_size is None or cfg.batch_size >= n:
+                obs, actions, target = data.obs, data.actions, y
+            else:
+                idx = torch.randint(0, n, (cfg.batch_size,), generator=self.generator)
+                obs, actions, target = data.obs[idx], data.actions[idx], y[idx]
+            q = self.q_net(obs).gather(-1, actions.reshape(-1, 1)).squeeze(-1)
+            loss = 0.5 * (q - target).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def fit(self, data: Transitions, tracker: Tracker | None = None) -> FittedQResult:
+        """Run K iterations of target computation + regression on the fixed ``data``."""
+        cfg = self.config
+        tracker = tracker or NullTracker()
+        if int(data.actions.max()) >= self.n_actions or int(data.actions.min()) < 0:
+            raise ConfigError(f"transitions hold actions outside [0, {self.n_actions})")
+        optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.lr) if cfg.function == "mlp" else None
+        result = FittedQResult(iterations=0, converged=False)
+        previous: torch.Tensor | None = None
+        for k in range(cfg.iterations):
+            y = self.targets(data)
+            change = float("inf") if previous is None else float((y - previous).abs().max())
+            if previous is not None and change <= cfg.tol:
+                result.converged = True
+                break
+            if optimizer is None:
+                self._regress_tabular(data, y)
+            else:
+                self._regress_mlp(data, y, optimizer)
+            with torch.no_grad():
+                q = self.q_net(data.obs).gather(-1, data.actions.reshape(-1, 1)).squeeze(-1)
+                bellman = float((q - y).pow(2).mean().sqrt())
+            result.iterations = k + 1
+            result.target_change.append(change)
+            result.bellman_error.append(bellman)
+            tracker.log_metrics({"fqi_bellman_error": bellman, "fqi_target_change": change}, step=k + 1)
+            previous = y
+        return result
+
+    def greedy_policy(self, obs: torch.Tensor | np.ndarray) -> np.ndarray:
+        """π'(a|s) = 1 iff a = argmax_a Q_φ(s, a)."""
+        return self.q_values(obs).argmax(-1).numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# online Q-learning
+
+
+class LatestTransitionBuffer(ReplayBuffer):
+    """Holds only the newest step of each env; ``sample`` returns exactly those ``n_envs`` transitions."""
+
+    def sample(self, batch_size: int) -> ReplaySample:
+        if len(self) == 0:
+            raise RuntimeError("no transition stored yet")
+        newest = (self.pos - 1) % self.size_per_env
+        env = torch.arange(self.n_envs)
+        return self.gather(torch.full((self.n_envs,), newest, dtype=torch.long), env)
+
+
+class OnlineQConfig(DQNConfig):
+    buffer_size: int = Field(1, ge=1, description="Always n_envs: only the latest transition is kept.")
+    batch_size: int = Field(1, ge=1, description="Always n_envs: one transition per env per update.")
+    learning_starts: int = 0
+    train_freq: int = Field(1, ge=1)
+    gradient_steps: int = Field(1, ge=1)
+    tau: float = 1.0
+    target_update_interval: int = Field(1, ge=1, description="1: no separate target network.")
+    max_grad_norm: float | None = None
+    hidden_sizes: tuple[int, ...] = ()
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "sgd"
+    lr: float = Field(0.1, gt=0.0, description="α of the update.")
+    loss: Literal["huber", "mse"] = "mse"
+    exploration_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    exploration_final_eps: float = Field(0.1, ge=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_step_per_env(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            try:
+                n_envs = int(data.get("n_envs", 1))
+            except (TypeError, ValueError):
+                return data  # the field validator reports it
+            data = dict(data)
+            for name in ("buffer_size", "batch_size"):
+                if data.get(name, n_envs) != n_envs:
+                    raise ValueError(f"online Q-learning updates on the latest transition of each env, "
+                                     f"so {name} must equal n_envs ({n_envs}), got {data[name]}")
+                data[name] = n_envs
+        return data
+
+    @model_validator(mode="after")
+    def _online(self) -> "OnlineQConfig":
+        for name in ("n_step", "train_freq", "gradient_steps"):
+            if getattr(self, name) != 1:
+                raise ValueError(f"online Q-learning takes one step per update: {name} must be 1")
+        if self.prioritized:
+            raise ValueError("online Q-learning has no replay to prioritize (prioritized must be false)")
+        return self
+
+
+class OnlineQLearning(DQN):
+    """Online Q-learning: one gradient step on each new transition (see the module docstring)."""
+
+    name = "online_q"
+    config: OnlineQConfig
+    config_cls = OnlineQConfig
+
+    def _build_networks(self) -> None:
+        old = self.replay
+        self.replay = LatestTransitionBuffer(
+            self.n_envs, self.n_envs, tuple(old.obs.shape[2:]), tuple(old.actions.shape[2:]), old.obs.dtype,
+            old.actions.dtype, n_step=1, gamma=self.config.gamma, seed=self.config.seed, device=self.device)
+        super()._build_networks()
+
+    @property
+    def q_table(self) -> np.ndarray:
+        """Q_φ(s, a) for every state (Discrete observation spaces only), shape (S, A)."""
+        if not isinstance(self.observation_space, gym.spaces.Discrete):
+            raise SpaceError("q_table needs a Discrete observation space")
+        with torch.no_grad():
+            return self.q_net(torch.arange(int(self.observation_space.n), device=self.device)).cpu().numpy()
+
+
+__all__ = ["Transitions", "FittedQConfig", "FittedQIteration", "FittedQResult", "OnlineQConfig", "OnlineQLearning",
+           "LatestTransitionBuffer"]
