@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("algos", help="list every algorithm")
     a.add_argument("--json", action="store_true")
 
+    x = sub.add_parser("experiment", help="run one of the notes' experiments as an MLflow run")
+    x.add_argument("name", nargs="?", help="experiment name (omit with --list)")
+    x.add_argument("--list", action="store_true", help="list the experiments")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="experiment parameters")
+    x.add_argument("--json", action="store_true")
+    _add_tracking(x)
+
     p = sub.add_parser("pipeline", help="end-to-end pipelines")
     p.add_argument("name", choices=["demo"])
     p.add_argument("--steps", type=int, default=None)
@@ -143,6 +151,24 @@ def cmd_algos(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from pipelines.experiments import EXPERIMENTS, run_experiment
+
+    if args.list or not args.name:
+        for spec in EXPERIMENTS.values():
+            print(f"{spec.name:<18} {spec.topic}")
+        return 0
+    run_id, result = run_experiment(args.name, seed=args.seed, overrides=_overrides(args.set),
+                                    tracking_uri=args.tracking_uri)
+    if args.json:
+        from pipelines.experiments import _jsonable
+
+        print(json.dumps({"run_id": run_id, "result": _jsonable(result)}))
+    else:
+        print(f"experiment {args.name}: run {run_id} (plot and result.json logged to MLflow)")
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -155,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     quiet_libraries()
-    handlers = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "pipeline": cmd_pipeline}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "pipeline": cmd_pipeline,
+                "experiment": cmd_experiment}
     try:
         return handlers[args.command](args)
     except DeepRLError as exc:

@@ -159,3 +159,19 @@ def test_algos_lists_every_registered_algorithm(capsys):
     assert code == 0 and {r["name"] for r in rows} == set(ALGORITHMS)
     for row in rows:  # every listed module really holds its class
         assert ALGORITHMS[row["name"]].cls.name == row["name"]
+
+
+def test_experiment_command_logs_plot_and_result(capsys, tracking_uri):
+    code, out, err = run_cli(capsys, "experiment", "compounding_error", "--seed", "0", "--json", "--set",
+                             "horizons=[5,10]", "label_budget=200", "n_eval_episodes=50", "dagger_iterations=2",
+                             "--tracking-uri", tracking_uri)
+    assert code == 0, err
+    payload = json.loads(out.strip().splitlines()[-1])
+    client = mlflow.tracking.MlflowClient()
+    arts = {a.path for a in client.list_artifacts(payload["run_id"])}
+    assert "result.json" in arts
+    plots = [a.path for a in client.list_artifacts(payload["run_id"], "plots")]
+    assert plots and all(p.endswith(".png") for p in plots)
+    code, _, err = run_cli(capsys, "experiment", "compounding_error", "--set", "nonsense=1",
+                           "--tracking-uri", tracking_uri)
+    assert code == 2 and "no parameter 'nonsense'" in err
