@@ -4,12 +4,12 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test bench clean-data
+.PHONY: install recsim-env run test bench clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,autotune,distributed]'
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
@@ -18,8 +18,12 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/deeprl pipeline demo
 
-## test: the whole test suite
-test: install
+## recsim-env: the isolated RecSim NG (TensorFlow) environment, driven as a subprocess by recsys
+recsim-env:
+	bash recsys/build_recsim_env.sh
+
+## test: the whole test suite (RecSim NG cross-checks included)
+test: install recsim-env
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## bench: benchmarks side by side with Stable-Baselines3 (minutes; not part of the tests)
