@@ -38,6 +38,16 @@ ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
     AlgoSpec("trpo", "core_rl.trust_region.trpo:TRPO", "9/19 TRPO: KL-constrained line search"),
     AlgoSpec("kl_dual", "core_rl.trust_region.kl_dual:KLDual", "9/19 KL constraint by dual gradient descent"),
     AlgoSpec("ppo", "core_rl.trust_region.ppo:PPO", "9/19 PPO (clipped surrogate)"),
+    AlgoSpec("dqn", "core_rl.q_learning.dqn:DQN", "9/12-9/14 DQN: replay, target network, double Q, N-step, dueling, prioritized"),
+    AlgoSpec("double_dqn", "core_rl.q_learning.dqn:DoubleDQN", "9/14 double DQN: current net picks, target net evaluates"),
+    AlgoSpec("online_q", "core_rl.q_learning.fitted_q:OnlineQLearning", "9/12 online Q-learning: one transition per update"),
+    AlgoSpec("ddpg", "core_rl.continuous.ddpg:DDPG", "9/14 continuous-action Q-learning: train a maximizer (DDPG)"),
+    AlgoSpec("td3", "core_rl.continuous.td3:TD3", "9/14 DDPG + clipped double Q, target smoothing, delayed actor (TD3)"),
+    AlgoSpec("sac", "core_rl.continuous.sac:SAC", "9/14 soft actor-critic: stochastic maximizer of a soft Q (SAC)"),
+    AlgoSpec("naf", "core_rl.continuous.naf:NAF", "9/14 continuous-action Q-learning: easily maximizable Q (NAF)"),
+    AlgoSpec("qt_opt", "core_rl.continuous.sampled_max:QTOpt", "9/14 continuous-action Q-learning: sampled max / CEM (QT-Opt)"),
+    AlgoSpec("soft_q", "core_rl.inference.soft_q_learning:SoftQLearning", "10/10 soft Q-learning (MaxEnt RL): DQN with the soft Bellman target"),
+    AlgoSpec("gail", "core_rl.irl.gail:GAIL", "10/12 adversarial imitation: GAIL / AIRL discriminator reward, PPO policy"),
 ]}
 
 
