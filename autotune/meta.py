@@ -1,0 +1,411 @@
+r"""The meta-learned sequential policy (learning to optimize, Hyp-RL / MetaBO style).
+
+At every trial the policy reads the whole trial history and proposes the next configuration. It
+is an attention policy over a set of M candidate configurations c_1..c_M (global uniform points
+and local perturbations of the best trials, snapped to representable values):
+
+* each candidate *attends over the trial history*: for history point i (observed or still running)
+  a pair embedding :math:`e_{ci} = \mathrm{MLP}(r_{ci}, \tilde y_i, \tilde y_i - \tilde y^*, \mathrm{pending}_i)`
+  of the candidate's lengthscale-scaled distance r_{ci} and the point's result gives attention
+  weights :math:`a_{ci} = \mathrm{softmax}_i(w^\top e_{ci})` and the read-out
+  :math:`h_c = \sum_i a_{ci} V e_{ci}`;
+* per-candidate features from a Gaussian process fitted to the history (posterior mean μ_c and
+  deviation σ_c, :math:`z_c = (\mu_c - \tilde y^*)/\sigma_c`, log expected improvement, distances to
+  the data and to the incumbent, the spent budget fraction t/T) join h_c in a scoring MLP;
+* the policy is a categorical over candidates,
+
+.. math::
+    \pi_\theta(c \mid \mathcal H_t) = \mathrm{softmax}_c\big(\beta\,\overline{\log\mathrm{EI}}_c
+        + f_\theta(\text{features}_c, h_c)\big),
+
+with :math:`\overline{\log\mathrm{EI}}` the candidates' standardized log EI, so the untrained
+policy (f ≈ 0) is expected-improvement search and RL learns how to deviate from it.
+
+Results are made scale-free before anything sees them: scores (sign·value, higher is better) go
+through the Gaussian copula :math:`\tilde y_i = \Phi^{-1}((\mathrm{rank}_i + \tfrac12)/n)`; failed
+and pruned trials take the worst rank, running trials enter the GP at their posterior mean
+(kriging believer), so parallel workers spread out. The policy is trained by RL across synthetic
+tasks (:mod:`autotune.pretrain`); :class:`MetaSampler` wraps it as an Optuna sampler.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import optuna
+import torch
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from core_rl.common.config import parse_config
+from core_rl.common.distributions import Categorical
+from core_rl.common.errors import CheckpointError
+from core_rl.common.networks import mlp
+from autotune.gp import GPHyper, GPPosterior, fit_hyper, scaled_distance
+from autotune.history import check_single_objective, read_history
+from autotune.space import SpaceCodec
+
+N_CAND_FEATURES = 8
+N_PAIR_FEATURES = 4
+FEATURE_VERSION = 1
+DTYPE = torch.float64
+NEG = -1e9
+MAX_TOKENS = 32
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: these ops are small, and extra threads only contend for cores."""
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
+
+
+# ---- scale-free targets -----------------------------------------------------------------------
+def copula(scores: torch.Tensor) -> torch.Tensor:
+    """Φ^{-1}((rank + ½)/n) per row of ``scores [B,n]`` (ties share their mean rank)."""
+    n = scores.shape[-1]
+    less = (scores.unsqueeze(-1) > scores.unsqueeze(-2)).sum(-1).to(DTYPE)
+    equal = (scores.unsqueeze(-1) == scores.unsqueeze(-2)).sum(-1).to(DTYPE)
+    rank = less + 0.5 * (equal - 1)
+    q = (rank + 0.5) / n
+    return math.sqrt(2) * torch.erfinv(2 * q - 1)
+
+
+def log_expected_improvement(z: torch.Tensor) -> torch.Tensor:
+    """log(zΦ(z) + φ(z)), stable for very negative z (EI = σ · that)."""
+    normal = torch.distributions.Normal(torch.zeros((), dtype=z.dtype), torch.ones((), dtype=z.dtype))
+    direct = torch.log((z * normal.cdf(z) + torch.exp(normal.log_prob(z))).clamp_min(1e-300))
+    zc = z.clamp(max=-1.0)
+    tail = normal.log_prob(zc) - 2 * torch.log(-zc) + torch.log1p(-3 / zc.pow(2)).clamp_min(-5)
+    return torch.where(z > -6, direct, tail)
+
+
+# ---- candidates ---------------------------------------------------------------------------------
+@dataclass
+class Layout:
+    """Which unit-cube columns are one-hot groups (categoricals); the rest are numeric."""
+
+    dim: int
+    cat_groups: list[tuple[int, int]]
+
+    @property
+    def numeric(self) -> torch.Tensor:
+        mask = torch.ones(self.dim, dtype=torch.bool)
+        for s, w in self.cat_groups:
+            mask[s:s + w] = False
+        return mask
+
+
+def make_candidates(x: torch.Tensor, y: torch.Tensor, n_cand: int, layout: Layout, gen: torch.Generator,
+                    snap: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``n_cand`` snapped candidates per task: a quarter uniform, the rest perturbations of the top trials."""
+    B, n, D = x.shape
+    n_loc = (3 * n_cand) // 4 if n > 0 else 0
+    n_glob = n_cand - n_loc
+    glob = torch.rand(B, n_glob, D, generator=gen, dtype=DTYPE)
+    for s, w in layout.cat_groups:
+        glob[..., s:s + w] = nn.functional.one_hot(torch.randint(0, w, (B, n_glob), generator=gen), w).to(DTYPE)
+    parts = [glob]
+    if n_loc:
+        k = min(5, n)
+        top = y.topk(k, dim=1).indices                                          # [B,k]
+        weights = torch.linspace(1.0, 0.3, k, dtype=DTYPE).expand(B, k)
+        pick = torch.multinomial(weights, n_loc, replacement=True, generator=gen)
+        parent = x.gather(1, top.gather(1, pick).unsqueeze(-1).expand(B, n_loc, D))
+        scales = torch.tensor([0.01, 0.03, 0.1, 0.3], dtype=DTYPE)
+        scale = scales[torch.randint(0, 4, (B, n_loc, 1), generator=gen)]
+        numeric = layout.numeric.to(DTYPE)
+        n_num = max(int(numeric.sum()), 1)
+        p_dim = min(1.0, 3.0 / n_num)
+        move = (torch.rand(B, n_loc, D, generator=gen, dtype=DTYPE) < p_dim).to(DTYPE) * numeric
+        # every local candidate moves at least one numeric column
+        if n_num and numeric.sum() > 0:
+            forced = torch.multinomial(numeric.expand(B * n_loc, D), 1, generator=gen).view(B, n_loc)
+            move = torch.maximum(move, nn.functional.one_hot(forced, D).to(DTYPE))
+        loc = (parent + torch.randn(B, n_loc, D, generator=gen, dtype=DTYPE) * scale * move).clamp(0.0, 1.0)
+        for s, w in layout.cat_groups:
+            flip = torch.rand(B, n_loc, 1, generator=gen, dtype=DTYPE) < (2 * scale).clamp(max=0.6)
+            new = nn.functional.one_hot(torch.randint(0, w, (B, n_loc), generator=gen), w).to(DTYPE)
+            loc[..., s:s + w] = torch.where(flip, new, loc[..., s:s + w])
+        parts.append(loc)
+    return snap(torch.cat(parts, 1))
+
+
+# ---- observations -------------------------------------------------------------------------------
+@dataclass
+class Observation:
+    """What the policy sees at one decision (batched over B tasks)."""
+
+    cand: torch.Tensor        # [B,M,F]
+    pair: torch.Tensor        # [B,M,n,P]
+    pair_mask: torch.Tensor   # [B,n] True where a history point exists
+    prior: torch.Tensor       # [B,M] standardized log EI
+    valid: torch.Tensor       # [B,M] False for candidates already evaluated or running
+
+    def to(self, dtype: torch.dtype) -> "Observation":
+        return Observation(self.cand.to(dtype), self.pair.to(dtype), self.pair_mask, self.prior.to(dtype), self.valid)
+
+
+def observe(x: torch.Tensor, scores: torch.Tensor, x_pending: torch.Tensor | None, cand: torch.Tensor,
+            hyper: GPHyper, t_frac: torch.Tensor) -> tuple[Observation, GPPosterior]:
+    """Features of ``cand [B,M,D]`` given scores ``[B,n]`` (higher is better) at ``x [B,n,D]``."""
+    B, n, _ = x.shape
+    y = copula(scores)
+    gp = GPPosterior(x, y, hyper)
+    pend = torch.zeros(B, n, dtype=DTYPE)
+    xa, ya = x, y
+    if x_pending is not None and x_pending.shape[1] > 0:
+        mu_p, _ = gp.predict(x_pending)
+        xa, ya = torch.cat([x, x_pending], 1), torch.cat([y, mu_p], 1)
+        pend = torch.cat([pend, torch.ones(B, x_pending.shape[1], dtype=DTYPE)], 1)
+        gp = GPPosterior(xa, ya, hyper)
+    mu, sd = gp.predict(cand)
+    best = y.max(1).values                                                   # [B]
+    z = (mu - best[:, None]) / sd
+    log_ei = log_expected_improvement(z) + torch.log(sd)
+    r = scaled_distance(cand, xa, hyper.log_ls)                              # [B,M,n+p]
+    inc = xa.gather(1, y.argmax(1)[:, None, None].expand(B, 1, x.shape[2]))
+    r_best = scaled_distance(cand, inc, hyper.log_ls).squeeze(-1)
+    valid = r.min(-1).values > 1e-6
+    valid = torch.where(valid.any(1, keepdim=True), valid, torch.ones_like(valid))
+    M = cand.shape[1]
+    feats = torch.stack([
+        mu, torch.log(sd), z.clamp(-10, 10), log_ei.clamp(min=-30), t_frac[:, None].expand(B, M),
+        torch.log(r.min(-1).values + 1e-3), torch.log(r_best + 1e-3),
+        torch.full((B, M), math.log(n + 1) / math.log(200), dtype=DTYPE)], -1)
+    pair = torch.stack([r, ya[:, None, :].expand_as(r), (ya - best[:, None])[:, None, :].expand_as(r),
+                        pend[:, None, :].expand_as(r)], -1)
+    if r.shape[-1] > MAX_TOKENS:  # each candidate attends to its MAX_TOKENS nearest history points
+        near = (-r).topk(MAX_TOKENS, dim=-1).indices
+        pair = pair.gather(2, near.unsqueeze(-1).expand(*near.shape, N_PAIR_FEATURES))
+    le = torch.where(valid, log_ei, torch.nan)
+    mean = torch.nanmean(le, 1, keepdim=True)
+    std = torch.sqrt(torch.nanmean((le - mean).pow(2), 1, keepdim=True)) + 1e-6
+    prior = torch.where(valid, (log_ei - mean) / std, torch.zeros_like(log_ei))
+    mask = torch.ones(B, pair.shape[2], dtype=torch.bool)
+    return Observation(feats.float(), pair.float(), mask, prior.float(), valid), gp
+
+
+# ---- the policy ---------------------------------------------------------------------------------
+class MetaPolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: int = Field(32, ge=4, description="Width of the pair embedding and the scoring MLP.")
+    beta_init: float = Field(12.0, description="Initial weight of the standardized log EI prior.")
+
+
+class MetaPolicy(nn.Module):
+    """π_θ(c | history): attention over history points per candidate, then a scoring MLP."""
+
+    def __init__(self, config: MetaPolicyConfig | None = None):
+        super().__init__()
+        self.config = config or MetaPolicyConfig()
+        h = self.config.hidden
+        self.pair = mlp(N_PAIR_FEATURES, h, (h,), "tanh")
+        self.attend = nn.Linear(h, 1)
+        self.value = nn.Linear(h, h)
+        self.score = mlp(N_CAND_FEATURES + h, 1, (h, h), "tanh", out_gain=0.01)
+        self.beta = nn.Parameter(torch.tensor(float(self.config.beta_init)))
+
+    def logits(self, obs: Observation) -> torch.Tensor:
+        e = self.pair(obs.pair)                                              # [B,M,n,H]
+        a = self.attend(e).squeeze(-1).masked_fill(~obs.pair_mask[:, None, :], NEG)
+        read = (torch.softmax(a, -1).unsqueeze(-1) * self.value(e)).sum(2)   # [B,M,H]
+        f = self.score(torch.cat([obs.cand, read], -1)).squeeze(-1)
+        return (self.beta * obs.prior + f).masked_fill(~obs.valid, NEG)
+
+    def distribution(self, obs: Observation) -> Categorical:
+        return Categorical(self.logits(obs))
+
+
+def default_weights_path() -> Path:
+    return Path(str(resources.files("autotune") / "weights" / "meta_policy.pt"))
+
+
+def save_policy(policy: MetaPolicy, path: str | Path, meta: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state": {k: v.detach().clone() for k, v in policy.state_dict().items()},
+               "config": policy.config.model_dump(), "feature_version": FEATURE_VERSION,
+               "meta": {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool, list, dict))}}
+    torch.save(payload, path)
+    return path
+
+
+def load_policy(path: str | Path | None = "default") -> MetaPolicy:
+    """The pretrained policy (``"default"``: the weights shipped in the package); ``None``: untrained."""
+    if path is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the untrained policy is the same everywhere
+            return MetaPolicy()
+    p = default_weights_path() if path == "default" else Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"meta policy weights '{p}' not found; train them with `python -m autotune.pretrain`")
+    payload = torch.load(p, map_location="cpu", weights_only=True)
+    if payload.get("feature_version") != FEATURE_VERSION:
+        raise CheckpointError(f"meta policy weights '{p}' were trained on feature version "
+                              f"{payload.get('feature_version')}, this code computes {FEATURE_VERSION}; retrain them")
+    policy = MetaPolicy(MetaPolicyConfig(**payload["config"]))
+    policy.load_state_dict(payload["state"])
+    return policy
+
+
+# ---- the Optuna sampler -------------------------------------------------------------------------
+class MetaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_candidates: int = Field(512, ge=8, description="Candidates scored per trial.")
+    n_startup_trials: int = Field(4, ge=1, description="Uniform random trials before the policy takes over.")
+    n_trials_hint: int = Field(100, ge=1, description="Expected study length T (the policy reads t/T).")
+    deterministic: bool = Field(True, description="Take the policy's most likely candidate (else sample).")
+    fit_steps: int = Field(15, ge=0, description="Adam steps of the GP's marginal likelihood per trial.")
+    seed: int | None = None
+
+
+class MetaSampler(BaseSampler):
+    """Optuna sampler driven by the pretrained meta policy.
+
+    Relative sampling over the study's intersection search space (every type: floats linear and
+    log, ints and stepped floats on their grids, categoricals one-hot); parameters outside it
+    (conditional branches, a space that grows mid-study) fall back to ``independent_sampler``.
+    """
+
+    def __init__(self, weights: str | Path | None = "default", config: MetaConfig | dict[str, Any] | None = None,
+                 independent_sampler: BaseSampler | None = None, **overrides: Any):
+        self.config = parse_config(MetaConfig, config, **overrides)
+        self._seed = self.config.seed if self.config.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.policy = load_policy(weights)
+        self.policy.eval()
+        self._independent = independent_sampler or RandomSampler(seed=self._seed)
+        self._lock = threading.Lock()
+        self._spaces: dict[tuple[int, int], IntersectionSearchSpace] = {}
+        self._hyper: dict[tuple[int, int, int], GPHyper] = {}
+        self.last_fit_time = 0.0
+
+    def __str__(self) -> str:
+        return "MetaSampler"
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable (Ray ships samplers to its workers)
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        state["_spaces"], state["_hyper"] = {}, {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def reseed_rng(self) -> None:
+        self._seed = int.from_bytes(os.urandom(4), "little")
+        self._independent.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        check_single_objective(study, "MetaSampler")
+        key = (id(study._storage), study._study_id)
+        with self._lock:
+            space = self._spaces.setdefault(key, IntersectionSearchSpace(include_pruned=True))
+            full = space.calculate(study)
+        return {k: d for k, d in full.items() if not d.single()}
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        history = read_history(study, exclude=trial.number)
+        names = set(search_space)
+        rows = [(t, s) for t, s in zip(history.finished, history.scores) if names <= set(t.params)]
+        n_ok = sum(1 for _, s in rows if np.isfinite(s))
+        if n_ok < self.config.n_startup_trials:
+            return {}
+        codec = SpaceCodec(search_space)
+        x = codec.encode([t.params for t, _ in rows])
+        scores = np.array([s for _, s in rows])
+        finite = scores[np.isfinite(scores)]
+        scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)  # failed/pruned: the worst rank
+        pending = [t.params for t in history.running if names <= set(t.params)]
+        xp = codec.encode(pending) if pending else np.zeros((0, codec.dim))
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]))
+        t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
+        hkey = (id(study._storage), study._study_id, codec.dim)
+        with self._lock:
+            init = self._hyper.get(hkey)
+        with single_thread():
+            choice = propose(self.policy, torch.as_tensor(x)[None], torch.as_tensor(scores)[None],
+                             torch.as_tensor(xp)[None], codec, gen, t_frac, self.config, init)
+        with self._lock:
+            self._hyper[hkey] = choice.hyper
+        return codec.decode(choice.x.numpy())[0]
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._independent.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
+        self._independent.after_trial(study, trial, state, values)
+
+
+@dataclass
+class Proposal:
+    x: torch.Tensor          # [B,D] chosen configurations (unit cube)
+    index: torch.Tensor      # [B]
+    log_prob: torch.Tensor   # [B]
+    obs: Observation
+    cand: torch.Tensor       # [B,M,D]
+    hyper: GPHyper
+
+
+def codec_snap(codec: SpaceCodec) -> Callable[[torch.Tensor], torch.Tensor]:
+    def snap(c: torch.Tensor) -> torch.Tensor:
+        B, M, D = c.shape
+        return torch.as_tensor(codec.snap(c.reshape(B * M, D).numpy())).view(B, M, D)
+    return snap
+
+
+@torch.no_grad()
+def propose(policy: MetaPolicy, x: torch.Tensor, scores: torch.Tensor, x_pending: torch.Tensor | None,
+            codec_or_layout: SpaceCodec | tuple[Layout, Callable[[torch.Tensor], torch.Tensor]],
+            gen: torch.Generator, t_frac: float | torch.Tensor, config: MetaConfig,
+            init: GPHyper | None = None, deterministic: bool | None = None) -> Proposal:
+    """One decision of the policy for B tasks: fit the GP, make candidates, score, pick."""
+    if isinstance(codec_or_layout, SpaceCodec):
+        layout = Layout(codec_or_layout.dim, codec_or_layout.categorical_columns)
+        snap = codec_snap(codec_or_layout)
+    else:
+        layout, snap = codec_or_layout
+    B = x.shape[0]
+    with torch.enable_grad():
+        hyper = fit_hyper(x, copula(scores), init, steps=config.fit_steps if init is not None else 3 * config.fit_steps)
+    cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap)
+    tf = torch.as_tensor(t_frac, dtype=DTYPE).expand(B) if not torch.is_tensor(t_frac) else t_frac.to(DTYPE)
+    obs, _ = observe(x, scores, x_pending, cand, hyper, tf)
+    dist = policy.distribution(obs)
+    det = config.deterministic if deterministic is None else deterministic
+    if det:
+        index = dist.mode()
+    else:
+        u = torch.rand(dist.logits.shape, generator=gen, dtype=dist.logits.dtype).clamp_(1e-20, 1.0)
+        index = (dist.logits - torch.log(-torch.log(u))).argmax(-1)
+    chosen = cand.gather(1, index[:, None, None].expand(B, 1, cand.shape[2])).squeeze(1)
+    return Proposal(chosen, index, dist.log_prob(index), obs, cand, hyper)

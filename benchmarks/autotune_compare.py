@@ -1,0 +1,73 @@
+"""autotune's samplers against Optuna's own: mean rank and normalized regret at 50 and 200 trials.
+
+    python -m benchmarks.autotune_compare                       # tabular + BBOB, 3 seeds, 2 processes
+    python -m benchmarks.autotune_compare --suite sklearn --trials 30 --seeds 2
+    python -m benchmarks.autotune_compare --mlflow              # also log the comparison to MLflow
+
+The same code path as ``deeprl tune compare`` (:mod:`autotune.compare`). It writes, under
+``--out`` (default ``benchmarks/results/autotune/<suite>``): ``summary.json``, ``summary.md`` (the
+tables quoted in docs/autotune.md), ``results.json`` (every study's per-trial values) and the
+figures ``best_so_far.png`` and ``mean_rank.png``. Minutes to hours depending on the suite: not
+part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from autotune.compare import analyze, compare, curve_figure, log_comparison, rank_figure, summary_table
+from autotune.suites import get_suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--suite", default="tabular+bbob")
+    p.add_argument("--samplers", default="rl,meta,tpe,random,cmaes,gp")
+    p.add_argument("--trials", default="50,200")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", default=None)
+    p.add_argument("--mlflow", action="store_true")
+    args = p.parse_args(argv)
+    samplers = args.samplers.split(",")
+    budgets = [int(b) for b in args.trials.split(",")]
+    out = Path(args.out or f"benchmarks/results/autotune/{args.suite.replace('+', '_')}")
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = get_suite(args.suite)
+    total = len(tasks) * len(samplers) * len(budgets) * args.seeds
+    t0 = time.perf_counter()
+    done = [0]
+
+    def progress(r):  # type: ignore[no-untyped-def]
+        done[0] += 1
+        print(f"[{done[0]}/{total} {time.perf_counter() - t0:6.0f}s] {r.sampler:>8} {r.task:<34} b{r.budget:<4} "
+              f"s{r.seed} {r.seconds:6.1f}s sampler {r.sampler_ms_per_trial:6.1f} ms/trial", flush=True)
+
+    results = compare(args.suite, samplers, budgets, args.seeds, n_jobs=args.jobs, progress=progress)
+    summary = analyze(results, tasks)
+    summary["setup"] = {"suite": args.suite, "samplers": samplers, "budgets": budgets, "seeds": args.seeds,
+                        "tasks": [t.name for t in tasks], "wall_s": time.perf_counter() - t0}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], default=str))
+    table = summary_table(summary)
+    (out / "summary.md").write_text(table + "\n")
+    from pipelines.plots import plt
+
+    for name, fig in (("best_so_far.png", curve_figure(summary)), ("mean_rank.png", rank_figure(summary))):
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    if args.mlflow:
+        run_id = log_comparison(results, summary, {"suite": args.suite, "samplers": args.samplers,
+                                                   "trials": args.trials, "seeds": args.seeds})
+        print(f"MLflow run {run_id}")
+    print(table)
+    print(f"\nwritten to {out}/ in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
