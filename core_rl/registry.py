@@ -46,6 +46,9 @@ ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
     AlgoSpec("sac", "core_rl.continuous.sac:SAC", "9/14 soft actor-critic: stochastic maximizer of a soft Q (SAC)"),
     AlgoSpec("naf", "core_rl.continuous.naf:NAF", "9/14 continuous-action Q-learning: easily maximizable Q (NAF)"),
     AlgoSpec("qt_opt", "core_rl.continuous.sampled_max:QTOpt", "9/14 continuous-action Q-learning: sampled max / CEM (QT-Opt)"),
+    AlgoSpec("mpc", "core_rl.model_based.mpc:MPC", "9/21-9/26 model-based RL: learned model + replanning MPC (random/CEM/MPPI)"),
+    AlgoSpec("pets", "core_rl.model_based.mpc:PETS", "9/28 uncertainty-aware MPC: probabilistic ensemble + trajectory sampling (PETS)"),
+    AlgoSpec("mbpo", "core_rl.model_based.mbpo:MBPO", "10/3 model-generated data for a model-free learner (MBPO with SAC)"),
     AlgoSpec("soft_q", "core_rl.inference.soft_q_learning:SoftQLearning", "10/10 soft Q-learning (MaxEnt RL): DQN with the soft Bellman target"),
     AlgoSpec("gail", "core_rl.irl.gail:GAIL", "10/12 adversarial imitation: GAIL / AIRL discriminator reward, PPO policy"),
 ]}
