@@ -22,29 +22,25 @@ files (e.g. the pieces of a benchmark run in several shorter invocations) withou
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
 import math
-import os
-import platform
-import pstats
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
+                               bar_plot, evaluate_actions, load_results, machine_note, profile_learn)
+from benchmarks.common import fmt as _f
+from benchmarks.common import jsonable as _jsonable
+from benchmarks.common import summarize as _summarize
+
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "on_policy.md"
-TORCH_THREADS = 1
-IMPLS = ("ours", "sb3")
 EXPERIMENT = "benchmark-on-policy"
 
 
@@ -154,53 +150,7 @@ def sb3_kwargs(hp: HParams) -> dict[str, Any]:
     return kw
 
 
-# ---- evaluation shared by both implementations -------------------------------------------------
-def evaluate_actions(act: Callable[[np.ndarray], np.ndarray], env_id: str, n_episodes: int, seed: int) -> list[float]:
-    """Return of one episode on each of ``n_episodes`` fresh envs (env i reset with ``seed + i``),
-    acting with ``act`` on the batch of still-running envs: the same episodes for every policy."""
-    envs = [gym.make(env_id) for _ in range(n_episodes)]
-    first = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
-    obs = np.stack(first)
-    returns = np.zeros(n_episodes)
-    active = np.ones(n_episodes, dtype=bool)
-    while active.any():
-        idx = np.flatnonzero(active)
-        actions = np.asarray(act(obs[idx]))
-        for j, i in enumerate(idx):  # evaluation only: one gym env per episode
-            o, r, terminated, truncated, _ = envs[i].step(actions[j])
-            obs[i] = o
-            returns[i] += float(r)
-            if terminated or truncated:
-                active[i] = False
-    for e in envs:
-        e.close()
-    return returns.tolist()
-
-
 # ---- one training run --------------------------------------------------------------------------
-@dataclass
-class RunResult:
-    algo: str
-    env_id: str
-    impl: str
-    seed: int
-    steps: int
-    wall_s: float
-    cpu_s: float
-    steps_per_s: float
-    cpu_steps_per_s: float
-    eval_return: float
-    eval_std: float
-    train_return_last100: float
-    episodes: int
-    build_s: float
-    eval_s: float
-    curve: list[tuple[int, float]] = field(default_factory=list)
-
-
-ProgressFn = Callable[[int], None]
-
-
 def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
     from core_rl.actor_critic.actor_critic import A2C
     from core_rl.common.tracking import MemoryTracker
@@ -294,44 +244,8 @@ def warm_up(hp: HParams) -> None:
 
 
 # ---- aggregation and report --------------------------------------------------------------------
-def _median(xs: Iterable[float]) -> float:
-    vals = [x for x in xs if x is not None and math.isfinite(x)]
-    return statistics.median(vals) if vals else float("nan")
-
-
-RETURN_TOLERANCE = 0.05  # "equal" return: within 5% of |SB3's median| (seed noise), documented in the report
-
-
 def summarize(results: Sequence[RunResult], configs: Sequence[HParams]) -> list[dict[str, Any]]:
-    rows = []
-    for hp in configs:
-        per = {impl: [r for r in results if r.algo == hp.algo and r.env_id == hp.env_id and r.impl == impl]
-               for impl in IMPLS}
-        if not per["ours"] and not per["sb3"]:
-            continue
-        row: dict[str, Any] = {"algo": hp.algo, "env_id": hp.env_id,
-                               "seeds": min(len(per["ours"]), len(per["sb3"])) or max(len(v) for v in per.values()),
-                               "steps": int(_median(r.steps for rs in per.values() for r in rs))}
-        for impl, rs in per.items():
-            for m in ("eval_return", "train_return_last100", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s"):
-                row[f"{m}_{impl}"] = _median(getattr(r, m) for r in rs)
-        ratio = lambda a, b: a / b if b and math.isfinite(a) and math.isfinite(b) else float("nan")  # noqa: E731
-        row["speed_ratio"] = ratio(row["steps_per_s_ours"], row["steps_per_s_sb3"])
-        row["cpu_speed_ratio"] = ratio(row["cpu_steps_per_s_ours"], row["cpu_steps_per_s_sb3"])
-        row["wall_ratio"] = ratio(row["wall_s_ours"], row["wall_s_sb3"])
-        row["return_delta"] = row["eval_return_ours"] - row["eval_return_sb3"]
-        # ours/SB3 on returns is only meaningful with positive returns; Δ and a tolerance work for both signs
-        row["return_ratio"] = ratio(row["eval_return_ours"], row["eval_return_sb3"]) \
-            if row["eval_return_sb3"] > 0 else float("nan")
-        tol = RETURN_TOLERANCE * abs(row["eval_return_sb3"]) if math.isfinite(row["eval_return_sb3"]) else 0.0
-        row["return_ok"] = bool(row["return_delta"] >= -tol)
-        row["speed_ok"] = bool(row["speed_ratio"] >= 2.0)
-        rows.append(row)
-    return rows
-
-
-def _f(x: float, nd: int = 1) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:,.{nd}f}"
+    return _summarize(results, [(hp.algo, hp.env_id) for hp in configs])
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -371,57 +285,6 @@ def hparams_markdown(configs: Sequence[HParams], steps_of: dict[str, int]) -> st
                      f"{hp.zoo_note}) | " + ", ".join(f"{k}={v}" for k, v in sb3_show.items()) + " | "
                      + ", ".join(f"{k}={v}" for k, v in ours.items()) + " |")
     return "\n".join(lines)
-
-
-def machine_note() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import stable_baselines3
-
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": [round(x, 2) for x in load],
-            "python": platform.python_version(), "torch": torch.__version__, "sb3": stable_baselines3.__version__,
-            "gymnasium": gym.__version__, "torch_threads": TORCH_THREADS, "platform": platform.platform()}
-
-
-def bar_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['algo'].upper()}\n{r['env_id']}" for r in rows]
-    x = np.arange(len(rows))
-    w = 0.38
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(rows)), 4.2))
-    for ax, metric, title in ((axes[0], "steps_per_s", "env-steps/s (median over seeds)"),
-                              (axes[1], "eval_return", "eval return, 20 deterministic episodes")):
-        ours = [r[f"{metric}_ours"] for r in rows]
-        sb3 = [r[f"{metric}_sb3"] for r in rows]
-        ax.bar(x - w / 2, ours, w, label="ours", color="#1f77b4")
-        ax.bar(x + w / 2, sb3, w, label="SB3", color="#ff7f0e")
-        ax.set_xticks(x, labels, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.axhline(0, color="black", linewidth=0.5)
-        ax.legend(fontsize=8)
-    for i, r in enumerate(rows):
-        top = max(r["steps_per_s_ours"], r["steps_per_s_sb3"])
-        if math.isfinite(top):
-            axes[0].annotate(f"{r['speed_ratio']:.2f}×", (x[i], top), ha="center", va="bottom", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any]) -> str:
@@ -498,109 +361,48 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
 
 # ---- MLflow ------------------------------------------------------------------------------------
-class MLflowLog:
+class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child per (algo, env, impl, seed)."""
 
     def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
-        import mlflow
-
-        from pipelines.tracking import get_experiment_id, setup_tracking
-
-        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
-        self.client = mlflow.tracking.MlflowClient()
-        self.experiment_id = get_experiment_id(EXPERIMENT, self.uri)
-        self.parent = self.client.create_run(self.experiment_id, run_name=run_name,
-                                             tags={"benchmark": "on_policy"}).info.run_id
-        from core_rl.common.tracking import MLflowTracker
-
-        MLflowTracker(self.parent, self.client).log_params(params)
+        super().__init__(tracking_uri, EXPERIMENT, run_name, params, tags={"benchmark": "on_policy"})
 
     def child(self, hp: HParams, res: RunResult, config: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
-
-        from core_rl.common.tracking import MLflowTracker
-
-        run = self.client.create_run(self.experiment_id, run_name=f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
-                                     tags={"mlflow.parentRunId": self.parent, "algo": hp.algo, "env_id": hp.env_id,
-                                           "impl": res.impl, "seed": str(res.seed)})
-        rid = run.info.run_id
-        tracker = MLflowTracker(rid, self.client)
-        tracker.log_params({"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
-                            "torch_threads": TORCH_THREADS, "config": config})
         summary = {k: getattr(res, k) for k in ("steps", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s",
                                                 "eval_return", "eval_std", "train_return_last100", "episodes",
                                                 "build_s", "eval_s")}
-        tracker.log_metrics(summary, step=res.steps)
-        curve = res.curve[:: max(1, len(res.curve) // 300)]
-        ts = int(time.time() * 1000)
-        items = [Metric("train/episode_return", float(v), ts, int(s)) for s, v in curve]
-        for i in range(0, len(items), 900):
-            self.client.log_batch(rid, metrics=items[i:i + 900])
-        self.client.set_terminated(rid)
+        self.log_child(f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
+                       {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
+                       {"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
+                        "torch_threads": TORCH_THREADS, "config": config}, summary, res.steps, res.curve)
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
-        from core_rl.common.tracking import MLflowTracker
-
-        tracker = MLflowTracker(self.parent, self.client)
+        metrics: dict[str, float] = {}
         for r in rows:
             key = f"{r['algo']}_{r['env_id']}"
-            tracker.log_metrics({f"{key}/speed_ratio": r["speed_ratio"], f"{key}/cpu_speed_ratio": r["cpu_speed_ratio"],
-                                 f"{key}/return_delta": r["return_delta"],
-                                 f"{key}/eval_return_ours": r["eval_return_ours"],
-                                 f"{key}/eval_return_sb3": r["eval_return_sb3"]}, step=0)
-        for f in files:
-            if f.exists():
-                tracker.log_artifact(f)
-        self.client.set_terminated(self.parent, status=status)
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
-    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
-        from pipelines.tracking import default_tracking_uri as pipelines_default
-
-        return pipelines_default()
-    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
+            metrics.update({f"{key}/speed_ratio": r["speed_ratio"], f"{key}/cpu_speed_ratio": r["cpu_speed_ratio"],
+                            f"{key}/return_delta": r["return_delta"],
+                            f"{key}/eval_return_ours": r["eval_return_ours"],
+                            f"{key}/eval_return_sb3": r["eval_return_sb3"]})
+        self.close(metrics, files, status)
 
 
 # ---- profiling ---------------------------------------------------------------------------------
 def profile_runs(configs: Sequence[HParams], steps_of: Callable[[HParams], int], impls: Sequence[str],
                  out_dir: Path, top: int = 30) -> None:
     """cProfile ``learn`` of each implementation; prints the top functions by own time and cumulative."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     for hp in configs:
         for impl in impls:
-            prof = cProfile.Profile()
             train = _train_ours if impl == "ours" else _train_sb3
-            prof.enable()
-            (done, *_), _, _, wall, _, _ = train(hp, steps_of(hp), 0, lambda n: None)
-            prof.disable()
-            path = out_dir / f"{hp.algo}-{hp.env_id}-{impl}.prof"
-            prof.dump_stats(path)
-            for sort in ("tottime", "cumulative"):
-                buf = io.StringIO()
-                pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(sort).print_stats(top)
-                print(f"\n===== {hp.key} {impl}: {done} steps in {wall:.1f}s under cProfile, by {sort} ({path}) =====")
-                print(buf.getvalue().split("\n", 6)[-1] if sort == "tottime" else buf.getvalue())
+
+            def run(hp: HParams = hp, train: Callable = train) -> tuple[int, float]:
+                (done, *_), _, _, wall, _, _ = train(hp, steps_of(hp), 0, lambda n: None)
+                return done, wall
+
+            profile_learn(f"{hp.key} {impl}", run, out_dir / f"{hp.algo}-{hp.env_id}-{impl}.prof", top)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
-def _jsonable(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any]:
-    return {"meta": meta, "results": [asdict(r) for r in results]}
-
-
-def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]]:
-    results: list[RunResult] = []
-    meta: dict[str, Any] = {}
-    for p in paths:
-        data = json.loads(Path(p).read_text())
-        meta = meta or data["meta"]
-        for r in data["results"]:
-            r["curve"] = [tuple(x) for x in r.get("curve", [])]
-            results.append(RunResult(**r))
-    return results, meta
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     envs = sorted({hp.env_id for hp in zoo_configs()})
     p = argparse.ArgumentParser(prog="python -m benchmarks.on_policy", description=__doc__.split("\n\n")[0],
@@ -709,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 partial.write_text(json.dumps(_jsonable(results, meta), indent=1))
                 print(f"interrupted: partial results in {partial}", file=sys.stderr)
             if status != "FINISHED" and mlog is not None:
-                mlog.client.set_terminated(mlog.parent, status="KILLED")
+                mlog.kill()
 
     rows = summarize(results, configs)
     print()

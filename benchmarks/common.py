@@ -1,0 +1,305 @@
+"""Machinery shared by the side-by-side benchmarks (ours vs Stable-Baselines3).
+
+What every such benchmark needs and none of them should re-implement: the evaluation both
+implementations are scored on, the per-run record, medians and ratios over seeds, a note on the
+machine, the bar plot, the MLflow parent/child layout, cProfile of ``learn`` and the JSON results
+files. ``benchmarks.on_policy`` and ``benchmarks.off_policy`` build on it.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TORCH_THREADS = 1
+IMPLS = ("ours", "sb3")
+RETURN_TOLERANCE = 0.05  # "equal" return: within 5% of |SB3's median| (seed noise), documented in the reports
+
+ProgressFn = Callable[[int], None]
+
+
+# ---- evaluation shared by both implementations -------------------------------------------------
+def evaluate_actions(act: Callable[[np.ndarray], np.ndarray], env_id: str, n_episodes: int, seed: int) -> list[float]:
+    """Return of one episode on each of ``n_episodes`` fresh envs (env i reset with ``seed + i``),
+    acting with ``act`` on the batch of still-running envs: the same episodes for every policy."""
+    envs = [gym.make(env_id) for _ in range(n_episodes)]
+    first = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
+    obs = np.stack(first)
+    returns = np.zeros(n_episodes)
+    active = np.ones(n_episodes, dtype=bool)
+    while active.any():
+        idx = np.flatnonzero(active)
+        actions = np.asarray(act(obs[idx]))
+        for j, i in enumerate(idx):  # evaluation only: one gym env per episode
+            o, r, terminated, truncated, _ = envs[i].step(actions[j])
+            obs[i] = o
+            returns[i] += float(r)
+            if terminated or truncated:
+                active[i] = False
+    for e in envs:
+        e.close()
+    return returns.tolist()
+
+
+# ---- one training run --------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    algo: str
+    env_id: str
+    impl: str
+    seed: int
+    steps: int
+    wall_s: float
+    cpu_s: float
+    steps_per_s: float
+    cpu_steps_per_s: float
+    eval_return: float
+    eval_std: float
+    train_return_last100: float
+    episodes: int
+    build_s: float
+    eval_s: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+R = TypeVar("R", bound=RunResult)
+
+
+def throttled(progress: ProgressFn, every: int) -> ProgressFn:
+    """``progress`` called with the steps accumulated since its last call, at most once per ``every``
+    steps, so that a per-env-step callback costs a counter update, not a progress-bar refresh."""
+    pending = [0]
+
+    def update(n: int) -> None:
+        pending[0] += n
+        if pending[0] >= every:
+            progress(pending[0])
+            pending[0] = 0
+
+    return update
+
+
+# ---- aggregation -------------------------------------------------------------------------------
+def median(xs: Iterable[float]) -> float:
+    vals = [x for x in xs if x is not None and math.isfinite(x)]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else float("nan")
+
+
+def fmt(x: float, nd: int = 1) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:,.{nd}f}"
+
+
+SUMMARY_METRICS = ("eval_return", "train_return_last100", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s")
+
+
+def summarize(results: Sequence[RunResult], keys: Sequence[tuple[str, str]],
+              metrics: Sequence[str] = SUMMARY_METRICS) -> list[dict[str, Any]]:
+    """One row per (algo, env_id) in ``keys`` order: medians over seeds of ``metrics`` per implementation
+    (``<metric>_<impl>``), speed ratios ours/SB3 by wall and CPU time, the return difference and the
+    verdicts ``return_ok`` (ours ≥ SB3 − 5%·|SB3|) and ``speed_ok`` (≥ 2× SB3's env-steps/s)."""
+    rows = []
+    for algo, env_id in keys:
+        per = {impl: [r for r in results if r.algo == algo and r.env_id == env_id and r.impl == impl]
+               for impl in IMPLS}
+        if not per["ours"] and not per["sb3"]:
+            continue
+        row: dict[str, Any] = {"algo": algo, "env_id": env_id,
+                               "seeds": min(len(per["ours"]), len(per["sb3"])) or max(len(v) for v in per.values()),
+                               "steps": int(median(r.steps for rs in per.values() for r in rs))}
+        for impl, rs in per.items():
+            for m in metrics:
+                row[f"{m}_{impl}"] = median(getattr(r, m) for r in rs)
+        row["speed_ratio"] = ratio(row["steps_per_s_ours"], row["steps_per_s_sb3"])
+        row["cpu_speed_ratio"] = ratio(row["cpu_steps_per_s_ours"], row["cpu_steps_per_s_sb3"])
+        row["wall_ratio"] = ratio(row["wall_s_ours"], row["wall_s_sb3"])
+        row["return_delta"] = row["eval_return_ours"] - row["eval_return_sb3"]
+        # ours/SB3 on returns is only meaningful with positive returns; Δ and a tolerance work for both signs
+        row["return_ratio"] = ratio(row["eval_return_ours"], row["eval_return_sb3"]) \
+            if row["eval_return_sb3"] > 0 else float("nan")
+        tol = RETURN_TOLERANCE * abs(row["eval_return_sb3"]) if math.isfinite(row["eval_return_sb3"]) else 0.0
+        row["return_ok"] = bool(row["return_delta"] >= -tol)
+        row["speed_ok"] = bool(row["speed_ratio"] >= 2.0)
+        rows.append(row)
+    return rows
+
+
+# ---- machine, plot -----------------------------------------------------------------------------
+def machine_note() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import stable_baselines3
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": [round(x, 2) for x in load],
+            "python": platform.python_version(), "torch": torch.__version__, "sb3": stable_baselines3.__version__,
+            "gymnasium": gym.__version__, "torch_threads": TORCH_THREADS, "platform": platform.platform()}
+
+
+def peak_load(machine: Mapping[str, Any]) -> float:
+    return max([*machine.get("loadavg_start", []), *machine.get("loadavg", [])] or [0.0])
+
+
+def bar_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """env-steps/s and eval return, ours beside SB3, one group per row (speed ratio annotated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['algo'].upper()}\n{r['env_id']}" for r in rows]
+    x = np.arange(len(rows))
+    w = 0.38
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(rows)), 4.2))
+    for ax, metric, title in ((axes[0], "steps_per_s", "env-steps/s (median over seeds)"),
+                              (axes[1], "eval_return", "eval return, 20 deterministic episodes")):
+        ours = [r[f"{metric}_ours"] for r in rows]
+        sb3 = [r[f"{metric}_sb3"] for r in rows]
+        ax.bar(x - w / 2, ours, w, label="ours", color="#1f77b4")
+        ax.bar(x + w / 2, sb3, w, label="SB3", color="#ff7f0e")
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.legend(fontsize=8)
+    for i, r in enumerate(rows):
+        top = max(r["steps_per_s_ours"], r["steps_per_s_sb3"])
+        if math.isfinite(top):
+            axes[0].annotate(f"{r['speed_ratio']:.2f}×", (x[i], top), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- MLflow ------------------------------------------------------------------------------------
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
+        from pipelines.tracking import default_tracking_uri as pipelines_default
+
+        return pipelines_default()
+    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
+
+
+class BenchmarkMLflow:
+    """A parent run for one benchmark invocation and one child run per training run.
+
+    The store is set up by :func:`pipelines.tracking.setup_tracking` (checked writable) and the
+    experiment found or created by :func:`pipelines.tracking.get_experiment_id`.
+    """
+
+    def __init__(self, tracking_uri: str | None, experiment: str, run_name: str, params: Mapping[str, Any],
+                 tags: Mapping[str, str]):
+        import mlflow
+
+        from core_rl.common.tracking import MLflowTracker
+        from pipelines.tracking import get_experiment_id, setup_tracking
+
+        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
+        self.client = mlflow.tracking.MlflowClient()
+        self.experiment = experiment
+        self.experiment_id = get_experiment_id(experiment, self.uri)
+        self.parent = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+        MLflowTracker(self.parent, self.client).log_params(params)
+
+    def log_child(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
+                  summary: Mapping[str, float], step: int, curve: Sequence[tuple[int, float]],
+                  curve_key: str = "train/episode_return") -> str:
+        """One finished child run: params, summary metrics (at ``step``) and a curve (≤ 300 points)."""
+        from mlflow.entities import Metric
+
+        from core_rl.common.tracking import MLflowTracker
+
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={"mlflow.parentRunId": self.parent, **tags})
+        rid = run.info.run_id
+        tracker = MLflowTracker(rid, self.client)
+        tracker.log_params(params)
+        tracker.log_metrics(summary, step=step)
+        curve = list(curve)[:: max(1, len(curve) // 300)]
+        ts = int(time.time() * 1000)
+        items = [Metric(curve_key, float(v), ts, int(s)) for s, v in curve]
+        for i in range(0, len(items), 900):
+            self.client.log_batch(rid, metrics=items[i:i + 900])
+        self.client.set_terminated(rid)
+        return rid
+
+    def close(self, metrics: Mapping[str, float], files: Sequence[Path], status: str = "FINISHED") -> None:
+        """Summary metrics and artifacts on the parent run, which is then marked ``status``."""
+        from core_rl.common.tracking import MLflowTracker
+
+        tracker = MLflowTracker(self.parent, self.client)
+        tracker.log_metrics(metrics, step=0)
+        for f in files:
+            if f.exists():
+                tracker.log_artifact(f)
+        self.client.set_terminated(self.parent, status=status)
+
+    def kill(self) -> None:
+        self.client.set_terminated(self.parent, status="KILLED")
+
+
+# ---- profiling ---------------------------------------------------------------------------------
+def profile_learn(label: str, train: Callable[[], tuple[int, float]], path: Path, top: int = 30,
+                  sorts: Sequence[str] = ("tottime", "cumulative")) -> pstats.Stats:
+    """cProfile ``train()`` (which returns (env steps, wall s)), dump the stats to ``path`` and print the
+    top ``top`` functions by each of ``sorts``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    done, wall = train()
+    prof.disable()
+    prof.dump_stats(path)
+    for sort in sorts:
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(sort).print_stats(top)
+        print(f"\n===== {label}: {done} steps in {wall:.1f}s under cProfile, by {sort} ({path}) =====")
+        print(buf.getvalue().split("\n", 6)[-1] if sort == "tottime" else buf.getvalue())
+    return pstats.Stats(prof)
+
+
+# ---- JSON results ------------------------------------------------------------------------------
+def jsonable(results: Sequence[RunResult], meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {"meta": dict(meta), "results": [asdict(r) for r in results]}
+
+
+def load_results(paths: Sequence[Path], cls: type[R] = RunResult) -> tuple[list[R], dict[str, Any]]:  # type: ignore[assignment]
+    """Merge saved result files (``meta`` from the first); fields ``cls`` lacks are dropped, missing ones default."""
+    names = {f.name for f in fields(cls)}
+    results: list[R] = []
+    meta: dict[str, Any] = {}
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        meta = meta or data["meta"]
+        for r in data["results"]:
+            r["curve"] = [tuple(x) for x in r.get("curve", [])]
+            results.append(cls(**{k: v for k, v in r.items() if k in names}))
+    return results, meta
