@@ -51,6 +51,16 @@ ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
     AlgoSpec("mbpo", "core_rl.model_based.mbpo:MBPO", "10/3 model-generated data for a model-free learner (MBPO with SAC)"),
     AlgoSpec("soft_q", "core_rl.inference.soft_q_learning:SoftQLearning", "10/10 soft Q-learning (MaxEnt RL): DQN with the soft Bellman target"),
     AlgoSpec("gail", "core_rl.irl.gail:GAIL", "10/12 adversarial imitation: GAIL / AIRL discriminator reward, PPO policy"),
+    AlgoSpec("bonus_dqn", "core_rl.exploration.agents:BonusDQN", "10/17 optimism: DQN on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
+    AlgoSpec("bonus_ppo", "core_rl.exploration.agents:BonusPPO", "10/17 optimism: PPO on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
+    AlgoSpec("bonus_a2c", "core_rl.exploration.agents:BonusA2C", "10/17 optimism: A2C on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
+    AlgoSpec("bootstrapped_dqn", "core_rl.exploration.bootstrapped_dqn:BootstrappedDQN", "10/19 Thompson sampling: bootstrapped Q-heads, one sampled per episode"),
+    AlgoSpec("rl2", "core_rl.meta.rl2:RL2", "10/24-26 meta-RL as an RNN: RL² (GRU policy over trials, PPO updates)"),
+    AlgoSpec("rl2_a2c", "core_rl.meta.rl2:RL2A2C", "10/24-26 meta-RL as an RNN: RL² with A2C updates"),
+    AlgoSpec("diayn", "core_rl.meta.diayn:DIAYN", "11/2 unsupervised RL: DIAYN skill discovery (discriminator reward, SAC)"),
+    AlgoSpec("distributed_ppo", "core_rl.distributed.on_policy:DistributedPPO", "10/31 distributed RL: PPO with Ray rollout workers"),
+    AlgoSpec("distributed_a2c", "core_rl.distributed.on_policy:DistributedA2C", "10/31 distributed RL: A2C with Ray rollout workers"),
+    AlgoSpec("apex_dqn", "core_rl.distributed.apex:ApeXDQN", "10/31 distributed RL: Ape-X replay (many ε-actors, one learner)"),
 ]}
 
 

@@ -1,0 +1,72 @@
+r"""RL²: meta-reinforcement learning as a recurrent policy (notes 10/24–10/26, "meta-RL can be expressed as an RNN").
+
+Meta-RL learns to learn: across tasks :math:`\mathcal T \sim p(\mathcal T)` that share structure, find
+an agent that adapts quickly to a new task. RL² (Duan et al. 2016) makes the adaptation procedure
+itself the hidden state of a recurrent policy,
+
+.. math::
+    h_t = \mathrm{GRU}_\theta\big(h_{t-1},\, (o_t, a_{t-1}, r_{t-1}, d_{t-1})\big), \qquad a_t \sim \pi_\theta(\cdot|h_t),
+
+and trains θ with an ordinary policy gradient to maximize the return of a whole *trial* — several
+episodes of one sampled task, with :math:`h` carried across the episodes within the trial and reset
+only between trials:
+
+.. math:: \max_\theta\ \mathbb E_{\mathcal T\sim p(\mathcal T)}\Big[\mathbb E_{\pi_\theta}\Big[\sum_{\text{episodes } e}\sum_t r^{(e)}_t\Big]\Big].
+
+Exploring early in a trial pays off later in the same trial, so the "fast" RL algorithm that
+emerges in :math:`h` trades exploration off against exploitation by itself (on Bernoulli bandits
+Duan et al. report returns close to Gittins-index and Thompson-sampling baselines). The environment side is
+:class:`core_rl.meta.envs.MetaTrial` (``meta/BanditTrial-v0``); the learner is PPO's clipped surrogate
+(:class:`core_rl.trust_region.ppo.PPO`) made recurrent by
+:class:`core_rl.meta.recurrent.RecurrentOnPolicyMixin` (BPTT over whole sequences).
+``rl2_a2c`` is the same with A2C's update.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from core_rl.actor_critic.actor_critic import A2C, A2CConfig
+from core_rl.meta.recurrent import RecurrentOnPolicyMixin
+from core_rl.trust_region.ppo import PPO, PPOConfig
+
+
+class RL2Config(PPOConfig):
+    n_envs: int = Field(16, ge=1, description="Trials collected in parallel.")
+    n_steps: int = Field(20, ge=1, description="Steps per env per iteration (a trial's length aligns rollouts).")
+    rnn_hidden_size: int = Field(64, ge=1, description="Width of the GRU hidden state h_t.")
+    hidden_sizes: tuple[int, ...] = (64,)
+    batch_size: int = Field(80, ge=1, description="Steps per minibatch, rounded to whole sequences.")
+    n_epochs: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.01
+    lr: float = 1e-3
+
+
+class RL2(RecurrentOnPolicyMixin, PPO):
+    """RL² with PPO updates: ``RL2("meta/BanditTrial-v0", config).learn(steps)``."""
+
+    name = "rl2"
+    config: RL2Config
+    config_cls = RL2Config
+
+
+class RL2A2CConfig(A2CConfig):
+    n_envs: int = 16
+    n_steps: int = 20
+    n_step: int = 20
+    rnn_hidden_size: int = Field(64, ge=1, description="Width of the GRU hidden state h_t.")
+    hidden_sizes: tuple[int, ...] = (64,)
+    ent_coef: float = 0.01
+
+
+class RL2A2C(RecurrentOnPolicyMixin, A2C):
+    """RL² with the A2C update."""
+
+    name = "rl2_a2c"
+    config: RL2A2CConfig
+    config_cls = RL2A2CConfig
+
+
+__all__ = ["RL2", "RL2Config", "RL2A2C", "RL2A2CConfig"]

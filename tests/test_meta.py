@@ -1,0 +1,163 @@
+"""Transfer and meta-RL (notes 10/24–10/26) and unsupervised skills (11/2): RL² adapts to held-out bandits
+where a non-adaptive policy cannot; the recurrent core replays its rollouts exactly; domain randomization
+transfers zero-shot to held-out physics where nominal training does not; DIAYN's skills are distinguishable."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from core_rl import make_agent
+from core_rl.common.errors import ConfigError
+from core_rl.common.tracking import MemoryTracker
+from core_rl.meta.domain_randomization import DomainRandomization, fixed, get_parameters, randomized
+from core_rl.meta.envs import MetaTrial
+from core_rl.meta.experiments import nearest_mean_accuracy, run_diayn, run_domain_randomization, run_rl2_bandits
+from core_rl.meta.rl2 import RL2
+
+
+# ---- the task env and trials -------------------------------------------------------------------------
+
+def test_meta_trial_keeps_one_task_and_reports_history():
+    env = MetaTrial("bandit", n_arms=3, episodes_per_trial=4, tasks=[np.array([0.0, 1.0, 0.0])])
+    obs, info = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, [1, 0, 0, 0, 0, 0])          # o, one-hot a_{-1} (none), r_{-1}, d_{-1}
+    rewards = []
+    for t, a in enumerate([1, 0, 1, 2]):
+        obs, r, term, trunc, info = env.step(a)
+        rewards.append(r)
+        np.testing.assert_array_equal(obs[1:4], np.eye(3)[a])
+        assert obs[4] == r and obs[5] == 1.0 and info["inner_done"]
+        assert term == (t == 3) and not trunc
+    assert rewards == [1.0, 0.0, 1.0, 0.0]
+    flat = MetaTrial("bandit", n_arms=3, history=False)
+    assert flat.observation_space.shape == (1,)
+    with pytest.raises(ConfigError, match="task env"):
+        MetaTrial("nope")
+    with pytest.raises(ConfigError, match="task_distribution"):
+        MetaTrial("bandit", task_distribution="zipf")
+
+
+def test_task_distributions():
+    env = MetaTrial("bandit", n_arms=4, task_distribution="one_good").task_env
+    rng = np.random.default_rng(0)
+    tasks = np.stack([env.sample_task(rng) for _ in range(400)])
+    assert ((tasks == 0.9).sum(1) == 1).all() and ((tasks == 0.1).sum(1) == 3).all()
+    np.testing.assert_allclose((tasks == 0.9).mean(0), 0.25, atol=0.06)   # the good arm is uniform
+
+
+# ---- the recurrent core ---------------------------------------------------------------------------------
+
+def test_recurrent_replay_equals_the_rollout_with_resets_inside_sequences():
+    """log π and V recomputed by BPTT over the stored sequences equal what acting computed, also when
+    trials end mid-sequence (trial of 10 steps, rollouts of 16) and rollouts start from a carried state."""
+    agent = RL2(lambda: gym.make("meta/BanditTrial-v0", n_arms=3, episodes_per_trial=10),
+                dict(seed=0, n_envs=3, n_steps=16, rnn_hidden_size=16))
+    for i in range(3):
+        batch = agent.estimate(agent.collect())
+        assert bool(batch.episode_starts[1:].any())                   # resets inside the sequences
+        if i > 0:
+            assert batch.hidden_pi0.abs().sum() > 0                     # carried over from the last rollout
+        flat = batch.flat()
+        with torch.no_grad():
+            log_prob = agent.policy.distribution(flat.obs).log_prob(flat.actions)
+            value = agent.value(flat.obs)
+        torch.testing.assert_close(log_prob, flat.log_probs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(value, flat.values, atol=1e-5, rtol=0)
+        sizes = [len(mb) for mb in flat.minibatches(32)]
+        assert sum(sizes) == len(flat) == 48 and len(sizes) == 2      # whole sequences of 16 steps
+        agent.update(batch)
+
+
+def test_rl2_with_continuous_actions_on_goal_tasks():
+    """The Gaussian head of the recurrent core on the point-goal task family (Box actions, time-limit
+    truncation inside trials): replay equals the rollout, and A2C's update runs on sequences too."""
+    for algo in ("rl2", "rl2_a2c"):
+        agent = make_agent(algo, "meta/PointGoalTrial-v0", dict(seed=0, n_envs=2, n_steps=25, rnn_hidden_size=8))
+        batch = agent.estimate(agent.collect())
+        flat = batch.flat()
+        with torch.no_grad():
+            log_prob = agent.policy.distribution(flat.obs).log_prob(flat.actions)
+        torch.testing.assert_close(log_prob, flat.log_probs, atol=1e-5, rtol=0)
+        metrics = agent.update(batch)
+        assert np.isfinite(metrics["policy_loss"])
+    assert agent.observation_space.shape == (2 + 2 + 2,)
+
+
+def test_rl2_beats_a_non_adaptive_policy_on_held_out_bandits():
+    tracker = MemoryTracker()
+    out = run_rl2_bandits(tracker, steps=20_000, seed=0, n_held_out=50, eval_trials=200)
+    # a non-adaptive policy can at best pull the arm best on average (≈ 0.37 per pull here)
+    assert out["non_adaptive"] <= 10 * out["average_arm_per_pull"] + 0.6, out
+    assert out["rl2"] >= out["non_adaptive"] + 2.0, out
+    curve = out["rl2_curve"]
+    assert np.mean(curve[-3:]) >= np.mean(curve[:1]) + 0.3, curve    # it learns the task within the trial
+    assert "rl2_bandits.png" in tracker.artifacts
+
+
+def test_rl2_registered_and_predicts_with_memory():
+    agent = make_agent("rl2", "meta/BanditTrial-v0", dict(n_envs=2, n_steps=20, rnn_hidden_size=8))
+    obs, _ = gym.make("meta/BanditTrial-v0").reset(seed=0)
+    agent.reset_memory()
+    agent.predict(obs)
+    h1 = agent._eval_hidden.clone()
+    agent.predict(obs)
+    assert not torch.equal(h1, agent._eval_hidden)                    # the memory moved
+    agent.reset_memory()
+    assert agent._eval_hidden is None
+    assert agent.evaluate(4)["mean_length"] == 20
+
+
+# ---- domain randomization ------------------------------------------------------------------------
+
+def test_domain_randomization_resamples_parameters_each_episode():
+    env = DomainRandomization(gym.make("CartPole-v1"), dict(length=(0.2, 2.0), masspole=(0.05, 1.0)))
+    seen = []
+    for ep in range(20):
+        _, info = env.reset(seed=5 if ep == 0 else None)
+        p = info["params"]
+        assert 0.2 <= p["length"] <= 2.0 and 0.05 <= p["masspole"] <= 1.0
+        assert env.unwrapped.polemass_length == pytest.approx(p["masspole"] * p["length"])
+        assert env.unwrapped.total_mass == pytest.approx(p["masspole"] + env.unwrapped.masscart)
+        seen.append(p["length"])
+    assert len(set(seen)) == 20
+    again = DomainRandomization(gym.make("CartPole-v1"), dict(length=(0.2, 2.0), masspole=(0.05, 1.0)))
+    assert again.reset(seed=5)[1]["params"]["length"] == seen[0]     # seeded
+    held = fixed("CartPole-v1", dict(length=4.0))()
+    held.reset(seed=0)
+    assert get_parameters(held)["length"] == 4.0
+    pend = DomainRandomization(gym.make("Pendulum-v1"), dict(m=(0.5, 2.0), l=(0.5, 1.5)), log=True)
+    p = pend.reset(seed=1)[1]["params"]
+    assert 0.5 <= p["m"] <= 2.0 and pend.unwrapped.m == p["m"] and pend.unwrapped.l == p["l"]
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        randomized("CartPole-v1", dict(wheels=(1, 2)))()
+    with pytest.raises(ConfigError, match="no randomizable parameters"):
+        DomainRandomization(gym.make("MountainCar-v0"), {})
+
+
+def test_domain_randomization_transfers_to_held_out_physics():
+    tracker = MemoryTracker()
+    out = run_domain_randomization(tracker, steps=40_960, seed=1, eval_episodes=4)
+    assert out["nominal_nominal_env"] >= 400 and out["randomized_nominal_env"] >= 400, out   # both learned the task
+    assert out["randomized_mean"] >= out["nominal_mean"] + 150, out                         # only one transfers
+    assert min(out["randomized"]) >= 200 and max(out["nominal"]) <= 100, out
+    assert "domain_randomization.png" in tracker.artifacts
+
+
+# ---- DIAYN ---------------------------------------------------------------------------------------
+
+def test_nearest_mean_accuracy():
+    pts = np.array([[[0, 0], [0, 0.1]], [[5, 5], [5, 5.1]]], dtype=float)
+    assert nearest_mean_accuracy(pts) == 1.0
+    same = np.zeros((2, 3, 2))
+    assert nearest_mean_accuracy(same) <= 0.5
+
+
+def test_diayn_skills_visit_distinguishable_states():
+    tracker = MemoryTracker()
+    out = run_diayn(tracker, steps=4000, seed=0, config=dict(n_envs=4))
+    assert out["discriminator_accuracy"] >= 0.8, out                  # chance: 1/4
+    assert out["nearest_mean_accuracy"] >= 0.8, out
+    assert out["min_pairwise_distance"] >= 0.3, out
+    assert "diayn_skills.png" in tracker.artifacts
+    assert "disc_loss" in tracker.metrics
