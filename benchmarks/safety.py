@@ -1,0 +1,441 @@
+"""Safe RL benchmark in OmniSafe's table format: reward and cost (mean ± std over seeds) per agent and task.
+
+``python -m benchmarks.safety [--quick] [--seeds N] [--tasks ...] [--algos ...] [--no-mlflow]``
+
+Every (task, algorithm, seed) trains from scratch on our CMDP tasks (``safety/PointGoal-v0``,
+``safety/CartPole-v0``, ``safety/HazardGrid-v0``), then its final policy plays fresh evaluation
+episodes (deterministic, 20 by default) whose episodic return and cost fill the table, like
+OmniSafe's. Beside them: the cumulative cost over all *training* steps (what safe exploration is
+about), the training cost rate, and the verdicts of the issue's targets — final cost ≤ limit,
+return ≥ 90% of unconstrained PPO's, cumulative training cost below PPO-Lag's. Cumulative
+training cost curves are plotted per task. Results go to the terminal, ``docs/benchmarks/safety.md``
+(+ one PNG per task), a JSON file under ``.deeprl/benchmarks/`` and MLflow (experiment
+``benchmark-safety``: a parent run, one child per run with its training curves). ``--results FILE ...``
+re-renders the report from saved JSON without training.
+
+Cost limits: Safety-Gymnasium's 25 per 1000-step episode scaled to our 200-step episodes (5) for
+PointGoal and CartPole; the gridworld's episodes end at the goal after ~10 steps, so its limit
+(0.25 expected hazard entries per episode) is chosen to bind rather than scaled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DOC = REPO / "docs" / "benchmarks" / "safety.md"
+EXPERIMENT = "benchmark-safety"
+
+
+@dataclass(frozen=True)
+class Task:
+    env_id: str
+    limit: float
+    steps: int            # full budget
+    quick_steps: int      # --quick budget
+    label: str
+
+
+TASKS = [
+    Task("safety/PointGoal-v0", 5.0, 200_000, 81_920, "PointGoal"),
+    Task("safety/CartPole-v0", 5.0, 200_000, 81_920, "CartPole"),
+    Task("safety/HazardGrid-v0", 0.25, 100_000, 40_960, "HazardGrid"),
+]
+
+#: label -> (registry name, config overrides, budget factor, spaces it needs)
+ALGOS: dict[str, tuple[str, dict[str, Any], float, str]] = {
+    "PPO": ("ppo_unconstrained", {}, 1.0, "any"),
+    "PPO-Lag": ("ppo_lag", {}, 1.0, "any"),
+    "TRPO-Lag": ("trpo_lag", {}, 1.0, "any"),
+    "PID-Lag": ("pid_lag", {}, 1.0, "any"),
+    "CPO": ("cpo", {}, 1.0, "any"),
+    "Saute": ("saute_ppo", {}, 1.0, "box_obs"),
+    "Shield": ("shield_ppo_lag", {}, 1.0, "any"),
+    "SafeMPC": ("safe_mpc", dict(n_envs=8, hidden_sizes=(64, 64), horizon=12, n_candidates=64, n_iterations=2,
+                                 n_elites=8, n_particles=5, model_epochs=10, train_every=800,
+                                 initial_random_steps=800), 0.05, "box"),
+}
+
+
+def applicable(algo: str, env_id: str) -> bool:
+    import gymnasium as gym
+
+    import safety  # noqa: F401  (registers the tasks)
+
+    env = gym.make(env_id)
+    need = ALGOS[algo][3]
+    box_obs = isinstance(env.observation_space, gym.spaces.Box)
+    box_act = isinstance(env.action_space, gym.spaces.Box)
+    env.close()
+    return need == "any" or (need == "box_obs" and box_obs) or (need == "box" and box_obs and box_act)
+
+
+@dataclass
+class RunResult:
+    task: str
+    algo: str
+    seed: int
+    steps: int
+    limit: float
+    eval_return: float
+    eval_cost: float
+    train_return: float
+    train_cost: float
+    cumulative_cost: float
+    cost_rate: float
+    violation_steps: float
+    episodes_over_limit: float
+    wall_s: float
+    final_lambda: float | None = None
+    curve: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, return, cost, cum. cost
+
+
+def run_one(task: Task, algo: str, seed: int, steps: int, eval_episodes: int) -> RunResult:
+    import safety  # noqa: F401  (registers the tasks)
+    from core_rl.common.tracking import MemoryTracker
+    from core_rl.registry import get_algo
+    from safety.evaluation import evaluate_cmdp
+
+    name, overrides, factor, _ = ALGOS[algo]
+    tracker = MemoryTracker()
+    agent = get_algo(name).cls(task.env_id, dict(seed=seed, cost_limit=task.limit, **overrides), tracker=tracker)
+    budget = max(1000, int(steps * factor))
+    t0 = time.perf_counter()
+    agent.learn(budget)
+    wall = time.perf_counter() - t0
+    ev = evaluate_cmdp(agent, eval_episodes, seed=100_000 + 1_000 * seed)
+    m = agent.last_metrics
+    hist = {k: dict(tracker.metrics.get(k, [])) for k in ("episode_return", "episode_cost", "cumulative_cost")}
+    curve = [(int(s), hist["episode_return"].get(s, float("nan")), hist["episode_cost"].get(s, float("nan")), v)
+             for s, v in tracker.metrics.get("cumulative_cost", [])]
+    agent.close()
+    return RunResult(task=task.label, algo=algo, seed=seed, steps=int(agent.num_timesteps), limit=task.limit,
+                     eval_return=ev["mean_return"], eval_cost=float(ev["mean_cost"][0]),
+                     train_return=float(m.get("episode_return", float("nan"))),
+                     train_cost=float(m.get("episode_cost", float("nan"))),
+                     cumulative_cost=float(m.get("cumulative_cost", float("nan"))),
+                     cost_rate=float(m.get("cost_rate", float("nan"))),
+                     violation_steps=float(m.get("violation_steps", float("nan"))),
+                     episodes_over_limit=float(m.get("episodes_over_limit", float("nan"))), wall_s=wall,
+                     final_lambda=float(m["lambda"]) if "lambda" in m else None,
+                     curve=curve[:: max(1, len(curve) // 300)])
+
+
+# ---- aggregation -----------------------------------------------------------------------------------
+def _ms(xs: Sequence[float]) -> tuple[float, float]:
+    v = [x for x in xs if x is not None and math.isfinite(x)]
+    return (float(np.mean(v)), float(np.std(v))) if v else (float("nan"), float("nan"))
+
+
+def summarize(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    rows = []
+    for task in TASKS:
+        per_task = [r for r in results if r.task == task.label]
+        if not per_task:
+            continue
+        ppo = _ms([r.eval_return for r in per_task if r.algo == "PPO"])[0]
+        lag_cum = _ms([r.cumulative_cost for r in per_task if r.algo == "PPO-Lag"])[0]
+        for algo in ALGOS:
+            rs = [r for r in per_task if r.algo == algo]
+            if not rs:
+                continue
+            row: dict[str, Any] = {"task": task.label, "algo": algo, "seeds": len(rs), "limit": task.limit,
+                                   "steps": int(np.median([r.steps for r in rs]))}
+            for key in ("eval_return", "eval_cost", "cumulative_cost", "cost_rate", "train_cost", "wall_s"):
+                row[key], row[key + "_std"] = _ms([getattr(r, key) for r in rs])
+            row["return_pct_ppo"] = 100 * row["eval_return"] / ppo if ppo and math.isfinite(ppo) and ppo > 0 \
+                else float("nan")
+            row["cost_ok"] = bool(row["eval_cost"] <= task.limit)
+            row["return_ok"] = bool(row["return_pct_ppo"] >= 90) if math.isfinite(row["return_pct_ppo"]) else None
+            row["cum_below_lag"] = bool(row["cumulative_cost"] < lag_cum) \
+                if algo not in ("PPO", "PPO-Lag") and math.isfinite(lag_cum) else None
+            rows.append(row)
+    return rows
+
+
+def _f(x: float, nd: int = 2) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:,.{nd}f}"
+
+
+def _yn(x: bool | None) -> str:
+    return "–" if x is None else ("yes" if x else "**no**")
+
+
+def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
+    out = []
+    for task in TASKS:
+        rs = [r for r in rows if r["task"] == task.label]
+        if not rs:
+            continue
+        out.append(f"### {task.label} (`{task.env_id}`, cost limit {task.limit:g})\n")
+        out.append("| Algorithm | Reward | Cost | cumulative training cost | training cost rate | steps | seeds"
+                   " | cost ≤ limit | return ≥ 90% PPO | cum. cost < PPO-Lag |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rs:
+            out.append(f"| {r['algo']} | {_f(r['eval_return'])} ± {_f(r['eval_return_std'])} | "
+                       f"{_f(r['eval_cost'])} ± {_f(r['eval_cost_std'])} | {_f(r['cumulative_cost'], 0)} ± "
+                       f"{_f(r['cumulative_cost_std'], 0)} | {_f(r['cost_rate'], 4)} | {r['steps']:,} | {r['seeds']} | "
+                       f"{_yn(r['cost_ok'])} | {_yn(r['return_ok'])} ({_f(r['return_pct_ppo'], 0)}%) | "
+                       f"{_yn(r['cum_below_lag'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def curve_plots(results: Sequence[RunResult], out_dir: Path, stem: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for task in TASKS:
+        rs = [r for r in results if r.task == task.label and r.curve]
+        if not rs:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+        for i, algo in enumerate(ALGOS):
+            runs = [r for r in rs if r.algo == algo]
+            if not runs:
+                continue
+            color = f"C{i}"
+            for j, r in enumerate(runs):
+                s = np.array([c[0] for c in r.curve])
+                axes[0].plot(s, [c[3] for c in r.curve], color=color, alpha=0.8, label=algo if j == 0 else None)
+                axes[1].plot(s, [c[2] for c in r.curve], color=color, alpha=0.8, label=algo if j == 0 else None)
+        axes[0].set(title=f"{task.label}: cumulative training cost", xlabel="env steps", ylabel="Σ cost",
+                    yscale="symlog")
+        axes[1].axhline(task.limit, color="black", ls="--", lw=1, label="limit")
+        axes[1].set(title=f"{task.label}: episodic cost (last 100 training episodes)", xlabel="env steps")
+        axes[0].legend(fontsize=7)
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{stem}-{task.label}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+class MLflowLog:
+    """A parent run for the benchmark and one child per (task, algo, seed) with its curves."""
+
+    def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
+        import mlflow
+
+        from core_rl.common.tracking import MLflowTracker
+        from pipelines.tracking import get_experiment_id, setup_tracking
+
+        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
+        self.client = mlflow.tracking.MlflowClient()
+        self.experiment_id = get_experiment_id(EXPERIMENT, self.uri)
+        self.parent = self.client.create_run(self.experiment_id, run_name=run_name,
+                                             tags={"benchmark": "safety"}).info.run_id
+        MLflowTracker(self.parent, self.client).log_params(params)
+
+    def child(self, res: RunResult) -> None:
+        from mlflow.entities import Metric
+
+        from core_rl.common.tracking import MLflowTracker
+
+        run = self.client.create_run(self.experiment_id, run_name=f"{res.algo}-{res.task}-s{res.seed}",
+                                     tags={"mlflow.parentRunId": self.parent, "algo": res.algo, "task": res.task,
+                                           "seed": str(res.seed)})
+        rid = run.info.run_id
+        tracker = MLflowTracker(rid, self.client)
+        name, overrides, _, _ = ALGOS[res.algo]
+        tracker.log_params({"algo": name, "task": res.task, "seed": res.seed, "cost_limit": res.limit, **overrides})
+        summary = {k: v for k, v in asdict(res).items() if isinstance(v, (int, float)) and k != "seed" and v is not None}
+        tracker.log_metrics(summary, step=res.steps)
+        ts = int(time.time() * 1000)
+        items = []
+        for s, ret, cost, cum in res.curve:
+            items += [Metric("train/episode_return", float(ret), ts, s), Metric("train/episode_cost", float(cost), ts, s),
+                      Metric("train/cumulative_cost", float(cum), ts, s)]
+        items = [m for m in items if math.isfinite(m.value)]
+        for i in range(0, len(items), 900):
+            self.client.log_batch(rid, metrics=items[i:i + 900])
+        self.client.set_terminated(rid)
+
+    def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
+        from core_rl.common.tracking import MLflowTracker
+
+        tracker = MLflowTracker(self.parent, self.client)
+        for r in rows:
+            key = f"{r['task']}_{r['algo']}"
+            tracker.log_metrics({f"{key}/reward": r["eval_return"], f"{key}/cost": r["eval_cost"],
+                                 f"{key}/cumulative_cost": r["cumulative_cost"]}, step=0)
+        for f in files:
+            if f.exists():
+                tracker.log_artifact(f)
+        self.client.set_terminated(self.parent, status=status)
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
+    import os
+
+    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
+        from pipelines.tracking import default_tracking_uri as pipelines_default
+
+        return pipelines_default()
+    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
+
+
+def machine_note() -> dict[str, Any]:
+    import os
+    import platform
+
+    import gymnasium as gym
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(), "torch": torch.__version__, "gymnasium": gym.__version__}
+
+
+def report_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any], plots: Sequence[str]) -> str:
+    m = meta["machine"]
+    images = "\n".join(f"![{p}]({p})" for p in plots)
+    rerendered = f" — this report merges saved results: `{meta['rerendered']}`" if meta.get("rerendered") else ""
+    return f"""# Safe RL benchmark (OmniSafe table format)
+
+Generated by `benchmarks/safety.py` on {meta['date']} ({meta['mode']}).
+
+**Command:** `{meta['command']}`{rerendered}
+
+**Machine:** {m['cpu']}, {m['cores']} cores shared with other jobs (load average {m['loadavg']}); Python
+{m['python']}, torch {m['torch']} (CPU, 1 thread per run), gymnasium {m['gymnasium']}.
+
+*Reward* and *Cost*: mean ± std over seeds of the final policy's episodic return and cost on
+{meta['eval_episodes']} fresh evaluation episodes (deterministic actions; the shield's safety layer and
+Saute's budget in the observation are part of the policy). *Cumulative training cost*: every cost
+incurred over all training steps (exploration included), the number safe exploration tries to keep
+small; *training cost rate* = that / steps. Targets of the issue: final cost ≤ limit, return ≥ 90%
+of unconstrained PPO's, cumulative training cost below PPO-Lag's. SafeMPC (model-based, one
+planning call per step) runs on {ALGOS['SafeMPC'][2]:.0%} of the steps of the others (it is about two
+orders of magnitude slower per step on the CPU) and only where actions and observations are Box.
+Saute needs Box observations (not the gridworld). Seeds 0..{meta['seeds'] - 1}.
+
+{markdown_tables(rows)}
+{images}
+"""
+
+
+def _jsonable(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": meta, "results": [asdict(r) for r in results]}
+
+
+def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]]:
+    results, meta = [], {}
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        meta = meta or data["meta"]
+        for r in data["results"]:
+            r["curve"] = [tuple(c) for c in r.get("curve", [])]
+            results.append(RunResult(**r))
+    return results, meta
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.safety", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="shorter budgets (~80k steps per run; SafeMPC 5% of that)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--tasks", nargs="+", default=[t.label for t in TASKS], choices=[t.label for t in TASKS])
+    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--no-mlflow", action="store_true")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
+    p.add_argument("--no-doc", action="store_true")
+    p.add_argument("--out-dir", type=Path, default=None)
+    p.add_argument("--results", type=Path, nargs="+", default=None, help="re-render from saved JSON results")
+    args = p.parse_args(argv)
+    if args.seeds < 1 or args.steps_scale <= 0 or args.eval_episodes < 1:
+        p.error("--seeds, --steps-scale and --eval-episodes must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    out_dir = (args.out_dir or REPO / ".deeprl" / "benchmarks").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    command = "python -m benchmarks.safety" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
+        sys.argv[1:] if argv is None else argv))
+    mlog = None
+    if args.results:
+        results, meta = load_results(args.results)
+        meta = {**meta, "rerendered": command}
+    else:
+        meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine_note()}
+        if not args.no_mlflow:
+            mlog = MLflowLog(args.tracking_uri, f"safety-{stamp}", {"command": command, "mode": meta["mode"],
+                                                                    "seeds": args.seeds})
+        results = []
+        tasks = [t for t in TASKS if t.label in args.tasks]
+        plan = [(t, a, s) for s in range(args.seeds) for t in tasks for a in args.algos if applicable(a, t.env_id)]
+        status = "FAILED"
+        try:
+            for task, algo, seed in plan:
+                steps = int((task.quick_steps if args.quick else task.steps) * args.steps_scale)
+                res = run_one(task, algo, seed, steps, args.eval_episodes)
+                results.append(res)
+                print(f"{task.label:<10} {algo:<8} seed {seed}: reward {res.eval_return:8.2f} cost {res.eval_cost:7.2f} "
+                      f"(limit {task.limit:g}) | train cum. cost {res.cumulative_cost:9.0f} | {res.steps:,} steps "
+                      f"in {res.wall_s:6.0f}s", flush=True)
+                if mlog is not None:
+                    mlog.child(res)
+                (out_dir / f"safety-{stamp}-partial.json").write_text(json.dumps(_jsonable(results, meta)))
+            status = "FINISHED"
+        finally:
+            if status != "FINISHED" and mlog is not None:
+                mlog.client.set_terminated(mlog.parent, status="KILLED")
+    rows = summarize(results)
+    print()
+    print(markdown_tables(rows))
+    files: list[Path] = []
+    if not args.results:
+        json_path = out_dir / f"safety-{stamp}.json"
+        json_path.write_text(json.dumps(_jsonable(results, meta), indent=1))
+        (out_dir / f"safety-{stamp}-partial.json").unlink(missing_ok=True)
+        files.append(json_path)
+        print(f"results: {json_path}")
+    plots = curve_plots(results, out_dir, f"safety-{stamp}")
+    files += plots
+    if not args.no_doc:
+        args.doc.parent.mkdir(parents=True, exist_ok=True)
+        doc_plots = []
+        for p in plots:
+            target = args.doc.parent / f"safety-{p.name.split('-')[-1]}"
+            target.write_bytes(p.read_bytes())
+            doc_plots.append(target.name)
+        args.doc.write_text(report_markdown(rows, meta, doc_plots))
+        files.append(args.doc)
+        print(f"report: {args.doc}")
+    if mlog is not None:
+        mlog.finish(rows, files)
+        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

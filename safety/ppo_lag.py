@@ -1,0 +1,49 @@
+r"""PPO-Lag and PID-Lag: PPO on the Lagrangian of the CMDP (Ray, Achiam & Amodei 2019; Stooke et al. 2020).
+
+The CMDP :math:`\max_\theta J_r(\theta)\ \text{s.t.}\ J_{c_k}(\theta)\le d_k` becomes the saddle
+point problem :math:`\max_\theta\min_{\lambda\ge0} J_r - \sum_k\lambda_k(J_{c_k}-d_k)`, solved by dual
+gradient descent (notes 9/19): each iteration
+
+1. the dual step on the rollout's episodic costs,
+   :math:`\lambda_k \leftarrow \max(0, \lambda_k + \alpha(\hat J_{c_k} - d_k))` (``multiplier="dual_ascent"``)
+   or the PID Lagrangian's :math:`\lambda_k = (K_P e + K_I\!\int\! e + K_D\,\dot{\bar J}_c)^+` (``"pid"``);
+2. the primal step, PPO's clipped surrogate (9/19) on the Lagrangian's advantage
+
+   .. math::
+       \hat A_t = \frac{\hat A^r_t - \sum_k\lambda_k\hat A^{c_k}_t}{1 + \sum_k\lambda_k},\qquad
+       L^{CLIP}(\theta') = \mathbb E_t\big[\min(\rho_t\hat A_t,\ \mathrm{clip}(\rho_t,1-\epsilon,1+\epsilon)\hat A_t)\big],
+
+with :math:`\hat A^{c}` GAE on costs from the cost critic (:mod:`safety.on_policy`). Everything but
+the advantage is :class:`~core_rl.trust_region.ppo.PPO`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from core_rl.trust_region.ppo import PPO, PPOConfig
+from safety.on_policy import LagrangianMixin, LagrangianOnPolicyConfig
+
+
+class PPOLagConfig(LagrangianOnPolicyConfig, PPOConfig):
+    pass
+
+
+class PPOLag(LagrangianMixin, PPO):
+    """PPO on the Lagrangian's advantage, λ by dual ascent (``PPOLag(env, cost_limit=25).learn(steps)``)."""
+
+    name = "ppo_lag"
+    config: PPOLagConfig
+    config_cls = PPOLagConfig
+
+
+class PIDLagConfig(PPOLagConfig):
+    multiplier: Literal["dual_ascent", "pid"] = "pid"
+
+
+class PIDLag(PPOLag):
+    """PPO-Lag whose λ follows the PID Lagrangian (less overshoot and oscillation of the cost)."""
+
+    name = "pid_lag"
+    config: PIDLagConfig
+    config_cls = PIDLagConfig

@@ -1,0 +1,33 @@
+r"""TRPO-Lag: TRPO's KL-constrained natural step on the Lagrangian of the CMDP.
+
+Each iteration takes the dual step on λ from the rollout's episodic costs (:mod:`safety.lagrangian`),
+
+.. math:: \lambda_k \leftarrow \max\big(0,\ \lambda_k + \alpha(\hat J_{c_k} - d_k)\big),
+
+then TRPO's step (notes 9/19) on the surrogate of the Lagrangian's advantage,
+
+.. math::
+    \max_{\theta'} \mathbb E_t\Big[\tfrac{\pi_{\theta'}(a_t|s_t)}{\pi_\theta(a_t|s_t)}
+        \frac{\hat A^r_t - \sum_k\lambda_k\hat A^{c_k}_t}{1+\sum_k\lambda_k}\Big]
+    \quad\text{s.t.}\quad \bar D_{KL}(\pi_{\theta'}\|\pi_\theta)\le\epsilon,
+
+by conjugate gradient on Fisher-vector products and a backtracking line search — all of it
+:class:`~core_rl.trust_region.trpo.TRPO`'s, which sees only a different advantage.
+"""
+
+from __future__ import annotations
+
+from core_rl.trust_region.trpo import TRPO, TRPOConfig
+from safety.on_policy import LagrangianMixin, LagrangianOnPolicyConfig
+
+
+class TRPOLagConfig(LagrangianOnPolicyConfig, TRPOConfig):
+    pass
+
+
+class TRPOLag(LagrangianMixin, TRPO):
+    """TRPO on the Lagrangian's advantage, λ by dual ascent (or PID with ``multiplier="pid"``)."""
+
+    name = "trpo_lag"
+    config: TRPOLagConfig
+    config_cls = TRPOLagConfig

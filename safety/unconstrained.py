@@ -1,0 +1,25 @@
+r"""Unconstrained PPO with the safety bookkeeping: the baseline every safe agent is compared with.
+
+It optimizes :math:`J_r` alone, exactly :class:`~core_rl.trust_region.ppo.PPO`; the costs named by
+``cost_keys`` are only measured (:class:`~safety.on_policy.CostTrackingMixin`), so its episodic
+cost, cost rate and violations are logged like the constrained agents'. ``cost_limit`` is used
+only to count the episodes over the limit.
+"""
+
+from __future__ import annotations
+
+from core_rl.trust_region.ppo import PPO, PPOConfig
+from safety.cmdp import CMDPConfig
+from safety.on_policy import CostTrackingMixin
+
+
+class UnconstrainedPPOConfig(CMDPConfig, PPOConfig):
+    pass
+
+
+class UnconstrainedPPO(CostTrackingMixin, PPO):
+    """PPO that ignores the costs but logs them."""
+
+    name = "ppo_unconstrained"
+    config: UnconstrainedPPOConfig
+    config_cls = UnconstrainedPPOConfig

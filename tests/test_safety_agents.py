@@ -1,0 +1,79 @@
+"""Safe agents learn on the point-mass CMDP (seeded, one core): PPO-Lag ends at or below the cost
+limit that unconstrained PPO exceeds, CPO respects it, and the shield keeps the violations *during
+training* far below unconstrained PPO's. Costs are measured on fresh evaluation episodes of the
+final (deterministic) policy; training costs come from the agents' cost monitors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core_rl.common.tracking import MemoryTracker
+from safety.cpo import CPO
+from safety.evaluation import evaluate_cmdp
+from safety.ppo_lag import PPOLag
+from safety.shield import ShieldedPPOLag
+from safety.unconstrained import UnconstrainedPPO
+
+ENV = "safety/PointGoal-v0"
+LIMIT = 5.0              # per 200-step episode (Safety-Gymnasium's 25 per 1000 steps, scaled)
+PPO_STEPS = 40_960
+EVAL_EPISODES = 20
+
+
+def cumulative_cost_at(tracker: MemoryTracker, step: int) -> float:
+    """The monitor's cumulative training cost at the last logged iteration not past ``step``."""
+    return max(v for s, v in tracker.metrics["cumulative_cost"] if s <= step)
+
+
+@pytest.fixture(scope="module")
+def ppo_run() -> tuple[UnconstrainedPPO, MemoryTracker, dict]:
+    tracker = MemoryTracker()
+    agent = UnconstrainedPPO(ENV, cost_limit=LIMIT, seed=0, tracker=tracker)
+    agent.learn(PPO_STEPS)
+    return agent, tracker, evaluate_cmdp(agent, EVAL_EPISODES)
+
+
+def test_unconstrained_ppo_exceeds_the_limit(ppo_run) -> None:
+    agent, tracker, ev = ppo_run
+    assert ev["mean_return"] > 15.0                       # it learned to shuttle between the goals ...
+    assert ev["mean_cost"][0] > 3 * LIMIT                 # ... straight through the hazard
+    assert agent.mean_episode_cost > LIMIT
+    assert tracker.last("episodes_over_limit") > 0
+
+
+def test_ppo_lag_ends_at_or_below_the_limit(ppo_run) -> None:
+    _, _, ppo_ev = ppo_run
+    tracker = MemoryTracker()
+    agent = PPOLag(ENV, cost_limit=LIMIT, seed=0, tracker=tracker)
+    agent.learn(81_920)
+    ev = evaluate_cmdp(agent, EVAL_EPISODES)
+    lam = np.array([v for _, v in tracker.metrics["lambda"]])
+    assert lam.max() > 0.5                                # the constraint was active: λ rose ...
+    assert ev["mean_cost"][0] <= LIMIT                    # ... and the final policy meets the limit
+    assert ev["mean_cost"][0] < ppo_ev["mean_cost"][0] / 5
+    assert ev["mean_return"] > 15.0                       # still reaching goals, around the hazard
+
+
+def test_cpo_respects_the_limit(ppo_run) -> None:
+    _, _, ppo_ev = ppo_run
+    agent = CPO(ENV, cost_limit=LIMIT, seed=0)
+    agent.learn(71_680)
+    ev = evaluate_cmdp(agent, EVAL_EPISODES)
+    assert ev["mean_cost"][0] <= LIMIT
+    assert agent.mean_episode_cost <= LIMIT               # the last training episodes too
+    assert ev["mean_return"] > 15.0
+    assert ev["mean_cost"][0] < ppo_ev["mean_cost"][0] / 5
+
+
+def test_shield_keeps_training_violations_low(ppo_run) -> None:
+    _, ppo_tracker, _ = ppo_run
+    steps = 30_720
+    tracker = MemoryTracker()
+    agent = ShieldedPPOLag(ENV, cost_limit=LIMIT, seed=0, tracker=tracker)
+    agent.learn(steps)
+    shield_cost = tracker.last("cumulative_cost")
+    ppo_cost = cumulative_cost_at(ppo_tracker, steps)
+    assert shield_cost * 5 < ppo_cost                     # a clear factor fewer violations while learning
+    assert tracker.last("shield_positives") > 0 and tracker.last("shield_interventions") > 0
+    assert agent.mean_return > 5.0                        # and it is learning the task meanwhile
