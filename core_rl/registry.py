@@ -60,6 +60,7 @@ ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
     AlgoSpec("shield_ppo_lag", "safety.shield:ShieldedPPOLag", "11/7-14 safety: PPO-Lag behind a learned safety layer"),
     AlgoSpec("sac_lag", "safety.sac_lag:SACLag", "11/7-14 safety: SAC-Lagrangian (pessimistic cost critic)"),
     AlgoSpec("safe_mpc", "safety.model_based:SafeMPC", "11/7-14 safety: PETS planning with an ensemble's pessimistic cost"),
+    AlgoSpec("slateq", "recsys.slateq:SlateQ", "11/7-14 recommender systems: SlateQ, slate Q-learning through the user choice model"),
     AlgoSpec("bonus_dqn", "core_rl.exploration.agents:BonusDQN", "10/17 optimism: DQN on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
     AlgoSpec("bonus_ppo", "core_rl.exploration.agents:BonusPPO", "10/17 optimism: PPO on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
     AlgoSpec("bonus_a2c", "core_rl.exploration.agents:BonusA2C", "10/17 optimism: A2C on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),

@@ -1,0 +1,553 @@
+r"""SlateQ: slate Q-learning through the user choice model (Ie et al., 2019; notes 9/12–14, 11/7–14).
+
+A slate's value decomposes through the conditional choice model into item-wise long-term values
+
+.. math:: Q(s, A) = \sum_{i \in A} P(i \mid s, A)\, \bar Q(s, i),
+
+and, since the user consumes (at most) one item, only the clicked item's :math:`\bar Q` is
+updated, with the TD target
+
+.. math:: \bar Q(s, i) \leftarrow r + \gamma \sum_{j \in A'} P(j \mid s', A')\, \bar Q_{\phi'}(s', j),
+
+where :math:`A'` is the next slate actually served (SARSA, ``target="sarsa"``: evaluates the
+behaviour policy) or the maximiser :math:`A' = \arg\max_{A'} Q_{\phi'}(s', A')` (Q-learning,
+``target="q_learning"``; with ``double_q`` the online network picks, the target evaluates). The
+maximisation over slates is exact — Dinkelbach's method on the linear-fractional program, i.e. the
+LP (``"lp"``), or enumeration of every subset (``"enumerate"``) — or the paper's top-K / greedy
+heuristics (:func:`recsys.choice_model.optimize_slates`). A no-click contributes no item value,
+as in RecSim's implementation. The choice model :math:`P(i|s,A)` is the simulator's (read from the
+observed interest, ``choice_model="simulator"``, what the paper assumes known) or a conditional-logit
+network fitted to the clicks in the replay (``"learned"``).
+
+:class:`SlateQ` is a core_rl agent on the DQN machinery (replay buffer, target network with
+periodic/Polyak updates, ε-greedy schedule, Huber/MSE loss, gradient clipping, checkpoints) that
+steps the slate simulators (``deeprl train --algo slateq --env recsys/InterestEvolution-v0``);
+:class:`OfflineSlateQ` runs the same updates over logged transitions; :class:`SlateQPolicy` is the
+trained policy (the slate maximising Q(s, A)), servable from features.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv, VectorWrapper
+from pydantic import Field, model_validator
+from torch import nn
+
+from core_rl.common.errors import ConfigError
+from core_rl.common.off_policy import polyak_update
+from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
+from core_rl.common.replay import ReplayBuffer
+from core_rl.common.tracking import NullTracker, Tracker
+from core_rl.q_learning.dqn import DQN, DQNConfig
+from recsys.choice_model import (
+    ItemScorer,
+    LearnedChoiceModel,
+    SimulatorChoiceModel,
+    optimize_slates,
+    slate_q,
+)
+from recsys.policies import ObsLayout, SlateDecision, SlateObs, SlatePolicy, register_policy
+
+SlateOpt = Literal["lp", "enumerate", "topk", "greedy"]
+
+
+# ---- configuration ------------------------------------------------------------------------------------
+class SlateQConfig(DQNConfig):
+    n_envs: int = Field(16, ge=1, description="Users simulated in parallel.")
+    lr: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(128, ge=1)
+    buffer_size: int = Field(100_000, ge=1)
+    learning_starts: int = Field(2000, ge=0)
+    train_freq: int = Field(1, ge=1)
+    gradient_steps: int = Field(1, ge=0)
+    target_update_interval: int = Field(200, ge=1)
+    gamma: float = Field(0.9, gt=0.0, le=1.0)
+    loss: Literal["huber", "mse"] = "mse"
+    max_grad_norm: float | None = Field(10.0, gt=0.0)
+    exploration_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    exploration_final_eps: float = Field(0.05, ge=0.0, le=1.0)
+    target: Literal["q_learning", "sarsa"] = Field(
+        "q_learning", description="TD target: max over next slates (Q-learning) or the next served slate (SARSA).")
+    slate_optimizer: SlateOpt = Field("lp", description="How the greedy slate is chosen when acting.")
+    target_optimizer: SlateOpt | None = Field(
+        None, description="Maximiser inside the Q-learning target (None: slate_optimizer).")
+    choice_model: Literal["simulator", "learned"] = Field(
+        "simulator", description="P(i|s,A): the simulator's model read from the observation, or learned from clicks.")
+    choice_lr: float = Field(1e-3, gt=0.0, description="Learning rate of the learned choice model.")
+    reward_scale: float = Field(1.0, gt=0.0, description="Engagement is multiplied by this before the TD target.")
+
+    @model_validator(mode="after")
+    def _slateq_check(self) -> "SlateQConfig":
+        if self.n_step != 1:
+            raise ValueError("SlateQ decomposes one-step targets: n_step must be 1")
+        if self.dueling:
+            raise ValueError("SlateQ's item network has no dueling head (dueling must be False)")
+        if self.exploration != "epsilon":
+            raise ValueError("SlateQ explores ε-greedily over slates (exploration must be 'epsilon')")
+        return self
+
+
+# ---- networks and the shared learner ----------------------------------------------------------------
+class ItemQNetwork(ItemScorer):
+    """Q̄_φ(s, i) for every candidate at once: an MLP on ``[user, doc_i]``, ``[N, C]``."""
+
+
+@dataclass
+class SlateTransitions:
+    """A batch of logged or replayed slate transitions."""
+
+    user: torch.Tensor
+    docs: torch.Tensor
+    slate: torch.Tensor          # [B, K]
+    choice: torch.Tensor         # [B]: clicked position, K = none
+    reward: torch.Tensor         # [B]
+    next_user: torch.Tensor
+    next_docs: torch.Tensor
+    done: torch.Tensor           # [B] float: 1 = terminal (no bootstrap)
+    next_slate: torch.Tensor | None = None   # [B, K] for SARSA
+    valid: torch.Tensor | None = None        # [B] bool: the transition has a usable next state
+    weights: torch.Tensor | None = None      # prioritized-replay importance weights
+    indices: torch.Tensor | None = None
+
+
+def build_choice_model(kind: str, layout: ObsLayout, env_config: Any | None,
+                       hidden_sizes: tuple[int, ...]) -> SimulatorChoiceModel | LearnedChoiceModel:
+    if kind == "simulator":
+        if env_config is None:
+            raise ConfigError("choice_model='simulator' needs the simulator's config (use 'learned' for logs "
+                              "without one)")
+        return SimulatorChoiceModel(env_config)
+    return LearnedChoiceModel(layout.user_dim, layout.doc_dim, hidden_sizes)
+
+
+class SlateQLearner:
+    """Networks, optimizers and the SlateQ update, shared by the online agent and the offline trainer."""
+
+    def __init__(self, layout: ObsLayout, slate_size: int, config: SlateQConfig, env_config: Any | None = None,
+                 device: torch.device | str = "cpu"):
+        self.layout, self.slate_size, self.config = layout, slate_size, config
+        self.device = torch.device(device)
+        self.q_net = ItemQNetwork(layout.user_dim, layout.doc_dim, config.hidden_sizes,
+                                  config.activation).to(self.device)
+        self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
+        params = self.q_net.parameters()
+        if config.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr)
+        elif config.optimizer == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(params, lr=config.lr, alpha=0.95, eps=1e-2)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=config.lr)
+        self.choice = build_choice_model(config.choice_model, layout, env_config, config.hidden_sizes)
+        self.choice_optimizer = (torch.optim.Adam(self.choice.parameters(), lr=config.choice_lr)
+                                 if isinstance(self.choice, nn.Module) else None)
+        if isinstance(self.choice, nn.Module):
+            self.choice.to(self.device)
+        self.updates = 0
+
+    def choice_logits(self, user: torch.Tensor, docs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self.choice.logits(user, docs)
+
+    def greedy(self, user: torch.Tensor, docs: torch.Tensor, method: str | None = None) -> torch.Tensor:
+        """argmax_A Σ P(i|s,A) Q̄_φ(s,i): ``[N, K]``."""
+        with torch.no_grad():
+            logits, none = self.choice.logits(user, docs)
+            return optimize_slates(logits, none, self.q_net(user, docs), self.slate_size,
+                                   method or self.config.slate_optimizer)
+
+    @torch.no_grad()
+    def target_q(self, batch: SlateTransitions) -> torch.Tensor:
+        """y = r + γ (1 − done) Σ_{j∈A'} P(j|s',A') Q̄_φ'(s', j)."""
+        cfg = self.config
+        logits, none = self.choice.logits(batch.next_user, batch.next_docs)
+        next_q = self.q_target(batch.next_user, batch.next_docs)
+        if cfg.target == "sarsa":
+            if batch.next_slate is None:
+                raise ConfigError("the SARSA target needs the next served slate")
+            next_slate = batch.next_slate
+        else:
+            picker = self.q_net(batch.next_user, batch.next_docs) if cfg.double_q else next_q
+            next_slate = optimize_slates(logits, none, picker, self.slate_size,
+                                         cfg.target_optimizer or cfg.slate_optimizer)
+        next_value = slate_q(logits, none, next_q, next_slate)
+        return cfg.reward_scale * batch.reward + cfg.gamma * (1.0 - batch.done) * next_value
+
+    def td_loss(self, batch: SlateTransitions) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Loss on the clicked items' Q̄ (per-sample TD errors returned for prioritized replay)."""
+        cfg = self.config
+        k = self.slate_size
+        clicked = batch.choice < k
+        if batch.valid is not None:
+            clicked = clicked & batch.valid
+        q_all = self.q_net(batch.user, batch.docs)
+        item = batch.slate.gather(1, batch.choice.clamp(max=k - 1).unsqueeze(1)).squeeze(1)
+        q = q_all.gather(1, item.unsqueeze(1)).squeeze(1)
+        y = self.target_q(batch)
+        td_error = torch.where(clicked, q.detach() - y, torch.zeros_like(y))
+        if cfg.loss == "huber":
+            per = nn.functional.huber_loss(q, y, reduction="none", delta=cfg.huber_delta)
+        else:
+            per = 0.5 * (q - y).pow(2)
+        w = clicked.float() if batch.weights is None else clicked.float() * batch.weights
+        loss = (per * w).sum() / clicked.float().sum().clamp_min(1.0)
+        metrics = {"q_mean": float(q.detach()[clicked].mean()) if bool(clicked.any()) else float("nan"),
+                   "td_error_abs": float(td_error.abs().sum() / clicked.float().sum().clamp_min(1.0)),
+                   "clicked_fraction": float(clicked.float().mean())}
+        return loss, td_error.detach(), metrics
+
+    def choice_step(self, batch: SlateTransitions) -> float:
+        if self.choice_optimizer is None:
+            return float("nan")
+        nll = self.choice.nll(batch.user, batch.docs, batch.slate, batch.choice)  # type: ignore[union-attr]
+        self.choice_optimizer.zero_grad(set_to_none=True)
+        nll.backward()
+        self.choice_optimizer.step()
+        return float(nll.detach())
+
+    def step(self, batch: SlateTransitions, extra_loss: Any = None) -> tuple[dict[str, float], torch.Tensor]:
+        """One gradient step (plus the choice model's); ``extra_loss(batch, q_net)`` adds a penalty."""
+        cfg = self.config
+        loss, td_error, metrics = self.td_loss(batch)
+        if extra_loss is not None:
+            penalty, extra = extra_loss(batch, self)
+            loss = loss + penalty
+            metrics.update(extra)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        metrics["loss"] = float(loss.detach())
+        choice_nll = self.choice_step(batch)
+        if choice_nll == choice_nll:
+            metrics["choice_nll"] = choice_nll
+        self.updates += 1
+        if self.updates % cfg.target_update_interval == 0:
+            polyak_update(self.q_net, self.q_target, cfg.tau)
+        return metrics, td_error
+
+    def policy(self, method: str | None = None) -> "SlateQPolicy":
+        return SlateQPolicy(self.layout, self.slate_size, copy.deepcopy(self.q_net).eval(),
+                            self.choice if isinstance(self.choice, SimulatorChoiceModel)
+                            else copy.deepcopy(self.choice).eval(),
+                            method or self.config.slate_optimizer, self.config.hidden_sizes, self.config.activation)
+
+
+# ---- the trained policy ---------------------------------------------------------------------------
+class SlateQPolicy(SlatePolicy):
+    """argmax_A Σ_{i∈A} P(i|s,A) Q̄(s,i) (exact with ``method="lp"``)."""
+
+    kind = "slateq"
+
+    def __init__(self, layout: ObsLayout, slate_size: int, q_net: ItemQNetwork,
+                 choice: SimulatorChoiceModel | LearnedChoiceModel, method: str = "lp",
+                 hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "relu", label: str = "slateq"):
+        super().__init__(layout.num_candidates, slate_size)
+        self.layout, self.q_net, self.choice, self.method = layout, q_net, choice, method
+        self.hidden_sizes, self.activation, self.label = tuple(hidden_sizes), activation, label
+
+    def decide(self, obs: SlateObs, info: Mapping[str, Any] | None) -> SlateDecision:
+        logits, none = self.choice.logits(obs.user, obs.docs)
+        slates = optimize_slates(logits, none, self.q_net(obs.user, obs.docs), self.slate_size, self.method)
+        n = len(obs)
+        return SlateDecision(slates, torch.ones(n, dtype=torch.float64),
+                             torch.ones(n, self.slate_size, dtype=torch.float64))
+
+    def item_values(self, obs: SlateObs) -> torch.Tensor:
+        with torch.no_grad():
+            return self.q_net(obs.user, obs.docs)
+
+    def spec(self) -> dict[str, Any]:
+        choice = (self.choice.spec() if isinstance(self.choice, SimulatorChoiceModel) else {"type": "learned"})
+        return {"layout": self.layout.as_dict(), "slate_size": self.slate_size, "method": self.method,
+                "hidden_sizes": list(self.hidden_sizes), "activation": self.activation, "choice": choice,
+                "label": self.label}
+
+    def state(self) -> dict[str, Any]:
+        out = {"q_net": self.q_net.state_dict()}
+        if isinstance(self.choice, nn.Module):
+            out["choice"] = self.choice.state_dict()
+        return out
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], state: dict[str, Any]) -> "SlateQPolicy":
+        layout = ObsLayout(**spec["layout"])
+        hidden = tuple(spec["hidden_sizes"])
+        q_net = ItemQNetwork(layout.user_dim, layout.doc_dim, hidden, spec["activation"])
+        q_net.load_state_dict(state["q_net"])
+        if spec["choice"]["type"] == "simulator":
+            choice: Any = SimulatorChoiceModel.from_spec(spec["choice"])
+        else:
+            choice = LearnedChoiceModel(layout.user_dim, layout.doc_dim, hidden)
+            choice.load_state_dict(state["choice"])
+        return cls(layout, spec["slate_size"], q_net.eval(), choice, spec["method"], hidden, spec["activation"],
+                   spec.get("label", "slateq"))
+
+    def describe(self) -> str:
+        return f"{self.label}({self.method})"
+
+
+register_policy(SlateQPolicy)
+
+
+# ---- the online agent -----------------------------------------------------------------------------
+class FlatSlateObs(VectorWrapper):
+    """Dict observations ``{"user", "doc"}`` as one flat Box ``[U + C·F]`` (and the same for ``final_obs``)."""
+
+    def __init__(self, env: VectorEnv):
+        super().__init__(env)
+        space = env.single_observation_space
+        u, (c, f) = space["user"].shape[0], space["doc"].shape
+        self.layout = ObsLayout(int(u), int(c), int(f))
+        dim = self.layout.user_dim + c * f
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+
+    def observations(self, observations: Any) -> np.ndarray:
+        user = np.asarray(observations["user"], dtype=np.float32)
+        doc = np.asarray(observations["doc"], dtype=np.float32)
+        return np.concatenate([user, doc.reshape(doc.shape[0], -1)], axis=1)
+
+    def reset(self, *, seed: int | list[int] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.observations(obs), info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        if "final_obs" in info and isinstance(info["final_obs"], Mapping):
+            info = dict(info)
+            info["final_obs"] = self.observations(info["final_obs"])
+        return self.observations(obs), reward, terminated, truncated, info
+
+
+class SlateQ(DQN):
+    """SlateQ over a slate vector env (``SlateQ("recsys/InterestEvolution-v0").learn(steps)``)."""
+
+    name = "slateq"
+    config: SlateQConfig
+    config_cls = SlateQConfig
+    action_spaces = (gym.spaces.MultiDiscrete,)
+
+    def __init__(self, env: Any, config: SlateQConfig | Mapping[str, Any] | None = None,
+                 tracker: Tracker | None = None, **overrides: Any):
+        super().__init__(env, config, tracker or NullTracker(), **overrides)
+
+    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        if isinstance(env.single_observation_space, gym.spaces.Dict):
+            return FlatSlateObs(env)
+        return env
+
+    def _layout(self) -> ObsLayout:
+        if isinstance(self.env, FlatSlateObs):
+            return self.env.layout
+        return ObsLayout.from_env(self.env)
+
+    def _build(self) -> None:
+        # OffPolicyAgent._build would allocate a replay of the wrong action shape first: skip it
+        self.gradient_updates = 0
+        self._build_networks()
+
+    def _build_networks(self) -> None:
+        cfg = self.config
+        self.layout = self._layout()
+        self.slate_size = int(self.action_space.shape[0])
+        env_config = getattr(self.env.unwrapped, "config", None)
+        self.learner = SlateQLearner(self.layout, self.slate_size, cfg, env_config, self.device)
+        self.q_net, self.q_target, self.optimizer = self.learner.q_net, self.learner.q_target, self.learner.optimizer
+        if self.learner.choice_optimizer is not None:
+            self.choice_net = self.learner.choice
+            self.choice_optimizer = self.learner.choice_optimizer
+        obs_dim = self.layout.user_dim + self.layout.num_candidates * self.layout.doc_dim
+        # the replay stores the slate and the clicked position side by side: actions [K + 1]
+        self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, (obs_dim,), (self.slate_size + 1,),
+                                   action_dtype=torch.long, n_step=1, gamma=cfg.gamma, seed=cfg.seed,
+                                   device=self.device)
+        if cfg.prioritized:
+            self.replay = PrioritizedReplayBuffer.like(self.replay, alpha=cfg.prioritized_alpha,
+                                                       beta=cfg.prioritized_beta, eps=cfg.prioritized_eps)
+
+    # ---- acting --------------------------------------------------------------------------------
+    def _split(self, obs: torch.Tensor) -> SlateObs:
+        u, c, f = self.layout.user_dim, self.layout.num_candidates, self.layout.doc_dim
+        obs = obs.float().reshape(obs.shape[0], -1)
+        return SlateObs(obs[:, :u], obs[:, u:].reshape(-1, c, f))
+
+    def _random_slates(self, n: int) -> torch.Tensor:
+        return torch.rand(n, self.layout.num_candidates).topk(self.slate_size, dim=1).indices
+
+    def _random_actions(self) -> np.ndarray:
+        return self._random_slates(self.n_envs).numpy()
+
+    def greedy_slates(self, obs_t: torch.Tensor) -> torch.Tensor:
+        o = self._split(obs_t)
+        return self.learner.greedy(o.user, o.docs)
+
+    def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
+        greedy = self.greedy_slates(obs_t)
+        explore = torch.rand(greedy.shape[0]) < self.epsilon
+        return torch.where(explore.unsqueeze(1), self._random_slates(greedy.shape[0]), greedy)
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.greedy_slates(obs) if deterministic else self._explore(obs)
+
+    # ---- collecting and learning ------------------------------------------------------------------
+    def _iterate(self) -> dict[str, float]:
+        cfg = self.config
+        if isinstance(self.replay, PrioritizedReplayBuffer):
+            beta0 = cfg.prioritized_beta
+            self.replay.beta = beta0 + (1.0 - beta0) * self._progress()
+        for _ in range(cfg.train_freq):
+            if self.num_timesteps < cfg.learning_starts:
+                slates = self._random_actions()
+            else:
+                with torch.no_grad():
+                    slates = self._explore(self._obs_tensor(self._obs)).numpy()
+            next_obs, rewards, terminated, truncated, info = self.env.step(slates)
+            dones = terminated | truncated
+            real_next = next_obs
+            if dones.any():
+                real_next = next_obs.copy()
+                idx = np.flatnonzero(dones)
+                real_next[idx] = np.asarray(info["final_obs"])[idx]
+            stored = np.concatenate([slates, np.asarray(info["choice"]).reshape(-1, 1)], axis=1)
+            self.replay.add(self._obs, stored, rewards, real_next, terminated, truncated)
+            self._track_episodes(rewards, dones)
+            self._obs = next_obs
+            self.num_timesteps += self.n_envs
+        metrics: dict[str, Any] = {}
+        if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
+            for _ in range(cfg.gradient_steps):
+                batch = self.sample(cfg.batch_size)
+                metrics, td_error = self.learner.step(batch)
+                if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:
+                    self.replay.update_priorities(batch.indices, td_error)
+                self.gradient_updates += 1
+        metrics["gradient_updates"] = float(self.gradient_updates)
+        metrics["epsilon"] = self.epsilon
+        return metrics
+
+    def sample(self, batch_size: int) -> SlateTransitions:
+        """A replay minibatch, with the next served slate (for SARSA) where it is known."""
+        t, env = self.replay.sample_indices(batch_size) if not isinstance(self.replay, PrioritizedReplayBuffer) \
+            else (None, None)
+        if t is None:
+            raw = self.replay.sample(batch_size)
+            flat = raw.indices
+            t, env = flat // self.n_envs, flat % self.n_envs
+        else:
+            raw = self.replay.gather(t, env)
+        k = self.slate_size
+        size = self.replay.size_per_env
+        nt = (t + 1) % size
+        newest = (self.replay.pos - 1) % size
+        has_next = (self.replay.episode_end[t, env] == 0) & (t != newest)
+        next_slate = self.replay.actions[nt, env][:, :k].to(self.device)
+        o, no = self._split(raw.obs), self._split(raw.next_obs)
+        valid = None
+        if self.config.target == "sarsa":
+            valid = (has_next | (raw.dones > 0).cpu()).to(self.device)
+        return SlateTransitions(o.user, o.docs, raw.actions[:, :k], raw.actions[:, k], raw.rewards,
+                                no.user, no.docs, raw.dones, next_slate, valid, raw.weights, raw.indices)
+
+    def train_step(self, batch: Any) -> dict[str, float]:  # the core's hook, kept for API symmetry
+        metrics, _ = self.learner.step(batch)
+        return metrics
+
+    def as_policy(self, method: str | None = None) -> SlateQPolicy:
+        """The greedy slate policy, detached from the agent (servable)."""
+        return self.learner.policy(method)
+
+
+# ---- learning from logs -------------------------------------------------------------------------
+def chunk_transitions(chunk: Any, require_next_slate: bool = False) -> SlateTransitions:
+    """Transitions of a :class:`~recsys.logs.LogChunk`: row i → row i+1 of its segment, or terminal."""
+    n = len(chunk)
+    has_next = chunk.has_next
+    nxt = torch.clamp(torch.arange(n) + 1, max=n - 1)
+    done = chunk.terminated & ~has_next
+    valid = has_next | done
+    return SlateTransitions(chunk.user, chunk.docs, chunk.slate, chunk.click, chunk.engagement.float(),
+                            chunk.user[nxt], chunk.docs[nxt], done.float(), chunk.slate[nxt], valid)
+
+
+def index_transitions(t: SlateTransitions, rows: torch.Tensor) -> SlateTransitions:
+    def pick(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x[rows]
+
+    fields = [pick(getattr(t, f)) for f in SlateTransitions.__dataclass_fields__]
+    return SlateTransitions(*fields)  # type: ignore[arg-type]
+
+
+class OfflineSlateQ:
+    """SlateQ updates over logged transitions (SARSA evaluates the logging policy; Q-learning improves)."""
+
+    name = "slateq"
+
+    def __init__(self, layout: ObsLayout, slate_size: int, config: SlateQConfig | Mapping[str, Any] | None = None,
+                 env_config: Any | None = None, tracker: Tracker | None = None, **overrides: Any):
+        from core_rl.common.config import parse_config
+        from core_rl.common.seeding import configure_torch, set_seed
+
+        defaults = {"choice_model": "learned" if env_config is None else "simulator"}
+        base = dict(defaults)
+        if isinstance(config, Mapping):
+            base.update(config)
+        elif config is not None:
+            base.update(config.model_dump())
+        self.config = parse_config(self.config_cls, base, **overrides)
+        configure_torch(self.config.torch_threads)
+        set_seed(self.config.seed)
+        self.learner = SlateQLearner(layout, slate_size, self.config, env_config, self.config.device)
+        self.tracker = tracker or NullTracker()
+        self.layout, self.slate_size = layout, slate_size
+        self.history: list[dict[str, float]] = []
+
+    config_cls: type[SlateQConfig] = SlateQConfig
+
+    def extra_loss(self) -> Any:
+        return None
+
+    def fit(self, reader: Any, epochs: int = 5, log_every: int = 200) -> "OfflineSlateQ":
+        """``epochs`` passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks); metrics
+        go to the tracker every ``log_every`` gradient steps and, averaged, at the end of every epoch."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.seed)
+        step = 0
+        for epoch in range(epochs):
+            totals: dict[str, float] = {}
+            count = 0
+            source = reader.chunks(shuffle=True, seed=cfg.seed + epoch) if hasattr(reader, "chunks") else reader
+            for chunk in source:
+                trans = chunk_transitions(chunk)
+                perm = torch.randperm(len(chunk), generator=gen)
+                for start in range(0, len(chunk), cfg.batch_size):
+                    rows = perm[start:start + cfg.batch_size]
+                    metrics, _ = self.learner.step(index_transitions(trans, rows), self.extra_loss())
+                    step += 1
+                    count += 1
+                    for key, v in metrics.items():
+                        if v == v:  # not nan
+                            totals[key] = totals.get(key, 0.0) + v
+                    if step % log_every == 0:
+                        self.tracker.log_metrics(metrics, step)
+            if count:
+                mean = {key: v / count for key, v in totals.items()}
+                self.tracker.log_metrics({**mean, "epoch": float(epoch)}, step)
+                self.history.append({"step": float(step), "epoch": float(epoch), **mean})
+        return self
+
+    def as_policy(self, method: str | None = None) -> SlateQPolicy:
+        pol = self.learner.policy(method)
+        pol.label = self.name
+        return pol
+
+
+__all__ = ["SlateQ", "SlateQConfig", "SlateQLearner", "SlateQPolicy", "ItemQNetwork", "SlateTransitions",
+           "FlatSlateObs", "OfflineSlateQ", "chunk_transitions", "index_transitions", "build_choice_model"]
