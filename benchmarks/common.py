@@ -291,6 +291,22 @@ def jsonable(results: Sequence[RunResult], meta: Mapping[str, Any]) -> dict[str,
     return {"meta": dict(meta), "results": [asdict(r) for r in results]}
 
 
+def close_interrupted(name: str, stamp: str, out_dir: Path, results: Sequence[RunResult],
+                      meta: dict[str, Any], status: str, mlog: Any | None) -> None:
+    """End of a benchmark's run loop: record the load, and on an interrupted run keep the partial
+    results on disk and mark the MLflow parent run killed."""
+    meta["machine"]["loadavg"] = machine_note()["loadavg"]
+    if status != "FINISHED" and results:
+        import sys
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        partial = out_dir / f"{name}-{stamp}-partial.json"
+        partial.write_text(json.dumps(jsonable(results, meta), indent=1))
+        print(f"interrupted: partial results in {partial}", file=sys.stderr)
+    if status != "FINISHED" and mlog is not None:
+        mlog.kill()
+
+
 def load_results(paths: Sequence[Path], cls: type[R] = RunResult) -> tuple[list[R], dict[str, Any]]:  # type: ignore[assignment]
     """Merge saved result files (``meta`` from the first); fields ``cls`` lacks are dropped, missing ones default."""
     names = {f.name for f in fields(cls)}

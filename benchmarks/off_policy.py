@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
+from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
                                ProgressFn, RunResult, bar_plot, evaluate_actions, fmt, jsonable, load_results,
                                machine_note, peak_load, profile_learn, ratio, summarize, throttled)
 
@@ -644,14 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             log_run(mlog, hp, res)
             status = "FINISHED"
         finally:
-            meta["machine"]["loadavg"] = machine_note()["loadavg"]
-            if status != "FINISHED" and results:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                partial = out_dir / f"off_policy-{stamp}-partial.json"
-                partial.write_text(json.dumps(jsonable(results, meta), indent=1))
-                print(f"interrupted: partial results in {partial}", file=sys.stderr)
-            if status != "FINISHED" and mlog is not None:
-                mlog.kill()
+            close_interrupted("off_policy", stamp, out_dir, results, meta, status, mlog)
 
     rows = summarize_runs(results, configs)
     print()

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
+from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
                                bar_plot, evaluate_actions, load_results, machine_note, profile_learn)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
@@ -504,14 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "policy": "MlpPolicy pi=[64,64] vf=[64,64] Tanh"})
             status = "FINISHED"
         finally:
-            meta["machine"]["loadavg"] = machine_note()["loadavg"]
-            if status != "FINISHED" and results:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                partial = out_dir / f"on_policy-{stamp}-partial.json"
-                partial.write_text(json.dumps(_jsonable(results, meta), indent=1))
-                print(f"interrupted: partial results in {partial}", file=sys.stderr)
-            if status != "FINISHED" and mlog is not None:
-                mlog.kill()
+            close_interrupted("on_policy", stamp, out_dir, results, meta, status, mlog)
 
     rows = summarize(results, configs)
     print()
