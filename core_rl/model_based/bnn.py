@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from core_rl.common.errors import ConfigError
-from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, Normalizer, Transitions
+from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, Normalizer, Transitions, split_and_normalize
 
 
 class BayesianLinear(nn.Module):
@@ -164,16 +164,8 @@ class BNNDynamics(nn.Module):
 
     def fit(self, data: Transitions, epochs: int = 50, batch_size: int = 256, holdout_ratio: float = 0.1,
             patience: int = 5, max_steps: int | None = None) -> dict[str, float]:
-        if len(data) == 0:
-            raise ConfigError("cannot fit a dynamics model on zero transitions")
-        x, y = data.inputs(), data.targets(self.learn_reward)
-        n = x.shape[0]
-        perm = torch.randperm(n, generator=self.generator)
-        n_hold = int(n * holdout_ratio) if n >= 20 else 0
-        hold, train = perm[:n_hold], perm[n_hold:]
-        self.in_norm.fit(x[train])
-        self.out_norm.fit(y[train])
-        xn, yn = self.in_norm(x), self.out_norm(y)
+        xn, yn, hold, train = split_and_normalize(self, data, holdout_ratio)
+        n, n_hold = xn.shape[0], hold.shape[0]
         best, best_state, since, steps, loss_value = math.inf, None, 0, 0, float("nan")
         for epoch in range(epochs):
             order = train[torch.randperm(train.shape[0], generator=self.generator)]

@@ -42,6 +42,22 @@ MODEL_ACTIVATIONS: dict[str, type[nn.Module]] = {**ACTIVATIONS, "silu": nn.SiLU}
 
 
 # ---- data ----------------------------------------------------------------------------------------
+def split_and_normalize(model: Any, data: "Transitions", holdout_ratio: float
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shared first step of every model's ``fit``: a seeded train/holdout split, normalization
+    statistics refitted on the training split, and the normalized inputs and targets."""
+    if len(data) == 0:
+        raise ConfigError("cannot fit a dynamics model on zero transitions")
+    x, y = data.inputs(), data.targets(model.learn_reward)
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=model.generator)
+    n_hold = int(n * holdout_ratio) if n >= 20 else 0
+    hold, train = perm[:n_hold], perm[n_hold:]
+    model.in_norm.fit(x[train])
+    model.out_norm.fit(y[train])
+    return model.in_norm(x), model.out_norm(y), hold, train
+
+
 @dataclass
 class Transitions:
     """A flat batch of real transitions (s, a, r, s', terminated), every tensor ``[N, ...]``."""
@@ -278,16 +294,8 @@ class NeuralDynamics(nn.Module):
         Normalization statistics are refitted on the training split each call (a model trained
         further on growing data, as MPC and MBPO do).
         """
-        if len(data) == 0:
-            raise ConfigError("cannot fit a dynamics model on zero transitions")
-        x, y = data.inputs(), data.targets(self.learn_reward)
-        n = x.shape[0]
-        perm = torch.randperm(n, generator=self.generator)
-        n_hold = int(n * holdout_ratio) if n >= 20 else 0
-        hold, train = perm[:n_hold], perm[n_hold:]
-        self.in_norm.fit(x[train])
-        self.out_norm.fit(y[train])
-        xn, yn = self.in_norm(x), self.out_norm(y)
+        xn, yn, hold, train = split_and_normalize(self, data, holdout_ratio)
+        n, n_hold = xn.shape[0], hold.shape[0]
         x_train, y_train = xn[train], yn[train]
         x_hold, y_hold = xn[hold][None], yn[hold][None]
         member_idx = self._member_indices(train.shape[0])              # [M, n_train]
