@@ -16,6 +16,15 @@ re-renders the report from saved JSON without training.
 Cost limits: Safety-Gymnasium's 25 per 1000-step episode scaled to our 200-step episodes (5) for
 PointGoal and CartPole; the gridworld's episodes end at the goal after ~10 steps, so its limit
 (0.25 expected hazard entries per episode) is chosen to bind rather than scaled.
+
+Per-task settings (``Task.overrides``, logged as run parameters) are the ones whose units are the
+task's: the dual step size α of λ ← λ + α(Ĵ_c − d) is in λ per unit of cost, so the gridworld, whose
+costs are ~20× smaller than the others', gets a 10× larger α (and 10× PID gains); its shield
+predicts one step ahead (a gridworld has no inertia, so the next step's cost is the whole risk) with
+an absolute threshold; Saute's ``unsafe_reward`` is per step, so it is scaled to PointGoal's
+per-step progress reward. ``Task.feasible_bound`` is an upper bound on the expected return of any
+policy within the limit, where one is known in closed form (the constrained optimum can't do
+better, so "≥ 90% of PPO" is unreachable where the bound is below it).
 """
 
 from __future__ import annotations
@@ -45,12 +54,22 @@ class Task:
     steps: int            # full budget
     quick_steps: int      # --quick budget
     label: str
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # algo label -> config overrides
+    feasible_bound: float | None = None   # max expected return of any policy with cost <= limit, if known
+    bound_note: str = ""
 
+
+_LAMBDA_X10 = {"PPO-Lag": dict(lagrangian_lr=0.5), "TRPO-Lag": dict(lagrangian_lr=0.5),
+               "PID-Lag": dict(pid_kp=1.0, pid_ki=0.1, pid_kd=0.1),
+               "Shield": dict(lagrangian_lr=0.5, shield_horizon=1, shield_threshold=0.9)}
 
 TASKS = [
-    Task("safety/PointGoal-v0", 5.0, 200_000, 81_920, "PointGoal"),
-    Task("safety/CartPole-v0", 5.0, 200_000, 81_920, "CartPole"),
-    Task("safety/HazardGrid-v0", 0.25, 100_000, 40_960, "HazardGrid"),
+    Task("safety/PointGoal-v0", 5.0, 200_000, 81_920, "PointGoal", overrides={"Saute": dict(unsafe_reward=-0.03)}),
+    Task("safety/CartPole-v0", 5.0, 200_000, 81_920, "CartPole", feasible_bound=202.5,
+         bound_note="every step that earns the +0.5 lure (x > 1.2) is also out of the safe band (|x| > 1, cost 1), "
+                    "so E[lure steps] ≤ E[cost] ≤ 5 and any feasible policy earns at most 200 + 0.5·5 = 202.5"),
+    Task("safety/HazardGrid-v0", 0.25, 100_000, 40_960, "HazardGrid", overrides=_LAMBDA_X10, feasible_bound=1.0,
+         bound_note="the only reward is 1 for reaching the goal"),
 ]
 
 #: label -> (registry name, config overrides, budget factor, spaces it needs)
@@ -101,15 +120,21 @@ class RunResult:
     curve: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, return, cost, cum. cost
 
 
+def agent_config(task: Task, algo: str, seed: int) -> dict[str, Any]:
+    """The config of one run: the algorithm's benchmark settings, then the task's overrides."""
+    overrides = ALGOS[algo][1]
+    return dict(seed=seed, cost_limit=task.limit, **{**overrides, **task.overrides.get(algo, {})})
+
+
 def run_one(task: Task, algo: str, seed: int, steps: int, eval_episodes: int) -> RunResult:
     import safety  # noqa: F401  (registers the tasks)
     from core_rl.common.tracking import MemoryTracker
     from core_rl.registry import get_algo
     from safety.evaluation import evaluate_cmdp
 
-    name, overrides, factor, _ = ALGOS[algo]
+    name, _, factor, _ = ALGOS[algo]
     tracker = MemoryTracker()
-    agent = get_algo(name).cls(task.env_id, dict(seed=seed, cost_limit=task.limit, **overrides), tracker=tracker)
+    agent = get_algo(name).cls(task.env_id, agent_config(task, algo, seed), tracker=tracker)
     budget = max(1000, int(steps * factor))
     t0 = time.perf_counter()
     agent.learn(budget)
@@ -156,6 +181,8 @@ def summarize(results: Sequence[RunResult]) -> list[dict[str, Any]]:
                 row[key], row[key + "_std"] = _ms([getattr(r, key) for r in rs])
             row["return_pct_ppo"] = 100 * row["eval_return"] / ppo if ppo and math.isfinite(ppo) and ppo > 0 \
                 else float("nan")
+            row["return_pct_bound"] = 100 * row["eval_return"] / task.feasible_bound \
+                if task.feasible_bound else float("nan")
             row["cost_ok"] = bool(row["eval_cost"] <= task.limit)
             row["return_ok"] = bool(row["return_pct_ppo"] >= 90) if math.isfinite(row["return_pct_ppo"]) else None
             row["cum_below_lag"] = bool(row["cumulative_cost"] < lag_cum) \
@@ -179,6 +206,13 @@ def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
         if not rs:
             continue
         out.append(f"### {task.label} (`{task.env_id}`, cost limit {task.limit:g})\n")
+        if task.feasible_bound is not None:
+            ppo = next((r["eval_return"] for r in rs if r["algo"] == "PPO"), float("nan"))
+            out.append(f"Feasible bound: {task.bound_note}; that is {_f(100 * task.feasible_bound / ppo, 0)}% of "
+                       f"unconstrained PPO's return here (the return column also gives % of the bound).\n" if math.isfinite(ppo) and ppo > 0 else f"Feasible bound: {task.bound_note}.\n")
+        if task.overrides:
+            out.append("Task settings: " + "; ".join(f"{a}: " + ", ".join(f"`{k}={v}`" for k, v in o.items())
+                                                     for a, o in task.overrides.items()) + ".\n")
         out.append("| Algorithm | Reward | Cost | cumulative training cost | training cost rate | steps | seeds"
                    " | cost ≤ limit | return ≥ 90% PPO | cum. cost < PPO-Lag |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
@@ -186,7 +220,9 @@ def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
             out.append(f"| {r['algo']} | {_f(r['eval_return'])} ± {_f(r['eval_return_std'])} | "
                        f"{_f(r['eval_cost'])} ± {_f(r['eval_cost_std'])} | {_f(r['cumulative_cost'], 0)} ± "
                        f"{_f(r['cumulative_cost_std'], 0)} | {_f(r['cost_rate'], 4)} | {r['steps']:,} | {r['seeds']} | "
-                       f"{_yn(r['cost_ok'])} | {_yn(r['return_ok'])} ({_f(r['return_pct_ppo'], 0)}%) | "
+                       f"{_yn(r['cost_ok'])} | {_yn(r['return_ok'])} ({_f(r['return_pct_ppo'], 0)}%"
+                       + (f"; {_f(r['return_pct_bound'], 0)}% of bound" if math.isfinite(r["return_pct_bound"]) else "")
+                       + ") | "
                        f"{_yn(r['cum_below_lag'])} |")
         out.append("")
     return "\n".join(out)
@@ -253,8 +289,9 @@ class MLflowLog:
                                            "seed": str(res.seed)})
         rid = run.info.run_id
         tracker = MLflowTracker(rid, self.client)
-        name, overrides, _, _ = ALGOS[res.algo]
-        tracker.log_params({"algo": name, "task": res.task, "seed": res.seed, "cost_limit": res.limit, **overrides})
+        name = ALGOS[res.algo][0]
+        task = next(t for t in TASKS if t.label == res.task)
+        tracker.log_params({"algo": name, "task": res.task, **agent_config(task, res.algo, res.seed)})
         summary = {k: v for k, v in asdict(res).items() if isinstance(v, (int, float)) and k != "seed" and v is not None}
         tracker.log_metrics(summary, step=res.steps)
         ts = int(time.time() * 1000)
