@@ -77,3 +77,20 @@ def test_shield_keeps_training_violations_low(ppo_run) -> None:
     assert shield_cost * 5 < ppo_cost                     # a clear factor fewer violations while learning
     assert tracker.last("shield_positives") > 0 and tracker.last("shield_interventions") > 0
     assert agent.mean_return > 5.0                        # and it is learning the task meanwhile
+
+
+def test_ppo_lag_meets_the_gridworld_limit_that_ppo_exceeds() -> None:
+    """HazardGrid: the short corridor crosses a hazard (cost ≈ 1 per episode), the detour almost never
+    (slips only). With the dual step in the gridworld's cost units (α = 0.5 for costs of order 1),
+    PPO-Lag takes the detour and meets the 0.25 limit; unconstrained PPO keeps the corridor."""
+    env, limit, steps = "safety/HazardGrid-v0", 0.25, 40_960
+    ppo = UnconstrainedPPO(env, cost_limit=limit, seed=0)
+    ppo.learn(steps)
+    lag_tracker = MemoryTracker()
+    lag = PPOLag(env, cost_limit=limit, lagrangian_lr=0.5, seed=0, tracker=lag_tracker)
+    lag.learn(steps)
+    ppo_ev, lag_ev = evaluate_cmdp(ppo, EVAL_EPISODES, seed=7), evaluate_cmdp(lag, EVAL_EPISODES, seed=7)
+    assert ppo_ev["mean_cost"][0] > 3 * limit and ppo_ev["mean_return"] > 0.9
+    assert lag_ev["mean_cost"][0] <= limit and lag_ev["mean_return"] > 0.9      # reaches the goal, safely
+    assert lag.mean_episode_cost <= limit                                      # training episodes too
+    assert max(v for _, v in lag_tracker.metrics["lambda"]) > 1.0
