@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import mlflow.pyfunc
 
@@ -21,7 +22,9 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
 
         self.agent = Agent.load(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
+    # pd.DataFrame is a hint MLflow takes without inferring a schema from it (the logged input example
+    # gives the signature); numpy arrays are accepted as well
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         obs = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
         shape = self.agent.observation_space.shape
         obs = obs.reshape((-1, *shape)) if shape else obs.reshape(-1)

@@ -16,10 +16,8 @@ gives back the policy object.
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,32 +71,20 @@ def frame_to_obs(frame: Any, policy: SlatePolicy) -> tuple[SlateObs, np.ndarray 
                     None if ids is None else torch.from_numpy(ids)), ids
 
 
-@contextlib.contextmanager
-def _warnings_not_shown() -> Iterator[None]:
-    show = warnings.showwarning
-    warnings.showwarning = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        warnings.showwarning = show
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        self.policy = load_policy(context.artifacts["policy"])
 
-
-# MLflow warns at class creation, under its own "once" filter that overrides the user's filters, that
-# predict has no type hints; it has none on purpose (MLflow would read them as a schema).
-with _warnings_not_shown():
-    class RecommenderModel(mlflow.pyfunc.PythonModel):
-        def load_context(self, context: Any) -> None:
-            self.policy = load_policy(context.artifacts["policy"])
-
-        def predict(self, context, model_input, params=None):  # no type hints (see above)
-            obs, ids = frame_to_obs(model_input, self.policy)
-            if self.policy.needs_info:
-                raise ConfigError(f"policy '{self.policy.kind}' reads simulator ground truth, it cannot be served")
-            slates = self.policy(obs).numpy()
-            out = pd.DataFrame({"slate": list(slates)})
-            if ids is not None:
-                out["slate_doc_ids"] = list(np.take_along_axis(ids, slates, axis=1))
-            return out
+    # pd.DataFrame: a hint MLflow takes without inferring a schema from it (the input example gives it)
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        obs, ids = frame_to_obs(model_input, self.policy)
+        if self.policy.needs_info:
+            raise ConfigError(f"policy '{self.policy.kind}' reads simulator ground truth, it cannot be served")
+        slates = self.policy(obs).numpy()
+        out = pd.DataFrame({"slate": list(slates)})
+        if ids is not None:
+            out["slate_doc_ids"] = list(np.take_along_axis(ids, slates, axis=1))
+        return out
 
 
 def example_frame(policy: SlatePolicy, rows: int = 2, seed: int = 0) -> pd.DataFrame:
