@@ -27,8 +27,9 @@ import torch
 from pydantic import Field, model_validator
 
 from core_rl.common.off_policy import polyak_update
+from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplayBuffer, ReplaySample
-from core_rl.continuous.critics import QEnsemble, make_adam
+from core_rl.continuous.critics import QEnsemble
 from core_rl.continuous.sac import SAC, SACConfig
 from safety.lagrangian import LagrangianConfig, make_multiplier
 from safety.on_policy import CostTrackingMixin

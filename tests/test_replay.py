@@ -54,3 +54,31 @@ def test_one_step_sample_is_the_stored_transition_and_wraps():
     assert torch.allclose(s.discounts, torch.full((64,), 0.99))
     stored = {tuple(np.round(o[e], 5)) for o, *_ in log[-10:] for e in range(2)}
     assert all(tuple(np.round(x, 5)) in stored for x in s.obs.numpy())
+
+
+def test_one_step_fast_path_equals_the_generic_window_walk():
+    rng = np.random.default_rng(2)
+    buf = ReplayBuffer(1000, 3, (2,), (), action_dtype=torch.long, n_step=1, gamma=0.9)
+    log = fill(buf, 40, 3, rng)
+    t, e = torch.arange(40).repeat_interleave(3), torch.arange(3).repeat(40)
+    s = buf.gather(t, e)
+    for i in range(len(t)):
+        g, disc, nxt, done = brute(log, int(t[i]), int(e[i]), 1, 0.9, newest=39)
+        assert abs(s.rewards[i].item() - g) < 1e-6 and abs(s.discounts[i].item() - disc) < 1e-7
+        assert np.allclose(s.next_obs[i].numpy(), nxt) and s.dones[i].item() == done
+
+
+def test_clip_grad_norm_matches_torch():
+    from core_rl.common.optim import clip_grad_norm
+
+    torch.manual_seed(0)
+    for max_norm in (0.1, 100.0):  # clipped, and left alone
+        a = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+        b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+        for p, q in zip(a, b):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        ours = clip_grad_norm(a, max_norm)
+        ref = torch.nn.utils.clip_grad_norm_(b, max_norm)
+        assert torch.allclose(ours, ref)
+        assert all(torch.allclose(p.grad, q.grad, atol=1e-7) for p, q in zip(a, b))

@@ -21,7 +21,8 @@ import torch
 from pydantic import Field
 
 from core_rl.common.buffers import RolloutBatch
-from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig, make_adam
+from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
+from core_rl.common.optim import make_adam
 
 
 class ActorCriticConfig(OnPolicyConfig):

@@ -18,6 +18,7 @@ from torch import nn
 
 from core_rl.common.base import Agent
 from core_rl.common.config import AgentConfig
+from core_rl.common.optim import clip_grad_norm
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 
 
@@ -109,6 +110,5 @@ class OffPolicyAgent(Agent):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm is not None:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+            clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], self.config.max_grad_norm)
         optimizer.step()

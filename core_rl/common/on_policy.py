@@ -22,14 +22,7 @@ from core_rl.common.buffers import RolloutBatch
 from core_rl.common.config import AgentConfig
 from core_rl.common.distributions import StochasticPolicy, ValueFunction
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
-
-
-def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:  # type: ignore[no-untyped-def]
-    """Adam with the fused kernel where torch has one (several times faster on small networks)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
+from core_rl.common.optim import make_adam
 
 
 class OnPolicyConfig(AgentConfig):

@@ -77,6 +77,12 @@ class ReplayBuffer:
     def gather(self, t: torch.Tensor, env: torch.Tensor) -> ReplaySample:
         """The n-step sample starting at (t, env), cut at episode ends and at the write head."""
         T = self.size_per_env
+        if self.n_step == 1:  # the one-step transition: no window to walk
+            return ReplaySample(
+                obs=self.obs[t, env].to(self.device), actions=self.actions[t, env].to(self.device),
+                rewards=self.rewards[t, env].to(self.device), next_obs=self.next_obs[t, env].to(self.device),
+                dones=self.terminated[t, env].to(self.device),
+                discounts=torch.full(t.shape, self.gamma, device=self.device), indices=t * self.n_envs + env)
         newest = (self.pos - 1) % T           # the last step written: windows never run past it
         reward = torch.zeros(t.shape[0])
         discount = torch.ones(t.shape[0])

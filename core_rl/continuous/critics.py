@@ -23,7 +23,7 @@ and share what lives here:
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -34,15 +34,6 @@ from torch import nn
 from core_rl.common.errors import SpaceError
 from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
-
-
-def make_adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel (one kernel for all parameters; ~3x faster on small nets)."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):  # a device/dtype without a fused kernel
-        return torch.optim.Adam(params, lr=lr)
 
 
 class ActionScaler:

@@ -26,8 +26,9 @@ import torch
 from pydantic import Field
 
 from core_rl.common.off_policy import polyak_update
+from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import DeterministicActor, NoisyConfig, NoisyContinuousQAgent, QEnsemble, make_adam
+from core_rl.continuous.critics import DeterministicActor, NoisyConfig, NoisyContinuousQAgent, QEnsemble
 
 
 class DDPGConfig(NoisyConfig):

@@ -25,8 +25,9 @@ from torch import nn
 
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.off_policy import polyak_update
+from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import NoisyConfig, NoisyContinuousQAgent, make_adam
+from core_rl.continuous.critics import NoisyConfig, NoisyContinuousQAgent
 
 
 class NAFNetwork(nn.Module):

@@ -33,8 +33,9 @@ from torch import nn
 from core_rl.common.distributions import TanhGaussian
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.off_policy import polyak_update
+from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import ContinuousQAgent, ContinuousQConfig, QEnsemble, make_adam
+from core_rl.continuous.critics import ContinuousQAgent, ContinuousQConfig, QEnsemble
 
 
 def soft_state_value(q: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float,

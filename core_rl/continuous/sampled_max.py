@@ -28,8 +28,9 @@ import torch
 from pydantic import Field, model_validator
 
 from core_rl.common.off_policy import polyak_update
+from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import NoisyConfig, NoisyContinuousQAgent, QEnsemble, make_adam
+from core_rl.continuous.critics import NoisyConfig, NoisyContinuousQAgent, QEnsemble
 
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [M, ...], actions [M, |A|]) → Q [M]
 

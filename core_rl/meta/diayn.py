@@ -35,8 +35,8 @@ from torch import nn
 from core_rl.common.envs import make_vec_env
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.networks import mlp
+from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import make_adam
 from core_rl.continuous.sac import SAC, SACConfig
 
 

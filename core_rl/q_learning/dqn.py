@@ -46,6 +46,7 @@ from torch import nn
 from core_rl.common.distributions import Categorical
 from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
+from core_rl.common.optim import make_adam
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
 from core_rl.common.replay import ReplaySample
 
@@ -137,7 +138,7 @@ class DQN(OffPolicyAgent):
         self.q_target.to(self.device)
         params = self.q_net.parameters()
         if cfg.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
+            self.optimizer: torch.optim.Optimizer = make_adam(params, lr=cfg.lr)
         elif cfg.optimizer == "rmsprop":
             self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.95, eps=1e-2)
         else:
