@@ -60,8 +60,9 @@ class ActionScaler:
 class QEnsemble(nn.Module):
     r"""K critics :math:`Q_{\phi_k}(s, a)`, k = 1..K, as one MLP whose weights carry a leading K axis.
 
-    Every layer is one ``baddbmm`` over the K members, so the twin critics of TD3/SAC take one
-    forward, one backward and one optimizer step. ``forward`` returns ``[K, B]``.
+    Every hidden layer is one ``baddbmm`` over the K members (the scalar output layer a batched dot
+    product), so the twin critics of TD3/SAC take one forward, one backward and one optimizer step.
+    ``forward`` returns ``[K, B]``.
     """
 
     def __init__(self, obs_space: gym.Space, action_dim: int, n_critics: int = 2,
@@ -95,10 +96,11 @@ class QEnsemble(nn.Module):
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             if detach_params:
                 w, b = w.detach(), b.detach()
-            h = torch.baddbmm(b, h, w)
             if i < last:
-                h = self.act(h)
-        return h.squeeze(-1)
+                h = self.act(torch.baddbmm(b, h, w))
+            else:  # d_out = 1: a batched dot product is ~2x cheaper than a matrix-vector baddbmm
+                h = (h * w.transpose(1, 2)).sum(-1) + b.squeeze(-1)
+        return h
 
     def member(self, k: int, obs: torch.Tensor, actions: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """Q_{φ_k}(s, a) of one member only: ``[B]`` (TD3's actor uses Q_1)."""
