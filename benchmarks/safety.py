@@ -3,7 +3,7 @@
 ``python -m benchmarks.safety [--quick] [--seeds N] [--tasks ...] [--algos ...] [--no-mlflow]``
 
 Every (task, algorithm, seed) trains from scratch on our CMDP tasks (``safety/PointGoal-v0``,
-``safety/CartPole-v0``, ``safety/HazardGrid-v0``), then its final policy plays fresh evaluation
+``safety/CartPole-v0``, ``safety/HazardGrid-v0``, ``safety/Recommender-v0``), then its final policy plays fresh evaluation
 episodes (deterministic, 20 by default) whose episodic return and cost fill the table, like
 OmniSafe's. Beside them: the cumulative cost over all *training* steps (what safe exploration is
 about), the training cost rate, and the verdicts of the issue's targets — final cost ≤ limit,
@@ -15,7 +15,9 @@ re-renders the report from saved JSON without training.
 
 Cost limits: Safety-Gymnasium's 25 per 1000-step episode scaled to our 200-step episodes (5) for
 PointGoal and CartPole; the gridworld's episodes end at the goal after ~10 steps, so its limit
-(0.25 expected hazard entries per episode) is chosen to bind rather than scaled.
+(0.25 expected hazard entries per episode) is chosen to bind rather than scaled; the recommender's
+(10 clickbait items shown per 30-step session) sits between the clickbait-free policies (≈ 0) and the
+engagement-seeking ones (26–48), see :mod:`safety.envs.recommender`.
 
 Per-task settings (``Task.overrides``, logged as run parameters) are the ones whose units are the
 task's: the dual step size α of λ ← λ + α(Ĵ_c − d) is in λ per unit of cost, so the gridworld, whose
@@ -55,6 +57,7 @@ class Task:
     quick_steps: int      # --quick budget
     label: str
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # algo label -> config overrides
+    common: dict[str, Any] = field(default_factory=dict)  # settings of the task for every algorithm
     feasible_bound: float | None = None   # max expected return of any policy with cost <= limit, if known
     bound_note: str = ""
 
@@ -70,6 +73,11 @@ TASKS = [
                     "so E[lure steps] ≤ E[cost] ≤ 5 and any feasible policy earns at most 200 + 0.5·5 = 202.5"),
     Task("safety/HazardGrid-v0", 0.25, 100_000, 40_960, "HazardGrid", overrides=_LAMBDA_X10, feasible_bound=1.0,
          bound_note="the only reward is 1 for reaching the goal"),
+    # 30-step sessions of the RecSim NG twin, clickbait exposure capped at 10 per session; short-horizon
+    # discounting and 16 sessions × 60 steps per rollout (the settings of tests/test_safety_recommender.py)
+    Task("safety/Recommender-v0", 10.0, 307_200, 122_880, "Recommender",
+         common=dict(n_envs=16, n_steps=60, gamma=0.9),
+         overrides={a: dict(batch_size=240, lr=1e-3) for a in ("PPO", "PPO-Lag", "PID-Lag", "Saute")}),
 ]
 
 #: label -> (registry name, config overrides, budget factor, spaces it needs)
@@ -80,7 +88,7 @@ ALGOS: dict[str, tuple[str, dict[str, Any], float, str]] = {
     "PID-Lag": ("pid_lag", {}, 1.0, "any"),
     "CPO": ("cpo", {}, 1.0, "any"),
     "Saute": ("saute_ppo", {}, 1.0, "box_obs"),
-    "Shield": ("shield_ppo_lag", {}, 1.0, "any"),
+    "Shield": ("shield_ppo_lag", {}, 1.0, "discrete_or_box_action"),
     "SafeMPC": ("safe_mpc", dict(n_envs=8, hidden_sizes=(64, 64), horizon=12, n_candidates=64, n_iterations=2,
                                  n_elites=8, n_particles=5, model_epochs=10, train_every=800,
                                  initial_random_steps=800), 0.05, "box"),
@@ -97,7 +105,9 @@ def applicable(algo: str, env_id: str) -> bool:
     box_obs = isinstance(env.observation_space, gym.spaces.Box)
     box_act = isinstance(env.action_space, gym.spaces.Box)
     env.close()
-    return need == "any" or (need == "box_obs" and box_obs) or (need == "box" and box_obs and box_act)
+    simple_act = box_act or isinstance(env.action_space, gym.spaces.Discrete)
+    return need == "any" or (need == "box_obs" and box_obs) or (need == "box" and box_obs and box_act) \
+        or (need == "discrete_or_box_action" and simple_act)
 
 
 @dataclass
@@ -122,8 +132,7 @@ class RunResult:
 
 def agent_config(task: Task, algo: str, seed: int) -> dict[str, Any]:
     """The config of one run: the algorithm's benchmark settings, then the task's overrides."""
-    overrides = ALGOS[algo][1]
-    return dict(seed=seed, cost_limit=task.limit, **{**overrides, **task.overrides.get(algo, {})})
+    return dict(seed=seed, cost_limit=task.limit, **{**ALGOS[algo][1], **task.common, **task.overrides.get(algo, {})})
 
 
 def run_one(task: Task, algo: str, seed: int, steps: int, eval_episodes: int) -> RunResult:
@@ -210,9 +219,10 @@ def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
             ppo = next((r["eval_return"] for r in rs if r["algo"] == "PPO"), float("nan"))
             out.append(f"Feasible bound: {task.bound_note}; that is {_f(100 * task.feasible_bound / ppo, 0)}% of "
                        f"unconstrained PPO's return here (the return column also gives % of the bound).\n" if math.isfinite(ppo) and ppo > 0 else f"Feasible bound: {task.bound_note}.\n")
-        if task.overrides:
-            out.append("Task settings: " + "; ".join(f"{a}: " + ", ".join(f"`{k}={v}`" for k, v in o.items())
-                                                     for a, o in task.overrides.items()) + ".\n")
+        if task.overrides or task.common:
+            fmt = lambda o: ", ".join(f"`{k}={v}`" for k, v in o.items())  # noqa: E731
+            out.append("Task settings: " + "; ".join(([f"all: {fmt(task.common)}"] if task.common else [])
+                                                     + [f"{a}: {fmt(o)}" for a, o in task.overrides.items()]) + ".\n")
         out.append("| Algorithm | Reward | Cost | cumulative training cost | training cost rate | steps | seeds"
                    " | cost ≤ limit | return ≥ 90% PPO | cum. cost < PPO-Lag |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
@@ -366,7 +376,8 @@ small; *training cost rate* = that / steps. Targets of the issue: final cost ≤
 of unconstrained PPO's, cumulative training cost below PPO-Lag's. SafeMPC (model-based, one
 planning call per step) runs on {ALGOS['SafeMPC'][2]:.0%} of the steps of the others (it is about two
 orders of magnitude slower per step on the CPU) and only where actions and observations are Box.
-Saute needs Box observations (not the gridworld). Seeds 0..{meta['seeds'] - 1}.
+Saute needs Box observations (not the gridworld); the shield's safety layer has no slate form (not
+the recommender). Seeds 0..{meta['seeds'] - 1}.
 
 {markdown_tables(rows)}
 {images}

@@ -1,7 +1,7 @@
 """safety: constrained MDPs and safe-exploration agents (issue 8), built on core_rl's PG/TRPO/PPO core.
 
 Importing the package registers its CMDP tasks with gymnasium (``safety/PointGoal-v0``,
-``safety/CartPole-v0``, ``safety/HazardGrid-v0``; see :mod:`safety.envs`). The pieces:
+``safety/CartPole-v0``, ``safety/HazardGrid-v0``, ``safety/Recommender-v0``; see :mod:`safety.envs`). The pieces:
 
 * :mod:`safety.cmdp` — the CMDP interface: constraints (``cost_keys``, ``cost_limit``) on the
   per-step ``info["cost"]`` of any gymnasium vector env, and the :class:`CostMonitor` that reads

@@ -143,6 +143,7 @@ class ShieldedPPOLag(PPOLag):
     name = "shield_ppo_lag"
     config: ShieldConfig
     config_cls = ShieldConfig
+    action_spaces = (gym.spaces.Discrete, gym.spaces.Box)  # the safety layer has no slate (MultiDiscrete) form
 
     def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
         env = super()._wrap_env(env, training)

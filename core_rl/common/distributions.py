@@ -1,14 +1,17 @@
-"""Action distributions: categorical, diagonal Gaussian and tanh-squashed Gaussian.
+"""Action distributions: categorical, diagonal Gaussian, tanh-squashed Gaussian, independent
+categoricals (MultiDiscrete) and Plackett–Luce slates (K distinct of n).
 
 Light classes over raw tensors (no argument validation in the hot path) with the operations the
-algorithms need: ``sample``, ``log_prob``, ``entropy``, ``mode`` and closed-form ``kl`` (for NPG,
-TRPO and PPO diagnostics). Continuous log-probabilities are summed over action dimensions.
+algorithms need: ``sample``, ``log_prob``, ``entropy``, ``mode`` and ``kl`` (for NPG, TRPO and PPO
+diagnostics; closed form except the slate's, see :class:`SlateCategorical`). Continuous
+log-probabilities are summed over action dimensions, MultiDiscrete ones over components.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from functools import lru_cache
+from typing import Protocol, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -17,8 +20,11 @@ from torch import nn
 
 from core_rl.common.errors import SpaceError
 from core_rl.common.networks import ObsEncoder, mlp
+from core_rl.common.spaces import Slate
 
 LOG_2PI = math.log(2 * math.pi)
+#: the logit of an excluded option (a chosen slate item, a padded category): exp(NEG) == 0 in float32
+NEG = -1e9
 
 
 class Distribution(Protocol):
@@ -126,32 +132,261 @@ class TanhGaussian:
         return self.base.kl(other.base)
 
 
+@lru_cache(maxsize=32)
+def _multi_categorical_layout(nvec: tuple[int, ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index [D, m], valid [D, m])``: where component d's option i sits in the flat logits."""
+    width = max(nvec)
+    offsets = np.cumsum((0,) + nvec[:-1])
+    option = np.arange(width)
+    valid = option[None, :] < np.asarray(nvec)[:, None]
+    index = np.where(valid, offsets[:, None] + option[None, :], 0)
+    return torch.as_tensor(index, device=device), torch.as_tensor(valid, device=device)
+
+
+class MultiCategorical:
+    r"""Independent categoricals over the components of a MultiDiscrete action ``a = (a_1..a_D)``,
+    component d with :math:`n_d` options (different :math:`n_d` allowed):
+
+    .. math::
+        \pi(a|s) = \prod_d \mathrm{softmax}(\ell_d)_{a_d},\qquad \log\pi(a|s) = \sum_d \log\mathrm{softmax}(\ell_d)_{a_d},
+        \qquad H = \sum_d H_d,\qquad D_{KL}(p\|q) = \sum_d D_{KL}(p_d\|q_d).
+
+    The network's output is flat, ``[..., Σ_d n_d]``, components in order; it is held padded as
+    ``logits [..., D, max n_d]`` (normalized log-probabilities, ``NEG`` past a component's end).
+    ``start`` (gymnasium's per-component offset) is added to samples and modes and removed from the
+    actions given to ``log_prob``.
+    """
+
+    def __init__(self, logits: torch.Tensor, nvec: Sequence[int], start: Sequence[int] | None = None):
+        self.nvec = tuple(int(n) for n in nvec)
+        index, self.valid = _multi_categorical_layout(self.nvec, str(logits.device))
+        if len(set(self.nvec)) == 1:  # equal sizes: a reshape
+            padded = logits.reshape(*logits.shape[:-1], len(self.nvec), self.nvec[0])
+        else:
+            padded = logits[..., index].masked_fill(~self.valid, NEG)
+        self.logits = padded - padded.logsumexp(-1, keepdim=True)
+        self.start = None if start is None or not any(start) else \
+            torch.as_tensor(tuple(int(x) for x in start), device=logits.device)
+
+    @classmethod
+    def _normalized(cls, logits: torch.Tensor, nvec: tuple[int, ...], valid: torch.Tensor,
+                    start: torch.Tensor | None) -> "MultiCategorical":
+        out = cls.__new__(cls)
+        out.nvec, out.valid, out.logits, out.start = nvec, valid, logits, start
+        return out
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logits.exp()
+
+    def _shift(self, a: torch.Tensor) -> torch.Tensor:
+        return a if self.start is None else a + self.start
+
+    def sample(self) -> torch.Tensor:
+        u = torch.rand_like(self.logits).clamp_(1e-20, 1.0)  # Gumbel-max per component
+        return self._shift((self.logits - torch.log(-torch.log(u))).argmax(-1))
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        a = actions.long() if self.start is None else actions.long() - self.start
+        return self.logits.gather(-1, a.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -torch.where(self.valid, self.probs * self.logits, 0.0).sum((-2, -1))
+
+    def mode(self) -> torch.Tensor:
+        return self._shift(self.logits.argmax(-1))
+
+    def kl(self, other: "MultiCategorical") -> torch.Tensor:
+        """Σ_d Σ_i p_d(i)(log p_d(i) − log q_d(i))."""
+        return torch.where(self.valid, self.probs * (self.logits - other.logits), 0.0).sum((-2, -1))
+
+    def detach(self) -> "MultiCategorical":
+        return MultiCategorical._normalized(self.logits.detach(), self.nvec, self.valid, self.start)
+
+
+def _ordered_prefix_count(n: int, k: int) -> int:
+    """Σ_{j<k} n!/(n−j)!: the ordered prefixes a_<j of every position j of a size-k slate."""
+    total, level = 0, 1
+    for j in range(k):
+        total += level
+        level *= n - j
+    return total
+
+
+@lru_cache(maxsize=32)
+def _prefix_tree(n: int, k: int, device: str) -> list[tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]]:
+    """Every ordered prefix of length j = 0..k−1 as ``(parent [P_j], item [P_j], taken [P_j, n])``:
+    prefix p of level j is prefix ``parent[p]`` of level j−1 followed by ``item[p]``; ``taken``
+    marks its items (level 0: the empty prefix, no parent)."""
+    levels: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray]] = [(None, None, np.zeros((1, n), bool))]
+    for _ in range(1, k):
+        prev = levels[-1][2]
+        parent, item = np.nonzero(~prev)
+        taken = prev[parent].copy()
+        taken[np.arange(len(parent)), item] = True
+        levels.append((parent, item, taken))
+    return [(None if p is None else torch.as_tensor(p, device=device),
+             None if i is None else torch.as_tensor(i, device=device),
+             torch.as_tensor(t, device=device)) for p, i, t in levels]
+
+
+class SlateCategorical:
+    r"""Plackett–Luce over ordered slates of k distinct candidates out of n, from per-candidate logits.
+
+    Candidate i has weight :math:`w_i = e^{\ell_i}`; the slate :math:`A=(a_1..a_k)` is drawn one
+    position at a time, each from the softmax over the candidates not yet chosen:
+
+    .. math::
+        \pi(A|s) = \prod_{j=1}^{k} \pi_j(a_j \mid a_{<j}),\qquad
+        \pi_j(i \mid a_{<j}) = \frac{e^{\ell_i}}{\sum_{c\notin a_{<j}} e^{\ell_c}}\ (i\notin a_{<j}),\qquad
+        \log\pi(A|s) = \sum_{j=1}^{k}\Big(\ell_{a_j} - \log\!\!\sum_{c\notin a_{<j}}\! e^{\ell_c}\Big).
+
+    * ``sample``: Gumbel top-k — with :math:`g_i` i.i.d. Gumbel(0, 1), the indices of the k largest
+      :math:`\ell_i + g_i`, in decreasing order, are an exact PL sample (k=1 is Gumbel-max).
+    * ``mode``: the top-k of ℓ in decreasing order, the most probable ordered slate (it maximizes
+      every numerator and minimizes every denominator at once).
+    * ``entropy`` and ``kl`` by the chain rule over positions,
+
+      .. math::
+          H(\pi) = \mathbb E_{A\sim\pi}\Big[\sum_j H\big(\pi_j(\cdot\mid a_{<j})\big)\Big],\qquad
+          D_{KL}(p\|q) = \mathbb E_{A\sim p}\Big[\sum_j D_{KL}\big(p_j(\cdot\mid a_{<j})\,\|\,q_j(\cdot\mid a_{<j})\big)\Big],
+
+      **exactly**, by enumerating every ordered prefix :math:`a_{<j}` (weight :math:`p(a_{<j})`),
+      when that is small — :math:`n\sum_{j<k} n!/(n-j)! \le` ``max_enumeration`` (default 16384:
+      n=10,k≤4; n=20,k≤3; n=100,k≤2) — else **estimated** along one prefix :math:`A\sim p` per state
+      (drawn by Gumbel top-k, no gradient through the draw). ``self.exact`` says which. The
+      estimate is unbiased for the value; its Hessian in θ at q = p is an unbiased estimate of
+      PL's Fisher matrix (every term's value and gradient vanish at p = q), which is what the
+      Fisher-vector products of NPG/TRPO/CPO need. The exact form is differentiable in both
+      arguments everywhere (``new.kl(old)`` with ``old`` detached, as the trust-region code calls it).
+    """
+
+    max_enumeration: int = 16384
+
+    def __init__(self, logits: torch.Tensor, k: int, max_enumeration: int | None = None):
+        self.logits = logits - logits.logsumexp(-1, keepdim=True)  # shift-invariant: the first pick's log-probs
+        self.k = int(k)
+        self.n = int(logits.shape[-1])
+        if max_enumeration is not None:
+            self.max_enumeration = int(max_enumeration)
+        self.exact = self.n * _ordered_prefix_count(self.n, self.k) <= self.max_enumeration
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """The first position's probabilities softmax(ℓ)."""
+        return self.logits.exp()
+
+    def sample(self) -> torch.Tensor:
+        u = torch.rand_like(self.logits).clamp_(1e-20, 1.0)
+        return (self.logits - torch.log(-torch.log(u))).topk(self.k, dim=-1).indices
+
+    def mode(self) -> torch.Tensor:
+        return self.logits.topk(self.k, dim=-1).indices
+
+    def _taken_before(self, slates: torch.Tensor) -> torch.Tensor:
+        """``[..., k, n]``: candidate c was chosen before position j (``a_<j``)."""
+        chosen = (slates.long().unsqueeze(-1) == torch.arange(self.n, device=slates.device)).long()
+        return (chosen.cumsum(-2) - chosen).bool()
+
+    def _conditional(self, logits: torch.Tensor, taken: torch.Tensor) -> torch.Tensor:
+        """log π_j(· | prefix) over the candidates not yet ``taken``: ``[..., P, n]`` (NEG-ish where taken)."""
+        return logits.unsqueeze(-2).masked_fill(taken, NEG).log_softmax(-1)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """Σ_j (ℓ_{a_j} − logsumexp_{c∉a_<j} ℓ_c) of slates ``[..., k]`` (leading axes broadcast)."""
+        batch = torch.broadcast_shapes(actions.shape[:-1], self.logits.shape[:-1])
+        a, logits = actions.long().expand(*batch, self.k), self.logits.expand(*batch, self.n)
+        lse = logits.unsqueeze(-2).masked_fill(self._taken_before(a), NEG).logsumexp(-1)
+        return (logits.gather(-1, a) - lse).sum(-1)
+
+    def _chain_rule(self, other: "SlateCategorical | None") -> torch.Tensor:
+        """Σ_j E_{a_<j ~ p}[f_j], f_j = KL(p_j ‖ q_j) (``other`` given) or H(p_j) (None)."""
+        def term(taken: torch.Tensor) -> torch.Tensor:
+            lp = self._conditional(self.logits, taken)
+            inner = lp - self._conditional(other.logits, taken) if other is not None else -lp
+            return torch.where(taken, 0.0, lp.exp() * inner).sum(-1)
+
+        if not self.exact:  # one prefix A ~ p per state
+            with torch.no_grad():
+                prefix = self.sample()
+            return term(self._taken_before(prefix)).sum(-1)
+        total = torch.zeros(self.logits.shape[:-1], dtype=self.logits.dtype, device=self.logits.device)
+        log_prefix = torch.zeros((*self.logits.shape[:-1], 1), dtype=self.logits.dtype, device=self.logits.device)
+        prev = None
+        for parent, item, taken in _prefix_tree(self.n, self.k, str(self.logits.device)):
+            if parent is not None:  # log p(a_<j) = log p(a_<j−1) + log p_{j−1}(a_{j−1} | a_<j−1)
+                log_prefix = log_prefix[..., parent] + prev[..., parent, item]
+            lp = self._conditional(self.logits, taken)
+            inner = lp - self._conditional(other.logits, taken) if other is not None else -lp
+            total = total + (log_prefix.exp() * torch.where(taken, 0.0, lp.exp() * inner).sum(-1)).sum(-1)
+            prev = lp
+        return total
+
+    def entropy(self) -> torch.Tensor:
+        """H(π) by the chain rule: exact when ``self.exact``, else a one-prefix estimate (see the class)."""
+        return self._chain_rule(None)
+
+    def kl(self, other: "SlateCategorical") -> torch.Tensor:
+        """D_KL(self ‖ other) by the chain rule: exact when ``self.exact``, else a one-prefix estimate."""
+        return self._chain_rule(other)
+
+    def detach(self) -> "SlateCategorical":
+        return SlateCategorical(self.logits.detach(), self.k, self.max_enumeration)
+
+
 class StochasticPolicy(nn.Module):
-    """π_θ(a|s) for Discrete (categorical) or Box (diagonal Gaussian, state-independent log σ)."""
+    """π_θ(a|s) for Discrete (categorical), Box (diagonal Gaussian, state-independent log σ),
+    :class:`~core_rl.common.spaces.Slate` (Plackett–Luce over n candidate logits) or any other
+    1-D MultiDiscrete (independent categoricals, Σ n_d logits). ``discrete`` is true for a
+    Discrete space only; ``kind`` names the head."""
 
     def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden_sizes=(64, 64),
                  activation: str = "tanh", log_std_init: float = 0.0):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         if isinstance(action_space, gym.spaces.Discrete):
-            self.discrete = True
+            self.discrete, self.kind = True, "categorical"
             out = int(action_space.n)
         elif isinstance(action_space, gym.spaces.Box):
-            self.discrete = False
+            self.discrete, self.kind = False, "gaussian"
             out = int(np.prod(action_space.shape))
             self.log_std = nn.Parameter(torch.full((out,), float(log_std_init)))
+        elif isinstance(action_space, Slate):
+            if action_space.batch_shape:
+                raise SpaceError(f"a policy acts with one slate per observation, got the batched {action_space}")
+            self.discrete, self.kind = False, "slate"
+            self.slate_size = action_space.k
+            out = action_space.n
+        elif isinstance(action_space, gym.spaces.MultiDiscrete):
+            if action_space.nvec.ndim != 1:
+                raise SpaceError(f"policies support 1-D MultiDiscrete action spaces, got nvec of shape "
+                                 f"{action_space.nvec.shape}")
+            self.discrete, self.kind = False, "multi_categorical"
+            self.nvec = tuple(int(n) for n in action_space.nvec)
+            self.start = tuple(int(x) for x in action_space.start)
+            out = sum(self.nvec)
         else:
-            raise SpaceError(f"policies support Discrete or Box action spaces, got {action_space}")
+            raise SpaceError(f"policies support Discrete, Box or MultiDiscrete (incl. Slate) action spaces, "
+                             f"got {action_space}")
         self.net = mlp(self.encoder.dim, out, hidden_sizes, activation, out_gain=0.01)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs))
 
-    def distribution(self, obs: torch.Tensor) -> Categorical | DiagGaussian:
-        out = self.net(self.encoder(obs))
+    def distribution(self, obs: torch.Tensor) -> Categorical | DiagGaussian | SlateCategorical | MultiCategorical:
+        return self.head(self.net(self.encoder(obs)))
+
+    def head(self, out: torch.Tensor, log_std: torch.Tensor | None = None
+             ) -> Categorical | DiagGaussian | SlateCategorical | MultiCategorical:
+        """The distribution of the network's output ``out`` (``log_std``: the Gaussian's, default the
+        parameter; for functional calls that substitute parameters)."""
         if self.discrete:
             return Categorical(out)
-        return DiagGaussian(out, self.log_std)
+        if self.kind == "gaussian":
+            return DiagGaussian(out, self.log_std if log_std is None else log_std)
+        if self.kind == "slate":
+            return SlateCategorical(out, self.slate_size)
+        return MultiCategorical(out, self.nvec, self.start)
 
 
 class ValueFunction(nn.Module):

@@ -53,6 +53,8 @@ class OnPolicyConfig(AgentConfig):
 class OnPolicyAgent(Agent):
     config: OnPolicyConfig
     config_cls = OnPolicyConfig
+    #: StochasticPolicy's heads: categorical, Gaussian, and MultiDiscrete (Plackett–Luce for a Slate)
+    action_spaces = (gym.spaces.Discrete, gym.spaces.Box, gym.spaces.MultiDiscrete)
     collect_mode: Literal["steps", "episodes"] = "steps"
 
     def _build(self) -> None:

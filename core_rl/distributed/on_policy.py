@@ -72,6 +72,8 @@ class DistributedOnPolicyMixin:
     #: the single-process algorithm the workers run (the first base class after the mixin)
     base_algo: ClassVar[type]
     config: Any
+    #: the workers' noise-driven sampling covers Categorical and Gaussian heads only
+    action_spaces: ClassVar[tuple[type, ...]] = Agent.action_spaces
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

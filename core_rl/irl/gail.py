@@ -209,6 +209,7 @@ class GAIL(PPO):
     name = "gail"
     config: GAILConfig
     config_cls = GAILConfig
+    action_spaces = (gym.spaces.Discrete, gym.spaces.Box)  # the discriminator encodes no slate actions
     collect_mode = "steps"
 
     def __init__(self, env: EnvLike, config: GAILConfig | Mapping[str, Any] | None = None,

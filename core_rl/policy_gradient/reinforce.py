@@ -52,7 +52,7 @@ from torch.func import functional_call, grad, vmap
 
 from core_rl.common import returns as R
 from core_rl.common.buffers import RolloutBatch
-from core_rl.common.distributions import Categorical, DiagGaussian, StochasticPolicy
+from core_rl.common.distributions import StochasticPolicy
 from core_rl.common.errors import ConfigError
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
 
@@ -254,7 +254,7 @@ def log_prob_grads(policy: StochasticPolicy, obs: torch.Tensor, actions: torch.T
 
     def log_prob(p: dict[str, torch.Tensor], feature: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         out = functional_call(policy.net, {k[4:]: p[k] for k in net_params}, (feature.unsqueeze(0),))
-        dist = Categorical(out) if policy.discrete else DiagGaussian(out, p["log_std"])
+        dist = policy.head(out, p.get("log_std"))
         return dist.log_prob(action.unsqueeze(0)).squeeze(0)
 
     g = vmap(grad(log_prob), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, features, actions)

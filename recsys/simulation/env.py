@@ -2,7 +2,7 @@ r"""Slate-recommendation vector envs over batched simulated users (gymnasium ``V
 
 Each of the ``num_envs`` sub-envs is one user session. Every step the policy sees the user's
 observable features and a table of candidate documents, and answers with a slate: ``slate_size``
-distinct candidate indices (``MultiDiscrete([C] * K)`` per env). The user clicks at most one slate
+distinct candidate indices (a :class:`~core_rl.common.spaces.Slate`, ``MultiDiscrete([C] * K)`` without repeats, per env). The user clicks at most one slate
 item (or nothing) by the choice model of :mod:`recsys.simulation.user_model`; the reward is the
 engagement (time spent) on the clicked item, 0 without a click. All users are stepped at once with
 torch; observations and infos come back as numpy arrays. Autoreset is ``SAME_STEP`` (what
@@ -36,6 +36,7 @@ from gymnasium.vector.utils import batch_space
 
 from core_rl.common.config import parse_config
 from core_rl.common.errors import ConfigError, EnvError
+from core_rl.common.spaces import Slate
 from recsys.simulation.config import InterestEvolutionConfig, RecSimInterestEvolutionConfig
 from recsys.simulation.corpus import Corpus, sample_ng_corpus, sample_recsim_documents
 from recsys.simulation.user_model import (
@@ -84,7 +85,7 @@ class SlateVectorEnv(VectorEnv):
             self.single_observation_space = gym.spaces.Dict({
                 "user": gym.spaces.Box(-np.inf, np.inf, (u,), np.float32),
                 "doc": gym.spaces.Box(-np.inf, np.inf, (self.num_candidates, f), np.float32)})
-        self.single_action_space = gym.spaces.MultiDiscrete(np.full(self.slate_size, self.num_candidates, np.int64))
+        self.single_action_space = Slate(self.num_candidates, self.slate_size)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
