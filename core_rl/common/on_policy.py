@@ -20,7 +20,7 @@ from core_rl.common import returns as R
 from core_rl.common.base import Agent
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.config import AgentConfig
-from core_rl.common.distributions import StochasticPolicy, ValueFunction
+from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
 from core_rl.common.optim import make_adam
 
@@ -124,14 +124,14 @@ class OnPolicyAgent(Agent):
         episode_start = np.ones(N, dtype=bool) if episodes else getattr(self, "_episode_start", np.ones(N, dtype=bool))
         counted = 0
         t = 0
+        self._rollout_begin(episode_start)
         while True:
             if self.obs_rms is not None:
                 self.obs_rms.update(self._obs)
             obs_t = self._obs_tensor(self._obs)
-            dist = self.policy.distribution(obs_t)
+            dist, values = self._policy_step(obs_t, episode_start)
             actions = dist.sample()
             log_probs = dist.log_prob(actions)
-            values = self._value_of(obs_t)
             next_obs, rewards, terminated, truncated, info = self.env.step(self._to_env_action(actions))
             dones = terminated | truncated
             self._track_episodes(rewards * active if episodes else rewards, dones & active if episodes else dones)
@@ -140,8 +140,9 @@ class OnPolicyAgent(Agent):
                 rewards = self.reward_scaler(rewards, dones).astype(np.float32)
             bootstrap = truncated & ~terminated
             if bootstrap.any() and self.value is not None:
-                final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(bootstrap)])
-                rewards[bootstrap] += cfg.gamma * self._value_of(self._obs_tensor(final_obs)).cpu().numpy()
+                idx = np.flatnonzero(bootstrap)
+                final_obs = np.stack([info["final_obs"][i] for i in idx])
+                rewards[bootstrap] += cfg.gamma * self._bootstrap_values(self._obs_tensor(final_obs), idx).cpu().numpy()
             obs_l.append(obs_t)
             act_l.append(actions)
             logp_l.append(log_probs)
@@ -152,6 +153,7 @@ class OnPolicyAgent(Agent):
             valid_l.append(torch.as_tensor(active, dtype=torch.float32))
             counted += int(active.sum())
             episode_start = dones
+            self._rollout_advance()
             self._obs = next_obs
             t += 1
             self.num_timesteps += N
@@ -163,11 +165,34 @@ class OnPolicyAgent(Agent):
             elif t >= cfg.n_steps:
                 break
         self._episode_start = episode_start
-        last_value = self._value_of(self._obs_tensor(self._obs)) * torch.as_tensor(~episode_start if episodes else 1.0)
+        last_value = self._rollout_end_value(self._obs_tensor(self._obs), episode_start)
+        last_value = last_value * torch.as_tensor(~episode_start if episodes else 1.0, device=last_value.device)
         stack = lambda xs: torch.stack(xs, 0).to(self.device)  # noqa: E731
-        return RolloutBatch(obs=stack(obs_l), actions=stack(act_l), log_probs=stack(logp_l), rewards=stack(rew_l),
-                            dones=stack(done_l), episode_starts=stack(start_l), values=stack(val_l),
-                            valid=stack(valid_l), last_value=last_value.float())
+        return self._make_rollout_batch(obs=stack(obs_l), actions=stack(act_l), log_probs=stack(logp_l),
+                                        rewards=stack(rew_l), dones=stack(done_l), episode_starts=stack(start_l),
+                                        values=stack(val_l), valid=stack(valid_l), last_value=last_value.float())
+
+    # ---- the rollout's per-step hooks (a recurrent agent threads its hidden states through them) ----
+    def _rollout_begin(self, episode_start: np.ndarray) -> None:
+        """Called once before the first step of a rollout."""
+
+    def _policy_step(self, obs_t: torch.Tensor, episode_start: np.ndarray) -> tuple[Distribution, torch.Tensor]:
+        """π_θ(·|s_t) and V(s_t) for the current observations (``episode_start``: which envs just reset)."""
+        return self.policy.distribution(obs_t), self._value_of(obs_t)
+
+    def _bootstrap_values(self, final_obs_t: torch.Tensor, env_idx: np.ndarray) -> torch.Tensor:
+        """V(s_final) of the truncated episodes of envs ``env_idx`` at the current step."""
+        return self._value_of(final_obs_t)
+
+    def _rollout_advance(self) -> None:
+        """Called after every env step of a rollout."""
+
+    def _rollout_end_value(self, obs_t: torch.Tensor, episode_start: np.ndarray) -> torch.Tensor:
+        """V(s_T) of the observations after the last step (the GAE bootstrap)."""
+        return self._value_of(obs_t)
+
+    def _make_rollout_batch(self, **fields: torch.Tensor) -> RolloutBatch:
+        return RolloutBatch(**fields)
 
     # ---- estimation --------------------------------------------------------------------------
     def estimate(self, batch: RolloutBatch) -> RolloutBatch:

@@ -8,8 +8,9 @@ does not mark as an episode end (RL² marks only trial ends).
 :class:`RecurrentOnPolicyMixin` turns any :class:`~core_rl.common.on_policy.OnPolicyAgent` (PPO, A2C)
 into its recurrent version without touching its update rule:
 
-* ``collect`` steps the vector env like the base class, threading the hidden states and recording,
-  for each rollout, the hidden states it started from;
+* the base class's ``collect`` steps the vector env; the mixin's rollout hooks (``_policy_step``,
+  ``_bootstrap_values``, ...) thread the hidden states through it and record, for each rollout, the
+  hidden states it started from;
 * the batch's ``flat()`` is a :class:`SequenceFlatBatch`: its ``obs`` is a :class:`SequenceObs`
   (whole ``[T, B]`` sequences + episode starts + initial hidden states) that the recurrent
   policy/value unroll with backpropagation through time, and its ``minibatches`` are sets of whole
@@ -259,81 +260,35 @@ class RecurrentOnPolicyMixin:
         dist, self._eval_hidden = self.policy.step(obs, self._eval_hidden)
         return dist.mode() if deterministic else dist.sample()
 
-    # ---- sampling ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def collect(self) -> SequenceRolloutBatch:
-        """As :meth:`OnPolicyAgent.collect`, threading the hidden states through the rollout."""
-        cfg = self.config
-        episodes = self.collect_mode == "episodes"  # type: ignore[attr-defined]
-        env = self.env  # type: ignore[attr-defined]
-        if episodes:
-            self._obs, _ = env.reset()
-            self._ep_return[:] = 0.0  # type: ignore[attr-defined]
-            self._ep_length[:] = 0  # type: ignore[attr-defined]
-        N, min_steps = self.n_envs, cfg.n_envs * cfg.n_steps
-        episode_start = np.ones(N, dtype=bool) if episodes else getattr(self, "_episode_start", np.ones(N, dtype=bool))
+    # ---- sampling: OnPolicyAgent.collect, with the hidden states threaded through its hooks -----------
+    def _rollout_begin(self, episode_start: np.ndarray) -> None:
         keep = torch.as_tensor(~episode_start, dtype=torch.float32, device=self.device)[:, None]
-        hidden_pi0, hidden_v0 = self._hidden_pi * keep, self._hidden_v * keep
-        h_pi, h_v = hidden_pi0, hidden_v0
-        obs_l, act_l, logp_l, rew_l, done_l, start_l, val_l, valid_l = ([] for _ in range(8))
-        active = np.ones(N, dtype=bool)
-        counted, t = 0, 0
-        while True:
-            if self.obs_rms is not None:
-                self.obs_rms.update(self._obs)
-            start_t = torch.as_tensor(episode_start, dtype=torch.float32, device=self.device)
-            h_pi = h_pi * (1.0 - start_t)[:, None]
-            h_v = h_v * (1.0 - start_t)[:, None]
-            obs_t = self._obs_tensor(self._obs)  # type: ignore[attr-defined]
-            dist, h_pi_next = self.policy.step(obs_t, h_pi)
-            actions = dist.sample()
-            log_probs = dist.log_prob(actions)
-            values, h_v_next = self.value.step(obs_t, h_v)
-            next_obs, rewards, terminated, truncated, info = env.step(self._to_env_action(actions))  # type: ignore
-            dones = terminated | truncated
-            self._track_episodes(rewards * active if episodes else rewards,  # type: ignore[attr-defined]
-                                 dones & active if episodes else dones)
-            rewards = rewards.astype(np.float32)
-            if self.reward_scaler is not None:
-                rewards = self.reward_scaler(rewards, dones).astype(np.float32)
-            bootstrap = truncated & ~terminated
-            if bootstrap.any():
-                idx = np.flatnonzero(bootstrap)
-                final_obs = np.stack([info["final_obs"][i] for i in idx])
-                v_final, _ = self.value.step(self._obs_tensor(final_obs), h_v_next[idx])  # type: ignore[attr-defined]
-                rewards[bootstrap] += cfg.gamma * v_final.cpu().numpy()
-            obs_l.append(obs_t)
-            act_l.append(actions)
-            logp_l.append(log_probs)
-            val_l.append(values)
-            rew_l.append(torch.as_tensor(rewards))
-            done_l.append(torch.as_tensor(dones, dtype=torch.float32))
-            start_l.append(start_t)
-            valid_l.append(torch.as_tensor(active, dtype=torch.float32))
-            counted += int(active.sum())
-            episode_start = dones
-            h_pi, h_v = h_pi_next, h_v_next
-            self._obs = next_obs
-            t += 1
-            self.num_timesteps += N  # type: ignore[attr-defined]
-            if episodes:
-                if counted >= min_steps:
-                    active &= ~dones
-                if not active.any():
-                    break
-            elif t >= cfg.n_steps:
-                break
-        self._episode_start = episode_start
-        self._hidden_pi, self._hidden_v = h_pi, h_v
-        not_start = torch.as_tensor(~episode_start, dtype=torch.float32, device=self.device)
-        last_value, _ = self.value.step(self._obs_tensor(self._obs), h_v * not_start[:, None])  # type: ignore
-        if episodes:
-            last_value = last_value * not_start
-        stack = lambda xs: torch.stack(xs, 0).to(self.device)  # noqa: E731
-        return SequenceRolloutBatch(obs=stack(obs_l), actions=stack(act_l), log_probs=stack(logp_l),
-                                    rewards=stack(rew_l), dones=stack(done_l), episode_starts=stack(start_l),
-                                    values=stack(val_l), valid=stack(valid_l), last_value=last_value.float(),
-                                    hidden_pi0=hidden_pi0, hidden_v0=hidden_v0)
+        self._h0 = (self._hidden_pi * keep, self._hidden_v * keep)   # the sequences' initial states
+        self._h_pi, self._h_v = self._h0
+
+    def _policy_step(self, obs_t: torch.Tensor, episode_start: np.ndarray) -> tuple[Any, torch.Tensor]:
+        """h_t = 0 where an episode starts; π(·|s_t, h^π_t), V(s_t, h^V_t), and the next hidden states."""
+        start_t = torch.as_tensor(episode_start, dtype=torch.float32, device=self.device)[:, None]
+        self._h_pi, self._h_v = self._h_pi * (1.0 - start_t), self._h_v * (1.0 - start_t)
+        dist, self._h_pi_next = self.policy.step(obs_t, self._h_pi)
+        values, self._h_v_next = self.value.step(obs_t, self._h_v)
+        return dist, values
+
+    def _bootstrap_values(self, final_obs_t: torch.Tensor, env_idx: np.ndarray) -> torch.Tensor:
+        values, _ = self.value.step(final_obs_t, self._h_v_next[env_idx])
+        return values
+
+    def _rollout_advance(self) -> None:
+        self._h_pi, self._h_v = self._h_pi_next, self._h_v_next
+
+    def _rollout_end_value(self, obs_t: torch.Tensor, episode_start: np.ndarray) -> torch.Tensor:
+        self._hidden_pi, self._hidden_v = self._h_pi, self._h_v
+        not_start = torch.as_tensor(~episode_start, dtype=torch.float32, device=self.device)[:, None]
+        values, _ = self.value.step(obs_t, self._h_v * not_start)
+        return values
+
+    def _make_rollout_batch(self, **fields: torch.Tensor) -> SequenceRolloutBatch:
+        return SequenceRolloutBatch(**fields, hidden_pi0=self._h0[0], hidden_v0=self._h0[1])
 
 
 __all__ = ["SequenceObs", "SequenceFlatBatch", "SequenceRolloutBatch", "RecurrentNet", "RecurrentStochasticPolicy",
