@@ -355,8 +355,8 @@ def test_pessimistic_cost_planning_keeps_the_plan_feasible() -> None:
     class WallCost:
         n_members = 1
 
-        def pessimistic(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-            return ((obs + act)[..., 0] > 1.0).float()
+        def risk(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+            return (next_obs[..., 0] > 1.0).float()
 
     model = FunctionModel(lambda s, a: s + a, 1, 1)
     reward = lambda s, a, s2: s2[..., 0]  # noqa: E731

@@ -37,7 +37,7 @@ from core_rl.common.base import Agent
 from core_rl.common.errors import SpaceError
 from core_rl.common.replay import ReplayBuffer
 from core_rl.model_based.dynamics import Transitions
-from core_rl.model_based.env_models import known_reward, known_termination
+from core_rl.model_based.env_models import RewardFn, known_reward, known_termination
 from core_rl.model_based.models import ModelConfig, ModelKind, build_model, fit_model
 from core_rl.model_based.planners.ilqr import ILQRPlanner
 from core_rl.model_based.planners.shooting import CEM, MPPI, RandomShooting, ShootingPlanner, TrajectoryEvaluator
@@ -95,8 +95,7 @@ class MPC(Agent):
                                    device=self.device)
         self.model = build_model(cfg, self.obs_dim, self.act_dim, cfg.hidden_sizes, cfg.activation)
         self.model_optimizer = getattr(self.model, "optimizer", None)
-        reward_fn = known_reward(self.env_id) if cfg.reward == "known" else None
-        self.evaluator = TrajectoryEvaluator(self.model, cfg.n_particles, reward_fn=reward_fn,
+        self.evaluator = TrajectoryEvaluator(self.model, cfg.n_particles, reward_fn=self._known_reward(),
                                              termination_fn=known_termination(self.env_id), gamma=cfg.gamma,
                                              risk=cfg.risk, risk_coef=cfg.risk_coef)
         self.planner = self._make_planner(cfg.seed)
@@ -116,10 +115,13 @@ class MPC(Agent):
         if cfg.planner == "mppi":
             return MPPI(self.evaluator, low, high, temperature=cfg.mppi_temperature, **common)
         if cfg.planner == "ilqr":
-            reward_fn = known_reward(self.env_id) if cfg.reward == "known" else None
-            return ILQRPlanner(self.model, low, high, cfg.horizon, cfg.ilqr_iterations, reward_fn=reward_fn,
+            return ILQRPlanner(self.model, low, high, cfg.horizon, cfg.ilqr_iterations, reward_fn=self._known_reward(),
                                init_std=0.1, seed=seed)
         return RandomShooting(self.evaluator, low, high, **common)
+
+    def _known_reward(self) -> RewardFn | None:
+        """r(s, a, s') the planner uses with reward='known' (None: the model's learned reward)."""
+        return known_reward(self.env_id) if self.config.reward == "known" else None
 
     @property
     def model_fitted(self) -> bool:
