@@ -118,3 +118,16 @@ def check_action_space(space: gym.Space, algo: str, allowed: tuple[type, ...]) -
     if not isinstance(space, allowed):
         names = " or ".join(a.__name__ for a in allowed)
         raise SpaceError(f"{algo} needs a {names} action space, but the env has {space}")
+
+
+def final_next_obs(next_obs: np.ndarray, dones: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """The true :math:`s_{t+1}` of every env of a SAME_STEP vector env step: ``next_obs``, except that envs
+    which finished (and were reset) get their episode's last observation from ``info["final_obs"]``
+    (a copy is made only then)."""
+    dones = np.asarray(dones)
+    if not dones.any():
+        return next_obs
+    real_next = np.array(next_obs, copy=True)
+    for i in np.flatnonzero(dones):  # only the finished envs, which are few
+        real_next[i] = info["final_obs"][i]
+    return real_next

@@ -18,6 +18,7 @@ from torch import nn
 
 from core_rl.common.base import Agent
 from core_rl.common.config import AgentConfig
+from core_rl.common.envs import final_next_obs
 from core_rl.common.optim import clip_grad_norm
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 
@@ -89,12 +90,7 @@ class OffPolicyAgent(Agent):
                 env_actions = self._to_env_action(actions)
             next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
             dones = terminated | truncated
-            real_next = next_obs
-            if dones.any():
-                real_next = next_obs.copy()
-                for i in np.flatnonzero(dones):
-                    real_next[i] = info["final_obs"][i]
-            self.replay.add(self._obs, stored, rewards, real_next, terminated, truncated)
+            self.replay.add(self._obs, stored, rewards, final_next_obs(next_obs, dones, info), terminated, truncated)
             self._track_episodes(rewards, dones)
             self._obs = next_obs
             self.num_timesteps += self.n_envs

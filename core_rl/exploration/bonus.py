@@ -53,6 +53,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import BaseModel, Field
 from torch import nn
 
+from core_rl.common.envs import final_next_obs
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.networks import ObsEncoder
 
@@ -316,11 +317,7 @@ class ExplorationBonusWrapper(VectorWrapper):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         dones = np.asarray(terminated) | np.asarray(truncated)
-        real_next = np.asarray(obs)
-        if dones.any():
-            real_next = real_next.copy()
-            for i in np.flatnonzero(dones):
-                real_next[i] = info["final_obs"][i]
+        real_next = final_next_obs(np.asarray(obs), dones, info)
         with torch.no_grad():
             prev = torch.as_tensor(self._last_obs)
             r_plus = self.bonus.bonus(prev, torch.as_tensor(np.asarray(actions)), torch.as_tensor(real_next))

@@ -54,7 +54,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import Field, field_validator
 from torch import nn
 
-from core_rl.common.envs import EnvLike
+from core_rl.common.envs import EnvLike, final_next_obs
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.tracking import Tracker
@@ -90,11 +90,7 @@ class RewardRelabel(VectorWrapper):
         obs = self._last_obs
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         done = np.asarray(terminated | truncated)
-        real_next = next_obs
-        if done.any():
-            real_next = np.array(next_obs, copy=True)
-            for i in np.flatnonzero(done):
-                real_next[i] = info["final_obs"][i]
+        real_next = final_next_obs(next_obs, done, info)
         self.true_rewards = np.asarray(rewards, dtype=np.float64)
         actions = np.asarray(actions)
         if self.record:

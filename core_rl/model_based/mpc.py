@@ -34,6 +34,7 @@ import torch
 from pydantic import Field, model_validator
 
 from core_rl.common.base import Agent
+from core_rl.common.envs import final_next_obs
 from core_rl.common.errors import SpaceError
 from core_rl.common.replay import ReplayBuffer
 from core_rl.model_based.dynamics import Transitions
@@ -153,13 +154,9 @@ class MPC(Agent):
         env_actions = self._to_env_action(actions)
         next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
         dones = terminated | truncated
-        real_next = next_obs
         if dones.any():
-            real_next = next_obs.copy()
-            for i in np.flatnonzero(dones):
-                real_next[i] = info["final_obs"][i]
             self.planner.reset(torch.as_tensor(dones))
-        self.replay.add(self._obs, env_actions, rewards, real_next, terminated, truncated)
+        self.replay.add(self._obs, env_actions, rewards, final_next_obs(next_obs, dones, info), terminated, truncated)
         self._track_episodes(rewards, dones)
         self._obs = next_obs
         self.num_timesteps += self.n_envs

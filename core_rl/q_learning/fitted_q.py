@@ -39,7 +39,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core_rl.common.config import format_validation_error
-from core_rl.common.envs import EnvLike, make_vec_env
+from core_rl.common.envs import EnvLike, final_next_obs, make_vec_env
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.common.seeding import configure_torch, set_seed
@@ -100,9 +100,7 @@ class Transitions:
         for _ in range(-(-n_steps // n_envs)):
             actions = rng.integers(0, int(space.n), n_envs)
             next_obs, rewards, terminated, truncated, info = vec.step(actions)
-            real_next = np.array(next_obs, copy=True)
-            for i in np.flatnonzero(terminated | truncated):
-                real_next[i] = info["final_obs"][i]
+            real_next = final_next_obs(next_obs, terminated | truncated, info)
             for k, v in (("obs", obs), ("actions", actions), ("rewards", rewards), ("next_obs", real_next),
                          ("dones", terminated)):
                 rows[k].append(np.asarray(v))
