@@ -52,7 +52,7 @@ from recsys.choice_model import (
     optimize_slates,
     slate_q,
 )
-from recsys.policies import ObsLayout, SlateDecision, SlateObs, SlatePolicy, register_policy
+from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy
 
 SlateOpt = Literal["lp", "enumerate", "topk", "greedy"]
 
@@ -292,8 +292,6 @@ class SlateQPolicy(SlatePolicy):
     def describe(self) -> str:
         return f"{self.label}({self.method})"
 
-
-register_policy(SlateQPolicy)
 
 
 # ---- the online agent -----------------------------------------------------------------------------

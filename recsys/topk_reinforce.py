@@ -38,8 +38,9 @@ from core_rl.common.config import parse_config
 from core_rl.common.networks import ACTIVATIONS, mlp
 from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.common.tracking import NullTracker, Tracker
-from recsys.choice_model import pair_features
-from recsys.policies import ObsLayout, SlateDecision, SlateObs, SlatePolicy, register_policy
+from core_rl.common.distributions import plackett_luce_log_prob, plackett_luce_table_log_prob
+from recsys.choice_model import enumerate_slates, pair_features
+from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy, as_slate_obs
 
 
 class TopKReinforceConfig(BaseModel):
@@ -115,8 +116,6 @@ class TopKReinforcePolicy(SlatePolicy):
         scores = self.network.scores(obs.user, obs.docs).double()
         n = len(obs)
         if self.sample:
-            from recsys.policies import plackett_luce_log_prob
-
             u = torch.rand(scores.shape, generator=self.generator, dtype=torch.float64).clamp_(1e-12, 1 - 1e-12)
             slates = (scores - torch.log(-torch.log(u))).topk(self.slate_size, dim=1).indices
             prob = plackett_luce_log_prob(scores, slates).exp()
@@ -128,8 +127,6 @@ class TopKReinforcePolicy(SlatePolicy):
     def probability_of(self, obs: Any, info: Mapping[str, Any] | None, slates: torch.Tensor) -> torch.Tensor:
         if not self.sample:
             return super().probability_of(obs, info, slates)
-        from recsys.policies import as_slate_obs, plackett_luce_log_prob
-
         o = as_slate_obs(obs, self.layout, info)
         with torch.no_grad():
             return plackett_luce_log_prob(self.network.scores(o.user, o.docs).double(), slates).exp()
@@ -137,9 +134,6 @@ class TopKReinforcePolicy(SlatePolicy):
     def slate_distribution(self, obs: Any, info: Mapping[str, Any] | None = None) -> torch.Tensor:
         if not self.sample:
             return super().slate_distribution(obs, info)
-        from recsys.choice_model import enumerate_slates
-        from recsys.policies import as_slate_obs, plackett_luce_table_log_prob
-
         o = as_slate_obs(obs, self.layout, info)
         table = enumerate_slates(self.num_candidates, self.slate_size, ordered=True)
         with torch.no_grad():
@@ -159,8 +153,6 @@ class TopKReinforcePolicy(SlatePolicy):
         return cls(spec["num_candidates"], spec["slate_size"], net.eval(), spec.get("sample", False),
                    spec.get("seed", 0))
 
-
-register_policy(TopKReinforcePolicy)
 
 
 class TopKReinforce:

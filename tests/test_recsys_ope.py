@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from core_rl.common.distributions import plackett_luce_log_prob, plackett_luce_table_log_prob
 from recsys.choice_model import enumerate_slates, ordered_slate_index
 from recsys.logs import LogReader, generate_logs
 from recsys.ope import (
@@ -26,8 +27,6 @@ from recsys.policies import (
     MyopicGreedyPolicy,
     PopularityPolicy,
     evaluate_online,
-    plackett_luce_log_prob,
-    plackett_luce_table_log_prob,
 )
 from recsys.simulation import InterestEvolutionVectorEnv
 

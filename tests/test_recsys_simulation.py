@@ -18,12 +18,12 @@ from scipy import stats
 import recsys  # noqa: F401  (registers the env ids)
 from core_rl.common.envs import make_vec_env
 from core_rl.common.errors import ConfigError, EnvError
+from recsys.policies import MyopicGreedyPolicy
 from recsys.recsim_ng_bridge import NGJob, RecSimJob, recsim_ng_available, run_recsim_ng
 from recsys.simulation import (
     InterestEvolutionConfig,
     InterestEvolutionVectorEnv,
     LinearScoringPolicy,
-    MyopicGreedyPolicy,
     RandomSlatePolicy,
     RecSimInterestEvolutionConfig,
     RecSimInterestEvolutionVectorEnv,

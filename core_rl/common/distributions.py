@@ -334,6 +334,27 @@ class SlateCategorical:
         return SlateCategorical(self.logits.detach(), self.k, self.max_enumeration)
 
 
+def plackett_luce_log_prob(logits: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
+    r"""log π(A|s) = Σ_j (ℓ_{a_j} − log Σ_{c∉a_<j} e^{ℓ_c}) of ``[..., k]`` ordered slates under ``[..., n]``
+    logits (:meth:`SlateCategorical.log_prob`): the probability of a logged ordered slate."""
+    return SlateCategorical(logits, int(slates.shape[-1])).log_prob(slates)
+
+
+def plackett_luce_table_log_prob(logits: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    r"""log π of every ordered slate of one shared ``[S, k]`` table under ``[N, n]`` logits: ``[N, S]``.
+
+    With :math:`p_i = e^{\ell_i}/\sum_c e^{\ell_c}`, the chosen-before mass of position j is
+    :math:`u_j = \sum_{j'<j} p_{a_{j'}}`, so :math:`\log\pi(A) = \sum_j \log p_{a_j} - \log(1 - u_j)`
+    — a cumulative sum along the slate instead of a masked logsumexp per position and slate.
+    """
+    s, k = table.shape
+    picked = logits[:, table.reshape(-1)].view(-1, s, k)                # [N, S, k]
+    total = torch.logsumexp(logits, dim=1, keepdim=True)                # [N, 1]
+    expo = torch.exp(picked - total.unsqueeze(-1))                      # p_{a_j}
+    used = torch.cumsum(expo, dim=2) - expo                             # u_j: mass of earlier picks
+    return (picked - total.unsqueeze(-1) - torch.log1p(-used.clamp(max=1 - 1e-12))).sum(-1)
+
+
 class StochasticPolicy(nn.Module):
     """π_θ(a|s) for Discrete (categorical), Box (diagonal Gaussian, state-independent log σ),
     :class:`~core_rl.common.spaces.Slate` (Plackett–Luce over n candidate logits) or any other

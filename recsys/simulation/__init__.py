@@ -14,7 +14,7 @@ seed, **overrides)``                                    (``recsys/RecSimInterest
 ``slate_choice_probabilities``,                         choice-model maths on logits (for learners)
 ``expected_slate_engagement``, ``ng_choice_logits``,
 ``recsim_choice_logits``, ``ng_step``
-``MyopicGreedyPolicy``, ``LinearScoringPolicy``,        reference policies
+``LinearScoringPolicy``,                                reference policies
 ``RandomSlatePolicy``, ``best_myopic_slates``,
 ``train_linear_policy_cem``, ``rollout_engagement``
 =====================================================  ==============================================
@@ -40,7 +40,6 @@ from recsys.simulation.env import (
 )
 from recsys.simulation.policies import (
     LinearScoringPolicy,
-    MyopicGreedyPolicy,
     RandomSlatePolicy,
     best_myopic_slates,
     enumerate_slates,
@@ -85,7 +84,7 @@ __all__ = [
     "ENV_IDS", "register_envs", "InterestEvolutionConfig", "RecSimInterestEvolutionConfig", "Corpus",
     "sample_ng_corpus", "sample_recsim_documents", "topic_quality_means", "SlateVectorEnv",
     "InterestEvolutionVectorEnv", "RecSimInterestEvolutionVectorEnv", "InterestEvolutionEnv",
-    "RecSimInterestEvolutionEnv", "LinearScoringPolicy", "MyopicGreedyPolicy", "RandomSlatePolicy",
+    "RecSimInterestEvolutionEnv", "LinearScoringPolicy", "RandomSlatePolicy",
     "best_myopic_slates", "enumerate_slates", "random_slates", "ng_step_users_last", "rollout_engagement", "train_linear_policy_cem",
     "expected_slate_engagement", "gather_slate", "ng_choice_logits", "ng_consumed_time", "ng_next_interest",
     "ng_squash", "ng_step", "recsim_choice_logits", "recsim_update", "sample_choice", "slate_choice_probabilities",

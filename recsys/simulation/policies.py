@@ -3,8 +3,8 @@ r"""Reference slate policies over the env's observation/info (torch, batched ove
 * :func:`enumerate_slates` / :func:`best_myopic_slates`: the exact myopic optimum
   :math:`\arg\max_A \sum_{k} P(k \mid s, A)\, e(s, a_k)` by enumerating every size-K subset of the
   C candidates (with no positional bias the MNL is order-free, so subsets suffice).
-* :class:`MyopicGreedyPolicy`: that optimum, read off the info keys the envs provide
-  (``candidate_choice_logit``, ``no_click_logit``, ``candidate_engagement``).
+  (:class:`recsys.policies.MyopicGreedyPolicy` serves that optimum, read off the info keys the envs
+  provide: ``candidate_choice_logit``, ``no_click_logit``, ``candidate_engagement``.)
 * :class:`LinearScoringPolicy`: top-K candidates by a linear score
   :math:`w_a \cdot (-\lVert x - f\rVert) + w_q \cdot q + w_\ell \cdot \ell` of affinity, quality and
   length — simple enough to run unchanged inside RecSim NG (the bridge's ``linear`` policy).
@@ -57,21 +57,6 @@ def best_myopic_slates(candidate_logits: torch.Tensor, no_click_logit: torch.Ten
     num = gain.gather(1, flat).view(n, s, slate_size).sum(-1)
     den = weight_none.unsqueeze(1) + weight.gather(1, flat).view(n, s, slate_size).sum(-1)
     return slates[(num / den).argmax(dim=1)]
-
-
-class MyopicGreedyPolicy:
-    """Serve the slate with the highest expected immediate engagement (exact enumeration)."""
-
-    def __init__(self, num_candidates: int, slate_size: int):
-        self.slate_size = slate_size
-        self.slates = None if slate_size == 2 else enumerate_slates(num_candidates, slate_size)
-
-    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
-        logits = torch.as_tensor(info["candidate_choice_logit"])
-        slates = best_myopic_slates(logits, torch.as_tensor(info["no_click_logit"]),
-                                    torch.as_tensor(info["candidate_engagement"]), self.slate_size,
-                                    None if self.slates is None else self.slates.to(logits.device))
-        return slates.cpu().numpy()
 
 
 @dataclass
@@ -139,7 +124,9 @@ def rollout_engagement(env: Any, policy: Any, seed: int, episodes: int = 1) -> n
         total = np.zeros(env.num_envs)
         done = np.zeros(env.num_envs, dtype=bool)
         while not done.all():
-            obs, reward, terminated, truncated, info = env.step(policy(obs, info))
+            decision = policy(obs, info)
+            slates = getattr(decision, "slates", decision)  # a SlatePolicy's SlateDecision, or the slates
+            obs, reward, terminated, truncated, info = env.step(np.asarray(slates))
             total += np.where(done, 0.0, reward)
             done |= terminated | truncated
         totals.append(total)
@@ -182,5 +169,5 @@ def train_linear_policy_cem(env_cls: Any, env_kwargs: dict[str, Any], users_per_
     return LinearScoringPolicy(w_affinity=float(best_w[0]), w_quality=float(best_w[1]), slate_size=k), history
 
 
-__all__ = ["enumerate_slates", "best_myopic_slates", "MyopicGreedyPolicy", "LinearScoringPolicy",
+__all__ = ["enumerate_slates", "best_myopic_slates", "LinearScoringPolicy",
            "RandomSlatePolicy", "random_slates", "rollout_engagement", "train_linear_policy_cem", "expected_slate_engagement"]

@@ -1,0 +1,185 @@
+"""The log schema: columns, the file metadata (:class:`LogMeta`) and arrow ↔ numpy helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from core_rl.common.errors import ConfigError, DeepRLError
+from recsys.policies.registry import policy_from_spec
+from recsys.policies.types import ObsLayout, SlatePolicy
+
+
+META_KEY = b"deeprl.recsys"
+SCHEMA_VERSION = 1
+
+
+class LogSchemaError(DeepRLError, ValueError):
+    """Logs that cannot be read as the schema says (structure or, in strict mode, rows)."""
+
+
+# ---- the schema ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str            # int | float | bool | list_float | list_int
+    required: bool
+    length: str | None   # U, CF, C, K for list columns
+    description: str
+
+
+COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("session_id", "int", True, None, "one user visit; its rows are contiguous and in step order"),
+    ColumnSpec("user_id", "int", False, None, "the user (default: the session id)"),
+    ColumnSpec("step", "int", True, None, "0, 1, 2, … within the session"),
+    ColumnSpec("user_features", "list_float", True, "U", "user features the policy saw"),
+    ColumnSpec("candidate_features", "list_float", True, "CF", "candidate feature table [C, F], row-major"),
+    ColumnSpec("candidate_doc_ids", "list_int", False, "C", "document id of each candidate"),
+    ColumnSpec("slate", "list_int", True, "K", "shown slate: candidate indices by position"),
+    ColumnSpec("slate_propensity", "float", False, None, "μ(A|x): logging probability of the ordered slate"),
+    ColumnSpec("position_propensity", "list_float", False, "K", "μ(a_k at position k | x) per position"),
+    ColumnSpec("click_position", "int", True, None, "clicked slate position 0..K-1, or -1 for no click"),
+    ColumnSpec("engagement", "float", True, None, "engagement earned on the click (0 without one)"),
+    ColumnSpec("terminated", "bool", False, None, "the session ended (terminated) after this row"),
+    ColumnSpec("oracle_candidate_logit", "list_float", False, "C", "simulator choice logit of each candidate"),
+    ColumnSpec("oracle_no_click_logit", "float", False, None, "simulator no-click logit"),
+    ColumnSpec("oracle_candidate_engagement", "list_float", False, "C", "simulator engagement if clicked"),
+)
+COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
+REQUIRED = tuple(c.name for c in COLUMNS if c.required)
+
+
+class LogMeta(BaseModel):
+    """What a log file says about itself (stored as JSON in the parquet key-value metadata)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    user_dim: int = Field(ge=0)
+    num_candidates: int = Field(ge=1)
+    doc_dim: int = Field(ge=1)
+    slate_size: int = Field(ge=1)
+    user_feature_names: list[str] = []
+    doc_feature_names: list[str] = []
+    env_id: str | None = None
+    env_kind: str | None = None          # "ng" | "recsim" (to rebuild the simulator)
+    env_config: dict[str, Any] | None = None
+    logging_policy: dict[str, Any] | None = None   # {"kind", "spec", "state"} (JSON-able)
+    propensity_source: str | None = None            # "logged" | "estimated" | None
+    session_aligned: bool = False                   # every row group holds whole sessions
+    has_oracle: bool = False
+
+    @property
+    def layout(self) -> ObsLayout:
+        return ObsLayout(self.user_dim, self.num_candidates, self.doc_dim)
+
+    def arrow_schema(self, oracle: bool | None = None, propensity: bool = True) -> pa.Schema:
+        u, c, f, k = self.user_dim, self.num_candidates, self.doc_dim, self.slate_size
+        fields = [pa.field("session_id", pa.int64(), False), pa.field("user_id", pa.int64(), False),
+                  pa.field("step", pa.int64(), False),
+                  pa.field("user_features", pa.list_(pa.float32(), u), False),
+                  pa.field("candidate_features", pa.list_(pa.float32(), c * f), False),
+                  pa.field("candidate_doc_ids", pa.list_(pa.int64(), c), False),
+                  pa.field("slate", pa.list_(pa.int64(), k), False)]
+        if propensity:
+            fields += [pa.field("slate_propensity", pa.float64(), False),
+                       pa.field("position_propensity", pa.list_(pa.float64(), k), True)]
+        fields += [pa.field("click_position", pa.int64(), False), pa.field("engagement", pa.float64(), False),
+                   pa.field("terminated", pa.bool_(), False)]
+        if self.has_oracle if oracle is None else oracle:
+            fields += [pa.field("oracle_candidate_logit", pa.list_(pa.float32(), c), False),
+                       pa.field("oracle_no_click_logit", pa.float32(), False),
+                       pa.field("oracle_candidate_engagement", pa.list_(pa.float32(), c), False)]
+        return pa.schema(fields, metadata={META_KEY: self.model_dump_json().encode()})
+
+    def logging_policy_object(self) -> SlatePolicy | None:
+        """The logging policy rebuilt from the metadata (None if not recorded)."""
+        if not self.logging_policy or "spec" not in self.logging_policy:
+            return None
+        lp = self.logging_policy
+        pol = policy_from_spec(lp["kind"], lp["spec"], _state_from_json(lp.get("state", {})))
+        pol.layout = self.layout
+        return pol
+
+    def make_env(self, num_envs: int, seed: int | None = None) -> Any:
+        """The simulator that produced the logs (needs ``env_kind`` and ``env_config``)."""
+        from recsys.simulation import InterestEvolutionVectorEnv, RecSimInterestEvolutionVectorEnv
+
+        if self.env_kind is None or self.env_config is None:
+            raise ConfigError("these logs do not record the simulator that produced them; pass --env")
+        cls = InterestEvolutionVectorEnv if self.env_kind == "ng" else RecSimInterestEvolutionVectorEnv
+        return cls(num_envs, config=self.env_config, seed=seed)
+
+
+def _state_to_json(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return {"__tensor__": state.detach().cpu().reshape(-1).tolist(), "shape": list(state.shape),
+                "dtype": str(state.dtype).replace("torch.", "")}
+    if isinstance(state, Mapping):
+        return {str(k): _state_to_json(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_state_to_json(v) for v in state]
+    return state
+
+
+def _state_from_json(state: Any) -> Any:
+    if isinstance(state, Mapping):
+        if "__tensor__" in state:
+            return torch.tensor(state["__tensor__"], dtype=getattr(torch, state["dtype"])).reshape(state["shape"])
+        from collections import OrderedDict
+
+        return OrderedDict((k, _state_from_json(v)) for k, v in state.items())
+    if isinstance(state, list):
+        return [_state_from_json(v) for v in state]
+    return state
+
+
+def env_kind_of(env: Any) -> str | None:
+    from recsys.simulation import InterestEvolutionConfig, RecSimInterestEvolutionConfig
+
+    cfg = getattr(getattr(env, "unwrapped", env), "config", None)
+    if isinstance(cfg, InterestEvolutionConfig):
+        return "ng"
+    if isinstance(cfg, RecSimInterestEvolutionConfig):
+        return "recsim"
+    return None
+
+
+def read_meta(path: str | Path) -> LogMeta | None:
+    """The file's :class:`LogMeta`, or None when it has none."""
+    schema = pq.read_schema(str(path))
+    raw = (schema.metadata or {}).get(META_KEY)
+    return None if raw is None else LogMeta.model_validate_json(raw)
+
+
+# ---- arrow <-> numpy -------------------------------------------------------------------------------
+def _fixed(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    n = values.shape[0]
+    width = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=dtype)
+    return pa.FixedSizeListArray.from_arrays(flat, width) if n or width else pa.array([], pa.list_(dtype, width))
+
+
+def _list_matrix(arr: pa.Array, width: int, dtype: Any) -> np.ndarray:
+    """A list column whose rows all have ``width`` values as an ``[n, width]`` array."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_list(arr.type.value_type) if hasattr(arr.type, "value_type") else False:
+        arr = arr.flatten()  # nested [C][F] lists: the inner lists in row-major order
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    flat = flat if flat.flags.writeable else flat.copy()
+    return flat.reshape(len(arr), width)
+
+
+def _scalar(arr: pa.Array, dtype: Any) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    out = arr.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    return out if out.flags.writeable else out.copy()
