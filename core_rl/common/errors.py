@@ -30,3 +30,18 @@ class TrackingError(DeepRLError, RuntimeError):
 
 class CheckpointError(DeepRLError, RuntimeError):
     """A checkpoint is missing, unreadable, or belongs to another algorithm."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run; ``exit_code`` is the shell's 128 + signal number (130, 143)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        self.signal_name = signal.Signals(self.signum).name
+        super().__init__(self.signal_name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -1,0 +1,279 @@
+"""One MLflow run lifecycle for every part of the suite: :func:`tracked_run`.
+
+Training (``deeprl train``), the recommender's pipelines, the tuner's studies, the experiments and
+the benchmarks all record into MLflow the same way::
+
+    with tracked_run("deeprl", run_name="ppo-CartPole-v1-s0", params=cfg,
+                     resume_hint="deeprl train --algo ppo --resume {run_id}") as run:
+        agent.tracker = run.tracker
+        run.on_stop(lambda: upload_checkpoint(run))   # keep the weights whatever ends the run
+        agent.learn(steps)
+
+The context manager owns the run's status, so that no way of ending leaves a run RUNNING:
+
+* the block returns → ``FINISHED``;
+* the block raises → the ``on_stop`` callbacks run, a ``failure`` tag records the exception, the run
+  ends ``FAILED`` and the exception propagates;
+* Ctrl-C (SIGINT) or SIGTERM → the callbacks run, the run ends ``KILLED`` with everything it logged,
+  and one line on stderr gives the run id and the exact command that resumes it; the
+  :class:`~core_rl.common.errors.RunInterrupted` then propagates (the CLI exits 130 or 143).
+
+While a run is open in the main thread, SIGINT and SIGTERM are caught. Loops that can stop cleanly
+between iterations (``Agent.learn``) enter :func:`graceful_stop`: the first signal then only asks
+them to stop at the end of the current iteration, so the final checkpoint and the metric history
+agree; a second signal interrupts at once. Elsewhere the first signal interrupts at once.
+
+The store itself: by default one git-ignored data folder (``.deeprl/`` in the working directory, or
+``$DEEPRL_HOME``) holds MLflow's SQLite backend ``mlflow.db``, its artifacts in ``artifacts/`` and
+Optuna's ``optuna.db``; ``tracking_uri`` or ``$MLFLOW_TRACKING_URI`` point anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlparse
+
+from core_rl.common.errors import RunInterrupted, TrackingError
+from core_rl.common.tracking import MLflowTracker, flatten
+
+# ---- the store ---------------------------------------------------------------------------------
+
+
+def data_dir() -> Path:
+    """The one folder that holds every embedded store (created on first use)."""
+    return Path(os.environ.get("DEEPRL_HOME", Path.cwd() / ".deeprl")).resolve()
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the SQLite store in :func:`data_dir`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir() / 'mlflow.db'}"
+
+
+def _check_local_writable(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise TrackingError(f"{what} '{path}' is not writable: {exc.strerror or exc}") from None
+
+
+def setup_tracking(tracking_uri: str | None = None) -> str:
+    """Point MLflow at ``tracking_uri`` (or the default) and check that it can be written."""
+    import mlflow
+
+    uri = tracking_uri or default_tracking_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        if db is None:
+            raise TrackingError(f"tracking URI '{uri}' must look like sqlite:///path/to/file.db")
+        _check_local_writable(db.parent, "tracking store folder")
+        try:
+            sqlite3.connect(db).close()
+        except sqlite3.Error as exc:
+            raise TrackingError(f"tracking store '{db}' cannot be opened: {exc}") from None
+    elif parsed.scheme in ("", "file"):
+        _check_local_writable(Path(parsed.path or uri), "tracking folder")
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.tracking.MlflowClient().search_experiments(max_results=1)
+    except Exception as exc:  # server down, bad credentials, unreadable DB, ...
+        raise TrackingError(f"tracking store '{uri}' cannot be used: {str(exc).splitlines()[0][:300]}") from None
+    return uri
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where new experiments keep artifacts: beside an embedded SQLite store, else the server's default."""
+    if tracking_uri.startswith("sqlite:///"):
+        root = Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts"
+        root.mkdir(parents=True, exist_ok=True)
+        return root.as_uri()
+    return None
+
+
+def get_experiment_id(name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created (with artifacts beside an embedded store) if new."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = artifact_root(tracking_uri)
+    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+
+# ---- signals -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _SignalState:
+    installed: int = 0                     # nesting depth of tracked_run in the main thread
+    graceful: int = 0                      # nesting depth of graceful_stop
+    requested: int | None = None           # the signal a graceful loop has been asked to stop for
+    previous: dict[int, Any] = field(default_factory=dict)
+
+
+_SIGNALS = _SignalState()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if _SIGNALS.graceful > 0 and _SIGNALS.requested is None:
+        _SIGNALS.requested = signum        # stop at the end of the current iteration
+        print(f"\n{signal.Signals(signum).name} received: stopping after the current iteration "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        return
+    raise RunInterrupted(signum)
+
+
+def _install_handlers() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if _SIGNALS.installed == 0:
+        _SIGNALS.requested = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            _SIGNALS.previous[sig] = signal.signal(sig, _on_signal)
+    _SIGNALS.installed += 1
+    return True
+
+
+def _restore_handlers() -> None:
+    _SIGNALS.installed -= 1
+    if _SIGNALS.installed == 0:
+        for sig, handler in _SIGNALS.previous.items():
+            signal.signal(sig, handler)
+        _SIGNALS.previous.clear()
+        _SIGNALS.requested = None
+
+
+@contextmanager
+def graceful_stop() -> Iterator[None]:
+    """Inside this block, the first SIGINT/SIGTERM only sets a flag (see :func:`check_stop`)."""
+    _SIGNALS.graceful += 1
+    try:
+        yield
+    finally:
+        _SIGNALS.graceful -= 1
+
+
+def check_stop() -> None:
+    """Raise :class:`RunInterrupted` if a signal asked the running loop to stop (called between iterations)."""
+    if _SIGNALS.requested is not None:
+        signum, _SIGNALS.requested = _SIGNALS.requested, None
+        raise RunInterrupted(signum)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrackedRun:
+    """The open run: its ids, an MLflow client, and a :class:`MLflowTracker` for agents."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    client: Any
+    tracker: MLflowTracker
+    _on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (errors are reported, not raised) before the run ends FAILED or KILLED."""
+        self._on_stop.append(callback)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.tracker.log_params(params)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v)[:5000])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.tracker.log_metrics(metrics, step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, obj: Any, name: str, artifact_path: str | None = None) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / name
+            p.write_text(json.dumps(obj, indent=2, default=str))
+            self.log_artifact(p, artifact_path)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        self.tracker.log_figure(figure, name)
+
+
+def _format_hint(hint: str | None, run_id: str) -> str:
+    return hint.format(run_id=run_id) if hint else ""
+
+
+@contextmanager
+def tracked_run(experiment: str = "deeprl", *, run_name: str | None = None, tracking_uri: str | None = None,
+                tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+                resume_run_id: str | None = None, resume_hint: str | None = None,
+                nested: bool = False) -> Iterator[TrackedRun]:
+    """Open (or, with ``resume_run_id``, reopen) one MLflow run and own its final status.
+
+    ``resume_hint`` is the command that continues the run, with ``{run_id}`` filled in; it is
+    printed when a signal stops the run. Validate every input *before* entering: a run is created
+    on entry, and a bad input should create none.
+    """
+    import mlflow
+
+    uri = setup_tracking(tracking_uri)
+    client = mlflow.tracking.MlflowClient()
+    if resume_run_id is not None:
+        try:
+            experiment_id = client.get_run(resume_run_id).info.experiment_id
+        except Exception:
+            raise TrackingError(f"no run '{resume_run_id}' in the tracking store {uri}") from None
+        active = mlflow.start_run(run_id=resume_run_id, nested=nested)
+    else:
+        experiment_id = get_experiment_id(experiment, uri)
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested)
+    run_id = active.info.run_id
+    run = TrackedRun(run_id, experiment_id, uri, client, MLflowTracker(run_id, client))
+    handlers = _install_handlers()
+    try:
+        if tags:
+            run.set_tags(tags)
+        if params:
+            run.log_params(params)
+        yield run
+    except BaseException as exc:
+        for callback in run._on_stop:
+            try:
+                callback()
+            except Exception as cb_exc:  # keep ending the run: the record matters more
+                print(f"warning: while stopping run {run_id}: {type(cb_exc).__name__}: {cb_exc}", file=sys.stderr)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        reason = (exc.signal_name if isinstance(exc, RunInterrupted) else "SIGINT") if interrupted \
+            else f"{type(exc).__name__}: {exc}"
+        try:
+            client.set_tag(run_id, "failure", reason[:5000])
+        except Exception:
+            pass
+        mlflow.end_run("KILLED" if interrupted else "FAILED")
+        if interrupted:
+            hint = _format_hint(resume_hint, run_id)
+            print(f"run {run_id} stopped by {reason} and marked KILLED with what it logged"
+                  + (f"; resume with: {hint}" if hint else ""), file=sys.stderr, flush=True)
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if handlers:
+            _restore_handlers()
