@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["demo"])
     p.add_argument("--steps", type=int, default=None)
     _add_tracking(p)
-    from recsys.pipeline import add_recsys_parser  # deeprl recsys simulate-logs | ingest | train | evaluate
+    from recsys.cli import add_recsys_parser  # deeprl recsys simulate-logs | ingest | train | evaluate
     add_recsys_parser(sub)
     from autotune.cli import add_tune_parser  # deeprl tune compare | run
     add_tune_parser(sub)
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     quiet_libraries()
-    from recsys.pipeline import cmd_recsys
+    from recsys.cli import cmd_recsys
     from autotune.cli import cmd_tune
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "pipeline": cmd_pipeline,

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.tracking import data_dir, setup_tracking
+from core_rl.common.runs import data_dir, setup_tracking
 
 DEMO_ENV = "recsys/InterestEvolution-v0"
 DEMO_ENV_CONFIG = {"num_candidates": 10, "horizon": 50}

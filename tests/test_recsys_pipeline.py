@@ -128,3 +128,32 @@ def test_baselines_train_from_logs_and_serve(capsys, tracking_uri, tmp_path, alg
     if algo == "popularity":  # popularity by document id cannot rank candidates without their ids
         with pytest.raises(Exception, match="needs candidate doc ids"):
             model.predict(frame[["user_features", "candidate_features"]])
+
+
+def _recsys_run_count(tracking_uri):
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.tracking.MlflowClient()
+    exp = client.get_experiment_by_name("recsys")
+    return 0 if exp is None else len(client.search_runs([exp.experiment_id]))
+
+
+def test_bad_input_creates_no_run(capsys, tracking_uri, tmp_path):
+    logs = tmp_path / "logs.parquet"
+    assert run_cli(capsys, "recsys", "simulate-logs", *ENV_SET, "--sessions", "20", "--num-envs", "20",
+                   "--out", str(logs), "--no-oracle", "--tracking-uri", tracking_uri)[0] == 0
+    before = _recsys_run_count(tracking_uri)
+    assert before == 1
+    bad_commands = [
+        (["train", "--logs", str(logs), "--algo", "nope"], "unknown recsys algorithm 'nope'"),
+        (["train", "--logs", str(tmp_path / "missing.parquet"), "--algo", "bc"], "does not exist"),
+        (["train", "--logs", str(logs), "--algo", "bc", "--set", "wrong_field=1"], "wrong_field"),
+        (["train", "--logs", str(logs), "--algo", "popularity", "--set", "wrong_field=1"], "wrong_field"),
+        (["train", "--env", "recsys/Nope-v0", "--algo", "slateq"], "unknown recommender simulator"),
+        (["ingest", "--logs", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o.parquet")],
+         "does not exist"),
+        (["evaluate", "--run", "0123456789abcdef", "--logs", str(logs)], "no run '0123456789abcdef'"),
+    ]
+    for argv, message in bad_commands:
+        code, _, err = run_cli(capsys, "recsys", *argv, "--tracking-uri", tracking_uri)
+        assert code == 2 and message in err, (argv, err)
+        assert _recsys_run_count(tracking_uri) == before, argv
