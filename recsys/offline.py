@@ -20,19 +20,21 @@ by its mode, the top-K scores.
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any, Mapping
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core_rl.common.config import parse_config
 from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.common.tracking import NullTracker, Tracker
-from pydantic import BaseModel, ConfigDict
 from recsys.choice_model import enumerate_slates, slate_q, slate_q_table
 from recsys.logs import PropensityModel
 from recsys.policies import ObsLayout, ScoredTopKPolicy
 from recsys.slateq import OfflineSlateQ, SlateQConfig, SlateQLearner, SlateTransitions
+from recsys.training import fit_offline, row_batches
 
 
 class CQLConfig(SlateQConfig):
@@ -49,8 +51,6 @@ def conservative_penalty(batch: SlateTransitions, learner: SlateQLearner, alpha:
     with torch.no_grad():
         logits, none = learner.choice.logits(batch.user, batch.docs)
     item_q = learner.q_net(batch.user, batch.docs)
-    import math
-
     if math.comb(c, k) <= max_slates:
         table = enumerate_slates(c, k)
         all_q = slate_q_table(logits, none, item_q, table)                     # [B, S]
@@ -111,32 +111,27 @@ class BehaviorCloning:
         self.nll: float | None = None
 
     def fit(self, reader: Any, epochs: int | None = None) -> "BehaviorCloning":
+        """Maximum likelihood of the logged slates by :func:`~recsys.training.fit_offline`; ``nll`` is the
+        last epoch's mean negative log-likelihood per slate."""
         cfg = self.config
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        step = 0
-        for epoch in range(epochs or cfg.epochs):
-            source = reader.chunks(shuffle=True, seed=cfg.seed + epoch) if hasattr(reader, "chunks") else reader
-            total, count = 0.0, 0
-            for chunk in source:
-                perm = torch.randperm(len(chunk), generator=gen)
-                for start in range(0, len(chunk), cfg.batch_size):
-                    rows = perm[start:start + cfg.batch_size]
-                    loss = -self.model.log_prob(chunk.user[rows], chunk.docs[rows], chunk.slate[rows]).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(rows)
-                    count += len(rows)
-                    step += 1
-            self.nll = total / max(count, 1)
-            self.tracker.log_metrics({"bc_nll": self.nll, "epoch": float(epoch)}, step)
-            self.history.append({"step": float(step), "bc_nll": self.nll})
+
+        def batches(chunk: Any, generator: torch.Generator) -> Any:
+            for rows in row_batches(chunk, generator, cfg.batch_size):
+                yield chunk.user[rows], chunk.docs[rows], chunk.slate[rows]
+
+        def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
+            loss = -self.model.log_prob(*batch).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"bc_nll": float(loss.detach())}
+
+        fit_offline(reader, epochs or cfg.epochs, cfg.seed, batches, step, self.tracker, self.history)
+        self.nll = self.history[-1]["bc_nll"] if self.history else None
         return self
 
     def as_policy(self) -> ScoredTopKPolicy:
-        import copy
-
         pol = ScoredTopKPolicy(self.layout.num_candidates, self.slate_size, copy.deepcopy(self.model.score).eval(),
                                label="bc")
         pol.layout = self.layout

@@ -19,32 +19,37 @@ as in RecSim's implementation. The choice model :math:`P(i|s,A)` is the simulato
 observed interest, ``choice_model="simulator"``, what the paper assumes known) or a conditional-logit
 network fitted to the clicks in the replay (``"learned"``).
 
-:class:`SlateQ` is a core_rl agent on the DQN machinery (replay buffer, target network with
-periodic/Polyak updates, ε-greedy schedule, Huber/MSE loss, gradient clipping, checkpoints) that
-steps the slate simulators (``deeprl train --algo slateq --env recsys/InterestEvolution-v0``);
-:class:`OfflineSlateQ` runs the same updates over logged transitions; :class:`SlateQPolicy` is the
-trained policy (the slate maximising Q(s, A)), servable from features.
+:class:`SlateQ` is a core_rl off-policy agent (:class:`~core_rl.common.off_policy.OffPolicyAgent`:
+its collect-and-train loop, replay buffer, checkpoints) with SlateQ's hooks — slate actions, a replay
+that keeps each served slate beside the user's response (the clicked position), ε-greedy over
+slates, the item-wise update of :class:`SlateQLearner` with a target network (periodic/Polyak
+updates, Huber/MSE loss, gradient clipping, optional prioritized replay) — and steps the slate
+simulators (``deeprl train --algo slateq --env recsys/InterestEvolution-v0``); :class:`OfflineSlateQ`
+runs the same updates over logged transitions (:func:`recsys.training.fit_offline`, the loop shared
+with top-K REINFORCE and behaviour cloning); :class:`SlateQPolicy` is the trained policy (the slate
+maximising Q(s, A)), servable from features.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv, VectorWrapper
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
+from core_rl.common.config import parse_config
 from core_rl.common.errors import ConfigError
-from core_rl.common.off_policy import polyak_update
+from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
-from core_rl.common.replay import ReplayBuffer
+from core_rl.common.replay import ReplayBuffer, ReplaySample
+from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.common.tracking import NullTracker, Tracker
-from core_rl.q_learning.dqn import DQN, DQNConfig
 from recsys.choice_model import (
     ItemScorer,
     LearnedChoiceModel,
@@ -53,12 +58,13 @@ from recsys.choice_model import (
     slate_q,
 )
 from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy
+from recsys.training import fit_offline, row_batches
 
 SlateOpt = Literal["lp", "enumerate", "topk", "greedy"]
 
 
 # ---- configuration ------------------------------------------------------------------------------------
-class SlateQConfig(DQNConfig):
+class SlateQConfig(OffPolicyConfig):
     n_envs: int = Field(16, ge=1, description="Users simulated in parallel.")
     lr: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(128, ge=1)
@@ -68,10 +74,23 @@ class SlateQConfig(DQNConfig):
     gradient_steps: int = Field(1, ge=0)
     target_update_interval: int = Field(200, ge=1)
     gamma: float = Field(0.9, gt=0.0, le=1.0)
-    loss: Literal["huber", "mse"] = "mse"
+    n_step: int = Field(1, ge=1, le=1, description="SlateQ's item-wise decomposition is of one-step targets.")
+    tau: float = Field(1.0, gt=0.0, le=1.0, description="1.0: periodic hard copy φ' ← φ; < 1: Polyak averaging.")
     max_grad_norm: float | None = Field(10.0, gt=0.0)
-    exploration_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    hidden_sizes: tuple[int, ...] = Field((64, 64), description="Widths of the item network Q̄(s, i).")
+    activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    loss: Literal["huber", "mse"] = Field("mse", description="Loss on the clicked item's TD error.")
+    huber_delta: float = Field(1.0, gt=0.0)
+    double_q: bool = Field(False, description="The online network picks the target's slate, the target evaluates.")
+    exploration_fraction: float = Field(0.3, ge=0.0, le=1.0,
+                                        description="Fraction of training over which ε decays linearly.")
+    exploration_initial_eps: float = Field(1.0, ge=0.0, le=1.0)
     exploration_final_eps: float = Field(0.05, ge=0.0, le=1.0)
+    prioritized: bool = Field(False, description="Prioritized replay, P(i) ∝ (|δ_i| + ε)^α.")
+    prioritized_alpha: float = Field(0.6, ge=0.0)
+    prioritized_beta: float = Field(0.4, ge=0.0, le=1.0, description="Initial β, annealed linearly to 1.")
+    prioritized_eps: float = Field(1e-6, gt=0.0)
     target: Literal["q_learning", "sarsa"] = Field(
         "q_learning", description="TD target: max over next slates (Q-learning) or the next served slate (SARSA).")
     slate_optimizer: SlateOpt = Field("lp", description="How the greedy slate is chosen when acting.")
@@ -81,16 +100,6 @@ class SlateQConfig(DQNConfig):
         "simulator", description="P(i|s,A): the simulator's model read from the observation, or learned from clicks.")
     choice_lr: float = Field(1e-3, gt=0.0, description="Learning rate of the learned choice model.")
     reward_scale: float = Field(1.0, gt=0.0, description="Engagement is multiplied by this before the TD target.")
-
-    @model_validator(mode="after")
-    def _slateq_check(self) -> "SlateQConfig":
-        if self.n_step != 1:
-            raise ValueError("SlateQ decomposes one-step targets: n_step must be 1")
-        if self.dueling:
-            raise ValueError("SlateQ's item network has no dueling head (dueling must be False)")
-        if self.exploration != "epsilon":
-            raise ValueError("SlateQ explores ε-greedily over slates (exploration must be 'epsilon')")
-        return self
 
 
 # ---- networks and the shared learner ----------------------------------------------------------------
@@ -149,10 +158,6 @@ class SlateQLearner:
         if isinstance(self.choice, nn.Module):
             self.choice.to(self.device)
         self.updates = 0
-
-    def choice_logits(self, user: torch.Tensor, docs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            return self.choice.logits(user, docs)
 
     def greedy(self, user: torch.Tensor, docs: torch.Tensor, method: str | None = None) -> torch.Tensor:
         """argmax_A Σ P(i|s,A) Q̄_φ(s,i): ``[N, K]``."""
@@ -295,19 +300,28 @@ class SlateQPolicy(SlatePolicy):
 
 
 # ---- the online agent -----------------------------------------------------------------------------
-class FlatSlateObs(VectorWrapper):
-    """Dict observations ``{"user", "doc"}`` as one flat Box ``[U + C·F]`` (and the same for ``final_obs``)."""
+class SlateResponses(VectorWrapper):
+    """The slate env as SlateQ sees it: dict observations ``{"user", "doc"}`` as one flat Box ``[U + C·F]``
+    (and the same for ``final_obs``), and the user's response to the last slate kept as
+    :attr:`last_choice` (the clicked position per user, K = no click) for the replay."""
 
     def __init__(self, env: VectorEnv):
         super().__init__(env)
         space = env.single_observation_space
-        u, (c, f) = space["user"].shape[0], space["doc"].shape
-        self.layout = ObsLayout(int(u), int(c), int(f))
-        dim = self.layout.user_dim + c * f
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+        self.flatten = isinstance(space, gym.spaces.Dict)
+        if self.flatten:
+            u, (c, f) = space["user"].shape[0], space["doc"].shape
+            self.layout = ObsLayout(int(u), int(c), int(f))
+            dim = self.layout.user_dim + c * f
+            self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+            self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+        else:
+            self.layout = ObsLayout.from_env(env)
+        self.last_choice = np.full(env.num_envs, int(env.single_action_space.shape[0]), dtype=np.int64)
 
-    def observations(self, observations: Any) -> np.ndarray:
+    def observations(self, observations: Any) -> Any:
+        if not self.flatten:
+            return observations
         user = np.asarray(observations["user"], dtype=np.float32)
         doc = np.asarray(observations["doc"], dtype=np.float32)
         return np.concatenate([user, doc.reshape(doc.shape[0], -1)], axis=1)
@@ -319,14 +333,42 @@ class FlatSlateObs(VectorWrapper):
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        if "final_obs" in info and isinstance(info["final_obs"], Mapping):
+        self.last_choice = np.asarray(info["choice"], dtype=np.int64).reshape(-1)
+        if self.flatten and "final_obs" in info and isinstance(info["final_obs"], Mapping):
             info = dict(info)
             info["final_obs"] = self.observations(info["final_obs"])
         return self.observations(obs), reward, terminated, truncated, info
 
 
-class SlateQ(DQN):
-    """SlateQ over a slate vector env (``SlateQ("recsys/InterestEvolution-v0").learn(steps)``)."""
+class _StoresResponses:
+    """Replay mixin: each stored action row is the served slate ``[K]`` followed by the response the
+    env reported for that step (``response()``, the clicked position), ``[K + 1]`` in all."""
+
+    response: Callable[[], np.ndarray]
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+            terminated: np.ndarray, truncated: np.ndarray) -> None:
+        slates = np.asarray(actions).reshape(len(rewards), -1)
+        stored = np.concatenate([slates, self.response().reshape(-1, 1)], axis=1)
+        super().add(obs, stored, rewards, next_obs, terminated, truncated)  # type: ignore[misc]
+
+
+class SlateReplayBuffer(_StoresResponses, ReplayBuffer):
+    """Uniform replay of (slate, response) transitions."""
+
+
+class PrioritizedSlateReplayBuffer(_StoresResponses, PrioritizedReplayBuffer):
+    """Prioritized replay of (slate, response) transitions."""
+
+
+class SlateQ(OffPolicyAgent):
+    """SlateQ over a slate vector env (``SlateQ("recsys/InterestEvolution-v0").learn(steps)``).
+
+    The :class:`OffPolicyAgent` loop with SlateQ's hooks: :meth:`_wrap_env` (flat observations, the
+    user's response kept), :meth:`_build_networks` (the :class:`SlateQLearner` and a replay of slates
+    beside responses), :meth:`_random_actions` / :meth:`_explore` (uniform and ε-greedy slates) and
+    :meth:`train_step` (the item-wise update on a replayed batch).
+    """
 
     name = "slateq"
     config: SlateQConfig
@@ -338,23 +380,11 @@ class SlateQ(DQN):
         super().__init__(env, config, tracker or NullTracker(), **overrides)
 
     def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        if isinstance(env.single_observation_space, gym.spaces.Dict):
-            return FlatSlateObs(env)
-        return env
-
-    def _layout(self) -> ObsLayout:
-        if isinstance(self.env, FlatSlateObs):
-            return self.env.layout
-        return ObsLayout.from_env(self.env)
-
-    def _build(self) -> None:
-        # OffPolicyAgent._build would allocate a replay of the wrong action shape first: skip it
-        self.gradient_updates = 0
-        self._build_networks()
+        return SlateResponses(env)
 
     def _build_networks(self) -> None:
         cfg = self.config
-        self.layout = self._layout()
+        self.layout = self.env.layout
         self.slate_size = int(self.action_space.shape[0])
         env_config = getattr(self.env.unwrapped, "config", None)
         self.learner = SlateQLearner(self.layout, self.slate_size, cfg, env_config, self.device)
@@ -362,14 +392,34 @@ class SlateQ(DQN):
         if self.learner.choice_optimizer is not None:
             self.choice_net = self.learner.choice
             self.choice_optimizer = self.learner.choice_optimizer
-        obs_dim = self.layout.user_dim + self.layout.num_candidates * self.layout.doc_dim
-        # the replay stores the slate and the clicked position side by side: actions [K + 1]
-        self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, (obs_dim,), (self.slate_size + 1,),
-                                   action_dtype=torch.long, n_step=1, gamma=cfg.gamma, seed=cfg.seed,
-                                   device=self.device)
+        # the replay keeps the slate and the clicked position side by side: actions [K + 1]
+        base = self.replay
+        replay = SlateReplayBuffer(base.size_per_env * base.n_envs, self.n_envs, tuple(base.obs.shape[2:]),
+                                   (self.slate_size + 1,), action_dtype=torch.long, n_step=1, gamma=cfg.gamma,
+                                   seed=cfg.seed, device=self.device)
         if cfg.prioritized:
-            self.replay = PrioritizedReplayBuffer.like(self.replay, alpha=cfg.prioritized_alpha,
+            replay = PrioritizedSlateReplayBuffer.like(replay, alpha=cfg.prioritized_alpha,
                                                        beta=cfg.prioritized_beta, eps=cfg.prioritized_eps)
+        replay.response = lambda: self.env.last_choice
+        self.replay = replay
+
+    # ---- schedules -------------------------------------------------------------------------------
+    def learn(self, total_steps: int, **kwargs: Any) -> "SlateQ":  # type: ignore[override]
+        """As :meth:`Agent.learn`; the ε and β schedules run over the steps of the first call."""
+        self._target_steps = max(getattr(self, "_target_steps", 0) or 0, self.num_timesteps + int(total_steps))
+        return super().learn(total_steps, **kwargs)  # type: ignore[return-value]
+
+    def _progress(self) -> float:
+        total = getattr(self, "_target_steps", None)
+        return min(1.0, self.num_timesteps / total) if total else 1.0
+
+    @property
+    def epsilon(self) -> float:
+        """ε decays linearly from ``exploration_initial_eps`` to ``exploration_final_eps``."""
+        cfg = self.config
+        frac = cfg.exploration_fraction
+        ramp = 1.0 if frac == 0 else min(1.0, self._progress() / frac)
+        return cfg.exploration_initial_eps + (cfg.exploration_final_eps - cfg.exploration_initial_eps) * ramp
 
     # ---- acting --------------------------------------------------------------------------------
     def _split(self, obs: torch.Tensor) -> SlateObs:
@@ -395,67 +445,33 @@ class SlateQ(DQN):
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.greedy_slates(obs) if deterministic else self._explore(obs)
 
-    # ---- collecting and learning ------------------------------------------------------------------
+    # ---- learning ----------------------------------------------------------------------------------
     def _iterate(self) -> dict[str, float]:
-        cfg = self.config
         if isinstance(self.replay, PrioritizedReplayBuffer):
-            beta0 = cfg.prioritized_beta
+            beta0 = self.config.prioritized_beta
             self.replay.beta = beta0 + (1.0 - beta0) * self._progress()
-        for _ in range(cfg.train_freq):
-            if self.num_timesteps < cfg.learning_starts:
-                slates = self._random_actions()
-            else:
-                with torch.no_grad():
-                    slates = self._explore(self._obs_tensor(self._obs)).numpy()
-            next_obs, rewards, terminated, truncated, info = self.env.step(slates)
-            dones = terminated | truncated
-            real_next = next_obs
-            if dones.any():
-                real_next = next_obs.copy()
-                idx = np.flatnonzero(dones)
-                real_next[idx] = np.asarray(info["final_obs"])[idx]
-            stored = np.concatenate([slates, np.asarray(info["choice"]).reshape(-1, 1)], axis=1)
-            self.replay.add(self._obs, stored, rewards, real_next, terminated, truncated)
-            self._track_episodes(rewards, dones)
-            self._obs = next_obs
-            self.num_timesteps += self.n_envs
-        metrics: dict[str, Any] = {}
-        if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
-            for _ in range(cfg.gradient_steps):
-                batch = self.sample(cfg.batch_size)
-                metrics, td_error = self.learner.step(batch)
-                if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:
-                    self.replay.update_priorities(batch.indices, td_error)
-                self.gradient_updates += 1
-        metrics["gradient_updates"] = float(self.gradient_updates)
+        metrics = super()._iterate()
         metrics["epsilon"] = self.epsilon
         return metrics
 
-    def sample(self, batch_size: int) -> SlateTransitions:
-        """A replay minibatch, with the next served slate (for SARSA) where it is known."""
-        t, env = self.replay.sample_indices(batch_size) if not isinstance(self.replay, PrioritizedReplayBuffer) \
-            else (None, None)
-        if t is None:
-            raw = self.replay.sample(batch_size)
-            flat = raw.indices
-            t, env = flat // self.n_envs, flat % self.n_envs
-        else:
-            raw = self.replay.gather(t, env)
+    def transitions(self, batch: ReplaySample) -> SlateTransitions:
+        """A replayed batch as :class:`SlateTransitions`, with the next served slate (for SARSA) where known."""
         k = self.slate_size
+        t, env = batch.indices // self.n_envs, batch.indices % self.n_envs
         size = self.replay.size_per_env
-        nt = (t + 1) % size
-        newest = (self.replay.pos - 1) % size
-        has_next = (self.replay.episode_end[t, env] == 0) & (t != newest)
-        next_slate = self.replay.actions[nt, env][:, :k].to(self.device)
-        o, no = self._split(raw.obs), self._split(raw.next_obs)
+        has_next = (self.replay.episode_end[t, env] == 0) & (t != (self.replay.pos - 1) % size)
+        next_slate = self.replay.actions[(t + 1) % size, env][:, :k].to(self.device)
+        o, no = self._split(batch.obs), self._split(batch.next_obs)
         valid = None
         if self.config.target == "sarsa":
-            valid = (has_next | (raw.dones > 0).cpu()).to(self.device)
-        return SlateTransitions(o.user, o.docs, raw.actions[:, :k], raw.actions[:, k], raw.rewards,
-                                no.user, no.docs, raw.dones, next_slate, valid, raw.weights, raw.indices)
+            valid = (has_next | (batch.dones > 0).cpu()).to(self.device)
+        return SlateTransitions(o.user, o.docs, batch.actions[:, :k], batch.actions[:, k], batch.rewards,
+                                no.user, no.docs, batch.dones, next_slate, valid, batch.weights, batch.indices)
 
-    def train_step(self, batch: Any) -> dict[str, float]:  # the core's hook, kept for API symmetry
-        metrics, _ = self.learner.step(batch)
+    def train_step(self, batch: ReplaySample) -> dict[str, float]:
+        metrics, td_error = self.learner.step(self.transitions(batch))
+        if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:
+            self.replay.update_priorities(batch.indices, td_error)
         return metrics
 
     def as_policy(self, method: str | None = None) -> SlateQPolicy:
@@ -490,9 +506,6 @@ class OfflineSlateQ:
 
     def __init__(self, layout: ObsLayout, slate_size: int, config: SlateQConfig | Mapping[str, Any] | None = None,
                  env_config: Any | None = None, tracker: Tracker | None = None, **overrides: Any):
-        from core_rl.common.config import parse_config
-        from core_rl.common.seeding import configure_torch, set_seed
-
         defaults = {"choice_model": "learned" if env_config is None else "simulator"}
         base = dict(defaults)
         if isinstance(config, Mapping):
@@ -513,32 +526,20 @@ class OfflineSlateQ:
         return None
 
     def fit(self, reader: Any, epochs: int = 5, log_every: int = 200) -> "OfflineSlateQ":
-        """``epochs`` passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks); metrics
-        go to the tracker every ``log_every`` gradient steps and, averaged, at the end of every epoch."""
-        cfg = self.config
-        gen = torch.Generator().manual_seed(cfg.seed)
-        step = 0
-        for epoch in range(epochs):
-            totals: dict[str, float] = {}
-            count = 0
-            source = reader.chunks(shuffle=True, seed=cfg.seed + epoch) if hasattr(reader, "chunks") else reader
-            for chunk in source:
-                trans = chunk_transitions(chunk)
-                perm = torch.randperm(len(chunk), generator=gen)
-                for start in range(0, len(chunk), cfg.batch_size):
-                    rows = perm[start:start + cfg.batch_size]
-                    metrics, _ = self.learner.step(index_transitions(trans, rows), self.extra_loss())
-                    step += 1
-                    count += 1
-                    for key, v in metrics.items():
-                        if v == v:  # not nan
-                            totals[key] = totals.get(key, 0.0) + v
-                    if step % log_every == 0:
-                        self.tracker.log_metrics(metrics, step)
-            if count:
-                mean = {key: v / count for key, v in totals.items()}
-                self.tracker.log_metrics({**mean, "epoch": float(epoch)}, step)
-                self.history.append({"step": float(step), "epoch": float(epoch), **mean})
+        """``epochs`` passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks), by
+        :func:`~recsys.training.fit_offline`: metrics go to the tracker every ``log_every`` gradient
+        steps and, averaged, at the end of every epoch."""
+        extra = self.extra_loss()
+
+        def batches(chunk: Any, generator: torch.Generator) -> Any:
+            trans = chunk_transitions(chunk)
+            for rows in row_batches(chunk, generator, self.config.batch_size):
+                yield index_transitions(trans, rows)
+
+        def step(batch: SlateTransitions) -> dict[str, float]:
+            return self.learner.step(batch, extra)[0]
+
+        fit_offline(reader, epochs, self.config.seed, batches, step, self.tracker, self.history, log_every)
         return self
 
     def as_policy(self, method: str | None = None) -> SlateQPolicy:
@@ -548,4 +549,4 @@ class OfflineSlateQ:
 
 
 __all__ = ["SlateQ", "SlateQConfig", "SlateQLearner", "SlateQPolicy", "ItemQNetwork", "SlateTransitions",
-           "FlatSlateObs", "OfflineSlateQ", "chunk_transitions", "index_transitions", "build_choice_model"]
+           "SlateResponses", "SlateReplayBuffer", "PrioritizedSlateReplayBuffer", "OfflineSlateQ", "chunk_transitions", "index_transitions", "build_choice_model"]

@@ -35,12 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from core_rl.common.config import parse_config
+from core_rl.common.distributions import plackett_luce_log_prob, plackett_luce_table_log_prob
+from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ACTIVATIONS, mlp
 from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.common.tracking import NullTracker, Tracker
-from core_rl.common.distributions import plackett_luce_log_prob, plackett_luce_table_log_prob
 from recsys.choice_model import enumerate_slates, pair_features
 from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy, as_slate_obs
+from recsys.training import fit_offline
 
 
 class TopKReinforceConfig(BaseModel):
@@ -195,8 +197,6 @@ class TopKReinforce:
         beta = None
         if cfg.beta == "logged":
             if chunk.position_propensity is None or bool(torch.isnan(chunk.position_propensity).any()):
-                from core_rl.common.errors import ConfigError
-
                 raise ConfigError("beta='logged' needs per-position propensities in the logs; use beta='learned'")
             beta = chunk.position_propensity[r_idx, pos]
         return r_idx, item, ret, beta
@@ -227,44 +227,35 @@ class TopKReinforce:
                       "lambda_mean": float(lam.mean()), "entropy": float(ent.detach())}
 
     def fit(self, reader: Any, epochs: int | None = None, log_every: int = 50) -> "TopKReinforce":
-        """Passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks); metrics go to the
-        tracker every ``log_every`` gradient steps and, averaged, at the end of every epoch."""
+        """Passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks), by
+        :func:`~recsys.training.fit_offline`: metrics go to the tracker every ``log_every`` gradient
+        steps and, averaged, at the end of every epoch."""
         cfg = self.config
-        gen = torch.Generator().manual_seed(cfg.seed)
-        step = 0
-        for epoch in range(epochs or cfg.epochs):
-            totals: dict[str, float] = {}
-            count = 0
-            source = reader.chunks(shuffle=True, seed=cfg.seed + epoch) if hasattr(reader, "chunks") else reader
-            for chunk in source:
-                r_idx, item, ret, beta = self.events(chunk)
-                perm = torch.randperm(len(chunk), generator=gen)
-                per_row = max(1, len(r_idx) // max(len(chunk), 1))
-                # events of one row stay together: permute rows, then take their events
-                order = torch.argsort(torch.argsort(perm)[r_idx], stable=True)
-                r_idx, item, ret = r_idx[order], item[order], ret[order]
-                beta = None if beta is None else beta[order]
-                step_events = cfg.batch_size * per_row
-                for start in range(0, len(r_idx), step_events):
-                    sl = slice(start, start + step_events)
-                    rows = r_idx[sl]
-                    loss, metrics = self.loss(chunk.user[rows], chunk.docs[rows], item[sl], ret[sl],
-                                              None if beta is None else beta[sl])
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    step += 1
-                    count += 1
-                    for key, v in metrics.items():
-                        totals[key] = totals.get(key, 0.0) + v
-                    if step % log_every == 0:
-                        self.tracker.log_metrics(metrics, step)
-            if count:
-                mean = {key: v / count for key, v in totals.items()}
-                self.tracker.log_metrics({**mean, "epoch": float(epoch)}, step)
-                self.history.append({"step": float(step), "epoch": float(epoch), **mean})
+
+        def batches(chunk: Any, generator: torch.Generator) -> Any:
+            r_idx, item, ret, beta = self.events(chunk)
+            perm = torch.randperm(len(chunk), generator=generator)
+            per_row = max(1, len(r_idx) // max(len(chunk), 1))
+            # events of one row stay together: permute rows, then take their events
+            order = torch.argsort(torch.argsort(perm)[r_idx], stable=True)
+            r_idx, item, ret = r_idx[order], item[order], ret[order]
+            beta = None if beta is None else beta[order]
+            step_events = cfg.batch_size * per_row
+            for start in range(0, len(r_idx), step_events):
+                sl = slice(start, start + step_events)
+                rows = r_idx[sl]
+                yield chunk.user[rows], chunk.docs[rows], item[sl], ret[sl], None if beta is None else beta[sl]
+
+        def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+            loss, metrics = self.loss(*batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            return metrics
+
+        fit_offline(reader, epochs or cfg.epochs, cfg.seed, batches, step, self.tracker, self.history, log_every)
         return self
 
     def as_policy(self, sample: bool = False) -> TopKReinforcePolicy:

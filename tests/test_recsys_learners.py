@@ -182,3 +182,25 @@ def test_behaviour_cloning_recovers_the_logging_policy(tmp_path):
     agree = float((clone.sort(1).values == mode.sort(1).values).all(1).float().mean())
     print(f"BC NLL {bc.nll:.3f} (uniform {uniform:.3f}); agrees with the logging policy's mode on {agree:.1%}")
     assert agree > 0.8
+
+
+class _Payload:
+    """Any pickled object: loading it would run code chosen by whoever wrote the file."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_policy_file_with_a_pickled_object_is_refused(tmp_path):
+    from core_rl.common.errors import CheckpointError
+
+    policy = RandomPolicy(10, 2, seed=3)
+    path = save_policy(policy, tmp_path / "ok.pt", {"algo": "random"})
+    again = load_policy(path)  # plain values and tensors: loads with weights_only=True
+    assert isinstance(again, RandomPolicy) and again.spec() == policy.spec()
+    good = torch.load(path, weights_only=True)
+    torch.save({**good, "extra": {"algo": _Payload()}}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="not loaded"):
+        load_policy(tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="JSON-able"):
+        save_policy(policy, tmp_path / "bad.pt", {"algo": _Payload()})
