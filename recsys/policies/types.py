@@ -70,7 +70,7 @@ def as_slate_obs(obs: Any, layout: ObsLayout | None = None, info: Mapping[str, A
         return obs
     doc_ids = None
     if info is not None and "candidate_doc_id" in info:
-        doc_ids = torch.as_tensor(np.asarray(info["candidate_doc_id"]), dtype=torch.int64)
+        doc_ids = torch.as_tensor(np.array(info["candidate_doc_id"], dtype=np.int64))
     if isinstance(obs, Mapping):
         user, docs = _f32(obs["user"]), _f32(obs["doc"])
         if user.dim() == 1:
@@ -96,6 +96,11 @@ class SlateDecision:
 
     def numpy(self) -> np.ndarray:
         return self.slates.detach().cpu().numpy().astype(np.int64)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The slates as an array, so a decision can go straight to ``env.step``."""
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype)
 
 
 def random_ordered_slates(n: int, num_candidates: int, slate_size: int, generator: torch.Generator) -> torch.Tensor:

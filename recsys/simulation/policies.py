@@ -124,9 +124,7 @@ def rollout_engagement(env: Any, policy: Any, seed: int, episodes: int = 1) -> n
         total = np.zeros(env.num_envs)
         done = np.zeros(env.num_envs, dtype=bool)
         while not done.all():
-            decision = policy(obs, info)
-            slates = getattr(decision, "slates", decision)  # a SlatePolicy's SlateDecision, or the slates
-            obs, reward, terminated, truncated, info = env.step(np.asarray(slates))
+            obs, reward, terminated, truncated, info = env.step(policy(obs, info))
             total += np.where(done, 0.0, reward)
             done |= terminated | truncated
         totals.append(total)
