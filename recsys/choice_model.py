@@ -296,15 +296,10 @@ class SlateRewardModel(nn.Module):
         pred = self.engagement(user[rows], docs[rows]).gather(1, item.unsqueeze(1)).squeeze(1)
         return nll + (pred - engagement[rows]).pow(2).mean()
 
-    def expected(self, user: torch.Tensor, docs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
-        """r̂(s, A) for ``[N, K]`` slates, ``[N]``."""
-        logits, none = self.logits(user, docs)
-        probs = choice_probabilities(logits, none, slates)[:, :-1]
-        return (probs * self.engagement(user, docs).gather(1, slates)).sum(1)
-
 
 __all__ = [
-    "SLATE_METHODS", "enumerate_slates", "num_ordered_slates", "ordered_slate_index", "slot_item_indicator",
+    "SLATE_METHODS", "SlateMethod", "enumerate_slates",
+    "num_ordered_slates", "ordered_slate_index", "slot_item_indicator",
     "choice_probabilities", "slate_q", "slate_q_table", "optimize_slates", "ChoiceModel", "SimulatorChoiceModel",
     "ItemScorer", "LearnedChoiceModel", "SlateRewardModel", "pair_features",
 ]

@@ -1,19 +1,12 @@
-"""``deeprl recsys …``: simulate logs, ingest a user's logs, train a slate policy, evaluate it.
+"""The recommender pipeline as a library: simulate logs, ingest a user's logs, train a slate policy,
+evaluate it (the ``deeprl recsys …`` commands of :mod:`recsys.cli`).
 
-    deeprl recsys simulate-logs --env recsys/InterestEvolution-v0 --sessions 2000 --policy epsilon_popularity \\
-                                --epsilon 0.3 --out logs.parquet [--env-set num_candidates=10 ...]
-    deeprl recsys ingest   --logs raw.parquet --out clean.parquet [--strict] [--num-candidates C]
-    deeprl recsys train    --logs logs.parquet --algo topk_reinforce [--set k=v ...] [--online] [--register NAME]
-    deeprl recsys train    --env recsys/RecSimInterestEvolution-v0 --algo slateq --steps 200000   (online SlateQ)
-    deeprl recsys evaluate --model MODEL_URI | --run RUN_ID  [--logs logs.parquet] [--online | --env ID]
-
-Each command is one MLflow run (experiment ``recsys``, :func:`core_rl.common.runs.tracked_run`) with
-its parameters, metrics and plots:
-engagement curves (mean engagement at each session step), training curves, and the OPE estimates
-with bootstrap intervals beside the ground truth. ``train`` logs the policy as a pyfunc model
+Each step is one MLflow run (experiment ``recsys``, :func:`core_rl.common.runs.tracked_run`) with
+its parameters, metrics and plots: engagement curves (mean engagement at each session step),
+training curves, and the OPE estimates with bootstrap intervals beside the ground truth. ``train`` logs the policy as a pyfunc model
 (user state + candidates → slate, :mod:`recsys.serving`) and registers it in the model registry.
 Every input (algorithm, config fields, log file, simulator id, model) is validated before the run
-is created: a bad input creates no run. The command line is :mod:`recsys.cli`.
+is created: a bad input creates no run.
 """
 
 from __future__ import annotations

@@ -54,13 +54,13 @@ from recsys.choice_model import (
     ItemScorer,
     LearnedChoiceModel,
     SimulatorChoiceModel,
+    SlateMethod,
     optimize_slates,
     slate_q,
 )
 from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy
 from recsys.training import fit_offline, row_batches
 
-SlateOpt = Literal["lp", "enumerate", "topk", "greedy"]
 
 
 # ---- configuration ------------------------------------------------------------------------------------
@@ -93,8 +93,8 @@ class SlateQConfig(OffPolicyConfig):
     prioritized_eps: float = Field(1e-6, gt=0.0)
     target: Literal["q_learning", "sarsa"] = Field(
         "q_learning", description="TD target: max over next slates (Q-learning) or the next served slate (SARSA).")
-    slate_optimizer: SlateOpt = Field("lp", description="How the greedy slate is chosen when acting.")
-    target_optimizer: SlateOpt | None = Field(
+    slate_optimizer: SlateMethod = Field("lp", description="How the greedy slate is chosen when acting.")
+    target_optimizer: SlateMethod | None = Field(
         None, description="Maximiser inside the Q-learning target (None: slate_optimizer).")
     choice_model: Literal["simulator", "learned"] = Field(
         "simulator", description="P(i|s,A): the simulator's model read from the observation, or learned from clicks.")
@@ -263,10 +263,6 @@ class SlateQPolicy(SlatePolicy):
         n = len(obs)
         return SlateDecision(slates, torch.ones(n, dtype=torch.float64),
                              torch.ones(n, self.slate_size, dtype=torch.float64))
-
-    def item_values(self, obs: SlateObs) -> torch.Tensor:
-        with torch.no_grad():
-            return self.q_net(obs.user, obs.docs)
 
     def spec(self) -> dict[str, Any]:
         choice = (self.choice.spec() if isinstance(self.choice, SimulatorChoiceModel) else {"type": "learned"})
@@ -480,7 +476,7 @@ class SlateQ(OffPolicyAgent):
 
 
 # ---- learning from logs -------------------------------------------------------------------------
-def chunk_transitions(chunk: Any, require_next_slate: bool = False) -> SlateTransitions:
+def chunk_transitions(chunk: Any) -> SlateTransitions:
     """Transitions of a :class:`~recsys.logs.LogChunk`: row i → row i+1 of its segment, or terminal."""
     n = len(chunk)
     has_next = chunk.has_next
@@ -549,4 +545,5 @@ class OfflineSlateQ:
 
 
 __all__ = ["SlateQ", "SlateQConfig", "SlateQLearner", "SlateQPolicy", "ItemQNetwork", "SlateTransitions",
-           "SlateResponses", "SlateReplayBuffer", "PrioritizedSlateReplayBuffer", "OfflineSlateQ", "chunk_transitions", "index_transitions", "build_choice_model"]
+           "SlateResponses", "SlateReplayBuffer", "PrioritizedSlateReplayBuffer", "OfflineSlateQ",
+           "chunk_transitions", "index_transitions", "build_choice_model"]

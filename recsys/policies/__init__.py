@@ -42,7 +42,14 @@ from recsys.policies.baselines import (
     ScoreFn,
 )
 from recsys.policies.evaluation import OnlineResult, evaluate_online
-from recsys.policies.registry import POLICY_KINDS, load_policy, policy_class, policy_from_spec, register_policy, save_policy
+from recsys.policies.registry import (
+    POLICY_KINDS,
+    load_policy,
+    policy_class,
+    policy_from_spec,
+    register_policy,
+    save_policy,
+)
 from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy, as_slate_obs, random_ordered_slates
 
 __all__ = [

@@ -235,6 +235,13 @@ class ScoreFn(nn.Module):
     def forward(self, user: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         return self.scorer(user, docs)
 
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> "ScoreFn":
+        """The scorer saved as ``hparams`` (:attr:`hparams`) and ``state`` (its state dict)."""
+        fn = cls(hparams["user_dim"], hparams["doc_dim"], tuple(hparams["hidden_sizes"]), hparams["activation"])
+        fn.load_state_dict(state)
+        return fn
+
 
 class PlackettLucePolicy(SlatePolicy):
     """K candidates drawn without replacement ∝ exp(s_i / τ) (Gumbel top-K), s from ``score_fn``.
@@ -266,10 +273,8 @@ class PlackettLucePolicy(SlatePolicy):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], state: dict[str, Any]) -> "PlackettLucePolicy":
-        h = spec["scorer"]
-        fn = ScoreFn(h["user_dim"], h["doc_dim"], tuple(h["hidden_sizes"]), h["activation"])
-        fn.load_state_dict(state["scorer"])
-        return cls(spec["num_candidates"], spec["slate_size"], fn, spec["temperature"], spec.get("seed", 0))
+        return cls(spec["num_candidates"], spec["slate_size"], ScoreFn.from_hparams(spec["scorer"], state["scorer"]),
+                   spec["temperature"], spec.get("seed", 0))
 
     def log_scores(self, obs: SlateObs, info: Mapping[str, Any] | None) -> torch.Tensor:
         s = self.score_fn(obs.user, obs.docs) if isinstance(self.score_fn, nn.Module) else self.score_fn(obs, info)
@@ -329,10 +334,8 @@ class ScoredTopKPolicy(SlatePolicy):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], state: dict[str, Any]) -> "ScoredTopKPolicy":
-        h = spec["scorer"]
-        fn = ScoreFn(h["user_dim"], h["doc_dim"], tuple(h["hidden_sizes"]), h["activation"])
-        fn.load_state_dict(state["scorer"])
-        return cls(spec["num_candidates"], spec["slate_size"], fn, spec.get("label", "scored_topk"))
+        return cls(spec["num_candidates"], spec["slate_size"], ScoreFn.from_hparams(spec["scorer"], state["scorer"]),
+                   spec.get("label", "scored_topk"))
 
     def decide(self, obs: SlateObs, info: Mapping[str, Any] | None) -> SlateDecision:
         scores = self.score_fn(obs.user, obs.docs)

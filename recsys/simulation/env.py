@@ -48,7 +48,6 @@ from recsys.simulation.user_model import (
     recsim_choice_logits,
     recsim_update,
     sample_choice,
-    slate_choice_probabilities,
 )
 
 _CANDIDATE_KEYS = ("candidate_choice_logit", "no_click_logit", "candidate_engagement", "candidate_doc_id",
