@@ -34,7 +34,6 @@ from recsys.choice_model import enumerate_slates, slate_q, slate_q_table
 from recsys.logs import PropensityModel
 from recsys.policies import ObsLayout, ScoredTopKPolicy
 from recsys.slateq import OfflineSlateQ, SlateQConfig, SlateQLearner, SlateTransitions
-from recsys.training import fit_offline, row_batches
 
 
 class CQLConfig(SlateQConfig):
@@ -111,23 +110,11 @@ class BehaviorCloning:
         self.nll: float | None = None
 
     def fit(self, reader: Any, epochs: int | None = None) -> "BehaviorCloning":
-        """Maximum likelihood of the logged slates by :func:`~recsys.training.fit_offline`; ``nll`` is the
-        last epoch's mean negative log-likelihood per slate."""
+        """Maximum likelihood of the logged slates (:meth:`PropensityModel.fit`); ``nll`` is the last
+        epoch's mean negative log-likelihood per slate."""
         cfg = self.config
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-
-        def batches(chunk: Any, generator: torch.Generator) -> Any:
-            for rows in row_batches(chunk, generator, cfg.batch_size):
-                yield chunk.user[rows], chunk.docs[rows], chunk.slate[rows]
-
-        def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
-            loss = -self.model.log_prob(*batch).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return {"bc_nll": float(loss.detach())}
-
-        fit_offline(reader, epochs or cfg.epochs, cfg.seed, batches, step, self.tracker, self.history)
+        self.model.fit(reader, epochs or cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, self.tracker, self.history,
+                       metric="bc_nll")
         self.nll = self.history[-1]["bc_nll"] if self.history else None
         return self
 

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 
 from core_rl.common.errors import ConfigError
+from core_rl.common.tracking import NullTracker
 from recsys.choice_model import SlateRewardModel, enumerate_slates, slate_q, slate_q_table, slot_item_indicator
 from recsys.policies import SlatePolicy
+from recsys.training import fit_offline, row_batches
 
 ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dr", "pi", "pi_sn", "dm")
 
@@ -148,18 +150,19 @@ def fit_reward_model(chunks: Iterable[Any] | Any, user_dim: int, doc_dim: int, e
     torch.manual_seed(seed)
     model = SlateRewardModel(user_dim, doc_dim, hidden_sizes)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        source = chunks.chunks(shuffle=True, seed=seed + epoch) if hasattr(chunks, "chunks") else chunks
-        for chunk in source:
-            perm = torch.randperm(len(chunk), generator=gen)
-            for start in range(0, len(chunk), batch_size):
-                rows = perm[start:start + batch_size]
-                loss = model.loss(chunk.user[rows], chunk.docs[rows], chunk.slate[rows], chunk.click[rows],
-                                  chunk.engagement[rows])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+    def batches(chunk: Any, generator: torch.Generator) -> Any:
+        for rows in row_batches(chunk, generator, batch_size):
+            yield chunk.user[rows], chunk.docs[rows], chunk.slate[rows], chunk.click[rows], chunk.engagement[rows]
+
+    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        loss = model.loss(*batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {}
+
+    fit_offline(chunks, epochs, seed, batches, step, NullTracker(), [])
     model.eval()
     return model
 

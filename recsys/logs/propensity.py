@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,10 +12,12 @@ import pyarrow.parquet as pq
 import torch
 
 from core_rl.common.distributions import plackett_luce_log_prob
-from recsys.policies.baselines import PlackettLucePolicy, ScoreFn
+from core_rl.common.tracking import NullTracker, Tracker
 from recsys.logs.generate import LogWriter
 from recsys.logs.reader import LogReader
 from recsys.logs.schema import LogMeta, _list_matrix, _scalar, _state_to_json
+from recsys.policies.baselines import PlackettLucePolicy, ScoreFn
+from recsys.training import fit_offline, row_batches
 
 
 # ---- the learned logging policy ------------------------------------------------------------------
@@ -30,23 +33,34 @@ class PropensityModel(torch.nn.Module):
     def log_prob(self, user: torch.Tensor, docs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
         return plackett_luce_log_prob(self.score(user, docs), slates)
 
+    def fit(self, reader: Any, epochs: int = 3, batch_size: int = 512, lr: float = 3e-3, seed: int = 0,
+            tracker: Tracker | None = None, history: list[dict[str, float]] | None = None,
+            metric: str = "nll") -> "PropensityModel":
+        """Maximum likelihood of the logged ordered slates, min_ψ −(1/B) Σ_b log μ_ψ(A_b | x_b), by
+        :func:`~recsys.training.fit_offline` (the NLL is tracked as ``metric``)."""
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+
+        def batches(chunk: Any, generator: torch.Generator) -> Any:
+            for rows in row_batches(chunk, generator, batch_size):
+                yield chunk.user[rows], chunk.docs[rows], chunk.slate[rows]
+
+        def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
+            loss = -self.log_prob(*batch).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {metric: float(loss.detach())}
+
+        fit_offline(reader, epochs, seed, batches, step, tracker or NullTracker(), [] if history is None else history)
+        return self
+
     def fit_file(self, path: str | Path, epochs: int = 3, chunk_rows: int = 65_536, batch_size: int = 512,
                  lr: float = 3e-3, seed: int = 0) -> tuple[float, float]:
         """Streaming SGD over the file; returns (mean NLL per slate, uniform policy's NLL)."""
         reader = LogReader(path, chunk_rows=chunk_rows, columns=("session_id", "step", "user_features",
                                                                   "candidate_features", "slate", "click_position",
                                                                   "engagement"))
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
-        gen = torch.Generator().manual_seed(seed)
-        for epoch in range(epochs):
-            for chunk in reader.chunks(shuffle=True, seed=seed + epoch):
-                perm = torch.randperm(len(chunk), generator=gen)
-                for start in range(0, len(chunk), batch_size):
-                    rows = perm[start:start + batch_size]
-                    loss = -self.log_prob(chunk.user[rows], chunk.docs[rows], chunk.slate[rows]).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+        self.fit(reader, epochs, batch_size, lr, seed)
         total, count = 0.0, 0
         with torch.no_grad():
             for chunk in reader.chunks():
