@@ -1,4 +1,4 @@
-"""``deeprl recsys …``: the command line of :mod:`recsys.pipeline` (``pipelines.cli`` mounts it).
+"""``deeprl recsys …``: the command line of :mod:`recsys.pipeline` (the ``deeprl`` CLI mounts it).
 
     deeprl recsys simulate-logs --env recsys/InterestEvolution-v0 --sessions 2000 --policy epsilon_popularity \\
                                 --epsilon 0.3 --out logs.parquet [--env-set num_candidates=10 ...]

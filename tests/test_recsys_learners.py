@@ -204,3 +204,22 @@ def test_policy_file_with_a_pickled_object_is_refused(tmp_path):
         load_policy(tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="JSON-able"):
         save_policy(policy, tmp_path / "bad.pt", {"algo": _Payload()})
+
+
+def test_slateq_is_an_off_policy_agent_that_replays_slates_beside_responses():
+    from core_rl.common.off_policy import OffPolicyAgent
+    from core_rl.q_learning.dqn import DQN
+
+    agent = SlateQ(InterestEvolutionVectorEnv(4, seed=0, **TWIN), seed=0, n_envs=4, learning_starts=10**6,
+                   buffer_size=400)
+    assert isinstance(agent, OffPolicyAgent) and not isinstance(agent, DQN)
+    agent.learn(80)  # 20 vector-env steps of uniform random slates, no learning yet
+    stored = agent.replay.actions[:20]                                  # [T, N, K + 1]: slate, then the click
+    slates, click = stored[..., :2], stored[..., 2]
+    assert stored.dtype == torch.long and ((slates >= 0) & (slates < 10)).all()
+    assert (slates[..., 0] != slates[..., 1]).all() and ((click >= 0) & (click <= 2)).all()
+    clicked = click < 2
+    assert clicked.any() and (~clicked).any()
+    assert torch.equal(clicked, agent.replay.rewards[:20] > 0)        # engagement only where the user clicked
+    with pytest.raises(Exception, match="n_step"):
+        SlateQ(InterestEvolutionVectorEnv(4, seed=0, **TWIN), n_step=3)
