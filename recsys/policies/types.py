@@ -61,7 +61,10 @@ class SlateObs:
 
 
 def _f32(x: Any) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    if isinstance(x, torch.Tensor):
+        return x.to(torch.float32)
+    a = np.asarray(x, dtype=np.float32)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())  # an env's read-only arrays are not shared
 
 
 def as_slate_obs(obs: Any, layout: ObsLayout | None = None, info: Mapping[str, Any] | None = None) -> SlateObs:
