@@ -321,7 +321,7 @@ def summary_table(summary: dict[str, Any], reference: str = "tpe") -> str:
 
 def curve_figure(summary: dict[str, Any]) -> Any:
     """Best-so-far mean normalized regret against trials, one panel per budget."""
-    from pipelines.plots import plt
+    from core_rl.common.plotting import plt
 
     budgets = list(summary["budgets"])
     fig, axes = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 3.8), squeeze=False)
@@ -340,7 +340,7 @@ def curve_figure(summary: dict[str, Any]) -> Any:
 
 
 def rank_figure(summary: dict[str, Any]) -> Any:
-    from pipelines.plots import plt
+    from core_rl.common.plotting import plt
 
     budgets = list(summary["budgets"])
     samplers = sorted(summary["budgets"][budgets[0]]["samplers"])
@@ -366,8 +366,8 @@ def log_comparison(results: list[StudyResult], summary: dict[str, Any], params: 
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
-    from pipelines.plots import plt
-    from pipelines.tracking import get_experiment_id, setup_tracking
+    from core_rl.common.plotting import plt
+    from core_rl.common.runs import get_experiment_id, setup_tracking
 
     uri = setup_tracking(tracking_uri)
     client = mlflow.tracking.MlflowClient()

@@ -20,7 +20,7 @@ from core_rl.common.base import Agent
 from core_rl.common.errors import CheckpointError, ConfigError
 from core_rl.common.runs import setup_tracking, tracked_run
 from core_rl.common.tracking import MLflowTracker
-from pipelines.plots import learning_curve
+from core_rl.common.plotting import learning_curve
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 CHECKPOINT_FILE = "agent.pt"
