@@ -30,15 +30,14 @@ def env_id_of(env: EnvLike) -> str:
     return type(env).__name__ if not callable(env) or isinstance(env, gym.Env) else getattr(env, "__name__", "custom")
 
 
-#: env-id namespaces of the suite and the package whose import registers them
-ENV_NAMESPACES: dict[str, str] = {"safety": "safety", "recsys": "recsys", "explore": "core_rl.exploration"}
-
-
 def ensure_registered(env_id: str) -> None:
-    """Import the package that registers ``env_id``'s namespace (``safety/...``, ``recsys/...``)."""
+    """Import the package that registers ``env_id``'s namespace (the apps declare theirs as plugins,
+    see :mod:`core_rl.registry`)."""
     if env_id in gym.envs.registry or "/" not in env_id:
         return
-    package = ENV_NAMESPACES.get(env_id.split("/", 1)[0])
+    from core_rl.registry import env_namespace_package
+
+    package = env_namespace_package(env_id.split("/", 1)[0])
     if package is not None:
         import importlib
 
