@@ -321,7 +321,7 @@ def summary_table(summary: dict[str, Any], reference: str = "tpe") -> str:
 
 def curve_figure(summary: dict[str, Any]) -> Any:
     """Best-so-far mean normalized regret against trials, one panel per budget."""
-    from pipelines.plots import plt
+    from core_rl.common.plotting import plt
 
     budgets = list(summary["budgets"])
     fig, axes = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 3.8), squeeze=False)
@@ -340,7 +340,7 @@ def curve_figure(summary: dict[str, Any]) -> Any:
 
 
 def rank_figure(summary: dict[str, Any]) -> Any:
-    from pipelines.plots import plt
+    from core_rl.common.plotting import plt
 
     budgets = list(summary["budgets"])
     samplers = sorted(summary["budgets"][budgets[0]]["samplers"])
@@ -363,47 +363,42 @@ def log_comparison(results: list[StudyResult], summary: dict[str, Any], params: 
     import tempfile
     from pathlib import Path
 
-    import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
-    from pipelines.plots import plt
-    from pipelines.tracking import get_experiment_id, setup_tracking
+    from core_rl.common.plotting import plt
+    from core_rl.common.runs import tracked_run
 
-    uri = setup_tracking(tracking_uri)
-    client = mlflow.tracking.MlflowClient()
-    exp = get_experiment_id(experiment, uri)
-    parent = client.create_run(exp, run_name=f"compare {params.get('suite', '')}", tags={"autotune.kind": "compare"})
-    pid = parent.info.run_id
-    client.log_batch(pid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    ts = int(time.time() * 1000)
-    for r in results:
-        child = client.create_run(exp, run_name=f"{r.sampler} {r.task} b{r.budget} s{r.seed}",
-                                  tags={"mlflow.parentRunId": pid, "autotune.kind": "study"})
-        cid = child.info.run_id
-        curve = r.best_curve()
-        metrics = [Metric("best_so_far", float(v), ts, i) for i, v in enumerate(curve) if math.isfinite(v)]
-        metrics += [Metric("sampler_ms_per_trial", r.sampler_ms_per_trial, ts, 0), Metric("wall_s", r.seconds, ts, 0)]
-        for i in range(0, len(metrics), 900):
-            client.log_batch(cid, metrics=metrics[i:i + 900])
-        client.log_batch(cid, params=[Param("sampler", r.sampler), Param("task", r.task), Param("budget", str(r.budget)),
-                                      Param("seed", str(r.seed))],
-                         tags=[RunTag("best_params", json.dumps(r.params_best, default=str)[:5000])])
-        client.set_terminated(cid)
-    summary_metrics = []
-    for budget, b in summary["budgets"].items():
-        for s, e in b["samplers"].items():
-            for key in ("mean_rank", "regret_mean", "sampler_ms_per_trial"):
-                summary_metrics.append(Metric(f"{key}.{s}.{budget}", float(e[key]), ts, 0))
-    client.log_batch(pid, metrics=[m for m in summary_metrics if math.isfinite(m.value)])
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=1))
-        (Path(tmp) / "summary.md").write_text(summary_table(summary))
-        (Path(tmp) / "results.json").write_text(json.dumps([asdict(r) for r in results], default=str))
-        for f in ("summary.json", "summary.md", "results.json"):
-            client.log_artifact(pid, str(Path(tmp) / f))
-        for name, fig in (("best_so_far.png", curve_figure(summary)), ("mean_rank.png", rank_figure(summary))):
-            fig.savefig(Path(tmp) / name, dpi=110, bbox_inches="tight")
-            plt.close(fig)
-            client.log_artifact(pid, str(Path(tmp) / name), "plots")
-    client.set_terminated(pid)
+    with tracked_run(experiment, run_name=f"compare {params.get('suite', '')}", tracking_uri=tracking_uri,
+                     tags={"autotune.kind": "compare"}, params=params) as run:
+        client, exp, pid = run.client, run.experiment_id, run.run_id
+        ts = int(time.time() * 1000)
+        for r in results:   # each study is a finished record: a child run written at once
+            child = client.create_run(exp, run_name=f"{r.sampler} {r.task} b{r.budget} s{r.seed}",
+                                      tags={"mlflow.parentRunId": pid, "autotune.kind": "study"})
+            cid = child.info.run_id
+            curve = r.best_curve()
+            metrics = [Metric("best_so_far", float(v), ts, i) for i, v in enumerate(curve) if math.isfinite(v)]
+            metrics += [Metric("sampler_ms_per_trial", r.sampler_ms_per_trial, ts, 0), Metric("wall_s", r.seconds, ts, 0)]
+            for i in range(0, len(metrics), 900):
+                client.log_batch(cid, metrics=metrics[i:i + 900])
+            client.log_batch(cid, params=[Param("sampler", r.sampler), Param("task", r.task),
+                                          Param("budget", str(r.budget)), Param("seed", str(r.seed))],
+                             tags=[RunTag("best_params", json.dumps(r.params_best, default=str)[:5000])])
+            client.set_terminated(cid)
+        summary_metrics = []
+        for budget, b in summary["budgets"].items():
+            for s, e in b["samplers"].items():
+                for key in ("mean_rank", "regret_mean", "sampler_ms_per_trial"):
+                    summary_metrics.append(Metric(f"{key}.{s}.{budget}", float(e[key]), ts, 0))
+        client.log_batch(pid, metrics=[m for m in summary_metrics if math.isfinite(m.value)])
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=1))
+            (Path(tmp) / "summary.md").write_text(summary_table(summary))
+            (Path(tmp) / "results.json").write_text(json.dumps([asdict(r) for r in results], default=str))
+            for f in ("summary.json", "summary.md", "results.json"):
+                run.log_artifact(Path(tmp) / f)
+            for name, fig in (("best_so_far.png", curve_figure(summary)), ("mean_rank.png", rank_figure(summary))):
+                fig.savefig(Path(tmp) / name, dpi=110, bbox_inches="tight")
+                plt.close(fig)
+                run.log_artifact(Path(tmp) / name, "plots")
     return pid

@@ -133,7 +133,7 @@ def load_objective(target: str) -> Callable[..., float]:
 
 
 def default_storage() -> str:
-    from pipelines.tracking import data_dir
+    from core_rl.common.runs import data_dir
 
     d = data_dir()
     d.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ class MLflowTrialLogger:
     def __init__(self, study: optuna.Study, tracking_uri: str | None, experiment: str, sampler: str):
         import mlflow
 
-        from pipelines.tracking import get_experiment_id, setup_tracking
+        from core_rl.common.runs import get_experiment_id, setup_tracking
 
         uri = setup_tracking(tracking_uri)
         self.client = mlflow.tracking.MlflowClient()
@@ -257,13 +257,21 @@ def tune_run(objective: str | Callable[..., float], space: str | Path | dict[str
         raise ConfigError(f"storage '{storage}' cannot be used: {str(exc).splitlines()[0][:300]}") from None
     if study.direction.name.lower() != direction:
         raise ConfigError(f"study '{study_name}' already exists with direction {study.direction.name.lower()}")
-    callbacks = []
+    objective_fn = make_objective(fn, dists)
     logger = None
-    if log_mlflow:
+    if not log_mlflow:
+        study.optimize(objective_fn, n_trials=trials, catch=(Exception,), timeout=timeout)
+    else:
+        from core_rl.common.runs import tracked_run
+
         logger = MLflowTrialLogger(study, tracking_uri, experiment, sampler)
-        callbacks.append(logger)
-    study.optimize(make_objective(fn, dists), n_trials=trials, catch=(Exception,), callbacks=callbacks,
-                   timeout=timeout)
+        # the study's run is RUNNING while this worker optimizes, and ends FINISHED, FAILED or KILLED with it
+        hint = (f"deeprl tune run --objective {objective if isinstance(objective, str) else '...'} "
+                + (f"--space {space} " if isinstance(space, (str, Path)) else "")
+                + f"--study {study_name} --storage {storage} --sampler {sampler} --trials N")
+        with tracked_run(experiment, tracking_uri=tracking_uri, resume_run_id=logger.parent_run_id,
+                         resume_hint=hint):
+            study.optimize(objective_fn, n_trials=trials, catch=(Exception,), callbacks=[logger], timeout=timeout)
     all_trials = study.get_trials(deepcopy=False)
     try:
         best_value, best_params = float(study.best_value), dict(study.best_params)

@@ -1,14 +1,24 @@
 """Every algorithm of the suite by name: its class, module and the notes' topic.
 
 Entries are imported lazily, so listing algorithms stays fast. ``deeprl train --algo NAME`` and
-``Agent.load`` resolve names here. A new algorithm adds one line to ``ALGORITHMS``.
+``Agent.load`` resolve names here. A new core algorithm adds one line to the list below.
+
+The core names no application. An application (safety, recsys, or a user's own package) adds its
+agents and env-id namespaces through a plugin: a module, named by a ``deeprl_suite.plugins`` entry
+point of its distribution, that defines ``ALGORITHMS`` (a list of :class:`AlgoSpec`) and
+``ENV_NAMESPACES`` (namespace → the package whose import registers those env ids). Plugins are
+read on first use of the registry; :func:`register_algo` and :func:`register_env_namespace` do
+the same by hand.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
+from importlib.metadata import entry_points
+from typing import Iterator, Mapping
 
 from core_rl.common.errors import ConfigError
 
@@ -29,7 +39,7 @@ class AlgoSpec:
         return getattr(importlib.import_module(module), attr)
 
 
-ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
+_CORE: list[AlgoSpec] = [
     AlgoSpec("reinforce", "core_rl.policy_gradient.reinforce:REINFORCE", "9/5 policy gradient: REINFORCE, reward-to-go, baselines"),
     AlgoSpec("offpolicy_pg", "core_rl.policy_gradient.offpolicy_pg:OffPolicyPG", "9/5 off-policy policy gradient with importance sampling"),
     AlgoSpec("actor_critic", "core_rl.actor_critic.actor_critic:ActorCritic", "9/7 actor-critic: batch/online, n-step, GAE"),
@@ -51,16 +61,6 @@ ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
     AlgoSpec("mbpo", "core_rl.model_based.mbpo:MBPO", "10/3 model-generated data for a model-free learner (MBPO with SAC)"),
     AlgoSpec("soft_q", "core_rl.inference.soft_q_learning:SoftQLearning", "10/10 soft Q-learning (MaxEnt RL): DQN with the soft Bellman target"),
     AlgoSpec("gail", "core_rl.irl.gail:GAIL", "10/12 adversarial imitation: GAIL / AIRL discriminator reward, PPO policy"),
-    AlgoSpec("ppo_unconstrained", "safety.unconstrained:UnconstrainedPPO", "11/7-14 safety: PPO ignoring costs but logging them (baseline)"),
-    AlgoSpec("ppo_lag", "safety.ppo_lag:PPOLag", "11/7-14 safety: PPO-Lagrangian (dual ascent on λ, 9/19)"),
-    AlgoSpec("pid_lag", "safety.ppo_lag:PIDLag", "11/7-14 safety: PPO with the PID Lagrangian"),
-    AlgoSpec("trpo_lag", "safety.trpo_lag:TRPOLag", "11/7-14 safety: TRPO-Lagrangian"),
-    AlgoSpec("cpo", "safety.cpo:CPO", "11/7-14 safety: constrained policy optimization (TRPO + linearized cost constraint)"),
-    AlgoSpec("saute_ppo", "safety.saute:Saute", "11/7-14 safety: Saute state augmentation with the remaining budget (PPO)"),
-    AlgoSpec("shield_ppo_lag", "safety.shield:ShieldedPPOLag", "11/7-14 safety: PPO-Lag behind a learned safety layer"),
-    AlgoSpec("sac_lag", "safety.sac_lag:SACLag", "11/7-14 safety: SAC-Lagrangian (pessimistic cost critic)"),
-    AlgoSpec("safe_mpc", "safety.model_based:SafeMPC", "11/7-14 safety: PETS planning with an ensemble's pessimistic cost"),
-    AlgoSpec("slateq", "recsys.slateq:SlateQ", "11/7-14 recommender systems: SlateQ, slate Q-learning through the user choice model"),
     AlgoSpec("bonus_dqn", "core_rl.exploration.agents:BonusDQN", "10/17 optimism: DQN on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
     AlgoSpec("bonus_ppo", "core_rl.exploration.agents:BonusPPO", "10/17 optimism: PPO on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
     AlgoSpec("bonus_a2c", "core_rl.exploration.agents:BonusA2C", "10/17 optimism: A2C on r + β·bonus (counts, SimHash, density, ensemble disagreement)"),
@@ -71,7 +71,77 @@ ALGORITHMS: dict[str, AlgoSpec] = {s.name: s for s in [
     AlgoSpec("distributed_ppo", "core_rl.distributed.on_policy:DistributedPPO", "10/31 distributed RL: PPO with Ray rollout workers"),
     AlgoSpec("distributed_a2c", "core_rl.distributed.on_policy:DistributedA2C", "10/31 distributed RL: A2C with Ray rollout workers"),
     AlgoSpec("apex_dqn", "core_rl.distributed.apex:ApeXDQN", "10/31 distributed RL: Ape-X replay (many ε-actors, one learner)"),
-]}
+]
+
+PLUGIN_GROUP = "deeprl_suite.plugins"
+
+
+class _Registry(Mapping[str, AlgoSpec]):
+    """Name → :class:`AlgoSpec`: the core's entries, plus the plugins' on first access."""
+
+    def __init__(self, specs: list[AlgoSpec]):
+        self._specs = {s.name: s for s in specs}
+        self._plugins_loaded = False
+
+    def _full(self) -> dict[str, AlgoSpec]:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            load_plugins()
+        return self._specs
+
+    def __getitem__(self, name: str) -> AlgoSpec:
+        return self._full()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._full())
+
+    def __len__(self) -> int:
+        return len(self._full())
+
+    def add(self, spec: AlgoSpec) -> None:
+        known = self._specs.get(spec.name)
+        if known is not None and known.target != spec.target:
+            raise ConfigError(f"algorithm name '{spec.name}' is taken by {known.target}; {spec.target} needs another")
+        self._specs[spec.name] = spec
+
+
+ALGORITHMS = _Registry(_CORE)
+
+#: env-id namespace → the package whose import registers its ids (the core's own, plus the plugins')
+ENV_NAMESPACES: dict[str, str] = {"explore": "core_rl.exploration"}
+
+
+def register_algo(spec: AlgoSpec) -> None:
+    """Make ``spec`` trainable by name (``deeprl train --algo``) and loadable by ``Agent.load``."""
+    ALGORITHMS.add(spec)
+
+
+def register_env_namespace(namespace: str, package: str) -> None:
+    """Env ids ``namespace/...`` are registered by importing ``package`` (done on first use)."""
+    ENV_NAMESPACES[namespace] = package
+
+
+def load_plugins() -> list[str]:
+    """Read every ``deeprl_suite.plugins`` entry point; returns the plugin modules loaded."""
+    loaded = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            module = importlib.import_module(ep.value)
+        except Exception as exc:  # a broken plugin must not break the core
+            warnings.warn(f"deeprl-suite plugin '{ep.name}' ({ep.value}) cannot be imported: {exc}", stacklevel=2)
+            continue
+        for spec in getattr(module, "ALGORITHMS", []):
+            register_algo(spec)
+        for namespace, package in getattr(module, "ENV_NAMESPACES", {}).items():
+            register_env_namespace(namespace, package)
+        loaded.append(ep.value)
+    return loaded
+
+
+def env_namespace_package(namespace: str) -> str | None:
+    """The package that registers env ids ``namespace/...`` (plugins are read first)."""
+    ALGORITHMS._full()
+    return ENV_NAMESPACES.get(namespace)
 
 
 def get_algo(name: str) -> AlgoSpec:

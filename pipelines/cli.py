@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from core_rl.common.errors import ConfigError, DeepRLError
+from core_rl.common.errors import ConfigError, DeepRLError, RunInterrupted
 
 EXIT_USER_ERROR = 2
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-name", default=None)
     t.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
     t.add_argument("--no-model", action="store_true", help="skip logging the MLflow model")
+    t.add_argument("--save-replay-buffer", choices=["auto", "on", "off"], default="auto",
+                   help="keep an off-policy agent's replay buffer in the checkpoint for an exact resume "
+                        "(auto: when it takes under 1 GiB)")
     t.add_argument("--json", action="store_true", help="print one JSON line with run_id and mean_return")
     _add_tracking(t)
 
@@ -116,7 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else (None if args.resume else 100_000)
     result = train(args.algo, args.env, steps, seed=args.seed, config=config, tracking_uri=args.tracking_uri,
                    experiment=args.experiment, progress=sys.stderr.isatty() and not args.json,
-                   resume=args.resume, log_model=not args.no_model, run_name=args.run_name)
+                   resume=args.resume, log_model=not args.no_model, run_name=args.run_name,
+                   save_replay_buffer={"auto": None, "on": True, "off": False}[args.save_replay_buffer])
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -195,9 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeepRLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # a tracked run already said which run stopped and how to resume it; 128 + the signal's number
+        if not isinstance(exc, RunInterrupted):
+            print("interrupted (SIGINT)", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, RunInterrupted) else 130
 
 
 if __name__ == "__main__":

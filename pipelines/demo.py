@@ -10,7 +10,7 @@ import sys
 
 import mlflow
 
-from pipelines.tracking import data_dir, setup_tracking
+from core_rl.common.runs import data_dir, setup_tracking
 from pipelines.train import evaluate, train
 
 DEMO_CONFIG = {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gae_lambda": 0.8, "gamma": 0.98,

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from core_rl.common.errors import ConfigError
-from core_rl.common.tracking import MLflowTracker
-from pipelines.tracking import get_experiment_id, setup_tracking
+from core_rl.common.runs import tracked_run
 
 
 @dataclass(frozen=True)
@@ -56,8 +52,6 @@ def _jsonable(x: Any) -> Any:
 def run_experiment(name: str, seed: int = 0, overrides: dict[str, Any] | None = None,
                    tracking_uri: str | None = None) -> tuple[str, dict[str, Any]]:
     """Run experiment ``name`` in a new MLflow run; returns (run_id, result)."""
-    import mlflow
-
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment '{name}'; known: {', '.join(sorted(EXPERIMENTS))}")
     fn = EXPERIMENTS[name].load()
@@ -67,15 +61,9 @@ def run_experiment(name: str, seed: int = 0, overrides: dict[str, Any] | None = 
     if unknown:
         raise ConfigError(f"experiment '{name}' has no parameter {', '.join(map(repr, unknown))}; "
                           f"it takes {', '.join(sorted(accepted))}")
-    uri = setup_tracking(tracking_uri)
-    exp_id = get_experiment_id("experiments", uri)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"{name}-s{seed}") as run:
-        mlflow.set_tags({"experiment": name, "topic": EXPERIMENTS[name].topic})
-        tracker = MLflowTracker(run.info.run_id)
-        tracker.log_params({"experiment": name, "seed": seed, **overrides})
-        result = fn(tracker=tracker, seed=seed, **overrides)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "result.json"
-            path.write_text(json.dumps(_jsonable(result), indent=2))
-            tracker.log_artifact(path)
-    return run.info.run_id, result
+    with tracked_run("experiments", run_name=f"{name}-s{seed}", tracking_uri=tracking_uri,
+                     tags={"experiment": name, "topic": EXPERIMENTS[name].topic},
+                     params={"experiment": name, "seed": seed, **overrides}) as run:
+        result = fn(tracker=run.tracker, seed=seed, **overrides)
+        run.log_dict(_jsonable(result), "result.json")
+    return run.run_id, result

@@ -7,21 +7,20 @@ crash keeps it), a learning-curve PNG, and the policy as a pyfunc MLflow model.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from core_rl import get_algo
 from core_rl.common.base import Agent
 from core_rl.common.errors import CheckpointError, ConfigError
+from core_rl.common.runs import setup_tracking, tracked_run
 from core_rl.common.tracking import MLflowTracker
-from pipelines.plots import learning_curve
-from pipelines.tracking import get_experiment_id, setup_tracking
+from core_rl.common.plotting import learning_curve
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 CHECKPOINT_FILE = "agent.pt"
@@ -40,19 +39,19 @@ class TrainResult:
                 "steps": self.steps, "model_uri": self.model_uri, "experiment_id": self.experiment_id}
 
 
-class _UploadingTracker(MLflowTracker):
-    """Refreshes the run's checkpoint artifact every ``every`` iterations while training."""
+class _CheckpointingTracker(MLflowTracker):
+    """Writes the agent's checkpoint every ``every`` metric logs and uploads it as the run's artifact,
+    so the checkpoint is never far behind the metric history (a SIGKILL loses at most that)."""
 
-    def __init__(self, run_id: str, agent_ref: list, ckpt: Path, every: int):
-        super().__init__(run_id)
-        self.agent_ref, self.ckpt, self.every, self.calls = agent_ref, ckpt, every, 0
+    def __init__(self, run_id: str, client: Any, save: Any, every: int):
+        super().__init__(run_id, client)
+        self.save, self.every, self.calls = save, every, 0
 
-    def log_metrics(self, metrics, step):  # type: ignore[no-untyped-def]
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         super().log_metrics(metrics, step)
         self.calls += 1
-        if self.agent_ref and self.calls % self.every == 0:
-            self.agent_ref[0].save(self.ckpt)
-            self.log_artifact(self.ckpt, CHECKPOINT_ARTIFACT)
+        if self.calls % self.every == 0:
+            self.save()
 
 
 def _log_curve(client: Any, run_id: str, title: str) -> None:
@@ -81,14 +80,37 @@ def download_checkpoint(run_id: str, dst: str | Path) -> Path:
     return Path(local)
 
 
+#: an off-policy run keeps its replay buffer with the checkpoint, for an exact resume, up to this size
+REPLAY_CHECKPOINT_LIMIT = 1 << 30
+
+
+def _resume_target(run: Any, agent: Agent, steps: int | None) -> int:
+    """The total step count a resumed run trains to; a FINISHED run needs an explicit larger ``steps``."""
+    done = agent.num_timesteps
+    if run.info.status == "FINISHED":
+        if steps is None or steps <= done:
+            raise ConfigError(f"run '{run.info.run_id}' already FINISHED at {done} steps: pass --steps larger than "
+                              f"{done} to train it further (the total, not the extra steps)")
+        return steps
+    target = steps if steps is not None else int(run.data.params.get("total_steps", 0))
+    if target < done:
+        raise ConfigError(f"--steps {target} is below the {done} steps run '{run.info.run_id}' already trained")
+    return target
+
+
 def train(algo: str, env: str | None, steps: int | None, seed: int = 0, config: dict[str, Any] | None = None,
           tracking_uri: str | None = None, experiment: str = "deeprl", progress: bool = False,
           resume: str | None = None, log_model: bool = True, checkpoint_every: int = 5,
-          run_name: str | None = None) -> TrainResult:
+          run_name: str | None = None, save_replay_buffer: bool | None = None) -> TrainResult:
     """Train ``algo`` on ``env`` for ``steps`` env steps in one MLflow run.
 
-    With ``resume=RUN_ID`` the run's last checkpoint is loaded and training continues in the same
-    run up to ``steps`` in total (default: the total the run was started with).
+    Every input is checked before a run is created (algorithm, config, env id, action space,
+    the run to resume and its checkpoint): a bad input leaves the store as it was. With
+    ``resume=RUN_ID`` the run's last checkpoint is loaded and training continues in the same run up
+    to ``steps`` in total (default: the total the run was started with); metrics continue from the
+    checkpoint's step. ``save_replay_buffer`` (default: when it takes under 1 GiB) keeps an
+    off-policy agent's replay buffer in the checkpoint so that a resume continues exactly.
+    SIGINT/SIGTERM end the run KILLED after a final checkpoint, with the resume command printed.
     """
     import mlflow
 
@@ -99,75 +121,64 @@ def train(algo: str, env: str | None, steps: int | None, seed: int = 0, config: 
         raise ConfigError(f"--steps must be positive, got {steps}")
     config = dict(config or {})
     config.setdefault("seed", seed)
-    # validate the config before anything is recorded
-    from core_rl.common.config import parse_config
-
-    parse_config(spec.cls.config_cls, config)
     uri = setup_tracking(tracking_uri)
     client = mlflow.tracking.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / CHECKPOINT_FILE
+        # ---- everything is validated (and the agent built) before a run exists ----
         if resume:
             try:
-                run = client.get_run(resume)
+                prior = client.get_run(resume)
             except Exception:
                 raise CheckpointError(f"no run '{resume}' in the tracking store {uri}") from None
-            experiment_id = run.info.experiment_id
-            ckpt = download_checkpoint(resume, tmp)
-            if run.data.tags.get("algo", algo) != algo:
-                raise CheckpointError(f"run '{resume}' trained {run.data.tags['algo']}, not {algo}")
-            target = steps if steps is not None else int(run.data.params.get("total_steps", 0))
-            active = mlflow.start_run(run_id=resume)
+            if prior.data.tags.get("algo", algo) != algo:
+                raise CheckpointError(f"run '{resume}' trained {prior.data.tags['algo']}, not {algo}")
+            agent = spec.cls.load(download_checkpoint(resume, Path(tmp) / "resume"), env=env if env else None)
+            target = _resume_target(prior, agent, steps)
+            env = env or prior.data.tags.get("env_id") or agent.env_id
         else:
-            experiment_id = get_experiment_id(experiment, uri)
+            agent = spec.cls(env, config)
             target = int(steps)  # type: ignore[arg-type]
-            active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{algo}-{env}-s{seed}")
-        run_id = active.info.run_id
-        agent_ref: list[Agent] = []
-        tracker = _UploadingTracker(run_id, agent_ref, Path(tmp) / CHECKPOINT_FILE, checkpoint_every)
-        try:
+        keep_replay = save_replay_buffer
+        if keep_replay is None:
+            nbytes = getattr(agent, "replay_nbytes", lambda: None)()
+            keep_replay = nbytes is not None and nbytes <= REPLAY_CHECKPOINT_LIMIT
+
+        def save_checkpoint() -> None:
+            agent.save(ckpt, include_replay=bool(keep_replay))
+            client.log_artifact(run.run_id, str(ckpt), CHECKPOINT_ARTIFACT)
+
+        with tracked_run(experiment, run_name=run_name or f"{algo}-{env}-s{seed}", tracking_uri=uri,
+                         resume_run_id=resume, resume_hint=f"deeprl train --algo {algo} --resume {{run_id}}"
+                         + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")) as run:
+            agent.tracker = _CheckpointingTracker(run.run_id, client, save_checkpoint, checkpoint_every)
+            run.on_stop(save_checkpoint)   # whatever ends the run, the latest weights are kept
+            run.on_stop(lambda: _log_curve(client, run.run_id, f"{algo} on {env}"))
             if resume:
-                agent = spec.cls.load(ckpt, env=env if env else None, tracker=tracker)
-                mlflow.set_tag("resumed_from_step", str(agent.num_timesteps))
-                remaining = target - agent.num_timesteps
+                run.set_tags({"resumed_from_step": agent.num_timesteps})
+                if target != int(prior.data.params.get("total_steps", target)):
+                    run.set_tags({"total_steps_resumed": target})
             else:
-                mlflow.set_tags({"algo": algo, "env_id": env, "algo_module": spec.module})
-                agent = spec.cls(env, config, tracker=tracker)
-                mlflow.log_param("total_steps", target)
-                remaining = target
-                cfg_path = Path(tmp) / "config.json"
-                cfg_path.write_text(json.dumps({"algo": algo, "env": env, **agent.config.model_dump(mode="json")},
-                                               indent=2))
-                client.log_artifact(run_id, str(cfg_path))
-            agent_ref.append(agent)
+                run.set_tags({"algo": algo, "env_id": env, "algo_module": spec.module})
+                run.log_params({"total_steps": target})
+                run.log_dict({"algo": algo, "env": env, **agent.config.model_dump(mode="json")}, "config.json")
+            remaining = target - agent.num_timesteps
             if remaining > 0:
                 agent.learn(remaining, progress=progress)
-            ckpt = Path(tmp) / CHECKPOINT_FILE
-            agent.save(ckpt)
-            client.log_artifact(run_id, str(ckpt), CHECKPOINT_ARTIFACT)
-            mlflow.log_metric("mean_return", agent.mean_return if agent.episode_returns else float("nan"),
-                              step=agent.num_timesteps)
-            _log_curve(client, run_id, f"{algo} on {env}")
+            save_checkpoint()
+            run.log_metrics({"mean_return": agent.mean_return if agent.episode_returns else float("nan")},
+                            step=agent.num_timesteps)
+            _log_curve(client, run.run_id, f"{algo} on {env}")
             model_uri = None
             if log_model:
                 from pipelines.policy_model import log_policy_model
 
+                model_path = Path(tmp) / "model" / CHECKPOINT_FILE
+                agent.save(model_path)   # the served model: weights only, no replay buffer
                 example = np.stack([agent.observation_space.sample() for _ in range(2)])
-                model_uri = log_policy_model(ckpt, example_obs=example)
-                mlflow.set_tag("model_uri", model_uri)
-            mlflow.end_run("FINISHED")
-            return TrainResult(run_id, agent.mean_return, agent.num_timesteps, model_uri, experiment_id)
-        except BaseException as exc:
-            # keep what was recorded: the latest weights go up as the checkpoint, the run is FAILED
-            if agent_ref:
-                try:
-                    agent_ref[0].save(ckpt)
-                    client.log_artifact(run_id, str(ckpt), CHECKPOINT_ARTIFACT)
-                except Exception:
-                    pass
-            mlflow.set_tag("failure", f"{type(exc).__name__}: {exc}"[:5000])
-            mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-            raise
+                model_uri = log_policy_model(model_path, example_obs=example)
+                run.set_tags({"model_uri": model_uri})
+        return TrainResult(run.run_id, agent.mean_return, agent.num_timesteps, model_uri, run.experiment_id)
 
 
 def evaluate(run_id: str | None = None, model_uri: str | None = None, episodes: int = 10,

@@ -21,10 +21,13 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
-from core_rl.common.checkpoint import load_checkpoint, save_checkpoint
+from core_rl.common.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from core_rl.common.config import AgentConfig, parse_config
-from core_rl.common.envs import EnvLike, check_action_space, env_id_of, make_vec_env
-from core_rl.common.seeding import configure_torch, set_seed
+from core_rl.common.envs import EnvLike, SpacesOnlyEnv, can_make, check_action_space, env_id_of, make_vec_env
+from core_rl.common.errors import CheckpointError
+from core_rl.common.runs import check_stop, graceful_stop
+from core_rl.common.seeding import configure_torch, preserve_rng, set_seed
+from core_rl.common.spaces import space_from_dict, space_to_dict
 from core_rl.common.tracking import NullTracker, Tracker
 
 Callback = Callable[["Agent", dict[str, float]], bool | None]
@@ -48,7 +51,10 @@ class Agent(ABC):
         self.device = torch.device(cfg.device)
         self.env_id = env_id_of(env)
         self._env_source = env
-        self.env = self._wrap_env(make_vec_env(env, self.n_envs, seed=cfg.seed), training=True)
+        raw_env = make_vec_env(env, self.n_envs, seed=cfg.seed)
+        # the env's own spaces (before this agent's wrappers): checkpoints keep them for env-free loading
+        self.env_spaces = (raw_env.single_observation_space, raw_env.single_action_space)
+        self.env = self._wrap_env(raw_env, training=True)
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         check_action_space(self.action_space, self.name, self.action_spaces)
@@ -61,6 +67,8 @@ class Agent(ABC):
         self._ep_return = np.zeros(self.n_envs)
         self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
         self._obs, _ = self.env.reset(seed=cfg.seed)
+        self._last_log_step = -(10**12)
+        self._resume_rng: dict[str, Any] | None = None
         self._build()
 
     # ---- what subclasses provide -------------------------------------------------------------
@@ -134,35 +142,39 @@ class Agent(ABC):
 
             bar = tqdm(total=int(total_steps), unit="step", desc=f"{self.name} {self.env_id}", dynamic_ncols=True)
         start_steps, t0 = self.num_timesteps, time.perf_counter()
-        self._last_log_step = getattr(self, "_last_log_step", -(10**12))
+        if self._resume_rng is not None:  # a loaded checkpoint continues its own random stream
+            torch.set_rng_state(self._resume_rng["torch"])
+            self._resume_rng = None
         try:
-            while self.num_timesteps < target:
-                before = self.num_timesteps
-                try:
-                    metrics = self._iterate()
-                except BaseException:
-                    self.num_timesteps = before  # a checkpoint then counts completed iterations only
-                    raise
-                self.iteration += 1
-                elapsed = max(time.perf_counter() - t0, 1e-9)
-                metrics = {
-                    **metrics,
-                    "episode_return": self.mean_return,
-                    "episode_length": float(np.mean(self.episode_lengths)) if self.episode_lengths else float("nan"),
-                    "episodes": float(self.episodes_done),
-                    "env_steps_per_s": (self.num_timesteps - start_steps) / elapsed,
-                }
-                self.last_metrics = metrics
-                if self.num_timesteps - self._last_log_step >= self.log_every_steps or self.num_timesteps >= target:
-                    self.tracker.log_metrics(metrics, step=self.num_timesteps)
-                    self._last_log_step = self.num_timesteps
-                if bar is not None:
-                    bar.update(self.num_timesteps - before)
-                    bar.set_postfix(ret=f"{self.mean_return:.1f}")
-                if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
-                    self.save(checkpoint_path)
-                if callback is not None and callback(self, metrics) is False:
-                    break
+            with graceful_stop():
+                while self.num_timesteps < target:
+                    before = self.num_timesteps
+                    try:
+                        metrics = self._iterate()
+                    except BaseException:
+                        self.num_timesteps = before  # a checkpoint then counts completed iterations only
+                        raise
+                    self.iteration += 1
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    metrics = {
+                        **metrics,
+                        "episode_return": self.mean_return,
+                        "episode_length": float(np.mean(self.episode_lengths)) if self.episode_lengths else float("nan"),
+                        "episodes": float(self.episodes_done),
+                        "env_steps_per_s": (self.num_timesteps - start_steps) / elapsed,
+                    }
+                    self.last_metrics = metrics
+                    if self.num_timesteps - self._last_log_step >= self.log_every_steps or self.num_timesteps >= target:
+                        self.tracker.log_metrics(metrics, step=self.num_timesteps)
+                        self._last_log_step = self.num_timesteps
+                    if bar is not None:
+                        bar.update(self.num_timesteps - before)
+                        bar.set_postfix(ret=f"{self.mean_return:.1f}")
+                    if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
+                        self.save(checkpoint_path)
+                    if callback is not None and callback(self, metrics) is False:
+                        break
+                    check_stop()  # a SIGINT/SIGTERM asked to stop: the iteration is complete and logged
         finally:
             if bar is not None:
                 bar.close()
@@ -182,63 +194,121 @@ class Agent(ABC):
 
     def evaluate(self, n_episodes: int = 10, env: EnvLike | None = None, deterministic: bool = True,
                  seed: int | None = None, n_envs: int | None = None) -> dict[str, Any]:
-        """Run ``n_episodes`` full episodes on a fresh copy of the env; returns mean/std/returns."""
+        """Run ``n_episodes`` full episodes on envs of its own; returns mean/std/returns.
+
+        Evaluation never steps or closes an object the user handed in: an env id or a factory makes
+        fresh envs, and an ``Env``/``VectorEnv`` instance is deep-copied (one that cannot be copied is
+        refused with an :class:`EnvError`)."""
+        if n_episodes <= 0:
+            raise ValueError(f"n_episodes must be positive, got {n_episodes}")
         n_envs = n_envs or min(n_episodes, 8)
-        src = env if env is not None else self._env_source
-        vec = self._wrap_env(make_vec_env(src, n_envs, seed=None), training=False)
+        vec = self._wrap_env(make_vec_env(self._evaluation_source(env), n_envs, seed=None, copy_instances=True),
+                             training=False)
         obs, _ = vec.reset(seed=self.config.seed + 10_000 if seed is None else seed)
         returns: list[float] = []
         lengths: list[int] = []
         ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
         # each env runs only the episodes assigned to it, so the result does not favour short episodes
         quota = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
-        while len(returns) < n_episodes:
-            actions = self.predict(obs, deterministic=deterministic)
-            obs, r, term, trunc, _ = vec.step(actions)
-            ep_ret += r
-            ep_len += 1
-            for i in np.flatnonzero(term | trunc):
-                if quota[i] > 0:
-                    returns.append(float(ep_ret[i]))
-                    lengths.append(int(ep_len[i]))
-                    quota[i] -= 1
-                ep_ret[i], ep_len[i] = 0.0, 0
-        vec.close()
+        try:
+            while len(returns) < n_episodes:
+                actions = self.predict(obs, deterministic=deterministic)
+                obs, r, term, trunc, _ = vec.step(actions)
+                ep_ret += r
+                ep_len += 1
+                for i in np.flatnonzero(term | trunc):
+                    if quota[i] > 0:
+                        returns.append(float(ep_ret[i]))
+                        lengths.append(int(ep_len[i]))
+                        quota[i] -= 1
+                    ep_ret[i], ep_len[i] = 0.0, 0
+        finally:
+            vec.close()
         return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
                 "mean_length": float(np.mean(lengths)), "returns": returns}
 
+    def _evaluation_source(self, env: EnvLike | None) -> EnvLike:
+        """What evaluation builds its envs from: ``env``, else what the agent was built from."""
+        return env if env is not None else self._env_source
+
     # ---- checkpoints -------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
+    def _counters(self) -> dict[str, int]:
+        """Every integer attribute (steps, iterations, gradient updates, schedule targets, ...): a resumed
+        run continues its counters, and its metric grid, where the checkpoint left them."""
+        return {k: v for k, v in vars(self).items() if type(v) is int}
+
+    def _extra_state(self, include_replay: bool) -> dict[str, Any]:
+        """Hook: more state for the checkpoint (tensors and plain values only). Off-policy agents add
+        their replay buffer here when ``include_replay``."""
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Hook: restore what :meth:`_extra_state` saved."""
+
+    def save(self, path: str | Path, include_replay: bool = False) -> Path:
+        """Write a checkpoint: weights and optimizer states, counters, episode statistics, the torch RNG
+        state, the env's spaces (so :meth:`load` needs no env) and, with ``include_replay``, the
+        replay buffer of an off-policy agent."""
         state = {k: m.state_dict() for k, m in self._modules().items()}
         meta = {
-            "num_timesteps": self.num_timesteps, "iteration": self.iteration, "env_id": self.env_id,
-            "episodes_done": self.episodes_done, "episode_returns": list(self.episode_returns),
-            "episode_lengths": list(self.episode_lengths), "torch_rng": torch.get_rng_state(),
+            "env_id": self.env_id, "counters": self._counters(),
+            "episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
+            "torch_rng": torch.get_rng_state(),
+            "spaces": {"observation": space_to_dict(self.env_spaces[0]), "action": space_to_dict(self.env_spaces[1])},
+            "extra": self._extra_state(include_replay),
         }
         return save_checkpoint(path, algo=self.name, config=self.config.model_dump(mode="json"), state=state, meta=meta)
 
     @classmethod
     def load(cls, path: str | Path, env: EnvLike | None = None, tracker: Tracker | None = None,
              **overrides: Any) -> "Agent":
+        """Rebuild an agent from a checkpoint; with no ``env``, from its registered env id, else from
+        the stored spaces (it can ``predict``, not step). The caller's global RNG states are left as
+        they were; the checkpoint's torch RNG state takes over when :meth:`learn` continues."""
         payload = load_checkpoint(path, algo=None if cls.name == "agent" else cls.name)
         if cls.name == "agent":  # Agent.load: dispatch on the stored algorithm name
             from core_rl.registry import get_algo
 
             cls = get_algo(payload["algo"]).cls
         meta = payload["meta"]
-        agent = cls(env if env is not None else meta["env_id"], {**payload["config"], **overrides}, tracker=tracker)
-        modules = agent._modules()
-        for key, sd in payload["state"].items():
-            if key in modules:
-                modules[key].load_state_dict(sd)
-        agent.num_timesteps = int(meta["num_timesteps"])
-        agent.iteration = int(meta["iteration"])
-        agent.episodes_done = int(meta.get("episodes_done", 0))
+        if env is None:
+            env = meta["env_id"] if can_make(meta["env_id"]) or "spaces" not in meta else SpacesOnlyEnv(
+                space_from_dict(meta["spaces"]["observation"]), space_from_dict(meta["spaces"]["action"]),
+                meta["env_id"])
+        with preserve_rng():
+            agent = cls(env, {**payload["config"], **overrides}, tracker=tracker)
+        agent._load_state(payload["state"], path)
+        for key, value in meta.get("counters", {}).items():
+            setattr(agent, key, int(value))
+        if "counters" not in meta:  # format of older checkpoints
+            agent.num_timesteps, agent.iteration = int(meta["num_timesteps"]), int(meta["iteration"])
+            agent.episodes_done = int(meta.get("episodes_done", 0))
         agent.episode_returns.extend(meta.get("episode_returns", []))
         agent.episode_lengths.extend(meta.get("episode_lengths", []))
+        if meta.get("extra"):
+            agent._load_extra_state(meta["extra"])
         if "torch_rng" in meta:
-            torch.set_rng_state(meta["torch_rng"])
+            agent._resume_rng = {"torch": meta["torch_rng"]}
         return agent
+
+    def _load_state(self, state: dict[str, Any], path: str | Path) -> None:
+        """Load every module's state, or raise :class:`CheckpointError` naming what does not fit."""
+        modules = self._modules()
+        missing = sorted(set(modules) - set(state))
+        if missing:
+            raise CheckpointError(f"checkpoint '{path}' lacks module(s) {', '.join(missing)} of {self.name}")
+        unexpected = sorted(set(state) - set(modules))
+        if unexpected:
+            raise CheckpointError(f"checkpoint '{path}' holds module(s) {', '.join(unexpected)} that {self.name} "
+                                  "does not have (another configuration?)")
+        for key, sd in state.items():
+            check_finite(sd, f"checkpoint '{path}', module '{key}'")
+            try:
+                modules[key].load_state_dict(sd)
+            except (RuntimeError, ValueError, KeyError) as exc:
+                first = str(exc).strip().splitlines()
+                raise CheckpointError(f"checkpoint '{path}', module '{key}' does not fit {self.name}: "
+                                      f"{' '.join(ln.strip() for ln in first[:3])[:400]}") from None
 
     def close(self) -> None:
         self.env.close()

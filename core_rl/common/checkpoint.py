@@ -37,3 +37,51 @@ def load_checkpoint(path: str | Path, algo: str | None = None) -> dict[str, Any]
     if algo is not None and payload["algo"] != algo:
         raise CheckpointError(f"checkpoint '{path}' holds a {payload['algo']} agent, not {algo}")
     return payload
+
+
+def check_finite(state: Any, where: str) -> None:
+    """Raise :class:`CheckpointError` if any floating tensor in a (nested) state dict is NaN or infinite."""
+    stack: list[tuple[str, Any]] = [("", state)]
+    while stack:
+        name, obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+                raise CheckpointError(f"{where}: '{name}' holds NaN or infinite values")
+        elif isinstance(obj, dict):
+            stack.extend((f"{name}.{k}" if name else str(k), v) for k, v in obj.items())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend((f"{name}[{i}]", v) for i, v in enumerate(obj))
+
+
+def object_state(obj: Any) -> dict[str, Any]:
+    """The state of a plain object (a replay buffer, its sum tree) as tensors and plain values, for a
+    ``weights_only`` checkpoint: tensors, numbers, strings and generators' states, nested objects
+    recursively. Restored into an object of the same construction by :func:`restore_object_state`."""
+    out: dict[str, Any] = {}
+    for key, value in vars(obj).items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value
+        elif isinstance(value, torch.Generator):
+            out[key] = {"__generator__": value.get_state()}
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            out[key] = value
+        elif hasattr(value, "__dict__") and not isinstance(value, (torch.device, type)):
+            out[key] = {"__object__": object_state(value)}
+    return out
+
+
+def restore_object_state(obj: Any, state: dict[str, Any]) -> None:
+    """Put :func:`object_state`'s values back into ``obj`` (shapes must match its construction)."""
+    for key, value in state.items():
+        current = getattr(obj, key, None)
+        if isinstance(value, dict) and "__generator__" in value:
+            current.set_state(value["__generator__"])
+        elif isinstance(value, dict) and "__object__" in value:
+            restore_object_state(current, value["__object__"])
+        elif isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor):
+            if current.shape != value.shape:
+                raise CheckpointError(f"stored {type(obj).__name__}.{key} has shape {tuple(value.shape)}, "
+                                      f"this one {tuple(current.shape)}")
+            current.copy_(value)
+        else:
+            setattr(obj, key, value)

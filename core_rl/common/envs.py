@@ -30,15 +30,14 @@ def env_id_of(env: EnvLike) -> str:
     return type(env).__name__ if not callable(env) or isinstance(env, gym.Env) else getattr(env, "__name__", "custom")
 
 
-#: env-id namespaces of the suite and the package whose import registers them
-ENV_NAMESPACES: dict[str, str] = {"safety": "safety", "recsys": "recsys", "explore": "core_rl.exploration"}
-
-
 def ensure_registered(env_id: str) -> None:
-    """Import the package that registers ``env_id``'s namespace (``safety/...``, ``recsys/...``)."""
+    """Import the package that registers ``env_id``'s namespace (the apps declare theirs as plugins,
+    see :mod:`core_rl.registry`)."""
     if env_id in gym.envs.registry or "/" not in env_id:
         return
-    package = ENV_NAMESPACES.get(env_id.split("/", 1)[0])
+    from core_rl.registry import env_namespace_package
+
+    package = env_namespace_package(env_id.split("/", 1)[0])
     if package is not None:
         import importlib
 
@@ -69,17 +68,27 @@ def _has_same_step_vector_env(env_id: str) -> bool:
     return getattr(creator, "metadata", {}).get("autoreset_mode") == AutoresetMode.SAME_STEP
 
 
+def _deepcopy(env: Any) -> Any:
+    try:
+        return copy.deepcopy(env)
+    except Exception as exc:
+        raise EnvError(f"the env instance {type(env).__name__} cannot be copied ({type(exc).__name__}: {exc}); "
+                       "pass an env id or a zero-argument factory instead") from None
+
+
 def make_vec_env(env: EnvLike, n_envs: int = 1, seed: int | None = None, asynchronous: bool = False,
-                 env_kwargs: dict[str, Any] | None = None) -> VectorEnv:
+                 env_kwargs: dict[str, Any] | None = None, copy_instances: bool = False) -> VectorEnv:
     """Build ``n_envs`` copies of ``env`` as a SAME_STEP-autoreset vector env and seed it.
 
     ``env`` may be a registered id, a ``gymnasium.Env`` instance (deep-copied for each extra copy),
-    a zero-argument factory, or a ready vector env (used as it is).
+    a zero-argument factory, or a ready vector env (used as it is). With ``copy_instances`` an
+    instance is never used itself: every copy (and a vector env) is a deep copy, so the caller's
+    object is neither stepped nor closed.
     """
     if n_envs < 1:
         raise EnvError(f"n_envs must be at least 1, got {n_envs}")
     if isinstance(env, VectorEnv):
-        vec = env
+        vec = _deepcopy(env) if copy_instances else env
     else:
         if isinstance(env, str):
             make_env(env, **(env_kwargs or {})).close()  # fail early, with the clear message
@@ -88,7 +97,10 @@ def make_vec_env(env: EnvLike, n_envs: int = 1, seed: int | None = None, asynchr
                 fns = []  # the id names its own batched SAME_STEP vector env: use it
                 vec = gym.make_vec(env, n_envs, vectorization_mode="vector_entry_point", **(env_kwargs or {}))
         elif isinstance(env, gym.Env):
-            fns = [lambda: env] + [lambda: copy.deepcopy(env) for _ in range(n_envs - 1)]
+            if copy_instances:
+                _deepcopy(env)  # fail early, with the clear message
+            first = (lambda: _deepcopy(env)) if copy_instances else (lambda: env)
+            fns = [first] + [lambda: _deepcopy(env) for _ in range(n_envs - 1)]
         elif callable(env):
             fns = [env for _ in range(n_envs)]
         else:
@@ -131,3 +143,28 @@ def final_next_obs(next_obs: np.ndarray, dones: np.ndarray, info: dict[str, Any]
     for i in np.flatnonzero(dones):  # only the finished envs, which are few
         real_next[i] = info["final_obs"][i]
     return real_next
+
+
+class SpacesOnlyEnv(gym.Env):
+    """Stands in for an env that is not at hand (a custom env of a loaded checkpoint): it has the
+    stored spaces, so ``predict`` works, and refuses to step, so nothing runs on a guessed world."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, env_id: str = "custom"):
+        self.observation_space, self.action_space, self.env_id = observation_space, action_space, env_id
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> Any:
+        raise EnvError(f"this agent was loaded without its env '{self.env_id}': pass env= (an id, an Env or a "
+                       "factory) to Agent.load or to evaluate() to run it")
+
+
+def can_make(env_id: str) -> bool:
+    """Whether ``env_id`` names a registered env (the suite's namespaces are imported first)."""
+    ensure_registered(env_id)
+    return env_id in gym.envs.registry

@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from core_rl.common.base import Agent
+from core_rl.common.checkpoint import object_state, restore_object_state
 from core_rl.common.config import AgentConfig
 from core_rl.common.envs import final_next_obs
 from core_rl.common.optim import clip_grad_norm
@@ -101,6 +102,18 @@ class OffPolicyAgent(Agent):
                 self.gradient_updates += 1
         metrics["gradient_updates"] = float(self.gradient_updates)
         return metrics
+
+    # ---- checkpoints: the replay buffer, on request -----------------------------------------
+    def replay_nbytes(self) -> int:
+        """Bytes the replay buffer's tensors take (what ``save(include_replay=True)`` adds)."""
+        return sum(v.numel() * v.element_size() for v in vars(self.replay).values() if isinstance(v, torch.Tensor))
+
+    def _extra_state(self, include_replay: bool) -> dict[str, Any]:
+        return {"replay": object_state(self.replay)} if include_replay else {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        if "replay" in extra:
+            restore_object_state(self.replay, extra["replay"])
 
     def _step_optimizer(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)

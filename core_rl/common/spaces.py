@@ -89,3 +89,55 @@ def _iterate_slate(space: Slate, items: np.ndarray) -> Any:
 
 
 __all__ = ["Slate"]
+
+
+# ---- spaces as plain data (checkpoints keep them, so a policy loads without its env) ----------
+
+
+def space_to_dict(space: Any) -> dict[str, Any]:
+    """A JSON-able description of a gymnasium space (Box, Discrete, MultiDiscrete, Slate, MultiBinary,
+    Dict, Tuple), read back by :func:`space_from_dict`."""
+    from gymnasium import spaces as S
+
+    if isinstance(space, Slate):
+        return {"type": "Slate", "n": space.n, "k": space.k, "batch_shape": list(space.batch_shape)}
+    if isinstance(space, S.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
+                "dtype": str(space.dtype)}
+    if isinstance(space, S.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, S.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "dtype": str(space.dtype)}
+    if isinstance(space, S.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    if isinstance(space, S.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_dict(v) for k, v in space.spaces.items()}}
+    if isinstance(space, S.Tuple):
+        return {"type": "Tuple", "spaces": [space_to_dict(v) for v in space.spaces]}
+    raise SpaceError(f"cannot store a {type(space).__name__} space in a checkpoint")
+
+
+def space_from_dict(d: dict[str, Any]) -> Any:
+    """The space :func:`space_to_dict` described."""
+    from gymnasium import spaces as S
+
+    kind = d.get("type")
+    if kind == "Slate":
+        return Slate(d["n"], d["k"], batch_shape=d.get("batch_shape", ()))
+    if kind == "Box":
+        dtype = np.dtype(d["dtype"])
+        return S.Box(np.asarray(d["low"], dtype=dtype), np.asarray(d["high"], dtype=dtype), dtype=dtype)
+    if kind == "Discrete":
+        return S.Discrete(d["n"], start=d.get("start", 0))
+    if kind == "MultiDiscrete":
+        return S.MultiDiscrete(np.asarray(d["nvec"]), dtype=np.dtype(d.get("dtype", "int64")))
+    if kind == "MultiBinary":
+        return S.MultiBinary(d["n"])
+    if kind == "Dict":
+        return S.Dict({k: space_from_dict(v) for k, v in d["spaces"].items()})
+    if kind == "Tuple":
+        return S.Tuple([space_from_dict(v) for v in d["spaces"]])
+    raise SpaceError(f"unknown stored space type {kind!r}")
+
+
+__all__ += ["space_to_dict", "space_from_dict"]
