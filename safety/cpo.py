@@ -34,25 +34,37 @@ the dual of this convex problem is solved in closed form:
 A backtracking line search (TRPO's β and K) accepts the first :math:`\beta^k\Delta` that keeps the
 KL within δ, does not lower the reward surrogate (when a feasible step was possible) and raises the
 cost surrogate by at most :math:`\max(0, -c)`. CPO handles one constraint (the first cost key).
+
+g, b, :math:`H^{-1}g`, :math:`H^{-1}b` come from the trust-region core's
+:func:`~core_rl.trust_region.common.natural_gradients` and the line search is its
+:func:`~core_rl.trust_region.common.backtracking_line_search` (NPG's and TRPO's); the agent is a
+:class:`~core_rl.trust_region.common.TrustRegionAgent` holding the cost monitor around its env and a
+cost critic (``cost_value``, :mod:`safety.on_policy`), whose cost advantages it reads from the batch.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from pydantic import model_validator
 
-from core_rl.common.buffers import FlatBatch
-from core_rl.trust_region.common import (conjugate_gradient, fisher_vector_product, flat_grad, flat_params,
-                                         mean_kl, policy_params, set_flat_params)
-from core_rl.trust_region.trpo import TRPO, TRPOConfig
-from safety.on_policy import SafeOnPolicyConfig, SafeOnPolicyMixin, SafeRolloutBatch
+from core_rl.common.buffers import FlatBatch, RolloutBatch
+from core_rl.trust_region.common import (Dist, TrustRegionAgent, backtracking_line_search, mean_kl, natural_gradients,
+                                         policy_params, set_flat_params)
+from core_rl.trust_region.trpo import TRPOConfig
+from safety.cmdp import CostMonitor
+from safety.on_policy import (CostCritic, SafeOnPolicyConfig, cost_metrics, cost_monitor_of, monitor_costs,
+                              safety_metrics)
 
 EPS = 1e-8
 
 
 class CPOConfig(SafeOnPolicyConfig, TRPOConfig):
+    """TRPO's fields (δ = ``max_kl``, the line search's β and K; ``accept_ratio`` is not used) and the cost critic's."""
+
     @model_validator(mode="after")
     def _one_constraint(self) -> "CPOConfig":
         if len(self.cost_keys) != 1:
@@ -102,68 +114,113 @@ def cpo_step(g: torch.Tensor, b: torch.Tensor, x: torch.Tensor, p: torch.Tensor,
     return (x - nu * p) / (lam + EPS), case, lam, nu
 
 
-class CPO(SafeOnPolicyMixin, TRPO):
+class CPO(TrustRegionAgent):
     """TRPO whose step solves the trust-region problem with the linearized cost constraint."""
 
     name = "cpo"
     config: CPOConfig
     config_cls = CPOConfig
+    cost_value: CostCritic
 
-    def policy_update(self, batch: SafeRolloutBatch) -> dict[str, float]:
+    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        return monitor_costs(super()._wrap_env(env, training), self.config)
+
+    def _build(self) -> None:
+        super()._build()
+        self.cost_value = CostCritic(self.observation_space, self.config, self.config.gae_lambda).to(self.device)
+
+    @property
+    def cost_monitor(self) -> CostMonitor:
+        return cost_monitor_of(self.env)
+
+    @property
+    def mean_episode_cost(self) -> float:
+        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
+        return float(self.cost_monitor.mean_episode_cost[0])
+
+    # ---- the rollout carries the costs ----------------------------------------------------------
+    def _rollout_begin(self, episode_start: np.ndarray) -> None:
+        super()._rollout_begin(episode_start)
+        self.cost_monitor.begin_rollout()
+
+    def _make_rollout_batch(self, **fields: torch.Tensor) -> RolloutBatch:
+        alive = ~self._episode_start if self.collect_mode == "episodes" else None
+        return self.cost_value.attach(super()._make_rollout_batch(**fields), self.cost_monitor.end_rollout(),
+                                      self._obs_tensor, self._obs, alive)
+
+    def estimate(self, batch: RolloutBatch) -> RolloutBatch:
+        return self.cost_value.estimate(super().estimate(batch))
+
+    # ---- the update ----------------------------------------------------------------------------
+    def violation(self, batch: RolloutBatch) -> float:
+        """c = (Ĵ_c − d) / T̄: the episodic violation per step, in the surrogate's units (0 until an
+        episode finished); Ĵ_c from the rollout's finished episodes, else the monitor's last 100."""
         if batch.episode_costs is not None and len(batch.episode_costs):
             cost = float(batch.episode_costs[:, 0].mean())
         else:
             cost = float(self.cost_monitor.mean_episode_cost[0])
         length = float(torch.tensor(list(self.episode_lengths), dtype=torch.float64).mean()) \
             if self.episode_lengths else float(batch.n_steps)
-        # c in the surrogate's units: the episodic violation per step (0 until an episode finished)
-        self._violation = 0.0 if math.isnan(cost) else (cost - float(self.config.limits[0])) / max(length, 1.0)
-        return super().policy_update(batch)
+        return 0.0 if math.isnan(cost) else (cost - float(self.config.limits[0])) / max(length, 1.0)
 
-    def improve_policy(self, flat: FlatBatch, advantage: torch.Tensor) -> dict[str, float]:
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        flat = batch.flat()
+        advantage = flat.advantages
+        if advantage is None or batch.cost_advantages is None:
+            raise ValueError("the batch has no advantages: estimate() them first")
+        c = self.violation(batch)
+        if self.config.normalize_advantage:
+            advantage = self.normalize(advantage)
+        metrics = self.constrained_step(flat, advantage.detach(), batch.masked(batch.cost_advantages)[:, 0], c)
+        metrics["value_loss"] = self.fit_critic(flat)
+        metrics.update(cost_metrics(batch, self.cost_value.fit(batch, self._clip_and_step)))
+        return metrics
+
+    def constrained_step(self, flat: FlatBatch, advantage: torch.Tensor, cost_advantage: torch.Tensor,
+                         c: float) -> dict[str, float]:
+        """The CPO step on the batch (``cost_advantage``: Â^c of the constraint, ``c``: the violation)."""
         cfg = self.config
-        cost_advantage = self._cost_advantages[:, 0]
         cost_advantage = cost_advantage - cost_advantage.mean()
-        params = policy_params(self.policy)
-        theta = flat_params(params)
-        dist = self.policy.distribution(flat.obs)
-        old = dist.detach()
-        old_log_prob = old.log_prob(flat.actions)
-        surrogate = self.surrogate(dist, flat.actions, old_log_prob, advantage)
-        ratio = (dist.log_prob(flat.actions) - old_log_prob).exp()
-        cost_surrogate = (ratio * cost_advantage).mean()
-        g = flat_grad(surrogate, params, retain_graph=True)
-        b = flat_grad(cost_surrogate, params, retain_graph=True)
-        fvp = fisher_vector_product(mean_kl(dist, old), params, cfg.damping)
-        x = conjugate_gradient(fvp, g, cfg.cg_iters, cfg.cg_tol)
-        p = conjugate_gradient(fvp, b, cfg.cg_iters, cfg.cg_tol)
-        c = self._violation
+
+        def objectives(dist: Dist, old_log_prob: torch.Tensor) -> list[torch.Tensor]:
+            surrogate = self.surrogate(dist, flat.actions, old_log_prob, advantage)
+            ratio = (dist.log_prob(flat.actions) - old_log_prob).exp()
+            return [surrogate, (ratio * cost_advantage).mean()]
+
+        model = natural_gradients(self.policy, flat.obs, flat.actions, objectives, cfg.damping, cfg.cg_iters,
+                                  cfg.cg_tol)
+        (g, b), (x, p) = model.grads, model.directions
         step, case, lam, nu = cpo_step(g, b, x, p, c, cfg.max_kl)
-        surrogate_old, cost_old = float(surrogate.detach()), float(cost_surrogate.detach())
-        accepted, fraction, kl, gain, cost_change = 0.0, 0.0, 0.0, 0.0, 0.0
+        surrogate_old, cost_old = model.values
+        params = policy_params(self.policy)
+
+        @torch.no_grad()
+        def evaluate(theta_new: torch.Tensor) -> tuple[float, float, float]:
+            set_flat_params(params, theta_new)
+            new = self.policy.distribution(flat.obs)
+            kl = float(mean_kl(new, model.old))
+            ratio = (new.log_prob(flat.actions) - model.old_log_prob).exp()
+            gain = float(self.surrogate(new, flat.actions, model.old_log_prob, advantage)) - surrogate_old
+            return kl, gain, float((ratio * cost_advantage).mean()) - cost_old
+
+        def accept(result: tuple[float, float, float], fraction: float) -> bool:
+            kl, gain, cost_change = result
+            if not math.isfinite(gain) or not math.isfinite(kl):
+                return False
+            if case > 1 and gain < 0:
+                return False  # a feasible step must not lower the reward surrogate
+            if cost_change > max(-c, 0.0):
+                return False  # nor raise the cost past what the constraint allows
+            return kl <= cfg.max_kl
+
+        _, fraction, result = backtracking_line_search(params, model.theta, step, evaluate, accept,
+                                                       cfg.max_backtracks, cfg.backtrack_coef)
+        kl, gain, cost_change = result if result is not None else (0.0, 0.0, 0.0)
         with torch.no_grad():
-            for k in range(cfg.max_backtracks):
-                frac = cfg.backtrack_coef ** k
-                set_flat_params(params, theta + frac * step)
-                new = self.policy.distribution(flat.obs)
-                kl = float(mean_kl(new, old))
-                ratio = (new.log_prob(flat.actions) - old_log_prob).exp()
-                gain = float(self.surrogate(new, flat.actions, old_log_prob, advantage)) - surrogate_old
-                cost_change = float((ratio * cost_advantage).mean()) - cost_old
-                if not math.isfinite(gain) or not math.isfinite(kl):
-                    continue
-                if case > 1 and gain < 0:
-                    continue  # a feasible step must not lower the reward surrogate
-                if cost_change > max(-c, 0.0):
-                    continue  # nor raise the cost past what the constraint allows
-                if kl > cfg.max_kl:
-                    continue
-                accepted, fraction = 1.0, frac
-                break
-            if not accepted:
-                set_flat_params(params, theta)
-                kl = gain = cost_change = 0.0
             entropy = float(self.policy.distribution(flat.obs).entropy().mean())
         return {"kl": kl, "surrogate_gain": gain, "cost_surrogate_change": cost_change, "step_fraction": fraction,
-                "accepted": accepted, "cpo_case": float(case), "cpo_lambda": lam, "cpo_nu": nu, "violation": c,
-                "step_norm": float(step.norm()), "entropy": entropy}
+                "accepted": float(result is not None), "cpo_case": float(case), "cpo_lambda": lam, "cpo_nu": nu,
+                "violation": c, "step_norm": float(step.norm()), "entropy": entropy}
+
+    def _iterate(self) -> dict[str, float]:
+        return safety_metrics(super()._iterate(), self.cost_monitor)

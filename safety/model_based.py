@@ -34,7 +34,7 @@ cost members run as one fused matrix product with the input normalization folded
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from gymnasium.vector import VectorEnv
@@ -45,10 +45,10 @@ from core_rl.model_based.dynamics import BatchedMLP
 from core_rl.model_based.env_models import KNOWN_REWARDS, RewardFn
 from core_rl.model_based.mpc import PETS, PETSConfig
 from core_rl.model_based.planners.shooting import TrajectoryEvaluator
-from safety.cmdp import CMDPConfig
+from core_rl.common.replay import ReplayBuffer
+from safety.cmdp import CMDPConfig, CostMonitor
 from safety.envs import PointGoalVectorEnv
-from safety.on_policy import CostTrackingMixin, find_wrapper
-from safety.sac_lag import CostReplayBuffer
+from safety.on_policy import cost_monitor_of, find_wrapper, monitor_costs, safety_metrics
 
 
 # ---- the tasks' known rewards, as functions of observations (PETS's usual r(s, a, s')) ---------------
@@ -65,8 +65,8 @@ def point_goal_reward(goal_radius: float = 0.3, goal_bonus: float = 1.0) -> Rewa
 
 
 #: env class -> its reward function built from the env's parameters
-TASK_REWARDS: dict[type, Callable[[VectorEnv], RewardFn]] = {
-    PointGoalVectorEnv: lambda env: point_goal_reward(env.goal_radius, env.goal_bonus),  # type: ignore[attr-defined]
+TASK_REWARDS: dict[type, Callable[[Any], RewardFn]] = {
+    PointGoalVectorEnv: lambda env: point_goal_reward(env.goal_radius, env.goal_bonus),
 }
 
 
@@ -178,7 +178,7 @@ class CostTrackingModel:
         self.model.begin_rollout()
         self.cost_total = None
 
-    def propagate(self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True):  # type: ignore[no-untyped-def]
+    def propagate(self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True) -> tuple[Any, Any]:
         next_obs, reward = self.model.propagate(obs, act, sample)
         cost = self.cost_model.risk(obs, act, next_obs)
         self.cost_total = cost if self.cost_total is None else self.cost_total + cost
@@ -240,12 +240,24 @@ class SafeMPCConfig(PETSConfig, CMDPConfig):
         0.3, ge=0.0, description="Largest pessimistic horizon risk Ĉ (≈ expected violations) of a feasible plan.")
 
 
-class SafeMPC(CostTrackingMixin, PETS):
+class SafeMPC(PETS):
     """PETS with a pessimistic learned cost in the planner (feasible-first CEM)."""
 
     name = "safe_mpc"
     config: SafeMPCConfig
     config_cls = SafeMPCConfig
+
+    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        return monitor_costs(super()._wrap_env(env, training), self.config)
+
+    @property
+    def cost_monitor(self) -> CostMonitor:
+        return cost_monitor_of(self.env)
+
+    @property
+    def mean_episode_cost(self) -> float:
+        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
+        return float(self.cost_monitor.mean_episode_cost[0])
 
     def _random_actions(self, n: int) -> torch.Tensor:
         """The initial exploration: per env an AR(1) process a_t = ρ a_{t−1} + √(1−ρ²) ε_t, ε ~ N(0, 1),
@@ -282,16 +294,16 @@ class SafeMPC(CostTrackingMixin, PETS):
         super()._build()
         cfg = self.config
         monitor = self.cost_monitor
-        self.replay = CostReplayBuffer(cfg.buffer_size, self.n_envs, (self.obs_dim,), (self.act_dim,), seed=cfg.seed,
-                                       device=self.device, n_constraints=cfg.n_constraints,
-                                       cost_source=lambda: monitor.last_costs)
+        self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, (self.obs_dim,), (self.act_dim,), seed=cfg.seed,
+                                   device=self.device, n_costs=cfg.n_constraints, cost_source=lambda: monitor.last_costs)
         self.cost_model = CostEnsemble(self.obs_dim, self.act_dim, cfg.cost_members, cfg.cost_hidden_sizes,
                                        cfg.activation)
         self.cost_tracker = CostTrackingModel(self.model, self.cost_model)
         inner = TrajectoryEvaluator(self.cost_tracker, cfg.n_particles, reward_fn=self.evaluator.reward_fn,
                                     termination_fn=self.evaluator.termination_fn, gamma=cfg.gamma,
                                     sample=cfg.particle_noise)
-        self.evaluator = PessimisticCostPlanning(inner, self.cost_tracker, cfg.plan_cost_threshold)  # type: ignore[assignment]
+        self.cost_planning = PessimisticCostPlanning(inner, self.cost_tracker, cfg.plan_cost_threshold)
+        self.evaluator = self.cost_planning  # type: ignore[assignment]  # the planner scores through it
         self.planner = self._make_planner(cfg.seed)
         self._cost_generator = torch.Generator().manual_seed(cfg.seed + 3)
         self._cost_fit_step, self._violations_at_cost_fit, self._violations = 0, 0, 0
@@ -301,6 +313,8 @@ class SafeMPC(CostTrackingMixin, PETS):
         replay = self.replay
         T = replay.size_per_env if replay.full else replay.pos
         x = CostEnsemble.inputs(replay.obs[:T], replay.actions[:T], replay.next_obs[:T]).reshape(T * self.n_envs, -1)
+        if replay.costs is None:
+            raise ValueError("SafeMPC's replay stores costs: it has none")
         y = (replay.costs[:T] > 0).any(-1).float().reshape(-1)
         return x.float(), y
 
@@ -324,8 +338,8 @@ class SafeMPC(CostTrackingMixin, PETS):
             self._fit_metrics.update(self.fit_cost_model())  # react to new violations before the next model fit
         metrics = super()._iterate()
         self._violations += int((self.cost_monitor.last_costs > 0).any(-1).sum())
-        metrics["plan_feasible_fraction"] = self.evaluator.last_feasible_fraction  # type: ignore[attr-defined]
-        return metrics
+        metrics["plan_feasible_fraction"] = self.cost_planning.last_feasible_fraction
+        return safety_metrics(metrics, self.cost_monitor)
 
 
 __all__ = ["CostEnsemble", "CostTrackingModel", "PessimisticCostPlanning", "SafeMPC", "SafeMPCConfig"]

@@ -14,16 +14,17 @@ and the actor minimizes the Lagrangian of the soft objective, scaled to stay one
 λ takes the same dual step as the on-policy agents (:mod:`safety.lagrangian`) each time training
 episodes finish, :math:`\lambda \leftarrow \max(0, \lambda + \alpha_\lambda(\hat J_c - d))`. Everything
 else — temperature, soft critics, replay, targets — is :class:`~core_rl.continuous.sac.SAC`'s; the
-replay buffer only gains the step costs (one-step targets: ``n_step`` must be 1). One constraint.
+replay buffer stores the step costs beside the rewards (:class:`~core_rl.common.replay.ReplayBuffer`'s
+``n_costs``, read from the cost monitor around the env; one-step targets: ``n_step`` must be 1). The
+agent is SAC holding the cost monitor, a cost critic and a Lagrange multiplier. One constraint.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from pydantic import Field, model_validator
 
 from core_rl.common.off_policy import polyak_update
@@ -31,32 +32,9 @@ from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.continuous.critics import QEnsemble
 from core_rl.continuous.sac import SAC, SACConfig
+from safety.cmdp import CostMonitor
 from safety.lagrangian import LagrangianConfig, make_multiplier
-from safety.on_policy import CostTrackingMixin
-
-
-@dataclass
-class CostReplaySample(ReplaySample):
-    costs: torch.Tensor | None = None     # [B, K] the step's costs
-
-
-class CostReplayBuffer(ReplayBuffer):
-    """A :class:`ReplayBuffer` whose transitions also carry the step costs ``[K]``; ``cost_source()``
-    returns the ``[N, K]`` costs of the step being added (the agent's cost monitor's last step)."""
-
-    def __init__(self, *args, n_constraints: int = 1, cost_source=None, **kwargs):  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.costs = torch.zeros((self.size_per_env, self.n_envs, n_constraints))
-        self.cost_source = cost_source
-
-    def add(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        self.costs[self.pos] = torch.as_tensor(np.asarray(self.cost_source()), dtype=torch.float32)
-        super().add(*args, **kwargs)
-
-    def gather(self, t: torch.Tensor, env: torch.Tensor) -> CostReplaySample:
-        sample = super().gather(t, env)
-        base = {f.name: getattr(sample, f.name) for f in fields(ReplaySample)}
-        return CostReplaySample(**base, costs=self.costs[t, env].to(self.device))
+from safety.on_policy import cost_monitor_of, monitor_costs, safety_metrics
 
 
 class SACLagConfig(LagrangianConfig, SACConfig):
@@ -71,21 +49,33 @@ class SACLagConfig(LagrangianConfig, SACConfig):
         return self
 
 
-class SACLag(CostTrackingMixin, SAC):
+class SACLag(SAC):
     """SAC with a pessimistic cost critic and a Lagrange multiplier on the episodic cost."""
 
     name = "sac_lag"
     config: SACLagConfig
     config_cls = SACLagConfig
 
+    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        return monitor_costs(super()._wrap_env(env, training), self.config)
+
+    @property
+    def cost_monitor(self) -> CostMonitor:
+        return cost_monitor_of(self.env)
+
+    @property
+    def mean_episode_cost(self) -> float:
+        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
+        return float(self.cost_monitor.mean_episode_cost[0])
+
     def _build_networks(self) -> None:
         super()._build_networks()
         cfg = self.config
         old = self.replay
         monitor = self.cost_monitor
-        self.replay = CostReplayBuffer(cfg.buffer_size, self.n_envs, tuple(old.obs.shape[2:]),
-                                       tuple(old.actions.shape[2:]), n_step=1, gamma=cfg.gamma, seed=cfg.seed,
-                                       device=self.device, n_constraints=1, cost_source=lambda: monitor.last_costs)
+        self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, tuple(old.obs.shape[2:]), tuple(old.actions.shape[2:]),
+                                   n_step=1, gamma=cfg.gamma, seed=cfg.seed, device=self.device, n_costs=1,
+                                   cost_source=lambda: monitor.last_costs)
         self.cost_critic = QEnsemble(self.observation_space, self.action_dim, 2, cfg.hidden_sizes,
                                      cfg.activation).to(self.device)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
@@ -102,7 +92,7 @@ class SACLag(CostTrackingMixin, SAC):
         if len(finished):  # the dual step, whenever training episodes end
             self.lagrange.update(torch.as_tensor(finished.mean(0)))
         metrics["lambda"] = float(self.lagrange.value[0])
-        return metrics
+        return safety_metrics(metrics, monitor)
 
     def actor_loss(self, batch: ReplaySample, action: torch.Tensor, log_prob: torch.Tensor,
                    alpha: torch.Tensor) -> torch.Tensor:
@@ -111,8 +101,10 @@ class SACLag(CostTrackingMixin, SAC):
         qc = self.cost_critic(batch.obs, action, detach_params=True).amax(0)
         return (super().actor_loss(batch, action, log_prob, alpha) + lam * qc.mean()) / (1.0 + lam)
 
-    def train_step(self, batch: CostReplaySample) -> dict[str, float]:  # type: ignore[override]
+    def train_step(self, batch: ReplaySample) -> dict[str, float]:
         cfg = self.config
+        if batch.costs is None:
+            raise ValueError("SAC-Lag's replay stores costs: the sampled batch has none")
         # the cost critic first, so that the actor's Lagrangian (in SAC's step) sees its update
         with torch.no_grad():
             next_action, _ = self.actor(batch.next_obs)

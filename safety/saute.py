@@ -29,8 +29,8 @@ from pydantic import Field
 
 from core_rl.common.errors import SpaceError
 from core_rl.trust_region.ppo import PPO, PPOConfig
-from safety.cmdp import CMDPConfig, read_costs
-from safety.on_policy import CostTrackingMixin
+from safety.cmdp import CMDPConfig, CostMonitor, read_costs
+from safety.on_policy import cost_monitor_of, monitor_costs, safety_metrics
 
 
 class SauteWrapper(VectorWrapper):
@@ -87,18 +87,31 @@ class SauteConfig(CMDPConfig, PPOConfig):
     saute_gamma: float = Field(1.0, gt=0.0, le=1.0, description="γ_s of the budget update (1: undiscounted budget).")
 
 
-class Saute(CostTrackingMixin, PPO):
-    """PPO on the Saute-augmented MDP (``Saute(env, cost_limit=25)``)."""
+class Saute(PPO):
+    """PPO on the Saute-augmented MDP (``Saute(env, cost_limit=25)``): the env's costs pass the cost
+    monitor, then the Saute wrapper."""
 
     name = "saute_ppo"
     config: SauteConfig
     config_cls = SauteConfig
 
     def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        env = super()._wrap_env(env, training)
+        env = monitor_costs(super()._wrap_env(env, training), self.config)
         cfg = self.config
         # evaluation keeps the budget in the observation but reports the env's own reward
         return SauteWrapper(env, cfg.cost_keys, cfg.limits, cfg.unsafe_reward, cfg.saute_gamma, shape_reward=training)
+
+    @property
+    def cost_monitor(self) -> CostMonitor:
+        return cost_monitor_of(self.env)
+
+    @property
+    def mean_episode_cost(self) -> float:
+        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
+        return float(self.cost_monitor.mean_episode_cost[0])
+
+    def _iterate(self) -> dict[str, float]:
+        return safety_metrics(super()._iterate(), self.cost_monitor)
 
     @property
     def mean_return(self) -> float:

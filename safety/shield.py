@@ -37,6 +37,7 @@ from torch import nn
 
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.normalization import RunningMeanStd
+from safety.on_policy import find_wrapper
 from safety.ppo_lag import PPOLag, PPOLagConfig
 
 
@@ -63,17 +64,17 @@ class LinearCostModel(nn.Module):
         mean, std = self.obs_rms.mean.float(), (self.obs_rms.var.float() + 1e-8).sqrt()
         return self.net(((x - mean) / std).clamp(-10, 10))
 
-    def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Box actions: ``(h [B, K], g [B, K, A])``; discrete: ``(logits [B, K, A], None)``."""
         out = self.features(obs)
         if self.discrete:
-            return out.reshape(-1, self.K, self.n_act), None  # type: ignore[return-value]
+            return out.reshape(-1, self.K, self.n_act), None
         out = out.reshape(-1, self.K, 1 + self.n_act)
         return out[..., 0], out[..., 1:]
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         h, g = self.split(obs)
-        if self.discrete:
+        if g is None:  # discrete: one logit per action
             idx = actions.long().reshape(-1, 1, 1).expand(-1, self.K, 1)
             return h.gather(-1, idx).squeeze(-1)
         return h + (g * actions.reshape(-1, 1, self.n_act)).sum(-1)
@@ -82,7 +83,7 @@ class LinearCostModel(nn.Module):
     def project(self, obs: torch.Tensor, actions: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The safest nearby actions and a ``[B]`` mask of where the layer changed the action."""
         h, g = self.split(obs)
-        if self.discrete:
+        if g is None:  # discrete: substitute the action of least predicted cost
             a = actions.long().reshape(-1)
             risk = h.max(1).values                                  # [B, A]: worst constraint per action
             unsafe = risk.gather(1, a[:, None]).squeeze(1) > tau
@@ -103,11 +104,14 @@ class LinearCostModel(nn.Module):
 
 
 class ShieldWrapper(VectorWrapper):
-    """Passes every action through the agent's safety layer and records (s, a, c > 0) for its cost model."""
+    """Passes every action through a safety layer and records (s, a, c > 0) for its cost model.
 
-    def __init__(self, env: VectorEnv, agent: "ShieldedPPOLag"):
+    The layer is attached after the agent has built it (``wrapper.layer = ...``); until then actions
+    pass unchanged."""
+
+    def __init__(self, env: VectorEnv):
         super().__init__(env)
-        self.agent = agent
+        self.layer: SafetyLayer | None = None
         self._obs: np.ndarray | None = None
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -116,10 +120,12 @@ class ShieldWrapper(VectorWrapper):
         return obs, info
 
     def step(self, actions: Any):
-        safe_actions, changed = self.agent.shield_actions(self._obs, np.asarray(actions))
+        if self.layer is None or self._obs is None:
+            return self.env.step(actions)
+        safe_actions, changed = self.layer.shield_actions(self._obs, np.asarray(actions))
         obs, reward, terminated, truncated, info = self.env.step(safe_actions)
-        self.agent.record_transition(self._obs, safe_actions, info["costs"], np.asarray(terminated) | np.asarray(truncated),
-                                     changed)
+        self.layer.record(self._obs, safe_actions, info["costs"], np.asarray(terminated) | np.asarray(truncated),
+                          changed)
         self._obs = obs
         return obs, reward, terminated, truncated, info
 
@@ -137,32 +143,37 @@ class ShieldConfig(PPOLagConfig):
     shield_hidden_sizes: tuple[int, ...] = (64, 64)
 
 
-class ShieldedPPOLag(PPOLag):
-    """PPO-Lag behind a learned safety layer (Box actions: projection; discrete: substitution)."""
+class SafetyLayer(nn.Module):
+    """The shield as a component: the cost model ``cost_model`` and its optimizer (in the state dict,
+    via ``get_extra_state``), the store of labelled transitions it learns from, the projection of a
+    batch of env actions (:meth:`shield_actions`), the online record (:meth:`record`) and fit
+    (:meth:`fit`), and its per-iteration metrics (:meth:`metrics`)."""
 
-    name = "shield_ppo_lag"
-    config: ShieldConfig
-    config_cls = ShieldConfig
-    action_spaces = (gym.spaces.Discrete, gym.spaces.Box)  # the safety layer has no slate (MultiDiscrete) form
-
-    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        env = super()._wrap_env(env, training)
-        return ShieldWrapper(env, self) if training else env  # evaluation: predict() applies the layer
-
-    def _build(self) -> None:
-        super()._build()
-        cfg = self.config
-        self.cost_model = LinearCostModel(self.observation_space, self.action_space, cfg.n_constraints,
-                                          cfg.shield_hidden_sizes).to(self.device)
-        self.cost_model_optimizer = torch.optim.Adam(self.cost_model.net.parameters(), lr=cfg.shield_lr)
-        T, N = max(cfg.shield_buffer_size // self.n_envs, cfg.shield_horizon + 1), self.n_envs
-        self._buf_obs = torch.zeros((T, N, *(self.observation_space.shape or (1,))))
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: ShieldConfig, n_envs: int,
+                 device: torch.device):
+        super().__init__()
+        cfg = config
+        self.observation_space, self.action_space, self.device = observation_space, action_space, device
+        self.horizon, self.updates, self.batch_size = cfg.shield_horizon, cfg.shield_updates, cfg.shield_batch_size
+        self.fit_every = cfg.shield_fit_every
+        self.cost_model = LinearCostModel(observation_space, action_space, cfg.n_constraints,
+                                          cfg.shield_hidden_sizes).to(device)
+        self.optimizer = torch.optim.Adam(self.cost_model.net.parameters(), lr=cfg.shield_lr)
+        T, N = max(cfg.shield_buffer_size // n_envs, cfg.shield_horizon + 1), n_envs
+        self._buf_obs = torch.zeros((T, N, *(observation_space.shape or (1,))))
         self._buf_act = torch.zeros((T, N, 1 if self.cost_model.discrete else self.cost_model.n_act))
         self._buf_label = torch.zeros((T, N, cfg.n_constraints))
         self._buf_pos, self._buf_full = 0, False
         self._ep_steps = np.zeros(N, dtype=np.int64)
-        self._interventions, self._shield_steps = 0, 0
-        self._tau = float(np.log(cfg.shield_threshold / (1 - cfg.shield_threshold)))
+        self._interventions, self._steps, self._vector_steps = 0, 0, 0
+        self._last_fit: dict[str, float] = {}
+        self.tau = float(np.log(cfg.shield_threshold / (1 - cfg.shield_threshold)))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
 
     # ---- the layer -----------------------------------------------------------------------------
     def _scale(self, actions: np.ndarray) -> np.ndarray:
@@ -177,19 +188,19 @@ class ShieldedPPOLag(PPOLag):
         """The safety layer on a batch of env actions: ``(safe actions, changed mask)``."""
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
         if self.cost_model.discrete:
-            safe, changed = self.cost_model.project(obs_t, torch.as_tensor(actions, device=self.device), self._tau)
+            safe, changed = self.cost_model.project(obs_t, torch.as_tensor(actions, device=self.device), self.tau)
             return safe.cpu().numpy().astype(np.int64), changed.cpu().numpy()
         scaled = np.clip(self._scale(np.asarray(actions, dtype=np.float64)), -1.0, 1.0)
         safe, changed = self.cost_model.project(obs_t, torch.as_tensor(scaled, dtype=torch.float32, device=self.device),
-                                                self._tau)
+                                                self.tau)
         out = self._unscale(safe.cpu().numpy().astype(np.float64)).astype(self.action_space.dtype)
         return out.reshape(np.asarray(actions).shape), changed.cpu().numpy()
 
-    def record_transition(self, obs: np.ndarray, actions: np.ndarray, costs: np.ndarray, dones: np.ndarray,
-                          changed: np.ndarray) -> None:
+    def record(self, obs: np.ndarray, actions: np.ndarray, costs: np.ndarray, dones: np.ndarray,
+               changed: np.ndarray) -> None:
         """Store one vector step; the label of (s_t, a_t) is 1 for constraint k if c_k > 0 at any of the
-        steps t..t+H−1 of the same episode (set as those costs arrive)."""
-        T, n, H = self._buf_obs.shape[0], len(costs), self.config.shield_horizon
+        steps t..t+H−1 of the same episode (set as those costs arrive). Fits every ``fit_every`` steps."""
+        T, n, H = self._buf_obs.shape[0], len(costs), self.horizon
         p = self._buf_pos
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(n, *self._buf_obs.shape[2:])
         self._buf_obs[p] = obs_t
@@ -207,28 +218,19 @@ class ShieldedPPOLag(PPOLag):
         self._buf_full |= p + 1 >= T
         self._buf_pos = (p + 1) % T
         self._interventions += int(np.sum(changed))
-        self._shield_steps += n
-        self._vector_steps = getattr(self, "_vector_steps", 0) + 1
-        if self._vector_steps % self.config.shield_fit_every == 0:
-            self._shield_fit = self.fit_cost_model()
-
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """The policy's action(s) passed through the safety layer."""
-        actions = super().predict(obs, deterministic)
-        single = np.asarray(obs).shape == self.observation_space.shape
-        batch_obs = np.asarray(obs)[None] if single else np.asarray(obs)
-        safe, _ = self.shield_actions(batch_obs, np.asarray(actions).reshape(len(batch_obs), *self.action_space.shape))
-        return safe[0] if single else safe
+        self._steps += n
+        self._vector_steps += 1
+        if self._vector_steps % self.fit_every == 0:
+            self._last_fit = self.fit()
 
     # ---- learning the cost model ---------------------------------------------------------------
     @torch.enable_grad()
-    def fit_cost_model(self) -> dict[str, float]:
+    def fit(self) -> dict[str, float]:
         """A few minibatch steps of class-balanced logistic regression on the stored transitions."""
-        cfg = self.config
         T, N = self._buf_obs.shape[:2]
         # the last H−1 steps' labels may still change: train on the steps before them
-        size = (T if self._buf_full else self._buf_pos) - (cfg.shield_horizon - 1)
-        if size <= 0 or cfg.shield_updates == 0:
+        size = (T if self._buf_full else self._buf_pos) - (self.horizon - 1)
+        if size <= 0 or self.updates == 0:
             return {"shield_loss": float("nan"), "shield_positives": 0.0}
         start = self._buf_pos - (T if self._buf_full else self._buf_pos)  # oldest stored step (mod T)
         obs, act, label = (x.reshape(T * N, *x.shape[2:]) for x in (self._buf_obs, self._buf_act, self._buf_label))
@@ -238,20 +240,59 @@ class ShieldedPPOLag(PPOLag):
         rate = label[valid].mean(0).clamp(1e-4, 1.0)
         pos_weight = ((1 - rate) / rate).clamp(max=50.0)
         total = 0.0
-        for _ in range(cfg.shield_updates):
-            idx = valid[torch.randint(0, len(valid), (min(cfg.shield_batch_size, len(valid)),))]
+        for _ in range(self.updates):
+            idx = valid[torch.randint(0, len(valid), (min(self.batch_size, len(valid)),))]
             a = act[idx].squeeze(-1) if self.cost_model.discrete else act[idx]
             loss = nn.functional.binary_cross_entropy_with_logits(self.cost_model(obs[idx], a), label[idx],
                                                                   pos_weight=pos_weight)
-            self.cost_model_optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.cost_model_optimizer.step()
+            self.optimizer.step()
             total += loss.item()
-        return {"shield_loss": total / cfg.shield_updates, "shield_positives": positives}
+        return {"shield_loss": total / self.updates, "shield_positives": positives}
+
+    # ---- metrics ---------------------------------------------------------------------------------
+    def begin_iteration(self) -> None:
+        self._interventions, self._steps = 0, 0
+
+    def metrics(self) -> dict[str, float]:
+        """``shield_interventions`` (fraction of this iteration's steps changed) and the last fit's metrics."""
+        return {"shield_interventions": self._interventions / max(self._steps, 1), **self._last_fit}
+
+
+class ShieldedPPOLag(PPOLag):
+    """PPO-Lag behind a learned safety layer (Box actions: projection; discrete: substitution): PPO-Lag
+    holding one more component, the :class:`SafetyLayer` ``shield``, which the env's :class:`ShieldWrapper`
+    applies to every training action and :meth:`predict` to every evaluation action."""
+
+    name = "shield_ppo_lag"
+    config: ShieldConfig
+    config_cls = ShieldConfig
+    action_spaces = (gym.spaces.Discrete, gym.spaces.Box)  # the safety layer has no slate (MultiDiscrete) form
+    shield: SafetyLayer
+
+    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        env = super()._wrap_env(env, training)
+        return ShieldWrapper(env) if training else env  # evaluation: predict() applies the layer
+
+    def _build(self) -> None:
+        super()._build()
+        self.shield = SafetyLayer(self.observation_space, self.action_space, self.config, self.n_envs, self.device)
+        wrapper = find_wrapper(self.env, ShieldWrapper)
+        if wrapper is not None:
+            wrapper.layer = self.shield
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """The policy's action(s) passed through the safety layer."""
+        actions = super().predict(obs, deterministic)
+        single = np.asarray(obs).shape == self.observation_space.shape
+        batch_obs = np.asarray(obs)[None] if single else np.asarray(obs)
+        safe, _ = self.shield.shield_actions(batch_obs,
+                                             np.asarray(actions).reshape(len(batch_obs), *self.action_space.shape))
+        return safe[0] if single else safe
 
     def _iterate(self) -> dict[str, float]:
-        self._interventions, self._shield_steps = 0, 0
+        self.shield.begin_iteration()
         metrics = super()._iterate()
-        metrics["shield_interventions"] = self._interventions / max(self._shield_steps, 1)
-        metrics.update(getattr(self, "_shield_fit", {}))
+        metrics.update(self.shield.metrics())
         return metrics

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
@@ -36,6 +36,14 @@ class ActorCriticConfig(OnPolicyConfig):
     rms_alpha: float = Field(0.99, gt=0.0, lt=1.0)
     rms_eps: float = Field(1e-5, gt=0.0)
     value_epochs: int = Field(1, ge=1, description="Critic regression steps per batch (batch actor-critic: >1).")
+
+    @field_validator("use_critic")
+    @classmethod
+    def _needs_critic(cls, use_critic: bool) -> bool:
+        if not use_critic:
+            raise ValueError("use_critic=False is not supported: actor-critic learns V_φ(s) in its shared loss "
+                             "(without a critic it is REINFORCE: use algo 'reinforce'); set use_critic=True")
+        return use_critic
 
 
 class ActorCritic(OnPolicyAgent):

@@ -1,11 +1,12 @@
 """Storage shared by the algorithms: the on-policy rollout buffer (off-policy replay comes with
-the Q-learning family)."""
+the Q-learning family, :mod:`core_rl.common.replay`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Iterator
 
+import numpy as np
 import torch
 
 
@@ -16,6 +17,14 @@ class RolloutBatch:
     ``rewards`` already include γV(final_obs) on truncated steps, so that estimators treat a time
     limit as the end of the data, not of the task. ``valid`` masks steps that belong to the
     gradient estimate (all ones unless whole-episode collection kept stepping finished envs).
+
+    Costs, for constrained MDPs (as OmniSafe's buffers carry them), are optional fields, None
+    unless a safe agent's cost critic fills them (:mod:`safety.on_policy`): the step costs
+    ``costs`` ``[T, N, K]`` (γ_c V^c(final_obs) folded in on truncated steps, like the rewards),
+    ``cost_values`` V^c(s_t) ``[T, N, K]``, ``last_cost_value`` V^c(s_T) ``[N, K]``, the estimator's
+    ``cost_advantages`` and ``cost_returns`` ``[T, N, K]``, and ``episode_costs`` ``[E, K]``, the
+    episodic costs of the episodes that finished during the rollout. Unconstrained agents never
+    touch them.
     """
 
     obs: torch.Tensor
@@ -29,10 +38,20 @@ class RolloutBatch:
     last_value: torch.Tensor
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
+    costs: torch.Tensor | None = None
+    cost_values: torch.Tensor | None = None
+    last_cost_value: torch.Tensor | None = None
+    cost_advantages: torch.Tensor | None = None
+    cost_returns: torch.Tensor | None = None
+    episode_costs: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
         return int(self.rewards.shape[0])
+
+    def masked(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, ...]`` → the valid steps, ``[B, ...]``, in the order of :meth:`flat`."""
+        return x.reshape(-1, *x.shape[2:])[self.valid.reshape(-1).bool()]
 
     def flat(self) -> "FlatBatch":
         """Valid steps only, flattened to ``[B, ...]``."""

@@ -65,7 +65,7 @@ def object_state(obj: Any) -> dict[str, Any]:
             out[key] = {"__generator__": value.get_state()}
         elif isinstance(value, (bool, int, float, str)) or value is None:
             out[key] = value
-        elif hasattr(value, "__dict__") and not isinstance(value, (torch.device, type)):
+        elif hasattr(value, "__dict__") and not callable(value) and not isinstance(value, (torch.device, type)):
             out[key] = {"__object__": object_state(value)}
     return out
 

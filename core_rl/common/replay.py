@@ -8,14 +8,23 @@ the N-step target of the notes
 is computed at sample time by gathering along time for the same env, cut at episode ends, with
 no Python loop over samples. ``next_obs`` holds the true successor (the final observation for
 truncated episodes); ``terminated`` alone stops bootstrapping, a time limit does not.
+
+Constrained agents (:mod:`safety`) store each transition's cost vector beside its reward
+(``n_costs`` = K > 0, as OmniSafe's buffers carry them): ``costs`` ``[capacity, n_envs, K]``, given to
+:meth:`ReplayBuffer.add` or read from ``cost_source()`` (e.g. the cost monitor's last step) when the
+caller does not pass them, and sampled as ``ReplaySample.costs`` ``[B, K]`` (over n steps discounted
+like the rewards). Without costs (``n_costs=0``) nothing is stored or gathered for them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
+
+from core_rl.common.errors import ConfigError
 
 
 @dataclass
@@ -28,12 +37,14 @@ class ReplaySample:
     discounts: torch.Tensor      # γ^n for the n steps actually taken
     indices: torch.Tensor | None = None   # flat buffer indices (for prioritized replay)
     weights: torch.Tensor | None = None   # importance weights (prioritized replay)
+    costs: torch.Tensor | None = None     # [B, K] the step costs (buffers with n_costs > 0)
 
 
 class ReplayBuffer:
     def __init__(self, capacity: int, n_envs: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
                  obs_dtype: torch.dtype = torch.float32, action_dtype: torch.dtype = torch.float32,
-                 n_step: int = 1, gamma: float = 0.99, seed: int = 0, device: str | torch.device = "cpu"):
+                 n_step: int = 1, gamma: float = 0.99, seed: int = 0, device: str | torch.device = "cpu",
+                 n_costs: int = 0, cost_source: Callable[[], np.ndarray] | None = None):
         self.size_per_env = max(1, capacity // n_envs)
         self.n_envs, self.n_step, self.gamma = n_envs, n_step, gamma
         T, N = self.size_per_env, n_envs
@@ -43,6 +54,8 @@ class ReplayBuffer:
         self.rewards = torch.zeros((T, N))
         self.terminated = torch.zeros((T, N))
         self.episode_end = torch.zeros((T, N))   # terminated or truncated: the n-step window stops
+        self.costs = torch.zeros((T, N, n_costs)) if n_costs > 0 else None
+        self.cost_source = cost_source
         self.pos, self.full = 0, False
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)
@@ -51,9 +64,17 @@ class ReplayBuffer:
         return (self.size_per_env if self.full else self.pos) * self.n_envs
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """One vector-env step: every argument has a leading ``n_envs`` axis."""
+            terminated: np.ndarray, truncated: np.ndarray, costs: np.ndarray | None = None) -> None:
+        """One vector-env step: every argument has a leading ``n_envs`` axis (``costs``: ``[n_envs, K]``,
+        stored only by a buffer with ``n_costs > 0``, which reads ``cost_source()`` when they are not given)."""
         p = self.pos
+        if self.costs is not None:
+            if costs is None:
+                if self.cost_source is None:
+                    raise ConfigError("this replay buffer stores costs (n_costs > 0): pass costs to add() "
+                                      "or give it a cost_source")
+                costs = self.cost_source()
+            self.costs[p] = torch.as_tensor(np.asarray(costs), dtype=torch.float32)
         self.obs[p] = torch.as_tensor(np.asarray(obs), dtype=self.obs.dtype)
         self.next_obs[p] = torch.as_tensor(np.asarray(next_obs), dtype=self.obs.dtype)
         self.actions[p] = torch.as_tensor(np.asarray(actions), dtype=self.actions.dtype).reshape(self.actions[p].shape)
@@ -82,15 +103,19 @@ class ReplayBuffer:
                 obs=self.obs[t, env].to(self.device), actions=self.actions[t, env].to(self.device),
                 rewards=self.rewards[t, env].to(self.device), next_obs=self.next_obs[t, env].to(self.device),
                 dones=self.terminated[t, env].to(self.device),
-                discounts=torch.full(t.shape, self.gamma, device=self.device), indices=t * self.n_envs + env)
+                discounts=torch.full(t.shape, self.gamma, device=self.device), indices=t * self.n_envs + env,
+                costs=self.costs[t, env].to(self.device) if self.costs is not None else None)
         newest = (self.pos - 1) % T           # the last step written: windows never run past it
         reward = torch.zeros(t.shape[0])
         discount = torch.ones(t.shape[0])
         alive = torch.ones(t.shape[0])
+        cost = torch.zeros(t.shape[0], self.costs.shape[-1]) if self.costs is not None else None
         last = t.clone()
         for k in range(self.n_step):
             idx = (t + k) % T
             reward = reward + alive * discount * self.rewards[idx, env]
+            if cost is not None and self.costs is not None:
+                cost = cost + (alive * discount)[:, None] * self.costs[idx, env]
             discount = discount * torch.where(alive.bool(), torch.tensor(self.gamma), torch.tensor(1.0))
             last = torch.where(alive.bool(), idx, last)
             stop = (self.episode_end[idx, env] > 0) | (idx == newest)
@@ -99,7 +124,7 @@ class ReplayBuffer:
             obs=self.obs[t, env].to(self.device), actions=self.actions[t, env].to(self.device),
             rewards=reward.to(self.device), next_obs=self.next_obs[last, env].to(self.device),
             dones=self.terminated[last, env].to(self.device), discounts=discount.to(self.device),
-            indices=t * self.n_envs + env,
+            indices=t * self.n_envs + env, costs=cost.to(self.device) if cost is not None else None,
         )
 
     def sample(self, batch_size: int) -> ReplaySample:

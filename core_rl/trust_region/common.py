@@ -15,7 +15,13 @@ double backprop (Pearlmutter's trick),
 
 .. math:: (F + \delta I) v = \nabla_\theta\big[(\nabla_\theta \bar D_{KL})^T v\big] + \delta v ,
 
-and :math:`F^{-1} g` is found by conjugate gradient from these products alone.
+and :math:`F^{-1} g` is found by conjugate gradient from these products alone
+(:func:`natural_gradients`). The step that meets the quadratic constraint with equality is
+:math:`\Delta\theta = \sqrt{2\epsilon / x^T(F+\delta I)x}\,x` with :math:`x = (F+\delta I)^{-1}g`
+(:func:`natural_step`); the quadratic model may be wrong, so a backtracking line search
+(:func:`backtracking_line_search`) tries :math:`\theta + \beta^k\Delta\theta`, k = 0..K−1, and keeps
+the first that its acceptance test passes (θ itself when none does). NPG, TRPO and CPO share these
+functions; they differ only in the step they scale and the test they accept it with.
 
 First-order pieces (every member): the surrogate :math:`L` (plus an optional entropy bonus), and the
 critic :math:`V_\phi`, fitted by its own Adam optimizer for several epochs of minibatch regression
@@ -25,7 +31,10 @@ on the returns :math:`\hat y_t` of the shared estimator (GAE(λ) by default):
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+import math
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import torch
 from pydantic import Field
@@ -37,6 +46,7 @@ from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
 
 Dist = Categorical | DiagGaussian
 MatVec = Callable[[torch.Tensor], torch.Tensor]
+Result = TypeVar("Result")
 
 
 # ---- flat parameter vectors ------------------------------------------------------------------
@@ -112,6 +122,75 @@ def fisher_vector_product(kl: torch.Tensor, params: Sequence[torch.Tensor], damp
         return flat_grad(grad_kl @ v.detach(), params, retain_graph=True) + damping * v
 
     return fvp
+
+
+# ---- the natural step and the line search (NPG, TRPO, CPO) ------------------------------------
+@dataclass
+class NaturalGradients:
+    """The second-order model of the policy at θ for one or more objectives L_i(θ').
+
+    ``values[i]`` = L_i(θ), ``grads[i]`` = ∇_θ L_i, ``directions[i]`` ≈ (F+δI)⁻¹∇_θ L_i (conjugate
+    gradient), ``fvp`` = v ↦ (F+δI)v; ``old``/``old_log_prob`` are π_θ and log π_θ(a_t|s_t), detached.
+    """
+
+    theta: torch.Tensor
+    old: Dist
+    old_log_prob: torch.Tensor
+    values: list[float]
+    grads: list[torch.Tensor]
+    directions: list[torch.Tensor]
+    fvp: MatVec
+
+
+def natural_gradients(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor,
+                      objectives: Callable[[Dist, torch.Tensor], Sequence[torch.Tensor]], damping: float,
+                      cg_iters: int, cg_tol: float) -> NaturalGradients:
+    r"""Gradients :math:`g_i = \nabla_\theta L_i` of the ``objectives(π_θ', log π_θ(a|s))`` at θ' = θ and the
+    natural directions :math:`(F+\delta I)^{-1}g_i`, by conjugate gradient on Fisher-vector products."""
+    params = policy_params(policy)
+    theta = flat_params(params)
+    dist = policy.distribution(obs)
+    old = dist.detach()
+    old_log_prob = old.log_prob(actions)
+    values = objectives(dist, old_log_prob)
+    grads = [flat_grad(v, params, retain_graph=True) for v in values]
+    fvp = fisher_vector_product(mean_kl(dist, old), params, damping)
+    directions = [conjugate_gradient(fvp, g, cg_iters, cg_tol) for g in grads]
+    return NaturalGradients(theta=theta, old=old, old_log_prob=old_log_prob.detach(),
+                            values=[float(v.detach()) for v in values], grads=[g.detach() for g in grads],
+                            directions=directions, fvp=fvp)
+
+
+def natural_step(grad: torch.Tensor, direction: torch.Tensor, fvp: MatVec,
+                 max_kl: float) -> tuple[torch.Tensor, float, float]:
+    r"""The full natural step :math:`\Delta\theta = \sqrt{2\epsilon / x^T(F+\delta I)x}\,x` for
+    :math:`x \approx (F+\delta I)^{-1}g`, so that ½Δθᵀ(F+δI)Δθ = ε.
+
+    Returns ``(Δθ, expected gain gᵀΔθ, CG's relative residual ‖(F+δI)x − g‖ / ‖g‖)``.
+    """
+    fx = fvp(direction)
+    x_f_x = float(direction @ fx)
+    scale = math.sqrt(2.0 * max_kl / x_f_x) if x_f_x > 0 else 0.0
+    full_step = (scale * direction).detach()
+    return (full_step, float(grad @ full_step),
+            float((fx - grad).norm() / grad.norm().clamp_min(1e-12)))
+
+
+def backtracking_line_search(params: Sequence[torch.Tensor], theta: torch.Tensor, full_step: torch.Tensor,
+                             evaluate: Callable[[torch.Tensor], Result], accept: Callable[[Result, float], bool],
+                             max_backtracks: int, backtrack_coef: float) -> tuple[int, float, Result | None]:
+    r"""Try :math:`\theta' = \theta + \beta^k\Delta\theta` for k = 0..K−1 and keep the first that passes.
+
+    ``evaluate(θ')`` writes θ' into the policy and measures it; ``accept(result, β^k)`` decides.
+    Returns ``(k, β^k, result)`` of the accepted step, or ``(K, 0, None)`` with θ written back.
+    """
+    for k in range(max_backtracks):
+        fraction = backtrack_coef ** k
+        result = evaluate(theta + fraction * full_step)
+        if accept(result, fraction):
+            return k, fraction, result
+    set_flat_params(params, theta)
+    return max_backtracks, 0.0, None
 
 
 # ---- the agent base --------------------------------------------------------------------------

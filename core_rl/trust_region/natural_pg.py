@@ -26,16 +26,14 @@ with a backtracking line search.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from pydantic import Field
 
 from core_rl.common.buffers import FlatBatch
-from core_rl.trust_region.common import (TrustRegionAgent, TrustRegionConfig, conjugate_gradient,
-                                         fisher_vector_product, flat_grad, flat_params, mean_kl,
-                                         policy_params, set_flat_params)
+from core_rl.trust_region.common import (TrustRegionAgent, TrustRegionConfig, flat_params, mean_kl,
+                                         natural_gradients, natural_step, policy_params, set_flat_params)
 
 # evaluate(θ') -> (L_θ(θ'), D̄_KL(π_θ'‖π_θ)), with θ' written into the policy
 Evaluate = Callable[[torch.Tensor], tuple[float, float]]
@@ -56,24 +54,18 @@ class NaturalPG(TrustRegionAgent):
     config_cls = NaturalPGConfig
 
     def natural_step(self, flat: FlatBatch, advantage: torch.Tensor) -> dict[str, torch.Tensor | float]:
-        """∇J, x ≈ (F+δI)⁻¹∇J and the full step Δθ = √(2ε / xᵀ(F+δI)x) x, at the current θ."""
+        """∇J, x ≈ (F+δI)⁻¹∇J and the full step Δθ = √(2ε / xᵀ(F+δI)x) x, at the current θ
+        (the shared :func:`~core_rl.trust_region.common.natural_gradients` and
+        :func:`~core_rl.trust_region.common.natural_step`)."""
         cfg = self.config
-        params = policy_params(self.policy)
-        dist = self.policy.distribution(flat.obs)
-        old = dist.detach()
-        old_log_prob = old.log_prob(flat.actions)
-        surrogate = self.surrogate(dist, flat.actions, old_log_prob, advantage)
-        grad_j = flat_grad(surrogate, params, retain_graph=True)
-        fvp = fisher_vector_product(mean_kl(dist, old), params, cfg.damping)
-        x = conjugate_gradient(fvp, grad_j, cfg.cg_iters, cfg.cg_tol)
-        fx = fvp(x)
-        x_f_x = float(x @ fx)
-        scale = math.sqrt(2.0 * cfg.max_kl / x_f_x) if x_f_x > 0 else 0.0
-        full_step = scale * x
-        return {"full_step": full_step.detach(), "grad": grad_j.detach(), "old": old,
-                "old_log_prob": old_log_prob.detach(), "surrogate": float(surrogate.detach()),
-                "expected_gain": float(grad_j @ full_step),
-                "cg_residual": float((fx - grad_j).norm() / grad_j.norm().clamp_min(1e-12))}
+        model = natural_gradients(
+            self.policy, flat.obs, flat.actions,
+            lambda dist, old_log_prob: [self.surrogate(dist, flat.actions, old_log_prob, advantage)],
+            cfg.damping, cfg.cg_iters, cfg.cg_tol)
+        grad_j = model.grads[0]
+        full_step, expected_gain, cg_residual = natural_step(grad_j, model.directions[0], model.fvp, cfg.max_kl)
+        return {"full_step": full_step, "grad": grad_j, "old": model.old, "old_log_prob": model.old_log_prob,
+                "surrogate": model.values[0], "expected_gain": expected_gain, "cg_residual": cg_residual}
 
     def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
                    surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
@@ -37,6 +37,14 @@ class PPOConfig(OnPolicyConfig):
     clip_schedule: Literal["constant", "linear"] = "constant"
     clip_range_vf: float | None = Field(None, gt=0.0)
     target_kl: float | None = Field(None, gt=0.0, description="Stop the epochs early past this KL.")
+
+    @field_validator("use_critic")
+    @classmethod
+    def _needs_critic(cls, use_critic: bool) -> bool:
+        if not use_critic:
+            raise ValueError("use_critic=False is not supported: PPO's loss fits V_φ(s) beside the policy "
+                             "(its value loss and clip_range_vf need it); set use_critic=True")
+        return use_critic
 
 
 class PPO(OnPolicyAgent):

@@ -15,7 +15,9 @@ the quadratic model may be wrong, so TRPO backtracks: for :math:`k = 0,1,\dots,K
     L_\theta(\theta') - L_\theta(\theta) > 0, \qquad
     \frac{L_\theta(\theta') - L_\theta(\theta)}{\beta^k\,\nabla_\theta J^T\Delta\theta} \ge r_{accept},
 
-keeping θ when none passes.
+keeping θ when none passes (:func:`~core_rl.trust_region.common.backtracking_line_search`, shared
+with CPO, which accepts its steps by a different test). :func:`trpo_line_search` is TRPO's step
+acceptance as a plain function, used by :class:`TRPO` and TRPO-Lag.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from core_rl.trust_region.common import policy_params, set_flat_params
+from core_rl.trust_region.common import backtracking_line_search, policy_params
 from core_rl.trust_region.natural_pg import Evaluate, NaturalPG, NaturalPGConfig
 
 
@@ -42,15 +44,25 @@ class TRPO(NaturalPG):
 
     def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
                    surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:
-        cfg = self.config
-        for k in range(cfg.max_backtracks):
-            fraction = cfg.backtrack_coef ** k
-            surrogate_new, kl = evaluate(theta + fraction * full_step)
-            gain = surrogate_new - surrogate_old
-            expected = fraction * expected_gain
-            if kl <= cfg.max_kl and gain > 0 and expected > 0 and gain / expected >= cfg.accept_ratio:
-                return {"kl": kl, "surrogate_gain": gain, "step_fraction": fraction, "backtracks": float(k),
-                        "accepted": 1.0}
-        set_flat_params(policy_params(self.policy), theta)
+        return trpo_line_search(policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate,
+                                self.config)
+
+
+def trpo_line_search(params: list[torch.Tensor], theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
+                     surrogate_old: float, evaluate: Evaluate, cfg: TRPOConfig) -> dict[str, float]:
+    """TRPO's backtracking line search: the first θ + β^k Δθ with D̄_KL ≤ ε, a positive surrogate gain and
+    gain / (β^k gᵀΔθ) ≥ r_accept; θ is kept when none passes. Returns the step's metrics."""
+
+    def accept(result: tuple[float, float], fraction: float) -> bool:
+        surrogate_new, kl = result
+        gain, expected = surrogate_new - surrogate_old, fraction * expected_gain
+        return kl <= cfg.max_kl and gain > 0 and expected > 0 and gain / expected >= cfg.accept_ratio
+
+    k, fraction, result = backtracking_line_search(params, theta, full_step, evaluate, accept, cfg.max_backtracks,
+                                                   cfg.backtrack_coef)
+    if result is None:
         return {"kl": 0.0, "surrogate_gain": 0.0, "step_fraction": 0.0, "backtracks": float(cfg.max_backtracks),
                 "accepted": 0.0}
+    surrogate_new, kl = result
+    return {"kl": kl, "surrogate_gain": surrogate_new - surrogate_old, "step_fraction": fraction,
+            "backtracks": float(k), "accepted": 1.0}
