@@ -343,10 +343,10 @@ class _StoresResponses:
     response: Callable[[], np.ndarray]
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray) -> None:
+            terminated: np.ndarray, truncated: np.ndarray, costs: np.ndarray | None = None) -> None:
         slates = np.asarray(actions).reshape(len(rewards), -1)
         stored = np.concatenate([slates, self.response().reshape(-1, 1)], axis=1)
-        super().add(obs, stored, rewards, next_obs, terminated, truncated)  # type: ignore[misc]
+        super().add(obs, stored, rewards, next_obs, terminated, truncated, costs)  # type: ignore[misc]
 
 
 class SlateReplayBuffer(_StoresResponses, ReplayBuffer):
