@@ -62,7 +62,6 @@ from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolic
 from recsys.training import fit_offline, row_batches
 
 
-
 # ---- configuration ------------------------------------------------------------------------------------
 class SlateQConfig(OffPolicyConfig):
     n_envs: int = Field(16, ge=1, description="Users simulated in parallel.")
