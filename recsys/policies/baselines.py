@@ -151,9 +151,9 @@ class MyopicGreedyPolicy(SlatePolicy):
     def scores(self, obs: SlateObs, info: Mapping[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.reward_model is None:
             assert info is not None
-            return (torch.as_tensor(np.asarray(info["candidate_choice_logit"]), dtype=torch.float32),
-                    torch.as_tensor(np.asarray(info["no_click_logit"]), dtype=torch.float32),
-                    torch.as_tensor(np.asarray(info["candidate_engagement"]), dtype=torch.float32))
+            return (torch.tensor(np.asarray(info["candidate_choice_logit"]), dtype=torch.float32),
+                    torch.tensor(np.asarray(info["no_click_logit"]), dtype=torch.float32),
+                    torch.tensor(np.asarray(info["candidate_engagement"]), dtype=torch.float32))
         logits, none = self.reward_model.logits(obs.user, obs.docs)
         return logits, none, self.reward_model.engagement(obs.user, obs.docs)
 
