@@ -47,8 +47,8 @@ from pydantic import Field, model_validator
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.errors import ConfigError
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
-from core_rl.policy_gradient.reinforce import EpisodeBatch, assign_flat_grad, constant_baseline, flat_grad, \
-    flat_params
+from core_rl.policy_gradient.reinforce import EpisodeBatch, ascent_step, constant_baseline, flat_grad, \
+    policy_parameters
 
 
 class OffPolicyPGConfig(OnPolicyConfig):
@@ -171,23 +171,13 @@ class OffPolicyPG(OnPolicyAgent):
         log_prob = self.policy.distribution(batch.obs).log_prob(batch.actions)
         coef, stats = self.coefficients(batch, log_prob)
         surrogate = (log_prob * coef.detach()).sum() / max(batch.n_episodes, 1)
-        return flat_grad(surrogate, flat_params(self.policy)), {**stats, "policy_loss": -float(surrogate.detach())}
+        return flat_grad(surrogate, policy_parameters(self.policy)), {**stats, "policy_loss": -float(surrogate.detach())}
 
     # ---- improvement ---------------------------------------------------------------------------
     def _step(self, batch: EpisodeBatch) -> dict[str, float]:
         cfg = self.config
-        params = flat_params(self.policy)
         direction, stats = self._policy_gradient(batch)
-        if cfg.ent_coef > 0:
-            entropy = self.policy.distribution(batch.obs).entropy().mean()
-            direction = direction + cfg.ent_coef * flat_grad(entropy, params)
-            stats["entropy"] = float(entropy)
-        self.optimizer.zero_grad(set_to_none=True)
-        assign_flat_grad(params, -direction)
-        stats["grad_norm"] = float(direction.norm())
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        self.optimizer.step()
+        ascent_step(self.policy, self.optimizer, direction, stats, batch.obs, cfg.ent_coef, cfg.max_grad_norm)
         return stats
 
     def update(self, batch: Any, n_updates: int | None = None) -> dict[str, float]:  # type: ignore[override]
