@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core_rl.common import optim
 from core_rl.common.config import format_validation_error
 from core_rl.common.envs import EnvLike, final_next_obs, make_vec_env
 from core_rl.common.errors import ConfigError, SpaceError
@@ -203,10 +204,7 @@ class FittedQIteration:
                 idx = torch.randint(0, n, (cfg.batch_size,), generator=self.generator)
                 obs, actions, target = data.obs[idx], data.actions[idx], y[idx]
             q = self.q_net(obs).gather(-1, actions.reshape(-1, 1)).squeeze(-1)
-            loss = 0.5 * (q - target).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optim.step(optimizer, 0.5 * (q - target).pow(2).mean())
 
     def fit(self, data: Transitions, tracker: Tracker | None = None) -> FittedQResult:
         """Run K iterations of target computation + regression on the fixed ``data``."""
