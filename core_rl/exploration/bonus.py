@@ -234,7 +234,7 @@ class DisagreementBonus(Bonus):
         return x, a
 
     def bonus(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        from core_rl.model_based.dynamics import Transitions
+        from core_rl.common.transitions import Transitions
 
         x, a = self._features(obs, actions)
         y = self.obs_encoder(next_obs)

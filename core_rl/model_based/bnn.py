@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from core_rl.common.errors import ConfigError
-from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, Normalizer, Transitions, split_and_normalize
+from core_rl.common.transitions import Transitions
+from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, Normalizer, split_and_normalize
 
 
 class BayesianLinear(nn.Module):
