@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.errors import ConfigError
 from core_rl.common.transitions import Transitions
 from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, Normalizer, split_and_normalize
@@ -173,9 +174,7 @@ class BNNDynamics(nn.Module):
             for start in range(0, order.shape[0], batch_size):
                 idx = order[start:start + batch_size]
                 loss = self.negative_elbo(xn[idx], yn[idx], train.shape[0])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                optim.step(self.optimizer, loss)
                 loss_value, steps = loss.item(), steps + 1
                 if max_steps is not None and steps >= max_steps:
                     break

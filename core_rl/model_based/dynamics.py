@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ACTIVATIONS
 from core_rl.common.transitions import Transitions
@@ -251,9 +252,7 @@ class NeuralDynamics(nn.Module):
             for start in range(0, n_train, batch_size):
                 idx = shuffled[:, start:start + batch_size]            # [M, B]
                 loss = self._training_loss(x_train[idx], y_train[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                optim.step(self.optimizer, loss)
                 last_loss = loss.item()
                 steps += 1
                 if max_steps is not None and steps >= max_steps:
