@@ -280,8 +280,3 @@ class NeuralDynamics(nn.Module):
 def deterministic_dynamics(obs_dim: int, act_dim: int, **kwargs: Any) -> NeuralDynamics:
     """s' = s + f_φ(s, a): one deterministic network."""
     return NeuralDynamics(obs_dim, act_dim, n_members=1, probabilistic=False, **kwargs)
-
-
-def gaussian_dynamics(obs_dim: int, act_dim: int, **kwargs: Any) -> NeuralDynamics:
-    """s' ~ s + N(μ_φ(s, a), σ²_φ(s, a)): one Gaussian network."""
-    return NeuralDynamics(obs_dim, act_dim, n_members=1, probabilistic=True, **kwargs)
