@@ -231,9 +231,10 @@ class BenchmarkMLflow:
         MLflowTracker(self.parent, self.client).log_params(params)
 
     def log_child(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                  summary: Mapping[str, float], step: int, curve: Sequence[tuple[int, float]],
-                  curve_key: str = "train/episode_return") -> str:
-        """One finished child run: params, summary metrics (at ``step``) and a curve (≤ 300 points)."""
+                  summary: Mapping[str, float], step: int, curves: Mapping[str, Sequence[tuple[int, float]]],
+                  max_points: int | None = 300) -> str:
+        """One finished child run: params, summary metrics (at ``step``) and named curves of (step, value),
+        each thinned to about ``max_points`` points (None: all), non-finite values left out."""
         from mlflow.entities import Metric
 
         from core_rl.common.tracking import MLflowTracker
@@ -244,9 +245,13 @@ class BenchmarkMLflow:
         tracker = MLflowTracker(rid, self.client)
         tracker.log_params(params)
         tracker.log_metrics(summary, step=step)
-        curve = list(curve)[:: max(1, len(curve) // 300)]
         ts = int(time.time() * 1000)
-        items = [Metric(curve_key, float(v), ts, int(s)) for s, v in curve]
+        items = []
+        for key, curve in curves.items():
+            curve = list(curve)
+            if max_points is not None:
+                curve = curve[:: max(1, len(curve) // max_points)]
+            items += [Metric(key, float(v), ts, int(s)) for s, v in curve if math.isfinite(float(v))]
         for i in range(0, len(items), 900):
             self.client.log_batch(rid, metrics=items[i:i + 900])
         self.client.set_terminated(rid)
@@ -265,6 +270,38 @@ class BenchmarkMLflow:
 
     def kill(self) -> None:
         self.client.set_terminated(self.parent, status="KILLED")
+
+
+def row_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str], key: Sequence[str] = ("algo", "env_id")
+                ) -> dict[str, float]:
+    """The parent run's summary: ``"<algo>_<env>/<name>"`` → the row's value, for every row and name."""
+    return {f"{'_'.join(str(r[k]) for k in key)}/{m}": r[m] for r in rows for m in names}
+
+
+# ---- the files of a run ------------------------------------------------------------------------
+def write_outputs(name: str, stamp: str, out_dir: Path, rows: Sequence[dict[str, Any]], table_markdown: str,
+                  results_json: Mapping[str, Any] | None, doc: Path | None, report: Callable[[], str],
+                  json_suffix: str = "") -> list[Path]:
+    """Write a side-by-side benchmark's files: the results JSON (unless None), the markdown table, the
+    bar plot of :func:`bar_plot`, and (unless ``doc`` is None) the report with the plot copied beside it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    if results_json is not None:
+        json_path = out_dir / f"{name}-{stamp}{json_suffix}.json"
+        json_path.write_text(json.dumps(results_json, indent=1))
+        files.append(json_path)
+        print(f"\nresults: {json_path}")
+    table_path = out_dir / f"{name}-{stamp}-table.md"
+    table_path.write_text(table_markdown + "\n")
+    plot_path = bar_plot(rows, out_dir / f"{name}-{stamp}.png")
+    files += [table_path, plot_path]
+    if doc is not None:
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        doc.write_text(report())
+        doc.with_suffix(".png").write_bytes(plot_path.read_bytes())
+        files.append(doc)
+        print(f"report: {doc}")
+    return files
 
 
 # ---- profiling ---------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
-                               ProgressFn, RunResult, bar_plot, evaluate_actions, fmt, jsonable, load_results,
-                               machine_note, peak_load, profile_learn, ratio, summarize, throttled)
+                               ProgressFn, RunResult, evaluate_actions, fmt, jsonable, load_results,
+                               machine_note, peak_load, profile_learn, ratio, row_metrics, summarize, throttled,
+                               write_outputs)
 from benchmarks.peers import (HParams, mapping_markdown, ours_config, print_mapping, sb3_config_record, sb3_kwargs,
                               zoo_configs)
 
@@ -315,7 +316,7 @@ def log_run(mlog: BenchmarkMLflow, hp: HParams, res: OffPolicyRunResult) -> None
                    {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
                    {"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
                     "torch_threads": TORCH_THREADS, "config": config},
-                   {k: getattr(res, k) for k in CHILD_METRICS}, res.steps, res.curve)
+                   {k: getattr(res, k) for k in CHILD_METRICS}, res.steps, {"train/episode_return": res.curve})
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -445,30 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize_runs(results, configs)
     print()
     print_table(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    json_path = out_dir / f"off_policy-{stamp}{'-merged' if args.results else ''}.json"
-    json_path.write_text(json.dumps(jsonable(results, meta), indent=1))
-    files.append(json_path)
-    print(f"\nresults: {json_path}")
-    table_path = out_dir / f"off_policy-{stamp}-table.md"
-    table_path.write_text(markdown_table(rows) + "\n")
-    plot_path = bar_plot(rows, out_dir / f"off_policy-{stamp}.png")
-    files += [table_path, plot_path]
-    if not args.no_doc:
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(report_markdown(rows, configs, meta))
-        args.doc.with_suffix(".png").write_bytes(plot_path.read_bytes())
-        files.append(args.doc)
-        print(f"report: {args.doc}")
+    files = write_outputs("off_policy", stamp, out_dir, rows, markdown_table(rows), jsonable(results, meta),
+                          None if args.no_doc else args.doc, lambda: report_markdown(rows, configs, meta),
+                          json_suffix="-merged" if args.results else "")
     if mlog is not None:
-        metrics: dict[str, float] = {}
-        for r in rows:
-            key = f"{r['algo']}_{r['env_id']}"
-            for m in ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio", "cpu_grad_speed_ratio", "return_delta",
-                      "eval_return_ours", "eval_return_sb3"):
-                metrics[f"{key}/{m}"] = r[m]
-        mlog.close(metrics, files)
+        mlog.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio", "cpu_grad_speed_ratio",
+                                      "return_delta", "eval_return_ours", "eval_return_sb3")), files)
         print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
     return 0
 

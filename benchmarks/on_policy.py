@@ -22,7 +22,6 @@ files (e.g. the pieces of a benchmark run in several shorter invocations) withou
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -35,7 +34,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
-                               bar_plot, evaluate_actions, load_results, machine_note, profile_learn)
+                               evaluate_actions, load_results, machine_note, profile_learn, row_metrics,
+                               write_outputs)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
 from benchmarks.common import summarize as _summarize
@@ -374,17 +374,12 @@ class MLflowLog(BenchmarkMLflow):
         self.log_child(f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
                        {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
                        {"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
-                        "torch_threads": TORCH_THREADS, "config": config}, summary, res.steps, res.curve)
+                        "torch_threads": TORCH_THREADS, "config": config}, summary, res.steps,
+                       {"train/episode_return": res.curve})
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
-        metrics: dict[str, float] = {}
-        for r in rows:
-            key = f"{r['algo']}_{r['env_id']}"
-            metrics.update({f"{key}/speed_ratio": r["speed_ratio"], f"{key}/cpu_speed_ratio": r["cpu_speed_ratio"],
-                            f"{key}/return_delta": r["return_delta"],
-                            f"{key}/eval_return_ours": r["eval_return_ours"],
-                            f"{key}/eval_return_sb3": r["eval_return_sb3"]})
-        self.close(metrics, files, status)
+        self.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "return_delta", "eval_return_ours",
+                                      "eval_return_sb3")), files, status)
 
 
 # ---- profiling ---------------------------------------------------------------------------------
@@ -509,24 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize(results, configs)
     print()
     print_table(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    if not args.results:
-        json_path = out_dir / f"on_policy-{stamp}.json"
-        json_path.write_text(json.dumps(_jsonable(results, meta), indent=1))
-        files.append(json_path)
-        print(f"\nresults: {json_path}")
-    table_path = out_dir / f"on_policy-{stamp}-table.md"
-    table_path.write_text(markdown_table(rows) + "\n")
-    plot_path = bar_plot(rows, out_dir / f"on_policy-{stamp}.png")
-    files += [table_path, plot_path]
-    if not args.no_doc:
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(report_markdown(rows, configs, meta))
-        doc_plot = args.doc.with_suffix(".png")
-        doc_plot.write_bytes(plot_path.read_bytes())
-        files.append(args.doc)
-        print(f"report: {args.doc}")
+    files = write_outputs("on_policy", stamp, out_dir, rows, markdown_table(rows),
+                          None if args.results else _jsonable(results, meta), None if args.no_doc else args.doc,
+                          lambda: report_markdown(rows, configs, meta))
     if mlog is not None:
         mlog.finish(rows, files)
         print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")

@@ -44,6 +44,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from benchmarks.common import BenchmarkMLflow
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "safety.md"
 EXPERIMENT = "benchmark-safety"
@@ -272,70 +274,27 @@ def curve_plots(results: Sequence[RunResult], out_dir: Path, stem: str) -> list[
     return paths
 
 
-class MLflowLog:
+class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child per (task, algo, seed) with its curves."""
 
     def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
-        import mlflow
-
-        from core_rl.common.tracking import MLflowTracker
-        from pipelines.tracking import get_experiment_id, setup_tracking
-
-        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
-        self.client = mlflow.tracking.MlflowClient()
-        self.experiment_id = get_experiment_id(EXPERIMENT, self.uri)
-        self.parent = self.client.create_run(self.experiment_id, run_name=run_name,
-                                             tags={"benchmark": "safety"}).info.run_id
-        MLflowTracker(self.parent, self.client).log_params(params)
+        super().__init__(tracking_uri, EXPERIMENT, run_name, params, tags={"benchmark": "safety"})
 
     def child(self, res: RunResult) -> None:
-        from mlflow.entities import Metric
-
-        from core_rl.common.tracking import MLflowTracker
-
-        run = self.client.create_run(self.experiment_id, run_name=f"{res.algo}-{res.task}-s{res.seed}",
-                                     tags={"mlflow.parentRunId": self.parent, "algo": res.algo, "task": res.task,
-                                           "seed": str(res.seed)})
-        rid = run.info.run_id
-        tracker = MLflowTracker(rid, self.client)
-        name = ALGOS[res.algo][0]
         task = next(t for t in TASKS if t.label == res.task)
-        tracker.log_params({"algo": name, "task": res.task, **agent_config(task, res.algo, res.seed)})
         summary = {k: v for k, v in asdict(res).items() if isinstance(v, (int, float)) and k != "seed" and v is not None}
-        tracker.log_metrics(summary, step=res.steps)
-        ts = int(time.time() * 1000)
-        items = []
-        for s, ret, cost, cum in res.curve:
-            items += [Metric("train/episode_return", float(ret), ts, s), Metric("train/episode_cost", float(cost), ts, s),
-                      Metric("train/cumulative_cost", float(cum), ts, s)]
-        items = [m for m in items if math.isfinite(m.value)]
-        for i in range(0, len(items), 900):
-            self.client.log_batch(rid, metrics=items[i:i + 900])
-        self.client.set_terminated(rid)
+        curves = {"train/episode_return": [(s, ret) for s, ret, _, _ in res.curve],
+                  "train/episode_cost": [(s, cost) for s, _, cost, _ in res.curve],
+                  "train/cumulative_cost": [(s, cum) for s, _, _, cum in res.curve]}
+        self.log_child(f"{res.algo}-{res.task}-s{res.seed}", {"algo": res.algo, "task": res.task, "seed": str(res.seed)},
+                       {"algo": ALGOS[res.algo][0], "task": res.task, **agent_config(task, res.algo, res.seed)},
+                       summary, res.steps, curves, max_points=None)
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
-        from core_rl.common.tracking import MLflowTracker
-
-        tracker = MLflowTracker(self.parent, self.client)
-        for r in rows:
-            key = f"{r['task']}_{r['algo']}"
-            tracker.log_metrics({f"{key}/reward": r["eval_return"], f"{key}/cost": r["eval_cost"],
-                                 f"{key}/cumulative_cost": r["cumulative_cost"]}, step=0)
-        for f in files:
-            if f.exists():
-                tracker.log_artifact(f)
-        self.client.set_terminated(self.parent, status=status)
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
-    import os
-
-    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
-        from pipelines.tracking import default_tracking_uri as pipelines_default
-
-        return pipelines_default()
-    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
+        metrics = {f"{r['task']}_{r['algo']}/{name}": r[key] for r in rows
+                   for name, key in (("reward", "eval_return"), ("cost", "eval_cost"),
+                                     ("cumulative_cost", "cumulative_cost"))}
+        self.close(metrics, files, status)
 
 
 def machine_note() -> dict[str, Any]:
@@ -458,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = "FINISHED"
         finally:
             if status != "FINISHED" and mlog is not None:
-                mlog.client.set_terminated(mlog.parent, status="KILLED")
+                mlog.kill()
     rows = summarize(results)
     print()
     print(markdown_tables(rows))
