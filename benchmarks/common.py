@@ -8,6 +8,7 @@ files. ``benchmarks.on_policy`` and ``benchmarks.off_policy`` build on it.
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import io
 import json
@@ -16,6 +17,7 @@ import os
 import platform
 import pstats
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -267,6 +269,7 @@ class BenchmarkMLflow:
             if f.exists():
                 tracker.log_artifact(f)
         self.client.set_terminated(self.parent, status=status)
+        print(f"MLflow: {self.uri} experiment '{self.experiment}', parent run {self.parent}")
 
     def kill(self) -> None:
         self.client.set_terminated(self.parent, status="KILLED")
@@ -276,6 +279,48 @@ def row_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str], key: Seque
                 ) -> dict[str, float]:
     """The parent run's summary: ``"<algo>_<env>/<name>"`` → the row's value, for every row and name."""
     return {f"{'_'.join(str(r[k]) for k in key)}/{m}": r[m] for r in rows for m in names}
+
+
+# ---- the command line --------------------------------------------------------------------------
+def add_run_arguments(p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3,
+                      eval_episodes: bool = True) -> None:
+    """The options every benchmark shares: seeds, budget scale, evaluation, MLflow, outputs, re-rendering."""
+    p.add_argument("--seeds", type=int, default=seeds, help=f"seeds 0..N-1 per configuration (default {seeds})")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
+    if eval_episodes:
+        p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
+    p.add_argument("--doc", type=Path, default=default_doc, help="markdown report to write (default %(default)s)")
+    p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="where the JSON results (and tables, plots) go (default <repo>/.deeprl/benchmarks)")
+    p.add_argument("--results", type=Path, nargs="+", default=None,
+                   help="re-render the report from saved JSON result files (no training)")
+
+
+def parse_run_arguments(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, and reject a non-positive ``--seeds``, ``--steps-scale`` or ``--eval-episodes``."""
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    if args.steps_scale <= 0:
+        p.error("--steps-scale must be positive")
+    if getattr(args, "eval_episodes", 1) < 1:
+        p.error("--eval-episodes must be at least 1")
+    return args
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """``python -m <module> <args>`` as this run was invoked (for the report and MLflow)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    return f"python -m {module}" + (" " + " ".join(words) if words else "")
+
+
+def mode_note(args: argparse.Namespace) -> str:
+    """"quick" or "full", and the budget scale when it is not 1."""
+    return ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else "")
 
 
 # ---- the files of a run ------------------------------------------------------------------------
@@ -334,8 +379,6 @@ def close_interrupted(name: str, stamp: str, out_dir: Path, results: Sequence[Ru
     results on disk and mark the MLflow parent run killed."""
     meta["machine"]["loadavg"] = machine_note()["loadavg"]
     if status != "FINISHED" and results:
-        import sys
-
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f"{name}-{stamp}-partial.json"
         partial.write_text(json.dumps(jsonable(results, meta), indent=1))

@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -41,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import BenchmarkMLflow, row_metrics
+from benchmarks.common import BenchmarkMLflow, add_run_arguments, command_line, parse_run_arguments, row_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "model_based.md"
@@ -350,19 +349,10 @@ class MLflowLog(BenchmarkMLflow):
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.model_based", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the short budgets (see settings())")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per configuration (default 1)")
     p.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS, metavar="ENV")
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
-    p.add_argument("--no-doc", action="store_true")
-    p.add_argument("--out-dir", type=Path, default=None, help="JSON results folder (default <repo>/.deeprl/benchmarks)")
-    p.add_argument("--results", type=Path, nargs="+", default=None,
-                   help="re-render the report from saved JSON result files, without training")
-    return p.parse_args(argv)
+    add_run_arguments(p, DEFAULT_DOC, seeds=1, eval_episodes=False)
+    return parse_run_arguments(p, argv)
 
 
 def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]]:
@@ -384,7 +374,7 @@ def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     table = settings()
-    command = "python -m benchmarks.model_based " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.model_based", argv)
     log = None
     if args.results:
         results, meta = load_results(args.results)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,10 +38,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
-                               ProgressFn, RunResult, evaluate_actions, fmt, jsonable, load_results,
-                               machine_note, peak_load, profile_learn, ratio, row_metrics, summarize, throttled,
-                               write_outputs)
+from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
+                               ProgressFn, RunResult, add_run_arguments, close_interrupted, command_line,
+                               evaluate_actions, fmt, jsonable, load_results, machine_note, mode_note,
+                               parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, summarize,
+                               throttled, write_outputs)
 from benchmarks.peers import (HParams, mapping_markdown, ours_config, print_mapping, sb3_config_record, sb3_kwargs,
                               zoo_configs)
 
@@ -326,32 +326,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="shorter budgets for SAC and TD3 (DQN 5e4 = Zoo's, SAC 1e4, TD3 1.5e4 env steps)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default 3)")
     p.add_argument("--algos", nargs="+", default=algos, choices=algos, help="a subset of the configurations")
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown report to write (default %(default)s)")
-    p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where the JSON results, table and plot go (default <repo>/.deeprl/benchmarks)")
-    p.add_argument("--results", type=Path, nargs="+", default=None,
-                   help="re-render the report from saved JSON result files (no training)")
+    add_run_arguments(p, DEFAULT_DOC)
     p.add_argument("--profile", choices=["ours", "sb3", "both"], default=None,
                    help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)")
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS,
                    help="train only these implementations (to split a long run into pieces merged with --results)")
     p.add_argument("--mapping", action="store_true", help="print the hyperparameter mapping and exit")
-    args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
-    if args.steps_scale <= 0:
-        p.error("--steps-scale must be positive")
-    if args.eval_episodes < 1:
-        p.error("--eval-episodes must be at least 1")
-    return args
+    return parse_run_arguments(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -383,8 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile_learn(f"{hp.key} {impl}", run, out_dir / "profiles" / f"{hp.algo}-{hp.env_id}-{impl}.prof")
         return 0
 
-    command = "python -m benchmarks.off_policy" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-        sys.argv[1:] if argv is None else argv))
+    command = command_line("benchmarks.off_policy", argv)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     mlog: BenchmarkMLflow | None = None
     if args.results:
@@ -409,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_note()
         machine["loadavg_start"] = machine["loadavg"]
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "impls": list(args.impls),
                 "machine": machine}
         if not args.no_mlflow:
@@ -452,7 +433,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if mlog is not None:
         mlog.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio", "cpu_grad_speed_ratio",
                                       "return_delta", "eval_return_ours", "eval_return_sb3")), files)
-        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
     return 0
 
 

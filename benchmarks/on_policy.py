@@ -33,8 +33,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
-                               evaluate_actions, load_results, machine_note, profile_learn, row_metrics,
+from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
+                               add_run_arguments, close_interrupted, command_line, evaluate_actions, load_results,
+                               machine_note, mode_note, parse_run_arguments, profile_learn, row_metrics,
                                write_outputs)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
@@ -405,30 +406,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="shorter budgets (1e5-2e5 steps per config): one seed takes ~4 min of CPU "
                         "(~11 min wall on 2 heavily shared cores)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default 3)")
     p.add_argument("--envs", nargs="+", default=envs, choices=envs, metavar="ENV", help=f"subset of {envs}")
     p.add_argument("--algos", nargs="+", default=["ppo", "a2c"], choices=["ppo", "a2c"])
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown report to write (default %(default)s)")
-    p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where the JSON results and plot go (default <repo>/.deeprl/benchmarks)")
-    p.add_argument("--results", type=Path, nargs="+", default=None,
-                   help="re-render the report from saved JSON result files (no training)")
+    add_run_arguments(p, DEFAULT_DOC)
     p.add_argument("--profile", choices=["ours", "sb3", "both"], default=None,
                    help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)")
-    args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
-    if args.steps_scale <= 0:
-        p.error("--steps-scale must be positive")
-    if args.eval_episodes < 1:
-        p.error("--eval-episodes must be at least 1")
-    return args
+    return parse_run_arguments(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -451,8 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_runs(configs, steps_of, impls, out_dir / "profiles")
         return 0
 
-    command = "python -m benchmarks.on_policy" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-        sys.argv[1:] if argv is None else argv))
+    command = command_line("benchmarks.on_policy", argv)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if args.results:
         results, meta = load_results(args.results)
@@ -464,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_note()
         machine["loadavg_start"] = machine["loadavg"]
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine}
         mlog = None
         if not args.no_mlflow:
@@ -509,7 +491,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                           lambda: report_markdown(rows, configs, meta))
     if mlog is not None:
         mlog.finish(rows, files)
-        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
     return 0
 
 

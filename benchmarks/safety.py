@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -44,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import BenchmarkMLflow
+from benchmarks.common import BenchmarkMLflow, add_run_arguments, command_line, mode_note, parse_run_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "safety.md"
@@ -363,21 +362,10 @@ def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.safety", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="shorter budgets (~80k steps per run; SafeMPC 10%% of that)")
-    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--tasks", nargs="+", default=[t.label for t in TASKS], choices=[t.label for t in TASKS])
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
-    p.add_argument("--no-doc", action="store_true")
-    p.add_argument("--out-dir", type=Path, default=None)
-    p.add_argument("--results", type=Path, nargs="+", default=None, help="re-render from saved JSON results")
-    args = p.parse_args(argv)
-    if args.seeds < 1 or args.steps_scale <= 0 or args.eval_episodes < 1:
-        p.error("--seeds, --steps-scale and --eval-episodes must be positive")
-    return args
+    add_run_arguments(p, DEFAULT_DOC)
+    return parse_run_arguments(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -386,15 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = (args.out_dir or REPO / ".deeprl" / "benchmarks").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    command = "python -m benchmarks.safety" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-        sys.argv[1:] if argv is None else argv))
+    command = command_line("benchmarks.safety", argv)
     mlog = None
     if args.results:
         results, meta = load_results(args.results)
         meta = {**meta, "rerendered": command}
     else:
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine_note()}
         if not args.no_mlflow:
             mlog = MLflowLog(args.tracking_uri, f"safety-{stamp}", {"command": command, "mode": meta["mode"],
@@ -442,7 +429,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {args.doc}")
     if mlog is not None:
         mlog.finish(rows, files)
-        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
     return 0
 
 
