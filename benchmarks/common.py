@@ -281,6 +281,40 @@ def row_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str], key: Seque
     return {f"{'_'.join(str(r[k]) for k in key)}/{m}": r[m] for r in rows for m in names}
 
 
+# ---- the SB3 side -------------------------------------------------------------------------------
+def sb3_learn(model: Any, steps: int, progress: ProgressFn, every: int = 0
+              ) -> tuple[list[tuple[int, float]], float, float, float]:
+    """``model.learn(steps)`` of an SB3 model, timed: after each rollout at least ``every`` env steps on
+    from the last report, ``progress`` gets the new steps and the curve a point (the mean return of SB3's
+    last-100-episode buffer). Returns (curve, wall s, CPU s, the final last-100 mean, NaN without episodes)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    curve: list[tuple[int, float]] = []
+
+    def mean_return() -> float:
+        buffer = model.ep_info_buffer
+        return float(np.mean([e["r"] for e in buffer])) if buffer else float("nan")
+
+    class Progress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = 0
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:  # after every rollout (off-policy: train_freq steps): keep it cheap
+            if self.num_timesteps - self.last >= every:
+                progress(self.num_timesteps - self.last)
+                self.last = self.num_timesteps
+                if model.ep_info_buffer:
+                    curve.append((self.num_timesteps, mean_return()))
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    model.learn(total_timesteps=steps, callback=Progress())
+    return curve, time.perf_counter() - wall0, time.process_time() - cpu0, mean_return()
+
+
 # ---- the command line --------------------------------------------------------------------------
 def add_run_arguments(p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3,
                       eval_episodes: bool = True) -> None:

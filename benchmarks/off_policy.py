@@ -41,7 +41,7 @@ import torch
 from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
                                ProgressFn, RunResult, add_run_arguments, close_interrupted, command_line,
                                evaluate_actions, fmt, jsonable, load_results, machine_note, mode_note,
-                               parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, summarize,
+                               parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, sb3_learn, summarize,
                                throttled, write_outputs)
 from benchmarks.peers import (HParams, mapping_markdown, ours_config, print_mapping, sb3_config_record, sb3_kwargs,
                               zoo_configs)
@@ -104,7 +104,6 @@ def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Tra
 
 def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
     from stable_baselines3 import DQN, SAC, TD3
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(TORCH_THREADS)
@@ -113,27 +112,7 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trai
     cls = {"dqn": DQN, "sac": SAC, "td3": TD3}[hp.algo]
     model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_kwargs(hp))
     build_s = time.perf_counter() - t_build
-    curve: list[tuple[int, float]] = []
-
-    class Progress(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.last = 0
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:  # after every train_freq env steps: keep it cheap
-            if self.num_timesteps - self.last >= PROGRESS_EVERY:
-                progress(self.num_timesteps - self.last)
-                self.last = self.num_timesteps
-                if self.model.ep_info_buffer:
-                    curve.append((self.num_timesteps, float(np.mean([e["r"] for e in self.model.ep_info_buffer]))))
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    model.learn(total_timesteps=steps, callback=Progress())
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    train_ret = float(np.mean([e["r"] for e in model.ep_info_buffer])) if model.ep_info_buffer else float("nan")
+    curve, wall, cpu, train_ret = sb3_learn(model, steps, progress, every=PROGRESS_EVERY)
     episodes = sum(len(m.get_episode_rewards()) for m in venv.envs)  # DummyVecEnv of Monitor-wrapped envs
     return Trained(int(model.num_timesteps), train_ret, episodes, int(model._n_updates),
                    lambda o: model.predict(o, deterministic=True)[0], build_s, wall, cpu, curve)

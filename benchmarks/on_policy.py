@@ -35,7 +35,7 @@ import torch
 
 from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
                                add_run_arguments, close_interrupted, command_line, evaluate_actions, load_results,
-                               machine_note, mode_note, parse_run_arguments, profile_learn, row_metrics,
+                               machine_note, mode_note, parse_run_arguments, profile_learn, row_metrics, sb3_learn,
                                write_outputs)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
@@ -180,7 +180,6 @@ def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tup
 def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
     from stable_baselines3 import A2C as SB3A2C
     from stable_baselines3 import PPO as SB3PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -193,26 +192,7 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tupl
     cls = SB3PPO if hp.algo == "ppo" else SB3A2C
     model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_kwargs(hp))
     build_s = time.perf_counter() - t_build
-    curve: list[tuple[int, float]] = []
-
-    class Progress(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.last = 0
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            progress(self.num_timesteps - self.last)
-            self.last = self.num_timesteps
-            if self.model.ep_info_buffer:
-                curve.append((self.num_timesteps, float(np.mean([e["r"] for e in self.model.ep_info_buffer]))))
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    model.learn(total_timesteps=steps, callback=Progress())
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    train_ret = float(np.mean([e["r"] for e in model.ep_info_buffer])) if model.ep_info_buffer else float("nan")
+    curve, wall, cpu, train_ret = sb3_learn(model, steps, progress)
     monitors = (vecnorm.venv if vecnorm is not None else venv).envs  # DummyVecEnv of Monitor-wrapped envs
     episodes = sum(len(m.get_episode_rewards()) for m in monitors)
 

@@ -46,9 +46,9 @@ from pydantic import Field, model_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.errors import ConfigError
-from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
-from core_rl.policy_gradient.reinforce import EpisodeBatch, ascent_step, constant_baseline, flat_grad, \
-    policy_parameters
+from core_rl.common.on_policy import OnPolicyConfig
+from core_rl.policy_gradient.reinforce import (EpisodeBatch, EpisodicPolicyGradient, ascent_step, constant_baseline,
+                                               flat_grad, policy_parameters)
 
 
 class OffPolicyPGConfig(OnPolicyConfig):
@@ -77,26 +77,19 @@ class OffPolicyPGConfig(OnPolicyConfig):
         return self
 
 
-class OffPolicyPG(OnPolicyAgent):
-    """Importance-sampled policy gradient (``OffPolicyPG(env).learn(n)`` or ``.fit_offline(data)``)."""
+class OffPolicyPG(EpisodicPolicyGradient):
+    """Importance-sampled policy gradient (``OffPolicyPG(env).learn(n)`` or ``.fit_offline(data)``); the
+    episodes' ``log_probs`` are the behaviour policy β's for the later updates on them."""
 
     name = "offpolicy_pg"
     config: OffPolicyPGConfig
     config_cls = OffPolicyPGConfig
-    collect_mode = "episodes"
 
     def _build(self) -> None:
         super()._build()
         self.offline_updates = 0
 
-    def _build_optimizers(self) -> None:
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
-
     # ---- data ----------------------------------------------------------------------------------
-    def collect_episodes(self) -> EpisodeBatch:
-        """Whole episodes of the current policy; ``log_probs`` hold its log-probs (β for later steps)."""
-        return EpisodeBatch.from_rollout(self.collect())
-
     def as_episodes(self, data: Any) -> EpisodeBatch:
         """An :class:`EpisodeBatch` from an EpisodeBatch, a whole-episode RolloutBatch or a DataFrame
         (see :meth:`EpisodeBatch.from_dataframe` for its columns)."""

@@ -334,24 +334,33 @@ class REINFORCEConfig(OnPolicyConfig):
         return self
 
 
-class REINFORCE(OnPolicyAgent):
+class EpisodicPolicyGradient(OnPolicyAgent):
+    """The base of the policy gradients on whole episodes (REINFORCE, off-policy PG): rollouts are
+    collected as :class:`EpisodeBatch` es and θ is stepped by Adam along an estimated ∇_θ J."""
+
+    collect_mode = "episodes"
+
+    def _build_optimizers(self) -> None:
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+
+    def collect_episodes(self) -> EpisodeBatch:
+        """Run π_θ for whole episodes (at least n_envs·n_steps steps) and return them, with π_θ's log-probs."""
+        return EpisodeBatch.from_rollout(self.collect())
+
+
+class REINFORCE(EpisodicPolicyGradient):
     """Monte Carlo policy gradient on whole episodes (``REINFORCE(env, baseline="optimal").learn(n)``)."""
 
     name = "reinforce"
     config: REINFORCEConfig
     config_cls = REINFORCEConfig
-    collect_mode = "episodes"
 
     def _build_optimizers(self) -> None:
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+        super()._build_optimizers()
         self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=self.config.value_lr) \
             if self.value is not None else None
 
     # ---- data ----------------------------------------------------------------------------------
-    def collect_episodes(self) -> EpisodeBatch:
-        """Run π_θ for whole episodes (at least n_envs·n_steps steps) and return them."""
-        return EpisodeBatch.from_rollout(self.collect())
-
     @staticmethod
     def _as_episodes(batch: EpisodeBatch | RolloutBatch) -> EpisodeBatch:
         return batch if isinstance(batch, EpisodeBatch) else EpisodeBatch.from_rollout(batch)
