@@ -167,7 +167,7 @@ class BNNDynamics(nn.Module):
     def fit(self, data: Transitions, epochs: int = 50, batch_size: int = 256, holdout_ratio: float = 0.1,
             patience: int = 5, max_steps: int | None = None) -> dict[str, float]:
         xn, yn, hold, train = split_and_normalize(self, data, holdout_ratio)
-        n, n_hold = xn.shape[0], hold.shape[0]
+        n_hold = hold.shape[0]
         best, best_state, since, steps, loss_value = math.inf, None, 0, 0, float("nan")
         for epoch in range(epochs):
             order = train[torch.randperm(train.shape[0], generator=self.generator)]

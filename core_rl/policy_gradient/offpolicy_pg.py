@@ -46,16 +46,12 @@ from pydantic import Field, model_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.errors import ConfigError
-from core_rl.common.on_policy import OnPolicyConfig
-from core_rl.policy_gradient.reinforce import (EpisodeBatch, EpisodicPolicyGradient, ascent_step, constant_baseline,
-                                               flat_grad, policy_parameters)
+from core_rl.policy_gradient.reinforce import (EpisodeBatch, EpisodicPGConfig, EpisodicPolicyGradient, ascent_step,
+                                               constant_baseline, flat_grad, policy_parameters)
 
 
-class OffPolicyPGConfig(OnPolicyConfig):
-    n_envs: int = 8
-    n_steps: int = Field(125, ge=1, description="Batch: whole episodes until n_envs·n_steps steps are gathered.")
+class OffPolicyPGConfig(EpisodicPGConfig):
     lr: float = 1e-3
-    max_grad_norm: float | None = None
     advantage: Literal["reward_to_go", "return"] = Field(
         "reward_to_go", description="Per-decision weights with causality, or the whole-trajectory ratio times r(τ).")
     normalize_advantage: bool = Field(
