@@ -281,6 +281,30 @@ def row_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str], key: Seque
     return {f"{'_'.join(str(r[k]) for k in key)}/{m}": r[m] for r in rows for m in names}
 
 
+# ---- our side -----------------------------------------------------------------------------------
+def ours_learn(cls: type[Any], env_id: str, config: Mapping[str, Any], steps: int, progress: ProgressFn
+               ) -> tuple[Any, float, float, float, list[tuple[int, float]]]:
+    """Build ``cls(env_id, config)`` and ``learn(steps)``, both timed, ``progress`` getting the new env
+    steps after every iteration. Returns (agent, build s, wall s, CPU s, the training-episode-return curve)."""
+    from core_rl.common.tracking import MemoryTracker
+
+    tracker = MemoryTracker()
+    t_build = time.perf_counter()
+    agent = cls(env_id, dict(config), tracker=tracker)
+    build_s = time.perf_counter() - t_build
+    last = [agent.num_timesteps]
+
+    def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
+        progress(a.num_timesteps - last[0])
+        last[0] = a.num_timesteps
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    agent.learn(steps, callback=on_iteration)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
+    return agent, build_s, wall, cpu, curve
+
+
 # ---- the SB3 side -------------------------------------------------------------------------------
 def sb3_learn(model: Any, steps: int, progress: ProgressFn, every: int = 0
               ) -> tuple[list[tuple[int, float]], float, float, float]:

@@ -41,7 +41,7 @@ import torch
 from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
                                ProgressFn, RunResult, add_run_arguments, close_interrupted, command_line,
                                evaluate_actions, fmt, jsonable, load_results, machine_note, mode_note,
-                               parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, sb3_learn, summarize,
+                               ours_learn, parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, sb3_learn, summarize,
                                throttled, write_outputs)
 from benchmarks.peers import (HParams, mapping_markdown, ours_config, print_mapping, sb3_config_record, sb3_kwargs,
                               zoo_configs)
@@ -79,25 +79,10 @@ OUR_CLASSES = {"dqn": ("core_rl.q_learning.dqn", "DQN"), "sac": ("core_rl.contin
 def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
     import importlib
 
-    from core_rl.common.tracking import MemoryTracker
-
     module, name = OUR_CLASSES[hp.algo]
     cls = getattr(importlib.import_module(module), name)
-    tracker = MemoryTracker()
-    t_build = time.perf_counter()
-    agent = cls(hp.env_id, ours_config(hp, seed), tracker=tracker)
-    build_s = time.perf_counter() - t_build
-    update = throttled(progress, PROGRESS_EVERY)
-    last = [agent.num_timesteps]
-
-    def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
-        update(a.num_timesteps - last[0])
-        last[0] = a.num_timesteps
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    agent.learn(steps, callback=on_iteration)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
+    agent, build_s, wall, cpu, curve = ours_learn(cls, hp.env_id, ours_config(hp, seed), steps,
+                                                  throttled(progress, PROGRESS_EVERY))
     return Trained(agent.num_timesteps, agent.mean_return, agent.episodes_done, agent.gradient_updates,
                    lambda o: agent.predict(o, deterministic=True), build_s, wall, cpu, curve)
 

@@ -35,7 +35,7 @@ import torch
 
 from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
                                add_run_arguments, close_interrupted, command_line, evaluate_actions, load_results,
-                               machine_note, mode_note, parse_run_arguments, profile_learn, row_metrics, sb3_learn,
+                               machine_note, mode_note, ours_learn, parse_run_arguments, profile_learn, row_metrics, sb3_learn,
                                write_outputs)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
@@ -154,24 +154,10 @@ def sb3_kwargs(hp: HParams) -> dict[str, Any]:
 # ---- one training run --------------------------------------------------------------------------
 def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
     from core_rl.actor_critic.actor_critic import A2C
-    from core_rl.common.tracking import MemoryTracker
     from core_rl.trust_region.ppo import PPO
 
     cls = PPO if hp.algo == "ppo" else A2C
-    tracker = MemoryTracker()
-    t_build = time.perf_counter()
-    agent = cls(hp.env_id, ours_config(hp, seed), tracker=tracker)
-    build_s = time.perf_counter() - t_build
-    last = [agent.num_timesteps]
-
-    def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
-        progress(a.num_timesteps - last[0])
-        last[0] = a.num_timesteps
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    agent.learn(steps, callback=on_iteration)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
+    agent, build_s, wall, cpu, curve = ours_learn(cls, hp.env_id, ours_config(hp, seed), steps, progress)
     act = lambda o: agent.predict(o, deterministic=True)  # noqa: E731
     info = (agent.num_timesteps, agent.mean_return, agent.episodes_done)
     return info, act, build_s, wall, cpu, curve
