@@ -8,6 +8,7 @@ files. ``benchmarks.on_policy`` and ``benchmarks.off_policy`` build on it.
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import io
 import json
@@ -16,6 +17,7 @@ import os
 import platform
 import pstats
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -231,9 +233,10 @@ class BenchmarkMLflow:
         MLflowTracker(self.parent, self.client).log_params(params)
 
     def log_child(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                  summary: Mapping[str, float], step: int, curve: Sequence[tuple[int, float]],
-                  curve_key: str = "train/episode_return") -> str:
-        """One finished child run: params, summary metrics (at ``step``) and a curve (≤ 300 points)."""
+                  summary: Mapping[str, float], step: int, curves: Mapping[str, Sequence[tuple[int, float]]],
+                  max_points: int | None = 300) -> str:
+        """One finished child run: params, summary metrics (at ``step``) and named curves of (step, value),
+        each thinned to about ``max_points`` points (None: all), non-finite values left out."""
         from mlflow.entities import Metric
 
         from core_rl.common.tracking import MLflowTracker
@@ -244,9 +247,13 @@ class BenchmarkMLflow:
         tracker = MLflowTracker(rid, self.client)
         tracker.log_params(params)
         tracker.log_metrics(summary, step=step)
-        curve = list(curve)[:: max(1, len(curve) // 300)]
         ts = int(time.time() * 1000)
-        items = [Metric(curve_key, float(v), ts, int(s)) for s, v in curve]
+        items = []
+        for key, curve in curves.items():
+            curve = list(curve)
+            if max_points is not None:
+                curve = curve[:: max(1, len(curve) // max_points)]
+            items += [Metric(key, float(v), ts, int(s)) for s, v in curve if math.isfinite(float(v))]
         for i in range(0, len(items), 900):
             self.client.log_batch(rid, metrics=items[i:i + 900])
         self.client.set_terminated(rid)
@@ -262,9 +269,142 @@ class BenchmarkMLflow:
             if f.exists():
                 tracker.log_artifact(f)
         self.client.set_terminated(self.parent, status=status)
+        print(f"MLflow: {self.uri} experiment '{self.experiment}', parent run {self.parent}")
 
     def kill(self) -> None:
         self.client.set_terminated(self.parent, status="KILLED")
+
+
+def row_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str], key: Sequence[str] = ("algo", "env_id")
+                ) -> dict[str, float]:
+    """The parent run's summary: ``"<algo>_<env>/<name>"`` → the row's value, for every row and name."""
+    return {f"{'_'.join(str(r[k]) for k in key)}/{m}": r[m] for r in rows for m in names}
+
+
+# ---- our side -----------------------------------------------------------------------------------
+def ours_learn(cls: type[Any], env_id: str, config: Mapping[str, Any], steps: int, progress: ProgressFn
+               ) -> tuple[Any, float, float, float, list[tuple[int, float]]]:
+    """Build ``cls(env_id, config)`` and ``learn(steps)``, both timed, ``progress`` getting the new env
+    steps after every iteration. Returns (agent, build s, wall s, CPU s, the training-episode-return curve)."""
+    from core_rl.common.tracking import MemoryTracker
+
+    tracker = MemoryTracker()
+    t_build = time.perf_counter()
+    agent = cls(env_id, dict(config), tracker=tracker)
+    build_s = time.perf_counter() - t_build
+    last = [agent.num_timesteps]
+
+    def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
+        progress(a.num_timesteps - last[0])
+        last[0] = a.num_timesteps
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    agent.learn(steps, callback=on_iteration)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
+    return agent, build_s, wall, cpu, curve
+
+
+# ---- the SB3 side -------------------------------------------------------------------------------
+def sb3_learn(model: Any, steps: int, progress: ProgressFn, every: int = 0
+              ) -> tuple[list[tuple[int, float]], float, float, float]:
+    """``model.learn(steps)`` of an SB3 model, timed: after each rollout at least ``every`` env steps on
+    from the last report, ``progress`` gets the new steps and the curve a point (the mean return of SB3's
+    last-100-episode buffer). Returns (curve, wall s, CPU s, the final last-100 mean, NaN without episodes)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    curve: list[tuple[int, float]] = []
+
+    def mean_return() -> float:
+        buffer = model.ep_info_buffer
+        return float(np.mean([e["r"] for e in buffer])) if buffer else float("nan")
+
+    class Progress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = 0
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:  # after every rollout (off-policy: train_freq steps): keep it cheap
+            if self.num_timesteps - self.last >= every:
+                progress(self.num_timesteps - self.last)
+                self.last = self.num_timesteps
+                if model.ep_info_buffer:
+                    curve.append((self.num_timesteps, mean_return()))
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    model.learn(total_timesteps=steps, callback=Progress())
+    return curve, time.perf_counter() - wall0, time.process_time() - cpu0, mean_return()
+
+
+# ---- the command line --------------------------------------------------------------------------
+def add_run_arguments(p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3,
+                      eval_episodes: bool = True) -> None:
+    """The options every benchmark shares: seeds, budget scale, evaluation, MLflow, outputs, re-rendering."""
+    p.add_argument("--seeds", type=int, default=seeds, help=f"seeds 0..N-1 per configuration (default {seeds})")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
+    if eval_episodes:
+        p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
+    p.add_argument("--doc", type=Path, default=default_doc, help="markdown report to write (default %(default)s)")
+    p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="where the JSON results (and tables, plots) go (default <repo>/.deeprl/benchmarks)")
+    p.add_argument("--results", type=Path, nargs="+", default=None,
+                   help="re-render the report from saved JSON result files (no training)")
+
+
+def parse_run_arguments(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, and reject a non-positive ``--seeds``, ``--steps-scale`` or ``--eval-episodes``."""
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    if args.steps_scale <= 0:
+        p.error("--steps-scale must be positive")
+    if getattr(args, "eval_episodes", 1) < 1:
+        p.error("--eval-episodes must be at least 1")
+    return args
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """``python -m <module> <args>`` as this run was invoked (for the report and MLflow)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    return f"python -m {module}" + (" " + " ".join(words) if words else "")
+
+
+def mode_note(args: argparse.Namespace) -> str:
+    """"quick" or "full", and the budget scale when it is not 1."""
+    return ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else "")
+
+
+# ---- the files of a run ------------------------------------------------------------------------
+def write_outputs(name: str, stamp: str, out_dir: Path, rows: Sequence[dict[str, Any]], table_markdown: str,
+                  results_json: Mapping[str, Any] | None, doc: Path | None, report: Callable[[], str],
+                  json_suffix: str = "") -> list[Path]:
+    """Write a side-by-side benchmark's files: the results JSON (unless None), the markdown table, the
+    bar plot of :func:`bar_plot`, and (unless ``doc`` is None) the report with the plot copied beside it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    if results_json is not None:
+        json_path = out_dir / f"{name}-{stamp}{json_suffix}.json"
+        json_path.write_text(json.dumps(results_json, indent=1))
+        files.append(json_path)
+        print(f"\nresults: {json_path}")
+    table_path = out_dir / f"{name}-{stamp}-table.md"
+    table_path.write_text(table_markdown + "\n")
+    plot_path = bar_plot(rows, out_dir / f"{name}-{stamp}.png")
+    files += [table_path, plot_path]
+    if doc is not None:
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        doc.write_text(report())
+        doc.with_suffix(".png").write_bytes(plot_path.read_bytes())
+        files.append(doc)
+        print(f"report: {doc}")
+    return files
 
 
 # ---- profiling ---------------------------------------------------------------------------------
@@ -297,8 +437,6 @@ def close_interrupted(name: str, stamp: str, out_dir: Path, results: Sequence[Ru
     results on disk and mark the MLflow parent run killed."""
     meta["machine"]["loadavg"] = machine_note()["loadavg"]
     if status != "FINISHED" and results:
-        import sys
-
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f"{name}-{stamp}-partial.json"
         partial.write_text(json.dumps(jsonable(results, meta), indent=1))

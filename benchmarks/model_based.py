@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -40,6 +39,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from benchmarks.common import BenchmarkMLflow, add_run_arguments, command_line, parse_run_arguments, row_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "model_based.md"
@@ -319,87 +320,39 @@ Configs (everything else at the defaults of the classes):
 
 
 # ---- MLflow --------------------------------------------------------------------------------------
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
-    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
-        from pipelines.tracking import default_tracking_uri as pipelines_default
-
-        return pipelines_default()
-    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
-
-
-class MLflowLog:
+class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child run per (algo, env, seed)."""
 
     def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
-        import mlflow
-
-        from core_rl.common.tracking import MLflowTracker
-        from pipelines.tracking import get_experiment_id, setup_tracking
-
-        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
-        self.client = mlflow.tracking.MlflowClient()
-        self.experiment_id = get_experiment_id(EXPERIMENT, self.uri)
-        self.parent = self.client.create_run(self.experiment_id, run_name=run_name,
-                                             tags={"benchmark": "model_based"}).info.run_id
-        MLflowTracker(self.parent, self.client).log_params(params)
+        super().__init__(tracking_uri, EXPERIMENT, run_name, params, tags={"benchmark": "model_based"})
 
     def child(self, res: RunResult) -> None:
-        from mlflow.entities import Metric
-
-        from core_rl.common.tracking import MLflowTracker
-
-        run = self.client.create_run(self.experiment_id, run_name=f"{res.algo}-{res.env_id}-s{res.seed}",
-                                     tags={"mlflow.parentRunId": self.parent, "algo": res.algo,
-                                           "env_id": res.env_id, "seed": str(res.seed)})
-        rid = run.info.run_id
-        tracker = MLflowTracker(rid, self.client)
-        tracker.log_params({"algo": res.algo, "env_id": res.env_id, "seed": res.seed, "config": res.config})
-        tracker.log_metrics({"steps": res.steps, "wall_s": res.wall_s, "cpu_s": res.cpu_s,
-                             "final_eval_return": res.eval_return, "eval_std": res.eval_std, "eval_s": res.eval_s},
-                            step=res.steps)
-        ts = int(time.time() * 1000)
-        items = [Metric("episode_return", float(v), ts, int(s)) for s, v in res.curve]
-        items += [Metric("eval_return", float(v), ts, int(s)) for s, v in res.evals]
-        for i in range(0, len(items), 900):
-            self.client.log_batch(rid, metrics=items[i:i + 900])
-        self.client.set_terminated(rid)
+        self.log_child(f"{res.algo}-{res.env_id}-s{res.seed}",
+                       {"algo": res.algo, "env_id": res.env_id, "seed": str(res.seed)},
+                       {"algo": res.algo, "env_id": res.env_id, "seed": res.seed, "config": res.config},
+                       {"steps": res.steps, "wall_s": res.wall_s, "cpu_s": res.cpu_s,
+                        "final_eval_return": res.eval_return, "eval_std": res.eval_std, "eval_s": res.eval_s},
+                       res.steps, {"episode_return": res.curve, "eval_return": res.evals}, max_points=None)
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
-        from core_rl.common.tracking import MLflowTracker
-
-        tracker = MLflowTracker(self.parent, self.client)
+        metrics = row_metrics(rows, ("eval_return", "best_eval"))
         for r in rows:
             key = f"{r['algo']}_{r['env_id']}"
-            metrics = {f"{key}/eval_return": r["eval_return"], f"{key}/best_eval": r["best_eval"]}
             if r["steps_to_target"]:
                 metrics[f"{key}/steps_to_sac_final"] = r["steps_to_target"]
             if r["speedup_vs_sac"]:
                 metrics[f"{key}/speedup_vs_sac"] = r["speedup_vs_sac"]
-            tracker.log_metrics(metrics, step=0)
-        for f in files:
-            if f.exists():
-                tracker.log_artifact(f)
-        self.client.set_terminated(self.parent)
+        self.close(metrics, files)
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.model_based", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the short budgets (see settings())")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per configuration (default 1)")
     p.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS, metavar="ENV")
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
-    p.add_argument("--no-doc", action="store_true")
-    p.add_argument("--out-dir", type=Path, default=None, help="JSON results folder (default <repo>/.deeprl/benchmarks)")
-    p.add_argument("--results", type=Path, nargs="+", default=None,
-                   help="re-render the report from saved JSON result files, without training")
-    return p.parse_args(argv)
+    add_run_arguments(p, DEFAULT_DOC, seeds=1, eval_episodes=False)
+    return parse_run_arguments(p, argv)
 
 
 def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]]:
@@ -421,7 +374,7 @@ def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     table = settings()
-    command = "python -m benchmarks.model_based " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.model_based", argv)
     log = None
     if args.results:
         results, meta = load_results(args.results)

@@ -5,9 +5,9 @@
 Every (algo, env, seed) is trained twice in this one process, once by
 :class:`core_rl.q_learning.dqn.DQN` / :class:`core_rl.continuous.sac.SAC` /
 :class:`core_rl.continuous.td3.TD3` and once by SB3's ``DQN`` / ``SAC`` / ``TD3``, from one neutral
-hyperparameter record (:class:`HParams`: RL-Zoo's values with SB3's defaults written out for what Zoo
-leaves unset, in SB3's names). :func:`field_mapping` maps that record field by field onto our config
-(printed at the start of a run, and in the report); :func:`ours_config` and :func:`sb3_kwargs` are
+hyperparameter record of :mod:`benchmarks.peers` (``HParams``: RL-Zoo's values with SB3's defaults
+written out for what Zoo leaves unset, in SB3's names). ``field_mapping`` maps that record field by
+field onto our config (printed at the start of a run, and in the report); ``ours_config`` and ``sb3_kwargs`` are
 derived from it. Both train with ``torch.set_num_threads(1)`` on the CPU without any logger writing.
 
 Configurations: DQN on CartPole-v1 (5e4 steps), SAC and TD3 on Pendulum-v1 (2e4 steps each).
@@ -29,9 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -39,219 +38,17 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
-                               ProgressFn, RunResult, bar_plot, evaluate_actions, fmt, jsonable, load_results,
-                               machine_note, peak_load, profile_learn, ratio, summarize, throttled)
+from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
+                               ProgressFn, RunResult, add_run_arguments, close_interrupted, command_line,
+                               evaluate_actions, fmt, jsonable, load_results, machine_note, mode_note,
+                               ours_learn, parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, sb3_learn, summarize,
+                               throttled, write_outputs)
+from benchmarks.peers import (HParams, mapping_markdown, ours_config, print_mapping, sb3_config_record, sb3_kwargs,
+                              zoo_configs)
 
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "off_policy.md"
 EXPERIMENT = "benchmark-off-policy"
 EVAL_SEED_BASE = 100_000  # eval env i of seed s is reset with 100_000 + 1_000·s + i (as in on_policy)
-
-# ---- hyperparameters ---------------------------------------------------------------------------
-#: SB3 2.x constructor defaults (and MlpPolicy's), written out so that the mapping covers every field
-#: that shapes training, not only those RL-Zoo sets. ``net_arch``/``activation_fn``/``optimizer_class``
-#: are ``policy_kwargs``; ``n_envs`` is RL-Zoo's; ``noise_type``/``noise_std`` are RL-Zoo's action noise.
-SB3_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dqn": dict(learning_rate=1e-4, buffer_size=1_000_000, learning_starts=100, batch_size=32, tau=1.0, gamma=0.99,
-                train_freq=4, gradient_steps=1, n_steps=1, target_update_interval=10_000, exploration_fraction=0.1,
-                exploration_initial_eps=1.0, exploration_final_eps=0.05, max_grad_norm=10.0, net_arch=(64, 64),
-                activation_fn="ReLU", optimizer_class="Adam", n_envs=1),
-    "sac": dict(learning_rate=3e-4, buffer_size=1_000_000, learning_starts=100, batch_size=256, tau=0.005, gamma=0.99,
-                train_freq=1, gradient_steps=1, n_steps=1, ent_coef="auto", target_update_interval=1,
-                target_entropy="auto", use_sde=False, net_arch=(256, 256), activation_fn="ReLU",
-                optimizer_class="Adam", n_envs=1),
-    "td3": dict(learning_rate=1e-3, buffer_size=1_000_000, learning_starts=100, batch_size=256, tau=0.005, gamma=0.99,
-                train_freq=1, gradient_steps=1, n_steps=1, noise_type=None, noise_std=0.0, policy_delay=2,
-                target_policy_noise=0.2, target_noise_clip=0.5, net_arch=(400, 300), activation_fn="ReLU",
-                optimizer_class="Adam", n_envs=1),
-}
-
-
-@dataclass(frozen=True)
-class HParams:
-    """One benchmark configuration: RL-Zoo's values (``zoo``) over SB3's defaults, in SB3's names."""
-
-    algo: str                      # "dqn" | "sac" | "td3"
-    env_id: str
-    n_timesteps: int               # RL-Zoo's budget
-    quick_timesteps: int           # the --quick budget
-    zoo: Mapping[str, Any] = field(default_factory=dict)
-    zoo_note: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.algo}/{self.env_id}"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        unknown = set(self.zoo) - set(SB3_DEFAULTS[self.algo])
-        if unknown:
-            raise ValueError(f"{self.key}: no SB3 field {sorted(unknown)}")
-        return {**SB3_DEFAULTS[self.algo], **self.zoo}
-
-    def source(self, name: str) -> str:
-        return "zoo" if name in self.zoo else "SB3 default"
-
-
-def zoo_configs() -> list[HParams]:
-    """RL-Zoo's values (``hyperparams/dqn.yml``, ``sac.yml``, ``td3.yml`` of DLR-RM/rl-baselines3-zoo)."""
-    return [
-        HParams("dqn", "CartPole-v1", 50_000, 50_000, zoo=dict(
-            learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
-            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
-            exploration_final_eps=0.04, net_arch=(256, 256)), zoo_note="zoo 'Almost Tuned'"),
-        HParams("sac", "Pendulum-v1", 20_000, 10_000, zoo=dict(learning_rate=1e-3), zoo_note="zoo; SB3 SAC defaults"),
-        HParams("td3", "Pendulum-v1", 20_000, 15_000, zoo=dict(
-            gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise_type="normal", noise_std=0.1,
-            gradient_steps=1, train_freq=1, learning_rate=1e-3, net_arch=(400, 300)),
-            zoo_note="zoo (train_freq 1 / gradient_steps 1: one gradient step per env step)"),
-    ]
-
-
-@dataclass(frozen=True)
-class MapRow:
-    """One SB3 field (or a fixed SB3 behaviour, named in parentheses) and the config fields of ours it sets."""
-
-    sb3: str
-    value: Any
-    ours: Mapping[str, Any]
-    note: str = ""
-
-
-def dqn_target_interval(target_update_interval: int, train_freq: int, gradient_steps: int,
-                        n_envs: int) -> tuple[int, str]:
-    """SB3's DQN copies φ' ← φ every ``target_update_interval // n_envs`` vector env steps (in ``_on_step``),
-    ours every ``target_update_interval`` gradient steps. The online net changes only in the training
-    phases (``gradient_steps`` steps after every ``train_freq`` env steps), so when SB3's interval is at
-    most ``train_freq`` its target, throughout each training phase, is the online net as the previous phase
-    left it: ours with a copy every ``gradient_steps`` gradient steps, exactly."""
-    every = max(target_update_interval // n_envs, 1)
-    if every <= train_freq:
-        return gradient_steps, (f"SB3 copies every {every} env steps, i.e. at least once per collection phase of "
-                                f"{train_freq} steps, while the online net is frozen; so every training phase runs "
-                                f"against the net the previous phase left: a hard copy every {gradient_steps} "
-                                "gradient steps (exact)")
-    phases = max(1, round(every / train_freq))
-    return phases * gradient_steps, (f"SB3 copies every {every} env steps ≈ every {phases} training phases "
-                                     f"(approximate: phase-aligned)")
-
-
-def field_mapping(hp: HParams) -> list[MapRow]:
-    """Every SB3/RL-Zoo field of ``hp`` and the fields of our config it sets; raises if one is unmapped."""
-    p = hp.params
-    same = lambda name, ours=None, note="": MapRow(name, p[name], {ours or name: p[name]}, note)  # noqa: E731
-    rows = [same("learning_rate", "lr"), same("buffer_size"), same("learning_starts"), same("batch_size"),
-            same("tau"), same("gamma"),
-            same("train_freq", note="env steps between training phases (n_envs=1)"),
-            same("gradient_steps"), same("n_steps", "n_step"), same("n_envs"),
-            MapRow("net_arch", list(p["net_arch"]), {"hidden_sizes": tuple(p["net_arch"])},
-                   "every MLP (Q-net; actor and each critic)"),
-            MapRow("activation_fn", p["activation_fn"], {"activation": p["activation_fn"].lower()})]
-    if hp.algo == "dqn":
-        interval, note = dqn_target_interval(p["target_update_interval"], p["train_freq"], p["gradient_steps"],
-                                             p["n_envs"])
-        rows += [
-            MapRow("target_update_interval", p["target_update_interval"], {"target_update_interval": interval}, note),
-            same("exploration_fraction", note="ε decays linearly over this fraction of the run, both sides"),
-            same("exploration_initial_eps"), same("exploration_final_eps"), same("max_grad_norm"),
-            MapRow("optimizer_class", p["optimizer_class"], {"optimizer": "adam"}, "torch Adam (eps 1e-8) both"),
-            MapRow("(fixed) loss", "smooth_l1_loss", {"loss": "huber", "huber_delta": 1.0}),
-            MapRow("(fixed) vanilla DQN", "ε-greedy; max_a Q_φ' target; uniform replay",
-                   {"exploration": "epsilon", "double_q": False, "dueling": False, "prioritized": False}),
-        ]
-    elif hp.algo == "sac":
-        ent = p["ent_coef"]
-        init = float(ent.split("_", 1)[1]) if isinstance(ent, str) and ent.startswith("auto_") else 1.0
-        rows += [
-            MapRow("ent_coef", ent, {"ent_coef": "auto" if str(ent).startswith("auto") else float(ent),
-                                     "init_ent_coef": init}, "SB3 'auto' starts α at 1.0, tuned by Adam on log α"),
-            same("target_entropy", note="'auto' = −|A|"), same("target_update_interval"),
-            MapRow("use_sde", p["use_sde"], {}, "ours has no gSDE; off on both sides"),
-            MapRow("optimizer_class", p["optimizer_class"], {},
-                   "ours: fused torch Adam (same update) for actor, critics and log α"),
-            MapRow("(fixed) critics", "2 Q-nets, min for target and actor", {"n_critics": 2}),
-            MapRow("(fixed) log σ clamp", "[-20, 2]", {"log_std_min": -20.0, "log_std_max": 2.0}),
-            MapRow("(fixed) gradient clipping", "none", {"max_grad_norm": None}),
-        ]
-    elif hp.algo == "td3":
-        noise = {"normal": "gaussian", "ornstein-uhlenbeck": "ou", None: "gaussian"}[p["noise_type"]]
-        rows += [
-            MapRow("noise_type", p["noise_type"], {"exploration_noise": noise},
-                   "SB3 NormalActionNoise, added to the action scaled to [-1, 1], then clipped; ours the same"),
-            MapRow("noise_std", p["noise_std"], {"noise_std": p["noise_std"]}, "σ in units of the half-width, both"),
-            same("policy_delay"), same("target_policy_noise", "target_noise"), same("target_noise_clip"),
-            MapRow("optimizer_class", p["optimizer_class"], {"actor_lr": None},
-                   "one learning rate for actor and critics; ours: fused torch Adam (same update)"),
-            MapRow("(fixed) critics", "2 Q-nets; actor ascends Q_1", {"n_critics": 2}),
-            MapRow("(fixed) target update", "Polyak τ after every delayed actor step", {"target_update_interval": 1}),
-            MapRow("(fixed) gradient clipping", "none", {"max_grad_norm": None}),
-        ]
-    else:
-        raise ValueError(f"unknown algo {hp.algo!r}")
-    unmapped = set(p) - {r.sb3 for r in rows}
-    if unmapped:
-        raise ValueError(f"{hp.key}: SB3 fields without a mapping: {sorted(unmapped)}")
-    return rows
-
-
-def ours_config(hp: HParams, seed: int) -> dict[str, Any]:
-    """Our DQNConfig / SACConfig / TD3Config fields, from :func:`field_mapping`."""
-    cfg: dict[str, Any] = dict(seed=seed, device="cpu", torch_threads=TORCH_THREADS)
-    for row in field_mapping(hp):
-        cfg.update(row.ours)
-    return cfg
-
-
-def sb3_kwargs(hp: HParams) -> dict[str, Any]:
-    """SB3 constructor arguments (the action noise and ``policy_kwargs`` built as RL-Zoo builds them)."""
-    p = hp.params
-    kw = {k: v for k, v in p.items()
-          if k not in ("net_arch", "activation_fn", "optimizer_class", "n_envs", "noise_type", "noise_std")}
-    kw["policy_kwargs"] = dict(net_arch=list(p["net_arch"]), activation_fn=getattr(torch.nn, p["activation_fn"]),
-                               optimizer_class=getattr(torch.optim, p["optimizer_class"]))
-    if hp.algo == "td3" and p["noise_type"] is not None:
-        from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
-
-        import gymnasium as gym
-
-        env = gym.make(hp.env_id)
-        n_actions = int(np.prod(env.action_space.shape))
-        env.close()
-        noise_cls = NormalActionNoise if p["noise_type"] == "normal" else OrnsteinUhlenbeckActionNoise
-        kw["action_noise"] = noise_cls(mean=np.zeros(n_actions), sigma=p["noise_std"] * np.ones(n_actions))
-    return kw
-
-
-def sb3_config_record(hp: HParams) -> dict[str, Any]:
-    """The SB3 side's configuration as loggable values (for MLflow)."""
-    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in hp.params.items()}
-
-
-def mapping_markdown(configs: Sequence[HParams], steps_of: Mapping[str, int] | None = None) -> str:
-    """The field-by-field mapping as markdown tables, one per configuration."""
-    out = []
-    for hp in configs:
-        if steps_of is not None and hp.key not in steps_of:
-            continue
-        budget = f"{steps_of[hp.key]:,} steps; " if steps_of else ""
-        out.append(f"**{hp.algo.upper()} {hp.env_id}** ({budget}zoo budget {hp.n_timesteps:,}; {hp.zoo_note})\n")
-        out.append("| SB3 field | value | from | our field = value | note |\n|---|---|---|---|---|")
-        for r in field_mapping(hp):
-            src = "SB3 (fixed)" if r.sb3.startswith("(") else hp.source(r.sb3)
-            ours = ", ".join(f"`{k}={v}`" for k, v in r.ours.items()) or "–"
-            out.append(f"| `{r.sb3}` | {r.value} | {src} | {ours} | {r.note} |")
-        out.append("")
-    return "\n".join(out)
-
-
-def print_mapping(configs: Sequence[HParams]) -> None:
-    for hp in configs:
-        print(f"\n{hp.algo.upper()} {hp.env_id}: SB3 field = value [from] -> our field = value")
-        for r in field_mapping(hp):
-            src = "fixed" if r.sb3.startswith("(") else hp.source(r.sb3)
-            ours = ", ".join(f"{k}={v}" for k, v in r.ours.items()) or "(no counterpart)"
-            print(f"  {r.sb3:<26} = {str(r.value):<28} [{src:<11}] -> {ours}")
-
 
 # ---- one training run --------------------------------------------------------------------------
 @dataclass
@@ -282,32 +79,16 @@ OUR_CLASSES = {"dqn": ("core_rl.q_learning.dqn", "DQN"), "sac": ("core_rl.contin
 def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
     import importlib
 
-    from core_rl.common.tracking import MemoryTracker
-
     module, name = OUR_CLASSES[hp.algo]
     cls = getattr(importlib.import_module(module), name)
-    tracker = MemoryTracker()
-    t_build = time.perf_counter()
-    agent = cls(hp.env_id, ours_config(hp, seed), tracker=tracker)
-    build_s = time.perf_counter() - t_build
-    update = throttled(progress, PROGRESS_EVERY)
-    last = [agent.num_timesteps]
-
-    def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
-        update(a.num_timesteps - last[0])
-        last[0] = a.num_timesteps
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    agent.learn(steps, callback=on_iteration)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
+    agent, build_s, wall, cpu, curve = ours_learn(cls, hp.env_id, ours_config(hp, seed), steps,
+                                                  throttled(progress, PROGRESS_EVERY))
     return Trained(agent.num_timesteps, agent.mean_return, agent.episodes_done, agent.gradient_updates,
                    lambda o: agent.predict(o, deterministic=True), build_s, wall, cpu, curve)
 
 
 def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
     from stable_baselines3 import DQN, SAC, TD3
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(TORCH_THREADS)
@@ -316,27 +97,7 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trai
     cls = {"dqn": DQN, "sac": SAC, "td3": TD3}[hp.algo]
     model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_kwargs(hp))
     build_s = time.perf_counter() - t_build
-    curve: list[tuple[int, float]] = []
-
-    class Progress(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.last = 0
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:  # after every train_freq env steps: keep it cheap
-            if self.num_timesteps - self.last >= PROGRESS_EVERY:
-                progress(self.num_timesteps - self.last)
-                self.last = self.num_timesteps
-                if self.model.ep_info_buffer:
-                    curve.append((self.num_timesteps, float(np.mean([e["r"] for e in self.model.ep_info_buffer]))))
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    model.learn(total_timesteps=steps, callback=Progress())
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    train_ret = float(np.mean([e["r"] for e in model.ep_info_buffer])) if model.ep_info_buffer else float("nan")
+    curve, wall, cpu, train_ret = sb3_learn(model, steps, progress, every=PROGRESS_EVERY)
     episodes = sum(len(m.get_episode_rewards()) for m in venv.envs)  # DummyVecEnv of Monitor-wrapped envs
     return Trained(int(model.num_timesteps), train_ret, episodes, int(model._n_updates),
                    lambda o: model.predict(o, deterministic=True)[0], build_s, wall, cpu, curve)
@@ -519,7 +280,7 @@ def log_run(mlog: BenchmarkMLflow, hp: HParams, res: OffPolicyRunResult) -> None
                    {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
                    {"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
                     "torch_threads": TORCH_THREADS, "config": config},
-                   {k: getattr(res, k) for k in CHILD_METRICS}, res.steps, res.curve)
+                   {k: getattr(res, k) for k in CHILD_METRICS}, res.steps, {"train/episode_return": res.curve})
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -529,32 +290,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="shorter budgets for SAC and TD3 (DQN 5e4 = Zoo's, SAC 1e4, TD3 1.5e4 env steps)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default 3)")
     p.add_argument("--algos", nargs="+", default=algos, choices=algos, help="a subset of the configurations")
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown report to write (default %(default)s)")
-    p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where the JSON results, table and plot go (default <repo>/.deeprl/benchmarks)")
-    p.add_argument("--results", type=Path, nargs="+", default=None,
-                   help="re-render the report from saved JSON result files (no training)")
+    add_run_arguments(p, DEFAULT_DOC)
     p.add_argument("--profile", choices=["ours", "sb3", "both"], default=None,
                    help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)")
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS,
                    help="train only these implementations (to split a long run into pieces merged with --results)")
     p.add_argument("--mapping", action="store_true", help="print the hyperparameter mapping and exit")
-    args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
-    if args.steps_scale <= 0:
-        p.error("--steps-scale must be positive")
-    if args.eval_episodes < 1:
-        p.error("--eval-episodes must be at least 1")
-    return args
+    return parse_run_arguments(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -586,8 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile_learn(f"{hp.key} {impl}", run, out_dir / "profiles" / f"{hp.algo}-{hp.env_id}-{impl}.prof")
         return 0
 
-    command = "python -m benchmarks.off_policy" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-        sys.argv[1:] if argv is None else argv))
+    command = command_line("benchmarks.off_policy", argv)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     mlog: BenchmarkMLflow | None = None
     if args.results:
@@ -612,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_note()
         machine["loadavg_start"] = machine["loadavg"]
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "impls": list(args.impls),
                 "machine": machine}
         if not args.no_mlflow:
@@ -649,31 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize_runs(results, configs)
     print()
     print_table(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    json_path = out_dir / f"off_policy-{stamp}{'-merged' if args.results else ''}.json"
-    json_path.write_text(json.dumps(jsonable(results, meta), indent=1))
-    files.append(json_path)
-    print(f"\nresults: {json_path}")
-    table_path = out_dir / f"off_policy-{stamp}-table.md"
-    table_path.write_text(markdown_table(rows) + "\n")
-    plot_path = bar_plot(rows, out_dir / f"off_policy-{stamp}.png")
-    files += [table_path, plot_path]
-    if not args.no_doc:
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(report_markdown(rows, configs, meta))
-        args.doc.with_suffix(".png").write_bytes(plot_path.read_bytes())
-        files.append(args.doc)
-        print(f"report: {args.doc}")
+    files = write_outputs("off_policy", stamp, out_dir, rows, markdown_table(rows), jsonable(results, meta),
+                          None if args.no_doc else args.doc, lambda: report_markdown(rows, configs, meta),
+                          json_suffix="-merged" if args.results else "")
     if mlog is not None:
-        metrics: dict[str, float] = {}
-        for r in rows:
-            key = f"{r['algo']}_{r['env_id']}"
-            for m in ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio", "cpu_grad_speed_ratio", "return_delta",
-                      "eval_return_ours", "eval_return_sb3"):
-                metrics[f"{key}/{m}"] = r[m]
-        mlog.close(metrics, files)
-        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
+        mlog.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio", "cpu_grad_speed_ratio",
+                                      "return_delta", "eval_return_ours", "eval_return_sb3")), files)
     return 0
 
 

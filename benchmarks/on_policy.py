@@ -22,7 +22,6 @@ files (e.g. the pieces of a benchmark run in several shorter invocations) withou
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -34,8 +33,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import (close_interrupted, IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
-                               bar_plot, evaluate_actions, load_results, machine_note, profile_learn)
+from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
+                               add_run_arguments, close_interrupted, command_line, evaluate_actions, load_results,
+                               machine_note, mode_note, ours_learn, parse_run_arguments, profile_learn, row_metrics, sb3_learn,
+                               write_outputs)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
 from benchmarks.common import summarize as _summarize
@@ -153,24 +154,10 @@ def sb3_kwargs(hp: HParams) -> dict[str, Any]:
 # ---- one training run --------------------------------------------------------------------------
 def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
     from core_rl.actor_critic.actor_critic import A2C
-    from core_rl.common.tracking import MemoryTracker
     from core_rl.trust_region.ppo import PPO
 
     cls = PPO if hp.algo == "ppo" else A2C
-    tracker = MemoryTracker()
-    t_build = time.perf_counter()
-    agent = cls(hp.env_id, ours_config(hp, seed), tracker=tracker)
-    build_s = time.perf_counter() - t_build
-    last = [agent.num_timesteps]
-
-    def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
-        progress(a.num_timesteps - last[0])
-        last[0] = a.num_timesteps
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    agent.learn(steps, callback=on_iteration)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
+    agent, build_s, wall, cpu, curve = ours_learn(cls, hp.env_id, ours_config(hp, seed), steps, progress)
     act = lambda o: agent.predict(o, deterministic=True)  # noqa: E731
     info = (agent.num_timesteps, agent.mean_return, agent.episodes_done)
     return info, act, build_s, wall, cpu, curve
@@ -179,7 +166,6 @@ def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tup
 def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
     from stable_baselines3 import A2C as SB3A2C
     from stable_baselines3 import PPO as SB3PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -192,26 +178,7 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tupl
     cls = SB3PPO if hp.algo == "ppo" else SB3A2C
     model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_kwargs(hp))
     build_s = time.perf_counter() - t_build
-    curve: list[tuple[int, float]] = []
-
-    class Progress(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.last = 0
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            progress(self.num_timesteps - self.last)
-            self.last = self.num_timesteps
-            if self.model.ep_info_buffer:
-                curve.append((self.num_timesteps, float(np.mean([e["r"] for e in self.model.ep_info_buffer]))))
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    model.learn(total_timesteps=steps, callback=Progress())
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    train_ret = float(np.mean([e["r"] for e in model.ep_info_buffer])) if model.ep_info_buffer else float("nan")
+    curve, wall, cpu, train_ret = sb3_learn(model, steps, progress)
     monitors = (vecnorm.venv if vecnorm is not None else venv).envs  # DummyVecEnv of Monitor-wrapped envs
     episodes = sum(len(m.get_episode_rewards()) for m in monitors)
 
@@ -374,17 +341,12 @@ class MLflowLog(BenchmarkMLflow):
         self.log_child(f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
                        {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
                        {"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
-                        "torch_threads": TORCH_THREADS, "config": config}, summary, res.steps, res.curve)
+                        "torch_threads": TORCH_THREADS, "config": config}, summary, res.steps,
+                       {"train/episode_return": res.curve})
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
-        metrics: dict[str, float] = {}
-        for r in rows:
-            key = f"{r['algo']}_{r['env_id']}"
-            metrics.update({f"{key}/speed_ratio": r["speed_ratio"], f"{key}/cpu_speed_ratio": r["cpu_speed_ratio"],
-                            f"{key}/return_delta": r["return_delta"],
-                            f"{key}/eval_return_ours": r["eval_return_ours"],
-                            f"{key}/eval_return_sb3": r["eval_return_sb3"]})
-        self.close(metrics, files, status)
+        self.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "return_delta", "eval_return_ours",
+                                      "eval_return_sb3")), files, status)
 
 
 # ---- profiling ---------------------------------------------------------------------------------
@@ -410,30 +372,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="shorter budgets (1e5-2e5 steps per config): one seed takes ~4 min of CPU "
                         "(~11 min wall on 2 heavily shared cores)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default 3)")
     p.add_argument("--envs", nargs="+", default=envs, choices=envs, metavar="ENV", help=f"subset of {envs}")
     p.add_argument("--algos", nargs="+", default=["ppo", "a2c"], choices=["ppo", "a2c"])
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown report to write (default %(default)s)")
-    p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where the JSON results and plot go (default <repo>/.deeprl/benchmarks)")
-    p.add_argument("--results", type=Path, nargs="+", default=None,
-                   help="re-render the report from saved JSON result files (no training)")
+    add_run_arguments(p, DEFAULT_DOC)
     p.add_argument("--profile", choices=["ours", "sb3", "both"], default=None,
                    help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)")
-    args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
-    if args.steps_scale <= 0:
-        p.error("--steps-scale must be positive")
-    if args.eval_episodes < 1:
-        p.error("--eval-episodes must be at least 1")
-    return args
+    return parse_run_arguments(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -456,8 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_runs(configs, steps_of, impls, out_dir / "profiles")
         return 0
 
-    command = "python -m benchmarks.on_policy" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-        sys.argv[1:] if argv is None else argv))
+    command = command_line("benchmarks.on_policy", argv)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if args.results:
         results, meta = load_results(args.results)
@@ -469,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_note()
         machine["loadavg_start"] = machine["loadavg"]
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine}
         mlog = None
         if not args.no_mlflow:
@@ -509,27 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize(results, configs)
     print()
     print_table(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    if not args.results:
-        json_path = out_dir / f"on_policy-{stamp}.json"
-        json_path.write_text(json.dumps(_jsonable(results, meta), indent=1))
-        files.append(json_path)
-        print(f"\nresults: {json_path}")
-    table_path = out_dir / f"on_policy-{stamp}-table.md"
-    table_path.write_text(markdown_table(rows) + "\n")
-    plot_path = bar_plot(rows, out_dir / f"on_policy-{stamp}.png")
-    files += [table_path, plot_path]
-    if not args.no_doc:
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(report_markdown(rows, configs, meta))
-        doc_plot = args.doc.with_suffix(".png")
-        doc_plot.write_bytes(plot_path.read_bytes())
-        files.append(args.doc)
-        print(f"report: {args.doc}")
+    files = write_outputs("on_policy", stamp, out_dir, rows, markdown_table(rows),
+                          None if args.results else _jsonable(results, meta), None if args.no_doc else args.doc,
+                          lambda: report_markdown(rows, configs, meta))
     if mlog is not None:
         mlog.finish(rows, files)
-        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
     return 0
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from benchmarks.common import BenchmarkMLflow, add_run_arguments, command_line, mode_note, parse_run_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "safety.md"
@@ -272,70 +273,27 @@ def curve_plots(results: Sequence[RunResult], out_dir: Path, stem: str) -> list[
     return paths
 
 
-class MLflowLog:
+class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child per (task, algo, seed) with its curves."""
 
     def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
-        import mlflow
-
-        from core_rl.common.tracking import MLflowTracker
-        from pipelines.tracking import get_experiment_id, setup_tracking
-
-        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
-        self.client = mlflow.tracking.MlflowClient()
-        self.experiment_id = get_experiment_id(EXPERIMENT, self.uri)
-        self.parent = self.client.create_run(self.experiment_id, run_name=run_name,
-                                             tags={"benchmark": "safety"}).info.run_id
-        MLflowTracker(self.parent, self.client).log_params(params)
+        super().__init__(tracking_uri, EXPERIMENT, run_name, params, tags={"benchmark": "safety"})
 
     def child(self, res: RunResult) -> None:
-        from mlflow.entities import Metric
-
-        from core_rl.common.tracking import MLflowTracker
-
-        run = self.client.create_run(self.experiment_id, run_name=f"{res.algo}-{res.task}-s{res.seed}",
-                                     tags={"mlflow.parentRunId": self.parent, "algo": res.algo, "task": res.task,
-                                           "seed": str(res.seed)})
-        rid = run.info.run_id
-        tracker = MLflowTracker(rid, self.client)
-        name = ALGOS[res.algo][0]
         task = next(t for t in TASKS if t.label == res.task)
-        tracker.log_params({"algo": name, "task": res.task, **agent_config(task, res.algo, res.seed)})
         summary = {k: v for k, v in asdict(res).items() if isinstance(v, (int, float)) and k != "seed" and v is not None}
-        tracker.log_metrics(summary, step=res.steps)
-        ts = int(time.time() * 1000)
-        items = []
-        for s, ret, cost, cum in res.curve:
-            items += [Metric("train/episode_return", float(ret), ts, s), Metric("train/episode_cost", float(cost), ts, s),
-                      Metric("train/cumulative_cost", float(cum), ts, s)]
-        items = [m for m in items if math.isfinite(m.value)]
-        for i in range(0, len(items), 900):
-            self.client.log_batch(rid, metrics=items[i:i + 900])
-        self.client.set_terminated(rid)
+        curves = {"train/episode_return": [(s, ret) for s, ret, _, _ in res.curve],
+                  "train/episode_cost": [(s, cost) for s, _, cost, _ in res.curve],
+                  "train/cumulative_cost": [(s, cum) for s, _, _, cum in res.curve]}
+        self.log_child(f"{res.algo}-{res.task}-s{res.seed}", {"algo": res.algo, "task": res.task, "seed": str(res.seed)},
+                       {"algo": ALGOS[res.algo][0], "task": res.task, **agent_config(task, res.algo, res.seed)},
+                       summary, res.steps, curves, max_points=None)
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
-        from core_rl.common.tracking import MLflowTracker
-
-        tracker = MLflowTracker(self.parent, self.client)
-        for r in rows:
-            key = f"{r['task']}_{r['algo']}"
-            tracker.log_metrics({f"{key}/reward": r["eval_return"], f"{key}/cost": r["eval_cost"],
-                                 f"{key}/cumulative_cost": r["cumulative_cost"]}, step=0)
-        for f in files:
-            if f.exists():
-                tracker.log_artifact(f)
-        self.client.set_terminated(self.parent, status=status)
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
-    import os
-
-    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
-        from pipelines.tracking import default_tracking_uri as pipelines_default
-
-        return pipelines_default()
-    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
+        metrics = {f"{r['task']}_{r['algo']}/{name}": r[key] for r in rows
+                   for name, key in (("reward", "eval_return"), ("cost", "eval_cost"),
+                                     ("cumulative_cost", "cumulative_cost"))}
+        self.close(metrics, files, status)
 
 
 def machine_note() -> dict[str, Any]:
@@ -404,21 +362,10 @@ def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.safety", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="shorter budgets (~80k steps per run; SafeMPC 10%% of that)")
-    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--tasks", nargs="+", default=[t.label for t in TASKS], choices=[t.label for t in TASKS])
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
-    p.add_argument("--no-doc", action="store_true")
-    p.add_argument("--out-dir", type=Path, default=None)
-    p.add_argument("--results", type=Path, nargs="+", default=None, help="re-render from saved JSON results")
-    args = p.parse_args(argv)
-    if args.seeds < 1 or args.steps_scale <= 0 or args.eval_episodes < 1:
-        p.error("--seeds, --steps-scale and --eval-episodes must be positive")
-    return args
+    add_run_arguments(p, DEFAULT_DOC)
+    return parse_run_arguments(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -427,15 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = (args.out_dir or REPO / ".deeprl" / "benchmarks").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    command = "python -m benchmarks.safety" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-        sys.argv[1:] if argv is None else argv))
+    command = command_line("benchmarks.safety", argv)
     mlog = None
     if args.results:
         results, meta = load_results(args.results)
         meta = {**meta, "rerendered": command}
     else:
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else ""),
+                "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine_note()}
         if not args.no_mlflow:
             mlog = MLflowLog(args.tracking_uri, f"safety-{stamp}", {"command": command, "mode": meta["mode"],
@@ -458,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = "FINISHED"
         finally:
             if status != "FINISHED" and mlog is not None:
-                mlog.client.set_terminated(mlog.parent, status="KILLED")
+                mlog.kill()
     rows = summarize(results)
     print()
     print(markdown_tables(rows))
@@ -483,7 +429,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {args.doc}")
     if mlog is not None:
         mlog.finish(rows, files)
-        print(f"MLflow: {mlog.uri} experiment '{EXPERIMENT}', parent run {mlog.parent}")
     return 0
 
 

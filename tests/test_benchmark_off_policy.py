@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from benchmarks.common import jsonable, load_results
-from benchmarks.off_policy import (HParams, OffPolicyRunResult, dqn_target_interval, field_mapping, ours_config,
-                                   sb3_kwargs, summarize_runs, zoo_configs)
+from benchmarks.off_policy import OffPolicyRunResult, summarize_runs
+from benchmarks.peers import HParams, dqn_target_interval, field_mapping, ours_config, sb3_kwargs, zoo_configs
 from core_rl.registry import get_algo
 
 

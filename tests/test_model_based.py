@@ -18,7 +18,8 @@ import scipy.optimize
 import torch
 
 from core_rl.model_based.bnn import BNNDynamics
-from core_rl.model_based.dynamics import BatchedMLP, NeuralDynamics, Transitions, deterministic_dynamics
+from core_rl.common.transitions import Transitions
+from core_rl.model_based.dynamics import BatchedMLP, NeuralDynamics, deterministic_dynamics
 from core_rl.model_based.ensemble import BootstrapEnsemble
 from core_rl.model_based.env_models import angle_normalize, pendulum_dynamics, pendulum_obs_dynamics, pendulum_reward
 from core_rl.model_based.gp import GPDynamics

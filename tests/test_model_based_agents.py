@@ -12,7 +12,7 @@ from core_rl.common.base import Agent
 from core_rl.common.replay import ReplayBuffer
 from core_rl.common.tracking import MemoryTracker
 from core_rl.continuous.td3 import TD3
-from core_rl.model_based.dynamics import Transitions
+from core_rl.common.transitions import Transitions
 from core_rl.model_based.mbpo import MBPO, MixedReplay, mbpo_agent
 from core_rl.model_based.mpc import MPC, PETS
 from core_rl.registry import get_algo

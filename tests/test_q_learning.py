@@ -14,7 +14,8 @@ from core_rl.common.prioritized_replay import PrioritizedReplayBuffer, SumTree
 from core_rl.common.tracking import MemoryTracker
 from core_rl.q_learning.dqn import DQN, DoubleDQN, QNetwork
 from core_rl.q_learning.experiments import CARTPOLE_DQN, predicted_vs_actual, run_nstep_sweep, run_overestimation
-from core_rl.q_learning.fitted_q import FittedQIteration, OnlineQLearning, Transitions
+from core_rl.common.transitions import Transitions
+from core_rl.q_learning.fitted_q import FittedQIteration, OnlineQLearning
 
 
 def stop_at(bar):

@@ -20,7 +20,7 @@ from core_rl.common.base import Agent
 from core_rl.common.checkpoint import object_state, restore_object_state
 from core_rl.common.config import AgentConfig
 from core_rl.common.envs import final_next_obs
-from core_rl.common.optim import clip_grad_norm
+from core_rl.common import optim
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 
 
@@ -116,8 +116,5 @@ class OffPolicyAgent(Agent):
             restore_object_state(self.replay, extra["replay"])
 
     def _step_optimizer(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.max_grad_norm is not None:
-            clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], self.config.max_grad_norm)
-        optimizer.step()
+        """:func:`core_rl.common.optim.step` with this config's ``max_grad_norm``."""
+        optim.step(optimizer, loss, self.config.max_grad_norm)

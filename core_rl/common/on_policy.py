@@ -22,6 +22,7 @@ from core_rl.common.buffers import RolloutBatch
 from core_rl.common.config import AgentConfig
 from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
+from core_rl.common import optim
 from core_rl.common.optim import make_adam
 
 
@@ -227,12 +228,6 @@ class OnPolicyAgent(Agent):
         raise NotImplementedError
 
     def _clip_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor | float:
-        optimizer = optimizer or self.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = 0.0
-        if self.config.max_grad_norm is not None:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm, foreach=True)
-        optimizer.step()
-        return norm  # a tensor: callers convert once per update, not once per minibatch
+        """:func:`core_rl.common.optim.step` with this config's ``max_grad_norm``; the pre-clip norm, or 0.0."""
+        norm = optim.step(optimizer or self.optimizer, loss, self.config.max_grad_norm)
+        return 0.0 if norm is None else norm  # a tensor: callers convert once per update, not once per minibatch

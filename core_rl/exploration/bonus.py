@@ -223,7 +223,6 @@ class DisagreementBonus(Bonus):
         self.register_buffer("data_a", torch.zeros(self.capacity, act_dim))
         self.register_buffer("data_y", torch.zeros(self.capacity, d))
         self.size, self.pos, self.since_fit = 0, 0, 0
-        self.last_fit: dict[str, float] = {}
 
     def _features(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.obs_encoder(obs)
@@ -234,7 +233,7 @@ class DisagreementBonus(Bonus):
         return x, a
 
     def bonus(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        from core_rl.model_based.dynamics import Transitions
+        from core_rl.common.transitions import Transitions
 
         x, a = self._features(obs, actions)
         y = self.obs_encoder(next_obs)
@@ -250,8 +249,7 @@ class DisagreementBonus(Bonus):
             with torch.random.fork_rng(), torch.enable_grad():
                 data = Transitions(self.data_x[:self.size], self.data_a[:self.size], torch.zeros(self.size),
                                    self.data_y[:self.size], torch.zeros(self.size))
-                self.last_fit = self.model.fit(data, epochs=1_000, batch_size=64, holdout_ratio=0.0,
-                                               max_steps=self.fit_steps)
+                self.model.fit(data, epochs=1_000, batch_size=64, holdout_ratio=0.0, max_steps=self.fit_steps)
         return (self.beta * score).clamp(0.0, self.clip * self.beta)
 
 

@@ -137,24 +137,14 @@ class BootstrappedDQN(DQN):
     config: BootstrappedDQNConfig
     config_cls = BootstrappedDQNConfig
 
+    def _make_q_network(self) -> nn.Module:
+        cfg = self.config
+        return BootstrappedQNetwork(self.observation_space, int(self.action_space.n), cfg.n_heads, cfg.hidden_sizes,
+                                    cfg.activation, cfg.prior_scale)
+
     def _build_networks(self) -> None:
         cfg = self.config
-        n_actions = int(self.action_space.n)
-        make = lambda: BootstrappedQNetwork(self.observation_space, n_actions, cfg.n_heads,  # noqa: E731
-                                            cfg.hidden_sizes, cfg.activation, cfg.prior_scale)
-        self.q_net = make()
-        self.q_target = make()
-        self.q_target.load_state_dict(self.q_net.state_dict())
-        self.q_target.requires_grad_(False)
-        self.q_net.to(self.device)
-        self.q_target.to(self.device)
-        params = [p for p in self.q_net.parameters() if p.requires_grad]
-        if cfg.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
-        elif cfg.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.95, eps=1e-2)
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=cfg.lr)
+        super()._build_networks()
         self.replay = MaskedReplayBuffer.like(self.replay, cfg.n_heads, cfg.bootstrap_prob)
         self.active_head = torch.randint(cfg.n_heads, (self.n_envs,))
 
@@ -184,28 +174,13 @@ class BootstrappedDQN(DQN):
         return self.explore(q_all[torch.arange(q_all.shape[0]), heads])
 
     # ---- learning --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def target_q(self, batch: ReplaySample) -> torch.Tensor:
-        """y_{i,k} = Σγ^j r + γ^n (1 − done) Q'_k(s', a*_k): ``[B, K]``."""
-        next_q_target = self.q_target(batch.next_obs)                       # [B, K, A]
-        if self.config.double_q:
-            next_action = self.q_net(batch.next_obs).argmax(-1, keepdim=True)
-            next_q = next_q_target.gather(-1, next_action).squeeze(-1)
-        else:
-            next_q = next_q_target.max(-1).values
-        not_done = batch.discounts * (1.0 - batch.dones)
-        return batch.rewards[:, None] + not_done[:, None] * next_q
-
     def train_step(self, batch: MaskedReplaySample) -> dict[str, float]:  # type: ignore[override]
         cfg = self.config
         target_q = self.target_q(batch)
         actions = batch.actions.long().reshape(-1, 1, 1).expand(-1, cfg.n_heads, 1)
         q = self.q_net(batch.obs).gather(-1, actions).squeeze(-1)           # [B, K]
-        td_error = q - target_q
-        if cfg.loss == "huber":
-            per_sample = nn.functional.huber_loss(q, target_q, reduction="none", delta=cfg.huber_delta)
-        else:
-            per_sample = 0.5 * td_error.pow(2)
+        td_error = q - target_q                                             # y_{i,k}: [B, K] (DQN.target_q)
+        per_sample = self.td_loss(q, target_q)
         masks = batch.masks if batch.masks is not None else torch.ones_like(per_sample)
         loss = (per_sample * masks).sum() / masks.sum().clamp_min(1.0)
         self._step_optimizer(self.optimizer, loss)

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from core_rl.common import optim
 from core_rl.common.config import AgentConfig, parse_config
 from core_rl.common.envs import EnvLike
 from core_rl.common.seeding import configure_torch, set_seed
@@ -139,11 +140,7 @@ class BehaviorCloning:
             for start in range(0, n, per_batch):
                 idx = perm[start:start + per_batch]
                 loss, metrics = self.policy.loss(obs[idx], actions[idx], None if mask is None else mask[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                optim.step(self.optimizer, loss, cfg.max_grad_norm)
                 w = int(idx.numel())
                 totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) * w
                 for k, v in metrics.items():

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable, Union
 
 import gymnasium as gym
 import numpy as np
@@ -476,12 +476,3 @@ def evaluate_actor(actor: Actor, env: EnvLike, n_episodes: int = 10, seed: int =
     lengths = df.groupby("episode", sort=True).size().to_numpy()
     return {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
             "mean_length": float(lengths.mean()), "returns": returns.tolist()}
-
-
-def aggregate(parts: Iterable[Demonstrations]) -> Demonstrations:
-    """D_1 ∪ D_2 ∪ … (episode ids kept distinct)."""
-    parts = list(parts)
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.concat(p)
-    return out

@@ -338,10 +338,6 @@ class LatentVariablePolicy(ImitationPolicy):
         kl = q.kl(self.prior(z))
         return reconstruction, kl
 
-    def elbo(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        reconstruction, kl = self.elbo_terms(obs, actions)
-        return reconstruction - kl
-
     def loss(self, obs: torch.Tensor, actions: torch.Tensor,
              mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         reconstruction, kl = self.elbo_terms(obs, actions)

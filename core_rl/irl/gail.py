@@ -54,6 +54,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import Field, field_validator
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.envs import EnvLike, final_next_obs
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ObsEncoder, mlp
@@ -351,9 +352,7 @@ class GAIL(PPO):
                 # -E_expert log D - E_policy log(1 - D)  (+ λ E‖∇ logit‖²)
                 loss = nn.functional.softplus(-expert_logit).mean() + nn.functional.softplus(policy_logit).mean() \
                     + cfg.disc_grad_penalty * 0.5 * (pen_p + pen_e)
-                self.disc_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.disc_optimizer.step()
+                optim.step(self.disc_optimizer, loss)
                 stats["disc_loss"] += loss.item()
                 stats["disc_expert_acc"] += (expert_logit > 0).float().mean().item()
                 stats["disc_policy_acc"] += (policy_logit < 0).float().mean().item()

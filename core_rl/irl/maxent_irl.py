@@ -44,6 +44,7 @@ from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.config import format_validation_error
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import mlp
@@ -176,9 +177,7 @@ def maxent_irl(mdp: TabularMDP, features: ArrayLike, expert: Expert, config: Max
         soft, rho = solve(reward)                                           # backward + forward pass
         # ascent on L: the surrogate's gradient is -(rho_E - rho_psi)·∇r_psi
         surrogate = -((rho_E_t - torch.as_tensor(rho, dtype=torch.float32)) * reward_t).sum()
-        optimizer.zero_grad(set_to_none=True)
-        surrogate.backward()
-        optimizer.step()
+        optim.step(optimizer, surrogate)
         log_pi = soft.log_policy if not soft.finite else None
         history.append({
             "feature_gap": float(np.linalg.norm(mu_E - feature_expectations(rho, phi))),
@@ -289,9 +288,7 @@ def guided_cost_learning(sample: Sampler, features: ArrayLike, demos: Trajectori
             reward_sa = model(phi_t)
             loss = gcl_reward_loss(traj_reward(reward_sa, d_states, d_actions), traj_reward(reward_sa, bg_s, bg_a),
                                    log_q)
-            r_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            r_opt.step()
+            optim.step(r_opt, loss)
         # policy step: maximize E[Σ γ^t (r_ψ − α log π)] by policy gradient on the same samples
         with torch.no_grad():
             reward_sa = model(phi_t)
@@ -304,9 +301,7 @@ def guided_cost_learning(sample: Sampler, features: ArrayLike, demos: Trajectori
                 reward_to_go = shaped.flip(1).cumsum(1).flip(1) / discount   # Σ_{t'≥t} γ^{t'-t} r̃_{t'}
                 advantage = reward_to_go - reward_to_go.mean(0, keepdim=True)
             pg_loss = -(log_pi * advantage * discount).sum(1).mean()
-            p_opt.zero_grad(set_to_none=True)
-            pg_loss.backward()
-            p_opt.step()
+            optim.step(p_opt, pg_loss)
         history.append({"reward_loss": float(loss.detach()), "ess": float(1.0 / (w ** 2).sum()),
                         "sample_reward": float(traj_reward(reward_sa, s, a).mean())})
     with torch.no_grad():

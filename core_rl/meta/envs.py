@@ -71,25 +71,22 @@ class BernoulliBandit(gym.Env):
         return np.ones(1, np.float32), reward, True, False, {}
 
 
-class PointGoal(gym.Env):
-    """A point in [-2, 2]^2 starting at 0, actions Δx ∈ [-0.2, 0.2]^2, r = −‖x − g‖; the goal g is the task."""
+class PointEnv(gym.Env):
+    """A point mass: x ∈ [-b, b]^2 from 0, x ← clip(x + η a), a ∈ [-1, 1]^2, ``max_steps`` steps; reward-free
+    (η = ``step_size``, b = ``bound``; :meth:`reward` is 0, subclasses give it a task)."""
 
     metadata = {"render_modes": []}
 
-    def __init__(self, radius: float = 1.0, max_steps: int = 20):
-        self.radius, self.max_steps = float(radius), int(max_steps)
+    def __init__(self, max_steps: int = 30, step_size: float = 0.1, bound: float = 1.0):
+        self.max_steps, self.step_size, self.bound = int(max_steps), float(step_size), float(bound)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
-        self.goal = np.array([self.radius, 0.0])
+        self.observation_space = gym.spaces.Box(-self.bound, self.bound, (2,), np.float32)
         self.x = np.zeros(2)
         self.t = 0
 
-    def sample_task(self, rng: np.random.Generator) -> np.ndarray:
-        angle = rng.uniform(0.0, 2 * np.pi)
-        return self.radius * np.array([np.cos(angle), np.sin(angle)])
-
-    def set_task(self, task: Any) -> None:
-        self.goal = np.asarray(task, dtype=np.float64).reshape(2)
+    def reward(self) -> float:
+        """r(x) after the move."""
+        return 0.0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -99,9 +96,28 @@ class PointGoal(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         self.t += 1
-        self.x = np.clip(self.x + 0.2 * np.clip(np.asarray(action, dtype=np.float64), -1, 1), -2.0, 2.0)
-        reward = -float(np.linalg.norm(self.x - self.goal))
-        return self.x.astype(np.float32), reward, False, self.t >= self.max_steps, {}
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
+        self.x = np.clip(self.x + self.step_size * a, -self.bound, self.bound)
+        return self.x.astype(np.float32), self.reward(), False, self.t >= self.max_steps, {}
+
+
+class PointGoal(PointEnv):
+    """A point in [-2, 2]^2 starting at 0, actions Δx ∈ [-0.2, 0.2]^2, r = −‖x − g‖; the goal g is the task."""
+
+    def __init__(self, radius: float = 1.0, max_steps: int = 20):
+        super().__init__(max_steps, step_size=0.2, bound=2.0)
+        self.radius = float(radius)
+        self.goal = np.array([self.radius, 0.0])
+
+    def sample_task(self, rng: np.random.Generator) -> np.ndarray:
+        angle = rng.uniform(0.0, 2 * np.pi)
+        return self.radius * np.array([np.cos(angle), np.sin(angle)])
+
+    def set_task(self, task: Any) -> None:
+        self.goal = np.asarray(task, dtype=np.float64).reshape(2)
+
+    def reward(self) -> float:
+        return -float(np.linalg.norm(self.x - self.goal))
 
 
 TASK_ENVS: dict[str, type[gym.Env]] = {"bandit": BernoulliBandit, "point_goal": PointGoal}
@@ -179,31 +195,6 @@ class MetaTrial(gym.Env):
                 obs, _ = self.task_env.reset()
         return (self._augment(obs, action, float(reward), inner_done), float(reward), trial_over, False,
                 {"task": np.array(self.task), "inner_done": inner_done})
-
-
-class PointEnv(gym.Env):
-    """A reward-free point mass: x ∈ [-1, 1]^2 from 0, x ← clip(x + 0.1 a), a ∈ [-1, 1]^2, ``max_steps`` steps."""
-
-    metadata = {"render_modes": []}
-
-    def __init__(self, max_steps: int = 30, step_size: float = 0.1):
-        self.max_steps, self.step_size = int(max_steps), float(step_size)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.x = np.zeros(2)
-        self.t = 0
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.x = np.zeros(2)
-        self.t = 0
-        return self.x.astype(np.float32), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self.t += 1
-        a = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
-        self.x = np.clip(self.x + self.step_size * a, -1.0, 1.0)
-        return self.x.astype(np.float32), 0.0, False, self.t >= self.max_steps, {}
 
 
 ENVS: dict[str, tuple[type[gym.Env], dict[str, Any]]] = {

@@ -81,10 +81,6 @@ class SequenceFlatBatch:
     def __len__(self) -> int:
         return int(self.obs.valid_flat.sum())
 
-    @property
-    def n_sequences(self) -> int:
-        return int(self.obs.obs.shape[1])
-
     def minibatches(self, batch_size: int, generator: torch.Generator | None = None
                     ) -> Iterator["SequenceFlatBatch"]:
         """Random sets of whole sequences holding about ``batch_size`` steps each (at least one)."""

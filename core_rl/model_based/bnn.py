@@ -25,8 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.errors import ConfigError
-from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, Normalizer, Transitions, split_and_normalize
+from core_rl.common.transitions import Transitions
+from core_rl.model_based.dynamics import MODEL_ACTIVATIONS, Normalizer, split_and_normalize
 
 
 class BayesianLinear(nn.Module):
@@ -165,16 +167,14 @@ class BNNDynamics(nn.Module):
     def fit(self, data: Transitions, epochs: int = 50, batch_size: int = 256, holdout_ratio: float = 0.1,
             patience: int = 5, max_steps: int | None = None) -> dict[str, float]:
         xn, yn, hold, train = split_and_normalize(self, data, holdout_ratio)
-        n, n_hold = xn.shape[0], hold.shape[0]
+        n_hold = hold.shape[0]
         best, best_state, since, steps, loss_value = math.inf, None, 0, 0, float("nan")
         for epoch in range(epochs):
             order = train[torch.randperm(train.shape[0], generator=self.generator)]
             for start in range(0, order.shape[0], batch_size):
                 idx = order[start:start + batch_size]
                 loss = self.negative_elbo(xn[idx], yn[idx], train.shape[0])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                optim.step(self.optimizer, loss)
                 loss_value, steps = loss.item(), steps + 1
                 if max_steps is not None and steps >= max_steps:
                     break

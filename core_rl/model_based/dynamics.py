@@ -27,22 +27,21 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ACTIVATIONS
-from core_rl.common.replay import ReplayBuffer
+from core_rl.common.transitions import Transitions
 
 MODEL_ACTIVATIONS: dict[str, type[nn.Module]] = {**ACTIVATIONS, "silu": nn.SiLU}
 
 
 # ---- data ----------------------------------------------------------------------------------------
-def split_and_normalize(model: Any, data: "Transitions", holdout_ratio: float
+def split_and_normalize(model: Any, data: Transitions, holdout_ratio: float
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shared first step of every model's ``fit``: a seeded train/holdout split, normalization
     statistics refitted on the training split, and the normalized inputs and targets."""
@@ -56,61 +55,6 @@ def split_and_normalize(model: Any, data: "Transitions", holdout_ratio: float
     model.in_norm.fit(x[train])
     model.out_norm.fit(y[train])
     return model.in_norm(x), model.out_norm(y), hold, train
-
-
-@dataclass
-class Transitions:
-    """A flat batch of real transitions (s, a, r, s', terminated), every tensor ``[N, ...]``."""
-
-    obs: torch.Tensor
-    actions: torch.Tensor
-    rewards: torch.Tensor
-    next_obs: torch.Tensor
-    terminated: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.obs.shape[0])
-
-    @classmethod
-    def from_replay(cls, replay: ReplayBuffer, last: int | None = None) -> "Transitions":
-        """Every stored transition of the shared replay buffer (or only the ``last`` ones per env)."""
-        upper = len(replay) // replay.n_envs
-        if upper == 0:
-            raise ConfigError("the replay buffer holds no transitions to fit a model on")
-        idx = torch.arange(upper)
-        if replay.full:  # oldest first, so that `last` keeps the newest
-            idx = (torch.arange(upper) + replay.pos) % upper
-        if last is not None:
-            idx = idx[-max(1, last // replay.n_envs):]
-
-        def flat(x: torch.Tensor) -> torch.Tensor:
-            return x[idx].reshape(-1, *x.shape[2:]).float()
-
-        actions = flat(replay.actions)
-        return cls(obs=flat(replay.obs), actions=actions.reshape(actions.shape[0], -1), rewards=flat(replay.rewards),
-                   next_obs=flat(replay.next_obs), terminated=flat(replay.terminated))
-
-    @classmethod
-    def from_arrays(cls, obs: Any, actions: Any, rewards: Any, next_obs: Any, terminated: Any | None = None
-                    ) -> "Transitions":
-        t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
-        obs_t = t(obs)
-        actions_t = t(actions).reshape(obs_t.shape[0], -1)
-        term = t(terminated) if terminated is not None else torch.zeros(obs_t.shape[0])
-        return cls(obs_t, actions_t, t(rewards).reshape(-1), t(next_obs), term.reshape(-1))
-
-    def subset(self, idx: torch.Tensor) -> "Transitions":
-        return Transitions(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
-                           self.terminated[idx])
-
-    def inputs(self) -> torch.Tensor:
-        """x = (s, a), the model input."""
-        return torch.cat([self.obs, self.actions], dim=-1)
-
-    def targets(self, with_reward: bool = True) -> torch.Tensor:
-        """y = (s' − s, r), the model target."""
-        delta = self.next_obs - self.obs
-        return torch.cat([delta, self.rewards[:, None]], dim=-1) if with_reward else delta
 
 
 @runtime_checkable
@@ -295,7 +239,7 @@ class NeuralDynamics(nn.Module):
         further on growing data, as MPC and MBPO do).
         """
         xn, yn, hold, train = split_and_normalize(self, data, holdout_ratio)
-        n, n_hold = xn.shape[0], hold.shape[0]
+        n_hold = hold.shape[0]
         x_train, y_train = xn[train], yn[train]
         x_hold, y_hold = xn[hold][None], yn[hold][None]
         member_idx = self._member_indices(train.shape[0])              # [M, n_train]
@@ -308,9 +252,7 @@ class NeuralDynamics(nn.Module):
             for start in range(0, n_train, batch_size):
                 idx = shuffled[:, start:start + batch_size]            # [M, B]
                 loss = self._training_loss(x_train[idx], y_train[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                optim.step(self.optimizer, loss)
                 last_loss = loss.item()
                 steps += 1
                 if max_steps is not None and steps >= max_steps:
@@ -338,8 +280,3 @@ class NeuralDynamics(nn.Module):
 def deterministic_dynamics(obs_dim: int, act_dim: int, **kwargs: Any) -> NeuralDynamics:
     """s' = s + f_φ(s, a): one deterministic network."""
     return NeuralDynamics(obs_dim, act_dim, n_members=1, probabilistic=False, **kwargs)
-
-
-def gaussian_dynamics(obs_dim: int, act_dim: int, **kwargs: Any) -> NeuralDynamics:
-    """s' ~ s + N(μ_φ(s, a), σ²_φ(s, a)): one Gaussian network."""
-    return NeuralDynamics(obs_dim, act_dim, n_members=1, probabilistic=True, **kwargs)

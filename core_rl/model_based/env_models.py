@@ -48,12 +48,6 @@ def pendulum_dynamics(state: torch.Tensor, u: torch.Tensor, clip_speed: bool = T
     return torch.stack([new_th, new_thdot], dim=-1)
 
 
-def pendulum_state_reward(state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Pendulum-v1's reward on the true state: −(norm(θ)² + 0.1θ̇² + 0.001u²)."""
-    u = u[..., 0].clamp(-PENDULUM_MAX_TORQUE, PENDULUM_MAX_TORQUE)
-    return -(angle_normalize(state[..., 0]) ** 2 + 0.1 * state[..., 1] ** 2 + 0.001 * u**2)
-
-
 def pendulum_obs(state: torch.Tensor) -> torch.Tensor:
     """o = (cos θ, sin θ, θ̇)."""
     return torch.stack([torch.cos(state[..., 0]), torch.sin(state[..., 0]), state[..., 1]], dim=-1)

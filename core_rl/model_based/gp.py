@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from core_rl.common.errors import ConfigError
-from core_rl.model_based.dynamics import Normalizer, Transitions
+from core_rl.common.transitions import Transitions
+from core_rl.model_based.dynamics import Normalizer
 
 
 class GPDynamics(nn.Module):

@@ -52,7 +52,7 @@ class TimeVaryingLinearGaussian:
                 or states.shape[0] != actions.shape[0]:
             raise ConfigError(f"expected states [N, T+1, dx] and actions [N, T, du], got {tuple(states.shape)} "
                               f"and {tuple(actions.shape)}")
-        N, T, dx = states.shape[0], actions.shape[1], states.shape[-1]
+        N, dx = states.shape[0], states.shape[-1]
         du = actions.shape[-1]
         Z = self._design(states[:, :-1], actions).transpose(0, 1)      # [T, N, dz+1]
         Y = states[:, 1:].transpose(0, 1)                               # [T, N, dx]

@@ -30,7 +30,7 @@ from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.continuous.sac import SAC, SACConfig
-from core_rl.model_based.dynamics import Transitions
+from core_rl.common.transitions import Transitions
 from core_rl.model_based.env_models import known_reward, known_termination
 from core_rl.model_based.models import ModelConfig, build_model, fit_model
 

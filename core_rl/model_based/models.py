@@ -14,7 +14,8 @@ from pydantic import Field
 
 from core_rl.common.config import AgentConfig
 from core_rl.model_based.bnn import BNNDynamics
-from core_rl.model_based.dynamics import NeuralDynamics, Transitions
+from core_rl.common.transitions import Transitions
+from core_rl.model_based.dynamics import NeuralDynamics
 from core_rl.model_based.ensemble import BootstrapEnsemble
 from core_rl.model_based.gp import GPDynamics
 

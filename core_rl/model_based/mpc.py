@@ -37,7 +37,7 @@ from core_rl.common.base import Agent
 from core_rl.common.envs import final_next_obs
 from core_rl.common.errors import SpaceError
 from core_rl.common.replay import ReplayBuffer
-from core_rl.model_based.dynamics import Transitions
+from core_rl.common.transitions import Transitions
 from core_rl.model_based.env_models import RewardFn, known_reward, known_termination
 from core_rl.model_based.models import ModelConfig, ModelKind, build_model, fit_model
 from core_rl.model_based.planners.ilqr import ILQRPlanner

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import mlp
 from core_rl.model_based.env_models import RewardFn
@@ -129,10 +130,7 @@ class BPTTPolicyTrainer:
                 idx = torch.randint(0, start_states.shape[0], (min(batch_size, start_states.shape[0]),),
                                     generator=self.generator)
                 loss = -self.model_return(start_states[idx]).mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.optimizer.step()
+                optim.step(self.optimizer, loss, self.max_grad_norm)
                 value = -loss.item()
         return {"model_return": value}
 
@@ -180,9 +178,7 @@ class DualGradientDescentTrainer:
         loss_value = float("nan")
         for _ in range(self.policy_steps):
             loss = self.lagrangian_terms(xs, us, ls, rho).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            optim.step(self.optimizer, loss)
             loss_value = loss.item()
         return loss_value
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import mlp
 
@@ -184,9 +185,7 @@ class LatentDynamicsModel(nn.Module):
         for _ in range(steps):
             idx = torch.randint(0, n, (min(batch_size, n),), generator=self.generator)
             loss, stats = self.loss(obs[idx], act[idx], next_obs[idx])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            optim.step(self.optimizer, loss)
             stats["loss"] = loss.item()
         return stats
 

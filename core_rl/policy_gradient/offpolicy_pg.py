@@ -46,16 +46,12 @@ from pydantic import Field, model_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.errors import ConfigError
-from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
-from core_rl.policy_gradient.reinforce import EpisodeBatch, assign_flat_grad, constant_baseline, flat_grad, \
-    flat_params
+from core_rl.policy_gradient.reinforce import (EpisodeBatch, EpisodicPGConfig, EpisodicPolicyGradient, ascent_step,
+                                               constant_baseline, flat_grad, policy_parameters)
 
 
-class OffPolicyPGConfig(OnPolicyConfig):
-    n_envs: int = 8
-    n_steps: int = Field(125, ge=1, description="Batch: whole episodes until n_envs·n_steps steps are gathered.")
+class OffPolicyPGConfig(EpisodicPGConfig):
     lr: float = 1e-3
-    max_grad_norm: float | None = None
     advantage: Literal["reward_to_go", "return"] = Field(
         "reward_to_go", description="Per-decision weights with causality, or the whole-trajectory ratio times r(τ).")
     normalize_advantage: bool = Field(
@@ -77,26 +73,19 @@ class OffPolicyPGConfig(OnPolicyConfig):
         return self
 
 
-class OffPolicyPG(OnPolicyAgent):
-    """Importance-sampled policy gradient (``OffPolicyPG(env).learn(n)`` or ``.fit_offline(data)``)."""
+class OffPolicyPG(EpisodicPolicyGradient):
+    """Importance-sampled policy gradient (``OffPolicyPG(env).learn(n)`` or ``.fit_offline(data)``); the
+    episodes' ``log_probs`` are the behaviour policy β's for the later updates on them."""
 
     name = "offpolicy_pg"
     config: OffPolicyPGConfig
     config_cls = OffPolicyPGConfig
-    collect_mode = "episodes"
 
     def _build(self) -> None:
         super()._build()
         self.offline_updates = 0
 
-    def _build_optimizers(self) -> None:
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
-
     # ---- data ----------------------------------------------------------------------------------
-    def collect_episodes(self) -> EpisodeBatch:
-        """Whole episodes of the current policy; ``log_probs`` hold its log-probs (β for later steps)."""
-        return EpisodeBatch.from_rollout(self.collect())
-
     def as_episodes(self, data: Any) -> EpisodeBatch:
         """An :class:`EpisodeBatch` from an EpisodeBatch, a whole-episode RolloutBatch or a DataFrame
         (see :meth:`EpisodeBatch.from_dataframe` for its columns)."""
@@ -171,23 +160,13 @@ class OffPolicyPG(OnPolicyAgent):
         log_prob = self.policy.distribution(batch.obs).log_prob(batch.actions)
         coef, stats = self.coefficients(batch, log_prob)
         surrogate = (log_prob * coef.detach()).sum() / max(batch.n_episodes, 1)
-        return flat_grad(surrogate, flat_params(self.policy)), {**stats, "policy_loss": -float(surrogate.detach())}
+        return flat_grad(surrogate, policy_parameters(self.policy)), {**stats, "policy_loss": -float(surrogate.detach())}
 
     # ---- improvement ---------------------------------------------------------------------------
     def _step(self, batch: EpisodeBatch) -> dict[str, float]:
         cfg = self.config
-        params = flat_params(self.policy)
         direction, stats = self._policy_gradient(batch)
-        if cfg.ent_coef > 0:
-            entropy = self.policy.distribution(batch.obs).entropy().mean()
-            direction = direction + cfg.ent_coef * flat_grad(entropy, params)
-            stats["entropy"] = float(entropy)
-        self.optimizer.zero_grad(set_to_none=True)
-        assign_flat_grad(params, -direction)
-        stats["grad_norm"] = float(direction.norm())
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        self.optimizer.step()
+        ascent_step(self.policy, self.optimizer, direction, stats, batch.obs, cfg.ent_coef, cfg.max_grad_norm)
         return stats
 
     def update(self, batch: Any, n_updates: int | None = None) -> dict[str, float]:  # type: ignore[override]

@@ -50,6 +50,7 @@ import torch
 from pydantic import Field, model_validator
 from torch.func import functional_call, grad, vmap
 
+from core_rl.common import optim
 from core_rl.common import returns as R
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.distributions import StochasticPolicy
@@ -222,8 +223,10 @@ class EpisodeBatch:
 
 
 # ---- gradients ---------------------------------------------------------------------------------
-def flat_params(policy: torch.nn.Module) -> list[torch.Tensor]:
-    return [p for p in policy.parameters()]
+def policy_parameters(policy: torch.nn.Module) -> list[torch.Tensor]:
+    """θ as the list of the policy's parameter tensors, in ``parameters()`` order (the order of every
+    flat gradient vector here)."""
+    return list(policy.parameters())
 
 
 def flat_grad(objective: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -239,6 +242,28 @@ def assign_flat_grad(params: list[torch.Tensor], vector: torch.Tensor) -> None:
         n = p.numel()
         p.grad = vector[i:i + n].view_as(p).clone()
         i += n
+
+
+def ascent_step(policy: StochasticPolicy, optimizer: torch.optim.Optimizer, direction: torch.Tensor,
+                stats: dict[str, float], obs: torch.Tensor, ent_coef: float = 0.0,
+                max_grad_norm: float | None = None) -> dict[str, float]:
+    r"""One step along an estimated policy gradient ĝ (a flat vector over :func:`policy_parameters`):
+
+    .. math:: \theta \leftarrow \mathrm{opt}\big(\theta, \operatorname{clip}_c(-(\hat g + c_H \nabla_\theta \bar H))\big),
+
+    with the entropy bonus c_H H̄ (mean over ``obs``) when ``ent_coef`` > 0; the optimizer minimizes −J.
+    Returns ``stats`` with ``grad_norm`` = ‖ĝ + c_H∇H̄‖ (before the clip) and ``entropy`` (with a bonus).
+    """
+    params = policy_parameters(policy)
+    if ent_coef > 0:
+        entropy = policy.distribution(obs).entropy().mean()
+        direction = direction + ent_coef * flat_grad(entropy, params)
+        stats["entropy"] = float(entropy)
+    optimizer.zero_grad(set_to_none=True)
+    assign_flat_grad(params, -direction)
+    stats["grad_norm"] = float(direction.norm())
+    optim.step(optimizer, None, max_grad_norm, params)
+    return stats
 
 
 def log_prob_grads(policy: StochasticPolicy, obs: torch.Tensor, actions: torch.Tensor,
@@ -277,13 +302,18 @@ def constant_baseline(numerator: torch.Tensor, denominator: torch.Tensor, leave_
 
 
 # ---- the agent ---------------------------------------------------------------------------------
-class REINFORCEConfig(OnPolicyConfig):
+class EpisodicPGConfig(OnPolicyConfig):
+    """The batch of the policy gradients on whole episodes: episodes until n_envs·n_steps steps, no clip."""
+
     n_envs: int = 8
     n_steps: int = Field(125, ge=1, description="Batch: whole episodes until n_envs·n_steps steps are gathered.")
-    lr: float = 5e-3
     max_grad_norm: float | None = None
     advantage: Literal["reward_to_go", "return"] = Field(
         "reward_to_go", description="Weight of ∇log π(a_t|s_t): reward-to-go (causality) or the whole return r(τ).")
+
+
+class REINFORCEConfig(EpisodicPGConfig):
+    lr: float = 5e-3
     baseline: Literal["none", "mean", "optimal", "value"] = Field(
         "value", description="b subtracted from the weight: none, batch mean, the variance-optimal b_k, or V_φ(s_t).")
     normalize_advantage: bool = Field(
@@ -309,24 +339,33 @@ class REINFORCEConfig(OnPolicyConfig):
         return self
 
 
-class REINFORCE(OnPolicyAgent):
+class EpisodicPolicyGradient(OnPolicyAgent):
+    """The base of the policy gradients on whole episodes (REINFORCE, off-policy PG): rollouts are
+    collected as :class:`EpisodeBatch` es and θ is stepped by Adam along an estimated ∇_θ J."""
+
+    collect_mode = "episodes"
+
+    def _build_optimizers(self) -> None:
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+
+    def collect_episodes(self) -> EpisodeBatch:
+        """Run π_θ for whole episodes (at least n_envs·n_steps steps) and return them, with π_θ's log-probs."""
+        return EpisodeBatch.from_rollout(self.collect())
+
+
+class REINFORCE(EpisodicPolicyGradient):
     """Monte Carlo policy gradient on whole episodes (``REINFORCE(env, baseline="optimal").learn(n)``)."""
 
     name = "reinforce"
     config: REINFORCEConfig
     config_cls = REINFORCEConfig
-    collect_mode = "episodes"
 
     def _build_optimizers(self) -> None:
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+        super()._build_optimizers()
         self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=self.config.value_lr) \
             if self.value is not None else None
 
     # ---- data ----------------------------------------------------------------------------------
-    def collect_episodes(self) -> EpisodeBatch:
-        """Run π_θ for whole episodes (at least n_envs·n_steps steps) and return them."""
-        return EpisodeBatch.from_rollout(self.collect())
-
     @staticmethod
     def _as_episodes(batch: EpisodeBatch | RolloutBatch) -> EpisodeBatch:
         return batch if isinstance(batch, EpisodeBatch) else EpisodeBatch.from_rollout(batch)
@@ -351,7 +390,7 @@ class REINFORCE(OnPolicyAgent):
     def _policy_gradient(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         weight = self.weights(batch)                                   # w_{i,t}: Q̂_{i,t} or r(τ_i)
-        params = flat_params(self.policy)
+        params = policy_parameters(self.policy)
         n = max(batch.n_episodes, 1)
         per_trajectory = cfg.advantage == "return"
         stats = {"weight_mean": float(weight.mean())}
@@ -397,21 +436,9 @@ class REINFORCE(OnPolicyAgent):
         cfg = self.config
         batch = self._as_episodes(batch)
         direction, stats = self._policy_gradient(batch)
-        params = flat_params(self.policy)
-        entropy = float("nan")
-        if cfg.ent_coef > 0:
-            ent = self.policy.distribution(batch.obs).entropy().mean()
-            direction = direction + cfg.ent_coef * flat_grad(ent, params)
-            entropy = float(ent)
-        self.optimizer.zero_grad(set_to_none=True)
-        assign_flat_grad(params, -direction)                  # the optimizer minimizes −J
-        grad_norm = float(direction.norm())
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        self.optimizer.step()
-        out = {**stats, "grad_norm": grad_norm, "n_episodes": float(batch.n_episodes)}
-        if cfg.ent_coef > 0:
-            out["entropy"] = entropy
+        stats = ascent_step(self.policy, self.optimizer, direction, stats, batch.obs, cfg.ent_coef,
+                            cfg.max_grad_norm)
+        out = {**stats, "n_episodes": float(batch.n_episodes)}
         if self.value is not None:
             out["value_loss"] = self.fit_value(batch)
         return out
@@ -422,7 +449,5 @@ class REINFORCE(OnPolicyAgent):
         loss = torch.zeros(())
         for _ in range(self.config.value_steps):
             loss = (self.value(batch.obs) - reward_to_go).pow(2).mean()
-            self.value_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.value_optimizer.step()
+            optim.step(self.value_optimizer, loss)
         return float(loss.detach())

@@ -46,7 +46,7 @@ from torch import nn
 from core_rl.common.distributions import Categorical
 from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
-from core_rl.common.optim import make_adam
+from core_rl.common.optim import make_optimizer
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
 from core_rl.common.replay import ReplaySample
 
@@ -127,22 +127,21 @@ class DQN(OffPolicyAgent):
     config_cls = DQNConfig
     action_spaces = (gym.spaces.Discrete,)
 
+    def _make_q_network(self) -> nn.Module:
+        cfg = self.config
+        return QNetwork(self.observation_space, int(self.action_space.n), cfg.hidden_sizes, cfg.activation,
+                        cfg.dueling)
+
     def _build_networks(self) -> None:
         cfg = self.config
-        n_actions = int(self.action_space.n)
-        self.q_net = QNetwork(self.observation_space, n_actions, cfg.hidden_sizes, cfg.activation, cfg.dueling)
-        self.q_target = QNetwork(self.observation_space, n_actions, cfg.hidden_sizes, cfg.activation, cfg.dueling)
+        self.q_net = self._make_q_network()
+        self.q_target = self._make_q_network()
         self.q_target.load_state_dict(self.q_net.state_dict())
         self.q_target.requires_grad_(False)
         self.q_net.to(self.device)
         self.q_target.to(self.device)
-        params = self.q_net.parameters()
-        if cfg.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = make_adam(params, lr=cfg.lr)
-        elif cfg.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.95, eps=1e-2)
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=cfg.lr)
+        self.optimizer = make_optimizer(cfg.optimizer, [p for p in self.q_net.parameters() if p.requires_grad],
+                                        cfg.lr)
         if cfg.prioritized:
             self.replay = PrioritizedReplayBuffer.like(self.replay, alpha=cfg.prioritized_alpha,
                                                        beta=cfg.prioritized_beta, eps=cfg.prioritized_eps)
@@ -209,24 +208,32 @@ class DQN(OffPolicyAgent):
 
     @torch.no_grad()
     def target_q(self, batch: ReplaySample) -> torch.Tensor:
-        """y = Σγ^k r + γ^n (1 − done) Q_φ'(s', a*), a* = argmax of Q_φ' (or of Q_φ with double_q)."""
+        """y = Σγ^k r + γ^n (1 − done) Q_φ'(s', a*), a* = argmax of Q_φ' (or of Q_φ with double_q).
+
+        The Q networks may carry extra axes before the actions (the heads of bootstrapped DQN): y then
+        has them too, ``[B, ...]``.
+        """
         next_q_target = self.q_target(batch.next_obs)
         if self.config.double_q:
             next_action = self.q_net(batch.next_obs).argmax(-1, keepdim=True)
             next_q = next_q_target.gather(-1, next_action).squeeze(-1)
         else:
             next_q = next_q_target.max(-1).values
-        return batch.rewards + batch.discounts * (1.0 - batch.dones) * next_q
+        per_row = (-1,) + (1,) * (next_q.dim() - 1)
+        return batch.rewards.reshape(per_row) + (batch.discounts * (1.0 - batch.dones)).reshape(per_row) * next_q
+
+    def td_loss(self, q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
+        """The per-sample loss on δ = Q_φ(s,a) − y: Huber with ``huber_delta``, or ½δ²."""
+        if self.config.loss == "huber":
+            return nn.functional.huber_loss(q, target_q, reduction="none", delta=self.config.huber_delta)
+        return 0.5 * (q - target_q).pow(2)
 
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
         cfg = self.config
         target_q = self.target_q(batch)
         q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
         td_error = q - target_q
-        if cfg.loss == "huber":
-            per_sample = nn.functional.huber_loss(q, target_q, reduction="none", delta=cfg.huber_delta)
-        else:
-            per_sample = 0.5 * td_error.pow(2)
+        per_sample = self.td_loss(q, target_q)
         loss = (per_sample * batch.weights).mean() if batch.weights is not None else per_sample.mean()
         self._step_optimizer(self.optimizer, loss)
         if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:

@@ -38,77 +38,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core_rl.common import optim
 from core_rl.common.config import format_validation_error
-from core_rl.common.envs import EnvLike, final_next_obs, make_vec_env
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.common.tracking import NullTracker, Tracker
+from core_rl.common.transitions import Transitions
 from core_rl.q_learning.dqn import DQN, DQNConfig, QNetwork
-
-# ---------------------------------------------------------------------------------------------
-# the fixed dataset
-
-
-@dataclass
-class Transitions:
-    """A fixed dataset of transitions (s_i, a_i, r_i, s'_i, done_i); ``dones`` = s'_i is terminal."""
-
-    obs: torch.Tensor
-    actions: torch.Tensor
-    rewards: torch.Tensor
-    next_obs: torch.Tensor
-    dones: torch.Tensor
-
-    def __post_init__(self) -> None:
-        n = self.actions.shape[0]
-        for name in ("obs", "rewards", "next_obs", "dones"):
-            if getattr(self, name).shape[0] != n:
-                raise ConfigError(f"transitions field '{name}' has {getattr(self, name).shape[0]} rows, "
-                                  f"actions has {n}")
-        if self.obs.shape != self.next_obs.shape:
-            raise ConfigError(f"transitions 'obs' {tuple(self.obs.shape)} and 'next_obs' "
-                              f"{tuple(self.next_obs.shape)} differ in shape")
-        if n == 0:
-            raise ConfigError("transitions dataset is empty")
-
-    def __len__(self) -> int:
-        return int(self.actions.shape[0])
-
-    @classmethod
-    def from_arrays(cls, obs: Any, actions: Any, rewards: Any, next_obs: Any, dones: Any) -> "Transitions":
-        """Build from array-likes; integer observations are kept as state indices."""
-        obs_a, next_a = np.asarray(obs), np.asarray(next_obs)
-        obs_dtype = torch.long if np.issubdtype(obs_a.dtype, np.integer) else torch.float32
-        return cls(obs=torch.as_tensor(obs_a, dtype=obs_dtype), actions=torch.as_tensor(np.asarray(actions)).long(),
-                   rewards=torch.as_tensor(np.asarray(rewards), dtype=torch.float32),
-                   next_obs=torch.as_tensor(next_a, dtype=obs_dtype),
-                   dones=torch.as_tensor(np.asarray(dones), dtype=torch.float32))
-
-    @classmethod
-    def collect(cls, env: EnvLike, n_steps: int, seed: int = 0, n_envs: int = 1) -> "Transitions":
-        """Run the uniformly random policy for ``n_steps`` env steps (over ``n_envs`` copies)."""
-        if n_steps < 1:
-            raise ConfigError(f"n_steps must be positive, got {n_steps}")
-        vec = make_vec_env(env, n_envs, seed=seed)
-        space = vec.single_action_space
-        if not isinstance(space, gym.spaces.Discrete):
-            raise SpaceError(f"fitted Q iteration needs a Discrete action space, got {space}")
-        rng = np.random.default_rng(seed)
-        obs, _ = vec.reset(seed=seed)
-        rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "dones")}
-        for _ in range(-(-n_steps // n_envs)):
-            actions = rng.integers(0, int(space.n), n_envs)
-            next_obs, rewards, terminated, truncated, info = vec.step(actions)
-            real_next = final_next_obs(next_obs, terminated | truncated, info)
-            for k, v in (("obs", obs), ("actions", actions), ("rewards", rewards), ("next_obs", real_next),
-                         ("dones", terminated)):
-                rows[k].append(np.asarray(v))
-            obs = next_obs
-        vec.close()
-        data = {k: np.concatenate(v)[:n_steps] for k, v in rows.items()}
-        return cls.from_arrays(**data)
-
 
 # ---------------------------------------------------------------------------------------------
 # fitted Q iteration
@@ -203,15 +140,15 @@ class FittedQIteration:
                 idx = torch.randint(0, n, (cfg.batch_size,), generator=self.generator)
                 obs, actions, target = data.obs[idx], data.actions[idx], y[idx]
             q = self.q_net(obs).gather(-1, actions.reshape(-1, 1)).squeeze(-1)
-            loss = 0.5 * (q - target).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optim.step(optimizer, 0.5 * (q - target).pow(2).mean())
 
     def fit(self, data: Transitions, tracker: Tracker | None = None) -> FittedQResult:
         """Run K iterations of target computation + regression on the fixed ``data``."""
         cfg = self.config
         tracker = tracker or NullTracker()
+        if data.actions.dtype != torch.long or data.actions.dim() != 1:
+            raise SpaceError(f"fitted Q iteration needs integer action indices [N], got {data.actions.dtype} "
+                             f"actions of shape {tuple(data.actions.shape)}")
         if int(data.actions.max()) >= self.n_actions or int(data.actions.min()) < 0:
             raise ConfigError(f"transitions hold actions outside [0, {self.n_actions})")
         optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.lr) if cfg.function == "mlp" else None
@@ -322,5 +259,5 @@ class OnlineQLearning(DQN):
             return self.q_net(torch.arange(int(self.observation_space.n), device=self.device)).cpu().numpy()
 
 
-__all__ = ["Transitions", "FittedQConfig", "FittedQIteration", "FittedQResult", "OnlineQConfig", "OnlineQLearning",
+__all__ = ["FittedQConfig", "FittedQIteration", "FittedQResult", "OnlineQConfig", "OnlineQLearning",
            "LatestTransitionBuffer"]

@@ -36,7 +36,7 @@ terminal state (``mdp.terminal``) with probability one; exact evaluation checks 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -114,6 +114,18 @@ def _check_v(mdp: TabularMDP, V: ArrayLike | None, name: str = "V0") -> np.ndarr
     return V
 
 
+def _fixed_point(operator: Callable[[np.ndarray], np.ndarray], x: np.ndarray, cfg: SolverSettings
+                 ) -> tuple[np.ndarray, int, float]:
+    r"""Iterate :math:`x_{k+1} = \mathcal T x_k` until :math:`\|x_{k+1}-x_k\|_\infty \le` ``tol`` (or
+    ``max_iterations`` sweeps); returns (x, sweeps, the last residual)."""
+    residual, it = np.inf, 0
+    while residual > cfg.tol and it < cfg.max_iterations:
+        x_next = operator(x)
+        residual = float(np.abs(x_next - x).max())
+        x, it = x_next, it + 1
+    return x, it, residual
+
+
 def bellman_operator(mdp: TabularMDP, V: ArrayLike, policy: ArrayLike | None = None) -> np.ndarray:
     r"""One backup: :math:`(\mathcal B^\pi V)(s) = \mathbb E_\pi[r + \gamma V(s')]`, or the optimality
     backup :math:`\max_a [r(s,a) + \gamma \mathbb E V(s')]` without a policy."""
@@ -152,12 +164,7 @@ def policy_evaluation(mdp: TabularMDP, policy: ArrayLike, *, method: Literal["ex
                         residual=float(np.abs(r_pi + mdp.gamma * P_pi @ V - V).max()))
     if method != "iterative":
         raise ConfigError(f"method must be 'exact' or 'iterative', got {method!r}")
-    V = _check_v(mdp, V0)
-    residual, it = np.inf, 0
-    while residual > cfg.tol and it < cfg.max_iterations:
-        V_next = r_pi + mdp.gamma * (P_pi @ V)
-        residual = float(np.abs(V_next - V).max())
-        V, it = V_next, it + 1
+    V, it, residual = _fixed_point(lambda V: r_pi + mdp.gamma * (P_pi @ V), _check_v(mdp, V0), cfg)
     Q = mdp.q_from_v(V)
     return DPResult(V=V, Q=Q, policy=mdp.greedy(Q), iterations=it, converged=residual <= cfg.tol, residual=residual)
 
@@ -167,12 +174,7 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int 
     r"""Value iteration :math:`V_{k+1}(s) = \max_a [r(s,a) + \gamma\sum_{s'}p(s'|s,a)V_k(s')]` from ``V0``
     (default 0) until :math:`\|V_{k+1}-V_k\|_\infty \le` ``tol``."""
     cfg = _settings(tol, max_iterations)
-    V = _check_v(mdp, V0)
-    residual, it = np.inf, 0
-    while residual > cfg.tol and it < cfg.max_iterations:
-        V_next = (mdp.r + mdp.gamma * (mdp.P @ V)).max(axis=1)
-        residual = float(np.abs(V_next - V).max())
-        V, it = V_next, it + 1
+    V, it, residual = _fixed_point(lambda V: (mdp.r + mdp.gamma * (mdp.P @ V)).max(axis=1), _check_v(mdp, V0), cfg)
     Q = mdp.q_from_v(V)
     return DPResult(V=V, Q=Q, policy=mdp.greedy(Q), iterations=it, converged=residual <= cfg.tol, residual=residual)
 
@@ -188,11 +190,7 @@ def q_iteration(mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int = 10
         Q = as_float_array(Q0, "Q0")
         if Q.shape != (mdp.n_states, mdp.n_actions):
             raise ConfigError(f"Q0 must have shape {(mdp.n_states, mdp.n_actions)}, got {Q.shape}")
-    residual, it = np.inf, 0
-    while residual > cfg.tol and it < cfg.max_iterations:
-        target_q = mdp.r + mdp.gamma * (mdp.P @ Q.max(axis=1))
-        residual = float(np.abs(target_q - Q).max())
-        Q, it = target_q, it + 1
+    Q, it, residual = _fixed_point(lambda Q: mdp.r + mdp.gamma * (mdp.P @ Q.max(axis=1)), Q, cfg)
     return DPResult(V=Q.max(axis=1), Q=Q, policy=mdp.greedy(Q), iterations=it,
                     converged=residual <= cfg.tol, residual=residual)
 

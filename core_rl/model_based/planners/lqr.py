@@ -109,19 +109,6 @@ def lqr_rollout(solution: LQRSolution, F: torch.Tensor, f: torch.Tensor, x0: tor
     return torch.stack(xs, -2), torch.stack(us, -2)
 
 
-def quadratic_cost(C: torch.Tensor, c: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
-                   terminal_V: torch.Tensor | None = None, terminal_v: torch.Tensor | None = None) -> torch.Tensor:
-    """Σ_t ½zᵀC_t z + zᵀc_t (+ ½x_{T+1}ᵀV x_{T+1} + x_{T+1}ᵀv) for ``x [..., T+1, dx]``, ``u [..., T, du]``."""
-    z = torch.cat([x[..., :-1, :], u], dim=-1)
-    total = (0.5 * (z[..., None, :] @ C @ z[..., :, None])[..., 0, 0] + (z * c).sum(-1)).sum(-1)
-    xT = x[..., -1, :]
-    if terminal_V is not None:
-        total = total + 0.5 * (xT[..., None, :] @ terminal_V @ xT[..., :, None])[..., 0, 0]
-    if terminal_v is not None:
-        total = total + (xT * terminal_v).sum(-1)
-    return total
-
-
 def lqr(A: torch.Tensor, B: torch.Tensor, Q: torch.Tensor, R: torch.Tensor, horizon: int,
         terminal_Q: torch.Tensor | None = None) -> LQRSolution:
     """Time-invariant x' = Ax + Bu with cost ½xᵀQx + ½uᵀRu over ``horizon`` steps."""

@@ -15,12 +15,11 @@ tree of futures. MCTS grows the tree one node per simulation:
 The chosen action is the most visited at the root. ``two_player=True`` searches an alternating
 zero-sum game (negamax): each node's value is from the perspective of the player to move there.
 The model is anything with ``n_actions`` and ``step(state, action) -> (state', reward, done)``
-(deterministic); :class:`GymSearchModel` adapts a gymnasium env by copying it.
+(deterministic).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -142,26 +141,3 @@ class MCTS:
         if self.root is None:
             return {}
         return {a: (c.visits, self._edge_value(self.root, a)) for a, c in self.root.children.items()}
-
-
-class GymSearchModel:
-    """A gymnasium env with Discrete actions as a search model: each step deep-copies the env.
-
-    The state is the env object itself (copied, never mutated), so the search is exact for
-    deterministic envs such as CartPole after a seeded reset.
-    """
-
-    def __init__(self, env: Any):
-        import gymnasium as gym
-
-        if not isinstance(env.action_space, gym.spaces.Discrete):
-            raise ConfigError(f"MCTS needs a Discrete action space, got {env.action_space}")
-        self.n_actions = int(env.action_space.n)
-
-    def step(self, state: Any, action: int) -> tuple[Any, float, bool]:
-        env = copy.deepcopy(state)
-        _, reward, terminated, truncated, _ = env.step(action)
-        return env, float(reward), bool(terminated or truncated)
-
-    def legal_actions(self, state: Any) -> list[int]:
-        return list(range(self.n_actions))

@@ -242,6 +242,3 @@ class MPPI(ShootingPlanner):
                ) -> tuple[torch.Tensor, torch.Tensor]:
         weights = torch.softmax((scores - scores.max(1, keepdim=True).values) / self.temperature, dim=1)
         return (weights[:, :, None, None] * candidates).sum(1), std
-
-
-PLANNERS: dict[str, type[ShootingPlanner]] = {"random": RandomShooting, "cem": CEM, "mppi": MPPI}
