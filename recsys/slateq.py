@@ -46,6 +46,7 @@ from torch import nn
 from core_rl.common.config import parse_config
 from core_rl.common.errors import ConfigError
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
+from core_rl.common.optim import make_optimizer
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.common.seeding import configure_torch, set_seed
@@ -145,12 +146,7 @@ class SlateQLearner:
                                   config.activation).to(self.device)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         params = self.q_net.parameters()
-        if config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr)
-        elif config.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(params, lr=config.lr, alpha=0.95, eps=1e-2)
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=config.lr)
+        self.optimizer = make_optimizer(config.optimizer, params, config.lr)
         self.choice = build_choice_model(config.choice_model, layout, env_config, config.hidden_sizes)
         self.choice_optimizer = (torch.optim.Adam(self.choice.parameters(), lr=config.choice_lr)
                                  if isinstance(self.choice, nn.Module) else None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -70,22 +69,3 @@ def test_transitions_encode_indices_and_features():
         Transitions.from_arrays(np.zeros((3, 2)), np.zeros(3), [1.0], np.zeros((3, 2)))
     with pytest.raises(ConfigError, match="differ in shape"):
         Transitions.from_arrays(np.zeros((3, 2)), np.zeros(3), np.zeros(3), np.zeros((3, 4)))
-
-
-def test_composed_agents_are_named_classes_of_both_parts():
-    from core_rl.common.compose import compose_agent
-    from core_rl.distributed.on_policy import DistributedOnPolicyMixin, DistributedPPO, DistributedPPOConfig
-    from core_rl.exploration.agents import BonusDQN, BonusDQNConfig
-    from core_rl.exploration.bonus import BonusConfig, BonusMixin
-    from core_rl.q_learning.dqn import DQN, DQNConfig
-    from core_rl.trust_region.ppo import PPO, PPOConfig
-
-    assert issubclass(BonusDQN, BonusMixin) and issubclass(BonusDQN, DQN) and BonusDQN.name == "bonus_dqn"
-    assert BonusDQN.config_cls is BonusDQNConfig and issubclass(BonusDQNConfig, DQNConfig)
-    assert issubclass(BonusDQNConfig, BonusConfig)
-    assert issubclass(DistributedPPO, DistributedOnPolicyMixin) and issubclass(DistributedPPO, PPO)
-    assert issubclass(DistributedPPOConfig, PPOConfig)
-    assert (BonusDQN.__module__, BonusDQN.__qualname__) == ("core_rl.exploration.agents", "BonusDQN")
-    assert type(pickle.loads(pickle.dumps(BonusDQNConfig()))) is BonusDQNConfig
-    agent_cls, config_cls = compose_agent(BonusMixin, BonusConfig, PPO, "x_ppo", "XPPO", "doc", __name__)
-    assert agent_cls.__name__ == "XPPO" and config_cls.__name__ == "XPPOConfig" and agent_cls.__doc__ == "doc"

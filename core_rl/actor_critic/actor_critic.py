@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
-from core_rl.common.optim import make_adam
+from core_rl.common.optim import make_optimizer
 
 
 class ActorCriticConfig(OnPolicyConfig):
@@ -56,10 +56,8 @@ class ActorCritic(OnPolicyAgent):
     def _build_optimizers(self) -> None:
         cfg = self.config
         params = list(self.policy.parameters()) + list(self.value.parameters())
-        if cfg.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps, foreach=True)
-        else:
-            self.optimizer = make_adam(params, lr=cfg.lr, eps=1e-5)
+        self.optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, adam_eps=1e-5, rms_alpha=cfg.rms_alpha,
+                                        rms_eps=cfg.rms_eps)
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.config

@@ -33,13 +33,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from core_rl.actor_critic.actor_critic import A2C
+from core_rl.actor_critic.actor_critic import A2C, A2CConfig
 from core_rl.common.base import Agent
 from core_rl.common.buffers import RolloutBatch
-from core_rl.common.compose import compose_agent
 from core_rl.distributed.workers import (RolloutWorker, WorkerGroup, check_shippable, class_target, env_module,
                                          merge_episodes)
-from core_rl.trust_region.ppo import PPO
+from core_rl.trust_region.ppo import PPO, PPOConfig
 
 
 class DistributedFields(BaseModel):
@@ -169,12 +168,29 @@ class DistributedOnPolicyMixin:
         super().close()  # type: ignore[misc]
 
 
-DistributedPPO, DistributedPPOConfig = compose_agent(
-    DistributedOnPolicyMixin, DistributedOnPolicyConfig, PPO, "distributed_ppo", "DistributedPPO",
-    "PPO whose rollouts come from W workers (Ray or in-process); same seed ⇒ same run as PPO.", __name__)
-DistributedA2C, DistributedA2CConfig = compose_agent(
-    DistributedOnPolicyMixin, DistributedOnPolicyConfig, A2C, "distributed_a2c", "DistributedA2C",
-    "A2C whose rollouts come from W workers (Ray or in-process); same seed ⇒ same run as A2C.", __name__)
+class DistributedPPOConfig(PPOConfig, DistributedOnPolicyConfig):
+    pass
+
+
+class DistributedPPO(DistributedOnPolicyMixin, PPO):
+    """PPO whose rollouts come from W workers (Ray or in-process); same seed ⇒ same run as PPO."""
+
+    name = "distributed_ppo"
+    config: DistributedPPOConfig
+    config_cls = DistributedPPOConfig
+
+
+class DistributedA2CConfig(A2CConfig, DistributedOnPolicyConfig):
+    pass
+
+
+class DistributedA2C(DistributedOnPolicyMixin, A2C):
+    """A2C whose rollouts come from W workers (Ray or in-process); same seed ⇒ same run as A2C."""
+
+    name = "distributed_a2c"
+    config: DistributedA2CConfig
+    config_cls = DistributedA2CConfig
+
 
 __all__ = ["DistributedFields", "DistributedOnPolicyMixin", "DistributedPPO", "DistributedPPOConfig", "DistributedA2C",
            "DistributedA2CConfig"]
