@@ -22,11 +22,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from core_rl.common.runs import TrackedRun
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_THREADS = 1
@@ -224,8 +227,8 @@ class BenchmarkMLflow:
     """The parent run of one benchmark invocation (opened by :func:`benchmark_run`, which owns its status)
     and one finished child run per training run, written at once."""
 
-    def __init__(self, run: Any, experiment: str):
-        self.run = run                      # core_rl.common.runs.TrackedRun
+    def __init__(self, run: TrackedRun, experiment: str):
+        self.run = run
         self.uri: str = run.tracking_uri
         self.client = run.client
         self.experiment = experiment
