@@ -19,13 +19,17 @@ import pstats
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from core_rl.common.runs import TrackedRun
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_THREADS = 1
@@ -202,35 +206,34 @@ def bar_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 # ---- MLflow ------------------------------------------------------------------------------------
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the SQLite store of ``$DEEPRL_HOME``, else ``<repo>/.deeprl/mlflow.db``."""
-    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DEEPRL_HOME"):
-        from pipelines.tracking import default_tracking_uri as pipelines_default
+def benchmark_tracking_uri(tracking_uri: str | None = None) -> str:
+    """``tracking_uri``, else :func:`core_rl.common.runs.default_tracking_uri` with ``$DEEPRL_HOME``
+    defaulting to ``<repo>/.deeprl`` (so a benchmark started from any folder records beside the repo):
+    ``$MLFLOW_TRACKING_URI``, else ``$DEEPRL_HOME/mlflow.db``, else ``<repo>/.deeprl/mlflow.db``."""
+    from core_rl.common.runs import default_tracking_uri
 
-        return pipelines_default()
-    return f"sqlite:///{REPO / '.deeprl' / 'mlflow.db'}"
+    if tracking_uri:
+        return tracking_uri
+    if "DEEPRL_HOME" in os.environ:
+        return default_tracking_uri()
+    os.environ["DEEPRL_HOME"] = str(REPO / ".deeprl")  # only while the one default is read
+    try:
+        return default_tracking_uri()
+    finally:
+        del os.environ["DEEPRL_HOME"]
 
 
 class BenchmarkMLflow:
-    """A parent run for one benchmark invocation and one child run per training run.
+    """The parent run of one benchmark invocation (opened by :func:`benchmark_run`, which owns its status)
+    and one finished child run per training run, written at once."""
 
-    The store is set up by :func:`pipelines.tracking.setup_tracking` (checked writable) and the
-    experiment found or created by :func:`pipelines.tracking.get_experiment_id`.
-    """
-
-    def __init__(self, tracking_uri: str | None, experiment: str, run_name: str, params: Mapping[str, Any],
-                 tags: Mapping[str, str]):
-        import mlflow
-
-        from core_rl.common.tracking import MLflowTracker
-        from pipelines.tracking import get_experiment_id, setup_tracking
-
-        self.uri = setup_tracking(tracking_uri or default_tracking_uri())
-        self.client = mlflow.tracking.MlflowClient()
+    def __init__(self, run: TrackedRun, experiment: str):
+        self.run = run
+        self.uri: str = run.tracking_uri
+        self.client = run.client
         self.experiment = experiment
-        self.experiment_id = get_experiment_id(experiment, self.uri)
-        self.parent = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
-        MLflowTracker(self.parent, self.client).log_params(params)
+        self.experiment_id: str = run.experiment_id
+        self.parent: str = run.run_id
 
     def log_child(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
                   summary: Mapping[str, float], step: int, curves: Mapping[str, Sequence[tuple[int, float]]],
@@ -256,23 +259,39 @@ class BenchmarkMLflow:
             items += [Metric(key, float(v), ts, int(s)) for s, v in curve if math.isfinite(float(v))]
         for i in range(0, len(items), 900):
             self.client.log_batch(rid, metrics=items[i:i + 900])
-        self.client.set_terminated(rid)
+        self.client.set_terminated(rid)  # a complete record: the child is written in one go
         return rid
 
-    def close(self, metrics: Mapping[str, float], files: Sequence[Path], status: str = "FINISHED") -> None:
-        """Summary metrics and artifacts on the parent run, which is then marked ``status``."""
-        from core_rl.common.tracking import MLflowTracker
-
-        tracker = MLflowTracker(self.parent, self.client)
-        tracker.log_metrics(metrics, step=0)
+    def close(self, metrics: Mapping[str, float], files: Sequence[Path]) -> None:
+        """Summary metrics and artifacts on the parent run (which ends FINISHED when the benchmark's
+        :func:`benchmark_run` block returns)."""
+        self.run.log_metrics(metrics, step=0)
         for f in files:
             if f.exists():
-                tracker.log_artifact(f)
-        self.client.set_terminated(self.parent, status=status)
+                self.run.log_artifact(f)
         print(f"MLflow: {self.uri} experiment '{self.experiment}', parent run {self.parent}")
 
-    def kill(self) -> None:
-        self.client.set_terminated(self.parent, status="KILLED")
+
+B = TypeVar("B", bound=BenchmarkMLflow)
+
+
+@contextmanager
+def benchmark_run(enabled: bool, tracking_uri: str | None, experiment: str, run_name: str,
+                  params: Mapping[str, Any], tags: Mapping[str, str], cls: type[B] = BenchmarkMLflow,  # type: ignore[assignment]
+                  ) -> Iterator[B | None]:
+    """The parent run of one benchmark invocation, as a ``cls`` on a :func:`core_rl.common.runs.tracked_run`
+    (``None``, and no run, when not ``enabled``: ``--no-mlflow``).
+
+    The block's end decides the parent's status: it returns → FINISHED; it raises → FAILED (with a
+    ``failure`` tag); Ctrl-C or SIGTERM → KILLED with every child and metric logged so far."""
+    if not enabled:
+        yield None
+        return
+    from core_rl.common.runs import tracked_run
+
+    with tracked_run(experiment, run_name=run_name, tracking_uri=benchmark_tracking_uri(tracking_uri),
+                     tags=tags, params=params) as run:
+        yield cls(run, experiment)
 
 
 def row_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str], key: Sequence[str] = ("algo", "env_id")
@@ -432,17 +451,15 @@ def jsonable(results: Sequence[RunResult], meta: Mapping[str, Any]) -> dict[str,
 
 
 def close_interrupted(name: str, stamp: str, out_dir: Path, results: Sequence[RunResult],
-                      meta: dict[str, Any], status: str, mlog: Any | None) -> None:
-    """End of a benchmark's run loop: record the load, and on an interrupted run keep the partial
-    results on disk and mark the MLflow parent run killed."""
+                      meta: dict[str, Any], status: str) -> None:
+    """End of a benchmark's run loop: record the load, and on an interrupted (or failed) run keep the
+    partial results on disk. The MLflow parent run's status is :func:`benchmark_run`'s business."""
     meta["machine"]["loadavg"] = machine_note()["loadavg"]
     if status != "FINISHED" and results:
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f"{name}-{stamp}-partial.json"
         partial.write_text(json.dumps(jsonable(results, meta), indent=1))
         print(f"interrupted: partial results in {partial}", file=sys.stderr)
-    if status != "FINISHED" and mlog is not None:
-        mlog.kill()
 
 
 def load_results(paths: Sequence[Path], cls: type[R] = RunResult) -> tuple[list[R], dict[str, Any]]:  # type: ignore[assignment]

@@ -40,7 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import BenchmarkMLflow, add_run_arguments, command_line, parse_run_arguments, row_metrics
+from benchmarks.common import (BenchmarkMLflow, add_run_arguments, benchmark_run, command_line, parse_run_arguments,
+                               row_metrics)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "model_based.md"
@@ -323,9 +324,6 @@ Configs (everything else at the defaults of the classes):
 class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child run per (algo, env, seed)."""
 
-    def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
-        super().__init__(tracking_uri, EXPERIMENT, run_name, params, tags={"benchmark": "model_based"})
-
     def child(self, res: RunResult) -> None:
         self.log_child(f"{res.algo}-{res.env_id}-s{res.seed}",
                        {"algo": res.algo, "env_id": res.env_id, "seed": str(res.seed)},
@@ -375,50 +373,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     table = settings()
     command = command_line("benchmarks.model_based", argv)
-    log = None
     if args.results:
         results, meta = load_results(args.results)
         meta["rendered_by"] = command
-        if not args.no_mlflow:
-            log = MLflowLog(args.tracking_uri, f"model-based-report-{datetime.now():%Y%m%d-%H%M%S}",
-                            {"results": ",".join(p.name for p in args.results)})
+        run_name = f"model-based-report-{datetime.now():%Y%m%d-%H%M%S}"
+        params: dict[str, Any] = {"results": ",".join(p.name for p in args.results)}
     else:
         results = []
         meta = {"command": command, "commands": [command], "seeds": args.seeds, "machine": machine_note(),
                 "configs": {}}
-        if not args.no_mlflow:
-            log = MLflowLog(args.tracking_uri, f"model-based-{datetime.now():%Y%m%d-%H%M%S}",
-                            {"quick": args.quick, "seeds": args.seeds, "envs": ",".join(args.envs),
-                             "algos": ",".join(args.algos), "steps_scale": args.steps_scale})
-        for env_id in args.envs:
-            for algo in args.algos:
-                s = table[(algo, env_id)]
-                steps = max(1, int((s.quick_steps if args.quick else s.steps) * args.steps_scale))
-                meta["configs"][f"{algo} / {env_id}"] = f"{steps:,} steps; {s.config}"
-                for seed in range(args.seeds):
-                    print(f"[{algo} {env_id} seed {seed}] {steps} steps", flush=True)
-                    res = run_one(s, steps, seed)
-                    print(f"  done in {res.wall_s:.0f}s wall / {res.cpu_s:.0f}s CPU (+{res.eval_s:.0f}s evaluating): "
-                          f"evals {[(st, round(v, 1)) for st, v in res.evals]}", flush=True)
-                    results.append(res)
-                    if log is not None:
-                        log.child(res)
-        out_dir = args.out_dir or REPO / ".deeprl" / "benchmarks"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / f"model_based-{datetime.now():%Y%m%d-%H%M%S}.json"
-        out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1, default=str))
-        print(f"results: {out}")
-    rows = summarize(results)
-    print(markdown_table(rows))
-    files: list[Path] = []
-    if not args.no_doc:
-        png = plot(results, rows, args.doc.with_suffix(".png"))
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(report_markdown(rows, meta, png.name))
-        files = [args.doc, png]
-        print(f"report: {args.doc}")
-    if log is not None:
-        log.finish(rows, files)
+        run_name = f"model-based-{datetime.now():%Y%m%d-%H%M%S}"
+        params = {"quick": args.quick, "seeds": args.seeds, "envs": ",".join(args.envs),
+                  "algos": ",".join(args.algos), "steps_scale": args.steps_scale}
+    # the parent run: FINISHED when the block returns, FAILED on an error, KILLED on Ctrl-C / SIGTERM
+    with benchmark_run(not args.no_mlflow, args.tracking_uri, EXPERIMENT, run_name, params,
+                       tags={"benchmark": "model_based"}, cls=MLflowLog) as log:
+        if not args.results:
+            for env_id in args.envs:
+                for algo in args.algos:
+                    s = table[(algo, env_id)]
+                    steps = max(1, int((s.quick_steps if args.quick else s.steps) * args.steps_scale))
+                    meta["configs"][f"{algo} / {env_id}"] = f"{steps:,} steps; {s.config}"
+                    for seed in range(args.seeds):
+                        print(f"[{algo} {env_id} seed {seed}] {steps} steps", flush=True)
+                        res = run_one(s, steps, seed)
+                        print(f"  done in {res.wall_s:.0f}s wall / {res.cpu_s:.0f}s CPU (+{res.eval_s:.0f}s evaluating): "
+                              f"evals {[(st, round(v, 1)) for st, v in res.evals]}", flush=True)
+                        results.append(res)
+                        if log is not None:
+                            log.child(res)
+            out_dir = args.out_dir or REPO / ".deeprl" / "benchmarks"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            out = out_dir / f"model_based-{datetime.now():%Y%m%d-%H%M%S}.json"
+            out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1, default=str))
+            print(f"results: {out}")
+        rows = summarize(results)
+        print(markdown_table(rows))
+        files: list[Path] = []
+        if not args.no_doc:
+            png = plot(results, rows, args.doc.with_suffix(".png"))
+            args.doc.parent.mkdir(parents=True, exist_ok=True)
+            args.doc.write_text(report_markdown(rows, meta, png.name))
+            files = [args.doc, png]
+            print(f"report: {args.doc}")
+        if log is not None:
+            log.finish(rows, files)
     return 0
 
 

@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,10 +40,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
-                               ProgressFn, RunResult, add_run_arguments, close_interrupted, command_line,
+                               ProgressFn, RunResult, add_run_arguments, benchmark_run, close_interrupted, command_line,
                                evaluate_actions, fmt, jsonable, load_results, machine_note, mode_note,
-                               ours_learn, parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, sb3_learn, summarize,
-                               throttled, write_outputs)
+                               ours_learn, parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, sb3_learn,
+                               summarize, throttled, write_outputs)
 from benchmarks.peers import (HParams, mapping_markdown, ours_config, print_mapping, sb3_config_record, sb3_kwargs,
                               zoo_configs)
 
@@ -264,13 +265,15 @@ CHILD_METRICS = ("steps", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s", "
                  "eval_s")
 
 
-def open_mlflow(args: argparse.Namespace, stamp: str, meta: Mapping[str, Any]) -> BenchmarkMLflow:
-    return BenchmarkMLflow(args.tracking_uri, EXPERIMENT, f"off_policy-{stamp}",
-                           {"command": meta.get("rerendered") or meta["command"], "mode": meta["mode"],
-                            "seeds": meta["seeds"], "eval_episodes": meta["eval_episodes"],
-                            "torch_threads": TORCH_THREADS, "pieces": " | ".join(meta.get("pieces", [])) or "-",
-                            **{f"machine.{k}": v for k, v in meta["machine"].items()}},
-                           tags={"benchmark": "off_policy"})
+def open_mlflow(args: argparse.Namespace, stamp: str, meta: Mapping[str, Any]
+                ) -> AbstractContextManager[BenchmarkMLflow | None]:
+    """The parent run of this invocation (``None`` with ``--no-mlflow``); its status is owned by the block."""
+    return benchmark_run(not args.no_mlflow, args.tracking_uri, EXPERIMENT, f"off_policy-{stamp}",
+                         {"command": meta.get("rerendered") or meta["command"], "mode": meta["mode"],
+                          "seeds": meta["seeds"], "eval_episodes": meta["eval_episodes"],
+                          "torch_threads": TORCH_THREADS, "pieces": " | ".join(meta.get("pieces", [])) or "-",
+                          **{f"machine.{k}": v for k, v in meta["machine"].items()}},
+                         tags={"benchmark": "off_policy"})
 
 
 def log_run(mlog: BenchmarkMLflow, hp: HParams, res: OffPolicyRunResult) -> None:
@@ -331,7 +334,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = command_line("benchmarks.off_policy", argv)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    mlog: BenchmarkMLflow | None = None
     if args.results:
         args.results = sorted(args.results, key=lambda f: json.loads(Path(f).read_text())["meta"].get("date", ""))
         results, meta = load_results(args.results, OffPolicyRunResult)
@@ -343,11 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine["loadavg"] = max((m["machine"]["loadavg"] for m in metas), key=lambda x: max(x or [0]))
         meta = {**meta, "machine": machine, "rerendered": command,
                 "pieces": [f"{m['command']}  ({m['date']})" for m in metas] if len(metas) > 1 else []}
-        if not args.no_mlflow:  # one parent run with every child, also for a benchmark run in pieces
-            mlog = open_mlflow(args, stamp, meta)
-            by_key = {hp.key: hp for hp in configs}
-            for res in results:
-                log_run(mlog, by_key[f"{res.algo}/{res.env_id}"], res)
     else:
         print_mapping(configs)
         print()
@@ -357,46 +354,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "impls": list(args.impls),
                 "machine": machine}
-        if not args.no_mlflow:
-            mlog = open_mlflow(args, stamp, meta)
         results = []
-        from tqdm.auto import tqdm
 
-        plan = [(seed, i, hp) for seed in range(args.seeds) for i, hp in enumerate(configs)]
-        total = sum(len(args.impls) * steps_of(hp) for _, _, hp in plan)
-        status = "FAILED"
-        warmed: set[str] = set()
-        try:
-            with tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, desc="off-policy bench") as bar:
-                for seed, i, hp in plan:
-                    if hp.key not in warmed:
-                        bar.set_description(f"{hp.algo} {hp.env_id} warm-up")
-                        warm_up(hp, args.impls)
-                        warmed.add(hp.key)
-                    # alternate which implementation goes first, so drifting load hits both alike
-                    order = IMPLS if (seed + i) % 2 == 0 else IMPLS[::-1]
-                    for impl in (impl for impl in order if impl in args.impls):
-                        bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
-                        res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
-                        results.append(res)
-                        bar.write(f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:7.0f} steps/s "
-                                  f"{res.grad_steps_per_s:6.0f} grad/s ({res.wall_s:6.1f}s wall, {res.cpu_s:6.1f}s cpu)"
-                                  f"  eval {res.eval_return:8.1f}  last-100 {res.train_return_last100:8.1f}")
-                        if mlog is not None:
-                            log_run(mlog, hp, res)
-            status = "FINISHED"
-        finally:
-            close_interrupted("off_policy", stamp, out_dir, results, meta, status, mlog)
+    # one parent run with every child, also for a benchmark run in pieces; FAILED/KILLED if the block ends early
+    with open_mlflow(args, stamp, meta) as mlog:
+        if args.results:
+            if mlog is not None:
+                by_key = {hp.key: hp for hp in configs}
+                for res in results:
+                    log_run(mlog, by_key[f"{res.algo}/{res.env_id}"], res)
+        else:
+            from tqdm.auto import tqdm
 
-    rows = summarize_runs(results, configs)
-    print()
-    print_table(rows)
-    files = write_outputs("off_policy", stamp, out_dir, rows, markdown_table(rows), jsonable(results, meta),
-                          None if args.no_doc else args.doc, lambda: report_markdown(rows, configs, meta),
-                          json_suffix="-merged" if args.results else "")
-    if mlog is not None:
-        mlog.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio", "cpu_grad_speed_ratio",
-                                      "return_delta", "eval_return_ours", "eval_return_sb3")), files)
+            plan = [(seed, i, hp) for seed in range(args.seeds) for i, hp in enumerate(configs)]
+            total = sum(len(args.impls) * steps_of(hp) for _, _, hp in plan)
+            status = "FAILED"
+            warmed: set[str] = set()
+            try:
+                with tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, desc="off-policy bench") as bar:
+                    for seed, i, hp in plan:
+                        if hp.key not in warmed:
+                            bar.set_description(f"{hp.algo} {hp.env_id} warm-up")
+                            warm_up(hp, args.impls)
+                            warmed.add(hp.key)
+                        # alternate which implementation goes first, so drifting load hits both alike
+                        order = IMPLS if (seed + i) % 2 == 0 else IMPLS[::-1]
+                        for impl in (impl for impl in order if impl in args.impls):
+                            bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
+                            res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
+                            results.append(res)
+                            bar.write(f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:7.0f} "
+                                      f"steps/s {res.grad_steps_per_s:6.0f} grad/s ({res.wall_s:6.1f}s wall, "
+                                      f"{res.cpu_s:6.1f}s cpu)  eval {res.eval_return:8.1f}  "
+                                      f"last-100 {res.train_return_last100:8.1f}")
+                            if mlog is not None:
+                                log_run(mlog, hp, res)
+                status = "FINISHED"
+            finally:
+                close_interrupted("off_policy", stamp, out_dir, results, meta, status)
+
+        rows = summarize_runs(results, configs)
+        print()
+        print_table(rows)
+        files = write_outputs("off_policy", stamp, out_dir, rows, markdown_table(rows), jsonable(results, meta),
+                              None if args.no_doc else args.doc, lambda: report_markdown(rows, configs, meta),
+                              json_suffix="-merged" if args.results else "")
+        if mlog is not None:
+            mlog.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio",
+                                          "cpu_grad_speed_ratio", "return_delta", "eval_return_ours",
+                                          "eval_return_sb3")), files)
     return 0
 
 

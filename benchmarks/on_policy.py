@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
-                               add_run_arguments, close_interrupted, command_line, evaluate_actions, load_results,
-                               machine_note, mode_note, ours_learn, parse_run_arguments, profile_learn, row_metrics, sb3_learn,
-                               write_outputs)
+                               add_run_arguments, benchmark_run, close_interrupted, command_line, evaluate_actions,
+                               load_results, machine_note, mode_note, ours_learn, parse_run_arguments, profile_learn,
+                               row_metrics, sb3_learn, write_outputs)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
 from benchmarks.common import summarize as _summarize
@@ -331,9 +331,6 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child per (algo, env, impl, seed)."""
 
-    def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
-        super().__init__(tracking_uri, EXPERIMENT, run_name, params, tags={"benchmark": "on_policy"})
-
     def child(self, hp: HParams, res: RunResult, config: dict[str, Any]) -> None:
         summary = {k: getattr(res, k) for k in ("steps", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s",
                                                 "eval_return", "eval_std", "train_return_last100", "episodes",
@@ -344,9 +341,9 @@ class MLflowLog(BenchmarkMLflow):
                         "torch_threads": TORCH_THREADS, "config": config}, summary, res.steps,
                        {"train/episode_return": res.curve})
 
-    def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
+    def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
         self.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "return_delta", "eval_return_ours",
-                                      "eval_return_sb3")), files, status)
+                                      "eval_return_sb3")), files)
 
 
 # ---- profiling ---------------------------------------------------------------------------------
@@ -407,56 +404,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = {(r.algo, r.env_id) for r in results}
         configs = [hp for hp in zoo_configs() if (hp.algo, hp.env_id) in keys]
         meta = {**meta, "rerendered": command}
-        mlog = None
     else:
         machine = machine_note()
         machine["loadavg_start"] = machine["loadavg"]
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
                 "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine}
-        mlog = None
-        if not args.no_mlflow:
-            mlog = MLflowLog(args.tracking_uri, f"on_policy-{stamp}",
-                             {"command": command, "mode": meta["mode"], "seeds": args.seeds,
-                              "eval_episodes": args.eval_episodes, "torch_threads": TORCH_THREADS,
-                              **{f"machine.{k}": v for k, v in machine.items()}})
         results = []
-        from tqdm.auto import tqdm
 
-        warm_up(configs[0])
-        plan = [(seed, i, hp) for seed in range(args.seeds) for i, hp in enumerate(configs)]
-        total = sum(2 * steps_of(hp) for _, _, hp in plan)
-        status = "FAILED"
-        try:
-            with tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, desc="on-policy bench") as bar:
-                for seed, i, hp in plan:
-                    # alternate which implementation goes first, so drifting load hits both alike
-                    order = IMPLS if (seed + i) % 2 == 0 else IMPLS[::-1]
-                    for impl in order:
-                        bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
-                        res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
-                        results.append(res)
-                        bar.write(f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:8.0f} steps/s "
-                                  f"({res.wall_s:6.1f}s wall, {res.cpu_s:6.1f}s cpu)  eval {res.eval_return:8.1f}  "
-                                  f"last-100 {res.train_return_last100:8.1f}")
-                        if mlog is not None:
-                            mlog.child(hp, res, ours_config(hp, seed) if impl == "ours" else
-                                       {**{k: (str(v) if callable(v) else v) for k, v in sb3_kwargs(hp).items()
-                                           if k != "policy_kwargs"}, "n_envs": hp.n_envs,
-                                        "normalize_obs": hp.normalize_obs, "normalize_reward": hp.normalize_reward,
-                                        "policy": "MlpPolicy pi=[64,64] vf=[64,64] Tanh"})
-            status = "FINISHED"
-        finally:
-            close_interrupted("on_policy", stamp, out_dir, results, meta, status, mlog)
+    # a parent run for a training invocation (none when re-rendering); FAILED/KILLED if the block ends early
+    with benchmark_run(not args.no_mlflow and not args.results, args.tracking_uri, EXPERIMENT, f"on_policy-{stamp}",
+                       {"command": command, "mode": meta.get("mode"), "seeds": args.seeds,
+                        "eval_episodes": args.eval_episodes, "torch_threads": TORCH_THREADS,
+                        **{f"machine.{k}": v for k, v in meta.get("machine", {}).items()}},
+                       tags={"benchmark": "on_policy"}, cls=MLflowLog) as mlog:
+        if not args.results:
+            from tqdm.auto import tqdm
 
-    rows = summarize(results, configs)
-    print()
-    print_table(rows)
-    files = write_outputs("on_policy", stamp, out_dir, rows, markdown_table(rows),
-                          None if args.results else _jsonable(results, meta), None if args.no_doc else args.doc,
-                          lambda: report_markdown(rows, configs, meta))
-    if mlog is not None:
-        mlog.finish(rows, files)
+            warm_up(configs[0])
+            plan = [(seed, i, hp) for seed in range(args.seeds) for i, hp in enumerate(configs)]
+            total = sum(2 * steps_of(hp) for _, _, hp in plan)
+            status = "FAILED"
+            try:
+                with tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, desc="on-policy bench") as bar:
+                    for seed, i, hp in plan:
+                        # alternate which implementation goes first, so drifting load hits both alike
+                        order = IMPLS if (seed + i) % 2 == 0 else IMPLS[::-1]
+                        for impl in order:
+                            bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
+                            res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
+                            results.append(res)
+                            bar.write(f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:8.0f} "
+                                      f"steps/s ({res.wall_s:6.1f}s wall, {res.cpu_s:6.1f}s cpu)  eval "
+                                      f"{res.eval_return:8.1f}  last-100 {res.train_return_last100:8.1f}")
+                            if mlog is not None:
+                                mlog.child(hp, res, ours_config(hp, seed) if impl == "ours" else
+                                           {**{k: (str(v) if callable(v) else v) for k, v in sb3_kwargs(hp).items()
+                                               if k != "policy_kwargs"}, "n_envs": hp.n_envs,
+                                            "normalize_obs": hp.normalize_obs, "normalize_reward": hp.normalize_reward,
+                                            "policy": "MlpPolicy pi=[64,64] vf=[64,64] Tanh"})
+                status = "FINISHED"
+            finally:
+                close_interrupted("on_policy", stamp, out_dir, results, meta, status)
+
+        rows = summarize(results, configs)
+        print()
+        print_table(rows)
+        files = write_outputs("on_policy", stamp, out_dir, rows, markdown_table(rows),
+                              None if args.results else _jsonable(results, meta), None if args.no_doc else args.doc,
+                              lambda: report_markdown(rows, configs, meta))
+        if mlog is not None:
+            mlog.finish(rows, files)
     return 0
 
 

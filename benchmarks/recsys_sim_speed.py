@@ -153,24 +153,24 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def log_mlflow(rows: list[dict[str, Any]], meta: dict[str, Any], report: str, tracking_uri: str | None) -> str:
-    import mlflow
+    """One run (status owned by :func:`core_rl.common.runs.tracked_run`): the speeds per user count, the
+    report and the raw rows. Returns its id."""
+    from benchmarks.common import benchmark_tracking_uri
+    from core_rl.common.runs import tracked_run
 
-    from pipelines.tracking import default_tracking_uri, get_experiment_id, setup_tracking
-
-    uri = setup_tracking(tracking_uri or default_tracking_uri())
-    exp = get_experiment_id(EXPERIMENT, uri)
-    with mlflow.start_run(experiment_id=exp, run_name=f"recsys-sim-speed-{meta['device']}") as run:
-        mlflow.log_params({k: meta[k] for k in ("horizon", "repeats", "threads", "device", "machine")})
+    with tracked_run(EXPERIMENT, run_name=f"recsys-sim-speed-{meta['device']}",
+                     tracking_uri=benchmark_tracking_uri(tracking_uri),
+                     params={k: meta[k] for k in ("horizon", "repeats", "threads", "device", "machine")}) as run:
         for r in rows:
-            for key in ("ng", "twin_core", "twin_core_compiled", "twin_env", "twin_env_lean"):
-                if r[key] is not None:
-                    mlflow.log_metric(f"{key}_user_steps_per_s", r[key], step=r["users"])
+            run.log_metrics({f"{key}_user_steps_per_s": r[key]
+                             for key in ("ng", "twin_core", "twin_core_compiled", "twin_env", "twin_env_lean")
+                             if r[key] is not None}, step=r["users"])
             if r["ng"]:
-                mlflow.log_metric("speedup_core", r["twin_core"] / r["ng"], step=r["users"])
-                mlflow.log_metric("speedup_env", r["twin_env"] / r["ng"], step=r["users"])
-        mlflow.log_text(report, "recsys_sim.md")
-        mlflow.log_text(json.dumps({"rows": rows, "meta": meta}, indent=2), "recsys_sim.json")
-        return run.info.run_id
+                run.log_metrics({"speedup_core": r["twin_core"] / r["ng"], "speedup_env": r["twin_env"] / r["ng"]},
+                                step=r["users"])
+        run.client.log_text(run.run_id, report, "recsys_sim.md")
+        run.client.log_text(run.run_id, json.dumps({"rows": rows, "meta": meta}, indent=2), "recsys_sim.json")
+        return run.run_id
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -43,7 +43,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import BenchmarkMLflow, add_run_arguments, command_line, mode_note, parse_run_arguments
+from benchmarks.common import (BenchmarkMLflow, add_run_arguments, benchmark_run, command_line, mode_note,
+                               parse_run_arguments)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "safety.md"
@@ -276,9 +277,6 @@ def curve_plots(results: Sequence[RunResult], out_dir: Path, stem: str) -> list[
 class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child per (task, algo, seed) with its curves."""
 
-    def __init__(self, tracking_uri: str | None, run_name: str, params: dict[str, Any]):
-        super().__init__(tracking_uri, EXPERIMENT, run_name, params, tags={"benchmark": "safety"})
-
     def child(self, res: RunResult) -> None:
         task = next(t for t in TASKS if t.label == res.task)
         summary = {k: v for k, v in asdict(res).items() if isinstance(v, (int, float)) and k != "seed" and v is not None}
@@ -289,11 +287,11 @@ class MLflowLog(BenchmarkMLflow):
                        {"algo": ALGOS[res.algo][0], "task": res.task, **agent_config(task, res.algo, res.seed)},
                        summary, res.steps, curves, max_points=None)
 
-    def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path], status: str = "FINISHED") -> None:
+    def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
         metrics = {f"{r['task']}_{r['algo']}/{name}": r[key] for r in rows
                    for name, key in (("reward", "eval_return"), ("cost", "eval_cost"),
                                      ("cumulative_cost", "cumulative_cost"))}
-        self.close(metrics, files, status)
+        self.close(metrics, files)
 
 
 def machine_note() -> dict[str, Any]:
@@ -375,7 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     command = command_line("benchmarks.safety", argv)
-    mlog = None
     if args.results:
         results, meta = load_results(args.results)
         meta = {**meta, "rerendered": command}
@@ -383,15 +380,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
                 "mode": mode_note(args),
                 "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine_note()}
-        if not args.no_mlflow:
-            mlog = MLflowLog(args.tracking_uri, f"safety-{stamp}", {"command": command, "mode": meta["mode"],
-                                                                    "seeds": args.seeds})
         results = []
-        tasks = [t for t in TASKS if t.label in args.tasks]
-        plan = [(t, a, s) for s in range(args.seeds) for t in tasks for a in args.algos if applicable(a, t.env_id)]
-        status = "FAILED"
-        try:
-            for task, algo, seed in plan:
+
+    # a parent run for a training invocation (none when re-rendering); FAILED/KILLED if the block ends early
+    with benchmark_run(not args.no_mlflow and not args.results, args.tracking_uri, EXPERIMENT, f"safety-{stamp}",
+                       {"command": command, "mode": meta.get("mode"), "seeds": args.seeds},
+                       tags={"benchmark": "safety"}, cls=MLflowLog) as mlog:
+        if not args.results:
+            tasks = [t for t in TASKS if t.label in args.tasks]
+            plan = [(t, a, s) for s in range(args.seeds) for t in tasks for a in args.algos if applicable(a, t.env_id)]
+            for task, algo, seed in plan:  # the partial-results file below keeps what an interrupted run did
                 steps = int((task.quick_steps if args.quick else task.steps) * args.steps_scale)
                 res = run_one(task, algo, seed, steps, args.eval_episodes)
                 results.append(res)
@@ -401,34 +399,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if mlog is not None:
                     mlog.child(res)
                 (out_dir / f"safety-{stamp}-partial.json").write_text(json.dumps(_jsonable(results, meta)))
-            status = "FINISHED"
-        finally:
-            if status != "FINISHED" and mlog is not None:
-                mlog.kill()
-    rows = summarize(results)
-    print()
-    print(markdown_tables(rows))
-    files: list[Path] = []
-    if not args.results:
-        json_path = out_dir / f"safety-{stamp}.json"
-        json_path.write_text(json.dumps(_jsonable(results, meta), indent=1))
-        (out_dir / f"safety-{stamp}-partial.json").unlink(missing_ok=True)
-        files.append(json_path)
-        print(f"results: {json_path}")
-    plots = curve_plots(results, out_dir, f"safety-{stamp}")
-    files += plots
-    if not args.no_doc:
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        doc_plots = []
-        for p in plots:
-            target = args.doc.parent / f"safety-{p.name.split('-')[-1]}"
-            target.write_bytes(p.read_bytes())
-            doc_plots.append(target.name)
-        args.doc.write_text(report_markdown(rows, meta, doc_plots))
-        files.append(args.doc)
-        print(f"report: {args.doc}")
-    if mlog is not None:
-        mlog.finish(rows, files)
+        rows = summarize(results)
+        print()
+        print(markdown_tables(rows))
+        files: list[Path] = []
+        if not args.results:
+            json_path = out_dir / f"safety-{stamp}.json"
+            json_path.write_text(json.dumps(_jsonable(results, meta), indent=1))
+            (out_dir / f"safety-{stamp}-partial.json").unlink(missing_ok=True)
+            files.append(json_path)
+            print(f"results: {json_path}")
+        plots = curve_plots(results, out_dir, f"safety-{stamp}")
+        files += plots
+        if not args.no_doc:
+            args.doc.parent.mkdir(parents=True, exist_ok=True)
+            doc_plots = []
+            for p in plots:
+                target = args.doc.parent / f"safety-{p.name.split('-')[-1]}"
+                target.write_bytes(p.read_bytes())
+                doc_plots.append(target.name)
+            args.doc.write_text(report_markdown(rows, meta, doc_plots))
+            files.append(args.doc)
+            print(f"report: {args.doc}")
+        if mlog is not None:
+            mlog.finish(rows, files)
     return 0
 
 
