@@ -212,15 +212,7 @@ def benchmark_tracking_uri(tracking_uri: str | None = None) -> str:
     ``$MLFLOW_TRACKING_URI``, else ``$DEEPRL_HOME/mlflow.db``, else ``<repo>/.deeprl/mlflow.db``."""
     from core_rl.common.runs import default_tracking_uri
 
-    if tracking_uri:
-        return tracking_uri
-    if "DEEPRL_HOME" in os.environ:
-        return default_tracking_uri()
-    os.environ["DEEPRL_HOME"] = str(REPO / ".deeprl")  # only while the one default is read
-    try:
-        return default_tracking_uri()
-    finally:
-        del os.environ["DEEPRL_HOME"]
+    return tracking_uri or default_tracking_uri(REPO / ".deeprl")
 
 
 class BenchmarkMLflow:

@@ -49,14 +49,16 @@ from core_rl.common.tracking import MLflowTracker, flatten
 # ---- the store ---------------------------------------------------------------------------------
 
 
-def data_dir() -> Path:
-    """The one folder that holds every embedded store (created on first use)."""
-    return Path(os.environ.get("DEEPRL_HOME", Path.cwd() / ".deeprl")).resolve()
+def data_dir(default: Path | None = None) -> Path:
+    """The one folder that holds every embedded store (created on first use): ``$DEEPRL_HOME``, else
+    ``default``, else ``.deeprl/`` in the working directory."""
+    return Path(os.environ.get("DEEPRL_HOME") or default or Path.cwd() / ".deeprl").resolve()
 
 
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the SQLite store in :func:`data_dir`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir() / 'mlflow.db'}"
+def default_tracking_uri(default_dir: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI``, else the SQLite store in :func:`data_dir` (``default_dir`` standing in
+    for the working directory's ``.deeprl/``)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir(default_dir) / 'mlflow.db'}"
 
 
 def _check_local_writable(path: Path, what: str) -> None:
