@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlparse
 
 from core_rl.common.errors import RunInterrupted, TrackingError
-from core_rl.common.tracking import MLflowTracker, flatten
+from core_rl.common.tracking import MLflowTracker
 
 # ---- the store ---------------------------------------------------------------------------------
 
