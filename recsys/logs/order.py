@@ -56,22 +56,6 @@ class SortStats:
         return {"rows": self.rows, "runs": self.runs, "merge_batch": self.merge_batch, "peak_rows": self.peak_rows}
 
 
-@dataclass(frozen=True)
-class OutOfOrder:
-    """The first row whose key is smaller than the row before it."""
-
-    row: int
-    session_id: int
-    step: int
-    prev_row: int
-    prev_session_id: int
-    prev_step: int
-
-    def message(self) -> str:
-        return (f"row {self.row} (session_id {self.session_id}, step {self.step}) comes after row {self.prev_row} "
-                f"(session_id {self.prev_session_id}, step {self.prev_step})")
-
-
 def _keys(batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(session_id, step) as int64 with nulls as +∞ (sorted last), and the null mask."""
     out = []
@@ -85,33 +69,94 @@ def _keys(batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, np.ndarray, np.
     return out[0], out[1], nulls
 
 
-def first_out_of_order(batches: Iterator[pa.RecordBatch]) -> OutOfOrder | None:
-    """One streaming pass over ``(session_id, step)`` batches: the first row out of key order, or None.
+@dataclass(frozen=True)
+class OutOfOrder:
+    """The first row that breaks the order: a step smaller than the one before it in its session,
+    or a session that comes back after other sessions began (``reason`` says which)."""
 
+    row: int
+    session_id: int
+    step: int
+    prev_row: int
+    reason: str    # "step" | "session" | "key"
+
+    def message(self) -> str:
+        if self.reason == "step":
+            return (f"row {self.row} (session_id {self.session_id}, step {self.step}) comes after a later step of "
+                    f"its session at row {self.prev_row}")
+        if self.reason == "session":
+            return (f"row {self.row} (session_id {self.session_id}, step {self.step}) comes back to a session "
+                    f"that other sessions interrupted (it started at row {self.prev_row})")
+        return (f"row {self.row} (session_id {self.session_id}, step {self.step}) has a smaller (session_id, step) "
+                f"than row {self.prev_row}")
+
+
+def first_out_of_order(batches: Iterator[pa.RecordBatch], max_sessions: int = 1 << 20) -> OutOfOrder | None:
+    """One streaming pass over ``(session_id, step)`` batches: None when the rows can be used as they
+    are, else the first row that breaks the order.
+
+    Usable as is: rows sorted by ``(session_id, step)``, or — what generated logs and most session
+    exports are — every session's rows contiguous and in step order (session ids in any order).
+    Contiguity is checked by remembering the first row and id of each run of one session
+    (24 bytes a session: its id, first row and step) for at most ``max_sessions`` sessions; a log with more sessions that is not
+    sorted by ``(session_id, step)`` is reported as out of order (sorting it is always correct).
     Rows with a null key are skipped (they are quarantined); equal keys are not out of order (the
-    duplicate rule reports them). Memory: one batch of the two key columns.
+    duplicate rule reports them). Memory: one batch of the two key columns plus the run starts.
     """
     first = 0
     prev: tuple[int, int, int] | None = None   # (row, session, step) of the last non-null row
+    first_step_back: tuple[int, int, int, int] | None = None   # (row, session, step, prev row)
+    first_key_back: tuple[int, int, int, int] | None = None
+    start_ids: list[np.ndarray] = []
+    start_rows: list[np.ndarray] = []
+    start_steps: list[np.ndarray] = []
+    n_starts = 0
     for batch in batches:
         n = batch.num_rows
         s, t, nulls = _keys(batch)
-        rows = np.flatnonzero(~nulls)
-        s, t = s[rows], t[rows]
-        if prev is not None:
-            s, t = np.r_[prev[1], s], np.r_[prev[2], t]
-            rows = np.r_[prev[0] - first, rows]
-        if len(s) > 1:
-            bad = (s[1:] < s[:-1]) | ((s[1:] == s[:-1]) & (t[1:] < t[:-1]))
-            hit = np.flatnonzero(bad)
-            if len(hit):
-                i = int(hit[0]) + 1
-                return OutOfOrder(first + int(rows[i]), int(s[i]), int(t[i]),
-                                  first + int(rows[i - 1]), int(s[i - 1]), int(t[i - 1]))
-        if len(s):
-            prev = (first + int(rows[-1]), int(s[-1]), int(t[-1]))
+        rows = first + np.flatnonzero(~nulls)
+        s, t = s[~nulls], t[~nulls]
         first += n
-    return None
+        if not len(s):
+            continue
+        if prev is not None:
+            s, t, rows = np.r_[prev[1], s], np.r_[prev[2], t], np.r_[prev[0], rows]
+            new_run = np.r_[False, s[1:] != s[:-1]]
+        else:
+            new_run = np.r_[True, s[1:] != s[:-1]]
+        same = s[1:] == s[:-1]
+        step_back = np.flatnonzero(same & (t[1:] < t[:-1]))
+        if first_step_back is None and len(step_back):
+            i = int(step_back[0]) + 1
+            first_step_back = (int(rows[i]), int(s[i]), int(t[i]), int(rows[i - 1]))
+        key_back = np.flatnonzero((s[1:] < s[:-1]) | (same & (t[1:] < t[:-1])))
+        if first_key_back is None and len(key_back):
+            i = int(key_back[0]) + 1
+            first_key_back = (int(rows[i]), int(s[i]), int(t[i]), int(rows[i - 1]))
+        if n_starts <= max_sessions:
+            idx = np.flatnonzero(new_run)
+            start_ids.append(s[idx])
+            start_rows.append(rows[idx])
+            start_steps.append(t[idx])
+            n_starts += len(idx)
+        prev = (int(rows[-1]), int(s[-1]), int(t[-1]))
+    if first_key_back is None:
+        return None   # sorted by (session_id, step)
+    found: list[OutOfOrder] = []
+    if first_step_back is not None:
+        found.append(OutOfOrder(*first_step_back, reason="step"))
+    if n_starts > max_sessions:
+        found.append(OutOfOrder(*first_key_back, reason="key"))
+    elif start_ids:
+        ids, srows = np.concatenate(start_ids), np.concatenate(start_rows)
+        order = np.argsort(ids, kind="stable")
+        again = np.flatnonzero(ids[order][1:] == ids[order][:-1]) + 1   # a later run of the same session
+        if len(again):
+            j = int(again[np.argmin(srows[order][again])])
+            row = int(srows[order][j])
+            step = int(np.concatenate(start_steps)[order][j])
+            found.append(OutOfOrder(row, int(ids[order][j]), step, int(srows[order][j - 1]), reason="session"))
+    return min(found, key=lambda o: o.row) if found else None
 
 
 def _sorted_run(tables: list[pa.Table], first_row: int) -> pa.Table:
