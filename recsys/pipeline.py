@@ -157,26 +157,50 @@ def simulate_logs(out: str | Path, env_id: str = "recsys/InterestEvolution-v0", 
 
 
 # ---- ingest ----------------------------------------------------------------------------------------
-def ingest(source: str | Path, out: str | Path, quarantine: str | Path | None = None, strict: bool = False,
-           num_candidates: int | None = None, estimate: str = "auto", tracking_uri: str | None = None,
-           experiment: str = EXPERIMENT, track: bool = True, seed: int = 0) -> Any:
+def ingested_path(source: str | Path) -> Path:
+    """Where a log ingested without ``--out`` goes: ``<data folder>/recsys/ingested/<name>-<hash>.parquet``
+    (the data folder of :func:`core_rl.common.runs.data_dir`; the hash is of the source's absolute
+    path, so two sources never share an output). Nothing is written beside the user's input."""
+    import hashlib
+
+    from core_rl.common.runs import data_dir
+
+    src = Path(source).resolve()
+    digest = hashlib.sha1(str(src).encode()).hexdigest()[:10]
+    name = src.name[: -len(".parquet")] if src.name.endswith(".parquet") else src.name
+    return data_dir() / "recsys" / "ingested" / f"{name}-{digest}.parquet"
+
+
+def ingest(source: str | Path, out: str | Path | None = None, quarantine: str | Path | None = None,
+           strict: bool = False, num_candidates: int | None = None, estimate: str = "auto",
+           tracking_uri: str | None = None, experiment: str = EXPERIMENT, track: bool = True, seed: int = 0,
+           require_sorted: bool = False, chunk_rows: int = 65_536) -> Any:
     """Validate and normalise a user's log (:func:`recsys.logs.ingest_logs`), recorded as one MLflow run.
 
-    The log is ingested first: a log that cannot be ingested (missing, unreadable, or with bad rows
+    ``source``: a parquet file or a directory of parquet files (a partitioned export). The clean log
+    goes to ``out`` (default :func:`ingested_path`, under the data folder) and the quarantine beside
+    it. Rows out of (session_id, step) order are sorted (``require_sorted``: refused instead). The
+    log is ingested first: a log that cannot be ingested (missing, unreadable, or with bad rows
     under ``strict``) raises and creates no run."""
     from recsys.logs import ingest_logs
 
     configure_torch(1)
-    if isinstance(source, (str, Path)) and not Path(source).is_file():
+    if isinstance(source, (str, Path)) and not Path(source).exists():
         raise ConfigError(f"log file '{source}' does not exist")
+    if out is None:
+        if not isinstance(source, (str, Path)):
+            raise ConfigError("out: give an output path for a log that is not a file")
+        out = ingested_path(source)
     if track:
         setup_tracking(tracking_uri)  # an unusable store fails before the work
     report = ingest_logs(source, out, quarantine, strict=strict, num_candidates=num_candidates,
-                         estimate=estimate, seed=seed)
+                         estimate=estimate, seed=seed, chunk_rows=chunk_rows,
+                         order="require" if require_sorted else "sort")
     if not track:
         return report
     with tracked_run(experiment, run_name="ingest", tracking_uri=tracking_uri, tags={"recsys_command": "ingest"},
-                     params={"source": str(source), "out": str(out), "strict": strict, "estimate": estimate}) as run:
+                     params={"source": str(source), "out": str(out), "strict": strict, "estimate": estimate,
+                             "require_sorted": require_sorted}) as run:
         run.log_metrics(report.metrics(), step=0)
         with tempfile.TemporaryDirectory(prefix="recsys-ingest-") as tmp:
             txt = Path(tmp) / "ingest_report.txt"
@@ -187,21 +211,24 @@ def ingest(source: str | Path, out: str | Path, quarantine: str | Path | None = 
 
 
 def _open_logs(path: str | Path, chunk_rows: int, oracle: bool = False, seed: int = 0) -> tuple[Any, list[str]]:
-    """A reader on ``path``; a file without our metadata is ingested first (beside it)."""
+    """A reader on ``path``; a file without our metadata, or a directory of parquet files, is
+    ingested first (into :func:`ingested_path`, under the data folder — never beside the input)."""
     from recsys.logs import LogReader, ingest_logs, read_meta
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"log file '{path}' does not exist")
     notes: list[str] = []
-    try:
-        meta = read_meta(path)
-    except Exception as exc:
-        from recsys.logs import LogSchemaError
+    meta = None
+    if path.is_file():
+        try:
+            meta = read_meta(path)
+        except Exception as exc:
+            from recsys.logs import LogSchemaError
 
-        raise LogSchemaError(f"'{path}' is not a parquet log: {exc}") from None
+            raise LogSchemaError(f"'{path}' is not a parquet log: {exc}") from None
     if meta is None:
-        clean = path.with_name(path.stem + ".clean.parquet")
+        clean = ingested_path(path)
         report = ingest_logs(path, clean, chunk_rows=chunk_rows, seed=seed)
         notes += report.lines()
         path = clean
@@ -485,5 +512,5 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
 
 
 __all__ = ["EXPERIMENT", "OFFLINE_ALGOS", "LOGGING_POLICIES", "check_simulator", "make_simulator",
-           "make_simulator_like", "make_logging_policy", "popularity_from_rollout", "simulate_logs", "ingest",
+           "make_simulator_like", "make_logging_policy", "popularity_from_rollout", "simulate_logs", "ingest", "ingested_path",
            "TrainedPolicy", "check_train_config", "train_policy_from_logs", "train", "evaluate"]
