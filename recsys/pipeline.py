@@ -37,6 +37,7 @@ OFFLINE_ALGOS: dict[str, str] = {
     "random": "uniform random slates",
 }
 LOGGING_POLICIES = ("random", "popularity", "epsilon_popularity", "myopic", "epsilon_myopic")
+ONLINE_SEED_OFFSET = 10_000   # online evaluation seed = seed + this, in train and evaluate alike
 
 
 # ---- simulators ------------------------------------------------------------------------------------
@@ -111,6 +112,27 @@ def make_logging_policy(name: str, env: Any, epsilon: float = 0.3, seed: int = 0
     raise ConfigError(f"unknown logging policy '{name}'; known: {', '.join(LOGGING_POLICIES)}")
 
 
+def freeze_corpus(env: Any, seed: int | None = None) -> Any:
+    """``env`` with its current frozen corpus (NG twin) fixed, so that ``reset(seed=…)`` keeps it;
+    simulators without a corpus are returned as they are."""
+    base = getattr(env, "unwrapped", env)
+    corpus = getattr(base, "corpus", None)
+    if corpus is None or getattr(base, "_fixed_corpus", None) is not None:
+        return env
+    return type(base)(base.num_envs, config=base.config, seed=seed, corpus=corpus)
+
+
+def online_simulator(reader: Any, env_id: str | None, env_config: Mapping[str, Any] | None, num_envs: int,
+                     seed: int) -> tuple[Any, str | None]:
+    """The simulator ``--online`` runs in, and its id: ``env_id`` (with ``env_config``) when given,
+    else the one recorded in the log's metadata, rebuilt exactly (config and, for the NG twin, the
+    logged corpus: :meth:`recsys.logs.LogMeta.make_env`)."""
+    if env_id is not None:
+        return make_simulator(env_id, num_envs, seed, env_config), env_id
+    meta = reader.meta
+    return meta.make_env(num_envs, seed), meta.env_id or _env_id_of_kind(meta.env_kind)
+
+
 def make_simulator_like(env: Any, num_envs: int, seed: int) -> Any:
     base = getattr(env, "unwrapped", env)
     corpus = getattr(base, "_fixed_corpus", None)
@@ -128,7 +150,8 @@ def simulate_logs(out: str | Path, env_id: str = "recsys/InterestEvolution-v0", 
 
     configure_torch(1)
     set_seed(seed)
-    env = make_simulator(env_id, num_envs, seed, env_config)
+    # the NG twin's corpus is fixed first: the logging policy's warm-up, the log and its metadata share it
+    env = freeze_corpus(make_simulator(env_id, num_envs, seed, env_config), seed)
     logging_policy = make_logging_policy(policy, env, epsilon, seed)
 
     def body(run: Any | None) -> dict[str, Any]:
@@ -381,7 +404,8 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
     sim_id, sim_cfg, reader = env_id, dict(env_config or {}), None
     if logs is not None:
         reader, notes = _open_logs(logs, chunk_rows, seed=seed)
-        if (online or env_id is not None) and env_id is None:
+        if online and env_id is None:
+            reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
     name = f"train-{algo}" + ("-online" if logs is None else "")
@@ -411,13 +435,14 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
                        "training_curve.png")
         result: dict[str, Any] = {"run_id": run.run_id, "algo": algo, "policy": policy.describe(), "notes": notes}
         if sim_id is not None:
-            env = make_simulator(sim_id, min(eval_sessions, 500), seed + 10_000, sim_cfg)
-            online_res = evaluate_online(env, policy, eval_sessions, seed=seed + 10_000)
+            eval_seed = seed + ONLINE_SEED_OFFSET
+            env, _ = online_simulator(reader, env_id, sim_cfg, min(eval_sessions, 500), eval_seed)
+            online_res = evaluate_online(env, policy, eval_sessions, seed=eval_seed)
             metrics = online_res.metrics("online.")
             curves = {policy.describe(): online_res.step_curve}
             lp = reader.meta.logging_policy_object() if reader is not None else None
             if lp is not None:
-                base = evaluate_online(env, lp, eval_sessions, seed=seed + 10_000)
+                base = evaluate_online(env, lp, eval_sessions, seed=eval_seed)
                 metrics.update(base.metrics("online.logging."))
                 curves[f"logging: {lp.describe()}"] = base.step_curve
             run.log_metrics(metrics, step=0)
@@ -474,6 +499,7 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
     if logs is not None:
         reader, notes = _open_logs(logs, chunk_rows, oracle=True, seed=seed)
         if online and env_id is None:
+            reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
     with tracked_run(experiment, run_name="evaluate", tracking_uri=tracking_uri,
@@ -497,8 +523,9 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
             out["notes"] = out["notes"] + ope.notes
         online_step = None
         if sim_id is not None:
-            env = make_simulator(sim_id, min(sessions, 500), seed + 20_000, sim_cfg)
-            res = evaluate_online(env, policy, sessions, seed=seed + 20_000)
+            eval_seed = seed + ONLINE_SEED_OFFSET   # the seed train --online uses: the same value for a model
+            env, _ = online_simulator(reader, env_id, sim_cfg, min(sessions, 500), eval_seed)
+            res = evaluate_online(env, policy, sessions, seed=eval_seed)
             run.log_metrics(res.metrics("online."), step=0)
             online_step = res.per_step
             out["online"] = res.metrics()
@@ -511,6 +538,7 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
         return out
 
 
-__all__ = ["EXPERIMENT", "OFFLINE_ALGOS", "LOGGING_POLICIES", "check_simulator", "make_simulator",
-           "make_simulator_like", "make_logging_policy", "popularity_from_rollout", "simulate_logs", "ingest", "ingested_path",
-           "TrainedPolicy", "check_train_config", "train_policy_from_logs", "train", "evaluate"]
+__all__ = ["EXPERIMENT", "OFFLINE_ALGOS", "LOGGING_POLICIES", "ONLINE_SEED_OFFSET", "check_simulator",
+           "make_simulator", "make_simulator_like", "freeze_corpus", "online_simulator", "make_logging_policy",
+           "popularity_from_rollout", "simulate_logs", "ingest", "ingested_path", "TrainedPolicy",
+           "check_train_config", "train_policy_from_logs", "train", "evaluate"]
