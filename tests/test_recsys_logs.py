@@ -253,7 +253,6 @@ def test_rows_out_of_step_order_are_found_and_bad_rows_keep_their_source_row(ng_
 
 def test_external_sort_orders_by_session_step_and_source_row_in_bounded_batches(tmp_path):
     import pyarrow as pa
-
     from recsys.logs.order import SOURCE_ROW, SortStats, external_sort
 
     rng = np.random.default_rng(0)
