@@ -133,6 +133,13 @@ def online_simulator(reader: Any, env_id: str | None, env_config: Mapping[str, A
     return meta.make_env(num_envs, seed), meta.env_id or _env_id_of_kind(meta.env_kind)
 
 
+def _corpus_note(meta: Any) -> list[str]:
+    if meta.env_kind == "ng" and meta.env_corpus is None:
+        return ["note: this log does not record its NG corpus (written before env_corpus): --online draws a "
+                "new corpus, unlike the logged one"]
+    return []
+
+
 def make_simulator_like(env: Any, num_envs: int, seed: int) -> Any:
     base = getattr(env, "unwrapped", env)
     corpus = getattr(base, "_fixed_corpus", None)
@@ -406,6 +413,7 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
         reader, notes = _open_logs(logs, chunk_rows, seed=seed)
         if online and env_id is None:
             reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
+            notes += _corpus_note(reader.meta)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
     name = f"train-{algo}" + ("-online" if logs is None else "")
@@ -500,6 +508,7 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
         reader, notes = _open_logs(logs, chunk_rows, oracle=True, seed=seed)
         if online and env_id is None:
             reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
+            notes += _corpus_note(reader.meta)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
     with tracked_run(experiment, run_name="evaluate", tracking_uri=tracking_uri,
