@@ -2,7 +2,8 @@
 
     deeprl recsys simulate-logs --env recsys/InterestEvolution-v0 --sessions 2000 --policy epsilon_popularity \\
                                 --epsilon 0.3 --out logs.parquet [--env-set num_candidates=10 ...]
-    deeprl recsys ingest   --logs raw.parquet --out clean.parquet [--strict] [--num-candidates C]
+    deeprl recsys ingest   --logs raw.parquet|raw_dir/ [--out clean.parquet] [--strict] [--num-candidates C]
+                           [--require-sorted]
     deeprl recsys train    --logs logs.parquet --algo topk_reinforce [--set k=v ...] [--online] [--register NAME]
     deeprl recsys train    --env recsys/RecSimInterestEvolution-v0 --algo slateq --steps 200000   (online SlateQ)
     deeprl recsys evaluate --model MODEL_URI | --run RUN_ID  [--logs logs.parquet] [--online | --env ID]
@@ -57,12 +58,15 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(s)
 
     i = sub.add_parser("ingest", help="validate a log, quarantine bad rows, estimate missing propensities")
-    i.add_argument("--logs", required=True)
-    i.add_argument("--out", required=True)
+    i.add_argument("--logs", required=True, help="a parquet file or a directory of parquet files")
+    i.add_argument("--out", default=None,
+                   help="clean log (default: <data folder>/recsys/ingested/NAME-HASH.parquet; never beside --logs)")
     i.add_argument("--quarantine", default=None)
     i.add_argument("--strict", action="store_true", help="fail with every problem instead of quarantining")
     i.add_argument("--num-candidates", type=int, default=None)
     i.add_argument("--estimate", default="auto", choices=["auto", "always", "never"])
+    i.add_argument("--require-sorted", action="store_true",
+                   help="refuse rows out of (session_id, step) order instead of sorting them")
     common(i)
 
     t = sub.add_parser("train", help="train a slate policy from logs (or SlateQ online), log and register it")
@@ -114,7 +118,7 @@ def cmd_recsys(args: argparse.Namespace) -> int:
         return 0
     if cmd == "ingest":
         rep = ingest(args.logs, args.out, args.quarantine, args.strict, args.num_candidates, args.estimate,
-                     args.tracking_uri, args.experiment, seed=args.seed)
+                     args.tracking_uri, args.experiment, seed=args.seed, require_sorted=args.require_sorted)
         _print({"rows_in": rep.rows_in, "rows_clean": rep.rows_clean, "rows_quarantined": rep.rows_quarantined,
                 "problems": [p.message() for p in rep.problems], "output": str(rep.output),
                 "quarantine": str(rep.quarantine) if rep.rows_quarantined else None,

@@ -37,6 +37,7 @@ OFFLINE_ALGOS: dict[str, str] = {
     "random": "uniform random slates",
 }
 LOGGING_POLICIES = ("random", "popularity", "epsilon_popularity", "myopic", "epsilon_myopic")
+ONLINE_SEED_OFFSET = 10_000   # online evaluation seed = seed + this, in train and evaluate alike
 
 
 # ---- simulators ------------------------------------------------------------------------------------
@@ -111,6 +112,34 @@ def make_logging_policy(name: str, env: Any, epsilon: float = 0.3, seed: int = 0
     raise ConfigError(f"unknown logging policy '{name}'; known: {', '.join(LOGGING_POLICIES)}")
 
 
+def freeze_corpus(env: Any, seed: int | None = None) -> Any:
+    """``env`` with its current frozen corpus (NG twin) fixed, so that ``reset(seed=…)`` keeps it;
+    simulators without a corpus are returned as they are."""
+    base = getattr(env, "unwrapped", env)
+    corpus = getattr(base, "corpus", None)
+    if corpus is None or getattr(base, "_fixed_corpus", None) is not None:
+        return env
+    return type(base)(base.num_envs, config=base.config, seed=seed, corpus=corpus)
+
+
+def online_simulator(reader: Any, env_id: str | None, env_config: Mapping[str, Any] | None, num_envs: int,
+                     seed: int) -> tuple[Any, str | None]:
+    """The simulator ``--online`` runs in, and its id: ``env_id`` (with ``env_config``) when given,
+    else the one recorded in the log's metadata, rebuilt exactly (config and, for the NG twin, the
+    logged corpus: :meth:`recsys.logs.LogMeta.make_env`)."""
+    if env_id is not None:
+        return make_simulator(env_id, num_envs, seed, env_config), env_id
+    meta = reader.meta
+    return meta.make_env(num_envs, seed), meta.env_id or _env_id_of_kind(meta.env_kind)
+
+
+def _corpus_note(meta: Any) -> list[str]:
+    if meta.env_kind == "ng" and meta.env_corpus is None:
+        return ["note: this log does not record its NG corpus (written before env_corpus): --online draws a "
+                "new corpus, unlike the logged one"]
+    return []
+
+
 def make_simulator_like(env: Any, num_envs: int, seed: int) -> Any:
     base = getattr(env, "unwrapped", env)
     corpus = getattr(base, "_fixed_corpus", None)
@@ -128,7 +157,8 @@ def simulate_logs(out: str | Path, env_id: str = "recsys/InterestEvolution-v0", 
 
     configure_torch(1)
     set_seed(seed)
-    env = make_simulator(env_id, num_envs, seed, env_config)
+    # the NG twin's corpus is fixed first: the logging policy's warm-up, the log and its metadata share it
+    env = freeze_corpus(make_simulator(env_id, num_envs, seed, env_config), seed)
     logging_policy = make_logging_policy(policy, env, epsilon, seed)
 
     def body(run: Any | None) -> dict[str, Any]:
@@ -157,26 +187,50 @@ def simulate_logs(out: str | Path, env_id: str = "recsys/InterestEvolution-v0", 
 
 
 # ---- ingest ----------------------------------------------------------------------------------------
-def ingest(source: str | Path, out: str | Path, quarantine: str | Path | None = None, strict: bool = False,
-           num_candidates: int | None = None, estimate: str = "auto", tracking_uri: str | None = None,
-           experiment: str = EXPERIMENT, track: bool = True, seed: int = 0) -> Any:
+def ingested_path(source: str | Path) -> Path:
+    """Where a log ingested without ``--out`` goes: ``<data folder>/recsys/ingested/<name>-<hash>.parquet``
+    (the data folder of :func:`core_rl.common.runs.data_dir`; the hash is of the source's absolute
+    path, so two sources never share an output). Nothing is written beside the user's input."""
+    import hashlib
+
+    from core_rl.common.runs import data_dir
+
+    src = Path(source).resolve()
+    digest = hashlib.sha1(str(src).encode()).hexdigest()[:10]
+    name = src.name[: -len(".parquet")] if src.name.endswith(".parquet") else src.name
+    return data_dir() / "recsys" / "ingested" / f"{name}-{digest}.parquet"
+
+
+def ingest(source: str | Path, out: str | Path | None = None, quarantine: str | Path | None = None,
+           strict: bool = False, num_candidates: int | None = None, estimate: str = "auto",
+           tracking_uri: str | None = None, experiment: str = EXPERIMENT, track: bool = True, seed: int = 0,
+           require_sorted: bool = False, chunk_rows: int = 65_536) -> Any:
     """Validate and normalise a user's log (:func:`recsys.logs.ingest_logs`), recorded as one MLflow run.
 
-    The log is ingested first: a log that cannot be ingested (missing, unreadable, or with bad rows
+    ``source``: a parquet file or a directory of parquet files (a partitioned export). The clean log
+    goes to ``out`` (default :func:`ingested_path`, under the data folder) and the quarantine beside
+    it. Rows out of (session_id, step) order are sorted (``require_sorted``: refused instead). The
+    log is ingested first: a log that cannot be ingested (missing, unreadable, or with bad rows
     under ``strict``) raises and creates no run."""
     from recsys.logs import ingest_logs
 
     configure_torch(1)
-    if isinstance(source, (str, Path)) and not Path(source).is_file():
+    if isinstance(source, (str, Path)) and not Path(source).exists():
         raise ConfigError(f"log file '{source}' does not exist")
+    if out is None:
+        if not isinstance(source, (str, Path)):
+            raise ConfigError("out: give an output path for a log that is not a file")
+        out = ingested_path(source)
     if track:
         setup_tracking(tracking_uri)  # an unusable store fails before the work
     report = ingest_logs(source, out, quarantine, strict=strict, num_candidates=num_candidates,
-                         estimate=estimate, seed=seed)
+                         estimate=estimate, seed=seed, chunk_rows=chunk_rows,
+                         order="require" if require_sorted else "sort")
     if not track:
         return report
     with tracked_run(experiment, run_name="ingest", tracking_uri=tracking_uri, tags={"recsys_command": "ingest"},
-                     params={"source": str(source), "out": str(out), "strict": strict, "estimate": estimate}) as run:
+                     params={"source": str(source), "out": str(out), "strict": strict, "estimate": estimate,
+                             "require_sorted": require_sorted}) as run:
         run.log_metrics(report.metrics(), step=0)
         with tempfile.TemporaryDirectory(prefix="recsys-ingest-") as tmp:
             txt = Path(tmp) / "ingest_report.txt"
@@ -187,21 +241,24 @@ def ingest(source: str | Path, out: str | Path, quarantine: str | Path | None = 
 
 
 def _open_logs(path: str | Path, chunk_rows: int, oracle: bool = False, seed: int = 0) -> tuple[Any, list[str]]:
-    """A reader on ``path``; a file without our metadata is ingested first (beside it)."""
+    """A reader on ``path``; a file without our metadata, or a directory of parquet files, is
+    ingested first (into :func:`ingested_path`, under the data folder — never beside the input)."""
     from recsys.logs import LogReader, ingest_logs, read_meta
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"log file '{path}' does not exist")
     notes: list[str] = []
-    try:
-        meta = read_meta(path)
-    except Exception as exc:
-        from recsys.logs import LogSchemaError
+    meta = None
+    if path.is_file():
+        try:
+            meta = read_meta(path)
+        except Exception as exc:
+            from recsys.logs import LogSchemaError
 
-        raise LogSchemaError(f"'{path}' is not a parquet log: {exc}") from None
+            raise LogSchemaError(f"'{path}' is not a parquet log: {exc}") from None
     if meta is None:
-        clean = path.with_name(path.stem + ".clean.parquet")
+        clean = ingested_path(path)
         report = ingest_logs(path, clean, chunk_rows=chunk_rows, seed=seed)
         notes += report.lines()
         path = clean
@@ -354,7 +411,9 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
     sim_id, sim_cfg, reader = env_id, dict(env_config or {}), None
     if logs is not None:
         reader, notes = _open_logs(logs, chunk_rows, seed=seed)
-        if (online or env_id is not None) and env_id is None:
+        if online and env_id is None:
+            reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
+            notes += _corpus_note(reader.meta)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
     name = f"train-{algo}" + ("-online" if logs is None else "")
@@ -384,13 +443,14 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
                        "training_curve.png")
         result: dict[str, Any] = {"run_id": run.run_id, "algo": algo, "policy": policy.describe(), "notes": notes}
         if sim_id is not None:
-            env = make_simulator(sim_id, min(eval_sessions, 500), seed + 10_000, sim_cfg)
-            online_res = evaluate_online(env, policy, eval_sessions, seed=seed + 10_000)
+            eval_seed = seed + ONLINE_SEED_OFFSET
+            env, _ = online_simulator(reader, env_id, sim_cfg, min(eval_sessions, 500), eval_seed)
+            online_res = evaluate_online(env, policy, eval_sessions, seed=eval_seed)
             metrics = online_res.metrics("online.")
             curves = {policy.describe(): online_res.step_curve}
             lp = reader.meta.logging_policy_object() if reader is not None else None
             if lp is not None:
-                base = evaluate_online(env, lp, eval_sessions, seed=seed + 10_000)
+                base = evaluate_online(env, lp, eval_sessions, seed=eval_seed)
                 metrics.update(base.metrics("online.logging."))
                 curves[f"logging: {lp.describe()}"] = base.step_curve
             run.log_metrics(metrics, step=0)
@@ -447,6 +507,8 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
     if logs is not None:
         reader, notes = _open_logs(logs, chunk_rows, oracle=True, seed=seed)
         if online and env_id is None:
+            reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
+            notes += _corpus_note(reader.meta)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
     with tracked_run(experiment, run_name="evaluate", tracking_uri=tracking_uri,
@@ -470,8 +532,9 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
             out["notes"] = out["notes"] + ope.notes
         online_step = None
         if sim_id is not None:
-            env = make_simulator(sim_id, min(sessions, 500), seed + 20_000, sim_cfg)
-            res = evaluate_online(env, policy, sessions, seed=seed + 20_000)
+            eval_seed = seed + ONLINE_SEED_OFFSET   # the seed train --online uses: the same value for a model
+            env, _ = online_simulator(reader, env_id, sim_cfg, min(sessions, 500), eval_seed)
+            res = evaluate_online(env, policy, sessions, seed=eval_seed)
             run.log_metrics(res.metrics("online."), step=0)
             online_step = res.per_step
             out["online"] = res.metrics()
@@ -484,6 +547,7 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
         return out
 
 
-__all__ = ["EXPERIMENT", "OFFLINE_ALGOS", "LOGGING_POLICIES", "check_simulator", "make_simulator",
-           "make_simulator_like", "make_logging_policy", "popularity_from_rollout", "simulate_logs", "ingest",
-           "TrainedPolicy", "check_train_config", "train_policy_from_logs", "train", "evaluate"]
+__all__ = ["EXPERIMENT", "OFFLINE_ALGOS", "LOGGING_POLICIES", "ONLINE_SEED_OFFSET", "check_simulator",
+           "make_simulator", "make_simulator_like", "freeze_corpus", "online_simulator", "make_logging_policy",
+           "popularity_from_rollout", "simulate_logs", "ingest", "ingested_path", "TrainedPolicy",
+           "check_train_config", "train_policy_from_logs", "train", "evaluate"]

@@ -28,46 +28,85 @@ from core_rl.common.errors import CheckpointError, ConfigError
 from recsys.policies import SlateObs, SlatePolicy, load_policy, save_policy
 
 
-def _stack(column: Any, name: str) -> np.ndarray:
-    rows = [np.asarray(v, dtype=np.float32) for v in column]
+def _stack(column: Any, name: str, want: str, dtype: Any = np.float32) -> np.ndarray:
+    """Rows of list column ``name`` as one array; ragged or non-numeric rows name the column and the
+    expected shape (``want``)."""
     try:
-        return np.stack(rows)
-    except ValueError:
-        raise ConfigError(f"input column '{name}' must have lists of one length in every row") from None
+        rows = [np.asarray(v, dtype=dtype) for v in column]
+        return np.stack(rows) if rows else np.zeros((0, 0), dtype=dtype)
+    except (ValueError, TypeError):
+        raise ConfigError(f"input column '{name}' must hold {want} in every row (rows of different shapes "
+                          "or non-numbers)") from None
 
 
 def frame_to_obs(frame: Any, policy: SlatePolicy) -> tuple[SlateObs, np.ndarray | None]:
-    """A request frame (or ``{"user", "doc"}`` dict) as a batch for ``policy``."""
+    """A request frame (or ``{"user", "doc"}`` dict) as a batch for ``policy``.
+
+    A malformed request raises one :class:`ConfigError` naming the column and the shape the model
+    expects (U user features; C·F candidate features, flat row-major or nested [C][F]; C doc ids)."""
     layout = policy.layout
+    if layout is not None:
+        u, c, f = layout.user_dim, layout.num_candidates, layout.doc_dim
+        want_user, want_doc = f"{u} numbers", f"{c * f} numbers (C={c} candidates x F={f} features) or [{c}][{f}] lists"
+        want_ids = f"{c} integers"
+    else:
+        want_user, want_doc, want_ids = "lists of numbers", "[C][F] lists of numbers", "C integers"
     if isinstance(frame, dict):
-        user = torch.as_tensor(np.asarray(frame["user"], dtype=np.float32))
-        doc = torch.as_tensor(np.asarray(frame["doc"], dtype=np.float32))
+        for key in ("user", "doc"):
+            if key not in frame:
+                raise ConfigError(f"input key '{key}' is missing (a dict request has 'user' [N, U] and 'doc' [N, C, F])")
+        try:
+            user = np.asarray(frame["user"], dtype=np.float32)
+            doc = np.asarray(frame["doc"], dtype=np.float32)
+        except (ValueError, TypeError):
+            raise ConfigError("input keys 'user' and 'doc' must be numeric arrays [N, U] and [N, C, F]") from None
+        if doc.ndim != 3 or (layout is not None and doc.shape[1:] != (c, f)):
+            raise ConfigError(f"input key 'doc': expected shape [N, {c if layout else 'C'}, {f if layout else 'F'}], "
+                              f"got {list(doc.shape)}")
+        n_req = doc.shape[0]
+        if (layout is not None and user.size != n_req * u) or (layout is None and user.ndim and user.shape[0] != n_req):
+            raise ConfigError(f"input key 'user': expected shape [{n_req}, {u if layout is not None else 'U'}], "
+                              f"got {list(user.shape)}")
         ids = frame.get("candidate_doc_ids")
-        return SlateObs(user.reshape(doc.shape[0], -1), doc), None if ids is None else np.asarray(ids)
+        return (SlateObs(torch.from_numpy(user.reshape(doc.shape[0], -1)), torch.from_numpy(doc)),
+                None if ids is None else np.asarray(ids))
     if not isinstance(frame, pd.DataFrame):
         raise ConfigError(f"predict takes a DataFrame or a dict, got {type(frame).__name__}")
     for col in ("user_features", "candidate_features"):
         if col not in frame.columns:
             raise ConfigError(f"input column '{col}' is missing (have: {', '.join(map(str, frame.columns))})")
     n = len(frame)
-    user = _stack(frame["user_features"], "user_features").reshape(n, -1)
-    first = np.asarray(frame["candidate_features"].iloc[0], dtype=object)
+    user = _stack(frame["user_features"], "user_features", want_user)
+    user = user.reshape(n, -1) if n else np.zeros((0, u if layout is not None else 0), dtype=np.float32)
+    if layout is not None and user.shape[1] != u:
+        raise ConfigError(f"input column 'user_features': the model expects {want_user} per row, "
+                          f"got {user.shape[1]}")
+    first = np.asarray(frame["candidate_features"].iloc[0], dtype=object) if n else np.zeros(0)
     if first.ndim == 2 or (first.ndim == 1 and len(first) and np.ndim(first[0]) == 1):
-        docs = np.stack([np.stack([np.asarray(r, dtype=np.float32) for r in row])
-                         for row in frame["candidate_features"]])
+        try:
+            docs = np.stack([np.stack([np.asarray(r, dtype=np.float32) for r in row])
+                             for row in frame["candidate_features"]])
+        except (ValueError, TypeError):
+            raise ConfigError(f"input column 'candidate_features': nested rows must all be {want_doc}") from None
+        if layout is not None and docs.shape[1:] != (c, f):
+            raise ConfigError(f"input column 'candidate_features': the model expects {want_doc} per row, "
+                              f"got [{docs.shape[1]}][{docs.shape[2]}] lists")
     else:
-        flat = _stack(frame["candidate_features"], "candidate_features")
         if layout is None:
             raise ConfigError("flat candidate_features need the policy's layout (C, F)")
-        docs = flat.reshape(n, layout.num_candidates, layout.doc_dim)
+        flat = _stack(frame["candidate_features"], "candidate_features", want_doc)
+        width = flat.shape[1] if flat.ndim == 2 else (1 if flat.ndim == 1 else -1)
+        if n and width != c * f:
+            raise ConfigError(f"input column 'candidate_features': the model expects {want_doc} per row, "
+                              f"got {width} numbers")
+        docs = flat.reshape(n, c, f)
     ids = None
     if "candidate_doc_ids" in frame.columns:
-        ids = np.stack([np.asarray(v, dtype=np.int64) for v in frame["candidate_doc_ids"]])
-    if layout is not None and (user.shape[1] != layout.user_dim or docs.shape[1:] != (layout.num_candidates,
-                                                                                       layout.doc_dim)):
-        raise ConfigError(f"the model expects {layout.user_dim} user features and {layout.num_candidates} candidates "
-                          f"of {layout.doc_dim} features, got {user.shape[1]} and {tuple(docs.shape[1:])}")
-    return SlateObs(torch.from_numpy(user), torch.from_numpy(docs),
+        ids = _stack(frame["candidate_doc_ids"], "candidate_doc_ids", want_ids, np.int64)
+        if ids.ndim != 2 or ids.shape[1] != docs.shape[1]:
+            raise ConfigError(f"input column 'candidate_doc_ids': expected {docs.shape[1]} integers per row "
+                              f"(one per candidate), got shape {list(ids.shape[1:])}")
+    return SlateObs(torch.from_numpy(np.ascontiguousarray(user)), torch.from_numpy(np.ascontiguousarray(docs)),
                     None if ids is None else torch.from_numpy(ids)), ids
 
 

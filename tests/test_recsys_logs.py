@@ -185,3 +185,129 @@ def test_random_policy_logs_uniform_propensities(tmp_path):
     assert torch.allclose(chunk.slate_propensity, torch.full((80,), 1 / 20, dtype=torch.float64))
     assert torch.allclose(chunk.position_propensity, torch.full((80, 2), 1 / 5, dtype=torch.float64))
     assert chunk.has_next.sum() == 80 - 16
+
+
+# ---- logs as users have them: unordered rows, partitioned exports, empty files ---------------------
+@pytest.fixture(scope="module")
+def ng_log(tmp_path_factory):
+    """300 sessions x 50 steps of the NG twin (15 000 rows), as written (ordered) and shuffled."""
+    folder = tmp_path_factory.mktemp("ng")
+    env = InterestEvolutionVectorEnv(100, seed=0, num_candidates=10, horizon=50)
+    generate_logs(env, RandomPolicy(10, 2, seed=0), folder / "log.parquet", sessions=300, seed=0)
+    df = read_logs_frame(folder / "log.parquet")
+    shuffled = df.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    shuffled.to_parquet(folder / "shuffled.parquet")
+    return folder, df, shuffled
+
+
+def _sessions_and_rtg(path, gamma=0.9):
+    chunk = LogReader(path, chunk_rows=4096).read_all()
+    return int(chunk.segment.max()) + 1, float(chunk.reward_to_go(gamma).mean())
+
+
+def test_shuffled_log_is_sorted_on_ingestion_within_a_memory_bound(ng_log, tmp_path):
+    folder, df, shuffled = ng_log
+    ordered = ingest_logs(folder / "log.parquet", tmp_path / "ordered.parquet")
+    assert ordered.sort is None  # already in order: not sorted again
+    report = ingest_logs(folder / "shuffled.parquet", tmp_path / "sorted.parquet", chunk_rows=1000)
+    assert report.rows_in == report.rows_clean == 15_000 and report.rows_quarantined == 0
+    # the external sort: 15 sorted runs of 1000 rows, never more than one chunk of rows in memory
+    assert report.sort.runs == 15 and report.sort.rows == 15_000
+    assert 0 < report.sort.peak_rows <= 1000
+    assert report.metrics()["sorted"] == 1.0
+    sessions, rtg = _sessions_and_rtg(tmp_path / "sorted.parquet")
+    want_sessions, want_rtg = _sessions_and_rtg(tmp_path / "ordered.parquet")
+    assert sessions == want_sessions == 300
+    assert rtg == pytest.approx(want_rtg, rel=1e-6)
+    assert read_logs_frame(tmp_path / "sorted.parquet").equals(read_logs_frame(tmp_path / "ordered.parquet"))
+    # refusing instead: one error naming the first out-of-order row of the file
+    with pytest.raises(LogSchemaError) as err:
+        ingest_logs(folder / "shuffled.parquet", tmp_path / "refused.parquet", order="require")
+    text = str(err.value)
+    assert "not ordered by (session_id, step)" in text and text.count("\n") == 0
+    assert not (tmp_path / "refused.parquet").exists()
+
+
+def test_rows_out_of_step_order_are_found_and_bad_rows_keep_their_source_row(ng_log, tmp_path):
+    folder, df, _ = ng_log
+    raw = df.head(200).copy()
+    # swap two steps inside session 0 and break a row: the order check names row 3, the quarantine row 7
+    raw.iloc[[2, 3]] = raw.iloc[[3, 2]].to_numpy()
+    raw.loc[7, "click_position"] = 9
+    raw.to_parquet(tmp_path / "raw.parquet")
+    with pytest.raises(LogSchemaError, match=r"row 3 \(session_id 0, step 2\) comes after a later step"):
+        ingest_logs(tmp_path / "raw.parquet", tmp_path / "x.parquet", order="require")
+    report = ingest_logs(tmp_path / "raw.parquet", tmp_path / "fixed.parquet", chunk_rows=64)
+    assert report.sort is not None and report.rows_quarantined == 1
+    assert [p.message() for p in report.problems] == ["column 'click_position': 1 bad row, outside [-1, 2) "
+                                                      "(first bad row: 7)"]
+    assert pd.read_parquet(report.quarantine)["_source_row"].tolist() == [7]
+    clean = read_logs_frame(tmp_path / "fixed.parquet")
+    assert clean["step"].tolist()[:7] == list(range(7))
+    # a session that comes back after another one began
+    split = pd.concat([df.iloc[:10], df.iloc[50:60], df.iloc[10:50]], ignore_index=True)
+    split.to_parquet(tmp_path / "split.parquet")
+    with pytest.raises(LogSchemaError, match=r"row 20 \(session_id 0, step 10\) comes back to a session"):
+        ingest_logs(tmp_path / "split.parquet", tmp_path / "x.parquet", order="require")
+
+
+def test_external_sort_orders_by_session_step_and_source_row_in_bounded_batches(tmp_path):
+    import pyarrow as pa
+    from recsys.logs.order import SOURCE_ROW, SortStats, external_sort
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    s = rng.integers(0, 40, n)
+    t = rng.integers(0, 30, n)   # many repeated keys: ties keep the source order
+    nulls = rng.random(n) < 0.01
+    table = pa.table({"session_id": pa.array(s, mask=nulls), "step": pa.array(t), "x": pa.array(np.arange(n))})
+    stats = SortStats()
+    out = pa.Table.from_batches(list(external_sort(lambda cols: iter(table.to_batches(max_chunksize=70)),
+                                                   tmp_path / "runs", chunk_rows=100, stats=stats)))
+    assert stats.runs == 30 and stats.peak_rows <= 100 and stats.merge_batch == 3
+    want = np.lexsort((np.arange(n), t, np.where(nulls, np.iinfo(np.int64).max, s)))
+    assert out.column(SOURCE_ROW).to_numpy().tolist() == want.tolist()
+    assert out.column("x").to_numpy().tolist() == want.tolist()
+    assert not list((tmp_path / "runs").iterdir())  # the sorted runs are removed
+
+
+def test_a_partitioned_directory_ingests_to_the_same_log_as_the_file(ng_log, tmp_path):
+    folder, df, shuffled = ng_log
+    parts = tmp_path / "export"
+    for i, piece in enumerate(np.array_split(np.arange(len(shuffled)), 3)):
+        (parts / f"day={i}").mkdir(parents=True)
+        shuffled.iloc[piece].to_parquet(parts / f"day={i}" / "part-0.parquet")
+    a = ingest_logs(parts, tmp_path / "from_dir.parquet", chunk_rows=4000)
+    b = ingest_logs(folder / "log.parquet", tmp_path / "from_file.parquet")
+    assert a.rows_in == b.rows_in == 15_000 and a.rows_quarantined == 0
+    assert read_logs_frame(tmp_path / "from_dir.parquet").equals(read_logs_frame(tmp_path / "from_file.parquet"))
+    assert read_meta(tmp_path / "from_dir.parquet").layout == read_meta(tmp_path / "from_file.parquet").layout
+
+
+def test_an_empty_log_gets_one_message(recsim_log, tmp_path):
+    path, _ = recsim_log
+    empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in read_logs_frame(path).columns})
+    empty.to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(LogSchemaError) as err:
+        ingest_logs(tmp_path / "empty.parquet", tmp_path / "x.parquet")
+    assert str(err.value) == f"log {tmp_path / 'empty.parquet'} has no rows: there is nothing to ingest"
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_the_log_records_the_simulator_it_ran_on(ng_log):
+    """The NG twin's frozen corpus is in the metadata: every rebuilt simulator, whatever its seed,
+    shows the logged documents (doc id → features, quality, length)."""
+    folder, df, _ = ng_log
+    meta = read_meta(folder / "log.parquet")
+    assert meta.env_kind == "ng" and len(meta.env_corpus["doc_id"]) == meta.env_config["num_docs"]
+    ids = np.stack(df["candidate_doc_ids"].to_numpy())
+    docs = np.stack(df["candidate_features"].to_numpy()).reshape(len(df), meta.num_candidates, meta.doc_dim)
+    logged = np.zeros((int(ids.max()) + 1, meta.doc_dim), dtype=np.float32)
+    logged[ids.reshape(-1)] = docs.reshape(-1, meta.doc_dim)
+    for seed in (1, 12345):
+        env = meta.make_env(4, seed=seed)
+        env.reset(seed=seed)
+        corpus = env.corpus
+        table = torch.cat([corpus.features, corpus.quality[:, None], corpus.length[:, None]], 1).numpy()
+        seen = np.unique(ids)
+        assert np.array_equal(table[seen - 1], logged[seen])

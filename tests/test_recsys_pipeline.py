@@ -3,6 +3,7 @@ policy served as a registered pyfunc model (user state + candidates → slate), 
 with one clear error each."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -61,6 +62,14 @@ def test_simulate_train_evaluate_serve(capsys, tracking_uri, tmp_path):
     assert slates.shape == (4, 2) and ((slates >= 0) & (slates < 8)).all() and (slates[:, 0] != slates[:, 1]).all()
     ids = np.stack(df["candidate_doc_ids"].to_numpy())
     assert (np.stack(pred["slate_doc_ids"].to_numpy()) == np.take_along_axis(ids, slates, 1)).all()
+    # a malformed request names the column and the shape the model expects
+    short = df[["user_features", "candidate_features"]].copy()
+    short["candidate_features"] = [np.asarray(v)[:-3].tolist() for v in short["candidate_features"]]
+    with pytest.raises(Exception, match=r"input column 'candidate_features': the model expects 32 numbers "
+                                        r"\(C=8 candidates x F=4 features\) or \[8\]\[4\] lists per row, got 29"):
+        model.predict(short)
+    with pytest.raises(Exception, match="input column 'user_features': the model expects 2 numbers per row, got 3"):
+        model.predict(df[["user_features", "candidate_features"]].assign(user_features=[[0.0, 1.0, 2.0]] * 4))
 
     code, out, err = run_cli(capsys, "recsys", "evaluate", "--model", tr["model_uri"], "--logs", str(logs),
                              "--online", "--sessions", "200", "--bootstrap", "100", "--json",
@@ -76,6 +85,10 @@ def test_simulate_train_evaluate_serve(capsys, tracking_uri, tmp_path):
         assert metric in run.data.metrics, metric
     assert artifacts(client, ev["run_id"], "plots") == ["plots/engagement_curve.png", "plots/ope_estimates.png"]
     assert "ope.json" in artifacts(client, ev["run_id"])
+    # train --online and evaluate --online run the same model in the logged simulator (its corpus
+    # included) with the same seed: the same value
+    assert ev["online"]["session_engagement"] == pytest.approx(tr["online"]["session_engagement"], rel=1e-9)
+    assert ev["online"]["step_engagement"] == pytest.approx(tr["online"]["step_engagement"], rel=1e-9)
 
 
 def test_bad_logs_get_clear_errors_and_bad_rows_are_quarantined(capsys, tracking_uri, tmp_path):
@@ -109,6 +122,58 @@ def test_bad_logs_get_clear_errors_and_bad_rows_are_quarantined(capsys, tracking
     code, _, err = run_cli(capsys, "recsys", "train", "--logs", str(logs), "--algo", "topk_reinforce",
                            "--set", "wrong_field=1", "--tracking-uri", tracking_uri)
     assert code == 2 and "wrong_field" in err
+
+
+def test_online_runs_on_the_logged_corpus(tmp_path):
+    """The simulator --online builds from a log shows the logged documents (NG twin: the frozen corpus)."""
+    from recsys.logs import LogReader
+    from recsys.pipeline import ONLINE_SEED_OFFSET, online_simulator, simulate_logs
+
+    logs = tmp_path / "logs.parquet"
+    simulate_logs(logs, env_config={"num_candidates": 8, "horizon": 5}, sessions=20, num_envs=20, track=False)
+    df = read_logs_frame(logs)
+    ids = np.stack(df["candidate_doc_ids"].to_numpy())
+    docs = np.stack(df["candidate_features"].to_numpy()).reshape(len(df), 8, -1)
+    quality = {int(i): float(q) for i, q in zip(ids.reshape(-1), docs[:, :, -2].reshape(-1))}  # doc id → quality
+    reader = LogReader(logs)
+    for seed in (0, 7):
+        env, sim_id = online_simulator(reader, None, None, 4, seed + ONLINE_SEED_OFFSET)
+        env.reset(seed=seed + ONLINE_SEED_OFFSET)   # evaluate_online resets with its seed
+        assert sim_id == "recsys/InterestEvolution-v0"
+        got = dict(zip(env.corpus.doc_id.tolist(), env.corpus.quality.tolist()))
+        assert all(got[i] == pytest.approx(q, abs=0) for i, q in quality.items())
+
+
+def test_ingest_writes_under_the_data_folder_never_beside_the_input(capsys, tracking_uri, tmp_path):
+    logs = tmp_path / "logs.parquet"
+    assert run_cli(capsys, "recsys", "simulate-logs", *ENV_SET, "--sessions", "20", "--num-envs", "20",
+                   "--out", str(logs), "--no-oracle", "--tracking-uri", tracking_uri)[0] == 0
+    user = tmp_path / "user"
+    user.mkdir()
+    raw = read_logs_frame(logs)
+    raw.loc[3, "click_position"] = 7
+    raw.sample(frac=1.0, random_state=1).to_parquet(user / "raw.parquet")   # unordered, one bad row
+    code, out, err = run_cli(capsys, "recsys", "ingest", "--logs", str(user / "raw.parquet"), "--json",
+                             "--tracking-uri", tracking_uri)
+    assert code == 0, err
+    rep = json.loads(out.strip().splitlines()[-1])
+    store = tmp_path / "store" / "recsys" / "ingested"   # DEEPRL_HOME is tmp_path / "store"
+    assert Path(rep["output"]).parent == store and Path(rep["quarantine"]).parent == store
+    assert rep["rows_quarantined"] == 1 and len(pd.read_parquet(rep["output"])) == len(raw) - 1
+    # train ingests a raw log itself, also under the data folder
+    code, out, err = run_cli(capsys, "recsys", "train", "--logs", str(user / "raw.parquet"), "--algo", "random",
+                             "--json", "--tracking-uri", tracking_uri)
+    assert code == 0, err
+    assert sorted(p.name for p in user.iterdir()) == ["raw.parquet"]   # nothing beside the input
+    # --require-sorted refuses the unordered log with one error naming the row
+    code, _, err = run_cli(capsys, "recsys", "ingest", "--logs", str(user / "raw.parquet"), "--require-sorted",
+                           "--tracking-uri", tracking_uri)
+    assert code == 2 and "not ordered by (session_id, step): row " in err
+    # an empty file: one message
+    raw.iloc[:0].to_parquet(user / "empty.parquet")
+    code, _, err = run_cli(capsys, "recsys", "ingest", "--logs", str(user / "empty.parquet"),
+                           "--tracking-uri", tracking_uri)
+    assert code == 2 and err.strip() == f"error: log {user / 'empty.parquet'} has no rows: there is nothing to ingest"
 
 
 @pytest.mark.parametrize("algo", ["myopic", "popularity"])

@@ -24,10 +24,13 @@ column                     type                      meaning
 =========================  ========================  ==================================================
 
 The file's key-value metadata ``deeprl.recsys`` (:class:`LogMeta`) records the dimensions, the
-feature names, the simulator and config that produced it and the logging policy (kind, spec and
+feature names, the simulator that produced it (config and, for the NG twin, its frozen corpus) and the logging policy (kind, spec and
 state), so evaluation can rebuild both.
 
-**Ingestion** (:func:`ingest_logs`) streams a parquet file (or a DataFrame) in chunks: structural
+**Ingestion** (:func:`ingest_logs`) streams a parquet file, a directory of parquet files (a
+partitioned export) or a DataFrame in chunks. Rows out of ``(session_id, step)`` order are sorted
+by a memory-bounded external sort (:mod:`recsys.logs.order`: sorted runs of ``chunk_rows`` rows
+merged by batches), or refused with one error naming the first out-of-order row. Structural
 problems (a missing column, a column of the wrong type, no way to tell C) raise one
 :class:`LogSchemaError` listing every problem; row problems (nulls, wrong list lengths, non-finite
 features, slate indices out of range or repeated, a click position out of range, negative
@@ -45,13 +48,16 @@ which also lets the reader visit row groups in a shuffled order.
 """
 
 from recsys.logs.generate import GenerateResult, LogWriter, generate_logs
-from recsys.logs.ingest import IngestReport, Problem, ingest_logs
+from recsys.logs.ingest import IngestReport, Problem, ingest_logs, open_source
+from recsys.logs.order import OutOfOrder, SortStats, external_sort, first_out_of_order
 from recsys.logs.propensity import PropensityModel
 from recsys.logs.reader import LogChunk, LogReader, read_logs_frame
-from recsys.logs.schema import COLUMNS, SCHEMA_VERSION, ColumnSpec, LogMeta, LogSchemaError, env_kind_of, read_meta
+from recsys.logs.schema import (COLUMNS, SCHEMA_VERSION, ColumnSpec, LogMeta, LogSchemaError, corpus_from_json,
+                                corpus_to_json, env_corpus_of, env_kind_of, read_meta)
 
 __all__ = [
     "COLUMNS", "ColumnSpec", "LogMeta", "LogSchemaError", "LogWriter", "generate_logs", "GenerateResult",
     "LogChunk", "LogReader", "read_logs_frame", "read_meta", "env_kind_of", "Problem", "IngestReport", "ingest_logs",
-    "PropensityModel", "SCHEMA_VERSION",
+    "PropensityModel", "SCHEMA_VERSION", "open_source", "OutOfOrder", "SortStats", "external_sort",
+    "first_out_of_order", "corpus_to_json", "corpus_from_json", "env_corpus_of",
 ]

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from core_rl.common.errors import ConfigError
 from recsys.policies.types import ObsLayout, SlatePolicy
-from recsys.logs.schema import LogMeta, _fixed, _state_to_json, env_kind_of
+from recsys.logs.schema import LogMeta, _fixed, _state_to_json, env_corpus_of, env_kind_of
 
 
 # ---- generation ----------------------------------------------------------------------------------
@@ -72,7 +72,9 @@ def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int
     """Run ``policy`` in the vector ``env`` for ``sessions`` whole sessions and write the log.
 
     Each of the env's N user slots runs a fixed quota of sessions (so short sessions are not
-    favoured); rows are buffered and written session-complete, sorted by (session, step).
+    favoured); rows are buffered and written session-complete, sorted by (session, step). The
+    metadata records the simulator (id, kind, config and, for the NG twin, the frozen corpus the
+    sessions ran on) so that :meth:`LogMeta.make_env` rebuilds it exactly.
     """
     if sessions < 1:
         raise ConfigError(f"sessions must be positive, got {sessions}")
@@ -84,10 +86,11 @@ def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int
                                     "state": _state_to_json(policy.state()), "description": policy.describe()}
     except (ConfigError, AttributeError, TypeError):
         recorded = {"kind": policy.kind, "description": policy.describe()}
+    obs, info = env.reset(seed=seed)   # before the metadata: a reset may draw the NG twin's corpus
     meta = LogMeta(user_dim=layout.user_dim, num_candidates=layout.num_candidates, doc_dim=layout.doc_dim,
                    slate_size=int(base.slate_size), user_feature_names=list(base.user_feature_names),
                    doc_feature_names=list(base.doc_feature_names), env_id=env_id, env_kind=env_kind_of(env),
-                   env_config=base.config.model_dump(mode="json"),
+                   env_config=base.config.model_dump(mode="json"), env_corpus=env_corpus_of(env),
                    logging_policy=recorded,
                    propensity_source="logged", session_aligned=True, has_oracle=include_oracle)
     n = env.num_envs
@@ -101,7 +104,6 @@ def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int
     total_eng = 0.0
     total_rows = 0
     done_sessions = 0
-    obs, info = env.reset(seed=seed)
     k = int(base.slate_size)
     with LogWriter(path, meta) as writer:
         def flush(final: bool) -> None:

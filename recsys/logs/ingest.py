@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -15,9 +15,11 @@ import pyarrow.parquet as pq
 
 from core_rl.common.errors import ConfigError
 from recsys.logs.generate import LogWriter
+from recsys.logs.order import SOURCE_ROW, SortStats, external_sort, first_out_of_order
 from recsys.logs.propensity import PropensityModel
 from recsys.logs.reader import ORACLE_COLUMNS
-from recsys.logs.schema import COLUMN_BY_NAME, COLUMNS, REQUIRED, LogMeta, LogSchemaError, read_meta
+from recsys.logs.schema import (COLUMN_BY_NAME, COLUMNS, META_KEY, REQUIRED, LogMeta, LogSchemaError,
+                                read_meta)
 
 
 # ---- validation and ingestion --------------------------------------------------------------------
@@ -48,10 +50,14 @@ class IngestReport:
     propensity_nll: float | None = None
     uniform_nll: float | None = None
     meta: LogMeta | None = None
+    sort: SortStats | None = None       # set when the rows had to be sorted
 
     def lines(self) -> list[str]:
         out = [f"{self.rows_in} rows read from {self.source}: {self.rows_clean} clean, "
                f"{self.rows_quarantined} quarantined" + (f" into {self.quarantine}" if self.rows_quarantined else "")]
+        if self.sort is not None:
+            out.append(f"  rows were not ordered by (session_id, step): sorted externally in {self.sort.runs} "
+                       f"run(s), at most {self.sort.peak_rows} rows in memory")
         out += ["  " + p.message() for p in self.problems]
         if self.propensity_source == "estimated":
             out.append(f"  propensities estimated by a Plackett–Luce logging model: NLL {self.propensity_nll:.3f} "
@@ -63,6 +69,9 @@ class IngestReport:
                "rows_quarantined": float(self.rows_quarantined)}
         for p in self.problems:
             out[f"bad_rows.{p.column}"] = out.get(f"bad_rows.{p.column}", 0.0) + p.rows
+        out["sorted"] = float(self.sort is not None)
+        if self.sort is not None:
+            out.update({"sort_runs": float(self.sort.runs), "sort_peak_rows": float(self.sort.peak_rows)})
         return out
 
 
@@ -110,13 +119,15 @@ class _RowChecker:
     def __init__(self) -> None:
         self.problems: dict[tuple[str, str], Problem] = {}
 
-    def add(self, column: str, rule: str, bad: np.ndarray, first_row: int, reasons: list[list[str]]) -> None:
+    def add(self, column: str, rule: str, bad: np.ndarray, rows: np.ndarray, reasons: list[list[str]]) -> None:
+        """``rows``: the source row number of each row of the batch (the first bad row is the smallest)."""
         idx = np.flatnonzero(bad)
         if not len(idx):
             return
         p = self.problems.setdefault((column, rule), Problem(column, rule))
-        if p.rows == 0:
-            p.first_row = first_row + int(idx[0])
+        first = int(rows[idx].min())
+        if p.rows == 0 or first < p.first_row:
+            p.first_row = first
         p.rows += len(idx)
         tag = f"{column}: {rule}"
         for i in idx:
@@ -212,10 +223,11 @@ def _infer_dims(batch: pa.RecordBatch, meta: LogMeta | None, num_candidates: int
     return int(u), int(c), int(f), int(k)  # type: ignore[arg-type]
 
 
-def _validate_batch(batch: pa.RecordBatch, dims: tuple[int, int, int, int], first_row: int,
+def _validate_batch(batch: pa.RecordBatch, dims: tuple[int, int, int, int], first_row: np.ndarray,
                     checker: _RowChecker, prev_key: tuple[int, int] | None
                     ) -> tuple[dict[str, np.ndarray], np.ndarray, list[list[str]]]:
-    """Normalized numpy columns, the bad-row mask and per-row reasons for one batch."""
+    """Normalized numpy columns, the bad-row mask and per-row reasons for one batch (``first_row``: the
+    source row number of each row)."""
     u, c, f, k = dims
     n = batch.num_rows
     reasons: list[list[str]] = [[] for _ in range(n)]
@@ -311,46 +323,103 @@ def _validate_batch(batch: pa.RecordBatch, dims: tuple[int, int, int, int], firs
     return cols, bad, reasons
 
 
-def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None = None, chunk_rows: int = 65_536,
-                strict: bool = False, num_candidates: int | None = None, estimate: str = "auto",
-                propensity_epochs: int = 3, seed: int = 0, meta_overrides: Mapping[str, Any] | None = None
-                ) -> IngestReport:
-    """Validate ``source`` (parquet path or DataFrame) chunk by chunk into a clean, schema-normal log.
+@dataclass
+class _Source:
+    """Where the rows come from: a parquet file, a directory of parquet files or an in-memory table."""
 
-    Bad rows go to ``quarantine`` (default ``<output>.quarantine.parquet``) with ``_source_row`` and
-    ``_problems`` columns. ``strict=True`` raises one :class:`LogSchemaError` listing every problem
-    instead of writing anything. ``estimate``: ``"auto"`` fits a logging-policy model when the logs
-    have no ``slate_propensity``; ``"always"`` replaces logged propensities; ``"never"`` leaves them out.
-    """
+    label: str
+    schema: pa.Schema
+    meta: LogMeta | None
+    total: int
+    batches: Callable[[Sequence[str] | None], Iterator[pa.RecordBatch]]
+
+
+def open_source(source: Any, chunk_rows: int = 65_536) -> _Source:
+    """A parquet file, a directory of parquet files (a partitioned export, read as one log) or a
+    DataFrame, as a re-iterable batch source. A missing path raises :class:`ConfigError`; an
+    unreadable one :class:`LogSchemaError`."""
     import pandas as pd
 
-    if estimate not in ("auto", "always", "never"):
-        raise ConfigError(f"estimate must be auto, always or never, got '{estimate}'")
-    output = Path(output)
-    quarantine = Path(quarantine) if quarantine is not None else output.with_name(output.stem + ".quarantine.parquet")
     if isinstance(source, pd.DataFrame):
         table = pa.Table.from_pandas(source, preserve_index=False)
-        schema, src_meta, total, label = table.schema, None, table.num_rows, "<DataFrame>"
-        batches: Iterator[pa.RecordBatch] = iter(table.to_batches(max_chunksize=chunk_rows))
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"log file '{path}' does not exist")
+        return _Source("<DataFrame>", table.schema, None, table.num_rows,
+                       lambda columns: iter((table.select(list(columns)) if columns else table)
+                                            .to_batches(max_chunksize=chunk_rows)))
+    path = Path(source)
+    if path.is_dir():
+        import pyarrow.dataset as ds
+
         try:
-            pf = pq.ParquetFile(str(path), pre_buffer=False)
+            dataset = ds.dataset(str(path), format="parquet", partitioning="hive",
+                                 exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+            total = dataset.count_rows() if dataset.files else 0
         except (pa.ArrowInvalid, OSError) as exc:
-            raise LogSchemaError(f"'{path}' is not a parquet file: {exc}") from None
-        schema, src_meta, total, label = pf.schema_arrow, read_meta(path), pf.metadata.num_rows, str(path)
-        batches = pf.iter_batches(batch_size=chunk_rows)
+            raise LogSchemaError(f"'{path}' is not a directory of parquet files: {exc}") from None
+        if not dataset.files:
+            raise LogSchemaError(f"log directory '{path}' holds no parquet files")
+        raw = (dataset.schema.metadata or {}).get(META_KEY)
+        meta = None if raw is None else LogMeta.model_validate_json(raw)
+        return _Source(str(path), dataset.schema, meta, total,
+                       lambda columns: dataset.to_batches(columns=list(columns) if columns else None,
+                                                          batch_size=chunk_rows, use_threads=False))
+    if not path.is_file():
+        raise ConfigError(f"log file '{path}' does not exist")
+    try:
+        pf = pq.ParquetFile(str(path), pre_buffer=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LogSchemaError(f"'{path}' is not a parquet file: {exc}") from None
+    return _Source(str(path), pf.schema_arrow, read_meta(path), pf.metadata.num_rows,
+                   lambda columns: pf.iter_batches(batch_size=chunk_rows,
+                                                   columns=list(columns) if columns else None))
+
+
+def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None = None, chunk_rows: int = 65_536,
+                strict: bool = False, num_candidates: int | None = None, estimate: str = "auto",
+                propensity_epochs: int = 3, seed: int = 0, meta_overrides: Mapping[str, Any] | None = None,
+                order: str = "sort") -> IngestReport:
+    """Validate ``source`` chunk by chunk into a clean, schema-normal log at ``output``.
+
+    ``source``: a parquet file, a directory of parquet files (a partitioned export) or a DataFrame.
+    Rows are ordered by ``(session_id, step)``: ``order="sort"`` (default) checks the order in one
+    streaming pass and, when it is broken, sorts the log with a memory-bounded external sort
+    (:func:`recsys.logs.order.external_sort`: sorted runs of ``chunk_rows`` rows, merged by batches);
+    ``order="require"`` raises one :class:`LogSchemaError` naming the first out-of-order row instead.
+    Bad rows go to ``quarantine`` (default ``<output>.quarantine.parquet``) with ``_source_row`` (the
+    row number in the source) and ``_problems`` columns. ``strict=True`` raises one
+    :class:`LogSchemaError` listing every problem instead of writing anything. ``estimate``:
+    ``"auto"`` fits a logging-policy model when the logs have no ``slate_propensity``; ``"always"``
+    replaces logged propensities; ``"never"`` leaves them out.
+    """
+    if estimate not in ("auto", "always", "never"):
+        raise ConfigError(f"estimate must be auto, always or never, got '{estimate}'")
+    if order not in ("sort", "require"):
+        raise ConfigError(f"order must be sort or require, got '{order}'")
+    output = Path(output)
+    quarantine = Path(quarantine) if quarantine is not None else output.with_name(output.stem + ".quarantine.parquet")
+    src = open_source(source, chunk_rows)
+    schema, src_meta, total, label = src.schema, src.meta, src.total, src.label
+    if total == 0:   # before the type checks: an empty file's columns are all of type null
+        raise LogSchemaError(f"log {label} has no rows: there is nothing to ingest")
     structural = _check_structure(schema, label)
-    if total == 0:
-        structural.append("the log has no rows")
     if structural:
         plural = "s" if len(structural) > 1 else ""
         raise LogSchemaError(f"log {label} cannot be read ({len(structural)} problem{plural}):\n  "
                              + "\n  ".join(structural))
     report = IngestReport(source=label, output=None if strict else output,
                           quarantine=None if strict else quarantine)
+    tmp_dir = tempfile.TemporaryDirectory(prefix="recsys-ingest-")
+    # row order: (session_id, step), checked in one pass over the two key columns, sorted if broken
+    unordered = first_out_of_order(src.batches(["session_id", "step"]))
+    batches: Iterator[pa.RecordBatch]
+    if unordered is None:
+        batches = src.batches(None)
+    elif order == "require":
+        tmp_dir.cleanup()
+        raise LogSchemaError(f"log {label} is not ordered by (session_id, step): {unordered.message()} "
+                             "(ingest with order='sort' / without --require-sorted to sort it)")
+    else:
+        report.sort = SortStats()
+        batches = external_sort(src.batches, Path(tmp_dir.name) / "runs", chunk_rows, report.sort)
     checker = _RowChecker()
     has_prop = "slate_propensity" in schema.names
     writer: LogWriter | None = None
@@ -359,13 +428,18 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
     first = 0
     prev_key: tuple[int, int] | None = None
     has_oracle = all(c in schema.names for c in ORACLE_COLUMNS)
-    tmp_dir = tempfile.TemporaryDirectory(prefix="recsys-ingest-")
     clean_path = Path(tmp_dir.name) / "clean.parquet" if (not strict and (estimate == "always" or (
         estimate == "auto" and not has_prop))) else output
     # segments that cross a chunk boundary are written with their chunk: carry keeps row groups whole
     carry: dict[str, np.ndarray] | None = None
     try:
         for batch in batches:
+            n = batch.num_rows
+            if SOURCE_ROW in batch.schema.names:   # sorted: the rows' numbers in the source
+                rows = batch.column(SOURCE_ROW).to_numpy(zero_copy_only=False).astype(np.int64)
+                batch = batch.drop_columns([SOURCE_ROW])
+            else:
+                rows = np.arange(first, first + n, dtype=np.int64)
             if dims is None:
                 dims = _infer_dims(batch, src_meta, num_candidates)
                 u, c, f, k = dims
@@ -378,13 +452,12 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
                 if not strict:
                     keep_prop = has_prop and estimate != "always"
                     writer = (LogWriter if keep_prop else _NoPropWriter)(clean_path, report.meta)
-            cols, bad, reasons = _validate_batch(batch, dims, first, checker, prev_key)
-            n = batch.num_rows
+            cols, bad, reasons = _validate_batch(batch, dims, rows, checker, prev_key)
             if n:
                 prev_key = (int(cols["session_id"][-1]), int(cols["step"][-1]))
             if not strict and bad.any():
                 qtable = pa.Table.from_batches([batch]).filter(pa.array(bad))
-                qtable = qtable.append_column("_source_row", pa.array(first + np.flatnonzero(bad), pa.int64()))
+                qtable = qtable.append_column("_source_row", pa.array(rows[bad], pa.int64()))
                 why = ["; ".join(reasons[i]) for i in np.flatnonzero(bad)]
                 qtable = qtable.append_column("_problems", pa.array(why))
                 if qwriter is None:

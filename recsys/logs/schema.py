@@ -71,6 +71,9 @@ class LogMeta(BaseModel):
     env_id: str | None = None
     env_kind: str | None = None          # "ng" | "recsim" (to rebuild the simulator)
     env_config: dict[str, Any] | None = None
+    # what else the simulator needs to be rebuilt exactly: the NG twin's frozen corpus
+    # ({"doc_id", "topic", "quality", "length": [D], "features": [D][T]}, see corpus_to_json)
+    env_corpus: dict[str, Any] | None = None
     logging_policy: dict[str, Any] | None = None   # {"kind", "spec", "state"} (JSON-able)
     propensity_source: str | None = None            # "logged" | "estimated" | None
     session_aligned: bool = False                   # every row group holds whole sessions
@@ -109,13 +112,44 @@ class LogMeta(BaseModel):
         return pol
 
     def make_env(self, num_envs: int, seed: int | None = None) -> Any:
-        """The simulator that produced the logs (needs ``env_kind`` and ``env_config``)."""
+        """The simulator that produced the logs: its config and, for the NG twin, the logged frozen
+        corpus (``env_corpus``), so every seed runs on the logged documents. ``seed`` draws users
+        (and RecSim's per-step documents), never a new corpus."""
         from recsys.simulation import InterestEvolutionVectorEnv, RecSimInterestEvolutionVectorEnv
 
         if self.env_kind is None or self.env_config is None:
             raise ConfigError("these logs do not record the simulator that produced them; pass --env")
-        cls = InterestEvolutionVectorEnv if self.env_kind == "ng" else RecSimInterestEvolutionVectorEnv
-        return cls(num_envs, config=self.env_config, seed=seed)
+        if self.env_kind == "ng":
+            corpus = corpus_from_json(self.env_corpus) if self.env_corpus is not None else None
+            return InterestEvolutionVectorEnv(num_envs, config=self.env_config, seed=seed, corpus=corpus)
+        return RecSimInterestEvolutionVectorEnv(num_envs, config=self.env_config, seed=seed)
+
+
+def corpus_to_json(corpus: Any) -> dict[str, Any]:
+    """A :class:`recsys.simulation.Corpus` as JSON lists (float32 values round-trip exactly)."""
+    return {"doc_id": corpus.doc_id.cpu().tolist(), "topic": corpus.topic.cpu().tolist(),
+            "quality": corpus.quality.cpu().tolist(), "length": corpus.length.cpu().tolist(),
+            "features": corpus.features.cpu().tolist()}
+
+
+def corpus_from_json(data: Mapping[str, Any]) -> Any:
+    """Inverse of :func:`corpus_to_json`; a :class:`ConfigError` naming the field when one is missing."""
+    from recsys.simulation import Corpus
+
+    missing = [k for k in ("doc_id", "topic", "quality", "length", "features") if k not in data]
+    if missing:
+        raise ConfigError(f"log metadata field 'env_corpus' lacks {', '.join(missing)}")
+    return Corpus(doc_id=torch.tensor(data["doc_id"], dtype=torch.int64),
+                  topic=torch.tensor(data["topic"], dtype=torch.int64),
+                  quality=torch.tensor(data["quality"], dtype=torch.float32),
+                  features=torch.tensor(data["features"], dtype=torch.float32),
+                  length=torch.tensor(data["length"], dtype=torch.float32))
+
+
+def env_corpus_of(env: Any) -> dict[str, Any] | None:
+    """The frozen corpus of an NG-twin env as JSON (None for simulators without one)."""
+    corpus = getattr(getattr(env, "unwrapped", env), "corpus", None)
+    return None if corpus is None or env_kind_of(env) != "ng" else corpus_to_json(corpus)
 
 
 def _state_to_json(state: Any) -> Any:
