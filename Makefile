@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install recsim-env run test bench clean-data
+.PHONY: install recsim-env run test test-all lint format bench clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,23 @@ run: install
 recsim-env:
 	bash recsys/build_recsim_env.sh
 
-## test: the whole test suite (RecSim NG cross-checks included)
+## test: the fast tier — every test but the slowest learning tests (marked `slow`); minutes
 test: install recsim-env
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+## test-all: the whole suite, slow learning tests included (RecSim NG cross-checks too): what CI runs
+test-all: install recsim-env
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## lint: ruff's lint rules and format check (configured in pyproject.toml)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## format: apply ruff's import order, fixes and formatting
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 ## bench: benchmarks side by side with Stable-Baselines3 (minutes; not part of the tests)
 bench: install
