@@ -328,6 +328,10 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
         raise ConfigError(f"estimate must be auto, always or never, got '{estimate}'")
     output = Path(output)
     quarantine = Path(quarantine) if quarantine is not None else output.with_name(output.stem + ".quarantine.parquet")
+    # per-position rows (one row per shown item, e.g. the Open Bandit Dataset) become per-slate rows
+    from recsys.logs.positions import maybe_per_position
+
+    source, meta_overrides = maybe_per_position(source, meta_overrides)
     if isinstance(source, pd.DataFrame):
         table = pa.Table.from_pandas(source, preserve_index=False)
         schema, src_meta, total, label = table.schema, None, table.num_rows, "<DataFrame>"
