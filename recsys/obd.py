@@ -198,6 +198,250 @@ def bts_action_dist(alpha: np.ndarray, beta: np.ndarray, len_list: int = 3, n_si
     return (counts / n_sim).numpy()
 
 
+# ---- the reward model q̂(x, a, k) ----------------------------------------------------------------
+def item_features(items: pd.DataFrame) -> np.ndarray:
+    """``[C, F]`` item features: the numeric ``item_feature_0`` and one-hot hashed categorical ones."""
+    from recsys.logs.positions import _encode
+
+    cols = [c for c in items.columns if c != "item_id"]
+    return _encode(items, cols)[0]
+
+
+def fit_click_model(log: OBDLog, rows: np.ndarray, l2: float = 1e-2, seed: int = 0) -> Any:
+    r"""A position-aware logistic click model fitted on ``rows`` of ``log`` (full-batch L-BFGS, L2):
+
+    :math:`\hat q(x, a, k) = \sigma(u^\top x + v^\top f_a + \gamma\,\mathrm{aff}(x, a) + p_k + e_a)`.
+    Returns ``predict(idx) → [len(idx), C, K]``.
+    """
+    torch.manual_seed(seed)
+    x = torch.as_tensor(log.context, dtype=torch.float64)
+    f = torch.as_tensor(item_features(log.items), dtype=torch.float64)
+    aff = torch.as_tensor(log.affinity, dtype=torch.float64)
+    c, k = log.n_actions, log.len_list
+    params = [torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True),
+              torch.zeros(f.shape[1], dtype=torch.float64, requires_grad=True),
+              torch.zeros(1, dtype=torch.float64, requires_grad=True),
+              torch.zeros(k, dtype=torch.float64, requires_grad=True),
+              torch.zeros(c, dtype=torch.float64, requires_grad=True),
+              torch.full((1,), float(np.log(max(log.reward.mean(), 1e-4))), dtype=torch.float64, requires_grad=True)]
+
+    def logits(idx: torch.Tensor) -> torch.Tensor:                           # [m, C, K]
+        u, v, g, pk, ea, b = params
+        return ((x[idx] @ u)[:, None, None] + (f @ v + ea)[None, :, None] + g * aff[idx][:, :, None]
+                + pk[None, None, :] + b)
+
+    tr = torch.as_tensor(rows, dtype=torch.long)
+    a, pos = torch.from_numpy(np.array(log.action))[tr], torch.from_numpy(np.array(log.position))[tr]
+    y = torch.as_tensor(log.reward, dtype=torch.float64)[tr]
+    opt = torch.optim.LBFGS(params, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        u, v, g, pk, ea, b = params
+        z = x[tr] @ u + (f @ v + ea)[a] + g * aff[tr, a] + pk[pos] + b         # the logged (a, k) only
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y)
+        loss = loss + l2 * sum((p_ * p_).sum() for p_ in params[:5]) / len(tr) * 100
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def predict(idx: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.sigmoid(logits(torch.as_tensor(idx, dtype=torch.long))).numpy()
+
+    return predict
+
+
+def cross_fitted_q(log: OBDLog, folds: int = 3, seed: int = 0) -> np.ndarray:
+    """q̂(x_i, a, k) for every round, ``[n, C, K]``, each predicted by a model fitted on the other folds."""
+    n = len(log.reward)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    q = np.empty((n, log.n_actions, log.len_list))
+    for j in range(folds):
+        test = np.flatnonzero(fold == j)
+        q[test] = fit_click_model(log, np.flatnonzero(fold != j), seed=seed + j)(test)
+    return q
+
+
+# ---- the protocol -------------------------------------------------------------------------------------
+DEFAULT_LAMBDAS: dict[str, float] = {"switch_dr": 100.0, "dros": 100.0}
+
+
+@dataclass
+class ProtocolResult:
+    ground_truth: float                      # BTS's on-policy click rate
+    random_value: float                      # the Random policy's on-policy click rate
+    estimates: dict[str, Any]                # name → recsys.ope.Estimate
+
+    def rel_errors(self) -> dict[str, float]:
+        return {k: abs(e.value - self.ground_truth) / self.ground_truth for k, e in self.estimates.items()}
+
+
+def protocol_inputs(campaign: str = "all", n_sim: int = 100_000, seed: int = 0, root: str | Path | None = None
+                    ) -> dict[str, np.ndarray]:
+    """The Random logs, BTS's action distribution and the cross-fitted q̂ (what both libraries are fed)."""
+    log = load("random", campaign, root)
+    alpha, beta = bts_prior(campaign, root)
+    dist = bts_action_dist(alpha, beta, log.len_list, n_sim=n_sim, seed=seed)
+    return {"reward": log.reward, "action": log.action, "position": log.position, "pscore": log.pscore,
+            "action_dist": np.broadcast_to(dist, (len(log.reward),) + dist.shape),
+            "q_hat": cross_fitted_q(log, seed=seed)}
+
+
+def obd_protocol(campaign: str = "all", n_sim: int = 100_000, n_bootstrap: int = 200, seed: int = 0,
+                 lambdas: dict[str, float] | None = None, root: str | Path | None = None,
+                 inputs: dict[str, np.ndarray] | None = None) -> ProtocolResult:
+    """Estimate BTS's click rate from the Random logs with every bandit estimator (with intervals) and
+    compare with BTS's own click rate (the standard protocol of the dataset's paper)."""
+    from recsys.ope import bandit_estimates
+
+    inputs = inputs if inputs is not None else protocol_inputs(campaign, n_sim, seed, root)
+    est = bandit_estimates(inputs["reward"], inputs["action"], inputs["position"], inputs["pscore"],
+                           np.ascontiguousarray(inputs["action_dist"]), inputs["q_hat"], lambdas=dict(DEFAULT_LAMBDAS, **(lambdas or {})),
+                           n_bootstrap=n_bootstrap, seed=seed)
+    return ProtocolResult(load("bts", campaign, root).on_policy_value, float(inputs["reward"].mean()), est)
+
+
+# ---- Open Bandit Pipeline, in its own venv (recsys/build_obp_env.sh) ---------------------------------
+OBP_NAMES: dict[str, str] = {
+    "ips": "InverseProbabilityWeighting", "snips": "SelfNormalizedInverseProbabilityWeighting",
+    "dm": "DirectMethod", "dr": "DoublyRobust", "sndr": "SelfNormalizedDoublyRobust",
+    "switch_dr": "SwitchDoublyRobust", "dros": "DoublyRobustWithShrinkage"}
+
+_OBP_SCRIPT = r"""
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import obp.ope as ope
+
+args = json.loads(sys.argv[1])
+names, lambdas = args["names"], args["lambdas"]
+
+def estimators():
+    out = {}
+    for key, cls in names.items():
+        kw = {"lambda_": lambdas[key]} if key in lambdas else {}
+        out[key] = getattr(ope, cls)(**kw)
+    return out
+
+def run(inp):
+    values = {}
+    for key, est in estimators().items():
+        kw = dict(action=inp["action"], position=inp["position"], action_dist=inp["action_dist"])
+        if key != "dm":
+            kw.update(reward=inp["reward"], pscore=inp["pscore"])
+        if key in ("dm", "dr", "sndr", "switch_dr", "dros"):
+            kw["estimated_rewards_by_reg_model"] = inp["q_hat"]
+        if key == "dm":
+            kw.pop("action")
+        values[key] = float(est.estimate_policy_value(**kw))
+    return values
+
+result = {}
+if args.get("inputs"):
+    inp = dict(np.load(args["inputs"]))
+    result["values"] = run(inp)
+if args.get("speed"):
+    sp = args["speed"]
+    exec(sp["generator"], globals())
+    inp = synthetic_rounds(sp["n"], sp["c"], sp["k"], sp["seed"])
+    times = []
+    for _ in range(sp["repeats"]):
+        t = time.perf_counter()
+        vals = run(inp)
+        times.append(time.perf_counter() - t)
+    result["speed"] = {"seconds": min(times), "values": vals}
+if args.get("protocol"):
+    pr = args["protocol"]
+    from sklearn.linear_model import LogisticRegression
+    from obp.dataset import OpenBanditDataset
+    from obp.policy import BernoulliTS
+    ds = OpenBanditDataset(behavior_policy="random", campaign=pr["campaign"], data_path=Path(pr["root"]))
+    bf = ds.obtain_batch_bandit_feedback()
+    pol = BernoulliTS(n_actions=ds.n_actions, len_list=ds.len_list, is_zozotown_prior=True,
+                      campaign=pr["campaign"], random_state=pr["seed"])
+    dist = pol.compute_batch_action_dist(n_rounds=bf["n_rounds"], n_sim=pr["n_sim"])
+    reg = ope.RegressionModel(n_actions=ds.n_actions, len_list=ds.len_list, action_context=ds.action_context,
+                              base_model=LogisticRegression(max_iter=1000, C=100, random_state=pr["seed"]))
+    q = reg.fit_predict(context=bf["context"], action=bf["action"], reward=bf["reward"], position=bf["position"],
+                        pscore=bf["pscore"], n_folds=3, random_state=pr["seed"])
+    inp = dict(reward=bf["reward"], action=bf["action"], position=bf["position"], pscore=bf["pscore"],
+               action_dist=dist, q_hat=q)
+    truth = OpenBanditDataset.calc_on_policy_policy_value_estimate(
+        behavior_policy="bts", campaign=pr["campaign"], data_path=Path(pr["root"]))
+    result["protocol"] = {"values": run(inp), "ground_truth": float(truth)}
+print("OBP-RESULT " + json.dumps(result))
+"""
+
+# the synthetic rounds of the speed comparison: the same code runs in both environments
+SYNTHETIC_ROUNDS = r"""
+def synthetic_rounds(n, c, k, seed):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c, k))
+    dist = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    action = rng.integers(c, size=n)
+    position = rng.integers(k, size=n)
+    pscore = np.full(n, 1.0 / c)
+    q_hat = rng.uniform(0.0, 0.3, size=(n, c, k))
+    reward = (rng.uniform(size=n) < q_hat[np.arange(n), action, position]).astype(float)
+    return dict(reward=reward, action=action, position=position, pscore=pscore, action_dist=dist, q_hat=q_hat)
+"""
+
+
+def synthetic_rounds(n: int, c: int, k: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic position-based rounds (a random π, uniform μ, q̂ and Bernoulli clicks), numpy arrays."""
+    scope: dict[str, Any] = {}
+    exec(SYNTHETIC_ROUNDS, scope)
+    return scope["synthetic_rounds"](n, c, k, seed)
+
+
+def obp_python(venv: str | Path | None = None) -> Path:
+    """The OBP venv's interpreter (``$OBP_VENV`` or ``data_dir()/obp-venv``; built by recsys/build_obp_env.sh)."""
+    import os
+
+    return Path(venv or os.environ.get("OBP_VENV") or data_dir() / "obp-venv") / "bin" / "python"
+
+
+def obp_available(venv: str | Path | None = None) -> bool:
+    d = obp_python(venv).parent.parent
+    return obp_python(venv).is_file() and any(d.glob(".obp-installed-*"))
+
+
+def run_obp(inputs: dict[str, np.ndarray] | None = None, lambdas: dict[str, float] | None = None,
+            speed: dict[str, int] | None = None, protocol: dict[str, Any] | None = None,
+            venv: str | Path | None = None, timeout: float = 1800) -> dict[str, Any]:
+    """Run OBP's estimators in its venv (a subprocess) on saved ``inputs``, on synthetic rounds
+    (``speed``: n, c, k, seed, repeats) and/or its own OBD protocol (``protocol``: root, campaign, n_sim,
+    seed). Returns its JSON result."""
+    import json
+
+    py = obp_python(venv)
+    if not obp_available(venv):
+        raise ConfigError(f"no Open Bandit Pipeline venv at {py.parent.parent}: run `bash recsys/build_obp_env.sh`")
+    lam = dict(DEFAULT_LAMBDAS, **(lambdas or {}))
+    with tempfile.TemporaryDirectory(prefix="obp-run-") as tmp:
+        args: dict[str, Any] = {"names": OBP_NAMES, "lambdas": lam}
+        if inputs is not None:
+            path = Path(tmp) / "inputs.npz"
+            np.savez(path, **{k: np.ascontiguousarray(v) for k, v in inputs.items()})
+            args["inputs"] = str(path)
+        if speed is not None:
+            args["speed"] = dict(speed, generator=SYNTHETIC_ROUNDS)
+        if protocol is not None:
+            args["protocol"] = protocol
+        script = Path(tmp) / "run_obp.py"
+        script.write_text(_OBP_SCRIPT)
+        proc = subprocess.run([str(py), str(script), json.dumps(args)], capture_output=True, text=True,
+                              timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("OBP-RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ConfigError("Open Bandit Pipeline run failed: " + " | ".join(tail))
+    return json.loads(lines[-1][len("OBP-RESULT "):])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m recsys.obd", description="the Open Bandit Dataset")
     sub = p.add_subparsers(dest="command", required=True)
@@ -218,4 +462,6 @@ if __name__ == "__main__":
 
 
 __all__ = ["OBP_VERSION", "POLICIES", "CAMPAIGNS", "obd_dir", "available", "fetch", "require", "log_path", "OBDLog",
-           "load", "bts_prior", "bts_action_dist"]
+           "load", "bts_prior", "bts_action_dist", "item_features", "fit_click_model", "cross_fitted_q",
+           "DEFAULT_LAMBDAS", "ProtocolResult", "protocol_inputs", "obd_protocol", "OBP_NAMES", "synthetic_rounds",
+           "obp_python", "obp_available", "run_obp"]
