@@ -339,7 +339,10 @@ class BanditTerms:
 
 
 def _as_tensor(x: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return x.to(dtype) if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=dtype)
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    arr = np.asarray(x)
+    return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), dtype=dtype)
 
 
 def bandit_inputs(reward: Any, action: Any, position: Any, pscore: Any, action_dist: Any,

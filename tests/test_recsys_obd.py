@@ -154,3 +154,41 @@ def test_obd_loads_and_ingests(tmp_path):
     d = obd.bts_action_dist(a, b, n_sim=20_000)
     assert d.shape == (80, 3)
     np.testing.assert_allclose(d.sum(0), 1.0)
+
+
+OBP_PY = obd.obp_python()      # resolved at import, like OBD_ROOT
+need_obp = pytest.mark.skipif(not obd.obp_available(OBP_PY.parent.parent),
+                              reason=f"no Open Bandit Pipeline venv at {OBP_PY.parent.parent}: "
+                                     "run `bash recsys/build_obp_env.sh`")
+
+
+def _ours(inp, lambdas):
+    from recsys.ope import bandit_estimates
+
+    est = bandit_estimates(inp["reward"], inp["action"], inp["position"], inp["pscore"], inp["action_dist"],
+                           inp["q_hat"], lambdas=lambdas, n_bootstrap=0)
+    return {k: e.value for k, e in est.items()}
+
+
+@need_obp
+def test_estimators_equal_obp_on_the_same_inputs():
+    """OBP 0.5.7's IPW, SNIPW, DM, DR, SNDR, Switch-DR and DRos (run in their venv on the saved inputs)
+    equal ours to 1e-6, with switch/shrinkage hyperparameters that bite and with λ = ∞."""
+    inp = obd.synthetic_rounds(3000, 7, 3, seed=3)
+    for lambdas in ({"switch_dr": 2.0, "dros": 1.5}, {"switch_dr": float("inf"), "dros": float("inf")}):
+        ours = _ours(inp, lambdas)
+        theirs = obd.run_obp(inputs=inp, lambdas=lambdas, venv=OBP_PY.parent.parent)["values"]
+        assert set(theirs) == set(ours) == set(obd.OBP_NAMES)
+        for name in ours:
+            assert ours[name] == pytest.approx(theirs[name], abs=1e-6), name
+    assert ours["switch_dr"] == pytest.approx(ours["dr"])
+
+
+@need_obd
+@need_obp
+def test_estimators_equal_obp_on_the_obd_protocol_inputs():
+    inp = obd.protocol_inputs(n_sim=20_000, root=OBD_ROOT)
+    ours = _ours(inp, obd.DEFAULT_LAMBDAS)
+    theirs = obd.run_obp(inputs=inp, venv=OBP_PY.parent.parent)["values"]
+    for name in ours:
+        assert ours[name] == pytest.approx(theirs[name], abs=1e-6), name
