@@ -265,7 +265,7 @@ def cross_fitted_q(log: OBDLog, folds: int = 3, seed: int = 0) -> np.ndarray:
 
 
 # ---- the protocol -------------------------------------------------------------------------------------
-DEFAULT_LAMBDAS: dict[str, float] = {"switch_dr": 100.0, "dros": 100.0}
+DEFAULT_LAMBDAS: dict[str, float] = {"switch_dr": 10.0, "dros": 100.0}   # BTS on OBD: w ≤ 19.5
 
 
 @dataclass
