@@ -442,6 +442,98 @@ def run_obp(inputs: dict[str, np.ndarray] | None = None, lambdas: dict[str, floa
     return json.loads(lines[-1][len("OBP-RESULT "):])
 
 
+# ---- a policy learned from the Random logs ------------------------------------------------------------
+def learned_action_dist(policy: Any, logs: str | Path, n: int, n_positions: int, chunk_rows: int = 65_536
+                        ) -> np.ndarray:
+    """π(a | x_i, k_i) of a recsys policy on an ingested OBD log (one-position slates, position in the
+    user features), as ``[n, C, K]`` with row i's distribution at every position column."""
+    from recsys.choice_model import enumerate_slates
+    from recsys.logs import LogReader
+
+    reader = LogReader(logs, chunk_rows=chunk_rows)
+    c = reader.meta.num_candidates
+    if reader.meta.slate_size != 1:
+        raise ConfigError(f"expected one-position slates (per-position OBD rows), got slate_size {reader.meta.slate_size}")
+    table = enumerate_slates(c, 1, ordered=True)[:, 0]                    # slate s shows item table[s]
+    out = np.zeros((n, c), np.float64)
+    with torch.no_grad():
+        for chunk in reader:
+            dist = policy.slate_distribution(chunk.obs(), chunk.info()).double()          # [m, S]
+            rows = chunk.session.numpy()                                                  # session = source row
+            item_dist = torch.zeros(dist.shape[0], c, dtype=torch.float64).index_add_(1, table, dist)
+            out[rows] = item_dist.numpy()
+    return np.repeat(out[:, :, None], n_positions, axis=2)
+
+
+def learn_from_random(algo: str = "topk_reinforce", config: dict[str, Any] | None = None, campaign: str = "all",
+                      workdir: str | Path | None = None, tracking_uri: str | None = None, experiment: str = "recsys",
+                      n_bootstrap: int = 200, n_sim: int = 100_000, seed: int = 0,
+                      root: str | Path | None = None) -> dict[str, Any]:
+    """Learn a position-aware policy from the Random logs with the app's off-policy learner ``algo``
+    (``deeprl recsys train``: one MLflow run, registered as ``recsys-obd-<algo>``), estimate its click
+    rate with DR (and IPS / SNIPS) and a bootstrap interval, and plot it beside the two logged policies'
+    click rates and BTS's DR estimate (a second run, ``obd-evaluate``, with ``plots/obd_policies.png``)."""
+    from core_rl.common.runs import tracked_run
+    from recsys.logs import ingest_logs
+    from recsys.ope import bandit_estimates
+    from recsys.pipeline import train
+    from recsys.plots import log_figure
+    from recsys.serving import load_recommender
+
+    workdir = Path(workdir) if workdir is not None else data_dir() / "obd-work"
+    logs = workdir / f"random_{campaign}.parquet"
+    if not logs.is_file():
+        ingest_logs(log_path("random", campaign, root), logs)
+    trained = train(algo, logs=logs, config=config, seed=seed, register=f"recsys-obd-{algo}",
+                    tracking_uri=tracking_uri, experiment=experiment)
+    policy = load_recommender(trained["model_uri"])
+    inputs = protocol_inputs(campaign, n_sim, seed, root)
+    log = load("random", campaign, root)
+    dist = learned_action_dist(policy, logs, len(log.reward), log.len_list)
+    learned = bandit_estimates(log.reward, log.action, log.position, log.pscore, dist, inputs["q_hat"],
+                               estimators=("ips", "snips", "dr"), n_bootstrap=n_bootstrap, seed=seed)
+    bts = obd_protocol(campaign, inputs=inputs, n_bootstrap=n_bootstrap, seed=seed, root=root)
+    out = {"train_run_id": trained["run_id"], "model_uri": trained["model_uri"],
+           "registered": trained.get("registered"), "random_click_rate": bts.random_value,
+           "bts_click_rate": bts.ground_truth, "bts_dr": bts.estimates["dr"].as_dict(),
+           "learned": {k: e.as_dict() for k, e in learned.items()}}
+    with tracked_run(experiment, run_name="obd-evaluate", tracking_uri=tracking_uri,
+                     tags={"recsys_command": "obd-evaluate", "model_uri": trained["model_uri"]},
+                     params={"algo": algo, "campaign": campaign, "bootstrap": n_bootstrap, "seed": seed}) as run:
+        metrics = {"random_click_rate": bts.random_value, "bts_click_rate": bts.ground_truth,
+                   "bts_dr": bts.estimates["dr"].value}
+        for k, e in learned.items():
+            metrics.update({f"learned_{k}": e.value, f"learned_{k}_lower": e.lower, f"learned_{k}_upper": e.upper})
+        run.log_metrics(metrics, step=0)
+        log_figure(run, policies_plot(out, f"Open Bandit Dataset ({campaign}): {algo} learned from Random logs"),
+                   "obd_policies.png")
+        run.log_dict(out, "obd_policies.json")
+        out["run_id"] = run.run_id
+    return out
+
+
+def policies_plot(result: dict[str, Any], title: str):  # type: ignore[no-untyped-def]
+    """Click rates: the two logged policies (on-policy), BTS's and the learned policy's DR estimates with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dr = result["learned"]["dr"]
+    names = ["Random (logged)", "BTS (logged)", "BTS (DR from Random)", "learned (DR from Random)"]
+    vals = [result["random_click_rate"], result["bts_click_rate"], result["bts_dr"]["value"], dr["value"]]
+    lo = [0, 0, result["bts_dr"]["value"] - result["bts_dr"]["lower"], dr["value"] - dr["lower"]]
+    hi = [0, 0, result["bts_dr"]["upper"] - result["bts_dr"]["value"], dr["upper"] - dr["value"]]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.bar(names, vals, yerr=np.array([lo, hi]), capsize=4, color=["#999999", "#999999", "#6a8fc9", "#d9834c"])
+    ax.set_ylabel("click rate per impression")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m recsys.obd", description="the Open Bandit Dataset")
     sub = p.add_subparsers(dest="command", required=True)
@@ -464,4 +556,4 @@ if __name__ == "__main__":
 __all__ = ["OBP_VERSION", "POLICIES", "CAMPAIGNS", "obd_dir", "available", "fetch", "require", "log_path", "OBDLog",
            "load", "bts_prior", "bts_action_dist", "item_features", "fit_click_model", "cross_fitted_q",
            "DEFAULT_LAMBDAS", "ProtocolResult", "protocol_inputs", "obd_protocol", "OBP_NAMES", "synthetic_rounds",
-           "obp_python", "obp_available", "run_obp"]
+           "obp_python", "obp_available", "run_obp", "learned_action_dist", "learn_from_random", "policies_plot"]
