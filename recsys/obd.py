@@ -466,40 +466,53 @@ def learned_action_dist(policy: Any, logs: str | Path, n: int, n_positions: int,
 
 
 def learn_from_random(algo: str = "topk_reinforce", config: dict[str, Any] | None = None, campaign: str = "all",
-                      workdir: str | Path | None = None, tracking_uri: str | None = None, experiment: str = "recsys",
-                      n_bootstrap: int = 200, n_sim: int = 100_000, seed: int = 0,
+                      test_size: float = 0.3, workdir: str | Path | None = None, tracking_uri: str | None = None,
+                      experiment: str = "recsys", n_bootstrap: int = 200, n_sim: int = 100_000, seed: int = 0,
                       root: str | Path | None = None) -> dict[str, Any]:
     """Learn a position-aware policy from the Random logs with the app's off-policy learner ``algo``
-    (``deeprl recsys train``: one MLflow run, registered as ``recsys-obd-<algo>``), estimate its click
-    rate with DR (and IPS / SNIPS) and a bootstrap interval, and plot it beside the two logged policies'
-    click rates and BTS's DR estimate (a second run, ``obd-evaluate``, with ``plots/obd_policies.png``)."""
+    (``recsys.pipeline.train``: one MLflow run, registered as ``recsys-obd-<algo>``) on the first
+    ``1 − test_size`` of the rounds (time order), estimate its click rate with DR (and IPS / SNIPS) and a
+    bootstrap interval on the held-out rounds (q̂ fitted on the training rounds), and plot it beside the two
+    logged policies' click rates and BTS's DR estimate (a second run, ``obd-evaluate``, with
+    ``plots/obd_policies.png``). Evaluating on the training rounds instead would reward memorised clicks."""
     from core_rl.common.runs import tracked_run
     from recsys.logs import ingest_logs
+    from recsys.logs.positions import to_slates
     from recsys.ope import bandit_estimates
     from recsys.pipeline import train
     from recsys.plots import log_figure
     from recsys.serving import load_recommender
 
+    if not 0 < test_size < 1:
+        raise ConfigError(f"test_size must be in (0, 1), got {test_size}")
     workdir = Path(workdir) if workdir is not None else data_dir() / "obd-work"
-    logs = workdir / f"random_{campaign}.parquet"
-    if not logs.is_file():
-        ingest_logs(log_path("random", campaign, root), logs)
-    trained = train(algo, logs=logs, config=config, seed=seed, register=f"recsys-obd-{algo}",
+    log = load("random", campaign, root)
+    n = len(log.reward)
+    cut = int(round(n * (1 - test_size)))
+    train_logs, test_logs = workdir / f"random_{campaign}_train.parquet", workdir / f"random_{campaign}_test.parquet"
+    if not (train_logs.is_file() and test_logs.is_file()):
+        slates, meta = to_slates(log.frame, log.items)          # one encoding for both splits
+        ingest_logs(slates.iloc[:cut].reset_index(drop=True), train_logs, meta_overrides=meta)
+        ingest_logs(slates.iloc[cut:].reset_index(drop=True), test_logs, meta_overrides=meta)
+    trained = train(algo, logs=train_logs, config=config, seed=seed, register=f"recsys-obd-{algo}",
                     tracking_uri=tracking_uri, experiment=experiment)
     policy = load_recommender(trained["model_uri"])
-    inputs = protocol_inputs(campaign, n_sim, seed, root)
-    log = load("random", campaign, root)
-    dist = learned_action_dist(policy, logs, len(log.reward), log.len_list)
-    learned = bandit_estimates(log.reward, log.action, log.position, log.pscore, dist, inputs["q_hat"],
+    te = np.arange(cut, n)
+    q_hat = fit_click_model(log, np.arange(cut), seed=seed)(te)
+    dist = learned_action_dist(policy, test_logs, n, log.len_list)[te]
+    learned = bandit_estimates(log.reward[te], log.action[te], log.position[te], log.pscore[te], dist, q_hat,
                                estimators=("ips", "snips", "dr"), n_bootstrap=n_bootstrap, seed=seed)
-    bts = obd_protocol(campaign, inputs=inputs, n_bootstrap=n_bootstrap, seed=seed, root=root)
+    bts = obd_protocol(campaign, inputs=protocol_inputs(campaign, n_sim, seed, root), n_bootstrap=n_bootstrap,
+                       seed=seed, root=root)
     out = {"train_run_id": trained["run_id"], "model_uri": trained["model_uri"],
-           "registered": trained.get("registered"), "random_click_rate": bts.random_value,
+           "registered": trained.get("registered"), "train_rounds": cut, "test_rounds": n - cut,
+           "random_click_rate": bts.random_value, "random_click_rate_test": float(log.reward[te].mean()),
            "bts_click_rate": bts.ground_truth, "bts_dr": bts.estimates["dr"].as_dict(),
            "learned": {k: e.as_dict() for k, e in learned.items()}}
     with tracked_run(experiment, run_name="obd-evaluate", tracking_uri=tracking_uri,
                      tags={"recsys_command": "obd-evaluate", "model_uri": trained["model_uri"]},
-                     params={"algo": algo, "campaign": campaign, "bootstrap": n_bootstrap, "seed": seed}) as run:
+                     params={"algo": algo, "campaign": campaign, "test_size": test_size, "bootstrap": n_bootstrap,
+                             "seed": seed}) as run:
         metrics = {"random_click_rate": bts.random_value, "bts_click_rate": bts.ground_truth,
                    "bts_dr": bts.estimates["dr"].value}
         for k, e in learned.items():

@@ -192,3 +192,20 @@ def test_estimators_equal_obp_on_the_obd_protocol_inputs():
     theirs = obd.run_obp(inputs=inp, venv=OBP_PY.parent.parent)["values"]
     for name in ours:
         assert ours[name] == pytest.approx(theirs[name], abs=1e-6), name
+
+
+@need_obd
+def test_policy_learned_from_random_logs_is_registered_and_evaluated(tmp_path, tracking_uri):
+    import mlflow
+
+    res = obd.learn_from_random("bc", config={"epochs": 1}, workdir=tmp_path / "work", tracking_uri=tracking_uri,
+                                n_bootstrap=50, n_sim=5_000, root=OBD_ROOT)
+    assert res["registered"]["name"] == "recsys-obd-bc" and (res["train_rounds"], res["test_rounds"]) == (7000, 3000)
+    dr = res["learned"]["dr"]
+    assert dr["lower"] <= dr["value"] <= dr["upper"] and np.isfinite(dr["value"])
+    assert res["bts_click_rate"] == pytest.approx(0.0042)
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.get_run(res["run_id"])
+    assert run.data.metrics["learned_dr"] == pytest.approx(dr["value"])
+    assert "plots/obd_policies.png" in [a.path for a in client.list_artifacts(res["run_id"], "plots")]
+    assert client.get_registered_model("recsys-obd-bc").name == "recsys-obd-bc"
