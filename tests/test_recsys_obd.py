@@ -209,3 +209,11 @@ def test_policy_learned_from_random_logs_is_registered_and_evaluated(tmp_path, t
     assert run.data.metrics["learned_dr"] == pytest.approx(dr["value"])
     assert "plots/obd_policies.png" in [a.path for a in client.list_artifacts(res["run_id"], "plots")]
     assert client.get_registered_model("recsys-obd-bc").name == "recsys-obd-bc"
+
+
+@need_obd
+def test_cli_fetch_is_idempotent(capsys):
+    from recsys.cli import main
+
+    assert main(["fetch-obd", "--root", str(OBD_ROOT)]) == 0        # already there: no download
+    assert str(OBD_ROOT) in capsys.readouterr().out
