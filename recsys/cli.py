@@ -4,6 +4,7 @@
                                 --epsilon 0.3 --out logs.parquet [--env-set num_candidates=10 ...]
     deeprl recsys ingest   --logs raw.parquet|raw_dir/ [--out clean.parquet] [--strict] [--num-candidates C]
                            [--require-sorted]
+    deeprl recsys fetch-obd [--root DIR]                       (the Open Bandit Dataset sample, via pip)
     deeprl recsys train    --logs logs.parquet --algo topk_reinforce [--set k=v ...] [--online] [--register NAME]
     deeprl recsys train    --env recsys/RecSimInterestEvolution-v0 --algo slateq --steps 200000   (online SlateQ)
     deeprl recsys evaluate --model MODEL_URI | --run RUN_ID  [--logs logs.parquet] [--online | --env ID]
@@ -69,6 +70,10 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="refuse rows out of (session_id, step) order instead of sorting them")
     common(i)
 
+    o = sub.add_parser("fetch-obd", help="download the Open Bandit Dataset sample (obp 0.5.7's sdist, with pip)")
+    o.add_argument("--root", default=None, help="target folder (default: .deeprl/obd)")
+    o.add_argument("--json", action="store_true", help="print one JSON line")
+
     t = sub.add_parser("train", help="train a slate policy from logs (or SlateQ online), log and register it")
     t.add_argument("--algo", required=True, help=", ".join(OFFLINE_ALGOS))
     t.add_argument("--logs", default=None)
@@ -123,6 +128,12 @@ def cmd_recsys(args: argparse.Namespace) -> int:
                 "problems": [p.message() for p in rep.problems], "output": str(rep.output),
                 "quarantine": str(rep.quarantine) if rep.rows_quarantined else None,
                 "propensity_source": rep.propensity_source}, args.json, rep.lines())
+        return 0
+    if cmd == "fetch-obd":
+        from recsys.obd import fetch
+
+        path = fetch(args.root)
+        _print({"path": str(path)}, args.json, [f"Open Bandit Dataset in {path}"])
         return 0
     if cmd == "train":
         res = train(args.algo, args.logs, args.env, _kv(args.set, "--set"), args.seed, args.steps,

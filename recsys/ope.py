@@ -16,6 +16,20 @@ engagement per served slate, over the logged contexts). With :math:`w_i = \pi(A_
   with weights far smaller than the slate-level w (a self-normalized variant divides by the
   weights' sum). The conditional-logit choice model is not additive, so PI carries a bias there.
 
+**Position-based bandit feedback** (one row per shown item: position :math:`k_i`, item :math:`a_i`,
+click :math:`r_i`, propensity :math:`\mu_i = \mu(a_i \text{ at } k_i \mid x_i)`; the Open Bandit
+Dataset's protocol, :func:`bandit_estimates`), with :math:`w_i = \pi(a_i|x_i,k_i)/\mu_i`, a reward
+model :math:`\hat q(x,a,k)`, :math:`\hat q_i^\pi = \sum_a \pi(a|x_i,k_i)\hat q(x_i,a,k_i)` and
+:math:`\delta_i = r_i - \hat q(x_i,a_i,k_i)`:
+
+* DM: :math:`\hat V = \frac1n\sum_i \hat q_i^\pi`; DR: :math:`\frac1n\sum_i [\hat q_i^\pi + w_i\delta_i]`;
+* self-normalized DR (SNDR): :math:`\frac1n\sum_i \hat q_i^\pi + \sum_i w_i\delta_i / \sum_i w_i`;
+* switch-DR (Wang et al. 2017): :math:`\frac1n\sum_i [\hat q_i^\pi + \mathbb 1[w_i \le \lambda]\, w_i\delta_i]`
+  (DM where the weight is too large);
+* DR with optimistic shrinkage (DRos, Su et al. 2020):
+  :math:`\frac1n\sum_i [\hat q_i^\pi + \tfrac{\lambda w_i}{w_i^2 + \lambda}\delta_i]`
+  (λ → ∞ is DR, λ = 0 is DM).
+
 Every estimator is a ratio of per-row sums :math:`\sum_i a_i / \sum_i b_i`; confidence intervals are
 percentile bootstrap intervals that resample *sessions* (rows of one session are dependent).
 :func:`evaluate_on_logs` streams a log, computes every estimator for a policy, and — for logs that
@@ -300,6 +314,134 @@ def evaluate_on_logs(policy: SlatePolicy, chunks: Iterable[Any], reward_model: S
     return OPEResult(estimates, gt, logged_sum / rows, rows, notes)
 
 
+# ---- position-based bandit feedback (one row per shown item) --------------------------------------
+BANDIT_ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dm", "dr", "sndr", "switch_dr", "dros")
+
+
+@dataclass
+class BanditTerms:
+    r"""Per-round sums of an estimator :math:`\hat V = \sum_i a_i/\sum_i b_i + \sum_i c_i/\sum_i d_i`."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    c: torch.Tensor | None = None
+    d: torch.Tensor | None = None
+
+    def value(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The estimate (``idx``: ``[B, n]`` bootstrap row indices → ``[B]`` estimates)."""
+        def total(x: torch.Tensor) -> torch.Tensor:
+            return x.sum(-1) if idx is None else x[idx].sum(-1)
+
+        out = total(self.a) / total(self.b)
+        if self.c is not None and self.d is not None:
+            out = out + total(self.c) / total(self.d)
+        return out
+
+
+def _as_tensor(x: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    arr = np.asarray(x)
+    return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), dtype=dtype)
+
+
+def bandit_inputs(reward: Any, action: Any, position: Any, pscore: Any, action_dist: Any,
+                  q_hat: Any | None = None) -> dict[str, torch.Tensor]:
+    """The shared per-round quantities: w, r, and (with ``q_hat``) q̂^π and δ.
+
+    ``action_dist``: π(a | x_i, k) as ``[n, C, K]``, or ``[C, K]`` for a context-free policy; ``q_hat``:
+    q̂(x_i, a, k) as ``[n, C, K]`` (or ``[n, C]`` when it does not depend on the position).
+    """
+    r = _as_tensor(reward)
+    a = _as_tensor(action, torch.long)
+    k = _as_tensor(position, torch.long)
+    mu = _as_tensor(pscore)
+    pi = _as_tensor(action_dist)
+    n = r.shape[0]
+    if not (a.shape[0] == k.shape[0] == mu.shape[0] == n):
+        raise ConfigError(f"reward, action, position and pscore must have one entry per round ({n})")
+    if bool((mu <= 0).any()):
+        raise ConfigError("pscore: logging propensities must be positive for importance sampling")
+    rows = torch.arange(n)
+    if pi.dim() == 2:                                   # context-free [C, K]
+        pi_pos = pi.t()[k]                              # [n, C]
+    elif pi.dim() == 3:
+        pi_pos = pi[rows, :, k]
+    else:
+        raise ConfigError(f"action_dist must be [n, C, K] or [C, K], got shape {tuple(pi.shape)}")
+    out = {"r": r, "w": pi_pos[rows, a] / mu}
+    if q_hat is not None:
+        q = _as_tensor(q_hat)
+        q_pos = q[rows, :, k] if q.dim() == 3 else q
+        out["q_pi"] = (pi_pos * q_pos).sum(1) / pi_pos.sum(1)
+        out["delta"] = r - q_pos[rows, a]
+    return out
+
+
+def bandit_terms(name: str, inputs: dict[str, torch.Tensor], lambda_: float = float("inf")) -> BanditTerms:
+    """The per-round terms of one estimator (:data:`BANDIT_ESTIMATORS`; ``lambda_`` is switch-DR's
+    threshold and DRos's shrinkage)."""
+    w, r = inputs["w"], inputs["r"]
+    one = torch.ones_like(w)
+    if name == "ips":
+        return BanditTerms(w * r, one)
+    if name == "snips":
+        return BanditTerms(w * r, w)
+    if "q_pi" not in inputs:
+        raise ConfigError(f"estimator '{name}' needs reward-model predictions (q_hat)")
+    q_pi, delta = inputs["q_pi"], inputs["delta"]
+    if name == "dm":
+        return BanditTerms(q_pi, one)
+    if name == "dr":
+        return BanditTerms(q_pi + w * delta, one)
+    if name == "sndr":
+        return BanditTerms(q_pi, one, w * delta, w)
+    if name == "switch_dr":
+        if not lambda_ >= 0:
+            raise ConfigError(f"switch_dr: lambda_ must be >= 0, got {lambda_}")
+        return BanditTerms(q_pi + (w <= lambda_).to(w.dtype) * w * delta, one)
+    if name == "dros":
+        if not lambda_ >= 0:
+            raise ConfigError(f"dros: lambda_ must be >= 0, got {lambda_}")
+        shrunk = w if lambda_ == float("inf") else lambda_ * w / (w * w + lambda_)
+        return BanditTerms(q_pi + shrunk * delta, one)
+    raise ConfigError(f"unknown estimator '{name}'; known: {', '.join(BANDIT_ESTIMATORS)}")
+
+
+def bandit_estimates(reward: Any, action: Any, position: Any, pscore: Any, action_dist: Any,
+                     q_hat: Any | None = None, estimators: Sequence[str] = BANDIT_ESTIMATORS,
+                     lambdas: dict[str, float] | None = None, n_bootstrap: int = 200, alpha: float = 0.05,
+                     seed: int = 0) -> dict[str, Estimate]:
+    """Every requested estimator of π's value from position-based bandit feedback, each with a (1 − α)
+    percentile bootstrap interval over rounds (``n_bootstrap=0``: point estimates only).
+
+    ``lambdas``: ``{"switch_dr": λ, "dros": λ}`` (default ∞: switch-DR and DRos equal DR).
+    """
+    unknown = set(estimators) - set(BANDIT_ESTIMATORS)
+    if unknown:
+        raise ConfigError(f"unknown estimator(s) {sorted(unknown)}; known: {', '.join(BANDIT_ESTIMATORS)}")
+    inputs = bandit_inputs(reward, action, position, pscore, action_dist, q_hat)
+    lambdas = dict(lambdas or {})
+    n = inputs["r"].shape[0]
+    terms = {e: bandit_terms(e, inputs, lambdas.get(e, float("inf"))) for e in estimators}
+    idx = None
+    if n_bootstrap > 0 and n > 1:
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(n, (n_bootstrap, n), generator=gen)
+    w = inputs["w"]
+    ess = float(w.sum() ** 2 / (w * w).sum()) if float((w * w).sum()) > 0 else 0.0
+    out = {}
+    for name, t in terms.items():
+        lower = upper = float("nan")
+        if idx is not None:
+            s = t.value(idx)
+            s = s[torch.isfinite(s)]
+            if s.numel():
+                lower, upper = float(torch.quantile(s, alpha / 2)), float(torch.quantile(s, 1 - alpha / 2))
+        out[name] = Estimate(name, float(t.value()), lower, upper, n, {} if name == "dm" else {"ess": ess})
+    return out
+
+
 def ope_plot(result: OPEResult, title: str, online_step_value: float | None = None):  # type: ignore[no-untyped-def]
     """Bar chart: each estimate with its interval, the ground truth as a line."""
     import matplotlib
@@ -330,6 +472,6 @@ def ope_plot(result: OPEResult, title: str, online_step_value: float | None = No
 __all__ = [
     "ESTIMATORS", "Estimate", "importance_weights", "ips_terms", "snips_terms", "dr_terms", "dm_terms",
     "pseudo_inverse_weights", "pi_terms", "ratio_estimate", "fit_reward_model", "expected_value", "OPEResult",
-    "evaluate_on_logs",
+    "evaluate_on_logs", "BANDIT_ESTIMATORS", "BanditTerms", "bandit_inputs", "bandit_terms", "bandit_estimates",
     "ope_plot",
 ]

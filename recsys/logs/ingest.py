@@ -396,6 +396,10 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
         raise ConfigError(f"order must be sort or require, got '{order}'")
     output = Path(output)
     quarantine = Path(quarantine) if quarantine is not None else output.with_name(output.stem + ".quarantine.parquet")
+    # per-position rows (one row per shown item, e.g. the Open Bandit Dataset) become per-slate rows
+    from recsys.logs.positions import maybe_per_position
+
+    source, meta_overrides = maybe_per_position(source, meta_overrides)
     src = open_source(source, chunk_rows)
     schema, src_meta, total, label = src.schema, src.meta, src.total, src.label
     if total == 0:   # before the type checks: an empty file's columns are all of type null

@@ -1,4 +1,17 @@
-"""The log schema: columns, the file metadata (:class:`LogMeta`) and arrow ↔ numpy helpers."""
+"""The log schema: columns, the file metadata (:class:`LogMeta`) and arrow ↔ numpy helpers.
+
+Logs come in two shapes; both ingest with the same command (``deeprl recsys ingest``):
+
+* **per slate** (:data:`COLUMNS`): one row per served slate — ``slate`` [K], ``slate_propensity``,
+  ``click_position``, …;
+* **per position** (public real-world logs such as the Open Bandit Dataset): one row per shown item —
+  ``position``, ``item_id``, ``click``, ``propensity`` (or ``propensity_score``) = μ(item at position | x),
+  optional ``impression_id`` (rows of one slate), ``user_feature*`` columns (hashed categoricals are
+  one-hot encoded), ``user-item_affinity_<j>`` columns, and an item table (``item_id`` +
+  ``item_feature*``) beside the file. :mod:`recsys.logs.positions` turns them into per-slate rows: whole
+  slates of K positions when ``impression_id`` groups them, otherwise one-position slates with the
+  position one-hot in the user features.
+"""
 
 from __future__ import annotations
 
