@@ -50,7 +50,6 @@ import torch
 from pydantic import model_validator
 
 from core_rl.common.buffers import FlatBatch, RolloutBatch
-from core_rl.common.parts import Part
 from core_rl.trust_region.common import (Dist, TrustRegionAgent, backtracking_line_search, mean_kl, natural_gradients,
                                          policy_params, set_flat_params)
 from core_rl.trust_region.trpo import TRPOConfig
@@ -118,9 +117,7 @@ class CPO(TrustRegionAgent):
     name = "cpo"
     config: CPOConfig
     config_cls = CPOConfig
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return CostMonitorPart(self.config), CostCriticPart(self.config)
+    part_types = (CostMonitorPart, CostCriticPart)
 
     # ---- the update ----------------------------------------------------------------------------
     def violation(self, batch: RolloutBatch) -> float:

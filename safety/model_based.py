@@ -44,7 +44,6 @@ from core_rl.model_based.dynamics import BatchedMLP
 from core_rl.model_based.env_models import KNOWN_REWARDS, RewardFn
 from core_rl.model_based.mpc import PETS, PETSConfig
 from core_rl.model_based.planners.shooting import TrajectoryEvaluator
-from core_rl.common.parts import Part
 from core_rl.common.replay import ReplayBuffer
 from safety.cmdp import CMDPConfig
 from safety.envs import PointGoalVectorEnv
@@ -247,9 +246,7 @@ class SafeMPC(PETS):
     name = "safe_mpc"
     config: SafeMPCConfig
     config_cls = SafeMPCConfig
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return (CostMonitorPart(self.config),)
+    part_types = (CostMonitorPart,)
 
     def _random_actions(self, n: int) -> torch.Tensor:
         """The initial exploration: per env an AR(1) process a_t = ρ a_{t−1} + √(1−ρ²) ε_t, ε ~ N(0, 1),

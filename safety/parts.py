@@ -51,12 +51,14 @@ class CostMonitorPart(Part):
     """The :class:`CostMonitor` of the config's constraints around the env; its training env's monitor
     is :attr:`monitor`, whose safety metrics join every iteration's."""
 
+    config: CMDPConfig
+
     def __init__(self, config: CMDPConfig):
-        self.cost_keys, self.limits = config.cost_keys, config.limits
+        super().__init__(config)
         self._monitor: CostMonitor | None = None
 
     def wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        monitor = CostMonitor(env, self.cost_keys, self.limits)
+        monitor = CostMonitor(env, self.config.cost_keys, self.config.limits)
         if training:
             self._monitor = monitor
         return monitor
@@ -82,10 +84,8 @@ class CostCriticPart(Part):
     r"""The cost critic :math:`V^c_\psi` of an on-policy agent: the rollout's costs into the batch, GAE on
     costs after the agent's estimate, the regression after its update (needs a :class:`CostMonitorPart`)."""
 
+    config: SafeOnPolicyConfig
     critic: CostCritic
-
-    def __init__(self, config: SafeOnPolicyConfig):
-        self.config = config
 
     def build(self, agent: "Agent") -> None:
         gae_lambda = float(getattr(agent.config, "gae_lambda", 1.0))
@@ -113,10 +113,8 @@ class LagrangianPart(Part):
     """λ (:attr:`multiplier`, plain or PID by the config's ``multiplier``): the dual step and the
     Lagrangian's advantage before the agent's update, λ among the update's metrics."""
 
+    config: LagrangianOnPolicyConfig
     multiplier: LagrangeMultiplier
-
-    def __init__(self, config: LagrangianOnPolicyConfig):
-        self.config = config
 
     def build(self, agent: "Agent") -> None:
         self.multiplier = make_multiplier(self.config, torch.as_tensor(self.config.limits))
@@ -133,9 +131,7 @@ class LagrangianPart(Part):
         return {"lagrange": self.multiplier}
 
 
-def lagrangian_parts(config: LagrangianOnPolicyConfig) -> tuple[Part, ...]:
-    """The parts of an on-policy Lagrangian agent (PPO-Lag, TRPO-Lag): monitor, cost critic, λ."""
-    return CostMonitorPart(config), CostCriticPart(config), LagrangianPart(config)
+#: the parts of an on-policy Lagrangian agent (PPO-Lag, TRPO-Lag): the monitor, the cost critic, λ
+LAGRANGIAN_PARTS: tuple[type[Part], ...] = (CostMonitorPart, CostCriticPart, LagrangianPart)
 
-
-__all__ = ["CostCriticPart", "CostMonitorPart", "LagrangianPart", "lagrangian_parts"]
+__all__ = ["LAGRANGIAN_PARTS", "CostCriticPart", "CostMonitorPart", "LagrangianPart"]

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from core_rl.common.parts import Part
 from core_rl.trust_region.ppo import PPO, PPOConfig
 from safety.on_policy import LagrangianOnPolicyConfig
-from safety.parts import lagrangian_parts
+from safety.parts import LAGRANGIAN_PARTS
 
 
 class PPOLagConfig(LagrangianOnPolicyConfig, PPOConfig):
-    pass
+    """PPO's fields, the constraints (``cost_keys``, ``cost_limit``), the cost critic's and λ's (``multiplier``)."""
 
 
 class PPOLag(PPO):
@@ -39,9 +38,7 @@ class PPOLag(PPO):
     name = "ppo_lag"
     config: PPOLagConfig
     config_cls = PPOLagConfig
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return lagrangian_parts(self.config)
+    part_types = LAGRANGIAN_PARTS
 
 
 class PIDLagConfig(PPOLagConfig):

@@ -29,7 +29,6 @@ from pydantic import Field, model_validator
 
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
-from core_rl.common.parts import Part
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.continuous.critics import QEnsemble
 from core_rl.continuous.sac import SAC, SACConfig
@@ -55,9 +54,7 @@ class SACLag(SAC):
     name = "sac_lag"
     config: SACLagConfig
     config_cls = SACLagConfig
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return (CostMonitorPart(self.config),)
+    part_types = (CostMonitorPart,)
 
     def _build_networks(self) -> None:
         super()._build_networks()

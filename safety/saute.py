@@ -92,8 +92,7 @@ class SautePart(Part):
     """The Saute augmentation as a part: a :class:`SauteWrapper` around the env (evaluation keeps the
     budget in the observation but reports the env's own reward)."""
 
-    def __init__(self, config: SauteConfig):
-        self.config = config
+    config: SauteConfig
 
     def wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
         cfg = self.config
@@ -107,9 +106,7 @@ class Saute(PPO):
     name = "saute_ppo"
     config: SauteConfig
     config_cls = SauteConfig
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return CostMonitorPart(self.config), SautePart(self.config)
+    part_types = (CostMonitorPart, SautePart)
 
     @property
     def mean_return(self) -> float:

@@ -20,8 +20,9 @@ layer replaces an action with :math:`\hat p > p_{max}` by the action of least pr
 
 The policy learns as if the layer were part of the env (the rollout stores the policy's own
 action; the env executes the projected one). The agent behind the layer is PPO-Lag, so whatever
-cost slips through still drives λ: PPO-Lag's parts and one more, the :class:`ShieldPart`. Logged: ``shield_interventions`` (fraction of steps changed),
-``shield_loss`` and ``shield_positives`` (cost events the model has seen).
+cost slips through still drives λ: the agent is PPO-Lag's parts and one more, the :class:`ShieldPart`.
+Logged: ``shield_interventions`` (fraction of steps changed), ``shield_loss`` and ``shield_positives``
+(cost events the model has seen).
 """
 
 from __future__ import annotations
@@ -267,10 +268,11 @@ class ShieldPart(Part):
     and attached to the wrapper once the spaces are known, its metrics each iteration (the
     intervention count then restarts), its state in checkpoints as ``shield``."""
 
+    config: ShieldConfig
     layer: SafetyLayer
 
     def __init__(self, config: ShieldConfig):
-        self.config = config
+        super().__init__(config)
         self._wrapper: ShieldWrapper | None = None
 
     def wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
@@ -302,9 +304,7 @@ class ShieldedPPOLag(PPOLag):
     config: ShieldConfig
     config_cls = ShieldConfig
     action_spaces = (gym.spaces.Discrete, gym.spaces.Box)  # the safety layer has no slate (MultiDiscrete) form
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return *super()._make_parts(), ShieldPart(self.config)
+    part_types = (*PPOLag.part_types, ShieldPart)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """The policy's action(s) passed through the safety layer."""

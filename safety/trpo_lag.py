@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import torch
 
-from core_rl.common.parts import Part
 from core_rl.trust_region.common import policy_params
 from core_rl.trust_region.natural_pg import Evaluate, NaturalPG
 from core_rl.trust_region.trpo import TRPOConfig, trpo_line_search
 from safety.on_policy import LagrangianOnPolicyConfig
-from safety.parts import lagrangian_parts
+from safety.parts import LAGRANGIAN_PARTS
 
 
 class TRPOLagConfig(LagrangianOnPolicyConfig, TRPOConfig):
-    pass
+    """TRPO's fields (ε = ``max_kl``, the line search's), the constraints, the cost critic's and λ's."""
 
 
 class TRPOLag(NaturalPG):
@@ -40,9 +39,7 @@ class TRPOLag(NaturalPG):
     name = "trpo_lag"
     config: TRPOLagConfig
     config_cls = TRPOLagConfig
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return lagrangian_parts(self.config)
+    part_types = LAGRANGIAN_PARTS
 
     def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
                    surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:

@@ -1,21 +1,20 @@
 r"""Unconstrained PPO with the safety bookkeeping: the baseline every safe agent is compared with.
 
 It optimizes :math:`J_r` alone, exactly :class:`~core_rl.trust_region.ppo.PPO`; the costs named by
-``cost_keys`` are only measured by the cost monitor around its env (its one part, :class:`~safety.parts.CostMonitorPart`),
-so its episodic cost, cost rate and violations are logged like the constrained agents'. ``cost_limit``
-is used only to count the episodes over the limit.
+``cost_keys`` are only measured by the cost monitor around its env (its one part,
+:class:`~safety.parts.CostMonitorPart`), so its episodic cost, cost rate and violations are logged
+like the constrained agents'. ``cost_limit`` is used only to count the episodes over the limit.
 """
 
 from __future__ import annotations
 
-from core_rl.common.parts import Part
 from core_rl.trust_region.ppo import PPO, PPOConfig
 from safety.cmdp import CMDPConfig
 from safety.parts import CostMonitorPart
 
 
 class UnconstrainedPPOConfig(CMDPConfig, PPOConfig):
-    pass
+    """PPO's fields and the constraints it only measures (``cost_keys``, ``cost_limit``)."""
 
 
 class UnconstrainedPPO(PPO):
@@ -24,6 +23,4 @@ class UnconstrainedPPO(PPO):
     name = "ppo_unconstrained"
     config: UnconstrainedPPOConfig
     config_cls = UnconstrainedPPOConfig
-
-    def _make_parts(self) -> tuple[Part, ...]:
-        return (CostMonitorPart(self.config),)
+    part_types = (CostMonitorPart,)

@@ -43,6 +43,8 @@ class Agent(ABC):
     action_spaces: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.Box)
     #: metrics go to the tracker at most once per this many env steps (0: every iteration)
     log_every_steps: ClassVar[int] = 0
+    #: the agent's parts (:mod:`core_rl.common.parts`), each built from the config: ``PartType(config)``
+    part_types: ClassVar[tuple[type[Part], ...]] = ()
 
     def __init__(self, env: EnvLike, config: AgentConfig | Mapping[str, Any] | None = None,
                  tracker: Tracker | None = None, **overrides: Any):
@@ -95,8 +97,8 @@ class Agent(ABC):
 
     def _make_parts(self) -> tuple[Part, ...]:
         """Hook: the components this agent is composed of (:mod:`core_rl.common.parts`), from
-        ``self.config``; the bases call them in this order. None here."""
-        return ()
+        ``self.config``; the bases call them in this order. Here: one of each of :attr:`part_types`."""
+        return tuple(part_type(self.config) for part_type in self.part_types)
 
     def part(self, cls: type[P]) -> P:
         """This agent's first part of type ``cls``."""

@@ -4,7 +4,8 @@ An algorithm of the notes is its base algorithm plus a few components — a crit
 (the cost value function :math:`V^c_\psi`), a dual variable (the Lagrange multiplier λ of a CMDP), a
 wrapper around the env (a cost monitor, a safety layer, a state augmentation). Rather than override
 the base's hooks, and copy those overrides into every agent that needs the same component, an agent
-*declares* its parts (:meth:`~core_rl.common.base.Agent._make_parts`) and the bases call every part,
+*declares* its parts (``part_types``, each built as ``PartType(config)``, or
+:meth:`~core_rl.common.base.Agent._make_parts`) and the bases call every part,
 in the declared order, at the points of the notes' anatomy of an RL algorithm:
 
 * construction: :meth:`Part.wrap_env` (once for the training env, once per evaluation env, before
@@ -26,7 +27,7 @@ default, ``()``) pays for one loop over an empty tuple per call site, never per 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from gymnasium.vector import VectorEnv
@@ -41,7 +42,11 @@ Metrics = dict[str, float]
 
 
 class Part:
-    """A component of an agent, called by the agent's base classes (every method a no-op here)."""
+    """A component of an agent, called by the agent's base classes (every method a no-op here); built
+    from the agent's (validated) config."""
+
+    def __init__(self, config: Any):
+        self.config = config
 
     def wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
         """Wrap the vector env the agent trains on (``training``) or is evaluated on; before ``build``."""
