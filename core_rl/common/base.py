@@ -4,7 +4,9 @@ agent.predict(obs); agent.save(path); Algo.load(path)``.
 Subclasses provide ``_build`` (networks and optimizers), ``_iterate`` (one iteration of the
 algorithm: collect, estimate, improve; returns metrics) and ``_act`` (batched actions).
 The base class owns env construction, seeding, episode statistics, metric logging, progress,
-checkpoints and evaluation, so that each algorithm's module holds only its own mathematics.
+checkpoints and evaluation, so that each algorithm's module holds only its own mathematics. An
+agent may also be composed of parts (``part_types``; :mod:`core_rl.common.parts`), components such
+as a cost critic or a Lagrange multiplier that the base classes call at fixed points.
 """
 
 from __future__ import annotations

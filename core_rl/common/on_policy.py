@@ -4,7 +4,8 @@ actor-critic/A2C, NPG, TRPO and PPO.
 One iteration is the notes' anatomy of an RL algorithm: run the policy to generate samples
 (:meth:`OnPolicyAgent.collect`), estimate returns (:meth:`OnPolicyAgent.estimate`), improve the
 policy (the subclass's :meth:`update`). Collection steps a vector env in lockstep, batched through
-the policy, with no Python loop over envs.
+the policy, with no Python loop over envs. The agent's parts (:mod:`core_rl.common.parts`) are
+called at each of these points: at the rollout's start and end, after the estimate, around the update.
 """
 
 from __future__ import annotations
