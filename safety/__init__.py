@@ -6,9 +6,10 @@ Importing the package registers its CMDP tasks with gymnasium (``safety/PointGoa
 * :mod:`safety.cmdp` — the CMDP interface: constraints (``cost_keys``, ``cost_limit``) on the
   per-step ``info["cost"]`` of any gymnasium vector env, and the :class:`CostMonitor` that reads
   them and keeps the safety metrics;
-* :mod:`safety.lagrangian` and :mod:`safety.on_policy` — the components an agent holds instead of
-  inheriting them: Lagrange multipliers (dual ascent / PID on λ), the cost critic (cost values, GAE
-  on costs, its fit) and the cost monitor's glue;
+* :mod:`safety.lagrangian` and :mod:`safety.on_policy` — the components an agent is composed of
+  instead of inheriting them: Lagrange multipliers (dual ascent / PID on λ), the cost critic (cost
+  values, GAE on costs, its fit); :mod:`safety.parts` — them and the cost monitor as the agent's
+  parts (:mod:`core_rl.common.parts`), which the base classes call;
 * agents, one per module: ``ppo_lag`` (PPO-Lag, PID-Lag), ``trpo_lag``, ``cpo``, ``saute``,
   ``shield``, ``sac_lag``, ``model_based`` (SafeMPC), ``unconstrained`` (the PPO baseline), all in
   ``core_rl.registry``;

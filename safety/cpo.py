@@ -38,26 +38,23 @@ cost surrogate by at most :math:`\max(0, -c)`. CPO handles one constraint (the f
 g, b, :math:`H^{-1}g`, :math:`H^{-1}b` come from the trust-region core's
 :func:`~core_rl.trust_region.common.natural_gradients` and the line search is its
 :func:`~core_rl.trust_region.common.backtracking_line_search` (NPG's and TRPO's); the agent is a
-:class:`~core_rl.trust_region.common.TrustRegionAgent` holding the cost monitor around its env and a
-cost critic (``cost_value``, :mod:`safety.on_policy`), whose cost advantages it reads from the batch.
+:class:`~core_rl.trust_region.common.TrustRegionAgent` composed of the cost monitor around its env and
+the cost critic (:mod:`safety.parts`), whose cost advantages it reads from the batch.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-from gymnasium.vector import VectorEnv
 from pydantic import model_validator
 
 from core_rl.common.buffers import FlatBatch, RolloutBatch
 from core_rl.trust_region.common import (Dist, TrustRegionAgent, backtracking_line_search, mean_kl, natural_gradients,
                                          policy_params, set_flat_params)
 from core_rl.trust_region.trpo import TRPOConfig
-from safety.cmdp import CostMonitor
-from safety.on_policy import (CostCritic, SafeOnPolicyConfig, cost_metrics, cost_monitor_of, monitor_costs,
-                              safety_metrics)
+from safety.on_policy import SafeOnPolicyConfig
+from safety.parts import CostCriticPart, CostMonitorPart
 
 EPS = 1e-8
 
@@ -120,36 +117,7 @@ class CPO(TrustRegionAgent):
     name = "cpo"
     config: CPOConfig
     config_cls = CPOConfig
-    cost_value: CostCritic
-
-    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        return monitor_costs(super()._wrap_env(env, training), self.config)
-
-    def _build(self) -> None:
-        super()._build()
-        self.cost_value = CostCritic(self.observation_space, self.config, self.config.gae_lambda).to(self.device)
-
-    @property
-    def cost_monitor(self) -> CostMonitor:
-        return cost_monitor_of(self.env)
-
-    @property
-    def mean_episode_cost(self) -> float:
-        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
-        return float(self.cost_monitor.mean_episode_cost[0])
-
-    # ---- the rollout carries the costs ----------------------------------------------------------
-    def _rollout_begin(self, episode_start: np.ndarray) -> None:
-        super()._rollout_begin(episode_start)
-        self.cost_monitor.begin_rollout()
-
-    def _make_rollout_batch(self, **fields: torch.Tensor) -> RolloutBatch:
-        alive = ~self._episode_start if self.collect_mode == "episodes" else None
-        return self.cost_value.attach(super()._make_rollout_batch(**fields), self.cost_monitor.end_rollout(),
-                                      self._obs_tensor, self._obs, alive)
-
-    def estimate(self, batch: RolloutBatch) -> RolloutBatch:
-        return self.cost_value.estimate(super().estimate(batch))
+    part_types = (CostMonitorPart, CostCriticPart)
 
     # ---- the update ----------------------------------------------------------------------------
     def violation(self, batch: RolloutBatch) -> float:
@@ -158,7 +126,7 @@ class CPO(TrustRegionAgent):
         if batch.episode_costs is not None and len(batch.episode_costs):
             cost = float(batch.episode_costs[:, 0].mean())
         else:
-            cost = float(self.cost_monitor.mean_episode_cost[0])
+            cost = self.part(CostMonitorPart).mean_episode_cost
         length = float(torch.tensor(list(self.episode_lengths), dtype=torch.float64).mean()) \
             if self.episode_lengths else float(batch.n_steps)
         return 0.0 if math.isnan(cost) else (cost - float(self.config.limits[0])) / max(length, 1.0)
@@ -173,8 +141,7 @@ class CPO(TrustRegionAgent):
             advantage = self.normalize(advantage)
         metrics = self.constrained_step(flat, advantage.detach(), batch.masked(batch.cost_advantages)[:, 0], c)
         metrics["value_loss"] = self.fit_critic(flat)
-        metrics.update(cost_metrics(batch, self.cost_value.fit(batch, self._clip_and_step)))
-        return metrics
+        return metrics  # the cost critic's fit follows (its part's after_update)
 
     def constrained_step(self, flat: FlatBatch, advantage: torch.Tensor, cost_advantage: torch.Tensor,
                          c: float) -> dict[str, float]:
@@ -221,6 +188,3 @@ class CPO(TrustRegionAgent):
         return {"kl": kl, "surrogate_gain": gain, "cost_surrogate_change": cost_change, "step_fraction": fraction,
                 "accepted": float(result is not None), "cpo_case": float(case), "cpo_lambda": lam, "cpo_nu": nu,
                 "violation": c, "step_norm": float(step.norm()), "entropy": entropy}
-
-    def _iterate(self) -> dict[str, float]:
-        return safety_metrics(super()._iterate(), self.cost_monitor)

@@ -37,7 +37,6 @@ from __future__ import annotations
 from typing import Any, Callable, Literal
 
 import torch
-from gymnasium.vector import VectorEnv
 from pydantic import Field
 from torch import nn
 
@@ -46,9 +45,10 @@ from core_rl.model_based.env_models import KNOWN_REWARDS, RewardFn
 from core_rl.model_based.mpc import PETS, PETSConfig
 from core_rl.model_based.planners.shooting import TrajectoryEvaluator
 from core_rl.common.replay import ReplayBuffer
-from safety.cmdp import CMDPConfig, CostMonitor
+from safety.cmdp import CMDPConfig
 from safety.envs import PointGoalVectorEnv
-from safety.on_policy import cost_monitor_of, find_wrapper, monitor_costs, safety_metrics
+from safety.on_policy import find_wrapper
+from safety.parts import CostMonitorPart
 
 
 # ---- the tasks' known rewards, as functions of observations (PETS's usual r(s, a, s')) ---------------
@@ -246,18 +246,7 @@ class SafeMPC(PETS):
     name = "safe_mpc"
     config: SafeMPCConfig
     config_cls = SafeMPCConfig
-
-    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        return monitor_costs(super()._wrap_env(env, training), self.config)
-
-    @property
-    def cost_monitor(self) -> CostMonitor:
-        return cost_monitor_of(self.env)
-
-    @property
-    def mean_episode_cost(self) -> float:
-        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
-        return float(self.cost_monitor.mean_episode_cost[0])
+    part_types = (CostMonitorPart,)
 
     def _random_actions(self, n: int) -> torch.Tensor:
         """The initial exploration: per env an AR(1) process a_t = ρ a_{t−1} + √(1−ρ²) ε_t, ε ~ N(0, 1),
@@ -293,7 +282,7 @@ class SafeMPC(PETS):
             self.config = self.config.model_copy(update={"reward": "known" if known else "learned"})
         super()._build()
         cfg = self.config
-        monitor = self.cost_monitor
+        monitor = self.part(CostMonitorPart).monitor
         self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, (self.obs_dim,), (self.act_dim,), seed=cfg.seed,
                                    device=self.device, n_costs=cfg.n_constraints, cost_source=lambda: monitor.last_costs)
         self.cost_model = CostEnsemble(self.obs_dim, self.act_dim, cfg.cost_members, cfg.cost_hidden_sizes,
@@ -337,9 +326,9 @@ class SafeMPC(PETS):
                 and self.num_timesteps - self._cost_fit_step >= cfg.cost_train_every):
             self._fit_metrics.update(self.fit_cost_model())  # react to new violations before the next model fit
         metrics = super()._iterate()
-        self._violations += int((self.cost_monitor.last_costs > 0).any(-1).sum())
+        self._violations += int((self.part(CostMonitorPart).monitor.last_costs > 0).any(-1).sum())
         metrics["plan_feasible_fraction"] = self.cost_planning.last_feasible_fraction
-        return safety_metrics(metrics, self.cost_monitor)
+        return metrics
 
 
 __all__ = ["CostEnsemble", "CostTrackingModel", "PessimisticCostPlanning", "SafeMPC", "SafeMPCConfig"]

@@ -1,18 +1,12 @@
-r"""The components every safe agent is assembled from (by composition, not inheritance).
+r"""The components every safe on-policy agent is assembled from (by composition, not inheritance), and
+the functions of the notes they apply; :mod:`safety.parts` holds them as the agent's parts, which
+the base classes call (:mod:`core_rl.common.parts`). The costs travel in the rollout batch itself
+(:class:`~core_rl.common.buffers.RolloutBatch`'s cost fields) and in the replay buffer (``n_costs``),
+never through attributes set by one method for another.
 
-An agent holds these as attributes and overrides a few hooks of its base algorithm
-(:class:`~core_rl.common.on_policy.OnPolicyAgent`'s ``_rollout_begin``, ``_make_rollout_batch``,
-``estimate``, ``update``; any agent's ``_wrap_env`` and ``_iterate``); the costs travel in the
-rollout batch itself (:class:`~core_rl.common.buffers.RolloutBatch`'s cost fields) and in the replay
-buffer (``n_costs``), never through attributes set by one method for another.
-
-* The **cost monitor** (:class:`~safety.cmdp.CostMonitor`, an env wrapper, :func:`monitor_costs`)
-  reads every step's cost vector :math:`c_t\in\mathbb R^K` from the env's infos, records the rollout's
-  costs and keeps the safety metrics (episodic cost, cost rate over all training steps, cumulative
-  cost, violation steps, episodes over the limit), which :func:`safety_metrics` adds to an iteration's.
 * The **cost critic** (:class:`CostCritic`) :math:`V^c_\psi` attaches the costs of the very same
-  ``env.step`` calls to a rollout batch (the base class's rollout is reused unchanged), estimates the
-  cost advantages by GAE on costs,
+  ``env.step`` calls, as recorded by the cost monitor (:class:`~safety.cmdp.CostMonitor`), to a
+  rollout batch, estimates the cost advantages by GAE on costs,
 
   .. math::
       \delta^c_t = c_t + \gamma_c V^c_\psi(s_{t+1}) - V^c_\psi(s_t),\qquad
@@ -24,8 +18,6 @@ buffer (``n_costs``), never through attributes set by one method for another.
   by the config's ``multiplier``) takes the dual step on λ from the rollout's episodic costs
   (:func:`episode_cost_estimate`); the parent's policy update then sees the Lagrangian's advantage
   :math:`(\hat A^r - \sum_k\lambda_k\hat A^{c_k})/(1+\sum_k\lambda_k)` (:func:`lagrangian_advantages`).
-  PPO-Lag is PPO with a cost critic and a multiplier, TRPO-Lag the natural step and TRPO's line
-  search with the same two components, CPO TRPO's machinery with a cost critic and its own step.
 """
 
 from __future__ import annotations
@@ -40,7 +32,6 @@ from pydantic import Field
 
 from core_rl.common import returns as R
 from core_rl.common.buffers import RolloutBatch
-from core_rl.common.errors import EnvError
 from safety.cmdp import CMDPConfig, CostMonitor
 from safety.lagrangian import CostValueFunction, LagrangianConfig, lagrangian_advantage
 
@@ -61,7 +52,7 @@ class LagrangianOnPolicyConfig(LagrangianConfig, SafeOnPolicyConfig):
         True, description="Standardize Â^c over the batch before combining it with the (standardized) Â^r.")
 
 
-# ---- the cost monitor ----------------------------------------------------------------------------
+# ---- env wrappers --------------------------------------------------------------------------------
 def find_wrapper(env: VectorEnv, cls: type) -> Any:
     """The first wrapper of type ``cls`` in a chain of vector wrappers (or None)."""
     while True:
@@ -70,25 +61,6 @@ def find_wrapper(env: VectorEnv, cls: type) -> Any:
         if not isinstance(env, VectorWrapper):
             return None
         env = env.env
-
-
-def monitor_costs(env: VectorEnv, config: CMDPConfig) -> CostMonitor:
-    """``env`` wrapped in a :class:`CostMonitor` of the config's constraints."""
-    return CostMonitor(env, config.cost_keys, config.limits)
-
-
-def cost_monitor_of(env: VectorEnv) -> CostMonitor:
-    """The :class:`CostMonitor` in ``env``'s wrapper chain."""
-    monitor = find_wrapper(env, CostMonitor)
-    if monitor is None:
-        raise EnvError("the agent's env has no CostMonitor: a safe agent wraps its env in one in _wrap_env")
-    return monitor
-
-
-def safety_metrics(metrics: dict[str, float], monitor: CostMonitor) -> dict[str, float]:
-    """An iteration's ``metrics`` with the monitor's safety metrics added."""
-    metrics.update(monitor.metrics())
-    return metrics
 
 
 # ---- the cost critic -----------------------------------------------------------------------------

@@ -16,7 +16,8 @@ episodes finish, :math:`\lambda \leftarrow \max(0, \lambda + \alpha_\lambda(\hat
 else — temperature, soft critics, replay, targets — is :class:`~core_rl.continuous.sac.SAC`'s; the
 replay buffer stores the step costs beside the rewards (:class:`~core_rl.common.replay.ReplayBuffer`'s
 ``n_costs``, read from the cost monitor around the env; one-step targets: ``n_step`` must be 1). The
-agent is SAC holding the cost monitor, a cost critic and a Lagrange multiplier. One constraint.
+agent is SAC composed of the cost monitor (its part, :class:`~safety.parts.CostMonitorPart`) and holding a
+cost critic and a Lagrange multiplier. One constraint.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from gymnasium.vector import VectorEnv
 from pydantic import Field, model_validator
 
 from core_rl.common.off_policy import polyak_update
@@ -32,9 +32,8 @@ from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.continuous.critics import QEnsemble
 from core_rl.continuous.sac import SAC, SACConfig
-from safety.cmdp import CostMonitor
 from safety.lagrangian import LagrangianConfig, make_multiplier
-from safety.on_policy import cost_monitor_of, monitor_costs, safety_metrics
+from safety.parts import CostMonitorPart
 
 
 class SACLagConfig(LagrangianConfig, SACConfig):
@@ -55,24 +54,13 @@ class SACLag(SAC):
     name = "sac_lag"
     config: SACLagConfig
     config_cls = SACLagConfig
-
-    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        return monitor_costs(super()._wrap_env(env, training), self.config)
-
-    @property
-    def cost_monitor(self) -> CostMonitor:
-        return cost_monitor_of(self.env)
-
-    @property
-    def mean_episode_cost(self) -> float:
-        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
-        return float(self.cost_monitor.mean_episode_cost[0])
+    part_types = (CostMonitorPart,)
 
     def _build_networks(self) -> None:
         super()._build_networks()
         cfg = self.config
         old = self.replay
-        monitor = self.cost_monitor
+        monitor = self.part(CostMonitorPart).monitor
         self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, tuple(old.obs.shape[2:]), tuple(old.actions.shape[2:]),
                                    n_step=1, gamma=cfg.gamma, seed=cfg.seed, device=self.device, n_costs=1,
                                    cost_source=lambda: monitor.last_costs)
@@ -83,7 +71,7 @@ class SACLag(SAC):
         self.lagrange = make_multiplier(cfg, torch.as_tensor(cfg.limits))
 
     def _iterate(self) -> dict[str, float]:
-        monitor = self.cost_monitor
+        monitor = self.part(CostMonitorPart).monitor
         monitor.begin_rollout()
         try:
             metrics = super()._iterate()
@@ -92,7 +80,7 @@ class SACLag(SAC):
         if len(finished):  # the dual step, whenever training episodes end
             self.lagrange.update(torch.as_tensor(finished.mean(0)))
         metrics["lambda"] = float(self.lagrange.value[0])
-        return safety_metrics(metrics, monitor)
+        return metrics
 
     def actor_loss(self, batch: ReplaySample, action: torch.Tensor, log_prob: torch.Tensor,
                    alpha: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,10 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import Field
 
 from core_rl.common.errors import SpaceError
+from core_rl.common.parts import Part
 from core_rl.trust_region.ppo import PPO, PPOConfig
-from safety.cmdp import CMDPConfig, CostMonitor, read_costs
-from safety.on_policy import cost_monitor_of, monitor_costs, safety_metrics
+from safety.cmdp import CMDPConfig, read_costs
+from safety.parts import CostMonitorPart
 
 
 class SauteWrapper(VectorWrapper):
@@ -87,6 +88,17 @@ class SauteConfig(CMDPConfig, PPOConfig):
     saute_gamma: float = Field(1.0, gt=0.0, le=1.0, description="γ_s of the budget update (1: undiscounted budget).")
 
 
+class SautePart(Part):
+    """The Saute augmentation as a part: a :class:`SauteWrapper` around the env (evaluation keeps the
+    budget in the observation but reports the env's own reward)."""
+
+    config: SauteConfig
+
+    def wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        cfg = self.config
+        return SauteWrapper(env, cfg.cost_keys, cfg.limits, cfg.unsafe_reward, cfg.saute_gamma, shape_reward=training)
+
+
 class Saute(PPO):
     """PPO on the Saute-augmented MDP (``Saute(env, cost_limit=25)``): the env's costs pass the cost
     monitor, then the Saute wrapper."""
@@ -94,27 +106,9 @@ class Saute(PPO):
     name = "saute_ppo"
     config: SauteConfig
     config_cls = SauteConfig
-
-    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        env = monitor_costs(super()._wrap_env(env, training), self.config)
-        cfg = self.config
-        # evaluation keeps the budget in the observation but reports the env's own reward
-        return SauteWrapper(env, cfg.cost_keys, cfg.limits, cfg.unsafe_reward, cfg.saute_gamma, shape_reward=training)
-
-    @property
-    def cost_monitor(self) -> CostMonitor:
-        return cost_monitor_of(self.env)
-
-    @property
-    def mean_episode_cost(self) -> float:
-        """Mean episodic cost (first constraint) of the last 100 finished training episodes."""
-        return float(self.cost_monitor.mean_episode_cost[0])
-
-    def _iterate(self) -> dict[str, float]:
-        return safety_metrics(super()._iterate(), self.cost_monitor)
+    part_types = (CostMonitorPart, SautePart)
 
     @property
     def mean_return(self) -> float:
         """Mean return of the env's own reward (not the Saute reward) over the last 100 training episodes."""
-        monitor = self.cost_monitor if hasattr(self, "env") else None
-        return monitor.mean_episode_return if monitor is not None else float("nan")
+        return self.part(CostMonitorPart).monitor.mean_episode_return if hasattr(self, "env") else float("nan")

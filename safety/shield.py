@@ -20,8 +20,9 @@ layer replaces an action with :math:`\hat p > p_{max}` by the action of least pr
 
 The policy learns as if the layer were part of the env (the rollout stores the policy's own
 action; the env executes the projected one). The agent behind the layer is PPO-Lag, so whatever
-cost slips through still drives λ. Logged: ``shield_interventions`` (fraction of steps changed),
-``shield_loss`` and ``shield_positives`` (cost events the model has seen).
+cost slips through still drives λ: the agent is PPO-Lag's parts and one more, the :class:`ShieldPart`.
+Logged: ``shield_interventions`` (fraction of steps changed), ``shield_loss`` and ``shield_positives``
+(cost events the model has seen).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import Field
 from torch import nn
 
+from core_rl.common.base import Agent
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.normalization import RunningMeanStd
-from safety.on_policy import find_wrapper
+from core_rl.common.parts import Metrics, Part
 from safety.ppo_lag import PPOLag, PPOLagConfig
 
 
@@ -260,39 +262,55 @@ class SafetyLayer(nn.Module):
         return {"shield_interventions": self._interventions / max(self._steps, 1), **self._last_fit}
 
 
+class ShieldPart(Part):
+    """The safety layer as a part: a :class:`ShieldWrapper` around the training env (evaluation envs
+    stay bare: the agent's ``predict`` applies the layer), the :class:`SafetyLayer` :attr:`layer` built
+    and attached to the wrapper once the spaces are known, its metrics each iteration (the
+    intervention count then restarts), its state in checkpoints as ``shield``."""
+
+    config: ShieldConfig
+    layer: SafetyLayer
+
+    def __init__(self, config: ShieldConfig):
+        super().__init__(config)
+        self._wrapper: ShieldWrapper | None = None
+
+    def wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
+        if not training:
+            return env
+        self._wrapper = ShieldWrapper(env)
+        return self._wrapper
+
+    def build(self, agent: Agent) -> None:
+        self.layer = SafetyLayer(agent.observation_space, agent.action_space, self.config, agent.n_envs, agent.device)
+        if self._wrapper is not None:
+            self._wrapper.layer = self.layer
+
+    def iteration_metrics(self, agent: Agent, metrics: Metrics) -> Metrics:
+        metrics.update(self.layer.metrics())
+        self.layer.begin_iteration()
+        return metrics
+
+    def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        return {"shield": self.layer}
+
+
 class ShieldedPPOLag(PPOLag):
-    """PPO-Lag behind a learned safety layer (Box actions: projection; discrete: substitution): PPO-Lag
-    holding one more component, the :class:`SafetyLayer` ``shield``, which the env's :class:`ShieldWrapper`
-    applies to every training action and :meth:`predict` to every evaluation action."""
+    """PPO-Lag behind a learned safety layer (Box actions: projection; discrete: substitution): PPO-Lag's
+    parts and the :class:`ShieldPart`, whose :class:`ShieldWrapper` applies the layer to every training
+    action; :meth:`predict` applies it to every evaluation action."""
 
     name = "shield_ppo_lag"
     config: ShieldConfig
     config_cls = ShieldConfig
     action_spaces = (gym.spaces.Discrete, gym.spaces.Box)  # the safety layer has no slate (MultiDiscrete) form
-    shield: SafetyLayer
-
-    def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
-        env = super()._wrap_env(env, training)
-        return ShieldWrapper(env) if training else env  # evaluation: predict() applies the layer
-
-    def _build(self) -> None:
-        super()._build()
-        self.shield = SafetyLayer(self.observation_space, self.action_space, self.config, self.n_envs, self.device)
-        wrapper = find_wrapper(self.env, ShieldWrapper)
-        if wrapper is not None:
-            wrapper.layer = self.shield
+    part_types = (*PPOLag.part_types, ShieldPart)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """The policy's action(s) passed through the safety layer."""
         actions = super().predict(obs, deterministic)
         single = np.asarray(obs).shape == self.observation_space.shape
         batch_obs = np.asarray(obs)[None] if single else np.asarray(obs)
-        safe, _ = self.shield.shield_actions(batch_obs,
-                                             np.asarray(actions).reshape(len(batch_obs), *self.action_space.shape))
+        safe, _ = self.part(ShieldPart).layer.shield_actions(
+            batch_obs, np.asarray(actions).reshape(len(batch_obs), *self.action_space.shape))
         return safe[0] if single else safe
-
-    def _iterate(self) -> dict[str, float]:
-        self.shield.begin_iteration()
-        metrics = super()._iterate()
-        metrics.update(self.shield.metrics())
-        return metrics

@@ -15,6 +15,7 @@ from core_rl.registry import get_algo
 from safety.envs import PointGoalVectorEnv
 from safety.evaluation import evaluate_cmdp
 from safety.model_based import CostEnsemble, SafeMPC, SafeMPCConfig, point_goal_reward
+from safety.parts import CostMonitorPart
 
 ENV = "safety/PointGoal-v0"
 LIMIT = 5.0
@@ -112,7 +113,8 @@ def test_pessimistic_cost_keeps_training_violations_far_below_the_unconstrained_
         runs[name] = (agent, tracker, evaluate_cmdp(agent, 8))
     safe, safe_tracker, safe_eval = runs["safe"]
     free, _, free_eval = runs["unconstrained"]
-    safe_cum, free_cum = safe.cost_monitor.total_cost[0], free.cost_monitor.total_cost[0]
+    safe_cum = safe.part(CostMonitorPart).monitor.total_cost[0]
+    free_cum = free.part(CostMonitorPart).monitor.total_cost[0]
     # measured (seed 0): 47 violations in 2400 steps (41 in the first half) against 636 (140); final policies:
     # return 19.2 at cost 0 against 22.3 at cost 77 (seeds 1, 2: 77 vs 476 and 41 vs 590; returns 16.3, 15.7)
     assert free_eval["mean_cost"][0] > 3 * LIMIT        # the fast shuttle runs through the hazard ...

@@ -21,6 +21,7 @@ from safety.cpo import CPO, cpo_step
 from safety.envs import HazardGridworld, PointGoalVectorEnv
 from safety.evaluation import evaluate_cmdp
 from safety.lagrangian import LagrangeMultiplier, PIDLagrangeMultiplier, lagrangian_advantage
+from safety.parts import CostCriticPart, CostMonitorPart, LagrangianPart
 from safety.ppo_lag import PIDLag, PPOLag
 from safety.saute import Saute, SauteWrapper
 from safety.shield import LinearCostModel, ShieldedPPOLag
@@ -142,12 +143,12 @@ def test_missing_cost_key_is_a_clear_error() -> None:
 def test_several_constraints_each_with_its_own_limit_and_lambda() -> None:
     agent = PPOLag("safety/CartPole-v0", cost_keys=("cost_position", "cost_speed"), cost_limit=(5.0, 3.0),
                    **TINY)
-    assert agent.lagrange.limits.tolist() == [5.0, 3.0]
+    assert agent.part(LagrangianPart).multiplier.limits.tolist() == [5.0, 3.0]
     agent.learn(4 * 64 * 6)
     m = agent.last_metrics
     assert {"lambda/cost_position", "lambda/cost_speed", "episode_cost/cost_speed", "cost_rate/cost_position",
             "violation_steps/cost_speed", "episodes_over_limit/cost_position"} <= set(m)
-    assert agent.cost_value(torch.zeros(3, 4)).shape == (3, 2)
+    assert agent.part(CostCriticPart).critic(torch.zeros(3, 4)).shape == (3, 2)
 
 
 # ---- the shared Lagrangian piece ---------------------------------------------------------------
@@ -187,10 +188,10 @@ def test_registry_and_checkpoint_keep_lambda() -> None:
         assert get_algo(name).cls is cls
     agent = TRPOLag("safety/PointGoal-v0", cost_limit=0.0, lagrangian_lr=0.1, **TINY)
     agent.learn(4 * 64 * 8)  # 512 steps per env: two 200-step episodes finish
-    lam = agent.lagrange.value.clone()
+    lam = agent.part(LagrangianPart).multiplier.value.clone()
     assert lam.item() > 0
     clone = TRPOLag.load(agent.save(agent_path := __import__("tempfile").mkdtemp() + "/trpo_lag"))
-    assert clone.lagrange.value.tolist() == lam.tolist() and agent_path
+    assert clone.part(LagrangianPart).multiplier.value.tolist() == lam.tolist() and agent_path
 
 
 # ---- CPO's step against a numerical solver ------------------------------------------------------
@@ -315,7 +316,7 @@ def test_agents_log_safety_metrics_and_evaluate_costs(cls) -> None:
         assert key in tracker.metrics, key
     if cls not in (UnconstrainedPPO, Saute):
         assert "lambda" in tracker.metrics or cls is CPO
-    monitor = agent.cost_monitor
+    monitor = agent.part(CostMonitorPart).monitor
     assert tracker.last("cumulative_cost") == pytest.approx(monitor.total_cost[0])
     assert tracker.last("cost_rate") == pytest.approx(monitor.total_cost[0] / agent.num_timesteps)
     ev = evaluate_cmdp(agent, n_episodes=4)
@@ -332,7 +333,7 @@ def test_sac_lag_stores_costs_and_adds_the_lagrangian_to_the_actor_loss() -> Non
     agent = SACLag(near_hazard, cost_limit=0.0, n_envs=2, hidden_sizes=(32,), batch_size=64,
                    learning_starts=300, lagrangian_lr=0.05, seed=0)
     agent.learn(1000)  # 500 steps per env: two 200-step episodes each have finished
-    monitor, replay = agent.cost_monitor, agent.replay
+    monitor, replay = agent.part(CostMonitorPart).monitor, agent.replay
     assert replay.costs.sum().item() == pytest.approx(monitor.total_cost[0]) and monitor.total_cost[0] > 0
     assert agent.lagrange.value.item() > 0            # costs over a limit of 0 raised λ
     batch = replay.sample(32)

@@ -11,6 +11,7 @@ import pytest
 from core_rl.common.tracking import MemoryTracker
 from safety.cpo import CPO
 from safety.evaluation import evaluate_cmdp
+from safety.parts import CostMonitorPart
 from safety.ppo_lag import PPOLag
 from safety.shield import ShieldedPPOLag
 from safety.unconstrained import UnconstrainedPPO
@@ -38,7 +39,7 @@ def test_unconstrained_ppo_exceeds_the_limit(ppo_run) -> None:
     agent, tracker, ev = ppo_run
     assert ev["mean_return"] > 15.0                       # it learned to shuttle between the goals ...
     assert ev["mean_cost"][0] > 3 * LIMIT                 # ... straight through the hazard
-    assert agent.mean_episode_cost > LIMIT
+    assert agent.part(CostMonitorPart).mean_episode_cost > LIMIT
     assert tracker.last("episodes_over_limit") > 0
 
 
@@ -61,7 +62,7 @@ def test_cpo_respects_the_limit(ppo_run) -> None:
     agent.learn(71_680)
     ev = evaluate_cmdp(agent, EVAL_EPISODES)
     assert ev["mean_cost"][0] <= LIMIT
-    assert agent.mean_episode_cost <= LIMIT               # the last training episodes too
+    assert agent.part(CostMonitorPart).mean_episode_cost <= LIMIT  # the last training episodes too
     assert ev["mean_return"] > 15.0
     assert ev["mean_cost"][0] < ppo_ev["mean_cost"][0] / 5
 
@@ -92,5 +93,5 @@ def test_ppo_lag_meets_the_gridworld_limit_that_ppo_exceeds() -> None:
     ppo_ev, lag_ev = evaluate_cmdp(ppo, EVAL_EPISODES, seed=7), evaluate_cmdp(lag, EVAL_EPISODES, seed=7)
     assert ppo_ev["mean_cost"][0] > 3 * limit and ppo_ev["mean_return"] > 0.9
     assert lag_ev["mean_cost"][0] <= limit and lag_ev["mean_return"] > 0.9      # reaches the goal, safely
-    assert lag.mean_episode_cost <= limit                                      # training episodes too
+    assert lag.part(CostMonitorPart).mean_episode_cost <= limit  # training episodes too
     assert max(v for _, v in lag_tracker.metrics["lambda"]) > 1.0

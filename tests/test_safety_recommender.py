@@ -20,6 +20,7 @@ from safety.cmdp import CostMonitor, read_costs
 from safety.cpo import CPO
 from safety.envs.recommender import (COST_LIMIT, ClickbaitRecommenderVectorEnv, greedy_engagement_slates,
                                      quality_filtered_slates)
+from safety.parts import CostMonitorPart
 from safety.ppo_lag import PPOLag
 from safety.trpo_lag import TRPOLag
 from safety.unconstrained import UnconstrainedPPO
@@ -129,7 +130,8 @@ def test_ppo_lag_meets_the_clickbait_limit(trained: dict[str, object]) -> None:
     lag = trained["lag"]
     assert isinstance(lag, PPOLag)
     assert max(trained["lambdas"]) > 0.5  # type: ignore[arg-type]  (random slates start at ≈ 26 > 10)
-    assert lag.mean_episode_cost <= COST_LIMIT + 1.5, lag.mean_episode_cost  # ≈ 9.9 over the last 100 episodes
+    lag_monitor = lag.part(CostMonitorPart)
+    assert lag_monitor.mean_episode_cost <= COST_LIMIT + 1.5, lag_monitor.mean_episode_cost  # ≈ 9.9 over the last 100 episodes
     # above the best a feasible policy gets without reading the users (random non-clickbait slates: 21.4)
     assert lag.mean_return > 22.0, lag.mean_return
 
@@ -137,7 +139,8 @@ def test_ppo_lag_meets_the_clickbait_limit(trained: dict[str, object]) -> None:
 def test_unconstrained_ppo_seeks_clickbait_and_earns_more(trained: dict[str, object]) -> None:
     lag, ppo = trained["lag"], trained["ppo"]
     assert isinstance(ppo, UnconstrainedPPO) and isinstance(lag, PPOLag)
-    assert ppo.mean_episode_cost > 2 * COST_LIMIT, ppo.mean_episode_cost  # ≈ 30, above random slates' 26
+    ppo_monitor = ppo.part(CostMonitorPart)
+    assert ppo_monitor.mean_episode_cost > 2 * COST_LIMIT, ppo_monitor.mean_episode_cost  # ≈ 30, above random slates' 26
     assert ppo.mean_return > lag.mean_return + 0.5, (ppo.mean_return, lag.mean_return)
 
 

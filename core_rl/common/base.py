@@ -4,7 +4,9 @@ agent.predict(obs); agent.save(path); Algo.load(path)``.
 Subclasses provide ``_build`` (networks and optimizers), ``_iterate`` (one iteration of the
 algorithm: collect, estimate, improve; returns metrics) and ``_act`` (batched actions).
 The base class owns env construction, seeding, episode statistics, metric logging, progress,
-checkpoints and evaluation, so that each algorithm's module holds only its own mathematics.
+checkpoints and evaluation, so that each algorithm's module holds only its own mathematics. An
+agent may also be composed of parts (``part_types``; :mod:`core_rl.common.parts`), components such
+as a cost critic or a Lagrange multiplier that the base classes call at fixed points.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -24,13 +26,15 @@ from torch import nn
 from core_rl.common.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from core_rl.common.config import AgentConfig, parse_config
 from core_rl.common.envs import EnvLike, SpacesOnlyEnv, can_make, check_action_space, env_id_of, make_vec_env
-from core_rl.common.errors import CheckpointError
+from core_rl.common.errors import CheckpointError, ConfigError
+from core_rl.common.parts import Part
 from core_rl.common.runs import check_stop, graceful_stop
 from core_rl.common.seeding import configure_torch, preserve_rng, set_seed
 from core_rl.common.spaces import space_from_dict, space_to_dict
 from core_rl.common.tracking import NullTracker, Tracker
 
 Callback = Callable[["Agent", dict[str, float]], bool | None]
+P = TypeVar("P", bound=Part)
 
 
 class Agent(ABC):
@@ -41,11 +45,14 @@ class Agent(ABC):
     action_spaces: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.Box)
     #: metrics go to the tracker at most once per this many env steps (0: every iteration)
     log_every_steps: ClassVar[int] = 0
+    #: the agent's parts (:mod:`core_rl.common.parts`), each built from the config: ``PartType(config)``
+    part_types: ClassVar[tuple[type[Part], ...]] = ()
 
     def __init__(self, env: EnvLike, config: AgentConfig | Mapping[str, Any] | None = None,
                  tracker: Tracker | None = None, **overrides: Any):
         self.config = parse_config(self.config_cls, config, **overrides)
         cfg = self.config
+        self.parts: tuple[Part, ...] = tuple(self._make_parts())
         configure_torch(cfg.torch_threads)
         self.rng = set_seed(cfg.seed)
         self.device = torch.device(cfg.device)
@@ -70,6 +77,8 @@ class Agent(ABC):
         self._last_log_step = -(10**12)
         self._resume_rng: dict[str, Any] | None = None
         self._build()
+        for part in self.parts:
+            part.build(self)
 
     # ---- what subclasses provide -------------------------------------------------------------
     @property
@@ -88,14 +97,38 @@ class Agent(ABC):
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Batched actions for batched (normalized) observation tensors."""
 
+    def _make_parts(self) -> tuple[Part, ...]:
+        """Hook: the components this agent is composed of (:mod:`core_rl.common.parts`), from
+        ``self.config``; the bases call them in this order. Here: one of each of :attr:`part_types`."""
+        return tuple(part_type(self.config) for part_type in self.part_types)
+
+    def part(self, cls: type[P]) -> P:
+        """This agent's first part of type ``cls``."""
+        for part in self.parts:
+            if isinstance(part, cls):
+                return part
+        raise ConfigError(f"{self.name} has no part {cls.__name__} (its parts: "
+                          f"{', '.join(type(p).__name__ for p in self.parts) or 'none'})")
+
     def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
         """Hook: wrap the vector env this agent trains on (``training``) or is evaluated on.
-        Runs before the spaces are read; called during ``__init__``, before ``_build``. Identity here."""
+        Runs before the spaces are read; called during ``__init__``, before ``_build``. Here: every
+        part's wrapper, in the parts' order (the first part's innermost)."""
+        for part in self.parts:
+            env = part.wrap_env(env, training)
         return env
 
     def _modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
-        """Everything whose state a checkpoint keeps: by default every attribute that is one."""
-        return {k: v for k, v in vars(self).items() if isinstance(v, (nn.Module, torch.optim.Optimizer))}
+        """Everything whose state a checkpoint keeps: by default every attribute that is one, and
+        every part's :meth:`~core_rl.common.parts.Part.modules`."""
+        modules = {k: v for k, v in vars(self).items() if isinstance(v, (nn.Module, torch.optim.Optimizer))}
+        for part in self.parts:
+            for key, module in part.modules().items():
+                if key in modules:
+                    raise CheckpointError(f"{self.name}: the part {type(part).__name__}'s module '{key}' has the "
+                                          "name of another module of the agent")
+                modules[key] = module
+        return modules
 
     # ---- observation / action conversion -------------------------------------------------
     def _preprocess_obs(self, obs: np.ndarray) -> np.ndarray:
@@ -151,6 +184,8 @@ class Agent(ABC):
                     before = self.num_timesteps
                     try:
                         metrics = self._iterate()
+                        for part in self.parts:
+                            metrics = part.iteration_metrics(self, metrics)
                     except BaseException:
                         self.num_timesteps = before  # a checkpoint then counts completed iterations only
                         raise

@@ -4,7 +4,8 @@ actor-critic/A2C, NPG, TRPO and PPO.
 One iteration is the notes' anatomy of an RL algorithm: run the policy to generate samples
 (:meth:`OnPolicyAgent.collect`), estimate returns (:meth:`OnPolicyAgent.estimate`), improve the
 policy (the subclass's :meth:`update`). Collection steps a vector env in lockstep, batched through
-the policy, with no Python loop over envs.
+the policy, with no Python loop over envs. The agent's parts (:mod:`core_rl.common.parts`) are
+called at each of these points: at the rollout's start and end, after the estimate, around the update.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class OnPolicyAgent(Agent):
         counted = 0
         t = 0
         self._rollout_begin(episode_start)
+        for part in self.parts:
+            part.rollout_begin(self)
         while True:
             if self.obs_rms is not None:
                 self.obs_rms.update(self._obs)
@@ -169,9 +172,12 @@ class OnPolicyAgent(Agent):
         last_value = self._rollout_end_value(self._obs_tensor(self._obs), episode_start)
         last_value = last_value * torch.as_tensor(~episode_start if episodes else 1.0, device=last_value.device)
         stack = lambda xs: torch.stack(xs, 0).to(self.device)  # noqa: E731
-        return self._make_rollout_batch(obs=stack(obs_l), actions=stack(act_l), log_probs=stack(logp_l),
-                                        rewards=stack(rew_l), dones=stack(done_l), episode_starts=stack(start_l),
-                                        values=stack(val_l), valid=stack(valid_l), last_value=last_value.float())
+        batch = self._make_rollout_batch(obs=stack(obs_l), actions=stack(act_l), log_probs=stack(logp_l),
+                                         rewards=stack(rew_l), dones=stack(done_l), episode_starts=stack(start_l),
+                                         values=stack(val_l), valid=stack(valid_l), last_value=last_value.float())
+        for part in self.parts:
+            batch = part.rollout_batch(self, batch)
+        return batch
 
     # ---- the rollout's per-step hooks (a recurrent agent threads its hidden states through them) ----
     def _rollout_begin(self, episode_start: np.ndarray) -> None:
@@ -197,7 +203,8 @@ class OnPolicyAgent(Agent):
 
     # ---- estimation --------------------------------------------------------------------------
     def estimate(self, batch: RolloutBatch) -> RolloutBatch:
-        """Fill ``batch.returns`` (the critic's regression target) and ``batch.advantages``."""
+        """Fill ``batch.returns`` (the critic's regression target) and ``batch.advantages``, then let
+        every part add its estimates (:meth:`~core_rl.common.parts.Part.estimate`)."""
         cfg = self.config
         r, d, v, last = batch.rewards, batch.dones, batch.values, batch.last_value
         if cfg.advantage == "gae":
@@ -213,6 +220,8 @@ class OnPolicyAgent(Agent):
             ret = R.reward_to_go(r, d, cfg.gamma, last if self.value is not None else None)
             adv = R.discounted_return(r, d, cfg.gamma, batch.episode_starts)
         batch.returns, batch.advantages = ret, adv
+        for part in self.parts:
+            batch = part.estimate(self, batch)
         return batch
 
     @staticmethod
@@ -220,9 +229,17 @@ class OnPolicyAgent(Agent):
         return (x - x.mean()) / (x.std() + 1e-8) if x.numel() > 1 else x - x.mean()
 
     def _iterate(self) -> dict[str, float]:
+        """Collect, estimate, improve; the parts' ``before_update``/``after_update`` around :meth:`update`."""
         self._apply_lr_schedule()
         batch = self.estimate(self.collect())
-        return self.update(batch)
+        before: dict[str, float] = {}
+        for part in self.parts:
+            before.update(part.before_update(self, batch))
+        metrics = self.update(batch)
+        metrics.update(before)
+        for part in self.parts:
+            metrics.update(part.after_update(self, batch))
+        return metrics
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
