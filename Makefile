@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install recsim-env run test test-all lint format bench clean-data
+.PHONY: install recsim-env obd-data obp-env run test test-all lint format bench clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,21 @@ run: install
 recsim-env:
 	bash recsys/build_recsim_env.sh
 
+## obd-data: the Open Bandit Dataset sample (from obp's source distribution, via pip) under .deeprl/obd
+## (tests that need it skip with one line when it cannot be had)
+obd-data: install
+	$(PY) -m recsys.obd fetch || echo "warning: the Open Bandit Dataset could not be fetched; its tests will skip"
+
+## obp-env: Open Bandit Pipeline in its own venv (.deeprl/obp-venv), the peer of the OPE estimators
+obp-env:
+	bash recsys/build_obp_env.sh || echo "warning: the OBP venv could not be built; the equality tests will skip"
+
 ## test: the fast tier — every test but the slowest learning tests (marked `slow`); minutes
 test: install recsim-env
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 ## test-all: the whole suite, slow learning tests included (RecSim NG cross-checks too): what CI runs
-test-all: install recsim-env
+test-all: install recsim-env obd-data obp-env
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## lint: ruff's lint rules and format check (configured in pyproject.toml)
