@@ -19,8 +19,10 @@ from core_rl.continuous.naf import NAF, NAFNetwork
 from core_rl.continuous.sac import SAC, soft_state_value
 from core_rl.continuous.sampled_max import QTOpt, cem_max, random_shooting_max
 from core_rl.continuous.td3 import TD3
+from tests.seeding import seed as shifted
 
-SMALL = dict(hidden_sizes=(64, 64), lr=1e-3, batch_size=256, buffer_size=100_000, learning_starts=1000, seed=0)
+SMALL = dict(hidden_sizes=(64, 64), lr=1e-3, batch_size=256, buffer_size=100_000, learning_starts=1000,
+             seed=shifted(0))
 
 
 def pendulum_return(agent) -> float:
@@ -252,7 +254,7 @@ def test_vector_envs_ou_noise_and_random_maximizer():
 
 @pytest.mark.parametrize("algo", ["ddpg", "td3", "sac", "naf", "qt_opt"])
 def test_registry_seeding_and_checkpoints(algo, tmp_path):
-    cfg = {"hidden_sizes": (32, 32), "learning_starts": 200, "batch_size": 64, "seed": 3}
+    cfg = {"hidden_sizes": (32, 32), "learning_starts": 200, "batch_size": 64, "seed": shifted(3)}
     a = make_agent(algo, "Pendulum-v1", cfg).learn(400)
     b = make_agent(algo, "Pendulum-v1", cfg).learn(400)
     obs = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)

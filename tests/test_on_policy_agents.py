@@ -9,6 +9,7 @@ from core_rl.actor_critic.actor_critic import A2C, ActorCritic
 from core_rl.common.base import Agent
 from core_rl.common.tracking import MemoryTracker
 from core_rl.trust_region.ppo import PPO
+from tests.seeding import seed as shifted
 
 PPO_CARTPOLE = dict(n_envs=8, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98, lr=1e-3,
                     lr_schedule="linear", clip_schedule="linear", ent_coef=0.0)
@@ -20,7 +21,7 @@ def stop_at(bar):
 
 def test_ppo_solves_cartpole():
     tracker = MemoryTracker()
-    agent = PPO("CartPole-v1", PPO_CARTPOLE, tracker=tracker)
+    agent = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(0)}, tracker=tracker)
     agent.learn(100_000, callback=stop_at(195))
     assert agent.mean_return >= 195, agent.mean_return
     assert agent.evaluate(10)["mean_return"] >= 195
@@ -30,7 +31,7 @@ def test_ppo_solves_cartpole():
 
 
 def test_a2c_solves_cartpole():
-    agent = A2C("CartPole-v1", {"seed": 1})
+    agent = A2C("CartPole-v1", {"seed": shifted(1)})
     agent.learn(300_000, callback=stop_at(195))
     assert agent.mean_return >= 195, agent.mean_return
 
@@ -38,7 +39,7 @@ def test_a2c_solves_cartpole():
 def test_online_actor_critic_learns_cartpole():
     """Online AC (one step per update, n_envs synchronous actors) beats random (≈22) clearly."""
     agent = ActorCritic("CartPole-v1", {"n_envs": 8, "n_steps": 1, "advantage": "nstep", "n_step": 1,
-                                        "optimizer": "adam", "lr": 1e-3, "seed": 0})
+                                        "optimizer": "adam", "lr": 1e-3, "seed": shifted(0)})
     agent.learn(120_000, callback=stop_at(100))
     assert agent.mean_return >= 100, agent.mean_return
 
@@ -57,9 +58,9 @@ def test_ppo_improves_pendulum():
 
 
 def test_same_seed_same_numbers():
-    a = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 3}).learn(2048)
-    b = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 3}).learn(2048)
-    c = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 4}).learn(2048)
+    a = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(3)}).learn(2048)
+    b = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(3)}).learn(2048)
+    c = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(4)}).learn(2048)
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
     pa, pb, pc = (x.policy.distribution(x._obs_tensor(obs)).logits for x in (a, b, c))
     assert (pa == pb).all()
