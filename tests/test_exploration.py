@@ -11,6 +11,7 @@ import torch
 from core_rl import make_agent
 from core_rl.common.envs import make_vec_env
 from core_rl.common.seeding import configure_torch
+from tests.seeding import seed as shifted
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.tracking import MemoryTracker
 from core_rl.exploration.agents import BonusDQN, BonusPPO
@@ -107,18 +108,26 @@ def test_disagreement_is_high_off_the_data():
 # ---- bootstrapped DQN -------------------------------------------------------------------------------
 
 def test_bootstrapped_dqn_keeps_one_head_per_episode_and_masks_per_head():
-    agent = BootstrappedDQN(lambda: ChainEnv(n=6), dict(seed=0, n_envs=2, n_heads=6, bootstrap_prob=0.3,
+    agent = BootstrappedDQN(lambda: ChainEnv(n=6), dict(seed=shifted(0), n_envs=2, n_heads=6, bootstrap_prob=0.3,
                                                          learning_starts=0, batch_size=8, hidden_sizes=(16,)))
-    heads, starts = [], []
-    for _ in range(60):
-        before = agent.active_head.clone()
+    heads, ended = [], []
+    for _ in range(150):
+        before, done_before = agent.active_head.clone(), agent.episodes_done
         agent._iterate()
         heads.append((before, agent.active_head.clone()))
-    # a head changes only where an episode ended (the chain of 6 lasts 15 steps when it does not finish)
+        ended.append(agent.episodes_done - done_before)
+    # a head changes only where an episode ended (the chain of 6 lasts 15 steps when it does not finish) ...
     lengths = np.array(agent.episode_lengths)
     assert len(lengths) > 0
-    changes = sum(int((a != b).sum()) for a, b in heads)
+    per_step = [int((a != b).sum()) for a, b in heads]
+    assert all(c <= e for c, e in zip(per_step, ended)), list(zip(per_step, ended))
+    changes = sum(per_step)
     assert changes <= agent.episodes_done
+    # ... and there it IS redrawn: uniform over K = 6 heads, so it changes with probability 5/6 per episode
+    # end (≈ 17 episodes end in 150 iterations: changes ~ Binomial(17, 5/6), below half ≈ 1e-4)
+    assert agent.episodes_done >= 10, agent.episodes_done
+    assert changes >= 0.5 * agent.episodes_done, (changes, agent.episodes_done)
+    assert len({int(h) for _, after in heads for h in after}) >= 3           # many heads act, not one or two
     masks = agent.replay.masks[:60]
     assert masks.shape == (60, 2, 6)
     assert 0.2 < masks.mean().item() < 0.4                        # m ~ Bernoulli(0.3)
