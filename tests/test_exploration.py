@@ -11,7 +11,6 @@ import torch
 from core_rl import make_agent
 from core_rl.common.envs import make_vec_env
 from core_rl.common.seeding import configure_torch
-from tests.seeding import seed as shifted
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.tracking import MemoryTracker
 from core_rl.exploration.agents import BonusDQN, BonusPPO
@@ -20,6 +19,7 @@ from core_rl.exploration.bonus import (CountBonus, DensityCounter, DisagreementB
 from core_rl.exploration.bootstrapped_dqn import BootstrappedDQN
 from core_rl.exploration.envs import ChainEnv
 from core_rl.exploration.experiments import run_chain_exploration
+from tests.seeding import seed as shifted
 
 
 # ---- the chain ------------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ def test_exact_counts():
 
 def test_simhash_counts_identical_states_together_and_separates_far_ones():
     space = gym.spaces.Box(-1.0, 1.0, (8,), np.float32)
-    c = SimHashCounter(space, bits=16, seed=0)
+    c = SimHashCounter(space, bits=16, seed=shifted(0))
     rng = np.random.default_rng(0)
     states = torch.as_tensor(rng.uniform(-1, 1, (50, 8)), dtype=torch.float32)
     c.update(states[[0, 0, 0, 1]])
@@ -77,7 +77,7 @@ def test_density_pseudo_count_equals_the_count_plus_prior_in_one_dimension():
 
 
 def test_bonus_wrapper_adds_beta_over_sqrt_count_of_the_true_next_state():
-    vec = make_vec_env(lambda: ChainEnv(n=4, max_steps=3), 2, seed=0)
+    vec = make_vec_env(lambda: ChainEnv(n=4, max_steps=3), 2, seed=shifted(0))
     bonus = CountBonus(ExactCounter(gym.spaces.Discrete(4)), beta=0.5)
     env = ExplorationBonusWrapper(vec, bonus, offset=0.1)
     obs, _ = env.reset(seed=0)
@@ -95,7 +95,7 @@ def test_bonus_wrapper_adds_beta_over_sqrt_count_of_the_true_next_state():
 def test_disagreement_is_high_off_the_data():
     configure_torch(1)                                              # as agents do: small nets run fastest on one thread
     space, actions = gym.spaces.Discrete(12), gym.spaces.Discrete(2)
-    b = DisagreementBonus(space, actions, beta=1.0, fit_every=10_000, fit_steps=200, clip=1e9, seed=0)
+    b = DisagreementBonus(space, actions, beta=1.0, fit_every=10_000, fit_steps=200, clip=1e9, seed=shifted(0))
     s = torch.arange(6).repeat(40)                                 # only states 0..5 are ever seen
     a = torch.randint(2, s.shape, generator=torch.Generator().manual_seed(0))
     b.fit_every = len(s)
@@ -161,7 +161,8 @@ def test_bonus_mixin_wraps_training_envs_of_dqn_and_ppo_only():
 
 def test_count_bonus_and_thompson_sampling_find_what_epsilon_greedy_misses():
     tracker = MemoryTracker()
-    out = run_chain_exploration(tracker, methods=("epsilon_greedy", "count", "bootstrapped"), seeds=(0, 1, 2),
+    out = run_chain_exploration(tracker, methods=("epsilon_greedy", "count", "bootstrapped"), 
+                                seeds=tuple(shifted(s) for s in (0, 1, 2)),
                                 budget=3000, n=20, obs="thermometer", eval_every=300)
     # measured over seeds 0-4 (run_chain_exploration's defaults): ε-greedy 1/5, count 5/5, bootstrapped 5/5
     assert out["epsilon_greedy"]["success_rate"] <= 1 / 3, out
