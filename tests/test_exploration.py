@@ -161,7 +161,7 @@ def test_bonus_mixin_wraps_training_envs_of_dqn_and_ppo_only():
 
 def test_count_bonus_and_thompson_sampling_find_what_epsilon_greedy_misses():
     tracker = MemoryTracker()
-    out = run_chain_exploration(tracker, methods=("epsilon_greedy", "count", "bootstrapped"), 
+    out = run_chain_exploration(tracker, methods=("epsilon_greedy", "count", "bootstrapped"),
                                 seeds=tuple(shifted(s) for s in (0, 1, 2)),
                                 budget=3000, n=20, obs="thermometer", eval_every=300)
     # measured over seeds 0-4 (run_chain_exploration's defaults): ε-greedy 1/5, count 5/5, bootstrapped 5/5
