@@ -22,6 +22,25 @@ def stop_at(bar):
     return lambda agent, metrics: not (len(agent.episode_returns) >= 20 and agent.mean_return >= bar)
 
 
+def stop_when_solved(bar: float = 195, target: float = 475, every: int = 1024):
+    """Train on until the last 20 training episodes average ≥ ``bar`` AND the greedy policy, checked every
+    ``every`` steps from then on, evaluates ≥ ``target`` of 500 on starts of its own (seed + 20 000).
+
+    Stopping the moment the training mean first crosses 195 leaves a policy on the edge: the evaluation
+    that follows then lands on either side of 195 by the CPU's rounding (issue 12: 189.9 on a Xeon). A
+    greedy policy at ≥ 475 on other starts clearly solves the task, so the evaluation bar below has margin.
+    """
+    next_check = [0]
+
+    def callback(agent, metrics) -> bool:
+        if len(agent.episode_returns) < 20 or agent.mean_return < bar or agent.num_timesteps < next_check[0]:
+            return True
+        next_check[0] = agent.num_timesteps + every
+        return agent.evaluate(10, seed=agent.config.seed + 20_000)["mean_return"] < target
+
+    return callback
+
+
 def q_star(P: np.ndarray, R: np.ndarray, gamma: float, terminal: np.ndarray | None = None) -> np.ndarray:
     """Exact Q* by value iteration with numpy: Q = R + γ P max_a Q (terminal states have value 0)."""
     S, A = R.shape
@@ -40,8 +59,8 @@ def q_star(P: np.ndarray, R: np.ndarray, gamma: float, terminal: np.ndarray | No
 def test_dqn_solves_cartpole():
     tracker = MemoryTracker()
     agent = DQN("CartPole-v1", {**CARTPOLE_DQN, "seed": shifted(0)}, tracker=tracker)
-    agent.learn(50_000, callback=stop_at(195))
-    assert agent.mean_return >= 195, agent.mean_return
+    agent.learn(50_000, callback=stop_when_solved())
+    assert agent.mean_return >= 195, agent.mean_return                 # random play: ≈ 22
     assert agent.evaluate(10)["mean_return"] >= 195
     for key in ("loss", "q_mean", "td_error_abs", "epsilon", "episode_return"):
         assert key in tracker.metrics
@@ -51,8 +70,9 @@ def test_dqn_solves_cartpole():
 def test_double_dqn_solves_cartpole():
     agent = make_agent("double_dqn", "CartPole-v1", {**CARTPOLE_DQN, "seed": shifted(0)})
     assert isinstance(agent, DoubleDQN) and agent.config.double_q
-    agent.learn(50_000, callback=stop_at(195))
-    assert agent.mean_return >= 195, agent.mean_return
+    agent.learn(50_000, callback=stop_when_solved())
+    assert agent.mean_return >= 195, agent.mean_return                 # random play: ≈ 22
+    assert agent.evaluate(10)["mean_return"] >= 195
 
 
 # ---- fitted Q iteration and online Q-learning recover Q* -----------------------------------------
