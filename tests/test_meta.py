@@ -136,12 +136,23 @@ def test_domain_randomization_resamples_parameters_each_episode():
         DomainRandomization(gym.make("MountainCar-v0"), {})
 
 
+@pytest.mark.slow
 def test_domain_randomization_transfers_to_held_out_physics():
+    """Over three seeds: randomized training transfers to poles 1.75-2.5x longer than any trained on,
+    nominal training does not. One seed is a coin flip (issue 12: 72.5 held-out on a Xeon where this CPU
+    gave 362): whether a run extrapolates is bimodal per seed. Measured, seeds 1-6, held-out mean
+    nominal / randomized: 29/362, 30/500, 30/57, 158/388 (one held-out system at 406), 29/324 (one at 29.5),
+    so neither every randomized system ≥ 200 nor every nominal one ≤ 100 holds for every seed."""
     tracker = MemoryTracker()
-    out = run_domain_randomization(tracker, steps=40_960, seed=shifted(1), eval_episodes=4)
-    assert out["nominal_nominal_env"] >= 400 and out["randomized_nominal_env"] >= 400, out   # both learned the task
-    assert out["randomized_mean"] >= out["nominal_mean"] + 150, out                         # only one transfers
-    assert min(out["randomized"]) >= 200 and max(out["nominal"]) <= 100, out
+    outs = [run_domain_randomization(tracker, steps=40_960, seed=shifted(1 + k), eval_episodes=4) for k in range(3)]
+    for out in outs:                                                # every run learned the nominal task (max 500)
+        assert out["nominal_nominal_env"] >= 400 and out["randomized_nominal_env"] >= 400, out
+    nominal = [out["nominal_mean"] for out in outs]
+    gain = np.mean([out["randomized_mean"] - out["nominal_mean"] for out in outs])
+    # nominal training balances a long pole for ≈ 30 steps (random actions: ≈ 20); randomized training
+    # for 324-500 in 4 of 5 measured seeds; the 3-seed mean gain measured 184-277 (seeds 1-3, 2-4, 3-5)
+    assert gain >= 100, outs
+    assert np.median(nominal) <= 100 and max(out["randomized_mean"] for out in outs) >= 300, outs
     assert "domain_randomization.png" in tracker.artifacts
 
 
