@@ -149,9 +149,11 @@ def test_domain_randomization_transfers_to_held_out_physics():
         assert out["nominal_nominal_env"] >= 400 and out["randomized_nominal_env"] >= 400, out
     nominal = [out["nominal_mean"] for out in outs]
     gain = np.mean([out["randomized_mean"] - out["nominal_mean"] for out in outs])
-    # nominal training balances a long pole for ≈ 30 steps (random actions: ≈ 20); randomized training
-    # for 324-500 in 4 of 5 measured seeds; the 3-seed mean gain measured 184-277 (seeds 1-3, 2-4, 3-5)
+    # random actions keep these long poles up ≈ 82 steps, nominal training (tuned to a short pole, it
+    # over-corrects) ≈ 30, randomized training 324-500 in 4 of 5 measured seeds; over 3 seeds (1-3, 2-4,
+    # 3-5) the mean gain measured 184-277 and the mean randomized return 256-315
     assert gain >= 100, outs
+    assert np.mean([out["randomized_mean"] for out in outs]) >= 200, outs            # well above random's 82
     assert np.median(nominal) <= 100 and max(out["randomized_mean"] for out in outs) >= 300, outs
     assert "domain_randomization.png" in tracker.artifacts
 
