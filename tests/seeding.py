@@ -13,9 +13,12 @@ import os
 def _read_shift() -> int:
     raw = os.environ.get("DEEPRL_TEST_SEED_SHIFT", "0").strip() or "0"
     try:
-        return int(raw)
+        shift = int(raw)
     except ValueError:
         raise ValueError(f"DEEPRL_TEST_SEED_SHIFT must be an integer, got {raw!r}") from None
+    if shift < 0:                               # the agents' configs take seeds ≥ 0
+        raise ValueError(f"DEEPRL_TEST_SEED_SHIFT must be ≥ 0, got {shift}")
+    return shift
 
 
 SEED_SHIFT: int = _read_shift()
