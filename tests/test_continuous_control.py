@@ -57,9 +57,11 @@ def test_ddpg_with_ou_noise_learns_pendulum():
 
 
 def test_naf_learns_pendulum():
+    # measured over seeds 0-2: -793/-140/-139 at 6000 steps, -341/-140/-137 at 10 000, -146/-140/-135 at
+    # 14 000 (solved ≈ -150, random ≈ -1200): at 14 000 every seed swings up and holds
     agent = NAF("Pendulum-v1", SMALL)
-    agent.learn(10_000)
-    assert pendulum_return(agent) >= -600
+    agent.learn(14_000)
+    assert pendulum_return(agent) >= -300
 
 
 def test_qt_opt_with_cem_learns_pendulum():
