@@ -63,17 +63,24 @@ def test_online_actor_critic_learns_cartpole():
     assert agent.mean_return >= 100, agent.mean_return
 
 
+@pytest.mark.slow
 def test_ppo_improves_pendulum():
+    """PPO without state-dependent exploration is seed-sensitive on Pendulum at this budget: measured at
+    73 728 steps over seeds 0-4: -416, -172, -498, -480, -169 (solved ≈ -150; random ≈ -1200..-1500), so
+    one seed is no test. The median of three seeds measured -416..-480 (seeds 0-2, 1-3, 2-4)."""
     cfg = dict(n_envs=4, n_steps=1024, batch_size=64, n_epochs=10, gae_lambda=0.95, gamma=0.9, lr=1e-3,
-               normalize_obs=True, normalize_reward=True, seed=0)
-    agent = PPO("Pendulum-v1", cfg)
-    random_return = np.mean([agent.evaluate(5, deterministic=False, seed=1)["mean_return"]])
-    agent.learn(73_728)
-    trained = agent.evaluate(10)["mean_return"]
-    # PPO without state-dependent exploration is seed-sensitive on Pendulum at this budget
-    # (seeds 0-2 evaluate at -690..-160 after 74k steps); "improves" is a clear margin over random
-    assert random_return < -900
-    assert trained > -800 and trained > random_return + 400, (random_return, trained)
+               normalize_obs=True, normalize_reward=True)
+    random_returns, trained = [], []
+    for k in range(3):
+        agent = PPO("Pendulum-v1", {**cfg, "seed": shifted(k)})
+        random_returns.append(agent.evaluate(5, deterministic=False, seed=shifted(1))["mean_return"])
+        agent.learn(73_728)
+        trained.append(agent.evaluate(10)["mean_return"])
+    assert max(random_returns) < -900, random_returns
+    # every seed improves on its own random start by ≥ 500 (measured ≥ 700); the median is well past
+    # anything random (-600 vs ≈ -1200..-1500)
+    assert all(t > r + 500 for t, r in zip(trained, random_returns)), (random_returns, trained)
+    assert np.median(trained) > -600, (random_returns, trained)
 
 
 def test_same_seed_same_numbers():
