@@ -78,8 +78,7 @@ def test_ppo_improves_pendulum():
         trained.append(agent.evaluate(10)["mean_return"])
     assert max(random_returns) < -900, random_returns
     # every seed improves on its own random start by ≥ 500 (≥ 700 for each measured seed against random
-    # ≈ -1200); the median is well past
-    # anything random (-600 vs ≈ -1200..-1500)
+    # ≈ -1200); the median is well past anything random (-600 vs ≈ -1200..-1500)
     assert all(t > r + 500 for t, r in zip(trained, random_returns)), (random_returns, trained)
     assert np.median(trained) > -600, (random_returns, trained)
 
