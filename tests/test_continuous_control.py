@@ -35,7 +35,7 @@ def test_sac_solves_pendulum_and_alpha_tracks_target_entropy():
     tracker = MemoryTracker()
     agent = SAC("Pendulum-v1", SMALL, tracker=tracker)
     agent.learn(5000)
-    assert pendulum_return(agent) >= -250
+    assert pendulum_return(agent) >= -250           # measured over seeds 0-2: -123, -137, -135 (random ≈ -1200)
     alpha = [v for _, v in tracker.metrics["alpha"]]
     entropy = [v for _, v in tracker.metrics["entropy"]]
     # the policy starts above the target entropy −|A| = −1 (≈ +0.7), so α falls from 1 (measured: to ≈ 0.2)
@@ -45,15 +45,16 @@ def test_sac_solves_pendulum_and_alpha_tracks_target_entropy():
 
 
 def test_td3_solves_pendulum():
+    # 8000 steps left seed 2 at -409; measured at 10 000 over seeds 0-2: -110, -125, -136 (random ≈ -1200)
     agent = TD3("Pendulum-v1", {**SMALL, "gamma": 0.98})
-    agent.learn(8000)
+    agent.learn(10_000)
     assert pendulum_return(agent) >= -250
 
 
 def test_ddpg_with_ou_noise_learns_pendulum():
     agent = DDPG("Pendulum-v1", {**SMALL, "exploration_noise": "ou", "noise_std": 0.5})
     agent.learn(6000)
-    assert pendulum_return(agent) >= -300
+    assert pendulum_return(agent) >= -300          # measured over seeds 0-2: -109, -125, -134
 
 
 def test_naf_learns_pendulum():
