@@ -124,9 +124,10 @@ def test_bootstrapped_dqn_keeps_one_head_per_episode_and_masks_per_head():
     changes = sum(per_step)
     assert changes <= agent.episodes_done
     # ... and there it IS redrawn: uniform over K = 6 heads, so it changes with probability 5/6 per episode
-    # end (≈ 17 episodes end in 150 iterations: changes ~ Binomial(17, 5/6), below half ≈ 1e-4)
-    assert agent.episodes_done >= 10, agent.episodes_done
-    assert changes >= 0.5 * agent.episodes_done, (changes, agent.episodes_done)
+    # end (80 episodes end in 150 iterations: changes ~ Binomial(80, 5/6), mean 66.7, sd 3.3; measured at
+    # shifts 0, 1, 2, 7: 67, 69, 66, 65 changes, all 6 heads acting); never redrawing gives 0
+    assert agent.episodes_done >= 40, agent.episodes_done
+    assert changes >= 0.7 * agent.episodes_done, (changes, agent.episodes_done)
     assert len({int(h) for _, after in heads for h in after}) >= 3           # many heads act, not one or two
     masks = agent.replay.masks[:60]
     assert masks.shape == (60, 2, 6)
