@@ -2,8 +2,26 @@ import os
 
 import pytest
 
+from tests.seeding import SEED_SHIFT, seed
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def pytest_report_header(config):
+    return f"DEEPRL_TEST_SEED_SHIFT={SEED_SHIFT} (every learning test's seeds are base + {SEED_SHIFT})"
+
+
+@pytest.fixture()
+def seed_shift() -> int:
+    """The integer in ``DEEPRL_TEST_SEED_SHIFT`` (default 0) that every test seed is moved by."""
+    return SEED_SHIFT
+
+
+@pytest.fixture()
+def seeded():
+    """``seeded(base)`` → ``base + DEEPRL_TEST_SEED_SHIFT``; the same as ``tests.seeding.seed``."""
+    return seed
 
 
 @pytest.fixture()

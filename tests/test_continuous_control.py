@@ -19,8 +19,10 @@ from core_rl.continuous.naf import NAF, NAFNetwork
 from core_rl.continuous.sac import SAC, soft_state_value
 from core_rl.continuous.sampled_max import QTOpt, cem_max, random_shooting_max
 from core_rl.continuous.td3 import TD3
+from tests.seeding import seed as shifted
 
-SMALL = dict(hidden_sizes=(64, 64), lr=1e-3, batch_size=256, buffer_size=100_000, learning_starts=1000, seed=0)
+SMALL = dict(hidden_sizes=(64, 64), lr=1e-3, batch_size=256, buffer_size=100_000, learning_starts=1000,
+             seed=shifted(0))
 
 
 def pendulum_return(agent) -> float:
@@ -33,7 +35,7 @@ def test_sac_solves_pendulum_and_alpha_tracks_target_entropy():
     tracker = MemoryTracker()
     agent = SAC("Pendulum-v1", SMALL, tracker=tracker)
     agent.learn(5000)
-    assert pendulum_return(agent) >= -250
+    assert pendulum_return(agent) >= -250           # measured over seeds 0-2: -123, -137, -135 (random ≈ -1200)
     alpha = [v for _, v in tracker.metrics["alpha"]]
     entropy = [v for _, v in tracker.metrics["entropy"]]
     # the policy starts above the target entropy −|A| = −1 (≈ +0.7), so α falls from 1 (measured: to ≈ 0.2)
@@ -43,27 +45,32 @@ def test_sac_solves_pendulum_and_alpha_tracks_target_entropy():
 
 
 def test_td3_solves_pendulum():
+    # 8000 steps left seed 2 at -409; measured at 10 000 over seeds 0-2: -110, -125, -136 (random ≈ -1200)
     agent = TD3("Pendulum-v1", {**SMALL, "gamma": 0.98})
-    agent.learn(8000)
+    agent.learn(10_000)
     assert pendulum_return(agent) >= -250
 
 
 def test_ddpg_with_ou_noise_learns_pendulum():
     agent = DDPG("Pendulum-v1", {**SMALL, "exploration_noise": "ou", "noise_std": 0.5})
     agent.learn(6000)
-    assert pendulum_return(agent) >= -300
+    assert pendulum_return(agent) >= -300          # measured over seeds 0-2: -109, -125, -134
 
 
 def test_naf_learns_pendulum():
+    # measured over seeds 0-2: -793/-140/-139 at 6000 steps, -341/-140/-137 at 10 000, -146/-140/-135 at
+    # 14 000 (solved ≈ -150, random ≈ -1200): at 14 000 every seed swings up and holds
     agent = NAF("Pendulum-v1", SMALL)
-    agent.learn(10_000)
-    assert pendulum_return(agent) >= -600
+    agent.learn(14_000)
+    assert pendulum_return(agent) >= -300
 
 
 def test_qt_opt_with_cem_learns_pendulum():
+    # 6000 steps sat on the edge (issue 12: -405 on a Xeon; seed 2 here: -702 at 6000, -152 at 8000);
+    # measured at 10 000 over seeds 0-2: -126, -215, -135 (8000: -139, -123, -152). Random ≈ -1200.
     agent = QTOpt("Pendulum-v1", {**SMALL, "batch_size": 128, "target_n_samples": 16})
-    agent.learn(6000)
-    assert pendulum_return(agent) >= -300
+    agent.learn(10_000)
+    assert pendulum_return(agent) >= -400
 
 
 # ---- TD3's target: twin min and policy smoothing, on a crafted critic ---------------------------
@@ -252,7 +259,7 @@ def test_vector_envs_ou_noise_and_random_maximizer():
 
 @pytest.mark.parametrize("algo", ["ddpg", "td3", "sac", "naf", "qt_opt"])
 def test_registry_seeding_and_checkpoints(algo, tmp_path):
-    cfg = {"hidden_sizes": (32, 32), "learning_starts": 200, "batch_size": 64, "seed": 3}
+    cfg = {"hidden_sizes": (32, 32), "learning_starts": 200, "batch_size": 64, "seed": shifted(3)}
     a = make_agent(algo, "Pendulum-v1", cfg).learn(400)
     b = make_agent(algo, "Pendulum-v1", cfg).learn(400)
     obs = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)

@@ -14,6 +14,7 @@ from core_rl.inference import (
     backward_messages, forward_messages, soft_value_iteration, soft_visitation,
 )
 from core_rl.tabular import TabularMDP, backward_induction, policy_evaluation, value_iteration
+from tests.seeding import seed as shifted
 
 
 def small_mdp(seed: int = 0, terminal: bool = True) -> tuple[TabularMDP, np.ndarray]:
@@ -213,7 +214,7 @@ def test_soft_q_learning_recovers_the_soft_q_of_soft_value_iteration():
         hidden_sizes=(), exploration="epsilon", exploration_initial_eps=1.0, exploration_final_eps=1.0,
         temperature=alpha, gamma=gamma, optimizer="sgd", lr=10.0, learning_starts=2000, batch_size=256,
         train_freq=50, gradient_steps=50, target_update_interval=50, tau=1.0, loss="mse", max_grad_norm=None,
-        buffer_size=20_000, seed=0))
+        buffer_size=20_000, seed=shifted(0)))
     agent.learn(8000)
     Q = agent.q_net.net.weight.detach().numpy().T
     live = ~mdp.terminal
@@ -234,7 +235,7 @@ def test_soft_q_learning_solves_cartpole():
 
     tracker = MemoryTracker()
     agent = make_agent("soft_q", "CartPole-v1", {**CARTPOLE_DQN, "hidden_sizes": (64, 64), "temperature": 0.1,
-                                                 "seed": 0}, tracker=tracker)
+                                                 "seed": shifted(0)}, tracker=tracker)
     assert isinstance(agent, SoftQLearning) and agent.config.exploration == "boltzmann"
     agent.learn(50_000, callback=lambda a, m: not (len(a.episode_returns) >= 20 and a.mean_return >= 195))
     print(f"soft Q on CartPole: {agent.num_timesteps} steps, train return {agent.mean_return:.1f}")

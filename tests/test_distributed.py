@@ -14,6 +14,7 @@ from core_rl.distributed.apex import ApeXDQN, actor_epsilons
 from core_rl.distributed.on_policy import DistributedA2C, DistributedPPO
 from core_rl.distributed.ray_utils import RayMissingError, require_ray
 from core_rl.trust_region.ppo import PPO
+from tests.seeding import seed as shifted
 
 try:
     import ray  # noqa: F401
@@ -24,7 +25,7 @@ except ImportError:  # pragma: no cover - depends on the extra
 
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'deeprl-suite[distributed]')")
 
-PPO_CFG = dict(seed=3, n_envs=4, n_steps=64, batch_size=64, n_epochs=2)
+PPO_CFG = dict(seed=shifted(3), n_envs=4, n_steps=64, batch_size=64, n_epochs=2)
 
 
 def same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -50,7 +51,7 @@ def test_two_local_workers_reproduce_ppo_bit_for_bit():
 
 
 def test_workers_reproduce_a2c_and_one_worker_per_env():
-    cfg = dict(seed=1, n_envs=4)
+    cfg = dict(seed=shifted(1), n_envs=4)
     local = run(A2C("CartPole-v1", cfg), 800)
     dist = run(DistributedA2C("CartPole-v1", cfg, n_workers=4, backend="local"), 800)
     assert list(dist.episode_returns) == list(local.episode_returns) and len(local.episode_returns) > 10
@@ -59,7 +60,7 @@ def test_workers_reproduce_a2c_and_one_worker_per_env():
 
 def test_a_different_seed_gives_a_different_run():
     a = run(DistributedPPO("CartPole-v1", PPO_CFG, n_workers=2, backend="local"), 512)
-    b = run(DistributedPPO("CartPole-v1", {**PPO_CFG, "seed": 4}, n_workers=2, backend="local"), 512)
+    b = run(DistributedPPO("CartPole-v1", {**PPO_CFG, "seed": shifted(4)}, n_workers=2, backend="local"), 512)
     assert list(a.episode_returns) != list(b.episode_returns)
 
 
@@ -106,7 +107,7 @@ def test_apex_epsilons_follow_the_schedule():
 def test_apex_learns_cartpole_from_four_actors():
     from core_rl.q_learning.experiments import CARTPOLE_DQN
 
-    cfg = {**CARTPOLE_DQN, "seed": 0, "n_workers": 4, "backend": "local", "actor_steps": 64, "train_freq": 2,
+    cfg = {**CARTPOLE_DQN, "seed": shifted(0), "n_workers": 4, "backend": "local", "actor_steps": 64, "train_freq": 2,
            "gradient_steps": 1}
     agent = ApeXDQN("CartPole-v1", cfg)
     agent.learn(10_240)
@@ -141,7 +142,7 @@ def test_ray_ppo_with_two_workers_matches_the_local_run(ray_session):
 
 @needs_ray
 def test_ray_apex_matches_in_process_actors(ray_session):
-    cfg = dict(seed=0, n_workers=2, actor_steps=16, learning_starts=64, batch_size=32)
+    cfg = dict(seed=shifted(0), n_workers=2, actor_steps=16, learning_starts=64, batch_size=32)
     local = ApeXDQN("CartPole-v1", cfg, backend="local").learn(640)
     remote = ApeXDQN("CartPole-v1", cfg, backend="ray").learn(640)
     try:

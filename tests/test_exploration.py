@@ -19,6 +19,7 @@ from core_rl.exploration.bonus import (CountBonus, DensityCounter, DisagreementB
 from core_rl.exploration.bootstrapped_dqn import BootstrappedDQN
 from core_rl.exploration.envs import ChainEnv
 from core_rl.exploration.experiments import run_chain_exploration
+from tests.seeding import seed as shifted
 
 
 # ---- the chain ------------------------------------------------------------------------------------
@@ -55,7 +56,7 @@ def test_exact_counts():
 
 def test_simhash_counts_identical_states_together_and_separates_far_ones():
     space = gym.spaces.Box(-1.0, 1.0, (8,), np.float32)
-    c = SimHashCounter(space, bits=16, seed=0)
+    c = SimHashCounter(space, bits=16, seed=shifted(0))
     rng = np.random.default_rng(0)
     states = torch.as_tensor(rng.uniform(-1, 1, (50, 8)), dtype=torch.float32)
     c.update(states[[0, 0, 0, 1]])
@@ -76,7 +77,7 @@ def test_density_pseudo_count_equals_the_count_plus_prior_in_one_dimension():
 
 
 def test_bonus_wrapper_adds_beta_over_sqrt_count_of_the_true_next_state():
-    vec = make_vec_env(lambda: ChainEnv(n=4, max_steps=3), 2, seed=0)
+    vec = make_vec_env(lambda: ChainEnv(n=4, max_steps=3), 2, seed=shifted(0))
     bonus = CountBonus(ExactCounter(gym.spaces.Discrete(4)), beta=0.5)
     env = ExplorationBonusWrapper(vec, bonus, offset=0.1)
     obs, _ = env.reset(seed=0)
@@ -94,7 +95,7 @@ def test_bonus_wrapper_adds_beta_over_sqrt_count_of_the_true_next_state():
 def test_disagreement_is_high_off_the_data():
     configure_torch(1)                                              # as agents do: small nets run fastest on one thread
     space, actions = gym.spaces.Discrete(12), gym.spaces.Discrete(2)
-    b = DisagreementBonus(space, actions, beta=1.0, fit_every=10_000, fit_steps=200, clip=1e9, seed=0)
+    b = DisagreementBonus(space, actions, beta=1.0, fit_every=10_000, fit_steps=200, clip=1e9, seed=shifted(0))
     s = torch.arange(6).repeat(40)                                 # only states 0..5 are ever seen
     a = torch.randint(2, s.shape, generator=torch.Generator().manual_seed(0))
     b.fit_every = len(s)
@@ -107,18 +108,27 @@ def test_disagreement_is_high_off_the_data():
 # ---- bootstrapped DQN -------------------------------------------------------------------------------
 
 def test_bootstrapped_dqn_keeps_one_head_per_episode_and_masks_per_head():
-    agent = BootstrappedDQN(lambda: ChainEnv(n=6), dict(seed=0, n_envs=2, n_heads=6, bootstrap_prob=0.3,
+    agent = BootstrappedDQN(lambda: ChainEnv(n=6), dict(seed=shifted(0), n_envs=2, n_heads=6, bootstrap_prob=0.3,
                                                          learning_starts=0, batch_size=8, hidden_sizes=(16,)))
-    heads, starts = [], []
-    for _ in range(60):
-        before = agent.active_head.clone()
+    heads, ended = [], []
+    for _ in range(150):
+        before, done_before = agent.active_head.clone(), agent.episodes_done
         agent._iterate()
         heads.append((before, agent.active_head.clone()))
-    # a head changes only where an episode ended (the chain of 6 lasts 15 steps when it does not finish)
+        ended.append(agent.episodes_done - done_before)
+    # a head changes only where an episode ended (the chain of 6 lasts 15 steps when it does not finish) ...
     lengths = np.array(agent.episode_lengths)
     assert len(lengths) > 0
-    changes = sum(int((a != b).sum()) for a, b in heads)
+    per_step = [int((a != b).sum()) for a, b in heads]
+    assert all(c <= e for c, e in zip(per_step, ended)), list(zip(per_step, ended))
+    changes = sum(per_step)
     assert changes <= agent.episodes_done
+    # ... and there it IS redrawn: uniform over K = 6 heads, so it changes with probability 5/6 per episode
+    # end (80 episodes end in 150 iterations: changes ~ Binomial(80, 5/6), mean 66.7, sd 3.3; measured at
+    # shifts 0, 1, 2, 7: 67, 69, 66, 65 changes, all 6 heads acting); never redrawing gives 0
+    assert agent.episodes_done >= 40, agent.episodes_done
+    assert changes >= 0.7 * agent.episodes_done, (changes, agent.episodes_done)
+    assert len({int(h) for _, after in heads for h in after}) >= 3           # many heads act, not one or two
     masks = agent.replay.masks[:60]
     assert masks.shape == (60, 2, 6)
     assert 0.2 < masks.mean().item() < 0.4                        # m ~ Bernoulli(0.3)
@@ -152,7 +162,8 @@ def test_bonus_mixin_wraps_training_envs_of_dqn_and_ppo_only():
 
 def test_count_bonus_and_thompson_sampling_find_what_epsilon_greedy_misses():
     tracker = MemoryTracker()
-    out = run_chain_exploration(tracker, methods=("epsilon_greedy", "count", "bootstrapped"), seeds=(0, 1, 2),
+    out = run_chain_exploration(tracker, methods=("epsilon_greedy", "count", "bootstrapped"),
+                                seeds=tuple(shifted(s) for s in (0, 1, 2)),
                                 budget=3000, n=20, obs="thermometer", eval_every=300)
     # measured over seeds 0-4 (run_chain_exploration's defaults): ε-greedy 1/5, count 5/5, bootstrapped 5/5
     assert out["epsilon_greedy"]["success_rate"] <= 1 / 3, out

@@ -13,12 +13,13 @@ from core_rl.imitation import (BehaviorCloning, DAgger, DataError, collect_demon
                                load_demonstrations)
 from core_rl.imitation.experiments import (CARTPOLE_EXPERT_WEIGHTS, LaneKeepingVecEnv, cartpole_expert,
                                            lane_keeping_expert, run_compounding_error)
+from tests.seeding import seed as shifted
 
 
 # ---- demonstrations -----------------------------------------------------------------------------
 def test_collect_demonstrations_schema_parquet_and_seed(tmp_path):
     path = tmp_path / "demos" / "cartpole.parquet"
-    df = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=3, seed=0, path=path)
+    df = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=3, seed=shifted(0), path=path)
     assert list(df.columns) == ["episode", "step", "obs_0", "obs_1", "obs_2", "obs_3", "action", "reward"]
     assert sorted(df.episode.unique()) == [0, 1, 2]
     assert (df.groupby("episode").step.apply(lambda s: (s.to_numpy() == np.arange(len(s))).all())).all()
@@ -26,8 +27,8 @@ def test_collect_demonstrations_schema_parquet_and_seed(tmp_path):
     obs = df[["obs_0", "obs_1", "obs_2", "obs_3"]].to_numpy()
     assert (df.action.to_numpy() == cartpole_expert(obs)).all()  # the recorded labels are the expert's
     assert pd.read_parquet(path).equals(df)
-    again = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=3, seed=0)
-    other = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=3, seed=1)
+    again = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=3, seed=shifted(0))
+    other = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=3, seed=shifted(1))
     assert again.equals(df) and not other.equals(df)
     env = gym.make("CartPole-v1")
     demos = load_demonstrations(path, env.observation_space, env.action_space)
@@ -133,9 +134,9 @@ def test_unreadable_or_empty_sources():
 def test_bc_reaches_the_cartpole_expert(tmp_path):
     expert_return = evaluate_actor(cartpole_expert, "CartPole-v1", n_episodes=10)["mean_return"]
     path = tmp_path / "expert.parquet"
-    collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=4, seed=0, path=path)
+    collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=4, seed=shifted(0), path=path)
     tracker = MemoryTracker()
-    bc = BehaviorCloning("CartPole-v1", {"n_epochs": 20, "seed": 0}, tracker=tracker)
+    bc = BehaviorCloning("CartPole-v1", {"n_epochs": 20, "seed": shifted(0)}, tracker=tracker)
     policy = bc.fit(path)
     result = bc.evaluate("CartPole-v1", n_episodes=10)
     print(f"expert {expert_return}, BC {result['mean_return']}")
@@ -149,7 +150,7 @@ def test_bc_reaches_the_cartpole_expert(tmp_path):
 
 
 def test_bc_same_seed_same_policy():
-    df = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=1, seed=0)
+    df = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=1, seed=shifted(0))
     a, b, c = (BehaviorCloning("CartPole-v1", {"n_epochs": 2, "seed": s}) for s in (3, 3, 4))
     for bc in (a, b, c):
         bc.fit(df)
@@ -163,7 +164,7 @@ def test_dagger_beats_bc_at_equal_expert_labels_on_compounding_error():
     tracker = MemoryTracker()
     eps = 0.02
     result = run_compounding_error(tracker, horizons=(10, 20, 40, 80, 160), epsilon=eps, label_budget=1500,
-                                   dagger_iterations=3, n_eval_episodes=1000, seed=0)
+                                   dagger_iterations=3, n_eval_episodes=1000, seed=shifted(0))
     print({k: v for k, v in result.items() if k != "dagger_history"})
     t = np.array(result["horizons"], float)
     bc, dagger, expert = (np.array(result[k]) for k in ("bc_cost", "dagger_cost", "expert_cost"))
@@ -216,7 +217,7 @@ BOX2 = gym.spaces.Box(-1, 1, (2,), np.float32)
 
 
 def _fit_bimodal(policy: str, **extra):
-    bc = BehaviorCloning((BOX2, BOX2), {"policy": policy, "n_epochs": 40, "seed": 0, **extra})
+    bc = BehaviorCloning((BOX2, BOX2), {"policy": policy, "n_epochs": 40, "seed": shifted(0), **extra})
     bc.fit(_bimodal(4000, 0))
     test = load_demonstrations(_bimodal(2000, 1), BOX2, BOX2)
     p = bc.policy
@@ -302,8 +303,8 @@ class HistoryExpert:
 
 def test_recurrent_policy_imitates_a_non_markovian_expert_better_than_mlp():
     expert_return = evaluate_actor(HistoryExpert(), position_only_cartpole, n_episodes=10)["mean_return"]
-    df = collect_demonstrations(HistoryExpert(), position_only_cartpole, n_episodes=6, seed=0)
-    cfg = {"n_epochs": 20, "batch_size": 512, "lr": 2e-3, "seed": 0}
+    df = collect_demonstrations(HistoryExpert(), position_only_cartpole, n_episodes=6, seed=shifted(0))
+    cfg = {"n_epochs": 20, "batch_size": 512, "lr": 2e-3, "seed": shifted(0)}
     mlp = BehaviorCloning(position_only_cartpole, {**cfg, "policy": "mlp"})
     mlp.fit(df)
     rnn = BehaviorCloning(position_only_cartpole, {**cfg, "policy": "recurrent", "seq_len": 64})

@@ -15,6 +15,7 @@ from core_rl.irl import (
     importance_weights, max_margin_irl, maxent_irl,
 )
 from core_rl.tabular import TabularMDP, policy_evaluation, value_iteration
+from tests.seeding import seed
 
 
 # ---- a gridworld with terrain features -----------------------------------------------------------
@@ -58,7 +59,7 @@ def optimal_action_agreement(mdp: TabularMDP, actions: np.ndarray) -> float:
 def grid():
     mdp, phi = gridworld()
     expert = value_iteration(mdp).policy
-    demos = mdp.sample(expert, 1000, 60, seed=0)          # γ^60 ≈ 0.002: the tail is negligible
+    demos = mdp.sample(expert, 1000, 60, seed=seed(0))          # γ^60 ≈ 0.002: the tail is negligible
     uniform = true_return(mdp, mdp.uniform_policy())
     return mdp, phi, expert, demos, true_return(mdp, expert), uniform
 
@@ -99,7 +100,7 @@ def test_maxent_gradient_is_the_exact_likelihood_gradient(backup):
                      mu0=rng.dirichlet(np.ones(S)))
     phi = rng.normal(size=(S, A, K))
     expert_pi = rng.dirichlet(np.ones(A), size=S)
-    demos = mdp.sample(expert_pi, 50, H, seed=1)
+    demos = mdp.sample(expert_pi, 50, H, seed=seed(1))
     w = rng.normal(size=K) * 0.5
     if backup == "expected":
         expert, start = expert_pi, mdp.mu0
@@ -181,19 +182,23 @@ def test_guided_cost_learning_from_samples_only():
     mdp, phi = gridworld()
     mdp = mdp.replace(mu0=np.eye(mdp.n_states)[0])           # every episode starts top-left
     expert = value_iteration(mdp).policy
-    demos = mdp.sample(expert, 1000, 30, seed=0)
+    demos = mdp.sample(expert, 1000, 30, seed=seed(0))
     calls = []
 
     def sample(policy, n, steps, rng):                        # the algorithm only ever samples
         calls.append(n)
         return mdp.sample(policy, n, steps, seed=rng)
 
-    res = guided_cost_learning(sample, np.repeat(phi[:, None], 5, 1), demos, seed=0)
+    # reward_lr 0.01 over 400 rounds: the default 0.05 over 150 sometimes settles on a detour (ratio
+    # ≈ 0.81-0.84) or diverges (ratio < 0) depending on the seed; measured at 0.01/400 over seeds
+    # 0-11: ratio 0.986-0.998 (uniform policy ≈ -1.6, so 0.9 is far above anything unlearned)
+    res = guided_cost_learning(sample, np.repeat(phi[:, None], 5, 1), demos, seed=seed(0), reward_lr=0.01,
+                               iterations=400)
     ratio = true_return(mdp, learned_policy(mdp, res.reward)) / true_return(mdp, expert)
     uniform = true_return(mdp, mdp.uniform_policy()) / true_return(mdp, expert)
     print(f"GCL: reward's optimal policy return ratio {ratio:.4f} (uniform {uniform:.3f}), "
           f"final ESS {res.history[-1]['ess']:.1f}")
-    assert len(calls) == 150
+    assert len(calls) == 400                                  # one sampling call per round
     assert ratio >= 0.9
 
 
@@ -227,7 +232,7 @@ def test_gail_imitates_the_scripted_expert_on_cartpole(cartpole_demos, reward_ty
 
     df, _ = cartpole_demos
     tracker = MemoryTracker()
-    agent = GAIL("CartPole-v1", {"seed": 0, "reward_type": reward_type}, tracker=tracker, demonstrations=df)
+    agent = GAIL("CartPole-v1", {"seed": seed(0), "reward_type": reward_type}, tracker=tracker, demonstrations=df)
     random_return = agent.evaluate(10, deterministic=False)["mean_return"]
     agent.learn(60_000)
     result = agent.evaluate(10)["mean_return"]
@@ -283,7 +288,7 @@ def test_gail_from_config_path_cli_style_and_checkpoint(cartpole_demos, tmp_path
     from core_rl import Agent, make_agent
 
     _, path = cartpole_demos
-    agent = make_agent("gail", "CartPole-v1", {"demonstrations": str(path), "seed": 1})
+    agent = make_agent("gail", "CartPole-v1", {"demonstrations": str(path), "seed": seed(1)})
     agent.learn(512)
     assert agent.expert_data is not None and len(agent.expert_data["actions"]) == 5000
     saved = agent.save(tmp_path / "gail.pt")

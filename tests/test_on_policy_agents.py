@@ -9,6 +9,7 @@ from core_rl.actor_critic.actor_critic import A2C, ActorCritic
 from core_rl.common.base import Agent
 from core_rl.common.tracking import MemoryTracker
 from core_rl.trust_region.ppo import PPO
+from tests.seeding import seed as shifted
 
 PPO_CARTPOLE = dict(n_envs=8, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98, lr=1e-3,
                     lr_schedule="linear", clip_schedule="linear", ent_coef=0.0)
@@ -18,11 +19,30 @@ def stop_at(bar):
     return lambda agent, metrics: not (len(agent.episode_returns) >= 20 and agent.mean_return >= bar)
 
 
+def stop_when_solved(bar: float = 195, target: float = 475, every: int = 1024):
+    """Train on until the last 20 training episodes average ≥ ``bar`` AND the greedy policy, checked every
+    ``every`` steps from then on, evaluates ≥ ``target`` of 500 on starts of its own (seed + 20 000).
+
+    Stopping the moment the training mean first crosses 195 leaves a policy on the edge: the evaluation
+    that follows then lands on either side of 195 by the CPU's rounding (issue 12: 189.9 on a Xeon). A
+    greedy policy at ≥ 475 on other starts clearly solves the task, so the evaluation bar below has margin.
+    """
+    next_check = [0]
+
+    def callback(agent, metrics) -> bool:
+        if len(agent.episode_returns) < 20 or agent.mean_return < bar or agent.num_timesteps < next_check[0]:
+            return True
+        next_check[0] = agent.num_timesteps + every
+        return agent.evaluate(10, seed=agent.config.seed + 20_000)["mean_return"] < target
+
+    return callback
+
+
 def test_ppo_solves_cartpole():
     tracker = MemoryTracker()
-    agent = PPO("CartPole-v1", PPO_CARTPOLE, tracker=tracker)
-    agent.learn(100_000, callback=stop_at(195))
-    assert agent.mean_return >= 195, agent.mean_return
+    agent = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(0)}, tracker=tracker)
+    agent.learn(100_000, callback=stop_when_solved())
+    assert agent.mean_return >= 195, agent.mean_return                 # random play: ≈ 22
     assert agent.evaluate(10)["mean_return"] >= 195
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "env_steps_per_s", "episode_return"):
         assert key in tracker.metrics
@@ -30,7 +50,7 @@ def test_ppo_solves_cartpole():
 
 
 def test_a2c_solves_cartpole():
-    agent = A2C("CartPole-v1", {"seed": 1})
+    agent = A2C("CartPole-v1", {"seed": shifted(1)})
     agent.learn(300_000, callback=stop_at(195))
     assert agent.mean_return >= 195, agent.mean_return
 
@@ -38,28 +58,40 @@ def test_a2c_solves_cartpole():
 def test_online_actor_critic_learns_cartpole():
     """Online AC (one step per update, n_envs synchronous actors) beats random (≈22) clearly."""
     agent = ActorCritic("CartPole-v1", {"n_envs": 8, "n_steps": 1, "advantage": "nstep", "n_step": 1,
-                                        "optimizer": "adam", "lr": 1e-3, "seed": 0})
+                                        "optimizer": "adam", "lr": 1e-3, "seed": shifted(0)})
     agent.learn(120_000, callback=stop_at(100))
     assert agent.mean_return >= 100, agent.mean_return
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)                  # three seeds: past the 600 s default on a loaded machine
 def test_ppo_improves_pendulum():
+    """PPO without state-dependent exploration is seed-sensitive on Pendulum at this budget: measured at
+    73 728 steps over seeds 0-4: -416, -172, -498, -480, -169 (solved ≈ -150; random ≈ -1200..-1500), so
+    one seed is no test. The median of three seeds measured -416..-480 (seeds 0-2, 1-3, 2-4)."""
     cfg = dict(n_envs=4, n_steps=1024, batch_size=64, n_epochs=10, gae_lambda=0.95, gamma=0.9, lr=1e-3,
-               normalize_obs=True, normalize_reward=True, seed=0)
-    agent = PPO("Pendulum-v1", cfg)
-    random_return = np.mean([agent.evaluate(5, deterministic=False, seed=1)["mean_return"]])
-    agent.learn(73_728)
-    trained = agent.evaluate(10)["mean_return"]
-    # PPO without state-dependent exploration is seed-sensitive on Pendulum at this budget
-    # (seeds 0-2 evaluate at -690..-160 after 74k steps); "improves" is a clear margin over random
-    assert random_return < -900
-    assert trained > -800 and trained > random_return + 400, (random_return, trained)
+               normalize_obs=True, normalize_reward=True)
+    random_returns, trained = [], []
+    for k in range(3):
+        # the random level from an untrained twin: evaluating the learner itself first moves its RNG, and
+        # with it the trajectory the numbers below were measured on
+        twin = PPO("Pendulum-v1", {**cfg, "seed": shifted(k)})
+        random_returns.append(twin.evaluate(5, deterministic=False, seed=shifted(1))["mean_return"])
+        twin.close()
+        agent = PPO("Pendulum-v1", {**cfg, "seed": shifted(k)})
+        agent.learn(73_728)
+        trained.append(agent.evaluate(10)["mean_return"])
+    assert max(random_returns) < -900, random_returns
+    # every seed improves on its own random start by ≥ 500 (≥ 700 for each measured seed against random
+    # ≈ -1200); the median is well past anything random (-600 vs ≈ -1200..-1500)
+    assert all(t > r + 500 for t, r in zip(trained, random_returns)), (random_returns, trained)
+    assert np.median(trained) > -600, (random_returns, trained)
 
 
 def test_same_seed_same_numbers():
-    a = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 3}).learn(2048)
-    b = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 3}).learn(2048)
-    c = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": 4}).learn(2048)
+    a = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(3)}).learn(2048)
+    b = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(3)}).learn(2048)
+    c = PPO("CartPole-v1", {**PPO_CARTPOLE, "seed": shifted(4)}).learn(2048)
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
     pa, pb, pc = (x.policy.distribution(x._obs_tensor(obs)).logits for x in (a, b, c))
     assert (pa == pb).all()

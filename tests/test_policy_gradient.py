@@ -18,6 +18,7 @@ import torch
 from core_rl.common.errors import ConfigError
 from core_rl.common.tracking import MemoryTracker, NullTracker
 from core_rl.policy_gradient import REINFORCE, EpisodeBatch, OffPolicyPG, log_prob_grads
+from tests.seeding import seed as shifted
 
 
 # ---- small problems with known answers --------------------------------------------------------
@@ -109,7 +110,7 @@ CHAIN = dict(gamma=1.0, hidden_sizes=(16,), n_envs=8, n_steps=16)
 
 # ---- REINFORCE: estimator ------------------------------------------------------------------------
 def test_reinforce_estimators_are_unbiased_against_the_exact_gradient():
-    agent = REINFORCE(ChainMDP, baseline="none", seed=0, tracker=NullTracker(), **CHAIN)
+    agent = REINFORCE(ChainMDP, baseline="none", seed=shifted(0), tracker=NullTracker(), **CHAIN)
     sharpen(agent.policy)
     exact = exact_gradient(agent.policy, ChainMDP())
     batches = [agent.collect_episodes() for _ in range(200)]          # ~6400 episodes of π_θ
@@ -127,7 +128,7 @@ def test_reinforce_estimators_are_unbiased_against_the_exact_gradient():
             assert traces[advantage, baseline] < 0.5 * traces[advantage, "none"], traces
 
     # any state-dependent baseline is unbiased: an (untrained) V_φ(s_t)
-    critic = REINFORCE(ChainMDP, baseline="value", seed=0, **CHAIN)
+    critic = REINFORCE(ChainMDP, baseline="value", seed=shifted(0), **CHAIN)
     critic.policy.load_state_dict(agent.policy.state_dict())
     with torch.no_grad():
         critic.value.net[-1].weight.mul_(3.0)
@@ -138,7 +139,7 @@ def test_reinforce_estimators_are_unbiased_against_the_exact_gradient():
 def test_optimal_baseline_lowers_the_gradient_variance_on_cartpole():
     """Fixed policy, 30 batches of whole episodes: trace of the estimator's covariance per baseline,
     on the notes' trajectory-level estimator g(τ)(r(τ) − b)."""
-    agent = REINFORCE("CartPole-v1", baseline="none", advantage="return", n_envs=8, n_steps=25, seed=0)
+    agent = REINFORCE("CartPole-v1", baseline="none", advantage="return", n_envs=8, n_steps=25, seed=shifted(0))
     batches = [agent.collect_episodes() for _ in range(60)]
     estimates = {}
     for baseline in ("none", "mean", "optimal"):
@@ -174,7 +175,7 @@ def test_optimal_baseline_lowers_the_gradient_variance_on_cartpole():
 # ---- REINFORCE: learning -------------------------------------------------------------------------
 @pytest.mark.parametrize("baseline", ["value", "mean", "optimal"])
 def test_reinforce_with_a_baseline_learns_cartpole(baseline):
-    agent = REINFORCE("CartPole-v1", baseline=baseline, seed=0, tracker=MemoryTracker())
+    agent = REINFORCE("CartPole-v1", baseline=baseline, seed=shifted(0), tracker=MemoryTracker())
     agent.learn(60_000)
     assert agent.mean_return > 200.0, agent.mean_return          # random: ~22
     if baseline == "value":
@@ -183,7 +184,7 @@ def test_reinforce_with_a_baseline_learns_cartpole(baseline):
 
 
 def test_reinforce_gaussian_learns_continuous_point_reach():
-    agent = REINFORCE(PointReach, seed=0)
+    agent = REINFORCE(PointReach, seed=shifted(0))
     before = agent.evaluate(50, deterministic=False)["mean_return"]
     agent.learn(20_000)
     after = agent.evaluate(50, deterministic=False)["mean_return"]
@@ -193,7 +194,7 @@ def test_reinforce_gaussian_learns_continuous_point_reach():
 
 def test_reinforce_same_seed_same_numbers():
     def run() -> torch.Tensor:
-        agent = REINFORCE("CartPole-v1", baseline="optimal", n_envs=4, n_steps=50, seed=3)
+        agent = REINFORCE("CartPole-v1", baseline="optimal", n_envs=4, n_steps=50, seed=shifted(3))
         agent.learn(1_000)
         return torch.cat([p.detach().reshape(-1) for p in agent.policy.parameters()])
 
@@ -202,8 +203,8 @@ def test_reinforce_same_seed_same_numbers():
 
 # ---- off-policy policy gradient ------------------------------------------------------------------
 def test_offpolicy_importance_sampling_matches_the_exact_gradient():
-    behaviour = OffPolicyPG(ChainMDP, seed=1, **CHAIN)                # nearly uniform β
-    target = OffPolicyPG(ChainMDP, seed=0, baseline="none", **CHAIN)
+    behaviour = OffPolicyPG(ChainMDP, seed=shifted(1), **CHAIN)                # nearly uniform β
+    target = OffPolicyPG(ChainMDP, seed=shifted(0), baseline="none", **CHAIN)
     sharpen(target.policy)                                            # π_θ' far from β
     exact = exact_gradient(target.policy, ChainMDP())
     batches = [behaviour.collect_episodes() for _ in range(200)]
@@ -213,7 +214,7 @@ def test_offpolicy_importance_sampling_matches_the_exact_gradient():
         z, rel = mean_error(torch.stack([target.policy_gradient(b) for b in batches]), exact)
         assert z < 6.0 and rel < 0.2, (advantage, baseline, z, rel)
     # the same data without the ratios (on-policy REINFORCE applied to β's samples) is far off
-    naive = REINFORCE(ChainMDP, baseline="none", seed=0, **CHAIN)
+    naive = REINFORCE(ChainMDP, baseline="none", seed=shifted(0), **CHAIN)
     naive.policy.load_state_dict(target.policy.state_dict())
     z, rel = mean_error(torch.stack([naive.policy_gradient(b) for b in batches]), exact)
     assert z > 50.0 and rel > 0.5, (z, rel)
@@ -222,9 +223,9 @@ def test_offpolicy_importance_sampling_matches_the_exact_gradient():
 @pytest.mark.parametrize("advantage,baseline", [("reward_to_go", "mean"), ("return", "none")])
 @pytest.mark.parametrize("correction", ["per_decision", "past_only"])
 def test_offpolicy_on_its_own_data_is_reinforce(advantage, baseline, correction):
-    off = OffPolicyPG(ChainMDP, seed=0, advantage=advantage, baseline=baseline, correction=correction, **CHAIN)
+    off = OffPolicyPG(ChainMDP, seed=shifted(0), advantage=advantage, baseline=baseline, correction=correction, **CHAIN)
     sharpen(off.policy)
-    on = REINFORCE(ChainMDP, seed=0, advantage=advantage, baseline=baseline, **CHAIN)
+    on = REINFORCE(ChainMDP, seed=shifted(0), advantage=advantage, baseline=baseline, **CHAIN)
     on.policy.load_state_dict(off.policy.state_dict())
     batch = off.collect_episodes()                                   # β = π: every ratio is 1
     torch.testing.assert_close(off.policy_gradient(batch), on.policy_gradient(batch), rtol=1e-4, atol=1e-5)
@@ -232,7 +233,7 @@ def test_offpolicy_on_its_own_data_is_reinforce(advantage, baseline, correction)
 
 def test_offpolicy_pg_learns_cartpole_from_its_older_policies_data():
     tracker = MemoryTracker()
-    agent = OffPolicyPG("CartPole-v1", seed=0, n_updates=4, tracker=tracker)
+    agent = OffPolicyPG("CartPole-v1", seed=shifted(0), n_updates=4, tracker=tracker)
     agent.learn(80_000)
     assert agent.mean_return > 200.0, agent.mean_return
     # steps 2..4 of each batch were off-policy: the ratios moved away from 1
@@ -252,7 +253,7 @@ def test_fit_offline_learns_from_a_uniform_behaviour_policy():
                          "behaviour_log_prob": np.log(1 / 3)})
             s = s_next
     data = pd.DataFrame(rows)
-    agent = OffPolicyPG(ChainMDP, seed=0, lr=1e-2, gamma=1.0, hidden_sizes=(16,))
+    agent = OffPolicyPG(ChainMDP, seed=shifted(0), lr=1e-2, gamma=1.0, hidden_sizes=(16,))
     uniform = float(exact_return(env, torch.full((4, 3), 1 / 3, dtype=torch.float64)))
     best = best_deterministic_return(env)
     agent.fit_offline(data, n_updates=200)
@@ -261,7 +262,7 @@ def test_fit_offline_learns_from_a_uniform_behaviour_policy():
 
 
 def test_episode_batch_dataframe_round_trip():
-    agent = REINFORCE("CartPole-v1", baseline="none", n_envs=3, n_steps=20, seed=0)
+    agent = REINFORCE("CartPole-v1", baseline="none", n_envs=3, n_steps=20, seed=shifted(0))
     batch = agent.collect_episodes()
     back = EpisodeBatch.from_dataframe(batch.to_dataframe(), agent.observation_space, agent.action_space)
     for field in ("obs", "actions", "log_probs", "rewards", "episode", "step"):
@@ -289,7 +290,7 @@ def test_bad_configs_raise_config_error_naming_the_field(cls, kwargs, field):
 
 
 def test_fit_offline_rejects_malformed_data():
-    agent = OffPolicyPG("CartPole-v1", seed=0)
+    agent = OffPolicyPG("CartPole-v1", seed=shifted(0))
     data = pd.DataFrame({"episode": [0, 0], "obs": [np.zeros(4)] * 2, "action": [0, 1], "reward": [1.0, 1.0]})
     with pytest.raises(ConfigError, match="behaviour_log_prob"):
         agent.fit_offline(data)

@@ -27,6 +27,7 @@ from recsys.policies import (
 from recsys.simulation import InterestEvolutionVectorEnv
 from recsys.slateq import SlateQ, SlateQConfig, SlateQLearner, SlateTransitions
 from recsys.topk_reinforce import TopKReinforce, capped_ratio, topk_multiplier
+from tests.seeding import seed as shifted
 
 torch.set_num_threads(1)
 TWIN = dict(num_candidates=10, horizon=50)
@@ -82,19 +83,19 @@ def test_slateq_targets_follow_the_choice_model():
 
 # ---- SlateQ online ------------------------------------------------------------------------------------
 def test_slateq_beats_myopic_greedy_and_random_online_in_the_twin(tmp_path):
-    env = InterestEvolutionVectorEnv(16, seed=0, **TWIN)
-    agent = SlateQ(env, seed=0, learning_starts=1000, exploration_fraction=0.2)
+    env = InterestEvolutionVectorEnv(16, seed=shifted(0), **TWIN)
+    agent = SlateQ(env, seed=shifted(0), learning_starts=1000, exploration_fraction=0.2)
     agent.learn(20_000)
     slateq = online(agent.as_policy())
     myopic = online(MyopicGreedyPolicy(10, 2))
-    random = online(RandomPolicy(10, 2, seed=0))
+    random = online(RandomPolicy(10, 2, seed=shifted(0)))
     print(f"SlateQ {slateq.mean:.2f}±{slateq.stderr:.2f}  myopic {myopic.mean:.2f}±{myopic.stderr:.2f}  "
           f"random {random.mean:.2f}±{random.stderr:.2f}")
     assert slateq.mean > myopic.mean + 2.0 and slateq.mean > random.mean + 6.0
     # a core_rl agent: registered, saved, reloaded, same greedy slates
     assert get_algo("slateq").cls is SlateQ
     agent.save(tmp_path / "slateq.pt")
-    again = Agent.load(tmp_path / "slateq.pt", env=InterestEvolutionVectorEnv(16, seed=0, **TWIN))
+    again = Agent.load(tmp_path / "slateq.pt", env=InterestEvolutionVectorEnv(16, seed=shifted(0), **TWIN))
     obs = agent._obs[:5]
     assert np.array_equal(agent.predict(obs), again.predict(obs))
     # and its policy file round-trips
@@ -108,11 +109,11 @@ def test_slateq_beats_myopic_greedy_and_random_online_in_the_twin(tmp_path):
 @pytest.fixture(scope="module")
 def popularity_logs(tmp_path_factory):
     """500 sessions of ε-greedy (ε = 0.3) popularity-by-doc-id logging in the twin."""
-    env = InterestEvolutionVectorEnv(250, seed=0, **TWIN)
-    pop = popularity_from_rollout(InterestEvolutionVectorEnv(256, seed=100, **TWIN), steps=40, seed=100)
-    logging = EpsilonGreedyPolicy(pop, 0.3, seed=1)
+    env = InterestEvolutionVectorEnv(250, seed=shifted(0), **TWIN)
+    pop = popularity_from_rollout(InterestEvolutionVectorEnv(256, seed=shifted(100), **TWIN), steps=40, seed=shifted(100))
+    logging = EpsilonGreedyPolicy(pop, 0.3, seed=shifted(1))
     path = tmp_path_factory.mktemp("pop") / "pop.parquet"
-    generate_logs(env, logging, path, sessions=500, seed=2, include_oracle=False)
+    generate_logs(env, logging, path, sessions=500, seed=shifted(2), include_oracle=False)
     return path, logging, online(logging)
 
 
@@ -131,14 +132,14 @@ def test_topk_correction_terms():
 def test_topk_reinforce_trained_only_on_logs_beats_the_logging_policy_online(popularity_logs):
     path, logging, logged = popularity_logs
     reader = LogReader(path, chunk_rows=8192)
-    learner = TopKReinforce(reader.layout, 2, epochs=3, seed=0).fit(reader)
+    learner = TopKReinforce(reader.layout, 2, epochs=3, seed=shifted(0)).fit(reader)
     assert learner.history and learner.history[-1]["beta_nll"] < math.log(10)   # β learned something
     res = online(learner.as_policy())
     print(f"top-K REINFORCE {res.mean:.2f}±{res.stderr:.2f} vs logging {logged.mean:.2f}±{logged.stderr:.2f}")
     assert res.mean > logged.mean + 3.0
     # without the off-policy and top-K corrections it is a different estimator (not a no-op switch)
-    plain = TopKReinforce(reader.layout, 2, epochs=1, seed=0, off_policy_correction=False, topk_correction=False)
-    corrected = TopKReinforce(reader.layout, 2, epochs=1, seed=0)
+    plain = TopKReinforce(reader.layout, 2, epochs=1, seed=shifted(0), off_policy_correction=False, topk_correction=False)
+    corrected = TopKReinforce(reader.layout, 2, epochs=1, seed=shifted(0))
     chunk = next(iter(reader.chunks()))
     rows, item, ret, beta = corrected.events(chunk)
     l1, m1 = corrected.loss(chunk.user[rows[:256]], chunk.docs[rows[:256]], item[:256], ret[:256], None)
@@ -149,7 +150,7 @@ def test_topk_reinforce_trained_only_on_logs_beats_the_logging_policy_online(pop
 def test_conservative_slateq_trained_only_on_logs_beats_the_logging_policy_online(popularity_logs):
     path, logging, logged = popularity_logs
     reader = LogReader(path, chunk_rows=8192)
-    cql = ConservativeSlateQ(reader.layout, 2, seed=0, cql_alpha=1.0).fit(reader, epochs=2)
+    cql = ConservativeSlateQ(reader.layout, 2, seed=shifted(0), cql_alpha=1.0).fit(reader, epochs=2)
     assert cql.history and cql.history[-1]["cql_gap"] > 0
     res = online(cql.as_policy())
     print(f"CQL SlateQ {res.mean:.2f}±{res.stderr:.2f} vs logging {logged.mean:.2f}")
@@ -169,14 +170,14 @@ class AffinityTopK(SlatePolicy):
 
 
 def test_behaviour_cloning_recovers_the_logging_policy(tmp_path):
-    env = InterestEvolutionVectorEnv(200, seed=0, num_candidates=10, horizon=20)
+    env = InterestEvolutionVectorEnv(200, seed=shifted(0), num_candidates=10, horizon=20)
     base = AffinityTopK(10, 2)
-    generate_logs(env, EpsilonGreedyPolicy(base, 0.3, seed=0), tmp_path / "aff.parquet", sessions=400, seed=0)
+    generate_logs(env, EpsilonGreedyPolicy(base, 0.3, seed=shifted(0)), tmp_path / "aff.parquet", sessions=400, seed=shifted(0))
     reader = LogReader(tmp_path / "aff.parquet", chunk_rows=4096)
-    bc = BehaviorCloning(reader.layout, 2, epochs=4, seed=0).fit(reader)
+    bc = BehaviorCloning(reader.layout, 2, epochs=4, seed=shifted(0)).fit(reader)
     uniform = math.log(90)
     assert bc.nll < uniform - 1.0
-    fresh = InterestEvolutionVectorEnv(500, seed=5, num_candidates=10, horizon=20)
+    fresh = InterestEvolutionVectorEnv(500, seed=shifted(5), num_candidates=10, horizon=20)
     obs, info = fresh.reset(seed=5)
     clone, mode = bc.as_policy()(obs).slates, base(obs).slates
     agree = float((clone.sort(1).values == mode.sort(1).values).all(1).float().mean())

@@ -16,6 +16,7 @@ from safety.envs import PointGoalVectorEnv
 from safety.evaluation import evaluate_cmdp
 from safety.model_based import CostEnsemble, SafeMPC, SafeMPCConfig, point_goal_reward
 from safety.parts import CostMonitorPart
+from tests.seeding import seed as shifted
 
 ENV = "safety/PointGoal-v0"
 LIMIT = 5.0
@@ -67,10 +68,10 @@ def test_point_goal_known_reward_is_the_env_reward() -> None:
 def test_config_resolves_the_reward_and_keeps_the_model_activations() -> None:
     cfg = SafeMPCConfig()
     assert cfg.activation == "silu" and cfg.hidden_sizes == (64, 64) and cfg.gamma == 1.0  # PETS's, not AgentConfig's
-    agent = SafeMPC(ENV, dict(seed=0, n_envs=2))
+    agent = SafeMPC(ENV, dict(seed=shifted(0), n_envs=2))
     assert agent.config.reward == "known" and agent.model.learn_reward is False
     assert agent.evaluator.evaluator.reward_fn is not None
-    learned = SafeMPC(ENV, dict(seed=0, n_envs=2, reward="learned"))
+    learned = SafeMPC(ENV, dict(seed=shifted(0), n_envs=2, reward="learned"))
     assert learned.model.learn_reward is True and learned.evaluator.evaluator.reward_fn is None
     assert get_algo("safe_mpc").cls is SafeMPC
     with pytest.raises(ValueError):
@@ -78,7 +79,7 @@ def test_config_resolves_the_reward_and_keeps_the_model_activations() -> None:
 
 
 def test_checkpoint_keeps_the_cost_model(tmp_path) -> None:
-    agent = SafeMPC(ENV, dict(seed=0, n_envs=2, initial_random_steps=200, n_candidates=16, n_elites=4, horizon=5,
+    agent = SafeMPC(ENV, dict(seed=shifted(0), n_envs=2, initial_random_steps=200, n_candidates=16, n_elites=4, horizon=5,
                               cost_fit_steps=20, model_epochs=2))
     agent.learn(220)
     obs = np.stack([PointGoalVectorEnv(num_envs=2).reset(seed=3)[0]]).reshape(2, -1)
@@ -95,7 +96,7 @@ def test_checkpoint_keeps_the_cost_model(tmp_path) -> None:
 
 # ---- learning: fewer violations while learning than the same planner without the cost ----------------
 SMALL = dict(n_envs=8, horizon=10, n_candidates=32, n_elites=4, initial_random_steps=400, train_every=800,
-             model_epochs=15, seed=0, cost_limit=LIMIT)
+             model_epochs=15, seed=shifted(0), cost_limit=LIMIT)
 STEPS = 2400                                           # 1.5 episodes per env after 50 random steps each
 
 

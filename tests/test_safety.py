@@ -28,14 +28,15 @@ from safety.shield import LinearCostModel, ShieldedPPOLag
 from safety.tabular import TabularCMDP, best_response, solve_cmdp_lagrangian, solve_cmdp_lp
 from safety.trpo_lag import TRPOLag
 from safety.unconstrained import UnconstrainedPPO
+from tests.seeding import seed as shifted
 
-TINY = dict(n_envs=4, n_steps=64, hidden_sizes=(16,), seed=0)
+TINY = dict(n_envs=4, n_steps=64, hidden_sizes=(16,), seed=shifted(0))
 
 
 # ---- tasks ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", sorted(safety.TASKS))
 def test_tasks_are_seeded_same_step_vector_envs(env_id: str) -> None:
-    vec = make_vec_env(env_id, 4, seed=0)
+    vec = make_vec_env(env_id, 4, seed=shifted(0))
     assert isinstance(vec, VectorEnv) and not isinstance(vec, SyncVectorEnv)  # the batched numpy env itself
     assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     assert set(vec.metadata["cost_keys"]) >= {"cost"}
@@ -106,7 +107,7 @@ def test_point_goal_costs_hazard_steps_and_rewards_progress() -> None:
 
 
 def test_cartpole_costs_match_their_definition() -> None:
-    env = make_vec_env("safety/CartPole-v0", 16, seed=0).unwrapped
+    env = make_vec_env("safety/CartPole-v0", 16, seed=shifted(0)).unwrapped
     env.reset(seed=0)
     env.state[:, 0] = np.linspace(-1.5, 1.5, 16)
     env.state[:, 1] = np.linspace(2.0, -2.0, 16)
@@ -331,7 +332,7 @@ def test_sac_lag_stores_costs_and_adds_the_lagrangian_to_the_actor_loss() -> Non
         SACLag("safety/PointGoal-v0", n_step=3)
     near_hazard = PointGoalVectorEnv(num_envs=2, start_low=(-0.5, -0.4), start_high=(0.5, 0.4))
     agent = SACLag(near_hazard, cost_limit=0.0, n_envs=2, hidden_sizes=(32,), batch_size=64,
-                   learning_starts=300, lagrangian_lr=0.05, seed=0)
+                   learning_starts=300, lagrangian_lr=0.05, seed=shifted(0))
     agent.learn(1000)  # 500 steps per env: two 200-step episodes each have finished
     monitor, replay = agent.part(CostMonitorPart).monitor, agent.replay
     assert replay.costs.sum().item() == pytest.approx(monitor.total_cost[0]) and monitor.total_cost[0] > 0
@@ -368,7 +369,7 @@ def test_pessimistic_cost_planning_keeps_the_plan_feasible() -> None:
     start = torch.tensor([[0.2]])
     plans = {}
     for name, evaluator in (("safe", safe), ("plain", plain)):
-        planner = CEM(evaluator, low, high, horizon=5, n_candidates=300, n_iterations=6, n_elites=30, seed=0)
+        planner = CEM(evaluator, low, high, horizon=5, n_candidates=300, n_iterations=6, n_elites=30, seed=shifted(0))
         plans[name] = planner.plan(start).actions[0, :, 0]
     path = lambda acts: 0.2 + torch.cumsum(acts, 0)  # noqa: E731
     assert path(plans["plain"]).max() > 1.5

@@ -15,6 +15,7 @@ from safety.parts import CostMonitorPart
 from safety.ppo_lag import PPOLag
 from safety.shield import ShieldedPPOLag
 from safety.unconstrained import UnconstrainedPPO
+from tests.seeding import seed as shifted
 
 ENV = "safety/PointGoal-v0"
 LIMIT = 5.0              # per 200-step episode (Safety-Gymnasium's 25 per 1000 steps, scaled)
@@ -30,7 +31,7 @@ def cumulative_cost_at(tracker: MemoryTracker, step: int) -> float:
 @pytest.fixture(scope="module")
 def ppo_run() -> tuple[UnconstrainedPPO, MemoryTracker, dict]:
     tracker = MemoryTracker()
-    agent = UnconstrainedPPO(ENV, cost_limit=LIMIT, seed=0, tracker=tracker)
+    agent = UnconstrainedPPO(ENV, cost_limit=LIMIT, seed=shifted(0), tracker=tracker)
     agent.learn(PPO_STEPS)
     return agent, tracker, evaluate_cmdp(agent, EVAL_EPISODES)
 
@@ -46,7 +47,7 @@ def test_unconstrained_ppo_exceeds_the_limit(ppo_run) -> None:
 def test_ppo_lag_ends_at_or_below_the_limit(ppo_run) -> None:
     _, _, ppo_ev = ppo_run
     tracker = MemoryTracker()
-    agent = PPOLag(ENV, cost_limit=LIMIT, seed=0, tracker=tracker)
+    agent = PPOLag(ENV, cost_limit=LIMIT, seed=shifted(0), tracker=tracker)
     agent.learn(81_920)
     ev = evaluate_cmdp(agent, EVAL_EPISODES)
     lam = np.array([v for _, v in tracker.metrics["lambda"]])
@@ -58,7 +59,7 @@ def test_ppo_lag_ends_at_or_below_the_limit(ppo_run) -> None:
 
 def test_cpo_respects_the_limit(ppo_run) -> None:
     _, _, ppo_ev = ppo_run
-    agent = CPO(ENV, cost_limit=LIMIT, seed=0)
+    agent = CPO(ENV, cost_limit=LIMIT, seed=shifted(0))
     agent.learn(71_680)
     ev = evaluate_cmdp(agent, EVAL_EPISODES)
     assert ev["mean_cost"][0] <= LIMIT
@@ -71,7 +72,7 @@ def test_shield_keeps_training_violations_low(ppo_run) -> None:
     _, ppo_tracker, _ = ppo_run
     steps = 30_720
     tracker = MemoryTracker()
-    agent = ShieldedPPOLag(ENV, cost_limit=LIMIT, seed=0, tracker=tracker)
+    agent = ShieldedPPOLag(ENV, cost_limit=LIMIT, seed=shifted(0), tracker=tracker)
     agent.learn(steps)
     shield_cost = tracker.last("cumulative_cost")
     ppo_cost = cumulative_cost_at(ppo_tracker, steps)
@@ -85,12 +86,12 @@ def test_ppo_lag_meets_the_gridworld_limit_that_ppo_exceeds() -> None:
     (slips only). With the dual step in the gridworld's cost units (α = 0.5 for costs of order 1),
     PPO-Lag takes the detour and meets the 0.25 limit; unconstrained PPO keeps the corridor."""
     env, limit, steps = "safety/HazardGrid-v0", 0.25, 40_960
-    ppo = UnconstrainedPPO(env, cost_limit=limit, seed=0)
+    ppo = UnconstrainedPPO(env, cost_limit=limit, seed=shifted(0))
     ppo.learn(steps)
     lag_tracker = MemoryTracker()
-    lag = PPOLag(env, cost_limit=limit, lagrangian_lr=0.5, seed=0, tracker=lag_tracker)
+    lag = PPOLag(env, cost_limit=limit, lagrangian_lr=0.5, seed=shifted(0), tracker=lag_tracker)
     lag.learn(steps)
-    ppo_ev, lag_ev = evaluate_cmdp(ppo, EVAL_EPISODES, seed=7), evaluate_cmdp(lag, EVAL_EPISODES, seed=7)
+    ppo_ev, lag_ev = evaluate_cmdp(ppo, EVAL_EPISODES, seed=shifted(7)), evaluate_cmdp(lag, EVAL_EPISODES, seed=shifted(7))
     assert ppo_ev["mean_cost"][0] > 3 * limit and ppo_ev["mean_return"] > 0.9
     assert lag_ev["mean_cost"][0] <= limit and lag_ev["mean_return"] > 0.9      # reaches the goal, safely
     assert lag.part(CostMonitorPart).mean_episode_cost <= limit  # training episodes too

@@ -24,6 +24,7 @@ from safety.parts import CostMonitorPart
 from safety.ppo_lag import PPOLag
 from safety.trpo_lag import TRPOLag
 from safety.unconstrained import UnconstrainedPPO
+from tests.seeding import seed as shifted
 
 ENV_ID = "safety/Recommender-v0"
 C, F = 10, 4  # candidates, features per candidate (2 topic features, quality, length)
@@ -45,7 +46,7 @@ def play(policy, n_envs: int = 64, episodes: int = 2, seed: int = 0) -> tuple[fl
 
 
 def test_costs_are_the_clickbait_items_shown_and_reach_the_cost_monitor() -> None:
-    env = make_vec_env(ENV_ID, 8, seed=0)
+    env = make_vec_env(ENV_ID, 8, seed=shifted(0))
     assert isinstance(env, ClickbaitRecommenderVectorEnv) and isinstance(env.single_action_space, Slate)
     assert env.metadata["cost_keys"] == ("cost", "cost_clickbait")
     monitor = CostMonitor(env, ("cost", "cost_clickbait"), [COST_LIMIT, COST_LIMIT])
@@ -93,10 +94,10 @@ def test_task_is_seeded_and_configurable() -> None:
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
     # the threshold moves the cost: everything is clickbait below +10
-    strict = make_vec_env(ENV_ID, 4, seed=0, env_kwargs={"clickbait_threshold": 10.0})
+    strict = make_vec_env(ENV_ID, 4, seed=shifted(0), env_kwargs={"clickbait_threshold": 10.0})
     strict.reset(seed=0)
     assert (strict.step(strict.action_space.sample())[4]["cost"] == 2).all()
-    short = make_vec_env(ENV_ID, 2, seed=0, env_kwargs={"max_episode_steps": 5})
+    short = make_vec_env(ENV_ID, 2, seed=shifted(0), env_kwargs={"max_episode_steps": 5})
     assert [short.step(short.action_space.sample())[3].all() for _ in range(5)] == [False] * 4 + [True]
     with pytest.raises(ConfigError, match="max_episode_steps"):
         ClickbaitRecommenderVectorEnv(2, horizon=20)
@@ -119,7 +120,7 @@ def trained() -> dict[str, object]:
     """PPO-Lag and unconstrained PPO, 120k steps each (≈ 20 s each on one core)."""
     torch.set_num_threads(1)
     config = dict(n_envs=16, n_steps=60, batch_size=240, n_epochs=10, lr=1e-3, gamma=0.9, hidden_sizes=(64, 64),
-                  cost_limit=COST_LIMIT, seed=0, torch_threads=1)
+                  cost_limit=COST_LIMIT, seed=shifted(0), torch_threads=1)
     lambdas: list[float] = []
     lag = PPOLag(ENV_ID, **config).learn(120_000, callback=lambda agent, m: lambdas.append(m["lambda"]))
     ppo = UnconstrainedPPO(ENV_ID, **config).learn(120_000)
@@ -147,7 +148,7 @@ def test_unconstrained_ppo_seeks_clickbait_and_earns_more(trained: dict[str, obj
 @pytest.mark.parametrize("cls", [CPO, TRPOLag])
 def test_trust_region_safe_agents_step_through_the_slate_policy(cls: type) -> None:
     torch.set_num_threads(1)
-    agent = cls(ENV_ID, n_envs=8, n_steps=60, hidden_sizes=(32,), seed=0, cost_limit=COST_LIMIT, torch_threads=1)
+    agent = cls(ENV_ID, n_envs=8, n_steps=60, hidden_sizes=(32,), seed=shifted(0), cost_limit=COST_LIMIT, torch_threads=1)
     theta = flat_params(policy_params(agent.policy))
     agent.learn(480)
     metrics = agent.last_metrics
@@ -159,7 +160,7 @@ def test_trust_region_safe_agents_step_through_the_slate_policy(cls: type) -> No
 
 def test_same_seed_same_training_run() -> None:
     torch.set_num_threads(1)
-    config = dict(n_envs=4, n_steps=30, batch_size=60, n_epochs=2, hidden_sizes=(16,), seed=3, torch_threads=1)
+    config = dict(n_envs=4, n_steps=30, batch_size=60, n_epochs=2, hidden_sizes=(16,), seed=shifted(3), torch_threads=1)
     a = PPOLag(ENV_ID, **config).learn(360)
     b = PPOLag(ENV_ID, **config).learn(360)
     torch.testing.assert_close(flat_params(policy_params(a.policy)), flat_params(policy_params(b.policy)))

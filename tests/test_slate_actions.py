@@ -23,6 +23,7 @@ from core_rl.common.spaces import Slate
 from core_rl.trust_region.common import fisher_vector_product, mean_kl
 from core_rl.trust_region.ppo import PPO
 from core_rl.trust_region.trpo import TRPO
+from tests.seeding import seed as shifted
 
 
 def all_slates(n: int, k: int) -> torch.Tensor:
@@ -48,7 +49,7 @@ def plackett_luce_by_hand(logits: list[float], slate: list[int]) -> float:
 
 # ---- the space ----------------------------------------------------------------------------------
 def test_slate_space_contains_samples_and_batches() -> None:
-    space = Slate(6, 3, seed=0)
+    space = Slate(6, 3, seed=shifted(0))
     assert isinstance(space, gym.spaces.MultiDiscrete) and space.shape == (3,)
     assert space.contains(np.array([5, 0, 2])) and space.contains([1, 2, 3])
     assert not space.contains(np.array([1, 1, 2]))      # repeated candidate
@@ -57,7 +58,7 @@ def test_slate_space_contains_samples_and_batches() -> None:
     draws = np.stack([space.sample() for _ in range(3000)])
     assert all(space.contains(d) for d in draws[:200])
     assert np.all(np.sort(draws, 1)[:, 1:] != np.sort(draws, 1)[:, :-1])
-    again = Slate(6, 3, seed=0)
+    again = Slate(6, 3, seed=shifted(0))
     np.testing.assert_array_equal(draws[:50], np.stack([again.sample() for _ in range(50)]))
     # uniform over the 120 ordered slates: every first item 1/6, every position's marginal 1/6
     for j in range(3):
@@ -298,7 +299,7 @@ class SlateBandit(VectorEnv):
 ])
 def test_on_policy_agents_learn_a_slate_bandit(cls: type, config: dict[str, Any]) -> None:
     torch.set_num_threads(1)
-    agent = cls(SlateBandit(16), seed=0, gamma=0.5, n_envs=16, hidden_sizes=(64,), **config)
+    agent = cls(SlateBandit(16), seed=shifted(0), gamma=0.5, n_envs=16, hidden_sizes=(64,), **config)
     batch = agent.collect()  # the rollout keeps [T, N, k] integer slates
     assert batch.actions.shape == (32, 16, 2) and batch.actions.dtype == torch.int64
     assert batch.flat().actions.shape == (512, 2)

@@ -17,6 +17,7 @@ from core_rl.trust_region.common import (conjugate_gradient, fisher_vector_produ
 from core_rl.trust_region.kl_dual import KLDual
 from core_rl.trust_region.natural_pg import NaturalPG
 from core_rl.trust_region.trpo import TRPO
+from tests.seeding import seed as shifted
 
 
 def _history(tracker: MemoryTracker, key: str) -> np.ndarray:
@@ -139,7 +140,7 @@ def test_fisher_vector_product_matches_score_outer_product() -> None:
 def test_npg_step_satisfies_kl_bound(env_id: str) -> None:
     eps = 0.01
     for damping in (0.0, 0.1):
-        agent = NaturalPG(env_id, dict(seed=0, n_envs=4, n_steps=128, max_kl=eps, damping=damping))
+        agent = NaturalPG(env_id, dict(seed=shifted(0), n_envs=4, n_steps=128, max_kl=eps, damping=damping))
         for _ in range(3):
             kl, theta_old, obs, metrics = _one_update(agent)
             params = policy_params(agent.policy)
@@ -164,7 +165,7 @@ def test_npg_step_satisfies_kl_bound(env_id: str) -> None:
 def test_same_seed_same_numbers() -> None:
     thetas = []
     for _ in range(2):
-        agent = TRPO("CartPole-v1", dict(seed=3, n_envs=2, n_steps=64))
+        agent = TRPO("CartPole-v1", dict(seed=shifted(3), n_envs=2, n_steps=64))
         agent.learn(256)
         thetas.append(flat_params(agent.policy.parameters()))
     assert torch.equal(thetas[0], thetas[1])
@@ -181,7 +182,7 @@ def test_config_errors_name_the_field() -> None:
 
 # ---- TRPO: the line search --------------------------------------------------------------------
 def test_trpo_line_search_backtracks_and_rejects() -> None:
-    agent = TRPO("CartPole-v1", dict(seed=0, n_envs=1, n_steps=8, max_kl=0.01, backtrack_coef=0.5,
+    agent = TRPO("CartPole-v1", dict(seed=shifted(0), n_envs=1, n_steps=8, max_kl=0.01, backtrack_coef=0.5,
                                      max_backtracks=5, accept_ratio=0.1))
     params = policy_params(agent.policy)
     theta = flat_params(params)
@@ -213,7 +214,7 @@ def test_trpo_line_search_backtracks_and_rejects() -> None:
 def test_trpo_accepted_steps_never_exceed_max_kl() -> None:
     """With a large ε and no damping the full natural step overshoots; TRPO's never does."""
     eps = 0.05
-    cfg = dict(seed=0, n_envs=4, n_steps=128, max_kl=eps, damping=0.0)
+    cfg = dict(seed=shifted(0), n_envs=4, n_steps=128, max_kl=eps, damping=0.0)
     trpo, npg = TRPO("CartPole-v1", cfg), NaturalPG("CartPole-v1", cfg)
     trpo_kls, backtracks, npg_kls = [], [], []
     for _ in range(10):
@@ -231,7 +232,7 @@ def test_trpo_accepted_steps_never_exceed_max_kl() -> None:
 @pytest.mark.parametrize("algo", [NaturalPG, TRPO])
 def test_learns_cartpole(algo) -> None:
     tracker = MemoryTracker()
-    agent = algo("CartPole-v1", dict(seed=0), tracker=tracker)
+    agent = algo("CartPole-v1", dict(seed=shifted(0)), tracker=tracker)
     assert agent.evaluate(10)["mean_return"] < 100
     agent.learn(40_000)
     assert agent.mean_return >= 195, agent.mean_return          # last 100 training episodes
@@ -244,7 +245,7 @@ def test_learns_cartpole(algo) -> None:
 
 def test_kl_dual_learns_cartpole_and_tracks_its_target() -> None:
     tracker = MemoryTracker()
-    agent = KLDual("CartPole-v1", dict(seed=0), tracker=tracker)
+    agent = KLDual("CartPole-v1", dict(seed=shifted(0)), tracker=tracker)
     agent.learn(40_000)
     assert agent.mean_return >= 195, agent.mean_return
     assert agent.evaluate(20)["mean_return"] >= 450
@@ -253,7 +254,7 @@ def test_kl_dual_learns_cartpole_and_tracks_its_target() -> None:
     assert 0.7 * eps <= kls.mean() <= 1.3 * eps, kls.mean()
     # a tighter target: the multiplier rises and holds the KL at the new target
     tight = MemoryTracker()
-    KLDual("CartPole-v1", dict(seed=0, target_kl=0.003), tracker=tight).learn(16_000)
+    KLDual("CartPole-v1", dict(seed=shifted(0), target_kl=0.003), tracker=tight).learn(16_000)
     tight_kls, tight_lams = _history(tight, "kl"), _history(tight, "kl_coef")
     assert 0.7 * 0.003 <= tight_kls.mean() <= 1.3 * 0.003, tight_kls.mean()
     assert tight_kls.mean() < 0.5 * kls.mean()
@@ -264,7 +265,7 @@ def test_kl_dual_multiplier_follows_the_dual_update() -> None:
     """λ ← max(0, λ + α(D̄_KL − ε)): rises while the KL exceeds ε, falls (to 0) while it is below."""
     for eps, lam0, rising in ((1e-4, 0.0, True), (0.5, 3.0, False)):
         tracker = MemoryTracker()
-        agent = KLDual("CartPole-v1", dict(seed=0, n_envs=4, n_steps=64, target_kl=eps, kl_coef_init=lam0,
+        agent = KLDual("CartPole-v1", dict(seed=shifted(0), n_envs=4, n_steps=64, target_kl=eps, kl_coef_init=lam0,
                                            dual_lr=20.0, dual_every="iteration"), tracker=tracker)
         agent.learn(4 * 64 * 6)
         kl, before, after = (_history(tracker, k) for k in ("kl", "kl_coef_used", "kl_coef"))
@@ -277,7 +278,7 @@ def test_kl_dual_multiplier_follows_the_dual_update() -> None:
 
 
 def test_kl_dual_checkpoint_keeps_multiplier(tmp_path) -> None:
-    agent = KLDual("CartPole-v1", dict(seed=0, n_envs=2, n_steps=64, target_kl=1e-4, kl_coef_init=0.0))
+    agent = KLDual("CartPole-v1", dict(seed=shifted(0), n_envs=2, n_steps=64, target_kl=1e-4, kl_coef_init=0.0))
     agent.learn(256)
     lam = float(agent.kl_coef)
     assert lam > 0
