@@ -37,7 +37,9 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="every sampler on every task of a suite, same budget; logged to MLflow")
     c.add_argument("--suite", required=True, help=f"one of {', '.join(SUITES)} (join with '+')")
-    c.add_argument("--samplers", default="rl,meta,tpe,random,cmaes,gp", help=f"comma list of {', '.join(SAMPLER_NAMES)}")
+    c.add_argument(
+        "--samplers", default="rl,meta,tpe,random,cmaes,gp", help=f"comma list of {', '.join(SAMPLER_NAMES)}"
+    )
     c.add_argument("--trials", type=_int_list, default=[50, 200], help="budgets, e.g. 50,200")
     c.add_argument("--seeds", type=int, default=10)
     c.add_argument("--jobs", type=int, default=1, help="worker processes")
@@ -85,17 +87,31 @@ def _compare(args: argparse.Namespace) -> int:
     def progress(r: Any) -> None:
         done[0] += 1
         if not args.json:
-            print(f"[{done[0]}/{total}] {r.sampler:>14} {r.task:<32} budget {r.budget:<4} seed {r.seed:<3} "
-                  f"{r.seconds:6.1f}s", file=sys.stderr, flush=True)
+            print(
+                f"[{done[0]}/{total}] {r.sampler:>14} {r.task:<32} budget {r.budget:<4} seed {r.seed:<3} "
+                f"{r.seconds:6.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    results = compare(args.suite, samplers, args.trials, args.seeds, n_jobs=args.jobs, storage=args.storage,
-                      progress=progress)
+    results = compare(
+        args.suite, samplers, args.trials, args.seeds, n_jobs=args.jobs, storage=args.storage, progress=progress
+    )
     summary = analyze(results, tasks)
     run_id = None
     if not args.no_mlflow:
-        run_id = log_comparison(results, summary, {"suite": args.suite, "samplers": ",".join(samplers),
-                                                   "trials": ",".join(map(str, args.trials)), "seeds": args.seeds},
-                                tracking_uri=args.tracking_uri, experiment=args.experiment)
+        run_id = log_comparison(
+            results,
+            summary,
+            {
+                "suite": args.suite,
+                "samplers": ",".join(samplers),
+                "trials": ",".join(map(str, args.trials)),
+                "seeds": args.seeds,
+            },
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+        )
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(summary, fh, indent=1)
@@ -111,15 +127,27 @@ def _compare(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from autotune.run import tune_run
 
-    result = tune_run(args.objective, args.space, sampler=args.sampler, trials=args.trials, storage=args.storage,
-                      study_name=args.study, direction=args.direction, seed=args.seed,
-                      tracking_uri=args.tracking_uri, experiment=args.experiment, log_mlflow=not args.no_mlflow,
-                      timeout=args.timeout)
+    result = tune_run(
+        args.objective,
+        args.space,
+        sampler=args.sampler,
+        trials=args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        direction=args.direction,
+        seed=args.seed,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        log_mlflow=not args.no_mlflow,
+        timeout=args.timeout,
+    )
     if args.json:
         print(json.dumps(result.as_dict(), default=str))
     else:
-        print(f"study '{result.study}': {result.n_trials} trials ({result.n_complete} complete, {result.n_failed} failed)"
-              f" in {result.storage}")
+        print(
+            f"study '{result.study}': {result.n_trials} trials ({result.n_complete} complete, {result.n_failed} failed)"
+            f" in {result.storage}"
+        )
         print(f"best value {result.best_value} with {result.best_params}")
         if result.mlflow_run_id:
             print(f"MLflow run {result.mlflow_run_id}")

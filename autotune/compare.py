@@ -22,8 +22,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -32,8 +33,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from core_rl.common.errors import ConfigError
 from autotune.suites import Task, get_suite
+from core_rl.common.errors import ConfigError
 
 SAMPLER_NAMES = ("rl", "rl-ppo", "meta", "meta-untrained", "tpe", "random", "cmaes", "gp", "qmc")
 
@@ -108,8 +109,8 @@ class StudyResult:
     sampler: str
     budget: int
     seed: int
-    values: list[float]            # per trial, nan for failed
-    seconds: float                 # wall time of the study
+    values: list[float]  # per trial, nan for failed
+    seconds: float  # wall time of the study
     sampler_ms_per_trial: float
     direction: str
     params_best: dict[str, Any] = field(default_factory=dict)
@@ -128,13 +129,19 @@ def run_study(task: Task, sampler_name: str, budget: int, seed: int, storage: st
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sampler = TimedSampler(make_sampler(sampler_name, seed, budget))
     name = f"{task.name}|{sampler_name}|{budget}|{seed}"
-    study = optuna.create_study(direction=task.direction, sampler=sampler, storage=storage,
-                                study_name=name if storage else None, load_if_exists=bool(storage))
+    study = optuna.create_study(
+        direction=task.direction,
+        sampler=sampler,
+        storage=storage,
+        study_name=name if storage else None,
+        load_if_exists=bool(storage),
+    )
     t0 = time.perf_counter()
     study.optimize(task.objective, n_trials=budget, catch=(Exception,))
     seconds = time.perf_counter() - t0
-    values = [float(t.value) if t.state == TrialState.COMPLETE and t.value is not None else math.nan
-              for t in study.trials]
+    values = [
+        float(t.value) if t.state == TrialState.COMPLETE and t.value is not None else math.nan for t in study.trials
+    ]
     best = {}
     try:
         best = study.best_trial.params
@@ -142,9 +149,19 @@ def run_study(task: Task, sampler_name: str, budget: int, seed: int, storage: st
         pass
     tail = [v for k, v in sampler.per_trial.items() if k >= budget - 20]
     tail_cpu = [v for k, v in sampler.per_trial_cpu.items() if k >= budget - 20]
-    return StudyResult(task.name, sampler_name, budget, seed, values, seconds, 1000 * sampler.seconds / max(budget, 1),
-                       task.direction, best, 1000 * float(np.mean(tail)) if tail else math.nan,
-                       1000 * float(np.mean(tail_cpu)) if tail_cpu else math.nan)
+    return StudyResult(
+        task.name,
+        sampler_name,
+        budget,
+        seed,
+        values,
+        seconds,
+        1000 * sampler.seconds / max(budget, 1),
+        task.direction,
+        best,
+        1000 * float(np.mean(tail)) if tail else math.nan,
+        1000 * float(np.mean(tail_cpu)) if tail_cpu else math.nan,
+    )
 
 
 def _run_item(item: tuple[str, str, int, int, str | None]) -> dict[str, Any]:
@@ -164,8 +181,15 @@ def _run_item(item: tuple[str, str, int, int, str | None]) -> dict[str, Any]:
         return asdict(run_study(task, sampler, budget, seed, storage))
 
 
-def compare(suite: str, samplers: Sequence[str], budgets: Sequence[int], seeds: int | Sequence[int],
-            n_jobs: int = 1, storage: str | None = None, progress: Any = None) -> list[StudyResult]:
+def compare(
+    suite: str,
+    samplers: Sequence[str],
+    budgets: Sequence[int],
+    seeds: int | Sequence[int],
+    n_jobs: int = 1,
+    storage: str | None = None,
+    progress: Any = None,
+) -> list[StudyResult]:
     """Run every (task, sampler, budget, seed) of ``suite``; ``progress(result)`` after each."""
     for s in samplers:
         if s not in SAMPLER_NAMES:
@@ -174,8 +198,13 @@ def compare(suite: str, samplers: Sequence[str], budgets: Sequence[int], seeds: 
         raise ConfigError(f"--trials must be positive, got {list(budgets)}")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     tasks = get_suite(suite)
-    items = [(f"{suite}@{t.name}", s, b, seed, storage) for b in budgets for t in tasks for seed in seed_list
-             for s in samplers]
+    items = [
+        (f"{suite}@{t.name}", s, b, seed, storage)
+        for b in budgets
+        for t in tasks
+        for seed in seed_list
+        for s in samplers
+    ]
     results: list[StudyResult] = []
     if n_jobs <= 1:
         for it in items:
@@ -210,8 +239,13 @@ def _landmarks(results: list[StudyResult], tasks: dict[str, Task]) -> dict[str, 
         f_star = best_seen
         if task is not None and task.optimum is not None:
             f_star = min(f_star, sign * task.optimum())
-        f_ref = sign * task.reference() if task is not None and task.reference is not None \
-            else float(np.median(losses)) if losses.size else math.nan
+        f_ref = (
+            sign * task.reference()
+            if task is not None and task.reference is not None
+            else float(np.median(losses))
+            if losses.size
+            else math.nan
+        )
         if not f_ref > f_star:
             f_ref = float(losses.max()) if losses.size and losses.max() > f_star else f_star + 1.0
         out[name] = (f_star, f_ref)
@@ -291,8 +325,13 @@ def analyze(results: list[StudyResult], tasks: list[Task] | None = None, referen
         for prefix in suites:
             keys = [k for k in sorted(full) if k[0].split("/")[0] == prefix]
             idx = [i for i, k in enumerate(sorted(full)) if k in keys]
-            by_suite[prefix] = {s: {"mean_rank": float(np.mean([ranks[s][i] for i in idx])),
-                                    "regret_mean": float(np.mean([regret[s][i] for i in idx]))} for s in samplers}
+            by_suite[prefix] = {
+                s: {
+                    "mean_rank": float(np.mean([ranks[s][i] for i in idx])),
+                    "regret_mean": float(np.mean([regret[s][i] for i in idx])),
+                }
+                for s in samplers
+            }
         summary["budgets"][str(budget)] = {"samplers": per_sampler, "by_suite": by_suite, "n_cells": len(full)}
     return summary
 
@@ -302,20 +341,31 @@ def summary_table(summary: dict[str, Any], reference: str = "tpe") -> str:
     lines = []
     for budget, b in summary["budgets"].items():
         lines.append(f"\n### {budget} trials ({b['n_cells']} task×seed cells)\n")
-        lines.append(f"| sampler | mean rank | norm. regret (95% CI) | median | Wilcoxon p vs {reference} | W/L vs {reference} "
-                     "| sampler ms/trial: wall mean, wall last 20, CPU last 20 |")
+        lines.append(
+            f"| sampler | mean rank | norm. regret (95% CI) | median | Wilcoxon p vs {reference} | W/L vs {reference} "
+            "| sampler ms/trial: wall mean, wall last 20, CPU last 20 |"
+        )
         lines.append("|---|---|---|---|---|---|---|")
         for s, e in sorted(b["samplers"].items(), key=lambda kv: kv[1]["mean_rank"]):
             p = e.get(f"wilcoxon_p_vs_{reference}")
             wl = f"{e.get(f'wins_vs_{reference}', '')}/{e.get(f'losses_vs_{reference}', '')}" if p is not None else "—"
-            lines.append(f"| {s} | {e['mean_rank']:.2f} | {e['regret_mean']:.3f} [{e['regret_ci95'][0]:.3f}, "
-                         f"{e['regret_ci95'][1]:.3f}] | {e['regret_median']:.3f} | "
-                         f"{'—' if p is None else f'{p:.3g}'} | {wl} | {e['sampler_ms_per_trial']:.1f}, "
-                         f"{e.get('sampler_ms_last20', math.nan):.1f}, {e.get('sampler_cpu_ms_last20', math.nan):.1f} |")
+            lines.append(
+                f"| {s} | {e['mean_rank']:.2f} | {e['regret_mean']:.3f} [{e['regret_ci95'][0]:.3f}, "
+                f"{e['regret_ci95'][1]:.3f}] | {e['regret_median']:.3f} | "
+                f"{'—' if p is None else f'{p:.3g}'} | {wl} | {e['sampler_ms_per_trial']:.1f}, "
+                f"{e.get('sampler_ms_last20', math.nan):.1f}, {e.get('sampler_cpu_ms_last20', math.nan):.1f} |"
+            )
         if len(b["by_suite"]) > 1:
-            lines.append("\nmean rank by suite: " + "; ".join(
-                f"{suite}: " + ", ".join(f"{s} {v['mean_rank']:.2f}" for s, v in sorted(d.items(), key=lambda kv: kv[1]["mean_rank"]))
-                for suite, d in b["by_suite"].items()))
+            lines.append(
+                "\nmean rank by suite: "
+                + "; ".join(
+                    f"{suite}: "
+                    + ", ".join(
+                        f"{s} {v['mean_rank']:.2f}" for s, v in sorted(d.items(), key=lambda kv: kv[1]["mean_rank"])
+                    )
+                    for suite, d in b["by_suite"].items()
+                )
+            )
     return "\n".join(lines)
 
 
@@ -357,8 +407,13 @@ def rank_figure(summary: dict[str, Any]) -> Any:
     return fig
 
 
-def log_comparison(results: list[StudyResult], summary: dict[str, Any], params: dict[str, Any],
-                   tracking_uri: str | None = None, experiment: str = "autotune") -> str:
+def log_comparison(
+    results: list[StudyResult],
+    summary: dict[str, Any],
+    params: dict[str, Any],
+    tracking_uri: str | None = None,
+    experiment: str = "autotune",
+) -> str:
     """One MLflow parent run for the comparison, a child run per study; returns the parent run id."""
     import tempfile
     from pathlib import Path
@@ -368,22 +423,40 @@ def log_comparison(results: list[StudyResult], summary: dict[str, Any], params: 
     from core_rl.common.plotting import plt
     from core_rl.common.runs import tracked_run
 
-    with tracked_run(experiment, run_name=f"compare {params.get('suite', '')}", tracking_uri=tracking_uri,
-                     tags={"autotune.kind": "compare"}, params=params) as run:
+    with tracked_run(
+        experiment,
+        run_name=f"compare {params.get('suite', '')}",
+        tracking_uri=tracking_uri,
+        tags={"autotune.kind": "compare"},
+        params=params,
+    ) as run:
         client, exp, pid = run.client, run.experiment_id, run.run_id
         ts = int(time.time() * 1000)
-        for r in results:   # each study is a finished record: a child run written at once
-            child = client.create_run(exp, run_name=f"{r.sampler} {r.task} b{r.budget} s{r.seed}",
-                                      tags={"mlflow.parentRunId": pid, "autotune.kind": "study"})
+        for r in results:  # each study is a finished record: a child run written at once
+            child = client.create_run(
+                exp,
+                run_name=f"{r.sampler} {r.task} b{r.budget} s{r.seed}",
+                tags={"mlflow.parentRunId": pid, "autotune.kind": "study"},
+            )
             cid = child.info.run_id
             curve = r.best_curve()
             metrics = [Metric("best_so_far", float(v), ts, i) for i, v in enumerate(curve) if math.isfinite(v)]
-            metrics += [Metric("sampler_ms_per_trial", r.sampler_ms_per_trial, ts, 0), Metric("wall_s", r.seconds, ts, 0)]
+            metrics += [
+                Metric("sampler_ms_per_trial", r.sampler_ms_per_trial, ts, 0),
+                Metric("wall_s", r.seconds, ts, 0),
+            ]
             for i in range(0, len(metrics), 900):
-                client.log_batch(cid, metrics=metrics[i:i + 900])
-            client.log_batch(cid, params=[Param("sampler", r.sampler), Param("task", r.task),
-                                          Param("budget", str(r.budget)), Param("seed", str(r.seed))],
-                             tags=[RunTag("best_params", json.dumps(r.params_best, default=str)[:5000])])
+                client.log_batch(cid, metrics=metrics[i : i + 900])
+            client.log_batch(
+                cid,
+                params=[
+                    Param("sampler", r.sampler),
+                    Param("task", r.task),
+                    Param("budget", str(r.budget)),
+                    Param("seed", str(r.seed)),
+                ],
+                tags=[RunTag("best_params", json.dumps(r.params_best, default=str)[:5000])],
+            )
             client.set_terminated(cid)
         summary_metrics = []
         for budget, b in summary["budgets"].items():

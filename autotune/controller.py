@@ -40,7 +40,6 @@ import zlib
 from typing import Any, Literal
 
 import numpy as np
-import optuna
 import torch
 from optuna.distributions import BaseDistribution, CategoricalDistribution, distribution_to_json
 from optuna.samplers import BaseSampler
@@ -49,10 +48,10 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from core_rl.common.config import parse_config
-from core_rl.common.distributions import Categorical, DiagGaussian
 from autotune.history import History, check_single_objective, quantile_utility, read_history
 from autotune.space import ParamCodec
+from core_rl.common.config import parse_config
+from core_rl.common.distributions import Categorical, DiagGaussian
 
 U_CLIP = 1e-3
 
@@ -85,8 +84,9 @@ class _Head(nn.Module):
 
     def __init__(self, name: str, distribution: BaseDistribution, init_log_std: float):
         super().__init__()
-        self.codec = ParamCodec(name, distribution, 0,
-                                len(distribution.choices) if isinstance(distribution, CategoricalDistribution) else 1)
+        self.codec = ParamCodec(
+            name, distribution, 0, len(distribution.choices) if isinstance(distribution, CategoricalDistribution) else 1
+        )
         self.categorical = isinstance(distribution, CategoricalDistribution)
         if self.categorical:
             self.logits = nn.Parameter(torch.zeros(self.codec.width))
@@ -196,12 +196,14 @@ class RLSampler(BaseSampler):
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
 
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         return {}
 
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         check_single_objective(study, "RLSampler")
         if _single_valued(param_distribution):
             if isinstance(param_distribution, CategoricalDistribution):
@@ -212,8 +214,11 @@ class RLSampler(BaseSampler):
         head = policy.head(param_name, param_distribution, create=False)
         cfg = self.config
         if isinstance(param_distribution, CategoricalDistribution):
-            logits = head.logits.detach().numpy().astype(np.float64) if head is not None \
+            logits = (
+                head.logits.detach().numpy().astype(np.float64)
+                if head is not None
                 else np.zeros(len(param_distribution.choices))
+            )
             p = np.exp(logits - logits.max())
             return param_distribution.choices[int(rng.choice(len(p), p=p / p.sum()))]
         mean = float(head.mean.detach()) if head is not None else 0.0
@@ -242,15 +247,15 @@ class RLSampler(BaseSampler):
         history = read_history(study, exclude=exclude)
         m = self.config.batch_size
         n_batches = len(history.finished) // m
-        target = history.numbers[:n_batches * m]
+        target = history.numbers[: n_batches * m]
         key = self._key(study)
         state = self._states.get(key)
-        if state is None or target[:len(state.processed)] != state.processed:
+        if state is None or target[: len(state.processed)] != state.processed:
             state = _ReplayState(self.config, self._seed)
             self._states[key] = state
         for b in range(len(state.processed) // m, n_batches):
             self._update(state, history, b * m, (b + 1) * m)
-            state.processed = target[:(b + 1) * m]
+            state.processed = target[: (b + 1) * m]
         return state.policy
 
     def _update(self, state: _ReplayState, history: History, lo: int, hi: int) -> None:
@@ -279,7 +284,9 @@ class RLSampler(BaseSampler):
             log_prob, entropy = policy.log_prob_and_entropy(trials)
             if cfg.update == "ppo":
                 ratio = (log_prob - old_log_prob).exp()
-                surrogate = torch.min(ratio * advantage, ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range) * advantage)
+                surrogate = torch.min(
+                    ratio * advantage, ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range) * advantage
+                )
             else:
                 surrogate = log_prob * advantage
             loss = -surrogate.mean() - cfg.ent_coef * entropy.mean()

@@ -44,7 +44,7 @@ def scaled_distance(x1: torch.Tensor, x2: torch.Tensor, log_ls: torch.Tensor) ->
 
 @dataclass
 class GPHyper:
-    log_ls: torch.Tensor     # [B, D]
+    log_ls: torch.Tensor  # [B, D]
     log_scale: torch.Tensor  # [B]
     log_noise: torch.Tensor  # [B]
 
@@ -54,8 +54,11 @@ class GPHyper:
 
 def default_hyper(batch: int, dim: int, dtype: torch.dtype = torch.float64) -> GPHyper:
     ls0 = math.log(0.5 * math.sqrt(max(dim, 1)))
-    return GPHyper(torch.full((batch, dim), ls0, dtype=dtype), torch.zeros(batch, dtype=dtype),
-                   torch.full((batch,), math.log(1e-2), dtype=dtype))
+    return GPHyper(
+        torch.full((batch, dim), ls0, dtype=dtype),
+        torch.zeros(batch, dtype=dtype),
+        torch.full((batch,), math.log(1e-2), dtype=dtype),
+    )
 
 
 def _neg_log_marginal(x: torch.Tensor, y: torch.Tensor, h: GPHyper) -> torch.Tensor:
@@ -68,13 +71,22 @@ def _neg_log_marginal(x: torch.Tensor, y: torch.Tensor, h: GPHyper) -> torch.Ten
     nll = 0.5 * (y * alpha).sum(-1) + torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
     # weak priors: lengthscales around 0.5·sqrt(D), signal scale around 1, small noise
     ls_center = math.log(0.5 * math.sqrt(dim))
-    prior = 0.5 * ((h.log_ls - ls_center) / 1.0).pow(2).sum(-1) + 0.5 * (h.log_scale / 1.0).pow(2) \
+    prior = (
+        0.5 * ((h.log_ls - ls_center) / 1.0).pow(2).sum(-1)
+        + 0.5 * (h.log_scale / 1.0).pow(2)
         + 0.5 * ((h.log_noise - math.log(1e-2)) / 2.0).pow(2)
+    )
     return (nll + prior).sum()
 
 
-def fit_hyper(x: torch.Tensor, y: torch.Tensor, init: GPHyper | None = None, steps: int = 12,
-              lr: float = 0.1, max_points: int = 80) -> GPHyper:
+def fit_hyper(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    init: GPHyper | None = None,
+    steps: int = 12,
+    lr: float = 0.1,
+    max_points: int = 80,
+) -> GPHyper:
     """Maximize the marginal likelihood of ``y [B,n]`` at ``x [B,n,D]`` from ``init``.
 
     Past ``max_points`` observations the fit uses the best half of them and an evenly spaced
@@ -94,8 +106,11 @@ def fit_hyper(x: torch.Tensor, y: torch.Tensor, init: GPHyper | None = None, ste
         idx = torch.cat([order[:, :half], rest[:, pick]], 1)
         x = x.gather(1, idx.unsqueeze(-1).expand(B, max_points, D))
         y = y.gather(1, idx)
-    params = [h0.log_ls.detach().clone().requires_grad_(True), h0.log_scale.detach().clone().requires_grad_(True),
-              h0.log_noise.detach().clone().requires_grad_(True)]
+    params = [
+        h0.log_ls.detach().clone().requires_grad_(True),
+        h0.log_scale.detach().clone().requires_grad_(True),
+        h0.log_noise.detach().clone().requires_grad_(True),
+    ]
     m = [torch.zeros_like(p) for p in params]
     v = [torch.zeros_like(p) for p in params]
     lo = [math.log(1e-2), math.log(0.05), math.log(1e-4)]
@@ -126,8 +141,8 @@ class GPPosterior:
 
     def predict(self, xq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of f at ``xq [B,m,D]`` -> two ``[B,m]``."""
-        ks = matern52(self.x, xq, self.h.log_ls, self.h.log_scale)         # [B,n,m]
+        ks = matern52(self.x, xq, self.h.log_ls, self.h.log_scale)  # [B,n,m]
         mean = (ks * self.alpha.unsqueeze(-1)).sum(1)
-        v = torch.linalg.solve_triangular(self.chol, ks, upper=False)      # [B,n,m]
+        v = torch.linalg.solve_triangular(self.chol, ks, upper=False)  # [B,n,m]
         var = torch.exp(2 * self.h.log_scale)[:, None] - v.pow(2).sum(1)
         return mean, var.clamp_min(1e-10).sqrt()

@@ -44,7 +44,7 @@ class History:
     """A snapshot of a study: finished trials (by number), their scores, and the running ones."""
 
     finished: list[FrozenTrial] = field(default_factory=list)
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))     # nan for failed/pruned
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # nan for failed/pruned
     states: list[TrialState] = field(default_factory=list)
     running: list[FrozenTrial] = field(default_factory=list)
 

@@ -33,14 +33,14 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
-import optuna
 import torch
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
@@ -50,13 +50,13 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from autotune.gp import GPHyper, GPPosterior, fit_hyper, scaled_distance
+from autotune.history import check_single_objective, read_history
+from autotune.space import SpaceCodec
 from core_rl.common.config import parse_config
 from core_rl.common.distributions import Categorical
 from core_rl.common.errors import CheckpointError
 from core_rl.common.networks import mlp
-from autotune.gp import GPHyper, GPPosterior, fit_hyper, scaled_distance
-from autotune.history import check_single_objective, read_history
-from autotune.space import SpaceCodec
 
 N_CAND_FEATURES = 8
 N_PAIR_FEATURES = 4
@@ -111,23 +111,29 @@ class Layout:
     def numeric(self) -> torch.Tensor:
         mask = torch.ones(self.dim, dtype=torch.bool)
         for s, w in self.cat_groups:
-            mask[s:s + w] = False
+            mask[s : s + w] = False
         return mask
 
 
-def make_candidates(x: torch.Tensor, y: torch.Tensor, n_cand: int, layout: Layout, gen: torch.Generator,
-                    snap: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def make_candidates(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_cand: int,
+    layout: Layout,
+    gen: torch.Generator,
+    snap: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
     """``n_cand`` snapped candidates per task: a quarter uniform, the rest perturbations of the top trials."""
     B, n, D = x.shape
     n_loc = (3 * n_cand) // 4 if n > 0 else 0
     n_glob = n_cand - n_loc
     glob = torch.rand(B, n_glob, D, generator=gen, dtype=DTYPE)
     for s, w in layout.cat_groups:
-        glob[..., s:s + w] = nn.functional.one_hot(torch.randint(0, w, (B, n_glob), generator=gen), w).to(DTYPE)
+        glob[..., s : s + w] = nn.functional.one_hot(torch.randint(0, w, (B, n_glob), generator=gen), w).to(DTYPE)
     parts = [glob]
     if n_loc:
         k = min(5, n)
-        top = y.topk(k, dim=1).indices                                          # [B,k]
+        top = y.topk(k, dim=1).indices  # [B,k]
         weights = torch.linspace(1.0, 0.3, k, dtype=DTYPE).expand(B, k)
         pick = torch.multinomial(weights, n_loc, replacement=True, generator=gen)
         parent = x.gather(1, top.gather(1, pick).unsqueeze(-1).expand(B, n_loc, D))
@@ -145,7 +151,7 @@ def make_candidates(x: torch.Tensor, y: torch.Tensor, n_cand: int, layout: Layou
         for s, w in layout.cat_groups:
             flip = torch.rand(B, n_loc, 1, generator=gen, dtype=DTYPE) < (2 * scale).clamp(max=0.6)
             new = nn.functional.one_hot(torch.randint(0, w, (B, n_loc), generator=gen), w).to(DTYPE)
-            loc[..., s:s + w] = torch.where(flip, new, loc[..., s:s + w])
+            loc[..., s : s + w] = torch.where(flip, new, loc[..., s : s + w])
         parts.append(loc)
     return snap(torch.cat(parts, 1))
 
@@ -155,18 +161,24 @@ def make_candidates(x: torch.Tensor, y: torch.Tensor, n_cand: int, layout: Layou
 class Observation:
     """What the policy sees at one decision (batched over B tasks)."""
 
-    cand: torch.Tensor        # [B,M,F]
-    pair: torch.Tensor        # [B,M,n,P]
-    pair_mask: torch.Tensor   # [B,n] True where a history point exists
-    prior: torch.Tensor       # [B,M] standardized log EI
-    valid: torch.Tensor       # [B,M] False for candidates already evaluated or running
+    cand: torch.Tensor  # [B,M,F]
+    pair: torch.Tensor  # [B,M,n,P]
+    pair_mask: torch.Tensor  # [B,n] True where a history point exists
+    prior: torch.Tensor  # [B,M] standardized log EI
+    valid: torch.Tensor  # [B,M] False for candidates already evaluated or running
 
     def to(self, dtype: torch.dtype) -> "Observation":
         return Observation(self.cand.to(dtype), self.pair.to(dtype), self.pair_mask, self.prior.to(dtype), self.valid)
 
 
-def observe(x: torch.Tensor, scores: torch.Tensor, x_pending: torch.Tensor | None, cand: torch.Tensor,
-            hyper: GPHyper, t_frac: torch.Tensor) -> tuple[Observation, GPPosterior]:
+def observe(
+    x: torch.Tensor,
+    scores: torch.Tensor,
+    x_pending: torch.Tensor | None,
+    cand: torch.Tensor,
+    hyper: GPHyper,
+    t_frac: torch.Tensor,
+) -> tuple[Observation, GPPosterior]:
     """Features of ``cand [B,M,D]`` given scores ``[B,n]`` (higher is better) at ``x [B,n,D]``."""
     B, n, _ = x.shape
     y = copula(scores)
@@ -179,21 +191,32 @@ def observe(x: torch.Tensor, scores: torch.Tensor, x_pending: torch.Tensor | Non
         pend = torch.cat([pend, torch.ones(B, x_pending.shape[1], dtype=DTYPE)], 1)
         gp = GPPosterior(xa, ya, hyper)
     mu, sd = gp.predict(cand)
-    best = y.max(1).values                                                   # [B]
+    best = y.max(1).values  # [B]
     z = (mu - best[:, None]) / sd
     log_ei = log_expected_improvement(z) + torch.log(sd)
-    r = scaled_distance(cand, xa, hyper.log_ls)                              # [B,M,n+p]
+    r = scaled_distance(cand, xa, hyper.log_ls)  # [B,M,n+p]
     inc = xa.gather(1, y.argmax(1)[:, None, None].expand(B, 1, x.shape[2]))
     r_best = scaled_distance(cand, inc, hyper.log_ls).squeeze(-1)
     valid = r.min(-1).values > 1e-6
     valid = torch.where(valid.any(1, keepdim=True), valid, torch.ones_like(valid))
     M = cand.shape[1]
-    feats = torch.stack([
-        mu, torch.log(sd), z.clamp(-10, 10), log_ei.clamp(min=-30), t_frac[:, None].expand(B, M),
-        torch.log(r.min(-1).values + 1e-3), torch.log(r_best + 1e-3),
-        torch.full((B, M), math.log(n + 1) / math.log(200), dtype=DTYPE)], -1)
-    pair = torch.stack([r, ya[:, None, :].expand_as(r), (ya - best[:, None])[:, None, :].expand_as(r),
-                        pend[:, None, :].expand_as(r)], -1)
+    feats = torch.stack(
+        [
+            mu,
+            torch.log(sd),
+            z.clamp(-10, 10),
+            log_ei.clamp(min=-30),
+            t_frac[:, None].expand(B, M),
+            torch.log(r.min(-1).values + 1e-3),
+            torch.log(r_best + 1e-3),
+            torch.full((B, M), math.log(n + 1) / math.log(200), dtype=DTYPE),
+        ],
+        -1,
+    )
+    pair = torch.stack(
+        [r, ya[:, None, :].expand_as(r), (ya - best[:, None])[:, None, :].expand_as(r), pend[:, None, :].expand_as(r)],
+        -1,
+    )
     if r.shape[-1] > MAX_TOKENS:  # each candidate attends to its MAX_TOKENS nearest history points
         near = (-r).topk(MAX_TOKENS, dim=-1).indices
         pair = pair.gather(2, near.unsqueeze(-1).expand(*near.shape, N_PAIR_FEATURES))
@@ -227,9 +250,9 @@ class MetaPolicy(nn.Module):
         self.beta = nn.Parameter(torch.tensor(float(self.config.beta_init)))
 
     def logits(self, obs: Observation) -> torch.Tensor:
-        e = self.pair(obs.pair)                                              # [B,M,n,H]
+        e = self.pair(obs.pair)  # [B,M,n,H]
         a = self.attend(e).squeeze(-1).masked_fill(~obs.pair_mask[:, None, :], NEG)
-        read = (torch.softmax(a, -1).unsqueeze(-1) * self.value(e)).sum(2)   # [B,M,H]
+        read = (torch.softmax(a, -1).unsqueeze(-1) * self.value(e)).sum(2)  # [B,M,H]
         f = self.score(torch.cat([obs.cand, read], -1)).squeeze(-1)
         return (self.beta * obs.prior + f).masked_fill(~obs.valid, NEG)
 
@@ -244,9 +267,12 @@ def default_weights_path() -> Path:
 def save_policy(policy: MetaPolicy, path: str | Path, meta: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"state": {k: v.detach().clone() for k, v in policy.state_dict().items()},
-               "config": policy.config.model_dump(), "feature_version": FEATURE_VERSION,
-               "meta": {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool, list, dict))}}
+    payload = {
+        "state": {k: v.detach().clone() for k, v in policy.state_dict().items()},
+        "config": policy.config.model_dump(),
+        "feature_version": FEATURE_VERSION,
+        "meta": {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool, list, dict))},
+    }
     torch.save(payload, path)
     return path
 
@@ -262,8 +288,10 @@ def load_policy(path: str | Path | None = "default") -> MetaPolicy:
         raise CheckpointError(f"meta policy weights '{p}' not found; train them with `python -m autotune.pretrain`")
     payload = torch.load(p, map_location="cpu", weights_only=True)
     if payload.get("feature_version") != FEATURE_VERSION:
-        raise CheckpointError(f"meta policy weights '{p}' were trained on feature version "
-                              f"{payload.get('feature_version')}, this code computes {FEATURE_VERSION}; retrain them")
+        raise CheckpointError(
+            f"meta policy weights '{p}' were trained on feature version "
+            f"{payload.get('feature_version')}, this code computes {FEATURE_VERSION}; retrain them"
+        )
     policy = MetaPolicy(MetaPolicyConfig(**payload["config"]))
     policy.load_state_dict(payload["state"])
     return policy
@@ -289,8 +317,13 @@ class MetaSampler(BaseSampler):
     (conditional branches, a space that grows mid-study) fall back to ``independent_sampler``.
     """
 
-    def __init__(self, weights: str | Path | None = "default", config: MetaConfig | dict[str, Any] | None = None,
-                 independent_sampler: BaseSampler | None = None, **overrides: Any):
+    def __init__(
+        self,
+        weights: str | Path | None = "default",
+        config: MetaConfig | dict[str, Any] | None = None,
+        independent_sampler: BaseSampler | None = None,
+        **overrides: Any,
+    ):
         self.config = parse_config(MetaConfig, config, **overrides)
         self._seed = self.config.seed if self.config.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.policy = load_policy(weights)
@@ -326,8 +359,9 @@ class MetaSampler(BaseSampler):
             full = space.calculate(study)
         return {k: d for k, d in full.items() if not d.single()}
 
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         if not search_space:
             return {}
         history = read_history(study, exclude=trial.number)
@@ -343,20 +377,32 @@ class MetaSampler(BaseSampler):
         scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)  # failed/pruned: the worst rank
         pending = [t.params for t in history.running if names <= set(t.params)]
         xp = codec.encode(pending) if pending else np.zeros((0, codec.dim))
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]))
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
+        )
         t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
         hkey = (id(study._storage), study._study_id, codec.dim)
         with self._lock:
             init = self._hyper.get(hkey)
         with single_thread():
-            choice = propose(self.policy, torch.as_tensor(x)[None], torch.as_tensor(scores)[None],
-                             torch.as_tensor(xp)[None], codec, gen, t_frac, self.config, init)
+            choice = propose(
+                self.policy,
+                torch.as_tensor(x)[None],
+                torch.as_tensor(scores)[None],
+                torch.as_tensor(xp)[None],
+                codec,
+                gen,
+                t_frac,
+                self.config,
+                init,
+            )
         with self._lock:
             self._hyper[hkey] = choice.hyper
         return codec.decode(choice.x.numpy())[0]
 
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         return self._independent.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
@@ -368,11 +414,11 @@ class MetaSampler(BaseSampler):
 
 @dataclass
 class Proposal:
-    x: torch.Tensor          # [B,D] chosen configurations (unit cube)
-    index: torch.Tensor      # [B]
-    log_prob: torch.Tensor   # [B]
+    x: torch.Tensor  # [B,D] chosen configurations (unit cube)
+    index: torch.Tensor  # [B]
+    log_prob: torch.Tensor  # [B]
     obs: Observation
-    cand: torch.Tensor       # [B,M,D]
+    cand: torch.Tensor  # [B,M,D]
     hyper: GPHyper
 
 
@@ -380,14 +426,23 @@ def codec_snap(codec: SpaceCodec) -> Callable[[torch.Tensor], torch.Tensor]:
     def snap(c: torch.Tensor) -> torch.Tensor:
         B, M, D = c.shape
         return torch.as_tensor(codec.snap(c.reshape(B * M, D).numpy())).view(B, M, D)
+
     return snap
 
 
 @torch.no_grad()
-def propose(policy: MetaPolicy, x: torch.Tensor, scores: torch.Tensor, x_pending: torch.Tensor | None,
-            codec_or_layout: SpaceCodec | tuple[Layout, Callable[[torch.Tensor], torch.Tensor]],
-            gen: torch.Generator, t_frac: float | torch.Tensor, config: MetaConfig,
-            init: GPHyper | None = None, deterministic: bool | None = None) -> Proposal:
+def propose(
+    policy: MetaPolicy,
+    x: torch.Tensor,
+    scores: torch.Tensor,
+    x_pending: torch.Tensor | None,
+    codec_or_layout: SpaceCodec | tuple[Layout, Callable[[torch.Tensor], torch.Tensor]],
+    gen: torch.Generator,
+    t_frac: float | torch.Tensor,
+    config: MetaConfig,
+    init: GPHyper | None = None,
+    deterministic: bool | None = None,
+) -> Proposal:
     """One decision of the policy for B tasks: fit the GP, make candidates, score, pick."""
     if isinstance(codec_or_layout, SpaceCodec):
         layout = Layout(codec_or_layout.dim, codec_or_layout.categorical_columns)

@@ -19,21 +19,22 @@ the population's fitness go to the tracker.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field
 
+from autotune.space import SpaceCodec
 from core_rl import get_algo
 from core_rl.common.base import Agent
 from core_rl.common.config import parse_config
 from core_rl.common.envs import EnvLike
 from core_rl.common.errors import ConfigError
 from core_rl.common.tracking import NullTracker, Tracker
-from autotune.space import SpaceCodec
 
 
 class PBTConfig(BaseModel):
@@ -73,9 +74,15 @@ class PBTResult:
 class PopulationBasedTraining:
     """``PopulationBasedTraining("ppo", "CartPole-v1", space, base_config, PBTConfig(...)).run()``."""
 
-    def __init__(self, algo: str, env: EnvLike, space: Mapping[str, BaseDistribution],
-                 base_config: Mapping[str, Any] | None = None, config: PBTConfig | Mapping[str, Any] | None = None,
-                 tracker: Tracker | None = None):
+    def __init__(
+        self,
+        algo: str,
+        env: EnvLike,
+        space: Mapping[str, BaseDistribution],
+        base_config: Mapping[str, Any] | None = None,
+        config: PBTConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+    ):
         self.config = parse_config(PBTConfig, config)
         self.spec = get_algo(algo)
         self.env = env
@@ -147,8 +154,15 @@ class PopulationBasedTraining:
                     m.agent.learn(steps)
                     m.fitness = self._fitness(m)
                 fit = np.array([m.fitness if np.isfinite(m.fitness) else -np.inf for m in members])
-                self.tracker.log_metrics({"pbt/best_fitness": float(fit.max()), "pbt/mean_fitness": float(np.mean(fit[np.isfinite(fit)])) if np.isfinite(fit).any() else float("nan")},
-                                         step=(r + 1) * cfg.interval_steps)
+                self.tracker.log_metrics(
+                    {
+                        "pbt/best_fitness": float(fit.max()),
+                        "pbt/mean_fitness": float(np.mean(fit[np.isfinite(fit)]))
+                        if np.isfinite(fit).any()
+                        else float("nan"),
+                    },
+                    step=(r + 1) * cfg.interval_steps,
+                )
                 if r == rounds - 1:
                     break
                 order = np.argsort(-fit, kind="stable")
@@ -162,12 +176,26 @@ class PopulationBasedTraining:
                     new_hp = self.explore(src.hyperparams)
                     dst.agent.close()
                     dst.agent = cls.load(path, env=self.env, tracker=None, **new_hp)
-                    event = {"round": r + 1, "replaced": dst.index, "source": src.index,
-                             "fitness_replaced": float(fit[b]), "fitness_source": float(src.fitness),
-                             "old": dst.hyperparams, "new": new_hp}
+                    event = {
+                        "round": r + 1,
+                        "replaced": dst.index,
+                        "source": src.index,
+                        "fitness_replaced": float(fit[b]),
+                        "fitness_source": float(src.fitness),
+                        "old": dst.hyperparams,
+                        "new": new_hp,
+                    }
                     dst.hyperparams = new_hp
                     dst.lineage = src.lineage + [f"r{r + 1}:{dst.index}<-{src.index}"]
                     self.events.append(event)
         best = max(members, key=lambda m: m.fitness if np.isfinite(m.fitness) else -np.inf)
-        return PBTResult(best.index, best.fitness, best.hyperparams, [m.fitness for m in members],
-                         [m.hyperparams for m in members], self.events, rounds, members)
+        return PBTResult(
+            best.index,
+            best.fitness,
+            best.hyperparams,
+            [m.fitness for m in members],
+            [m.hyperparams for m in members],
+            self.events,
+            rounds,
+            members,
+        )

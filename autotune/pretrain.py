@@ -32,13 +32,22 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from autotune.gp import GPHyper
+from autotune.meta import (
+    DTYPE,
+    MetaConfig,
+    MetaPolicy,
+    MetaPolicyConfig,
+    Observation,
+    default_weights_path,
+    propose,
+    save_policy,
+    single_thread,
+)
+from autotune.tasks import TaskBatch, sample_tasks
 from core_rl.common.config import parse_config
 from core_rl.common.returns import reward_to_go
 from core_rl.common.seeding import set_seed
-from autotune.gp import GPHyper
-from autotune.meta import (DTYPE, MetaConfig, MetaPolicy, MetaPolicyConfig, Observation, default_weights_path,
-                           propose, save_policy, single_thread)
-from autotune.tasks import TaskBatch, sample_tasks
 
 
 class PretrainConfig(BaseModel):
@@ -72,15 +81,24 @@ def _evaluate(tasks: TaskBatch, x: torch.Tensor, rollouts: int) -> torch.Tensor:
     return tasks(x.reshape(n, rollouts * q, D)).reshape(B, q)
 
 
-def run_episode(policy: MetaPolicy, tasks: TaskBatch, n_tasks: int, rollouts: int, horizon: int, n_startup: int,
-                gen: torch.Generator, meta_cfg: MetaConfig, deterministic: bool,
-                random_search: bool = False) -> dict[str, Any]:
+def run_episode(
+    policy: MetaPolicy,
+    tasks: TaskBatch,
+    n_tasks: int,
+    rollouts: int,
+    horizon: int,
+    n_startup: int,
+    gen: torch.Generator,
+    meta_cfg: MetaConfig,
+    deterministic: bool,
+    random_search: bool = False,
+) -> dict[str, Any]:
     """One batched episode; returns normalized regret curves and what PPO needs."""
     B = n_tasks * rollouts
     x = tasks.uniform(n_tasks, n_startup, gen).repeat_interleave(rollouts, 0)
     f = _evaluate(tasks, x, rollouts)
     probe = tasks.uniform(n_tasks, 512, gen)
-    f_probe = tasks(probe)                                                    # [n_tasks, 512]
+    f_probe = tasks(probe)  # [n_tasks, 512]
     hyper: GPHyper | None = None
     obs_l: list[Observation] = []
     idx_l, logp_l = [], []
@@ -89,8 +107,18 @@ def run_episode(policy: MetaPolicy, tasks: TaskBatch, n_tasks: int, rollouts: in
         if random_search:
             xn = tasks.uniform(B, 1, gen)[:, 0]
         else:
-            p = propose(policy, x, -f, None, (tasks.layout, tasks.snap), gen, t_frac, meta_cfg, hyper,
-                        deterministic=deterministic)
+            p = propose(
+                policy,
+                x,
+                -f,
+                None,
+                (tasks.layout, tasks.snap),
+                gen,
+                t_frac,
+                meta_cfg,
+                hyper,
+                deterministic=deterministic,
+            )
             hyper = p.hyper
             xn = p.x
             obs_l.append(p.obs)
@@ -102,22 +130,23 @@ def run_episode(policy: MetaPolicy, tasks: TaskBatch, n_tasks: int, rollouts: in
     per_task = f.reshape(n_tasks, rollouts * f.shape[1])
     f_star = torch.minimum(per_task.min(1).values, f_probe.min(1).values).repeat_interleave(rollouts)
     f_med = f_probe.median(1).values.repeat_interleave(rollouts)
-    best = f.cummin(1).values[:, n_startup:]                                  # [B, T]
+    best = f.cummin(1).values[:, n_startup:]  # [B, T]
     regret = ((best - f_star[:, None]) / (f_med - f_star).clamp_min(1e-12)[:, None]).clamp_min(0.0)
     return {"regret": regret, "obs": obs_l, "index": idx_l, "log_prob": logp_l}
 
 
-def ppo_update(policy: MetaPolicy, optimizer: torch.optim.Optimizer, ep: dict[str, Any], cfg: PretrainConfig,
-               gen: torch.Generator) -> dict[str, float]:
-    regret = ep["regret"]                                                     # [B,T]
+def ppo_update(
+    policy: MetaPolicy, optimizer: torch.optim.Optimizer, ep: dict[str, Any], cfg: PretrainConfig, gen: torch.Generator
+) -> dict[str, float]:
+    regret = ep["regret"]  # [B,T]
     B, T = regret.shape
-    rewards = (-regret / T).T.float()                                         # [T,B]
+    rewards = (-regret / T).T.float()  # [T,B]
     dones = torch.zeros_like(rewards)
     dones[-1] = 1.0
-    ret = reward_to_go(rewards, dones, 1.0)                                  # [T,B]
+    ret = reward_to_go(rewards, dones, 1.0)  # [T,B]
     R = cfg.rollouts
     g = ret.reshape(T, B // R, R)
-    baseline = (g.sum(-1, keepdim=True) - g) / (R - 1)                        # leave-one-out
+    baseline = (g.sum(-1, keepdim=True) - g) / (R - 1)  # leave-one-out
     advantage = (g - baseline).reshape(T, B)
     advantage = advantage / (advantage.std() + 1e-8)
     stats = {"loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
@@ -125,7 +154,7 @@ def ppo_update(policy: MetaPolicy, optimizer: torch.optim.Optimizer, ep: dict[st
     for _ in range(cfg.n_epochs):
         order = torch.randperm(T, generator=gen).tolist()
         for c in range(0, T, cfg.chunk):
-            steps = order[c:c + cfg.chunk]
+            steps = order[c : c + cfg.chunk]
             optimizer.zero_grad(set_to_none=True)
             loss_total = torch.zeros(())
             for t in steps:
@@ -152,8 +181,9 @@ def ppo_update(policy: MetaPolicy, optimizer: torch.optim.Optimizer, ep: dict[st
     return {k: v / max(n, 1) for k, v in stats.items()}
 
 
-def evaluate_policy(policy: MetaPolicy | None, cfg: PretrainConfig, meta_cfg: MetaConfig,
-                    seed: int = 10_000) -> dict[str, float]:
+def evaluate_policy(
+    policy: MetaPolicy | None, cfg: PretrainConfig, meta_cfg: MetaConfig, seed: int = 10_000
+) -> dict[str, float]:
     """Deterministic policy (or random search when ``policy`` is None) on fixed held-out tasks."""
     gen = torch.Generator().manual_seed(seed)
     areas, finals = [], []
@@ -161,15 +191,26 @@ def evaluate_policy(policy: MetaPolicy | None, cfg: PretrainConfig, meta_cfg: Me
         tasks = sample_tasks(cfg.n_tasks, gen, max_dim=cfg.max_dim)
         ep_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         with torch.no_grad():
-            ep = run_episode(policy or MetaPolicy(), tasks, cfg.n_tasks, 1, cfg.horizon, cfg.n_startup, ep_gen,
-                             meta_cfg, deterministic=True, random_search=policy is None)
+            ep = run_episode(
+                policy or MetaPolicy(),
+                tasks,
+                cfg.n_tasks,
+                1,
+                cfg.horizon,
+                cfg.n_startup,
+                ep_gen,
+                meta_cfg,
+                deterministic=True,
+                random_search=policy is None,
+            )
         areas.append(float(ep["regret"].mean()))
         finals.append(float(ep["regret"][:, -1].mean()))
     return {"regret_area": float(np.mean(areas)), "final_regret": float(np.mean(finals))}
 
 
-def pretrain(config: PretrainConfig | dict[str, Any] | None = None, out: str | Path | None = None,
-             log: Any = print) -> dict[str, Any]:
+def pretrain(
+    config: PretrainConfig | dict[str, Any] | None = None, out: str | Path | None = None, log: Any = print
+) -> dict[str, Any]:
     cfg = parse_config(PretrainConfig, config)
     out = Path(out) if out is not None else default_weights_path()
     set_seed(cfg.seed)
@@ -191,8 +232,17 @@ def pretrain(config: PretrainConfig | dict[str, Any] | None = None, out: str | P
         for it in range(1, cfg.iterations + 1):
             tasks = sample_tasks(cfg.n_tasks, gen, max_dim=cfg.max_dim)
             with torch.no_grad():
-                ep = run_episode(policy, tasks, cfg.n_tasks, cfg.rollouts, cfg.horizon, cfg.n_startup, gen, meta_cfg,
-                                 deterministic=False)
+                ep = run_episode(
+                    policy,
+                    tasks,
+                    cfg.n_tasks,
+                    cfg.rollouts,
+                    cfg.horizon,
+                    cfg.n_startup,
+                    gen,
+                    meta_cfg,
+                    deterministic=False,
+                )
             stats = ppo_update(policy, optimizer, ep, cfg, gen)
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 ev = evaluate_policy(policy, cfg, meta_cfg)
@@ -200,23 +250,43 @@ def pretrain(config: PretrainConfig | dict[str, Any] | None = None, out: str | P
                 improved = ev["regret_area"] < best_score
                 if improved:
                     best_score, best_iter = ev["regret_area"], it
-                    save_policy(policy, out, {"iteration": it, "eval": ev, "untrained": untrained,
-                                              "random_search": random_search, "config": cfg.model_dump()})
-                log(f"iter {it:4d} {time.process_time() - c0:6.0f}s cpu train regret {float(ep['regret'].mean()):.4f} "
+                    save_policy(
+                        policy,
+                        out,
+                        {
+                            "iteration": it,
+                            "eval": ev,
+                            "untrained": untrained,
+                            "random_search": random_search,
+                            "config": cfg.model_dump(),
+                        },
+                    )
+                log(
+                    f"iter {it:4d} {time.process_time() - c0:6.0f}s cpu train regret {float(ep['regret'].mean()):.4f} "
                     f"entropy {stats['entropy']:.2f} kl {stats['approx_kl']:.4f} | held-out {ev}"
-                    f"{' (best, saved)' if improved else ''}")
+                    f"{' (best, saved)' if improved else ''}"
+                )
             if (time.process_time() - c0) / 60 > cfg.max_minutes:
                 log(f"stopping at iteration {it}: {cfg.max_minutes} CPU minutes spent")
                 break
-    summary = {"weights": str(out), "best_iteration": best_iter, "best_regret_area": best_score,
-               "untrained": untrained, "random_search": random_search, "curve": curve,
-               "minutes": (time.perf_counter() - t0) / 60, "cpu_minutes": (time.process_time() - c0) / 60}
+    summary = {
+        "weights": str(out),
+        "best_iteration": best_iter,
+        "best_regret_area": best_score,
+        "untrained": untrained,
+        "random_search": random_search,
+        "curve": curve,
+        "minutes": (time.perf_counter() - t0) / 60,
+        "cpu_minutes": (time.process_time() - c0) / 60,
+    }
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autotune.pretrain", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=None, help="weights file (default: the package's autotune/weights/meta_policy.pt)")
+    parser.add_argument(
+        "--out", default=None, help="weights file (default: the package's autotune/weights/meta_policy.pt)"
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="PretrainConfig fields")
     parser.add_argument("--summary", default=None, help="write the training summary (JSON) here")
     args = parser.parse_args(argv)

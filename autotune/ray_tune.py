@@ -9,15 +9,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from optuna.distributions import BaseDistribution
 
 from core_rl.common.errors import ConfigError
 
 
-def optuna_search(sampler: str, space: Mapping[str, Any], metric: str, mode: str = "min", seed: int = 0,
-                  n_trials_hint: int = 100) -> Any:
+def optuna_search(
+    sampler: str, space: Mapping[str, Any], metric: str, mode: str = "min", seed: int = 0, n_trials_hint: int = 100
+) -> Any:
     """An ``OptunaSearch`` whose suggestions come from one of our samplers (by ``deeprl tune`` name)."""
     try:
         from ray.tune.search.optuna import OptunaSearch
@@ -28,6 +30,7 @@ def optuna_search(sampler: str, space: Mapping[str, Any], metric: str, mode: str
 
     if mode not in ("min", "max"):
         raise ConfigError(f"mode must be 'min' or 'max', got '{mode}'")
-    dists: dict[str, BaseDistribution] = dict(space) if all(isinstance(v, BaseDistribution) for v in space.values()) \
-        else parse_space(dict(space))
+    dists: dict[str, BaseDistribution] = (
+        dict(space) if all(isinstance(v, BaseDistribution) for v in space.values()) else parse_space(dict(space))
+    )
     return OptunaSearch(space=dists, metric=metric, mode=mode, sampler=make_sampler(sampler, seed, n_trials_hint))

@@ -27,9 +27,10 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -85,13 +86,13 @@ class IntParam(BaseModel):
 class CategoricalParam(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["categorical"]
-    choices: list[Union[None, bool, int, float, str]] = Field(min_length=1)
+    choices: list[None | bool | int | float | str] = Field(min_length=1)
 
     def distribution(self) -> BaseDistribution:
         return CategoricalDistribution(self.choices)
 
 
-ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 _SPACE = TypeAdapter(dict[str, ParamSpec])
 
 
@@ -150,17 +151,21 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def make_objective(fn: Callable[..., float], space: dict[str, BaseDistribution] | None) -> Callable[[optuna.Trial], float]:
+def make_objective(
+    fn: Callable[..., float], space: dict[str, BaseDistribution] | None
+) -> Callable[[optuna.Trial], float]:
     """Wrap a user function: sample ``space`` and call ``fn(params[, trial])``; or pass the trial."""
     if space is None:
         return fn
-    n_args = len([p for p in inspect.signature(fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    n_args = len(
+        [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    )
 
     def objective(trial: optuna.Trial) -> float:
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
         value = fn(params, trial) if n_args >= 2 else fn(params)
         return float(value)
+
     return objective
 
 
@@ -183,8 +188,11 @@ class MLflowTrialLogger:
         existing = study.user_attrs.get(key)
         if existing:
             return str(existing)
-        run = self.client.create_run(self.experiment_id, run_name=f"study {study.study_name}",
-                                     tags={"autotune.kind": "study", "optuna.study": study.study_name})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"study {study.study_name}",
+            tags={"autotune.kind": "study", "optuna.study": study.study_name},
+        )
         study.set_user_attr(key, run.info.run_id)
         # another worker may have raced us: everyone adopts whatever the storage holds now
         stored = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(key)
@@ -199,10 +207,17 @@ class MLflowTrialLogger:
         from mlflow.entities import Metric, Param
 
         with self._lock:
-            run = self.client.create_run(self.experiment_id, run_name=f"trial {trial.number}",
-                                         tags={"mlflow.parentRunId": self.parent_run_id, "autotune.kind": "trial",
-                                               "optuna.study": study.study_name, "optuna.trial": str(trial.number),
-                                               "optuna.state": trial.state.name})
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial {trial.number}",
+                tags={
+                    "mlflow.parentRunId": self.parent_run_id,
+                    "autotune.kind": "trial",
+                    "optuna.study": study.study_name,
+                    "optuna.trial": str(trial.number),
+                    "optuna.state": trial.state.name,
+                },
+            )
             ts = int(time.time() * 1000)
             metrics = []
             if trial.state == TrialState.COMPLETE and trial.value is not None and math.isfinite(trial.value):
@@ -210,8 +225,9 @@ class MLflowTrialLogger:
             for step, v in trial.intermediate_values.items():
                 if v is not None and math.isfinite(v):
                     metrics.append(Metric("intermediate_value", float(v), ts, int(step)))
-            self.client.log_batch(run.info.run_id, metrics=metrics,
-                                  params=[Param(k, str(v)[:6000]) for k, v in trial.params.items()])
+            self.client.log_batch(
+                run.info.run_id, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in trial.params.items()]
+            )
             self.client.set_terminated(run.info.run_id, "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED")
             try:
                 best = study.best_value
@@ -235,10 +251,20 @@ class RunResult:
         return dict(self.__dict__)
 
 
-def tune_run(objective: str | Callable[..., float], space: str | Path | dict[str, Any] | None, sampler: str = "rl",
-             trials: int = 50, storage: str | None = None, study_name: str = "autotune", direction: str = "minimize",
-             seed: int | None = None, tracking_uri: str | None = None, experiment: str = "autotune",
-             log_mlflow: bool = True, timeout: float | None = None) -> RunResult:
+def tune_run(
+    objective: str | Callable[..., float],
+    space: str | Path | dict[str, Any] | None,
+    sampler: str = "rl",
+    trials: int = 50,
+    storage: str | None = None,
+    study_name: str = "autotune",
+    direction: str = "minimize",
+    seed: int | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "autotune",
+    log_mlflow: bool = True,
+    timeout: float | None = None,
+) -> RunResult:
     """Run (or resume) ``trials`` more trials of a user's objective in a stored study."""
     from autotune.compare import make_sampler
 
@@ -251,8 +277,9 @@ def tune_run(objective: str | Callable[..., float], space: str | Path | dict[str
     storage = storage or default_storage()
     optuna_sampler = make_sampler(sampler, seed if seed is not None else _fresh_seed(), trials)
     try:
-        study = optuna.create_study(study_name=study_name, storage=storage, sampler=optuna_sampler,
-                                    direction=direction, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, sampler=optuna_sampler, direction=direction, load_if_exists=True
+        )
     except Exception as exc:  # unreachable database, bad URL, driver missing
         raise ConfigError(f"storage '{storage}' cannot be used: {str(exc).splitlines()[0][:300]}") from None
     if study.direction.name.lower() != direction:
@@ -266,20 +293,28 @@ def tune_run(objective: str | Callable[..., float], space: str | Path | dict[str
 
         logger = MLflowTrialLogger(study, tracking_uri, experiment, sampler)
         # the study's run is RUNNING while this worker optimizes, and ends FINISHED, FAILED or KILLED with it
-        hint = (f"deeprl tune run --objective {objective if isinstance(objective, str) else '...'} "
-                + (f"--space {space} " if isinstance(space, (str, Path)) else "")
-                + f"--study {study_name} --storage {storage} --sampler {sampler} --trials N")
-        with tracked_run(experiment, tracking_uri=tracking_uri, resume_run_id=logger.parent_run_id,
-                         resume_hint=hint):
+        hint = (
+            f"deeprl tune run --objective {objective if isinstance(objective, str) else '...'} "
+            + (f"--space {space} " if isinstance(space, (str, Path)) else "")
+            + f"--study {study_name} --storage {storage} --sampler {sampler} --trials N"
+        )
+        with tracked_run(experiment, tracking_uri=tracking_uri, resume_run_id=logger.parent_run_id, resume_hint=hint):
             study.optimize(objective_fn, n_trials=trials, catch=(Exception,), callbacks=[logger], timeout=timeout)
     all_trials = study.get_trials(deepcopy=False)
     try:
         best_value, best_params = float(study.best_value), dict(study.best_params)
     except ValueError:
         best_value, best_params = None, {}
-    return RunResult(study_name, storage, len(all_trials), sum(t.state == TrialState.COMPLETE for t in all_trials),
-                     sum(t.state == TrialState.FAIL for t in all_trials), best_value, best_params,
-                     logger.parent_run_id if logger else None)
+    return RunResult(
+        study_name,
+        storage,
+        len(all_trials),
+        sum(t.state == TrialState.COMPLETE for t in all_trials),
+        sum(t.state == TrialState.FAIL for t in all_trials),
+        best_value,
+        best_params,
+        logger.parent_run_id if logger else None,
+    )
 
 
 def _fresh_seed() -> int:

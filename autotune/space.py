@@ -15,12 +15,12 @@ candidate the meta policy scores is exactly the configuration that will be evalu
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from core_rl.common.errors import ConfigError
 
@@ -33,8 +33,8 @@ class ParamCodec:
 
     name: str
     distribution: BaseDistribution
-    start: int            # first column
-    width: int            # 1 for numeric, k for categorical
+    start: int  # first column
+    width: int  # 1 for numeric, k for categorical
 
     @property
     def kind(self) -> str:
@@ -154,24 +154,24 @@ class SpaceCodec:
         """Per column: number of grid levels of its parameter (0 continuous, k categorical)."""
         out = np.zeros(self.dim, dtype=np.int64)
         for p in self.params:
-            out[p.start:p.start + p.width] = p.n_levels
+            out[p.start : p.start + p.width] = p.n_levels
         return out
 
     def encode(self, rows: list[Mapping[str, Any]]) -> np.ndarray:
         """Param dicts (all holding every parameter of the space) -> ``[rows, dim]``."""
         out = np.empty((len(rows), self.dim))
         for p in self.params:
-            out[:, p.start:p.start + p.width] = p.encode([r[p.name] for r in rows])
+            out[:, p.start : p.start + p.width] = p.encode([r[p.name] for r in rows])
         return out
 
     def snap(self, x: np.ndarray) -> np.ndarray:
         out = np.empty_like(x)
         for p in self.params:
-            out[:, p.start:p.start + p.width] = p.snap(x[:, p.start:p.start + p.width])
+            out[:, p.start : p.start + p.width] = p.snap(x[:, p.start : p.start + p.width])
         return out
 
     def decode(self, x: np.ndarray) -> list[dict[str, Any]]:
-        cols = {p.name: p.decode(x[:, p.start:p.start + p.width]) for p in self.params}
+        cols = {p.name: p.decode(x[:, p.start : p.start + p.width]) for p in self.params}
         return [{name: cols[name][i] for name in cols} for i in range(len(x))]
 
     def uniform(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -179,5 +179,5 @@ class SpaceCodec:
         x = rng.random((n, self.dim))
         for p in self.params:
             if p.kind == "cat":
-                x[:, p.start:p.start + p.width] = np.eye(p.width)[rng.integers(0, p.width, n)]
+                x[:, p.start : p.start + p.width] = np.eye(p.width)[rng.integers(0, p.width, n)]
         return self.snap(x)

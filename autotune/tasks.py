@@ -18,14 +18,14 @@ spaces of real hyperparameter tuning. Every task is a minimization problem.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from autotune.meta import DTYPE, Layout
 
-Fn = Callable[[torch.Tensor], torch.Tensor]   # [B,q,d] in the function's own domain -> [B,q]
+Fn = Callable[[torch.Tensor], torch.Tensor]  # [B,q,d] in the function's own domain -> [B,q]
 
 
 # ---- analytic functions (minimized), batched over B and q -------------------------------------
@@ -48,26 +48,41 @@ def _goldstein_price(x: torch.Tensor) -> torch.Tensor:
 
 
 _H3_A = torch.tensor([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]], dtype=DTYPE)
-_H3_P = 1e-4 * torch.tensor([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]],
-                            dtype=DTYPE)
-_H6_A = torch.tensor([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8],
-                      [17, 8, 0.05, 10, 0.1, 14]], dtype=DTYPE)
-_H6_P = 1e-4 * torch.tensor([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                             [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]], dtype=DTYPE)
+_H3_P = 1e-4 * torch.tensor(
+    [[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]], dtype=DTYPE
+)
+_H6_A = torch.tensor(
+    [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]],
+    dtype=DTYPE,
+)
+_H6_P = 1e-4 * torch.tensor(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ],
+    dtype=DTYPE,
+)
 _H_ALPHA = torch.tensor([1.0, 1.2, 3.0, 3.2], dtype=DTYPE)
 
 
 def _hartmann(a: torch.Tensor, p: torch.Tensor) -> Fn:
     def f(x: torch.Tensor) -> torch.Tensor:
-        inner = (a * (x.unsqueeze(-2) - p).pow(2)).sum(-1)     # [...,4]
+        inner = (a * (x.unsqueeze(-2) - p).pow(2)).sum(-1)  # [...,4]
         return -(_H_ALPHA * torch.exp(-inner)).sum(-1)
+
     return f
 
 
 def _ackley(x: torch.Tensor) -> torch.Tensor:
     d = x.shape[-1]
-    return (-20 * torch.exp(-0.2 * torch.sqrt(x.pow(2).sum(-1) / d))
-            - torch.exp(torch.cos(2 * math.pi * x).sum(-1) / d) + 20 + math.e)
+    return (
+        -20 * torch.exp(-0.2 * torch.sqrt(x.pow(2).sum(-1) / d))
+        - torch.exp(torch.cos(2 * math.pi * x).sum(-1) / d)
+        + 20
+        + math.e
+    )
 
 
 def _levy(x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +121,7 @@ class TaskBatch:
     """B minimization tasks sharing one unit-cube layout."""
 
     layout: Layout
-    levels: torch.Tensor            # [D] grid levels per column (0: continuous or categorical)
+    levels: torch.Tensor  # [D] grid levels per column (0: continuous or categorical)
     fn: Callable[[torch.Tensor], torch.Tensor]  # unit cube [B,q,D] -> [B,q]
     name: str
 
@@ -128,7 +143,7 @@ class TaskBatch:
     def uniform(self, B: int, q: int, gen: torch.Generator) -> torch.Tensor:
         x = torch.rand(B, q, self.dim, generator=gen, dtype=DTYPE)
         for s, w in self.layout.cat_groups:
-            x[..., s:s + w] = torch.nn.functional.one_hot(torch.randint(0, w, (B, q), generator=gen), w).to(DTYPE)
+            x[..., s : s + w] = torch.nn.functional.one_hot(torch.randint(0, w, (B, q), generator=gen), w).to(DTYPE)
         return self.snap(x)
 
 
@@ -156,6 +171,7 @@ def _gp_function(B: int, d: int, gen: torch.Generator, n_features: int = 256) ->
         wave = (torch.cos(proj) * amp.unsqueeze(1)).sum(-1)
         trend = ((x - center.unsqueeze(1)).pow(2) * relevant.unsqueeze(1)).sum(-1)
         return wave + bowl.unsqueeze(1) * trend
+
     return f
 
 
@@ -164,7 +180,7 @@ def _analytic_function(name: str, B: int, d: int, gen: torch.Generator) -> tuple
     d_f = fixed or d
     bounds = torch.tensor(domain if isinstance(domain, list) else [domain] * d_f, dtype=DTYPE)  # [d_f,2]
     width = bounds[:, 1] - bounds[:, 0]
-    frac = 0.5 + 0.5 * _rand(gen, B, d_f)                 # each task sees a random sub-box
+    frac = 0.5 + 0.5 * _rand(gen, B, d_f)  # each task sees a random sub-box
     lo = bounds[:, 0] + (1 - frac) * width * _rand(gen, B, d_f)
     hi = lo + frac * width
     flip = _rand(gen, B, d_f) < 0.5
@@ -172,11 +188,13 @@ def _analytic_function(name: str, B: int, d: int, gen: torch.Generator) -> tuple
 
     def f(u: torch.Tensor) -> torch.Tensor:
         return fn(lo.unsqueeze(1) + u[..., :d_f] * (hi - lo).unsqueeze(1))
+
     return f, d_f
 
 
-def sample_tasks(B: int, gen: torch.Generator, family: str | None = None, max_dim: int = 8,
-                 mixed: bool | None = None) -> TaskBatch:
+def sample_tasks(
+    B: int, gen: torch.Generator, family: str | None = None, max_dim: int = 8, mixed: bool | None = None
+) -> TaskBatch:
     """B tasks of one random family, dimension and layout (each task its own random draw)."""
     fam = family or ("gp" if float(_rand(gen, 1)) < 0.5 else "analytic")
     if fam == "gp":
@@ -208,13 +226,13 @@ def sample_tasks(B: int, gen: torch.Generator, family: str | None = None, max_di
     shifts = [0.08 * torch.randn(B, w, d_num, generator=gen, dtype=DTYPE) for _, w in groups]
     offsets = [0.5 * torch.randn(B, w, generator=gen, dtype=DTYPE) for _, w in groups]
     scale_probe = _rand(gen, B, 256, d_num)
-    spread = base(scale_probe).std(1).clamp_min(1e-9)        # [B]
+    spread = base(scale_probe).std(1).clamp_min(1e-9)  # [B]
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         xn = x[..., :d_num]
         extra = torch.zeros(x.shape[:-1], dtype=x.dtype)
         for (s, w), shift, off in zip(groups, shifts, offsets):
-            onehot = x[..., s:s + w]
+            onehot = x[..., s : s + w]
             xn = xn + torch.einsum("bqk,bkd->bqd", onehot, shift)
             extra = extra + (onehot * off.unsqueeze(1)).sum(-1) * spread.unsqueeze(1)
         return base(xn.clamp(0.0, 1.0)) + extra

@@ -44,13 +44,22 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(r):  # type: ignore[no-untyped-def]
         done[0] += 1
-        print(f"[{done[0]}/{total} {time.perf_counter() - t0:6.0f}s] {r.sampler:>8} {r.task:<34} b{r.budget:<4} "
-              f"s{r.seed} {r.seconds:6.1f}s sampler {r.sampler_ms_per_trial:6.1f} ms/trial", flush=True)
+        print(
+            f"[{done[0]}/{total} {time.perf_counter() - t0:6.0f}s] {r.sampler:>8} {r.task:<34} b{r.budget:<4} "
+            f"s{r.seed} {r.seconds:6.1f}s sampler {r.sampler_ms_per_trial:6.1f} ms/trial",
+            flush=True,
+        )
 
     results = compare(args.suite, samplers, budgets, args.seeds, n_jobs=args.jobs, progress=progress)
     summary = analyze(results, tasks)
-    summary["setup"] = {"suite": args.suite, "samplers": samplers, "budgets": budgets, "seeds": args.seeds,
-                        "tasks": [t.name for t in tasks], "wall_s": time.perf_counter() - t0}
+    summary["setup"] = {
+        "suite": args.suite,
+        "samplers": samplers,
+        "budgets": budgets,
+        "seeds": args.seeds,
+        "tasks": [t.name for t in tasks],
+        "wall_s": time.perf_counter() - t0,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], default=str))
     table = summary_table(summary)
@@ -61,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
     if args.mlflow:
-        run_id = log_comparison(results, summary, {"suite": args.suite, "samplers": args.samplers,
-                                                   "trials": args.trials, "seeds": args.seeds})
+        run_id = log_comparison(
+            results,
+            summary,
+            {"suite": args.suite, "samplers": args.samplers, "trials": args.trials, "seeds": args.seeds},
+        )
         print(f"MLflow run {run_id}")
     print(table)
     print(f"\nwritten to {out}/ in {time.perf_counter() - t0:.0f}s")

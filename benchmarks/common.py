@@ -19,10 +19,11 @@ import pstats
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -117,20 +118,23 @@ def fmt(x: float, nd: int = 1) -> str:
 SUMMARY_METRICS = ("eval_return", "train_return_last100", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s")
 
 
-def summarize(results: Sequence[RunResult], keys: Sequence[tuple[str, str]],
-              metrics: Sequence[str] = SUMMARY_METRICS) -> list[dict[str, Any]]:
+def summarize(
+    results: Sequence[RunResult], keys: Sequence[tuple[str, str]], metrics: Sequence[str] = SUMMARY_METRICS
+) -> list[dict[str, Any]]:
     """One row per (algo, env_id) in ``keys`` order: medians over seeds of ``metrics`` per implementation
     (``<metric>_<impl>``), speed ratios ours/SB3 by wall and CPU time, the return difference and the
     verdicts ``return_ok`` (ours ≥ SB3 − 5%·|SB3|) and ``speed_ok`` (≥ 2× SB3's env-steps/s)."""
     rows = []
     for algo, env_id in keys:
-        per = {impl: [r for r in results if r.algo == algo and r.env_id == env_id and r.impl == impl]
-               for impl in IMPLS}
+        per = {impl: [r for r in results if r.algo == algo and r.env_id == env_id and r.impl == impl] for impl in IMPLS}
         if not per["ours"] and not per["sb3"]:
             continue
-        row: dict[str, Any] = {"algo": algo, "env_id": env_id,
-                               "seeds": min(len(per["ours"]), len(per["sb3"])) or max(len(v) for v in per.values()),
-                               "steps": int(median(r.steps for rs in per.values() for r in rs))}
+        row: dict[str, Any] = {
+            "algo": algo,
+            "env_id": env_id,
+            "seeds": min(len(per["ours"]), len(per["sb3"])) or max(len(v) for v in per.values()),
+            "steps": int(median(r.steps for rs in per.values() for r in rs)),
+        }
         for impl, rs in per.items():
             for m in metrics:
                 row[f"{m}_{impl}"] = median(getattr(r, m) for r in rs)
@@ -139,8 +143,9 @@ def summarize(results: Sequence[RunResult], keys: Sequence[tuple[str, str]],
         row["wall_ratio"] = ratio(row["wall_s_ours"], row["wall_s_sb3"])
         row["return_delta"] = row["eval_return_ours"] - row["eval_return_sb3"]
         # ours/SB3 on returns is only meaningful with positive returns; Δ and a tolerance work for both signs
-        row["return_ratio"] = ratio(row["eval_return_ours"], row["eval_return_sb3"]) \
-            if row["eval_return_sb3"] > 0 else float("nan")
+        row["return_ratio"] = (
+            ratio(row["eval_return_ours"], row["eval_return_sb3"]) if row["eval_return_sb3"] > 0 else float("nan")
+        )
         tol = RETURN_TOLERANCE * abs(row["eval_return_sb3"]) if math.isfinite(row["eval_return_sb3"]) else 0.0
         row["return_ok"] = bool(row["return_delta"] >= -tol)
         row["speed_ok"] = bool(row["speed_ratio"] >= 2.0)
@@ -164,9 +169,17 @@ def machine_note() -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:
         load = (float("nan"),) * 3
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": [round(x, 2) for x in load],
-            "python": platform.python_version(), "torch": torch.__version__, "sb3": stable_baselines3.__version__,
-            "gymnasium": gym.__version__, "torch_threads": TORCH_THREADS, "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in load],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sb3": stable_baselines3.__version__,
+        "gymnasium": gym.__version__,
+        "torch_threads": TORCH_THREADS,
+        "platform": platform.platform(),
+    }
 
 
 def peak_load(machine: Mapping[str, Any]) -> float:
@@ -184,8 +197,10 @@ def bar_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     x = np.arange(len(rows))
     w = 0.38
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(rows)), 4.2))
-    for ax, metric, title in ((axes[0], "steps_per_s", "env-steps/s (median over seeds)"),
-                              (axes[1], "eval_return", "eval return, 20 deterministic episodes")):
+    for ax, metric, title in (
+        (axes[0], "steps_per_s", "env-steps/s (median over seeds)"),
+        (axes[1], "eval_return", "eval return, 20 deterministic episodes"),
+    ):
         ours = [r[f"{metric}_ours"] for r in rows]
         sb3 = [r[f"{metric}_sb3"] for r in rows]
         ax.bar(x - w / 2, ours, w, label="ours", color="#1f77b4")
@@ -227,17 +242,25 @@ class BenchmarkMLflow:
         self.experiment_id: str = run.experiment_id
         self.parent: str = run.run_id
 
-    def log_child(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                  summary: Mapping[str, float], step: int, curves: Mapping[str, Sequence[tuple[int, float]]],
-                  max_points: int | None = 300) -> str:
+    def log_child(
+        self,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        summary: Mapping[str, float],
+        step: int,
+        curves: Mapping[str, Sequence[tuple[int, float]]],
+        max_points: int | None = 300,
+    ) -> str:
         """One finished child run: params, summary metrics (at ``step``) and named curves of (step, value),
         each thinned to about ``max_points`` points (None: all), non-finite values left out."""
         from mlflow.entities import Metric
 
         from core_rl.common.tracking import MLflowTracker
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                     tags={"mlflow.parentRunId": self.parent, **tags})
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags={"mlflow.parentRunId": self.parent, **tags}
+        )
         rid = run.info.run_id
         tracker = MLflowTracker(rid, self.client)
         tracker.log_params(params)
@@ -250,7 +273,7 @@ class BenchmarkMLflow:
                 curve = curve[:: max(1, len(curve) // max_points)]
             items += [Metric(key, float(v), ts, int(s)) for s, v in curve if math.isfinite(float(v))]
         for i in range(0, len(items), 900):
-            self.client.log_batch(rid, metrics=items[i:i + 900])
+            self.client.log_batch(rid, metrics=items[i : i + 900])
         self.client.set_terminated(rid)  # a complete record: the child is written in one go
         return rid
 
@@ -268,9 +291,15 @@ B = TypeVar("B", bound=BenchmarkMLflow)
 
 
 @contextmanager
-def benchmark_run(enabled: bool, tracking_uri: str | None, experiment: str, run_name: str,
-                  params: Mapping[str, Any], tags: Mapping[str, str], cls: type[B] = BenchmarkMLflow,  # type: ignore[assignment]
-                  ) -> Iterator[B | None]:
+def benchmark_run(
+    enabled: bool,
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    cls: type[B] = BenchmarkMLflow,  # type: ignore[assignment]
+) -> Iterator[B | None]:
     """The parent run of one benchmark invocation, as a ``cls`` on a :func:`core_rl.common.runs.tracked_run`
     (``None``, and no run, when not ``enabled``: ``--no-mlflow``).
 
@@ -281,20 +310,23 @@ def benchmark_run(enabled: bool, tracking_uri: str | None, experiment: str, run_
         return
     from core_rl.common.runs import tracked_run
 
-    with tracked_run(experiment, run_name=run_name, tracking_uri=benchmark_tracking_uri(tracking_uri),
-                     tags=tags, params=params) as run:
+    with tracked_run(
+        experiment, run_name=run_name, tracking_uri=benchmark_tracking_uri(tracking_uri), tags=tags, params=params
+    ) as run:
         yield cls(run, experiment)
 
 
-def row_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str], key: Sequence[str] = ("algo", "env_id")
-                ) -> dict[str, float]:
+def row_metrics(
+    rows: Sequence[dict[str, Any]], names: Sequence[str], key: Sequence[str] = ("algo", "env_id")
+) -> dict[str, float]:
     """The parent run's summary: ``"<algo>_<env>/<name>"`` → the row's value, for every row and name."""
     return {f"{'_'.join(str(r[k]) for k in key)}/{m}": r[m] for r in rows for m in names}
 
 
 # ---- our side -----------------------------------------------------------------------------------
-def ours_learn(cls: type[Any], env_id: str, config: Mapping[str, Any], steps: int, progress: ProgressFn
-               ) -> tuple[Any, float, float, float, list[tuple[int, float]]]:
+def ours_learn(
+    cls: type[Any], env_id: str, config: Mapping[str, Any], steps: int, progress: ProgressFn
+) -> tuple[Any, float, float, float, list[tuple[int, float]]]:
     """Build ``cls(env_id, config)`` and ``learn(steps)``, both timed, ``progress`` getting the new env
     steps after every iteration. Returns (agent, build s, wall s, CPU s, the training-episode-return curve)."""
     from core_rl.common.tracking import MemoryTracker
@@ -317,8 +349,9 @@ def ours_learn(cls: type[Any], env_id: str, config: Mapping[str, Any], steps: in
 
 
 # ---- the SB3 side -------------------------------------------------------------------------------
-def sb3_learn(model: Any, steps: int, progress: ProgressFn, every: int = 0
-              ) -> tuple[list[tuple[int, float]], float, float, float]:
+def sb3_learn(
+    model: Any, steps: int, progress: ProgressFn, every: int = 0
+) -> tuple[list[tuple[int, float]], float, float, float]:
     """``model.learn(steps)`` of an SB3 model, timed: after each rollout at least ``every`` env steps on
     from the last report, ``progress`` gets the new steps and the curve a point (the mean return of SB3's
     last-100-episode buffer). Returns (curve, wall s, CPU s, the final last-100 mean, NaN without episodes)."""
@@ -351,22 +384,35 @@ def sb3_learn(model: Any, steps: int, progress: ProgressFn, every: int = 0
 
 
 # ---- the command line --------------------------------------------------------------------------
-def add_run_arguments(p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3,
-                      eval_episodes: bool = True) -> None:
+def add_run_arguments(
+    p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3, eval_episodes: bool = True
+) -> None:
     """The options every benchmark shares: seeds, budget scale, evaluation, MLflow, outputs, re-rendering."""
     p.add_argument("--seeds", type=int, default=seeds, help=f"seeds 0..N-1 per configuration (default {seeds})")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
     if eval_episodes:
         p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/.deeprl/mlflow.db)",
+    )
     p.add_argument("--doc", type=Path, default=default_doc, help="markdown report to write (default %(default)s)")
     p.add_argument("--no-doc", action="store_true", help="do not write the markdown report")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where the JSON results (and tables, plots) go (default <repo>/.deeprl/benchmarks)")
-    p.add_argument("--results", type=Path, nargs="+", default=None,
-                   help="re-render the report from saved JSON result files (no training)")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where the JSON results (and tables, plots) go (default <repo>/.deeprl/benchmarks)",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="re-render the report from saved JSON result files (no training)",
+    )
 
 
 def parse_run_arguments(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -388,14 +434,22 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
 
 
 def mode_note(args: argparse.Namespace) -> str:
-    """"quick" or "full", and the budget scale when it is not 1."""
+    """ "quick" or "full", and the budget scale when it is not 1."""
     return ("quick" if args.quick else "full") + (f", steps×{args.steps_scale:g}" if args.steps_scale != 1 else "")
 
 
 # ---- the files of a run ------------------------------------------------------------------------
-def write_outputs(name: str, stamp: str, out_dir: Path, rows: Sequence[dict[str, Any]], table_markdown: str,
-                  results_json: Mapping[str, Any] | None, doc: Path | None, report: Callable[[], str],
-                  json_suffix: str = "") -> list[Path]:
+def write_outputs(
+    name: str,
+    stamp: str,
+    out_dir: Path,
+    rows: Sequence[dict[str, Any]],
+    table_markdown: str,
+    results_json: Mapping[str, Any] | None,
+    doc: Path | None,
+    report: Callable[[], str],
+    json_suffix: str = "",
+) -> list[Path]:
     """Write a side-by-side benchmark's files: the results JSON (unless None), the markdown table, the
     bar plot of :func:`bar_plot`, and (unless ``doc`` is None) the report with the plot copied beside it."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -419,8 +473,13 @@ def write_outputs(name: str, stamp: str, out_dir: Path, rows: Sequence[dict[str,
 
 
 # ---- profiling ---------------------------------------------------------------------------------
-def profile_learn(label: str, train: Callable[[], tuple[int, float]], path: Path, top: int = 30,
-                  sorts: Sequence[str] = ("tottime", "cumulative")) -> pstats.Stats:
+def profile_learn(
+    label: str,
+    train: Callable[[], tuple[int, float]],
+    path: Path,
+    top: int = 30,
+    sorts: Sequence[str] = ("tottime", "cumulative"),
+) -> pstats.Stats:
     """cProfile ``train()`` (which returns (env steps, wall s)), dump the stats to ``path`` and print the
     top ``top`` functions by each of ``sorts``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -442,8 +501,9 @@ def jsonable(results: Sequence[RunResult], meta: Mapping[str, Any]) -> dict[str,
     return {"meta": dict(meta), "results": [asdict(r) for r in results]}
 
 
-def close_interrupted(name: str, stamp: str, out_dir: Path, results: Sequence[RunResult],
-                      meta: dict[str, Any], status: str) -> None:
+def close_interrupted(
+    name: str, stamp: str, out_dir: Path, results: Sequence[RunResult], meta: dict[str, Any], status: str
+) -> None:
     """End of a benchmark's run loop: record the load, and on an interrupted (or failed) run keep the
     partial results on disk. The MLflow parent run's status is :func:`benchmark_run`'s business."""
     meta["machine"]["loadavg"] = machine_note()["loadavg"]

@@ -27,7 +27,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,9 @@ def measure(workers: int, iterations: int, cost_ms: float, reference: list[float
     from core_rl.trust_region.ppo import PPO
 
     env = env_factory(cost_ms)
-    agent = PPO(env, CONFIG) if workers == 0 else DistributedPPO(env, {**CONFIG, "n_workers": workers, "backend": "ray"})
+    agent = (
+        PPO(env, CONFIG) if workers == 0 else DistributedPPO(env, {**CONFIG, "n_workers": workers, "backend": "ray"})
+    )
     collect_time = [0.0]
     inner = agent.collect
 
@@ -92,7 +94,7 @@ def measure(workers: int, iterations: int, cost_ms: float, reference: list[float
 
     agent.collect = timed_collect  # type: ignore[method-assign]
     per_iter = CONFIG["n_envs"] * CONFIG["n_steps"]
-    agent.learn(per_iter)                                   # warm-up: starts the workers, JIT-free torch warm-up
+    agent.learn(per_iter)  # warm-up: starts the workers, JIT-free torch warm-up
     collect_time[0] = 0.0
     t0 = time.perf_counter()
     agent.learn(per_iter * iterations)
@@ -100,9 +102,16 @@ def measure(workers: int, iterations: int, cost_ms: float, reference: list[float
     returns = list(agent.episode_returns)
     agent.close()
     steps = per_iter * iterations
-    row = Row("local" if workers == 0 else f"ray x{workers}", workers, cost_ms, steps / wall,
-              steps / max(collect_time[0], 1e-9), collect_time[0] / wall,
-              reference is None or returns == reference, wall)
+    row = Row(
+        "local" if workers == 0 else f"ray x{workers}",
+        workers,
+        cost_ms,
+        steps / wall,
+        steps / max(collect_time[0], 1e-9),
+        collect_time[0] / wall,
+        reference is None or returns == reference,
+        wall,
+    )
     return row, returns
 
 
@@ -126,8 +135,10 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|:---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.setting} | {r.env_cost_ms:g} | {r.learn_steps_per_s:,.0f} | {r.collect_steps_per_s:,.0f} | "
-                     f"{r.collect_fraction:.0%} | {'yes' if r.same_returns_as_local else 'NO'} | {r.wall_s:.1f} |")
+        lines.append(
+            f"| {r.setting} | {r.env_cost_ms:g} | {r.learn_steps_per_s:,.0f} | {r.collect_steps_per_s:,.0f} | "
+            f"{r.collect_fraction:.0%} | {'yes' if r.same_returns_as_local else 'NO'} | {r.wall_s:.1f} |"
+        )
     lines += ["", "## Reading the numbers", "", meta["notes"], ""]
     return "\n".join(lines)
 
@@ -145,11 +156,16 @@ def main(argv: list[str] | None = None) -> None:
     from core_rl.distributed.ray_utils import init_ray
 
     load = os.getloadavg()
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
-            "load": ", ".join(f"{x:.1f}" for x in load), "python": platform.python_version(),
-            "iterations": args.iterations, "notes": args.notes}
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "load": ", ".join(f"{x:.1f}" for x in load),
+        "python": platform.python_version(),
+        "iterations": args.iterations,
+        "notes": args.notes,
+    }
     ray = init_ray(num_cpus=max(os.cpu_count() or 1, max(args.workers)))
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers need not import `benchmarks`
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import `benchmarks`
     rows: list[Row] = []
     for cost in args.env_cost_ms:
         local, reference = measure(0, args.iterations, cost, None)

@@ -32,21 +32,28 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import (BenchmarkMLflow, add_run_arguments, benchmark_run, command_line, parse_run_arguments,
-                               row_metrics)
+from benchmarks.common import (
+    BenchmarkMLflow,
+    add_run_arguments,
+    benchmark_run,
+    command_line,
+    parse_run_arguments,
+    row_metrics,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "model_based.md"
 EXPERIMENT = "benchmark-model-based"
-EVAL_SEED = 10_000          # the same evaluation start states for every algorithm and checkpoint
+EVAL_SEED = 10_000  # the same evaluation start states for every algorithm and checkpoint
 ALGOS = ("pets", "mbpo", "sac")
 ENVS = ("Pendulum-v1", "MountainCarContinuous-v0")
 
@@ -65,25 +72,74 @@ class Setting:
 def settings() -> dict[tuple[str, str], Setting]:
     """Budgets and hyperparameters per (algo, env)."""
     # networks and candidate counts sized for a shared CPU (the classes' defaults are larger)
-    pets_common = dict(hidden_sizes=(64, 64), n_members=5, n_particles=5, n_candidates=150, n_iterations=4,
-                       n_elites=15, horizon=15, train_every=200, model_epochs=50)
-    mbpo_common = dict(hidden_sizes=(64, 64), model_hidden_sizes=(64, 64), gradient_steps=10,
-                       rollout_batch_size=256, rollout_every=25, model_train_freq=250)
-    mc_sac = dict(hidden_sizes=(64, 64), lr=3e-4, batch_size=512, buffer_size=50_000, learning_starts=1000,
-                  train_freq=32, gradient_steps=32, tau=0.01, gamma=0.9999, ent_coef=0.1)
+    pets_common = dict(
+        hidden_sizes=(64, 64),
+        n_members=5,
+        n_particles=5,
+        n_candidates=150,
+        n_iterations=4,
+        n_elites=15,
+        horizon=15,
+        train_every=200,
+        model_epochs=50,
+    )
+    mbpo_common = dict(
+        hidden_sizes=(64, 64),
+        model_hidden_sizes=(64, 64),
+        gradient_steps=10,
+        rollout_batch_size=256,
+        rollout_every=25,
+        model_train_freq=250,
+    )
+    mc_sac = dict(
+        hidden_sizes=(64, 64),
+        lr=3e-4,
+        batch_size=512,
+        buffer_size=50_000,
+        learning_starts=1000,
+        train_freq=32,
+        gradient_steps=32,
+        tau=0.01,
+        gamma=0.9999,
+        ent_coef=0.1,
+    )
     out = [
-        Setting("sac", "Pendulum-v1", 20_000, 8_000, dict(hidden_sizes=(64, 64), lr=1e-3, learning_starts=1000),
-                eval_every=1_000),
+        Setting(
+            "sac",
+            "Pendulum-v1",
+            20_000,
+            8_000,
+            dict(hidden_sizes=(64, 64), lr=1e-3, learning_starts=1000),
+            eval_every=1_000,
+        ),
         Setting("pets", "Pendulum-v1", 3_000, 1_800, dict(pets_common, initial_random_steps=200), eval_every=600),
-        Setting("mbpo", "Pendulum-v1", 4_000, 2_000, dict(mbpo_common, learning_starts=250,
-                                                          rollout_schedule=(500, 2_000)), eval_every=500),
+        Setting(
+            "mbpo",
+            "Pendulum-v1",
+            4_000,
+            2_000,
+            dict(mbpo_common, learning_starts=250, rollout_schedule=(500, 2_000)),
+            eval_every=500,
+        ),
         Setting("sac", "MountainCarContinuous-v0", 30_000, 10_000, mc_sac, eval_every=2_000, eval_episodes=2),
-        Setting("pets", "MountainCarContinuous-v0", 5_000, 3_000,
-                dict(pets_common, initial_random_steps=1_000, train_every=1_000, horizon=30), eval_every=1_000,
-                eval_episodes=2),
-        Setting("mbpo", "MountainCarContinuous-v0", 10_000, 4_000,
-                dict(mbpo_common, learning_starts=1_000, rollout_schedule=(1_000, 5_000), gamma=0.99),
-                eval_every=1_000, eval_episodes=2),
+        Setting(
+            "pets",
+            "MountainCarContinuous-v0",
+            5_000,
+            3_000,
+            dict(pets_common, initial_random_steps=1_000, train_every=1_000, horizon=30),
+            eval_every=1_000,
+            eval_episodes=2,
+        ),
+        Setting(
+            "mbpo",
+            "MountainCarContinuous-v0",
+            10_000,
+            4_000,
+            dict(mbpo_common, learning_starts=1_000, rollout_schedule=(1_000, 5_000), gamma=0.99),
+            eval_every=1_000,
+            eval_episodes=2,
+        ),
     ]
     return {(s.algo, s.env_id): s for s in out}
 
@@ -96,11 +152,11 @@ class RunResult:
     steps: int
     wall_s: float
     cpu_s: float
-    curve: list[tuple[int, float]]          # (env steps at episode end, training episode return)
-    evals: list[tuple[int, float]]          # (env steps, mean evaluation return on the fixed start states)
-    eval_return: float                      # the last evaluation
+    curve: list[tuple[int, float]]  # (env steps at episode end, training episode return)
+    evals: list[tuple[int, float]]  # (env steps, mean evaluation return on the fixed start states)
+    eval_return: float  # the last evaluation
     eval_std: float
-    eval_s: float = 0.0                     # time spent evaluating (excluded from wall_s and cpu_s)
+    eval_s: float = 0.0  # time spent evaluating (excluded from wall_s and cpu_s)
     config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -140,7 +196,7 @@ def run_one(s: Setting, steps: int, seed: int, log: Any = print) -> RunResult:
             next_eval[0] += s.eval_every
             log(f"  {s.algo} {s.env_id} s{seed}: {a.num_timesteps}/{steps} steps, eval {evals[-1][1]:.1f}")
 
-    evaluate()                                   # before any training: the initial policy / random actions
+    evaluate()  # before any training: the initial policy / random actions
     w0, c0 = time.perf_counter(), time.process_time()
     agent.learn(steps, callback=on_iteration)
     if evals[-1][0] != agent.num_timesteps:
@@ -148,8 +204,20 @@ def run_one(s: Setting, steps: int, seed: int, log: Any = print) -> RunResult:
     wall = time.perf_counter() - w0 - eval_time[0]
     cpu = time.process_time() - c0 - eval_time[1]
     agent.close()
-    return RunResult(s.algo, s.env_id, seed, int(agent.num_timesteps), wall, cpu, curve, evals, last["mean"],
-                     last["std"], eval_time[0], config)
+    return RunResult(
+        s.algo,
+        s.env_id,
+        seed,
+        int(agent.num_timesteps),
+        wall,
+        cpu,
+        curve,
+        evals,
+        last["mean"],
+        last["std"],
+        eval_time[0],
+        config,
+    )
 
 
 # ---- analysis ------------------------------------------------------------------------------------
@@ -158,7 +226,7 @@ def smoothed(curve: Sequence[tuple[int, float]], window: int = 3) -> list[tuple[
     out = []
     for i in range(len(curve)):
         lo = max(0, i - window + 1)
-        out.append((curve[i][0], float(np.mean([r for _, r in curve[lo:i + 1]]))))
+        out.append((curve[i][0], float(np.mean([r for _, r in curve[lo : i + 1]]))))
     return out
 
 
@@ -189,17 +257,26 @@ def summarize(results: Sequence[RunResult]) -> list[dict[str, Any]]:
             rs = [r for r in runs if r.algo == algo]
             reach = [steps_to_reach(r.evals, target, window=1) if target is not None else None for r in rs]
             reach_med = int(_median(reach)) if all(x is not None for x in reach) else None
-            rows.append({
-                "env_id": env_id, "algo": algo, "seeds": len(rs), "steps": int(_median([r.steps for r in rs])),
-                "eval_return": _median([r.eval_return for r in rs]),
-                "best_eval": _median([max(v for _, v in r.evals) for r in rs]),
-                "train_return": _median([float(np.mean([v for _, v in r.curve[-3:]])) if r.curve else float("nan")
-                                         for r in rs]),
-                "initial_return": initial, "sac_final": sac_final,
-                "target": target, "steps_to_target": reach_med,
-                "speedup_vs_sac": (sac_steps / reach_med) if (reach_med and not math.isnan(sac_steps)) else None,
-                "wall_s": _median([r.wall_s for r in rs]), "cpu_s": _median([r.cpu_s for r in rs]),
-            })
+            rows.append(
+                {
+                    "env_id": env_id,
+                    "algo": algo,
+                    "seeds": len(rs),
+                    "steps": int(_median([r.steps for r in rs])),
+                    "eval_return": _median([r.eval_return for r in rs]),
+                    "best_eval": _median([max(v for _, v in r.evals) for r in rs]),
+                    "train_return": _median(
+                        [float(np.mean([v for _, v in r.curve[-3:]])) if r.curve else float("nan") for r in rs]
+                    ),
+                    "initial_return": initial,
+                    "sac_final": sac_final,
+                    "target": target,
+                    "steps_to_target": reach_med,
+                    "speedup_vs_sac": (sac_steps / reach_med) if (reach_med and not math.isnan(sac_steps)) else None,
+                    "wall_s": _median([r.wall_s for r in rs]),
+                    "cpu_s": _median([r.cpu_s for r in rs]),
+                }
+            )
     return rows
 
 
@@ -212,15 +289,19 @@ def _f(x: Any, nd: int = 1) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = ("| env | algo | real steps | final eval return | best eval | last-3 training episodes | "
-            "steps to reach SAC's final | speed-up vs SAC | wall s | CPU s |")
+    head = (
+        "| env | algo | real steps | final eval return | best eval | last-3 training episodes | "
+        "steps to reach SAC's final | speed-up vs SAC | wall s | CPU s |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
-        lines.append(f"| {r['env_id']} | {r['algo']} | {_f(r['steps'])} | {_f(r['eval_return'])} | "
-                     f"{_f(r['best_eval'])} | {_f(r['train_return'])} | "
-                     f"{'not reached' if r['steps_to_target'] is None else _f(r['steps_to_target'])} | "
-                     f"{_f(r['speedup_vs_sac'], 1) + '×' if r['speedup_vs_sac'] else '—'} | "
-                     f"{_f(r['wall_s'], 0)} | {_f(r['cpu_s'], 0)} |")
+        lines.append(
+            f"| {r['env_id']} | {r['algo']} | {_f(r['steps'])} | {_f(r['eval_return'])} | "
+            f"{_f(r['best_eval'])} | {_f(r['train_return'])} | "
+            f"{'not reached' if r['steps_to_target'] is None else _f(r['steps_to_target'])} | "
+            f"{_f(r['speedup_vs_sac'], 1) + '×' if r['speedup_vs_sac'] else '—'} | "
+            f"{_f(r['wall_s'], 0)} | {_f(r['cpu_s'], 0)} |"
+        )
     return "\n".join(lines)
 
 
@@ -236,8 +317,15 @@ def plot(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], path: Pat
     for ax, env_id in zip(axes[0], envs):
         for r in (r for r in results if r.env_id == env_id):
             xs, ys = zip(*r.evals) if r.evals else ((), ())
-            ax.plot([max(x, 100) for x in xs], ys, marker="o", ms=3, color=colors.get(r.algo), alpha=0.85,
-                    label=f"{r.algo} (seed {r.seed})")
+            ax.plot(
+                [max(x, 100) for x in xs],
+                ys,
+                marker="o",
+                ms=3,
+                color=colors.get(r.algo),
+                alpha=0.85,
+                label=f"{r.algo} (seed {r.seed})",
+            )
         target = next((row["target"] for row in rows if row["env_id"] == env_id and row["target"] is not None), None)
         if target is not None:
             ax.axhline(target, color="gray", ls="--", lw=1, label="SAC's final return (−5 % slack)")
@@ -255,9 +343,14 @@ def plot(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], path: Pat
 
 
 def machine_note() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
-            platform.machine(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg")
-            else None, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -269,23 +362,35 @@ def verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
         sac = next((x for x in rows if x["env_id"] == r["env_id"] and x["algo"] == "sac"), None)
         sac_steps = sac["steps_to_target"] if sac else None
         weak = r["sac_final"] - r["initial_return"] <= 0.2 * max(abs(r["initial_return"]), abs(r["sac_final"]), 1.0)
-        caveat = (f" (SAC itself barely improved: final {r['sac_final']:.1f} vs {r['initial_return']:.1f} before "
-                  f"training, so reaching it says little)") if weak else ""
+        caveat = (
+            (
+                f" (SAC itself barely improved: final {r['sac_final']:.1f} vs {r['initial_return']:.1f} before "
+                f"training, so reaching it says little)"
+            )
+            if weak
+            else ""
+        )
         if r["steps_to_target"] == 0:
-            out.append(f"* {r['env_id']}, {r['algo']}: already at SAC's final return (target {r['target']:.1f}) "
-                       f"before any training{caveat}.")
+            out.append(
+                f"* {r['env_id']}, {r['algo']}: already at SAC's final return (target {r['target']:.1f}) "
+                f"before any training{caveat}."
+            )
         elif r["steps_to_target"] is None:
-            out.append(f"* {r['env_id']}, {r['algo']}: does not reach SAC's final return "
-                       f"(target {r['target']:.1f}) within {r['steps']:,} real steps (best evaluation "
-                       f"{r['best_eval']:.1f}){caveat}.")
+            out.append(
+                f"* {r['env_id']}, {r['algo']}: does not reach SAC's final return "
+                f"(target {r['target']:.1f}) within {r['steps']:,} real steps (best evaluation "
+                f"{r['best_eval']:.1f}){caveat}."
+            )
         else:
             ratio = r["speedup_vs_sac"] or float("nan")
             budget_ratio = sac["steps"] / r["steps_to_target"] if sac else float("nan")
             goal = "meets" if ratio is not None and ratio >= 5 else "misses"
-            out.append(f"* {r['env_id']}, {r['algo']}: reaches SAC's final return (target {r['target']:.1f}) after "
-                       f"{r['steps_to_target']:,} real steps; SAC needed {sac_steps:,} "
-                       f"({ratio:.1f}× more; {budget_ratio:.1f}× with SAC's whole budget of {sac['steps']:,}) — "
-                       f"{goal} the ≥ 5× goal{caveat}.")
+            out.append(
+                f"* {r['env_id']}, {r['algo']}: reaches SAC's final return (target {r['target']:.1f}) after "
+                f"{r['steps_to_target']:,} real steps; SAC needed {sac_steps:,} "
+                f"({ratio:.1f}× more; {budget_ratio:.1f}× with SAC's whole budget of {sac['steps']:,}) — "
+                f"{goal} the ≥ 5× goal{caveat}."
+            )
     return out
 
 
@@ -295,7 +400,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any], plot_n
     rendered = f" (this report: `{meta['rendered_by']}`)" if meta.get("rendered_by") else ""
     return f"""# Model-based vs model-free sample efficiency
 
-Command{'s' if len(meta['commands']) > 1 else ''}: {', '.join(f'`{c}`' for c in meta['commands'])}{rendered}
+Command{"s" if len(meta["commands"]) > 1 else ""}: {", ".join(f"`{c}`" for c in meta["commands"])}{rendered}
 
 {markdown_table(rows)}
 
@@ -311,7 +416,7 @@ steps-to-reach over the algorithm's. "Last-3 training episodes" is the mean retu
 training episodes (stochastic policies for SAC/MBPO, random start states). Wall and CPU seconds
 exclude evaluation.
 
-Seeds: {meta['seeds']}. Machine: {meta['machine']}. Wall times are on a CPU shared with other jobs
+Seeds: {meta["seeds"]}. Machine: {meta["machine"]}. Wall times are on a CPU shared with other jobs
 (single torch thread per run); CPU seconds are this process's own.
 
 Configs (everything else at the defaults of the classes):
@@ -325,12 +430,22 @@ class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child run per (algo, env, seed)."""
 
     def child(self, res: RunResult) -> None:
-        self.log_child(f"{res.algo}-{res.env_id}-s{res.seed}",
-                       {"algo": res.algo, "env_id": res.env_id, "seed": str(res.seed)},
-                       {"algo": res.algo, "env_id": res.env_id, "seed": res.seed, "config": res.config},
-                       {"steps": res.steps, "wall_s": res.wall_s, "cpu_s": res.cpu_s,
-                        "final_eval_return": res.eval_return, "eval_std": res.eval_std, "eval_s": res.eval_s},
-                       res.steps, {"episode_return": res.curve, "eval_return": res.evals}, max_points=None)
+        self.log_child(
+            f"{res.algo}-{res.env_id}-s{res.seed}",
+            {"algo": res.algo, "env_id": res.env_id, "seed": str(res.seed)},
+            {"algo": res.algo, "env_id": res.env_id, "seed": res.seed, "config": res.config},
+            {
+                "steps": res.steps,
+                "wall_s": res.wall_s,
+                "cpu_s": res.cpu_s,
+                "final_eval_return": res.eval_return,
+                "eval_std": res.eval_std,
+                "eval_s": res.eval_s,
+            },
+            res.steps,
+            {"episode_return": res.curve, "eval_return": res.evals},
+            max_points=None,
+        )
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
         metrics = row_metrics(rows, ("eval_return", "best_eval"))
@@ -364,8 +479,10 @@ def load_results(paths: Sequence[Path]) -> tuple[list[RunResult], dict[str, Any]
         meta["configs"].update(m.get("configs", {}))
         meta["seeds"] = max(meta["seeds"], int(m.get("seeds", 1)))
         meta["machine"] = meta["machine"] or m.get("machine")
-        results += [RunResult(**{**r, "curve": [tuple(c) for c in r["curve"]], "evals": [tuple(c) for c in r["evals"]]})
-                    for r in data["results"]]
+        results += [
+            RunResult(**{**r, "curve": [tuple(c) for c in r["curve"]], "evals": [tuple(c) for c in r["evals"]]})
+            for r in data["results"]
+        ]
     return results, meta
 
 
@@ -380,14 +497,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         params: dict[str, Any] = {"results": ",".join(p.name for p in args.results)}
     else:
         results = []
-        meta = {"command": command, "commands": [command], "seeds": args.seeds, "machine": machine_note(),
-                "configs": {}}
+        meta = {
+            "command": command,
+            "commands": [command],
+            "seeds": args.seeds,
+            "machine": machine_note(),
+            "configs": {},
+        }
         run_name = f"model-based-{datetime.now():%Y%m%d-%H%M%S}"
-        params = {"quick": args.quick, "seeds": args.seeds, "envs": ",".join(args.envs),
-                  "algos": ",".join(args.algos), "steps_scale": args.steps_scale}
+        params = {
+            "quick": args.quick,
+            "seeds": args.seeds,
+            "envs": ",".join(args.envs),
+            "algos": ",".join(args.algos),
+            "steps_scale": args.steps_scale,
+        }
     # the parent run: FINISHED when the block returns, FAILED on an error, KILLED on Ctrl-C / SIGTERM
-    with benchmark_run(not args.no_mlflow, args.tracking_uri, EXPERIMENT, run_name, params,
-                       tags={"benchmark": "model_based"}, cls=MLflowLog) as log:
+    with benchmark_run(
+        not args.no_mlflow,
+        args.tracking_uri,
+        EXPERIMENT,
+        run_name,
+        params,
+        tags={"benchmark": "model_based"},
+        cls=MLflowLog,
+    ) as log:
         if not args.results:
             for env_id in args.envs:
                 for algo in args.algos:
@@ -397,8 +531,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for seed in range(args.seeds):
                         print(f"[{algo} {env_id} seed {seed}] {steps} steps", flush=True)
                         res = run_one(s, steps, seed)
-                        print(f"  done in {res.wall_s:.0f}s wall / {res.cpu_s:.0f}s CPU (+{res.eval_s:.0f}s evaluating): "
-                              f"evals {[(st, round(v, 1)) for st, v in res.evals]}", flush=True)
+                        print(
+                            f"  done in {res.wall_s:.0f}s wall / {res.cpu_s:.0f}s CPU (+{res.eval_s:.0f}s evaluating): "
+                            f"evals {[(st, round(v, 1)) for st, v in res.evals]}",
+                            flush=True,
+                        )
                         results.append(res)
                         if log is not None:
                             log.child(res)

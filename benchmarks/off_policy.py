@@ -30,26 +30,60 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, SUMMARY_METRICS, TORCH_THREADS, BenchmarkMLflow,
-                               ProgressFn, RunResult, add_run_arguments, benchmark_run, close_interrupted, command_line,
-                               evaluate_actions, fmt, jsonable, load_results, machine_note, mode_note,
-                               ours_learn, parse_run_arguments, peak_load, profile_learn, ratio, row_metrics, sb3_learn,
-                               summarize, throttled, write_outputs)
-from benchmarks.peers import (HParams, mapping_markdown, ours_config, print_mapping, sb3_config_record, sb3_kwargs,
-                              zoo_configs)
+from benchmarks.common import (
+    IMPLS,
+    REPO,
+    RETURN_TOLERANCE,
+    SUMMARY_METRICS,
+    TORCH_THREADS,
+    BenchmarkMLflow,
+    ProgressFn,
+    RunResult,
+    add_run_arguments,
+    benchmark_run,
+    close_interrupted,
+    command_line,
+    evaluate_actions,
+    fmt,
+    jsonable,
+    load_results,
+    machine_note,
+    mode_note,
+    ours_learn,
+    parse_run_arguments,
+    peak_load,
+    profile_learn,
+    ratio,
+    row_metrics,
+    sb3_learn,
+    summarize,
+    throttled,
+    write_outputs,
+)
+from benchmarks.peers import (
+    HParams,
+    mapping_markdown,
+    ours_config,
+    print_mapping,
+    sb3_config_record,
+    sb3_kwargs,
+    zoo_configs,
+)
 
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "off_policy.md"
 EXPERIMENT = "benchmark-off-policy"
 EVAL_SEED_BASE = 100_000  # eval env i of seed s is reset with 100_000 + 1_000·s + i (as in on_policy)
+
 
 # ---- one training run --------------------------------------------------------------------------
 @dataclass
@@ -72,9 +106,12 @@ class Trained:
     curve: list[tuple[int, float]]
 
 
-PROGRESS_EVERY = 1000   # env steps between progress-bar updates / SB3 curve points
-OUR_CLASSES = {"dqn": ("core_rl.q_learning.dqn", "DQN"), "sac": ("core_rl.continuous.sac", "SAC"),
-               "td3": ("core_rl.continuous.td3", "TD3")}
+PROGRESS_EVERY = 1000  # env steps between progress-bar updates / SB3 curve points
+OUR_CLASSES = {
+    "dqn": ("core_rl.q_learning.dqn", "DQN"),
+    "sac": ("core_rl.continuous.sac", "SAC"),
+    "td3": ("core_rl.continuous.td3", "TD3"),
+}
 
 
 def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
@@ -82,10 +119,20 @@ def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Tra
 
     module, name = OUR_CLASSES[hp.algo]
     cls = getattr(importlib.import_module(module), name)
-    agent, build_s, wall, cpu, curve = ours_learn(cls, hp.env_id, ours_config(hp, seed), steps,
-                                                  throttled(progress, PROGRESS_EVERY))
-    return Trained(agent.num_timesteps, agent.mean_return, agent.episodes_done, agent.gradient_updates,
-                   lambda o: agent.predict(o, deterministic=True), build_s, wall, cpu, curve)
+    agent, build_s, wall, cpu, curve = ours_learn(
+        cls, hp.env_id, ours_config(hp, seed), steps, throttled(progress, PROGRESS_EVERY)
+    )
+    return Trained(
+        agent.num_timesteps,
+        agent.mean_return,
+        agent.episodes_done,
+        agent.gradient_updates,
+        lambda o: agent.predict(o, deterministic=True),
+        build_s,
+        wall,
+        cpu,
+        curve,
+    )
 
 
 def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
@@ -100,23 +147,47 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trai
     build_s = time.perf_counter() - t_build
     curve, wall, cpu, train_ret = sb3_learn(model, steps, progress, every=PROGRESS_EVERY)
     episodes = sum(len(m.get_episode_rewards()) for m in venv.envs)  # DummyVecEnv of Monitor-wrapped envs
-    return Trained(int(model.num_timesteps), train_ret, episodes, int(model._n_updates),
-                   lambda o: model.predict(o, deterministic=True)[0], build_s, wall, cpu, curve)
+    return Trained(
+        int(model.num_timesteps),
+        train_ret,
+        episodes,
+        int(model._n_updates),
+        lambda o: model.predict(o, deterministic=True)[0],
+        build_s,
+        wall,
+        cpu,
+        curve,
+    )
 
 
-def run_one(hp: HParams, impl: str, steps: int, seed: int, eval_episodes: int,
-            progress: ProgressFn = lambda n: None) -> OffPolicyRunResult:
+def run_one(
+    hp: HParams, impl: str, steps: int, seed: int, eval_episodes: int, progress: ProgressFn = lambda n: None
+) -> OffPolicyRunResult:
     t = (_train_ours if impl == "ours" else _train_sb3)(hp, steps, seed, progress)
     t_eval = time.perf_counter()
     returns = evaluate_actions(t.act, hp.env_id, eval_episodes, seed=EVAL_SEED_BASE + 1_000 * seed)
     eval_s = time.perf_counter() - t_eval
     return OffPolicyRunResult(
-        algo=hp.algo, env_id=hp.env_id, impl=impl, seed=seed, steps=int(t.steps), wall_s=t.wall_s, cpu_s=t.cpu_s,
-        steps_per_s=t.steps / t.wall_s, cpu_steps_per_s=t.steps / max(t.cpu_s, 1e-9),
-        eval_return=float(np.mean(returns)), eval_std=float(np.std(returns)),
-        train_return_last100=float(t.train_return), episodes=int(t.episodes), build_s=t.build_s, eval_s=eval_s,
-        curve=t.curve[:: max(1, len(t.curve) // 300)], gradient_steps=int(t.gradient_steps),
-        grad_steps_per_s=t.gradient_steps / t.wall_s, cpu_grad_steps_per_s=t.gradient_steps / max(t.cpu_s, 1e-9))
+        algo=hp.algo,
+        env_id=hp.env_id,
+        impl=impl,
+        seed=seed,
+        steps=int(t.steps),
+        wall_s=t.wall_s,
+        cpu_s=t.cpu_s,
+        steps_per_s=t.steps / t.wall_s,
+        cpu_steps_per_s=t.steps / max(t.cpu_s, 1e-9),
+        eval_return=float(np.mean(returns)),
+        eval_std=float(np.std(returns)),
+        train_return_last100=float(t.train_return),
+        episodes=int(t.episodes),
+        build_s=t.build_s,
+        eval_s=eval_s,
+        curve=t.curve[:: max(1, len(t.curve) // 300)],
+        gradient_steps=int(t.gradient_steps),
+        grad_steps_per_s=t.gradient_steps / t.wall_s,
+        cpu_grad_steps_per_s=t.gradient_steps / max(t.cpu_s, 1e-9),
+    )
 
 
 def warm_up(hp: HParams, impls: Sequence[str] = IMPLS) -> None:
@@ -142,68 +213,132 @@ def summarize_runs(results: Sequence[RunResult], configs: Sequence[HParams]) -> 
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = ("| algo | env | env steps | grad steps ours / SB3 | seeds | eval return ours | eval return SB3 | Δ (ours−SB3)"
-            " | last-100 train ours | last-100 train SB3 | wall s ours | wall s SB3 | CPU s ours | CPU s SB3"
-            " | env-steps/s ours | env-steps/s SB3 | grad-steps/s ours | grad-steps/s SB3 | speed ours/SB3 (wall)"
-            " | speed ours/SB3 (CPU) | return ≥ SB3 | ≥ 2× speed |")
+    head = (
+        "| algo | env | env steps | grad steps ours / SB3 | seeds | eval return ours | eval return SB3 | Δ (ours−SB3)"
+        " | last-100 train ours | last-100 train SB3 | wall s ours | wall s SB3 | CPU s ours | CPU s SB3"
+        " | env-steps/s ours | env-steps/s SB3 | grad-steps/s ours | grad-steps/s SB3 | speed ours/SB3 (wall)"
+        " | speed ours/SB3 (CPU) | return ≥ SB3 | ≥ 2× speed |"
+    )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join([
-            r["algo"].upper(), r["env_id"], f"{r['steps']:,}", f"{fmt(r['gradient_steps_ours'], 0)} / {fmt(r['gradient_steps_sb3'], 0)}", str(r["seeds"]),
-            fmt(r["eval_return_ours"]), fmt(r["eval_return_sb3"]), fmt(r["return_delta"]),
-            fmt(r["train_return_last100_ours"]), fmt(r["train_return_last100_sb3"]),
-            fmt(r["wall_s_ours"]), fmt(r["wall_s_sb3"]), fmt(r["cpu_s_ours"]), fmt(r["cpu_s_sb3"]),
-            fmt(r["steps_per_s_ours"], 0), fmt(r["steps_per_s_sb3"], 0),
-            fmt(r["grad_steps_per_s_ours"], 0), fmt(r["grad_steps_per_s_sb3"], 0),
-            fmt(r["speed_ratio"], 2) + "×", fmt(r["cpu_speed_ratio"], 2) + "×",
-            "yes" if r["return_ok"] else "**no**", "yes" if r["speed_ok"] else "**no**",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["algo"].upper(),
+                    r["env_id"],
+                    f"{r['steps']:,}",
+                    f"{fmt(r['gradient_steps_ours'], 0)} / {fmt(r['gradient_steps_sb3'], 0)}",
+                    str(r["seeds"]),
+                    fmt(r["eval_return_ours"]),
+                    fmt(r["eval_return_sb3"]),
+                    fmt(r["return_delta"]),
+                    fmt(r["train_return_last100_ours"]),
+                    fmt(r["train_return_last100_sb3"]),
+                    fmt(r["wall_s_ours"]),
+                    fmt(r["wall_s_sb3"]),
+                    fmt(r["cpu_s_ours"]),
+                    fmt(r["cpu_s_sb3"]),
+                    fmt(r["steps_per_s_ours"], 0),
+                    fmt(r["steps_per_s_sb3"], 0),
+                    fmt(r["grad_steps_per_s_ours"], 0),
+                    fmt(r["grad_steps_per_s_sb3"], 0),
+                    fmt(r["speed_ratio"], 2) + "×",
+                    fmt(r["cpu_speed_ratio"], 2) + "×",
+                    "yes" if r["return_ok"] else "**no**",
+                    "yes" if r["speed_ok"] else "**no**",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
-    cols = [("algo", 4), ("env", 12), ("steps", 7), ("ret ours", 9), ("ret SB3", 9), ("train ours", 10),
-            ("train SB3", 9), ("wall ours", 9), ("wall SB3", 9), ("cpu ours", 8), ("cpu SB3", 8), ("sps ours", 8),
-            ("sps SB3", 8), ("gps ours", 8), ("gps SB3", 8), ("speed", 7), ("cpu-spd", 7)]
+    cols = [
+        ("algo", 4),
+        ("env", 12),
+        ("steps", 7),
+        ("ret ours", 9),
+        ("ret SB3", 9),
+        ("train ours", 10),
+        ("train SB3", 9),
+        ("wall ours", 9),
+        ("wall SB3", 9),
+        ("cpu ours", 8),
+        ("cpu SB3", 8),
+        ("sps ours", 8),
+        ("sps SB3", 8),
+        ("gps ours", 8),
+        ("gps SB3", 8),
+        ("speed", 7),
+        ("cpu-spd", 7),
+    ]
     print(" ".join(f"{c:>{w}}" for c, w in cols))
     for r in rows:
-        vals = [r["algo"], r["env_id"], f"{r['steps']}", fmt(r["eval_return_ours"]), fmt(r["eval_return_sb3"]),
-                fmt(r["train_return_last100_ours"]), fmt(r["train_return_last100_sb3"]), fmt(r["wall_s_ours"]),
-                fmt(r["wall_s_sb3"]), fmt(r["cpu_s_ours"]), fmt(r["cpu_s_sb3"]), fmt(r["steps_per_s_ours"], 0),
-                fmt(r["steps_per_s_sb3"], 0), fmt(r["grad_steps_per_s_ours"], 0), fmt(r["grad_steps_per_s_sb3"], 0),
-                fmt(r["speed_ratio"], 2) + "x", fmt(r["cpu_speed_ratio"], 2) + "x"]
+        vals = [
+            r["algo"],
+            r["env_id"],
+            f"{r['steps']}",
+            fmt(r["eval_return_ours"]),
+            fmt(r["eval_return_sb3"]),
+            fmt(r["train_return_last100_ours"]),
+            fmt(r["train_return_last100_sb3"]),
+            fmt(r["wall_s_ours"]),
+            fmt(r["wall_s_sb3"]),
+            fmt(r["cpu_s_ours"]),
+            fmt(r["cpu_s_sb3"]),
+            fmt(r["steps_per_s_ours"], 0),
+            fmt(r["steps_per_s_sb3"], 0),
+            fmt(r["grad_steps_per_s_ours"], 0),
+            fmt(r["grad_steps_per_s_sb3"], 0),
+            fmt(r["speed_ratio"], 2) + "x",
+            fmt(r["cpu_speed_ratio"], 2) + "x",
+        ]
         print(" ".join(f"{v:>{w}}" for v, (_, w) in zip(vals, cols)))
 
 
 def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any]) -> str:
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
-    verdict = [f"- {r['algo'].upper()} {r['env_id']}: speed {fmt(r['speed_ratio'], 2)}× SB3 by wall time, "
-               f"{fmt(r['cpu_speed_ratio'], 2)}× by CPU time ({'meets' if r['speed_ok'] else 'misses'} the 2× "
-               f"target); gradient steps/s {fmt(r['grad_speed_ratio'], 2)}× (CPU {fmt(r['cpu_grad_speed_ratio'], 2)}×); "
-               f"eval return {fmt(r['eval_return_ours'])} vs {fmt(r['eval_return_sb3'])} "
-               f"({'equal or better' if r['return_ok'] else 'worse'})." for r in rows]
+    verdict = [
+        f"- {r['algo'].upper()} {r['env_id']}: speed {fmt(r['speed_ratio'], 2)}× SB3 by wall time, "
+        f"{fmt(r['cpu_speed_ratio'], 2)}× by CPU time ({'meets' if r['speed_ok'] else 'misses'} the 2× "
+        f"target); gradient steps/s {fmt(r['grad_speed_ratio'], 2)}× (CPU {fmt(r['cpu_grad_speed_ratio'], 2)}×); "
+        f"eval return {fmt(r['eval_return_ours'])} vs {fmt(r['eval_return_sb3'])} "
+        f"({'equal or better' if r['return_ok'] else 'worse'})."
+        for r in rows
+    ]
     peak = peak_load(m)
-    load_warning = (f"\n**This run shared the machine:** load average up to {peak:g} on {m['cores']} cores, so wall "
-                    "times include waiting for a core; compare implementations by the CPU-time ratio."
-                    if m.get("cores") and peak > m["cores"] else "")
+    load_warning = (
+        f"\n**This run shared the machine:** load average up to {peak:g} on {m['cores']} cores, so wall "
+        "times include waiting for a core; compare implementations by the CPU-time ratio."
+        if m.get("cores") and peak > m["cores"]
+        else ""
+    )
     if meta.get("pieces"):
-        command = ("the benchmark ran in pieces (each command under the 10-minute limit per command on this "
-                   "machine):\n\n" + "\n".join(f"- `{c.split('  (')[0]}` ({c.split('  (')[1]}" for c in meta["pieces"])
-                   + f"\n\nmerged into this report with `{meta['rerendered']}`")
+        command = (
+            "the benchmark ran in pieces (each command under the 10-minute limit per command on this "
+            "machine):\n\n"
+            + "\n".join(f"- `{c.split('  (')[0]}` ({c.split('  (')[1]}" for c in meta["pieces"])
+            + f"\n\nmerged into this report with `{meta['rerendered']}`"
+        )
     else:
-        command = f"`{meta['command']}`" + (f" (report re-rendered from its saved results with `{meta['rerendered']}`)"
-                                            if meta.get("rerendered") else "")
+        command = f"`{meta['command']}`" + (
+            f" (report re-rendered from its saved results with `{meta['rerendered']}`)"
+            if meta.get("rerendered")
+            else ""
+        )
     return f"""# Off-policy benchmark: our DQN / SAC / TD3 vs Stable-Baselines3
 
-Generated by `benchmarks/off_policy.py` on {meta['date']} ({meta['mode']}).
+Generated by `benchmarks/off_policy.py` on {meta["date"]} ({meta["mode"]}).
 
 **Command:** {command}
 
-**Machine:** {m['cpu']}, {m['cores']}-core CPU shared with other jobs (load average at start
-{m.get('loadavg_start')}, at end {m['loadavg']}{' (highest over the pieces)' if meta.get('pieces') else ''}); Python {m['python']}, torch {m['torch']} (CPU),
-Stable-Baselines3 {m['sb3']}, gymnasium {m['gymnasium']}. Both implementations run in the same process
-with `torch.set_num_threads({m['torch_threads']})` (our `torch_threads=1`; SB3 via `torch.set_num_threads(1)`),
+**Machine:** {m["cpu"]}, {m["cores"]}-core CPU shared with other jobs (load average at start
+{m.get("loadavg_start")}, at end {m["loadavg"]}{" (highest over the pieces)" if meta.get("pieces") else ""}); Python {m["python"]}, torch {m["torch"]} (CPU),
+Stable-Baselines3 {m["sb3"]}, gymnasium {m["gymnasium"]}. Both implementations run in the same process
+with `torch.set_num_threads({m["torch_threads"]})` (our `torch_threads=1`; SB3 via `torch.set_num_threads(1)`),
 on the CPU, one after the other, alternating which goes first, after an untimed warm-up of both. Timings on a
 shared 2-core machine are noisy: re-run on a quiet machine for publishable numbers (the CPU-time columns are
 less sensitive to load).{load_warning}
@@ -216,7 +351,7 @@ Target of the project: **equal or better return at ≥ 2× SB3's env-steps/s.**
 
 {chr(10).join(verdict)}
 
-- *eval return*: mean return of {meta.get('eval_episodes', 20)} episodes with the deterministic policy after
+- *eval return*: mean return of {meta.get("eval_episodes", 20)} episodes with the deterministic policy after
   training (greedy Q for DQN, the mean action for SAC and TD3), on fresh envs reset with the same seeds for
   both implementations.
 - *last-100 train*: mean undiscounted return of the last 100 training episodes (with exploration); a run of
@@ -250,7 +385,7 @@ Differences that remain at equal hyperparameters (none changes the algorithm):
   those gradients); ours detaches the critic's parameters there, which saves FLOPs and gives the same update.
 - *twin critics*: ours evaluates the K critics as one batched matmul per layer (`QEnsemble`); SB3 one MLP each.
 
-{"This run used shorter budgets than Zoo's where the env-steps column is below the zoo budget." if meta['mode'] != 'full' else ""}
+{"This run used shorter budgets than Zoo's where the env-steps column is below the zoo budget." if meta["mode"] != "full" else ""}
 
 Where our time goes (cProfile / torch.profiler of `learn`, and what would fix it): `benchmarks/README.md`,
 section *off_policy*; reproduce with `python -m benchmarks.off_policy --profile both`.
@@ -260,45 +395,94 @@ section *off_policy*; reproduce with `python -m benchmarks.off_policy --profile 
 
 
 # ---- MLflow ------------------------------------------------------------------------------------
-CHILD_METRICS = ("steps", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s", "gradient_steps", "grad_steps_per_s",
-                 "cpu_grad_steps_per_s", "eval_return", "eval_std", "train_return_last100", "episodes", "build_s",
-                 "eval_s")
+CHILD_METRICS = (
+    "steps",
+    "wall_s",
+    "cpu_s",
+    "steps_per_s",
+    "cpu_steps_per_s",
+    "gradient_steps",
+    "grad_steps_per_s",
+    "cpu_grad_steps_per_s",
+    "eval_return",
+    "eval_std",
+    "train_return_last100",
+    "episodes",
+    "build_s",
+    "eval_s",
+)
 
 
-def open_mlflow(args: argparse.Namespace, stamp: str, meta: Mapping[str, Any]
-                ) -> AbstractContextManager[BenchmarkMLflow | None]:
+def open_mlflow(
+    args: argparse.Namespace, stamp: str, meta: Mapping[str, Any]
+) -> AbstractContextManager[BenchmarkMLflow | None]:
     """The parent run of this invocation (``None`` with ``--no-mlflow``); its status is owned by the block."""
-    return benchmark_run(not args.no_mlflow, args.tracking_uri, EXPERIMENT, f"off_policy-{stamp}",
-                         {"command": meta.get("rerendered") or meta["command"], "mode": meta["mode"],
-                          "seeds": meta["seeds"], "eval_episodes": meta["eval_episodes"],
-                          "torch_threads": TORCH_THREADS, "pieces": " | ".join(meta.get("pieces", [])) or "-",
-                          **{f"machine.{k}": v for k, v in meta["machine"].items()}},
-                         tags={"benchmark": "off_policy"})
+    return benchmark_run(
+        not args.no_mlflow,
+        args.tracking_uri,
+        EXPERIMENT,
+        f"off_policy-{stamp}",
+        {
+            "command": meta.get("rerendered") or meta["command"],
+            "mode": meta["mode"],
+            "seeds": meta["seeds"],
+            "eval_episodes": meta["eval_episodes"],
+            "torch_threads": TORCH_THREADS,
+            "pieces": " | ".join(meta.get("pieces", [])) or "-",
+            **{f"machine.{k}": v for k, v in meta["machine"].items()},
+        },
+        tags={"benchmark": "off_policy"},
+    )
 
 
 def log_run(mlog: BenchmarkMLflow, hp: HParams, res: OffPolicyRunResult) -> None:
     """One child run: the implementation's config, the summary metrics and the training curve."""
     config = ours_config(hp, res.seed) if res.impl == "ours" else sb3_config_record(hp)
-    mlog.log_child(f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
-                   {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
-                   {"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
-                    "torch_threads": TORCH_THREADS, "config": config},
-                   {k: getattr(res, k) for k in CHILD_METRICS}, res.steps, {"train/episode_return": res.curve})
+    mlog.log_child(
+        f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
+        {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
+        {
+            "impl": res.impl,
+            "algo": hp.algo,
+            "env_id": hp.env_id,
+            "seed": res.seed,
+            "torch_threads": TORCH_THREADS,
+            "config": config,
+        },
+        {k: getattr(res, k) for k in CHILD_METRICS},
+        res.steps,
+        {"train/episode_return": res.curve},
+    )
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     algos = [hp.algo for hp in zoo_configs()]
-    p = argparse.ArgumentParser(prog="python -m benchmarks.off_policy", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="shorter budgets for SAC and TD3 (DQN 5e4 = Zoo's, SAC 1e4, TD3 1.5e4 env steps)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.off_policy",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter budgets for SAC and TD3 (DQN 5e4 = Zoo's, SAC 1e4, TD3 1.5e4 env steps)",
+    )
     p.add_argument("--algos", nargs="+", default=algos, choices=algos, help="a subset of the configurations")
     add_run_arguments(p, DEFAULT_DOC)
-    p.add_argument("--profile", choices=["ours", "sb3", "both"], default=None,
-                   help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)")
-    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS,
-                   help="train only these implementations (to split a long run into pieces merged with --results)")
+    p.add_argument(
+        "--profile",
+        choices=["ours", "sb3", "both"],
+        default=None,
+        help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)",
+    )
+    p.add_argument(
+        "--impls",
+        nargs="+",
+        default=list(IMPLS),
+        choices=IMPLS,
+        help="train only these implementations (to split a long run into pieces merged with --results)",
+    )
     p.add_argument("--mapping", action="store_true", help="print the hyperparameter mapping and exit")
     return parse_run_arguments(p, argv)
 
@@ -333,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     command = command_line("benchmarks.off_policy", argv)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.results:
         args.results = sorted(args.results, key=lambda f: json.loads(Path(f).read_text())["meta"].get("date", ""))
         results, meta = load_results(args.results, OffPolicyRunResult)
@@ -341,19 +525,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs = [hp for hp in zoo_configs() if (hp.algo, hp.env_id) in keys]
         metas = [json.loads(Path(f).read_text())["meta"] for f in args.results]
         machine = dict(meta["machine"])
-        machine["loadavg_start"] = max((m["machine"].get("loadavg_start", []) for m in metas), key=lambda x: max(x or [0]))
+        machine["loadavg_start"] = max(
+            (m["machine"].get("loadavg_start", []) for m in metas), key=lambda x: max(x or [0])
+        )
         machine["loadavg"] = max((m["machine"]["loadavg"] for m in metas), key=lambda x: max(x or [0]))
-        meta = {**meta, "machine": machine, "rerendered": command,
-                "pieces": [f"{m['command']}  ({m['date']})" for m in metas] if len(metas) > 1 else []}
+        meta = {
+            **meta,
+            "machine": machine,
+            "rerendered": command,
+            "pieces": [f"{m['command']}  ({m['date']})" for m in metas] if len(metas) > 1 else [],
+        }
     else:
         print_mapping(configs)
         print()
         machine = machine_note()
         machine["loadavg_start"] = machine["loadavg"]
-        meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": mode_note(args),
-                "seeds": args.seeds, "eval_episodes": args.eval_episodes, "impls": list(args.impls),
-                "machine": machine}
+        meta = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command,
+            "mode": mode_note(args),
+            "seeds": args.seeds,
+            "eval_episodes": args.eval_episodes,
+            "impls": list(args.impls),
+            "machine": machine,
+        }
         results = []
 
     # one parent run with every child, also for a benchmark run in pieces; FAILED/KILLED if the block ends early
@@ -371,7 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = "FAILED"
             warmed: set[str] = set()
             try:
-                with tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, desc="off-policy bench") as bar:
+                with tqdm(
+                    total=total, unit="step", unit_scale=True, dynamic_ncols=True, desc="off-policy bench"
+                ) as bar:
                     for seed, i, hp in plan:
                         if hp.key not in warmed:
                             bar.set_description(f"{hp.algo} {hp.env_id} warm-up")
@@ -383,10 +580,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
                             res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
                             results.append(res)
-                            bar.write(f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:7.0f} "
-                                      f"steps/s {res.grad_steps_per_s:6.0f} grad/s ({res.wall_s:6.1f}s wall, "
-                                      f"{res.cpu_s:6.1f}s cpu)  eval {res.eval_return:8.1f}  "
-                                      f"last-100 {res.train_return_last100:8.1f}")
+                            bar.write(
+                                f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:7.0f} "
+                                f"steps/s {res.grad_steps_per_s:6.0f} grad/s ({res.wall_s:6.1f}s wall, "
+                                f"{res.cpu_s:6.1f}s cpu)  eval {res.eval_return:8.1f}  "
+                                f"last-100 {res.train_return_last100:8.1f}"
+                            )
                             if mlog is not None:
                                 log_run(mlog, hp, res)
                 status = "FINISHED"
@@ -396,13 +595,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = summarize_runs(results, configs)
         print()
         print_table(rows)
-        files = write_outputs("off_policy", stamp, out_dir, rows, markdown_table(rows), jsonable(results, meta),
-                              None if args.no_doc else args.doc, lambda: report_markdown(rows, configs, meta),
-                              json_suffix="-merged" if args.results else "")
+        files = write_outputs(
+            "off_policy",
+            stamp,
+            out_dir,
+            rows,
+            markdown_table(rows),
+            jsonable(results, meta),
+            None if args.no_doc else args.doc,
+            lambda: report_markdown(rows, configs, meta),
+            json_suffix="-merged" if args.results else "",
+        )
         if mlog is not None:
-            mlog.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "grad_speed_ratio",
-                                          "cpu_grad_speed_ratio", "return_delta", "eval_return_ours",
-                                          "eval_return_sb3")), files)
+            mlog.close(
+                row_metrics(
+                    rows,
+                    (
+                        "speed_ratio",
+                        "cpu_speed_ratio",
+                        "grad_speed_ratio",
+                        "cpu_grad_speed_ratio",
+                        "return_delta",
+                        "eval_return_ours",
+                        "eval_return_sb3",
+                    ),
+                ),
+                files,
+            )
     return 0
 
 

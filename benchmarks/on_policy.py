@@ -25,18 +25,38 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import (IMPLS, REPO, RETURN_TOLERANCE, TORCH_THREADS, BenchmarkMLflow, ProgressFn, RunResult,
-                               add_run_arguments, benchmark_run, close_interrupted, command_line, evaluate_actions,
-                               load_results, machine_note, mode_note, ours_learn, parse_run_arguments, profile_learn,
-                               row_metrics, sb3_learn, write_outputs)
+from benchmarks.common import (
+    IMPLS,
+    REPO,
+    RETURN_TOLERANCE,
+    TORCH_THREADS,
+    BenchmarkMLflow,
+    ProgressFn,
+    RunResult,
+    add_run_arguments,
+    benchmark_run,
+    close_interrupted,
+    command_line,
+    evaluate_actions,
+    load_results,
+    machine_note,
+    mode_note,
+    ours_learn,
+    parse_run_arguments,
+    profile_learn,
+    row_metrics,
+    sb3_learn,
+    write_outputs,
+)
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
 from benchmarks.common import summarize as _summarize
@@ -54,10 +74,10 @@ class HParams:
     linearly to 0 over training (RL-Zoo's ``lin_<value>``).
     """
 
-    algo: str                      # "ppo" | "a2c"
+    algo: str  # "ppo" | "a2c"
     env_id: str
-    n_timesteps: int               # RL-Zoo's budget
-    quick_timesteps: int           # the --quick budget
+    n_timesteps: int  # RL-Zoo's budget
+    quick_timesteps: int  # the --quick budget
     n_envs: int
     n_steps: int
     gamma: float
@@ -94,36 +114,119 @@ def zoo_configs() -> list[HParams]:
     Zoo's ``normalize: true`` is ``VecNormalize(norm_obs=True, norm_reward=True, gamma=gamma)``.
     """
     return [
-        HParams("ppo", "CartPole-v1", 100_000, 100_000, n_envs=8, n_steps=32, batch_size=256, n_epochs=20,
-                gae_lambda=0.8, gamma=0.98, learning_rate=1e-3, lr_schedule="linear", clip_range=0.2,
-                clip_schedule="linear", ent_coef=0.0, zoo_note="zoo 'Tuned'"),
-        HParams("a2c", "CartPole-v1", 500_000, 200_000, n_envs=8, n_steps=5, gamma=0.99, gae_lambda=1.0,
-                learning_rate=7e-4, ent_coef=0.0, normalize_advantage=False, zoo_note="zoo; SB3 A2C defaults"),
-        HParams("ppo", "Acrobot-v1", 1_000_000, 200_000, n_envs=16, n_steps=256, batch_size=64, n_epochs=4,
-                gae_lambda=0.94, gamma=0.99, learning_rate=3e-4, ent_coef=0.0, normalize_obs=True,
-                normalize_reward=True, zoo_note="zoo normalize: true"),
-        HParams("a2c", "Acrobot-v1", 500_000, 200_000, n_envs=16, n_steps=5, gamma=0.99, gae_lambda=1.0,
-                learning_rate=7e-4, ent_coef=0.0, normalize_obs=True, normalize_reward=True,
-                normalize_advantage=False, zoo_note="zoo normalize: true; SB3 A2C defaults"),
-        HParams("ppo", "Pendulum-v1", 100_000, 100_000, n_envs=4, n_steps=1024, batch_size=64, n_epochs=10,
-                gae_lambda=0.95, gamma=0.9, learning_rate=1e-3, clip_range=0.2, ent_coef=0.0,
-                normalize_obs=True, normalize_reward=True,
-                zoo_note="zoo 'Tuned' with use_sde=False (zoo: True) and normalization added on both sides"),
+        HParams(
+            "ppo",
+            "CartPole-v1",
+            100_000,
+            100_000,
+            n_envs=8,
+            n_steps=32,
+            batch_size=256,
+            n_epochs=20,
+            gae_lambda=0.8,
+            gamma=0.98,
+            learning_rate=1e-3,
+            lr_schedule="linear",
+            clip_range=0.2,
+            clip_schedule="linear",
+            ent_coef=0.0,
+            zoo_note="zoo 'Tuned'",
+        ),
+        HParams(
+            "a2c",
+            "CartPole-v1",
+            500_000,
+            200_000,
+            n_envs=8,
+            n_steps=5,
+            gamma=0.99,
+            gae_lambda=1.0,
+            learning_rate=7e-4,
+            ent_coef=0.0,
+            normalize_advantage=False,
+            zoo_note="zoo; SB3 A2C defaults",
+        ),
+        HParams(
+            "ppo",
+            "Acrobot-v1",
+            1_000_000,
+            200_000,
+            n_envs=16,
+            n_steps=256,
+            batch_size=64,
+            n_epochs=4,
+            gae_lambda=0.94,
+            gamma=0.99,
+            learning_rate=3e-4,
+            ent_coef=0.0,
+            normalize_obs=True,
+            normalize_reward=True,
+            zoo_note="zoo normalize: true",
+        ),
+        HParams(
+            "a2c",
+            "Acrobot-v1",
+            500_000,
+            200_000,
+            n_envs=16,
+            n_steps=5,
+            gamma=0.99,
+            gae_lambda=1.0,
+            learning_rate=7e-4,
+            ent_coef=0.0,
+            normalize_obs=True,
+            normalize_reward=True,
+            normalize_advantage=False,
+            zoo_note="zoo normalize: true; SB3 A2C defaults",
+        ),
+        HParams(
+            "ppo",
+            "Pendulum-v1",
+            100_000,
+            100_000,
+            n_envs=4,
+            n_steps=1024,
+            batch_size=64,
+            n_epochs=10,
+            gae_lambda=0.95,
+            gamma=0.9,
+            learning_rate=1e-3,
+            clip_range=0.2,
+            ent_coef=0.0,
+            normalize_obs=True,
+            normalize_reward=True,
+            zoo_note="zoo 'Tuned' with use_sde=False (zoo: True) and normalization added on both sides",
+        ),
     ]
 
 
 def ours_config(hp: HParams, seed: int) -> dict[str, Any]:
     """The same configuration as our PPOConfig / A2CConfig fields."""
     cfg: dict[str, Any] = dict(
-        seed=seed, gamma=hp.gamma, hidden_sizes=hp.hidden_sizes, activation=hp.activation, device="cpu",
-        torch_threads=TORCH_THREADS, n_envs=hp.n_envs, n_steps=hp.n_steps, lr=hp.learning_rate,
-        lr_schedule=hp.lr_schedule, max_grad_norm=hp.max_grad_norm, advantage="gae", gae_lambda=hp.gae_lambda,
-        normalize_advantage=hp.normalize_advantage, normalize_obs=hp.normalize_obs,
-        normalize_reward=hp.normalize_reward, vf_coef=hp.vf_coef, ent_coef=hp.ent_coef, log_std_init=0.0,
+        seed=seed,
+        gamma=hp.gamma,
+        hidden_sizes=hp.hidden_sizes,
+        activation=hp.activation,
+        device="cpu",
+        torch_threads=TORCH_THREADS,
+        n_envs=hp.n_envs,
+        n_steps=hp.n_steps,
+        lr=hp.learning_rate,
+        lr_schedule=hp.lr_schedule,
+        max_grad_norm=hp.max_grad_norm,
+        advantage="gae",
+        gae_lambda=hp.gae_lambda,
+        normalize_advantage=hp.normalize_advantage,
+        normalize_obs=hp.normalize_obs,
+        normalize_reward=hp.normalize_reward,
+        vf_coef=hp.vf_coef,
+        ent_coef=hp.ent_coef,
+        log_std_init=0.0,
     )
     if hp.algo == "ppo":
-        cfg.update(batch_size=hp.batch_size, n_epochs=hp.n_epochs, clip_range=hp.clip_range,
-                   clip_schedule=hp.clip_schedule)
+        cfg.update(
+            batch_size=hp.batch_size, n_epochs=hp.n_epochs, clip_range=hp.clip_range, clip_schedule=hp.clip_schedule
+        )
     else:
         cfg.update(optimizer="rmsprop", rms_alpha=hp.rms_alpha, rms_eps=hp.rms_eps, n_step=hp.n_steps)
     return cfg
@@ -137,12 +240,21 @@ def _schedule(value: float, kind: str) -> float | Callable[[float], float]:
 def sb3_kwargs(hp: HParams) -> dict[str, Any]:
     """SB3 constructor arguments (schedules as callables, as RL-Zoo passes them)."""
     kw: dict[str, Any] = dict(
-        learning_rate=_schedule(hp.learning_rate, hp.lr_schedule), n_steps=hp.n_steps, gamma=hp.gamma,
-        gae_lambda=hp.gae_lambda, ent_coef=hp.ent_coef, vf_coef=hp.vf_coef, max_grad_norm=hp.max_grad_norm,
-        normalize_advantage=hp.normalize_advantage, use_sde=False,
-        policy_kwargs=dict(net_arch=dict(pi=list(hp.hidden_sizes), vf=list(hp.hidden_sizes)),
-                           activation_fn=torch.nn.Tanh if hp.activation == "tanh" else torch.nn.ReLU,
-                           ortho_init=True, log_std_init=0.0),
+        learning_rate=_schedule(hp.learning_rate, hp.lr_schedule),
+        n_steps=hp.n_steps,
+        gamma=hp.gamma,
+        gae_lambda=hp.gae_lambda,
+        ent_coef=hp.ent_coef,
+        vf_coef=hp.vf_coef,
+        max_grad_norm=hp.max_grad_norm,
+        normalize_advantage=hp.normalize_advantage,
+        use_sde=False,
+        policy_kwargs=dict(
+            net_arch=dict(pi=list(hp.hidden_sizes), vf=list(hp.hidden_sizes)),
+            activation_fn=torch.nn.Tanh if hp.activation == "tanh" else torch.nn.ReLU,
+            ortho_init=True,
+            log_std_init=0.0,
+        ),
     )
     if hp.algo == "ppo":
         kw.update(batch_size=hp.batch_size, n_epochs=hp.n_epochs, clip_range=_schedule(hp.clip_range, hp.clip_schedule))
@@ -152,7 +264,9 @@ def sb3_kwargs(hp: HParams) -> dict[str, Any]:
 
 
 # ---- one training run --------------------------------------------------------------------------
-def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
+def _train_ours(
+    hp: HParams, steps: int, seed: int, progress: ProgressFn
+) -> tuple[Any, Callable, float, float, float, list]:
     from core_rl.actor_critic.actor_critic import A2C
     from core_rl.trust_region.ppo import PPO
 
@@ -163,7 +277,9 @@ def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tup
     return info, act, build_s, wall, cpu, curve
 
 
-def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tuple[Any, Callable, float, float, float, list]:
+def _train_sb3(
+    hp: HParams, steps: int, seed: int, progress: ProgressFn
+) -> tuple[Any, Callable, float, float, float, list]:
     from stable_baselines3 import A2C as SB3A2C
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -189,18 +305,32 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> tupl
     return (model.num_timesteps, train_ret, episodes), act, build_s, wall, cpu, curve
 
 
-def run_one(hp: HParams, impl: str, steps: int, seed: int, eval_episodes: int,
-            progress: ProgressFn = lambda n: None) -> RunResult:
+def run_one(
+    hp: HParams, impl: str, steps: int, seed: int, eval_episodes: int, progress: ProgressFn = lambda n: None
+) -> RunResult:
     train = _train_ours if impl == "ours" else _train_sb3
     (done, train_ret, episodes), act, build_s, wall, cpu, curve = train(hp, steps, seed, progress)
     t_eval = time.perf_counter()
     returns = evaluate_actions(act, hp.env_id, eval_episodes, seed=100_000 + 1_000 * seed)
     eval_s = time.perf_counter() - t_eval
-    return RunResult(algo=hp.algo, env_id=hp.env_id, impl=impl, seed=seed, steps=int(done), wall_s=wall, cpu_s=cpu,
-                     steps_per_s=done / wall, cpu_steps_per_s=done / max(cpu, 1e-9),
-                     eval_return=float(np.mean(returns)), eval_std=float(np.std(returns)),
-                     train_return_last100=float(train_ret), episodes=int(episodes), build_s=build_s,
-                     eval_s=eval_s, curve=curve[:: max(1, len(curve) // 300)])
+    return RunResult(
+        algo=hp.algo,
+        env_id=hp.env_id,
+        impl=impl,
+        seed=seed,
+        steps=int(done),
+        wall_s=wall,
+        cpu_s=cpu,
+        steps_per_s=done / wall,
+        cpu_steps_per_s=done / max(cpu, 1e-9),
+        eval_return=float(np.mean(returns)),
+        eval_std=float(np.std(returns)),
+        train_return_last100=float(train_ret),
+        episodes=int(episodes),
+        build_s=build_s,
+        eval_s=eval_s,
+        curve=curve[:: max(1, len(curve) // 300)],
+    )
 
 
 def warm_up(hp: HParams) -> None:
@@ -216,20 +346,39 @@ def summarize(results: Sequence[RunResult], configs: Sequence[HParams]) -> list[
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = ("| algo | env | steps | seeds | eval return ours | eval return SB3 | Δ (ours−SB3) | last-100 train ours"
-            " | last-100 train SB3 | wall s ours | wall s SB3 | steps/s ours | steps/s SB3 | speed ours/SB3"
-            " | CPU-time speed ours/SB3 | return ≥ SB3 | ≥ 2× speed |")
+    head = (
+        "| algo | env | steps | seeds | eval return ours | eval return SB3 | Δ (ours−SB3) | last-100 train ours"
+        " | last-100 train SB3 | wall s ours | wall s SB3 | steps/s ours | steps/s SB3 | speed ours/SB3"
+        " | CPU-time speed ours/SB3 | return ≥ SB3 | ≥ 2× speed |"
+    )
     sep = "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"
     lines = [head, sep]
     for r in rows:
-        lines.append("| " + " | ".join([
-            r["algo"].upper(), r["env_id"], f"{r['steps']:,}", str(r["seeds"]),
-            _f(r["eval_return_ours"]), _f(r["eval_return_sb3"]), _f(r["return_delta"]),
-            _f(r["train_return_last100_ours"]), _f(r["train_return_last100_sb3"]),
-            _f(r["wall_s_ours"]), _f(r["wall_s_sb3"]), _f(r["steps_per_s_ours"], 0), _f(r["steps_per_s_sb3"], 0),
-            _f(r["speed_ratio"], 2) + "×", _f(r["cpu_speed_ratio"], 2) + "×",
-            "yes" if r["return_ok"] else "**no**", "yes" if r["speed_ok"] else "**no**",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["algo"].upper(),
+                    r["env_id"],
+                    f"{r['steps']:,}",
+                    str(r["seeds"]),
+                    _f(r["eval_return_ours"]),
+                    _f(r["eval_return_sb3"]),
+                    _f(r["return_delta"]),
+                    _f(r["train_return_last100_ours"]),
+                    _f(r["train_return_last100_sb3"]),
+                    _f(r["wall_s_ours"]),
+                    _f(r["wall_s_sb3"]),
+                    _f(r["steps_per_s_ours"], 0),
+                    _f(r["steps_per_s_sb3"], 0),
+                    _f(r["speed_ratio"], 2) + "×",
+                    _f(r["cpu_speed_ratio"], 2) + "×",
+                    "yes" if r["return_ok"] else "**no**",
+                    "yes" if r["speed_ok"] else "**no**",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -243,14 +392,23 @@ def hparams_markdown(configs: Sequence[HParams], steps_of: dict[str, int]) -> st
         sb3_show["learning_rate"] = f"lin_{hp.learning_rate:g}" if hp.lr_schedule == "linear" else hp.learning_rate
         if "clip_range" in sb3_show:
             sb3_show["clip_range"] = f"lin_{hp.clip_range:g}" if hp.clip_schedule == "linear" else hp.clip_range
-        sb3_show.update(n_envs=hp.n_envs, normalize=f"VecNormalize(norm_obs={hp.normalize_obs}, "
-                        f"norm_reward={hp.normalize_reward}, gamma={hp.gamma})" if hp.normalize_obs or hp.normalize_reward
-                        else False, net_arch="pi=[64,64], vf=[64,64], Tanh, ortho_init")
+        sb3_show.update(
+            n_envs=hp.n_envs,
+            normalize=f"VecNormalize(norm_obs={hp.normalize_obs}, norm_reward={hp.normalize_reward}, gamma={hp.gamma})"
+            if hp.normalize_obs or hp.normalize_reward
+            else False,
+            net_arch="pi=[64,64], vf=[64,64], Tanh, ortho_init",
+        )
         ours = ours_config(hp, 0)
         ours.pop("seed")
-        lines.append(f"| {hp.algo.upper()} {hp.env_id} ({steps_of[hp.key]:,} steps; zoo budget {hp.n_timesteps:,}; "
-                     f"{hp.zoo_note}) | " + ", ".join(f"{k}={v}" for k, v in sb3_show.items()) + " | "
-                     + ", ".join(f"{k}={v}" for k, v in ours.items()) + " |")
+        lines.append(
+            f"| {hp.algo.upper()} {hp.env_id} ({steps_of[hp.key]:,} steps; zoo budget {hp.n_timesteps:,}; "
+            f"{hp.zoo_note}) | "
+            + ", ".join(f"{k}={v}" for k, v in sb3_show.items())
+            + " | "
+            + ", ".join(f"{k}={v}" for k, v in ours.items())
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -259,25 +417,30 @@ def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], 
     m = meta["machine"]
     verdict = []
     for r in rows:
-        verdict.append(f"- {r['algo'].upper()} {r['env_id']}: speed {_f(r['speed_ratio'], 2)}× SB3 by wall time, "
-                       f"{_f(r['cpu_speed_ratio'], 2)}× by CPU time "
-                       f"({'meets' if r['speed_ok'] else 'misses'} the 2× target), eval return "
-                       f"{_f(r['eval_return_ours'])} vs {_f(r['eval_return_sb3'])} "
-                       f"({'equal or better' if r['return_ok'] else 'worse'}).")
+        verdict.append(
+            f"- {r['algo'].upper()} {r['env_id']}: speed {_f(r['speed_ratio'], 2)}× SB3 by wall time, "
+            f"{_f(r['cpu_speed_ratio'], 2)}× by CPU time "
+            f"({'meets' if r['speed_ok'] else 'misses'} the 2× target), eval return "
+            f"{_f(r['eval_return_ours'])} vs {_f(r['eval_return_sb3'])} "
+            f"({'equal or better' if r['return_ok'] else 'worse'})."
+        )
     peak = max([*m.get("loadavg_start", []), *m.get("loadavg", [])] or [0.0])
-    load_warning = (f"\n**This run shared the machine:** load average up to {peak:g} on {m['cores']} cores, so wall "
-                    "times include waiting for a core; compare implementations by the CPU-time ratio."
-                    if m.get("cores") and peak > m["cores"] else "")
+    load_warning = (
+        f"\n**This run shared the machine:** load average up to {peak:g} on {m['cores']} cores, so wall "
+        "times include waiting for a core; compare implementations by the CPU-time ratio."
+        if m.get("cores") and peak > m["cores"]
+        else ""
+    )
     return f"""# On-policy benchmark: our PPO / A2C vs Stable-Baselines3
 
-Generated by `benchmarks/on_policy.py` on {meta['date']} ({meta['mode']}).
+Generated by `benchmarks/on_policy.py` on {meta["date"]} ({meta["mode"]}).
 
-**Command:** `{meta['command']}`{f" (report re-rendered from its saved results with `{meta['rerendered']}`)" if meta.get('rerendered') else ""}
+**Command:** `{meta["command"]}`{f" (report re-rendered from its saved results with `{meta['rerendered']}`)" if meta.get("rerendered") else ""}
 
-**Machine:** {m['cpu']}, {m['cores']}-core CPU shared with other jobs (load average at start
-{m['loadavg_start']}, at end {m['loadavg']}); Python {m['python']}, torch {m['torch']} (CPU),
-Stable-Baselines3 {m['sb3']}, gymnasium {m['gymnasium']}. Both implementations run in the same process
-with `torch.set_num_threads({m['torch_threads']})` (our `torch_threads=1`; SB3 via `torch.set_num_threads(1)`),
+**Machine:** {m["cpu"]}, {m["cores"]}-core CPU shared with other jobs (load average at start
+{m["loadavg_start"]}, at end {m["loadavg"]}); Python {m["python"]}, torch {m["torch"]} (CPU),
+Stable-Baselines3 {m["sb3"]}, gymnasium {m["gymnasium"]}. Both implementations run in the same process
+with `torch.set_num_threads({m["torch_threads"]})` (our `torch_threads=1`; SB3 via `torch.set_num_threads(1)`),
 on the CPU, one after the other, alternating which goes first. Timings on a shared 2-core machine are
 noisy: re-run on a quiet machine for publishable numbers (the CPU-time column is less sensitive to load).{load_warning}
 
@@ -308,22 +471,47 @@ max_grad_norm 0.5; A2C: n_steps 5, lr 7e-4, gamma 0.99, gae_lambda 1.0, RMSprop(
 normalize_advantage False). Zoo's `normalize: true` is SB3's `VecNormalize` on observations *and*
 rewards with the algorithm's γ; ours is `normalize_obs` + `normalize_reward`. PPO Pendulum uses
 `use_sde=False` on both sides (Zoo tunes it with gSDE) and adds normalization on both sides.
-{"This run used shorter budgets than Zoo's where the steps column is below the zoo budget above." if meta['mode'] != 'full' else ""}
+{"This run used shorter budgets than Zoo's where the steps column is below the zoo budget above." if meta["mode"] != "full" else ""}
 
 ![bar plot](on_policy.png)
 """
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
-    cols = [("algo", 4), ("env", 12), ("steps", 9), ("ret ours", 9), ("ret SB3", 9), ("Δret", 8), ("train ours", 10),
-            ("train SB3", 9), ("wall ours", 9), ("wall SB3", 9), ("sps ours", 9), ("sps SB3", 9), ("speed", 7),
-            ("cpu-spd", 7)]
+    cols = [
+        ("algo", 4),
+        ("env", 12),
+        ("steps", 9),
+        ("ret ours", 9),
+        ("ret SB3", 9),
+        ("Δret", 8),
+        ("train ours", 10),
+        ("train SB3", 9),
+        ("wall ours", 9),
+        ("wall SB3", 9),
+        ("sps ours", 9),
+        ("sps SB3", 9),
+        ("speed", 7),
+        ("cpu-spd", 7),
+    ]
     print(" ".join(f"{c:>{w}}" for c, w in cols))
     for r in rows:
-        vals = [r["algo"], r["env_id"], f"{r['steps']}", _f(r["eval_return_ours"]), _f(r["eval_return_sb3"]),
-                _f(r["return_delta"]), _f(r["train_return_last100_ours"]), _f(r["train_return_last100_sb3"]),
-                _f(r["wall_s_ours"]), _f(r["wall_s_sb3"]), _f(r["steps_per_s_ours"], 0), _f(r["steps_per_s_sb3"], 0),
-                _f(r["speed_ratio"], 2) + "x", _f(r["cpu_speed_ratio"], 2) + "x"]
+        vals = [
+            r["algo"],
+            r["env_id"],
+            f"{r['steps']}",
+            _f(r["eval_return_ours"]),
+            _f(r["eval_return_sb3"]),
+            _f(r["return_delta"]),
+            _f(r["train_return_last100_ours"]),
+            _f(r["train_return_last100_sb3"]),
+            _f(r["wall_s_ours"]),
+            _f(r["wall_s_sb3"]),
+            _f(r["steps_per_s_ours"], 0),
+            _f(r["steps_per_s_sb3"], 0),
+            _f(r["speed_ratio"], 2) + "x",
+            _f(r["cpu_speed_ratio"], 2) + "x",
+        ]
         print(" ".join(f"{v:>{w}}" for v, (_, w) in zip(vals, cols)))
 
 
@@ -332,23 +520,51 @@ class MLflowLog(BenchmarkMLflow):
     """A parent run for the benchmark and one child per (algo, env, impl, seed)."""
 
     def child(self, hp: HParams, res: RunResult, config: dict[str, Any]) -> None:
-        summary = {k: getattr(res, k) for k in ("steps", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s",
-                                                "eval_return", "eval_std", "train_return_last100", "episodes",
-                                                "build_s", "eval_s")}
-        self.log_child(f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
-                       {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
-                       {"impl": res.impl, "algo": hp.algo, "env_id": hp.env_id, "seed": res.seed,
-                        "torch_threads": TORCH_THREADS, "config": config}, summary, res.steps,
-                       {"train/episode_return": res.curve})
+        summary = {
+            k: getattr(res, k)
+            for k in (
+                "steps",
+                "wall_s",
+                "cpu_s",
+                "steps_per_s",
+                "cpu_steps_per_s",
+                "eval_return",
+                "eval_std",
+                "train_return_last100",
+                "episodes",
+                "build_s",
+                "eval_s",
+            )
+        }
+        self.log_child(
+            f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
+            {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
+            {
+                "impl": res.impl,
+                "algo": hp.algo,
+                "env_id": hp.env_id,
+                "seed": res.seed,
+                "torch_threads": TORCH_THREADS,
+                "config": config,
+            },
+            summary,
+            res.steps,
+            {"train/episode_return": res.curve},
+        )
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
-        self.close(row_metrics(rows, ("speed_ratio", "cpu_speed_ratio", "return_delta", "eval_return_ours",
-                                      "eval_return_sb3")), files)
+        self.close(
+            row_metrics(
+                rows, ("speed_ratio", "cpu_speed_ratio", "return_delta", "eval_return_ours", "eval_return_sb3")
+            ),
+            files,
+        )
 
 
 # ---- profiling ---------------------------------------------------------------------------------
-def profile_runs(configs: Sequence[HParams], steps_of: Callable[[HParams], int], impls: Sequence[str],
-                 out_dir: Path, top: int = 30) -> None:
+def profile_runs(
+    configs: Sequence[HParams], steps_of: Callable[[HParams], int], impls: Sequence[str], out_dir: Path, top: int = 30
+) -> None:
     """cProfile ``learn`` of each implementation; prints the top functions by own time and cumulative."""
     for hp in configs:
         for impl in impls:
@@ -364,16 +580,26 @@ def profile_runs(configs: Sequence[HParams], steps_of: Callable[[HParams], int],
 # ---- CLI ---------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     envs = sorted({hp.env_id for hp in zoo_configs()})
-    p = argparse.ArgumentParser(prog="python -m benchmarks.on_policy", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="shorter budgets (1e5-2e5 steps per config): one seed takes ~4 min of CPU "
-                        "(~11 min wall on 2 heavily shared cores)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.on_policy",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter budgets (1e5-2e5 steps per config): one seed takes ~4 min of CPU "
+        "(~11 min wall on 2 heavily shared cores)",
+    )
     p.add_argument("--envs", nargs="+", default=envs, choices=envs, metavar="ENV", help=f"subset of {envs}")
     p.add_argument("--algos", nargs="+", default=["ppo", "a2c"], choices=["ppo", "a2c"])
     add_run_arguments(p, DEFAULT_DOC)
-    p.add_argument("--profile", choices=["ours", "sb3", "both"], default=None,
-                   help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)")
+    p.add_argument(
+        "--profile",
+        choices=["ours", "sb3", "both"],
+        default=None,
+        help="cProfile learn() of the chosen implementation(s) instead of benchmarking (seed 0)",
+    )
     return parse_run_arguments(p, argv)
 
 
@@ -382,7 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(TORCH_THREADS)
     configs = [hp for hp in zoo_configs() if hp.env_id in args.envs and hp.algo in args.algos]
     if not configs:
-        print("no configuration matches --envs/--algos (A2C on Pendulum is not part of this benchmark)", file=sys.stderr)
+        print(
+            "no configuration matches --envs/--algos (A2C on Pendulum is not part of this benchmark)", file=sys.stderr
+        )
         return 2
 
     def steps_of(hp: HParams) -> int:
@@ -398,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     command = command_line("benchmarks.on_policy", argv)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.results:
         results, meta = load_results(args.results)
         keys = {(r.algo, r.env_id) for r in results}
@@ -407,17 +635,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         machine = machine_note()
         machine["loadavg_start"] = machine["loadavg"]
-        meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": mode_note(args),
-                "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine}
+        meta = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command,
+            "mode": mode_note(args),
+            "seeds": args.seeds,
+            "eval_episodes": args.eval_episodes,
+            "machine": machine,
+        }
         results = []
 
     # a parent run for a training invocation (none when re-rendering); FAILED/KILLED if the block ends early
-    with benchmark_run(not args.no_mlflow and not args.results, args.tracking_uri, EXPERIMENT, f"on_policy-{stamp}",
-                       {"command": command, "mode": meta.get("mode"), "seeds": args.seeds,
-                        "eval_episodes": args.eval_episodes, "torch_threads": TORCH_THREADS,
-                        **{f"machine.{k}": v for k, v in meta.get("machine", {}).items()}},
-                       tags={"benchmark": "on_policy"}, cls=MLflowLog) as mlog:
+    with benchmark_run(
+        not args.no_mlflow and not args.results,
+        args.tracking_uri,
+        EXPERIMENT,
+        f"on_policy-{stamp}",
+        {
+            "command": command,
+            "mode": meta.get("mode"),
+            "seeds": args.seeds,
+            "eval_episodes": args.eval_episodes,
+            "torch_threads": TORCH_THREADS,
+            **{f"machine.{k}": v for k, v in meta.get("machine", {}).items()},
+        },
+        tags={"benchmark": "on_policy"},
+        cls=MLflowLog,
+    ) as mlog:
         if not args.results:
             from tqdm.auto import tqdm
 
@@ -434,15 +678,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                             bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
                             res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
                             results.append(res)
-                            bar.write(f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:8.0f} "
-                                      f"steps/s ({res.wall_s:6.1f}s wall, {res.cpu_s:6.1f}s cpu)  eval "
-                                      f"{res.eval_return:8.1f}  last-100 {res.train_return_last100:8.1f}")
+                            bar.write(
+                                f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:8.0f} "
+                                f"steps/s ({res.wall_s:6.1f}s wall, {res.cpu_s:6.1f}s cpu)  eval "
+                                f"{res.eval_return:8.1f}  last-100 {res.train_return_last100:8.1f}"
+                            )
                             if mlog is not None:
-                                mlog.child(hp, res, ours_config(hp, seed) if impl == "ours" else
-                                           {**{k: (str(v) if callable(v) else v) for k, v in sb3_kwargs(hp).items()
-                                               if k != "policy_kwargs"}, "n_envs": hp.n_envs,
-                                            "normalize_obs": hp.normalize_obs, "normalize_reward": hp.normalize_reward,
-                                            "policy": "MlpPolicy pi=[64,64] vf=[64,64] Tanh"})
+                                mlog.child(
+                                    hp,
+                                    res,
+                                    ours_config(hp, seed)
+                                    if impl == "ours"
+                                    else {
+                                        **{
+                                            k: (str(v) if callable(v) else v)
+                                            for k, v in sb3_kwargs(hp).items()
+                                            if k != "policy_kwargs"
+                                        },
+                                        "n_envs": hp.n_envs,
+                                        "normalize_obs": hp.normalize_obs,
+                                        "normalize_reward": hp.normalize_reward,
+                                        "policy": "MlpPolicy pi=[64,64] vf=[64,64] Tanh",
+                                    },
+                                )
                 status = "FINISHED"
             finally:
                 close_interrupted("on_policy", stamp, out_dir, results, meta, status)
@@ -450,9 +708,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = summarize(results, configs)
         print()
         print_table(rows)
-        files = write_outputs("on_policy", stamp, out_dir, rows, markdown_table(rows),
-                              None if args.results else _jsonable(results, meta), None if args.no_doc else args.doc,
-                              lambda: report_markdown(rows, configs, meta))
+        files = write_outputs(
+            "on_policy",
+            stamp,
+            out_dir,
+            rows,
+            markdown_table(rows),
+            None if args.results else _jsonable(results, meta),
+            None if args.no_doc else args.doc,
+            lambda: report_markdown(rows, configs, meta),
+        )
         if mlog is not None:
             mlog.finish(rows, files)
     return 0

@@ -31,12 +31,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 NAMES = ("ips", "snips", "dm", "dr", "sndr", "switch_dr", "dros")
-LABELS = {"ips": "IPS (OBP: IPW)", "snips": "SNIPS (SNIPW)", "dm": "DM", "dr": "DR", "sndr": "SNDR",
-          "switch_dr": "Switch-DR", "dros": "DRos"}
+LABELS = {
+    "ips": "IPS (OBP: IPW)",
+    "snips": "SNIPS (SNIPW)",
+    "dm": "DM",
+    "dr": "DR",
+    "sndr": "SNDR",
+    "switch_dr": "Switch-DR",
+    "dros": "DRos",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,8 +52,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed-rounds", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--learn", nargs="*", default=["topk_reinforce", "bc"],
-                        help="off-policy learners trained on the Random logs (none: skip)")
+    parser.add_argument(
+        "--learn",
+        nargs="*",
+        default=["topk_reinforce", "bc"],
+        help="off-policy learners trained on the Random logs (none: skip)",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the benchmarks' one)")
     parser.add_argument("--out", default="docs/benchmarks")
@@ -66,22 +76,33 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ours: protocol in {t_ours:.1f} s, ground truth {ours.ground_truth}", flush=True)
 
     t0 = time.perf_counter()
-    theirs = obd.run_obp(inputs=inputs, protocol={"root": str(root), "campaign": "all", "n_sim": args.n_sim,
-                                                  "seed": args.seed})
+    theirs = obd.run_obp(
+        inputs=inputs, protocol={"root": str(root), "campaign": "all", "n_sim": args.n_sim, "seed": args.seed}
+    )
     t_obp = time.perf_counter() - t0
     same = theirs["values"]
     diffs = {k: abs(ours.estimates[k].value - same[k]) for k in NAMES}
     obp_proto = theirs["protocol"]
-    print(f"OBP: protocol + equality run in {t_obp:.1f} s; max |ours − OBP| on the same inputs "
-          f"{max(diffs.values()):.2e}", flush=True)
+    print(
+        f"OBP: protocol + equality run in {t_obp:.1f} s; max |ours − OBP| on the same inputs {max(diffs.values()):.2e}",
+        flush=True,
+    )
 
     n, c, k = args.speed_rounds, 10, 3
     syn = obd.synthetic_rounds(n, c, k, seed=args.seed)
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        vals = bandit_estimates(syn["reward"], syn["action"], syn["position"], syn["pscore"], syn["action_dist"],
-                                syn["q_hat"], lambdas=lam, n_bootstrap=0)
+        vals = bandit_estimates(
+            syn["reward"],
+            syn["action"],
+            syn["position"],
+            syn["pscore"],
+            syn["action_dist"],
+            syn["q_hat"],
+            lambdas=lam,
+            n_bootstrap=0,
+        )
         times.append(time.perf_counter() - t0)
     our_speed = min(times)
     del syn
@@ -112,8 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for kk in NAMES:
         e = ours.estimates[kk]
-        lines.append(f"| {LABELS[kk]} | {e.value:.5f} [{e.lower:.5f}, {e.upper:.5f}] | {rel[kk]:.3f} | "
-                     f"{obp_proto['values'][kk]:.5f} | {obp_rel[kk]:.3f} | {same[kk]:.5f} | {diffs[kk]:.1e} |")
+        lines.append(
+            f"| {LABELS[kk]} | {e.value:.5f} [{e.lower:.5f}, {e.upper:.5f}] | {rel[kk]:.3f} | "
+            f"{obp_proto['values'][kk]:.5f} | {obp_rel[kk]:.3f} | {same[kk]:.5f} | {diffs[kk]:.1e} |"
+        )
     lines += [
         "",
         "OBP's own pipeline differs from ours only in its inputs: its BTS simulation (Python loop, its own random",
@@ -140,8 +163,15 @@ def main(argv: list[str] | None = None) -> None:
         uri = benchmark_tracking_uri(args.tracking_uri)
         with tempfile.TemporaryDirectory(prefix="obd-learn-") as work:
             for algo in args.learn:
-                res = obd.learn_from_random(algo, config={"epochs": args.epochs}, workdir=work, tracking_uri=uri,
-                                            n_bootstrap=args.bootstrap, n_sim=args.n_sim, seed=args.seed)
+                res = obd.learn_from_random(
+                    algo,
+                    config={"epochs": args.epochs},
+                    workdir=work,
+                    tracking_uri=uri,
+                    n_bootstrap=args.bootstrap,
+                    n_sim=args.n_sim,
+                    seed=args.seed,
+                )
                 learned[algo] = res
                 print(f"learned {algo}: DR {res['learned']['dr']}", flush=True)
         first = learned[args.learn[0]]
@@ -165,8 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         for algo, res in learned.items():
             for est in ("dr", "ips", "snips"):
                 e = res["learned"][est]
-                lines.append(f"| {algo} (learned), {est.upper()} on held-out rounds | {e['value']:.4f} | "
-                             f"[{e['lower']:.4f}, {e['upper']:.4f}] |")
+                lines.append(
+                    f"| {algo} (learned), {est.upper()} on held-out rounds | {e['value']:.4f} | "
+                    f"[{e['lower']:.4f}, {e['upper']:.4f}] |"
+                )
         ess = {algo: res["learned"]["dr"].get("ess", float("nan")) for algo, res in learned.items()}
         rate = first["random_click_rate_test"]
         lines += [
@@ -178,14 +210,27 @@ def main(argv: list[str] | None = None) -> None:
             "expectation, so IPS / SNIPS read 0 and DR is essentially the click model's value of the chosen items. "
             "The intervals are the honest answer: 10 000 uniform rounds cannot tell a learned deterministic "
             "policy's click rate from 0 or from the logged policies'.",
-            "", "![policies](recsys_obd.png)", ""]
+            "",
+            "![policies](recsys_obd.png)",
+            "",
+        ]
     (out / "recsys_obd.md").write_text("\n".join(lines))
-    (out / "recsys_obd.json").write_text(json.dumps({
-        "ground_truth": ours.ground_truth, "ours": {kk: ours.estimates[kk].as_dict() for kk in NAMES},
-        "ours_rel_error": rel, "obp_protocol": obp_proto, "obp_rel_error": obp_rel, "obp_same_inputs": same,
-        "max_abs_diff_same_inputs": max(diffs.values()), "learned": learned, "speed": {"rounds": n, "ours_s": our_speed,
-                                                                   "obp_s": obp_speed["seconds"], "ratio": ratio},
-    }, indent=2))
+    (out / "recsys_obd.json").write_text(
+        json.dumps(
+            {
+                "ground_truth": ours.ground_truth,
+                "ours": {kk: ours.estimates[kk].as_dict() for kk in NAMES},
+                "ours_rel_error": rel,
+                "obp_protocol": obp_proto,
+                "obp_rel_error": obp_rel,
+                "obp_same_inputs": same,
+                "max_abs_diff_same_inputs": max(diffs.values()),
+                "learned": learned,
+                "speed": {"rounds": n, "ours_s": our_speed, "obp_s": obp_speed["seconds"], "ratio": ratio},
+            },
+            indent=2,
+        )
+    )
     print("\n".join(lines))
 
 

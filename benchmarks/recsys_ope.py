@@ -52,27 +52,35 @@ def main(argv: list[str] | None = None) -> None:
     logging = EpsilonGreedyPolicy(pop, args.epsilon, seed=1)
     # a learned target: top-K REINFORCE on a separate log of 1000 sessions
     generate_logs(InterestEvolutionVectorEnv(250, seed=999, **TWIN), logging, tmp / "train.parquet", 1000, seed=999)
-    topk = TopKReinforce(LogReader(tmp / "train.parquet").layout, 2, epochs=3).fit(
-        LogReader(tmp / "train.parquet", chunk_rows=16_384)).as_policy()
+    topk = (
+        TopKReinforce(LogReader(tmp / "train.parquet").layout, 2, epochs=3)
+        .fit(LogReader(tmp / "train.parquet", chunk_rows=16_384))
+        .as_policy()
+    )
     targets = {"myopic (oracle)": MyopicGreedyPolicy(10, 2), "top-K REINFORCE": topk}
-    online = {name: evaluate_online(InterestEvolutionVectorEnv(500, seed=4242, **TWIN), pol, 2000, seed=4242)
-              for name, pol in targets.items()}
+    online = {
+        name: evaluate_online(InterestEvolutionVectorEnv(500, seed=4242, **TWIN), pol, 2000, seed=4242)
+        for name, pol in targets.items()
+    }
     online["logging"] = evaluate_online(InterestEvolutionVectorEnv(500, seed=4242, **TWIN), logging, 2000, seed=4242)
-    results: dict[str, dict[int, dict[str, list]]] = {t: {n: {e: [] for e in ESTIMATORS} for n in args.sizes}
-                                                      for t in targets}
+    results: dict[str, dict[int, dict[str, list]]] = {
+        t: {n: {e: [] for e in ESTIMATORS} for n in args.sizes} for t in targets
+    }
     truth: dict[str, dict[int, list[float]]] = {t: {n: [] for n in args.sizes} for t in targets}
     for size in args.sizes:
         sessions = max(size // TWIN["horizon"], 1)
         for rep in range(args.reps):
             path = tmp / f"log_{size}_{rep}.parquet"
-            generate_logs(InterestEvolutionVectorEnv(min(sessions, 500), seed=rep, **TWIN), logging, path, sessions,
-                          seed=rep)
+            generate_logs(
+                InterestEvolutionVectorEnv(min(sessions, 500), seed=rep, **TWIN), logging, path, sessions, seed=rep
+            )
             reader = LogReader(path, chunk_rows=16_384, oracle=True)
             rm = fit_reward_model(reader, 2, 4, epochs=3, seed=rep)
             lp = reader.meta.logging_policy_object()
             for name, pol in targets.items():
-                res = evaluate_on_logs(pol, reader, reward_model=rm, logging_policy=lp, n_bootstrap=args.bootstrap,
-                                       seed=rep)
+                res = evaluate_on_logs(
+                    pol, reader, reward_model=rm, logging_policy=lp, n_bootstrap=args.bootstrap, seed=rep
+                )
                 truth[name][size].append(res.ground_truth)
                 for e in ESTIMATORS:
                     est = res.estimates[e]
@@ -84,24 +92,33 @@ def main(argv: list[str] | None = None) -> None:
 def write_report(args, results, truth, online, wall) -> None:  # type: ignore[no-untyped-def]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# Off-policy evaluation: error per estimator and log size", "",
-             f"RecSim NG twin ({TWIN['num_candidates']} candidates per step, slates of 2, {TWIN['horizon']}-step "
-             f"sessions, evolving interests); logging policy ε-greedy popularity (ε = {args.epsilon}), logged "
-             f"propensities; {args.reps} independent logs per size; DR/DM use a click + engagement model fitted on "
-             "the same log; PI uses the logging policy's exact slate distribution (from the log's metadata). "
-             "Ground truth = the target's exact one-step expected engagement on the logged contexts (oracle "
-             f"columns). Cells: mean |relative error| ± sd over logs; coverage of the 95 % session-bootstrap "
-             f"interval ({args.bootstrap} resamples). Command: `python -m benchmarks.recsys_ope --sizes "
-             f"{' '.join(map(str, args.sizes))} --reps {args.reps}`.", ""]
+    lines = [
+        "# Off-policy evaluation: error per estimator and log size",
+        "",
+        f"RecSim NG twin ({TWIN['num_candidates']} candidates per step, slates of 2, {TWIN['horizon']}-step "
+        f"sessions, evolving interests); logging policy ε-greedy popularity (ε = {args.epsilon}), logged "
+        f"propensities; {args.reps} independent logs per size; DR/DM use a click + engagement model fitted on "
+        "the same log; PI uses the logging policy's exact slate distribution (from the log's metadata). "
+        "Ground truth = the target's exact one-step expected engagement on the logged contexts (oracle "
+        f"columns). Cells: mean |relative error| ± sd over logs; coverage of the 95 % session-bootstrap "
+        f"interval ({args.bootstrap} resamples). Command: `python -m benchmarks.recsys_ope --sizes "
+        f"{' '.join(map(str, args.sizes))} --reps {args.reps}`.",
+        "",
+    ]
     summary = {}
     for name, by_size in results.items():
         gt = np.mean([v for s in by_size for v in truth[name][s]])
-        lines += [f"## target: {name}", "",
-                  f"One-step ground truth ≈ {gt:.3f} engagement per slate (logging policy online "
-                  f"{online['logging'].per_step:.3f}); the target's own online engagement per step over whole "
-                  f"sessions: {online[name].per_step:.3f} ({online[name].mean:.1f} per session, logging "
-                  f"{online['logging'].mean:.1f}).", "",
-                  "| rows | " + " | ".join(ESTIMATORS) + " |", "|---|" + "---|" * len(ESTIMATORS)]
+        lines += [
+            f"## target: {name}",
+            "",
+            f"One-step ground truth ≈ {gt:.3f} engagement per slate (logging policy online "
+            f"{online['logging'].per_step:.3f}); the target's own online engagement per step over whole "
+            f"sessions: {online[name].per_step:.3f} ({online[name].mean:.1f} per session, logging "
+            f"{online['logging'].mean:.1f}).",
+            "",
+            "| rows | " + " | ".join(ESTIMATORS) + " |",
+            "|---|" + "---|" * len(ESTIMATORS),
+        ]
         for size, per_est in by_size.items():
             cells = []
             for e in ESTIMATORS:

@@ -30,9 +30,10 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,8 +66,9 @@ def twin_core_speed(n: int, horizon: int, repeats: int, device: str, compiled: b
     features_t = corpus.features.t().contiguous()
 
     def step(x_t: torch.Tensor, docs_t: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-        return ng_step_users_last(x_t, features_t[:, docs_t], corpus.quality[docs_t], corpus.length[docs_t], cfg,
-                                  None, uniform)[2]
+        return ng_step_users_last(
+            x_t, features_t[:, docs_t], corpus.quality[docs_t], corpus.length[docs_t], cfg, None, uniform
+        )[2]
 
     step_fn = torch.compile(step, dynamic=False) if compiled else step
 
@@ -106,8 +108,10 @@ def _timed(fn: Any) -> float:
 
 def ng_speeds(users: Sequence[int], horizon: int, repeats: int, threads: int) -> dict[int, float]:
     cfg = InterestEvolutionConfig()
-    jobs = [NGJob(f"bench{n}", cfg, n, horizon, "random", record=False, graph_compile=True, benchmark_repeats=repeats)
-            for n in users]
+    jobs = [
+        NGJob(f"bench{n}", cfg, n, horizon, "random", record=False, graph_compile=True, benchmark_repeats=repeats)
+        for n in users
+    ]
     results = run_recsim_ng(jobs, seed=0, threads=threads, timeout=3600)
     return {n: float(results[f"bench{n}"].summary["user_steps_per_s"]) for n in users}
 
@@ -120,8 +124,10 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         return "—" if a is None or b is None else f"{a / b:,.1f}×"
 
     lines = [
-        "# Simulation speed: torch twin vs RecSim NG (interest evolution)", "",
-        f"Command: `{meta['command']}`", "",
+        "# Simulation speed: torch twin vs RecSim NG (interest evolution)",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
         f"Measured {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs), device `{meta['device']}`, "
         f"{meta['threads']} intra-op thread(s) for TensorFlow and torch each; horizon {meta['horizon']} steps, "
         f"best of {meta['repeats']} after a warm-up. RecSim NG {meta.get('ng_versions', '')}; torch {torch.__version__}.",
@@ -131,24 +137,38 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "and squashing). *RecSim NG* = `TFRuntime(graph_compile=True).execute(horizon)`; *twin core* = "
         "`ng_step_users_last` on `random_slates` (eager, and with the step `torch.compile`d, random draws outside); *twin env* = the gymnasium `InterestEvolutionVectorEnv.step` "
         "including observations and the choice-model info (logit, engagement) for all 100 candidates of every user; "
-        "`choice_info=False` skips that per-candidate info.", "",
+        "`choice_info=False` skips that per-candidate info.",
+        "",
         "| users | RecSim NG compiled (user-steps/s) | twin core (user-steps/s) | core / NG | "
         "twin core, `torch.compile` | compiled core / NG | "
         "twin env (user-steps/s) | env / NG | twin env, `choice_info=False` | lean env / NG |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['users']:,} | {fmt(r['ng'])} | {fmt(r['twin_core'])} | {ratio(r['twin_core'], r['ng'])} | "
-                     f"{fmt(r['twin_core_compiled'])} | {ratio(r['twin_core_compiled'], r['ng'])} | "
-                     f"{fmt(r['twin_env'])} | {ratio(r['twin_env'], r['ng'])} | {fmt(r['twin_env_lean'])} | "
-                     f"{ratio(r['twin_env_lean'], r['ng'])} |")
+        lines.append(
+            f"| {r['users']:,} | {fmt(r['ng'])} | {fmt(r['twin_core'])} | {ratio(r['twin_core'], r['ng'])} | "
+            f"{fmt(r['twin_core_compiled'])} | {ratio(r['twin_core_compiled'], r['ng'])} | "
+            f"{fmt(r['twin_env'])} | {ratio(r['twin_env'], r['ng'])} | {fmt(r['twin_env_lean'])} | "
+            f"{ratio(r['twin_env_lean'], r['ng'])} |"
+        )
     best = [r["twin_core_compiled"] / r["ng"] for r in rows if r["ng"] and r.get("twin_core_compiled")]
-    verdict = (f"Best twin/NG ratio here: {max(best):.1f}× ({'meets' if max(best) >= 10 else 'does NOT meet'} "
-               "the 10× target)." if best else "RecSim NG was not measured in this run.")
-    lines += ["", verdict, "", "Note: with this cheap random recommender RecSim NG itself runs far faster than with a "
-              "`top_k`-over-random-keys or its collaborative-filtering recommender; the user model is what "
-              "both sides time here.", "", "Target: twin ≥ 10× RecSim NG compiled. The machine is shared (2 cores, other jobs running), "
-              "so absolute numbers vary run to run; both sides ran in the same invocation.", ""]
+    verdict = (
+        f"Best twin/NG ratio here: {max(best):.1f}× ({'meets' if max(best) >= 10 else 'does NOT meet'} the 10× target)."
+        if best
+        else "RecSim NG was not measured in this run."
+    )
+    lines += [
+        "",
+        verdict,
+        "",
+        "Note: with this cheap random recommender RecSim NG itself runs far faster than with a "
+        "`top_k`-over-random-keys or its collaborative-filtering recommender; the user model is what "
+        "both sides time here.",
+        "",
+        "Target: twin ≥ 10× RecSim NG compiled. The machine is shared (2 cores, other jobs running), "
+        "so absolute numbers vary run to run; both sides ran in the same invocation.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -158,16 +178,25 @@ def log_mlflow(rows: list[dict[str, Any]], meta: dict[str, Any], report: str, tr
     from benchmarks.common import benchmark_tracking_uri
     from core_rl.common.runs import tracked_run
 
-    with tracked_run(EXPERIMENT, run_name=f"recsys-sim-speed-{meta['device']}",
-                     tracking_uri=benchmark_tracking_uri(tracking_uri),
-                     params={k: meta[k] for k in ("horizon", "repeats", "threads", "device", "machine")}) as run:
+    with tracked_run(
+        EXPERIMENT,
+        run_name=f"recsys-sim-speed-{meta['device']}",
+        tracking_uri=benchmark_tracking_uri(tracking_uri),
+        params={k: meta[k] for k in ("horizon", "repeats", "threads", "device", "machine")},
+    ) as run:
         for r in rows:
-            run.log_metrics({f"{key}_user_steps_per_s": r[key]
-                             for key in ("ng", "twin_core", "twin_core_compiled", "twin_env", "twin_env_lean")
-                             if r[key] is not None}, step=r["users"])
+            run.log_metrics(
+                {
+                    f"{key}_user_steps_per_s": r[key]
+                    for key in ("ng", "twin_core", "twin_core_compiled", "twin_env", "twin_env_lean")
+                    if r[key] is not None
+                },
+                step=r["users"],
+            )
             if r["ng"]:
-                run.log_metrics({"speedup_core": r["twin_core"] / r["ng"], "speedup_env": r["twin_env"] / r["ng"]},
-                                step=r["users"])
+                run.log_metrics(
+                    {"speedup_core": r["twin_core"] / r["ng"], "speedup_env": r["twin_env"] / r["ng"]}, step=r["users"]
+                )
         run.client.log_text(run.run_id, report, "recsys_sim.md")
         run.client.log_text(run.run_id, json.dumps({"rows": rows, "meta": meta}, indent=2), "recsys_sim.json")
         return run.run_id
@@ -181,8 +210,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for TF and torch (default 1)")
     p.add_argument("--device", default="cpu", help="torch device of the twin (cpu, cuda)")
     p.add_argument("--no-ng", action="store_true", help="skip RecSim NG (twin only)")
-    p.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="skip the torch.compile'd twin core (compilation takes ~20 s per user count)")
+    p.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="skip the torch.compile'd twin core (compilation takes ~20 s per user count)",
+    )
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
@@ -196,9 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ng: dict[int, float] = {}
     meta: dict[str, Any] = {
         "command": "python -m benchmarks.recsys_sim_speed " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "device": args.device, "threads": args.threads, "horizon": args.horizon,
-        "repeats": args.repeats}
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "device": args.device,
+        "threads": args.threads,
+        "horizon": args.horizon,
+        "repeats": args.repeats,
+    }
     if not args.no_ng:
         ok, why = recsim_ng_available()
         if not ok:
@@ -208,11 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta["ng_versions"] = "0.1.2 (TensorFlow 2.15.1, CPU)"
     rows = []
     for n in args.users:
-        row = {"users": n, "ng": ng.get(n), "twin_core": twin_core_speed(n, args.horizon, args.repeats, args.device),
-               "twin_core_compiled": (twin_core_speed(n, args.horizon, args.repeats, args.device, compiled=True)
-                                      if args.compile else None),
-               "twin_env": twin_env_speed(n, args.horizon, args.repeats, args.device),
-               "twin_env_lean": twin_env_speed(n, args.horizon, args.repeats, args.device, choice_info=False)}
+        row = {
+            "users": n,
+            "ng": ng.get(n),
+            "twin_core": twin_core_speed(n, args.horizon, args.repeats, args.device),
+            "twin_core_compiled": (
+                twin_core_speed(n, args.horizon, args.repeats, args.device, compiled=True) if args.compile else None
+            ),
+            "twin_env": twin_env_speed(n, args.horizon, args.repeats, args.device),
+            "twin_env_lean": twin_env_speed(n, args.horizon, args.repeats, args.device, choice_info=False),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     report = render(rows, meta)

@@ -70,8 +70,15 @@ def main(argv: list[str] | None = None) -> None:
         rows[variant], curves[variant], train_time[variant] = [], [], []
         for seed in range(args.seeds):
             env = RecSimInterestEvolutionVectorEnv(8, seed=seed)
-            agent = SlateQ(env, seed=seed, n_envs=8, gamma=args.gamma, learning_starts=5000,
-                           exploration_fraction=0.2, **VARIANTS[variant])
+            agent = SlateQ(
+                env,
+                seed=seed,
+                n_envs=8,
+                gamma=args.gamma,
+                learning_starts=5000,
+                exploration_fraction=0.2,
+                **VARIANTS[variant],
+            )
             curve = []
             spent = 0.0
             for i in range(args.evals):
@@ -81,8 +88,11 @@ def main(argv: list[str] | None = None) -> None:
                 last = i == args.evals - 1
                 r = evaluate(agent.as_policy(), args.sessions if last else max(args.sessions // 4, 200), eval_seed)
                 curve.append((agent.num_timesteps, r.mean))
-                print(f"{variant:10s} seed {seed} step {agent.num_timesteps:7d}: {r.mean:7.2f} ± {r.stderr:.2f}"
-                      f"  ({spent:.0f} s training)", flush=True)
+                print(
+                    f"{variant:10s} seed {seed} step {agent.num_timesteps:7d}: {r.mean:7.2f} ± {r.stderr:.2f}"
+                    f"  ({spent:.0f} s training)",
+                    flush=True,
+                )
             rows[variant].append(r.session_engagement)
             curves[variant].append(curve)
             train_time[variant].append(spent)
@@ -97,27 +107,42 @@ def write_report(args, rows, curves, train_time, wall) -> None:  # type: ignore[
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# SlateQ on original RecSim interest evolution", "",
-             "Setting: `recsys/RecSimInterestEvolution-v0` defaults — 20 topics, 10 fresh candidates per step, "
-             "slates of 2, 200-minute budget, proportional choice model (the SlateQ paper's RecSim setting). "
-             "Engagement = total watch time per session; every policy is evaluated on the same fresh users "
-             f"(seed 12345), {args.sessions} sessions per SlateQ run. SlateQ: online, n_envs=8, γ={args.gamma}, "
-             f"{args.steps} env steps, ε 1→0.05 over the first 20 %, simulator choice model, Adam 1e-3, "
-             "batch 128, target copy every 200 updates. Seeds: "
-             f"{args.seeds}. Command: `python -m benchmarks.recsys_slateq "
-             f"--seeds {args.seeds} --steps {args.steps} --variants {' '.join(args.variants)}`.", "",
-             "| policy | ours: mean engagement ± s.e. | per seed | SlateQ paper (RecSim) |", "|---|---|---|---|"]
+    lines = [
+        "# SlateQ on original RecSim interest evolution",
+        "",
+        "Setting: `recsys/RecSimInterestEvolution-v0` defaults — 20 topics, 10 fresh candidates per step, "
+        "slates of 2, 200-minute budget, proportional choice model (the SlateQ paper's RecSim setting). "
+        "Engagement = total watch time per session; every policy is evaluated on the same fresh users "
+        f"(seed 12345), {args.sessions} sessions per SlateQ run. SlateQ: online, n_envs=8, γ={args.gamma}, "
+        f"{args.steps} env steps, ε 1→0.05 over the first 20 %, simulator choice model, Adam 1e-3, "
+        "batch 128, target copy every 200 updates. Seeds: "
+        f"{args.seeds}. Command: `python -m benchmarks.recsys_slateq "
+        f"--seeds {args.seeds} --steps {args.steps} --variants {' '.join(args.variants)}`.",
+        "",
+        "| policy | ours: mean engagement ± s.e. | per seed | SlateQ paper (RecSim) |",
+        "|---|---|---|---|",
+    ]
     for name, per_seed in rows.items():
         allv = np.concatenate(per_seed)
         paper = PAPER.get(name, PAPER["SlateQ"] if name in VARIANTS else "")
         seeds = ", ".join(f"{np.mean(v):.1f}" for v in per_seed) if name in VARIANTS else "—"
-        label = {"q_lp": "SlateQ, Q-learning, exact (LP)", "q_greedy": "SlateQ, Q-learning, greedy",
-                 "q_topk": "SlateQ, Q-learning, top-K", "sarsa_lp": "SlateQ, SARSA, exact (LP)"}.get(name, name)
+        label = {
+            "q_lp": "SlateQ, Q-learning, exact (LP)",
+            "q_greedy": "SlateQ, Q-learning, greedy",
+            "q_topk": "SlateQ, Q-learning, top-K",
+            "sarsa_lp": "SlateQ, SARSA, exact (LP)",
+        }.get(name, name)
         se = allv.std(ddof=1) / np.sqrt(len(allv))
         lines.append(f"| {label} | {allv.mean():.1f} ± {se:.1f} | {seeds} | {paper} |")
-    lines += ["", "Training time per run (s, wall, 2 shared CPU cores): " + ", ".join(
-        f"{k} {np.mean(v):.0f}" for k, v in train_time.items()), f"Total wall time: {wall:.0f} s.", "",
-        "![evaluation engagement during training](recsys_slateq.png)", ""]
+    lines += [
+        "",
+        "Training time per run (s, wall, 2 shared CPU cores): "
+        + ", ".join(f"{k} {np.mean(v):.0f}" for k, v in train_time.items()),
+        f"Total wall time: {wall:.0f} s.",
+        "",
+        "![evaluation engagement during training](recsys_slateq.png)",
+        "",
+    ]
     (out / "recsys_slateq.md").write_text("\n".join(lines))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for name, runs in curves.items():
@@ -125,8 +150,9 @@ def write_report(args, rows, curves, train_time, wall) -> None:  # type: ignore[
         vals = np.mean([[v for _, v in run] for run in runs], axis=0)
         ax.plot(steps, vals, marker="o", label=name)
     for name in ("random", "myopic"):
-        ax.axhline(np.concatenate(rows[name]).mean(), ls="--", lw=1, color="gray" if name == "random" else "black",
-                   label=name)
+        ax.axhline(
+            np.concatenate(rows[name]).mean(), ls="--", lw=1, color="gray" if name == "random" else "black", label=name
+        )
     ax.set_xlabel("env steps")
     ax.set_ylabel("engagement per session")
     ax.set_title("SlateQ on RecSim interest evolution")
@@ -134,8 +160,9 @@ def write_report(args, rows, curves, train_time, wall) -> None:  # type: ignore[
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "recsys_slateq.png", dpi=110)
-    (out / "recsys_slateq.json").write_text(json.dumps(
-        {k: [float(np.mean(v)) for v in vs] for k, vs in rows.items()}, indent=2))
+    (out / "recsys_slateq.json").write_text(
+        json.dumps({k: [float(np.mean(v)) for v in vs] for k, vs in rows.items()}, indent=2)
+    )
     print("\n".join(lines))
 
 

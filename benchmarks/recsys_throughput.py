@@ -45,8 +45,15 @@ def phase(name: str, path: Path, rows: int, chunk_rows: int) -> dict:
     t, cpu = time.perf_counter(), time.process_time()
     if name == "generate":
         pop = popularity_from_rollout(InterestEvolutionVectorEnv(256, seed=100, **TWIN), steps=40, seed=100)
-        res = generate_logs(InterestEvolutionVectorEnv(2000, seed=0, **TWIN), EpsilonGreedyPolicy(pop, 0.3, seed=1),
-                            path, rows // TWIN["horizon"], seed=0, include_oracle=False, rows_per_group=200_000)
+        res = generate_logs(
+            InterestEvolutionVectorEnv(2000, seed=0, **TWIN),
+            EpsilonGreedyPolicy(pop, 0.3, seed=1),
+            path,
+            rows // TWIN["horizon"],
+            seed=0,
+            include_oracle=False,
+            rows_per_group=200_000,
+        )
         out = {"rows": res.rows, "bytes": path.stat().st_size}
     elif name == "read":
         n = 0
@@ -58,8 +65,11 @@ def phase(name: str, path: Path, rows: int, chunk_rows: int) -> dict:
 
         reader = LogReader(path, chunk_rows=chunk_rows)
         learner = TopKReinforce(reader.layout, 2, epochs=1, batch_size=1024).fit(reader, log_every=10**9)
-        out = {"rows": reader.num_rows, "steps": int(learner.history[-1]["step"]),
-               "policy_loss": learner.history[-1]["policy_loss"]}
+        out = {
+            "rows": reader.num_rows,
+            "steps": int(learner.history[-1]["step"]),
+            "policy_loss": learner.history[-1]["policy_loss"],
+        }
     elif name == "slateq":
         from recsys.slateq import OfflineSlateQ
 
@@ -68,16 +78,28 @@ def phase(name: str, path: Path, rows: int, chunk_rows: int) -> dict:
         out = {"rows": reader.num_rows, "steps": int(learner.history[-1]["step"])}
     else:
         raise SystemExit(f"unknown phase {name}")
-    out.update(phase=name, seconds=time.perf_counter() - t, cpu_seconds=time.process_time() - cpu,
-               peak_rss_mb=peak_rss_mb())
+    out.update(
+        phase=name, seconds=time.perf_counter() - t, cpu_seconds=time.process_time() - cpu, peak_rss_mb=peak_rss_mb()
+    )
     out["rows_per_s"] = out["rows"] / out["seconds"]
     out["rows_per_cpu_s"] = out["rows"] / out["cpu_seconds"]
     return out
 
 
 def run_phase(name: str, path: Path, rows: int, chunk_rows: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.recsys_throughput", "--phase", name, "--path", str(path),
-           "--rows", str(rows), "--chunk-rows", str(chunk_rows)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.recsys_throughput",
+        "--phase",
+        name,
+        "--path",
+        str(path),
+        "--rows",
+        str(rows),
+        "--chunk-rows",
+        str(chunk_rows),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
         raise SystemExit(f"phase {name} failed:\n{proc.stderr[-3000:]}")
@@ -94,8 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", default="/tmp/recsys-throughput")
     parser.add_argument("--phases", nargs="*", default=["generate", "read", "topk", "slateq"])
     parser.add_argument("--out", default="docs/benchmarks")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the results of phases not re-run from the existing recsys_throughput.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the results of phases not re-run from the existing recsys_throughput.json",
+    )
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--path", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -120,36 +145,47 @@ def main(argv: list[str] | None = None) -> None:
         old = json.loads((Path(args.out) / "recsys_throughput.json").read_text())
         done = {(r["phase"], r["log"]) for r in results}
         order = ["generate", "read", "topk", "slateq"]
-        results = sorted([r for r in old if (r["phase"], r["log"]) not in done] + results,
-                         key=lambda r: (order.index(r["phase"]), r["log"] != "small"))
+        results = sorted(
+            [r for r in old if (r["phase"], r["log"]) not in done] + results,
+            key=lambda r: (order.index(r["phase"]), r["log"] != "small"),
+        )
     write_report(args, results)
 
 
 def write_report(args, results) -> None:  # type: ignore[no-untyped-def]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    what = {"generate": "simulate + write the log", "read": "stream the log (decode to tensors)",
-            "topk": "top-K off-policy REINFORCE, 1 epoch (batch 1024 slates)",
-            "slateq": "offline SlateQ (LP, learned choice), 1 epoch (batch 1024)"}
-    lines = ["# Training throughput on a 10M-row log", "",
-             f"RecSim NG twin, {TWIN['num_candidates']} candidates per step, 2 topics, slates of 2, "
-             f"{TWIN['horizon']}-step "
-             "sessions, ε-greedy popularity logging (no oracle columns). Each phase in its own process on one "
-             f"torch thread; chunks of {args.chunk_rows} rows; peak memory = the process's peak resident set "
-             "(`ru_maxrss`), including Python, torch and pyarrow (≈ 270 MB after the imports). Memory is "
-             "bounded by the chunk size, not the log size: 10× the rows cost 0–15 % more peak memory. Measured on a "
-             "shared 2-core CPU machine: when other jobs run, wall time includes waiting for the CPU, so the CPU "
-             "time of the process is the measure of the code's own speed. Command: `python -m "
-             f"benchmarks.recsys_throughput --rows {args.rows}`.", "",
-             "| phase | log rows | file size | wall (s) | CPU (s) | rows / wall-s | rows / CPU-s | peak memory (MB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    what = {
+        "generate": "simulate + write the log",
+        "read": "stream the log (decode to tensors)",
+        "topk": "top-K off-policy REINFORCE, 1 epoch (batch 1024 slates)",
+        "slateq": "offline SlateQ (LP, learned choice), 1 epoch (batch 1024)",
+    }
+    lines = [
+        "# Training throughput on a 10M-row log",
+        "",
+        f"RecSim NG twin, {TWIN['num_candidates']} candidates per step, 2 topics, slates of 2, "
+        f"{TWIN['horizon']}-step "
+        "sessions, ε-greedy popularity logging (no oracle columns). Each phase in its own process on one "
+        f"torch thread; chunks of {args.chunk_rows} rows; peak memory = the process's peak resident set "
+        "(`ru_maxrss`), including Python, torch and pyarrow (≈ 270 MB after the imports). Memory is "
+        "bounded by the chunk size, not the log size: 10× the rows cost 0–15 % more peak memory. Measured on a "
+        "shared 2-core CPU machine: when other jobs run, wall time includes waiting for the CPU, so the CPU "
+        "time of the process is the measure of the code's own speed. Command: `python -m "
+        f"benchmarks.recsys_throughput --rows {args.rows}`.",
+        "",
+        "| phase | log rows | file size | wall (s) | CPU (s) | rows / wall-s | rows / CPU-s | peak memory (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     sizes = {r["log"]: r.get("bytes") for r in results if r["phase"] == "generate"}
     for r in results:
         size = sizes.get(r["log"])
         size_txt = f"{size / 2**20:,.0f} MB" if size else "—"
-        lines.append(f"| {what[r['phase']]} | {r['rows']:,} | {size_txt} | {r['seconds']:.0f} | "
-                     f"{r['cpu_seconds']:.0f} | "
-                     f"{r['rows_per_s']:,.0f} | {r['rows_per_cpu_s']:,.0f} | {r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {what[r['phase']]} | {r['rows']:,} | {size_txt} | {r['seconds']:.0f} | "
+            f"{r['cpu_seconds']:.0f} | "
+            f"{r['rows_per_s']:,.0f} | {r['rows_per_cpu_s']:,.0f} | {r['peak_rss_mb']:.0f} |"
+        )
     lines.append("")
     (out / "recsys_throughput.md").write_text("\n".join(lines))
     (out / "recsys_throughput.json").write_text(json.dumps(results, indent=2))

@@ -35,16 +35,23 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import (BenchmarkMLflow, add_run_arguments, benchmark_run, command_line, mode_note,
-                               parse_run_arguments)
+from benchmarks.common import (
+    BenchmarkMLflow,
+    add_run_arguments,
+    benchmark_run,
+    command_line,
+    mode_note,
+    parse_run_arguments,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "safety.md"
@@ -55,31 +62,55 @@ EXPERIMENT = "benchmark-safety"
 class Task:
     env_id: str
     limit: float
-    steps: int            # full budget
-    quick_steps: int      # --quick budget
+    steps: int  # full budget
+    quick_steps: int  # --quick budget
     label: str
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # algo label -> config overrides
     common: dict[str, Any] = field(default_factory=dict)  # settings of the task for every algorithm
-    feasible_bound: float | None = None   # max expected return of any policy with cost <= limit, if known
+    feasible_bound: float | None = None  # max expected return of any policy with cost <= limit, if known
     bound_note: str = ""
 
 
-_LAMBDA_X10 = {"PPO-Lag": dict(lagrangian_lr=0.5), "TRPO-Lag": dict(lagrangian_lr=0.5),
-               "PID-Lag": dict(pid_kp=1.0, pid_ki=0.1, pid_kd=0.1),
-               "Shield": dict(lagrangian_lr=0.5, shield_horizon=1, shield_threshold=0.9)}
+_LAMBDA_X10 = {
+    "PPO-Lag": dict(lagrangian_lr=0.5),
+    "TRPO-Lag": dict(lagrangian_lr=0.5),
+    "PID-Lag": dict(pid_kp=1.0, pid_ki=0.1, pid_kd=0.1),
+    "Shield": dict(lagrangian_lr=0.5, shield_horizon=1, shield_threshold=0.9),
+}
 
 TASKS = [
     Task("safety/PointGoal-v0", 5.0, 200_000, 81_920, "PointGoal", overrides={"Saute": dict(unsafe_reward=-0.03)}),
-    Task("safety/CartPole-v0", 5.0, 200_000, 81_920, "CartPole", feasible_bound=202.5,
-         bound_note="every step that earns the +0.5 lure (x > 1.2) is also out of the safe band (|x| > 1, cost 1), "
-                    "so E[lure steps] ≤ E[cost] ≤ 5 and any feasible policy earns at most 200 + 0.5·5 = 202.5"),
-    Task("safety/HazardGrid-v0", 0.25, 100_000, 40_960, "HazardGrid", overrides=_LAMBDA_X10, feasible_bound=1.0,
-         bound_note="the only reward is 1 for reaching the goal"),
+    Task(
+        "safety/CartPole-v0",
+        5.0,
+        200_000,
+        81_920,
+        "CartPole",
+        feasible_bound=202.5,
+        bound_note="every step that earns the +0.5 lure (x > 1.2) is also out of the safe band (|x| > 1, cost 1), "
+        "so E[lure steps] ≤ E[cost] ≤ 5 and any feasible policy earns at most 200 + 0.5·5 = 202.5",
+    ),
+    Task(
+        "safety/HazardGrid-v0",
+        0.25,
+        100_000,
+        40_960,
+        "HazardGrid",
+        overrides=_LAMBDA_X10,
+        feasible_bound=1.0,
+        bound_note="the only reward is 1 for reaching the goal",
+    ),
     # 30-step sessions of the RecSim NG twin, clickbait exposure capped at 10 per session; short-horizon
     # discounting and 16 sessions × 60 steps per rollout (the settings of tests/test_safety_recommender.py)
-    Task("safety/Recommender-v0", 10.0, 307_200, 122_880, "Recommender",
-         common=dict(n_envs=16, n_steps=60, gamma=0.9),
-         overrides={a: dict(batch_size=240, lr=1e-3) for a in ("PPO", "PPO-Lag", "PID-Lag", "Saute")}),
+    Task(
+        "safety/Recommender-v0",
+        10.0,
+        307_200,
+        122_880,
+        "Recommender",
+        common=dict(n_envs=16, n_steps=60, gamma=0.9),
+        overrides={a: dict(batch_size=240, lr=1e-3) for a in ("PPO", "PPO-Lag", "PID-Lag", "Saute")},
+    ),
 ]
 
 #: label -> (registry name, config overrides, budget factor, spaces it needs)
@@ -106,8 +137,12 @@ def applicable(algo: str, env_id: str) -> bool:
     box_act = isinstance(env.action_space, gym.spaces.Box)
     env.close()
     simple_act = box_act or isinstance(env.action_space, gym.spaces.Discrete)
-    return need == "any" or (need == "box_obs" and box_obs) or (need == "box" and box_obs and box_act) \
+    return (
+        need == "any"
+        or (need == "box_obs" and box_obs)
+        or (need == "box" and box_obs and box_act)
         or (need == "discrete_or_box_action" and simple_act)
+    )
 
 
 @dataclass
@@ -151,19 +186,29 @@ def run_one(task: Task, algo: str, seed: int, steps: int, eval_episodes: int) ->
     ev = evaluate_cmdp(agent, eval_episodes, seed=100_000 + 1_000 * seed)
     m = agent.last_metrics
     hist = {k: dict(tracker.metrics.get(k, [])) for k in ("episode_return", "episode_cost", "cumulative_cost")}
-    curve = [(int(s), hist["episode_return"].get(s, float("nan")), hist["episode_cost"].get(s, float("nan")), v)
-             for s, v in tracker.metrics.get("cumulative_cost", [])]
+    curve = [
+        (int(s), hist["episode_return"].get(s, float("nan")), hist["episode_cost"].get(s, float("nan")), v)
+        for s, v in tracker.metrics.get("cumulative_cost", [])
+    ]
     agent.close()
-    return RunResult(task=task.label, algo=algo, seed=seed, steps=int(agent.num_timesteps), limit=task.limit,
-                     eval_return=ev["mean_return"], eval_cost=float(ev["mean_cost"][0]),
-                     train_return=float(m.get("episode_return", float("nan"))),
-                     train_cost=float(m.get("episode_cost", float("nan"))),
-                     cumulative_cost=float(m.get("cumulative_cost", float("nan"))),
-                     cost_rate=float(m.get("cost_rate", float("nan"))),
-                     violation_steps=float(m.get("violation_steps", float("nan"))),
-                     episodes_over_limit=float(m.get("episodes_over_limit", float("nan"))), wall_s=wall,
-                     final_lambda=float(m["lambda"]) if "lambda" in m else None,
-                     curve=curve[:: max(1, len(curve) // 300)])
+    return RunResult(
+        task=task.label,
+        algo=algo,
+        seed=seed,
+        steps=int(agent.num_timesteps),
+        limit=task.limit,
+        eval_return=ev["mean_return"],
+        eval_cost=float(ev["mean_cost"][0]),
+        train_return=float(m.get("episode_return", float("nan"))),
+        train_cost=float(m.get("episode_cost", float("nan"))),
+        cumulative_cost=float(m.get("cumulative_cost", float("nan"))),
+        cost_rate=float(m.get("cost_rate", float("nan"))),
+        violation_steps=float(m.get("violation_steps", float("nan"))),
+        episodes_over_limit=float(m.get("episodes_over_limit", float("nan"))),
+        wall_s=wall,
+        final_lambda=float(m["lambda"]) if "lambda" in m else None,
+        curve=curve[:: max(1, len(curve) // 300)],
+    )
 
 
 # ---- aggregation -----------------------------------------------------------------------------------
@@ -184,18 +229,28 @@ def summarize(results: Sequence[RunResult]) -> list[dict[str, Any]]:
             rs = [r for r in per_task if r.algo == algo]
             if not rs:
                 continue
-            row: dict[str, Any] = {"task": task.label, "algo": algo, "seeds": len(rs), "limit": task.limit,
-                                   "steps": int(np.median([r.steps for r in rs]))}
+            row: dict[str, Any] = {
+                "task": task.label,
+                "algo": algo,
+                "seeds": len(rs),
+                "limit": task.limit,
+                "steps": int(np.median([r.steps for r in rs])),
+            }
             for key in ("eval_return", "eval_cost", "cumulative_cost", "cost_rate", "train_cost", "wall_s"):
                 row[key], row[key + "_std"] = _ms([getattr(r, key) for r in rs])
-            row["return_pct_ppo"] = 100 * row["eval_return"] / ppo if ppo and math.isfinite(ppo) and ppo > 0 \
-                else float("nan")
-            row["return_pct_bound"] = 100 * row["eval_return"] / task.feasible_bound \
-                if task.feasible_bound else float("nan")
+            row["return_pct_ppo"] = (
+                100 * row["eval_return"] / ppo if ppo and math.isfinite(ppo) and ppo > 0 else float("nan")
+            )
+            row["return_pct_bound"] = (
+                100 * row["eval_return"] / task.feasible_bound if task.feasible_bound else float("nan")
+            )
             row["cost_ok"] = bool(row["eval_cost"] <= task.limit)
             row["return_ok"] = bool(row["return_pct_ppo"] >= 90) if math.isfinite(row["return_pct_ppo"]) else None
-            row["cum_below_lag"] = bool(row["cumulative_cost"] < lag_cum) \
-                if algo not in ("PPO", "PPO-Lag") and math.isfinite(lag_cum) else None
+            row["cum_below_lag"] = (
+                bool(row["cumulative_cost"] < lag_cum)
+                if algo not in ("PPO", "PPO-Lag") and math.isfinite(lag_cum)
+                else None
+            )
             rows.append(row)
     return rows
 
@@ -217,24 +272,38 @@ def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
         out.append(f"### {task.label} (`{task.env_id}`, cost limit {task.limit:g})\n")
         if task.feasible_bound is not None:
             ppo = next((r["eval_return"] for r in rs if r["algo"] == "PPO"), float("nan"))
-            out.append(f"Feasible bound: {task.bound_note}; that is {_f(100 * task.feasible_bound / ppo, 0)}% of "
-                       f"unconstrained PPO's return here (the return column also gives % of the bound).\n" if math.isfinite(ppo) and ppo > 0 else f"Feasible bound: {task.bound_note}.\n")
+            out.append(
+                f"Feasible bound: {task.bound_note}; that is {_f(100 * task.feasible_bound / ppo, 0)}% of "
+                f"unconstrained PPO's return here (the return column also gives % of the bound).\n"
+                if math.isfinite(ppo) and ppo > 0
+                else f"Feasible bound: {task.bound_note}.\n"
+            )
         if task.overrides or task.common:
             fmt = lambda o: ", ".join(f"`{k}={v}`" for k, v in o.items())  # noqa: E731
-            out.append("Task settings: " + "; ".join(([f"all: {fmt(task.common)}"] if task.common else [])
-                                                     + [f"{a}: {fmt(o)}" for a, o in task.overrides.items()]) + ".\n")
-        out.append("| Algorithm | Reward | Cost | cost, last training episodes | cumulative training cost"
-                   " | training cost rate | steps | seeds | cost ≤ limit | return ≥ 90% PPO | cum. cost < PPO-Lag |")
+            out.append(
+                "Task settings: "
+                + "; ".join(
+                    ([f"all: {fmt(task.common)}"] if task.common else [])
+                    + [f"{a}: {fmt(o)}" for a, o in task.overrides.items()]
+                )
+                + ".\n"
+            )
+        out.append(
+            "| Algorithm | Reward | Cost | cost, last training episodes | cumulative training cost"
+            " | training cost rate | steps | seeds | cost ≤ limit | return ≥ 90% PPO | cum. cost < PPO-Lag |"
+        )
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
-            out.append(f"| {r['algo']} | {_f(r['eval_return'])} ± {_f(r['eval_return_std'])} | "
-                       f"{_f(r['eval_cost'])} ± {_f(r['eval_cost_std'])} | "
-                       f"{_f(r['train_cost'])} ± {_f(r['train_cost_std'])} | {_f(r['cumulative_cost'], 0)} ± "
-                       f"{_f(r['cumulative_cost_std'], 0)} | {_f(r['cost_rate'], 4)} | {r['steps']:,} | {r['seeds']} | "
-                       f"{_yn(r['cost_ok'])} | {_yn(r['return_ok'])} ({_f(r['return_pct_ppo'], 0)}%"
-                       + (f"; {_f(r['return_pct_bound'], 0)}% of bound" if math.isfinite(r["return_pct_bound"]) else "")
-                       + ") | "
-                       f"{_yn(r['cum_below_lag'])} |")
+            out.append(
+                f"| {r['algo']} | {_f(r['eval_return'])} ± {_f(r['eval_return_std'])} | "
+                f"{_f(r['eval_cost'])} ± {_f(r['eval_cost_std'])} | "
+                f"{_f(r['train_cost'])} ± {_f(r['train_cost_std'])} | {_f(r['cumulative_cost'], 0)} ± "
+                f"{_f(r['cumulative_cost_std'], 0)} | {_f(r['cost_rate'], 4)} | {r['steps']:,} | {r['seeds']} | "
+                f"{_yn(r['cost_ok'])} | {_yn(r['return_ok'])} ({_f(r['return_pct_ppo'], 0)}%"
+                + (f"; {_f(r['return_pct_bound'], 0)}% of bound" if math.isfinite(r["return_pct_bound"]) else "")
+                + ") | "
+                f"{_yn(r['cum_below_lag'])} |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -260,8 +329,9 @@ def curve_plots(results: Sequence[RunResult], out_dir: Path, stem: str) -> list[
                 s = np.array([c[0] for c in r.curve])
                 axes[0].plot(s, [c[3] for c in r.curve], color=color, alpha=0.8, label=algo if j == 0 else None)
                 axes[1].plot(s, [c[2] for c in r.curve], color=color, alpha=0.8, label=algo if j == 0 else None)
-        axes[0].set(title=f"{task.label}: cumulative training cost", xlabel="env steps", ylabel="Σ cost",
-                    yscale="symlog")
+        axes[0].set(
+            title=f"{task.label}: cumulative training cost", xlabel="env steps", ylabel="Σ cost", yscale="symlog"
+        )
         axes[1].axhline(task.limit, color="black", ls="--", lw=1, label="limit")
         axes[1].set(title=f"{task.label}: episodic cost (last 100 training episodes)", xlabel="env steps")
         axes[0].legend(fontsize=7)
@@ -279,18 +349,30 @@ class MLflowLog(BenchmarkMLflow):
 
     def child(self, res: RunResult) -> None:
         task = next(t for t in TASKS if t.label == res.task)
-        summary = {k: v for k, v in asdict(res).items() if isinstance(v, (int, float)) and k != "seed" and v is not None}
-        curves = {"train/episode_return": [(s, ret) for s, ret, _, _ in res.curve],
-                  "train/episode_cost": [(s, cost) for s, _, cost, _ in res.curve],
-                  "train/cumulative_cost": [(s, cum) for s, _, _, cum in res.curve]}
-        self.log_child(f"{res.algo}-{res.task}-s{res.seed}", {"algo": res.algo, "task": res.task, "seed": str(res.seed)},
-                       {"algo": ALGOS[res.algo][0], "task": res.task, **agent_config(task, res.algo, res.seed)},
-                       summary, res.steps, curves, max_points=None)
+        summary = {
+            k: v for k, v in asdict(res).items() if isinstance(v, (int, float)) and k != "seed" and v is not None
+        }
+        curves = {
+            "train/episode_return": [(s, ret) for s, ret, _, _ in res.curve],
+            "train/episode_cost": [(s, cost) for s, _, cost, _ in res.curve],
+            "train/cumulative_cost": [(s, cum) for s, _, _, cum in res.curve],
+        }
+        self.log_child(
+            f"{res.algo}-{res.task}-s{res.seed}",
+            {"algo": res.algo, "task": res.task, "seed": str(res.seed)},
+            {"algo": ALGOS[res.algo][0], "task": res.task, **agent_config(task, res.algo, res.seed)},
+            summary,
+            res.steps,
+            curves,
+            max_points=None,
+        )
 
     def finish(self, rows: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
-        metrics = {f"{r['task']}_{r['algo']}/{name}": r[key] for r in rows
-                   for name, key in (("reward", "eval_return"), ("cost", "eval_cost"),
-                                     ("cumulative_cost", "cumulative_cost"))}
+        metrics = {
+            f"{r['task']}_{r['algo']}/{name}": r[key]
+            for r in rows
+            for name, key in (("reward", "eval_return"), ("cost", "eval_cost"), ("cumulative_cost", "cumulative_cost"))
+        }
         self.close(metrics, files)
 
 
@@ -302,12 +384,21 @@ def machine_note() -> dict[str, Any]:
 
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "torch": torch.__version__, "gymnasium": gym.__version__}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gym.__version__,
+    }
 
 
 def report_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any], plots: Sequence[str]) -> str:
@@ -316,15 +407,15 @@ def report_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any], plots:
     rerendered = f" — this report merges saved results: `{meta['rerendered']}`" if meta.get("rerendered") else ""
     return f"""# Safe RL benchmark (OmniSafe table format)
 
-Generated by `benchmarks/safety.py` on {meta['date']} ({meta['mode']}).
+Generated by `benchmarks/safety.py` on {meta["date"]} ({meta["mode"]}).
 
-**Command:** `{meta['command']}`{rerendered}
+**Command:** `{meta["command"]}`{rerendered}
 
-**Machine:** {m['cpu']}, {m['cores']} cores shared with other jobs (load average {m['loadavg']}); Python
-{m['python']}, torch {m['torch']} (CPU, 1 thread per run), gymnasium {m['gymnasium']}.
+**Machine:** {m["cpu"]}, {m["cores"]} cores shared with other jobs (load average {m["loadavg"]}); Python
+{m["python"]}, torch {m["torch"]} (CPU, 1 thread per run), gymnasium {m["gymnasium"]}.
 
 *Reward* and *Cost*: mean ± std over seeds of the final policy's episodic return and cost on
-{meta['eval_episodes']} fresh evaluation episodes (deterministic actions; the shield's safety layer and
+{meta["eval_episodes"]} fresh evaluation episodes (deterministic actions; the shield's safety layer and
 Saute's budget in the observation are part of the policy). *Cost, last training episodes*: the mean
 episodic cost of the stochastic policy's last 100 training episodes (what a Lagrangian method drives
 to the limit: a constrained optimum can be a stochastic policy, whose deterministic mode may cost
@@ -332,10 +423,10 @@ more or less). *Cumulative training cost*: every cost
 incurred over all training steps (exploration included), the number safe exploration tries to keep
 small; *training cost rate* = that / steps. Targets of the issue: final cost ≤ limit, return ≥ 90%
 of unconstrained PPO's, cumulative training cost below PPO-Lag's. SafeMPC (model-based, one
-planning call per step) runs on {ALGOS['SafeMPC'][2]:.0%} of the steps of the others (a CEM plan per
+planning call per step) runs on {ALGOS["SafeMPC"][2]:.0%} of the steps of the others (a CEM plan per
 step is ~50× slower than a policy forward pass on the CPU; model-based RL is about sample efficiency) and only where actions and observations are Box.
 Saute needs Box observations (not the gridworld); the shield's safety layer has no slate form (not
-the recommender). Seeds 0..{meta['seeds'] - 1}.
+the recommender). Seeds 0..{meta["seeds"] - 1}.
 
 {markdown_tables(rows)}
 {images}
@@ -371,21 +462,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     out_dir = (args.out_dir or REPO / ".deeprl" / "benchmarks").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     command = command_line("benchmarks.safety", argv)
     if args.results:
         results, meta = load_results(args.results)
         meta = {**meta, "rerendered": command}
     else:
-        meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-                "mode": mode_note(args),
-                "seeds": args.seeds, "eval_episodes": args.eval_episodes, "machine": machine_note()}
+        meta = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command,
+            "mode": mode_note(args),
+            "seeds": args.seeds,
+            "eval_episodes": args.eval_episodes,
+            "machine": machine_note(),
+        }
         results = []
 
     # a parent run for a training invocation (none when re-rendering); FAILED/KILLED if the block ends early
-    with benchmark_run(not args.no_mlflow and not args.results, args.tracking_uri, EXPERIMENT, f"safety-{stamp}",
-                       {"command": command, "mode": meta.get("mode"), "seeds": args.seeds},
-                       tags={"benchmark": "safety"}, cls=MLflowLog) as mlog:
+    with benchmark_run(
+        not args.no_mlflow and not args.results,
+        args.tracking_uri,
+        EXPERIMENT,
+        f"safety-{stamp}",
+        {"command": command, "mode": meta.get("mode"), "seeds": args.seeds},
+        tags={"benchmark": "safety"},
+        cls=MLflowLog,
+    ) as mlog:
         if not args.results:
             tasks = [t for t in TASKS if t.label in args.tasks]
             plan = [(t, a, s) for s in range(args.seeds) for t in tasks for a in args.algos if applicable(a, t.env_id)]
@@ -393,9 +495,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 steps = int((task.quick_steps if args.quick else task.steps) * args.steps_scale)
                 res = run_one(task, algo, seed, steps, args.eval_episodes)
                 results.append(res)
-                print(f"{task.label:<10} {algo:<8} seed {seed}: reward {res.eval_return:8.2f} cost {res.eval_cost:7.2f} "
-                      f"(limit {task.limit:g}) | train cum. cost {res.cumulative_cost:9.0f} | {res.steps:,} steps "
-                      f"in {res.wall_s:6.0f}s", flush=True)
+                print(
+                    f"{task.label:<10} {algo:<8} seed {seed}: reward {res.eval_return:8.2f} cost {res.eval_cost:7.2f} "
+                    f"(limit {task.limit:g}) | train cum. cost {res.cumulative_cost:9.0f} | {res.steps:,} steps "
+                    f"in {res.wall_s:6.0f}s",
+                    flush=True,
+                )
                 if mlog is not None:
                     mlog.child(res)
                 (out_dir / f"safety-{stamp}-partial.json").write_text(json.dumps(_jsonable(results, meta)))

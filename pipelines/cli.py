@@ -15,7 +15,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from core_rl.common.errors import ConfigError, DeepRLError, RunInterrupted
 
@@ -40,8 +41,11 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _add_tracking(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under .deeprl/)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under .deeprl/)",
+    )
 
 
 def quiet_libraries() -> None:
@@ -70,9 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-name", default=None)
     t.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
     t.add_argument("--no-model", action="store_true", help="skip logging the MLflow model")
-    t.add_argument("--save-replay-buffer", choices=["auto", "on", "off"], default="auto",
-                   help="keep an off-policy agent's replay buffer in the checkpoint for an exact resume "
-                        "(auto: when it takes under 1 GiB)")
+    t.add_argument(
+        "--save-replay-buffer",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="keep an off-policy agent's replay buffer in the checkpoint for an exact resume "
+        "(auto: when it takes under 1 GiB)",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON line with run_id and mean_return")
     _add_tracking(t)
 
@@ -102,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     _add_tracking(p)
     from recsys.cli import add_recsys_parser  # deeprl recsys simulate-logs | ingest | train | evaluate
+
     add_recsys_parser(sub)
     from autotune.cli import add_tune_parser  # deeprl tune compare | run
+
     add_tune_parser(sub)
     return parser
 
@@ -117,10 +127,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.env:
         raise ConfigError("--env is required (unless --resume RUN_ID)")
     steps = args.steps if args.steps is not None else (None if args.resume else 100_000)
-    result = train(args.algo, args.env, steps, seed=args.seed, config=config, tracking_uri=args.tracking_uri,
-                   experiment=args.experiment, progress=sys.stderr.isatty() and not args.json,
-                   resume=args.resume, log_model=not args.no_model, run_name=args.run_name,
-                   save_replay_buffer={"auto": None, "on": True, "off": False}[args.save_replay_buffer])
+    result = train(
+        args.algo,
+        args.env,
+        steps,
+        seed=args.seed,
+        config=config,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        progress=sys.stderr.isatty() and not args.json,
+        resume=args.resume,
+        log_model=not args.no_model,
+        run_name=args.run_name,
+        save_replay_buffer={"auto": None, "on": True, "off": False}[args.save_replay_buffer],
+    )
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -135,13 +155,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes <= 0:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
-    result = evaluate(run_id=args.run, model_uri=args.model, episodes=args.episodes,
-                      tracking_uri=args.tracking_uri, env=args.env, seed=args.seed)
+    result = evaluate(
+        run_id=args.run,
+        model_uri=args.model,
+        episodes=args.episodes,
+        tracking_uri=args.tracking_uri,
+        env=args.env,
+        seed=args.seed,
+    )
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['algo']} on {result['env_id']}: {result['mean_return']:.2f} ± {result['std_return']:.2f} "
-              f"over {args.episodes} episodes")
+        print(
+            f"{result['algo']} on {result['env_id']}: {result['mean_return']:.2f} ± {result['std_return']:.2f} "
+            f"over {args.episodes} episodes"
+        )
     return 0
 
 
@@ -166,8 +194,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         for spec in EXPERIMENTS.values():
             print(f"{spec.name:<18} {spec.topic}")
         return 0
-    run_id, result = run_experiment(args.name, seed=args.seed, overrides=_overrides(args.set),
-                                    tracking_uri=args.tracking_uri)
+    run_id, result = run_experiment(
+        args.name, seed=args.seed, overrides=_overrides(args.set), tracking_uri=args.tracking_uri
+    )
     if args.json:
         from pipelines.experiments import _jsonable
 
@@ -189,11 +218,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     quiet_libraries()
-    from recsys.cli import cmd_recsys
     from autotune.cli import cmd_tune
+    from recsys.cli import cmd_recsys
 
-    handlers = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "pipeline": cmd_pipeline,
-                "experiment": cmd_experiment, "recsys": cmd_recsys, "tune": cmd_tune}
+    handlers = {
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "algos": cmd_algos,
+        "pipeline": cmd_pipeline,
+        "experiment": cmd_experiment,
+        "recsys": cmd_recsys,
+        "tune": cmd_tune,
+    }
     try:
         return handlers[args.command](args)
     except DeepRLError as exc:

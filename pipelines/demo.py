@@ -13,15 +13,34 @@ import mlflow
 from core_rl.common.runs import data_dir, setup_tracking
 from pipelines.train import evaluate, train
 
-DEMO_CONFIG = {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gae_lambda": 0.8, "gamma": 0.98,
-               "lr": 1e-3, "lr_schedule": "linear", "clip_schedule": "linear", "ent_coef": 0.0}
+DEMO_CONFIG = {
+    "n_envs": 8,
+    "n_steps": 32,
+    "batch_size": 256,
+    "n_epochs": 20,
+    "gae_lambda": 0.8,
+    "gamma": 0.98,
+    "lr": 1e-3,
+    "lr_schedule": "linear",
+    "clip_schedule": "linear",
+    "ent_coef": 0.0,
+}
 
 
 def run_demo(tracking_uri: str | None = None, steps: int | None = None) -> dict:
     uri = setup_tracking(tracking_uri)
     print(f"[1/4] training PPO on CartPole-v1 (tracking: {uri})")
-    result = train("ppo", "CartPole-v1", steps or 60_000, seed=0, config=DEMO_CONFIG, tracking_uri=uri,
-                   experiment="demo", progress=sys.stderr.isatty(), run_name="demo-ppo-cartpole")
+    result = train(
+        "ppo",
+        "CartPole-v1",
+        steps or 60_000,
+        seed=0,
+        config=DEMO_CONFIG,
+        tracking_uri=uri,
+        experiment="demo",
+        progress=sys.stderr.isatty(),
+        run_name="demo-ppo-cartpole",
+    )
     print(f"      run {result.run_id}: mean training return {result.mean_return:.1f}")
     print("[2/4] evaluating the logged model")
     ev = evaluate(model_uri=result.model_uri, episodes=10, tracking_uri=uri)
@@ -34,7 +53,9 @@ def run_demo(tracking_uri: str | None = None, steps: int | None = None) -> dict:
 
     recsys_result = run_recsys_demo(uri)
     store = data_dir()
-    print("\nOpen the MLflow UI on this store with:\n"
-          f"  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-          f"(data folder: {store})")
+    print(
+        "\nOpen the MLflow UI on this store with:\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+        f"(data folder: {store})"
+    )
     return {"run_id": result.run_id, "eval": ev, "model_version": version.version, "recsys": recsys_result}

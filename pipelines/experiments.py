@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from core_rl.common.errors import ConfigError
 from core_rl.common.runs import tracked_run
@@ -27,14 +28,26 @@ class ExperimentSpec:
         return getattr(importlib.import_module(module), attr)
 
 
-EXPERIMENTS: dict[str, ExperimentSpec] = {e.name: e for e in [
-    ExperimentSpec("overestimation", "core_rl.q_learning.experiments:run_overestimation",
-                   "9/14 predicted vs actual Q of DQN and double DQN"),
-    ExperimentSpec("nstep", "core_rl.q_learning.experiments:run_nstep_sweep",
-                   "9/14 speed of learning vs N of the N-step return"),
-    ExperimentSpec("compounding_error", "core_rl.imitation.experiments:run_compounding_error",
-                   "9/5 behavioural cloning's O(εT²) vs DAgger's O(εT) cost over horizons"),
-]}
+EXPERIMENTS: dict[str, ExperimentSpec] = {
+    e.name: e
+    for e in [
+        ExperimentSpec(
+            "overestimation",
+            "core_rl.q_learning.experiments:run_overestimation",
+            "9/14 predicted vs actual Q of DQN and double DQN",
+        ),
+        ExperimentSpec(
+            "nstep",
+            "core_rl.q_learning.experiments:run_nstep_sweep",
+            "9/14 speed of learning vs N of the N-step return",
+        ),
+        ExperimentSpec(
+            "compounding_error",
+            "core_rl.imitation.experiments:run_compounding_error",
+            "9/5 behavioural cloning's O(εT²) vs DAgger's O(εT) cost over horizons",
+        ),
+    ]
+}
 
 
 def _jsonable(x: Any) -> Any:
@@ -49,8 +62,9 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def run_experiment(name: str, seed: int = 0, overrides: dict[str, Any] | None = None,
-                   tracking_uri: str | None = None) -> tuple[str, dict[str, Any]]:
+def run_experiment(
+    name: str, seed: int = 0, overrides: dict[str, Any] | None = None, tracking_uri: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """Run experiment ``name`` in a new MLflow run; returns (run_id, result)."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment '{name}'; known: {', '.join(sorted(EXPERIMENTS))}")
@@ -59,11 +73,17 @@ def run_experiment(name: str, seed: int = 0, overrides: dict[str, Any] | None = 
     accepted = set(inspect.signature(fn).parameters) - {"tracker"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
-        raise ConfigError(f"experiment '{name}' has no parameter {', '.join(map(repr, unknown))}; "
-                          f"it takes {', '.join(sorted(accepted))}")
-    with tracked_run("experiments", run_name=f"{name}-s{seed}", tracking_uri=tracking_uri,
-                     tags={"experiment": name, "topic": EXPERIMENTS[name].topic},
-                     params={"experiment": name, "seed": seed, **overrides}) as run:
+        raise ConfigError(
+            f"experiment '{name}' has no parameter {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(sorted(accepted))}"
+        )
+    with tracked_run(
+        "experiments",
+        run_name=f"{name}-s{seed}",
+        tracking_uri=tracking_uri,
+        tags={"experiment": name, "topic": EXPERIMENTS[name].topic},
+        params={"experiment": name, "seed": seed, **overrides},
+    ) as run:
         result = fn(tracker=run.tracker, seed=seed, **overrides)
         run.log_dict(_jsonable(result), "result.json")
     return run.run_id, result

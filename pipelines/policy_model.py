@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-
-import mlflow.pyfunc
 
 
 class PolicyModel(mlflow.pyfunc.PythonModel):
@@ -37,8 +36,10 @@ def log_policy_model(checkpoint: str | Path, name: str = "policy", example_obs: 
     import mlflow
 
     info = mlflow.pyfunc.log_model(
-        name=name, python_model=str(Path(__file__).with_name("_policy_model_entry.py")),
-        artifacts={"checkpoint": str(checkpoint)}, input_example=example_obs,
+        name=name,
+        python_model=str(Path(__file__).with_name("_policy_model_entry.py")),
+        artifacts={"checkpoint": str(checkpoint)},
+        input_example=example_obs,
         pip_requirements=["deeprl-suite", "torch", "gymnasium", "numpy"],
     )
     return info.model_uri

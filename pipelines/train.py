@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from core_rl import get_algo
 from core_rl.common.base import Agent
 from core_rl.common.errors import CheckpointError, ConfigError
+from core_rl.common.plotting import learning_curve
 from core_rl.common.runs import setup_tracking, tracked_run
 from core_rl.common.tracking import MLflowTracker
-from core_rl.common.plotting import learning_curve
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 CHECKPOINT_FILE = "agent.pt"
@@ -35,8 +36,13 @@ class TrainResult:
     experiment_id: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "mean_return": None if math.isnan(self.mean_return) else self.mean_return,
-                "steps": self.steps, "model_uri": self.model_uri, "experiment_id": self.experiment_id}
+        return {
+            "run_id": self.run_id,
+            "mean_return": None if math.isnan(self.mean_return) else self.mean_return,
+            "steps": self.steps,
+            "model_uri": self.model_uri,
+            "experiment_id": self.experiment_id,
+        }
 
 
 class _CheckpointingTracker(MLflowTracker):
@@ -73,8 +79,9 @@ def download_checkpoint(run_id: str, dst: str | Path) -> Path:
     import mlflow
 
     try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT}/{CHECKPOINT_FILE}",
-                                                    dst_path=str(dst))
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT}/{CHECKPOINT_FILE}", dst_path=str(dst)
+        )
     except Exception as exc:
         raise CheckpointError(f"run '{run_id}' has no checkpoint to load ({str(exc).splitlines()[0][:200]})") from None
     return Path(local)
@@ -89,8 +96,10 @@ def _resume_target(run: Any, agent: Agent, steps: int | None) -> int:
     done = agent.num_timesteps
     if run.info.status == "FINISHED":
         if steps is None or steps <= done:
-            raise ConfigError(f"run '{run.info.run_id}' already FINISHED at {done} steps: pass --steps larger than "
-                              f"{done} to train it further (the total, not the extra steps)")
+            raise ConfigError(
+                f"run '{run.info.run_id}' already FINISHED at {done} steps: pass --steps larger than "
+                f"{done} to train it further (the total, not the extra steps)"
+            )
         return steps
     target = steps if steps is not None else int(run.data.params.get("total_steps", 0))
     if target < done:
@@ -98,10 +107,21 @@ def _resume_target(run: Any, agent: Agent, steps: int | None) -> int:
     return target
 
 
-def train(algo: str, env: str | None, steps: int | None, seed: int = 0, config: dict[str, Any] | None = None,
-          tracking_uri: str | None = None, experiment: str = "deeprl", progress: bool = False,
-          resume: str | None = None, log_model: bool = True, checkpoint_every: int = 5,
-          run_name: str | None = None, save_replay_buffer: bool | None = None) -> TrainResult:
+def train(
+    algo: str,
+    env: str | None,
+    steps: int | None,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "deeprl",
+    progress: bool = False,
+    resume: str | None = None,
+    log_model: bool = True,
+    checkpoint_every: int = 5,
+    run_name: str | None = None,
+    save_replay_buffer: bool | None = None,
+) -> TrainResult:
     """Train ``algo`` on ``env`` for ``steps`` env steps in one MLflow run.
 
     Every input is checked before a run is created (algorithm, config, env id, action space,
@@ -148,11 +168,16 @@ def train(algo: str, env: str | None, steps: int | None, seed: int = 0, config: 
             agent.save(ckpt, include_replay=bool(keep_replay))
             client.log_artifact(run.run_id, str(ckpt), CHECKPOINT_ARTIFACT)
 
-        with tracked_run(experiment, run_name=run_name or f"{algo}-{env}-s{seed}", tracking_uri=uri,
-                         resume_run_id=resume, resume_hint=f"deeprl train --algo {algo} --resume {{run_id}}"
-                         + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")) as run:
+        with tracked_run(
+            experiment,
+            run_name=run_name or f"{algo}-{env}-s{seed}",
+            tracking_uri=uri,
+            resume_run_id=resume,
+            resume_hint=f"deeprl train --algo {algo} --resume {{run_id}}"
+            + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""),
+        ) as run:
             agent.tracker = _CheckpointingTracker(run.run_id, client, save_checkpoint, checkpoint_every)
-            run.on_stop(save_checkpoint)   # whatever ends the run, the latest weights are kept
+            run.on_stop(save_checkpoint)  # whatever ends the run, the latest weights are kept
             run.on_stop(lambda: _log_curve(client, run.run_id, f"{algo} on {env}"))
             if resume:
                 run.set_tags({"resumed_from_step": agent.num_timesteps})
@@ -166,23 +191,30 @@ def train(algo: str, env: str | None, steps: int | None, seed: int = 0, config: 
             if remaining > 0:
                 agent.learn(remaining, progress=progress)
             save_checkpoint()
-            run.log_metrics({"mean_return": agent.mean_return if agent.episode_returns else float("nan")},
-                            step=agent.num_timesteps)
+            run.log_metrics(
+                {"mean_return": agent.mean_return if agent.episode_returns else float("nan")}, step=agent.num_timesteps
+            )
             _log_curve(client, run.run_id, f"{algo} on {env}")
             model_uri = None
             if log_model:
                 from pipelines.policy_model import log_policy_model
 
                 model_path = Path(tmp) / "model" / CHECKPOINT_FILE
-                agent.save(model_path)   # the served model: weights only, no replay buffer
+                agent.save(model_path)  # the served model: weights only, no replay buffer
                 example = np.stack([agent.observation_space.sample() for _ in range(2)])
                 model_uri = log_policy_model(model_path, example_obs=example)
                 run.set_tags({"model_uri": model_uri})
         return TrainResult(run.run_id, agent.mean_return, agent.num_timesteps, model_uri, run.experiment_id)
 
 
-def evaluate(run_id: str | None = None, model_uri: str | None = None, episodes: int = 10,
-             tracking_uri: str | None = None, env: str | None = None, seed: int | None = None) -> dict[str, Any]:
+def evaluate(
+    run_id: str | None = None,
+    model_uri: str | None = None,
+    episodes: int = 10,
+    tracking_uri: str | None = None,
+    env: str | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
     """Reload a trained policy from a run's checkpoint or a model URI and evaluate it."""
     import mlflow
 

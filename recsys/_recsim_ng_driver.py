@@ -54,8 +54,10 @@ from recsim_ng.applications.recsys_partially_observable_rl import user as user_l
 from recsim_ng.core import network as network_lib  # noqa: E402
 from recsim_ng.core import value as value_lib  # noqa: E402
 from recsim_ng.entities.recommendation import recommender as recommender_lib  # noqa: E402
-from recsim_ng.lib.tensorflow import field_spec  # noqa: E402
-from recsim_ng.lib.tensorflow import runtime  # noqa: E402
+from recsim_ng.lib.tensorflow import (
+    field_spec,  # noqa: E402
+    runtime,  # noqa: E402
+)
 from recsim_ng.stories import recommendation_simulation as simulation  # noqa: E402
 
 Value = value_lib.Value
@@ -138,26 +140,35 @@ class DriverRecommender(recommender_lib.BaseRecommender):
 
     def specs(self):
         state = ValueSpec(step=field_spec.FieldSpec())
-        slate = ValueSpec(doc_id=field_spec.FieldSpec(), doc_topic=field_spec.FieldSpec(),
-                          doc_quality=field_spec.FieldSpec(), doc_features=field_spec.FieldSpec(),
-                          doc_length=field_spec.FieldSpec(), doc_index=field_spec.FieldSpec())
+        slate = ValueSpec(
+            doc_id=field_spec.FieldSpec(),
+            doc_topic=field_spec.FieldSpec(),
+            doc_quality=field_spec.FieldSpec(),
+            doc_features=field_spec.FieldSpec(),
+            doc_length=field_spec.FieldSpec(),
+            doc_index=field_spec.FieldSpec(),
+        )
         return state.prefixed_with("state").union(slate.prefixed_with("slate"))
 
 
 def _corpus_value(frame):
     cols = sorted([c for c in frame.columns if c.startswith("feature_")], key=lambda c: int(c.split("_")[1]))
-    return Value(doc_id=tf.constant(frame["doc_id"].to_numpy(), tf.int32),
-                 doc_topic=tf.constant(frame["topic"].to_numpy(), tf.int32),
-                 doc_quality=tf.constant(frame["quality"].to_numpy(), tf.float32),
-                 doc_features=tf.constant(frame[cols].to_numpy(), tf.float32),
-                 doc_length=tf.constant(frame["length"].to_numpy(), tf.float32))
+    return Value(
+        doc_id=tf.constant(frame["doc_id"].to_numpy(), tf.int32),
+        doc_topic=tf.constant(frame["topic"].to_numpy(), tf.int32),
+        doc_quality=tf.constant(frame["quality"].to_numpy(), tf.float32),
+        doc_features=tf.constant(frame[cols].to_numpy(), tf.float32),
+        doc_length=tf.constant(frame["length"].to_numpy(), tf.float32),
+    )
 
 
 def _corpus_frame(val):
-    data = {"doc_id": np.asarray(val.get("doc_id")).astype(np.int64),
-            "topic": np.asarray(val.get("doc_topic")).astype(np.int64),
-            "quality": np.asarray(val.get("doc_quality")).astype(np.float32),
-            "length": np.asarray(val.get("doc_length")).astype(np.float32)}
+    data = {
+        "doc_id": np.asarray(val.get("doc_id")).astype(np.int64),
+        "topic": np.asarray(val.get("doc_topic")).astype(np.int64),
+        "quality": np.asarray(val.get("doc_quality")).astype(np.float32),
+        "length": np.asarray(val.get("doc_length")).astype(np.float32),
+    }
     feats = np.asarray(val.get("doc_features"))
     for j in range(feats.shape[1]):
         data[f"feature_{j}"] = feats[:, j].astype(np.float32)
@@ -167,12 +178,19 @@ def _corpus_frame(val):
 def run_job(job, seed, out_dir):
     cfg = job["config"]
     n, horizon = int(job["num_users"]), int(job["horizon"])
-    config = {"num_users": n, "num_topics": int(cfg["num_topics"]), "num_docs": int(cfg["num_docs"]),
-              "slate_size": int(cfg["slate_size"]), "history_length": 1}
+    config = {
+        "num_users": n,
+        "num_topics": int(cfg["num_topics"]),
+        "num_docs": int(cfg["num_docs"]),
+        "slate_size": int(cfg["slate_size"]),
+        "history_length": 1,
+    }
     tf.random.set_seed(seed)
-    corpus_ctor_kwargs = dict(topic_min_utility=float(cfg["topic_min_utility"]),
-                              topic_max_utility=float(cfg["topic_max_utility"]),
-                              video_length=float(cfg["video_length"]))
+    corpus_ctor_kwargs = dict(
+        topic_min_utility=float(cfg["topic_min_utility"]),
+        topic_max_utility=float(cfg["topic_max_utility"]),
+        video_length=float(cfg["video_length"]),
+    )
     if job.get("corpus"):
         static = _corpus_value(pd.read_parquet(job["corpus"]))
     else:
@@ -185,22 +203,28 @@ def run_job(job, seed, out_dir):
     noise = cfg.get("interest_update_noise_scale")
 
     def user_ctor(c):
-        return ObservedInterestUser(c, no_click_mass=float(cfg["no_click_mass"]),
-                                    interest_step_size=float(cfg["interest_step_size"]),
-                                    interest_update_noise_scale=None if noise is None else float(noise),
-                                    max_user_affinity=float(cfg["max_user_affinity"]))
+        return ObservedInterestUser(
+            c,
+            no_click_mass=float(cfg["no_click_mass"]),
+            interest_step_size=float(cfg["interest_step_size"]),
+            interest_update_noise_scale=None if noise is None else float(noise),
+            max_user_affinity=float(cfg["max_user_affinity"]),
+        )
 
     def corpus_ctor(c):
         return corpus_lib.StaticCorpus(c, static)
 
     def recommender_ctor(c):
-        return DriverRecommender(c, job["policy"], slates=slates, weights=job.get("weights"),
-                                 no_click_mass=float(cfg["no_click_mass"]))
+        return DriverRecommender(
+            c, job["policy"], slates=slates, weights=job.get("weights"), no_click_mass=float(cfg["no_click_mass"])
+        )
 
-    variables = simulation.recs_story(config, user_ctor, corpus_ctor, recommender_ctor,
-                                      metrics_lib.ConsumedTimeAsRewardMetrics)
-    tf_runtime = runtime.TFRuntime(network=network_lib.Network(variables=variables),
-                                   graph_compile=bool(job.get("graph_compile", True)))
+    variables = simulation.recs_story(
+        config, user_ctor, corpus_ctor, recommender_ctor, metrics_lib.ConsumedTimeAsRewardMetrics
+    )
+    tf_runtime = runtime.TFRuntime(
+        network=network_lib.Network(variables=variables), graph_compile=bool(job.get("graph_compile", True))
+    )
     name = job["name"]
     summary = {"name": name, "num_users": n, "horizon": horizon}
     _corpus_frame(static).to_parquet(os.path.join(out_dir, f"{name}_corpus.parquet"))
@@ -218,8 +242,12 @@ def run_job(job, seed, out_dir):
         summary["mean_engagement"] = float(engagement.sum(axis=0).mean())
         if job.get("record", True):
             t_idx, u_idx = np.meshgrid(np.arange(horizon), np.arange(n), indexing="ij")
-            data = {"t": t_idx.ravel().astype(np.int32), "user": u_idx.ravel().astype(np.int32),
-                    "choice": choice.ravel().astype(np.int32), "consumed_time": consumed.ravel().astype(np.float32)}
+            data = {
+                "t": t_idx.ravel().astype(np.int32),
+                "user": u_idx.ravel().astype(np.int32),
+                "choice": choice.ravel().astype(np.int32),
+                "consumed_time": consumed.ravel().astype(np.float32),
+            }
             for j in range(index.shape[-1]):
                 data[f"slot_{j}"] = index[..., j].ravel().astype(np.int32)
             for j in range(interest.shape[-1]):
@@ -272,8 +300,14 @@ def run_recsim_job(job, seed, out_dir):
     """
     ie = _recsim_interest_evolution()
     np.random.seed(seed)
-    env = ie.create_environment({"num_candidates": int(job["num_candidates"]), "slate_size": int(job["slate_size"]),
-                                 "resample_documents": bool(job.get("resample_documents", True)), "seed": seed})
+    env = ie.create_environment(
+        {
+            "num_candidates": int(job["num_candidates"]),
+            "slate_size": int(job["slate_size"]),
+            "resample_documents": bool(job.get("resample_documents", True)),
+            "seed": seed,
+        }
+    )
     rng = np.random.default_rng(seed + 7)
     k, rows = int(job["slate_size"]), []
     start = time.perf_counter()
@@ -299,8 +333,15 @@ def run_recsim_job(job, seed, out_dir):
     name = job["name"]
     pd.DataFrame(rows).to_parquet(os.path.join(out_dir, f"{name}_episodes.parquet"))
     with open(os.path.join(out_dir, f"{name}_summary.json"), "w") as fh:
-        json.dump({"name": name, "episodes": len(rows), "user_steps_per_s": steps_total / elapsed,
-                   "mean_engagement": float(np.mean([r["engagement"] for r in rows]))}, fh)
+        json.dump(
+            {
+                "name": name,
+                "episodes": len(rows),
+                "user_steps_per_s": steps_total / elapsed,
+                "mean_engagement": float(np.mean([r["engagement"] for r in rows])),
+            },
+            fh,
+        )
 
 
 def main(argv):
@@ -320,6 +361,7 @@ def main(argv):
         runner(job, int(spec.get("seed", 0)) + i, out_dir)
     with open(os.path.join(out_dir, "versions.json"), "w") as fh:
         import recsim_ng  # noqa: F401
+
         json.dump({"tensorflow": tf.__version__, "numpy": np.__version__}, fh)
     return 0
 

@@ -60,13 +60,16 @@ def num_ordered_slates(num_candidates: int, slate_size: int) -> int:
     return math.perm(num_candidates, slate_size)
 
 
-def enumerate_slates(num_candidates: int, slate_size: int, ordered: bool = False,
-                     max_slates: int = 2_000_000) -> torch.Tensor:
+def enumerate_slates(
+    num_candidates: int, slate_size: int, ordered: bool = False, max_slates: int = 2_000_000
+) -> torch.Tensor:
     """Every slate as a ``[S, K]`` index tensor: subsets (lexicographic) or ordered tuples."""
     count = math.perm(num_candidates, slate_size) if ordered else math.comb(num_candidates, slate_size)
     if count > max_slates:
-        raise ConfigError(f"{count} {'ordered ' if ordered else ''}slates of {slate_size} out of {num_candidates} "
-                          f"candidates are too many to enumerate (limit {max_slates}); use method='lp' or 'topk'")
+        raise ConfigError(
+            f"{count} {'ordered ' if ordered else ''}slates of {slate_size} out of {num_candidates} "
+            f"candidates are too many to enumerate (limit {max_slates}); use method='lp' or 'topk'"
+        )
     return (_ordered if ordered else _subsets)(num_candidates, slate_size)
 
 
@@ -79,8 +82,9 @@ def ordered_slate_index(slates: torch.Tensor, num_candidates: int) -> torch.Tens
     n, k = slates.shape
     smaller_used = (slates.unsqueeze(1) < slates.unsqueeze(2)).tril(-1).sum(-1)  # [N, K]: earlier & smaller
     rank = slates - smaller_used
-    weights = torch.tensor([math.perm(num_candidates - j - 1, k - j - 1) for j in range(k)],
-                           dtype=torch.int64, device=slates.device)
+    weights = torch.tensor(
+        [math.perm(num_candidates - j - 1, k - j - 1) for j in range(k)], dtype=torch.int64, device=slates.device
+    )
     return (rank * weights).sum(-1)
 
 
@@ -105,16 +109,18 @@ def choice_probabilities(logits: torch.Tensor, no_click_logit: torch.Tensor, sla
     return torch.softmax(torch.cat([picked, no_click_logit.unsqueeze(1)], dim=1), dim=1)
 
 
-def slate_q(logits: torch.Tensor, no_click_logit: torch.Tensor, item_q: torch.Tensor,
-            slates: torch.Tensor) -> torch.Tensor:
+def slate_q(
+    logits: torch.Tensor, no_click_logit: torch.Tensor, item_q: torch.Tensor, slates: torch.Tensor
+) -> torch.Tensor:
     """:math:`Q(s, A) = \\sum_{i\\in A} P(i|s,A) \\bar Q(s,i)` for one ``[N, K]`` slate per user → ``[N]``."""
     v, v0 = _weights(logits, no_click_logit)
     vs, qs = v.gather(1, slates), item_q.gather(1, slates)
     return (vs * qs).sum(1) / (v0 + vs.sum(1))
 
 
-def slate_q_table(logits: torch.Tensor, no_click_logit: torch.Tensor, item_q: torch.Tensor,
-                  slates: torch.Tensor) -> torch.Tensor:
+def slate_q_table(
+    logits: torch.Tensor, no_click_logit: torch.Tensor, item_q: torch.Tensor, slates: torch.Tensor
+) -> torch.Tensor:
     """Q(s, A) for every user and every slate of a shared ``[S, K]`` table: ``[N, S]``."""
     v, v0 = _weights(logits, no_click_logit)
     gain = v * item_q
@@ -130,8 +136,14 @@ def _topk_slates(score: torch.Tensor, k: int) -> torch.Tensor:
     return score.topk(k, dim=1).indices
 
 
-def optimize_slates(logits: torch.Tensor, no_click_logit: torch.Tensor, item_q: torch.Tensor, slate_size: int,
-                    method: str = "lp", max_iter: int = 50) -> torch.Tensor:
+def optimize_slates(
+    logits: torch.Tensor,
+    no_click_logit: torch.Tensor,
+    item_q: torch.Tensor,
+    slate_size: int,
+    method: str = "lp",
+    max_iter: int = 50,
+) -> torch.Tensor:
     """``[N, K]`` slates maximising (exactly for ``lp``/``enumerate``) Σ_i P(i|s,A) Q̄(s,i).
 
     Slates come back ordered by decreasing v_i Q̄_i (position carries no value in the choice model).
@@ -236,8 +248,14 @@ def pair_features(user: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
 class ItemScorer(nn.Module):
     """A score per (user, candidate): an MLP on ``[user, doc]`` applied to every candidate at once."""
 
-    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "relu", out_gain: float = 1.0):
+    def __init__(
+        self,
+        user_dim: int,
+        doc_dim: int,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "relu",
+        out_gain: float = 1.0,
+    ):
         super().__init__()
         self.user_dim, self.doc_dim = user_dim, doc_dim
         self.net = mlp(user_dim + doc_dim, 1, hidden_sizes, activation, out_gain=out_gain)
@@ -249,8 +267,7 @@ class ItemScorer(nn.Module):
 class LearnedChoiceModel(nn.Module):
     """Conditional-logit click model ℓ_ψ(s, i) = MLP([u, d_i]), ℓ_⊥(s) = MLP(u), fit by MLE."""
 
-    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "relu"):
+    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "relu"):
         super().__init__()
         self.item = ItemScorer(user_dim, doc_dim, hidden_sizes, activation)
         self.no_click = mlp(max(user_dim, 1), 1, (hidden_sizes[0],) if hidden_sizes else (), activation)
@@ -269,11 +286,14 @@ class LearnedChoiceModel(nn.Module):
 class SlateRewardModel(nn.Module):
     """r̂(s, A) = Σ_i P̂(i|s,A) ê(s,i): a learned click model and engagement ê = softplus(MLP([u, d]))."""
 
-    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "relu"):
+    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "relu"):
         super().__init__()
-        self.hparams = {"user_dim": user_dim, "doc_dim": doc_dim, "hidden_sizes": list(hidden_sizes),
-                        "activation": activation}
+        self.hparams = {
+            "user_dim": user_dim,
+            "doc_dim": doc_dim,
+            "hidden_sizes": list(hidden_sizes),
+            "activation": activation,
+        }
         self.choice = LearnedChoiceModel(user_dim, doc_dim, hidden_sizes, activation)
         self.engagement_head = ItemScorer(user_dim, doc_dim, hidden_sizes, activation)
 
@@ -283,8 +303,14 @@ class SlateRewardModel(nn.Module):
     def engagement(self, user: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         return nn.functional.softplus(self.engagement_head(user, docs))
 
-    def loss(self, user: torch.Tensor, docs: torch.Tensor, slates: torch.Tensor, choice: torch.Tensor,
-             engagement: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self,
+        user: torch.Tensor,
+        docs: torch.Tensor,
+        slates: torch.Tensor,
+        choice: torch.Tensor,
+        engagement: torch.Tensor,
+    ) -> torch.Tensor:
         """Click NLL + squared error of ê on the clicked items."""
         k = slates.shape[1]
         nll = self.choice.nll(user, docs, slates, choice)
@@ -298,8 +324,20 @@ class SlateRewardModel(nn.Module):
 
 
 __all__ = [
-    "SLATE_METHODS", "SlateMethod", "enumerate_slates",
-    "num_ordered_slates", "ordered_slate_index", "slot_item_indicator",
-    "choice_probabilities", "slate_q", "slate_q_table", "optimize_slates", "ChoiceModel", "SimulatorChoiceModel",
-    "ItemScorer", "LearnedChoiceModel", "SlateRewardModel", "pair_features",
+    "SLATE_METHODS",
+    "SlateMethod",
+    "enumerate_slates",
+    "num_ordered_slates",
+    "ordered_slate_index",
+    "slot_item_indicator",
+    "choice_probabilities",
+    "slate_q",
+    "slate_q_table",
+    "optimize_slates",
+    "ChoiceModel",
+    "SimulatorChoiceModel",
+    "ItemScorer",
+    "LearnedChoiceModel",
+    "SlateRewardModel",
+    "pair_features",
 ]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from core_rl.common.errors import ConfigError
 from recsys.pipeline import EXPERIMENT, LOGGING_POLICIES, OFFLINE_ALGOS, evaluate, ingest, simulate_logs, train
@@ -43,8 +44,11 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--experiment", default=EXPERIMENT)
-        q.add_argument("--tracking-uri", default=None,
-                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under .deeprl/)")
+        q.add_argument(
+            "--tracking-uri",
+            default=None,
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under .deeprl/)",
+        )
         q.add_argument("--json", action="store_true", help="print one JSON line")
 
     s = sub.add_parser("simulate-logs", help="write a log of a logging policy in a simulator")
@@ -60,14 +64,20 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     i = sub.add_parser("ingest", help="validate a log, quarantine bad rows, estimate missing propensities")
     i.add_argument("--logs", required=True, help="a parquet file or a directory of parquet files")
-    i.add_argument("--out", default=None,
-                   help="clean log (default: <data folder>/recsys/ingested/NAME-HASH.parquet; never beside --logs)")
+    i.add_argument(
+        "--out",
+        default=None,
+        help="clean log (default: <data folder>/recsys/ingested/NAME-HASH.parquet; never beside --logs)",
+    )
     i.add_argument("--quarantine", default=None)
     i.add_argument("--strict", action="store_true", help="fail with every problem instead of quarantining")
     i.add_argument("--num-candidates", type=int, default=None)
     i.add_argument("--estimate", default="auto", choices=["auto", "always", "never"])
-    i.add_argument("--require-sorted", action="store_true",
-                   help="refuse rows out of (session_id, step) order instead of sorting them")
+    i.add_argument(
+        "--require-sorted",
+        action="store_true",
+        help="refuse rows out of (session_id, step) order instead of sorting them",
+    )
     common(i)
 
     o = sub.add_parser("fetch-obd", help="download the Open Bandit Dataset sample (obp 0.5.7's sdist, with pip)")
@@ -114,20 +124,56 @@ def cmd_recsys(args: argparse.Namespace) -> int:
     if cmd == "simulate-logs":
         if args.sessions < 1:
             raise ConfigError(f"--sessions must be positive, got {args.sessions}")
-        res = simulate_logs(args.out, args.env, args.sessions, args.policy, args.epsilon, args.seed, args.num_envs,
-                            _kv(args.env_set, "--env-set"), not args.no_oracle, args.tracking_uri, args.experiment)
-        _print(res, args.json, [f"wrote {res['rows']} rows ({res['sessions']} sessions) to {res['path']}",
-                                f"logging policy {res['logging_policy']}: {res['mean_session_engagement']:.2f} "
-                                f"engagement per session, {res['mean_step_engagement']:.3f} per step",
-                                f"run {res['run_id']}"])
+        res = simulate_logs(
+            args.out,
+            args.env,
+            args.sessions,
+            args.policy,
+            args.epsilon,
+            args.seed,
+            args.num_envs,
+            _kv(args.env_set, "--env-set"),
+            not args.no_oracle,
+            args.tracking_uri,
+            args.experiment,
+        )
+        _print(
+            res,
+            args.json,
+            [
+                f"wrote {res['rows']} rows ({res['sessions']} sessions) to {res['path']}",
+                f"logging policy {res['logging_policy']}: {res['mean_session_engagement']:.2f} "
+                f"engagement per session, {res['mean_step_engagement']:.3f} per step",
+                f"run {res['run_id']}",
+            ],
+        )
         return 0
     if cmd == "ingest":
-        rep = ingest(args.logs, args.out, args.quarantine, args.strict, args.num_candidates, args.estimate,
-                     args.tracking_uri, args.experiment, seed=args.seed, require_sorted=args.require_sorted)
-        _print({"rows_in": rep.rows_in, "rows_clean": rep.rows_clean, "rows_quarantined": rep.rows_quarantined,
-                "problems": [p.message() for p in rep.problems], "output": str(rep.output),
+        rep = ingest(
+            args.logs,
+            args.out,
+            args.quarantine,
+            args.strict,
+            args.num_candidates,
+            args.estimate,
+            args.tracking_uri,
+            args.experiment,
+            seed=args.seed,
+            require_sorted=args.require_sorted,
+        )
+        _print(
+            {
+                "rows_in": rep.rows_in,
+                "rows_clean": rep.rows_clean,
+                "rows_quarantined": rep.rows_quarantined,
+                "problems": [p.message() for p in rep.problems],
+                "output": str(rep.output),
                 "quarantine": str(rep.quarantine) if rep.rows_quarantined else None,
-                "propensity_source": rep.propensity_source}, args.json, rep.lines())
+                "propensity_source": rep.propensity_source,
+            },
+            args.json,
+            rep.lines(),
+        )
         return 0
     if cmd == "fetch-obd":
         from recsys.obd import fetch
@@ -136,24 +182,53 @@ def cmd_recsys(args: argparse.Namespace) -> int:
         _print({"path": str(path)}, args.json, [f"Open Bandit Dataset in {path}"])
         return 0
     if cmd == "train":
-        res = train(args.algo, args.logs, args.env, _kv(args.set, "--set"), args.seed, args.steps,
-                    _kv(args.env_set, "--env-set"), args.online, args.eval_sessions, args.register,
-                    tracking_uri=args.tracking_uri, experiment=args.experiment)
+        res = train(
+            args.algo,
+            args.logs,
+            args.env,
+            _kv(args.set, "--set"),
+            args.seed,
+            args.steps,
+            _kv(args.env_set, "--env-set"),
+            args.online,
+            args.eval_sessions,
+            args.register,
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+        )
         lines = [*res.get("notes", []), f"run {res['run_id']}: trained {res['policy']}"]
         if "online" in res:
             o = res["online"]
-            lines.append(f"online: {o['session_engagement']:.2f} ± {o['session_engagement_se']:.2f} engagement per "
-                         "session" + (f" (logging policy {o['logging.session_engagement']:.2f})"
-                                      if "logging.session_engagement" in o else ""))
+            lines.append(
+                f"online: {o['session_engagement']:.2f} ± {o['session_engagement_se']:.2f} engagement per "
+                "session"
+                + (
+                    f" (logging policy {o['logging.session_engagement']:.2f})"
+                    if "logging.session_engagement" in o
+                    else ""
+                )
+            )
         if res.get("model_uri"):
-            lines.append(f"model: {res['model_uri']} (registered {res['registered']['name']} "
-                         f"version {res['registered']['version']})")
+            lines.append(
+                f"model: {res['model_uri']} (registered {res['registered']['name']} "
+                f"version {res['registered']['version']})"
+            )
         _print(res, args.json, lines)
         return 0
     if cmd == "evaluate":
-        res = evaluate(args.model, args.run, args.logs, args.env, _kv(args.env_set, "--env-set"), args.online,
-                       args.sessions, args.bootstrap, args.seed, tracking_uri=args.tracking_uri,
-                       experiment=args.experiment)
+        res = evaluate(
+            args.model,
+            args.run,
+            args.logs,
+            args.env,
+            _kv(args.env_set, "--env-set"),
+            args.online,
+            args.sessions,
+            args.bootstrap,
+            args.seed,
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+        )
         lines = [f"run {res['run_id']}: {res['policy']}"]
         for name, e in res.get("ope", {}).items():
             lines.append(f"  {name:6s} {e['value']:.4f}  [{e['lower']:.4f}, {e['upper']:.4f}]")
@@ -161,8 +236,10 @@ def cmd_recsys(args: argparse.Namespace) -> int:
             lines.append(f"  ground truth (one step on the logged contexts) {res['ground_truth']:.4f}")
         if "online" in res:
             o = res["online"]
-            lines.append(f"  online: {o['session_engagement']:.2f} ± {o['session_engagement_se']:.2f} per session, "
-                         f"{o['step_engagement']:.4f} per step")
+            lines.append(
+                f"  online: {o['session_engagement']:.2f} ± {o['session_engagement_se']:.2f} per session, "
+                f"{o['step_engagement']:.4f} per step"
+            )
         _print(res, args.json, lines)
         return 0
     raise ConfigError(f"unknown recsys command '{cmd}'")

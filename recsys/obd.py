@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,8 +65,20 @@ def fetch(root: str | Path | None = None, python: str | None = None, force: bool
     if available(dest) and not force:
         return dest
     with tempfile.TemporaryDirectory(prefix="obd-fetch-") as tmp:
-        cmd = [python or sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python",
-               "--no-binary", ":all:", "--disable-pip-version-check", f"obp=={OBP_VERSION}", "-d", tmp]
+        cmd = [
+            python or sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--ignore-requires-python",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            f"obp=={OBP_VERSION}",
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         sdists = sorted(Path(tmp).glob(f"obp-{OBP_VERSION}.tar.gz"))
         if proc.returncode != 0 or not sdists:
@@ -78,9 +91,9 @@ def fetch(root: str | Path | None = None, python: str | None = None, force: bool
                 name = member.name
                 if not member.isfile() or not name.startswith(prefix):
                     continue
-                rel = name[len(prefix):]
+                rel = name[len(prefix) :]
                 if rel.startswith("dataset/obd/"):
-                    target = staging / rel[len("dataset/obd/"):]
+                    target = staging / rel[len("dataset/obd/") :]
                 elif rel == "policy/conf/prior_bts.yaml":
                     target = staging / "prior_bts.yaml"
                 else:
@@ -124,14 +137,14 @@ class OBDLog:
 
     policy: str
     campaign: str
-    frame: pd.DataFrame          # the raw per-position rows
-    items: pd.DataFrame          # item_id + item features
-    action: np.ndarray           # [n] item index
-    position: np.ndarray         # [n] 0-based position
-    reward: np.ndarray           # [n] click
-    pscore: np.ndarray           # [n] μ(a_i at k_i | x_i)
-    context: np.ndarray          # [n, U] one-hot user features (OBP: get_dummies(drop_first=True))
-    affinity: np.ndarray         # [n, C] user-item affinities
+    frame: pd.DataFrame  # the raw per-position rows
+    items: pd.DataFrame  # item_id + item features
+    action: np.ndarray  # [n] item index
+    position: np.ndarray  # [n] 0-based position
+    reward: np.ndarray  # [n] click
+    pscore: np.ndarray  # [n] μ(a_i at k_i | x_i)
+    context: np.ndarray  # [n, U] one-hot user features (OBP: get_dummies(drop_first=True))
+    affinity: np.ndarray  # [n, C] user-item affinities
 
     @property
     def n_actions(self) -> int:
@@ -156,15 +169,24 @@ def load(policy: str, campaign: str = "all", root: str | Path | None = None) -> 
     user_cols = [c for c in frame.columns if c.startswith("user_feature")]
     context = pd.get_dummies(frame[user_cols], drop_first=True).to_numpy(np.float32)
     aff_cols = [f"user-item_affinity_{i}" for i in items["item_id"]]
-    affinity = frame[aff_cols].to_numpy(np.float32) if all(c in frame.columns for c in aff_cols) else \
-        np.zeros((len(frame), len(items)), np.float32)
+    affinity = (
+        frame[aff_cols].to_numpy(np.float32)
+        if all(c in frame.columns for c in aff_cols)
+        else np.zeros((len(frame), len(items)), np.float32)
+    )
     index_of = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
-    return OBDLog(policy, campaign, frame, items,
-                  action=index_of.loc[frame["item_id"].to_numpy()].to_numpy(np.int64),
-                  position=frame["position"].rank(method="dense").to_numpy(np.int64) - 1,
-                  reward=frame["click"].to_numpy(np.float64),
-                  pscore=frame["propensity_score"].to_numpy(np.float64),
-                  context=context, affinity=affinity)
+    return OBDLog(
+        policy,
+        campaign,
+        frame,
+        items,
+        action=index_of.loc[frame["item_id"].to_numpy()].to_numpy(np.int64),
+        position=frame["position"].rank(method="dense").to_numpy(np.int64) - 1,
+        reward=frame["click"].to_numpy(np.float64),
+        pscore=frame["propensity_score"].to_numpy(np.float64),
+        context=context,
+        affinity=affinity,
+    )
 
 
 def bts_prior(campaign: str = "all", root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -177,8 +199,9 @@ def bts_prior(campaign: str = "all", root: str | Path | None = None) -> tuple[np
     return np.asarray(conf[campaign]["alpha"], np.float64), np.asarray(conf[campaign]["beta"], np.float64)
 
 
-def bts_action_dist(alpha: np.ndarray, beta: np.ndarray, len_list: int = 3, n_sim: int = 100_000,
-                    seed: int = 0, batch: int = 20_000) -> np.ndarray:
+def bts_action_dist(
+    alpha: np.ndarray, beta: np.ndarray, len_list: int = 3, n_sim: int = 100_000, seed: int = 0, batch: int = 20_000
+) -> np.ndarray:
     r""":math:`\pi(a \mid k)`, ``[C, K]``: how often item a is k-th among the ``len_list`` largest
     :math:`\theta_a \sim \mathrm{Beta}(\alpha_a, \beta_a)` over ``n_sim`` draws (vectorized)."""
     gen = torch.Generator().manual_seed(seed)
@@ -191,9 +214,12 @@ def bts_action_dist(alpha: np.ndarray, beta: np.ndarray, len_list: int = 3, n_si
         # Beta draws as X / (X + Y) with X ~ Gamma(α), Y ~ Gamma(β) (torch's Gamma takes no generator)
         x = torch._standard_gamma(a.expand(m, c).contiguous(), generator=gen)
         y = torch._standard_gamma(b.expand(m, c).contiguous(), generator=gen)
-        top = torch.topk(x / (x + y), len_list, dim=1).indices                  # [m, K]
-        counts.index_put_((top.reshape(-1), torch.arange(len_list).repeat(m)),
-                          torch.ones(m * len_list, dtype=torch.float64), accumulate=True)
+        top = torch.topk(x / (x + y), len_list, dim=1).indices  # [m, K]
+        counts.index_put_(
+            (top.reshape(-1), torch.arange(len_list).repeat(m)),
+            torch.ones(m * len_list, dtype=torch.float64),
+            accumulate=True,
+        )
         done += m
     return (counts / n_sim).numpy()
 
@@ -218,17 +244,20 @@ def fit_click_model(log: OBDLog, rows: np.ndarray, l2: float = 1e-2, seed: int =
     f = torch.as_tensor(item_features(log.items), dtype=torch.float64)
     aff = torch.as_tensor(log.affinity, dtype=torch.float64)
     c, k = log.n_actions, log.len_list
-    params = [torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True),
-              torch.zeros(f.shape[1], dtype=torch.float64, requires_grad=True),
-              torch.zeros(1, dtype=torch.float64, requires_grad=True),
-              torch.zeros(k, dtype=torch.float64, requires_grad=True),
-              torch.zeros(c, dtype=torch.float64, requires_grad=True),
-              torch.full((1,), float(np.log(max(log.reward.mean(), 1e-4))), dtype=torch.float64, requires_grad=True)]
+    params = [
+        torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True),
+        torch.zeros(f.shape[1], dtype=torch.float64, requires_grad=True),
+        torch.zeros(1, dtype=torch.float64, requires_grad=True),
+        torch.zeros(k, dtype=torch.float64, requires_grad=True),
+        torch.zeros(c, dtype=torch.float64, requires_grad=True),
+        torch.full((1,), float(np.log(max(log.reward.mean(), 1e-4))), dtype=torch.float64, requires_grad=True),
+    ]
 
-    def logits(idx: torch.Tensor) -> torch.Tensor:                           # [m, C, K]
+    def logits(idx: torch.Tensor) -> torch.Tensor:  # [m, C, K]
         u, v, g, pk, ea, b = params
-        return ((x[idx] @ u)[:, None, None] + (f @ v + ea)[None, :, None] + g * aff[idx][:, :, None]
-                + pk[None, None, :] + b)
+        return (
+            (x[idx] @ u)[:, None, None] + (f @ v + ea)[None, :, None] + g * aff[idx][:, :, None] + pk[None, None, :] + b
+        )
 
     tr = torch.as_tensor(rows, dtype=torch.long)
     a, pos = torch.from_numpy(np.array(log.action))[tr], torch.from_numpy(np.array(log.position))[tr]
@@ -238,7 +267,7 @@ def fit_click_model(log: OBDLog, rows: np.ndarray, l2: float = 1e-2, seed: int =
     def closure() -> torch.Tensor:
         opt.zero_grad()
         u, v, g, pk, ea, b = params
-        z = x[tr] @ u + (f @ v + ea)[a] + g * aff[tr, a] + pk[pos] + b         # the logged (a, k) only
+        z = x[tr] @ u + (f @ v + ea)[a] + g * aff[tr, a] + pk[pos] + b  # the logged (a, k) only
         loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y)
         loss = loss + l2 * sum((p_ * p_).sum() for p_ in params[:5]) / len(tr) * 100
         loss.backward()
@@ -265,49 +294,74 @@ def cross_fitted_q(log: OBDLog, folds: int = 3, seed: int = 0) -> np.ndarray:
 
 
 # ---- the protocol -------------------------------------------------------------------------------------
-DEFAULT_LAMBDAS: dict[str, float] = {"switch_dr": 10.0, "dros": 100.0}   # BTS on OBD: w ≤ 19.5
+DEFAULT_LAMBDAS: dict[str, float] = {"switch_dr": 10.0, "dros": 100.0}  # BTS on OBD: w ≤ 19.5
 
 
 @dataclass
 class ProtocolResult:
-    ground_truth: float                      # BTS's on-policy click rate
-    random_value: float                      # the Random policy's on-policy click rate
-    estimates: dict[str, Any]                # name → recsys.ope.Estimate
+    ground_truth: float  # BTS's on-policy click rate
+    random_value: float  # the Random policy's on-policy click rate
+    estimates: dict[str, Any]  # name → recsys.ope.Estimate
 
     def rel_errors(self) -> dict[str, float]:
         return {k: abs(e.value - self.ground_truth) / self.ground_truth for k, e in self.estimates.items()}
 
 
-def protocol_inputs(campaign: str = "all", n_sim: int = 100_000, seed: int = 0, root: str | Path | None = None
-                    ) -> dict[str, np.ndarray]:
+def protocol_inputs(
+    campaign: str = "all", n_sim: int = 100_000, seed: int = 0, root: str | Path | None = None
+) -> dict[str, np.ndarray]:
     """The Random logs, BTS's action distribution and the cross-fitted q̂ (what both libraries are fed)."""
     log = load("random", campaign, root)
     alpha, beta = bts_prior(campaign, root)
     dist = bts_action_dist(alpha, beta, log.len_list, n_sim=n_sim, seed=seed)
-    return {"reward": log.reward, "action": log.action, "position": log.position, "pscore": log.pscore,
-            "action_dist": np.broadcast_to(dist, (len(log.reward),) + dist.shape),
-            "q_hat": cross_fitted_q(log, seed=seed)}
+    return {
+        "reward": log.reward,
+        "action": log.action,
+        "position": log.position,
+        "pscore": log.pscore,
+        "action_dist": np.broadcast_to(dist, (len(log.reward),) + dist.shape),
+        "q_hat": cross_fitted_q(log, seed=seed),
+    }
 
 
-def obd_protocol(campaign: str = "all", n_sim: int = 100_000, n_bootstrap: int = 200, seed: int = 0,
-                 lambdas: dict[str, float] | None = None, root: str | Path | None = None,
-                 inputs: dict[str, np.ndarray] | None = None) -> ProtocolResult:
+def obd_protocol(
+    campaign: str = "all",
+    n_sim: int = 100_000,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    lambdas: dict[str, float] | None = None,
+    root: str | Path | None = None,
+    inputs: dict[str, np.ndarray] | None = None,
+) -> ProtocolResult:
     """Estimate BTS's click rate from the Random logs with every bandit estimator (with intervals) and
     compare with BTS's own click rate (the standard protocol of the dataset's paper)."""
     from recsys.ope import bandit_estimates
 
     inputs = inputs if inputs is not None else protocol_inputs(campaign, n_sim, seed, root)
-    est = bandit_estimates(inputs["reward"], inputs["action"], inputs["position"], inputs["pscore"],
-                           np.ascontiguousarray(inputs["action_dist"]), inputs["q_hat"], lambdas=dict(DEFAULT_LAMBDAS, **(lambdas or {})),
-                           n_bootstrap=n_bootstrap, seed=seed)
+    est = bandit_estimates(
+        inputs["reward"],
+        inputs["action"],
+        inputs["position"],
+        inputs["pscore"],
+        np.ascontiguousarray(inputs["action_dist"]),
+        inputs["q_hat"],
+        lambdas=dict(DEFAULT_LAMBDAS, **(lambdas or {})),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
     return ProtocolResult(load("bts", campaign, root).on_policy_value, float(inputs["reward"].mean()), est)
 
 
 # ---- Open Bandit Pipeline, in its own venv (recsys/build_obp_env.sh) ---------------------------------
 OBP_NAMES: dict[str, str] = {
-    "ips": "InverseProbabilityWeighting", "snips": "SelfNormalizedInverseProbabilityWeighting",
-    "dm": "DirectMethod", "dr": "DoublyRobust", "sndr": "SelfNormalizedDoublyRobust",
-    "switch_dr": "SwitchDoublyRobust", "dros": "DoublyRobustWithShrinkage"}
+    "ips": "InverseProbabilityWeighting",
+    "snips": "SelfNormalizedInverseProbabilityWeighting",
+    "dm": "DirectMethod",
+    "dr": "DoublyRobust",
+    "sndr": "SelfNormalizedDoublyRobust",
+    "switch_dr": "SwitchDoublyRobust",
+    "dros": "DoublyRobustWithShrinkage",
+}
 
 _OBP_SCRIPT = r"""
 import json, sys, time
@@ -409,9 +463,14 @@ def obp_available(venv: str | Path | None = None) -> bool:
     return obp_python(venv).is_file() and any(d.glob(".obp-installed-*"))
 
 
-def run_obp(inputs: dict[str, np.ndarray] | None = None, lambdas: dict[str, float] | None = None,
-            speed: dict[str, int] | None = None, protocol: dict[str, Any] | None = None,
-            venv: str | Path | None = None, timeout: float = 1800) -> dict[str, Any]:
+def run_obp(
+    inputs: dict[str, np.ndarray] | None = None,
+    lambdas: dict[str, float] | None = None,
+    speed: dict[str, int] | None = None,
+    protocol: dict[str, Any] | None = None,
+    venv: str | Path | None = None,
+    timeout: float = 1800,
+) -> dict[str, Any]:
     """Run OBP's estimators in its venv (a subprocess) on saved ``inputs``, on synthetic rounds
     (``speed``: n, c, k, seed, repeats) and/or its own OBD protocol (``protocol``: root, campaign, n_sim,
     seed). Returns its JSON result."""
@@ -433,18 +492,18 @@ def run_obp(inputs: dict[str, np.ndarray] | None = None, lambdas: dict[str, floa
             args["protocol"] = protocol
         script = Path(tmp) / "run_obp.py"
         script.write_text(_OBP_SCRIPT)
-        proc = subprocess.run([str(py), str(script), json.dumps(args)], capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([str(py), str(script), json.dumps(args)], capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("OBP-RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise ConfigError("Open Bandit Pipeline run failed: " + " | ".join(tail))
-    return json.loads(lines[-1][len("OBP-RESULT "):])
+    return json.loads(lines[-1][len("OBP-RESULT ") :])
 
 
 # ---- a policy learned from the Random logs ------------------------------------------------------------
-def learned_action_dist(policy: Any, logs: str | Path, n: int, n_positions: int, chunk_rows: int = 65_536
-                        ) -> np.ndarray:
+def learned_action_dist(
+    policy: Any, logs: str | Path, n: int, n_positions: int, chunk_rows: int = 65_536
+) -> np.ndarray:
     """π(a | x_i, k_i) of a recsys policy on an ingested OBD log (one-position slates, position in the
     user features), as ``[n, C, K]`` with row i's distribution at every position column."""
     from recsys.choice_model import enumerate_slates
@@ -453,22 +512,33 @@ def learned_action_dist(policy: Any, logs: str | Path, n: int, n_positions: int,
     reader = LogReader(logs, chunk_rows=chunk_rows)
     c = reader.meta.num_candidates
     if reader.meta.slate_size != 1:
-        raise ConfigError(f"expected one-position slates (per-position OBD rows), got slate_size {reader.meta.slate_size}")
-    table = enumerate_slates(c, 1, ordered=True)[:, 0]                    # slate s shows item table[s]
+        raise ConfigError(
+            f"expected one-position slates (per-position OBD rows), got slate_size {reader.meta.slate_size}"
+        )
+    table = enumerate_slates(c, 1, ordered=True)[:, 0]  # slate s shows item table[s]
     out = np.zeros((n, c), np.float64)
     with torch.no_grad():
         for chunk in reader:
-            dist = policy.slate_distribution(chunk.obs(), chunk.info()).double()          # [m, S]
-            rows = chunk.session.numpy()                                                  # session = source row
+            dist = policy.slate_distribution(chunk.obs(), chunk.info()).double()  # [m, S]
+            rows = chunk.session.numpy()  # session = source row
             item_dist = torch.zeros(dist.shape[0], c, dtype=torch.float64).index_add_(1, table, dist)
             out[rows] = item_dist.numpy()
     return np.repeat(out[:, :, None], n_positions, axis=2)
 
 
-def learn_from_random(algo: str = "topk_reinforce", config: dict[str, Any] | None = None, campaign: str = "all",
-                      test_size: float = 0.3, workdir: str | Path | None = None, tracking_uri: str | None = None,
-                      experiment: str = "recsys", n_bootstrap: int = 200, n_sim: int = 100_000, seed: int = 0,
-                      root: str | Path | None = None) -> dict[str, Any]:
+def learn_from_random(
+    algo: str = "topk_reinforce",
+    config: dict[str, Any] | None = None,
+    campaign: str = "all",
+    test_size: float = 0.3,
+    workdir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "recsys",
+    n_bootstrap: int = 200,
+    n_sim: int = 100_000,
+    seed: int = 0,
+    root: str | Path | None = None,
+) -> dict[str, Any]:
     """Learn a position-aware policy from the Random logs with the app's off-policy learner ``algo``
     (``recsys.pipeline.train``: one MLflow run, registered as ``recsys-obd-<algo>``) on the first
     ``1 − test_size`` of the rounds (time order), estimate its click rate with DR (and IPS / SNIPS) and a
@@ -491,35 +561,68 @@ def learn_from_random(algo: str = "topk_reinforce", config: dict[str, Any] | Non
     cut = int(round(n * (1 - test_size)))
     train_logs, test_logs = workdir / f"random_{campaign}_train.parquet", workdir / f"random_{campaign}_test.parquet"
     if not (train_logs.is_file() and test_logs.is_file()):
-        slates, meta = to_slates(log.frame, log.items)          # one encoding for both splits
+        slates, meta = to_slates(log.frame, log.items)  # one encoding for both splits
         ingest_logs(slates.iloc[:cut].reset_index(drop=True), train_logs, meta_overrides=meta)
         ingest_logs(slates.iloc[cut:].reset_index(drop=True), test_logs, meta_overrides=meta)
-    trained = train(algo, logs=train_logs, config=config, seed=seed, register=f"recsys-obd-{algo}",
-                    tracking_uri=tracking_uri, experiment=experiment)
+    trained = train(
+        algo,
+        logs=train_logs,
+        config=config,
+        seed=seed,
+        register=f"recsys-obd-{algo}",
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+    )
     policy = load_recommender(trained["model_uri"])
     te = np.arange(cut, n)
     q_hat = fit_click_model(log, np.arange(cut), seed=seed)(te)
     dist = learned_action_dist(policy, test_logs, n, log.len_list)[te]
-    learned = bandit_estimates(log.reward[te], log.action[te], log.position[te], log.pscore[te], dist, q_hat,
-                               estimators=("ips", "snips", "dr"), n_bootstrap=n_bootstrap, seed=seed)
-    bts = obd_protocol(campaign, inputs=protocol_inputs(campaign, n_sim, seed, root), n_bootstrap=n_bootstrap,
-                       seed=seed, root=root)
-    out = {"train_run_id": trained["run_id"], "model_uri": trained["model_uri"],
-           "registered": trained.get("registered"), "train_rounds": cut, "test_rounds": n - cut,
-           "random_click_rate": bts.random_value, "random_click_rate_test": float(log.reward[te].mean()),
-           "bts_click_rate": bts.ground_truth, "bts_dr": bts.estimates["dr"].as_dict(),
-           "learned": {k: e.as_dict() for k, e in learned.items()}}
-    with tracked_run(experiment, run_name="obd-evaluate", tracking_uri=tracking_uri,
-                     tags={"recsys_command": "obd-evaluate", "model_uri": trained["model_uri"]},
-                     params={"algo": algo, "campaign": campaign, "test_size": test_size, "bootstrap": n_bootstrap,
-                             "seed": seed}) as run:
-        metrics = {"random_click_rate": bts.random_value, "bts_click_rate": bts.ground_truth,
-                   "bts_dr": bts.estimates["dr"].value}
+    learned = bandit_estimates(
+        log.reward[te],
+        log.action[te],
+        log.position[te],
+        log.pscore[te],
+        dist,
+        q_hat,
+        estimators=("ips", "snips", "dr"),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+    bts = obd_protocol(
+        campaign, inputs=protocol_inputs(campaign, n_sim, seed, root), n_bootstrap=n_bootstrap, seed=seed, root=root
+    )
+    out = {
+        "train_run_id": trained["run_id"],
+        "model_uri": trained["model_uri"],
+        "registered": trained.get("registered"),
+        "train_rounds": cut,
+        "test_rounds": n - cut,
+        "random_click_rate": bts.random_value,
+        "random_click_rate_test": float(log.reward[te].mean()),
+        "bts_click_rate": bts.ground_truth,
+        "bts_dr": bts.estimates["dr"].as_dict(),
+        "learned": {k: e.as_dict() for k, e in learned.items()},
+    }
+    with tracked_run(
+        experiment,
+        run_name="obd-evaluate",
+        tracking_uri=tracking_uri,
+        tags={"recsys_command": "obd-evaluate", "model_uri": trained["model_uri"]},
+        params={"algo": algo, "campaign": campaign, "test_size": test_size, "bootstrap": n_bootstrap, "seed": seed},
+    ) as run:
+        metrics = {
+            "random_click_rate": bts.random_value,
+            "bts_click_rate": bts.ground_truth,
+            "bts_dr": bts.estimates["dr"].value,
+        }
         for k, e in learned.items():
             metrics.update({f"learned_{k}": e.value, f"learned_{k}_lower": e.lower, f"learned_{k}_upper": e.upper})
         run.log_metrics(metrics, step=0)
-        log_figure(run, policies_plot(out, f"Open Bandit Dataset ({campaign}): {algo} learned from Random logs"),
-                   "obd_policies.png")
+        log_figure(
+            run,
+            policies_plot(out, f"Open Bandit Dataset ({campaign}): {algo} learned from Random logs"),
+            "obd_policies.png",
+        )
         run.log_dict(out, "obd_policies.json")
         out["run_id"] = run.run_id
     return out
@@ -566,7 +669,32 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["OBP_VERSION", "POLICIES", "CAMPAIGNS", "obd_dir", "available", "fetch", "require", "log_path", "OBDLog",
-           "load", "bts_prior", "bts_action_dist", "item_features", "fit_click_model", "cross_fitted_q",
-           "DEFAULT_LAMBDAS", "ProtocolResult", "protocol_inputs", "obd_protocol", "OBP_NAMES", "synthetic_rounds",
-           "obp_python", "obp_available", "run_obp", "learned_action_dist", "learn_from_random", "policies_plot"]
+__all__ = [
+    "OBP_VERSION",
+    "POLICIES",
+    "CAMPAIGNS",
+    "obd_dir",
+    "available",
+    "fetch",
+    "require",
+    "log_path",
+    "OBDLog",
+    "load",
+    "bts_prior",
+    "bts_action_dist",
+    "item_features",
+    "fit_click_model",
+    "cross_fitted_q",
+    "DEFAULT_LAMBDAS",
+    "ProtocolResult",
+    "protocol_inputs",
+    "obd_protocol",
+    "OBP_NAMES",
+    "synthetic_rounds",
+    "obp_python",
+    "obp_available",
+    "run_obp",
+    "learned_action_dist",
+    "learn_from_random",
+    "policies_plot",
+]

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,9 +43,14 @@ class CQLConfig(SlateQConfig):
     cql_temperature: float = Field(1.0, gt=0.0, description="τ in τ·logsumexp(Q/τ).")
 
 
-def conservative_penalty(batch: SlateTransitions, learner: SlateQLearner, alpha: float, max_slates: int,
-                         temperature: float = 1.0, generator: torch.Generator | None = None
-                         ) -> tuple[torch.Tensor, dict[str, float]]:
+def conservative_penalty(
+    batch: SlateTransitions,
+    learner: SlateQLearner,
+    alpha: float,
+    max_slates: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """α · mean[τ logsumexp_{A'} Q(s, A')/τ − Q(s, A_logged)] (gradients through Q̄_φ only)."""
     c, k = batch.docs.shape[1], batch.slate.shape[1]
     with torch.no_grad():
@@ -52,7 +58,7 @@ def conservative_penalty(batch: SlateTransitions, learner: SlateQLearner, alpha:
     item_q = learner.q_net(batch.user, batch.docs)
     if math.comb(c, k) <= max_slates:
         table = enumerate_slates(c, k)
-        all_q = slate_q_table(logits, none, item_q, table)                     # [B, S]
+        all_q = slate_q_table(logits, none, item_q, table)  # [B, S]
         log_count = 0.0
     else:  # a uniform sample of slates: logsumexp + log(S_total / S_sampled) estimates the full one
         keys = torch.rand(max_slates, c, generator=generator)
@@ -98,8 +104,14 @@ class BehaviorCloning:
 
     name = "bc"
 
-    def __init__(self, layout: ObsLayout, slate_size: int, config: BCConfig | Mapping[str, Any] | None = None,
-                 tracker: Tracker | None = None, **overrides: Any):
+    def __init__(
+        self,
+        layout: ObsLayout,
+        slate_size: int,
+        config: BCConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+        **overrides: Any,
+    ):
         self.config = parse_config(BCConfig, config, **overrides)
         configure_torch(self.config.torch_threads)
         set_seed(self.config.seed)
@@ -113,14 +125,16 @@ class BehaviorCloning:
         """Maximum likelihood of the logged slates (:meth:`PropensityModel.fit`); ``nll`` is the last
         epoch's mean negative log-likelihood per slate."""
         cfg = self.config
-        self.model.fit(reader, epochs or cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, self.tracker, self.history,
-                       metric="bc_nll")
+        self.model.fit(
+            reader, epochs or cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, self.tracker, self.history, metric="bc_nll"
+        )
         self.nll = self.history[-1]["bc_nll"] if self.history else None
         return self
 
     def as_policy(self) -> ScoredTopKPolicy:
-        pol = ScoredTopKPolicy(self.layout.num_candidates, self.slate_size, copy.deepcopy(self.model.score).eval(),
-                               label="bc")
+        pol = ScoredTopKPolicy(
+            self.layout.num_candidates, self.slate_size, copy.deepcopy(self.model.score).eval(), label="bc"
+        )
         pol.layout = self.layout
         return pol
 

@@ -39,8 +39,9 @@ carry the simulator's ground truth — the policy's exact one-step value on the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,8 +67,14 @@ class Estimate:
     extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "lower": self.lower, "upper": self.upper, "n": self.n,
-                **self.extra}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "lower": self.lower,
+            "upper": self.upper,
+            "n": self.n,
+            **self.extra,
+        }
 
 
 # ---- the per-row terms ------------------------------------------------------------------------
@@ -86,8 +93,9 @@ def snips_terms(rewards: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, t
     return w * rewards.double(), w
 
 
-def dr_terms(rewards: torch.Tensor, w: torch.Tensor, q_logged: torch.Tensor,
-             q_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dr_terms(
+    rewards: torch.Tensor, w: torch.Tensor, q_logged: torch.Tensor, q_target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     return q_target.double() + w * (rewards.double() - q_logged.double()), torch.ones_like(w)
 
 
@@ -95,32 +103,47 @@ def dm_terms(q_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q_target.double(), torch.ones_like(q_target, dtype=torch.float64)
 
 
-def pseudo_inverse_weights(target_dist: torch.Tensor, logging_dist: torch.Tensor, logged: torch.Tensor,
-                           num_candidates: int, slate_size: int, chunk: int = 256) -> torch.Tensor:
+def pseudo_inverse_weights(
+    target_dist: torch.Tensor,
+    logging_dist: torch.Tensor,
+    logged: torch.Tensor,
+    num_candidates: int,
+    slate_size: int,
+    chunk: int = 256,
+) -> torch.Tensor:
     """g_i = q_π(x_i)ᵀ Γ_μ(x_i)† 1_{A_i} from ``[n, S]`` distributions over the enumerated ordered
     slates (:func:`~recsys.choice_model.enumerate_slates` with ``ordered=True``) and ``[n, K]`` logged slates."""
     table = enumerate_slates(num_candidates, slate_size, ordered=True)
-    m = slot_item_indicator(table, num_candidates).double()             # [S, KC]
-    ind = slot_item_indicator(logged, num_candidates).double()          # [n, KC]
+    m = slot_item_indicator(table, num_candidates).double()  # [S, KC]
+    ind = slot_item_indicator(logged, num_candidates).double()  # [n, KC]
     out = torch.empty(logged.shape[0], dtype=torch.float64)
     for start in range(0, logged.shape[0], chunk):
         sl = slice(start, start + chunk)
         mu = logging_dist[sl].double()
-        q = target_dist[sl].double() @ m                                # [b, KC]
-        gamma = torch.einsum("bs,sa,sc->bac", mu, m, m)                 # E_μ[1_A 1_Aᵀ]
+        q = target_dist[sl].double() @ m  # [b, KC]
+        gamma = torch.einsum("bs,sa,sc->bac", mu, m, m)  # E_μ[1_A 1_Aᵀ]
         x = torch.linalg.pinv(gamma, hermitian=True, rtol=1e-10) @ ind[sl].unsqueeze(-1)
         out[sl] = (q.unsqueeze(1) @ x).reshape(-1)
     return out
 
 
-def pi_terms(rewards: torch.Tensor, g: torch.Tensor,
-             self_normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def pi_terms(
+    rewards: torch.Tensor, g: torch.Tensor, self_normalized: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     return g * rewards.double(), (g if self_normalized else torch.ones_like(g))
 
 
 # ---- bootstrap ---------------------------------------------------------------------------------------
-def ratio_estimate(name: str, num: torch.Tensor, den: torch.Tensor, groups: torch.Tensor | None = None,
-                   n_bootstrap: int = 200, alpha: float = 0.05, seed: int = 0, ess: float | None = None) -> Estimate:
+def ratio_estimate(
+    name: str,
+    num: torch.Tensor,
+    den: torch.Tensor,
+    groups: torch.Tensor | None = None,
+    n_bootstrap: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    ess: float | None = None,
+) -> Estimate:
     """Σ num / Σ den with a percentile interval from resampling ``groups`` (rows if None).
 
     ``num``/``den`` may be per row or already summed per group (then ``groups`` names each sum's group).
@@ -154,9 +177,16 @@ def ratio_estimate(name: str, num: torch.Tensor, den: torch.Tensor, groups: torc
 
 
 # ---- a reward model for DR / DM -----------------------------------------------------------------
-def fit_reward_model(chunks: Iterable[Any] | Any, user_dim: int, doc_dim: int, epochs: int = 3,
-                     batch_size: int = 512, lr: float = 3e-3, hidden_sizes: tuple[int, ...] = (64, 64),
-                     seed: int = 0) -> SlateRewardModel:
+def fit_reward_model(
+    chunks: Iterable[Any] | Any,
+    user_dim: int,
+    doc_dim: int,
+    epochs: int = 3,
+    batch_size: int = 512,
+    lr: float = 3e-3,
+    hidden_sizes: tuple[int, ...] = (64, 64),
+    seed: int = 0,
+) -> SlateRewardModel:
     """r̂(x, A) = Σ P̂(i|x,A) ê(x,i): click NLL + engagement MSE on clicked items, streamed over chunks.
 
     ``chunks`` is a :class:`~recsys.logs.LogReader` (re-read every epoch) or a list of chunks.
@@ -181,8 +211,15 @@ def fit_reward_model(chunks: Iterable[Any] | Any, user_dim: int, doc_dim: int, e
     return model
 
 
-def expected_value(policy: SlatePolicy, obs: Any, info: Any, logits: torch.Tensor, no_click: torch.Tensor,
-                   engagement: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
+def expected_value(
+    policy: SlatePolicy,
+    obs: Any,
+    info: Any,
+    logits: torch.Tensor,
+    no_click: torch.Tensor,
+    engagement: torch.Tensor,
+    chosen: torch.Tensor | None,
+) -> torch.Tensor:
     """E_{A~π(·|x)} Σ_i P(i|x,A) e(x,i) under a choice model ``(logits, no_click)`` and engagement, ``[n]``.
 
     Deterministic π: the value of its slate ``chosen``; stochastic π: the sum over every ordered slate.
@@ -190,9 +227,10 @@ def expected_value(policy: SlatePolicy, obs: Any, info: Any, logits: torch.Tenso
     if policy.deterministic:
         assert chosen is not None
         return slate_q(logits, no_click, engagement, chosen).double()
-    dist = policy.slate_distribution(obs, info)                                   # [n, S]
-    table = enumerate_slates(logits.shape[1], chosen.shape[1] if chosen is not None else policy.slate_size,
-                             ordered=True)
+    dist = policy.slate_distribution(obs, info)  # [n, S]
+    table = enumerate_slates(
+        logits.shape[1], chosen.shape[1] if chosen is not None else policy.slate_size, ordered=True
+    )
     return (dist * slate_q_table(logits, no_click, engagement, table).double()).sum(1)
 
 
@@ -200,8 +238,8 @@ def expected_value(policy: SlatePolicy, obs: Any, info: Any, logits: torch.Tenso
 @dataclass
 class OPEResult:
     estimates: dict[str, Estimate]
-    ground_truth: float | None          # exact one-step value on the logged contexts (oracle logs)
-    logging_value: float                # mean logged engagement per row (μ's own value)
+    ground_truth: float | None  # exact one-step value on the logged contexts (oracle logs)
+    logging_value: float  # mean logged engagement per row (μ's own value)
     rows: int
     notes: list[str] = field(default_factory=list)
 
@@ -218,10 +256,17 @@ class OPEResult:
         return out
 
 
-def evaluate_on_logs(policy: SlatePolicy, chunks: Iterable[Any], reward_model: SlateRewardModel | None = None,
-                     logging_policy: SlatePolicy | None = None, estimators: Sequence[str] = ESTIMATORS,
-                     n_bootstrap: int = 200, alpha: float = 0.05, seed: int = 0,
-                     max_rows: int | None = None) -> OPEResult:
+def evaluate_on_logs(
+    policy: SlatePolicy,
+    chunks: Iterable[Any],
+    reward_model: SlateRewardModel | None = None,
+    logging_policy: SlatePolicy | None = None,
+    estimators: Sequence[str] = ESTIMATORS,
+    n_bootstrap: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    max_rows: int | None = None,
+) -> OPEResult:
     """Every requested estimator of ``policy``'s value on the logged rows, with session-bootstrap CIs.
 
     ``chunks``: :class:`~recsys.logs.LogChunk` s with ``slate_propensity``. DR/DM need
@@ -231,8 +276,11 @@ def evaluate_on_logs(policy: SlatePolicy, chunks: Iterable[Any], reward_model: S
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
         raise ConfigError(f"unknown estimator(s) {sorted(unknown)}; known: {', '.join(ESTIMATORS)}")
-    want = [e for e in estimators if not ((e in ("dr", "dm") and reward_model is None)
-                                          or (e in ("pi", "pi_sn") and logging_policy is None))]
+    want = [
+        e
+        for e in estimators
+        if not ((e in ("dr", "dm") and reward_model is None) or (e in ("pi", "pi_sn") and logging_policy is None))
+    ]
     notes = []
     if reward_model is None and {"dr", "dm"} & set(estimators):
         notes.append("dr/dm skipped: no reward model")
@@ -240,7 +288,7 @@ def evaluate_on_logs(policy: SlatePolicy, chunks: Iterable[Any], reward_model: S
         notes.append("pi skipped: the logging policy's slate distribution is unknown")
     # memory stays O(sessions): per-session sums of each estimator's numerator and denominator
     parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {e: [] for e in want}
-    weight_moments = {e: [0.0, 0.0] for e in want}      # Σw, Σw² of the importance weights (for the ESS)
+    weight_moments = {e: [0.0, 0.0] for e in want}  # Σw, Σw² of the importance weights (for the ESS)
     groups: list[torch.Tensor] = []
     truth_sum, logged_sum = 0.0, 0.0
     rows = 0
@@ -259,8 +307,12 @@ def evaluate_on_logs(policy: SlatePolicy, chunks: Iterable[Any], reward_model: S
 
         def add(name: str, terms: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor) -> None:
             num, den = terms
-            parts[name].append((torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, num.double()),
-                                torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, den.double())))
+            parts[name].append(
+                (
+                    torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, num.double()),
+                    torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, den.double()),
+                )
+            )
             weight_moments[name][0] += float(weight.sum())
             weight_moments[name][1] += float(weight.pow(2).sum())
 
@@ -291,8 +343,11 @@ def evaluate_on_logs(policy: SlatePolicy, chunks: Iterable[Any], reward_model: S
                 if "pi_sn" in parts:
                     add("pi_sn", pi_terms(r, g, self_normalized=True), g)
             if chunk.oracle_logit is not None and have_truth:
-                truth_sum += float(expected_value(policy, obs, info, chunk.oracle_logit, chunk.oracle_no_click,
-                                                  chunk.oracle_engagement, chosen).sum())
+                truth_sum += float(
+                    expected_value(
+                        policy, obs, info, chunk.oracle_logit, chunk.oracle_no_click, chunk.oracle_engagement, chosen
+                    ).sum()
+                )
             else:
                 have_truth = False
         groups.append(session_ids)
@@ -329,6 +384,7 @@ class BanditTerms:
 
     def value(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The estimate (``idx``: ``[B, n]`` bootstrap row indices → ``[B]`` estimates)."""
+
         def total(x: torch.Tensor) -> torch.Tensor:
             return x.sum(-1) if idx is None else x[idx].sum(-1)
 
@@ -345,8 +401,9 @@ def _as_tensor(x: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), dtype=dtype)
 
 
-def bandit_inputs(reward: Any, action: Any, position: Any, pscore: Any, action_dist: Any,
-                  q_hat: Any | None = None) -> dict[str, torch.Tensor]:
+def bandit_inputs(
+    reward: Any, action: Any, position: Any, pscore: Any, action_dist: Any, q_hat: Any | None = None
+) -> dict[str, torch.Tensor]:
     """The shared per-round quantities: w, r, and (with ``q_hat``) q̂^π and δ.
 
     ``action_dist``: π(a | x_i, k) as ``[n, C, K]``, or ``[C, K]`` for a context-free policy; ``q_hat``:
@@ -363,8 +420,8 @@ def bandit_inputs(reward: Any, action: Any, position: Any, pscore: Any, action_d
     if bool((mu <= 0).any()):
         raise ConfigError("pscore: logging propensities must be positive for importance sampling")
     rows = torch.arange(n)
-    if pi.dim() == 2:                                   # context-free [C, K]
-        pi_pos = pi.t()[k]                              # [n, C]
+    if pi.dim() == 2:  # context-free [C, K]
+        pi_pos = pi.t()[k]  # [n, C]
     elif pi.dim() == 3:
         pi_pos = pi[rows, :, k]
     else:
@@ -408,10 +465,19 @@ def bandit_terms(name: str, inputs: dict[str, torch.Tensor], lambda_: float = fl
     raise ConfigError(f"unknown estimator '{name}'; known: {', '.join(BANDIT_ESTIMATORS)}")
 
 
-def bandit_estimates(reward: Any, action: Any, position: Any, pscore: Any, action_dist: Any,
-                     q_hat: Any | None = None, estimators: Sequence[str] = BANDIT_ESTIMATORS,
-                     lambdas: dict[str, float] | None = None, n_bootstrap: int = 200, alpha: float = 0.05,
-                     seed: int = 0) -> dict[str, Estimate]:
+def bandit_estimates(
+    reward: Any,
+    action: Any,
+    position: Any,
+    pscore: Any,
+    action_dist: Any,
+    q_hat: Any | None = None,
+    estimators: Sequence[str] = BANDIT_ESTIMATORS,
+    lambdas: dict[str, float] | None = None,
+    n_bootstrap: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, Estimate]:
     """Every requested estimator of π's value from position-based bandit feedback, each with a (1 − α)
     percentile bootstrap interval over rounds (``n_bootstrap=0``: point estimates only).
 
@@ -470,8 +536,24 @@ def ope_plot(result: OPEResult, title: str, online_step_value: float | None = No
 
 
 __all__ = [
-    "ESTIMATORS", "Estimate", "importance_weights", "ips_terms", "snips_terms", "dr_terms", "dm_terms",
-    "pseudo_inverse_weights", "pi_terms", "ratio_estimate", "fit_reward_model", "expected_value", "OPEResult",
-    "evaluate_on_logs", "BANDIT_ESTIMATORS", "BanditTerms", "bandit_inputs", "bandit_terms", "bandit_estimates",
+    "ESTIMATORS",
+    "Estimate",
+    "importance_weights",
+    "ips_terms",
+    "snips_terms",
+    "dr_terms",
+    "dm_terms",
+    "pseudo_inverse_weights",
+    "pi_terms",
+    "ratio_estimate",
+    "fit_reward_model",
+    "expected_value",
+    "OPEResult",
+    "evaluate_on_logs",
+    "BANDIT_ESTIMATORS",
+    "BanditTerms",
+    "bandit_inputs",
+    "bandit_terms",
+    "bandit_estimates",
     "ope_plot",
 ]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ OFFLINE_ALGOS: dict[str, str] = {
     "random": "uniform random slates",
 }
 LOGGING_POLICIES = ("random", "popularity", "epsilon_popularity", "myopic", "epsilon_myopic")
-ONLINE_SEED_OFFSET = 10_000   # online evaluation seed = seed + this, in train and evaluate alike
+ONLINE_SEED_OFFSET = 10_000  # online evaluation seed = seed + this, in train and evaluate alike
 
 
 # ---- simulators ------------------------------------------------------------------------------------
@@ -49,8 +50,9 @@ def check_simulator(env_id: str) -> None:
         raise EnvError(f"unknown recommender simulator '{env_id}'; known: {', '.join(sorted(ENV_IDS))}")
 
 
-def make_simulator(env_id: str, num_envs: int, seed: int | None = None,
-                   overrides: Mapping[str, Any] | None = None) -> Any:
+def make_simulator(
+    env_id: str, num_envs: int, seed: int | None = None, overrides: Mapping[str, Any] | None = None
+) -> Any:
     """The batched simulator registered as ``env_id`` with config ``overrides``."""
     from recsys.simulation import ENV_IDS
 
@@ -90,8 +92,9 @@ def popularity_from_rollout(env: Any, steps: int = 50, seed: int = 0, key: str |
         earned.append(eng.reshape(-1))
     all_keys = torch.cat(keys)
     num_keys = num_topics if key == "topic" else int(all_keys.max()) + 1
-    return PopularityPolicy.fit(all_keys, torch.cat(earned), num_keys, layout.num_candidates, base.slate_size,
-                                key=key, num_topics=num_topics)
+    return PopularityPolicy.fit(
+        all_keys, torch.cat(earned), num_keys, layout.num_candidates, base.slate_size, key=key, num_topics=num_topics
+    )
 
 
 def make_logging_policy(name: str, env: Any, epsilon: float = 0.3, seed: int = 0) -> Any:
@@ -122,8 +125,9 @@ def freeze_corpus(env: Any, seed: int | None = None) -> Any:
     return type(base)(base.num_envs, config=base.config, seed=seed, corpus=corpus)
 
 
-def online_simulator(reader: Any, env_id: str | None, env_config: Mapping[str, Any] | None, num_envs: int,
-                     seed: int) -> tuple[Any, str | None]:
+def online_simulator(
+    reader: Any, env_id: str | None, env_config: Mapping[str, Any] | None, num_envs: int, seed: int
+) -> tuple[Any, str | None]:
     """The simulator ``--online`` runs in, and its id: ``env_id`` (with ``env_config``) when given,
     else the one recorded in the log's metadata, rebuilt exactly (config and, for the NG twin, the
     logged corpus: :meth:`recsys.logs.LogMeta.make_env`)."""
@@ -135,8 +139,10 @@ def online_simulator(reader: Any, env_id: str | None, env_config: Mapping[str, A
 
 def _corpus_note(meta: Any) -> list[str]:
     if meta.env_kind == "ng" and meta.env_corpus is None:
-        return ["note: this log does not record its NG corpus (written before env_corpus): --online draws a "
-                "new corpus, unlike the logged one"]
+        return [
+            "note: this log does not record its NG corpus (written before env_corpus): --online draws a "
+            "new corpus, unlike the logged one"
+        ]
     return []
 
 
@@ -148,10 +154,20 @@ def make_simulator_like(env: Any, num_envs: int, seed: int) -> Any:
 
 
 # ---- simulate-logs -------------------------------------------------------------------------------
-def simulate_logs(out: str | Path, env_id: str = "recsys/InterestEvolution-v0", sessions: int = 1000,
-                  policy: str = "epsilon_popularity", epsilon: float = 0.3, seed: int = 0, num_envs: int = 256,
-                  env_config: Mapping[str, Any] | None = None, include_oracle: bool = True,
-                  tracking_uri: str | None = None, experiment: str = EXPERIMENT, track: bool = True) -> dict[str, Any]:
+def simulate_logs(
+    out: str | Path,
+    env_id: str = "recsys/InterestEvolution-v0",
+    sessions: int = 1000,
+    policy: str = "epsilon_popularity",
+    epsilon: float = 0.3,
+    seed: int = 0,
+    num_envs: int = 256,
+    env_config: Mapping[str, Any] | None = None,
+    include_oracle: bool = True,
+    tracking_uri: str | None = None,
+    experiment: str = EXPERIMENT,
+    track: bool = True,
+) -> dict[str, Any]:
     """Write a log of ``sessions`` sessions of ``policy`` in the simulator (one MLflow run)."""
     from recsys.logs import generate_logs
 
@@ -162,27 +178,54 @@ def simulate_logs(out: str | Path, env_id: str = "recsys/InterestEvolution-v0", 
     logging_policy = make_logging_policy(policy, env, epsilon, seed)
 
     def body(run: Any | None) -> dict[str, Any]:
-        res = generate_logs(env, logging_policy, out, sessions, seed=seed, include_oracle=include_oracle,
-                            env_id=env_id)
-        summary = {"path": str(res.path), "rows": res.rows, "sessions": res.sessions,
-                   "mean_session_engagement": res.mean_session_engagement,
-                   "mean_step_engagement": res.mean_step_engagement, "logging_policy": logging_policy.describe()}
+        res = generate_logs(env, logging_policy, out, sessions, seed=seed, include_oracle=include_oracle, env_id=env_id)
+        summary = {
+            "path": str(res.path),
+            "rows": res.rows,
+            "sessions": res.sessions,
+            "mean_session_engagement": res.mean_session_engagement,
+            "mean_step_engagement": res.mean_step_engagement,
+            "logging_policy": logging_policy.describe(),
+        }
         if run is not None:
-            run.log_params({"env_id": env_id, "sessions": sessions, "logging_policy": policy,
-                                    "epsilon": epsilon, "seed": seed, "out": str(out),
-                                    "env_config": json.dumps(dict(env_config or {}))})
-            run.log_metrics({"rows": res.rows, "sessions": res.sessions,
-                                     "mean_session_engagement": res.mean_session_engagement,
-                                     "mean_step_engagement": res.mean_step_engagement}, step=0)
-            log_figure(run, engagement_curve_plot({logging_policy.describe(): log_curve(res.path)},
-                                                  f"logged engagement ({env_id})"), "logged_engagement.png")
+            run.log_params(
+                {
+                    "env_id": env_id,
+                    "sessions": sessions,
+                    "logging_policy": policy,
+                    "epsilon": epsilon,
+                    "seed": seed,
+                    "out": str(out),
+                    "env_config": json.dumps(dict(env_config or {})),
+                }
+            )
+            run.log_metrics(
+                {
+                    "rows": res.rows,
+                    "sessions": res.sessions,
+                    "mean_session_engagement": res.mean_session_engagement,
+                    "mean_step_engagement": res.mean_step_engagement,
+                },
+                step=0,
+            )
+            log_figure(
+                run,
+                engagement_curve_plot(
+                    {logging_policy.describe(): log_curve(res.path)}, f"logged engagement ({env_id})"
+                ),
+                "logged_engagement.png",
+            )
             summary["run_id"] = run.run_id
         return summary
 
     if not track:
         return body(None)
-    with tracked_run(experiment, run_name=f"simulate-logs-{policy}", tracking_uri=tracking_uri,
-                     tags={"recsys_command": "simulate-logs"}) as run:
+    with tracked_run(
+        experiment,
+        run_name=f"simulate-logs-{policy}",
+        tracking_uri=tracking_uri,
+        tags={"recsys_command": "simulate-logs"},
+    ) as run:
         return body(run)
 
 
@@ -201,10 +244,20 @@ def ingested_path(source: str | Path) -> Path:
     return data_dir() / "recsys" / "ingested" / f"{name}-{digest}.parquet"
 
 
-def ingest(source: str | Path, out: str | Path | None = None, quarantine: str | Path | None = None,
-           strict: bool = False, num_candidates: int | None = None, estimate: str = "auto",
-           tracking_uri: str | None = None, experiment: str = EXPERIMENT, track: bool = True, seed: int = 0,
-           require_sorted: bool = False, chunk_rows: int = 65_536) -> Any:
+def ingest(
+    source: str | Path,
+    out: str | Path | None = None,
+    quarantine: str | Path | None = None,
+    strict: bool = False,
+    num_candidates: int | None = None,
+    estimate: str = "auto",
+    tracking_uri: str | None = None,
+    experiment: str = EXPERIMENT,
+    track: bool = True,
+    seed: int = 0,
+    require_sorted: bool = False,
+    chunk_rows: int = 65_536,
+) -> Any:
     """Validate and normalise a user's log (:func:`recsys.logs.ingest_logs`), recorded as one MLflow run.
 
     ``source``: a parquet file or a directory of parquet files (a partitioned export). The clean log
@@ -223,14 +276,32 @@ def ingest(source: str | Path, out: str | Path | None = None, quarantine: str | 
         out = ingested_path(source)
     if track:
         setup_tracking(tracking_uri)  # an unusable store fails before the work
-    report = ingest_logs(source, out, quarantine, strict=strict, num_candidates=num_candidates,
-                         estimate=estimate, seed=seed, chunk_rows=chunk_rows,
-                         order="require" if require_sorted else "sort")
+    report = ingest_logs(
+        source,
+        out,
+        quarantine,
+        strict=strict,
+        num_candidates=num_candidates,
+        estimate=estimate,
+        seed=seed,
+        chunk_rows=chunk_rows,
+        order="require" if require_sorted else "sort",
+    )
     if not track:
         return report
-    with tracked_run(experiment, run_name="ingest", tracking_uri=tracking_uri, tags={"recsys_command": "ingest"},
-                     params={"source": str(source), "out": str(out), "strict": strict, "estimate": estimate,
-                             "require_sorted": require_sorted}) as run:
+    with tracked_run(
+        experiment,
+        run_name="ingest",
+        tracking_uri=tracking_uri,
+        tags={"recsys_command": "ingest"},
+        params={
+            "source": str(source),
+            "out": str(out),
+            "strict": strict,
+            "estimate": estimate,
+            "require_sorted": require_sorted,
+        },
+    ) as run:
         run.log_metrics(report.metrics(), step=0)
         with tempfile.TemporaryDirectory(prefix="recsys-ingest-") as tmp:
             txt = Path(tmp) / "ingest_report.txt"
@@ -274,15 +345,19 @@ class TrainedPolicy:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-_BASELINE_FIELDS = {"myopic": {"seed", "lr", "batch_size", "hidden_sizes", "method"},
-                    "popularity": {"seed", "key", "prior_strength"}}
+_BASELINE_FIELDS = {
+    "myopic": {"seed", "lr", "batch_size", "hidden_sizes", "method"},
+    "popularity": {"seed", "key", "prior_strength"},
+}
 
 
 def _check_baseline_fields(algo: str, cfg: Mapping[str, Any]) -> None:
     unknown = set(cfg) - _BASELINE_FIELDS[algo]
     if unknown:
-        raise ConfigError(f"config field(s) {sorted(unknown)} unknown for {algo} "
-                          f"({', '.join(sorted(_BASELINE_FIELDS[algo] | {'epochs'}))})")
+        raise ConfigError(
+            f"config field(s) {sorted(unknown)} unknown for {algo} "
+            f"({', '.join(sorted(_BASELINE_FIELDS[algo] | {'epochs'}))})"
+        )
 
 
 def check_train_config(algo: str, config: Mapping[str, Any] | None = None, online: bool = False) -> None:
@@ -311,8 +386,9 @@ def check_train_config(algo: str, config: Mapping[str, Any] | None = None, onlin
         _check_baseline_fields(algo, cfg)
 
 
-def train_policy_from_logs(algo: str, reader: Any, config: Mapping[str, Any] | None = None,
-                           tracker: Any | None = None, seed: int = 0) -> TrainedPolicy:
+def train_policy_from_logs(
+    algo: str, reader: Any, config: Mapping[str, Any] | None = None, tracker: Any | None = None, seed: int = 0
+) -> TrainedPolicy:
     """Fit ``algo`` (one of :data:`OFFLINE_ALGOS`) on the log behind ``reader``."""
     from recsys.policies import MyopicGreedyPolicy, PopularityPolicy, RandomPolicy
 
@@ -332,16 +408,21 @@ def train_policy_from_logs(algo: str, reader: Any, config: Mapping[str, Any] | N
         learner = cls(layout, k, cfg, env_config=env_config, tracker=tracker)
         learner.fit(reader, epochs=epochs)
         pol = learner.as_policy()
-        return TrainedPolicy(pol, learner.history, ("loss", "q_mean", "cql_gap", "choice_nll"),
-                             learner.config.model_dump(mode="json"))
+        return TrainedPolicy(
+            pol, learner.history, ("loss", "q_mean", "cql_gap", "choice_nll"), learner.config.model_dump(mode="json")
+        )
     if algo == "topk_reinforce":
         from recsys.topk_reinforce import TopKReinforce
 
         cfg["epochs"] = epochs
         learner = TopKReinforce(layout, k, cfg, tracker=tracker)
         learner.fit(reader)
-        return TrainedPolicy(learner.as_policy(), learner.history, ("policy_loss", "beta_nll", "weight_mean",
-                                                                    "entropy"), learner.config.model_dump(mode="json"))
+        return TrainedPolicy(
+            learner.as_policy(),
+            learner.history,
+            ("policy_loss", "beta_nll", "weight_mean", "entropy"),
+            learner.config.model_dump(mode="json"),
+        )
     if algo == "bc":
         from recsys.offline import BehaviorCloning
 
@@ -353,9 +434,16 @@ def train_policy_from_logs(algo: str, reader: Any, config: Mapping[str, Any] | N
         from recsys.ope import fit_reward_model
 
         _check_baseline_fields(algo, cfg)
-        rm = fit_reward_model(reader, layout.user_dim, layout.doc_dim, epochs=epochs, seed=int(cfg["seed"]),
-                              lr=float(cfg.get("lr", 3e-3)), batch_size=int(cfg.get("batch_size", 512)),
-                              hidden_sizes=tuple(cfg.get("hidden_sizes", (64, 64))))
+        rm = fit_reward_model(
+            reader,
+            layout.user_dim,
+            layout.doc_dim,
+            epochs=epochs,
+            seed=int(cfg["seed"]),
+            lr=float(cfg.get("lr", 3e-3)),
+            batch_size=int(cfg.get("batch_size", 512)),
+            hidden_sizes=tuple(cfg.get("hidden_sizes", (64, 64))),
+        )
         pol = MyopicGreedyPolicy(layout.num_candidates, k, rm, method=str(cfg.get("method", "lp")))
         pol.layout = layout
         return TrainedPolicy(pol, [], (), cfg)
@@ -374,8 +462,16 @@ def train_policy_from_logs(algo: str, reader: Any, config: Mapping[str, Any] | N
             earned.append(eng.reshape(-1))
         all_keys = torch.cat(keys)
         num_keys = num_topics if key == "topic" else int(all_keys.max()) + 1
-        pol = PopularityPolicy.fit(all_keys, torch.cat(earned), num_keys, layout.num_candidates, k, key=key,
-                                   prior_strength=float(cfg.get("prior_strength", 1.0)), num_topics=num_topics)
+        pol = PopularityPolicy.fit(
+            all_keys,
+            torch.cat(earned),
+            num_keys,
+            layout.num_candidates,
+            k,
+            key=key,
+            prior_strength=float(cfg.get("prior_strength", 1.0)),
+            num_topics=num_topics,
+        )
         pol.layout = layout
         return TrainedPolicy(pol, [], (), cfg)
     if algo == "random":
@@ -385,10 +481,21 @@ def train_policy_from_logs(algo: str, reader: Any, config: Mapping[str, Any] | N
     raise ConfigError(f"unknown recsys algorithm '{algo}'; known: {', '.join(OFFLINE_ALGOS)}")
 
 
-def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, config: Mapping[str, Any] | None = None,
-          seed: int = 0, steps: int | None = None, env_config: Mapping[str, Any] | None = None, online: bool = False,
-          eval_sessions: int = 500, register: str | None = None, chunk_rows: int = 65_536,
-          tracking_uri: str | None = None, experiment: str = EXPERIMENT) -> dict[str, Any]:
+def train(
+    algo: str,
+    logs: str | Path | None = None,
+    env_id: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    env_config: Mapping[str, Any] | None = None,
+    online: bool = False,
+    eval_sessions: int = 500,
+    register: str | None = None,
+    chunk_rows: int = 65_536,
+    tracking_uri: str | None = None,
+    experiment: str = EXPERIMENT,
+) -> dict[str, Any]:
     """Train ``algo`` from ``logs`` (or SlateQ online in ``env_id`` when no logs are given), log the
     policy as a pyfunc model and register it. With ``online`` (or ``env_id`` beside logs) the policy
     and the logging policy are run in the simulator and their engagement is compared."""
@@ -412,17 +519,25 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
     if logs is not None:
         reader, notes = _open_logs(logs, chunk_rows, seed=seed)
         if online and env_id is None:
-            reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
+            reader.meta.make_env(1)  # the log records a simulator (else one clear error, before the run)
             notes += _corpus_note(reader.meta)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
     name = f"train-{algo}" + ("-online" if logs is None else "")
     register = register or f"recsys-{algo}"
-    with tracked_run(experiment, run_name=name, tracking_uri=tracking_uri,
-                     tags={"recsys_command": "train", "algo": algo}) as run:
+    with tracked_run(
+        experiment, run_name=name, tracking_uri=tracking_uri, tags={"recsys_command": "train", "algo": algo}
+    ) as run:
         if reader is not None:
-            run.log_params({"algo": algo, "logs": str(reader.path), "rows": reader.num_rows, "seed": seed,
-                            **{f"config.{k}": v for k, v in dict(config or {}).items()}})
+            run.log_params(
+                {
+                    "algo": algo,
+                    "logs": str(reader.path),
+                    "rows": reader.num_rows,
+                    "seed": seed,
+                    **{f"config.{k}": v for k, v in dict(config or {}).items()},
+                }
+            )
             trained = train_policy_from_logs(algo, reader, config, run.tracker, seed)
         else:
             from recsys.slateq import SlateQ
@@ -432,15 +547,18 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
             env = make_simulator(env_id, int(cfg.get("n_envs", 16)), seed, sim_cfg)  # type: ignore[arg-type]
             agent = SlateQ(env, cfg, tracker=run.tracker)
             agent.learn(int(steps or 50_000))
-            hist = [{"step": float(m.step), "episode_return": m.value}
-                    for m in run.client.get_metric_history(run.run_id, "episode_return")]
+            hist = [
+                {"step": float(m.step), "episode_return": m.value}
+                for m in run.client.get_metric_history(run.run_id, "episode_return")
+            ]
             trained = TrainedPolicy(agent.as_policy(), hist, ("episode_return",), agent.config.model_dump(mode="json"))
             run.log_params({"algo": algo, "env_id": env_id, "steps": steps, "env_config": json.dumps(sim_cfg)})
         policy = trained.policy
         run.log_dict(json.loads(json.dumps({"algo": algo, **trained.config}, default=str)), "config.json")
         if trained.history and trained.curve_keys:
-            log_figure(run, training_curve_plot(trained.history, trained.curve_keys, f"{algo} training"),
-                       "training_curve.png")
+            log_figure(
+                run, training_curve_plot(trained.history, trained.curve_keys, f"{algo} training"), "training_curve.png"
+            )
         result: dict[str, Any] = {"run_id": run.run_id, "algo": algo, "policy": policy.describe(), "notes": notes}
         if sim_id is not None:
             eval_seed = seed + ONLINE_SEED_OFFSET
@@ -469,11 +587,21 @@ def train(algo: str, logs: str | Path | None = None, env_id: str | None = None, 
 
 
 # ---- evaluate ---------------------------------------------------------------------------------------
-def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str | Path | None = None,
-             env_id: str | None = None, env_config: Mapping[str, Any] | None = None, online: bool = False,
-             sessions: int = 500, n_bootstrap: int = 200, seed: int = 0, chunk_rows: int = 65_536,
-             reward_model_epochs: int = 2, tracking_uri: str | None = None, experiment: str = EXPERIMENT,
-             ) -> dict[str, Any]:
+def evaluate(
+    model_uri: str | None = None,
+    run_id: str | None = None,
+    logs: str | Path | None = None,
+    env_id: str | None = None,
+    env_config: Mapping[str, Any] | None = None,
+    online: bool = False,
+    sessions: int = 500,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    chunk_rows: int = 65_536,
+    reward_model_epochs: int = 2,
+    tracking_uri: str | None = None,
+    experiment: str = EXPERIMENT,
+) -> dict[str, Any]:
     """OPE of a trained policy on ``logs`` (IPS, SNIPS, DR, PI with bootstrap CIs, beside the
     ground truth when the logs carry it) and, when a simulator is given (``env_id``, or ``online``
     for the logs' own), its online engagement."""
@@ -507,15 +635,25 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
     if logs is not None:
         reader, notes = _open_logs(logs, chunk_rows, oracle=True, seed=seed)
         if online and env_id is None:
-            reader.meta.make_env(1)   # the log records a simulator (else one clear error, before the run)
+            reader.meta.make_env(1)  # the log records a simulator (else one clear error, before the run)
             notes += _corpus_note(reader.meta)
             sim_id = reader.meta.env_id or _env_id_of_kind(reader.meta.env_kind)
             sim_cfg = dict(reader.meta.env_config or {})
-    with tracked_run(experiment, run_name="evaluate", tracking_uri=tracking_uri,
-                     tags={"recsys_command": "evaluate", "model_uri": model_uri},
-                     params={"model_uri": model_uri, "policy": policy.describe(), "logs": str(logs),
-                             "env_id": str(env_id), "sessions": sessions, "bootstrap": n_bootstrap,
-                             "seed": seed}) as run:
+    with tracked_run(
+        experiment,
+        run_name="evaluate",
+        tracking_uri=tracking_uri,
+        tags={"recsys_command": "evaluate", "model_uri": model_uri},
+        params={
+            "model_uri": model_uri,
+            "policy": policy.describe(),
+            "logs": str(logs),
+            "env_id": str(env_id),
+            "sessions": sessions,
+            "bootstrap": n_bootstrap,
+            "seed": seed,
+        },
+    ) as run:
         out: dict[str, Any] = {"run_id": run.run_id, "policy": policy.describe(), "model_uri": model_uri}
         ope = None
         if reader is not None:
@@ -523,8 +661,9 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
             lay = reader.layout
             rm = fit_reward_model(reader, lay.user_dim, lay.doc_dim, epochs=reward_model_epochs, seed=seed)
             lp = reader.meta.logging_policy_object()
-            ope = evaluate_on_logs(policy, reader, reward_model=rm, logging_policy=lp, n_bootstrap=n_bootstrap,
-                                   seed=seed)
+            ope = evaluate_on_logs(
+                policy, reader, reward_model=rm, logging_policy=lp, n_bootstrap=n_bootstrap, seed=seed
+            )
             run.log_metrics(ope.metrics(), step=0)
             out["ope"] = {name: e.as_dict() for name, e in ope.estimates.items()}
             out["ground_truth"] = ope.ground_truth
@@ -532,22 +671,44 @@ def evaluate(model_uri: str | None = None, run_id: str | None = None, logs: str 
             out["notes"] = out["notes"] + ope.notes
         online_step = None
         if sim_id is not None:
-            eval_seed = seed + ONLINE_SEED_OFFSET   # the seed train --online uses: the same value for a model
+            eval_seed = seed + ONLINE_SEED_OFFSET  # the seed train --online uses: the same value for a model
             env, _ = online_simulator(reader, env_id, sim_cfg, min(sessions, 500), eval_seed)
             res = evaluate_online(env, policy, sessions, seed=eval_seed)
             run.log_metrics(res.metrics("online."), step=0)
             online_step = res.per_step
             out["online"] = res.metrics()
-            log_figure(run, engagement_curve_plot({policy.describe(): res.step_curve},
-                                                  f"online engagement ({sim_id})"), "engagement_curve.png")
+            log_figure(
+                run,
+                engagement_curve_plot({policy.describe(): res.step_curve}, f"online engagement ({sim_id})"),
+                "engagement_curve.png",
+            )
         if ope is not None:
             log_figure(run, ope_plot(ope, f"OPE of {policy.describe()}", online_step), "ope_estimates.png")
-            run.log_dict({"estimates": out["ope"], "ground_truth": ope.ground_truth,
-                          "online_step_engagement": online_step}, "ope.json")
+            run.log_dict(
+                {"estimates": out["ope"], "ground_truth": ope.ground_truth, "online_step_engagement": online_step},
+                "ope.json",
+            )
         return out
 
 
-__all__ = ["EXPERIMENT", "OFFLINE_ALGOS", "LOGGING_POLICIES", "ONLINE_SEED_OFFSET", "check_simulator",
-           "make_simulator", "make_simulator_like", "freeze_corpus", "online_simulator", "make_logging_policy",
-           "popularity_from_rollout", "simulate_logs", "ingest", "ingested_path", "TrainedPolicy",
-           "check_train_config", "train_policy_from_logs", "train", "evaluate"]
+__all__ = [
+    "EXPERIMENT",
+    "OFFLINE_ALGOS",
+    "LOGGING_POLICIES",
+    "ONLINE_SEED_OFFSET",
+    "check_simulator",
+    "make_simulator",
+    "make_simulator_like",
+    "freeze_corpus",
+    "online_simulator",
+    "make_logging_policy",
+    "popularity_from_rollout",
+    "simulate_logs",
+    "ingest",
+    "ingested_path",
+    "TrainedPolicy",
+    "check_train_config",
+    "train_policy_from_logs",
+    "train",
+    "evaluate",
+]

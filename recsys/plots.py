@@ -4,8 +4,9 @@ engagement curve streamed from a log file."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,11 @@ def engagement_curve_plot(curves: Mapping[str, np.ndarray], title: str):  # type
     return fig
 
 
-def training_curve_plot(history: Sequence[Mapping[str, float]], keys: Sequence[str],  # type: ignore[no-untyped-def]
-                        title: str):
+def training_curve_plot(
+    history: Sequence[Mapping[str, float]],
+    keys: Sequence[str],  # type: ignore[no-untyped-def]
+    title: str,
+):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +79,6 @@ def log_curve(path: Path, chunk_rows: int = 262_144) -> np.ndarray:
         sums += np.bincount(step, eng, minlength=len(sums))
         counts += np.bincount(step, minlength=len(counts))
     return sums / np.maximum(counts, 1)
-
 
 
 __all__ = ["log_figure", "engagement_curve_plot", "training_curve_plot", "log_curve"]

@@ -121,8 +121,9 @@ def _check_job(job: NGJob) -> None:
     if job.policy == "fixed":
         want = (job.horizon, job.num_users, c.slate_size)
         if job.slates is None or tuple(job.slates.shape) != want:
-            raise ConfigError(f"policy 'fixed' needs slates of shape {want}, got "
-                              f"{None if job.slates is None else job.slates.shape}")
+            raise ConfigError(
+                f"policy 'fixed' needs slates of shape {want}, got {None if job.slates is None else job.slates.shape}"
+            )
         if job.slates.min() < 0 or job.slates.max() >= c.num_docs:
             raise ConfigError(f"slates must hold corpus rows in [0, {c.num_docs})")
     if job.policy == "linear" and (job.weights is None or len(job.weights) != 3):
@@ -133,8 +134,13 @@ def _check_job(job: NGJob) -> None:
         raise ConfigError("corpus shape does not match num_docs/num_topics")
 
 
-def run_recsim_ng(jobs: list[NGJob | RecSimJob], seed: int = 0, timeout: float = 900.0, threads: int = 0,
-                  workdir: str | Path | None = None) -> dict[str, NGResult]:
+def run_recsim_ng(
+    jobs: list[NGJob | RecSimJob],
+    seed: int = 0,
+    timeout: float = 900.0,
+    threads: int = 0,
+    workdir: str | Path | None = None,
+) -> dict[str, NGResult]:
     """Run ``jobs`` in one RecSim NG subprocess (TensorFlow starts once); results by job name."""
     ok, why = recsim_ng_available()
     if not ok:
@@ -142,8 +148,9 @@ def run_recsim_ng(jobs: list[NGJob | RecSimJob], seed: int = 0, timeout: float =
     for job in jobs:
         if isinstance(job, RecSimJob):
             if job.policy not in ("random", "greedy") or job.episodes < 1 or job.slate_size > job.num_candidates:
-                raise ConfigError(f"RecSim job '{job.name}': policy random|greedy, episodes >= 1, "
-                                  "slate_size <= num_candidates")
+                raise ConfigError(
+                    f"RecSim job '{job.name}': policy random|greedy, episodes >= 1, slate_size <= num_candidates"
+                )
         else:
             _check_job(job)
     with tempfile.TemporaryDirectory(prefix="recsim-ng-", dir=workdir) as tmp:
@@ -152,20 +159,46 @@ def run_recsim_ng(jobs: list[NGJob | RecSimJob], seed: int = 0, timeout: float =
         spec_jobs = []
         for job in jobs:
             if isinstance(job, RecSimJob):
-                spec_jobs.append({"kind": "recsim", "name": job.name, "episodes": job.episodes, "policy": job.policy,
-                                  "num_candidates": job.num_candidates, "slate_size": job.slate_size,
-                                  "resample_documents": job.resample_documents})
+                spec_jobs.append(
+                    {
+                        "kind": "recsim",
+                        "name": job.name,
+                        "episodes": job.episodes,
+                        "policy": job.policy,
+                        "num_candidates": job.num_candidates,
+                        "slate_size": job.slate_size,
+                        "resample_documents": job.resample_documents,
+                    }
+                )
                 continue
             c = job.config
             entry: dict[str, Any] = {
-                "name": job.name, "num_users": job.num_users, "horizon": job.horizon, "policy": job.policy,
-                "config": {k: getattr(c, k) for k in ("num_topics", "num_docs", "slate_size", "no_click_mass",
-                                                      "interest_step_size", "interest_update_noise_scale",
-                                                      "max_user_affinity", "topic_min_utility",
-                                                      "topic_max_utility", "video_length")},
-                "corpus": None, "slates": None, "record": job.record, "graph_compile": job.graph_compile,
+                "name": job.name,
+                "num_users": job.num_users,
+                "horizon": job.horizon,
+                "policy": job.policy,
+                "config": {
+                    k: getattr(c, k)
+                    for k in (
+                        "num_topics",
+                        "num_docs",
+                        "slate_size",
+                        "no_click_mass",
+                        "interest_step_size",
+                        "interest_update_noise_scale",
+                        "max_user_affinity",
+                        "topic_min_utility",
+                        "topic_max_utility",
+                        "video_length",
+                    )
+                },
+                "corpus": None,
+                "slates": None,
+                "record": job.record,
+                "graph_compile": job.graph_compile,
                 "benchmark_repeats": job.benchmark_repeats,
-                "weights": list(job.weights) if job.weights is not None else None}
+                "weights": list(job.weights) if job.weights is not None else None,
+            }
             if job.corpus is not None:
                 path = tmp_path / f"{job.name}_in_corpus.parquet"
                 job.corpus.to_frame().to_parquet(path)
@@ -185,8 +218,14 @@ def run_recsim_ng(jobs: list[NGJob | RecSimJob], seed: int = 0, timeout: float =
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
         try:
-            proc = subprocess.run([str(recsim_python()), str(DRIVER), str(spec_path), str(out)],
-                                  capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp)
+            proc = subprocess.run(
+                [str(recsim_python()), str(DRIVER), str(spec_path), str(out)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                cwd=tmp,
+            )
         except subprocess.TimeoutExpired:
             raise RecSimNGError(f"RecSim NG run timed out after {timeout:.0f}s") from None
         if proc.returncode != 0:
@@ -196,17 +235,30 @@ def run_recsim_ng(jobs: list[NGJob | RecSimJob], seed: int = 0, timeout: float =
         for job in jobs:
             summary = json.loads((out / f"{job.name}_summary.json").read_text())
             if isinstance(job, RecSimJob):
-                results[job.name] = NGResult(name=job.name, summary=summary,
-                                             episodes=pd.read_parquet(out / f"{job.name}_episodes.parquet"))
+                results[job.name] = NGResult(
+                    name=job.name, summary=summary, episodes=pd.read_parquet(out / f"{job.name}_episodes.parquet")
+                )
                 continue
             corpus = Corpus.from_frame(pd.read_parquet(out / f"{job.name}_corpus.parquet"))
             traj_path = out / f"{job.name}_trajectory.parquet"
             trajectory = pd.read_parquet(traj_path) if traj_path.exists() else None
-            results[job.name] = NGResult(name=job.name, summary=summary, corpus=corpus, trajectory=trajectory,
-                                         user_engagement=np.asarray(summary.get("user_engagement", []),
-                                                                    dtype=np.float64))
+            results[job.name] = NGResult(
+                name=job.name,
+                summary=summary,
+                corpus=corpus,
+                trajectory=trajectory,
+                user_engagement=np.asarray(summary.get("user_engagement", []), dtype=np.float64),
+            )
         return results
 
 
-__all__ = ["NGJob", "RecSimJob", "NGResult", "RecSimNGError", "recsim_ng_available", "recsim_venv", "recsim_python",
-           "run_recsim_ng"]
+__all__ = [
+    "NGJob",
+    "RecSimJob",
+    "NGResult",
+    "RecSimNGError",
+    "recsim_ng_available",
+    "recsim_venv",
+    "recsim_python",
+    "run_recsim_ng",
+]

@@ -7,7 +7,11 @@ reads it on first use. Importing this module imports no agent (targets resolve l
 from core_rl.registry import AlgoSpec
 
 ALGORITHMS: list[AlgoSpec] = [
-    AlgoSpec("slateq", "recsys.slateq:SlateQ", "11/7-14 recommender systems: SlateQ, slate Q-learning through the user choice model"),
+    AlgoSpec(
+        "slateq",
+        "recsys.slateq:SlateQ",
+        "11/7-14 recommender systems: SlateQ, slate Q-learning through the user choice model",
+    ),
 ]
 
 ENV_NAMESPACES: dict[str, str] = {"recsys": "recsys"}

@@ -19,11 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 
-import mlflow.pyfunc
 from core_rl.common.errors import CheckpointError, ConfigError
 from recsys.policies import SlateObs, SlatePolicy, load_policy, save_policy
 
@@ -35,8 +35,9 @@ def _stack(column: Any, name: str, want: str, dtype: Any = np.float32) -> np.nda
         rows = [np.asarray(v, dtype=dtype) for v in column]
         return np.stack(rows) if rows else np.zeros((0, 0), dtype=dtype)
     except (ValueError, TypeError):
-        raise ConfigError(f"input column '{name}' must hold {want} in every row (rows of different shapes "
-                          "or non-numbers)") from None
+        raise ConfigError(
+            f"input column '{name}' must hold {want} in every row (rows of different shapes or non-numbers)"
+        ) from None
 
 
 def frame_to_obs(frame: Any, policy: SlatePolicy) -> tuple[SlateObs, np.ndarray | None]:
@@ -54,22 +55,30 @@ def frame_to_obs(frame: Any, policy: SlatePolicy) -> tuple[SlateObs, np.ndarray 
     if isinstance(frame, dict):
         for key in ("user", "doc"):
             if key not in frame:
-                raise ConfigError(f"input key '{key}' is missing (a dict request has 'user' [N, U] and 'doc' [N, C, F])")
+                raise ConfigError(
+                    f"input key '{key}' is missing (a dict request has 'user' [N, U] and 'doc' [N, C, F])"
+                )
         try:
             user = np.asarray(frame["user"], dtype=np.float32)
             doc = np.asarray(frame["doc"], dtype=np.float32)
         except (ValueError, TypeError):
             raise ConfigError("input keys 'user' and 'doc' must be numeric arrays [N, U] and [N, C, F]") from None
         if doc.ndim != 3 or (layout is not None and doc.shape[1:] != (c, f)):
-            raise ConfigError(f"input key 'doc': expected shape [N, {c if layout else 'C'}, {f if layout else 'F'}], "
-                              f"got {list(doc.shape)}")
+            raise ConfigError(
+                f"input key 'doc': expected shape [N, {c if layout else 'C'}, {f if layout else 'F'}], "
+                f"got {list(doc.shape)}"
+            )
         n_req = doc.shape[0]
         if (layout is not None and user.size != n_req * u) or (layout is None and user.ndim and user.shape[0] != n_req):
-            raise ConfigError(f"input key 'user': expected shape [{n_req}, {u if layout is not None else 'U'}], "
-                              f"got {list(user.shape)}")
+            raise ConfigError(
+                f"input key 'user': expected shape [{n_req}, {u if layout is not None else 'U'}], "
+                f"got {list(user.shape)}"
+            )
         ids = frame.get("candidate_doc_ids")
-        return (SlateObs(torch.from_numpy(user.reshape(doc.shape[0], -1)), torch.from_numpy(doc)),
-                None if ids is None else np.asarray(ids))
+        return (
+            SlateObs(torch.from_numpy(user.reshape(doc.shape[0], -1)), torch.from_numpy(doc)),
+            None if ids is None else np.asarray(ids),
+        )
     if not isinstance(frame, pd.DataFrame):
         raise ConfigError(f"predict takes a DataFrame or a dict, got {type(frame).__name__}")
     for col in ("user_features", "candidate_features"):
@@ -79,35 +88,43 @@ def frame_to_obs(frame: Any, policy: SlatePolicy) -> tuple[SlateObs, np.ndarray 
     user = _stack(frame["user_features"], "user_features", want_user)
     user = user.reshape(n, -1) if n else np.zeros((0, u if layout is not None else 0), dtype=np.float32)
     if layout is not None and user.shape[1] != u:
-        raise ConfigError(f"input column 'user_features': the model expects {want_user} per row, "
-                          f"got {user.shape[1]}")
+        raise ConfigError(f"input column 'user_features': the model expects {want_user} per row, got {user.shape[1]}")
     first = np.asarray(frame["candidate_features"].iloc[0], dtype=object) if n else np.zeros(0)
     if first.ndim == 2 or (first.ndim == 1 and len(first) and np.ndim(first[0]) == 1):
         try:
-            docs = np.stack([np.stack([np.asarray(r, dtype=np.float32) for r in row])
-                             for row in frame["candidate_features"]])
+            docs = np.stack(
+                [np.stack([np.asarray(r, dtype=np.float32) for r in row]) for row in frame["candidate_features"]]
+            )
         except (ValueError, TypeError):
             raise ConfigError(f"input column 'candidate_features': nested rows must all be {want_doc}") from None
         if layout is not None and docs.shape[1:] != (c, f):
-            raise ConfigError(f"input column 'candidate_features': the model expects {want_doc} per row, "
-                              f"got [{docs.shape[1]}][{docs.shape[2]}] lists")
+            raise ConfigError(
+                f"input column 'candidate_features': the model expects {want_doc} per row, "
+                f"got [{docs.shape[1]}][{docs.shape[2]}] lists"
+            )
     else:
         if layout is None:
             raise ConfigError("flat candidate_features need the policy's layout (C, F)")
         flat = _stack(frame["candidate_features"], "candidate_features", want_doc)
         width = flat.shape[1] if flat.ndim == 2 else (1 if flat.ndim == 1 else -1)
         if n and width != c * f:
-            raise ConfigError(f"input column 'candidate_features': the model expects {want_doc} per row, "
-                              f"got {width} numbers")
+            raise ConfigError(
+                f"input column 'candidate_features': the model expects {want_doc} per row, got {width} numbers"
+            )
         docs = flat.reshape(n, c, f)
     ids = None
     if "candidate_doc_ids" in frame.columns:
         ids = _stack(frame["candidate_doc_ids"], "candidate_doc_ids", want_ids, np.int64)
         if ids.ndim != 2 or ids.shape[1] != docs.shape[1]:
-            raise ConfigError(f"input column 'candidate_doc_ids': expected {docs.shape[1]} integers per row "
-                              f"(one per candidate), got shape {list(ids.shape[1:])}")
-    return SlateObs(torch.from_numpy(np.ascontiguousarray(user)), torch.from_numpy(np.ascontiguousarray(docs)),
-                    None if ids is None else torch.from_numpy(ids)), ids
+            raise ConfigError(
+                f"input column 'candidate_doc_ids': expected {docs.shape[1]} integers per row "
+                f"(one per candidate), got shape {list(ids.shape[1:])}"
+            )
+    return SlateObs(
+        torch.from_numpy(np.ascontiguousarray(user)),
+        torch.from_numpy(np.ascontiguousarray(docs)),
+        None if ids is None else torch.from_numpy(ids),
+    ), ids
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
@@ -132,12 +149,15 @@ def example_frame(policy: SlatePolicy, rows: int = 2, seed: int = 0) -> pd.DataF
     if lay is None:
         raise ConfigError("the policy has no layout")
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "user_features": [rng.normal(size=lay.user_dim).astype(np.float32).tolist() for _ in range(rows)],
-        "candidate_features": [rng.normal(size=lay.num_candidates * lay.doc_dim).astype(np.float32).tolist()
-                               for _ in range(rows)],
-        "candidate_doc_ids": [list(range(lay.num_candidates)) for _ in range(rows)],
-    })
+    return pd.DataFrame(
+        {
+            "user_features": [rng.normal(size=lay.user_dim).astype(np.float32).tolist() for _ in range(rows)],
+            "candidate_features": [
+                rng.normal(size=lay.num_candidates * lay.doc_dim).astype(np.float32).tolist() for _ in range(rows)
+            ],
+            "candidate_doc_ids": [list(range(lay.num_candidates)) for _ in range(rows)],
+        }
+    )
 
 
 def request_signature() -> Any:
@@ -145,14 +165,23 @@ def request_signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 
-    inputs = Schema([ColSpec(Array("double"), "user_features"), ColSpec(AnyType(), "candidate_features"),
-                     ColSpec(Array("long"), "candidate_doc_ids", required=False)])
+    inputs = Schema(
+        [
+            ColSpec(Array("double"), "user_features"),
+            ColSpec(AnyType(), "candidate_features"),
+            ColSpec(Array("long"), "candidate_doc_ids", required=False),
+        ]
+    )
     outputs = Schema([ColSpec(Array("long"), "slate"), ColSpec(Array("long"), "slate_doc_ids", required=False)])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def log_recommender(policy: SlatePolicy, name: str = "recommender", policy_path: str | Path | None = None,
-                    extra: dict[str, Any] | None = None) -> str:
+def log_recommender(
+    policy: SlatePolicy,
+    name: str = "recommender",
+    policy_path: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """Log ``policy`` as a pyfunc model in the active MLflow run; returns the model URI."""
     import tempfile
 
@@ -162,8 +191,11 @@ def log_recommender(policy: SlatePolicy, name: str = "recommender", policy_path:
         path = save_policy(policy, policy_path or Path(tmp) / "policy.pt", extra)
         example = example_frame(policy) if policy.layout is not None else None
         info = mlflow.pyfunc.log_model(
-            name=name, python_model=str(Path(__file__).with_name("_serving_entry.py")),
-            artifacts={"policy": str(path)}, input_example=example, signature=request_signature(),
+            name=name,
+            python_model=str(Path(__file__).with_name("_serving_entry.py")),
+            artifacts={"policy": str(path)},
+            input_example=example,
+            signature=request_signature(),
             pip_requirements=["deeprl-suite", "torch", "numpy", "pandas"],
         )
     return info.model_uri
@@ -187,5 +219,11 @@ def load_recommender(model_uri: str) -> SlatePolicy:
     return inner.policy
 
 
-__all__ = ["RecommenderModel", "frame_to_obs", "example_frame", "log_recommender", "register_recommender",
-           "load_recommender"]
+__all__ = [
+    "RecommenderModel",
+    "frame_to_obs",
+    "example_frame",
+    "log_recommender",
+    "register_recommender",
+    "load_recommender",
+]

@@ -33,8 +33,9 @@ maximising Q(s, A)), servable from features.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -83,8 +84,9 @@ class SlateQConfig(OffPolicyConfig):
     loss: Literal["huber", "mse"] = Field("mse", description="Loss on the clicked item's TD error.")
     huber_delta: float = Field(1.0, gt=0.0)
     double_q: bool = Field(False, description="The online network picks the target's slate, the target evaluates.")
-    exploration_fraction: float = Field(0.3, ge=0.0, le=1.0,
-                                        description="Fraction of training over which ε decays linearly.")
+    exploration_fraction: float = Field(
+        0.3, ge=0.0, le=1.0, description="Fraction of training over which ε decays linearly."
+    )
     exploration_initial_eps: float = Field(1.0, ge=0.0, le=1.0)
     exploration_final_eps: float = Field(0.05, ge=0.0, le=1.0)
     prioritized: bool = Field(False, description="Prioritized replay, P(i) ∝ (|δ_i| + ε)^α.")
@@ -92,12 +94,15 @@ class SlateQConfig(OffPolicyConfig):
     prioritized_beta: float = Field(0.4, ge=0.0, le=1.0, description="Initial β, annealed linearly to 1.")
     prioritized_eps: float = Field(1e-6, gt=0.0)
     target: Literal["q_learning", "sarsa"] = Field(
-        "q_learning", description="TD target: max over next slates (Q-learning) or the next served slate (SARSA).")
+        "q_learning", description="TD target: max over next slates (Q-learning) or the next served slate (SARSA)."
+    )
     slate_optimizer: SlateMethod = Field("lp", description="How the greedy slate is chosen when acting.")
     target_optimizer: SlateMethod | None = Field(
-        None, description="Maximiser inside the Q-learning target (None: slate_optimizer).")
+        None, description="Maximiser inside the Q-learning target (None: slate_optimizer)."
+    )
     choice_model: Literal["simulator", "learned"] = Field(
-        "simulator", description="P(i|s,A): the simulator's model read from the observation, or learned from clicks.")
+        "simulator", description="P(i|s,A): the simulator's model read from the observation, or learned from clicks."
+    )
     choice_lr: float = Field(1e-3, gt=0.0, description="Learning rate of the learned choice model.")
     reward_scale: float = Field(1.0, gt=0.0, description="Engagement is multiplied by this before the TD target.")
 
@@ -113,24 +118,26 @@ class SlateTransitions:
 
     user: torch.Tensor
     docs: torch.Tensor
-    slate: torch.Tensor          # [B, K]
-    choice: torch.Tensor         # [B]: clicked position, K = none
-    reward: torch.Tensor         # [B]
+    slate: torch.Tensor  # [B, K]
+    choice: torch.Tensor  # [B]: clicked position, K = none
+    reward: torch.Tensor  # [B]
     next_user: torch.Tensor
     next_docs: torch.Tensor
-    done: torch.Tensor           # [B] float: 1 = terminal (no bootstrap)
-    next_slate: torch.Tensor | None = None   # [B, K] for SARSA
-    valid: torch.Tensor | None = None        # [B] bool: the transition has a usable next state
-    weights: torch.Tensor | None = None      # prioritized-replay importance weights
+    done: torch.Tensor  # [B] float: 1 = terminal (no bootstrap)
+    next_slate: torch.Tensor | None = None  # [B, K] for SARSA
+    valid: torch.Tensor | None = None  # [B] bool: the transition has a usable next state
+    weights: torch.Tensor | None = None  # prioritized-replay importance weights
     indices: torch.Tensor | None = None
 
 
-def build_choice_model(kind: str, layout: ObsLayout, env_config: Any | None,
-                       hidden_sizes: tuple[int, ...]) -> SimulatorChoiceModel | LearnedChoiceModel:
+def build_choice_model(
+    kind: str, layout: ObsLayout, env_config: Any | None, hidden_sizes: tuple[int, ...]
+) -> SimulatorChoiceModel | LearnedChoiceModel:
     if kind == "simulator":
         if env_config is None:
-            raise ConfigError("choice_model='simulator' needs the simulator's config (use 'learned' for logs "
-                              "without one)")
+            raise ConfigError(
+                "choice_model='simulator' needs the simulator's config (use 'learned' for logs without one)"
+            )
         return SimulatorChoiceModel(env_config)
     return LearnedChoiceModel(layout.user_dim, layout.doc_dim, hidden_sizes)
 
@@ -138,18 +145,28 @@ def build_choice_model(kind: str, layout: ObsLayout, env_config: Any | None,
 class SlateQLearner:
     """Networks, optimizers and the SlateQ update, shared by the online agent and the offline trainer."""
 
-    def __init__(self, layout: ObsLayout, slate_size: int, config: SlateQConfig, env_config: Any | None = None,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        layout: ObsLayout,
+        slate_size: int,
+        config: SlateQConfig,
+        env_config: Any | None = None,
+        device: torch.device | str = "cpu",
+    ):
         self.layout, self.slate_size, self.config = layout, slate_size, config
         self.device = torch.device(device)
-        self.q_net = ItemQNetwork(layout.user_dim, layout.doc_dim, config.hidden_sizes,
-                                  config.activation).to(self.device)
+        self.q_net = ItemQNetwork(layout.user_dim, layout.doc_dim, config.hidden_sizes, config.activation).to(
+            self.device
+        )
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         params = self.q_net.parameters()
         self.optimizer = make_optimizer(config.optimizer, params, config.lr)
         self.choice = build_choice_model(config.choice_model, layout, env_config, config.hidden_sizes)
-        self.choice_optimizer = (torch.optim.Adam(self.choice.parameters(), lr=config.choice_lr)
-                                 if isinstance(self.choice, nn.Module) else None)
+        self.choice_optimizer = (
+            torch.optim.Adam(self.choice.parameters(), lr=config.choice_lr)
+            if isinstance(self.choice, nn.Module)
+            else None
+        )
         if isinstance(self.choice, nn.Module):
             self.choice.to(self.device)
         self.updates = 0
@@ -158,8 +175,9 @@ class SlateQLearner:
         """argmax_A Σ P(i|s,A) Q̄_φ(s,i): ``[N, K]``."""
         with torch.no_grad():
             logits, none = self.choice.logits(user, docs)
-            return optimize_slates(logits, none, self.q_net(user, docs), self.slate_size,
-                                   method or self.config.slate_optimizer)
+            return optimize_slates(
+                logits, none, self.q_net(user, docs), self.slate_size, method or self.config.slate_optimizer
+            )
 
     @torch.no_grad()
     def target_q(self, batch: SlateTransitions) -> torch.Tensor:
@@ -173,8 +191,9 @@ class SlateQLearner:
             next_slate = batch.next_slate
         else:
             picker = self.q_net(batch.next_user, batch.next_docs) if cfg.double_q else next_q
-            next_slate = optimize_slates(logits, none, picker, self.slate_size,
-                                         cfg.target_optimizer or cfg.slate_optimizer)
+            next_slate = optimize_slates(
+                logits, none, picker, self.slate_size, cfg.target_optimizer or cfg.slate_optimizer
+            )
         next_value = slate_q(logits, none, next_q, next_slate)
         return cfg.reward_scale * batch.reward + cfg.gamma * (1.0 - batch.done) * next_value
 
@@ -196,9 +215,11 @@ class SlateQLearner:
             per = 0.5 * (q - y).pow(2)
         w = clicked.float() if batch.weights is None else clicked.float() * batch.weights
         loss = (per * w).sum() / clicked.float().sum().clamp_min(1.0)
-        metrics = {"q_mean": float(q.detach()[clicked].mean()) if bool(clicked.any()) else float("nan"),
-                   "td_error_abs": float(td_error.abs().sum() / clicked.float().sum().clamp_min(1.0)),
-                   "clicked_fraction": float(clicked.float().mean())}
+        metrics = {
+            "q_mean": float(q.detach()[clicked].mean()) if bool(clicked.any()) else float("nan"),
+            "td_error_abs": float(td_error.abs().sum() / clicked.float().sum().clamp_min(1.0)),
+            "clicked_fraction": float(clicked.float().mean()),
+        }
         return loss, td_error.detach(), metrics
 
     def choice_step(self, batch: SlateTransitions) -> float:
@@ -233,10 +254,15 @@ class SlateQLearner:
         return metrics, td_error
 
     def policy(self, method: str | None = None) -> "SlateQPolicy":
-        return SlateQPolicy(self.layout, self.slate_size, copy.deepcopy(self.q_net).eval(),
-                            self.choice if isinstance(self.choice, SimulatorChoiceModel)
-                            else copy.deepcopy(self.choice).eval(),
-                            method or self.config.slate_optimizer, self.config.hidden_sizes, self.config.activation)
+        return SlateQPolicy(
+            self.layout,
+            self.slate_size,
+            copy.deepcopy(self.q_net).eval(),
+            self.choice if isinstance(self.choice, SimulatorChoiceModel) else copy.deepcopy(self.choice).eval(),
+            method or self.config.slate_optimizer,
+            self.config.hidden_sizes,
+            self.config.activation,
+        )
 
 
 # ---- the trained policy ---------------------------------------------------------------------------
@@ -245,9 +271,17 @@ class SlateQPolicy(SlatePolicy):
 
     kind = "slateq"
 
-    def __init__(self, layout: ObsLayout, slate_size: int, q_net: ItemQNetwork,
-                 choice: SimulatorChoiceModel | LearnedChoiceModel, method: str = "lp",
-                 hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "relu", label: str = "slateq"):
+    def __init__(
+        self,
+        layout: ObsLayout,
+        slate_size: int,
+        q_net: ItemQNetwork,
+        choice: SimulatorChoiceModel | LearnedChoiceModel,
+        method: str = "lp",
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "relu",
+        label: str = "slateq",
+    ):
         super().__init__(layout.num_candidates, slate_size)
         self.layout, self.q_net, self.choice, self.method = layout, q_net, choice, method
         self.hidden_sizes, self.activation, self.label = tuple(hidden_sizes), activation, label
@@ -256,14 +290,21 @@ class SlateQPolicy(SlatePolicy):
         logits, none = self.choice.logits(obs.user, obs.docs)
         slates = optimize_slates(logits, none, self.q_net(obs.user, obs.docs), self.slate_size, self.method)
         n = len(obs)
-        return SlateDecision(slates, torch.ones(n, dtype=torch.float64),
-                             torch.ones(n, self.slate_size, dtype=torch.float64))
+        return SlateDecision(
+            slates, torch.ones(n, dtype=torch.float64), torch.ones(n, self.slate_size, dtype=torch.float64)
+        )
 
     def spec(self) -> dict[str, Any]:
-        choice = (self.choice.spec() if isinstance(self.choice, SimulatorChoiceModel) else {"type": "learned"})
-        return {"layout": self.layout.as_dict(), "slate_size": self.slate_size, "method": self.method,
-                "hidden_sizes": list(self.hidden_sizes), "activation": self.activation, "choice": choice,
-                "label": self.label}
+        choice = self.choice.spec() if isinstance(self.choice, SimulatorChoiceModel) else {"type": "learned"}
+        return {
+            "layout": self.layout.as_dict(),
+            "slate_size": self.slate_size,
+            "method": self.method,
+            "hidden_sizes": list(self.hidden_sizes),
+            "activation": self.activation,
+            "choice": choice,
+            "label": self.label,
+        }
 
     def state(self) -> dict[str, Any]:
         out = {"q_net": self.q_net.state_dict()}
@@ -282,12 +323,19 @@ class SlateQPolicy(SlatePolicy):
         else:
             choice = LearnedChoiceModel(layout.user_dim, layout.doc_dim, hidden)
             choice.load_state_dict(state["choice"])
-        return cls(layout, spec["slate_size"], q_net.eval(), choice, spec["method"], hidden, spec["activation"],
-                   spec.get("label", "slateq"))
+        return cls(
+            layout,
+            spec["slate_size"],
+            q_net.eval(),
+            choice,
+            spec["method"],
+            hidden,
+            spec["activation"],
+            spec.get("label", "slateq"),
+        )
 
     def describe(self) -> str:
         return f"{self.label}({self.method})"
-
 
 
 # ---- the online agent -----------------------------------------------------------------------------
@@ -317,8 +365,9 @@ class SlateResponses(VectorWrapper):
         doc = np.asarray(observations["doc"], dtype=np.float32)
         return np.concatenate([user, doc.reshape(doc.shape[0], -1)], axis=1)
 
-    def reset(self, *, seed: int | list[int] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
         return self.observations(obs), info
 
@@ -337,8 +386,16 @@ class _StoresResponses:
 
     response: Callable[[], np.ndarray]
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray, costs: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        costs: np.ndarray | None = None,
+    ) -> None:
         slates = np.asarray(actions).reshape(len(rewards), -1)
         stored = np.concatenate([slates, self.response().reshape(-1, 1)], axis=1)
         super().add(obs, stored, rewards, next_obs, terminated, truncated, costs)  # type: ignore[misc]
@@ -366,8 +423,13 @@ class SlateQ(OffPolicyAgent):
     config_cls = SlateQConfig
     action_spaces = (gym.spaces.MultiDiscrete,)
 
-    def __init__(self, env: Any, config: SlateQConfig | Mapping[str, Any] | None = None,
-                 tracker: Tracker | None = None, **overrides: Any):
+    def __init__(
+        self,
+        env: Any,
+        config: SlateQConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+        **overrides: Any,
+    ):
         super().__init__(env, config, tracker or NullTracker(), **overrides)
 
     def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
@@ -385,12 +447,21 @@ class SlateQ(OffPolicyAgent):
             self.choice_optimizer = self.learner.choice_optimizer
         # the replay keeps the slate and the clicked position side by side: actions [K + 1]
         base = self.replay
-        replay = SlateReplayBuffer(base.size_per_env * base.n_envs, self.n_envs, tuple(base.obs.shape[2:]),
-                                   (self.slate_size + 1,), action_dtype=torch.long, n_step=1, gamma=cfg.gamma,
-                                   seed=cfg.seed, device=self.device)
+        replay = SlateReplayBuffer(
+            base.size_per_env * base.n_envs,
+            self.n_envs,
+            tuple(base.obs.shape[2:]),
+            (self.slate_size + 1,),
+            action_dtype=torch.long,
+            n_step=1,
+            gamma=cfg.gamma,
+            seed=cfg.seed,
+            device=self.device,
+        )
         if cfg.prioritized:
-            replay = PrioritizedSlateReplayBuffer.like(replay, alpha=cfg.prioritized_alpha,
-                                                       beta=cfg.prioritized_beta, eps=cfg.prioritized_eps)
+            replay = PrioritizedSlateReplayBuffer.like(
+                replay, alpha=cfg.prioritized_alpha, beta=cfg.prioritized_beta, eps=cfg.prioritized_eps
+            )
         replay.response = lambda: self.env.last_choice
         self.replay = replay
 
@@ -456,8 +527,20 @@ class SlateQ(OffPolicyAgent):
         valid = None
         if self.config.target == "sarsa":
             valid = (has_next | (batch.dones > 0).cpu()).to(self.device)
-        return SlateTransitions(o.user, o.docs, batch.actions[:, :k], batch.actions[:, k], batch.rewards,
-                                no.user, no.docs, batch.dones, next_slate, valid, batch.weights, batch.indices)
+        return SlateTransitions(
+            o.user,
+            o.docs,
+            batch.actions[:, :k],
+            batch.actions[:, k],
+            batch.rewards,
+            no.user,
+            no.docs,
+            batch.dones,
+            next_slate,
+            valid,
+            batch.weights,
+            batch.indices,
+        )
 
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
         metrics, td_error = self.learner.step(self.transitions(batch))
@@ -478,8 +561,18 @@ def chunk_transitions(chunk: Any) -> SlateTransitions:
     nxt = torch.clamp(torch.arange(n) + 1, max=n - 1)
     done = chunk.terminated & ~has_next
     valid = has_next | done
-    return SlateTransitions(chunk.user, chunk.docs, chunk.slate, chunk.click, chunk.engagement.float(),
-                            chunk.user[nxt], chunk.docs[nxt], done.float(), chunk.slate[nxt], valid)
+    return SlateTransitions(
+        chunk.user,
+        chunk.docs,
+        chunk.slate,
+        chunk.click,
+        chunk.engagement.float(),
+        chunk.user[nxt],
+        chunk.docs[nxt],
+        done.float(),
+        chunk.slate[nxt],
+        valid,
+    )
 
 
 def index_transitions(t: SlateTransitions, rows: torch.Tensor) -> SlateTransitions:
@@ -495,8 +588,15 @@ class OfflineSlateQ:
 
     name = "slateq"
 
-    def __init__(self, layout: ObsLayout, slate_size: int, config: SlateQConfig | Mapping[str, Any] | None = None,
-                 env_config: Any | None = None, tracker: Tracker | None = None, **overrides: Any):
+    def __init__(
+        self,
+        layout: ObsLayout,
+        slate_size: int,
+        config: SlateQConfig | Mapping[str, Any] | None = None,
+        env_config: Any | None = None,
+        tracker: Tracker | None = None,
+        **overrides: Any,
+    ):
         defaults = {"choice_model": "learned" if env_config is None else "simulator"}
         base = dict(defaults)
         if isinstance(config, Mapping):
@@ -539,6 +639,18 @@ class OfflineSlateQ:
         return pol
 
 
-__all__ = ["SlateQ", "SlateQConfig", "SlateQLearner", "SlateQPolicy", "ItemQNetwork", "SlateTransitions",
-           "SlateResponses", "SlateReplayBuffer", "PrioritizedSlateReplayBuffer", "OfflineSlateQ",
-           "chunk_transitions", "index_transitions", "build_choice_model"]
+__all__ = [
+    "SlateQ",
+    "SlateQConfig",
+    "SlateQLearner",
+    "SlateQPolicy",
+    "ItemQNetwork",
+    "SlateTransitions",
+    "SlateResponses",
+    "SlateReplayBuffer",
+    "PrioritizedSlateReplayBuffer",
+    "OfflineSlateQ",
+    "chunk_transitions",
+    "index_transitions",
+    "build_choice_model",
+]

@@ -28,7 +28,8 @@ reward-to-go is the core's :meth:`EpisodeBatch.reward_to_go` over each logged se
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,7 +61,8 @@ class TopKReinforceConfig(BaseModel):
     off_policy_correction: bool = Field(True, description="Weight by π/β (capped).")
     weight_cap: float = Field(10.0, gt=0.0, description="c in min(π/β, c).")
     beta: Literal["learned", "logged"] = Field(
-        "learned", description="β: a learned head, or the logged position propensities.")
+        "learned", description="β: a learned head, or the logged position propensities."
+    )
     events: Literal["shown", "clicked"] = Field("shown", description="Which logged items are REINFORCE events.")
     baseline: Literal["none", "mean"] = "mean"
     entropy_coef: float = Field(0.0, ge=0.0)
@@ -71,14 +73,23 @@ class TopKReinforceConfig(BaseModel):
 class TopKPolicyNetwork(nn.Module):
     """Per-item representation h(s, a) → π logits; a β head on sg(h)."""
 
-    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "relu"):
+    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "relu"):
         super().__init__()
         *trunk, width = hidden_sizes if hidden_sizes else (32,)
-        self.hparams = {"user_dim": user_dim, "doc_dim": doc_dim, "hidden_sizes": list(hidden_sizes),
-                        "activation": activation}
-        self.trunk = mlp(user_dim + doc_dim, width, tuple(trunk), activation, out_gain=2 ** 0.5,
-                         output_activation=ACTIVATIONS[activation])
+        self.hparams = {
+            "user_dim": user_dim,
+            "doc_dim": doc_dim,
+            "hidden_sizes": list(hidden_sizes),
+            "activation": activation,
+        }
+        self.trunk = mlp(
+            user_dim + doc_dim,
+            width,
+            tuple(trunk),
+            activation,
+            out_gain=2**0.5,
+            output_activation=ACTIVATIONS[activation],
+        )
         self.pi_head = mlp(width, 1, (), activation, out_gain=0.01)
         self.beta_head = mlp(width, 1, (), activation, out_gain=0.01)
 
@@ -106,8 +117,9 @@ class TopKReinforcePolicy(SlatePolicy):
 
     kind = "topk_reinforce"
 
-    def __init__(self, num_candidates: int, slate_size: int, network: TopKPolicyNetwork, sample: bool = False,
-                 seed: int = 0):
+    def __init__(
+        self, num_candidates: int, slate_size: int, network: TopKPolicyNetwork, sample: bool = False, seed: int = 0
+    ):
         super().__init__(num_candidates, slate_size)
         self.network, self.sample, self.seed = network, sample, seed
         self.generator = torch.Generator().manual_seed(seed)
@@ -123,8 +135,9 @@ class TopKReinforcePolicy(SlatePolicy):
             prob = plackett_luce_log_prob(scores, slates).exp()
             return SlateDecision(slates, prob, torch.full(slates.shape, torch.nan, dtype=torch.float64))
         slates = scores.topk(self.slate_size, dim=1).indices
-        return SlateDecision(slates, torch.ones(n, dtype=torch.float64),
-                             torch.ones(n, self.slate_size, dtype=torch.float64))
+        return SlateDecision(
+            slates, torch.ones(n, dtype=torch.float64), torch.ones(n, self.slate_size, dtype=torch.float64)
+        )
 
     def probability_of(self, obs: Any, info: Mapping[str, Any] | None, slates: torch.Tensor) -> torch.Tensor:
         if not self.sample:
@@ -152,9 +165,9 @@ class TopKReinforcePolicy(SlatePolicy):
         h = spec["network"]
         net = TopKPolicyNetwork(h["user_dim"], h["doc_dim"], tuple(h["hidden_sizes"]), h["activation"])
         net.load_state_dict(state["network"])
-        return cls(spec["num_candidates"], spec["slate_size"], net.eval(), spec.get("sample", False),
-                   spec.get("seed", 0))
-
+        return cls(
+            spec["num_candidates"], spec["slate_size"], net.eval(), spec.get("sample", False), spec.get("seed", 0)
+        )
 
 
 class TopKReinforce:
@@ -162,9 +175,14 @@ class TopKReinforce:
 
     name = "topk_reinforce"
 
-    def __init__(self, layout: ObsLayout, slate_size: int,
-                 config: TopKReinforceConfig | Mapping[str, Any] | None = None, tracker: Tracker | None = None,
-                 **overrides: Any):
+    def __init__(
+        self,
+        layout: ObsLayout,
+        slate_size: int,
+        config: TopKReinforceConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+        **overrides: Any,
+    ):
         self.config = parse_config(TopKReinforceConfig, config, **overrides)
         cfg = self.config
         configure_torch(cfg.torch_threads)
@@ -181,7 +199,7 @@ class TopKReinforce:
         cfg = self.config
         k = chunk.slate_size
         rtg = chunk.reward_to_go(cfg.gamma).double()
-        future = rtg - chunk.engagement.double()                      # γ G_{t+1}
+        future = rtg - chunk.engagement.double()  # γ G_{t+1}
         rows = torch.arange(len(chunk))
         if cfg.events == "clicked":
             clicked = chunk.clicked
@@ -201,8 +219,14 @@ class TopKReinforce:
             beta = chunk.position_propensity[r_idx, pos]
         return r_idx, item, ret, beta
 
-    def loss(self, user: torch.Tensor, docs: torch.Tensor, item: torch.Tensor, ret: torch.Tensor,
-             logged_beta: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self,
+        user: torch.Tensor,
+        docs: torch.Tensor,
+        item: torch.Tensor,
+        ret: torch.Tensor,
+        logged_beta: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         pi_logits, beta_logits = self.network(user, docs)
         log_pi_all = torch.log_softmax(pi_logits, dim=1)
@@ -222,9 +246,14 @@ class TopKReinforce:
         ent = -(log_pi_all.exp() * log_pi_all).sum(1).mean()
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * ent
-        return loss, {"policy_loss": float(policy_loss.detach()), "beta_nll": float(beta_loss.detach()),
-                      "weight_mean": float(w.mean()), "weight_capped": float((w >= cfg.weight_cap).float().mean()),
-                      "lambda_mean": float(lam.mean()), "entropy": float(ent.detach())}
+        return loss, {
+            "policy_loss": float(policy_loss.detach()),
+            "beta_nll": float(beta_loss.detach()),
+            "weight_mean": float(w.mean()),
+            "weight_capped": float((w >= cfg.weight_cap).float().mean()),
+            "lambda_mean": float(lam.mean()),
+            "entropy": float(ent.detach()),
+        }
 
     def fit(self, reader: Any, epochs: int | None = None, log_every: int = 50) -> "TopKReinforce":
         """Passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks), by
@@ -261,11 +290,18 @@ class TopKReinforce:
     def as_policy(self, sample: bool = False) -> TopKReinforcePolicy:
         import copy
 
-        pol = TopKReinforcePolicy(self.layout.num_candidates, self.slate_size, copy.deepcopy(self.network).eval(),
-                                  sample, self.config.seed)
+        pol = TopKReinforcePolicy(
+            self.layout.num_candidates, self.slate_size, copy.deepcopy(self.network).eval(), sample, self.config.seed
+        )
         pol.layout = self.layout
         return pol
 
 
-__all__ = ["TopKReinforce", "TopKReinforceConfig", "TopKReinforcePolicy", "TopKPolicyNetwork", "topk_multiplier",
-           "capped_ratio"]
+__all__ = [
+    "TopKReinforce",
+    "TopKReinforceConfig",
+    "TopKReinforcePolicy",
+    "TopKPolicyNetwork",
+    "topk_multiplier",
+    "capped_ratio",
+]

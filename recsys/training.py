@@ -13,7 +13,8 @@ also goes to ``history``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -36,11 +37,19 @@ def row_batches(chunk: Any, generator: torch.Generator, batch_size: int) -> Iter
     """Row indices of ``chunk`` in a random order, ``batch_size`` at a time."""
     perm = torch.randperm(len(chunk), generator=generator)
     for start in range(0, len(chunk), batch_size):
-        yield perm[start:start + batch_size]
+        yield perm[start : start + batch_size]
 
 
-def fit_offline(reader: Any, epochs: int, seed: int, batches: Batches, step: Step, tracker: Tracker,
-                history: list[dict[str, float]], log_every: int = 0) -> int:
+def fit_offline(
+    reader: Any,
+    epochs: int,
+    seed: int,
+    batches: Batches,
+    step: Step,
+    tracker: Tracker,
+    history: list[dict[str, float]],
+    log_every: int = 0,
+) -> int:
     """``epochs`` passes of ``step`` over the minibatches of the log; returns the number of gradient steps.
 
     ``log_every`` > 0 sends every ``log_every``-th step's metrics to the tracker; each epoch's mean

@@ -25,7 +25,8 @@ steps with a violation, and the episodes over the limit.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
@@ -42,12 +43,15 @@ class CostKeyError(EnvError):
 class CMDPConfig(AgentConfig):
     """The constraints of a CMDP: info keys of the step costs and one episodic-cost limit each."""
 
-    cost_keys: tuple[str, ...] = Field(("cost",), min_length=1,
-                                       description="info keys of the constrained step costs (one per constraint).")
+    cost_keys: tuple[str, ...] = Field(
+        ("cost",), min_length=1, description="info keys of the constrained step costs (one per constraint)."
+    )
     cost_limit: float | tuple[float, ...] = Field(
-        25.0, description="d_k, the limit on expected undiscounted episodic cost: one number, or one per cost key.")
-    cost_gamma: float | None = Field(None, gt=0.0, le=1.0,
-                                     description="Discount of the cost critic and cost advantages (None: gamma).")
+        25.0, description="d_k, the limit on expected undiscounted episodic cost: one number, or one per cost key."
+    )
+    cost_gamma: float | None = Field(
+        None, gt=0.0, le=1.0, description="Discount of the cost critic and cost advantages (None: gamma)."
+    )
 
     @field_validator("cost_keys")
     @classmethod
@@ -63,8 +67,10 @@ class CMDPConfig(AgentConfig):
     def _limits_nonnegative(cls, limit: float | tuple[float, ...]) -> float | tuple[float, ...]:
         for i, d in enumerate((limit,) if isinstance(limit, (int, float)) else limit):
             if not np.isfinite(d) or d < 0:
-                raise ValueError(f"limit {i} is {d}: a cost limit is a budget on expected episodic cost and must "
-                                 f"be a finite number >= 0")
+                raise ValueError(
+                    f"limit {i} is {d}: a cost limit is a budget on expected episodic cost and must "
+                    f"be a finite number >= 0"
+                )
         return limit
 
     @model_validator(mode="after")
@@ -73,8 +79,10 @@ class CMDPConfig(AgentConfig):
         if len(limits) == 1 and len(self.cost_keys) > 1:
             limits = limits * len(self.cost_keys)
         if len(limits) != len(self.cost_keys):
-            raise ValueError(f"cost_limit has {len(limits)} values for {len(self.cost_keys)} cost_keys "
-                             f"{list(self.cost_keys)}; give one limit, or one per key")
+            raise ValueError(
+                f"cost_limit has {len(limits)} values for {len(self.cost_keys)} cost_keys "
+                f"{list(self.cost_keys)}; give one limit, or one per key"
+            )
         return self
 
     @property
@@ -96,8 +104,7 @@ def _available(info: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in info if not k.startswith("_") and k not in ("final_obs", "final_info"))
 
 
-def read_costs(info: Mapping[str, Any], keys: Sequence[str], n_envs: int,
-               done: np.ndarray | None = None) -> np.ndarray:
+def read_costs(info: Mapping[str, Any], keys: Sequence[str], n_envs: int, done: np.ndarray | None = None) -> np.ndarray:
     """The step costs ``[N, K]`` of a vector env's step ``info``.
 
     For envs that finished this step (``done``), ``info["final_info"]`` (the finished episode's
@@ -119,7 +126,8 @@ def read_costs(info: Mapping[str, Any], keys: Sequence[str], n_envs: int,
             raise CostKeyError(
                 f"the env's step info has no '{key}' entry (env indices {np.flatnonzero(~have)[:8].tolist()}); a "
                 f"CMDP env must report each step's cost in info['{key}'] as Safety-Gymnasium's gymnasium envs do "
-                f"(info keys present: {_available(info)}); fix the env or the config field 'cost_keys'")
+                f"(info keys present: {_available(info)}); fix the env or the config field 'cost_keys'"
+            )
     if not np.all(np.isfinite(out)):
         raise CostKeyError(f"the env reported non-finite costs for {list(keys)}")
     return out
@@ -133,18 +141,22 @@ class CostMonitor(VectorWrapper):
     ``end_rollout`` returns as ``(costs [T, N, K], bootstrap)`` for the cost critic.
     """
 
-    def __init__(self, env: VectorEnv, cost_keys: Sequence[str], cost_limits: Sequence[float] | np.ndarray,
-                 window: int = 100):
+    def __init__(
+        self, env: VectorEnv, cost_keys: Sequence[str], cost_limits: Sequence[float] | np.ndarray, window: int = 100
+    ):
         super().__init__(env)
         self.cost_keys = tuple(cost_keys)
         self.limits = np.asarray(cost_limits, dtype=np.float64).reshape(len(self.cost_keys))
-        declared = getattr(env, "metadata", {}).get("cost_keys") or \
-            getattr(getattr(env, "unwrapped", env), "metadata", {}).get("cost_keys")
+        declared = getattr(env, "metadata", {}).get("cost_keys") or getattr(
+            getattr(env, "unwrapped", env), "metadata", {}
+        ).get("cost_keys")
         if declared is not None:
             missing = [k for k in self.cost_keys if k not in declared]
             if missing:
-                raise CostKeyError(f"cost key(s) {missing} are not reported by this env, which reports "
-                                   f"{list(declared)}; fix the config field 'cost_keys'")
+                raise CostKeyError(
+                    f"cost key(s) {missing} are not reported by this env, which reports "
+                    f"{list(declared)}; fix the config field 'cost_keys'"
+                )
         N, K = self.num_envs, len(self.cost_keys)
         self.episode_costs: deque[np.ndarray] = deque(maxlen=window)
         self.episode_returns: deque[float] = deque(maxlen=window)
@@ -170,8 +182,7 @@ class CostMonitor(VectorWrapper):
         """``(costs [T, N, K], [(t, env indices, final obs)] of truncated steps, episode costs [E, K])``."""
         self._recording = False
         costs = np.stack(self._rollout, 0) if self._rollout else np.zeros((0, self.num_envs, len(self.cost_keys)))
-        finished = np.stack(self._new_episode_costs) if self._new_episode_costs \
-            else np.zeros((0, len(self.cost_keys)))
+        finished = np.stack(self._new_episode_costs) if self._new_episode_costs else np.zeros((0, len(self.cost_keys)))
         return costs, self._bootstrap, finished
 
     # ---- gymnasium -----------------------------------------------------------------------------

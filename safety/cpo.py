@@ -50,8 +50,15 @@ import torch
 from pydantic import model_validator
 
 from core_rl.common.buffers import FlatBatch, RolloutBatch
-from core_rl.trust_region.common import (Dist, TrustRegionAgent, backtracking_line_search, mean_kl, natural_gradients,
-                                         policy_params, set_flat_params)
+from core_rl.trust_region.common import (
+    Dist,
+    TrustRegionAgent,
+    backtracking_line_search,
+    mean_kl,
+    natural_gradients,
+    policy_params,
+    set_flat_params,
+)
 from core_rl.trust_region.trpo import TRPOConfig
 from safety.on_policy import SafeOnPolicyConfig
 from safety.parts import CostCriticPart, CostMonitorPart
@@ -65,13 +72,15 @@ class CPOConfig(SafeOnPolicyConfig, TRPOConfig):
     @model_validator(mode="after")
     def _one_constraint(self) -> "CPOConfig":
         if len(self.cost_keys) != 1:
-            raise ValueError(f"CPO handles one constraint, got cost_keys={list(self.cost_keys)} "
-                             "(use ppo_lag / trpo_lag for several)")
+            raise ValueError(
+                f"CPO handles one constraint, got cost_keys={list(self.cost_keys)} (use ppo_lag / trpo_lag for several)"
+            )
         return self
 
 
-def cpo_step(g: torch.Tensor, b: torch.Tensor, x: torch.Tensor, p: torch.Tensor, c: float,
-             delta: float) -> tuple[torch.Tensor, int, float, float]:
+def cpo_step(
+    g: torch.Tensor, b: torch.Tensor, x: torch.Tensor, p: torch.Tensor, c: float, delta: float
+) -> tuple[torch.Tensor, int, float, float]:
     r"""The CPO step Δ from ``x = H⁻¹g``, ``p = H⁻¹b``, the violation ``c`` and radius δ.
 
     Returns ``(Δ, case, λ*, ν*)``; cases 3/4 = whole region feasible (TRPO step), 1/2 = partly
@@ -89,6 +98,7 @@ def cpo_step(g: torch.Tensor, b: torch.Tensor, x: torch.Tensor, p: torch.Tensor,
     if case == 0:
         nu = math.sqrt(2 * delta / (s + EPS))
         return -nu * p, case, 0.0, nu
+
     # the dual h(λ) = min_{ν≥0} (q − 2νr + ν²s)/(2λ) − νc + λδ, minimized over λ > 0; its minimizer
     # with the constraint active (ν* = (λc + r)/s > 0) is √(A/B), with it inactive √(q/2δ)
     def nu_of(lam: float) -> float:
@@ -101,9 +111,9 @@ def cpo_step(g: torch.Tensor, b: torch.Tensor, x: torch.Tensor, p: torch.Tensor,
     edge = -r / c if abs(c) > EPS else math.inf  # where λc + r changes sign
     lam_a = math.sqrt(max(A, EPS) / B) if B > 0 else math.inf
     lam_b = math.sqrt(max(q, EPS) / (2 * delta))
-    if c < 0:   # active for λ < edge
+    if c < 0:  # active for λ < edge
         lam_a, lam_b = min(lam_a, max(edge, EPS)), max(lam_b, edge)
-    else:       # active for λ > edge
+    else:  # active for λ > edge
         lam_a, lam_b = max(lam_a, edge), min(lam_b, max(edge, EPS))
     candidates = [v for v in (lam_a, lam_b) if math.isfinite(v) and v > 0]
     lam = min(candidates, key=dual)
@@ -127,8 +137,11 @@ class CPO(TrustRegionAgent):
             cost = float(batch.episode_costs[:, 0].mean())
         else:
             cost = self.part(CostMonitorPart).mean_episode_cost
-        length = float(torch.tensor(list(self.episode_lengths), dtype=torch.float64).mean()) \
-            if self.episode_lengths else float(batch.n_steps)
+        length = (
+            float(torch.tensor(list(self.episode_lengths), dtype=torch.float64).mean())
+            if self.episode_lengths
+            else float(batch.n_steps)
+        )
         return 0.0 if math.isnan(cost) else (cost - float(self.config.limits[0])) / max(length, 1.0)
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
@@ -143,8 +156,9 @@ class CPO(TrustRegionAgent):
         metrics["value_loss"] = self.fit_critic(flat)
         return metrics  # the cost critic's fit follows (its part's after_update)
 
-    def constrained_step(self, flat: FlatBatch, advantage: torch.Tensor, cost_advantage: torch.Tensor,
-                         c: float) -> dict[str, float]:
+    def constrained_step(
+        self, flat: FlatBatch, advantage: torch.Tensor, cost_advantage: torch.Tensor, c: float
+    ) -> dict[str, float]:
         """The CPO step on the batch (``cost_advantage``: Â^c of the constraint, ``c``: the violation)."""
         cfg = self.config
         cost_advantage = cost_advantage - cost_advantage.mean()
@@ -154,8 +168,9 @@ class CPO(TrustRegionAgent):
             ratio = (dist.log_prob(flat.actions) - old_log_prob).exp()
             return [surrogate, (ratio * cost_advantage).mean()]
 
-        model = natural_gradients(self.policy, flat.obs, flat.actions, objectives, cfg.damping, cfg.cg_iters,
-                                  cfg.cg_tol)
+        model = natural_gradients(
+            self.policy, flat.obs, flat.actions, objectives, cfg.damping, cfg.cg_iters, cfg.cg_tol
+        )
         (g, b), (x, p) = model.grads, model.directions
         step, case, lam, nu = cpo_step(g, b, x, p, c, cfg.max_kl)
         surrogate_old, cost_old = model.values
@@ -180,11 +195,22 @@ class CPO(TrustRegionAgent):
                 return False  # nor raise the cost past what the constraint allows
             return kl <= cfg.max_kl
 
-        _, fraction, result = backtracking_line_search(params, model.theta, step, evaluate, accept,
-                                                       cfg.max_backtracks, cfg.backtrack_coef)
+        _, fraction, result = backtracking_line_search(
+            params, model.theta, step, evaluate, accept, cfg.max_backtracks, cfg.backtrack_coef
+        )
         kl, gain, cost_change = result if result is not None else (0.0, 0.0, 0.0)
         with torch.no_grad():
             entropy = float(self.policy.distribution(flat.obs).entropy().mean())
-        return {"kl": kl, "surrogate_gain": gain, "cost_surrogate_change": cost_change, "step_fraction": fraction,
-                "accepted": float(result is not None), "cpo_case": float(case), "cpo_lambda": lam, "cpo_nu": nu,
-                "violation": c, "step_norm": float(step.norm()), "entropy": entropy}
+        return {
+            "kl": kl,
+            "surrogate_gain": gain,
+            "cost_surrogate_change": cost_change,
+            "step_fraction": fraction,
+            "accepted": float(result is not None),
+            "cpo_case": float(case),
+            "cpo_lambda": lam,
+            "cpo_nu": nu,
+            "violation": c,
+            "step_norm": float(step.norm()),
+            "entropy": entropy,
+        }

@@ -46,7 +46,8 @@ class LagrangianConfig(CMDPConfig):
     """The constraints and the fields of the λ update (a base of the Lagrangian agents' configs)."""
 
     multiplier: Literal["dual_ascent", "pid"] = Field(
-        "dual_ascent", description="λ update: plain dual ascent on the violation, or the PID Lagrangian.")
+        "dual_ascent", description="λ update: plain dual ascent on the violation, or the PID Lagrangian."
+    )
     lagrangian_init: float = Field(0.0, ge=0.0, description="λ₀, the initial multiplier(s).")
     lagrangian_lr: float = Field(0.05, gt=0.0, description="α, the dual-ascent step size on λ.")
     lagrangian_max: float | None = Field(100.0, gt=0.0, description="Upper clip of λ (None: unbounded).")
@@ -63,8 +64,9 @@ class LagrangeMultiplier(nn.Module):
     Buffers (checkpointed): ``value`` [K], ``limits`` [K].
     """
 
-    def __init__(self, limits: torch.Tensor | list[float], lr: float = 0.05, init: float = 0.0,
-                 max_value: float | None = None):
+    def __init__(
+        self, limits: torch.Tensor | list[float], lr: float = 0.05, init: float = 0.0, max_value: float | None = None
+    ):
         super().__init__()
         limits = torch.as_tensor(limits, dtype=torch.float64).reshape(-1)
         self.register_buffer("limits", limits.clone())
@@ -87,8 +89,17 @@ class LagrangeMultiplier(nn.Module):
 class PIDLagrangeMultiplier(LagrangeMultiplier):
     """λ from a PID controller on the violation (Stooke et al. 2020; OmniSafe's PID Lagrangian)."""
 
-    def __init__(self, limits: torch.Tensor | list[float], kp: float = 0.1, ki: float = 0.01, kd: float = 0.01,
-                 ema_alpha: float = 0.95, d_delay: int = 10, init: float = 0.0, max_value: float | None = None):
+    def __init__(
+        self,
+        limits: torch.Tensor | list[float],
+        kp: float = 0.1,
+        ki: float = 0.01,
+        kd: float = 0.01,
+        ema_alpha: float = 0.95,
+        d_delay: int = 10,
+        init: float = 0.0,
+        max_value: float | None = None,
+    ):
         super().__init__(limits, lr=ki, init=init, max_value=max_value)
         self.kp, self.ki, self.kd, self.ema_alpha, self.d_delay = kp, ki, kd, ema_alpha, int(d_delay)
         K = self.limits.numel()
@@ -121,13 +132,22 @@ class PIDLagrangeMultiplier(LagrangeMultiplier):
 def make_multiplier(cfg: LagrangianConfig, limits: torch.Tensor | list[float]) -> LagrangeMultiplier:
     """The λ update a config asks for."""
     if cfg.multiplier == "pid":
-        return PIDLagrangeMultiplier(limits, cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, cfg.pid_ema_alpha, cfg.pid_d_delay,
-                                     init=cfg.lagrangian_init, max_value=cfg.lagrangian_max)
+        return PIDLagrangeMultiplier(
+            limits,
+            cfg.pid_kp,
+            cfg.pid_ki,
+            cfg.pid_kd,
+            cfg.pid_ema_alpha,
+            cfg.pid_d_delay,
+            init=cfg.lagrangian_init,
+            max_value=cfg.lagrangian_max,
+        )
     return LagrangeMultiplier(limits, cfg.lagrangian_lr, cfg.lagrangian_init, cfg.lagrangian_max)
 
 
-def lagrangian_advantage(reward_advantage: torch.Tensor, cost_advantage: torch.Tensor,
-                         lam: torch.Tensor) -> torch.Tensor:
+def lagrangian_advantage(
+    reward_advantage: torch.Tensor, cost_advantage: torch.Tensor, lam: torch.Tensor
+) -> torch.Tensor:
     r""":math:`(\hat A^r - \sum_k\lambda_k\hat A^{c_k}) / (1 + \sum_k\lambda_k)`; ``cost_advantage`` is ``[..., K]``."""
     lam = lam.to(reward_advantage.dtype)
     return (reward_advantage - (cost_advantage * lam).sum(-1)) / (1.0 + lam.sum())
@@ -136,8 +156,13 @@ def lagrangian_advantage(reward_advantage: torch.Tensor, cost_advantage: torch.T
 class CostValueFunction(nn.Module):
     r""":math:`V^{c_k}_\psi(s)` for K constraints: one MLP with K outputs, ``[B, K]``."""
 
-    def __init__(self, obs_space: gym.Space, n_constraints: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "tanh"):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        n_constraints: int,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.net = mlp(self.encoder.dim, n_constraints, hidden_sizes, activation, out_gain=1.0)

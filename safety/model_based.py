@@ -34,17 +34,18 @@ cost members run as one fused matrix product with the input normalization folded
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from core_rl.common.replay import ReplayBuffer
 from core_rl.model_based.dynamics import BatchedMLP
 from core_rl.model_based.env_models import KNOWN_REWARDS, RewardFn
 from core_rl.model_based.mpc import PETS, PETSConfig
 from core_rl.model_based.planners.shooting import TrajectoryEvaluator
-from core_rl.common.replay import ReplayBuffer
 from safety.cmdp import CMDPConfig
 from safety.envs import PointGoalVectorEnv
 from safety.on_policy import find_wrapper
@@ -73,8 +74,14 @@ TASK_REWARDS: dict[type, Callable[[Any], RewardFn]] = {
 class CostEnsemble(nn.Module):
     """M bootstrap logistic classifiers of P(c > 0 | s, a, s') (any constrained cost); inputs normalized."""
 
-    def __init__(self, obs_dim: int, act_dim: int, n_members: int = 5, hidden_sizes: tuple[int, ...] = (32, 32),
-                 activation: str = "silu"):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_members: int = 5,
+        hidden_sizes: tuple[int, ...] = (32, 32),
+        activation: str = "silu",
+    ):
         super().__init__()
         self.n_members = n_members
         self.in_dim = 2 * obs_dim + act_dim
@@ -103,7 +110,7 @@ class CostEnsemble(nn.Module):
             return cached[1]
         with torch.no_grad():
             first, last = self.net.layers[0], self.net.layers[-1]
-            w = first.weight / self.std[:, None]                                        # [M, in, h]
+            w = first.weight / self.std[:, None]  # [M, in, h]
             b = first.bias - torch.matmul((self.mean / self.std)[None, None, :], first.weight)
             w_in = w.permute(1, 0, 2).reshape(self.in_dim, -1).contiguous()
             b_in = b.reshape(-1).clone()
@@ -119,14 +126,14 @@ class CostEnsemble(nn.Module):
         """max_j logit p̂_j for rows ``[N, in]`` → ``[N]`` (one matrix product for all first layers)."""
         w_in, b_in, layers = self._folded()
         N, M = x.shape[0], self.n_members
-        h = torch.addmm(b_in, x, w_in)                                                 # [N, M·h1]
+        h = torch.addmm(b_in, x, w_in)  # [N, M·h1]
         if not layers:  # a logistic regression per member
             return h.amax(-1)
-        h = self.net.act(h).view(N, M, -1).transpose(0, 1)                               # [M, N, h1]
+        h = self.net.act(h).view(N, M, -1).transpose(0, 1)  # [M, N, h1]
         for w, b in layers[:-1]:
             h = self.net.act(torch.baddbmm(b, h, w))
         w, b = layers[-1]
-        return torch.baddbmm(b, w, h.transpose(1, 2)).amax(0).squeeze(0)                # [N]
+        return torch.baddbmm(b, w, h.transpose(1, 2)).amax(0).squeeze(0)  # [N]
 
     @torch.no_grad()
     def pessimistic(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
@@ -142,8 +149,16 @@ class CostEnsemble(nn.Module):
         return nn.functional.softplus(self.pessimistic_logit(x.reshape(-1, self.in_dim))).reshape(x.shape[:-1])
 
     @torch.enable_grad()
-    def fit(self, x: torch.Tensor, y: torch.Tensor, steps: int = 200, batch_size: int = 256, lr: float = 1e-3,
-            generator: torch.Generator | None = None, max_pos_weight: float = 50.0) -> float:
+    def fit(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        steps: int = 200,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        generator: torch.Generator | None = None,
+        max_pos_weight: float = 50.0,
+    ) -> float:
         """Class-balanced BCE (positives weighted up by at most ``max_pos_weight``); each member trains on
         its own bootstrap resample."""
         self.mean.copy_(x.mean(0))
@@ -201,7 +216,7 @@ class PessimisticCostPlanning:
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         B, C = actions.shape[:2]
-        returns = self.evaluator.particle_returns(obs, actions)            # [B, C, P]
+        returns = self.evaluator.particle_returns(obs, actions)  # [B, C, P]
         M, P = self.tracker.n_members, returns.shape[-1]
         worst = self.tracker.cost_total.reshape(M, B, C, P // M).amax((0, 3))
         feasible = worst <= self.threshold
@@ -212,8 +227,10 @@ class PessimisticCostPlanning:
 
 class SafeMPCConfig(PETSConfig, CMDPConfig):
     reward: Literal["learned", "known", "auto"] = Field(
-        "auto", description="Learn r̂(s,a) or plan with the task's known r(s,a,s'); 'auto': known where the task's "
-                            "reward function is known (safety.model_based.TASK_REWARDS, core_rl env_models), else learned.")
+        "auto",
+        description="Learn r̂(s,a) or plan with the task's known r(s,a,s'); 'auto': known where the task's "
+        "reward function is known (safety.model_based.TASK_REWARDS, core_rl env_models), else learned.",
+    )
     # defaults tuned on safety/PointGoal-v0 (see tests/test_safe_mpc.py and the module docstring)
     n_envs: int = Field(8, ge=1)
     hidden_sizes: tuple[int, ...] = Field((64, 64), description="Hidden widths of the dynamics network.")
@@ -225,19 +242,27 @@ class SafeMPCConfig(PETSConfig, CMDPConfig):
     model_epochs: int = Field(25, ge=1, description="Max epochs per model fit (early stopping on holdout).")
     initial_random_steps: int = Field(800, ge=1, description="Random-action env steps before the first model fit.")
     random_action_correlation: float = Field(
-        0.95, ge=0.0, lt=1.0, description="ρ of the AR(1) random actions of the initial exploration (0: i.i.d. uniform).")
+        0.95,
+        ge=0.0,
+        lt=1.0,
+        description="ρ of the AR(1) random actions of the initial exploration (0: i.i.d. uniform).",
+    )
     train_every: int = Field(1600, ge=1, description="Env steps between model refits.")
     cost_members: int = Field(5, ge=1, description="Members of the cost-classifier ensemble.")
     cost_hidden_sizes: tuple[int, ...] = (32, 32)
     cost_fit_steps: int = Field(1000, ge=1, description="Minibatch steps per cost-model fit.")
     cost_lr: float = Field(3e-3, gt=0.0, description="Adam step size of the cost-model fit.")
     cost_train_every: int = Field(
-        40, ge=1, description="Env steps between extra cost-model refits, done only when new violations were seen.")
+        40, ge=1, description="Env steps between extra cost-model refits, done only when new violations were seen."
+    )
     particle_noise: bool = Field(
-        False, description="Particles sample the Gaussian members' noise (PETS) rather than follow their means: "
-                           "only the members' disagreement then spreads them (the tasks are deterministic).")
+        False,
+        description="Particles sample the Gaussian members' noise (PETS) rather than follow their means: "
+        "only the members' disagreement then spreads them (the tasks are deterministic).",
+    )
     plan_cost_threshold: float = Field(
-        0.3, ge=0.0, description="Largest pessimistic horizon risk Ĉ (≈ expected violations) of a feasible plan.")
+        0.3, ge=0.0, description="Largest pessimistic horizon risk Ĉ (≈ expected violations) of a feasible plan."
+    )
 
 
 class SafeMPC(PETS):
@@ -283,14 +308,28 @@ class SafeMPC(PETS):
         super()._build()
         cfg = self.config
         monitor = self.part(CostMonitorPart).monitor
-        self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, (self.obs_dim,), (self.act_dim,), seed=cfg.seed,
-                                   device=self.device, n_costs=cfg.n_constraints, cost_source=lambda: monitor.last_costs)
-        self.cost_model = CostEnsemble(self.obs_dim, self.act_dim, cfg.cost_members, cfg.cost_hidden_sizes,
-                                       cfg.activation)
+        self.replay = ReplayBuffer(
+            cfg.buffer_size,
+            self.n_envs,
+            (self.obs_dim,),
+            (self.act_dim,),
+            seed=cfg.seed,
+            device=self.device,
+            n_costs=cfg.n_constraints,
+            cost_source=lambda: monitor.last_costs,
+        )
+        self.cost_model = CostEnsemble(
+            self.obs_dim, self.act_dim, cfg.cost_members, cfg.cost_hidden_sizes, cfg.activation
+        )
         self.cost_tracker = CostTrackingModel(self.model, self.cost_model)
-        inner = TrajectoryEvaluator(self.cost_tracker, cfg.n_particles, reward_fn=self.evaluator.reward_fn,
-                                    termination_fn=self.evaluator.termination_fn, gamma=cfg.gamma,
-                                    sample=cfg.particle_noise)
+        inner = TrajectoryEvaluator(
+            self.cost_tracker,
+            cfg.n_particles,
+            reward_fn=self.evaluator.reward_fn,
+            termination_fn=self.evaluator.termination_fn,
+            gamma=cfg.gamma,
+            sample=cfg.particle_noise,
+        )
         self.cost_planning = PessimisticCostPlanning(inner, self.cost_tracker, cfg.plan_cost_threshold)
         self.evaluator = self.cost_planning  # type: ignore[assignment]  # the planner scores through it
         self.planner = self._make_planner(cfg.seed)
@@ -310,8 +349,9 @@ class SafeMPC(PETS):
     def fit_cost_model(self) -> dict[str, float]:
         """Refit the cost ensemble on every real transition so far."""
         x, y = self._cost_data()
-        loss = self.cost_model.fit(x, y, self.config.cost_fit_steps, lr=self.config.cost_lr,
-                                   generator=self._cost_generator)
+        loss = self.cost_model.fit(
+            x, y, self.config.cost_fit_steps, lr=self.config.cost_lr, generator=self._cost_generator
+        )
         self._cost_fit_step, self._violations_at_cost_fit = self.num_timesteps, self._violations
         return {"cost_model_loss": loss, "cost_model_positives": float(y.sum())}
 
@@ -322,8 +362,11 @@ class SafeMPC(PETS):
 
     def _iterate(self) -> dict[str, float]:
         cfg = self.config
-        if (self.model_fitted and self._violations > self._violations_at_cost_fit
-                and self.num_timesteps - self._cost_fit_step >= cfg.cost_train_every):
+        if (
+            self.model_fitted
+            and self._violations > self._violations_at_cost_fit
+            and self.num_timesteps - self._cost_fit_step >= cfg.cost_train_every
+        ):
             self._fit_metrics.update(self.fit_cost_model())  # react to new violations before the next model fit
         metrics = super()._iterate()
         self._violations += int((self.part(CostMonitorPart).monitor.last_costs > 0).any(-1).sum())

@@ -22,7 +22,8 @@ never through attributes set by one method for another.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -49,7 +50,8 @@ class SafeOnPolicyConfig(CMDPConfig):
 
 class LagrangianOnPolicyConfig(LagrangianConfig, SafeOnPolicyConfig):
     normalize_cost_advantage: bool = Field(
-        True, description="Standardize Â^c over the batch before combining it with the (standardized) Â^r.")
+        True, description="Standardize Â^c over the batch before combining it with the (standardized) Â^r."
+    )
 
 
 # ---- env wrappers --------------------------------------------------------------------------------
@@ -90,8 +92,14 @@ class CostCritic(CostValueFunction):
         self.optimizer.load_state_dict(state["optimizer"])
 
     @torch.no_grad()
-    def attach(self, batch: RolloutBatch, rollout: CostRollout, encode: Callable[[np.ndarray], torch.Tensor],
-               next_obs: np.ndarray, next_alive: np.ndarray | None = None) -> RolloutBatch:
+    def attach(
+        self,
+        batch: RolloutBatch,
+        rollout: CostRollout,
+        encode: Callable[[np.ndarray], torch.Tensor],
+        next_obs: np.ndarray,
+        next_alive: np.ndarray | None = None,
+    ) -> RolloutBatch:
         """Fill ``batch``'s ``costs``, ``cost_values``, ``last_cost_value`` and ``episode_costs`` from the
         monitor's record of the rollout. ``encode`` turns raw observations into the policy's inputs;
         ``next_obs`` are the observations after the last step, ``next_alive`` (whole-episode
@@ -119,8 +127,14 @@ class CostCritic(CostValueFunction):
             raise ValueError("the batch has no costs: attach() them before estimate()")
         T, N, K = batch.costs.shape
         dones = batch.dones[:, :, None].expand(T, N, K).reshape(T, N * K)
-        adv = R.gae(batch.costs.reshape(T, N * K), batch.cost_values.reshape(T, N * K), dones,
-                    batch.last_cost_value.reshape(N * K), self.gamma_c, self.gae_lambda)
+        adv = R.gae(
+            batch.costs.reshape(T, N * K),
+            batch.cost_values.reshape(T, N * K),
+            dones,
+            batch.last_cost_value.reshape(N * K),
+            self.gamma_c,
+            self.gae_lambda,
+        )
         batch.cost_advantages = adv.reshape(T, N, K)
         batch.cost_returns = batch.cost_advantages + batch.cost_values
         return batch
@@ -135,7 +149,7 @@ class CostCritic(CostValueFunction):
         for _ in range(self.epochs):
             perm = torch.randperm(n)
             for start in range(0, n, self.batch_size):
-                idx = perm[start:start + self.batch_size]
+                idx = perm[start : start + self.batch_size]
                 loss = (self(obs[idx]) - cost_returns[idx]).pow(2).mean()
                 clip_and_step(loss, self.optimizer)
                 total += loss.item()
@@ -160,8 +174,9 @@ def episode_cost_estimate(batch: RolloutBatch, monitor: CostMonitor) -> np.ndarr
     return monitor.mean_episode_cost
 
 
-def lagrangian_advantages(batch: RolloutBatch, lam: torch.Tensor, normalize_reward: bool,
-                          normalize_cost: bool) -> torch.Tensor:
+def lagrangian_advantages(
+    batch: RolloutBatch, lam: torch.Tensor, normalize_reward: bool, normalize_cost: bool
+) -> torch.Tensor:
     r"""The Lagrangian's advantage ``[T, N]``, :math:`(\hat A^r - \sum_k\lambda_k\hat A^{c_k})/(1+\sum_k\lambda_k)`,
     each advantage first standardized over the batch's valid steps if asked."""
     if batch.advantages is None or batch.cost_advantages is None:

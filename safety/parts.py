@@ -39,8 +39,15 @@ from core_rl.common.errors import EnvError
 from core_rl.common.parts import Metrics, Part
 from safety.cmdp import CMDPConfig, CostMonitor
 from safety.lagrangian import LagrangeMultiplier, make_multiplier
-from safety.on_policy import (CostCritic, LagrangianOnPolicyConfig, SafeOnPolicyConfig, cost_metrics,
-                              episode_cost_estimate, lagrangian_advantages, lambda_metrics)
+from safety.on_policy import (
+    CostCritic,
+    LagrangianOnPolicyConfig,
+    SafeOnPolicyConfig,
+    cost_metrics,
+    episode_cost_estimate,
+    lagrangian_advantages,
+    lambda_metrics,
+)
 
 if TYPE_CHECKING:
     from core_rl.common.base import Agent
@@ -123,8 +130,9 @@ class LagrangianPart(Part):
     def before_update(self, agent: "OnPolicyAgent", batch: RolloutBatch) -> Metrics:
         cfg = self.config
         lam = self.multiplier.update(torch.as_tensor(episode_cost_estimate(batch, self._monitor_part.monitor)))
-        batch.advantages = lagrangian_advantages(batch, lam, agent.config.normalize_advantage,
-                                                 cfg.normalize_cost_advantage)
+        batch.advantages = lagrangian_advantages(
+            batch, lam, agent.config.normalize_advantage, cfg.normalize_cost_advantage
+        )
         return lambda_metrics(lam, cfg.cost_keys)
 
     def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:

@@ -8,15 +8,25 @@ core names no safety class. Importing this module imports no agent (targets reso
 from core_rl.registry import AlgoSpec
 
 ALGORITHMS: list[AlgoSpec] = [
-    AlgoSpec("ppo_unconstrained", "safety.unconstrained:UnconstrainedPPO", "11/7-14 safety: PPO ignoring costs but logging them (baseline)"),
+    AlgoSpec(
+        "ppo_unconstrained",
+        "safety.unconstrained:UnconstrainedPPO",
+        "11/7-14 safety: PPO ignoring costs but logging them (baseline)",
+    ),
     AlgoSpec("ppo_lag", "safety.ppo_lag:PPOLag", "11/7-14 safety: PPO-Lagrangian (dual ascent on λ, 9/19)"),
     AlgoSpec("pid_lag", "safety.ppo_lag:PIDLag", "11/7-14 safety: PPO with the PID Lagrangian"),
     AlgoSpec("trpo_lag", "safety.trpo_lag:TRPOLag", "11/7-14 safety: TRPO-Lagrangian"),
-    AlgoSpec("cpo", "safety.cpo:CPO", "11/7-14 safety: constrained policy optimization (TRPO + linearized cost constraint)"),
-    AlgoSpec("saute_ppo", "safety.saute:Saute", "11/7-14 safety: Saute state augmentation with the remaining budget (PPO)"),
+    AlgoSpec(
+        "cpo", "safety.cpo:CPO", "11/7-14 safety: constrained policy optimization (TRPO + linearized cost constraint)"
+    ),
+    AlgoSpec(
+        "saute_ppo", "safety.saute:Saute", "11/7-14 safety: Saute state augmentation with the remaining budget (PPO)"
+    ),
     AlgoSpec("shield_ppo_lag", "safety.shield:ShieldedPPOLag", "11/7-14 safety: PPO-Lag behind a learned safety layer"),
     AlgoSpec("sac_lag", "safety.sac_lag:SACLag", "11/7-14 safety: SAC-Lagrangian (pessimistic cost critic)"),
-    AlgoSpec("safe_mpc", "safety.model_based:SafeMPC", "11/7-14 safety: PETS planning with an ensemble's pessimistic cost"),
+    AlgoSpec(
+        "safe_mpc", "safety.model_based:SafeMPC", "11/7-14 safety: PETS planning with an ensemble's pessimistic cost"
+    ),
 ]
 
 ENV_NAMESPACES: dict[str, str] = {"safety": "safety"}

@@ -61,11 +61,21 @@ class SACLag(SAC):
         cfg = self.config
         old = self.replay
         monitor = self.part(CostMonitorPart).monitor
-        self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, tuple(old.obs.shape[2:]), tuple(old.actions.shape[2:]),
-                                   n_step=1, gamma=cfg.gamma, seed=cfg.seed, device=self.device, n_costs=1,
-                                   cost_source=lambda: monitor.last_costs)
-        self.cost_critic = QEnsemble(self.observation_space, self.action_dim, 2, cfg.hidden_sizes,
-                                     cfg.activation).to(self.device)
+        self.replay = ReplayBuffer(
+            cfg.buffer_size,
+            self.n_envs,
+            tuple(old.obs.shape[2:]),
+            tuple(old.actions.shape[2:]),
+            n_step=1,
+            gamma=cfg.gamma,
+            seed=cfg.seed,
+            device=self.device,
+            n_costs=1,
+            cost_source=lambda: monitor.last_costs,
+        )
+        self.cost_critic = QEnsemble(self.observation_space, self.action_dim, 2, cfg.hidden_sizes, cfg.activation).to(
+            self.device
+        )
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
         self.cost_critic_optimizer = make_adam(self.cost_critic.parameters(), cfg.lr)
         self.lagrange = make_multiplier(cfg, torch.as_tensor(cfg.limits))
@@ -82,8 +92,9 @@ class SACLag(SAC):
         metrics["lambda"] = float(self.lagrange.value[0])
         return metrics
 
-    def actor_loss(self, batch: ReplaySample, action: torch.Tensor, log_prob: torch.Tensor,
-                   alpha: torch.Tensor) -> torch.Tensor:
+    def actor_loss(
+        self, batch: ReplaySample, action: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
         """(α log π − min_k Q^r_k + λ max_j Q^c_j) / (1 + λ), averaged over the batch."""
         lam = float(self.lagrange.value[0])
         qc = self.cost_critic(batch.obs, action, detach_params=True).amax(0)
@@ -101,7 +112,7 @@ class SACLag(SAC):
         qc = self.cost_critic(batch.obs, self.scaler.normalize(batch.actions))
         cost_critic_loss = 0.5 * (qc - target_qc).pow(2).mean(1).sum()
         self._step_optimizer(self.cost_critic_optimizer, cost_critic_loss)
-        metrics = super().train_step(batch)                   # SAC's temperature, soft critics, actor, targets
+        metrics = super().train_step(batch)  # SAC's temperature, soft critics, actor, targets
         if (self.gradient_updates + 1) % cfg.target_update_interval == 0:
             polyak_update(self.cost_critic, self.cost_critic_target, cfg.tau)
         metrics.update(cost_critic_loss=cost_critic_loss.item(), qc_mean=qc.mean().item())

@@ -38,8 +38,16 @@ class SauteWrapper(VectorWrapper):
     """Appends the remaining budgets z ∈ R^K to the observation and replaces the reward by
     ``unsafe_reward`` while any z is negative (``shape_reward=False``: augmentation only)."""
 
-    def __init__(self, env: VectorEnv, cost_keys: tuple[str, ...], limits: np.ndarray, unsafe_reward: float = -1.0,
-                 saute_gamma: float = 1.0, z_clip: float = 2.0, shape_reward: bool = True):
+    def __init__(
+        self,
+        env: VectorEnv,
+        cost_keys: tuple[str, ...],
+        limits: np.ndarray,
+        unsafe_reward: float = -1.0,
+        saute_gamma: float = 1.0,
+        z_clip: float = 2.0,
+        shape_reward: bool = True,
+    ):
         super().__init__(env)
         self.shape_reward = shape_reward
         space = env.single_observation_space
@@ -84,7 +92,11 @@ class SauteWrapper(VectorWrapper):
 
 
 class SauteConfig(CMDPConfig, PPOConfig):
-    unsafe_reward: float = Field(-0.1, le=0.0, description="r_unsafe, the reward per step once a budget is spent (scale it to the task's rewards).")
+    unsafe_reward: float = Field(
+        -0.1,
+        le=0.0,
+        description="r_unsafe, the reward per step once a budget is spent (scale it to the task's rewards).",
+    )
     saute_gamma: float = Field(1.0, gt=0.0, le=1.0, description="γ_s of the budget update (1: undiscounted budget).")
 
 

@@ -47,8 +47,13 @@ class LinearCostModel(nn.Module):
     r""":math:`\ell(s,a) = h(s) + g(s)^T a` per constraint (Box actions, a scaled to [-1, 1]), or one
     logit per discrete action. ``forward(obs, actions)`` → ``[B, K]`` logits."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, n_constraints: int,
-                 hidden_sizes: tuple[int, ...] = (64, 64)):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        n_constraints: int,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -57,8 +62,10 @@ class LinearCostModel(nn.Module):
         out = self.K * self.n_act if self.discrete else self.K * (1 + self.n_act)
         self.net = mlp(self.encoder.dim, out, hidden_sizes, "relu", out_gain=0.1)
         with torch.no_grad():  # prior: costs are rare, so an untrained model predicts "safe" and stays out of the way
-            bias = self.net[-1].bias.view(self.K, -1) if not self.discrete else self.net[-1].bias.view(self.K, self.n_act)
-            bias[:, :1 if not self.discrete else self.n_act] = -4.0
+            bias = (
+                self.net[-1].bias.view(self.K, -1) if not self.discrete else self.net[-1].bias.view(self.K, self.n_act)
+            )
+            bias[:, : 1 if not self.discrete else self.n_act] = -4.0
         self.obs_rms = RunningMeanStd((self.encoder.dim,))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
@@ -87,7 +94,7 @@ class LinearCostModel(nn.Module):
         h, g = self.split(obs)
         if g is None:  # discrete: substitute the action of least predicted cost
             a = actions.long().reshape(-1)
-            risk = h.max(1).values                                  # [B, A]: worst constraint per action
+            risk = h.max(1).values  # [B, A]: worst constraint per action
             unsafe = risk.gather(1, a[:, None]).squeeze(1) > tau
             safest = risk.argmin(1)
             return torch.where(unsafe, safest, a), unsafe & (safest != a)
@@ -95,7 +102,7 @@ class LinearCostModel(nn.Module):
         changed = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
         # where even the safest action in the box [-1, 1]^A is predicted unsafe (h − ‖g‖₁ > τ: already in
         # trouble), the layer has nothing to offer and leaves the action to the policy
-        feasible = h - g.abs().sum(-1) <= tau                                 # [B, K]
+        feasible = h - g.abs().sum(-1) <= tau  # [B, K]
         for _ in range(2):  # constraints in turn (Dalal's closed form is exact for one active constraint)
             for k in range(self.K):
                 excess = (h[:, k] + (g[:, k] * a).sum(-1) - tau).clamp_min(0.0) * feasible[:, k]
@@ -126,20 +133,26 @@ class ShieldWrapper(VectorWrapper):
             return self.env.step(actions)
         safe_actions, changed = self.layer.shield_actions(self._obs, np.asarray(actions))
         obs, reward, terminated, truncated, info = self.env.step(safe_actions)
-        self.layer.record(self._obs, safe_actions, info["costs"], np.asarray(terminated) | np.asarray(truncated),
-                          changed)
+        self.layer.record(
+            self._obs, safe_actions, info["costs"], np.asarray(terminated) | np.asarray(truncated), changed
+        )
         self._obs = obs
         return obs, reward, terminated, truncated, info
 
 
 class ShieldConfig(PPOLagConfig):
-    shield_threshold: float = Field(0.5, gt=0.0, lt=1.0,
-                                    description="p_max: the largest (class-balanced) predicted cost probability allowed.")
+    shield_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="p_max: the largest (class-balanced) predicted cost probability allowed."
+    )
     shield_horizon: int = Field(6, ge=1, description="H: the model predicts a cost within the next H steps.")
     shield_lr: float = Field(1e-3, gt=0.0, description="Learning rate of the cost model.")
     shield_updates: int = Field(25, ge=0, description="Cost-model minibatch steps per fit.")
-    shield_fit_every: int = Field(32, ge=1, description="Fit the cost model every this many vector steps (online, "
-                                  "so the layer learns from a violation within the rollout).")
+    shield_fit_every: int = Field(
+        32,
+        ge=1,
+        description="Fit the cost model every this many vector steps (online, "
+        "so the layer learns from a violation within the rollout).",
+    )
     shield_batch_size: int = Field(256, ge=1)
     shield_buffer_size: int = Field(200_000, ge=1000, description="Transitions kept for the cost model.")
     shield_hidden_sizes: tuple[int, ...] = (64, 64)
@@ -151,15 +164,22 @@ class SafetyLayer(nn.Module):
     batch of env actions (:meth:`shield_actions`), the online record (:meth:`record`) and fit
     (:meth:`fit`), and its per-iteration metrics (:meth:`metrics`)."""
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: ShieldConfig, n_envs: int,
-                 device: torch.device):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        config: ShieldConfig,
+        n_envs: int,
+        device: torch.device,
+    ):
         super().__init__()
         cfg = config
         self.observation_space, self.action_space, self.device = observation_space, action_space, device
         self.horizon, self.updates, self.batch_size = cfg.shield_horizon, cfg.shield_updates, cfg.shield_batch_size
         self.fit_every = cfg.shield_fit_every
-        self.cost_model = LinearCostModel(observation_space, action_space, cfg.n_constraints,
-                                          cfg.shield_hidden_sizes).to(device)
+        self.cost_model = LinearCostModel(
+            observation_space, action_space, cfg.n_constraints, cfg.shield_hidden_sizes
+        ).to(device)
         self.optimizer = torch.optim.Adam(self.cost_model.net.parameters(), lr=cfg.shield_lr)
         T, N = max(cfg.shield_buffer_size // n_envs, cfg.shield_horizon + 1), n_envs
         self._buf_obs = torch.zeros((T, N, *(observation_space.shape or (1,))))
@@ -193,13 +213,15 @@ class SafetyLayer(nn.Module):
             safe, changed = self.cost_model.project(obs_t, torch.as_tensor(actions, device=self.device), self.tau)
             return safe.cpu().numpy().astype(np.int64), changed.cpu().numpy()
         scaled = np.clip(self._scale(np.asarray(actions, dtype=np.float64)), -1.0, 1.0)
-        safe, changed = self.cost_model.project(obs_t, torch.as_tensor(scaled, dtype=torch.float32, device=self.device),
-                                                self.tau)
+        safe, changed = self.cost_model.project(
+            obs_t, torch.as_tensor(scaled, dtype=torch.float32, device=self.device), self.tau
+        )
         out = self._unscale(safe.cpu().numpy().astype(np.float64)).astype(self.action_space.dtype)
         return out.reshape(np.asarray(actions).shape), changed.cpu().numpy()
 
-    def record(self, obs: np.ndarray, actions: np.ndarray, costs: np.ndarray, dones: np.ndarray,
-               changed: np.ndarray) -> None:
+    def record(
+        self, obs: np.ndarray, actions: np.ndarray, costs: np.ndarray, dones: np.ndarray, changed: np.ndarray
+    ) -> None:
         """Store one vector step; the label of (s_t, a_t) is 1 for constraint k if c_k > 0 at any of the
         steps t..t+H−1 of the same episode (set as those costs arrive). Fits every ``fit_every`` steps."""
         T, n, H = self._buf_obs.shape[0], len(costs), self.horizon
@@ -245,8 +267,9 @@ class SafetyLayer(nn.Module):
         for _ in range(self.updates):
             idx = valid[torch.randint(0, len(valid), (min(self.batch_size, len(valid)),))]
             a = act[idx].squeeze(-1) if self.cost_model.discrete else act[idx]
-            loss = nn.functional.binary_cross_entropy_with_logits(self.cost_model(obs[idx], a), label[idx],
-                                                                  pos_weight=pos_weight)
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                self.cost_model(obs[idx], a), label[idx], pos_weight=pos_weight
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -312,5 +335,6 @@ class ShieldedPPOLag(PPOLag):
         single = np.asarray(obs).shape == self.observation_space.shape
         batch_obs = np.asarray(obs)[None] if single else np.asarray(obs)
         safe, _ = self.part(ShieldPart).layer.shield_actions(
-            batch_obs, np.asarray(actions).reshape(len(batch_obs), *self.action_space.shape))
+            batch_obs, np.asarray(actions).reshape(len(batch_obs), *self.action_space.shape)
+        )
         return safe[0] if single else safe

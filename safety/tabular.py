@@ -72,11 +72,11 @@ class TabularCMDP:
 
 @dataclass(frozen=True)
 class CMDPSolution:
-    occupancy: np.ndarray        # ρ(s, a)
-    policy: np.ndarray           # π(a|s) (uniform where ρ(s, ·) = 0)
-    reward_value: float          # V_r(μ0) = Σ ρ r
-    cost_values: np.ndarray      # V_c(μ0) [K]
-    multipliers: np.ndarray      # λ [K]
+    occupancy: np.ndarray  # ρ(s, a)
+    policy: np.ndarray  # π(a|s) (uniform where ρ(s, ·) = 0)
+    reward_value: float  # V_r(μ0) = Σ ρ r
+    cost_values: np.ndarray  # V_c(μ0) [K]
+    multipliers: np.ndarray  # λ [K]
     history: dict[str, np.ndarray] | None = None
 
 
@@ -94,20 +94,32 @@ def solve_cmdp_lp(cmdp: TabularCMDP) -> CMDPSolution:
     S, A = mdp.n_states, mdp.n_actions
     # flow: Σ_a ρ(s', a) − γ Σ_{s,a} P(s'|s,a) ρ(s,a) = μ0(s'), variables ρ flattened as s * A + a
     A_eq = np.repeat(np.eye(S), A, axis=1) - mdp.gamma * mdp.P.reshape(S * A, S).T
-    res = linprog(-mdp.r.reshape(-1), A_ub=cmdp.costs.reshape(len(cmdp.limits), -1), b_ub=cmdp.limits,
-                  A_eq=A_eq, b_eq=mdp.mu0, bounds=(0, None), method="highs")
+    res = linprog(
+        -mdp.r.reshape(-1),
+        A_ub=cmdp.costs.reshape(len(cmdp.limits), -1),
+        b_ub=cmdp.limits,
+        A_eq=A_eq,
+        b_eq=mdp.mu0,
+        bounds=(0, None),
+        method="highs",
+    )
     if res.status == 2:
         raise ConfigError(f"the CMDP is infeasible: no policy meets the cost limits {cmdp.limits.tolist()}")
     if res.status != 0:
         raise RuntimeError(f"linprog failed: {res.message}")
     rho = np.maximum(res.x.reshape(S, A), 0.0)
-    return CMDPSolution(occupancy=rho, policy=policy_from_occupancy(rho), reward_value=float(-res.fun),
-                        cost_values=np.einsum("sa,ksa->k", rho, cmdp.costs),
-                        multipliers=-np.asarray(res.ineqlin.marginals, dtype=np.float64))
+    return CMDPSolution(
+        occupancy=rho,
+        policy=policy_from_occupancy(rho),
+        reward_value=float(-res.fun),
+        cost_values=np.einsum("sa,ksa->k", rho, cmdp.costs),
+        multipliers=-np.asarray(res.ineqlin.marginals, dtype=np.float64),
+    )
 
 
-def best_response(cmdp: TabularCMDP, lam: np.ndarray, tol: float = 1e-10,
-                  V0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best_response(
+    cmdp: TabularCMDP, lam: np.ndarray, tol: float = 1e-10, V0: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """argmax_π V^π_{r − λᵀc} by value iteration (warm-started from ``V0``): a deterministic policy
     ``[S]``, its occupancy ``[S, A]`` and the optimal values ``[S]``."""
     penalized = cmdp.mdp.replace(r=cmdp.mdp.r - np.einsum("k,ksa->sa", lam, cmdp.costs))
@@ -115,8 +127,9 @@ def best_response(cmdp: TabularCMDP, lam: np.ndarray, tol: float = 1e-10,
     return result.policy, cmdp.mdp.occupancy_measure(result.policy), result.V
 
 
-def solve_cmdp_lagrangian(cmdp: TabularCMDP, iterations: int = 3000, lr: float = 2.0,
-                          init: float = 0.0) -> CMDPSolution:
+def solve_cmdp_lagrangian(
+    cmdp: TabularCMDP, iterations: int = 3000, lr: float = 2.0, init: float = 0.0
+) -> CMDPSolution:
     r"""Dual ascent on λ with exact best responses; returns the averaged (mixture) solution and the
     final λ. ``history`` holds λ_k, the best responses' values and the dual function per step."""
     if iterations < 1 or lr <= 0:
@@ -129,16 +142,23 @@ def solve_cmdp_lagrangian(cmdp: TabularCMDP, iterations: int = 3000, lr: float =
         lam = multiplier.value.numpy().copy()
         _, rho, V = best_response(cmdp, lam, V0=V)
         v_r, v_c = float((rho * cmdp.mdp.r).sum()), np.einsum("sa,ksa->k", rho, cmdp.costs)
-        duals.append(v_r - float(lam @ (v_c - cmdp.limits)))   # g(λ) = max_π L(π, λ)
+        duals.append(v_r - float(lam @ (v_c - cmdp.limits)))  # g(λ) = max_π L(π, λ)
         lams.append(lam)
         rewards.append(v_r)
         costs.append(v_c)
         rho_sum += rho
         multiplier.update(torch.as_tensor(v_c), lr=lr / np.sqrt(k))
     rho_bar = rho_sum / iterations
-    return CMDPSolution(occupancy=rho_bar, policy=policy_from_occupancy(rho_bar),
-                        reward_value=float((rho_bar * cmdp.mdp.r).sum()),
-                        cost_values=np.einsum("sa,ksa->k", rho_bar, cmdp.costs),
-                        multipliers=multiplier.value.numpy().copy(),
-                        history={"lambda": np.array(lams), "reward": np.array(rewards), "cost": np.array(costs),
-                                 "dual": np.array(duals)})
+    return CMDPSolution(
+        occupancy=rho_bar,
+        policy=policy_from_occupancy(rho_bar),
+        reward_value=float((rho_bar * cmdp.mdp.r).sum()),
+        cost_values=np.einsum("sa,ksa->k", rho_bar, cmdp.costs),
+        multipliers=multiplier.value.numpy().copy(),
+        history={
+            "lambda": np.array(lams),
+            "reward": np.array(rewards),
+            "cost": np.array(costs),
+            "dual": np.array(duals),
+        },
+    )

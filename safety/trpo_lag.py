@@ -41,8 +41,15 @@ class TRPOLag(NaturalPG):
     config_cls = TRPOLagConfig
     part_types = LAGRANGIAN_PARTS
 
-    def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
-                   surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:
+    def apply_step(
+        self,
+        theta: torch.Tensor,
+        full_step: torch.Tensor,
+        expected_gain: float,
+        surrogate_old: float,
+        evaluate: Evaluate,
+    ) -> dict[str, float]:
         """TRPO's backtracking line search."""
-        return trpo_line_search(policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate,
-                                self.config)
+        return trpo_line_search(
+            policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate, self.config
+        )

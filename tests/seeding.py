@@ -16,7 +16,7 @@ def _read_shift() -> int:
         shift = int(raw)
     except ValueError:
         raise ValueError(f"DEEPRL_TEST_SEED_SHIFT must be an integer, got {raw!r}") from None
-    if shift < 0:                               # the agents' configs take seeds ≥ 0
+    if shift < 0:  # the agents' configs take seeds ≥ 0
         raise ValueError(f"DEEPRL_TEST_SEED_SHIFT must be ≥ 0, got {shift}")
     return shift
 

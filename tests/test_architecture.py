@@ -36,7 +36,7 @@ def _imports(path: Path) -> set[str]:
             else:
                 mod = node.module or ""
             out.add(mod)
-            out.update(f"{mod}.{alias.name}" for alias in node.names)   # `from pkg import module`
+            out.update(f"{mod}.{alias.name}" for alias in node.names)  # `from pkg import module`
     return out
 
 
@@ -49,8 +49,11 @@ def _graph(packages: tuple[str, ...]) -> dict[str, set[str]]:
 
 
 def _strings(path: Path) -> list[str]:
-    return [n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
-            and isinstance(n.value, str)]
+    return [
+        n.value
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    ]
 
 
 def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -62,7 +65,7 @@ def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -81,14 +84,17 @@ def test_core_names_no_application_not_even_by_string():
         assert not top & set(APPS + ("pipelines",)), f"{path.relative_to(REPO)} imports {top & set(APPS)}"
         for text in _strings(path):
             for app in APPS + ("pipelines",):
-                assert not text.startswith((f"{app}.", f"{app}:", f"{app}/")), \
+                assert not text.startswith((f"{app}.", f"{app}:", f"{app}/")), (
                     f"{path.relative_to(REPO)} names '{text}'"
+                )
 
 
 @pytest.mark.parametrize("app", APPS)
 def test_no_application_imports_the_cli_layer(app):
     for path in (REPO / app).rglob("*.py"):
-        assert "pipelines" not in {m.split(".")[0] for m in _imports(path)}, f"{path.relative_to(REPO)} imports pipelines"
+        assert "pipelines" not in {m.split(".")[0] for m in _imports(path)}, (
+            f"{path.relative_to(REPO)} imports pipelines"
+        )
 
 
 def test_top_level_packages_form_no_cycle():
@@ -109,8 +115,10 @@ def test_recsys_modules_form_no_import_cycle():
             name = name.rpartition(".")[0]
         return name or None
 
-    edges = {m: {r for i in imported if (r := resolve(i)) and r != m and not m.startswith(r + ".") and r != "recsys"}
-             for m, imported in graph.items()}
+    edges = {
+        m: {r for i in imported if (r := resolve(i)) and r != m and not m.startswith(r + ".") and r != "recsys"}
+        for m, imported in graph.items()
+    }
     assert _find_cycle(edges) is None, " -> ".join(_find_cycle(edges) or [])
 
 

@@ -68,9 +68,15 @@ def test_sampler_contract_all_types_conditional_failed_pruned(name):
 
 
 def test_codec_roundtrip_and_snap_stay_inside_distributions():
-    space = {"f": FloatDistribution(-1, 1), "lf": FloatDistribution(1e-4, 1, log=True),
-             "sf": FloatDistribution(0, 1, step=0.1), "i": IntDistribution(0, 7), "si": IntDistribution(10, 100, step=15),
-             "li": IntDistribution(1, 1000, log=True), "c": CategoricalDistribution(["x", 2, None])}
+    space = {
+        "f": FloatDistribution(-1, 1),
+        "lf": FloatDistribution(1e-4, 1, log=True),
+        "sf": FloatDistribution(0, 1, step=0.1),
+        "i": IntDistribution(0, 7),
+        "si": IntDistribution(10, 100, step=15),
+        "li": IntDistribution(1, 1000, log=True),
+        "c": CategoricalDistribution(["x", 2, None]),
+    }
     codec = SpaceCodec(space)
     rng = np.random.default_rng(0)
     u = rng.random((500, codec.dim))
@@ -107,8 +113,9 @@ def test_finds_quadratic_optimum_faster_than_random(name):
     # better on average and in most seeds, and random search needs all 60 trials for what ours reaches sooner
     assert ours_final.mean() < 0.5 * rand_final.mean(), (ours_final, rand_final)
     assert (ours_final < rand_final).sum() >= 4
-    reach = [int(np.argmax(c <= np.median(rand_final))) if (c <= np.median(rand_final)).any() else n_trials
-             for c in ours]
+    reach = [
+        int(np.argmax(c <= np.median(rand_final))) if (c <= np.median(rand_final)).any() else n_trials for c in ours
+    ]
     assert np.median(reach) < n_trials - 10
 
 
@@ -204,11 +211,18 @@ def test_multi_objective_is_refused():
 
 
 def test_pbt_exploits_and_explores_core_rl_agents():
-    space = {"lr": FloatDistribution(1e-6, 3e-3, log=True), "ent_coef": FloatDistribution(0.0, 0.02),
-             "n_epochs": IntDistribution(2, 8)}
+    space = {
+        "lr": FloatDistribution(1e-6, 3e-3, log=True),
+        "ent_coef": FloatDistribution(0.0, 0.02),
+        "n_epochs": IntDistribution(2, 8),
+    }
     pbt = PopulationBasedTraining(
-        "ppo", "CartPole-v1", space, {"n_envs": 4, "n_steps": 128, "batch_size": 128},
-        {"population": 4, "interval_steps": 4096, "total_steps": 5 * 4096, "seed": 0})
+        "ppo",
+        "CartPole-v1",
+        space,
+        {"n_envs": 4, "n_steps": 128, "batch_size": 128},
+        {"population": 4, "interval_steps": 4096, "total_steps": 5 * 4096, "seed": 0},
+    )
     result = pbt.run()
     assert result.rounds == 5
     assert len(result.events) == 4  # one bottom member replaced after each of the first four rounds

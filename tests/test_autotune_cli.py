@@ -15,7 +15,7 @@ from autotune.compare import StudyResult, analyze
 from autotune.run import parse_space
 from core_rl.common.errors import ConfigError
 
-OBJECTIVE = '''
+OBJECTIVE = """
 import math
 def objective(params):
     if params["width"] == 48:
@@ -23,11 +23,13 @@ def objective(params):
     if params["act"] == "tanh" and params["lr"] > 0.05:
         return float("nan")                           # recorded as a failed trial
     return (math.log10(params["lr"]) + 2) ** 2 + abs(params["width"] - 64) / 64 + (params["act"] != "relu")
-'''
+"""
 
-SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
-         "width": {"type": "int", "low": 16, "high": 128, "step": 16},
-         "act": {"type": "categorical", "choices": ["relu", "tanh"]}}
+SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+    "width": {"type": "int", "low": 16, "high": 128, "step": 16},
+    "act": {"type": "categorical", "choices": ["relu", "tanh"]},
+}
 
 
 def _tune(argv: list[str]) -> int:
@@ -50,21 +52,37 @@ def workdir(tmp_path, monkeypatch):
 def test_tune_run_stores_resumes_and_logs_every_trial_to_mlflow(workdir, capsys):
     import mlflow
 
-    args = ["tune", "run", "--objective", "userobj:objective", "--space", "space.json", "--sampler", "rl",
-            "--trials", "12", "--study", "mine", "--seed", "0", "--json"]
+    args = [
+        "tune",
+        "run",
+        "--objective",
+        "userobj:objective",
+        "--space",
+        "space.json",
+        "--sampler",
+        "rl",
+        "--trials",
+        "12",
+        "--study",
+        "mine",
+        "--seed",
+        "0",
+        "--json",
+    ]
     assert _tune(args[1:]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (workdir / "data" / "optuna.db").is_file()                  # the default storage
+    assert (workdir / "data" / "optuna.db").is_file()  # the default storage
     assert first["n_trials"] == 12
-    assert _tune(args[1:]) == 0                                         # resume: same study, 12 more trials
+    assert _tune(args[1:]) == 0  # resume: same study, 12 more trials
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert second["n_trials"] == 24 and second["mlflow_run_id"] == first["mlflow_run_id"]
     study = optuna.load_study(study_name="mine", storage=f"sqlite:///{workdir / 'data' / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert [t.number for t in study.trials] == list(range(24))
-    assert failed and all(t.params["width"] == 48 or (t.params["act"] == "tanh" and t.params["lr"] > 0.05)
-                          for t in failed)
+    assert failed and all(
+        t.params["width"] == 48 or (t.params["act"] == "tanh" and t.params["lr"] > 0.05) for t in failed
+    )
     assert states.count("COMPLETE") == second["n_complete"] > 0
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'data' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["autotune"], output_format="list")
@@ -81,16 +99,29 @@ def test_tune_compare_reports_ranks_regret_and_logs_to_mlflow(workdir, capsys):
     pytest.importorskip("cocoex", reason="coco-experiment (BBOB) not installed: pip install -e '.[autotune]'")
     pytest.importorskip("scipy", reason="scipy not installed")
 
-    code = _tune(["compare", "--suite", "bbob-small", "--samplers", "rl,random,tpe", "--trials", "10",
-                  "--seeds", "2", "--out", "summary.json"])
+    code = _tune(
+        [
+            "compare",
+            "--suite",
+            "bbob-small",
+            "--samplers",
+            "rl,random,tpe",
+            "--trials",
+            "10",
+            "--seeds",
+            "2",
+            "--out",
+            "summary.json",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "mean rank" in out and "| tpe |" in out and "Wilcoxon" in out
     summary = json.loads((workdir / "summary.json").read_text())
     b = summary["budgets"]["10"]
-    assert b["n_cells"] == 8                                           # 4 tasks × 2 seeds
+    assert b["n_cells"] == 8  # 4 tasks × 2 seeds
     ranks = [e["mean_rank"] for e in b["samplers"].values()]
-    assert sum(ranks) == pytest.approx(6.0)                            # 1 + 2 + 3 per cell
+    assert sum(ranks) == pytest.approx(6.0)  # 1 + 2 + 3 per cell
     for e in b["samplers"].values():
         assert e["regret_ci95"][0] <= e["regret_mean"] <= e["regret_ci95"][1]
         assert len(e["curve"]) == 10 and np.all(np.diff(e["curve"]) <= 1e-12)
@@ -108,13 +139,18 @@ def test_tune_compare_reports_ranks_regret_and_logs_to_mlflow(workdir, capsys):
 
 def test_analyze_against_known_answer():
     """Two samplers on two tasks: ranks, regrets and the paired test computed by hand."""
+
     def res(task, sampler, seed, values):
         return StudyResult(task, sampler, 3, seed, values, 1.0, 0.5, "minimize")
 
     results = []
     for seed in range(6):
-        results += [res("a", "tpe", seed, [4.0, 3.0, 2.0]), res("a", "x", seed, [4.0, 1.0, 1.0 + 0.1 * seed]),
-                    res("b", "tpe", seed, [10.0, 10.0, 10.0]), res("b", "x", seed, [9.0, 5.0, 5.0])]
+        results += [
+            res("a", "tpe", seed, [4.0, 3.0, 2.0]),
+            res("a", "x", seed, [4.0, 1.0, 1.0 + 0.1 * seed]),
+            res("b", "tpe", seed, [10.0, 10.0, 10.0]),
+            res("b", "x", seed, [9.0, 5.0, 5.0]),
+        ]
     summary = analyze(results)
     b = summary["budgets"]["3"]["samplers"]
     assert b["x"]["mean_rank"] == 1.0 and b["tpe"]["mean_rank"] == 2.0
@@ -148,7 +184,26 @@ def test_deeprl_tune_is_wired_into_the_cli(workdir, capsys):
 
     assert main(["tune", "run", "--objective", "userobj:nope", "--space", "space.json", "--no-mlflow"]) == 2
     assert "has no function 'nope'" in capsys.readouterr().err
-    assert main(["tune", "run", "--objective", "userobj:objective", "--space", "space.json", "--trials", "5",
-                 "--sampler", "meta", "--seed", "1", "--no-mlflow", "--json"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "run",
+                "--objective",
+                "userobj:objective",
+                "--space",
+                "space.json",
+                "--trials",
+                "5",
+                "--sampler",
+                "meta",
+                "--seed",
+                "1",
+                "--no-mlflow",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_trials"] == 5 and result["best_value"] is not None

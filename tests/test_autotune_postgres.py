@@ -56,11 +56,17 @@ def postgres_url():
     root.chmod(0o755)
     data, log = root / "data", root / "server.log"
     port = _free_port()
-    subprocess.run(prefix + [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        prefix + [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=60 -c fsync=off"
-    subprocess.run(prefix + [str(pg / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        prefix + [str(pg / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         import psycopg2
 
@@ -103,17 +109,24 @@ def test_four_workers_share_one_study_on_postgresql(postgres_url, sampler, tmp_p
     per_worker, workers = 8, 4
     optuna.create_study(study_name=f"shared-{sampler}", storage=postgres_url)  # created once, before the workers
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(script), postgres_url, sampler, str(per_worker), str(w)],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for w in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), postgres_url, sampler, str(per_worker), str(w)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for w in range(workers)
+    ]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out.decode()[-3000:]
     study = optuna.load_study(study_name=f"shared-{sampler}", storage=postgres_url)
     trials = study.get_trials(deepcopy=False)
     n = per_worker * workers
-    assert len(trials) == n                                           # none lost
-    assert sorted(t.number for t in trials) == list(range(n))         # none duplicated
+    assert len(trials) == n  # none lost
+    assert sorted(t.number for t in trials) == list(range(n))  # none duplicated
     assert len({t._trial_id for t in trials}) == n
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert len({(round(t.params["x"], 12), t.params["n"], t.params["c"]) for t in trials}) >= n - 2

@@ -20,10 +20,18 @@ def test_every_sb3_field_is_mapped_and_our_config_accepts_it():
         assert {r.sb3 for r in rows} >= set(hp.params)
         cfg = get_algo(hp.algo).cls.config_cls.model_validate(ours_config(hp, seed=3))  # extra=forbid
         p = hp.params
-        assert (cfg.lr, cfg.batch_size, cfg.buffer_size, cfg.gamma) == (p["learning_rate"], p["batch_size"],
-                                                                        p["buffer_size"], p["gamma"])
+        assert (cfg.lr, cfg.batch_size, cfg.buffer_size, cfg.gamma) == (
+            p["learning_rate"],
+            p["batch_size"],
+            p["buffer_size"],
+            p["gamma"],
+        )
         assert (cfg.learning_starts, cfg.train_freq, cfg.gradient_steps, cfg.tau) == (
-            p["learning_starts"], p["train_freq"], p["gradient_steps"], p["tau"])
+            p["learning_starts"],
+            p["train_freq"],
+            p["gradient_steps"],
+            p["tau"],
+        )
         assert cfg.hidden_sizes == tuple(p["net_arch"]) and cfg.seed == 3
 
 
@@ -72,11 +80,15 @@ def _target_versions_ours(interval: int, train_freq: int, gradient_steps: int, p
 def test_dqn_target_interval_is_exact_when_sb3_copies_every_phase(every, train_freq, gradient_steps):
     interval, note = dqn_target_interval(every, train_freq, gradient_steps, n_envs=1)
     assert "exact" in note
-    assert _target_versions_ours(interval, train_freq, gradient_steps, 12) == \
-        _target_versions_sb3(every, train_freq, gradient_steps, 12)
+    assert _target_versions_ours(interval, train_freq, gradient_steps, 12) == _target_versions_sb3(
+        every, train_freq, gradient_steps, 12
+    )
     # the naive reading (the same number, counted in gradient steps) is not SB3's schedule
-    assert _target_versions_ours(every, train_freq, gradient_steps, 12) != \
-        _target_versions_sb3(every, train_freq, gradient_steps, 12) or every == interval
+    assert (
+        _target_versions_ours(every, train_freq, gradient_steps, 12)
+        != _target_versions_sb3(every, train_freq, gradient_steps, 12)
+        or every == interval
+    )
 
 
 def test_dqn_target_interval_longer_than_a_phase_is_flagged_approximate():
@@ -85,24 +97,44 @@ def test_dqn_target_interval_longer_than_a_phase_is_flagged_approximate():
 
 
 def _res(algo: str, impl: str, seed: int, steps_per_s: float, ret: float, grad_s: float) -> OffPolicyRunResult:
-    return OffPolicyRunResult(algo=algo, env_id="CartPole-v1", impl=impl, seed=seed, steps=1000, wall_s=1000 / steps_per_s,
-                              cpu_s=500 / steps_per_s, steps_per_s=steps_per_s, cpu_steps_per_s=2 * steps_per_s,
-                              eval_return=ret, eval_std=0.0, train_return_last100=ret, episodes=10, build_s=0.1,
-                              eval_s=0.1, curve=[(500, ret / 2), (1000, ret)], gradient_steps=500,
-                              grad_steps_per_s=grad_s, cpu_grad_steps_per_s=2 * grad_s)
+    return OffPolicyRunResult(
+        algo=algo,
+        env_id="CartPole-v1",
+        impl=impl,
+        seed=seed,
+        steps=1000,
+        wall_s=1000 / steps_per_s,
+        cpu_s=500 / steps_per_s,
+        steps_per_s=steps_per_s,
+        cpu_steps_per_s=2 * steps_per_s,
+        eval_return=ret,
+        eval_std=0.0,
+        train_return_last100=ret,
+        episodes=10,
+        build_s=0.1,
+        eval_s=0.1,
+        curve=[(500, ret / 2), (1000, ret)],
+        gradient_steps=500,
+        grad_steps_per_s=grad_s,
+        cpu_grad_steps_per_s=2 * grad_s,
+    )
 
 
 def test_summary_medians_ratios_and_verdicts():
     hp = HParams("dqn", "CartPole-v1", 1000, 1000)
-    results = [_res("dqn", "ours", s, sps, ret, g) for s, (sps, ret, g) in enumerate([(300, 490, 100), (500, 480, 300),
-                                                                                      (400, 470, 200)])]
-    results += [_res("dqn", "sb3", s, sps, ret, g) for s, (sps, ret, g) in enumerate([(200, 500, 50), (100, 500, 100),
-                                                                                     (150, 500, 75)])]
+    results = [
+        _res("dqn", "ours", s, sps, ret, g)
+        for s, (sps, ret, g) in enumerate([(300, 490, 100), (500, 480, 300), (400, 470, 200)])
+    ]
+    results += [
+        _res("dqn", "sb3", s, sps, ret, g)
+        for s, (sps, ret, g) in enumerate([(200, 500, 50), (100, 500, 100), (150, 500, 75)])
+    ]
     (row,) = summarize_runs(results, [hp])
     assert row["seeds"] == 3
     assert row["speed_ratio"] == pytest.approx(400 / 150) and row["cpu_speed_ratio"] == pytest.approx(800 / 300)
     assert row["grad_speed_ratio"] == pytest.approx(200 / 75)
-    assert row["return_delta"] == pytest.approx(-20) and row["return_ok"]      # within 5% of 500
+    assert row["return_delta"] == pytest.approx(-20) and row["return_ok"]  # within 5% of 500
     assert row["speed_ok"]
     worse = [r for r in results if r.impl == "sb3"] + [_res("dqn", "ours", 0, 250, 400, 50)]
     (row,) = summarize_runs(worse, [hp])
@@ -123,12 +155,20 @@ def test_sb3_builds_each_configuration_as_mapped():
 
     for hp in zoo_configs():
         p = hp.params
-        model = {"dqn": DQN, "sac": SAC, "td3": TD3}[hp.algo]("MlpPolicy", hp.env_id, device="cpu", seed=0,
-                                                               **sb3_kwargs(hp))
+        model = {"dqn": DQN, "sac": SAC, "td3": TD3}[hp.algo](
+            "MlpPolicy", hp.env_id, device="cpu", seed=0, **sb3_kwargs(hp)
+        )
         assert (model.batch_size, model.gamma, model.learning_starts, model.tau) == (
-            p["batch_size"], p["gamma"], p["learning_starts"], p["tau"])
+            p["batch_size"],
+            p["gamma"],
+            p["learning_starts"],
+            p["tau"],
+        )
         assert (model.train_freq.frequency, model.gradient_steps, model.buffer_size) == (
-            p["train_freq"], p["gradient_steps"], p["buffer_size"])
+            p["train_freq"],
+            p["gradient_steps"],
+            p["buffer_size"],
+        )
         assert model.lr_schedule(1.0) == p["learning_rate"]
         widths = [m.out_features for m in model.policy.modules() if isinstance(m, torch.nn.Linear)]
         assert widths[:2] == list(p["net_arch"])

@@ -21,8 +21,7 @@ from core_rl.continuous.sampled_max import QTOpt, cem_max, random_shooting_max
 from core_rl.continuous.td3 import TD3
 from tests.seeding import seed as shifted
 
-SMALL = dict(hidden_sizes=(64, 64), lr=1e-3, batch_size=256, buffer_size=100_000, learning_starts=1000,
-             seed=shifted(0))
+SMALL = dict(hidden_sizes=(64, 64), lr=1e-3, batch_size=256, buffer_size=100_000, learning_starts=1000, seed=shifted(0))
 
 
 def pendulum_return(agent) -> float:
@@ -31,11 +30,12 @@ def pendulum_return(agent) -> float:
 
 # ---- learning ------------------------------------------------------------------------------
 
+
 def test_sac_solves_pendulum_and_alpha_tracks_target_entropy():
     tracker = MemoryTracker()
     agent = SAC("Pendulum-v1", SMALL, tracker=tracker)
     agent.learn(5000)
-    assert pendulum_return(agent) >= -250           # measured over seeds 0-2: -123, -137, -135 (random ≈ -1200)
+    assert pendulum_return(agent) >= -250  # measured over seeds 0-2: -123, -137, -135 (random ≈ -1200)
     alpha = [v for _, v in tracker.metrics["alpha"]]
     entropy = [v for _, v in tracker.metrics["entropy"]]
     # the policy starts above the target entropy −|A| = −1 (≈ +0.7), so α falls from 1 (measured: to ≈ 0.2)
@@ -54,7 +54,7 @@ def test_td3_solves_pendulum():
 def test_ddpg_with_ou_noise_learns_pendulum():
     agent = DDPG("Pendulum-v1", {**SMALL, "exploration_noise": "ou", "noise_std": 0.5})
     agent.learn(6000)
-    assert pendulum_return(agent) >= -300          # measured over seeds 0-2: -109, -125, -134
+    assert pendulum_return(agent) >= -300  # measured over seeds 0-2: -109, -125, -134
 
 
 def test_naf_learns_pendulum():
@@ -74,6 +74,7 @@ def test_qt_opt_with_cem_learns_pendulum():
 
 
 # ---- TD3's target: twin min and policy smoothing, on a crafted critic ---------------------------
+
 
 def craft_linear_critic(critic: QEnsemble, slopes, offsets) -> None:
     """hidden (2,), relu: h = (relu(a), relu(−a)), Q_k = slope_k·(h₁ − h₂) + offset_k = slope_k·a + offset_k."""
@@ -96,9 +97,14 @@ def craft_constant_actor(actor, value: float) -> None:
 
 def fake_batch(n: int, obs_dim: int = 3) -> ReplaySample:
     g = torch.Generator().manual_seed(0)
-    return ReplaySample(obs=torch.randn(n, obs_dim, generator=g), actions=torch.rand(n, 1, generator=g) * 4 - 2,
-                        rewards=torch.randn(n, generator=g), next_obs=torch.randn(n, obs_dim, generator=g),
-                        dones=(torch.rand(n, generator=g) < 0.2).float(), discounts=torch.full((n,), 0.99))
+    return ReplaySample(
+        obs=torch.randn(n, obs_dim, generator=g),
+        actions=torch.rand(n, 1, generator=g) * 4 - 2,
+        rewards=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, obs_dim, generator=g),
+        dones=(torch.rand(n, generator=g) < 0.2).float(),
+        discounts=torch.full((n,), 0.99),
+    )
 
 
 def test_td3_target_takes_twin_min_and_smooths_the_target_action():
@@ -112,7 +118,7 @@ def test_td3_target_takes_twin_min_and_smooths_the_target_action():
     a_tilde = td3.target_action(batch.next_obs)
     eps = a_tilde - 0.9
     assert eps.min() >= -0.3 - 1e-6 and a_tilde.max() <= 1.0
-    assert abs((eps <= -0.3 + 1e-6).float().mean().item() - 0.3821) < 0.01    # P(ε ≤ −0.3), ε ~ N(0,1)
+    assert abs((eps <= -0.3 + 1e-6).float().mean().item() - 0.3821) < 0.01  # P(ε ≤ −0.3), ε ~ N(0,1)
     assert abs((a_tilde >= 1.0 - 1e-6).float().mean().item() - 0.4602) < 0.01  # P(ε ≥ 0.1): clipped at the bound
     # twin min: Q₁ = a + 1, Q₂ = a − 2 → y = r + γ(1−d)(ã' − 2), with the same noise
     torch.manual_seed(1)
@@ -146,7 +152,7 @@ def test_td3_delays_actor_and_target_updates():
 
 def test_sac_alpha_moves_toward_target_entropy():
     """α falls while the policy's entropy is above H̄ and rises while it is below."""
-    for target_entropy, direction in ((-1.0, -1), (2.0, +1)):   # tanh-Gaussian entropy ≤ log 2 < 2
+    for target_entropy, direction in ((-1.0, -1), (2.0, +1)):  # tanh-Gaussian entropy ≤ log 2 < 2
         agent = SAC("Pendulum-v1", {**SMALL, "target_entropy": target_entropy, "learning_starts": 0})
         batch = fake_batch(256)
         for _ in range(20):
@@ -159,9 +165,9 @@ def test_soft_state_value_estimators():
     g = torch.Generator().manual_seed(0)
     a = torch.rand(200_000, 1, generator=g) * 2 - 1
     q, log_q = -a.pow(2), torch.full_like(a, -math.log(2.0))
-    exact = math.log(math.sqrt(math.pi) * math.erf(1.0))     # ∫_{-1}^{1} e^{−a²} da = √π erf(1)
+    exact = math.log(math.sqrt(math.pi) * math.erf(1.0))  # ∫_{-1}^{1} e^{−a²} da = √π erf(1)
     assert abs(soft_state_value(q, log_q, 1.0, "logsumexp").item() - exact) < 5e-3
-    alpha = 0.5   # α log ∫ exp(Q/α) = 0.5 log(√(π/2) erf(√2))
+    alpha = 0.5  # α log ∫ exp(Q/α) = 0.5 log(√(π/2) erf(√2))
     exact = 0.5 * math.log(math.sqrt(math.pi / 2) * math.erf(math.sqrt(2)))
     assert abs(soft_state_value(q, log_q, alpha, "logsumexp").item() - exact) < 5e-3
     assert abs(soft_state_value(q, log_q, alpha, "mean").item() - (-1 / 3 + alpha * math.log(2))) < 5e-3
@@ -169,12 +175,13 @@ def test_soft_state_value_estimators():
 
 # ---- NAF: the closed-form max --------------------------------------------------------------
 
+
 def test_naf_closed_form_max_equals_grid_max():
     torch.manual_seed(0)
     space = gym.spaces.Box(-np.inf, np.inf, (3,))
     net = NAFNetwork(space, 2, (32, 32))
     with torch.no_grad():
-        net.net[-1].weight.mul_(10)       # make μ, L non-trivial
+        net.net[-1].weight.mul_(10)  # make μ, L non-trivial
         obs = torch.randn(6, 3)
         value, mu, L = net.heads(obs)
         assert (mu.abs() < 1).all() and mu.abs().max() > 0.2
@@ -186,22 +193,23 @@ def test_naf_closed_form_max_equals_grid_max():
         assert (torch.linalg.eigvalsh(P) > 0).all()
         # brute force over a 401×401 grid of [-1, 1]²
         g = torch.linspace(-1, 1, 401)
-        grid = torch.cartesian_prod(g, g)                            # [G, 2]
-        q = NAFNetwork.q_from_heads(value[:, None], mu[:, None], L[:, None], grid[None])   # [6, G]
+        grid = torch.cartesian_prod(g, g)  # [G, 2]
+        q = NAFNetwork.q_from_heads(value[:, None], mu[:, None], L[:, None], grid[None])  # [6, G]
         best = q.max(1)
-        assert torch.allclose(net(obs, mu), value, atol=1e-6)       # Q(s, μ(s)) = V(s)
-        assert (best.values <= value + 1e-5).all()                   # no grid point beats the closed form
+        assert torch.allclose(net(obs, mu), value, atol=1e-6)  # Q(s, μ(s)) = V(s)
+        assert (best.values <= value + 1e-5).all()  # no grid point beats the closed form
         assert torch.allclose(best.values, value, atol=1e-3)
         assert torch.allclose(grid[best.indices], mu, atol=0.02)
 
 
 # ---- QT-Opt: CEM vs random sampling --------------------------------------------------------
 
+
 def test_cem_beats_random_sampling_on_a_quadratic_q():
     torch.manual_seed(0)
     dim, n_states = 6, 512
-    a_star = torch.rand(n_states, dim) * 1.6 - 0.8                  # the known argmax, one per state
-    obs = torch.cat([a_star, torch.zeros(n_states, 1)], dim=1)      # the state carries its optimum
+    a_star = torch.rand(n_states, dim) * 1.6 - 0.8  # the known argmax, one per state
+    obs = torch.cat([a_star, torch.zeros(n_states, 1)], dim=1)  # the state carries its optimum
     scales = torch.linspace(1.0, 4.0, dim)
 
     def q_fn(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -209,7 +217,7 @@ def test_cem_beats_random_sampling_on_a_quadratic_q():
 
     g = torch.Generator().manual_seed(1)
     a_cem, v_cem = cem_max(q_fn, obs, dim, n_samples=64, n_iters=4, n_elites=6, generator=g)
-    a_rnd, v_rnd = random_shooting_max(q_fn, obs, dim, n_samples=256, generator=g)   # the same 256 evaluations
+    a_rnd, v_rnd = random_shooting_max(q_fn, obs, dim, n_samples=256, generator=g)  # the same 256 evaluations
     err_cem = (a_cem - a_star).norm(dim=1).mean().item()
     err_rnd = (a_rnd - a_star).norm(dim=1).mean().item()
     assert torch.allclose(v_cem, q_fn(obs, a_cem)) and (a_cem.abs() <= 1).all()
@@ -218,6 +226,7 @@ def test_cem_beats_random_sampling_on_a_quadratic_q():
 
 
 # ---- shared pieces and the API -------------------------------------------------------------
+
 
 def test_action_scaling_and_env_scale_replay():
     space = gym.spaces.Box(np.array([0.0, -3.0], dtype=np.float32), np.array([2.0, 1.0], dtype=np.float32))
@@ -248,11 +257,21 @@ def test_ou_noise_is_correlated_and_resets_per_env():
 
 
 def test_vector_envs_ou_noise_and_random_maximizer():
-    agent = QTOpt("Pendulum-v1", {"n_envs": 3, "maximizer": "random", "exploration_noise": "ou", "noise_std": 0.3,
-                                  "hidden_sizes": (16, 16), "learning_starts": 150, "batch_size": 32})
+    agent = QTOpt(
+        "Pendulum-v1",
+        {
+            "n_envs": 3,
+            "maximizer": "random",
+            "exploration_noise": "ou",
+            "noise_std": 0.3,
+            "hidden_sizes": (16, 16),
+            "learning_starts": 150,
+            "batch_size": 32,
+        },
+    )
     agent.learn(300)
     assert agent.num_timesteps == 300 and agent.gradient_updates == 51
-    acts = agent.replay.actions[:100]                                # [T, n_envs, 1], env scale
+    acts = agent.replay.actions[:100]  # [T, n_envs, 1], env scale
     assert acts.shape == (100, 3, 1) and not torch.equal(acts[:, 0], acts[:, 1])
     assert acts[60:].abs().max() <= 2.0 and agent.noise.state.shape == (3, 1)
 
@@ -263,7 +282,7 @@ def test_registry_seeding_and_checkpoints(algo, tmp_path):
     a = make_agent(algo, "Pendulum-v1", cfg).learn(400)
     b = make_agent(algo, "Pendulum-v1", cfg).learn(400)
     obs = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
-    assert a.name == algo and a.gradient_updates == 201   # steps 200..400 each train once
+    assert a.name == algo and a.gradient_updates == 201  # steps 200..400 each train once
     assert list(a.episode_returns) == list(b.episode_returns)
     assert np.array_equal(a.predict(obs), b.predict(obs))
     loaded = Agent.load(a.save(tmp_path / f"{algo}.pt"))

@@ -11,7 +11,10 @@ import torch
 
 from core_rl.common.errors import ConfigError
 from core_rl.inference import (
-    backward_messages, forward_messages, soft_value_iteration, soft_visitation,
+    backward_messages,
+    forward_messages,
+    soft_value_iteration,
+    soft_visitation,
 )
 from core_rl.tabular import TabularMDP, backward_induction, policy_evaluation, value_iteration
 from tests.seeding import seed as shifted
@@ -23,7 +26,7 @@ def small_mdp(seed: int = 0, terminal: bool = True) -> tuple[TabularMDP, np.ndar
     rng = np.random.default_rng(seed)
     S, A = 4, 2
     P = rng.dirichlet(np.full(S, 0.6), size=(S, A))
-    P[P < 0.08] = 0.0                                   # some impossible transitions
+    P[P < 0.08] = 0.0  # some impossible transitions
     P /= P.sum(-1, keepdims=True)
     r = -rng.uniform(0.0, 2.0, size=(S, A))
     term = np.zeros(S, dtype=bool)
@@ -41,13 +44,13 @@ def brute_beta(mdp: TabularMDP, prior: np.ndarray, H: int, tau: float) -> np.nda
     S, A = mdp.n_states, mdp.n_actions
     beta = np.zeros((H, S, A))
     for t in range(H):
-        n_future = H - t - 1                       # decisions after t
+        n_future = H - t - 1  # decisions after t
         for s, a in itertools.product(range(S), range(A)):
             total = 0.0
             for seq in itertools.product(range(S), range(A), repeat=n_future):
                 states = [s] + list(seq[0::2])
                 actions = [a] + list(seq[1::2])
-                for s_last in range(S):             # the state after the last decision
+                for s_last in range(S):  # the state after the last decision
                     w = np.exp(sum(mdp.r[x, y] for x, y in zip(states, actions)) / tau)
                     nxt = states[1:] + [s_last]
                     for k in range(len(actions)):
@@ -67,8 +70,11 @@ def brute_posterior(mdp: TabularMDP, prior: np.ndarray, H: int, tau: float):
         states, actions = seq[0::2], seq[1::2]
         w = mdp.mu0[states[0]]
         for k in range(H):
-            w *= prior[states[k], actions[k]] * mdp.P[states[k], actions[k], states[k + 1]] \
+            w *= (
+                prior[states[k], actions[k]]
+                * mdp.P[states[k], actions[k], states[k + 1]]
                 * np.exp(mdp.r[states[k], actions[k]] / tau)
+            )
         if w == 0.0:
             continue
         Z += w
@@ -89,8 +95,7 @@ def test_backward_messages_equal_brute_force(tau):
     np.testing.assert_allclose(np.exp(msg.log_beta_s[:H]), np.einsum("sa,tsa->ts", prior, beta), rtol=1e-10)
     np.testing.assert_allclose(msg.log_beta_s[H], 0.0)
     # the soft-optimal policy is p(a|s) beta(s,a) / beta(s)
-    np.testing.assert_allclose(msg.policy, prior * beta / np.einsum("sa,tsa->ts", prior, beta)[..., None],
-                               rtol=1e-10)
+    np.testing.assert_allclose(msg.policy, prior * beta / np.einsum("sa,tsa->ts", prior, beta)[..., None], rtol=1e-10)
     # terminal state: no more reward, so every message is one
     np.testing.assert_allclose(msg.log_beta_sa[:, 3], 0.0, atol=1e-12)
 
@@ -119,7 +124,7 @@ def test_posterior_policy_is_optimistic_but_expected_backup_is_not():
     mdp, prior = small_mdp(1)
     msg = backward_messages(mdp, log_prior=np.log(prior))
     _, psa, _ = brute_posterior(mdp, prior, 3, 1.0)
-    real = mdp.occupancy_measure(msg.policy)                   # the same policy in the real dynamics
+    real = mdp.occupancy_measure(msg.policy)  # the same policy in the real dynamics
     assert np.abs(real - psa.sum(0)).max() > 1e-2
     expected = soft_value_iteration(mdp, backup="expected", log_prior=np.log(prior))
     np.testing.assert_allclose(soft_visitation(mdp, expected), mdp.occupancy_measure(expected.policy), atol=1e-12)
@@ -137,7 +142,7 @@ def test_soft_value_iteration_low_temperature_approaches_value_iteration():
         # V ≤ max Q + α log A at every backup, so 0 ≤ V_soft − V* ≤ α log A / (1 − γ)
         assert soft.converged and gap.min() >= -1e-8 and gap.max() <= alpha * np.log(A) / (1 - gamma) + 1e-8
     assert np.array_equal(soft.greedy, hard.policy)
-    assert np.abs(soft.policy.max(-1) - 1).max() < 1e-6          # near-deterministic
+    assert np.abs(soft.policy.max(-1) - 1).max() < 1e-6  # near-deterministic
     # exact inference's log E exp backup is optimistic under stochastic dynamics: it does not converge to V*
     optimistic = soft_value_iteration(mdp, temperature=1e-3, backup="optimistic")
     assert (optimistic.V - hard.V).max() > 0.5
@@ -176,8 +181,8 @@ def test_soft_values_are_the_maxent_objective_and_soft_policy_maximizes_it():
 
 def test_uniform_prior_only_shifts_values():
     mdp, _ = small_mdp(2, terminal=False)
-    plain = soft_value_iteration(mdp, horizon=3)                    # V = log Σ_a exp Q
-    msgs = backward_messages(mdp)                                   # uniform prior 1/A
+    plain = soft_value_iteration(mdp, horizon=3)  # V = log Σ_a exp Q
+    msgs = backward_messages(mdp)  # uniform prior 1/A
     steps_left = np.arange(3, -1, -1)
     np.testing.assert_allclose(msgs.log_beta_s, plain.V - steps_left[:, None] * np.log(2), atol=1e-12)
     np.testing.assert_allclose(msgs.policy, plain.policy, atol=1e-12)
@@ -199,6 +204,7 @@ def test_errors_name_the_cause():
 
 # ---- soft Q-learning (MaxEnt RL with function approximation) ------------------------------------
 
+
 def test_soft_q_learning_recovers_the_soft_q_of_soft_value_iteration():
     """Tabular soft Q-learning from a uniformly random behaviour policy converges to the fixed point
     Q = r + γ E[α log Σ exp(Q'/α)] that soft value iteration computes from the model."""
@@ -210,19 +216,39 @@ def test_soft_q_learning_recovers_the_soft_q_of_soft_value_iteration():
     mdp = TabularMDP.from_gym(gym.make("FrozenLake-v1", is_slippery=False), gamma)
     soft = soft_value_iteration(mdp, temperature=alpha, backup="expected")
     hard = value_iteration(mdp)
-    agent = SoftQLearning(gym.make("FrozenLake-v1", is_slippery=False), dict(
-        hidden_sizes=(), exploration="epsilon", exploration_initial_eps=1.0, exploration_final_eps=1.0,
-        temperature=alpha, gamma=gamma, optimizer="sgd", lr=10.0, learning_starts=2000, batch_size=256,
-        train_freq=50, gradient_steps=50, target_update_interval=50, tau=1.0, loss="mse", max_grad_norm=None,
-        buffer_size=20_000, seed=shifted(0)))
+    agent = SoftQLearning(
+        gym.make("FrozenLake-v1", is_slippery=False),
+        dict(
+            hidden_sizes=(),
+            exploration="epsilon",
+            exploration_initial_eps=1.0,
+            exploration_final_eps=1.0,
+            temperature=alpha,
+            gamma=gamma,
+            optimizer="sgd",
+            lr=10.0,
+            learning_starts=2000,
+            batch_size=256,
+            train_freq=50,
+            gradient_steps=50,
+            target_update_interval=50,
+            tau=1.0,
+            loss="mse",
+            max_grad_norm=None,
+            buffer_size=20_000,
+            seed=shifted(0),
+        ),
+    )
     agent.learn(8000)
     Q = agent.q_net.net.weight.detach().numpy().T
     live = ~mdp.terminal
     err = np.abs(Q - soft.Q)[live].max()
-    print(f"soft Q-learning vs soft VI: max |ΔQ| = {err:.2e}; soft vs hard Q* differ by "
-          f"{np.abs(soft.Q - hard.Q)[live].max():.3f}")
+    print(
+        f"soft Q-learning vs soft VI: max |ΔQ| = {err:.2e}; soft vs hard Q* differ by "
+        f"{np.abs(soft.Q - hard.Q)[live].max():.3f}"
+    )
     assert err < 1e-3
-    assert np.abs(soft.Q - hard.Q)[live].max() > 0.05         # the soft target is not DQN's max
+    assert np.abs(soft.Q - hard.Q)[live].max() > 0.05  # the soft target is not DQN's max
     obs = np.arange(16)
     np.testing.assert_allclose(agent.soft_policy(agent._obs_tensor(obs)).numpy()[live], soft.policy[live], atol=1e-3)
 
@@ -234,13 +260,17 @@ def test_soft_q_learning_solves_cartpole():
     from core_rl.q_learning.experiments import CARTPOLE_DQN
 
     tracker = MemoryTracker()
-    agent = make_agent("soft_q", "CartPole-v1", {**CARTPOLE_DQN, "hidden_sizes": (64, 64), "temperature": 0.1,
-                                                 "seed": shifted(0)}, tracker=tracker)
+    agent = make_agent(
+        "soft_q",
+        "CartPole-v1",
+        {**CARTPOLE_DQN, "hidden_sizes": (64, 64), "temperature": 0.1, "seed": shifted(0)},
+        tracker=tracker,
+    )
     assert isinstance(agent, SoftQLearning) and agent.config.exploration == "boltzmann"
     agent.learn(50_000, callback=lambda a, m: not (len(a.episode_returns) >= 20 and a.mean_return >= 195))
     print(f"soft Q on CartPole: {agent.num_timesteps} steps, train return {agent.mean_return:.1f}")
     assert agent.mean_return >= 195
-    assert agent.evaluate(10, deterministic=False)["mean_return"] >= 195     # the Boltzmann policy itself
+    assert agent.evaluate(10, deterministic=False)["mean_return"] >= 195  # the Boltzmann policy itself
     assert "temperature" in tracker.metrics
     # the soft value is α logsumexp(Q/α): between max Q and max Q + α log|A|
     q = torch.randn(5, 2) * 3

@@ -39,6 +39,7 @@ def run(agent, steps):
 
 # ---- on-policy workers reproduce the local run ---------------------------------------------------
 
+
 def test_two_local_workers_reproduce_ppo_bit_for_bit():
     local = run(PPO("CartPole-v1", PPO_CFG), 1024)
     dist = run(DistributedPPO("CartPole-v1", PPO_CFG, n_workers=2, backend="local"), 1024)
@@ -89,17 +90,18 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(RayMissingError, match=r"deeprl-suite\[distributed\]"):
         require_ray()
-    agent = DistributedPPO("CartPole-v1", dict(n_envs=2, n_workers=2, backend="ray"))   # no Ray needed to build
+    agent = DistributedPPO("CartPole-v1", dict(n_envs=2, n_workers=2, backend="ray"))  # no Ray needed to build
     with pytest.raises(RayMissingError, match="distributed"):
         agent.learn(10)
 
 
 # ---- Ape-X ------------------------------------------------------------------------------------------
 
+
 def test_apex_epsilons_follow_the_schedule():
     eps = actor_epsilons(4, 0.4, 7.0)
     np.testing.assert_allclose(eps, 0.4 ** (1 + 7 * np.arange(4) / 3))
-    assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4 ** 8)
+    assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4**8)
     agent = make_agent("apex_dqn", "CartPole-v1", dict(n_workers=3, envs_per_worker=2, backend="local"))
     assert agent.n_envs == 6 and agent.replay.n_envs == 6
 
@@ -107,17 +109,25 @@ def test_apex_epsilons_follow_the_schedule():
 def test_apex_learns_cartpole_from_four_actors():
     from core_rl.q_learning.experiments import CARTPOLE_DQN
 
-    cfg = {**CARTPOLE_DQN, "seed": shifted(0), "n_workers": 4, "backend": "local", "actor_steps": 64, "train_freq": 2,
-           "gradient_steps": 1}
+    cfg = {
+        **CARTPOLE_DQN,
+        "seed": shifted(0),
+        "n_workers": 4,
+        "backend": "local",
+        "actor_steps": 64,
+        "train_freq": 2,
+        "gradient_steps": 1,
+    }
     agent = ApeXDQN("CartPole-v1", cfg)
     agent.learn(10_240)
     result = agent.evaluate(10)["mean_return"]
-    assert result >= 120, result                       # a random policy scores ≈ 22
+    assert result >= 120, result  # a random policy scores ≈ 22
     assert agent.mean_return >= 50, agent.mean_return  # the actors' returns, ε's included, rose too
     assert agent.episodes_done > 100
 
 
 # ---- Ray ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ray_session():

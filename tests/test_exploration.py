@@ -10,26 +10,32 @@ import torch
 
 from core_rl import make_agent
 from core_rl.common.envs import make_vec_env
-from core_rl.common.seeding import configure_torch
 from core_rl.common.errors import ConfigError, SpaceError
+from core_rl.common.seeding import configure_torch
 from core_rl.common.tracking import MemoryTracker
 from core_rl.exploration.agents import BonusDQN, BonusPPO
-from core_rl.exploration.bonus import (CountBonus, DensityCounter, DisagreementBonus, ExactCounter,
-                                       ExplorationBonusWrapper, SimHashCounter)
+from core_rl.exploration.bonus import (
+    CountBonus,
+    DensityCounter,
+    DisagreementBonus,
+    ExactCounter,
+    ExplorationBonusWrapper,
+    SimHashCounter,
+)
 from core_rl.exploration.bootstrapped_dqn import BootstrappedDQN
 from core_rl.exploration.envs import ChainEnv
 from core_rl.exploration.experiments import run_chain_exploration
 from tests.seeding import seed as shifted
 
-
 # ---- the chain ------------------------------------------------------------------------------------
+
 
 def test_chain_dynamics_and_rewards():
     env = ChainEnv(n=5)
     obs, _ = env.reset(seed=0)
     assert obs == 1
     obs, r, term, trunc, _ = env.step(ChainEnv.LEFT)
-    assert (obs, r, term) == (0, 0.001, False)                     # the distractor
+    assert (obs, r, term) == (0, 0.001, False)  # the distractor
     for _ in range(3):
         obs, r, term, trunc, _ = env.step(ChainEnv.RIGHT)
     obs, r, term, trunc, info = env.step(ChainEnv.RIGHT)
@@ -39,12 +45,13 @@ def test_chain_dynamics_and_rewards():
     env = ChainEnv(n=5)
     env.reset(seed=0)
     steps = [env.step(ChainEnv.LEFT) for _ in range(env.max_steps)]
-    assert steps[-1][3] and not any(s[3] for s in steps[:-1])    # truncated after N + 9 steps
+    assert steps[-1][3] and not any(s[3] for s in steps[:-1])  # truncated after N + 9 steps
     with pytest.raises(ConfigError, match="at least 3"):
         ChainEnv(n=2)
 
 
 # ---- counters ---------------------------------------------------------------------------------------
+
 
 def test_exact_counts():
     c = ExactCounter(gym.spaces.Discrete(5))
@@ -62,9 +69,9 @@ def test_simhash_counts_identical_states_together_and_separates_far_ones():
     c.update(states[[0, 0, 0, 1]])
     assert c.counts(states[:1]).item() == 3 and c.counts(states[1:2]).item() == 1
     codes = c.code(states)
-    assert len(set(codes.tolist())) >= 45                          # 16 random hyperplanes separate 50 random states
+    assert len(set(codes.tolist())) >= 45  # 16 random hyperplanes separate 50 random states
     near = states[:1] + 1e-4
-    assert c.code(near).item() == codes[0].item()                 # a tiny move keeps the code
+    assert c.code(near).item() == codes[0].item()  # a tiny move keeps the code
 
 
 def test_density_pseudo_count_equals_the_count_plus_prior_in_one_dimension():
@@ -81,25 +88,25 @@ def test_bonus_wrapper_adds_beta_over_sqrt_count_of_the_true_next_state():
     bonus = CountBonus(ExactCounter(gym.spaces.Discrete(4)), beta=0.5)
     env = ExplorationBonusWrapper(vec, bonus, offset=0.1)
     obs, _ = env.reset(seed=0)
-    np.testing.assert_array_equal(bonus.counter.table.numpy(), [0, 2, 0, 0])      # both start in state 1
-    obs, r, term, trunc, info = env.step(np.array([1, 1]))                        # both to state 2
+    np.testing.assert_array_equal(bonus.counter.table.numpy(), [0, 2, 0, 0])  # both start in state 1
+    obs, r, term, trunc, info = env.step(np.array([1, 1]))  # both to state 2
     np.testing.assert_allclose(r, 0.5 / np.sqrt(2) - 0.1)
-    obs, r, term, trunc, info = env.step(np.array([1, 0]))                        # env 0 reaches the goal (3)
-    assert term[0] and obs[0] == 1                                                # SAME_STEP: already reset
+    obs, r, term, trunc, info = env.step(np.array([1, 0]))  # env 0 reaches the goal (3)
+    assert term[0] and obs[0] == 1  # SAME_STEP: already reset
     np.testing.assert_allclose(info["extrinsic_reward"], [1.0, 0.0])
     np.testing.assert_allclose(r, [1.0 + 0.5 / 1 - 0.1, 0.5 / np.sqrt(3) - 0.1])  # counted on s' = 3, not 1
-    np.testing.assert_array_equal(bonus.counter.table.numpy(), [0, 4, 2, 1])      # + the new episode's start
+    np.testing.assert_array_equal(bonus.counter.table.numpy(), [0, 4, 2, 1])  # + the new episode's start
     assert env.extrinsic_returns == [1.0]
 
 
 def test_disagreement_is_high_off_the_data():
-    configure_torch(1)                                              # as agents do: small nets run fastest on one thread
+    configure_torch(1)  # as agents do: small nets run fastest on one thread
     space, actions = gym.spaces.Discrete(12), gym.spaces.Discrete(2)
     b = DisagreementBonus(space, actions, beta=1.0, fit_every=10_000, fit_steps=200, clip=1e9, seed=shifted(0))
-    s = torch.arange(6).repeat(40)                                 # only states 0..5 are ever seen
+    s = torch.arange(6).repeat(40)  # only states 0..5 are ever seen
     a = torch.randint(2, s.shape, generator=torch.Generator().manual_seed(0))
     b.fit_every = len(s)
-    b.bonus(s, a, (s + 2 * a - 1).clamp(0, 11))                    # stores and fits
+    b.bonus(s, a, (s + 2 * a - 1).clamp(0, 11))  # stores and fits
     seen = b.model.disagreement(*b._features(torch.arange(6), torch.zeros(6))).mean()
     unseen = b.model.disagreement(*b._features(torch.arange(8, 12), torch.zeros(4))).mean()
     assert unseen > 5 * seen, (seen, unseen)
@@ -107,9 +114,20 @@ def test_disagreement_is_high_off_the_data():
 
 # ---- bootstrapped DQN -------------------------------------------------------------------------------
 
+
 def test_bootstrapped_dqn_keeps_one_head_per_episode_and_masks_per_head():
-    agent = BootstrappedDQN(lambda: ChainEnv(n=6), dict(seed=shifted(0), n_envs=2, n_heads=6, bootstrap_prob=0.3,
-                                                         learning_starts=0, batch_size=8, hidden_sizes=(16,)))
+    agent = BootstrappedDQN(
+        lambda: ChainEnv(n=6),
+        dict(
+            seed=shifted(0),
+            n_envs=2,
+            n_heads=6,
+            bootstrap_prob=0.3,
+            learning_starts=0,
+            batch_size=8,
+            hidden_sizes=(16,),
+        ),
+    )
     heads, ended = [], []
     for _ in range(150):
         before, done_before = agent.active_head.clone(), agent.episodes_done
@@ -128,26 +146,27 @@ def test_bootstrapped_dqn_keeps_one_head_per_episode_and_masks_per_head():
     # shifts 0, 1, 2, 7: 67, 69, 66, 65 changes, all 6 heads acting); never redrawing gives 0
     assert agent.episodes_done >= 40, agent.episodes_done
     assert changes >= 0.7 * agent.episodes_done, (changes, agent.episodes_done)
-    assert len({int(h) for _, after in heads for h in after}) >= 3           # many heads act, not one or two
+    assert len({int(h) for _, after in heads for h in after}) >= 3  # many heads act, not one or two
     masks = agent.replay.masks[:60]
     assert masks.shape == (60, 2, 6)
-    assert 0.2 < masks.mean().item() < 0.4                        # m ~ Bernoulli(0.3)
+    assert 0.2 < masks.mean().item() < 0.4  # m ~ Bernoulli(0.3)
     batch = agent.replay.sample(16)
     assert batch.masks.shape == (16, 6)
     q = agent.q_net(torch.zeros(3, dtype=torch.long))
     assert q.shape == (3, 6, 2)
-    assert not torch.allclose(q[:, 0], q[:, 1])                   # heads differ from the start
+    assert not torch.allclose(q[:, 0], q[:, 1])  # heads differ from the start
     with pytest.raises(ConfigError, match="prioritized"):
         BootstrappedDQN(lambda: ChainEnv(n=6), dict(prioritized=True))
 
 
 def test_bootstrapped_vote_is_the_majority():
     agent = make_agent("bootstrapped_dqn", "explore/Chain-v0", dict(n_heads=3))
-    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]]])       # heads vote 0, 1, 0
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]]])  # heads vote 0, 1, 0
     assert agent.vote(q).item() == 0
 
 
 # ---- any agent takes a bonus ------------------------------------------------------------------------
+
 
 def test_bonus_mixin_wraps_training_envs_of_dqn_and_ppo_only():
     for algo in ("bonus_dqn", "bonus_ppo", "bonus_a2c"):
@@ -155,16 +174,22 @@ def test_bonus_mixin_wraps_training_envs_of_dqn_and_ppo_only():
         assert isinstance(agent.env, ExplorationBonusWrapper) and "counter.table" in agent.bonus.state_dict()
         agent.learn(64)
         assert agent.bonus.counter.table.sum() >= 64
-        assert agent.evaluate(1, n_envs=1)["mean_length"] > 0       # evaluation is on the plain env
+        assert agent.evaluate(1, n_envs=1)["mean_length"] > 0  # evaluation is on the plain env
     plain = BonusPPO("explore/Chain-v0", dict(bonus="none"))
     assert not isinstance(plain.env, ExplorationBonusWrapper)
 
 
 def test_count_bonus_and_thompson_sampling_find_what_epsilon_greedy_misses():
     tracker = MemoryTracker()
-    out = run_chain_exploration(tracker, methods=("epsilon_greedy", "count", "bootstrapped"),
-                                seeds=tuple(shifted(s) for s in (0, 1, 2)),
-                                budget=3000, n=20, obs="thermometer", eval_every=300)
+    out = run_chain_exploration(
+        tracker,
+        methods=("epsilon_greedy", "count", "bootstrapped"),
+        seeds=tuple(shifted(s) for s in (0, 1, 2)),
+        budget=3000,
+        n=20,
+        obs="thermometer",
+        eval_every=300,
+    )
     # measured over seeds 0-4 (run_chain_exploration's defaults): ε-greedy 1/5, count 5/5, bootstrapped 5/5
     assert out["epsilon_greedy"]["success_rate"] <= 1 / 3, out
     assert out["count"]["success_rate"] == 1.0, out

@@ -16,13 +16,13 @@ from core_rl.meta.experiments import nearest_mean_accuracy, run_diayn, run_domai
 from core_rl.meta.rl2 import RL2
 from tests.seeding import seed as shifted
 
-
 # ---- the task env and trials -------------------------------------------------------------------------
+
 
 def test_meta_trial_keeps_one_task_and_reports_history():
     env = MetaTrial("bandit", n_arms=3, episodes_per_trial=4, tasks=[np.array([0.0, 1.0, 0.0])])
     obs, info = env.reset(seed=0)
-    np.testing.assert_array_equal(obs, [1, 0, 0, 0, 0, 0])          # o, one-hot a_{-1} (none), r_{-1}, d_{-1}
+    np.testing.assert_array_equal(obs, [1, 0, 0, 0, 0, 0])  # o, one-hot a_{-1} (none), r_{-1}, d_{-1}
     rewards = []
     for t, a in enumerate([1, 0, 1, 2]):
         obs, r, term, trunc, info = env.step(a)
@@ -44,21 +44,24 @@ def test_task_distributions():
     rng = np.random.default_rng(0)
     tasks = np.stack([env.sample_task(rng) for _ in range(400)])
     assert ((tasks == 0.9).sum(1) == 1).all() and ((tasks == 0.1).sum(1) == 3).all()
-    np.testing.assert_allclose((tasks == 0.9).mean(0), 0.25, atol=0.06)   # the good arm is uniform
+    np.testing.assert_allclose((tasks == 0.9).mean(0), 0.25, atol=0.06)  # the good arm is uniform
 
 
 # ---- the recurrent core ---------------------------------------------------------------------------------
 
+
 def test_recurrent_replay_equals_the_rollout_with_resets_inside_sequences():
     """log π and V recomputed by BPTT over the stored sequences equal what acting computed, also when
     trials end mid-sequence (trial of 10 steps, rollouts of 16) and rollouts start from a carried state."""
-    agent = RL2(lambda: gym.make("meta/BanditTrial-v0", n_arms=3, episodes_per_trial=10),
-                dict(seed=shifted(0), n_envs=3, n_steps=16, rnn_hidden_size=16))
+    agent = RL2(
+        lambda: gym.make("meta/BanditTrial-v0", n_arms=3, episodes_per_trial=10),
+        dict(seed=shifted(0), n_envs=3, n_steps=16, rnn_hidden_size=16),
+    )
     for i in range(3):
         batch = agent.estimate(agent.collect())
-        assert bool(batch.episode_starts[1:].any())                   # resets inside the sequences
+        assert bool(batch.episode_starts[1:].any())  # resets inside the sequences
         if i > 0:
-            assert batch.hidden_pi0.abs().sum() > 0                     # carried over from the last rollout
+            assert batch.hidden_pi0.abs().sum() > 0  # carried over from the last rollout
         flat = batch.flat()
         with torch.no_grad():
             log_prob = agent.policy.distribution(flat.obs).log_prob(flat.actions)
@@ -66,7 +69,7 @@ def test_recurrent_replay_equals_the_rollout_with_resets_inside_sequences():
         torch.testing.assert_close(log_prob, flat.log_probs, atol=1e-5, rtol=0)
         torch.testing.assert_close(value, flat.values, atol=1e-5, rtol=0)
         sizes = [len(mb) for mb in flat.minibatches(32)]
-        assert sum(sizes) == len(flat) == 48 and len(sizes) == 2      # whole sequences of 16 steps
+        assert sum(sizes) == len(flat) == 48 and len(sizes) == 2  # whole sequences of 16 steps
         agent.update(batch)
 
 
@@ -74,7 +77,9 @@ def test_rl2_with_continuous_actions_on_goal_tasks():
     """The Gaussian head of the recurrent core on the point-goal task family (Box actions, time-limit
     truncation inside trials): replay equals the rollout, and A2C's update runs on sequences too."""
     for algo in ("rl2", "rl2_a2c"):
-        agent = make_agent(algo, "meta/PointGoalTrial-v0", dict(seed=shifted(0), n_envs=2, n_steps=25, rnn_hidden_size=8))
+        agent = make_agent(
+            algo, "meta/PointGoalTrial-v0", dict(seed=shifted(0), n_envs=2, n_steps=25, rnn_hidden_size=8)
+        )
         batch = agent.estimate(agent.collect())
         flat = batch.flat()
         with torch.no_grad():
@@ -92,7 +97,7 @@ def test_rl2_beats_a_non_adaptive_policy_on_held_out_bandits():
     assert out["non_adaptive"] <= 10 * out["average_arm_per_pull"] + 0.6, out
     assert out["rl2"] >= out["non_adaptive"] + 2.0, out
     curve = out["rl2_curve"]
-    assert np.mean(curve[-3:]) >= np.mean(curve[:1]) + 0.3, curve    # it learns the task within the trial
+    assert np.mean(curve[-3:]) >= np.mean(curve[:1]) + 0.3, curve  # it learns the task within the trial
     assert "rl2_bandits.png" in tracker.artifacts
 
 
@@ -103,13 +108,14 @@ def test_rl2_registered_and_predicts_with_memory():
     agent.predict(obs)
     h1 = agent._eval_hidden.clone()
     agent.predict(obs)
-    assert not torch.equal(h1, agent._eval_hidden)                    # the memory moved
+    assert not torch.equal(h1, agent._eval_hidden)  # the memory moved
     agent.reset_memory()
     assert agent._eval_hidden is None
     assert agent.evaluate(4)["mean_length"] == 20
 
 
 # ---- domain randomization ------------------------------------------------------------------------
+
 
 def test_domain_randomization_resamples_parameters_each_episode():
     env = DomainRandomization(gym.make("CartPole-v1"), dict(length=(0.2, 2.0), masspole=(0.05, 1.0)))
@@ -123,7 +129,7 @@ def test_domain_randomization_resamples_parameters_each_episode():
         seen.append(p["length"])
     assert len(set(seen)) == 20
     again = DomainRandomization(gym.make("CartPole-v1"), dict(length=(0.2, 2.0), masspole=(0.05, 1.0)))
-    assert again.reset(seed=5)[1]["params"]["length"] == seen[0]     # seeded
+    assert again.reset(seed=5)[1]["params"]["length"] == seen[0]  # seeded
     held = fixed("CartPole-v1", dict(length=4.0))()
     held.reset(seed=0)
     assert get_parameters(held)["length"] == 4.0
@@ -137,7 +143,7 @@ def test_domain_randomization_resamples_parameters_each_episode():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)                  # three seeds: past the 600 s default on a loaded machine
+@pytest.mark.timeout(1800)  # three seeds: past the 600 s default on a loaded machine
 def test_domain_randomization_transfers_to_held_out_physics():
     """Over three seeds: randomized training transfers to poles 1.75-2.5x longer than any trained on,
     nominal training mostly does not. One seed is a coin flip (issue 12: 72.5 held-out on a Xeon where this CPU
@@ -147,19 +153,20 @@ def test_domain_randomization_transfers_to_held_out_physics():
     randomized system ≥ 200 nor every nominal one ≤ 100 holds for every seed."""
     tracker = MemoryTracker()
     outs = [run_domain_randomization(tracker, steps=40_960, seed=shifted(1 + k), eval_episodes=4) for k in range(3)]
-    for name in ("nominal", "randomized"):                          # both learned the nominal task (max 500)
+    for name in ("nominal", "randomized"):  # both learned the nominal task (max 500)
         assert np.median([out[f"{name}_nominal_env"] for out in outs]) >= 400, outs
     gain = np.mean([out["randomized_mean"] - out["nominal_mean"] for out in outs])
     # random actions keep these long poles up ≈ 82 steps, nominal training (tuned to a short pole, it
     # over-corrects) ≈ 30, randomized training 324-500 in 5 of 6 measured seeds; over 3 seeds (1-3, 2-4,
     # 3-5, 4-6) the mean gain measured 184-277 and the mean randomized return 256-404
     assert gain >= 100, outs
-    assert np.mean([out["randomized_mean"] for out in outs]) >= 200, outs            # well above random's 82
+    assert np.mean([out["randomized_mean"] for out in outs]) >= 200, outs  # well above random's 82
     assert max(out["randomized_mean"] for out in outs) >= 300, outs
     assert "domain_randomization.png" in tracker.artifacts
 
 
 # ---- DIAYN ---------------------------------------------------------------------------------------
+
 
 def test_nearest_mean_accuracy():
     pts = np.array([[[0, 0], [0, 0.1]], [[5, 5], [5, 5.1]]], dtype=float)
@@ -171,7 +178,7 @@ def test_nearest_mean_accuracy():
 def test_diayn_skills_visit_distinguishable_states():
     tracker = MemoryTracker()
     out = run_diayn(tracker, steps=4000, seed=shifted(0), config=dict(n_envs=4))
-    assert out["discriminator_accuracy"] >= 0.8, out                  # chance: 1/4
+    assert out["discriminator_accuracy"] >= 0.8, out  # chance: 1/4
     assert out["nearest_mean_accuracy"] >= 0.8, out
     assert out["min_pairwise_distance"] >= 0.3, out
     assert "diayn_skills.png" in tracker.artifacts

@@ -17,8 +17,8 @@ import scipy.linalg
 import scipy.optimize
 import torch
 
-from core_rl.model_based.bnn import BNNDynamics
 from core_rl.common.transitions import Transitions
+from core_rl.model_based.bnn import BNNDynamics
 from core_rl.model_based.dynamics import BatchedMLP, NeuralDynamics, deterministic_dynamics
 from core_rl.model_based.ensemble import BootstrapEnsemble
 from core_rl.model_based.env_models import angle_normalize, pendulum_dynamics, pendulum_obs_dynamics, pendulum_reward
@@ -28,8 +28,7 @@ from core_rl.model_based.planners.ilqr import ILQR, model_dynamics
 from core_rl.model_based.planners.lqr import lqr, lqr_backward, lqr_rollout
 from core_rl.model_based.planners.mcts import MCTS
 from core_rl.model_based.planners.shooting import CEM, MPPI, FunctionModel, RandomShooting, TrajectoryEvaluator
-from core_rl.model_based.policy_through_model import (BPTTPolicyTrainer, DeterministicPolicy,
-                                                      DualGradientDescentTrainer)
+from core_rl.model_based.policy_through_model import BPTTPolicyTrainer, DeterministicPolicy, DualGradientDescentTrainer
 
 F64 = torch.float64
 
@@ -114,10 +113,10 @@ def test_lqr_matches_brute_force_optimum_and_batches():
     g = torch.Generator().manual_seed(1)
     a, b = 1 + 0.2 * torch.randn(T, generator=g, dtype=F64), 0.5 + 0.1 * torch.rand(T, generator=g, dtype=F64)
     drift = 0.1 * torch.randn(T, generator=g, dtype=F64)
-    F = torch.stack([a, b], -1)[:, None, :]                            # [T, 1, 2]
+    F = torch.stack([a, b], -1)[:, None, :]  # [T, 1, 2]
     f = drift[:, None]
     C = torch.diag_embed(torch.stack([torch.full((T,), 1.0, dtype=F64), torch.full((T,), 0.3, dtype=F64)], -1))
-    C[:, 0, 1] = C[:, 1, 0] = 0.05                                     # a cross term x·u
+    C[:, 0, 1] = C[:, 1, 0] = 0.05  # a cross term x·u
     c = 0.2 * torch.randn(T, 2, generator=g, dtype=F64)
     VT, vT = torch.tensor([[4.0]], dtype=F64), torch.tensor([0.5], dtype=F64)
     x0 = torch.tensor([1.5], dtype=F64)
@@ -159,7 +158,7 @@ def test_ilqr_on_a_linear_quadratic_problem_is_lqr_after_one_iteration():
 @pytest.mark.parametrize("second_order", [False, True], ids=["ilqr", "ddp"])
 def test_ilqr_swings_up_the_pendulum_with_known_dynamics(second_order):
     T, restarts = 100, 6
-    x0 = torch.tensor([math.pi, 0.0], dtype=F64).expand(restarts, 2)   # hanging down, at rest
+    x0 = torch.tensor([math.pi, 0.0], dtype=F64).expand(restarts, 2)  # hanging down, at rest
 
     def running(x, u):
         return 0.01 * u[..., 0] ** 2
@@ -168,7 +167,7 @@ def test_ilqr_swings_up_the_pendulum_with_known_dynamics(second_order):
         return 100 * (1 - torch.cos(x[..., 0])) + 10 * x[..., 1] ** 2
 
     g = torch.Generator().manual_seed(0)
-    u0 = 0.5 * torch.randn(restarts, T, 1, generator=g, dtype=F64)    # random restarts, solved as one batch
+    u0 = 0.5 * torch.randn(restarts, T, 1, generator=g, dtype=F64)  # random restarts, solved as one batch
     res = ILQR(pendulum_dynamics, running, final, second_order=second_order, n_iterations=80).solve(x0, u0)
     assert res.history[-1] < res.history[0]
     best = int(res.cost.argmin())
@@ -238,16 +237,19 @@ def test_mcts_finds_the_optimal_first_move_behind_a_trap():
     mcts = MCTS(model, n_simulations=2000, c_uct=1.0, seed=0)
     assert greedy == 0 and mcts.search(()) == 1
     stats = mcts.root_statistics()
-    assert stats[1][0] > stats[0][0]                  # most visits
-    assert stats[1][1] > 0.8                          # its value approaches the optimum 1 (> the trap's 0.5)
+    assert stats[1][0] > stats[0][0]  # most visits
+    assert stats[1][1] > 0.8  # its value approaches the optimum 1 (> the trap's 0.5)
 
 
-@pytest.mark.parametrize("board,best", [
-    # X (1) to move: complete the top row at 2 rather than anything else
-    ((1, 1, 0, -1, -1, 0, 0, 0, 0), 2),
-    # X to move: O (−1) threatens the diagonal 0-4-8; X must block at 8
-    ((-1, 1, 0, 0, -1, 0, 1, 0, 0), 8),
-])
+@pytest.mark.parametrize(
+    "board,best",
+    [
+        # X (1) to move: complete the top row at 2 rather than anything else
+        ((1, 1, 0, -1, -1, 0, 0, 0, 0), 2),
+        # X to move: O (−1) threatens the diagonal 0-4-8; X must block at 8
+        ((-1, 1, 0, 0, -1, 0, 1, 0, 0), 8),
+    ],
+)
 def test_mcts_plays_tic_tac_toe_two_player_negamax(board, best):
     mcts = MCTS(TicTacToe(), n_simulations=3000, c_uct=1.0, rollout_depth=9, two_player=True, seed=0)
     assert mcts.search((board, 1)) == best
@@ -262,10 +264,11 @@ def test_shooting_planners_approach_the_lqr_optimum_on_known_dynamics():
     kw = dict(horizon=H, n_candidates=400, seed=0)
     low, high = torch.tensor([-5.0]), torch.tensor([5.0])
     costs = {}
-    for name, planner in {"random": RandomShooting(evaluator, low, high, n_iterations=10, **kw),
-                          "cem": CEM(evaluator, low, high, n_iterations=20, n_elites=40, init_std=0.5, **kw),
-                          "mppi": MPPI(evaluator, low, high, n_iterations=20, temperature=0.003, init_std=0.1, **kw)
-                          }.items():
+    for name, planner in {
+        "random": RandomShooting(evaluator, low, high, n_iterations=10, **kw),
+        "cem": CEM(evaluator, low, high, n_iterations=20, n_elites=40, init_std=0.5, **kw),
+        "mppi": MPPI(evaluator, low, high, n_iterations=20, temperature=0.003, init_std=0.1, **kw),
+    }.items():
         plan = planner.plan(x0).actions
         costs[name] = -evaluator(x0, plan[:, None]).item()
     assert costs["cem"] <= 1.03 * optimum, costs
@@ -275,6 +278,7 @@ def test_shooting_planners_approach_the_lqr_optimum_on_known_dynamics():
 
 def test_trajectory_sampling_assigns_each_particle_to_one_member():
     """With a 'model' whose member m adds m to the state, particle p must follow member p mod M."""
+
     class Members:
         n_members, learn_reward = 3, True
 
@@ -286,12 +290,12 @@ def test_trajectory_sampling_assigns_each_particle_to_one_member():
             return obs + shift, (obs + shift)[..., 0]
 
     evaluator = TrajectoryEvaluator(Members(), n_particles=6, risk="penalty", risk_coef=1.0)
-    returns = evaluator.particle_returns(torch.zeros(2, 1), torch.zeros(2, 4, 3, 1))   # B=2, C=4, H=3
+    returns = evaluator.particle_returns(torch.zeros(2, 1), torch.zeros(2, 4, 3, 1))  # B=2, C=4, H=3
     # member m moves m per step and is rewarded its position: m + 2m + 3m = 6m; particle p ↦ member p mod 3
     expected = torch.tensor([0.0, 6.0, 12.0, 0.0, 6.0, 12.0])
     assert returns.shape == (2, 4, 6)
     torch.testing.assert_close(returns, expected.expand(2, 4, 6))
-    score = evaluator(torch.zeros(2, 1), torch.zeros(2, 4, 3, 1))    # mean − β·std over particles
+    score = evaluator(torch.zeros(2, 1), torch.zeros(2, 4, 3, 1))  # mean − β·std over particles
     torch.testing.assert_close(score, torch.full((2, 4), 6.0 - expected.std().item()))
 
 
@@ -314,7 +318,7 @@ def test_bootstrap_members_see_different_resamples():
     idx = ens._member_indices(1000)
     assert idx.shape == (5, 1000)
     unique = [len(torch.unique(idx[m])) / 1000 for m in range(5)]
-    assert all(0.58 < u < 0.68 for u in unique), unique          # 1 − 1/e ≈ 0.632 distinct per resample
+    assert all(0.58 < u < 0.68 for u in unique), unique  # 1 − 1/e ≈ 0.632 distinct per resample
     assert not torch.equal(idx[0], idx[1])
 
 
@@ -339,9 +343,10 @@ def test_gp_marginal_likelihood_and_posterior_match_scikit_learn():
     gp.x_train, gp.y_train = xt, yt
     x_new = rng.normal(size=(5, 2))
     with torch.no_grad():
-        mean, var = gp.predict(torch.tensor(x_new[:, :1], dtype=torch.float32),
-                               torch.tensor(x_new[:, 1:], dtype=torch.float32))
-    skl_mean, skl_std = skl.predict(x_new, return_std=True)   # includes the white-noise variance
+        mean, var = gp.predict(
+            torch.tensor(x_new[:, :1], dtype=torch.float32), torch.tensor(x_new[:, 1:], dtype=torch.float32)
+        )
+    skl_mean, skl_std = skl.predict(x_new, return_std=True)  # includes the white-noise variance
     np.testing.assert_allclose(mean[:, 0].numpy(), skl_mean, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(var[:, 0].numpy(), skl_std**2, rtol=1e-4, atol=1e-5)
 
@@ -408,8 +413,11 @@ def test_local_linear_gaussian_models_recover_a_time_varying_system():
     g = torch.Generator().manual_seed(0)
     T, dx, du = 10, 3, 2
     # linearizations along a trajectory drift slowly: a shared part plus a small per-step change
-    A = torch.eye(dx, dtype=F64) + 0.1 * torch.randn(dx, dx, generator=g, dtype=F64) \
+    A = (
+        torch.eye(dx, dtype=F64)
+        + 0.1 * torch.randn(dx, dx, generator=g, dtype=F64)
         + 0.02 * torch.randn(T, dx, dx, generator=g, dtype=F64)
+    )
     B = torch.randn(dx, du, generator=g, dtype=F64) + 0.05 * torch.randn(T, dx, du, generator=g, dtype=F64)
     c = 0.1 * torch.randn(T, dx, generator=g, dtype=F64)
 
@@ -455,8 +463,9 @@ def learned_double_integrator(_one_thread):
 def test_bptt_through_a_learned_model_approaches_the_lqr_controller(learned_double_integrator):
     model, starts = learned_double_integrator
     policy = DeterministicPolicy(2, 1, -5.0, 5.0, (64, 64))
-    trainer = BPTTPolicyTrainer(model, policy, horizon=20, gamma=1.0, lr=3e-3,
-                                reward_fn=lambda x, u, nxt: -di_cost(x, u), seed=0)
+    trainer = BPTTPolicyTrainer(
+        model, policy, horizon=20, gamma=1.0, lr=3e-3, reward_fn=lambda x, u, nxt: -di_cost(x, u), seed=0
+    )
     trainer.train(starts, n_steps=250, batch_size=256)
     x_test = 2 * torch.rand(64, 2, generator=torch.Generator().manual_seed(1), dtype=F64) - 1
     T = 50
@@ -473,8 +482,9 @@ def test_dual_gradient_descent_collocation_trains_a_policy_that_satisfies_the_co
     policy = DeterministicPolicy(2, 1, -5.0, 5.0, (64, 64))
     B, T = 32, 50
     x0 = 2 * torch.rand(B, 2, generator=torch.Generator().manual_seed(2), dtype=F64) - 1
-    trainer = DualGradientDescentTrainer(model_dynamics(model), di_cost, policy, rho=0.01, rho_growth=2.0,
-                                         policy_steps=150, ilqr_iterations=5)
+    trainer = DualGradientDescentTrainer(
+        model_dynamics(model), di_cost, policy, rho=0.01, rho_growth=2.0, policy_steps=150, ilqr_iterations=5
+    )
     history = trainer.train(x0, torch.zeros(B, T, 1, dtype=F64), n_outer=8)
     # the constraint u_t = π_θ(x_t) ends (almost) satisfied, with the multipliers doing their part
     assert history[-1]["constraint_violation"] < 0.01 < history[0]["constraint_violation"]

@@ -11,23 +11,33 @@ from core_rl import ConfigError, SpaceError, make_agent
 from core_rl.common.base import Agent
 from core_rl.common.replay import ReplayBuffer
 from core_rl.common.tracking import MemoryTracker
-from core_rl.continuous.td3 import TD3
 from core_rl.common.transitions import Transitions
+from core_rl.continuous.td3 import TD3
 from core_rl.model_based.mbpo import MBPO, MixedReplay, mbpo_agent
 from core_rl.model_based.mpc import MPC, PETS
 from core_rl.registry import get_algo
 from tests.seeding import seed as shifted
 
-PETS_SMALL = dict(hidden_sizes=(64, 64), n_members=5, n_particles=5, n_candidates=100, n_iterations=3,
-                  n_elites=10, horizon=15, initial_random_steps=200, train_every=200, seed=shifted(0))
+PETS_SMALL = dict(
+    hidden_sizes=(64, 64),
+    n_members=5,
+    n_particles=5,
+    n_candidates=100,
+    n_iterations=3,
+    n_elites=10,
+    horizon=15,
+    initial_random_steps=200,
+    train_every=200,
+    seed=shifted(0),
+)
 
 
 def test_pets_cem_mpc_with_a_learned_ensemble_controls_pendulum():
     tracker = MemoryTracker()
     agent = PETS("Pendulum-v1", PETS_SMALL, tracker=tracker)
-    agent.learn(1400)                                   # 7 episodes of 200 real steps
+    agent.learn(1400)  # 7 episodes of 200 real steps
     returns = list(agent.episode_returns)
-    assert returns[0] < -600                            # the first episode is random actions
+    assert returns[0] < -600  # the first episode is random actions
     assert np.mean(returns[-3:]) >= -300, returns
     # the model was refitted on the growing data and its held-out error fell
     holdout = [v for _, v in tracker.metrics["model_holdout_mse"]]
@@ -52,15 +62,25 @@ class PointEnv(gym.Env):
         return self.x.copy(), -float(self.x[0] ** 2), False, self.t >= 50, {}
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(model="gp", planner="random", n_candidates=64, n_iterations=1, gp_max_points=100),
-    dict(model="bnn", n_members=2, planner="mppi", n_candidates=32, n_iterations=2),
-    dict(model="gaussian", planner="cem", n_candidates=32, n_elites=4, n_iterations=2, risk="penalty"),
-    dict(model="ensemble", n_members=2, probabilistic=False, planner="ilqr", ilqr_iterations=2),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(model="gp", planner="random", n_candidates=64, n_iterations=1, gp_max_points=100),
+        dict(model="bnn", n_members=2, planner="mppi", n_candidates=32, n_iterations=2),
+        dict(model="gaussian", planner="cem", n_candidates=32, n_elites=4, n_iterations=2, risk="penalty"),
+        dict(model="ensemble", n_members=2, probabilistic=False, planner="ilqr", ilqr_iterations=2),
+    ],
+)
 def test_mpc_runs_with_every_model_and_planner_and_checkpoints(tmp_path, overrides):
-    cfg = dict(hidden_sizes=(32, 32), horizon=5, initial_random_steps=60, train_every=60, model_epochs=5, seed=shifted(0),
-               **overrides)
+    cfg = dict(
+        hidden_sizes=(32, 32),
+        horizon=5,
+        initial_random_steps=60,
+        train_every=60,
+        model_epochs=5,
+        seed=shifted(0),
+        **overrides,
+    )
     agent = MPC(PointEnv(), cfg)
     agent.learn(150)
     assert agent.model_fitted and len(agent.replay) == 150
@@ -92,8 +112,10 @@ def test_mpc_configs_and_spaces_are_checked_at_the_edge():
 
 
 def test_mpc_with_the_known_reward_learns_only_the_dynamics():
-    agent = MPC("Pendulum-v1", dict(PETS_SMALL, model="deterministic", n_particles=None, reward="known",
-                                    initial_random_steps=100))
+    agent = MPC(
+        "Pendulum-v1",
+        dict(PETS_SMALL, model="deterministic", n_particles=None, reward="known", initial_random_steps=100),
+    )
     agent.learn(101)
     assert agent.model.learn_reward is False and agent.model.out_dim == 3
 
@@ -104,18 +126,29 @@ def test_mixed_replay_serves_the_requested_share_of_real_transitions():
     for _ in range(20):
         real.add(np.zeros((1, 2)), np.zeros((1, 1)), np.ones(1), np.zeros((1, 2)), np.zeros(1, bool), np.zeros(1, bool))
     mixed = MixedReplay(real, model, real_ratio=0.25)
-    assert mixed.sample(40).rewards.eq(1).all()          # no model data yet: all real
+    assert mixed.sample(40).rewards.eq(1).all()  # no model data yet: all real
     for _ in range(5):
-        model.add(np.zeros((10, 2)), np.zeros((10, 1)), -np.ones(10), np.zeros((10, 2)), np.zeros(10, bool),
-                  np.ones(10, bool))
+        model.add(
+            np.zeros((10, 2)), np.zeros((10, 1)), -np.ones(10), np.zeros((10, 2)), np.zeros(10, bool), np.ones(10, bool)
+        )
     batch = mixed.sample(40)
     assert batch.rewards.shape == (40,) and int(batch.rewards.eq(1).sum()) == 10
-    assert len(mixed) == 20                              # the learner sees the real buffer's size
+    assert len(mixed) == 20  # the learner sees the real buffer's size
 
 
 def test_mbpo_improves_over_random_on_pendulum():
-    agent = MBPO("Pendulum-v1", dict(hidden_sizes=(64, 64), model_hidden_sizes=(64, 64), gradient_steps=10,
-                                     rollout_batch_size=256, rollout_every=25, rollout_schedule=(500, 1500), seed=shifted(0)))
+    agent = MBPO(
+        "Pendulum-v1",
+        dict(
+            hidden_sizes=(64, 64),
+            model_hidden_sizes=(64, 64),
+            gradient_steps=10,
+            rollout_batch_size=256,
+            rollout_every=25,
+            rollout_schedule=(500, 1500),
+            seed=shifted(0),
+        ),
+    )
     agent.learn(1600)
     assert len(agent.model_replay) > 0 and agent.rollout_length() == 5
     random_return = np.mean(list(agent.episode_returns)[:1])
@@ -126,9 +159,22 @@ def test_mbpo_improves_over_random_on_pendulum():
 
 def test_mbpo_wraps_any_off_policy_learner_and_fills_the_model_buffer():
     MBPOTD3 = mbpo_agent(TD3)
-    agent = MBPOTD3("Pendulum-v1", dict(hidden_sizes=(32, 32), model_hidden_sizes=(32, 32), learning_starts=200,
-                                        model_train_freq=100, rollout_every=25, rollout_batch_size=64, batch_size=64,
-                                        rollout_length_min=2, rollout_length_max=2, model_epochs=5, seed=shifted(0)))
+    agent = MBPOTD3(
+        "Pendulum-v1",
+        dict(
+            hidden_sizes=(32, 32),
+            model_hidden_sizes=(32, 32),
+            learning_starts=200,
+            model_train_freq=100,
+            rollout_every=25,
+            rollout_batch_size=64,
+            batch_size=64,
+            rollout_length_min=2,
+            rollout_length_max=2,
+            model_epochs=5,
+            seed=shifted(0),
+        ),
+    )
     assert isinstance(agent, TD3) and agent.name == "mbpo_td3"
     agent.learn(300)
     assert agent.model.fitted

@@ -22,7 +22,7 @@ def test_moving_dot_env_renders_the_hidden_state():
     assert obs.shape == (16, 16) and obs.dtype == np.float32 and 0.0 <= obs.min() and obs.max() <= 1.0
     row, col = np.unravel_index(obs.argmax(), obs.shape)
     x, y = info["state"]
-    assert abs(col - (1.5 + x * 12)) <= 1 and abs(row - (1.5 + y * 12)) <= 1   # the brightest pixel is the dot
+    assert abs(col - (1.5 + x * 12)) <= 1 and abs(row - (1.5 + y * 12)) <= 1  # the brightest pixel is the dot
     nxt, reward, term, trunc, info2 = env.step(np.array([1.0, 0.0], np.float32))
     assert info2["state"][0] == pytest.approx(min(x + 0.08, 1.0)) and info2["state"][1] == pytest.approx(y)
     assert reward == pytest.approx(-np.linalg.norm(info2["state"] - 0.5))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -41,7 +40,7 @@ def test_step_is_backward_clip_and_step(max_norm):
 def test_step_without_a_loss_uses_the_stored_gradients():
     p = torch.nn.Parameter(torch.zeros(4))
     opt = torch.optim.SGD([p], lr=1.0)
-    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])           # ‖g‖ = 5, clipped to 1
+    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])  # ‖g‖ = 5, clipped to 1
     norm = optim.step(opt, None, max_grad_norm=1.0)
     assert float(norm) == pytest.approx(5.0)
     assert torch.allclose(p.detach(), torch.tensor([-0.6, -0.8, 0.0, 0.0]), atol=1e-6)
@@ -58,8 +57,9 @@ def test_make_optimizer_names_and_errors():
 
 
 def test_transitions_encode_indices_and_features():
-    ints = Transitions.from_arrays(np.array([0, 1, 2]), np.array([1, 0, 1]), [1.0, 0.0, 2.0], np.array([1, 2, 0]),
-                                   [0, 0, 1])
+    ints = Transitions.from_arrays(
+        np.array([0, 1, 2]), np.array([1, 0, 1]), [1.0, 0.0, 2.0], np.array([1, 2, 0]), [0, 0, 1]
+    )
     assert ints.obs.dtype == torch.long and ints.actions.dtype == torch.long and ints.actions.shape == (3,)
     assert len(ints) == 3 and ints.dones.tolist() == [0.0, 0.0, 1.0]
     feats = Transitions.from_arrays(np.zeros((3, 2)), np.array([0.5, -0.5, 0.0]), [1.0, 0.0, 2.0], np.ones((3, 2)))

@@ -8,9 +8,8 @@ import stat
 import mlflow
 import pytest
 
-from pipelines import train as train_mod
 from pipelines.cli import main
-from pipelines.train import download_checkpoint, evaluate, train
+from pipelines.train import evaluate, train
 
 FAST = ["--set", "n_steps=32", "batch_size=128", "n_epochs=4"]
 
@@ -22,8 +21,22 @@ def run_cli(capsys, *argv):
 
 
 def test_train_records_a_complete_run_and_eval_reloads_it(capsys, tracking_uri, tmp_path):
-    code, out, err = run_cli(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "3000",
-                             "--seed", "1", "--json", "--tracking-uri", tracking_uri, *FAST)
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "3000",
+        "--seed",
+        "1",
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+        *FAST,
+    )
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert {"run_id", "mean_return", "model_uri"} <= result.keys()
@@ -46,8 +59,19 @@ def test_train_records_a_complete_run_and_eval_reloads_it(capsys, tracking_uri, 
     actions = model.predict(np.zeros((3, 4), dtype=np.float32))
     assert actions.shape == (3,) and set(actions.tolist()) <= {0, 1}
     # eval by run and by model URI give the same deterministic result at the same seed
-    code, out, err = run_cli(capsys, "eval", "--run", result["run_id"], "--episodes", "3", "--seed", "5", "--json",
-                             "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "eval",
+        "--run",
+        result["run_id"],
+        "--episodes",
+        "3",
+        "--seed",
+        "5",
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     by_run = json.loads(out)
     by_model = evaluate(model_uri=result["model_uri"], episodes=3, seed=5, tracking_uri=tracking_uri)
@@ -69,13 +93,20 @@ def test_crashed_run_is_failed_keeps_its_records_and_resumes(tracking_uri, monke
 
     monkeypatch.setattr(PPO, "update", crashing_update)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train("ppo", "CartPole-v1", 256 * 20, config={"n_steps": 32, "batch_size": 128, "n_epochs": 2},
-              tracking_uri=tracking_uri, log_model=False, checkpoint_every=5)
+        train(
+            "ppo",
+            "CartPole-v1",
+            256 * 20,
+            config={"n_steps": 32, "batch_size": 128, "n_epochs": 2},
+            tracking_uri=tracking_uri,
+            log_model=False,
+            checkpoint_every=5,
+        )
     client = mlflow.tracking.MlflowClient()
     run = client.search_runs(client.get_experiment_by_name("deeprl").experiment_id)[0]
     assert run.info.status == "FAILED"
     assert "simulated crash" in run.data.tags["failure"]
-    assert run.data.metrics["episode_return"] > 0                 # what was logged is kept
+    assert run.data.metrics["episode_return"] > 0  # what was logged is kept
     assert client.get_metric_history(run.info.run_id, "policy_loss")[-1].step == 11 * 256
 
     monkeypatch.setattr(PPO, "update", real_update)
@@ -90,23 +121,50 @@ def test_crashed_run_is_failed_keeps_its_records_and_resumes(tracking_uri, monke
 
 
 def test_cli_resume_continues_to_the_runs_total(capsys, tracking_uri, tmp_path):
-    code, out, _ = run_cli(capsys, "train", "--algo", "a2c", "--env", "CartPole-v1", "--steps", "800", "--json",
-                           "--no-model", "--tracking-uri", tracking_uri)
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--algo",
+        "a2c",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "800",
+        "--json",
+        "--no-model",
+        "--tracking-uri",
+        tracking_uri,
+    )
     run_id = json.loads(out)["run_id"]
-    code, out, err = run_cli(capsys, "train", "--algo", "a2c", "--resume", run_id, "--steps", "1600", "--json",
-                             "--no-model", "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--algo",
+        "a2c",
+        "--resume",
+        run_id,
+        "--steps",
+        "1600",
+        "--json",
+        "--no-model",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     assert json.loads(out)["steps"] >= 800
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--algo", "nope", "--env", "CartPole-v1"], "unknown algorithm 'nope'"),
-    (["train", "--algo", "ppo", "--env", "NoSuchEnv-v0", "--steps", "10"], "unknown env id 'NoSuchEnv-v0'"),
-    (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "lr=abc"], "config field 'lr'"),
-    (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "lrr=0.1"], "config field 'lrr': unknown field"),
-    (["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "0"], "--steps must be positive"),
-    (["eval", "--run", "0123456789abcdef", "--episodes", "2"], "has no checkpoint"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--algo", "nope", "--env", "CartPole-v1"], "unknown algorithm 'nope'"),
+        (["train", "--algo", "ppo", "--env", "NoSuchEnv-v0", "--steps", "10"], "unknown env id 'NoSuchEnv-v0'"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "lr=abc"], "config field 'lr'"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "lrr=0.1"], "config field 'lrr': unknown field"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "0"], "--steps must be positive"),
+        (["eval", "--run", "0123456789abcdef", "--episodes", "2"], "has no checkpoint"),
+    ],
+)
 def test_bad_input_gets_one_clear_message(capsys, tracking_uri, argv, message):
     code, out, err = run_cli(capsys, *argv, "--tracking-uri", tracking_uri)
     assert code == 2
@@ -115,21 +173,33 @@ def test_bad_input_gets_one_clear_message(capsys, tracking_uri, argv, message):
 
 
 def test_action_space_mismatch_is_named(capsys, tracking_uri):
-    code, _, err = run_cli(capsys, "train", "--algo", "ppo", "--env", "Blackjack-v1", "--steps", "10",
-                           "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys, "train", "--algo", "ppo", "--env", "Blackjack-v1", "--steps", "10", "--tracking-uri", tracking_uri
+    )
     assert code == 2 and "observation space" in err
 
 
 def test_config_file_errors(capsys, tracking_uri, tmp_path):
     bad = tmp_path / "cfg.json"
     bad.write_text('{"n_steps": "many"}')
-    code, _, err = run_cli(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--config", str(bad),
-                           "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--config", str(bad), "--tracking-uri", tracking_uri
+    )
     assert code == 2 and "'n_steps'" in err
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    code, _, err = run_cli(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--config", str(broken),
-                           "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--config",
+        str(broken),
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 2 and "cannot be parsed" in err
 
 
@@ -138,16 +208,18 @@ def test_unwritable_store_nonroot(capsys, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    code, _, err = run_cli(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--tracking-uri",
-                           f"sqlite:///{ro}/sub/mlflow.db")
+    code, _, err = run_cli(
+        capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--tracking-uri", f"sqlite:///{ro}/sub/mlflow.db"
+    )
     assert code == 2 and "not writable" in err
 
 
 def test_unwritable_store(capsys, tmp_path):
     blocker = tmp_path / "a-file"
-    blocker.write_text("x")   # a file where the store's folder should be: unwritable even for root
-    code, _, err = run_cli(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--tracking-uri",
-                           f"sqlite:///{blocker}/mlflow.db")
+    blocker.write_text("x")  # a file where the store's folder should be: unwritable even for root
+    code, _, err = run_cli(
+        capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--tracking-uri", f"sqlite:///{blocker}/mlflow.db"
+    )
     assert code == 2 and "not writable" in err and "Traceback" not in err
 
 
@@ -162,9 +234,21 @@ def test_algos_lists_every_registered_algorithm(capsys):
 
 
 def test_experiment_command_logs_plot_and_result(capsys, tracking_uri):
-    code, out, err = run_cli(capsys, "experiment", "compounding_error", "--seed", "0", "--json", "--set",
-                             "horizons=[5,10]", "label_budget=200", "n_eval_episodes=50", "dagger_iterations=2",
-                             "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "experiment",
+        "compounding_error",
+        "--seed",
+        "0",
+        "--json",
+        "--set",
+        "horizons=[5,10]",
+        "label_budget=200",
+        "n_eval_episodes=50",
+        "dagger_iterations=2",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     payload = json.loads(out.strip().splitlines()[-1])
     client = mlflow.tracking.MlflowClient()
@@ -172,6 +256,7 @@ def test_experiment_command_logs_plot_and_result(capsys, tracking_uri):
     assert "result.json" in arts
     plots = [a.path for a in client.list_artifacts(payload["run_id"], "plots")]
     assert plots and all(p.endswith(".png") for p in plots)
-    code, _, err = run_cli(capsys, "experiment", "compounding_error", "--set", "nonsense=1",
-                           "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys, "experiment", "compounding_error", "--set", "nonsense=1", "--tracking-uri", tracking_uri
+    )
     assert code == 2 and "no parameter 'nonsense'" in err

@@ -60,7 +60,7 @@ class PointReach(gym.Env):
     def step(self, action):
         self.x = float(np.clip(self.x + 0.5 * float(np.asarray(action).reshape(-1)[0]), -3.0, 3.0))
         self.t += 1
-        return np.array([self.x], np.float32), -self.x ** 2, self.t >= 20, False, {}
+        return np.array([self.x], np.float32), -(self.x**2), self.t >= 20, False, {}
 
 
 def exact_return(env: ChainMDP, probs: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ def mean_error(estimates: torch.Tensor, exact: torch.Tensor) -> tuple[float, flo
     """(‖mean − exact‖² / (tr Cov / K), ‖mean − exact‖ / ‖exact‖): the first is ≈ 1 when unbiased."""
     K = estimates.shape[0]
     err2 = float((estimates.mean(0) - exact).square().sum())
-    return err2 / (float(estimates.var(0).sum()) / K), err2 ** 0.5 / float(exact.norm())
+    return err2 / (float(estimates.var(0).sum()) / K), err2**0.5 / float(exact.norm())
 
 
 CHAIN = dict(gamma=1.0, hidden_sizes=(16,), n_envs=8, n_steps=16)
@@ -113,7 +113,7 @@ def test_reinforce_estimators_are_unbiased_against_the_exact_gradient():
     agent = REINFORCE(ChainMDP, baseline="none", seed=shifted(0), tracker=NullTracker(), **CHAIN)
     sharpen(agent.policy)
     exact = exact_gradient(agent.policy, ChainMDP())
-    batches = [agent.collect_episodes() for _ in range(200)]          # ~6400 episodes of π_θ
+    batches = [agent.collect_episodes() for _ in range(200)]  # ~6400 episodes of π_θ
     traces = {}
     for advantage, baseline in itertools.product(("return", "reward_to_go"), ("none", "mean", "optimal")):
         agent.config.advantage, agent.config.baseline = advantage, baseline
@@ -177,7 +177,7 @@ def test_optimal_baseline_lowers_the_gradient_variance_on_cartpole():
 def test_reinforce_with_a_baseline_learns_cartpole(baseline):
     agent = REINFORCE("CartPole-v1", baseline=baseline, seed=shifted(0), tracker=MemoryTracker())
     agent.learn(60_000)
-    assert agent.mean_return > 200.0, agent.mean_return          # random: ~22
+    assert agent.mean_return > 200.0, agent.mean_return  # random: ~22
     if baseline == "value":
         losses = [v for _, v in agent.tracker.metrics["value_loss"]]
         assert np.isfinite(losses).all()
@@ -188,8 +188,8 @@ def test_reinforce_gaussian_learns_continuous_point_reach():
     before = agent.evaluate(50, deterministic=False)["mean_return"]
     agent.learn(20_000)
     after = agent.evaluate(50, deterministic=False)["mean_return"]
-    assert before < -20.0, before                                 # the initial N(0, 1) policy drifts away
-    assert after > -5.0, after                                    # moving to 0 and staying: ≈ −2
+    assert before < -20.0, before  # the initial N(0, 1) policy drifts away
+    assert after > -5.0, after  # moving to 0 and staying: ≈ −2
 
 
 def test_reinforce_same_seed_same_numbers():
@@ -203,9 +203,9 @@ def test_reinforce_same_seed_same_numbers():
 
 # ---- off-policy policy gradient ------------------------------------------------------------------
 def test_offpolicy_importance_sampling_matches_the_exact_gradient():
-    behaviour = OffPolicyPG(ChainMDP, seed=shifted(1), **CHAIN)                # nearly uniform β
+    behaviour = OffPolicyPG(ChainMDP, seed=shifted(1), **CHAIN)  # nearly uniform β
     target = OffPolicyPG(ChainMDP, seed=shifted(0), baseline="none", **CHAIN)
-    sharpen(target.policy)                                            # π_θ' far from β
+    sharpen(target.policy)  # π_θ' far from β
     exact = exact_gradient(target.policy, ChainMDP())
     batches = [behaviour.collect_episodes() for _ in range(200)]
     for advantage, baseline in itertools.product(("reward_to_go", "return"), ("none", "mean")):
@@ -227,7 +227,7 @@ def test_offpolicy_on_its_own_data_is_reinforce(advantage, baseline, correction)
     sharpen(off.policy)
     on = REINFORCE(ChainMDP, seed=shifted(0), advantage=advantage, baseline=baseline, **CHAIN)
     on.policy.load_state_dict(off.policy.state_dict())
-    batch = off.collect_episodes()                                   # β = π: every ratio is 1
+    batch = off.collect_episodes()  # β = π: every ratio is 1
     torch.testing.assert_close(off.policy_gradient(batch), on.policy_gradient(batch), rtol=1e-4, atol=1e-5)
 
 
@@ -243,14 +243,13 @@ def test_offpolicy_pg_learns_cartpole_from_its_older_policies_data():
 def test_fit_offline_learns_from_a_uniform_behaviour_policy():
     env, rng = ChainMDP(), np.random.default_rng(0)
     rows = []
-    for episode in range(500):                                        # β(a|s) = 1/3
+    for episode in range(500):  # β(a|s) = 1/3
         s, _ = env.reset(seed=int(rng.integers(1 << 30)))
         done = False
         while not done:
             a = int(rng.integers(3))
             s_next, r, done, _, _ = env.step(a)
-            rows.append({"episode": episode, "obs": s, "action": a, "reward": r,
-                         "behaviour_log_prob": np.log(1 / 3)})
+            rows.append({"episode": episode, "obs": s, "action": a, "reward": r, "behaviour_log_prob": np.log(1 / 3)})
             s = s_next
     data = pd.DataFrame(rows)
     agent = OffPolicyPG(ChainMDP, seed=shifted(0), lr=1e-2, gamma=1.0, hidden_sizes=(16,))
@@ -274,16 +273,19 @@ def test_episode_batch_dataframe_round_trip():
 
 
 # ---- errors ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls,kwargs,field", [
-    (REINFORCE, {"baseline": "foo"}, "baseline"),
-    (REINFORCE, {"advantage": "gae"}, "advantage"),
-    (REINFORCE, {"baseline": "mean", "use_critic": True}, "use_critic"),
-    (REINFORCE, {"value_steps": 0}, "value_steps"),
-    (OffPolicyPG, {"clip_ratio": -1.0}, "clip_ratio"),
-    (OffPolicyPG, {"correction": "full"}, "correction"),
-    (OffPolicyPG, {"use_critic": True}, "use_critic"),
-    (OffPolicyPG, {"n_updates": 0}, "n_updates"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,field",
+    [
+        (REINFORCE, {"baseline": "foo"}, "baseline"),
+        (REINFORCE, {"advantage": "gae"}, "advantage"),
+        (REINFORCE, {"baseline": "mean", "use_critic": True}, "use_critic"),
+        (REINFORCE, {"value_steps": 0}, "value_steps"),
+        (OffPolicyPG, {"clip_ratio": -1.0}, "clip_ratio"),
+        (OffPolicyPG, {"correction": "full"}, "correction"),
+        (OffPolicyPG, {"use_critic": True}, "use_critic"),
+        (OffPolicyPG, {"n_updates": 0}, "n_updates"),
+    ],
+)
 def test_bad_configs_raise_config_error_naming_the_field(cls, kwargs, field):
     with pytest.raises(ConfigError, match=field):
         cls("CartPole-v1", **kwargs)

@@ -12,9 +12,9 @@ from core_rl import ConfigError, SpaceError, make_agent
 from core_rl.common.base import Agent
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer, SumTree
 from core_rl.common.tracking import MemoryTracker
+from core_rl.common.transitions import Transitions
 from core_rl.q_learning.dqn import DQN, DoubleDQN, QNetwork
 from core_rl.q_learning.experiments import CARTPOLE_DQN, predicted_vs_actual, run_nstep_sweep, run_overestimation
-from core_rl.common.transitions import Transitions
 from core_rl.q_learning.fitted_q import FittedQIteration, OnlineQLearning
 from tests.seeding import seed as shifted
 
@@ -57,11 +57,12 @@ def q_star(P: np.ndarray, R: np.ndarray, gamma: float, terminal: np.ndarray | No
 
 # ---- DQN learns ----------------------------------------------------------------------------------
 
+
 def test_dqn_solves_cartpole():
     tracker = MemoryTracker()
     agent = DQN("CartPole-v1", {**CARTPOLE_DQN, "seed": shifted(0)}, tracker=tracker)
     agent.learn(50_000, callback=stop_when_solved())
-    assert agent.mean_return >= 195, agent.mean_return                 # random play: ≈ 22
+    assert agent.mean_return >= 195, agent.mean_return  # random play: ≈ 22
     assert agent.evaluate(10)["mean_return"] >= 195
     for key in ("loss", "q_mean", "td_error_abs", "epsilon", "episode_return"):
         assert key in tracker.metrics
@@ -72,18 +73,19 @@ def test_double_dqn_solves_cartpole():
     agent = make_agent("double_dqn", "CartPole-v1", {**CARTPOLE_DQN, "seed": shifted(0)})
     assert isinstance(agent, DoubleDQN) and agent.config.double_q
     agent.learn(50_000, callback=stop_when_solved())
-    assert agent.mean_return >= 195, agent.mean_return                 # random play: ≈ 22
+    assert agent.mean_return >= 195, agent.mean_return  # random play: ≈ 22
     assert agent.evaluate(10)["mean_return"] >= 195
 
 
 # ---- fitted Q iteration and online Q-learning recover Q* -----------------------------------------
+
 
 def random_mdp(S: int, A: int, seed: int):
     rng = np.random.default_rng(seed)
     P = rng.dirichlet(np.ones(S) * 0.5, size=(S, A))
     R = rng.normal(size=(S, A))
     terminal = np.zeros(S)
-    terminal[-1] = 1.0                                      # one absorbing terminal state
+    terminal[-1] = 1.0  # one absorbing terminal state
     P[-1] = 0.0
     P[-1, :, -1] = 1.0
     R[-1] = 0.0
@@ -93,7 +95,7 @@ def random_mdp(S: int, A: int, seed: int):
 def sample_dataset(P, R, terminal, per_pair: int, seed: int) -> Transitions:
     rng = np.random.default_rng(seed)
     S, A = R.shape
-    s = np.repeat(np.arange(S - 1), A * per_pair)           # the non-terminal states, every action
+    s = np.repeat(np.arange(S - 1), A * per_pair)  # the non-terminal states, every action
     a = np.tile(np.repeat(np.arange(A), per_pair), S - 1)
     cdf = P[s, a].cumsum(-1)
     s_next = (rng.random(len(s))[:, None] > cdf).sum(-1).clip(max=S - 1)
@@ -126,7 +128,7 @@ def test_fitted_q_iteration_recovers_q_star_from_samples():
     tracker = MemoryTracker()
     fqi = FittedQIteration(gym.spaces.Discrete(S), gym.spaces.Discrete(A), gamma=gamma, iterations=1000, tol=1e-10)
     result = fqi.fit(data, tracker=tracker)
-    assert result.converged and result.target_change[-1] < 1e-4      # a fixed point (to float32 precision)
+    assert result.converged and result.target_change[-1] < 1e-4  # a fixed point (to float32 precision)
     assert "fqi_bellman_error" in tracker.metrics and "fqi_target_change" in tracker.metrics
     # the empirical MDP the data describe
     pair = data.obs.numpy() * A + data.actions.numpy()
@@ -138,7 +140,7 @@ def test_fitted_q_iteration_recovers_q_star_from_samples():
     np.testing.assert_allclose(fqi.q_table, q_star(P_hat.reshape(S, A, S), R, gamma, terminal), atol=1e-4)
     true = q_star(P, R, gamma, terminal)
     assert np.abs(fqi.q_table - true).max() < 0.1, np.abs(fqi.q_table - true).max()
-    assert np.abs(true).max() > 1.0                          # the comparison is not trivially small
+    assert np.abs(true).max() > 1.0  # the comparison is not trivially small
 
 
 def test_fitted_q_iteration_with_an_mlp_approximates_q_star():
@@ -150,8 +152,17 @@ def test_fitted_q_iteration_with_an_mlp_approximates_q_star():
     R = rng.normal(size=(S, A))
     s, a = np.meshgrid(np.arange(S), np.arange(A), indexing="ij")
     data = Transitions.from_arrays(s.ravel(), a.ravel(), R.ravel(), nxt.ravel(), np.zeros(S * A))
-    fqi = FittedQIteration(gym.spaces.Discrete(S), gym.spaces.Discrete(A), gamma=gamma, function="mlp",
-                           hidden_sizes=(64,), iterations=60, regression_steps=50, lr=1e-2, seed=shifted(0))
+    fqi = FittedQIteration(
+        gym.spaces.Discrete(S),
+        gym.spaces.Discrete(A),
+        gamma=gamma,
+        function="mlp",
+        hidden_sizes=(64,),
+        iterations=60,
+        regression_steps=50,
+        lr=1e-2,
+        seed=shifted(0),
+    )
     fqi.fit(data)
     true = q_star(P, R, gamma)
     err = np.abs(fqi.q_table - true).max()
@@ -170,7 +181,7 @@ def frozen_lake_q_star(gamma: float) -> np.ndarray:
                 P[s, a, s_next] += prob
                 R[s, a] += prob * r
                 terminal[s_next] = max(terminal[s_next], float(done))
-    for s in np.flatnonzero(terminal):                        # absorbing, zero value
+    for s in np.flatnonzero(terminal):  # absorbing, zero value
         P[s], R[s] = 0.0, 0.0
         P[s, :, s] = 1.0
     return q_star(P, R, gamma, terminal)
@@ -189,9 +200,10 @@ def test_fitted_q_iteration_on_a_random_policy_dataset_from_gym_recovers_q_star(
 def test_online_q_learning_recovers_q_star_off_policy():
     """Tabular online Q-learning with a uniformly random behaviour policy (ε = 1) learns the greedy Q*."""
     gamma = 0.9
-    agent = OnlineQLearning(gym.make("FrozenLake-v1", is_slippery=False),
-                            {"gamma": gamma, "lr": 0.5, "exploration_initial_eps": 1.0,
-                             "exploration_final_eps": 1.0, "seed": shifted(0)})
+    agent = OnlineQLearning(
+        gym.make("FrozenLake-v1", is_slippery=False),
+        {"gamma": gamma, "lr": 0.5, "exploration_initial_eps": 1.0, "exploration_final_eps": 1.0, "seed": shifted(0)},
+    )
     assert make_agent("online_q", "CartPole-v1").config.hidden_sizes == ()
     agent.learn(10_000)
     true = frozen_lake_q_star(gamma)
@@ -209,14 +221,21 @@ def test_online_q_learning_config_is_checked():
 
 # ---- prioritized replay ----------------------------------------------------------------------------
 
+
 def filled_prioritized(alpha: float, beta: float, seed: int = 0):
     rng = np.random.default_rng(seed)
     buf = PrioritizedReplayBuffer(64, 2, (3,), (), action_dtype=torch.long, alpha=alpha, beta=beta, seed=seed)
     for _ in range(32):
-        buf.add(rng.normal(size=(2, 3)), rng.integers(0, 2, 2), rng.normal(size=2), rng.normal(size=(2, 3)),
-                np.zeros(2, bool), np.zeros(2, bool))
+        buf.add(
+            rng.normal(size=(2, 3)),
+            rng.integers(0, 2, 2),
+            rng.normal(size=2),
+            rng.normal(size=(2, 3)),
+            np.zeros(2, bool),
+            np.zeros(2, bool),
+        )
     td = torch.as_tensor(rng.exponential(size=64) ** 2)
-    td[5] = 0.0                                               # priority ε only: almost never sampled
+    td[5] = 0.0  # priority ε only: almost never sampled
     buf.update_priorities(torch.arange(64), td)
     return buf, td
 
@@ -265,8 +284,9 @@ def test_priorities_come_from_td_errors_and_new_transitions_get_the_max():
     leaves = buf.tree.leaves[:64]
     np.testing.assert_allclose(leaves.numpy(), ((td.double().abs() + buf.eps) ** 0.5).numpy(), rtol=1e-12)
     assert buf.tree.total == pytest.approx(float(leaves.sum()), rel=1e-12)
-    buf.add(np.zeros((2, 3)), np.zeros(2, np.int64), np.zeros(2), np.zeros((2, 3)), np.zeros(2, bool),
-            np.zeros(2, bool))                                # overwrites flat slots 0 and 1 (wrapped)
+    buf.add(
+        np.zeros((2, 3)), np.zeros(2, np.int64), np.zeros(2), np.zeros((2, 3)), np.zeros(2, bool), np.zeros(2, bool)
+    )  # overwrites flat slots 0 and 1 (wrapped)
     new_p = (float(td.abs().max()) + buf.eps) ** 0.5
     assert buf.tree.leaves[0].item() == pytest.approx(new_p) and buf.tree.leaves[1].item() == pytest.approx(new_p)
 
@@ -282,6 +302,7 @@ def test_sum_tree_find_matches_prefix_sums():
 
 
 # ---- double Q-learning reduces overestimation ------------------------------------------------------
+
 
 class NoisyBranch(gym.Env):
     """s0 --any action, r=0--> s1 --any of K actions, r ~ N(0, 1)--> end. True Q*(s, a) = 0 everywhere."""
@@ -303,10 +324,25 @@ class NoisyBranch(gym.Env):
 
 
 def mean_q_estimates(double_q: bool, seed: int) -> np.ndarray:
-    agent = DQN(NoisyBranch(), dict(hidden_sizes=(), optimizer="sgd", lr=0.5, loss="mse", batch_size=4,
-                                    train_freq=1, gradient_steps=1, learning_starts=100, target_update_interval=100,
-                                    exploration_initial_eps=1.0, exploration_final_eps=1.0, gamma=1.0,
-                                    double_q=double_q, seed=seed))
+    agent = DQN(
+        NoisyBranch(),
+        dict(
+            hidden_sizes=(),
+            optimizer="sgd",
+            lr=0.5,
+            loss="mse",
+            batch_size=4,
+            train_freq=1,
+            gradient_steps=1,
+            learning_starts=100,
+            target_update_interval=100,
+            exploration_initial_eps=1.0,
+            exploration_final_eps=1.0,
+            gamma=1.0,
+            double_q=double_q,
+            seed=seed,
+        ),
+    )
     history = []
 
     def record(a, metrics):
@@ -315,7 +351,7 @@ def mean_q_estimates(double_q: bool, seed: int) -> np.ndarray:
                 history.append(a.q_net(torch.arange(2)).numpy())
 
     agent.learn(3000, callback=record)
-    return np.mean(history, axis=0)      # time-averaged Q(s, a), shape (2, K)
+    return np.mean(history, axis=0)  # time-averaged Q(s, a), shape (2, K)
 
 
 def test_double_q_reduces_overestimation_of_a_noisy_max():
@@ -331,15 +367,18 @@ def test_double_q_reduces_overestimation_of_a_noisy_max():
 
 # ---- exploration policies ----------------------------------------------------------------------------
 
+
 def test_epsilon_greedy_chooses_as_specified():
-    agent = DQN("CartPole-v1", {"exploration_initial_eps": 1.0, "exploration_final_eps": 0.1,
-                                "exploration_fraction": 0.5, "seed": 0})
-    agent._target_steps, agent.num_timesteps = 1000, 250      # a quarter of training: half-way down the ramp
+    agent = DQN(
+        "CartPole-v1",
+        {"exploration_initial_eps": 1.0, "exploration_final_eps": 0.1, "exploration_fraction": 0.5, "seed": 0},
+    )
+    agent._target_steps, agent.num_timesteps = 1000, 250  # a quarter of training: half-way down the ramp
     assert agent.epsilon == pytest.approx(0.55)
-    agent.num_timesteps = 800                                   # past the ramp: final ε
+    agent.num_timesteps = 800  # past the ramp: final ε
     assert agent.epsilon == pytest.approx(0.1)
     agent.num_timesteps = 250
-    q = torch.tensor([1.0, 3.0]).repeat(200_000, 1)            # greedy action 1
+    q = torch.tensor([1.0, 3.0]).repeat(200_000, 1)  # greedy action 1
     actions = agent.explore(q)
     eps = 0.55
     freq_greedy = (actions == 1).double().mean().item()
@@ -350,8 +389,16 @@ def test_epsilon_greedy_chooses_as_specified():
 
 
 def test_boltzmann_chooses_softmax_of_q_over_temperature():
-    agent = DQN("CartPole-v1", {"exploration": "boltzmann", "temperature": 2.0, "temperature_final": 0.5,
-                                "exploration_fraction": 1.0, "seed": 0})
+    agent = DQN(
+        "CartPole-v1",
+        {
+            "exploration": "boltzmann",
+            "temperature": 2.0,
+            "temperature_final": 0.5,
+            "exploration_fraction": 1.0,
+            "seed": 0,
+        },
+    )
     agent._target_steps, agent.num_timesteps = 1000, 500
     assert agent.temperature == pytest.approx(1.25)
     n = 200_000
@@ -363,15 +410,17 @@ def test_boltzmann_chooses_softmax_of_q_over_temperature():
 
 # ---- networks, API, errors ---------------------------------------------------------------------------
 
+
 def test_dueling_head_is_value_plus_centred_advantage():
     net = QNetwork(gym.spaces.Box(-1, 1, (4,)), 3, (32, 32), "relu", dueling=True)
     obs = torch.randn(16, 4)
     h = net.trunk(net.encoder(obs))
     q = net(obs)
     torch.testing.assert_close(q.mean(-1), net.value_head(h).squeeze(-1))
-    torch.testing.assert_close(q - q.mean(-1, keepdim=True),
-                               net.advantage_head(h) - net.advantage_head(h).mean(-1, keepdim=True))
-    table = QNetwork(gym.spaces.Discrete(5), 2, ())          # tabular: a zero-initialised table
+    torch.testing.assert_close(
+        q - q.mean(-1, keepdim=True), net.advantage_head(h) - net.advantage_head(h).mean(-1, keepdim=True)
+    )
+    table = QNetwork(gym.spaces.Discrete(5), 2, ())  # tabular: a zero-initialised table
     assert (table(torch.arange(5)) == 0).all() and table.net.bias is None
 
 
@@ -380,10 +429,10 @@ def test_dueling_prioritized_dqn_learns_and_updates_priorities():
     agent = DQN("CartPole-v1", {**CARTPOLE_DQN, "dueling": True, "prioritized": True, "seed": shifted(0)})
     assert isinstance(agent.replay, PrioritizedReplayBuffer)
     agent.learn(50_000, callback=stop_at(120))
-    assert agent.mean_return >= 120, agent.mean_return          # random play: ≈ 22
-    leaves = agent.replay.tree.leaves[:len(agent.replay)]
-    assert leaves.std() > 0.1 * leaves.mean()                   # priorities really differ
-    assert agent.replay.beta > agent.config.prioritized_beta    # β annealed upwards
+    assert agent.mean_return >= 120, agent.mean_return  # random play: ≈ 22
+    leaves = agent.replay.tree.leaves[: len(agent.replay)]
+    assert leaves.std() > 0.1 * leaves.mean()  # priorities really differ
+    assert agent.replay.beta > agent.config.prioritized_beta  # β annealed upwards
 
 
 def test_dqn_same_seed_same_numbers_and_save_load(tmp_path):
@@ -411,6 +460,7 @@ def test_dqn_rejects_bad_spaces_and_configs():
 
 
 # ---- the experiments --------------------------------------------------------------------------------
+
 
 def test_predicted_vs_actual_uses_true_discounted_returns():
     """On CartPole every reward is 1, so the Monte Carlo value of a state t steps before the end is

@@ -16,10 +16,10 @@ from recsys.offline import BehaviorCloning, ConservativeSlateQ
 from recsys.pipeline import popularity_from_rollout
 from recsys.policies import (
     EpsilonGreedyPolicy,
-    SlateDecision,
-    SlatePolicy,
     MyopicGreedyPolicy,
     RandomPolicy,
+    SlateDecision,
+    SlatePolicy,
     evaluate_online,
     load_policy,
     save_policy,
@@ -50,7 +50,7 @@ def test_lp_slate_optimisation_is_exact_and_heuristics_are_not_better(c, k):
         got = slate_q(logits, none, q, optimize_slates(logits, none, q, k, method))
         assert bool((got <= best + 1e-5).all())
     topk = slate_q(logits, none, q, optimize_slates(logits, none, q, k, "topk"))
-    assert float((best - topk).mean()) > 0.01        # the heuristic does lose value: exactness matters
+    assert float((best - topk).mean()) > 0.01  # the heuristic does lose value: exactness matters
 
 
 def test_slateq_targets_follow_the_choice_model():
@@ -61,10 +61,17 @@ def test_slateq_targets_follow_the_choice_model():
     learner = SlateQLearner(ObsLayout(2, 4, 3), 2, cfg)
     b = 6
     g = torch.Generator().manual_seed(0)
-    batch = SlateTransitions(torch.randn(b, 2, generator=g), torch.randn(b, 4, 3, generator=g),
-                             torch.tensor([[0, 1]] * b), torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(b).float(),
-                             torch.randn(b, 2, generator=g), torch.randn(b, 4, 3, generator=g),
-                             torch.tensor([0, 0, 0, 0, 0, 1.0]), torch.tensor([[2, 3]] * b))
+    batch = SlateTransitions(
+        torch.randn(b, 2, generator=g),
+        torch.randn(b, 4, 3, generator=g),
+        torch.tensor([[0, 1]] * b),
+        torch.tensor([0, 1, 2, 0, 1, 2]),
+        torch.arange(b).float(),
+        torch.randn(b, 2, generator=g),
+        torch.randn(b, 4, 3, generator=g),
+        torch.tensor([0, 0, 0, 0, 0, 1.0]),
+        torch.tensor([[2, 3]] * b),
+    )
     with torch.no_grad():
         logits, none = learner.choice.logits(batch.next_user, batch.next_docs)
         q_next = learner.q_target(batch.next_user, batch.next_docs)
@@ -89,8 +96,10 @@ def test_slateq_beats_myopic_greedy_and_random_online_in_the_twin(tmp_path):
     slateq = online(agent.as_policy())
     myopic = online(MyopicGreedyPolicy(10, 2))
     random = online(RandomPolicy(10, 2, seed=shifted(0)))
-    print(f"SlateQ {slateq.mean:.2f}±{slateq.stderr:.2f}  myopic {myopic.mean:.2f}±{myopic.stderr:.2f}  "
-          f"random {random.mean:.2f}±{random.stderr:.2f}")
+    print(
+        f"SlateQ {slateq.mean:.2f}±{slateq.stderr:.2f}  myopic {myopic.mean:.2f}±{myopic.stderr:.2f}  "
+        f"random {random.mean:.2f}±{random.stderr:.2f}"
+    )
     assert slateq.mean > myopic.mean + 2.0 and slateq.mean > random.mean + 6.0
     # a core_rl agent: registered, saved, reloaded, same greedy slates
     assert get_algo("slateq").cls is SlateQ
@@ -110,7 +119,9 @@ def test_slateq_beats_myopic_greedy_and_random_online_in_the_twin(tmp_path):
 def popularity_logs(tmp_path_factory):
     """500 sessions of ε-greedy (ε = 0.3) popularity-by-doc-id logging in the twin."""
     env = InterestEvolutionVectorEnv(250, seed=shifted(0), **TWIN)
-    pop = popularity_from_rollout(InterestEvolutionVectorEnv(256, seed=shifted(100), **TWIN), steps=40, seed=shifted(100))
+    pop = popularity_from_rollout(
+        InterestEvolutionVectorEnv(256, seed=shifted(100), **TWIN), steps=40, seed=shifted(100)
+    )
     logging = EpsilonGreedyPolicy(pop, 0.3, seed=shifted(1))
     path = tmp_path_factory.mktemp("pop") / "pop.parquet"
     generate_logs(env, logging, path, sessions=500, seed=shifted(2), include_oracle=False)
@@ -125,20 +136,24 @@ def test_topk_correction_terms():
     eps = 1e-6
     alpha = lambda p: 1 - (1 - p) ** 4  # noqa: E731
     assert torch.allclose(topk_multiplier(pi, 4), (alpha(pi + eps) - alpha(pi - eps)) / (2 * eps), atol=1e-6)
-    assert torch.allclose(capped_ratio(pi, torch.tensor([0.2, 0.01, 0.9], dtype=torch.float64), 10.0),
-                          torch.tensor([0.5, 10.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(
+        capped_ratio(pi, torch.tensor([0.2, 0.01, 0.9], dtype=torch.float64), 10.0),
+        torch.tensor([0.5, 10.0, 1.0], dtype=torch.float64),
+    )
 
 
 def test_topk_reinforce_trained_only_on_logs_beats_the_logging_policy_online(popularity_logs):
     path, logging, logged = popularity_logs
     reader = LogReader(path, chunk_rows=8192)
     learner = TopKReinforce(reader.layout, 2, epochs=3, seed=shifted(0)).fit(reader)
-    assert learner.history and learner.history[-1]["beta_nll"] < math.log(10)   # β learned something
+    assert learner.history and learner.history[-1]["beta_nll"] < math.log(10)  # β learned something
     res = online(learner.as_policy())
     print(f"top-K REINFORCE {res.mean:.2f}±{res.stderr:.2f} vs logging {logged.mean:.2f}±{logged.stderr:.2f}")
     assert res.mean > logged.mean + 3.0
     # without the off-policy and top-K corrections it is a different estimator (not a no-op switch)
-    plain = TopKReinforce(reader.layout, 2, epochs=1, seed=shifted(0), off_policy_correction=False, topk_correction=False)
+    plain = TopKReinforce(
+        reader.layout, 2, epochs=1, seed=shifted(0), off_policy_correction=False, topk_correction=False
+    )
     corrected = TopKReinforce(reader.layout, 2, epochs=1, seed=shifted(0))
     chunk = next(iter(reader.chunks()))
     rows, item, ret, beta = corrected.events(chunk)
@@ -165,14 +180,19 @@ class AffinityTopK(SlatePolicy):
     def decide(self, obs, info):
         score = -torch.linalg.vector_norm(obs.user.unsqueeze(1) - obs.docs[..., :2], dim=-1) + obs.docs[..., 2]
         n = len(obs)
-        return SlateDecision(score.topk(self.slate_size, dim=1).indices, torch.ones(n, dtype=torch.float64),
-                             torch.ones(n, self.slate_size, dtype=torch.float64))
+        return SlateDecision(
+            score.topk(self.slate_size, dim=1).indices,
+            torch.ones(n, dtype=torch.float64),
+            torch.ones(n, self.slate_size, dtype=torch.float64),
+        )
 
 
 def test_behaviour_cloning_recovers_the_logging_policy(tmp_path):
     env = InterestEvolutionVectorEnv(200, seed=shifted(0), num_candidates=10, horizon=20)
     base = AffinityTopK(10, 2)
-    generate_logs(env, EpsilonGreedyPolicy(base, 0.3, seed=shifted(0)), tmp_path / "aff.parquet", sessions=400, seed=shifted(0))
+    generate_logs(
+        env, EpsilonGreedyPolicy(base, 0.3, seed=shifted(0)), tmp_path / "aff.parquet", sessions=400, seed=shifted(0)
+    )
     reader = LogReader(tmp_path / "aff.parquet", chunk_rows=4096)
     bc = BehaviorCloning(reader.layout, 2, epochs=4, seed=shifted(0)).fit(reader)
     uniform = math.log(90)
@@ -211,16 +231,17 @@ def test_slateq_is_an_off_policy_agent_that_replays_slates_beside_responses():
     from core_rl.common.off_policy import OffPolicyAgent
     from core_rl.q_learning.dqn import DQN
 
-    agent = SlateQ(InterestEvolutionVectorEnv(4, seed=0, **TWIN), seed=0, n_envs=4, learning_starts=10**6,
-                   buffer_size=400)
+    agent = SlateQ(
+        InterestEvolutionVectorEnv(4, seed=0, **TWIN), seed=0, n_envs=4, learning_starts=10**6, buffer_size=400
+    )
     assert isinstance(agent, OffPolicyAgent) and not isinstance(agent, DQN)
     agent.learn(80)  # 20 vector-env steps of uniform random slates, no learning yet
-    stored = agent.replay.actions[:20]                                  # [T, N, K + 1]: slate, then the click
+    stored = agent.replay.actions[:20]  # [T, N, K + 1]: slate, then the click
     slates, click = stored[..., :2], stored[..., 2]
     assert stored.dtype == torch.long and ((slates >= 0) & (slates < 10)).all()
     assert (slates[..., 0] != slates[..., 1]).all() and ((click >= 0) & (click <= 2)).all()
     clicked = click < 2
     assert clicked.any() and (~clicked).any()
-    assert torch.equal(clicked, agent.replay.rewards[:20] > 0)        # engagement only where the user clicked
+    assert torch.equal(clicked, agent.replay.rewards[:20] > 0)  # engagement only where the user clicked
     with pytest.raises(Exception, match="n_step"):
         SlateQ(InterestEvolutionVectorEnv(4, seed=0, **TWIN), n_step=3)

@@ -73,7 +73,7 @@ def test_chunked_reader_keeps_segments_whole_and_matches_a_full_read(recsim_log)
     rtg = ch.reward_to_go(0.9).numpy()
     g = full[full.session_id == ch.session[0].item()]
     r = g["engagement"].to_numpy()
-    expected0 = sum(0.9 ** t * r[t] for t in range(len(r)))
+    expected0 = sum(0.9**t * r[t] for t in range(len(r)))
     assert rtg[0] == pytest.approx(expected0, rel=1e-5)
     # shuffled row groups: the same rows, another order
     shuffled = torch.cat([c.row for c in reader.chunks(shuffle=True, seed=3)])
@@ -100,7 +100,7 @@ def test_bad_rows_are_quarantined_with_one_problem_each_and_counted(recsim_log, 
     bad = _corrupt(read_logs_frame(path))
     report = ingest_logs(bad, tmp_path / "clean.parquet", chunk_rows=1000)
     assert report.rows_in == res.rows
-    assert report.rows_quarantined == 10 and report.rows_clean == res.rows - 10   # nothing dropped silently
+    assert report.rows_quarantined == 10 and report.rows_clean == res.rows - 10  # nothing dropped silently
     msgs = [p.message() for p in report.problems]
     assert msgs == [
         "column 'engagement': 1 bad row, negative or not finite (first bad row: 5)",
@@ -165,8 +165,9 @@ def test_missing_propensities_are_estimated_by_a_logging_model(tmp_path):
     logging = PlackettLucePolicy(6, 2, score, temperature=1.0, seed=0)
     generate_logs(env, logging, tmp_path / "pl.parquet", sessions=300, seed=1)
     df = read_logs_frame(tmp_path / "pl.parquet")
-    report = ingest_logs(df.drop(columns=["slate_propensity", "position_propensity"]), tmp_path / "est.parquet",
-                         propensity_epochs=4)
+    report = ingest_logs(
+        df.drop(columns=["slate_propensity", "position_propensity"]), tmp_path / "est.parquet", propensity_epochs=4
+    )
     assert report.propensity_source == "estimated"
     assert read_meta(tmp_path / "est.parquet").propensity_source == "estimated"
     assert report.propensity_nll < report.uniform_nll - 0.3
@@ -239,8 +240,9 @@ def test_rows_out_of_step_order_are_found_and_bad_rows_keep_their_source_row(ng_
         ingest_logs(tmp_path / "raw.parquet", tmp_path / "x.parquet", order="require")
     report = ingest_logs(tmp_path / "raw.parquet", tmp_path / "fixed.parquet", chunk_rows=64)
     assert report.sort is not None and report.rows_quarantined == 1
-    assert [p.message() for p in report.problems] == ["column 'click_position': 1 bad row, outside [-1, 2) "
-                                                      "(first bad row: 7)"]
+    assert [p.message() for p in report.problems] == [
+        "column 'click_position': 1 bad row, outside [-1, 2) (first bad row: 7)"
+    ]
     assert pd.read_parquet(report.quarantine)["_source_row"].tolist() == [7]
     clean = read_logs_frame(tmp_path / "fixed.parquet")
     assert clean["step"].tolist()[:7] == list(range(7))
@@ -253,17 +255,23 @@ def test_rows_out_of_step_order_are_found_and_bad_rows_keep_their_source_row(ng_
 
 def test_external_sort_orders_by_session_step_and_source_row_in_bounded_batches(tmp_path):
     import pyarrow as pa
+
     from recsys.logs.order import SOURCE_ROW, SortStats, external_sort
 
     rng = np.random.default_rng(0)
     n = 3000
     s = rng.integers(0, 40, n)
-    t = rng.integers(0, 30, n)   # many repeated keys: ties keep the source order
+    t = rng.integers(0, 30, n)  # many repeated keys: ties keep the source order
     nulls = rng.random(n) < 0.01
     table = pa.table({"session_id": pa.array(s, mask=nulls), "step": pa.array(t), "x": pa.array(np.arange(n))})
     stats = SortStats()
-    out = pa.Table.from_batches(list(external_sort(lambda cols: iter(table.to_batches(max_chunksize=70)),
-                                                   tmp_path / "runs", chunk_rows=100, stats=stats)))
+    out = pa.Table.from_batches(
+        list(
+            external_sort(
+                lambda cols: iter(table.to_batches(max_chunksize=70)), tmp_path / "runs", chunk_rows=100, stats=stats
+            )
+        )
+    )
     assert stats.runs == 30 and stats.peak_rows <= 100 and stats.merge_batch == 3
     want = np.lexsort((np.arange(n), t, np.where(nulls, np.iinfo(np.int64).max, s)))
     assert out.column(SOURCE_ROW).to_numpy().tolist() == want.tolist()

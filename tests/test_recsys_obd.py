@@ -13,30 +13,38 @@ from recsys import obd
 from recsys.logs import LogReader, LogSchemaError, ingest_logs, read_meta
 from recsys.logs.positions import is_per_position, to_slates
 
-OBD_ROOT = obd.obd_dir()       # resolved at import, before any test moves DEEPRL_HOME
-need_obd = pytest.mark.skipif(not obd.available(OBD_ROOT),
-                              reason=f"Open Bandit Dataset not under {OBD_ROOT}: run `python -m recsys.obd fetch`")
+OBD_ROOT = obd.obd_dir()  # resolved at import, before any test moves DEEPRL_HOME
+need_obd = pytest.mark.skipif(
+    not obd.available(OBD_ROOT), reason=f"Open Bandit Dataset not under {OBD_ROOT}: run `python -m recsys.obd fetch`"
+)
 
 
 def _items() -> pd.DataFrame:
-    return pd.DataFrame({"item_id": [10, 11, 12, 13], "item_feature_0": [0.5, -1.0, 2.0, 0.0],
-                         "item_feature_1": ["h1", "h2", "h1", "h3"]})
+    return pd.DataFrame(
+        {
+            "item_id": [10, 11, 12, 13],
+            "item_feature_0": [0.5, -1.0, 2.0, 0.0],
+            "item_feature_1": ["h1", "h2", "h1", "h3"],
+        }
+    )
 
 
 def _per_position(n: int = 6, impressions: bool = False) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({
-        "position": np.tile([1, 2, 3], n // 3) if impressions else rng.integers(1, 4, n),
-        "item_id": np.array([10, 11, 12, 13, 10, 12])[:n] if impressions else rng.integers(10, 14, n),
-        "click": [0, 1, 0, 0, 1, 1][:n],
-        "propensity_score": [0.25, 0.5, 0.2, 0.25, 0.4, 0.1][:n],
-        "user_feature_0": ["a", "b", "a", "c", "b", "a"][:n],
-        "user_feature_1": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0][:n],
-        "user-item_affinity_10": np.arange(n, dtype=float),
-        "user-item_affinity_12": -np.arange(n, dtype=float),
-    })
+    frame = pd.DataFrame(
+        {
+            "position": np.tile([1, 2, 3], n // 3) if impressions else rng.integers(1, 4, n),
+            "item_id": np.array([10, 11, 12, 13, 10, 12])[:n] if impressions else rng.integers(10, 14, n),
+            "click": [0, 1, 0, 0, 1, 1][:n],
+            "propensity_score": [0.25, 0.5, 0.2, 0.25, 0.4, 0.1][:n],
+            "user_feature_0": ["a", "b", "a", "c", "b", "a"][:n],
+            "user_feature_1": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0][:n],
+            "user-item_affinity_10": np.arange(n, dtype=float),
+            "user-item_affinity_12": -np.arange(n, dtype=float),
+        }
+    )
     if impressions:
-        frame["impression_id"] = np.repeat(np.arange(n // 3), 3)[::-1]     # unsorted on purpose
+        frame["impression_id"] = np.repeat(np.arange(n // 3), 3)[::-1]  # unsorted on purpose
     return frame
 
 
@@ -52,16 +60,28 @@ def test_per_position_rows_become_one_position_slates():
     assert out["engagement"].tolist() == frame["click"].astype(float).tolist()
     assert out["slate_propensity"].tolist() == frame["propensity_score"].tolist()
     # user features: one-hot of the hashed column (a, b, c), the numeric one, then the position one-hot
-    assert meta["user_feature_names"] == ["user_feature_0=a", "user_feature_0=b", "user_feature_0=c",
-                                          "user_feature_1", "position=0", "position=1", "position=2"]
+    assert meta["user_feature_names"] == [
+        "user_feature_0=a",
+        "user_feature_0=b",
+        "user_feature_0=c",
+        "user_feature_1",
+        "position=0",
+        "position=1",
+        "position=2",
+    ]
     u = np.stack(out["user_features"])
     assert u[1].tolist() == [0, 1, 0, 2.0] + np.eye(3)[frame["position"][1] - 1].tolist()
     # candidate features: item_feature_0, one-hot item_feature_1 (h1, h2, h3), the user's affinity to the item
-    assert meta["doc_feature_names"] == ["item_feature_0", "item_feature_1=h1", "item_feature_1=h2",
-                                         "item_feature_1=h3", "user_item_affinity"]
+    assert meta["doc_feature_names"] == [
+        "item_feature_0",
+        "item_feature_1=h1",
+        "item_feature_1=h2",
+        "item_feature_1=h3",
+        "user_item_affinity",
+    ]
     cand = np.stack(out["candidate_features"]).reshape(6, 4, 5)
-    assert cand[3, 1].tolist() == [-1.0, 0, 1, 0, 0.0]          # item 11: no affinity column → 0
-    assert cand[3, 2].tolist() == [2.0, 1, 0, 0, -3.0]          # item 12, row 3: affinity −3
+    assert cand[3, 1].tolist() == [-1.0, 0, 1, 0, 0.0]  # item 11: no affinity column → 0
+    assert cand[3, 2].tolist() == [2.0, 1, 0, 0, -3.0]  # item 12, row 3: affinity −3
     assert cand[5, 0, 4] == 5.0
 
 
@@ -127,7 +147,7 @@ def test_bts_action_dist_known_answer():
 
 
 def test_fetch_without_the_registry_is_one_clear_error(tmp_path):
-    fake = tmp_path / "python"          # a "python" whose pip finds nothing
+    fake = tmp_path / "python"  # a "python" whose pip finds nothing
     fake.write_text("#!/bin/sh\necho 'ERROR: No matching distribution found for obp==0.5.7' >&2\nexit 1\n")
     fake.chmod(0o755)
     with pytest.raises(ConfigError, match="could not download obp==0.5.7 with pip: ERROR: No matching"):
@@ -140,13 +160,13 @@ def test_obd_loads_and_ingests(tmp_path):
     log = obd.load("random", root=OBD_ROOT)
     assert (len(log.reward), log.n_actions, log.len_list) == (10_000, 80, 3)
     np.testing.assert_allclose(log.pscore, 1 / 80)
-    assert log.context.shape == (10_000, 20)          # OBP: get_dummies(drop_first=True) of 4 hashed features
+    assert log.context.shape == (10_000, 20)  # OBP: get_dummies(drop_first=True) of 4 hashed features
     assert 0 < obd.load("bts", root=OBD_ROOT).on_policy_value < 0.02
     rep = ingest_logs(obd.log_path("random", root=OBD_ROOT), tmp_path / "random.parquet")
     assert rep.rows_in == rep.rows_clean == 10_000
     meta = read_meta(tmp_path / "random.parquet")
     assert (meta.num_candidates, meta.slate_size) == (80, 1)
-    assert meta.doc_dim == 1 + 40 + 1                 # item_feature_0, one-hot hashed item features, affinity
+    assert meta.doc_dim == 1 + 40 + 1  # item_feature_0, one-hot hashed item features, affinity
     table = pq.read_table(tmp_path / "random.parquet", columns=["slate", "engagement", "slate_propensity"])
     assert table.column("engagement").to_numpy().sum() == log.reward.sum()
     np.testing.assert_array_equal(np.stack(table.column("slate").to_numpy(zero_copy_only=False))[:, 0], log.action)
@@ -156,17 +176,26 @@ def test_obd_loads_and_ingests(tmp_path):
     np.testing.assert_allclose(d.sum(0), 1.0)
 
 
-OBP_PY = obd.obp_python()      # resolved at import, like OBD_ROOT
-need_obp = pytest.mark.skipif(not obd.obp_available(OBP_PY.parent.parent),
-                              reason=f"no Open Bandit Pipeline venv at {OBP_PY.parent.parent}: "
-                                     "run `bash recsys/build_obp_env.sh`")
+OBP_PY = obd.obp_python()  # resolved at import, like OBD_ROOT
+need_obp = pytest.mark.skipif(
+    not obd.obp_available(OBP_PY.parent.parent),
+    reason=f"no Open Bandit Pipeline venv at {OBP_PY.parent.parent}: run `bash recsys/build_obp_env.sh`",
+)
 
 
 def _ours(inp, lambdas):
     from recsys.ope import bandit_estimates
 
-    est = bandit_estimates(inp["reward"], inp["action"], inp["position"], inp["pscore"], inp["action_dist"],
-                           inp["q_hat"], lambdas=lambdas, n_bootstrap=0)
+    est = bandit_estimates(
+        inp["reward"],
+        inp["action"],
+        inp["position"],
+        inp["pscore"],
+        inp["action_dist"],
+        inp["q_hat"],
+        lambdas=lambdas,
+        n_bootstrap=0,
+    )
     return {k: e.value for k, e in est.items()}
 
 
@@ -198,8 +227,15 @@ def test_estimators_equal_obp_on_the_obd_protocol_inputs():
 def test_policy_learned_from_random_logs_is_registered_and_evaluated(tmp_path, tracking_uri):
     import mlflow
 
-    res = obd.learn_from_random("bc", config={"epochs": 1}, workdir=tmp_path / "work", tracking_uri=tracking_uri,
-                                n_bootstrap=50, n_sim=5_000, root=OBD_ROOT)
+    res = obd.learn_from_random(
+        "bc",
+        config={"epochs": 1},
+        workdir=tmp_path / "work",
+        tracking_uri=tracking_uri,
+        n_bootstrap=50,
+        n_sim=5_000,
+        root=OBD_ROOT,
+    )
     assert res["registered"]["name"] == "recsys-obd-bc" and (res["train_rounds"], res["test_rounds"]) == (7000, 3000)
     dr = res["learned"]["dr"]
     assert dr["lower"] <= dr["value"] <= dr["upper"] and np.isfinite(dr["value"])
@@ -215,5 +251,5 @@ def test_policy_learned_from_random_logs_is_registered_and_evaluated(tmp_path, t
 def test_cli_fetch_is_idempotent(capsys):
     from recsys.cli import main
 
-    assert main(["fetch-obd", "--root", str(OBD_ROOT)]) == 0        # already there: no download
+    assert main(["fetch-obd", "--root", str(OBD_ROOT)]) == 0  # already there: no download
     assert str(OBD_ROOT) in capsys.readouterr().out

@@ -31,23 +31,23 @@ from recsys.policies import (
 from recsys.simulation import InterestEvolutionVectorEnv
 
 torch.set_num_threads(1)
-C, K, X = 4, 2, 3          # candidates, slate size, context types
-R, N = 400, 150            # replicated logs, rows per log
+C, K, X = 4, 2, 3  # candidates, slate size, context types
+R, N = 400, 150  # replicated logs, rows per log
 
 
 def small_problem(seed: int = 0):
     """Contexts x ∈ {0,1,2}; E[r | x, A] = Σ_k φ_x(k, a_k) (additive over slot-items); a Plackett–Luce
     logging policy with full support; a deterministic target slate per context."""
     g = torch.Generator().manual_seed(seed)
-    phi = torch.rand(X, K, C, generator=g, dtype=torch.float64)              # φ_x(k, i)
-    log_scores = torch.randn(X, C, generator=g, dtype=torch.float64)         # μ's scores per context
-    target = torch.tensor([[3, 1], [0, 2], [2, 3]])                           # π(x), ordered
+    phi = torch.rand(X, K, C, generator=g, dtype=torch.float64)  # φ_x(k, i)
+    log_scores = torch.randn(X, C, generator=g, dtype=torch.float64)  # μ's scores per context
+    target = torch.tensor([[3, 1], [0, 2], [2, 3]])  # π(x), ordered
     value = float(sum(phi[x, torch.arange(K), target[x]].sum() for x in range(X)) / X)
     # R logs of N rows at once
     x = torch.randint(X, (R * N,), generator=g)
     scores = log_scores[x]
     u = torch.rand(scores.shape, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
-    slates = (scores - torch.log(-torch.log(u))).topk(K, dim=1).indices        # Plackett–Luce draws
+    slates = (scores - torch.log(-torch.log(u))).topk(K, dim=1).indices  # Plackett–Luce draws
     mu = plackett_luce_log_prob(scores, slates).exp()
     mean_r = phi[x.unsqueeze(1), torch.arange(K).unsqueeze(0), slates].sum(1)
     r = mean_r + 0.1 * torch.randn(R * N, generator=g, dtype=torch.float64)
@@ -57,8 +57,20 @@ def small_problem(seed: int = 0):
     mu_dist = plackett_luce_table_log_prob(scores, table).exp()
     pi_dist = torch.zeros_like(mu_dist).scatter_(1, ordered_slate_index(pi_slate, C).unsqueeze(1), 1.0)
     rep = torch.arange(R).repeat_interleave(N)
-    return dict(value=value, x=x, slates=slates, mu=mu, r=r, pi_prob=pi_prob, mu_dist=mu_dist, pi_dist=pi_dist,
-                rep=rep, phi=phi, pi_slate=pi_slate, scores=scores)
+    return dict(
+        value=value,
+        x=x,
+        slates=slates,
+        mu=mu,
+        r=r,
+        pi_prob=pi_prob,
+        mu_dist=mu_dist,
+        pi_dist=pi_dist,
+        rep=rep,
+        phi=phi,
+        pi_slate=pi_slate,
+        scores=scores,
+    )
 
 
 def per_log(num, den, rep):
@@ -114,8 +126,8 @@ def test_pseudo_inverse_weights_reproduce_linear_rewards_exactly():
         rows = (p["x"] == x).nonzero()[0]
         mu = p["mu_dist"][rows].expand(table.shape[0], -1)
         pi = p["pi_dist"][rows].expand(table.shape[0], -1)
-        g = pseudo_inverse_weights(pi, mu, table, C, K)                  # weight of every possible slate
-        reward = p["phi"][x, torch.arange(K), table].sum(1)               # its expected reward
+        g = pseudo_inverse_weights(pi, mu, table, C, K)  # weight of every possible slate
+        reward = p["phi"][x, torch.arange(K), table].sum(1)  # its expected reward
         expected = float((p["mu_dist"][rows[0]] * g * reward).sum())
         truth = float(p["phi"][x, torch.arange(K), p["pi_slate"][rows[0]]].sum())
         assert expected == pytest.approx(truth, abs=1e-9)
@@ -128,9 +140,13 @@ def test_session_bootstrap_intervals_cover_the_value():
     reps = 120
     for i in range(reps):
         rows = p["rep"] == i
-        num, den = dr_terms(p["r"][rows], w[rows], torch.full((N,), 0.5, dtype=torch.float64),
-                            torch.full((N,), 0.5, dtype=torch.float64))
-        groups = torch.arange(N) // 5                                    # "sessions" of 5 rows
+        num, den = dr_terms(
+            p["r"][rows],
+            w[rows],
+            torch.full((N,), 0.5, dtype=torch.float64),
+            torch.full((N,), 0.5, dtype=torch.float64),
+        )
+        groups = torch.arange(N) // 5  # "sessions" of 5 rows
         est = ratio_estimate("dr", num, den, groups, n_bootstrap=300, seed=i)
         covered += est.lower <= p["value"] <= est.upper
         assert est.lower < est.value < est.upper
@@ -142,17 +158,19 @@ def test_ope_on_simulator_logs_matches_the_ground_truth(tmp_path):
     online per-step engagement, and the estimators recover it."""
     cfg = dict(num_candidates=6, horizon=20, interest_step_size=0.0)
     env = InterestEvolutionVectorEnv(200, seed=0, **cfg)
-    pop = PopularityPolicy.fit(torch.arange(100), torch.rand(100, generator=torch.Generator().manual_seed(0)),
-                               101, 6, 2, key="doc_id")
+    pop = PopularityPolicy.fit(
+        torch.arange(100), torch.rand(100, generator=torch.Generator().manual_seed(0)), 101, 6, 2, key="doc_id"
+    )
     logging = EpsilonGreedyPolicy(pop, 0.6, seed=1)
     generate_logs(env, logging, tmp_path / "ng.parquet", sessions=800, seed=0)
     reader = LogReader(tmp_path / "ng.parquet", chunk_rows=4096, oracle=True)
     rm = fit_reward_model(reader, 2, 4, epochs=2, seed=0)
     target = MyopicGreedyPolicy(6, 2)
-    res = evaluate_on_logs(target, reader, reward_model=rm, logging_policy=reader.meta.logging_policy_object(),
-                           n_bootstrap=300, seed=0)
+    res = evaluate_on_logs(
+        target, reader, reward_model=rm, logging_policy=reader.meta.logging_policy_object(), n_bootstrap=300, seed=0
+    )
     gt = res.ground_truth
-    assert res.rows == 16000 and gt > res.logging_value * 1.1       # the target is clearly better than μ
+    assert res.rows == 16000 and gt > res.logging_value * 1.1  # the target is clearly better than μ
     for name in ("ips", "snips", "dr", "pi", "pi_sn"):
         e = res.estimates[name]
         assert abs(e.value - gt) / gt < 0.08, (name, e.value, gt)

@@ -15,8 +15,8 @@ REWARD = [1.0, 0.0]
 ACTION = [0, 1]
 POSITION = [0, 0]
 PSCORE = [0.4, 0.5]
-DIST = np.array([[0.8], [0.2]])                      # π(a | k), context-free [C, K]
-Q_HAT = np.array([[0.5, 0.1], [0.3, 0.6]])           # q̂(x_i, a): q̂^π = [0.42, 0.36], δ = [0.5, −0.6]
+DIST = np.array([[0.8], [0.2]])  # π(a | k), context-free [C, K]
+Q_HAT = np.array([[0.5, 0.1], [0.3, 0.6]])  # q̂(x_i, a): q̂^π = [0.42, 0.36], δ = [0.5, −0.6]
 
 
 def _values(**kw):
@@ -26,12 +26,12 @@ def _values(**kw):
 
 def test_known_answers():
     v = _values(lambdas={"switch_dr": 1.0, "dros": 1.0})
-    assert v["ips"] == pytest.approx((2.0 * 1 + 0.4 * 0) / 2)                         # 1.0
+    assert v["ips"] == pytest.approx((2.0 * 1 + 0.4 * 0) / 2)  # 1.0
     assert v["snips"] == pytest.approx(2.0 / 2.4)
-    assert v["dm"] == pytest.approx((0.42 + 0.36) / 2)                                 # 0.39
-    assert v["dr"] == pytest.approx(((0.42 + 2.0 * 0.5) + (0.36 + 0.4 * -0.6)) / 2)   # 0.77
-    assert v["sndr"] == pytest.approx(0.39 + (2.0 * 0.5 + 0.4 * -0.6) / 2.4)           # 0.70667
-    assert v["switch_dr"] == pytest.approx((0.42 + (0.36 + 0.4 * -0.6)) / 2)          # w₁ = 2 > λ: DM there
+    assert v["dm"] == pytest.approx((0.42 + 0.36) / 2)  # 0.39
+    assert v["dr"] == pytest.approx(((0.42 + 2.0 * 0.5) + (0.36 + 0.4 * -0.6)) / 2)  # 0.77
+    assert v["sndr"] == pytest.approx(0.39 + (2.0 * 0.5 + 0.4 * -0.6) / 2.4)  # 0.70667
+    assert v["switch_dr"] == pytest.approx((0.42 + (0.36 + 0.4 * -0.6)) / 2)  # w₁ = 2 > λ: DM there
     shrunk = [1.0 * 2.0 / (4.0 + 1.0), 1.0 * 0.4 / (0.16 + 1.0)]
     assert v["dros"] == pytest.approx(((0.42 + shrunk[0] * 0.5) + (0.36 + shrunk[1] * -0.6)) / 2)
 
@@ -46,9 +46,9 @@ def test_switch_and_shrinkage_limits():
 def test_position_indexing_and_per_round_distributions():
     """[n, C, K] action distribution and rewards: each round reads its own position's column."""
     dist = np.zeros((2, 2, 2))
-    dist[0, :, 1] = [0.25, 0.75]           # round 0 at position 1
-    dist[0, :, 0] = [1.0, 0.0]             # (unused column)
-    dist[1, :, 0] = [0.5, 0.5]             # round 1 at position 0
+    dist[0, :, 1] = [0.25, 0.75]  # round 0 at position 1
+    dist[0, :, 0] = [1.0, 0.0]  # (unused column)
+    dist[1, :, 0] = [0.5, 0.5]  # round 1 at position 0
     dist[1, :, 1] = [0.0, 1.0]
     q = np.zeros((2, 2, 2))
     q[0, :, 1] = [0.2, 0.4]
@@ -69,9 +69,10 @@ def test_unbiased_on_a_simulated_bandit_with_intervals():
     gen = torch.Generator().manual_seed(0)
     c, k, n, reps = 5, 2, 4000, 40
     p_click = torch.tensor([[0.1, 0.05], [0.3, 0.2], [0.05, 0.02], [0.2, 0.1], [0.15, 0.1]], dtype=torch.float64)
-    target = torch.softmax(torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0], [1.0, 2.0], [0.5, 0.5]],
-                                        dtype=torch.float64), 0)        # π(a | k), [C, K]
-    truth = float(((target * p_click).sum(0)).mean())                     # positions equally likely
+    target = torch.softmax(
+        torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0], [1.0, 2.0], [0.5, 0.5]], dtype=torch.float64), 0
+    )  # π(a | k), [C, K]
+    truth = float(((target * p_click).sum(0)).mean())  # positions equally likely
     q_wrong = torch.full((n, c, k), 0.1, dtype=torch.float64)
     sums = {e: 0.0 for e in BANDIT_ESTIMATORS}
     covered = 0
@@ -79,16 +80,24 @@ def test_unbiased_on_a_simulated_bandit_with_intervals():
         a = torch.randint(c, (n,), generator=gen)
         pos = torch.randint(k, (n,), generator=gen)
         r = (torch.rand(n, generator=gen, dtype=torch.float64) < p_click[a, pos]).double()
-        est = bandit_estimates(r, a, pos, torch.full((n,), 1 / c), target, q_wrong,
-                               lambdas={"switch_dr": 1e9, "dros": 1e9}, n_bootstrap=200 if rep < 10 else 0,
-                               seed=rep)
+        est = bandit_estimates(
+            r,
+            a,
+            pos,
+            torch.full((n,), 1 / c),
+            target,
+            q_wrong,
+            lambdas={"switch_dr": 1e9, "dros": 1e9},
+            n_bootstrap=200 if rep < 10 else 0,
+            seed=rep,
+        )
         for e in BANDIT_ESTIMATORS:
             sums[e] += est[e].value / reps
         if rep < 10:
             covered += est["dr"].lower <= truth <= est["dr"].upper
     for e in ("ips", "snips", "dr", "sndr", "switch_dr", "dros"):
         assert sums[e] == pytest.approx(truth, rel=0.03), e
-    assert abs(sums["dm"] - truth) > 0.02               # DM with a wrong model is biased
+    assert abs(sums["dm"] - truth) > 0.02  # DM with a wrong model is biased
     assert covered >= 8
 
 

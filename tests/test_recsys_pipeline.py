@@ -28,9 +28,27 @@ def artifacts(client, run_id, path=None):
 
 def test_simulate_train_evaluate_serve(capsys, tracking_uri, tmp_path):
     logs = tmp_path / "logs.parquet"
-    code, out, err = run_cli(capsys, "recsys", "simulate-logs", "--env", "recsys/InterestEvolution-v0", *ENV_SET,
-                             "--sessions", "200", "--num-envs", "100", "--policy", "epsilon_popularity",
-                             "--epsilon", "0.3", "--out", str(logs), "--json", "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "recsys",
+        "simulate-logs",
+        "--env",
+        "recsys/InterestEvolution-v0",
+        *ENV_SET,
+        "--sessions",
+        "200",
+        "--num-envs",
+        "100",
+        "--policy",
+        "epsilon_popularity",
+        "--epsilon",
+        "0.3",
+        "--out",
+        str(logs),
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     sim = json.loads(out.strip().splitlines()[-1])
     assert sim["rows"] == 4000 and sim["sessions"] == 200 and logs.is_file()
@@ -41,9 +59,23 @@ def test_simulate_train_evaluate_serve(capsys, tracking_uri, tmp_path):
     assert run.data.metrics["rows"] == 4000
     assert artifacts(client, sim["run_id"], "plots") == ["plots/logged_engagement.png"]
 
-    code, out, err = run_cli(capsys, "recsys", "train", "--logs", str(logs), "--algo", "topk_reinforce",
-                             "--set", "epochs=2", "--online", "--eval-sessions", "200", "--json",
-                             "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "recsys",
+        "train",
+        "--logs",
+        str(logs),
+        "--algo",
+        "topk_reinforce",
+        "--set",
+        "epochs=2",
+        "--online",
+        "--eval-sessions",
+        "200",
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     tr = json.loads(out.strip().splitlines()[-1])
     run = client.get_run(tr["run_id"])
@@ -65,15 +97,32 @@ def test_simulate_train_evaluate_serve(capsys, tracking_uri, tmp_path):
     # a malformed request names the column and the shape the model expects
     short = df[["user_features", "candidate_features"]].copy()
     short["candidate_features"] = [np.asarray(v)[:-3].tolist() for v in short["candidate_features"]]
-    with pytest.raises(Exception, match=r"input column 'candidate_features': the model expects 32 numbers "
-                                        r"\(C=8 candidates x F=4 features\) or \[8\]\[4\] lists per row, got 29"):
+    with pytest.raises(
+        Exception,
+        match=r"input column 'candidate_features': the model expects 32 numbers "
+        r"\(C=8 candidates x F=4 features\) or \[8\]\[4\] lists per row, got 29",
+    ):
         model.predict(short)
     with pytest.raises(Exception, match="input column 'user_features': the model expects 2 numbers per row, got 3"):
         model.predict(df[["user_features", "candidate_features"]].assign(user_features=[[0.0, 1.0, 2.0]] * 4))
 
-    code, out, err = run_cli(capsys, "recsys", "evaluate", "--model", tr["model_uri"], "--logs", str(logs),
-                             "--online", "--sessions", "200", "--bootstrap", "100", "--json",
-                             "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "recsys",
+        "evaluate",
+        "--model",
+        tr["model_uri"],
+        "--logs",
+        str(logs),
+        "--online",
+        "--sessions",
+        "200",
+        "--bootstrap",
+        "100",
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     ev = json.loads(out.strip().splitlines()[-1])
     assert set(ev["ope"]) == {"ips", "snips", "dr", "pi", "pi_sn", "dm"}
@@ -93,34 +142,90 @@ def test_simulate_train_evaluate_serve(capsys, tracking_uri, tmp_path):
 
 def test_bad_logs_get_clear_errors_and_bad_rows_are_quarantined(capsys, tracking_uri, tmp_path):
     logs = tmp_path / "logs.parquet"
-    code, _, err = run_cli(capsys, "recsys", "simulate-logs", *ENV_SET, "--sessions", "40", "--num-envs", "40",
-                           "--out", str(logs), "--no-oracle", "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys,
+        "recsys",
+        "simulate-logs",
+        *ENV_SET,
+        "--sessions",
+        "40",
+        "--num-envs",
+        "40",
+        "--out",
+        str(logs),
+        "--no-oracle",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     df = read_logs_frame(logs)
     df.drop(columns=["slate"]).to_parquet(tmp_path / "noslate.parquet")
-    code, out, err = run_cli(capsys, "recsys", "train", "--logs", str(tmp_path / "noslate.parquet"), "--algo", "bc",
-                             "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "recsys",
+        "train",
+        "--logs",
+        str(tmp_path / "noslate.parquet"),
+        "--algo",
+        "bc",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 2 and "error:" in err and "column 'slate': missing" in err
     raw = df.copy()
     raw.loc[3, "click_position"] = 7
     raw.loc[10, "engagement"] = -2.0
     raw.to_parquet(tmp_path / "raw.parquet")
-    code, out, err = run_cli(capsys, "recsys", "ingest", "--logs", str(tmp_path / "raw.parquet"),
-                             "--out", str(tmp_path / "clean.parquet"), "--json", "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "recsys",
+        "ingest",
+        "--logs",
+        str(tmp_path / "raw.parquet"),
+        "--out",
+        str(tmp_path / "clean.parquet"),
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
     rep = json.loads(out.strip().splitlines()[-1])
     assert rep["rows_in"] == len(df) and rep["rows_quarantined"] == 2 and rep["rows_clean"] == len(df) - 2
-    assert rep["problems"] == ["column 'click_position': 1 bad row, outside [-1, 2) (first bad row: 3)",
-                               "column 'engagement': 1 bad row, negative or not finite (first bad row: 10)"]
+    assert rep["problems"] == [
+        "column 'click_position': 1 bad row, outside [-1, 2) (first bad row: 3)",
+        "column 'engagement': 1 bad row, negative or not finite (first bad row: 10)",
+    ]
     assert len(pd.read_parquet(rep["quarantine"])) == 2
-    code, out, err = run_cli(capsys, "recsys", "ingest", "--logs", str(tmp_path / "raw.parquet"),
-                             "--out", str(tmp_path / "strict.parquet"), "--strict", "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "recsys",
+        "ingest",
+        "--logs",
+        str(tmp_path / "raw.parquet"),
+        "--out",
+        str(tmp_path / "strict.parquet"),
+        "--strict",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 2 and "2 bad row(s)" in err and "first bad row: 3" in err
-    code, _, err = run_cli(capsys, "recsys", "train", "--logs", str(logs), "--algo", "nope",
-                           "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys, "recsys", "train", "--logs", str(logs), "--algo", "nope", "--tracking-uri", tracking_uri
+    )
     assert code == 2 and "unknown recsys algorithm 'nope'" in err
-    code, _, err = run_cli(capsys, "recsys", "train", "--logs", str(logs), "--algo", "topk_reinforce",
-                           "--set", "wrong_field=1", "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys,
+        "recsys",
+        "train",
+        "--logs",
+        str(logs),
+        "--algo",
+        "topk_reinforce",
+        "--set",
+        "wrong_field=1",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 2 and "wrong_field" in err
 
 
@@ -138,7 +243,7 @@ def test_online_runs_on_the_logged_corpus(tmp_path):
     reader = LogReader(logs)
     for seed in (0, 7):
         env, sim_id = online_simulator(reader, None, None, 4, seed + ONLINE_SEED_OFFSET)
-        env.reset(seed=seed + ONLINE_SEED_OFFSET)   # evaluate_online resets with its seed
+        env.reset(seed=seed + ONLINE_SEED_OFFSET)  # evaluate_online resets with its seed
         assert sim_id == "recsys/InterestEvolution-v0"
         got = dict(zip(env.corpus.doc_id.tolist(), env.corpus.quality.tolist()))
         assert all(got[i] == pytest.approx(q, abs=0) for i, q in quality.items())
@@ -146,44 +251,96 @@ def test_online_runs_on_the_logged_corpus(tmp_path):
 
 def test_ingest_writes_under_the_data_folder_never_beside_the_input(capsys, tracking_uri, tmp_path):
     logs = tmp_path / "logs.parquet"
-    assert run_cli(capsys, "recsys", "simulate-logs", *ENV_SET, "--sessions", "20", "--num-envs", "20",
-                   "--out", str(logs), "--no-oracle", "--tracking-uri", tracking_uri)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "recsys",
+            "simulate-logs",
+            *ENV_SET,
+            "--sessions",
+            "20",
+            "--num-envs",
+            "20",
+            "--out",
+            str(logs),
+            "--no-oracle",
+            "--tracking-uri",
+            tracking_uri,
+        )[0]
+        == 0
+    )
     user = tmp_path / "user"
     user.mkdir()
     raw = read_logs_frame(logs)
     raw.loc[3, "click_position"] = 7
-    raw.sample(frac=1.0, random_state=1).to_parquet(user / "raw.parquet")   # unordered, one bad row
-    code, out, err = run_cli(capsys, "recsys", "ingest", "--logs", str(user / "raw.parquet"), "--json",
-                             "--tracking-uri", tracking_uri)
+    raw.sample(frac=1.0, random_state=1).to_parquet(user / "raw.parquet")  # unordered, one bad row
+    code, out, err = run_cli(
+        capsys, "recsys", "ingest", "--logs", str(user / "raw.parquet"), "--json", "--tracking-uri", tracking_uri
+    )
     assert code == 0, err
     rep = json.loads(out.strip().splitlines()[-1])
-    store = tmp_path / "store" / "recsys" / "ingested"   # DEEPRL_HOME is tmp_path / "store"
+    store = tmp_path / "store" / "recsys" / "ingested"  # DEEPRL_HOME is tmp_path / "store"
     assert Path(rep["output"]).parent == store and Path(rep["quarantine"]).parent == store
     assert rep["rows_quarantined"] == 1 and len(pd.read_parquet(rep["output"])) == len(raw) - 1
     # train ingests a raw log itself, also under the data folder
-    code, out, err = run_cli(capsys, "recsys", "train", "--logs", str(user / "raw.parquet"), "--algo", "random",
-                             "--json", "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys,
+        "recsys",
+        "train",
+        "--logs",
+        str(user / "raw.parquet"),
+        "--algo",
+        "random",
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 0, err
-    assert sorted(p.name for p in user.iterdir()) == ["raw.parquet"]   # nothing beside the input
+    assert sorted(p.name for p in user.iterdir()) == ["raw.parquet"]  # nothing beside the input
     # --require-sorted refuses the unordered log with one error naming the row
-    code, _, err = run_cli(capsys, "recsys", "ingest", "--logs", str(user / "raw.parquet"), "--require-sorted",
-                           "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys,
+        "recsys",
+        "ingest",
+        "--logs",
+        str(user / "raw.parquet"),
+        "--require-sorted",
+        "--tracking-uri",
+        tracking_uri,
+    )
     assert code == 2 and "not ordered by (session_id, step): row " in err
     # an empty file: one message
     raw.iloc[:0].to_parquet(user / "empty.parquet")
-    code, _, err = run_cli(capsys, "recsys", "ingest", "--logs", str(user / "empty.parquet"),
-                           "--tracking-uri", tracking_uri)
+    code, _, err = run_cli(
+        capsys, "recsys", "ingest", "--logs", str(user / "empty.parquet"), "--tracking-uri", tracking_uri
+    )
     assert code == 2 and err.strip() == f"error: log {user / 'empty.parquet'} has no rows: there is nothing to ingest"
 
 
 @pytest.mark.parametrize("algo", ["myopic", "popularity"])
 def test_baselines_train_from_logs_and_serve(capsys, tracking_uri, tmp_path, algo):
     logs = tmp_path / "logs.parquet"
-    assert run_cli(capsys, "recsys", "simulate-logs", *ENV_SET, "--sessions", "60", "--num-envs", "60",
-                   "--out", str(logs), "--tracking-uri", tracking_uri)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "recsys",
+            "simulate-logs",
+            *ENV_SET,
+            "--sessions",
+            "60",
+            "--num-envs",
+            "60",
+            "--out",
+            str(logs),
+            "--tracking-uri",
+            tracking_uri,
+        )[0]
+        == 0
+    )
     extra = ["--set", "epochs=1"] if algo == "myopic" else []
-    code, out, err = run_cli(capsys, "recsys", "train", "--logs", str(logs), "--algo", algo, *extra, "--json",
-                             "--tracking-uri", tracking_uri)
+    code, out, err = run_cli(
+        capsys, "recsys", "train", "--logs", str(logs), "--algo", algo, *extra, "--json", "--tracking-uri", tracking_uri
+    )
     assert code == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     model = mlflow.pyfunc.load_model(res["model_uri"])
@@ -204,8 +361,24 @@ def _recsys_run_count(tracking_uri):
 
 def test_bad_input_creates_no_run(capsys, tracking_uri, tmp_path):
     logs = tmp_path / "logs.parquet"
-    assert run_cli(capsys, "recsys", "simulate-logs", *ENV_SET, "--sessions", "20", "--num-envs", "20",
-                   "--out", str(logs), "--no-oracle", "--tracking-uri", tracking_uri)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "recsys",
+            "simulate-logs",
+            *ENV_SET,
+            "--sessions",
+            "20",
+            "--num-envs",
+            "20",
+            "--out",
+            str(logs),
+            "--no-oracle",
+            "--tracking-uri",
+            tracking_uri,
+        )[0]
+        == 0
+    )
     before = _recsys_run_count(tracking_uri)
     assert before == 1
     bad_commands = [
@@ -214,8 +387,10 @@ def test_bad_input_creates_no_run(capsys, tracking_uri, tmp_path):
         (["train", "--logs", str(logs), "--algo", "bc", "--set", "wrong_field=1"], "wrong_field"),
         (["train", "--logs", str(logs), "--algo", "popularity", "--set", "wrong_field=1"], "wrong_field"),
         (["train", "--env", "recsys/Nope-v0", "--algo", "slateq"], "unknown recommender simulator"),
-        (["ingest", "--logs", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o.parquet")],
-         "does not exist"),
+        (
+            ["ingest", "--logs", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o.parquet")],
+            "does not exist",
+        ),
         (["evaluate", "--run", "0123456789abcdef", "--logs", str(logs)], "no run '0123456789abcdef'"),
     ]
     for argv, message in bad_commands:

@@ -124,8 +124,16 @@ def test_choice_probabilities_sum_to_one_and_match_per_user_reference():
     pr = slate_choice_probabilities(rl, rn, slates)
     torch.testing.assert_close(pr.sum(-1), torch.ones(n))
     for i in range(n):
-        ref, _, _, _ = _ref_recsim_user(xr[i].numpy().astype(np.float64), 200.0, feats_r[i, slates[i]].numpy(),
-                                        np.zeros(k), np.full(k, 4.0), k, 0.0, rs_cfg)
+        ref, _, _, _ = _ref_recsim_user(
+            xr[i].numpy().astype(np.float64),
+            200.0,
+            feats_r[i, slates[i]].numpy(),
+            np.zeros(k),
+            np.full(k, 4.0),
+            k,
+            0.0,
+            rs_cfg,
+        )
         np.testing.assert_allclose(pr[i].numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
@@ -150,15 +158,21 @@ def test_ng_interest_update_matches_reference_and_stays_in_bounds():
     length = torch.full((n, k), 2.0)
     choice, consumed, nxt, probs = ng_step(x, feats, quality, length, cfg, g)
     for i in range(n):
-        ref_p, ref_c, ref_x = _ref_ng_user(x[i].double().numpy(), feats[i].double().numpy(),
-                                           quality[i].double().numpy(), length[i].double().numpy(),
-                                           int(choice[i]), cfg)
+        ref_p, ref_c, ref_x = _ref_ng_user(
+            x[i].double().numpy(),
+            feats[i].double().numpy(),
+            quality[i].double().numpy(),
+            length[i].double().numpy(),
+            int(choice[i]),
+            cfg,
+        )
         np.testing.assert_allclose(probs[i].numpy(), ref_p, rtol=1e-5, atol=1e-6)
         assert consumed[i].item() == pytest.approx(ref_c, rel=1e-5, abs=1e-6)
         np.testing.assert_allclose(nxt[i].numpy(), ref_x, rtol=1e-5, atol=1e-5)
     # squashing keeps interests inside (-2M, 2M) however extreme the corpus
-    wild = InterestEvolutionConfig(num_topics=3, topic_min_utility=-50.0, topic_max_utility=50.0, interest_step_size=1.0,
-                                   horizon=300)
+    wild = InterestEvolutionConfig(
+        num_topics=3, topic_min_utility=-50.0, topic_max_utility=50.0, interest_step_size=1.0, horizon=300
+    )
     env = InterestEvolutionVectorEnv(64, config=wild, seed=0)
     obs, info = env.reset(seed=0)
     policy = RandomSlatePolicy(env.num_candidates, 2, seed=0)
@@ -187,8 +201,16 @@ def test_recsim_update_matches_per_user_reference_and_stays_in_bounds():
     watch = torch.where(clicked, torch.minimum(budget, length[rows, pick]), torch.zeros(n, dtype=torch.float64))
     nx, nb = recsim_update(x, budget, clicked, watch, feats[rows, pick], quality[rows, pick], cfg, flip=flip)
     for i in range(n):
-        _, ref_w, ref_x, ref_b = _ref_recsim_user(x[i].numpy(), budget[i].item(), feats[i].numpy(), quality[i].numpy(),
-                                                  length[i].numpy(), int(choice[i]), flip[i].item(), cfg)
+        _, ref_w, ref_x, ref_b = _ref_recsim_user(
+            x[i].numpy(),
+            budget[i].item(),
+            feats[i].numpy(),
+            quality[i].numpy(),
+            length[i].numpy(),
+            int(choice[i]),
+            flip[i].item(),
+            cfg,
+        )
         assert watch[i].item() == pytest.approx(ref_w)
         np.testing.assert_allclose(nx[i].numpy(), ref_x, atol=1e-12)
         assert nb[i].item() == pytest.approx(ref_b, abs=1e-12)
@@ -209,9 +231,14 @@ def test_vectorized_env_steps_equal_per_user_reference():
         obs, reward, _, _, info2 = env.step(slate)
         for i in range(16):
             docs = rows[i, slate[i]]
-            ref_p, ref_c, ref_x = _ref_ng_user(x[i], corpus.features[docs].double().numpy(),
-                                               corpus.quality[docs].double().numpy(),
-                                               corpus.length[docs].double().numpy(), int(info2["choice"][i]), cfg)
+            ref_p, ref_c, ref_x = _ref_ng_user(
+                x[i],
+                corpus.features[docs].double().numpy(),
+                corpus.quality[docs].double().numpy(),
+                corpus.length[docs].double().numpy(),
+                int(info2["choice"][i]),
+                cfg,
+            )
             np.testing.assert_allclose(info2["slate_choice_prob"][i], ref_p, rtol=1e-5, atol=1e-6)
             assert reward[i] == pytest.approx(ref_c, rel=1e-5, abs=1e-6)
             final = info2["final_info"]["user_interest"][i] if "final_info" in info2 else info2["user_interest"][i]
@@ -319,8 +346,9 @@ def test_myopic_policy_is_exact_and_beats_random():
     logits, none, eng = torch.randn(50, 8, generator=g), torch.randn(50, generator=g), torch.rand(50, 8, generator=g)
     for k in (2, 3):
         best = best_myopic_slates(logits, none, eng, k)
-        allv = torch.stack([expected_slate_engagement(logits, none, eng, s.expand(50, k))
-                            for s in enumerate_slates(8, k)], dim=1)
+        allv = torch.stack(
+            [expected_slate_engagement(logits, none, eng, s.expand(50, k)) for s in enumerate_slates(8, k)], dim=1
+        )
         torch.testing.assert_close(expected_slate_engagement(logits, none, eng, best), allv.max(dim=1).values)
     cfg = InterestEvolutionConfig(horizon=30, num_candidates=20)
     env = InterestEvolutionVectorEnv(400, config=cfg, seed=0)
@@ -344,28 +372,58 @@ def ng():
     cfg = InterestEvolutionConfig(horizon=H_EVAL)
     corpus = sample_ng_corpus(cfg, torch.Generator().manual_seed(0))
     slates = np.argsort(np.random.default_rng(1).random((H_FIXED, N_FIXED, cfg.num_docs)), axis=-1)[..., :2]
-    trained, history = train_linear_policy_cem(InterestEvolutionVectorEnv, {"config": cfg, "corpus": corpus},
-                                               users_per_candidate=100, population=12, elite=3, iterations=4, seed=0)
+    trained, history = train_linear_policy_cem(
+        InterestEvolutionVectorEnv,
+        {"config": cfg, "corpus": corpus},
+        users_per_candidate=100,
+        population=12,
+        elite=3,
+        iterations=4,
+        seed=0,
+    )
     big = InterestEvolutionConfig(num_docs=2000, num_topics=5)
-    jobs = [NGJob("fixed", cfg, N_FIXED, H_FIXED, "fixed", corpus=corpus, slates=slates, graph_compile=False),
-            NGJob("linear", cfg, N_EVAL, H_EVAL, "linear", corpus=corpus, weights=tuple(trained.weights),
-                  record=False, graph_compile=False),
-            NGJob("myopic", cfg, N_EVAL, H_EVAL, "myopic", corpus=corpus, record=False, graph_compile=False),
-            NGJob("random", cfg, N_EVAL, H_EVAL, "random", corpus=corpus, record=False, graph_compile=False),
-            NGJob("corpus", big, 2, 1, "random", record=False, graph_compile=False),
-            RecSimJob("rs_random", episodes=100, policy="random"),
-            RecSimJob("rs_greedy", episodes=100, policy="greedy")]
+    jobs = [
+        NGJob("fixed", cfg, N_FIXED, H_FIXED, "fixed", corpus=corpus, slates=slates, graph_compile=False),
+        NGJob(
+            "linear",
+            cfg,
+            N_EVAL,
+            H_EVAL,
+            "linear",
+            corpus=corpus,
+            weights=tuple(trained.weights),
+            record=False,
+            graph_compile=False,
+        ),
+        NGJob("myopic", cfg, N_EVAL, H_EVAL, "myopic", corpus=corpus, record=False, graph_compile=False),
+        NGJob("random", cfg, N_EVAL, H_EVAL, "random", corpus=corpus, record=False, graph_compile=False),
+        NGJob("corpus", big, 2, 1, "random", record=False, graph_compile=False),
+        RecSimJob("rs_random", episodes=100, policy="random"),
+        RecSimJob("rs_greedy", episodes=100, policy="greedy"),
+    ]
     results = run_recsim_ng(jobs, seed=0, threads=1)
-    return {"cfg": cfg, "corpus": corpus, "slates": slates, "trained": trained, "history": history,
-            "big": big, "results": results}
+    return {
+        "cfg": cfg,
+        "corpus": corpus,
+        "slates": slates,
+        "trained": trained,
+        "history": history,
+        "big": big,
+        "results": results,
+    }
 
 
 def _ng_arrays(traj, t_dim):
     x = traj[[f"interest_{j}" for j in range(t_dim)]].to_numpy(np.float32)
     nx = traj[[f"next_interest_{j}" for j in range(t_dim)]].to_numpy(np.float32)
     slots = traj[["slot_0", "slot_1"]].to_numpy(np.int64)
-    return (torch.tensor(x), torch.tensor(nx), torch.tensor(slots), torch.tensor(traj["choice"].to_numpy(np.int64)),
-            torch.tensor(traj["consumed_time"].to_numpy(np.float32)))
+    return (
+        torch.tensor(x),
+        torch.tensor(nx),
+        torch.tensor(slots),
+        torch.tensor(traj["choice"].to_numpy(np.int64)),
+        torch.tensor(traj["consumed_time"].to_numpy(np.float32)),
+    )
 
 
 @needs_ng
@@ -418,8 +476,9 @@ def test_twin_and_recsim_ng_agree_on_identical_slates(ng):
     table = np.stack([np.bincount(twin_choice.ravel(), minlength=3), np.bincount(ng_choice.ravel(), minlength=3)])
     assert stats.chi2_contingency(table).pvalue > P_MIN
     for block in np.array_split(np.arange(H_FIXED), 3):  # early, middle, late
-        sub = np.stack([np.bincount(twin_choice[block].ravel(), minlength=3),
-                        np.bincount(ng_choice[block].ravel(), minlength=3)])
+        sub = np.stack(
+            [np.bincount(twin_choice[block].ravel(), minlength=3), np.bincount(ng_choice[block].ravel(), minlength=3)]
+        )
         assert stats.chi2_contingency(sub).pvalue > P_MIN
     twin_user_time = torch.stack(twin_time).sum(0).numpy()
     ng_user_time = np.clip(traj["consumed_time"].to_numpy(), 0, None).reshape(H_FIXED, N_FIXED).sum(0)
@@ -453,8 +512,11 @@ def test_policy_trained_in_twin_gets_the_same_engagement_in_recsim_ng(ng):
     trained = ng["trained"]
     assert ng["history"][-1] > ng["history"][0]  # the CEM search improved the policy
     env = InterestEvolutionVectorEnv(2 * N_EVAL, config=cfg, corpus=corpus)
-    for name, policy in (("linear", trained), ("myopic", MyopicGreedyPolicy(cfg.num_docs, 2)),
-                         ("random", RandomSlatePolicy(cfg.num_docs, 2, seed=3))):
+    for name, policy in (
+        ("linear", trained),
+        ("myopic", MyopicGreedyPolicy(cfg.num_docs, 2)),
+        ("random", RandomSlatePolicy(cfg.num_docs, 2, seed=3)),
+    ):
         twin = rollout_engagement(env, policy, seed=13)
         in_ng = results[name].user_engagement
         assert len(in_ng) == N_EVAL
@@ -485,8 +547,11 @@ def test_recsim_env_matches_original_recsim(ng):
             steps += ~done
             done |= terminated | truncated
         episodes = results[name].episodes
-        assert _welch_z(total, episodes["engagement"].to_numpy()) < Z, (name, total.mean(),
-                                                                         episodes["engagement"].mean())
+        assert _welch_z(total, episodes["engagement"].to_numpy()) < Z, (
+            name,
+            total.mean(),
+            episodes["engagement"].mean(),
+        )
         assert _welch_z(steps, episodes["steps"].to_numpy()) < Z
     greedy, rnd = results["rs_greedy"].episodes, results["rs_random"].episodes
     assert greedy["engagement"].mean() > rnd["engagement"].mean()

@@ -38,8 +38,14 @@ def _runs(uri: str) -> list:
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -76,14 +82,26 @@ def test_signal_ends_run_killed_with_checkpoint_and_resume_continues_metrics(tmp
     env = _env(tmp_path)
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     # 2,048 env steps per iteration; a budget it cannot finish before the signal
-    train = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "2000000", "--no-model",
-             "--set", "n_envs=4", "n_steps=512", "n_epochs=1"]
+    train = [
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "2000000",
+        "--no-model",
+        "--set",
+        "n_envs=4",
+        "n_steps=512",
+        "n_epochs=1",
+    ]
     proc = _cli(train, env)
     run_id = _wait_for_metrics(uri, 2, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
-    assert run_id in err and f"--resume {run_id}" in err           # the exact resume command
+    assert run_id in err and f"--resume {run_id}" in err  # the exact resume command
     client = mlflow.tracking.MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
@@ -91,13 +109,15 @@ def test_signal_ends_run_killed_with_checkpoint_and_resume_continues_metrics(tmp
     assert {a.path for a in client.list_artifacts(run_id)} >= {"checkpoint", "plots", "config.json"}
     before = [m.step for m in client.get_metric_history(run_id, "episode_return")]
 
-    resumed = _cli(["train", "--algo", "ppo", "--resume", run_id, "--steps", str(before[-1] + 3 * 2048),
-                    "--no-model", "--json"], env)
+    resumed = _cli(
+        ["train", "--algo", "ppo", "--resume", run_id, "--steps", str(before[-1] + 3 * 2048), "--no-model", "--json"],
+        env,
+    )
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert json.loads(out.strip().splitlines()[-1])["steps"] == before[-1] + 3 * 2048
     steps = [m.step for m in client.get_metric_history(run_id, "episode_return")]
-    assert steps == list(range(2048, before[-1] + 3 * 2048 + 1, 2048))   # continuous: no overlap, same grid
+    assert steps == list(range(2048, before[-1] + 3 * 2048 + 1, 2048))  # continuous: no overlap, same grid
     assert client.get_run(run_id).info.status == "FINISHED"
     assert client.get_run(run_id).data.tags["resumed_from_step"] == str(before[-1])
 
@@ -105,14 +125,32 @@ def test_signal_ends_run_killed_with_checkpoint_and_resume_continues_metrics(tmp
 def test_bad_inputs_create_no_run(tracking_uri, capsys):
     from pipelines.cli import main
 
-    main(["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "64", "--no-model",
-          "--set", "n_envs=1", "n_steps=64", "n_epochs=1", "--tracking-uri", tracking_uri])
+    main(
+        [
+            "train",
+            "--algo",
+            "ppo",
+            "--env",
+            "CartPole-v1",
+            "--steps",
+            "64",
+            "--no-model",
+            "--set",
+            "n_envs=1",
+            "n_steps=64",
+            "n_epochs=1",
+            "--tracking-uri",
+            tracking_uri,
+        ]
+    )
     assert len(_runs(tracking_uri)) == 1
-    bad = [["--algo", "dqn", "--env", "Pendulum-v1"],                    # action space DQN cannot handle
-           ["--algo", "ppo", "--env", "NoSuchEnv-v0"],                    # unknown env id
-           ["--algo", "no_such_algo", "--env", "CartPole-v1"],            # unknown algorithm
-           ["--algo", "ppo", "--env", "CartPole-v1", "--set", "n_stepz=3"],   # unknown config field
-           ["--algo", "ppo", "--env", "CartPole-v1", "--set", "lr=-1"]]       # out of range
+    bad = [
+        ["--algo", "dqn", "--env", "Pendulum-v1"],  # action space DQN cannot handle
+        ["--algo", "ppo", "--env", "NoSuchEnv-v0"],  # unknown env id
+        ["--algo", "no_such_algo", "--env", "CartPole-v1"],  # unknown algorithm
+        ["--algo", "ppo", "--env", "CartPole-v1", "--set", "n_stepz=3"],  # unknown config field
+        ["--algo", "ppo", "--env", "CartPole-v1", "--set", "lr=-1"],
+    ]  # out of range
     for args in bad:
         assert main(["train", *args, "--steps", "100", "--tracking-uri", tracking_uri]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error:")
@@ -178,15 +216,19 @@ def test_tampered_checkpoints_raise_checkpoint_error_naming_the_cause(ppo_checkp
     def garbage(p):  # type: ignore[no-untyped-def]
         p["format"] = 99
 
-    for edit, words in [(drop_module, "lacks module"), (nan_weight, "NaN"), (other_shape, "does not fit"),
-                        (garbage, "not a deeprl-suite checkpoint")]:
+    for edit, words in [
+        (drop_module, "lacks module"),
+        (nan_weight, "NaN"),
+        (other_shape, "does not fit"),
+        (garbage, "not a deeprl-suite checkpoint"),
+    ]:
         bad = _tamper(ppo_checkpoint, tmp_path / f"{edit.__name__}.pt", edit)
         with pytest.raises(CheckpointError, match=words):
             Agent.load(bad)
     (tmp_path / "truncated.pt").write_bytes(ppo_checkpoint.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="cannot be read"):
         Agent.load(tmp_path / "truncated.pt")
-    Agent.load(ppo_checkpoint)   # the untouched one still loads
+    Agent.load(ppo_checkpoint)  # the untouched one still loads
 
 
 def test_load_leaves_the_callers_rng_alone_and_resume_continues_its_stream(ppo_checkpoint):
@@ -225,12 +267,12 @@ def test_load_without_env_works_for_custom_envs(tmp_path):
     obs = np.array([[0.2, 1.0], [0.6, 1.0]], dtype=np.float32)
     expected = agent.predict(obs)
     agent.save(tmp_path / "c.pt")
-    loaded = Agent.load(tmp_path / "c.pt")                 # no env= : the stored spaces stand in
+    loaded = Agent.load(tmp_path / "c.pt")  # no env= : the stored spaces stand in
     assert loaded.observation_space == agent.observation_space and loaded.action_space == agent.action_space
     np.testing.assert_array_equal(loaded.predict(obs), expected)
     with pytest.raises(EnvError, match="loaded without its env"):
         loaded.evaluate(2)
-    given = loaded.evaluate(2, env=lambda: gym.wrappers.TimeLimit(_Corridor(), 20))   # given an env, it runs
+    given = loaded.evaluate(2, env=lambda: gym.wrappers.TimeLimit(_Corridor(), 20))  # given an env, it runs
     assert 5 <= given["mean_length"] <= 20
 
 
@@ -240,8 +282,8 @@ def test_evaluate_never_touches_the_users_env_instance():
     agent.learn(32)
     state = np.array(user_env.unwrapped.state, copy=True)
     agent.evaluate(3)
-    np.testing.assert_array_equal(user_env.unwrapped.state, state)    # not stepped
-    agent.learn(32)                                                    # and not closed: training goes on
+    np.testing.assert_array_equal(user_env.unwrapped.state, state)  # not stepped
+    agent.learn(32)  # and not closed: training goes on
     assert agent.num_timesteps == 64
 
 
@@ -255,8 +297,11 @@ def test_replay_buffer_travels_with_the_checkpoint(tmp_path):
     assert len(loaded.replay) == len(agent.replay) == 300
     for key in ("obs", "actions", "rewards", "next_obs", "terminated"):
         assert torch.equal(getattr(loaded.replay, key), getattr(agent.replay, key))
-    assert (loaded.gradient_updates, loaded.num_timesteps, loaded.episodes_done) == \
-        (agent.gradient_updates, agent.num_timesteps, agent.episodes_done)
+    assert (loaded.gradient_updates, loaded.num_timesteps, loaded.episodes_done) == (
+        agent.gradient_updates,
+        agent.num_timesteps,
+        agent.episodes_done,
+    )
     # the buffer's sampling stream continues too
     assert torch.equal(loaded.replay.sample_indices(8)[0], agent.replay.sample_indices(8)[0])
     assert len(Agent.load(tmp_path / "without.pt").replay) == 0

@@ -48,7 +48,7 @@ def test_nstep_gather_matches_brute_force():
 def test_one_step_sample_is_the_stored_transition_and_wraps():
     rng = np.random.default_rng(1)
     buf = ReplayBuffer(20, 2, (2,), (), action_dtype=torch.long, n_step=1, gamma=0.99)
-    log = fill(buf, 25, 2, rng)            # 10 slots per env: wrapped
+    log = fill(buf, 25, 2, rng)  # 10 slots per env: wrapped
     assert len(buf) == 20 and buf.full
     s = buf.sample(64)
     assert torch.allclose(s.discounts, torch.full((64,), 0.99))

@@ -61,7 +61,7 @@ def test_point_goal_known_reward_is_the_env_reward() -> None:
         want.append(reward)
         obs = next_obs
     got, want = np.concatenate(got), np.concatenate(want)
-    assert (want > 0.5).sum() > 20                      # goals were reached (bonus steps), walls were hit
+    assert (want > 0.5).sum() > 20  # goals were reached (bonus steps), walls were hit
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -75,16 +75,27 @@ def test_config_resolves_the_reward_and_keeps_the_model_activations() -> None:
     assert learned.model.learn_reward is True and learned.evaluator.evaluator.reward_fn is None
     assert get_algo("safe_mpc").cls is SafeMPC
     with pytest.raises(ValueError):
-        SafeMPC(ENV, dict(n_particles=7))                # not a multiple of the 5 members
+        SafeMPC(ENV, dict(n_particles=7))  # not a multiple of the 5 members
 
 
 def test_checkpoint_keeps_the_cost_model(tmp_path) -> None:
-    agent = SafeMPC(ENV, dict(seed=shifted(0), n_envs=2, initial_random_steps=200, n_candidates=16, n_elites=4, horizon=5,
-                              cost_fit_steps=20, model_epochs=2))
+    agent = SafeMPC(
+        ENV,
+        dict(
+            seed=shifted(0),
+            n_envs=2,
+            initial_random_steps=200,
+            n_candidates=16,
+            n_elites=4,
+            horizon=5,
+            cost_fit_steps=20,
+            model_epochs=2,
+        ),
+    )
     agent.learn(220)
     obs = np.stack([PointGoalVectorEnv(num_envs=2).reset(seed=3)[0]]).reshape(2, -1)
     loaded = SafeMPC.load(agent.save(tmp_path / "safe_mpc.pt"))
-    torch.manual_seed(5)                                # the particles' noise
+    torch.manual_seed(5)  # the particles' noise
     actions = agent.predict(obs)
     torch.testing.assert_close(loaded.cost_model.mean, agent.cost_model.mean)
     for a, b in zip(loaded.cost_model.parameters(), agent.cost_model.parameters()):
@@ -95,9 +106,18 @@ def test_checkpoint_keeps_the_cost_model(tmp_path) -> None:
 
 
 # ---- learning: fewer violations while learning than the same planner without the cost ----------------
-SMALL = dict(n_envs=8, horizon=10, n_candidates=32, n_elites=4, initial_random_steps=400, train_every=800,
-             model_epochs=15, seed=shifted(0), cost_limit=LIMIT)
-STEPS = 2400                                           # 1.5 episodes per env after 50 random steps each
+SMALL = dict(
+    n_envs=8,
+    horizon=10,
+    n_candidates=32,
+    n_elites=4,
+    initial_random_steps=400,
+    train_every=800,
+    model_epochs=15,
+    seed=shifted(0),
+    cost_limit=LIMIT,
+)
+STEPS = 2400  # 1.5 episodes per env after 50 random steps each
 
 
 def cumulative_cost_at(tracker: MemoryTracker, step: int) -> float:
@@ -106,8 +126,10 @@ def cumulative_cost_at(tracker: MemoryTracker, step: int) -> float:
 
 def test_pessimistic_cost_keeps_training_violations_far_below_the_unconstrained_planner() -> None:
     runs = {}
-    for name, extra in (("safe", {}),
-                        ("unconstrained", dict(plan_cost_threshold=1e9, cost_train_every=10**9, cost_fit_steps=1))):
+    for name, extra in (
+        ("safe", {}),
+        ("unconstrained", dict(plan_cost_threshold=1e9, cost_train_every=10**9, cost_fit_steps=1)),
+    ):
         tracker = MemoryTracker()
         agent = SafeMPC(ENV, {**SMALL, **extra}, tracker=tracker)
         agent.learn(STEPS)
@@ -118,11 +140,11 @@ def test_pessimistic_cost_keeps_training_violations_far_below_the_unconstrained_
     free_cum = free.part(CostMonitorPart).monitor.total_cost[0]
     # measured (seed 0): 47 violations in 2400 steps (41 in the first half) against 636 (140); final policies:
     # return 19.2 at cost 0 against 22.3 at cost 77 (seeds 1, 2: 77 vs 476 and 41 vs 590; returns 16.3, 15.7)
-    assert free_eval["mean_cost"][0] > 3 * LIMIT        # the fast shuttle runs through the hazard ...
-    assert free_cum > 300                               # ... on every trip while it learns
-    assert safe_cum < 0.25 * free_cum                   # planning with the pessimistic cost: far fewer
+    assert free_eval["mean_cost"][0] > 3 * LIMIT  # the fast shuttle runs through the hazard ...
+    assert free_cum > 300  # ... on every trip while it learns
+    assert safe_cum < 0.25 * free_cum  # planning with the pessimistic cost: far fewer
     # most of them are the first encounters with the hazard; once the cost model has seen it, hardly any
     safe_late = safe_cum - cumulative_cost_at(safe_tracker, STEPS // 2)
     free_late = free_cum - cumulative_cost_at(runs["unconstrained"][1], STEPS // 2)
     assert safe_late < 0.1 * free_late
-    assert safe_eval["mean_cost"][0] <= LIMIT and safe_eval["mean_return"] > 10.0   # around it, goal to goal
+    assert safe_eval["mean_cost"][0] <= LIMIT and safe_eval["mean_return"] > 10.0  # around it, goal to goal

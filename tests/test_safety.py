@@ -142,25 +142,30 @@ def test_missing_cost_key_is_a_clear_error() -> None:
 
 
 def test_several_constraints_each_with_its_own_limit_and_lambda() -> None:
-    agent = PPOLag("safety/CartPole-v0", cost_keys=("cost_position", "cost_speed"), cost_limit=(5.0, 3.0),
-                   **TINY)
+    agent = PPOLag("safety/CartPole-v0", cost_keys=("cost_position", "cost_speed"), cost_limit=(5.0, 3.0), **TINY)
     assert agent.part(LagrangianPart).multiplier.limits.tolist() == [5.0, 3.0]
     agent.learn(4 * 64 * 6)
     m = agent.last_metrics
-    assert {"lambda/cost_position", "lambda/cost_speed", "episode_cost/cost_speed", "cost_rate/cost_position",
-            "violation_steps/cost_speed", "episodes_over_limit/cost_position"} <= set(m)
+    assert {
+        "lambda/cost_position",
+        "lambda/cost_speed",
+        "episode_cost/cost_speed",
+        "cost_rate/cost_position",
+        "violation_steps/cost_speed",
+        "episodes_over_limit/cost_position",
+    } <= set(m)
     assert agent.part(CostCriticPart).critic(torch.zeros(3, 4)).shape == (3, 2)
 
 
 # ---- the shared Lagrangian piece ---------------------------------------------------------------
 def test_dual_ascent_and_pid_updates_follow_their_formulas() -> None:
     lam = LagrangeMultiplier([5.0, 1.0], lr=0.1, init=0.5, max_value=2.0)
-    assert lam.update([7.0, 0.0]).tolist() == pytest.approx([0.7, 0.4])        # λ + α(J − d)
-    assert lam.update([25.0, 0.0]).tolist() == pytest.approx([2.0, 0.3])       # clipped at λ_max
+    assert lam.update([7.0, 0.0]).tolist() == pytest.approx([0.7, 0.4])  # λ + α(J − d)
+    assert lam.update([25.0, 0.0]).tolist() == pytest.approx([2.0, 0.3])  # clipped at λ_max
     assert lam.update([float("nan"), -20.0]).tolist() == pytest.approx([2.0, 0.0])  # nan: unchanged; ≥ 0
 
     pid = PIDLagrangeMultiplier([1.0], kp=0.5, ki=0.1, kd=2.0, ema_alpha=0.0, d_delay=1)
-    assert pid.update([3.0]).item() == pytest.approx(0.5 * 2 + 0.1 * 2)        # K_P e + K_I Σe, no D yet
+    assert pid.update([3.0]).item() == pytest.approx(0.5 * 2 + 0.1 * 2)  # K_P e + K_I Σe, no D yet
     assert pid.update([5.0]).item() == pytest.approx(0.5 * 4 + 0.1 * 6 + 2.0 * 2)  # D on the cost's rise
     assert pid.update([1.0]).item() == pytest.approx(0.5 * 0 + 0.1 * 6 + 0.0)  # falling cost: no D term
 
@@ -177,15 +182,27 @@ def test_cost_gae_is_per_env_and_per_constraint() -> None:
     assert (T, N, K) == (64, 4, 2) and batch.costs.sum() > 0
     for n in range(N):
         for k in range(K):
-            expect = R.gae(batch.costs[:, n:n + 1, k], batch.cost_values[:, n:n + 1, k], batch.dones[:, n:n + 1],
-                           batch.last_cost_value[n:n + 1, k], agent.config.gamma_c, agent.config.gae_lambda)
-            torch.testing.assert_close(batch.cost_advantages[:, n:n + 1, k], expect)
+            expect = R.gae(
+                batch.costs[:, n : n + 1, k],
+                batch.cost_values[:, n : n + 1, k],
+                batch.dones[:, n : n + 1],
+                batch.last_cost_value[n : n + 1, k],
+                agent.config.gamma_c,
+                agent.config.gae_lambda,
+            )
+            torch.testing.assert_close(batch.cost_advantages[:, n : n + 1, k], expect)
 
 
 def test_registry_and_checkpoint_keep_lambda() -> None:
-    for name, cls in [("ppo_lag", PPOLag), ("pid_lag", PIDLag), ("trpo_lag", TRPOLag), ("cpo", CPO),
-                      ("saute_ppo", Saute), ("shield_ppo_lag", ShieldedPPOLag),
-                      ("ppo_unconstrained", UnconstrainedPPO)]:
+    for name, cls in [
+        ("ppo_lag", PPOLag),
+        ("pid_lag", PIDLag),
+        ("trpo_lag", TRPOLag),
+        ("cpo", CPO),
+        ("saute_ppo", Saute),
+        ("shield_ppo_lag", ShieldedPPOLag),
+        ("ppo_unconstrained", UnconstrainedPPO),
+    ]:
         assert get_algo(name).cls is cls
     agent = TRPOLag("safety/PointGoal-v0", cost_limit=0.0, lagrangian_lr=0.1, **TINY)
     agent.learn(4 * 64 * 8)  # 512 steps per env: two 200-step episodes finish
@@ -208,18 +225,32 @@ def test_cpo_step_solves_the_linearized_trust_region_problem() -> None:
         H = m @ m.T + 0.5 * np.eye(n)
         g, b, c, delta = rng.normal(size=n), rng.normal(size=n), float(rng.normal() * 1.2), 0.2
         Hinv = np.linalg.inv(H)
-        step, case, _, _ = cpo_step(torch.tensor(g), torch.tensor(b), torch.tensor(Hinv @ g), torch.tensor(Hinv @ b),
-                                    c, delta)
+        step, case, _, _ = cpo_step(
+            torch.tensor(g), torch.tensor(b), torch.tensor(Hinv @ g), torch.tensor(Hinv @ b), c, delta
+        )
         step = step.numpy()
         cases.add(case)
         if case == 0:  # infeasible: the recovery step minimizes bᵀΔ within the trust region
             expect = -np.sqrt(2 * delta / (b @ Hinv @ b)) * Hinv @ b
         else:
-            cons = [{"type": "ineq", "fun": lambda x: -(c + b @ x), "jac": lambda x: -b},
-                    {"type": "ineq", "fun": lambda x: delta - 0.5 * x @ H @ x, "jac": lambda x: -H @ x}]
-            best = min((minimize(lambda x: -g @ x, rng.normal(size=n) * 0.05, jac=lambda x: -g, constraints=cons,
-                                 method="SLSQP", options={"ftol": 1e-12, "maxiter": 500}) for _ in range(5)),
-                       key=lambda r: r.fun if r.success else np.inf)
+            cons = [
+                {"type": "ineq", "fun": lambda x: -(c + b @ x), "jac": lambda x: -b},
+                {"type": "ineq", "fun": lambda x: delta - 0.5 * x @ H @ x, "jac": lambda x: -H @ x},
+            ]
+            best = min(
+                (
+                    minimize(
+                        lambda x: -g @ x,
+                        rng.normal(size=n) * 0.05,
+                        jac=lambda x: -g,
+                        constraints=cons,
+                        method="SLSQP",
+                        options={"ftol": 1e-12, "maxiter": 500},
+                    )
+                    for _ in range(5)
+                ),
+                key=lambda r: r.fun if r.success else np.inf,
+            )
             expect = best.x
             assert c + b @ step <= 1e-6 and 0.5 * step @ H @ step <= delta * (1 + 1e-6)
         np.testing.assert_allclose(step, expect, atol=2e-4)
@@ -233,13 +264,13 @@ def test_saute_budget_and_reward() -> None:
     obs, _ = env.reset(seed=0)
     assert obs.shape == (2, 10) and np.all(obs[:, -1] == 1.0)
     core = base.env.unwrapped
-    core.pos[0], core.vel[0] = [0.0, 0.0], 0.0      # env 0 sits in the hazard: cost 1 per step
+    core.pos[0], core.vel[0] = [0.0, 0.0], 0.0  # env 0 sits in the hazard: cost 1 per step
     zs, rewards = [], []
     for _ in range(3):
         obs, reward, *_ = env.step(np.zeros((2, 2), dtype=np.float32))
         zs.append(obs[0, -1])
         rewards.append(reward[0])
-    assert zs == pytest.approx([0.5, 0.0, -0.5])     # z ← z − c/d
+    assert zs == pytest.approx([0.5, 0.0, -0.5])  # z ← z − c/d
     assert rewards[:2] == pytest.approx([0.0, 0.0]) and rewards[2] == -0.5  # budget spent: r_unsafe
     assert obs[1, -1] == 1.0
 
@@ -275,10 +306,10 @@ def test_lagrangian_solution_matches_the_exact_lp_optimum() -> None:
     cmdp = TabularCMDP.build(world.mdp, world.cost, limit)
     _, rho_free, _ = best_response(cmdp, np.zeros(1))
     free_cost = float((rho_free * world.cost).sum())
-    assert free_cost > 4 * limit            # the unconstrained optimum (through the hazard) violates it
+    assert free_cost > 4 * limit  # the unconstrained optimum (through the hazard) violates it
 
     lp = solve_cmdp_lp(cmdp)
-    v_r, v_c = cmdp.values(lp.policy)       # the LP's policy, evaluated exactly on the MDP
+    v_r, v_c = cmdp.values(lp.policy)  # the LP's policy, evaluated exactly on the MDP
     assert v_r == pytest.approx(lp.reward_value, abs=1e-8) and v_c[0] == pytest.approx(limit, abs=1e-8)
     assert lp.reward_value < float((rho_free * world.mdp.r).sum())
     assert lp.multipliers[0] > 0
@@ -312,8 +343,14 @@ def test_agents_log_safety_metrics_and_evaluate_costs(cls) -> None:
     tracker = MemoryTracker()
     agent = cls("safety/PointGoal-v0", cost_limit=5.0, tracker=tracker, **TINY)
     agent.learn(4 * 64 * 4)
-    for key in ("episode_return", "episode_cost", "cost_rate", "cumulative_cost", "violation_steps",
-                "episodes_over_limit"):
+    for key in (
+        "episode_return",
+        "episode_cost",
+        "cost_rate",
+        "cumulative_cost",
+        "violation_steps",
+        "episodes_over_limit",
+    ):
         assert key in tracker.metrics, key
     if cls not in (UnconstrainedPPO, Saute):
         assert "lambda" in tracker.metrics or cls is CPO
@@ -331,12 +368,20 @@ def test_sac_lag_stores_costs_and_adds_the_lagrangian_to_the_actor_loss() -> Non
     with pytest.raises(ConfigError, match="n_step must be 1"):
         SACLag("safety/PointGoal-v0", n_step=3)
     near_hazard = PointGoalVectorEnv(num_envs=2, start_low=(-0.5, -0.4), start_high=(0.5, 0.4))
-    agent = SACLag(near_hazard, cost_limit=0.0, n_envs=2, hidden_sizes=(32,), batch_size=64,
-                   learning_starts=300, lagrangian_lr=0.05, seed=shifted(0))
+    agent = SACLag(
+        near_hazard,
+        cost_limit=0.0,
+        n_envs=2,
+        hidden_sizes=(32,),
+        batch_size=64,
+        learning_starts=300,
+        lagrangian_lr=0.05,
+        seed=shifted(0),
+    )
     agent.learn(1000)  # 500 steps per env: two 200-step episodes each have finished
     monitor, replay = agent.part(CostMonitorPart).monitor, agent.replay
     assert replay.costs.sum().item() == pytest.approx(monitor.total_cost[0]) and monitor.total_cost[0] > 0
-    assert agent.lagrange.value.item() > 0            # costs over a limit of 0 raised λ
+    assert agent.lagrange.value.item() > 0  # costs over a limit of 0 raised λ
     batch = replay.sample(32)
     torch.manual_seed(1)
     action, log_prob = agent.actor(batch.obs)
@@ -373,4 +418,4 @@ def test_pessimistic_cost_planning_keeps_the_plan_feasible() -> None:
         plans[name] = planner.plan(start).actions[0, :, 0]
     path = lambda acts: 0.2 + torch.cumsum(acts, 0)  # noqa: E731
     assert path(plans["plain"]).max() > 1.5
-    assert path(plans["safe"]).max() <= 1.0 and path(plans["safe"])[-1] > 0.8   # up to the wall, not past it
+    assert path(plans["safe"]).max() <= 1.0 and path(plans["safe"])[-1] > 0.8  # up to the wall, not past it

@@ -18,7 +18,7 @@ from safety.unconstrained import UnconstrainedPPO
 from tests.seeding import seed as shifted
 
 ENV = "safety/PointGoal-v0"
-LIMIT = 5.0              # per 200-step episode (Safety-Gymnasium's 25 per 1000 steps, scaled)
+LIMIT = 5.0  # per 200-step episode (Safety-Gymnasium's 25 per 1000 steps, scaled)
 PPO_STEPS = 40_960
 EVAL_EPISODES = 20
 
@@ -38,8 +38,8 @@ def ppo_run() -> tuple[UnconstrainedPPO, MemoryTracker, dict]:
 
 def test_unconstrained_ppo_exceeds_the_limit(ppo_run) -> None:
     agent, tracker, ev = ppo_run
-    assert ev["mean_return"] > 15.0                       # it learned to shuttle between the goals ...
-    assert ev["mean_cost"][0] > 3 * LIMIT                 # ... straight through the hazard
+    assert ev["mean_return"] > 15.0  # it learned to shuttle between the goals ...
+    assert ev["mean_cost"][0] > 3 * LIMIT  # ... straight through the hazard
     assert agent.part(CostMonitorPart).mean_episode_cost > LIMIT
     assert tracker.last("episodes_over_limit") > 0
 
@@ -51,10 +51,10 @@ def test_ppo_lag_ends_at_or_below_the_limit(ppo_run) -> None:
     agent.learn(81_920)
     ev = evaluate_cmdp(agent, EVAL_EPISODES)
     lam = np.array([v for _, v in tracker.metrics["lambda"]])
-    assert lam.max() > 0.5                                # the constraint was active: λ rose ...
-    assert ev["mean_cost"][0] <= LIMIT                    # ... and the final policy meets the limit
+    assert lam.max() > 0.5  # the constraint was active: λ rose ...
+    assert ev["mean_cost"][0] <= LIMIT  # ... and the final policy meets the limit
     assert ev["mean_cost"][0] < ppo_ev["mean_cost"][0] / 5
-    assert ev["mean_return"] > 15.0                       # still reaching goals, around the hazard
+    assert ev["mean_return"] > 15.0  # still reaching goals, around the hazard
 
 
 def test_cpo_respects_the_limit(ppo_run) -> None:
@@ -76,9 +76,9 @@ def test_shield_keeps_training_violations_low(ppo_run) -> None:
     agent.learn(steps)
     shield_cost = tracker.last("cumulative_cost")
     ppo_cost = cumulative_cost_at(ppo_tracker, steps)
-    assert shield_cost * 5 < ppo_cost                     # a clear factor fewer violations while learning
+    assert shield_cost * 5 < ppo_cost  # a clear factor fewer violations while learning
     assert tracker.last("shield_positives") > 0 and tracker.last("shield_interventions") > 0
-    assert agent.mean_return > 5.0                        # and it is learning the task meanwhile
+    assert agent.mean_return > 5.0  # and it is learning the task meanwhile
 
 
 def test_ppo_lag_meets_the_gridworld_limit_that_ppo_exceeds() -> None:
@@ -91,8 +91,11 @@ def test_ppo_lag_meets_the_gridworld_limit_that_ppo_exceeds() -> None:
     lag_tracker = MemoryTracker()
     lag = PPOLag(env, cost_limit=limit, lagrangian_lr=0.5, seed=shifted(0), tracker=lag_tracker)
     lag.learn(steps)
-    ppo_ev, lag_ev = evaluate_cmdp(ppo, EVAL_EPISODES, seed=shifted(7)), evaluate_cmdp(lag, EVAL_EPISODES, seed=shifted(7))
+    ppo_ev, lag_ev = (
+        evaluate_cmdp(ppo, EVAL_EPISODES, seed=shifted(7)),
+        evaluate_cmdp(lag, EVAL_EPISODES, seed=shifted(7)),
+    )
     assert ppo_ev["mean_cost"][0] > 3 * limit and ppo_ev["mean_return"] > 0.9
-    assert lag_ev["mean_cost"][0] <= limit and lag_ev["mean_return"] > 0.9      # reaches the goal, safely
+    assert lag_ev["mean_cost"][0] <= limit and lag_ev["mean_return"] > 0.9  # reaches the goal, safely
     assert lag.part(CostMonitorPart).mean_episode_cost <= limit  # training episodes too
     assert max(v for _, v in lag_tracker.metrics["lambda"]) > 1.0

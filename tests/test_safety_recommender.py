@@ -18,8 +18,12 @@ from core_rl.common.spaces import Slate
 from core_rl.trust_region.common import flat_params, policy_params
 from safety.cmdp import CostMonitor, read_costs
 from safety.cpo import CPO
-from safety.envs.recommender import (COST_LIMIT, ClickbaitRecommenderVectorEnv, greedy_engagement_slates,
-                                     quality_filtered_slates)
+from safety.envs.recommender import (
+    COST_LIMIT,
+    ClickbaitRecommenderVectorEnv,
+    greedy_engagement_slates,
+    quality_filtered_slates,
+)
 from safety.parts import CostMonitorPart
 from safety.ppo_lag import PPOLag
 from safety.trpo_lag import TRPOLag
@@ -68,8 +72,9 @@ def test_costs_are_the_clickbait_items_shown_and_reach_the_cost_monitor() -> Non
         step = info["final_info"] if done.any() else info
         clicked, pos = np.asarray(step["clicked"]), np.asarray(step["choice"]).clip(max=1)
         chosen = np.take_along_axis(table, slate[:, :, None], 1)[np.arange(8), pos]
-        np.testing.assert_allclose(reward, np.where(clicked, 1 / (1 + np.exp(chosen[:, 2])) * chosen[:, 3], 0.0),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            reward, np.where(clicked, 1 / (1 + np.exp(chosen[:, 2])) * chosen[:, 3], 0.0), rtol=1e-5
+        )
         episode += expected_cost
         assert done.all() == ((t + 1) % 30 == 0) and not terminated.any()
         if done.any():
@@ -107,8 +112,8 @@ def test_greedy_engagement_violates_the_limit_and_a_quality_filter_keeps_most_re
     greedy_return, greedy_cost = play(greedy_engagement_slates)
     filtered_return, filtered_cost = play(quality_filtered_slates)
     random_return, random_cost = play(lambda env: env.action_space.sample())
-    assert greedy_cost > 3 * COST_LIMIT          # ≈ 48 of 60 items shown are clickbait
-    assert filtered_cost < 0.1 * COST_LIMIT      # ≈ 0.1: the filter is feasible
+    assert greedy_cost > 3 * COST_LIMIT  # ≈ 48 of 60 items shown are clickbait
+    assert filtered_cost < 0.1 * COST_LIMIT  # ≈ 0.1: the filter is feasible
     assert 1.5 * COST_LIMIT < random_cost < greedy_cost
     # the limit costs engagement, but not all of it
     assert 0.75 * greedy_return < filtered_return < greedy_return - 2.0
@@ -119,8 +124,18 @@ def test_greedy_engagement_violates_the_limit_and_a_quality_filter_keeps_most_re
 def trained() -> dict[str, object]:
     """PPO-Lag and unconstrained PPO, 120k steps each (≈ 20 s each on one core)."""
     torch.set_num_threads(1)
-    config = dict(n_envs=16, n_steps=60, batch_size=240, n_epochs=10, lr=1e-3, gamma=0.9, hidden_sizes=(64, 64),
-                  cost_limit=COST_LIMIT, seed=shifted(0), torch_threads=1)
+    config = dict(
+        n_envs=16,
+        n_steps=60,
+        batch_size=240,
+        n_epochs=10,
+        lr=1e-3,
+        gamma=0.9,
+        hidden_sizes=(64, 64),
+        cost_limit=COST_LIMIT,
+        seed=shifted(0),
+        torch_threads=1,
+    )
     lambdas: list[float] = []
     lag = PPOLag(ENV_ID, **config).learn(120_000, callback=lambda agent, m: lambdas.append(m["lambda"]))
     ppo = UnconstrainedPPO(ENV_ID, **config).learn(120_000)
@@ -132,7 +147,9 @@ def test_ppo_lag_meets_the_clickbait_limit(trained: dict[str, object]) -> None:
     assert isinstance(lag, PPOLag)
     assert max(trained["lambdas"]) > 0.5  # type: ignore[arg-type]  (random slates start at ≈ 26 > 10)
     lag_monitor = lag.part(CostMonitorPart)
-    assert lag_monitor.mean_episode_cost <= COST_LIMIT + 1.5, lag_monitor.mean_episode_cost  # ≈ 9.9 over the last 100 episodes
+    assert lag_monitor.mean_episode_cost <= COST_LIMIT + 1.5, (
+        lag_monitor.mean_episode_cost
+    )  # ≈ 9.9 over the last 100 episodes
     # above the best a feasible policy gets without reading the users (random non-clickbait slates: 21.4)
     assert lag.mean_return > 22.0, lag.mean_return
 
@@ -141,14 +158,18 @@ def test_unconstrained_ppo_seeks_clickbait_and_earns_more(trained: dict[str, obj
     lag, ppo = trained["lag"], trained["ppo"]
     assert isinstance(ppo, UnconstrainedPPO) and isinstance(lag, PPOLag)
     ppo_monitor = ppo.part(CostMonitorPart)
-    assert ppo_monitor.mean_episode_cost > 2 * COST_LIMIT, ppo_monitor.mean_episode_cost  # ≈ 30, above random slates' 26
+    assert ppo_monitor.mean_episode_cost > 2 * COST_LIMIT, (
+        ppo_monitor.mean_episode_cost
+    )  # ≈ 30, above random slates' 26
     assert ppo.mean_return > lag.mean_return + 0.5, (ppo.mean_return, lag.mean_return)
 
 
 @pytest.mark.parametrize("cls", [CPO, TRPOLag])
 def test_trust_region_safe_agents_step_through_the_slate_policy(cls: type) -> None:
     torch.set_num_threads(1)
-    agent = cls(ENV_ID, n_envs=8, n_steps=60, hidden_sizes=(32,), seed=shifted(0), cost_limit=COST_LIMIT, torch_threads=1)
+    agent = cls(
+        ENV_ID, n_envs=8, n_steps=60, hidden_sizes=(32,), seed=shifted(0), cost_limit=COST_LIMIT, torch_threads=1
+    )
     theta = flat_params(policy_params(agent.policy))
     agent.learn(480)
     metrics = agent.last_metrics

@@ -15,8 +15,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
 
-from core_rl.common.distributions import (Categorical, DiagGaussian, MultiCategorical, SlateCategorical,
-                                          StochasticPolicy)
+from core_rl.common.distributions import Categorical, DiagGaussian, MultiCategorical, SlateCategorical, StochasticPolicy
 from core_rl.common.errors import SpaceError
 from core_rl.common.networks import mlp
 from core_rl.common.spaces import Slate
@@ -52,9 +51,9 @@ def test_slate_space_contains_samples_and_batches() -> None:
     space = Slate(6, 3, seed=shifted(0))
     assert isinstance(space, gym.spaces.MultiDiscrete) and space.shape == (3,)
     assert space.contains(np.array([5, 0, 2])) and space.contains([1, 2, 3])
-    assert not space.contains(np.array([1, 1, 2]))      # repeated candidate
-    assert not space.contains(np.array([0, 1, 6]))      # out of range
-    assert not space.contains(np.array([0, 1]))         # wrong size
+    assert not space.contains(np.array([1, 1, 2]))  # repeated candidate
+    assert not space.contains(np.array([0, 1, 6]))  # out of range
+    assert not space.contains(np.array([0, 1]))  # wrong size
     draws = np.stack([space.sample() for _ in range(3000)])
     assert all(space.contains(d) for d in draws[:200])
     assert np.all(np.sort(draws, 1)[:, 1:] != np.sort(draws, 1)[:, :-1])
@@ -80,8 +79,9 @@ def test_gymnasium_vector_envs_step_slate_envs() -> None:
     import safety  # noqa: F401  (registers safety/Recommender-v0)
     from safety.cmdp import read_costs
 
-    vec = SyncVectorEnv([lambda: gym.make("safety/Recommender-v0") for _ in range(3)],
-                        autoreset_mode=AutoresetMode.SAME_STEP)
+    vec = SyncVectorEnv(
+        [lambda: gym.make("safety/Recommender-v0") for _ in range(3)], autoreset_mode=AutoresetMode.SAME_STEP
+    )
     assert isinstance(vec.action_space, Slate) and vec.action_space.shape == (3, 2)
     vec.reset(seed=0)
     vec.action_space.seed(0)
@@ -135,7 +135,7 @@ def test_gumbel_top_k_samples_follow_plackett_luce() -> None:
     assert chi2 < 43.8, chi2
     # the second position is conditional on the first: independent softmax draws are rejected
     p = torch.softmax(logits[0].double(), 0)
-    wrong = p[slates[:, 0]] * p[slates[:, 1]] / (1 - (p ** 2).sum()) * len(draws)
+    wrong = p[slates[:, 0]] * p[slates[:, 1]] / (1 - (p**2).sum()) * len(draws)
     assert float(((counts - wrong) ** 2 / wrong).sum()) > 200
 
 
@@ -214,8 +214,10 @@ def test_multi_categorical_matches_torch_distributions() -> None:
     expected = sum(r.log_prob(actions[:, d] - start[d]) for d, r in enumerate(ref))
     torch.testing.assert_close(dist.log_prob(actions), expected)
     torch.testing.assert_close(dist.entropy(), sum(r.entropy() for r in ref))
-    torch.testing.assert_close(dist.kl(MultiCategorical(other, nvec, start)),
-                               sum(torch.distributions.kl_divergence(a, b) for a, b in zip(ref, ref_other)))
+    torch.testing.assert_close(
+        dist.kl(MultiCategorical(other, nvec, start)),
+        sum(torch.distributions.kl_divergence(a, b) for a, b in zip(ref, ref_other)),
+    )
     torch.testing.assert_close(dist.mode(), torch.stack([x.argmax(-1) + s for x, s in zip(parts, start)], 1))
     space = gym.spaces.MultiDiscrete(nvec, start=start)
     big = MultiCategorical(logits[:1].expand(60_000, -1), nvec, start)
@@ -225,8 +227,10 @@ def test_multi_categorical_matches_torch_distributions() -> None:
     torch.testing.assert_close(freq, torch.softmax(parts[1][0], 0), atol=0.01, rtol=0.0)
     # equal sizes take the reshape path: the same numbers as the general one
     same = MultiCategorical(logits[:, :6], (3, 3))
-    torch.testing.assert_close(same.entropy(), sum(torch.distributions.Categorical(logits=x).entropy()
-                                                   for x in logits[:, :6].split((3, 3), -1)))
+    torch.testing.assert_close(
+        same.entropy(),
+        sum(torch.distributions.Categorical(logits=x).entropy() for x in logits[:, :6].split((3, 3), -1)),
+    )
 
 
 # ---- the policy ------------------------------------------------------------------------------------
@@ -293,10 +297,13 @@ class SlateBandit(VectorEnv):
         return self._v.copy(), reward, done, np.zeros_like(done), info
 
 
-@pytest.mark.parametrize("cls,config", [
-    (PPO, dict(n_steps=32, batch_size=128, n_epochs=10, lr=3e-3)),
-    (TRPO, dict(n_steps=32, max_kl=0.05)),
-])
+@pytest.mark.parametrize(
+    "cls,config",
+    [
+        (PPO, dict(n_steps=32, batch_size=128, n_epochs=10, lr=3e-3)),
+        (TRPO, dict(n_steps=32, max_kl=0.05)),
+    ],
+)
 def test_on_policy_agents_learn_a_slate_bandit(cls: type, config: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     agent = cls(SlateBandit(16), seed=shifted(0), gamma=0.5, n_envs=16, hidden_sizes=(64,), **config)

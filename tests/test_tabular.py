@@ -11,12 +11,18 @@ import pytest
 
 from core_rl.common.errors import ConfigError, EnvError
 from core_rl.tabular import (
-    MarkovChain, TabularMDP, backward_induction, bellman_operator, policy_evaluation, policy_iteration,
-    q_iteration, value_iteration,
+    MarkovChain,
+    TabularMDP,
+    backward_induction,
+    bellman_operator,
+    policy_evaluation,
+    policy_iteration,
+    q_iteration,
+    value_iteration,
 )
 
-
 # ---- helpers ------------------------------------------------------------------------------------
+
 
 def savings_mdp(gamma: float) -> TabularMDP:
     """Two states (0 poor, 1 rich), two actions.
@@ -55,7 +61,7 @@ def run_episodes(env: gym.Env, act, n: int, seed: int, gamma: float = 1.0) -> tu
         t, done = 0, False
         while not done:
             s, rew, term, trunc, _ = env.step(int(act(t, s)))
-            returns[ep] += gamma ** t * rew
+            returns[ep] += gamma**t * rew
             success[ep] = max(success[ep], float(rew > 0))
             t, done = t + 1, term or trunc
     return returns, success
@@ -67,6 +73,7 @@ def frozen() -> TabularMDP:
 
 
 # ---- Markov chains ------------------------------------------------------------------------------
+
 
 def test_two_state_chain_stationary_closed_form():
     # T = [[1-a, b], [a, 1-b]] (column j = p(. | s=j)); balance a*mu0 = b*mu1 -> mu = (b, a)/(a+b)
@@ -131,13 +138,16 @@ def test_gamblers_ruin_absorption_closed_form():
         np.testing.assert_allclose(chain.propagate(np.eye(n + 1)[i], 2000), lim, atol=1e-10)
 
 
-@pytest.mark.parametrize("T, match", [
-    (np.ones((2, 3)) / 2, "square"),
-    ([[1.2, 0.0], [-0.2, 1.0]], "negative"),
-    ([[0.9, 0.1], [0.5, 0.5]], "column 0 sums to 1.4"),  # row-stochastic given by mistake
-    ([[np.nan, 0.5], [0.5, 0.5]], "NaN"),
-    ([["a", "b"], ["c", "d"]], "numeric"),
-])
+@pytest.mark.parametrize(
+    "T, match",
+    [
+        (np.ones((2, 3)) / 2, "square"),
+        ([[1.2, 0.0], [-0.2, 1.0]], "negative"),
+        ([[0.9, 0.1], [0.5, 0.5]], "column 0 sums to 1.4"),  # row-stochastic given by mistake
+        ([[np.nan, 0.5], [0.5, 0.5]], "NaN"),
+        ([["a", "b"], ["c", "d"]], "numeric"),
+    ],
+)
 def test_markov_chain_rejects_malformed_operators(T, match):
     with pytest.raises(ConfigError, match=match):
         MarkovChain(T)
@@ -154,6 +164,7 @@ def test_markov_chain_rejects_malformed_distributions():
 
 
 # ---- MDP model --------------------------------------------------------------------------------
+
 
 def test_index_conventions_and_both_views(frozen):
     T, P = frozen.T, frozen.P
@@ -196,8 +207,9 @@ def test_state_marginals_follow_the_notes_formula_and_simulation(frozen):
     T = frozen.T
     ref = [np.asarray(frozen.mu0)]
     for _ in range(steps):
-        ref.append(np.array([sum(T[i, j, k] * ref[-1][j] * pi[j, k] for j in range(16) for k in range(4))
-                             for i in range(16)]))
+        ref.append(
+            np.array([sum(T[i, j, k] * ref[-1][j] * pi[j, k] for j in range(16) for k in range(4)) for i in range(16)])
+        )
     np.testing.assert_allclose(mu, np.array(ref), atol=1e-12)
     # ... and the model's own sampler
     traj = frozen.sample(pi, n=20_000, steps=steps, seed=1)
@@ -272,17 +284,20 @@ def test_frozenlake_absorption_probability_is_the_gamma_one_value(frozen):
     assert len(chain.closed_classes) == 5  # each hole and the goal absorb
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(P=np.ones((2, 2)), r=np.zeros((2, 2))), "shape"),
-    (dict(P=np.full((2, 2, 2), 0.6), r=np.zeros((2, 2))), r"P\[0, 0, :\].*sums to 1.2"),
-    (dict(P=np.stack([np.eye(2)] * 2, 1) * [1.5, -0.5], r=np.zeros((2, 2))), "negative"),
-    (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros(3)), "r must have shape"),
-    (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), gamma=0.0), "gamma"),
-    (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), gamma=1.5), "gamma"),
-    (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), horizon=0), "horizon"),
-    (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), mu0=[0.5, 0.2]), "mu0 sums"),
-    (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), terminal=np.array([True, False])), "absorbing"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(P=np.ones((2, 2)), r=np.zeros((2, 2))), "shape"),
+        (dict(P=np.full((2, 2, 2), 0.6), r=np.zeros((2, 2))), r"P\[0, 0, :\].*sums to 1.2"),
+        (dict(P=np.stack([np.eye(2)] * 2, 1) * [1.5, -0.5], r=np.zeros((2, 2))), "negative"),
+        (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros(3)), "r must have shape"),
+        (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), gamma=0.0), "gamma"),
+        (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), gamma=1.5), "gamma"),
+        (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), horizon=0), "horizon"),
+        (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), mu0=[0.5, 0.2]), "mu0 sums"),
+        (dict(P=np.full((2, 2, 2), 0.5), r=np.zeros((2, 2)), terminal=np.array([True, False])), "absorbing"),
+    ],
+)
 def test_mdp_rejects_malformed_inputs(kwargs, match):
     kwargs.setdefault("gamma", 0.9)
     with pytest.raises(ConfigError, match=match):
@@ -315,16 +330,20 @@ def test_malformed_policies_and_solver_settings():
 
 # ---- dynamic programming: exact answers ---------------------------------------------------------
 
-@pytest.mark.parametrize("gamma, V_star, policy_star", [
-    # gamma = 0.9, optimal (save, keep):
-    #   V0 = 0.9 (0.5 V0 + 0.5 V1)           -> V0 = 0.45 V1 / 0.55
-    #   V1 = 2 + 0.9 (0.1 V0 + 0.9 V1)       -> V1 = 2 / (1 - 0.81 - 0.05 * 0.81 / 0.55) = 17.1875
-    #   V0 = 0.45 * 17.1875 / 0.55 = 14.0625; beats spend (1 / 0.1 = 10) and cash-out (V1 = 11.38)
-    (0.9, [14.0625, 17.1875], [0, 0]),
-    # gamma = 0.5, optimal (spend, cash out): V0 = 1 / (1 - 0.5) = 2, V1 = 3 + 0.5 * 2 = 4;
-    #   (save, keep) gives V1 = 2 / (0.55 - 0.0125 / 0.75) = 3.75 < 4, (spend, keep) V1 = 2.1 / 0.55 < 4
-    (0.5, [2.0, 4.0], [1, 1]),
-])
+
+@pytest.mark.parametrize(
+    "gamma, V_star, policy_star",
+    [
+        # gamma = 0.9, optimal (save, keep):
+        #   V0 = 0.9 (0.5 V0 + 0.5 V1)           -> V0 = 0.45 V1 / 0.55
+        #   V1 = 2 + 0.9 (0.1 V0 + 0.9 V1)       -> V1 = 2 / (1 - 0.81 - 0.05 * 0.81 / 0.55) = 17.1875
+        #   V0 = 0.45 * 17.1875 / 0.55 = 14.0625; beats spend (1 / 0.1 = 10) and cash-out (V1 = 11.38)
+        (0.9, [14.0625, 17.1875], [0, 0]),
+        # gamma = 0.5, optimal (spend, cash out): V0 = 1 / (1 - 0.5) = 2, V1 = 3 + 0.5 * 2 = 4;
+        #   (save, keep) gives V1 = 2 / (0.55 - 0.0125 / 0.75) = 3.75 < 4, (spend, keep) V1 = 2.1 / 0.55 < 4
+        (0.5, [2.0, 4.0], [1, 1]),
+    ],
+)
 def test_hand_built_mdp_closed_form(gamma, V_star, policy_star):
     mdp = savings_mdp(gamma)
     results = {
@@ -339,8 +358,7 @@ def test_hand_built_mdp_closed_form(gamma, V_star, policy_star):
         np.testing.assert_array_equal(res.policy, policy_star, err_msg=name)
     # Q*(s, a) = r(s, a) + gamma sum_s' p(s'|s, a) V*(s'), by hand
     v0, v1 = V_star
-    Q_star = [[gamma * (0.5 * v0 + 0.5 * v1), 1 + gamma * v0],
-              [2 + gamma * (0.1 * v0 + 0.9 * v1), 3 + gamma * v0]]
+    Q_star = [[gamma * (0.5 * v0 + 0.5 * v1), 1 + gamma * v0], [2 + gamma * (0.1 * v0 + 0.9 * v1), 3 + gamma * v0]]
     np.testing.assert_allclose(results["q_iteration"].Q, Q_star, atol=1e-10)
     np.testing.assert_allclose(bellman_operator(mdp, V_star), V_star, atol=1e-12)  # fixed point
 
@@ -383,8 +401,12 @@ def test_random_mdp_solvers_equal_brute_force_over_all_deterministic_policies():
     values = np.array([policy_evaluation(mdp, list(pi)).V for pi in itertools.product(range(3), repeat=4)])
     V_brute = values.max(axis=0)
     assert np.any(np.all(values >= V_brute - 1e-12, axis=1))  # one policy is optimal in every state
-    for res in (value_iteration(mdp, tol=1e-12), q_iteration(mdp, tol=1e-12), policy_iteration(mdp),
-                policy_iteration(mdp, [2, 2, 2, 2], evaluation="iterative", tol=1e-12)):
+    for res in (
+        value_iteration(mdp, tol=1e-12),
+        q_iteration(mdp, tol=1e-12),
+        policy_iteration(mdp),
+        policy_iteration(mdp, [2, 2, 2, 2], evaluation="iterative", tol=1e-12),
+    ):
         assert res.converged
         np.testing.assert_allclose(res.V, V_brute, atol=1e-9)
 

@@ -12,8 +12,14 @@ from core_rl.common.distributions import Categorical, DiagGaussian, StochasticPo
 from core_rl.common.errors import ConfigError
 from core_rl.common.tracking import MemoryTracker
 from core_rl.registry import get_algo
-from core_rl.trust_region.common import (conjugate_gradient, fisher_vector_product, flat_params, mean_kl,
-                                         policy_params, set_flat_params)
+from core_rl.trust_region.common import (
+    conjugate_gradient,
+    fisher_vector_product,
+    flat_params,
+    mean_kl,
+    policy_params,
+    set_flat_params,
+)
 from core_rl.trust_region.kl_dual import KLDual
 from core_rl.trust_region.natural_pg import NaturalPG
 from core_rl.trust_region.trpo import TRPO
@@ -125,7 +131,7 @@ def test_fisher_vector_product_matches_score_outer_product() -> None:
     n = sum(p.numel() for p in params)
     fisher = torch.zeros(n, n)
     for i in range(len(obs)):
-        dist = policy.distribution(obs[i:i + 1])
+        dist = policy.distribution(obs[i : i + 1])
         for a in range(3):
             log_prob = dist.log_prob(torch.tensor([a]))[0]
             grads = torch.autograd.grad(log_prob, params, retain_graph=True)
@@ -182,8 +188,10 @@ def test_config_errors_name_the_field() -> None:
 
 # ---- TRPO: the line search --------------------------------------------------------------------
 def test_trpo_line_search_backtracks_and_rejects() -> None:
-    agent = TRPO("CartPole-v1", dict(seed=shifted(0), n_envs=1, n_steps=8, max_kl=0.01, backtrack_coef=0.5,
-                                     max_backtracks=5, accept_ratio=0.1))
+    agent = TRPO(
+        "CartPole-v1",
+        dict(seed=shifted(0), n_envs=1, n_steps=8, max_kl=0.01, backtrack_coef=0.5, max_backtracks=5, accept_ratio=0.1),
+    )
     params = policy_params(agent.policy)
     theta = flat_params(params)
     full_step = torch.ones_like(theta)
@@ -193,7 +201,7 @@ def test_trpo_line_search_backtracks_and_rejects() -> None:
         set_flat_params(params, theta_new)
         frac = float((theta_new - theta)[0] / full_step[0])
         tried.append(frac)
-        return 0.5 * frac, 0.03 * frac**2        # gain = ½·expected; KL = 0.03·frac² ≤ 0.01 ⇔ frac ≤ 0.577
+        return 0.5 * frac, 0.03 * frac**2  # gain = ½·expected; KL = 0.03·frac² ≤ 0.01 ⇔ frac ≤ 0.577
 
     out = agent.apply_step(theta, full_step, expected_gain=1.0, surrogate_old=0.0, evaluate=evaluate_kl_quadratic)
     assert tried == pytest.approx([1.0, 0.5], abs=1e-5)
@@ -202,7 +210,7 @@ def test_trpo_line_search_backtracks_and_rejects() -> None:
 
     def evaluate_small_gain(theta_new: torch.Tensor) -> tuple[float, float]:
         gain, _ = evaluate_kl_quadratic(theta_new)
-        return 0.1 * gain, 0.0                   # KL fine, but gain / expected = 0.05 < accept_ratio
+        return 0.1 * gain, 0.0  # KL fine, but gain / expected = 0.05 < accept_ratio
 
     set_flat_params(params, theta)
     tried.clear()
@@ -223,9 +231,9 @@ def test_trpo_accepted_steps_never_exceed_max_kl() -> None:
         backtracks.append(metrics["backtracks"])
         npg_kls.append(_one_update(npg)[0])
     assert max(trpo_kls) <= eps
-    assert min(trpo_kls) > 0.2 * eps          # steps are taken, not all rejected
-    assert sum(backtracks) > 0                  # the line search did shrink some steps
-    assert max(npg_kls) > eps                   # the unchecked full step does overshoot
+    assert min(trpo_kls) > 0.2 * eps  # steps are taken, not all rejected
+    assert sum(backtracks) > 0  # the line search did shrink some steps
+    assert max(npg_kls) > eps  # the unchecked full step does overshoot
 
 
 # ---- learning ---------------------------------------------------------------------------------
@@ -235,7 +243,7 @@ def test_learns_cartpole(algo) -> None:
     agent = algo("CartPole-v1", dict(seed=shifted(0)), tracker=tracker)
     assert agent.evaluate(10)["mean_return"] < 100
     agent.learn(40_000)
-    assert agent.mean_return >= 195, agent.mean_return          # last 100 training episodes
+    assert agent.mean_return >= 195, agent.mean_return  # last 100 training episodes
     assert agent.evaluate(20)["mean_return"] >= 450
     kls = _history(tracker, "kl")
     assert kls.max() <= 0.0125 and kls.mean() > 0.005
@@ -265,8 +273,19 @@ def test_kl_dual_multiplier_follows_the_dual_update() -> None:
     """λ ← max(0, λ + α(D̄_KL − ε)): rises while the KL exceeds ε, falls (to 0) while it is below."""
     for eps, lam0, rising in ((1e-4, 0.0, True), (0.5, 3.0, False)):
         tracker = MemoryTracker()
-        agent = KLDual("CartPole-v1", dict(seed=shifted(0), n_envs=4, n_steps=64, target_kl=eps, kl_coef_init=lam0,
-                                           dual_lr=20.0, dual_every="iteration"), tracker=tracker)
+        agent = KLDual(
+            "CartPole-v1",
+            dict(
+                seed=shifted(0),
+                n_envs=4,
+                n_steps=64,
+                target_kl=eps,
+                kl_coef_init=lam0,
+                dual_lr=20.0,
+                dual_every="iteration",
+            ),
+            tracker=tracker,
+        )
         agent.learn(4 * 64 * 6)
         kl, before, after = (_history(tracker, k) for k in ("kl", "kl_coef_used", "kl_coef"))
         assert np.allclose(after, np.maximum(0.0, before + 20.0 * (kl - eps)), atol=1e-9)

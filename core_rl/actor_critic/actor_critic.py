@@ -41,8 +41,10 @@ class ActorCriticConfig(OnPolicyConfig):
     @classmethod
     def _needs_critic(cls, use_critic: bool) -> bool:
         if not use_critic:
-            raise ValueError("use_critic=False is not supported: actor-critic learns V_φ(s) in its shared loss "
-                             "(without a critic it is REINFORCE: use algo 'reinforce'); set use_critic=True")
+            raise ValueError(
+                "use_critic=False is not supported: actor-critic learns V_φ(s) in its shared loss "
+                "(without a critic it is REINFORCE: use algo 'reinforce'); set use_critic=True"
+            )
         return use_critic
 
 
@@ -56,8 +58,9 @@ class ActorCritic(OnPolicyAgent):
     def _build_optimizers(self) -> None:
         cfg = self.config
         params = list(self.policy.parameters()) + list(self.value.parameters())
-        self.optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, adam_eps=1e-5, rms_alpha=cfg.rms_alpha,
-                                        rms_eps=cfg.rms_eps)
+        self.optimizer = make_optimizer(
+            cfg.optimizer, params, cfg.lr, adam_eps=1e-5, rms_alpha=cfg.rms_alpha, rms_eps=cfg.rms_eps
+        )
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.config
@@ -76,8 +79,14 @@ class ActorCritic(OnPolicyAgent):
                 loss = cfg.vf_coef * value_loss
             grad_norm = self._clip_and_step(loss)
             value_loss_total = value_loss_total + value_loss.detach()
-        stats = torch.stack([policy_loss.detach(), value_loss_total / cfg.value_epochs, entropy.detach(),
-                             torch.as_tensor(grad_norm, dtype=torch.float32)]).tolist()
+        stats = torch.stack(
+            [
+                policy_loss.detach(),
+                value_loss_total / cfg.value_epochs,
+                entropy.detach(),
+                torch.as_tensor(grad_norm, dtype=torch.float32),
+            ]
+        ).tolist()
         return dict(zip(("policy_loss", "value_loss", "entropy", "grad_norm"), stats))
 
 

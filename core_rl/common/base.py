@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -48,8 +49,13 @@ class Agent(ABC):
     #: the agent's parts (:mod:`core_rl.common.parts`), each built from the config: ``PartType(config)``
     part_types: ClassVar[tuple[type[Part], ...]] = ()
 
-    def __init__(self, env: EnvLike, config: AgentConfig | Mapping[str, Any] | None = None,
-                 tracker: Tracker | None = None, **overrides: Any):
+    def __init__(
+        self,
+        env: EnvLike,
+        config: AgentConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+        **overrides: Any,
+    ):
         self.config = parse_config(self.config_cls, config, **overrides)
         cfg = self.config
         self.parts: tuple[Part, ...] = tuple(self._make_parts())
@@ -107,8 +113,10 @@ class Agent(ABC):
         for part in self.parts:
             if isinstance(part, cls):
                 return part
-        raise ConfigError(f"{self.name} has no part {cls.__name__} (its parts: "
-                          f"{', '.join(type(p).__name__ for p in self.parts) or 'none'})")
+        raise ConfigError(
+            f"{self.name} has no part {cls.__name__} (its parts: "
+            f"{', '.join(type(p).__name__ for p in self.parts) or 'none'})"
+        )
 
     def _wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
         """Hook: wrap the vector env this agent trains on (``training``) or is evaluated on.
@@ -125,8 +133,10 @@ class Agent(ABC):
         for part in self.parts:
             for key, module in part.modules().items():
                 if key in modules:
-                    raise CheckpointError(f"{self.name}: the part {type(part).__name__}'s module '{key}' has the "
-                                          "name of another module of the agent")
+                    raise CheckpointError(
+                        f"{self.name}: the part {type(part).__name__}'s module '{key}' has the "
+                        "name of another module of the agent"
+                    )
                 modules[key] = module
         return modules
 
@@ -161,8 +171,14 @@ class Agent(ABC):
         return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
 
     # ---- public API --------------------------------------------------------------------------
-    def learn(self, total_steps: int, progress: bool = False, callback: Callback | None = None,
-              checkpoint_path: str | Path | None = None, checkpoint_every: int = 10) -> "Agent":
+    def learn(
+        self,
+        total_steps: int,
+        progress: bool = False,
+        callback: Callback | None = None,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 10,
+    ) -> "Agent":
         """Train for ``total_steps`` more env steps (counted over all envs)."""
         if total_steps <= 0:
             raise ValueError(f"total_steps must be positive, got {total_steps}")
@@ -194,7 +210,9 @@ class Agent(ABC):
                     metrics = {
                         **metrics,
                         "episode_return": self.mean_return,
-                        "episode_length": float(np.mean(self.episode_lengths)) if self.episode_lengths else float("nan"),
+                        "episode_length": float(np.mean(self.episode_lengths))
+                        if self.episode_lengths
+                        else float("nan"),
                         "episodes": float(self.episodes_done),
                         "env_steps_per_s": (self.num_timesteps - start_steps) / elapsed,
                     }
@@ -227,8 +245,14 @@ class Agent(ABC):
         env_actions = self._to_env_action(actions)
         return env_actions[0] if single else env_actions
 
-    def evaluate(self, n_episodes: int = 10, env: EnvLike | None = None, deterministic: bool = True,
-                 seed: int | None = None, n_envs: int | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        n_episodes: int = 10,
+        env: EnvLike | None = None,
+        deterministic: bool = True,
+        seed: int | None = None,
+        n_envs: int | None = None,
+    ) -> dict[str, Any]:
         """Run ``n_episodes`` full episodes on envs of its own; returns mean/std/returns.
 
         Evaluation never steps or closes an object the user handed in: an env id or a factory makes
@@ -237,8 +261,9 @@ class Agent(ABC):
         if n_episodes <= 0:
             raise ValueError(f"n_episodes must be positive, got {n_episodes}")
         n_envs = n_envs or min(n_episodes, 8)
-        vec = self._wrap_env(make_vec_env(self._evaluation_source(env), n_envs, seed=None, copy_instances=True),
-                             training=False)
+        vec = self._wrap_env(
+            make_vec_env(self._evaluation_source(env), n_envs, seed=None, copy_instances=True), training=False
+        )
         obs, _ = vec.reset(seed=self.config.seed + 10_000 if seed is None else seed)
         returns: list[float] = []
         lengths: list[int] = []
@@ -259,8 +284,12 @@ class Agent(ABC):
                     ep_ret[i], ep_len[i] = 0.0, 0
         finally:
             vec.close()
-        return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-                "mean_length": float(np.mean(lengths)), "returns": returns}
+        return {
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
+            "mean_length": float(np.mean(lengths)),
+            "returns": returns,
+        }
 
     def _evaluation_source(self, env: EnvLike | None) -> EnvLike:
         """What evaluation builds its envs from: ``env``, else what the agent was built from."""
@@ -286,8 +315,10 @@ class Agent(ABC):
         replay buffer of an off-policy agent."""
         state = {k: m.state_dict() for k, m in self._modules().items()}
         meta = {
-            "env_id": self.env_id, "counters": self._counters(),
-            "episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
+            "env_id": self.env_id,
+            "counters": self._counters(),
+            "episode_returns": list(self.episode_returns),
+            "episode_lengths": list(self.episode_lengths),
             "torch_rng": torch.get_rng_state(),
             "spaces": {"observation": space_to_dict(self.env_spaces[0]), "action": space_to_dict(self.env_spaces[1])},
             "extra": self._extra_state(include_replay),
@@ -295,8 +326,9 @@ class Agent(ABC):
         return save_checkpoint(path, algo=self.name, config=self.config.model_dump(mode="json"), state=state, meta=meta)
 
     @classmethod
-    def load(cls, path: str | Path, env: EnvLike | None = None, tracker: Tracker | None = None,
-             **overrides: Any) -> "Agent":
+    def load(
+        cls, path: str | Path, env: EnvLike | None = None, tracker: Tracker | None = None, **overrides: Any
+    ) -> "Agent":
         """Rebuild an agent from a checkpoint; with no ``env``, from its registered env id, else from
         the stored spaces (it can ``predict``, not step). The caller's global RNG states are left as
         they were; the checkpoint's torch RNG state takes over when :meth:`learn` continues."""
@@ -307,9 +339,15 @@ class Agent(ABC):
             cls = get_algo(payload["algo"]).cls
         meta = payload["meta"]
         if env is None:
-            env = meta["env_id"] if can_make(meta["env_id"]) or "spaces" not in meta else SpacesOnlyEnv(
-                space_from_dict(meta["spaces"]["observation"]), space_from_dict(meta["spaces"]["action"]),
-                meta["env_id"])
+            env = (
+                meta["env_id"]
+                if can_make(meta["env_id"]) or "spaces" not in meta
+                else SpacesOnlyEnv(
+                    space_from_dict(meta["spaces"]["observation"]),
+                    space_from_dict(meta["spaces"]["action"]),
+                    meta["env_id"],
+                )
+            )
         with preserve_rng():
             agent = cls(env, {**payload["config"], **overrides}, tracker=tracker)
         agent._load_state(payload["state"], path)
@@ -334,16 +372,20 @@ class Agent(ABC):
             raise CheckpointError(f"checkpoint '{path}' lacks module(s) {', '.join(missing)} of {self.name}")
         unexpected = sorted(set(state) - set(modules))
         if unexpected:
-            raise CheckpointError(f"checkpoint '{path}' holds module(s) {', '.join(unexpected)} that {self.name} "
-                                  "does not have (another configuration?)")
+            raise CheckpointError(
+                f"checkpoint '{path}' holds module(s) {', '.join(unexpected)} that {self.name} "
+                "does not have (another configuration?)"
+            )
         for key, sd in state.items():
             check_finite(sd, f"checkpoint '{path}', module '{key}'")
             try:
                 modules[key].load_state_dict(sd)
             except (RuntimeError, ValueError, KeyError) as exc:
                 first = str(exc).strip().splitlines()
-                raise CheckpointError(f"checkpoint '{path}', module '{key}' does not fit {self.name}: "
-                                      f"{' '.join(ln.strip() for ln in first[:3])[:400]}") from None
+                raise CheckpointError(
+                    f"checkpoint '{path}', module '{key}' does not fit {self.name}: "
+                    f"{' '.join(ln.strip() for ln in first[:3])[:400]}"
+                ) from None
 
     def close(self) -> None:
         self.env.close()

@@ -3,8 +3,8 @@ the Q-learning family, :mod:`core_rl.common.replay`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -62,8 +62,14 @@ class RolloutBatch:
                 return None
             return x.reshape(-1, *x.shape[2:])[mask]
 
-        return FlatBatch(obs=f(self.obs), actions=f(self.actions), log_probs=f(self.log_probs),
-                         advantages=f(self.advantages), returns=f(self.returns), values=f(self.values))
+        return FlatBatch(
+            obs=f(self.obs),
+            actions=f(self.actions),
+            log_probs=f(self.log_probs),
+            advantages=f(self.advantages),
+            returns=f(self.returns),
+            values=f(self.values),
+        )
 
 
 @dataclass
@@ -82,6 +88,10 @@ class FlatBatch:
         n = len(self)
         perm = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            yield FlatBatch(**{f.name: (getattr(self, f.name)[idx] if getattr(self, f.name) is not None else None)
-                               for f in fields(self)})
+            idx = perm[start : start + batch_size]
+            yield FlatBatch(
+                **{
+                    f.name: (getattr(self, f.name)[idx] if getattr(self, f.name) is not None else None)
+                    for f in fields(self)
+                }
+            )

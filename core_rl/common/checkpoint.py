@@ -12,8 +12,9 @@ from core_rl.common.errors import CheckpointError
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, *, algo: str, config: dict[str, Any], state: dict[str, Any],
-                    meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | Path, *, algo: str, config: dict[str, Any], state: dict[str, Any], meta: dict[str, Any]
+) -> Path:
     """Write atomically (temp file then rename) so a crash never leaves half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +81,9 @@ def restore_object_state(obj: Any, state: dict[str, Any]) -> None:
             restore_object_state(current, value["__object__"])
         elif isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor):
             if current.shape != value.shape:
-                raise CheckpointError(f"stored {type(obj).__name__}.{key} has shape {tuple(value.shape)}, "
-                                      f"this one {tuple(current.shape)}")
+                raise CheckpointError(
+                    f"stored {type(obj).__name__}.{key} has shape {tuple(value.shape)}, this one {tuple(current.shape)}"
+                )
             current.copy_(value)
         else:
             setattr(obj, key, value)

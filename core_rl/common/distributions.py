@@ -10,8 +10,9 @@ log-probabilities are summed over action dimensions, MultiDiscrete ones over com
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -165,12 +166,16 @@ class MultiCategorical:
         else:
             padded = logits[..., index].masked_fill(~self.valid, NEG)
         self.logits = padded - padded.logsumexp(-1, keepdim=True)
-        self.start = None if start is None or not any(start) else \
-            torch.as_tensor(tuple(int(x) for x in start), device=logits.device)
+        self.start = (
+            None
+            if start is None or not any(start)
+            else torch.as_tensor(tuple(int(x) for x in start), device=logits.device)
+        )
 
     @classmethod
-    def _normalized(cls, logits: torch.Tensor, nvec: tuple[int, ...], valid: torch.Tensor,
-                    start: torch.Tensor | None) -> "MultiCategorical":
+    def _normalized(
+        cls, logits: torch.Tensor, nvec: tuple[int, ...], valid: torch.Tensor, start: torch.Tensor | None
+    ) -> "MultiCategorical":
         out = cls.__new__(cls)
         out.nvec, out.valid, out.logits, out.start = nvec, valid, logits, start
         return out
@@ -225,9 +230,14 @@ def _prefix_tree(n: int, k: int, device: str) -> list[tuple[torch.Tensor | None,
         taken = prev[parent].copy()
         taken[np.arange(len(parent)), item] = True
         levels.append((parent, item, taken))
-    return [(None if p is None else torch.as_tensor(p, device=device),
-             None if i is None else torch.as_tensor(i, device=device),
-             torch.as_tensor(t, device=device)) for p, i, t in levels]
+    return [
+        (
+            None if p is None else torch.as_tensor(p, device=device),
+            None if i is None else torch.as_tensor(i, device=device),
+            torch.as_tensor(t, device=device),
+        )
+        for p, i, t in levels
+    ]
 
 
 class SlateCategorical:
@@ -301,6 +311,7 @@ class SlateCategorical:
 
     def _chain_rule(self, other: "SlateCategorical | None") -> torch.Tensor:
         """Σ_j E_{a_<j ~ p}[f_j], f_j = KL(p_j ‖ q_j) (``other`` given) or H(p_j) (None)."""
+
         def term(taken: torch.Tensor) -> torch.Tensor:
             lp = self._conditional(self.logits, taken)
             inner = lp - self._conditional(other.logits, taken) if other is not None else -lp
@@ -348,10 +359,10 @@ def plackett_luce_table_log_prob(logits: torch.Tensor, table: torch.Tensor) -> t
     — a cumulative sum along the slate instead of a masked logsumexp per position and slate.
     """
     s, k = table.shape
-    picked = logits[:, table.reshape(-1)].view(-1, s, k)                # [N, S, k]
-    total = torch.logsumexp(logits, dim=1, keepdim=True)                # [N, 1]
-    expo = torch.exp(picked - total.unsqueeze(-1))                      # p_{a_j}
-    used = torch.cumsum(expo, dim=2) - expo                             # u_j: mass of earlier picks
+    picked = logits[:, table.reshape(-1)].view(-1, s, k)  # [N, S, k]
+    total = torch.logsumexp(logits, dim=1, keepdim=True)  # [N, 1]
+    expo = torch.exp(picked - total.unsqueeze(-1))  # p_{a_j}
+    used = torch.cumsum(expo, dim=2) - expo  # u_j: mass of earlier picks
     return (picked - total.unsqueeze(-1) - torch.log1p(-used.clamp(max=1 - 1e-12))).sum(-1)
 
 
@@ -361,8 +372,14 @@ class StochasticPolicy(nn.Module):
     1-D MultiDiscrete (independent categoricals, Σ n_d logits). ``discrete`` is true for a
     Discrete space only; ``kind`` names the head."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden_sizes=(64, 64),
-                 activation: str = "tanh", log_std_init: float = 0.0):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden_sizes=(64, 64),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         if isinstance(action_space, gym.spaces.Discrete):
@@ -380,15 +397,17 @@ class StochasticPolicy(nn.Module):
             out = action_space.n
         elif isinstance(action_space, gym.spaces.MultiDiscrete):
             if action_space.nvec.ndim != 1:
-                raise SpaceError(f"policies support 1-D MultiDiscrete action spaces, got nvec of shape "
-                                 f"{action_space.nvec.shape}")
+                raise SpaceError(
+                    f"policies support 1-D MultiDiscrete action spaces, got nvec of shape {action_space.nvec.shape}"
+                )
             self.discrete, self.kind = False, "multi_categorical"
             self.nvec = tuple(int(n) for n in action_space.nvec)
             self.start = tuple(int(x) for x in action_space.start)
             out = sum(self.nvec)
         else:
-            raise SpaceError(f"policies support Discrete, Box or MultiDiscrete (incl. Slate) action spaces, "
-                             f"got {action_space}")
+            raise SpaceError(
+                f"policies support Discrete, Box or MultiDiscrete (incl. Slate) action spaces, got {action_space}"
+            )
         self.net = mlp(self.encoder.dim, out, hidden_sizes, activation, out_gain=0.01)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -397,8 +416,9 @@ class StochasticPolicy(nn.Module):
     def distribution(self, obs: torch.Tensor) -> Categorical | DiagGaussian | SlateCategorical | MultiCategorical:
         return self.head(self.net(self.encoder(obs)))
 
-    def head(self, out: torch.Tensor, log_std: torch.Tensor | None = None
-             ) -> Categorical | DiagGaussian | SlateCategorical | MultiCategorical:
+    def head(
+        self, out: torch.Tensor, log_std: torch.Tensor | None = None
+    ) -> Categorical | DiagGaussian | SlateCategorical | MultiCategorical:
         """The distribution of the network's output ``out`` (``log_std``: the Gaussian's, default the
         parameter; for functional calls that substitute parameters)."""
         if self.discrete:

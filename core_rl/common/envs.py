@@ -8,15 +8,16 @@ true final observation of a truncated episode is in ``info["final_obs"]`` for bo
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, SyncVectorEnv, AsyncVectorEnv, VectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from core_rl.common.errors import EnvError, SpaceError
 
-EnvLike = Union[str, gym.Env, VectorEnv, Callable[[], gym.Env]]
+EnvLike = str | gym.Env | VectorEnv | Callable[[], gym.Env]
 
 
 def env_id_of(env: EnvLike) -> str:
@@ -72,12 +73,20 @@ def _deepcopy(env: Any) -> Any:
     try:
         return copy.deepcopy(env)
     except Exception as exc:
-        raise EnvError(f"the env instance {type(env).__name__} cannot be copied ({type(exc).__name__}: {exc}); "
-                       "pass an env id or a zero-argument factory instead") from None
+        raise EnvError(
+            f"the env instance {type(env).__name__} cannot be copied ({type(exc).__name__}: {exc}); "
+            "pass an env id or a zero-argument factory instead"
+        ) from None
 
 
-def make_vec_env(env: EnvLike, n_envs: int = 1, seed: int | None = None, asynchronous: bool = False,
-                 env_kwargs: dict[str, Any] | None = None, copy_instances: bool = False) -> VectorEnv:
+def make_vec_env(
+    env: EnvLike,
+    n_envs: int = 1,
+    seed: int | None = None,
+    asynchronous: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+    copy_instances: bool = False,
+) -> VectorEnv:
     """Build ``n_envs`` copies of ``env`` as a SAME_STEP-autoreset vector env and seed it.
 
     ``env`` may be a registered id, a ``gymnasium.Env`` instance (deep-copied for each extra copy),
@@ -160,8 +169,10 @@ class SpacesOnlyEnv(gym.Env):
         return self.observation_space.sample(), {}
 
     def step(self, action: Any) -> Any:
-        raise EnvError(f"this agent was loaded without its env '{self.env_id}': pass env= (an id, an Env or a "
-                       "factory) to Agent.load or to evaluate() to run it")
+        raise EnvError(
+            f"this agent was loaded without its env '{self.env_id}': pass env= (an id, an Env or a "
+            "factory) to Agent.load or to evaluate() to run it"
+        )
 
 
 def can_make(env_id: str) -> bool:

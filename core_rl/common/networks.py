@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -12,8 +12,14 @@ from torch import nn
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 
 
-def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
-        out_gain: float = 1.0, output_activation: type[nn.Module] | None = None) -> nn.Sequential:
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    out_gain: float = 1.0,
+    output_activation: type[nn.Module] | None = None,
+) -> nn.Sequential:
     """A fully connected network with orthogonal init (hidden gain √2, output gain ``out_gain``)."""
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []

@@ -16,11 +16,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from core_rl.common import optim
 from core_rl.common.base import Agent
 from core_rl.common.checkpoint import object_state, restore_object_state
 from core_rl.common.config import AgentConfig
 from core_rl.common.envs import final_next_obs
-from core_rl.common import optim
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 
 
@@ -57,11 +57,17 @@ class OffPolicyAgent(Agent):
         discrete_obs = isinstance(obs_space, gym.spaces.Discrete)
         discrete_act = isinstance(act_space, gym.spaces.Discrete)
         self.replay = ReplayBuffer(
-            self.config.buffer_size, self.n_envs, () if discrete_obs else obs_space.shape,
+            self.config.buffer_size,
+            self.n_envs,
+            () if discrete_obs else obs_space.shape,
             () if discrete_act else act_space.shape,
             obs_dtype=torch.long if discrete_obs else torch.float32,
             action_dtype=torch.long if discrete_act else torch.float32,
-            n_step=self.config.n_step, gamma=self.config.gamma, seed=self.config.seed, device=self.device)
+            n_step=self.config.n_step,
+            gamma=self.config.gamma,
+            seed=self.config.seed,
+            device=self.device,
+        )
         self.gradient_updates = 0
         self._build_networks()
 

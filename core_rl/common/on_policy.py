@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from core_rl.common import optim
 from core_rl.common import returns as R
 from core_rl.common.base import Agent
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.config import AgentConfig
 from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
-from core_rl.common import optim
 from core_rl.common.optim import make_adam
 
 
@@ -34,7 +34,8 @@ class OnPolicyConfig(AgentConfig):
     lr_schedule: Literal["constant", "linear"] = "constant"
     max_grad_norm: float | None = Field(0.5, gt=0.0)
     advantage: Literal["gae", "nstep", "reward_to_go", "return"] = Field(
-        "gae", description="How Â is estimated: GAE(λ), n-step, reward-to-go or the whole return.")
+        "gae", description="How Â is estimated: GAE(λ), n-step, reward-to-go or the whole return."
+    )
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
     n_step: int = Field(5, ge=1, description="n of the n-step return (advantage='nstep').")
     normalize_advantage: bool = True
@@ -61,10 +62,14 @@ class OnPolicyAgent(Agent):
 
     def _build(self) -> None:
         cfg = self.config
-        self.policy = StochasticPolicy(self.observation_space, self.action_space, cfg.hidden_sizes, cfg.activation,
-                                       cfg.log_std_init).to(self.device)
-        self.value = ValueFunction(self.observation_space, cfg.hidden_sizes, cfg.activation).to(self.device) \
-            if cfg.use_critic else None
+        self.policy = StochasticPolicy(
+            self.observation_space, self.action_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init
+        ).to(self.device)
+        self.value = (
+            ValueFunction(self.observation_space, cfg.hidden_sizes, cfg.activation).to(self.device)
+            if cfg.use_critic
+            else None
+        )
         self.obs_rms = RunningMeanStd(self.observation_space.shape) if cfg.normalize_obs else None
         self.reward_scaler = RewardScaler(self.n_envs, cfg.gamma) if cfg.normalize_reward else None
         self._build_optimizers()
@@ -101,8 +106,11 @@ class OnPolicyAgent(Agent):
         return lr
 
     def learn(self, total_steps: int, **kwargs):  # type: ignore[override]
-        self._target_steps = self.num_timesteps + int(total_steps) if not getattr(self, "_target_steps", None) \
+        self._target_steps = (
+            self.num_timesteps + int(total_steps)
+            if not getattr(self, "_target_steps", None)
             else max(self._target_steps, self.num_timesteps + int(total_steps))
+        )
         return super().learn(total_steps, **kwargs)
 
     # ---- sampling --------------------------------------------------------------------------
@@ -172,9 +180,17 @@ class OnPolicyAgent(Agent):
         last_value = self._rollout_end_value(self._obs_tensor(self._obs), episode_start)
         last_value = last_value * torch.as_tensor(~episode_start if episodes else 1.0, device=last_value.device)
         stack = lambda xs: torch.stack(xs, 0).to(self.device)  # noqa: E731
-        batch = self._make_rollout_batch(obs=stack(obs_l), actions=stack(act_l), log_probs=stack(logp_l),
-                                         rewards=stack(rew_l), dones=stack(done_l), episode_starts=stack(start_l),
-                                         values=stack(val_l), valid=stack(valid_l), last_value=last_value.float())
+        batch = self._make_rollout_batch(
+            obs=stack(obs_l),
+            actions=stack(act_l),
+            log_probs=stack(logp_l),
+            rewards=stack(rew_l),
+            dones=stack(done_l),
+            episode_starts=stack(start_l),
+            values=stack(val_l),
+            valid=stack(valid_l),
+            last_value=last_value.float(),
+        )
         for part in self.parts:
             batch = part.rollout_batch(self, batch)
         return batch
@@ -244,7 +260,9 @@ class OnPolicyAgent(Agent):
     def update(self, batch: RolloutBatch) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _clip_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor | float:
+    def _clip_and_step(
+        self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.Tensor | float:
         """:func:`core_rl.common.optim.step` with this config's ``max_grad_norm``; the pre-clip norm, or 0.0."""
         norm = optim.step(optimizer or self.optimizer, loss, self.config.max_grad_norm)
         return 0.0 if norm is None else norm  # a tensor: callers convert once per update, not once per minibatch

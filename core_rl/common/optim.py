@@ -16,7 +16,8 @@ used by the on- and off-policy bases and every trainer that clips and steps.
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 
@@ -34,8 +35,15 @@ def make_adam(params: Iterable[torch.Tensor], lr: float, eps: float = 1e-8) -> t
         return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
 
 
-def make_optimizer(name: OptimizerName, params: Iterable[torch.Tensor], lr: float, *, adam_eps: float = 1e-8,
-                   rms_alpha: float = 0.95, rms_eps: float = 1e-2) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: OptimizerName,
+    params: Iterable[torch.Tensor],
+    lr: float,
+    *,
+    adam_eps: float = 1e-8,
+    rms_alpha: float = 0.95,
+    rms_eps: float = 1e-2,
+) -> torch.optim.Optimizer:
     """The optimizer a config names: ``"adam"`` (fused, :func:`make_adam`), ``"rmsprop"`` (the DQN-paper
     smoothing α and ε by default) or plain ``"sgd"`` θ ← θ − α∇L."""
     if name == "adam":
@@ -56,8 +64,12 @@ def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Ten
     return torch.nn.utils.clip_grad_norm_(list(params), max_norm, foreach=True)
 
 
-def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor | None, max_grad_norm: float | None = None,
-         params: Sequence[torch.Tensor] | None = None) -> torch.Tensor | None:
+def step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor | None,
+    max_grad_norm: float | None = None,
+    params: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor | None:
     """One gradient step: clear the gradients, back-propagate ``loss``, clip, step; returns the norm before
     the clip (a tensor, read it once per update), or None without a clip.
 

@@ -43,7 +43,7 @@ class SumTree:
 
     @property
     def leaves(self) -> torch.Tensor:
-        return self.nodes[self.n_leaves:self.n_leaves + self.capacity]
+        return self.nodes[self.n_leaves : self.n_leaves + self.capacity]
 
     def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
         """Set leaves ``indices`` to ``values`` and recompute their ancestors, one level at a time."""
@@ -71,12 +71,25 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     """Proportional prioritized replay: ``sample`` fills ``weights`` and ``indices``;
     call :meth:`update_priorities` with the batch's |TD errors| after each gradient step."""
 
-    def __init__(self, capacity: int, n_envs: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                 obs_dtype: torch.dtype = torch.float32, action_dtype: torch.dtype = torch.float32,
-                 n_step: int = 1, gamma: float = 0.99, seed: int = 0, device: str | torch.device = "cpu",
-                 alpha: float = 0.6, beta: float = 0.4, eps: float = 1e-6):
-        super().__init__(capacity, n_envs, obs_shape, action_shape, obs_dtype, action_dtype, n_step, gamma, seed,
-                         device)
+    def __init__(
+        self,
+        capacity: int,
+        n_envs: int,
+        obs_shape: tuple[int, ...],
+        action_shape: tuple[int, ...],
+        obs_dtype: torch.dtype = torch.float32,
+        action_dtype: torch.dtype = torch.float32,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        eps: float = 1e-6,
+    ):
+        super().__init__(
+            capacity, n_envs, obs_shape, action_shape, obs_dtype, action_dtype, n_step, gamma, seed, device
+        )
         if alpha < 0:
             raise ConfigError(f"prioritized replay alpha must be ≥ 0, got {alpha}")
         if eps <= 0:
@@ -84,24 +97,44 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self.alpha, self.eps = float(alpha), float(eps)
         self.beta = float(beta)
         self.tree = SumTree(self.size_per_env * self.n_envs)
-        self.max_priority = 1.0   # the largest p_i seen (before the power α)
+        self.max_priority = 1.0  # the largest p_i seen (before the power α)
 
     @classmethod
-    def like(cls, buffer: ReplayBuffer, alpha: float = 0.6, beta: float = 0.4,
-             eps: float = 1e-6) -> "PrioritizedReplayBuffer":
+    def like(
+        cls, buffer: ReplayBuffer, alpha: float = 0.6, beta: float = 0.4, eps: float = 1e-6
+    ) -> "PrioritizedReplayBuffer":
         """An empty prioritized buffer with the same shapes, dtypes, N, γ and RNG state as ``buffer``."""
-        new = cls(buffer.size_per_env * buffer.n_envs, buffer.n_envs, tuple(buffer.obs.shape[2:]),
-                  tuple(buffer.actions.shape[2:]), buffer.obs.dtype, buffer.actions.dtype, buffer.n_step,
-                  buffer.gamma, 0, buffer.device, alpha=alpha, beta=beta, eps=eps)
+        new = cls(
+            buffer.size_per_env * buffer.n_envs,
+            buffer.n_envs,
+            tuple(buffer.obs.shape[2:]),
+            tuple(buffer.actions.shape[2:]),
+            buffer.obs.dtype,
+            buffer.actions.dtype,
+            buffer.n_step,
+            buffer.gamma,
+            0,
+            buffer.device,
+            alpha=alpha,
+            beta=beta,
+            eps=eps,
+        )
         new.generator.set_state(buffer.generator.get_state())
         return new
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
         p = self.pos
         super().add(obs, actions, rewards, next_obs, terminated, truncated)
         flat = p * self.n_envs + torch.arange(self.n_envs)
-        self.tree.update(flat, torch.full((self.n_envs,), self.max_priority ** self.alpha, dtype=torch.float64))
+        self.tree.update(flat, torch.full((self.n_envs,), self.max_priority**self.alpha, dtype=torch.float64))
 
     def probabilities(self) -> torch.Tensor:
         """P(i) for every stored transition, in flat-index order."""
@@ -124,7 +157,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         n = len(self)
         leaves = self.tree.leaves[:n]
         p_min = leaves.min().clamp(min=1e-300)
-        w = (leaves[flat].clamp(min=1e-300) / p_min).pow(-self.beta)   # (N P_i)^-β / (N P_min)^-β
+        w = (leaves[flat].clamp(min=1e-300) / p_min).pow(-self.beta)  # (N P_i)^-β / (N P_min)^-β
         return w.float()
 
     def sample(self, batch_size: int) -> ReplaySample:

@@ -18,8 +18,8 @@ like the rewards). Without costs (``n_costs=0``) nothing is stored or gathered f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,20 +31,31 @@ from core_rl.common.errors import ConfigError
 class ReplaySample:
     obs: torch.Tensor
     actions: torch.Tensor
-    rewards: torch.Tensor        # Σ_k γ^k r_{t+k} over the (up to) N steps taken
-    next_obs: torch.Tensor       # s_{t+n}: where to bootstrap from
-    dones: torch.Tensor          # 1 where s_{t+n} is terminal (no bootstrap)
-    discounts: torch.Tensor      # γ^n for the n steps actually taken
-    indices: torch.Tensor | None = None   # flat buffer indices (for prioritized replay)
-    weights: torch.Tensor | None = None   # importance weights (prioritized replay)
-    costs: torch.Tensor | None = None     # [B, K] the step costs (buffers with n_costs > 0)
+    rewards: torch.Tensor  # Σ_k γ^k r_{t+k} over the (up to) N steps taken
+    next_obs: torch.Tensor  # s_{t+n}: where to bootstrap from
+    dones: torch.Tensor  # 1 where s_{t+n} is terminal (no bootstrap)
+    discounts: torch.Tensor  # γ^n for the n steps actually taken
+    indices: torch.Tensor | None = None  # flat buffer indices (for prioritized replay)
+    weights: torch.Tensor | None = None  # importance weights (prioritized replay)
+    costs: torch.Tensor | None = None  # [B, K] the step costs (buffers with n_costs > 0)
 
 
 class ReplayBuffer:
-    def __init__(self, capacity: int, n_envs: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                 obs_dtype: torch.dtype = torch.float32, action_dtype: torch.dtype = torch.float32,
-                 n_step: int = 1, gamma: float = 0.99, seed: int = 0, device: str | torch.device = "cpu",
-                 n_costs: int = 0, cost_source: Callable[[], np.ndarray] | None = None):
+    def __init__(
+        self,
+        capacity: int,
+        n_envs: int,
+        obs_shape: tuple[int, ...],
+        action_shape: tuple[int, ...],
+        obs_dtype: torch.dtype = torch.float32,
+        action_dtype: torch.dtype = torch.float32,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        n_costs: int = 0,
+        cost_source: Callable[[], np.ndarray] | None = None,
+    ):
         self.size_per_env = max(1, capacity // n_envs)
         self.n_envs, self.n_step, self.gamma = n_envs, n_step, gamma
         T, N = self.size_per_env, n_envs
@@ -53,7 +64,7 @@ class ReplayBuffer:
         self.actions = torch.zeros((T, N, *action_shape), dtype=action_dtype)
         self.rewards = torch.zeros((T, N))
         self.terminated = torch.zeros((T, N))
-        self.episode_end = torch.zeros((T, N))   # terminated or truncated: the n-step window stops
+        self.episode_end = torch.zeros((T, N))  # terminated or truncated: the n-step window stops
         self.costs = torch.zeros((T, N, n_costs)) if n_costs > 0 else None
         self.cost_source = cost_source
         self.pos, self.full = 0, False
@@ -63,16 +74,25 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return (self.size_per_env if self.full else self.pos) * self.n_envs
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray, costs: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        costs: np.ndarray | None = None,
+    ) -> None:
         """One vector-env step: every argument has a leading ``n_envs`` axis (``costs``: ``[n_envs, K]``,
         stored only by a buffer with ``n_costs > 0``, which reads ``cost_source()`` when they are not given)."""
         p = self.pos
         if self.costs is not None:
             if costs is None:
                 if self.cost_source is None:
-                    raise ConfigError("this replay buffer stores costs (n_costs > 0): pass costs to add() "
-                                      "or give it a cost_source")
+                    raise ConfigError(
+                        "this replay buffer stores costs (n_costs > 0): pass costs to add() or give it a cost_source"
+                    )
                 costs = self.cost_source()
             self.costs[p] = torch.as_tensor(np.asarray(costs), dtype=torch.float32)
         self.obs[p] = torch.as_tensor(np.asarray(obs), dtype=self.obs.dtype)
@@ -100,12 +120,16 @@ class ReplayBuffer:
         T = self.size_per_env
         if self.n_step == 1:  # the one-step transition: no window to walk
             return ReplaySample(
-                obs=self.obs[t, env].to(self.device), actions=self.actions[t, env].to(self.device),
-                rewards=self.rewards[t, env].to(self.device), next_obs=self.next_obs[t, env].to(self.device),
+                obs=self.obs[t, env].to(self.device),
+                actions=self.actions[t, env].to(self.device),
+                rewards=self.rewards[t, env].to(self.device),
+                next_obs=self.next_obs[t, env].to(self.device),
                 dones=self.terminated[t, env].to(self.device),
-                discounts=torch.full(t.shape, self.gamma, device=self.device), indices=t * self.n_envs + env,
-                costs=self.costs[t, env].to(self.device) if self.costs is not None else None)
-        newest = (self.pos - 1) % T           # the last step written: windows never run past it
+                discounts=torch.full(t.shape, self.gamma, device=self.device),
+                indices=t * self.n_envs + env,
+                costs=self.costs[t, env].to(self.device) if self.costs is not None else None,
+            )
+        newest = (self.pos - 1) % T  # the last step written: windows never run past it
         reward = torch.zeros(t.shape[0])
         discount = torch.ones(t.shape[0])
         alive = torch.ones(t.shape[0])
@@ -121,10 +145,14 @@ class ReplayBuffer:
             stop = (self.episode_end[idx, env] > 0) | (idx == newest)
             alive = alive * (~stop).float()
         return ReplaySample(
-            obs=self.obs[t, env].to(self.device), actions=self.actions[t, env].to(self.device),
-            rewards=reward.to(self.device), next_obs=self.next_obs[last, env].to(self.device),
-            dones=self.terminated[last, env].to(self.device), discounts=discount.to(self.device),
-            indices=t * self.n_envs + env, costs=cost.to(self.device) if cost is not None else None,
+            obs=self.obs[t, env].to(self.device),
+            actions=self.actions[t, env].to(self.device),
+            rewards=reward.to(self.device),
+            next_obs=self.next_obs[last, env].to(self.device),
+            dones=self.terminated[last, env].to(self.device),
+            discounts=discount.to(self.device),
+            indices=t * self.n_envs + env,
+            costs=cost.to(self.device) if cost is not None else None,
         )
 
     def sample(self, batch_size: int) -> ReplaySample:

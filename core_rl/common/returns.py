@@ -22,8 +22,9 @@ def _zeros_like_row(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x[0])
 
 
-def reward_to_go(rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
-                 last_value: torch.Tensor | None = None) -> torch.Tensor:
+def reward_to_go(
+    rewards: torch.Tensor, dones: torch.Tensor, gamma: float, last_value: torch.Tensor | None = None
+) -> torch.Tensor:
     """Σ_{t'≥t} γ^{t'-t} r_{t'} within each episode, bootstrapped with ``last_value`` at the cut."""
     out = torch.empty_like(rewards)
     running = _zeros_like_row(rewards) if last_value is None else last_value.to(rewards.dtype)
@@ -34,8 +35,9 @@ def reward_to_go(rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
     return out
 
 
-def discounted_return(rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
-                      episode_starts: torch.Tensor) -> torch.Tensor:
+def discounted_return(
+    rewards: torch.Tensor, dones: torch.Tensor, gamma: float, episode_starts: torch.Tensor
+) -> torch.Tensor:
     """The whole trajectory's discounted return G(τ), broadcast to every step of it.
 
     ``episode_starts[t]`` is 1 at each episode's first step; the batch must start with one.
@@ -49,8 +51,9 @@ def discounted_return(rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
     return out
 
 
-def nstep_returns(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, n: int,
-                  last_value: torch.Tensor) -> torch.Tensor:
+def nstep_returns(
+    rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, n: int, last_value: torch.Tensor
+) -> torch.Tensor:
     """y_t = Σ_{k<n} γ^k r_{t+k} + γ^n V(s_{t+n}), cut short at episode ends (no bootstrap) and at
     the batch end (bootstrap from ``last_value``). Loops over k < n, vectorized over t and envs."""
     T = rewards.shape[0]
@@ -58,7 +61,7 @@ def nstep_returns(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tens
     not_done = 1.0 - dones.to(rewards.dtype)
     steps = torch.arange(T)
     y = torch.zeros_like(rewards)
-    alive = torch.ones_like(rewards)          # the window starting at t still runs at step t+k
+    alive = torch.ones_like(rewards)  # the window starting at t still runs at step t+k
     for k in range(n):
         idx = (steps + k).clamp(max=T - 1)
         final = ((steps + k == T - 1) | torch.tensor(k == n - 1)).to(rewards.dtype).unsqueeze(-1)
@@ -68,8 +71,9 @@ def nstep_returns(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tens
     return y
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
-        gamma: float, lam: float) -> torch.Tensor:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
     """Generalized advantage estimation, Â_t = δ_t + γλ(1−d_t) Â_{t+1}."""
     T = rewards.shape[0]
     advantages = torch.empty_like(rewards)

@@ -37,10 +37,11 @@ import sqlite3
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from core_rl.common.errors import RunInterrupted, TrackingError
@@ -78,7 +79,7 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
     uri = tracking_uri or default_tracking_uri()
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        db = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
         if db is None:
             raise TrackingError(f"tracking URI '{uri}' must look like sqlite:///path/to/file.db")
         _check_local_writable(db.parent, "tracking store folder")
@@ -99,7 +100,7 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
 def artifact_root(tracking_uri: str) -> str | None:
     """Where new experiments keep artifacts: beside an embedded SQLite store, else the server's default."""
     if tracking_uri.startswith("sqlite:///"):
-        root = Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts"
+        root = Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts"
         root.mkdir(parents=True, exist_ok=True)
         return root.as_uri()
     return None
@@ -122,9 +123,9 @@ def get_experiment_id(name: str, tracking_uri: str) -> str:
 
 @dataclass
 class _SignalState:
-    installed: int = 0                     # nesting depth of tracked_run in the main thread
-    graceful: int = 0                      # nesting depth of graceful_stop
-    requested: int | None = None           # the signal a graceful loop has been asked to stop for
+    installed: int = 0  # nesting depth of tracked_run in the main thread
+    graceful: int = 0  # nesting depth of graceful_stop
+    requested: int | None = None  # the signal a graceful loop has been asked to stop for
     previous: dict[int, Any] = field(default_factory=dict)
 
 
@@ -133,9 +134,13 @@ _SIGNALS = _SignalState()
 
 def _on_signal(signum: int, frame: Any) -> None:
     if _SIGNALS.graceful > 0 and _SIGNALS.requested is None:
-        _SIGNALS.requested = signum        # stop at the end of the current iteration
-        print(f"\n{signal.Signals(signum).name} received: stopping after the current iteration "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        _SIGNALS.requested = signum  # stop at the end of the current iteration
+        print(
+            f"\n{signal.Signals(signum).name} received: stopping after the current iteration "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
         return
     raise RunInterrupted(signum)
 
@@ -223,10 +228,17 @@ def _format_hint(hint: str | None, run_id: str) -> str:
 
 
 @contextmanager
-def tracked_run(experiment: str = "deeprl", *, run_name: str | None = None, tracking_uri: str | None = None,
-                tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
-                resume_run_id: str | None = None, resume_hint: str | None = None,
-                nested: bool = False) -> Iterator[TrackedRun]:
+def tracked_run(
+    experiment: str = "deeprl",
+    *,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
+    resume_hint: str | None = None,
+    nested: bool = False,
+) -> Iterator[TrackedRun]:
     """Open (or, with ``resume_run_id``, reopen) one MLflow run and own its final status.
 
     ``resume_hint`` is the command that continues the run, with ``{run_id}`` filled in; it is
@@ -262,8 +274,11 @@ def tracked_run(experiment: str = "deeprl", *, run_name: str | None = None, trac
             except Exception as cb_exc:  # keep ending the run: the record matters more
                 print(f"warning: while stopping run {run_id}: {type(cb_exc).__name__}: {cb_exc}", file=sys.stderr)
         interrupted = isinstance(exc, KeyboardInterrupt)
-        reason = (exc.signal_name if isinstance(exc, RunInterrupted) else "SIGINT") if interrupted \
+        reason = (
+            (exc.signal_name if isinstance(exc, RunInterrupted) else "SIGINT")
+            if interrupted
             else f"{type(exc).__name__}: {exc}"
+        )
         try:
             client.set_tag(run_id, "failure", reason[:5000])
         except Exception:
@@ -271,8 +286,12 @@ def tracked_run(experiment: str = "deeprl", *, run_name: str | None = None, trac
         mlflow.end_run("KILLED" if interrupted else "FAILED")
         if interrupted:
             hint = _format_hint(resume_hint, run_id)
-            print(f"run {run_id} stopped by {reason} and marked KILLED with what it logged"
-                  + (f"; resume with: {hint}" if hint else ""), file=sys.stderr, flush=True)
+            print(
+                f"run {run_id} stopped by {reason} and marked KILLED with what it logged"
+                + (f"; resume with: {hint}" if hint else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         raise
     else:
         mlflow.end_run("FINISHED")

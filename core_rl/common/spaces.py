@@ -15,8 +15,9 @@ env's ``action_space.sample()`` gives one valid slate per env; gymnasium's own r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from copy import deepcopy
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium.spaces import MultiDiscrete
@@ -33,8 +34,7 @@ class Slate(MultiDiscrete):
     distinct entries): tell them apart with ``isinstance``.
     """
 
-    def __init__(self, n: int, k: int, seed: int | np.random.Generator | None = None,
-                 batch_shape: Sequence[int] = ()):
+    def __init__(self, n: int, k: int, seed: int | np.random.Generator | None = None, batch_shape: Sequence[int] = ()):
         n, k = int(n), int(k)
         if n < 1:
             raise SpaceError(f"a slate needs at least one candidate, got n={n}")
@@ -49,7 +49,7 @@ class Slate(MultiDiscrete):
         if mask is not None or probability is not None:
             raise SpaceError("Slate.sample does not support mask/probability (draws are without replacement)")
         keys = self.np_random.random((*self.batch_shape, self.n))
-        return np.argsort(keys, axis=-1)[..., :self.k].astype(self.dtype)
+        return np.argsort(keys, axis=-1)[..., : self.k].astype(self.dtype)
 
     def contains(self, x: Any) -> bool:
         if isinstance(x, Sequence):
@@ -102,8 +102,13 @@ def space_to_dict(space: Any) -> dict[str, Any]:
     if isinstance(space, Slate):
         return {"type": "Slate", "n": space.n, "k": space.k, "batch_shape": list(space.batch_shape)}
     if isinstance(space, S.Box):
-        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
-                "dtype": str(space.dtype)}
+        return {
+            "type": "Box",
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+        }
     if isinstance(space, S.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, S.MultiDiscrete):

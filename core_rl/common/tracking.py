@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import tempfile
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -88,7 +89,7 @@ class MLflowTracker:
         existing = self.client.get_run(self.run_id).data.params
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items() if k not in existing]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         import time
@@ -96,8 +97,9 @@ class MLflowTracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()
-                 if v is not None and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
+        ]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 

@@ -38,11 +38,13 @@ class Transitions:
         n = self.actions.shape[0]
         for name in ("obs", "rewards", "next_obs", "dones"):
             if getattr(self, name).shape[0] != n:
-                raise ConfigError(f"transitions field '{name}' has {getattr(self, name).shape[0]} rows, "
-                                  f"actions has {n}")
+                raise ConfigError(
+                    f"transitions field '{name}' has {getattr(self, name).shape[0]} rows, actions has {n}"
+                )
         if self.obs.shape != self.next_obs.shape:
-            raise ConfigError(f"transitions 'obs' {tuple(self.obs.shape)} and 'next_obs' "
-                              f"{tuple(self.next_obs.shape)} differ in shape")
+            raise ConfigError(
+                f"transitions 'obs' {tuple(self.obs.shape)} and 'next_obs' {tuple(self.next_obs.shape)} differ in shape"
+            )
         if n == 0:
             raise ConfigError("transitions dataset is empty")
 
@@ -51,8 +53,9 @@ class Transitions:
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_arrays(cls, obs: Any, actions: Any, rewards: Any, next_obs: Any, dones: Any | None = None
-                    ) -> "Transitions":
+    def from_arrays(
+        cls, obs: Any, actions: Any, rewards: Any, next_obs: Any, dones: Any | None = None
+    ) -> "Transitions":
         """Build from array-likes (``dones`` None: no terminal s'); integers are indices, floats features."""
         obs_a, act_a, next_a = np.asarray(obs), np.asarray(actions), np.asarray(next_obs)
         obs_dtype = torch.long if np.issubdtype(obs_a.dtype, np.integer) else torch.float32
@@ -62,9 +65,13 @@ class Transitions:
             actions_t = torch.as_tensor(act_a, dtype=torch.float32).reshape(act_a.shape[0], -1)
         n = act_a.shape[0]
         dones_t = torch.zeros(n) if dones is None else torch.as_tensor(np.asarray(dones), dtype=torch.float32)
-        return cls(obs=torch.as_tensor(obs_a, dtype=obs_dtype), actions=actions_t,
-                   rewards=torch.as_tensor(np.asarray(rewards), dtype=torch.float32).reshape(-1),
-                   next_obs=torch.as_tensor(next_a, dtype=obs_dtype), dones=dones_t.reshape(-1))
+        return cls(
+            obs=torch.as_tensor(obs_a, dtype=obs_dtype),
+            actions=actions_t,
+            rewards=torch.as_tensor(np.asarray(rewards), dtype=torch.float32).reshape(-1),
+            next_obs=torch.as_tensor(next_a, dtype=obs_dtype),
+            dones=dones_t.reshape(-1),
+        )
 
     @classmethod
     def from_replay(cls, replay: ReplayBuffer, last: int | None = None) -> "Transitions":
@@ -77,14 +84,19 @@ class Transitions:
         if replay.full:  # oldest first, so that `last` keeps the newest
             idx = (torch.arange(upper) + replay.pos) % upper
         if last is not None:
-            idx = idx[-max(1, last // replay.n_envs):]
+            idx = idx[-max(1, last // replay.n_envs) :]
 
         def flat(x: torch.Tensor) -> torch.Tensor:
             return x[idx].reshape(-1, *x.shape[2:]).float()
 
         actions = flat(replay.actions)
-        return cls(obs=flat(replay.obs), actions=actions.reshape(actions.shape[0], -1), rewards=flat(replay.rewards),
-                   next_obs=flat(replay.next_obs), dones=flat(replay.terminated))
+        return cls(
+            obs=flat(replay.obs),
+            actions=actions.reshape(actions.shape[0], -1),
+            rewards=flat(replay.rewards),
+            next_obs=flat(replay.next_obs),
+            dones=flat(replay.terminated),
+        )
 
     @classmethod
     def collect(cls, env: EnvLike, n_steps: int, seed: int = 0, n_envs: int = 1) -> "Transitions":
@@ -103,8 +115,13 @@ class Transitions:
             actions = rng.integers(0, int(space.n), n_envs)
             next_obs, rewards, terminated, truncated, info = vec.step(actions)
             real_next = final_next_obs(next_obs, terminated | truncated, info)
-            for k, v in (("obs", obs), ("actions", actions), ("rewards", rewards), ("next_obs", real_next),
-                         ("dones", terminated)):
+            for k, v in (
+                ("obs", obs),
+                ("actions", actions),
+                ("rewards", rewards),
+                ("next_obs", real_next),
+                ("dones", terminated),
+            ):
                 rows[k].append(np.asarray(v))
             obs = next_obs
         vec.close()

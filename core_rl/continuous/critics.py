@@ -65,8 +65,14 @@ class QEnsemble(nn.Module):
     ``forward`` returns ``[K, B]``.
     """
 
-    def __init__(self, obs_space: gym.Space, action_dim: int, n_critics: int = 2,
-                 hidden_sizes: tuple[int, ...] = (256, 256), activation: str = "relu"):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_dim: int,
+        n_critics: int = 2,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        activation: str = "relu",
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.n_critics = int(n_critics)
@@ -124,8 +130,14 @@ class QEnsemble(nn.Module):
 class DeterministicActor(nn.Module):
     r""":math:`\mu_\theta(s) = \tanh(f_\theta(s)) \in [-1, 1]^{|A|}`: the trained maximizer of DDPG/TD3."""
 
-    def __init__(self, obs_space: gym.Space, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256),
-                 activation: str = "relu", out_gain: float = 0.01):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_dim: int,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        activation: str = "relu",
+        out_gain: float = 0.01,
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.net = mlp(self.encoder.dim, action_dim, hidden_sizes, activation, out_gain=out_gain)
@@ -150,8 +162,15 @@ class GaussianNoise:
 class OrnsteinUhlenbeckNoise:
     """Temporally correlated noise (DDPG paper): x ← x + θ(0 − x)dt + σ√dt ε, reset per episode."""
 
-    def __init__(self, n_envs: int, action_dim: int, std: float, theta: float = 0.15, dt: float = 1e-2,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        n_envs: int,
+        action_dim: int,
+        std: float,
+        theta: float = 0.15,
+        dt: float = 1e-2,
+        device: torch.device | str = "cpu",
+    ):
         self.std, self.theta, self.dt = std, theta, dt
         self.state = torch.zeros((n_envs, action_dim), device=device)
 
@@ -224,7 +243,8 @@ class NoisyContinuousQAgent(ContinuousQAgent):
         cfg = self.config
         if cfg.exploration_noise == "ou":
             self.noise: GaussianNoise | OrnsteinUhlenbeckNoise = OrnsteinUhlenbeckNoise(
-                self.n_envs, self.action_dim, cfg.noise_std, cfg.ou_theta, cfg.ou_dt, self.device)
+                self.n_envs, self.action_dim, cfg.noise_std, cfg.ou_theta, cfg.ou_dt, self.device
+            )
         else:
             self.noise = GaussianNoise(self.n_envs, self.action_dim, cfg.noise_std, self.device)
 

@@ -48,10 +48,12 @@ class DDPG(NoisyContinuousQAgent):
 
     def _build_networks(self) -> None:
         cfg = self.config
-        self.actor = DeterministicActor(self.observation_space, self.action_dim, cfg.hidden_sizes,
-                                        cfg.activation).to(self.device)
-        self.critic = QEnsemble(self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes,
-                                cfg.activation).to(self.device)
+        self.actor = DeterministicActor(self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation).to(
+            self.device
+        )
+        self.critic = QEnsemble(
+            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation
+        ).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = make_adam(self.actor.parameters(), cfg.actor_lr or cfg.lr)
@@ -66,7 +68,9 @@ class DDPG(NoisyContinuousQAgent):
         cfg = self.config
         next_action = self.actor_target(next_obs)
         if cfg.target_noise > 0:
-            eps = (cfg.target_noise * torch.randn_like(next_action)).clamp_(-cfg.target_noise_clip, cfg.target_noise_clip)
+            eps = (cfg.target_noise * torch.randn_like(next_action)).clamp_(
+                -cfg.target_noise_clip, cfg.target_noise_clip
+            )
             next_action = (next_action + eps).clamp_(-1.0, 1.0)
         return next_action
 
@@ -80,8 +84,8 @@ class DDPG(NoisyContinuousQAgent):
         cfg = self.config
         step = self.gradient_updates + 1
         target_q = self.target_q(batch)
-        q = self.critic(batch.obs, self.scaler.normalize(batch.actions))          # [K, B]
-        critic_loss = (q - target_q).pow(2).mean(1).sum()                        # Σ_k MSE_k
+        q = self.critic(batch.obs, self.scaler.normalize(batch.actions))  # [K, B]
+        critic_loss = (q - target_q).pow(2).mean(1).sum()  # Σ_k MSE_k
         self._step_optimizer(self.critic_optimizer, critic_loss)
         metrics = {"critic_loss": critic_loss.item(), "q_mean": q.mean().item()}
         if step % cfg.policy_delay == 0:

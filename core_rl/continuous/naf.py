@@ -33,8 +33,13 @@ from core_rl.continuous.critics import NoisyConfig, NoisyContinuousQAgent
 class NAFNetwork(nn.Module):
     r"""One trunk with three heads: V(s), μ(s) = tanh(·), and the |A|(|A|+1)/2 entries of L(s)."""
 
-    def __init__(self, obs_space: gym.Space, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256),
-                 activation: str = "relu"):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_dim: int,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        activation: str = "relu",
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.action_dim = action_dim
@@ -66,7 +71,7 @@ class NAFNetwork(nn.Module):
     def q_from_heads(value: torch.Tensor, mu: torch.Tensor, L: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         r""":math:`V - \tfrac12\lVert L^\top(a-\mu)\rVert^2` (``actions`` may carry extra leading axes)."""
         diff = actions - mu
-        z = torch.matmul(diff.unsqueeze(-2), L).squeeze(-2)          # (a−μ)ᵀL = (Lᵀ(a−μ))ᵀ
+        z = torch.matmul(diff.unsqueeze(-2), L).squeeze(-2)  # (a−μ)ᵀL = (Lᵀ(a−μ))ᵀ
         return value - 0.5 * z.pow(2).sum(-1)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -87,7 +92,9 @@ class NAF(NoisyContinuousQAgent):
 
     def _build_networks(self) -> None:
         cfg = self.config
-        self.q_net = NAFNetwork(self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation).to(self.device)
+        self.q_net = NAFNetwork(self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation).to(
+            self.device
+        )
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = make_adam(self.q_net.parameters(), cfg.lr)
 

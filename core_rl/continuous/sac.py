@@ -38,8 +38,12 @@ from core_rl.common.replay import ReplaySample
 from core_rl.continuous.critics import ContinuousQAgent, ContinuousQConfig, QEnsemble
 
 
-def soft_state_value(q: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float,
-                     estimator: Literal["mean", "logsumexp"] = "mean") -> torch.Tensor:
+def soft_state_value(
+    q: torch.Tensor,
+    log_prob: torch.Tensor,
+    alpha: torch.Tensor | float,
+    estimator: Literal["mean", "logsumexp"] = "mean",
+) -> torch.Tensor:
     r"""Soft value V(s) from M action samples per state: ``q`` and ``log_prob`` are ``[M, B]`` or ``[B]``.
 
     ``"mean"``: :math:`\frac1M\sum_m Q(s,a_m) - \alpha\log\pi(a_m|s)` with :math:`a_m\sim\pi` (SAC).
@@ -62,8 +66,15 @@ def soft_bellman_target(batch: ReplaySample, next_value: torch.Tensor) -> torch.
 class TanhGaussianActor(nn.Module):
     r""":math:`\pi_\theta(a|s)`: a = tanh(u), u ~ N(μ_θ(s), σ_θ(s)²), log σ clamped to [min, max]."""
 
-    def __init__(self, obs_space: gym.Space, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256),
-                 activation: str = "relu", log_std_min: float = -20.0, log_std_max: float = 2.0):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_dim: int,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        activation: str = "relu",
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.net = mlp(self.encoder.dim, 2 * action_dim, hidden_sizes, activation, out_gain=0.01)
@@ -96,10 +107,12 @@ class SAC(ContinuousQAgent):
 
     def _build_networks(self) -> None:
         cfg = self.config
-        self.actor = TanhGaussianActor(self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation,
-                                       cfg.log_std_min, cfg.log_std_max).to(self.device)
-        self.critic = QEnsemble(self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes,
-                                cfg.activation).to(self.device)
+        self.actor = TanhGaussianActor(
+            self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, cfg.log_std_min, cfg.log_std_max
+        ).to(self.device)
+        self.critic = QEnsemble(
+            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation
+        ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = make_adam(self.actor.parameters(), cfg.lr)
         self.critic_optimizer = make_adam(self.critic.parameters(), cfg.lr)
@@ -108,8 +121,9 @@ class SAC(ContinuousQAgent):
         init = cfg.init_ent_coef if self.auto_alpha else float(cfg.ent_coef)
         # a module so that checkpoints keep it; a fixed α is the same parameter, never stepped
         self.temperature = nn.Module()
-        self.temperature.log_alpha = nn.Parameter(torch.tensor(math.log(init), device=self.device),
-                                                  requires_grad=self.auto_alpha)
+        self.temperature.log_alpha = nn.Parameter(
+            torch.tensor(math.log(init), device=self.device), requires_grad=self.auto_alpha
+        )
         if self.auto_alpha:
             self.alpha_optimizer = make_adam([self.temperature.log_alpha], cfg.lr)
 
@@ -127,8 +141,9 @@ class SAC(ContinuousQAgent):
         next_q = self.critic_target.min_q(batch.next_obs, next_action)
         return soft_bellman_target(batch, soft_state_value(next_q, next_log_prob, alpha))
 
-    def actor_loss(self, batch: ReplaySample, action: torch.Tensor, log_prob: torch.Tensor,
-                   alpha: torch.Tensor) -> torch.Tensor:
+    def actor_loss(
+        self, batch: ReplaySample, action: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
         """E[α log π(a|s) − min_k Q_k(s, a)] for reparametrized a ~ π(·|s) (a hook: SAC-Lag adds λ Q_c)."""
         q_pi = self.critic.min_q(batch.obs, action, detach_params=True)
         return (alpha * log_prob - q_pi).mean()
@@ -136,7 +151,7 @@ class SAC(ContinuousQAgent):
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
         cfg = self.config
         log_alpha = self.temperature.log_alpha
-        action, log_prob = self.actor(batch.obs)                      # a ~ π_θ(·|s), reparametrized
+        action, log_prob = self.actor(batch.obs)  # a ~ π_θ(·|s), reparametrized
         metrics: dict[str, float] = {}
         if self.auto_alpha:
             alpha_loss = -(log_alpha * (log_prob.detach() + self.target_entropy)).mean()
@@ -145,7 +160,7 @@ class SAC(ContinuousQAgent):
         alpha = log_alpha.detach().exp()
 
         target_q = self.target_q(batch, alpha)
-        q = self.critic(batch.obs, self.scaler.normalize(batch.actions))    # [K, B]
+        q = self.critic(batch.obs, self.scaler.normalize(batch.actions))  # [K, B]
         critic_loss = 0.5 * (q - target_q).pow(2).mean(1).sum()
         self._step_optimizer(self.critic_optimizer, critic_loss)
 
@@ -154,6 +169,11 @@ class SAC(ContinuousQAgent):
 
         if (self.gradient_updates + 1) % cfg.target_update_interval == 0:
             polyak_update(self.critic, self.critic_target, cfg.tau)
-        metrics.update(critic_loss=critic_loss.item(), actor_loss=actor_loss.item(), q_mean=q.mean().item(),
-                       alpha=float(alpha), entropy=-log_prob.mean().item())
+        metrics.update(
+            critic_loss=critic_loss.item(),
+            actor_loss=actor_loss.item(),
+            q_mean=q.mean().item(),
+            alpha=float(alpha),
+            entropy=-log_prob.mean().item(),
+        )
         return metrics

@@ -22,7 +22,8 @@ own first (uniform) round, and is much better where the action space is larger t
 from __future__ import annotations
 
 import copy
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -45,8 +46,9 @@ def _best(actions: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return actions[torch.arange(actions.shape[0], device=actions.device), idx], value
 
 
-def random_shooting_max(q_fn: QFunction, obs: torch.Tensor, action_dim: int, n_samples: int = 64,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_shooting_max(
+    q_fn: QFunction, obs: torch.Tensor, action_dim: int, n_samples: int = 64, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     r""":math:`\arg\max_{a_i} Q(s,a_i)` over ``n_samples`` uniform actions per state: ``([B, |A|], [B])``."""
     b = obs.shape[0]
     actions = torch.rand((b, n_samples, action_dim), generator=generator, device=obs.device) * 2 - 1
@@ -54,9 +56,16 @@ def random_shooting_max(q_fn: QFunction, obs: torch.Tensor, action_dim: int, n_s
     return _best(actions, _evaluate(q_fn, obs_rep, actions))
 
 
-def cem_max(q_fn: QFunction, obs: torch.Tensor, action_dim: int, n_samples: int = 64, n_iters: int = 2,
-            n_elites: int = 6, min_std: float = 1e-3,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cem_max(
+    q_fn: QFunction,
+    obs: torch.Tensor,
+    action_dim: int,
+    n_samples: int = 64,
+    n_iters: int = 2,
+    n_elites: int = 6,
+    min_std: float = 1e-3,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Cross-entropy maximization of Q(s, ·) over [-1, 1]^|A|, batched over states.
 
     Uses ``n_samples * n_iters`` evaluations per state; returns the best evaluated action and its Q.
@@ -65,6 +74,7 @@ def cem_max(q_fn: QFunction, obs: torch.Tensor, action_dim: int, n_samples: int 
     obs_rep = obs.repeat_interleave(n_samples, dim=0)
     actions = torch.rand((b, n_samples, action_dim), generator=generator, device=device) * 2 - 1
     best_action = best_value = None
+    mean = std = actions[:, 0]  # refitted to the elites before they are used (it > 0)
     for it in range(n_iters):
         if it > 0:
             eps = torch.randn((b, n_samples, action_dim), generator=generator, device=device)
@@ -78,21 +88,27 @@ def cem_max(q_fn: QFunction, obs: torch.Tensor, action_dim: int, n_samples: int 
             best_action = torch.where(better.unsqueeze(-1), action, best_action)
             best_value = torch.where(better, value, best_value)
         if it < n_iters - 1:
-            elite_idx = q.topk(n_elites, dim=1).indices                                       # [B, N_e]
-            elites = actions.gather(1, elite_idx.unsqueeze(-1).expand(-1, -1, action_dim))   # [B, N_e, |A|]
+            elite_idx = q.topk(n_elites, dim=1).indices  # [B, N_e]
+            elites = actions.gather(1, elite_idx.unsqueeze(-1).expand(-1, -1, action_dim))  # [B, N_e, |A|]
             mean = elites.mean(1)
             std = elites.std(1, unbiased=False).clamp_min(min_std)
     return best_action, best_value
 
 
 class QTOptConfig(NoisyConfig):
-    hidden_sizes: tuple[int, ...] = Field((64, 64), description="Critic hidden widths (every max costs N×iters forwards).")
-    n_critics: int = Field(2, ge=1, description="Critics whose minimum at argmax Q'_1 is the target (clipped double Q).")
+    hidden_sizes: tuple[int, ...] = Field(
+        (64, 64), description="Critic hidden widths (every max costs N×iters forwards)."
+    )
+    n_critics: int = Field(
+        2, ge=1, description="Critics whose minimum at argmax Q'_1 is the target (clipped double Q)."
+    )
     maximizer: Literal["cem", "random"] = "cem"
     n_samples: int = Field(64, ge=1, description="Actions sampled per state per iteration when acting.")
     n_iters: int = Field(2, ge=1, description="CEM iterations (random: the samples are n_samples·n_iters).")
     n_elites: int = Field(6, ge=1, description="CEM elites refitted per iteration.")
-    target_n_samples: int | None = Field(None, ge=1, description="Samples per state for the target max (None: n_samples).")
+    target_n_samples: int | None = Field(
+        None, ge=1, description="Samples per state for the target max (None: n_samples)."
+    )
 
     @model_validator(mode="after")
     def _elites_fit(self) -> "QTOptConfig":
@@ -110,13 +126,15 @@ class QTOpt(NoisyContinuousQAgent):
 
     def _build_networks(self) -> None:
         cfg = self.config
-        self.critic = QEnsemble(self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes,
-                                cfg.activation).to(self.device)
+        self.critic = QEnsemble(
+            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation
+        ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = make_adam(self.critic.parameters(), cfg.lr)
 
-    def maximize(self, q_fn: QFunction, obs: torch.Tensor, n_samples: int | None = None,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def maximize(
+        self, q_fn: QFunction, obs: torch.Tensor, n_samples: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The configured maximizer: (argmax_a Q(s, a), max_a Q(s, a)) per state."""
         cfg = self.config
         n = n_samples or cfg.n_samples

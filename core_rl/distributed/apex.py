@@ -26,7 +26,14 @@ from pydantic import Field, model_validator
 
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
 from core_rl.distributed.on_policy import DistributedFields
-from core_rl.distributed.workers import ReplayActor, WorkerGroup, check_shippable, class_target, env_module, merge_episodes
+from core_rl.distributed.workers import (
+    ReplayActor,
+    WorkerGroup,
+    check_shippable,
+    class_target,
+    env_module,
+    merge_episodes,
+)
 from core_rl.q_learning.dqn import DQN, DQNConfig
 
 
@@ -75,9 +82,21 @@ class ApeXDQN(DQN):
         check_shippable(self._env_source)
         base = {k: v for k, v in cfg.model_dump().items() if k in DQNConfig.model_fields}
         k = cfg.envs_per_worker
-        starts = -(-cfg.learning_starts // self.n_envs)          # warm-up steps per env, as one local vector env
-        args = [(class_target(DQN), self._env_source, base, w, k, float(eps), cfg.actor_steps, starts * k,
-                 env_module(self._env_source)) for w, eps in enumerate(self.epsilons)]
+        starts = -(-cfg.learning_starts // self.n_envs)  # warm-up steps per env, as one local vector env
+        args = [
+            (
+                class_target(DQN),
+                self._env_source,
+                base,
+                w,
+                k,
+                float(eps),
+                cfg.actor_steps,
+                starts * k,
+                env_module(self._env_source),
+            )
+            for w, eps in enumerate(self.epsilons)
+        ]
         self._actors = WorkerGroup(ReplayActor, args, cfg.backend, cfg.ray_address, cfg.worker_cpus)
         return self._actors
 
@@ -90,8 +109,14 @@ class ApeXDQN(DQN):
         parts = group.call("run", [(weights,)] * len(group))
         cat = lambda key, s: np.concatenate([p[key][s] for p in parts], 0)  # noqa: E731
         for s in range(cfg.actor_steps):
-            self.replay.add(cat("obs", s), cat("actions", s), cat("rewards", s), cat("next_obs", s),
-                            cat("terminated", s), cat("truncated", s))
+            self.replay.add(
+                cat("obs", s),
+                cat("actions", s),
+                cat("rewards", s),
+                cat("next_obs", s),
+                cat("terminated", s),
+                cat("truncated", s),
+            )
         for ret, length in merge_episodes([p["episodes"] for p in parts], cfg.envs_per_worker):
             self.episode_returns.append(ret)
             self.episode_lengths.append(length)

@@ -36,8 +36,14 @@ from pydantic import BaseModel, Field, model_validator
 from core_rl.actor_critic.actor_critic import A2C, A2CConfig
 from core_rl.common.base import Agent
 from core_rl.common.buffers import RolloutBatch
-from core_rl.distributed.workers import (RolloutWorker, WorkerGroup, check_shippable, class_target, env_module,
-                                         merge_episodes)
+from core_rl.distributed.workers import (
+    RolloutWorker,
+    WorkerGroup,
+    check_shippable,
+    class_target,
+    env_module,
+    merge_episodes,
+)
 from core_rl.trust_region.ppo import PPO, PPOConfig
 
 
@@ -51,8 +57,11 @@ class DistributedFields(BaseModel):
 
 
 class DistributedOnPolicyConfig(DistributedFields):
-    exact_batches: bool = Field(True, description="Recompute log π, V and bootstraps on the learner with the local "
-                                "run's tensor shapes (bit-identical to the local run; T small forward passes).")
+    exact_batches: bool = Field(
+        True,
+        description="Recompute log π, V and bootstraps on the learner with the local "
+        "run's tensor shapes (bit-identical to the local run; T small forward passes).",
+    )
 
     @model_validator(mode="after")
     def _split(self) -> "DistributedOnPolicyConfig":
@@ -61,8 +70,10 @@ class DistributedOnPolicyConfig(DistributedFields):
             if n_envs % self.n_workers:
                 raise ValueError(f"n_envs={n_envs} must be a multiple of n_workers={self.n_workers}")
             if getattr(self, "normalize_obs", False) or getattr(self, "normalize_reward", False):
-                raise ValueError("normalize_obs / normalize_reward are not supported with n_workers > 0 "
-                                 "(their running statistics would differ per worker)")
+                raise ValueError(
+                    "normalize_obs / normalize_reward are not supported with n_workers > 0 "
+                    "(their running statistics would differ per worker)"
+                )
         return self
 
 
@@ -77,8 +88,9 @@ class DistributedOnPolicyMixin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.base_algo = next(c for c in cls.__mro__[1:]
-                             if issubclass(c, Agent) and not issubclass(c, DistributedOnPolicyMixin))
+        cls.base_algo = next(
+            c for c in cls.__mro__[1:] if issubclass(c, Agent) and not issubclass(c, DistributedOnPolicyMixin)
+        )
 
     @property
     def envs_per_worker(self) -> int:
@@ -96,8 +108,10 @@ class DistributedOnPolicyMixin:
         source = self._env_source  # type: ignore[attr-defined]
         check_shippable(source)
         k = self.envs_per_worker
-        args = [(class_target(self.base_algo), source, self._base_config(), w, k, env_module(source))
-                for w in range(cfg.n_workers)]
+        args = [
+            (class_target(self.base_algo), source, self._base_config(), w, k, env_module(source))
+            for w in range(cfg.n_workers)
+        ]
         self._workers = WorkerGroup(RolloutWorker, args, cfg.backend, cfg.ray_address, cfg.worker_cpus)
         return self._workers
 
@@ -126,13 +140,22 @@ class DistributedOnPolicyMixin:
         k = self.envs_per_worker
         noise = self._draw_noise()
         weights = group.share(self._weights())
-        parts = group.call("collect", [(weights, None if noise is None else noise[:, w * k:(w + 1) * k])
-                                       for w in range(len(group))])
+        parts = group.call(
+            "collect", [(weights, None if noise is None else noise[:, w * k : (w + 1) * k]) for w in range(len(group))]
+        )
         batches = [p["batch"] for p in parts]
         cat = lambda name, dim: torch.cat([getattr(b, name) for b in batches], dim).to(self.device)  # type: ignore # noqa: E731
-        batch = RolloutBatch(obs=cat("obs", 1), actions=cat("actions", 1), log_probs=cat("log_probs", 1),
-                             rewards=cat("rewards", 1), dones=cat("dones", 1), episode_starts=cat("episode_starts", 1),
-                             values=cat("values", 1), valid=cat("valid", 1), last_value=cat("last_value", 0))
+        batch = RolloutBatch(
+            obs=cat("obs", 1),
+            actions=cat("actions", 1),
+            log_probs=cat("log_probs", 1),
+            rewards=cat("rewards", 1),
+            dones=cat("dones", 1),
+            episode_starts=cat("episode_starts", 1),
+            values=cat("values", 1),
+            valid=cat("valid", 1),
+            last_value=cat("last_value", 0),
+        )
         if self.config.exact_batches and noise is not None:
             self._recompute(batch, [p["steps"] for p in parts], np.concatenate([p["last_obs"] for p in parts]))
         for ret, length in merge_episodes([p["episodes"] for p in parts], k):
@@ -143,8 +166,9 @@ class DistributedOnPolicyMixin:
         return batch
 
     @torch.no_grad()
-    def _recompute(self, batch: RolloutBatch, steps: list[list[tuple[Any, Any, list[Any]]]], last_obs: np.ndarray
-                   ) -> None:
+    def _recompute(
+        self, batch: RolloutBatch, steps: list[list[tuple[Any, Any, list[Any]]]], last_obs: np.ndarray
+    ) -> None:
         """Redo log π, V, the truncation bootstrap and V(s_T) with the learner's weights, one step of all
         W·k envs at a time: the same tensor shapes, hence the same bits, as the local ``collect``."""
         gamma = self.config.gamma
@@ -192,5 +216,11 @@ class DistributedA2C(DistributedOnPolicyMixin, A2C):
     config_cls = DistributedA2CConfig
 
 
-__all__ = ["DistributedFields", "DistributedOnPolicyMixin", "DistributedPPO", "DistributedPPOConfig", "DistributedA2C",
-           "DistributedA2CConfig"]
+__all__ = [
+    "DistributedFields",
+    "DistributedOnPolicyMixin",
+    "DistributedPPO",
+    "DistributedPPOConfig",
+    "DistributedA2C",
+    "DistributedA2CConfig",
+]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +29,10 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise RayMissingError("backend='ray' needs the Ray package: pip install 'deeprl-suite[distributed]' "
-                              "(or run with backend='local', which needs nothing)") from None
+        raise RayMissingError(
+            "backend='ray' needs the Ray package: pip install 'deeprl-suite[distributed]' "
+            "(or run with backend='local', which needs nothing)"
+        ) from None
     return ray
 
 
@@ -42,8 +45,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     if address:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     return ray
 
 

@@ -11,12 +11,13 @@ exactly the seeds a local vector env of W·k envs gives its envs (gymnasium seed
 from __future__ import annotations
 
 import importlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
-from gymnasium.vector import VectorEnv, VectorWrapper
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv, VectorWrapper
 
 from core_rl.common.base import Agent
 from core_rl.common.distributions import Categorical, DiagGaussian
@@ -45,8 +46,10 @@ def env_module(env: Any) -> str | None:
 
 def check_shippable(env: Any) -> None:
     if not (isinstance(env, str) or callable(env)) or isinstance(env, (gym.Env, gym.vector.VectorEnv)):
-        raise ConfigError("distributed agents need the env as a registered id or a zero-argument factory "
-                          f"(workers build their own copies), got {type(env).__name__}")
+        raise ConfigError(
+            "distributed agents need the env as a registered id or a zero-argument factory "
+            f"(workers build their own copies), got {type(env).__name__}"
+        )
 
 
 class _EpisodeRecorder:
@@ -59,8 +62,14 @@ class _EpisodeRecorder:
         if not hasattr(self, "records"):
             self.records, self._step_counter = [], 0
         for i in np.flatnonzero(dones):
-            self.records.append((self._step_counter, int(i), float(self._ep_return[i] + rewards[i]),  # type: ignore
-                                 int(self._ep_length[i] + 1)))  # type: ignore[attr-defined]
+            self.records.append(
+                (
+                    self._step_counter,
+                    int(i),
+                    float(self._ep_return[i] + rewards[i]),  # type: ignore
+                    int(self._ep_length[i] + 1),
+                )
+            )  # type: ignore[attr-defined]
         self._step_counter += 1
         super()._track_episodes(rewards, dones)  # type: ignore[misc]
 
@@ -82,10 +91,10 @@ class _GivenNoise:
 
     def sample(self) -> torch.Tensor:
         d = self.dist
-        if isinstance(d, Categorical):   # the same ops as Categorical.sample with u given
+        if isinstance(d, Categorical):  # the same ops as Categorical.sample with u given
             u = self.noise.clamp(1e-20, 1.0)
             return (d.logits - torch.log(-torch.log(u))).argmax(-1)
-        with torch.no_grad():            # DiagGaussian.sample with ε given
+        with torch.no_grad():  # DiagGaussian.sample with ε given
             return d.mean + d.log_std.exp() * self.noise
 
     def __getattr__(self, name: str) -> Any:
@@ -132,8 +141,15 @@ class RolloutWorker:
     """k env copies + a policy copy of an on-policy algorithm; ``collect`` returns a RolloutBatch
     plus each step's raw rewards and truncation data (:class:`_StepRecorder`)."""
 
-    def __init__(self, algo_target: str, env: Any, config: dict[str, Any], worker_index: int, envs_per_worker: int,
-                 module: str | None = None):
+    def __init__(
+        self,
+        algo_target: str,
+        env: Any,
+        config: dict[str, Any],
+        worker_index: int,
+        envs_per_worker: int,
+        module: str | None = None,
+    ):
         if module:
             importlib.import_module(module)
         cls = _recording(load_class(algo_target))
@@ -156,8 +172,12 @@ class RolloutWorker:
                 batch = agent.collect()
             finally:
                 agent.policy = policy
-        return {"batch": batch, "episodes": agent.pop_records(), "steps": self.recorder.pop(),
-                "last_obs": np.asarray(agent._obs)}
+        return {
+            "batch": batch,
+            "episodes": agent.pop_records(),
+            "steps": self.recorder.pop(),
+            "last_obs": np.asarray(agent._obs),
+        }
 
     def close(self) -> None:
         self.agent.close()
@@ -172,17 +192,35 @@ class ReplayActor:
     handling.
     """
 
-    def __init__(self, algo_target: str, env: Any, config: dict[str, Any], worker_index: int, envs_per_worker: int,
-                 epsilon: float, actor_steps: int, learning_starts: int, module: str | None = None):
+    def __init__(
+        self,
+        algo_target: str,
+        env: Any,
+        config: dict[str, Any],
+        worker_index: int,
+        envs_per_worker: int,
+        epsilon: float,
+        actor_steps: int,
+        learning_starts: int,
+        module: str | None = None,
+    ):
         if module:
             importlib.import_module(module)
         cls = _recording(load_class(algo_target))
         seed = int(config.get("seed", 0))
         self.rng = RNGState(seed + 7_919 * (worker_index + 1))
-        actor_cfg = {**config, "n_envs": envs_per_worker, "exploration_initial_eps": epsilon,
-                     "exploration_final_eps": epsilon, "gradient_steps": 0, "train_freq": actor_steps,
-                     "buffer_size": actor_steps * envs_per_worker, "learning_starts": learning_starts,
-                     "prioritized": False, "n_step": 1}
+        actor_cfg = {
+            **config,
+            "n_envs": envs_per_worker,
+            "exploration_initial_eps": epsilon,
+            "exploration_final_eps": epsilon,
+            "gradient_steps": 0,
+            "train_freq": actor_steps,
+            "buffer_size": actor_steps * envs_per_worker,
+            "learning_starts": learning_starts,
+            "prioritized": False,
+            "n_step": 1,
+        }
         with self.rng.active():
             self.agent = cls(env, actor_cfg)
             self.agent._obs, _ = self.agent.env.reset(seed=seed + worker_index * envs_per_worker)
@@ -197,9 +235,15 @@ class ReplayActor:
         S = self.actor_steps
         episode_end = r.episode_end[:S].bool()
         terminated = r.terminated[:S].bool()
-        return {"obs": r.obs[:S].numpy(), "actions": r.actions[:S].numpy(), "rewards": r.rewards[:S].numpy(),
-                "next_obs": r.next_obs[:S].numpy(), "terminated": terminated.numpy(),
-                "truncated": (episode_end & ~terminated).numpy(), "episodes": agent.pop_records()}
+        return {
+            "obs": r.obs[:S].numpy(),
+            "actions": r.actions[:S].numpy(),
+            "rewards": r.rewards[:S].numpy(),
+            "next_obs": r.next_obs[:S].numpy(),
+            "terminated": terminated.numpy(),
+            "truncated": (episode_end & ~terminated).numpy(),
+            "episodes": agent.pop_records(),
+        }
 
     def close(self) -> None:
         self.agent.close()
@@ -208,8 +252,14 @@ class ReplayActor:
 class WorkerGroup:
     """W workers of one class, as Ray actors (``backend='ray'``) or plain objects (``'local'``)."""
 
-    def __init__(self, cls: type, args: Sequence[tuple[Any, ...]], backend: str = "ray", address: str | None = None,
-                 num_cpus: float = 1.0):
+    def __init__(
+        self,
+        cls: type,
+        args: Sequence[tuple[Any, ...]],
+        backend: str = "ray",
+        address: str | None = None,
+        num_cpus: float = 1.0,
+    ):
         self.backend = backend
         if backend == "ray":
             self.ray = init_ray(address)
@@ -244,13 +294,20 @@ class WorkerGroup:
         self.handles = []
 
 
-def merge_episodes(parts: Sequence[list[tuple[int, int, float, int]]], envs_per_worker: int
-                   ) -> list[tuple[float, int]]:
+def merge_episodes(parts: Sequence[list[tuple[int, int, float, int]]], envs_per_worker: int) -> list[tuple[float, int]]:
     """Workers' finished episodes in the order one vector env would report them: by step, then env."""
     rows = [(t, w * envs_per_worker + i, ret, length) for w, part in enumerate(parts) for t, i, ret, length in part]
     rows.sort(key=lambda r: (r[0], r[1]))
     return [(ret, length) for _, _, ret, length in rows]
 
 
-__all__ = ["RolloutWorker", "ReplayActor", "WorkerGroup", "merge_episodes", "load_class", "class_target", "env_module",
-           "check_shippable"]
+__all__ = [
+    "RolloutWorker",
+    "ReplayActor",
+    "WorkerGroup",
+    "merge_episodes",
+    "load_class",
+    "class_target",
+    "env_module",
+    "check_shippable",
+]

@@ -100,13 +100,21 @@ class SimHashCounter(Counter):
         self.encoder = ObsEncoder(space)
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("projection", torch.randn(self.encoder.dim, bits, generator=gen))
-        if center is None and isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low)) \
-                and np.all(np.isfinite(space.high)):
-            center = (space.low + space.high) / 2   # hash around the box's centre, not the origin
-        c = torch.zeros(self.encoder.dim) if center is None else torch.as_tensor(center, dtype=torch.float32).reshape(-1)
+        if (
+            center is None
+            and isinstance(space, gym.spaces.Box)
+            and np.all(np.isfinite(space.low))
+            and np.all(np.isfinite(space.high))
+        ):
+            center = (space.low + space.high) / 2  # hash around the box's centre, not the origin
+        c = (
+            torch.zeros(self.encoder.dim)
+            if center is None
+            else torch.as_tensor(center, dtype=torch.float32).reshape(-1)
+        )
         self.register_buffer("center", c)
         self.register_buffer("powers", 2 ** torch.arange(bits, dtype=torch.long))
-        self.register_buffer("table", torch.zeros(2 ** bits, dtype=torch.float64))
+        self.register_buffer("table", torch.zeros(2**bits, dtype=torch.float64))
 
     def code(self, obs: torch.Tensor) -> torch.Tensor:
         """The k-bit code of each observation as an integer in [0, 2^k)."""
@@ -131,8 +139,9 @@ class DensityCounter(Counter):
 
     def __init__(self, space: gym.Space, bins: int = 16):
         super().__init__()
-        if not isinstance(space, gym.spaces.Box) or not (np.all(np.isfinite(space.low))
-                                                         and np.all(np.isfinite(space.high))):
+        if not isinstance(space, gym.spaces.Box) or not (
+            np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+        ):
             raise SpaceError(f"the density pseudo-count needs a bounded Box observation space, got {space}")
         self.bins = int(bins)
         self.register_buffer("low", torch.as_tensor(space.low, dtype=torch.float32).reshape(-1))
@@ -143,18 +152,19 @@ class DensityCounter(Counter):
 
     def _bin(self, obs: torch.Tensor) -> torch.Tensor:
         x = (obs.reshape(obs.shape[0], -1).float() - self.low) / (self.high - self.low).clamp_min(1e-12)
-        return (x * self.bins).long().clamp_(0, self.bins - 1)          # [B, D]
+        return (x * self.bins).long().clamp_(0, self.bins - 1)  # [B, D]
 
     def _log_rho(self, b: torch.Tensor, extra: float) -> torch.Tensor:
         """log ρ(s) after ``extra`` additional updates on s itself."""
-        c = self.cells.gather(1, b.T).T + extra                          # [B, D]
+        c = self.cells.gather(1, b.T).T + extra  # [B, D]
         return (torch.log(c + 1.0) - torch.log(self.n + extra + self.bins)).sum(-1)
 
     def update(self, obs: torch.Tensor) -> None:
         b = self._bin(obs)
         d = torch.arange(b.shape[1]).expand_as(b)
-        self.cells.index_put_((d.reshape(-1), b.reshape(-1)), torch.ones(b.numel(), dtype=self.cells.dtype),
-                              accumulate=True)
+        self.cells.index_put_(
+            (d.reshape(-1), b.reshape(-1)), torch.ones(b.numel(), dtype=self.cells.dtype), accumulate=True
+        )
         self.n += b.shape[0]
 
     def counts(self, obs: torch.Tensor) -> torch.Tensor:
@@ -198,9 +208,19 @@ class DisagreementBonus(Bonus):
     the model sees it. The bonus is clipped to ``[0, clip·β]``.
     """
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, beta: float, n_members: int = 5,
-                 hidden_sizes: tuple[int, ...] = (64, 64), fit_every: int = 200, fit_steps: int = 200,
-                 capacity: int = 50_000, clip: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        beta: float,
+        n_members: int = 5,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        fit_every: int = 200,
+        fit_steps: int = 200,
+        capacity: int = 50_000,
+        clip: float = 1.0,
+        seed: int = 0,
+    ):
         super().__init__()
         from core_rl.model_based.ensemble import BootstrapEnsemble
 
@@ -213,11 +233,18 @@ class DisagreementBonus(Bonus):
             raise SpaceError(f"the disagreement bonus needs a Discrete or Box action space, got {action_space}")
         self.beta, self.clip = float(beta), float(clip)
         self.fit_every, self.fit_steps, self.capacity = int(fit_every), int(fit_steps), int(capacity)
-        with torch.random.fork_rng():          # the agent's global RNG stream is not touched
+        with torch.random.fork_rng():  # the agent's global RNG stream is not touched
             torch.manual_seed(seed)
-            self.model = BootstrapEnsemble(self.obs_encoder.dim, act_dim, n_members=n_members, probabilistic=False,
-                                           learn_reward=False, hidden_sizes=hidden_sizes, activation="relu",
-                                           seed=seed)
+            self.model = BootstrapEnsemble(
+                self.obs_encoder.dim,
+                act_dim,
+                n_members=n_members,
+                probabilistic=False,
+                learn_reward=False,
+                hidden_sizes=hidden_sizes,
+                activation="relu",
+                seed=seed,
+            )
         d = self.obs_encoder.dim
         self.register_buffer("data_x", torch.zeros(self.capacity, d))
         self.register_buffer("data_a", torch.zeros(self.capacity, act_dim))
@@ -247,8 +274,13 @@ class DisagreementBonus(Bonus):
         if self.since_fit >= self.fit_every:
             self.since_fit = 0
             with torch.random.fork_rng(), torch.enable_grad():
-                data = Transitions(self.data_x[:self.size], self.data_a[:self.size], torch.zeros(self.size),
-                                   self.data_y[:self.size], torch.zeros(self.size))
+                data = Transitions(
+                    self.data_x[: self.size],
+                    self.data_a[: self.size],
+                    torch.zeros(self.size),
+                    self.data_y[: self.size],
+                    torch.zeros(self.size),
+                )
                 self.model.fit(data, epochs=1_000, batch_size=64, holdout_ratio=0.0, max_steps=self.fit_steps)
         return (self.beta * score).clamp(0.0, self.clip * self.beta)
 
@@ -260,11 +292,18 @@ BonusKind = Literal["none", "count", "simhash", "density", "disagreement"]
 class BonusConfig(BaseModel):
     """Fields any agent config can mix in (``class MyConfig(PPOConfig, BonusConfig)``)."""
 
-    bonus: BonusKind = Field("count", description="Exploration bonus: exact count, SimHash count, "
-                             "density pseudo-count, ensemble disagreement, or none.")
+    bonus: BonusKind = Field(
+        "count",
+        description="Exploration bonus: exact count, SimHash count, "
+        "density pseudo-count, ensemble disagreement, or none.",
+    )
     bonus_beta: float = Field(0.1, ge=0.0, description="β of r + β·bonus.")
-    bonus_shift: float = Field(0.0, ge=0.0, description="Subtract β·shift from every bonus: familiar states cost, "
-                               "so zero-initialized values are optimistic about never-visited ones.")
+    bonus_shift: float = Field(
+        0.0,
+        ge=0.0,
+        description="Subtract β·shift from every bonus: familiar states cost, "
+        "so zero-initialized values are optimistic about never-visited ones.",
+    )
     simhash_bits: int = Field(16, ge=1, le=24, description="k of the SimHash code (table of 2^k counts).")
     density_bins: int = Field(16, ge=2, description="Histogram bins per dimension of the density model.")
     disagreement_members: int = Field(5, ge=2, description="Members of the dynamics ensemble.")
@@ -283,9 +322,16 @@ def make_bonus(cfg: BonusConfig, obs_space: gym.Space, action_space: gym.Space, 
         return CountBonus(SimHashCounter(obs_space, cfg.simhash_bits, seed=seed), cfg.bonus_beta)
     if cfg.bonus == "density":
         return CountBonus(DensityCounter(obs_space, cfg.density_bins), cfg.bonus_beta)
-    return DisagreementBonus(obs_space, action_space, cfg.bonus_beta, cfg.disagreement_members,
-                             cfg.disagreement_hidden, cfg.disagreement_fit_every, cfg.disagreement_fit_steps,
-                             seed=seed)
+    return DisagreementBonus(
+        obs_space,
+        action_space,
+        cfg.bonus_beta,
+        cfg.disagreement_members,
+        cfg.disagreement_hidden,
+        cfg.disagreement_fit_every,
+        cfg.disagreement_fit_steps,
+        seed=seed,
+    )
 
 
 class ExplorationBonusWrapper(VectorWrapper):
@@ -304,8 +350,9 @@ class ExplorationBonusWrapper(VectorWrapper):
         self._ext_return = np.zeros(self.num_envs)
         self.extrinsic_returns: list[float] = []
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
         self.bonus.reset_obs(torch.as_tensor(np.asarray(obs)))
         self._last_obs = np.asarray(obs)
@@ -362,6 +409,18 @@ def count_bonus(counts: torch.Tensor, beta: float) -> torch.Tensor:
     return beta / counts.clamp_min(1.0).sqrt()
 
 
-__all__ = ["Counter", "ExactCounter", "SimHashCounter", "DensityCounter", "Bonus", "CountBonus",
-           "DisagreementBonus", "BonusConfig", "BonusKind", "make_bonus", "ExplorationBonusWrapper", "BonusMixin",
-           "count_bonus"]
+__all__ = [
+    "Counter",
+    "ExactCounter",
+    "SimHashCounter",
+    "DensityCounter",
+    "Bonus",
+    "CountBonus",
+    "DisagreementBonus",
+    "BonusConfig",
+    "BonusKind",
+    "make_bonus",
+    "ExplorationBonusWrapper",
+    "BonusMixin",
+    "count_bonus",
+]

@@ -42,37 +42,62 @@ from core_rl.q_learning.dqn import DQN, DQNConfig
 # ---- replay with bootstrap masks -----------------------------------------------------------------
 @dataclass
 class MaskedReplaySample(ReplaySample):
-    masks: torch.Tensor | None = None     # [B, K] bootstrap masks m_{i,k}
+    masks: torch.Tensor | None = None  # [B, K] bootstrap masks m_{i,k}
 
 
 class MaskedReplayBuffer(ReplayBuffer):
     """A replay buffer that draws m_{i,k} ~ Bernoulli(p) for each stored transition and each head."""
 
-    def __init__(self, capacity: int, n_envs: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                 n_heads: int, mask_prob: float, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        capacity: int,
+        n_envs: int,
+        obs_shape: tuple[int, ...],
+        action_shape: tuple[int, ...],
+        n_heads: int,
+        mask_prob: float,
+        **kwargs,
+    ):  # type: ignore[no-untyped-def]
         super().__init__(capacity, n_envs, obs_shape, action_shape, **kwargs)
         self.n_heads, self.mask_prob = int(n_heads), float(mask_prob)
         self.masks = torch.zeros((self.size_per_env, n_envs, self.n_heads))
 
     @classmethod
     def like(cls, buffer: ReplayBuffer, n_heads: int, mask_prob: float) -> "MaskedReplayBuffer":
-        new = cls(buffer.size_per_env * buffer.n_envs, buffer.n_envs, tuple(buffer.obs.shape[2:]),
-                  tuple(buffer.actions.shape[2:]), n_heads, mask_prob, obs_dtype=buffer.obs.dtype,
-                  action_dtype=buffer.actions.dtype, n_step=buffer.n_step, gamma=buffer.gamma,
-                  device=buffer.device)
+        new = cls(
+            buffer.size_per_env * buffer.n_envs,
+            buffer.n_envs,
+            tuple(buffer.obs.shape[2:]),
+            tuple(buffer.actions.shape[2:]),
+            n_heads,
+            mask_prob,
+            obs_dtype=buffer.obs.dtype,
+            action_dtype=buffer.actions.dtype,
+            n_step=buffer.n_step,
+            gamma=buffer.gamma,
+            device=buffer.device,
+        )
         new.generator.set_state(buffer.generator.get_state())
         return new
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
         p = self.pos
         super().add(obs, actions, rewards, next_obs, terminated, truncated)
         self.masks[p] = (torch.rand(self.n_envs, self.n_heads, generator=self.generator) < self.mask_prob).float()
 
     def gather(self, t: torch.Tensor, env: torch.Tensor) -> MaskedReplaySample:
         s = super().gather(t, env)
-        return MaskedReplaySample(**{f.name: getattr(s, f.name) for f in fields(ReplaySample)},
-                                  masks=self.masks[t, env].to(self.device))
+        return MaskedReplaySample(
+            **{f.name: getattr(s, f.name) for f in fields(ReplaySample)}, masks=self.masks[t, env].to(self.device)
+        )
 
 
 # ---- the K-headed network ------------------------------------------------------------------------
@@ -84,15 +109,28 @@ class BootstrappedQNetwork(nn.Module):
     per head.
     """
 
-    def __init__(self, obs_space: gym.Space, n_actions: int, n_heads: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "relu", prior_scale: float = 0.0):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        n_actions: int,
+        n_heads: int,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "relu",
+        prior_scale: float = 0.0,
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.n_heads, self.n_actions, self.prior_scale = int(n_heads), int(n_actions), float(prior_scale)
         if hidden_sizes:
             *inner, width = hidden_sizes
-            self.torso: nn.Module = mlp(self.encoder.dim, width, inner, activation, out_gain=float(np.sqrt(2)),
-                                        output_activation=ACTIVATIONS[activation])
+            self.torso: nn.Module = mlp(
+                self.encoder.dim,
+                width,
+                inner,
+                activation,
+                out_gain=float(np.sqrt(2)),
+                output_activation=ACTIVATIONS[activation],
+            )
         else:
             width = self.encoder.dim
             self.torso = nn.Identity()
@@ -101,8 +139,9 @@ class BootstrappedQNetwork(nn.Module):
         for k in range(self.n_heads):
             nn.init.orthogonal_(self.head_weight.data[k], gain=1.0)
         if self.prior_scale > 0:
-            self.prior = nn.ModuleList(mlp(self.encoder.dim, self.n_actions, hidden_sizes, activation)
-                                       for _ in range(self.n_heads))
+            self.prior = nn.ModuleList(
+                mlp(self.encoder.dim, self.n_actions, hidden_sizes, activation) for _ in range(self.n_heads)
+            )
             self.prior.requires_grad_(False)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -139,8 +178,14 @@ class BootstrappedDQN(DQN):
 
     def _make_q_network(self) -> nn.Module:
         cfg = self.config
-        return BootstrappedQNetwork(self.observation_space, int(self.action_space.n), cfg.n_heads, cfg.hidden_sizes,
-                                    cfg.activation, cfg.prior_scale)
+        return BootstrappedQNetwork(
+            self.observation_space,
+            int(self.action_space.n),
+            cfg.n_heads,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.prior_scale,
+        )
 
     def _build_networks(self) -> None:
         cfg = self.config
@@ -153,18 +198,17 @@ class BootstrappedDQN(DQN):
         super()._track_episodes(rewards, dones)
         if dones.any():
             done_t = torch.as_tensor(np.asarray(dones, dtype=bool))
-            self.active_head = torch.where(done_t, torch.randint(self.config.n_heads, (self.n_envs,)),
-                                           self.active_head)
+            self.active_head = torch.where(done_t, torch.randint(self.config.n_heads, (self.n_envs,)), self.active_head)
 
     def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
-        q_all = self.q_net(obs_t)                                           # [N, K, A]
+        q_all = self.q_net(obs_t)  # [N, K, A]
         q = q_all[torch.arange(q_all.shape[0]), self.active_head.to(q_all.device)]
-        return self.explore(q)                                              # greedy unless ε > 0
+        return self.explore(q)  # greedy unless ε > 0
 
     def vote(self, q_all: torch.Tensor) -> torch.Tensor:
         """Majority vote of the heads' greedy actions, ties broken by the mean Q: ``[B, K, A] -> [B]``."""
         votes = nn.functional.one_hot(q_all.argmax(-1), q_all.shape[-1]).sum(1).float()
-        return (votes + 0.5 * torch.sigmoid(q_all.mean(1))).argmax(-1)     # the tie-break is < 1 vote
+        return (votes + 0.5 * torch.sigmoid(q_all.mean(1))).argmax(-1)  # the tie-break is < 1 vote
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         q_all = self.q_net(obs)
@@ -178,8 +222,8 @@ class BootstrappedDQN(DQN):
         cfg = self.config
         target_q = self.target_q(batch)
         actions = batch.actions.long().reshape(-1, 1, 1).expand(-1, cfg.n_heads, 1)
-        q = self.q_net(batch.obs).gather(-1, actions).squeeze(-1)           # [B, K]
-        td_error = q - target_q                                             # y_{i,k}: [B, K] (DQN.target_q)
+        q = self.q_net(batch.obs).gather(-1, actions).squeeze(-1)  # [B, K]
+        td_error = q - target_q  # y_{i,k}: [B, K] (DQN.target_q)
         per_sample = self.td_loss(q, target_q)
         masks = batch.masks if batch.masks is not None else torch.ones_like(per_sample)
         loss = (per_sample * masks).sum() / masks.sum().clamp_min(1.0)
@@ -188,9 +232,18 @@ class BootstrappedDQN(DQN):
             polyak_update(self.q_net, self.q_target, cfg.tau)
         with torch.no_grad():
             head_spread = q.std(1).mean() if cfg.n_heads > 1 else torch.zeros(())
-        return {"loss": loss.item(), "q_mean": q.mean().item(), "td_error_abs": td_error.abs().mean().item(),
-                "head_spread": head_spread.item()}
+        return {
+            "loss": loss.item(),
+            "q_mean": q.mean().item(),
+            "td_error_abs": td_error.abs().mean().item(),
+            "head_spread": head_spread.item(),
+        }
 
 
-__all__ = ["BootstrappedDQN", "BootstrappedDQNConfig", "BootstrappedQNetwork", "MaskedReplayBuffer",
-           "MaskedReplaySample"]
+__all__ = [
+    "BootstrappedDQN",
+    "BootstrappedDQNConfig",
+    "BootstrappedQNetwork",
+    "MaskedReplayBuffer",
+    "MaskedReplaySample",
+]

@@ -41,9 +41,16 @@ class ChainEnv(gym.Env):
     metadata = {"render_modes": []}
     LEFT, RIGHT = 0, 1
 
-    def __init__(self, n: int = 20, obs: Literal["onehot", "thermometer"] = "onehot", distractor: float = 0.001,
-                 goal_reward: float = 1.0, max_steps: int | None = None, random_actions: bool = False,
-                 action_seed: int = 0):
+    def __init__(
+        self,
+        n: int = 20,
+        obs: Literal["onehot", "thermometer"] = "onehot",
+        distractor: float = 0.001,
+        goal_reward: float = 1.0,
+        max_steps: int | None = None,
+        random_actions: bool = False,
+        action_seed: int = 0,
+    ):
         if n < 3:
             raise ConfigError(f"the chain needs at least 3 states, got n={n}")
         if obs not in ("onehot", "thermometer"):

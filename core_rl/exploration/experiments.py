@@ -17,7 +17,8 @@ and the steps to goal of each seed (None for a failure), and logs a two-panel fi
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -31,8 +32,16 @@ from core_rl.exploration.bootstrapped_dqn import BootstrappedDQN
 
 #: the DQN every method shares on the chain (n-step targets carry the far reward back quickly)
 CHAIN_DQN: dict[str, Any] = dict(
-    lr=1e-3, learning_starts=64, train_freq=2, gradient_steps=1, batch_size=64, target_update_interval=50,
-    buffer_size=10_000, hidden_sizes=(64,), n_step=3, exploration_fraction=0.5,
+    lr=1e-3,
+    learning_starts=64,
+    train_freq=2,
+    gradient_steps=1,
+    batch_size=64,
+    target_update_interval=50,
+    buffer_size=10_000,
+    hidden_sizes=(64,),
+    n_step=3,
+    exploration_fraction=0.5,
 )
 
 METHODS: tuple[str, ...] = ("epsilon_greedy", "count", "bootstrapped", "disagreement")
@@ -49,8 +58,14 @@ def method_agent(method: str, env: Any, seed: int, obs: str, overrides: Mapping[
         cfg.update(bonus="count" if obs == "onehot" else "simhash", bonus_beta=0.1, bonus_shift=1.0)
     elif method == "disagreement":
         cls = BonusDQN
-        cfg.update(bonus="disagreement", bonus_beta=0.1, bonus_shift=1.0, disagreement_fit_every=100,
-                   disagreement_fit_steps=100, disagreement_hidden=(32,))
+        cfg.update(
+            bonus="disagreement",
+            bonus_beta=0.1,
+            bonus_shift=1.0,
+            disagreement_fit_every=100,
+            disagreement_fit_steps=100,
+            disagreement_hidden=(32,),
+        )
     elif method == "bootstrapped":
         cls = BootstrappedDQN
         cfg.update(n_heads=10, bootstrap_prob=0.5)
@@ -87,10 +102,17 @@ def steps_to_goal(agent: Agent, budget: int, eval_every: int = 300, goal_return:
     return found[0] if found else None
 
 
-def run_chain_exploration(tracker: Tracker | None = None, methods: Sequence[str] = METHODS,
-                          seeds: Sequence[int] = (0, 1, 2), budget: int = 3000, n: int = 20,
-                          obs: str = "thermometer", eval_every: int = 300, random_actions: bool = False,
-                          overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+def run_chain_exploration(
+    tracker: Tracker | None = None,
+    methods: Sequence[str] = METHODS,
+    seeds: Sequence[int] = (0, 1, 2),
+    budget: int = 3000,
+    n: int = 20,
+    obs: str = "thermometer",
+    eval_every: int = 300,
+    random_actions: bool = False,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Success rate and steps to goal of each method on an ``n``-state chain (see the module docstring)."""
     tracker = tracker or NullTracker()
     results: dict[str, dict[str, Any]] = {}
@@ -102,8 +124,11 @@ def run_chain_exploration(tracker: Tracker | None = None, methods: Sequence[str]
             steps.append(steps_to_goal(agent, budget, eval_every, goal_return=1.0))
             agent.close()
         solved = [s for s in steps if s is not None]
-        results[method] = {"success_rate": len(solved) / len(steps), "steps_to_goal": steps,
-                           "median_steps_to_goal": float(np.median(solved)) if solved else float("nan")}
+        results[method] = {
+            "success_rate": len(solved) / len(steps),
+            "steps_to_goal": steps,
+            "median_steps_to_goal": float(np.median(solved)) if solved else float("nan"),
+        }
         tracker.log_metrics({f"{method}.success_rate": results[method]["success_rate"]}, step=0)
     _plot(tracker, results, budget, n)
     return results
@@ -123,7 +148,9 @@ def _plot(tracker: Tracker, results: dict[str, dict[str, Any]], budget: int, n: 
     ax1.set_title(f"{n}-state chain, budget {budget} steps")
     for i, m in enumerate(names):
         ys = [s if s is not None else budget * 1.05 for s in results[m]["steps_to_goal"]]
-        ax2.scatter([i] * len(ys), ys, c=["tab:green" if s is not None else "tab:red" for s in results[m]["steps_to_goal"]])
+        ax2.scatter(
+            [i] * len(ys), ys, c=["tab:green" if s is not None else "tab:red" for s in results[m]["steps_to_goal"]]
+        )
     ax2.axhline(budget, color="grey", ls="--", lw=1)
     ax2.set_xticks(range(len(names)), names)
     ax2.set_ylabel("env steps to goal (red: not within budget)")

@@ -4,12 +4,41 @@ experiment (BC's O(εT²) against DAgger's O(εT))."""
 
 from core_rl.imitation.behavior_cloning import BCConfig, BehaviorCloning, PolicyActor
 from core_rl.imitation.dagger import DAgger, DAggerConfig
-from core_rl.imitation.demonstrations import (DataError, Demonstrations, collect_demonstrations, evaluate_actor,
-                                              load_demonstrations, rollout)
-from core_rl.imitation.policies import (AutoregressiveDiscretePolicy, ImitationPolicy, LatentVariablePolicy,
-                                        MixtureGaussianPolicy, MLPPolicy, RecurrentPolicy, make_policy)
+from core_rl.imitation.demonstrations import (
+    DataError,
+    Demonstrations,
+    collect_demonstrations,
+    evaluate_actor,
+    load_demonstrations,
+    rollout,
+)
+from core_rl.imitation.policies import (
+    AutoregressiveDiscretePolicy,
+    ImitationPolicy,
+    LatentVariablePolicy,
+    MixtureGaussianPolicy,
+    MLPPolicy,
+    RecurrentPolicy,
+    make_policy,
+)
 
-__all__ = ["BCConfig", "BehaviorCloning", "PolicyActor", "DAgger", "DAggerConfig", "DataError", "Demonstrations",
-           "collect_demonstrations", "evaluate_actor", "load_demonstrations", "rollout", "ImitationPolicy",
-           "MLPPolicy", "RecurrentPolicy", "MixtureGaussianPolicy", "LatentVariablePolicy",
-           "AutoregressiveDiscretePolicy", "make_policy"]
+__all__ = [
+    "BCConfig",
+    "BehaviorCloning",
+    "PolicyActor",
+    "DAgger",
+    "DAggerConfig",
+    "DataError",
+    "Demonstrations",
+    "collect_demonstrations",
+    "evaluate_actor",
+    "load_demonstrations",
+    "rollout",
+    "ImitationPolicy",
+    "MLPPolicy",
+    "RecurrentPolicy",
+    "MixtureGaussianPolicy",
+    "LatentVariablePolicy",
+    "AutoregressiveDiscretePolicy",
+    "make_policy",
+]

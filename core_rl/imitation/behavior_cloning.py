@@ -17,7 +17,8 @@ DAgger (:mod:`core_rl.imitation.dagger`) fixes the data instead.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -38,9 +39,11 @@ DemoSource = Demonstrations | pd.DataFrame | str
 
 class BCConfig(AgentConfig):
     policy: Literal["mlp", "recurrent", "mixture", "latent", "autoregressive"] = Field(
-        "mlp", description="Which head (core_rl.imitation.policies) models π_θ(a|s).")
+        "mlp", description="Which head (core_rl.imitation.policies) models π_θ(a|s)."
+    )
     head: Literal["auto", "categorical", "gaussian", "deterministic"] = Field(
-        "auto", description="Output of the mlp/recurrent policy: auto = categorical (Discrete) or gaussian (Box).")
+        "auto", description="Output of the mlp/recurrent policy: auto = categorical (Discrete) or gaussian (Box)."
+    )
     lr: float = Field(1e-3, gt=0.0, description="Adam step size.")
     batch_size: int = Field(256, ge=1, description="Samples per minibatch (recurrent: steps, in windows).")
     n_epochs: int = Field(30, ge=1, description="Passes over the demonstrations per fit.")
@@ -78,8 +81,13 @@ class BehaviorCloning:
     name: ClassVar[str] = "bc"
     config_cls: ClassVar[type[BCConfig]] = BCConfig
 
-    def __init__(self, env: EnvLike | tuple[gym.Space, gym.Space], config: BCConfig | Mapping[str, Any] | None = None,
-                 tracker: Tracker | None = None, **overrides: Any):
+    def __init__(
+        self,
+        env: EnvLike | tuple[gym.Space, gym.Space],
+        config: BCConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+        **overrides: Any,
+    ):
         self.config = parse_config(self.config_cls, config, **overrides)
         cfg = self.config
         configure_torch(cfg.torch_threads)
@@ -95,14 +103,18 @@ class BehaviorCloning:
     def reset_policy(self) -> None:
         """A freshly initialized π_θ and optimizer (normalization is fitted again on the next fit)."""
         cfg = self.config
-        self.policy: ImitationPolicy = make_policy(cfg.policy, self.observation_space, self.action_space,
-                                                   **cfg.policy_kwargs()).to(self.device)
+        self.policy: ImitationPolicy = make_policy(
+            cfg.policy, self.observation_space, self.action_space, **cfg.policy_kwargs()
+        ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._normalized = False
 
     def _dataset(self, demonstrations: DemoSource) -> Demonstrations:
-        if isinstance(demonstrations, Demonstrations) and demonstrations.observation_space == self.observation_space \
-                and demonstrations.action_space == self.action_space:
+        if (
+            isinstance(demonstrations, Demonstrations)
+            and demonstrations.observation_space == self.observation_space
+            and demonstrations.action_space == self.action_space
+        ):
             return demonstrations
         return load_demonstrations(demonstrations, self.observation_space, self.action_space)
 
@@ -112,10 +124,18 @@ class BehaviorCloning:
         if self.policy.recurrent:
             obs, actions, mask = data.sequences(cfg.seq_len)
             per_batch = max(1, cfg.batch_size // obs.shape[1])
-            return (obs.to(self.device), self.policy.flat_actions(actions).to(self.device),
-                    mask.to(self.device), per_batch)
-        return (data.observations.to(self.device), self.policy.flat_actions(data.actions).to(self.device),
-                None, cfg.batch_size)
+            return (
+                obs.to(self.device),
+                self.policy.flat_actions(actions).to(self.device),
+                mask.to(self.device),
+                per_batch,
+            )
+        return (
+            data.observations.to(self.device),
+            self.policy.flat_actions(data.actions).to(self.device),
+            None,
+            cfg.batch_size,
+        )
 
     def fit(self, demonstrations: DemoSource, n_epochs: int | None = None) -> ImitationPolicy:
         """Maximize Σ log π_θ(a|s) over the demonstrations for ``n_epochs`` (default: config) epochs.
@@ -138,7 +158,7 @@ class BehaviorCloning:
             totals: dict[str, float] = {}
             weight = 0
             for start in range(0, n, per_batch):
-                idx = perm[start:start + per_batch]
+                idx = perm[start : start + per_batch]
                 loss, metrics = self.policy.loss(obs[idx], actions[idx], None if mask is None else mask[idx])
                 optim.step(self.optimizer, loss, cfg.max_grad_norm)
                 w = int(idx.numel())
@@ -156,12 +176,23 @@ class BehaviorCloning:
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         return self.policy.predict(obs, deterministic)
 
-    def evaluate(self, env: EnvLike, n_episodes: int = 10, seed: int | None = None, deterministic: bool = True,
-                 n_envs: int | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        env: EnvLike,
+        n_episodes: int = 10,
+        seed: int | None = None,
+        deterministic: bool = True,
+        n_envs: int | None = None,
+    ) -> dict[str, Any]:
         """Mean/std return of the cloned policy over ``n_episodes`` episodes of ``env``."""
         self.policy.reset()
-        return evaluate_actor(PolicyActor(self.policy, deterministic), env, n_episodes,
-                              seed=self.config.seed + 10_000 if seed is None else seed, n_envs=n_envs)
+        return evaluate_actor(
+            PolicyActor(self.policy, deterministic),
+            env,
+            n_episodes,
+            seed=self.config.seed + 10_000 if seed is None else seed,
+            n_envs=n_envs,
+        )
 
 
 class PolicyActor:

@@ -17,7 +17,8 @@ any callable ``obs batch -> actions`` (or an object with ``predict``; a stateful
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -28,8 +29,14 @@ from core_rl.common.config import parse_config
 from core_rl.common.envs import EnvLike, env_id_of
 from core_rl.common.tracking import NullTracker, Tracker
 from core_rl.imitation.behavior_cloning import BCConfig, BehaviorCloning, PolicyActor
-from core_rl.imitation.demonstrations import (Actor, Demonstrations, action_columns, collect_demonstrations,
-                                              load_demonstrations, rollout)
+from core_rl.imitation.demonstrations import (
+    Actor,
+    Demonstrations,
+    action_columns,
+    collect_demonstrations,
+    load_demonstrations,
+    rollout,
+)
 from core_rl.imitation.policies import ImitationPolicy
 
 
@@ -38,9 +45,12 @@ class DAggerConfig(BCConfig):
     labels_per_iteration: int = Field(1000, ge=1, description="States of π_θ's rollouts the expert labels per round.")
     initial_episodes: int = Field(5, ge=1, description="Expert episodes recorded when no demonstrations are given.")
     n_envs: int = Field(8, ge=1, description="Parallel envs of the rollouts.")
-    rollout_noise: float = Field(0.0, ge=0.0, le=1.0,
-                                 description="ε: probability that a rollout step runs a random action instead of π_θ's.")
-    retrain: Literal["warm", "scratch"] = Field("warm", description="Keep training π_θ, or re-initialize it each round.")
+    rollout_noise: float = Field(
+        0.0, ge=0.0, le=1.0, description="ε: probability that a rollout step runs a random action instead of π_θ's."
+    )
+    retrain: Literal["warm", "scratch"] = Field(
+        "warm", description="Keep training π_θ, or re-initialize it each round."
+    )
     epochs_per_iteration: int | None = Field(None, ge=1, description="Epochs per round (None: n_epochs).")
 
 
@@ -50,8 +60,14 @@ class DAgger:
     name: ClassVar[str] = "dagger"
     config_cls: ClassVar[type[DAggerConfig]] = DAggerConfig
 
-    def __init__(self, env: EnvLike, expert: Actor, config: DAggerConfig | Mapping[str, Any] | None = None,
-                 tracker: Tracker | None = None, **overrides: Any):
+    def __init__(
+        self,
+        env: EnvLike,
+        expert: Actor,
+        config: DAggerConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+        **overrides: Any,
+    ):
         self.config = parse_config(self.config_cls, config, **overrides)
         self.env = env
         self.expert = expert
@@ -87,16 +103,22 @@ class DAgger:
             return float((label != chosen).mean())
         return float(np.abs(label - chosen).mean())
 
-    def learn(self, demonstrations: Demonstrations | pd.DataFrame | str | None = None,
-              n_iterations: int | None = None) -> ImitationPolicy:
+    def learn(
+        self, demonstrations: Demonstrations | pd.DataFrame | str | None = None, n_iterations: int | None = None
+    ) -> ImitationPolicy:
         """Train on ``demonstrations`` (or ``initial_episodes`` expert episodes), then run
         ``n_iterations`` (default: config) DAgger rounds. Calling again continues the rounds."""
         cfg = self.config
         if self.dataset is None:
             self.tracker.log_params({"algo": self.name, "env_id": env_id_of(self.env), **cfg.model_dump()})
             if demonstrations is None:
-                demonstrations = collect_demonstrations(self.expert, self.env, cfg.initial_episodes, seed=cfg.seed,
-                                                        n_envs=min(cfg.n_envs, cfg.initial_episodes))
+                demonstrations = collect_demonstrations(
+                    self.expert,
+                    self.env,
+                    cfg.initial_episodes,
+                    seed=cfg.seed,
+                    n_envs=min(cfg.n_envs, cfg.initial_episodes),
+                )
             self.dataset = self._load(demonstrations)
             self.n_expert_labels += len(self.dataset)
             self.bc.fit(self.dataset)
@@ -108,9 +130,15 @@ class DAgger:
             self.iteration += 1
             # 2.–3. run π_θ, the expert labels every state it visits
             self.policy.reset()
-            table = rollout(PolicyActor(self.policy, deterministic=True), self.env, n_steps=cfg.labels_per_iteration,
-                            seed=cfg.seed + 7919 * self.iteration, n_envs=cfg.n_envs, labeler=self.expert,
-                            action_noise=cfg.rollout_noise)
+            table = rollout(
+                PolicyActor(self.policy, deterministic=True),
+                self.env,
+                n_steps=cfg.labels_per_iteration,
+                seed=cfg.seed + 7919 * self.iteration,
+                n_envs=cfg.n_envs,
+                labeler=self.expert,
+                action_noise=cfg.rollout_noise,
+            )
             disagreement = self._disagreement(table)
             on_policy = self._load(table)
             # 4. D ← D ∪ D_π, retrain
@@ -119,10 +147,14 @@ class DAgger:
             if cfg.retrain == "scratch":
                 self.bc.reset_policy()
             self.bc.fit(self.dataset, cfg.epochs_per_iteration)
-            metrics = {"dagger_iteration": float(self.iteration), "dagger_expert_labels": float(self.n_expert_labels),
-                       "dagger_dataset_size": float(len(self.dataset)), "dagger_disagreement": disagreement,
-                       "dagger_rollout_reward_per_step": float(table["reward"].mean()),
-                       **{k: v for k, v in self.bc.last_metrics.items()}}
+            metrics = {
+                "dagger_iteration": float(self.iteration),
+                "dagger_expert_labels": float(self.n_expert_labels),
+                "dagger_dataset_size": float(len(self.dataset)),
+                "dagger_disagreement": disagreement,
+                "dagger_rollout_reward_per_step": float(table["reward"].mean()),
+                **{k: v for k, v in self.bc.last_metrics.items()},
+            }
             self.history.append(metrics)
             self.tracker.log_metrics(metrics, step=self.n_expert_labels)
         return self.policy
@@ -130,6 +162,12 @@ class DAgger:
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         return self.policy.predict(obs, deterministic)
 
-    def evaluate(self, env: EnvLike | None = None, n_episodes: int = 10, seed: int | None = None,
-                 deterministic: bool = True, n_envs: int | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        env: EnvLike | None = None,
+        n_episodes: int = 10,
+        seed: int | None = None,
+        deterministic: bool = True,
+        n_envs: int | None = None,
+    ) -> dict[str, Any]:
         return self.bc.evaluate(self.env if env is None else env, n_episodes, seed, deterministic, n_envs)

@@ -30,9 +30,10 @@ observation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -42,10 +43,19 @@ import torch
 from core_rl.common.envs import EnvLike, make_env, make_vec_env
 from core_rl.common.errors import DeepRLError, SpaceError
 
-Actor = Union[Callable[[np.ndarray], Any], Any]
+Actor = Callable[[np.ndarray], Any] | Any
 
-__all__ = ["DataError", "Demonstrations", "load_demonstrations", "collect_demonstrations", "rollout",
-           "evaluate_actor", "observation_columns", "action_columns", "spaces_of"]
+__all__ = [
+    "DataError",
+    "Demonstrations",
+    "load_demonstrations",
+    "collect_demonstrations",
+    "rollout",
+    "evaluate_actor",
+    "observation_columns",
+    "action_columns",
+    "spaces_of",
+]
 
 
 class DataError(DeepRLError, ValueError):
@@ -135,13 +145,18 @@ class Demonstrations:
     def concat(self, other: "Demonstrations") -> "Demonstrations":
         """D ∪ D': the rows of both, ``other``'s episode ids shifted past this one's."""
         offset = int(self.episodes.max()) + 1 if len(self) else 0
-        rewards = (torch.cat([self.rewards, other.rewards])
-                   if self.rewards is not None and other.rewards is not None else None)
-        return Demonstrations(torch.cat([self.observations, other.observations]),
-                              torch.cat([self.actions, other.actions]),
-                              torch.cat([self.episodes, other.episodes - int(other.episodes.min()) + offset]),
-                              torch.cat([self.steps, other.steps]), rewards,
-                              self.observation_space, self.action_space)
+        rewards = (
+            torch.cat([self.rewards, other.rewards]) if self.rewards is not None and other.rewards is not None else None
+        )
+        return Demonstrations(
+            torch.cat([self.observations, other.observations]),
+            torch.cat([self.actions, other.actions]),
+            torch.cat([self.episodes, other.episodes - int(other.episodes.min()) + offset]),
+            torch.cat([self.steps, other.steps]),
+            rewards,
+            self.observation_space,
+            self.action_space,
+        )
 
     def sequences(self, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Episodes cut into windows of ``seq_len`` steps (whole episodes if None), zero-padded.
@@ -155,7 +170,7 @@ class Demonstrations:
         new_episode[1:] = episodes[1:] != episodes[:-1]
         episode_index = torch.cumsum(new_episode.long(), 0) - 1
         starts = torch.nonzero(new_episode).squeeze(-1)
-        position = torch.arange(n) - starts[episode_index]          # t within the episode
+        position = torch.arange(n) - starts[episode_index]  # t within the episode
         if seq_len is None:
             lengths = torch.bincount(episode_index)
             seq_len = int(lengths.max())
@@ -190,20 +205,26 @@ def _numeric(df: pd.DataFrame, col: str, integer: bool, expected: str) -> np.nda
         bad = (coerced.isna() & s.notna()).to_numpy() | s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy()
         if bad.any():
             row = _first(bad)
-            raise DataError(f"demonstrations column '{col}' has dtype {s.dtype}, expected {expected}; "
-                            f"first bad row {row} holds {s.iloc[row]!r}")
+            raise DataError(
+                f"demonstrations column '{col}' has dtype {s.dtype}, expected {expected}; "
+                f"first bad row {row} holds {s.iloc[row]!r}"
+            )
         s = coerced
     values = s.to_numpy(dtype=np.float64, na_value=np.nan)
     for bad, what in ((np.isnan(values), "NaN/missing"), (np.isinf(values), "infinite")):
         if bad.any():
-            raise DataError(f"demonstrations column '{col}' has {int(bad.sum())} {what} value(s), expected "
-                            f"{expected}; first bad row {_first(bad)}")
+            raise DataError(
+                f"demonstrations column '{col}' has {int(bad.sum())} {what} value(s), expected "
+                f"{expected}; first bad row {_first(bad)}"
+            )
     if integer:
         frac = values != np.round(values)
         if frac.any():
             row = _first(frac)
-            raise DataError(f"demonstrations column '{col}' must hold integers ({expected}); "
-                            f"first bad row {row} holds {values[row]:g}")
+            raise DataError(
+                f"demonstrations column '{col}' must hold integers ({expected}); "
+                f"first bad row {row} holds {values[row]:g}"
+            )
     return values
 
 
@@ -213,8 +234,10 @@ def _in_range(values: np.ndarray, low: np.ndarray | float, high: np.ndarray | fl
         row = _first(bad)
         lo = low if np.isscalar(low) else float(np.asarray(low).flat[0])
         hi = high if np.isscalar(high) else float(np.asarray(high).flat[0])
-        raise DataError(f"demonstrations column '{col}' is outside the {what} [{lo:g}, {hi:g}]; "
-                        f"first bad row {row} holds {values[row]:g}")
+        raise DataError(
+            f"demonstrations column '{col}' is outside the {what} [{lo:g}, {hi:g}]; "
+            f"first bad row {row} holds {values[row]:g}"
+        )
 
 
 def _short(space: gym.Space) -> str:
@@ -228,16 +251,26 @@ def _space_matrix(df: pd.DataFrame, space: gym.Space, prefix: str, check_bounds:
     present = [c for c in cols if c in df.columns]
     if len(present) < len(cols):
         missing = [c for c in cols if c not in df.columns]
-        raise DataError(f"demonstrations table is missing column '{missing[0]}' ({len(missing)} of the "
-                        f"{len(cols)} columns {cols[0]}…{cols[-1]} of the {kind} space {name} are missing)"
-                        if len(cols) > 1 else
-                        f"demonstrations table is missing column '{missing[0]}' (needed for the {kind} space {name})")
+        raise DataError(
+            f"demonstrations table is missing column '{missing[0]}' ({len(missing)} of the "
+            f"{len(cols)} columns {cols[0]}…{cols[-1]} of the {kind} space {name} are missing)"
+            if len(cols) > 1
+            else f"demonstrations table is missing column '{missing[0]}' (needed for the {kind} space {name})"
+        )
     # a column past the space's size (obs_4 for a 4-dim space) means the table's shape does not match
-    extra = sorted((c for c in df.columns if isinstance(c, str) and c.startswith(prefix + "_")
-                    and c[len(prefix) + 1:].isdigit() and c not in cols), key=lambda c: int(c[len(prefix) + 1:]))
+    extra = sorted(
+        (
+            c
+            for c in df.columns
+            if isinstance(c, str) and c.startswith(prefix + "_") and c[len(prefix) + 1 :].isdigit() and c not in cols
+        ),
+        key=lambda c: int(c[len(prefix) + 1 :]),
+    )
     if extra:
-        raise DataError(f"demonstrations column '{extra[0]}' does not fit the {kind} space {name} "
-                        f"(expected exactly {len(cols)} column(s) {cols[0]}…{cols[-1]}); shape mismatch from row 0")
+        raise DataError(
+            f"demonstrations column '{extra[0]}' does not fit the {kind} space {name} "
+            f"(expected exactly {len(cols)} column(s) {cols[0]}…{cols[-1]}); shape mismatch from row 0"
+        )
     if isinstance(space, gym.spaces.Discrete):
         expected = f"integers in [{space.start}, {space.start + space.n - 1}] for {name}"
         values = _numeric(df, cols[0], integer=True, expected=expected)
@@ -253,8 +286,9 @@ def _space_matrix(df: pd.DataFrame, space: gym.Space, prefix: str, check_bounds:
     return matrix
 
 
-def load_demonstrations(source: str | Path | pd.DataFrame | Demonstrations, observation_space: gym.Space,
-                        action_space: gym.Space) -> Demonstrations:
+def load_demonstrations(
+    source: str | Path | pd.DataFrame | Demonstrations, observation_space: gym.Space, action_space: gym.Space
+) -> Demonstrations:
     """Read (parquet or csv path) or take a DataFrame, check it against the spaces, return tensors.
 
     Raises :class:`DataError` naming the column, the problem and the first bad row on a missing
@@ -295,8 +329,10 @@ def load_demonstrations(source: str | Path | pd.DataFrame | Demonstrations, obse
     dup = key.duplicated().to_numpy()
     if dup.any():
         row = _first(dup)
-        raise DataError(f"demonstrations columns 'episode', 'step' repeat (episode {int(episodes[row])}, "
-                        f"step {int(steps[row])}); first bad row {row}")
+        raise DataError(
+            f"demonstrations columns 'episode', 'step' repeat (episode {int(episodes[row])}, "
+            f"step {int(steps[row])}); first bad row {row}"
+        )
     order = np.lexsort((steps, episodes))
 
     if isinstance(observation_space, gym.spaces.Discrete):
@@ -307,10 +343,15 @@ def load_demonstrations(source: str | Path | pd.DataFrame | Demonstrations, obse
         act_t = torch.as_tensor(act[order, 0], dtype=torch.int64)
     else:
         act_t = torch.as_tensor(act[order], dtype=torch.float32).reshape(-1, *action_space.shape)
-    return Demonstrations(obs_t, act_t, torch.as_tensor(episodes[order], dtype=torch.int64),
-                          torch.as_tensor(steps[order], dtype=torch.int64),
-                          None if rewards is None else torch.as_tensor(rewards[order], dtype=torch.float32),
-                          observation_space, action_space)
+    return Demonstrations(
+        obs_t,
+        act_t,
+        torch.as_tensor(episodes[order], dtype=torch.int64),
+        torch.as_tensor(steps[order], dtype=torch.int64),
+        None if rewards is None else torch.as_tensor(rewards[order], dtype=torch.float32),
+        observation_space,
+        action_space,
+    )
 
 
 # ---- recording ------------------------------------------------------------------------------------
@@ -341,9 +382,16 @@ def _random_actions(space: gym.Space, rng: np.random.Generator, n: int) -> np.nd
     return rng.uniform(space.low, space.high, size=(n, *space.shape)).astype(space.dtype)
 
 
-def rollout(actor: Actor, env: EnvLike, n_episodes: int | None = None, n_steps: int | None = None,
-            seed: int = 0, n_envs: int | None = None, labeler: Actor | None = None,
-            action_noise: float = 0.0) -> pd.DataFrame:
+def rollout(
+    actor: Actor,
+    env: EnvLike,
+    n_episodes: int | None = None,
+    n_steps: int | None = None,
+    seed: int = 0,
+    n_envs: int | None = None,
+    labeler: Actor | None = None,
+    action_noise: float = 0.0,
+) -> pd.DataFrame:
     """Run ``actor`` and record a demonstration table (schema above).
 
     Stops after ``n_episodes`` whole episodes (each env runs its share, so short episodes are
@@ -448,8 +496,14 @@ def rollout(actor: Actor, env: EnvLike, n_episodes: int | None = None, n_steps: 
     return df
 
 
-def collect_demonstrations(expert: Actor, env: EnvLike, n_episodes: int, seed: int = 0,
-                           path: str | Path | None = None, n_envs: int | None = None) -> pd.DataFrame:
+def collect_demonstrations(
+    expert: Actor,
+    env: EnvLike,
+    n_episodes: int,
+    seed: int = 0,
+    path: str | Path | None = None,
+    n_envs: int | None = None,
+) -> pd.DataFrame:
     """Record ``n_episodes`` episodes of ``expert`` (obs batch → actions) as a demonstration table.
 
     The table follows the module's schema (episode, step, obs…, action…, reward); with ``path``
@@ -468,11 +522,21 @@ def episode_returns(df: pd.DataFrame) -> np.ndarray:
     return df.groupby("episode", sort=True)["reward"].sum().to_numpy()
 
 
-def evaluate_actor(actor: Actor, env: EnvLike, n_episodes: int = 10, seed: int = 10_000,
-                   n_envs: int | None = None, action_noise: float = 0.0) -> dict[str, Any]:
+def evaluate_actor(
+    actor: Actor,
+    env: EnvLike,
+    n_episodes: int = 10,
+    seed: int = 10_000,
+    n_envs: int | None = None,
+    action_noise: float = 0.0,
+) -> dict[str, Any]:
     """Mean/std undiscounted return of ``actor`` over ``n_episodes`` whole episodes."""
     df = rollout(actor, env, n_episodes=n_episodes, seed=seed, n_envs=n_envs, action_noise=action_noise)
     returns = episode_returns(df)
     lengths = df.groupby("episode", sort=True).size().to_numpy()
-    return {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
-            "mean_length": float(lengths.mean()), "returns": returns.tolist()}
+    return {
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "mean_length": float(lengths.mean()),
+        "returns": returns.tolist(),
+    }

@@ -30,7 +30,8 @@ steps, usable as the expert of the other experiments and tests.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -132,10 +133,16 @@ def _slope(horizons: np.ndarray, cost: np.ndarray) -> float:
     return float(np.polyfit(np.log(horizons[keep]), np.log(cost[keep]), 1)[0])
 
 
-def run_compounding_error(tracker: Tracker | None = None, horizons: Sequence[int] = (10, 20, 40, 80, 160),
-                          epsilon: float = 0.02, label_budget: int = 2000, dagger_iterations: int = 4,
-                          n_eval_episodes: int = 2000, seed: int = 0,
-                          bc_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_compounding_error(
+    tracker: Tracker | None = None,
+    horizons: Sequence[int] = (10, 20, 40, 80, 160),
+    epsilon: float = 0.02,
+    label_budget: int = 2000,
+    dagger_iterations: int = 4,
+    n_eval_episodes: int = 2000,
+    seed: int = 0,
+    bc_config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """BC against DAgger at equal expert labels on :class:`LaneKeepingVecEnv`, over ``horizons``.
 
     BC clones ``label_budget`` expert steps. DAgger starts from the first
@@ -150,9 +157,17 @@ def run_compounding_error(tracker: Tracker | None = None, horizons: Sequence[int
         raise ValueError("run_compounding_error needs at least two positive horizons")
     t_max = int(horizons_arr[-1])
     config = {"n_epochs": 60, "hidden_sizes": (64, 64), "seed": seed, **(bc_config or {})}
-    tracker.log_params({"experiment": "compounding_error", "epsilon": epsilon, "label_budget": label_budget,
-                        "dagger_iterations": dagger_iterations, "n_eval_episodes": n_eval_episodes,
-                        "horizons": ",".join(map(str, horizons_arr)), **{f"bc.{k}": v for k, v in config.items()}})
+    tracker.log_params(
+        {
+            "experiment": "compounding_error",
+            "epsilon": epsilon,
+            "label_budget": label_budget,
+            "dagger_iterations": dagger_iterations,
+            "n_eval_episodes": n_eval_episodes,
+            "horizons": ",".join(map(str, horizons_arr)),
+            **{f"bc.{k}": v for k, v in config.items()},
+        }
+    )
     expert = lane_keeping_expert
     train_env = LaneKeepingVecEnv(8, horizon=t_max)
     spaces = (train_env.single_observation_space, train_env.single_action_space)
@@ -163,12 +178,24 @@ def run_compounding_error(tracker: Tracker | None = None, horizons: Sequence[int
 
     per_round = label_budget // (dagger_iterations + 1)
     initial = label_budget - dagger_iterations * per_round
-    dagger = DAgger(train_env, expert, {**config, "n_iterations": dagger_iterations, "labels_per_iteration": per_round,
-                                        "rollout_noise": epsilon, "n_envs": 8, "epochs_per_iteration": config["n_epochs"]})
+    dagger = DAgger(
+        train_env,
+        expert,
+        {
+            **config,
+            "n_iterations": dagger_iterations,
+            "labels_per_iteration": per_round,
+            "rollout_noise": epsilon,
+            "n_envs": 8,
+            "epochs_per_iteration": config["n_epochs"],
+        },
+    )
     dagger.learn(demonstrations.iloc[:initial].reset_index(drop=True))
     for round_metrics in dagger.history:
-        tracker.log_metrics({k: v for k, v in round_metrics.items() if k.startswith("dagger_")},
-                            step=int(round_metrics["dagger_expert_labels"]))
+        tracker.log_metrics(
+            {k: v for k, v in round_metrics.items() if k.startswith("dagger_")},
+            step=int(round_metrics["dagger_expert_labels"]),
+        )
 
     costs: dict[str, list[float]] = {"bc": [], "dagger": [], "expert": []}
     stderr: dict[str, list[float]] = {"bc": [], "dagger": [], "expert": []}
@@ -181,8 +208,9 @@ def run_compounding_error(tracker: Tracker | None = None, horizons: Sequence[int
             costs[name].append(float(c.mean()))
             stderr[name].append(float(c.std() / np.sqrt(len(c))))
             row[f"{name}_cost"] = costs[name][-1]
-        tracker.log_metrics({**row, "bound_dagger": epsilon * t, "bound_bc": epsilon * t + 2 * epsilon * t * t},
-                            step=int(t))
+        tracker.log_metrics(
+            {**row, "bound_dagger": epsilon * t, "bound_bc": epsilon * t + 2 * epsilon * t * t}, step=int(t)
+        )
 
     # the learners' own error rate on the expert's states (ε of the analysis, before the injected ε)
     on_expert = {}
@@ -192,18 +220,31 @@ def run_compounding_error(tracker: Tracker | None = None, horizons: Sequence[int
         on_expert[name] = float((policy.predict(obs) != demonstrations["action"].to_numpy()).mean())
 
     result: dict[str, Any] = {
-        "horizons": horizons_arr.tolist(), "epsilon": epsilon, "label_budget": label_budget,
-        "bc_cost": costs["bc"], "dagger_cost": costs["dagger"], "expert_cost": costs["expert"],
-        "bc_cost_stderr": stderr["bc"], "dagger_cost_stderr": stderr["dagger"],
+        "horizons": horizons_arr.tolist(),
+        "epsilon": epsilon,
+        "label_budget": label_budget,
+        "bc_cost": costs["bc"],
+        "dagger_cost": costs["dagger"],
+        "expert_cost": costs["expert"],
+        "bc_cost_stderr": stderr["bc"],
+        "dagger_cost_stderr": stderr["dagger"],
         "bc_slope": _slope(horizons_arr, np.array(costs["bc"])),
         "dagger_slope": _slope(horizons_arr, np.array(costs["dagger"])),
         "expert_slope": _slope(horizons_arr, np.array(costs["expert"])),
-        "bc_expert_labels": len(demonstrations), "dagger_expert_labels": dagger.n_expert_labels,
-        "bc_error_on_expert_states": on_expert["bc"], "dagger_error_on_expert_states": on_expert["dagger"],
+        "bc_expert_labels": len(demonstrations),
+        "dagger_expert_labels": dagger.n_expert_labels,
+        "bc_error_on_expert_states": on_expert["bc"],
+        "dagger_error_on_expert_states": on_expert["dagger"],
         "dagger_history": dagger.history,
     }
-    tracker.log_metrics({"bc_slope": result["bc_slope"], "dagger_slope": result["dagger_slope"],
-                         "expert_slope": result["expert_slope"]}, step=t_max)
+    tracker.log_metrics(
+        {
+            "bc_slope": result["bc_slope"],
+            "dagger_slope": result["dagger_slope"],
+            "expert_slope": result["expert_slope"],
+        },
+        step=t_max,
+    )
     tracker.log_figure(_plot(result), "compounding_error.png")
     return result
 
@@ -215,13 +256,16 @@ def _plot(result: Mapping[str, Any]) -> Any:
     eps = result["epsilon"]
     fig = Figure(figsize=(6, 4.2))
     ax = fig.subplots()
-    for key, label, style in (("bc", "behavior cloning", "o-"), ("dagger", "DAgger", "s-"),
-                              ("expert", "expert with the same ε", "^:")):
+    for key, label, style in (
+        ("bc", "behavior cloning", "o-"),
+        ("dagger", "DAgger", "s-"),
+        ("expert", "expert with the same ε", "^:"),
+    ):
         cost = np.asarray(result[f"{key}_cost"])
         slope = result[f"{key}_slope"]
         ax.plot(t, np.maximum(cost, 1e-3), style, label=f"{label} (slope {slope:.2f})")
     ax.plot(t, eps * t, "k--", lw=1, label="εT (DAgger bound)")
-    ax.plot(t, eps * t + 2 * eps * t ** 2, "k-.", lw=1, label="εT + 2εT² (BC bound)")
+    ax.plot(t, eps * t + 2 * eps * t**2, "k-.", lw=1, label="εT + 2εT² (BC bound)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("horizon T")

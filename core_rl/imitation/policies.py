@@ -29,7 +29,8 @@ policies with memory.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -89,8 +90,9 @@ class ImitationPolicy(nn.Module):
         """Batched actions (``[B]`` long or ``[B, act_dim]`` float) for a batch of observations."""
         raise NotImplementedError
 
-    def loss(self, obs: torch.Tensor, actions: torch.Tensor,
-             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Behavior cloning's objective: −(1/|D|) Σ log π_θ(a|s) (masked mean for sequences)."""
         nll = -self.log_prob(obs, actions)
         loss = _masked_mean(nll, mask)
@@ -177,8 +179,14 @@ class MLPPolicy(ImitationPolicy):
 
     kind = "mlp"
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, head: MlpHead = "auto",
-                 hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh"):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        head: MlpHead = "auto",
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+    ):
         super().__init__(observation_space, action_space)
         self.head = _resolve_head(head, action_space)
         self._dist = _DistributionHead(self.head, action_space)
@@ -205,8 +213,15 @@ class RecurrentPolicy(ImitationPolicy):
     recurrent = True
     kind = "recurrent"
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, head: MlpHead = "auto",
-                 hidden_size: int = 64, hidden_sizes: Sequence[int] = (64,), activation: str = "tanh"):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        head: MlpHead = "auto",
+        hidden_size: int = 64,
+        hidden_sizes: Sequence[int] = (64,),
+        activation: str = "tanh",
+    ):
         super().__init__(observation_space, action_space)
         self.head = _resolve_head(head, action_space)
         if self.head == "deterministic":
@@ -221,8 +236,9 @@ class RecurrentPolicy(ImitationPolicy):
         b, length = obs.shape[0], obs.shape[1]
         return self.features(obs.reshape(b * length, *obs.shape[2:])).reshape(b, length, -1)
 
-    def distribution(self, obs: torch.Tensor, hidden: torch.Tensor | None = None
-                     ) -> tuple[Categorical | DiagGaussian, torch.Tensor]:
+    def distribution(
+        self, obs: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[Categorical | DiagGaussian, torch.Tensor]:
         """The per-step distributions of a ``[B, L, ...]`` batch of sequences, and the last hidden state."""
         x = self._sequence_features(obs)
         h, last = self.gru(x, hidden)
@@ -255,8 +271,14 @@ class MixtureGaussianPolicy(ImitationPolicy):
 
     kind = "mixture"
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, n_components: int = 5,
-                 hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh"):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        n_components: int = 5,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+    ):
         super().__init__(observation_space, action_space)
         _require_box(action_space, "mixture-of-Gaussians")
         if n_components < 1:
@@ -277,7 +299,7 @@ class MixtureGaussianPolicy(ImitationPolicy):
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         log_w, mean, log_std = self.mixture(obs)
         z = (actions[:, None, :] - mean) * torch.exp(-log_std)
-        component = (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)       # log N_k(a) [B, K]
+        component = (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)  # log N_k(a) [B, K]
         return torch.logsumexp(log_w + component, dim=-1)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -301,9 +323,16 @@ class LatentVariablePolicy(ImitationPolicy):
 
     kind = "latent"
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, latent_dim: int = 2,
-                 hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh", kl_coef: float = 1.0,
-                 n_importance: int = 32):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        latent_dim: int = 2,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        kl_coef: float = 1.0,
+        n_importance: int = 32,
+    ):
         super().__init__(observation_space, action_space)
         _require_box(action_space, "latent-variable")
         if latent_dim < 1:
@@ -333,27 +362,33 @@ class LatentVariablePolicy(ImitationPolicy):
         """(E_q log p_θ(a|s,z) with one reparameterized z, D_KL(q_φ(z|s,a) ‖ N(0, I))), per sample."""
         x = self.features(obs)
         q = self.posterior(x, actions)
-        z = q.rsample()                                   # z = μ_φ + σ_φ ε
+        z = q.rsample()  # z = μ_φ + σ_φ ε
         reconstruction = self.decode(x, z).log_prob(actions)
         kl = q.kl(self.prior(z))
         return reconstruction, kl
 
-    def loss(self, obs: torch.Tensor, actions: torch.Tensor,
-             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         reconstruction, kl = self.elbo_terms(obs, actions)
         loss = _masked_mean(-(reconstruction - self.kl_coef * kl), mask)
-        return loss, {"nll": float(_masked_mean(-(reconstruction - kl), mask).detach()),
-                      "reconstruction": float(_masked_mean(reconstruction, mask).detach()),
-                      "kl": float(_masked_mean(kl, mask).detach())}
+        return loss, {
+            "nll": float(_masked_mean(-(reconstruction - kl), mask).detach()),
+            "reconstruction": float(_masked_mean(reconstruction, mask).detach()),
+            "kl": float(_masked_mean(kl, mask).detach()),
+        }
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         k = self.n_importance
         x = self.features(obs)
         q = self.posterior(x, actions)
-        z = q.mean + q.log_std.exp() * torch.randn(k, *q.mean.shape, device=x.device)     # [K, B, d]
+        z = q.mean + q.log_std.exp() * torch.randn(k, *q.mean.shape, device=x.device)  # [K, B, d]
         xk, ak = x.expand(k, *x.shape), actions.expand(k, *actions.shape)
-        log_w = (self.decode(xk, z).log_prob(ak) + self.prior(z).log_prob(z)
-                 - DiagGaussian(q.mean.expand_as(z), q.log_std.expand_as(z)).log_prob(z))
+        log_w = (
+            self.decode(xk, z).log_prob(ak)
+            + self.prior(z).log_prob(z)
+            - DiagGaussian(q.mean.expand_as(z), q.log_std.expand_as(z)).log_prob(z)
+        )
         return torch.logsumexp(log_w, 0) - math.log(k)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -375,8 +410,14 @@ class AutoregressiveDiscretePolicy(ImitationPolicy):
 
     kind = "autoregressive"
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, n_bins: int = 21,
-                 hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh"):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        n_bins: int = 21,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+    ):
         super().__init__(observation_space, action_space)
         _require_box(action_space, "autoregressive discretization")
         low = np.asarray(action_space.low, dtype=np.float64).reshape(-1)
@@ -388,8 +429,9 @@ class AutoregressiveDiscretePolicy(ImitationPolicy):
         self.n_bins = int(n_bins)
         self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
         self.register_buffer("width", torch.as_tensor((high - low) / n_bins, dtype=torch.float32))
-        self.nets = nn.ModuleList(mlp(self.obs_dim + j, self.n_bins, hidden_sizes, activation, out_gain=0.01)
-                                  for j in range(self.act_dim))
+        self.nets = nn.ModuleList(
+            mlp(self.obs_dim + j, self.n_bins, hidden_sizes, activation, out_gain=0.01) for j in range(self.act_dim)
+        )
 
     def bins(self, actions: torch.Tensor) -> torch.Tensor:
         return ((actions - self.low) / self.width).floor().long().clamp(0, self.n_bins - 1)
@@ -403,8 +445,13 @@ class AutoregressiveDiscretePolicy(ImitationPolicy):
         x = self.features(obs)
         b = self.bins(actions)
         inputs = self._centres(b)
-        return torch.stack([self.nets[j](torch.cat([x, inputs[:, :j]], -1)).log_softmax(-1)
-                            .gather(-1, b[:, j:j + 1]).squeeze(-1) for j in range(self.act_dim)], -1)
+        return torch.stack(
+            [
+                self.nets[j](torch.cat([x, inputs[:, :j]], -1)).log_softmax(-1).gather(-1, b[:, j : j + 1]).squeeze(-1)
+                for j in range(self.act_dim)
+            ],
+            -1,
+        )
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.bin_log_probs(obs, actions).sum(-1) - self.width.log().sum()
@@ -422,8 +469,11 @@ class AutoregressiveDiscretePolicy(ImitationPolicy):
 
 
 POLICIES: dict[str, type[ImitationPolicy]] = {
-    "mlp": MLPPolicy, "recurrent": RecurrentPolicy, "mixture": MixtureGaussianPolicy,
-    "latent": LatentVariablePolicy, "autoregressive": AutoregressiveDiscretePolicy,
+    "mlp": MLPPolicy,
+    "recurrent": RecurrentPolicy,
+    "mixture": MixtureGaussianPolicy,
+    "latent": LatentVariablePolicy,
+    "autoregressive": AutoregressiveDiscretePolicy,
 }
 
 

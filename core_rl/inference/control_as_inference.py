@@ -137,6 +137,7 @@ class ForwardMessages:
 
 # ---- argument checks ---------------------------------------------------------------------------
 
+
 def _reward(mdp: TabularMDP, reward: ArrayLike | None) -> np.ndarray:
     if reward is None:
         return np.asarray(mdp.r)
@@ -146,7 +147,7 @@ def _reward(mdp: TabularMDP, reward: ArrayLike | None) -> np.ndarray:
         r = np.repeat(r[:, None], A, axis=1)
     if r.shape != (S, A):
         raise ConfigError(f"reward must have shape (S,) = ({S},) or (S, A) = {(S, A)}, got {r.shape}")
-    return np.where(mdp.terminal[:, None], 0.0, r)   # terminal states carry no reward
+    return np.where(mdp.terminal[:, None], 0.0, r)  # terminal states carry no reward
 
 
 def _log_prior(mdp: TabularMDP, log_prior: ArrayLike | None, uniform: bool) -> np.ndarray:
@@ -155,7 +156,9 @@ def _log_prior(mdp: TabularMDP, log_prior: ArrayLike | None, uniform: bool) -> n
         return np.full((S, A), -np.log(A) if uniform else 0.0)
     lp = np.asarray(log_prior, dtype=np.float64)
     if lp.shape != (S, A) or np.isnan(lp).any() or np.isposinf(lp).any():
-        raise ConfigError(f"log_prior must be an (S, A) = {(S, A)} array of log p(a|s) (finite or -inf), got {lp.shape}")
+        raise ConfigError(
+            f"log_prior must be an (S, A) = {(S, A)} array of log p(a|s) (finite or -inf), got {lp.shape}"
+        )
     return lp
 
 
@@ -167,6 +170,7 @@ def _check(temperature: float, backup: str) -> None:
 
 
 # ---- the two soft operators ----------------------------------------------------------------------
+
 
 def _lse(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """log Σ exp over ``axis``, stable per row (a row of -inf gives -inf)."""
@@ -186,8 +190,13 @@ def _log(P: np.ndarray) -> np.ndarray:
         return np.log(P)
 
 
-def soft_expectation(P: np.ndarray, V: np.ndarray, temperature: float = 1.0,
-                     backup: Backup = "optimistic", log_P: np.ndarray | None = None) -> np.ndarray:
+def soft_expectation(
+    P: np.ndarray,
+    V: np.ndarray,
+    temperature: float = 1.0,
+    backup: Backup = "optimistic",
+    log_P: np.ndarray | None = None,
+) -> np.ndarray:
     r""":math:`\alpha\log\mathbb E_{s'\sim P(\cdot|s,a)}[\exp(V(s')/\alpha)]` (``optimistic``) or
     :math:`\mathbb E_{s'}[V(s')]` (``expected``), for every (s, a); ``P`` is (S, A, S) (``log_P``
     its log, if already at hand)."""
@@ -198,11 +207,21 @@ def soft_expectation(P: np.ndarray, V: np.ndarray, temperature: float = 1.0,
 
 # ---- solvers -------------------------------------------------------------------------------------
 
-def soft_value_iteration(mdp: TabularMDP, *, temperature: float = 1.0, horizon: int | None = None,
-                         backup: Backup = "optimistic", log_prior: ArrayLike | None = None,
-                         reward: ArrayLike | None = None, gamma: float | None = None,
-                         terminal_value: ArrayLike | None = None, V0: ArrayLike | None = None,
-                         tol: float = 1e-10, max_iterations: int = 100_000) -> SoftVIResult:
+
+def soft_value_iteration(
+    mdp: TabularMDP,
+    *,
+    temperature: float = 1.0,
+    horizon: int | None = None,
+    backup: Backup = "optimistic",
+    log_prior: ArrayLike | None = None,
+    reward: ArrayLike | None = None,
+    gamma: float | None = None,
+    terminal_value: ArrayLike | None = None,
+    V0: ArrayLike | None = None,
+    tol: float = 1e-10,
+    max_iterations: int = 100_000,
+) -> SoftVIResult:
     r"""Soft value iteration :math:`Q = r + \gamma\,\mathrm{backup}(V')`, :math:`V = \alpha\log\sum_a p(a|s)e^{Q/\alpha}`.
 
     ``horizon`` (default ``mdp.horizon``) gives the finite-horizon backward pass; without one the
@@ -236,8 +255,18 @@ def soft_value_iteration(mdp: TabularMDP, *, temperature: float = 1.0, horizon: 
         for t in range(H - 1, -1, -1):
             Q[t] = soft_q(V[t + 1])
             V[t] = np.where(live, soft_max(Q[t], temperature, lp), 0.0)
-        return SoftVIResult(Q=Q, V=V, log_prior=lp, temperature=temperature, gamma=gamma, backup=backup,
-                            horizon=H, iterations=1, converged=True, residual=0.0)
+        return SoftVIResult(
+            Q=Q,
+            V=V,
+            log_prior=lp,
+            temperature=temperature,
+            gamma=gamma,
+            backup=backup,
+            horizon=H,
+            iterations=1,
+            converged=True,
+            residual=0.0,
+        )
     if gamma >= 1.0:
         raise ConfigError("infinite-horizon soft value iteration needs gamma < 1 (or give a horizon)")
     V = np.zeros(mdp.n_states) if V0 is None else np.where(live, _check_values(mdp, V0, "V0"), 0.0)
@@ -248,8 +277,18 @@ def soft_value_iteration(mdp: TabularMDP, *, temperature: float = 1.0, horizon: 
         residual = float(np.abs(V_next - V).max())
         V, it = V_next, it + 1
     Q = soft_q(V)
-    return SoftVIResult(Q=Q, V=V, log_prior=lp, temperature=temperature, gamma=gamma, backup=backup, horizon=None,
-                        iterations=it, converged=residual <= tol, residual=residual)
+    return SoftVIResult(
+        Q=Q,
+        V=V,
+        log_prior=lp,
+        temperature=temperature,
+        gamma=gamma,
+        backup=backup,
+        horizon=None,
+        iterations=it,
+        converged=residual <= tol,
+        residual=residual,
+    )
 
 
 def _check_values(mdp: TabularMDP, V: ArrayLike, name: str = "V") -> np.ndarray:
@@ -259,9 +298,15 @@ def _check_values(mdp: TabularMDP, V: ArrayLike, name: str = "V") -> np.ndarray:
     return V
 
 
-def backward_messages(mdp: TabularMDP, horizon: int | None = None, *, temperature: float = 1.0,
-                      log_prior: ArrayLike | None = None, reward: ArrayLike | None = None,
-                      gamma: float | None = None) -> SoftVIResult:
+def backward_messages(
+    mdp: TabularMDP,
+    horizon: int | None = None,
+    *,
+    temperature: float = 1.0,
+    log_prior: ArrayLike | None = None,
+    reward: ArrayLike | None = None,
+    gamma: float | None = None,
+) -> SoftVIResult:
     r"""The backward messages :math:`\beta_t(s,a) = p(\mathcal O_{t:H-1}|s_t,a_t)` and
     :math:`\beta_t(s) = \mathbb E_{a\sim p(a|s)}\beta_t(s,a)` over ``horizon`` steps (default
     ``mdp.horizon``), computed recursively in log space (``result.log_beta_sa``, ``result.log_beta_s``).
@@ -273,12 +318,20 @@ def backward_messages(mdp: TabularMDP, horizon: int | None = None, *, temperatur
     H = mdp.horizon if horizon is None else horizon
     if H is None:
         raise ConfigError("backward messages need a horizon (pass horizon= or set mdp.horizon)")
-    return soft_value_iteration(mdp, temperature=temperature, horizon=H, backup="optimistic",
-                                log_prior=_log_prior(mdp, log_prior, uniform=True), reward=reward, gamma=gamma)
+    return soft_value_iteration(
+        mdp,
+        temperature=temperature,
+        horizon=H,
+        backup="optimistic",
+        log_prior=_log_prior(mdp, log_prior, uniform=True),
+        reward=reward,
+        gamma=gamma,
+    )
 
 
-def forward_messages(mdp: TabularMDP, messages: SoftVIResult, mu0: ArrayLike | None = None,
-                     reward: ArrayLike | None = None) -> ForwardMessages:
+def forward_messages(
+    mdp: TabularMDP, messages: SoftVIResult, mu0: ArrayLike | None = None, reward: ArrayLike | None = None
+) -> ForwardMessages:
     r"""Forward messages :math:`\alpha_t(s) = p(s_t|\mathcal O_{0:t-1})` and the posterior marginals
     :math:`p(s_t|\mathcal O_{0:H-1}) \propto \beta_t(s)\alpha_t(s)`.
 
@@ -288,8 +341,10 @@ def forward_messages(mdp: TabularMDP, messages: SoftVIResult, mu0: ArrayLike | N
     if not messages.finite:
         raise ConfigError("forward messages need finite-horizon backward messages")
     if messages.gamma != 1.0 or messages.backup != "optimistic":
-        raise ConfigError("forward messages are the exact posterior of the undiscounted model: "
-                          "compute the backward messages with gamma=1 (backward_messages(..., gamma=1))")
+        raise ConfigError(
+            "forward messages are the exact posterior of the undiscounted model: "
+            "compute the backward messages with gamma=1 (backward_messages(..., gamma=1))"
+        )
     start = _start(mdp, mu0)
     r = _reward(mdp, reward)
     H, tau = messages.horizon, messages.temperature
@@ -301,9 +356,9 @@ def forward_messages(mdp: TabularMDP, messages: SoftVIResult, mu0: ArrayLike | N
         log_evidence = 0.0
         for t in range(H):
             # log of sum_{s,a} p(s'|s,a) exp(r/alpha) p(a|s) alpha_t(s), via weights b = P
-            w = log_alpha[t][:, None] + lp + r / tau                     # (S, A)
+            w = log_alpha[t][:, None] + lp + r / tau  # (S, A)
             shift = np.max(w[np.isfinite(w)]) if np.isfinite(w).any() else 0.0
-            unnorm = np.einsum("sa,sat->t", np.exp(w - shift), mdp.P)    # (S',)
+            unnorm = np.einsum("sa,sat->t", np.exp(w - shift), mdp.P)  # (S',)
             log_norm = np.log(unnorm.sum())
             log_alpha[t + 1] = np.log(unnorm) - log_norm
             log_evidence += log_norm + shift
@@ -312,8 +367,12 @@ def forward_messages(mdp: TabularMDP, messages: SoftVIResult, mu0: ArrayLike | N
         log_post_sa = log_alpha[:-1, :, None] + lp[None] + messages.log_beta_sa
         sa = np.exp(log_post_sa - logsumexp(log_post_sa, axis=(1, 2), keepdims=True))
     # log p(O_{0:H-1}) = sum_t log p(O_t | O_{0:t-1}); it equals log sum_s mu0(s) beta_0(s)
-    return ForwardMessages(log_alpha=log_alpha, state_marginals=state_marginals, state_action_marginals=sa,
-                           log_evidence=float(log_evidence))
+    return ForwardMessages(
+        log_alpha=log_alpha,
+        state_marginals=state_marginals,
+        state_action_marginals=sa,
+        log_evidence=float(log_evidence),
+    )
 
 
 def _start(mdp: TabularMDP, mu0: ArrayLike | None) -> np.ndarray:
@@ -352,9 +411,8 @@ def soft_visitation(mdp: TabularMDP, result: SoftVIResult, mu0: ArrayLike | None
         rho = np.zeros((mdp.n_states, mdp.n_actions))
         for t in range(H):
             sa = mu[:, None] * pi[t]
-            rho += gamma ** t * sa
-            mu = np.einsum("sa,sat->t", sa, posterior_dynamics(mdp, result.V[t + 1], result.temperature,
-                                                                  result.backup))
+            rho += gamma**t * sa
+            mu = np.einsum("sa,sat->t", sa, posterior_dynamics(mdp, result.V[t + 1], result.temperature, result.backup))
         return rho
     if gamma >= 1.0:
         raise ConfigError("the infinite-horizon visitation needs gamma < 1")

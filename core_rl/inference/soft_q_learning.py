@@ -36,8 +36,11 @@ from core_rl.q_learning.dqn import DQN, DQNConfig
 
 class SoftQConfig(DQNConfig):
     exploration: Literal["epsilon", "boltzmann"] = Field(
-        "boltzmann", description="Behaviour policy; 'boltzmann' is the soft-optimal π ∝ exp(Q/α).")
-    temperature: float = Field(0.1, gt=0.0, description="α: entropy weight of the soft target and Boltzmann temperature.")
+        "boltzmann", description="Behaviour policy; 'boltzmann' is the soft-optimal π ∝ exp(Q/α)."
+    )
+    temperature: float = Field(
+        0.1, gt=0.0, description="α: entropy weight of the soft target and Boltzmann temperature."
+    )
 
     @model_validator(mode="after")
     def _no_double(self) -> "SoftQConfig":
@@ -50,7 +53,7 @@ def soft_value_discrete(q_values: torch.Tensor, alpha: float) -> torch.Tensor:
     r""":math:`V(s) = \alpha\log\sum_a\exp(Q(s,a)/\alpha)` for ``q_values`` [B, A], via SAC's
     importance-sampled soft value with all A actions under the uniform proposal."""
     n_actions = q_values.shape[-1]
-    q = q_values.transpose(0, 1)                                   # [M = A, B]
+    q = q_values.transpose(0, 1)  # [M = A, B]
     return soft_state_value(q, torch.full_like(q, -math.log(n_actions)), alpha, estimator="logsumexp")
 
 

@@ -6,19 +6,46 @@ an agent (:mod:`core_rl.irl.gail`).
 """
 
 from core_rl.irl.features import (
-    check_features, empirical_policy, empirical_visitation, expert_visitation, feature_expectations,
+    check_features,
+    empirical_policy,
+    empirical_visitation,
+    expert_visitation,
+    feature_expectations,
 )
 from core_rl.irl.gail import GAIL, Discriminator, GAILConfig, RewardRelabel
 from core_rl.irl.max_margin import MaxMarginConfig, MaxMarginResult, max_margin_irl
 from core_rl.irl.maxent_irl import (
-    FeatureReward, GCLConfig, GCLResult, MaxEntIRLConfig, MaxEntIRLResult, gcl_reward_loss, guided_cost_learning,
-    importance_weights, maxent_irl,
+    FeatureReward,
+    GCLConfig,
+    GCLResult,
+    MaxEntIRLConfig,
+    MaxEntIRLResult,
+    gcl_reward_loss,
+    guided_cost_learning,
+    importance_weights,
+    maxent_irl,
 )
 
 __all__ = [
-    "GAIL", "GAILConfig", "Discriminator", "RewardRelabel",
-    "check_features", "empirical_policy", "empirical_visitation", "expert_visitation", "feature_expectations",
-    "MaxMarginConfig", "MaxMarginResult", "max_margin_irl", "FeatureReward", "GCLConfig", "GCLResult",
-    "MaxEntIRLConfig", "MaxEntIRLResult", "gcl_reward_loss", "guided_cost_learning", "importance_weights",
+    "GAIL",
+    "GAILConfig",
+    "Discriminator",
+    "RewardRelabel",
+    "check_features",
+    "empirical_policy",
+    "empirical_visitation",
+    "expert_visitation",
+    "feature_expectations",
+    "MaxMarginConfig",
+    "MaxMarginResult",
+    "max_margin_irl",
+    "FeatureReward",
+    "GCLConfig",
+    "GCLResult",
+    "MaxEntIRLConfig",
+    "MaxEntIRLResult",
+    "gcl_reward_loss",
+    "guided_cost_learning",
+    "importance_weights",
     "maxent_irl",
 ]

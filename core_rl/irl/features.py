@@ -42,8 +42,9 @@ def check_trajectories(mdp: TabularMDP, demos: Trajectories) -> Trajectories:
     if a.shape[1] < 1 or s.shape[0] < 1:
         raise ConfigError("demonstrations are empty")
     if s.min() < 0 or s.max() >= mdp.n_states or a.min() < 0 or a.max() >= mdp.n_actions:
-        raise ConfigError(f"demonstrations hold states outside [0, {mdp.n_states}) or actions outside "
-                          f"[0, {mdp.n_actions})")
+        raise ConfigError(
+            f"demonstrations hold states outside [0, {mdp.n_states}) or actions outside [0, {mdp.n_actions})"
+        )
     return demos
 
 

@@ -44,8 +44,9 @@ recorded for ``expert_episodes`` episodes).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -116,19 +117,25 @@ class GAILConfig(PPOConfig):
     ent_coef: float = 0.01
     normalize_reward: bool = True
     demonstrations: str | None = Field(
-        None, description="Path of the expert's demonstration table (parquet or csv: episode, step, obs…, action…).")
+        None, description="Path of the expert's demonstration table (parquet or csv: episode, step, obs…, action…)."
+    )
     expert_episodes: int = Field(20, ge=1, description="Episodes recorded from an `expert` callable.")
     reward_type: Literal["gail", "logit", "airl"] = Field(
-        "gail", description="Policy reward: -log(1-D) (gail), log D - log(1-D) (logit), or AIRL's f - log π.")
+        "gail", description="Policy reward: -log(1-D) (gail), log D - log(1-D) (logit), or AIRL's f - log π."
+    )
     disc_hidden_sizes: tuple[int, ...] = Field((64, 64), description="Hidden widths of the discriminator.")
     disc_lr: float = Field(3e-4, gt=0.0, description="Discriminator learning rate.")
     disc_epochs: int = Field(1, ge=1, description="Discriminator passes over each policy batch.")
     disc_batch_size: int = Field(256, ge=2, description="Discriminator minibatch (policy + expert halves).")
     disc_weight_decay: float = Field(0.0, ge=0.0)
-    disc_normalize_obs: bool = Field(True, description="Standardize the discriminator's observations by the "
-                                                       "expert's statistics.")
-    disc_grad_penalty: float = Field(1.0, ge=0.0, description="λ of the zero-centred gradient penalty "
-                                                              "λ E‖∇_inputs logit‖² (keeps D from saturating).")
+    disc_normalize_obs: bool = Field(
+        True, description="Standardize the discriminator's observations by the expert's statistics."
+    )
+    disc_grad_penalty: float = Field(
+        1.0,
+        ge=0.0,
+        description="λ of the zero-centred gradient penalty λ E‖∇_inputs logit‖² (keeps D from saturating).",
+    )
     airl_state_only: bool = Field(True, description="AIRL: reward g(s) of the state only (else g(s, a)).")
 
     @field_validator("demonstrations")
@@ -147,8 +154,16 @@ class Discriminator(nn.Module):
     (Discrete) or raw (Box) actions.
     """
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden_sizes: tuple[int, ...],
-                 activation: str, kind: Literal["gail", "logit", "airl"], gamma: float, state_only: bool = True):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        kind: Literal["gail", "logit", "airl"],
+        gamma: float,
+        state_only: bool = True,
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -172,11 +187,15 @@ class Discriminator(nn.Module):
             return nn.functional.one_hot(actions.long().reshape(-1), self.action_dim).float()
         return actions.reshape(actions.shape[0], -1).float()
 
-    def encode(self, obs: torch.Tensor, actions: torch.Tensor,
-               next_obs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def encode(
+        self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Float input features (x, a, x') of the networks (the gradient penalty differentiates them)."""
-        return (self.features(obs), self.action_features(actions),
-                None if next_obs is None else self.features(next_obs))
+        return (
+            self.features(obs),
+            self.action_features(actions),
+            None if next_obs is None else self.features(next_obs),
+        )
 
     def g_of(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.g(x if self.state_only else torch.cat([x, a], -1)).squeeze(-1)
@@ -186,8 +205,14 @@ class Discriminator(nn.Module):
         h_next = self.h(x_next).squeeze(-1) * (1.0 - terminated.float())
         return self.g_of(x, a) + self.gamma * h_next - self.h(x).squeeze(-1)
 
-    def logit(self, x: torch.Tensor, a: torch.Tensor, x_next: torch.Tensor | None = None,
-              terminated: torch.Tensor | None = None, log_pi: torch.Tensor | None = None) -> torch.Tensor:
+    def logit(
+        self,
+        x: torch.Tensor,
+        a: torch.Tensor,
+        x_next: torch.Tensor | None = None,
+        terminated: torch.Tensor | None = None,
+        log_pi: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """logit D from features: the net's output (GAIL) or f − log π (AIRL)."""
         if self.airl:
             assert x_next is not None and terminated is not None and log_pi is not None
@@ -209,9 +234,16 @@ class GAIL(PPO):
     action_spaces = (gym.spaces.Discrete, gym.spaces.Box)  # the discriminator encodes no slate actions
     collect_mode = "steps"
 
-    def __init__(self, env: EnvLike, config: GAILConfig | Mapping[str, Any] | None = None,
-                 tracker: Tracker | None = None, *, demonstrations: Any = None,
-                 expert: Callable[[np.ndarray], Any] | None = None, **overrides: Any):
+    def __init__(
+        self,
+        env: EnvLike,
+        config: GAILConfig | Mapping[str, Any] | None = None,
+        tracker: Tracker | None = None,
+        *,
+        demonstrations: Any = None,
+        expert: Callable[[np.ndarray], Any] | None = None,
+        **overrides: Any,
+    ):
         if demonstrations is not None and expert is not None:
             raise ConfigError("give either demonstrations or an expert, not both")
         self._demo_source = demonstrations
@@ -222,11 +254,18 @@ class GAIL(PPO):
     def _build(self) -> None:
         super()._build()
         cfg = self.config
-        self.discriminator = Discriminator(self.observation_space, self.action_space, cfg.disc_hidden_sizes,
-                                           cfg.activation, cfg.reward_type, cfg.gamma, cfg.airl_state_only
-                                           ).to(self.device)
-        self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr,
-                                               weight_decay=cfg.disc_weight_decay)
+        self.discriminator = Discriminator(
+            self.observation_space,
+            self.action_space,
+            cfg.disc_hidden_sizes,
+            cfg.activation,
+            cfg.reward_type,
+            cfg.gamma,
+            cfg.airl_state_only,
+        ).to(self.device)
+        self.disc_optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=cfg.disc_lr, weight_decay=cfg.disc_weight_decay
+        )
         self.env = RewardRelabel(self.env, self._policy_reward)
         self.env.set_last_obs(self._obs)
         self.expert_data: dict[str, torch.Tensor] | None = None
@@ -239,15 +278,20 @@ class GAIL(PPO):
         from core_rl.imitation.demonstrations import collect_demonstrations, load_demonstrations
 
         if source is None:  # record the expert callable
-            source = collect_demonstrations(self._expert_actor, self._env_source, self.config.expert_episodes,
-                                            seed=self.config.seed + 20_000)
+            source = collect_demonstrations(
+                self._expert_actor, self._env_source, self.config.expert_episodes, seed=self.config.seed + 20_000
+            )
         demos = load_demonstrations(source, self.observation_space, self.action_space)
         obs, actions = demos.observations, demos.actions
         # successors within an episode (AIRL needs s'); an episode's last step has none in the table
         has_next = torch.zeros(len(demos), dtype=torch.bool)
         has_next[:-1] = (demos.episodes[1:] == demos.episodes[:-1]) & (demos.steps[1:] == demos.steps[:-1] + 1)
-        self.expert_data = {"obs": obs.to(self.device), "actions": actions.to(self.device),
-                            "next_obs": torch.roll(obs, -1, 0).to(self.device), "has_next": has_next.to(self.device)}
+        self.expert_data = {
+            "obs": obs.to(self.device),
+            "actions": actions.to(self.device),
+            "next_obs": torch.roll(obs, -1, 0).to(self.device),
+            "has_next": has_next.to(self.device),
+        }
         if isinstance(self.observation_space, gym.spaces.Box) and self.config.disc_normalize_obs:
             x = self.discriminator.encoder(obs)
             self.discriminator.obs_mean.copy_(x.mean(0))
@@ -258,15 +302,20 @@ class GAIL(PPO):
         """Raw observations as the policy sees them (PPO may normalize them)."""
         return self._obs_tensor(obs.cpu().numpy())
 
-    def _tensors(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray,
-                 terminated: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def _tensors(
+        self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray
+    ) -> tuple[torch.Tensor, ...]:
         dev = self.device
-        return (torch.as_tensor(np.asarray(obs), device=dev), torch.as_tensor(np.asarray(actions), device=dev),
-                torch.as_tensor(np.asarray(next_obs), device=dev),
-                torch.as_tensor(np.asarray(terminated), dtype=torch.float32, device=dev))
+        return (
+            torch.as_tensor(np.asarray(obs), device=dev),
+            torch.as_tensor(np.asarray(actions), device=dev),
+            torch.as_tensor(np.asarray(next_obs), device=dev),
+            torch.as_tensor(np.asarray(terminated), dtype=torch.float32, device=dev),
+        )
 
-    def _inputs(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
-                terminated: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def _inputs(
+        self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
+    ) -> dict[str, torch.Tensor | None]:
         """The discriminator's input features of a batch (with log π for AIRL)."""
         airl = self.config.reward_type == "airl"
         x, a, x_next = self.discriminator.encode(obs, actions, next_obs if airl else None)
@@ -276,8 +325,9 @@ class GAIL(PPO):
                 log_pi = self.policy.distribution(self._policy_obs(obs)).log_prob(actions)
         return {"x": x, "a": a, "x_next": x_next, "terminated": terminated if airl else None, "log_pi": log_pi}
 
-    def _logit(self, inputs: dict[str, torch.Tensor | None],
-               penalty: bool = False) -> tuple[torch.Tensor, torch.Tensor | float]:
+    def _logit(
+        self, inputs: dict[str, torch.Tensor | None], penalty: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
         """logit D of a batch, and E‖∇_inputs logit‖² (the zero-centred gradient penalty) if asked."""
         if not penalty:
             return self.discriminator.logit(**inputs), 0.0
@@ -288,12 +338,13 @@ class GAIL(PPO):
 
     def _reward_of(self, logit: torch.Tensor) -> torch.Tensor:
         if self.config.reward_type == "gail":
-            return nn.functional.softplus(logit)            # -log(1 - D) = log(1 + e^logit)
-        return logit                                        # log D - log(1 - D) (AIRL: f - log π)
+            return nn.functional.softplus(logit)  # -log(1 - D) = log(1 + e^logit)
+        return logit  # log D - log(1 - D) (AIRL: f - log π)
 
     @torch.no_grad()
-    def _policy_reward(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray,
-                       terminated: np.ndarray) -> np.ndarray:
+    def _policy_reward(
+        self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray
+    ) -> np.ndarray:
         if self.expert_data is None:
             return np.zeros(len(actions))
         t = self._tensors(obs, actions, next_obs, terminated)
@@ -302,8 +353,14 @@ class GAIL(PPO):
     def learned_reward(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """The discriminator's reward estimate per (s, a): g(s) for AIRL, logit D(s, a) for GAIL."""
         with torch.no_grad():
-            return self.discriminator.reward(torch.as_tensor(np.array(obs), device=self.device),
-                                             torch.as_tensor(np.array(actions), device=self.device)).cpu().numpy()
+            return (
+                self.discriminator.reward(
+                    torch.as_tensor(np.array(obs), device=self.device),
+                    torch.as_tensor(np.array(actions), device=self.device),
+                )
+                .cpu()
+                .numpy()
+            )
 
     # ---- one iteration: collect, discriminator step, PPO step ----------------------------------
     def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
@@ -312,13 +369,15 @@ class GAIL(PPO):
 
     def _iterate(self) -> dict[str, float]:
         if self.expert_data is None:
-            raise ConfigError("gail needs demonstrations: set the config field 'demonstrations' to a parquet/csv "
-                              "path, or pass demonstrations= or expert= in Python")
+            raise ConfigError(
+                "gail needs demonstrations: set the config field 'demonstrations' to a parquet/csv "
+                "path, or pass demonstrations= or expert= in Python"
+            )
         self._apply_lr_schedule()
         self.env.transitions.clear()
-        batch = self.collect()                          # rewards: the discriminator's, D_k
-        disc_metrics = self.train_discriminator()       # D_k -> D_{k+1} on this rollout
-        metrics = self.update(self.estimate(batch))     # PPO, unchanged
+        batch = self.collect()  # rewards: the discriminator's, D_k
+        disc_metrics = self.train_discriminator()  # D_k -> D_{k+1} on this rollout
+        metrics = self.update(self.estimate(batch))  # PPO, unchanged
         metrics.update(disc_metrics)
         metrics["disc_reward"] = float(batch.rewards.mean())
         return metrics
@@ -341,17 +400,22 @@ class GAIL(PPO):
         for _ in range(cfg.disc_epochs):
             perm = torch.randperm(n, generator=self._disc_generator)
             for start in range(0, n, half):
-                idx = perm[start:start + half].to(self.device)
-                ej = expert_idx[torch.randint(0, len(expert_idx), (len(idx),), generator=self._disc_generator)
-                                .to(self.device)]
+                idx = perm[start : start + half].to(self.device)
+                ej = expert_idx[
+                    torch.randint(0, len(expert_idx), (len(idx),), generator=self._disc_generator).to(self.device)
+                ]
                 p_in = self._inputs(p_obs[idx], p_act[idx], p_next[idx], p_term[idx])
-                e_in = self._inputs(e["obs"][ej], e["actions"][ej], e["next_obs"][ej],
-                                    torch.zeros(len(ej), device=self.device))
+                e_in = self._inputs(
+                    e["obs"][ej], e["actions"][ej], e["next_obs"][ej], torch.zeros(len(ej), device=self.device)
+                )
                 policy_logit, pen_p = self._logit(p_in, gp)
                 expert_logit, pen_e = self._logit(e_in, gp)
                 # -E_expert log D - E_policy log(1 - D)  (+ λ E‖∇ logit‖²)
-                loss = nn.functional.softplus(-expert_logit).mean() + nn.functional.softplus(policy_logit).mean() \
+                loss = (
+                    nn.functional.softplus(-expert_logit).mean()
+                    + nn.functional.softplus(policy_logit).mean()
                     + cfg.disc_grad_penalty * 0.5 * (pen_p + pen_e)
+                )
                 optim.step(self.disc_optimizer, loss)
                 stats["disc_loss"] += loss.item()
                 stats["disc_expert_acc"] += (expert_logit > 0).float().mean().item()

@@ -39,7 +39,12 @@ from scipy.optimize import minimize
 from core_rl.common.config import format_validation_error
 from core_rl.common.errors import ConfigError
 from core_rl.irl.features import (
-    Expert, check_features, empirical_policy, expert_visitation, feature_expectations, initial_distribution,
+    Expert,
+    check_features,
+    empirical_policy,
+    expert_visitation,
+    feature_expectations,
+    initial_distribution,
 )
 from core_rl.tabular.dynamic_programming import value_iteration
 from core_rl.tabular.mdp import TabularMDP, Trajectories
@@ -50,7 +55,9 @@ class MaxMarginConfig(BaseModel):
 
     method: Literal["svm", "projection"] = Field("svm", description="SVM-style QP or Abbeel & Ng projection.")
     max_iterations: int = Field(50, ge=1, description="Policies generated (constraints / projection steps).")
-    epsilon: float = Field(1e-3, gt=0.0, description="Stop when the margin violation (svm) or t_i (projection) is below this.")
+    epsilon: float = Field(
+        1e-3, gt=0.0, description="Stop when the margin violation (svm) or t_i (projection) is below this."
+    )
     C: float = Field(100.0, gt=0.0, description="Slack penalty of the SVM.")
     margin_scale: float = Field(1.0, ge=0.0, description="Scale of the structured margin D(π, π_E).")
     solver_tol: float = Field(1e-10, gt=0.0, description="Value-iteration tolerance of the inner RL.")
@@ -93,12 +100,22 @@ def solve_margin_qp(diffs: np.ndarray, margins: np.ndarray, C: float) -> np.ndar
     J, K = diffs.shape
     x0 = np.zeros(K + J)
     x0[K:] = np.maximum(margins, 0.0)
-    cons = [{"type": "ineq", "fun": lambda x: diffs @ x[:K] - margins + x[K:], "jac":
-             lambda x: np.hstack([diffs, np.eye(J)])}]
-    res = minimize(lambda x: 0.5 * x[:K] @ x[:K] + C * x[K:].sum(), x0,
-                   jac=lambda x: np.concatenate([x[:K], np.full(J, C)]), constraints=cons,
-                   bounds=[(None, None)] * K + [(0.0, None)] * J, method="SLSQP",
-                   options={"maxiter": 500, "ftol": 1e-12})
+    cons = [
+        {
+            "type": "ineq",
+            "fun": lambda x: diffs @ x[:K] - margins + x[K:],
+            "jac": lambda x: np.hstack([diffs, np.eye(J)]),
+        }
+    ]
+    res = minimize(
+        lambda x: 0.5 * x[:K] @ x[:K] + C * x[K:].sum(),
+        x0,
+        jac=lambda x: np.concatenate([x[:K], np.full(J, C)]),
+        constraints=cons,
+        bounds=[(None, None)] * K + [(0.0, None)] * J,
+        method="SLSQP",
+        options={"maxiter": 500, "ftol": 1e-12},
+    )
     return res.x[:K]
 
 
@@ -119,8 +136,15 @@ def _closest_mixture(mus: np.ndarray, target: np.ndarray, steps: int = 5000) -> 
     return lam
 
 
-def max_margin_irl(mdp: TabularMDP, features: ArrayLike, expert: Expert, config: MaxMarginConfig | dict | None = None,
-                   *, mu0: ArrayLike | None = None, **overrides: object) -> MaxMarginResult:
+def max_margin_irl(
+    mdp: TabularMDP,
+    features: ArrayLike,
+    expert: Expert,
+    config: MaxMarginConfig | dict | None = None,
+    *,
+    mu0: ArrayLike | None = None,
+    **overrides: object,
+) -> MaxMarginResult:
     r"""Learn reward weights w with :math:`w^\top\mu_E \ge w^\top\mu(\pi) + D(\pi,\pi_E)` for the
     policies the inner RL (value iteration) finds; see the module docstring.
 
@@ -137,13 +161,13 @@ def max_margin_irl(mdp: TabularMDP, features: ArrayLike, expert: Expert, config:
     else:
         pi_E = mdp.policy_matrix(expert)
         visited = rho_E.sum(axis=1) > 0
-    loss = np.where(visited[:, None], 1.0 - pi_E, 0.0) * cfg.margin_scale     # ℓ(s, a)
+    loss = np.where(visited[:, None], 1.0 - pi_E, 0.0) * cfg.margin_scale  # ℓ(s, a)
 
     def evaluate(policy: np.ndarray) -> tuple[np.ndarray, float]:
         rho = mdp.occupancy_measure(policy, start)
         return feature_expectations(rho, phi), float((rho * loss).sum())
 
-    policies = [np.zeros(mdp.n_states, dtype=np.int64)]           # start: action 0 everywhere
+    policies = [np.zeros(mdp.n_states, dtype=np.int64)]  # start: action 0 everywhere
     mu0_feat, m0 = evaluate(policies[0])
     mus, margins = [mu0_feat], [m0]
     history: list[dict[str, float]] = []
@@ -166,9 +190,18 @@ def max_margin_irl(mdp: TabularMDP, features: ArrayLike, expert: Expert, config:
             mus.append(mu_c)
             margins.append(m_c)
         policy = _optimal(mdp, phi @ w, cfg.solver_tol)
-        return MaxMarginResult(w=w, reward=phi @ w, policy=policy, expert_features=mu_E, policies=policies,
-                               feature_expectations=np.array(mus), mixture=None, iterations=it,
-                               converged=converged, history=history)
+        return MaxMarginResult(
+            w=w,
+            reward=phi @ w,
+            policy=policy,
+            expert_features=mu_E,
+            policies=policies,
+            feature_expectations=np.array(mus),
+            mixture=None,
+            iterations=it,
+            converged=converged,
+            history=history,
+        )
 
     # Abbeel & Ng's projection algorithm
     mu_bar = mus[0]
@@ -187,13 +220,22 @@ def max_margin_irl(mdp: TabularMDP, features: ArrayLike, expert: Expert, config:
         ws.append(w)
         step = mu_c - mu_bar
         denom = float(step @ step)
-        if denom <= 1e-300:                       # the new policy adds nothing: t cannot shrink
+        if denom <= 1e-300:  # the new policy adds nothing: t cannot shrink
             break
         mu_bar = mu_bar + (step @ (mu_E - mu_bar)) / denom * step
     mus_arr = np.array(mus)
     mixture = _closest_mixture(mus_arr, mu_E)
     best = int(np.argmin(np.linalg.norm(mus_arr[1:] - mu_E, axis=1))) + 1 if len(mus) > 1 else 0
     w_best = ws[best]
-    return MaxMarginResult(w=w_best, reward=phi @ w_best, policy=policies[best], expert_features=mu_E,
-                           policies=policies, feature_expectations=mus_arr, mixture=mixture, iterations=it,
-                           converged=converged, history=history)
+    return MaxMarginResult(
+        w=w_best,
+        reward=phi @ w_best,
+        policy=policies[best],
+        expert_features=mu_E,
+        policies=policies,
+        feature_expectations=mus_arr,
+        mixture=mixture,
+        iterations=it,
+        converged=converged,
+        history=history,
+    )

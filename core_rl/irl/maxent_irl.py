@@ -35,8 +35,9 @@ trajectories from the current policy :math:`\pi`:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -51,7 +52,12 @@ from core_rl.common.networks import mlp
 from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.inference.control_as_inference import SoftVIResult, soft_value_iteration, soft_visitation
 from core_rl.irl.features import (
-    Expert, check_features, check_trajectories, expert_visitation, feature_expectations, initial_distribution,
+    Expert,
+    check_features,
+    check_trajectories,
+    expert_visitation,
+    feature_expectations,
+    initial_distribution,
 )
 from core_rl.tabular.mdp import TabularMDP, Trajectories
 
@@ -67,7 +73,8 @@ class MaxEntIRLConfig(BaseModel):
     l2: float = Field(0.0, ge=0.0, description="Weight decay on ψ.")
     temperature: float = Field(1.0, gt=0.0, description="α of p(O|s,a) = exp(r/α).")
     backup: Literal["expected", "optimistic"] = Field(
-        "expected", description="Soft backup: E[V'] (max causal entropy) or log E exp V' (exact inference).")
+        "expected", description="Soft backup: E[V'] (max causal entropy) or log E exp V' (exact inference)."
+    )
     seed: int = Field(0, ge=0)
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
 
@@ -85,8 +92,10 @@ class GCLConfig(BaseModel):
     policy_lr: float = Field(0.2, gt=0.0)
     policy_steps: int = Field(1, ge=1, description="Policy-gradient steps per round.")
     demo_background: bool = Field(
-        True, description="Add the demonstrations to the background samples, with q the mixture of π and the "
-                          "expert's empirical policy (balance-heuristic importance sampling).")
+        True,
+        description="Add the demonstrations to the background samples, with q the mixture of π and the "
+        "expert's empirical policy (balance-heuristic importance sampling).",
+    )
     entropy_coef: float = Field(1.0, ge=0.0, description="α of the MaxEnt policy objective (1: the model p ∝ exp r).")
     gamma: float = Field(1.0, gt=0.0, le=1.0, description="Discount of the policy step (1 matches exp(Σ_t r)).")
     seed: int = Field(0, ge=0)
@@ -105,8 +114,13 @@ def _validate(cls: type[BaseModel], config: BaseModel | dict | None, overrides: 
 class FeatureReward(nn.Module):
     r""":math:`r_\psi(s,a)` from features φ (S, A, K): linear :math:`\psi^\top\phi` or an MLP."""
 
-    def __init__(self, n_features: int, kind: Literal["linear", "neural"] = "linear",
-                 hidden_sizes: tuple[int, ...] = (32, 32), activation: str = "relu"):
+    def __init__(
+        self,
+        n_features: int,
+        kind: Literal["linear", "neural"] = "linear",
+        hidden_sizes: tuple[int, ...] = (32, 32),
+        activation: str = "relu",
+    ):
         super().__init__()
         if kind == "linear":
             self.net = nn.Linear(n_features, 1, bias=False)
@@ -138,8 +152,15 @@ class MaxEntIRLResult:
         return net.weight.detach().numpy()[0].copy() if isinstance(net, nn.Linear) else None
 
 
-def maxent_irl(mdp: TabularMDP, features: ArrayLike, expert: Expert, config: MaxEntIRLConfig | dict | None = None,
-               *, mu0: ArrayLike | None = None, **overrides: object) -> MaxEntIRLResult:
+def maxent_irl(
+    mdp: TabularMDP,
+    features: ArrayLike,
+    expert: Expert,
+    config: MaxEntIRLConfig | dict | None = None,
+    *,
+    mu0: ArrayLike | None = None,
+    **overrides: object,
+) -> MaxEntIRLResult:
     r"""Exact tabular MaxEnt IRL: gradient ascent on :math:`\mathcal L(\psi)` with
     :math:`\nabla\mathcal L = \sum_{s,a}(\hat\rho_E - \rho_\psi)\nabla r_\psi`.
 
@@ -165,36 +186,42 @@ def maxent_irl(mdp: TabularMDP, features: ArrayLike, expert: Expert, config: Max
     V_warm: list[np.ndarray | None] = [None]
 
     def solve(reward: np.ndarray) -> tuple[SoftVIResult, np.ndarray]:
-        soft = soft_value_iteration(mdp, reward=reward, temperature=cfg.temperature, backup=cfg.backup, tol=1e-8,
-                                    V0=V_warm[0])
+        soft = soft_value_iteration(
+            mdp, reward=reward, temperature=cfg.temperature, backup=cfg.backup, tol=1e-8, V0=V_warm[0]
+        )
         if not soft.finite:
-            V_warm[0] = soft.V                      # the next reward is close: warm-start its iteration
+            V_warm[0] = soft.V  # the next reward is close: warm-start its iteration
         return soft, soft_visitation(mdp, soft, start)
 
     for _ in range(cfg.iterations):
         reward_t = model(phi_t)
         reward = reward_t.detach().double().numpy()
-        soft, rho = solve(reward)                                           # backward + forward pass
+        soft, rho = solve(reward)  # backward + forward pass
         # ascent on L: the surrogate's gradient is -(rho_E - rho_psi)·∇r_psi
         surrogate = -((rho_E_t - torch.as_tensor(rho, dtype=torch.float32)) * reward_t).sum()
         optim.step(optimizer, surrogate)
         log_pi = soft.log_policy if not soft.finite else None
-        history.append({
-            "feature_gap": float(np.linalg.norm(mu_E - feature_expectations(rho, phi))),
-            "visitation_gap": float(np.abs(rho_E - rho).sum()),
-            "log_likelihood": float((rho_E * log_pi).sum()) if log_pi is not None else float("nan"),
-        })
+        history.append(
+            {
+                "feature_gap": float(np.linalg.norm(mu_E - feature_expectations(rho, phi))),
+                "visitation_gap": float(np.abs(rho_E - rho).sum()),
+                "log_likelihood": float((rho_E * log_pi).sum()) if log_pi is not None else float("nan"),
+            }
+        )
     with torch.no_grad():
         reward = model(phi_t).double().numpy()
     soft, rho = solve(reward)
-    return MaxEntIRLResult(reward=reward, model=model, soft=soft, expert_visitation=rho_E, visitation=rho,
-                           history=history)
+    return MaxEntIRLResult(
+        reward=reward, model=model, soft=soft, expert_visitation=rho_E, visitation=rho, history=history
+    )
 
 
 # ---- guided cost learning: the sample-based variant ---------------------------------------------
 
-def gcl_reward_loss(reward_expert: torch.Tensor, reward_samples: torch.Tensor,
-                    log_q_samples: torch.Tensor) -> torch.Tensor:
+
+def gcl_reward_loss(
+    reward_expert: torch.Tensor, reward_samples: torch.Tensor, log_q_samples: torch.Tensor
+) -> torch.Tensor:
     r""":math:`-\big[\frac1N\sum_i r(\tau_i) - \log\frac1M\sum_j\exp(r(\tau_j) - \log q(\tau_j))\big]`:
     its gradient is minus the importance-sampled MaxEnt gradient with self-normalized weights
     :math:`w_j \propto \exp(r(\tau_j))/q(\tau_j)`. Inputs are per-trajectory sums."""
@@ -221,8 +248,13 @@ class GCLResult:
 Sampler = Callable[[np.ndarray, int, int, np.random.Generator], Trajectories]
 
 
-def guided_cost_learning(sample: Sampler, features: ArrayLike, demos: Trajectories,
-                         config: GCLConfig | dict | None = None, **overrides: object) -> GCLResult:
+def guided_cost_learning(
+    sample: Sampler,
+    features: ArrayLike,
+    demos: Trajectories,
+    config: GCLConfig | dict | None = None,
+    **overrides: object,
+) -> GCLResult:
     r"""Sample-based MaxEnt IRL for unknown dynamics (see the module docstring).
 
     ``sample(policy, n, steps, rng)`` returns ``n`` rollouts of ``steps`` steps of the (S, A) policy
@@ -244,15 +276,17 @@ def guided_cost_learning(sample: Sampler, features: ArrayLike, demos: Trajectori
         if phi.ndim != 2:
             raise ConfigError(f"features must have shape (S, K) or (S, A, K), got {phi.shape}")
         n_actions = int(np.asarray(demos.actions).max()) + 1
-        raise ConfigError(f"guided_cost_learning needs (S, A, K) features (the action count is not "
-                          f"known from (S, K)); use np.repeat(features[:, None], {n_actions}, 1)")
+        raise ConfigError(
+            f"guided_cost_learning needs (S, A, K) features (the action count is not "
+            f"known from (S, K)); use np.repeat(features[:, None], {n_actions}, 1)"
+        )
     S, A, K = phi.shape
     gamma = cfg.gamma
     T = int(np.asarray(demos.actions).shape[1])
     phi_t = torch.as_tensor(phi, dtype=torch.float32)
     model = FeatureReward(K, cfg.reward, cfg.hidden_sizes, cfg.activation)
     r_opt = torch.optim.Adam(model.parameters(), lr=cfg.reward_lr)
-    logits = torch.zeros(S, A, requires_grad=True)                 # the tabular sampling policy
+    logits = torch.zeros(S, A, requires_grad=True)  # the tabular sampling policy
     p_opt = torch.optim.Adam([logits], lr=cfg.policy_lr)
     d_states = torch.as_tensor(np.asarray(demos.states)[:, :T], dtype=torch.long)
     d_actions = torch.as_tensor(np.asarray(demos.actions), dtype=torch.long)
@@ -260,11 +294,14 @@ def guided_cost_learning(sample: Sampler, features: ArrayLike, demos: Trajectori
     history: list[dict[str, float]] = []
 
     def traj_reward(reward_sa: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return reward_sa[s, a].sum(1)                                # r_ψ(τ) = Σ_t r_ψ(s_t, a_t)
+        return reward_sa[s, a].sum(1)  # r_ψ(τ) = Σ_t r_ψ(s_t, a_t)
 
     # the expert's empirical policy: the demonstrations' sampling density in the background mixture
-    counts = torch.zeros(S * A).index_add_(0, (d_states * A + d_actions).reshape(-1),
-                                           torch.ones(d_actions.numel())).reshape(S, A)
+    counts = (
+        torch.zeros(S * A)
+        .index_add_(0, (d_states * A + d_actions).reshape(-1), torch.ones(d_actions.numel()))
+        .reshape(S, A)
+    )
     with np.errstate(divide="ignore"):
         log_pi_E = torch.log(counts / counts.sum(1, keepdim=True).clamp_min(1.0))
     N = d_actions.shape[0]
@@ -278,16 +315,18 @@ def guided_cost_learning(sample: Sampler, features: ArrayLike, demos: Trajectori
         with torch.no_grad():
             log_pi_now = torch.log_softmax(logits, -1)
             bg_s, bg_a = (torch.cat([s, d_states]), torch.cat([a, d_actions])) if cfg.demo_background else (s, a)
-            log_q = log_pi_now[bg_s, bg_a].sum(1)                 # log π(τ): the dynamics cancel in w
-            if cfg.demo_background:                               # q = (M π + N π_E) / (M + N)
+            log_q = log_pi_now[bg_s, bg_a].sum(1)  # log π(τ): the dynamics cancel in w
+            if cfg.demo_background:  # q = (M π + N π_E) / (M + N)
                 M = s.shape[0]
-                log_q = torch.logaddexp(log_q + math.log(M), log_pi_E[bg_s, bg_a].sum(1) + math.log(N)) \
-                    - math.log(M + N)
+                log_q = torch.logaddexp(log_q + math.log(M), log_pi_E[bg_s, bg_a].sum(1) + math.log(N)) - math.log(
+                    M + N
+                )
         # reward step: the importance-sampled MaxEnt gradient
         for _ in range(cfg.reward_steps):
             reward_sa = model(phi_t)
-            loss = gcl_reward_loss(traj_reward(reward_sa, d_states, d_actions), traj_reward(reward_sa, bg_s, bg_a),
-                                   log_q)
+            loss = gcl_reward_loss(
+                traj_reward(reward_sa, d_states, d_actions), traj_reward(reward_sa, bg_s, bg_a), log_q
+            )
             optim.step(r_opt, loss)
         # policy step: maximize E[Σ γ^t (r_ψ − α log π)] by policy gradient on the same samples
         with torch.no_grad():
@@ -295,20 +334,34 @@ def guided_cost_learning(sample: Sampler, features: ArrayLike, demos: Trajectori
             w = importance_weights(traj_reward(reward_sa, bg_s, bg_a), log_q)
         for _ in range(cfg.policy_steps):
             log_pi_all = torch.log_softmax(logits, -1)
-            log_pi = log_pi_all[s, a]                                        # (n, T)
+            log_pi = log_pi_all[s, a]  # (n, T)
             with torch.no_grad():
                 shaped = (reward_sa[s, a] - cfg.entropy_coef * log_pi) * discount
-                reward_to_go = shaped.flip(1).cumsum(1).flip(1) / discount   # Σ_{t'≥t} γ^{t'-t} r̃_{t'}
+                reward_to_go = shaped.flip(1).cumsum(1).flip(1) / discount  # Σ_{t'≥t} γ^{t'-t} r̃_{t'}
                 advantage = reward_to_go - reward_to_go.mean(0, keepdim=True)
             pg_loss = -(log_pi * advantage * discount).sum(1).mean()
             optim.step(p_opt, pg_loss)
-        history.append({"reward_loss": float(loss.detach()), "ess": float(1.0 / (w ** 2).sum()),
-                        "sample_reward": float(traj_reward(reward_sa, s, a).mean())})
+        history.append(
+            {
+                "reward_loss": float(loss.detach()),
+                "ess": float(1.0 / (w**2).sum()),
+                "sample_reward": float(traj_reward(reward_sa, s, a).mean()),
+            }
+        )
     with torch.no_grad():
         reward = model(phi_t).double().numpy()
         policy = torch.softmax(logits, -1).double().numpy()
     return GCLResult(reward=reward, model=model, policy=policy, history=history)
 
 
-__all__ = ["MaxEntIRLConfig", "GCLConfig", "FeatureReward", "MaxEntIRLResult", "GCLResult", "maxent_irl",
-           "gcl_reward_loss", "importance_weights", "guided_cost_learning"]
+__all__ = [
+    "MaxEntIRLConfig",
+    "GCLConfig",
+    "FeatureReward",
+    "MaxEntIRLResult",
+    "GCLResult",
+    "maxent_irl",
+    "gcl_reward_loss",
+    "importance_weights",
+    "guided_cost_learning",
+]

@@ -71,8 +71,9 @@ class SkillWrapper(VectorWrapper):
     def _with_skill(self, obs: np.ndarray, skills: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(obs, dtype=np.float32), self._eye[skills]], axis=-1)
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         if isinstance(seed, int):
             self.rng = np.random.default_rng(seed + 104729)
         obs, info = self.env.reset(seed=seed, options=options)
@@ -138,7 +139,7 @@ class DIAYN(SAC):
 
     def skill_of(self, obs: torch.Tensor) -> torch.Tensor:
         """The skill index encoded in (a batch of) augmented observations."""
-        return obs[..., self.state_dim:].argmax(-1)
+        return obs[..., self.state_dim :].argmax(-1)
 
     def pseudo_reward(self, next_obs: torch.Tensor) -> torch.Tensor:
         """r = log q_φ(z|s') − log p(z) for augmented next observations."""
@@ -157,8 +158,9 @@ class DIAYN(SAC):
 
     # ---- using the skills ------------------------------------------------------------------------
     @torch.no_grad()
-    def skill_rollouts(self, episodes_per_skill: int = 1, deterministic: bool = True, seed: int | None = None,
-                       env: Any = None) -> np.ndarray:
+    def skill_rollouts(
+        self, episodes_per_skill: int = 1, deterministic: bool = True, seed: int | None = None, env: Any = None
+    ) -> np.ndarray:
         """States of every step of ``episodes_per_skill`` episodes per skill: ``[K, E, T, state_dim]``.
 
         All K·E episodes run at once in one vector env (skills pinned per env); every episode must
@@ -181,7 +183,7 @@ class DIAYN(SAC):
                 s[i] = info["final_obs"][i][: self.state_dim]
             states.append(s)
         wrapped.close()
-        arr = np.stack(states, 1)                                     # [K·E, T+1, d]
+        arr = np.stack(states, 1)  # [K·E, T+1, d]
         return arr.reshape(K, E, arr.shape[1], self.state_dim)
 
     @torch.no_grad()

@@ -18,7 +18,8 @@ env family exposes are listed in :data:`PARAMETERS`: CartPole (pole ``length``, 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -93,7 +94,7 @@ class DomainRandomization(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         if seed is not None:
-            self.rng = np.random.default_rng(seed + 7919)   # its own stream, not the env's
+            self.rng = np.random.default_rng(seed + 7919)  # its own stream, not the env's
         self.params = {**self.nominal, **self.sample()}
         set_parameters(self.env, self.params)
         obs, info = self.env.reset(seed=seed, options=options)
@@ -113,8 +114,9 @@ class FixedParameters(gym.Wrapper):
         return obs, {**info, "params": dict(self.params)}
 
 
-def randomized(env_id: str, ranges: Mapping[str, tuple[float, float]], log: bool = False,
-               **env_kwargs: Any) -> Callable[[], gym.Env]:
+def randomized(
+    env_id: str, ranges: Mapping[str, tuple[float, float]], log: bool = False, **env_kwargs: Any
+) -> Callable[[], gym.Env]:
     """A factory of ``env_id`` envs whose parameters are redrawn every episode."""
     make_env(env_id, **env_kwargs).close()
 
@@ -136,5 +138,12 @@ def fixed(env_id: str, params: Mapping[str, float], **env_kwargs: Any) -> Callab
     return factory
 
 
-__all__ = ["PARAMETERS", "DomainRandomization", "FixedParameters", "get_parameters", "set_parameters", "randomized",
-           "fixed"]
+__all__ = [
+    "PARAMETERS",
+    "DomainRandomization",
+    "FixedParameters",
+    "get_parameters",
+    "set_parameters",
+    "randomized",
+    "fixed",
+]

@@ -21,7 +21,8 @@ the playground of DIAYN's skill discovery.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -30,7 +31,7 @@ from core_rl.common.errors import ConfigError, SpaceError
 
 
 class BernoulliBandit(gym.Env):
-    """k arms; a task is p ∈ [0, 1]^k; an episode is one pull, r ~ Bernoulli(p_a).
+    r"""k arms; a task is p ∈ [0, 1]^k; an episode is one pull, r ~ Bernoulli(p_a).
 
     ``tasks="uniform"``: :math:`p_i \sim U(0, 1)` (RL²'s distribution); ``tasks="one_good"``: one arm,
     chosen uniformly, pays with ``good_p``, the others with ``bad_p``.
@@ -128,8 +129,14 @@ class MetaTrial(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task_env: str | gym.Env = "bandit", episodes_per_trial: int = 10, history: bool = True,
-                 tasks: Sequence[Any] | np.ndarray | None = None, **task_kwargs: Any):
+    def __init__(
+        self,
+        task_env: str | gym.Env = "bandit",
+        episodes_per_trial: int = 10,
+        history: bool = True,
+        tasks: Sequence[Any] | np.ndarray | None = None,
+        **task_kwargs: Any,
+    ):
         if isinstance(task_env, str):
             if task_env not in TASK_ENVS:
                 raise ConfigError(f"unknown task env '{task_env}'; known: {', '.join(TASK_ENVS)}")
@@ -193,8 +200,13 @@ class MetaTrial(gym.Env):
             trial_over = self._episode >= self.episodes_per_trial
             if not trial_over:
                 obs, _ = self.task_env.reset()
-        return (self._augment(obs, action, float(reward), inner_done), float(reward), trial_over, False,
-                {"task": np.array(self.task), "inner_done": inner_done})
+        return (
+            self._augment(obs, action, float(reward), inner_done),
+            float(reward),
+            trial_over,
+            False,
+            {"task": np.array(self.task), "inner_done": inner_done},
+        )
 
 
 ENVS: dict[str, tuple[type[gym.Env], dict[str, Any]]] = {

@@ -12,7 +12,8 @@ r"""Experiments of the transfer / meta-RL / unsupervised-RL lectures (10/24–11
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -29,14 +30,19 @@ from core_rl.trust_region.ppo import PPO
 #: the bandit task family of the RL² experiment: one of 3 arms pays 0.9, the others 0.1; 10 pulls a trial
 BANDIT_TASKS: dict[str, Any] = dict(n_arms=3, task_distribution="one_good", episodes_per_trial=10)
 #: PPO settings shared by RL² and the non-adaptive baseline (λ = 0.3 as in RL²'s bandit experiments)
-RL2_PPO: dict[str, Any] = dict(n_envs=32, n_steps=10, batch_size=320, n_epochs=4, lr=3e-3, gae_lambda=0.3,
-                               ent_coef=0.01)
+RL2_PPO: dict[str, Any] = dict(
+    n_envs=32, n_steps=10, batch_size=320, n_epochs=4, lr=3e-3, gae_lambda=0.3, ent_coef=0.01
+)
 #: PPO on CartPole for the transfer experiment
 CARTPOLE_PPO: dict[str, Any] = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=10, lr=1e-3, ent_coef=0.0)
 #: randomized CartPole physics (training) and held-out test systems (longer/heavier poles than any trained on)
 CARTPOLE_RANGES: dict[str, tuple[float, float]] = dict(length=(0.2, 2.0), force_mag=(5.0, 20.0), masspole=(0.05, 1.0))
-CARTPOLE_HELD_OUT: tuple[dict[str, float], ...] = (dict(length=4.0), dict(length=5.0), dict(length=3.5, masspole=1.5),
-                                                    dict(length=4.0, force_mag=5.0))
+CARTPOLE_HELD_OUT: tuple[dict[str, float], ...] = (
+    dict(length=4.0),
+    dict(length=5.0),
+    dict(length=3.5, masspole=1.5),
+    dict(length=4.0, force_mag=5.0),
+)
 
 
 def _plt() -> Any:
@@ -56,8 +62,9 @@ def held_out_tasks(n: int, seed: int, **task_kwargs: Any) -> list[np.ndarray]:
     return [env.task_env.sample_task(rng) for _ in range(n)]
 
 
-def trial_reward_curve(agent: Agent, env_factory: Any, n_trials: int, seed: int, deterministic: bool = False
-                       ) -> np.ndarray:
+def trial_reward_curve(
+    agent: Agent, env_factory: Any, n_trials: int, seed: int, deterministic: bool = False
+) -> np.ndarray:
     """Mean reward of pull t of a trial, t = 1..H, over ``n_trials`` trials run in parallel."""
     vec = agent._wrap_env(make_vec_env(env_factory, n_trials, seed=None), training=False)
     obs, _ = vec.reset(seed=seed)
@@ -71,9 +78,15 @@ def trial_reward_curve(agent: Agent, env_factory: Any, n_trials: int, seed: int,
     return np.nanmean(np.stack(rewards), axis=1)
 
 
-def run_rl2_bandits(tracker: Tracker | None = None, steps: int = 40_000, seed: int = 0, n_held_out: int = 50,
-                    eval_trials: int = 200, task_kwargs: Mapping[str, Any] | None = None,
-                    config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_rl2_bandits(
+    tracker: Tracker | None = None,
+    steps: int = 40_000,
+    seed: int = 0,
+    n_held_out: int = 50,
+    eval_trials: int = 200,
+    task_kwargs: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train RL² and a non-adaptive PPO policy; mean trial return of each on held-out tasks."""
     tracker = tracker or NullTracker()
     ek = {**BANDIT_TASKS, **(task_kwargs or {})}
@@ -90,15 +103,18 @@ def run_rl2_bandits(tracker: Tracker | None = None, steps: int = 40_000, seed: i
         out[name] = agent.evaluate(eval_trials, env=env, deterministic=False, seed=seed + 777)["mean_return"]
         out[f"{name}_curve"] = trial_reward_curve(agent, env, eval_trials, seed + 777).tolist()
     p = np.stack(held)
-    out["best_arm_per_pull"] = float(p.max(1).mean())        # knowing the task: always pull its best arm
-    out["average_arm_per_pull"] = float(p.mean(0).max())     # the best single arm over all tasks
-    tracker.log_metrics({"rl2_held_out_return": out["rl2"], "non_adaptive_held_out_return": out["non_adaptive"]},
-                        step=steps)
+    out["best_arm_per_pull"] = float(p.max(1).mean())  # knowing the task: always pull its best arm
+    out["average_arm_per_pull"] = float(p.mean(0).max())  # the best single arm over all tasks
+    tracker.log_metrics(
+        {"rl2_held_out_return": out["rl2"], "non_adaptive_held_out_return": out["non_adaptive"]}, step=steps
+    )
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     H = len(out["rl2_curve"])
     ax.plot(range(1, H + 1), out["rl2_curve"], "o-", label=f"RL² (trial return {out['rl2']:.2f})")
-    ax.plot(range(1, H + 1), out["non_adaptive_curve"], "s-", label=f"non-adaptive (trial return {out['non_adaptive']:.2f})")
+    ax.plot(
+        range(1, H + 1), out["non_adaptive_curve"], "s-", label=f"non-adaptive (trial return {out['non_adaptive']:.2f})"
+    )
     ax.axhline(out["best_arm_per_pull"], color="grey", ls="--", lw=1, label="task's best arm")
     ax.set_xlabel("pull within the trial")
     ax.set_ylabel("mean reward on held-out tasks")
@@ -112,10 +128,16 @@ def run_rl2_bandits(tracker: Tracker | None = None, steps: int = 40_000, seed: i
 
 
 # ---- domain randomization ----------------------------------------------------------------------
-def run_domain_randomization(tracker: Tracker | None = None, env_id: str = "CartPole-v1", steps: int = 40_960,
-                             seed: int = 0, ranges: Mapping[str, tuple[float, float]] = CARTPOLE_RANGES,
-                             held_out: Sequence[Mapping[str, float]] = CARTPOLE_HELD_OUT,
-                             config: Mapping[str, Any] | None = None, eval_episodes: int = 8) -> dict[str, Any]:
+def run_domain_randomization(
+    tracker: Tracker | None = None,
+    env_id: str = "CartPole-v1",
+    steps: int = 40_960,
+    seed: int = 0,
+    ranges: Mapping[str, tuple[float, float]] = CARTPOLE_RANGES,
+    held_out: Sequence[Mapping[str, float]] = CARTPOLE_HELD_OUT,
+    config: Mapping[str, Any] | None = None,
+    eval_episodes: int = 8,
+) -> dict[str, Any]:
     """Mean evaluation return of nominal vs randomized training on each held-out parameter set."""
     tracker = tracker or NullTracker()
     cfg = {**CARTPOLE_PPO, **(config or {}), "seed": seed}
@@ -123,13 +145,16 @@ def run_domain_randomization(tracker: Tracker | None = None, env_id: str = "Cart
     out: dict[str, Any] = {"held_out": [dict(h) for h in held_out]}
     for name, agent in agents.items():
         agent.learn(steps)
-        out[name] = [agent.evaluate(eval_episodes, env=fixed(env_id, h), seed=seed + 555)["mean_return"]
-                     for h in held_out]
+        out[name] = [
+            agent.evaluate(eval_episodes, env=fixed(env_id, h), seed=seed + 555)["mean_return"] for h in held_out
+        ]
         out[f"{name}_nominal_env"] = agent.evaluate(eval_episodes, env=env_id, seed=seed + 555)["mean_return"]
         agent.close()
     out["nominal_mean"], out["randomized_mean"] = float(np.mean(out["nominal"])), float(np.mean(out["randomized"]))
-    tracker.log_metrics({"nominal_held_out_return": out["nominal_mean"],
-                         "randomized_held_out_return": out["randomized_mean"]}, step=steps)
+    tracker.log_metrics(
+        {"nominal_held_out_return": out["nominal_mean"], "randomized_held_out_return": out["randomized_mean"]},
+        step=steps,
+    )
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     x = np.arange(len(held_out))
@@ -147,25 +172,47 @@ def run_domain_randomization(tracker: Tracker | None = None, env_id: str = "Cart
 
 # ---- DIAYN ---------------------------------------------------------------------------------------
 #: SAC settings for DIAYN on the point mass
-DIAYN_POINT: dict[str, Any] = dict(n_skills=4, hidden_sizes=(64, 64), disc_hidden_sizes=(64, 64), batch_size=128,
-                                   learning_starts=500, lr=1e-3, disc_lr=1e-3)
+DIAYN_POINT: dict[str, Any] = dict(
+    n_skills=4,
+    hidden_sizes=(64, 64),
+    disc_hidden_sizes=(64, 64),
+    batch_size=128,
+    learning_starts=500,
+    lr=1e-3,
+    disc_lr=1e-3,
+)
 
 
-def run_diayn(tracker: Tracker | None = None, steps: int = 6000, seed: int = 0, env: Any = "meta/Point-v0",
-              config: Mapping[str, Any] | None = None, episodes_per_skill: int = 10) -> dict[str, Any]:
+def run_diayn(
+    tracker: Tracker | None = None,
+    steps: int = 6000,
+    seed: int = 0,
+    env: Any = "meta/Point-v0",
+    config: Mapping[str, Any] | None = None,
+    episodes_per_skill: int = 10,
+) -> dict[str, Any]:
     """Train DIAYN; measure how distinguishable the skills' states are and plot their trajectories."""
     tracker = tracker or NullTracker()
     agent = DIAYN(env, {**DIAYN_POINT, **(config or {}), "seed": seed}, tracker=tracker).learn(steps)
-    greedy = agent.skill_rollouts(1, deterministic=True)                     # [K, 1, T, d]
+    greedy = agent.skill_rollouts(1, deterministic=True)  # [K, 1, T, d]
     sampled = agent.skill_rollouts(episodes_per_skill, deterministic=False)  # [K, E, T, d]
     ends = greedy[:, 0, -1]
     dist = np.linalg.norm(ends[:, None] - ends[None], axis=-1)
     K = ends.shape[0]
-    out = {"end_points": ends.tolist(), "min_pairwise_distance": float(dist[~np.eye(K, dtype=bool)].min()),
-           "discriminator_accuracy": agent.discriminator_accuracy(sampled[:, :, 1:]),
-           "nearest_mean_accuracy": nearest_mean_accuracy(sampled[:, :, -1]), "chance": 1.0 / K}
-    tracker.log_metrics({"diayn_discriminator_accuracy": out["discriminator_accuracy"],
-                         "diayn_min_pairwise_distance": out["min_pairwise_distance"]}, step=steps)
+    out = {
+        "end_points": ends.tolist(),
+        "min_pairwise_distance": float(dist[~np.eye(K, dtype=bool)].min()),
+        "discriminator_accuracy": agent.discriminator_accuracy(sampled[:, :, 1:]),
+        "nearest_mean_accuracy": nearest_mean_accuracy(sampled[:, :, -1]),
+        "chance": 1.0 / K,
+    }
+    tracker.log_metrics(
+        {
+            "diayn_discriminator_accuracy": out["discriminator_accuracy"],
+            "diayn_min_pairwise_distance": out["min_pairwise_distance"],
+        },
+        step=steps,
+    )
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for k in range(K):
@@ -187,16 +234,27 @@ def run_diayn(tracker: Tracker | None = None, steps: int = 6000, seed: int = 0, 
 def nearest_mean_accuracy(points: np.ndarray) -> float:
     """Leave-one-out nearest-class-mean accuracy of skill-labelled points ``[K, E, d]`` (chance 1/K)."""
     K, E, _ = points.shape
-    sums = points.sum(1)                                                     # [K, d]
+    sums = points.sum(1)  # [K, d]
     correct = 0
     for k in range(K):
-        means = np.repeat(sums[None] / E, E, 0)                               # [E, K, d]
-        means[:, k] = (sums[k][None] - points[k]) / max(E - 1, 1)            # leave the point itself out
-        d = np.linalg.norm(points[k][:, None] - means, axis=-1)               # [E, K]
+        means = np.repeat(sums[None] / E, E, 0)  # [E, K, d]
+        means[:, k] = (sums[k][None] - points[k]) / max(E - 1, 1)  # leave the point itself out
+        d = np.linalg.norm(points[k][:, None] - means, axis=-1)  # [E, K]
         correct += int((d.argmin(1) == k).sum())
     return correct / (K * E)
 
 
-__all__ = ["BANDIT_TASKS", "RL2_PPO", "CARTPOLE_PPO", "CARTPOLE_RANGES", "CARTPOLE_HELD_OUT", "DIAYN_POINT",
-           "held_out_tasks", "trial_reward_curve", "run_rl2_bandits", "run_domain_randomization", "run_diayn",
-           "nearest_mean_accuracy"]
+__all__ = [
+    "BANDIT_TASKS",
+    "RL2_PPO",
+    "CARTPOLE_PPO",
+    "CARTPOLE_RANGES",
+    "CARTPOLE_HELD_OUT",
+    "DIAYN_POINT",
+    "held_out_tasks",
+    "trial_reward_curve",
+    "run_rl2_bandits",
+    "run_domain_randomization",
+    "run_diayn",
+    "nearest_mean_accuracy",
+]

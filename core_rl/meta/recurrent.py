@@ -21,9 +21,10 @@ into its recurrent version without touching its update rule:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -62,18 +63,31 @@ class SequenceObs:
         return x.reshape(-1, *x.shape[2:])[self.valid_flat]
 
     def columns(self, idx: torch.Tensor) -> "SequenceObs":
-        return SequenceObs(self.obs[:, idx], self.starts[:, idx], self.hidden_pi[idx], self.hidden_v[idx],
-                           self.valid[:, idx])
+        return SequenceObs(
+            self.obs[:, idx], self.starts[:, idx], self.hidden_pi[idx], self.hidden_v[idx], self.valid[:, idx]
+        )
 
 
 class SequenceFlatBatch:
     """The flat view PPO/A2C updates read, minibatched by whole env sequences."""
 
-    def __init__(self, seq: SequenceObs, actions: torch.Tensor, log_probs: torch.Tensor,
-                 advantages: torch.Tensor | None, returns: torch.Tensor | None, values: torch.Tensor):
+    def __init__(
+        self,
+        seq: SequenceObs,
+        actions: torch.Tensor,
+        log_probs: torch.Tensor,
+        advantages: torch.Tensor | None,
+        returns: torch.Tensor | None,
+        values: torch.Tensor,
+    ):
         self.obs = seq
-        self._tb = {"actions": actions, "log_probs": log_probs, "advantages": advantages, "returns": returns,
-                    "values": values}
+        self._tb = {
+            "actions": actions,
+            "log_probs": log_probs,
+            "advantages": advantages,
+            "returns": returns,
+            "values": values,
+        }
         flat = {k: (seq.flatten(v) if v is not None else None) for k, v in self._tb.items()}
         self.actions, self.log_probs = flat["actions"], flat["log_probs"]
         self.advantages, self.returns, self.values = flat["advantages"], flat["returns"], flat["values"]
@@ -81,16 +95,16 @@ class SequenceFlatBatch:
     def __len__(self) -> int:
         return int(self.obs.valid_flat.sum())
 
-    def minibatches(self, batch_size: int, generator: torch.Generator | None = None
-                    ) -> Iterator["SequenceFlatBatch"]:
+    def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator["SequenceFlatBatch"]:
         """Random sets of whole sequences holding about ``batch_size`` steps each (at least one)."""
         T, B = self.obs.valid.shape
         per = max(1, min(B, round(batch_size / max(T, 1))))
         perm = torch.randperm(B, generator=generator)
         for start in range(0, B, per):
-            idx = perm[start:start + per]
-            yield SequenceFlatBatch(self.obs.columns(idx),
-                                    **{k: (v[:, idx] if v is not None else None) for k, v in self._tb.items()})
+            idx = perm[start : start + per]
+            yield SequenceFlatBatch(
+                self.obs.columns(idx), **{k: (v[:, idx] if v is not None else None) for k, v in self._tb.items()}
+            )
 
 
 @dataclass
@@ -109,8 +123,15 @@ class SequenceRolloutBatch(RolloutBatch):
 class RecurrentNet(nn.Module):
     """x_t → GRU → MLP head; ``step`` for one time step of N envs, ``sequence`` for ``[T, B]`` with resets."""
 
-    def __init__(self, obs_space: gym.Space, out_dim: int, hidden_size: int = 64,
-                 hidden_sizes: tuple[int, ...] = (64,), activation: str = "tanh", out_gain: float = 1.0):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        out_dim: int,
+        hidden_size: int = 64,
+        hidden_sizes: tuple[int, ...] = (64,),
+        activation: str = "tanh",
+        out_gain: float = 1.0,
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.hidden_size = int(hidden_size)
@@ -132,16 +153,16 @@ class RecurrentNet(nn.Module):
         """Outputs ``[T, B, out]``, BPTT through the whole sequence; h ← 0 before steps with start = 1."""
         T, B = seq.starts.shape
         x = self.encoder(seq.obs.reshape(T * B, *seq.obs.shape[2:])).reshape(T, B, -1)
-        keep = (1.0 - seq.starts.float()).unsqueeze(-1)                   # [T, B, 1]
+        keep = (1.0 - seq.starts.float()).unsqueeze(-1)  # [T, B, 1]
         h = (hidden0 * keep[0])[None].contiguous()
         if T == 1 or not bool(seq.starts[1:].any()):
-            out, _ = self.gru(x, h)                                       # one fused call: no resets inside
+            out, _ = self.gru(x, h)  # one fused call: no resets inside
         else:
             outs = []
-            for t in range(T):                                            # a loop over time, not envs
+            for t in range(T):  # a loop over time, not envs
                 if t > 0:
                     h = h * keep[t][None]
-                o, h = self.gru(x[t:t + 1], h)
+                o, h = self.gru(x[t : t + 1], h)
                 outs.append(o)
             out = torch.cat(outs, 0)
         return self.head(out)
@@ -150,8 +171,15 @@ class RecurrentNet(nn.Module):
 class RecurrentStochasticPolicy(nn.Module):
     """π_θ(a_t | h_t): categorical (Discrete) or diagonal Gaussian with a state-independent log σ (Box)."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden_size: int = 64,
-                 hidden_sizes: tuple[int, ...] = (64,), activation: str = "tanh", log_std_init: float = 0.0):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden_size: int = 64,
+        hidden_sizes: tuple[int, ...] = (64,),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+    ):
         super().__init__()
         if isinstance(action_space, gym.spaces.Discrete):
             self.discrete, out = True, int(action_space.n)
@@ -178,8 +206,13 @@ class RecurrentStochasticPolicy(nn.Module):
 class RecurrentValueFunction(nn.Module):
     """V_φ(h^V_t), with its own GRU."""
 
-    def __init__(self, obs_space: gym.Space, hidden_size: int = 64, hidden_sizes: tuple[int, ...] = (64,),
-                 activation: str = "tanh"):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        hidden_size: int = 64,
+        hidden_sizes: tuple[int, ...] = (64,),
+        activation: str = "tanh",
+    ):
         super().__init__()
         self.net = RecurrentNet(obs_space, 1, hidden_size, hidden_sizes, activation, out_gain=1.0)
 
@@ -224,10 +257,10 @@ class RecurrentOnPolicyMixin:
     def _build(self) -> None:
         cfg = self.config
         H = int(cfg.rnn_hidden_size)
-        self.policy = RecurrentStochasticPolicy(self.observation_space, self.action_space, H, cfg.hidden_sizes,
-                                                cfg.activation, cfg.log_std_init).to(self.device)
-        self.value = RecurrentValueFunction(self.observation_space, H, cfg.hidden_sizes,
-                                            cfg.activation).to(self.device)
+        self.policy = RecurrentStochasticPolicy(
+            self.observation_space, self.action_space, H, cfg.hidden_sizes, cfg.activation, cfg.log_std_init
+        ).to(self.device)
+        self.value = RecurrentValueFunction(self.observation_space, H, cfg.hidden_sizes, cfg.activation).to(self.device)
         self.obs_rms = RunningMeanStd(self.observation_space.shape) if cfg.normalize_obs else None
         self.reward_scaler = RewardScaler(self.n_envs, cfg.gamma) if cfg.normalize_reward else None
         self._build_optimizers()  # type: ignore[attr-defined]
@@ -259,7 +292,7 @@ class RecurrentOnPolicyMixin:
     # ---- sampling: OnPolicyAgent.collect, with the hidden states threaded through its hooks -----------
     def _rollout_begin(self, episode_start: np.ndarray) -> None:
         keep = torch.as_tensor(~episode_start, dtype=torch.float32, device=self.device)[:, None]
-        self._h0 = (self._hidden_pi * keep, self._hidden_v * keep)   # the sequences' initial states
+        self._h0 = (self._hidden_pi * keep, self._hidden_v * keep)  # the sequences' initial states
         self._h_pi, self._h_v = self._h0
 
     def _policy_step(self, obs_t: torch.Tensor, episode_start: np.ndarray) -> tuple[Any, torch.Tensor]:
@@ -287,5 +320,12 @@ class RecurrentOnPolicyMixin:
         return SequenceRolloutBatch(**fields, hidden_pi0=self._h0[0], hidden_v0=self._h0[1])
 
 
-__all__ = ["SequenceObs", "SequenceFlatBatch", "SequenceRolloutBatch", "RecurrentNet", "RecurrentStochasticPolicy",
-           "RecurrentValueFunction", "RecurrentOnPolicyMixin"]
+__all__ = [
+    "SequenceObs",
+    "SequenceFlatBatch",
+    "SequenceRolloutBatch",
+    "RecurrentNet",
+    "RecurrentStochasticPolicy",
+    "RecurrentValueFunction",
+    "RecurrentOnPolicyMixin",
+]

@@ -67,17 +67,31 @@ class BayesianLinear(nn.Module):
         """D_KL(q‖p) = Σ log(σ_p/σ) + (σ² + μ²)/(2σ_p²) − ½."""
         total = torch.zeros(())
         for mu, std in ((self.weight_mu, self.stds()[0]), (self.bias_mu, self.stds()[1])):
-            total = total + (math.log(self.prior_std) - std.log() + (std.pow(2) + mu.pow(2))
-                             / (2 * self.prior_std**2) - 0.5).sum()
+            total = (
+                total
+                + (
+                    math.log(self.prior_std) - std.log() + (std.pow(2) + mu.pow(2)) / (2 * self.prior_std**2) - 0.5
+                ).sum()
+            )
         return total
 
 
 class BNNDynamics(nn.Module):
     """p(Δs, r | s, a) with a mean-field Gaussian posterior over the network weights."""
 
-    def __init__(self, obs_dim: int, act_dim: int, n_members: int = 5, hidden_sizes: tuple[int, ...] = (200, 200),
-                 activation: str = "silu", learn_reward: bool = True, prior_std: float = 1.0,
-                 lr: float = 1e-3, kl_weight: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_members: int = 5,
+        hidden_sizes: tuple[int, ...] = (200, 200),
+        activation: str = "silu",
+        learn_reward: bool = True,
+        prior_std: float = 1.0,
+        lr: float = 1e-3,
+        kl_weight: float = 1.0,
+        seed: int = 0,
+    ):
         super().__init__()
         if activation not in MODEL_ACTIVATIONS:
             raise ConfigError(f"activation '{activation}' unknown; choose one of {sorted(MODEL_ACTIVATIONS)}")
@@ -124,8 +138,9 @@ class BNNDynamics(nn.Module):
         with torch.no_grad():
             self._weights = [layer.sample_weights(self.n_members) for layer in self.layers]
 
-    def propagate(self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def propagate(
+        self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self._weights is None or self._weights[0][0].shape[0] != obs.shape[0]:
             with torch.no_grad():
                 self._weights = [layer.sample_weights(obs.shape[0]) for layer in self.layers]
@@ -134,16 +149,17 @@ class BNNDynamics(nn.Module):
         if sample:
             y = y + self.log_noise_std.exp() * torch.randn_like(y)
         y = self.out_norm.inverse(y)
-        return obs + y[..., :self.obs_dim], (y[..., self.obs_dim] if self.learn_reward else None)
+        return obs + y[..., : self.obs_dim], (y[..., self.obs_dim] if self.learn_reward else None)
 
     def mean_step(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prediction of the posterior-mean weights, any leading shape (differentiable)."""
         y = self.out_norm.inverse(self._forward_mean(self.in_norm(torch.cat([obs, act], dim=-1))))
-        return obs + y[..., :self.obs_dim], (y[..., self.obs_dim] if self.learn_reward else None)
+        return obs + y[..., : self.obs_dim], (y[..., self.obs_dim] if self.learn_reward else None)
 
     @torch.no_grad()
-    def predictive_moments(self, obs: torch.Tensor, act: torch.Tensor, n_samples: int = 32
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predictive_moments(
+        self, obs: torch.Tensor, act: torch.Tensor, n_samples: int = 32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Monte Carlo mean and epistemic variance (over weight samples) of y for inputs ``[N, ·]``."""
         weights = [layer.sample_weights(n_samples) for layer in self.layers]
         x = self.in_norm(torch.cat([obs, act], dim=-1))[None].expand(n_samples, -1, -1)
@@ -164,15 +180,22 @@ class BNNDynamics(nn.Module):
         nll = (0.5 * ((pred - y_norm) / log_std.exp()).pow(2) + log_std + 0.5 * math.log(2 * math.pi)).sum(-1).mean()
         return nll + self.kl_weight * self.kl() / n_data
 
-    def fit(self, data: Transitions, epochs: int = 50, batch_size: int = 256, holdout_ratio: float = 0.1,
-            patience: int = 5, max_steps: int | None = None) -> dict[str, float]:
+    def fit(
+        self,
+        data: Transitions,
+        epochs: int = 50,
+        batch_size: int = 256,
+        holdout_ratio: float = 0.1,
+        patience: int = 5,
+        max_steps: int | None = None,
+    ) -> dict[str, float]:
         xn, yn, hold, train = split_and_normalize(self, data, holdout_ratio)
         n_hold = hold.shape[0]
         best, best_state, since, steps, loss_value = math.inf, None, 0, 0, float("nan")
         for epoch in range(epochs):
             order = train[torch.randperm(train.shape[0], generator=self.generator)]
             for start in range(0, order.shape[0], batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 loss = self.negative_elbo(xn[idx], yn[idx], train.shape[0])
                 optim.step(self.optimizer, loss)
                 loss_value, steps = loss.item(), steps + 1

@@ -41,8 +41,9 @@ MODEL_ACTIVATIONS: dict[str, type[nn.Module]] = {**ACTIVATIONS, "silu": nn.SiLU}
 
 
 # ---- data ----------------------------------------------------------------------------------------
-def split_and_normalize(model: Any, data: Transitions, holdout_ratio: float
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_and_normalize(
+    model: Any, data: Transitions, holdout_ratio: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shared first step of every model's ``fit``: a seeded train/holdout split, normalization
     statistics refitted on the training split, and the normalized inputs and targets."""
     if len(data) == 0:
@@ -66,8 +67,9 @@ class DynamicsModel(Protocol):
     act_dim: int
     learn_reward: bool
 
-    def propagate(self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def propagate(
+        self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def begin_rollout(self) -> None: ...
 
@@ -105,8 +107,9 @@ class BatchedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_members, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(n_members, 1, out_dim))
         # truncated normal with std 1/(2√in), as in the PETS/MBPO ensembles
-        nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(in_dim)), a=-2.0 / math.sqrt(in_dim),
-                              b=2.0 / math.sqrt(in_dim))
+        nn.init.trunc_normal_(
+            self.weight, std=1.0 / (2.0 * math.sqrt(in_dim)), a=-2.0 / math.sqrt(in_dim), b=2.0 / math.sqrt(in_dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
@@ -118,8 +121,9 @@ class BatchedLinear(nn.Module):
 class BatchedMLP(nn.Module):
     """An MLP per member, all members evaluated together: ``[M, N, in] -> [M, N, out]``."""
 
-    def __init__(self, n_members: int, in_dim: int, out_dim: int, hidden_sizes: tuple[int, ...],
-                 activation: str = "silu"):
+    def __init__(
+        self, n_members: int, in_dim: int, out_dim: int, hidden_sizes: tuple[int, ...], activation: str = "silu"
+    ):
         super().__init__()
         if activation not in MODEL_ACTIVATIONS:
             raise ConfigError(f"activation '{activation}' unknown; choose one of {sorted(MODEL_ACTIVATIONS)}")
@@ -141,9 +145,19 @@ class NeuralDynamics(nn.Module):
     ``probabilistic=True``: :math:`y \\sim \\mathcal N(\\mu_\\phi, \\sigma_\\phi^2)` fit by Gaussian NLL.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n_members: int = 1, hidden_sizes: tuple[int, ...] = (200, 200),
-                 activation: str = "silu", probabilistic: bool = False, learn_reward: bool = True,
-                 lr: float = 1e-3, weight_decay: float = 1e-5, seed: int = 0):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_members: int = 1,
+        hidden_sizes: tuple[int, ...] = (200, 200),
+        activation: str = "silu",
+        probabilistic: bool = False,
+        learn_reward: bool = True,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        seed: int = 0,
+    ):
         super().__init__()
         if n_members < 1:
             raise ConfigError(f"n_members must be at least 1, got {n_members}")
@@ -183,14 +197,15 @@ class NeuralDynamics(nn.Module):
     def begin_rollout(self) -> None:
         """Nothing to resample: each member is one fixed function."""
 
-    def propagate(self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def propagate(
+        self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """s' = s + Δs, Δs ~ p_φ (or its mean); member m gets slice m of ``[M, N, ·]`` inputs."""
         mean, var = self.predict(obs, act)
         y = mean
         if sample and var is not None:
             y = mean + var.sqrt() * torch.randn_like(mean)
-        next_obs = obs + y[..., :self.obs_dim]
+        next_obs = obs + y[..., : self.obs_dim]
         reward = y[..., self.obs_dim] if self.learn_reward else None
         return next_obs, reward
 
@@ -201,7 +216,7 @@ class NeuralDynamics(nn.Module):
         a = act.reshape(1, -1, self.act_dim).expand(self.n_members, -1, -1)
         mean, _ = self.predict(o, a)
         mean = mean.mean(0)
-        next_obs = (obs.reshape(-1, self.obs_dim) + mean[:, :self.obs_dim]).reshape(*lead, self.obs_dim)
+        next_obs = (obs.reshape(-1, self.obs_dim) + mean[:, : self.obs_dim]).reshape(*lead, self.obs_dim)
         reward = mean[:, self.obs_dim].reshape(lead) if self.learn_reward else None
         return next_obs, reward
 
@@ -231,8 +246,15 @@ class NeuralDynamics(nn.Module):
         mean, _ = self.forward_normalized(x_norm.expand(self.n_members, -1, -1))
         return (mean - y_norm).pow(2).mean((1, 2))
 
-    def fit(self, data: Transitions, epochs: int = 50, batch_size: int = 256, holdout_ratio: float = 0.1,
-            patience: int = 5, max_steps: int | None = None) -> dict[str, float]:
+    def fit(
+        self,
+        data: Transitions,
+        epochs: int = 50,
+        batch_size: int = 256,
+        holdout_ratio: float = 0.1,
+        patience: int = 5,
+        max_steps: int | None = None,
+    ) -> dict[str, float]:
         """Minibatch training on ``data``; early stops on held-out MSE and keeps the best weights.
 
         Normalization statistics are refitted on the training split each call (a model trained
@@ -242,7 +264,7 @@ class NeuralDynamics(nn.Module):
         n_hold = hold.shape[0]
         x_train, y_train = xn[train], yn[train]
         x_hold, y_hold = xn[hold][None], yn[hold][None]
-        member_idx = self._member_indices(train.shape[0])              # [M, n_train]
+        member_idx = self._member_indices(train.shape[0])  # [M, n_train]
         n_train = member_idx.shape[1]
         best, best_state, since, steps = math.inf, None, 0, 0
         last_loss = float("nan")
@@ -250,7 +272,7 @@ class NeuralDynamics(nn.Module):
             order = torch.argsort(torch.rand(self.n_members, n_train, generator=self.generator), dim=1)
             shuffled = member_idx.gather(1, order)
             for start in range(0, n_train, batch_size):
-                idx = shuffled[:, start:start + batch_size]            # [M, B]
+                idx = shuffled[:, start : start + batch_size]  # [M, B]
                 loss = self._training_loss(x_train[idx], y_train[idx])
                 optim.step(self.optimizer, loss)
                 last_loss = loss.item()

@@ -28,8 +28,15 @@ from core_rl.model_based.dynamics import NeuralDynamics
 class BootstrapEnsemble(NeuralDynamics):
     """M networks, member m trained on a bootstrap resample D_m of the data."""
 
-    def __init__(self, obs_dim: int, act_dim: int, n_members: int = 5, probabilistic: bool = True,
-                 bootstrap: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_members: int = 5,
+        probabilistic: bool = True,
+        bootstrap: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__(obs_dim, act_dim, n_members=n_members, probabilistic=probabilistic, **kwargs)
         self.bootstrap = bootstrap
 

@@ -18,7 +18,7 @@ Pendulum-v1 (gymnasium ``classic_control/pendulum.py``, g=10, m=1, l=1, dt=0.05)
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -82,15 +82,19 @@ def never_terminates(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Te
 
 KNOWN_REWARDS: dict[str, RewardFn] = {"Pendulum-v1": pendulum_reward, "MountainCarContinuous-v0": mountain_car_reward}
 KNOWN_TERMINATIONS: dict[str, TerminationFn] = {
-    "Pendulum-v1": never_terminates, "MountainCarContinuous-v0": mountain_car_termination}
+    "Pendulum-v1": never_terminates,
+    "MountainCarContinuous-v0": mountain_car_termination,
+}
 
 
 def known_reward(env_id: str) -> RewardFn:
     try:
         return KNOWN_REWARDS[env_id]
     except KeyError:
-        raise ConfigError(f"reward='known' needs a known reward function; none for env '{env_id}' "
-                          f"(known: {', '.join(sorted(KNOWN_REWARDS))}); use reward='learned'") from None
+        raise ConfigError(
+            f"reward='known' needs a known reward function; none for env '{env_id}' "
+            f"(known: {', '.join(sorted(KNOWN_REWARDS))}); use reward='learned'"
+        ) from None
 
 
 def known_termination(env_id: str) -> TerminationFn | None:

@@ -34,8 +34,16 @@ from core_rl.model_based.dynamics import Normalizer
 class GPDynamics(nn.Module):
     """Independent exact GPs (ARD RBF) per output of y = (Δs, r), hyperparameters by marginal likelihood."""
 
-    def __init__(self, obs_dim: int, act_dim: int, learn_reward: bool = True, max_points: int = 500,
-                 n_members: int = 1, jitter: float = 1e-6, seed: int = 0):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        learn_reward: bool = True,
+        max_points: int = 500,
+        n_members: int = 1,
+        jitter: float = 1e-6,
+        seed: int = 0,
+    ):
         super().__init__()
         self.obs_dim, self.act_dim, self.n_members = int(obs_dim), int(act_dim), int(n_members)
         self.learn_reward = bool(learn_reward)
@@ -64,10 +72,11 @@ class GPDynamics(nn.Module):
     # -- kernel ------------------------------------------------------------------------------------
     def kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """K_d(a, b) for every output d: ``a [Na, in], b [Nb, in] -> [D, Na, Nb]``."""
-        ls = self.log_lengthscale.exp()[:, None, :]                    # [D, 1, in]
-        a_s, b_s = a[None] / ls, b[None] / ls                          # [D, N, in]
-        sq = (a_s.pow(2).sum(-1)[:, :, None] + b_s.pow(2).sum(-1)[:, None, :]
-              - 2 * a_s @ b_s.transpose(1, 2)).clamp_min(0.0)
+        ls = self.log_lengthscale.exp()[:, None, :]  # [D, 1, in]
+        a_s, b_s = a[None] / ls, b[None] / ls  # [D, N, in]
+        sq = (
+            a_s.pow(2).sum(-1)[:, :, None] + b_s.pow(2).sum(-1)[:, None, :] - 2 * a_s @ b_s.transpose(1, 2)
+        ).clamp_min(0.0)
         return (2 * self.log_signal_std).exp()[:, None, None] * torch.exp(-0.5 * sq)
 
     def _noisy_gram(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,14 +84,15 @@ class GPDynamics(nn.Module):
         eye = torch.eye(n, dtype=x.dtype)
         return self.kernel(x, x) + ((2 * self.log_noise_std).exp()[:, None, None] + self.jitter) * eye
 
-    def negative_log_marginal_likelihood(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None
-                                         ) -> torch.Tensor:
+    def negative_log_marginal_likelihood(
+        self, x: torch.Tensor | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """−Σ_d log p(y_d | X, θ_d), on the (normalized) training data by default."""
         x = self.x_train if x is None else x
         y = self.y_train if y is None else y
         n = x.shape[0]
-        L = torch.linalg.cholesky(self._noisy_gram(x))                 # [D, N, N]
-        yd = y.T[:, :, None]                                           # [D, N, 1]
+        L = torch.linalg.cholesky(self._noisy_gram(x))  # [D, N, N]
+        yd = y.T[:, :, None]  # [D, N, 1]
         alpha = torch.cholesky_solve(yd, L)
         fit = 0.5 * (yd * alpha).sum((1, 2))
         logdet = torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(-1)
@@ -94,13 +104,17 @@ class GPDynamics(nn.Module):
         if len(data) == 0:
             raise ConfigError("cannot fit a GP on zero transitions")
         x, y = data.inputs(), data.targets(self.learn_reward)
-        x, y = x[-self.max_points:], y[-self.max_points:]
+        x, y = x[-self.max_points :], y[-self.max_points :]
         self.in_norm.fit(x)
         self.out_norm.fit(y)
         self.x_train = self.in_norm(x).double()
         self.y_train = self.out_norm(y).double()
-        optimizer = torch.optim.LBFGS([self.log_lengthscale, self.log_signal_std, self.log_noise_std], lr=lr * 20,
-                                      max_iter=iterations, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS(
+            [self.log_lengthscale, self.log_signal_std, self.log_noise_std],
+            lr=lr * 20,
+            max_iter=iterations,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
@@ -127,14 +141,15 @@ class GPDynamics(nn.Module):
         return self._cache
 
     # -- prediction --------------------------------------------------------------------------------
-    def predict(self, obs: torch.Tensor, act: torch.Tensor, include_noise: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self, obs: torch.Tensor, act: torch.Tensor, include_noise: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of y = (Δs, r) in raw units, inputs of any leading shape."""
         lead = obs.shape[:-1]
         xs = self.in_norm(torch.cat([obs, act], dim=-1)).reshape(-1, self.in_dim).double()
         L, alpha = self._posterior_cache()
-        k_star = self.kernel(xs, self.x_train)                         # [D, B, N]
-        mean = (k_star @ alpha).squeeze(-1).T                          # [B, D]
+        k_star = self.kernel(xs, self.x_train)  # [D, B, N]
+        mean = (k_star @ alpha).squeeze(-1).T  # [B, D]
         v = torch.linalg.solve_triangular(L, k_star.transpose(1, 2), upper=False)  # [D, N, B]
         var = ((2 * self.log_signal_std).exp()[:, None] - v.pow(2).sum(1)).clamp_min(1e-12).T
         if include_noise:
@@ -146,16 +161,17 @@ class GPDynamics(nn.Module):
     def begin_rollout(self) -> None:
         """Particles sample the GP's marginal predictive distribution independently at each step."""
 
-    def propagate(self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def propagate(
+        self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
             mean, var = self.predict(obs, act)
         y = mean + var.sqrt() * torch.randn_like(mean) if sample else mean
-        return obs + y[..., :self.obs_dim], (y[..., self.obs_dim] if self.learn_reward else None)
+        return obs + y[..., : self.obs_dim], (y[..., self.obs_dim] if self.learn_reward else None)
 
     def mean_step(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         mean, _ = self.predict(obs, act)
-        return obs + mean[..., :self.obs_dim], (mean[..., self.obs_dim] if self.learn_reward else None)
+        return obs + mean[..., : self.obs_dim], (mean[..., self.obs_dim] if self.learn_reward else None)
 
     @torch.no_grad()
     def disagreement(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:

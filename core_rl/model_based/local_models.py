@@ -48,24 +48,30 @@ class TimeVaryingLinearGaussian:
         """``states [N, T+1, dx]``, ``actions [N, T, du]`` from N rollouts."""
         states = torch.as_tensor(states, dtype=torch.float64)
         actions = torch.as_tensor(actions, dtype=torch.float64)
-        if states.dim() != 3 or actions.dim() != 3 or states.shape[1] != actions.shape[1] + 1 \
-                or states.shape[0] != actions.shape[0]:
-            raise ConfigError(f"expected states [N, T+1, dx] and actions [N, T, du], got {tuple(states.shape)} "
-                              f"and {tuple(actions.shape)}")
+        if (
+            states.dim() != 3
+            or actions.dim() != 3
+            or states.shape[1] != actions.shape[1] + 1
+            or states.shape[0] != actions.shape[0]
+        ):
+            raise ConfigError(
+                f"expected states [N, T+1, dx] and actions [N, T, du], got {tuple(states.shape)} "
+                f"and {tuple(actions.shape)}"
+            )
         N, dx = states.shape[0], states.shape[-1]
         du = actions.shape[-1]
-        Z = self._design(states[:, :-1], actions).transpose(0, 1)      # [T, N, dz+1]
-        Y = states[:, 1:].transpose(0, 1)                               # [T, N, dx]
+        Z = self._design(states[:, :-1], actions).transpose(0, 1)  # [T, N, dz+1]
+        Y = states[:, 1:].transpose(0, 1)  # [T, N, dx]
         dz1 = Z.shape[-1]
         eye = torch.eye(dz1, dtype=torch.float64)
         # the global (time-pooled) linear model: the prior mean
         Zg, Yg = Z.reshape(-1, dz1), Y.reshape(-1, dx)
-        W_glob = torch.linalg.solve(Zg.T @ Zg + self.ridge * eye, Zg.T @ Yg).T       # [dx, dz+1]
+        W_glob = torch.linalg.solve(Zg.T @ Zg + self.ridge * eye, Zg.T @ Yg).T  # [dx, dz+1]
         n0 = self.prior_strength
-        lhs = Z.transpose(1, 2) @ Z + (n0 + self.ridge) * eye                        # [T, dz+1, dz+1]
-        rhs = Z.transpose(1, 2) @ Y + n0 * W_glob.T                                   # [T, dz+1, dx]
-        W = torch.linalg.solve(lhs, rhs).transpose(1, 2)                              # [T, dx, dz+1]
-        self.A, self.B, self.c = W[:, :, :dx], W[:, :, dx:dx + du], W[:, :, -1]
+        lhs = Z.transpose(1, 2) @ Z + (n0 + self.ridge) * eye  # [T, dz+1, dz+1]
+        rhs = Z.transpose(1, 2) @ Y + n0 * W_glob.T  # [T, dz+1, dx]
+        W = torch.linalg.solve(lhs, rhs).transpose(1, 2)  # [T, dx, dz+1]
+        self.A, self.B, self.c = W[:, :, :dx], W[:, :, dx : dx + du], W[:, :, -1]
         resid = Y - (Z @ W.transpose(1, 2))
         self.cov = (resid.transpose(1, 2) @ resid + 1e-8 * torch.eye(dx, dtype=torch.float64)) / max(N, 1)
         return self
@@ -79,8 +85,9 @@ class TimeVaryingLinearGaussian:
         self._check()
         return x @ self.A[t].T + u @ self.B[t].T + self.c[t]
 
-    def sample(self, t: int, x: torch.Tensor, u: torch.Tensor, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
+    def sample(
+        self, t: int, x: torch.Tensor, u: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         self._check()
         L = torch.linalg.cholesky(self.cov[t])
         noise = torch.randn(*x.shape, dtype=torch.float64, generator=generator)

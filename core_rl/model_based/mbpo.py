@@ -29,8 +29,8 @@ from pydantic import Field, create_model
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
 from core_rl.common.replay import ReplayBuffer, ReplaySample
-from core_rl.continuous.sac import SAC, SACConfig
 from core_rl.common.transitions import Transitions
+from core_rl.continuous.sac import SAC, SACConfig
 from core_rl.model_based.env_models import known_reward, known_termination
 from core_rl.model_based.models import ModelConfig, build_model, fit_model
 
@@ -50,7 +50,7 @@ class MixedReplay:
     def add(self, *args: Any, **kwargs: Any) -> None:
         self.real.add(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> Any:   # anything else a learner reads from its buffer
+    def __getattr__(self, name: str) -> Any:  # anything else a learner reads from its buffer
         return getattr(self.real, name)
 
     def sample(self, batch_size: int) -> ReplaySample:
@@ -62,9 +62,14 @@ class MixedReplay:
         if len(parts) == 1:
             return parts[0]
         a, b = parts
-        return ReplaySample(obs=torch.cat([a.obs, b.obs]), actions=torch.cat([a.actions, b.actions]),
-                            rewards=torch.cat([a.rewards, b.rewards]), next_obs=torch.cat([a.next_obs, b.next_obs]),
-                            dones=torch.cat([a.dones, b.dones]), discounts=torch.cat([a.discounts, b.discounts]))
+        return ReplaySample(
+            obs=torch.cat([a.obs, b.obs]),
+            actions=torch.cat([a.actions, b.actions]),
+            rewards=torch.cat([a.rewards, b.rewards]),
+            next_obs=torch.cat([a.next_obs, b.next_obs]),
+            dones=torch.cat([a.dones, b.dones]),
+            discounts=torch.cat([a.discounts, b.discounts]),
+        )
 
 
 class MBPOFields(ModelConfig):
@@ -104,9 +109,15 @@ class MBPOMixin:
         self.real_replay: ReplayBuffer = self.replay  # type: ignore[has-type]
         self.model = build_model(cfg, self.obs_dim, self.act_dim, cfg.model_hidden_sizes, cfg.model_activation)
         self.model_optimizer = getattr(self.model, "optimizer", None)
-        self.model_replay = ReplayBuffer(max(cfg.model_buffer_size, cfg.rollout_batch_size), cfg.rollout_batch_size,
-                                         (self.obs_dim,), (self.act_dim,), gamma=cfg.gamma, seed=cfg.seed + 1,
-                                         device=self.device)  # type: ignore[attr-defined]
+        self.model_replay = ReplayBuffer(
+            max(cfg.model_buffer_size, cfg.rollout_batch_size),
+            cfg.rollout_batch_size,
+            (self.obs_dim,),
+            (self.act_dim,),
+            gamma=cfg.gamma,
+            seed=cfg.seed + 1,
+            device=self.device,
+        )  # type: ignore[attr-defined]
         self.replay = MixedReplay(self.real_replay, self.model_replay, cfg.real_ratio)
         env_id = self.env_id  # type: ignore[attr-defined]
         self.reward_fn = known_reward(env_id) if cfg.reward == "known" else None
@@ -157,17 +168,25 @@ class MBPOMixin:
                 r_flat = torch.empty(n)
                 r_flat[order] = r.reshape(-1)[:n]
                 reward = r_flat
-            done = (self.termination_fn(s, a, s_next_flat) if self.termination_fn is not None
-                    else torch.zeros(n, dtype=torch.bool))
-            self.model_replay.add(s.numpy(), a.numpy(), reward.numpy(), s_next_flat.numpy(), done.numpy(),
-                                  np.ones(n, dtype=bool))
+            done = (
+                self.termination_fn(s, a, s_next_flat)
+                if self.termination_fn is not None
+                else torch.zeros(n, dtype=torch.bool)
+            )
+            self.model_replay.add(
+                s.numpy(), a.numpy(), reward.numpy(), s_next_flat.numpy(), done.numpy(), np.ones(n, dtype=bool)
+            )
             total_reward += float(reward.mean())
             terminations += int(done.sum())
             # terminated branches restart from fresh real states
             s = torch.where(done[:, None], self._real_starts(n), s_next_flat)
         self._last_rollout_step = self.num_timesteps  # type: ignore[attr-defined]
-        return {"rollout_length": float(k), "model_reward": total_reward / k, "model_buffer": float(len(self.model_replay)),
-                "model_terminations": float(terminations)}
+        return {
+            "rollout_length": float(k),
+            "model_reward": total_reward / k,
+            "model_buffer": float(len(self.model_replay)),
+            "model_terminations": float(terminations),
+        }
 
     def _iterate(self) -> dict[str, float]:
         cfg = self.config
@@ -186,13 +205,22 @@ def mbpo_agent(base: type[OffPolicyAgent], name: str | None = None) -> type[OffP
     if not (isinstance(base, type) and issubclass(base, OffPolicyAgent)):
         raise ConfigError(f"mbpo_agent needs an OffPolicyAgent subclass, got {base!r}")
     config_cls = mbpo_config(base.config_cls)
-    return type(f"MBPO{base.__name__}", (MBPOMixin, base),
-                {"name": name or f"mbpo_{base.name}", "config_cls": config_cls, "__module__": __name__,
-                 "__doc__": f"MBPO with {base.__name__} as the model-free learner."})
+    return type(
+        f"MBPO{base.__name__}",
+        (MBPOMixin, base),
+        {
+            "name": name or f"mbpo_{base.name}",
+            "config_cls": config_cls,
+            "__module__": __name__,
+            "__doc__": f"MBPO with {base.__name__} as the model-free learner.",
+        },
+    )
 
 
 class MBPOConfig(SACConfig, MBPOFields):
-    gradient_steps: int = Field(10, ge=0, description="Learner updates per env step (MBPO's high update-to-data ratio).")
+    gradient_steps: int = Field(
+        10, ge=0, description="Learner updates per env step (MBPO's high update-to-data ratio)."
+    )
     learning_starts: int = Field(250, ge=0, description="Random env steps before the first model fit and update.")
 
 

@@ -54,7 +54,8 @@ class MPCConfig(ModelConfig):
     initial_random_steps: int = Field(200, ge=1, description="Uniform-random env steps before the first model fit.")
     train_every: int = Field(200, ge=1, description="Env steps between model refits.")
     planner: Literal["random", "cem", "mppi", "ilqr"] = Field(
-        "cem", description="Shooting planner (random/CEM/MPPI) or iLQR through the model's mean.")
+        "cem", description="Shooting planner (random/CEM/MPPI) or iLQR through the model's mean."
+    )
     horizon: int = Field(15, ge=1)
     n_candidates: int = Field(200, ge=1, description="Action sequences sampled per planner iteration.")
     n_iterations: int = Field(5, ge=1, description="Planner iterations per step (random shooting: rounds).")
@@ -92,13 +93,20 @@ class MPC(Agent):
             raise SpaceError(f"{self.name} needs a flat Box observation space, got {self.observation_space}")
         self.obs_dim = int(np.prod(self.observation_space.shape))
         self.act_dim = int(np.prod(self.action_space.shape))
-        self.replay = ReplayBuffer(cfg.buffer_size, self.n_envs, (self.obs_dim,), (self.act_dim,), seed=cfg.seed,
-                                   device=self.device)
+        self.replay = ReplayBuffer(
+            cfg.buffer_size, self.n_envs, (self.obs_dim,), (self.act_dim,), seed=cfg.seed, device=self.device
+        )
         self.model = build_model(cfg, self.obs_dim, self.act_dim, cfg.hidden_sizes, cfg.activation)
         self.model_optimizer = getattr(self.model, "optimizer", None)
-        self.evaluator = TrajectoryEvaluator(self.model, cfg.n_particles, reward_fn=self._known_reward(),
-                                             termination_fn=known_termination(self.env_id), gamma=cfg.gamma,
-                                             risk=cfg.risk, risk_coef=cfg.risk_coef)
+        self.evaluator = TrajectoryEvaluator(
+            self.model,
+            cfg.n_particles,
+            reward_fn=self._known_reward(),
+            termination_fn=known_termination(self.env_id),
+            gamma=cfg.gamma,
+            risk=cfg.risk,
+            risk_coef=cfg.risk_coef,
+        )
         self.planner = self._make_planner(cfg.seed)
         self._eval_planner: ShootingPlanner | ILQRPlanner | None = None
         self._last_fit_step = 0
@@ -109,15 +117,28 @@ class MPC(Agent):
         cfg = self.config
         low = torch.as_tensor(self.action_space.low, dtype=torch.float32)
         high = torch.as_tensor(self.action_space.high, dtype=torch.float32)
-        common = dict(horizon=cfg.horizon, n_candidates=cfg.n_candidates, n_iterations=cfg.n_iterations,
-                      init_std=cfg.init_std, seed=seed)
+        common = dict(
+            horizon=cfg.horizon,
+            n_candidates=cfg.n_candidates,
+            n_iterations=cfg.n_iterations,
+            init_std=cfg.init_std,
+            seed=seed,
+        )
         if cfg.planner == "cem":
             return CEM(self.evaluator, low, high, n_elites=cfg.n_elites, alpha=cfg.cem_alpha, **common)
         if cfg.planner == "mppi":
             return MPPI(self.evaluator, low, high, temperature=cfg.mppi_temperature, **common)
         if cfg.planner == "ilqr":
-            return ILQRPlanner(self.model, low, high, cfg.horizon, cfg.ilqr_iterations, reward_fn=self._known_reward(),
-                               init_std=0.1, seed=seed)
+            return ILQRPlanner(
+                self.model,
+                low,
+                high,
+                cfg.horizon,
+                cfg.ilqr_iterations,
+                reward_fn=self._known_reward(),
+                init_std=0.1,
+                seed=seed,
+            )
         return RandomShooting(self.evaluator, low, high, **common)
 
     def _known_reward(self) -> RewardFn | None:
@@ -145,7 +166,8 @@ class MPC(Agent):
     def _iterate(self) -> dict[str, float]:
         cfg = self.config
         if self.num_timesteps >= cfg.initial_random_steps and (
-                not self.model_fitted or self.num_timesteps - self._last_fit_step >= cfg.train_every):
+            not self.model_fitted or self.num_timesteps - self._last_fit_step >= cfg.train_every
+        ):
             self._fit_metrics = self.fit_model()
         if self.model_fitted:
             actions = self.planner.plan(self._obs_tensor(self._obs)).actions[:, 0]
@@ -182,5 +204,3 @@ class PETS(MPC):
     name = "pets"
     config: PETSConfig
     config_cls = PETSConfig
-
-

@@ -32,8 +32,8 @@ Jacobians of BPTT is avoided.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -49,10 +49,17 @@ from core_rl.model_based.planners.ilqr import ILQR, Dynamics, FinalCost, Running
 class DeterministicPolicy(nn.Module):
     """u = mid + half·tanh(MLP(x)): a deterministic policy within the action bounds."""
 
-    def __init__(self, obs_dim: int, act_dim: int, action_low: np.ndarray | torch.Tensor | float,
-                 action_high: np.ndarray | torch.Tensor | float, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "tanh", features: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 feature_dim: int | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        action_low: np.ndarray | torch.Tensor | float,
+        action_high: np.ndarray | torch.Tensor | float,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        feature_dim: int | None = None,
+    ):
         super().__init__()
         low = torch.as_tensor(action_low, dtype=torch.float32).expand(act_dim)
         high = torch.as_tensor(action_high, dtype=torch.float32).expand(act_dim)
@@ -85,10 +92,19 @@ def frozen(module: nn.Module) -> Iterator[None]:
 class BPTTPolicyTrainer:
     """Maximize the H-step model return of π_θ by backpropagating through the learned model."""
 
-    def __init__(self, model: nn.Module, policy: nn.Module, horizon: int = 10, gamma: float = 0.99,
-                 lr: float = 1e-3, reward_fn: RewardFn | None = None, sample: bool = False,
-                 terminal_value: Callable[[torch.Tensor], torch.Tensor] | None = None, max_grad_norm: float = 10.0,
-                 seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        policy: nn.Module,
+        horizon: int = 10,
+        gamma: float = 0.99,
+        lr: float = 1e-3,
+        reward_fn: RewardFn | None = None,
+        sample: bool = False,
+        terminal_value: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        max_grad_norm: float = 10.0,
+        seed: int = 0,
+    ):
         if horizon < 1:
             raise ConfigError(f"horizon must be positive, got {horizon}")
         if reward_fn is None and not getattr(model, "learn_reward", False):
@@ -103,7 +119,7 @@ class BPTTPolicyTrainer:
         """Differentiable H-step return ``[N]`` from start states ``[N, ds]``; each start follows one member."""
         M = int(getattr(self.model, "n_members", 1))
         N, ds = start.shape
-        n = -(-N // M)                                                  # ceil: pad to M·n particles
+        n = -(-N // M)  # ceil: pad to M·n particles
         pad = start[torch.randint(0, N, (M * n - N,), generator=self.generator)] if M * n > N else start[:0]
         x = torch.cat([start, pad]).reshape(M, n, ds)
         total = torch.zeros(M, n)
@@ -127,8 +143,9 @@ class BPTTPolicyTrainer:
         value = float("nan")
         with frozen(self.model):
             for _ in range(n_steps):
-                idx = torch.randint(0, start_states.shape[0], (min(batch_size, start_states.shape[0]),),
-                                    generator=self.generator)
+                idx = torch.randint(
+                    0, start_states.shape[0], (min(batch_size, start_states.shape[0]),), generator=self.generator
+                )
                 loss = -self.model_return(start_states[idx]).mean()
                 optim.step(self.optimizer, loss, self.max_grad_norm)
                 value = -loss.item()
@@ -138,16 +155,26 @@ class BPTTPolicyTrainer:
 class DualGradientDescentTrainer:
     """Collocation-style joint trajectory/policy optimization with the augmented Lagrangian of the notes."""
 
-    def __init__(self, dynamics: Dynamics, running_cost: RunningCost, policy: nn.Module,
-                 final_cost: FinalCost | None = None, rho: float = 1.0, dual_lr: float | None = None,
-                 policy_lr: float = 1e-3, policy_steps: int = 200, ilqr_iterations: int = 10,
-                 action_low: float | torch.Tensor | None = None, action_high: float | torch.Tensor | None = None,
-                 rho_growth: float = 1.0):
+    def __init__(
+        self,
+        dynamics: Dynamics,
+        running_cost: RunningCost,
+        policy: nn.Module,
+        final_cost: FinalCost | None = None,
+        rho: float = 1.0,
+        dual_lr: float | None = None,
+        policy_lr: float = 1e-3,
+        policy_steps: int = 200,
+        ilqr_iterations: int = 10,
+        action_low: float | torch.Tensor | None = None,
+        action_high: float | torch.Tensor | None = None,
+        rho_growth: float = 1.0,
+    ):
         if rho <= 0:
             raise ConfigError(f"rho must be positive, got {rho}")
         self.f, self.c, self.cT, self.policy = dynamics, running_cost, final_cost, policy
         self.rho, self.rho_growth = rho, rho_growth
-        self.dual_lr = 2 * rho if dual_lr is None else dual_lr   # the method-of-multipliers step 2ρ
+        self.dual_lr = 2 * rho if dual_lr is None else dual_lr  # the method-of-multipliers step 2ρ
         self.policy_steps, self.ilqr_iterations = policy_steps, ilqr_iterations
         self.bounds = (action_low, action_high)
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=policy_lr)
@@ -160,15 +187,23 @@ class DualGradientDescentTrainer:
         gap = self.policy(x) - u
         return (lam * gap).sum(-1) + rho * gap.pow(2).sum(-1)
 
-    def trajectory_step(self, x0: torch.Tensor, u: torch.Tensor, lam: torch.Tensor, rho: float
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def trajectory_step(
+        self, x0: torch.Tensor, u: torch.Tensor, lam: torch.Tensor, rho: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """τ ← argmin_τ L(τ, θ, λ) by iLQR (warm-started at u)."""
+
         def cost(x: torch.Tensor, uu: torch.Tensor) -> torch.Tensor:
             return self.c(x, uu) + self.lagrangian_terms(x, uu, lam, rho)
 
         with frozen(self.policy):
-            solver = ILQR(self.f, cost, self.cT, action_low=self.bounds[0], action_high=self.bounds[1],
-                          n_iterations=self.ilqr_iterations)
+            solver = ILQR(
+                self.f,
+                cost,
+                self.cT,
+                action_low=self.bounds[0],
+                action_high=self.bounds[1],
+                n_iterations=self.ilqr_iterations,
+            )
             res = solver.solve(x0, u)
         return res.x, res.u, res.cost
 
@@ -197,8 +232,14 @@ class DualGradientDescentTrainer:
                 gap = self.policy(x[:, :-1]) - u
                 self.lam = self.lam + self.dual_lr * gap
                 task_cost = self.c(x[:, :-1], u).sum(-1) + (self.cT(x[:, -1]) if self.cT is not None else 0.0)
-            history.append({"task_cost": float(task_cost.mean()), "constraint_violation": float(gap.abs().mean()),
-                            "policy_loss": policy_loss, "rho": rho})
+            history.append(
+                {
+                    "task_cost": float(task_cost.mean()),
+                    "constraint_violation": float(gap.abs().mean()),
+                    "policy_loss": policy_loss,
+                    "rho": rho,
+                }
+            )
             rho *= self.rho_growth
         self.x, self.u = x, u
         return history

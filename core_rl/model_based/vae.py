@@ -83,8 +83,9 @@ class MovingDotEnv(gym.Env):
         return np.repeat(img[..., None], 3, axis=-1)
 
 
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | None = None,
-                logvar_p: torch.Tensor | None = None) -> torch.Tensor:
+def gaussian_kl(
+    mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | None = None, logvar_p: torch.Tensor | None = None
+) -> torch.Tensor:
     """D_KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) summed over the last dim (standard normal prior by default)."""
     if mu_p is None:
         mu_p, logvar_p = torch.zeros_like(mu_q), torch.zeros_like(logvar_q)
@@ -120,8 +121,11 @@ class VAE(nn.Module):
 
     def reconstruction_nll(self, logits: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """−log p_θ(o|z) per example (Bernoulli cross-entropy summed over pixels)."""
-        return nn.functional.binary_cross_entropy_with_logits(logits, obs, reduction="none").reshape(
-            obs.shape[0], -1).sum(-1)
+        return (
+            nn.functional.binary_cross_entropy_with_logits(logits, obs, reduction="none")
+            .reshape(obs.shape[0], -1)
+            .sum(-1)
+        )
 
     def negative_elbo(self, obs: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         mu, logvar = self.encode(obs)
@@ -139,9 +143,18 @@ class VAE(nn.Module):
 class LatentDynamicsModel(nn.Module):
     """VAE + latent transition prior p_ψ(z'|z, a): an observation model for image POMDPs."""
 
-    def __init__(self, obs_shape: tuple[int, ...], act_dim: int, latent_dim: int = 4,
-                 hidden_sizes: tuple[int, ...] = (256, 256), dynamics_hidden: tuple[int, ...] = (128, 128),
-                 lr: float = 1e-3, beta: float = 1.0, prediction_weight: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        act_dim: int,
+        latent_dim: int = 4,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        dynamics_hidden: tuple[int, ...] = (128, 128),
+        lr: float = 1e-3,
+        beta: float = 1.0,
+        prediction_weight: float = 1.0,
+        seed: int = 0,
+    ):
         super().__init__()
         torch.manual_seed(seed)
         self.vae = VAE(obs_shape, latent_dim, hidden_sizes)
@@ -156,7 +169,9 @@ class LatentDynamicsModel(nn.Module):
         delta, logvar = self.transition(torch.cat([z, act], -1)).chunk(2, -1)
         return z + delta, logvar.clamp(-10.0, 5.0)
 
-    def loss(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The negative two-step ELBO plus the prior-prediction term, averaged over the batch."""
         vae = self.vae
         mu, logvar = vae.encode(obs)
@@ -171,11 +186,16 @@ class LatentDynamicsModel(nn.Module):
         z_pred = vae.reparameterize(prior_mu, prior_logvar)
         pred = vae.reconstruction_nll(vae.decode_logits(z_pred), next_obs)
         total = (recon + recon_next + self.beta * (kl0 + kl_dyn) + self.prediction_weight * pred).mean()
-        return total, {"recon_nll": recon.mean().item(), "kl": kl0.mean().item(),
-                       "kl_dynamics": kl_dyn.mean().item(), "prediction_nll": pred.mean().item()}
+        return total, {
+            "recon_nll": recon.mean().item(),
+            "kl": kl0.mean().item(),
+            "kl_dynamics": kl_dyn.mean().item(),
+            "prediction_nll": pred.mean().item(),
+        }
 
-    def fit(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, steps: int = 2000,
-            batch_size: int = 128) -> dict[str, float]:
+    def fit(
+        self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, steps: int = 2000, batch_size: int = 128
+    ) -> dict[str, float]:
         """Minibatch Adam on transitions ``obs [N, *obs_shape]``, ``act [N, da]``, ``next_obs``."""
         obs, act, next_obs = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (obs, act, next_obs))
         n = obs.shape[0]
@@ -220,8 +240,13 @@ def collect_image_transitions(env: MovingDotEnv, n: int, seed: int = 0) -> dict[
     for _ in range(n):
         a = rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
         next_obs, _, term, trunc, next_info = env.step(a)
-        for k, v in (("obs", obs), ("actions", a), ("next_obs", next_obs), ("states", info["state"]),
-                     ("next_states", next_info["state"])):
+        for k, v in (
+            ("obs", obs),
+            ("actions", a),
+            ("next_obs", next_obs),
+            ("states", info["state"]),
+            ("next_states", next_info["state"]),
+        ):
             out[k].append(np.asarray(v, dtype=np.float32))
         obs, info = (env.reset()) if (term or trunc) else (next_obs, next_info)
     return {k: np.stack(v) for k, v in out.items()}

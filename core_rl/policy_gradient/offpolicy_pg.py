@@ -46,20 +46,30 @@ from pydantic import Field, model_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.errors import ConfigError
-from core_rl.policy_gradient.reinforce import (EpisodeBatch, EpisodicPGConfig, EpisodicPolicyGradient, ascent_step,
-                                               constant_baseline, flat_grad, policy_parameters)
+from core_rl.policy_gradient.reinforce import (
+    EpisodeBatch,
+    EpisodicPGConfig,
+    EpisodicPolicyGradient,
+    ascent_step,
+    constant_baseline,
+    flat_grad,
+    policy_parameters,
+)
 
 
 class OffPolicyPGConfig(EpisodicPGConfig):
     lr: float = 1e-3
     advantage: Literal["reward_to_go", "return"] = Field(
-        "reward_to_go", description="Per-decision weights with causality, or the whole-trajectory ratio times r(τ).")
+        "reward_to_go", description="Per-decision weights with causality, or the whole-trajectory ratio times r(τ)."
+    )
     normalize_advantage: bool = Field(
-        False, description="Divide the coefficients of ∇log π by their batch std (a positive scale).")
+        False, description="Divide the coefficients of ∇log π by their batch std (a positive scale)."
+    )
     use_critic: bool = Field(False, description="OffPolicyPG learns no critic: must be False.")
     n_updates: int = Field(4, ge=1, description="Gradient steps per collected batch (later ones are off-policy).")
     correction: Literal["per_decision", "past_only"] = Field(
-        "past_only", description="Weight each reward by its own ratio product (exact) or only the past ratios.")
+        "past_only", description="Weight each reward by its own ratio product (exact) or only the past ratios."
+    )
     clip_ratio: float | None = Field(None, gt=0.0, description="Truncate each ρ_t = π/β at this value.")
     max_weight: float | None = Field(None, gt=0.0, description="Cap on the cumulative product w_t = Π ρ.")
     self_normalize: bool = Field(False, description="Weighted IS: w_{i,t} / mean over trajectories running at t.")
@@ -116,10 +126,10 @@ class OffPolicyPG(EpisodicPolicyGradient):
         if cfg.max_weight is not None:
             weights = weights.clamp(max=cfg.max_weight)
         if cfg.self_normalize:
-            if cfg.advantage == "return":   # one weight per trajectory: w(τ_i) / mean_j w(τ_j)
+            if cfg.advantage == "return":  # one weight per trajectory: w(τ_i) / mean_j w(τ_j)
                 final = weights.gather(1, (batch.lengths - 1).unsqueeze(1))
                 weights = running * final / final.mean().clamp_min(1e-30)
-            else:                            # per decision: normalize over the trajectories running at t
+            else:  # per decision: normalize over the trajectories running at t
                 weights = weights * running.sum(0) / weights.sum(0).clamp_min(1e-30)
         return weights
 
@@ -127,28 +137,35 @@ class OffPolicyPG(EpisodicPolicyGradient):
         """The coefficient of each ∇log π_θ'(a_t|s_t) in the estimate, ``[B]``, and weight diagnostics."""
         cfg = self.config
         n = max(batch.n_episodes, 1)
-        weights = self.importance_weights(batch, log_prob)                  # [E, T_max]
+        weights = self.importance_weights(batch, log_prob)  # [E, T_max]
         final = weights.gather(1, (batch.lengths - 1).unsqueeze(1)).squeeze(1)  # w(τ_i)
         mean_baseline = cfg.baseline == "mean"
-        if cfg.advantage == "return":                                           # w(τ)(r(τ) − b) at every step
+        if cfg.advantage == "return":  # w(τ)(r(τ) − b) at every step
             r_tau = batch.episode_return(cfg.gamma)
-            b = constant_baseline(r_tau, r_tau.new_ones(batch.n_episodes), cfg.leave_one_out) \
-                if mean_baseline else torch.zeros_like(r_tau)
+            b = (
+                constant_baseline(r_tau, r_tau.new_ones(batch.n_episodes), cfg.leave_one_out)
+                if mean_baseline
+                else torch.zeros_like(r_tau)
+            )
             coef = (final * (r_tau - b))[batch.episode]
         else:
-            w = batch.unpad(weights)                                            # w_{i,t}, [B]
+            w = batch.unpad(weights)  # w_{i,t}, [B]
             reward_to_go = batch.reward_to_go(cfg.gamma)
-            b = constant_baseline(batch.episode_sum(reward_to_go), batch.lengths.to(w.dtype),
-                                  cfg.leave_one_out)[batch.episode] if mean_baseline else torch.zeros_like(w)
+            b = (
+                constant_baseline(batch.episode_sum(reward_to_go), batch.lengths.to(w.dtype), cfg.leave_one_out)[
+                    batch.episode
+                ]
+                if mean_baseline
+                else torch.zeros_like(w)
+            )
             if cfg.correction == "per_decision":  # Σ γ^{t′−t} w_t′ r_t′ − w_t b
                 coef = batch.reward_to_go(cfg.gamma, rewards=w * batch.rewards) - w * b
-            else:                                                               # w_t (Q̂_t − b)
+            else:  # w_t (Q̂_t − b)
                 coef = w * (reward_to_go - b)
         if cfg.normalize_advantage and coef.numel() > 1:
             coef = coef / (coef.std() + 1e-8)
         ess = float(final.sum().square() / final.square().sum().clamp_min(1e-30))
-        return coef, {"weight_mean": float(final.mean()), "weight_max": float(final.max()),
-                      "ess_fraction": ess / n}
+        return coef, {"weight_mean": float(final.mean()), "weight_max": float(final.max()), "ess_fraction": ess / n}
 
     # ---- the estimator -------------------------------------------------------------------------
     def policy_gradient(self, batch: Any) -> torch.Tensor:
@@ -160,7 +177,10 @@ class OffPolicyPG(EpisodicPolicyGradient):
         log_prob = self.policy.distribution(batch.obs).log_prob(batch.actions)
         coef, stats = self.coefficients(batch, log_prob)
         surrogate = (log_prob * coef.detach()).sum() / max(batch.n_episodes, 1)
-        return flat_grad(surrogate, policy_parameters(self.policy)), {**stats, "policy_loss": -float(surrogate.detach())}
+        return flat_grad(surrogate, policy_parameters(self.policy)), {
+            **stats,
+            "policy_loss": -float(surrogate.detach()),
+        }
 
     # ---- improvement ---------------------------------------------------------------------------
     def _step(self, batch: EpisodeBatch) -> dict[str, float]:
@@ -174,8 +194,13 @@ class OffPolicyPG(EpisodicPolicyGradient):
         batch = self.as_episodes(batch)
         history = [self._step(batch) for _ in range(n_updates or self.config.n_updates)]
         out = {k: sum(h[k] for h in history) / len(history) for k in history[0]}
-        out.update({"last_weight_max": history[-1]["weight_max"], "last_ess_fraction": history[-1]["ess_fraction"],
-                    "n_episodes": float(batch.n_episodes)})
+        out.update(
+            {
+                "last_weight_max": history[-1]["weight_max"],
+                "last_ess_fraction": history[-1]["ess_fraction"],
+                "n_episodes": float(batch.n_episodes),
+            }
+        )
         return out
 
     def _iterate(self) -> dict[str, float]:

@@ -106,7 +106,7 @@ class EpisodeBatch:
     # -- Monte Carlo weights ----------------------------------------------------------------------
     def reward_to_go(self, gamma: float, rewards: torch.Tensor | None = None) -> torch.Tensor:
         """:math:`\\hat Q_t = \\sum_{t'\\ge t}\\gamma^{t'-t} r_{t'}` within each episode, ``[B]``."""
-        r = self.padded(self.rewards if rewards is None else rewards).T      # [T_max, E]
+        r = self.padded(self.rewards if rewards is None else rewards).T  # [T_max, E]
         return self.unpad(R.reward_to_go(r, torch.zeros_like(r), gamma).T)
 
     def episode_return(self, gamma: float) -> torch.Tensor:
@@ -124,27 +124,35 @@ class EpisodeBatch:
         valid = batch.valid.bool()
         t_idx = torch.arange(T, device=device).unsqueeze(1).expand(T, N)
         start_time = torch.cummax(torch.where(starts, t_idx, torch.full_like(t_idx, -1)), 0).values
-        local = starts.long().cumsum(0) - 1                       # episode index within its env
+        local = starts.long().cumsum(0) - 1  # episode index within its env
         if bool((valid & (local < 0)).any()):
             raise ValueError("EpisodeBatch needs whole episodes: a valid step precedes its episode's start")
         count = local[-1] + 1
-        global_id = local + (count.cumsum(0) - count)              # offset of each env's episodes
+        global_id = local + (count.cumsum(0) - count)  # offset of each env's episodes
         ids, step = global_id[valid], (t_idx - start_time)[valid]
         _, episode = torch.unique(ids, return_inverse=True)
         n_episodes = int(episode.max().item()) + 1 if episode.numel() else 0
         key = episode * T + step
         order = torch.argsort(key)
         flat = lambda x: x[valid][order]  # noqa: E731
-        out = cls(obs=flat(batch.obs), actions=flat(batch.actions), log_probs=flat(batch.log_probs),
-                  rewards=flat(batch.rewards), episode=episode[order], step=step[order], n_episodes=n_episodes)
+        out = cls(
+            obs=flat(batch.obs),
+            actions=flat(batch.actions),
+            log_probs=flat(batch.log_probs),
+            rewards=flat(batch.rewards),
+            episode=episode[order],
+            step=step[order],
+            n_episodes=n_episodes,
+        )
         last = out.padded(flat(batch.dones)).gather(1, (out.lengths - 1).unsqueeze(1))
         if n_episodes and not bool((last > 0).all()):
             raise ValueError("EpisodeBatch needs whole episodes: an episode in the batch does not end")
         return out
 
     @classmethod
-    def from_dataframe(cls, df: Any, observation_space: gym.Space, action_space: gym.Space,
-                       device: torch.device | str = "cpu") -> "EpisodeBatch":
+    def from_dataframe(
+        cls, df: Any, observation_space: gym.Space, action_space: gym.Space, device: torch.device | str = "cpu"
+    ) -> "EpisodeBatch":
         """Trajectories from a pandas DataFrame, one row per step.
 
         Columns: ``episode`` (any id), ``reward``, ``behaviour_log_prob`` (log β(a|s) of the policy
@@ -165,11 +173,14 @@ class EpisodeBatch:
         def column(prefix: str, shape: tuple[int, ...]) -> np.ndarray:
             if prefix in df.columns:
                 return np.stack([np.asarray(v) for v in df[prefix].to_numpy()]).reshape(len(df), *shape)
-            cols = [c for c in df.columns if isinstance(c, str) and c.startswith(prefix + "_")
-                    and c[len(prefix) + 1:].isdigit()]
+            cols = [
+                c
+                for c in df.columns
+                if isinstance(c, str) and c.startswith(prefix + "_") and c[len(prefix) + 1 :].isdigit()
+            ]
             if not cols:
                 raise ConfigError(f"data column '{prefix}' (or '{prefix}_0', '{prefix}_1', …) is missing")
-            cols.sort(key=lambda c: int(c[len(prefix) + 1:]))
+            cols.sort(key=lambda c: int(c[len(prefix) + 1 :]))
             return df[cols].to_numpy().reshape(len(df), *shape)
 
         obs_shape = () if isinstance(observation_space, gym.spaces.Discrete) else tuple(observation_space.shape)
@@ -203,8 +214,15 @@ class EpisodeBatch:
         log_probs = f32("behaviour_log_prob")
         if not bool(torch.isfinite(log_probs).all()):
             raise ConfigError("data column 'behaviour_log_prob' must be finite log-probabilities")
-        return cls(obs=obs_t, actions=act_t, log_probs=log_probs, rewards=f32("reward"),
-                   episode=episode_t, step=step_t, n_episodes=n_episodes)
+        return cls(
+            obs=obs_t,
+            actions=act_t,
+            log_probs=log_probs,
+            rewards=f32("reward"),
+            episode=episode_t,
+            step=step_t,
+            n_episodes=n_episodes,
+        )
 
     def to_dataframe(self) -> Any:
         """The inverse of :meth:`from_dataframe` (obs and action as ``obs_i`` / ``action_i`` columns)."""
@@ -240,13 +258,19 @@ def assign_flat_grad(params: list[torch.Tensor], vector: torch.Tensor) -> None:
     i = 0
     for p in params:
         n = p.numel()
-        p.grad = vector[i:i + n].view_as(p).clone()
+        p.grad = vector[i : i + n].view_as(p).clone()
         i += n
 
 
-def ascent_step(policy: StochasticPolicy, optimizer: torch.optim.Optimizer, direction: torch.Tensor,
-                stats: dict[str, float], obs: torch.Tensor, ent_coef: float = 0.0,
-                max_grad_norm: float | None = None) -> dict[str, float]:
+def ascent_step(
+    policy: StochasticPolicy,
+    optimizer: torch.optim.Optimizer,
+    direction: torch.Tensor,
+    stats: dict[str, float],
+    obs: torch.Tensor,
+    ent_coef: float = 0.0,
+    max_grad_norm: float | None = None,
+) -> dict[str, float]:
     r"""One step along an estimated policy gradient ĝ (a flat vector over :func:`policy_parameters`):
 
     .. math:: \theta \leftarrow \mathrm{opt}\big(\theta, \operatorname{clip}_c(-(\hat g + c_H \nabla_\theta \bar H))\big),
@@ -266,8 +290,9 @@ def ascent_step(policy: StochasticPolicy, optimizer: torch.optim.Optimizer, dire
     return stats
 
 
-def log_prob_grads(policy: StochasticPolicy, obs: torch.Tensor, actions: torch.Tensor,
-                   chunk_size: int | None = 4096) -> torch.Tensor:
+def log_prob_grads(
+    policy: StochasticPolicy, obs: torch.Tensor, actions: torch.Tensor, chunk_size: int | None = 4096
+) -> torch.Tensor:
     """Per-sample :math:`\\nabla_\\theta\\log\\pi_\\theta(a_j|s_j)`, ``[B, P]`` in ``policy.parameters()``
     order, by ``vmap(grad(...))`` over the samples (observations are encoded outside the vmap)."""
     named = dict(policy.named_parameters())
@@ -289,8 +314,8 @@ def log_prob_grads(policy: StochasticPolicy, obs: torch.Tensor, actions: torch.T
 def constant_baseline(numerator: torch.Tensor, denominator: torch.Tensor, leave_one_out: bool) -> torch.Tensor:
     """b = Σ_i num_i / Σ_i den_i from per-trajectory sums ``[E, ...]``, returned per trajectory.
 
-    With ``leave_one_out`` trajectory i gets :math:`b^{(-i)} = \sum_{j\ne i} num_j / \sum_{j\ne i} den_j`,
-    independent of τ_i, so that :math:`\mathbb E[\nabla\log\pi(\tau_i)\, b^{(-i)}] = 0` exactly and the
+    With ``leave_one_out`` trajectory i gets :math:`b^{(-i)} = \\sum_{j\ne i} num_j / \\sum_{j\ne i} den_j`,
+    independent of τ_i, so that :math:`\\mathbb E[\nabla\\log\\pi(\tau_i)\\, b^{(-i)}] = 0` exactly and the
     estimate stays unbiased; the whole-batch b is biased by O(1/N). 0 where no other data exists.
     """
     num, den = numerator.double(), denominator.double()
@@ -309,18 +334,22 @@ class EpisodicPGConfig(OnPolicyConfig):
     n_steps: int = Field(125, ge=1, description="Batch: whole episodes until n_envs·n_steps steps are gathered.")
     max_grad_norm: float | None = None
     advantage: Literal["reward_to_go", "return"] = Field(
-        "reward_to_go", description="Weight of ∇log π(a_t|s_t): reward-to-go (causality) or the whole return r(τ).")
+        "reward_to_go", description="Weight of ∇log π(a_t|s_t): reward-to-go (causality) or the whole return r(τ)."
+    )
 
 
 class REINFORCEConfig(EpisodicPGConfig):
     lr: float = 5e-3
     baseline: Literal["none", "mean", "optimal", "value"] = Field(
-        "value", description="b subtracted from the weight: none, batch mean, the variance-optimal b_k, or V_φ(s_t).")
+        "value", description="b subtracted from the weight: none, batch mean, the variance-optimal b_k, or V_φ(s_t)."
+    )
     normalize_advantage: bool = Field(
-        False, description="Divide the weights by their batch std (a positive scale; keeps the direction).")
+        False, description="Divide the weights by their batch std (a positive scale; keeps the direction)."
+    )
     use_critic: bool = Field(True, description="Learn V_φ(s); must be True exactly for baseline='value'.")
     leave_one_out: bool = Field(
-        True, description="Baselines 'mean'/'optimal': estimate b for trajectory i from the others (unbiased).")
+        True, description="Baselines 'mean'/'optimal': estimate b for trajectory i from the others (unbiased)."
+    )
     value_lr: float = Field(1e-2, gt=0.0, description="Learning rate of V_φ's own optimizer.")
     value_steps: int = Field(20, ge=1, description="Full-batch regression steps of V_φ on the reward-to-go per batch.")
 
@@ -334,8 +363,10 @@ class REINFORCEConfig(EpisodicPGConfig):
     @model_validator(mode="after")
     def _critic_matches_baseline(self) -> "REINFORCEConfig":
         if self.use_critic != (self.baseline == "value"):
-            raise ValueError(f"use_critic={self.use_critic} does not fit baseline='{self.baseline}': "
-                             "use_critic must be True exactly when baseline='value'")
+            raise ValueError(
+                f"use_critic={self.use_critic} does not fit baseline='{self.baseline}': "
+                "use_critic must be True exactly when baseline='value'"
+            )
         return self
 
 
@@ -362,8 +393,9 @@ class REINFORCE(EpisodicPolicyGradient):
 
     def _build_optimizers(self) -> None:
         super()._build_optimizers()
-        self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=self.config.value_lr) \
-            if self.value is not None else None
+        self.value_optimizer = (
+            torch.optim.Adam(self.value.parameters(), lr=self.config.value_lr) if self.value is not None else None
+        )
 
     # ---- data ----------------------------------------------------------------------------------
     @staticmethod
@@ -389,22 +421,23 @@ class REINFORCE(EpisodicPolicyGradient):
 
     def _policy_gradient(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
-        weight = self.weights(batch)                                   # w_{i,t}: Q̂_{i,t} or r(τ_i)
+        weight = self.weights(batch)  # w_{i,t}: Q̂_{i,t} or r(τ_i)
         params = policy_parameters(self.policy)
         n = max(batch.n_episodes, 1)
         per_trajectory = cfg.advantage == "return"
         stats = {"weight_mean": float(weight.mean())}
         if cfg.baseline == "optimal":
-            g = log_prob_grads(self.policy, batch.obs, batch.actions)      # g_{i,t} = ∇log π(a_t|s_t), [B, P]
-            g_episode = batch.episode_sum(g)                               # ∇log π(τ_i), [E, P]
-            if per_trajectory:                                             # samples are trajectories
+            g = log_prob_grads(self.policy, batch.obs, batch.actions)  # g_{i,t} = ∇log π(a_t|s_t), [B, P]
+            g_episode = batch.episode_sum(g)  # ∇log π(τ_i), [E, P]
+            if per_trajectory:  # samples are trajectories
                 w = weight[batch.step == 0].unsqueeze(1)
                 b = constant_baseline(g_episode.square() * w, g_episode.square(), cfg.leave_one_out)
                 estimate = (g_episode * (w - b)).sum(0) / n
-            else:                                                          # samples are steps
+            else:  # samples are steps
                 g2 = g.square()
-                b = constant_baseline(batch.episode_sum(g2 * weight.unsqueeze(1)), batch.episode_sum(g2),
-                                      cfg.leave_one_out)
+                b = constant_baseline(
+                    batch.episode_sum(g2 * weight.unsqueeze(1)), batch.episode_sum(g2), cfg.leave_one_out
+                )
                 estimate = ((g * weight.unsqueeze(1)).sum(0) - (g_episode * b).sum(0)) / n
             return estimate, {**stats, "baseline": float(b.mean())}
         if cfg.baseline == "none":
@@ -412,11 +445,13 @@ class REINFORCE(EpisodicPolicyGradient):
         elif cfg.baseline == "mean":
             # b = (1/N) Σ_i r(τ_i) over trajectories, or the mean reward-to-go over steps
             if per_trajectory:
-                b_episode = constant_baseline(weight[batch.step == 0], weight.new_ones(batch.n_episodes),
-                                               cfg.leave_one_out)
+                b_episode = constant_baseline(
+                    weight[batch.step == 0], weight.new_ones(batch.n_episodes), cfg.leave_one_out
+                )
             else:
-                b_episode = constant_baseline(batch.episode_sum(weight), batch.lengths.to(weight.dtype),
-                                              cfg.leave_one_out)
+                b_episode = constant_baseline(
+                    batch.episode_sum(weight), batch.lengths.to(weight.dtype), cfg.leave_one_out
+                )
             b = b_episode[batch.episode]
         else:  # "value": V_φ fitted to earlier batches only
             with torch.no_grad():
@@ -424,8 +459,11 @@ class REINFORCE(EpisodicPolicyGradient):
         advantage = (weight - b).detach()
         log_prob = self.policy.distribution(batch.obs).log_prob(batch.actions)
         surrogate = (log_prob * advantage).sum() / n
-        return flat_grad(surrogate, params), {**stats, "policy_loss": -float(surrogate.detach()),
-                                              "baseline": float(b.mean())}
+        return flat_grad(surrogate, params), {
+            **stats,
+            "policy_loss": -float(surrogate.detach()),
+            "baseline": float(b.mean()),
+        }
 
     # ---- one iteration -------------------------------------------------------------------------
     def _iterate(self) -> dict[str, float]:
@@ -436,8 +474,7 @@ class REINFORCE(EpisodicPolicyGradient):
         cfg = self.config
         batch = self._as_episodes(batch)
         direction, stats = self._policy_gradient(batch)
-        stats = ascent_step(self.policy, self.optimizer, direction, stats, batch.obs, cfg.ent_coef,
-                            cfg.max_grad_norm)
+        stats = ascent_step(self.policy, self.optimizer, direction, stats, batch.obs, cfg.ent_coef, cfg.max_grad_norm)
         out = {**stats, "n_episodes": float(batch.n_episodes)}
         if self.value is not None:
             out["value_loss"] = self.fit_value(batch)

@@ -66,8 +66,9 @@ class DQNConfig(OffPolicyConfig):
     double_q: bool = Field(False, description="y = r + γ Q_φ'(s', argmax_a Q_φ(s', a)).")
     dueling: bool = Field(False, description="Q = V + A − mean_a A.")
     exploration: Literal["epsilon", "boltzmann"] = "epsilon"
-    exploration_fraction: float = Field(0.1, ge=0.0, le=1.0,
-                                        description="Fraction of training over which ε (or T) decays linearly.")
+    exploration_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fraction of training over which ε (or T) decays linearly."
+    )
     exploration_initial_eps: float = Field(1.0, ge=0.0, le=1.0)
     exploration_final_eps: float = Field(0.05, ge=0.0, le=1.0)
     temperature: float = Field(1.0, gt=0.0, description="Boltzmann temperature T: π(a|s) ∝ exp(Q(s,a)/T).")
@@ -92,16 +93,28 @@ class QNetwork(nn.Module):
     value head V(s) and an advantage head A(s, a).
     """
 
-    def __init__(self, obs_space: gym.Space, n_actions: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "relu", dueling: bool = False):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        n_actions: int,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "relu",
+        dueling: bool = False,
+    ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.dueling = dueling
         self.n_actions = n_actions
         if dueling:
             *trunk_sizes, width = hidden_sizes
-            self.trunk = mlp(self.encoder.dim, width, trunk_sizes, activation,
-                             out_gain=float(np.sqrt(2)), output_activation=ACTIVATIONS[activation])
+            self.trunk = mlp(
+                self.encoder.dim,
+                width,
+                trunk_sizes,
+                activation,
+                out_gain=float(np.sqrt(2)),
+                output_activation=ACTIVATIONS[activation],
+            )
             self.value_head = mlp(width, 1, (), activation)
             self.advantage_head = mlp(width, n_actions, (), activation)
         elif not hidden_sizes and isinstance(obs_space, gym.spaces.Discrete):
@@ -129,8 +142,7 @@ class DQN(OffPolicyAgent):
 
     def _make_q_network(self) -> nn.Module:
         cfg = self.config
-        return QNetwork(self.observation_space, int(self.action_space.n), cfg.hidden_sizes, cfg.activation,
-                        cfg.dueling)
+        return QNetwork(self.observation_space, int(self.action_space.n), cfg.hidden_sizes, cfg.activation, cfg.dueling)
 
     def _build_networks(self) -> None:
         cfg = self.config
@@ -140,11 +152,11 @@ class DQN(OffPolicyAgent):
         self.q_target.requires_grad_(False)
         self.q_net.to(self.device)
         self.q_target.to(self.device)
-        self.optimizer = make_optimizer(cfg.optimizer, [p for p in self.q_net.parameters() if p.requires_grad],
-                                        cfg.lr)
+        self.optimizer = make_optimizer(cfg.optimizer, [p for p in self.q_net.parameters() if p.requires_grad], cfg.lr)
         if cfg.prioritized:
-            self.replay = PrioritizedReplayBuffer.like(self.replay, alpha=cfg.prioritized_alpha,
-                                                       beta=cfg.prioritized_beta, eps=cfg.prioritized_eps)
+            self.replay = PrioritizedReplayBuffer.like(
+                self.replay, alpha=cfg.prioritized_alpha, beta=cfg.prioritized_beta, eps=cfg.prioritized_eps
+            )
 
     # ---- schedules ---------------------------------------------------------------------------
     def learn(self, total_steps: int, **kwargs: Any) -> "DQN":  # type: ignore[override]
@@ -170,8 +182,9 @@ class DQN(OffPolicyAgent):
     @property
     def temperature(self) -> float:
         cfg = self.config
-        return cfg.temperature if cfg.temperature_final is None else self._decayed(cfg.temperature,
-                                                                                    cfg.temperature_final)
+        return (
+            cfg.temperature if cfg.temperature_final is None else self._decayed(cfg.temperature, cfg.temperature_final)
+        )
 
     # ---- acting ------------------------------------------------------------------------------
     def _random_actions(self) -> np.ndarray:

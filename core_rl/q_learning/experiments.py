@@ -22,7 +22,8 @@ the numbers they plot.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -35,9 +36,18 @@ from core_rl.q_learning.dqn import DQN
 
 #: DQN on CartPole (after RL-Zoo's tuned DQN, with 3-step returns; target copy after each training phase)
 CARTPOLE_DQN: dict[str, Any] = dict(
-    lr=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99, target_update_interval=128,
-    train_freq=256, gradient_steps=128, exploration_fraction=0.16, exploration_final_eps=0.04,
-    hidden_sizes=(256, 256), n_step=3,
+    lr=2.3e-3,
+    batch_size=64,
+    buffer_size=100_000,
+    learning_starts=1000,
+    gamma=0.99,
+    target_update_interval=128,
+    train_freq=256,
+    gradient_steps=128,
+    exploration_fraction=0.16,
+    exploration_final_eps=0.04,
+    hidden_sizes=(256, 256),
+    n_step=3,
 )
 
 
@@ -63,9 +73,9 @@ def predicted_vs_actual(agent: DQN, env_id: str, episodes: int, seed: int) -> tu
             if terminated or truncated:
                 break
             visited.append(obs)
-        count = min(limit, len(rewards))                 # states with a long enough Monte Carlo tail
+        count = min(limit, len(rewards))  # states with a long enough Monte Carlo tail
         states.append(np.asarray(visited[:count]))
-        rewards_t = torch.tensor(rewards, dtype=torch.float64).unsqueeze(-1)          # [T, 1]
+        rewards_t = torch.tensor(rewards, dtype=torch.float64).unsqueeze(-1)  # [T, 1]
         returns.append(reward_to_go(rewards_t, torch.zeros_like(rewards_t), gamma)[:count, 0].numpy())
     env.close()
     with torch.no_grad():
@@ -80,9 +90,15 @@ def _figure() -> Any:
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def run_overestimation(tracker: Tracker, steps: int = 50_000, seed: int = 0, env_id: str = "CartPole-v1",
-                       n_evals: int = 10, eval_episodes: int = 2,
-                       config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_overestimation(
+    tracker: Tracker,
+    steps: int = 50_000,
+    seed: int = 0,
+    env_id: str = "CartPole-v1",
+    n_evals: int = 10,
+    eval_episodes: int = 2,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Predicted Q vs actual discounted return over training, DQN vs double DQN (same env, same seed).
 
     Returns ``{"env_id", "dqn": {"steps", "predicted_q", "true_return", "overestimation"}, "double_dqn": ...}``
@@ -103,11 +119,13 @@ def run_overestimation(tracker: Tracker, steps: int = 50_000, seed: int = 0, env
             curve["steps"].append(float(a.num_timesteps))
             curve["predicted_q"].append(predicted)
             curve["true_return"].append(actual)
-            tracker.log_metrics({f"{label}/predicted_q": predicted, f"{label}/true_return": actual},
-                                step=a.num_timesteps)
+            tracker.log_metrics(
+                {f"{label}/predicted_q": predicted, f"{label}/true_return": actual}, step=a.num_timesteps
+            )
 
-        def callback(a: DQN, metrics: dict[str, float], next_eval: list[int] = next_eval,
-                     evaluate: Any = evaluate) -> None:
+        def callback(
+            a: DQN, metrics: dict[str, float], next_eval: list[int] = next_eval, evaluate: Any = evaluate
+        ) -> None:
             if a.num_timesteps >= next_eval[0]:
                 evaluate(a)
                 next_eval[0] += every
@@ -132,9 +150,16 @@ def run_overestimation(tracker: Tracker, steps: int = 50_000, seed: int = 0, env
     return results
 
 
-def run_nstep_sweep(tracker: Tracker, steps: int = 30_000, seed: int = 0, env_id: str = "CartPole-v1",
-                    n_values: Sequence[int] = (1, 3, 5), threshold: float = 195.0, window: int = 20,
-                    config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_nstep_sweep(
+    tracker: Tracker,
+    steps: int = 30_000,
+    seed: int = 0,
+    env_id: str = "CartPole-v1",
+    n_values: Sequence[int] = (1, 3, 5),
+    threshold: float = 195.0,
+    window: int = 20,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Learning speed of DQN vs N of the N-step target, same env and seed, ``steps`` each.
 
     For each N: the curve of the mean return of the last ``window`` training episodes after each

@@ -30,8 +30,9 @@ Q_φ is an exact table and the step is the classic :math:`Q(s,a) \leftarrow Q(s,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -71,15 +72,20 @@ class FittedQConfig(BaseModel):
 class FittedQResult:
     iterations: int
     converged: bool
-    target_change: list[float] = field(default_factory=list)     # max_i |y_i^(k) − y_i^(k−1)|
-    bellman_error: list[float] = field(default_factory=list)     # RMS of Q_φ(s_i,a_i) − y_i after the fit
+    target_change: list[float] = field(default_factory=list)  # max_i |y_i^(k) − y_i^(k−1)|
+    bellman_error: list[float] = field(default_factory=list)  # RMS of Q_φ(s_i,a_i) − y_i after the fit
 
 
 class FittedQIteration:
     """Fitted Q iteration: ``FittedQIteration(obs_space, act_space, config).fit(transitions)``."""
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space,
-                 config: FittedQConfig | Mapping[str, Any] | None = None, **overrides: Any):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        config: FittedQConfig | Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ):
         if isinstance(config, FittedQConfig) and not overrides:
             self.config = config
         else:
@@ -125,7 +131,7 @@ class FittedQIteration:
         pair = data.obs.long() * self.n_actions + data.actions
         sums = torch.zeros(n_states * self.n_actions, dtype=torch.float64).index_add_(0, pair, y.double())
         counts = torch.bincount(pair, minlength=n_states * self.n_actions).double()
-        table = self.q_net.net.weight.data.T.reshape(-1).double()    # weight is (A, S): Q(s,a) = W[a, s]
+        table = self.q_net.net.weight.data.T.reshape(-1).double()  # weight is (A, S): Q(s,a) = W[a, s]
         visited = counts > 0
         table[visited] = sums[visited] / counts[visited]
         self.q_net.net.weight.data.copy_(table.reshape(n_states, self.n_actions).T)
@@ -147,8 +153,10 @@ class FittedQIteration:
         cfg = self.config
         tracker = tracker or NullTracker()
         if data.actions.dtype != torch.long or data.actions.dim() != 1:
-            raise SpaceError(f"fitted Q iteration needs integer action indices [N], got {data.actions.dtype} "
-                             f"actions of shape {tuple(data.actions.shape)}")
+            raise SpaceError(
+                f"fitted Q iteration needs integer action indices [N], got {data.actions.dtype} "
+                f"actions of shape {tuple(data.actions.shape)}"
+            )
         if int(data.actions.max()) >= self.n_actions or int(data.actions.min()) < 0:
             raise ConfigError(f"transitions hold actions outside [0, {self.n_actions})")
         optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.lr) if cfg.function == "mlp" else None
@@ -221,8 +229,10 @@ class OnlineQConfig(DQNConfig):
             data = dict(data)
             for name in ("buffer_size", "batch_size"):
                 if data.get(name, n_envs) != n_envs:
-                    raise ValueError(f"online Q-learning updates on the latest transition of each env, "
-                                     f"so {name} must equal n_envs ({n_envs}), got {data[name]}")
+                    raise ValueError(
+                        f"online Q-learning updates on the latest transition of each env, "
+                        f"so {name} must equal n_envs ({n_envs}), got {data[name]}"
+                    )
                 data[name] = n_envs
         return data
 
@@ -246,8 +256,17 @@ class OnlineQLearning(DQN):
     def _build_networks(self) -> None:
         old = self.replay
         self.replay = LatestTransitionBuffer(
-            self.n_envs, self.n_envs, tuple(old.obs.shape[2:]), tuple(old.actions.shape[2:]), old.obs.dtype,
-            old.actions.dtype, n_step=1, gamma=self.config.gamma, seed=self.config.seed, device=self.device)
+            self.n_envs,
+            self.n_envs,
+            tuple(old.obs.shape[2:]),
+            tuple(old.actions.shape[2:]),
+            old.obs.dtype,
+            old.actions.dtype,
+            n_step=1,
+            gamma=self.config.gamma,
+            seed=self.config.seed,
+            device=self.device,
+        )
         super()._build_networks()
 
     @property
@@ -259,5 +278,11 @@ class OnlineQLearning(DQN):
             return self.q_net(torch.arange(int(self.observation_space.n), device=self.device)).cpu().numpy()
 
 
-__all__ = ["FittedQConfig", "FittedQIteration", "FittedQResult", "OnlineQConfig", "OnlineQLearning",
-           "LatestTransitionBuffer"]
+__all__ = [
+    "FittedQConfig",
+    "FittedQIteration",
+    "FittedQResult",
+    "OnlineQConfig",
+    "OnlineQLearning",
+    "LatestTransitionBuffer",
+]

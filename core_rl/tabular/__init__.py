@@ -6,14 +6,31 @@ solvers policy evaluation, value iteration, Q iteration, policy iteration and ba
 """
 
 from core_rl.tabular.dynamic_programming import (
-    DPResult, FiniteHorizonResult, SolverSettings, backward_induction, bellman_operator, policy_evaluation,
-    policy_iteration, q_iteration, value_iteration,
+    DPResult,
+    FiniteHorizonResult,
+    SolverSettings,
+    backward_induction,
+    bellman_operator,
+    policy_evaluation,
+    policy_iteration,
+    q_iteration,
+    value_iteration,
 )
 from core_rl.tabular.markov_chain import MarkovChain, PowerIterationResult
 from core_rl.tabular.mdp import TabularMDP, Trajectories
 
 __all__ = [
-    "MarkovChain", "PowerIterationResult", "TabularMDP", "Trajectories", "DPResult", "FiniteHorizonResult",
-    "SolverSettings", "bellman_operator", "policy_evaluation", "value_iteration", "q_iteration",
-    "policy_iteration", "backward_induction",
+    "MarkovChain",
+    "PowerIterationResult",
+    "TabularMDP",
+    "Trajectories",
+    "DPResult",
+    "FiniteHorizonResult",
+    "SolverSettings",
+    "bellman_operator",
+    "policy_evaluation",
+    "value_iteration",
+    "q_iteration",
+    "policy_iteration",
+    "backward_induction",
 ]

@@ -35,8 +35,9 @@ terminal state (``mdp.terminal``) with probability one; exact evaluation checks 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -114,8 +115,9 @@ def _check_v(mdp: TabularMDP, V: ArrayLike | None, name: str = "V0") -> np.ndarr
     return V
 
 
-def _fixed_point(operator: Callable[[np.ndarray], np.ndarray], x: np.ndarray, cfg: SolverSettings
-                 ) -> tuple[np.ndarray, int, float]:
+def _fixed_point(
+    operator: Callable[[np.ndarray], np.ndarray], x: np.ndarray, cfg: SolverSettings
+) -> tuple[np.ndarray, int, float]:
     r"""Iterate :math:`x_{k+1} = \mathcal T x_k` until :math:`\|x_{k+1}-x_k\|_\infty \le` ``tol`` (or
     ``max_iterations`` sweeps); returns (x, sweeps, the last residual)."""
     residual, it = np.inf, 0
@@ -136,14 +138,22 @@ def _check_proper(mdp: TabularMDP, P_pi: np.ndarray) -> None:
     """With γ = 1 the value is finite only if every closed class of the induced chain is terminal."""
     bad = [c.tolist() for c in MarkovChain(P_pi.T).closed_classes if not mdp.terminal[c].all()]
     if bad:
-        raise ConfigError(f"gamma = 1 without a horizon: the policy never leaves the non-terminal state set(s) "
-                          f"{bad[:3]}, so its value is undefined; use gamma < 1, a horizon "
-                          f"(backward_induction) or a policy that reaches a terminal state")
+        raise ConfigError(
+            f"gamma = 1 without a horizon: the policy never leaves the non-terminal state set(s) "
+            f"{bad[:3]}, so its value is undefined; use gamma < 1, a horizon "
+            f"(backward_induction) or a policy that reaches a terminal state"
+        )
 
 
-def policy_evaluation(mdp: TabularMDP, policy: ArrayLike, *, method: Literal["exact", "iterative"] = "exact",
-                      tol: float = 1e-10, max_iterations: int = 100_000,
-                      V0: ArrayLike | None = None) -> DPResult:
+def policy_evaluation(
+    mdp: TabularMDP,
+    policy: ArrayLike,
+    *,
+    method: Literal["exact", "iterative"] = "exact",
+    tol: float = 1e-10,
+    max_iterations: int = 100_000,
+    V0: ArrayLike | None = None,
+) -> DPResult:
     r""":math:`V^\pi` of a stationary policy.
 
     ``method="exact"``: solve :math:`(I - \gamma P_\pi)V = r_\pi` on the non-terminal states
@@ -160,8 +170,14 @@ def policy_evaluation(mdp: TabularMDP, policy: ArrayLike, *, method: Literal["ex
         A = np.eye(int(live.sum())) - mdp.gamma * P_pi[np.ix_(live, live)]
         V[live] = np.linalg.solve(A, r_pi[live])
         Q = mdp.q_from_v(V)
-        return DPResult(V=V, Q=Q, policy=mdp.greedy(Q), iterations=1, converged=True,
-                        residual=float(np.abs(r_pi + mdp.gamma * P_pi @ V - V).max()))
+        return DPResult(
+            V=V,
+            Q=Q,
+            policy=mdp.greedy(Q),
+            iterations=1,
+            converged=True,
+            residual=float(np.abs(r_pi + mdp.gamma * P_pi @ V - V).max()),
+        )
     if method != "iterative":
         raise ConfigError(f"method must be 'exact' or 'iterative', got {method!r}")
     V, it, residual = _fixed_point(lambda V: r_pi + mdp.gamma * (P_pi @ V), _check_v(mdp, V0), cfg)
@@ -169,8 +185,9 @@ def policy_evaluation(mdp: TabularMDP, policy: ArrayLike, *, method: Literal["ex
     return DPResult(V=V, Q=Q, policy=mdp.greedy(Q), iterations=it, converged=residual <= cfg.tol, residual=residual)
 
 
-def value_iteration(mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int = 100_000,
-                    V0: ArrayLike | None = None) -> DPResult:
+def value_iteration(
+    mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int = 100_000, V0: ArrayLike | None = None
+) -> DPResult:
     r"""Value iteration :math:`V_{k+1}(s) = \max_a [r(s,a) + \gamma\sum_{s'}p(s'|s,a)V_k(s')]` from ``V0``
     (default 0) until :math:`\|V_{k+1}-V_k\|_\infty \le` ``tol``."""
     cfg = _settings(tol, max_iterations)
@@ -179,8 +196,9 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int 
     return DPResult(V=V, Q=Q, policy=mdp.greedy(Q), iterations=it, converged=residual <= cfg.tol, residual=residual)
 
 
-def q_iteration(mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int = 100_000,
-                Q0: ArrayLike | None = None) -> DPResult:
+def q_iteration(
+    mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int = 100_000, Q0: ArrayLike | None = None
+) -> DPResult:
     r"""Q iteration :math:`Q_{k+1}(s,a) = r(s,a) + \gamma\sum_{s'}p(s'|s,a)\max_{a'}Q_k(s',a')` from ``Q0``
     (default 0) until :math:`\|Q_{k+1}-Q_k\|_\infty \le` ``tol``; ``V = max_a Q``."""
     cfg = _settings(tol, max_iterations)
@@ -191,13 +209,19 @@ def q_iteration(mdp: TabularMDP, *, tol: float = 1e-10, max_iterations: int = 10
         if Q.shape != (mdp.n_states, mdp.n_actions):
             raise ConfigError(f"Q0 must have shape {(mdp.n_states, mdp.n_actions)}, got {Q.shape}")
     Q, it, residual = _fixed_point(lambda Q: mdp.r + mdp.gamma * (mdp.P @ Q.max(axis=1)), Q, cfg)
-    return DPResult(V=Q.max(axis=1), Q=Q, policy=mdp.greedy(Q), iterations=it,
-                    converged=residual <= cfg.tol, residual=residual)
+    return DPResult(
+        V=Q.max(axis=1), Q=Q, policy=mdp.greedy(Q), iterations=it, converged=residual <= cfg.tol, residual=residual
+    )
 
 
-def policy_iteration(mdp: TabularMDP, policy0: ArrayLike | None = None, *,
-                     evaluation: Literal["exact", "iterative"] = "exact", tol: float = 1e-10,
-                     max_iterations: int = 1_000) -> DPResult:
+def policy_iteration(
+    mdp: TabularMDP,
+    policy0: ArrayLike | None = None,
+    *,
+    evaluation: Literal["exact", "iterative"] = "exact",
+    tol: float = 1e-10,
+    max_iterations: int = 1_000,
+) -> DPResult:
     r"""Policy iteration: :math:`Q^{\pi_k}` by :func:`policy_evaluation`, then
     :math:`\pi_{k+1}(s) = \arg\max_a Q^{\pi_k}(s,a)`, until the policy no longer changes.
 
@@ -223,16 +247,28 @@ def policy_iteration(mdp: TabularMDP, policy0: ArrayLike | None = None, *,
             keep = Q[np.arange(mdp.n_states), actions] >= best - tie_tol
             new_actions = np.where(keep, actions, new_actions)
             if np.array_equal(new_actions, actions):
-                return DPResult(V=V, Q=Q, policy=actions, iterations=it, converged=True,
-                                residual=float(np.abs(best - V).max()))
+                return DPResult(
+                    V=V, Q=Q, policy=actions, iterations=it, converged=True, residual=float(np.abs(best - V).max())
+                )
         actions = new_actions
         current = np.eye(mdp.n_actions)[actions]
-    return DPResult(V=V, Q=Q, policy=actions, iterations=cfg.max_iterations, converged=False,
-                    residual=float(np.abs(Q.max(axis=1) - V).max()))
+    return DPResult(
+        V=V,
+        Q=Q,
+        policy=actions,
+        iterations=cfg.max_iterations,
+        converged=False,
+        residual=float(np.abs(Q.max(axis=1) - V).max()),
+    )
 
 
-def backward_induction(mdp: TabularMDP, horizon: int | None = None, *, policy: ArrayLike | None = None,
-                       terminal_value: ArrayLike | None = None) -> FiniteHorizonResult:
+def backward_induction(
+    mdp: TabularMDP,
+    horizon: int | None = None,
+    *,
+    policy: ArrayLike | None = None,
+    terminal_value: ArrayLike | None = None,
+) -> FiniteHorizonResult:
     r"""Finite-horizon dynamic programming over H decisions (t = 0, ..., H-1):
 
     .. math::

@@ -36,6 +36,7 @@ PROB_ATOL = 1e-6  # how far a probability vector may sum from one before it is r
 
 # ---- validation helpers shared by the tabular modules -----------------------------------------
 
+
 def as_float_array(x: Any, name: str) -> np.ndarray:
     """``x`` (list, numpy array, CPU torch tensor) as a float64 array, or ConfigError naming ``name``."""
     if hasattr(x, "detach"):  # torch tensor
@@ -132,7 +133,8 @@ class MarkovChain:
             j = bad[0]
             raise ConfigError(
                 f"T must be column-stochastic (T[i, j] = p(s'=i | s=j)): column {j} sums to "
-                f"{col_sums[j]:.10g} ({bad.size} bad column(s)); did you pass the row-stochastic transpose?")
+                f"{col_sums[j]:.10g} ({bad.size} bad column(s)); did you pass the row-stochastic transpose?"
+            )
         self._T = readonly(T / col_sums)
 
     # ---- views --------------------------------------------------------------------------------
@@ -173,8 +175,9 @@ class MarkovChain:
             out[t + 1] = self._T @ out[t]
         return out if return_all else out[-1]
 
-    def sample(self, mu0: ArrayLike, steps: int, n_chains: int = 1,
-               seed: int | np.random.Generator | None = None) -> np.ndarray:
+    def sample(
+        self, mu0: ArrayLike, steps: int, n_chains: int = 1, seed: int | np.random.Generator | None = None
+    ) -> np.ndarray:
         """Simulate ``n_chains`` independent chains for ``steps`` steps (vectorized over chains).
 
         Returns integer states of shape (n_chains, steps + 1), starting from ``s_0 ~ mu0``.
@@ -215,8 +218,11 @@ class MarkovChain:
     @cached_property
     def closed_classes(self) -> tuple[np.ndarray, ...]:
         """Classes that cannot be left (the recurrent classes); every other state is transient."""
-        return tuple(c for c in self.communicating_classes
-                     if not np.any(self._reach[c][:, np.setdiff1d(np.arange(self.n_states), c)]))
+        return tuple(
+            c
+            for c in self.communicating_classes
+            if not np.any(self._reach[c][:, np.setdiff1d(np.arange(self.n_states), c)])
+        )
 
     @property
     def is_irreducible(self) -> bool:
@@ -270,10 +276,12 @@ class MarkovChain:
             classes = [c.tolist() for c in self.closed_classes]
             raise ConfigError(
                 f"the stationary distribution is not unique: the chain has {len(classes)} closed classes "
-                f"{classes}; use limiting_distribution(mu0) for the long-run distribution from a start")
+                f"{classes}; use limiting_distribution(mu0) for the long-run distribution from a start"
+            )
 
-    def stationary_distribution(self, method: Literal["eigen", "power"] = "eigen", *,
-                                tol: float = 1e-12, max_iterations: int = 1_000_000) -> np.ndarray:
+    def stationary_distribution(
+        self, method: Literal["eigen", "power"] = "eigen", *, tol: float = 1e-12, max_iterations: int = 1_000_000
+    ) -> np.ndarray:
         r"""The unique :math:`\mu` with :math:`\mathcal T\mu = \mu`, :math:`\sum_i \mu_i = 1`.
 
         ``method="eigen"``: the eigenvector of :math:`\mathcal T` for the eigenvalue closest to 1.
@@ -284,8 +292,10 @@ class MarkovChain:
         if method == "power":
             res = self.power_iteration(tol=tol, max_iterations=max_iterations)
             if not res.converged:
-                raise ConfigError(f"power iteration did not reach tol={tol} in max_iterations="
-                                  f"{max_iterations} (residual {res.residual:.3g}); raise max_iterations")
+                raise ConfigError(
+                    f"power iteration did not reach tol={tol} in max_iterations="
+                    f"{max_iterations} (residual {res.residual:.3g}); raise max_iterations"
+                )
             return res.mu
         if method != "eigen":
             raise ConfigError(f"method must be 'eigen' or 'power', got {method!r}")
@@ -296,15 +306,19 @@ class MarkovChain:
         mu = np.clip(mu, 0.0, None)  # roundoff on transient states
         return mu / mu.sum()
 
-    def power_iteration(self, mu0: ArrayLike | None = None, *, tol: float = 1e-12,
-                        max_iterations: int = 1_000_000) -> PowerIterationResult:
+    def power_iteration(
+        self, mu0: ArrayLike | None = None, *, tol: float = 1e-12, max_iterations: int = 1_000_000
+    ) -> PowerIterationResult:
         r"""Iterate the lazy operator :math:`\mu \leftarrow \tfrac12(\mu + \mathcal T\mu)` until
         :math:`\|\mathcal T\mu - \mu\|_1 \le` ``tol``. The lazy chain has the same fixed points as
         :math:`\mathcal T` and is aperiodic, so this converges even for periodic chains."""
         if tol <= 0 or max_iterations < 1:
             raise ConfigError(f"need tol > 0 and max_iterations >= 1, got tol={tol}, max_iterations={max_iterations}")
-        mu = (np.full(self.n_states, 1.0 / self.n_states) if mu0 is None
-              else check_distribution(mu0, self.n_states, "mu0"))
+        mu = (
+            np.full(self.n_states, 1.0 / self.n_states)
+            if mu0 is None
+            else check_distribution(mu0, self.n_states, "mu0")
+        )
         t_mu = self._T @ mu
         residual = float(np.abs(t_mu - mu).sum())
         it = 0

@@ -54,7 +54,13 @@ from numpy.typing import ArrayLike
 from core_rl.common.envs import make_env
 from core_rl.common.errors import ConfigError, EnvError, SpaceError
 from core_rl.tabular.markov_chain import (
-    PROB_ATOL, MarkovChain, as_float_array, check_distribution, make_rng, readonly, sample_from_cdf,
+    PROB_ATOL,
+    MarkovChain,
+    as_float_array,
+    check_distribution,
+    make_rng,
+    readonly,
+    sample_from_cdf,
     sampling_cdf,
 )
 
@@ -84,8 +90,17 @@ class TabularMDP:
     terminal : optional (S,) bool mask of terminal states; they must be absorbing with zero reward.
     """
 
-    def __init__(self, P: ArrayLike, r: ArrayLike, gamma: float = 0.99, *, horizon: int | None = None,
-                 mu0: ArrayLike | None = None, terminal: ArrayLike | None = None, name: str | None = None):
+    def __init__(
+        self,
+        P: ArrayLike,
+        r: ArrayLike,
+        gamma: float = 0.99,
+        *,
+        horizon: int | None = None,
+        mu0: ArrayLike | None = None,
+        terminal: ArrayLike | None = None,
+        name: str | None = None,
+    ):
         P = as_float_array(P, "P")
         if P.ndim != 3 or P.shape[0] != P.shape[2] or 0 in P.shape:
             raise ConfigError(f"P must have shape (S, A, S) with P[s, a, s'] = p(s'|s,a), got {P.shape}")
@@ -97,8 +112,10 @@ class TabularMDP:
         bad = np.argwhere(np.abs(sums - 1.0) > PROB_ATOL)
         if bad.size:
             s, a = bad[0]
-            raise ConfigError(f"P[{s}, {a}, :] = p(. | s={s}, a={a}) sums to {sums[s, a]:.10g}, must sum to 1 "
-                              f"({len(bad)} bad (s, a) pair(s))")
+            raise ConfigError(
+                f"P[{s}, {a}, :] = p(. | s={s}, a={a}) sums to {sums[s, a]:.10g}, must sum to 1 "
+                f"({len(bad)} bad (s, a) pair(s))"
+            )
         P = P / sums[..., None]
         r = as_float_array(r, "r")
         if r.shape == (S, A, S):
@@ -130,8 +147,7 @@ class TabularMDP:
 
     # ---- constructors -------------------------------------------------------------------------
     @classmethod
-    def from_transition_operator(cls, T: ArrayLike, r: ArrayLike, gamma: float = 0.99,
-                                 **kwargs: Any) -> "TabularMDP":
+    def from_transition_operator(cls, T: ArrayLike, r: ArrayLike, gamma: float = 0.99, **kwargs: Any) -> "TabularMDP":
         """Build from the notes' operator ``T[i, j, k] = p(s'=i | s=j, a=k)`` of shape (S', S, A)."""
         T = as_float_array(T, "T")
         if T.ndim != 3:
@@ -139,8 +155,9 @@ class TabularMDP:
         return cls(np.transpose(T, (1, 2, 0)), r, gamma, **kwargs)
 
     @classmethod
-    def from_gym(cls, env: gym.Env | str, gamma: float = 0.99, *, horizon: int | None = None,
-                 **env_kwargs: Any) -> "TabularMDP":
+    def from_gym(
+        cls, env: gym.Env | str, gamma: float = 0.99, *, horizon: int | None = None, **env_kwargs: Any
+    ) -> "TabularMDP":
         """Read the exact model of a gymnasium toy-text env (FrozenLake, Taxi, CliffWalking, ...).
 
         Uses ``env.unwrapped.P[s][a] = [(prob, next_state, reward, terminated), ...]`` and
@@ -156,9 +173,13 @@ class TabularMDP:
         table = getattr(u, "P", None)
         if not isinstance(table, dict):
             raise EnvError(f"{type(u).__name__} has no tabular model env.unwrapped.P (a dict s -> a -> transitions)")
-        if not isinstance(env.observation_space, gym.spaces.Discrete) or not isinstance(env.action_space, gym.spaces.Discrete):
-            raise SpaceError(f"from_gym needs Discrete observation and action spaces, got "
-                             f"{env.observation_space} and {env.action_space}")
+        if not isinstance(env.observation_space, gym.spaces.Discrete) or not isinstance(
+            env.action_space, gym.spaces.Discrete
+        ):
+            raise SpaceError(
+                f"from_gym needs Discrete observation and action spaces, got "
+                f"{env.observation_space} and {env.action_space}"
+            )
         S, A = int(env.observation_space.n), int(env.action_space.n)
         P = np.zeros((S, A, S))
         r = np.zeros((S, A))
@@ -188,20 +209,30 @@ class TabularMDP:
         live_into_terminal = P_live[sources][:, :, terminal] > 1e-12
         if live_into_terminal.any():
             s, a, k = np.argwhere(live_into_terminal)[0]
-            raise EnvError(f"state {np.flatnonzero(terminal)[k]} is entered both by terminating and "
-                           f"non-terminating transitions (e.g. from s={np.flatnonzero(sources)[s]}, a={a}); "
-                           f"it cannot be modelled as a terminal state")
+            raise EnvError(
+                f"state {np.flatnonzero(terminal)[k]} is entered both by terminating and "
+                f"non-terminating transitions (e.g. from s={np.flatnonzero(sources)[s]}, a={a}); "
+                f"it cannot be modelled as a terminal state"
+            )
         P[terminal] = 0.0
         P[terminal, :, terminal] = 1.0
         r[terminal] = 0.0
         spec = getattr(env, "spec", None)
-        return cls(P, r, gamma, horizon=horizon, mu0=mu0, terminal=terminal,
-                   name=getattr(spec, "id", None) or type(u).__name__)
+        return cls(
+            P, r, gamma, horizon=horizon, mu0=mu0, terminal=terminal, name=getattr(spec, "id", None) or type(u).__name__
+        )
 
     def replace(self, **changes: Any) -> "TabularMDP":
         """A copy with some of ``P, r, gamma, horizon, mu0, terminal, name`` changed."""
-        fields = dict(P=self._P, r=self._r, gamma=self.gamma, horizon=self.horizon, mu0=self._mu0,
-                      terminal=self._terminal, name=self.name)
+        fields = dict(
+            P=self._P,
+            r=self._r,
+            gamma=self.gamma,
+            horizon=self.horizon,
+            mu0=self._mu0,
+            terminal=self._terminal,
+            name=self.name,
+        )
         unknown = set(changes) - set(fields)
         if unknown:
             raise ConfigError(f"unknown TabularMDP field(s): {sorted(unknown)}")
@@ -244,8 +275,10 @@ class TabularMDP:
         return self._P.shape[1]
 
     def __repr__(self) -> str:
-        return (f"TabularMDP(name={self.name!r}, n_states={self.n_states}, n_actions={self.n_actions}, "
-                f"gamma={self.gamma}, horizon={self.horizon}, n_terminal={int(self._terminal.sum())})")
+        return (
+            f"TabularMDP(name={self.name!r}, n_states={self.n_states}, n_actions={self.n_actions}, "
+            f"gamma={self.gamma}, horizon={self.horizon}, n_terminal={int(self._terminal.sum())})"
+        )
 
     # ---- policies -----------------------------------------------------------------------------
     def policy_matrix(self, policy: ArrayLike) -> np.ndarray:
@@ -259,9 +292,11 @@ class TabularMDP:
             policy = policy.detach().cpu().numpy()
         arr = np.asarray(policy)
         integral = np.issubdtype(arr.dtype, np.integer) or (
-            np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
-        is_actions = arr.ndim == 1 or (arr.ndim == 2 and (np.issubdtype(arr.dtype, np.integer)
-                                                          or (arr.shape != (S, A) and integral)))
+            np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+        )
+        is_actions = arr.ndim == 1 or (
+            arr.ndim == 2 and (np.issubdtype(arr.dtype, np.integer) or (arr.shape != (S, A) and integral))
+        )
         if is_actions:
             if arr.shape[-1] != S:
                 raise ConfigError(f"a deterministic policy must have shape ({S},) or (H, {S}), got {arr.shape}")
@@ -289,7 +324,9 @@ class TabularMDP:
     def _stationary_pi(self, policy: ArrayLike) -> np.ndarray:
         pi = self.policy_matrix(policy)
         if pi.ndim != 2:
-            raise ConfigError("this operation needs a stationary policy of shape (S, A) or (S,), not a time-varying one")
+            raise ConfigError(
+                "this operation needs a stationary policy of shape (S, A) or (S,), not a time-varying one"
+            )
         return pi
 
     def P_pi(self, policy: ArrayLike) -> np.ndarray:
@@ -331,8 +368,7 @@ class TabularMDP:
             return self._mu0
         return check_distribution(mu0, self.n_states, "mu0")
 
-    def state_marginals(self, policy: ArrayLike, mu0: ArrayLike | None = None,
-                        steps: int | None = None) -> np.ndarray:
+    def state_marginals(self, policy: ArrayLike, mu0: ArrayLike | None = None, steps: int | None = None) -> np.ndarray:
         r"""The state marginals :math:`\mu_0, \dots, \mu_{steps}`, shape (steps + 1, S), from
 
         .. math:: \mu_{t+1,i} = \sum_{j,k} \mathcal T_{i,j,k}\,\mu_{t,j}\,\pi_t(k|j).
@@ -356,8 +392,9 @@ class TabularMDP:
             mu[t + 1] = np.einsum("j,jk,jki->i", mu[t], pi_t, self._P)
         return mu
 
-    def state_action_marginals(self, policy: ArrayLike, mu0: ArrayLike | None = None,
-                               steps: int | None = None) -> np.ndarray:
+    def state_action_marginals(
+        self, policy: ArrayLike, mu0: ArrayLike | None = None, steps: int | None = None
+    ) -> np.ndarray:
         r""":math:`p(s_t=s, a_t=a) = \mu_t(s)\pi_t(a|s)` for t < steps, shape (steps, S, A)."""
         pi = self.policy_matrix(policy)
         mu = self.state_marginals(pi, mu0, steps)[:-1]
@@ -411,8 +448,14 @@ class TabularMDP:
     def _cdf(self) -> np.ndarray:
         return sampling_cdf(self._P.copy())
 
-    def sample(self, policy: ArrayLike, n: int, steps: int, mu0: ArrayLike | None = None,
-               seed: int | np.random.Generator | None = None) -> Trajectories:
+    def sample(
+        self,
+        policy: ArrayLike,
+        n: int,
+        steps: int,
+        mu0: ArrayLike | None = None,
+        seed: int | np.random.Generator | None = None,
+    ) -> Trajectories:
         """Simulate ``n`` rollouts of ``steps`` steps from the model (vectorized over rollouts).
         Terminal states absorb (the rollout stays there with zero reward)."""
         if n < 1 or steps < 0:

@@ -32,9 +32,9 @@ on the returns :math:`\hat y_t` of the shared estimator (GAE(λ) by default):
 from __future__ import annotations
 
 import math
-
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 from pydantic import Field
@@ -70,15 +70,15 @@ def set_flat_params(params: Iterable[torch.Tensor], flat: torch.Tensor) -> None:
     with torch.no_grad():
         for p in params:
             n = p.numel()
-            p.copy_(flat[offset:offset + n].view_as(p))
+            p.copy_(flat[offset : offset + n].view_as(p))
             offset += n
 
 
-def flat_grad(output: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False,
-              create_graph: bool = False) -> torch.Tensor:
+def flat_grad(
+    output: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False, create_graph: bool = False
+) -> torch.Tensor:
     """∇_θ output as one vector (zeros for parameters the output does not depend on)."""
-    grads = torch.autograd.grad(output, params, retain_graph=retain_graph, create_graph=create_graph,
-                                allow_unused=True)
+    grads = torch.autograd.grad(output, params, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
 
 
@@ -142,9 +142,15 @@ class NaturalGradients:
     fvp: MatVec
 
 
-def natural_gradients(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor,
-                      objectives: Callable[[Dist, torch.Tensor], Sequence[torch.Tensor]], damping: float,
-                      cg_iters: int, cg_tol: float) -> NaturalGradients:
+def natural_gradients(
+    policy: nn.Module,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    objectives: Callable[[Dist, torch.Tensor], Sequence[torch.Tensor]],
+    damping: float,
+    cg_iters: int,
+    cg_tol: float,
+) -> NaturalGradients:
     r"""Gradients :math:`g_i = \nabla_\theta L_i` of the ``objectives(π_θ', log π_θ(a|s))`` at θ' = θ and the
     natural directions :math:`(F+\delta I)^{-1}g_i`, by conjugate gradient on Fisher-vector products."""
     params = policy_params(policy)
@@ -156,13 +162,20 @@ def natural_gradients(policy: nn.Module, obs: torch.Tensor, actions: torch.Tenso
     grads = [flat_grad(v, params, retain_graph=True) for v in values]
     fvp = fisher_vector_product(mean_kl(dist, old), params, damping)
     directions = [conjugate_gradient(fvp, g, cg_iters, cg_tol) for g in grads]
-    return NaturalGradients(theta=theta, old=old, old_log_prob=old_log_prob.detach(),
-                            values=[float(v.detach()) for v in values], grads=[g.detach() for g in grads],
-                            directions=directions, fvp=fvp)
+    return NaturalGradients(
+        theta=theta,
+        old=old,
+        old_log_prob=old_log_prob.detach(),
+        values=[float(v.detach()) for v in values],
+        grads=[g.detach() for g in grads],
+        directions=directions,
+        fvp=fvp,
+    )
 
 
-def natural_step(grad: torch.Tensor, direction: torch.Tensor, fvp: MatVec,
-                 max_kl: float) -> tuple[torch.Tensor, float, float]:
+def natural_step(
+    grad: torch.Tensor, direction: torch.Tensor, fvp: MatVec, max_kl: float
+) -> tuple[torch.Tensor, float, float]:
     r"""The full natural step :math:`\Delta\theta = \sqrt{2\epsilon / x^T(F+\delta I)x}\,x` for
     :math:`x \approx (F+\delta I)^{-1}g`, so that ½Δθᵀ(F+δI)Δθ = ε.
 
@@ -172,20 +185,25 @@ def natural_step(grad: torch.Tensor, direction: torch.Tensor, fvp: MatVec,
     x_f_x = float(direction @ fx)
     scale = math.sqrt(2.0 * max_kl / x_f_x) if x_f_x > 0 else 0.0
     full_step = (scale * direction).detach()
-    return (full_step, float(grad @ full_step),
-            float((fx - grad).norm() / grad.norm().clamp_min(1e-12)))
+    return (full_step, float(grad @ full_step), float((fx - grad).norm() / grad.norm().clamp_min(1e-12)))
 
 
-def backtracking_line_search(params: Sequence[torch.Tensor], theta: torch.Tensor, full_step: torch.Tensor,
-                             evaluate: Callable[[torch.Tensor], Result], accept: Callable[[Result, float], bool],
-                             max_backtracks: int, backtrack_coef: float) -> tuple[int, float, Result | None]:
+def backtracking_line_search(
+    params: Sequence[torch.Tensor],
+    theta: torch.Tensor,
+    full_step: torch.Tensor,
+    evaluate: Callable[[torch.Tensor], Result],
+    accept: Callable[[Result, float], bool],
+    max_backtracks: int,
+    backtrack_coef: float,
+) -> tuple[int, float, Result | None]:
     r"""Try :math:`\theta' = \theta + \beta^k\Delta\theta` for k = 0..K−1 and keep the first that passes.
 
     ``evaluate(θ')`` writes θ' into the policy and measures it; ``accept(result, β^k)`` decides.
     Returns ``(k, β^k, result)`` of the accepted step, or ``(K, 0, None)`` with θ written back.
     """
     for k in range(max_backtracks):
-        fraction = backtrack_coef ** k
+        fraction = backtrack_coef**k
         result = evaluate(theta + fraction * full_step)
         if accept(result, fraction):
             return k, fraction, result
@@ -213,8 +231,9 @@ class TrustRegionAgent(OnPolicyAgent):
     config_cls = TrustRegionConfig
 
     def _build_optimizers(self) -> None:
-        self.optimizer = torch.optim.Adam(self.value.parameters(), lr=self.config.lr, eps=1e-5) \
-            if self.value is not None else None
+        self.optimizer = (
+            torch.optim.Adam(self.value.parameters(), lr=self.config.lr, eps=1e-5) if self.value is not None else None
+        )
 
     def _scheduled_optimizers(self) -> list[tuple[torch.optim.Optimizer, float]]:
         """(optimizer, base learning rate) pairs that ``lr_schedule`` scales."""
@@ -227,8 +246,9 @@ class TrustRegionAgent(OnPolicyAgent):
                 group["lr"] = base * frac
         return self.config.lr * frac
 
-    def surrogate(self, dist: Dist, actions: torch.Tensor, old_log_prob: torch.Tensor,
-                  advantage: torch.Tensor) -> torch.Tensor:
+    def surrogate(
+        self, dist: Dist, actions: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor
+    ) -> torch.Tensor:
         """L(θ') = mean_t ρ_t Â_t (+ c_H H[π_θ']), ρ_t = π_θ'(a_t|s_t) / π_θ(a_t|s_t)."""
         ratio = (dist.log_prob(actions) - old_log_prob).exp()
         out = (ratio * advantage).mean()

@@ -46,7 +46,8 @@ class KLDualConfig(TrustRegionConfig):
     kl_coef_init: float = Field(1.0, ge=0.0, description="λ₀, the initial Lagrange multiplier.")
     dual_lr: float = Field(50.0, gt=0.0, description="α, the step size of the dual update of λ.")
     dual_every: Literal["epoch", "iteration"] = Field(
-        "epoch", description="Take the dual step after every primal epoch, or once after all of them.")
+        "epoch", description="Take the dual step after every primal epoch, or once after all of them."
+    )
 
 
 class DualVariable(nn.Module):
@@ -96,8 +97,9 @@ class KLDual(TrustRegionAgent):
                 dist = self.policy.distribution(mb.obs)
                 with torch.no_grad():
                     old = old_policy.distribution(mb.obs)
-                lagrangian = self.surrogate(dist, mb.actions, mb.log_probs, mb.advantages) \
-                    - lam * (mean_kl(dist, old) - cfg.target_kl)
+                lagrangian = self.surrogate(dist, mb.actions, mb.log_probs, mb.advantages) - lam * (
+                    mean_kl(dist, old) - cfg.target_kl
+                )
                 self._clip_and_step(-lagrangian, self.policy_optimizer)
             # 2. dual: λ ← max(0, λ + α(D̄_KL − ε)), with the KL of the whole batch
             if cfg.dual_every == "epoch" or epoch == cfg.n_epochs - 1:
@@ -108,5 +110,10 @@ class KLDual(TrustRegionAgent):
             dist = self.policy.distribution(flat.obs)
             surrogate_new = float(self.surrogate(dist, flat.actions, flat.log_probs, advantage))
             entropy = float(dist.entropy().mean())
-        return {"kl": kl, "kl_coef": float(self.kl_coef), "kl_coef_used": sum(lam_used) / len(lam_used),
-                "surrogate_gain": surrogate_new - surrogate_old, "entropy": entropy}
+        return {
+            "kl": kl,
+            "kl_coef": float(self.kl_coef),
+            "kl_coef_used": sum(lam_used) / len(lam_used),
+            "surrogate_gain": surrogate_new - surrogate_old,
+            "entropy": entropy,
+        }

@@ -26,14 +26,22 @@ with a backtracking line search.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from pydantic import Field
 
 from core_rl.common.buffers import FlatBatch
-from core_rl.trust_region.common import (TrustRegionAgent, TrustRegionConfig, flat_params, mean_kl,
-                                         natural_gradients, natural_step, policy_params, set_flat_params)
+from core_rl.trust_region.common import (
+    TrustRegionAgent,
+    TrustRegionConfig,
+    flat_params,
+    mean_kl,
+    natural_gradients,
+    natural_step,
+    policy_params,
+    set_flat_params,
+)
 
 # evaluate(θ') -> (L_θ(θ'), D̄_KL(π_θ'‖π_θ)), with θ' written into the policy
 Evaluate = Callable[[torch.Tensor], tuple[float, float]]
@@ -59,20 +67,43 @@ class NaturalPG(TrustRegionAgent):
         :func:`~core_rl.trust_region.common.natural_step`)."""
         cfg = self.config
         model = natural_gradients(
-            self.policy, flat.obs, flat.actions,
+            self.policy,
+            flat.obs,
+            flat.actions,
             lambda dist, old_log_prob: [self.surrogate(dist, flat.actions, old_log_prob, advantage)],
-            cfg.damping, cfg.cg_iters, cfg.cg_tol)
+            cfg.damping,
+            cfg.cg_iters,
+            cfg.cg_tol,
+        )
         grad_j = model.grads[0]
         full_step, expected_gain, cg_residual = natural_step(grad_j, model.directions[0], model.fvp, cfg.max_kl)
-        return {"full_step": full_step, "grad": grad_j, "old": model.old, "old_log_prob": model.old_log_prob,
-                "surrogate": model.values[0], "expected_gain": expected_gain, "cg_residual": cg_residual}
+        return {
+            "full_step": full_step,
+            "grad": grad_j,
+            "old": model.old,
+            "old_log_prob": model.old_log_prob,
+            "surrogate": model.values[0],
+            "expected_gain": expected_gain,
+            "cg_residual": cg_residual,
+        }
 
-    def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
-                   surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:
+    def apply_step(
+        self,
+        theta: torch.Tensor,
+        full_step: torch.Tensor,
+        expected_gain: float,
+        surrogate_old: float,
+        evaluate: Evaluate,
+    ) -> dict[str, float]:
         """θ ← θ + Δθ (no line search). Returns the step's metrics."""
         surrogate_new, kl = evaluate(theta + full_step)
-        return {"kl": kl, "surrogate_gain": surrogate_new - surrogate_old, "step_fraction": 1.0,
-                "backtracks": 0.0, "accepted": 1.0}
+        return {
+            "kl": kl,
+            "surrogate_gain": surrogate_new - surrogate_old,
+            "step_fraction": 1.0,
+            "backtracks": 0.0,
+            "accepted": 1.0,
+        }
 
     def improve_policy(self, flat: FlatBatch, advantage: torch.Tensor) -> dict[str, float]:
         params = policy_params(self.policy)
@@ -84,12 +115,16 @@ class NaturalPG(TrustRegionAgent):
         def evaluate(theta_new: torch.Tensor) -> tuple[float, float]:
             set_flat_params(params, theta_new)
             dist = self.policy.distribution(flat.obs)
-            return (float(self.surrogate(dist, flat.actions, old_log_prob, advantage)),
-                    float(mean_kl(dist, old)))
+            return (float(self.surrogate(dist, flat.actions, old_log_prob, advantage)), float(mean_kl(dist, old)))
 
         metrics = self.apply_step(theta, step["full_step"], step["expected_gain"], step["surrogate"], evaluate)
         with torch.no_grad():
             entropy = float(self.policy.distribution(flat.obs).entropy().mean())
-        return {**metrics, "expected_gain": step["expected_gain"], "grad_norm": float(step["grad"].norm()),
-                "step_norm": float(step["full_step"].norm()), "cg_residual": step["cg_residual"],
-                "entropy": entropy}
+        return {
+            **metrics,
+            "expected_gain": step["expected_gain"],
+            "grad_norm": float(step["grad"].norm()),
+            "step_norm": float(step["full_step"].norm()),
+            "cg_residual": step["cg_residual"],
+            "entropy": entropy,
+        }

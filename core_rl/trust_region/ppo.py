@@ -42,8 +42,10 @@ class PPOConfig(OnPolicyConfig):
     @classmethod
     def _needs_critic(cls, use_critic: bool) -> bool:
         if not use_critic:
-            raise ValueError("use_critic=False is not supported: PPO's loss fits V_φ(s) beside the policy "
-                             "(its value loss and clip_range_vf need it); set use_critic=True")
+            raise ValueError(
+                "use_critic=False is not supported: PPO's loss fits V_φ(s) beside the policy "
+                "(its value loss and clip_range_vf need it); set use_critic=True"
+            )
         return use_critic
 
 

@@ -42,14 +42,28 @@ class TRPO(NaturalPG):
     config: TRPOConfig
     config_cls = TRPOConfig
 
-    def apply_step(self, theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
-                   surrogate_old: float, evaluate: Evaluate) -> dict[str, float]:
-        return trpo_line_search(policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate,
-                                self.config)
+    def apply_step(
+        self,
+        theta: torch.Tensor,
+        full_step: torch.Tensor,
+        expected_gain: float,
+        surrogate_old: float,
+        evaluate: Evaluate,
+    ) -> dict[str, float]:
+        return trpo_line_search(
+            policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate, self.config
+        )
 
 
-def trpo_line_search(params: list[torch.Tensor], theta: torch.Tensor, full_step: torch.Tensor, expected_gain: float,
-                     surrogate_old: float, evaluate: Evaluate, cfg: TRPOConfig) -> dict[str, float]:
+def trpo_line_search(
+    params: list[torch.Tensor],
+    theta: torch.Tensor,
+    full_step: torch.Tensor,
+    expected_gain: float,
+    surrogate_old: float,
+    evaluate: Evaluate,
+    cfg: TRPOConfig,
+) -> dict[str, float]:
     """TRPO's backtracking line search: the first θ + β^k Δθ with D̄_KL ≤ ε, a positive surrogate gain and
     gain / (β^k gᵀΔθ) ≥ r_accept; θ is kept when none passes. Returns the step's metrics."""
 
@@ -58,11 +72,22 @@ def trpo_line_search(params: list[torch.Tensor], theta: torch.Tensor, full_step:
         gain, expected = surrogate_new - surrogate_old, fraction * expected_gain
         return kl <= cfg.max_kl and gain > 0 and expected > 0 and gain / expected >= cfg.accept_ratio
 
-    k, fraction, result = backtracking_line_search(params, theta, full_step, evaluate, accept, cfg.max_backtracks,
-                                                   cfg.backtrack_coef)
+    k, fraction, result = backtracking_line_search(
+        params, theta, full_step, evaluate, accept, cfg.max_backtracks, cfg.backtrack_coef
+    )
     if result is None:
-        return {"kl": 0.0, "surrogate_gain": 0.0, "step_fraction": 0.0, "backtracks": float(cfg.max_backtracks),
-                "accepted": 0.0}
+        return {
+            "kl": 0.0,
+            "surrogate_gain": 0.0,
+            "step_fraction": 0.0,
+            "backtracks": float(cfg.max_backtracks),
+            "accepted": 0.0,
+        }
     surrogate_new, kl = result
-    return {"kl": kl, "surrogate_gain": surrogate_new - surrogate_old, "step_fraction": fraction,
-            "backtracks": float(k), "accepted": 1.0}
+    return {
+        "kl": kl,
+        "surrogate_gain": surrogate_new - surrogate_old,
+        "step_fraction": fraction,
+        "backtracks": float(k),
+        "accepted": 1.0,
+    }

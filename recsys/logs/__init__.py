@@ -52,12 +52,43 @@ from recsys.logs.ingest import IngestReport, Problem, ingest_logs, open_source
 from recsys.logs.order import OutOfOrder, SortStats, external_sort, first_out_of_order
 from recsys.logs.propensity import PropensityModel
 from recsys.logs.reader import LogChunk, LogReader, read_logs_frame
-from recsys.logs.schema import (COLUMNS, SCHEMA_VERSION, ColumnSpec, LogMeta, LogSchemaError, corpus_from_json,
-                                corpus_to_json, env_corpus_of, env_kind_of, read_meta)
+from recsys.logs.schema import (
+    COLUMNS,
+    SCHEMA_VERSION,
+    ColumnSpec,
+    LogMeta,
+    LogSchemaError,
+    corpus_from_json,
+    corpus_to_json,
+    env_corpus_of,
+    env_kind_of,
+    read_meta,
+)
 
 __all__ = [
-    "COLUMNS", "ColumnSpec", "LogMeta", "LogSchemaError", "LogWriter", "generate_logs", "GenerateResult",
-    "LogChunk", "LogReader", "read_logs_frame", "read_meta", "env_kind_of", "Problem", "IngestReport", "ingest_logs",
-    "PropensityModel", "SCHEMA_VERSION", "open_source", "OutOfOrder", "SortStats", "external_sort",
-    "first_out_of_order", "corpus_to_json", "corpus_from_json", "env_corpus_of",
+    "COLUMNS",
+    "ColumnSpec",
+    "LogMeta",
+    "LogSchemaError",
+    "LogWriter",
+    "generate_logs",
+    "GenerateResult",
+    "LogChunk",
+    "LogReader",
+    "read_logs_frame",
+    "read_meta",
+    "env_kind_of",
+    "Problem",
+    "IngestReport",
+    "ingest_logs",
+    "PropensityModel",
+    "SCHEMA_VERSION",
+    "open_source",
+    "OutOfOrder",
+    "SortStats",
+    "external_sort",
+    "first_out_of_order",
+    "corpus_to_json",
+    "corpus_from_json",
+    "env_corpus_of",
 ]

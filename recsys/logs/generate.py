@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core_rl.common.errors import ConfigError
-from recsys.policies.types import ObsLayout, SlatePolicy
 from recsys.logs.schema import LogMeta, _fixed, _state_to_json, env_corpus_of, env_kind_of
+from recsys.policies.types import ObsLayout, SlatePolicy
 
 
 # ---- generation ----------------------------------------------------------------------------------
@@ -66,9 +67,16 @@ class GenerateResult:
     meta: LogMeta
 
 
-def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int, seed: int = 0,
-                  include_oracle: bool = True, env_id: str | None = None,
-                  rows_per_group: int = 50_000) -> GenerateResult:
+def generate_logs(
+    env: Any,
+    policy: SlatePolicy,
+    path: str | Path,
+    sessions: int,
+    seed: int = 0,
+    include_oracle: bool = True,
+    env_id: str | None = None,
+    rows_per_group: int = 50_000,
+) -> GenerateResult:
     """Run ``policy`` in the vector ``env`` for ``sessions`` whole sessions and write the log.
 
     Each of the env's N user slots runs a fixed quota of sessions (so short sessions are not
@@ -82,17 +90,31 @@ def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int
     layout = ObsLayout.from_env(env)
     policy.layout = layout
     try:  # the logging policy is recorded when it can be rebuilt from a spec (not from a bare function)
-        recorded: dict[str, Any] = {"kind": policy.kind, "spec": policy.spec(),
-                                    "state": _state_to_json(policy.state()), "description": policy.describe()}
+        recorded: dict[str, Any] = {
+            "kind": policy.kind,
+            "spec": policy.spec(),
+            "state": _state_to_json(policy.state()),
+            "description": policy.describe(),
+        }
     except (ConfigError, AttributeError, TypeError):
         recorded = {"kind": policy.kind, "description": policy.describe()}
-    obs, info = env.reset(seed=seed)   # before the metadata: a reset may draw the NG twin's corpus
-    meta = LogMeta(user_dim=layout.user_dim, num_candidates=layout.num_candidates, doc_dim=layout.doc_dim,
-                   slate_size=int(base.slate_size), user_feature_names=list(base.user_feature_names),
-                   doc_feature_names=list(base.doc_feature_names), env_id=env_id, env_kind=env_kind_of(env),
-                   env_config=base.config.model_dump(mode="json"), env_corpus=env_corpus_of(env),
-                   logging_policy=recorded,
-                   propensity_source="logged", session_aligned=True, has_oracle=include_oracle)
+    obs, info = env.reset(seed=seed)  # before the metadata: a reset may draw the NG twin's corpus
+    meta = LogMeta(
+        user_dim=layout.user_dim,
+        num_candidates=layout.num_candidates,
+        doc_dim=layout.doc_dim,
+        slate_size=int(base.slate_size),
+        user_feature_names=list(base.user_feature_names),
+        doc_feature_names=list(base.doc_feature_names),
+        env_id=env_id,
+        env_kind=env_kind_of(env),
+        env_config=base.config.model_dump(mode="json"),
+        env_corpus=env_corpus_of(env),
+        logging_policy=recorded,
+        propensity_source="logged",
+        session_aligned=True,
+        has_oracle=include_oracle,
+    )
     n = env.num_envs
     quota = np.full(n, sessions // n) + (np.arange(n) < sessions % n)
     slot_session = np.arange(n, dtype=np.int64)
@@ -100,12 +122,13 @@ def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int
     ep_len = np.zeros(n, dtype=np.int64)
     finished = np.zeros(sessions + n + 1, dtype=bool)
     buffer: list[dict[str, np.ndarray]] = []
-    ready_rows = 0          # buffered rows of finished sessions
+    ready_rows = 0  # buffered rows of finished sessions
     total_eng = 0.0
     total_rows = 0
     done_sessions = 0
     k = int(base.slate_size)
     with LogWriter(path, meta) as writer:
+
         def flush(final: bool) -> None:
             nonlocal buffer, ready_rows
             if not buffer:
@@ -124,7 +147,8 @@ def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int
             slates = decision.numpy()
             active = np.flatnonzero(quota > 0)
             row = {
-                "session_id": slot_session[active].copy(), "user_id": slot_session[active].copy(),
+                "session_id": slot_session[active].copy(),
+                "user_id": slot_session[active].copy(),
                 "step": ep_len[active].copy(),
                 "user_features": np.asarray(obs["user"], dtype=np.float32)[active].reshape(len(active), -1),
                 "candidate_features": np.asarray(obs["doc"], dtype=np.float32)[active].reshape(len(active), -1),
@@ -163,5 +187,6 @@ def generate_logs(env: Any, policy: SlatePolicy, path: str | Path, sessions: int
             if ready_rows >= rows_per_group:
                 flush(final=False)
         flush(final=True)
-    return GenerateResult(Path(path), total_rows, done_sessions, total_eng / max(done_sessions, 1),
-                          total_eng / max(total_rows, 1), meta)
+    return GenerateResult(
+        Path(path), total_rows, done_sessions, total_eng / max(done_sessions, 1), total_eng / max(total_rows, 1), meta
+    )

@@ -4,9 +4,10 @@ propensities estimated when the logs lack them (:func:`ingest_logs`)."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,8 +19,7 @@ from recsys.logs.generate import LogWriter
 from recsys.logs.order import SOURCE_ROW, SortStats, external_sort, first_out_of_order
 from recsys.logs.propensity import PropensityModel
 from recsys.logs.reader import ORACLE_COLUMNS
-from recsys.logs.schema import (COLUMN_BY_NAME, COLUMNS, META_KEY, REQUIRED, LogMeta, LogSchemaError,
-                                read_meta)
+from recsys.logs.schema import COLUMN_BY_NAME, COLUMNS, META_KEY, REQUIRED, LogMeta, LogSchemaError, read_meta
 
 
 # ---- validation and ingestion --------------------------------------------------------------------
@@ -50,23 +50,32 @@ class IngestReport:
     propensity_nll: float | None = None
     uniform_nll: float | None = None
     meta: LogMeta | None = None
-    sort: SortStats | None = None       # set when the rows had to be sorted
+    sort: SortStats | None = None  # set when the rows had to be sorted
 
     def lines(self) -> list[str]:
-        out = [f"{self.rows_in} rows read from {self.source}: {self.rows_clean} clean, "
-               f"{self.rows_quarantined} quarantined" + (f" into {self.quarantine}" if self.rows_quarantined else "")]
+        out = [
+            f"{self.rows_in} rows read from {self.source}: {self.rows_clean} clean, "
+            f"{self.rows_quarantined} quarantined" + (f" into {self.quarantine}" if self.rows_quarantined else "")
+        ]
         if self.sort is not None:
-            out.append(f"  rows were not ordered by (session_id, step): sorted externally in {self.sort.runs} "
-                       f"run(s), at most {self.sort.peak_rows} rows in memory")
+            out.append(
+                f"  rows were not ordered by (session_id, step): sorted externally in {self.sort.runs} "
+                f"run(s), at most {self.sort.peak_rows} rows in memory"
+            )
         out += ["  " + p.message() for p in self.problems]
         if self.propensity_source == "estimated":
-            out.append(f"  propensities estimated by a Plackett–Luce logging model: NLL {self.propensity_nll:.3f} "
-                       f"per slate (uniform: {self.uniform_nll:.3f})")
+            out.append(
+                f"  propensities estimated by a Plackett–Luce logging model: NLL {self.propensity_nll:.3f} "
+                f"per slate (uniform: {self.uniform_nll:.3f})"
+            )
         return out
 
     def metrics(self) -> dict[str, float]:
-        out = {"rows_in": float(self.rows_in), "rows_clean": float(self.rows_clean),
-               "rows_quarantined": float(self.rows_quarantined)}
+        out = {
+            "rows_in": float(self.rows_in),
+            "rows_clean": float(self.rows_clean),
+            "rows_quarantined": float(self.rows_quarantined),
+        }
         for p in self.problems:
             out[f"bad_rows.{p.column}"] = out.get(f"bad_rows.{p.column}", 0.0) + p.rows
         out["sorted"] = float(self.sort is not None)
@@ -105,8 +114,11 @@ def _check_structure(schema: pa.Schema, source: str) -> list[str]:
                 inner = t.value_type
                 if spec.name == "candidate_features" and _is_list(inner):
                     inner = inner.value_type
-                want = pa.types.is_integer if spec.kind == "list_int" else (
-                    lambda x: pa.types.is_integer(x) or pa.types.is_floating(x))
+                want = (
+                    pa.types.is_integer
+                    if spec.kind == "list_int"
+                    else (lambda x: pa.types.is_integer(x) or pa.types.is_floating(x))
+                )
                 ok = bool(want(inner))
         if not ok:
             problems.append(f"column '{spec.name}': type {t} cannot hold {spec.kind.replace('_', ' of ')} values")
@@ -153,7 +165,7 @@ def _gather_rows(arr: pa.Array, ok: np.ndarray, width: int, dtype: Any) -> np.nd
         return out
     if pa.types.is_fixed_size_list(arr.type):
         # nulls in a fixed-size list still occupy slots
-        full = arr.values.to_numpy(zero_copy_only=False)[arr.offset * width:(arr.offset + n) * width]
+        full = arr.values.to_numpy(zero_copy_only=False)[arr.offset * width : (arr.offset + n) * width]
         out[ok] = full.reshape(n, width)[ok].astype(dtype)
         return out
     offsets = arr.offsets.to_numpy(zero_copy_only=False)
@@ -179,8 +191,11 @@ def _nested_features(arr: pa.Array, c: int, f: int) -> tuple[np.ndarray, np.ndar
     ok &= ~bad_inner
     out = np.zeros((n, c * f), dtype=np.float32)
     if ok.any():
-        vals = inner.flatten().to_numpy(zero_copy_only=False) if inner.null_count == 0 else \
-            pc.list_flatten(inner).to_numpy(zero_copy_only=False)
+        vals = (
+            inner.flatten().to_numpy(zero_copy_only=False)
+            if inner.null_count == 0
+            else pc.list_flatten(inner).to_numpy(zero_copy_only=False)
+        )
         inner_start = np.concatenate([[0], np.cumsum(np.where(inner_len < 0, 0, inner_len))])
         outer_start = np.concatenate([[0], np.cumsum(np.where(outer_len < 0, 0, outer_len))])
         rows = np.flatnonzero(ok)
@@ -212,20 +227,27 @@ def _infer_dims(batch: pa.RecordBatch, meta: LogMeta | None, num_candidates: int
         c = first_len("candidate_doc_ids") or num_candidates
         total = first_len("candidate_features")
         if c is None:
-            raise LogSchemaError("column 'candidate_features': cannot tell the number of candidates C from a flat "
-                                 "list: add 'candidate_doc_ids', nest the features as [C][F], or pass num_candidates")
+            raise LogSchemaError(
+                "column 'candidate_features': cannot tell the number of candidates C from a flat "
+                "list: add 'candidate_doc_ids', nest the features as [C][F], or pass num_candidates"
+            )
         if total is None or total % c:
-            raise LogSchemaError(f"column 'candidate_features': {total} values per row is not a multiple of the "
-                                 f"{c} candidates")
+            raise LogSchemaError(
+                f"column 'candidate_features': {total} values per row is not a multiple of the {c} candidates"
+            )
         f = total // c
     if None in (u, k, c, f):
         raise LogSchemaError("no row has complete user_features / slate / candidate_features lists")
     return int(u), int(c), int(f), int(k)  # type: ignore[arg-type]
 
 
-def _validate_batch(batch: pa.RecordBatch, dims: tuple[int, int, int, int], first_row: np.ndarray,
-                    checker: _RowChecker, prev_key: tuple[int, int] | None
-                    ) -> tuple[dict[str, np.ndarray], np.ndarray, list[list[str]]]:
+def _validate_batch(
+    batch: pa.RecordBatch,
+    dims: tuple[int, int, int, int],
+    first_row: np.ndarray,
+    checker: _RowChecker,
+    prev_key: tuple[int, int] | None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[list[str]]]:
     """Normalized numpy columns, the bad-row mask and per-row reasons for one batch (``first_row``: the
     source row number of each row)."""
     u, c, f, k = dims
@@ -282,23 +304,27 @@ def _validate_batch(batch: pa.RecordBatch, dims: tuple[int, int, int, int], firs
         checker.add("slate_propensity", "not in (0, 1]", ~((p > 0) & (p <= 1)), first_row, reasons)
     if "position_propensity" in names and batch.column("position_propensity").null_count < n:
         pp = listcol("position_propensity", k, np.float64)
-        checker.add("position_propensity", "a value not in (0, 1]",
-                    ~((pp > 0) & (pp <= 1)).all(1) & (_lengths(batch.column("position_propensity")) == k),
-                    first_row, reasons)
+        checker.add(
+            "position_propensity",
+            "a value not in (0, 1]",
+            ~((pp > 0) & (pp <= 1)).all(1) & (_lengths(batch.column("position_propensity")) == k),
+            first_row,
+            reasons,
+        )
         cols["position_propensity"] = pp
     elif "position_propensity" in names:
         cols["position_propensity"] = np.full((n, k), np.nan)
     for name in ORACLE_COLUMNS:
         if name in names:
-            cols[name] = (listcol(name, c, np.float32) if name != "oracle_no_click_logit"
-                          else scalar(name, np.float32, 0.0))
+            cols[name] = (
+                listcol(name, c, np.float32) if name != "oracle_no_click_logit" else scalar(name, np.float32, 0.0)
+            )
 
     # value rules
     for name in ("user_features", "candidate_features"):
         checker.add(name, "a non-finite value", ~np.isfinite(cols[name]).all(1), first_row, reasons)
     slate = cols["slate"]
-    checker.add("slate", f"a candidate index outside [0, {c})", ((slate < 0) | (slate >= c)).any(1),
-                first_row, reasons)
+    checker.add("slate", f"a candidate index outside [0, {c})", ((slate < 0) | (slate >= c)).any(1), first_row, reasons)
     if k > 1:
         srt = np.sort(slate, axis=1)
         checker.add("slate", "the same candidate twice", (srt[:, 1:] == srt[:, :-1]).any(1), first_row, reasons)
@@ -342,16 +368,27 @@ def open_source(source: Any, chunk_rows: int = 65_536) -> _Source:
 
     if isinstance(source, pd.DataFrame):
         table = pa.Table.from_pandas(source, preserve_index=False)
-        return _Source("<DataFrame>", table.schema, None, table.num_rows,
-                       lambda columns: iter((table.select(list(columns)) if columns else table)
-                                            .to_batches(max_chunksize=chunk_rows)))
+        return _Source(
+            "<DataFrame>",
+            table.schema,
+            None,
+            table.num_rows,
+            lambda columns: iter(
+                (table.select(list(columns)) if columns else table).to_batches(max_chunksize=chunk_rows)
+            ),
+        )
     path = Path(source)
     if path.is_dir():
         import pyarrow.dataset as ds
 
         try:
-            dataset = ds.dataset(str(path), format="parquet", partitioning="hive",
-                                 exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+            dataset = ds.dataset(
+                str(path),
+                format="parquet",
+                partitioning="hive",
+                exclude_invalid_files=False,
+                ignore_prefixes=[".", "_"],
+            )
             total = dataset.count_rows() if dataset.files else 0
         except (pa.ArrowInvalid, OSError) as exc:
             raise LogSchemaError(f"'{path}' is not a directory of parquet files: {exc}") from None
@@ -359,24 +396,43 @@ def open_source(source: Any, chunk_rows: int = 65_536) -> _Source:
             raise LogSchemaError(f"log directory '{path}' holds no parquet files")
         raw = (dataset.schema.metadata or {}).get(META_KEY)
         meta = None if raw is None else LogMeta.model_validate_json(raw)
-        return _Source(str(path), dataset.schema, meta, total,
-                       lambda columns: dataset.to_batches(columns=list(columns) if columns else None,
-                                                          batch_size=chunk_rows, use_threads=False))
+        return _Source(
+            str(path),
+            dataset.schema,
+            meta,
+            total,
+            lambda columns: dataset.to_batches(
+                columns=list(columns) if columns else None, batch_size=chunk_rows, use_threads=False
+            ),
+        )
     if not path.is_file():
         raise ConfigError(f"log file '{path}' does not exist")
     try:
         pf = pq.ParquetFile(str(path), pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise LogSchemaError(f"'{path}' is not a parquet file: {exc}") from None
-    return _Source(str(path), pf.schema_arrow, read_meta(path), pf.metadata.num_rows,
-                   lambda columns: pf.iter_batches(batch_size=chunk_rows,
-                                                   columns=list(columns) if columns else None))
+    return _Source(
+        str(path),
+        pf.schema_arrow,
+        read_meta(path),
+        pf.metadata.num_rows,
+        lambda columns: pf.iter_batches(batch_size=chunk_rows, columns=list(columns) if columns else None),
+    )
 
 
-def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None = None, chunk_rows: int = 65_536,
-                strict: bool = False, num_candidates: int | None = None, estimate: str = "auto",
-                propensity_epochs: int = 3, seed: int = 0, meta_overrides: Mapping[str, Any] | None = None,
-                order: str = "sort") -> IngestReport:
+def ingest_logs(
+    source: Any,
+    output: str | Path,
+    quarantine: str | Path | None = None,
+    chunk_rows: int = 65_536,
+    strict: bool = False,
+    num_candidates: int | None = None,
+    estimate: str = "auto",
+    propensity_epochs: int = 3,
+    seed: int = 0,
+    meta_overrides: Mapping[str, Any] | None = None,
+    order: str = "sort",
+) -> IngestReport:
     """Validate ``source`` chunk by chunk into a clean, schema-normal log at ``output``.
 
     ``source``: a parquet file, a directory of parquet files (a partitioned export) or a DataFrame.
@@ -402,15 +458,15 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
     source, meta_overrides = maybe_per_position(source, meta_overrides)
     src = open_source(source, chunk_rows)
     schema, src_meta, total, label = src.schema, src.meta, src.total, src.label
-    if total == 0:   # before the type checks: an empty file's columns are all of type null
+    if total == 0:  # before the type checks: an empty file's columns are all of type null
         raise LogSchemaError(f"log {label} has no rows: there is nothing to ingest")
     structural = _check_structure(schema, label)
     if structural:
         plural = "s" if len(structural) > 1 else ""
-        raise LogSchemaError(f"log {label} cannot be read ({len(structural)} problem{plural}):\n  "
-                             + "\n  ".join(structural))
-    report = IngestReport(source=label, output=None if strict else output,
-                          quarantine=None if strict else quarantine)
+        raise LogSchemaError(
+            f"log {label} cannot be read ({len(structural)} problem{plural}):\n  " + "\n  ".join(structural)
+        )
+    report = IngestReport(source=label, output=None if strict else output, quarantine=None if strict else quarantine)
     tmp_dir = tempfile.TemporaryDirectory(prefix="recsys-ingest-")
     # row order: (session_id, step), checked in one pass over the two key columns, sorted if broken
     unordered = first_out_of_order(src.batches(["session_id", "step"]))
@@ -419,8 +475,10 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
         batches = src.batches(None)
     elif order == "require":
         tmp_dir.cleanup()
-        raise LogSchemaError(f"log {label} is not ordered by (session_id, step): {unordered.message()} "
-                             "(ingest with order='sort' / without --require-sorted to sort it)")
+        raise LogSchemaError(
+            f"log {label} is not ordered by (session_id, step): {unordered.message()} "
+            "(ingest with order='sort' / without --require-sorted to sort it)"
+        )
     else:
         report.sort = SortStats()
         batches = external_sort(src.batches, Path(tmp_dir.name) / "runs", chunk_rows, report.sort)
@@ -432,14 +490,17 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
     first = 0
     prev_key: tuple[int, int] | None = None
     has_oracle = all(c in schema.names for c in ORACLE_COLUMNS)
-    clean_path = Path(tmp_dir.name) / "clean.parquet" if (not strict and (estimate == "always" or (
-        estimate == "auto" and not has_prop))) else output
+    clean_path = (
+        Path(tmp_dir.name) / "clean.parquet"
+        if (not strict and (estimate == "always" or (estimate == "auto" and not has_prop)))
+        else output
+    )
     # segments that cross a chunk boundary are written with their chunk: carry keeps row groups whole
     carry: dict[str, np.ndarray] | None = None
     try:
         for batch in batches:
             n = batch.num_rows
-            if SOURCE_ROW in batch.schema.names:   # sorted: the rows' numbers in the source
+            if SOURCE_ROW in batch.schema.names:  # sorted: the rows' numbers in the source
                 rows = batch.column(SOURCE_ROW).to_numpy(zero_copy_only=False).astype(np.int64)
                 batch = batch.drop_columns([SOURCE_ROW])
             else:
@@ -448,9 +509,15 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
                 dims = _infer_dims(batch, src_meta, num_candidates)
                 u, c, f, k = dims
                 base = src_meta.model_dump() if src_meta is not None else {}
-                base.update(user_dim=u, num_candidates=c, doc_dim=f, slate_size=k, has_oracle=has_oracle,
-                            session_aligned=True,
-                            propensity_source="logged" if has_prop and estimate != "always" else None)
+                base.update(
+                    user_dim=u,
+                    num_candidates=c,
+                    doc_dim=f,
+                    slate_size=k,
+                    has_oracle=has_oracle,
+                    session_aligned=True,
+                    propensity_source="logged" if has_prop and estimate != "always" else None,
+                )
                 base.update(dict(meta_overrides or {}))
                 report.meta = LogMeta.model_validate(base)
                 if not strict:
@@ -500,13 +567,17 @@ def ingest_logs(source: Any, output: str | Path, quarantine: str | Path | None =
     if strict:
         tmp_dir.cleanup()
         if report.problems:
-            raise LogSchemaError(f"log {label} has {report.rows_quarantined} bad row(s):\n  "
-                                 + "\n  ".join(p.message() for p in report.problems))
+            raise LogSchemaError(
+                f"log {label} has {report.rows_quarantined} bad row(s):\n  "
+                + "\n  ".join(p.message() for p in report.problems)
+            )
         return report
     if report.rows_clean == 0:
         tmp_dir.cleanup()
-        raise LogSchemaError(f"log {label}: every one of its {report.rows_in} rows is bad:\n  "
-                             + "\n  ".join(p.message() for p in report.problems))
+        raise LogSchemaError(
+            f"log {label}: every one of its {report.rows_in} rows is bad:\n  "
+            + "\n  ".join(p.message() for p in report.problems)
+        )
     if clean_path != output:
         model = PropensityModel(report.meta.user_dim, report.meta.doc_dim, seed=seed)  # type: ignore[union-attr]
         nll, uniform = model.fit_file(clean_path, epochs=propensity_epochs, chunk_rows=chunk_rows, seed=seed)

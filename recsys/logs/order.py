@@ -78,17 +78,23 @@ class OutOfOrder:
     session_id: int
     step: int
     prev_row: int
-    reason: str    # "step" | "session" | "key"
+    reason: str  # "step" | "session" | "key"
 
     def message(self) -> str:
         if self.reason == "step":
-            return (f"row {self.row} (session_id {self.session_id}, step {self.step}) comes after a later step of "
-                    f"its session at row {self.prev_row}")
+            return (
+                f"row {self.row} (session_id {self.session_id}, step {self.step}) comes after a later step of "
+                f"its session at row {self.prev_row}"
+            )
         if self.reason == "session":
-            return (f"row {self.row} (session_id {self.session_id}, step {self.step}) comes back to a session "
-                    f"that other sessions interrupted (it started at row {self.prev_row})")
-        return (f"row {self.row} (session_id {self.session_id}, step {self.step}) has a smaller (session_id, step) "
-                f"than row {self.prev_row}")
+            return (
+                f"row {self.row} (session_id {self.session_id}, step {self.step}) comes back to a session "
+                f"that other sessions interrupted (it started at row {self.prev_row})"
+            )
+        return (
+            f"row {self.row} (session_id {self.session_id}, step {self.step}) has a smaller (session_id, step) "
+            f"than row {self.prev_row}"
+        )
 
 
 def first_out_of_order(batches: Iterator[pa.RecordBatch], max_sessions: int = 1 << 20) -> OutOfOrder | None:
@@ -104,8 +110,8 @@ def first_out_of_order(batches: Iterator[pa.RecordBatch], max_sessions: int = 1 
     duplicate rule reports them). Memory: one batch of the two key columns plus the run starts.
     """
     first = 0
-    prev: tuple[int, int, int] | None = None   # (row, session, step) of the last non-null row
-    first_step_back: tuple[int, int, int, int] | None = None   # (row, session, step, prev row)
+    prev: tuple[int, int, int] | None = None  # (row, session, step) of the last non-null row
+    first_step_back: tuple[int, int, int, int] | None = None  # (row, session, step, prev row)
     first_key_back: tuple[int, int, int, int] | None = None
     start_ids: list[np.ndarray] = []
     start_rows: list[np.ndarray] = []
@@ -141,7 +147,7 @@ def first_out_of_order(batches: Iterator[pa.RecordBatch], max_sessions: int = 1 
             n_starts += len(idx)
         prev = (int(rows[-1]), int(s[-1]), int(t[-1]))
     if first_key_back is None:
-        return None   # sorted by (session_id, step)
+        return None  # sorted by (session_id, step)
     found: list[OutOfOrder] = []
     if first_step_back is not None:
         found.append(OutOfOrder(*first_step_back, reason="step"))
@@ -150,7 +156,7 @@ def first_out_of_order(batches: Iterator[pa.RecordBatch], max_sessions: int = 1 
     elif start_ids:
         ids, srows = np.concatenate(start_ids), np.concatenate(start_rows)
         order = np.argsort(ids, kind="stable")
-        again = np.flatnonzero(ids[order][1:] == ids[order][:-1]) + 1   # a later run of the same session
+        again = np.flatnonzero(ids[order][1:] == ids[order][:-1]) + 1  # a later run of the same session
         if len(again):
             j = int(again[np.argmin(srows[order][again])])
             row = int(srows[order][j])
@@ -163,14 +169,15 @@ def _sorted_run(tables: list[pa.Table], first_row: int) -> pa.Table:
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     n = table.num_rows
     s, t, _ = _keys(table)
-    order = np.lexsort((t, s))   # lexsort is stable: ties keep the source order
+    order = np.lexsort((t, s))  # lexsort is stable: ties keep the source order
     table = table.append_column(SOURCE_ROW, pa.array(np.arange(first_row, first_row + n, dtype=np.int64)))
     table = table.append_column(_KEY_S, pa.array(s)).append_column(_KEY_T, pa.array(t))
     return table.take(pa.array(order))
 
 
-def external_sort(source: BatchSource, tmp_dir: str | Path, chunk_rows: int,
-                  stats: SortStats | None = None) -> Iterator[pa.RecordBatch]:
+def external_sort(
+    source: BatchSource, tmp_dir: str | Path, chunk_rows: int, stats: SortStats | None = None
+) -> Iterator[pa.RecordBatch]:
     """The rows of ``source(None)`` ordered by ``(session_id, step, source row)``, in batches.
 
     Each yielded batch carries the source row number in column :data:`SOURCE_ROW`. ``tmp_dir``
@@ -222,15 +229,21 @@ def external_sort(source: BatchSource, tmp_dir: str | Path, chunk_rows: int,
         if not live:
             break
         stats.peak_rows = max(stats.peak_rows, sum(buffers[i].num_rows for i in live))  # type: ignore[union-attr]
-        keys = {i: (buffers[i].column(_KEY_S).to_numpy(), buffers[i].column(_KEY_T).to_numpy(),  # type: ignore[union-attr]
-                    buffers[i].column(SOURCE_ROW).to_numpy()) for i in live}  # type: ignore[union-attr]
+        keys = {
+            i: (
+                buffers[i].column(_KEY_S).to_numpy(),
+                buffers[i].column(_KEY_T).to_numpy(),  # type: ignore[union-attr]
+                buffers[i].column(SOURCE_ROW).to_numpy(),
+            )
+            for i in live
+        }  # type: ignore[union-attr]
         bound = min((int(k[0][-1]), int(k[1][-1]), int(k[2][-1])) for k in keys.values())
         bs, bt, br = bound
         parts = []
         for i in live:
             s, t, r = keys[i]
             ok = (s < bs) | ((s == bs) & ((t < bt) | ((t == bt) & (r <= br))))
-            cut = int(ok.sum())   # a prefix: the run is sorted
+            cut = int(ok.sum())  # a prefix: the run is sorted
             buf = buffers[i]
             parts.append(buf.slice(0, cut))  # type: ignore[union-attr]
             rest = buf.slice(cut)  # type: ignore[union-attr]

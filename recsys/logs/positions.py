@@ -29,8 +29,9 @@ is a candidate, so C = the number of items.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,8 +89,8 @@ def _affinity_columns(columns: Any) -> dict[int, str]:
     out = {}
     for col in columns:
         for prefix in ("user-item_affinity_", "user_item_affinity_"):
-            if str(col).startswith(prefix) and str(col)[len(prefix):].isdigit():
-                out[int(str(col)[len(prefix):])] = col
+            if str(col).startswith(prefix) and str(col)[len(prefix) :].isdigit():
+                out[int(str(col)[len(prefix) :])] = col
     return out
 
 
@@ -118,8 +119,10 @@ def to_slates(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> tuple[p
     index_of = pd.Series(np.arange(c), index=item_ids)
     unknown = ~frame["item_id"].isin(item_ids)
     if unknown.any():
-        raise LogSchemaError(f"column 'item_id': {int(unknown.sum())} rows show an item missing from the item "
-                             f"table (first bad row: {int(np.flatnonzero(unknown.to_numpy())[0])})")
+        raise LogSchemaError(
+            f"column 'item_id': {int(unknown.sum())} rows show an item missing from the item "
+            f"table (first bad row: {int(np.flatnonzero(unknown.to_numpy())[0])})"
+        )
     item_idx = index_of.loc[frame["item_id"].to_numpy()].to_numpy(np.int64)
     position = pd.Series(frame["position"]).rank(method="dense").to_numpy(np.int64) - 1
     k_max = int(position.max()) + 1
@@ -138,8 +141,9 @@ def to_slates(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> tuple[p
 
     def candidates(rows: np.ndarray) -> list[np.ndarray]:
         if affinity:
-            table = np.concatenate([np.broadcast_to(item_x, (len(rows), c, item_x.shape[1])),
-                                    aff[rows, :, None]], axis=2)
+            table = np.concatenate(
+                [np.broadcast_to(item_x, (len(rows), c, item_x.shape[1])), aff[rows, :, None]], axis=2
+            )
         else:
             table = np.broadcast_to(item_x, (len(rows), c, item_x.shape[1]))
         return list(np.ascontiguousarray(table).reshape(len(rows), -1))
@@ -152,27 +156,34 @@ def to_slates(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> tuple[p
         starts = np.flatnonzero(np.r_[True, imp_sorted[1:] != imp_sorted[:-1]])
         sizes = np.diff(np.r_[starts, len(order)])
         expected = np.tile(np.arange(k_max), len(starts))
-        if not (sizes == k_max).all() or not np.array_equal(np.concatenate(
-                [pos_sorted[s:s + z] for s, z in zip(starts, sizes)]), expected):
-            bad = int(((sizes != k_max)).sum()) or len(starts)
-            raise LogSchemaError(f"column 'position': {bad} impression(s) do not show every position 0..{k_max - 1} "
-                                 "once (drop 'impression_id' to ingest the rows as one-position slates)")
-        rows = order.reshape(-1, k_max)                  # [S, K] source rows by position
+        if not (sizes == k_max).all() or not np.array_equal(
+            np.concatenate([pos_sorted[s : s + z] for s, z in zip(starts, sizes)]), expected
+        ):
+            bad = int((sizes != k_max).sum()) or len(starts)
+            raise LogSchemaError(
+                f"column 'position': {bad} impression(s) do not show every position 0..{k_max - 1} "
+                "once (drop 'impression_id' to ingest the rows as one-position slates)"
+            )
+        rows = order.reshape(-1, k_max)  # [S, K] source rows by position
         first = rows[:, 0]
         clicks = click[rows] > 0
         click_pos = np.where(clicks.any(1), clicks.argmax(1), -1)
-        out = pd.DataFrame({
-            "session_id": frame["session_id"].to_numpy(np.int64)[first] if "session_id" in frame.columns
-            else np.arange(len(rows), dtype=np.int64),
-            "step": frame["step"].to_numpy(np.int64)[first] if "step" in frame.columns
-            else np.zeros(len(rows), np.int64),
-            "user_features": list(user_x[first]),
-            "candidate_features": candidates(first),
-            "candidate_doc_ids": [ids] * len(rows),
-            "slate": list(item_idx[rows]),
-            "click_position": click_pos.astype(np.int64),
-            "engagement": clicks.any(1).astype(np.float64),
-        })
+        out = pd.DataFrame(
+            {
+                "session_id": frame["session_id"].to_numpy(np.int64)[first]
+                if "session_id" in frame.columns
+                else np.arange(len(rows), dtype=np.int64),
+                "step": frame["step"].to_numpy(np.int64)[first]
+                if "step" in frame.columns
+                else np.zeros(len(rows), np.int64),
+                "user_features": list(user_x[first]),
+                "candidate_features": candidates(first),
+                "candidate_doc_ids": [ids] * len(rows),
+                "slate": list(item_idx[rows]),
+                "click_position": click_pos.astype(np.int64),
+                "engagement": clicks.any(1).astype(np.float64),
+            }
+        )
         if prop is not None:
             out["slate_propensity"] = prop[rows].prod(1)
             out["position_propensity"] = list(prop[rows])
@@ -181,25 +192,33 @@ def to_slates(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> tuple[p
         pos_x = np.eye(k_max, dtype=np.float32)[position]
         user_x = np.concatenate([user_x, pos_x], axis=1)
         user_names = user_names + [f"position={k}" for k in range(k_max)]
-        out = pd.DataFrame({
-            "session_id": frame["session_id"].to_numpy(np.int64) if "session_id" in frame.columns
-            else np.arange(n, dtype=np.int64),
-            "step": frame["step"].to_numpy(np.int64) if "step" in frame.columns else np.zeros(n, np.int64),
-            "user_features": list(user_x),
-            "candidate_features": candidates(np.arange(n)),
-            "candidate_doc_ids": [ids] * n,
-            "slate": list(item_idx[:, None]),
-            "click_position": np.where(click > 0, 0, -1).astype(np.int64),
-            "engagement": (click > 0).astype(np.float64),
-        })
+        out = pd.DataFrame(
+            {
+                "session_id": frame["session_id"].to_numpy(np.int64)
+                if "session_id" in frame.columns
+                else np.arange(n, dtype=np.int64),
+                "step": frame["step"].to_numpy(np.int64) if "step" in frame.columns else np.zeros(n, np.int64),
+                "user_features": list(user_x),
+                "candidate_features": candidates(np.arange(n)),
+                "candidate_doc_ids": [ids] * n,
+                "slate": list(item_idx[:, None]),
+                "click_position": np.where(click > 0, 0, -1).astype(np.int64),
+                "engagement": (click > 0).astype(np.float64),
+            }
+        )
         if prop is not None:
             out["slate_propensity"] = prop
             out["position_propensity"] = list(prop[:, None])
         mode = "per_position_items"
     if "user_id" in frame.columns and mode == "per_position_items":
         out["user_id"] = frame["user_id"].to_numpy(np.int64)
-    meta = {"user_feature_names": user_names, "doc_feature_names": doc_names, "source_format": mode,
-            "source_positions": k_max, "item_ids": [int(i) for i in item_ids]}
+    meta = {
+        "user_feature_names": user_names,
+        "doc_feature_names": doc_names,
+        "source_format": mode,
+        "source_positions": k_max,
+        "item_ids": [int(i) for i in item_ids],
+    }
     return out, meta
 
 
@@ -212,8 +231,7 @@ def item_table_beside(path: Path) -> pd.DataFrame | None:
     return None
 
 
-def maybe_per_position(source: Any, meta_overrides: Mapping[str, Any] | None
-                       ) -> tuple[Any, Mapping[str, Any] | None]:
+def maybe_per_position(source: Any, meta_overrides: Mapping[str, Any] | None) -> tuple[Any, Mapping[str, Any] | None]:
     """Ingestion's one entry point: per-position rows (a DataFrame, or a parquet/CSV file detected by its
     columns) become schema rows; anything else is returned unchanged. A DataFrame's item table is
     ``frame.attrs["items"]``; a file's is found beside it (:data:`ITEM_TABLE_NAMES`)."""

@@ -33,9 +33,17 @@ class PropensityModel(torch.nn.Module):
     def log_prob(self, user: torch.Tensor, docs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
         return plackett_luce_log_prob(self.score(user, docs), slates)
 
-    def fit(self, reader: Any, epochs: int = 3, batch_size: int = 512, lr: float = 3e-3, seed: int = 0,
-            tracker: Tracker | None = None, history: list[dict[str, float]] | None = None,
-            metric: str = "nll") -> "PropensityModel":
+    def fit(
+        self,
+        reader: Any,
+        epochs: int = 3,
+        batch_size: int = 512,
+        lr: float = 3e-3,
+        seed: int = 0,
+        tracker: Tracker | None = None,
+        history: list[dict[str, float]] | None = None,
+        metric: str = "nll",
+    ) -> "PropensityModel":
         """Maximum likelihood of the logged ordered slates, min_ψ −(1/B) Σ_b log μ_ψ(A_b | x_b), by
         :func:`~recsys.training.fit_offline` (the NLL is tracked as ``metric``)."""
         opt = torch.optim.Adam(self.parameters(), lr=lr)
@@ -54,12 +62,29 @@ class PropensityModel(torch.nn.Module):
         fit_offline(reader, epochs, seed, batches, step, tracker or NullTracker(), [] if history is None else history)
         return self
 
-    def fit_file(self, path: str | Path, epochs: int = 3, chunk_rows: int = 65_536, batch_size: int = 512,
-                 lr: float = 3e-3, seed: int = 0) -> tuple[float, float]:
+    def fit_file(
+        self,
+        path: str | Path,
+        epochs: int = 3,
+        chunk_rows: int = 65_536,
+        batch_size: int = 512,
+        lr: float = 3e-3,
+        seed: int = 0,
+    ) -> tuple[float, float]:
         """Streaming SGD over the file; returns (mean NLL per slate, uniform policy's NLL)."""
-        reader = LogReader(path, chunk_rows=chunk_rows, columns=("session_id", "step", "user_features",
-                                                                  "candidate_features", "slate", "click_position",
-                                                                  "engagement"))
+        reader = LogReader(
+            path,
+            chunk_rows=chunk_rows,
+            columns=(
+                "session_id",
+                "step",
+                "user_features",
+                "candidate_features",
+                "slate",
+                "click_position",
+                "engagement",
+            ),
+        )
         self.fit(reader, epochs, batch_size, lr, seed)
         total, count = 0.0, 0
         with torch.no_grad():
@@ -78,10 +103,17 @@ class PropensityModel(torch.nn.Module):
         reader = LogReader(source, chunk_rows=chunk_rows, oracle=True, columns=None)
         m = reader.meta
         policy = self.as_policy(m.num_candidates, m.slate_size)
-        meta = m.model_copy(update={"propensity_source": "estimated",
-                                    "logging_policy": {"kind": policy.kind, "spec": policy.spec(),
-                                                       "state": _state_to_json(policy.state()),
-                                                       "description": "estimated Plackett-Luce logging model"}})
+        meta = m.model_copy(
+            update={
+                "propensity_source": "estimated",
+                "logging_policy": {
+                    "kind": policy.kind,
+                    "spec": policy.spec(),
+                    "state": _state_to_json(policy.state()),
+                    "description": "estimated Plackett-Luce logging model",
+                },
+            }
+        )
         pf = pq.ParquetFile(str(source), pre_buffer=False)
         with LogWriter(output, meta) as writer:
             for g in range(pf.metadata.num_row_groups):
@@ -101,9 +133,15 @@ class PropensityModel(torch.nn.Module):
 
 
 def _column_numpy(arr: pa.ChunkedArray, name: str, m: LogMeta) -> np.ndarray:
-    widths = {"user_features": m.user_dim, "candidate_features": m.num_candidates * m.doc_dim,
-              "candidate_doc_ids": m.num_candidates, "slate": m.slate_size, "position_propensity": m.slate_size,
-              "oracle_candidate_logit": m.num_candidates, "oracle_candidate_engagement": m.num_candidates}
+    widths = {
+        "user_features": m.user_dim,
+        "candidate_features": m.num_candidates * m.doc_dim,
+        "candidate_doc_ids": m.num_candidates,
+        "slate": m.slate_size,
+        "position_propensity": m.slate_size,
+        "oracle_candidate_logit": m.num_candidates,
+        "oracle_candidate_engagement": m.num_candidates,
+    }
     if name in ("candidate_doc_ids", "slate"):
         return _list_matrix(arr, widths[name], np.int64)
     if name in widths:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -12,8 +13,8 @@ import pyarrow.parquet as pq
 import torch
 
 from core_rl.common.errors import ConfigError
-from recsys.policies.types import ObsLayout, SlateObs
 from recsys.logs.schema import REQUIRED, LogSchemaError, _list_matrix, _scalar, read_meta
+from recsys.policies.types import ObsLayout, SlateObs
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -21,21 +22,21 @@ from recsys.logs.schema import REQUIRED, LogSchemaError, _list_matrix, _scalar, 
 class LogChunk:
     """Rows of whole segments (runs of consecutive steps of one session), as tensors."""
 
-    session: torch.Tensor          # [B] int64
-    step: torch.Tensor             # [B] int64
-    user: torch.Tensor             # [B, U]
-    docs: torch.Tensor             # [B, C, F]
-    slate: torch.Tensor            # [B, K] int64
-    click: torch.Tensor            # [B] int64: clicked position, K = no click (the env's convention)
-    engagement: torch.Tensor       # [B] float32
-    terminated: torch.Tensor       # [B] bool
+    session: torch.Tensor  # [B] int64
+    step: torch.Tensor  # [B] int64
+    user: torch.Tensor  # [B, U]
+    docs: torch.Tensor  # [B, C, F]
+    slate: torch.Tensor  # [B, K] int64
+    click: torch.Tensor  # [B] int64: clicked position, K = no click (the env's convention)
+    engagement: torch.Tensor  # [B] float32
+    terminated: torch.Tensor  # [B] bool
     doc_ids: torch.Tensor | None = None
-    slate_propensity: torch.Tensor | None = None      # [B] float64
-    position_propensity: torch.Tensor | None = None   # [B, K] float64
-    oracle_logit: torch.Tensor | None = None          # [B, C]
-    oracle_no_click: torch.Tensor | None = None       # [B]
-    oracle_engagement: torch.Tensor | None = None     # [B, C]
-    row: torch.Tensor | None = None                   # [B] row number in the file
+    slate_propensity: torch.Tensor | None = None  # [B] float64
+    position_propensity: torch.Tensor | None = None  # [B, K] float64
+    oracle_logit: torch.Tensor | None = None  # [B, C]
+    oracle_no_click: torch.Tensor | None = None  # [B]
+    oracle_engagement: torch.Tensor | None = None  # [B, C]
+    row: torch.Tensor | None = None  # [B] row number in the file
 
     def __len__(self) -> int:
         return int(self.session.shape[0])
@@ -73,9 +74,11 @@ class LogChunk:
         if self.doc_ids is not None:
             out["candidate_doc_id"] = self.doc_ids.numpy()
         if self.oracle_logit is not None:
-            out.update(candidate_choice_logit=self.oracle_logit.numpy(),
-                       no_click_logit=self.oracle_no_click.numpy(),  # type: ignore[union-attr]
-                       candidate_engagement=self.oracle_engagement.numpy())  # type: ignore[union-attr]
+            out.update(
+                candidate_choice_logit=self.oracle_logit.numpy(),
+                no_click_logit=self.oracle_no_click.numpy(),  # type: ignore[union-attr]
+                candidate_engagement=self.oracle_engagement.numpy(),
+            )  # type: ignore[union-attr]
         return out
 
     def reward_to_go(self, gamma: float) -> torch.Tensor:
@@ -88,8 +91,15 @@ class LogChunk:
         starts[1:] = seg[1:] != seg[:-1]
         local = torch.arange(len(self)) - starts.nonzero().squeeze(1)[seg]
         empty = torch.zeros(len(self), 0)
-        batch = EpisodeBatch(obs=empty, actions=empty, log_probs=empty, rewards=self.engagement.float(),
-                             episode=seg, step=local, n_episodes=n_seg)
+        batch = EpisodeBatch(
+            obs=empty,
+            actions=empty,
+            log_probs=empty,
+            rewards=self.engagement.float(),
+            episode=seg,
+            step=local,
+            n_episodes=n_seg,
+        )
         return batch.reward_to_go(gamma)
 
     def index(self, rows: torch.Tensor) -> "LogChunk":
@@ -101,8 +111,10 @@ class LogChunk:
 
     def slice(self, start: int, stop: int) -> "LogChunk":
         """Rows ``start:stop`` as views of this chunk's tensors."""
-        fields = {name: None if getattr(self, name) is None else getattr(self, name)[start:stop]
-                  for name in self.__dataclass_fields__}
+        fields = {
+            name: None if getattr(self, name) is None else getattr(self, name)[start:stop]
+            for name in self.__dataclass_fields__
+        }
         return LogChunk(**fields)  # type: ignore[arg-type]
 
     @staticmethod
@@ -114,8 +126,19 @@ class LogChunk:
         return LogChunk(**{name: cat(name) for name in LogChunk.__dataclass_fields__})  # type: ignore[arg-type]
 
 
-TRAIN_COLUMNS = ("session_id", "step", "user_features", "candidate_features", "slate", "click_position",
-                 "engagement", "terminated", "slate_propensity", "position_propensity", "candidate_doc_ids")
+TRAIN_COLUMNS = (
+    "session_id",
+    "step",
+    "user_features",
+    "candidate_features",
+    "slate",
+    "click_position",
+    "engagement",
+    "terminated",
+    "slate_propensity",
+    "position_propensity",
+    "candidate_doc_ids",
+)
 ORACLE_COLUMNS = ("oracle_candidate_logit", "oracle_no_click_logit", "oracle_candidate_engagement")
 
 
@@ -127,8 +150,9 @@ class LogReader:
     row groups are visited in a seeded random order.
     """
 
-    def __init__(self, path: str | Path, chunk_rows: int = 65_536, oracle: bool = False,
-                 columns: Sequence[str] | None = None):
+    def __init__(
+        self, path: str | Path, chunk_rows: int = 65_536, oracle: bool = False, columns: Sequence[str] | None = None
+    ):
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"log file '{self.path}' does not exist")
@@ -138,13 +162,16 @@ class LogReader:
             raise LogSchemaError(f"'{self.path}' is not a parquet file: {exc}") from None
         meta = read_meta(self.path)
         if meta is None:
-            raise LogSchemaError(f"'{self.path}' has no deeprl.recsys metadata: ingest it first "
-                                 "(deeprl recsys ingest / recsys.logs.ingest_logs)")
+            raise LogSchemaError(
+                f"'{self.path}' has no deeprl.recsys metadata: ingest it first "
+                "(deeprl recsys ingest / recsys.logs.ingest_logs)"
+            )
         self.meta = meta
         self.chunk_rows = int(chunk_rows)
         names = set(self.file.schema_arrow.names)
-        wanted = (list(columns) if columns is not None
-                  else list(TRAIN_COLUMNS) + (list(ORACLE_COLUMNS) if oracle else []))
+        wanted = (
+            list(columns) if columns is not None else list(TRAIN_COLUMNS) + (list(ORACLE_COLUMNS) if oracle else [])
+        )
         self.columns = [c for c in wanted if c in names]
         missing = [c for c in REQUIRED if c not in names]
         if missing:
@@ -171,23 +198,30 @@ class LogReader:
         click = np.where(click < 0, m.slate_size, click)
         has = lambda name: name in col and col[name].null_count < n  # noqa: E731
         return LogChunk(
-            session=t(_scalar(col["session_id"], np.int64)), step=t(_scalar(col["step"], np.int64)),
+            session=t(_scalar(col["session_id"], np.int64)),
+            step=t(_scalar(col["step"], np.int64)),
             user=t(lst("user_features", m.user_dim, np.float32)).reshape(n, m.user_dim),
             docs=t(lst("candidate_features", m.num_candidates * m.doc_dim, np.float32)).reshape(
-                n, m.num_candidates, m.doc_dim),
-            slate=t(lst("slate", m.slate_size, np.int64)), click=t(click),
+                n, m.num_candidates, m.doc_dim
+            ),
+            slate=t(lst("slate", m.slate_size, np.int64)),
+            click=t(click),
             engagement=t(_scalar(col["engagement"], np.float32)),
             terminated=t(_scalar(col["terminated"], bool)) if "terminated" in col else torch.zeros(n, dtype=torch.bool),
             doc_ids=t(lst("candidate_doc_ids", m.num_candidates, np.int64)) if has("candidate_doc_ids") else None,
             slate_propensity=t(_scalar(col["slate_propensity"], np.float64)) if has("slate_propensity") else None,
-            position_propensity=(t(lst("position_propensity", m.slate_size, np.float64))
-                                 if has("position_propensity") else None),
+            position_propensity=(
+                t(lst("position_propensity", m.slate_size, np.float64)) if has("position_propensity") else None
+            ),
             oracle_logit=t(lst("oracle_candidate_logit", m.num_candidates, np.float32))
-            if has("oracle_candidate_logit") else None,
-            oracle_no_click=(t(_scalar(col["oracle_no_click_logit"], np.float32))
-                             if has("oracle_no_click_logit") else None),
+            if has("oracle_candidate_logit")
+            else None,
+            oracle_no_click=(
+                t(_scalar(col["oracle_no_click_logit"], np.float32)) if has("oracle_no_click_logit") else None
+            ),
             oracle_engagement=t(lst("oracle_candidate_engagement", m.num_candidates, np.float32))
-            if has("oracle_candidate_engagement") else None,
+            if has("oracle_candidate_engagement")
+            else None,
             row=torch.arange(first_row, first_row + n, dtype=torch.int64),
         )
 
@@ -209,14 +243,14 @@ class LogReader:
             seg = chunk.segment
             last_start = int((seg == seg[-1]).nonzero()[0])
             if last_start == 0 and len(chunk) < 4 * self.chunk_rows:
-                carry = chunk      # one long segment so far: keep reading
+                carry = chunk  # one long segment so far: keep reading
                 continue
-            if last_start == 0:    # a segment longer than 4 chunks is cut (one transition lost)
+            if last_start == 0:  # a segment longer than 4 chunks is cut (one transition lost)
                 carry = None
                 yield chunk
                 continue
-            carry = chunk.index(torch.arange(last_start, len(chunk)))   # a small copy: the chunk can go
-            yield chunk.slice(0, last_start)                                # a view: no copy
+            carry = chunk.index(torch.arange(last_start, len(chunk)))  # a small copy: the chunk can go
+            yield chunk.slice(0, last_start)  # a view: no copy
         if carry is not None and len(carry):
             yield carry
 

@@ -15,9 +15,10 @@ Logs come in two shapes; both ingest with the same command (``deeprl recsys inge
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from core_rl.common.errors import ConfigError, DeepRLError
 from recsys.policies.registry import policy_from_spec
 from recsys.policies.types import ObsLayout, SlatePolicy
-
 
 META_KEY = b"deeprl.recsys"
 SCHEMA_VERSION = 1
@@ -42,9 +42,9 @@ class LogSchemaError(DeepRLError, ValueError):
 @dataclass(frozen=True)
 class ColumnSpec:
     name: str
-    kind: str            # int | float | bool | list_float | list_int
+    kind: str  # int | float | bool | list_float | list_int
     required: bool
-    length: str | None   # U, CF, C, K for list columns
+    length: str | None  # U, CF, C, K for list columns
     description: str
 
 
@@ -82,14 +82,14 @@ class LogMeta(BaseModel):
     user_feature_names: list[str] = []
     doc_feature_names: list[str] = []
     env_id: str | None = None
-    env_kind: str | None = None          # "ng" | "recsim" (to rebuild the simulator)
+    env_kind: str | None = None  # "ng" | "recsim" (to rebuild the simulator)
     env_config: dict[str, Any] | None = None
     # what else the simulator needs to be rebuilt exactly: the NG twin's frozen corpus
     # ({"doc_id", "topic", "quality", "length": [D], "features": [D][T]}, see corpus_to_json)
     env_corpus: dict[str, Any] | None = None
-    logging_policy: dict[str, Any] | None = None   # {"kind", "spec", "state"} (JSON-able)
-    propensity_source: str | None = None            # "logged" | "estimated" | None
-    session_aligned: bool = False                   # every row group holds whole sessions
+    logging_policy: dict[str, Any] | None = None  # {"kind", "spec", "state"} (JSON-able)
+    propensity_source: str | None = None  # "logged" | "estimated" | None
+    session_aligned: bool = False  # every row group holds whole sessions
     has_oracle: bool = False
 
     @property
@@ -98,21 +98,31 @@ class LogMeta(BaseModel):
 
     def arrow_schema(self, oracle: bool | None = None, propensity: bool = True) -> pa.Schema:
         u, c, f, k = self.user_dim, self.num_candidates, self.doc_dim, self.slate_size
-        fields = [pa.field("session_id", pa.int64(), False), pa.field("user_id", pa.int64(), False),
-                  pa.field("step", pa.int64(), False),
-                  pa.field("user_features", pa.list_(pa.float32(), u), False),
-                  pa.field("candidate_features", pa.list_(pa.float32(), c * f), False),
-                  pa.field("candidate_doc_ids", pa.list_(pa.int64(), c), False),
-                  pa.field("slate", pa.list_(pa.int64(), k), False)]
+        fields = [
+            pa.field("session_id", pa.int64(), False),
+            pa.field("user_id", pa.int64(), False),
+            pa.field("step", pa.int64(), False),
+            pa.field("user_features", pa.list_(pa.float32(), u), False),
+            pa.field("candidate_features", pa.list_(pa.float32(), c * f), False),
+            pa.field("candidate_doc_ids", pa.list_(pa.int64(), c), False),
+            pa.field("slate", pa.list_(pa.int64(), k), False),
+        ]
         if propensity:
-            fields += [pa.field("slate_propensity", pa.float64(), False),
-                       pa.field("position_propensity", pa.list_(pa.float64(), k), True)]
-        fields += [pa.field("click_position", pa.int64(), False), pa.field("engagement", pa.float64(), False),
-                   pa.field("terminated", pa.bool_(), False)]
+            fields += [
+                pa.field("slate_propensity", pa.float64(), False),
+                pa.field("position_propensity", pa.list_(pa.float64(), k), True),
+            ]
+        fields += [
+            pa.field("click_position", pa.int64(), False),
+            pa.field("engagement", pa.float64(), False),
+            pa.field("terminated", pa.bool_(), False),
+        ]
         if self.has_oracle if oracle is None else oracle:
-            fields += [pa.field("oracle_candidate_logit", pa.list_(pa.float32(), c), False),
-                       pa.field("oracle_no_click_logit", pa.float32(), False),
-                       pa.field("oracle_candidate_engagement", pa.list_(pa.float32(), c), False)]
+            fields += [
+                pa.field("oracle_candidate_logit", pa.list_(pa.float32(), c), False),
+                pa.field("oracle_no_click_logit", pa.float32(), False),
+                pa.field("oracle_candidate_engagement", pa.list_(pa.float32(), c), False),
+            ]
         return pa.schema(fields, metadata={META_KEY: self.model_dump_json().encode()})
 
     def logging_policy_object(self) -> SlatePolicy | None:
@@ -140,9 +150,13 @@ class LogMeta(BaseModel):
 
 def corpus_to_json(corpus: Any) -> dict[str, Any]:
     """A :class:`recsys.simulation.Corpus` as JSON lists (float32 values round-trip exactly)."""
-    return {"doc_id": corpus.doc_id.cpu().tolist(), "topic": corpus.topic.cpu().tolist(),
-            "quality": corpus.quality.cpu().tolist(), "length": corpus.length.cpu().tolist(),
-            "features": corpus.features.cpu().tolist()}
+    return {
+        "doc_id": corpus.doc_id.cpu().tolist(),
+        "topic": corpus.topic.cpu().tolist(),
+        "quality": corpus.quality.cpu().tolist(),
+        "length": corpus.length.cpu().tolist(),
+        "features": corpus.features.cpu().tolist(),
+    }
 
 
 def corpus_from_json(data: Mapping[str, Any]) -> Any:
@@ -152,11 +166,13 @@ def corpus_from_json(data: Mapping[str, Any]) -> Any:
     missing = [k for k in ("doc_id", "topic", "quality", "length", "features") if k not in data]
     if missing:
         raise ConfigError(f"log metadata field 'env_corpus' lacks {', '.join(missing)}")
-    return Corpus(doc_id=torch.tensor(data["doc_id"], dtype=torch.int64),
-                  topic=torch.tensor(data["topic"], dtype=torch.int64),
-                  quality=torch.tensor(data["quality"], dtype=torch.float32),
-                  features=torch.tensor(data["features"], dtype=torch.float32),
-                  length=torch.tensor(data["length"], dtype=torch.float32))
+    return Corpus(
+        doc_id=torch.tensor(data["doc_id"], dtype=torch.int64),
+        topic=torch.tensor(data["topic"], dtype=torch.int64),
+        quality=torch.tensor(data["quality"], dtype=torch.float32),
+        features=torch.tensor(data["features"], dtype=torch.float32),
+        length=torch.tensor(data["length"], dtype=torch.float32),
+    )
 
 
 def env_corpus_of(env: Any) -> dict[str, Any] | None:
@@ -167,8 +183,11 @@ def env_corpus_of(env: Any) -> dict[str, Any] | None:
 
 def _state_to_json(state: Any) -> Any:
     if isinstance(state, torch.Tensor):
-        return {"__tensor__": state.detach().cpu().reshape(-1).tolist(), "shape": list(state.shape),
-                "dtype": str(state.dtype).replace("torch.", "")}
+        return {
+            "__tensor__": state.detach().cpu().reshape(-1).tolist(),
+            "shape": list(state.shape),
+            "dtype": str(state.dtype).replace("torch.", ""),
+        }
     if isinstance(state, Mapping):
         return {str(k): _state_to_json(v) for k, v in state.items()}
     if isinstance(state, (list, tuple)):

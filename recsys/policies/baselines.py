@@ -5,7 +5,8 @@ See :mod:`recsys.policies` for the propensities each reports.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -62,8 +63,14 @@ class PopularityPolicy(SlatePolicy):
 
     kind = "popularity"
 
-    def __init__(self, num_candidates: int, slate_size: int, scores: torch.Tensor | list[float],
-                 key: str = "topic", num_topics: int | None = None):
+    def __init__(
+        self,
+        num_candidates: int,
+        slate_size: int,
+        scores: torch.Tensor | list[float],
+        key: str = "topic",
+        num_topics: int | None = None,
+    ):
         super().__init__(num_candidates, slate_size)
         if key not in ("doc_id", "topic"):
             raise ConfigError(f"popularity key must be 'doc_id' or 'topic', got '{key}'")
@@ -72,8 +79,7 @@ class PopularityPolicy(SlatePolicy):
         self.num_topics = int(num_topics if num_topics is not None else self.scores.shape[0])
 
     def spec(self) -> dict[str, Any]:
-        return {**super().spec(), "key": self.key, "num_topics": self.num_topics,
-                "scores": self.scores.tolist()}
+        return {**super().spec(), "key": self.key, "num_topics": self.num_topics, "scores": self.scores.tolist()}
 
     @staticmethod
     def keys_of(obs: SlateObs, key: str, num_topics: int) -> torch.Tensor:
@@ -92,14 +98,22 @@ class PopularityPolicy(SlatePolicy):
     def decide(self, obs: SlateObs, info: Mapping[str, Any] | None) -> SlateDecision:
         score = self.candidate_scores(obs)
         order = torch.argsort(-score, dim=1, stable=True)
-        slates = order[:, :self.slate_size]
+        slates = order[:, : self.slate_size]
         n = len(obs)
         return SlateDecision(slates, _ones(n), _ones(n, self.slate_size))
 
     @classmethod
-    def fit(cls, keys: torch.Tensor, engagement: torch.Tensor, num_keys: int, num_candidates: int,
-            slate_size: int, key: str = "topic", prior_strength: float = 1.0,
-            num_topics: int | None = None) -> "PopularityPolicy":
+    def fit(
+        cls,
+        keys: torch.Tensor,
+        engagement: torch.Tensor,
+        num_keys: int,
+        num_candidates: int,
+        slate_size: int,
+        key: str = "topic",
+        prior_strength: float = 1.0,
+        num_topics: int | None = None,
+    ) -> "PopularityPolicy":
         """Scores = (Σ engagement + prior·m̄)/(impressions + prior) per key from impressions
         (``keys [M]`` of every shown item, ``engagement [M]`` it earned, 0 if not clicked)."""
         keys = keys.long().reshape(-1)
@@ -125,8 +139,9 @@ class MyopicGreedyPolicy(SlatePolicy):
 
     kind = "myopic"
 
-    def __init__(self, num_candidates: int, slate_size: int, reward_model: SlateRewardModel | None = None,
-                 method: str = "lp"):
+    def __init__(
+        self, num_candidates: int, slate_size: int, reward_model: SlateRewardModel | None = None, method: str = "lp"
+    ):
         super().__init__(num_candidates, slate_size)
         self.reward_model = reward_model
         self.method = method
@@ -151,9 +166,11 @@ class MyopicGreedyPolicy(SlatePolicy):
     def scores(self, obs: SlateObs, info: Mapping[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.reward_model is None:
             assert info is not None
-            return (torch.tensor(np.asarray(info["candidate_choice_logit"]), dtype=torch.float32),
-                    torch.tensor(np.asarray(info["no_click_logit"]), dtype=torch.float32),
-                    torch.tensor(np.asarray(info["candidate_engagement"]), dtype=torch.float32))
+            return (
+                torch.tensor(np.asarray(info["candidate_choice_logit"]), dtype=torch.float32),
+                torch.tensor(np.asarray(info["no_click_logit"]), dtype=torch.float32),
+                torch.tensor(np.asarray(info["candidate_engagement"]), dtype=torch.float32),
+            )
         logits, none = self.reward_model.logits(obs.user, obs.docs)
         return logits, none, self.reward_model.engagement(obs.user, obs.docs)
 
@@ -221,15 +238,17 @@ class EpsilonGreedyPolicy(SlatePolicy):
         return f"epsilon_greedy({self.base.kind}, eps={self.epsilon})"
 
 
-
 class ScoreFn(nn.Module):
     """Candidate scores s(x, i) from an :class:`ItemScorer` (the serialisable scorer)."""
 
-    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64),
-                 activation: str = "relu"):
+    def __init__(self, user_dim: int, doc_dim: int, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "relu"):
         super().__init__()
-        self.hparams = {"user_dim": user_dim, "doc_dim": doc_dim, "hidden_sizes": list(hidden_sizes),
-                        "activation": activation}
+        self.hparams = {
+            "user_dim": user_dim,
+            "doc_dim": doc_dim,
+            "hidden_sizes": list(hidden_sizes),
+            "activation": activation,
+        }
         self.scorer = ItemScorer(user_dim, doc_dim, tuple(hidden_sizes), activation)
 
     def forward(self, user: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
@@ -253,8 +272,7 @@ class PlackettLucePolicy(SlatePolicy):
     deterministic = False
     max_enumerated: ClassVar[int] = 50_000
 
-    def __init__(self, num_candidates: int, slate_size: int, score_fn: Any, temperature: float = 1.0,
-                 seed: int = 0):
+    def __init__(self, num_candidates: int, slate_size: int, score_fn: Any, temperature: float = 1.0, seed: int = 0):
         super().__init__(num_candidates, slate_size)
         if temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {temperature}")
@@ -273,8 +291,13 @@ class PlackettLucePolicy(SlatePolicy):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], state: dict[str, Any]) -> "PlackettLucePolicy":
-        return cls(spec["num_candidates"], spec["slate_size"], ScoreFn.from_hparams(spec["scorer"], state["scorer"]),
-                   spec["temperature"], spec.get("seed", 0))
+        return cls(
+            spec["num_candidates"],
+            spec["slate_size"],
+            ScoreFn.from_hparams(spec["scorer"], state["scorer"]),
+            spec["temperature"],
+            spec.get("seed", 0),
+        )
 
     def log_scores(self, obs: SlateObs, info: Mapping[str, Any] | None) -> torch.Tensor:
         s = self.score_fn(obs.user, obs.docs) if isinstance(self.score_fn, nn.Module) else self.score_fn(obs, info)
@@ -286,8 +309,13 @@ class PlackettLucePolicy(SlatePolicy):
         gumbel = -torch.log(-torch.log(u))
         slates = (scores + gumbel).topk(self.slate_size, dim=1).indices
         prob = plackett_luce_log_prob(scores, slates).exp()
-        return SlateDecision(slates, prob, self._position_marginals(scores).gather(1, self._pos_index(slates)).view(
-            slates.shape) if self._can_enumerate() else torch.full(slates.shape, torch.nan, dtype=torch.float64))
+        return SlateDecision(
+            slates,
+            prob,
+            self._position_marginals(scores).gather(1, self._pos_index(slates)).view(slates.shape)
+            if self._can_enumerate()
+            else torch.full(slates.shape, torch.nan, dtype=torch.float64),
+        )
 
     def _can_enumerate(self) -> bool:
         return num_ordered_slates(self.num_candidates, self.slate_size) <= self.max_enumerated
@@ -299,7 +327,7 @@ class PlackettLucePolicy(SlatePolicy):
     def _position_marginals(self, scores: torch.Tensor) -> torch.Tensor:
         """``[N, K·C]`` μ(item at position) from the enumerated distribution."""
         table = enumerate_slates(self.num_candidates, self.slate_size, ordered=True)
-        probs = plackett_luce_table_log_prob(scores, table).exp()                 # [N, S]
+        probs = plackett_luce_table_log_prob(scores, table).exp()  # [N, S]
         k, c = self.slate_size, self.num_candidates
         onehot = torch.zeros(table.shape[0], k * c, dtype=probs.dtype)
         onehot.scatter_(1, table + torch.arange(k).unsqueeze(0) * c, 1.0)
@@ -334,8 +362,12 @@ class ScoredTopKPolicy(SlatePolicy):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], state: dict[str, Any]) -> "ScoredTopKPolicy":
-        return cls(spec["num_candidates"], spec["slate_size"], ScoreFn.from_hparams(spec["scorer"], state["scorer"]),
-                   spec.get("label", "scored_topk"))
+        return cls(
+            spec["num_candidates"],
+            spec["slate_size"],
+            ScoreFn.from_hparams(spec["scorer"], state["scorer"]),
+            spec.get("label", "scored_topk"),
+        )
 
     def decide(self, obs: SlateObs, info: Mapping[str, Any] | None) -> SlateDecision:
         scores = self.score_fn(obs.user, obs.docs)
@@ -347,5 +379,12 @@ class ScoredTopKPolicy(SlatePolicy):
         return self.label
 
 
-__all__ = ["RandomPolicy", "PopularityPolicy", "MyopicGreedyPolicy", "EpsilonGreedyPolicy", "ScoreFn",
-           "PlackettLucePolicy", "ScoredTopKPolicy"]
+__all__ = [
+    "RandomPolicy",
+    "PopularityPolicy",
+    "MyopicGreedyPolicy",
+    "EpsilonGreedyPolicy",
+    "ScoreFn",
+    "PlackettLucePolicy",
+    "ScoredTopKPolicy",
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -16,10 +17,10 @@ from recsys.policies.types import SlateDecision
 class OnlineResult:
     """What a policy earned in the simulator."""
 
-    session_engagement: np.ndarray          # [sessions] total engagement of each session
-    session_length: np.ndarray              # [sessions]
-    step_curve: np.ndarray                  # [T_max] mean engagement at step t (sessions still running)
-    step_count: np.ndarray                  # [T_max] sessions that reached step t
+    session_engagement: np.ndarray  # [sessions] total engagement of each session
+    session_length: np.ndarray  # [sessions]
+    step_curve: np.ndarray  # [T_max] mean engagement at step t (sessions still running)
+    step_count: np.ndarray  # [T_max] sessions that reached step t
     clicks: int = 0
     steps: int = 0
     extra: dict[str, float] = field(default_factory=dict)
@@ -39,13 +40,18 @@ class OnlineResult:
         return float(self.session_engagement.sum() / max(self.session_length.sum(), 1))
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}session_engagement": self.mean, f"{prefix}session_engagement_se": self.stderr,
-                f"{prefix}step_engagement": self.per_step, f"{prefix}session_length": float(self.session_length.mean()),
-                f"{prefix}click_rate": self.clicks / max(self.steps, 1)}
+        return {
+            f"{prefix}session_engagement": self.mean,
+            f"{prefix}session_engagement_se": self.stderr,
+            f"{prefix}step_engagement": self.per_step,
+            f"{prefix}session_length": float(self.session_length.mean()),
+            f"{prefix}click_rate": self.clicks / max(self.steps, 1),
+        }
 
 
-def evaluate_online(env: Any, policy: Callable[..., Any], sessions: int, seed: int = 0,
-                    max_steps: int | None = None) -> OnlineResult:
+def evaluate_online(
+    env: Any, policy: Callable[..., Any], sessions: int, seed: int = 0, max_steps: int | None = None
+) -> OnlineResult:
     """Run ``policy`` (a :class:`SlatePolicy` or ``(obs, info) → slates``) for ``sessions`` whole sessions.
 
     Each of the env's N user slots runs ⌈sessions/N⌉ or ⌊sessions/N⌋ sessions (fixed quotas, so short
@@ -86,9 +92,14 @@ def evaluate_online(env: Any, policy: Callable[..., Any], sessions: int, seed: i
         if max_steps is not None and t_guard >= max_steps:
             break
     last = int(np.flatnonzero(curve_cnt).max()) + 1 if curve_cnt.any() else 0
-    return OnlineResult(np.concatenate(totals) if totals else np.zeros(0),
-                        np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
-                        curve_sum[:last] / np.maximum(curve_cnt[:last], 1), curve_cnt[:last], clicks, steps)
+    return OnlineResult(
+        np.concatenate(totals) if totals else np.zeros(0),
+        np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
+        curve_sum[:last] / np.maximum(curve_cnt[:last], 1),
+        curve_cnt[:last],
+        clicks,
+        steps,
+    )
 
 
 __all__ = ["OnlineResult", "evaluate_online"]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -50,8 +51,9 @@ def policy_class(kind: str) -> type[SlatePolicy]:
     module, name = POLICY_KINDS[kind].split(":")
     cls = getattr(importlib.import_module(module), name)
     if getattr(cls, "kind", None) != kind:
-        raise ConfigError(f"policy kind '{kind}' points at {POLICY_KINDS[kind]}, whose kind is "
-                          f"'{getattr(cls, 'kind', None)}'")
+        raise ConfigError(
+            f"policy kind '{kind}' points at {POLICY_KINDS[kind]}, whose kind is '{getattr(cls, 'kind', None)}'"
+        )
     return cls
 
 
@@ -76,8 +78,9 @@ def _tensors(state: Mapping[str, Any], what: str = "state") -> dict[str, Any]:
         elif isinstance(value, Mapping):
             out[str(key)] = _tensors(value, f"{what}.{key}")
         else:
-            raise CheckpointError(f"policy {what}.{key} must be a tensor or a dict of tensors, "
-                                  f"got {type(value).__name__}")
+            raise CheckpointError(
+                f"policy {what}.{key} must be a tensor or a dict of tensors, got {type(value).__name__}"
+            )
     return out
 
 
@@ -85,9 +88,17 @@ def save_policy(policy: SlatePolicy, path: str | Path, extra: Mapping[str, Any] 
     """One torch file of plain values and tensors: ``{"format", "kind", "spec", "state", "layout", "extra"}``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "kind": policy.kind, "spec": _plain(policy.spec(), "spec"),
-                "state": _tensors(policy.state()), "layout": None if policy.layout is None else policy.layout.as_dict(),
-                "extra": _plain(dict(extra or {}), "extra")}, path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "kind": policy.kind,
+            "spec": _plain(policy.spec(), "spec"),
+            "state": _tensors(policy.state()),
+            "layout": None if policy.layout is None else policy.layout.as_dict(),
+            "extra": _plain(dict(extra or {}), "extra"),
+        },
+        path,
+    )
     return path
 
 
@@ -98,8 +109,10 @@ def load_policy(path: str | Path) -> SlatePolicy:
     except OSError as exc:
         raise CheckpointError(f"policy file '{path}' cannot be read: {exc}") from None
     except Exception as exc:  # torch raises UnpicklingError (or RuntimeError) for anything not plain
-        raise CheckpointError(f"policy file '{path}' holds more than plain values and tensors and is not "
-                              f"loaded: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise CheckpointError(
+            f"policy file '{path}' holds more than plain values and tensors and is not "
+            f"loaded: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not a recsys policy file")
     policy = policy_from_spec(payload["kind"], payload["spec"], payload["state"])

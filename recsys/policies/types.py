@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,8 +42,8 @@ class ObsLayout:
 class SlateObs:
     """A batch of users and their candidates as torch tensors."""
 
-    user: torch.Tensor            # [N, U] float32
-    docs: torch.Tensor            # [N, C, F] float32
+    user: torch.Tensor  # [N, U] float32
+    docs: torch.Tensor  # [N, C, F] float32
     doc_ids: torch.Tensor | None = None  # [N, C] int64
 
     def __len__(self) -> int:
@@ -53,8 +54,9 @@ class SlateObs:
         return int(self.docs.shape[1])
 
     def to(self, device: torch.device | str) -> "SlateObs":
-        return SlateObs(self.user.to(device), self.docs.to(device),
-                        None if self.doc_ids is None else self.doc_ids.to(device))
+        return SlateObs(
+            self.user.to(device), self.docs.to(device), None if self.doc_ids is None else self.doc_ids.to(device)
+        )
 
     def index(self, rows: torch.Tensor) -> "SlateObs":
         return SlateObs(self.user[rows], self.docs[rows], None if self.doc_ids is None else self.doc_ids[rows])
@@ -83,8 +85,8 @@ def as_slate_obs(obs: Any, layout: ObsLayout | None = None, info: Mapping[str, A
         raise ConfigError("a flat observation needs the layout (user_dim, num_candidates, doc_dim)")
     flat = _f32(obs)
     flat = flat.reshape(-1, layout.user_dim + layout.num_candidates * layout.doc_dim)
-    user = flat[:, :layout.user_dim]
-    docs = flat[:, layout.user_dim:].reshape(-1, layout.num_candidates, layout.doc_dim)
+    user = flat[:, : layout.user_dim]
+    docs = flat[:, layout.user_dim :].reshape(-1, layout.num_candidates, layout.doc_dim)
     return SlateObs(user, docs, doc_ids)
 
 
@@ -93,8 +95,8 @@ def as_slate_obs(obs: Any, layout: ObsLayout | None = None, info: Mapping[str, A
 class SlateDecision:
     """Ordered slates and the probabilities with which the policy chose them."""
 
-    slates: torch.Tensor               # [N, K] int64 candidate indices
-    slate_propensity: torch.Tensor     # [N] float64: μ(A | x)
+    slates: torch.Tensor  # [N, K] int64 candidate indices
+    slate_propensity: torch.Tensor  # [N] float64: μ(A | x)
     position_propensity: torch.Tensor  # [N, K] float64: μ(a_k at position k | x) (nan where unknown)
 
     def numpy(self) -> np.ndarray:
@@ -148,8 +150,9 @@ class SlatePolicy(ABC):
     def __call__(self, obs: Any, info: Mapping[str, Any] | None = None) -> SlateDecision:
         o = as_slate_obs(obs, self.layout, info)
         if o.num_candidates != self.num_candidates:
-            raise ConfigError(f"{self.kind} policy was built for {self.num_candidates} candidates, "
-                              f"got {o.num_candidates}")
+            raise ConfigError(
+                f"{self.kind} policy was built for {self.num_candidates} candidates, got {o.num_candidates}"
+            )
         if self.needs_info and info is None:
             raise ConfigError(f"{self.kind} policy reads the simulator's choice model from info; pass info")
         with torch.no_grad():
@@ -179,5 +182,4 @@ class SlatePolicy(ABC):
         return self.kind
 
 
-__all__ = ["ObsLayout", "SlateObs", "as_slate_obs", "SlateDecision", "SlatePolicy",
-           "random_ordered_slates"]
+__all__ = ["ObsLayout", "SlateObs", "as_slate_obs", "SlateDecision", "SlatePolicy", "random_ordered_slates"]

@@ -74,18 +74,46 @@ def register_envs() -> None:
     for env_id, (single, vector) in ENV_IDS.items():
         if env_id in gym.envs.registry:
             continue
-        gym.register(id=env_id, entry_point=f"{single.__module__}:{single.__name__}",
-                     vector_entry_point=f"{vector.__module__}:{vector.__name__}")
+        gym.register(
+            id=env_id,
+            entry_point=f"{single.__module__}:{single.__name__}",
+            vector_entry_point=f"{vector.__module__}:{vector.__name__}",
+        )
 
 
 register_envs()
 
 __all__ = [
-    "ENV_IDS", "register_envs", "InterestEvolutionConfig", "RecSimInterestEvolutionConfig", "Corpus",
-    "sample_ng_corpus", "sample_recsim_documents", "topic_quality_means", "SlateVectorEnv",
-    "InterestEvolutionVectorEnv", "RecSimInterestEvolutionVectorEnv", "InterestEvolutionEnv",
-    "RecSimInterestEvolutionEnv", "LinearScoringPolicy", "RandomSlatePolicy",
-    "best_myopic_slates", "enumerate_slates", "random_slates", "ng_step_users_last", "rollout_engagement", "train_linear_policy_cem",
-    "expected_slate_engagement", "gather_slate", "ng_choice_logits", "ng_consumed_time", "ng_next_interest",
-    "ng_squash", "ng_step", "recsim_choice_logits", "recsim_update", "sample_choice", "slate_choice_probabilities",
+    "ENV_IDS",
+    "register_envs",
+    "InterestEvolutionConfig",
+    "RecSimInterestEvolutionConfig",
+    "Corpus",
+    "sample_ng_corpus",
+    "sample_recsim_documents",
+    "topic_quality_means",
+    "SlateVectorEnv",
+    "InterestEvolutionVectorEnv",
+    "RecSimInterestEvolutionVectorEnv",
+    "InterestEvolutionEnv",
+    "RecSimInterestEvolutionEnv",
+    "LinearScoringPolicy",
+    "RandomSlatePolicy",
+    "best_myopic_slates",
+    "enumerate_slates",
+    "random_slates",
+    "ng_step_users_last",
+    "rollout_engagement",
+    "train_linear_policy_cem",
+    "expected_slate_engagement",
+    "gather_slate",
+    "ng_choice_logits",
+    "ng_consumed_time",
+    "ng_next_interest",
+    "ng_squash",
+    "ng_step",
+    "recsim_choice_logits",
+    "recsim_update",
+    "sample_choice",
+    "slate_choice_probabilities",
 ]

@@ -21,41 +21,70 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class _SimConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    slate_size: int = Field(2, ge=1, description="Documents shown per step (the action is that many candidate indices).")
+    slate_size: int = Field(
+        2, ge=1, description="Documents shown per step (the action is that many candidate indices)."
+    )
     flat_observation: bool = Field(
-        False, description="Observe one flat Box (user features then the flattened candidate table) "
-                           "instead of the dict {'user', 'doc'}.")
+        False,
+        description="Observe one flat Box (user features then the flattened candidate table) "
+        "instead of the dict {'user', 'doc'}.",
+    )
     device: str = Field("cpu", description="torch device the simulation runs on.")
     choice_info: bool = Field(
-        True, description="Put the choice model's per-candidate quantities (candidate_choice_logit, "
-                          "no_click_logit, candidate_engagement, candidate_doc_id) in every info; False "
-                          "skips that O(N*C) work (env.choice_scores() still computes them on demand).")
+        True,
+        description="Put the choice model's per-candidate quantities (candidate_choice_logit, "
+        "no_click_logit, candidate_engagement, candidate_doc_id) in every info; False "
+        "skips that O(N*C) work (env.choice_scores() still computes them on demand).",
+    )
 
 
 class InterestEvolutionConfig(_SimConfig):
     """RecSim NG interest evolution (the twin's defaults are RecSim NG's)."""
 
     num_topics: int = Field(2, ge=1, description="Topics = interest/feature dimension (NG num_topics).")
-    num_docs: int = Field(100, ge=1, description="Corpus size (NG num_docs); the corpus is frozen (NG freeze_corpus=True).")
+    num_docs: int = Field(
+        100, ge=1, description="Corpus size (NG num_docs); the corpus is frozen (NG freeze_corpus=True)."
+    )
     num_candidates: int | None = Field(
-        None, ge=1, description="Candidates shown to the policy per user and step: None = the whole corpus in "
-                                "corpus order (NG: the recommender sees every available doc); else a uniform "
-                                "sample without replacement, per user and step.")
+        None,
+        ge=1,
+        description="Candidates shown to the policy per user and step: None = the whole corpus in "
+        "corpus order (NG: the recommender sees every available doc); else a uniform "
+        "sample without replacement, per user and step.",
+    )
     horizon: int = Field(100, ge=1, description="Steps per episode (NG has no termination; its demo uses 100).")
     no_click_mass: float = Field(0.0, description="Logit of the no-click option (InterestEvolutionUser no_click_mass).")
-    choice_logit_offset: float = Field(2.0, description="Added to every affinity before the MNL (NG: `affinities + 2.0`).")
-    interest_step_size: float = Field(0.1, ge=0.0, description="Control scale of the interest update (interest_step_size).")
+    choice_logit_offset: float = Field(
+        2.0, description="Added to every affinity before the MNL (NG: `affinities + 2.0`)."
+    )
+    interest_step_size: float = Field(
+        0.1, ge=0.0, description="Control scale of the interest update (interest_step_size)."
+    )
     interest_update_noise_scale: float | None = Field(
-        None, ge=0.0, description="Std of Gaussian noise on a clicked user's interest update (None = noiseless, NG's default).")
-    initial_interest_scale: float = Field(1.0, gt=0.0, description="Std of the N(0, s^2 I) initial interest (initial_dist_scales).")
-    max_user_affinity: float = Field(10.0, gt=0.0, description="M in the squashing 4M(sigmoid(x/M) - 1/2) (max_user_affinity).")
-    topic_min_utility: float = Field(-1.0, description="Quality mean of the most trashy topic (CorpusWithTopicAndQuality).")
+        None,
+        ge=0.0,
+        description="Std of Gaussian noise on a clicked user's interest update (None = noiseless, NG's default).",
+    )
+    initial_interest_scale: float = Field(
+        1.0, gt=0.0, description="Std of the N(0, s^2 I) initial interest (initial_dist_scales)."
+    )
+    max_user_affinity: float = Field(
+        10.0, gt=0.0, description="M in the squashing 4M(sigmoid(x/M) - 1/2) (max_user_affinity)."
+    )
+    topic_min_utility: float = Field(
+        -1.0, description="Quality mean of the most trashy topic (CorpusWithTopicAndQuality)."
+    )
     topic_max_utility: float = Field(1.0, description="Quality mean of the most nutritious topic.")
     video_length: float = Field(2.0, gt=0.0, description="Length of every document (video_length).")
-    doc_quality_scale: float = Field(0.1, gt=0.0, description="Std of doc quality around its topic mean (NG's doc_quality_var, used as a scale).")
+    doc_quality_scale: float = Field(
+        0.1, gt=0.0, description="Std of doc quality around its topic mean (NG's doc_quality_var, used as a scale)."
+    )
     doc_feature_scale: float = Field(0.7, gt=0.0, description="Std of doc features around the topic one-hot.")
-    observe_interest: bool = Field(True, description="Put the user's interest vector in the observation "
-                                                     "(NG's user observation is empty: False gives a 0-wide user part).")
+    observe_interest: bool = Field(
+        True,
+        description="Put the user's interest vector in the observation "
+        "(NG's user observation is empty: False gives a 0-wide user part).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "InterestEvolutionConfig":
@@ -75,11 +104,15 @@ class RecSimInterestEvolutionConfig(_SimConfig):
     """Original RecSim interest evolution (defaults: ``create_environment`` with 10 candidates, slate 2)."""
 
     num_topics: int = Field(20, ge=1, description="Topics/clusters = feature dimension (IEvVideo.NUM_FEATURES).")
-    num_candidates: int = Field(10, ge=1, description="Candidate documents per user and step (env_config num_candidates).")
+    num_candidates: int = Field(
+        10, ge=1, description="Candidate documents per user and step (env_config num_candidates)."
+    )
     resample_documents: bool = Field(True, description="Draw a new candidate set every step (else once per episode).")
     choice_model: Literal["proportional", "mnl"] = Field(
-        "proportional", description="'proportional': MultinomialProportionalChoiceModel (what create_environment "
-                                    "uses); 'mnl': MultinomialLogitChoiceModel.")
+        "proportional",
+        description="'proportional': MultinomialProportionalChoiceModel (what create_environment "
+        "uses); 'mnl': MultinomialLogitChoiceModel.",
+    )
     no_click_mass: float = Field(1.0, description="Score of the no-click option (IEvUserModel no_click_mass).")
     min_normalizer: float = Field(-1.0, le=0.0, description="Offset subtracted from scores by the proportional model.")
     time_budget: float = Field(200.0, gt=0.0, description="Initial session time budget in minutes.")
@@ -90,15 +123,20 @@ class RecSimInterestEvolutionConfig(_SimConfig):
     doc_quality_scale: float = Field(0.1, gt=0.0, description="Std of doc quality around its cluster mean.")
     user_quality_factor: float = Field(0.0, description="Weight of the expected utility in the budget bonus.")
     document_quality_factor: float = Field(1.0, description="Weight of doc quality in the budget bonus.")
-    user_update_alpha: float = Field(0.9 / 3.4, description="Budget bonus scale: budget += alpha * watch_time * utility.")
+    user_update_alpha: float = Field(
+        0.9 / 3.4, description="Budget bonus scale: budget += alpha * watch_time * utility."
+    )
     alpha_x_intercept: float = Field(1.0, gt=0.0, description="Interest step size alpha(x) = y0 - (y0/x0)|x|: x0.")
     alpha_y_intercept: float = Field(0.3, ge=0.0, description="... and y0.")
-    max_episode_steps: int | None = Field(27000, ge=1, description="Truncation (RecSim's runner default 27000; "
-                                                                  "the budget ends episodes long before).")
-    observe_time_budget: bool = Field(False, description="Append the remaining budget to the user features "
-                                                         "(RecSim observes the interests only).")
-    observe_doc_quality: bool = Field(False, description="Append quality to each candidate's features "
-                                                         "(RecSim observes the topic features only).")
+    max_episode_steps: int | None = Field(
+        27000, ge=1, description="Truncation (RecSim's runner default 27000; the budget ends episodes long before)."
+    )
+    observe_time_budget: bool = Field(
+        False, description="Append the remaining budget to the user features (RecSim observes the interests only)."
+    )
+    observe_doc_quality: bool = Field(
+        False, description="Append quality to each candidate's features (RecSim observes the topic features only)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "RecSimInterestEvolutionConfig":

@@ -59,8 +59,12 @@ class Corpus:
         """One row per document: doc_id, topic, quality, length, feature_0..feature_{T-1}."""
         import pandas as pd
 
-        data = {"doc_id": self.doc_id.cpu().numpy(), "topic": self.topic.cpu().numpy(),
-                "quality": self.quality.cpu().numpy(), "length": self.length.cpu().numpy()}
+        data = {
+            "doc_id": self.doc_id.cpu().numpy(),
+            "topic": self.topic.cpu().numpy(),
+            "quality": self.quality.cpu().numpy(),
+            "length": self.length.cpu().numpy(),
+        }
         feats = self.features.cpu().numpy()
         for j in range(feats.shape[1]):
             data[f"feature_{j}"] = feats[:, j]
@@ -74,11 +78,13 @@ class Corpus:
         if missing or not cols:
             raise ConfigError(f"corpus table lacks columns {sorted(missing) or ['feature_*']}")
         cols.sort(key=lambda c: int(c.split("_")[1]))
-        return cls(doc_id=torch.tensor(frame["doc_id"].to_numpy(), dtype=torch.int64),
-                   topic=torch.tensor(frame["topic"].to_numpy(), dtype=torch.int64),
-                   quality=torch.tensor(frame["quality"].to_numpy(), dtype=torch.float32),
-                   features=torch.tensor(frame[cols].to_numpy(), dtype=torch.float32),
-                   length=torch.tensor(frame["length"].to_numpy(), dtype=torch.float32))
+        return cls(
+            doc_id=torch.tensor(frame["doc_id"].to_numpy(), dtype=torch.int64),
+            topic=torch.tensor(frame["topic"].to_numpy(), dtype=torch.int64),
+            quality=torch.tensor(frame["quality"].to_numpy(), dtype=torch.float32),
+            features=torch.tensor(frame[cols].to_numpy(), dtype=torch.float32),
+            length=torch.tensor(frame["length"].to_numpy(), dtype=torch.float32),
+        )
 
 
 def sample_ng_corpus(config: "InterestEvolutionConfig", generator: torch.Generator) -> Corpus:
@@ -95,8 +101,9 @@ def sample_ng_corpus(config: "InterestEvolutionConfig", generator: torch.Generat
     return Corpus(doc_id=doc_id, topic=topic, quality=quality, features=features, length=length)
 
 
-def sample_recsim_documents(config: "RecSimInterestEvolutionConfig", shape: tuple[int, ...],
-                            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_recsim_documents(
+    config: "RecSimInterestEvolutionConfig", shape: tuple[int, ...], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``shape`` independent RecSim interest-evolution videos: ``(cluster, features, quality, length)``.
 
     cluster ``[*shape]`` int64, features ``[*shape, T]`` one-hot, quality and length ``[*shape]``.

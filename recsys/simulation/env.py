@@ -50,8 +50,13 @@ from recsys.simulation.user_model import (
     sample_choice,
 )
 
-_CANDIDATE_KEYS = ("candidate_choice_logit", "no_click_logit", "candidate_engagement", "candidate_doc_id",
-                   "user_interest")
+_CANDIDATE_KEYS = (
+    "candidate_choice_logit",
+    "no_click_logit",
+    "candidate_engagement",
+    "candidate_doc_id",
+    "user_interest",
+)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -81,9 +86,12 @@ class SlateVectorEnv(VectorEnv):
         if self.config.flat_observation:
             self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (u + self.num_candidates * f,), np.float32)
         else:
-            self.single_observation_space = gym.spaces.Dict({
-                "user": gym.spaces.Box(-np.inf, np.inf, (u,), np.float32),
-                "doc": gym.spaces.Box(-np.inf, np.inf, (self.num_candidates, f), np.float32)})
+            self.single_observation_space = gym.spaces.Dict(
+                {
+                    "user": gym.spaces.Box(-np.inf, np.inf, (u,), np.float32),
+                    "doc": gym.spaces.Box(-np.inf, np.inf, (self.num_candidates, f), np.float32),
+                }
+            )
         self.single_action_space = Slate(self.num_candidates, self.slate_size)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -125,8 +133,9 @@ class SlateVectorEnv(VectorEnv):
         raise NotImplementedError
 
     # ---- gymnasium API ----------------------------------------------------------------------------
-    def reset(self, *, seed: int | list[int] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         if seed is not None:
             first = seed[0] if isinstance(seed, (list, tuple)) else seed
             self._gen.manual_seed(int(first))
@@ -164,8 +173,10 @@ class SlateVectorEnv(VectorEnv):
             raise EnvError(f"actions must have shape ({self.num_envs}, {self.slate_size}), got {tuple(a.shape)}")
         slate = a.reshape(self.num_envs, self.slate_size)
         if bool(((slate < 0) | (slate >= self.num_candidates)).any()):
-            raise EnvError(f"slate indices must lie in [0, {self.num_candidates}), got min {int(slate.min())} "
-                           f"max {int(slate.max())}")
+            raise EnvError(
+                f"slate indices must lie in [0, {self.num_candidates}), got min {int(slate.min())} "
+                f"max {int(slate.max())}"
+            )
         if self.slate_size > 1:
             ordered = slate.sort(dim=1).values
             if bool((ordered[:, 1:] == ordered[:, :-1]).any()):
@@ -187,9 +198,12 @@ class SlateVectorEnv(VectorEnv):
         if not self.config.choice_info:
             return info
         logits, no_click, engagement = self.choice_scores()
-        info.update(candidate_choice_logit=_np(logits), no_click_logit=_np(no_click),
-                    candidate_engagement=self._constant_or_copy("engagement", engagement),
-                    candidate_doc_id=self._constant_or_copy("doc_id", self._candidate_doc_id()))
+        info.update(
+            candidate_choice_logit=_np(logits),
+            no_click_logit=_np(no_click),
+            candidate_engagement=self._constant_or_copy("engagement", engagement),
+            candidate_doc_id=self._constant_or_copy("doc_id", self._candidate_doc_id()),
+        )
         return info
 
     def _constant_or_copy(self, key: str, value: torch.Tensor) -> np.ndarray:
@@ -202,17 +216,24 @@ class SlateVectorEnv(VectorEnv):
             return cache[key]
         return _np(value.contiguous()).copy()
 
-    def _step_info(self, slate: torch.Tensor, choice: torch.Tensor, engagement: torch.Tensor,
-                   probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _step_info(
+        self, slate: torch.Tensor, choice: torch.Tensor, engagement: torch.Tensor, probs: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         k = self.slate_size
         clicked = choice < k
         pick = choice.clamp(max=k - 1).unsqueeze(1)
         cand = torch.where(clicked, slate.gather(1, pick).squeeze(1), torch.full_like(choice, -1))
         slate_ids = gather_slate(self._candidate_doc_id(), slate)
         doc_id = torch.where(clicked, slate_ids.gather(1, pick).squeeze(1), torch.full_like(choice, -1))
-        return {"choice": choice, "clicked": clicked, "clicked_candidate": cand, "clicked_doc_id": doc_id,
-                "engagement": engagement.to(torch.float64), "slate_doc_id": slate_ids,
-                "slate_choice_prob": probs}
+        return {
+            "choice": choice,
+            "clicked": clicked,
+            "clicked_candidate": cand,
+            "clicked_doc_id": doc_id,
+            "engagement": engagement.to(torch.float64),
+            "slate_doc_id": slate_ids,
+            "slate_choice_prob": probs,
+        }
 
     def close_extras(self, **kwargs: Any) -> None:  # nothing to release
         return None
@@ -229,13 +250,21 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
 
     config_cls = InterestEvolutionConfig
 
-    def __init__(self, num_envs: int = 1, config: Any = None, seed: int | None = None,
-                 corpus: Corpus | None = None, **overrides: Any):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: Any = None,
+        seed: int | None = None,
+        corpus: Corpus | None = None,
+        **overrides: Any,
+    ):
         self._fixed_corpus = corpus
         cfg = parse_config(InterestEvolutionConfig, config, **overrides)
         if corpus is not None and (corpus.num_docs != cfg.num_docs or corpus.num_topics != cfg.num_topics):
-            raise ConfigError(f"corpus has {corpus.num_docs} docs x {corpus.num_topics} topics but the config says "
-                              f"num_docs={cfg.num_docs}, num_topics={cfg.num_topics}")
+            raise ConfigError(
+                f"corpus has {corpus.num_docs} docs x {corpus.num_topics} topics but the config says "
+                f"num_docs={cfg.num_docs}, num_topics={cfg.num_topics}"
+            )
         t = cfg.num_topics
         self.user_feature_names = [f"interest_{j}" for j in range(t)] if cfg.observe_interest else []
         self.doc_feature_names = [f"feature_{j}" for j in range(t)] + ["quality", "length"]
@@ -243,10 +272,12 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
 
     def _setup(self) -> None:
         c = self.config
-        self.corpus = (self._fixed_corpus.to(self.device) if self._fixed_corpus is not None
-                       else sample_ng_corpus(c, self._gen))
-        self._corpus_docs = torch.cat([self.corpus.features, self.corpus.quality.unsqueeze(1),
-                                       self.corpus.length.unsqueeze(1)], dim=1)  # [D, F]
+        self.corpus = (
+            self._fixed_corpus.to(self.device) if self._fixed_corpus is not None else sample_ng_corpus(c, self._gen)
+        )
+        self._corpus_docs = torch.cat(
+            [self.corpus.features, self.corpus.quality.unsqueeze(1), self.corpus.length.unsqueeze(1)], dim=1
+        )  # [D, F]
         self._corpus_engagement = ng_consumed_time(self.corpus.quality, self.corpus.length)
         self._features_t = self.corpus.features.t().contiguous()  # [T, D]: users-last hot path
         self._interest_t = torch.zeros(c.num_topics, self.num_envs, device=self.device)  # [T, N]
@@ -300,16 +331,24 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
     def choice_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.corpus.features if self._cand is None else self.corpus.features[self._cand]
         logits, no_click = ng_choice_logits(self._interest_t.t(), feats, self.config)
-        engagement = (self._corpus_engagement.unsqueeze(0).expand(self.num_envs, -1) if self._cand is None
-                      else self._corpus_engagement[self._cand])
+        engagement = (
+            self._corpus_engagement.unsqueeze(0).expand(self.num_envs, -1)
+            if self._cand is None
+            else self._corpus_engagement[self._cand]
+        )
         return logits, no_click, engagement
 
     def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         docs = slate if self._cand is None else self._cand.gather(1, slate)  # corpus rows [N, K]
         docs_t = docs.t()  # [K, N]
-        choice, consumed, nxt, probs = ng_step_users_last(self._interest_t, self._features_t[:, docs_t],
-                                                          self.corpus.quality[docs_t], self.corpus.length[docs_t],
-                                                          self.config, self._gen)
+        choice, consumed, nxt, probs = ng_step_users_last(
+            self._interest_t,
+            self._features_t[:, docs_t],
+            self.corpus.quality[docs_t],
+            self.corpus.length[docs_t],
+            self.config,
+            self._gen,
+        )
         info = self._step_info(slate, choice, consumed, probs.t())
         self._interest_t = nxt
         self._draw_candidates(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
@@ -332,7 +371,9 @@ class RecSimInterestEvolutionVectorEnv(SlateVectorEnv):
     def __init__(self, num_envs: int = 1, config: Any = None, seed: int | None = None, **overrides: Any):
         cfg = parse_config(RecSimInterestEvolutionConfig, config, **overrides)
         t = cfg.num_topics
-        self.user_feature_names = [f"interest_{j}" for j in range(t)] + (["time_budget"] if cfg.observe_time_budget else [])
+        self.user_feature_names = [f"interest_{j}" for j in range(t)] + (
+            ["time_budget"] if cfg.observe_time_budget else []
+        )
         self.doc_feature_names = [f"feature_{j}" for j in range(t)] + (["quality"] if cfg.observe_doc_quality else [])
         super().__init__(num_envs, cfg, seed)
 
@@ -366,8 +407,9 @@ class RecSimInterestEvolutionVectorEnv(SlateVectorEnv):
         t = self.config.num_topics
         fresh = torch.rand(self.num_envs, t, generator=self._gen, device=self.device) * 2.0 - 1.0
         self._interest_state = torch.where(mask.unsqueeze(1), fresh, self._interest_state)
-        self.time_budget = torch.where(mask, torch.full_like(self.time_budget, self.config.time_budget),
-                                       self.time_budget)
+        self.time_budget = torch.where(
+            mask, torch.full_like(self.time_budget, self.config.time_budget), self.time_budget
+        )
         self._draw_candidates(mask)
 
     def _interest(self) -> torch.Tensor:
@@ -411,14 +453,22 @@ class RecSimInterestEvolutionVectorEnv(SlateVectorEnv):
         docs = slate.gather(1, pick).squeeze(1)
         chosen_features = self._features[rows, docs]
         chosen_quality = self._quality[rows, docs]
-        watch = torch.where(clicked, torch.minimum(self.time_budget, self._length[rows, docs]),
-                            torch.zeros_like(self.time_budget))
+        watch = torch.where(
+            clicked, torch.minimum(self.time_budget, self._length[rows, docs]), torch.zeros_like(self.time_budget)
+        )
         info = self._step_info(slate, choice, watch, probs)
         info["response_quality"] = gather_slate(self._quality, slate)
         info["response_cluster_id"] = gather_slate(self._cluster, slate)
         self._interest_state, self.time_budget = recsim_update(
-            self._interest_state, self.time_budget, clicked, watch, chosen_features, chosen_quality, self.config,
-            self._gen)
+            self._interest_state,
+            self.time_budget,
+            clicked,
+            watch,
+            chosen_features,
+            chosen_quality,
+            self.config,
+            self._gen,
+        )
         terminated = self.time_budget <= 0
         if self.config.resample_documents:
             self._draw_candidates(torch.ones(n, dtype=torch.bool, device=self.device))

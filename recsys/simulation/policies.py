@@ -31,9 +31,13 @@ def enumerate_slates(num_candidates: int, slate_size: int, device: str | torch.d
     return torch.tensor(combos, dtype=torch.int64, device=device).reshape(len(combos), slate_size)
 
 
-def best_myopic_slates(candidate_logits: torch.Tensor, no_click_logit: torch.Tensor,
-                       candidate_engagement: torch.Tensor, slate_size: int,
-                       slates: torch.Tensor | None = None) -> torch.Tensor:
+def best_myopic_slates(
+    candidate_logits: torch.Tensor,
+    no_click_logit: torch.Tensor,
+    candidate_engagement: torch.Tensor,
+    slate_size: int,
+    slates: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``[N, K]`` slate maximising the expected immediate engagement under the choice model.
 
     ``E[e | A] = sum_{k in A} v_k e_k / (v_0 + sum_{k in A} v_k)`` with ``v = exp(logit)``. For
@@ -46,8 +50,9 @@ def best_myopic_slates(candidate_logits: torch.Tensor, no_click_logit: torch.Ten
     weight_none = torch.exp(no_click_logit - shift)
     gain = weight * candidate_engagement
     if slate_size == 2 and slates is None:
-        value = (gain.unsqueeze(2) + gain.unsqueeze(1)) / (weight_none.view(n, 1, 1) + weight.unsqueeze(2)
-                                                           + weight.unsqueeze(1))
+        value = (gain.unsqueeze(2) + gain.unsqueeze(1)) / (
+            weight_none.view(n, 1, 1) + weight.unsqueeze(2) + weight.unsqueeze(1)
+        )
         value.diagonal(dim1=1, dim2=2).fill_(-torch.inf)
         best = value.view(n, c * c).argmax(dim=1)
         return torch.stack([best // c, best % c], dim=1).sort(dim=1).values
@@ -131,10 +136,17 @@ def rollout_engagement(env: Any, policy: Any, seed: int, episodes: int = 1) -> n
     return np.concatenate(totals)
 
 
-def train_linear_policy_cem(env_cls: Any, env_kwargs: dict[str, Any], users_per_candidate: int = 100,
-                            population: int = 16, elite: int = 4, iterations: int = 6, seed: int = 0,
-                            init_mean: tuple[float, float] = (1.0, 0.0),
-                            init_std: float = 2.0) -> tuple[LinearScoringPolicy, list[float]]:
+def train_linear_policy_cem(
+    env_cls: Any,
+    env_kwargs: dict[str, Any],
+    users_per_candidate: int = 100,
+    population: int = 16,
+    elite: int = 4,
+    iterations: int = 6,
+    seed: int = 0,
+    init_mean: tuple[float, float] = (1.0, 0.0),
+    init_std: float = 2.0,
+) -> tuple[LinearScoringPolicy, list[float]]:
     """Cross-entropy-method search of ``(w_affinity, w_quality)`` on mean session engagement in the twin.
 
     One vector env of ``population * users_per_candidate`` users runs all candidates at once (user
@@ -167,5 +179,13 @@ def train_linear_policy_cem(env_cls: Any, env_kwargs: dict[str, Any], users_per_
     return LinearScoringPolicy(w_affinity=float(best_w[0]), w_quality=float(best_w[1]), slate_size=k), history
 
 
-__all__ = ["enumerate_slates", "best_myopic_slates", "LinearScoringPolicy",
-           "RandomSlatePolicy", "random_slates", "rollout_engagement", "train_linear_policy_cem", "expected_slate_engagement"]
+__all__ = [
+    "enumerate_slates",
+    "best_myopic_slates",
+    "LinearScoringPolicy",
+    "RandomSlatePolicy",
+    "random_slates",
+    "rollout_engagement",
+    "train_linear_policy_cem",
+    "expected_slate_engagement",
+]

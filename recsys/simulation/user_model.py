@@ -51,35 +51,43 @@ def gather_slate(values: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
     return torch.gather(values, 1, idx.expand(*slate.shape, *values.shape[2:]))
 
 
-def slate_choice_probabilities(candidate_logits: torch.Tensor, no_click_logit: torch.Tensor,
-                               slate: torch.Tensor) -> torch.Tensor:
+def slate_choice_probabilities(
+    candidate_logits: torch.Tensor, no_click_logit: torch.Tensor, slate: torch.Tensor
+) -> torch.Tensor:
     """``[N, K+1]`` probabilities of clicking each slate position, then of no click."""
     logits = torch.cat([gather_slate(candidate_logits, slate), no_click_logit.unsqueeze(-1)], dim=-1)
     return torch.softmax(logits, dim=-1)
 
 
-def sample_choice(probabilities: torch.Tensor, generator: torch.Generator | None = None,
-                  uniform: torch.Tensor | None = None) -> torch.Tensor:
+def sample_choice(
+    probabilities: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
+) -> torch.Tensor:
     """One categorical draw per row of ``[N, K+1]`` probabilities (``K`` = no click), by inverse CDF
     of ``uniform [N]`` (drawn from ``generator`` when not given)."""
     if uniform is None:
-        uniform = torch.rand(probabilities.shape[0], generator=generator, device=probabilities.device,
-                             dtype=probabilities.dtype)
+        uniform = torch.rand(
+            probabilities.shape[0], generator=generator, device=probabilities.device, dtype=probabilities.dtype
+        )
     u = uniform.to(probabilities.dtype).unsqueeze(-1)
     cdf = probabilities.cumsum(dim=-1)
     return (cdf < u).sum(dim=-1).clamp_(max=probabilities.shape[-1] - 1)
 
 
-def expected_slate_engagement(candidate_logits: torch.Tensor, no_click_logit: torch.Tensor,
-                              candidate_engagement: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+def expected_slate_engagement(
+    candidate_logits: torch.Tensor,
+    no_click_logit: torch.Tensor,
+    candidate_engagement: torch.Tensor,
+    slate: torch.Tensor,
+) -> torch.Tensor:
     """``E[engagement | slate] = sum_k P(k | A) e(a_k)``, ``[N]``."""
     probs = slate_choice_probabilities(candidate_logits, no_click_logit, slate)[:, :-1]
     return (probs * gather_slate(candidate_engagement, slate)).sum(dim=-1)
 
 
 # ---- RecSim NG interest evolution ---------------------------------------------------------------
-def ng_choice_logits(interest: torch.Tensor, doc_features: torch.Tensor,
-                     config: InterestEvolutionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def ng_choice_logits(
+    interest: torch.Tensor, doc_features: torch.Tensor, config: InterestEvolutionConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MNL logits ``-||x - f|| + 2`` of ``[N, C, T]`` docs for ``[N, T]`` users, and the no-click logit ``[N]``.
 
     ``doc_features`` may also be ``[C, T]`` (one candidate table shared by all users). Computed
@@ -89,8 +97,7 @@ def ng_choice_logits(interest: torch.Tensor, doc_features: torch.Tensor,
     f_t = doc_features.t().unsqueeze(2) if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)
     distance = (f_t - x_t).square().sum(0).sqrt()  # [C, N]
     logits = (config.choice_logit_offset - distance).t()
-    no_click = torch.full(interest.shape[:1], float(config.no_click_mass), device=interest.device,
-                          dtype=interest.dtype)
+    no_click = torch.full(interest.shape[:1], float(config.no_click_mass), device=interest.device, dtype=interest.dtype)
     return logits, no_click
 
 
@@ -106,13 +113,19 @@ def ng_squash(x: torch.Tensor, max_user_affinity: float) -> torch.Tensor:
 
 
 def ng_initial_interest(num_users: int, config: InterestEvolutionConfig, generator: torch.Generator) -> torch.Tensor:
-    return config.initial_interest_scale * torch.randn(num_users, config.num_topics, generator=generator,
-                                                       device=generator.device)
+    return config.initial_interest_scale * torch.randn(
+        num_users, config.num_topics, generator=generator, device=generator.device
+    )
 
 
-def ng_next_interest(interest: torch.Tensor, clicked: torch.Tensor, chosen_features: torch.Tensor,
-                     chosen_quality: torch.Tensor, config: InterestEvolutionConfig,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def ng_next_interest(
+    interest: torch.Tensor,
+    clicked: torch.Tensor,
+    chosen_features: torch.Tensor,
+    chosen_quality: torch.Tensor,
+    config: InterestEvolutionConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """NG's ``InterestEvolutionUser.next_state``: controlled update for clickers, then squash for all.
 
     ``interest [N, T]``, ``clicked [N]`` bool, ``chosen_features [N, T]`` and ``chosen_quality [N]``
@@ -122,15 +135,21 @@ def ng_next_interest(interest: torch.Tensor, clicked: torch.Tensor, chosen_featu
     updated = interest + config.interest_step_size * direction
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
         updated = updated + config.interest_update_noise_scale * torch.randn(
-            interest.shape, generator=generator, device=interest.device, dtype=interest.dtype)
+            interest.shape, generator=generator, device=interest.device, dtype=interest.dtype
+        )
     linear = torch.where(clicked.unsqueeze(-1), updated, interest)
     return ng_squash(linear, config.max_user_affinity)
 
 
-def ng_step_users_last(interest_t: torch.Tensor, features_t: torch.Tensor, quality_t: torch.Tensor,
-                       length_t: torch.Tensor, config: InterestEvolutionConfig, generator: torch.Generator | None = None,
-                       uniform: torch.Tensor | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def ng_step_users_last(
+    interest_t: torch.Tensor,
+    features_t: torch.Tensor,
+    quality_t: torch.Tensor,
+    length_t: torch.Tensor,
+    config: InterestEvolutionConfig,
+    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`ng_step` in the users-last layout the hot loops use (every op runs along the user axis).
 
     ``interest_t [T, N]``, ``features_t [T, K, N]``, ``quality_t`` and ``length_t [K, N]``. Returns
@@ -138,9 +157,12 @@ def ng_step_users_last(interest_t: torch.Tensor, features_t: torch.Tensor, quali
     """
     t_dim, k, n = features_t.shape
     distance = (features_t - interest_t.unsqueeze(1)).square().sum(0).sqrt()  # [K, N]
-    logits = torch.cat([config.choice_logit_offset - distance,
-                        torch.full((1, n), float(config.no_click_mass), device=distance.device,
-                                   dtype=distance.dtype)])  # [K+1, N]
+    logits = torch.cat(
+        [
+            config.choice_logit_offset - distance,
+            torch.full((1, n), float(config.no_click_mass), device=distance.device, dtype=distance.dtype),
+        ]
+    )  # [K+1, N]
     weight = torch.exp(logits - logits.max(dim=0).values)
     cdf = weight.cumsum(dim=0)
     total = cdf[-1]
@@ -156,15 +178,21 @@ def ng_step_users_last(interest_t: torch.Tensor, features_t: torch.Tensor, quali
     updated = interest_t + config.interest_step_size * quality * (chosen - interest_t)
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
         updated = updated + config.interest_update_noise_scale * torch.randn(
-            interest_t.shape, generator=generator, device=interest_t.device, dtype=interest_t.dtype)
+            interest_t.shape, generator=generator, device=interest_t.device, dtype=interest_t.dtype
+        )
     linear = torch.where(clicked, updated, interest_t)
     return choice, consumed, ng_squash(linear, config.max_user_affinity), weight / total
 
 
-def ng_step(interest: torch.Tensor, slate_features: torch.Tensor, slate_quality: torch.Tensor,
-            slate_length: torch.Tensor, config: InterestEvolutionConfig,
-            generator: torch.Generator | None = None,
-            uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def ng_step(
+    interest: torch.Tensor,
+    slate_features: torch.Tensor,
+    slate_quality: torch.Tensor,
+    slate_length: torch.Tensor,
+    config: InterestEvolutionConfig,
+    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One NG user step on given slates (``InterestEvolutionUser.next_response`` then ``next_state``).
 
     ``interest [N, T]``, ``slate_features [N, K, T]``, ``slate_quality`` and ``slate_length [N, K]``.
@@ -172,8 +200,8 @@ def ng_step(interest: torch.Tensor, slate_features: torch.Tensor, slate_quality:
     choice probabilities [N, K+1])``. The choice is the inverse-CDF draw of ``uniform [N]``.
     """
     choice, consumed, nxt, probs = ng_step_users_last(
-        interest.t(), slate_features.permute(2, 1, 0), slate_quality.t(), slate_length.t(), config, generator,
-        uniform)
+        interest.t(), slate_features.permute(2, 1, 0), slate_quality.t(), slate_length.t(), config, generator, uniform
+    )
     return choice, consumed, nxt.t(), probs.t()
 
 
@@ -183,8 +211,9 @@ def recsim_scores(interest: torch.Tensor, doc_features: torch.Tensor) -> torch.T
     return torch.einsum("nt,nct->nc", interest, doc_features)
 
 
-def recsim_choice_logits(interest: torch.Tensor, doc_features: torch.Tensor,
-                         config: RecSimInterestEvolutionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def recsim_choice_logits(
+    interest: torch.Tensor, doc_features: torch.Tensor, config: RecSimInterestEvolutionConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Choice logits ``[N, C]`` and no-click logit ``[N]`` of RecSim's choice model.
 
     proportional: ``log(max(score - min_normalizer, 0))`` (RecSim asserts non-negative scores; with
@@ -194,16 +223,21 @@ def recsim_choice_logits(interest: torch.Tensor, doc_features: torch.Tensor,
     n = interest.shape[0]
     if config.choice_model == "proportional":
         logits = torch.log((scores - config.min_normalizer).clamp_min(0.0))
-        no_click = torch.full((n,), float(torch.log(torch.tensor(config.no_click_mass - config.min_normalizer))),
-                              device=interest.device, dtype=interest.dtype)
+        no_click = torch.full(
+            (n,),
+            float(torch.log(torch.tensor(config.no_click_mass - config.min_normalizer))),
+            device=interest.device,
+            dtype=interest.dtype,
+        )
     else:
         logits = scores
         no_click = torch.full((n,), float(config.no_click_mass), device=interest.device, dtype=interest.dtype)
     return logits, no_click
 
 
-def recsim_expected_utility(interest: torch.Tensor, features: torch.Tensor,
-                            config: RecSimInterestEvolutionConfig) -> torch.Tensor:
+def recsim_expected_utility(
+    interest: torch.Tensor, features: torch.Tensor, config: RecSimInterestEvolutionConfig
+) -> torch.Tensor:
     """``choice_model.scores[0]`` after scoring the one clicked doc alone (``[N]``)."""
     score = (interest * features).sum(-1)
     if config.choice_model == "proportional":
@@ -211,10 +245,17 @@ def recsim_expected_utility(interest: torch.Tensor, features: torch.Tensor,
     return torch.sigmoid(score - config.no_click_mass)  # softmax([score, no_click])[0]
 
 
-def recsim_update(interest: torch.Tensor, budget: torch.Tensor, clicked: torch.Tensor, watch_time: torch.Tensor,
-                  chosen_features: torch.Tensor, chosen_quality: torch.Tensor,
-                  config: RecSimInterestEvolutionConfig, generator: torch.Generator | None = None,
-                  flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def recsim_update(
+    interest: torch.Tensor,
+    budget: torch.Tensor,
+    clicked: torch.Tensor,
+    watch_time: torch.Tensor,
+    chosen_features: torch.Tensor,
+    chosen_quality: torch.Tensor,
+    config: RecSimInterestEvolutionConfig,
+    generator: torch.Generator | None = None,
+    flip: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``IEvUserModel.update_state`` batched: ``(next_interest [N, T], next_budget [N])``.
 
     ``flip [N]`` are the uniforms deciding toward/away (drawn from ``generator`` when not given).

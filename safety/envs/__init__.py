@@ -43,12 +43,28 @@ def register_envs() -> None:
     for env_id, (single, vector, steps) in TASKS.items():
         if env_id in gym.envs.registry:
             continue
-        gym.register(id=env_id, entry_point=f"{single.__module__}:{single.__name__}",
-                     vector_entry_point=f"{vector.__module__}:{vector.__name__}", max_episode_steps=steps)
+        gym.register(
+            id=env_id,
+            entry_point=f"{single.__module__}:{single.__name__}",
+            vector_entry_point=f"{vector.__module__}:{vector.__name__}",
+            max_episode_steps=steps,
+        )
 
 
 register_envs()
 
-__all__ = ["TASKS", "register_envs", "BatchedCMDP", "SingleCMDPEnv", "PointGoalEnv", "PointGoalVectorEnv",
-           "ConstrainedCartPoleEnv", "ConstrainedCartPoleVectorEnv", "HazardGridEnv", "HazardGridVectorEnv",
-           "HazardGridworld", "ClickbaitRecommenderEnv", "ClickbaitRecommenderVectorEnv"]
+__all__ = [
+    "TASKS",
+    "register_envs",
+    "BatchedCMDP",
+    "SingleCMDPEnv",
+    "PointGoalEnv",
+    "PointGoalVectorEnv",
+    "ConstrainedCartPoleEnv",
+    "ConstrainedCartPoleVectorEnv",
+    "HazardGridEnv",
+    "HazardGridVectorEnv",
+    "HazardGridworld",
+    "ClickbaitRecommenderEnv",
+    "ClickbaitRecommenderVectorEnv",
+]

@@ -70,8 +70,9 @@ class BatchedCMDP(VectorEnv):
             return np.clip(a, space.low, space.high)
         return np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
 
-    def reset(self, *, seed: int | list[int] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is not None:
             first = seed[0] if isinstance(seed, (list, tuple)) else seed
             self._np_random, self._np_random_seed = seeding.np_random(first)
@@ -83,8 +84,11 @@ class BatchedCMDP(VectorEnv):
         reward, terminated, costs = self._transition(self._prepare_actions(actions))
         self._elapsed += 1
         terminated = np.asarray(terminated, dtype=bool)
-        truncated = ~terminated & (self._elapsed >= self.max_episode_steps) if self.max_episode_steps \
+        truncated = (
+            ~terminated & (self._elapsed >= self.max_episode_steps)
+            if self.max_episode_steps
             else np.zeros(self.num_envs, dtype=bool)
+        )
         obs = self._observe()
         info: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in costs.items()}
         done = terminated | truncated

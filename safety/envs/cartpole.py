@@ -34,8 +34,15 @@ class ConstrainedCartPoleVectorEnv(BatchedCMDP):
     theta_threshold = 12 * 2 * math.pi / 360
     x_threshold = 2.4
 
-    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 200, safe_x: float = 1.0,
-                 max_speed: float = 1.0, target_x: float = 1.2, target_reward: float = 0.5):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = 200,
+        safe_x: float = 1.0,
+        max_speed: float = 1.0,
+        target_x: float = 1.2,
+        target_reward: float = 0.5,
+    ):
         if safe_x <= 0 or max_speed <= 0:
             raise ConfigError(f"safe_x and max_speed must be positive, got {safe_x}, {max_speed}")
         self.safe_x, self.max_speed = float(safe_x), float(max_speed)
@@ -57,7 +64,8 @@ class ConstrainedCartPoleVectorEnv(BatchedCMDP):
         polemass_length = self.masspole * self.length
         temp = (force + polemass_length * theta_dot**2 * sin) / total_mass
         theta_acc = (self.gravity * sin - cos * temp) / (
-            self.length * (4.0 / 3.0 - self.masspole * cos**2 / total_mass))
+            self.length * (4.0 / 3.0 - self.masspole * cos**2 / total_mass)
+        )
         x_acc = temp - polemass_length * theta_acc * cos / total_mass
         x = x + self.tau * x_dot
         x_dot = x_dot + self.tau * x_acc
@@ -69,8 +77,11 @@ class ConstrainedCartPoleVectorEnv(BatchedCMDP):
         reward = 1.0 + self.target_reward * (x > self.target_x)
         cost_position = (np.abs(x) > self.safe_x).astype(np.float64)
         cost_speed = (np.abs(x_dot) > self.max_speed).astype(np.float64)
-        return reward, terminated, {"cost": cost_position + cost_speed, "cost_position": cost_position,
-                                    "cost_speed": cost_speed}
+        return (
+            reward,
+            terminated,
+            {"cost": cost_position + cost_speed, "cost_position": cost_position, "cost_speed": cost_speed},
+        )
 
     def _observe(self) -> np.ndarray:
         return self.state.astype(np.float32)

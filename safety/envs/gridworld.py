@@ -18,8 +18,8 @@ vector env for agents (observations are state indices).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -43,15 +43,16 @@ class HazardGridworld:
     """The exact model of a hazard gridworld: ``mdp`` (P, r, γ, μ0, terminal goal) and ``cost[s, a]``."""
 
     layout: tuple[str, ...]
-    cells: np.ndarray          # (S, 2) row, col of each state
+    cells: np.ndarray  # (S, 2) row, col of each state
     mdp: TabularMDP
-    cost: np.ndarray           # (S, A) expected cost c(s, a)
-    hazard: np.ndarray         # (S,) bool
-    goal: np.ndarray           # (S,) bool
+    cost: np.ndarray  # (S, A) expected cost c(s, a)
+    hazard: np.ndarray  # (S,) bool
+    goal: np.ndarray  # (S,) bool
 
     @classmethod
-    def from_layout(cls, layout: Sequence[str] = DEFAULT_LAYOUT, slip: float = 0.1,
-                    gamma: float = 0.95) -> "HazardGridworld":
+    def from_layout(
+        cls, layout: Sequence[str] = DEFAULT_LAYOUT, slip: float = 0.1, gamma: float = 0.95
+    ) -> "HazardGridworld":
         rows = tuple(layout)
         if not rows or len({len(r) for r in rows}) != 1:
             raise ConfigError("layout must be a non-empty list of equally long strings")
@@ -69,8 +70,12 @@ class HazardGridworld:
         S, A = len(cells), len(MOVES)
         # deterministic successor of each (s, a): the move, or stay if blocked
         target = cells[:, None, :] + MOVES[None, :, :]
-        inside = (target[..., 0] >= 0) & (target[..., 0] < chars.shape[0]) & (target[..., 1] >= 0) \
+        inside = (
+            (target[..., 0] >= 0)
+            & (target[..., 0] < chars.shape[0])
+            & (target[..., 1] >= 0)
             & (target[..., 1] < chars.shape[1])
+        )
         tr, tc = np.clip(target[..., 0], 0, chars.shape[0] - 1), np.clip(target[..., 1], 0, chars.shape[1] - 1)
         succ = np.where(inside & (index[tr, tc] >= 0), index[tr, tc], np.arange(S)[:, None])
         move = np.zeros((S, A, S))
@@ -93,8 +98,14 @@ class HazardGridVectorEnv(BatchedCMDP):
 
     cost_keys = ("cost", "cost_hazard")
 
-    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 50,
-                 layout: Sequence[str] = DEFAULT_LAYOUT, slip: float = 0.1, gamma: float = 0.95):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = 50,
+        layout: Sequence[str] = DEFAULT_LAYOUT,
+        slip: float = 0.1,
+        gamma: float = 0.95,
+    ):
         self.world = HazardGridworld.from_layout(layout, slip, gamma)
         mdp = self.world.mdp
         self._cdf = np.cumsum(mdp.P, axis=-1)

@@ -25,7 +25,7 @@ world coordinates.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -42,11 +42,20 @@ class PointGoalVectorEnv(BatchedCMDP):
 
     cost_keys = ("cost", "cost_hazard")
 
-    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 200,
-                 goals: Sequence[Sequence[float]] = DEFAULT_GOALS,
-                 hazards: Sequence[Sequence[float]] = DEFAULT_HAZARDS, goal_radius: float = 0.3,
-                 goal_bonus: float = 1.0, damping: float = 0.7, gain: float = 0.03, bound: float = 2.0,
-                 start_low: Sequence[float] = (-1.7, -0.6), start_high: Sequence[float] = (-0.9, 0.6)):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = 200,
+        goals: Sequence[Sequence[float]] = DEFAULT_GOALS,
+        hazards: Sequence[Sequence[float]] = DEFAULT_HAZARDS,
+        goal_radius: float = 0.3,
+        goal_bonus: float = 1.0,
+        damping: float = 0.7,
+        gain: float = 0.03,
+        bound: float = 2.0,
+        start_low: Sequence[float] = (-1.7, -0.6),
+        start_high: Sequence[float] = (-0.9, 0.6),
+    ):
         self.goals = np.asarray(goals, dtype=np.float64)
         self.hazards = np.asarray(hazards, dtype=np.float64).reshape(-1, 3)
         if self.goals.ndim != 2 or self.goals.shape[1] != 2 or len(self.goals) < 1:
@@ -89,16 +98,21 @@ class PointGoalVectorEnv(BatchedCMDP):
         reached = dist_after < self.goal_radius
         reward = dist_before - dist_after + self.goal_bonus * reached
         self.goal_idx = np.where(reached, (self.goal_idx + 1) % len(self.goals), self.goal_idx)
-        cost = (self.hazard_distance(self.pos) < 0).any(axis=-1).astype(np.float64) if len(self.hazards) \
+        cost = (
+            (self.hazard_distance(self.pos) < 0).any(axis=-1).astype(np.float64)
+            if len(self.hazards)
             else np.zeros(self.num_envs)
+        )
         return reward, np.zeros(self.num_envs, dtype=bool), {"cost": cost, "cost_hazard": cost}
 
     def _observe(self) -> np.ndarray:
         goal = self.goals[self.goal_idx]
         parts = [self.pos, self.vel * 10.0, goal - self.pos]
         if len(self.hazards):
-            parts += [(self.hazards[None, :, :2] - self.pos[:, None, :]).reshape(self.num_envs, -1),
-                      self.hazard_distance(self.pos)]
+            parts += [
+                (self.hazards[None, :, :2] - self.pos[:, None, :]).reshape(self.num_envs, -1),
+                self.hazard_distance(self.pos),
+            ]
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 

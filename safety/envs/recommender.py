@@ -76,7 +76,8 @@ with one session, so both give the same trajectories.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -109,9 +110,15 @@ class ClickbaitRecommenderVectorEnv(InterestEvolutionVectorEnv):
     metadata: ClassVar[dict[str, Any]] = {**SlateVectorEnv.metadata, "cost_keys": ("cost", "cost_clickbait")}
     cost_keys: ClassVar[tuple[str, ...]] = ("cost", "cost_clickbait")
 
-    def __init__(self, num_envs: int = 1, config: InterestEvolutionConfig | Mapping[str, Any] | None = None,
-                 seed: int | None = None, max_episode_steps: int | None = EPISODE_STEPS,
-                 clickbait_threshold: float = -0.5, **overrides: Any):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: InterestEvolutionConfig | Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        max_episode_steps: int | None = EPISODE_STEPS,
+        clickbait_threshold: float = -0.5,
+        **overrides: Any,
+    ):
         if "horizon" in overrides or (isinstance(config, Mapping) and "horizon" in config):
             raise ConfigError("set the session length with 'max_episode_steps', not 'horizon'")
         if max_episode_steps is not None and int(max_episode_steps) < 1:
@@ -183,9 +190,19 @@ def quality_filtered_slates(env: ClickbaitRecommenderVectorEnv) -> np.ndarray:
     only where fewer than K others exist)."""
     logits, no_click, engagement = env.choice_scores()
     bad = env.clickbait()
-    return best_myopic_slates(logits.masked_fill(bad, -30.0), no_click, engagement.masked_fill(bad, 0.0),
-                              env.slate_size).cpu().numpy()
+    return (
+        best_myopic_slates(logits.masked_fill(bad, -30.0), no_click, engagement.masked_fill(bad, 0.0), env.slate_size)
+        .cpu()
+        .numpy()
+    )
 
 
-__all__ = ["ClickbaitRecommenderVectorEnv", "ClickbaitRecommenderEnv", "EPISODE_STEPS", "COST_LIMIT",
-           "TASK_DEFAULTS", "greedy_engagement_slates", "quality_filtered_slates"]
+__all__ = [
+    "ClickbaitRecommenderVectorEnv",
+    "ClickbaitRecommenderEnv",
+    "EPISODE_STEPS",
+    "COST_LIMIT",
+    "TASK_DEFAULTS",
+    "greedy_engagement_slates",
+    "quality_filtered_slates",
+]

@@ -21,8 +21,9 @@ small penalty ε‖v‖² that keeps v away from tanh's flat tails, where the ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch.func import grad, jacrev
@@ -30,20 +31,23 @@ from torch.func import grad, jacrev
 from core_rl.common.errors import ConfigError
 from core_rl.model_based.planners.lqr import lqr_backward
 
+if TYPE_CHECKING:
+    from core_rl.model_based.planners.shooting import PlanResult
+
 Dynamics = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-RunningCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # x [..., T, dx], u [..., T, du] -> [..., T]
-FinalCost = Callable[[torch.Tensor], torch.Tensor]                    # x [..., dx] -> [...]
+RunningCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # x [..., T, dx], u [..., T, du] -> [..., T]
+FinalCost = Callable[[torch.Tensor], torch.Tensor]  # x [..., dx] -> [...]
 
 
 @dataclass
 class ILQRResult:
-    x: torch.Tensor                 # [B, T+1, dx]
-    u: torch.Tensor                 # [B, T, du] (within the bounds)
-    cost: torch.Tensor              # [B]
-    K: torch.Tensor                 # [B, T, du, dx] feedback gains (in the unsquashed control v)
-    k: torch.Tensor                 # [B, T, du]
-    v: torch.Tensor                 # [B, T, du] the unsquashed nominal controls
-    history: list[float] = field(default_factory=list)   # mean cost per iteration
+    x: torch.Tensor  # [B, T+1, dx]
+    u: torch.Tensor  # [B, T, du] (within the bounds)
+    cost: torch.Tensor  # [B]
+    K: torch.Tensor  # [B, T, du, dx] feedback gains (in the unsquashed control v)
+    k: torch.Tensor  # [B, T, du]
+    v: torch.Tensor  # [B, T, du] the unsquashed nominal controls
+    history: list[float] = field(default_factory=list)  # mean cost per iteration
     iterations: int = 0
     squash: Callable[[torch.Tensor], torch.Tensor] | None = None
 
@@ -56,11 +60,22 @@ class ILQRResult:
 class ILQR:
     """iLQR (``second_order=False``) or DDP (``True``) for batched trajectories."""
 
-    def __init__(self, dynamics: Dynamics, running_cost: RunningCost, final_cost: FinalCost | None = None,
-                 action_low: torch.Tensor | float | None = None, action_high: torch.Tensor | float | None = None,
-                 second_order: bool = False, squash_penalty: float = 1e-3, n_iterations: int = 50, mu_init: float = 1.0, mu_min: float = 1e-6,
-                 mu_max: float = 1e10, tol: float = 1e-7,
-                 alphas: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.05, 0.01, 0.001)):
+    def __init__(
+        self,
+        dynamics: Dynamics,
+        running_cost: RunningCost,
+        final_cost: FinalCost | None = None,
+        action_low: torch.Tensor | float | None = None,
+        action_high: torch.Tensor | float | None = None,
+        second_order: bool = False,
+        squash_penalty: float = 1e-3,
+        n_iterations: int = 50,
+        mu_init: float = 1.0,
+        mu_min: float = 1e-6,
+        mu_max: float = 1e10,
+        tol: float = 1e-7,
+        alphas: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.05, 0.01, 0.001),
+    ):
         if (action_low is None) != (action_high is None):
             raise ConfigError("give both action_low and action_high, or neither")
         self.f, self.c, self.cT = dynamics, running_cost, final_cost
@@ -108,7 +123,7 @@ class ILQR:
     # -- expansions (autograd; each output depends on its own (b, t) only) -------------------------
     def _expand(self, x: torch.Tensor, v: torch.Tensor) -> dict[str, torch.Tensor]:
         dx = x.shape[-1]
-        z = torch.cat([x[:, :-1], v], -1).detach()                       # [B, T, dz]
+        z = torch.cat([x[:, :-1], v], -1).detach()  # [B, T, dz]
 
         def f_sum(zz: torch.Tensor) -> torch.Tensor:
             return self._g(zz[..., :dx], zz[..., dx:]).sum((0, 1))
@@ -116,8 +131,8 @@ class ILQR:
         def c_sum(zz: torch.Tensor) -> torch.Tensor:
             return self._running(zz[..., :dx], zz[..., dx:]).sum()
 
-        out = {"F": jacrev(f_sum)(z).permute(1, 2, 0, 3)}                # [B, T, dx, dz]
-        out["c"] = grad(c_sum)(z)                                         # [B, T, dz]
+        out = {"F": jacrev(f_sum)(z).permute(1, 2, 0, 3)}  # [B, T, dx, dz]
+        out["c"] = grad(c_sum)(z)  # [B, T, dz]
         out["C"] = jacrev(lambda zz: grad(c_sum)(zz).sum((0, 1)))(z).permute(1, 2, 0, 3)
         if self.second_order:
             out["F2"] = jacrev(lambda zz: jacrev(f_sum)(zz).sum((1, 2)))(z).permute(2, 3, 0, 1, 4)
@@ -150,9 +165,17 @@ class ILQR:
         it = 0
         for it in range(1, self.n_iterations + 1):
             e = self._expand(x, v)
-            sol = lqr_backward(e["F"], torch.zeros(B, T, dx, dtype=torch.float64), e["C"], e["c"], dx,
-                               terminal_V=e.get("VT"), terminal_v=e.get("vT"), regularization=mu,
-                               dynamics_hessian=e.get("F2"))
+            sol = lqr_backward(
+                e["F"],
+                torch.zeros(B, T, dx, dtype=torch.float64),
+                e["C"],
+                e["c"],
+                dx,
+                terminal_V=e.get("VT"),
+                terminal_v=e.get("vT"),
+                regularization=mu,
+                dynamics_hessian=e.get("F2"),
+            )
             if not (torch.isfinite(sol.K).all() and torch.isfinite(sol.k).all()):
                 mu = (mu * 10).clamp(max=self.mu_max)
                 continue
@@ -161,11 +184,14 @@ class ILQR:
                 xh = [x0.expand(A, B, dx)]
                 vh = []
                 for t in range(T):
-                    vt = v[:, t] + self.alphas[:, None, None] * sol.k[:, t] \
+                    vt = (
+                        v[:, t]
+                        + self.alphas[:, None, None] * sol.k[:, t]
                         + (sol.K[:, t] @ (xh[-1] - x[:, t])[..., None]).squeeze(-1)
+                    )
                     vh.append(vt)
                     xh.append(self._g(xh[-1], vt))
-                x_new, v_new = torch.stack(xh, -2), torch.stack(vh, -2)   # [A, B, T+1, dx], [A, B, T, du]
+                x_new, v_new = torch.stack(xh, -2), torch.stack(vh, -2)  # [A, B, T+1, dx], [A, B, T, du]
                 new_cost = torch.nan_to_num(self.total_cost(x_new, v_new), nan=float("inf"))
                 best_cost, best_a = new_cost.min(0)
                 accept = best_cost < cost
@@ -179,12 +205,22 @@ class ILQR:
             history.append(cost.mean().item())
             if bool(((rel < self.tol) & accept).all()) or bool((mu >= self.mu_max).all()):
                 break
-        return ILQRResult(x=x, u=self.squash(v), cost=cost, K=K, k=k, v=v, history=history, iterations=it,
-                          squash=self.squash if self.bounded else None)
+        return ILQRResult(
+            x=x,
+            u=self.squash(v),
+            cost=cost,
+            K=K,
+            k=k,
+            v=v,
+            history=history,
+            iterations=it,
+            squash=self.squash if self.bounded else None,
+        )
 
 
 def model_dynamics(model: torch.nn.Module) -> Dynamics:
     """A learned model's (member-averaged) mean prediction as a differentiable f(x, u) for iLQR."""
+
     def f(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         next_obs, _ = model.mean_step(x.float(), u.float())
         return next_obs.to(x.dtype)
@@ -199,9 +235,17 @@ class ILQRPlanner:
     :class:`core_rl.model_based.mpc.MPC` replans with it at every step.
     """
 
-    def __init__(self, model: torch.nn.Module, action_low: torch.Tensor, action_high: torch.Tensor, horizon: int = 15,
-                 n_iterations: int = 5, reward_fn: Callable[..., torch.Tensor] | None = None, init_std: float = 0.1,
-                 seed: int = 0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        horizon: int = 15,
+        n_iterations: int = 5,
+        reward_fn: Callable[..., torch.Tensor] | None = None,
+        init_std: float = 0.1,
+        seed: int = 0,
+    ):
         if reward_fn is None and not getattr(model, "learn_reward", False):
             raise ConfigError("the model does not predict rewards: pass a reward_fn (reward='known')")
         self.model, self.reward_fn, self.horizon, self.n_iterations = model, reward_fn, horizon, n_iterations
@@ -229,7 +273,7 @@ class ILQRPlanner:
         else:
             self._u[mask] = self._initial(int(mask.sum()))
 
-    def plan(self, obs: torch.Tensor) -> "PlanResult":
+    def plan(self, obs: torch.Tensor) -> PlanResult:
         from core_rl.model_based.planners.shooting import PlanResult
 
         x0 = torch.as_tensor(obs, dtype=torch.float64)

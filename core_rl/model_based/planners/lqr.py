@@ -35,21 +35,28 @@ from core_rl.common.errors import ConfigError
 
 @dataclass
 class LQRSolution:
-    K: torch.Tensor        # [..., T, du, dx] feedback gains
-    k: torch.Tensor        # [..., T, du] feedforward terms
-    V: torch.Tensor        # [..., T+1, dx, dx] cost-to-go Hessians (V[T] is the terminal one)
-    v: torch.Tensor        # [..., T+1, dx] cost-to-go gradients
-    expected_improvement: torch.Tensor   # [...] Σ_t (k_tᵀ q_u + ½ k_tᵀ Q_uu k_t): the model's predicted cost change
+    K: torch.Tensor  # [..., T, du, dx] feedback gains
+    k: torch.Tensor  # [..., T, du] feedforward terms
+    V: torch.Tensor  # [..., T+1, dx, dx] cost-to-go Hessians (V[T] is the terminal one)
+    v: torch.Tensor  # [..., T+1, dx] cost-to-go gradients
+    expected_improvement: torch.Tensor  # [...] Σ_t (k_tᵀ q_u + ½ k_tᵀ Q_uu k_t): the model's predicted cost change
 
     def control(self, t: int, x: torch.Tensor) -> torch.Tensor:
         """u_t = K_t x_t + k_t."""
         return (self.K[..., t, :, :] @ x[..., None]).squeeze(-1) + self.k[..., t, :]
 
 
-def lqr_backward(F: torch.Tensor, f: torch.Tensor, C: torch.Tensor, c: torch.Tensor, dx: int,
-                 terminal_V: torch.Tensor | None = None, terminal_v: torch.Tensor | None = None,
-                 regularization: float | torch.Tensor = 0.0, dynamics_hessian: torch.Tensor | None = None
-                 ) -> LQRSolution:
+def lqr_backward(
+    F: torch.Tensor,
+    f: torch.Tensor,
+    C: torch.Tensor,
+    c: torch.Tensor,
+    dx: int,
+    terminal_V: torch.Tensor | None = None,
+    terminal_v: torch.Tensor | None = None,
+    regularization: float | torch.Tensor = 0.0,
+    dynamics_hessian: torch.Tensor | None = None,
+) -> LQRSolution:
     """The Riccati recursion. Shapes: ``F [..., T, dx, dx+du]``, ``f [..., T, dx]``,
     ``C [..., T, dx+du, dx+du]``, ``c [..., T, dx+du]``; optional ``dynamics_hessian
     [..., T, dx, dx+du, dx+du]`` (∂²f/∂z², DDP) is contracted with v_{t+1}: Q += Σ_i v_{t+1,i} ∂²f_i/∂z².
@@ -83,20 +90,26 @@ def lqr_backward(F: torch.Tensor, f: torch.Tensor, C: torch.Tensor, c: torch.Ten
         KT = K.transpose(-1, -2)
         V = Qxx + Qxu @ K + KT @ Qux + KT @ Quu @ K
         V = 0.5 * (V + V.transpose(-1, -2))
-        v = qx + (Qxu @ k[..., None]).squeeze(-1) + (KT @ qu[..., None]).squeeze(-1) \
+        v = (
+            qx
+            + (Qxu @ k[..., None]).squeeze(-1)
+            + (KT @ qu[..., None]).squeeze(-1)
             + (KT @ Quu @ k[..., None]).squeeze(-1)
+        )
         improvement = improvement + (k * qu).sum(-1) + 0.5 * (k[..., None, :] @ Quu @ k[..., :, None])[..., 0, 0]
         Ks.append(K)
         ks.append(k)
         Vs.append(V)
         vs.append(v)
     stack = lambda xs, d: torch.stack(xs[::-1], dim=d)  # noqa: E731
-    return LQRSolution(K=stack(Ks, -3), k=stack(ks, -2), V=stack(Vs, -3), v=stack(vs, -2),
-                       expected_improvement=improvement)
+    return LQRSolution(
+        K=stack(Ks, -3), k=stack(ks, -2), V=stack(Vs, -3), v=stack(vs, -2), expected_improvement=improvement
+    )
 
 
-def lqr_rollout(solution: LQRSolution, F: torch.Tensor, f: torch.Tensor, x0: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def lqr_rollout(
+    solution: LQRSolution, F: torch.Tensor, f: torch.Tensor, x0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the closed-loop controller in the linear dynamics: states ``[..., T+1, dx]``, controls ``[..., T, du]``."""
     T = F.shape[-3]
     xs, us = [x0], []
@@ -109,8 +122,14 @@ def lqr_rollout(solution: LQRSolution, F: torch.Tensor, f: torch.Tensor, x0: tor
     return torch.stack(xs, -2), torch.stack(us, -2)
 
 
-def lqr(A: torch.Tensor, B: torch.Tensor, Q: torch.Tensor, R: torch.Tensor, horizon: int,
-        terminal_Q: torch.Tensor | None = None) -> LQRSolution:
+def lqr(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    Q: torch.Tensor,
+    R: torch.Tensor,
+    horizon: int,
+    terminal_Q: torch.Tensor | None = None,
+) -> LQRSolution:
     """Time-invariant x' = Ax + Bu with cost ½xᵀQx + ½uᵀRu over ``horizon`` steps."""
     dx, du = A.shape[-1], B.shape[-1]
     F = torch.cat([A, B], -1).expand(horizon, dx, dx + du)

@@ -44,7 +44,7 @@ class Node:
     visits: int = 0
     value_sum: float = 0.0
     children: dict[int, "Node"] = field(default_factory=dict)
-    rewards: dict[int, float] = field(default_factory=dict)   # r(s, a) of the edge to each child
+    rewards: dict[int, float] = field(default_factory=dict)  # r(s, a) of the edge to each child
     untried: list[int] = field(default_factory=list)
 
     @property
@@ -55,8 +55,16 @@ class Node:
 class MCTS:
     """UCT search over a deterministic model; ``search(state)`` returns the most visited root action."""
 
-    def __init__(self, model: SearchModel, n_simulations: int = 500, c_uct: float = math.sqrt(2), gamma: float = 1.0,
-                 rollout_depth: int = 50, two_player: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        model: SearchModel,
+        n_simulations: int = 500,
+        c_uct: float = math.sqrt(2),
+        gamma: float = 1.0,
+        rollout_depth: int = 50,
+        two_player: bool = False,
+        seed: int = 0,
+    ):
         if n_simulations < 1:
             raise ConfigError(f"n_simulations must be positive, got {n_simulations}")
         self.model, self.n_simulations, self.c_uct, self.gamma = model, n_simulations, c_uct, gamma
@@ -115,7 +123,7 @@ class MCTS:
             node.children[a], node.rewards[a] = child, float(reward)
             path.append((node, a))
             node = child
-        value = self._rollout(node.state, node.done)   # value of `node` for its player to move
+        value = self._rollout(node.state, node.done)  # value of `node` for its player to move
         node.visits += 1
         node.value_sum += value
         for parent, a in reversed(path):

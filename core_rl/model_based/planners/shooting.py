@@ -23,8 +23,9 @@ minus β times the particle standard deviation (uncertainty penalty). One tensor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -55,16 +56,26 @@ class FunctionModel:
 class TrajectoryEvaluator:
     """Scores action sequences ``[B, C, H, da]`` from states ``[B, ds]`` by particle rollouts in a model."""
 
-    def __init__(self, model: DynamicsModel, n_particles: int | None = None, reward_fn: RewardFn | None = None,
-                 termination_fn: TerminationFn | None = None, gamma: float = 1.0,
-                 risk: Literal["mean", "penalty"] = "mean", risk_coef: float = 1.0, sample: bool = True,
-                 terminal_value: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: DynamicsModel,
+        n_particles: int | None = None,
+        reward_fn: RewardFn | None = None,
+        termination_fn: TerminationFn | None = None,
+        gamma: float = 1.0,
+        risk: Literal["mean", "penalty"] = "mean",
+        risk_coef: float = 1.0,
+        sample: bool = True,
+        terminal_value: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.model = model
         self.n_members = int(getattr(model, "n_members", 1))
         self.n_particles = int(n_particles or self.n_members)
         if self.n_particles % self.n_members:
-            raise ConfigError(f"n_particles ({self.n_particles}) must be a multiple of the model's "
-                              f"{self.n_members} members (each particle follows one member)")
+            raise ConfigError(
+                f"n_particles ({self.n_particles}) must be a multiple of the model's "
+                f"{self.n_members} members (each particle follows one member)"
+            )
         if reward_fn is None and not getattr(model, "learn_reward", False):
             raise ConfigError("the model does not predict rewards: pass a reward_fn (reward='known')")
         if risk not in ("mean", "penalty"):
@@ -111,16 +122,24 @@ class TrajectoryEvaluator:
 
 @dataclass
 class PlanResult:
-    actions: torch.Tensor          # [B, H, da] the planned sequence
-    score: torch.Tensor            # [B] the evaluator's score of the best candidate seen
+    actions: torch.Tensor  # [B, H, da] the planned sequence
+    score: torch.Tensor  # [B] the evaluator's score of the best candidate seen
 
 
 class ShootingPlanner:
     """The shared core: sample → evaluate → update, with warm-started means between calls."""
 
-    def __init__(self, evaluator: TrajectoryEvaluator | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 action_low: torch.Tensor, action_high: torch.Tensor, horizon: int = 20, n_candidates: int = 400,
-                 n_iterations: int = 5, init_std: float = 0.5, seed: int = 0):
+    def __init__(
+        self,
+        evaluator: TrajectoryEvaluator | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        horizon: int = 20,
+        n_candidates: int = 400,
+        n_iterations: int = 5,
+        init_std: float = 0.5,
+        seed: int = 0,
+    ):
         if horizon < 1 or n_candidates < 1 or n_iterations < 1:
             raise ConfigError("horizon, n_candidates and n_iterations must be positive")
         self.evaluator = evaluator
@@ -155,8 +174,9 @@ class ShootingPlanner:
     def sample(self, mean: torch.Tensor, std: torch.Tensor, iteration: int) -> torch.Tensor:
         return self.gaussian_candidates(mean, std, self.n_candidates)
 
-    def update(self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def output(self, mean: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
@@ -183,8 +203,8 @@ class ShootingPlanner:
         best = mean.clone()
         best_score = torch.full((B,), -float("inf"))
         for it in range(self.n_iterations):
-            candidates = self.sample(mean, std, it)                           # [B, C, H, da]
-            scores = self.evaluator(obs, candidates)                          # [B, C]
+            candidates = self.sample(mean, std, it)  # [B, C, H, da]
+            scores = self.evaluator(obs, candidates)  # [B, C]
             top, arg = scores.max(1)
             improved = top > best_score
             best = torch.where(improved[:, None, None], candidates[torch.arange(B), arg], best)
@@ -201,8 +221,9 @@ class RandomShooting(ShootingPlanner):
     def sample(self, mean: torch.Tensor, std: torch.Tensor, iteration: int) -> torch.Tensor:
         return self.uniform_candidates(mean.shape[0], self.n_candidates)
 
-    def update(self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return mean, std
 
     def output(self, mean: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
@@ -212,16 +233,16 @@ class RandomShooting(ShootingPlanner):
 class CEM(ShootingPlanner):
     """Cross-entropy method: refit N(μ, σ²) to the top ``n_elites`` sequences, smoothed by α."""
 
-    def __init__(self, *args: object, n_elites: int = 40, alpha: float = 0.1, min_std: float = 1e-3,
-                 **kwargs: object):
+    def __init__(self, *args: object, n_elites: int = 40, alpha: float = 0.1, min_std: float = 1e-3, **kwargs: object):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         if not 1 <= n_elites <= self.n_candidates:
             raise ConfigError(f"n_elites must lie in [1, n_candidates={self.n_candidates}], got {n_elites}")
         self.n_elites, self.alpha, self.min_std = n_elites, alpha, min_std
 
-    def update(self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = scores.topk(self.n_elites, dim=1).indices                   # [B, k]
+    def update(
+        self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = scores.topk(self.n_elites, dim=1).indices  # [B, k]
         elites = candidates.gather(1, idx[:, :, None, None].expand(-1, -1, *candidates.shape[2:]))
         new_mean, new_std = elites.mean(1), elites.std(1, unbiased=False)
         mean = self.alpha * mean + (1 - self.alpha) * new_mean
@@ -238,7 +259,8 @@ class MPPI(ShootingPlanner):
             raise ConfigError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
 
-    def update(self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, mean: torch.Tensor, std: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         weights = torch.softmax((scores - scores.max(1, keepdim=True).values) / self.temperature, dim=1)
         return (weights[:, :, None, None] * candidates).sum(1), std
