@@ -20,10 +20,7 @@ critic and the Lagrange multiplier.
 
 from __future__ import annotations
 
-import torch
-
-from core_rl.trust_region.common import policy_params
-from core_rl.trust_region.natural_pg import Evaluate, NaturalPG
+from core_rl.trust_region.natural_pg import NaturalPG
 from core_rl.trust_region.trpo import TRPOConfig, trpo_line_search
 from safety.on_policy import LagrangianOnPolicyConfig
 from safety.parts import LAGRANGIAN_PARTS
@@ -41,15 +38,4 @@ class TRPOLag(NaturalPG):
     config_cls = TRPOLagConfig
     part_types = LAGRANGIAN_PARTS
 
-    def apply_step(
-        self,
-        theta: torch.Tensor,
-        full_step: torch.Tensor,
-        expected_gain: float,
-        surrogate_old: float,
-        evaluate: Evaluate,
-    ) -> dict[str, float]:
-        """TRPO's backtracking line search."""
-        return trpo_line_search(
-            policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate, self.config
-        )
+    step_rule = trpo_line_search  # TRPO's backtracking line search

@@ -99,29 +99,6 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self.tree = SumTree(self.size_per_env * self.n_envs)
         self.max_priority = 1.0  # the largest p_i seen (before the power α)
 
-    @classmethod
-    def like(
-        cls, buffer: ReplayBuffer, alpha: float = 0.6, beta: float = 0.4, eps: float = 1e-6
-    ) -> "PrioritizedReplayBuffer":
-        """An empty prioritized buffer with the same shapes, dtypes, N, γ and RNG state as ``buffer``."""
-        new = cls(
-            buffer.size_per_env * buffer.n_envs,
-            buffer.n_envs,
-            tuple(buffer.obs.shape[2:]),
-            tuple(buffer.actions.shape[2:]),
-            buffer.obs.dtype,
-            buffer.actions.dtype,
-            buffer.n_step,
-            buffer.gamma,
-            0,
-            buffer.device,
-            alpha=alpha,
-            beta=beta,
-            eps=eps,
-        )
-        new.generator.set_state(buffer.generator.get_state())
-        return new
-
     def add(
         self,
         obs: np.ndarray,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +71,25 @@ class ReplayBuffer:
         self.pos, self.full = 0, False
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)
+
+    @classmethod
+    def like(cls, buffer: "ReplayBuffer", **kwargs: Any) -> Any:
+        """An empty buffer of this class with ``buffer``'s capacity, shapes, dtypes, N, γ, device and RNG
+        state; ``kwargs`` are this class's own arguments (a prioritized buffer's α, β, ε; a masked one's heads)."""
+        new = cls(
+            buffer.size_per_env * buffer.n_envs,
+            buffer.n_envs,
+            tuple(buffer.obs.shape[2:]),
+            tuple(buffer.actions.shape[2:]),
+            obs_dtype=buffer.obs.dtype,
+            action_dtype=buffer.actions.dtype,
+            n_step=buffer.n_step,
+            gamma=buffer.gamma,
+            device=buffer.device,
+            **kwargs,
+        )
+        new.generator.set_state(buffer.generator.get_state())
+        return new
 
     def __len__(self) -> int:
         return (self.size_per_env if self.full else self.pos) * self.n_envs

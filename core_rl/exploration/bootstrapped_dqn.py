@@ -62,24 +62,6 @@ class MaskedReplayBuffer(ReplayBuffer):
         self.n_heads, self.mask_prob = int(n_heads), float(mask_prob)
         self.masks = torch.zeros((self.size_per_env, n_envs, self.n_heads))
 
-    @classmethod
-    def like(cls, buffer: ReplayBuffer, n_heads: int, mask_prob: float) -> "MaskedReplayBuffer":
-        new = cls(
-            buffer.size_per_env * buffer.n_envs,
-            buffer.n_envs,
-            tuple(buffer.obs.shape[2:]),
-            tuple(buffer.actions.shape[2:]),
-            n_heads,
-            mask_prob,
-            obs_dtype=buffer.obs.dtype,
-            action_dtype=buffer.actions.dtype,
-            n_step=buffer.n_step,
-            gamma=buffer.gamma,
-            device=buffer.device,
-        )
-        new.generator.set_state(buffer.generator.get_state())
-        return new
-
     def add(
         self,
         obs: np.ndarray,
@@ -190,7 +172,7 @@ class BootstrappedDQN(DQN):
     def _build_networks(self) -> None:
         cfg = self.config
         super()._build_networks()
-        self.replay = MaskedReplayBuffer.like(self.replay, cfg.n_heads, cfg.bootstrap_prob)
+        self.replay = MaskedReplayBuffer.like(self.replay, n_heads=cfg.n_heads, mask_prob=cfg.bootstrap_prob)
         self.active_head = torch.randint(cfg.n_heads, (self.n_envs,))
 
     # ---- acting: one head per env per episode --------------------------------------------------

@@ -27,6 +27,7 @@ with a backtracking line search.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from pydantic import Field
@@ -45,6 +46,8 @@ from core_rl.trust_region.common import (
 
 # evaluate(θ') -> (L_θ(θ'), D̄_KL(π_θ'‖π_θ)), with θ' written into the policy
 Evaluate = Callable[[torch.Tensor], tuple[float, float]]
+#: (params, θ, Δθ, expected gain, old surrogate, evaluate, config) → the accepted step's metrics
+StepRule = Callable[..., dict[str, float]]
 
 
 class NaturalPGConfig(TrustRegionConfig):
@@ -87,6 +90,10 @@ class NaturalPG(TrustRegionAgent):
             "cg_residual": cg_residual,
         }
 
+    #: how a step is accepted: ``None`` takes the full natural step (NPG); TRPO and TRPO-Lag set TRPO's
+    #: backtracking line search (:func:`~core_rl.trust_region.trpo.trpo_line_search`), with its config fields
+    step_rule: ClassVar[StepRule | None] = None
+
     def apply_step(
         self,
         theta: torch.Tensor,
@@ -95,7 +102,11 @@ class NaturalPG(TrustRegionAgent):
         surrogate_old: float,
         evaluate: Evaluate,
     ) -> dict[str, float]:
-        """θ ← θ + Δθ (no line search). Returns the step's metrics."""
+        """θ ← θ + Δθ, or the step the class's ``step_rule`` accepts. Returns the step's metrics."""
+        if self.step_rule is not None:
+            return type(self).step_rule(
+                policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate, self.config
+            )
         surrogate_new, kl = evaluate(theta + full_step)
         return {
             "kl": kl,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from core_rl.trust_region.common import backtracking_line_search, policy_params
+from core_rl.trust_region.common import backtracking_line_search
 from core_rl.trust_region.natural_pg import Evaluate, NaturalPG, NaturalPGConfig
 
 
@@ -33,26 +33,6 @@ class TRPOConfig(NaturalPGConfig):
     max_backtracks: int = Field(10, ge=1, description="K, the most step sizes β^k tried by the line search.")
     backtrack_coef: float = Field(0.8, gt=0.0, lt=1.0, description="β, the step's shrink factor per backtrack.")
     accept_ratio: float = Field(0.1, ge=0.0, description="Least ratio of actual to expected surrogate gain.")
-
-
-class TRPO(NaturalPG):
-    """NPG whose step is found by a KL- and improvement-checked backtracking line search."""
-
-    name = "trpo"
-    config: TRPOConfig
-    config_cls = TRPOConfig
-
-    def apply_step(
-        self,
-        theta: torch.Tensor,
-        full_step: torch.Tensor,
-        expected_gain: float,
-        surrogate_old: float,
-        evaluate: Evaluate,
-    ) -> dict[str, float]:
-        return trpo_line_search(
-            policy_params(self.policy), theta, full_step, expected_gain, surrogate_old, evaluate, self.config
-        )
 
 
 def trpo_line_search(
@@ -91,3 +71,12 @@ def trpo_line_search(
         "backtracks": float(k),
         "accepted": 1.0,
     }
+
+
+class TRPO(NaturalPG):
+    """NPG whose step is found by a KL- and improvement-checked backtracking line search."""
+
+    name = "trpo"
+    config: TRPOConfig
+    config_cls = TRPOConfig
+    step_rule = trpo_line_search
