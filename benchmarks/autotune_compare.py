@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], default=str))
     table = summary_table(summary)
     (out / "summary.md").write_text(table + "\n")
-    from pipelines.plots import plt
+    from core_rl.common.plotting import plt
 
     for name, fig in (("best_so_far.png", curve_figure(summary)), ("mean_rank.png", rank_figure(summary))):
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
