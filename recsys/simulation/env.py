@@ -285,6 +285,7 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         if c.num_candidates is not None:
             self._cand = torch.zeros(self.num_envs, c.num_candidates, dtype=torch.int64, device=self.device)
         self._shared_doc_obs: torch.Tensor | None = None
+        self._noise0_t: torch.Tensor | None = None  # [T, N], only with interest_noise="recsim_ng" and noise on
         self._constant_arrays: dict[str, np.ndarray] = {}
 
     def _max_steps(self) -> int | None:
@@ -297,9 +298,16 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         fresh = keys.topk(self.config.num_candidates, dim=1).indices
         self._cand = torch.where(mask.unsqueeze(1), fresh, self._cand)
 
+    def _reuses_initial_draw(self) -> bool:
+        c = self.config
+        return bool(c.interest_update_noise_scale) and c.interest_noise == "recsim_ng"
+
     def _reset_users(self, mask: torch.Tensor) -> None:
         fresh = ng_initial_interest(self.num_envs, self.config, self._gen)
         self._interest_t = torch.where(mask.unsqueeze(0), fresh.t(), self._interest_t)
+        if self._reuses_initial_draw():  # the standard-normal draw behind x_0, reused as the first update noise
+            z0 = fresh.t() / self.config.initial_interest_scale
+            self._noise0_t = z0 if getattr(self, "_noise0_t", None) is None else torch.where(mask, z0, self._noise0_t)
         self._draw_candidates(mask)
 
     def _interest(self) -> torch.Tensor:
@@ -341,6 +349,11 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
     def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         docs = slate if self._cand is None else self._cand.gather(1, slate)  # corpus rows [N, K]
         docs_t = docs.t()  # [K, N]
+        uniform = noise = None
+        if self._reuses_initial_draw():  # same draws, same order as ng_step_users_last's own
+            uniform = torch.rand(self.num_envs, generator=self._gen, device=self.device)
+            noise = torch.randn(self._interest_t.shape, generator=self._gen, device=self.device)
+            noise = torch.where(self._elapsed == 0, self._noise0_t, noise)
         choice, consumed, nxt, probs = ng_step_users_last(
             self._interest_t,
             self._features_t[:, docs_t],
@@ -348,6 +361,8 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
             self.corpus.length[docs_t],
             self.config,
             self._gen,
+            uniform,
+            noise,
         )
         info = self._step_info(slate, choice, consumed, probs.t())
         self._interest_t = nxt
