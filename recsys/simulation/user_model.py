@@ -102,12 +102,23 @@ def ng_choice_logits(
     """MNL logits ``-||x - f|| + 2`` of ``[N, C, T]`` docs for ``[N, T]`` users, and the no-click logit ``[N]``.
 
     ``doc_features`` may also be ``[C, T]`` (one candidate table shared by all users). Computed
-    users-last (``[T, C, N]``) so that the reductions run over contiguous rows.
+    users-last (``[C, N]`` slabs, one topic at a time, in place) so that every op streams over
+    contiguous memory and no ``[T, C, N]`` temporary is built; the logits come back as the
+    transposed view of that ``[C, N]`` block.
     """
-    x_t = interest.t().unsqueeze(1)  # [T, 1, N]
-    f_t = doc_features.t().unsqueeze(2) if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)
-    distance = (f_t - x_t).square().sum(0).sqrt()  # [C, N]
-    logits = (config.choice_logit_offset - distance).t()
+    t_dim = interest.shape[1]
+    x_t = interest.t()  # [T, N]
+    shared = doc_features.dim() == 2
+    f_t = doc_features.t() if shared else doc_features.permute(2, 1, 0)  # [T, C] or [T, C, N]
+    if 0 < t_dim <= 4:  # the same sequential sum torch's sum(0) does for up to 4 rows: identical numbers
+        acc = torch.empty(0)
+        for j in range(t_dim):
+            f_j = f_t[j].unsqueeze(1) if shared else f_t[j]  # [C, 1] or [C, N]
+            d = torch.sub(f_j, x_t[j]).square_()  # [C, N]
+            acc = d if j == 0 else acc.add_(d)
+    else:
+        acc = ((f_t.unsqueeze(2) if shared else f_t) - x_t.unsqueeze(1)).square_().sum(0)  # [C, N]
+    logits = acc.sqrt_().neg_().add_(config.choice_logit_offset).t()  # offset - distance, exactly
     no_click = torch.full(interest.shape[:1], float(config.no_click_mass), device=interest.device, dtype=interest.dtype)
     return logits, no_click
 
