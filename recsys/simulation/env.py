@@ -171,7 +171,7 @@ class SlateVectorEnv(VectorEnv):
         a = torch.as_tensor(np.asarray(actions), dtype=torch.int64, device=self.device)
         if a.numel() != self.num_envs * self.slate_size:
             raise EnvError(f"actions must have shape ({self.num_envs}, {self.slate_size}), got {tuple(a.shape)}")
-        slate = a.reshape(self.num_envs, self.slate_size)
+        slate = a.reshape(self.num_envs, self.slate_size).contiguous()  # e.g. a [..., :K] slice of an argsort
         low, high = (int(v) for v in torch.aminmax(slate))  # one pass instead of two masks and an any
         if low < 0 or high >= self.num_candidates:
             raise EnvError(f"slate indices must lie in [0, {self.num_candidates}), got min {low} max {high}")
