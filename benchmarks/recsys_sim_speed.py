@@ -210,7 +210,14 @@ def log_mlflow(rows: list[dict[str, Any]], meta: dict[str, Any], report: str, tr
             run.log_metrics(
                 {
                     f"{key}_user_steps_per_s": r[key]
-                    for key in ("ng", "twin_core", "twin_core_compiled", "twin_env", "twin_env_compiled", "twin_env_lean")
+                    for key in (
+                        "ng",
+                        "twin_core",
+                        "twin_core_compiled",
+                        "twin_env",
+                        "twin_env_compiled",
+                        "twin_env_lean",
+                    )
                     if r.get(key) is not None
                 },
                 step=r["users"],
