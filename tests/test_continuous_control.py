@@ -65,6 +65,7 @@ def test_naf_learns_pendulum():
     assert pendulum_return(agent) >= -300
 
 
+@pytest.mark.slow  # ~1 min; SAC/TD3/DDPG/NAF cover continuous control in the fast tier
 def test_qt_opt_with_cem_learns_pendulum():
     # 6000 steps sat on the edge (issue 12: -405 on a Xeon; seed 2 here: -702 at 6000, -152 at 8000);
     # measured at 10 000 over seeds 0-2: -126, -215, -135 (8000: -139, -123, -152). Random ≈ -1200.

@@ -244,7 +244,7 @@ def test_scripted_expert_is_an_expert(cartpole_demos):
     assert len(returns) == 10 and (returns == 500).all()
 
 
-@pytest.mark.parametrize("reward_type", ["gail", "airl"])
+@pytest.mark.parametrize("reward_type", ["gail", pytest.param("airl", marks=pytest.mark.slow)])  # AIRL: ~1 min
 def test_gail_imitates_the_scripted_expert_on_cartpole(cartpole_demos, reward_type):
     from core_rl.common.tracking import MemoryTracker
     from core_rl.irl.gail import GAIL

@@ -32,6 +32,7 @@ PETS_SMALL = dict(
 )
 
 
+@pytest.mark.slow  # ~1.5 min; the model and planner pieces are tested in the fast tier
 def test_pets_cem_mpc_with_a_learned_ensemble_controls_pendulum():
     tracker = MemoryTracker()
     agent = PETS("Pendulum-v1", PETS_SMALL, tracker=tracker)
@@ -136,6 +137,7 @@ def test_mixed_replay_serves_the_requested_share_of_real_transitions():
     assert len(mixed) == 20  # the learner sees the real buffer's size
 
 
+@pytest.mark.slow  # ~2 min; MBPO's data mixing is tested in the fast tier
 def test_mbpo_improves_over_random_on_pendulum():
     agent = MBPO(
         "Pendulum-v1",

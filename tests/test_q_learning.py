@@ -69,6 +69,7 @@ def test_dqn_solves_cartpole():
     assert tracker.params["algo"] == "dqn" and tracker.params["double_q"] is False
 
 
+@pytest.mark.slow  # ~1 min; DQN's CartPole test and the double-Q target tests stay in the fast tier
 def test_double_dqn_solves_cartpole():
     agent = make_agent("double_dqn", "CartPole-v1", {**CARTPOLE_DQN, "seed": shifted(0)})
     assert isinstance(agent, DoubleDQN) and agent.config.double_q
