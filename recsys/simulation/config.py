@@ -65,14 +65,6 @@ class InterestEvolutionConfig(_SimConfig):
         ge=0.0,
         description="Std of Gaussian noise on a clicked user's interest update (None = noiseless, NG's default).",
     )
-    interest_noise: Literal["recsim_ng", "independent"] = Field(
-        "recsim_ng",
-        description="Where the update noise of a session's FIRST step comes from (only with "
-        "interest_update_noise_scale > 0). 'recsim_ng': the standard-normal draw of the initial "
-        "interest is reused, noise_0 = scale * x_0 / initial_interest_scale, as RecSim NG's "
-        "graph-compiled TFRuntime (its default) does; later steps draw fresh noise. 'independent': "
-        "every step draws fresh noise (what NG's eager runtime, graph_compile=False, does).",
-    )
     initial_interest_scale: float = Field(
         1.0, gt=0.0, description="Std of the N(0, s^2 I) initial interest (initial_dist_scales)."
     )
@@ -88,13 +80,6 @@ class InterestEvolutionConfig(_SimConfig):
         0.1, gt=0.0, description="Std of doc quality around its topic mean (NG's doc_quality_var, used as a scale)."
     )
     doc_feature_scale: float = Field(0.7, gt=0.0, description="Std of doc features around the topic one-hot.")
-    torch_compile: bool = Field(
-        False,
-        description="Fuse the per-step tensor work (user step, step info, the candidates' choice logits) "
-        "with torch.compile: several times faster at large num_envs, the same random draws, but "
-        "float32 results may differ in the last bit from the eager path (fused arithmetic), and the "
-        "first step of each num_envs compiles (~20 s; needs a C++ compiler).",
-    )
     observe_interest: bool = Field(
         True,
         description="Put the user's interest vector in the observation "

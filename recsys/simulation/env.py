@@ -164,26 +164,23 @@ class SlateVectorEnv(VectorEnv):
             obs = self._observe()
             info.update(self._candidate_info())
             info.update(final_obs=final_obs, _final_obs=done_np, final_info=final_info, _final_info=done_np.copy())
-        return obs, _np(reward).astype(np.float64, copy=False), _np(terminated), _np(truncated), info
+        return obs, _np(reward).astype(np.float64), _np(terminated), _np(truncated), info
 
     # ---- helpers ------------------------------------------------------------------------------------
     def _prepare_slate(self, actions: Any) -> torch.Tensor:
         a = torch.as_tensor(np.asarray(actions), dtype=torch.int64, device=self.device)
         if a.numel() != self.num_envs * self.slate_size:
             raise EnvError(f"actions must have shape ({self.num_envs}, {self.slate_size}), got {tuple(a.shape)}")
-        slate = a.reshape(self.num_envs, self.slate_size).contiguous()  # e.g. a [..., :K] slice of an argsort
-        low, high = (int(v) for v in torch.aminmax(slate))  # one pass instead of two masks and an any
-        if low < 0 or high >= self.num_candidates:
-            raise EnvError(f"slate indices must lie in [0, {self.num_candidates}), got min {low} max {high}")
-        if self.slate_size == 2:
-            repeated = bool((slate[:, 0] == slate[:, 1]).any())
-        elif self.slate_size > 2:
+        slate = a.reshape(self.num_envs, self.slate_size)
+        if bool(((slate < 0) | (slate >= self.num_candidates)).any()):
+            raise EnvError(
+                f"slate indices must lie in [0, {self.num_candidates}), got min {int(slate.min())} "
+                f"max {int(slate.max())}"
+            )
+        if self.slate_size > 1:
             ordered = slate.sort(dim=1).values
-            repeated = bool((ordered[:, 1:] == ordered[:, :-1]).any())
-        else:
-            repeated = False
-        if repeated:
-            raise EnvError("a slate may not show the same candidate twice")
+            if bool((ordered[:, 1:] == ordered[:, :-1]).any()):
+                raise EnvError("a slate may not show the same candidate twice")
         return slate
 
     def _observe(self) -> Any:
@@ -288,7 +285,6 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         if c.num_candidates is not None:
             self._cand = torch.zeros(self.num_envs, c.num_candidates, dtype=torch.int64, device=self.device)
         self._shared_doc_obs: torch.Tensor | None = None
-        self._noise0_t: torch.Tensor | None = None  # [T, N], only with interest_noise="recsim_ng" and noise on
         self._constant_arrays: dict[str, np.ndarray] = {}
 
     def _max_steps(self) -> int | None:
@@ -301,16 +297,9 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         fresh = keys.topk(self.config.num_candidates, dim=1).indices
         self._cand = torch.where(mask.unsqueeze(1), fresh, self._cand)
 
-    def _reuses_initial_draw(self) -> bool:
-        c = self.config
-        return bool(c.interest_update_noise_scale) and c.interest_noise == "recsim_ng"
-
     def _reset_users(self, mask: torch.Tensor) -> None:
         fresh = ng_initial_interest(self.num_envs, self.config, self._gen)
         self._interest_t = torch.where(mask.unsqueeze(0), fresh.t(), self._interest_t)
-        if self._reuses_initial_draw():  # the standard-normal draw behind x_0, reused as the first update noise
-            z0 = fresh.t() / self.config.initial_interest_scale
-            self._noise0_t = z0 if getattr(self, "_noise0_t", None) is None else torch.where(mask, z0, self._noise0_t)
         self._draw_candidates(mask)
 
     def _interest(self) -> torch.Tensor:
@@ -339,47 +328,7 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
             return torch.arange(self.config.num_docs, device=self.device).unsqueeze(0).expand(self.num_envs, -1)
         return self._cand
 
-    def _compiled(self, name: str) -> Any:
-        """``torch.compile``d hot functions (``config.torch_compile``), built on first use."""
-        fns = self.__dict__.setdefault("_compiled_fns", {})
-        if name not in fns:
-            cfg = self.config
-
-            def logits(interest_t: torch.Tensor, features_t: torch.Tensor) -> torch.Tensor:  # [T, N], [T, C] -> [C, N]
-                return ng_choice_logits(interest_t.t(), features_t.t(), cfg)[0].t()
-
-            def step(
-                interest_t: torch.Tensor,
-                slate: torch.Tensor,
-                docs: torch.Tensor,
-                features_t: torch.Tensor,
-                quality: torch.Tensor,
-                length: torch.Tensor,
-                doc_id: torch.Tensor,
-                uniform: torch.Tensor,
-                noise: torch.Tensor | None,
-            ) -> tuple[torch.Tensor, ...]:
-                docs_t = docs.t()
-                choice, consumed, nxt, probs = ng_step_users_last(
-                    interest_t, features_t[:, docs_t], quality[docs_t], length[docs_t], cfg, None, uniform, noise
-                )
-                k = slate.shape[1]
-                clicked = choice < k
-                pick = choice.clamp(max=k - 1).unsqueeze(1)
-                cand = torch.where(clicked, slate.gather(1, pick).squeeze(1), -1)
-                slate_ids = doc_id[docs]
-                clicked_id = torch.where(clicked, slate_ids.gather(1, pick).squeeze(1), -1)
-                engagement = consumed.to(torch.float64)
-                return choice, clicked, cand, clicked_id, engagement, slate_ids, probs.t(), nxt, engagement.clone()
-
-            fns[name] = torch.compile({"logits": logits, "step": step}[name], dynamic=False)
-        return fns[name]
-
     def choice_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.config.torch_compile and self._cand is None:
-            logits = self._compiled("logits")(self._interest_t, self._features_t).t()
-            no_click = torch.full((self.num_envs,), float(self.config.no_click_mass), device=self.device)
-            return logits, no_click, self._corpus_engagement.unsqueeze(0).expand(self.num_envs, -1)
         feats = self.corpus.features if self._cand is None else self.corpus.features[self._cand]
         logits, no_click = ng_choice_logits(self._interest_t.t(), feats, self.config)
         engagement = (
@@ -392,41 +341,6 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
     def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         docs = slate if self._cand is None else self._cand.gather(1, slate)  # corpus rows [N, K]
         docs_t = docs.t()  # [K, N]
-        uniform = noise = None
-        if self._reuses_initial_draw():  # same draws, same order as ng_step_users_last's own
-            uniform = torch.rand(self.num_envs, generator=self._gen, device=self.device)
-            noise = torch.randn(self._interest_t.shape, generator=self._gen, device=self.device)
-            noise = torch.where(self._elapsed == 0, self._noise0_t, noise)
-        if self.config.torch_compile:
-            if uniform is None:  # the draws ng_step_users_last would make, in its order, outside the graph
-                uniform = torch.rand(self.num_envs, generator=self._gen, device=self.device)
-                if self.config.interest_update_noise_scale:
-                    noise = torch.randn(self._interest_t.shape, generator=self._gen, device=self.device)
-            out = self._compiled("step")(
-                self._interest_t,
-                slate,
-                docs,
-                self._features_t,
-                self.corpus.quality,
-                self.corpus.length,
-                self.corpus.doc_id,
-                uniform,
-                noise,
-            )
-            choice, clicked, cand, clicked_id, engagement, slate_ids, probs, nxt, reward = out
-            info = {
-                "choice": choice,
-                "clicked": clicked,
-                "clicked_candidate": cand,
-                "clicked_doc_id": clicked_id,
-                "engagement": engagement,
-                "slate_doc_id": slate_ids,
-                "slate_choice_prob": probs,
-            }
-            self._interest_t = nxt.contiguous()  # users-last rows for the next step's kernels
-            if self._cand is not None:
-                self._draw_candidates(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-            return reward, torch.zeros(self.num_envs, dtype=torch.bool, device=self.device), info
         choice, consumed, nxt, probs = ng_step_users_last(
             self._interest_t,
             self._features_t[:, docs_t],
@@ -434,13 +348,10 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
             self.corpus.length[docs_t],
             self.config,
             self._gen,
-            uniform,
-            noise,
         )
         info = self._step_info(slate, choice, consumed, probs.t())
         self._interest_t = nxt
-        if self._cand is not None:
-            self._draw_candidates(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        self._draw_candidates(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return consumed.to(torch.float64), terminated, info
 

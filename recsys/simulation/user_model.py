@@ -25,17 +25,6 @@ chosen doc (``next_response``); interest update ``x + step * q (f - x)`` for cli
 already squashed state through — the squashing ``4M(sigmoid(x/M) - 1/2)`` (``next_state``).
 The initial interest is ``N(0, I)`` and is not squashed (``initial_state``).
 
-**Update noise** (``interest_update_noise_scale`` = :math:`\sigma > 0`): a clicker's linear update
-is :math:`x + \eta\,q\,(f - x) + \sigma\,\varepsilon_t` (``ControlledLinearScaledGaussianStateModel``
-samples ``MultivariateNormalLinearOperator(loc=update, scale=sigma I)``). Under RecSim NG's default
-graph-compiled ``TFRuntime`` the first step's standard normal :math:`\varepsilon_0` is *the same
-draw* as the initial interest's, :math:`x_0 = s\,\varepsilon_0` (measured: the regression of
-NG's :math:`t = 0` noise on :math:`x_0` has coefficient exactly :math:`\sigma` and zero residual;
-from :math:`t = 1` on, and at every step of the eager runtime, the noise is independent).
-``config.interest_noise = "recsim_ng"`` (default) reproduces that in the env; ``"independent"``
-draws fresh noise every step. The pure functions below take the standard-normal ``noise``
-explicitly when given (else draw it).
-
 **RecSim interest evolution** (``recsim/environments/interest_evolution.py``, ``IEvUserModel``):
 score ``x . f`` (``IEvUserState.score_document``); proportional choice over
 ``[scores, no_click_mass] - min_normalizer`` or MNL over ``[scores, no_click_mass]``; watch time
@@ -102,23 +91,12 @@ def ng_choice_logits(
     """MNL logits ``-||x - f|| + 2`` of ``[N, C, T]`` docs for ``[N, T]`` users, and the no-click logit ``[N]``.
 
     ``doc_features`` may also be ``[C, T]`` (one candidate table shared by all users). Computed
-    users-last (``[C, N]`` slabs, one topic at a time, in place) so that every op streams over
-    contiguous memory and no ``[T, C, N]`` temporary is built; the logits come back as the
-    transposed view of that ``[C, N]`` block.
+    users-last (``[T, C, N]``) so that the reductions run over contiguous rows.
     """
-    t_dim = interest.shape[1]
-    x_t = interest.t()  # [T, N]
-    shared = doc_features.dim() == 2
-    f_t = doc_features.t() if shared else doc_features.permute(2, 1, 0)  # [T, C] or [T, C, N]
-    if 0 < t_dim <= 4:  # the same sequential sum torch's sum(0) does for up to 4 rows: identical numbers
-        acc = torch.empty(0)
-        for j in range(t_dim):
-            f_j = f_t[j].unsqueeze(1) if shared else f_t[j]  # [C, 1] or [C, N]
-            d = torch.sub(f_j, x_t[j]).square_()  # [C, N]
-            acc = d if j == 0 else acc.add_(d)
-    else:
-        acc = ((f_t.unsqueeze(2) if shared else f_t) - x_t.unsqueeze(1)).square_().sum(0)  # [C, N]
-    logits = acc.sqrt_().neg_().add_(config.choice_logit_offset).t()  # offset - distance, exactly
+    x_t = interest.t().unsqueeze(1)  # [T, 1, N]
+    f_t = doc_features.t().unsqueeze(2) if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)
+    distance = (f_t - x_t).square().sum(0).sqrt()  # [C, N]
+    logits = (config.choice_logit_offset - distance).t()
     no_click = torch.full(interest.shape[:1], float(config.no_click_mass), device=interest.device, dtype=interest.dtype)
     return logits, no_click
 
@@ -147,20 +125,18 @@ def ng_next_interest(
     chosen_quality: torch.Tensor,
     config: InterestEvolutionConfig,
     generator: torch.Generator | None = None,
-    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NG's ``InterestEvolutionUser.next_state``: controlled update for clickers, then squash for all.
 
     ``interest [N, T]``, ``clicked [N]`` bool, ``chosen_features [N, T]`` and ``chosen_quality [N]``
-    (ignored where not clicked). With ``interest_update_noise_scale > 0`` the update gets
-    ``scale * noise``, ``noise [N, T]`` standard normal (drawn from ``generator`` when not given).
+    (ignored where not clicked).
     """
     direction = chosen_quality.unsqueeze(-1) * (chosen_features - interest)
     updated = interest + config.interest_step_size * direction
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
-        if noise is None:
-            noise = torch.randn(interest.shape, generator=generator, device=interest.device, dtype=interest.dtype)
-        updated = updated + config.interest_update_noise_scale * noise
+        updated = updated + config.interest_update_noise_scale * torch.randn(
+            interest.shape, generator=generator, device=interest.device, dtype=interest.dtype
+        )
     linear = torch.where(clicked.unsqueeze(-1), updated, interest)
     return ng_squash(linear, config.max_user_affinity)
 
@@ -173,12 +149,10 @@ def ng_step_users_last(
     config: InterestEvolutionConfig,
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`ng_step` in the users-last layout the hot loops use (every op runs along the user axis).
 
-    ``interest_t [T, N]``, ``features_t [T, K, N]``, ``quality_t`` and ``length_t [K, N]``;
-    ``noise [T, N]``: the standard-normal update noise (drawn after ``uniform`` when not given). Returns
+    ``interest_t [T, N]``, ``features_t [T, K, N]``, ``quality_t`` and ``length_t [K, N]``. Returns
     ``(choice [N], consumed_time [N], next_interest_t [T, N], choice probabilities [K+1, N])``.
     """
     t_dim, k, n = features_t.shape
@@ -203,9 +177,9 @@ def ng_step_users_last(
     consumed = torch.where(clicked, ng_consumed_time(quality, length), torch.zeros_like(quality))
     updated = interest_t + config.interest_step_size * quality * (chosen - interest_t)
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
-        if noise is None:
-            noise = torch.randn(interest_t.shape, generator=generator, device=interest_t.device, dtype=interest_t.dtype)
-        updated = updated + config.interest_update_noise_scale * noise
+        updated = updated + config.interest_update_noise_scale * torch.randn(
+            interest_t.shape, generator=generator, device=interest_t.device, dtype=interest_t.dtype
+        )
     linear = torch.where(clicked, updated, interest_t)
     return choice, consumed, ng_squash(linear, config.max_user_affinity), weight / total
 
@@ -218,25 +192,15 @@ def ng_step(
     config: InterestEvolutionConfig,
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One NG user step on given slates (``InterestEvolutionUser.next_response`` then ``next_state``).
 
     ``interest [N, T]``, ``slate_features [N, K, T]``, ``slate_quality`` and ``slate_length [N, K]``.
     Returns ``(choice [N] (K = no click), consumed_time [N] (0 without a click), next_interest [N, T],
-    choice probabilities [N, K+1])``. The choice is the inverse-CDF draw of ``uniform [N]``; ``noise
-    [N, T]`` is the standard-normal update noise (with ``interest_update_noise_scale > 0``; drawn when
-    not given).
+    choice probabilities [N, K+1])``. The choice is the inverse-CDF draw of ``uniform [N]``.
     """
     choice, consumed, nxt, probs = ng_step_users_last(
-        interest.t(),
-        slate_features.permute(2, 1, 0),
-        slate_quality.t(),
-        slate_length.t(),
-        config,
-        generator,
-        uniform,
-        None if noise is None else noise.t(),
+        interest.t(), slate_features.permute(2, 1, 0), slate_quality.t(), slate_length.t(), config, generator, uniform
     )
     return choice, consumed, nxt.t(), probs.t()
 
