@@ -144,6 +144,10 @@ def test_fisher_vector_product_matches_score_outer_product() -> None:
 # ---- NPG: the step is ε in the Fisher metric ------------------------------------------------------
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_npg_step_satisfies_kl_bound(env_id: str) -> None:
+    """The natural step has length ε in the (damped) Fisher metric, exactly (F is the KL's Hessian:
+    tested above). The true KL of the full step is only ε to second order: undamped, a nearly singular F
+    sends the step along flat directions and the KL overshoots (measured 0.38-0.68 on CartPole at seed
+    shifts 1-2); that overshoot is what TRPO's line search is for (next tests)."""
     eps = 0.01
     for damping in (0.0, 0.1):
         agent = NaturalPG(env_id, dict(seed=shifted(0), n_envs=4, n_steps=128, max_kl=eps, damping=damping))
@@ -153,18 +157,18 @@ def test_npg_step_satisfies_kl_bound(env_id: str) -> None:
             theta_new = flat_params(params)
             step = theta_new - theta_old
             assert step.norm() > 0
+            assert metrics["kl"] == pytest.approx(kl, rel=1e-5)
             # ½ Δθᵀ(F+δI)Δθ = ε exactly, with F the KL Hessian at the old θ
             set_flat_params(params, theta_old)
             dist = agent.policy.distribution(obs)
-            fvp = fisher_vector_product(mean_kl(dist, dist.detach()), params, damping)
-            quad = 0.5 * float(step @ fvp(step))
+            old = dist.detach()
+            fvp = fisher_vector_product(mean_kl(dist, old), params, damping)
+            assert 0.5 * float(step @ fvp(step)) == pytest.approx(eps, rel=1e-3)  # float32 FVPs
+            exact_fvp = fisher_vector_product(mean_kl(dist, old), params, 0.0)
+            quad = 0.5 * float(step @ exact_fvp(step))  # the KL's second-order model along the step
             set_flat_params(params, theta_new)
-            assert quad == pytest.approx(eps, rel=1e-4)
-            # the true mean KL of the step is ε up to the quadratic approximation (and damping)
-            assert 0.5 * eps <= kl <= 1.5 * eps, (env_id, damping, kl)
-            assert metrics["kl"] == pytest.approx(kl, rel=1e-5)
             if damping > 0:
-                assert kl < eps  # the damped metric overestimates the KL
+                assert quad < eps  # the damped metric overestimates the KL's curvature
                 assert metrics["cg_residual"] < 1e-2
 
 
@@ -231,7 +235,8 @@ def test_trpo_accepted_steps_never_exceed_max_kl() -> None:
         backtracks.append(metrics["backtracks"])
         npg_kls.append(_one_update(npg)[0])
     assert max(trpo_kls) <= eps
-    assert min(trpo_kls) > 0.2 * eps  # steps are taken, not all rejected
+    # steps are taken, not all rejected (a rejected step leaves KL ≈ 0: 1 of 10 at seed shift 1)
+    assert sum(kl > 0.2 * eps for kl in trpo_kls) >= 7, trpo_kls
     assert sum(backtracks) > 0  # the line search did shrink some steps
     assert max(npg_kls) > eps  # the unchecked full step does overshoot
 
@@ -241,7 +246,9 @@ def test_trpo_accepted_steps_never_exceed_max_kl() -> None:
 def test_learns_cartpole(algo) -> None:
     tracker = MemoryTracker()
     agent = algo("CartPole-v1", dict(seed=shifted(0)), tracker=tracker)
-    assert agent.evaluate(10)["mean_return"] < 100
+    # the initial stochastic policy is near-uniform (≈ 22 steps); its greedy one can balance by chance
+    # (235.5 and 148.8 at seed shifts 1 and 2), so the starting point is measured stochastically
+    assert agent.evaluate(20, deterministic=False)["mean_return"] < 60
     agent.learn(40_000)
     assert agent.mean_return >= 195, agent.mean_return  # last 100 training episodes
     assert agent.evaluate(20)["mean_return"] >= 450
