@@ -351,6 +351,28 @@ def test_gp_marginal_likelihood_and_posterior_match_scikit_learn():
     np.testing.assert_allclose(var[:, 0].numpy(), skl_std**2, rtol=1e-4, atol=1e-5)
 
 
+def test_gp_fits_noise_free_data_with_repeated_points():
+    """Deterministic linear dynamics with every transition seen twice: the likelihood wants zero noise
+    and infinite length scales; the fit must stay finite and positive definite (an MPC run on such data
+    once died in Cholesky inside the L-BFGS line search) and still predict the map."""
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, size=(60, 2)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(60, 1)).astype(np.float32)
+    obs, act = np.concatenate([obs, obs]), np.concatenate([act, act])
+    nxt = obs + 0.1 * np.stack([obs[:, 1], act[:, 0]], axis=1)
+    data = Transitions.from_arrays(list(obs), list(act), list(-(obs[:, 0] ** 2)), list(nxt))
+    gp = GPDynamics(2, 1)
+    out = gp.fit(data)
+    assert np.isfinite(out["model_loss"])
+    assert all(torch.isfinite(p).all() for p in gp.parameters())
+    x_new = torch.tensor(rng.uniform(-1, 1, size=(20, 2)), dtype=torch.float32)
+    a_new = torch.tensor(rng.uniform(-1, 1, size=(20, 1)), dtype=torch.float32)
+    with torch.no_grad():
+        pred, _ = gp.mean_step(x_new, a_new)
+    exact = x_new + 0.1 * torch.stack([x_new[:, 1], a_new[:, 0]], dim=1)
+    assert float((pred - exact).abs().max()) < 1e-2
+
+
 def test_gp_beats_a_small_network_at_50_transitions():
     train, test = pendulum_transitions(50, seed=0), pendulum_transitions(1000, seed=1)
     gp = GPDynamics(3, 1)

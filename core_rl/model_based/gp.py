@@ -31,6 +31,11 @@ from core_rl.common.transitions import Transitions
 from core_rl.model_based.dynamics import Normalizer
 
 
+_MIN_LOG_NOISE = math.log(1e-4)  # noise std floor (normalized units)
+_MIN_LOG_LENGTHSCALE, _MAX_LOG_LENGTHSCALE = math.log(1e-2), math.log(1e3)
+_MIN_LOG_SIGNAL, _MAX_LOG_SIGNAL = math.log(1e-3), math.log(1e3)
+
+
 class GPDynamics(nn.Module):
     """Independent exact GPs (ARD RBF) per output of y = (Δs, r), hyperparameters by marginal likelihood."""
 
@@ -72,17 +77,42 @@ class GPDynamics(nn.Module):
     # -- kernel ------------------------------------------------------------------------------------
     def kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """K_d(a, b) for every output d: ``a [Na, in], b [Nb, in] -> [D, Na, Nb]``."""
-        ls = self.log_lengthscale.exp()[:, None, :]  # [D, 1, in]
+        # hyperparameters are bounded inside the model (not only after fitting): an L-BFGS line search
+        # that tries extreme values then sees a flat objective instead of overflowing into NaN
+        ls = self.log_lengthscale.clamp(_MIN_LOG_LENGTHSCALE, _MAX_LOG_LENGTHSCALE).exp()[:, None, :]  # [D, 1, in]
         a_s, b_s = a[None] / ls, b[None] / ls  # [D, N, in]
         sq = (
             a_s.pow(2).sum(-1)[:, :, None] + b_s.pow(2).sum(-1)[:, None, :] - 2 * a_s @ b_s.transpose(1, 2)
         ).clamp_min(0.0)
-        return (2 * self.log_signal_std).exp()[:, None, None] * torch.exp(-0.5 * sq)
+        return self._signal_var()[:, None, None] * torch.exp(-0.5 * sq)
+
+    def _signal_var(self) -> torch.Tensor:
+        return (2 * self.log_signal_std.clamp(_MIN_LOG_SIGNAL, _MAX_LOG_SIGNAL)).exp()
 
     def _noisy_gram(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         eye = torch.eye(n, dtype=x.dtype)
-        return self.kernel(x, x) + ((2 * self.log_noise_std).exp()[:, None, None] + self.jitter) * eye
+        # the noise floor holds inside the optimizer too (not only after it), so the Gram matrix
+        # stays positive definite on duplicated or noise-free data
+        noise_var = (2 * self.log_noise_std.clamp(min=_MIN_LOG_NOISE)).exp()
+        return self.kernel(x, x) + (noise_var[:, None, None] + self.jitter) * eye
+
+    def _cholesky(self, gram: torch.Tensor) -> torch.Tensor:
+        """Cholesky factor of ``[D, N, N]`` Gram matrices, adding diagonal jitter (×10 per try, up to
+        1e-2 of the mean diagonal) where round-off leaves one numerically indefinite."""
+        L, info = torch.linalg.cholesky_ex(gram)
+        scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None].detach()
+        extra = 1e-8
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+        while bool((info > 0).any()):
+            if extra > 1e-2:
+                raise FloatingPointError(
+                    "GP Gram matrix is not positive definite even with jitter 1e-2 × its diagonal; "
+                    "the data or hyperparameters are degenerate"
+                )
+            L, info = torch.linalg.cholesky_ex(gram + extra * scale * eye)
+            extra *= 10
+        return L
 
     def negative_log_marginal_likelihood(
         self, x: torch.Tensor | None = None, y: torch.Tensor | None = None
@@ -91,7 +121,7 @@ class GPDynamics(nn.Module):
         x = self.x_train if x is None else x
         y = self.y_train if y is None else y
         n = x.shape[0]
-        L = torch.linalg.cholesky(self._noisy_gram(x))  # [D, N, N]
+        L = self._cholesky(self._noisy_gram(x))  # [D, N, N]
         yd = y.T[:, :, None]  # [D, N, 1]
         alpha = torch.cholesky_solve(yd, L)
         fit = 0.5 * (yd * alpha).sum((1, 2))
@@ -124,8 +154,9 @@ class GPDynamics(nn.Module):
 
         optimizer.step(closure)
         with torch.no_grad():  # keep the noise away from 0 for a well-conditioned Gram matrix
-            self.log_noise_std.clamp_(min=math.log(1e-4))
-            self.log_lengthscale.clamp_(min=math.log(1e-2), max=math.log(1e3))
+            self.log_noise_std.clamp_(min=_MIN_LOG_NOISE)
+            self.log_lengthscale.clamp_(_MIN_LOG_LENGTHSCALE, _MAX_LOG_LENGTHSCALE)
+            self.log_signal_std.clamp_(_MIN_LOG_SIGNAL, _MAX_LOG_SIGNAL)
         self._cache = None
         self.fitted.fill_(True)
         with torch.no_grad():
@@ -135,7 +166,7 @@ class GPDynamics(nn.Module):
     def _posterior_cache(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cache is None:
             with torch.no_grad():
-                L = torch.linalg.cholesky(self._noisy_gram(self.x_train))
+                L = self._cholesky(self._noisy_gram(self.x_train))
                 alpha = torch.cholesky_solve(self.y_train.T[:, :, None], L)
             self._cache = (L, alpha)
         return self._cache
@@ -151,7 +182,7 @@ class GPDynamics(nn.Module):
         k_star = self.kernel(xs, self.x_train)  # [D, B, N]
         mean = (k_star @ alpha).squeeze(-1).T  # [B, D]
         v = torch.linalg.solve_triangular(L, k_star.transpose(1, 2), upper=False)  # [D, N, B]
-        var = ((2 * self.log_signal_std).exp()[:, None] - v.pow(2).sum(1)).clamp_min(1e-12).T
+        var = (self._signal_var()[:, None] - v.pow(2).sum(1)).clamp_min(1e-12).T
         if include_noise:
             var = var + (2 * self.log_noise_std).exp()
         mean = self.out_norm.inverse(mean.float())
