@@ -151,9 +151,10 @@ def test_max_margin_irl_matches_expert_return(grid, method):
     )
     assert ratio >= 0.95
     if method == "svm":
-        # the expert's feature expectations beat every generated policy's under the learned w
+        # from sampled demonstrations μ_E is an estimate that some policy may beat under every w: the
+        # soft-margin QP then separates only up to its slack (5.7 at seed shift 1); the hard separation is
+        # asserted with the exact expert below
         assert res.converged
-        assert (res.feature_expectations @ res.w <= res.expert_features @ res.w + 1e-6).all()
     else:
         # feature matching: the mixture's feature expectations approach the expert's
         mixed = res.mixture @ res.feature_expectations
@@ -166,6 +167,10 @@ def test_max_margin_with_exact_expert_policy_and_errors(grid):
     mdp, phi, expert, _, J_expert, _ = grid
     res = max_margin_irl(mdp, phi, expert)
     assert true_return(mdp, res.policy) >= 0.95 * J_expert
+    # with the exact μ_E the expert beats every generated policy under the learned w (the structured
+    # margin D itself is met only up to the QP's slack: these features cannot express all of it)
+    assert res.converged
+    assert (res.feature_expectations @ res.w <= res.expert_features @ res.w + 1e-6).all()
     with pytest.raises(ConfigError, match="features must have shape"):
         max_margin_irl(mdp, phi[:10], expert)
     with pytest.raises(ConfigError, match="max_margin field 'C'"):
