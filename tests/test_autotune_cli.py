@@ -73,9 +73,15 @@ def test_tune_run_stores_resumes_and_logs_every_trial_to_mlflow(workdir, capsys)
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (workdir / "data" / "optuna.db").is_file()  # the default storage
     assert first["n_trials"] == 12
-    assert _tune(args[1:]) == 0  # resume: same study, 12 more trials
+    assert first["done"] and first["budget"] == 12
+    assert _tune(args[1:]) == 0  # the same budget again: the study is done, nothing more runs
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["n_trials"] == 12 and again["n_run_here"] == 0
+    args[args.index("--trials") + 1] = "24"
+    assert _tune(args[1:]) == 0  # a larger budget extends the study: 12 more trials
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert second["n_trials"] == 24 and second["mlflow_run_id"] == first["mlflow_run_id"]
+    assert second["n_trials"] == 24 and second["n_run_here"] == 12
+    assert second["mlflow_run_id"] == first["mlflow_run_id"]
     study = optuna.load_study(study_name="mine", storage=f"sqlite:///{workdir / 'data' / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     failed = [t for t in study.trials if t.state.name == "FAIL"]
