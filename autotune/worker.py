@@ -45,6 +45,7 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 ERROR_ATTR = "autotune.error"  # the trial's one-line failure reason (a user attribute)
+STALE_REASON = "its worker stopped sending heartbeats"
 
 
 class BadValue(ValueError):
@@ -170,8 +171,7 @@ class StaleTrials:
         return True
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        reason = "its worker stopped sending heartbeats"
-        study._storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, reason)
+        reason = STALE_REASON  # (a finished trial takes no more attributes: the reason goes to MLflow)
         retried = self.retry(study, trial)
         self.log(f"trial {trial.number} failed: {reason}" + ("; queued again" if retried else ""))
         if self.on_failed is not None:
