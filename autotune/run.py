@@ -409,7 +409,7 @@ def tune_run(
                     trials,
                     lock=study_lock,
                     timeout=timeout,
-                    stale=stale if heartbeat > 0 else StaleTrials(0),
+                    stale=stale,
                     on_trial=logger,
                 )
             except BaseException as exc:
