@@ -1,11 +1,20 @@
 """Tuning a user's own objective: ``deeprl tune run --objective module:function --space FILE``.
 
 The study lives in an Optuna storage (default: ``sqlite:///<data dir>/optuna.db``; any RDB URL such
-as PostgreSQL for many workers), so re-running the command with the same ``--study`` resumes it
-and any number of processes can run it at once. Each study has one MLflow run (its id kept in the
-study's user attributes, so every worker finds the same one) and every trial becomes a child run
-with its parameters, value and state. An objective that raises or returns NaN is recorded as a
-failed trial and the study goes on.
+as PostgreSQL for many workers) and is named, unless ``--study`` says otherwise, after the objective
+and the space (``module:function@<space stem>-<hash>``); it records the objective it tunes and
+refuses another one. ``--trials`` is the study's *global* budget: start the same command in N
+processes or machines and together they run that many trials (:mod:`autotune.worker` claims each
+under a cross-process lock, keeps it alive with heartbeats, fails and queues again a trial whose
+worker died). Processes that start together on an empty database and an empty data folder create
+the schemas one at a time (:class:`~core_rl.common.store_lock.StoreLock`). Re-running the command
+finishes an unfinished study; a larger ``--trials`` extends a finished one.
+
+Each study has one MLflow run (its id kept in the study's user attributes, so every worker finds
+the same one), FINISHED when the study reaches its budget, and every trial becomes a child run with
+its parameters, value and state. An objective that raises, or returns anything but a finite number
+(a string such as ``"0.5"``, ``None``, ``inf``, ``nan``), is a failed trial with one line on stderr;
+a raised exception's traceback goes to the trial's MLflow run (``traceback.txt``). The study goes on.
 
 The space file (JSON, YAML or TOML) maps each parameter to its distribution::
 
@@ -240,6 +249,8 @@ class MLflowTrialLogger:
             self.client.update_run(self.parent_run_id, status="RUNNING")
 
     def end(self, status: str, reason: str | None = None) -> None:
+        if self.client.get_run(self.parent_run_id).info.status == status:
+            return  # another worker ended it already
         if reason:
             self.client.set_tag(self.parent_run_id, "failure", reason[:5000])
         self.client.set_terminated(self.parent_run_id, status)
