@@ -11,8 +11,9 @@ Any number of processes run :func:`run_worker` on one stored study. The contract
 * **Heartbeats.** While a trial runs, a thread writes its heartbeat every ``heartbeat_interval``
   seconds (the first one inside the lock, right after the claim). A trial whose heartbeat is older
   than the grace period (its worker was SIGKILLed, lost its machine, ...) is failed by the next
-  worker that looks (:func:`optuna.storages.fail_stale_trials`), and the storage's stale-trial
-  callback queues a retry of it.
+  worker that looks (:func:`optuna.storages.fail_stale_trials`, inside the lock: SQLite has no row
+  locks, and two workers could fail the same trial twice), and the storage's stale-trial callback
+  queues one retry of it.
 * **The end.** A worker stops when the study is *done* — ``claimed >= budget`` and no trial is
   WAITING or RUNNING — or at its ``timeout``. A worker with nothing left to claim waits while
   other trials run (it may have to fail and retry one whose worker died), unless heartbeats are
@@ -202,31 +203,70 @@ def claim(
         return trial, state
 
 
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None
+) -> FrozenTrial:
+    """``study.tell``; a trial another worker failed meanwhile (its heartbeat came too late) keeps
+    that state, with one line saying the result is dropped."""
+    try:
+        return study.tell(trial, value, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        frozen = study._storage.get_trial(trial._trial_id)
+        print(
+            f"warning: trial {trial.number} was marked {frozen.state.name} while it ran (no heartbeat within the "
+            "grace period: raise --grace); its result is dropped",
+            file=sys.stderr,
+            flush=True,
+        )
+        frozen.system_attrs = {**frozen.system_attrs, "autotune.dropped": True}
+        return frozen
+
+
+def _note(trial: optuna.Trial, line: str) -> None:
+    """Record the one-line failure reason on the trial (unless another worker has finished it)."""
+    try:
+        trial.set_user_attr(ERROR_ATTR, line)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
 def run_trial(
-    study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], Any], stale: StaleTrials | None
+    study: optuna.Study,
+    trial: optuna.Trial,
+    objective: Callable[[optuna.Trial], Any],
+    stale: StaleTrials | None,
+    on_interrupt: Callable[[optuna.Study, TrialOutcome], None] | None = None,
 ) -> TrialOutcome:
-    """Evaluate one claimed trial and tell the study how it ended."""
+    """Evaluate one claimed trial and tell the study how it ended (``on_interrupt`` records a trial
+    that SIGINT/SIGTERM stopped before the interrupt propagates)."""
     with Heartbeat(study._storage, trial._trial_id):
         try:
             raw = objective(trial)
         except optuna.TrialPruned:
-            return TrialOutcome(study.tell(trial, state=TrialState.PRUNED))
+            return TrialOutcome(_tell(study, trial, state=TrialState.PRUNED))
         except Exception as exc:
             line = f"{type(exc).__name__}: {one_line(str(exc))}".rstrip(": ")
-            trial.set_user_attr(ERROR_ATTR, line)
-            return TrialOutcome(study.tell(trial, state=TrialState.FAIL), line, traceback.format_exc())
+            _note(trial, line)
+            return TrialOutcome(_tell(study, trial, state=TrialState.FAIL), line, traceback.format_exc())
         except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: close the trial, queue it again, stop
-            trial.set_user_attr(ERROR_ATTR, f"interrupted ({exc or 'SIGINT'})")
-            frozen = study.tell(trial, state=TrialState.FAIL)
-            if stale is not None:
-                stale.retry(study, frozen)
+            line = f"interrupted ({str(exc) or 'SIGINT'})"
+            _note(trial, line)
+            frozen = _tell(study, trial, state=TrialState.FAIL)
+            if not frozen.system_attrs.get("autotune.dropped"):
+                if stale is not None:
+                    stale.retry(study, frozen)
+                if on_interrupt is not None:
+                    try:
+                        on_interrupt(study, TrialOutcome(frozen, line))
+                    except Exception:  # the interrupt matters more than its record
+                        pass
             raise
     try:
         value = check_value(raw)
     except BadValue as exc:
-        trial.set_user_attr(ERROR_ATTR, str(exc))
-        return TrialOutcome(study.tell(trial, state=TrialState.FAIL), str(exc))
-    return TrialOutcome(study.tell(trial, value))
+        _note(trial, str(exc))
+        return TrialOutcome(_tell(study, trial, state=TrialState.FAIL), str(exc))
+    return TrialOutcome(_tell(study, trial, value))
 
 
 @dataclass
@@ -256,7 +296,8 @@ def run_worker(
     while True:
         if timeout is not None and time.monotonic() - start >= timeout:
             return WorkerResult(n_run, "timeout", budget_state(study, budget))
-        fail_stale_trials(study)
+        with lock:  # one worker at a time, or two could fail (and retry) the same trial (SQLite)
+            fail_stale_trials(study)
         trial, state = claim(study, budget, lock)
         if trial is None:
             if state.done:
@@ -265,9 +306,11 @@ def run_worker(
                 return WorkerResult(n_run, "idle", state)
             time.sleep(poll)  # others' trials run; one may go stale and come back as WAITING
             continue
-        outcome = run_trial(study, trial, objective, stale)
+        outcome = run_trial(study, trial, objective, stale, on_trial)
         n_run += 1
         t = outcome.trial
+        if t.system_attrs.get("autotune.dropped"):  # failed as stale by another worker, and recorded there
+            continue
         if outcome.error is not None:
             log(f"trial {t.number} failed: {outcome.error}")
         elif t.state == TrialState.COMPLETE:

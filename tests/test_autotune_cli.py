@@ -310,3 +310,40 @@ def test_the_default_study_is_named_after_objective_and_space_and_keeps_to_one_o
     )
     study = optuna.load_study(study_name=first["study"], storage=first["storage"])
     assert len(study.trials) == 3
+
+
+def test_an_interrupted_worker_queues_its_trial_and_the_next_worker_finishes_the_study(workdir, capsys):
+    import mlflow
+
+    from autotune.run import tune_run
+    from autotune.worker import ERROR_ATTR
+
+    calls = []
+
+    def objective(params):
+        calls.append(params["x"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, via tracked signals) does mid-trial
+        return params["x"] ** 2
+
+    space = {"x": {"type": "float", "low": -1.0, "high": 1.0}}
+    with pytest.raises(KeyboardInterrupt):
+        tune_run(objective, space, sampler="random", trials=4, seed=0, study_name="stopped")
+    assert "marked KILLED" in capsys.readouterr().err
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'data' / 'mlflow.db'}")
+    study = optuna.load_study(study_name="stopped", storage=f"sqlite:///{workdir / 'data' / 'optuna.db'}")
+    parent_id = study.user_attrs["mlflow_run_id"]
+    assert mlflow.get_run(parent_id).info.status == "KILLED"
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "WAITING"]
+    assert study.trials[1].user_attrs[ERROR_ATTR] == "interrupted (SIGINT)"
+    assert study.trials[2].params == study.trials[1].params  # queued again with its parameters
+    result = tune_run(objective, space, sampler="random", trials=4, seed=1, study_name="stopped")
+    assert result.done and result.n_run_here == 3 and result.mlflow_run_id == parent_id
+    study = optuna.load_study(study_name="stopped", storage=result.storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert calls[2] == calls[1]  # the retry ran the interrupted parameters
+    assert mlflow.get_run(parent_id).info.status == "FINISHED"
+    children = mlflow.search_runs(
+        experiment_names=["autotune"], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list"
+    )
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [0, 1, 2, 3, 4]

@@ -173,7 +173,7 @@ KILLABLE = textwrap.dedent("""
     (barrier / str(worker)).touch()
     while len(list(barrier.iterdir())) < 4:  # imports done everywhere: start at the same moment
         time.sleep(0.005)
-    tune_run(objective, space, sampler="tpe", trials=budget, storage=storage, seed=worker, heartbeat=1, grace=2)
+    tune_run(objective, space, sampler="tpe", trials=budget, storage=storage, seed=worker, heartbeat=1, grace=3)
 """)
 
 
