@@ -176,7 +176,10 @@ class StaleTrials:
         retried = self.retry(study, trial)
         self.log(f"trial {trial.number} failed: {reason}" + ("; queued again" if retried else ""))
         if self.on_failed is not None:
-            self.on_failed(study, TrialOutcome(study._storage.get_trial(trial._trial_id), reason))
+            try:
+                self.on_failed(study, TrialOutcome(study._storage.get_trial(trial._trial_id), reason))
+            except Exception as exc:  # the study's record is right; only its MLflow copy is missing
+                self.log(f"warning: trial {trial.number} not recorded in MLflow: {one_line(str(exc))}")
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
