@@ -2,7 +2,10 @@
 
     deeprl tune compare --suite tabular --samplers rl,meta,tpe,random,cmaes,gp --trials 50,200 --seeds 10
     deeprl tune run --objective mymodule:objective --space space.json --sampler rl --trials 100 \\
-                    [--storage postgresql://...] [--study NAME]
+                    [--storage postgresql://...] [--study NAME] [--heartbeat 10 --grace 20 --stale-retries 1]
+
+``--trials`` is the study's budget, not the worker's: start the same command N times (with a shared
+``--storage``) and the N workers run 100 trials together.
 
 ``pipelines/cli.py`` registers these with :func:`add_tune_parser` and dispatches to :func:`cmd_tune`.
 """
@@ -54,12 +57,39 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--objective", required=True, help="module:function")
     r.add_argument("--space", default=None, help="JSON/YAML/TOML search space (else the objective takes a trial)")
     r.add_argument("--sampler", default="rl", help=f"one of {', '.join(SAMPLER_NAMES)}")
-    r.add_argument("--trials", type=int, default=50)
+    r.add_argument(
+        "--trials",
+        type=int,
+        default=50,
+        help="the study's total budget, shared by every worker on it (raise it to extend a study)",
+    )
     r.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under the data folder)")
-    r.add_argument("--study", default="autotune", help="study name (re-using it resumes the study)")
+    r.add_argument(
+        "--study",
+        default=None,
+        help="study name (default: named after the objective and the space; re-using it resumes the study)",
+    )
     r.add_argument("--direction", default="minimize", choices=["minimize", "maximize"])
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    r.add_argument(
+        "--heartbeat",
+        type=int,
+        default=10,
+        help="seconds between a running trial's heartbeats (0: off; then a killed worker's trial stays RUNNING)",
+    )
+    r.add_argument(
+        "--grace",
+        type=int,
+        default=None,
+        help="seconds without a heartbeat before a trial is failed (default: twice --heartbeat)",
+    )
+    r.add_argument(
+        "--stale-retries",
+        type=int,
+        default=1,
+        help="times a trial whose worker died (or was interrupted) is queued again (0: never)",
+    )
     r.add_argument("--experiment", default="autotune")
     r.add_argument("--no-mlflow", action="store_true")
     r.add_argument("--json", action="store_true")
@@ -140,12 +170,16 @@ def _run(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         log_mlflow=not args.no_mlflow,
         timeout=args.timeout,
+        heartbeat=args.heartbeat,
+        grace=args.grace,
+        stale_retries=args.stale_retries,
     )
     if args.json:
         print(json.dumps(result.as_dict(), default=str))
     else:
         print(
             f"study '{result.study}': {result.n_trials} trials ({result.n_complete} complete, {result.n_failed} failed)"
+            f" of a budget of {result.budget}{'' if result.done else ' (not done)'}, {result.n_run_here} run here,"
             f" in {result.storage}"
         )
         print(f"best value {result.best_value} with {result.best_params}")

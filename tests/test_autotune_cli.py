@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -17,6 +18,7 @@ from core_rl.common.errors import ConfigError
 
 OBJECTIVE = """
 import math
+from pathlib import Path
 def objective(params):
     if params["width"] == 48:
         raise RuntimeError("out of memory")          # recorded as a failed trial
@@ -73,9 +75,15 @@ def test_tune_run_stores_resumes_and_logs_every_trial_to_mlflow(workdir, capsys)
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (workdir / "data" / "optuna.db").is_file()  # the default storage
     assert first["n_trials"] == 12
-    assert _tune(args[1:]) == 0  # resume: same study, 12 more trials
+    assert first["done"] and first["budget"] == 12
+    assert _tune(args[1:]) == 0  # the same budget again: the study is done, nothing more runs
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["n_trials"] == 12 and again["n_run_here"] == 0
+    args[args.index("--trials") + 1] = "24"
+    assert _tune(args[1:]) == 0  # a larger budget extends the study: 12 more trials
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert second["n_trials"] == 24 and second["mlflow_run_id"] == first["mlflow_run_id"]
+    assert second["n_trials"] == 24 and second["n_run_here"] == 12
+    assert second["mlflow_run_id"] == first["mlflow_run_id"]
     study = optuna.load_study(study_name="mine", storage=f"sqlite:///{workdir / 'data' / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     failed = [t for t in study.trials if t.state.name == "FAIL"]
@@ -207,3 +215,135 @@ def test_deeprl_tune_is_wired_into_the_cli(workdir, capsys):
     )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_trials"] == 5 and result["best_value"] is not None
+
+
+BAD_VALUES = """
+import numpy as np
+RETURNS = ["0.5", float("inf"), float("nan"), None, -float("inf"), np.float32(0.75), 0.25]
+def objective(trial):  # no space: the objective gets the trial
+    trial.suggest_float("x", 0.0, 1.0)
+    return RETURNS[trial.number]
+def boom(params):
+    raise RuntimeError("out of memory\\n  (details on a second line)")
+def other(params):
+    return params["lr"]
+"""
+
+
+def test_non_numbers_and_non_finite_values_fail_their_trial_with_one_line(workdir, capsys):
+    from autotune.run import tune_run
+    from autotune.worker import ERROR_ATTR
+
+    (workdir / "badobj.py").write_text(BAD_VALUES)
+    result = tune_run("badobj:objective", None, sampler="random", trials=7, seed=0, log_mlflow=False)
+    err = capsys.readouterr().err
+    assert result.n_complete == 2 and result.n_failed == 5 and result.best_value == 0.25  # "0.5" is not 0.5
+    expected = {
+        0: "the objective returned '0.5' (a str), not a number",
+        1: "the objective returned inf, not a finite number",
+        2: "the objective returned nan, not a finite number",
+        3: "the objective returned None (a NoneType), not a number",
+        4: "the objective returned -inf, not a finite number",
+    }
+    study = optuna.load_study(study_name=result.study, storage=result.storage)
+    for number, reason in expected.items():
+        trial = study.trials[number]
+        assert trial.state.name == "FAIL" and trial.user_attrs[ERROR_ATTR] == reason
+        assert [line for line in err.splitlines() if line.startswith(f"trial {number} ")] == [
+            f"trial {number} failed: {reason}"
+        ]
+    assert study.trials[5].state.name == "COMPLETE" and study.trials[5].value == 0.75  # a NumPy scalar is a number
+    assert "Traceback" not in err
+
+
+def test_an_objective_that_raises_logs_one_line_per_trial_and_its_traceback_to_mlflow(workdir, capsys):
+    import mlflow
+
+    from autotune.run import tune_run
+
+    (workdir / "badobj.py").write_text(BAD_VALUES)
+    result = tune_run("badobj:boom", SPACE, sampler="random", trials=3, seed=0)
+    err = capsys.readouterr().err
+    assert result.n_failed == 3 and result.best_value is None
+    failed = [line for line in err.splitlines() if " failed" in line]
+    assert failed == [f"trial {i} failed: RuntimeError: out of memory" for i in range(3)]
+    assert "Traceback" not in err and "second line" not in err
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'data' / 'mlflow.db'}")
+    client = mlflow.tracking.MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["autotune"], output_format="list")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.mlflow_run_id]
+    assert len(children) == 3
+    for run in children:
+        assert run.info.status == "FAILED" and run.data.tags["failure"] == "RuntimeError: out of memory"
+        path = client.download_artifacts(run.info.run_id, "traceback.txt", str(workdir))
+        text = Path(path).read_text()
+        assert text.startswith("Traceback") and "in boom" in text and "second line" in text
+    (parent,) = [r for r in runs if r.info.run_id == result.mlflow_run_id]
+    assert parent.info.status == "FINISHED"  # the budget is spent, even if every trial failed
+
+
+def test_the_default_study_is_named_after_objective_and_space_and_keeps_to_one_objective(workdir, capsys):
+    from autotune.run import default_study_name
+    from pipelines.cli import main
+
+    (workdir / "badobj.py").write_text(BAD_VALUES)
+    run = ["tune", "run", "--space", "space.json", "--sampler", "random", "--trials", "3", "--no-mlflow", "--json"]
+    assert main([*run, "--objective", "userobj:objective"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*run, "--objective", "badobj:other"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["study"] == default_study_name("userobj:objective", "space.json")
+    assert first["study"].startswith("userobj:objective@space-") and second["study"].startswith("badobj:other@space-")
+    assert first["n_trials"] == second["n_trials"] == 3  # two studies: neither sees the other's trials
+    assert set(second["best_params"]) == {"lr", "width", "act"}
+    assert second["best_value"] == min(
+        t.value for t in optuna.load_study(study_name=second["study"], storage=second["storage"]).trials
+    )
+    (workdir / "space2.json").write_text(json.dumps({**SPACE, "width": {"type": "int", "low": 16, "high": 64}}))
+    assert default_study_name("userobj:objective", "space2.json") != first["study"]  # another space, another study
+    # joining the first study with another objective is refused, with one line naming both
+    assert main([*run, "--objective", "badobj:other", "--study", first["study"]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"error: study '{first['study']}' tunes objective 'userobj:objective', not 'badobj:other': give another "
+        "--study, or leave --study out (the default is named after the objective and space)"
+    )
+    study = optuna.load_study(study_name=first["study"], storage=first["storage"])
+    assert len(study.trials) == 3
+
+
+def test_an_interrupted_worker_queues_its_trial_and_the_next_worker_finishes_the_study(workdir, capsys):
+    import mlflow
+
+    from autotune.run import tune_run
+    from autotune.worker import ERROR_ATTR
+
+    calls = []
+
+    def objective(params):
+        calls.append(params["x"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, via tracked signals) does mid-trial
+        return params["x"] ** 2
+
+    space = {"x": {"type": "float", "low": -1.0, "high": 1.0}}
+    with pytest.raises(KeyboardInterrupt):
+        tune_run(objective, space, sampler="random", trials=4, seed=0, study_name="stopped")
+    assert "marked KILLED" in capsys.readouterr().err
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'data' / 'mlflow.db'}")
+    study = optuna.load_study(study_name="stopped", storage=f"sqlite:///{workdir / 'data' / 'optuna.db'}")
+    parent_id = study.user_attrs["mlflow_run_id"]
+    assert mlflow.get_run(parent_id).info.status == "KILLED"
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "WAITING"]
+    assert study.trials[1].user_attrs[ERROR_ATTR] == "interrupted (SIGINT)"
+    assert study.trials[2].params == study.trials[1].params  # queued again with its parameters
+    result = tune_run(objective, space, sampler="random", trials=4, seed=1, study_name="stopped")
+    assert result.done and result.n_run_here == 3 and result.mlflow_run_id == parent_id
+    study = optuna.load_study(study_name="stopped", storage=result.storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert calls[2] == calls[1]  # the retry ran the interrupted parameters
+    assert mlflow.get_run(parent_id).info.status == "FINISHED"
+    children = mlflow.search_runs(
+        experiment_names=["autotune"], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list"
+    )
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [0, 1, 2, 3, 4]

@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core_rl.common.errors import RunInterrupted, TrackingError
+from core_rl.common.store_lock import StoreLock
 from core_rl.common.tracking import MLflowTracker
 
 # ---- the store ---------------------------------------------------------------------------------
@@ -91,7 +92,9 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
         _check_local_writable(Path(parsed.path or uri), "tracking folder")
     mlflow.set_tracking_uri(uri)
     try:
-        mlflow.tracking.MlflowClient().search_experiments(max_results=1)
+        # the first use creates (or migrates) the schema: one process at a time, see store_lock
+        with StoreLock(uri, "mlflow-schema"):
+            mlflow.tracking.MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # server down, bad credentials, unreadable DB, ...
         raise TrackingError(f"tracking store '{uri}' cannot be used: {str(exc).splitlines()[0][:300]}") from None
     return uri
@@ -114,8 +117,12 @@ def get_experiment_id(name: str, tracking_uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    root = artifact_root(tracking_uri)
-    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    with StoreLock(tracking_uri, "mlflow-experiment"):  # processes starting together create it once
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        root = artifact_root(tracking_uri)
+        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
 
 
 # ---- signals -----------------------------------------------------------------------------------
@@ -163,6 +170,18 @@ def _restore_handlers() -> None:
             signal.signal(sig, handler)
         _SIGNALS.previous.clear()
         _SIGNALS.requested = None
+
+
+@contextmanager
+def interrupt_signals() -> Iterator[None]:
+    """Inside this block (in the main thread), SIGINT and SIGTERM raise :class:`RunInterrupted`, so a
+    loop that owns its records (a tuning worker and its trial) can close them before exiting."""
+    handlers = _install_handlers()
+    try:
+        yield
+    finally:
+        if handlers:
+            _restore_handlers()
 
 
 @contextmanager

@@ -1,0 +1,58 @@
+"""Processes that start together on an empty data folder create MLflow's SQLite store once.
+
+Without :class:`core_rl.common.store_lock.StoreLock` around the first use, MLflow's schema creation
+and migrations run in every process at once and most of them fail (``table _alembic_tmp_metrics
+already exists``, ``duplicate column name: step``, ``Online migration expected to match one row``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OPENER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import mlflow
+    from core_rl.common.runs import get_experiment_id, setup_tracking
+
+    worker, barrier = sys.argv[1], Path(sys.argv[2])
+    (barrier / worker).touch()
+    while len(list(barrier.iterdir())) < 4:  # imports done everywhere: open the store at the same moment
+        time.sleep(0.005)
+    uri = setup_tracking(None)
+    print(get_experiment_id("shared", uri))
+""")
+
+
+def test_four_processes_create_the_tracking_store_and_an_experiment_once(tmp_path):
+    import mlflow
+
+    script, barrier, data = tmp_path / "opener.py", tmp_path / "barrier", tmp_path / "data"
+    script.write_text(OPENER)
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "DEEPRL_HOME": str(data)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(w), str(barrier)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for w in range(4)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err.decode()[-3000:]
+    ids = {out.decode().strip().splitlines()[-1] for out, _ in outs}
+    assert len(ids) == 1  # one experiment, every process got its id
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    assert [e.name for e in client.search_experiments()].count("shared") == 1
+    assert (data / "mlflow.db.lock").is_file()  # the lock lives in the data folder
