@@ -133,6 +133,7 @@ def test_four_workers_share_one_study_on_postgresql(postgres_url, sampler, tmp_p
         assert len(policy.heads) == 3
 
 
+@pytest.mark.slow  # four processes importing torch + mlflow: ~1 min; CI runs it
 def test_four_workers_start_together_on_an_empty_postgresql_database_one_killed(postgres_url, tmp_path):
     """Empty database, empty data folder (MLflow's SQLite store), 4 workers released at once; one is
     SIGKILLed in its second trial. Every requested trial still ends COMPLETE exactly once."""
@@ -146,6 +147,7 @@ def test_four_workers_start_together_on_an_empty_postgresql_database_one_killed(
     check_four_workers_one_killed(postgres_url.rsplit("/", 1)[0] + "/fresh4", tmp_path)
 
 
+@pytest.mark.slow  # four processes importing torch + mlflow: ~1 min; CI runs it
 def test_four_workers_start_together_on_an_empty_data_folder_one_killed(tmp_path):
     """The same with the default stores: Optuna's and MLflow's SQLite files in one new data folder."""
     check_four_workers_one_killed(None, tmp_path)

@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 OPENER = textwrap.dedent("""
@@ -30,6 +32,7 @@ OPENER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # four processes importing torch + mlflow: ~1 min; CI runs it
 def test_four_processes_create_the_tracking_store_and_an_experiment_once(tmp_path):
     import mlflow
 
