@@ -271,15 +271,10 @@ def test_gail_imitates_the_scripted_expert_on_cartpole(cartpole_demos, reward_ty
     assert result >= 0.9 * 500
     # the episode statistics are the env's reward, not the discriminator's
     assert tracker.last("episode_return") > 100 and "disc_loss" in tracker.metrics
-    if reward_type == "gail":
-        # the discriminator learned the expert's choices: in the expert's states it scores the
-        # expert's action above the other one
-        with torch.no_grad():
-            expert_score = agent.learned_reward(obs, expert_actions)
-            other_score = agent.learned_reward(obs, 1 - expert_actions)
-        preference = float((expert_score > other_score).mean())
-        print(f"gail: discriminator prefers the expert's action in {preference:.3f} of the expert's states")
-        assert preference >= 0.7
+    # the policy imitates the expert's choices on the expert's own states (measured 0.79-0.89 at seed
+    # shifts 0-2; a random policy agrees on half). The discriminator's own preference for the expert's
+    # action is not asserted: at GAIL's equilibrium π = π_E it tends to chance (0.55-0.83 measured)
+    assert agreement >= 0.7, agreement
 
 
 def test_reward_relabel_wrapper_passes_true_successors_and_keeps_env_reward():
