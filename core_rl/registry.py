@@ -25,9 +25,14 @@ from core_rl.common.errors import ConfigError
 
 @dataclass(frozen=True)
 class AlgoSpec:
+    """``kind`` is ``"agent"`` (an :class:`~core_rl.common.base.Agent`: ``learn(steps)``) or
+    ``"program"`` (a :class:`~core_rl.common.program.Program`: a solver, IRL method, imitation
+    learner from a fixed expert or planner, run once and scored); both run with ``deeprl train``."""
+
     name: str
     target: str  # "module:Class"
     topic: str  # the notes' lecture and topic
+    kind: str = "agent"
 
     @property
     def module(self) -> str:
@@ -99,6 +104,36 @@ _CORE: list[AlgoSpec] = [
         "soft_q",
         "core_rl.inference.soft_q_learning:SoftQLearning",
         "10/10 soft Q-learning (MaxEnt RL): DQN with the soft Bellman target",
+    ),
+    AlgoSpec(
+        "value_iteration",
+        "core_rl.tabular.programs:ValueIterationProgram",
+        "9/12 dynamic programming: value iteration on a finite env or gridworld",
+        "program",
+    ),
+    AlgoSpec(
+        "policy_iteration",
+        "core_rl.tabular.programs:PolicyIterationProgram",
+        "9/12 dynamic programming: policy iteration on a finite env or gridworld",
+        "program",
+    ),
+    AlgoSpec(
+        "q_iteration",
+        "core_rl.tabular.programs:QIterationProgram",
+        "9/12 dynamic programming: Q iteration on a finite env or gridworld",
+        "program",
+    ),
+    AlgoSpec(
+        "maxent_irl",
+        "core_rl.irl.programs:MaxEntIRLProgram",
+        "10/12 inverse RL: exact tabular MaxEnt IRL (learned reward as an artifact)",
+        "program",
+    ),
+    AlgoSpec(
+        "max_margin_irl",
+        "core_rl.irl.programs:MaxMarginIRLProgram",
+        "10/12 inverse RL: feature matching / max-margin (learned reward as an artifact)",
+        "program",
     ),
     AlgoSpec(
         "gail", "core_rl.irl.gail:GAIL", "10/12 adversarial imitation: GAIL / AIRL discriminator reward, PPO policy"

@@ -135,6 +135,12 @@ def train(
     import mlflow
 
     spec = get_algo(algo)
+    if spec.kind == "program":
+        from pipelines.programs import run_program
+
+        if resume:
+            raise ConfigError(f"{algo} is a program (it runs once): --resume is for agents")
+        return run_program(spec, env, steps, seed, config, tracking_uri, experiment, run_name)
     if steps is None and not resume:
         raise ConfigError("steps is required for a new run")
     if steps is not None and steps <= 0:
