@@ -106,6 +106,18 @@ _CORE: list[AlgoSpec] = [
         "10/10 soft Q-learning (MaxEnt RL): DQN with the soft Bellman target",
     ),
     AlgoSpec(
+        "bc",
+        "core_rl.imitation.programs:BCProgram",
+        "9/5 imitation: behaviour cloning from an expert or a demonstrations file",
+        "program",
+    ),
+    AlgoSpec(
+        "dagger",
+        "core_rl.imitation.programs:DAggerProgram",
+        "9/7 imitation: DAgger (the expert labels the learner's states)",
+        "program",
+    ),
+    AlgoSpec(
         "value_iteration",
         "core_rl.tabular.programs:ValueIterationProgram",
         "9/12 dynamic programming: value iteration on a finite env or gridworld",

@@ -149,3 +149,114 @@ def test_bad_program_input_gets_one_clear_error_and_no_run(capsys, tracking_uri,
     assert code == 2 and err.startswith("error: ") and message in err, err
     assert "Traceback" not in err
     assert run_count(tracking_uri) == 0
+
+
+# ---- imitation: bc and dagger with experts from a script, a trained run or a demonstrations file ----
+
+
+def test_bc_from_a_demonstrations_file_and_dagger_with_the_scripted_expert(capsys, tracking_uri, tmp_path):
+    from core_rl.imitation import cartpole_expert, collect_demonstrations
+
+    demos = tmp_path / "expert.parquet"
+    collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=4, seed=0, path=demos)
+    result = train_json(
+        capsys,
+        tracking_uri,
+        "bc",
+        "CartPole-v1",
+        "--steps",
+        "20",
+        "--set",
+        f"demonstrations={demos}",
+        "eval_episodes=5",
+    )
+    client, run = finished_run(tracking_uri, result["run_id"])
+    assert run.data.params["n_epochs"] == "20" and run.data.params["demonstrations"] == str(demos)
+    assert len(client.get_metric_history(result["run_id"], "bc_loss")) == 20
+    assert run.data.metrics["n_samples"] == 4 * 500  # the expert balances every episode to the limit
+    assert result["mean_return"] >= 450  # the scripted expert scores 500; a random policy ~22
+    arts = {a.path for a in client.list_artifacts(result["run_id"])}
+    assert {"policy.pt", "demonstrations.parquet", "config.json"} <= arts
+    policy = torch_load(client.download_artifacts(result["run_id"], "policy.pt", str(tmp_path)))
+    assert policy["algo"] == "bc" and policy["state_dict"]
+
+    result = train_json(
+        capsys,
+        tracking_uri,
+        "dagger",
+        "CartPole-v1",
+        "--steps",
+        "2",
+        "--set",
+        "expert=scripted",
+        "initial_episodes=1",
+        "labels_per_iteration=300",
+        "n_epochs=10",
+        "eval_episodes=5",
+    )
+    client, run = finished_run(tracking_uri, result["run_id"])
+    assert len(client.get_metric_history(result["run_id"], "dagger_disagreement")) == 2
+    assert run.data.metrics["dagger_expert_labels"] == 500 + 2 * 300
+    assert run.data.metrics["expert_return"] == 500.0
+    assert result["mean_return"] >= 450
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, weights_only=False)
+
+
+def test_bc_with_the_expert_of_a_trained_run(capsys, tracking_uri):
+    """``expert=run:RUN_ID``: the agent trained in another run (its checkpoint) labels the data;
+    the clone must act like it (same return up to the evaluation's noise)."""
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--algo",
+        "dqn",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "500",
+        "--no-model",
+        "--json",
+        "--tracking-uri",
+        tracking_uri,
+        "--set",
+        "learning_starts=100",
+    )
+    assert code == 0, err
+    expert_run = json.loads(out.strip().splitlines()[-1])["run_id"]
+    result = train_json(
+        capsys,
+        tracking_uri,
+        "bc",
+        "CartPole-v1",
+        "--steps",
+        "30",
+        "--set",
+        f"expert=run:{expert_run}",
+        "n_demo_episodes=3",
+        "eval_episodes=5",
+    )
+    _, run = finished_run(tracking_uri, result["run_id"])
+    assert run.data.params["expert"] == f"run:{expert_run}"
+    expert_return = run.data.metrics["expert_return"]
+    assert abs(run.data.metrics["mean_return"] - expert_return) <= 0.25 * expert_return + 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--algo", "bc", "--env", "CartPole-v1"], "needs an expert"),
+        (["--algo", "dagger", "--env", "CartPole-v1", "--set", "demonstrations=x.parquet"], "no file 'x.parquet'"),
+        (["--algo", "bc", "--env", "Pendulum-v1", "--set", "expert=scripted"], "no scripted expert for Pendulum-v1"),
+        (["--algo", "dagger", "--env", "CartPole-v1", "--set", "expert=run:0123456789abcdef"], "has no checkpoint"),
+        (["--algo", "bc", "--env", "CartPole-v1", "--set", "expert=scripted", "n_epochs=0"], "'n_epochs'"),
+    ],
+)
+def test_bad_imitation_input_gets_one_clear_error_and_no_run(capsys, tracking_uri, argv, message):
+    code, _, err = run_cli(capsys, "train", *argv, "--tracking-uri", tracking_uri)
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert run_count(tracking_uri) == 0
