@@ -118,6 +118,12 @@ _CORE: list[AlgoSpec] = [
         "program",
     ),
     AlgoSpec(
+        "fitted_q",
+        "core_rl.q_learning.fitted_q_program:FittedQProgram",
+        "9/12 fitted Q iteration on a fixed random-policy data set (tabular or MLP Q)",
+        "program",
+    ),
+    AlgoSpec(
         "value_iteration",
         "core_rl.tabular.programs:ValueIterationProgram",
         "9/12 dynamic programming: value iteration on a finite env or gridworld",

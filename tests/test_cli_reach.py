@@ -260,3 +260,35 @@ def test_bad_imitation_input_gets_one_clear_error_and_no_run(capsys, tracking_ur
     code, _, err = run_cli(capsys, "train", *argv, "--tracking-uri", tracking_uri)
     assert code == 2 and err.startswith("error: ") and message in err, err
     assert run_count(tracking_uri) == 0
+
+
+# ---- fitted Q iteration -------------------------------------------------------------------------------
+
+
+def test_fitted_q_on_random_policy_data_recovers_q_star(capsys, tracking_uri, tmp_path):
+    result = train_json(
+        capsys,
+        tracking_uri,
+        "fitted_q",
+        "FrozenLake-v1",
+        "--steps",
+        "300",
+        "--set",
+        'env_kwargs={"is_slippery": false}',
+        "gamma=0.9",
+        "n_transitions=4000",
+        "tol=1e-9",
+        "eval_episodes=10",
+    )
+    client, run = finished_run(tracking_uri, result["run_id"])
+    m = run.data.metrics
+    assert m["converged"] == 1.0 and m["q_star_error"] < 1e-6  # exact on the visited pairs
+    assert result["mean_return"] == 1.0  # the greedy policy of Q* reaches the goal every time
+    assert len(client.get_metric_history(result["run_id"], "fqi_bellman_error")) == m["iterations"]
+    table = download_json(client, result["run_id"], "q_table.json", tmp_path)
+    assert np.array(table["Q"]).shape == (16, 4)
+    assert "q_function.pt" in {a.path for a in client.list_artifacts(result["run_id"])}
+    code, _, err = run_cli(
+        capsys, "train", "--algo", "fitted_q", "--env", "Pendulum-v1", "--tracking-uri", tracking_uri
+    )
+    assert code == 2 and "Discrete action space" in err
