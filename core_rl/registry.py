@@ -93,6 +93,42 @@ _CORE: list[AlgoSpec] = [
         "9/21-9/26 model-based RL: learned model + replanning MPC (random/CEM/MPPI)",
     ),
     AlgoSpec(
+        "random_shooting",
+        "core_rl.model_based.planner_programs:RandomShootingProgram",
+        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1)",
+        "program",
+    ),
+    AlgoSpec(
+        "cem",
+        "core_rl.model_based.planner_programs:CEMProgram",
+        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1)",
+        "program",
+    ),
+    AlgoSpec(
+        "mppi",
+        "core_rl.model_based.planner_programs:MPPIProgram",
+        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1)",
+        "program",
+    ),
+    AlgoSpec(
+        "mcts",
+        "core_rl.model_based.planner_programs:MCTSProgram",
+        "9/21 closed-loop planning: Monte Carlo tree search (UCT) in a deterministic finite env's model",
+        "program",
+    ),
+    AlgoSpec(
+        "lqr",
+        "core_rl.model_based.planner_programs:LQRProgram",
+        "9/21 trajectory optimization: LQR on the linearized dynamics (Pendulum-v1 balance)",
+        "program",
+    ),
+    AlgoSpec(
+        "ilqr",
+        "core_rl.model_based.planner_programs:ILQRProgram",
+        "9/21 trajectory optimization: iLQR swing-up on known dynamics (Pendulum-v1), replanning",
+        "program",
+    ),
+    AlgoSpec(
         "pets",
         "core_rl.model_based.mpc:PETS",
         "9/28 uncertainty-aware MPC: probabilistic ensemble + trajectory sampling (PETS)",
