@@ -374,11 +374,14 @@ def test_ilqr_controller_run_is_recorded(capsys, tracking_uri, tmp_path):
     assert len(download_json(client, result["run_id"], "episodes.json", tmp_path)["actions_episode_0"]) == 20
 
 
-@pytest.mark.slow
 def test_ilqr_docstring_example_swings_pendulum_up():
-    """The module docstring's example, as written: up by step 100 and balanced (40–80 s)."""
+    """The module docstring's example, as written: up by step 100 and balanced (~10 s on one thread)."""
     import doctest
     import importlib
+
+    from core_rl.common.seeding import configure_torch
+
+    configure_torch(1)
 
     module = importlib.import_module("core_rl.model_based.planners.ilqr")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

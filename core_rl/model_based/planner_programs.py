@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core_rl.common.envs import make_env
 from core_rl.common.errors import ConfigError, EnvError
 from core_rl.common.program import Program, ProgramResult
+from core_rl.common.seeding import configure_torch
 from core_rl.common.tracking import Tracker
 
 PENDULUM = "Pendulum-v1"
@@ -44,6 +45,7 @@ class ControlConfig(BaseModel):
     episodes: int = Field(1, ge=1, description="Episodes the controller is run for.")
     max_steps: int = Field(200, ge=1, description="Step limit of an episode (Pendulum's own limit is 200).")
     seed: int = Field(0, ge=0)
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
 
 
 class _ControlProgram(Program):
@@ -71,6 +73,7 @@ class _ControlProgram(Program):
 
     def run(self, tracker: Tracker, out_dir: Path) -> ProgramResult:
         cfg: Any = self.config
+        configure_torch(cfg.torch_threads)
         returns, lengths, first_actions = [], [], []
         env = make_env(self.env_id, **self.env_kwargs())
         steps = 0

@@ -26,7 +26,8 @@ a terminal cost on the upright state, horizon 100, 6 restarts, 80 iterations —
 (e.g. 40 steps, replanning every 10) with only a running cost settles in the local optimum of
 hanging still and scores about −900.
 
-Example (Pendulum-v1 from hanging down, with its true dynamics; 40–80 s on one CPU):
+Example (Pendulum-v1 from hanging down, with its true dynamics; ~10 s with one torch thread —
+many threads on a small, busy machine can make it several times slower):
 
 >>> import math, gymnasium as gym, numpy as np, torch
 >>> from core_rl.model_based.env_models import angle_normalize, pendulum_dynamics
