@@ -232,3 +232,37 @@ def test_maxent_and_max_margin_from_demonstrations_on_a_gridworld():
     assert J >= 0.9 * J_expert and J_mm >= 0.9 * J_expert
     assert res.weights[1] > res.weights[2]  # goal over hole
     assert res.history[-1]["feature_gap"] < 0.25 * res.history[0]["feature_gap"]
+
+
+def test_proper_policy_ends_every_episode():
+    world = gridworld("rooms", gamma=1.0, step_reward=-1.0, goal_reward=0.0)
+    from core_rl.tabular import proper_policy
+
+    policy = proper_policy(world.mdp)
+    V = policy_evaluation(world.mdp, policy).V  # raises if some state never reaches a terminal
+    live = ~world.mdp.terminal
+    assert np.all(V[live] < 0)  # every live state pays at least one step before the episode ends
+    np.testing.assert_allclose(policy_iteration(world.mdp, policy).V, value_iteration(world.mdp).V, atol=1e-9)
+
+
+def test_learned_reward_wrapper_hands_the_reward_to_any_agent(frozenlake):
+    """The learned MaxEnt reward as the env's reward, for any agent: the wrapped env pays the table's
+    entry of the state the action was taken in and keeps the true reward in ``info``."""
+    import gymnasium as gym
+
+    from core_rl.irl import TabularRewardWrapper
+
+    mdp, expert, J_expert = frozenlake
+    res = maxent_irl(mdp, np.eye(mdp.n_states), expert, iterations=100)
+    env = TabularRewardWrapper(gym.make("FrozenLake-v1"), res.reward)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = int(rng.integers(4))
+        nxt, r, term, trunc, info = env.step(a)
+        assert r == res.reward[obs, a] and "env_reward" in info
+        obs = nxt
+        if term or trunc:
+            obs, _ = env.reset()
+    with pytest.raises(ConfigError, match="shape"):
+        TabularRewardWrapper(gym.make("FrozenLake-v1"), res.reward[:3])

@@ -14,6 +14,7 @@ from core_rl.tabular.dynamic_programming import (
     bellman_operator,
     policy_evaluation,
     policy_iteration,
+    proper_policy,
     q_iteration,
     value_iteration,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "value_iteration",
     "q_iteration",
     "policy_iteration",
+    "proper_policy",
     "backward_induction",
     "LAYOUTS",
     "Gridworld",

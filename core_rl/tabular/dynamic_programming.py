@@ -31,6 +31,11 @@ answer is then within :math:`\gamma\,\mathrm{tol}/(1-\gamma)` of the fixed point
 
 With γ = 1 and no horizon the infinite-horizon values are finite only for policies that reach a
 terminal state (``mdp.terminal``) with probability one; exact evaluation checks that.
+
+**Episodic tasks.** Terminal states end the episode: they are absorbing with zero reward, and
+every solver pins their value to 0 (a start value ``V0``/``Q0`` there is ignored — with γ = 1 an
+absorbing state would otherwise keep it forever). Policy iteration with γ = 1 starts from
+:func:`proper_policy`, which ends the episode almost surely, so that every evaluation is finite.
 """
 
 from __future__ import annotations
