@@ -228,6 +228,15 @@ def evaluate(
         raise ConfigError("give exactly one of --run or --model")
     setup_tracking(tracking_uri)
     if run_id is not None:
+        try:
+            tags = mlflow.tracking.MlflowClient().get_run(run_id).data.tags
+        except Exception:
+            tags = {}
+        if tags.get("kind") == "program":
+            raise ConfigError(
+                f"run '{run_id}' ran the program {tags.get('algo')}: it has no agent to evaluate; "
+                "its result is in the run's metrics (mean_return) and artifacts"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             agent = Agent.load(download_checkpoint(run_id, tmp))
     else:

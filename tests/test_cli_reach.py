@@ -386,3 +386,14 @@ def test_ilqr_docstring_example_swings_pendulum_up():
     module = importlib.import_module("core_rl.model_based.planners.ilqr")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_program_runs_are_not_agents(capsys, tracking_uri):
+    from core_rl import make_agent
+    from core_rl.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'value_iteration' is a program, not an agent"):
+        make_agent("value_iteration", "FrozenLake-v1")
+    result = train_json(capsys, tracking_uri, "value_iteration", "gridworld:cliff")
+    code, _, err = run_cli(capsys, "eval", "--run", result["run_id"], "--tracking-uri", tracking_uri)
+    assert code == 2 and "ran the program value_iteration" in err
