@@ -219,7 +219,6 @@ def test_bc_with_the_expert_of_a_trained_run(capsys, tracking_uri):
         "CartPole-v1",
         "--steps",
         "500",
-        "--no-model",
         "--json",
         "--tracking-uri",
         tracking_uri,
@@ -227,7 +226,8 @@ def test_bc_with_the_expert_of_a_trained_run(capsys, tracking_uri):
         "learning_starts=100",
     )
     assert code == 0, err
-    expert_run = json.loads(out.strip().splitlines()[-1])["run_id"]
+    trained = json.loads(out.strip().splitlines()[-1])
+    expert_run = trained["run_id"]
     result = train_json(
         capsys,
         tracking_uri,
@@ -244,6 +244,21 @@ def test_bc_with_the_expert_of_a_trained_run(capsys, tracking_uri):
     assert run.data.params["expert"] == f"run:{expert_run}"
     expert_return = run.data.metrics["expert_return"]
     assert abs(run.data.metrics["mean_return"] - expert_return) <= 0.25 * expert_return + 5
+    # the same agent as a logged model (models:/...) is the same expert
+    by_model = train_json(
+        capsys,
+        tracking_uri,
+        "bc",
+        "CartPole-v1",
+        "--steps",
+        "2",
+        "--set",
+        f"expert={trained['model_uri']}",
+        "n_demo_episodes=3",
+        "eval_episodes=5",
+    )
+    _, run = finished_run(tracking_uri, by_model["run_id"])
+    assert run.data.metrics["expert_return"] == expert_return
 
 
 @pytest.mark.parametrize(
