@@ -112,7 +112,8 @@ class BCProgram(_ImitationProgram):
 
     def run(self, tracker: Tracker, out_dir: Path) -> ProgramResult:
         bc = BehaviorCloning(self.env_id, self.algo_config(), tracker=tracker)
-        data = bc._dataset(self.initial_data())
+        initial = self.initial_data()
+        data = initial if isinstance(initial, Demonstrations) else load_demonstrations(initial, *self.spaces)
         bc.fit(data)
         result = self.finish(bc, data, bc.epochs_done, out_dir)
         tracker.log_metrics(result.metrics, bc.epochs_done)
