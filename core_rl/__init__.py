@@ -18,7 +18,13 @@ __version__ = "0.1.0"
 
 def make_agent(algo: str, env: Any, config: Any = None, **kwargs: Any) -> Agent:
     """Build an agent by registry name: ``make_agent("ppo", "CartPole-v1", {"n_steps": 64})``."""
-    return get_algo(algo).cls(env, config, **kwargs)
+    spec = get_algo(algo)
+    if spec.kind != "agent":
+        raise ConfigError(
+            f"'{algo}' is a {spec.kind}, not an agent: build it with get_algo('{algo}').cls(env, config) "
+            f"and call .run(tracker, out_dir), or run it with `deeprl train --algo {algo}`"
+        )
+    return spec.cls(env, config, **kwargs)
 
 
 def __getattr__(name: str) -> Any:  # `from core_rl import PPO` without importing every module

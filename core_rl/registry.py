@@ -25,9 +25,14 @@ from core_rl.common.errors import ConfigError
 
 @dataclass(frozen=True)
 class AlgoSpec:
+    """``kind`` is ``"agent"`` (an :class:`~core_rl.common.base.Agent`: ``learn(steps)``) or
+    ``"program"`` (a :class:`~core_rl.common.program.Program`: a solver, IRL method, imitation
+    learner from a fixed expert or planner, run once and scored); both run with ``deeprl train``."""
+
     name: str
     target: str  # "module:Class"
     topic: str  # the notes' lecture and topic
+    kind: str = "agent"
 
     @property
     def module(self) -> str:
@@ -88,6 +93,42 @@ _CORE: list[AlgoSpec] = [
         "9/21-9/26 model-based RL: learned model + replanning MPC (random/CEM/MPPI)",
     ),
     AlgoSpec(
+        "random_shooting",
+        "core_rl.model_based.planner_programs:RandomShootingProgram",
+        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1)",
+        "program",
+    ),
+    AlgoSpec(
+        "cem",
+        "core_rl.model_based.planner_programs:CEMProgram",
+        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1)",
+        "program",
+    ),
+    AlgoSpec(
+        "mppi",
+        "core_rl.model_based.planner_programs:MPPIProgram",
+        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1)",
+        "program",
+    ),
+    AlgoSpec(
+        "mcts",
+        "core_rl.model_based.planner_programs:MCTSProgram",
+        "9/21 closed-loop planning: Monte Carlo tree search (UCT) in a deterministic finite env's model",
+        "program",
+    ),
+    AlgoSpec(
+        "lqr",
+        "core_rl.model_based.planner_programs:LQRProgram",
+        "9/21 trajectory optimization: LQR on the linearized dynamics (Pendulum-v1 balance)",
+        "program",
+    ),
+    AlgoSpec(
+        "ilqr",
+        "core_rl.model_based.planner_programs:ILQRProgram",
+        "9/21 trajectory optimization: iLQR swing-up on known dynamics (Pendulum-v1), replanning",
+        "program",
+    ),
+    AlgoSpec(
         "pets",
         "core_rl.model_based.mpc:PETS",
         "9/28 uncertainty-aware MPC: probabilistic ensemble + trajectory sampling (PETS)",
@@ -99,6 +140,54 @@ _CORE: list[AlgoSpec] = [
         "soft_q",
         "core_rl.inference.soft_q_learning:SoftQLearning",
         "10/10 soft Q-learning (MaxEnt RL): DQN with the soft Bellman target",
+    ),
+    AlgoSpec(
+        "bc",
+        "core_rl.imitation.programs:BCProgram",
+        "9/5 imitation: behaviour cloning from an expert or a demonstrations file",
+        "program",
+    ),
+    AlgoSpec(
+        "dagger",
+        "core_rl.imitation.programs:DAggerProgram",
+        "9/7 imitation: DAgger (the expert labels the learner's states)",
+        "program",
+    ),
+    AlgoSpec(
+        "fitted_q",
+        "core_rl.q_learning.fitted_q_program:FittedQProgram",
+        "9/12 fitted Q iteration on a fixed random-policy data set (tabular or MLP Q)",
+        "program",
+    ),
+    AlgoSpec(
+        "value_iteration",
+        "core_rl.tabular.programs:ValueIterationProgram",
+        "9/12 dynamic programming: value iteration on a finite env or gridworld",
+        "program",
+    ),
+    AlgoSpec(
+        "policy_iteration",
+        "core_rl.tabular.programs:PolicyIterationProgram",
+        "9/12 dynamic programming: policy iteration on a finite env or gridworld",
+        "program",
+    ),
+    AlgoSpec(
+        "q_iteration",
+        "core_rl.tabular.programs:QIterationProgram",
+        "9/12 dynamic programming: Q iteration on a finite env or gridworld",
+        "program",
+    ),
+    AlgoSpec(
+        "maxent_irl",
+        "core_rl.irl.programs:MaxEntIRLProgram",
+        "10/12 inverse RL: exact tabular MaxEnt IRL (learned reward as an artifact)",
+        "program",
+    ),
+    AlgoSpec(
+        "max_margin_irl",
+        "core_rl.irl.programs:MaxMarginIRLProgram",
+        "10/12 inverse RL: feature matching / max-margin (learned reward as an artifact)",
+        "program",
     ),
     AlgoSpec(
         "gail", "core_rl.irl.gail:GAIL", "10/12 adversarial imitation: GAIL / AIRL discriminator reward, PPO policy"

@@ -2,7 +2,7 @@
 
     deeprl train --algo ppo --env CartPole-v1 --steps 50000 --seed 0 [--config FILE] [--set k=v ...] [--json]
     deeprl eval  --run RUN_ID | --model MODEL_URI  --episodes 10
-    deeprl algos
+    deeprl algos                      (agents, and programs: solvers, IRL, imitation, planners)
     deeprl pipeline demo
 
 Every user error (unknown algorithm or env, bad config field, unwritable store, an action space the
@@ -120,13 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core_rl.common.config import load_config_file
+    from core_rl.registry import get_algo
     from pipelines.train import train
 
     config = load_config_file(args.config) if args.config else {}
     config.update(_overrides(args.set))
     if not args.resume and not args.env:
         raise ConfigError("--env is required (unless --resume RUN_ID)")
-    steps = args.steps if args.steps is not None else (None if args.resume else 100_000)
+    if get_algo(args.algo).kind == "program":  # --steps sets the program's own budget, if given
+        steps = args.steps
+    else:
+        steps = args.steps if args.steps is not None else (None if args.resume else 100_000)
     result = train(
         args.algo,
         args.env,
@@ -176,14 +180,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_algos(args: argparse.Namespace) -> int:
     from core_rl.registry import ALGORITHMS
 
-    rows = [{"name": s.name, "module": s.module, "topic": s.topic} for s in ALGORITHMS.values()]
+    rows = [{"name": s.name, "kind": s.kind, "module": s.module, "topic": s.topic} for s in ALGORITHMS.values()]
     if args.json:
         print(json.dumps(rows))
     else:
         width = max(len(r["name"]) for r in rows)
         mwidth = max(len(r["module"]) for r in rows)
         for r in rows:
-            print(f"{r['name']:<{width}}  {r['module']:<{mwidth}}  {r['topic']}")
+            print(f"{r['name']:<{width}}  {r['kind']:<7}  {r['module']:<{mwidth}}  {r['topic']}")
     return 0
 
 

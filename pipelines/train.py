@@ -135,6 +135,12 @@ def train(
     import mlflow
 
     spec = get_algo(algo)
+    if spec.kind == "program":
+        from pipelines.programs import run_program
+
+        if resume:
+            raise ConfigError(f"{algo} is a program (it runs once): --resume is for agents")
+        return run_program(spec, env, steps, seed, config, tracking_uri, experiment, run_name)
     if steps is None and not resume:
         raise ConfigError("steps is required for a new run")
     if steps is not None and steps <= 0:
@@ -222,6 +228,15 @@ def evaluate(
         raise ConfigError("give exactly one of --run or --model")
     setup_tracking(tracking_uri)
     if run_id is not None:
+        try:
+            tags = mlflow.tracking.MlflowClient().get_run(run_id).data.tags
+        except Exception:
+            tags = {}
+        if tags.get("kind") == "program":
+            raise ConfigError(
+                f"run '{run_id}' ran the program {tags.get('algo')}: it has no agent to evaluate; "
+                "its result is in the run's metrics (mean_return) and artifacts"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             agent = Agent.load(download_checkpoint(run_id, tmp))
     else:

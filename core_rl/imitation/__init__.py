@@ -12,6 +12,7 @@ from core_rl.imitation.demonstrations import (
     load_demonstrations,
     rollout,
 )
+from core_rl.imitation.experts import CARTPOLE_EXPERT_WEIGHTS, SCRIPTED_EXPERTS, cartpole_expert, load_expert
 from core_rl.imitation.policies import (
     AutoregressiveDiscretePolicy,
     ImitationPolicy,
@@ -41,4 +42,8 @@ __all__ = [
     "LatentVariablePolicy",
     "AutoregressiveDiscretePolicy",
     "make_policy",
+    "CARTPOLE_EXPERT_WEIGHTS",
+    "SCRIPTED_EXPERTS",
+    "cartpole_expert",
+    "load_expert",
 ]

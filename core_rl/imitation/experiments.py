@@ -24,8 +24,8 @@ log cost against log T estimates the exponent: ≈ 1 for DAgger (as for the expe
 same ε), 1.7 for BC over T = 10…160 at ε = 0.02 (locally 1.8 at small T, bending towards 1 once
 ε'T ≫ 1, when the cost saturates at T).
 
-Also here: :func:`cartpole_expert`, a scripted linear controller that balances CartPole-v1 for 500
-steps, usable as the expert of the other experiments and tests.
+The scripted CartPole expert :func:`~core_rl.imitation.experts.cartpole_expert` lives in
+:mod:`core_rl.imitation.experts` (re-exported here for older imports).
 """
 
 from __future__ import annotations
@@ -42,15 +42,8 @@ from core_rl.common.tracking import NullTracker, Tracker
 from core_rl.imitation.behavior_cloning import BehaviorCloning, PolicyActor
 from core_rl.imitation.dagger import DAgger
 from core_rl.imitation.demonstrations import Actor, rollout
-
-#: (x, ẋ, θ, θ̇) weights of a linear CartPole controller: push right iff w·s > 0 (return 500)
-CARTPOLE_EXPERT_WEIGHTS = np.array([0.1, 0.5, 3.0, 1.0])
-
-
-def cartpole_expert(obs: np.ndarray) -> np.ndarray:
-    """Scripted CartPole expert: push in the direction of 0.1x + 0.5ẋ + 3θ + θ̇ (balances 500 steps)."""
-    obs = np.asarray(obs, dtype=np.float64)
-    return (obs @ CARTPOLE_EXPERT_WEIGHTS > 0).astype(np.int64)
+from core_rl.imitation.experts import CARTPOLE_EXPERT_WEIGHTS as CARTPOLE_EXPERT_WEIGHTS  # re-exported
+from core_rl.imitation.experts import cartpole_expert as cartpole_expert  # re-exported
 
 
 class LaneKeepingVecEnv(VectorEnv):

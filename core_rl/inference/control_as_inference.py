@@ -393,7 +393,9 @@ def posterior_dynamics(mdp: TabularMDP, V_next: np.ndarray, temperature: float, 
     return tilted / tilted.sum(axis=-1, keepdims=True)
 
 
-def soft_visitation(mdp: TabularMDP, result: SoftVIResult, mu0: ArrayLike | None = None) -> np.ndarray:
+def soft_visitation(
+    mdp: TabularMDP, result: SoftVIResult, mu0: ArrayLike | None = None, *, episodic: bool = False
+) -> np.ndarray:
     r"""Discounted state-action visitation :math:`\rho(s,a) = \sum_t\gamma^t p(s_t=s,a_t=a)` of the
     soft-optimal behaviour, shape (S, A) — MaxEnt IRL's forward pass.
 
@@ -401,8 +403,26 @@ def soft_visitation(mdp: TabularMDP, result: SoftVIResult, mu0: ArrayLike | None
     frequencies); ``optimistic``: the exact posterior :math:`p(s_t,a_t|\mathcal O)`, i.e. the posterior
     policy in the tilted dynamics (for γ = 1 and a finite horizon this equals the forward-backward
     marginals summed over t).
+
+    ``episodic=True``: terminal states are counted once, on entry (the episode ends there), as in
+    :meth:`~core_rl.tabular.TabularMDP.episodic_occupancy` — MaxEnt IRL's visitation on episodic MDPs.
     """
     start = _start(mdp, mu0)
+    if episodic:
+        model = mdp
+        if result.horizon != mdp.horizon or result.gamma != mdp.gamma:
+            model = mdp.replace(horizon=result.horizon, gamma=result.gamma)
+        if result.finite:
+            assert result.horizon is not None
+            dynamics = np.stack(
+                [
+                    posterior_dynamics(mdp, result.V[t + 1], result.temperature, result.backup)
+                    for t in range(result.horizon)
+                ]
+            )
+        else:
+            dynamics = posterior_dynamics(mdp, result.V, result.temperature, result.backup)
+        return model.episodic_occupancy(result.policy, start, dynamics=dynamics)
     pi, gamma = result.policy, result.gamma
     if result.finite:
         H = result.horizon

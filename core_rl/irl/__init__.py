@@ -13,6 +13,7 @@ from core_rl.irl.features import (
     feature_expectations,
 )
 from core_rl.irl.gail import GAIL, Discriminator, GAILConfig, RewardRelabel
+from core_rl.irl.learned_reward import TabularRewardWrapper
 from core_rl.irl.max_margin import MaxMarginConfig, MaxMarginResult, max_margin_irl
 from core_rl.irl.maxent_irl import (
     FeatureReward,
@@ -31,6 +32,7 @@ __all__ = [
     "GAILConfig",
     "Discriminator",
     "RewardRelabel",
+    "TabularRewardWrapper",
     "check_features",
     "empirical_policy",
     "empirical_visitation",

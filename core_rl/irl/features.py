@@ -49,15 +49,34 @@ def check_trajectories(mdp: TabularMDP, demos: Trajectories) -> Trajectories:
 
 
 def empirical_visitation(mdp: TabularMDP, demos: Trajectories, gamma: float | None = None) -> np.ndarray:
-    r""":math:`\hat\rho_E(s,a) = \frac1N\sum_i\sum_t\gamma^t\mathbf 1[s_{i,t}=s,a_{i,t}=a]`, shape (S, A)."""
+    r""":math:`\hat\rho_E(s,a) = \frac1N\sum_i\sum_t\gamma^t\mathbf 1[s_{i,t}=s,a_{i,t}=a]`, shape (S, A).
+
+    On an MDP with terminal states this is the episodic estimate of
+    :meth:`~core_rl.tabular.TabularMDP.episodic_occupancy`: a demonstration counts its steps up to
+    its first terminal state, which counts once (split evenly over the actions), and nothing after.
+    """
     demos = check_trajectories(mdp, demos)
     gamma = mdp.gamma if gamma is None else gamma
     a = np.asarray(demos.actions)
-    s = np.asarray(demos.states)[:, : a.shape[1]]
-    weights = np.broadcast_to(gamma ** np.arange(a.shape[1]), a.shape)
-    rho = np.zeros(mdp.n_states * mdp.n_actions)
-    np.add.at(rho, (s * mdp.n_actions + a).ravel(), weights.ravel())
-    return rho.reshape(mdp.n_states, mdp.n_actions) / a.shape[0]
+    states = np.asarray(demos.states)
+    s = states[:, : a.shape[1]]
+    weights = np.broadcast_to(gamma ** np.arange(a.shape[1]), a.shape).copy()
+    A = mdp.n_actions
+    rho = np.zeros(mdp.n_states * A)
+    term = np.asarray(mdp.terminal)
+    if term.any():
+        # steps before the first terminal state are live; the first terminal state is the entry
+        in_term = term[states]  # (n, T or T+1)
+        ended = np.cumsum(in_term, axis=1) > 0
+        entry = in_term & (np.cumsum(in_term, axis=1) == 1)
+        entry[:, 0] = False  # an episode that starts in a terminal state never ran
+        weights = np.where(ended[:, : a.shape[1]], 0.0, weights)
+        n_idx, t_idx = np.nonzero(entry)
+        entry_w = np.repeat(gamma**t_idx / A, A)
+        entry_sa = (states[n_idx, t_idx][:, None] * A + np.arange(A)[None]).ravel()
+        np.add.at(rho, entry_sa, entry_w)
+    np.add.at(rho, (s * A + a).ravel(), weights.ravel())
+    return rho.reshape(mdp.n_states, A) / a.shape[0]
 
 
 def empirical_policy(mdp: TabularMDP, demos: Trajectories) -> tuple[np.ndarray, np.ndarray]:
@@ -84,10 +103,10 @@ def initial_distribution(mdp: TabularMDP, demos: Trajectories | None, mu0: Array
 
 def expert_visitation(mdp: TabularMDP, expert: Expert, mu0: ArrayLike | None = None) -> np.ndarray:
     r"""The expert's discounted visitation :math:`\rho_E(s,a)`: empirical from demonstrations, exact
-    (``occupancy_measure``) from a policy."""
+    (``episodic_occupancy``: terminal states counted once, on entry) from a policy."""
     if isinstance(expert, Trajectories):
         return empirical_visitation(mdp, expert)
-    return mdp.occupancy_measure(expert, initial_distribution(mdp, None, mu0))
+    return mdp.episodic_occupancy(expert, initial_distribution(mdp, None, mu0))
 
 
 def feature_expectations(visitation: np.ndarray, features: np.ndarray) -> np.ndarray:

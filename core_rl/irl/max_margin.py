@@ -65,7 +65,8 @@ class MaxMarginConfig(BaseModel):
 
 @dataclass
 class MaxMarginResult:
-    """``w`` (K,) the learned reward weights, ``reward`` (S, A) = φ w, ``policy`` (S,) the greedy
+    """``w`` (K,) the learned reward weights, ``reward`` (S, A) = φ w (terminal entries folded, see
+    :meth:`~core_rl.tabular.TabularMDP.fold_terminal_reward`), ``policy`` (S,) the greedy
     optimal policy of ``reward``; ``policies`` / ``feature_expectations`` of every generated policy,
     ``expert_features`` μ_E, ``mixture`` λ (projection) and per-iteration ``history``."""
 
@@ -91,7 +92,8 @@ def _config(config: MaxMarginConfig | dict | None, overrides: dict) -> MaxMargin
 
 
 def _optimal(mdp: TabularMDP, reward: np.ndarray, tol: float) -> np.ndarray:
-    return value_iteration(mdp.replace(r=np.where(mdp.terminal[:, None], 0.0, reward)), tol=tol).policy
+    """The greedy optimal policy of ``reward`` (S, A), terminal entries folded into the transitions."""
+    return value_iteration(mdp.replace(r=mdp.fold_terminal_reward(reward)), tol=tol).policy
 
 
 def solve_margin_qp(diffs: np.ndarray, margins: np.ndarray, C: float) -> np.ndarray:
@@ -150,6 +152,9 @@ def max_margin_irl(
 
     ``expert`` is demonstrations (:class:`~core_rl.tabular.Trajectories`, discounted with ``mdp.gamma``)
     or the expert's policy; ``features`` (S, K) or (S, A, K); the MDP's reward is not used.
+    On an episodic MDP (``mdp.terminal``) feature expectations count each terminal state once, on
+    entry (``episodic_occupancy``), and ``result.reward`` is the MDP reward with the terminal
+    entries folded into the transitions (``fold_terminal_reward``), so ``mdp.replace(r=...)`` takes it.
     """
     cfg = _config(config, dict(overrides))
     phi = check_features(mdp, features)
@@ -161,10 +166,11 @@ def max_margin_irl(
     else:
         pi_E = mdp.policy_matrix(expert)
         visited = rho_E.sum(axis=1) > 0
+    visited &= ~np.asarray(mdp.terminal)  # no decision is taken in a terminal state
     loss = np.where(visited[:, None], 1.0 - pi_E, 0.0) * cfg.margin_scale  # ℓ(s, a)
 
     def evaluate(policy: np.ndarray) -> tuple[np.ndarray, float]:
-        rho = mdp.occupancy_measure(policy, start)
+        rho = mdp.episodic_occupancy(policy, start)
         return feature_expectations(rho, phi), float((rho * loss).sum())
 
     policies = [np.zeros(mdp.n_states, dtype=np.int64)]  # start: action 0 everywhere
@@ -192,7 +198,7 @@ def max_margin_irl(
         policy = _optimal(mdp, phi @ w, cfg.solver_tol)
         return MaxMarginResult(
             w=w,
-            reward=phi @ w,
+            reward=mdp.fold_terminal_reward(phi @ w),
             policy=policy,
             expert_features=mu_E,
             policies=policies,
@@ -229,7 +235,7 @@ def max_margin_irl(
     w_best = ws[best]
     return MaxMarginResult(
         w=w_best,
-        reward=phi @ w_best,
+        reward=mdp.fold_terminal_reward(phi @ w_best),
         policy=policies[best],
         expert_features=mu_E,
         policies=policies,

@@ -134,11 +134,15 @@ class FeatureReward(nn.Module):
 
 @dataclass
 class MaxEntIRLResult:
-    """``reward`` (S, A) the learned r_ψ; ``model`` the reward module; ``soft`` the soft-VI result
-    under it (``soft.policy`` the MaxEnt policy); ``history`` per-iteration feature gap and
-    demonstration log-likelihood."""
+    """``reward`` (S, A) the learned reward as an MDP reward (``mdp.replace(r=result.reward)`` works:
+    zero on terminal states, the value of entering one folded into the transitions into it, see
+    :meth:`~core_rl.tabular.TabularMDP.fold_terminal_reward`); ``raw_reward`` (S, A) r_ψ(s, a) itself
+    on every state (equal to ``reward`` without terminal states); ``model`` the reward module;
+    ``soft`` the soft-VI result under it (``soft.policy`` the MaxEnt policy); ``history``
+    per-iteration feature gap and demonstration log-likelihood."""
 
     reward: np.ndarray
+    raw_reward: np.ndarray
     model: FeatureReward
     soft: SoftVIResult
     expert_visitation: np.ndarray
@@ -168,6 +172,14 @@ def maxent_irl(
     infinite horizon (γ = ``mdp.gamma`` < 1). ``expert``: demonstrations (their visitation is
     discounted with ``mdp.gamma``; use demonstrations as long as the horizon) or a policy.
     ``mu0`` defaults to the MDP's, else the demonstrations' start distribution.
+
+    **Episodic MDPs** (``mdp.terminal``): an episode ends on entering a terminal state, which is
+    absorbing with zero reward. The reward model still scores terminal states — r_ψ(s', ·) is paid
+    once, on entry — so "reach the goal, avoid the holes" is expressible with state features; the
+    visitations count each terminal state once, on entry (``episodic_occupancy``), and the soft
+    backward pass runs on the folded reward :math:`r_\psi(s,a) + \gamma\sum_{s'\in\mathcal T}
+    p(s'|s,a)\bar r_\psi(s')`, whose returns are exactly :math:`\sum\rho\,r_\psi`, so the gradient
+    stays :math:`\sum(\hat\rho_E - \rho_\psi)\nabla r_\psi`.
     """
     cfg: MaxEntIRLConfig = _validate(MaxEntIRLConfig, config, dict(overrides), "maxent_irl")
     configure_torch(cfg.torch_threads)
@@ -182,16 +194,24 @@ def maxent_irl(
     rho_E_t = torch.as_tensor(rho_E, dtype=torch.float32)
     mu_E = feature_expectations(rho_E, phi)
     history: list[dict[str, float]] = []
+    episodic = bool(np.asarray(mdp.terminal).any())
 
     V_warm: list[np.ndarray | None] = [None]
 
-    def solve(reward: np.ndarray) -> tuple[SoftVIResult, np.ndarray]:
+    live = ~np.asarray(mdp.terminal)
+
+    def solve(raw: np.ndarray) -> tuple[SoftVIResult, np.ndarray]:
         soft = soft_value_iteration(
-            mdp, reward=reward, temperature=cfg.temperature, backup=cfg.backup, tol=1e-8, V0=V_warm[0]
+            mdp,
+            reward=mdp.fold_terminal_reward(raw),
+            temperature=cfg.temperature,
+            backup=cfg.backup,
+            tol=1e-8,
+            V0=V_warm[0],
         )
         if not soft.finite:
             V_warm[0] = soft.V  # the next reward is close: warm-start its iteration
-        return soft, soft_visitation(mdp, soft, start)
+        return soft, soft_visitation(mdp, soft, start, episodic=episodic)
 
     for _ in range(cfg.iterations):
         reward_t = model(phi_t)
@@ -205,14 +225,20 @@ def maxent_irl(
             {
                 "feature_gap": float(np.linalg.norm(mu_E - feature_expectations(rho, phi))),
                 "visitation_gap": float(np.abs(rho_E - rho).sum()),
-                "log_likelihood": float((rho_E * log_pi).sum()) if log_pi is not None else float("nan"),
+                "log_likelihood": float((rho_E * log_pi)[live].sum()) if log_pi is not None else float("nan"),
             }
         )
     with torch.no_grad():
-        reward = model(phi_t).double().numpy()
-    soft, rho = solve(reward)
+        raw = model(phi_t).double().numpy()
+    soft, rho = solve(raw)
     return MaxEntIRLResult(
-        reward=reward, model=model, soft=soft, expert_visitation=rho_E, visitation=rho, history=history
+        reward=mdp.fold_terminal_reward(raw),
+        raw_reward=raw,
+        model=model,
+        soft=soft,
+        expert_visitation=rho_E,
+        visitation=rho,
+        history=history,
     )
 
 

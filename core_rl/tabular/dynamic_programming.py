@@ -31,6 +31,11 @@ answer is then within :math:`\gamma\,\mathrm{tol}/(1-\gamma)` of the fixed point
 
 With γ = 1 and no horizon the infinite-horizon values are finite only for policies that reach a
 terminal state (``mdp.terminal``) with probability one; exact evaluation checks that.
+
+**Episodic tasks.** Terminal states end the episode: they are absorbing with zero reward, and
+every solver pins their value to 0 (a start value ``V0``/``Q0`` there is ignored — with γ = 1 an
+absorbing state would otherwise keep it forever). Policy iteration with γ = 1 starts from
+:func:`proper_policy`, which ends the episode almost surely, so that every evaluation is finite.
 """
 
 from __future__ import annotations
@@ -107,12 +112,14 @@ class FiniteHorizonResult:
 
 
 def _check_v(mdp: TabularMDP, V: ArrayLike | None, name: str = "V0") -> np.ndarray:
+    """A start (or terminal-time) value; terminal states are worth 0 whatever it says there
+    (an ended episode earns nothing, and with γ = 1 an absorbing state would keep any other value)."""
     if V is None:
         return np.zeros(mdp.n_states)
     V = as_float_array(V, name)
     if V.shape != (mdp.n_states,):
         raise ConfigError(f"{name} must have shape ({mdp.n_states},), got {V.shape}")
-    return V
+    return np.where(mdp.terminal, 0.0, V)
 
 
 def _fixed_point(
@@ -208,10 +215,29 @@ def q_iteration(
         Q = as_float_array(Q0, "Q0")
         if Q.shape != (mdp.n_states, mdp.n_actions):
             raise ConfigError(f"Q0 must have shape {(mdp.n_states, mdp.n_actions)}, got {Q.shape}")
+        Q = np.where(mdp.terminal[:, None], 0.0, Q)  # terminal states are worth 0
     Q, it, residual = _fixed_point(lambda Q: mdp.r + mdp.gamma * (mdp.P @ Q.max(axis=1)), Q, cfg)
     return DPResult(
         V=Q.max(axis=1), Q=Q, policy=mdp.greedy(Q), iterations=it, converged=residual <= cfg.tol, residual=residual
     )
+
+
+def proper_policy(mdp: TabularMDP) -> np.ndarray:
+    r"""A deterministic policy that reaches a terminal state with probability one from every state
+    that can reach one (an *attractor* construction): rank the terminal states 0, then repeatedly give
+    each unranked state an action that moves to a ranked state with positive probability. Every step
+    then has a positive chance of lowering the rank, so the episode ends almost surely — the start
+    policy of policy iteration on an episodic task with γ = 1. States that cannot reach a terminal
+    state keep action 0."""
+    reach = np.asarray(mdp.terminal).copy()
+    actions = np.zeros(mdp.n_states, dtype=np.int64)
+    while True:
+        hits = mdp.P[:, :, reach].sum(axis=2) > 0  # (S, A): the action may enter the ranked set
+        new = ~reach & hits.any(axis=1)
+        if not new.any():
+            return actions
+        actions[new] = hits[new].argmax(axis=1)
+        reach |= new
 
 
 def policy_iteration(
@@ -225,13 +251,16 @@ def policy_iteration(
     r"""Policy iteration: :math:`Q^{\pi_k}` by :func:`policy_evaluation`, then
     :math:`\pi_{k+1}(s) = \arg\max_a Q^{\pi_k}(s,a)`, until the policy no longer changes.
 
-    ``policy0`` defaults to action 0 everywhere (with γ = 1 it must reach a terminal state).
+    ``policy0`` defaults to action 0 everywhere, or with γ = 1 (an episodic task) to
+    :func:`proper_policy`, which ends the episode almost surely (a given one must too).
     The current action is kept when it ties the best within roundoff (so the loop cannot cycle
     between equally good actions). ``iterations`` counts policy evaluations; ``tol`` is the
     iterative evaluation's tolerance; ``max_iterations`` caps the improvement steps.
     """
     cfg = _settings(tol, max_iterations)
-    current = mdp.policy_matrix(np.zeros(mdp.n_states, dtype=np.int64) if policy0 is None else policy0)
+    if policy0 is None:
+        policy0 = proper_policy(mdp) if mdp.gamma >= 1.0 else np.zeros(mdp.n_states, dtype=np.int64)
+    current = mdp.policy_matrix(policy0)
     if current.ndim != 2:
         raise ConfigError("policy0 must be stationary: shape (S,) or (S, A)")
     actions = None if not np.all((current == 0) | (current == 1)) else current.argmax(axis=1)

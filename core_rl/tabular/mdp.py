@@ -443,6 +443,86 @@ class TabularMDP:
         d = np.linalg.solve(np.eye(self.n_states) - self.gamma * self.P_pi(pi).T, start)
         return d[:, None] * pi
 
+    def episodic_occupancy(
+        self,
+        policy: ArrayLike,
+        mu0: ArrayLike | None = None,
+        *,
+        dynamics: ArrayLike | None = None,
+    ) -> np.ndarray:
+        r"""Discounted visitation of the *episodic* task, shape (S, A): live steps as in
+        :meth:`occupancy_measure`, and each terminal state counted **once**, on entry:
+
+        .. math::
+            \rho(s,a) = \sum_t \gamma^t\,p(s_t=s, a_t=a, \text{episode running at } t)
+            \quad (s \notin \mathcal T),\qquad
+            \rho(s,a) = \tfrac{1}{|\mathcal A|}\sum_{t\ge1}\gamma^t\,p(\text{episode enters } s
+            \text{ at } t) \quad (s \in \mathcal T).
+
+        A terminal entry is split evenly over the actions, so for any (S, A) reward
+        :math:`\sum_{s,a}\rho(s,a)\,r(s,a)` is the return of the episode that receives
+        :math:`\bar r(s') = \frac1{|\mathcal A|}\sum_a r(s',a)` once on entering a terminal state
+        s' (the reward :meth:`fold_terminal_reward` puts on the live transitions). Mass starting in
+        a terminal state is an episode that never ran and is not counted. Without terminal states
+        this is :meth:`occupancy_measure`. ``dynamics`` replaces P (S, A, S) — or (H, S, A, S) per
+        step with a horizon — e.g. the posterior dynamics of exact inference.
+        """
+        pi = self.policy_matrix(policy)
+        term = self._terminal
+        start = np.where(term, 0.0, self._start(mu0))
+        H = self.horizon
+        P = self._P if dynamics is None else as_float_array(dynamics, "dynamics")
+        S, A = self.n_states, self.n_actions
+        if P.shape not in ((S, A, S), (H or 0, S, A, S)):
+            raise ConfigError(f"dynamics must have shape {(S, A, S)} or (H, S, A, S), got {P.shape}")
+        uniform = np.full(A, 1.0 / A)
+        pi = np.where(term[:, None], uniform, pi) if pi.ndim == 2 else np.where(term[None, :, None], uniform, pi)
+        live = (~term).astype(np.float64)
+        if H is not None:
+            rho = np.zeros((S, A))
+            mu = start
+            for t in range(H + 1):  # the entries at t = H are counted: the last transition's reward
+                pi_t = pi[min(t, len(pi) - 1)] if pi.ndim == 3 else pi
+                sa = mu[:, None] * pi_t
+                rho += self.gamma**t * (sa if t < H else sa * term[:, None])
+                if t < H:
+                    P_t = P[t] if P.ndim == 4 else P
+                    mu = np.einsum("sa,sat->t", sa * live[:, None], P_t)
+            return rho
+        if pi.ndim == 3:
+            raise ConfigError("a time-varying policy needs an MDP with a horizon")
+        if self.gamma >= 1.0:
+            raise ConfigError("the infinite-horizon occupancy needs gamma < 1 (or set a horizon)")
+        if P.ndim == 4:
+            raise ConfigError("time-varying dynamics need an MDP with a horizon")
+        P_pi = np.einsum("sa,sat->st", pi, P) * live[:, None]  # terminal states pass nothing on
+        d = np.linalg.solve(np.eye(S) - self.gamma * P_pi.T, start)
+        return d[:, None] * pi
+
+    def fold_terminal_reward(self, reward: ArrayLike) -> np.ndarray:
+        r"""A reward on all (s, a), terminal states included, as an MDP reward (zero on terminal
+        states, so ``mdp.replace(r=...)`` accepts it):
+
+        .. math::
+            r'(s,a) = r(s,a) + \gamma\sum_{s'\in\mathcal T}p(s'|s,a)\,\bar r(s'),\qquad
+            \bar r(s') = \tfrac1{|\mathcal A|}\sum_{a'} r(s',a'),
+
+        on live states and :math:`r' = 0` on terminal ones: the value of entering a terminal state is
+        paid on the transition into it. The return under r' of every policy equals
+        :math:`\sum_{s,a}\rho(s,a)\,r(s,a)` with ρ the :meth:`episodic_occupancy`. ``reward`` is (S,)
+        or (S, A); without terminal states it is returned unchanged (as (S, A))."""
+        r = as_float_array(reward, "reward")
+        S, A = self.n_states, self.n_actions
+        if r.shape == (S,):
+            r = np.repeat(r[:, None], A, axis=1)
+        if r.shape != (S, A):
+            raise ConfigError(f"reward must have shape (S,) = ({S},) or (S, A) = {(S, A)}, got {r.shape}")
+        term = self._terminal
+        if not term.any():
+            return r
+        entry = np.where(term, r.mean(axis=1), 0.0)
+        return np.where(term[:, None], 0.0, r + self.gamma * (self._P @ entry))
+
     # ---- simulation ---------------------------------------------------------------------------
     @cached_property
     def _cdf(self) -> np.ndarray:

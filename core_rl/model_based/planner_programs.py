@@ -1,0 +1,395 @@
+r"""Planners as controllers on envs with known dynamics (``deeprl train --algo cem --env Pendulum-v1``).
+
+Each program runs ``episodes`` episodes of at most ``max_steps`` steps (``--steps``) in the real
+gymnasium env, choosing every action by planning in the env's **true** model, and reports the
+episode returns (``mean_return``) and planning statistics. Artifacts: ``episodes.json`` (returns,
+lengths, the per-step actions of the first episode).
+
+* ``random_shooting``, ``cem``, ``mppi`` — open-loop shooting MPC (replan every step, execute the
+  first action) on the true Pendulum-v1 dynamics in observation space with its reward
+  (:mod:`core_rl.model_based.env_models`);
+* ``ilqr`` — :class:`~core_rl.model_based.planners.ilqr.ILQRController` on Pendulum-v1's true state
+  dynamics (θ, θ̇): the swing-up recipe (terminal cost, horizon 100, restarts), closed-loop with its
+  feedback gains, replanning every ``replan_every`` steps;
+* ``lqr`` — the infinite-horizon LQR of Pendulum-v1 linearized at the upright equilibrium,
+  :math:`u = K x` (clipped to the torque limit), started near upright (``init_angle``, ``init_speed``:
+  the half-widths of the uniform start; a linear controller cannot swing up);
+* ``mcts`` — UCT search at every step in the exact model of a deterministic finite env
+  (FrozenLake with ``is_slippery=False``, CliffWalking, Taxi; :meth:`TabularMDP.from_gym`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from core_rl.common.envs import make_env
+from core_rl.common.errors import ConfigError, EnvError
+from core_rl.common.program import Program, ProgramResult
+from core_rl.common.seeding import configure_torch
+from core_rl.common.tracking import Tracker
+
+PENDULUM = "Pendulum-v1"
+
+
+class ControlConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    episodes: int = Field(1, ge=1, description="Episodes the controller is run for.")
+    max_steps: int = Field(200, ge=1, description="Step limit of an episode (Pendulum's own limit is 200).")
+    seed: int = Field(0, ge=0)
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
+
+
+class _ControlProgram(Program):
+    """Runs a controller (``reset(obs, env)``, ``act(obs, env) -> action``) in the real env."""
+
+    budget_field: ClassVar[str | None] = "max_steps"
+    envs: ClassVar[tuple[str, ...] | None] = (PENDULUM,)
+
+    def setup(self) -> None:
+        if self.envs is not None and self.env_id not in self.envs:
+            raise EnvError(f"{self.name} plans in a known model of {', '.join(self.envs)}; got env '{self.env_id}'")
+        make_env(self.env_id, **self.env_kwargs()).close()
+
+    def env_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def reset_options(self) -> dict[str, Any] | None:
+        return None
+
+    def start(self, obs: Any, env: gym.Env) -> None:
+        raise NotImplementedError
+
+    def act(self, obs: Any, env: gym.Env) -> Any:
+        raise NotImplementedError
+
+    def run(self, tracker: Tracker, out_dir: Path) -> ProgramResult:
+        cfg: Any = self.config
+        configure_torch(cfg.torch_threads)
+        returns, lengths, first_actions = [], [], []
+        env = make_env(self.env_id, **self.env_kwargs())
+        steps = 0
+        for episode in range(cfg.episodes):
+            obs, _ = env.reset(seed=cfg.seed + episode, options=self.reset_options())
+            self.start(obs, env)
+            total, t = 0.0, 0
+            for t in range(1, cfg.max_steps + 1):
+                action = self.act(obs, env)
+                if episode == 0:
+                    first_actions.append(np.asarray(action).tolist())
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                if terminated or truncated:
+                    break
+            steps += t
+            returns.append(total)
+            lengths.append(t)
+            tracker.log_metrics({"episode_return": total, "episode_length": float(t)}, steps)
+        env.close()
+        metrics = {
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
+            "mean_length": float(np.mean(lengths)),
+            **self.summary(),
+        }
+        tracker.log_metrics(metrics, steps)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"env": self.env_id, "returns": returns, "lengths": lengths, "actions_episode_0": first_actions}
+        (out_dir / "episodes.json").write_text(json.dumps(payload))
+        return ProgramResult(metrics["mean_return"], steps, metrics, ["episodes.json"])
+
+    def summary(self) -> dict[str, float]:
+        return {}
+
+
+# ---- shooting MPC --------------------------------------------------------------------------------
+
+
+class ShootingConfig(ControlConfig):
+    horizon: int = Field(30, ge=1, description="Planning horizon H.")
+    n_candidates: int = Field(400, ge=1, description="Action sequences scored per iteration.")
+    n_iterations: int = Field(5, ge=1, description="Refits of the sampling distribution per step.")
+    init_std: float = Field(0.5, gt=0.0, description="Initial std of the Gaussian candidates (fraction of the range).")
+    gamma: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class CEMConfig(ShootingConfig):
+    n_elites: int = Field(40, ge=1)
+    alpha: float = Field(0.1, ge=0.0, lt=1.0, description="Smoothing of the mean/std refit.")
+
+
+class MPPIConfig(ShootingConfig):
+    temperature: float = Field(1.0, gt=0.0, description="λ of the exponentiated-return weights.")
+
+
+class _ShootingProgram(_ControlProgram):
+    def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def start(self, obs: Any, env: gym.Env) -> None:
+        from core_rl.model_based.env_models import pendulum_obs_dynamics, pendulum_reward
+        from core_rl.model_based.planners.shooting import FunctionModel, TrajectoryEvaluator
+
+        cfg: Any = self.config
+        evaluator = TrajectoryEvaluator(
+            FunctionModel(pendulum_obs_dynamics, 3, 1), reward_fn=pendulum_reward, gamma=cfg.gamma
+        )
+        space = env.action_space
+        self.planner = self.make_planner(evaluator, torch.as_tensor(space.low), torch.as_tensor(space.high))
+
+    def act(self, obs: Any, env: gym.Env) -> Any:
+        plan = self.planner.plan(torch.as_tensor(obs, dtype=torch.float32)[None])
+        return plan.actions[0, 0].numpy().astype(np.float32)
+
+
+class RandomShootingProgram(_ShootingProgram):
+    """Random shooting MPC: the best of ``n_candidates`` uniform sequences, first action executed."""
+
+    name = "random_shooting"
+    config_cls: ClassVar[type[BaseModel]] = ShootingConfig
+
+    def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
+        from core_rl.model_based.planners.shooting import RandomShooting
+
+        cfg: ShootingConfig = self.config  # type: ignore[assignment]
+        return RandomShooting(
+            evaluator, low, high, cfg.horizon, cfg.n_candidates, cfg.n_iterations, cfg.init_std, seed=cfg.seed
+        )
+
+
+class CEMProgram(_ShootingProgram):
+    """Cross-entropy method MPC: refit a Gaussian to the top ``n_elites`` sequences."""
+
+    name = "cem"
+    config_cls: ClassVar[type[BaseModel]] = CEMConfig
+
+    def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
+        from core_rl.model_based.planners.shooting import CEM
+
+        cfg: CEMConfig = self.config  # type: ignore[assignment]
+        return CEM(
+            evaluator,
+            low,
+            high,
+            cfg.horizon,
+            cfg.n_candidates,
+            cfg.n_iterations,
+            cfg.init_std,
+            seed=cfg.seed,
+            n_elites=cfg.n_elites,
+            alpha=cfg.alpha,
+        )
+
+    def setup(self) -> None:
+        super().setup()
+        cfg: CEMConfig = self.config  # type: ignore[assignment]
+        if cfg.n_elites > cfg.n_candidates:
+            raise ConfigError(f"config field 'n_elites' ({cfg.n_elites}) exceeds n_candidates ({cfg.n_candidates})")
+
+
+class MPPIProgram(_ShootingProgram):
+    """MPPI: average perturbed sequences weighted by exp(return / λ)."""
+
+    name = "mppi"
+    config_cls: ClassVar[type[BaseModel]] = MPPIConfig
+
+    def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
+        from core_rl.model_based.planners.shooting import MPPI
+
+        cfg: MPPIConfig = self.config  # type: ignore[assignment]
+        return MPPI(
+            evaluator,
+            low,
+            high,
+            cfg.horizon,
+            cfg.n_candidates,
+            cfg.n_iterations,
+            cfg.init_std,
+            seed=cfg.seed,
+            temperature=cfg.temperature,
+        )
+
+
+# ---- iLQR and LQR ----------------------------------------------------------------------------------
+
+
+def _pendulum_state(env: gym.Env) -> np.ndarray:
+    return np.asarray(env.unwrapped.state, dtype=np.float64)  # type: ignore[attr-defined]
+
+
+class ILQRConfig(ControlConfig):
+    horizon: int = Field(100, ge=1, description="Planning horizon.")
+    restarts: int = Field(6, ge=1, description="Initial control sequences solved as one batch.")
+    n_iterations: int = Field(80, ge=1, description="iLQR iterations of the first plan.")
+    replan_every: int = Field(25, ge=1, description="Steps between replans.")
+    replan_iterations: int = Field(10, ge=1, description="iLQR iterations of a warm-started replan.")
+    control_cost: float = Field(0.01, ge=0.0, description="Running cost weight on u².")
+    upright_cost: float = Field(100.0, gt=0.0, description="Terminal cost weight on 1 − cos θ.")
+    speed_cost: float = Field(10.0, ge=0.0, description="Terminal cost weight on θ̇².")
+    start: str = Field("down", pattern="^(down|random)$", description="down: hanging still; random: the env's reset.")
+
+
+class ILQRProgram(_ControlProgram):
+    """iLQR swing-up of Pendulum-v1 on its true dynamics (the ILQRController recipe)."""
+
+    name = "ilqr"
+    config_cls: ClassVar[type[BaseModel]] = ILQRConfig
+
+    def start(self, obs: Any, env: gym.Env) -> None:
+        from core_rl.model_based.env_models import pendulum_dynamics
+        from core_rl.model_based.planners.ilqr import ILQRController
+
+        cfg: ILQRConfig = self.config  # type: ignore[assignment]
+        if cfg.start == "down":
+            env.unwrapped.state = np.array([math.pi, 0.0])  # type: ignore[attr-defined]
+
+        def running(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            return cfg.control_cost * u[..., 0] ** 2
+
+        def final(x: torch.Tensor) -> torch.Tensor:
+            return cfg.upright_cost * (1 - torch.cos(x[..., 0])) + cfg.speed_cost * x[..., 1] ** 2
+
+        self.controller = ILQRController(
+            pendulum_dynamics,
+            running,
+            final,
+            horizon=cfg.horizon,
+            restarts=cfg.restarts,
+            n_iterations=cfg.n_iterations,
+            replan_every=cfg.replan_every,
+            replan_iterations=cfg.replan_iterations,
+            seed=cfg.seed,
+        )
+        self.controller.reset(_pendulum_state(env))
+        self.upright: list[bool] = []
+
+    def act(self, obs: Any, env: gym.Env) -> Any:
+        from core_rl.model_based.env_models import angle_normalize
+
+        state = _pendulum_state(env)
+        self.upright.append(abs(float(angle_normalize(torch.tensor(state[0])))) < 0.1)
+        return self.controller.act(state).astype(np.float32)
+
+    def summary(self) -> dict[str, float]:
+        tail = self.upright[len(self.upright) // 2 :]
+        return {
+            "upright_fraction_second_half": float(np.mean(tail)) if tail else 0.0,
+            "plans": float(len(self.controller.solves)),
+        }
+
+
+class LQRConfig(ControlConfig):
+    angle_cost: float = Field(1.0, gt=0.0, description="Q weight on θ.")
+    speed_cost: float = Field(0.1, ge=0.0, description="Q weight on θ̇.")
+    control_cost: float = Field(0.001, gt=0.0, description="R weight on u.")
+    init_angle: float = Field(0.3, ge=0.0, le=math.pi, description="Start θ uniform in ±init_angle.")
+    init_speed: float = Field(0.5, ge=0.0, le=8.0, description="Start θ̇ uniform in ±init_speed.")
+
+
+class LQRProgram(_ControlProgram):
+    r"""LQR balance of Pendulum-v1: :math:`u = Kx` from the Riccati recursion on the dynamics
+    linearized at the upright equilibrium (autograd jacobians of the true step)."""
+
+    name = "lqr"
+    config_cls: ClassVar[type[BaseModel]] = LQRConfig
+
+    def reset_options(self) -> dict[str, Any] | None:
+        cfg: LQRConfig = self.config  # type: ignore[assignment]
+        return {"x_init": cfg.init_angle, "y_init": cfg.init_speed}
+
+    def start(self, obs: Any, env: gym.Env) -> None:
+        if hasattr(self, "K"):
+            return
+        from torch.func import jacrev
+
+        from core_rl.model_based.env_models import pendulum_dynamics
+        from core_rl.model_based.planners.lqr import lqr
+
+        cfg: LQRConfig = self.config  # type: ignore[assignment]
+        x0, u0 = torch.zeros(2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+        A = jacrev(lambda x: pendulum_dynamics(x, u0, clip_speed=False))(x0)
+        B = jacrev(lambda u: pendulum_dynamics(x0, u, clip_speed=False))(u0)
+        Q = torch.diag(torch.tensor([cfg.angle_cost, cfg.speed_cost], dtype=torch.float64))
+        R = torch.tensor([[cfg.control_cost]], dtype=torch.float64)
+        self.K = lqr(A, B, Q, R, horizon=500).K[0].numpy()  # the stationary gain
+
+    def act(self, obs: Any, env: gym.Env) -> Any:
+        from core_rl.model_based.env_models import PENDULUM_MAX_TORQUE
+
+        state = _pendulum_state(env)
+        x = np.array([math.remainder(state[0], 2 * math.pi), state[1]])
+        return np.clip(self.K @ x, -PENDULUM_MAX_TORQUE, PENDULUM_MAX_TORQUE).astype(np.float32)
+
+
+# ---- MCTS ------------------------------------------------------------------------------------------
+
+
+class MCTSConfig(ControlConfig):
+    n_simulations: int = Field(200, ge=1, description="Simulations per decision.")
+    c_uct: float = Field(math.sqrt(2), ge=0.0, description="UCT exploration constant.")
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    rollout_depth: int = Field(50, ge=0, description="Random-policy rollout length after expansion.")
+    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="gym.make kwargs (e.g. is_slippery).")
+
+
+class _TabularSearchModel:
+    """A deterministic finite MDP as MCTS's model: ``step(s, a) -> (s', r, done)``."""
+
+    def __init__(self, mdp: Any):
+        self.mdp, self.n_actions = mdp, mdp.n_actions
+        self.next = mdp.P.argmax(axis=2)
+
+    def step(self, state: int, action: int) -> tuple[int, float, bool]:
+        s2 = int(self.next[state, action])
+        return s2, float(self.mdp.r[state, action]), bool(self.mdp.terminal[s2])
+
+
+class MCTSProgram(_ControlProgram):
+    """UCT search at every step in the exact model of a deterministic finite env."""
+
+    name = "mcts"
+    config_cls: ClassVar[type[BaseModel]] = MCTSConfig
+    envs: ClassVar[tuple[str, ...] | None] = None
+
+    def env_kwargs(self) -> dict[str, Any]:
+        return dict(self.config.env_kwargs)  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        from core_rl.tabular import TabularMDP
+
+        super().setup()
+        cfg: MCTSConfig = self.config  # type: ignore[assignment]
+        mdp = TabularMDP.from_gym(self.env_id, cfg.gamma, **cfg.env_kwargs)
+        if not np.all(np.isclose(mdp.P.max(axis=2), 1.0)):
+            raise EnvError(
+                f"mcts searches a deterministic model; {self.env_id} is stochastic "
+                "(for FrozenLake pass --set 'env_kwargs={\"is_slippery\": false}')"
+            )
+        self.model = _TabularSearchModel(mdp)
+
+    def start(self, obs: Any, env: gym.Env) -> None:
+        from core_rl.model_based.planners.mcts import MCTS
+
+        cfg: MCTSConfig = self.config  # type: ignore[assignment]
+        self.search = MCTS(self.model, cfg.n_simulations, cfg.c_uct, cfg.gamma, cfg.rollout_depth, seed=cfg.seed)
+
+    def act(self, obs: Any, env: gym.Env) -> Any:
+        return int(self.search.search(int(obs)))
+
+
+__all__ = [
+    "RandomShootingProgram",
+    "CEMProgram",
+    "MPPIProgram",
+    "ILQRProgram",
+    "LQRProgram",
+    "MCTSProgram",
+]
