@@ -21,6 +21,7 @@ from pathlib import Path
 
 from autotune.compare import analyze, compare, curve_figure, log_comparison, rank_figure, summary_table
 from autotune.suites import get_suite
+from benchmarks.common import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -526,3 +526,16 @@ def load_results(paths: Sequence[Path], cls: type[R] = RunResult) -> tuple[list[
             r["curve"] = [tuple(x) for x in r.get("curve", [])]
             results.append(cls(**{k: v for k, v in r.items() if k in names}))
     return results, meta
+
+
+def run_main(main: Callable[[], int | None]) -> int:
+    """A benchmark's process exit status: ``main()``'s (0 for ``None``), or the shell's 128 + signal
+    number (130 for Ctrl-C, 143 for SIGTERM) when a signal stopped it — its MLflow run already ended
+    KILLED by :func:`core_rl.common.runs.tracked_run`."""
+    from core_rl.common.errors import RunInterrupted
+
+    try:
+        return int(main() or 0)
+    except RunInterrupted as stop:
+        print(f"benchmark stopped by {stop.signal_name}", file=sys.stderr)
+        return stop.exit_code

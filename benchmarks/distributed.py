@@ -33,6 +33,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from benchmarks.common import run_main
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "distributed.md"
 CONFIG: dict[str, Any] = dict(seed=0, n_envs=8, n_steps=128, batch_size=256, n_epochs=4, lr=3e-4)
@@ -183,4 +185,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main))

@@ -48,6 +48,7 @@ from benchmarks.common import (
     command_line,
     parse_run_arguments,
     row_metrics,
+    run_main,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -559,4 +560,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

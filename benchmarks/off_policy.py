@@ -65,6 +65,7 @@ from benchmarks.common import (
     profile_learn,
     ratio,
     row_metrics,
+    run_main,
     sb3_learn,
     summarize,
     throttled,
@@ -626,4 +627,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

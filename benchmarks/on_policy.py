@@ -54,6 +54,7 @@ from benchmarks.common import (
     parse_run_arguments,
     profile_learn,
     row_metrics,
+    run_main,
     sb3_learn,
     write_outputs,
 )
@@ -724,4 +725,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

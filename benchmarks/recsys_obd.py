@@ -235,4 +235,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.common import run_main
+
+    raise SystemExit(run_main(main))

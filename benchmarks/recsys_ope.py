@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import run_main
+
 TWIN = {"num_candidates": 10, "horizon": 50}
 ESTIMATORS = ("ips", "snips", "dr", "pi", "pi_sn", "dm")
 
@@ -163,4 +165,4 @@ def plot(summary: dict, sizes: list[int], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main))

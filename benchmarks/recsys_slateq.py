@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import run_main
+
 PAPER = {"random": "≈159", "myopic": "≈166", "SlateQ": "≈168–175"}
 VARIANTS = {
     "q_lp": {"target": "q_learning", "slate_optimizer": "lp"},
@@ -167,4 +169,4 @@ def write_report(args, rows, curves, train_time, wall) -> None:  # type: ignore[
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main))

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import run_main
+
 TWIN = {"num_candidates": 10, "horizon": 100}
 
 
@@ -193,4 +195,4 @@ def write_report(args, results) -> None:  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main))

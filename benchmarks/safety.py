@@ -51,6 +51,7 @@ from benchmarks.common import (
     command_line,
     mode_note,
     parse_run_arguments,
+    run_main,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -532,4 +533,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

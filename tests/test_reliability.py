@@ -312,3 +312,21 @@ def test_errors_are_the_suites_own():
         DQN("Pendulum-v1")
     with pytest.raises(ConfigError, match="n_stepz"):
         PPO("CartPole-v1", {"n_stepz": 3})
+
+
+def test_benchmark_exit_status_follows_the_signal():
+    """A benchmark stopped by SIGTERM exits 143 and by Ctrl-C 130 (its run already ended KILLED)."""
+    import signal
+
+    from benchmarks.common import run_main
+    from core_rl.common.errors import RunInterrupted
+
+    def stopped_by(signum):
+        def main():
+            raise RunInterrupted(signum)
+
+        return main
+
+    assert run_main(stopped_by(signal.SIGTERM)) == 143
+    assert run_main(stopped_by(signal.SIGINT)) == 130
+    assert run_main(lambda: None) == 0 and run_main(lambda: 2) == 2
