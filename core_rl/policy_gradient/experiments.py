@@ -240,7 +240,9 @@ def run_importance_weight_variance(
         f"variance_at_T{horizon}": float(m2[-1] - 1.0),
     }
     for t in (0, horizon // 2 - 1, horizon - 1):
-        tracker.log_metrics({"exact_variance": float(m2[t] - 1.0), "sampled_variance": float(w[:, t].var())}, step=t + 1)
+        tracker.log_metrics(
+            {"exact_variance": float(m2[t] - 1.0), "sampled_variance": float(w[:, t].var())}, step=t + 1
+        )
 
     from core_rl.common.plotting import plt
 
