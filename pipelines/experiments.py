@@ -28,7 +28,6 @@ class ExperimentSpec:
     target: str
     lecture: str
     claim: str
-    budget: str = "under 2 min on one core"
 
     @property
     def topic(self) -> str:
@@ -47,41 +46,12 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
             "core_rl.policy_gradient.experiments:run_pg_variance",
             "9/5 policy gradient",
             "reward-to-go and baselines cut the variance of REINFORCE (vs the exact gradient)",
-            "seconds",
         ),
         ExperimentSpec(
             "importance_weights",
             "core_rl.policy_gradient.experiments:run_importance_weight_variance",
             "9/5 policy gradient",
             "the variance of the product of importance weights grows exponentially with the horizon",
-            "seconds",
-        ),
-        ExperimentSpec(
-            "nstep",
-            "core_rl.q_learning.experiments:run_nstep_sweep",
-            "9/14 Q-learning",
-            "N-step returns speed up learning",
-            "several minutes",
-        ),
-        ExperimentSpec(
-            "overestimation",
-            "core_rl.q_learning.experiments:run_overestimation",
-            "9/14 Q-learning",
-            "double Q-learning cuts the overestimation of DQN's predicted Q",
-            "several minutes",
-        ),
-        ExperimentSpec(
-            "natural_gradient",
-            "core_rl.trust_region.experiments:run_natural_gradient_invariance",
-            "9/19 natural policy gradient",
-            "the natural gradient is invariant to reparametrization, the vanilla one is not",
-            "seconds",
-        ),
-        ExperimentSpec(
-            "model_error",
-            "core_rl.model_based.experiments:run_model_error",
-            "9/26-28 model-based RL",
-            "model error compounds with the planning horizon; an ensemble (PETS) reduces it",
         ),
         ExperimentSpec(
             "compounding_error",
@@ -90,39 +60,58 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
             "behavioural cloning's cost grows as O(εT²), DAgger's as O(εT)",
         ),
         ExperimentSpec(
+            "nstep",
+            "core_rl.q_learning.experiments:run_nstep_sweep",
+            "9/14 Q-learning",
+            "N-step returns speed up learning",
+        ),
+        ExperimentSpec(
+            "overestimation",
+            "core_rl.q_learning.experiments:run_overestimation",
+            "9/14 Q-learning",
+            "double Q-learning cuts the overestimation of DQN's predicted Q",
+        ),
+        ExperimentSpec(
+            "natural_gradient",
+            "core_rl.trust_region.experiments:run_natural_gradient_invariance",
+            "9/19 natural policy gradient",
+            "the natural gradient is invariant to reparametrization, the vanilla one is not",
+        ),
+        ExperimentSpec(
+            "model_error",
+            "core_rl.model_based.experiments:run_model_error",
+            "9/26-28 model-based RL",
+            "model error compounds with the planning horizon; an ensemble (PETS) reduces it",
+        ),
+        ExperimentSpec(
             "soft_optimality",
             "core_rl.inference.experiments:run_soft_optimality",
             "10/10 control as inference",
             "the backward messages are soft value iteration",
-            "seconds",
         ),
         ExperimentSpec(
             "chain_exploration",
             "core_rl.exploration.experiments:run_chain_exploration",
             "10/17-19 exploration",
             "optimism and Thompson sampling solve a chain that ε-greedy does not",
-            "several minutes",
         ),
         ExperimentSpec(
             "rl2_bandits",
             "core_rl.meta.experiments:run_rl2_bandits",
             "10/24-26 meta-RL",
             "an RNN policy (RL²) learns to explore and exploit new bandit tasks",
-            "several minutes",
         ),
         ExperimentSpec(
             "domain_randomization",
             "core_rl.meta.experiments:run_domain_randomization",
             "10/24-26 transfer learning",
             "training on randomized physics transfers to held-out physics",
-            "about 10 min on one core",
         ),
         ExperimentSpec(
             "diayn",
             "core_rl.meta.experiments:run_diayn",
             "11/2 unsupervised RL",
             "DIAYN learns distinguishable skills without a reward",
-            "several minutes",
         ),
     ]
 }
@@ -148,15 +137,19 @@ def _cell(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.4g}"
     if isinstance(x, list):
+        if x and all(isinstance(v, dict) for v in x):
+            return f"[{len(x)} records: {', '.join(map(str, x[0]))}]"
         if len(x) > 8:
-            return f"[{', '.join(_cell(v) for v in x[:3])}, ... ({len(x)} values) ..., {_cell(x[-1])}]"
+            numbers = [v for v in x if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            mean = f", mean {_cell(sum(numbers) / len(numbers))}" if len(numbers) == len(x) else ""
+            return f"[{', '.join(_cell(v) for v in x[:3])}, ... ({len(x)} values{mean}) ..., {_cell(x[-1])}]"
         return f"[{', '.join(_cell(v) for v in x)}]"
     return str(x)
 
 
 def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     """The result as (dotted key, value) rows: nested dicts flattened, numbers to 4 significant digits,
-    long lists shortened."""
+    long lists shortened (with their mean), lists of records counted."""
     rows: list[tuple[str, str]] = []
 
     def walk(prefix: str, x: Any) -> None:

@@ -58,8 +58,14 @@ def test_registry_lists_every_experiment_with_its_lecture():
 
 
 def test_summary_rows_flatten_nested_results():
-    rows = dict(summary_rows({"a": {"b": 0.123456, "c": [1, 2]}, "d": list(range(20)), "e": None}))
-    assert rows == {"a.b": "0.1235", "a.c": "[1, 2]", "d": "[0, 1, 2, ... (20 values) ..., 19]", "e": "None"}
+    rows = dict(summary_rows({"a": {"b": 0.123456, "c": [1, 2]}, "d": list(range(20)), "e": None, "f": [{"x": 1}]}))
+    assert rows == {
+        "a.b": "0.1235",
+        "a.c": "[1, 2]",
+        "d": "[0, 1, 2, ... (20 values, mean 9.5) ..., 19]",
+        "e": "None",
+        "f": "[1 records: x]",
+    }
 
 
 # ---- the new experiments against their claims ---------------------------------------------------
