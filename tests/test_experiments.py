@@ -144,11 +144,24 @@ def test_model_error_compounds_with_the_horizon_and_the_ensemble_knows_where():
     from core_rl.model_based.experiments import run_model_error
 
     tracker = MemoryTracker()
-    out = run_model_error(tracker, seed=shifted(0), n_train_episodes=5, horizon=20, n_test=60, hidden=64, epochs=30)
-    for name in ("single", "gaussian", "ensemble_mean", "ensemble_ts"):
+    out = run_model_error(
+        tracker,
+        seed=shifted(0),
+        n_train_episodes=5,
+        horizon=20,
+        n_test=60,
+        hidden=64,
+        epochs=30,
+        n_plan=4,
+        plan_horizon=5,
+    )
+    for name in ("single", "gaussian", "ensemble_mean", "det_ensemble_mean", "ensemble_ts"):
         curve = np.array(out[name]["curve"])
         assert curve[-1] > 5 * curve[0], (name, curve)  # compounding
     assert out["uncertainty_error_correlation"] > 0.3, out["uncertainty_error_correlation"]
+    # planning in the true dynamics predicts exactly what the plan then earns
+    exact = out["planning"]["true_dynamics"]
+    assert exact["exploitation"] == pytest.approx(0.0, abs=1e-4) and exact["true_return"] < 0
     assert "model_error.png" in tracker.artifacts
 
 

@@ -16,6 +16,8 @@ Compared, with equal data and training:
 * ``ensemble_mean``: PETS's probabilistic bootstrap ensemble
   (:class:`~core_rl.model_based.ensemble.BootstrapEnsemble`), rolling out the member-averaged mean
   :math:`\hat s_{h+1} = \hat s_h + \frac1M\sum_m\mu_{\phi_m}(\hat s_h,a_h)`;
+* ``det_ensemble_mean``: the same bootstrap ensemble of deterministic (squared-error) members,
+  against ``single`` the effect of ensembling alone;
 * ``ensemble_ts``: PETS's trajectory sampling (TS∞): K particles per member, each keeping its member
   and sampling :math:`\Delta\sim\mathcal N(\mu_{\phi_m},\sigma^2_{\phi_m})`; the prediction is the
   particle mean and the particles' spread :math:`\hat\sigma_h` its uncertainty.
@@ -23,6 +25,14 @@ Compared, with equal data and training:
 ``uncertainty_error_correlation`` is the rank correlation, over held-out sequences, between
 :math:`\hat\sigma_h` and the actual error at h = H/2: an uncertainty-aware planner can only avoid
 the model's errors if the spread points to them.
+
+**Planning.** From ``n_plan`` held-out start states, CEM
+(:class:`~core_rl.model_based.planners.shooting.CEM`) optimizes a ``plan_horizon``-step action
+sequence for the known Pendulum reward under each model: the single deterministic network, and the
+ensemble scored by TS∞ particles (PETS; particle mean). The plan is then run open loop in the true
+dynamics. ``exploitation`` = predicted − true return: how much the optimizer found model errors
+instead of reward (the notes' "planning through the model exploits its mistakes"); ``true_return``
+is what the plan is worth, next to a plan made with the true dynamics.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from core_rl.common.tracking import NullTracker, Tracker
 from core_rl.common.transitions import Transitions
 from core_rl.model_based.dynamics import NeuralDynamics
 from core_rl.model_based.ensemble import BootstrapEnsemble
+from core_rl.model_based.env_models import pendulum_obs_dynamics, pendulum_reward
+from core_rl.model_based.planners.shooting import CEM, FunctionModel, TrajectoryEvaluator
 
 
 def random_action_rollouts(n_episodes: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +96,28 @@ def ts_rollout(
     return torch.stack(means, 1), torch.stack(stds, 1)
 
 
+def plan_and_execute(
+    model: Any, starts: torch.Tensor, horizon: int, particles: int, seed: int, candidates: int = 100
+) -> dict[str, float]:
+    """CEM plans from ``starts`` scored in ``model``; their predicted and true (exact dynamics) returns."""
+    n_members = int(getattr(model, "n_members", 1))
+    scorer = TrajectoryEvaluator(
+        model, n_particles=n_members * particles, reward_fn=pendulum_reward, sample=n_members > 1
+    )
+    truth = TrajectoryEvaluator(FunctionModel(pendulum_obs_dynamics, 3, 1), reward_fn=pendulum_reward)
+    low, high = torch.tensor([-2.0]), torch.tensor([2.0])
+    cem = CEM(scorer, low, high, horizon=horizon, n_candidates=candidates, n_iterations=4, n_elites=10, seed=seed)
+    with torch.no_grad():
+        plan = cem.plan(starts).actions[:, None]  # [B, 1, H, 1]
+        predicted = scorer(starts, plan)[:, 0]
+        true = truth(starts, plan)[:, 0]
+    return {
+        "predicted_return": float(predicted.mean()),
+        "true_return": float(true.mean()),
+        "exploitation": float((predicted - true).mean()),
+    }
+
+
 def run_model_error(
     tracker: Tracker | None = None,
     seed: int = 0,
@@ -94,14 +128,16 @@ def run_model_error(
     particles: int = 4,
     hidden: int = 128,
     epochs: int = 60,
+    n_plan: int = 10,
+    plan_horizon: int = 20,
 ) -> dict[str, Any]:
     """Open-loop prediction error e(h) of a single model and of a PETS ensemble fitted on
     ``n_train_episodes`` random-action Pendulum episodes (200 steps each), on ``n_test`` held-out
     random action sequences of length ``horizon``."""
-    if n_train_episodes < 1 or horizon < 2 or n_test < 10 or n_members < 2:
+    if n_train_episodes < 1 or horizon < 2 or n_test < max(10, n_plan) or n_members < 2 or n_plan < 0:
         raise ConfigError(
-            "need n_train_episodes >= 1, horizon >= 2, n_test >= 10 and n_members >= 2, got "
-            f"{n_train_episodes}, {horizon}, {n_test}, {n_members}"
+            "need n_train_episodes >= 1, horizon >= 2, n_test >= max(10, n_plan), n_members >= 2 and "
+            f"n_plan >= 0, got {n_train_episodes}, {horizon}, {n_test}, {n_members}, {n_plan}"
         )
     tracker = tracker or NullTracker()
     torch.manual_seed(seed)
@@ -117,10 +153,12 @@ def run_model_error(
         "single": NeuralDynamics(3, 1, n_members=1, probabilistic=False, **common),
         "gaussian": NeuralDynamics(3, 1, n_members=1, probabilistic=True, **common),
         "ensemble": BootstrapEnsemble(3, 1, n_members=n_members, probabilistic=True, **common),
+        "det_ensemble": BootstrapEnsemble(3, 1, n_members=n_members, probabilistic=False, **common),
     }
     holdout = {name: m.fit(data, epochs=epochs, patience=8)["model_holdout_mse"] for name, m in models.items()}
     preds = {name: mean_rollout(models[name], s0, a_seq) for name in ("single", "gaussian")}
     preds["ensemble_mean"] = mean_rollout(models["ensemble"], s0, a_seq)
+    preds["det_ensemble_mean"] = mean_rollout(models["det_ensemble"], s0, a_seq)
     preds["ensemble_ts"], spread = ts_rollout(models["ensemble"], s0, a_seq, particles)
 
     errors = {name: (p - truth).pow(2).sum(-1) for name, p in preds.items()}  # (N, H) squared errors
@@ -139,7 +177,17 @@ def run_model_error(
         tracker.log_metrics({f"{name}.error_h{horizon}": float(e[-1])}, step=0)
     out["one_step_holdout_mse"] = holdout
     out["uncertainty_error_correlation"] = rho
-    out["ensemble_ts_vs_single_at_H"] = float(rmse["ensemble_ts"][-1] / rmse["single"][-1])
+    if n_plan:
+        starts = s0[:n_plan]
+        out["planning"] = {
+            "single": plan_and_execute(models["single"], starts, plan_horizon, 1, seed),
+            "ensemble_ts": plan_and_execute(models["ensemble"], starts, plan_horizon, particles, seed),
+            "true_dynamics": plan_and_execute(
+                FunctionModel(pendulum_obs_dynamics, 3, 1), starts, plan_horizon, 1, seed
+            ),
+        }
+    out["ensemble_mean_vs_gaussian_at_H"] = float(rmse["ensemble_mean"][-1] / rmse["gaussian"][-1])
+    out["det_ensemble_vs_single_at_H"] = float(rmse["det_ensemble_mean"][-1] / rmse["single"][-1])
 
     from core_rl.common.plotting import plt
 
