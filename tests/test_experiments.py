@@ -165,6 +165,44 @@ def test_model_error_compounds_with_the_horizon_and_the_ensemble_knows_where():
     assert "model_error.png" in tracker.artifacts
 
 
+@pytest.mark.parametrize(
+    ("target", "kwargs", "field"),
+    [
+        ("core_rl.policy_gradient.experiments:run_pg_variance", {"n_batches": 5}, "n_batches"),
+        ("core_rl.policy_gradient.experiments:run_pg_variance", {"n_actions": 1}, "n_actions"),
+        ("core_rl.policy_gradient.experiments:run_importance_weight_variance", {"horizon": 1}, "horizon"),
+        ("core_rl.trust_region.experiments:run_natural_gradient_invariance", {"kappas": [0.5]}, "kappas"),
+        ("core_rl.trust_region.experiments:run_natural_gradient_invariance", {"max_kl": 0.0}, "max_kl"),
+        ("core_rl.model_based.experiments:run_model_error", {"n_test": 5}, "n_test"),
+        ("core_rl.inference.experiments:run_soft_optimality", {"temperatures": [0.001]}, "temperatures"),
+    ],
+)
+def test_new_experiments_reject_bad_parameters_with_one_clear_error(target, kwargs, field):
+    module, name = target.split(":")
+    fn = getattr(__import__(module, fromlist=[name]), name)
+    with pytest.raises(ConfigError, match=field):
+        fn(**kwargs)
+
+
+def test_chain_exploration_takes_the_cli_seed(monkeypatch):
+    import core_rl.exploration.experiments as chain
+
+    used: list[int] = []
+
+    class Stub:
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(chain, "method_agent", lambda method, env, seed, obs, overrides: used.append(seed) or Stub())
+    monkeypatch.setattr(chain, "steps_to_goal", lambda agent, budget, eval_every, goal_return: None)
+    monkeypatch.setattr(chain, "_plot", lambda *args: None)
+    chain.run_chain_exploration(methods=("epsilon_greedy",), seed=7)
+    assert used == [7, 8, 9]
+    used.clear()
+    chain.run_chain_exploration(methods=("epsilon_greedy",), seeds=(4, 2))
+    assert used == [4, 2]
+
+
 # ---- the CLI ---------------------------------------------------------------------------------------
 def test_experiment_cli_records_the_run_and_prints_a_summary_table(capsys, tracking_uri):
     code = main(["experiment", "--list"])

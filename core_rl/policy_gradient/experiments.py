@@ -59,6 +59,10 @@ ESTIMATORS: tuple[tuple[str, str], ...] = (
 
 def random_mdp(n_states: int, n_actions: int, horizon: int, mdp_seed: int) -> TabularMDP:
     """A random finite-horizon MDP: Dirichlet(½) transitions, U(0, 1) rewards, Dirichlet(1) p(s_1)."""
+    if n_states < 1 or n_actions < 2 or horizon < 1:
+        raise ConfigError(
+            f"need n_states >= 1, n_actions >= 2 and horizon >= 1, got {n_states}, {n_actions}, {horizon}"
+        )
     rng = np.random.default_rng(mdp_seed)
     P = rng.dirichlet(np.full(n_states, 0.5), size=(n_states, n_actions))
     r = rng.uniform(0.0, 1.0, size=(n_states, n_actions))
