@@ -121,7 +121,7 @@ def plan_and_execute(
 def run_model_error(
     tracker: Tracker | None = None,
     seed: int = 0,
-    n_train_episodes: int = 10,
+    n_train_episodes: int = 20,
     horizon: int = 30,
     n_test: int = 100,
     n_members: int = 5,
