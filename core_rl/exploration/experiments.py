@@ -112,9 +112,16 @@ def run_chain_exploration(
     eval_every: int = 300,
     random_actions: bool = False,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Success rate and steps to goal of each method on an ``n``-state chain (see the module docstring)."""
+    """Success rate and steps to goal of each method on an ``n``-state chain (see the module docstring).
+
+    ``seed`` (as ``deeprl experiment`` passes it), when given, replaces ``seeds`` by
+    ``seed, seed + 1, ...`` (as many as ``seeds`` holds).
+    """
     tracker = tracker or NullTracker()
+    if seed is not None:
+        seeds = [int(seed) + i for i in range(len(seeds))]
     results: dict[str, dict[str, Any]] = {}
     for method in methods:
         steps: list[int | None] = []
