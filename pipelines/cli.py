@@ -192,20 +192,22 @@ def cmd_algos(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from pipelines.experiments import EXPERIMENTS, run_experiment
+    from pipelines.experiments import EXPERIMENTS, run_experiment, summary_table
 
     if args.list or not args.name:
+        width = max(len(name) for name in EXPERIMENTS)
         for spec in EXPERIMENTS.values():
-            print(f"{spec.name:<18} {spec.topic}")
+            print(f"{spec.name:<{width}}  {spec.topic}")
         return 0
     run_id, result = run_experiment(
-        args.name, seed=args.seed, overrides=_overrides(args.set), tracking_uri=args.tracking_uri
+        args.name, seed=args.seed, overrides=_overrides(args.set), tracking_uri=args.tracking_uri, echo=False
     )
     if args.json:
         from pipelines.experiments import _jsonable
 
         print(json.dumps({"run_id": run_id, "result": _jsonable(result)}))
     else:
+        print(summary_table(args.name, run_id, result))
         print(f"experiment {args.name}: run {run_id} (plot and result.json logged to MLflow)")
     return 0
 

@@ -215,7 +215,7 @@ def test_experiment_cli_records_the_run_and_prints_a_summary_table(capsys, track
     code = main([*argv, "--tracking-uri", tracking_uri])
     out = capsys.readouterr()
     assert code == 0, out.err
-    run_id = out.out.split(" run ")[1].split()[0]
+    run_id = out.out.splitlines()[-1].split(" run ")[1].split()[0]
     client = mlflow.tracking.MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["horizon"] == "3"
@@ -226,8 +226,9 @@ def test_experiment_cli_records_the_run_and_prints_a_summary_table(capsys, track
     result = json.loads(Path(client.download_artifacts(run_id, "result.json")).read_text())
     assert result["temperatures"] == [0.1, 1.0] and result["max_message_error"] < 1e-8
     # the table: header, run id and one row per number of result.json
-    assert "10/10 control as inference" in out.err and run_id in out.err
-    table = dict(line.split(None, 1) for line in out.err.splitlines()[4:] if line.strip())
+    table_lines = out.out.splitlines()[:-1]  # the table on stdout, then the run line
+    assert "10/10 control as inference" in "\n".join(table_lines) and run_id in "\n".join(table_lines)
+    table = dict(line.split(None, 1) for line in table_lines[4:] if line.strip())
     assert float(table["max_message_error"]) == pytest.approx(result["max_message_error"], rel=1e-3, abs=1e-30)
     assert set(table) == {k for k, _ in summary_rows(result)}
 
