@@ -235,6 +235,7 @@ def test_pbt_exploits_and_explores_core_rl_agents():
     assert result.best_fitness > 100.0, result.fitness
 
 
+@pytest.mark.slow  # starts Ray: ~1 min alone (2 min under load); CI runs it
 def test_ray_tune_drives_our_sampler():
     pytest.importorskip("ray.tune.search.optuna", reason="Ray Tune is not installed (pip install 'ray[tune]')")
     import ray

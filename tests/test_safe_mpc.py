@@ -124,6 +124,7 @@ def cumulative_cost_at(tracker: MemoryTracker, step: int) -> float:
     return max(v for s, v in tracker.metrics["cumulative_cost"] if s <= step)
 
 
+@pytest.mark.slow  # ~1.5 min alone (3.6 min under load); CI runs it
 def test_pessimistic_cost_keeps_training_violations_far_below_the_unconstrained_planner() -> None:
     runs = {}
     for name, extra in (
