@@ -54,9 +54,7 @@ def check_backend_store(uri: str) -> str:
     connection, else a :class:`ConfigError` / :class:`TrackingError` naming it."""
     scheme = _scheme(uri)
     if scheme not in DATABASE_SCHEMES:
-        raise ConfigError(
-            f"--backend-store-uri must be a database URL (postgresql://user@host:port/db), got '{uri}'"
-        )
+        raise ConfigError(f"--backend-store-uri must be a database URL (postgresql://user@host:port/db), got '{uri}'")
     uri = _postgres_driver(uri)
     import sqlalchemy
     from sqlalchemy.pool import NullPool

@@ -77,10 +77,18 @@ def server(tmp_path_factory):
 def test_bad_server_inputs_give_one_line(capsys, tmp_path):
     assert main(["server", "--backend-store-uri", "file:///tmp/x", "--artifacts-destination", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --backend-store-uri must be a database URL (postgresql://user@host:port/db), got 'file:///tmp/x'"]
+    assert err == [
+        "error: --backend-store-uri must be a database URL (postgresql://user@host:port/db), got 'file:///tmp/x'"
+    ]
     port = free_port()
     code = main(
-        ["server", "--backend-store-uri", f"postgresql://u@127.0.0.1:{port}/db", "--artifacts-destination", str(tmp_path)]
+        [
+            "server",
+            "--backend-store-uri",
+            f"postgresql://u@127.0.0.1:{port}/db",
+            "--artifacts-destination",
+            str(tmp_path),
+        ]
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1

@@ -30,7 +30,6 @@ from core_rl.common.errors import ConfigError
 from core_rl.common.transitions import Transitions
 from core_rl.model_based.dynamics import Normalizer
 
-
 _MIN_LOG_NOISE = math.log(1e-4)  # noise std floor (normalized units)
 _MIN_LOG_LENGTHSCALE, _MAX_LOG_LENGTHSCALE = math.log(1e-2), math.log(1e3)
 _MIN_LOG_SIGNAL, _MAX_LOG_SIGNAL = math.log(1e-3), math.log(1e3)
