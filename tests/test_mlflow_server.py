@@ -204,3 +204,24 @@ def test_train_tune_workers_and_recsys_pipeline_write_to_one_server_concurrently
         for r in runs:
             assert r.info.status == "FINISHED", r.info.run_name
             _assert_histories_once(client, r)
+
+
+def test_clients_creating_one_experiment_at_once_share_it(tracking_uri, monkeypatch):
+    """A server takes no client lock: another client may create the experiment between this client's
+    look-up and its create. The create's RESOURCE_ALREADY_EXISTS then means "use theirs"."""
+    import mlflow
+
+    from core_rl.common.runs import get_experiment_id, setup_tracking
+
+    setup_tracking(tracking_uri)
+    real = mlflow.tracking.MlflowClient.get_experiment_by_name
+    calls = []
+
+    def racing(self, name):
+        calls.append(name)
+        if len(calls) == 2:  # just before our create, the other client creates it
+            calls.append(mlflow.tracking.MlflowClient().create_experiment(name))
+        return None if len(calls) <= 3 else real(self, name)
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "get_experiment_by_name", racing)
+    assert get_experiment_id("shared", tracking_uri) == calls[2]
