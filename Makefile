@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install recsim-env obd-data obp-env run test test-all lint format bench clean-data
+.PHONY: install recsim-env obd-data obp-env run test test-all lint format bench mlflow-server clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ format: install
 ## bench: benchmarks side by side with Stable-Baselines3 (minutes; not part of the tests)
 bench: install
 	$(PY) -m benchmarks.on_policy
+
+## mlflow-server: a shared MLflow tracking server on 127.0.0.1:$(MLFLOW_PORT), PostgreSQL backend store,
+## artifacts proxied from $(MLFLOW_ARTIFACTS); clients: MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT)
+MLFLOW_BACKEND   ?= postgresql://postgres@127.0.0.1:5432/mlflow
+MLFLOW_ARTIFACTS ?= .deeprl/server-artifacts
+MLFLOW_PORT      ?= 5000
+mlflow-server: install
+	$(VENV)/bin/deeprl server --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) \
+	    --port $(MLFLOW_PORT) --workers 2
 
 clean-data:
 	rm -rf .deeprl

@@ -4,6 +4,7 @@
     deeprl eval  --run RUN_ID | --model MODEL_URI  --episodes 10
     deeprl algos                      (agents, and programs: solvers, IRL, imitation, planners)
     deeprl pipeline demo
+    deeprl server --backend-store-uri postgresql://... --artifacts-destination DIR [--port 5000]
 
 Every user error (unknown algorithm or env, bad config field, unwritable store, an action space the
 algorithm cannot handle) prints one ``error:`` line naming the cause and exits with status 2.
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["demo"])
     p.add_argument("--steps", type=int, default=None)
     _add_tracking(p)
+    v = sub.add_parser("server", help="a shared MLflow tracking server (PostgreSQL store, proxied artifacts)")
+    v.add_argument("--backend-store-uri", required=True, help="database URL, e.g. postgresql://user@host:5432/mlflow")
+    v.add_argument("--artifacts-destination", required=True, help="artifact store the server proxies (folder, s3://…)")
+    v.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    v.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
     from recsys.cli import add_recsys_parser  # deeprl recsys simulate-logs | ingest | train | evaluate
 
     add_recsys_parser(sub)
@@ -219,6 +225,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from pipelines.server import serve
+
+    serve(args.backend_store_uri, args.artifacts_destination, args.port, args.workers)
+    return 0  # not reached: the process became the server
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -235,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "experiment": cmd_experiment,
         "recsys": cmd_recsys,
         "tune": cmd_tune,
+        "server": cmd_server,
     }
     try:
         return handlers[args.command](args)

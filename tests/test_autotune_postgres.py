@@ -6,78 +6,23 @@ the ``psycopg2`` driver are not installed.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.postgres import create_database, private_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _pg_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    pg = _pg_bin()
-    if pg is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    pytest.importorskip("psycopg2", reason="psycopg2 driver not installed (pip install psycopg2-binary)")
-    as_root = os.geteuid() == 0
-    prefix: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
-    if as_root:  # the server refuses to run as root: run it as the package's postgres user
-        try:
-            import pwd
-
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    root.chmod(0o755)
-    data, log = root / "data", root / "server.log"
-    port = _free_port()
-    subprocess.run(
-        prefix + [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=60 -c fsync=off"
-    subprocess.run(
-        prefix + [str(pg / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE autotune")
-        conn.close()
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/autotune"
-    finally:
-        subprocess.run(prefix + [str(pg / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with private_postgres(["autotune"]) as base:
+        yield f"{base}/autotune"
 
 
 WORKER = textwrap.dedent("""
@@ -137,14 +82,7 @@ def test_four_workers_share_one_study_on_postgresql(postgres_url, sampler, tmp_p
 def test_four_workers_start_together_on_an_empty_postgresql_database_one_killed(postgres_url, tmp_path):
     """Empty database, empty data folder (MLflow's SQLite store), 4 workers released at once; one is
     SIGKILLed in its second trial. Every requested trial still ends COMPLETE exactly once."""
-    import psycopg2
-
-    dsn = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
-    conn = psycopg2.connect(dsn.rsplit("/", 1)[0] + "/postgres")
-    conn.autocommit = True
-    conn.cursor().execute("CREATE DATABASE fresh4")
-    conn.close()
-    check_four_workers_one_killed(postgres_url.rsplit("/", 1)[0] + "/fresh4", tmp_path)
+    check_four_workers_one_killed(create_database(postgres_url.rsplit("/", 1)[0], "fresh4"), tmp_path)
 
 
 @pytest.mark.slow  # four processes importing torch + mlflow: ~1 min; CI runs it

@@ -79,6 +79,13 @@ def test_distributed_config_errors_name_the_field():
         agent.learn(10)
 
 
+def test_worker_resources_are_validated():
+    with pytest.raises(ConfigError, match="worker_resources"):
+        DistributedPPO("CartPole-v1", {"n_envs": 2, "worker_resources": {"worker_node": 0}})
+    with pytest.raises(ConfigError, match="worker_resources: 'CPU' is not a custom resource"):
+        DistributedPPO("CartPole-v1", {"n_envs": 2, "worker_resources": {"CPU": 1}})
+
+
 def test_missing_ray_is_a_clear_error(monkeypatch):
     real_import = builtins.__import__
 

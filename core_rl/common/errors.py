@@ -45,3 +45,20 @@ class RunInterrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class WorkerLost(RunInterrupted):
+    """A remote worker died mid-run (its node or process was lost). The run stops like an interrupted
+    one: it ends KILLED with a checkpoint of its last complete iteration, to resume from once the
+    cluster has room for the workers again. ``exit_code`` is 75 (EX_TEMPFAIL: try again later)."""
+
+    def __init__(self, message: str):
+        import signal
+
+        KeyboardInterrupt.__init__(self, message)
+        self.signum = int(signal.SIGTERM)
+        self.signal_name = message  # what the tracked run's one line says stopped it
+
+    @property
+    def exit_code(self) -> int:
+        return 75

@@ -122,7 +122,13 @@ def get_experiment_id(name: str, tracking_uri: str) -> str:
         if exp is not None:
             return exp.experiment_id
         root = artifact_root(tracking_uri)
-        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        try:
+            return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        except mlflow.exceptions.MlflowException as exc:
+            # a tracking server takes no client lock: another client created it between the two calls
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
 
 # ---- signals -----------------------------------------------------------------------------------

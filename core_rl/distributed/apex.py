@@ -97,7 +97,9 @@ class ApeXDQN(DQN):
             )
             for w, eps in enumerate(self.epsilons)
         ]
-        self._actors = WorkerGroup(ReplayActor, args, cfg.backend, cfg.ray_address, cfg.worker_cpus)
+        self._actors = WorkerGroup(
+            ReplayActor, args, cfg.backend, cfg.ray_address, cfg.worker_cpus, cfg.worker_resources
+        )
         return self._actors
 
     def _iterate(self) -> dict[str, float]:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field, model_validator
 from core_rl.actor_critic.actor_critic import A2C, A2CConfig
 from core_rl.common.base import Agent
 from core_rl.common.buffers import RolloutBatch
+from core_rl.common.errors import WorkerLost
 from core_rl.distributed.workers import (
     RolloutWorker,
     WorkerGroup,
@@ -54,6 +55,20 @@ class DistributedFields(BaseModel):
     backend: Literal["ray", "local"] = Field("ray", description="Ray actors, or the same workers in-process.")
     ray_address: str | None = Field(None, description="Ray cluster address (default: $RAY_ADDRESS, else local).")
     worker_cpus: float = Field(1.0, gt=0.0, description="CPUs Ray reserves per worker.")
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each worker needs, e.g. {'rollout_node': 1}: workers go only to "
+        "nodes started with them (ray start --resources='{\"rollout_node\": 4}').",
+    )
+
+    @model_validator(mode="after")
+    def _resources(self) -> "DistributedFields":
+        for name, amount in self.worker_resources.items():
+            if not name or amount <= 0:
+                raise ValueError(f"worker_resources: '{name}' needs a positive amount, got {amount}")
+            if name in ("CPU", "GPU", "memory"):
+                raise ValueError(f"worker_resources: '{name}' is not a custom resource (use worker_cpus)")
+        return self
 
 
 class DistributedOnPolicyConfig(DistributedFields):
@@ -112,7 +127,9 @@ class DistributedOnPolicyMixin:
             (class_target(self.base_algo), source, self._base_config(), w, k, env_module(source))
             for w in range(cfg.n_workers)
         ]
-        self._workers = WorkerGroup(RolloutWorker, args, cfg.backend, cfg.ray_address, cfg.worker_cpus)
+        self._workers = WorkerGroup(
+            RolloutWorker, args, cfg.backend, cfg.ray_address, cfg.worker_cpus, cfg.worker_resources
+        )
         return self._workers
 
     def _draw_noise(self) -> torch.Tensor | None:
@@ -138,11 +155,17 @@ class DistributedOnPolicyMixin:
             return super().collect()  # type: ignore[misc]
         group = self._start_workers()
         k = self.envs_per_worker
+        rng = torch.get_rng_state()
         noise = self._draw_noise()
         weights = group.share(self._weights())
-        parts = group.call(
-            "collect", [(weights, None if noise is None else noise[:, w * k : (w + 1) * k]) for w in range(len(group))]
-        )
+        try:
+            parts = group.call(
+                "collect",
+                [(weights, None if noise is None else noise[:, w * k : (w + 1) * k]) for w in range(len(group))],
+            )
+        except WorkerLost:
+            torch.set_rng_state(rng)  # the checkpoint keeps the stream of the last complete iteration
+            raise
         batches = [p["batch"] for p in parts]
         cat = lambda name, dim: torch.cat([getattr(b, name) for b in batches], dim).to(self.device)  # type: ignore # noqa: E731
         batch = RolloutBatch(

@@ -21,7 +21,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 
 from core_rl.common.base import Agent
 from core_rl.common.distributions import Categorical, DiagGaussian
-from core_rl.common.errors import ConfigError
+from core_rl.common.errors import ConfigError, WorkerLost
 from core_rl.distributed.ray_utils import RNGState, init_ray
 
 
@@ -259,11 +259,12 @@ class WorkerGroup:
         backend: str = "ray",
         address: str | None = None,
         num_cpus: float = 1.0,
+        resources: dict[str, float] | None = None,
     ):
         self.backend = backend
         if backend == "ray":
             self.ray = init_ray(address)
-            remote = self.ray.remote(num_cpus=num_cpus)(cls)
+            remote = self.ray.remote(num_cpus=num_cpus, resources=dict(resources or {}))(cls)
             self.handles: list[Any] = [remote.remote(*a) for a in args]
         elif backend == "local":
             self.ray = None
@@ -281,8 +282,33 @@ class WorkerGroup:
     def call(self, method: str, args: Sequence[tuple[Any, ...]]) -> list[Any]:
         """``method(*args[w])`` on every worker w, in parallel under Ray; results in worker order."""
         if self.ray is not None:
-            return self.ray.get([getattr(h, method).remote(*a) for h, a in zip(self.handles, args)])
+            refs = [getattr(h, method).remote(*a) for h, a in zip(self.handles, args)]
+            try:
+                return self.ray.get(refs)
+            except self.ray.exceptions.RayActorError:
+                raise self._lost(refs) from None
         return [getattr(h, method)(*a) for h, a in zip(self.handles, args)]
+
+    def _lost(self, refs: list[Any]) -> WorkerLost:
+        """The :class:`WorkerLost` naming every worker whose call failed because its actor died."""
+        dead, node_died = [], False
+        for w, ref in enumerate(refs):
+            try:
+                self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as exc:
+                dead.append(str(w))
+                node_died = node_died or "node has died" in str(exc)
+            except Exception:
+                pass
+        which = f"worker {dead[0]}" if len(dead) == 1 else f"workers {', '.join(dead)}"
+        return WorkerLost(f"the loss of {which} of {len(refs)} ({'node' if node_died else 'worker process'} died)")
+
+    def node_ids(self) -> list[str]:
+        """The Ray node id each worker runs on (``'local'`` for in-process workers)."""
+        if self.ray is None:
+            return ["local"] * len(self.handles)
+        ray = self.ray
+        return ray.get([h.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()) for h in self.handles])
 
     def close(self) -> None:
         if self.ray is not None:
