@@ -148,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
-        print(f"run {result.run_id}: mean return {result.mean_return:.2f} after {result.steps} steps")
+        print(result.describe())
         if result.model_uri:
             print(f"model: {result.model_uri}")
     return 0
