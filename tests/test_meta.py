@@ -128,7 +128,9 @@ def test_thompson_sampling_reference_adapts_where_a_fixed_arm_cannot():
     assert 17.5 <= sure.mean() < 20.0
     same = thompson_sampling_returns(np.full((50, 3), 0.3), 20, repeats=20, seed=shifted(2))
     assert abs(same.mean() - 6.0) < 0.3
-    np.testing.assert_array_equal(thompson_sampling_returns(tasks, 20, seed=3), thompson_sampling_returns(tasks, 20, seed=3))
+    np.testing.assert_array_equal(
+        thompson_sampling_returns(tasks, 20, seed=3), thompson_sampling_returns(tasks, 20, seed=3)
+    )
     with pytest.raises(ValueError, match="probabilities"):
         thompson_sampling_returns(np.array([0.2, 1.5]), 20)
 

@@ -280,7 +280,36 @@ def test_a_run_where_no_training_episode_finished_reports_an_evaluated_return(ca
     assert code == 0, err
     assert "no training episode finished in 64 steps" in out and "nan" not in out
     # with finished training episodes the return is theirs, as before
-    code, out, err = run_cli(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "512", "--json",
-                             "--no-model", "--tracking-uri", tracking_uri, *FAST)
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "512",
+        "--json",
+        "--no-model",
+        "--tracking-uri",
+        tracking_uri,
+        *FAST,
+    )
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["mean_return_source"] == "training"
+
+
+def test_algos_say_where_each_agent_is_known_to_learn(capsys):
+    """The `learns` column names a task and a budget; the RL² entry is the budget its default-config test uses."""
+    from core_rl.meta.rl2 import KNOWN_TO_LEARN
+
+    code, out, _ = run_cli(capsys, "algos", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    for name in ("ppo", "dqn", "sac", "rl2", "ppo_lag", "slateq"):
+        assert " in " in rows[name]["learns"] and "k steps" in rows[name]["learns"], rows[name]
+    assert f"{KNOWN_TO_LEARN['rl2']['steps'] // 1000}k steps" in rows["rl2"]["learns"]
+    assert KNOWN_TO_LEARN["rl2"]["env"] in rows["rl2"]["learns"]
+    assert all(r["learns"] == "" for r in rows.values() if r["kind"] == "program")
+    code, out, _ = run_cli(capsys, "algos")
+    assert "[learns: CartPole-v1" in out and "docs/algorithms.md" in out
