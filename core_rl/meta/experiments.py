@@ -29,9 +29,10 @@ from core_rl.trust_region.ppo import PPO
 
 #: the bandit task family of the RL² experiment: one of 3 arms pays 0.9, the others 0.1; 10 pulls a trial
 BANDIT_TASKS: dict[str, Any] = dict(n_arms=3, task_distribution="one_good", episodes_per_trial=10)
-#: PPO settings shared by RL² and the non-adaptive baseline (λ = 0.3 as in RL²'s bandit experiments)
+#: PPO settings shared by RL² and the non-adaptive baseline (λ = 0.3 as in RL²'s bandit experiments; γ
+#: pinned so the experiment does not move with RL2Config's defaults, which are tuned for meta/BanditTrial-v0)
 RL2_PPO: dict[str, Any] = dict(
-    n_envs=32, n_steps=10, batch_size=320, n_epochs=4, lr=3e-3, gae_lambda=0.3, ent_coef=0.01
+    n_envs=32, n_steps=10, batch_size=320, n_epochs=4, lr=3e-3, gamma=0.99, gae_lambda=0.3, ent_coef=0.01
 )
 #: PPO on CartPole for the transfer experiment
 CARTPOLE_PPO: dict[str, Any] = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=10, lr=1e-3, ent_coef=0.0)
