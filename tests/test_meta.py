@@ -133,6 +133,8 @@ def test_thompson_sampling_reference_adapts_where_a_fixed_arm_cannot():
     )
     with pytest.raises(ValueError, match="probabilities"):
         thompson_sampling_returns(np.array([0.2, 1.5]), 20)
+    with pytest.raises(ValueError, match="no known budget for 'rl2_a2c'"):
+        rl2_default_benchmark("rl2_a2c")
 
 
 @pytest.mark.slow  # ≈ 50 s on one core: 200k steps

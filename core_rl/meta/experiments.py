@@ -181,6 +181,8 @@ def rl2_default_benchmark(
     from core_rl import make_agent
     from core_rl.meta.rl2 import KNOWN_TO_LEARN
 
+    if steps is None and algo not in KNOWN_TO_LEARN:
+        raise ValueError(f"no known budget for '{algo}' (known: {', '.join(KNOWN_TO_LEARN)}); pass steps")
     steps = int(steps if steps is not None else KNOWN_TO_LEARN[algo]["steps"])
     probe = gym.make(env_id).unwrapped
     if not isinstance(probe, MetaTrial) or not hasattr(probe.task_env, "n_arms"):
