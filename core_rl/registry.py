@@ -262,6 +262,7 @@ _LEARNS: dict[str, str] = {
     "bonus_dqn": "20-state chain solved in 3k steps (count bonus)",
     "bootstrapped_dqn": "20-state chain solved in 3k steps",
     "rl2": "meta/BanditTrial-v0 > best fixed arm +0.8 in 200k steps (defaults)",
+    "rl2_a2c": "meta/BanditTrial-v0 > best fixed arm +0.8 in 400k steps (defaults)",
     "diayn": "meta/Point-v0 skills 0.85+ distinguishable in 8k steps",
     "distributed_ppo": "reproduces ppo bit for bit (ppo's budget)",
     "distributed_a2c": "reproduces a2c bit for bit (a2c's budget)",
