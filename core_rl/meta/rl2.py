@@ -20,6 +20,11 @@ Duan et al. report returns close to Gittins-index and Thompson-sampling baseline
 (:class:`core_rl.trust_region.ppo.PPO`) made recurrent by
 :class:`core_rl.meta.recurrent.RecurrentOnPolicyMixin` (BPTT over whole sequences).
 ``rl2_a2c`` is the same with A2C's update.
+
+With their default configs both learn ``meta/BanditTrial-v0`` (2 arms, :math:`p_i \sim U(0, 1)`, 20
+pulls): held-out trial return above the best non-adaptive policy's by 1.3–1.8 and near Thompson
+sampling's, within the budgets of :data:`KNOWN_TO_LEARN` (``rl2`` 200k steps, ``rl2_a2c`` 400k);
+``deeprl train --algo rl2 --env meta/BanditTrial-v0 --steps 200000``. Measurements: docs/algorithms.md.
 """
 
 from __future__ import annotations
