@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib.metadata import entry_points
 
@@ -33,6 +33,9 @@ class AlgoSpec:
     target: str  # "module:Class"
     topic: str  # the notes' lecture and topic
     kind: str = "agent"
+    #: the task and budget at which a test shows the agent learning ("" if no learning test yet);
+    #: docs/algorithms.md has the full table with each bar, config and test
+    learns: str = ""
 
     @property
     def module(self) -> str:
@@ -233,6 +236,39 @@ _CORE: list[AlgoSpec] = [
         "10/31 distributed RL: Ape-X replay (many ε-actors, one learner)",
     ),
 ]
+
+#: name → where a learning test shows the agent learn (task, budget, bar; the test in docs/algorithms.md)
+_LEARNS: dict[str, str] = {
+    "reinforce": "CartPole-v1 >200 in 60k steps",
+    "offpolicy_pg": "CartPole-v1 >200 in 80k steps",
+    "actor_critic": "CartPole-v1 >=100 in 120k steps (online config)",
+    "a2c": "CartPole-v1 >=195 in 300k steps",
+    "npg": "CartPole-v1 >=195 in 40k steps",
+    "trpo": "CartPole-v1 >=195 in 40k steps",
+    "kl_dual": "CartPole-v1 >=195 in 40k steps",
+    "ppo": "CartPole-v1 >=195 in 100k steps; Pendulum-v1 > -600 in 74k",
+    "dqn": "CartPole-v1 >=195 in 50k steps",
+    "double_dqn": "CartPole-v1 >=195 in 50k steps",
+    "online_q": "FrozenLake Q* (off-policy) in 10k steps",
+    "ddpg": "Pendulum-v1 >=-300 in 6k steps",
+    "td3": "Pendulum-v1 >=-250 in 10k steps",
+    "sac": "Pendulum-v1 >=-250 in 5k steps",
+    "naf": "Pendulum-v1 >=-300 in 14k steps",
+    "qt_opt": "Pendulum-v1 >=-400 in 10k steps",
+    "pets": "Pendulum-v1 >=-450 in 2k steps (10 episodes)",
+    "mbpo": "Pendulum-v1 >=-600 in 3.2k steps",
+    "soft_q": "CartPole-v1 >=195 in 50k steps",
+    "gail": "CartPole-v1 (expert demos) >=450 in 60k steps",
+    "bonus_dqn": "20-state chain solved in 3k steps (count bonus)",
+    "bootstrapped_dqn": "20-state chain solved in 3k steps",
+    "rl2": "meta/BanditTrial-v0 > best fixed arm +0.8 in 200k steps (defaults)",
+    "rl2_a2c": "meta/BanditTrial-v0 > best fixed arm +0.8 in 400k steps (defaults)",
+    "diayn": "meta/Point-v0 skills 0.85+ distinguishable in 8k steps",
+    "distributed_ppo": "reproduces ppo bit for bit (ppo's budget)",
+    "distributed_a2c": "reproduces a2c bit for bit (a2c's budget)",
+    "apex_dqn": "CartPole-v1 >=50 in 10k steps",
+}
+_CORE = [replace(spec, learns=_LEARNS.get(spec.name, "")) for spec in _CORE]
 
 PLUGIN_GROUP = "deeprl_suite.plugins"
 

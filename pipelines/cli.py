@@ -154,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
-        print(f"run {result.run_id}: mean return {result.mean_return:.2f} after {result.steps} steps")
+        print(result.describe())
         if result.model_uri:
             print(f"model: {result.model_uri}")
     return 0
@@ -186,14 +186,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_algos(args: argparse.Namespace) -> int:
     from core_rl.registry import ALGORITHMS
 
-    rows = [{"name": s.name, "kind": s.kind, "module": s.module, "topic": s.topic} for s in ALGORITHMS.values()]
+    rows = [
+        {"name": s.name, "kind": s.kind, "module": s.module, "topic": s.topic, "learns": s.learns}
+        for s in ALGORITHMS.values()
+    ]
     if args.json:
         print(json.dumps(rows))
     else:
         width = max(len(r["name"]) for r in rows)
         mwidth = max(len(r["module"]) for r in rows)
         for r in rows:
-            print(f"{r['name']:<{width}}  {r['kind']:<7}  {r['module']:<{mwidth}}  {r['topic']}")
+            learns = f"  [learns: {r['learns']}]" if r["learns"] else ""
+            print(f"{r['name']:<{width}}  {r['kind']:<7}  {r['module']:<{mwidth}}  {r['topic']}{learns}")
+        print("learns: a task and budget a test shows the agent learning; every bar and test: docs/algorithms.md")
     return 0
 
 

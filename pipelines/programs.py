@@ -62,7 +62,7 @@ def run_program(
             for name in result.artifacts:
                 run.log_artifact(out / name)
             run.log_metrics({"mean_return": result.mean_return}, step=result.steps)
-    return TrainResult(run.run_id, result.mean_return, result.steps, None, run.experiment_id)
+    return TrainResult(run.run_id, result.mean_return, result.steps, None, run.experiment_id, "program")
 
 
 def resolve_expert(expert: str, dst: Path) -> str:

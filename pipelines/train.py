@@ -34,15 +34,45 @@ class TrainResult:
     steps: int
     model_uri: str | None
     experiment_id: str
+    #: where ``mean_return`` comes from: "training" (the last finished training episodes),
+    #: "evaluation" (no training episode finished within the steps, so the policy was evaluated) or
+    #: "program" (a program's own score of its controller)
+    mean_return_source: str = "training"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "mean_return": None if math.isnan(self.mean_return) else self.mean_return,
+            "mean_return_source": self.mean_return_source,
             "steps": self.steps,
             "model_uri": self.model_uri,
             "experiment_id": self.experiment_id,
         }
+
+    def describe(self) -> str:
+        """The one line ``deeprl train`` prints."""
+        line = f"run {self.run_id}: mean return {self.mean_return:.2f} after {self.steps} steps"
+        if self.mean_return_source == "evaluation":
+            line += (
+                f" (no training episode finished in {self.steps} steps: the return of "
+                f"{FALLBACK_EVAL_EPISODES} evaluation episode(s) of the trained policy)"
+            )
+        return line
+
+
+#: episodes evaluated when no training episode finished (a long-episode env and a short budget)
+FALLBACK_EVAL_EPISODES = 2
+
+
+def _final_return(agent: Agent) -> tuple[float, str]:
+    """``(mean return, source)``: the last finished training episodes' mean, or, when no training
+    episode finished within the budget (e.g. ``safe_mpc``'s 8 envs × 200-step episodes under 1600
+    steps), the mean return of :data:`FALLBACK_EVAL_EPISODES` stochastic evaluation episodes, so a run
+    never reports an undefined return."""
+    if agent.episode_returns:
+        return agent.mean_return, "training"
+    result = agent.evaluate(FALLBACK_EVAL_EPISODES, deterministic=False)
+    return float(result["mean_return"]), "evaluation"
 
 
 class _CheckpointingTracker(MLflowTracker):
@@ -197,9 +227,9 @@ def train(
             if remaining > 0:
                 agent.learn(remaining, progress=progress)
             save_checkpoint()
-            run.log_metrics(
-                {"mean_return": agent.mean_return if agent.episode_returns else float("nan")}, step=agent.num_timesteps
-            )
+            mean_return, source = _final_return(agent)
+            run.log_metrics({"mean_return": mean_return}, step=agent.num_timesteps)
+            run.set_tags({"mean_return_source": source})
             _log_curve(client, run.run_id, f"{algo} on {env}")
             model_uri = None
             if log_model:
@@ -210,7 +240,7 @@ def train(
                 example = np.stack([agent.observation_space.sample() for _ in range(2)])
                 model_uri = log_policy_model(model_path, example_obs=example)
                 run.set_tags({"model_uri": model_uri})
-        return TrainResult(run.run_id, agent.mean_return, agent.num_timesteps, model_uri, run.experiment_id)
+        return TrainResult(run.run_id, mean_return, agent.num_timesteps, model_uri, run.experiment_id, source)
 
 
 def evaluate(

@@ -260,3 +260,56 @@ def test_experiment_command_logs_plot_and_result(capsys, tracking_uri):
         capsys, "experiment", "compounding_error", "--set", "nonsense=1", "--tracking-uri", tracking_uri
     )
     assert code == 2 and "no parameter 'nonsense'" in err
+
+
+def test_a_run_where_no_training_episode_finished_reports_an_evaluated_return(capsys, tracking_uri):
+    """Pendulum's episodes last 200 steps: 2 envs × 64 steps finish none. The run reports the return of
+    evaluation episodes of the trained policy (a finite number, its source named), never null (issue 18)."""
+    argv = ["train", "--algo", "ppo", "--env", "Pendulum-v1", "--steps", "64", "--no-model"]
+    argv += ["--tracking-uri", tracking_uri, "--set", "n_envs=2", "n_steps=32", "batch_size=32", "n_epochs=1"]
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["mean_return_source"] == "evaluation"
+    assert isinstance(result["mean_return"], float) and -200 * 17 <= result["mean_return"] <= 0  # r ∈ [-16.3, 0]
+    mlflow.set_tracking_uri(tracking_uri)
+    run = mlflow.tracking.MlflowClient().get_run(result["run_id"])
+    assert run.data.metrics["mean_return"] == result["mean_return"]
+    assert run.data.tags["mean_return_source"] == "evaluation"
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "no training episode finished in 64 steps" in out and "nan" not in out
+    # with finished training episodes the return is theirs, as before
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "512",
+        "--json",
+        "--no-model",
+        "--tracking-uri",
+        tracking_uri,
+        *FAST,
+    )
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["mean_return_source"] == "training"
+
+
+def test_algos_say_where_each_agent_is_known_to_learn(capsys):
+    """The `learns` column names a task and a budget; the RL² entry is the budget its default-config test uses."""
+    from core_rl.meta.rl2 import KNOWN_TO_LEARN
+
+    code, out, _ = run_cli(capsys, "algos", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    for name in ("ppo", "dqn", "sac", "rl2", "ppo_lag", "slateq"):
+        assert " in " in rows[name]["learns"] and "k steps" in rows[name]["learns"], rows[name]
+    assert f"{KNOWN_TO_LEARN['rl2']['steps'] // 1000}k steps" in rows["rl2"]["learns"]
+    assert KNOWN_TO_LEARN["rl2"]["env"] in rows["rl2"]["learns"]
+    assert all(r["learns"] == "" for r in rows.values() if r["kind"] == "program")
+    code, out, _ = run_cli(capsys, "algos")
+    assert "[learns: CartPole-v1" in out and "docs/algorithms.md" in out

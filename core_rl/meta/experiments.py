@@ -29,9 +29,10 @@ from core_rl.trust_region.ppo import PPO
 
 #: the bandit task family of the RL² experiment: one of 3 arms pays 0.9, the others 0.1; 10 pulls a trial
 BANDIT_TASKS: dict[str, Any] = dict(n_arms=3, task_distribution="one_good", episodes_per_trial=10)
-#: PPO settings shared by RL² and the non-adaptive baseline (λ = 0.3 as in RL²'s bandit experiments)
+#: PPO settings shared by RL² and the non-adaptive baseline (λ = 0.3 as in RL²'s bandit experiments; γ
+#: pinned so the experiment does not move with RL2Config's defaults, which are tuned for meta/BanditTrial-v0)
 RL2_PPO: dict[str, Any] = dict(
-    n_envs=32, n_steps=10, batch_size=320, n_epochs=4, lr=3e-3, gae_lambda=0.3, ent_coef=0.01
+    n_envs=32, n_steps=10, batch_size=320, n_epochs=4, lr=3e-3, gamma=0.99, gae_lambda=0.3, ent_coef=0.01
 )
 #: PPO on CartPole for the transfer experiment
 CARTPOLE_PPO: dict[str, Any] = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=10, lr=1e-3, ent_coef=0.0)
@@ -124,6 +125,77 @@ def run_rl2_bandits(
     plt.close(fig)
     rl2.close()
     flat.close()
+    return out
+
+
+def thompson_sampling_returns(tasks: np.ndarray, n_pulls: int, repeats: int = 10, seed: int = 0) -> np.ndarray:
+    r"""Trial returns of Beta-Bernoulli Thompson sampling, ``[len(tasks) · repeats]``, all trials at once.
+
+    Each arm keeps a posterior :math:`\mathrm{Beta}(1 + s_i, 1 + f_i)` (successes, failures); each pull
+    draws :math:`\tilde p_i` from every posterior and pulls :math:`\arg\max_i \tilde p_i`. Near the
+    Bayes-optimal (Gittins) return on :math:`p_i \sim U(0, 1)` tasks, it is the reference an adaptive
+    learner such as RL² is measured against (Duan et al. 2016, Table 1)."""
+    p = np.asarray(tasks, dtype=np.float64)
+    if p.ndim != 2 or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"tasks must be [n_tasks, n_arms] probabilities in [0, 1], got shape {p.shape}")
+    if n_pulls < 1 or repeats < 1:
+        raise ValueError(f"n_pulls and repeats must be at least 1, got {n_pulls} and {repeats}")
+    rng = np.random.default_rng(seed)
+    p = np.repeat(p, repeats, axis=0)
+    rows = np.arange(len(p))
+    wins, losses, total = np.ones_like(p), np.ones_like(p), np.zeros(len(p))
+    for _ in range(n_pulls):
+        arm = rng.beta(wins, losses).argmax(1)
+        r = (rng.random(len(p)) < p[rows, arm]).astype(np.float64)
+        wins[rows, arm] += r
+        losses[rows, arm] += 1.0 - r
+        total += r
+    return total
+
+
+def bandit_references(tasks: np.ndarray, n_pulls: int, seed: int = 0) -> dict[str, float]:
+    """Expected trial returns on ``tasks`` (``[n, k]``) of the reference policies: uniformly ``random``
+    arms (n_pulls · mean p), the ``best_fixed_arm`` (the best a non-adaptive policy can do: one arm for
+    all tasks, n_pulls · max_i mean_tasks p_i), ``thompson`` sampling (adaptive, near Bayes-optimal) and
+    the ``oracle`` that knows each task's best arm (n_pulls · mean max_i p_i)."""
+    p = np.asarray(tasks, dtype=np.float64)
+    return {
+        "random": float(n_pulls * p.mean()),
+        "best_fixed_arm": float(n_pulls * p.mean(0).max()),
+        "thompson": float(thompson_sampling_returns(p, n_pulls, seed=seed).mean()),
+        "oracle": float(n_pulls * p.max(1).mean()),
+    }
+
+
+def rl2_default_benchmark(
+    algo: str = "rl2",
+    steps: int | None = None,
+    seed: int = 0,
+    n_held_out: int = 200,
+    eval_trials: int = 1000,
+    env_id: str = "meta/BanditTrial-v0",
+) -> dict[str, Any]:
+    """Train ``algo`` with its *default* config on the registered bandit meta-task ``env_id`` for
+    ``steps`` (default: :data:`core_rl.meta.rl2.KNOWN_TO_LEARN` budget) and return its mean trial return
+    on ``n_held_out`` held-out tasks beside :func:`bandit_references` on the same tasks."""
+    from core_rl import make_agent
+    from core_rl.meta.rl2 import KNOWN_TO_LEARN
+
+    if steps is None and algo not in KNOWN_TO_LEARN:
+        raise ValueError(f"no known budget for '{algo}' (known: {', '.join(KNOWN_TO_LEARN)}); pass steps")
+    steps = int(steps if steps is not None else KNOWN_TO_LEARN[algo]["steps"])
+    probe = gym.make(env_id).unwrapped
+    if not isinstance(probe, MetaTrial) or not hasattr(probe.task_env, "n_arms"):
+        raise ValueError(f"{env_id} is not a bandit meta-task (a MetaTrial of a BernoulliBandit)")
+    bandit, pulls = probe.task_env, probe.episodes_per_trial
+    rng = np.random.default_rng(10_000_019 + seed)  # a stream training never draws from
+    held = [bandit.sample_task(rng) for _ in range(n_held_out)]
+    agent = make_agent(algo, env_id, {"seed": seed}).learn(steps)
+    test_env = lambda: gym.make(env_id, tasks=held)  # noqa: E731
+    out: dict[str, Any] = {"algo": algo, "steps": steps, "seed": seed, "n_pulls": pulls}
+    out[algo] = agent.evaluate(eval_trials, env=test_env, deterministic=False, seed=seed + 777)["mean_return"]
+    out.update(bandit_references(np.stack(held), pulls, seed=seed))
+    agent.close()
     return out
 
 
@@ -254,6 +326,9 @@ __all__ = [
     "held_out_tasks",
     "trial_reward_curve",
     "run_rl2_bandits",
+    "thompson_sampling_returns",
+    "bandit_references",
+    "rl2_default_benchmark",
     "run_domain_randomization",
     "run_diayn",
     "nearest_mean_accuracy",
