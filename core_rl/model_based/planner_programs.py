@@ -131,8 +131,20 @@ class MPPIConfig(ShootingConfig):
 
 
 class _ShootingProgram(_ControlProgram):
+    """A shooting planner of :mod:`core_rl.model_based.planners.shooting` named by ``planner``, built from
+    the shared shooting fields plus the config fields listed in ``planner_fields``."""
+
+    planner: ClassVar[str]
+    planner_fields: ClassVar[tuple[str, ...]] = ()
+
     def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
-        raise NotImplementedError
+        from core_rl.model_based.planners import shooting
+
+        cfg: Any = self.config
+        extra = {name: getattr(cfg, name) for name in self.planner_fields}
+        return getattr(shooting, self.planner)(
+            evaluator, low, high, cfg.horizon, cfg.n_candidates, cfg.n_iterations, cfg.init_std, seed=cfg.seed, **extra
+        )
 
     def start(self, obs: Any, env: gym.Env) -> None:
         from core_rl.model_based.env_models import pendulum_obs_dynamics, pendulum_reward
@@ -156,13 +168,7 @@ class RandomShootingProgram(_ShootingProgram):
     name = "random_shooting"
     config_cls: ClassVar[type[BaseModel]] = ShootingConfig
 
-    def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
-        from core_rl.model_based.planners.shooting import RandomShooting
-
-        cfg: ShootingConfig = self.config  # type: ignore[assignment]
-        return RandomShooting(
-            evaluator, low, high, cfg.horizon, cfg.n_candidates, cfg.n_iterations, cfg.init_std, seed=cfg.seed
-        )
+    planner = "RandomShooting"
 
 
 class CEMProgram(_ShootingProgram):
@@ -171,22 +177,8 @@ class CEMProgram(_ShootingProgram):
     name = "cem"
     config_cls: ClassVar[type[BaseModel]] = CEMConfig
 
-    def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
-        from core_rl.model_based.planners.shooting import CEM
-
-        cfg: CEMConfig = self.config  # type: ignore[assignment]
-        return CEM(
-            evaluator,
-            low,
-            high,
-            cfg.horizon,
-            cfg.n_candidates,
-            cfg.n_iterations,
-            cfg.init_std,
-            seed=cfg.seed,
-            n_elites=cfg.n_elites,
-            alpha=cfg.alpha,
-        )
+    planner = "CEM"
+    planner_fields = ("n_elites", "alpha")
 
     def setup(self) -> None:
         super().setup()
@@ -201,21 +193,8 @@ class MPPIProgram(_ShootingProgram):
     name = "mppi"
     config_cls: ClassVar[type[BaseModel]] = MPPIConfig
 
-    def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
-        from core_rl.model_based.planners.shooting import MPPI
-
-        cfg: MPPIConfig = self.config  # type: ignore[assignment]
-        return MPPI(
-            evaluator,
-            low,
-            high,
-            cfg.horizon,
-            cfg.n_candidates,
-            cfg.n_iterations,
-            cfg.init_std,
-            seed=cfg.seed,
-            temperature=cfg.temperature,
-        )
+    planner = "MPPI"
+    planner_fields = ("temperature",)
 
 
 # ---- iLQR and LQR ----------------------------------------------------------------------------------
