@@ -38,7 +38,10 @@ def test_ray_cluster_tests_in_a_private_network_namespace():
     if prefix is None:
         pytest.skip("no private network namespace can be made here (unshare -n / -rn and ip are needed)")
     script = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider -rs tests/test_ray_cluster.py'
-    env = {**os.environ, "DEEPRL_PRIVATE_NETNS": "1"}
+    # a clean environment for the cluster: a local ``ray.init()`` earlier in this session leaves its
+    # settings in os.environ (RAY_AUTH_MODE=token, RAY_CLIENT_MODE, PYTHONBREAKPOINT), which break a fresh cluster
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONBREAKPOINT"}
+    env["DEEPRL_PRIVATE_NETNS"] = "1"
     out = subprocess.run(
         [*prefix, "sh", "-c", script, sys.executable], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500
     )
