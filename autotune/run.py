@@ -462,16 +462,12 @@ def _stop_parent(
     study: optuna.Study, budget: int, logger: MLflowTrialLogger | None, exc: BaseException, hint: str
 ) -> None:
     """A worker stops on a signal or a crash: end the study's run unless other workers still run trials."""
-    from core_rl.common.errors import RunInterrupted
+    from core_rl.common.runs import stop_reason
 
     if logger is None:
         return
     interrupted = isinstance(exc, KeyboardInterrupt)
-    reason = (
-        (exc.signal_name if isinstance(exc, RunInterrupted) else "SIGINT")
-        if interrupted
-        else f"{type(exc).__name__}: {exc}"
-    )
+    reason = stop_reason(exc)
     try:
         others = budget_state(study, budget).running
     except Exception:

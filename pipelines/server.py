@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from core_rl.common.errors import ConfigError, TrackingError
+from core_rl.common.runs import check_writable_dir
 
 LOOPBACK = "127.0.0.1"
 DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "mssql", "sqlite")
@@ -78,13 +79,7 @@ def check_artifacts_destination(dest: str) -> str:
     if parsed.scheme not in ("", "file"):
         return dest
     path = Path(parsed.path if parsed.scheme == "file" else dest).expanduser().resolve()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--artifacts-destination '{dest}' is not writable: {exc.strerror or exc}") from None
+    check_writable_dir(path, "--artifacts-destination", error=ConfigError)
     return str(path)
 
 

@@ -63,14 +63,24 @@ def default_tracking_uri(default_dir: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir(default_dir) / 'mlflow.db'}"
 
 
-def _check_local_writable(path: Path, what: str) -> None:
+def check_writable_dir(path: Path, what: str, error: type[Exception] = TrackingError) -> None:
+    """Create ``path`` if needed and prove it writable, or raise ``error`` naming ``what``."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-probe"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise TrackingError(f"{what} '{path}' is not writable: {exc.strerror or exc}") from None
+        raise error(f"{what} '{path}' is not writable: {exc.strerror or exc}") from None
+
+
+def stop_reason(exc: BaseException) -> str:
+    """What ended a run, in one line: the signal's name (SIGINT, SIGTERM) or ``Type: message``."""
+    if isinstance(exc, RunInterrupted):
+        return exc.signal_name
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def setup_tracking(tracking_uri: str | None = None) -> str:
@@ -83,13 +93,13 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
         db = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
         if db is None:
             raise TrackingError(f"tracking URI '{uri}' must look like sqlite:///path/to/file.db")
-        _check_local_writable(db.parent, "tracking store folder")
+        check_writable_dir(db.parent, "tracking store folder")
         try:
             sqlite3.connect(db).close()
         except sqlite3.Error as exc:
             raise TrackingError(f"tracking store '{db}' cannot be opened: {exc}") from None
     elif parsed.scheme in ("", "file"):
-        _check_local_writable(Path(parsed.path or uri), "tracking folder")
+        check_writable_dir(Path(parsed.path or uri), "tracking folder")
     mlflow.set_tracking_uri(uri)
     try:
         # the first use creates (or migrates) the schema: one process at a time, see store_lock
@@ -299,11 +309,7 @@ def tracked_run(
             except Exception as cb_exc:  # keep ending the run: the record matters more
                 print(f"warning: while stopping run {run_id}: {type(cb_exc).__name__}: {cb_exc}", file=sys.stderr)
         interrupted = isinstance(exc, KeyboardInterrupt)
-        reason = (
-            (exc.signal_name if isinstance(exc, RunInterrupted) else "SIGINT")
-            if interrupted
-            else f"{type(exc).__name__}: {exc}"
-        )
+        reason = stop_reason(exc)
         try:
             client.set_tag(run_id, "failure", reason[:5000])
         except Exception:
