@@ -11,6 +11,7 @@ exactly the seeds a local vector env of W·k envs gives its envs (gymnasium seed
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,10 @@ from core_rl.common.base import Agent
 from core_rl.common.distributions import Categorical, DiagGaussian
 from core_rl.common.errors import ConfigError, WorkerLost
 from core_rl.distributed.ray_utils import RNGState, init_ray
+
+# how long a lost worker's node is watched for Ray to declare it dead (Ray's default health check
+# declares a dead node after about 5 x 3 s); paid only when a run is already stopping
+NODE_DEATH_WAIT_S = 20.0
 
 
 def load_class(target: str) -> type[Agent]:
@@ -266,6 +271,7 @@ class WorkerGroup:
             self.ray = init_ray(address)
             remote = self.ray.remote(num_cpus=num_cpus, resources=dict(resources or {}))(cls)
             self.handles: list[Any] = [remote.remote(*a) for a in args]
+            self._nodes: list[str] | None = None  # each worker's node, learnt on the first call
         elif backend == "local":
             self.ray = None
             self.handles = [cls(*a) for a in args]
@@ -284,9 +290,12 @@ class WorkerGroup:
         if self.ray is not None:
             refs = [getattr(h, method).remote(*a) for h, a in zip(self.handles, args)]
             try:
-                return self.ray.get(refs)
+                results = self.ray.get(refs)
             except self.ray.exceptions.RayActorError:
                 raise self._lost(refs) from None
+            if self._nodes is None:
+                self._nodes = self.node_ids()
+            return results
         return [getattr(h, method)(*a) for h, a in zip(self.handles, args)]
 
     def _lost(self, refs: list[Any]) -> WorkerLost:
@@ -300,8 +309,25 @@ class WorkerGroup:
                 node_died = node_died or "node has died" in str(exc)
             except Exception:
                 pass
+        if not node_died and dead and self._nodes is not None:
+            node_died = self._nodes_died({self._nodes[int(w)] for w in dead})
         which = f"worker {dead[0]}" if len(dead) == 1 else f"workers {', '.join(dead)}"
         return WorkerLost(f"the loss of {which} of {len(refs)} ({'node' if node_died else 'worker process'} died)")
+
+    def _nodes_died(self, nodes: set[str], wait_s: float = NODE_DEATH_WAIT_S) -> bool:
+        """Whether Ray marks any of ``nodes`` dead within ``wait_s``.
+
+        An actor's error often arrives before the cluster's health check has declared its node dead
+        (the error then reads "worker process died"), so the node table is asked again for a while.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            alive = {n["NodeID"] for n in self.ray.nodes() if n.get("Alive")}
+            if nodes - alive:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
 
     def node_ids(self) -> list[str]:
         """The Ray node id each worker runs on (``'local'`` for in-process workers)."""
