@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from tests.netns import IN_PRIVATE_NETWORK, run_here
 from tests.seeding import SEED_SHIFT, seed
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -9,7 +10,19 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def pytest_report_header(config):
-    return f"DEEPRL_TEST_SEED_SHIFT={SEED_SHIFT} (every learning test's seeds are base + {SEED_SHIFT})"
+    lines = [f"DEEPRL_TEST_SEED_SHIFT={SEED_SHIFT} (every learning test's seeds are base + {SEED_SHIFT})"]
+    if not IN_PRIVATE_NETWORK and run_here():
+        lines.append("no private network namespace here: the ray_local tests run in place (Ray binds every interface)")
+    return lines
+
+
+def pytest_collection_modifyitems(config, items):
+    """``ray_local`` tests run inside the loopback-only namespace (tests/test_ray_netns.py), where one exists."""
+    marked = [item for item in items if item.get_closest_marker("ray_local")]
+    if marked and not run_here():
+        skip = pytest.mark.skip(reason="runs inside a private network namespace (tests/test_ray_netns.py)")
+        for item in marked:
+            item.add_marker(skip)
 
 
 @pytest.fixture()

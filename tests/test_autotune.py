@@ -236,6 +236,7 @@ def test_pbt_exploits_and_explores_core_rl_agents():
 
 
 @pytest.mark.slow  # starts Ray: ~1 min alone (2 min under load); CI runs it
+@pytest.mark.ray_local
 def test_ray_tune_drives_our_sampler():
     pytest.importorskip("ray.tune.search.optuna", reason="Ray Tune is not installed (pip install 'ray[tune]')")
     import ray

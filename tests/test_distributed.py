@@ -146,6 +146,7 @@ def ray_session():
 
 
 @needs_ray
+@pytest.mark.ray_local
 def test_ray_ppo_with_two_workers_matches_the_local_run(ray_session):
     local = run(PPO("CartPole-v1", PPO_CFG), 1024)
     dist = run(DistributedPPO("CartPole-v1", PPO_CFG, n_workers=2, backend="ray"), 1024)
@@ -158,6 +159,7 @@ def test_ray_ppo_with_two_workers_matches_the_local_run(ray_session):
 
 
 @needs_ray
+@pytest.mark.ray_local
 def test_ray_apex_matches_in_process_actors(ray_session):
     cfg = dict(seed=shifted(0), n_workers=2, actor_steps=16, learning_starts=64, batch_size=32)
     local = ApeXDQN("CartPole-v1", cfg, backend="local").learn(640)

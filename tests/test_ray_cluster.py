@@ -29,13 +29,9 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'deep
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_NODE = {"worker_cpus": 0.5, "worker_resources": {"worker_node": 1}}  # two workers fit on the 1-CPU node
-IN_PRIVATE_NETWORK = os.environ.get("DEEPRL_PRIVATE_NETNS") == "1"
-pytestmark = [
-    pytest.mark.slow,  # a real cluster: ~20 s to start, ~2 min in all on a shared 2-core machine
-    # Ray's GCS and raylets listen on every interface whatever --node-ip-address says, so these tests
-    # run only inside a network namespace whose one interface is loopback (tests/test_ray_cluster_netns.py)
-    pytest.mark.skipif(not IN_PRIVATE_NETWORK, reason="runs inside a private network namespace"),
-]
+# a real cluster: ~20 s to start, ~2 min in all on a shared 2-core machine; Ray listens on every
+# interface, so it runs inside a private network namespace (tests/netns.py)
+pytestmark = [pytest.mark.slow, pytest.mark.ray_local]
 
 
 def same_params(a, b) -> bool:
