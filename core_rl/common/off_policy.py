@@ -76,7 +76,10 @@ class OffPolicyAgent(Agent):
     log_every_steps = 1000
 
     def _build(self) -> None:
-        if self.config.target_update_unit == "env_steps" and type(self)._update_targets is OffPolicyAgent._update_targets:
+        if (
+            self.config.target_update_unit == "env_steps"
+            and type(self)._update_targets is OffPolicyAgent._update_targets
+        ):
             raise ConfigError(
                 f"config field 'target_update_unit': {self.name} updates its targets per gradient step; "
                 "'env_steps' is for dqn and sac"
@@ -116,7 +119,9 @@ class OffPolicyAgent(Agent):
     def _target_update_due(self) -> bool:
         """Whether the gradient step now being taken ends with a target update (``gradient_steps`` unit)."""
         cfg = self.config
-        return cfg.target_update_unit == "gradient_steps" and (self.gradient_updates + 1) % cfg.target_update_interval == 0
+        return (
+            cfg.target_update_unit == "gradient_steps" and (self.gradient_updates + 1) % cfg.target_update_interval == 0
+        )
 
     def _before_env_step(self, step: int) -> None:
         """Called before the ``step``-th env step of a collection phase (gSDE resamples its noise here)."""

@@ -88,7 +88,11 @@ class TanhGaussianActor(nn.Module):
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
-        self.sde = StateDependentNoise(hidden_sizes[-1] if hidden_sizes else self.encoder.dim, action_dim, log_std_init) if use_sde else None
+        self.sde = (
+            StateDependentNoise(hidden_sizes[-1] if hidden_sizes else self.encoder.dim, action_dim, log_std_init)
+            if use_sde
+            else None
+        )
         out = action_dim if use_sde else 2 * action_dim
         self.net = mlp(self.encoder.dim, out, hidden_sizes, activation, out_gain=0.01)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
