@@ -158,12 +158,13 @@ class OnPolicyAgent(Agent):
         episode_start = np.ones(N, dtype=bool) if episodes else getattr(self, "_episode_start", np.ones(N, dtype=bool))
         counted = 0
         t = 0
+        sde = getattr(self.policy, "sde", None)
         self._rollout_begin(episode_start)
         for part in self.parts:
             part.rollout_begin(self)
         while True:
-            if self.policy.sde is not None and (t == 0 or (cfg.sde_sample_freq > 0 and t % cfg.sde_sample_freq == 0)):
-                self.policy.sde.reset(N)  # gSDE: new exploration matrices, one per env
+            if sde is not None and (t == 0 or (cfg.sde_sample_freq > 0 and t % cfg.sde_sample_freq == 0)):
+                sde.reset(N)  # gSDE: new exploration matrices, one per env
             if self.obs_rms is not None:
                 self.obs_rms.update(self._obs)
             obs_t = self._obs_tensor(self._obs)
