@@ -85,6 +85,8 @@ def test_make_agent_picks_the_preset_and_the_users_config_goes_on_top():
     agent = make_agent("dqn", "CartPole-v1", {"lr": 1e-3, "seed": 4})
     assert agent.preset.name == "rl-zoo/dqn/CartPole-v1"
     assert agent.config.lr == 1e-3 and agent.config.hidden_sizes == (256, 256) and agent.config.train_freq == 256
+    pasted = make_agent("dqn", "CartPole-v1", {"net_arch": [32, 32], "lr": "lin_1e-3"})  # over the preset's fields
+    assert (pasted.config.hidden_sizes, pasted.config.lr, pasted.config.lr_schedule) == ((32, 32), 1e-3, "linear")
     plain = make_agent("dqn", "CartPole-v1", {"seed": 4}, preset="none")
     assert plain.preset is None
     assert plain.config == get_algo("dqn").cls.config_cls(seed=4)  # --preset none: the old defaults

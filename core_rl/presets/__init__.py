@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from core_rl.common.config import zoo_conventions
 from core_rl.common.errors import ConfigError
 from core_rl.presets.zoo_mapping import MapRow, field_mapping, ours_config, zoo_params
 
@@ -142,10 +143,21 @@ def resolve_preset(algo: str, env_id: Any, preset: str | None = AUTO) -> Preset 
 def apply_preset(
     algo: str, env_id: Any, config: Mapping[str, Any] | None = None, preset: str | None = AUTO
 ) -> tuple[dict[str, Any], Preset | None]:
-    """``(config, preset)``: the preset's fields with ``config`` on top (``config`` alone without one)."""
+    """``(config, preset)``: the preset's fields with ``config`` on top (``config`` alone without one).
+
+    ``config``'s RL-Zoo conventions are read first (``net_arch`` → ``hidden_sizes``, ``lin_<x0>`` →
+    the value and its schedule), so that they override the preset's fields they stand for."""
     found = resolve_preset(algo, env_id, preset)
     user = dict(config or {})
-    return ({**found.config, **user} if found is not None else user), found
+    if found is None:
+        return user, None
+    from core_rl.registry import get_algo
+
+    try:
+        user = zoo_conventions(user, get_algo(algo).cls.config_cls.schedule_fields)
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    return {**found.config, **user}, found
 
 
 def preset_param(preset: Preset | None) -> str:
