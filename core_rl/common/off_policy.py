@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from core_rl.common import optim
@@ -53,12 +53,6 @@ class OffPolicyConfig(AgentConfig):
     max_grad_norm: float | None = Field(None, gt=0.0)
 
     schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule"}
-
-    @model_validator(mode="after")
-    def _gradient_steps(self) -> "OffPolicyConfig":
-        if self.gradient_steps == -1 and self.train_freq < 1:  # pragma: no cover - train_freq ge=1
-            raise ValueError("gradient_steps=-1 needs train_freq >= 1")
-        return self
 
 
 @torch.no_grad()
