@@ -260,3 +260,30 @@ def test_dqn_cartpole_with_the_preset_beats_a_random_policy_in_20k_steps(trackin
     ]
     assert not any(math.isnan(r) for r in returns)
     assert min(returns) > 50, returns  # > 2× a random policy's ≈ 22
+
+
+@pytest.mark.parametrize(
+    "argv,steps",
+    [
+        (["--preset", "auto"], 50_000),  # RL-Zoo's n_timesteps for dqn CartPole-v1
+        (["--preset", "rl-zoo/dqn/Acrobot-v1"], 100_000),
+        (["--preset", "none"], 100_000),  # the CLI's own default
+        (["--steps", "123"], 123),
+    ],
+)
+def test_the_cli_budget_defaults_to_the_presets(monkeypatch, capsys, argv, steps):
+    import pipelines.train
+    from pipelines.train import TrainResult
+
+    seen = {}
+
+    def fake_train(algo, env, steps, **kwargs):
+        seen.update(steps=steps, preset=kwargs["preset"])
+        return TrainResult("r", 1.0, steps, None, "0")
+
+    monkeypatch.setattr(pipelines.train, "train", fake_train)
+    assert main(["train", "--algo", "dqn", "--env", "CartPole-v1", *argv]) == 0
+    zoo = _zoo_file(seen["preset"].split("/")[1])["envs"] if seen["preset"].startswith("rl-zoo") else None
+    assert seen["steps"] == steps
+    if zoo is not None:
+        assert steps == int(float(zoo[seen["preset"].split("/")[2]]["n_timesteps"]))
