@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default="auto",
         help="hyperparameters to start from: auto (RL-Zoo's for this algo and env, if any), none (our "
-        "defaults), or a name such as rl-zoo/dqn/CartPole-v1; --config and --set apply on top",
+        "defaults), a name such as rl-zoo/dqn/CartPole-v1, or a .yml file holding a pasted RL-Zoo entry; "
+        "--config and --set apply on top",
     )
     t.add_argument("--config", help="JSON/YAML/TOML file of config fields (RL-Zoo's conventions accepted)")
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")

@@ -287,3 +287,20 @@ def test_the_cli_budget_defaults_to_the_presets(monkeypatch, capsys, argv, steps
     assert seen["steps"] == steps
     if zoo is not None:
         assert steps == int(float(zoo[seen["preset"].split("/")[2]]["n_timesteps"]))
+
+
+def test_a_pasted_rl_zoo_entry_is_a_preset(tmp_path):
+    path = tmp_path / "mine.yml"
+    path.write_text(
+        "LunarLander-v3:\n  n_timesteps: !!float 1e5\n  policy: 'MlpPolicy'\n  learning_rate: !!float 6.3e-4\n"
+        '  gradient_steps: -1\n  target_update_interval: 250\n  policy_kwargs: "dict(net_arch=[128, 128])"\n'
+    )
+    agent = make_agent("dqn", "CartPole-v1", {"seed": seed(0)}, preset=str(path))
+    assert agent.preset.name == f"file:{path}" and agent.preset.n_timesteps == 100_000
+    c = agent.config
+    assert (c.lr, c.gradient_steps, c.hidden_sizes) == (6.3e-4, -1, (128, 128))
+    assert (c.target_update_interval, c.target_update_unit) == (250, "env_steps")
+    assert c.buffer_size == SB3_DEFAULTS["dqn"]["buffer_size"]  # unset fields: SB3's defaults, as RL-Zoo runs them
+    path.write_text("CartPole-v1:\n  learnig_rate: 1e-3\n")
+    with pytest.raises(ConfigError, match="learnig_rate"):
+        make_agent("dqn", "CartPole-v1", preset=str(path))

@@ -10,8 +10,8 @@ An env id finds its Zoo key (:func:`zoo_key`) exactly, else by name across versi
 (``HalfCheetah-v5`` → RL-Zoo's ``HalfCheetah-v4``, the closest version), and an Atari id
 (``ALE/Pong-v5``, ``PongNoFrameskip-v4``) finds ``atari``. ``deeprl train`` and
 :func:`core_rl.make_agent` resolve ``preset="auto"`` this way (``"none"``: our own defaults;
-a preset name: that preset); the user's config applies on top, and a run's params record
-``preset`` (the name, or ``none``).
+a preset name: that preset; a file: a pasted RL-Zoo entry); the user's config applies on top, and
+a run's params record ``preset`` (the name, ``file:<path>``, or ``none``).
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ class Preset:
     algo: str
     zoo_key: str  # RL-Zoo's key: an env id of its own (e.g. HalfCheetah-v4) or "atari"
     hyperparams: Mapping[str, Any]  # the entry as RL-Zoo publishes it (SB3 names)
-    source: str  # the URL of the data file at the commit it was copied from
+    source: str  # the URL of the data file at the commit it was copied from (or a user's file)
     commit: str
     params: Mapping[str, Any] = field(repr=False)  # RL-Zoo's entry over SB3's defaults, flattened
     config: Mapping[str, Any] = field(repr=False)  # our config fields
+    from_file: bool = False  # a user's RL-Zoo entry (``--preset FILE``), not the shipped data
 
     @property
     def name(self) -> str:
-        return f"{PREFIX}/{self.algo}/{self.zoo_key}"
+        return f"file:{self.source}" if self.from_file else f"{PREFIX}/{self.algo}/{self.zoo_key}"
 
     @property
     def n_timesteps(self) -> int:
@@ -114,6 +115,20 @@ def preset_names(algo: str | None = None) -> list[str]:
     return [f"{PREFIX}/{a}/{k}" for a in algos for k in zoo_keys(a)]
 
 
+def preset_from_file(algo: str, path: str | Path) -> Preset:
+    """A user's RL-Zoo entry as a preset: a YAML/JSON/TOML file holding one entry in RL-Zoo's form,
+    either ``{env key: {field: value}}`` (pasted from ``hyperparams/<algo>.yml``) or the fields alone."""
+    from core_rl.common.config import load_config_file
+
+    data = load_config_file(path)
+    if len(data) == 1 and isinstance(next(iter(data.values())), Mapping):
+        key, entry = next(iter(data.items()))
+    else:
+        key, entry = Path(path).stem, data
+    params = zoo_params(algo, entry)
+    return Preset(algo, str(key), entry, str(path), "", params, ours_config(algo, params), from_file=True)
+
+
 def get_preset(name: str) -> Preset:
     """The preset called ``rl-zoo/<algo>/<key>`` (the key: RL-Zoo's, or an env id that finds it)."""
     parts = name.split("/", 2)
@@ -129,11 +144,14 @@ def get_preset(name: str) -> Preset:
 def resolve_preset(algo: str, env_id: Any, preset: str | None = AUTO) -> Preset | None:
     """The preset a run of ``algo`` on ``env_id`` uses: ``"auto"`` finds it by env id (None if there
     is none, or the env is not given by id), ``"none"``/None opts out, a name picks that preset
-    (it must be for ``algo``)."""
+    (it must be for ``algo``), a ``.yml``/``.json``/``.toml`` path reads a pasted RL-Zoo entry
+    (:func:`preset_from_file`)."""
     if preset is None or preset == NONE:
         return None
     if preset == AUTO:
         return find_preset(algo, env_id) if isinstance(env_id, str) else None
+    if Path(preset).suffix in (".yml", ".yaml", ".json", ".toml"):
+        return preset_from_file(algo, preset)
     found = get_preset(preset)
     if found.algo != algo:
         raise ConfigError(f"preset '{preset}' is for {found.algo}, not {algo}")
