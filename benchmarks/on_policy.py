@@ -61,6 +61,7 @@ from benchmarks.common import (
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
 from benchmarks.common import summarize as _summarize
+from core_rl.presets import zoo_mapping
 
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "on_policy.md"
 EXPERIMENT = "benchmark-on-policy"
@@ -201,36 +202,40 @@ def zoo_configs() -> list[HParams]:
     ]
 
 
-def ours_config(hp: HParams, seed: int) -> dict[str, Any]:
-    """The same configuration as our PPOConfig / A2CConfig fields."""
-    cfg: dict[str, Any] = dict(
-        seed=seed,
-        gamma=hp.gamma,
-        hidden_sizes=hp.hidden_sizes,
-        activation=hp.activation,
-        device="cpu",
-        torch_threads=TORCH_THREADS,
+def sb3_params(hp: HParams) -> dict[str, Any]:
+    """``hp`` as an RL-Zoo/SB3 record (SB3's names, ``lin_`` schedules, Zoo's ``normalize``), over SB3's
+    defaults (:func:`core_rl.presets.zoo_mapping.zoo_params`)."""
+    lin = lambda value, kind: f"lin_{value}" if kind == "linear" else value  # noqa: E731
+    record: dict[str, Any] = dict(
+        learning_rate=lin(hp.learning_rate, hp.lr_schedule),
         n_envs=hp.n_envs,
         n_steps=hp.n_steps,
-        lr=hp.learning_rate,
-        lr_schedule=hp.lr_schedule,
-        max_grad_norm=hp.max_grad_norm,
-        advantage="gae",
+        gamma=hp.gamma,
         gae_lambda=hp.gae_lambda,
-        normalize_advantage=hp.normalize_advantage,
-        normalize_obs=hp.normalize_obs,
-        normalize_reward=hp.normalize_reward,
-        vf_coef=hp.vf_coef,
         ent_coef=hp.ent_coef,
-        log_std_init=0.0,
+        vf_coef=hp.vf_coef,
+        max_grad_norm=hp.max_grad_norm,
+        normalize_advantage=hp.normalize_advantage,
+        normalize=dict(norm_obs=hp.normalize_obs, norm_reward=hp.normalize_reward),
+        use_sde=False,
+        policy_kwargs=dict(
+            net_arch=dict(pi=list(hp.hidden_sizes), vf=list(hp.hidden_sizes)),
+            activation_fn={"tanh": "Tanh", "relu": "ReLU"}[hp.activation],
+            log_std_init=0.0,
+        ),
     )
     if hp.algo == "ppo":
-        cfg.update(
-            batch_size=hp.batch_size, n_epochs=hp.n_epochs, clip_range=hp.clip_range, clip_schedule=hp.clip_schedule
-        )
+        record.update(batch_size=hp.batch_size, n_epochs=hp.n_epochs, clip_range=lin(hp.clip_range, hp.clip_schedule))
     else:
-        cfg.update(optimizer="rmsprop", rms_alpha=hp.rms_alpha, rms_eps=hp.rms_eps, n_step=hp.n_steps)
-    return cfg
+        record.update(use_rms_prop=True, rms_prop_eps=hp.rms_eps)
+    return zoo_mapping.zoo_params(hp.algo, record)
+
+
+def ours_config(hp: HParams, seed: int) -> dict[str, Any]:
+    """The same configuration as our PPOConfig / A2CConfig fields: the core's field-by-field mapping
+    (:mod:`core_rl.presets.zoo_mapping`, shared with ``deeprl train``'s presets) of :func:`sb3_params`."""
+    cfg = zoo_mapping.ours_config(hp.algo, sb3_params(hp))
+    return dict(seed=seed, device="cpu", torch_threads=TORCH_THREADS, **cfg)
 
 
 def _schedule(value: float, kind: str) -> float | Callable[[float], float]:

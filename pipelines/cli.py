@@ -1,6 +1,7 @@
 """The ``deeprl`` command line.
 
-    deeprl train --algo ppo --env CartPole-v1 --steps 50000 --seed 0 [--config FILE] [--set k=v ...] [--json]
+    deeprl train --algo ppo --env CartPole-v1 --steps 50000 --seed 0 [--preset auto|none|NAME] [--config FILE]
+                 [--set k=v ...] [--json]
     deeprl eval  --run RUN_ID | --model MODEL_URI  --episodes 10
     deeprl algos                      (agents, and programs: solvers, IRL, imitation, planners)
     deeprl pipeline demo
@@ -67,9 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one agent in one MLflow run")
     t.add_argument("--algo", required=True)
     t.add_argument("--env", help="gymnasium env id (required unless --resume)")
-    t.add_argument("--steps", type=int, default=None, help="env steps (default 100000; with --resume: the run's total)")
+    t.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="env steps (default: the preset's budget, else 100000; with --resume: the run's total)",
+    )
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--config", help="JSON/YAML/TOML file of config fields")
+    t.add_argument(
+        "--preset",
+        default="auto",
+        help="hyperparameters to start from: auto (RL-Zoo's for this algo and env, if any), none (our "
+        "defaults), a name such as rl-zoo/dqn/CartPole-v1, or a .yml file holding a pasted RL-Zoo entry; "
+        "--config and --set apply on top",
+    )
+    t.add_argument("--config", help="JSON/YAML/TOML file of config fields (RL-Zoo's conventions accepted)")
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     t.add_argument("--experiment", default="deeprl")
     t.add_argument("--run-name", default=None)
@@ -126,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core_rl.common.config import load_config_file
+    from core_rl.presets import resolve_preset
     from core_rl.registry import get_algo
     from pipelines.train import train
 
@@ -135,8 +149,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--env is required (unless --resume RUN_ID)")
     if get_algo(args.algo).kind == "program":  # --steps sets the program's own budget, if given
         steps = args.steps
-    else:
-        steps = args.steps if args.steps is not None else (None if args.resume else 100_000)
+    elif args.steps is not None or args.resume:
+        steps = args.steps
+    else:  # the preset's budget (RL-Zoo's n_timesteps), else 100k
+        chosen = resolve_preset(args.algo, args.env, args.preset)
+        steps = chosen.n_timesteps if chosen is not None else 100_000
     result = train(
         args.algo,
         args.env,
@@ -150,6 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log_model=not args.no_model,
         run_name=args.run_name,
         save_replay_buffer={"auto": None, "on": True, "off": False}[args.save_replay_buffer],
+        preset=args.preset,
     )
     if args.json:
         print(json.dumps(result.as_dict()))

@@ -22,6 +22,7 @@ from core_rl.common.errors import CheckpointError, ConfigError
 from core_rl.common.plotting import learning_curve
 from core_rl.common.runs import setup_tracking, tracked_run
 from core_rl.common.tracking import MLflowTracker
+from core_rl.presets import apply_preset, preset_param
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 CHECKPOINT_FILE = "agent.pt"
@@ -151,8 +152,15 @@ def train(
     checkpoint_every: int = 5,
     run_name: str | None = None,
     save_replay_buffer: bool | None = None,
+    preset: str | None = "auto",
 ) -> TrainResult:
     """Train ``algo`` on ``env`` for ``steps`` env steps in one MLflow run.
+
+    ``preset`` (:mod:`core_rl.presets`): ``"auto"`` starts from RL-Zoo's published hyperparameters
+    for ``env`` when there are some (``config`` applies on top), ``"none"`` from our defaults, a name
+    (``rl-zoo/<algo>/<key>``) from that preset; the run's params say which (``preset``). Without
+    ``steps``, a new run trains for the preset's budget (RL-Zoo's ``n_timesteps``). A resumed run
+    keeps its own config.
 
     Every input is checked before a run is created (algorithm, config, env id, action space,
     the run to resume and its checkpoint): a bad input leaves the store as it was. With
@@ -171,6 +179,11 @@ def train(
         if resume:
             raise ConfigError(f"{algo} is a program (it runs once): --resume is for agents")
         return run_program(spec, env, steps, seed, config, tracking_uri, experiment, run_name)
+    chosen = None
+    if not resume:
+        config, chosen = apply_preset(algo, env, config, preset)
+        if steps is None and chosen is not None:
+            steps = chosen.n_timesteps
     if steps is None and not resume:
         raise ConfigError("steps is required for a new run")
     if steps is not None and steps <= 0:
@@ -221,8 +234,13 @@ def train(
                     run.set_tags({"total_steps_resumed": target})
             else:
                 run.set_tags({"algo": algo, "env_id": env, "algo_module": spec.module})
-                run.log_params({"total_steps": target})
-                run.log_dict({"algo": algo, "env": env, **agent.config.model_dump(mode="json")}, "config.json")
+                run.log_params({"total_steps": target, "preset": preset_param(chosen)})
+                if chosen is not None:
+                    run.set_tags({"preset_source": chosen.source})
+                run.log_dict(
+                    {"algo": algo, "env": env, "preset": preset_param(chosen), **agent.config.model_dump(mode="json")},
+                    "config.json",
+                )
             remaining = target - agent.num_timesteps
             if remaining > 0:
                 agent.learn(remaining, progress=progress)

@@ -54,6 +54,7 @@ class ActorCritic(OnPolicyAgent):
     name = "actor_critic"
     config: ActorCriticConfig
     config_cls = ActorCriticConfig
+    supports_sde = True
 
     def _build_optimizers(self) -> None:
         cfg = self.config

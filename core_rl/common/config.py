@@ -3,6 +3,12 @@
 Every algorithm's config is a subclass of :class:`AgentConfig`. Unknown fields are rejected and
 types are checked before any torch code runs; :func:`parse_config` turns pydantic's report into
 one :class:`ConfigError` that names each offending field.
+
+RL-Zoo's conventions are accepted where a user would paste them (:func:`zoo_conventions`):
+``net_arch`` (a list of widths, or ``dict(pi=..., vf=...)`` / ``dict(pi=..., qf=...)`` with equal
+sizes, or SB3's older ``[dict(...)]``) sets ``hidden_sizes``; ``n_timesteps`` is ignored (the budget
+is the run's ``steps``); ``lin_<x0>`` on a field with a schedule (``lr``, PPO's ``clip_range``) is
+that value decaying linearly to 0 (:mod:`core_rl.common.schedules`).
 """
 
 from __future__ import annotations
@@ -10,11 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core_rl.common.errors import ConfigError
+from core_rl.common.schedules import split_schedules
 
 C = TypeVar("C", bound="AgentConfig")
 
@@ -31,14 +38,59 @@ class AgentConfig(BaseModel):
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
 
+    #: field → its schedule field; a ``lin_<x0>`` value of the field sets both (RL-Zoo's schedules)
+    schedule_fields: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zoo_conventions(cls, data: Any) -> Any:
+        return zoo_conventions(data, cls.schedule_fields) if isinstance(data, Mapping) else data
+
+
+def net_arch_sizes(net_arch: Any) -> tuple[int, ...]:
+    """SB3's ``net_arch`` as one tuple of hidden widths: ``[64, 64]``, ``dict(pi=[64], vf=[64])``,
+    ``dict(pi=..., qf=...)`` or the older ``[dict(pi=..., vf=...)]``. Our agents give every network
+    the same widths, so the dict's entries must agree (a ``ValueError`` says so otherwise)."""
+    if isinstance(net_arch, (list, tuple)) and len(net_arch) == 1 and isinstance(net_arch[0], Mapping):
+        net_arch = net_arch[0]
+    if isinstance(net_arch, Mapping):
+        unknown = set(net_arch) - {"pi", "vf", "qf"}
+        if unknown or not net_arch:
+            raise ValueError(f"net_arch: a dict takes the keys pi, vf, qf, got {sorted(net_arch)}")
+        sizes = {k: tuple(int(w) for w in v) for k, v in net_arch.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(
+                f"net_arch: {dict(net_arch)} gives the networks different widths; our agents share one "
+                "hidden_sizes for actor and critic: use equal sizes"
+            )
+        return next(iter(sizes.values()))
+    if isinstance(net_arch, (list, tuple)) and all(isinstance(w, int) and not isinstance(w, bool) for w in net_arch):
+        return tuple(net_arch)
+    raise ValueError(f"net_arch: expected a list of widths or dict(pi=[...], vf=[...]), got {net_arch!r}")
+
+
+def zoo_conventions(data: Mapping[str, Any], schedule_fields: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` with RL-Zoo's conventions turned into our fields (see the module docstring)."""
+    out = dict(data)
+    out.pop("n_timesteps", None)  # RL-Zoo's budget: a run's steps decide (a preset's is the CLI default)
+    if "net_arch" in out:
+        sizes = net_arch_sizes(out.pop("net_arch"))
+        if "hidden_sizes" in out and tuple(out["hidden_sizes"]) != sizes:
+            raise ValueError(f"net_arch {list(sizes)} and hidden_sizes {list(out['hidden_sizes'])} disagree")
+        out["hidden_sizes"] = sizes
+    return split_schedules(out, schedule_fields)
+
 
 def format_validation_error(err: ValidationError, prefix: str = "config") -> str:
     parts = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        field = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
+        if not field:  # a whole-config check (its message names the fields)
+            parts.append(f"{prefix}: {msg.removeprefix('Value error, ')}")
+            continue
         parts.append(f"{prefix} field '{field}': {msg}")
     return "; ".join(parts)
 

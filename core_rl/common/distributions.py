@@ -1,5 +1,6 @@
-"""Action distributions: categorical, diagonal Gaussian, tanh-squashed Gaussian, independent
-categoricals (MultiDiscrete) and Plackett–Luce slates (K distinct of n).
+"""Action distributions: categorical, diagonal Gaussian, tanh-squashed Gaussian, generalized
+state-dependent exploration (gSDE), independent categoricals (MultiDiscrete) and Plackett–Luce
+slates (K distinct of n).
 
 Light classes over raw tensors (no argument validation in the hot path) with the operations the
 algorithms need: ``sample``, ``log_prob``, ``entropy``, ``mode`` and ``kl`` (for NPG, TRPO and PPO
@@ -131,6 +132,106 @@ class TanhGaussian:
 
     def kl(self, other: "TanhGaussian") -> torch.Tensor:  # tanh is a bijection: KL is unchanged
         return self.base.kl(other.base)
+
+
+class StateDependentNoise(nn.Module):
+    r"""Generalized state-dependent exploration, gSDE (Raffin, Kober & Stulp, CoRL 2021).
+
+    Instead of fresh i.i.d. noise at every step, the exploration noise is a function of the state,
+    drawn through a random linear map that is held fixed between resamples:
+
+    .. math::
+        a = \mu_\theta(s) + \epsilon(s),\qquad \epsilon(s) = z(s)^\top W,\qquad
+        W_{ij} \sim \mathcal N(0, \sigma_{ij}^2),\ \ \sigma_{ij} = e^{\log\sigma_{ij}},
+
+    with :math:`z(s)\in\mathbb R^L` the policy's last hidden features (gradient stopped, as in
+    SB3's default ``learn_features=False``) and the learned matrix :math:`\log\sigma\in\mathbb R^{L\times|A|}`.
+    For fixed s the action is Gaussian,
+
+    .. math::
+        \pi(a|s) = \mathcal N\big(\mu_\theta(s),\ \mathrm{diag}\,\hat\sigma(s)^2\big),\qquad
+        \hat\sigma_j(s)^2 = \sum_i z_i(s)^2\,\sigma_{ij}^2 \;(+\,10^{-6}),
+
+    which gives the log-likelihood, entropy and KL. The same state maps to the same action until
+    :meth:`reset` draws a new W: every ``sde_sample_freq`` steps, or once per rollout, with one W per
+    env. W is held as :math:`W = \sigma\odot\xi` with a stored :math:`\xi\sim\mathcal N(0, 1)`, so a
+    sample is reparametrized in both μ and log σ (SAC's actor loss differentiates through it).
+    """
+
+    def __init__(self, latent_dim: int, action_dim: int, log_std_init: float = 0.0):
+        super().__init__()
+        self.log_std = nn.Parameter(torch.full((latent_dim, action_dim), float(log_std_init)))
+        self.xi: torch.Tensor | None = None
+
+    def reset(self, n: int = 1) -> None:
+        """Draw ``n`` new exploration matrices (one per env) from torch's seeded generator."""
+        self.xi = torch.randn((n, *self.log_std.shape), device=self.log_std.device)
+
+    def distribution(self, mean: torch.Tensor, latent: torch.Tensor, squash: bool = False) -> "GSDEGaussian":
+        if self.xi is None:
+            self.reset(1)
+        return GSDEGaussian(mean, latent.detach(), self.log_std, self.xi, squash)
+
+
+class GSDEGaussian:
+    r"""The action distribution of :class:`StateDependentNoise` for a batch of states: Gaussian with
+    :math:`\hat\sigma(s)^2 = (z^2)(\sigma^2)` for ``log_prob``/``entropy``/``kl``, and samples
+    :math:`\mu + z^\top W` with the held W (per env when the batch has one row per matrix, else the
+    first). ``squash``: :math:`a = \tanh(u)` with SAC's correction
+    :math:`\log\pi(a) = \log\mathcal N(u) - \sum\log(1-\tanh^2 u)`."""
+
+    eps = 1e-6
+
+    def __init__(
+        self, mean: torch.Tensor, latent: torch.Tensor, log_std: torch.Tensor, xi: torch.Tensor, squash: bool = False
+    ):
+        self.mean, self.latent, self.log_std_matrix, self.xi, self.squash = mean, latent, log_std, xi, squash
+        variance = latent.pow(2) @ (2 * log_std).exp()
+        self.std = (variance + self.eps).sqrt()
+        self.base = DiagGaussian(mean, self.std.log())
+
+    def noise(self) -> torch.Tensor:
+        """ε(s) = z(s)ᵀ W, W = σ ⊙ ξ (one W per row when there are as many as rows)."""
+        weights = self.log_std_matrix.exp() * self.xi  # [n, L, A]
+        if weights.shape[0] == self.latent.shape[0] and weights.shape[0] > 1:
+            return torch.einsum("bl,bla->ba", self.latent, weights)
+        return self.latent @ weights[0]
+
+    def rsample_and_log_prob(self) -> tuple[torch.Tensor, torch.Tensor]:
+        u = self.mean + self.noise()
+        log_prob = self.base.log_prob(u)
+        if not self.squash:
+            return u, log_prob
+        correction = (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), log_prob - correction
+
+    def rsample(self) -> torch.Tensor:
+        u = self.mean + self.noise()
+        return torch.tanh(u) if self.squash else u
+
+    def sample(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample()
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        if not self.squash:
+            return self.base.log_prob(actions)
+        a = actions.clamp(-1 + 1e-6, 1 - 1e-6)
+        return self.base.log_prob(torch.atanh(a)) - torch.log1p(-a.pow(2)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        if not self.squash:
+            return self.base.entropy()
+        return -self.rsample_and_log_prob()[1]  # no closed form: a one-sample estimate
+
+    def mode(self) -> torch.Tensor:
+        return torch.tanh(self.mean) if self.squash else self.mean
+
+    def kl(self, other: "GSDEGaussian") -> torch.Tensor:  # tanh is a bijection: KL is unchanged
+        return self.base.kl(other.base)
+
+    def detach(self) -> "GSDEGaussian":
+        return GSDEGaussian(self.mean.detach(), self.latent, self.log_std_matrix.detach(), self.xi, self.squash)
 
 
 @lru_cache(maxsize=32)
@@ -367,10 +468,11 @@ def plackett_luce_table_log_prob(logits: torch.Tensor, table: torch.Tensor) -> t
 
 
 class StochasticPolicy(nn.Module):
-    """π_θ(a|s) for Discrete (categorical), Box (diagonal Gaussian, state-independent log σ),
+    """π_θ(a|s) for Discrete (categorical), Box (diagonal Gaussian, state-independent log σ; or,
+    with ``use_sde``, gSDE's state-dependent noise, :class:`StateDependentNoise`),
     :class:`~core_rl.common.spaces.Slate` (Plackett–Luce over n candidate logits) or any other
     1-D MultiDiscrete (independent categoricals, Σ n_d logits). ``discrete`` is true for a
-    Discrete space only; ``kind`` names the head."""
+    Discrete space only; ``kind`` names the head; ``sde`` is the gSDE module or None."""
 
     def __init__(
         self,
@@ -379,9 +481,13 @@ class StochasticPolicy(nn.Module):
         hidden_sizes=(64, 64),
         activation: str = "tanh",
         log_std_init: float = 0.0,
+        use_sde: bool = False,
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
+        self.sde: StateDependentNoise | None = None
+        if use_sde and not isinstance(action_space, gym.spaces.Box):
+            raise SpaceError(f"gSDE (use_sde) needs a Box action space, got {action_space}")
         if isinstance(action_space, gym.spaces.Discrete):
             self.discrete, self.kind = True, "categorical"
             out = int(action_space.n)
@@ -409,11 +515,20 @@ class StochasticPolicy(nn.Module):
                 f"policies support Discrete, Box or MultiDiscrete (incl. Slate) action spaces, got {action_space}"
             )
         self.net = mlp(self.encoder.dim, out, hidden_sizes, activation, out_gain=0.01)
+        if use_sde:  # the state-dependent noise replaces the state-independent log σ
+            del self.log_std
+            latent_dim = hidden_sizes[-1] if hidden_sizes else self.encoder.dim
+            self.sde = StateDependentNoise(latent_dim, out, log_std_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs))
 
-    def distribution(self, obs: torch.Tensor) -> Categorical | DiagGaussian | SlateCategorical | MultiCategorical:
+    def distribution(
+        self, obs: torch.Tensor
+    ) -> Categorical | DiagGaussian | GSDEGaussian | SlateCategorical | MultiCategorical:
+        if self.sde is not None:  # gSDE's noise reads the last hidden features z(s)
+            latent = self.net[:-1](self.encoder(obs))
+            return self.sde.distribution(self.net[-1](latent), latent)
         return self.head(self.net(self.encoder(obs)))
 
     def head(

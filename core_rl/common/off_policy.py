@@ -4,11 +4,17 @@ One iteration: act with the exploration policy in the vector env for ``train_fre
 the transitions in the replay buffer, then take ``gradient_steps`` gradient steps on sampled
 minibatches (the subclass's :meth:`train_step`). Target networks are updated by Polyak averaging
 φ' ← τφ + (1−τ)φ' (τ=1 with an interval is the periodic hard copy of the notes).
+
+RL-Zoo's conventions: ``gradient_steps=-1`` takes as many gradient steps as env steps the phase
+collected (``train_freq · n_envs``); ``target_update_unit="env_steps"`` counts
+``target_update_interval`` in env steps, as SB3's DQN does (an update every
+``max(interval // n_envs, 1)`` vector-env steps, warm-up included), instead of gradient steps;
+``lr_schedule="linear"`` (or ``lr="lin_<lr>"``) decays every optimizer's step size to 0 over the run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +27,7 @@ from core_rl.common.base import Agent
 from core_rl.common.checkpoint import object_state, restore_object_state
 from core_rl.common.config import AgentConfig
 from core_rl.common.envs import final_next_obs
+from core_rl.common.errors import ConfigError
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 
 
@@ -30,12 +37,22 @@ class OffPolicyConfig(AgentConfig):
     learning_starts: int = Field(1000, ge=0, description="Env steps of pure exploration before learning.")
     batch_size: int = Field(256, ge=1)
     train_freq: int = Field(1, ge=1, description="Vector-env steps between training phases.")
-    gradient_steps: int = Field(1, ge=0, description="Gradient steps per training phase.")
+    gradient_steps: int = Field(
+        1, ge=-1, description="Gradient steps per training phase (-1: as many as env steps collected)."
+    )
     lr: float = Field(3e-4, gt=0.0)
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="'linear': every step size decays to 0 over the run (RL-Zoo's lin_<lr>)."
+    )
     tau: float = Field(0.005, gt=0.0, le=1.0, description="Polyak coefficient (1.0 = hard copy).")
-    target_update_interval: int = Field(1, ge=1, description="Gradient steps between target updates.")
+    target_update_interval: int = Field(1, ge=1, description="Steps between target updates (target_update_unit).")
+    target_update_unit: Literal["gradient_steps", "env_steps"] = Field(
+        "gradient_steps", description="What target_update_interval counts ('env_steps': SB3's DQN convention)."
+    )
     n_step: int = Field(1, ge=1, description="N of the N-step return target.")
     max_grad_norm: float | None = Field(None, gt=0.0)
+
+    schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule"}
 
 
 @torch.no_grad()
@@ -53,6 +70,14 @@ class OffPolicyAgent(Agent):
     log_every_steps = 1000
 
     def _build(self) -> None:
+        if (
+            self.config.target_update_unit == "env_steps"
+            and type(self)._update_targets is OffPolicyAgent._update_targets
+        ):
+            raise ConfigError(
+                f"config field 'target_update_unit': {self.name} updates its targets per gradient step; "
+                "'env_steps' is for dqn and sac"
+            )
         obs_space, act_space = self.observation_space, self.action_space
         discrete_obs = isinstance(obs_space, gym.spaces.Discrete)
         discrete_act = isinstance(act_space, gym.spaces.Discrete)
@@ -81,12 +106,51 @@ class OffPolicyAgent(Agent):
     def _random_actions(self) -> np.ndarray:
         return np.stack([self.action_space.sample() for _ in range(self.n_envs)])
 
+    def _update_targets(self) -> None:
+        """φ' ← τφ + (1−τ)φ' for every target network (agents that support ``target_update_unit='env_steps'``)."""
+        raise NotImplementedError
+
+    def _target_update_due(self) -> bool:
+        """Whether the gradient step now being taken ends with a target update (``gradient_steps`` unit)."""
+        cfg = self.config
+        return (
+            cfg.target_update_unit == "gradient_steps" and (self.gradient_updates + 1) % cfg.target_update_interval == 0
+        )
+
+    def _before_env_step(self, step: int) -> None:
+        """Called before the ``step``-th env step of a collection phase (gSDE resamples its noise here)."""
+
+    # ---- schedules ---------------------------------------------------------------------------
+    def learn(self, total_steps: int, **kwargs: Any) -> "OffPolicyAgent":  # type: ignore[override]
+        """As :meth:`Agent.learn`; the schedules (ε, lr, ...) run over the steps of the first call."""
+        target = self.num_timesteps + int(total_steps)
+        self._target_steps = max(getattr(self, "_target_steps", 0) or 0, target)
+        return super().learn(total_steps, **kwargs)  # type: ignore[return-value]
+
+    def _progress(self) -> float:
+        """Fraction of training done, in [0, 1]."""
+        total = getattr(self, "_target_steps", None)
+        return min(1.0, self.num_timesteps / total) if total else 1.0
+
+    def _apply_lr_schedule(self) -> None:
+        """x(p) = p·x₀ for every optimizer's step size (each group keeps its x₀ as ``initial_lr``)."""
+        remaining = 1.0 - self._progress()
+        for opt in (v for v in vars(self).values() if isinstance(v, torch.optim.Optimizer)):
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * remaining
+
     def train_step(self, batch: ReplaySample) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _iterate(self) -> dict[str, float]:
         cfg = self.config
-        for _ in range(cfg.train_freq):
+        if cfg.lr_schedule == "linear":
+            self._apply_lr_schedule()
+        env_unit = cfg.target_update_unit == "env_steps"
+        every = max(cfg.target_update_interval // self.n_envs, 1)
+        for step in range(cfg.train_freq):
+            self._before_env_step(step)
             if self.num_timesteps < cfg.learning_starts:
                 env_actions = self._random_actions()
                 stored = env_actions
@@ -101,9 +165,12 @@ class OffPolicyAgent(Agent):
             self._track_episodes(rewards, dones)
             self._obs = next_obs
             self.num_timesteps += self.n_envs
+            if env_unit and (self.num_timesteps // self.n_envs) % every == 0:
+                self._update_targets()
         metrics: dict[str, Any] = {}
         if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
-            for _ in range(cfg.gradient_steps):
+            n_grad = cfg.gradient_steps if cfg.gradient_steps >= 0 else cfg.train_freq * self.n_envs
+            for _ in range(n_grad):
                 metrics = self.train_step(self.replay.sample(cfg.batch_size))
                 self.gradient_updates += 1
         metrics["gradient_updates"] = float(self.gradient_updates)

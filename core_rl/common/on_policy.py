@@ -10,7 +10,7 @@ called at each of these points: at the rollout's start and end, after the estima
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -23,15 +23,19 @@ from core_rl.common.base import Agent
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.config import AgentConfig
 from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
+from core_rl.common.errors import ConfigError
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
 from core_rl.common.optim import make_adam
+from core_rl.common.schedules import scheduled
 
 
 class OnPolicyConfig(AgentConfig):
     n_envs: int = Field(8, ge=1, description="Parallel envs in the vector env.")
     n_steps: int = Field(128, ge=1, description="Steps per env per iteration (batch = n_envs·n_steps).")
     lr: float = Field(3e-4, gt=0.0, description="Learning rate.")
-    lr_schedule: Literal["constant", "linear"] = "constant"
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="'linear': lr decays to 0 over the run (RL-Zoo's lin_<lr>)."
+    )
     max_grad_norm: float | None = Field(0.5, gt=0.0)
     advantage: Literal["gae", "nstep", "reward_to_go", "return"] = Field(
         "gae", description="How Â is estimated: GAE(λ), n-step, reward-to-go or the whole return."
@@ -45,6 +49,14 @@ class OnPolicyConfig(AgentConfig):
     ent_coef: float = Field(0.0, ge=0.0)
     log_std_init: float = 0.0
     use_critic: bool = Field(True, description="Learn V_φ(s) (needed by GAE, n-step and bootstrapping).")
+    use_sde: bool = Field(
+        False, description="Box actions: generalized state-dependent exploration (gSDE) instead of i.i.d. noise."
+    )
+    sde_sample_freq: int = Field(
+        -1, ge=-1, description="gSDE: steps between noise resamples (-1: once per rollout, at its start)."
+    )
+
+    schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule"}
 
     @model_validator(mode="after")
     def _critic_needed(self) -> "OnPolicyConfig":
@@ -59,11 +71,23 @@ class OnPolicyAgent(Agent):
     #: StochasticPolicy's heads: categorical, Gaussian, and MultiDiscrete (Plackett–Luce for a Slate)
     action_spaces = (gym.spaces.Discrete, gym.spaces.Box, gym.spaces.MultiDiscrete)
     collect_mode: Literal["steps", "episodes"] = "steps"
+    #: whether the agent's update takes gSDE's policy (its own distribution of the current parameters)
+    supports_sde: bool = False
 
     def _build(self) -> None:
         cfg = self.config
+        if cfg.use_sde and not (self.supports_sde and isinstance(self.action_space, gym.spaces.Box)):
+            raise ConfigError(
+                f"config field 'use_sde': gSDE is for Box actions of ppo and a2c; {self.name} on "
+                f"{self.action_space} cannot use it"
+            )
         self.policy = StochasticPolicy(
-            self.observation_space, self.action_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init
+            self.observation_space,
+            self.action_space,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.log_std_init,
+            use_sde=cfg.use_sde,
         ).to(self.device)
         self.value = (
             ValueFunction(self.observation_space, cfg.hidden_sizes, cfg.activation).to(self.device)
@@ -100,7 +124,7 @@ class OnPolicyAgent(Agent):
         return max(0.0, 1.0 - self.num_timesteps / total)
 
     def _apply_lr_schedule(self) -> float:
-        lr = self.config.lr * (self._progress_remaining() if self.config.lr_schedule == "linear" else 1.0)
+        lr = scheduled(self.config.lr, self.config.lr_schedule, self._progress_remaining())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -134,10 +158,13 @@ class OnPolicyAgent(Agent):
         episode_start = np.ones(N, dtype=bool) if episodes else getattr(self, "_episode_start", np.ones(N, dtype=bool))
         counted = 0
         t = 0
+        sde = getattr(self.policy, "sde", None)
         self._rollout_begin(episode_start)
         for part in self.parts:
             part.rollout_begin(self)
         while True:
+            if sde is not None and (t == 0 or (cfg.sde_sample_freq > 0 and t % cfg.sde_sample_freq == 0)):
+                sde.reset(N)  # gSDE: new exploration matrices, one per env
             if self.obs_rms is not None:
                 self.obs_rms.update(self._obs)
             obs_t = self._obs_tensor(self._obs)

@@ -17,6 +17,11 @@ follows the constraint :math:`\mathbb E[-\log\pi] \ge \bar{\mathcal H} = -|A|` b
 reuses: with the importance-sampled ``estimator="logsumexp"``,
 :math:`V(s) \approx \alpha\big(\log\sum_m e^{Q(s,a_m)/\alpha - \log q(a_m|s)} - \log M\big)`, the soft
 maximum :math:`\alpha\log\int e^{Q(s,a)/\alpha}da` of soft Q-learning for any proposal q.
+
+``use_sde``: the actor explores with gSDE (:class:`~core_rl.common.distributions.StateDependentNoise`),
+as SB3's SAC: the mean is clipped to [-2, 2] before the tanh, the noise matrix log σ starts at
+``log_std_init``; it is resampled at the start of every collection phase (one matrix per env) and
+every ``sde_sample_freq`` env steps within it, and once per gradient step for the actor's loss.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from core_rl.common.distributions import TanhGaussian
+from core_rl.common.distributions import GSDEGaussian, StateDependentNoise, TanhGaussian
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
@@ -64,7 +69,11 @@ def soft_bellman_target(batch: ReplaySample, next_value: torch.Tensor) -> torch.
 
 
 class TanhGaussianActor(nn.Module):
-    r""":math:`\pi_\theta(a|s)`: a = tanh(u), u ~ N(μ_θ(s), σ_θ(s)²), log σ clamped to [min, max]."""
+    r""":math:`\pi_\theta(a|s)`: a = tanh(u), u ~ N(μ_θ(s), σ_θ(s)²), log σ clamped to [min, max];
+    with ``use_sde``, u = clip(μ_θ(s), ±2) + z(s)ᵀW (gSDE, ``self.sde``)."""
+
+    #: SB3's clip_mean for gSDE: μ ∈ [-2, 2] before the tanh
+    sde_clip_mean = 2.0
 
     def __init__(
         self,
@@ -74,13 +83,25 @@ class TanhGaussianActor(nn.Module):
         activation: str = "relu",
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
+        use_sde: bool = False,
+        log_std_init: float = -3.0,
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
-        self.net = mlp(self.encoder.dim, 2 * action_dim, hidden_sizes, activation, out_gain=0.01)
+        self.sde = (
+            StateDependentNoise(hidden_sizes[-1] if hidden_sizes else self.encoder.dim, action_dim, log_std_init)
+            if use_sde
+            else None
+        )
+        out = action_dim if use_sde else 2 * action_dim
+        self.net = mlp(self.encoder.dim, out, hidden_sizes, activation, out_gain=0.01)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
-    def distribution(self, obs: torch.Tensor) -> TanhGaussian:
+    def distribution(self, obs: torch.Tensor) -> TanhGaussian | GSDEGaussian:
+        if self.sde is not None:
+            latent = self.net[:-1](self.encoder(obs))
+            mean = self.net[-1](latent).clamp(-self.sde_clip_mean, self.sde_clip_mean)
+            return self.sde.distribution(mean, latent, squash=True)
         mean, log_std = self.net(self.encoder(obs)).chunk(2, dim=-1)
         return TanhGaussian(mean, log_std.clamp(self.log_std_min, self.log_std_max))
 
@@ -96,6 +117,11 @@ class SACConfig(ContinuousQConfig):
     target_entropy: float | Literal["auto"] = Field("auto", description="H̄ of the α constraint ('auto': −|A|).")
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    use_sde: bool = Field(False, description="Explore with gSDE (state-dependent noise) instead of i.i.d. noise.")
+    sde_sample_freq: int = Field(
+        -1, ge=-1, description="gSDE: env steps between noise resamples (-1: once per collection phase)."
+    )
+    log_std_init: float = Field(-3.0, description="gSDE: initial log σ of the noise matrix (SB3's default -3).")
 
 
 class SAC(ContinuousQAgent):
@@ -108,7 +134,14 @@ class SAC(ContinuousQAgent):
     def _build_networks(self) -> None:
         cfg = self.config
         self.actor = TanhGaussianActor(
-            self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, cfg.log_std_min, cfg.log_std_max
+            self.observation_space,
+            self.action_dim,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.log_std_min,
+            cfg.log_std_max,
+            use_sde=cfg.use_sde,
+            log_std_init=cfg.log_std_init,
         ).to(self.device)
         self.critic = QEnsemble(
             self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation
@@ -126,6 +159,14 @@ class SAC(ContinuousQAgent):
         )
         if self.auto_alpha:
             self.alpha_optimizer = make_adam([self.temperature.log_alpha], cfg.lr)
+
+    def _before_env_step(self, step: int) -> None:
+        freq = self.config.sde_sample_freq
+        if self.actor.sde is not None and (step == 0 or (freq > 0 and step % freq == 0)):
+            self.actor.sde.reset(self.n_envs)
+
+    def _update_targets(self) -> None:
+        polyak_update(self.critic, self.critic_target, self.config.tau)
 
     @property
     def alpha(self) -> float:
@@ -149,8 +190,9 @@ class SAC(ContinuousQAgent):
         return (alpha * log_prob - q_pi).mean()
 
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
-        cfg = self.config
         log_alpha = self.temperature.log_alpha
+        if self.actor.sde is not None:
+            self.actor.sde.reset(1)  # a fresh noise matrix per gradient step (SB3)
         action, log_prob = self.actor(batch.obs)  # a ~ π_θ(·|s), reparametrized
         metrics: dict[str, float] = {}
         if self.auto_alpha:
@@ -167,8 +209,8 @@ class SAC(ContinuousQAgent):
         actor_loss = self.actor_loss(batch, action, log_prob, alpha)
         self._step_optimizer(self.actor_optimizer, actor_loss)
 
-        if (self.gradient_updates + 1) % cfg.target_update_interval == 0:
-            polyak_update(self.critic, self.critic_target, cfg.tau)
+        if self._target_update_due():
+            self._update_targets()
         metrics.update(
             critic_loss=critic_loss.item(),
             actor_loss=actor_loss.item(),

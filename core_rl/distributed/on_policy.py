@@ -98,6 +98,8 @@ class DistributedOnPolicyMixin:
     #: the single-process algorithm the workers run (the first base class after the mixin)
     base_algo: ClassVar[type]
     config: Any
+    #: the workers' sampling draws i.i.d. Gaussian noise: no gSDE
+    supports_sde: ClassVar[bool] = False
     #: the workers' noise-driven sampling covers Categorical and Gaussian heads only
     action_spaces: ClassVar[tuple[type, ...]] = Agent.action_spaces
 

@@ -34,7 +34,6 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
-from core_rl.common.off_policy import polyak_update
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.q_learning.dqn import DQN, DQNConfig
 
@@ -210,8 +209,8 @@ class BootstrappedDQN(DQN):
         masks = batch.masks if batch.masks is not None else torch.ones_like(per_sample)
         loss = (per_sample * masks).sum() / masks.sum().clamp_min(1.0)
         self._step_optimizer(self.optimizer, loss)
-        if (self.gradient_updates + 1) % cfg.target_update_interval == 0:
-            polyak_update(self.q_net, self.q_target, cfg.tau)
+        if self._target_update_due():
+            self._update_targets()
         with torch.no_grad():
             head_spread = q.std(1).mean() if cfg.n_heads > 1 else torch.zeros(())
         return {

@@ -34,7 +34,7 @@ from torch import nn
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.distributions import Categorical, DiagGaussian
-from core_rl.common.errors import SpaceError
+from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
 
@@ -248,6 +248,8 @@ class RecurrentOnPolicyMixin:
     The config must have ``rnn_hidden_size`` (GRU width); ``hidden_sizes`` is the MLP after it.
     """
 
+    #: the recurrent head draws i.i.d. Gaussian noise: no gSDE
+    supports_sde: bool = False
     config: Any
     n_envs: int
     device: torch.device
@@ -256,6 +258,8 @@ class RecurrentOnPolicyMixin:
 
     def _build(self) -> None:
         cfg = self.config
+        if getattr(cfg, "use_sde", False):
+            raise ConfigError(f"config field 'use_sde': the recurrent {self.name} has no gSDE head")
         H = int(cfg.rnn_hidden_size)
         self.policy = RecurrentStochasticPolicy(
             self.observation_space, self.action_space, H, cfg.hidden_sizes, cfg.activation, cfg.log_std_init

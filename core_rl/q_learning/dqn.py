@@ -35,7 +35,7 @@ class with ``double_q=True`` by default.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -158,18 +158,7 @@ class DQN(OffPolicyAgent):
                 self.replay, alpha=cfg.prioritized_alpha, beta=cfg.prioritized_beta, eps=cfg.prioritized_eps
             )
 
-    # ---- schedules ---------------------------------------------------------------------------
-    def learn(self, total_steps: int, **kwargs: Any) -> "DQN":  # type: ignore[override]
-        """As :meth:`Agent.learn`; the ε/T/β schedules run over the steps of the first call."""
-        target = self.num_timesteps + int(total_steps)
-        self._target_steps = max(getattr(self, "_target_steps", 0) or 0, target)
-        return super().learn(total_steps, **kwargs)  # type: ignore[return-value]
-
-    def _progress(self) -> float:
-        """Fraction of training done, in [0, 1]."""
-        total = getattr(self, "_target_steps", None)
-        return min(1.0, self.num_timesteps / total) if total else 1.0
-
+    # ---- schedules (the run's progress: OffPolicyAgent.learn / _progress) ---------------------
     def _decayed(self, start: float, end: float) -> float:
         frac = self.config.exploration_fraction
         ramp = 1.0 if frac == 0 else min(1.0, self._progress() / frac)
@@ -219,6 +208,9 @@ class DQN(OffPolicyAgent):
             metrics["epsilon"] = self.epsilon
         return metrics
 
+    def _update_targets(self) -> None:
+        polyak_update(self.q_net, self.q_target, self.config.tau)
+
     @torch.no_grad()
     def target_q(self, batch: ReplaySample) -> torch.Tensor:
         """y = Σγ^k r + γ^n (1 − done) Q_φ'(s', a*), a* = argmax of Q_φ' (or of Q_φ with double_q).
@@ -242,7 +234,6 @@ class DQN(OffPolicyAgent):
         return 0.5 * (q - target_q).pow(2)
 
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
-        cfg = self.config
         target_q = self.target_q(batch)
         q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
         td_error = q - target_q
@@ -251,8 +242,8 @@ class DQN(OffPolicyAgent):
         self._step_optimizer(self.optimizer, loss)
         if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:
             self.replay.update_priorities(batch.indices, td_error)
-        if (self.gradient_updates + 1) % cfg.target_update_interval == 0:
-            polyak_update(self.q_net, self.q_target, cfg.tau)
+        if self._target_update_due():
+            self._update_targets()
         return {"loss": loss.item(), "q_mean": q.mean().item(), "td_error_abs": td_error.abs().mean().item()}
 
 

@@ -20,13 +20,14 @@ optimized for several epochs of minibatch SGD on one batch, plus a value loss
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
 
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
+from core_rl.common.schedules import scheduled
 
 
 class PPOConfig(OnPolicyConfig):
@@ -37,6 +38,8 @@ class PPOConfig(OnPolicyConfig):
     clip_schedule: Literal["constant", "linear"] = "constant"
     clip_range_vf: float | None = Field(None, gt=0.0)
     target_kl: float | None = Field(None, gt=0.0, description="Stop the epochs early past this KL.")
+
+    schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule", "clip_range": "clip_schedule"}
 
     @field_validator("use_critic")
     @classmethod
@@ -55,11 +58,12 @@ class PPO(OnPolicyAgent):
     name = "ppo"
     config: PPOConfig
     config_cls = PPOConfig
+    supports_sde = True
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.config
         flat = batch.flat()
-        clip = cfg.clip_range * (self._progress_remaining() if cfg.clip_schedule == "linear" else 1.0)
+        clip = scheduled(cfg.clip_range, cfg.clip_schedule, self._progress_remaining())
         stats = torch.zeros(5)  # policy_loss, value_loss, entropy, approx_kl, clip_fraction (summed)
         n_updates = 0
         stop = False
