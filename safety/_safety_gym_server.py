@@ -24,10 +24,12 @@ Then it serves commands read from stdin, one at a time, each one opcode byte and
 
 Episode seeds: episode ``k`` of an env with base seed ``b`` is ``reset(seed=episode_seed(b, k))``,
 ``episode_seed(b, 0) = b`` and, for ``k >= 1``, the first word of ``SeedSequence(b, spawn_key=(k,))``.
-Every episode is thus fixed by ``(b, k)`` alone, which lets ``--spare`` keep a second env per slot
-already reset for the next episode: a background thread resets it while the current episode runs,
-and an episode's end swaps the two instead of paying Safety-Gymnasium's ~1 s reset (it rebuilds
-the MuJoCo model) in the step. The numbers are the same with and without spares.
+Every episode runs on a freshly made env (``safety_gymnasium.make``, milliseconds) and is thus
+fixed by ``(b, k)`` alone, which lets ``--spare`` have the next episode's env made and reset by a
+background thread while the current episode runs; an episode's end switches to it instead of paying
+Safety-Gymnasium's ~1 s reset (it rebuilds the MuJoCo model) in the step. The numbers are the same
+with and without spares: episode ``k`` equals ``make(task).reset(seed=episode_seed(b, k))`` stepped
+in-process.
 
 Any error is written to stderr (the parent shows its tail) and the child exits with status 1. It
 exits when stdin reaches EOF (the parent is gone), ignores SIGINT (the parent handles Ctrl-C and
@@ -69,15 +71,15 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class _Resetter(threading.Thread):
-    """Resets spare envs in the background, one job at a time, in the order asked."""
+    """Builds and resets spare envs in the background, one job at a time, in the order asked."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self._jobs: deque = deque()
         self._cv = threading.Condition()
 
-    def submit(self, env, seed: int) -> dict:
-        job = {"env": env, "seed": seed, "done": threading.Event(), "obs": None, "error": None}
+    def submit(self, make, seed: int) -> dict:
+        job = {"make": make, "seed": seed, "done": threading.Event(), "env": None, "obs": None, "error": None}
         with self._cv:
             self._jobs.append(job)
             self._cv.notify()
@@ -90,6 +92,7 @@ class _Resetter(threading.Thread):
                     self._cv.wait()
                 job = self._jobs.popleft()
             try:
+                job["env"] = job["make"]()
                 job["obs"] = np.asarray(job["env"].reset(seed=job["seed"])[0], dtype=np.float64)
             except BaseException as exc:  # reported by the main thread, which waits for the job
                 job["error"] = exc
@@ -98,47 +101,50 @@ class _Resetter(threading.Thread):
 
 
 class Slot:
-    """One env of the vector: its episode counter, base seed and (with spares) the spare env."""
+    """One env of the vector: its episode counter, base seed, current env and (with spares) the next one.
 
-    def __init__(self, make, spare: bool, resetter: _Resetter | None):
-        self.envs = [make()] + ([make()] if spare else [])
-        self.active = 0
+    Every episode runs on a freshly made env (``make`` costs milliseconds; the ``reset`` is what is
+    slow), so an episode's numbers depend on ``(base, k)`` alone -- not on which env object played
+    the episodes before it, which MuJoCo's carried-over solver state would otherwise leak into."""
+
+    def __init__(self, make, resetter: _Resetter | None):
+        self.make = make
+        self.env = None
         self.base = 0
         self.episode = 0
         self.resetter = resetter
-        self.job: dict | None = None  # the spare's pending reset (episode self.episode + 1)
+        self.job: dict | None = None  # the next episode's env being built and reset in the background
 
-    @property
-    def env(self):
-        return self.envs[self.active]
-
-    def _wait_spare(self) -> np.ndarray:
-        job = self.job
-        self.job = None
+    def _take_job(self) -> tuple:
+        job, self.job = self.job, None
         job["done"].wait()
         if job["error"] is not None:
             sys.stderr.write(job["trace"])
             raise job["error"]
-        return job["obs"]
+        return job["env"], job["obs"]
 
-    def _prepare_spare(self) -> None:
-        if self.resetter is not None:
-            self.job = self.resetter.submit(self.envs[1 - self.active], episode_seed(self.base, self.episode + 1))
+    def _switch(self, env) -> None:
+        if self.env is not None:
+            self.env.close()
+        self.env = env
 
     def start(self, base: int | None) -> np.ndarray:
         """Begin episode 0 of ``base`` (when given) or the next episode; return its first observation."""
-        if base is None and self.job is not None:  # the next episode is ready in the spare
-            obs = self._wait_spare()
-            self.active, self.episode = 1 - self.active, self.episode + 1
+        if base is None and self.job is not None:  # the next episode is ready
+            env, obs = self._take_job()
+            self.episode += 1
         else:
             if self.job is not None:
-                self._wait_spare()  # never reset an env the background thread is resetting
+                self._take_job()[0].close()  # a seeded reset: the prepared episode is not the next one
             if base is None:
                 self.episode += 1
             else:
                 self.base, self.episode = int(base), 0
-            obs = np.asarray(self.env.reset(seed=episode_seed(self.base, self.episode))[0], dtype=np.float64)
-        self._prepare_spare()
+            env = self.make()
+            obs = np.asarray(env.reset(seed=episode_seed(self.base, self.episode))[0], dtype=np.float64)
+        self._switch(env)
+        if self.resetter is not None:
+            self.job = self.resetter.submit(self.make, episode_seed(self.base, self.episode + 1))
         return obs
 
 
@@ -177,8 +183,8 @@ def serve(args: argparse.Namespace, out: int) -> None:
     resetter = _Resetter() if args.spare else None
     if resetter is not None:
         resetter.start()
-    slots = [Slot(lambda: safety_gymnasium.make(args.task, **kwargs), args.spare, resetter) for _ in range(args.n)]
-    env0 = slots[0].env
+    slots = [Slot(lambda: safety_gymnasium.make(args.task, **kwargs), resetter) for _ in range(args.n)]
+    env0 = safety_gymnasium.make(args.task, **kwargs)
     hello = {
         "observation_space": _space_json(env0.observation_space),
         "action_space": _space_json(env0.action_space),
@@ -191,6 +197,7 @@ def serve(args: argparse.Namespace, out: int) -> None:
     n = args.n
     act_dim = int(np.prod(env0.action_space.shape))
     act_shape = tuple(env0.action_space.shape)
+    env0.close()
     started = False
     while True:
         op = _read_exact(1)
