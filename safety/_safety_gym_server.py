@@ -24,12 +24,13 @@ Then it serves commands read from stdin, one at a time, each one opcode byte and
 
 Episode seeds: episode ``k`` of an env with base seed ``b`` is ``reset(seed=episode_seed(b, k))``,
 ``episode_seed(b, 0) = b`` and, for ``k >= 1``, the first word of ``SeedSequence(b, spawn_key=(k,))``.
-Every episode runs on a freshly made env (``safety_gymnasium.make``, milliseconds) and is thus
-fixed by ``(b, k)`` alone, which lets ``--spare`` have the next episode's env made and reset by a
-background thread while the current episode runs; an episode's end switches to it instead of paying
-Safety-Gymnasium's ~1 s reset (it rebuilds the MuJoCo model) in the step. The numbers are the same
-with and without spares: episode ``k`` equals ``make(task).reset(seed=episode_seed(b, k))`` stepped
-in-process.
+Every episode is thus fixed by ``(b, k)`` alone: it is played on an env that has been reset once
+before (a warm-up with ``WARM_SEED``; an env's first reset differs, see :class:`Slot`), and a later
+reset does not depend on what the env played before. That lets ``--spare`` keep a second env per
+slot, reset for the next episode by a background thread while the current episode runs; an
+episode's end switches to it instead of paying Safety-Gymnasium's ~1.2 s reset (it rebuilds the
+MuJoCo model) in the step. The numbers are the same with and without spares: those of one warmed
+env stepped in-process and reset with ``episode_seed(b, k)`` at each episode's start.
 
 Any error is written to stderr (the parent shows its tail) and the child exits with status 1. It
 exits when stdin reaches EOF (the parent is gone), ignores SIGINT (the parent handles Ctrl-C and
@@ -49,6 +50,9 @@ import traceback
 from collections import deque
 
 import numpy as np
+
+#: the seed of every env's warm-up reset (see :class:`Slot`)
+WARM_SEED = 0
 
 
 def episode_seed(base: int, k: int) -> int:
@@ -71,15 +75,15 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class _Resetter(threading.Thread):
-    """Builds and resets spare envs in the background, one job at a time, in the order asked."""
+    """Resets envs in the background, one job at a time, in the order asked."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self._jobs: deque = deque()
         self._cv = threading.Condition()
 
-    def submit(self, make, seed: int) -> dict:
-        job = {"make": make, "seed": seed, "done": threading.Event(), "env": None, "obs": None, "error": None}
+    def submit(self, env, seed: int) -> dict:
+        job = {"env": env, "seed": seed, "done": threading.Event(), "obs": None, "error": None}
         with self._cv:
             self._jobs.append(job)
             self._cv.notify()
@@ -92,7 +96,6 @@ class _Resetter(threading.Thread):
                     self._cv.wait()
                 job = self._jobs.popleft()
             try:
-                job["env"] = job["make"]()
                 job["obs"] = np.asarray(job["env"].reset(seed=job["seed"])[0], dtype=np.float64)
             except BaseException as exc:  # reported by the main thread, which waits for the job
                 job["error"] = exc
@@ -100,51 +103,66 @@ class _Resetter(threading.Thread):
             job["done"].set()
 
 
-class Slot:
-    """One env of the vector: its episode counter, base seed, current env and (with spares) the next one.
+def _wait(job: dict) -> np.ndarray:
+    job["done"].wait()
+    if job["error"] is not None:
+        sys.stderr.write(job["trace"])
+        raise job["error"]
+    return job["obs"]
 
-    Every episode runs on a freshly made env (``make`` costs milliseconds; the ``reset`` is what is
-    slow), so an episode's numbers depend on ``(base, k)`` alone -- not on which env object played
-    the episodes before it, which MuJoCo's carried-over solver state would otherwise leak into."""
+
+class Slot:
+    """One env of the vector: its episode counter, base seed, env and (with spares) the spare env.
+
+    Every env object is warmed up by one reset (``WARM_SEED``) before its first episode: an env's
+    first reset compiles the MuJoCo model twice (~2x the CPU of later resets) and leaves the solver
+    in a state later resets do not, so only warmed envs play episodes; every episode then is
+    ``reset(seed=episode_seed(base, k))`` on a warmed env, whichever object that is."""
 
     def __init__(self, make, resetter: _Resetter | None):
-        self.make = make
-        self.env = None
+        self.envs = [make()] + ([make()] if resetter is not None else [])
+        self.warm: list[dict | None] = [None] * len(self.envs)  # pending warm-up jobs
+        self.warmed = [False] * len(self.envs)
+        self.active = 0
         self.base = 0
         self.episode = 0
         self.resetter = resetter
-        self.job: dict | None = None  # the next episode's env being built and reset in the background
+        self.job: dict | None = None  # the spare's pending reset (episode self.episode + 1)
+        if resetter is not None:  # warm both up in the background from start-up on
+            self.warm = [resetter.submit(env, WARM_SEED) for env in self.envs]
 
-    def _take_job(self) -> tuple:
-        job, self.job = self.job, None
-        job["done"].wait()
-        if job["error"] is not None:
-            sys.stderr.write(job["trace"])
-            raise job["error"]
-        return job["env"], job["obs"]
+    @property
+    def env(self):
+        return self.envs[self.active]
 
-    def _switch(self, env) -> None:
-        if self.env is not None:
-            self.env.close()
-        self.env = env
+    def _ensure_warm(self, i: int) -> None:
+        if self.warm[i] is not None:
+            _wait(self.warm[i])
+            self.warm[i] = None
+        elif not self.warmed[i]:
+            self.envs[i].reset(seed=WARM_SEED)
+        self.warmed[i] = True
 
     def start(self, base: int | None) -> np.ndarray:
         """Begin episode 0 of ``base`` (when given) or the next episode; return its first observation."""
-        if base is None and self.job is not None:  # the next episode is ready
-            env, obs = self._take_job()
-            self.episode += 1
+        if base is None and self.job is not None:  # the next episode is ready in the spare
+            job, self.job = self.job, None
+            obs = _wait(job)
+            self.active, self.episode = 1 - self.active, self.episode + 1
         else:
-            if self.job is not None:
-                self._take_job()[0].close()  # a seeded reset: the prepared episode is not the next one
+            if self.job is not None:  # never reset an env the background thread is resetting
+                _wait(self.job)
+                self.job = None
             if base is None:
                 self.episode += 1
             else:
                 self.base, self.episode = int(base), 0
-            env = self.make()
-            obs = np.asarray(env.reset(seed=episode_seed(self.base, self.episode))[0], dtype=np.float64)
-        self._switch(env)
-        if self.resetter is not None:
-            self.job = self.resetter.submit(self.make, episode_seed(self.base, self.episode + 1))
+            self._ensure_warm(self.active)
+            obs = np.asarray(self.env.reset(seed=episode_seed(self.base, self.episode))[0], dtype=np.float64)
+        if self.resetter is not None:  # queued after the spare's warm-up, so it runs on a warmed env
+            spare = 1 - self.active
+            self.warmed[spare], self.warm[spare] = True, None
+            self.job = self.resetter.submit(self.envs[spare], episode_seed(self.base, self.episode + 1))
         return obs
 
 
@@ -184,7 +202,7 @@ def serve(args: argparse.Namespace, out: int) -> None:
     if resetter is not None:
         resetter.start()
     slots = [Slot(lambda: safety_gymnasium.make(args.task, **kwargs), resetter) for _ in range(args.n)]
-    env0 = safety_gymnasium.make(args.task, **kwargs)
+    env0 = slots[0].envs[0]
     hello = {
         "observation_space": _space_json(env0.observation_space),
         "action_space": _space_json(env0.action_space),
@@ -197,7 +215,6 @@ def serve(args: argparse.Namespace, out: int) -> None:
     n = args.n
     act_dim = int(np.prod(env0.action_space.shape))
     act_shape = tuple(env0.action_space.shape)
-    env0.close()
     started = False
     while True:
         op = _read_exact(1)

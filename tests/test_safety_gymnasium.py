@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 AVAILABLE, WHY = safety_gymnasium_available()
 needs_venv = pytest.mark.skipif(not AVAILABLE, reason=WHY)
 
-# Runs inside the Safety-Gymnasium venv: per base seed, episodes stepped in-process with the given
-# actions, episode k on a fresh env reset with the server's episode_seed(base, k); saves every step's numbers.
+# Runs inside the Safety-Gymnasium venv: per base seed, one env stepped in-process with the given
+# actions, warmed up by a reset with another seed than the server's, then episode k reset with the
+# server's episode_seed(base, k); saves every step's numbers.
 REFERENCE = textwrap.dedent(
     """
     import importlib.util, sys, warnings
@@ -48,6 +49,7 @@ REFERENCE = textwrap.dedent(
     for i, base in enumerate(seeds):
         k = 0
         env = safety_gymnasium.make(task, max_episode_steps=horizon)
+        env.reset(seed=server.WARM_SEED + 99)
         rec["obs0"].append(env.reset(seed=server.episode_seed(int(base), k))[0])
         obs, rew, cost, te_, tr_, fin = [], [], [], [], [], []
         for a in actions[:, i]:
@@ -55,7 +57,6 @@ REFERENCE = textwrap.dedent(
             if te or tr:
                 fin.append(o)
                 k += 1
-                env = safety_gymnasium.make(task, max_episode_steps=horizon)
                 o = env.reset(seed=server.episode_seed(int(base), k))[0]
             obs.append(o); rew.append(r); cost.append(c); te_.append(te); tr_.append(tr)
         for key, v in zip(("obs", "reward", "cost", "terminated", "truncated", "final"), (obs, rew, cost, te_, tr_, fin)):
