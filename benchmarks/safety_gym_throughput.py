@@ -1,16 +1,24 @@
 """Env-steps per second of Safety-Gymnasium through :mod:`safety.safety_gymnasium`, spares on and off.
 
-``python -m benchmarks.safety_gym_throughput [--task SafetyPointGoal1-v0] [--envs 4] [--workers N]
-[--steps-per-env 2000] [--rollout 250] [--learner-s 0 0.5] [--json FILE]``
+``python -m benchmarks.safety_gym_throughput [--task SafetyPointGoal1-v0] [--envs 2] [--workers N]
+[--steps-per-env 3000] [--rollout 250] [--learner-s 0 0.4] [--json FILE]``
 
 Random actions drive ``--envs`` envs for ``--steps-per-env`` steps each (Safety-Gymnasium's
-1000-step episodes, so every env resets ``steps/1000`` times on top of its first reset). Every
+1000-step episodes, so every env starts ``steps/1000`` new episodes after its first). Every
 ``--rollout`` steps the parent stands for a learner busy for ``--learner-s`` seconds (it sleeps, so
 the CPU is free for the children, as it is while an agent's update runs on another core).
-Measured per configuration: wall time, CPU seconds of the parent and of every child (from
-``/proc/<pid>/stat`` just before ``close``), env-steps per wall-second and per CPU-second. A
-reference row steps one env in-process inside the Safety-Gymnasium venv (no pipe, no spare) for
-the same steps and counts its CPU time. Results: the terminal and a JSON file (default
+Measured per configuration, CPU being the parent's (``getrusage``) plus every child's
+(``/proc/<pid>/stat``):
+
+* totals from construction to the last step: wall and CPU seconds, env-steps per CPU-second and
+  per wall-second, and the *stall*: the wall time of the steps in which episodes ended (where a
+  reset is paid unless a spare is ready);
+* the steady state after the first episode (start-up excluded: an env's first reset costs twice a
+  later one and spares add one per slot), which is what a long training run sees: env-steps per
+  CPU-second, per wall-second, and per wall-second less the learner's pauses.
+
+A reference row steps one env in-process inside the Safety-Gymnasium venv (no pipe, no spare) for
+the same steps. Results: the terminal and a JSON file (default
 ``.deeprl/benchmarks/safety_gym_throughput.json``).
 """
 
@@ -61,37 +69,54 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
+def _cpu_now(pids: Sequence[int]) -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime + sum(_cpu_of(p) for p in pids)
+
+
 def measure(task: str, envs: int, workers: int | None, steps: int, rollout: int, learner_s: float, spare: bool) -> dict:
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    w0 = time.perf_counter()
+    """One configuration: totals from construction to the last step, and the steady state after the
+    first episode (start-up -- the children's first, slower resets -- excluded)."""
+    cpu0, w0 = _cpu_now([]), time.perf_counter()
     env = SafetyGymnasiumVectorEnv(task, num_envs=envs, n_workers=workers, spare_envs=spare)
+    pids = env.child_pids
     env.reset(seed=0)
+    episode = env.max_episode_steps or 1000
     rng = np.random.default_rng(0)
-    learner_wall = 0.0
+    learner = stall = 0.0
+    steady: tuple[float, float, float] | None = None  # (cpu, wall, learner) when the first episode ended
     for t in range(steps):
-        env.step(rng.uniform(-1, 1, (envs, 2)))
+        s0 = time.perf_counter()
+        _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, (envs, 2)))
+        if (terminated | truncated).any():
+            stall += time.perf_counter() - s0  # the steps that start new episodes
+        if t + 1 == episode:
+            steady = (_cpu_now(pids), time.perf_counter(), learner)
         if learner_s and (t + 1) % rollout == 0:
             time.sleep(learner_s)
-            learner_wall += learner_s
-    children = sum(_cpu_of(p) for p in env.child_pids)
-    wall = time.perf_counter() - w0
+            learner += learner_s
+    cpu1, w1 = _cpu_now(pids), time.perf_counter()
     env.close()
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    parent = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     total = envs * steps
-    return {
-        "config": f"bridge, spares {'on' if spare else 'off'}, learner {learner_s:g} s / {rollout} steps",
+    row: dict[str, Any] = {
+        "config": f"spares {'on ' if spare else 'off'}, learner {learner_s:g} s / {rollout} steps",
         "spare": spare,
         "learner_s": learner_s,
         "env_steps": total,
-        "wall_s": wall,
-        "env_wall_s": wall - learner_wall,
-        "cpu_parent_s": parent,
-        "cpu_children_s": children,
-        "steps_per_cpu_s": total / (parent + children),
-        "steps_per_wall_s": total / wall,
-        "steps_per_env_wall_s": total / max(wall - learner_wall, 1e-9),
+        "wall_s": w1 - w0,
+        "cpu_s": cpu1 - cpu0,
+        "steps_per_cpu_s": total / (cpu1 - cpu0),
+        "steps_per_wall_s": total / (w1 - w0),
+        "stall_s": stall,
     }
+    if steady is not None and steps > episode:
+        n = envs * (steps - episode)
+        row.update(
+            steady_steps_per_cpu_s=n / (cpu1 - steady[0]),
+            steady_steps_per_wall_s=n / (w1 - steady[1]),
+            steady_steps_per_env_wall_s=n / (w1 - steady[1] - (learner - steady[2])),
+        )
+    return row
 
 
 def in_process(task: str, steps: int) -> dict:
@@ -103,22 +128,20 @@ def in_process(task: str, steps: int) -> dict:
         "config": "in-process, one env (Safety-Gymnasium venv)",
         "env_steps": steps,
         "wall_s": wall,
-        "cpu_children_s": cpu,
-        "cpu_parent_s": 0.0,
+        "cpu_s": cpu,
         "steps_per_cpu_s": steps / cpu,
         "steps_per_wall_s": steps / wall,
-        "steps_per_env_wall_s": steps / wall,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="SafetyPointGoal1-v0")
-    p.add_argument("--envs", type=int, default=4)
+    p.add_argument("--envs", type=int, default=2)
     p.add_argument("--workers", type=int, default=None, help="child processes (default: one per core)")
-    p.add_argument("--steps-per-env", type=int, default=2000)
+    p.add_argument("--steps-per-env", type=int, default=3000)
     p.add_argument("--rollout", type=int, default=250, help="steps between two learner pauses")
-    p.add_argument("--learner-s", type=float, nargs="+", default=[0.0, 0.5], help="learner pause(s) to try")
+    p.add_argument("--learner-s", type=float, nargs="+", default=[0.0, 0.4], help="learner pause(s) to try")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     ok, why = safety_gymnasium_available()
@@ -130,13 +153,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for spare in (False, True):
             rows.append(measure(args.task, args.envs, args.workers, args.steps_per_env, args.rollout, learner_s, spare))
     print(f"{args.task}: {args.envs} envs x {args.steps_per_env} steps, {os.cpu_count()} cores")
-    print(f"{'configuration':58s} {'wall s':>7s} {'CPU s':>7s} {'steps/CPU-s':>11s} {'steps/s':>8s} {'env-only':>8s}")
+    head = (
+        "configuration",
+        "wall s",
+        "CPU s",
+        "steps/CPU-s",
+        "steps/s",
+        "stall s",
+        "steady/CPU-s",
+        "steady/s",
+        "env-only/s",
+    )
+    print(f"{head[0]:44s}" + "".join(f"{h:>13s}" for h in head[1:]))
     for r in rows:
-        cpu = r["cpu_parent_s"] + r["cpu_children_s"]
-        print(
-            f"{r['config']:58s} {r['wall_s']:7.1f} {cpu:7.1f} {r['steps_per_cpu_s']:11.0f} "
-            f"{r['steps_per_wall_s']:8.0f} {r['steps_per_env_wall_s']:8.0f}"
-        )
+        cells = [r["wall_s"], r["cpu_s"], r["steps_per_cpu_s"], r["steps_per_wall_s"], r.get("stall_s")]
+        cells += [
+            r.get(k) for k in ("steady_steps_per_cpu_s", "steady_steps_per_wall_s", "steady_steps_per_env_wall_s")
+        ]
+        print(f"{r['config']:44s}" + "".join(f"{'-':>13s}" if c is None else f"{c:13.1f}" for c in cells))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
     print(f"wrote {args.json}")

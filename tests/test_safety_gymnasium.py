@@ -178,18 +178,27 @@ def test_ppo_lag_through_the_cli_records_return_cost_and_lambda(tmp_path):
 
 
 @needs_venv
-def test_killing_the_learner_leaves_no_child():
+@pytest.mark.parametrize("how", ["SIGKILL to the learner", "Ctrl-C (SIGINT to the process group)"])
+def test_killing_the_learner_leaves_no_child(how):
     code = (
         "import sys, time; from safety.safety_gymnasium import SafetyGymnasiumVectorEnv as V; "
         "env = V('SafetyPointGoal1-v0', num_envs=2, n_workers=2); print(*env.child_pids, flush=True); time.sleep(60)"
     )
     learner = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True,  # its own process group, as a shell job has
     )
     pids = [int(p) for p in learner.stdout.readline().split()]
     assert len(pids) == 2 and all(_alive(p) for p in pids)
-    learner.send_signal(signal.SIGKILL)
-    learner.wait(timeout=10)
+    if how.startswith("SIGKILL"):
+        learner.send_signal(signal.SIGKILL)
+    else:
+        os.killpg(learner.pid, signal.SIGINT)  # the children get it too, and leave it to the learner
+    learner.wait(timeout=20)
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -199,13 +208,14 @@ def test_killing_the_learner_leaves_no_child():
 @needs_venv
 def test_a_child_killed_mid_run_gives_one_clear_error():
     env = SafetyGymnasiumVectorEnv("SafetyPointGoal1-v0", num_envs=2, n_workers=2, spare_envs=False)
+    dead = env._bridge.children[0].proc
     try:
-        os.kill(env.child_pids[1], signal.SIGKILL)
+        dead.send_signal(signal.SIGKILL)
+        dead.wait(timeout=10)
         with pytest.raises(SafetyGymnasiumError) as err:
-            env.reset(seed=0)
-            env.step(np.zeros((2, 2)))
+            env.step(np.zeros((2, 2)))  # starts the episodes first: the reset meets the dead child
         msg = str(err.value)
-        assert "\n" not in msg and f"pid {env.child_pids[1]}" in msg and "exit code -9" in msg
+        assert "\n" not in msg and f"pid {dead.pid}" in msg and "died while resetting" in msg and "exit code -9" in msg
     finally:
         env.close()
     assert not any(_alive(p) for p in env.child_pids)
