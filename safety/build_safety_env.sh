@@ -29,13 +29,16 @@ if [ -f "$STAMP" ]; then
 fi
 is_py310() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1; }
 PY310=""
-for cand in "${PYTHON:-}" python3.10 "$HOME"/.pyenv/versions/3.10*/bin/python /root/.pyenv/versions/3.10*/bin/python; do
+for cand in "${PYTHON:-}" python3.10 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10*/bin/python; do
   if [ -n "$cand" ] && command -v "$cand" >/dev/null 2>&1 && is_py310 "$cand"; then PY310="$cand"; break; fi
 done
 if [ -z "$PY310" ]; then
-  echo "safety-env: no Python 3.10 found (python3.10 on PATH or ~/.pyenv/versions/3.10*); Safety-Gymnasium tests will skip"
+  WHY="no Python 3.10 found for the Safety-Gymnasium venv (python3.10 on PATH or ~/.pyenv/versions/3.10*)"
+  mkdir -p "$(dirname "$VENV")" && echo "$WHY" > "$VENV.unavailable"  # the tests' skip reason
+  echo "safety-env: $WHY; Safety-Gymnasium tests will skip"
   exit 0
 fi
+rm -f "$VENV.unavailable"
 HEAVY=()
 if [ -x /tmp/heavy ]; then HEAVY=(/tmp/heavy); fi
 test -x "$VENV/bin/python" || "$PY310" -m venv "$VENV"

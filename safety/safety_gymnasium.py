@@ -104,6 +104,9 @@ def safety_python() -> Path:
 def safety_gymnasium_available() -> tuple[bool, str]:
     """``(True, "")`` when the Safety-Gymnasium venv is built, else ``(False, why)`` in one line."""
     venv = safety_venv()
+    marker = venv.with_name(venv.name + ".unavailable")  # written by the build script without a Python 3.10
+    if not safety_python().exists() and marker.exists():
+        return False, f"{marker.read_text().strip()}: the Safety-Gymnasium venv cannot be built (`make safety-env`)"
     if not safety_python().exists():
         return False, f"the Safety-Gymnasium venv is not built at {venv}: run `make safety-env` (needs Python 3.10)"
     if not any(venv.glob(".safety-installed-*")):
