@@ -260,7 +260,8 @@ class _Bridge:
         if max_episode_steps is not None and int(max_episode_steps) < 1:
             raise ConfigError(f"max_episode_steps must be a positive integer, got {max_episode_steps}")
         self.num_envs = int(num_envs)
-        workers = min(self.num_envs, int(n_workers) if n_workers is not None else (os.cpu_count() or 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = min(self.num_envs, int(n_workers) if n_workers is not None else cores)
         sizes = [self.num_envs // workers + (w < self.num_envs % workers) for w in range(workers)]
         self.children: list[_Child] = []
         self._finalizer = weakref.finalize(self, _close_children, self.children)
