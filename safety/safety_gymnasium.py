@@ -24,13 +24,16 @@ Like the suite's own CMDP tasks (:class:`~safety.envs.base.BatchedCMDP`) it
   gives the same numbers whatever the number of children and whether spares are used.
 
 Hiding the reset: a Safety-Gymnasium ``reset`` rebuilds the MuJoCo model (~1.2 s of CPU against
-~0.55 ms per step, so a 1000-step episode spends more in its reset than in its steps). Every episode
-runs on a freshly made env (making one costs milliseconds), so with ``spare_envs=True`` (default)
-each child has the next episode's env made and reset on a background thread while the current
-episode runs (and while the learner computes); an episode's end then switches to it. Episode seeds
-depend only on ``(b_i, k)`` and no env object outlives its episode, so spares change no number:
-episode ``k`` of env ``i`` equals ``safety_gymnasium.make(task).reset(seed=episode_seed(b_i, k))``
-stepped in-process with the same actions.
+~0.55 ms per step, so a 1000-step episode spends more in its reset than in its steps). With
+``spare_envs=True`` (default) each child keeps a second env per slot and resets it for the next
+episode on a background thread (MuJoCo's compiler releases the GIL) while the current episode runs
+and the learner computes; an episode's end then switches to it. Every env object is warmed up by
+one reset before it plays (an env's first reset compiles the model twice and leaves the solver in
+another state than later resets), and a later reset does not depend on what the env played before,
+so spares change no number: env ``i``'s steps equal those of one warmed
+``safety_gymnasium.make(task)`` stepped in-process with the same actions and reset with
+``seed=episode_seed(b_i, k)`` at the start of each episode ``k`` (``tests/test_safety_gymnasium.py``
+checks it bit for bit). Spares buy wall time, not CPU: ``benchmarks/safety_gym_throughput.py``.
 
 Shutdown: ``close()`` (also run when the env is garbage-collected or the interpreter exits) asks
 every child to quit and kills the ones that do not. A child exits by itself when its stdin reaches
