@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install recsim-env obd-data obp-env run test test-all lint format bench mlflow-server clean-data
+.PHONY: install recsim-env safety-env obd-data obp-env run test test-all lint format bench mlflow-server clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: install
 recsim-env:
 	bash recsys/build_recsim_env.sh
 
+## safety-env: the isolated Safety-Gymnasium 1.0.0 environment (Python 3.10, .deeprl/safety-venv), served
+## to the main one by child processes (safety.safety_gymnasium); without a Python 3.10 it says so and its tests skip
+safety-env:
+	bash safety/build_safety_env.sh || echo "warning: the Safety-Gymnasium venv could not be built; its tests will skip"
+
 ## obd-data: the Open Bandit Dataset sample (from obp's source distribution, via pip) under .deeprl/obd
 ## (tests that need it skip with one line when it cannot be had)
 obd-data: install
@@ -32,11 +37,11 @@ obp-env:
 	bash recsys/build_obp_env.sh || echo "warning: the OBP venv could not be built; the equality tests will skip"
 
 ## test: the fast tier — every test but the slowest learning tests (marked `slow`); minutes
-test: install recsim-env
+test: install recsim-env safety-env
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 ## test-all: the whole suite, slow learning tests included (RecSim NG cross-checks too): what CI runs
-test-all: install recsim-env obd-data obp-env
+test-all: install recsim-env safety-env obd-data obp-env
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## lint: ruff's lint rules and format check (configured in pyproject.toml)

@@ -46,4 +46,5 @@ ALGORITHMS: list[AlgoSpec] = [
     ),
 ]
 
-ENV_NAMESPACES: dict[str, str] = {"safety": "safety"}
+#: ``safety/...``: our CMDP tasks; ``safety-gymnasium/<Task>``: Safety-Gymnasium's, in child processes
+ENV_NAMESPACES: dict[str, str] = {"safety": "safety", "safety-gymnasium": "safety.safety_gymnasium"}
