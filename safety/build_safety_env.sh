@@ -39,11 +39,9 @@ if [ -z "$PY310" ]; then
   exit 0
 fi
 rm -f "$VENV.unavailable"
-HEAVY=()
-if [ -x /tmp/heavy ]; then HEAVY=(/tmp/heavy); fi
 test -x "$VENV/bin/python" || "$PY310" -m venv "$VENV"
-"${HEAVY[@]}" "$VENV/bin/python" -m pip install -q --upgrade pip
-"${HEAVY[@]}" "$VENV/bin/python" -m pip install -q "${PINS[@]}"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "${PINS[@]}"
 # Smoke check: a task builds, resets and steps headless.
 "$VENV/bin/python" -c "
 import numpy as np, safety_gymnasium
