@@ -174,6 +174,7 @@ class RunResult:
     episodes_over_limit: float
     wall_s: float
     final_lambda: float | None = None
+    cpu_s: float = float("nan")  # training CPU time: this process + the env's child processes (Safety-Gymnasium)
     curve: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, return, cost, cum. cost
 
 
@@ -192,9 +193,12 @@ def run_one(task: Task, algo: str, seed: int, steps: int, eval_episodes: int) ->
     tracker = MemoryTracker()
     agent = get_algo(name).cls(task.env_id, agent_config(task, algo, seed), tracker=tracker)
     budget = max(1000, int(steps * factor))
-    t0 = time.perf_counter()
+    # the Safety-Gymnasium bridge's children: their whole life counts (making and warming the envs too)
+    children = getattr(agent.env.unwrapped, "child_pids", [])
+    t0, cpu0 = time.perf_counter(), time.process_time()
     agent.learn(budget)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0 + _children_cpu(children)
     ev = evaluate_cmdp(agent, eval_episodes, seed=100_000 + 1_000 * seed)
     m = agent.last_metrics
     hist = {k: dict(tracker.metrics.get(k, [])) for k in ("episode_return", "episode_cost", "cumulative_cost")}
@@ -218,9 +222,24 @@ def run_one(task: Task, algo: str, seed: int, steps: int, eval_episodes: int) ->
         violation_steps=float(m.get("violation_steps", float("nan"))),
         episodes_over_limit=float(m.get("episodes_over_limit", float("nan"))),
         wall_s=wall,
+        cpu_s=cpu,
         final_lambda=float(m["lambda"]) if "lambda" in m else None,
         curve=curve[:: max(1, len(curve) // 300)],
     )
+
+
+def _children_cpu(pids: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by the live processes ``pids`` (Linux /proc)."""
+    import os
+
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
 
 
 # ---- aggregation -----------------------------------------------------------------------------------
