@@ -1,0 +1,328 @@
+"""Our safe agents beside OmniSafe's on Safety-Gymnasium, at the same budget, seeds, sizes and limit.
+
+    make safety-env && bash benchmarks/build_omnisafe_env.sh      # the two side environments, once
+    python -m benchmarks.safety_omnisafe --tasks SG-PointGoal1 --algos PPO-Lag CPO --seeds 1 --steps 200000
+
+Each (side, task, algorithm, seed) is one piece saved as JSON under ``--out-dir`` (default
+``.deeprl/benchmarks/safety_omnisafe``); a piece already there is not run again, so a budget that does
+not fit one sitting runs in parts whose results merge (``--report-only`` renders what is saved).
+
+Both sides get: the task's cost limit (25 per 1000-step episode), one env (``--n-envs``), a 64-64
+tanh actor and critic, observation normalization (OmniSafe's default), γ = 0.99, the seed. Everything
+else is each side's own default for that algorithm (ours: 2,048-step rollouts; OmniSafe's: 20,000-step
+epochs), as a user of either would run it. Ours runs in the main venv with the tasks served by
+:mod:`safety.safety_gymnasium`; OmniSafe's in its own venv through ``benchmarks/omnisafe_runner.py``.
+
+Measured per piece: *reward / cost* — the mean episodic return and cost of the last training
+episodes (OmniSafe's ``EpRet``/``EpCost`` over its last epoch; ours over the last 100 training
+episodes), the number OmniSafe's table reports; *cumulative training cost* — every cost paid while
+learning; *env-steps per CPU-second* — env steps over the user + system CPU time of the learner and
+its env processes (the machine's 2 cores are shared, so wall time would lie). Targets of the issue:
+cost ≤ 25, reward ≥ OmniSafe's same algorithm, cumulative cost below OmniSafe's, ≥ 2× its speed.
+Beside them, clearly labelled, OmniSafe's published 1e7-step table (5 seeds).
+Results: the terminal, ``docs/benchmarks/safety_omnisafe.md`` and MLflow (experiment
+``benchmark-safety-omnisafe``: a parent run and one child per piece with its curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import BenchmarkMLflow, benchmark_run, command_line, run_main
+
+REPO = Path(__file__).resolve().parents[1]
+OMNISAFE_PYTHON = REPO / ".deeprl" / "omnisafe-venv" / "bin" / "python"
+RUNNER = REPO / "benchmarks" / "omnisafe_runner.py"
+DEFAULT_DOC = REPO / "docs" / "benchmarks" / "safety_omnisafe.md"
+EXPERIMENT = "benchmark-safety-omnisafe"
+
+#: our label (benchmarks.safety.ALGOS) -> OmniSafe's algorithm
+PEER = {
+    "PPO": "PPO",
+    "PPO-Lag": "PPOLag",
+    "TRPO-Lag": "TRPOLag",
+    "CPO": "CPO",
+    "PID-Lag": "CPPOPID",
+    "Saute": "PPOSaute",
+}
+
+#: OmniSafe's published benchmark (1e7 steps, 5 seeds, cost limit 25): task -> OmniSafe algo -> (reward, cost)
+PUBLISHED = {
+    "SafetyPointGoal1-v0": {
+        "PPO": (25.44, 55.72),
+        "PPOLag": (12.96, 25.80),
+        "TRPOLag": (18.51, 22.98),
+        "CPO": (20.46, 28.84),
+        "CPPOPID": (8.43, 25.74),
+        "PPOSaute": (7.06, 20.04),
+    },
+    "SafetyCarGoal1-v0": {"PPOLag": (13.27, 21.72), "TRPOLag": (27.04, 26.80), "CPO": (25.52, 43.32)},
+}
+
+SHARED = dict(hidden_sizes=(64, 64), activation="tanh", normalize_obs=True, gamma=0.99)
+
+
+def ours(task: Any, algo: str, seed: int, steps: int, n_envs: int, eval_episodes: int) -> dict[str, Any]:
+    from benchmarks.safety import run_one
+
+    task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs})
+    r = run_one(task, algo, seed, steps, eval_episodes)
+    return {
+        "side": "ours",
+        "algo": algo,
+        "task": task.env_id.split("/", 1)[1],
+        "seed": seed,
+        "steps": r.steps,
+        "cpu_s": r.cpu_s,
+        "wall_s": r.wall_s,
+        "steps_per_cpu_s": r.steps / r.cpu_s,
+        "final_return": r.train_return,
+        "final_cost": r.train_cost,
+        "eval_return": r.eval_return,
+        "eval_cost": r.eval_cost,
+        "cumulative_cost": r.cumulative_cost,
+        "final_lambda": r.final_lambda,
+        "config": {k: v for k, v in {**task.common, "cost_limit": task.limit}.items()},
+        "curve": [[s, ret, cost, cum] for s, ret, cost, cum in r.curve],
+    }
+
+
+def omnisafe(task_name: str, algo: str, seed: int, steps: int, n_envs: int, limit: float, log: Path) -> dict[str, Any]:
+    if not OMNISAFE_PYTHON.exists():
+        raise SystemExit(f"OmniSafe's venv is missing ({OMNISAFE_PYTHON}): run `bash benchmarks/build_omnisafe_env.sh`")
+    out = log.with_suffix(".json")
+    cmd = [str(OMNISAFE_PYTHON), str(RUNNER), "--algo", PEER[algo], "--task", task_name, "--steps", str(steps)]
+    cmd += ["--seed", str(seed), "--n-envs", str(n_envs), "--cost-limit", str(limit), "--out", str(out)]
+    cmd += ["--hidden", *(str(h) for h in SHARED["hidden_sizes"])]
+    with log.open("w") as fh:  # OmniSafe prints a table per epoch: kept in a log beside the result
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"OmniSafe {PEER[algo]} on {task_name} failed (exit {done.returncode}); see {log}")
+    result = json.loads(out.read_text())
+    out.unlink()
+    return {**result, "side": "omnisafe", "algo": algo}
+
+
+def piece_path(out_dir: Path, side: str, task_name: str, algo: str, seed: int, steps: int) -> Path:
+    return out_dir / f"{side}-{task_name}-{algo}-s{seed}-{steps}.json"
+
+
+def _ms(xs: Sequence[float]) -> tuple[float, float]:
+    v = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    return (float(np.mean(v)), float(np.std(v))) if v else (float("nan"), float("nan"))
+
+
+def _f(x: float, nd: int = 2) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:,.{nd}f}"
+
+
+def table(pieces: Sequence[dict[str, Any]]) -> str:
+    out = []
+    for task_name in sorted({p["task"] for p in pieces}):
+        rs = [p for p in pieces if p["task"] == task_name]
+        budgets = sorted({p["steps"] for p in rs})
+        out.append(f"### {task_name} (cost limit 25; {', '.join(f'{b:,}' for b in budgets)} steps)\n")
+        out.append(
+            "| Algorithm | seeds | ours reward | ours cost | OmniSafe reward | OmniSafe cost | cum. cost ours / OmniSafe"
+            " | steps per CPU-s ours / OmniSafe | speed ratio | ours: cost ≤ 25, reward ≥, cum. cost < "
+            "| published 1e7 (reward / cost) |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for algo in PEER:
+            a = [p for p in rs if p["algo"] == algo and p["side"] == "ours"]
+            b = [p for p in rs if p["algo"] == algo and p["side"] == "omnisafe"]
+            if not a and not b:
+                continue
+            stat = {
+                (side, k): _ms([p[k] for p in group])
+                for side, group in (("a", a), ("b", b))
+                for k in ("final_return", "final_cost", "cumulative_cost", "steps_per_cpu_s")
+            }
+            ret_a, cost_a = stat["a", "final_return"], stat["a", "final_cost"]
+            ret_b, cost_b = stat["b", "final_return"], stat["b", "final_cost"]
+            cum_a, cum_b = stat["a", "cumulative_cost"][0], stat["b", "cumulative_cost"][0]
+            speed_a, speed_b = stat["a", "steps_per_cpu_s"][0], stat["b", "steps_per_cpu_s"][0]
+            both = a and b
+            verdict = (
+                " / ".join(("yes" if ok else "**no**") for ok in (cost_a[0] <= 25, ret_a[0] >= ret_b[0], cum_a < cum_b))
+                if both
+                else "–"
+            )
+            pub = PUBLISHED.get(task_name, {}).get(PEER[algo])
+            out.append(
+                f"| {algo} (OmniSafe {PEER[algo]}) | {len(a)} / {len(b)} | {_f(ret_a[0])} ± {_f(ret_a[1])} | "
+                f"{_f(cost_a[0])} ± {_f(cost_a[1])} | {_f(ret_b[0])} ± {_f(ret_b[1])} | {_f(cost_b[0])} ± {_f(cost_b[1])} | "
+                f"{_f(cum_a, 0)} / {_f(cum_b, 0)} | {_f(speed_a, 0)} / {_f(speed_b, 0)} | "
+                f"{_f(speed_a / speed_b if both else float('nan'))}× | {verdict} | "
+                + (f"{pub[0]:.2f} / {pub[1]:.2f}" if pub else "–")
+                + " |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def curve_plot(pieces: Sequence[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({p["task"] for p in pieces})
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.8 * len(tasks)), squeeze=False)
+    for row, task_name in zip(axes, tasks):
+        for i, algo in enumerate(PEER):
+            for p in (p for p in pieces if p["task"] == task_name and p["algo"] == algo):
+                c = np.asarray(p["curve"], dtype=float)
+                if not len(c):
+                    continue
+                style = dict(color=f"C{i}", ls="-" if p["side"] == "ours" else "--", alpha=0.85)
+                label = f"{algo} ({p['side']})"
+                for ax, col in zip(row, (1, 2, 3)):
+                    ax.plot(c[:, 0], c[:, col], label=label, **style)
+        row[0].set(title=f"{task_name}: episodic return", xlabel="env steps")
+        row[1].axhline(25, color="black", lw=1, ls=":")
+        row[1].set(title="episodic cost (limit 25)", xlabel="env steps")
+        row[2].set(title="cumulative training cost", xlabel="env steps")
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from benchmarks.safety import TASKS
+
+    sg = [t.label for t in TASKS if t.env_id.startswith("safety-gymnasium/")]
+    p = argparse.ArgumentParser(prog="python -m benchmarks.safety_omnisafe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=sg, choices=sg)
+    p.add_argument("--algos", nargs="+", default=["PPO-Lag", "TRPO-Lag", "CPO", "PID-Lag", "Saute"], choices=list(PEER))
+    p.add_argument("--sides", nargs="+", default=["ours", "omnisafe"], choices=["ours", "omnisafe"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=200_000)
+    p.add_argument("--n-envs", type=int, default=1)
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--out-dir", type=Path, default=REPO / ".deeprl" / "benchmarks" / "safety_omnisafe")
+    p.add_argument("--report-only", action="store_true", help="render the saved pieces; train nothing")
+    p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
+    p.add_argument("--no-doc", action="store_true")
+    p.add_argument("--no-mlflow", action="store_true")
+    p.add_argument("--tracking-uri", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    from benchmarks.safety import TASKS
+
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    command = command_line("benchmarks.safety_omnisafe", argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    tasks = [t for t in TASKS if t.label in args.tasks]
+    plan = [
+        (side, t, algo, seed) for seed in range(args.seeds) for t in tasks for algo in args.algos for side in args.sides
+    ]
+    with benchmark_run(
+        not args.no_mlflow,
+        args.tracking_uri,
+        EXPERIMENT,
+        f"safety-omnisafe-{stamp}",
+        {"command": command, "steps": args.steps, "seeds": args.seeds, "n_envs": args.n_envs},
+        tags={"benchmark": "safety-omnisafe"},
+    ) as mlog:
+        for side, task, algo, seed in [] if args.report_only else plan:
+            task_name = task.env_id.split("/", 1)[1]
+            path = piece_path(args.out_dir, side, task_name, algo, seed, args.steps)
+            if path.exists():
+                continue
+            t0 = time.perf_counter()
+            if side == "ours":
+                piece = ours(task, algo, seed, args.steps, args.n_envs, args.eval_episodes)
+            else:
+                piece = omnisafe(task_name, algo, seed, args.steps, args.n_envs, task.limit, path.with_suffix(".log"))
+            path.write_text(json.dumps(piece, indent=1))
+            print(
+                f"{side:<8} {task_name:<20} {algo:<8} seed {seed}: reward {piece['final_return']:7.2f} cost "
+                f"{piece['final_cost']:7.2f} cum. cost {piece['cumulative_cost']:8.0f} | "
+                f"{piece['steps_per_cpu_s']:5.0f} steps/CPU-s | {time.perf_counter() - t0:5.0f} s",
+                flush=True,
+            )
+            if mlog is not None:
+                _log_piece(mlog, piece)
+        pieces = [json.loads(p.read_text()) for p in sorted(args.out_dir.glob("*.json"))]
+        pieces = [p for p in pieces if p["task"] in {t.env_id.split("/", 1)[1] for t in tasks}]
+        if not pieces:
+            print("nothing measured yet")
+            return 0
+        text = table(pieces)
+        print(text)
+        files = [curve_plot(pieces, args.out_dir / "curves.png")]
+        if not args.no_doc:
+            args.doc.parent.mkdir(parents=True, exist_ok=True)
+            plot = args.doc.parent / "safety_omnisafe.png"
+            plot.write_bytes(files[0].read_bytes())
+            args.doc.write_text(report(text, command, plot.name))
+            files.append(args.doc)
+            print(f"report: {args.doc}")
+        if mlog is not None:
+            mlog.close({}, files)
+    return 0
+
+
+def _log_piece(mlog: BenchmarkMLflow, piece: dict[str, Any]) -> None:
+    curve = piece["curve"]
+    mlog.log_child(
+        f"{piece['side']}-{piece['algo']}-{piece['task']}-s{piece['seed']}",
+        {"side": piece["side"], "algo": piece["algo"], "task": piece["task"], "seed": str(piece["seed"])},
+        {"steps": piece["steps"], **piece.get("config", {})},
+        {k: float(v) for k, v in piece.items() if isinstance(v, (int, float)) and v is not None and k != "seed"},
+        int(piece["steps"]),
+        {
+            "train/episode_return": [(c[0], c[1]) for c in curve],
+            "train/episode_cost": [(c[0], c[2]) for c in curve],
+            "train/cumulative_cost": [(c[0], c[3]) for c in curve],
+        },
+        max_points=None,
+    )
+
+
+def report(text: str, command: str, plot: str) -> str:
+    import os
+
+    method = (__doc__ or "").split("\n\n", 2)[2]
+    return f"""# Safety-Gymnasium: our safe agents beside OmniSafe 0.5.0
+
+Generated by `benchmarks/safety_omnisafe.py` on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+({os.cpu_count()} cores shared with other jobs; torch CPU, one thread per run).
+
+**Command:** `{command}` (pieces saved earlier merge into this table; the budget and seeds of each row
+are in it).
+
+{method}
+
+*Reward / cost*: last training episodes, mean ± std over seeds. *Speed ratio*: our env-steps per
+CPU-second over OmniSafe's. The verdict column reads "cost ≤ 25 / reward ≥ OmniSafe's / cumulative
+cost below OmniSafe's" for our agent. *Published 1e7*: OmniSafe's own benchmark table at 50× this
+budget (5 seeds) — a reference for where the curves go, not a row measured here.
+
+{text}
+![curves]({plot})
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
