@@ -10,7 +10,17 @@
   ``log_batch`` request) with 1 and with 10 metrics (and 1 again, first on a fresh connection), against each tracking URI given (a server over
   HTTP, an embedded SQLite file): what every logged iteration pays. Medians over ``n`` calls.
 
-Prints one JSON object. Nothing here starts a cluster or a server: point it at running ones.
+* :func:`logs_at_scale` (``--logs-rows N``) — the paths for logs larger than a machine on a
+  generated log of about N rows (NG twin, uniform logging, C=10, K=2) cut into parquet parts:
+  ingestion and OPE (IPS, SNIPS, DR, DM of a Plackett–Luce policy) in this process and on Ray Data
+  (rows per wall-second; the first Ray Data pass's start-up separately), and behaviour cloning with
+  1 and 2 data-parallel workers (:mod:`recsys.data_parallel`, gloo on loopback) against one plain
+  worker: rows per CPU-second (all ranks' CPU time), rows per wall-second, time in all-reduces.
+  Ray is the cluster at ``--ray-address`` or a local one (run it in a loopback-only namespace:
+  ``unshare -n sh -c 'ip link set lo up && python -m benchmarks.scaling --logs-rows 50000'``).
+
+Prints one JSON object. Nothing here starts a cluster or a server except the local Ray of
+``--logs-rows`` without ``--ray-address``: point it at running ones.
 """
 
 from __future__ import annotations
@@ -87,6 +97,107 @@ def metric_roundtrip(uri: str, n: int = 50) -> dict[str, float]:
     return out
 
 
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    """(result, wall s, this process's CPU s)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def logs_at_scale(
+    folder: str,
+    rows: int = 50_000,
+    workers: tuple[int, ...] = (1, 2),
+    ray_address: str | None = None,
+    chunk_rows: int = 8192,
+    parts: int = 8,
+    bc_batch: int = 512,
+) -> dict[str, Any]:
+    """Ingestion and OPE local vs Ray Data, and behaviour cloning with 1..W data-parallel workers, on ~``rows`` rows."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+    import torch
+
+    from core_rl.distributed.ray_utils import init_ray
+    from recsys.data_parallel import BehaviorCloningJob, run_data_parallel
+    from recsys.logs import generate_logs, ingest_logs, read_meta
+    from recsys.ope import fit_reward_model
+    from recsys.ope_partitioned import evaluate_log_files
+    from recsys.policies import PlackettLucePolicy, RandomPolicy
+    from recsys.policies.baselines import ScoreFn
+    from recsys.simulation import InterestEvolutionVectorEnv
+
+    torch.set_num_threads(1)
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    horizon = 50
+    env = InterestEvolutionVectorEnv(256, seed=0, num_candidates=10, horizon=horizon)
+    gen = generate_logs(env, RandomPolicy(10, 2, seed=0), root / "log.parquet", sessions=max(1, rows // horizon))
+    table = pq.read_table(root / "log.parquet")
+    export = root / "export"
+    export.mkdir(exist_ok=True)
+    step = -(-table.num_rows // parts)
+    for i in range(parts):
+        pq.write_table(table.slice(i * step, step), export / f"part-{i:03d}.parquet", row_group_size=chunk_rows)
+    n = table.num_rows
+    out: dict[str, Any] = {"rows": n, "parts": parts, "row_group_rows": chunk_rows}
+    init_ray(ray_address)
+    # ingestion: a first, tiny Ray Data pass pays the workers' start-up
+    _, out["ray_first_pass_s"], _ = _timed(
+        lambda: ingest_logs(export / "part-000.parquet", root / "warm.parquet", backend="ray", chunk_rows=chunk_rows)
+    )
+    for backend in ("local", "ray"):
+        rep, wall, cpu = _timed(
+            lambda b=backend: ingest_logs(export, root / f"clean-{b}.parquet", chunk_rows=chunk_rows, backend=b)
+        )
+        assert rep.rows_in == n
+        out[f"ingest_{backend}_s"] = round(wall, 3)
+        out[f"ingest_{backend}_rows_per_s"] = round(n / wall)
+        out[f"ingest_{backend}_driver_cpu_s"] = round(cpu, 3)
+    clean = root / "clean-local.parquet"
+    meta = read_meta(clean)
+    policy = PlackettLucePolicy(10, 2, ScoreFn(meta.user_dim, meta.doc_dim, (32,)))
+    from recsys.logs import LogReader
+
+    reward = fit_reward_model(LogReader(clean, chunk_rows=chunk_rows), meta.user_dim, meta.doc_dim, epochs=1)
+    for backend in ("local", "ray"):
+        res, wall, cpu = _timed(
+            lambda b=backend: evaluate_log_files(
+                policy,
+                str(export.parent / "clean-local.parquet"),
+                reward_model=reward,
+                estimators=("ips", "snips", "dr", "dm"),
+                n_bootstrap=0,
+                chunk_rows=chunk_rows,
+                backend=b,
+            )
+        )
+        out[f"ope_{backend}_s"] = round(wall, 3)
+        out[f"ope_{backend}_rows_per_s"] = round(n / wall)
+        out[f"ope_{backend}_ips"] = res.estimates["ips"].value
+    # behaviour cloning: one plain worker, then W ranks at the same global batch
+    job = BehaviorCloningJob(str(clean), dict(seed=0, epochs=1, batch_size=bc_batch), chunk_rows=chunk_rows)
+    plain, wall, cpu = _timed(lambda: job(None))
+    out["bc_plain"] = {"rows_per_cpu_s": round(plain["rows"] / cpu), "rows_per_wall_s": round(plain["rows"] / wall)}
+    for w in workers:
+        ranks, total_wall, _ = _timed(lambda w=w: run_data_parallel(job, w))
+        trained = ranks[0].value["rows"]
+        cpu_s = sum(r.cpu_seconds for r in ranks)
+        wall_s = max(r.wall_seconds for r in ranks)
+        out[f"bc_ddp_x{w}"] = {
+            "rows_per_cpu_s": round(trained / cpu_s),
+            "rows_per_wall_s": round(trained / wall_s),
+            "allreduce_share": round(sum(r.comm_seconds for r in ranks) / max(cpu_s, 1e-9), 3),
+            "steps": len(ranks[0].value["curve"]),
+            "ms_per_allreduce": round(1000 * ranks[0].comm_seconds / max(len(ranks[0].value["curve"]), 1), 3),
+            "process_start_s": round(total_wall - wall_s, 2),
+            "max_curve_gap": max(abs(a - b) for a, b in zip(ranks[0].value["curve"], plain["curve"], strict=True)),
+        }
+    out["generated_sessions"] = gen.sessions
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ray-address", default=None)
@@ -95,9 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--tracking-uri", nargs="*", default=[])
     p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--logs-rows", type=int, default=0, help="measure the log paths on a log of about this many rows")
+    p.add_argument("--logs-dir", default=None, help="where the generated log goes (default: a temporary folder)")
     args = p.parse_args(argv)
     result: dict[str, Any] = {}
-    if args.ray_address:
+    if args.logs_rows:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="scaling-logs-") as tmp:
+            result["logs"] = logs_at_scale(args.logs_dir or tmp, args.logs_rows, tuple(args.workers), args.ray_address)
+    if args.ray_address and not args.logs_rows:
         result["ray"] = ray_iteration_overhead(
             args.ray_address, tuple(args.workers), args.iterations, args.worker_resource
         )
