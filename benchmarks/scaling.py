@@ -104,6 +104,10 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
 def logs_at_scale(
     folder: str,
     rows: int = 50_000,
@@ -112,6 +116,7 @@ def logs_at_scale(
     chunk_rows: int = 8192,
     parts: int = 8,
     bc_batch: int = 512,
+    repeats: int = 2,
 ) -> dict[str, Any]:
     """Ingestion and OPE local vs Ray Data, and behaviour cloning with 1..W data-parallel workers, on ~``rows`` rows."""
     from pathlib import Path
@@ -143,55 +148,75 @@ def logs_at_scale(
     n = table.num_rows
     out: dict[str, Any] = {"rows": n, "parts": parts, "row_group_rows": chunk_rows}
     init_ray(ray_address)
-    # ingestion: a first, tiny Ray Data pass pays the workers' start-up
+    from recsys.ray_data import map_in_order
+
+    # a first, tiny Ray Data pass pays the workers' start-up; then the fixed cost of a warm pass
     _, out["ray_first_pass_s"], _ = _timed(
         lambda: ingest_logs(export / "part-000.parquet", root / "warm.parquet", backend="ray", chunk_rows=chunk_rows)
     )
+    passes = [_timed(lambda: list(map_in_order(_identity, list(range(parts)), ray_address)))[1] for _ in range(3)]
+    out["ray_empty_pass_s"] = round(min(passes), 3)
     for backend in ("local", "ray"):
-        rep, wall, cpu = _timed(
-            lambda b=backend: ingest_logs(export, root / f"clean-{b}.parquet", chunk_rows=chunk_rows, backend=b)
-        )
-        assert rep.rows_in == n
-        out[f"ingest_{backend}_s"] = round(wall, 3)
-        out[f"ingest_{backend}_rows_per_s"] = round(n / wall)
-        out[f"ingest_{backend}_driver_cpu_s"] = round(cpu, 3)
+        for repeat in range(repeats):
+            rep, wall, cpu = _timed(
+                lambda b=backend: ingest_logs(export, root / f"clean-{b}.parquet", chunk_rows=chunk_rows, backend=b)
+            )
+            assert rep.rows_in == n
+            if repeat == 0 or wall < out[f"ingest_{backend}_s"]:
+                out[f"ingest_{backend}_s"] = round(wall, 3)
+                out[f"ingest_{backend}_rows_per_s"] = round(n / wall)
+                out[f"ingest_{backend}_driver_cpu_s"] = round(cpu, 3)
     clean = root / "clean-local.parquet"
     meta = read_meta(clean)
     policy = PlackettLucePolicy(10, 2, ScoreFn(meta.user_dim, meta.doc_dim, (32,)))
     from recsys.logs import LogReader
 
     reward = fit_reward_model(LogReader(clean, chunk_rows=chunk_rows), meta.user_dim, meta.doc_dim, epochs=1)
+    # OPE on the clean log cut into the same parts (row groups of chunk_rows rows)
+    clean_parts = root / "clean-parts"
+    clean_parts.mkdir(exist_ok=True)
+    ctable = pq.read_table(clean)
+    for i in range(parts):
+        pq.write_table(ctable.slice(i * step, step), clean_parts / f"part-{i:03d}.parquet", row_group_size=chunk_rows)
     for backend in ("local", "ray"):
-        res, wall, cpu = _timed(
-            lambda b=backend: evaluate_log_files(
-                policy,
-                str(export.parent / "clean-local.parquet"),
-                reward_model=reward,
-                estimators=("ips", "snips", "dr", "dm"),
-                n_bootstrap=0,
-                chunk_rows=chunk_rows,
-                backend=b,
+        for repeat in range(repeats):
+            res, wall, cpu = _timed(
+                lambda b=backend: evaluate_log_files(
+                    policy,
+                    str(clean_parts),
+                    reward_model=reward,
+                    estimators=("ips", "snips", "dr", "dm"),
+                    n_bootstrap=0,
+                    chunk_rows=chunk_rows,
+                    backend=b,
+                )
             )
-        )
-        out[f"ope_{backend}_s"] = round(wall, 3)
-        out[f"ope_{backend}_rows_per_s"] = round(n / wall)
-        out[f"ope_{backend}_ips"] = res.estimates["ips"].value
-    # behaviour cloning: one plain worker, then W ranks at the same global batch
+            if repeat == 0 or wall < out[f"ope_{backend}_s"]:
+                out[f"ope_{backend}_s"] = round(wall, 3)
+                out[f"ope_{backend}_rows_per_s"] = round(n / wall)
+                out[f"ope_{backend}_driver_cpu_s"] = round(cpu, 3)
+            out[f"ope_{backend}_ips"] = res.estimates["ips"].value
+    # behaviour cloning: one plain worker, then W ranks at the same global batch (the fits' own time)
     job = BehaviorCloningJob(str(clean), dict(seed=0, epochs=1, batch_size=bc_batch), chunk_rows=chunk_rows)
-    plain, wall, cpu = _timed(lambda: job(None))
-    out["bc_plain"] = {"rows_per_cpu_s": round(plain["rows"] / cpu), "rows_per_wall_s": round(plain["rows"] / wall)}
+    plain = job(None)
+    out["bc_plain"] = {
+        "rows_per_cpu_s": round(plain["rows"] / plain["fit_cpu_s"]),
+        "rows_per_wall_s": round(plain["rows"] / plain["fit_wall_s"]),
+    }
     for w in workers:
         ranks, total_wall, _ = _timed(lambda w=w: run_data_parallel(job, w))
         trained = ranks[0].value["rows"]
-        cpu_s = sum(r.cpu_seconds for r in ranks)
-        wall_s = max(r.wall_seconds for r in ranks)
+        cpu_s = sum(r.value["fit_cpu_s"] for r in ranks)
+        wall_s = max(r.value["fit_wall_s"] for r in ranks)
+        steps = len(ranks[0].value["curve"])
         out[f"bc_ddp_x{w}"] = {
             "rows_per_cpu_s": round(trained / cpu_s),
             "rows_per_wall_s": round(trained / wall_s),
-            "allreduce_share": round(sum(r.comm_seconds for r in ranks) / max(cpu_s, 1e-9), 3),
-            "steps": len(ranks[0].value["curve"]),
-            "ms_per_allreduce": round(1000 * ranks[0].comm_seconds / max(len(ranks[0].value["curve"]), 1), 3),
-            "process_start_s": round(total_wall - wall_s, 2),
+            "allreduce_share_of_cpu": round(sum(r.comm_seconds for r in ranks) / max(cpu_s, 1e-9), 3),
+            "steps": steps,
+            "ms_per_step": round(1000 * wall_s / max(steps, 1), 3),
+            "ms_allreduce_per_step": round(1000 * ranks[0].comm_seconds / max(steps, 1), 3),
+            "start_and_imports_s": round(total_wall - wall_s, 2),
             "max_curve_gap": max(abs(a - b) for a, b in zip(ranks[0].value["curve"], plain["curve"], strict=True)),
         }
     out["generated_sessions"] = gen.sessions

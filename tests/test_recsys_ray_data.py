@@ -141,3 +141,26 @@ def test_ray_ope_of_a_partitioned_log_matches_the_local_estimates(ray_session, l
         assert remote.logging_value == pytest.approx(local.logging_value, rel=1e-12)
     # the estimates are not trivially equal: IPS of another policy differs from the logged value
     assert abs(local.estimates["ips"].value - local.logging_value) > 1e-3
+
+
+def test_the_cli_ingests_a_partitioned_log_on_ray_with_the_local_report(
+    ray_session, log, tmp_path, tracking_uri, capsys
+):
+    import json
+
+    from pipelines.cli import main
+
+    _, df, res = log
+    boundary = len(df) // 2
+    _write_partitioned(_corrupt(df, boundary), tmp_path / "export", [boundary], row_group_size=200)
+    reports = {}
+    for backend in ("local", "ray"):
+        argv = ["recsys", "ingest", "--logs", str(tmp_path / "export"), "--out", str(tmp_path / f"{backend}.parquet")]
+        code = main([*argv, "--backend", backend, "--json", "--tracking-uri", tracking_uri])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        reports[backend] = json.loads(out.strip().splitlines()[-1])
+    assert {k: v for k, v in reports["ray"].items() if k not in ("output", "quarantine")} == {
+        k: v for k, v in reports["local"].items() if k not in ("output", "quarantine")
+    }
+    assert reports["ray"]["rows_in"] == res.rows and reports["ray"]["rows_quarantined"] == 7
