@@ -186,7 +186,8 @@ class BehaviorCloningJob:
 
     Returns the per-step NLL of the global minibatch (``curve``), the epoch history, the final
     parameters, the rows trained on (epochs × log rows) and the fit's own CPU and wall seconds
-    (``fit_cpu_s``, ``fit_wall_s``: without the process start and imports). ``group=None`` runs it as one plain worker."""
+    (``fit_cpu_s``, ``fit_wall_s``: without the process start and imports) and the clocks at every
+    step (``clocks``: (CPU s, wall s)). ``group=None`` runs it as one plain worker."""
 
     log: str
     config: dict[str, Any]
@@ -205,6 +206,7 @@ class BehaviorCloningJob:
             "fit_cpu_s": time.process_time() - cpu0,
             "fit_wall_s": time.perf_counter() - wall0,
             "curve": tracker.values,
+            "clocks": tracker.clocks,
             "history": bc.history,
             "state": {k: v.clone() for k, v in bc.model.state_dict().items()},
             "rows": reader.num_rows * bc.config.epochs,
@@ -212,10 +214,13 @@ class BehaviorCloningJob:
 
 
 class StepCurve:
-    """A tracker that keeps one metric of every step (not the epoch means, which carry ``epoch``)."""
+    """A tracker that keeps one metric of every step (not the epoch means, which carry ``epoch``) and
+    the process's CPU and wall clocks at each (steady-state rates leave out the first steps' warm-up)."""
 
     def __init__(self, key: str):
-        self.key, self.values = key, []  # type: ignore[var-annotated]
+        self.key = key
+        self.values: list[float] = []
+        self.clocks: list[tuple[float, float]] = []
 
     def log_params(self, params: Any) -> None:
         pass
@@ -223,6 +228,7 @@ class StepCurve:
     def log_metrics(self, metrics: Any, step: int) -> None:
         if self.key in metrics and "epoch" not in metrics:
             self.values.append(float(metrics[self.key]))
+            self.clocks.append((time.process_time(), time.perf_counter()))
 
     def log_artifact(self, path: Any, artifact_path: str | None = None) -> None:
         pass
