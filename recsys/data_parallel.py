@@ -1,5 +1,5 @@
-r"""Data-parallel training of the recommender's learners from logs: torch DDP over gloo on CPUs
-(:class:`DataParallel`, :func:`run_data_parallel`).
+r"""Data-parallel training of the recommender's learners from logs: DDP-style gradient all-reduce
+with ``torch.distributed`` over gloo on CPUs (:class:`DataParallel`, :func:`run_data_parallel`).
 
 W worker processes each hold a replica of the model (rank 0's parameters are broadcast at the
 start). Every rank draws the *same* global minibatch of B rows a single worker would draw — the same

@@ -103,7 +103,7 @@ def test_ray_ingestion_of_an_unordered_glob_sorts_and_matches_the_local_path(ray
     local = ingest_logs(pattern, tmp_path / "local.parquet", chunk_rows=200)
     remote = ingest_logs(pattern, tmp_path / "ray.parquet", chunk_rows=200, backend="ray", work_dir=tmp_path / "spool")
     assert local.sort is not None and remote.sort is not None and local.rows_quarantined == 7
-    assert local.rows_in == res.rows
+    assert local.rows_in == res.rows and not list((tmp_path / "spool").iterdir())  # the spooled parts are gone
     _same_ingestion(local, remote, tmp_path)
 
 

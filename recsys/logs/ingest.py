@@ -4,7 +4,9 @@ propensities estimated when the logs lack them (:func:`ingest_logs`)."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +348,7 @@ def ingest_logs(
     out = _CleanOutput(writer, quarantine)
     problems: dict[tuple[str, str], Problem] = {}
     stream = itertools.chain([head], batches)
+    spool: Path | None = None
     try:
         if backend == "local":
             parts = _local_parts(stream, dims, keep_quarantine=not strict)
@@ -355,7 +358,8 @@ def ingest_logs(
             if src.fragments is not None and report.sort is None:
                 fragments, read_schema = src.fragments(), schema
             else:  # the sorted stream (or a DataFrame) is spooled to parquet parts the tasks can read
-                fragments, read_schema = _spool(stream, Path(work_dir or tmp_dir.name) / "spool", chunk_rows)
+                spool = Path(work_dir or tmp_dir.name) / f"spool-{uuid.uuid4().hex[:8]}"
+                fragments, read_schema = _spool(stream, spool, chunk_rows)
             parts = validated_parts_on_ray(
                 fragments, read_schema, dims, chunk_rows, keep_quarantine=not strict, ray_address=ray_address
             )
@@ -367,6 +371,8 @@ def ingest_logs(
                 out.add(part)
     finally:
         out.close()
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
     report.problems = sorted(problems.values(), key=lambda p: p.first_row)
     report.rows_clean = report.rows_in - report.rows_quarantined
     if strict:
