@@ -164,3 +164,27 @@ def test_the_cli_ingests_a_partitioned_log_on_ray_with_the_local_report(
         k: v for k, v in reports["local"].items() if k not in ("output", "quarantine")
     }
     assert reports["ray"]["rows_in"] == res.rows and reports["ray"]["rows_quarantined"] == 7
+
+
+def test_the_cli_evaluates_a_trained_policy_on_ray_with_the_local_estimates(
+    ray_session, log, tmp_path, tracking_uri, capsys
+):
+    import json
+
+    from pipelines.cli import main
+    from recsys.pipeline import train
+
+    folder, _, _ = log
+    trained = train("bc", str(folder / "log.parquet"), config={"epochs": 1}, tracking_uri=tracking_uri)
+    results = {}
+    for backend in ("local", "ray"):
+        argv = ["recsys", "evaluate", "--run", trained["run_id"], "--logs", str(folder / "log.parquet")]
+        code = main([*argv, "--bootstrap", "20", "--backend", backend, "--json", "--tracking-uri", tracking_uri])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        results[backend] = json.loads(out.strip().splitlines()[-1])
+    local, remote = results["local"]["ope"], results["ray"]["ope"]
+    assert set(local) == set(remote) and "ips" in local
+    for name, est in local.items():
+        assert remote[name]["value"] == pytest.approx(est["value"], rel=1e-9), name
+        assert remote[name]["n"] == est["n"]
