@@ -166,6 +166,11 @@ def logs_at_scale(
                 out[f"ingest_{backend}_s"] = round(wall, 3)
                 out[f"ingest_{backend}_rows_per_s"] = round(n / wall)
                 out[f"ingest_{backend}_driver_cpu_s"] = round(cpu, 3)
+    # the driver's serial pass over the two key columns (order check), part of both backends
+    from recsys.logs import first_out_of_order, open_source
+
+    _, wall, _ = _timed(lambda: first_out_of_order(open_source(export, chunk_rows).batches(["session_id", "step"])))
+    out["order_check_s"] = round(wall, 3)
     clean = root / "clean-local.parquet"
     meta = read_meta(clean)
     policy = PlackettLucePolicy(10, 2, ScoreFn(meta.user_dim, meta.doc_dim, (32,)))

@@ -72,7 +72,9 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(s)
 
     i = sub.add_parser("ingest", help="validate a log, quarantine bad rows, estimate missing propensities")
-    i.add_argument("--logs", required=True, help="a parquet file or a directory of parquet files")
+    i.add_argument(
+        "--logs", required=True, help="a parquet file, a directory of parquet files or a quoted glob of them"
+    )
     i.add_argument(
         "--out",
         default=None,

@@ -241,6 +241,7 @@ def ingested_path(source: str | Path) -> Path:
     src = Path(source).resolve()
     digest = hashlib.sha1(str(src).encode()).hexdigest()[:10]
     name = src.name[: -len(".parquet")] if src.name.endswith(".parquet") else src.name
+    name = "".join("_" if ch in "*?[]" else ch for ch in name)  # a glob's last part
     return data_dir() / "recsys" / "ingested" / f"{name}-{digest}.parquet"
 
 
@@ -262,7 +263,7 @@ def ingest(
 ) -> Any:
     """Validate and normalise a user's log (:func:`recsys.logs.ingest_logs`), recorded as one MLflow run.
 
-    ``source``: a parquet file or a directory of parquet files (a partitioned export); ``backend="ray"``
+    ``source``: a parquet file, a directory or a glob of parquet files (a partitioned export); ``backend="ray"``
     validates its row groups on Ray Data (the cluster at ``ray_address``, else a local Ray). The clean log
     goes to ``out`` (default :func:`ingested_path`, under the data folder) and the quarantine beside
     it. Rows out of (session_id, step) order are sorted (``require_sorted``: refused instead). The
@@ -271,8 +272,9 @@ def ingest(
     from recsys.logs import ingest_logs
 
     configure_torch(1)
-    if isinstance(source, (str, Path)) and not Path(source).exists():
-        raise ConfigError(f"log file '{source}' does not exist")
+    is_glob = isinstance(source, str) and any(ch in source for ch in "*?[")
+    if isinstance(source, (str, Path)) and not is_glob and not Path(source).exists():
+        raise ConfigError(f"log file '{source}' does not exist")  # a glob that matches nothing: ingest_logs says so
     if out is None:
         if not isinstance(source, (str, Path)):
             raise ConfigError("out: give an output path for a log that is not a file")

@@ -154,8 +154,9 @@ def test_the_cli_ingests_a_partitioned_log_on_ray_with_the_local_report(
     boundary = len(df) // 2
     _write_partitioned(_corrupt(df, boundary), tmp_path / "export", [boundary], row_group_size=200)
     reports = {}
-    for backend in ("local", "ray"):
-        argv = ["recsys", "ingest", "--logs", str(tmp_path / "export"), "--out", str(tmp_path / f"{backend}.parquet")]
+    sources = {"local": str(tmp_path / "export"), "ray": str(tmp_path / "export" / "day=*" / "*.parquet")}
+    for backend in ("local", "ray"):  # the directory locally, a glob of its files on Ray
+        argv = ["recsys", "ingest", "--logs", sources[backend], "--out", str(tmp_path / f"{backend}.parquet")]
         code = main([*argv, "--backend", backend, "--json", "--tracking-uri", tracking_uri])
         out = capsys.readouterr().out
         assert code == 0, out
