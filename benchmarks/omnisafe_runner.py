@@ -77,7 +77,9 @@ def read_progress(log_dir: str) -> list[dict[str, float]]:
     if not paths:
         raise SystemExit(f"OmniSafe wrote no progress.csv under {log_dir}")
     with paths[-1].open() as fh:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [
+            {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(fh)
+        ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,17 @@
   ``log_batch`` request) with 1 and with 10 metrics (and 1 again, first on a fresh connection), against each tracking URI given (a server over
   HTTP, an embedded SQLite file): what every logged iteration pays. Medians over ``n`` calls.
 
-Prints one JSON object. Nothing here starts a cluster or a server: point it at running ones.
+* :func:`logs_at_scale` (``--logs-rows N``) — the paths for logs larger than a machine on a
+  generated log of about N rows (NG twin, uniform logging, C=10, K=2) cut into parquet parts:
+  ingestion and OPE (IPS, SNIPS, DR, DM of a Plackett–Luce policy) in this process and on Ray Data
+  (rows per wall-second; the first Ray Data pass's start-up separately), and behaviour cloning with
+  1 and 2 data-parallel workers (:mod:`recsys.data_parallel`, gloo on loopback) against one plain
+  worker: rows per CPU-second (all ranks' CPU time), rows per wall-second, time in all-reduces.
+  Ray is the cluster at ``--ray-address`` or a local one (run it in a loopback-only namespace:
+  ``unshare -n sh -c 'ip link set lo up && python -m benchmarks.scaling --logs-rows 50000'``).
+
+Prints one JSON object. Nothing here starts a cluster or a server except the local Ray of
+``--logs-rows`` without ``--ray-address``: point it at running ones.
 """
 
 from __future__ import annotations
@@ -87,6 +97,143 @@ def metric_roundtrip(uri: str, n: int = 50) -> dict[str, float]:
     return out
 
 
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    """(result, wall s, this process's CPU s)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def logs_at_scale(
+    folder: str,
+    rows: int = 50_000,
+    workers: tuple[int, ...] = (1, 2),
+    ray_address: str | None = None,
+    chunk_rows: int = 8192,
+    parts: int = 8,
+    bc_batch: int = 512,
+    repeats: int = 2,
+) -> dict[str, Any]:
+    """Ingestion and OPE local vs Ray Data, and behaviour cloning with 1..W data-parallel workers, on ~``rows`` rows."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+    import torch
+
+    from core_rl.distributed.ray_utils import init_ray
+    from recsys.data_parallel import BehaviorCloningJob, run_data_parallel
+    from recsys.logs import generate_logs, ingest_logs, read_meta
+    from recsys.ope import fit_reward_model
+    from recsys.ope_partitioned import evaluate_log_files
+    from recsys.policies import PlackettLucePolicy, RandomPolicy
+    from recsys.policies.baselines import ScoreFn
+    from recsys.simulation import InterestEvolutionVectorEnv
+
+    torch.set_num_threads(1)
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    horizon = 50
+    env = InterestEvolutionVectorEnv(256, seed=0, num_candidates=10, horizon=horizon)
+    gen = generate_logs(env, RandomPolicy(10, 2, seed=0), root / "log.parquet", sessions=max(1, rows // horizon))
+    table = pq.read_table(root / "log.parquet")
+    export = root / "export"
+    export.mkdir(exist_ok=True)
+    step = -(-table.num_rows // parts)
+    for i in range(parts):
+        pq.write_table(table.slice(i * step, step), export / f"part-{i:03d}.parquet", row_group_size=chunk_rows)
+    n = table.num_rows
+    out: dict[str, Any] = {"rows": n, "parts": parts, "row_group_rows": chunk_rows}
+    init_ray(ray_address)
+    from recsys.ray_data import map_in_order
+
+    # a first, tiny Ray Data pass pays the workers' start-up; then the fixed cost of a warm pass
+    _, out["ray_first_pass_s"], _ = _timed(
+        lambda: ingest_logs(export / "part-000.parquet", root / "warm.parquet", backend="ray", chunk_rows=chunk_rows)
+    )
+    passes = [_timed(lambda: list(map_in_order(_identity, list(range(parts)), ray_address)))[1] for _ in range(3)]
+    out["ray_empty_pass_s"] = round(min(passes), 3)
+    for backend in ("local", "ray"):
+        for repeat in range(repeats):
+            rep, wall, cpu = _timed(
+                lambda b=backend: ingest_logs(export, root / f"clean-{b}.parquet", chunk_rows=chunk_rows, backend=b)
+            )
+            assert rep.rows_in == n
+            if repeat == 0 or wall < out[f"ingest_{backend}_s"]:
+                out[f"ingest_{backend}_s"] = round(wall, 3)
+                out[f"ingest_{backend}_rows_per_s"] = round(n / wall)
+                out[f"ingest_{backend}_driver_cpu_s"] = round(cpu, 3)
+    # the driver's serial pass over the two key columns (order check), part of both backends
+    from recsys.logs import first_out_of_order, open_source
+
+    _, wall, _ = _timed(lambda: first_out_of_order(open_source(export, chunk_rows).batches(["session_id", "step"])))
+    out["order_check_s"] = round(wall, 3)
+    clean = root / "clean-local.parquet"
+    meta = read_meta(clean)
+    policy = PlackettLucePolicy(10, 2, ScoreFn(meta.user_dim, meta.doc_dim, (32,)))
+    from recsys.logs import LogReader
+
+    reward = fit_reward_model(LogReader(clean, chunk_rows=chunk_rows), meta.user_dim, meta.doc_dim, epochs=1)
+    # OPE on the clean log cut into the same parts (row groups of chunk_rows rows)
+    clean_parts = root / "clean-parts"
+    clean_parts.mkdir(exist_ok=True)
+    ctable = pq.read_table(clean)
+    for i in range(parts):
+        pq.write_table(ctable.slice(i * step, step), clean_parts / f"part-{i:03d}.parquet", row_group_size=chunk_rows)
+    for backend in ("local", "ray"):
+        for repeat in range(repeats):
+            res, wall, cpu = _timed(
+                lambda b=backend: evaluate_log_files(
+                    policy,
+                    str(clean_parts),
+                    reward_model=reward,
+                    estimators=("ips", "snips", "dr", "dm"),
+                    n_bootstrap=0,
+                    chunk_rows=chunk_rows,
+                    backend=b,
+                )
+            )
+            if repeat == 0 or wall < out[f"ope_{backend}_s"]:
+                out[f"ope_{backend}_s"] = round(wall, 3)
+                out[f"ope_{backend}_rows_per_s"] = round(n / wall)
+                out[f"ope_{backend}_driver_cpu_s"] = round(cpu, 3)
+            out[f"ope_{backend}_ips"] = res.estimates["ips"].value
+    # behaviour cloning: one plain worker, then W ranks at the same global batch; rates in the steady
+    # state (from step `skip` on: a fresh process's first optimizer steps pay one-time lazy imports)
+    job = BehaviorCloningJob(str(clean), dict(seed=0, epochs=1, batch_size=bc_batch), chunk_rows=chunk_rows)
+    plain = job(None)
+    skip = 20
+
+    def steady(clocks: list[list[tuple[float, float]]]) -> tuple[int, float, float]:
+        steps = len(clocks[0]) - 1 - skip
+        cpu = sum(c[-1][0] - c[skip][0] for c in clocks)
+        wall = max(c[-1][1] - c[skip][1] for c in clocks)
+        return steps * bc_batch, cpu, wall
+
+    rows_s, cpu_s, wall_s = steady([plain["clocks"]])
+    out["bc_plain"] = {"rows_per_cpu_s": round(rows_s / cpu_s), "rows_per_wall_s": round(rows_s / wall_s)}
+    for w in workers:
+        ranks, total_wall, _ = _timed(lambda w=w: run_data_parallel(job, w))
+        rows_s, cpu_s, wall_s = steady([r.value["clocks"] for r in ranks])
+        steps = len(ranks[0].value["curve"])
+        fit_cpu = sum(r.value["fit_cpu_s"] for r in ranks)
+        out[f"bc_ddp_x{w}"] = {
+            "rows_per_cpu_s": round(rows_s / cpu_s),
+            "rows_per_wall_s": round(rows_s / wall_s),
+            "ms_per_step": round(1000 * wall_s / (steps - 1 - skip), 3),
+            "ms_allreduce_per_step": round(1000 * ranks[0].comm_seconds / max(steps, 1), 3),
+            "allreduce_share_of_cpu": round(sum(r.comm_seconds for r in ranks) / max(fit_cpu, 1e-9), 3),
+            "first_steps_s": round(max(r.value["fit_wall_s"] for r in ranks) - wall_s, 2),
+            "start_and_imports_s": round(total_wall - max(r.value["fit_wall_s"] for r in ranks), 2),
+            "max_curve_gap": max(abs(a - b) for a, b in zip(ranks[0].value["curve"], plain["curve"], strict=True)),
+        }
+    out["generated_sessions"] = gen.sessions
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ray-address", default=None)
@@ -95,9 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--tracking-uri", nargs="*", default=[])
     p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--logs-rows", type=int, default=0, help="measure the log paths on a log of about this many rows")
+    p.add_argument("--logs-dir", default=None, help="where the generated log goes (default: a temporary folder)")
     args = p.parse_args(argv)
     result: dict[str, Any] = {}
-    if args.ray_address:
+    if args.logs_rows:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="scaling-logs-") as tmp:
+            result["logs"] = logs_at_scale(args.logs_dir or tmp, args.logs_rows, tuple(args.workers), args.ray_address)
+    if args.ray_address and not args.logs_rows:
         result["ray"] = ray_iteration_overhead(
             args.ray_address, tuple(args.workers), args.iterations, args.worker_resource
         )

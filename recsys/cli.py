@@ -41,6 +41,15 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("recsys", help="slate recommenders: simulate logs, train, evaluate")
     sub = p.add_subparsers(dest="recsys_command", required=True)
 
+    def backend_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--backend",
+            default="local",
+            choices=["local", "ray"],
+            help="ray: the per-row work runs on Ray Data (row groups as tasks; same results as local)",
+        )
+        q.add_argument("--ray-address", default=None, help="the Ray cluster (default $RAY_ADDRESS, else a local Ray)")
+
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--experiment", default=EXPERIMENT)
@@ -63,7 +72,9 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(s)
 
     i = sub.add_parser("ingest", help="validate a log, quarantine bad rows, estimate missing propensities")
-    i.add_argument("--logs", required=True, help="a parquet file or a directory of parquet files")
+    i.add_argument(
+        "--logs", required=True, help="a parquet file, a directory of parquet files or a quoted glob of them"
+    )
     i.add_argument(
         "--out",
         default=None,
@@ -78,6 +89,7 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="refuse rows out of (session_id, step) order instead of sorting them",
     )
+    backend_flags(i)
     common(i)
 
     o = sub.add_parser("fetch-obd", help="download the Open Bandit Dataset sample (obp 0.5.7's sdist, with pip)")
@@ -106,6 +118,7 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--online", action="store_true", help="run in the simulator recorded in the logs")
     e.add_argument("--sessions", type=int, default=500)
     e.add_argument("--bootstrap", type=int, default=200)
+    backend_flags(e)
     common(e)
     return p
 
@@ -160,6 +173,8 @@ def cmd_recsys(args: argparse.Namespace) -> int:
             args.experiment,
             seed=args.seed,
             require_sorted=args.require_sorted,
+            backend=args.backend,
+            ray_address=args.ray_address,
         )
         _print(
             {
@@ -228,6 +243,8 @@ def cmd_recsys(args: argparse.Namespace) -> int:
             args.seed,
             tracking_uri=args.tracking_uri,
             experiment=args.experiment,
+            backend=args.backend,
+            ray_address=args.ray_address,
         )
         lines = [f"run {res['run_id']}: {res['policy']}"]
         for name, e in res.get("ope", {}).items():

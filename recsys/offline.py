@@ -121,12 +121,25 @@ class BehaviorCloning:
         self.history: list[dict[str, float]] = []
         self.nll: float | None = None
 
-    def fit(self, reader: Any, epochs: int | None = None) -> "BehaviorCloning":
+    def fit(
+        self, reader: Any, epochs: int | None = None, data_parallel: Any | None = None, log_every: int = 0
+    ) -> "BehaviorCloning":
         """Maximum likelihood of the logged slates (:meth:`PropensityModel.fit`); ``nll`` is the last
-        epoch's mean negative log-likelihood per slate."""
+        epoch's mean negative log-likelihood per slate. ``data_parallel``: this process's
+        :class:`recsys.data_parallel.DataParallel` rank (``batch_size`` stays the global batch);
+        ``log_every`` > 0: every ``log_every``-th step's NLL goes to the tracker."""
         cfg = self.config
         self.model.fit(
-            reader, epochs or cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, self.tracker, self.history, metric="bc_nll"
+            reader,
+            epochs or cfg.epochs,
+            cfg.batch_size,
+            cfg.lr,
+            cfg.seed,
+            self.tracker,
+            self.history,
+            metric="bc_nll",
+            data_parallel=data_parallel,
+            log_every=log_every,
         )
         self.nll = self.history[-1]["bc_nll"] if self.history else None
         return self

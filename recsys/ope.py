@@ -39,7 +39,7 @@ carry the simulator's ground truth — the policy's exact one-step value on the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +256,146 @@ class OPEResult:
         return out
 
 
+@dataclass
+class ChunkTerms:
+    """What one chunk of logged rows adds to every estimator: per-session sums of each estimator's
+    numerator and denominator (sessions in the chunk's order), Σw and Σw² of its weights, and the
+    ground-truth and logged-engagement sums. Chunks combine by concatenation and addition
+    (:func:`combine_terms`), so any split of a log — the local reader's chunks, row groups on Ray Data
+    (:mod:`recsys.ope_partitioned`) — gives the same estimates up to float rounding."""
+
+    sessions: torch.Tensor  # [g] session ids
+    sums: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name → (Σ num, Σ den) per session, [g] each
+    weight_moments: dict[str, tuple[float, float]]
+    truth_sum: float | None  # None: the chunk has no oracle columns
+    logged_sum: float
+    rows: int
+
+
+def usable_estimators(
+    estimators: Sequence[str], reward_model: SlateRewardModel | None, logging_policy: SlatePolicy | None
+) -> tuple[list[str], list[str]]:
+    """The estimators that can run with what is given, and notes on those skipped (unknown → ConfigError)."""
+    unknown = set(estimators) - set(ESTIMATORS)
+    if unknown:
+        raise ConfigError(f"unknown estimator(s) {sorted(unknown)}; known: {', '.join(ESTIMATORS)}")
+    want = [
+        e
+        for e in estimators
+        if not ((e in ("dr", "dm") and reward_model is None) or (e in ("pi", "pi_sn") and logging_policy is None))
+    ]
+    notes = []
+    if reward_model is None and {"dr", "dm"} & set(estimators):
+        notes.append("dr/dm skipped: no reward model")
+    if logging_policy is None and {"pi", "pi_sn"} & set(estimators):
+        notes.append("pi skipped: the logging policy's slate distribution is unknown")
+    return want, notes
+
+
+def chunk_terms(
+    policy: SlatePolicy,
+    chunk: Any,
+    want: Sequence[str],
+    reward_model: SlateRewardModel | None = None,
+    logging_policy: SlatePolicy | None = None,
+) -> ChunkTerms:
+    """The per-row terms of every estimator in ``want`` on one :class:`~recsys.logs.LogChunk`, summed per session."""
+    if chunk.slate_propensity is None:
+        raise ConfigError("the logs have no slate_propensity: ingest them (propensities get estimated)")
+    obs, info = chunk.obs(), chunk.info()
+    if policy.needs_info and not (info and "candidate_choice_logit" in info):
+        raise ConfigError(f"policy '{policy.kind}' needs the simulator's info, which these logs lack")
+    c, k = chunk.docs.shape[1], chunk.slate_size
+    session_ids, inv = torch.unique_consecutive(chunk.session, return_inverse=True)
+    g_count = session_ids.shape[0]
+    sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    moments: dict[str, tuple[float, float]] = {}
+
+    def add(name: str, terms: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor) -> None:
+        num, den = terms
+        sums[name] = (
+            torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, num.double()),
+            torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, den.double()),
+        )
+        moments[name] = (float(weight.sum()), float(weight.pow(2).sum()))
+
+    truth: float | None = None
+    with torch.no_grad():
+        chosen = policy(obs, info).slates if policy.deterministic else None
+        target_prob = policy.probability_of(obs, info, chunk.slate)
+        w = importance_weights(target_prob, chunk.slate_propensity)
+        r = chunk.engagement.double()
+        if "ips" in want:
+            add("ips", ips_terms(r, w), w)
+        if "snips" in want:
+            add("snips", snips_terms(r, w), w)
+        if reward_model is not None and ({"dr", "dm"} & set(want)):
+            logits, none = reward_model.logits(chunk.user, chunk.docs)
+            eng = reward_model.engagement(chunk.user, chunk.docs)
+            q_logged = slate_q(logits, none, eng, chunk.slate).double()
+            q_target = expected_value(policy, obs, info, logits, none, eng, chosen)
+            if "dr" in want:
+                add("dr", dr_terms(r, w, q_logged, q_target), w)
+            if "dm" in want:
+                add("dm", dm_terms(q_target), torch.ones_like(w))
+        if logging_policy is not None and ({"pi", "pi_sn"} & set(want)):
+            mu_dist = logging_policy.slate_distribution(obs, info)
+            pi_dist = policy.slate_distribution(obs, info)
+            g = pseudo_inverse_weights(pi_dist, mu_dist, chunk.slate, c, k)
+            if "pi" in want:
+                add("pi", pi_terms(r, g), g)
+            if "pi_sn" in want:
+                add("pi_sn", pi_terms(r, g, self_normalized=True), g)
+        if chunk.oracle_logit is not None:
+            truth = float(
+                expected_value(
+                    policy, obs, info, chunk.oracle_logit, chunk.oracle_no_click, chunk.oracle_engagement, chosen
+                ).sum()
+            )
+    return ChunkTerms(session_ids, sums, moments, truth, float(chunk.engagement.double().sum()), len(chunk))
+
+
+def combine_terms(
+    parts: Iterable[ChunkTerms],
+    want: Sequence[str],
+    n_bootstrap: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    notes: Sequence[str] = (),
+) -> OPEResult:
+    """Every estimator from the chunks' terms: Σ num / Σ den with a session-bootstrap interval
+    (:func:`ratio_estimate`; a session split over chunks is one group), the ESS (Σw)²/Σw², the ground
+    truth when every chunk had it."""
+    sums: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {e: [] for e in want}
+    s1 = dict.fromkeys(want, 0.0)
+    s2 = dict.fromkeys(want, 0.0)
+    groups: list[torch.Tensor] = []
+    truth_sum, logged_sum, rows, have_truth = 0.0, 0.0, 0, True
+    for part in parts:
+        for name in want:
+            sums[name].append(part.sums[name])
+            s1[name] += part.weight_moments[name][0]
+            s2[name] += part.weight_moments[name][1]
+        groups.append(part.sessions)
+        have_truth = have_truth and part.truth_sum is not None
+        truth_sum += part.truth_sum or 0.0
+        logged_sum += part.logged_sum
+        rows += part.rows
+    if rows == 0:
+        raise ConfigError("no logged rows to evaluate on")
+    grp = torch.cat(groups)
+    estimates = {}
+    for i, name in enumerate(want):
+        num = torch.cat([a for a, _ in sums[name]])
+        den = torch.cat([b for _, b in sums[name]])
+        ess = s1[name] * s1[name] / s2[name] if name not in ("dm",) and s2[name] > 0 else None
+        est = ratio_estimate(name, num, den, grp, n_bootstrap, alpha, seed + i, ess=ess)
+        est.n = rows
+        estimates[name] = est
+    gt = truth_sum / rows if have_truth else None
+    return OPEResult(estimates, gt, logged_sum / rows, rows, list(notes))
+
+
 def evaluate_on_logs(
     policy: SlatePolicy,
     chunks: Iterable[Any],
@@ -272,101 +412,20 @@ def evaluate_on_logs(
     ``chunks``: :class:`~recsys.logs.LogChunk` s with ``slate_propensity``. DR/DM need
     ``reward_model``; PI needs the logging policy's slate distribution (``logging_policy``, e.g. the
     one recorded in the log's metadata or a fitted :class:`~recsys.logs.PropensityModel` policy).
+    Memory stays O(sessions): per-session sums of each estimator's numerator and denominator
+    (:func:`chunk_terms` per chunk, :func:`combine_terms` at the end).
     """
-    unknown = set(estimators) - set(ESTIMATORS)
-    if unknown:
-        raise ConfigError(f"unknown estimator(s) {sorted(unknown)}; known: {', '.join(ESTIMATORS)}")
-    want = [
-        e
-        for e in estimators
-        if not ((e in ("dr", "dm") and reward_model is None) or (e in ("pi", "pi_sn") and logging_policy is None))
-    ]
-    notes = []
-    if reward_model is None and {"dr", "dm"} & set(estimators):
-        notes.append("dr/dm skipped: no reward model")
-    if logging_policy is None and {"pi", "pi_sn"} & set(estimators):
-        notes.append("pi skipped: the logging policy's slate distribution is unknown")
-    # memory stays O(sessions): per-session sums of each estimator's numerator and denominator
-    parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {e: [] for e in want}
-    weight_moments = {e: [0.0, 0.0] for e in want}  # Σw, Σw² of the importance weights (for the ESS)
-    groups: list[torch.Tensor] = []
-    truth_sum, logged_sum = 0.0, 0.0
-    rows = 0
-    have_truth = True
-    for chunk in chunks:
-        if max_rows is not None and rows >= max_rows:
-            break
-        if chunk.slate_propensity is None:
-            raise ConfigError("the logs have no slate_propensity: ingest them (propensities get estimated)")
-        obs, info = chunk.obs(), chunk.info()
-        if policy.needs_info and not (info and "candidate_choice_logit" in info):
-            raise ConfigError(f"policy '{policy.kind}' needs the simulator's info, which these logs lack")
-        n, c, k = len(chunk), chunk.docs.shape[1], chunk.slate_size
-        session_ids, inv = torch.unique_consecutive(chunk.session, return_inverse=True)
-        g_count = session_ids.shape[0]
+    want, notes = usable_estimators(estimators, reward_model, logging_policy)
 
-        def add(name: str, terms: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor) -> None:
-            num, den = terms
-            parts[name].append(
-                (
-                    torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, num.double()),
-                    torch.zeros(g_count, dtype=torch.float64).index_add_(0, inv, den.double()),
-                )
-            )
-            weight_moments[name][0] += float(weight.sum())
-            weight_moments[name][1] += float(weight.pow(2).sum())
+    def parts() -> Iterator[ChunkTerms]:
+        rows = 0
+        for chunk in chunks:
+            if max_rows is not None and rows >= max_rows:
+                break
+            rows += len(chunk)
+            yield chunk_terms(policy, chunk, want, reward_model, logging_policy)
 
-        with torch.no_grad():
-            chosen = policy(obs, info).slates if policy.deterministic else None
-            target_prob = policy.probability_of(obs, info, chunk.slate)
-            w = importance_weights(target_prob, chunk.slate_propensity)
-            r = chunk.engagement.double()
-            if "ips" in parts:
-                add("ips", ips_terms(r, w), w)
-            if "snips" in parts:
-                add("snips", snips_terms(r, w), w)
-            if reward_model is not None and ({"dr", "dm"} & set(parts)):
-                logits, none = reward_model.logits(chunk.user, chunk.docs)
-                eng = reward_model.engagement(chunk.user, chunk.docs)
-                q_logged = slate_q(logits, none, eng, chunk.slate).double()
-                q_target = expected_value(policy, obs, info, logits, none, eng, chosen)
-                if "dr" in parts:
-                    add("dr", dr_terms(r, w, q_logged, q_target), w)
-                if "dm" in parts:
-                    add("dm", dm_terms(q_target), torch.ones_like(w))
-            if logging_policy is not None and ({"pi", "pi_sn"} & set(parts)):
-                mu_dist = logging_policy.slate_distribution(obs, info)
-                pi_dist = policy.slate_distribution(obs, info)
-                g = pseudo_inverse_weights(pi_dist, mu_dist, chunk.slate, c, k)
-                if "pi" in parts:
-                    add("pi", pi_terms(r, g), g)
-                if "pi_sn" in parts:
-                    add("pi_sn", pi_terms(r, g, self_normalized=True), g)
-            if chunk.oracle_logit is not None and have_truth:
-                truth_sum += float(
-                    expected_value(
-                        policy, obs, info, chunk.oracle_logit, chunk.oracle_no_click, chunk.oracle_engagement, chosen
-                    ).sum()
-                )
-            else:
-                have_truth = False
-        groups.append(session_ids)
-        logged_sum += float(chunk.engagement.double().sum())
-        rows += n
-    if rows == 0:
-        raise ConfigError("no logged rows to evaluate on")
-    grp = torch.cat(groups)
-    estimates = {}
-    for i, (name, terms) in enumerate(parts.items()):
-        num = torch.cat([a for a, _ in terms])
-        den = torch.cat([b for _, b in terms])
-        s1, s2 = weight_moments[name]
-        ess = s1 * s1 / s2 if name not in ("dm",) and s2 > 0 else None
-        est = ratio_estimate(name, num, den, grp, n_bootstrap, alpha, seed + i, ess=ess)
-        est.n = rows
-        estimates[name] = est
-    gt = truth_sum / rows if have_truth else None
-    return OPEResult(estimates, gt, logged_sum / rows, rows, notes)
+    return combine_terms(parts(), want, n_bootstrap, alpha, seed, notes)
 
 
 # ---- position-based bandit feedback (one row per shown item) --------------------------------------
@@ -549,6 +608,10 @@ __all__ = [
     "fit_reward_model",
     "expected_value",
     "OPEResult",
+    "ChunkTerms",
+    "usable_estimators",
+    "chunk_terms",
+    "combine_terms",
     "evaluate_on_logs",
     "BANDIT_ESTIMATORS",
     "BanditTerms",

@@ -241,6 +241,7 @@ def ingested_path(source: str | Path) -> Path:
     src = Path(source).resolve()
     digest = hashlib.sha1(str(src).encode()).hexdigest()[:10]
     name = src.name[: -len(".parquet")] if src.name.endswith(".parquet") else src.name
+    name = "".join("_" if ch in "*?[]" else ch for ch in name)  # a glob's last part
     return data_dir() / "recsys" / "ingested" / f"{name}-{digest}.parquet"
 
 
@@ -257,10 +258,13 @@ def ingest(
     seed: int = 0,
     require_sorted: bool = False,
     chunk_rows: int = 65_536,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> Any:
     """Validate and normalise a user's log (:func:`recsys.logs.ingest_logs`), recorded as one MLflow run.
 
-    ``source``: a parquet file or a directory of parquet files (a partitioned export). The clean log
+    ``source``: a parquet file, a directory or a glob of parquet files (a partitioned export); ``backend="ray"``
+    validates its row groups on Ray Data (the cluster at ``ray_address``, else a local Ray). The clean log
     goes to ``out`` (default :func:`ingested_path`, under the data folder) and the quarantine beside
     it. Rows out of (session_id, step) order are sorted (``require_sorted``: refused instead). The
     log is ingested first: a log that cannot be ingested (missing, unreadable, or with bad rows
@@ -268,8 +272,9 @@ def ingest(
     from recsys.logs import ingest_logs
 
     configure_torch(1)
-    if isinstance(source, (str, Path)) and not Path(source).exists():
-        raise ConfigError(f"log file '{source}' does not exist")
+    is_glob = isinstance(source, str) and any(ch in source for ch in "*?[")
+    if isinstance(source, (str, Path)) and not is_glob and not Path(source).exists():
+        raise ConfigError(f"log file '{source}' does not exist")  # a glob that matches nothing: ingest_logs says so
     if out is None:
         if not isinstance(source, (str, Path)):
             raise ConfigError("out: give an output path for a log that is not a file")
@@ -286,6 +291,8 @@ def ingest(
         seed=seed,
         chunk_rows=chunk_rows,
         order="require" if require_sorted else "sort",
+        backend=backend,
+        ray_address=ray_address,
     )
     if not track:
         return report
@@ -300,6 +307,7 @@ def ingest(
             "strict": strict,
             "estimate": estimate,
             "require_sorted": require_sorted,
+            "backend": backend,
         },
     ) as run:
         run.log_metrics(report.metrics(), step=0)
@@ -601,10 +609,14 @@ def evaluate(
     reward_model_epochs: int = 2,
     tracking_uri: str | None = None,
     experiment: str = EXPERIMENT,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """OPE of a trained policy on ``logs`` (IPS, SNIPS, DR, PI with bootstrap CIs, beside the
     ground truth when the logs carry it) and, when a simulator is given (``env_id``, or ``online``
-    for the logs' own), its online engagement."""
+    for the logs' own), its online engagement. ``backend="ray"``: the estimators' per-row terms are
+    computed on Ray Data (:func:`recsys.ope_partitioned.evaluate_log_files`; the reward model is still
+    fitted here)."""
     from recsys.ope import evaluate_on_logs, fit_reward_model, ope_plot
     from recsys.policies import evaluate_online
     from recsys.serving import load_recommender
@@ -619,6 +631,8 @@ def evaluate(
         raise ConfigError("--online uses the simulator recorded in --logs; give --logs or --env")
     if env_id is not None:
         check_simulator(env_id)
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"backend must be local or ray, got '{backend}'")
     setup_tracking(tracking_uri)
     if model_uri is None:
         import mlflow
@@ -661,9 +675,24 @@ def evaluate(
             lay = reader.layout
             rm = fit_reward_model(reader, lay.user_dim, lay.doc_dim, epochs=reward_model_epochs, seed=seed)
             lp = reader.meta.logging_policy_object()
-            ope = evaluate_on_logs(
-                policy, reader, reward_model=rm, logging_policy=lp, n_bootstrap=n_bootstrap, seed=seed
-            )
+            if backend == "ray":
+                from recsys.ope_partitioned import evaluate_log_files
+
+                ope = evaluate_log_files(
+                    policy,
+                    str(reader.path),
+                    reward_model=rm,
+                    logging_policy=lp,
+                    n_bootstrap=n_bootstrap,
+                    seed=seed,
+                    chunk_rows=chunk_rows,
+                    backend="ray",
+                    ray_address=ray_address,
+                )
+            else:
+                ope = evaluate_on_logs(
+                    policy, reader, reward_model=rm, logging_policy=lp, n_bootstrap=n_bootstrap, seed=seed
+                )
             run.log_metrics(ope.metrics(), step=0)
             out["ope"] = {name: e.as_dict() for name, e in ope.estimates.items()}
             out["ground_truth"] = ope.ground_truth

@@ -18,7 +18,12 @@ import pytest
 from tests.netns import IN_PRIVATE_NETWORK, namespace_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ["tests/test_distributed.py", "tests/test_autotune.py", "tests/test_ray_cluster.py"]
+FILES = [
+    "tests/test_distributed.py",
+    "tests/test_autotune.py",
+    "tests/test_ray_cluster.py",
+    "tests/test_recsys_ray_data.py",
+]
 pytestmark = pytest.mark.slow
 
 

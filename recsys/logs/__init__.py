@@ -27,8 +27,10 @@ The file's key-value metadata ``deeprl.recsys`` (:class:`LogMeta`) records the d
 feature names, the simulator that produced it (config and, for the NG twin, its frozen corpus) and the logging policy (kind, spec and
 state), so evaluation can rebuild both.
 
-**Ingestion** (:func:`ingest_logs`) streams a parquet file, a directory of parquet files (a
-partitioned export) or a DataFrame in chunks. Rows out of ``(session_id, step)`` order are sorted
+**Ingestion** (:func:`ingest_logs`) streams a parquet file, a directory or glob of parquet files (a
+partitioned export) or a DataFrame in chunks, applying the per-batch rules of
+:mod:`recsys.logs.validate` here or, with ``backend="ray"``, as Ray Data tasks over the row groups
+(:mod:`recsys.logs.ray_ingest`; the same clean log, quarantine and counts). Rows out of ``(session_id, step)`` order are sorted
 by a memory-bounded external sort (:mod:`recsys.logs.order`: sorted runs of ``chunk_rows`` rows
 merged by batches), or refused with one error naming the first out-of-order row. Structural
 problems (a missing column, a column of the wrong type, no way to tell C) raise one

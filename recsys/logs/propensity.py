@@ -43,10 +43,18 @@ class PropensityModel(torch.nn.Module):
         tracker: Tracker | None = None,
         history: list[dict[str, float]] | None = None,
         metric: str = "nll",
+        data_parallel: Any | None = None,
+        log_every: int = 0,
     ) -> "PropensityModel":
         """Maximum likelihood of the logged ordered slates, min_ψ −(1/B) Σ_b log μ_ψ(A_b | x_b), by
-        :func:`~recsys.training.fit_offline` (the NLL is tracked as ``metric``)."""
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        :func:`~recsys.training.fit_offline` (the NLL is tracked as ``metric``).
+
+        ``data_parallel`` (a :class:`recsys.data_parallel.DataParallel`, inside a process group): this
+        rank takes its share of every global minibatch of ``batch_size`` rows and the gradients and
+        metrics are all-reduced, so the W ranks follow the single worker's loss curve. ``log_every`` > 0
+        sends every ``log_every``-th step's ``metric`` to the tracker."""
+        dp = data_parallel
+        opt: Any = torch.optim.Adam(self.parameters(), lr=lr)
 
         def batches(chunk: Any, generator: torch.Generator) -> Any:
             for rows in row_batches(chunk, generator, batch_size):
@@ -57,9 +65,15 @@ class PropensityModel(torch.nn.Module):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            return {metric: float(loss.detach())}
+            metrics = {metric: float(loss.detach())}
+            return metrics if dp is None else dp.reduce_metrics(metrics)
 
-        fit_offline(reader, epochs, seed, batches, step, tracker or NullTracker(), [] if history is None else history)
+        if dp is not None:
+            dp.broadcast_parameters(self)
+            opt, batches = dp.optimizer(opt), dp.shard(batches)
+        fit_offline(
+            reader, epochs, seed, batches, step, tracker or NullTracker(), [] if history is None else history, log_every
+        )
         return self
 
     def fit_file(

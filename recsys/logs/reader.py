@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import torch
 
 from core_rl.common.errors import ConfigError
-from recsys.logs.schema import REQUIRED, LogSchemaError, _list_matrix, _scalar, read_meta
+from recsys.logs.schema import REQUIRED, LogMeta, LogSchemaError, _list_matrix, _scalar, read_meta
 from recsys.policies.types import ObsLayout, SlateObs
 
 
@@ -186,44 +186,7 @@ class LogReader:
         return self.meta.layout
 
     def _to_chunk(self, table: pa.Table | pa.RecordBatch, first_row: int) -> LogChunk:
-        m = self.meta
-        n = table.num_rows
-        col = {name: table.column(name) for name in table.schema.names}
-        t = torch.from_numpy
-
-        def lst(name: str, width: int, dtype: Any) -> np.ndarray:
-            return _list_matrix(col[name], width, dtype)
-
-        click = _scalar(col["click_position"], np.int64)
-        click = np.where(click < 0, m.slate_size, click)
-        has = lambda name: name in col and col[name].null_count < n  # noqa: E731
-        return LogChunk(
-            session=t(_scalar(col["session_id"], np.int64)),
-            step=t(_scalar(col["step"], np.int64)),
-            user=t(lst("user_features", m.user_dim, np.float32)).reshape(n, m.user_dim),
-            docs=t(lst("candidate_features", m.num_candidates * m.doc_dim, np.float32)).reshape(
-                n, m.num_candidates, m.doc_dim
-            ),
-            slate=t(lst("slate", m.slate_size, np.int64)),
-            click=t(click),
-            engagement=t(_scalar(col["engagement"], np.float32)),
-            terminated=t(_scalar(col["terminated"], bool)) if "terminated" in col else torch.zeros(n, dtype=torch.bool),
-            doc_ids=t(lst("candidate_doc_ids", m.num_candidates, np.int64)) if has("candidate_doc_ids") else None,
-            slate_propensity=t(_scalar(col["slate_propensity"], np.float64)) if has("slate_propensity") else None,
-            position_propensity=(
-                t(lst("position_propensity", m.slate_size, np.float64)) if has("position_propensity") else None
-            ),
-            oracle_logit=t(lst("oracle_candidate_logit", m.num_candidates, np.float32))
-            if has("oracle_candidate_logit")
-            else None,
-            oracle_no_click=(
-                t(_scalar(col["oracle_no_click_logit"], np.float32)) if has("oracle_no_click_logit") else None
-            ),
-            oracle_engagement=t(lst("oracle_candidate_engagement", m.num_candidates, np.float32))
-            if has("oracle_candidate_engagement")
-            else None,
-            row=torch.arange(first_row, first_row + n, dtype=torch.int64),
-        )
+        return table_to_chunk(table, self.meta, first_row)
 
     def __iter__(self) -> Iterator[LogChunk]:
         return self.chunks()
@@ -273,6 +236,49 @@ class LogReader:
     def read_all(self) -> LogChunk:
         """The whole file as one chunk (small logs only)."""
         return LogChunk.concat(list(self.chunks()))
+
+
+def table_to_chunk(table: pa.Table | pa.RecordBatch, meta: LogMeta, first_row: int = 0) -> LogChunk:
+    """Rows of a validated log (``meta``: its :class:`LogMeta`) as a :class:`LogChunk`; ``first_row``: the
+    first row's number in the log."""
+    m = meta
+    n = table.num_rows
+    col = {name: table.column(name) for name in table.schema.names}
+    t = torch.from_numpy
+
+    def lst(name: str, width: int, dtype: Any) -> np.ndarray:
+        return _list_matrix(col[name], width, dtype)
+
+    click = _scalar(col["click_position"], np.int64)
+    click = np.where(click < 0, m.slate_size, click)
+    has = lambda name: name in col and col[name].null_count < n  # noqa: E731
+    return LogChunk(
+        session=t(_scalar(col["session_id"], np.int64)),
+        step=t(_scalar(col["step"], np.int64)),
+        user=t(lst("user_features", m.user_dim, np.float32)).reshape(n, m.user_dim),
+        docs=t(lst("candidate_features", m.num_candidates * m.doc_dim, np.float32)).reshape(
+            n, m.num_candidates, m.doc_dim
+        ),
+        slate=t(lst("slate", m.slate_size, np.int64)),
+        click=t(click),
+        engagement=t(_scalar(col["engagement"], np.float32)),
+        terminated=t(_scalar(col["terminated"], bool)) if "terminated" in col else torch.zeros(n, dtype=torch.bool),
+        doc_ids=t(lst("candidate_doc_ids", m.num_candidates, np.int64)) if has("candidate_doc_ids") else None,
+        slate_propensity=t(_scalar(col["slate_propensity"], np.float64)) if has("slate_propensity") else None,
+        position_propensity=(
+            t(lst("position_propensity", m.slate_size, np.float64)) if has("position_propensity") else None
+        ),
+        oracle_logit=t(lst("oracle_candidate_logit", m.num_candidates, np.float32))
+        if has("oracle_candidate_logit")
+        else None,
+        oracle_no_click=(
+            t(_scalar(col["oracle_no_click_logit"], np.float32)) if has("oracle_no_click_logit") else None
+        ),
+        oracle_engagement=t(lst("oracle_candidate_engagement", m.num_candidates, np.float32))
+        if has("oracle_candidate_engagement")
+        else None,
+        row=torch.arange(first_row, first_row + n, dtype=torch.int64),
+    )
 
 
 def read_logs_frame(path: str | Path) -> Any:
