@@ -193,6 +193,12 @@ _CORE: list[AlgoSpec] = [
         "program",
     ),
     AlgoSpec(
+        "gcl",
+        "core_rl.irl.programs:GCLProgram",
+        "10/12 inverse RL: guided cost learning, sample-based MaxEnt IRL (learned reward as an artifact)",
+        "program",
+    ),
+    AlgoSpec(
         "gail", "core_rl.irl.gail:GAIL", "10/12 adversarial imitation: GAIL / AIRL discriminator reward, PPO policy"
     ),
     AlgoSpec(
