@@ -132,6 +132,18 @@ _CORE: list[AlgoSpec] = [
         "program",
     ),
     AlgoSpec(
+        "vae",
+        "core_rl.model_based.latent_programs:VAEProgram",
+        "10/5 latent-variable models: VAE of image observations (amortized inference, reparameterization)",
+        "program",
+    ),
+    AlgoSpec(
+        "latent_dynamics",
+        "core_rl.model_based.latent_programs:LatentDynamicsProgram",
+        "9/28-10/5 latent-state model of an image POMDP: VAE + latent dynamics p(z'|z,a)",
+        "program",
+    ),
+    AlgoSpec(
         "pets",
         "core_rl.model_based.mpc:PETS",
         "9/28 uncertainty-aware MPC: probabilistic ensemble + trajectory sampling (PETS)",
@@ -311,7 +323,7 @@ class _Registry(Mapping[str, AlgoSpec]):
 ALGORITHMS = _Registry(_CORE)
 
 #: env-id namespace → the package whose import registers its ids (the core's own, plus the plugins')
-ENV_NAMESPACES: dict[str, str] = {"explore": "core_rl.exploration"}
+ENV_NAMESPACES: dict[str, str] = {"explore": "core_rl.exploration", "pomdp": "core_rl.model_based.vae"}
 
 
 def register_algo(spec: AlgoSpec) -> None:
