@@ -365,9 +365,7 @@ def guided_cost_learning(
     demo_ep = episodes(np.asarray(demos.states), np.asarray(demos.actions))
     d_states, d_actions, d_live = demo_ep[0], demo_ep[1], demo_ep[2]
     # the expert's empirical policy: the demonstrations' sampling density in the background mixture
-    counts = (
-        torch.zeros(S * A).index_add_(0, (d_states * A + d_actions).reshape(-1), d_live.reshape(-1)).reshape(S, A)
-    )
+    counts = torch.zeros(S * A).index_add_(0, (d_states * A + d_actions).reshape(-1), d_live.reshape(-1)).reshape(S, A)
     with np.errstate(divide="ignore"):
         log_pi_E = torch.log(counts / counts.sum(1, keepdim=True).clamp_min(1.0))
     N = d_actions.shape[0]

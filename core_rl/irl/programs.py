@@ -46,7 +46,8 @@ class IRLTaskConfig(FiniteTaskConfig):
     n_demos: int = Field(0, ge=0, description="Sampled expert demonstrations (0: the expert's exact visitation).")
     demo_length: int = Field(100, ge=1, description="Steps per demonstration.")
     demonstrations: str | None = Field(
-        None, description="A demonstrations file (.npz: obs, actions[, rewards, episode_starts, next_obs]; or parquet/CSV)."
+        None,
+        description="A demonstrations file (.npz: obs, actions[, rewards, episode_starts, next_obs]; or parquet/CSV).",
     )
 
 

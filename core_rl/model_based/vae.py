@@ -268,4 +268,9 @@ register_envs()
 __all__ = [
     "MOVING_DOT_ID",
     "register_envs",
-    "MovingDotEnv", "VAE", "LatentDynamicsModel", "gaussian_kl", "collect_image_transitions"]
+    "MovingDotEnv",
+    "VAE",
+    "LatentDynamicsModel",
+    "gaussian_kl",
+    "collect_image_transitions",
+]
