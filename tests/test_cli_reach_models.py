@@ -51,15 +51,13 @@ def frozenlake_expert():
 
 
 def test_gcl_learns_a_reward_whose_optimal_policy_matches_the_expert(capsys, tracking_uri, tmp_path):
-    """Rooms gridworld (walls, one goal, slip 0.2): the optimal policy of the learned reward is as good
-    as the expert's (measured ratio 1.00 over seeds 0-4; the uniform policy scores 0.03)."""
+    """Rooms gridworld (walls, one goal, slip 0.2), the defaults: the optimal policy of the learned
+    reward is as good as the expert's (measured ratio 1.00 over seeds 0-7; the uniform policy 0.03)."""
     result = train_json(
         capsys,
         tracking_uri,
         "gcl",
         "gridworld:rooms",
-        "--steps",
-        "150",
         "--seed",
         str(seed(0)),
         "--set",
@@ -69,8 +67,8 @@ def test_gcl_learns_a_reward_whose_optimal_policy_matches_the_expert(capsys, tra
         "demo_length=20",
     )
     client, run = finished_run(tracking_uri, result["run_id"])
-    assert run.data.tags["algo"] == "gcl" and run.data.params["iterations"] == "150"
-    assert len(client.get_metric_history(result["run_id"], "ess")) == 150
+    assert run.data.tags["algo"] == "gcl" and run.data.params["iterations"] == "300"
+    assert len(client.get_metric_history(result["run_id"], "ess")) == 300
     m = run.data.metrics
     assert m["return_ratio"] >= 0.9, m
     world = gridworld("rooms", slip=0.2, gamma=0.95)
@@ -132,7 +130,7 @@ def test_gcl_and_max_margin_from_an_npz_file_of_gridworld_episodes(capsys, track
     path = tmp_path / "rooms.npz"
     np.savez(path, **{k: np.asarray(v) for k, v in rows.items()})
     assert len(rows["obs"]) < 300 * 20  # episodes of different lengths
-    for algo, extra in (("gcl", ["--steps", "150"]), ("max_margin_irl", [])):
+    for algo, extra in (("gcl", ["--seed", str(seed(2))]), ("max_margin_irl", [])):
         result = train_json(
             capsys,
             tracking_uri,
@@ -270,15 +268,15 @@ def test_vae_run_learns_to_reconstruct_the_moving_dot(capsys, tracking_uri, tmp_
 
 
 def test_latent_dynamics_run_predicts_the_next_image(capsys, tracking_uri, tmp_path):
-    """The latent model's one-step prediction beats "the dot does not move" (measured ratio 0.61 at
-    800 steps) and its VAE reconstructs."""
+    """The latent model's one-step prediction beats "the dot does not move" (measured ratio 0.30-0.72
+    over seeds 0-3 at 1200 steps; 0.61-1.07 at 800) and its VAE reconstructs (ratio 0.07-0.18)."""
     result = train_json(
         capsys,
         tracking_uri,
         "latent_dynamics",
         "pomdp/MovingDot-v0",
         "--steps",
-        "800",
+        "1200",
         "--seed",
         str(seed(0)),
         "--set",
@@ -288,7 +286,7 @@ def test_latent_dynamics_run_predicts_the_next_image(capsys, tracking_uri, tmp_p
     )
     client, run = finished_run(tracking_uri, result["run_id"])
     m = run.data.metrics
-    assert len(client.get_metric_history(result["run_id"], "kl_dynamics")) == 4
+    assert len(client.get_metric_history(result["run_id"], "kl_dynamics")) == 6
     assert m["recon_ratio"] < 0.4 and m["prediction_ratio"] < 0.9, m
     assert {"model.pt", "samples.npz", "config.json"} <= {a.path for a in client.list_artifacts(result["run_id"])}
     samples = np.load(client.download_artifacts(result["run_id"], "samples.npz", str(tmp_path)))

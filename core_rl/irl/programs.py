@@ -66,9 +66,11 @@ class GCLProgramConfig(IRLTaskConfig):
     n_demos: int = Field(200, ge=0, description="Sampled expert demonstrations (gcl needs samples, not a policy).")
     demo_length: int = Field(50, ge=1, description="Steps per demonstration (and per sampled rollout).")
     reward: Literal["linear", "neural"] = Field("linear", description="r_ψ = ψᵀφ or an MLP of φ.")
-    iterations: int = Field(150, ge=1, description="Rounds of sampling, reward steps and policy steps.")
+    # reward_lr 0.02 over 300 rounds: at 0.05 over 150 one of the rooms seeds settled on a detour
+    # (return ratio 0.81); 0.02/300 measured 1.00 on 16 demonstration/learner seed pairs
+    iterations: int = Field(300, ge=1, description="Rounds of sampling, reward steps and policy steps.")
     n_samples: int = Field(256, ge=2, description="Policy rollouts per round.")
-    reward_lr: float = Field(0.05, gt=0.0, description="Adam learning rate of the reward.")
+    reward_lr: float = Field(0.02, gt=0.0, description="Adam learning rate of the reward.")
     reward_steps: int = Field(5, ge=1, description="Reward gradient steps per round.")
     policy_lr: float = Field(0.2, gt=0.0, description="Adam learning rate of the sampling policy.")
     entropy_coef: float = Field(1.0, ge=0.0, description="α of the MaxEnt policy step.")
