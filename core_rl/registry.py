@@ -98,25 +98,25 @@ _CORE: list[AlgoSpec] = [
     AlgoSpec(
         "random_shooting",
         "core_rl.model_based.planner_programs:RandomShootingProgram",
-        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1)",
+        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1, MountainCarContinuous-v0)",
         "program",
     ),
     AlgoSpec(
         "cem",
         "core_rl.model_based.planner_programs:CEMProgram",
-        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1)",
+        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1, MountainCarContinuous-v0)",
         "program",
     ),
     AlgoSpec(
         "mppi",
         "core_rl.model_based.planner_programs:MPPIProgram",
-        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1)",
+        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1, MountainCarContinuous-v0)",
         "program",
     ),
     AlgoSpec(
         "mcts",
         "core_rl.model_based.planner_programs:MCTSProgram",
-        "9/21 closed-loop planning: Monte Carlo tree search (UCT) in a deterministic finite env's model",
+        "9/21 closed-loop planning: Monte Carlo tree search (UCT) in a known deterministic model (finite envs, CartPole-v1)",
         "program",
     ),
     AlgoSpec(

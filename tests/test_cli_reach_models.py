@@ -291,3 +291,79 @@ def test_latent_dynamics_run_predicts_the_next_image(capsys, tracking_uri, tmp_p
     assert {"model.pt", "samples.npz", "config.json"} <= {a.path for a in client.list_artifacts(result["run_id"])}
     samples = np.load(client.download_artifacts(result["run_id"], "samples.npz", str(tmp_path)))
     assert samples["predictions"].shape == samples["next_obs"].shape == (16, 16, 16)
+
+
+# ---- planners on every env whose dynamics are known ------------------------------------------------
+
+
+def test_known_dynamics_match_the_real_envs_step_for_step():
+    from core_rl.model_based.env_models import KNOWN_DYNAMICS, KNOWN_SEARCH_MODELS
+
+    rng = np.random.default_rng(seed(0))
+    env = gym.make("MountainCarContinuous-v0")
+    obs, _ = env.reset(seed=seed(0))
+    step = KNOWN_DYNAMICS["MountainCarContinuous-v0"][0]
+    for _ in range(300):  # random pushes hit the left wall and the speed limit
+        u = rng.uniform(-1.5, 1.5, size=1).astype(np.float32)
+        predicted = step(torch.as_tensor(obs, dtype=torch.float64)[None], torch.as_tensor(u, dtype=torch.float64)[None])
+        obs, _, term, trunc, _ = env.step(u)
+        np.testing.assert_allclose(predicted[0].numpy(), obs, rtol=0, atol=1e-6)
+        if term or trunc:
+            obs, _ = env.reset()
+    env = gym.make("CartPole-v1")
+    env.reset(seed=seed(0))
+    terminations = 0
+    for _ in range(300):
+        state = np.array(env.unwrapped.state, dtype=np.float64)
+        action = int(rng.integers(2))
+        predicted, done = KNOWN_SEARCH_MODELS["CartPole-v1"](state, action)
+        _, _, term, _, _ = env.step(action)
+        np.testing.assert_allclose(predicted, env.unwrapped.state, rtol=0, atol=1e-12)
+        assert done == term
+        if term:
+            terminations += 1
+            env.reset()
+    assert terminations >= 5  # the termination test was exercised
+
+
+def test_mcts_balances_cartpole_in_its_known_model_and_cem_runs_on_mountain_car(capsys, tracking_uri, tmp_path):
+    result = train_json(
+        capsys,
+        tracking_uri,
+        "mcts",
+        "CartPole-v1",
+        "--steps",
+        "150",
+        "--seed",
+        str(seed(0)),
+        "--set",
+        "n_simulations=30",
+        "rollout_depth=30",
+    )
+    _, run = finished_run(tracking_uri, result["run_id"])
+    assert result["mean_return"] == 150.0  # balanced to the step limit; a random policy falls after ~22
+    result = train_json(
+        capsys,
+        tracking_uri,
+        "random_shooting",
+        "MountainCarContinuous-v0",
+        "--steps",
+        "40",
+        "--set",
+        "horizon=10",
+        "n_candidates=50",
+        "n_iterations=1",
+    )
+    client, run = finished_run(tracking_uri, result["run_id"])
+    assert run.data.metrics["mean_length"] == 40
+    actions = np.array(download_json(client, result["run_id"], "episodes.json", tmp_path)["actions_episode_0"])
+    assert actions.shape == (40, 1) and np.abs(actions).max() <= 1.0
+    # the goal is out of reach of a 10-step horizon: the planner saves the −0.1u² action cost
+    assert -0.1 * 40 < result["mean_return"] <= 0
+    for algo, env, message in (
+        ("cem", "CartPole-v1", "known model of MountainCarContinuous-v0, Pendulum-v1"),
+        ("mcts", "Pendulum-v1", "CartPole-v1"),
+        ("ilqr", "MountainCarContinuous-v0", "known model of Pendulum-v1"),
+    ):
+        code, _, err = run_cli(capsys, "train", "--algo", algo, "--env", env, "--tracking-uri", tracking_uri)
+        assert code == 2 and err.startswith("error: ") and message in err, err
