@@ -18,6 +18,20 @@ to score the result (``expert_*``: the optimal policy's):
 The learned reward is the artifact ``reward.json`` (``reward``: the (S, A) MDP reward, terminal
 entries folded in, ready for ``TabularMDP.replace(r=...)`` or a reward wrapper; ``raw_reward``:
 r_ψ(s, a) on every state; ``weights`` of a linear reward) and ``reward.npy`` (the MDP reward).
+
+Example (what ``deeprl train --algo gcl --env gridworld:rooms --set slip=0.2 ...`` runs, without
+MLflow; ~3 s)::
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from core_rl.common.tracking import MemoryTracker
+    >>> task = {"slip": 0.2, "gamma": 0.95, "n_demos": 300, "demo_length": 20}
+    >>> result = GCLProgram("gridworld:rooms", task).run(MemoryTracker(), Path(tempfile.mkdtemp()))
+    >>> round(result.metrics["return_ratio"], 2), result.artifacts
+    (1.0, ['reward.npy', 'reward.json', 'learned_policy.txt'])
+    >>> result = MaxEntIRLProgram("FrozenLake-v1", iterations=150).run(MemoryTracker(), Path(tempfile.mkdtemp()))
+    >>> round(result.metrics["return_ratio"], 2)
+    1.0
 """
 
 from __future__ import annotations

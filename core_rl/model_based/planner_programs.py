@@ -21,6 +21,19 @@ lengths, the per-step actions of the first episode).
   its true state).
 
 Any other env gets one error listing the envs whose dynamics the planner knows.
+
+Example (UCT on CartPole-v1's true model holds the pole for the whole budget; ~2 s)::
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from core_rl.common.tracking import NullTracker
+    >>> program = MCTSProgram("CartPole-v1", {"max_steps": 100, "n_simulations": 30, "rollout_depth": 30})
+    >>> program.run(NullTracker(), Path(tempfile.mkdtemp())).mean_return
+    100.0
+    >>> CEMProgram("CartPole-v1")
+    Traceback (most recent call last):
+    ...
+    core_rl.common.errors.EnvError: cem plans in a known model of MountainCarContinuous-v0, Pendulum-v1; got env 'CartPole-v1' (a discrete-action env with a known model: use mcts; any env: mpc/pets learn the dynamics)
 """
 
 from __future__ import annotations
