@@ -30,6 +30,21 @@ trajectories from the current policy :math:`\pi`:
 :math:`r_\psi` (here: entropy-regularized policy gradient on the same samples,
 :math:`\mathbb E[\sum_t\nabla\log\pi(a_t|s_t)(\hat G_t - b_t)]` with :math:`\hat G_t` the reward-to-go of
 :math:`r_\psi - \alpha\log\pi`). :func:`guided_cost_learning` only samples the MDP.
+
+Example (the reward of a gridworld's cells from its expert; the learned reward's optimal policy
+is as good as the expert's)::
+
+    >>> from core_rl.tabular import policy_evaluation, value_iteration
+    >>> from core_rl.tabular.gridworld import gridworld
+    >>> world = gridworld("bridge", slip=0.2, gamma=0.95)  # goal right, holes in the corners
+    >>> mdp = world.mdp
+    >>> expert = value_iteration(mdp).policy
+    >>> def start_value(policy):
+    ...     return float(mdp.mu0 @ policy_evaluation(mdp, policy).V)
+    >>> result = maxent_irl(mdp, world.cell_type_features(), expert, iterations=200)
+    >>> learned = value_iteration(mdp.replace(r=result.reward)).policy
+    >>> round(start_value(learned) / start_value(expert), 2)
+    1.0
 """
 
 from __future__ import annotations
