@@ -273,6 +273,7 @@ _LEARNS: dict[str, str] = {
     "sac": "Pendulum-v1 >=-250 in 5k steps",
     "naf": "Pendulum-v1 >=-300 in 14k steps",
     "qt_opt": "Pendulum-v1 >=-400 in 10k steps",
+    "mpc": "Pendulum-v1 >=-450 in 1.6k steps (learned dynamics, known reward)",
     "pets": "Pendulum-v1 >=-450 in 2k steps (10 episodes)",
     "mbpo": "Pendulum-v1 >=-600 in 3.2k steps",
     "soft_q": "CartPole-v1 >=195 in 50k steps",
