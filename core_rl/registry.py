@@ -98,25 +98,25 @@ _CORE: list[AlgoSpec] = [
     AlgoSpec(
         "random_shooting",
         "core_rl.model_based.planner_programs:RandomShootingProgram",
-        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1)",
+        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1, MountainCarContinuous-v0)",
         "program",
     ),
     AlgoSpec(
         "cem",
         "core_rl.model_based.planner_programs:CEMProgram",
-        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1)",
+        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1, MountainCarContinuous-v0)",
         "program",
     ),
     AlgoSpec(
         "mppi",
         "core_rl.model_based.planner_programs:MPPIProgram",
-        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1)",
+        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1, MountainCarContinuous-v0)",
         "program",
     ),
     AlgoSpec(
         "mcts",
         "core_rl.model_based.planner_programs:MCTSProgram",
-        "9/21 closed-loop planning: Monte Carlo tree search (UCT) in a deterministic finite env's model",
+        "9/21 closed-loop planning: Monte Carlo tree search (UCT) in a known deterministic model (finite envs, CartPole-v1)",
         "program",
     ),
     AlgoSpec(
@@ -129,6 +129,18 @@ _CORE: list[AlgoSpec] = [
         "ilqr",
         "core_rl.model_based.planner_programs:ILQRProgram",
         "9/21 trajectory optimization: iLQR swing-up on known dynamics (Pendulum-v1), replanning",
+        "program",
+    ),
+    AlgoSpec(
+        "vae",
+        "core_rl.model_based.latent_programs:VAEProgram",
+        "10/5 latent-variable models: VAE of image observations (amortized inference, reparameterization)",
+        "program",
+    ),
+    AlgoSpec(
+        "latent_dynamics",
+        "core_rl.model_based.latent_programs:LatentDynamicsProgram",
+        "9/28-10/5 latent-state model of an image POMDP: VAE + latent dynamics p(z'|z,a)",
         "program",
     ),
     AlgoSpec(
@@ -190,6 +202,12 @@ _CORE: list[AlgoSpec] = [
         "max_margin_irl",
         "core_rl.irl.programs:MaxMarginIRLProgram",
         "10/12 inverse RL: feature matching / max-margin (learned reward as an artifact)",
+        "program",
+    ),
+    AlgoSpec(
+        "gcl",
+        "core_rl.irl.programs:GCLProgram",
+        "10/12 inverse RL: guided cost learning, sample-based MaxEnt IRL (learned reward as an artifact)",
         "program",
     ),
     AlgoSpec(
@@ -255,6 +273,7 @@ _LEARNS: dict[str, str] = {
     "sac": "Pendulum-v1 >=-250 in 5k steps",
     "naf": "Pendulum-v1 >=-300 in 14k steps",
     "qt_opt": "Pendulum-v1 >=-400 in 10k steps",
+    "mpc": "Pendulum-v1 >=-450 in 1.6k steps (learned dynamics, known reward)",
     "pets": "Pendulum-v1 >=-450 in 2k steps (10 episodes)",
     "mbpo": "Pendulum-v1 >=-600 in 3.2k steps",
     "soft_q": "CartPole-v1 >=195 in 50k steps",
@@ -305,7 +324,7 @@ class _Registry(Mapping[str, AlgoSpec]):
 ALGORITHMS = _Registry(_CORE)
 
 #: env-id namespace → the package whose import registers its ids (the core's own, plus the plugins')
-ENV_NAMESPACES: dict[str, str] = {"explore": "core_rl.exploration"}
+ENV_NAMESPACES: dict[str, str] = {"explore": "core_rl.exploration", "pomdp": "core_rl.model_based.vae"}
 
 
 def register_algo(spec: AlgoSpec) -> None:

@@ -364,7 +364,7 @@ def test_lqr_balances_pendulum_near_upright_and_mcts_solves_deterministic_frozen
     code, _, err = run_cli(capsys, "train", "--algo", "mcts", "--env", "FrozenLake-v1", "--tracking-uri", tracking_uri)
     assert code == 2 and "stochastic" in err
     code, _, err = run_cli(capsys, "train", "--algo", "cem", "--env", "CartPole-v1", "--tracking-uri", tracking_uri)
-    assert code == 2 and "known model of Pendulum-v1" in err
+    assert code == 2 and "known model of MountainCarContinuous-v0, Pendulum-v1" in err and "use mcts" in err
 
 
 def test_ilqr_controller_run_is_recorded(capsys, tracking_uri, tmp_path):

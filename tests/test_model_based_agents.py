@@ -47,6 +47,17 @@ def test_pets_cem_mpc_with_a_learned_ensemble_controls_pendulum():
     assert holdout[-1] < holdout[0]
 
 
+def test_mpc_with_a_learned_model_and_the_known_reward_controls_pendulum():
+    """``mpc``: one deterministic dynamics network, CEM, Pendulum's known reward; 8 episodes (~20 s).
+    Seeds 0-3 measured a last-3 mean of -166, -121, -46, -204 (random actions ≈ -1200)."""
+    cfg = dict(PETS_SMALL, model="deterministic", n_particles=None, reward="known")
+    agent = MPC("Pendulum-v1", cfg)
+    agent.learn(1600)
+    returns = list(agent.episode_returns)
+    assert len(returns) == 8 and returns[0] < -600  # the first episode is random actions
+    assert np.mean(returns[-3:]) >= -450, returns
+
+
 class PointEnv(gym.Env):
     """A 1-D point mass with no registered id (so no known reward)."""
 

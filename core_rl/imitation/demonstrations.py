@@ -20,6 +20,24 @@ Any other column is kept in the frame and ignored. A table that breaks the schem
 :class:`DataError` that names the column, the problem and the first bad row (0-based position in
 the table).
 
+**Demonstrations as arrays** (``.npz``, e.g. ``np.savez(path, obs=..., actions=...)``): one row per
+time step, episodes one after the other.
+
+==================  ========================================================================
+field               meaning
+==================  ========================================================================
+``obs``             (N,) integers for a ``Discrete`` observation space, (N, \*shape) for a ``Box``
+``actions``         (N,) integers for ``Discrete`` actions, (N, \*shape) numbers for a ``Box``
+``rewards``         optional (N,) numbers
+``episode_starts``  optional (N,) bools, True on the first step of each episode (default: one
+                    episode); row 0 must start one
+``next_obs``        optional, shaped like ``obs``: the observation after each step (inverse RL
+                    reads the state an episode ends in from it)
+==================  ========================================================================
+
+Other fields are ignored. A bad file raises one :class:`DataError` naming the file, the field and
+the problem; the values are then checked like a table's (ranges, bounds, NaN).
+
 :func:`rollout` runs any *actor* — a callable ``obs batch -> action batch`` or an object with
 ``predict`` (a core_rl agent, an imitation policy) — in a vector env and records the table;
 :func:`collect_demonstrations` records an expert that way and writes parquet. An actor that keeps
@@ -116,6 +134,8 @@ class Demonstrations:
     rewards: torch.Tensor | None
     observation_space: gym.Space = field(repr=False)
     action_space: gym.Space = field(repr=False)
+    #: the observation after each step (from an ``.npz`` file's ``next_obs``), else None
+    next_observations: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -299,6 +319,8 @@ def load_demonstrations(
     _check_space(action_space, "action")
     if isinstance(source, Demonstrations):
         source = source.to_frame()
+    if isinstance(source, (str, Path)) and Path(source).suffix == ".npz":
+        return _load_npz(Path(source), observation_space, action_space)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -352,6 +374,99 @@ def load_demonstrations(
         observation_space,
         action_space,
     )
+
+
+def _npz_field(data: Any, name: str, path: Path) -> np.ndarray:
+    if name not in data.files:
+        raise DataError(
+            f"demonstrations file '{path}' has no field '{name}' (fields: {sorted(data.files)}; "
+            "needed: obs, actions; optional: rewards, episode_starts, next_obs)"
+        )
+    try:
+        return np.asarray(data[name])
+    except ValueError as exc:  # object arrays (pickled) are refused
+        raise DataError(f"demonstrations file '{path}' field '{name}' cannot be read: {exc}") from None
+
+
+def _npz_shape(values: np.ndarray, space: gym.Space, name: str, path: Path, n: int | None) -> None:
+    shape = () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape)
+    flat_ok = len(shape) == 1 and values.ndim == 1 and shape == (1,)
+    if values.ndim != 1 + len(shape) or tuple(values.shape[1:]) != shape:
+        if not flat_ok:
+            raise DataError(
+                f"demonstrations file '{path}' field '{name}' has shape {values.shape}, expected "
+                f"(N{''.join(f', {d}' for d in shape)}) for the space {_short(space)}"
+            )
+    if n is not None and values.shape[0] != n:
+        raise DataError(f"demonstrations file '{path}' field '{name}' has {values.shape[0]} rows, 'obs' has {n}")
+    if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.number):
+        raise DataError(f"demonstrations file '{path}' field '{name}' has dtype {values.dtype}, expected numbers")
+
+
+def _load_npz(path: Path, observation_space: gym.Space, action_space: gym.Space) -> Demonstrations:
+    """Read the ``.npz`` layout of the module docstring into a validated :class:`Demonstrations`."""
+    if not path.is_file():
+        raise DataError(f"demonstrations file '{path}' does not exist")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:  # not a zip / not npz
+        raise DataError(f"demonstrations file '{path}' cannot be read as .npz: {exc}") from None
+    with data:
+        obs = _npz_field(data, "obs", path)
+        if obs.ndim == 0 or obs.shape[0] == 0:
+            raise DataError(f"demonstrations file '{path}' field 'obs' is empty (no rows)")
+        n = int(obs.shape[0])
+        _npz_shape(obs, observation_space, "obs", path, None)
+        actions = _npz_field(data, "actions", path)
+        _npz_shape(actions, action_space, "actions", path, n)
+        optional = {k: np.asarray(data[k]) for k in ("rewards", "episode_starts", "next_obs") if k in data.files}
+    if "next_obs" in optional:
+        _npz_shape(optional["next_obs"], observation_space, "next_obs", path, n)
+    starts = optional.get("episode_starts")
+    if starts is None:
+        starts = np.zeros(n, dtype=bool)
+        starts[0] = True
+    if starts.shape != (n,) or not (starts.dtype == np.bool_ or np.isin(starts, (0, 1)).all()):
+        raise DataError(
+            f"demonstrations file '{path}' field 'episode_starts' must be {n} bools (True where an "
+            f"episode begins), got dtype {starts.dtype} shape {starts.shape}"
+        )
+    starts = starts.astype(bool)
+    if not starts[0]:
+        raise DataError(f"demonstrations file '{path}' field 'episode_starts': row 0 must start an episode")
+    episode = np.cumsum(starts) - 1
+    first_row = np.flatnonzero(starts)[episode]
+    frame: dict[str, Any] = {"episode": episode, "step": np.arange(n) - first_row}
+    for i, col in enumerate(observation_columns(observation_space)):
+        frame[col] = obs.reshape(n, -1)[:, i]
+    for i, col in enumerate(action_columns(action_space)):
+        frame[col] = actions.reshape(n, -1)[:, i]
+    if "rewards" in optional:
+        rewards = optional["rewards"]
+        if rewards.shape != (n,):
+            raise DataError(f"demonstrations file '{path}' field 'rewards' has shape {rewards.shape}, expected ({n},)")
+        frame["reward"] = rewards
+    fields = {"obs": "obs", "action": "actions", "reward": "rewards"}
+    try:
+        demos = load_demonstrations(pd.DataFrame(frame), observation_space, action_space)
+        next_obs = None
+        if "next_obs" in optional:
+            nxt = optional["next_obs"].reshape(n, -1)
+            table = pd.DataFrame({c: nxt[:, i] for i, c in enumerate(observation_columns(observation_space))})
+            fields["obs"] = "next_obs"
+            values = _space_matrix(table, observation_space, "obs", check_bounds=False)
+            next_obs = (
+                torch.as_tensor(values[:, 0], dtype=torch.int64)
+                if isinstance(observation_space, gym.spaces.Discrete)
+                else torch.as_tensor(values, dtype=torch.float32).reshape(-1, *observation_space.shape)
+            )
+    except DataError as err:
+        message = str(err)
+        column = message.split("'")[1] if "'" in message else ""
+        name = fields.get(column.split("_")[0] if column.split("_")[-1].isdigit() else column, column)
+        raise DataError(f"demonstrations file '{path}' field '{name}': {message}") from None
+    demos.next_observations = next_obs  # rows keep the file's order: episodes in sequence
+    return demos
 
 
 # ---- recording ------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ From demonstrations :math:`\{\tau_i\}` the expert's visitation is estimated by
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -107,6 +109,46 @@ def expert_visitation(mdp: TabularMDP, expert: Expert, mu0: ArrayLike | None = N
     if isinstance(expert, Trajectories):
         return empirical_visitation(mdp, expert)
     return mdp.episodic_occupancy(expert, initial_distribution(mdp, None, mu0))
+
+
+def trajectories_from_demonstrations(mdp: TabularMDP, demos: Any) -> Trajectories:
+    """Recorded episodes (a :class:`~core_rl.imitation.demonstrations.Demonstrations` on
+    ``Discrete(S)`` observations and ``Discrete(A)`` actions) as equal-length :class:`Trajectories`.
+
+    An episode of L steps fills ``states[i, :L]`` and ``actions[i, :L]``; the state it ends in
+    (``next_observations`` of its last step, when recorded) fills ``states[i, L]``. An episode that
+    ends in a terminal state of ``mdp`` is padded with that state (absorbing: the IRL methods count
+    nothing after the entry); every other episode must be as long as the longest (T steps), since a
+    rollout cut short says nothing about the steps it did not take. Raises one ConfigError naming
+    the episode otherwise."""
+    obs = np.asarray(demos.observations, dtype=np.int64)
+    act = np.asarray(demos.actions, dtype=np.int64)
+    episodes = np.asarray(demos.episodes)
+    if obs.ndim != 1 or act.ndim != 1:
+        raise ConfigError("tabular IRL needs Discrete observations and actions (one integer each per step)")
+    if obs.max() >= mdp.n_states or act.max() >= mdp.n_actions:
+        raise ConfigError(
+            f"demonstrations hold states outside [0, {mdp.n_states}) or actions outside [0, {mdp.n_actions})"
+        )
+    nxt = None if demos.next_observations is None else np.asarray(demos.next_observations, dtype=np.int64)
+    ids, starts, lengths = np.unique(episodes, return_index=True, return_counts=True)
+    T = int(lengths.max())
+    term = np.asarray(mdp.terminal)
+    states = np.zeros((len(ids), T + 1), dtype=np.int64)
+    actions = np.zeros((len(ids), T), dtype=np.int64)
+    for i, (start, L) in enumerate(zip(starts, lengths, strict=True)):
+        states[i, :L] = obs[start : start + L]
+        actions[i, :L] = act[start : start + L]
+        final = obs[start + L - 1] if nxt is None else nxt[start + L - 1]  # unknown end: no entry seen
+        states[i, L:] = final
+        if L < T and not term[final]:
+            why = "no 'next_obs' recorded" if nxt is None else f"state {final} is not terminal"
+            raise ConfigError(
+                f"demonstrations: episode {ids[i]} stops after {L} steps without entering a terminal state "
+                f"({why}) while the longest runs {T}; give episodes of equal length or ending in a "
+                "terminal state (with 'next_obs' in an .npz file)"
+            )
+    return Trajectories(states=states, actions=actions, rewards=mdp.r[states[:, :T], actions])
 
 
 def feature_expectations(visitation: np.ndarray, features: np.ndarray) -> np.ndarray:

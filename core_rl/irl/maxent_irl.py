@@ -30,6 +30,21 @@ trajectories from the current policy :math:`\pi`:
 :math:`r_\psi` (here: entropy-regularized policy gradient on the same samples,
 :math:`\mathbb E[\sum_t\nabla\log\pi(a_t|s_t)(\hat G_t - b_t)]` with :math:`\hat G_t` the reward-to-go of
 :math:`r_\psi - \alpha\log\pi`). :func:`guided_cost_learning` only samples the MDP.
+
+Example (the reward of a gridworld's cells from its expert; the learned reward's optimal policy
+is as good as the expert's)::
+
+    >>> from core_rl.tabular import policy_evaluation, value_iteration
+    >>> from core_rl.tabular.gridworld import gridworld
+    >>> world = gridworld("bridge", slip=0.2, gamma=0.95)  # goal right, holes in the corners
+    >>> mdp = world.mdp
+    >>> expert = value_iteration(mdp).policy
+    >>> def start_value(policy):
+    ...     return float(mdp.mu0 @ policy_evaluation(mdp, policy).V)
+    >>> result = maxent_irl(mdp, world.cell_type_features(), expert, iterations=200)
+    >>> learned = value_iteration(mdp.replace(r=result.reward)).policy
+    >>> round(start_value(learned) / start_value(expert), 2)
+    1.0
 """
 
 from __future__ import annotations
@@ -279,6 +294,8 @@ def guided_cost_learning(
     features: ArrayLike,
     demos: Trajectories,
     config: GCLConfig | dict | None = None,
+    *,
+    terminal: ArrayLike | None = None,
     **overrides: object,
 ) -> GCLResult:
     r"""Sample-based MaxEnt IRL for unknown dynamics (see the module docstring).
@@ -292,6 +309,14 @@ def guided_cost_learning(
     over the sampler's start states, so the sampler must start where the demonstrations do, and a
     narrow start distribution keeps the weights well spread (with very different start states the
     weights concentrate on the best ones, since :math:`Z` varies with :math:`s_0`).
+
+    **Episodic tasks**: ``terminal`` (S,) marks the states that end an episode (``mdp.terminal``).
+    A rollout then counts its steps before its first terminal state, plus the mean reward
+    :math:`\bar r_\psi(s') = \frac1{|\mathcal A|}\sum_{a}r_\psi(s',a)` of the terminal state once, on
+    entry, and nothing after (its actions there are neither scored nor in :math:`\pi(\tau)`): the
+    semantics of :func:`maxent_irl` and :meth:`~core_rl.tabular.TabularMDP.fold_terminal_reward`,
+    so ``mdp.fold_terminal_reward(result.reward)`` is the learned reward as an MDP reward. Give the
+    demonstrations' states as (n, T+1) so that an entry on the last step is seen.
     """
     cfg: GCLConfig = _validate(GCLConfig, config, dict(overrides), "gcl")
     configure_torch(cfg.torch_threads)
@@ -309,25 +334,53 @@ def guided_cost_learning(
     S, A, K = phi.shape
     gamma = cfg.gamma
     T = int(np.asarray(demos.actions).shape[1])
+    term = np.zeros(S, dtype=bool) if terminal is None else np.asarray(terminal)
+    if term.dtype != np.bool_ or term.shape != (S,):
+        raise ConfigError(f"terminal must be a bool array of shape ({S},), got {term.dtype} {term.shape}")
     phi_t = torch.as_tensor(phi, dtype=torch.float32)
     model = FeatureReward(K, cfg.reward, cfg.hidden_sizes, cfg.activation)
     r_opt = torch.optim.Adam(model.parameters(), lr=cfg.reward_lr)
     logits = torch.zeros(S, A, requires_grad=True)  # the tabular sampling policy
     p_opt = torch.optim.Adam([logits], lr=cfg.policy_lr)
-    d_states = torch.as_tensor(np.asarray(demos.states)[:, :T], dtype=torch.long)
-    d_actions = torch.as_tensor(np.asarray(demos.actions), dtype=torch.long)
     discount = gamma ** torch.arange(T, dtype=torch.float32)
     history: list[dict[str, float]] = []
 
-    def traj_reward(reward_sa: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return reward_sa[s, a].sum(1)  # r_ψ(τ) = Σ_t r_ψ(s_t, a_t)
+    def episodes(states: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """(s (n, T), a (n, T), live (n, T): steps before the first terminal state, entry (n, T):
+        the step whose transition enters it, entered (n, T): the terminal state entered)."""
+        states = np.asarray(states)
+        in_term = term[states]
+        first = np.cumsum(in_term, axis=1)
+        live = first[:, :T] == 0
+        entry = (in_term & (first == 1))[:, 1:]  # entering at t+1: paid on step t
+        if entry.shape[1] < T:  # states given as (n, T): an entry on the last step is not seen
+            entry = np.pad(entry, ((0, 0), (0, T - entry.shape[1])))
+        entry &= live
+        entered = np.pad(states[:, 1 : T + 1], ((0, 0), (0, T + 1 - states.shape[1])))
+        return (
+            torch.as_tensor(states[:, :T], dtype=torch.long),
+            torch.as_tensor(np.asarray(actions), dtype=torch.long),
+            torch.as_tensor(live, dtype=torch.float32),
+            torch.as_tensor(entry, dtype=torch.float32),
+            torch.as_tensor(entered, dtype=torch.long),
+        )
 
+    def step_rewards(reward_sa: torch.Tensor, ep: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """r_ψ per step (n, T): r_ψ(s_t, a_t) on live steps, plus r̄_ψ(s') on the step entering s'."""
+        s, a, live, entry, entered = ep
+        return reward_sa[s, a] * live + reward_sa.mean(1)[entered] * entry
+
+    def traj_reward(reward_sa: torch.Tensor, ep: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return step_rewards(reward_sa, ep).sum(1)  # r_ψ(τ) = Σ_t r_ψ(s_t, a_t)
+
+    def traj_log_prob(log_pi: torch.Tensor, ep: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        s, a, live = ep[0], ep[1], ep[2]
+        return torch.where(live > 0, log_pi[s, a], 0.0).sum(1)  # log π(τ) over the live steps (π_E may be 0)
+
+    demo_ep = episodes(np.asarray(demos.states), np.asarray(demos.actions))
+    d_states, d_actions, d_live = demo_ep[0], demo_ep[1], demo_ep[2]
     # the expert's empirical policy: the demonstrations' sampling density in the background mixture
-    counts = (
-        torch.zeros(S * A)
-        .index_add_(0, (d_states * A + d_actions).reshape(-1), torch.ones(d_actions.numel()))
-        .reshape(S, A)
-    )
+    counts = torch.zeros(S * A).index_add_(0, (d_states * A + d_actions).reshape(-1), d_live.reshape(-1)).reshape(S, A)
     with np.errstate(divide="ignore"):
         log_pi_E = torch.log(counts / counts.sum(1, keepdim=True).clamp_min(1.0))
     N = d_actions.shape[0]
@@ -336,33 +389,31 @@ def guided_cost_learning(
         with torch.no_grad():
             policy = torch.softmax(logits, -1).double().numpy()
         batch = sample(policy, cfg.n_samples, T, rng)
-        s = torch.as_tensor(np.asarray(batch.states)[:, :T], dtype=torch.long)
-        a = torch.as_tensor(np.asarray(batch.actions), dtype=torch.long)
+        ep = episodes(np.asarray(batch.states), np.asarray(batch.actions))
+        s, a, live = ep[0], ep[1], ep[2]
+        bg = tuple(torch.cat([x, y]) for x, y in zip(ep, demo_ep, strict=True)) if cfg.demo_background else ep
         with torch.no_grad():
             log_pi_now = torch.log_softmax(logits, -1)
-            bg_s, bg_a = (torch.cat([s, d_states]), torch.cat([a, d_actions])) if cfg.demo_background else (s, a)
-            log_q = log_pi_now[bg_s, bg_a].sum(1)  # log π(τ): the dynamics cancel in w
+            log_q = traj_log_prob(log_pi_now, bg)  # log π(τ): the dynamics cancel in w
             if cfg.demo_background:  # q = (M π + N π_E) / (M + N)
                 M = s.shape[0]
-                log_q = torch.logaddexp(log_q + math.log(M), log_pi_E[bg_s, bg_a].sum(1) + math.log(N)) - math.log(
+                log_q = torch.logaddexp(log_q + math.log(M), traj_log_prob(log_pi_E, bg) + math.log(N)) - math.log(
                     M + N
                 )
         # reward step: the importance-sampled MaxEnt gradient
         for _ in range(cfg.reward_steps):
             reward_sa = model(phi_t)
-            loss = gcl_reward_loss(
-                traj_reward(reward_sa, d_states, d_actions), traj_reward(reward_sa, bg_s, bg_a), log_q
-            )
+            loss = gcl_reward_loss(traj_reward(reward_sa, demo_ep), traj_reward(reward_sa, bg), log_q)
             optim.step(r_opt, loss)
         # policy step: maximize E[Σ γ^t (r_ψ − α log π)] by policy gradient on the same samples
         with torch.no_grad():
             reward_sa = model(phi_t)
-            w = importance_weights(traj_reward(reward_sa, bg_s, bg_a), log_q)
+            w = importance_weights(traj_reward(reward_sa, bg), log_q)
         for _ in range(cfg.policy_steps):
             log_pi_all = torch.log_softmax(logits, -1)
-            log_pi = log_pi_all[s, a]  # (n, T)
+            log_pi = log_pi_all[s, a] * live  # (n, T): the steps after termination choose nothing
             with torch.no_grad():
-                shaped = (reward_sa[s, a] - cfg.entropy_coef * log_pi) * discount
+                shaped = (step_rewards(reward_sa, ep) - cfg.entropy_coef * log_pi) * discount
                 reward_to_go = shaped.flip(1).cumsum(1).flip(1) / discount  # Σ_{t'≥t} γ^{t'-t} r̃_{t'}
                 advantage = reward_to_go - reward_to_go.mean(0, keepdim=True)
             pg_loss = -(log_pi * advantage * discount).sum(1).mean()
@@ -371,7 +422,7 @@ def guided_cost_learning(
             {
                 "reward_loss": float(loss.detach()),
                 "ess": float(1.0 / (w**2).sum()),
-                "sample_reward": float(traj_reward(reward_sa, s, a).mean()),
+                "sample_reward": float(traj_reward(reward_sa, ep).mean()),
             }
         )
     with torch.no_grad():

@@ -6,8 +6,9 @@ episode returns (``mean_return``) and planning statistics. Artifacts: ``episodes
 lengths, the per-step actions of the first episode).
 
 * ``random_shooting``, ``cem``, ``mppi`` — open-loop shooting MPC (replan every step, execute the
-  first action) on the true Pendulum-v1 dynamics in observation space with its reward
-  (:mod:`core_rl.model_based.env_models`);
+  first action) on the true dynamics in observation space, with the env's reward and termination,
+  of every env in :data:`~core_rl.model_based.env_models.KNOWN_DYNAMICS` (Pendulum-v1,
+  MountainCarContinuous-v0);
 * ``ilqr`` — :class:`~core_rl.model_based.planners.ilqr.ILQRController` on Pendulum-v1's true state
   dynamics (θ, θ̇): the swing-up recipe (terminal cost, horizon 100, restarts), closed-loop with its
   feedback gains, replanning every ``replan_every`` steps;
@@ -15,7 +16,24 @@ lengths, the per-step actions of the first episode).
   :math:`u = K x` (clipped to the torque limit), started near upright (``init_angle``, ``init_speed``:
   the half-widths of the uniform start; a linear controller cannot swing up);
 * ``mcts`` — UCT search at every step in the exact model of a deterministic finite env
-  (FrozenLake with ``is_slippery=False``, CliffWalking, Taxi; :meth:`TabularMDP.from_gym`).
+  (FrozenLake with ``is_slippery=False``, CliffWalking, Taxi; :meth:`TabularMDP.from_gym`) or of an
+  env in :data:`~core_rl.model_based.env_models.KNOWN_SEARCH_MODELS` (CartPole-v1, searched from
+  its true state).
+
+Any other env gets one error listing the envs whose dynamics the planner knows.
+
+Example (UCT on CartPole-v1's true model holds the pole for the whole budget; ~2 s)::
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from core_rl.common.tracking import NullTracker
+    >>> program = MCTSProgram("CartPole-v1", {"max_steps": 100, "n_simulations": 30, "rollout_depth": 30})
+    >>> program.run(NullTracker(), Path(tempfile.mkdtemp())).mean_return
+    100.0
+    >>> CEMProgram("CartPole-v1")
+    Traceback (most recent call last):
+    ...
+    core_rl.common.errors.EnvError: cem plans in a known model of MountainCarContinuous-v0, Pendulum-v1; got env 'CartPole-v1' (a discrete-action env with a known model: use mcts; any env: mpc/pets learn the dynamics)
 """
 
 from __future__ import annotations
@@ -31,10 +49,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from core_rl.common.envs import make_env
-from core_rl.common.errors import ConfigError, EnvError
+from core_rl.common.errors import ConfigError, DeepRLError, EnvError
 from core_rl.common.program import Program, ProgramResult
 from core_rl.common.seeding import configure_torch
 from core_rl.common.tracking import Tracker
+from core_rl.model_based.env_models import KNOWN_DYNAMICS, KNOWN_SEARCH_MODELS
 
 PENDULUM = "Pendulum-v1"
 
@@ -53,10 +72,13 @@ class _ControlProgram(Program):
 
     budget_field: ClassVar[str | None] = "max_steps"
     envs: ClassVar[tuple[str, ...] | None] = (PENDULUM,)
+    hint: ClassVar[str] = ""
 
     def setup(self) -> None:
         if self.envs is not None and self.env_id not in self.envs:
-            raise EnvError(f"{self.name} plans in a known model of {', '.join(self.envs)}; got env '{self.env_id}'")
+            raise EnvError(
+                f"{self.name} plans in a known model of {', '.join(self.envs)}; got env '{self.env_id}'{self.hint}"
+            )
         make_env(self.env_id, **self.env_kwargs()).close()
 
     def env_kwargs(self) -> dict[str, Any]:
@@ -136,6 +158,8 @@ class _ShootingProgram(_ControlProgram):
 
     planner: ClassVar[str]
     planner_fields: ClassVar[tuple[str, ...]] = ()
+    envs: ClassVar[tuple[str, ...] | None] = tuple(sorted(KNOWN_DYNAMICS))
+    hint: ClassVar[str] = " (a discrete-action env with a known model: use mcts; any env: mpc/pets learn the dynamics)"
 
     def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
         from core_rl.model_based.planners import shooting
@@ -147,12 +171,16 @@ class _ShootingProgram(_ControlProgram):
         )
 
     def start(self, obs: Any, env: gym.Env) -> None:
-        from core_rl.model_based.env_models import pendulum_obs_dynamics, pendulum_reward
+        from core_rl.model_based.env_models import known_reward, known_termination
         from core_rl.model_based.planners.shooting import FunctionModel, TrajectoryEvaluator
 
         cfg: Any = self.config
+        step, obs_dim, act_dim = KNOWN_DYNAMICS[self.env_id]
         evaluator = TrajectoryEvaluator(
-            FunctionModel(pendulum_obs_dynamics, 3, 1), reward_fn=pendulum_reward, gamma=cfg.gamma
+            FunctionModel(step, obs_dim, act_dim),
+            reward_fn=known_reward(self.env_id),
+            termination_fn=known_termination(self.env_id),
+            gamma=cfg.gamma,
         )
         space = env.action_space
         self.planner = self.make_planner(evaluator, torch.as_tensor(space.low), torch.as_tensor(space.high))
@@ -331,8 +359,20 @@ class _TabularSearchModel:
         return s2, float(self.mdp.r[state, action]), bool(self.mdp.terminal[s2])
 
 
+class _StateSearchModel:
+    """A known deterministic step of a continuous-state env as MCTS's model (reward 1 per step,
+    CartPole's)."""
+
+    def __init__(self, step: Any, n_actions: int):
+        self.step_fn, self.n_actions = step, n_actions
+
+    def step(self, state: np.ndarray, action: int) -> tuple[np.ndarray, float, bool]:
+        nxt, done = self.step_fn(state, action)
+        return nxt, 1.0, done
+
+
 class MCTSProgram(_ControlProgram):
-    """UCT search at every step in the exact model of a deterministic finite env."""
+    """UCT search at every step in the exact model of a deterministic finite env or a known one."""
 
     name = "mcts"
     config_cls: ClassVar[type[BaseModel]] = MCTSConfig
@@ -346,7 +386,20 @@ class MCTSProgram(_ControlProgram):
 
         super().setup()
         cfg: MCTSConfig = self.config  # type: ignore[assignment]
-        mdp = TabularMDP.from_gym(self.env_id, cfg.gamma, **cfg.env_kwargs)
+        if self.env_id in KNOWN_SEARCH_MODELS:
+            if cfg.env_kwargs:
+                raise ConfigError(f"config field 'env_kwargs': the known model of {self.env_id} is of the default env")
+            env = make_env(self.env_id)
+            self.model: Any = _StateSearchModel(KNOWN_SEARCH_MODELS[self.env_id], int(env.action_space.n))  # type: ignore[attr-defined]
+            env.close()
+            return
+        try:
+            mdp = TabularMDP.from_gym(self.env_id, cfg.gamma, **cfg.env_kwargs)
+        except DeepRLError as err:
+            raise EnvError(
+                f"mcts searches a known deterministic model: a finite env's (FrozenLake, CliffWalking, Taxi) "
+                f"or one of {', '.join(sorted(KNOWN_SEARCH_MODELS))}; {self.env_id}: {err}"
+            ) from None
         if not np.all(np.isclose(mdp.P.max(axis=2), 1.0)):
             raise EnvError(
                 f"mcts searches a deterministic model; {self.env_id} is stochastic "
@@ -361,6 +414,8 @@ class MCTSProgram(_ControlProgram):
         self.search = MCTS(self.model, cfg.n_simulations, cfg.c_uct, cfg.gamma, cfg.rollout_depth, seed=cfg.seed)
 
     def act(self, obs: Any, env: gym.Env) -> Any:
+        if isinstance(self.model, _StateSearchModel):  # search from the true state, not the float32 obs
+            return int(self.search.search(np.asarray(env.unwrapped.state, dtype=np.float64)))  # type: ignore[attr-defined]
         return int(self.search.search(int(obs)))
 
 

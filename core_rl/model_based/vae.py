@@ -18,8 +18,9 @@ prior p_ψ(z_{t+1}|z_t, a_t) = N(z_t + μ_ψ(z_t, a_t), σ²_ψ): the two-step E
     - D_{KL}\big(q(z_t|o_t)\|\mathcal N(0,I)\big) - \mathbb E_{z_t}\,D_{KL}\big(q(z_{t+1}|o_{t+1})\,\|\,p_\psi(z_{t+1}|z_t,a_t)\big)
 
 plus a prediction term log p_θ(o_{t+1}|ẑ_{t+1}), ẑ_{t+1} ~ p_ψ(·|z_t, a_t), so the prior alone
-predicts decodable futures. :class:`MovingDotEnv` is the small synthetic image POMDP it is tested on:
-a dot drawn into a 16×16 array with numpy, moved by the action; the state (x, y) is never observed.
+predicts decodable futures. :class:`MovingDotEnv` (registered as ``pomdp/MovingDot-v0``) is the
+small synthetic image POMDP it is tested on: a dot drawn into a 16×16 array with numpy, moved by the
+action; the state (x, y) is never observed.
 """
 
 from __future__ import annotations
@@ -252,4 +253,24 @@ def collect_image_transitions(env: MovingDotEnv, n: int, seed: int = 0) -> dict[
     return {k: np.stack(v) for k, v in out.items()}
 
 
-__all__ = ["MovingDotEnv", "VAE", "LatentDynamicsModel", "gaussian_kl", "collect_image_transitions"]
+#: the env id of :class:`MovingDotEnv` (``gym.make("pomdp/MovingDot-v0")``; it ends its own episodes)
+MOVING_DOT_ID = "pomdp/MovingDot-v0"
+
+
+def register_envs() -> None:
+    """Register :data:`MOVING_DOT_ID` with gymnasium (idempotent)."""
+    if MOVING_DOT_ID not in gym.envs.registry:
+        gym.register(id=MOVING_DOT_ID, entry_point=f"{__name__}:MovingDotEnv")
+
+
+register_envs()
+
+__all__ = [
+    "MOVING_DOT_ID",
+    "register_envs",
+    "MovingDotEnv",
+    "VAE",
+    "LatentDynamicsModel",
+    "gaussian_kl",
+    "collect_image_transitions",
+]

@@ -8,6 +8,16 @@ policy's real return (``mean_return``) and, when the env has a tabular model (Fr
 ``q_star_error`` = max |Q_φ − Q*| on the state-action pairs the data visited. Artifacts:
 ``q_function.pt`` (the Q network's state dict and config) and, for a Discrete observation space,
 ``q_table.json``.
+
+Example (deterministic FrozenLake, γ = 0.9: the greedy policy of the fitted Q reaches the goal)::
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from core_rl.common.tracking import NullTracker
+    >>> settings = {"env_kwargs": {"is_slippery": False}, "gamma": 0.9, "n_transitions": 4000, "eval_episodes": 5}
+    >>> result = FittedQProgram("FrozenLake-v1", settings).run(NullTracker(), Path(tempfile.mkdtemp()))
+    >>> result.mean_return, result.metrics["q_star_error"] < 1e-3
+    (1.0, True)
 """
 
 from __future__ import annotations

@@ -36,6 +36,15 @@ terminal state (``mdp.terminal``) with probability one; exact evaluation checks 
 every solver pins their value to 0 (a start value ``V0``/``Q0`` there is ignored — with γ = 1 an
 absorbing state would otherwise keep it forever). Policy iteration with γ = 1 starts from
 :func:`proper_policy`, which ends the episode almost surely, so that every evaluation is finite.
+
+Example (FrozenLake-v1's exact model; the three solvers agree)::
+
+    >>> import numpy as np
+    >>> from core_rl.tabular import TabularMDP
+    >>> mdp = TabularMDP.from_gym("FrozenLake-v1", gamma=0.99)
+    >>> vi, pi = value_iteration(mdp), policy_iteration(mdp)
+    >>> round(float(mdp.mu0 @ vi.V), 3), bool(np.allclose(vi.V, pi.V, atol=1e-6))
+    (0.542, True)
 """
 
 from __future__ import annotations
