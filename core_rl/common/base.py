@@ -24,10 +24,12 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
+from core_rl.common.atari import episode_end
 from core_rl.common.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from core_rl.common.config import AgentConfig, parse_config
 from core_rl.common.envs import EnvLike, SpacesOnlyEnv, can_make, check_action_space, env_id_of, make_vec_env
 from core_rl.common.errors import CheckpointError, ConfigError
+from core_rl.common.networks import ObsEncoder
 from core_rl.common.parts import Part
 from core_rl.common.runs import check_stop, graceful_stop
 from core_rl.common.seeding import configure_torch, preserve_rng, set_seed
@@ -85,6 +87,25 @@ class Agent(ABC):
         self._build()
         for part in self.parts:
             part.build(self)
+        self._check_encoder()
+
+    def _check_encoder(self) -> None:
+        """A named ``encoder`` that this agent's networks do not use is refused, never ignored."""
+        wanted = getattr(self.config, "encoder", "auto")
+        if wanted == "auto":
+            return
+        used = {
+            m.kind
+            for module in self._modules().values()
+            if isinstance(module, nn.Module)
+            for m in module.modules()
+            if isinstance(m, ObsEncoder)
+        }
+        if used != {wanted}:
+            raise ConfigError(
+                f"config field 'encoder': {self.name} does not build its observation encoder from it "
+                f"(its encoders: {', '.join(sorted(used)) or 'none'}); leave encoder='auto'"
+            )
 
     # ---- what subclasses provide -------------------------------------------------------------
     @property
@@ -154,16 +175,27 @@ class Agent(ABC):
         return a.astype(np.int64)
 
     # ---- episode bookkeeping -----------------------------------------------------------------
-    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        """Sum rewards per env; on an episode's end record its return and length.
+
+        With the vector env's ``info`` an env may speak for itself (:func:`core_rl.common.atari.episode_end`):
+        a lost life that ends the episode for learning only is not an episode here, and a game that
+        reports its true score (the Atari envs, whose training rewards are clipped) is recorded with
+        that score and length instead of the sums of what the agent saw."""
         self._ep_return += rewards
         self._ep_length += 1
         if dones.any():
+            finished = []
             for i in np.flatnonzero(dones):
-                self.episode_returns.append(float(self._ep_return[i]))
-                self.episode_lengths.append(int(self._ep_length[i]))
-            self.episodes_done += int(dones.sum())
-            self._ep_return[dones] = 0.0
-            self._ep_length[dones] = 0
+                life_lost, score, length = episode_end(info, int(i))
+                if life_lost:
+                    continue
+                self.episode_returns.append(float(self._ep_return[i]) if score is None else score)
+                self.episode_lengths.append(int(self._ep_length[i]) if length is None else length)
+                finished.append(int(i))
+            self.episodes_done += len(finished)
+            self._ep_return[finished] = 0.0
+            self._ep_length[finished] = 0
 
     @property
     def mean_return(self) -> float:
@@ -273,13 +305,16 @@ class Agent(ABC):
         try:
             while len(returns) < n_episodes:
                 actions = self.predict(obs, deterministic=deterministic)
-                obs, r, term, trunc, _ = vec.step(actions)
+                obs, r, term, trunc, info = vec.step(actions)
                 ep_ret += r
                 ep_len += 1
                 for i in np.flatnonzero(term | trunc):
+                    life_lost, score, length = episode_end(info, int(i))  # an Atari game's true score
+                    if life_lost:
+                        continue
                     if quota[i] > 0:
-                        returns.append(float(ep_ret[i]))
-                        lengths.append(int(ep_len[i]))
+                        returns.append(float(ep_ret[i]) if score is None else score)
+                        lengths.append(int(ep_len[i]) if length is None else length)
                         quota[i] -= 1
                     ep_ret[i], ep_len[i] = 0.0, 0
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,11 @@ class AgentConfig(BaseModel):
     activation: str = Field("tanh", pattern="^(tanh|relu|elu|gelu)$")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
+    encoder: Literal["auto", "mlp", "nature_cnn", "impala_cnn"] = Field(
+        "auto",
+        description="Observation encoder: auto = a CNN for image (uint8 C,H,W or H,W,C) observations "
+        "(Nature CNN from 36 px a side, IMPALA CNN below), else flat (mlp).",
+    )
 
 
 def format_validation_error(err: ValidationError, prefix: str = "config") -> str:

@@ -379,9 +379,10 @@ class StochasticPolicy(nn.Module):
         hidden_sizes=(64, 64),
         activation: str = "tanh",
         log_std_init: float = 0.0,
+        encoder: str = "auto",
     ):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         if isinstance(action_space, gym.spaces.Discrete):
             self.discrete, self.kind = True, "categorical"
             out = int(action_space.n)
@@ -433,9 +434,9 @@ class StochasticPolicy(nn.Module):
 class ValueFunction(nn.Module):
     """V_φ(s), a scalar per observation."""
 
-    def __init__(self, obs_space: gym.Space, hidden_sizes=(64, 64), activation: str = "tanh"):
+    def __init__(self, obs_space: gym.Space, hidden_sizes=(64, 64), activation: str = "tanh", encoder: str = "auto"):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.net = mlp(self.encoder.dim, 1, hidden_sizes, activation, out_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ class OffPolicyAgent(Agent):
             self.n_envs,
             () if discrete_obs else obs_space.shape,
             () if discrete_act else act_space.shape,
-            obs_dtype=torch.long if discrete_obs else torch.float32,
+            obs_dtype=torch.long if discrete_obs else (torch.uint8 if obs_space.dtype == np.uint8 else torch.float32),
             action_dtype=torch.long if discrete_act else torch.float32,
             n_step=self.config.n_step,
             gamma=self.config.gamma,
@@ -98,7 +98,7 @@ class OffPolicyAgent(Agent):
             next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
             dones = terminated | truncated
             self.replay.add(self._obs, stored, rewards, final_next_obs(next_obs, dones, info), terminated, truncated)
-            self._track_episodes(rewards, dones)
+            self._track_episodes(rewards, dones, info)
             self._obs = next_obs
             self.num_timesteps += self.n_envs
         metrics: dict[str, Any] = {}

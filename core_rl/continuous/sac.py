@@ -74,9 +74,10 @@ class TanhGaussianActor(nn.Module):
         activation: str = "relu",
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
+        encoder: str = "auto",
     ):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.net = mlp(self.encoder.dim, 2 * action_dim, hidden_sizes, activation, out_gain=0.01)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
@@ -108,10 +109,11 @@ class SAC(ContinuousQAgent):
     def _build_networks(self) -> None:
         cfg = self.config
         self.actor = TanhGaussianActor(
-            self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, cfg.log_std_min, cfg.log_std_max
+            self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, cfg.log_std_min, cfg.log_std_max,
+            encoder=cfg.encoder,
         ).to(self.device)
         self.critic = QEnsemble(
-            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation
+            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation, cfg.encoder
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = make_adam(self.actor.parameters(), cfg.lr)
