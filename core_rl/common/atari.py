@@ -52,16 +52,30 @@ def register_ale() -> None:
     gym.register_envs(ale_py)
 
 
-def area_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    r"""``[n_out, n_in]`` weights of pixel-area downsampling along one axis: output pixel j averages the
-    input interval :math:`[j\,n_{in}/n_{out}, (j+1)\,n_{in}/n_{out})`, partial pixels by their overlap
-    (each row sums to 1). A 2-D resize is ``R_h @ image @ R_w.T``."""
+def area_resize_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Pixel-area downsampling along one axis as taps: output pixel j averages the input interval
+    :math:`[j\,n_{in}/n_{out}, (j+1)\,n_{in}/n_{out})`, partial pixels weighted by their overlap.
+    Returns ``(index [n_out, K], weight [n_out, K])`` with each row of weights summing to 1, K the
+    most input pixels one output pixel touches (unused taps have weight 0)."""
     scale = n_in / n_out
     lo = np.arange(n_out)[:, None] * scale
-    hi = lo + scale
     left = np.arange(n_in)[None, :]
-    overlap = np.clip(np.minimum(hi, left + 1) - np.maximum(lo, left), 0.0, None)
-    return (overlap / scale).astype(np.float32)
+    overlap = np.clip(np.minimum(lo + scale, left + 1) - np.maximum(lo, left), 0.0, None) / scale
+    k = int((overlap > 0).sum(1).max())
+    first = np.clip(np.floor(lo[:, 0]).astype(np.int64), 0, n_in - k)
+    index = first[:, None] + np.arange(k)[None, :]
+    weight = np.take_along_axis(overlap, index, axis=1).astype(np.float32)
+    return index, weight
+
+
+def area_resize(
+    image: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """``image [H, W]`` resized by the taps of :func:`area_resize_taps` for each axis, as ``uint8``."""
+    (ri, rw), (ci, cw) = rows, cols
+    tall = (image[ri].astype(np.float32) * rw[:, :, None]).sum(1)  # [h, W]
+    small = (tall[:, ci] * cw[None, :, :]).sum(2)  # [h, w]
+    return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
 class AtariFrames(gym.Wrapper):
@@ -74,14 +88,13 @@ class AtariFrames(gym.Wrapper):
         self.noop_max, self.frame_skip, self.screen_size = int(noop_max), int(frame_skip), int(screen_size)
         height, width = self.ale.getScreenDims()
         self.buffer = np.zeros((2, height, width), dtype=np.uint8)
-        self.rows = area_resize_matrix(height, self.screen_size)
-        self.cols = area_resize_matrix(width, self.screen_size).T.copy()
+        self.rows = area_resize_taps(height, self.screen_size)
+        self.cols = area_resize_taps(width, self.screen_size)
         self.observation_space = gym.spaces.Box(0, 255, (self.screen_size, self.screen_size), np.uint8)
 
     def _obs(self) -> np.ndarray:
         frame = np.maximum(self.buffer[0], self.buffer[1]) if self.frame_skip > 1 else self.buffer[0]
-        small = self.rows @ frame.astype(np.float32) @ self.cols
-        return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+        return area_resize(frame, self.rows, self.cols)
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         total, terminated, truncated, info = 0.0, False, False, {}

@@ -146,9 +146,7 @@ class OnPolicyAgent(Agent):
             log_probs = dist.log_prob(actions)
             next_obs, rewards, terminated, truncated, info = self.env.step(self._to_env_action(actions))
             dones = terminated | truncated
-            self._track_episodes(
-                rewards * active if episodes else rewards, dones & active if episodes else dones, info
-            )
+            self._track_episodes(rewards * active if episodes else rewards, dones & active if episodes else dones, info)
             rewards = rewards.astype(np.float32)
             if self.reward_scaler is not None:
                 rewards = self.reward_scaler(rewards, dones).astype(np.float32)

@@ -50,9 +50,7 @@ class DDPG(NoisyContinuousQAgent):
         cfg = self.config
         self.actor = DeterministicActor(
             self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, encoder=cfg.encoder
-        ).to(
-            self.device
-        )
+        ).to(self.device)
         self.critic = QEnsemble(
             self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation, cfg.encoder
         ).to(self.device)

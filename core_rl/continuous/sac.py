@@ -109,7 +109,12 @@ class SAC(ContinuousQAgent):
     def _build_networks(self) -> None:
         cfg = self.config
         self.actor = TanhGaussianActor(
-            self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, cfg.log_std_min, cfg.log_std_max,
+            self.observation_space,
+            self.action_dim,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.log_std_min,
+            cfg.log_std_max,
             encoder=cfg.encoder,
         ).to(self.device)
         self.critic = QEnsemble(

@@ -25,9 +25,8 @@ schedule, which defaults to ε = 0) is :class:`core_rl.q_learning.dqn.DQN`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass, fields
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
