@@ -29,7 +29,7 @@ from core_rl.common.checkpoint import check_finite, load_checkpoint, save_checkp
 from core_rl.common.config import AgentConfig, parse_config
 from core_rl.common.envs import EnvLike, SpacesOnlyEnv, can_make, check_action_space, env_id_of, make_vec_env
 from core_rl.common.errors import CheckpointError, ConfigError
-from core_rl.common.networks import ObsEncoder
+from core_rl.common.networks import ObsEncoder, image_layout
 from core_rl.common.parts import Part
 from core_rl.common.runs import check_stop, graceful_stop
 from core_rl.common.seeding import configure_torch, preserve_rng, set_seed
@@ -83,6 +83,7 @@ class Agent(ABC):
         self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self._last_log_step = -(10**12)
+        self._last_strip_step = 0
         self._resume_rng: dict[str, Any] | None = None
         self._build()
         for part in self.parts:
@@ -255,6 +256,7 @@ class Agent(ABC):
                     if bar is not None:
                         bar.update(self.num_timesteps - before)
                         bar.set_postfix(ret=f"{self.mean_return:.1f}")
+                    self._log_frame_strip(final=self.num_timesteps >= target)
                     if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
                         self.save(checkpoint_path)
                     if callback is not None and callback(self, metrics) is False:
@@ -266,6 +268,28 @@ class Agent(ABC):
         if checkpoint_path is not None:
             self.save(checkpoint_path)
         return self
+
+    def _log_frame_strip(self, final: bool = False) -> None:
+        """Every ``frame_strip_every`` env steps (and at the end of :meth:`learn`), on image observations:
+        env 0's current observation as a PNG strip (:mod:`core_rl.common.frame_strip`), logged under
+        ``frames/`` as ``step_<num_timesteps>.png``."""
+        every = self.config.frame_strip_every
+        if every <= 0 or image_layout(self.observation_space) is None:
+            return
+        if not final and self.num_timesteps - self._last_strip_step < every:
+            return
+        if self._last_strip_step == self.num_timesteps:
+            return
+        self._last_strip_step = self.num_timesteps
+        import tempfile
+
+        from core_rl.common.frame_strip import save_frame_strip
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_frame_strip(
+                Path(tmp) / f"step_{self.num_timesteps:09d}.png", self._obs[0], self.observation_space
+            )
+            self.tracker.log_artifact(path, "frames")
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Action(s) for one observation or a batch of them."""

@@ -35,6 +35,12 @@ class AgentConfig(BaseModel):
         description="Observation encoder: auto = a CNN for image (uint8 C,H,W or H,W,C) observations "
         "(Nature CNN from 36 px a side, IMPALA CNN below), else flat (mlp).",
     )
+    frame_strip_every: int = Field(
+        100_000,
+        ge=0,
+        description="With image observations, log a PNG strip of the frames the agent sees every this many "
+        "env steps and at the end of learn (0: never).",
+    )
 
 
 def format_validation_error(err: ValidationError, prefix: str = "config") -> str:
