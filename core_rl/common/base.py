@@ -24,10 +24,12 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
+from core_rl.common.atari import episode_end
 from core_rl.common.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from core_rl.common.config import AgentConfig, parse_config
 from core_rl.common.envs import EnvLike, SpacesOnlyEnv, can_make, check_action_space, env_id_of, make_vec_env
 from core_rl.common.errors import CheckpointError, ConfigError
+from core_rl.common.networks import ObsEncoder, image_layout
 from core_rl.common.parts import Part
 from core_rl.common.runs import check_stop, graceful_stop
 from core_rl.common.seeding import configure_torch, preserve_rng, set_seed
@@ -81,10 +83,30 @@ class Agent(ABC):
         self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self._last_log_step = -(10**12)
+        self._last_strip_step = 0
         self._resume_rng: dict[str, Any] | None = None
         self._build()
         for part in self.parts:
             part.build(self)
+        self._check_encoder()
+
+    def _check_encoder(self) -> None:
+        """A named ``encoder`` that this agent's networks do not use is refused, never ignored."""
+        wanted = getattr(self.config, "encoder", "auto")
+        if wanted == "auto":
+            return
+        used = {
+            m.kind
+            for module in self._modules().values()
+            if isinstance(module, nn.Module)
+            for m in module.modules()
+            if isinstance(m, ObsEncoder)
+        }
+        if used != {wanted}:
+            raise ConfigError(
+                f"config field 'encoder': {self.name} does not build its observation encoder from it "
+                f"(its encoders: {', '.join(sorted(used)) or 'none'}); leave encoder='auto'"
+            )
 
     # ---- what subclasses provide -------------------------------------------------------------
     @property
@@ -154,16 +176,27 @@ class Agent(ABC):
         return a.astype(np.int64)
 
     # ---- episode bookkeeping -----------------------------------------------------------------
-    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        """Sum rewards per env; on an episode's end record its return and length.
+
+        With the vector env's ``info`` an env may speak for itself (:func:`core_rl.common.atari.episode_end`):
+        a lost life that ends the episode for learning only is not an episode here, and a game that
+        reports its true score (the Atari envs, whose training rewards are clipped) is recorded with
+        that score and length instead of the sums of what the agent saw."""
         self._ep_return += rewards
         self._ep_length += 1
         if dones.any():
+            finished = []
             for i in np.flatnonzero(dones):
-                self.episode_returns.append(float(self._ep_return[i]))
-                self.episode_lengths.append(int(self._ep_length[i]))
-            self.episodes_done += int(dones.sum())
-            self._ep_return[dones] = 0.0
-            self._ep_length[dones] = 0
+                life_lost, score, length = episode_end(info, int(i))
+                if life_lost:
+                    continue
+                self.episode_returns.append(float(self._ep_return[i]) if score is None else score)
+                self.episode_lengths.append(int(self._ep_length[i]) if length is None else length)
+                finished.append(int(i))
+            self.episodes_done += len(finished)
+            self._ep_return[finished] = 0.0
+            self._ep_length[finished] = 0
 
     @property
     def mean_return(self) -> float:
@@ -223,6 +256,7 @@ class Agent(ABC):
                     if bar is not None:
                         bar.update(self.num_timesteps - before)
                         bar.set_postfix(ret=f"{self.mean_return:.1f}")
+                    self._log_frame_strip(final=self.num_timesteps >= target)
                     if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
                         self.save(checkpoint_path)
                     if callback is not None and callback(self, metrics) is False:
@@ -234,6 +268,28 @@ class Agent(ABC):
         if checkpoint_path is not None:
             self.save(checkpoint_path)
         return self
+
+    def _log_frame_strip(self, final: bool = False) -> None:
+        """Every ``frame_strip_every`` env steps (and at the end of :meth:`learn`), on image observations:
+        env 0's current observation as a PNG strip (:mod:`core_rl.common.frame_strip`), logged under
+        ``frames/`` as ``step_<num_timesteps>.png``."""
+        every = self.config.frame_strip_every
+        if every <= 0 or image_layout(self.observation_space) is None:
+            return
+        if not final and self.num_timesteps - self._last_strip_step < every:
+            return
+        if self._last_strip_step == self.num_timesteps:
+            return
+        self._last_strip_step = self.num_timesteps
+        import tempfile
+
+        from core_rl.common.frame_strip import save_frame_strip
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_frame_strip(
+                Path(tmp) / f"step_{self.num_timesteps:09d}.png", self._obs[0], self.observation_space
+            )
+            self.tracker.log_artifact(path, "frames")
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Action(s) for one observation or a batch of them."""
@@ -273,13 +329,16 @@ class Agent(ABC):
         try:
             while len(returns) < n_episodes:
                 actions = self.predict(obs, deterministic=deterministic)
-                obs, r, term, trunc, _ = vec.step(actions)
+                obs, r, term, trunc, info = vec.step(actions)
                 ep_ret += r
                 ep_len += 1
                 for i in np.flatnonzero(term | trunc):
+                    life_lost, score, length = episode_end(info, int(i))  # an Atari game's true score
+                    if life_lost:
+                        continue
                     if quota[i] > 0:
-                        returns.append(float(ep_ret[i]))
-                        lengths.append(int(ep_len[i]))
+                        returns.append(float(ep_ret[i]) if score is None else score)
+                        lengths.append(int(ep_len[i]) if length is None else length)
                         quota[i] -= 1
                     ep_ret[i], ep_len[i] = 0.0, 0
         finally:

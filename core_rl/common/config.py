@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -37,6 +37,17 @@ class AgentConfig(BaseModel):
     activation: str = Field("tanh", pattern="^(tanh|relu|elu|gelu)$")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
+    encoder: Literal["auto", "mlp", "nature_cnn", "impala_cnn"] = Field(
+        "auto",
+        description="Observation encoder: auto = a CNN for image (uint8 C,H,W or H,W,C) observations "
+        "(Nature CNN from 36 px a side, IMPALA CNN below), else flat (mlp).",
+    )
+    frame_strip_every: int = Field(
+        100_000,
+        ge=0,
+        description="With image observations, log a PNG strip of the frames the agent sees every this many "
+        "env steps and at the end of learn (0: never).",
+    )
 
     #: field → its schedule field; a ``lin_<x0>`` value of the field sets both (RL-Zoo's schedules)
     schedule_fields: ClassVar[dict[str, str]] = {}

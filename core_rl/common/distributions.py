@@ -482,9 +482,10 @@ class StochasticPolicy(nn.Module):
         activation: str = "tanh",
         log_std_init: float = 0.0,
         use_sde: bool = False,
+        encoder: str = "auto",
     ):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.sde: StateDependentNoise | None = None
         if use_sde and not isinstance(action_space, gym.spaces.Box):
             raise SpaceError(f"gSDE (use_sde) needs a Box action space, got {action_space}")
@@ -548,9 +549,9 @@ class StochasticPolicy(nn.Module):
 class ValueFunction(nn.Module):
     """V_φ(s), a scalar per observation."""
 
-    def __init__(self, obs_space: gym.Space, hidden_sizes=(64, 64), activation: str = "tanh"):
+    def __init__(self, obs_space: gym.Space, hidden_sizes=(64, 64), activation: str = "tanh", encoder: str = "auto"):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.net = mlp(self.encoder.dim, 1, hidden_sizes, activation, out_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

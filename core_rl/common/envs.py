@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
+from core_rl.common.atari import is_atari_id, make_atari_env
 from core_rl.common.errors import EnvError, SpaceError
 
 EnvLike = str | gym.Env | VectorEnv | Callable[[], gym.Env]
@@ -36,6 +37,11 @@ def ensure_registered(env_id: str) -> None:
     see :mod:`core_rl.registry`)."""
     if env_id in gym.envs.registry or "/" not in env_id:
         return
+    if is_atari_id(env_id):
+        from core_rl.common.atari import register_ale
+
+        register_ale()
+        return
     from core_rl.registry import env_namespace_package
 
     package = env_namespace_package(env_id.split("/", 1)[0])
@@ -49,9 +55,12 @@ def ensure_registered(env_id: str) -> None:
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
-    """``gym.make`` with a clear error for unknown ids."""
+    """``gym.make`` with a clear error for unknown ids; an ``ALE/...`` id comes with the standard Atari
+    preprocessing (:func:`core_rl.common.atari.make_atari_env`, whose options ``kwargs`` may set)."""
     ensure_registered(env_id)
     try:
+        if is_atari_id(env_id):
+            return make_atari_env(env_id, **kwargs)
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         known = sorted(k for k in gym.envs.registry if "/" not in k)[:12]
@@ -89,7 +98,8 @@ def make_vec_env(
 ) -> VectorEnv:
     """Build ``n_envs`` copies of ``env`` as a SAME_STEP-autoreset vector env and seed it.
 
-    ``env`` may be a registered id, a ``gymnasium.Env`` instance (deep-copied for each extra copy),
+    ``env`` may be a registered id (an ``ALE/...`` id gets the standard Atari preprocessing,
+    :mod:`core_rl.common.atari`), a ``gymnasium.Env`` instance (deep-copied for each extra copy),
     a zero-argument factory, or a ready vector env (used as it is). With ``copy_instances`` an
     instance is never used itself: every copy (and a vector env) is a deep copy, so the caller's
     object is neither stepped nor closed.
@@ -101,8 +111,9 @@ def make_vec_env(
     else:
         if isinstance(env, str):
             make_env(env, **(env_kwargs or {})).close()  # fail early, with the clear message
-            fns = [lambda: gym.make(env, **(env_kwargs or {})) for _ in range(n_envs)]
-            if not asynchronous and _has_same_step_vector_env(env):
+            build = make_atari_env if is_atari_id(env) else gym.make
+            fns = [lambda: build(env, **(env_kwargs or {})) for _ in range(n_envs)]
+            if not asynchronous and not is_atari_id(env) and _has_same_step_vector_env(env):
                 fns = []  # the id names its own batched SAME_STEP vector env: use it
                 vec = gym.make_vec(env, n_envs, vectorization_mode="vector_entry_point", **(env_kwargs or {}))
         elif isinstance(env, gym.Env):

@@ -1,8 +1,10 @@
-"""Networks shared by every algorithm: MLPs, observation encoders, policy heads."""
+"""Networks shared by every algorithm: MLPs and observation encoders (flat, one-hot, and the
+convolutional image encoders of the Atari literature: the Nature CNN and the small IMPALA CNN)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -39,17 +41,180 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-class ObsEncoder(nn.Module):
-    """Flattens Box observations and one-hot encodes Discrete ones, as float tensors."""
+EncoderKind = Literal["auto", "mlp", "nature_cnn", "impala_cnn"]
+ENCODERS: tuple[str, ...] = ("auto", "mlp", "nature_cnn", "impala_cnn")
+#: the smallest side the Nature CNN's 8×8/4, 4×4/2, 3×3/1 convolutions accept
+NATURE_CNN_MIN_SIDE = 36
 
-    def __init__(self, space: gym.Space):
+
+def image_layout(space: gym.Space) -> tuple[int, int, int, bool] | None:
+    """``(C, H, W, channels_last)`` of an image-shaped Box, else None.
+
+    An image is a 3-D ``uint8`` Box: ``(C, H, W)`` (frame-stacked Atari, ``4×84×84``) or ``(H, W, C)``
+    (a camera, ``84×84×3``); it is channels-last when its last axis is the smallest (ties: first).
+    A 2-D ``uint8`` Box ``(H, W)`` is a one-channel image only when an encoder is asked for by name
+    (``encoder="nature_cnn"`` or ``"impala_cnn"``), never automatically: a small ``uint8`` grid may be a board, not a picture.
+    """
+    if not isinstance(space, gym.spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3:
+        return None
+    a, b, c = (int(x) for x in space.shape)
+    if c < a:
+        return c, a, b, True
+    return a, b, c, False
+
+
+def _layout_for(space: gym.Space, kind: str) -> tuple[int, int, int, bool]:
+    """The image layout of ``space`` for a CNN encoder ``kind`` asked for by name (2-D: one channel)."""
+    from core_rl.common.errors import ConfigError
+
+    layout = image_layout(space)
+    if layout is not None:
+        return layout
+    if isinstance(space, gym.spaces.Box) and len(space.shape) in (2, 3):
+        if len(space.shape) == 2:
+            return 1, int(space.shape[0]), int(space.shape[1]), False
+        a, b, c = (int(x) for x in space.shape)
+        return (c, a, b, True) if c < a else (a, b, c, False)
+    raise ConfigError(
+        f"config field 'encoder': {kind} needs an image observation (a Box of shape (C,H,W), (H,W,C) or "
+        f"(H,W)), but the observation space is {space}"
+    )
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int = 0, orthogonal: bool = True) -> nn.Conv2d:
+    """A convolution, orthogonally initialised with gain √2 (else PyTorch's default init)."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding)
+    if orthogonal:
+        nn.init.orthogonal_(conv.weight, gain=float(np.sqrt(2)))
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _linear(in_dim: int, out_dim: int) -> nn.Linear:
+    linear = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(linear.weight, gain=float(np.sqrt(2)))
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+class NatureCNN(nn.Module):
+    """The DQN paper's encoder (Mnih et al. 2015): conv 32·8×8/4 → conv 64·4×4/2 → conv 64·3×3/1 →
+    linear ``features_dim`` (512), ReLU after each; ``[B, C, H, W]`` floats → ``[B, features_dim]``."""
+
+    def __init__(self, channels: int, height: int, width: int, features_dim: int = 512):
         super().__init__()
+        if min(height, width) < NATURE_CNN_MIN_SIDE:
+            from core_rl.common.errors import ConfigError
+
+            raise ConfigError(
+                f"config field 'encoder': nature_cnn needs images of at least {NATURE_CNN_MIN_SIDE}×"
+                f"{NATURE_CNN_MIN_SIDE} pixels, got {height}×{width} (use encoder='impala_cnn')"
+            )
+        self.convs = nn.Sequential(
+            _conv(channels, 32, 8, 4), nn.ReLU(), _conv(32, 64, 4, 2), nn.ReLU(), _conv(64, 64, 3, 1), nn.ReLU()
+        )
+        with torch.no_grad():
+            flat = int(self.convs(torch.zeros(1, channels, height, width)).numel())
+        self.fc = nn.Sequential(_linear(flat, features_dim), nn.ReLU())
+        self.dim = features_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(x).flatten(1))
+
+
+class _ResidualBlock(nn.Module):
+    """x + conv(relu(conv(relu(x)))), 3×3 convolutions keeping the channels."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = _conv(channels, channels, 3, 1, 1, orthogonal=False)
+        self.conv1 = _conv(channels, channels, 3, 1, 1, orthogonal=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """The IMPALA paper's residual encoder (Espeholt et al. 2018), small: for each of ``channels``
+    (16, 32, 32) a stage conv 3×3 → max-pool 3×3/2 → two residual blocks; then ReLU → linear
+    ``features_dim`` (256) → ReLU. Each stage halves the side (rounding up), so any image ≥ 1 px fits.
+    PyTorch's default init, as the IMPALA CNNs of CleanRL and Procgen use: an orthogonal √2 init
+    grows the activations through the six residual blocks (feature scale ≈ 25× the Nature CNN's)."""
+
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        stage_channels: Sequence[int] = (16, 32, 32),
+        features_dim: int = 256,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = channels
+        for ch in stage_channels:
+            layers += [
+                _conv(last, ch, 3, 1, 1, orthogonal=False),
+                nn.MaxPool2d(3, 2, padding=1),
+                _ResidualBlock(ch),
+                _ResidualBlock(ch),
+            ]
+            last = ch
+        self.stages = nn.Sequential(*layers, nn.ReLU())
+        with torch.no_grad():
+            flat = int(self.stages(torch.zeros(1, channels, height, width)).numel())
+        self.fc = nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
+        self.dim = features_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.stages(x).flatten(1))
+
+
+def resolve_encoder(space: gym.Space, kind: str = "auto") -> str:
+    """The encoder ``kind`` stands for on ``space``: ``auto`` is ``nature_cnn`` for images at least
+    36 px a side, ``impala_cnn`` for smaller images (:func:`image_layout`) and ``mlp`` otherwise."""
+    if kind not in ENCODERS:
+        from core_rl.common.errors import ConfigError
+
+        raise ConfigError(f"config field 'encoder': unknown encoder {kind!r} (one of {', '.join(ENCODERS)})")
+    if kind != "auto":
+        return kind
+    layout = image_layout(space)
+    if layout is None:
+        return "mlp"
+    return "nature_cnn" if min(layout[1], layout[2]) >= NATURE_CNN_MIN_SIDE else "impala_cnn"
+
+
+class ObsEncoder(nn.Module):
+    """Observations as float feature vectors ``[B, dim]``: a Discrete one one-hot, a Box flattened
+    (``mlp``), or an image through a convolutional encoder (``nature_cnn``, ``impala_cnn``; ``auto``
+    picks one for image-shaped ``uint8`` Boxes, see :func:`resolve_encoder`).
+
+    Images stay ``uint8`` until here — in the env, the replay buffer and the rollout — and are scaled
+    by 1/255 inside the network (only when the space is ``uint8``); channels-last images are permuted
+    to ``[B, C, H, W]`` and 2-D ones get a channel axis.
+    """
+
+    def __init__(self, space: gym.Space, kind: str = "auto"):
+        super().__init__()
+        self.kind = resolve_encoder(space, kind)
+        self.n = 0
+        self.cnn: nn.Module | None = None
         if isinstance(space, gym.spaces.Discrete):
+            if self.kind != "mlp":
+                from core_rl.common.errors import ConfigError
+
+                raise ConfigError(f"config field 'encoder': {self.kind} needs an image observation, got {space}")
             self.n = int(space.n)
             self.dim = self.n
         elif isinstance(space, gym.spaces.Box):
-            self.n = 0
             self.dim = int(np.prod(space.shape))
+            if self.kind != "mlp":
+                c, h, w, self.channels_last = _layout_for(space, self.kind)
+                self.image_shape = (c, h, w)
+                self.scale = 1.0 / 255.0 if space.dtype == np.uint8 else 1.0
+                self.cnn = NatureCNN(c, h, w) if self.kind == "nature_cnn" else ImpalaCNN(c, h, w)
+                self.dim = int(self.cnn.dim)
         else:
             from core_rl.common.errors import SpaceError
 
@@ -58,4 +223,11 @@ class ObsEncoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.n:
             return nn.functional.one_hot(obs.long().reshape(-1), self.n).float()
-        return obs.reshape(obs.shape[0], -1).float()
+        if self.cnn is None:
+            return obs.reshape(obs.shape[0], -1).float()
+        x = obs.float()
+        if self.scale != 1.0:
+            x = x * self.scale
+        if self.channels_last:
+            x = x.movedim(-1, -3)
+        return self.cnn(x.reshape(-1, *self.image_shape))

@@ -28,6 +28,7 @@ from core_rl.common.checkpoint import object_state, restore_object_state
 from core_rl.common.config import AgentConfig
 from core_rl.common.envs import final_next_obs
 from core_rl.common.errors import ConfigError
+from core_rl.common.frame_replay import FrameStackReplayBuffer, frame_stack_size
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 
 
@@ -51,6 +52,11 @@ class OffPolicyConfig(AgentConfig):
     )
     n_step: int = Field(1, ge=1, description="N of the N-step return target.")
     max_grad_norm: float | None = Field(None, gt=0.0)
+    frame_stack_replay: bool | None = Field(
+        None,
+        description="Store each frame of frame-stacked observations once (core_rl.common.frame_replay); "
+        "None: whenever the env's uint8 observations come from FrameStackObservation (every ALE/ id).",
+    )
 
     schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule"}
 
@@ -81,12 +87,22 @@ class OffPolicyAgent(Agent):
         obs_space, act_space = self.observation_space, self.action_space
         discrete_obs = isinstance(obs_space, gym.spaces.Discrete)
         discrete_act = isinstance(act_space, gym.spaces.Discrete)
-        self.replay = ReplayBuffer(
+        stack = frame_stack_size(self.env)
+        use_frames = self.config.frame_stack_replay
+        if use_frames is None:
+            use_frames = stack is not None and obs_space.dtype == np.uint8 and obs_space.shape[:1] == (stack,)
+        elif use_frames and (discrete_obs or len(obs_space.shape) < 2):
+            raise ConfigError(
+                "config field 'frame_stack_replay': needs observations that are stacks of frames "
+                f"[k, *frame_shape], got {obs_space}"
+            )
+        replay_cls = FrameStackReplayBuffer if use_frames else ReplayBuffer
+        self.replay = replay_cls(
             self.config.buffer_size,
             self.n_envs,
             () if discrete_obs else obs_space.shape,
             () if discrete_act else act_space.shape,
-            obs_dtype=torch.long if discrete_obs else torch.float32,
+            obs_dtype=torch.long if discrete_obs else (torch.uint8 if obs_space.dtype == np.uint8 else torch.float32),
             action_dtype=torch.long if discrete_act else torch.float32,
             n_step=self.config.n_step,
             gamma=self.config.gamma,
@@ -162,7 +178,7 @@ class OffPolicyAgent(Agent):
             next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
             dones = terminated | truncated
             self.replay.add(self._obs, stored, rewards, final_next_obs(next_obs, dones, info), terminated, truncated)
-            self._track_episodes(rewards, dones)
+            self._track_episodes(rewards, dones, info)
             self._obs = next_obs
             self.num_timesteps += self.n_envs
             if env_unit and (self.num_timesteps // self.n_envs) % every == 0:
@@ -179,7 +195,7 @@ class OffPolicyAgent(Agent):
     # ---- checkpoints: the replay buffer, on request -----------------------------------------
     def replay_nbytes(self) -> int:
         """Bytes the replay buffer's tensors take (what ``save(include_replay=True)`` adds)."""
-        return sum(v.numel() * v.element_size() for v in vars(self.replay).values() if isinstance(v, torch.Tensor))
+        return self.replay.nbytes()
 
     def _extra_state(self, include_replay: bool) -> dict[str, Any]:
         return {"replay": object_state(self.replay)} if include_replay else {}

@@ -88,9 +88,10 @@ class OnPolicyAgent(Agent):
             cfg.activation,
             cfg.log_std_init,
             use_sde=cfg.use_sde,
+            encoder=cfg.encoder,
         ).to(self.device)
         self.value = (
-            ValueFunction(self.observation_space, cfg.hidden_sizes, cfg.activation).to(self.device)
+            ValueFunction(self.observation_space, cfg.hidden_sizes, cfg.activation, cfg.encoder).to(self.device)
             if cfg.use_critic
             else None
         )
@@ -173,7 +174,7 @@ class OnPolicyAgent(Agent):
             log_probs = dist.log_prob(actions)
             next_obs, rewards, terminated, truncated, info = self.env.step(self._to_env_action(actions))
             dones = terminated | truncated
-            self._track_episodes(rewards * active if episodes else rewards, dones & active if episodes else dones)
+            self._track_episodes(rewards * active if episodes else rewards, dones & active if episodes else dones, info)
             rewards = rewards.astype(np.float32)
             if self.reward_scaler is not None:
                 rewards = self.reward_scaler(rewards, dones).astype(np.float32)

@@ -56,21 +56,37 @@ class ReplayBuffer:
         device: str | torch.device = "cpu",
         n_costs: int = 0,
         cost_source: Callable[[], np.ndarray] | None = None,
+        storage_device: str | torch.device = "cpu",
     ):
         self.size_per_env = max(1, capacity // n_envs)
         self.n_envs, self.n_step, self.gamma = n_envs, n_step, gamma
+        self.obs_shape, self.obs_dtype = tuple(obs_shape), obs_dtype
+        self.storage_device = torch.device(storage_device)  # "meta": shapes only, nothing allocated (sizing)
         T, N = self.size_per_env, n_envs
-        self.obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype)
-        self.next_obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype)
-        self.actions = torch.zeros((T, N, *action_shape), dtype=action_dtype)
-        self.rewards = torch.zeros((T, N))
-        self.terminated = torch.zeros((T, N))
-        self.episode_end = torch.zeros((T, N))  # terminated or truncated: the n-step window stops
-        self.costs = torch.zeros((T, N, n_costs)) if n_costs > 0 else None
+        self._init_obs(obs_shape, obs_dtype)
+        self.actions = self._zeros((T, N, *action_shape), dtype=action_dtype)
+        self.rewards = self._zeros((T, N))
+        self.terminated = self._zeros((T, N))
+        self.episode_end = self._zeros((T, N))  # terminated or truncated: the n-step window stops
+        self.costs = self._zeros((T, N, n_costs)) if n_costs > 0 else None
         self.cost_source = cost_source
         self.pos, self.full = 0, False
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)
+
+    def _zeros(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.zeros(shape, dtype=dtype, device=self.storage_device)
+
+    def _init_obs(self, obs_shape: tuple[int, ...], obs_dtype: torch.dtype) -> None:
+        """Allocate the observation storage: here ``obs`` and ``next_obs``, ``[T, N, *obs_shape]`` each."""
+        T, N = self.size_per_env, self.n_envs
+        self.obs = self._zeros((T, N, *obs_shape), dtype=obs_dtype)
+        self.next_obs = self._zeros((T, N, *obs_shape), dtype=obs_dtype)
+
+    def nbytes(self) -> int:
+        """Bytes of every tensor the buffer holds (computed from shapes and dtypes: a buffer built with
+        ``storage_device="meta"`` reports what it would allocate, allocating nothing)."""
+        return sum(v.numel() * v.element_size() for v in vars(self).values() if isinstance(v, torch.Tensor))
 
     @classmethod
     def like(cls, buffer: "ReplayBuffer", **kwargs: Any) -> Any:
@@ -79,9 +95,9 @@ class ReplayBuffer:
         new = cls(
             buffer.size_per_env * buffer.n_envs,
             buffer.n_envs,
-            tuple(buffer.obs.shape[2:]),
+            buffer.obs_shape,
             tuple(buffer.actions.shape[2:]),
-            obs_dtype=buffer.obs.dtype,
+            obs_dtype=buffer.obs_dtype,
             action_dtype=buffer.actions.dtype,
             n_step=buffer.n_step,
             gamma=buffer.gamma,
@@ -135,21 +151,33 @@ class ReplayBuffer:
         env = torch.randint(0, self.n_envs, (batch_size,), generator=self.generator)
         return t, env
 
+    def _obs_at(self, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        """s_t of the transitions at (t, env)."""
+        return self.obs[t, env]
+
+    def _next_obs_at(self, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        """The true successor s_{t+1} of the transitions at (t, env)."""
+        return self.next_obs[t, env]
+
+    def _newest(self, env: torch.Tensor) -> torch.Tensor | int:
+        """The time index of the last transition written for each of ``env`` (windows stop there)."""
+        return (self.pos - 1) % self.size_per_env
+
     def gather(self, t: torch.Tensor, env: torch.Tensor) -> ReplaySample:
         """The n-step sample starting at (t, env), cut at episode ends and at the write head."""
         T = self.size_per_env
         if self.n_step == 1:  # the one-step transition: no window to walk
             return ReplaySample(
-                obs=self.obs[t, env].to(self.device),
+                obs=self._obs_at(t, env).to(self.device),
                 actions=self.actions[t, env].to(self.device),
                 rewards=self.rewards[t, env].to(self.device),
-                next_obs=self.next_obs[t, env].to(self.device),
+                next_obs=self._next_obs_at(t, env).to(self.device),
                 dones=self.terminated[t, env].to(self.device),
                 discounts=torch.full(t.shape, self.gamma, device=self.device),
                 indices=t * self.n_envs + env,
                 costs=self.costs[t, env].to(self.device) if self.costs is not None else None,
             )
-        newest = (self.pos - 1) % T  # the last step written: windows never run past it
+        newest = self._newest(env)  # the last step written: windows never run past it
         reward = torch.zeros(t.shape[0])
         discount = torch.ones(t.shape[0])
         alive = torch.ones(t.shape[0])
@@ -165,10 +193,10 @@ class ReplayBuffer:
             stop = (self.episode_end[idx, env] > 0) | (idx == newest)
             alive = alive * (~stop).float()
         return ReplaySample(
-            obs=self.obs[t, env].to(self.device),
+            obs=self._obs_at(t, env).to(self.device),
             actions=self.actions[t, env].to(self.device),
             rewards=reward.to(self.device),
-            next_obs=self.next_obs[last, env].to(self.device),
+            next_obs=self._next_obs_at(last, env).to(self.device),
             dones=self.terminated[last, env].to(self.device),
             discounts=discount.to(self.device),
             indices=t * self.n_envs + env,

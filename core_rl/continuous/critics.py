@@ -23,7 +23,7 @@ and share what lives here:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -72,9 +72,10 @@ class QEnsemble(nn.Module):
         n_critics: int = 2,
         hidden_sizes: tuple[int, ...] = (256, 256),
         activation: str = "relu",
+        encoder: str = "auto",
     ):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.n_critics = int(n_critics)
         self.act = ACTIVATIONS[activation]()
         dims = [self.encoder.dim + action_dim, *hidden_sizes, 1]
@@ -137,9 +138,10 @@ class DeterministicActor(nn.Module):
         hidden_sizes: tuple[int, ...] = (256, 256),
         activation: str = "relu",
         out_gain: float = 0.01,
+        encoder: str = "auto",
     ):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.net = mlp(self.encoder.dim, action_dim, hidden_sizes, activation, out_gain=out_gain)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -262,7 +264,7 @@ class NoisyContinuousQAgent(ContinuousQAgent):
         action = (self._greedy(obs_t) + self.noise()).clamp_(-1.0, 1.0)
         return self.scaler.unnormalize(action).reshape(-1, *self.scaler.shape)
 
-    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
-        super()._track_episodes(rewards, dones)
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        super()._track_episodes(rewards, dones, info)
         if dones.any():
             self.noise.reset(dones)

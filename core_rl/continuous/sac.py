@@ -85,9 +85,10 @@ class TanhGaussianActor(nn.Module):
         log_std_max: float = 2.0,
         use_sde: bool = False,
         log_std_init: float = -3.0,
+        encoder: str = "auto",
     ):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.sde = (
             StateDependentNoise(hidden_sizes[-1] if hidden_sizes else self.encoder.dim, action_dim, log_std_init)
             if use_sde
@@ -142,9 +143,10 @@ class SAC(ContinuousQAgent):
             cfg.log_std_max,
             use_sde=cfg.use_sde,
             log_std_init=cfg.log_std_init,
+            encoder=cfg.encoder,
         ).to(self.device)
         self.critic = QEnsemble(
-            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation
+            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation, cfg.encoder
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = make_adam(self.actor.parameters(), cfg.lr)

@@ -63,7 +63,7 @@ class _EpisodeRecorder:
     records: list[tuple[int, int, float, int]]
     _step_counter: int
 
-    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray, info: dict[str, Any] | None = None) -> None:
         if not hasattr(self, "records"):
             self.records, self._step_counter = [], 0
         for i in np.flatnonzero(dones):
@@ -76,7 +76,7 @@ class _EpisodeRecorder:
                 )
             )  # type: ignore[attr-defined]
         self._step_counter += 1
-        super()._track_episodes(rewards, dones)  # type: ignore[misc]
+        super()._track_episodes(rewards, dones, info)  # type: ignore[misc]
 
     def pop_records(self) -> list[tuple[int, int, float, int]]:
         out = getattr(self, "records", [])

@@ -26,6 +26,7 @@ schedule, which defaults to ε = 0) is :class:`core_rl.q_learning.dqn.DQN`.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -175,8 +176,8 @@ class BootstrappedDQN(DQN):
         self.active_head = torch.randint(cfg.n_heads, (self.n_envs,))
 
     # ---- acting: one head per env per episode --------------------------------------------------
-    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
-        super()._track_episodes(rewards, dones)
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        super()._track_episodes(rewards, dones, info)
         if dones.any():
             done_t = torch.as_tensor(np.asarray(dones, dtype=bool))
             self.active_head = torch.where(done_t, torch.randint(self.config.n_heads, (self.n_envs,)), self.active_head)

@@ -363,9 +363,9 @@ class GAIL(PPO):
             )
 
     # ---- one iteration: collect, discriminator step, PPO step ----------------------------------
-    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+    def _track_episodes(self, rewards: np.ndarray, dones: np.ndarray, info: dict[str, Any] | None = None) -> None:
         env = self.env
-        super()._track_episodes(env.true_rewards if isinstance(env, RewardRelabel) else rewards, dones)
+        super()._track_episodes(env.true_rewards if isinstance(env, RewardRelabel) else rewards, dones, info)
 
     def _iterate(self) -> dict[str, float]:
         if self.expert_data is None:

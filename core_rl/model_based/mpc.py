@@ -179,7 +179,7 @@ class MPC(Agent):
         if dones.any():
             self.planner.reset(torch.as_tensor(dones))
         self.replay.add(self._obs, env_actions, rewards, final_next_obs(next_obs, dones, info), terminated, truncated)
-        self._track_episodes(rewards, dones)
+        self._track_episodes(rewards, dones, info)
         self._obs = next_obs
         self.num_timesteps += self.n_envs
         return dict(self._fit_metrics)

@@ -100,9 +100,10 @@ class QNetwork(nn.Module):
         hidden_sizes: tuple[int, ...] = (64, 64),
         activation: str = "relu",
         dueling: bool = False,
+        encoder: str = "auto",
     ):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, encoder)
         self.dueling = dueling
         self.n_actions = n_actions
         if dueling:
@@ -142,7 +143,9 @@ class DQN(OffPolicyAgent):
 
     def _make_q_network(self) -> nn.Module:
         cfg = self.config
-        return QNetwork(self.observation_space, int(self.action_space.n), cfg.hidden_sizes, cfg.activation, cfg.dueling)
+        return QNetwork(
+            self.observation_space, int(self.action_space.n), cfg.hidden_sizes, cfg.activation, cfg.dueling, cfg.encoder
+        )
 
     def _build_networks(self) -> None:
         cfg = self.config

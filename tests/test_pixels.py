@@ -1,0 +1,309 @@
+"""Pixels (issue 16): CNN encoders that learn from images, the frame-deduplicating replay buffer, the
+Atari preprocessing with the true game score, frame strips."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from core_rl.actor_critic.actor_critic import A2C
+from core_rl.common.errors import ConfigError
+from core_rl.common.frame_replay import FrameStackReplayBuffer
+from core_rl.common.frame_strip import frame_strip
+from core_rl.common.networks import ObsEncoder, resolve_encoder
+from core_rl.common.replay import ReplayBuffer
+from core_rl.common.tracking import MemoryTracker
+from core_rl.q_learning.dqn import DQN
+from core_rl.trust_region.ppo import PPO
+from tests.seeding import seed
+
+HORIZON = 8
+RANDOM_RETURN = HORIZON / 4  # a uniformly random policy names the right quadrant 1 time in 4
+
+
+class TargetImageEnv(gym.Env):
+    """A ``uint8`` image of noise with a bright square in one of 4 quadrants (its place jittered within
+    the quadrant); the action names the quadrant (reward 1 if right); a new image every step,
+    ``HORIZON`` steps per episode. ``channels_last``: ``(S, S, 1)`` instead of ``(1, S, S)``."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, size: int = 16, channels_last: bool = False):
+        self.size, self.channels_last = size, channels_last
+        shape = (size, size, 1) if channels_last else (1, size, size)
+        self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+        self.action_space = gym.spaces.Discrete(4)
+
+    def _draw(self) -> np.ndarray:
+        self.target = int(self.np_random.integers(4))
+        s, half = self.size, self.size // 2
+        side = max(2, s // 4)
+        img = self.np_random.integers(0, 60, (s, s), dtype=np.uint8)
+        r0 = (self.target // 2) * half + int(self.np_random.integers(0, half - side + 1))
+        c0 = (self.target % 2) * half + int(self.np_random.integers(0, half - side + 1))
+        img[r0 : r0 + side, c0 : c0 + side] = 255
+        return img[:, :, None] if self.channels_last else img[None]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._draw(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self.target)
+        self.t += 1
+        return self._draw(), reward, False, self.t >= HORIZON, {}
+
+
+# ---- encoders -----------------------------------------------------------------------------------
+
+
+def test_encoder_is_picked_by_observation_and_refused_with_one_clear_error():
+    atari = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    small = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    assert resolve_encoder(atari) == "nature_cnn"
+    assert resolve_encoder(small) == "impala_cnn"
+    assert resolve_encoder(gym.spaces.Box(-1, 1, (4, 84, 84), np.float32)) == "mlp"  # not uint8: not an image
+    assert resolve_encoder(atari, "mlp") == "mlp"
+    # uint8 in, features out; scaled by 1/255 inside: an all-255 image is the all-ones float image
+    enc = ObsEncoder(small)
+    white = enc(torch.full((2, 16, 16, 3), 255, dtype=torch.uint8))
+    assert white.shape == (2, enc.dim) == (2, 256)
+    torch.testing.assert_close(white, enc.cnn(torch.ones(2, 3, 16, 16)), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="'encoder'.*36"):
+        PPO(lambda: TargetImageEnv(16), encoder="nature_cnn")
+    with pytest.raises(ConfigError, match="'encoder'"):
+        DQN("CartPole-v1", encoder="impala_cnn")
+    with pytest.raises(ConfigError, match="'encoder'"):
+        PPO("CartPole-v1", encoder="resnet")
+
+
+def test_uint8_observations_stay_uint8_until_the_network():
+    dqn = DQN(lambda: TargetImageEnv(36), seed=seed(0), learning_starts=0, batch_size=8, buffer_size=256)
+    dqn.learn(32)
+    assert dqn.replay.obs.dtype == torch.uint8 and dqn.replay.sample(4).obs.dtype == torch.uint8
+    ppo = PPO(lambda: TargetImageEnv(16), seed=seed(0), n_envs=2, n_steps=8, batch_size=16, n_epochs=1)
+    assert ppo.collect().obs.dtype == torch.uint8
+
+
+# ---- the CNN agents learn a pixel task ------------------------------------------------------------
+
+
+def _assert_learned(agent) -> None:
+    result = agent.evaluate(24, seed=seed(100))
+    # random: 2 of 8 (over 24 episodes, std ≈ 0.25); a policy that reads the image gets all 8
+    assert result["mean_return"] >= RANDOM_RETURN + 3.0, result["mean_return"]
+
+
+def test_dqn_with_the_nature_cnn_learns_where_the_target_is():
+    agent = DQN(
+        lambda: TargetImageEnv(36),
+        seed=seed(0),
+        hidden_sizes=(),
+        learning_starts=200,
+        buffer_size=5000,
+        batch_size=32,
+        train_freq=2,
+        target_update_interval=100,
+        lr=5e-4,
+        exploration_fraction=0.3,
+        gamma=0.5,
+    )
+    assert agent.q_net.encoder.kind == "nature_cnn"
+    agent.learn(2000)
+    _assert_learned(agent)
+
+
+def test_ppo_with_the_impala_cnn_learns_where_the_target_is():
+    agent = PPO(
+        lambda: TargetImageEnv(16),
+        seed=seed(0),
+        hidden_sizes=(),
+        n_envs=4,
+        n_steps=64,
+        batch_size=64,
+        n_epochs=4,
+        lr=1e-3,
+        gamma=0.5,
+    )
+    assert agent.policy.encoder.kind == "impala_cnn" and agent.value.encoder.kind == "impala_cnn"
+    agent.learn(2560)
+    _assert_learned(agent)
+
+
+def test_a2c_learns_from_channels_last_images():
+    agent = A2C(
+        lambda: TargetImageEnv(36, channels_last=True),
+        seed=seed(0),
+        hidden_sizes=(),
+        n_envs=8,
+        n_steps=8,
+        lr=1e-3,
+        gamma=0.5,
+        optimizer="adam",
+    )
+    assert agent.policy.encoder.kind == "nature_cnn" and agent.policy.encoder.channels_last
+    agent.learn(3000)
+    _assert_learned(agent)
+
+
+# ---- the frame-deduplicating replay buffer ---------------------------------------------------------
+
+
+def _stacked_episodes(rng: np.random.Generator, n_envs: int, steps: int, k: int, frame_shape=(5, 6)):
+    """Vector-env steps with FrameStackObservation's semantics: s_{t+1} drops the oldest frame of s_t
+    and appends a new one; a new episode's stack repeats its first frame; random ends (terminated or
+    truncated). Actions are unique step ids, so every transition can be found in any buffer."""
+
+    def frame() -> np.ndarray:
+        return rng.integers(0, 256, frame_shape, dtype=np.uint8)
+
+    def first() -> np.ndarray:
+        return np.stack([frame()] * k)
+
+    obs = np.stack([first() for _ in range(n_envs)])
+    for step in range(steps):
+        next_obs = np.concatenate([obs[:, 1:], np.stack([frame() for _ in range(n_envs)])[:, None]], axis=1)
+        terminated = rng.random(n_envs) < 0.07
+        truncated = (rng.random(n_envs) < 0.05) & ~terminated
+        actions = step * n_envs + np.arange(n_envs)
+        yield obs, actions, rng.normal(size=n_envs), next_obs, terminated, truncated
+        obs = next_obs.copy()
+        for i in np.flatnonzero(terminated | truncated):
+            obs[i] = first()
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_frame_buffer_returns_exactly_what_a_naive_buffer_returns(n_step):
+    k, n_envs, capacity, steps = 4, 3, 3 * 50, 240
+    rng = np.random.default_rng(seed(7) + n_step)
+    shape = (k, 5, 6)
+    kwargs = dict(obs_dtype=torch.uint8, action_dtype=torch.long, n_step=n_step, gamma=0.9)
+    naive = ReplayBuffer(n_envs * steps, n_envs, shape, (), **kwargs)
+    frames = FrameStackReplayBuffer(capacity, n_envs, shape, (), **kwargs)
+    for transition in _stacked_episodes(rng, n_envs, steps, k):
+        naive.add(*transition)
+        frames.add(*transition)
+    # every transition the frame buffer can sample, all at once, against the naive buffer's
+    grid_t, grid_env = torch.meshgrid(torch.arange(frames.size_per_env), torch.arange(n_envs), indexing="ij")
+    valid = frames._valid(grid_t.reshape(-1), grid_env.reshape(-1))
+    t, env = grid_t.reshape(-1)[valid], grid_env.reshape(-1)[valid]
+    assert len(frames) == int(valid.sum()) > 40
+    got = frames.gather(t, env)
+    step_ids = got.actions  # the unique step ids: where each transition sits in the naive buffer
+    want = naive.gather(step_ids // n_envs, step_ids % n_envs)
+    torch.testing.assert_close(got.obs, want.obs, rtol=0, atol=0)
+    torch.testing.assert_close(got.next_obs, want.next_obs, rtol=0, atol=0)
+    for field in ("rewards", "dones", "discounts"):
+        torch.testing.assert_close(getattr(got, field), getattr(want, field))
+    # nothing recent is missing: the newest 20 transitions of every env are all there
+    for e in range(n_envs):
+        newest = set(range((steps - 20) * n_envs + e, steps * n_envs, n_envs))
+        assert newest <= set(step_ids[env == e].tolist())
+    # sampling draws only complete transitions (episode boundaries included) and is seeded
+    sample = frames.sample(256)
+    assert (frames._valid(*frames.sample_indices(256))).all()
+    again = FrameStackReplayBuffer(capacity, n_envs, shape, (), **kwargs)
+    for transition in _stacked_episodes(np.random.default_rng(seed(7) + n_step), n_envs, steps, k):
+        again.add(*transition)
+    torch.testing.assert_close(again.sample(256).obs, sample.obs, rtol=0, atol=0)
+
+
+def test_frame_buffer_stores_a_million_atari_transitions_in_an_eighth_of_the_memory():
+    # sized from the tensors it would allocate (storage on the meta device: shapes only, no memory)
+    shape, n = (4, 84, 84), 1_000_000
+    kwargs = dict(obs_dtype=torch.uint8, action_dtype=torch.long, storage_device="meta")
+    frames = FrameStackReplayBuffer(n, 1, shape, (), **kwargs).nbytes()
+    naive = ReplayBuffer(n, 1, shape, (), **kwargs).nbytes()
+    assert 7.0e9 < frames < 7.1e9  # 7,056 B of frame + ~22 B of the rest per transition
+    assert 56.4e9 < naive < 56.5e9  # 2 stacks of 4 frames per transition
+    small = FrameStackReplayBuffer(64, 2, shape, (), obs_dtype=torch.uint8, action_dtype=torch.long)
+    assert small.nbytes() == FrameStackReplayBuffer(64, 2, shape, (), **kwargs).nbytes()
+
+
+def test_dqn_picks_the_frame_buffer_for_frame_stacked_pixels():
+    def stacked():
+        return gym.wrappers.FrameStackObservation(
+            gym.wrappers.TransformObservation(
+                TargetImageEnv(36), lambda o: o[0], gym.spaces.Box(0, 255, (36, 36), np.uint8)
+            ),
+            4,
+        )
+
+    agent = DQN(stacked, seed=seed(0), learning_starts=0, batch_size=8, buffer_size=512, n_step=2)
+    assert isinstance(agent.replay, FrameStackReplayBuffer)
+    agent.learn(64)
+    assert agent.replay.sample(8).obs.shape == (8, 4, 36, 36)
+    assert not isinstance(DQN(stacked, frame_stack_replay=False).replay, FrameStackReplayBuffer)
+    with pytest.raises(ConfigError, match="'frame_stack_replay'"):
+        DQN("CartPole-v1", frame_stack_replay=True)
+
+
+# ---- Atari ---------------------------------------------------------------------------------------
+
+needs_ale = pytest.mark.skipif(
+    importlib.util.find_spec("ale_py") is None, reason="ale-py is not installed (pip install 'deeprl-suite[atari]')"
+)
+
+
+@needs_ale
+def test_atari_wrappers_give_stacked_84px_frames_and_the_agent_logs_the_true_score():
+    from core_rl.common.atari import AtariFrames, ClipReward
+
+    tracker = MemoryTracker()
+    agent = DQN(
+        "ALE/Breakout-v5",
+        seed=seed(0),
+        learning_starts=10**9,  # random play only: this is about the env and the bookkeeping
+        buffer_size=2048,
+        frame_strip_every=500,
+        tracker=tracker,
+    )
+    assert agent.observation_space.shape == (4, 84, 84) and agent.observation_space.dtype == np.uint8
+    assert agent._obs.shape == (1, 4, 84, 84) and agent._obs.dtype == np.uint8
+    assert isinstance(agent.replay, FrameStackReplayBuffer)
+    # spy on the game's own rewards, below the reward clipping and the life bookkeeping
+    wrapper, chain = agent.env.envs[0], []
+    while not isinstance(wrapper, AtariFrames):
+        chain.append(type(wrapper))
+        wrapper = wrapper.env
+    assert ClipReward in chain
+    raw_step, games, score = wrapper.step, [], [0.0]
+
+    def spy(action):
+        obs, reward, terminated, truncated, info = raw_step(action)
+        score[0] += reward
+        if terminated or truncated:
+            games.append(score[0])
+            score[0] = 0.0
+        return obs, reward, terminated, truncated, info
+
+    wrapper.step = spy
+    seen_rewards, life_ends = [], [0]
+    original = agent.env.step
+
+    def step(actions):
+        out = original(actions)
+        seen_rewards.append(float(out[1][0]))
+        life_ends[0] += int(out[2][0] and "life_lost" in out[4].get("final_info", {}))
+        return out
+
+    agent.env.step = step
+    agent.learn(1200)
+    assert len(games) >= 2 and life_ends[0] >= 4 * len(games)  # 5 lives a game: lives end episodes for learning
+    assert set(seen_rewards) <= {-1.0, 0.0, 1.0}  # the agent learns from clipped rewards
+    assert list(agent.episode_returns) == games  # ... and records each whole game's true score
+    assert tracker.metrics["episode_return"][-1][1] == pytest.approx(np.mean(games))
+    assert any(a.startswith("frames/step_") for a in tracker.artifacts)
+
+
+def test_frame_strip_lays_the_stacked_frames_side_by_side():
+    space = gym.spaces.Box(0, 255, (4, 10, 12), np.uint8)
+    obs = np.stack([np.full((10, 12), 50 * i, np.uint8) for i in range(4)])
+    strip = frame_strip(obs, space)
+    assert strip.shape == (10, 4 * 12 + 3 * 2) and strip.dtype == np.uint8
+    assert [int(strip[0, i * 14]) for i in range(4)] == [0, 50, 100, 150]
