@@ -30,7 +30,6 @@ observations are ``[n_envs, k, *frame_shape]``, stacked along axis 1, oldest fir
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -54,15 +53,9 @@ class FrameStackReplayBuffer(ReplayBuffer):
         obs_shape: tuple[int, ...],
         action_shape: tuple[int, ...],
         obs_dtype: torch.dtype = torch.uint8,
-        action_dtype: torch.dtype = torch.float32,
-        n_step: int = 1,
-        gamma: float = 0.99,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        n_costs: int = 0,
-        cost_source: Callable[[], np.ndarray] | None = None,
-        storage_device: str | torch.device = "cpu",
+        **kwargs: Any,
     ):
+        """``kwargs``: :class:`~core_rl.common.replay.ReplayBuffer`'s other arguments."""
         if len(obs_shape) < 2:
             raise ConfigError(
                 f"a frame-stack replay buffer needs observations [k, *frame_shape], got shape {obs_shape}"
@@ -73,21 +66,7 @@ class FrameStackReplayBuffer(ReplayBuffer):
                 f"config field 'buffer_size': a frame-stack replay buffer needs at least {2 * self.stack + 1} "
                 f"frames per env ({n_envs} envs), got {capacity}"
             )
-        super().__init__(
-            capacity,
-            n_envs,
-            obs_shape,
-            action_shape,
-            obs_dtype=obs_dtype,
-            action_dtype=action_dtype,
-            n_step=n_step,
-            gamma=gamma,
-            seed=seed,
-            device=device,
-            n_costs=n_costs,
-            cost_source=cost_source,
-            storage_device=storage_device,
-        )
+        super().__init__(capacity, n_envs, obs_shape, action_shape, obs_dtype, **kwargs)
         N = n_envs
         self.is_step = self._zeros((self.size_per_env, N), dtype=torch.bool)  # a transition starts here
         self.head = torch.zeros(N, dtype=torch.long)  # frames written per env (absolute; ring index = head % P)

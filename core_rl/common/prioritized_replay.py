@@ -19,6 +19,8 @@ point is drawn uniformly in each.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -77,19 +79,13 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         n_envs: int,
         obs_shape: tuple[int, ...],
         action_shape: tuple[int, ...],
-        obs_dtype: torch.dtype = torch.float32,
-        action_dtype: torch.dtype = torch.float32,
-        n_step: int = 1,
-        gamma: float = 0.99,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
         alpha: float = 0.6,
         beta: float = 0.4,
         eps: float = 1e-6,
+        **kwargs: Any,
     ):
-        super().__init__(
-            capacity, n_envs, obs_shape, action_shape, obs_dtype, action_dtype, n_step, gamma, seed, device
-        )
+        """``kwargs``: :class:`~core_rl.common.replay.ReplayBuffer`'s other arguments."""
+        super().__init__(capacity, n_envs, obs_shape, action_shape, **kwargs)
         if alpha < 0:
             raise ConfigError(f"prioritized replay alpha must be ≥ 0, got {alpha}")
         if eps <= 0:
