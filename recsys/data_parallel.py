@@ -236,8 +236,11 @@ def _rank_main(rank: int, world: int, job: Callable[[DataParallel], Any], out_di
         dist.destroy_process_group()
 
 
-def run_data_parallel(job: Callable[[DataParallel], Any], workers: int, timeout_s: float = 600.0) -> list[RankResult]:
-    """Run ``job(group)`` in ``workers`` processes joined by gloo on loopback; every rank's result, by rank.
+def run_data_parallel(
+    job: Callable[[DataParallel], Any], workers: int, timeout_s: float | None = 600.0
+) -> list[RankResult]:
+    """Run ``job(group)`` in ``workers`` processes joined by gloo on loopback; every rank's result, by rank
+    (``timeout_s`` None: no limit).
 
     ``job`` must be picklable (a module-level function or a dataclass with ``__call__``). A rank that
     fails makes this raise with its error (``torch.multiprocessing`` re-raises it here)."""
@@ -249,9 +252,9 @@ def run_data_parallel(job: Callable[[DataParallel], Any], workers: int, timeout_
         ctx = mp.start_processes(
             _rank_main, args=(workers, job, out_dir), nprocs=workers, join=False, start_method="spawn"
         )
-        deadline = time.monotonic() + timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not ctx.join(timeout=1.0):
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 for p in ctx.processes:
                     p.kill()
                 raise TimeoutError(f"data-parallel job did not finish in {timeout_s:.0f} s")

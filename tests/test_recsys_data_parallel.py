@@ -3,6 +3,8 @@ data-parallel workers (torch.distributed over gloo, loopback only) follow one wo
 same global batch — behaviour cloning, top-K REINFORCE, offline SlateQ and its CQL variant — also
 through ``deeprl recsys train --workers 2``."""
 
+import json
+
 import pytest
 import torch
 
@@ -115,6 +117,56 @@ def test_shards_split_tensors_tuples_and_dataclasses_with_none_fields():
     assert torch.equal(user, torch.tensor([1, 3])) and none is None and float(scalar) == 7.0
 
 
-def test_a_worker_count_below_one_is_refused_naming_the_field():
+def _run_cli(capsys, *argv):
+    from pipelines.cli import main
+
+    code = main(["recsys", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _runs(tracking_uri):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("recsys")
+    return client, [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+@pytest.mark.slow  # ~20 s: two spawned ranks (imports) and an MLflow store with a registered model
+def test_cli_trains_with_two_workers_the_one_worker_model(capsys, tracking_uri, log):
+    # `deeprl recsys train --workers 2`: a FINISHED run with rank 0's step and epoch metrics, the one-worker
+    # epoch means, the model registered, and the policy the single worker's
+    cfg = dict(epochs=1, hidden_sizes=[32], batch_size=31, max_grad_norm=0.05)
+    sets = ["--set", *(f"{k}={json.dumps(v)}" for k, v in cfg.items())]
+    argv = ["train", "--logs", str(log), "--algo", "topk_reinforce", *sets, "--workers", "2", "--seed", str(seed(0))]
+    code, out, err = _run_cli(capsys, *argv, "--json", "--tracking-uri", tracking_uri)
+    assert code == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["workers"] == 2 and res["registered"]["version"] == "1"
+    client, runs = _runs(tracking_uri)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.params["workers"] == "2"
+    one = LearnerJob("topk_reinforce", str(log), dict(cfg, seed=seed(0)), log_every=50)(None)
+    epoch = one["history"][-1]
+    for key in ("policy_loss", "beta_nll", "weight_mean", "entropy"):
+        assert runs[0].data.metrics[key] == pytest.approx(epoch[key], rel=1e-3, abs=1e-4), key
+    history = client.get_metric_history(res["run_id"], "beta_nll")
+    assert [m.step for m in history] == [s for _, s in one["records"]]
+    assert [m.value for m in history] == pytest.approx([m["beta_nll"] for m, _ in one["records"]], rel=1e-4)
+
+
+def test_bad_worker_counts_are_refused_naming_the_field_and_create_no_run(capsys, tracking_uri, log):
     with pytest.raises(ConfigError, match="workers must be at least 1"):
         run_data_parallel(LearnerJob("bc", "unused.parquet", {}), workers=0)
+    bad = [
+        (["--logs", str(log), "--algo", "bc", "--workers", "0"], "workers must be an integer of at least 1, got 0"),
+        (["--logs", str(log), "--algo", "bc", "--workers", "-2"], "workers must be an integer of at least 1"),
+        (["--logs", str(log), "--algo", "myopic", "--workers", "2"], "workers=2: data-parallel training is for"),
+        (["--logs", str(log), "--algo", "popularity", "--workers", "3"], "'popularity' trains in one process"),
+        (["--env", "recsys/InterestEvolution-v0", "--algo", "slateq", "--workers", "2"], "online SlateQ"),
+    ]
+    for argv, message in bad:
+        code, _, err = _run_cli(capsys, "train", *argv, "--tracking-uri", tracking_uri)
+        assert code == 2 and message in err, (argv, err)
+        assert err.count("error:") == 1
+    assert _runs(tracking_uri)[1] == []
