@@ -94,7 +94,8 @@ class DataParallel:
     rows: int = 0  # rows this rank took from the current global minibatch
     total: int = 0  # rows of the current global minibatch
     steps: int = 0
-    comm_seconds: float = 0.0  # wall time spent in collectives
+    comm_seconds: float = 0.0  # wall time spent in collectives (waiting for the other ranks included)
+    comm_cpu_seconds: float = 0.0  # this process's CPU time spent in them (all its threads)
 
     @property
     def weight(self) -> float:
@@ -122,9 +123,10 @@ class DataParallel:
         return sharded
 
     def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         self.comm_seconds += time.perf_counter() - t0
+        self.comm_cpu_seconds += time.process_time() - c0
         return t
 
     def all_sum(self, x: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
@@ -217,6 +219,7 @@ class RankResult:
     cpu_seconds: float
     wall_seconds: float
     comm_seconds: float
+    comm_cpu_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -231,7 +234,10 @@ def _rank_main(rank: int, world: int, job: Callable[[DataParallel], Any], out_di
         cpu0, wall0 = time.process_time(), time.perf_counter()
         value = job(group)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        torch.save(RankResult(rank, value, cpu, wall, group.comm_seconds), Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            RankResult(rank, value, cpu, wall, group.comm_seconds, group.comm_cpu_seconds),
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
