@@ -33,6 +33,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -157,6 +158,41 @@ def data_parallel_rates(job: Any, batch: int, workers: tuple[int, ...], prefix: 
     return out
 
 
+@dataclass
+class AllReduceJob:
+    """``n`` all-reduces of ``floats`` float32 values and ``n`` of 4 float64 (a learner step's gradient
+    and its counts/metrics), nothing else: the collectives' own cost, background threads included."""
+
+    floats: int
+    n: int = 300
+
+    def __call__(self, group: Any) -> dict[str, float]:
+        import torch
+
+        grads, small = torch.ones(self.floats), torch.ones(4, dtype=torch.float64)
+        for _ in range(20):  # warm-up: connections, first buffers
+            group._all_reduce(grads)
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(self.n):
+            group._all_reduce(grads)
+            group._all_reduce(small)
+        return {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0}
+
+
+def allreduce_cost(floats: int, workers: tuple[int, ...] = (1, 2), n: int = 300) -> dict[str, Any]:
+    """CPU and wall µs of one (gradient + small) all-reduce pair per rank, with W ranks doing nothing else."""
+    from recsys.data_parallel import run_data_parallel
+
+    out: dict[str, Any] = {"floats": floats}
+    for w in workers:
+        ranks = run_data_parallel(AllReduceJob(floats, n), w)
+        out[f"x{w}"] = {
+            "cpu_us_per_pair_per_rank": round(1e6 * sum(r.value["cpu_s"] for r in ranks) / (w * n), 1),
+            "wall_us_per_pair": round(1e6 * max(r.value["wall_s"] for r in ranks) / n, 1),
+        }
+    return out
+
+
 #: the learners' configs in the benchmark: their defaults (hidden 64-64; Top-K 256 slates per step and
 #: clip 10, SlateQ/CQL 128 rows per step with a learned choice model), one epoch
 LEARNER_BATCH = {"bc": 512, "topk_reinforce": 256, "slateq": 128, "cql": 128}
@@ -176,6 +212,7 @@ def learners_at_scale(
     import torch
 
     from recsys.data_parallel import LearnerJob
+    from recsys.log_learners import build_log_learner
     from recsys.logs import LogReader, generate_logs
     from recsys.policies import RandomPolicy
     from recsys.simulation import InterestEvolutionVectorEnv
@@ -193,6 +230,9 @@ def learners_at_scale(
         job = LearnerJob(name, str(log), dict(seed=0, epochs=1, batch_size=batch), chunk_rows=chunk_rows)
         out.update(data_parallel_rates(job, batch, workers, prefix=name))
         out[f"{name}_step_cost"] = step_cost(name, str(log), batch, chunk_rows)
+        learner, _ = build_log_learner(name, LogReader(log), {"seed": 0})
+        params = sum(p.numel() for net in learner.networks().values() for p in net.parameters() if p.requires_grad)
+        out[f"{name}_allreduce"] = allreduce_cost(params, workers)
     return out
 
 

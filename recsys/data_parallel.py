@@ -21,10 +21,23 @@ store would listen on every interface) and talk over gloo on the loopback interf
 machine's worth of workers (across machines the same code needs a TCP rendezvous on the nodes'
 network, e.g. under ``torchrun`` or Ray Train).
 
-This is exact for learners whose loss is a mean of per-row terms and that step their optimizer once
-per minibatch with nothing else batch-dependent (behaviour cloning / the propensity model,
-:meth:`recsys.logs.PropensityModel.fit`); a learner with batch statistics (a mean baseline) or
-gradient clipping needs those reduced too before it can use this.
+Learners whose loss is not a plain mean of per-row terms reduce what couples the rows first. With
+global counts and sums from :meth:`DataParallel.all_sum`, a rank's loss is its *contribution*
+:math:`\ell_r = \frac1N\sum_{i\in r}\ell_i(b)` (N the global normaliser, b a global statistic), the
+gradients are summed (``all_reduce_gradients(params, weight=1)``) and the metrics too
+(``reduce_metrics(..., summed=True)``); clipping comes after the all-reduce (:func:`reduce_and_clip`),
+because the single worker clips the global batch's gradient:
+
+* top-K REINFORCE (:mod:`recsys.topk_reinforce`): the mean baseline :math:`b = \sum R/E` and the
+  normaliser E over the global minibatch's events;
+* offline SlateQ and CQL (:mod:`recsys.slateq`, :mod:`recsys.offline`): the TD loss over the global
+  clicked count, the conservative penalty and the learned choice model's NLL over the global rows;
+  the target network follows the online one, equal on every rank;
+* behaviour cloning / the propensity model (:meth:`recsys.logs.PropensityModel.fit`): a mean NLL,
+  weights :math:`n_r/B`.
+
+:class:`LearnerJob` runs any of them (:mod:`recsys.log_learners`) as one rank's job;
+``deeprl recsys train --workers W`` uses it.
 """
 
 from __future__ import annotations
