@@ -6,6 +6,7 @@
                            [--require-sorted]
     deeprl recsys fetch-obd [--root DIR]                       (the Open Bandit Dataset sample, via pip)
     deeprl recsys train    --logs logs.parquet --algo topk_reinforce [--set k=v ...] [--online] [--register NAME]
+                           [--workers W]   (data-parallel: bc, topk_reinforce, slateq, cql)
     deeprl recsys train    --env recsys/RecSimInterestEvolution-v0 --algo slateq --steps 200000   (online SlateQ)
     deeprl recsys evaluate --model MODEL_URI | --run RUN_ID  [--logs logs.parquet] [--online | --env ID]
 """
@@ -106,6 +107,13 @@ def add_recsys_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="algorithm config fields (epochs=…)")
     t.add_argument("--eval-sessions", type=int, default=500)
     t.add_argument("--register", default=None, help="registered model name (default recsys-ALGO)")
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data-parallel worker processes (bc, topk_reinforce, slateq, cql from --logs; gloo on loopback): "
+        "the one-worker loss curve at the same global batch_size",
+    )
     common(t)
 
     e = sub.add_parser("evaluate", help="OPE on logs and/or online engagement of a trained policy")
@@ -210,8 +218,10 @@ def cmd_recsys(args: argparse.Namespace) -> int:
             args.register,
             tracking_uri=args.tracking_uri,
             experiment=args.experiment,
+            workers=args.workers,
         )
-        lines = [*res.get("notes", []), f"run {res['run_id']}: trained {res['policy']}"]
+        workers = f" with {res['workers']} data-parallel workers" if res.get("workers", 1) > 1 else ""
+        lines = [*res.get("notes", []), f"run {res['run_id']}: trained {res['policy']}{workers}"]
         if "online" in res:
             o = res["online"]
             lines.append(

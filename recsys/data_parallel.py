@@ -21,10 +21,23 @@ store would listen on every interface) and talk over gloo on the loopback interf
 machine's worth of workers (across machines the same code needs a TCP rendezvous on the nodes'
 network, e.g. under ``torchrun`` or Ray Train).
 
-This is exact for learners whose loss is a mean of per-row terms and that step their optimizer once
-per minibatch with nothing else batch-dependent (behaviour cloning / the propensity model,
-:meth:`recsys.logs.PropensityModel.fit`); a learner with batch statistics (a mean baseline) or
-gradient clipping needs those reduced too before it can use this.
+Learners whose loss is not a plain mean of per-row terms reduce what couples the rows first. With
+global counts and sums from :meth:`DataParallel.all_sum`, a rank's loss is its *contribution*
+:math:`\ell_r = \frac1N\sum_{i\in r}\ell_i(b)` (N the global normaliser, b a global statistic), the
+gradients are summed (``all_reduce_gradients(params, weight=1)``) and the metrics too
+(``reduce_metrics(..., summed=True)``); clipping comes after the all-reduce (:func:`reduce_and_clip`),
+because the single worker clips the global batch's gradient:
+
+* top-K REINFORCE (:mod:`recsys.topk_reinforce`): the mean baseline :math:`b = \sum R/E` and the
+  normaliser E over the global minibatch's events;
+* offline SlateQ and CQL (:mod:`recsys.slateq`, :mod:`recsys.offline`): the TD loss over the global
+  clicked count, the conservative penalty and the learned choice model's NLL over the global rows;
+  the target network follows the online one, equal on every rank;
+* behaviour cloning / the propensity model (:meth:`recsys.logs.PropensityModel.fit`): a mean NLL,
+  weights :math:`n_r/B`.
+
+:class:`LearnerJob` runs any of them (:mod:`recsys.log_learners`) as one rank's job;
+``deeprl recsys train --workers W`` uses it.
 """
 
 from __future__ import annotations
@@ -32,8 +45,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,50 +58,115 @@ from core_rl.common.errors import ConfigError
 LOOPBACK_INTERFACE = "lo"
 
 
+def _first_rows(batch: Any) -> int | None:
+    """Rows of the first row-first tensor in ``batch`` (depth first), None if it holds none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else None
+    if is_dataclass(batch) and not isinstance(batch, type):
+        items: Iterable[Any] = (getattr(batch, f.name) for f in fields(batch))
+    elif isinstance(batch, Mapping):
+        items = batch.values()
+    elif isinstance(batch, (tuple, list)):
+        items = batch
+    else:
+        return None
+    for item in items:
+        rows = _first_rows(item)
+        if rows is not None:
+            return rows
+    return None
+
+
+def take_rows(batch: Any, rows: slice) -> Any:
+    """``batch`` with every row-first tensor indexed by ``rows``: tensors, tuples, lists, mappings and
+    dataclasses are walked; None, scalars and 0-d tensors are kept as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch[rows] if batch.dim() > 0 else batch
+    if is_dataclass(batch) and not isinstance(batch, type):
+        return replace(batch, **{f.name: take_rows(getattr(batch, f.name), rows) for f in fields(batch) if f.init})
+    if isinstance(batch, Mapping):
+        return type(batch)({k: take_rows(v, rows) for k, v in batch.items()})
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a named tuple
+        return type(batch)(*(take_rows(x, rows) for x in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(take_rows(x, rows) for x in batch)
+    return batch
+
+
 @dataclass
 class DataParallel:
-    """One rank's view of the data-parallel group (``world`` processes, this one ``rank``)."""
+    """One rank's view of the data-parallel group (``world`` processes, this one ``rank``).
+
+    The learners use four collectives: :meth:`shard` (this rank's rows of a global minibatch),
+    :meth:`all_sum` (global counts and sums: a baseline, a normaliser), :meth:`all_reduce_gradients`
+    (before clipping and the optimizer step) and :meth:`reduce_metrics`; :meth:`broadcast_parameters`
+    once at the start, for every network the learner keeps (policy, target, choice model)."""
 
     rank: int
     world: int
     rows: int = 0  # rows this rank took from the current global minibatch
     total: int = 0  # rows of the current global minibatch
     steps: int = 0
-    comm_seconds: float = 0.0  # wall time spent in all-reduces
+    comm_seconds: float = 0.0  # wall time spent in collectives (waiting for the other ranks included)
+    comm_cpu_seconds: float = 0.0  # this process's CPU time spent in them (all its threads)
 
     @property
     def weight(self) -> float:
+        """n_r / B: this rank's share of the current global minibatch."""
         return self.rows / self.total if self.total else 0.0
+
+    def shard_batch(self, batch: Any) -> Any:
+        """Rows ``rank::world`` of a global minibatch (tensors, tuples, dataclasses, None fields; every
+        tensor row-first with the same rows); records n_r and B for :attr:`weight`."""
+        self.total = _first_rows(batch) or 0
+        part = take_rows(batch, slice(self.rank, None, self.world))
+        self.rows = len(range(self.rank, self.total, self.world))
+        return part
 
     def shard(
         self, batches: Callable[[Any, torch.Generator], Iterable[Any]]
     ) -> Callable[[Any, torch.Generator], Iterator[Any]]:
-        """Wrap a learner's ``(chunk, generator) → minibatches`` (tuples of row-first tensors) so that
-        this rank gets rows ``rank::world`` of each global minibatch."""
+        """Wrap a learner's ``(chunk, generator) → minibatches`` so that this rank gets its rows of each
+        global minibatch (:meth:`shard_batch`)."""
 
         def sharded(chunk: Any, generator: torch.Generator) -> Iterator[Any]:
             for batch in batches(chunk, generator):
-                self.total = int(batch[0].shape[0])
-                part = tuple(x[self.rank :: self.world] for x in batch)
-                self.rows = int(part[0].shape[0])
-                yield part
+                yield self.shard_batch(batch)
 
         return sharded
 
-    def broadcast_parameters(self, module: torch.nn.Module) -> None:
-        """Every rank starts from rank 0's parameters."""
-        for p in module.parameters():
-            dist.broadcast(p.data, src=0)
-
-    def all_reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """``grad ← Σ_r (n_r/B) grad_r`` over the ranks, as one flat buffer."""
-        w = self.weight
-        flat = torch.cat(
-            [(p.grad.reshape(-1) * w if (p.grad is not None and w > 0) else torch.zeros(p.numel())) for p in params]
-        )
-        t0 = time.perf_counter()
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        t0, c0 = time.perf_counter(), time.process_time()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
         self.comm_seconds += time.perf_counter() - t0
+        self.comm_cpu_seconds += time.process_time() - c0
+        return t
+
+    def all_sum(self, x: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
+        """Σ_r x_r over the ranks, in float64 (a new tensor; ``x`` is not modified, nor its graph)."""
+        return self._all_reduce(torch.as_tensor(x).detach().to(torch.float64).clone())
+
+    def broadcast_parameters(self, *modules: torch.nn.Module | None) -> None:
+        """Every rank starts from rank 0's parameters and buffers of each module (None skipped)."""
+        for module in modules:
+            if module is None:
+                continue
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, src=0)
+
+    def all_reduce_gradients(self, params: Iterable[torch.nn.Parameter], weight: float | None = None) -> None:
+        r"""``grad ← Σ_r w_r grad_r`` over the ranks, as one flat buffer.
+
+        ``weight`` None: :math:`w_r = n_r/B` (:attr:`weight`), for a loss that is this rank's mean over
+        its rows; ``weight=1``: for a loss already normalised by global counts (a sum over this rank's
+        rows divided by :meth:`all_sum` of the counts). Either way the result is the single worker's
+        gradient at global batch B; clip it after this, not before."""
+        params = list(params)
+        w = self.weight if weight is None else float(weight)
+        flat = torch.cat(
+            [(p.grad.reshape(-1) * w if (p.grad is not None and w != 0) else torch.zeros(p.numel())) for p in params]
+        )
+        self._all_reduce(flat)
         start = 0
         for p in params:
             n = p.numel()
@@ -99,15 +177,34 @@ class DataParallel:
     def optimizer(self, opt: torch.optim.Optimizer) -> "AllReduceOptimizer":
         return AllReduceOptimizer(opt, self)
 
-    def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """The global minibatch's metrics: ``Σ_r (n_r/B) m_r`` (metrics that are means over rows)."""
+    def reduce_metrics(self, metrics: dict[str, float], summed: bool = False) -> dict[str, float]:
+        """The global minibatch's metrics, one all-reduce: ``Σ_r (n_r/B) m_r`` for metrics that are this
+        rank's means over its rows; with ``summed`` the values are already this rank's contributions to
+        the global metric (a sum over its rows divided by a global count) and are added up as they are."""
         if not metrics:
             return metrics
         keys = sorted(metrics)
-        w = self.weight
+        w = 1.0 if summed else self.weight
         vals = torch.tensor([metrics[k] * w if w > 0 else 0.0 for k in keys], dtype=torch.float64)
-        dist.all_reduce(vals, op=dist.ReduceOp.SUM)
+        self._all_reduce(vals)
         return dict(zip(keys, vals.tolist(), strict=True))
+
+
+def all_sum(group: DataParallel | None, x: torch.Tensor) -> torch.Tensor:
+    """Σ over the ranks of ``group`` (float64), or ``x`` itself in float64 without one."""
+    return x.detach().to(torch.float64) if group is None else group.all_sum(x)
+
+
+def reduce_and_clip(
+    group: DataParallel | None, params: Iterable[torch.nn.Parameter], max_norm: float | None, weight: float | None = 1.0
+) -> None:
+    """All-reduce the gradients (with ``group``), *then* clip their global norm to ``max_norm``: the
+    single worker clips the global batch's gradient, so the ranks must clip the reduced one."""
+    params = list(params)
+    if group is not None:
+        group.all_reduce_gradients(params, weight)
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 class AllReduceOptimizer:
@@ -135,6 +232,7 @@ class RankResult:
     cpu_seconds: float
     wall_seconds: float
     comm_seconds: float
+    comm_cpu_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,13 +247,19 @@ def _rank_main(rank: int, world: int, job: Callable[[DataParallel], Any], out_di
         cpu0, wall0 = time.process_time(), time.perf_counter()
         value = job(group)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        torch.save(RankResult(rank, value, cpu, wall, group.comm_seconds), Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            RankResult(rank, value, cpu, wall, group.comm_seconds, group.comm_cpu_seconds),
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
 
-def run_data_parallel(job: Callable[[DataParallel], Any], workers: int, timeout_s: float = 600.0) -> list[RankResult]:
-    """Run ``job(group)`` in ``workers`` processes joined by gloo on loopback; every rank's result, by rank.
+def run_data_parallel(
+    job: Callable[[DataParallel], Any], workers: int, timeout_s: float | None = 600.0
+) -> list[RankResult]:
+    """Run ``job(group)`` in ``workers`` processes joined by gloo on loopback; every rank's result, by rank
+    (``timeout_s`` None: no limit).
 
     ``job`` must be picklable (a module-level function or a dataclass with ``__call__``). A rank that
     fails makes this raise with its error (``torch.multiprocessing`` re-raises it here)."""
@@ -167,65 +271,76 @@ def run_data_parallel(job: Callable[[DataParallel], Any], workers: int, timeout_
         ctx = mp.start_processes(
             _rank_main, args=(workers, job, out_dir), nprocs=workers, join=False, start_method="spawn"
         )
-        deadline = time.monotonic() + timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not ctx.join(timeout=1.0):
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 for p in ctx.processes:
                     p.kill()
                 raise TimeoutError(f"data-parallel job did not finish in {timeout_s:.0f} s")
         return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(workers)]
 
 
-# ---- the recommender's learner as a data-parallel job ----------------------------------------------------
-BC_COLUMNS = ("session_id", "step", "user_features", "candidate_features", "slate", "click_position", "engagement")
-
-
+# ---- the recommender's learners as a data-parallel job ----------------------------------------------------
 @dataclass
-class BehaviorCloningJob:
-    """Behaviour cloning (:class:`recsys.offline.BehaviorCloning`) of an ingested log, one rank's part.
+class LearnerJob:
+    """One rank's part of fitting a learner from logs (:mod:`recsys.log_learners`: ``bc``,
+    ``topk_reinforce``, ``slateq``, ``cql``) on an ingested log; ``group=None`` runs it as one plain worker.
 
-    Returns the per-step NLL of the global minibatch (``curve``), the epoch history, the final
-    parameters, the rows trained on (epochs × log rows) and the fit's own CPU and wall seconds
-    (``fit_cpu_s``, ``fit_wall_s``: without the process start and imports) and the clocks at every
-    step (``clocks``: (CPU s, wall s)). ``group=None`` runs it as one plain worker."""
+    ``config`` is the learner's config (``epochs`` included, as in ``deeprl recsys train --set``);
+    ``batch_size`` stays the *global* batch. Returns the per-step values of the learner's first curve
+    metric (``curve``, every ``log_every``-th step) with the clocks at each (``clocks``: (CPU s, wall s)),
+    every metric the tracker got (``records``: (metrics, step)), the epoch history, the final state of
+    every network (``state``: name → state dict), the rows trained on (epochs × log rows) and the fit's
+    own CPU and wall seconds (``fit_cpu_s``, ``fit_wall_s``: without the process start and imports)."""
 
+    learner: str
     log: str
     config: dict[str, Any]
     chunk_rows: int = 65_536
+    log_every: int = 1
+    seed: int = 0
 
     def __call__(self, group: DataParallel | None = None) -> dict[str, Any]:
+        from recsys.log_learners import LOG_LEARNERS, build_log_learner
         from recsys.logs import LogReader
-        from recsys.offline import BehaviorCloning
 
-        reader = LogReader(self.log, chunk_rows=self.chunk_rows, columns=BC_COLUMNS)
-        tracker = StepCurve("bc_nll")
-        bc = BehaviorCloning(reader.layout, reader.meta.slate_size, self.config, tracker=tracker)
+        spec = LOG_LEARNERS[self.learner]
+        reader = LogReader(self.log, chunk_rows=self.chunk_rows, columns=spec.columns)
+        tracker = RecordingTracker(spec.curve_keys[0])
+        learner, epochs = build_log_learner(self.learner, reader, self.config, tracker, self.seed)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        bc.fit(reader, data_parallel=group, log_every=1)
+        learner.fit(reader, epochs=epochs, data_parallel=group, log_every=self.log_every)
         return {
             "fit_cpu_s": time.process_time() - cpu0,
             "fit_wall_s": time.perf_counter() - wall0,
             "curve": tracker.values,
             "clocks": tracker.clocks,
-            "history": bc.history,
-            "state": {k: v.clone() for k, v in bc.model.state_dict().items()},
-            "rows": reader.num_rows * bc.config.epochs,
+            "records": tracker.records,
+            "history": learner.history,
+            "state": {
+                name: {k: v.detach().clone() for k, v in net.state_dict().items()}
+                for name, net in learner.networks().items()
+            },
+            "rows": reader.num_rows * epochs,
         }
 
 
-class StepCurve:
-    """A tracker that keeps one metric of every step (not the epoch means, which carry ``epoch``) and
-    the process's CPU and wall clocks at each (steady-state rates leave out the first steps' warm-up)."""
+class RecordingTracker:
+    """A tracker that keeps every ``log_metrics`` call (``records``, to replay into a real tracker) and,
+    of one metric, every step's value (not the epoch means, which carry ``epoch``) with the process's
+    CPU and wall clocks at each (steady-state rates leave out the first steps' warm-up)."""
 
     def __init__(self, key: str):
         self.key = key
         self.values: list[float] = []
         self.clocks: list[tuple[float, float]] = []
+        self.records: list[tuple[dict[str, float], int]] = []
 
     def log_params(self, params: Any) -> None:
         pass
 
     def log_metrics(self, metrics: Any, step: int) -> None:
+        self.records.append((dict(metrics), int(step)))
         if self.key in metrics and "epoch" not in metrics:
             self.values.append(float(metrics[self.key]))
             self.clocks.append((time.process_time(), time.perf_counter()))
@@ -238,10 +353,13 @@ class StepCurve:
 
 
 __all__ = [
-    "BehaviorCloningJob",
-    "StepCurve",
+    "LearnerJob",
+    "RecordingTracker",
     "DataParallel",
     "AllReduceOptimizer",
     "RankResult",
+    "all_sum",
+    "reduce_and_clip",
     "run_data_parallel",
+    "take_rows",
 ]

@@ -144,6 +144,10 @@ class BehaviorCloning:
         self.nll = self.history[-1]["bc_nll"] if self.history else None
         return self
 
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The modules a data-parallel rank starts equal and a parent process loads back."""
+        return {"model": self.model}
+
     def as_policy(self) -> ScoredTopKPolicy:
         pol = ScoredTopKPolicy(
             self.layout.num_candidates, self.slate_size, copy.deepcopy(self.model.score).eval(), label="bc"

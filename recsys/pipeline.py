@@ -25,6 +25,7 @@ from core_rl.common.config import parse_config
 from core_rl.common.errors import ConfigError, EnvError
 from core_rl.common.runs import setup_tracking, tracked_run
 from core_rl.common.seeding import configure_torch, set_seed
+from recsys.log_learners import LOG_LEARNERS, build_log_learner, check_workers
 from recsys.plots import engagement_curve_plot, log_curve, log_figure, training_curve_plot
 
 EXPERIMENT = "recsys"
@@ -404,40 +405,14 @@ def train_policy_from_logs(
     cfg.setdefault("seed", seed)
     meta = reader.meta
     layout, k = reader.layout, meta.slate_size
-    epochs = int(cfg.pop("epochs", 5 if algo in ("slateq", "cql", "topk_reinforce") else 3))
-    if algo in ("slateq", "cql"):
-        from recsys.offline import ConservativeSlateQ
-        from recsys.slateq import OfflineSlateQ
-
-        env_config = None
-        if cfg.get("choice_model") == "simulator":
-            env_config = meta.make_env(1).config
-        cls = ConservativeSlateQ if algo == "cql" else OfflineSlateQ
-        learner = cls(layout, k, cfg, env_config=env_config, tracker=tracker)
-        learner.fit(reader, epochs=epochs)
-        pol = learner.as_policy()
+    if algo in LOG_LEARNERS:
+        spec = LOG_LEARNERS[algo]
+        learner, epochs = build_log_learner(algo, reader, cfg, tracker, seed)
+        learner.fit(reader, epochs=epochs, log_every=spec.log_every)
         return TrainedPolicy(
-            pol, learner.history, ("loss", "q_mean", "cql_gap", "choice_nll"), learner.config.model_dump(mode="json")
+            learner.as_policy(), learner.history, spec.curve_keys, learner.config.model_dump(mode="json")
         )
-    if algo == "topk_reinforce":
-        from recsys.topk_reinforce import TopKReinforce
-
-        cfg["epochs"] = epochs
-        learner = TopKReinforce(layout, k, cfg, tracker=tracker)
-        learner.fit(reader)
-        return TrainedPolicy(
-            learner.as_policy(),
-            learner.history,
-            ("policy_loss", "beta_nll", "weight_mean", "entropy"),
-            learner.config.model_dump(mode="json"),
-        )
-    if algo == "bc":
-        from recsys.offline import BehaviorCloning
-
-        cfg["epochs"] = epochs
-        learner = BehaviorCloning(layout, k, cfg, tracker=tracker)
-        learner.fit(reader)
-        return TrainedPolicy(learner.as_policy(), learner.history, ("bc_nll",), learner.config.model_dump(mode="json"))
+    epochs = int(cfg.pop("epochs", 3))
     if algo == "myopic":
         from recsys.ope import fit_reward_model
 
@@ -489,6 +464,34 @@ def train_policy_from_logs(
     raise ConfigError(f"unknown recsys algorithm '{algo}'; known: {', '.join(OFFLINE_ALGOS)}")
 
 
+def train_policy_data_parallel(
+    algo: str,
+    reader: Any,
+    workers: int,
+    config: Mapping[str, Any] | None = None,
+    tracker: Any | None = None,
+    seed: int = 0,
+) -> TrainedPolicy:
+    """Fit ``algo`` (one of :data:`recsys.log_learners.DATA_PARALLEL_LEARNERS`) on the log behind
+    ``reader`` with ``workers`` data-parallel processes (:func:`recsys.data_parallel.run_data_parallel`,
+    gloo on loopback): the same loss curve as one worker at the same global ``batch_size``. Rank 0's
+    metrics are replayed into ``tracker`` at their steps and its networks loaded into a learner here."""
+    from recsys.data_parallel import LearnerJob, run_data_parallel
+
+    check_workers(algo, workers)
+    spec = LOG_LEARNERS[algo]
+    job = LearnerJob(algo, str(reader.path), dict(config or {}), reader.chunk_rows, spec.log_every, seed)
+    value = run_data_parallel(job, workers, timeout_s=None)[0].value
+    learner, _ = build_log_learner(algo, reader, config, None, seed)
+    for name, net in learner.networks().items():
+        net.load_state_dict(value["state"][name])
+    learner.history = value["history"]
+    if tracker is not None:
+        for metrics, step in value["records"]:
+            tracker.log_metrics(metrics, step)
+    return TrainedPolicy(learner.as_policy(), learner.history, spec.curve_keys, learner.config.model_dump(mode="json"))
+
+
 def train(
     algo: str,
     logs: str | Path | None = None,
@@ -503,10 +506,13 @@ def train(
     chunk_rows: int = 65_536,
     tracking_uri: str | None = None,
     experiment: str = EXPERIMENT,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Train ``algo`` from ``logs`` (or SlateQ online in ``env_id`` when no logs are given), log the
     policy as a pyfunc model and register it. With ``online`` (or ``env_id`` beside logs) the policy
-    and the logging policy are run in the simulator and their engagement is compared."""
+    and the logging policy are run in the simulator and their engagement is compared. ``workers`` > 1:
+    data-parallel training from the logs (:func:`train_policy_data_parallel`; bc, topk_reinforce,
+    slateq, cql)."""
     from recsys.policies import evaluate_online, save_policy
     from recsys.serving import log_recommender, register_recommender
 
@@ -519,6 +525,9 @@ def train(
         check_train_config(algo, config)
         raise ConfigError(f"online training in a simulator is SlateQ's; '{algo}' learns from --logs")
     check_train_config(algo, config, online=logs is None)
+    check_workers(algo, workers)
+    if workers > 1 and logs is None:
+        raise ConfigError(f"workers={workers}: data-parallel training reads --logs; online SlateQ runs in one process")
     if env_id is not None:
         check_simulator(env_id)
     setup_tracking(tracking_uri)
@@ -543,10 +552,14 @@ def train(
                     "logs": str(reader.path),
                     "rows": reader.num_rows,
                     "seed": seed,
+                    "workers": workers,
                     **{f"config.{k}": v for k, v in dict(config or {}).items()},
                 }
             )
-            trained = train_policy_from_logs(algo, reader, config, run.tracker, seed)
+            if workers > 1:
+                trained = train_policy_data_parallel(algo, reader, workers, config, run.tracker, seed)
+            else:
+                trained = train_policy_from_logs(algo, reader, config, run.tracker, seed)
         else:
             from recsys.slateq import SlateQ
 
@@ -567,7 +580,13 @@ def train(
             log_figure(
                 run, training_curve_plot(trained.history, trained.curve_keys, f"{algo} training"), "training_curve.png"
             )
-        result: dict[str, Any] = {"run_id": run.run_id, "algo": algo, "policy": policy.describe(), "notes": notes}
+        result: dict[str, Any] = {
+            "run_id": run.run_id,
+            "algo": algo,
+            "policy": policy.describe(),
+            "notes": notes,
+            "workers": workers,
+        }
         if sim_id is not None:
             eval_seed = seed + ONLINE_SEED_OFFSET
             env, _ = online_simulator(reader, env_id, sim_cfg, min(eval_sessions, 500), eval_seed)

@@ -60,6 +60,7 @@ from recsys.choice_model import (
     optimize_slates,
     slate_q,
 )
+from recsys.data_parallel import DataParallel, reduce_and_clip
 from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy
 from recsys.training import fit_offline, row_batches
 
@@ -197,13 +198,26 @@ class SlateQLearner:
         next_value = slate_q(logits, none, next_q, next_slate)
         return cfg.reward_scale * batch.reward + cfg.gamma * (1.0 - batch.done) * next_value
 
-    def td_loss(self, batch: SlateTransitions) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Loss on the clicked items' Q̄ (per-sample TD errors returned for prioritized replay)."""
+    def clicked(self, batch: SlateTransitions) -> torch.Tensor:
+        """[B] bool: the rows whose clicked item's Q̄ is updated (a click, and a usable next state)."""
+        clicked = batch.choice < self.slate_size
+        return clicked if batch.valid is None else clicked & batch.valid
+
+    def td_loss(
+        self, batch: SlateTransitions, totals: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        r"""Loss on the clicked items' Q̄ (per-sample TD errors returned for prioritized replay):
+        :math:`\frac1{N_c}\sum_{b\,\mathrm{clicked}} w_b\,\ell(\bar Q_\phi(s_b, i_b), y_b)`.
+
+        ``totals`` = (N_c, B), the clicked rows and rows of the *global* minibatch when this batch is
+        one data-parallel rank's shard (default: this batch's own): the loss and metrics are then this
+        rank's contributions, sums over its rows divided by the global counts."""
         cfg = self.config
         k = self.slate_size
-        clicked = batch.choice < k
-        if batch.valid is not None:
-            clicked = clicked & batch.valid
+        clicked = self.clicked(batch)
+        if totals is None:
+            totals = torch.tensor([float(clicked.sum()), float(len(clicked))], dtype=torch.float64)
+        n_clicked = float(totals[0])
         q_all = self.q_net(batch.user, batch.docs)
         item = batch.slate.gather(1, batch.choice.clamp(max=k - 1).unsqueeze(1)).squeeze(1)
         q = q_all.gather(1, item.unsqueeze(1)).squeeze(1)
@@ -214,44 +228,73 @@ class SlateQLearner:
         else:
             per = 0.5 * (q - y).pow(2)
         w = clicked.float() if batch.weights is None else clicked.float() * batch.weights
-        loss = (per * w).sum() / clicked.float().sum().clamp_min(1.0)
+        loss = (per * w).sum() / max(n_clicked, 1.0)
         metrics = {
-            "q_mean": float(q.detach()[clicked].mean()) if bool(clicked.any()) else float("nan"),
-            "td_error_abs": float(td_error.abs().sum() / clicked.float().sum().clamp_min(1.0)),
-            "clicked_fraction": float(clicked.float().mean()),
+            "q_mean": float(q.detach()[clicked].double().sum()) / n_clicked if n_clicked > 0 else float("nan"),
+            "td_error_abs": float(td_error.abs().double().sum()) / max(n_clicked, 1.0),
+            "clicked_fraction": float(clicked.double().sum()) / max(float(totals[1]), 1.0),
         }
         return loss, td_error.detach(), metrics
 
-    def choice_step(self, batch: SlateTransitions) -> float:
+    def choice_step(self, batch: SlateTransitions, data_parallel: DataParallel | None = None) -> float:
+        """One step of the learned choice model on the mean NLL of the clicks (with ``data_parallel``:
+        of the global minibatch, gradients all-reduced with weights n_r/B; returns this rank's share)."""
         if self.choice_optimizer is None:
             return float("nan")
         nll = self.choice.nll(batch.user, batch.docs, batch.slate, batch.choice)  # type: ignore[union-attr]
         self.choice_optimizer.zero_grad(set_to_none=True)
         nll.backward()
+        share = 1.0
+        if data_parallel is not None:
+            share = data_parallel.weight
+            data_parallel.all_reduce_gradients(self.choice.parameters(), weight=share)  # type: ignore[union-attr]
         self.choice_optimizer.step()
-        return float(nll.detach())
+        return float(nll.detach()) * share
 
-    def step(self, batch: SlateTransitions, extra_loss: Any = None) -> tuple[dict[str, float], torch.Tensor]:
-        """One gradient step (plus the choice model's); ``extra_loss(batch, q_net)`` adds a penalty."""
+    def step(
+        self, batch: SlateTransitions, extra_loss: Any = None, data_parallel: DataParallel | None = None
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """One gradient step (plus the choice model's); ``extra_loss(batch, learner)`` adds a penalty
+        (a mean over the batch's rows).
+
+        ``data_parallel``: ``batch`` is this rank's shard of a global minibatch; the TD loss is
+        normalised by the global clicked count, the penalty and the choice model's NLL weighted by n_r/B,
+        the gradients all-reduced and only then clipped, and the metrics are the global minibatch's.
+        The target network follows the online one, equal on every rank."""
         cfg = self.config
-        loss, td_error, metrics = self.td_loss(batch)
+        dp = data_parallel
+        totals = None
+        if dp is not None:
+            clicked = self.clicked(batch)
+            totals = dp.all_sum(torch.tensor([float(clicked.sum()), float(len(clicked))], dtype=torch.float64))
+        loss, td_error, metrics = self.td_loss(batch, totals)
+        share = 1.0 if dp is None else dp.weight
         if extra_loss is not None:
             penalty, extra = extra_loss(batch, self)
-            loss = loss + penalty
-            metrics.update(extra)
+            loss = loss + share * penalty
+            metrics.update({key: share * value for key, value in extra.items()})
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        reduce_and_clip(dp, self.q_net.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         metrics["loss"] = float(loss.detach())
-        choice_nll = self.choice_step(batch)
-        if choice_nll == choice_nll:
+        choice_nll = self.choice_step(batch, dp)
+        if choice_nll == choice_nll:  # a learned choice model (on every rank or none)
             metrics["choice_nll"] = choice_nll
         self.updates += 1
         if self.updates % cfg.target_update_interval == 0:
             polyak_update(self.q_net, self.q_target, cfg.tau)
+        if dp is not None:
+            metrics = dp.reduce_metrics(metrics, summed=True)
         return metrics, td_error
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The online and target Q̄ networks and a learned choice model: what a data-parallel rank starts
+        equal and a parent process loads back."""
+        nets: dict[str, nn.Module] = {"q_net": self.q_net, "q_target": self.q_target}
+        if isinstance(self.choice, nn.Module):
+            nets["choice"] = self.choice
+        return nets
 
     def policy(self, method: str | None = None) -> "SlateQPolicy":
         return SlateQPolicy(
@@ -616,11 +659,20 @@ class OfflineSlateQ:
     def extra_loss(self) -> Any:
         return None
 
-    def fit(self, reader: Any, epochs: int = 5, log_every: int = 200) -> "OfflineSlateQ":
+    def fit(
+        self,
+        reader: Any,
+        epochs: int = 5,
+        log_every: int = 200,
+        data_parallel: DataParallel | None = None,
+    ) -> "OfflineSlateQ":
         """``epochs`` passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks), by
         :func:`~recsys.training.fit_offline`: metrics go to the tracker every ``log_every`` gradient
-        steps and, averaged, at the end of every epoch."""
+        steps and, averaged, at the end of every epoch. ``data_parallel``: this rank takes every W-th
+        row of each global minibatch of ``batch_size`` rows (:meth:`SlateQLearner.step`); every rank
+        starts from rank 0's networks."""
         extra = self.extra_loss()
+        dp = data_parallel
 
         def batches(chunk: Any, generator: torch.Generator) -> Any:
             trans = chunk_transitions(chunk)
@@ -628,10 +680,16 @@ class OfflineSlateQ:
                 yield index_transitions(trans, rows)
 
         def step(batch: SlateTransitions) -> dict[str, float]:
-            return self.learner.step(batch, extra)[0]
+            return self.learner.step(batch, extra, dp)[0]
 
+        if dp is not None:
+            dp.broadcast_parameters(*self.networks().values())
+            batches = dp.shard(batches)
         fit_offline(reader, epochs, self.config.seed, batches, step, self.tracker, self.history, log_every)
         return self
+
+    def networks(self) -> dict[str, nn.Module]:
+        return self.learner.networks()
 
     def as_policy(self, method: str | None = None) -> SlateQPolicy:
         pol = self.learner.policy(method)

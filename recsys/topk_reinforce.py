@@ -42,6 +42,7 @@ from core_rl.common.networks import ACTIVATIONS, mlp
 from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.common.tracking import NullTracker, Tracker
 from recsys.choice_model import enumerate_slates, pair_features
+from recsys.data_parallel import DataParallel, all_sum, reduce_and_clip
 from recsys.policies.types import ObsLayout, SlateDecision, SlateObs, SlatePolicy, as_slate_obs
 from recsys.training import fit_offline
 
@@ -226,40 +227,68 @@ class TopKReinforce:
         item: torch.Tensor,
         ret: torch.Tensor,
         logged_beta: torch.Tensor | None,
+        data_parallel: DataParallel | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        r"""The surrogate loss of a minibatch of events and its metrics.
+
+        With ``data_parallel`` these are the events of one rank's shard: the baseline
+        :math:`b = \sum R / E` and every mean are taken over the *global* minibatch (its E events and
+        their Σ R are all-summed first), so the loss and metrics are this rank's contributions — sums over
+        its events divided by E — whose sum over the ranks is the single worker's."""
         cfg = self.config
         pi_logits, beta_logits = self.network(user, docs)
         log_pi_all = torch.log_softmax(pi_logits, dim=1)
         log_pi = log_pi_all.gather(1, item.unsqueeze(1)).squeeze(1)
         log_beta_all = torch.log_softmax(beta_logits, dim=1)
         log_beta = log_beta_all.gather(1, item.unsqueeze(1)).squeeze(1)
+        ret_sum, events = all_sum(
+            data_parallel, torch.stack([ret.double().sum(), torch.tensor(float(len(ret)), dtype=torch.float64)])
+        )
+        n = events.clamp_min(1.0)
         with torch.no_grad():
             pi = log_pi.exp().double()
             beta = logged_beta.double() if logged_beta is not None else log_beta.exp().double()
             w = capped_ratio(pi, beta, cfg.weight_cap) if cfg.off_policy_correction else torch.ones_like(pi)
             lam = topk_multiplier(pi, self.k) if cfg.topk_correction else torch.ones_like(pi)
-            b = ret.mean() if cfg.baseline == "mean" else torch.zeros(())
+            b = ret_sum / n if cfg.baseline == "mean" else torch.zeros((), dtype=torch.float64)
             coef = (w * lam * (ret - b)).float()
-        policy_loss = -(coef * log_pi).mean()
-        beta_loss = -log_beta.mean() if logged_beta is None else torch.zeros(())
+        nf = n.float()
+        policy_loss = -(coef * log_pi).sum() / nf
+        beta_loss = -log_beta.sum() / nf if logged_beta is None else torch.zeros(())
         loss = policy_loss + beta_loss
-        ent = -(log_pi_all.exp() * log_pi_all).sum(1).mean()
+        ent = -(log_pi_all.exp() * log_pi_all).sum(1).sum() / nf
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * ent
         return loss, {
             "policy_loss": float(policy_loss.detach()),
             "beta_nll": float(beta_loss.detach()),
-            "weight_mean": float(w.mean()),
-            "weight_capped": float((w >= cfg.weight_cap).float().mean()),
-            "lambda_mean": float(lam.mean()),
+            "weight_mean": float(w.sum() / n),
+            "weight_capped": float((w >= cfg.weight_cap).double().sum() / n),
+            "lambda_mean": float(lam.sum() / n),
             "entropy": float(ent.detach()),
         }
 
-    def fit(self, reader: Any, epochs: int | None = None, log_every: int = 50) -> "TopKReinforce":
+    def networks(self) -> dict[str, nn.Module]:
+        """The modules a data-parallel rank starts equal and a parent process loads back."""
+        return {"network": self.network}
+
+    def fit(
+        self,
+        reader: Any,
+        epochs: int | None = None,
+        log_every: int = 50,
+        data_parallel: DataParallel | None = None,
+    ) -> "TopKReinforce":
         """Passes over the log (a :class:`~recsys.logs.LogReader` or a list of chunks), by
         :func:`~recsys.training.fit_offline`: metrics go to the tracker every ``log_every`` gradient
-        steps and, averaged, at the end of every epoch."""
+        steps and, averaged, at the end of every epoch.
+
+        ``data_parallel`` (a :class:`recsys.data_parallel.DataParallel`, inside a process group): this
+        rank takes every W-th event of each global minibatch (``batch_size`` stays the global batch), the
+        baseline and the normalisers are global (:meth:`loss`), the gradients are all-reduced and only
+        then clipped, and the metrics are the global minibatch's — the single worker's loss curve."""
         cfg = self.config
+        dp = data_parallel
 
         def batches(chunk: Any, generator: torch.Generator) -> Any:
             r_idx, item, ret, beta = self.events(chunk)
@@ -276,14 +305,16 @@ class TopKReinforce:
                 yield chunk.user[rows], chunk.docs[rows], item[sl], ret[sl], None if beta is None else beta[sl]
 
         def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
-            loss, metrics = self.loss(*batch)
+            loss, metrics = self.loss(*batch, data_parallel=dp)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
+            reduce_and_clip(dp, self.network.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
-            return metrics
+            return metrics if dp is None else dp.reduce_metrics(metrics, summed=True)
 
+        if dp is not None:
+            dp.broadcast_parameters(self.network)
+            batches = dp.shard(batches)
         fit_offline(reader, epochs or cfg.epochs, cfg.seed, batches, step, self.tracker, self.history, log_every)
         return self
 
