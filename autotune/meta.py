@@ -51,8 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from autotune.gp import GPHyper, GPPosterior, fit_hyper, scaled_distance
-from autotune.history import check_single_objective, read_history
-from autotune.space import SpaceCodec
+from autotune.history import History, check_single_objective, read_history
+from autotune.space import SpaceCodec, group_decomposition
 from core_rl.common.config import parse_config
 from core_rl.common.distributions import Categorical
 from core_rl.common.errors import CheckpointError
@@ -102,17 +102,30 @@ def log_expected_improvement(z: torch.Tensor) -> torch.Tensor:
 # ---- candidates ---------------------------------------------------------------------------------
 @dataclass
 class Layout:
-    """Which unit-cube columns are one-hot groups (categoricals); the rest are numeric."""
+    """Which unit-cube columns are one-hot groups (categoricals); the rest are numeric.
+
+    ``fixed`` (``[dim]``, NaN where free) pins columns to given values in every candidate: the
+    context a conditional group is sampled in (the parameters the trial has already taken).
+    """
 
     dim: int
     cat_groups: list[tuple[int, int]]
+    fixed: torch.Tensor | None = None
 
     @property
     def numeric(self) -> torch.Tensor:
         mask = torch.ones(self.dim, dtype=torch.bool)
         for s, w in self.cat_groups:
             mask[s : s + w] = False
+        if self.fixed is not None:
+            mask &= torch.isnan(self.fixed)
         return mask
+
+    def pin(self, c: torch.Tensor) -> torch.Tensor:
+        """``c`` with the fixed columns set to their values."""
+        if self.fixed is None:
+            return c
+        return torch.where(torch.isnan(self.fixed), c, self.fixed.to(c.dtype))
 
 
 def make_candidates(
@@ -153,7 +166,7 @@ def make_candidates(
             new = nn.functional.one_hot(torch.randint(0, w, (B, n_loc), generator=gen), w).to(DTYPE)
             loc[..., s : s + w] = torch.where(flip, new, loc[..., s : s + w])
         parts.append(loc)
-    return snap(torch.cat(parts, 1))
+    return snap(layout.pin(torch.cat(parts, 1)))
 
 
 # ---- observations -------------------------------------------------------------------------------
@@ -310,11 +323,25 @@ class MetaConfig(BaseModel):
 
 
 class MetaSampler(BaseSampler):
-    """Optuna sampler driven by the pretrained meta policy.
+    r"""Optuna sampler driven by the pretrained meta policy, on flat and conditional spaces.
 
-    Relative sampling over the study's intersection search space (every type: floats linear and
-    log, ints and stepped floats on their grids, categoricals one-hot); parameters outside it
-    (conditional branches, a space that grows mid-study) fall back to ``independent_sampler``.
+    Every type is handled (floats linear and log, ints and stepped floats on their grids,
+    categoricals one-hot). A conditional space is split the way Optuna's group decomposition
+    (``TPESampler(group=True)``) splits it: parameters that appear in exactly the same finished
+    trials form one group (:func:`autotune.space.group_decomposition`). The policy then decides
+    twice per trial, each time over the trials that hold the parameters it decides:
+
+    * the *root* — the intersection search space (the parameters of every trial, e.g. the
+      optimizer's name and the shared ones) — jointly, in ``sample_relative``;
+    * a *branch group* — the first time the trial asks for one of its parameters, e.g. ``sgd_lr``
+      once the trial took ``optimizer = "sgd"`` — jointly over the group, on the trials that hold
+      it, with the parameters the trial has already taken (and every such trial holds) pinned as
+      context columns of the GP and the candidates: the model is
+      :math:`\pi_\theta(x_g \mid x_{\text{context}}, \mathcal H_g)`, so a branch's
+      parameters are tuned from that branch's own history, conditioned on the root's choice.
+
+    A parameter never seen in a finished trial, or a group with fewer than ``n_startup_trials``
+    complete trials, is drawn by ``independent_sampler`` (uniform).
     """
 
     def __init__(
@@ -331,7 +358,8 @@ class MetaSampler(BaseSampler):
         self._independent = independent_sampler or RandomSampler(seed=self._seed)
         self._lock = threading.Lock()
         self._spaces: dict[tuple[int, int], IntersectionSearchSpace] = {}
-        self._hyper: dict[tuple[int, int, int], GPHyper] = {}
+        self._hyper: dict[tuple[Any, ...], GPHyper] = {}
+        self._branch: dict[tuple[int, int, int], dict[str, Any]] = {}  # trial -> its sampled branch values
         self.last_fit_time = 0.0
 
     def __str__(self) -> str:
@@ -340,7 +368,7 @@ class MetaSampler(BaseSampler):
     def __getstate__(self) -> dict[str, Any]:  # picklable (Ray ships samplers to its workers)
         state = dict(self.__dict__)
         state.pop("_lock")
-        state["_spaces"], state["_hyper"] = {}, {}
+        state["_spaces"], state["_hyper"], state["_branch"] = {}, {}, {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -365,23 +393,50 @@ class MetaSampler(BaseSampler):
         if not search_space:
             return {}
         history = read_history(study, exclude=trial.number)
-        names = set(search_space)
-        rows = [(t, s) for t, s in zip(history.finished, history.scores) if names <= set(t.params)]
+        return self._decide(study, trial, history, search_space, {}) or {}
+
+    def _decide(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        history: History,
+        space: dict[str, BaseDistribution],
+        context: dict[str, tuple[BaseDistribution, Any]],
+    ) -> dict[str, Any] | None:
+        """One decision of the policy over ``space``, with ``context`` (name -> (distribution,
+        value)) pinned; the trials used are those holding every parameter of both with the same
+        distributions. None while fewer than ``n_startup_trials`` of them are complete."""
+        dists = {**space, **{k: d for k, (d, _) in context.items()}}
+
+        def holds(t: FrozenTrial) -> bool:
+            return all(t.distributions.get(k) == d for k, d in dists.items())
+
+        rows = [(t, s) for t, s in zip(history.finished, history.scores) if holds(t)]
         n_ok = sum(1 for _, s in rows if np.isfinite(s))
         if n_ok < self.config.n_startup_trials:
-            return {}
-        codec = SpaceCodec(search_space)
+            return None
+        codec = SpaceCodec(dists)
         x = codec.encode([t.params for t, _ in rows])
         scores = np.array([s for _, s in rows])
         finite = scores[np.isfinite(scores)]
         scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)  # failed/pruned: the worst rank
-        pending = [t.params for t in history.running if names <= set(t.params)]
+        pending = [t.params for t in history.running if holds(t)]
         xp = codec.encode(pending) if pending else np.zeros((0, codec.dim))
+        fixed = None
+        if context:
+            ctx_codec = SpaceCodec({k: d for k, (d, _) in context.items()})
+            ctx = ctx_codec.encode([{k: v for k, (_, v) in context.items()}])[0]
+            fixed = torch.full((codec.dim,), math.nan, dtype=DTYPE)
+            for p in codec.params:
+                if p.name in context:
+                    q = next(c for c in ctx_codec.params if c.name == p.name)
+                    fixed[p.start : p.start + p.width] = torch.as_tensor(ctx[q.start : q.start + q.width])
+        layout = Layout(codec.dim, codec.categorical_columns, fixed)
         gen = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
+            int(np.random.SeedSequence([self._seed, trial.number, len(context)]).generate_state(1)[0])
         )
         t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
-        hkey = (id(study._storage), study._study_id, codec.dim)
+        hkey = (id(study._storage), study._study_id, tuple(sorted(dists)))
         with self._lock:
             init = self._hyper.get(hkey)
         with single_thread():
@@ -390,7 +445,7 @@ class MetaSampler(BaseSampler):
                 torch.as_tensor(x)[None],
                 torch.as_tensor(scores)[None],
                 torch.as_tensor(xp)[None],
-                codec,
+                (layout, codec_snap(codec)),
                 gen,
                 t_frac,
                 self.config,
@@ -398,17 +453,58 @@ class MetaSampler(BaseSampler):
             )
         with self._lock:
             self._hyper[hkey] = choice.hyper
-        return codec.decode(choice.x.numpy())[0]
+        values = codec.decode(choice.x.numpy())[0]
+        return {k: v for k, v in values.items() if k in space}
+
+    def _sample_branch(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> dict[str, Any] | None:
+        """The values of ``param_name``'s whole group for this trial (None: not modelled yet)."""
+        history = read_history(study, exclude=trial.number)
+        seen = [t for t in history.finished if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        group = next((g for g in group_decomposition(seen) if param_name in g), None)
+        if group is None:  # never seen in a finished trial
+            return None
+        holders = [t for t in seen if param_name in t.params]
+        latest = max(holders, key=lambda t: t.number)
+        space = {k: latest.distributions[k] for k in group if k in latest.distributions}
+        space = {k: d for k, d in space.items() if not d.single()}
+        space[param_name] = param_distribution
+        common = set.intersection(*(set(t.params) for t in holders))
+        context = {
+            k: (trial.distributions[k], v)
+            for k, v in trial.params.items()
+            if k in common and k not in space and not trial.distributions[k].single()
+        }
+        return self._decide(study, trial, history, space, context)
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
+        key = (id(study._storage), study._study_id, trial.number)
+        with self._lock:
+            cached = self._branch.get(key, {})
+        if param_name not in cached:
+            values = self._sample_branch(study, trial, param_name, param_distribution)
+            if values:
+                cached = {**cached, **{k: v for k, v in values.items() if k not in trial.params}}
+                with self._lock:
+                    self._branch[key] = cached
+        if param_name in cached:
+            value = cached[param_name]
+            try:
+                if param_distribution._contains(param_distribution.to_internal_repr(value)):
+                    return value
+            except (ValueError, TypeError):
+                pass
         return self._independent.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._independent.before_trial(study, trial)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
+        with self._lock:
+            self._branch.pop((id(study._storage), study._study_id, trial.number), None)
         self._independent.after_trial(study, trial, state, values)
 
 

@@ -15,12 +15,13 @@ candidate the meta policy scores is exactly the configuration that will be evalu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial
 
 from core_rl.common.errors import ConfigError
 
@@ -181,3 +182,22 @@ class SpaceCodec:
             if p.kind == "cat":
                 x[:, p.start : p.start + p.width] = np.eye(p.width)[rng.integers(0, p.width, n)]
         return self.snap(x)
+
+
+def group_decomposition(trials: Iterable[FrozenTrial]) -> list[frozenset[str]]:
+    """Split the parameters of ``trials`` into groups that always appear together.
+
+    Two parameters share a group iff exactly the same trials hold both: the partition Optuna's
+    ``_SearchSpaceGroup`` reaches by splitting every group into (in, out) of each trial's keys
+    (``TPESampler(group=True)``). In a conditional space, the parameters every trial takes form
+    the root group(s) and each branch's parameters their own, e.g. ``{optimizer, batch}``,
+    ``{sgd_lr, momentum}``, ``{adam_lr, beta1}``. Groups come in order of first appearance.
+    """
+    holders: dict[str, list[int]] = {}
+    for i, t in enumerate(trials):
+        for name in t.params:
+            holders.setdefault(name, []).append(i)
+    groups: dict[tuple[int, ...], set[str]] = {}
+    for name, where in holders.items():
+        groups.setdefault(tuple(where), set()).add(name)
+    return [frozenset(g) for g in groups.values()]

@@ -10,6 +10,9 @@
   with scikit-learn (one task has a conditional space: the model family picks its parameters).
 * ``torch``: a small torch MLP trained on scikit-learn's digits.
 * ``cartpole``: core_rl's PPO on CartPole-v1, the objective its mean evaluation return.
+* ``conditional``: synthetic tree-structured spaces — a categorical (an optimizer, a model family,
+  a kind of function) or an int (a number of layers) decides which parameters exist — with an
+  exact optimum of 0 by construction and the median over 4,000 uniform configurations.
 
 For the real-model suites the optimum and the reference are taken from all runs of a comparison.
 """
@@ -317,6 +320,136 @@ def cartpole_suite() -> list[Task]:
     return [Task("core_rl/ppo_cartpole", "cartpole", _ppo_cartpole, "maximize")]
 
 
+# ---- conditional (tree-structured) spaces ----------------------------------------------------------
+class _UniformTrial:
+    """A stand-in for ``optuna.Trial`` drawing every suggestion uniformly (as RandomSampler does)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        if log:
+            return float(math.exp(self.rng.uniform(math.log(low), math.log(high))))
+        return float(self.rng.uniform(low, high))
+
+    def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> int:
+        if log:
+            return int(
+                min(high, max(low, round(math.exp(self.rng.uniform(math.log(low - 0.5), math.log(high + 0.5))))))
+            )
+        return int(self.rng.integers(low, high + 1))
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return choices[int(self.rng.integers(len(choices)))]
+
+
+def _bowl(*terms: float) -> float:
+    return float(sum(t * t for t in terms))
+
+
+def _cond_optimizer(trial: Any) -> float:
+    """An optimizer choice: each optimizer's step size and momentum-like parameters exist only on its
+    branch; the best step size moves with the (shared) batch size. Optimum 0 (adam)."""
+    batch = trial.suggest_int("batch_size", 16, 512, log=True)
+    wd = math.log10(trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True))
+    shift = 0.5 * math.log2(batch / 64) / 2  # larger batches want larger steps
+    base = _bowl((wd + 4.0) / 2.5)
+    opt = trial.suggest_categorical("optimizer", ["sgd", "adam", "rmsprop"])
+    if opt == "sgd":
+        lr = math.log10(trial.suggest_float("sgd_lr", 1e-4, 1.0, log=True))
+        mom = trial.suggest_float("momentum", 0.0, 0.99)
+        return 0.3 + base + _bowl((lr + 1.0 - shift) / 0.6, (mom - 0.9) / 0.15, (lr + 1.0) * (mom - 0.5))
+    if opt == "adam":
+        lr = math.log10(trial.suggest_float("adam_lr", 1e-5, 1e-1, log=True))
+        b1 = trial.suggest_float("beta1", 0.5, 0.999)
+        b2 = -math.log10(1 - trial.suggest_float("beta2", 0.9, 0.9999))
+        return base + _bowl((lr + 3.2 - shift) / 0.4, (b1 - 0.85) / 0.1, (b2 - 3.0) / 0.8)
+    lr = math.log10(trial.suggest_float("rms_lr", 1e-5, 1e-1, log=True))
+    alpha = trial.suggest_float("alpha", 0.8, 0.999)
+    return 0.15 + base + _bowl((lr + 3.0 - shift) / 0.5, (alpha - 0.95) / 0.05)
+
+
+def _cond_model_family(trial: Any) -> float:
+    """A model family with its own ints, floats and categoricals; one nested branch (elasticnet's
+    l1_ratio). Optimum 0 (forest)."""
+    family = trial.suggest_categorical("family", ["svm", "forest", "knn", "linear"])
+    if family == "svm":
+        c = math.log10(trial.suggest_float("svm_C", 1e-3, 1e3, log=True))
+        g = math.log10(trial.suggest_float("svm_gamma", 1e-5, 1.0, log=True))
+        return 0.1 + _bowl((c - 1.5) / 1.5, (g + 2.5) / 1.0, 0.3 * (c - 1.5) * (g + 2.5))
+    if family == "forest":
+        n = math.log10(trial.suggest_int("n_trees", 10, 1000, log=True))
+        depth = trial.suggest_int("max_depth", 1, 20)
+        feats = trial.suggest_categorical("max_features", ["sqrt", "log2", "all"])
+        return _bowl((n - 2.5) / 0.7, (depth - 12) / 4.0) + {"sqrt": 0.0, "log2": 0.05, "all": 0.2}[feats]
+    if family == "knn":
+        k = trial.suggest_int("k", 1, 100)
+        w = trial.suggest_categorical("weights", ["uniform", "distance"])
+        return 0.2 + _bowl((math.log(k) - math.log(15)) / 0.8) + (0.1 if w == "uniform" else 0.0)
+    alpha = math.log10(trial.suggest_float("alpha", 1e-6, 1e1, log=True))
+    penalty = trial.suggest_categorical("penalty", ["l1", "l2", "elasticnet"])
+    value = 0.12 + _bowl((alpha + 2.0) / 1.5)
+    if penalty == "elasticnet":
+        return value + _bowl((trial.suggest_float("l1_ratio", 0.0, 1.0) - 0.3) / 0.2)
+    return value + (0.15 if penalty == "l1" else 0.08)
+
+
+def _cond_depth(trial: Any) -> float:
+    """A growing network: layer i's width and dropout exist only when n_layers > i. Optimum 0 at 3
+    layers (widths 256, 128, 64)."""
+    n_layers = trial.suggest_int("n_layers", 1, 4)
+    lr = math.log10(trial.suggest_float("lr", 1e-5, 1e-1, log=True))
+    value = 0.25 * (n_layers - 3) ** 2 + _bowl((lr + 3.0 + 0.2 * (n_layers - 3)) / 0.7)
+    targets = [256, 128, 64, 32]
+    for i in range(n_layers):
+        width = math.log2(trial.suggest_int(f"width_{i}", 8, 1024, log=True))
+        drop = trial.suggest_float(f"dropout_{i}", 0.0, 0.6)
+        value += _bowl((width - math.log2(targets[i])) / 1.5, (drop - 0.1 * (i + 1)) / 0.25) / n_layers
+    return value
+
+
+_ROTATION = np.linalg.qr(np.random.default_rng(7).normal(size=(4, 4)))[0]
+
+
+def _cond_functions(trial: Any) -> float:
+    """A choice between three classic functions in different dimensions (Rosenbrock d=2, Rastrigin
+    d=3, a rotated ellipsoid d=4), each in its own variables; all three reach 0."""
+    kind = trial.suggest_categorical("function", ["rosenbrock", "rastrigin", "ellipsoid"])
+    if kind == "rosenbrock":
+        x = [trial.suggest_float(f"rb_{i}", -2.0, 2.0) for i in range(2)]
+        return math.log1p(100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2)
+    if kind == "rastrigin":
+        x = [trial.suggest_float(f"ra_{i}", -5.12, 5.12) - 0.7 for i in range(3)]
+        return math.log1p(sum(xi * xi - 10 * math.cos(2 * math.pi * xi) + 10 for xi in x))
+    x = np.array([trial.suggest_float(f"el_{i}", -5.0, 5.0) for i in range(4)]) - np.array([1.0, -2.0, 0.5, 3.0])
+    z = _ROTATION @ x
+    return math.log1p(float(np.sum(10 ** (3 * np.arange(4) / 3) * z * z)))
+
+
+@functools.cache
+def _uniform_median(name: str, n: int = 4000) -> float:
+    fn = CONDITIONAL_TASKS[name]
+    rng = np.random.default_rng(0)
+    return float(np.median([fn(_UniformTrial(rng)) for _ in range(n)]))
+
+
+CONDITIONAL_TASKS: dict[str, Callable[[Any], float]] = {
+    "optimizer": _cond_optimizer,
+    "model_family": _cond_model_family,
+    "depth": _cond_depth,
+    "functions": _cond_functions,
+}
+
+
+def conditional_suite() -> list[Task]:
+    return [
+        Task(
+            f"conditional/{name}", "conditional", fn, "minimize", lambda: 0.0, functools.partial(_uniform_median, name)
+        )
+        for name, fn in CONDITIONAL_TASKS.items()
+    ]
+
+
 # ---- registry ---------------------------------------------------------------------------------------
 SUITES: dict[str, Callable[[], list[Task]]] = {
     "tabular": tabular_suite,
@@ -329,6 +462,7 @@ SUITES: dict[str, Callable[[], list[Task]]] = {
     "sklearn": sklearn_suite,
     "torch": torch_suite,
     "cartpole": cartpole_suite,
+    "conditional": conditional_suite,
     "quick": lambda: [tabular_task("hpobench", "australian"), bbob_task(8, 2), bbob_task(21, 2)],
 }
 
