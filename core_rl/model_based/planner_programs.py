@@ -1,26 +1,32 @@
-r"""Planners as controllers on envs with known dynamics (``deeprl train --algo cem --env Pendulum-v1``).
+r"""Planners as controllers on envs with known or learned dynamics (``deeprl train --algo cem --env Pendulum-v1``).
 
 Each program runs ``episodes`` episodes of at most ``max_steps`` steps (``--steps``) in the real
-gymnasium env, choosing every action by planning in the env's **true** model, and reports the
-episode returns (``mean_return``) and planning statistics. Artifacts: ``episodes.json`` (returns,
-lengths, the per-step actions of the first episode).
+gymnasium env, choosing every action by planning in a model of the env, and reports the episode
+returns (``mean_return``) and planning statistics. Artifacts: ``episodes.json`` (returns, lengths,
+the per-step actions of the first episode). The model is the ``dynamics`` field
+(:mod:`core_rl.model_based.planning_models`): ``known`` — the env's **true** model (default);
+``fit`` — a network (ensemble) fitted on ``dynamics_steps`` random steps before the episodes;
+or the model an ``mpc``/``pets``/``mbpo`` run learned (``run:RUN_ID`` on the command line). A
+learned model's one-step error on held-out random transitions and on the visited ones is logged.
 
 * ``random_shooting``, ``cem``, ``mppi`` — open-loop shooting MPC (replan every step, execute the
-  first action) on the true dynamics in observation space, with the env's reward and termination,
-  of every env in :data:`~core_rl.model_based.env_models.KNOWN_DYNAMICS` (Pendulum-v1,
-  MountainCarContinuous-v0);
+  first action) in observation space, with the env's reward and termination where known: the true
+  model of every env in :data:`~core_rl.model_based.env_models.KNOWN_DYNAMICS` (Pendulum-v1,
+  MountainCarContinuous-v0), or a learned one of any env with Box observations and actions;
 * ``ilqr`` — :class:`~core_rl.model_based.planners.ilqr.ILQRController` on Pendulum-v1's true state
   dynamics (θ, θ̇): the swing-up recipe (terminal cost, horizon 100, restarts), closed-loop with its
-  feedback gains, replanning every ``replan_every`` steps;
+  feedback gains, replanning every ``replan_every`` steps. In a learned model it linearizes the
+  network's mean step by autograd around the nominal trajectory, in observation space: Pendulum-v1
+  keeps the recipe's cost (1 − cos θ is 1 − o₀), any other env minimizes −r;
 * ``lqr`` — the infinite-horizon LQR of Pendulum-v1 linearized at the upright equilibrium,
   :math:`u = K x` (clipped to the torque limit), started near upright (``init_angle``, ``init_speed``:
-  the half-widths of the uniform start; a linear controller cannot swing up);
+  the half-widths of the uniform start; a linear controller cannot swing up); known dynamics only;
 * ``mcts`` — UCT search at every step in the exact model of a deterministic finite env
   (FrozenLake with ``is_slippery=False``, CliffWalking, Taxi; :meth:`TabularMDP.from_gym`) or of an
   env in :data:`~core_rl.model_based.env_models.KNOWN_SEARCH_MODELS` (CartPole-v1, searched from
-  its true state).
+  its true state); known dynamics only (a tree of exact steps over discrete actions).
 
-Any other env gets one error listing the envs whose dynamics the planner knows.
+With ``dynamics=known`` any other env gets one error listing the envs whose dynamics the planner knows.
 
 Example (UCT on CartPole-v1's true model holds the pole for the whole budget; ~2 s)::
 
@@ -33,7 +39,7 @@ Example (UCT on CartPole-v1's true model holds the pole for the whole budget; ~2
     >>> CEMProgram("CartPole-v1")
     Traceback (most recent call last):
     ...
-    core_rl.common.errors.EnvError: cem plans in a known model of MountainCarContinuous-v0, Pendulum-v1; got env 'CartPole-v1' (a discrete-action env with a known model: use mcts; any env: mpc/pets learn the dynamics)
+    core_rl.common.errors.EnvError: cem plans in a known model of MountainCarContinuous-v0, Pendulum-v1; got env 'CartPole-v1' (a discrete-action env: use mcts, which searches the known model of a finite env or CartPole-v1)
 """
 
 from __future__ import annotations

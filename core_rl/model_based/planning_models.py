@@ -197,11 +197,21 @@ def build_planning_model(
     if dynamics == "known":
         for name in (*FIT_FIELDS, *LEARNED_FIELDS):
             if name in set_fields:
-                raise ConfigError(f"config field '{name}' applies to a learned model: set dynamics=fit or run:RUN_ID")
+                raise ConfigError(
+                    f"config field '{name}' applies to "
+                    + ("dynamics=fit" if name in FIT_FIELDS else "a learned model (dynamics=fit or run:RUN_ID)")
+                    + ", not to dynamics=known"
+                )
         if env_id not in known:
+            discrete = isinstance(_spaces(env_id)[1], gym.spaces.Discrete)
             raise EnvError(
                 f"{algo} plans in a known model of {', '.join(sorted(known))}; got env '{env_id}' "
-                "(or plan in a learned model: --set dynamics=fit, or dynamics=run:RUN_ID of an mpc/pets run)"
+                + (
+                    "(a discrete-action env: use mcts, which searches the known model of a finite env or CartPole-v1)"
+                    if discrete
+                    else "(plan in a learned model instead: --set dynamics=fit, or dynamics=run:RUN_ID of an "
+                    "mpc/pets run)"
+                )
             )
         step, obs_dim, act_dim = known[env_id]
         return PlanningModel(
