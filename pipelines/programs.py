@@ -13,9 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from core_rl.common.errors import ConfigError
+from core_rl.common.errors import ConfigError, DeepRLError
 from core_rl.common.runs import setup_tracking, tracked_run
 from core_rl.registry import AlgoSpec
+
+#: config fields that may name a trained agent as ``run:RUN_ID`` or ``models:/NAME/VERSION`` (an imitation
+#: expert; the dynamics model a planner plans in)
+CHECKPOINT_FIELDS = ("expert", "dynamics")
 
 
 def run_program(
@@ -42,13 +46,15 @@ def run_program(
     config.setdefault("seed", seed)
     uri = setup_tracking(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        expert = config.get("expert")
-        if isinstance(expert, str):
-            config["expert"] = resolve_expert(expert, Path(tmp) / "expert")
+        named = {key: config[key] for key in CHECKPOINT_FIELDS if isinstance(config.get(key), str)}
+        for key, value in named.items():
+            try:
+                config[key] = resolve_expert(value, Path(tmp) / key)
+            except DeepRLError as err:
+                raise type(err)(f"config field '{key}': {err}") from None
         program = cls(env, config)  # raises on any bad input, before a run exists
-        settings = program.config.model_dump(mode="json")
-        if isinstance(expert, str):
-            settings["expert"] = expert  # as the user named it
+        settings = {**program.config.model_dump(mode="json"), **program.params()}
+        settings.update(named)  # as the user named them
         with tracked_run(
             experiment,
             run_name=run_name or f"{spec.name}-{env}-s{seed}",
@@ -66,7 +72,8 @@ def run_program(
 
 
 def resolve_expert(expert: str, dst: Path) -> str:
-    """An expert named on the command line as a local spec for the core: ``run:RUN_ID`` becomes
+    """An agent named on the command line (an expert, a planner's dynamics) as a local spec for the
+    core: ``run:RUN_ID`` becomes
     that run's checkpoint file, ``models:/NAME/VERSION`` (or any model URI) the model's agent saved
     as a checkpoint; ``scripted`` and file paths pass through."""
     from core_rl.common.errors import CheckpointError
@@ -81,9 +88,7 @@ def resolve_expert(expert: str, dst: Path) -> str:
         try:
             agent = load_agent(expert)
         except Exception as exc:
-            raise CheckpointError(
-                f"expert model '{expert}' cannot be loaded: {str(exc).splitlines()[0][:200]}"
-            ) from None
+            raise CheckpointError(f"model '{expert}' cannot be loaded: {str(exc).splitlines()[0][:200]}") from None
         dst.mkdir(parents=True, exist_ok=True)
         return str(agent.save(dst / "agent.pt"))
     return expert

@@ -68,6 +68,11 @@ class Program:
     def run(self, tracker: Tracker, out_dir: Path) -> ProgramResult:
         raise NotImplementedError
 
+    def params(self) -> dict[str, Any]:
+        """Params recorded beside the config: what the program resolved from it (e.g. the model a
+        planner plans in)."""
+        return {}
+
     @classmethod
     def with_budget(cls, config: Mapping[str, Any], steps: int | None) -> dict[str, Any]:
         """``config`` with ``--steps`` put in the budget field (unless the config sets it itself)."""

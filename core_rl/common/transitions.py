@@ -100,19 +100,27 @@ class Transitions:
 
     @classmethod
     def collect(cls, env: EnvLike, n_steps: int, seed: int = 0, n_envs: int = 1) -> "Transitions":
-        """Run the uniformly random policy of a Discrete action space for ``n_steps`` env steps (over
-        ``n_envs`` copies)."""
+        """Run the uniformly random policy for ``n_steps`` env steps (over ``n_envs`` copies): uniform
+        over a Discrete action space, or over the box of a bounded Box one (the data a dynamics model
+        of notes 9/21 is first fitted on)."""
         if n_steps < 1:
             raise ConfigError(f"n_steps must be positive, got {n_steps}")
         vec = make_vec_env(env, n_envs, seed=seed)
         space = vec.single_action_space
-        if not isinstance(space, gym.spaces.Discrete):
-            raise SpaceError(f"Transitions.collect samples a Discrete action space uniformly, got {space}")
+        box = isinstance(space, gym.spaces.Box) and bool(np.all(np.isfinite(space.low) & np.isfinite(space.high)))
+        if not (isinstance(space, gym.spaces.Discrete) or box):
+            vec.close()
+            raise SpaceError(
+                f"Transitions.collect samples a Discrete or a bounded Box action space uniformly, got {space}"
+            )
         rng = np.random.default_rng(seed)
         obs, _ = vec.reset(seed=seed)
         rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "dones")}
         for _ in range(-(-n_steps // n_envs)):
-            actions = rng.integers(0, int(space.n), n_envs)
+            if box:
+                actions = rng.uniform(space.low, space.high, (n_envs, *space.shape)).astype(space.dtype)
+            else:
+                actions = rng.integers(0, int(space.n), n_envs)
             next_obs, rewards, terminated, truncated, info = vec.step(actions)
             real_next = final_next_obs(next_obs, terminated | truncated, info)
             for k, v in (

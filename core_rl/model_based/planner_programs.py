@@ -1,26 +1,32 @@
-r"""Planners as controllers on envs with known dynamics (``deeprl train --algo cem --env Pendulum-v1``).
+r"""Planners as controllers on envs with known or learned dynamics (``deeprl train --algo cem --env Pendulum-v1``).
 
 Each program runs ``episodes`` episodes of at most ``max_steps`` steps (``--steps``) in the real
-gymnasium env, choosing every action by planning in the env's **true** model, and reports the
-episode returns (``mean_return``) and planning statistics. Artifacts: ``episodes.json`` (returns,
-lengths, the per-step actions of the first episode).
+gymnasium env, choosing every action by planning in a model of the env, and reports the episode
+returns (``mean_return``) and planning statistics. Artifacts: ``episodes.json`` (returns, lengths,
+the per-step actions of the first episode). The model is the ``dynamics`` field
+(:mod:`core_rl.model_based.planning_models`): ``known`` — the env's **true** model (default);
+``fit`` — a network (ensemble) fitted on ``dynamics_steps`` random steps before the episodes;
+or the model an ``mpc``/``pets``/``mbpo`` run learned (``run:RUN_ID`` on the command line). A
+learned model's one-step error on held-out random transitions and on the visited ones is logged.
 
 * ``random_shooting``, ``cem``, ``mppi`` — open-loop shooting MPC (replan every step, execute the
-  first action) on the true dynamics in observation space, with the env's reward and termination,
-  of every env in :data:`~core_rl.model_based.env_models.KNOWN_DYNAMICS` (Pendulum-v1,
-  MountainCarContinuous-v0);
+  first action) in observation space, with the env's reward and termination where known: the true
+  model of every env in :data:`~core_rl.model_based.env_models.KNOWN_DYNAMICS` (Pendulum-v1,
+  MountainCarContinuous-v0), or a learned one of any env with Box observations and actions;
 * ``ilqr`` — :class:`~core_rl.model_based.planners.ilqr.ILQRController` on Pendulum-v1's true state
   dynamics (θ, θ̇): the swing-up recipe (terminal cost, horizon 100, restarts), closed-loop with its
-  feedback gains, replanning every ``replan_every`` steps;
+  feedback gains, replanning every ``replan_every`` steps. In a learned model it linearizes the
+  network's mean step by autograd around the nominal trajectory, in observation space: Pendulum-v1
+  keeps the recipe's cost (1 − cos θ is 1 − o₀), any other env minimizes −r;
 * ``lqr`` — the infinite-horizon LQR of Pendulum-v1 linearized at the upright equilibrium,
   :math:`u = K x` (clipped to the torque limit), started near upright (``init_angle``, ``init_speed``:
-  the half-widths of the uniform start; a linear controller cannot swing up);
+  the half-widths of the uniform start; a linear controller cannot swing up); known dynamics only;
 * ``mcts`` — UCT search at every step in the exact model of a deterministic finite env
   (FrozenLake with ``is_slippery=False``, CliffWalking, Taxi; :meth:`TabularMDP.from_gym`) or of an
   env in :data:`~core_rl.model_based.env_models.KNOWN_SEARCH_MODELS` (CartPole-v1, searched from
-  its true state).
+  its true state); known dynamics only (a tree of exact steps over discrete actions).
 
-Any other env gets one error listing the envs whose dynamics the planner knows.
+With ``dynamics=known`` any other env gets one error listing the envs whose dynamics the planner knows.
 
 Example (UCT on CartPole-v1's true model holds the pole for the whole budget; ~2 s)::
 
@@ -33,7 +39,7 @@ Example (UCT on CartPole-v1's true model holds the pole for the whole budget; ~2
     >>> CEMProgram("CartPole-v1")
     Traceback (most recent call last):
     ...
-    core_rl.common.errors.EnvError: cem plans in a known model of MountainCarContinuous-v0, Pendulum-v1; got env 'CartPole-v1' (a discrete-action env with a known model: use mcts; any env: mpc/pets learn the dynamics)
+    core_rl.common.errors.EnvError: cem plans in a known model of MountainCarContinuous-v0, Pendulum-v1; got env 'CartPole-v1' (a discrete-action env: use mcts, which searches the known model of a finite env or CartPole-v1)
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from core_rl.common.program import Program, ProgramResult
 from core_rl.common.seeding import configure_torch
 from core_rl.common.tracking import Tracker
 from core_rl.model_based.env_models import KNOWN_DYNAMICS, KNOWN_SEARCH_MODELS
+from core_rl.model_based.planning_models import PlanningModel, PlanningModelConfig, build_planning_model
 
 PENDULUM = "Pendulum-v1"
 
@@ -65,16 +72,23 @@ class ControlConfig(BaseModel):
     max_steps: int = Field(200, ge=1, description="Step limit of an episode (Pendulum's own limit is 200).")
     seed: int = Field(0, ge=0)
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
+    dynamics: str = Field("known", description="The model planned in: known (the env's true model).")
 
 
 class _ControlProgram(Program):
-    """Runs a controller (``reset(obs, env)``, ``act(obs, env) -> action``) in the real env."""
+    """Runs a controller (``start(obs, env) -> obs``, ``act(obs, env) -> action``) in the real env."""
 
     budget_field: ClassVar[str | None] = "max_steps"
     envs: ClassVar[tuple[str, ...] | None] = (PENDULUM,)
     hint: ClassVar[str] = ""
+    #: why the controller plans in known dynamics only (None: it takes dynamics=fit / a checkpoint)
+    known_only: ClassVar[str | None] = None
+    planning: PlanningModel | None = None
 
     def setup(self) -> None:
+        cfg: Any = self.config
+        if self.known_only is not None and cfg.dynamics != "known":
+            raise ConfigError(f"config field 'dynamics': {self.name} plans in known dynamics only: {self.known_only}")
         if self.envs is not None and self.env_id not in self.envs:
             raise EnvError(
                 f"{self.name} plans in a known model of {', '.join(self.envs)}; got env '{self.env_id}'{self.hint}"
@@ -87,7 +101,9 @@ class _ControlProgram(Program):
     def reset_options(self) -> dict[str, Any] | None:
         return None
 
-    def start(self, obs: Any, env: gym.Env) -> None:
+    def start(self, obs: Any, env: gym.Env) -> Any:
+        """Get ready for an episode starting at ``obs``; returns the observation to act on (a
+        controller that sets the env's state returns the matching one)."""
         raise NotImplementedError
 
     def act(self, obs: Any, env: gym.Env) -> Any:
@@ -96,18 +112,26 @@ class _ControlProgram(Program):
     def run(self, tracker: Tracker, out_dir: Path) -> ProgramResult:
         cfg: Any = self.config
         configure_torch(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)  # a Gaussian model's sampled rollouts
         returns, lengths, first_actions = [], [], []
+        model_metrics: dict[str, float] = {}
+        if self.planning is not None and self.planning.learned:
+            model_metrics = self.planning.fit()
+            tracker.log_metrics(model_metrics, 0)
+        visited: list[tuple[Any, Any, Any, Any]] = []
         env = make_env(self.env_id, **self.env_kwargs())
         steps = 0
         for episode in range(cfg.episodes):
             obs, _ = env.reset(seed=cfg.seed + episode, options=self.reset_options())
-            self.start(obs, env)
+            obs = self.start(obs, env)
             total, t = 0.0, 0
             for t in range(1, cfg.max_steps + 1):
                 action = self.act(obs, env)
                 if episode == 0:
                     first_actions.append(np.asarray(action).tolist())
-                obs, reward, terminated, truncated, _ = env.step(action)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                visited.append((obs, action, next_obs, reward))
+                obs = next_obs
                 total += float(reward)
                 if terminated or truncated:
                     break
@@ -120,8 +144,11 @@ class _ControlProgram(Program):
             "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns)),
             "mean_length": float(np.mean(lengths)),
+            **model_metrics,
             **self.summary(),
         }
+        if self.planning is not None and self.planning.learned:
+            metrics.update(self.planning.error(_visited_transitions(visited), "_visited"))
         tracker.log_metrics(metrics, steps)
         out_dir.mkdir(parents=True, exist_ok=True)
         payload = {"env": self.env_id, "returns": returns, "lengths": lengths, "actions_episode_0": first_actions}
@@ -131,11 +158,23 @@ class _ControlProgram(Program):
     def summary(self) -> dict[str, float]:
         return {}
 
+    def params(self) -> dict[str, Any]:
+        if self.planning is None:
+            return {}
+        return {"dynamics_source": self.planning.source, "dynamics_model": self.planning.describe()}
+
+
+def _visited_transitions(visited: list[tuple[Any, Any, Any, Any]]) -> Any:
+    from core_rl.common.transitions import Transitions
+
+    obs, actions, next_obs, rewards = (np.asarray([row[i] for row in visited], dtype=np.float32) for i in range(4))
+    return Transitions.from_arrays(obs, actions, rewards, next_obs)
+
 
 # ---- shooting MPC --------------------------------------------------------------------------------
 
 
-class ShootingConfig(ControlConfig):
+class ShootingConfig(PlanningModelConfig, ControlConfig):
     horizon: int = Field(30, ge=1, description="Planning horizon H.")
     n_candidates: int = Field(400, ge=1, description="Action sequences scored per iteration.")
     n_iterations: int = Field(5, ge=1, description="Refits of the sampling distribution per step.")
@@ -154,12 +193,16 @@ class MPPIConfig(ShootingConfig):
 
 class _ShootingProgram(_ControlProgram):
     """A shooting planner of :mod:`core_rl.model_based.planners.shooting` named by ``planner``, built from
-    the shared shooting fields plus the config fields listed in ``planner_fields``."""
+    the shared shooting fields plus the config fields listed in ``planner_fields``, planning in the
+    model the ``dynamics`` field names (:mod:`core_rl.model_based.planning_models`)."""
 
     planner: ClassVar[str]
     planner_fields: ClassVar[tuple[str, ...]] = ()
-    envs: ClassVar[tuple[str, ...] | None] = tuple(sorted(KNOWN_DYNAMICS))
-    hint: ClassVar[str] = " (a discrete-action env with a known model: use mcts; any env: mpc/pets learn the dynamics)"
+    envs: ClassVar[tuple[str, ...] | None] = None
+
+    def setup(self) -> None:
+        super().setup()
+        self.planning = build_planning_model(self.name, self.env_id, self.config)
 
     def make_planner(self, evaluator: Any, low: torch.Tensor, high: torch.Tensor) -> Any:
         from core_rl.model_based.planners import shooting
@@ -170,20 +213,21 @@ class _ShootingProgram(_ControlProgram):
             evaluator, low, high, cfg.horizon, cfg.n_candidates, cfg.n_iterations, cfg.init_std, seed=cfg.seed, **extra
         )
 
-    def start(self, obs: Any, env: gym.Env) -> None:
-        from core_rl.model_based.env_models import known_reward, known_termination
-        from core_rl.model_based.planners.shooting import FunctionModel, TrajectoryEvaluator
+    def start(self, obs: Any, env: gym.Env) -> Any:
+        from core_rl.model_based.planners.shooting import TrajectoryEvaluator
 
         cfg: Any = self.config
-        step, obs_dim, act_dim = KNOWN_DYNAMICS[self.env_id]
+        planning = self.planning
+        assert planning is not None
         evaluator = TrajectoryEvaluator(
-            FunctionModel(step, obs_dim, act_dim),
-            reward_fn=known_reward(self.env_id),
-            termination_fn=known_termination(self.env_id),
+            planning.model,
+            reward_fn=planning.reward_fn,
+            termination_fn=planning.termination_fn,
             gamma=cfg.gamma,
         )
         space = env.action_space
         self.planner = self.make_planner(evaluator, torch.as_tensor(space.low), torch.as_tensor(space.high))
+        return obs
 
     def act(self, obs: Any, env: gym.Env) -> Any:
         plan = self.planner.plan(torch.as_tensor(obs, dtype=torch.float32)[None])
@@ -232,7 +276,7 @@ def _pendulum_state(env: gym.Env) -> np.ndarray:
     return np.asarray(env.unwrapped.state, dtype=np.float64)  # type: ignore[attr-defined]
 
 
-class ILQRConfig(ControlConfig):
+class ILQRConfig(PlanningModelConfig, ControlConfig):
     horizon: int = Field(100, ge=1, description="Planning horizon.")
     restarts: int = Field(6, ge=1, description="Initial control sequences solved as one batch.")
     n_iterations: int = Field(80, ge=1, description="iLQR iterations of the first plan.")
@@ -243,29 +287,37 @@ class ILQRConfig(ControlConfig):
     speed_cost: float = Field(10.0, ge=0.0, description="Terminal cost weight on θ̇².")
     start: str = Field("down", pattern="^(down|random)$", description="down: hanging still; random: the env's reset.")
 
+    #: the fields of the Pendulum-v1 swing-up cost (another env's cost is −r of the learned model)
+    pendulum_fields: ClassVar[tuple[str, ...]] = ("upright_cost", "speed_cost", "start")
+
 
 class ILQRProgram(_ControlProgram):
-    """iLQR swing-up of Pendulum-v1 on its true dynamics (the ILQRController recipe)."""
+    """iLQR swing-up of Pendulum-v1 (the ILQRController recipe) on its true dynamics, or closed-loop
+    iLQR on a learned model (autograd jacobians of the network's mean step) of any continuous env."""
 
     name = "ilqr"
     config_cls: ClassVar[type[BaseModel]] = ILQRConfig
+    envs: ClassVar[tuple[str, ...] | None] = None
 
-    def start(self, obs: Any, env: gym.Env) -> None:
-        from core_rl.model_based.env_models import pendulum_dynamics
+    def setup(self) -> None:
+        super().setup()
+        cfg: ILQRConfig = self.config  # type: ignore[assignment]
+        self.planning = build_planning_model(self.name, self.env_id, cfg, {PENDULUM: KNOWN_DYNAMICS[PENDULUM]})
+        if self.env_id != PENDULUM:
+            for name in ILQRConfig.pendulum_fields:
+                if name in cfg.model_fields_set:
+                    raise ConfigError(
+                        f"config field '{name}' shapes the Pendulum-v1 swing-up cost; on {self.env_id} iLQR "
+                        "minimizes −r (the learned or known reward)"
+                    )
+
+    def _controller(self, dynamics: Any, running: Any, final: Any, angle_dims: tuple[int, ...]) -> Any:
         from core_rl.model_based.planners.ilqr import ILQRController
 
         cfg: ILQRConfig = self.config  # type: ignore[assignment]
-        if cfg.start == "down":
-            env.unwrapped.state = np.array([math.pi, 0.0])  # type: ignore[attr-defined]
-
-        def running(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            return cfg.control_cost * u[..., 0] ** 2
-
-        def final(x: torch.Tensor) -> torch.Tensor:
-            return cfg.upright_cost * (1 - torch.cos(x[..., 0])) + cfg.speed_cost * x[..., 1] ** 2
-
-        self.controller = ILQRController(
-            pendulum_dynamics,
+        assert self.planning is not None
+        return ILQRController(
+            dynamics,
             running,
             final,
             horizon=cfg.horizon,
@@ -273,24 +325,72 @@ class ILQRProgram(_ControlProgram):
             n_iterations=cfg.n_iterations,
             replan_every=cfg.replan_every,
             replan_iterations=cfg.replan_iterations,
+            action_dim=self.planning.act_dim,
+            angle_dims=angle_dims,
             seed=cfg.seed,
+            # the true Pendulum step clips the torque itself; a learned model gets the bounds
+            **({"action_low": self.low, "action_high": self.high} if self.planning.learned else {}),
         )
-        self.controller.reset(_pendulum_state(env))
+
+    def start(self, obs: Any, env: gym.Env) -> Any:
+        from core_rl.model_based.env_models import pendulum_dynamics, pendulum_obs
+
+        cfg: ILQRConfig = self.config  # type: ignore[assignment]
+        planning = self.planning
+        assert planning is not None
+        space: Any = env.action_space
+        self.low, self.high = (
+            torch.as_tensor(space.low, dtype=torch.float64),
+            torch.as_tensor(space.high, dtype=torch.float64),
+        )
+        pendulum = self.env_id == PENDULUM
+        if pendulum and cfg.start == "down":
+            env.unwrapped.state = np.array([math.pi, 0.0])  # type: ignore[attr-defined]
+            obs = pendulum_obs(torch.as_tensor(_pendulum_state(env))).numpy().astype(np.float32)
+
+        def control(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            return cfg.control_cost * u.pow(2).sum(-1)
+
+        if not planning.learned:  # the true state (θ, θ̇)
+
+            def final(x: torch.Tensor) -> torch.Tensor:
+                return cfg.upright_cost * (1 - torch.cos(x[..., 0])) + cfg.speed_cost * x[..., 1] ** 2
+
+            self.controller = self._controller(pendulum_dynamics, control, final, (0,))
+            self.controller.reset(_pendulum_state(env))
+        elif pendulum:  # the same cost on the observation (cos θ, sin θ, θ̇) of the learned model
+
+            def final_obs(x: torch.Tensor) -> torch.Tensor:
+                return cfg.upright_cost * (1 - x[..., 0]) + cfg.speed_cost * x[..., 2] ** 2
+
+            self.controller = self._controller(planning.step, control, final_obs, ())
+            self.controller.reset(obs)
+        else:  # any env: minimize −r + a little control effort
+
+            def running(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+                return -planning.reward(x, u) + control(x, u)
+
+            self.controller = self._controller(planning.step, running, None, ())
+            self.controller.reset(obs)
         self.upright: list[bool] = []
+        return obs
 
     def act(self, obs: Any, env: gym.Env) -> Any:
         from core_rl.model_based.env_models import angle_normalize
 
-        state = _pendulum_state(env)
-        self.upright.append(abs(float(angle_normalize(torch.tensor(state[0])))) < 0.1)
-        return self.controller.act(state).astype(np.float32)
+        assert self.planning is not None
+        if self.env_id == PENDULUM:
+            state = _pendulum_state(env)
+            self.upright.append(abs(float(angle_normalize(torch.tensor(state[0])))) < 0.1)
+        x = _pendulum_state(env) if not self.planning.learned else np.asarray(obs, dtype=np.float64)
+        return self.controller.act(x).astype(np.float32)
 
     def summary(self) -> dict[str, float]:
         tail = self.upright[len(self.upright) // 2 :]
-        return {
-            "upright_fraction_second_half": float(np.mean(tail)) if tail else 0.0,
-            "plans": float(len(self.controller.solves)),
-        }
+        out = {"plans": float(len(self.controller.solves))}
+        if self.env_id == PENDULUM:
+            out["upright_fraction_second_half"] = float(np.mean(tail)) if tail else 0.0
+        return out
 
 
 class LQRConfig(ControlConfig):
@@ -307,14 +407,15 @@ class LQRProgram(_ControlProgram):
 
     name = "lqr"
     config_cls: ClassVar[type[BaseModel]] = LQRConfig
+    known_only = "it linearizes Pendulum-v1's true (θ, θ̇) dynamics at the upright state (for a learned model use ilqr)"
 
     def reset_options(self) -> dict[str, Any] | None:
         cfg: LQRConfig = self.config  # type: ignore[assignment]
         return {"x_init": cfg.init_angle, "y_init": cfg.init_speed}
 
-    def start(self, obs: Any, env: gym.Env) -> None:
+    def start(self, obs: Any, env: gym.Env) -> Any:
         if hasattr(self, "K"):
-            return
+            return obs
         from torch.func import jacrev
 
         from core_rl.model_based.env_models import pendulum_dynamics
@@ -327,6 +428,7 @@ class LQRProgram(_ControlProgram):
         Q = torch.diag(torch.tensor([cfg.angle_cost, cfg.speed_cost], dtype=torch.float64))
         R = torch.tensor([[cfg.control_cost]], dtype=torch.float64)
         self.K = lqr(A, B, Q, R, horizon=500).K[0].numpy()  # the stationary gain
+        return obs
 
     def act(self, obs: Any, env: gym.Env) -> Any:
         from core_rl.model_based.env_models import PENDULUM_MAX_TORQUE
@@ -377,6 +479,11 @@ class MCTSProgram(_ControlProgram):
     name = "mcts"
     config_cls: ClassVar[type[BaseModel]] = MCTSConfig
     envs: ClassVar[tuple[str, ...] | None] = None
+    known_only = (
+        "UCT builds a tree of exact, deterministic steps over discrete actions, and a learned network "
+        "predicts continuous states that never repeat, with errors that compound down the tree "
+        "(for a learned model use cem, mppi, random_shooting or ilqr, or the mpc/pets agents)"
+    )
 
     def env_kwargs(self) -> dict[str, Any]:
         return dict(self.config.env_kwargs)  # type: ignore[attr-defined]
@@ -407,11 +514,12 @@ class MCTSProgram(_ControlProgram):
             )
         self.model = _TabularSearchModel(mdp)
 
-    def start(self, obs: Any, env: gym.Env) -> None:
+    def start(self, obs: Any, env: gym.Env) -> Any:
         from core_rl.model_based.planners.mcts import MCTS
 
         cfg: MCTSConfig = self.config  # type: ignore[assignment]
         self.search = MCTS(self.model, cfg.n_simulations, cfg.c_uct, cfg.gamma, cfg.rollout_depth, seed=cfg.seed)
+        return obs
 
     def act(self, obs: Any, env: gym.Env) -> Any:
         if isinstance(self.model, _StateSearchModel):  # search from the true state, not the float32 obs
