@@ -279,6 +279,8 @@ _LEARNS: dict[str, str] = {
     "soft_q": "CartPole-v1 >=195 in 50k steps",
     "gail": "CartPole-v1 (expert demos) >=450 in 60k steps",
     "bonus_dqn": "20-state chain solved in 3k steps (count bonus)",
+    "bonus_ppo": "explore/ChainRandomActions-v0 solved in 41k steps (count bonus; plain ppo 2/5 seeds)",
+    "bonus_a2c": "explore/ChainRandomActions-v0 solved in 41k steps (count bonus; plain a2c 0/5 seeds)",
     "bootstrapped_dqn": "20-state chain solved in 3k steps",
     "rl2": "meta/BanditTrial-v0 > best fixed arm +0.8 in 200k steps (defaults)",
     "rl2_a2c": "meta/BanditTrial-v0 > best fixed arm +0.8 in 400k steps (defaults)",

@@ -306,7 +306,19 @@ def test_algos_say_where_each_agent_is_known_to_learn(capsys):
     code, out, _ = run_cli(capsys, "algos", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0
-    for name in ("ppo", "dqn", "sac", "rl2", "ppo_lag", "slateq"):
+    for name in (
+        "ppo",
+        "dqn",
+        "sac",
+        "rl2",
+        "ppo_lag",
+        "slateq",
+        "bonus_ppo",
+        "bonus_a2c",
+        "pid_lag",
+        "trpo_lag",
+        "saute_ppo",
+    ):
         assert " in " in rows[name]["learns"] and "k steps" in rows[name]["learns"], rows[name]
     assert f"{KNOWN_TO_LEARN['rl2']['steps'] // 1000}k steps" in rows["rl2"]["learns"]
     assert KNOWN_TO_LEARN["rl2"]["env"] in rows["rl2"]["learns"]

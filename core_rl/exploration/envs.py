@@ -15,7 +15,9 @@ soon as the distractor has been seen the greedy policy walks left. Directed expl
 With ``random_actions`` the action that moves right is drawn once per state (from ``action_seed``,
 so every copy of the env is the same chain), as in Osband et al.'s experiments: a policy cannot
 reach the goal by pressing one button everywhere, so neither a lucky initialization nor a network
-that generalizes "action 1 is good" along the chain solves it without exploring.
+that generalizes "action 1 is good" along the chain solves it without exploring. Registered as
+``explore/ChainRandomActions-v0`` (N = 20, one-hot states, ``action_seed=0``): the task on which
+``bonus_ppo`` and ``bonus_a2c`` are shown to learn where plain PPO and A2C do not.
 
 Observations are the state id (``obs="onehot"``: a Discrete space, one-hot encoded by the
 networks) or a thermometer code (``obs="thermometer"``: Box, :math:`x_i = 1` for :math:`i \le s`)
@@ -127,6 +129,7 @@ class SparseGridEnv(gym.Env):
 ENVS: dict[str, tuple[type[gym.Env], dict[str, Any]]] = {
     "explore/Chain-v0": (ChainEnv, {}),
     "explore/ChainThermometer-v0": (ChainEnv, {"obs": "thermometer"}),
+    "explore/ChainRandomActions-v0": (ChainEnv, {"random_actions": True}),
     "explore/SparseGrid-v0": (SparseGridEnv, {}),
 }
 
