@@ -36,14 +36,12 @@ SLOW = {"core_rl.model_based.planners.ilqr"}
 #: the algorithm modules that have no example yet (the agents: their budgets to learn are in
 #: docs/algorithms.md, their runs in the learning tests)
 WITHOUT_EXAMPLE = {
-    "core_rl.actor_critic.actor_critic",
     "core_rl.continuous.ddpg",
     "core_rl.continuous.naf",
     "core_rl.continuous.sac",
     "core_rl.continuous.sampled_max",
     "core_rl.continuous.td3",
     "core_rl.distributed.apex",
-    "core_rl.distributed.on_policy",
     "core_rl.exploration.agents",
     "core_rl.exploration.bootstrapped_dqn",
     "core_rl.inference.soft_q_learning",
@@ -52,13 +50,7 @@ WITHOUT_EXAMPLE = {
     "core_rl.meta.rl2",
     "core_rl.model_based.mbpo",
     "core_rl.model_based.mpc",
-    "core_rl.policy_gradient.offpolicy_pg",
-    "core_rl.policy_gradient.reinforce",
     "core_rl.q_learning.dqn",
-    "core_rl.trust_region.kl_dual",
-    "core_rl.trust_region.natural_pg",
-    "core_rl.trust_region.ppo",
-    "core_rl.trust_region.trpo",
     "recsys.slateq",
     "safety.cpo",
     "safety.model_based",
