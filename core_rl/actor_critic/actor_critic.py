@@ -11,6 +11,13 @@ Between Monte Carlo and one-step bootstrapping lies the n-step advantage
 and GAE(λ) weights all n by (γλ)^{n−1}. Batch actor-critic is ``n_envs=1`` with a long
 ``n_steps``; online actor-critic is ``n_steps=1``; A2C steps ``n_envs`` actors synchronously and
 updates on their pooled ``n_envs × n_steps`` batch.
+
+Example (A2C with its defaults, 8 actors × 5 steps per update, on CartPole-v1: 10,000 steps take
+the greedy policy far past the random policy's ≈ 22)::
+
+    >>> agent = A2C("CartPole-v1", {"seed": 0}).learn(10_000)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > 200
+    True
 """
 
 from __future__ import annotations

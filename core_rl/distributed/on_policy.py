@@ -23,6 +23,17 @@ synchronized statistics and is refused.
 ``backend='ray'`` runs the workers as Ray actors (``ray.init()`` locally, or the cluster at
 ``ray_address`` / ``$RAY_ADDRESS``); ``backend='local'`` runs the same worker objects in this process
 (no Ray needed; useful for tests and debugging); ``n_workers=0`` is the base algorithm.
+
+Example (two in-process workers of 4 CartPole-v1 envs each reproduce PPO on 8 envs episode for
+episode)::
+
+    >>> from core_rl.trust_region.ppo import PPO
+    >>> settings = {"n_envs": 8, "n_steps": 32, "seed": 0}
+    >>> local = PPO("CartPole-v1", settings).learn(2048)
+    >>> distributed = DistributedPPO("CartPole-v1", {**settings, "n_workers": 2, "backend": "local"}).learn(2048)
+    >>> list(distributed.episode_returns) == list(local.episode_returns), distributed.episodes_done > 20
+    (True, True)
+    >>> distributed.close()
 """
 
 from __future__ import annotations

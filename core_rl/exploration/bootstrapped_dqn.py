@@ -21,6 +21,17 @@ so exploration is temporally consistent ("deep") rather than dithering like ε-g
 The deterministic (evaluation) policy takes the majority vote of the heads' greedy actions, ties
 broken by the mean Q. Everything else (replay, N-step targets, target network, Huber loss, ε
 schedule, which defaults to ε = 0) is :class:`core_rl.q_learning.dqn.DQN`.
+
+Example (a 10-state chain with thermometer observations, the DQN of
+:mod:`core_rl.exploration.experiments`: Thompson sampling over 10 heads walks to the far end,
+return ≥ 1, within 1,000 steps)::
+
+    >>> import gymnasium as gym
+    >>> from core_rl.exploration.experiments import CHAIN_DQN
+    >>> env = lambda: gym.make("explore/Chain-v0", n=10, obs="thermometer")
+    >>> agent = BootstrappedDQN(env, {**CHAIN_DQN, "n_heads": 10, "seed": 0}).learn(1000)
+    >>> max(agent.episode_returns) >= 1.0
+    True
 """
 
 from __future__ import annotations

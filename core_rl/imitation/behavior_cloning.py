@@ -13,6 +13,15 @@ head is trained on windows of whole episodes, with the loss masked past each epi
 The notes' caveat: trained on p_data(s) but run on p_{π_θ}(s), a learner that errs with
 probability ε per step drifts off the expert's states and its expected cost grows as O(εT²);
 DAgger (:mod:`core_rl.imitation.dagger`) fixes the data instead.
+
+Example (clone CartPole-v1's scripted expert from four of its episodes)::
+
+    >>> from core_rl.imitation import cartpole_expert, collect_demonstrations
+    >>> demos = collect_demonstrations(cartpole_expert, "CartPole-v1", n_episodes=4, seed=0)
+    >>> bc = BehaviorCloning("CartPole-v1", {"n_epochs": 20, "seed": 0})
+    >>> policy = bc.fit(demos)
+    >>> len(demos), bc.evaluate("CartPole-v1", n_episodes=5)["mean_return"] >= 400   # the expert: 500
+    (2000, True)
 """
 
 from __future__ import annotations

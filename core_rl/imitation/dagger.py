@@ -13,6 +13,16 @@ Trained on the states it visits, the learner's cost stays E[Î£_t c(s_t, a_t)] â‰
 any callable ``obs batch -> actions`` (or an object with ``predict``; a stateful expert may define
 ``reset(mask)``); every state it labels, the initial demonstrations included, counts towards
 ``n_expert_labels``, so DAgger can be compared with behavior cloning at equal labelling cost.
+
+Example (CartPole-v1's scripted expert: one episode of demonstrations, then three rounds of 500
+labels on the learner's own states)::
+
+    >>> from core_rl.imitation import cartpole_expert
+    >>> settings = {"initial_episodes": 1, "n_iterations": 3, "labels_per_iteration": 500, "n_epochs": 20, "seed": 0}
+    >>> dagger = DAgger("CartPole-v1", cartpole_expert, settings)
+    >>> policy = dagger.learn()
+    >>> dagger.n_expert_labels, dagger.evaluate(n_episodes=5)["mean_return"] >= 450   # the expert: 500
+    (2000, True)
 """
 
 from __future__ import annotations

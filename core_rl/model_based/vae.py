@@ -21,6 +21,23 @@ plus a prediction term log p_θ(o_{t+1}|ẑ_{t+1}), ẑ_{t+1} ~ p_ψ(·|z_t, a_t
 predicts decodable futures. :class:`MovingDotEnv` (registered as ``pomdp/MovingDot-v0``) is the
 small synthetic image POMDP it is tested on: a dot drawn into a 16×16 array with numpy, moved by the
 action; the state (x, y) is never observed.
+
+Example (a VAE with a 2-d latent on MovingDot's 16×16 images, 500 Adam steps on the ELBO: the
+reconstruction of held-out images is far better than the mean image)::
+
+    >>> import torch
+    >>> from core_rl.common import optim
+    >>> _ = torch.manual_seed(0)
+    >>> images = torch.as_tensor(collect_image_transitions(MovingDotEnv(), 1000, seed=0)["obs"])
+    >>> held_out = torch.as_tensor(collect_image_transitions(MovingDotEnv(), 200, seed=1)["obs"])
+    >>> vae = VAE(images.shape[1:], latent_dim=2, hidden_sizes=(128, 128))
+    >>> optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    >>> for step in range(500):
+    ...     loss, stats = vae.negative_elbo(images[torch.randint(0, len(images), (128,))])
+    ...     optim.step(optimizer, loss)
+    >>> error = (vae.reconstruct(held_out) - held_out).pow(2).mean()
+    >>> bool(error < 0.6 * (images.mean(0) - held_out).pow(2).mean())
+    True
 """
 
 from __future__ import annotations

@@ -34,6 +34,13 @@ keeps the estimate unbiased because :math:`\mathbb E_\beta[w_t\nabla\log\pi_{\th
 As an agent: collect whole episodes with the current policy (storing the behaviour log-probs
 log β), then take ``n_updates`` gradient steps on that batch; from the second step on π_θ' ≠ β and
 the ratios correct for it. :meth:`OffPolicyPG.fit_offline` learns purely from another policy's data.
+
+Example (CartPole-v1 with the defaults: 4 gradient steps per batch, 3 of them on an older
+policy's data; 15,000 steps take the greedy policy well past the random policy's ≈ 22)::
+
+    >>> agent = OffPolicyPG("CartPole-v1", {"seed": 0}).learn(15_000)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > 75
+    True
 """
 
 from __future__ import annotations

@@ -37,6 +37,13 @@ exactly unbiased (the whole-batch b shrinks it by O(1/N)).
 The loss minimized (for every baseline but ``"optimal"``) is the surrogate
 :math:`L(\theta) = -\frac1N\sum_i\sum_t\log\pi_\theta(a_{i,t}|s_{i,t})\,(w_{i,t} - b_{i,t})`,
 N the number of trajectories, whose gradient is the estimate above. Batches are whole episodes.
+
+Example (CartPole-v1 with the defaults: reward-to-go and a learned value baseline; 15,000 steps
+take the greedy policy well past the random policy's ≈ 22)::
+
+    >>> agent = REINFORCE("CartPole-v1", {"seed": 0}).learn(15_000)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > 75
+    True
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ comes from conjugate gradient on damped Fisher-vector products, and the step len
 
 :meth:`NaturalPG.apply_step` takes the full step; TRPO (``core_rl.trust_region.trpo``) overrides it
 with a backtracking line search.
+
+Example (CartPole-v1 with the defaults, ε = 0.01 per update: 10,000 steps are 5 natural gradient
+steps)::
+
+    >>> agent = NaturalPG("CartPole-v1", {"seed": 0}).learn(10_000)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > 200   # random ≈ 22
+    True
 """
 
 from __future__ import annotations

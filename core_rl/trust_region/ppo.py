@@ -16,6 +16,14 @@ PPO replaces the constraint by clipping the ratio ρ_t = π_θ'(a_t|s_t)/π_θ(a
 
 optimized for several epochs of minibatch SGD on one batch, plus a value loss
 (V_φ(s_t) − \hat y_t)² and an entropy bonus. Â is GAE(λ) by default.
+
+Example (CartPole-v1, 8 envs × 32 steps per batch, 10 epochs of minibatches of 256: 10,000 steps
+take the greedy policy far past the random policy's ≈ 22)::
+
+    >>> settings = {"n_envs": 8, "n_steps": 32, "batch_size": 256, "lr": 1e-3}
+    >>> agent = PPO("CartPole-v1", {**settings, "seed": 0}).learn(10_000)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > 100
+    True
 """
 
 from __future__ import annotations

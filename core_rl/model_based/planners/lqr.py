@@ -22,6 +22,21 @@ The controller is closed-loop: the feedback K_t x_t reacts to the state actually
 tensor may carry a leading batch dim (many problems solved together); only the time recursion is a
 Python loop. :func:`lqr_backward` also serves iLQR/DDP, which call it on local expansions
 (``regularization`` μI added to Q_uu, and ``dynamics_hessian`` for DDP's second-order terms).
+
+Example (a double integrator steered from x = 1 to rest; the closed-loop rollout costs exactly the
+cost-to-go ½x₀ᵀV₀x₀ that the recursion predicted)::
+
+    >>> import torch
+    >>> A = torch.tensor([[1.0, 0.1], [0.0, 1.0]], dtype=torch.float64)   # position, velocity; dt = 0.1
+    >>> B = torch.tensor([[0.0], [0.1]], dtype=torch.float64)
+    >>> Q, R = torch.eye(2, dtype=torch.float64), 0.1 * torch.eye(1, dtype=torch.float64)
+    >>> solution = lqr(A, B, Q, R, horizon=50)
+    >>> x0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    >>> F, f = torch.cat([A, B], -1).expand(50, 2, 3), torch.zeros(50, 2, dtype=torch.float64)
+    >>> xs, us = lqr_rollout(solution, F, f, x0)
+    >>> cost = 0.5 * ((xs[:-1] @ Q * xs[:-1]).sum() + (us @ R * us).sum())
+    >>> round(float(cost), 3), round(float(0.5 * x0 @ solution.V[0] @ x0), 3), bool(xs[-1].abs().max() < 0.05)
+    (6.913, 6.913, True)
 """
 
 from __future__ import annotations

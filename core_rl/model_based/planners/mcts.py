@@ -16,6 +16,20 @@ The chosen action is the most visited at the root. ``two_player=True`` searches 
 zero-sum game (negamax): each node's value is from the perspective of the player to move there.
 The model is anything with ``n_actions`` and ``step(state, action) -> (state', reward, done)``
 (deterministic).
+
+Example (Nim: take one or two sticks, whoever takes the last one wins; the winning move leaves the
+opponent a multiple of three)::
+
+    >>> class Nim:
+    ...     n_actions = 2  # action a takes a + 1 sticks
+    ...     def legal_actions(self, sticks):
+    ...         return [a for a in (0, 1) if a + 1 <= sticks]
+    ...     def step(self, sticks, action):
+    ...         left = sticks - (action + 1)
+    ...         return left, float(left == 0), left == 0
+    >>> search = MCTS(Nim(), n_simulations=200, two_player=True, seed=0)
+    >>> [search.search(sticks) + 1 for sticks in (4, 5, 7, 8, 10)]
+    [1, 2, 1, 2, 1]
 """
 
 from __future__ import annotations
