@@ -141,6 +141,17 @@ def ng_next_interest(
     return ng_squash(linear, config.max_user_affinity)
 
 
+def _sum_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum(0)`` of a ``[R, ...]`` tensor: for ``R <= 4`` the same sequential row sum torch does
+    (identical numbers), as ``R - 1`` in-place adds instead of a reduction kernel."""
+    if not 0 < x.shape[0] <= 4:
+        return x.sum(0)
+    acc = x[0].clone() if x.shape[0] == 1 else x[0] + x[1]
+    for j in range(2, x.shape[0]):
+        acc.add_(x[j])
+    return acc
+
+
 def ng_step_users_last(
     interest_t: torch.Tensor,
     features_t: torch.Tensor,
@@ -150,38 +161,68 @@ def ng_step_users_last(
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`ng_step` in the users-last layout the hot loops use (every op runs along the user axis).
+    r""":func:`ng_step` in the users-last layout the hot loops use (every op runs along the user axis).
 
     ``interest_t [T, N]``, ``features_t [T, K, N]``, ``quality_t`` and ``length_t [K, N]``. Returns
     ``(choice [N], consumed_time [N], next_interest_t [T, N], choice probabilities [K+1, N])``.
+
+    With ``\ell_k = 2 - \lVert x - f_k \rVert`` and ``\ell_K`` = no-click logit: weights
+    ``w = e^{\ell - \max \ell}``, choice = the number of CDF entries ``\sum_{j \le k} w_j`` below
+    ``u \sum_j w_j`` (inverse CDF of ``uniform``), then the update and squash of :func:`ng_next_interest`.
+    Every intermediate is written in place into tensors this call owns (no op on an input is in place).
     """
     t_dim, k, n = features_t.shape
-    distance = (features_t - interest_t.unsqueeze(1)).square().sum(0).sqrt()  # [K, N]
-    logits = torch.cat(
-        [
-            config.choice_logit_offset - distance,
-            torch.full((1, n), float(config.no_click_mass), device=distance.device, dtype=distance.dtype),
-        ]
-    )  # [K+1, N]
-    weight = torch.exp(logits - logits.max(dim=0).values)
-    cdf = weight.cumsum(dim=0)
-    total = cdf[-1]
+    dtype, device = interest_t.dtype, interest_t.device
+    logits = torch.empty(k + 1, n, device=device, dtype=dtype)
+    logits[k].fill_(float(config.no_click_mass))
+    distance = _sum_rows(torch.sub(features_t, interest_t.unsqueeze(1)).square_()).sqrt_()  # [K, N]
+    torch.neg(distance, out=logits[:k]).add_(config.choice_logit_offset)  # offset - distance, exactly
+    weight = logits.sub_(logits.amax(0)).exp_()  # [K+1, N]
+    cdf = weight.cumsum(dim=0)  # accumulates in double like torch's cumsum always did
+    total = cdf[k]
     if uniform is None:
-        uniform = torch.rand(n, generator=generator, device=distance.device, dtype=distance.dtype)
-    choice = (cdf < uniform * total).sum(dim=0).clamp_(max=k)
+        uniform = torch.rand(n, generator=generator, device=device, dtype=dtype)
+    choice = (cdf[:k] < uniform * total).sum(dim=0)  # <= K: u * total <= total = cdf[K]
     clicked = choice < k
     pick = choice.clamp(max=k - 1).unsqueeze(0)  # [1, N]
     quality = quality_t.gather(0, pick).squeeze(0)
     length = length_t.gather(0, pick).squeeze(0)
-    chosen = features_t.gather(1, pick.unsqueeze(0).expand(t_dim, 1, n)).squeeze(1)  # [T, N]
-    consumed = torch.where(clicked, ng_consumed_time(quality, length), torch.zeros_like(quality))
-    updated = interest_t + config.interest_step_size * quality * (chosen - interest_t)
+    chosen = features_t.gather(1, pick.unsqueeze(0).expand(t_dim, 1, n)).squeeze(1)  # [T, N], our own copy
+    consumed = torch.where(clicked, ng_consumed_time(quality, length), 0.0)
+    # x + (f - x) * (step q): the sum is laid out like ``interest_t`` (it sets the squash's element order)
+    updated = torch.add(interest_t, chosen.sub_(interest_t).mul_(config.interest_step_size * quality))
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
-        updated = updated + config.interest_update_noise_scale * torch.randn(
-            interest_t.shape, generator=generator, device=interest_t.device, dtype=interest_t.dtype
+        updated.add_(
+            config.interest_update_noise_scale
+            * torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
         )
     linear = torch.where(clicked, updated, interest_t)
-    return choice, consumed, ng_squash(linear, config.max_user_affinity), weight / total
+    m = config.max_user_affinity
+    nxt = linear.div_(m).sigmoid_().sub_(0.5).mul_(4.0 * m)  # ng_squash, in place
+    return choice, consumed, nxt, weight.div_(total)
+
+
+def ng_step_slate_table(
+    interest_t: torch.Tensor,
+    slate_t: torch.Tensor,
+    table_t: torch.Tensor,
+    config: InterestEvolutionConfig,
+    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ng_step_users_last` on slates of corpus rows: ``slate_t [K, N]`` rows of the corpus table
+    ``table_t [T + 2, D]`` (features, then quality, then length; see :func:`ng_slate_table`), gathered
+    in one ``index_select``. Same outputs, same numbers."""
+    k, n = slate_t.shape
+    t_dim = table_t.shape[0] - 2
+    rows = table_t.index_select(1, slate_t.reshape(-1)).view(t_dim + 2, k, n)
+    return ng_step_users_last(interest_t, rows[:t_dim], rows[t_dim], rows[t_dim + 1], config, generator, uniform)
+
+
+def ng_slate_table(features: torch.Tensor, quality: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """``[T + 2, D]`` corpus table of :func:`ng_step_slate_table` from ``features [D, T]``, ``quality``,
+    ``length [D]``."""
+    return torch.cat([features.t(), quality.unsqueeze(0), length.unsqueeze(0)]).contiguous()
 
 
 def ng_step(
