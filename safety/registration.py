@@ -42,7 +42,7 @@ ALGORITHMS: list[AlgoSpec] = [
         "saute_ppo",
         "safety.saute:Saute",
         "11/7-14 safety: Saute state augmentation with the remaining budget (PPO)",
-        learns="safety/PointGoal-v0 return >15 at cost <=5 in 164k steps",
+        learns="safety/PointGoal-v0 return >15 at cost <=5 in 143k steps",
     ),
     AlgoSpec(
         "shield_ppo_lag",

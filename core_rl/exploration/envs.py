@@ -17,7 +17,8 @@ so every copy of the env is the same chain), as in Osband et al.'s experiments: 
 reach the goal by pressing one button everywhere, so neither a lucky initialization nor a network
 that generalizes "action 1 is good" along the chain solves it without exploring. Registered as
 ``explore/ChainRandomActions-v0`` (N = 20, one-hot states, ``action_seed=0``): the task on which
-``bonus_ppo`` and ``bonus_a2c`` are shown to learn where plain PPO and A2C do not.
+``bonus_ppo`` and ``bonus_a2c`` are shown to learn in 40,960 steps at every seed tried, where plain A2C
+never does and plain PPO at 2 seeds of 5 (docs/algorithms.md).
 
 Observations are the state id (``obs="onehot"``: a Discrete space, one-hot encoded by the
 networks) or a thermometer code (``obs="thermometer"``: Box, :math:`x_i = 1` for :math:`i \le s`)
