@@ -43,14 +43,8 @@ WITHOUT_EXAMPLE = {
     "core_rl.model_based.mbpo",
     "core_rl.model_based.mpc",
     "recsys.slateq",
-    "safety.cpo",
     "safety.model_based",
-    "safety.ppo_lag",
     "safety.sac_lag",
-    "safety.saute",
-    "safety.shield",
-    "safety.trpo_lag",
-    "safety.unconstrained",
 }
 
 
