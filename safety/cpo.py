@@ -40,6 +40,15 @@ g, b, :math:`H^{-1}g`, :math:`H^{-1}b` come from the trust-region core's
 :func:`~core_rl.trust_region.common.backtracking_line_search` (NPG's and TRPO's); the agent is a
 :class:`~core_rl.trust_region.common.TrustRegionAgent` composed of the cost monitor around its env and
 the cost critic (:mod:`safety.parts`), whose cost advantages it reads from the batch.
+
+Example (safety/CartPole-v0, whose costs count the steps outside a safe band or over a speed cap:
+with a limit of 0 the constraint is active in every update — case 0, the recovery step, or 1, the
+dual solution on the boundary — and the step lowers the cost surrogate)::
+
+    >>> import safety  # registers the safety/ envs
+    >>> agent = CPO("safety/CartPole-v0", {"n_envs": 8, "n_steps": 64, "cost_limit": 0.0, "seed": 0}).learn(2048)
+    >>> agent.last_metrics["cpo_case"] <= 1, agent.last_metrics["cost_surrogate_change"] < 0
+    (True, True)
 """
 
 from __future__ import annotations

@@ -17,6 +17,17 @@ with :math:`\hat A^{c}` GAE on costs from the cost critic. The agent is
 :class:`~core_rl.trust_region.ppo.PPO` composed of three parts (:mod:`safety.parts`): the cost
 monitor around its env, the cost critic and the Lagrange multiplier (plain or PID by the config's
 ``multiplier``), which PPO's base calls around its update; everything but the advantage is PPO's.
+
+Example (safety/CartPole-v0, whose costs count the steps outside a safe band or over a speed cap:
+with a limit of 0 every episode's cost is a violation, and dual ascent raises λ from 0)::
+
+    >>> import safety  # registers the safety/ envs
+    >>> settings = {"n_envs": 8, "n_steps": 64, "cost_limit": 0.0}
+    >>> agent = PPOLag("safety/CartPole-v0", {**settings, "seed": 0}).learn(2048)
+    >>> agent.last_metrics["episode_cost"] > 0, agent.last_metrics["lambda"] > 0
+    (True, True)
+    >>> PIDLag("safety/CartPole-v0", {**settings, "seed": 0}).learn(2048).last_metrics["lambda"] > 0
+    True
 """
 
 from __future__ import annotations

@@ -16,6 +16,17 @@ so that the policy, which sees :math:`z_t`, can learn to spend its budget and st
 algorithm then solves the augmented MDP; here PPO. :class:`SauteWrapper` is the augmentation as a
 vector-env wrapper (one z per constraint, unsafe once any is spent); observations must be Box.
 The logged ``episode_return`` is the env's own reward, not :math:`\tilde r`.
+
+Example (safety/CartPole-v0, whose costs count the steps outside a safe band or over a speed cap:
+the policy sees the state and the budget left, z, one more observation)::
+
+    >>> import numpy as np, safety  # registers the safety/ envs
+    >>> agent = Saute("safety/CartPole-v0", {"n_envs": 8, "n_steps": 64, "cost_limit": 5.0, "seed": 0})
+    >>> agent.env_spaces[0].shape, agent.observation_space.shape
+    ((4,), (5,))
+    >>> _ = agent.learn(2048)
+    >>> bool(np.all(agent.predict(np.zeros((3, 5), np.float32)) >= 0))   # it acts on (s, z)
+    True
 """
 
 from __future__ import annotations

@@ -23,6 +23,15 @@ action; the env executes the projected one). The agent behind the layer is PPO-L
 cost slips through still drives λ: the agent is PPO-Lag's parts and one more, the :class:`ShieldPart`.
 Logged: ``shield_interventions`` (fraction of steps changed), ``shield_loss`` and ``shield_positives``
 (cost events the model has seen).
+
+Example (safety/CartPole-v0, whose costs count the steps outside a safe band or over a speed cap:
+after 2,048 steps the cost model has seen violations and the layer changes some of the actions)::
+
+    >>> import safety  # registers the safety/ envs
+    >>> settings = {"n_envs": 8, "n_steps": 64, "cost_limit": 0.0}
+    >>> agent = ShieldedPPOLag("safety/CartPole-v0", {**settings, "seed": 0}).learn(2048)
+    >>> agent.last_metrics["shield_positives"] > 0, agent.last_metrics["shield_interventions"] > 0
+    (True, True)
 """
 
 from __future__ import annotations

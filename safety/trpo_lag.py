@@ -16,6 +16,15 @@ of :class:`~core_rl.trust_region.natural_pg.NaturalPG` and TRPO's line search
 (:func:`~core_rl.trust_region.trpo.trpo_line_search`), which see only a different advantage. The
 agent is composed of the same parts as PPO-Lag (:mod:`safety.parts`): the cost monitor, the cost
 critic and the Lagrange multiplier.
+
+Example (safety/CartPole-v0, whose costs count the steps outside a safe band or over a speed cap:
+with a limit of 0 every episode's cost is a violation, and dual ascent raises λ from 0)::
+
+    >>> import safety  # registers the safety/ envs
+    >>> settings = {"n_envs": 8, "n_steps": 64, "cost_limit": 0.0}
+    >>> agent = TRPOLag("safety/CartPole-v0", {**settings, "seed": 0}).learn(2048)
+    >>> agent.last_metrics["episode_cost"] > 0, agent.last_metrics["lambda"] > 0
+    (True, True)
 """
 
 from __future__ import annotations

@@ -36,11 +36,6 @@ SLOW = {"core_rl.model_based.planners.ilqr"}
 #: the algorithm modules that have no example yet (the agents: their budgets to learn are in
 #: docs/algorithms.md, their runs in the learning tests)
 WITHOUT_EXAMPLE = {
-    "core_rl.continuous.ddpg",
-    "core_rl.continuous.naf",
-    "core_rl.continuous.sac",
-    "core_rl.continuous.sampled_max",
-    "core_rl.continuous.td3",
     "core_rl.distributed.apex",
     "core_rl.irl.gail",
     "core_rl.meta.diayn",
@@ -48,14 +43,8 @@ WITHOUT_EXAMPLE = {
     "core_rl.model_based.mbpo",
     "core_rl.model_based.mpc",
     "recsys.slateq",
-    "safety.cpo",
     "safety.model_based",
-    "safety.ppo_lag",
     "safety.sac_lag",
-    "safety.saute",
-    "safety.shield",
-    "safety.trpo_lag",
-    "safety.unconstrained",
 }
 
 

@@ -16,6 +16,15 @@ The same update, parametrized, is TD3 (:mod:`core_rl.continuous.td3`): ``n_criti
 clipped double-Q :math:`\min_{k} Q_{\phi'_k}` in the target, ``target_noise`` smooths the target
 policy :math:`\tilde a' = \mathrm{clip}(\mu_{\theta'}(s') + \mathrm{clip}(\epsilon, -c, c), -1, 1)`,
 and ``policy_delay`` updates actor and targets once per that many critic steps.
+
+Example (a point in the plane that must reach (1, 0), reward −‖x − g‖ per step for 20 steps: the
+random policy scores ≈ −22, the best ≈ −2; 600 steps of DDPG take it past random)::
+
+    >>> from core_rl.meta.envs import PointGoal
+    >>> settings = {"hidden_sizes": (64, 64), "batch_size": 64, "learning_starts": 100}
+    >>> agent = DDPG(PointGoal(), {**settings, "seed": 0}).learn(600)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > -18
+    True
 """
 
 from __future__ import annotations

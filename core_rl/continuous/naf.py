@@ -12,6 +12,15 @@ positive definite and the maximum is in closed form:
 therefore :math:`y = r + \gamma^n(1-d)\,V_{\phi'}(s')` and the greedy policy is μ(s) (in (-1, 1)^|A|
 through a tanh, so the unconstrained max is also the max over the action box). The quadratic form
 is :math:`\tfrac12\lVert L^\top (a-\mu)\rVert^2`, one batched triangular matmul.
+
+Example (a point in the plane that must reach (1, 0), reward −‖x − g‖ per step for 20 steps: the
+random policy scores ≈ −22, the best ≈ −2; 600 steps of NAF take it well past random)::
+
+    >>> from core_rl.meta.envs import PointGoal
+    >>> settings = {"hidden_sizes": (64, 64), "batch_size": 64, "learning_starts": 100}
+    >>> agent = NAF(PointGoal(), {**settings, "seed": 0}).learn(600)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > -15
+    True
 """
 
 from __future__ import annotations

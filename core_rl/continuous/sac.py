@@ -22,6 +22,15 @@ maximum :math:`\alpha\log\int e^{Q(s,a)/\alpha}da` of soft Q-learning for any pr
 as SB3's SAC: the mean is clipped to [-2, 2] before the tanh, the noise matrix log σ starts at
 ``log_std_init``; it is resampled at the start of every collection phase (one matrix per env) and
 every ``sde_sample_freq`` env steps within it, and once per gradient step for the actor's loss.
+
+Example (a point in the plane that must reach (1, 0), reward −‖x − g‖ per step for 20 steps: the
+random policy scores ≈ −22, the best ≈ −2; 600 steps of SAC take it well past random)::
+
+    >>> from core_rl.meta.envs import PointGoal
+    >>> settings = {"hidden_sizes": (64, 64), "batch_size": 64, "learning_starts": 100}
+    >>> agent = SAC(PointGoal(), {**settings, "seed": 0}).learn(600)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > -15
+    True
 """
 
 from __future__ import annotations

@@ -17,6 +17,16 @@ Two maximizers:
 
 Both return the best *evaluated* action, so with equal sample counts CEM is never worse than its
 own first (uniform) round, and is much better where the action space is larger than a handful of samples covers.
+
+Example (a point in the plane that must reach (1, 0), reward −‖x − g‖ per step for 20 steps: the
+random policy scores ≈ −22, the best ≈ −2; 600 steps of QT-Opt, 32 CEM samples per
+iteration, take it well past random)::
+
+    >>> from core_rl.meta.envs import PointGoal
+    >>> settings = {"hidden_sizes": (64, 64), "batch_size": 64, "learning_starts": 100, "n_samples": 32}
+    >>> agent = QTOpt(PointGoal(), {**settings, "seed": 0}).learn(600)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > -15
+    True
 """
 
 from __future__ import annotations

@@ -10,6 +10,15 @@ noise") with double Q-learning; TD3 carries that to the trained maximizer of DDP
   maximizes :math:`Q_{\phi_1}(s, \mu_\theta(s))`.
 
 It is :class:`~core_rl.continuous.ddpg.DDPG` with these switches on, not a separate implementation.
+
+Example (a point in the plane that must reach (1, 0), reward −‖x − g‖ per step for 20 steps: the
+random policy scores ≈ −22, the best ≈ −2; 600 steps of TD3 take it past random)::
+
+    >>> from core_rl.meta.envs import PointGoal
+    >>> settings = {"hidden_sizes": (64, 64), "batch_size": 64, "learning_starts": 100}
+    >>> agent = TD3(PointGoal(), {**settings, "seed": 0}).learn(600)
+    >>> agent.evaluate(n_episodes=5)["mean_return"] > -18
+    True
 """
 
 from __future__ import annotations
