@@ -91,12 +91,23 @@ def ng_choice_logits(
     """MNL logits ``-||x - f|| + 2`` of ``[N, C, T]`` docs for ``[N, T]`` users, and the no-click logit ``[N]``.
 
     ``doc_features`` may also be ``[C, T]`` (one candidate table shared by all users). Computed
-    users-last (``[T, C, N]``) so that the reductions run over contiguous rows.
+    users-last: for up to 4 topics one ``[C, N]`` slab per topic, squared and summed in place (the
+    sequential sum torch's ``sum(0)`` does: the same numbers, without a ``[T, C, N]`` temporary);
+    the logits are the transposed view of that ``[C, N]`` block.
     """
-    x_t = interest.t().unsqueeze(1)  # [T, 1, N]
-    f_t = doc_features.t().unsqueeze(2) if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)
-    distance = (f_t - x_t).square().sum(0).sqrt()  # [C, N]
-    logits = (config.choice_logit_offset - distance).t()
+    x_t = interest.t()  # [T, N]
+    f_t = doc_features.t() if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)  # [T, C] or [T, C, N]
+    if doc_features.dim() == 2:
+        f_t = f_t.unsqueeze(2)  # [T, C, 1]
+    t_dim = x_t.shape[0]
+    if 0 < t_dim <= 4:
+        x_t = x_t.contiguous()  # each slab op then streams over contiguous rows
+        acc = torch.sub(f_t[0], x_t[0]).square_()  # [C, N]
+        for j in range(1, t_dim):
+            acc.add_(torch.sub(f_t[j], x_t[j]).square_())
+    else:
+        acc = (f_t - x_t.unsqueeze(1)).square_().sum(0)
+    logits = acc.sqrt_().neg_().add_(config.choice_logit_offset).t()  # offset - distance, exactly
     no_click = torch.full(interest.shape[:1], float(config.no_click_mass), device=interest.device, dtype=interest.dtype)
     return logits, no_click
 
