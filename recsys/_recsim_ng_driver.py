@@ -16,7 +16,8 @@ the suite). Usage::
      "weights": [w_affinity, w_quality, w_length],   # linear policy
      "record": true,                         # write the per-step trajectory
      "graph_compile": true, "benchmark_repeats": 0}     # >0: time `execute(horizon)` that often
-                                                           # (with record=false: timing only)
+                                                           # (with record=false: timing only); wall
+                                                           # and CPU time (time.process_time) each
 
 A job with ``"kind": "recsim"`` instead runs episodes of the *original* RecSim interest-evolution
 environment (``recsim==0.2.4``, ``create_environment``): ``{"kind": "recsim", "name", "episodes",
@@ -257,14 +258,17 @@ def run_job(job, seed, out_dir):
     if repeats > 0:
         steps = tf.constant(horizon)
         tf_runtime.execute(num_steps=steps)  # compile
-        times = []
+        times, cpu_times = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = tf_runtime.execute(num_steps=steps)
             np.asarray(out["user state"].get("interest.state"))
+            cpu_times.append(time.process_time() - cpu_start)  # CPU time of every thread of this process
             times.append(time.perf_counter() - start)
         summary["execute_s"] = times
+        summary["execute_cpu_s"] = cpu_times
         summary["user_steps_per_s"] = n * horizon / min(times)
+        summary["user_steps_per_cpu_s"] = n * horizon / min(cpu_times)
     with open(os.path.join(out_dir, f"{name}_summary.json"), "w") as fh:
         json.dump(summary, fh)
 

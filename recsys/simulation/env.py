@@ -26,6 +26,7 @@ possibly unobserved, interest).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -39,12 +40,14 @@ from core_rl.common.errors import ConfigError, EnvError
 from core_rl.common.spaces import Slate
 from recsys.simulation.config import InterestEvolutionConfig, RecSimInterestEvolutionConfig
 from recsys.simulation.corpus import Corpus, sample_ng_corpus, sample_recsim_documents
+from recsys.simulation.lazy_info import LazyInfo
 from recsys.simulation.user_model import (
     gather_slate,
     ng_choice_logits,
     ng_consumed_time,
     ng_initial_interest,
-    ng_step_users_last,
+    ng_slate_table,
+    ng_step_slate_table,
     recsim_choice_logits,
     recsim_update,
     sample_choice,
@@ -61,6 +64,16 @@ _CANDIDATE_KEYS = (
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
+
+
+def _np_copy(t: torch.Tensor) -> Callable[[], np.ndarray]:
+    """A thunk for :class:`LazyInfo`: a fresh numpy copy of ``t`` (``t`` is never written to afterwards)."""
+    return lambda: np.array(_np(t), copy=True)
+
+
+def _np_view(t: torch.Tensor) -> Callable[[], np.ndarray]:
+    """A thunk: ``t`` as numpy (``t`` is a fresh tensor no one else holds)."""
+    return lambda: _np(t)
 
 
 class SlateVectorEnv(VectorEnv):
@@ -96,6 +109,7 @@ class SlateVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self._max_elapsed = 0
         self._setup()
         self._reset_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
 
@@ -121,12 +135,22 @@ class SlateVectorEnv(VectorEnv):
     def _interest(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def choice_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The choice model on the current candidates: ``(logits [N, C], no_click_logit [N], engagement [N, C])``."""
+    def _choice_scores_fn(self) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`choice_scores` of the *current* state, as a function that may be called later
+        (it holds the state's tensors, which the simulator replaces rather than writes to)."""
         raise NotImplementedError
 
-    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Step every user on ``slate [N, K]``: ``(reward [N], terminated [N], step info)``."""
+    def choice_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The choice model on the current candidates: ``(logits [N, C], no_click_logit [N], engagement [N, C])``."""
+        return self._choice_scores_fn()()
+
+    def _candidate_doc_id_fn(self) -> Callable[[], torch.Tensor]:
+        """:meth:`_candidate_doc_id` of the current state, as a function that may be called later."""
+        ids = self._candidate_doc_id()
+        return lambda: ids
+
+    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, LazyInfo]:
+        """Step every user on ``slate [N, K]``: ``(reward [N], terminated [N] or None for none, step info)``."""
         raise NotImplementedError
 
     def _max_steps(self) -> int | None:
@@ -136,52 +160,76 @@ class SlateVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        if seed is not None:
-            first = seed[0] if isinstance(seed, (list, tuple)) else seed
-            self._gen.manual_seed(int(first))
-            self._setup()
-        self._reset_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-        self._elapsed.zero_()
-        return self._observe(), self._candidate_info()
+        with torch.no_grad():
+            if seed is not None:
+                first = seed[0] if isinstance(seed, (list, tuple)) else seed
+                self._gen.manual_seed(int(first))
+                self._setup()
+            self._reset_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+            self._elapsed.zero_()
+            self._max_elapsed = 0
+            return self._observe(), self._candidate_info(LazyInfo())
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """One step of every env. The info is a :class:`LazyInfo`: its per-candidate and derived
+        entries are computed when first read (same keys and values as computing them here)."""
+        with torch.no_grad():
+            return self._step(actions)
+
+    def _step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         slate = self._prepare_slate(actions)
-        reward, terminated, step_info = self._transition(slate)
+        reward, terminated, info = self._transition(slate)
         self._elapsed += 1
+        self._max_elapsed += 1  # an upper bound on every env's elapsed steps: no check before the limit
         limit = self._max_steps()
-        truncated = ~terminated & (self._elapsed >= limit) if limit else torch.zeros_like(terminated)
-        done = terminated | truncated
-        info: dict[str, Any] = {k: _np(v) for k, v in step_info.items()}
+        truncated = None
+        if limit and self._max_elapsed >= limit:
+            truncated = self._elapsed >= limit
+            if terminated is not None:
+                truncated &= ~terminated
+        done = truncated if terminated is None else (terminated if truncated is None else terminated | truncated)
         obs = self._observe()
-        info.update(self._candidate_info())
-        if bool(done.any()):
+        self._candidate_info(info)
+        terminated_np = np.zeros(self.num_envs, dtype=bool) if terminated is None else _np(terminated)
+        truncated_np = np.zeros(self.num_envs, dtype=bool) if truncated is None else _np(truncated)
+        if done is not None and bool(done.any()):
             done_np = _np(done)
             final_obs = {k: v.copy() for k, v in obs.items()} if isinstance(obs, dict) else obs.copy()
-            final_info = {k: np.array(v, copy=True) for k, v in info.items()}
-            final_info.update({f"_{k}": done_np.copy() for k in list(final_info)})
+            final_info = info.copy()  # entries still pending compute from the pre-reset state
+            for key in list(final_info):
+                if not final_info.is_pending(key):
+                    final_info[key] = np.array(final_info[key], copy=True)
+                final_info[f"_{key}"] = done_np.copy()
             self._reset_users(done)
-            self._elapsed[done] = 0
+            self._elapsed.masked_fill_(done, 0)
+            self._max_elapsed = int(self._elapsed.max())
             obs = self._observe()
-            info.update(self._candidate_info())
+            self._candidate_info(info)
             info.update(final_obs=final_obs, _final_obs=done_np, final_info=final_info, _final_info=done_np.copy())
-        return obs, _np(reward).astype(np.float64), _np(terminated), _np(truncated), info
+        return obs, _np(reward).astype(np.float64, copy=False), terminated_np, truncated_np, info
 
     # ---- helpers ------------------------------------------------------------------------------------
     def _prepare_slate(self, actions: Any) -> torch.Tensor:
-        a = torch.as_tensor(np.asarray(actions), dtype=torch.int64, device=self.device)
-        if a.numel() != self.num_envs * self.slate_size:
-            raise EnvError(f"actions must have shape ({self.num_envs}, {self.slate_size}), got {tuple(a.shape)}")
-        slate = a.reshape(self.num_envs, self.slate_size)
-        if bool(((slate < 0) | (slate >= self.num_candidates)).any()):
+        """``[N, K]`` int64 slates (a transposed view of a contiguous ``[K, N]`` block), checked."""
+        a = np.asarray(actions)
+        if a.size != self.num_envs * self.slate_size:
+            raise EnvError(f"actions must have shape ({self.num_envs}, {self.slate_size}), got {a.shape}")
+        slate_t = np.ascontiguousarray(a.reshape(self.num_envs, self.slate_size).T, dtype=np.int64)  # [K, N]
+        if slate_t.view(np.uint64).max() >= self.num_candidates:  # negatives wrap to huge: one pass for both
             raise EnvError(
-                f"slate indices must lie in [0, {self.num_candidates}), got min {int(slate.min())} "
-                f"max {int(slate.max())}"
+                f"slate indices must lie in [0, {self.num_candidates}), got min {int(slate_t.min())} "
+                f"max {int(slate_t.max())}"
             )
-        if self.slate_size > 1:
-            ordered = slate.sort(dim=1).values
-            if bool((ordered[:, 1:] == ordered[:, :-1]).any()):
-                raise EnvError("a slate may not show the same candidate twice")
-        return slate
+        if self.slate_size == 2:
+            repeated = bool(np.equal(slate_t[0], slate_t[1]).any())
+        elif self.slate_size > 2:
+            ordered = np.sort(slate_t, axis=0)
+            repeated = bool((ordered[1:] == ordered[:-1]).any())
+        else:
+            repeated = False
+        if repeated:
+            raise EnvError("a slate may not show the same candidate twice")
+        return torch.from_numpy(slate_t).to(self.device).t()
 
     def _observe(self) -> Any:
         user = self._user_features()
@@ -191,25 +239,33 @@ class SlateVectorEnv(VectorEnv):
         doc_np = _np(doc.to(torch.float32))
         if doc is getattr(self, "_shared_doc_obs", None):
             doc_np.flags.writeable = False  # one cached table shared by every step: read-only
-        return {"user": _np(user.to(torch.float32)).copy(), "doc": doc_np}
+        return {"user": np.array(_np(user.to(torch.float32)), copy=True), "doc": doc_np}
 
-    def _candidate_info(self) -> dict[str, np.ndarray]:
-        info = {"user_interest": _np(self._interest()).copy()}
+    def _candidate_info(self, info: LazyInfo) -> LazyInfo:
+        """Put the entries about the current state into ``info`` (pending until read); returns it."""
+        info.set_lazy("user_interest", _np_copy(self._interest()))
         if not self.config.choice_info:
             return info
-        logits, no_click, engagement = self.choice_scores()
-        info.update(
-            candidate_choice_logit=_np(logits),
-            no_click_logit=_np(no_click),
-            candidate_engagement=self._constant_or_copy("engagement", engagement),
-            candidate_doc_id=self._constant_or_copy("doc_id", self._candidate_doc_id()),
-        )
+        scores = self._choice_scores_fn()
+        cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+        def score(i: int) -> torch.Tensor:
+            if not cache:
+                cache.append(scores())
+            return cache[0][i]
+
+        info.set_lazy("candidate_choice_logit", lambda: _np(score(0)))
+        info.set_lazy("no_click_logit", lambda: _np(score(1)))
+        consts = self.__dict__.setdefault("_constant_arrays", {})  # this corpus's (reset(seed) makes a new one)
+        info.set_lazy("candidate_engagement", lambda: self._constant_or_copy("engagement", score(2), consts))
+        ids = self._candidate_doc_id_fn()
+        info.set_lazy("candidate_doc_id", lambda: self._constant_or_copy("doc_id", ids(), consts))
         return info
 
-    def _constant_or_copy(self, key: str, value: torch.Tensor) -> np.ndarray:
-        """A fresh array, or — for a per-env constant (stride 0 over envs) — one cached read-only array."""
+    @staticmethod
+    def _constant_or_copy(key: str, value: torch.Tensor, cache: dict[str, np.ndarray]) -> np.ndarray:
+        """A fresh array, or — for a per-env constant (stride 0 over envs) — one read-only array cached in ``cache``."""
         if value.dim() == 2 and value.stride(0) == 0:
-            cache = self.__dict__.setdefault("_constant_arrays", {})
             if key not in cache:
                 cache[key] = _np(value.contiguous())
                 cache[key].flags.writeable = False
@@ -218,22 +274,29 @@ class SlateVectorEnv(VectorEnv):
 
     def _step_info(
         self, slate: torch.Tensor, choice: torch.Tensor, engagement: torch.Tensor, probs: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+    ) -> LazyInfo:
+        """``choice`` and ``slate_choice_prob`` as they are; the rest computed from them when read."""
         k = self.slate_size
-        clicked = choice < k
-        pick = choice.clamp(max=k - 1).unsqueeze(1)
-        cand = torch.where(clicked, slate.gather(1, pick).squeeze(1), torch.full_like(choice, -1))
-        slate_ids = gather_slate(self._candidate_doc_id(), slate)
-        doc_id = torch.where(clicked, slate_ids.gather(1, pick).squeeze(1), torch.full_like(choice, -1))
-        return {
-            "choice": choice,
-            "clicked": clicked,
-            "clicked_candidate": cand,
-            "clicked_doc_id": doc_id,
-            "engagement": engagement.to(torch.float64),
-            "slate_doc_id": slate_ids,
-            "slate_choice_prob": probs,
-        }
+        ids = self._candidate_doc_id_fn()
+
+        def clicked_candidate() -> np.ndarray:
+            pick = choice.clamp(max=k - 1).unsqueeze(1)
+            return _np(torch.where(choice < k, slate.gather(1, pick).squeeze(1), -1))
+
+        def clicked_doc_id() -> np.ndarray:
+            pick = choice.clamp(max=k - 1).unsqueeze(1)
+            return _np(torch.where(choice < k, gather_slate(ids(), slate).gather(1, pick).squeeze(1), -1))
+
+        return LazyInfo(
+            {"choice": _np(choice), "slate_choice_prob": _np(probs)},
+            {
+                "clicked": lambda: _np(choice < k),
+                "clicked_candidate": clicked_candidate,
+                "clicked_doc_id": clicked_doc_id,
+                "engagement": lambda: _np(engagement.to(torch.float64, copy=True)),
+                "slate_doc_id": lambda: _np(gather_slate(ids(), slate)),
+            },
+        )
 
     def close_extras(self, **kwargs: Any) -> None:  # nothing to release
         return None
@@ -279,7 +342,7 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
             [self.corpus.features, self.corpus.quality.unsqueeze(1), self.corpus.length.unsqueeze(1)], dim=1
         )  # [D, F]
         self._corpus_engagement = ng_consumed_time(self.corpus.quality, self.corpus.length)
-        self._features_t = self.corpus.features.t().contiguous()  # [T, D]: users-last hot path
+        self._table_t = ng_slate_table(self.corpus.features, self.corpus.quality, self.corpus.length)  # [T+2, D]
         self._interest_t = torch.zeros(c.num_topics, self.num_envs, device=self.device)  # [T, N]
         self._cand: torch.Tensor | None = None  # [N, C] corpus indices, None = the whole corpus
         if c.num_candidates is not None:
@@ -328,32 +391,40 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
             return torch.arange(self.config.num_docs, device=self.device).unsqueeze(0).expand(self.num_envs, -1)
         return self._cand
 
-    def choice_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.corpus.features if self._cand is None else self.corpus.features[self._cand]
-        logits, no_click = ng_choice_logits(self._interest_t.t(), feats, self.config)
-        engagement = (
-            self._corpus_engagement.unsqueeze(0).expand(self.num_envs, -1)
-            if self._cand is None
-            else self._corpus_engagement[self._cand]
-        )
-        return logits, no_click, engagement
-
-    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        docs = slate if self._cand is None else self._cand.gather(1, slate)  # corpus rows [N, K]
-        docs_t = docs.t()  # [K, N]
-        choice, consumed, nxt, probs = ng_step_users_last(
+    def _choice_scores_fn(self) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        interest_t, cand, corpus, engagement, n, cfg = (
             self._interest_t,
-            self._features_t[:, docs_t],
-            self.corpus.quality[docs_t],
-            self.corpus.length[docs_t],
+            self._cand,
+            self.corpus,
+            self._corpus_engagement,
+            self.num_envs,
             self.config,
-            self._gen,
+        )
+
+        def scores() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            feats = corpus.features if cand is None else corpus.features[cand]
+            logits, no_click = ng_choice_logits(interest_t.t(), feats, cfg)
+            return logits, no_click, engagement.unsqueeze(0).expand(n, -1) if cand is None else engagement[cand]
+
+        return scores
+
+    def _candidate_doc_id_fn(self) -> Callable[[], torch.Tensor]:
+        if self._cand is None:
+            return super()._candidate_doc_id_fn()
+        doc_id, cand = self.corpus.doc_id, self._cand
+        return lambda: doc_id[cand]
+
+    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, LazyInfo]:
+        # corpus rows, users-last [K, N] (contiguous: _prepare_slate's slate is a transposed [K, N] block)
+        docs_t = slate.t() if self._cand is None else self._cand.gather(1, slate).t()
+        choice, consumed, nxt, probs = ng_step_slate_table(
+            self._interest_t, docs_t, self._table_t, self.config, self._gen
         )
         info = self._step_info(slate, choice, consumed, probs.t())
         self._interest_t = nxt
-        self._draw_candidates(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-        terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        return consumed.to(torch.float64), terminated, info
+        if self._cand is not None:
+            self._draw_candidates(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        return consumed.to(torch.float64), None, info  # sessions end by truncation only
 
 
 class RecSimInterestEvolutionVectorEnv(SlateVectorEnv):
@@ -432,17 +503,27 @@ class RecSimInterestEvolutionVectorEnv(SlateVectorEnv):
         """``[N, C]`` quality of the current candidates (hidden from the default observation)."""
         return self._quality
 
-    def choice_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, no_click = recsim_choice_logits(self._interest_state, self._features, self.config)
-        engagement = torch.minimum(self._length, self.time_budget.unsqueeze(1))
-        return logits, no_click, engagement
+    def _choice_scores_fn(self) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        interest, features, length, budget, cfg = (
+            self._interest_state,
+            self._features,
+            self._length,
+            self.time_budget,
+            self.config,
+        )
 
-    def _candidate_info(self) -> dict[str, np.ndarray]:
-        info = super()._candidate_info()
+        def scores() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            logits, no_click = recsim_choice_logits(interest, features, cfg)
+            return logits, no_click, torch.minimum(length, budget.unsqueeze(1))
+
+        return scores
+
+    def _candidate_info(self, info: LazyInfo) -> LazyInfo:
+        super()._candidate_info(info)
         info["time_budget"] = _np(self.time_budget).astype(np.float64)
         return info
 
-    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, LazyInfo]:
         k, n = self.slate_size, self.num_envs
         logits, no_click = recsim_choice_logits(self._interest_state, gather_slate(self._features, slate), self.config)
         probs = torch.softmax(torch.cat([logits, no_click.unsqueeze(1)], dim=1), dim=1)
@@ -457,8 +538,9 @@ class RecSimInterestEvolutionVectorEnv(SlateVectorEnv):
             clicked, torch.minimum(self.time_budget, self._length[rows, docs]), torch.zeros_like(self.time_budget)
         )
         info = self._step_info(slate, choice, watch, probs)
-        info["response_quality"] = gather_slate(self._quality, slate)
-        info["response_cluster_id"] = gather_slate(self._cluster, slate)
+        quality, cluster = self._quality, self._cluster  # replaced, never written to, by the next draw
+        info.set_lazy("response_quality", lambda: _np(gather_slate(quality, slate)))
+        info.set_lazy("response_cluster_id", lambda: _np(gather_slate(cluster, slate)))
         self._interest_state, self.time_budget = recsim_update(
             self._interest_state,
             self.time_budget,

@@ -91,12 +91,23 @@ def ng_choice_logits(
     """MNL logits ``-||x - f|| + 2`` of ``[N, C, T]`` docs for ``[N, T]`` users, and the no-click logit ``[N]``.
 
     ``doc_features`` may also be ``[C, T]`` (one candidate table shared by all users). Computed
-    users-last (``[T, C, N]``) so that the reductions run over contiguous rows.
+    users-last: for up to 4 topics one ``[C, N]`` slab per topic, squared and summed in place (the
+    sequential sum torch's ``sum(0)`` does: the same numbers, without a ``[T, C, N]`` temporary);
+    the logits are the transposed view of that ``[C, N]`` block.
     """
-    x_t = interest.t().unsqueeze(1)  # [T, 1, N]
-    f_t = doc_features.t().unsqueeze(2) if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)
-    distance = (f_t - x_t).square().sum(0).sqrt()  # [C, N]
-    logits = (config.choice_logit_offset - distance).t()
+    x_t = interest.t()  # [T, N]
+    f_t = doc_features.t() if doc_features.dim() == 2 else doc_features.permute(2, 1, 0)  # [T, C] or [T, C, N]
+    if doc_features.dim() == 2:
+        f_t = f_t.unsqueeze(2)  # [T, C, 1]
+    t_dim = x_t.shape[0]
+    if 0 < t_dim <= 4:
+        x_t = x_t.contiguous()  # each slab op then streams over contiguous rows
+        acc = torch.sub(f_t[0], x_t[0]).square_()  # [C, N]
+        for j in range(1, t_dim):
+            acc.add_(torch.sub(f_t[j], x_t[j]).square_())
+    else:
+        acc = (f_t - x_t.unsqueeze(1)).square_().sum(0)
+    logits = acc.sqrt_().neg_().add_(config.choice_logit_offset).t()  # offset - distance, exactly
     no_click = torch.full(interest.shape[:1], float(config.no_click_mass), device=interest.device, dtype=interest.dtype)
     return logits, no_click
 
@@ -173,9 +184,10 @@ def ng_step_users_last(
     """
     t_dim, k, n = features_t.shape
     dtype, device = interest_t.dtype, interest_t.device
+    x_t = interest_t.contiguous()  # topic rows: ops mixing [N] and [T, N] then run along contiguous rows
     logits = torch.empty(k + 1, n, device=device, dtype=dtype)
     logits[k].fill_(float(config.no_click_mass))
-    distance = _sum_rows(torch.sub(features_t, interest_t.unsqueeze(1)).square_()).sqrt_()  # [K, N]
+    distance = _sum_rows(torch.sub(features_t, x_t.unsqueeze(1)).square_()).sqrt_()  # [K, N]
     torch.neg(distance, out=logits[:k]).add_(config.choice_logit_offset)  # offset - distance, exactly
     weight = logits.sub_(logits.amax(0)).exp_()  # [K+1, N]
     cdf = weight.cumsum(dim=0)  # accumulates in double like torch's cumsum always did
@@ -189,16 +201,17 @@ def ng_step_users_last(
     length = length_t.gather(0, pick).squeeze(0)
     chosen = features_t.gather(1, pick.unsqueeze(0).expand(t_dim, 1, n)).squeeze(1)  # [T, N], our own copy
     consumed = torch.where(clicked, ng_consumed_time(quality, length), 0.0)
-    # x + (f - x) * (step q): the sum is laid out like ``interest_t`` (it sets the squash's element order)
-    updated = torch.add(interest_t, chosen.sub_(interest_t).mul_(config.interest_step_size * quality))
+    updated = chosen.sub_(x_t).mul_(config.interest_step_size * quality).add_(x_t)  # x + step q (f - x)
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
         updated.add_(
             config.interest_update_noise_scale
             * torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
         )
-    linear = torch.where(clicked, updated, interest_t)
+    # the next interest is laid out like ``interest_t`` (torch's sigmoid rounds the last elements of a
+    # block differently from the rest, so the memory order is part of the numbers)
+    nxt = torch.empty_like(interest_t).copy_(torch.where(clicked, updated, x_t))
     m = config.max_user_affinity
-    nxt = linear.div_(m).sigmoid_().sub_(0.5).mul_(4.0 * m)  # ng_squash, in place
+    nxt.div_(m).sigmoid_().sub_(0.5).mul_(4.0 * m)  # ng_squash, in place
     return choice, consumed, nxt, weight.div_(total)
 
 
