@@ -2,7 +2,8 @@
 
     deeprl tune compare --suite tabular --samplers rl,meta,tpe,random,cmaes,gp --trials 50,200 --seeds 10
     deeprl tune run --objective mymodule:objective --space space.json --sampler rl --trials 100 \\
-                    [--storage postgresql://...] [--study NAME] [--heartbeat 10 --grace 20 --stale-retries 1]
+                    [--storage postgresql://...] [--study NAME] [--heartbeat 10 --grace 20 --stale-retries 1] \\
+                    [--pruner none|median|sha|hyperband]
 
 ``--trials`` is the study's budget, not the worker's: start the same command N times (with a shared
 ``--storage``) and the N workers run 100 trials together.
@@ -90,6 +91,12 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=1,
         help="times a trial whose worker died (or was interrupted) is queued again (0: never)",
     )
+    r.add_argument(
+        "--pruner",
+        default="none",
+        choices=["none", "median", "sha", "hyperband"],
+        help="stop trials whose reported intermediate values fall behind (autotune.fidelity.PruningCallback)",
+    )
     r.add_argument("--experiment", default="autotune")
     r.add_argument("--no-mlflow", action="store_true")
     r.add_argument("--json", action="store_true")
@@ -173,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         grace=args.grace,
         stale_retries=args.stale_retries,
+        pruner=args.pruner,
     )
     if args.json:
         print(json.dumps(result.as_dict(), default=str))

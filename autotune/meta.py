@@ -315,6 +315,9 @@ class MetaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_candidates: int = Field(512, ge=8, description="Candidates scored per trial.")
+    n_branch_candidates: int = Field(
+        256, ge=8, description="Candidates scored for a conditional branch's group (given the root's choice)."
+    )
     n_startup_trials: int = Field(4, ge=1, description="Uniform random trials before the policy takes over.")
     n_trials_hint: int = Field(100, ge=1, description="Expected study length T (the policy reads t/T).")
     deterministic: bool = Field(True, description="Take the policy's most likely candidate (else sample).")
@@ -402,6 +405,7 @@ class MetaSampler(BaseSampler):
         history: History,
         space: dict[str, BaseDistribution],
         context: dict[str, tuple[BaseDistribution, Any]],
+        branch: bool = False,
     ) -> dict[str, Any] | None:
         """One decision of the policy over ``space``, with ``context`` (name -> (distribution,
         value)) pinned; the trials used are those holding every parameter of both with the same
@@ -433,12 +437,15 @@ class MetaSampler(BaseSampler):
                     fixed[p.start : p.start + p.width] = torch.as_tensor(ctx[q.start : q.start + q.width])
         layout = Layout(codec.dim, codec.categorical_columns, fixed)
         gen = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self._seed, trial.number, len(context)]).generate_state(1)[0])
+            int(np.random.SeedSequence([self._seed, trial.number, int(branch), len(dists)]).generate_state(1)[0])
         )
         t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
         hkey = (id(study._storage), study._study_id, tuple(sorted(dists)))
         with self._lock:
             init = self._hyper.get(hkey)
+        config = self.config
+        if branch:
+            config = config.model_copy(update={"n_candidates": config.n_branch_candidates})
         with single_thread():
             choice = propose(
                 self.policy,
@@ -448,7 +455,7 @@ class MetaSampler(BaseSampler):
                 (layout, codec_snap(codec)),
                 gen,
                 t_frac,
-                self.config,
+                config,
                 init,
             )
         with self._lock:
@@ -476,7 +483,7 @@ class MetaSampler(BaseSampler):
             for k, v in trial.params.items()
             if k in common and k not in space and not trial.distributions[k].single()
         }
-        return self._decide(study, trial, history, space, context)
+        return self._decide(study, trial, history, space, context, branch=True)
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

@@ -347,6 +347,7 @@ def tune_run(
     heartbeat: int = 10,
     grace: int | None = None,
     stale_retries: int = 1,
+    pruner: str = "none",
 ) -> RunResult:
     """Work on a stored study until it holds ``trials`` requested trials in all (its global budget,
     shared by every worker on it), or ``timeout`` seconds pass; return where the study stands.
@@ -355,8 +356,12 @@ def tune_run(
     objective it tunes and refuses another one. ``heartbeat`` (seconds, 0 = off) and ``grace``
     (default twice the heartbeat) decide when a RUNNING trial whose worker died is failed, and
     ``stale_retries`` how many times such a trial (or one interrupted by a signal) is queued again.
+    ``pruner`` (``none``, ``median``, ``sha``, ``hyperband``: :func:`autotune.fidelity.make_pruner`)
+    stops trials whose reported intermediate values (``trial.report``, e.g. by
+    :class:`autotune.fidelity.PruningCallback`) fall behind; they end PRUNED.
     """
     from autotune.compare import make_sampler
+    from autotune.fidelity import make_pruner
     from core_rl.common.runs import interrupt_signals
 
     if trials <= 0:
@@ -371,6 +376,7 @@ def tune_run(
         raise ConfigError(f"--stale-retries must be >= 0, got {stale_retries}")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"--timeout must be positive, got {timeout}")
+    optuna_pruner = make_pruner(pruner)
     fn = load_objective(objective) if isinstance(objective, str) else objective
     space_data = None if space is None else (space if isinstance(space, dict) else load_config_file(space))
     dists = None if space_data is None else parse_space(space_data)
@@ -386,7 +392,12 @@ def tune_run(
         with study_lock:
             try:
                 study = optuna.create_study(
-                    study_name=study_name, storage=rdb, sampler=optuna_sampler, direction=direction, load_if_exists=True
+                    study_name=study_name,
+                    storage=rdb,
+                    sampler=optuna_sampler,
+                    pruner=optuna_pruner,
+                    direction=direction,
+                    load_if_exists=True,
                 )
             except Exception as exc:
                 raise ConfigError(f"storage '{storage}' cannot be used: {one_line(str(exc))}") from None
@@ -411,6 +422,7 @@ def tune_run(
             f"deeprl tune run --objective {obj_id} "
             + (f"--space {space} " if isinstance(space, (str, Path)) else "")
             + f"--study '{study_name}' --storage {storage} --sampler {sampler} --trials {trials}"
+            + (f" --pruner {pruner}" if pruner != "none" else "")
         )
         with interrupt_signals():
             try:
