@@ -226,11 +226,12 @@ class _ShootingProgram(_ControlProgram):
             gamma=cfg.gamma,
         )
         space = env.action_space
-        self.planner = self.make_planner(evaluator, torch.as_tensor(space.low), torch.as_tensor(space.high))
+        # not self.planner: that names the planner class (a second episode would lose it)
+        self.shooting = self.make_planner(evaluator, torch.as_tensor(space.low), torch.as_tensor(space.high))
         return obs
 
     def act(self, obs: Any, env: gym.Env) -> Any:
-        plan = self.planner.plan(torch.as_tensor(obs, dtype=torch.float32)[None])
+        plan = self.shooting.plan(torch.as_tensor(obs, dtype=torch.float32)[None])
         return plan.actions[0, 0].numpy().astype(np.float32)
 
 
