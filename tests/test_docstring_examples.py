@@ -37,7 +37,6 @@ SLOW = {"core_rl.model_based.planners.ilqr"}
 #: docs/algorithms.md, their runs in the learning tests)
 WITHOUT_EXAMPLE = {
     "core_rl.distributed.apex",
-    "core_rl.meta.rl2",
     "core_rl.model_based.mbpo",
     "core_rl.model_based.mpc",
     "recsys.slateq",
