@@ -36,7 +36,6 @@ SLOW = {"core_rl.model_based.planners.ilqr"}
 #: the algorithm modules that have no example yet (the agents: their budgets to learn are in
 #: docs/algorithms.md, their runs in the learning tests)
 WITHOUT_EXAMPLE = {
-    "core_rl.distributed.apex",
     "core_rl.model_based.mbpo",
     "core_rl.model_based.mpc",
     "recsys.slateq",
