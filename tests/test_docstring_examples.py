@@ -32,13 +32,11 @@ LIBRARY = {
 MODULES = sorted({spec.module for spec in ALGORITHMS.values()} | LIBRARY)
 #: examples that take longer than the fast tier allows (the iLQR swing-up: ~10 s on one thread,
 #: also run by tests/test_cli_reach.py)
-SLOW = {"core_rl.model_based.planners.ilqr"}
+SLOW = {"core_rl.model_based.planners.ilqr", "core_rl.model_based.mpc"}
 #: the algorithm modules that have no example yet (the agents: their budgets to learn are in
 #: docs/algorithms.md, their runs in the learning tests)
 WITHOUT_EXAMPLE = {
     "core_rl.model_based.mbpo",
-    "core_rl.model_based.mpc",
-    "recsys.slateq",
     "safety.model_based",
 }
 
