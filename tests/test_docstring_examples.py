@@ -32,11 +32,10 @@ LIBRARY = {
 MODULES = sorted({spec.module for spec in ALGORITHMS.values()} | LIBRARY)
 #: examples that take longer than the fast tier allows (the iLQR swing-up: ~10 s on one thread,
 #: also run by tests/test_cli_reach.py)
-SLOW = {"core_rl.model_based.planners.ilqr", "core_rl.model_based.mpc"}
+SLOW = {"core_rl.model_based.planners.ilqr", "core_rl.model_based.mpc", "core_rl.model_based.mbpo"}
 #: the algorithm modules that have no example yet (the agents: their budgets to learn are in
 #: docs/algorithms.md, their runs in the learning tests)
 WITHOUT_EXAMPLE = {
-    "core_rl.model_based.mbpo",
     "safety.model_based",
 }
 
