@@ -28,6 +28,20 @@ simulators (``deeprl train --algo slateq --env recsys/InterestEvolution-v0``); :
 runs the same updates over logged transitions (:func:`recsys.training.fit_offline`, the loop shared
 with top-K REINFORCE and behaviour cloning); :class:`SlateQPolicy` is the trained policy (the slate
 maximising Q(s, A)), servable from features.
+
+Example (the interest-evolution twin, 10 candidates and slates of 2, 16 users at a time: 4,000
+steps of SlateQ already serve slates that earn clearly more engagement than random ones)::
+
+    >>> from recsys.policies import RandomPolicy
+    >>> from recsys.policies.evaluation import evaluate_online
+    >>> from recsys.simulation import InterestEvolutionVectorEnv
+    >>> twin = {"num_candidates": 10, "horizon": 50}
+    >>> settings = {"learning_starts": 1000, "exploration_fraction": 0.2, "seed": 0}
+    >>> agent = SlateQ(InterestEvolutionVectorEnv(16, seed=0, **twin), settings).learn(4000)
+    >>> def engagement(policy):
+    ...     return evaluate_online(InterestEvolutionVectorEnv(100, seed=77, **twin), policy, 200, seed=77).mean
+    >>> engagement(agent.as_policy()) > engagement(RandomPolicy(10, 2, seed=0)) + 4
+    True
 """
 
 from __future__ import annotations

@@ -18,6 +18,16 @@ replay buffer stores the step costs beside the rewards (:class:`~core_rl.common.
 ``n_costs``, read from the cost monitor around the env; one-step targets: ``n_step`` must be 1). The
 agent is SAC composed of the cost monitor (its part, :class:`~safety.parts.CostMonitorPart`) and holding a
 cost critic and a Lagrange multiplier. One constraint.
+
+Example (safety/PointGoal-v0 with one hazard disc laid over the start area, so that every early
+episode pays a cost above the limit: the cost critic learns it and dual ascent raises λ from 0)::
+
+    >>> import gymnasium as gym, safety  # registers the safety/ envs
+    >>> env = lambda: gym.make("safety/PointGoal-v0", hazards=[[-1.3, 0.0, 1.0]])
+    >>> settings = {"hidden_sizes": (64, 64), "batch_size": 64, "learning_starts": 100, "cost_limit": 5.0}
+    >>> agent = SACLag(env, {**settings, "seed": 0}).learn(300)
+    >>> agent.last_metrics["episode_cost"] > 5.0, agent.last_metrics["lambda"] > 0
+    (True, True)
 """
 
 from __future__ import annotations

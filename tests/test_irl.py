@@ -328,8 +328,20 @@ def test_gail_errors_name_the_cause(tmp_path):
 
     with pytest.raises(ConfigError, match="demonstrations file .* does not exist"):
         GAIL("CartPole-v1", {"demonstrations": str(tmp_path / "missing.parquet")})
-    agent = GAIL("CartPole-v1", {"n_envs": 2, "n_steps": 8})
-    with pytest.raises(ConfigError, match="gail needs demonstrations"):
-        agent.learn(16)
+    with pytest.raises(ConfigError, match="gail needs demonstrations"):  # when it is built, not when it trains
+        GAIL("CartPole-v1", {"n_envs": 2, "n_steps": 8})
     with pytest.raises(ConfigError, match="reward_type"):
         GAIL("CartPole-v1", {"reward_type": "wasserstein"})
+
+
+def test_gail_given_demonstrations_in_python_loads_to_predict_but_not_to_train(cartpole_demos, tmp_path):
+    from core_rl import Agent
+    from core_rl.irl.gail import GAIL
+
+    df, _ = cartpole_demos
+    agent = GAIL("CartPole-v1", {"n_envs": 2, "n_steps": 8, "seed": seed(0)}, demonstrations=df).learn(16)
+    loaded = Agent.load(agent.save(tmp_path / "gail.pt"))  # the checkpoint holds no demonstrations
+    obs = np.zeros((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
+    with pytest.raises(ConfigError, match="gail needs demonstrations"):
+        loaded.learn(16)

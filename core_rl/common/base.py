@@ -408,7 +408,7 @@ class Agent(ABC):
                 )
             )
         with preserve_rng():
-            agent = cls(env, {**payload["config"], **overrides}, tracker=tracker)
+            agent = cls._restore(env, {**payload["config"], **overrides}, tracker)
         agent._load_state(payload["state"], path)
         for key, value in meta.get("counters", {}).items():
             setattr(agent, key, int(value))
@@ -422,6 +422,12 @@ class Agent(ABC):
         if "torch_rng" in meta:
             agent._resume_rng = {"torch": meta["torch_rng"]}
         return agent
+
+    @classmethod
+    def _restore(cls, env: EnvLike, config: dict[str, Any], tracker: Tracker | None) -> "Agent":
+        """Hook: the agent that :meth:`load` fills from a checkpoint (a subclass may relax what a
+        fresh agent needs before it can train, e.g. GAIL's demonstrations)."""
+        return cls(env, config, tracker=tracker)
 
     def _load_state(self, state: dict[str, Any], path: str | Path) -> None:
         """Load every module's state, or raise :class:`CheckpointError` naming what does not fit."""

@@ -15,6 +15,19 @@ Rounds are synchronous here (actors step ``actor_steps`` steps while the learner
 learner takes ``actor_steps / train_freq · gradient_steps`` gradient steps), which keeps a run
 reproducible: the same seed gives the same numbers with Ray actors and with in-process actors.
 Actor w's env j is seeded ``seed + w·k + j``, as the learner's replay layout (one column per env) expects.
+
+Example (4 in-process actors of CartPole-v1, from ε = 0.4 to nearly greedy, filling one replay;
+each round of 64 steps per actor, the learner takes 64 / 4 = 16 gradient steps once it has 1,000
+transitions)::
+
+    >>> settings = {"n_workers": 4, "backend": "local", "actor_steps": 64, "train_freq": 4, "learning_starts": 1000}
+    >>> agent = ApeXDQN("CartPole-v1", {**settings, "seed": 0})
+    >>> agent.epsilons.round(3)
+    array([0.4  , 0.047, 0.006, 0.001])
+    >>> _ = agent.learn(2048)
+    >>> agent.num_timesteps, len(agent.replay), agent.gradient_updates
+    (2048, 2048, 80)
+    >>> agent.close()
 """
 
 from __future__ import annotations

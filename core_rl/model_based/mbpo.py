@@ -16,6 +16,18 @@ and has more data than model-free"). Dyna-style MBPO (Janner et al. 2019):
 :func:`mbpo_agent` turns *any* off-policy agent class with a replay buffer (SAC, TD3, DDPG, ...)
 into its MBPO version: the learner's own ``_iterate`` and ``train_step`` run unchanged on a
 :class:`MixedReplay` that serves the mixed minibatches. :class:`MBPO` is the SAC version.
+
+Example (MBPO's SAC on a point that must reach (1, 0): every 100 real steps the ensemble is refitted,
+every 25 it branches 64 short rollouts from real states into the model replay, and the rollout
+length k grows from 1 to 5 over steps 100–300)::
+
+    >>> from core_rl.meta.envs import PointGoal
+    >>> settings = {"hidden_sizes": (64, 64), "batch_size": 64, "learning_starts": 100, "n_members": 3}
+    >>> settings |= {"model_hidden_sizes": (64, 64), "model_epochs": 10, "model_train_freq": 100}
+    >>> settings |= {"rollout_batch_size": 64, "rollout_schedule": (100, 300)}
+    >>> agent = MBPO(PointGoal(), {**settings, "seed": 0}).learn(400)
+    >>> agent.rollout_length(), len(agent.model_replay) > 0
+    (5, True)
 """
 
 from __future__ import annotations

@@ -22,6 +22,17 @@ p follows member b(p) = p mod M, so the average over particles integrates over b
 and model uncertainty; ``risk='penalty'`` subtracts β·std over particles instead (pessimism under
 model disagreement). Any model of :mod:`core_rl.model_based` (deterministic/Gaussian network,
 ensemble, BNN, GP) can be planned through.
+
+Example (Pendulum-v1 with one learned deterministic dynamics network, CEM and the known reward: the
+first episode is random actions, ≈ −1200; from the fifth or sixth of 200 steps the planner swings
+the pendulum up and holds it; ~15 s)::
+
+    >>> settings = {"hidden_sizes": (64, 64), "model": "deterministic", "reward": "known", "horizon": 25}
+    >>> settings |= {"n_candidates": 100, "n_iterations": 3, "n_elites": 10, "initial_random_steps": 200}
+    >>> agent = MPC("Pendulum-v1", {**settings, "train_every": 200, "seed": 0}).learn(1200)
+    >>> returns = list(agent.episode_returns)
+    >>> len(returns), returns[0] < -600, max(returns[-2:]) > -400
+    (6, True, True)
 """
 
 from __future__ import annotations
