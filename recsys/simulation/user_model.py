@@ -208,20 +208,20 @@ def _ng_step_rows(
     if uniform is None:
         uniform = torch.rand(n, generator=generator, device=device, dtype=dtype)
     choice = (cdf[:k] < uniform * total).sum(dim=0)  # <= K: u * total <= total = cdf[K]
-    clicked = choice < k
+    missed = choice == k  # no click
     pick = choice.clamp(max=k - 1).unsqueeze(0)  # [1, N]
     picked = rows.gather(1, pick.unsqueeze(0).expand(t_dim + 2, 1, n)).squeeze(1)  # [T+2, N], our own copy
     chosen, quality, length = picked[:t_dim], picked[t_dim], picked[t_dim + 1]
-    consumed = torch.where(clicked, ng_consumed_time(quality, length), 0.0)
-    updated = chosen.sub_(x_t).mul_(config.interest_step_size * quality).add_(x_t)  # x + step q (f - x)
+    consumed = ng_consumed_time(quality, length).masked_fill_(missed, 0.0)
+    # x + step q (f - x) for clickers; x + 0 = x (exactly, f - x being finite) for the others
+    step = (config.interest_step_size * quality).masked_fill_(missed, 0.0)
+    updated = chosen.sub_(x_t).mul_(step).add_(x_t)
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
-        updated.add_(
-            config.interest_update_noise_scale
-            * torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
-        )
+        noise = torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
+        updated.add_((config.interest_update_noise_scale * noise).masked_fill_(missed, 0.0))
     # the next interest is laid out like ``interest_t`` (torch's sigmoid rounds the last elements of a
     # block differently from the rest, so the memory order is part of the numbers)
-    nxt = torch.empty_like(interest_t).copy_(torch.where(clicked, updated, x_t))
+    nxt = torch.empty_like(interest_t).copy_(updated)
     m = config.max_user_affinity
     nxt.div_(m).sigmoid_().sub_(0.5).mul_(4.0 * m)  # ng_squash, in place
     return choice, consumed, nxt, weight.div_(total)
