@@ -32,7 +32,9 @@ from recsys.simulation import (
     expected_slate_engagement,
     ng_choice_logits,
     ng_next_interest,
+    ng_squash,
     ng_step,
+    ng_step_users_last,
     recsim_choice_logits,
     recsim_update,
     rollout_engagement,
@@ -41,6 +43,7 @@ from recsys.simulation import (
     slate_choice_probabilities,
     train_linear_policy_cem,
 )
+from recsys.simulation.user_model import ng_slate_table, ng_step_slate_table
 
 Z = 3.29  # two-sided 99.9 % normal quantile for the CI-based checks
 P_MIN = 1e-3  # significance level of the chi-square / KS checks
@@ -215,6 +218,48 @@ def test_recsim_update_matches_per_user_reference_and_stays_in_bounds():
         np.testing.assert_allclose(nx[i].numpy(), ref_x, atol=1e-12)
         assert nb[i].item() == pytest.approx(ref_b, abs=1e-12)
     assert bool((nx.abs() <= 1.0).all())
+
+
+def _plain_ng_step_users_last(x_t, f_t, q_t, l_t, cfg, uniform):
+    """The user step written plainly (out-of-place ops, torch's own sum and max): the numbers the
+    in-place hot path must reproduce exactly."""
+    k = f_t.shape[1]
+    distance = (f_t - x_t.unsqueeze(1)).square().sum(0).sqrt()
+    logits = torch.cat([cfg.choice_logit_offset - distance, torch.full((1, x_t.shape[1]), cfg.no_click_mass)])
+    weight = torch.exp(logits - logits.max(dim=0).values)
+    cdf = weight.cumsum(dim=0)
+    choice = (cdf < uniform * cdf[-1]).sum(dim=0).clamp_(max=k)
+    clicked, pick = choice < k, choice.clamp(max=k - 1).unsqueeze(0)
+    q, length = q_t.gather(0, pick).squeeze(0), l_t.gather(0, pick).squeeze(0)
+    chosen = f_t.gather(1, pick.unsqueeze(0).expand(f_t.shape[0], 1, -1)).squeeze(1)
+    consumed = torch.where(clicked, torch.sigmoid(-q) * length, torch.zeros_like(q))
+    linear = torch.where(clicked, x_t + cfg.interest_step_size * q * (chosen - x_t), x_t)
+    return choice, consumed, ng_squash(linear, cfg.max_user_affinity), weight / cdf[-1]
+
+
+@pytest.mark.parametrize("t_dim,k", [(2, 2), (3, 3), (1, 1)])
+def test_fast_user_step_and_logits_reproduce_the_plain_expressions_exactly(t_dim, k):
+    """ng_step_users_last / ng_step_slate_table / ng_choice_logits (in place, fused gathers) give the
+    very numbers of the plain out-of-place expressions, for contiguous and users-first interest."""
+    cfg = InterestEvolutionConfig(num_topics=t_dim, num_docs=30, slate_size=k)
+    g = torch.Generator().manual_seed(t_dim)
+    corpus = sample_ng_corpus(cfg, g)
+    table_t = ng_slate_table(corpus.features, corpus.quality, corpus.length)
+    n = 37  # not a multiple of the vector width: the tail elements are covered too
+    for x_t in (torch.randn(t_dim, n, generator=g) * 2, (torch.randn(n, t_dim, generator=g) * 2).t()):
+        docs_t = torch.stack([torch.randperm(30, generator=g)[:k] for _ in range(n)]).t().contiguous()
+        u = torch.rand(n, generator=g)
+        f_t, q_t, l_t = corpus.features.t()[:, docs_t], corpus.quality[docs_t], corpus.length[docs_t]
+        want = _plain_ng_step_users_last(x_t, f_t, q_t, l_t, cfg, u)
+        for got in (
+            ng_step_users_last(x_t, f_t, q_t, l_t, cfg, uniform=u),
+            ng_step_slate_table(x_t, docs_t, table_t, cfg, uniform=u),
+        ):
+            for a, b in zip(got, want):
+                assert torch.equal(a, b)
+        logits, _ = ng_choice_logits(x_t.t(), corpus.features, cfg)
+        plain = cfg.choice_logit_offset - (corpus.features.t().unsqueeze(2) - x_t.unsqueeze(1)).square().sum(0).sqrt()
+        assert torch.equal(logits, plain.t())
 
 
 def test_vectorized_env_steps_equal_per_user_reference():

@@ -13,7 +13,8 @@ seed, **overrides)``                                    (``recsys/RecSimInterest
 ``Corpus``, ``sample_ng_corpus``                        the NG document table (to/from pandas)
 ``slate_choice_probabilities``,                         choice-model maths on logits (for learners)
 ``expected_slate_engagement``, ``ng_choice_logits``,
-``recsim_choice_logits``, ``ng_step``
+``recsim_choice_logits``, ``ng_step``,
+``ng_step_slate_table``, ``ng_slate_table``
 ``LinearScoringPolicy``,                                reference policies
 ``RandomSlatePolicy``, ``best_myopic_slates``,
 ``train_linear_policy_cem``, ``rollout_engagement``
@@ -53,8 +54,10 @@ from recsys.simulation.user_model import (
     ng_choice_logits,
     ng_consumed_time,
     ng_next_interest,
+    ng_slate_table,
     ng_squash,
     ng_step,
+    ng_step_slate_table,
     ng_step_users_last,
     recsim_choice_logits,
     recsim_update,
@@ -103,6 +106,8 @@ __all__ = [
     "enumerate_slates",
     "random_slates",
     "ng_step_users_last",
+    "ng_step_slate_table",
+    "ng_slate_table",
     "rollout_engagement",
     "train_linear_policy_cem",
     "expected_slate_engagement",

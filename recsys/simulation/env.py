@@ -179,6 +179,9 @@ class SlateVectorEnv(VectorEnv):
     def _step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         slate = self._prepare_slate(actions)
         reward, terminated, info = self._transition(slate)
+        for key, value in dict.items(info):  # a subclass may add tensors: numpy, as for every entry
+            if isinstance(value, torch.Tensor):
+                dict.__setitem__(info, key, _np(value))
         self._elapsed += 1
         self._max_elapsed += 1  # an upper bound on every env's elapsed steps: no check before the limit
         limit = self._max_steps()

@@ -182,7 +182,20 @@ def ng_step_users_last(
     ``u \sum_j w_j`` (inverse CDF of ``uniform``), then the update and squash of :func:`ng_next_interest`.
     Every intermediate is written in place into tensors this call owns (no op on an input is in place).
     """
-    t_dim, k, n = features_t.shape
+    rows = torch.cat([features_t, quality_t.unsqueeze(0), length_t.unsqueeze(0)])
+    return _ng_step_rows(interest_t, rows, config, generator, uniform)
+
+
+def _ng_step_rows(
+    interest_t: torch.Tensor,
+    rows: torch.Tensor,
+    config: InterestEvolutionConfig,
+    generator: torch.Generator | None,
+    uniform: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ng_step_users_last` on ``rows [T + 2, K, N]``: the slate docs' features, quality, length."""
+    t_dim, (k, n) = rows.shape[0] - 2, rows.shape[1:]
+    features_t = rows[:t_dim]
     dtype, device = interest_t.dtype, interest_t.device
     x_t = interest_t.contiguous()  # topic rows: ops mixing [N] and [T, N] then run along contiguous rows
     logits = torch.empty(k + 1, n, device=device, dtype=dtype)
@@ -195,21 +208,20 @@ def ng_step_users_last(
     if uniform is None:
         uniform = torch.rand(n, generator=generator, device=device, dtype=dtype)
     choice = (cdf[:k] < uniform * total).sum(dim=0)  # <= K: u * total <= total = cdf[K]
-    clicked = choice < k
+    missed = choice == k  # no click
     pick = choice.clamp(max=k - 1).unsqueeze(0)  # [1, N]
-    quality = quality_t.gather(0, pick).squeeze(0)
-    length = length_t.gather(0, pick).squeeze(0)
-    chosen = features_t.gather(1, pick.unsqueeze(0).expand(t_dim, 1, n)).squeeze(1)  # [T, N], our own copy
-    consumed = torch.where(clicked, ng_consumed_time(quality, length), 0.0)
-    updated = chosen.sub_(x_t).mul_(config.interest_step_size * quality).add_(x_t)  # x + step q (f - x)
+    picked = rows.gather(1, pick.unsqueeze(0).expand(t_dim + 2, 1, n)).squeeze(1)  # [T+2, N], our own copy
+    chosen, quality, length = picked[:t_dim], picked[t_dim], picked[t_dim + 1]
+    consumed = ng_consumed_time(quality, length).masked_fill_(missed, 0.0)
+    # x + step q (f - x) for clickers; x + 0 = x (exactly, f - x being finite) for the others
+    step = (config.interest_step_size * quality).masked_fill_(missed, 0.0)
+    updated = chosen.sub_(x_t).mul_(step).add_(x_t)
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
-        updated.add_(
-            config.interest_update_noise_scale
-            * torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
-        )
+        noise = torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
+        updated.add_((config.interest_update_noise_scale * noise).masked_fill_(missed, 0.0))
     # the next interest is laid out like ``interest_t`` (torch's sigmoid rounds the last elements of a
     # block differently from the rest, so the memory order is part of the numbers)
-    nxt = torch.empty_like(interest_t).copy_(torch.where(clicked, updated, x_t))
+    nxt = torch.empty_like(interest_t).copy_(updated)
     m = config.max_user_affinity
     nxt.div_(m).sigmoid_().sub_(0.5).mul_(4.0 * m)  # ng_squash, in place
     return choice, consumed, nxt, weight.div_(total)
@@ -226,10 +238,8 @@ def ng_step_slate_table(
     """:func:`ng_step_users_last` on slates of corpus rows: ``slate_t [K, N]`` rows of the corpus table
     ``table_t [T + 2, D]`` (features, then quality, then length; see :func:`ng_slate_table`), gathered
     in one ``index_select``. Same outputs, same numbers."""
-    k, n = slate_t.shape
-    t_dim = table_t.shape[0] - 2
-    rows = table_t.index_select(1, slate_t.reshape(-1)).view(t_dim + 2, k, n)
-    return ng_step_users_last(interest_t, rows[:t_dim], rows[t_dim], rows[t_dim + 1], config, generator, uniform)
+    rows = table_t.index_select(1, slate_t.reshape(-1)).view(table_t.shape[0], *slate_t.shape)
+    return _ng_step_rows(interest_t, rows, config, generator, uniform)
 
 
 def ng_slate_table(features: torch.Tensor, quality: torch.Tensor, length: torch.Tensor) -> torch.Tensor:

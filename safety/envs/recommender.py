@@ -142,7 +142,7 @@ class ClickbaitRecommenderVectorEnv(InterestEvolutionVectorEnv):
         """``[N, C]`` bool: which current candidates count as clickbait (quality below the threshold)."""
         return self.candidate_quality() < self.clickbait_threshold
 
-    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
         exposure = self.clickbait().gather(1, slate).sum(1).to(torch.float64)  # before the candidates move on
         reward, terminated, info = super()._transition(slate)
         info["cost_clickbait"] = exposure
@@ -173,9 +173,12 @@ class ClickbaitRecommenderEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         core = self.core
-        reward, terminated, step_info = core._transition(core._prepare_slate(np.asarray(action)[None]))
-        info = {k: (v.item() if v.dim() == 1 else v[0].cpu().numpy()) for k, v in step_info.items()}
-        return core._observe()[0], float(reward[0]), bool(terminated[0]), False, info
+        with torch.no_grad():
+            reward, terminated, step_info = core._transition(core._prepare_slate(np.asarray(action)[None]))
+            obs = core._observe()[0]
+        # entries are numpy arrays or tensors (subclasses add tensors); terminated None = no session ended
+        info = {k: (np.asarray(v).item() if np.ndim(v) == 1 else np.array(v[0])) for k, v in step_info.items()}
+        return obs, float(reward[0]), terminated is not None and bool(terminated[0]), False, info
 
 
 # ---- reference policies (batched over the sessions of a ClickbaitRecommenderVectorEnv) ----------
