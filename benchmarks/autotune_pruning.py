@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=3_000)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/autotune/pruning")
+    p.add_argument("--append", action="store_true", help="keep the other (sampler, pruner, seed) rows already in --out")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    if args.append and (out / "results.json").is_file():
+        rows = json.loads((out / "results.json").read_text())
+        rows = [r for r in rows if r["pruner"] not in args.pruners.split(",")]
+        commands = (out / "commands.txt").read_text() if (out / "commands.txt").is_file() else ""
+    else:
+        commands = ""
     t0 = time.perf_counter()
     for sampler in args.samplers.split(","):
         for pruner in args.pruners.split(","):
