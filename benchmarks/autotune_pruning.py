@@ -122,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
                 (out / "results.json").write_text(json.dumps(rows, indent=1))
     summary = summarize(rows)
     md = table(summary, args.trials, args.seeds)
-    command = "python -m benchmarks.autotune_pruning " + " ".join(
-        argv if argv is not None else __import__("sys").argv[1:]
-    )
-    (out / "summary.json").write_text(json.dumps({"setup": vars(args), "summary": summary}, indent=1))
-    (out / "summary.md").write_text(f"`{command}`\n\n{md}\n")
+    command = "python -m benchmarks.autotune_pruning " + " ".join(argv if argv is not None else sys.argv[1:])
+    commands += command + "\n"
+    (out / "commands.txt").write_text(commands)
+    (out / "summary.json").write_text(json.dumps({"commands": commands.splitlines(), "summary": summary}, indent=1))
+    (out / "summary.md").write_text("".join(f"`{c}`\n\n" for c in commands.splitlines()) + md + "\n")
     print(md)
     return 0
 
