@@ -316,12 +316,18 @@ class MetaConfig(BaseModel):
 
     n_candidates: int = Field(512, ge=8, description="Candidates scored per trial.")
     n_branch_candidates: int = Field(
-        256, ge=8, description="Candidates scored for a conditional branch's group (given the root's choice)."
+        128, ge=8, description="Candidates scored for a conditional branch's group (given the root's choice)."
     )
     n_startup_trials: int = Field(4, ge=1, description="Uniform random trials before the policy takes over.")
     n_trials_hint: int = Field(100, ge=1, description="Expected study length T (the policy reads t/T).")
     deterministic: bool = Field(True, description="Take the policy's most likely candidate (else sample).")
     fit_steps: int = Field(15, ge=0, description="Adam steps of the GP's marginal likelihood per trial.")
+    fit_steps_late: int = Field(
+        7,
+        ge=0,
+        description="Adam steps (warm-started) once a decision's history holds 100 trials, and for a "
+        "conditional branch's group: hyperparameters then move little, and the fit is most of the CPU.",
+    )
     seed: int | None = None
 
 
@@ -444,6 +450,8 @@ class MetaSampler(BaseSampler):
         with self._lock:
             init = self._hyper.get(hkey)
         config = self.config
+        if branch or len(rows) >= 100:
+            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
         if branch:
             config = config.model_copy(update={"n_candidates": config.n_branch_candidates})
         with single_thread():
