@@ -176,3 +176,12 @@ def test_cem_in_a_learned_pendulum_model_beats_random_actions():
     # measured at seeds 0, 1, 2: −69 / −195 / −249 against random −478 / −496 / −685
     assert result.mean_return > random + 200, (result.mean_return, random)
     assert result.metrics["model_error_ratio_visited"] < 0.3
+
+
+def test_planning_models_docstring_example():
+    import doctest
+
+    import core_rl.model_based.planning_models as module
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
