@@ -31,8 +31,13 @@ LIBRARY = {
 }
 MODULES = sorted({spec.module for spec in ALGORITHMS.values()} | LIBRARY)
 #: examples that take longer than the fast tier allows (on one thread: the iLQR swing-up ~10 s, also run
-#: by tests/test_cli_reach.py; MPC's swing-up ~14 s; MBPO's branched rollouts ~8 s)
-SLOW = {"core_rl.model_based.planners.ilqr", "core_rl.model_based.mpc", "core_rl.model_based.mbpo"}
+#: by tests/test_cli_reach.py; MPC's swing-up ~14 s; MBPO's branched rollouts ~8 s; DIAYN's skills ~4 s)
+SLOW = {
+    "core_rl.model_based.planners.ilqr",
+    "core_rl.model_based.mpc",
+    "core_rl.model_based.mbpo",
+    "core_rl.meta.diayn",
+}
 
 
 def examples(module_name: str) -> list[doctest.DocTest]:
