@@ -98,19 +98,22 @@ _CORE: list[AlgoSpec] = [
     AlgoSpec(
         "random_shooting",
         "core_rl.model_based.planner_programs:RandomShootingProgram",
-        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1, MountainCarContinuous-v0)",
+        "9/21 open-loop planning: random shooting MPC in a known model (Pendulum-v1, MountainCarContinuous-v0) "
+        "or a learned one (dynamics=fit|run:ID)",
         "program",
     ),
     AlgoSpec(
         "cem",
         "core_rl.model_based.planner_programs:CEMProgram",
-        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1, MountainCarContinuous-v0)",
+        "9/21 open-loop planning: cross-entropy method MPC in a known model (Pendulum-v1, MountainCarContinuous-v0) "
+        "or a learned one (dynamics=fit|run:ID)",
         "program",
     ),
     AlgoSpec(
         "mppi",
         "core_rl.model_based.planner_programs:MPPIProgram",
-        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1, MountainCarContinuous-v0)",
+        "9/21 open-loop planning: MPPI in a known model (Pendulum-v1, MountainCarContinuous-v0) "
+        "or a learned one (dynamics=fit|run:ID)",
         "program",
     ),
     AlgoSpec(
@@ -128,7 +131,8 @@ _CORE: list[AlgoSpec] = [
     AlgoSpec(
         "ilqr",
         "core_rl.model_based.planner_programs:ILQRProgram",
-        "9/21 trajectory optimization: iLQR swing-up on known dynamics (Pendulum-v1), replanning",
+        "9/21 trajectory optimization: iLQR swing-up on known dynamics (Pendulum-v1), replanning; "
+        "or on a learned model (dynamics=fit|run:ID, linearized by autograd)",
         "program",
     ),
     AlgoSpec(
