@@ -296,15 +296,11 @@ def torch_suite() -> list[Task]:
 
 # ---- a core_rl agent --------------------------------------------------------------------------------
 def _ppo_cartpole(trial: optuna.Trial, steps: int = 20_000) -> float:
+    from autotune.fidelity import ppo_cartpole_space
     from core_rl.trust_region.ppo import PPO
 
     config = {
-        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
-        "n_steps": trial.suggest_categorical("n_steps", [32, 64, 128]),
-        "n_epochs": trial.suggest_int("n_epochs", 1, 10),
-        "clip_range": trial.suggest_float("clip_range", 0.05, 0.4),
-        "ent_coef": trial.suggest_float("ent_coef", 1e-5, 0.1, log=True),
-        "gamma": trial.suggest_float("gamma", 0.9, 0.999),
+        **ppo_cartpole_space(trial),
         "n_envs": 4,
         "batch_size": 64,
         "seed": 0,
