@@ -126,7 +126,7 @@ def _steady(clocks: list[list[tuple[float, float]]], batch: int) -> tuple[int, f
 
 
 def data_parallel_rates(job: Any, batch: int, workers: tuple[int, ...], prefix: str) -> dict[str, Any]:
-    """``job`` (a :class:`recsys.data_parallel.LearnerJob` logging every step) as one plain worker in
+    """``job`` (a :class:`recsys.log_learners.LearnerJob` logging every step) as one plain worker in
     this process and with each W in ``workers`` ranks (gloo on loopback) at the same global ``batch``
     (rows per step): steady-state rows per CPU-second (all ranks' CPU) and per wall-second, ms per step,
     all-reduce ms per step (wall, waiting for the other ranks included), the CPU spent in the
@@ -211,8 +211,7 @@ def learners_at_scale(
 
     import torch
 
-    from recsys.data_parallel import LearnerJob
-    from recsys.log_learners import build_log_learner
+    from recsys.log_learners import LearnerJob, build_log_learner
     from recsys.logs import LogReader, generate_logs
     from recsys.policies import RandomPolicy
     from recsys.simulation import InterestEvolutionVectorEnv
@@ -241,7 +240,7 @@ def step_cost(name: str, log: str, batch: int, chunk_rows: int) -> dict[str, Any
     line ``t_step = t_fixed + B·t_row`` splits the per-step cost that every rank pays in full (Python
     and op dispatch, the target's slate optimisation per call, the metrics) from the part a rank pays
     for its B/W rows — what data parallelism can divide."""
-    from recsys.data_parallel import LearnerJob
+    from recsys.log_learners import LearnerJob
 
     sizes = [max(1, batch // 4), max(1, batch // 2), batch, 2 * batch]
     ms = []
@@ -278,7 +277,7 @@ def logs_at_scale(
     import torch
 
     from core_rl.distributed.ray_utils import init_ray
-    from recsys.data_parallel import LearnerJob
+    from recsys.log_learners import LearnerJob
     from recsys.logs import generate_logs, ingest_logs, read_meta
     from recsys.ope import fit_reward_model
     from recsys.ope_partitioned import evaluate_log_files

@@ -36,7 +36,7 @@ because the single worker clips the global batch's gradient:
 * behaviour cloning / the propensity model (:meth:`recsys.logs.PropensityModel.fit`): a mean NLL,
   weights :math:`n_r/B`.
 
-:class:`LearnerJob` runs any of them (:mod:`recsys.log_learners`) as one rank's job;
+:class:`recsys.log_learners.LearnerJob` runs any of them as one rank's job;
 ``deeprl recsys train --workers W`` uses it.
 """
 
@@ -280,51 +280,6 @@ def run_data_parallel(
         return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(workers)]
 
 
-# ---- the recommender's learners as a data-parallel job ----------------------------------------------------
-@dataclass
-class LearnerJob:
-    """One rank's part of fitting a learner from logs (:mod:`recsys.log_learners`: ``bc``,
-    ``topk_reinforce``, ``slateq``, ``cql``) on an ingested log; ``group=None`` runs it as one plain worker.
-
-    ``config`` is the learner's config (``epochs`` included, as in ``deeprl recsys train --set``);
-    ``batch_size`` stays the *global* batch. Returns the per-step values of the learner's first curve
-    metric (``curve``, every ``log_every``-th step) with the clocks at each (``clocks``: (CPU s, wall s)),
-    every metric the tracker got (``records``: (metrics, step)), the epoch history, the final state of
-    every network (``state``: name → state dict), the rows trained on (epochs × log rows) and the fit's
-    own CPU and wall seconds (``fit_cpu_s``, ``fit_wall_s``: without the process start and imports)."""
-
-    learner: str
-    log: str
-    config: dict[str, Any]
-    chunk_rows: int = 65_536
-    log_every: int = 1
-    seed: int = 0
-
-    def __call__(self, group: DataParallel | None = None) -> dict[str, Any]:
-        from recsys.log_learners import LOG_LEARNERS, build_log_learner
-        from recsys.logs import LogReader
-
-        spec = LOG_LEARNERS[self.learner]
-        reader = LogReader(self.log, chunk_rows=self.chunk_rows, columns=spec.columns)
-        tracker = RecordingTracker(spec.curve_keys[0])
-        learner, epochs = build_log_learner(self.learner, reader, self.config, tracker, self.seed)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        learner.fit(reader, epochs=epochs, data_parallel=group, log_every=self.log_every)
-        return {
-            "fit_cpu_s": time.process_time() - cpu0,
-            "fit_wall_s": time.perf_counter() - wall0,
-            "curve": tracker.values,
-            "clocks": tracker.clocks,
-            "records": tracker.records,
-            "history": learner.history,
-            "state": {
-                name: {k: v.detach().clone() for k, v in net.state_dict().items()}
-                for name, net in learner.networks().items()
-            },
-            "rows": reader.num_rows * epochs,
-        }
-
-
 class RecordingTracker:
     """A tracker that keeps every ``log_metrics`` call (``records``, to replay into a real tracker) and,
     of one metric, every step's value (not the epoch means, which carry ``epoch``) with the process's
@@ -353,7 +308,6 @@ class RecordingTracker:
 
 
 __all__ = [
-    "LearnerJob",
     "RecordingTracker",
     "DataParallel",
     "AllReduceOptimizer",

@@ -3,7 +3,7 @@ from a log and a config, what it tracks, and which columns it reads.
 
 Every learner here has the same surface — ``fit(reader, epochs=, data_parallel=, log_every=)``,
 ``networks()`` (name → module: everything a rank must start equal and a parent process loads back),
-``history`` and ``as_policy()`` — so :class:`recsys.data_parallel.LearnerJob` and ``deeprl recsys
+``history`` and ``as_policy()`` — so :class:`LearnerJob` and ``deeprl recsys
 train --workers W`` treat them alike:
 
 * ``bc`` — behaviour cloning (:class:`recsys.offline.BehaviorCloning`): mean NLL per row, gradients
@@ -17,12 +17,14 @@ train --workers W`` treat them alike:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core_rl.common.errors import ConfigError
 from core_rl.common.tracking import Tracker
+from recsys.data_parallel import DataParallel, RecordingTracker
 
 BC_COLUMNS = ("session_id", "step", "user_features", "candidate_features", "slate", "click_position", "engagement")
 
@@ -87,4 +89,56 @@ def build_log_learner(
     return BehaviorCloning(layout, k, {**cfg, "epochs": epochs}, tracker=tracker), epochs
 
 
-__all__ = ["LogLearner", "LOG_LEARNERS", "DATA_PARALLEL_LEARNERS", "BC_COLUMNS", "build_log_learner", "check_workers"]
+# ---- the recommender's learners as a data-parallel job ----------------------------------------------------
+@dataclass
+class LearnerJob:
+    """One rank's part of fitting a learner from logs (:mod:`recsys.log_learners`: ``bc``,
+    ``topk_reinforce``, ``slateq``, ``cql``) on an ingested log; ``group=None`` runs it as one plain worker.
+
+    ``config`` is the learner's config (``epochs`` included, as in ``deeprl recsys train --set``);
+    ``batch_size`` stays the *global* batch. Returns the per-step values of the learner's first curve
+    metric (``curve``, every ``log_every``-th step) with the clocks at each (``clocks``: (CPU s, wall s)),
+    every metric the tracker got (``records``: (metrics, step)), the epoch history, the final state of
+    every network (``state``: name → state dict), the rows trained on (epochs × log rows) and the fit's
+    own CPU and wall seconds (``fit_cpu_s``, ``fit_wall_s``: without the process start and imports)."""
+
+    learner: str
+    log: str
+    config: dict[str, Any]
+    chunk_rows: int = 65_536
+    log_every: int = 1
+    seed: int = 0
+
+    def __call__(self, group: DataParallel | None = None) -> dict[str, Any]:
+        from recsys.logs import LogReader
+
+        spec = LOG_LEARNERS[self.learner]
+        reader = LogReader(self.log, chunk_rows=self.chunk_rows, columns=spec.columns)
+        tracker = RecordingTracker(spec.curve_keys[0])
+        learner, epochs = build_log_learner(self.learner, reader, self.config, tracker, self.seed)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        learner.fit(reader, epochs=epochs, data_parallel=group, log_every=self.log_every)
+        return {
+            "fit_cpu_s": time.process_time() - cpu0,
+            "fit_wall_s": time.perf_counter() - wall0,
+            "curve": tracker.values,
+            "clocks": tracker.clocks,
+            "records": tracker.records,
+            "history": learner.history,
+            "state": {
+                name: {k: v.detach().clone() for k, v in net.state_dict().items()}
+                for name, net in learner.networks().items()
+            },
+            "rows": reader.num_rows * epochs,
+        }
+
+
+__all__ = [
+    "LogLearner",
+    "LearnerJob",
+    "LOG_LEARNERS",
+    "DATA_PARALLEL_LEARNERS",
+    "BC_COLUMNS",
+    "build_log_learner",
+    "check_workers",
+]

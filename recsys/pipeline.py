@@ -476,7 +476,8 @@ def train_policy_data_parallel(
     ``reader`` with ``workers`` data-parallel processes (:func:`recsys.data_parallel.run_data_parallel`,
     gloo on loopback): the same loss curve as one worker at the same global ``batch_size``. Rank 0's
     metrics are replayed into ``tracker`` at their steps and its networks loaded into a learner here."""
-    from recsys.data_parallel import LearnerJob, run_data_parallel
+    from recsys.data_parallel import run_data_parallel
+    from recsys.log_learners import LearnerJob
 
     check_workers(algo, workers)
     spec = LOG_LEARNERS[algo]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from core_rl.common.errors import ConfigError
-from recsys.data_parallel import DataParallel, LearnerJob, run_data_parallel
+from recsys.data_parallel import DataParallel, run_data_parallel
+from recsys.log_learners import LearnerJob
 from recsys.logs import LogReader, generate_logs
 from recsys.logs.propensity import PropensityModel
 from recsys.policies import EpsilonGreedyPolicy, PopularityPolicy
