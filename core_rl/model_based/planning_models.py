@@ -244,11 +244,6 @@ def build_planning_model(
     obs_dim, act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
     if dynamics == "fit":
         reward = cfg.reward or ("known" if env_id in KNOWN_REWARDS else "learned")
-        if reward == "known" and env_id not in KNOWN_REWARDS:
-            raise ConfigError(
-                f"config field 'reward': no known reward for env '{env_id}' "
-                f"(known: {', '.join(sorted(KNOWN_REWARDS))}); use reward=learned"
-            )
         from core_rl.model_based.models import build_model
         from core_rl.model_based.mpc import MPCConfig
 
@@ -262,20 +257,7 @@ def build_planning_model(
             hidden_sizes=cfg.model_hidden_sizes,
         )
         model = build_model(model_cfg, obs_dim, act_dim, model_cfg.hidden_sizes, model_cfg.activation)
-        planning = PlanningModel(
-            model,
-            obs_dim,
-            act_dim,
-            KNOWN_REWARDS[env_id] if reward == "known" else None,
-            known_termination(env_id),
-            True,
-            "fit",
-            cfg,
-            env_id,
-            fit_config=model_cfg,
-        )
-        cfg.reward = reward  # recorded as the reward that was used
-        return planning
+        return _learned(model, obs_dim, act_dim, reward, "fit", cfg, env_id, fit_config=model_cfg)
     return _from_checkpoint(algo, env_id, cfg, (obs_space, act_space), obs_dim, act_dim)
 
 
@@ -322,23 +304,31 @@ def _from_checkpoint(
             f"config field 'reward': the checkpoint's {agent.name} model was trained with reward=known and "
             "predicts no reward; use reward=known"
         )
+    model.eval()
+    return _learned(model, obs_dim, act_dim, reward, agent.name, cfg, env_id)
+
+
+def _learned(
+    model: Any,
+    obs_dim: int,
+    act_dim: int,
+    reward: str,
+    source: str,
+    cfg: Any,
+    env_id: str,
+    fit_config: Any = None,
+) -> PlanningModel:
+    """A learned model planned with the env's known reward or the model's own (``reward``); ``cfg.reward``
+    records the reward that was used."""
     if reward == "known" and env_id not in KNOWN_REWARDS:
         raise ConfigError(
             f"config field 'reward': no known reward for env '{env_id}' "
             f"(known: {', '.join(sorted(KNOWN_REWARDS))}); use reward=learned"
         )
-    model.eval()
     cfg.reward = reward
+    reward_fn = KNOWN_REWARDS[env_id] if reward == "known" else None
     return PlanningModel(
-        model,
-        obs_dim,
-        act_dim,
-        KNOWN_REWARDS[env_id] if reward == "known" else None,
-        known_termination(env_id),
-        True,
-        agent.name,
-        cfg,
-        env_id,
+        model, obs_dim, act_dim, reward_fn, known_termination(env_id), True, source, cfg, env_id, fit_config
     )
 
 
