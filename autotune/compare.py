@@ -36,7 +36,21 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.suites import Task, get_suite
 from core_rl.common.errors import ConfigError
 
-SAMPLER_NAMES = ("rl", "rl-ppo", "meta", "meta-untrained", "tpe", "random", "cmaes", "gp", "qmc")
+SAMPLER_NAMES = (
+    "rl",
+    "rl-ppo",
+    "meta",
+    "meta-untrained",
+    "tpe",
+    "random",
+    "cmaes",
+    "gp",
+    "qmc",
+    "ngopt",
+    "smac",
+    "smac-bb",
+)
+OURS = ("rl", "rl-ppo", "meta", "meta-untrained")  # everything else is a peer
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:
@@ -62,6 +76,10 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return optuna.samplers.GPSampler(seed=seed)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name in ("ngopt", "smac", "smac-bb"):
+        from autotune.peers import make_peer_sampler
+
+        return make_peer_sampler(name, seed, n_trials)
     raise ConfigError(f"unknown sampler '{name}'; known: {', '.join(SAMPLER_NAMES)}")
 
 
