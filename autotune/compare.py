@@ -42,6 +42,7 @@ SAMPLER_NAMES = (
     "rl-ppo",
     "meta",
     "meta-untrained",
+    "meta-refine",
     "tpe",
     "random",
     "cmaes",
@@ -51,7 +52,7 @@ SAMPLER_NAMES = (
     "smac",
     "smac-bb",
 )
-OURS = ("rl", "rl-ppo", "meta", "meta-untrained")  # everything else is a peer
+OURS = ("rl", "rl-ppo", "meta", "meta-untrained", "meta-refine")  # everything else is a peer
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:
@@ -65,6 +66,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return RLSampler(seed=seed, update="ppo")
     if name == "meta":
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100)
+    if name == "meta-refine":
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, n_refine=128)
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name == "tpe":
