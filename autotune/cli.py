@@ -53,6 +53,9 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="also write summary JSON here")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.add_argument("--tracking-uri", default=None)
+    c.add_argument(
+        "--reference", default="best-peer", help="the Wilcoxon tests' reference: a sampler, or best-peer (default)"
+    )
 
     r = sub.add_parser("run", help="tune your own objective in a stored, resumable study")
     r.add_argument("--objective", required=True, help="module:function")
@@ -134,7 +137,7 @@ def _compare(args: argparse.Namespace) -> int:
     results = compare(
         args.suite, samplers, args.trials, args.seeds, n_jobs=args.jobs, storage=args.storage, progress=progress
     )
-    summary = analyze(results, tasks)
+    summary = analyze(results, tasks, reference=args.reference)
     run_id = None
     if not args.no_mlflow:
         run_id = log_comparison(

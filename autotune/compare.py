@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,22 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.suites import Task, get_suite
 from core_rl.common.errors import ConfigError
 
-SAMPLER_NAMES = ("rl", "rl-ppo", "meta", "meta-untrained", "tpe", "random", "cmaes", "gp", "qmc")
+SAMPLER_NAMES = (
+    "rl",
+    "rl-ppo",
+    "meta",
+    "meta-untrained",
+    "meta-refine",
+    "tpe",
+    "random",
+    "cmaes",
+    "gp",
+    "qmc",
+    "ngopt",
+    "smac",
+    "smac-bb",
+)
+OURS = ("rl", "rl-ppo", "meta", "meta-untrained", "meta-refine")  # everything else is a peer
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:
@@ -50,6 +66,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return RLSampler(seed=seed, update="ppo")
     if name == "meta":
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100)
+    if name == "meta-refine":
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, n_refine=128)
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name == "tpe":
@@ -62,6 +80,10 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return optuna.samplers.GPSampler(seed=seed)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name in ("ngopt", "smac", "smac-bb"):
+        from autotune.peers import make_peer_sampler
+
+        return make_peer_sampler(name, seed, n_trials)
     raise ConfigError(f"unknown sampler '{name}'; known: {', '.join(SAMPLER_NAMES)}")
 
 
@@ -264,8 +286,22 @@ def _bootstrap_ci(x: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tup
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def _group(task: str) -> str:
+    """A task's suite, with its dimension when the name carries one: ``bbob/f01_d5`` -> ``bbob d5``."""
+    m = re.search(r"_d(\d+)(?:_|$)", task)
+    return task.split("/")[0] + (f" d{m.group(1)}" if m else "")
+
+
+def _best_peer(ranks: dict[str, list[float]]) -> str:
+    """The sampler that is not ours with the lowest mean rank (ours too when there is no peer)."""
+    peers = [s for s in ranks if s not in OURS and ranks[s]] or [s for s in ranks if ranks[s]]
+    return min(peers, key=lambda s: (float(np.mean(ranks[s])), s))
+
+
 def analyze(results: list[StudyResult], tasks: list[Task] | None = None, reference: str = "tpe") -> dict[str, Any]:
-    """Per budget: mean rank, normalized regret (95% CI), Wilcoxon vs ``reference``, curves, overhead."""
+    """Per budget: mean rank and normalized regret (95% bootstrap CIs over (task, seed) cells),
+    Wilcoxon vs ``reference`` (a sampler, or ``"best-peer"``: per budget the sampler that is not
+    ours — see ``OURS`` — with the lowest mean rank), curves, overhead."""
     from scipy.stats import rankdata, wilcoxon
 
     task_map = {t.name: t for t in (tasks or [])}
@@ -294,12 +330,17 @@ def analyze(results: list[StudyResult], tasks: list[Task] | None = None, referen
                 finals.append(float(curve[-1]) if curve.size else np.inf)
             for s, rk in zip(samplers, rankdata(finals)):
                 ranks[s].append(float(rk))
+        ref = reference
+        if reference == "best-peer" and full:
+            ref = _best_peer(ranks)
         per_sampler = {}
         for s in samplers:
             reg = np.array(regret[s])
             lo, hi = _bootstrap_ci(reg, rng)
+            rlo, rhi = _bootstrap_ci(np.array(ranks[s]), rng)
             entry: dict[str, Any] = {
                 "mean_rank": float(np.mean(ranks[s])) if ranks[s] else math.nan,
+                "rank_ci95": [rlo, rhi],
                 "regret_mean": float(reg.mean()) if reg.size else math.nan,
                 "regret_median": float(np.median(reg)) if reg.size else math.nan,
                 "regret_ci95": [lo, hi],
@@ -309,22 +350,21 @@ def analyze(results: list[StudyResult], tasks: list[Task] | None = None, referen
                 "n": int(reg.size),
                 "curve": np.mean(curves[s], 0).tolist() if curves[s] else [],
             }
-            if reference in samplers and s != reference and reg.size:
-                ref = np.array(regret[reference])
-                diff = reg - ref
+            if ref in samplers and s != ref and reg.size:
+                base = np.array(regret[ref])
+                diff = reg - base
                 if np.any(diff != 0):
-                    stat = wilcoxon(reg, ref, zero_method="zsplit")
-                    entry[f"wilcoxon_p_vs_{reference}"] = float(stat.pvalue)
+                    stat = wilcoxon(reg, base, zero_method="zsplit")
+                    entry[f"wilcoxon_p_vs_{ref}"] = float(stat.pvalue)
                 else:
-                    entry[f"wilcoxon_p_vs_{reference}"] = 1.0
-                entry[f"wins_vs_{reference}"] = int((diff < 0).sum())
-                entry[f"losses_vs_{reference}"] = int((diff > 0).sum())
+                    entry[f"wilcoxon_p_vs_{ref}"] = 1.0
+                entry[f"wins_vs_{ref}"] = int((diff < 0).sum())
+                entry[f"losses_vs_{ref}"] = int((diff > 0).sum())
             per_sampler[s] = entry
-        suites = sorted({t.split("/")[0] for t, _ in full})
+        suites = sorted({_group(t) for t, _ in full}, key=lambda g: (g.split(" d")[0], len(g), g))
         by_suite = {}
         for prefix in suites:
-            keys = [k for k in sorted(full) if k[0].split("/")[0] == prefix]
-            idx = [i for i, k in enumerate(sorted(full)) if k in keys]
+            idx = [i for i, k in enumerate(sorted(full)) if _group(k[0]) == prefix]
             by_suite[prefix] = {
                 s: {
                     "mean_rank": float(np.mean([ranks[s][i] for i in idx])),
@@ -332,26 +372,33 @@ def analyze(results: list[StudyResult], tasks: list[Task] | None = None, referen
                 }
                 for s in samplers
             }
-        summary["budgets"][str(budget)] = {"samplers": per_sampler, "by_suite": by_suite, "n_cells": len(full)}
+        summary["budgets"][str(budget)] = {
+            "samplers": per_sampler,
+            "by_suite": by_suite,
+            "n_cells": len(full),
+            "reference": ref,
+        }
     return summary
 
 
 def summary_table(summary: dict[str, Any], reference: str = "tpe") -> str:
-    """The summary as a Markdown table per budget."""
+    """The summary as a Markdown table per budget (Wilcoxon against each budget's reference)."""
     lines = []
     for budget, b in summary["budgets"].items():
+        ref = b.get("reference", reference)
         lines.append(f"\n### {budget} trials ({b['n_cells']} task×seed cells)\n")
         lines.append(
-            f"| sampler | mean rank | norm. regret (95% CI) | median | Wilcoxon p vs {reference} | W/L vs {reference} "
+            f"| sampler | mean rank (95% CI) | norm. regret (95% CI) | median | Wilcoxon p vs {ref} | W/L vs {ref} "
             "| sampler ms/trial: wall mean, wall last 20, CPU last 20 |"
         )
         lines.append("|---|---|---|---|---|---|---|")
         for s, e in sorted(b["samplers"].items(), key=lambda kv: kv[1]["mean_rank"]):
-            p = e.get(f"wilcoxon_p_vs_{reference}")
-            wl = f"{e.get(f'wins_vs_{reference}', '')}/{e.get(f'losses_vs_{reference}', '')}" if p is not None else "—"
+            p = e.get(f"wilcoxon_p_vs_{ref}")
+            wl = f"{e.get(f'wins_vs_{ref}', '')}/{e.get(f'losses_vs_{ref}', '')}" if p is not None else "—"
+            rci = e.get("rank_ci95", [math.nan, math.nan])
             lines.append(
-                f"| {s} | {e['mean_rank']:.2f} | {e['regret_mean']:.3f} [{e['regret_ci95'][0]:.3f}, "
-                f"{e['regret_ci95'][1]:.3f}] | {e['regret_median']:.3f} | "
+                f"| {s} | {e['mean_rank']:.2f} [{rci[0]:.2f}, {rci[1]:.2f}] | {e['regret_mean']:.3f} "
+                f"[{e['regret_ci95'][0]:.3f}, {e['regret_ci95'][1]:.3f}] | {e['regret_median']:.3f} | "
                 f"{'—' if p is None else f'{p:.3g}'} | {wl} | {e['sampler_ms_per_trial']:.1f}, "
                 f"{e.get('sampler_ms_last20', math.nan):.1f}, {e.get('sampler_cpu_ms_last20', math.nan):.1f} |"
             )

@@ -6,6 +6,9 @@
   the median over the whole grid are exact.
 * ``bbob``: BBOB functions from ``coco-experiment`` on ``[-5, 5]^d`` (instance 1); the optimum is
   estimated by multi-start L-BFGS-B and the median from 2,000 uniform points.
+* ``bbob24``: all 24 BBOB functions at d = 2, 5, 10 (``bbob24-d2``, ``-d5``, ``-d10``: one dimension).
+* ``mixed``: BBOB functions on mixed spaces — integer coordinates (the optimum shifted onto the
+  integer grid) or two categoricals that add a known penalty — so the optimum stays known.
 * ``sklearn``: real tuning of scikit-learn models by 3-fold cross-validation on datasets that ship
   with scikit-learn (one task has a conditional space: the model family picks its parameters).
 * ``torch``: a small torch MLP trained on scikit-learn's digits.
@@ -119,22 +122,29 @@ def _bbob_problem(function: int, dim: int, instance: int = 1) -> Any:
 
 
 @functools.cache
-def bbob_landmarks(function: int, dim: int) -> tuple[float, float]:
-    """(estimated optimum, median over 2,000 uniform points) of one BBOB problem."""
+def _bbob_argmin(function: int, dim: int) -> tuple[float, tuple[float, ...], float]:
+    """(estimated optimum, its location, median over 2,000 uniform points) of one BBOB problem."""
     from scipy.optimize import minimize
 
     p = _bbob_problem(function, dim)
     rng = np.random.default_rng(function * 100 + dim)
     x = rng.uniform(-5, 5, (2000, dim))
     f = np.array([p(xi) for xi in x])
-    best = float(f.min())
+    best, arg = float(f.min()), x[int(f.argmin())]
     starts = x[np.argsort(f)[:8]].tolist() + rng.uniform(-4, 4, (8, dim)).tolist()
     for s in starts:
         res = minimize(
             lambda z: float(p(z)), np.asarray(s), method="L-BFGS-B", bounds=[(-5, 5)] * dim, options={"maxfun": 3000}
         )
-        best = min(best, float(res.fun))
-    return best, float(np.median(f))
+        if float(res.fun) < best:
+            best, arg = float(res.fun), np.asarray(res.x)
+    return best, tuple(float(v) for v in arg), float(np.median(f))
+
+
+def bbob_landmarks(function: int, dim: int) -> tuple[float, float]:
+    """(estimated optimum, median over 2,000 uniform points) of one BBOB problem."""
+    best, _, median = _bbob_argmin(function, dim)
+    return best, median
 
 
 def bbob_task(function: int, dim: int) -> Task:
@@ -153,10 +163,66 @@ def bbob_task(function: int, dim: int) -> Task:
 
 
 BBOB_DEFAULT_FUNCTIONS = (1, 2, 3, 6, 7, 8, 10, 13, 15, 16, 17, 20, 21, 22, 24)
+BBOB_ALL_FUNCTIONS = tuple(range(1, 25))
 
 
 def bbob_suite(dims: tuple[int, ...] = (2, 5), functions: tuple[int, ...] = BBOB_DEFAULT_FUNCTIONS) -> list[Task]:
     return [bbob_task(f, d) for d in dims for f in functions]
+
+
+# ---- mixed integer / categorical -------------------------------------------------------------------
+# Penalties of the two categoricals as fractions of (median − optimum): one choice of each costs 0.
+_CAT_PENALTY = ((0.0, 0.1, 0.25), (0.2, 0.05, 0.0, 0.15, 0.3))
+
+
+def bbob_mixed_task(function: int, dim: int, kind: str) -> Task:
+    """A BBOB function on a mixed space with a known optimum.
+
+    * ``int``: the last ``dim // 2 + 1`` coordinates are integers in [-5, 5] (``suggest_int``), the
+      function shifted by less than ½ per integer coordinate so that its (estimated) optimum lies
+      on the integer grid: the optimum of the mixed problem is the continuous one.
+    * ``cat``: ``dim`` floats and two categoricals (3 and 5 choices) that add a penalty, a fixed
+      fraction of the function's (median − optimum), 0 for one choice each (not the first).
+    """
+    if kind not in ("int", "cat"):
+        raise ConfigError(f"mixed BBOB kind must be 'int' or 'cat', got '{kind}'")
+    n_int = dim // 2 + 1 if kind == "int" else 0
+
+    def objective(trial: optuna.Trial) -> float:
+        f_best, x_best, median = _bbob_argmin(function, dim)
+        x = [trial.suggest_float(f"x{i}", -5.0, 5.0) for i in range(dim - n_int)]
+        x += [float(trial.suggest_int(f"n{i}", -5, 5)) for i in range(dim - n_int, dim)]
+        z = np.array(x)
+        if n_int:
+            shift = np.array(x_best[dim - n_int :]) - np.round(np.array(x_best[dim - n_int :]))
+            z[dim - n_int :] += shift
+        value = float(_bbob_problem(function, dim)(z))
+        if kind == "cat":
+            scale = median - f_best
+            a = trial.suggest_categorical("cat_a", ["a0", "a1", "a2"])
+            b = trial.suggest_categorical("cat_b", ["b0", "b1", "b2", "b3", "b4"])
+            value += scale * (_CAT_PENALTY[0][int(a[1])] + _CAT_PENALTY[1][int(b[1])])
+        return value
+
+    def reference() -> float:
+        rng = np.random.default_rng(function * 1000 + dim)
+        return float(np.median([objective(_UniformTrial(rng)) for _ in range(1000)]))  # type: ignore[arg-type]
+
+    return Task(
+        f"mixed/f{function:02d}_d{dim}_{kind}",
+        "mixed",
+        objective,
+        "minimize",
+        lambda: _bbob_argmin(function, dim)[0],
+        reference,
+    )
+
+
+MIXED_FUNCTIONS = (1, 7, 8, 10, 15, 17, 21, 24)
+
+
+def mixed_suite(dims: tuple[int, ...] = (5,), functions: tuple[int, ...] = MIXED_FUNCTIONS) -> list[Task]:
+    return [bbob_mixed_task(f, d, kind) for kind in ("int", "cat") for d in dims for f in functions]
 
 
 # ---- scikit-learn ---------------------------------------------------------------------------------
@@ -455,6 +521,11 @@ SUITES: dict[str, Callable[[], list[Task]]] = {
     "bbob": bbob_suite,
     "bbob-small": lambda: bbob_suite(dims=(2,), functions=(1, 8, 15, 21)),
     "bbob-core": lambda: bbob_suite(dims=(2, 5), functions=(2, 8, 15, 21)),
+    "bbob24": lambda: bbob_suite(dims=(2, 5, 10), functions=BBOB_ALL_FUNCTIONS),
+    "bbob24-d2": lambda: bbob_suite(dims=(2,), functions=BBOB_ALL_FUNCTIONS),
+    "bbob24-d5": lambda: bbob_suite(dims=(5,), functions=BBOB_ALL_FUNCTIONS),
+    "bbob24-d10": lambda: bbob_suite(dims=(10,), functions=BBOB_ALL_FUNCTIONS),
+    "mixed": mixed_suite,
     "sklearn": sklearn_suite,
     "torch": torch_suite,
     "cartpole": cartpole_suite,

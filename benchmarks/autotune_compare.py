@@ -3,6 +3,7 @@
     python -m benchmarks.autotune_compare                       # tabular + BBOB, 3 seeds, 2 processes
     python -m benchmarks.autotune_compare --suite sklearn --trials 30 --seeds 2
     python -m benchmarks.autotune_compare --mlflow              # also log the comparison to MLflow
+    python -m benchmarks.autotune_compare --merge DIR1,DIR2 --out DIR   # one table from runs made in pieces
 
 The same code path as ``deeprl tune compare`` (:mod:`autotune.compare`). It writes, under
 ``--out`` (default ``benchmarks/results/autotune/<suite>``): ``summary.json``, ``summary.md`` (the
@@ -19,7 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from autotune.compare import analyze, compare, curve_figure, log_comparison, rank_figure, summary_table
+from autotune.compare import StudyResult, analyze, compare, curve_figure, log_comparison, rank_figure, summary_table
 from autotune.suites import get_suite
 from benchmarks.common import run_main
 
@@ -27,13 +28,21 @@ from benchmarks.common import run_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", default="tabular+bbob")
-    p.add_argument("--samplers", default="rl,meta,tpe,random,cmaes,gp")
+    p.add_argument("--samplers", default=p_default_samplers(), help="(with --merge: keep only these)")
     p.add_argument("--trials", default="50,200")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default=None)
     p.add_argument("--mlflow", action="store_true")
+    p.add_argument("--reference", default="best-peer", help="Wilcoxon reference: a sampler or best-peer")
+    p.add_argument(
+        "--merge",
+        default=None,
+        help="comma list of result folders (each with results.json and summary.json) to analyze together",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        return _merge(args)
     samplers = args.samplers.split(",")
     budgets = [int(b) for b in args.trials.split(",")]
     out = Path(args.out or f"benchmarks/results/autotune/{args.suite.replace('+', '_')}")
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     results = compare(args.suite, samplers, budgets, args.seeds, n_jobs=args.jobs, progress=progress)
-    summary = analyze(results, tasks)
+    summary = analyze(results, tasks, reference=args.reference)
     summary["setup"] = {
         "suite": args.suite,
         "samplers": samplers,
@@ -63,13 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], default=str))
-    table = summary_table(summary)
-    (out / "summary.md").write_text(table + "\n")
-    from core_rl.common.plotting import plt
-
-    for name, fig in (("best_so_far.png", curve_figure(summary)), ("mean_rank.png", rank_figure(summary))):
-        fig.savefig(out / name, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+    table = _write(out, summary)
     if args.mlflow:
         run_id = log_comparison(
             results,
@@ -80,6 +83,50 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nwritten to {out}/ in {time.perf_counter() - t0:.0f}s")
     return 0
+
+
+def _write(out: Path, summary: dict) -> str:
+    table = summary_table(summary)
+    (out / "summary.md").write_text(table + "\n")
+    from core_rl.common.plotting import plt
+
+    for name, fig in (("best_so_far.png", curve_figure(summary)), ("mean_rank.png", rank_figure(summary))):
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return table
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Analyze the studies of several result folders as one comparison (pieces run separately)."""
+    results: list[StudyResult] = []
+    tasks = []
+    setups = []
+    for folder in args.merge.split(","):
+        folder = Path(folder)
+        results += [StudyResult(**d) for d in json.loads((folder / "results.json").read_text())]
+        setup = json.loads((folder / "summary.json").read_text()).get("setup", {})
+        setups.append({"folder": str(folder), **setup})
+        tasks += get_suite(setup["suite"])
+    samplers = sorted({r.sampler for r in results})
+    if args.samplers != p_default_samplers():
+        keep = set(args.samplers.split(","))
+        results = [r for r in results if r.sampler in keep]
+        samplers = sorted(keep & set(samplers))
+    summary = analyze(results, tasks, reference=args.reference)
+    summary["setup"] = {"merged": setups, "samplers": samplers}
+    if not args.out:
+        raise SystemExit("--merge needs --out")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    table = _write(out, summary)
+    print(table)
+    print(f"\n{len(results)} studies from {len(setups)} folders written to {out}/")
+    return 0
+
+
+def p_default_samplers() -> str:
+    return "rl,meta,tpe,random,cmaes,gp"
 
 
 if __name__ == "__main__":

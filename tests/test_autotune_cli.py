@@ -174,6 +174,66 @@ def test_analyze_against_known_answer():
     assert b["x"]["wilcoxon_p_vs_tpe"] < 0.01
 
 
+def test_analyze_tests_against_the_best_peer_with_rank_intervals():
+    """``reference="best-peer"``: the Wilcoxon reference is the best sampler that is not ours (here
+    gp, ahead of tpe), not ours even when ours ranks first; rank intervals bracket the mean."""
+
+    def res(task, sampler, seed, best):
+        return StudyResult(task, sampler, 2, seed, [10.0, best], 1.0, 0.5, "minimize")
+
+    results = []
+    for seed in range(8):
+        for task in ("a", "b"):
+            results += [
+                res(task, "meta", seed, 1.0 + 0.01 * seed),
+                res(task, "gp", seed, 2.0 if seed % 4 else 0.5),
+                res(task, "tpe", seed, 3.0),
+            ]
+    summary = analyze(results, reference="best-peer")
+    b = summary["budgets"]["2"]
+    assert b["reference"] == "gp"
+    s = b["samplers"]
+    assert s["meta"]["mean_rank"] == pytest.approx(1.25) and s["gp"]["mean_rank"] == pytest.approx(1.75)
+    assert s["meta"]["wins_vs_gp"] == 12 and s["meta"]["losses_vs_gp"] == 4
+    assert s["tpe"]["wins_vs_gp"] == 0 and "wilcoxon_p_vs_gp" not in s["gp"]
+    for e in s.values():
+        lo, hi = e["rank_ci95"]
+        assert lo <= e["mean_rank"] <= hi
+    assert s["tpe"]["rank_ci95"] == [3.0, 3.0]
+
+
+def test_mixed_suite_optimum_is_on_the_grid_and_known():
+    """The integer variant's optimum (continuous coordinates at the argmin, integers at the rounded
+    argmin) is the continuous optimum; the categorical variant's penalty is 0 at (a0, b2) only."""
+    from autotune.suites import _bbob_argmin, bbob_mixed_task
+
+    f_best, x_best, _ = _bbob_argmin(1, 5)
+
+    class Fixed:
+        def __init__(self, values):
+            self.values = values
+
+        def suggest_float(self, name, low, high, log=False):
+            return self.values[name]
+
+        def suggest_int(self, name, low, high, log=False):
+            return self.values[name]
+
+        def suggest_categorical(self, name, choices):
+            return self.values[name]
+
+    at = {f"x{i}": x_best[i] for i in range(2)} | {f"n{i}": round(x_best[i]) for i in range(2, 5)}
+    task = bbob_mixed_task(1, 5, "int")
+    assert task.objective(Fixed(at)) == pytest.approx(f_best, abs=1e-6)
+    assert task.optimum() == pytest.approx(f_best)
+    cat = bbob_mixed_task(1, 5, "cat")
+    x = {f"x{i}": x_best[i] for i in range(5)}
+    assert cat.objective(Fixed(x | {"cat_a": "a0", "cat_b": "b2"})) == pytest.approx(f_best, abs=1e-6)
+    assert cat.objective(Fixed(x | {"cat_a": "a1", "cat_b": "b2"})) > f_best + 1.0
+    with pytest.raises(ConfigError, match="kind must be 'int' or 'cat'"):
+        bbob_mixed_task(1, 5, "float")
+
+
 def test_bad_inputs_name_their_cause(workdir):
     with pytest.raises(ConfigError, match="space field 'lr.low'"):
         parse_space({"lr": {"type": "float", "low": "tiny", "high": 1.0}})
