@@ -193,7 +193,7 @@ def bar_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['algo'].upper()}\n{r['env_id']}" for r in rows]
+    labels = [r.get("label") or f"{r['algo'].upper()}\n{r['env_id']}" for r in rows]
     x = np.arange(len(rows))
     w = 0.38
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(rows)), 4.2))

@@ -22,6 +22,11 @@ JSON file under ``.deeprl/benchmarks/`` and MLflow (experiment ``benchmark-off-p
 one child per (algo, env, impl, seed)). ``--results FILE ...`` re-renders the report from saved JSON
 files (e.g. the pieces of a benchmark run in several shorter invocations) without training;
 ``--profile ours|sb3|both`` runs ``learn`` under cProfile instead.
+
+``--ours-modes fp32 bf16``: our side trains once per mode, each mode its own row against the same SB3
+runs: ``fp32`` is the default config; ``bf16`` sets ``matmul_dtype="bfloat16"`` (SAC and TD3 only: the
+gradient steps under a bf16 autocast, float32 parameters, optimizer state and losses; see
+:mod:`core_rl.continuous.critics`). SB3 always runs its float32 default.
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ from benchmarks.peers import (
 
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "off_policy.md"
 EXPERIMENT = "benchmark-off-policy"
+#: our config overrides per --ours-modes value (the table's *mode* column)
+OUR_MODES: dict[str, dict[str, Any]] = {"fp32": {}, "bf16": {"matmul_dtype": "bfloat16"}}
+#: the algorithms a mode applies to (fp32: all)
+MODE_ALGOS: dict[str, tuple[str, ...]] = {"fp32": ("dqn", "sac", "td3"), "bf16": ("sac", "td3")}
 EVAL_SEED_BASE = 100_000  # eval env i of seed s is reset with 100_000 + 1_000·s + i (as in on_policy)
 
 
@@ -92,6 +101,7 @@ class OffPolicyRunResult(RunResult):
     gradient_steps: int = 0
     grad_steps_per_s: float = float("nan")
     cpu_grad_steps_per_s: float = float("nan")
+    mode: str = "fp32"  # our side's OUR_MODES entry ("fp32" for SB3 and for results saved before modes)
 
 
 @dataclass
@@ -115,14 +125,13 @@ OUR_CLASSES = {
 }
 
 
-def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
+def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: str = "fp32") -> Trained:
     import importlib
 
     module, name = OUR_CLASSES[hp.algo]
     cls = getattr(importlib.import_module(module), name)
-    agent, build_s, wall, cpu, curve = ours_learn(
-        cls, hp.env_id, ours_config(hp, seed), steps, throttled(progress, PROGRESS_EVERY)
-    )
+    config = {**ours_config(hp, seed), **OUR_MODES[mode]}
+    agent, build_s, wall, cpu, curve = ours_learn(cls, hp.env_id, config, steps, throttled(progress, PROGRESS_EVERY))
     return Trained(
         agent.num_timesteps,
         agent.mean_return,
@@ -136,7 +145,7 @@ def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Tra
     )
 
 
-def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trained:
+def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: str = "fp32") -> Trained:
     from stable_baselines3 import DQN, SAC, TD3
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -162,9 +171,15 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn) -> Trai
 
 
 def run_one(
-    hp: HParams, impl: str, steps: int, seed: int, eval_episodes: int, progress: ProgressFn = lambda n: None
+    hp: HParams,
+    impl: str,
+    steps: int,
+    seed: int,
+    eval_episodes: int,
+    progress: ProgressFn = lambda n: None,
+    mode: str = "fp32",
 ) -> OffPolicyRunResult:
-    t = (_train_ours if impl == "ours" else _train_sb3)(hp, steps, seed, progress)
+    t = (_train_ours if impl == "ours" else _train_sb3)(hp, steps, seed, progress, mode)
     t_eval = time.perf_counter()
     returns = evaluate_actions(t.act, hp.env_id, eval_episodes, seed=EVAL_SEED_BASE + 1_000 * seed)
     eval_s = time.perf_counter() - t_eval
@@ -188,25 +203,34 @@ def run_one(
         gradient_steps=int(t.gradient_steps),
         grad_steps_per_s=t.gradient_steps / t.wall_s,
         cpu_grad_steps_per_s=t.gradient_steps / max(t.cpu_s, 1e-9),
+        mode=mode if impl == "ours" else "fp32",
     )
 
 
-def warm_up(hp: HParams, impls: Sequence[str] = IMPLS) -> None:
+def warm_up(hp: HParams, impls: Sequence[str] = IMPLS, modes: Sequence[str] = ("fp32",)) -> None:
     """A short untimed run of each implementation with learning starting at once, so that neither timed
     run pays the one-off costs of this algorithm's code path (imports, lazy init, first allocations)."""
     p = hp.params
     starts = max(p["batch_size"], p["train_freq"])
     quick = HParams(hp.algo, hp.env_id, hp.n_timesteps, hp.quick_timesteps, zoo={**hp.zoo, "learning_starts": starts})
     for impl in impls:
-        run_one(quick, impl, starts + max(2 * p["train_freq"], 64), seed=12345, eval_episodes=2)
+        for mode in modes if impl == "ours" else ("fp32",):
+            run_one(quick, impl, starts + max(2 * p["train_freq"], 64), seed=12345, eval_episodes=2, mode=mode)
 
 
 # ---- aggregation and report --------------------------------------------------------------------
 OFF_POLICY_METRICS = (*SUMMARY_METRICS, "gradient_steps", "grad_steps_per_s", "cpu_grad_steps_per_s")
 
 
-def summarize_runs(results: Sequence[RunResult], configs: Sequence[HParams]) -> list[dict[str, Any]]:
-    rows = summarize(results, [(hp.algo, hp.env_id) for hp in configs], OFF_POLICY_METRICS)
+def summarize_runs(results: Sequence[OffPolicyRunResult], configs: Sequence[HParams]) -> list[dict[str, Any]]:
+    """One row per (algo, env, our mode) present, each against all SB3 runs of its (algo, env)."""
+    rows = []
+    for hp in configs:
+        sb3 = [r for r in results if (r.algo, r.env_id, r.impl) == (hp.algo, hp.env_id, "sb3")]
+        ours = [r for r in results if (r.algo, r.env_id, r.impl) == (hp.algo, hp.env_id, "ours")]
+        for mode in sorted({r.mode for r in ours}, key=list(OUR_MODES).index) or ["fp32"]:
+            for row in summarize([r for r in ours if r.mode == mode] + sb3, [(hp.algo, hp.env_id)], OFF_POLICY_METRICS):
+                rows.append({**row, "mode": mode, "label": f"{hp.algo.upper()} ({mode})\n{hp.env_id}"})
     for r in rows:
         r["grad_speed_ratio"] = ratio(r["grad_steps_per_s_ours"], r["grad_steps_per_s_sb3"])
         r["cpu_grad_speed_ratio"] = ratio(r["cpu_grad_steps_per_s_ours"], r["cpu_grad_steps_per_s_sb3"])
@@ -215,7 +239,7 @@ def summarize_runs(results: Sequence[RunResult], configs: Sequence[HParams]) -> 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
-        "| algo | env | env steps | grad steps ours / SB3 | seeds | eval return ours | eval return SB3 | Δ (ours−SB3)"
+        "| algo | env | mode (ours) | env steps | grad steps ours / SB3 | seeds | eval return ours | eval return SB3 | Δ (ours−SB3)"
         " | last-100 train ours | last-100 train SB3 | wall s ours | wall s SB3 | CPU s ours | CPU s SB3"
         " | env-steps/s ours | env-steps/s SB3 | grad-steps/s ours | grad-steps/s SB3 | speed ours/SB3 (wall)"
         " | speed ours/SB3 (CPU) | return ≥ SB3 | ≥ 2× speed |"
@@ -228,6 +252,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
                 [
                     r["algo"].upper(),
                     r["env_id"],
+                    r.get("mode", "fp32"),
                     f"{r['steps']:,}",
                     f"{fmt(r['gradient_steps_ours'], 0)} / {fmt(r['gradient_steps_sb3'], 0)}",
                     str(r["seeds"]),
@@ -259,6 +284,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
     cols = [
         ("algo", 4),
         ("env", 12),
+        ("mode", 4),
         ("steps", 7),
         ("ret ours", 9),
         ("ret SB3", 9),
@@ -280,6 +306,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         vals = [
             r["algo"],
             r["env_id"],
+            r.get("mode", "fp32"),
             f"{r['steps']}",
             fmt(r["eval_return_ours"]),
             fmt(r["eval_return_sb3"]),
@@ -303,7 +330,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], 
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
     verdict = [
-        f"- {r['algo'].upper()} {r['env_id']}: speed {fmt(r['speed_ratio'], 2)}× SB3 by wall time, "
+        f"- {r['algo'].upper()} {r['env_id']} ({r.get('mode', 'fp32')}): speed {fmt(r['speed_ratio'], 2)}× SB3 by wall time, "
         f"{fmt(r['cpu_speed_ratio'], 2)}× by CPU time ({'meets' if r['speed_ok'] else 'misses'} the 2× "
         f"target); gradient steps/s {fmt(r['grad_speed_ratio'], 2)}× (CPU {fmt(r['cpu_grad_speed_ratio'], 2)}×); "
         f"eval return {fmt(r['eval_return_ours'])} vs {fmt(r['eval_return_sb3'])} "
@@ -438,10 +465,11 @@ def open_mlflow(
 
 def log_run(mlog: BenchmarkMLflow, hp: HParams, res: OffPolicyRunResult) -> None:
     """One child run: the implementation's config, the summary metrics and the training curve."""
-    config = ours_config(hp, res.seed) if res.impl == "ours" else sb3_config_record(hp)
+    config = {**ours_config(hp, res.seed), **OUR_MODES[res.mode]} if res.impl == "ours" else sb3_config_record(hp)
+    impl = f"{res.impl}-{res.mode}" if res.impl == "ours" and res.mode != "fp32" else res.impl
     mlog.log_child(
-        f"{hp.algo}-{hp.env_id}-{res.impl}-s{res.seed}",
-        {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "seed": str(res.seed)},
+        f"{hp.algo}-{hp.env_id}-{impl}-s{res.seed}",
+        {"algo": hp.algo, "env_id": hp.env_id, "impl": res.impl, "mode": res.mode, "seed": str(res.seed)},
         {
             "impl": res.impl,
             "algo": hp.algo,
@@ -483,6 +511,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(IMPLS),
         choices=IMPLS,
         help="train only these implementations (to split a long run into pieces merged with --results)",
+    )
+    p.add_argument(
+        "--ours-modes",
+        nargs="+",
+        default=["fp32"],
+        choices=list(OUR_MODES),
+        help="our side's modes, one run and one row each (bf16: matmul_dtype=bfloat16; SAC and TD3 only)",
     )
     p.add_argument("--mapping", action="store_true", help="print the hyperparameter mapping and exit")
     return parse_run_arguments(p, argv)
@@ -548,6 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seeds": args.seeds,
             "eval_episodes": args.eval_episodes,
             "impls": list(args.impls),
+            "ours_modes": list(args.ours_modes),
             "machine": machine,
         }
         results = []
@@ -563,7 +599,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tqdm.auto import tqdm
 
             plan = [(seed, i, hp) for seed in range(args.seeds) for i, hp in enumerate(configs)]
-            total = sum(len(args.impls) * steps_of(hp) for _, _, hp in plan)
+
+            def modes_of(hp: HParams, impl: str) -> list[str]:
+                return [m for m in args.ours_modes if hp.algo in MODE_ALGOS[m]] if impl == "ours" else ["fp32"]
+
+            total = sum(len(modes_of(hp, impl)) * steps_of(hp) for _, _, hp in plan for impl in args.impls)
             status = "FAILED"
             warmed: set[str] = set()
             try:
@@ -573,16 +613,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for seed, i, hp in plan:
                         if hp.key not in warmed:
                             bar.set_description(f"{hp.algo} {hp.env_id} warm-up")
-                            warm_up(hp, args.impls)
+                            warm_up(hp, args.impls, modes_of(hp, "ours"))
                             warmed.add(hp.key)
                         # alternate which implementation goes first, so drifting load hits both alike
                         order = IMPLS if (seed + i) % 2 == 0 else IMPLS[::-1]
-                        for impl in (impl for impl in order if impl in args.impls):
-                            bar.set_description(f"{hp.algo} {hp.env_id} {impl} s{seed}")
-                            res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update)
+                        runs = [(impl, mode) for impl in order if impl in args.impls for mode in modes_of(hp, impl)]
+                        for impl, mode in runs:
+                            bar.set_description(f"{hp.algo} {hp.env_id} {impl} {mode} s{seed}")
+                            res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update, mode)
                             results.append(res)
                             bar.write(
-                                f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} seed {seed}: {res.steps_per_s:7.0f} "
+                                f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} {mode} seed {seed}: {res.steps_per_s:7.0f} "
                                 f"steps/s {res.grad_steps_per_s:6.0f} grad/s ({res.wall_s:6.1f}s wall, "
                                 f"{res.cpu_s:6.1f}s cpu)  eval {res.eval_return:8.1f}  "
                                 f"last-100 {res.train_return_last100:8.1f}"

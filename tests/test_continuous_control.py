@@ -299,3 +299,50 @@ def test_user_errors():
         make_agent("ddpg", "Pendulum-v1", {"exploration_noise": "pink"})
     with pytest.raises(ConfigError, match="ent_coef"):
         make_agent("sac", "Pendulum-v1", {"ent_coef": "sometimes"})
+
+
+# ---- the bf16 update mode (matmul_dtype) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [SAC, TD3])
+def test_bf16_update_is_the_float32_update_to_bf16_precision(cls):
+    """One gradient step from the same networks and batch: the losses agree to bf16's ~3 digits, every
+    parameter moves by the same Adam step (first step: ±lr per weight, sign of the gradient), the
+    parameters stay float32, and the result is not bit-identical (the mode really ran in bf16)."""
+    batch = fake_batch(256)
+    cfg = dict(hidden_sizes=(256, 256), learning_starts=0, seed=shifted(0), policy_delay=1) if cls is TD3 else None
+    cfg = cfg or dict(hidden_sizes=(256, 256), learning_starts=0, seed=shifted(0))
+    agents = {d: cls("Pendulum-v1", {**cfg, "matmul_dtype": d}) for d in ("float32", "bfloat16")}
+    metrics = {}
+    for d, agent in agents.items():
+        torch.manual_seed(3)  # the same actor/target-smoothing noise for both
+        with agent._update_context():
+            metrics[d] = agent.train_step(batch)
+            q = agent.critic(batch.obs, agent.scaler.normalize(batch.actions))
+            assert q.dtype == torch.float32 and agent.actor(batch.obs)[0].dtype == torch.float32
+    for key in ("critic_loss", "actor_loss"):
+        assert metrics["bfloat16"][key] == pytest.approx(metrics["float32"][key], rel=2e-2, abs=1e-3), key
+    assert metrics["bfloat16"] != metrics["float32"]
+    for net in ("critic", "actor"):
+        p32 = torch.cat([p.flatten() for p in getattr(agents["float32"], net).parameters()])
+        p16 = torch.cat([p.flatten() for p in getattr(agents["bfloat16"], net).parameters()])
+        assert p16.dtype == torch.float32
+        assert (p32 - p16).abs().max() < 2.5 * agents["float32"].config.lr  # at most one flipped ±lr step
+        close = ((p32 - p16).abs() < 0.1 * agents["float32"].config.lr).float().mean()
+        assert close > 0.95  # almost every weight took the same step
+
+
+@pytest.mark.slow  # ~11 s
+def test_sac_in_bf16_mode_solves_pendulum():
+    agent = SAC("Pendulum-v1", {**SMALL, "matmul_dtype": "bfloat16"})
+    agent.learn(5000)
+    assert pendulum_return(agent) >= -250  # as the float32 test's bar
+
+
+def test_bf16_mode_only_where_outputs_stay_float32():
+    with pytest.raises(ConfigError, match="matmul_dtype"):
+        make_agent("naf", "Pendulum-v1", {"matmul_dtype": "bfloat16"})
+    with pytest.raises(ConfigError, match="matmul_dtype"):
+        make_agent("sac", "Pendulum-v1", {"matmul_dtype": "bfloat16", "use_sde": True})
+    with pytest.raises(ConfigError, match="matmul_dtype"):
+        make_agent("td3", "Pendulum-v1", {"matmul_dtype": "float16"})

@@ -14,6 +14,7 @@ collected (``train_freq · n_envs``); ``target_update_unit="env_steps"`` counts
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -133,6 +134,10 @@ class OffPolicyAgent(Agent):
             cfg.target_update_unit == "gradient_steps" and (self.gradient_updates + 1) % cfg.target_update_interval == 0
         )
 
+    def _update_context(self) -> AbstractContextManager[Any]:
+        """The context each :meth:`train_step` runs in (the continuous agents' bf16 autocast mode)."""
+        return nullcontext()
+
     def _before_env_step(self, step: int) -> None:
         """Called before the ``step``-th env step of a collection phase (gSDE resamples its noise here)."""
 
@@ -187,7 +192,8 @@ class OffPolicyAgent(Agent):
         if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
             n_grad = cfg.gradient_steps if cfg.gradient_steps >= 0 else cfg.train_freq * self.n_envs
             for _ in range(n_grad):
-                metrics = self.train_step(self.replay.sample(cfg.batch_size))
+                with self._update_context():
+                    metrics = self.train_step(self.replay.sample(cfg.batch_size))
                 self.gradient_updates += 1
         metrics["gradient_updates"] = float(self.gradient_updates)
         return metrics

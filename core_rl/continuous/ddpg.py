@@ -54,6 +54,7 @@ class DDPG(NoisyContinuousQAgent):
     name = "ddpg"
     config: DDPGConfig
     config_cls = DDPGConfig
+    bf16_updates = True
 
     def _build_networks(self) -> None:
         cfg = self.config

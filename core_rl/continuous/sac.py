@@ -45,6 +45,7 @@ from pydantic import Field
 from torch import nn
 
 from core_rl.common.distributions import GSDEGaussian, StateDependentNoise, TanhGaussian
+from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
@@ -109,10 +110,11 @@ class TanhGaussianActor(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> TanhGaussian | GSDEGaussian:
         if self.sde is not None:
-            latent = self.net[:-1](self.encoder(obs))
-            mean = self.net[-1](latent).clamp(-self.sde_clip_mean, self.sde_clip_mean)
+            latent = self.net[:-1](self.encoder(obs)).float()
+            mean = self.net[-1](latent).float().clamp(-self.sde_clip_mean, self.sde_clip_mean)
             return self.sde.distribution(mean, latent, squash=True)
-        mean, log_std = self.net(self.encoder(obs)).chunk(2, dim=-1)
+        # float32 also under a bf16 autocast (matmul_dtype): log π needs it
+        mean, log_std = self.net(self.encoder(obs)).float().chunk(2, dim=-1)
         return TanhGaussian(mean, log_std.clamp(self.log_std_min, self.log_std_max))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,9 +142,12 @@ class SAC(ContinuousQAgent):
     name = "sac"
     config: SACConfig
     config_cls = SACConfig
+    bf16_updates = True
 
     def _build_networks(self) -> None:
         cfg = self.config
+        if cfg.use_sde and cfg.matmul_dtype != "float32":
+            raise ConfigError("config field 'matmul_dtype': 'bfloat16' is not supported with use_sde=True")
         self.actor = TanhGaussianActor(
             self.observation_space,
             self.action_dim,

@@ -41,3 +41,4 @@ class TD3(DDPG):
     name = "td3"
     config: TD3Config
     config_cls = TD3Config
+    bf16_updates = True
