@@ -75,6 +75,9 @@ class OffPolicyAgent(Agent):
     config: OffPolicyConfig
     config_cls = OffPolicyConfig
     log_every_steps = 1000
+    #: whether the gradient step being taken reports its metrics: a training phase keeps only its last
+    #: step's, so :meth:`train_step` may return ``{}`` (and skip the ``.item()`` reads) when this is False
+    log_metrics: bool = True
 
     def _build(self) -> None:
         if (
@@ -191,10 +194,13 @@ class OffPolicyAgent(Agent):
         metrics: dict[str, Any] = {}
         if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
             n_grad = cfg.gradient_steps if cfg.gradient_steps >= 0 else cfg.train_freq * self.n_envs
-            for _ in range(n_grad):
+            for i in range(n_grad):
+                # only the phase's last step reports: the others skip their metrics' host reads
+                self.log_metrics = i == n_grad - 1
                 with self._update_context():
                     metrics = self.train_step(self.replay.sample(cfg.batch_size))
                 self.gradient_updates += 1
+            self.log_metrics = True
         metrics["gradient_updates"] = float(self.gradient_updates)
         return metrics
 

@@ -97,12 +97,14 @@ class DDPG(NoisyContinuousQAgent):
         q = self.critic(batch.obs, self.scaler.normalize(batch.actions))  # [K, B]
         critic_loss = (q - target_q).pow(2).mean(1).sum()  # Σ_k MSE_k
         self._step_optimizer(self.critic_optimizer, critic_loss)
-        metrics = {"critic_loss": critic_loss.item(), "q_mean": q.mean().item()}
+        log = self.log_metrics
+        metrics = {"critic_loss": critic_loss.item(), "q_mean": q.mean().item()} if log else {}
         if step % cfg.policy_delay == 0:
             # ∇_θ Q_φ1(s, μ_θ(s)): the critic's weights are detached, only the action carries gradient
             actor_loss = -self.critic.member(0, batch.obs, self.actor(batch.obs), detach_params=True).mean()
             self._step_optimizer(self.actor_optimizer, actor_loss)
-            metrics["actor_loss"] = actor_loss.item()
+            if log:
+                metrics["actor_loss"] = actor_loss.item()
             if (step // cfg.policy_delay) % cfg.target_update_interval == 0:
                 polyak_update(self.critic, self.critic_target, cfg.tau)
                 polyak_update(self.actor, self.actor_target, cfg.tau)

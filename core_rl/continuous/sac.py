@@ -214,7 +214,8 @@ class SAC(ContinuousQAgent):
         if self.auto_alpha:
             alpha_loss = -(log_alpha * (log_prob.detach() + self.target_entropy)).mean()
             self._step_optimizer(self.alpha_optimizer, alpha_loss)
-            metrics["alpha_loss"] = alpha_loss.item()
+            if self.log_metrics:
+                metrics["alpha_loss"] = alpha_loss.item()
         alpha = log_alpha.detach().exp()
 
         target_q = self.target_q(batch, alpha)
@@ -227,6 +228,8 @@ class SAC(ContinuousQAgent):
 
         if self._target_update_due():
             self._update_targets()
+        if not self.log_metrics:
+            return metrics
         metrics.update(
             critic_loss=critic_loss.item(),
             actor_loss=actor_loss.item(),

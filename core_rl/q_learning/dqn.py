@@ -257,6 +257,8 @@ class DQN(OffPolicyAgent):
             self.replay.update_priorities(batch.indices, td_error)
         if self._target_update_due():
             self._update_targets()
+        if not self.log_metrics:
+            return {}
         return {"loss": loss.item(), "q_mean": q.mean().item(), "td_error_abs": td_error.abs().mean().item()}
 
 
