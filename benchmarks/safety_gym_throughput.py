@@ -1,7 +1,10 @@
 """Env-steps per second of Safety-Gymnasium through :mod:`safety.safety_gymnasium`, spares on and off.
 
 ``python -m benchmarks.safety_gym_throughput [--task SafetyPointGoal1-v0] [--envs 2] [--workers N]
-[--steps-per-env 3000] [--rollout 250] [--learner-s 0 0.4] [--json FILE]``
+[--steps-per-env 3000] [--rollout 250] [--learner-s 0 0.4] [--fast-reset on off] [--json FILE]``
+
+``--fast-reset`` picks the children's reset: ``on`` (default) the light compile copied into the
+previous model, ``off`` Safety-Gymnasium's full rebuild (``safety/_safety_gym_server.py``).
 
 Random actions drive ``--envs`` envs for ``--steps-per-env`` steps each (Safety-Gymnasium's
 1000-step episodes, so every env starts ``steps/1000`` new episodes after its first). Every
@@ -74,11 +77,20 @@ def _cpu_now(pids: Sequence[int]) -> float:
     return ru.ru_utime + ru.ru_stime + sum(_cpu_of(p) for p in pids)
 
 
-def measure(task: str, envs: int, workers: int | None, steps: int, rollout: int, learner_s: float, spare: bool) -> dict:
+def measure(
+    task: str,
+    envs: int,
+    workers: int | None,
+    steps: int,
+    rollout: int,
+    learner_s: float,
+    spare: bool,
+    fast_reset: bool = True,
+) -> dict:
     """One configuration: totals from construction to the last step, and the steady state after the
     first episode (start-up -- the children's first, slower resets -- excluded)."""
     cpu0, w0 = _cpu_now([]), time.perf_counter()
-    env = SafetyGymnasiumVectorEnv(task, num_envs=envs, n_workers=workers, spare_envs=spare)
+    env = SafetyGymnasiumVectorEnv(task, num_envs=envs, n_workers=workers, spare_envs=spare, fast_reset=fast_reset)
     pids = env.child_pids
     env.reset(seed=0)
     episode = env.max_episode_steps or 1000
@@ -99,8 +111,10 @@ def measure(task: str, envs: int, workers: int | None, steps: int, rollout: int,
     env.close()
     total = envs * steps
     row: dict[str, Any] = {
-        "config": f"spares {'on ' if spare else 'off'}, learner {learner_s:g} s / {rollout} steps",
+        "config": f"fast reset {'on ' if fast_reset else 'off'}, spares {'on ' if spare else 'off'}, "
+        f"learner {learner_s:g} s",
         "spare": spare,
+        "fast_reset": fast_reset,
         "learner_s": learner_s,
         "env_steps": total,
         "wall_s": w1 - w0,
@@ -142,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps-per-env", type=int, default=3000)
     p.add_argument("--rollout", type=int, default=250, help="steps between two learner pauses")
     p.add_argument("--learner-s", type=float, nargs="+", default=[0.0, 0.4], help="learner pause(s) to try")
+    p.add_argument("--fast-reset", nargs="+", choices=("on", "off"), default=["on"], help="children's reset(s) to try")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     ok, why = safety_gymnasium_available()
@@ -149,9 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(why, file=sys.stderr)
         return 2
     rows: list[dict[str, Any]] = [in_process(args.task, args.steps_per_env)]
-    for learner_s in args.learner_s:
-        for spare in (False, True):
-            rows.append(measure(args.task, args.envs, args.workers, args.steps_per_env, args.rollout, learner_s, spare))
+    for fast in args.fast_reset:
+        for learner_s in args.learner_s:
+            for spare in (False, True):
+                rows.append(
+                    measure(
+                        args.task,
+                        args.envs,
+                        args.workers,
+                        args.steps_per_env,
+                        args.rollout,
+                        learner_s,
+                        spare,
+                        fast == "on",
+                    )
+                )
     print(f"{args.task}: {args.envs} envs x {args.steps_per_env} steps, {os.cpu_count()} cores")
     head = (
         "configuration",

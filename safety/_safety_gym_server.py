@@ -4,7 +4,7 @@ Run by the Safety-Gymnasium venv's python (``safety/build_safety_env.sh``), neve
 main environment; it imports only the standard library, numpy and safety_gymnasium.
 
     python _safety_gym_server.py TASK NUM_ENVS [--spare] [--no-autoreset] [--max-episode-steps K]
-                                 [--parent-pid PID]
+                                 [--no-fast-reset] [--verify-fast-reset] [--parent-pid PID]
 
 Protocol (native byte order, both ends on one machine). After start-up the child writes its hello:
 a little header ``uint32 length`` and that many bytes of JSON (the spaces and the episode length).
@@ -32,6 +32,26 @@ episode's end switches to it instead of paying Safety-Gymnasium's ~1.2 s reset (
 MuJoCo model) in the step. The numbers are the same with and without spares: those of one warmed
 env stepped in-process and reset with ``episode_seed(b, k)`` at each episode's start.
 
+Fast resets (default on; ``--no-fast-reset`` turns them off). A navigation task's ``reset`` (every
+task built by Safety-Gymnasium's ``Builder``: Goal, Button, Push, Circle, Run, Race, Fading) draws
+the new layout, writes the world's XML and compiles it with ``MjModel.from_xml_string``; 97% of
+its ~0.9 s of CPU is that compile, and nearly all of the compile is decoding the skybox texture
+(six PNGs, a 3259 x 19554 RGB image) that is the same in every episode. :func:`enable_fast_reset`
+keeps everything else exactly as it is -- the RNG draws, the XML text, the ``MjData`` made anew,
+every ``mj_forward`` -- and swaps only the compile: the same XML with each file texture replaced
+by a 1 x 1 builtin texture of the same name and type (so texture ids are unchanged) is compiled
+(~1 ms), and every field of that model except the texture pixels (``tex_*``) -- all the other
+arrays, the sizes and the ``opt``/``vis``/``stat`` structs -- is copied into the env's previous
+model, whose textures came from the same texture elements. The result is the model a full
+compile gives, field for field and bit for bit (``--verify-fast-reset`` also compiles the full XML
+at every fast reset and exits with an error on any difference; ``tests/test_safety_gymnasium.py``
+checks models and steps against the reference). An env falls back to the full compile whenever the
+texture elements or the compiler options differ from its previous model's, or the light model's
+sizes differ; its first build is always a full one. The Velocity tasks are gymnasium MuJoCo envs
+whose reset never compiles (``mj_resetData``): nothing to do there. A fast-reset env also draws
+its layout with :func:`_sample_layout`, the library's rejection sampler without numpy's per-call
+overhead (same draws, same decisions).
+
 Any error is written to stderr (the parent shows its tail) and the child exits with status 1. It
 exits when stdin reaches EOF (the parent is gone), ignores SIGINT (the parent handles Ctrl-C and
 closes it), and with ``--parent-pid`` asks the kernel for SIGKILL when the parent dies (Linux).
@@ -40,8 +60,11 @@ closes it), and with ``--parent-pid`` asks the kernel for SIGKILL when the paren
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import re
 import signal
 import struct
 import sys
@@ -53,6 +76,229 @@ import numpy as np
 
 #: the seed of every env's warm-up reset (see :class:`Slot`)
 WARM_SEED = 0
+
+# ---- fast resets ---------------------------------------------------------------------------------
+_TEXTURE = re.compile(r"<texture\b[^>]*>")
+_ATTR = re.compile(r'([\w:]+)="([^"]*)"')
+_COMPILER = re.compile(r"<compiler\b[^>]*>")
+_tls = threading.local()  # the task whose World.build runs on this thread (resets run on two threads)
+
+
+class FastResetStats:
+    """Counts of the compiles done by envs with fast resets on (per process)."""
+
+    fast = 0  # light compile + copy
+    full = 0  # full compile (first build, or a fallback)
+    verified = 0  # fast resets checked against a full compile (``--verify-fast-reset``)
+
+
+def _light_xml(xml: str) -> tuple[str, tuple[str, ...]]:
+    """``xml`` with every file texture replaced by a 1 x 1 builtin one of the same name and type, and
+    the key (every texture element and the compiler element) under which the pixels are reusable."""
+    textures: list[str] = []
+
+    def one(match: re.Match) -> str:
+        element = match.group(0)
+        textures.append(element)
+        attrs = dict(_ATTR.findall(element))
+        if not any(k.startswith("file") for k in attrs):
+            return element
+        keep = "".join(f' {k}="{attrs[k]}"' for k in ("name", "type") if k in attrs)
+        tail = "/>" if element.endswith("/>") else ">"
+        return f'<texture{keep} builtin="flat" width="1" height="1" rgb1="0 0 0" rgb2="0 0 0"{tail}'
+
+    light = _TEXTURE.sub(one, xml)
+    compiler = _COMPILER.search(xml)
+    return light, (*textures, compiler.group(0) if compiler else "")
+
+
+def _struct_copy(dst, src) -> None:
+    for name in dir(src):
+        if name.startswith("_") or name[0].isupper():  # vis.Global & co. are the classes
+            continue
+        value = getattr(src, name)
+        if callable(value):
+            continue
+        if isinstance(value, np.ndarray):
+            getattr(dst, name)[...] = value
+        elif isinstance(value, (bool, int, float)):
+            setattr(dst, name, value)
+        else:
+            _struct_copy(getattr(dst, name), value)
+
+
+def _digest(value) -> str:
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return f"{data.dtype.str}{data.shape}:" + hashlib.blake2b(data.view(np.uint8).ravel()).hexdigest()
+    return np.asarray(value).tobytes().hex()
+
+
+def _struct_dump(obj, prefix: str, out: dict[str, str]) -> None:
+    for name in dir(obj):
+        if name.startswith("_") or name[0].isupper():
+            continue
+        value = getattr(obj, name)
+        if callable(value):
+            continue
+        if isinstance(value, (np.ndarray, bool, int, float)):
+            out[prefix + name] = _digest(value)
+        else:
+            _struct_dump(value, prefix + name + ".", out)
+
+
+def model_fingerprint(model) -> dict[str, str]:
+    """Every field of an ``MjModel`` -- its sizes, its arrays (texture pixels included) and its
+    ``opt``/``vis``/``stat`` structs -- as a digest of its bytes: two models with equal fingerprints
+    hold the same numbers bit for bit."""
+    out = {name: _digest(getattr(model, name)) for name in _model_arrays(type(model))}
+    out.update({name: _digest(getattr(model, name)) for name in _model_sizes(type(model))})
+    for name in ("opt", "vis", "stat"):
+        _struct_dump(getattr(model, name), name + ".", out)
+    return out
+
+
+_ARRAYS: dict[type, tuple[str, ...]] = {}
+_SIZES: dict[type, tuple[str, ...]] = {}
+
+
+def _model_arrays(cls: type) -> tuple[str, ...]:
+    """The names of ``MjModel``'s array fields (its numpy-valued properties)."""
+    if cls not in _ARRAYS:
+        import mujoco
+
+        probe = mujoco.MjModel.from_xml_string("<mujoco/>")
+        _ARRAYS[cls] = tuple(
+            n for n in dir(probe) if not n.startswith("_") and isinstance(getattr(probe, n), np.ndarray)
+        )
+        _SIZES[cls] = tuple(
+            n for n in dir(probe) if n.startswith("n") and not n.startswith("_") and isinstance(getattr(probe, n), int)
+        )
+    return _ARRAYS[cls]
+
+
+def _model_sizes(cls: type) -> tuple[str, ...]:
+    _model_arrays(cls)
+    return _SIZES[cls]
+
+
+def _copy_model(src, dst) -> bool:
+    """Copy every field of ``src`` but the texture pixels into ``dst``; False (nothing copied) when
+    their sizes differ anywhere but in the texture data."""
+    cls = type(dst)
+    if any(getattr(src, n) != getattr(dst, n) for n in _model_sizes(cls) if n not in ("ntexdata", "nbuffer")):
+        return False
+    names = [n for n in _model_arrays(cls) if not n.startswith("tex_")]
+    if any(getattr(src, n).shape != getattr(dst, n).shape for n in names):
+        return False
+    for n in names:
+        getattr(dst, n)[...] = getattr(src, n)
+    for n in ("opt", "vis", "stat"):
+        _struct_copy(getattr(dst, n), getattr(src, n))
+    return True
+
+
+class _FastMujoco:
+    """Stands for the ``mujoco`` module inside ``safety_gymnasium.world``: everything is mujoco's,
+    except that ``MjModel.from_xml_string`` compiles the light XML for a task with fast resets on."""
+
+    def __init__(self, mujoco, verify: bool):
+        self._mujoco = mujoco
+        self._verify = verify
+        outer = self
+
+        class MjModel:
+            @staticmethod
+            def from_xml_string(xml: str, *args, **kwargs):
+                return outer.compile(xml, *args, **kwargs)
+
+            def __new__(cls, *args, **kwargs):
+                return mujoco.MjModel(*args, **kwargs)
+
+        self.MjModel = MjModel
+
+    def __getattr__(self, name: str):
+        return getattr(self._mujoco, name)
+
+    def compile(self, xml: str, *args, **kwargs):
+        real = self._mujoco.MjModel.from_xml_string
+        task = getattr(_tls, "task", None)
+        if task is None or args or kwargs:
+            return real(xml, *args, **kwargs)
+        light, key = _light_xml(xml)
+        world = task.world
+        model = world.model if world is not None else None
+        if model is None or getattr(task, "_deeprl_fast_key", None) != key:
+            model = real(xml)
+            task._deeprl_fast_key = key
+            FastResetStats.full += 1
+            return model
+        if not _copy_model(real(light), model):
+            FastResetStats.full += 1
+            return real(xml)
+        FastResetStats.fast += 1
+        if self._verify:
+            want, got = model_fingerprint(real(xml)), model_fingerprint(model)
+            bad = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+            if bad:
+                raise RuntimeError(f"fast reset: the model differs from a full compile in {bad[:8]}")
+            FastResetStats.verified += 1
+        return model
+
+
+def _sample_layout(self) -> bool:
+    """``RandomGenerator.sample_layout`` with the same draws in the same order and the same decisions:
+    the distance test ``np.sqrt(np.sum(np.square(xy - other_xy))) < other_keepout + margin + keepout``
+    in plain floats (the same IEEE operations in the same order: numpy sums 2 elements as
+    ``0 + a + b``, both square roots are correctly rounded), without numpy's per-call overhead, which
+    is most of a Button reset's rejection sampling (~13,000 draws a layout)."""
+    layout = {}
+    placed: list[tuple[float, float, float]] = []  # (x, y, its keepout + margin) of the placed objects
+    margin = self.placements_margin
+    for name, (placements, keepout) in self.placements.items():
+        for _ in range(100):
+            xy = self.draw_placement(placements, keepout)
+            x, y = float(xy[0]), float(xy[1])
+            for ox, oy, other in placed:
+                dx, dy = x - ox, y - oy
+                if math.sqrt(dx * dx + dy * dy) < other + keepout:
+                    break
+            else:
+                break  # a valid placement
+        else:
+            return False  # conflicted 100 times: the caller draws a new layout
+        layout[name] = xy
+        placed.append((x, y, self.placements[name][1] + margin))
+    self.layout = layout
+    return True
+
+
+def enable_fast_reset(env, verify: bool = False) -> bool:
+    """Turn fast resets on for ``env`` (a ``safety_gymnasium.make`` env; see the module docstring);
+    True when it has a navigation task to apply them to (False, nothing changed, otherwise).
+    ``verify`` checks every fast reset against a full compile (process-wide, set by the first call)."""
+    task = getattr(env.unwrapped, "task", None)
+    if task is None or not hasattr(task, "_build") or not hasattr(task, "world"):
+        return False
+    from safety_gymnasium import world as world_module
+    from safety_gymnasium.bases import underlying
+
+    if not isinstance(world_module.mujoco, _FastMujoco):
+        world_module.mujoco = _FastMujoco(world_module.mujoco, verify)
+        build = underlying.Underlying._build
+
+        def _build(self) -> None:  # the task's build: its compiles go through the light XML when on
+            _tls.task = self if getattr(self, "_deeprl_fast_reset", False) else None
+            try:
+                build(self)
+            finally:
+                _tls.task = None
+
+        underlying.Underlying._build = _build
+    task._deeprl_fast_reset = True
+    rng = task.random_generator
+    rng.sample_layout = _sample_layout.__get__(rng)
+    return True
 
 
 def episode_seed(base: int, k: int) -> int:
@@ -201,7 +447,15 @@ def serve(args: argparse.Namespace, out: int) -> None:
     resetter = _Resetter() if args.spare else None
     if resetter is not None:
         resetter.start()
-    slots = [Slot(lambda: safety_gymnasium.make(args.task, **kwargs), resetter) for _ in range(args.n)]
+    fast = [False]
+
+    def make():
+        env = safety_gymnasium.make(args.task, **kwargs)
+        if not args.no_fast_reset:
+            fast[0] = enable_fast_reset(env, verify=args.verify_fast_reset)
+        return env
+
+    slots = [Slot(make, resetter) for _ in range(args.n)]
     env0 = slots[0].envs[0]
     hello = {
         "observation_space": _space_json(env0.observation_space),
@@ -209,6 +463,7 @@ def serve(args: argparse.Namespace, out: int) -> None:
         "max_episode_steps": getattr(env0.spec, "max_episode_steps", None),
         "numpy": np.__version__,
         "safety_gymnasium": getattr(safety_gymnasium, "__version__", "?"),
+        "fast_reset": fast[0],
     }
     payload = json.dumps(hello).encode()
     write(struct.pack("=I", len(payload)) + payload)
@@ -247,6 +502,13 @@ def serve(args: argparse.Namespace, out: int) -> None:
             parts.extend(f.tobytes() for f in finals)
             write(b"".join(parts))
         elif op == b"Q":
+            if args.verify_fast_reset:
+                print(
+                    f"fast resets: {FastResetStats.fast} ({FastResetStats.verified} verified), "
+                    f"full compiles: {FastResetStats.full}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
         else:
             raise RuntimeError(f"unknown opcode {op!r}")
@@ -259,6 +521,8 @@ def main() -> None:
     p.add_argument("--spare", action="store_true")
     p.add_argument("--no-autoreset", action="store_true")
     p.add_argument("--max-episode-steps", type=int, default=None)
+    p.add_argument("--no-fast-reset", action="store_true")
+    p.add_argument("--verify-fast-reset", action="store_true")
     p.add_argument("--parent-pid", type=int, default=None)
     args = p.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)

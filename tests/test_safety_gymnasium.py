@@ -27,6 +27,7 @@ from safety.safety_gymnasium import (
     safety_gymnasium_available,
     safety_python,
 )
+from tests.seeding import seed
 
 REPO = Path(__file__).resolve().parents[1]
 AVAILABLE, WHY = safety_gymnasium_available()
@@ -62,6 +63,64 @@ REFERENCE = textwrap.dedent(
         for key, v in zip(("obs", "reward", "cost", "terminated", "truncated", "final"), (obs, rew, cost, te_, tr_, fin)):
             rec[key].append(np.asarray(v, dtype=np.float64))
     np.savez(out, **{k: np.stack(v) for k, v in rec.items()})
+    """
+)
+
+
+# Runs inside the Safety-Gymnasium venv: per task, one env with the server's fast resets and one with
+# the library's full rebuild, warmed up alike, reset with the same seeds and stepped with the same
+# actions; every observation, reward, cost and flag must be equal bit for bit, and after every reset
+# the two MjModels field for field (textures included). Counts how often the reference redrew a
+# whole layout (RandomGenerator.sample_layout called again after a conflicted draw).
+FAST_VS_FULL = textwrap.dedent(
+    """
+    import importlib.util, json, sys, warnings
+    import numpy as np
+    warnings.filterwarnings("ignore")
+    import safety_gymnasium
+    spec = importlib.util.spec_from_file_location("server", sys.argv[1])
+    server = importlib.util.module_from_spec(spec); spec.loader.exec_module(server)
+    tasks, episodes, steps = json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+    seeds = [server.episode_seed(b, k) for b, k in episodes]
+    report = {}
+    for task in tasks:
+        full, fast = safety_gymnasium.make(task), safety_gymnasium.make(task)
+        on = server.enable_fast_reset(fast)
+        layouts = [0]
+        if on:
+            gen = full.unwrapped.task.random_generator
+            sample = gen.sample_layout
+            def counting(sample=sample):
+                layouts[0] += 1
+                return sample()
+            gen.sample_layout = counting
+        for env in (full, fast):
+            env.reset(seed=server.WARM_SEED + 99)
+        fast0, full0 = server.FastResetStats.fast, server.FastResetStats.full
+        rng = np.random.default_rng(0)
+        redrawn = []
+        for s in seeds:
+            layouts[0] = 0
+            o_full, o_fast = full.reset(seed=s)[0], fast.reset(seed=s)[0]
+            assert np.array_equal(o_full, o_fast), (task, s, "first observation")
+            if on:
+                redrawn.append(layouts[0] - 1)
+                want = server.model_fingerprint(full.unwrapped.task.model)
+                got = server.model_fingerprint(fast.unwrapped.task.model)
+                assert want == got, (task, s, sorted(k for k in want if want[k] != got.get(k))[:8])
+            for t in range(steps):
+                a = rng.uniform(-1.3, 1.3, full.action_space.shape)  # some outside the box
+                r_full, r_fast = full.step(a), fast.step(a)
+                assert np.array_equal(r_full[0], r_fast[0]) and r_full[1:5] == r_fast[1:5], (task, s, t)
+                if r_full[3] or r_full[4]:
+                    break
+        report[task] = {
+            "fast_reset": on,
+            "fast": server.FastResetStats.fast - fast0,
+            "full": server.FastResetStats.full - full0,
+            "redrawn": redrawn,
+        }
+    print(json.dumps(report))
     """
 )
 
@@ -133,6 +192,7 @@ def test_bridge_steps_equal_in_process_stepping_bit_for_bit(tmp_path):
     env = SafetyGymnasiumVectorEnv(task, num_envs=n, n_workers=2, max_episode_steps=horizon)
     pids = env.child_pids
     assert env.n_workers == 2 and env.metadata["autoreset_mode"].value == "SameStep"
+    assert env.fast_reset  # the default: the reference resets by the full rebuild, the children do not
     obs0, _ = env.reset(seed=seeds.tolist())
     rec = {k: [] for k in ("obs", "reward", "cost", "terminated", "truncated")}
     finals: list[list[np.ndarray]] = [[] for _ in range(n)]
@@ -156,6 +216,28 @@ def test_bridge_steps_equal_in_process_stepping_bit_for_bit(tmp_path):
     assert np.array_equal(np.stack([np.stack(f) for f in finals]), expect["final"])
     assert expect["truncated"].sum() == n
     assert not np.array_equal(obs0[0], obs0[1])  # per-env seeds: different layouts
+
+
+@needs_venv
+@pytest.mark.slow
+def test_fast_resets_equal_the_full_rebuild_bit_for_bit():
+    nav = ["SafetyPointGoal1-v0", "SafetyCarGoal1-v0", "SafetyPointButton1-v0"]
+    tasks = nav + ["SafetyHalfCheetahVelocity-v1"]
+    # (base seed, episode): episode 0 of base 7 is a PointButton1 layout drawn 72 times before one
+    # fitted (any seed redraws most Button layouts; this one makes the case certain)
+    episodes = [(7, 0), (seed(3), 1), (seed(3), 2)]
+    out = subprocess.run(
+        [str(safety_python()), "-I", "-c", FAST_VS_FULL, str(SERVER), json.dumps(tasks), json.dumps(episodes), "120"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    for task in nav:  # every episode's reset took the light compile, none fell back
+        assert report[task]["fast_reset"] and report[task] == {**report[task], "fast": 3, "full": 0}, report[task]
+    assert report["SafetyPointButton1-v0"]["redrawn"][0] > 0  # a layout that needed resampling
+    assert report["SafetyHalfCheetahVelocity-v1"]["fast_reset"] is False  # no compile to replace
 
 
 @needs_venv
@@ -207,7 +289,8 @@ def test_killing_the_learner_leaves_no_child(how):
 
 @needs_venv
 def test_a_child_killed_mid_run_gives_one_clear_error():
-    env = SafetyGymnasiumVectorEnv("SafetyPointGoal1-v0", num_envs=2, n_workers=2, spare_envs=False)
+    env = SafetyGymnasiumVectorEnv("SafetyPointGoal1-v0", num_envs=2, n_workers=2, spare_envs=False, fast_reset=False)
+    assert env.fast_reset is False  # the switch reaches the children
     dead = env._bridge.children[0].proc
     try:
         dead.send_signal(signal.SIGKILL)
