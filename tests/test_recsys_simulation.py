@@ -43,6 +43,7 @@ from recsys.simulation import (
     slate_choice_probabilities,
     train_linear_policy_cem,
 )
+from recsys.simulation import env as sim_env
 from recsys.simulation.user_model import ng_slate_table, ng_step_slate_table
 from tests.seeding import seed
 
@@ -302,6 +303,7 @@ def test_compile_falls_back_to_the_eager_step_with_one_warning(monkeypatch):
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(sim_env, "_COMPILED_STEPS", {})  # no step compiled by an earlier test
     with pytest.warns(RuntimeWarning, match="config 'compile'") as record:
         for ra, rb in _paired_env_steps({}, {"compile": True}, n=50, interest_update_noise_scale=0.2):
             for key in ("choice", "user_interest", "slate_choice_prob"):

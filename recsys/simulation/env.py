@@ -65,6 +65,17 @@ _CANDIDATE_KEYS = (
 )
 
 
+_COMPILED_STEPS: dict[InterestEvolutionConfig, Callable[..., Any]] = {}
+
+
+def _compiled_step(config: InterestEvolutionConfig) -> Callable[..., Any]:
+    """``torch.compile``d :func:`ng_step_fused` for ``config``, one per config (envs with equal configs
+    share it, so they do not use up dynamo's recompile budget); compiled on its first call."""
+    if config not in _COMPILED_STEPS:
+        _COMPILED_STEPS[config] = torch.compile(functools.partial(ng_step_fused, config=config), dynamic=False)
+    return _COMPILED_STEPS[config]
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
@@ -356,9 +367,7 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         self._shared_doc_obs: torch.Tensor | None = None
         self._noise0_t: torch.Tensor | None = None  # [T, N]: only with interest_noise="recsim_ng" and noise on
         if c.compile and not hasattr(self, "_fused_step"):  # once (a failed compile leaves None: eager)
-            self._fused_step: Callable[..., Any] | None = torch.compile(
-                functools.partial(ng_step_fused, config=c), dynamic=False
-            )
+            self._fused_step: Callable[..., Any] | None = _compiled_step(c)
         self._constant_arrays: dict[str, np.ndarray] = {}
 
     def _max_steps(self) -> int | None:
