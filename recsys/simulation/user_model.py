@@ -311,33 +311,45 @@ def ng_step_fused(
     Same outputs (``next_interest_t`` contiguous); compiled, equal to the eager step within float
     rounding (the CDF accumulates in double, as torch's ``cumsum`` does)."""
     t_dim, k = table_t.shape[0] - 2, slate_t.shape[0]
-    rows = table_t[:, slate_t]  # [T+2, K, N]
-    distance = (rows[:t_dim] - interest_t.unsqueeze(1)).square().sum(0).sqrt()  # [K, N]
-    no_click = torch.full_like(distance[:1], float(config.no_click_mass))
-    logits = torch.cat([config.choice_logit_offset - distance, no_click])  # [K+1, N]
-    weight = (logits - logits.amax(0)).exp()
+    # per slot and per topic row, [N] each: inductor then fuses the whole step into one pass over users
+    rows = [[table_t[r][slate_t[j]] for r in range(t_dim + 2)] for j in range(k)]  # rows[j][r]: [N]
+    x = [interest_t[r] for r in range(t_dim)]
+    logits = []
+    for j in range(k):
+        sq = (rows[j][0] - x[0]).square()
+        for r in range(1, t_dim):
+            sq = sq + (rows[j][r] - x[r]).square()
+        logits.append(config.choice_logit_offset - sq.sqrt())
+    logits.append(torch.full_like(x[0], float(config.no_click_mass)))
+    top = logits[0]
+    for lg in logits[1:]:
+        top = torch.maximum(top, lg)
+    weight = [(lg - top).exp() for lg in logits]
     acc = weight[0].double()
     cdf = [weight[0]]
     for j in range(1, k + 1):
         acc = acc + weight[j]
         cdf.append(acc.float())
-    total, threshold = cdf[k], uniform * cdf[k]
+    total = cdf[k]
+    threshold = uniform * total
     choice = (cdf[0] < threshold).long()
     for j in range(1, k):
         choice = choice + (cdf[j] < threshold).long()
     missed = choice == k
-    picked = rows[:, 0]  # [T+2, N]: the chosen doc's row (the last slot's for no click)
+    picked = list(rows[0])  # the chosen doc's rows (the last slot's for no click)
     for j in range(1, k):
-        picked = torch.where(choice >= j, rows[:, j], picked)
+        picked = [torch.where(choice >= j, rows[j][r], picked[r]) for r in range(t_dim + 2)]
     quality, length = picked[t_dim], picked[t_dim + 1]
     consumed = torch.where(missed, 0.0, torch.sigmoid(-quality) * length)
     step = torch.where(missed, 0.0, config.interest_step_size * quality)
-    updated = (picked[:t_dim] - interest_t) * step + interest_t
-    if noise is not None:
-        updated = updated + torch.where(missed, 0.0, config.interest_update_noise_scale * noise)
     m = config.max_user_affinity
-    nxt = 4.0 * m * (torch.sigmoid(updated / m) - 0.5)
-    return choice, consumed, nxt, weight / total
+    nxt = []
+    for r in range(t_dim):
+        updated = (picked[r] - x[r]) * step + x[r]
+        if noise is not None:
+            updated = updated + torch.where(missed, 0.0, config.interest_update_noise_scale * noise[r])
+        nxt.append(4.0 * m * (torch.sigmoid(updated / m) - 0.5))
+    return choice, consumed, torch.stack(nxt), torch.stack([w / total for w in weight])
 
 
 def ng_slate_table(features: torch.Tensor, quality: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
