@@ -43,7 +43,9 @@ from recsys.simulation import (
     slate_choice_probabilities,
     train_linear_policy_cem,
 )
+from recsys.simulation import env as sim_env
 from recsys.simulation.user_model import ng_slate_table, ng_step_slate_table
+from tests.seeding import seed
 
 Z = 3.29  # two-sided 99.9 % normal quantile for the CI-based checks
 P_MIN = 1e-3  # significance level of the chi-square / KS checks
@@ -262,6 +264,54 @@ def test_fast_user_step_and_logits_reproduce_the_plain_expressions_exactly(t_dim
         assert torch.equal(logits, plain.t())
 
 
+def _paired_env_steps(kwargs_a, kwargs_b, n=1000, steps=6, **common):
+    """Step two envs (same seed, same slates) side by side; yields their step results."""
+    a = InterestEvolutionVectorEnv(n, seed=1, **common, **kwargs_a)
+    b = InterestEvolutionVectorEnv(n, seed=1, **common, **kwargs_b)
+    a.reset(seed=1)
+    b.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        act = np.argsort(rng.random((n, a.num_candidates)), axis=-1)[:, : a.slate_size]
+        yield a.step(act), b.step(act)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "common",
+    [{}, {"interest_update_noise_scale": 0.3}, {"slate_size": 3, "num_topics": 3, "num_candidates": 20, "horizon": 4}],
+)
+def test_compiled_user_step_equals_the_eager_one_within_float_rounding(common):
+    """compile=True (the step as one inductor kernel): the same choices and, within float rounding, the
+    same rewards, probabilities and interests (the squash 4M(sigmoid(x/M) - 1/2) loses ~1e-6 absolute)."""
+    for ra, rb in _paired_env_steps({}, {"compile": True}, **common):
+        np.testing.assert_array_equal(ra[4]["choice"], rb[4]["choice"])
+        np.testing.assert_allclose(ra[1], rb[1], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ra[4]["slate_choice_prob"], rb[4]["slate_choice_prob"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(ra[4]["user_interest"], rb[4]["user_interest"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(ra[2], rb[2])
+        np.testing.assert_array_equal(ra[3], rb[3])
+
+
+def test_compile_falls_back_to_the_eager_step_with_one_warning(monkeypatch):
+    """Where inductor cannot compile, compile=True warns once and gives the eager numbers exactly."""
+
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(sim_env, "_COMPILED_STEPS", {})  # no step compiled by an earlier test
+    with pytest.warns(RuntimeWarning, match="config 'compile'") as record:
+        for ra, rb in _paired_env_steps({}, {"compile": True}, n=50, interest_update_noise_scale=0.2):
+            for key in ("choice", "user_interest", "slate_choice_prob"):
+                np.testing.assert_array_equal(ra[4][key], rb[4][key])
+            np.testing.assert_array_equal(ra[1], rb[1])
+    assert len([w for w in record if "config 'compile'" in str(w.message)]) == 1
+
+
 def test_vectorized_env_steps_equal_per_user_reference():
     """Every user's transition in a batched NG-twin / RecSim env equals the scalar reference."""
     cfg = InterestEvolutionConfig(num_candidates=10, horizon=20)
@@ -408,6 +458,7 @@ def test_myopic_policy_is_exact_and_beats_random():
 _NG_OK, _NG_WHY = recsim_ng_available()
 needs_ng = pytest.mark.skipif(not _NG_OK, reason=_NG_WHY or "RecSim NG venv missing")
 N_FIXED, H_FIXED, N_EVAL, H_EVAL = 1000, 30, 1000, 50
+N_NOISE, H_NOISE, SIGMA = 5000, 20, 0.5  # update-noise cross-check (issue 15)
 
 
 @pytest.fixture(scope="module")
@@ -427,6 +478,15 @@ def ng():
         seed=0,
     )
     big = InterestEvolutionConfig(num_docs=2000, num_topics=5)
+    noisy = cfg.model_copy(update={"interest_update_noise_scale": SIGMA})
+    noise_slates = np.argsort(np.random.default_rng(2).random((H_NOISE, N_NOISE, cfg.num_docs)), axis=-1)[..., :2]
+    # update noise on: NG's default compiled runtime and its eager one (one inter-op thread, which
+    # makes step 0 the usual step that reuses the initial draw; the check finds the step NG reused,
+    # since tf.scan may still run loop iterations out of order: see user_model.py).
+    noise_jobs = [
+        NGJob(f"noise_{mode}", noisy, N_NOISE, H_NOISE, "fixed", corpus=corpus, slates=noise_slates, graph_compile=comp)
+        for mode, comp in (("graph", True), ("eager", False))
+    ]
     jobs = [
         NGJob("fixed", cfg, N_FIXED, H_FIXED, "fixed", corpus=corpus, slates=slates, graph_compile=False),
         NGJob(
@@ -445,9 +505,12 @@ def ng():
         NGJob("corpus", big, 2, 1, "random", record=False, graph_compile=False),
         RecSimJob("rs_random", episodes=100, policy="random"),
         RecSimJob("rs_greedy", episodes=100, policy="greedy"),
+        *noise_jobs,
     ]
     results = run_recsim_ng(jobs, seed=0, threads=1)
     return {
+        "noisy": noisy,
+        "noise_slates": noise_slates,
         "cfg": cfg,
         "corpus": corpus,
         "slates": slates,
@@ -600,3 +663,154 @@ def test_recsim_env_matches_original_recsim(ng):
         assert _welch_z(steps, episodes["steps"].to_numpy()) < Z
     greedy, rnd = results["rs_greedy"].episodes, results["rs_random"].episodes
     assert greedy["engagement"].mean() > rnd["engagement"].mean()
+
+
+# ------------------------------------------------------------------------------------------------
+# interest-update noise: NG's reuse of the initial draw (issue 15)
+# ------------------------------------------------------------------------------------------------
+def _inverse_squash(x: np.ndarray, m: float) -> np.ndarray:
+    return m * np.log((x / (4 * m) + 0.5) / (0.5 - x / (4 * m)))
+
+
+def _update_noise(x, nx, choice, slots, features, quality, cfg):
+    """``(clicked [N], noise [N, T])``: what an interest step added beyond ``x + step q (f - x)``."""
+    clicked = choice < slots.shape[1]
+    pick = np.take_along_axis(slots, np.minimum(choice, slots.shape[1] - 1)[:, None], 1)[:, 0]
+    f, q = features[pick].astype(np.float64), quality[pick].astype(np.float64)[:, None]
+    x = x.astype(np.float64)
+    linear = _inverse_squash(nx.astype(np.float64), cfg.max_user_affinity)
+    return clicked, linear - (x + cfg.interest_step_size * q * (f - x))
+
+
+def test_twin_first_update_noise_reuses_the_initial_draw_only_in_recsim_ng_mode():
+    """interest_noise='recsim_ng': a session's first update noise is sigma * x_0 / s (also after an
+    autoreset); every later step's is fresh N(0, sigma^2); 'independent': always fresh."""
+    n, s, sigma = 4000, 1.5, 0.3
+    residuals = {}
+    for mode in ("recsim_ng", "independent"):
+        cfg = InterestEvolutionConfig(
+            interest_update_noise_scale=sigma, initial_interest_scale=s, interest_noise=mode, horizon=3
+        )
+        env = InterestEvolutionVectorEnv(n, config=cfg, seed=0)
+        _, info = env.reset(seed=0)
+        slate = np.tile([0, 1], (n, 1))
+        feats, quality = env.corpus.features.numpy(), env.corpus.quality.numpy()
+        res, stds = [], []
+        for _ in range(4):  # the 4th step is the first of a new session (horizon 3, autoreset)
+            x = info["user_interest"].copy()
+            _, _, _, _, info = env.step(slate)
+            after = info["final_info"]["user_interest"] if "final_info" in info else info["user_interest"]
+            clicked, noise = _update_noise(x, after, info["choice"], slate, feats, quality, cfg)
+            res.append(np.abs(noise[clicked] - sigma * x[clicked] / s).max())
+            stds.append(noise[clicked].std())
+        residuals[mode] = res
+        assert all(abs(v - sigma) < 0.05 for v in stds[1:3]), stds  # fresh N(0, sigma^2) within the session
+    assert residuals["recsim_ng"][0] < 1e-3 and residuals["recsim_ng"][3] < 1e-3  # first steps of both sessions
+    assert min(residuals["recsim_ng"][1:3]) > 0.5 and min(residuals["independent"]) > 0.5
+    # noise off: the switch changes nothing
+    a = InterestEvolutionVectorEnv(50, seed=3, interest_noise="recsim_ng")
+    b = InterestEvolutionVectorEnv(50, seed=3, interest_noise="independent")
+    for e in (a, b):
+        e.reset(seed=3)
+    for _ in range(5):
+        ra, rb = a.step(np.tile([4, 9], (50, 1))), b.step(np.tile([4, 9], (50, 1)))
+        np.testing.assert_array_equal(ra[4]["user_interest"], rb[4]["user_interest"])
+    with pytest.raises(ConfigError, match="interest_noise"):
+        InterestEvolutionVectorEnv(2, interest_noise="shared")
+
+
+def _ng_noise_arrays(ng_run, h, n):
+    traj = ng_run.trajectory
+    x = traj[["interest_0", "interest_1"]].to_numpy().reshape(h, n, 2)
+    nx = traj[["next_interest_0", "next_interest_1"]].to_numpy().reshape(h, n, 2)
+    return x, nx, traj["choice"].to_numpy().reshape(h, n), traj[["slot_0", "slot_1"]].to_numpy().reshape(h, n, 2)
+
+
+def _ng_reuse_steps(ng_run, corpus, cfg):
+    """Steps of an NG run whose update noise is sigma * x_0 (regression coefficient sigma, residual ~0);
+    every other step's must look fresh (coefficient ~0, std sigma)."""
+    x, nx, choice, slots = _ng_noise_arrays(ng_run, H_NOISE, N_NOISE)
+    feats, quality = corpus.features.numpy(), corpus.quality.numpy()
+    sigma, reused = cfg.interest_update_noise_scale, []
+    for t in range(H_NOISE):
+        clicked, noise = _update_noise(x[t], nx[t], choice[t], slots[t], feats, quality, cfg)
+        noise, start = noise[clicked], x[0][clicked].astype(np.float64)
+        coef = (noise * start).sum(0) / (start * start).sum(0)
+        if np.abs(coef - sigma).max() < 1e-3:
+            # float32 round trip through the squash: a few users far out on the sigmoid lose digits
+            assert np.quantile(np.abs(noise - sigma * start), 0.99) < 1e-4, t
+            reused.append(t)
+        else:
+            assert np.abs(coef).max() < 0.06 and abs(noise.std() - sigma) < 0.03, (t, coef)
+    return reused
+
+
+def _twin_noise_rollout(cfg, corpus, slates, seed, reuse_step):
+    """The twin's user step over fixed slates with the initial draw reused as the update noise of
+    step ``reuse_step`` (None: never); the same draws, in the same order, as the env. Returns
+    ``(clicked [H, N], interest [H + 1, N, T])``."""
+    gen = torch.Generator().manual_seed(seed)
+    table_t = ng_slate_table(corpus.features, corpus.quality, corpus.length)
+    x0 = torch.randn(slates.shape[1], cfg.num_topics, generator=gen) * cfg.initial_interest_scale
+    x_t, clicked, interest = x0.t(), [], [x0.numpy()]
+    for t in range(slates.shape[0]):
+        uniform = torch.rand(slates.shape[1], generator=gen)
+        noise = torch.randn(x_t.shape, generator=gen)
+        if t == reuse_step:
+            noise = x0.t() / cfg.initial_interest_scale
+        docs_t = torch.from_numpy(np.ascontiguousarray(slates[t].T))
+        choice, _, x_t, _ = ng_step_slate_table(x_t, docs_t, table_t, cfg, None, uniform, noise)
+        clicked.append((choice < slates.shape[2]).numpy())
+        interest.append(x_t.t().numpy())
+    return np.array(clicked, dtype=float), np.array(interest)
+
+
+def test_twin_env_noise_modes_are_the_rollout_with_reuse_at_step_0_or_never():
+    """The env's 'recsim_ng' mode = the user step with the initial draw reused at step 0, exactly;
+    'independent' = never reused (what the NG cross-check below rolls out)."""
+    corpus = sample_ng_corpus(InterestEvolutionConfig(), torch.Generator().manual_seed(5))
+    slates = np.argsort(np.random.default_rng(5).random((4, 300, 100)), axis=-1)[..., :2]
+    for mode, reuse in (("recsim_ng", 0), ("independent", None)):
+        cfg = InterestEvolutionConfig(interest_update_noise_scale=0.4, interest_noise=mode, horizon=10)
+        env = InterestEvolutionVectorEnv(300, config=cfg, corpus=corpus, seed=0)
+        _, info = env.reset(seed=9)
+        clicked, x = _twin_noise_rollout(cfg, corpus, slates, 9, reuse)
+        np.testing.assert_array_equal(info["user_interest"], x[0])
+        for t in range(4):
+            _, _, _, _, info = env.step(slates[t])
+            np.testing.assert_array_equal(info["clicked"], clicked[t] > 0)
+            np.testing.assert_array_equal(info["user_interest"], x[t + 1])
+
+
+@needs_ng
+def test_recsim_ng_reuses_the_initial_draw_once_compiled_never_eager(ng):
+    """What the twin's default reproduces: NG compiled adds sigma * x_0 as the update noise of exactly one
+    step (step 0 with one inter-op thread — usually, not always: loop iterations may still overlap),
+    fresh noise at the others; NG eager adds fresh noise at every step."""
+    assert len(_ng_reuse_steps(ng["results"]["noise_graph"], ng["corpus"], ng["noisy"])) == 1
+    assert _ng_reuse_steps(ng["results"]["noise_eager"], ng["corpus"], ng["noisy"]) == []
+
+
+@needs_ng
+def test_twin_and_recsim_ng_agree_with_update_noise(ng):
+    """Noise on, same corpus and slates, independent users each side: per-user clicks (all steps, the
+    first five), the interest norm after the reused step and at the end agree between NG compiled
+    and the twin reusing the draw at the step NG did (step 0 = the env's 'recsim_ng' mode; which
+    step NG reuses is up to TensorFlow's scheduler), and between NG eager and the twin's
+    'independent' env; never reusing is told apart from NG compiled (the check has power)."""
+    corpus, slates, cfg = ng["corpus"], ng["noise_slates"], ng["noisy"]
+    graph, eager = ng["results"]["noise_graph"], ng["results"]["noise_eager"]
+    (reuse,) = _ng_reuse_steps(graph, corpus, cfg)
+    twin_graph = _twin_noise_rollout(cfg, corpus, slates, seed(30), reuse)
+    twin_eager = _twin_noise_rollout(cfg, corpus, slates, seed(31), None)
+    for ng_run, (clicked, x), name in ((graph, twin_graph, "compiled"), (eager, twin_eager, "eager")):
+        x_ng, nx_ng, choice, _ = _ng_noise_arrays(ng_run, H_NOISE, N_NOISE)
+        ng_clicked = (choice < 2).astype(float)
+        assert _welch_z(clicked.sum(0), ng_clicked.sum(0)) < Z, name
+        assert _welch_z(clicked[:5].sum(0), ng_clicked[:5].sum(0)) < Z, name
+        ng_x = {reuse + 1: nx_ng[reuse], H_NOISE: nx_ng[-1]}
+        for t, ng_xt in ng_x.items():
+            assert _welch_z(np.linalg.norm(x[t], axis=1), np.linalg.norm(ng_xt, axis=1)) < Z, (name, t)
+    _, x_never = _twin_noise_rollout(cfg, corpus, slates, seed(32), None)
+    norm_ng = np.linalg.norm(_ng_noise_arrays(graph, H_NOISE, N_NOISE)[1][reuse], axis=1)
+    assert _welch_z(np.linalg.norm(x_never[reuse + 1], axis=1), norm_ng) > 3 * Z

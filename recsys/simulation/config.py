@@ -65,6 +65,14 @@ class InterestEvolutionConfig(_SimConfig):
         ge=0.0,
         description="Std of Gaussian noise on a clicked user's interest update (None = noiseless, NG's default).",
     )
+    interest_noise: Literal["recsim_ng", "independent"] = Field(
+        "recsim_ng",
+        description="Where the update noise of a session's FIRST step comes from (only with "
+        "interest_update_noise_scale > 0). 'recsim_ng': the standard-normal draw behind the initial "
+        "interest is reused, noise_0 = x_0 / initial_interest_scale, as RecSim NG's graph-compiled "
+        "TFRuntime (its default) does; later steps draw fresh noise. 'independent': every step draws "
+        "fresh noise (what NG's eager runtime, graph_compile=False, does).",
+    )
     initial_interest_scale: float = Field(
         1.0, gt=0.0, description="Std of the N(0, s^2 I) initial interest (initial_dist_scales)."
     )
@@ -80,6 +88,13 @@ class InterestEvolutionConfig(_SimConfig):
         0.1, gt=0.0, description="Std of doc quality around its topic mean (NG's doc_quality_var, used as a scale)."
     )
     doc_feature_scale: float = Field(0.7, gt=0.0, description="Std of doc features around the topic one-hot.")
+    compile: bool = Field(
+        False,
+        description="Run the user step as one torch.compile'd (inductor) kernel: faster for large "
+        "batches, equal to the eager step within float rounding (not bit for bit); compiles on the "
+        "first step (seconds, again per batch size); falls back to the eager step with one warning "
+        "where inductor cannot compile.",
+    )
     observe_interest: bool = Field(
         True,
         description="Put the user's interest vector in the observation "

@@ -26,6 +26,8 @@ possibly unobserved, interest).
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -47,6 +49,7 @@ from recsys.simulation.user_model import (
     ng_consumed_time,
     ng_initial_interest,
     ng_slate_table,
+    ng_step_fused,
     ng_step_slate_table,
     recsim_choice_logits,
     recsim_update,
@@ -60,6 +63,17 @@ _CANDIDATE_KEYS = (
     "candidate_doc_id",
     "user_interest",
 )
+
+
+_COMPILED_STEPS: dict[InterestEvolutionConfig, Callable[..., Any]] = {}
+
+
+def _compiled_step(config: InterestEvolutionConfig) -> Callable[..., Any]:
+    """``torch.compile``d :func:`ng_step_fused` for ``config``, one per config (envs with equal configs
+    share it, so they do not use up dynamo's recompile budget); compiled on its first call."""
+    if config not in _COMPILED_STEPS:
+        _COMPILED_STEPS[config] = torch.compile(functools.partial(ng_step_fused, config=config), dynamic=False)
+    return _COMPILED_STEPS[config]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -351,6 +365,9 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         if c.num_candidates is not None:
             self._cand = torch.zeros(self.num_envs, c.num_candidates, dtype=torch.int64, device=self.device)
         self._shared_doc_obs: torch.Tensor | None = None
+        self._noise0_t: torch.Tensor | None = None  # [T, N]: only with interest_noise="recsim_ng" and noise on
+        if c.compile and not hasattr(self, "_fused_step"):  # once (a failed compile leaves None: eager)
+            self._fused_step: Callable[..., Any] | None = _compiled_step(c)
         self._constant_arrays: dict[str, np.ndarray] = {}
 
     def _max_steps(self) -> int | None:
@@ -363,9 +380,16 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         fresh = keys.topk(self.config.num_candidates, dim=1).indices
         self._cand = torch.where(mask.unsqueeze(1), fresh, self._cand)
 
+    def _reuses_initial_draw(self) -> bool:
+        c = self.config
+        return bool(c.interest_update_noise_scale) and c.interest_noise == "recsim_ng"
+
     def _reset_users(self, mask: torch.Tensor) -> None:
         fresh = ng_initial_interest(self.num_envs, self.config, self._gen)
         self._interest_t = torch.where(mask.unsqueeze(0), fresh.t(), self._interest_t)
+        if self._reuses_initial_draw():  # the standard-normal draw behind x_0, reused as the first update noise
+            z0 = fresh.t() / self.config.initial_interest_scale
+            self._noise0_t = z0 if self._noise0_t is None else torch.where(mask.unsqueeze(0), z0, self._noise0_t)
         self._draw_candidates(mask)
 
     def _interest(self) -> torch.Tensor:
@@ -420,9 +444,30 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
     def _transition(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, LazyInfo]:
         # corpus rows, users-last [K, N] (contiguous: _prepare_slate's slate is a transposed [K, N] block)
         docs_t = slate.t() if self._cand is None else self._cand.gather(1, slate).t()
-        choice, consumed, nxt, probs = ng_step_slate_table(
-            self._interest_t, docs_t, self._table_t, self.config, self._gen
-        )
+        uniform = noise = None
+        noisy = bool(self.config.interest_update_noise_scale)
+        fused = getattr(self, "_fused_step", None)
+        if self._reuses_initial_draw() or fused is not None:  # the draws, in the order, of ng_step_slate_table
+            uniform = torch.rand(self.num_envs, generator=self._gen, device=self.device)
+            if noisy:
+                noise = torch.randn(self._interest_t.shape, generator=self._gen, device=self.device)
+            if self._reuses_initial_draw():  # a session's first step: NG's reuse of the initial draw
+                noise = torch.where(self._elapsed == 0, self._noise0_t, noise)
+        out = None
+        if fused is not None:
+            try:
+                out = fused(self._interest_t, docs_t, self._table_t, uniform, noise)
+            except Exception as exc:  # inductor unavailable (no C++ compiler, ...): the eager step from now on
+                warnings.warn(
+                    f"config 'compile': torch.compile of the user step failed ({type(exc).__name__}: {exc}); "
+                    "using the eager step",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self._fused_step = None
+        if out is None:
+            out = ng_step_slate_table(self._interest_t, docs_t, self._table_t, self.config, self._gen, uniform, noise)
+        choice, consumed, nxt, probs = out
         info = self._step_info(slate, choice, consumed, probs.t())
         self._interest_t = nxt
         if self._cand is not None:

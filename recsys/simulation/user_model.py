@@ -25,6 +25,28 @@ chosen doc (``next_response``); interest update ``x + step * q (f - x)`` for cli
 already squashed state through — the squashing ``4M(sigmoid(x/M) - 1/2)`` (``next_state``).
 The initial interest is ``N(0, I)`` and is not squashed (``initial_state``).
 
+**Update noise** (``interest_update_noise_scale`` = :math:`\sigma > 0`): a clicker's linear update
+is :math:`x + \eta\,q\,(f - x) + \sigma\,\varepsilon_t` (``ControlledLinearScaledGaussianStateModel``
+samples ``MultivariateNormalLinearOperator(loc=update, scale=sigma I)``). Under RecSim NG's default
+graph-compiled ``TFRuntime`` one step's standard normal is *the same draw* as the initial
+interest's, :math:`x_0 = s\,\varepsilon_0`. Both are stateful ``RandomStandardNormal`` ops of
+shape ``[N, T]`` whose op-level seed is their graph's random-op counter (``tf.random.set_seed``
+given, op seed ``None``): the initial-interest draw is random op 0 of the ``tf.function`` graph,
+the update noise random op 0 of the loop-body (``tf.cond`` branch) graph, so both get seeds
+``(global seed, 0)`` and their first outputs are equal; the body's kernel then continues its
+stream, so later steps are independent. ``tf.scan``'s while-loop may run iterations in parallel
+and the noise op depends on no loop state, so which step makes that first call is up to
+TensorFlow's scheduler: usually step 0 (the regression of NG's :math:`t = 0` noise on :math:`x_0`
+then has coefficient exactly :math:`\sigma`, none at later steps), sometimes step 1 or 2 (measured
+with 2,000 users and 3 steps: step 0 in 40 of 48 compiled runs, with one inter-op thread or two;
+``recsys/_recsim_ng_seed_graph.py`` lists the seeds). Exactly one step reuses the draw in every
+compiled run.
+NG's eager runtime (``graph_compile=False``) seeds each op from a Python RNG: independent noise
+at every step. ``config.interest_noise = "recsim_ng"`` (default) reuses the initial draw at the
+first step of every session (NG compiled, its usual schedule); ``"independent"`` draws fresh
+noise every step (NG eager). The step functions take the standard-normal ``noise`` explicitly
+when given (else draw it after the choice uniforms).
+
 **RecSim interest evolution** (``recsim/environments/interest_evolution.py``, ``IEvUserModel``):
 score ``x . f`` (``IEvUserState.score_document``); proportional choice over
 ``[scores, no_click_mass] - min_normalizer`` or MNL over ``[scores, no_click_mass]``; watch time
@@ -37,6 +59,7 @@ or loses ``step_penalty`` without a click (``update_state``).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from recsys.simulation.config import InterestEvolutionConfig, RecSimInterestEvolutionConfig
@@ -136,18 +159,20 @@ def ng_next_interest(
     chosen_quality: torch.Tensor,
     config: InterestEvolutionConfig,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NG's ``InterestEvolutionUser.next_state``: controlled update for clickers, then squash for all.
 
     ``interest [N, T]``, ``clicked [N]`` bool, ``chosen_features [N, T]`` and ``chosen_quality [N]``
-    (ignored where not clicked).
+    (ignored where not clicked). With ``interest_update_noise_scale > 0`` the update gets
+    ``scale * noise``, ``noise [N, T]`` standard normal (drawn from ``generator`` when not given).
     """
     direction = chosen_quality.unsqueeze(-1) * (chosen_features - interest)
     updated = interest + config.interest_step_size * direction
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
-        updated = updated + config.interest_update_noise_scale * torch.randn(
-            interest.shape, generator=generator, device=interest.device, dtype=interest.dtype
-        )
+        if noise is None:
+            noise = torch.randn(interest.shape, generator=generator, device=interest.device, dtype=interest.dtype)
+        updated = updated + config.interest_update_noise_scale * noise
     linear = torch.where(clicked.unsqueeze(-1), updated, interest)
     return ng_squash(linear, config.max_user_affinity)
 
@@ -171,10 +196,12 @@ def ng_step_users_last(
     config: InterestEvolutionConfig,
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r""":func:`ng_step` in the users-last layout the hot loops use (every op runs along the user axis).
 
-    ``interest_t [T, N]``, ``features_t [T, K, N]``, ``quality_t`` and ``length_t [K, N]``. Returns
+    ``interest_t [T, N]``, ``features_t [T, K, N]``, ``quality_t`` and ``length_t [K, N]``;
+    ``noise [T, N]``: the standard-normal update noise (drawn after ``uniform`` when not given). Returns
     ``(choice [N], consumed_time [N], next_interest_t [T, N], choice probabilities [K+1, N])``.
 
     With ``\ell_k = 2 - \lVert x - f_k \rVert`` and ``\ell_K`` = no-click logit: weights
@@ -183,7 +210,22 @@ def ng_step_users_last(
     Every intermediate is written in place into tensors this call owns (no op on an input is in place).
     """
     rows = torch.cat([features_t, quality_t.unsqueeze(0), length_t.unsqueeze(0)])
-    return _ng_step_rows(interest_t, rows, config, generator, uniform)
+    return _ng_step_rows(interest_t, rows, config, generator, uniform, noise)
+
+
+def _numpy_ok(*tensors: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():  # traced by torch.compile: torch ops only
+        return False
+    return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
+
+
+def _copy_into(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``dst.copy_(src)``; on CPU through numpy, whose strided copies (a ``[T, N]`` block to or from its
+    transposed layout) run several times faster than torch's for a short inner dimension."""
+    if _numpy_ok(dst, src) and dst.dtype == src.dtype:
+        np.copyto(dst.numpy(), src.numpy())
+        return dst
+    return dst.copy_(src)
 
 
 def _ng_step_rows(
@@ -192,12 +234,20 @@ def _ng_step_rows(
     config: InterestEvolutionConfig,
     generator: torch.Generator | None,
     uniform: torch.Tensor | None,
+    noise: torch.Tensor | None = None,
+    table_t: torch.Tensor | None = None,
+    slate_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`ng_step_users_last` on ``rows [T + 2, K, N]``: the slate docs' features, quality, length."""
+    """:func:`ng_step_users_last` on ``rows [T + 2, K, N]``: the slate docs' features, quality, length
+    (with ``table_t`` and ``slate_t``: the rows of that corpus table, whose chosen doc's row is then
+    read from the table)."""
     t_dim, (k, n) = rows.shape[0] - 2, rows.shape[1:]
     features_t = rows[:t_dim]
     dtype, device = interest_t.dtype, interest_t.device
-    x_t = interest_t.contiguous()  # topic rows: ops mixing [N] and [T, N] then run along contiguous rows
+    # topic rows: ops mixing [N] and [T, N] then run along contiguous rows
+    x_t = interest_t
+    if not x_t.is_contiguous():
+        x_t = _copy_into(torch.empty(x_t.shape, device=device, dtype=dtype), x_t)
     logits = torch.empty(k + 1, n, device=device, dtype=dtype)
     logits[k].fill_(float(config.no_click_mass))
     distance = _sum_rows(torch.sub(features_t, x_t.unsqueeze(1)).square_()).sqrt_()  # [K, N]
@@ -210,18 +260,22 @@ def _ng_step_rows(
     choice = (cdf[:k] < uniform * total).sum(dim=0)  # <= K: u * total <= total = cdf[K]
     missed = choice == k  # no click
     pick = choice.clamp(max=k - 1).unsqueeze(0)  # [1, N]
-    picked = rows.gather(1, pick.unsqueeze(0).expand(t_dim + 2, 1, n)).squeeze(1)  # [T+2, N], our own copy
+    if table_t is not None and slate_t is not None:  # [T+2, N], our own copy
+        picked = table_t.index_select(1, slate_t.gather(0, pick).view(-1))
+    else:
+        picked = rows.gather(1, pick.unsqueeze(0).expand(t_dim + 2, 1, n)).squeeze(1)
     chosen, quality, length = picked[:t_dim], picked[t_dim], picked[t_dim + 1]
     consumed = ng_consumed_time(quality, length).masked_fill_(missed, 0.0)
     # x + step q (f - x) for clickers; x + 0 = x (exactly, f - x being finite) for the others
     step = (config.interest_step_size * quality).masked_fill_(missed, 0.0)
     updated = chosen.sub_(x_t).mul_(step).add_(x_t)
     if config.interest_update_noise_scale is not None and config.interest_update_noise_scale > 0:
-        noise = torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
+        if noise is None:
+            noise = torch.randn(interest_t.shape, generator=generator, device=device, dtype=dtype)
         updated.add_((config.interest_update_noise_scale * noise).masked_fill_(missed, 0.0))
     # the next interest is laid out like ``interest_t`` (torch's sigmoid rounds the last elements of a
     # block differently from the rest, so the memory order is part of the numbers)
-    nxt = torch.empty_like(interest_t).copy_(updated)
+    nxt = _copy_into(torch.empty_like(interest_t), updated)
     m = config.max_user_affinity
     nxt.div_(m).sigmoid_().sub_(0.5).mul_(4.0 * m)  # ng_squash, in place
     return choice, consumed, nxt, weight.div_(total)
@@ -234,12 +288,68 @@ def ng_step_slate_table(
     config: InterestEvolutionConfig,
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`ng_step_users_last` on slates of corpus rows: ``slate_t [K, N]`` rows of the corpus table
     ``table_t [T + 2, D]`` (features, then quality, then length; see :func:`ng_slate_table`), gathered
     in one ``index_select``. Same outputs, same numbers."""
     rows = table_t.index_select(1, slate_t.reshape(-1)).view(table_t.shape[0], *slate_t.shape)
-    return _ng_step_rows(interest_t, rows, config, generator, uniform)
+    return _ng_step_rows(interest_t, rows, config, generator, uniform, noise, table_t, slate_t)
+
+
+def ng_step_fused(
+    interest_t: torch.Tensor,
+    slate_t: torch.Tensor,
+    table_t: torch.Tensor,
+    uniform: torch.Tensor,
+    noise: torch.Tensor | None,
+    config: InterestEvolutionConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ng_step_slate_table` written for ``torch.compile`` (out-of-place ops, loops over the
+    slate unrolled, the doc rows read from the table by index), the random draws given: ``uniform
+    [N]`` and, with ``interest_update_noise_scale > 0``, the standard-normal ``noise [T, N]``.
+    Same outputs (``next_interest_t`` contiguous); compiled, equal to the eager step within float
+    rounding (the CDF accumulates in double, as torch's ``cumsum`` does)."""
+    t_dim, k = table_t.shape[0] - 2, slate_t.shape[0]
+    # per slot and per topic row, [N] each: inductor then fuses the whole step into one pass over users
+    rows = [[table_t[r][slate_t[j]] for r in range(t_dim + 2)] for j in range(k)]  # rows[j][r]: [N]
+    x = [interest_t[r] for r in range(t_dim)]
+    logits = []
+    for j in range(k):
+        sq = (rows[j][0] - x[0]).square()
+        for r in range(1, t_dim):
+            sq = sq + (rows[j][r] - x[r]).square()
+        logits.append(config.choice_logit_offset - sq.sqrt())
+    logits.append(torch.full_like(x[0], float(config.no_click_mass)))
+    top = logits[0]
+    for lg in logits[1:]:
+        top = torch.maximum(top, lg)
+    weight = [(lg - top).exp() for lg in logits]
+    acc = weight[0].double()
+    cdf = [weight[0]]
+    for j in range(1, k + 1):
+        acc = acc + weight[j]
+        cdf.append(acc.float())
+    total = cdf[k]
+    threshold = uniform * total
+    choice = (cdf[0] < threshold).long()
+    for j in range(1, k):
+        choice = choice + (cdf[j] < threshold).long()
+    missed = choice == k
+    picked = list(rows[0])  # the chosen doc's rows (the last slot's for no click)
+    for j in range(1, k):
+        picked = [torch.where(choice >= j, rows[j][r], picked[r]) for r in range(t_dim + 2)]
+    quality, length = picked[t_dim], picked[t_dim + 1]
+    consumed = torch.where(missed, 0.0, torch.sigmoid(-quality) * length)
+    step = torch.where(missed, 0.0, config.interest_step_size * quality)
+    m = config.max_user_affinity
+    nxt = []
+    for r in range(t_dim):
+        updated = (picked[r] - x[r]) * step + x[r]
+        if noise is not None:
+            updated = updated + torch.where(missed, 0.0, config.interest_update_noise_scale * noise[r])
+        nxt.append(4.0 * m * (torch.sigmoid(updated / m) - 0.5))
+    return choice, consumed, torch.stack(nxt), torch.stack([w / total for w in weight])
 
 
 def ng_slate_table(features: torch.Tensor, quality: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -256,15 +366,25 @@ def ng_step(
     config: InterestEvolutionConfig,
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One NG user step on given slates (``InterestEvolutionUser.next_response`` then ``next_state``).
 
     ``interest [N, T]``, ``slate_features [N, K, T]``, ``slate_quality`` and ``slate_length [N, K]``.
     Returns ``(choice [N] (K = no click), consumed_time [N] (0 without a click), next_interest [N, T],
-    choice probabilities [N, K+1])``. The choice is the inverse-CDF draw of ``uniform [N]``.
+    choice probabilities [N, K+1])``. The choice is the inverse-CDF draw of ``uniform [N]``; ``noise
+    [N, T]`` the standard-normal update noise (with ``interest_update_noise_scale > 0``; drawn when
+    not given).
     """
     choice, consumed, nxt, probs = ng_step_users_last(
-        interest.t(), slate_features.permute(2, 1, 0), slate_quality.t(), slate_length.t(), config, generator, uniform
+        interest.t(),
+        slate_features.permute(2, 1, 0),
+        slate_quality.t(),
+        slate_length.t(),
+        config,
+        generator,
+        uniform,
+        None if noise is None else noise.t(),
     )
     return choice, consumed, nxt.t(), probs.t()
 
