@@ -43,6 +43,7 @@ SAMPLER_NAMES = (
     "meta",
     "meta-untrained",
     "meta-refine",
+    "meta-cat",
     "tpe",
     "random",
     "cmaes",
@@ -52,7 +53,7 @@ SAMPLER_NAMES = (
     "smac",
     "smac-bb",
 )
-OURS = ("rl", "rl-ppo", "meta", "meta-untrained", "meta-refine")  # everything else is a peer
+OURS = ("rl", "rl-ppo", "meta", "meta-untrained", "meta-refine", "meta-cat")  # everything else is a peer
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:
@@ -68,6 +69,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100)
     if name == "meta-refine":
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, n_refine=128)
+    if name == "meta-cat":
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, categorical_sweep=3)
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name == "tpe":

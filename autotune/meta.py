@@ -169,6 +169,28 @@ def make_candidates(
     return snap(layout.pin(torch.cat(parts, 1)))
 
 
+def sweep_categoricals(x: torch.Tensor, scores: torch.Tensor, k: int, layout: Layout) -> torch.Tensor:
+    """``[B, k·Σ(w−1), D]``: each of the ``k`` best trials with one free categorical set to another value."""
+    B, n, D = x.shape
+    if B != 1:  # the sampler decides one task at a time; batched pretraining does not sweep
+        return x[:, :0]
+    parents = x.gather(1, scores.topk(min(k, n), dim=1).indices.unsqueeze(-1).expand(B, min(k, n), D))
+    out = []
+    for s, w in layout.cat_groups:
+        if layout.fixed is not None and not torch.isnan(layout.fixed[s]):
+            continue  # a pinned context column
+        for j in range(w):
+            c = parents.clone()
+            c[..., s : s + w] = 0.0
+            c[..., s + j] = 1.0
+            keep = parents[..., s + j] < 0.5  # only a change of value
+            out.append(torch.where(keep.unsqueeze(-1), c, torch.full_like(c, math.nan)))
+    if not out:
+        return x[:, :0]
+    cand = torch.cat(out, 1)
+    return cand[:, ~torch.isnan(cand[0, :, 0])]
+
+
 def refine_candidates(
     cand: torch.Tensor,
     logits: torch.Tensor,
@@ -360,6 +382,13 @@ class MetaConfig(BaseModel):
         ge=0,
         description="A second round of this many candidates: small perturbations (scales 0.003–0.03) "
         "of the 8 best-scored ones, scored together with the first round (0: one round).",
+    )
+    categorical_sweep: int = Field(
+        0,
+        ge=0,
+        description="For this many best trials, candidates that change exactly one categorical to each "
+        "of its other values (replacing as many local candidates): every untried value next to the "
+        "incumbents gets scored (0: off).",
     )
     seed: int | None = None
 
@@ -597,6 +626,10 @@ def propose(
     with torch.enable_grad():
         hyper = fit_hyper(x, copula(scores), init, steps=config.fit_steps if init is not None else 3 * config.fit_steps)
     cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap)
+    if config.categorical_sweep > 0 and x.shape[1] > 0:
+        sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
+        if 0 < sweep.shape[1] <= cand.shape[1] // 2:
+            cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
     tf = torch.as_tensor(t_frac, dtype=DTYPE).expand(B) if not torch.is_tensor(t_frac) else t_frac.to(DTYPE)
     obs, _ = observe(x, scores, x_pending, cand, hyper, tf)
     dist = policy.distribution(obs)

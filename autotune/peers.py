@@ -17,6 +17,9 @@ Both adapters are :class:`AskTellSampler` s, so a comparison runs every library 
   value: the objective did not read it). ConfigSpace can express conditions, but the tree is not
   known before the objective runs; this is the "flat" treatment of conditional spaces.
 * **Failed trials** are told the worst loss seen so far (nothing when none is finite yet).
+* **Start** — the random first trial is not told to the library (it starts from its own initial
+  design, e.g. the centre for NGOpt's COBYLA, SMAC's Sobol points); a point the study has already
+  evaluated is told its known value at once and the library asked again (no trial is spent twice).
 
 ``nevergrad`` and ``smac`` are optional (``pip install -e .[peers]``); :func:`available` says which
 are installed.
@@ -142,11 +145,15 @@ class AskTellSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
+        first_build = self._opt is None
         if search_space != self._space or self._opt is None:
             self._space = dict(search_space)
             self._opt = self._build(self._space)
             self._told = set()
+        known: dict[tuple[Any, ...], float] = {}
         for t, loss in self._losses(study):  # replay what this optimizer has not been told
+            if math.isfinite(loss):
+                known[self._key(t.params)] = loss
             if t.number in self._told or not math.isfinite(loss):
                 continue
             self._told.add(t.number)
@@ -154,14 +161,25 @@ class AskTellSampler(BaseSampler):
             if pending is not None and set(pending[0]) == set(self._space):
                 self._tell(pending[0], pending[1], loss)
                 continue
+            if first_build and pending is None:
+                continue  # the random first trial(s): the library starts from its own initial points
             point = {}
             for name, dist in self._space.items():
                 value = t.params[name] if name in t.params else self._random_value(dist)
                 point[name] = _to_internal(dist, value)
             self._tell(point, None, loss)
-        point, handle = self._ask()
+        for _ in range(20):  # a point the study already evaluated is told its value, and asked again
+            point, handle = self._ask()
+            params = {name: _to_external(dist, point[name]) for name, dist in self._space.items()}
+            loss = known.get(self._key(params))
+            if loss is None:
+                break
+            self._tell(point, handle, loss)
         self._pending[trial.number] = (point, handle)
-        return {name: _to_external(dist, point[name]) for name, dist in self._space.items()}
+        return params
+
+    def _key(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple((name, repr(params.get(name))) for name in self._space)
 
     def _random_value(self, dist: BaseDistribution) -> Any:
         if isinstance(dist, CategoricalDistribution):

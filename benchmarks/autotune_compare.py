@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--merge",
         default=None,
-        help="comma list of result folders (each with results.json and summary.json) to analyze together",
+        help="comma list of result folders (each with results.json and summary.json) to analyze together; "
+        "DIR:s1+s2 takes only those samplers from DIR",
     )
     args = p.parse_args(argv)
     if args.merge:
@@ -101,9 +102,15 @@ def _merge(args: argparse.Namespace) -> int:
     results: list[StudyResult] = []
     tasks = []
     setups = []
-    for folder in args.merge.split(","):
-        folder = Path(folder)
-        results += [StudyResult(**d) for d in json.loads((folder / "results.json").read_text())]
+    for entry in args.merge.split(","):
+        folder_name, _, only = entry.partition(":")  # DIR:s1+s2 keeps only those samplers of DIR
+        folder = Path(folder_name)
+        keep_here = set(only.split("+")) if only else None
+        results += [
+            StudyResult(**d)
+            for d in json.loads((folder / "results.json").read_text())
+            if keep_here is None or d["sampler"] in keep_here
+        ]
         setup = json.loads((folder / "summary.json").read_text()).get("setup", {})
         setups.append({"folder": str(folder), **setup})
         tasks += get_suite(setup["suite"])

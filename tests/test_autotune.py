@@ -312,3 +312,24 @@ def test_meta_models_each_branch_of_a_conditional_space(seeded):
         rand.append(r.best_value)
     assert modelled >= 30  # branch groups were decided by the policy, many times
     assert np.mean(ours) < 0.25 * np.mean(rand) and max(ours) < 0.02, (ours, rand)
+
+
+def test_categorical_sweep_scores_every_other_value_next_to_the_best_trials():
+    """``categorical_sweep=k``: for the k best trials, one candidate per other value of each free
+    categorical (pinned context columns are left alone), everything else unchanged."""
+    from autotune.meta import Layout, sweep_categoricals
+
+    # columns: a float, a 3-way categorical (1..3), a 2-way categorical (4..5, pinned)
+    x = torch.tensor([[[0.2, 1, 0, 0, 0, 1], [0.7, 0, 1, 0, 0, 1], [0.9, 0, 0, 1, 0, 1]]], dtype=torch.float64)
+    scores = torch.tensor([[3.0, 1.0, 2.0]], dtype=torch.float64)
+    fixed = torch.full((6,), float("nan"), dtype=torch.float64)
+    fixed[4:6] = torch.tensor([0.0, 1.0])
+    cand = sweep_categoricals(x, scores, 2, Layout(6, [(1, 3), (4, 2)], fixed))
+    assert cand.shape == (1, 4, 6)  # 2 parents × 2 other values of the free categorical
+    rows = {tuple(r.tolist()) for r in cand[0]}
+    assert rows == {
+        (0.2, 0, 1, 0, 0, 1),
+        (0.2, 0, 0, 1, 0, 1),
+        (0.9, 1, 0, 0, 0, 1),
+        (0.9, 0, 1, 0, 0, 1),
+    }
