@@ -10,7 +10,8 @@ written out for what Zoo leaves unset, in SB3's names). ``field_mapping`` maps t
 field onto our config (printed at the start of a run, and in the report); ``ours_config`` and ``sb3_kwargs`` are
 derived from it. Both train with ``torch.set_num_threads(1)`` on the CPU without any logger writing.
 
-Configurations: DQN on CartPole-v1 (5e4 steps), SAC and TD3 on Pendulum-v1 (2e4 steps each).
+Configurations: DQN on CartPole-v1 (5e4 steps), SAC and TD3 on Pendulum-v1 (2e4 steps each); with
+``--envs HalfCheetah-v5`` SAC and TD3 on MuJoCo's HalfCheetah (``--quick``: 3e5 steps, issue 16's budget).
 
 Measured for each run: wall time and process CPU time of ``learn`` alone (env construction and
 evaluation excluded), env-steps/s and gradient-steps/s, the mean of the last 100 training episodes
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -77,6 +79,7 @@ from benchmarks.common import (
     write_outputs,
 )
 from benchmarks.peers import (
+    CLASSIC_ENVS,
     HParams,
     mapping_markdown,
     ours_config,
@@ -486,7 +489,8 @@ def log_run(mlog: BenchmarkMLflow, hp: HParams, res: OffPolicyRunResult) -> None
 
 # ---- CLI ---------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    algos = [hp.algo for hp in zoo_configs()]
+    algos = sorted({hp.algo for hp in zoo_configs()})
+    envs = sorted({hp.env_id for hp in zoo_configs()})
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.off_policy",
         description=__doc__.split("\n\n")[0],
@@ -498,6 +502,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="shorter budgets for SAC and TD3 (DQN 5e4 = Zoo's, SAC 1e4, TD3 1.5e4 env steps)",
     )
     p.add_argument("--algos", nargs="+", default=algos, choices=algos, help="a subset of the configurations")
+    p.add_argument(
+        "--envs",
+        nargs="+",
+        default=list(CLASSIC_ENVS),
+        choices=envs,
+        metavar="ENV",
+        help=f"env ids of the configurations to run, from {envs} (default: the classic-control ones; "
+        "the MuJoCo ones need the [mujoco] extra)",
+    )
     add_run_arguments(p, DEFAULT_DOC)
     p.add_argument(
         "--profile",
@@ -526,7 +539,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(TORCH_THREADS)
-    configs = [hp for hp in zoo_configs() if hp.algo in args.algos]
+    configs = [hp for hp in zoo_configs() if hp.algo in args.algos and hp.env_id in args.envs]
+    if not configs and not args.results:
+        print("no configuration matches --algos/--envs (DQN runs on CartPole-v1 only)", file=sys.stderr)
+        return 2
     if args.mapping:
         print_mapping(configs)
         return 0

@@ -67,6 +67,22 @@ def zoo_configs() -> list[HParams]:
         _from_preset(
             "td3", "Pendulum-v1", 15_000, "zoo (train_freq 1 / gradient_steps 1: one gradient step per env step)"
         ),
+        *mujoco_configs(),
+    ]
+
+
+#: the classic-control configurations a plain ``python -m benchmarks.off_policy`` runs
+CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")
+
+
+def mujoco_configs() -> list[HParams]:
+    """SAC and TD3 on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``): RL-Zoo's
+    ``HalfCheetah-v4`` entries (the closest version Zoo tunes; v5 has the same observation, action and
+    reward), trained 1e6 steps by Zoo; ``--quick`` is issue 16's 300k-step budget."""
+    note = "zoo HalfCheetah-v4 (closest version), 300k of Zoo's 1e6 steps with --quick"
+    return [
+        _from_preset("sac", "HalfCheetah-v5", 300_000, f"{note}; SB3 SAC defaults"),
+        _from_preset("td3", "HalfCheetah-v5", 300_000, f"{note}; SB3 TD3 defaults"),
     ]
 
 

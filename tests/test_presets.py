@@ -304,3 +304,26 @@ def test_a_pasted_rl_zoo_entry_is_a_preset(tmp_path):
     path.write_text("CartPole-v1:\n  learnig_rate: 1e-3\n")
     with pytest.raises(ConfigError, match="learnig_rate"):
         make_agent("dqn", "CartPole-v1", preset=str(path))
+
+
+# ---- MuJoCo (the [mujoco] extra) ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "algo,env_id,zoo_key,overrides,expected",
+    [
+        ("sac", "HalfCheetah-v5", "HalfCheetah-v4", ["learning_starts=100"], {"learning_starts": "100"}),
+        ("td3", "HalfCheetah-v5", "HalfCheetah-v4", ["learning_starts=100"], {"lr": "0.001", "noise_std": "0.1"}),
+        ("ppo", "Hopper-v5", "Hopper-v4", ["n_steps=128", "batch_size=32"], {"log_std_init": "-2.0", "normalize_obs": "True"}),
+    ],
+)  # fmt: skip
+def test_mujoco_envs_train_through_the_cli_with_rl_zoos_preset(capsys, tracking_uri, algo, env_id, zoo_key, overrides, expected):  # fmt: skip
+    pytest.importorskip("mujoco", reason="MuJoCo envs need the [mujoco] extra (pip install 'deeprl-suite[mujoco]')")
+    argv = ["train", "--algo", algo, "--env", env_id, "--steps", "300", "--set", *overrides, "--json", "--no-model"]
+    code = main([*argv, "--tracking-uri", tracking_uri])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    run = mlflow.tracking.MlflowClient().get_run(__import__("json").loads(out.out)["run_id"])
+    assert run.data.params["preset"] == f"rl-zoo/{algo}/{zoo_key}"
+    assert {k: run.data.params[k] for k in expected} == expected
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
