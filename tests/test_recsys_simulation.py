@@ -796,8 +796,9 @@ def test_twin_and_recsim_ng_agree_with_update_noise(ng):
     """Noise on, same corpus and slates, independent users each side: per-user clicks (all steps, the
     first five), the interest norm after the reused step and at the end agree between NG compiled
     and the twin reusing the draw at the step NG did (step 0 = the env's 'recsim_ng' mode; which
-    step NG reuses is up to TensorFlow's scheduler), and between NG eager and the twin's
-    'independent' env; never reusing is told apart from NG compiled (the check has power)."""
+    step NG reuses is up to TensorFlow's scheduler), and between NG eager and the twin never reusing
+    it (= the env's 'independent' mode, exactly: test above); never reusing is told apart from NG
+    compiled (the check has power)."""
     corpus, slates, cfg = ng["corpus"], ng["noise_slates"], ng["noisy"]
     graph, eager = ng["results"]["noise_graph"], ng["results"]["noise_eager"]
     (reuse,) = _ng_reuse_steps(graph, corpus, cfg)
