@@ -47,7 +47,9 @@ compile gives, field for field and bit for bit (``--verify-fast-reset`` also com
 at every fast reset and exits with an error on any difference; ``tests/test_safety_gymnasium.py``
 checks models and steps against the reference). An env falls back to the full compile whenever the
 texture elements or the compiler options differ from its previous model's, or the light model's
-sizes differ; its first build is always a full one. The Velocity tasks are gymnasium MuJoCo envs
+sizes differ. An env's first build (it has no previous model yet) starts from a copy of the first
+full compile of the same kind in the process (``mj_copyModel``, ~0.1 s), so only one build per
+process and task decodes the textures. The Velocity tasks are gymnasium MuJoCo envs
 whose reset never compiles (``mj_resetData``): nothing to do there. A fast-reset env also draws
 its layout with :func:`_sample_layout`, the library's rejection sampler without numpy's per-call
 overhead (same draws, same decisions).
@@ -60,6 +62,7 @@ closes it), and with ``--parent-pid`` asks the kernel for SIGKILL when the paren
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -158,6 +161,8 @@ def model_fingerprint(model) -> dict[str, str]:
     return out
 
 
+#: per key of :func:`_light_xml`: a fully compiled model whose texture pixels new envs copy
+_TEMPLATES: dict[tuple[str, ...], object] = {}
 _ARRAYS: dict[type, tuple[str, ...]] = {}
 _SIZES: dict[type, tuple[str, ...]] = {}
 
@@ -229,10 +234,15 @@ class _FastMujoco:
         world = task.world
         model = world.model if world is not None else None
         if model is None or getattr(task, "_deeprl_fast_key", None) != key:
-            model = real(xml)
+            template = _TEMPLATES.get(key)
+            if template is None:  # the first of its kind in this process: compile it all, keep a copy
+                model = real(xml)
+                _TEMPLATES[key] = copy.deepcopy(model)
+                task._deeprl_fast_key = key
+                FastResetStats.full += 1
+                return model
+            model = copy.deepcopy(template)  # ~0.1 s (mj_copyModel), the texture pixels included
             task._deeprl_fast_key = key
-            FastResetStats.full += 1
-            return model
         if not _copy_model(real(light), model):
             FastResetStats.full += 1
             return real(xml)

@@ -28,7 +28,8 @@ Cheap resets: a Safety-Gymnasium ``reset`` rebuilds the MuJoCo model (~0.9-1.2 s
 of it decoding the same skybox texture every time. With ``fast_reset=True`` (default) the children
 compile the new world without the texture files and copy the result into the env's previous model
 (the server's docstring: the same model field for field, bit for bit; ``fast_reset=False`` restores
-the full compile). A navigation reset then costs ~25 ms (Goal) to ~0.2 s (Button, whose layout is
+the full compile; so does ``DEEPRL_SAFETY_FAST_RESET=0`` when ``fast_reset`` is not given). A
+navigation reset then costs ~25 ms (Goal) to ~0.2 s (Button, whose layout is
 drawn by rejection sampling).
 
 Hiding the reset. With
@@ -240,6 +241,15 @@ def _close_children(children: list[_Child]) -> None:
         child.close()
 
 
+def fast_reset_default() -> bool:
+    """``$DEEPRL_SAFETY_FAST_RESET`` (``1``, the default, or ``0``): whether the children reset by the
+    light compile when ``fast_reset`` is not given (so a run through the CLI can turn it off)."""
+    raw = os.environ.get("DEEPRL_SAFETY_FAST_RESET", "1").strip()
+    if raw not in ("0", "1"):
+        raise ConfigError(f"DEEPRL_SAFETY_FAST_RESET must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 def _base_seeds(seed: int | list[int] | None, n: int) -> np.ndarray | None:
     if seed is None:
         return None
@@ -265,8 +275,9 @@ class _Bridge:
         spare_envs: bool,
         autoreset: bool,
         max_episode_steps: int | None,
-        fast_reset: bool = True,
+        fast_reset: bool | None = None,
     ):
+        fast_reset = fast_reset_default() if fast_reset is None else bool(fast_reset)
         if int(num_envs) < 1:
             raise ConfigError(f"num_envs must be at least 1, got {num_envs}")
         if n_workers is not None and int(n_workers) < 1:
@@ -370,7 +381,7 @@ class SafetyGymnasiumVectorEnv(VectorEnv):
         n_workers: int | None = None,
         spare_envs: bool = True,
         max_episode_steps: int | None = None,
-        fast_reset: bool = True,
+        fast_reset: bool | None = None,
     ):
         self.task = task_of(task)
         self._bridge = _Bridge(self.task, num_envs, n_workers, spare_envs, True, max_episode_steps, fast_reset)
@@ -428,7 +439,7 @@ class SafetyGymnasiumEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [], "cost_keys": ("cost",)}
 
     def __init__(
-        self, task: str = "SafetyPointGoal1-v0", max_episode_steps: int | None = None, fast_reset: bool = True
+        self, task: str = "SafetyPointGoal1-v0", max_episode_steps: int | None = None, fast_reset: bool | None = None
     ):
         self.task = task_of(task)
         self._bridge = _Bridge(self.task, 1, 1, False, False, max_episode_steps, fast_reset)
