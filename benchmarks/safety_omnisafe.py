@@ -9,8 +9,8 @@ not fit one sitting runs in parts whose results merge (``--report-only`` renders
 
 Both sides get: the task's cost limit (25 per 1000-step episode), one env (``--n-envs``), a 64-64
 tanh actor and critic, observation normalization (OmniSafe's default), γ = 0.99, the seed. Everything
-else is each side's own default for that algorithm (ours: 2,048-step rollouts; OmniSafe's: 20,000-step
-epochs), as a user of either would run it. Ours runs in the main venv with the tasks served by
+else is each side's own default for that algorithm (ours: 2,048-step rollouts, kept at 2,048 steps
+with one env by :func:`rollout_steps`; OmniSafe's: 20,000-step epochs), as a user of either would run it. Ours runs in the main venv with the tasks served by
 :mod:`safety.safety_gymnasium`; OmniSafe's in its own venv through ``benchmarks/omnisafe_runner.py``.
 
 Measured per piece: *reward / cost* — the mean episodic return and cost of the last training
@@ -73,10 +73,22 @@ PUBLISHED = {
 SHARED = dict(hidden_sizes=(64, 64), activation="tanh", normalize_obs=True, gamma=0.99)
 
 
+def rollout_steps(algo: str, n_envs: int) -> int:
+    """Steps per env per rollout that keep the algorithm's default rollout (``n_envs·n_steps``, 2,048
+    for every on-policy agent here) with ``n_envs`` envs: the benchmark's one env must not shrink it
+    8-fold (256-step rollouts: a quarter of an episode per update, so CPO's constraint and the
+    Lagrangians' dual step see an episode cost once every four updates)."""
+    from benchmarks.safety import ALGOS
+    from core_rl.registry import get_algo
+
+    fields = get_algo(ALGOS[algo][0]).cls.config_cls.model_fields
+    return max(1, int(fields["n_envs"].default) * int(fields["n_steps"].default) // int(n_envs))
+
+
 def ours(task: Any, algo: str, seed: int, steps: int, n_envs: int, eval_episodes: int) -> dict[str, Any]:
     from benchmarks.safety import run_one
 
-    task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs})
+    task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs, "n_steps": rollout_steps(algo, n_envs)})
     r = run_one(task, algo, seed, steps, eval_episodes)
     return {
         "side": "ours",
