@@ -115,13 +115,18 @@ def _light_xml(xml: str) -> tuple[str, tuple[str, ...]]:
     return light, (*textures, compiler.group(0) if compiler else "")
 
 
-def _struct_copy(dst, src) -> None:
-    for name in dir(src):
+def _struct_members(obj):
+    """``(name, value)`` of a MuJoCo struct's data members (``opt``, ``vis``, ``stat`` and their parts)."""
+    for name in dir(obj):
         if name.startswith("_") or name[0].isupper():  # vis.Global & co. are the classes
             continue
-        value = getattr(src, name)
-        if callable(value):
-            continue
+        value = getattr(obj, name)
+        if not callable(value):
+            yield name, value
+
+
+def _struct_copy(dst, src) -> None:
+    for name, value in _struct_members(src):
         if isinstance(value, np.ndarray):
             getattr(dst, name)[...] = value
         elif isinstance(value, (bool, int, float)):
@@ -138,12 +143,7 @@ def _digest(value) -> str:
 
 
 def _struct_dump(obj, prefix: str, out: dict[str, str]) -> None:
-    for name in dir(obj):
-        if name.startswith("_") or name[0].isupper():
-            continue
-        value = getattr(obj, name)
-        if callable(value):
-            continue
+    for name, value in _struct_members(obj):
         if isinstance(value, (np.ndarray, bool, int, float)):
             out[prefix + name] = _digest(value)
         else:
