@@ -332,10 +332,12 @@ def test_bf16_update_is_the_float32_update_to_bf16_precision(cls):
         assert close > 0.95  # almost every weight took the same step
 
 
-@pytest.mark.slow  # ~11 s
+@pytest.mark.slow  # ~18 s
 def test_sac_in_bf16_mode_solves_pendulum():
+    # 8k steps: at 5k, seeds 3 and 5 had not swung up yet (-600, -590; float32 alike: -613, -502); at 8k
+    # seeds 0-5 gave -109, -121, -133, -217, -121, -143
     agent = SAC("Pendulum-v1", {**SMALL, "matmul_dtype": "bfloat16"})
-    agent.learn(5000)
+    agent.learn(8000)
     assert pendulum_return(agent) >= -250  # as the float32 test's bar
 
 
