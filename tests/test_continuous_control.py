@@ -34,8 +34,8 @@ def pendulum_return(agent) -> float:
 def test_sac_solves_pendulum_and_alpha_tracks_target_entropy():
     tracker = MemoryTracker()
     agent = SAC("Pendulum-v1", SMALL, tracker=tracker)
-    agent.learn(5000)
-    assert pendulum_return(agent) >= -250  # measured over seeds 0-2: -123, -137, -135 (random ≈ -1200)
+    agent.learn(8000)  # at 5k, seeds 3 and 5 had not swung up yet (-613, -502)
+    assert pendulum_return(agent) >= -250  # at 5k over seeds 0-2: -123, -137, -135 (random ≈ -1200)
     alpha = [v for _, v in tracker.metrics["alpha"]]
     entropy = [v for _, v in tracker.metrics["entropy"]]
     # the policy starts above the target entropy −|A| = −1 (≈ +0.7), so α falls from 1 (measured: to ≈ 0.2)
