@@ -151,7 +151,8 @@ class SlateVectorEnv(VectorEnv):
         self.single_action_space = Slate(self.num_candidates, self.slate_size)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self._t = 0  # steps since the last reset
+        self._start = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)  # each session's first step
         self._max_elapsed = 0
         self._setup()
         self._reset_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
@@ -209,7 +210,8 @@ class SlateVectorEnv(VectorEnv):
                 self._gen.manual_seed(int(first))
                 self._setup()
             self._reset_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-            self._elapsed.zero_()
+            self._t = 0
+            self._start.zero_()
             self._max_elapsed = 0
             return self._observe(), self._candidate_info(LazyInfo())
 
@@ -225,7 +227,7 @@ class SlateVectorEnv(VectorEnv):
         for key, value in dict.items(info):  # a subclass may add tensors: numpy, as for every entry
             if isinstance(value, torch.Tensor):
                 dict.__setitem__(info, key, _np(value))
-        self._elapsed += 1
+        self._t += 1
         self._max_elapsed += 1  # an upper bound on every env's elapsed steps: no check before the limit
         limit = self._max_steps()
         truncated = None
@@ -247,14 +249,20 @@ class SlateVectorEnv(VectorEnv):
                     final_info[key] = np.array(final_info[key], copy=True)
                 final_info[f"_{key}"] = done_np.copy()
             self._reset_users(done)
-            self._elapsed.masked_fill_(done, 0)
-            self._max_elapsed = int(self._elapsed.max())
+            self._start.masked_fill_(done, self._t)
+            self._max_elapsed = self._t - int(self._start.min())
             obs = self._observe()
             self._candidate_info(info)
             info.update(final_obs=final_obs, _final_obs=done_np, final_info=final_info, _final_info=done_np.copy())
         return obs, _np(reward).astype(np.float64, copy=False), terminated_np, truncated_np, info
 
     # ---- helpers ------------------------------------------------------------------------------------
+    @property
+    def _elapsed(self) -> torch.Tensor:
+        """``[N]`` steps of each env's current session (a step counter and each session's first step
+        replace a per-env counter that every step would increment)."""
+        return self._t - self._start
+
     def _slate_of(self, actions: Any) -> torch.Tensor:
         """The ``[N, K]`` slates :meth:`_transition` gets from a step's actions (checked here, unless the
         simulator checks them in its transition)."""
