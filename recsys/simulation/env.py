@@ -10,6 +10,12 @@ torch; observations and infos come back as numpy arrays. Autoreset is ``SAME_STE
 ``info["final_obs"]`` (and its step info in ``info["final_info"]``), and the returned observation is
 already the new session's first.
 
+``compile=True`` (InterestEvolution): the user step, its choice uniforms (a counter-based hash,
+:func:`~recsys.simulation.user_model.counter_uniforms`, keyed from the env's generator at the first
+step after construction or ``reset(seed=...)``: another random stream than the eager env's) and the
+slate checks run as one inductor kernel, compiled once per config and batch size and called without
+dynamo; it writes the next interest in both layouts (state and observation) and the reward as float64.
+
 Observation (``flat_observation=False``): ``{"user": [N, U], "doc": [N, C, F]}`` with column
 names ``env.user_feature_names`` / ``env.doc_feature_names``; with ``flat_observation=True`` one
 ``[N, U + C*F]`` Box, the user part then the row-major candidate table.
