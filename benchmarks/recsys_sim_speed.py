@@ -21,8 +21,9 @@ threads — the machine is shared, so wall time would time the other jobs too):
   checks, observations, numpy conversion, the info as a :class:`~recsys.simulation.lazy_info.LazyInfo`
   whose per-candidate entries are computed when read), given pre-drawn random slates; the same
   reading **every** info entry each step (the ``[N, 100]`` choice logits included); with
-  ``choice_info=False`` (no per-candidate info); and with ``compile=True`` (the user step as one
-  ``torch.compile``'d kernel, the random draws outside it; compilation excluded by the warm-up).
+  ``choice_info=False`` (no per-candidate info); and with ``compile=True`` (the user step, its
+  choice uniforms and the slate checks as one inductor kernel called without dynamo; compilation
+  excluded by the warm-up). The pre-drawn slates are one contiguous ``[N, 2]`` int64 array per step.
 
 TensorFlow and torch use ``--threads`` intra-op threads each. Results: terminal, the markdown
 report, and MLflow (experiment ``benchmark-recsys-sim``).
@@ -102,7 +103,10 @@ def twin_env_speed(
     env's ``compile=True`` (the warm-up run compiles)."""
     env = InterestEvolutionVectorEnv(n, seed=0, device=device, choice_info=choice_info, compile=compile)
     rng = np.random.default_rng(0)
-    actions = np.argsort(rng.random((min(horizon, 10), n, env.num_candidates), dtype=np.float32), axis=-1)[..., :2]
+    # each step's actions one contiguous [N, 2] int64 array, as a policy returns them (a strided view into
+    # the [N, 100] argsort would make every step gather its slates from 10,000 cache lines of an 8 MB block)
+    slates = np.argsort(rng.random((min(horizon, 10), n, env.num_candidates), dtype=np.float32), axis=-1)[..., :2]
+    actions = [np.ascontiguousarray(a) for a in slates]
 
     def run() -> None:
         env.reset(seed=0)
@@ -163,8 +167,10 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "`LazyInfo` — every key present, the per-candidate choice-model entries (logits, engagement for all 100 "
         "candidates) and derived step entries computed when read; *all info read* = the same with every info "
         "entry read each step; `choice_info=False` leaves the per-candidate entries out; *twin env, `compile=True`* = "
-        "the full env path with the user step as one `torch.compile`d kernel (random draws outside; equal to the "
-        "eager step within float rounding).",
+        "the same full env path (observations and info as in *twin env*) with the user step, its choice uniforms "
+        "(a counter-based hash: another random stream than eager's, the same choices as the eager step fed those "
+        "uniforms) and the slate checks as one inductor kernel, called without dynamo. The env gets each step's "
+        "pre-drawn slates as one contiguous `[N, 2]` int64 array, as a policy returns them.",
         "",
         "| users | RecSim NG compiled (user-steps/CPU-s) | twin core | core / NG | "
         "twin core, `torch.compile` | compiled core / NG | "

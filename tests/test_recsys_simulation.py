@@ -44,7 +44,7 @@ from recsys.simulation import (
     train_linear_policy_cem,
 )
 from recsys.simulation import env as sim_env
-from recsys.simulation.user_model import ng_slate_table, ng_step_slate_table
+from recsys.simulation.user_model import counter_uniforms, ng_slate_table, ng_step_fused, ng_step_slate_table
 from tests.seeding import seed
 
 Z = 3.29  # two-sided 99.9 % normal quantile for the CI-based checks
@@ -264,10 +264,13 @@ def test_fast_user_step_and_logits_reproduce_the_plain_expressions_exactly(t_dim
         assert torch.equal(logits, plain.t())
 
 
-def _paired_env_steps(kwargs_a, kwargs_b, n=1000, steps=6, **common):
-    """Step two envs (same seed, same slates) side by side; yields their step results."""
+def _paired_env_steps(kwargs_a, kwargs_b, n=1000, steps=6, eager_b=False, **common):
+    """Step two envs (same seed, same slates) side by side; yields their step results. ``eager_b``: ``b``
+    (compile=True) runs its step eagerly (what it falls back to), fed the same counter uniforms."""
     a = InterestEvolutionVectorEnv(n, seed=1, **common, **kwargs_a)
     b = InterestEvolutionVectorEnv(n, seed=1, **common, **kwargs_b)
+    if eager_b:
+        b._compile_failed = True
     a.reset(seed=1)
     b.reset(seed=1)
     rng = np.random.default_rng(0)
@@ -281,34 +284,106 @@ def _paired_env_steps(kwargs_a, kwargs_b, n=1000, steps=6, **common):
     "common",
     [{}, {"interest_update_noise_scale": 0.3}, {"slate_size": 3, "num_topics": 3, "num_candidates": 20, "horizon": 4}],
 )
-def test_compiled_user_step_equals_the_eager_one_within_float_rounding(common):
-    """compile=True (the step as one inductor kernel): the same choices and, within float rounding, the
-    same rewards, probabilities and interests (the squash 4M(sigmoid(x/M) - 1/2) loses ~1e-6 absolute)."""
-    for ra, rb in _paired_env_steps({}, {"compile": True}, **common):
+def test_compiled_user_step_equals_the_eager_one_fed_the_same_uniforms(common):
+    """compile=True (the step as one inductor kernel, choice uniforms drawn inside by counter_uniforms)
+    against the eager step fed the same uniforms: the same choices and, within float rounding, the same
+    rewards, probabilities, interests and observations (the squash 4M(sigmoid(x/M) - 1/2) loses ~1e-6)."""
+    for ra, rb in _paired_env_steps({"compile": True}, {"compile": True}, eager_b=True, **common):
         np.testing.assert_array_equal(ra[4]["choice"], rb[4]["choice"])
+        for key in ("clicked_candidate", "slate_doc_id", "clicked_doc_id"):
+            np.testing.assert_array_equal(ra[4][key], rb[4][key])
         np.testing.assert_allclose(ra[1], rb[1], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(ra[4]["slate_choice_prob"], rb[4]["slate_choice_prob"], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(ra[4]["user_interest"], rb[4]["user_interest"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ra[0]["user"], rb[0]["user"], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(ra[2], rb[2])
         np.testing.assert_array_equal(ra[3], rb[3])
 
 
+@pytest.mark.slow
+def test_compiled_env_clicks_like_the_eager_env_and_checks_slates():
+    """compile=True draws its choice uniforms from another stream than the eager env (same seed, same
+    initial users): click rate and engagement agree within Z standard errors over 20,000 user-steps. A
+    bad slate raises the eager env's EnvError and changes nothing (the next steps equal an env that never
+    saw it); the info does not change when the caller later overwrites its action array."""
+    n, steps = 1000, 20  # the batch size of the test above: its compiled step is reused
+    clicks, engagement = {}, {}
+    for compiled in (False, True):
+        env = InterestEvolutionVectorEnv(n, seed=seed(7), compile=compiled)
+        env.reset(seed=seed(7))
+        rng = np.random.default_rng(seed(7))
+        c = e = 0.0
+        for _ in range(steps):
+            _, reward, _, _, info = env.step(np.argsort(rng.random((n, 100)), axis=-1)[:, :2])
+            c, e = c + info["clicked"].sum(), e + reward.sum()
+        clicks[compiled], engagement[compiled] = c / (n * steps), e / (n * steps)
+    p = clicks[False]
+    assert abs(clicks[True] - p) < Z * math.sqrt(2 * p * (1 - p) / (n * steps))
+    assert engagement[True] == pytest.approx(engagement[False], rel=0.03)
+
+    envs = [InterestEvolutionVectorEnv(n, seed=3, compile=True) for _ in range(2)]
+    for env in envs:
+        env.reset(seed=3)
+    good = np.tile(np.array([[3, 7]], dtype=np.int64), (n, 1))
+    for bad, match in ((np.tile([[5, 5]], (n, 1)), "same candidate"), (np.tile([[0, 100]], (n, 1)), r"\[0, 100\)")):
+        with pytest.raises(EnvError, match=match):
+            envs[0].step(bad)
+    for _ in range(3):
+        act = good.copy()
+        ra, rb = envs[0].step(act), envs[1].step(good)
+        before = ra[4]["slate_doc_id"].copy()
+        act[:] = 0  # the caller reuses its buffer: the info still shows the served slate
+        np.testing.assert_array_equal(ra[4]["slate_doc_id"], before)
+        np.testing.assert_array_equal(ra[4]["choice"], rb[4]["choice"])
+        np.testing.assert_array_equal(ra[0]["user"], rb[0]["user"])
+
+
+def test_counter_uniforms_are_uniform_and_independent():
+    """counter_uniforms: 24-bit uniforms in [0, 1) (KS), uncorrelated between neighbouring users and
+    between one user's consecutive steps, different under another key, and the same bits from the
+    eager function and from the fused step's eager evaluation (whose choices then equal
+    ng_step_slate_table fed those uniforms)."""
+    n = 20000
+    key = torch.tensor([seed(12345) % 2**32, 987654321, 0])
+    u = counter_uniforms(n, key).double().numpy()
+    nxt = counter_uniforms(n, key + torch.tensor([0, 0, n])).double().numpy()  # the same users' next step
+    other = counter_uniforms(n, key + torch.tensor([1, 0, 0])).double().numpy()
+    assert u.min() >= 0.0 and u.max() < 1.0 and np.all(u * 2**24 == np.floor(u * 2**24))
+    for v in (u, nxt, other):
+        assert stats.kstest(v, "uniform").pvalue > P_MIN
+    for a, b in ((u[:-1], u[1:]), (u, nxt), (u, other)):
+        assert abs(np.corrcoef(a, b)[0, 1]) < Z / math.sqrt(n)
+    cfg = InterestEvolutionConfig(slate_size=3)
+    g = torch.Generator().manual_seed(seed(5))
+    corpus = sample_ng_corpus(cfg, g)
+    table_t = ng_slate_table(corpus.features, corpus.quality, corpus.length)
+    x_t = torch.randn(2, 333, generator=g)
+    slate = torch.stack([torch.randperm(100, generator=g)[:3] for _ in range(333)])
+    choice, reward, nxt_t, user, probs, invalid = ng_step_fused(x_t, slate, table_t, key, None, cfg)
+    want = ng_step_slate_table(x_t, slate.t().contiguous(), table_t, cfg, uniform=counter_uniforms(333, key))
+    assert torch.equal(choice, want[0]) and not bool(invalid) and 0 < int((choice < 3).sum()) < 333
+    torch.testing.assert_close(reward, want[1].double())
+    torch.testing.assert_close(user, nxt_t.t())
+    for bad in ((0, 1, 100), (4, 9, 4), (-1, 2, 3)):
+        slate[17] = torch.tensor(bad)
+        assert bool(ng_step_fused(x_t, slate, table_t, key, None, cfg)[5])
+
+
 def test_compile_falls_back_to_the_eager_step_with_one_warning(monkeypatch):
-    """Where inductor cannot compile, compile=True warns once and gives the eager numbers exactly."""
+    """Where inductor cannot compile, compile=True warns once and runs the same step eagerly: the numbers
+    of an env whose eager step is fed the same counter uniforms, exactly."""
 
-    def broken(fn, **kwargs):
-        def call(*args, **kw):
-            raise RuntimeError("no C++ compiler")
+    def broken(fn, example_inputs):
+        raise RuntimeError("no C++ compiler")
 
-        return call
-
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(sim_env, "_inductor_compile", broken)
     monkeypatch.setattr(sim_env, "_COMPILED_STEPS", {})  # no step compiled by an earlier test
     with pytest.warns(RuntimeWarning, match="config 'compile'") as record:
-        for ra, rb in _paired_env_steps({}, {"compile": True}, n=50, interest_update_noise_scale=0.2):
+        for ra, rb in _paired_env_steps({"compile": True}, {"compile": True}, n=50, eager_b=True):
             for key in ("choice", "user_interest", "slate_choice_prob"):
                 np.testing.assert_array_equal(ra[4][key], rb[4][key])
             np.testing.assert_array_equal(ra[1], rb[1])
+            np.testing.assert_array_equal(ra[0]["user"], rb[0]["user"])
     assert len([w for w in record if "config 'compile'" in str(w.message)]) == 1
 
 

@@ -90,10 +90,13 @@ class InterestEvolutionConfig(_SimConfig):
     doc_feature_scale: float = Field(0.7, gt=0.0, description="Std of doc features around the topic one-hot.")
     compile: bool = Field(
         False,
-        description="Run the user step as one torch.compile'd (inductor) kernel: faster for large "
-        "batches, equal to the eager step within float rounding (not bit for bit); compiles on the "
-        "first step (seconds, again per batch size); falls back to the eager step with one warning "
-        "where inductor cannot compile.",
+        description="Run the user step as one inductor kernel (compiled on the first step: seconds, "
+        "again per batch size; called without dynamo) that also draws the choice uniforms, from a "
+        "counter-based hash keyed by the env's generator (recsys.simulation.user_model.counter_uniforms), "
+        "and checks the slates: several times faster for large batches; another random stream than "
+        "the eager step (same seed: same corpus and initial users, statistically the same clicks), and "
+        "the same choices as the eager step fed those uniforms (the rest within float rounding); falls "
+        "back to that eager step with one warning where inductor cannot compile.",
     )
     observe_interest: bool = Field(
         True,

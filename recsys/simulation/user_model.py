@@ -297,22 +297,63 @@ def ng_step_slate_table(
     return _ng_step_rows(interest_t, rows, config, generator, uniform, noise, table_t, slate_t)
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (``lowbias32`` with multipliers below 2**31, so every product of a
+    32-bit value fits an int64 exactly): xor-shift, multiply, xor-shift, multiply, xor-shift."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & _MASK32
+    return x ^ (x >> 15)
+
+
+def counter_uniforms(n: int, key: torch.Tensor) -> torch.Tensor:
+    r"""``[n]`` float32 uniforms in ``[0, 1)`` from a counter-based generator (what ``compile=True`` draws
+    the choice uniforms with, inside the compiled step).
+
+    ``key [3]`` int64: two 32-bit keys ``k_0, k_1`` and a counter base ``c``. Draw ``i`` hashes its
+    global index ``g = c + i`` (the env passes ``c = t N`` at its ``t``-th step, so every (step, user)
+    draw has its own index): ``h = H(H(g_{lo} \oplus k_0) \oplus g_{hi} \oplus k_1)`` with ``H`` the
+    32-bit hash :func:`_mix32` and ``g_{lo}, g_{hi}`` the low and high 32 bits of ``g``; ``u = \lfloor
+    h / 2^8 \rfloor 2^{-24}`` (24 random bits, as ``torch.rand`` gives a float32). Integer ops only, so
+    eager torch and an inductor kernel compute the same bits.
+    """
+    g = torch.arange(n, dtype=torch.int64, device=key.device) + key[2]
+    h = _mix32(_mix32((g & _MASK32) ^ key[0]) ^ (g >> 32) ^ key[1])
+    return (h >> 8).to(torch.float32) * (2.0**-24)
+
+
 def ng_step_fused(
     interest_t: torch.Tensor,
-    slate_t: torch.Tensor,
+    slate: torch.Tensor,
     table_t: torch.Tensor,
-    uniform: torch.Tensor,
+    key: torch.Tensor,
     noise: torch.Tensor | None,
     config: InterestEvolutionConfig,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`ng_step_slate_table` written for ``torch.compile`` (out-of-place ops, loops over the
-    slate unrolled, the doc rows read from the table by index), the random draws given: ``uniform
-    [N]`` and, with ``interest_update_noise_scale > 0``, the standard-normal ``noise [T, N]``.
-    Same outputs (``next_interest_t`` contiguous); compiled, equal to the eager step within float
-    rounding (the CDF accumulates in double, as torch's ``cumsum`` does)."""
-    t_dim, k = table_t.shape[0] - 2, slate_t.shape[0]
-    # per slot and per topic row, [N] each: inductor then fuses the whole step into one pass over users
-    rows = [[table_t[r][slate_t[j]] for r in range(t_dim + 2)] for j in range(k)]  # rows[j][r]: [N]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ng_step_slate_table` written for one inductor kernel, the choice uniforms drawn inside.
+
+    ``interest_t [T, N]``, ``slate [N, K]`` int64 rows of the corpus table ``table_t [T + 2, D]``
+    (unchecked: out-of-range indices are clamped for the reads and reported), ``key [3]`` of
+    :func:`counter_uniforms`, ``noise [T, N]`` the standard-normal update noise (with
+    ``interest_update_noise_scale > 0``). Out-of-place ops, loops over the slate unrolled, per-slot
+    ``[N]`` tensors: the whole step is one pass over users. Returns ``(choice [N], reward [N] float64,
+    next_interest_t [T, N], next_interest [N, T] (a second layout, for the observation), choice
+    probabilities [K+1, N], invalid)`` — ``invalid`` (0-d bool): some slate index lies outside ``[0, D)``
+    or repeats within its slate. Equals ``ng_step_slate_table(..., uniform=counter_uniforms(N, key))``
+    within float rounding, with the same choices (the CDF accumulates in double, as torch's ``cumsum``)."""
+    t_dim, (n, k), d = table_t.shape[0] - 2, slate.shape, table_t.shape[1]
+    raw = [slate[:, j] for j in range(k)]
+    bad = (raw[0] < 0) | (raw[0] >= d)
+    for j in range(1, k):
+        bad = bad | (raw[j] < 0) | (raw[j] >= d)
+        for i in range(j):
+            bad = bad | (raw[i] == raw[j])
+    idx = [s.clamp(0, d - 1) for s in raw]
+    rows = [[table_t[r][idx[j]] for r in range(t_dim + 2)] for j in range(k)]  # rows[j][r]: [N]
     x = [interest_t[r] for r in range(t_dim)]
     logits = []
     for j in range(k):
@@ -331,7 +372,7 @@ def ng_step_fused(
         acc = acc + weight[j]
         cdf.append(acc.float())
     total = cdf[k]
-    threshold = uniform * total
+    threshold = counter_uniforms(n, key) * total
     choice = (cdf[0] < threshold).long()
     for j in range(1, k):
         choice = choice + (cdf[j] < threshold).long()
@@ -349,7 +390,8 @@ def ng_step_fused(
         if noise is not None:
             updated = updated + torch.where(missed, 0.0, config.interest_update_noise_scale * noise[r])
         nxt.append(4.0 * m * (torch.sigmoid(updated / m) - 0.5))
-    return choice, consumed, torch.stack(nxt), torch.stack([w / total for w in weight])
+    probs = torch.stack([w / total for w in weight])
+    return choice, consumed.double(), torch.stack(nxt), torch.stack(nxt, 1), probs, bad.any()
 
 
 def ng_slate_table(features: torch.Tensor, quality: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
