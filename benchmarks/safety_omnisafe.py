@@ -85,10 +85,15 @@ def rollout_steps(algo: str, n_envs: int) -> int:
     return max(1, int(fields["n_envs"].default) * int(fields["n_steps"].default) // int(n_envs))
 
 
-def ours(task: Any, algo: str, seed: int, steps: int, n_envs: int, eval_episodes: int) -> dict[str, Any]:
-    from benchmarks.safety import run_one
+def ours(
+    task: Any, algo: str, seed: int, steps: int, n_envs: int, eval_episodes: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Our ``algo`` on ``task``: the shared settings, the task's overrides, then ``extra`` (``--set``)."""
+    from benchmarks.safety import agent_config, run_one
 
     task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs, "n_steps": rollout_steps(algo, n_envs)})
+    if extra:
+        task = replace(task, overrides={**task.overrides, algo: {**task.overrides.get(algo, {}), **extra}})
     r = run_one(task, algo, seed, steps, eval_episodes)
     return {
         "side": "ours",
@@ -105,7 +110,7 @@ def ours(task: Any, algo: str, seed: int, steps: int, n_envs: int, eval_episodes
         "eval_cost": r.eval_cost,
         "cumulative_cost": r.cumulative_cost,
         "final_lambda": r.final_lambda,
-        "config": {k: v for k, v in {**task.common, "cost_limit": task.limit}.items()},
+        "config": {k: v for k, v in agent_config(task, algo, seed).items() if k != "seed"},
         "curve": [[s, ret, cost, cum] for s, ret, cost, cum in r.curve],
     }
 
@@ -225,6 +230,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=200_000)
     p.add_argument("--n-envs", type=int, default=1)
     p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for our agents (after the task's; values parsed as JSON, else strings), "
+        "e.g. --set dual_optimizer=adam lagrangian_lr=0.035; use a scratch --out-dir: piece names do not record them",
+    )
     p.add_argument("--out-dir", type=Path, default=REPO / ".deeprl" / "benchmarks" / "safety_omnisafe")
     p.add_argument("--report-only", action="store_true", help="render the saved pieces; train nothing")
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
@@ -234,12 +247,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``["a=1", "b=adam"]`` -> ``{"a": 1, "b": "adam"}`` (JSON values, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from benchmarks.safety import TASKS
 
     args = parse_args(argv)
+    extra = parse_sets(args.set)
     torch.set_num_threads(1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     command = command_line("benchmarks.safety_omnisafe", argv)
@@ -263,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             if side == "ours":
-                piece = ours(task, algo, seed, args.steps, args.n_envs, args.eval_episodes)
+                piece = ours(task, algo, seed, args.steps, args.n_envs, args.eval_episodes, extra)
             else:
                 piece = omnisafe(task_name, algo, seed, args.steps, args.n_envs, task.limit, path.with_suffix(".log"))
             piece["command"] = command
