@@ -177,16 +177,37 @@ def table(pieces: Sequence[dict[str, Any]]) -> str:
                 else "–"
             )
             pub = PUBLISHED.get(task_name, {}).get(PEER[algo])
+            mark = "†" if any(p.get("source") for p in b) else ""
             out.append(
-                f"| {algo} (OmniSafe {PEER[algo]}) | {len(a)} / {len(b)} | {_f(ret_a[0])} ± {_f(ret_a[1])} | "
+                f"| {algo} (OmniSafe {PEER[algo]}) | {len(a)} / {len(b)}{mark} | {_f(ret_a[0])} ± {_f(ret_a[1])} | "
                 f"{_f(cost_a[0])} ± {_f(cost_a[1])} | {_f(ret_b[0])} ± {_f(ret_b[1])} | {_f(cost_b[0])} ± {_f(cost_b[1])} | "
                 f"{_f(cum_a, 0)} / {_f(cum_b, 0)} | {_f(speed_a, 0)} / {_f(speed_b, 0)} | "
                 f"{_f(speed_a / speed_b if both else float('nan'))}× | {verdict} | "
                 + (f"{pub[0]:.2f} / {pub[1]:.2f}" if pub else "–")
                 + " |"
             )
+        settings = ours_settings(rs)
+        if settings:
+            out.append("\nOur settings beyond the shared ones: " + "; ".join(settings) + ".")
+        sources = sorted({p["source"] for p in rs if p.get("source")})
+        out.extend(f"\n† OmniSafe piece {src}." for src in sources)
         out.append("")
     return "\n".join(out)
+
+
+def ours_settings(pieces: Sequence[dict[str, Any]]) -> list[str]:
+    """Per algorithm, our pieces' config fields beyond :data:`SHARED`, the limit and the env count
+    (one entry per distinct config, with its seed count), so rows measured with different configs say so."""
+    skip = {*SHARED, "cost_limit", "n_envs"}
+    out = []
+    for algo in PEER:
+        configs: dict[str, int] = {}
+        for p in pieces:
+            if p["side"] == "ours" and p["algo"] == algo:
+                key = ", ".join(f"`{k}={v}`" for k, v in sorted(p.get("config", {}).items()) if k not in skip)
+                configs[key] = configs.get(key, 0) + 1
+        out += [f"{algo} ({n} seed{'s' * (n > 1)}): {key or 'defaults'}" for key, n in configs.items()]
+    return out
 
 
 def curve_plot(pieces: Sequence[dict[str, Any]], path: Path) -> Path:
