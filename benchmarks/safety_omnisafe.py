@@ -10,7 +10,8 @@ not fit one sitting runs in parts whose results merge (``--report-only`` renders
 Both sides get: the task's cost limit (25 per 1000-step episode), one env (``--n-envs``), a 64-64
 tanh actor and critic, observation normalization (OmniSafe's default), γ = 0.99, the seed. Everything
 else is each side's own default for that algorithm (ours: 2,048-step rollouts, kept at 2,048 steps
-with one env by :func:`rollout_steps`; OmniSafe's: 20,000-step epochs), as a user of either would run it. Ours runs in the main venv with the tasks served by
+with one env by :func:`rollout_steps`, CPO's 10,000 (:data:`ROLLOUT`), and the task's settings in
+:data:`benchmarks.safety.TASKS`; OmniSafe's: 20,000-step epochs), as a user of either would run it. Ours runs in the main venv with the tasks served by
 :mod:`safety.safety_gymnasium`; OmniSafe's in its own venv through ``benchmarks/omnisafe_runner.py``.
 
 Measured per piece: *reward / cost* — the mean episodic return and cost of the last training
@@ -73,16 +74,24 @@ PUBLISHED = {
 SHARED = dict(hidden_sizes=(64, 64), activation="tanh", normalize_obs=True, gamma=0.99)
 
 
+#: steps per update (all envs together) of ours on Safety-Gymnasium where it is not the algorithm's
+#: default 2,048, chosen by measurement (SafetyPointGoal1, 2e5 steps, seed 0; docs/benchmarks/safety_omnisafe.md):
+#: CPO's linearized cost constraint fitted on 2,048 steps promised drops of the cost that did not come
+#: (reward 16.1, cost 62.8); on 10,000 (≈ 10 episodes per update) reward 10.5, cost 48.9, trending down
+ROLLOUT: dict[str, int] = {"CPO": 10_000}
+
+
 def rollout_steps(algo: str, n_envs: int) -> int:
-    """Steps per env per rollout that keep the algorithm's default rollout (``n_envs·n_steps``, 2,048
-    for every on-policy agent here) with ``n_envs`` envs: the benchmark's one env must not shrink it
-    8-fold (256-step rollouts: a quarter of an episode per update, so CPO's constraint and the
-    Lagrangians' dual step see an episode cost once every four updates)."""
+    """Steps per env per rollout that keep the algorithm's rollout (:data:`ROLLOUT`, else its default
+    ``n_envs·n_steps``, 2,048 for every on-policy agent here) with ``n_envs`` envs: the benchmark's one
+    env must not shrink it 8-fold (256-step rollouts: a quarter of an episode per update, so CPO's
+    constraint and the Lagrangians' dual step see an episode cost once every four updates)."""
     from benchmarks.safety import ALGOS
     from core_rl.registry import get_algo
 
     fields = get_algo(ALGOS[algo][0]).cls.config_cls.model_fields
-    return max(1, int(fields["n_envs"].default) * int(fields["n_steps"].default) // int(n_envs))
+    total = ROLLOUT.get(algo, int(fields["n_envs"].default) * int(fields["n_steps"].default))
+    return max(1, total // int(n_envs))
 
 
 def ours(
