@@ -125,6 +125,8 @@ def test_negative_or_mismatched_limits_are_config_errors() -> None:
         PPOLag("safety/PointGoal-v0", cost_limit=-1.0, **TINY)
     with pytest.raises(ConfigError, match="2 values for 1 cost_keys"):
         PPOLag("safety/PointGoal-v0", cost_limit=(1.0, 2.0), **TINY)
+    with pytest.raises(ConfigError, match="dual_optimizer"):
+        PPOLag("safety/PointGoal-v0", dual_optimizer="rmsprop", **TINY)
     with pytest.raises(ConfigError, match="CPO handles one constraint"):
         CPO("safety/CartPole-v0", cost_keys=("cost_position", "cost_speed"), cost_limit=5.0, **TINY)
 
@@ -231,6 +233,14 @@ def test_registry_and_checkpoint_keep_lambda() -> None:
     assert lam.item() > 0
     clone = TRPOLag.load(agent.save(agent_path := __import__("tempfile").mkdtemp() + "/trpo_lag"))
     assert clone.part(LagrangianPart).multiplier.value.tolist() == lam.tolist() and agent_path
+    # the Adam dual optimizer reaches the part from the config, and its moments are checkpointed with λ
+    agent = PPOLag("safety/PointGoal-v0", cost_limit=0.0, dual_optimizer="adam", lagrangian_init=0.5, **TINY)
+    agent.learn(4 * 64 * 8)
+    adam = agent.part(LagrangianPart).multiplier
+    assert adam.optimizer == "adam" and adam.adam_t.item() >= 1
+    clone = PPOLag.load(agent.save(agent_path.replace("trpo_lag", "ppo_lag"))).part(LagrangianPart).multiplier
+    for key in ("value", "adam_m", "adam_v", "adam_t"):
+        assert getattr(clone, key).tolist() == getattr(adam, key).tolist(), key
 
 
 # ---- CPO's step against a numerical solver ------------------------------------------------------
