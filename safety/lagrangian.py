@@ -11,7 +11,18 @@ fixed. Since :math:`\partial\mathcal L/\partial\lambda_k = -(J_{c_k} - d_k)`, de
 
 (:class:`LagrangeMultiplier`, "dual ascent" on the constraint violation): λ grows while the
 measured episodic cost :math:`\hat J_{c_k}` is over the limit and shrinks toward 0 while it is
-under. This is an integral controller on the violation, so it overshoots and oscillates;
+under. The step is in λ per unit of cost, so a violation of 50 with α = 0.05 adds 2.5 to λ in one
+update. ``dual_optimizer="adam"`` instead descends the dual loss
+:math:`\ell(\lambda) = -\sum_k\lambda_k(\hat J_{c_k} - d_k)` with Adam (Kingma & Ba 2015; OmniSafe's
+Lagrange multiplier does this with α = 0.035, λ₀ = 0.001): with :math:`g_k = -(\hat J_{c_k} - d_k)`,
+
+.. math::
+    m_k \leftarrow \beta_1 m_k + (1-\beta_1) g_k,\quad v_k \leftarrow \beta_2 v_k + (1-\beta_2) g_k^2,\quad
+    \lambda_k \leftarrow \mathrm{clip}\Big(\lambda_k - \alpha\,\frac{m_k/(1-\beta_1^{t_k})}{\sqrt{v_k/(1-\beta_2^{t_k})}+\epsilon},
+    0, \lambda_{max}\Big),
+
+whose step is about α whatever the violation's size: λ rises by at most ≈ α per update and the
+cost's unit drops out. Either is an integral controller on the violation, so it overshoots and oscillates;
 :class:`PIDLagrangeMultiplier` (Stooke, Achiam & Abbeel 2020) adds the proportional and derivative
 terms,
 
@@ -50,6 +61,10 @@ class LagrangianConfig(CMDPConfig):
     )
     lagrangian_init: float = Field(0.0, ge=0.0, description="λ₀, the initial multiplier(s).")
     lagrangian_lr: float = Field(0.05, gt=0.0, description="α, the dual-ascent step size on λ.")
+    dual_optimizer: Literal["sgd", "adam"] = Field(
+        "sgd",
+        description="How dual ascent steps λ: 'sgd' λ += α(Ĵc − d); 'adam' Adam on −λ(Ĵc − d) (step ≈ α per update).",
+    )
     lagrangian_max: float | None = Field(100.0, gt=0.0, description="Upper clip of λ (None: unbounded).")
     pid_kp: float = Field(0.1, ge=0.0, description="K_P of the PID Lagrangian.")
     pid_ki: float = Field(0.01, ge=0.0, description="K_I of the PID Lagrangian.")
@@ -59,19 +74,35 @@ class LagrangianConfig(CMDPConfig):
 
 
 class LagrangeMultiplier(nn.Module):
-    r"""λ ∈ R^K_{≥0} by projected dual ascent: :math:`\lambda \leftarrow \mathrm{clip}(\lambda + \alpha(\hat J_c - d), 0, \lambda_{max})`.
+    r"""λ ∈ R^K_{≥0} by projected dual ascent: :math:`\lambda \leftarrow \mathrm{clip}(\lambda + \alpha(\hat J_c - d), 0, \lambda_{max})`
+    (``optimizer="sgd"``), or by Adam on the dual loss :math:`-\lambda(\hat J_c - d)` (``"adam"``).
 
-    Buffers (checkpointed): ``value`` [K], ``limits`` [K].
+    Buffers (checkpointed): ``value`` [K], ``limits`` [K]; with Adam also its moments ``adam_m``,
+    ``adam_v`` [K] and step counts ``adam_t`` [K].
     """
 
+    ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
+    ADAM_EPS: float = 1e-8
+
     def __init__(
-        self, limits: torch.Tensor | list[float], lr: float = 0.05, init: float = 0.0, max_value: float | None = None
+        self,
+        limits: torch.Tensor | list[float],
+        lr: float = 0.05,
+        init: float = 0.0,
+        max_value: float | None = None,
+        optimizer: Literal["sgd", "adam"] = "sgd",
     ):
         super().__init__()
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"dual_optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         limits = torch.as_tensor(limits, dtype=torch.float64).reshape(-1)
         self.register_buffer("limits", limits.clone())
         self.register_buffer("value", torch.full_like(limits, float(init)))
-        self.lr, self.max_value = float(lr), max_value
+        self.lr, self.max_value, self.optimizer = float(lr), max_value, optimizer
+        if optimizer == "adam":
+            self.register_buffer("adam_m", torch.zeros_like(limits))
+            self.register_buffer("adam_v", torch.zeros_like(limits))
+            self.register_buffer("adam_t", torch.zeros_like(limits))
 
     def _clip(self, lam: torch.Tensor) -> torch.Tensor:
         return lam.clamp(min=0.0, max=self.max_value) if self.max_value is not None else lam.clamp_min(0.0)
@@ -79,10 +110,22 @@ class LagrangeMultiplier(nn.Module):
     @torch.no_grad()
     def update(self, episode_cost: torch.Tensor | list[float], lr: float | None = None) -> torch.Tensor:
         """One dual step from the measured episodic costs ``[K]``; returns the new λ.
-        Entries that are nan (no episode finished) leave their λ unchanged."""
+        Entries that are nan (no episode finished) leave their λ (and Adam's moments) unchanged."""
         cost = torch.as_tensor(episode_cost, dtype=torch.float64).reshape(self.value.shape)
-        violation = torch.nan_to_num(cost - self.limits, nan=0.0)
-        self.value.copy_(self._clip(self.value + (self.lr if lr is None else lr) * violation))
+        lr = self.lr if lr is None else lr
+        if self.optimizer == "sgd":
+            violation = torch.nan_to_num(cost - self.limits, nan=0.0)
+            self.value.copy_(self._clip(self.value + lr * violation))
+            return self.value.clone()
+        seen = ~torch.isnan(cost)
+        grad = torch.nan_to_num(self.limits - cost, nan=0.0)  # ∂/∂λ of −λ(Ĵc − d)
+        (b1, b2), t = self.ADAM_BETAS, self.adam_t + seen.double()
+        m = torch.where(seen, b1 * self.adam_m + (1 - b1) * grad, self.adam_m)
+        v = torch.where(seen, b2 * self.adam_v + (1 - b2) * grad * grad, self.adam_v)
+        t_safe = t.clamp_min(1.0)
+        step = lr * (m / (1 - b1**t_safe)) / ((v / (1 - b2**t_safe)).sqrt() + self.ADAM_EPS)
+        self.adam_m.copy_(m), self.adam_v.copy_(v), self.adam_t.copy_(t)
+        self.value.copy_(torch.where(seen, self._clip(self.value - step), self.value))
         return self.value.clone()
 
 
@@ -142,7 +185,9 @@ def make_multiplier(cfg: LagrangianConfig, limits: torch.Tensor | list[float]) -
             init=cfg.lagrangian_init,
             max_value=cfg.lagrangian_max,
         )
-    return LagrangeMultiplier(limits, cfg.lagrangian_lr, cfg.lagrangian_init, cfg.lagrangian_max)
+    return LagrangeMultiplier(
+        limits, cfg.lagrangian_lr, cfg.lagrangian_init, cfg.lagrangian_max, optimizer=cfg.dual_optimizer
+    )
 
 
 def lagrangian_advantage(

@@ -125,6 +125,8 @@ def test_negative_or_mismatched_limits_are_config_errors() -> None:
         PPOLag("safety/PointGoal-v0", cost_limit=-1.0, **TINY)
     with pytest.raises(ConfigError, match="2 values for 1 cost_keys"):
         PPOLag("safety/PointGoal-v0", cost_limit=(1.0, 2.0), **TINY)
+    with pytest.raises(ConfigError, match="dual_optimizer"):
+        PPOLag("safety/PointGoal-v0", dual_optimizer="rmsprop", **TINY)
     with pytest.raises(ConfigError, match="CPO handles one constraint"):
         CPO("safety/CartPole-v0", cost_keys=("cost_position", "cost_speed"), cost_limit=5.0, **TINY)
 
@@ -158,7 +160,7 @@ def test_several_constraints_each_with_its_own_limit_and_lambda() -> None:
 
 
 # ---- the shared Lagrangian piece ---------------------------------------------------------------
-def test_dual_ascent_and_pid_updates_follow_their_formulas() -> None:
+def test_dual_ascent_adam_and_pid_updates_follow_their_formulas() -> None:
     lam = LagrangeMultiplier([5.0, 1.0], lr=0.1, init=0.5, max_value=2.0)
     assert lam.update([7.0, 0.0]).tolist() == pytest.approx([0.7, 0.4])  # λ + α(J − d)
     assert lam.update([25.0, 0.0]).tolist() == pytest.approx([2.0, 0.3])  # clipped at λ_max
@@ -168,6 +170,27 @@ def test_dual_ascent_and_pid_updates_follow_their_formulas() -> None:
     assert pid.update([3.0]).item() == pytest.approx(0.5 * 2 + 0.1 * 2)  # K_P e + K_I Σe, no D yet
     assert pid.update([5.0]).item() == pytest.approx(0.5 * 4 + 0.1 * 6 + 2.0 * 2)  # D on the cost's rise
     assert pid.update([1.0]).item() == pytest.approx(0.5 * 0 + 0.1 * 6 + 0.0)  # falling cost: no D term
+
+    # Adam on the dual loss −λ(Ĵc − d) (OmniSafe's λ: lr 0.035, λ₀ 0.001): the first step is exactly lr
+    # whatever the violation's size, then λ follows torch's Adam on the same loss, clipped at 0
+    adam = LagrangeMultiplier([25.0, 25.0], lr=0.035, init=0.001, optimizer="adam")
+    param = torch.nn.Parameter(torch.tensor(0.001, dtype=torch.float64))
+    reference = torch.optim.Adam([param], lr=0.035)
+    costs = [80.0, 60.0, 26.0, *[0.0] * 12, 40.0]  # the last: Adam's momentum still holds λ at 0
+    for i, cost in enumerate(costs):
+        new = adam.update([cost, float("nan") if i == 2 else 26.0])
+        reference.zero_grad()
+        (-param * (cost - 25.0)).backward()
+        reference.step()
+        param.data.clamp_(min=0.0)
+        assert new[0].item() == pytest.approx(param.item(), abs=1e-12)
+        if i == 0:
+            assert new.tolist() == pytest.approx([0.036, 0.036])  # 0.001 + lr, for a violation of 55 or of 1
+        if i == len(costs) - 2:
+            assert new[0].item() == 0.0 < new[1].item()  # projected onto λ ≥ 0 after the costs fell under d
+    assert adam.adam_t.tolist() == [len(costs), len(costs) - 1]  # the nan entry skipped one step only
+    with pytest.raises(ValueError, match="dual_optimizer"):
+        LagrangeMultiplier([1.0], optimizer="rmsprop")  # type: ignore[arg-type]
 
     adv_r, adv_c = torch.tensor([1.0, -1.0]), torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     out = lagrangian_advantage(adv_r, adv_c, torch.tensor([0.5, 1.0]))
@@ -210,6 +233,14 @@ def test_registry_and_checkpoint_keep_lambda() -> None:
     assert lam.item() > 0
     clone = TRPOLag.load(agent.save(agent_path := __import__("tempfile").mkdtemp() + "/trpo_lag"))
     assert clone.part(LagrangianPart).multiplier.value.tolist() == lam.tolist() and agent_path
+    # the Adam dual optimizer reaches the part from the config, and its moments are checkpointed with λ
+    agent = PPOLag("safety/PointGoal-v0", cost_limit=0.0, dual_optimizer="adam", lagrangian_init=0.5, **TINY)
+    agent.learn(4 * 64 * 8)
+    adam = agent.part(LagrangianPart).multiplier
+    assert adam.optimizer == "adam" and adam.adam_t.item() >= 1
+    clone = PPOLag.load(agent.save(agent_path.replace("trpo_lag", "ppo_lag"))).part(LagrangianPart).multiplier
+    for key in ("value", "adam_m", "adam_v", "adam_t"):
+        assert getattr(clone, key).tolist() == getattr(adam, key).tolist(), key
 
 
 # ---- CPO's step against a numerical solver ------------------------------------------------------
