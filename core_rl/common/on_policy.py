@@ -24,6 +24,7 @@ from core_rl.common.buffers import RolloutBatch
 from core_rl.common.config import AgentConfig
 from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
 from core_rl.common.errors import ConfigError
+from core_rl.common.fused_actor_critic import FusedActorCritic
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
 from core_rl.common.optim import make_adam
 from core_rl.common.schedules import scheduled
@@ -54,6 +55,13 @@ class OnPolicyConfig(AgentConfig):
     )
     sde_sample_freq: int = Field(
         -1, ge=-1, description="gSDE: steps between noise resamples (-1: once per rollout, at its start)."
+    )
+    fused_update: bool = Field(
+        True,
+        description="PPO and A2C: the update's gradients written out by the chain rule, without autograd "
+        "(core_rl.common.fused_actor_critic), where the networks allow it (flat observations, tanh/ReLU "
+        "MLPs, categorical or Gaussian head without gSDE); the same gradients to float rounding. "
+        "False: autograd always.",
     )
 
     schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule"}
@@ -287,6 +295,17 @@ class OnPolicyAgent(Agent):
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _fused_actor_critic(self) -> FusedActorCritic | None:
+        """The autograd-free update of the policy and value MLPs (:mod:`core_rl.common.fused_actor_critic`),
+        or None when ``fused_update`` is off or the networks or optimizer do not fit it."""
+        if not self.config.fused_update:
+            return None
+        key = (self.policy, self.value, self.optimizer)
+        cached = getattr(self, "_fused_cache", None)
+        if cached is None or any(a is not b for a, b in zip(cached[0], key)):
+            cached = self._fused_cache = (key, FusedActorCritic.build(*key))
+        return cached[1]
 
     def _clip_and_step(
         self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None
