@@ -63,6 +63,7 @@ class ActorCritic(OnPolicyAgent):
     config: ActorCriticConfig
     config_cls = ActorCriticConfig
     supports_sde = True
+    fused_update_supported = True
 
     def _build_optimizers(self) -> None:
         cfg = self.config

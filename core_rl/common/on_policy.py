@@ -81,6 +81,8 @@ class OnPolicyAgent(Agent):
     collect_mode: Literal["steps", "episodes"] = "steps"
     #: whether the agent's update takes gSDE's policy (its own distribution of the current parameters)
     supports_sde: bool = False
+    #: whether the agent's update has the autograd-free form of :meth:`_fused_actor_critic` (PPO, A2C)
+    fused_update_supported: bool = False
 
     def _build(self) -> None:
         cfg = self.config
@@ -237,6 +239,9 @@ class OnPolicyAgent(Agent):
 
     def _policy_step(self, obs_t: torch.Tensor, episode_start: np.ndarray) -> tuple[Distribution, torch.Tensor]:
         """π_θ(·|s_t) and V(s_t) for the current observations (``episode_start``: which envs just reset)."""
+        fused = self._fused_actor_critic()
+        if fused is not None:
+            return fused.act(obs_t)
         return self.policy.distribution(obs_t), self._value_of(obs_t)
 
     def _bootstrap_values(self, final_obs_t: torch.Tensor, env_idx: np.ndarray) -> torch.Tensor:
@@ -299,7 +304,7 @@ class OnPolicyAgent(Agent):
     def _fused_actor_critic(self) -> FusedActorCritic | None:
         """The autograd-free update of the policy and value MLPs (:mod:`core_rl.common.fused_actor_critic`),
         or None when ``fused_update`` is off or the networks or optimizer do not fit it."""
-        if not self.config.fused_update:
+        if not (self.fused_update_supported and self.config.fused_update):
             return None
         key = (self.policy, self.value, self.optimizer)
         cached = getattr(self, "_fused_cache", None)

@@ -68,6 +68,7 @@ class PPO(OnPolicyAgent):
     config: PPOConfig
     config_cls = PPOConfig
     supports_sde = True
+    fused_update_supported = True
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.config
