@@ -33,7 +33,8 @@ A loss :math:`\mathcal L(\log\pi(a_i|s_i), \bar H, V(s_i))` hands in its partial
 (:math:`\bar H` the batch-mean entropy) and :math:`g^V_i = \partial\mathcal L/\partial V(s_i)`
 (:meth:`FusedActorCritic.backward`; PPO's and A2C's are in their modules). The gradients land in one flat
 buffer that every parameter's ``.grad`` views, so the global-norm clip
-:math:`g \leftarrow g\min(1, c/(\|g\|_2 + 10^{-6}))` is a handful of ops (:meth:`FusedActorCritic.step`).
+:math:`g \leftarrow g\min(1, c/(\|g\|_2 + 10^{-6}))` is a handful of ops, and Adam's or RMSprop's step
+runs on flat parameters and state (:class:`~core_rl.common.optim.FlatStep`; :meth:`FusedActorCritic.step`).
 The result equals autograd's to float rounding (``tests/test_fused_actor_critic.py``).
 """
 
@@ -46,6 +47,7 @@ import torch
 from torch import nn
 
 from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
+from core_rl.common.optim import FlatStep
 
 LOG_2PI = math.log(2 * math.pi)
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
@@ -114,6 +116,7 @@ class FusedActorCritic:
         self.policy_grads = [(grad_of(lin.weight), grad_of(lin.bias)) for lin in policy_layers]
         self.value_grads = [(grad_of(lin.weight), grad_of(lin.bias)) for lin in value_layers]
         self.log_std_grad = grad_of(policy.log_std).view(1, -1) if self.gaussian else None
+        self.flat_step = FlatStep.build(optimizer, self.params, self.flat)
 
     @classmethod
     def build(
@@ -242,5 +245,8 @@ class FusedActorCritic:
         if max_grad_norm is not None:
             norm = torch.linalg.vector_norm(self.flat)
             self.flat.mul_((max_grad_norm / (norm + 1e-6)).clamp_(max=1.0))
-        self.optimizer.step()
+        if self.flat_step is not None:
+            self.flat_step.step()
+        else:
+            self.optimizer.step()
         return norm
