@@ -148,14 +148,20 @@ class FusedActorCritic:
         return self.policy is policy and self.value is value and self.optimizer is optimizer
 
     # ---- forward -----------------------------------------------------------------------------
-    def _mlp(self, layers: list[nn.Linear], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _mlp(
+        self, layers: list[nn.Linear], x: torch.Tensor, fast_tanh: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The MLP's output and its layers' outputs; acting (``fast_tanh=False``) computes the same bits
+        as the modules (``F.linear`` is this ``addmm``), the update's minibatches may take the faster tanh."""
         hs = [x]
         h = x
         for lin in layers[:-1]:
             h = torch.addmm(lin.bias, h, lin.weight.t())
-            if self.tanh and h.numel() >= 4096:  # tanh x = 2σ(2x) − 1: torch's sigmoid kernel is ~3× faster
+            if (
+                self.tanh and fast_tanh and h.numel() >= 4096
+            ):  # tanh x = 2σ(2x) − 1: torch's sigmoid kernel is ~3× faster
                 h = torch.sigmoid(h.mul_(2.0), out=h).mul_(2.0).sub_(1.0)  # than its tanh at 256×64
-            elif self.tanh:  # a few rows (acting): one kernel beats four
+            elif self.tanh:  # a few rows: one kernel beats four
                 h = h.tanh_()
             else:
                 h = h.relu_()
@@ -171,10 +177,15 @@ class FusedActorCritic:
         return self.policy.head(out), value.squeeze(-1)
 
     @torch.no_grad()
+    def values(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) (bootstrap values), without the module-call overhead."""
+        return self._mlp(self.value_layers, self.value.encoder(obs))[0].squeeze(-1)
+
+    @torch.no_grad()
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> FusedForward:
         """log π(a|s), the mean entropy and V(s) of a minibatch, keeping what :meth:`backward` needs."""
-        out, policy_h = self._mlp(self.policy_layers, self.policy.encoder(obs))
-        value, value_h = self._mlp(self.value_layers, self.value.encoder(obs))
+        out, policy_h = self._mlp(self.policy_layers, self.policy.encoder(obs), fast_tanh=True)
+        value, value_h = self._mlp(self.value_layers, self.value.encoder(obs), fast_tanh=True)
         if self.gaussian:
             log_std = self.policy.log_std
             inv_std = torch.exp(-log_std)
