@@ -53,7 +53,7 @@ LOG_2PI = math.log(2 * math.pi)
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
-def _mlp_layers(net: nn.Module) -> tuple[list[nn.Linear], str] | None:
+def mlp_layers(net: nn.Module) -> tuple[list[nn.Linear], str] | None:
     """``(linears, activation)`` of a ``Linear, act, Linear, …, Linear`` Sequential, else None."""
     if not isinstance(net, nn.Sequential):
         return None
@@ -65,6 +65,64 @@ def _mlp_layers(net: nn.Module) -> tuple[list[nn.Linear], str] | None:
     if None in kinds or len(kinds) > 1:
         return None
     return linears, (kinds.pop() if kinds else "tanh")
+
+
+def mlp_forward(
+    layers: list[nn.Linear], x: torch.Tensor, tanh: bool, fast_tanh: bool = False
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The MLP's output and its layers' outputs ``[x, h_1, …]`` (tanh or ReLU hidden layers). Without
+    ``fast_tanh`` the same bits as the modules (``F.linear`` is this ``addmm``); with it, a batch of at least
+    4096 hidden values takes tanh x = 2σ(2x) − 1 (torch's CPU sigmoid kernel is ~3× faster than its tanh)."""
+    hs = [x]
+    h = x
+    for lin in layers[:-1]:
+        h = torch.addmm(lin.bias, h, lin.weight.t())
+        if tanh and fast_tanh and h.numel() >= 4096:
+            h = torch.sigmoid(h.mul_(2.0), out=h).mul_(2.0).sub_(1.0)
+        elif tanh:  # a few rows: one kernel beats four
+            h = h.tanh_()
+        else:
+            h = h.relu_()
+        hs.append(h)
+    last = layers[-1]
+    return torch.addmm(last.bias, h, last.weight.t()), hs
+
+
+def mlp_backward(
+    layers: list[nn.Linear],
+    hs: list[torch.Tensor],
+    grads: list[tuple[torch.Tensor, torch.Tensor]],
+    g: torch.Tensor,
+    tanh: bool,
+) -> None:
+    """From g = ∂L/∂y, write ∂L/∂W_l and ∂L/∂b_l into ``grads`` (``(weight, bias)`` per layer), overwriting."""
+    for layer in range(len(layers) - 1, -1, -1):
+        h_in = hs[layer]
+        grad_w, grad_b = grads[layer]
+        torch.mm(g.t(), h_in, out=grad_w)
+        torch.sum(g, 0, out=grad_b)
+        if layer > 0:
+            g = torch.mm(g, layers[layer].weight)  # ⊙ f'(h): (1 − h²) or [h > 0], one kernel each
+            g = torch.ops.aten.tanh_backward(g, h_in) if tanh else torch.ops.aten.threshold_backward(g, h_in, 0.0)
+
+
+def flat_grad_views(params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One zeroed flat buffer for the gradients of ``params`` and a view of it shaped like each."""
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+    views, offset = [], 0
+    for p in params:
+        views.append(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+    return flat, views
+
+
+def clip_flat_(flat: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor | None:
+    """g ← g·min(1, c/(‖g‖₂ + 10⁻⁶)) on a flat gradient buffer; the norm before, or None without a clip."""
+    if max_grad_norm is None:
+        return None
+    norm = torch.linalg.vector_norm(flat)
+    flat.mul_((max_grad_norm / (norm + 1e-6)).clamp_(max=1.0))
+    return norm
 
 
 @dataclass
@@ -104,13 +162,7 @@ class FusedActorCritic:
         self.tanh = activation == "tanh"
         self.gaussian = policy.kind == "gaussian"
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        first = self.params[0]
-        self.flat = torch.zeros(sum(p.numel() for p in self.params), dtype=first.dtype, device=first.device)
-        self.grads: list[torch.Tensor] = []
-        offset = 0
-        for p in self.params:
-            self.grads.append(self.flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        self.flat, self.grads = flat_grad_views(self.params)
         index = {id(p): i for i, p in enumerate(self.params)}
         grad_of = lambda p: self.grads[index[id(p)]]  # noqa: E731
         self.policy_grads = [(grad_of(lin.weight), grad_of(lin.bias)) for lin in policy_layers]
@@ -132,7 +184,7 @@ class FusedActorCritic:
             return None
         if any(True for _ in policy.encoder.parameters()) or any(True for _ in value.encoder.parameters()):
             return None
-        p_layers, v_layers = _mlp_layers(policy.net), _mlp_layers(value.net)
+        p_layers, v_layers = mlp_layers(policy.net), mlp_layers(value.net)
         if p_layers is None or v_layers is None or p_layers[1] != v_layers[1]:
             return None
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -151,23 +203,7 @@ class FusedActorCritic:
     def _mlp(
         self, layers: list[nn.Linear], x: torch.Tensor, fast_tanh: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The MLP's output and its layers' outputs; acting (``fast_tanh=False``) computes the same bits
-        as the modules (``F.linear`` is this ``addmm``), the update's minibatches may take the faster tanh."""
-        hs = [x]
-        h = x
-        for lin in layers[:-1]:
-            h = torch.addmm(lin.bias, h, lin.weight.t())
-            if (
-                self.tanh and fast_tanh and h.numel() >= 4096
-            ):  # tanh x = 2σ(2x) − 1: torch's sigmoid kernel is ~3× faster
-                h = torch.sigmoid(h.mul_(2.0), out=h).mul_(2.0).sub_(1.0)  # than its tanh at 256×64
-            elif self.tanh:  # a few rows: one kernel beats four
-                h = h.tanh_()
-            else:
-                h = h.relu_()
-            hs.append(h)
-        last = layers[-1]
-        return torch.addmm(last.bias, h, last.weight.t()), hs
+        return mlp_forward(layers, x, self.tanh, fast_tanh)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
@@ -211,17 +247,7 @@ class FusedActorCritic:
         grads: list[tuple[torch.Tensor, torch.Tensor]],
         g: torch.Tensor,
     ) -> None:
-        for layer in range(len(layers) - 1, -1, -1):
-            h_in = hs[layer]
-            grad_w, grad_b = grads[layer]
-            torch.mm(g.t(), h_in, out=grad_w)
-            torch.sum(g, 0, out=grad_b)
-            if layer > 0:
-                g = torch.mm(g, layers[layer].weight)  # ⊙ f'(h): (1 − h²) or [h > 0], one kernel each
-                if self.tanh:
-                    g = torch.ops.aten.tanh_backward(g, h_in)
-                else:
-                    g = torch.ops.aten.threshold_backward(g, h_in, 0.0)
+        mlp_backward(layers, hs, grads, g, self.tanh)
 
     @torch.no_grad()
     def backward(self, fwd: FusedForward, g_log_prob: torch.Tensor, c_entropy: float, g_value: torch.Tensor) -> None:
@@ -252,10 +278,7 @@ class FusedActorCritic:
         for p, grad in zip(self.params, self.grads):
             if p.grad is not grad:  # e.g. an autograd step with zero_grad(set_to_none=True) in between
                 p.grad = grad
-        norm = None
-        if max_grad_norm is not None:
-            norm = torch.linalg.vector_norm(self.flat)
-            self.flat.mul_((max_grad_norm / (norm + 1e-6)).clamp_(max=1.0))
+        norm = clip_flat_(self.flat, max_grad_norm)
         if self.flat_step is not None:
             self.flat_step.step()
         else:

@@ -54,9 +54,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from core_rl.common.distributions import Categorical
+from core_rl.common.fused_actor_critic import clip_flat_, flat_grad_views, mlp_backward, mlp_forward, mlp_layers
 from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
-from core_rl.common.optim import make_optimizer
+from core_rl.common.optim import FlatStep, make_optimizer
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
 from core_rl.common.replay import ReplaySample
 
@@ -73,6 +74,11 @@ class DQNConfig(OffPolicyConfig):
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["huber", "mse"] = Field("huber", description="Loss on the TD error δ = Q_φ(s,a) − y.")
     huber_delta: float = Field(1.0, gt=0.0)
+    fused_update: bool = Field(
+        True,
+        description="The gradient step written out by the chain rule without autograd (FusedQ) where the Q "
+        "network allows it (flat observations, tanh/ReLU MLP, not dueling); the same step to float rounding.",
+    )
     double_q: bool = Field(False, description="y = r + γ Q_φ'(s', argmax_a Q_φ(s', a)).")
     dueling: bool = Field(False, description="Q = V + A − mean_a A.")
     exploration: Literal["epsilon", "boltzmann"] = "epsilon"
@@ -246,13 +252,27 @@ class DQN(OffPolicyAgent):
             return nn.functional.huber_loss(q, target_q, reduction="none", delta=self.config.huber_delta)
         return 0.5 * (q - target_q).pow(2)
 
+    def _fused_q(self) -> "FusedQ | None":
+        """The autograd-free gradient step (:class:`FusedQ`), or None where ``fused_update`` is off or the
+        network, optimizer or loss (``td_loss`` overridden) do not fit it."""
+        if not self.config.fused_update or type(self).td_loss is not DQN.td_loss:
+            return None
+        cached = getattr(self, "_fused_cache", None)
+        if cached is None or cached[0] is not self.q_net or cached[1] is not self.optimizer:
+            cached = self._fused_cache = (self.q_net, self.optimizer, FusedQ.build(self.q_net, self.optimizer))
+        return cached[2]
+
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
         target_q = self.target_q(batch)
-        q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
-        td_error = q - target_q
-        per_sample = self.td_loss(q, target_q)
-        loss = (per_sample * batch.weights).mean() if batch.weights is not None else per_sample.mean()
-        self._step_optimizer(self.optimizer, loss)
+        fused = self._fused_q()
+        if fused is not None:
+            loss, q, td_error = fused.step(self.config, batch, target_q)
+        else:
+            q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
+            td_error = q - target_q
+            per_sample = self.td_loss(q, target_q)
+            loss = (per_sample * batch.weights).mean() if batch.weights is not None else per_sample.mean()
+            self._step_optimizer(self.optimizer, loss)
         if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:
             self.replay.update_priorities(batch.indices, td_error)
         if self._target_update_due():
@@ -260,6 +280,73 @@ class DQN(OffPolicyAgent):
         if not self.log_metrics:
             return {}
         return {"loss": loss.item(), "q_mean": q.mean().item(), "td_error_abs": td_error.abs().mean().item()}
+
+
+class FusedQ:
+    r"""DQN's gradient step without an autograd graph (as :mod:`core_rl.common.fused_actor_critic` does for
+    PPO/A2C): with δ_i = Q_φ(s_i, a_i) − y_i and importance weights w_i (1 without prioritized replay),
+
+    .. math:: \frac{\partial L}{\partial Q_\phi(s_i, a_i)} = \frac{w_i}{B}\,\psi(\delta_i),\qquad
+        \psi(\delta) = \operatorname{clip}(\delta, -\kappa, \kappa)\ \text{(Huber)}\ \text{or}\ \delta\ (\tfrac12\delta^2),
+
+    zero for the actions not taken, back through the MLP by the chain rule into one flat gradient buffer,
+    clipped to ``max_grad_norm`` and stepped by :class:`~core_rl.common.optim.FlatStep` (or the optimizer)."""
+
+    def __init__(self, q_net: "QNetwork", optimizer: torch.optim.Optimizer, layers: list[nn.Linear], tanh: bool):
+        self.q_net, self.optimizer, self.layers, self.tanh = q_net, optimizer, layers, tanh
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.flat, views = flat_grad_views(self.params)
+        index = {id(p): v for p, v in zip(self.params, views)}
+        self.grads = [(index[id(lin.weight)], index[id(lin.bias)]) for lin in layers]
+        self.views = views
+        self.flat_step = FlatStep.build(optimizer, self.params, self.flat)
+
+    @classmethod
+    def build(cls, q_net: nn.Module, optimizer: torch.optim.Optimizer) -> "FusedQ | None":
+        """For a plain (not dueling) :class:`QNetwork` MLP with a parameter-free encoder, else None."""
+        if type(q_net) is not QNetwork or q_net.dueling or any(True for _ in q_net.encoder.parameters()):
+            return None
+        found = mlp_layers(q_net.net)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        own = list(q_net.parameters())
+        if found is None or len(params) != len(own) or {id(p) for p in params} != {id(p) for p in own}:
+            return None
+        if any(p.dtype != torch.float32 or p.device != params[0].device for p in params):
+            return None
+        return cls(q_net, optimizer, found[0], found[1] == "tanh")
+
+    @torch.no_grad()
+    def step(self, cfg: DQNConfig, batch: ReplaySample, target_q: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One gradient step; ``(loss, Q_φ(s, a), δ)``."""
+        out, hs = mlp_forward(self.layers, self.q_net.encoder(batch.obs), self.tanh)
+        actions = batch.actions.long().reshape(-1, 1)
+        q = out.gather(-1, actions).squeeze(-1)
+        td_error = q - target_q
+        n = q.shape[0]
+        if cfg.loss == "huber":
+            kappa = cfg.huber_delta
+            abs_error = td_error.abs()
+            per_sample = torch.where(abs_error < kappa, 0.5 * td_error.square(), kappa * (abs_error - 0.5 * kappa))
+            g_q = td_error.clamp(-kappa, kappa)
+        else:
+            per_sample = 0.5 * td_error.square()
+            g_q = td_error.clone()
+        if batch.weights is not None:
+            loss = (per_sample * batch.weights).mean()
+            g_q.mul_(batch.weights)
+        else:
+            loss = per_sample.mean()
+        g_out = torch.zeros_like(out).scatter_(-1, actions, g_q.div_(n).unsqueeze(-1))
+        mlp_backward(self.layers, hs, self.grads, g_out, self.tanh)
+        for p, grad in zip(self.params, self.views):
+            if p.grad is not grad:
+                p.grad = grad
+        clip_flat_(self.flat, cfg.max_grad_norm)
+        if self.flat_step is not None:
+            self.flat_step.step()
+        else:
+            self.optimizer.step()
+        return loss, q, td_error
 
 
 class DoubleDQNConfig(DQNConfig):
