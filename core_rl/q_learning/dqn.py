@@ -209,10 +209,10 @@ class DQN(OffPolicyAgent):
         return torch.where(explore, random, greedy)
 
     def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
-        return self.explore(self.q_net(obs_t))
+        return self.explore(self._q_values(obs_t))
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        q_values = self.q_net(obs)
+        q_values = self._q_values(obs)
         return q_values.argmax(-1) if deterministic else self.explore(q_values)
 
     # ---- learning ----------------------------------------------------------------------------
@@ -237,9 +237,9 @@ class DQN(OffPolicyAgent):
         The Q networks may carry extra axes before the actions (the heads of bootstrapped DQN): y then
         has them too, ``[B, ...]``.
         """
-        next_q_target = self.q_target(batch.next_obs)
+        next_q_target = self._q_values(batch.next_obs, target=True)
         if self.config.double_q:
-            next_action = self.q_net(batch.next_obs).argmax(-1, keepdim=True)
+            next_action = self._q_values(batch.next_obs).argmax(-1, keepdim=True)
             next_q = next_q_target.gather(-1, next_action).squeeze(-1)
         else:
             next_q = next_q_target.max(-1).values
@@ -258,9 +258,17 @@ class DQN(OffPolicyAgent):
         if not self.config.fused_update or type(self).td_loss is not DQN.td_loss:
             return None
         cached = getattr(self, "_fused_cache", None)
-        if cached is None or cached[0] is not self.q_net or cached[1] is not self.optimizer:
-            cached = self._fused_cache = (self.q_net, self.optimizer, FusedQ.build(self.q_net, self.optimizer))
-        return cached[2]
+        key = (self.q_net, self.q_target, self.optimizer)
+        if cached is None or any(a is not b for a, b in zip(cached[0], key)):
+            cached = self._fused_cache = (key, FusedQ.build(*key))
+        return cached[1]
+
+    def _q_values(self, obs: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Q_φ(s, ·), or Q_φ'(s, ·) with ``target``: through :class:`FusedQ` where it applies (no grad)."""
+        fused = self._fused_q()
+        if fused is not None and not torch.is_grad_enabled():
+            return fused.q_values(obs, target)
+        return (self.q_target if target else self.q_net)(obs)
 
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
         target_q = self.target_q(batch)
@@ -292,8 +300,17 @@ class FusedQ:
     zero for the actions not taken, back through the MLP by the chain rule into one flat gradient buffer,
     clipped to ``max_grad_norm`` and stepped by :class:`~core_rl.common.optim.FlatStep` (or the optimizer)."""
 
-    def __init__(self, q_net: "QNetwork", optimizer: torch.optim.Optimizer, layers: list[nn.Linear], tanh: bool):
-        self.q_net, self.optimizer, self.layers, self.tanh = q_net, optimizer, layers, tanh
+    def __init__(
+        self,
+        q_net: "QNetwork",
+        q_target: "QNetwork",
+        optimizer: torch.optim.Optimizer,
+        layers: list[nn.Linear],
+        target_layers: list[nn.Linear],
+        tanh: bool,
+    ):
+        self.q_net, self.q_target, self.optimizer, self.tanh = q_net, q_target, optimizer, tanh
+        self.layers, self.target_layers = layers, target_layers
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.flat, views = flat_grad_views(self.params)
         index = {id(p): v for p, v in zip(self.params, views)}
@@ -302,18 +319,27 @@ class FusedQ:
         self.flat_step = FlatStep.build(optimizer, self.params, self.flat)
 
     @classmethod
-    def build(cls, q_net: nn.Module, optimizer: torch.optim.Optimizer) -> "FusedQ | None":
-        """For a plain (not dueling) :class:`QNetwork` MLP with a parameter-free encoder, else None."""
-        if type(q_net) is not QNetwork or q_net.dueling or any(True for _ in q_net.encoder.parameters()):
+    def build(cls, q_net: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer) -> "FusedQ | None":
+        """For plain (not dueling) :class:`QNetwork` MLPs with a parameter-free encoder, else None."""
+        for net in (q_net, q_target):
+            if type(net) is not QNetwork or net.dueling or any(True for _ in net.encoder.parameters()):
+                return None
+        found, target = mlp_layers(q_net.net), mlp_layers(q_target.net)
+        if target is None or found is None or target[1] != found[1]:
             return None
-        found = mlp_layers(q_net.net)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         own = list(q_net.parameters())
         if found is None or len(params) != len(own) or {id(p) for p in params} != {id(p) for p in own}:
             return None
         if any(p.dtype != torch.float32 or p.device != params[0].device for p in params):
             return None
-        return cls(q_net, optimizer, found[0], found[1] == "tanh")
+        return cls(q_net, q_target, optimizer, found[0], target[0], found[1] == "tanh")
+
+    @torch.no_grad()
+    def q_values(self, obs: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Q_φ(s, ·) (or Q_φ'), the modules' bits without their call overhead (acting, targets)."""
+        net, layers = (self.q_target, self.target_layers) if target else (self.q_net, self.layers)
+        return mlp_forward(layers, net.encoder(obs), self.tanh)[0]
 
     @torch.no_grad()
     def step(self, cfg: DQNConfig, batch: ReplaySample, target_q: torch.Tensor) -> tuple[torch.Tensor, ...]:
