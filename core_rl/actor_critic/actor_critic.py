@@ -27,7 +27,8 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from core_rl.common.buffers import RolloutBatch
+from core_rl.common.buffers import FlatBatch, RolloutBatch
+from core_rl.common.fused_actor_critic import FusedActorCritic
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
 from core_rl.common.optim import make_optimizer
 
@@ -62,6 +63,7 @@ class ActorCritic(OnPolicyAgent):
     config: ActorCriticConfig
     config_cls = ActorCriticConfig
     supports_sde = True
+    fused_update_supported = True
 
     def _build_optimizers(self) -> None:
         cfg = self.config
@@ -74,6 +76,9 @@ class ActorCritic(OnPolicyAgent):
         cfg = self.config
         flat = batch.flat()
         advantage = self.normalize(flat.advantages) if cfg.normalize_advantage else flat.advantages
+        fused = self._fused_actor_critic() if cfg.value_epochs == 1 else None
+        if fused is not None:
+            return self._fused_update(fused, flat, advantage)
         value_loss_total = 0.0
         for i in range(cfg.value_epochs):
             dist = self.policy.distribution(flat.obs)
@@ -96,6 +101,24 @@ class ActorCritic(OnPolicyAgent):
             ]
         ).tolist()
         return dict(zip(("policy_loss", "value_loss", "entropy", "grad_norm"), stats))
+
+    @torch.no_grad()
+    def _fused_update(self, fused: FusedActorCritic, flat: FlatBatch, advantage: torch.Tensor) -> dict[str, float]:
+        r"""The same step (``value_epochs=1``) with the gradients written out
+        (:mod:`core_rl.common.fused_actor_critic`): L = −mean(log π·Â) + c_v mean(V − ŷ)² − c_H H̄ has
+
+        .. math:: \frac{\partial L}{\partial\log\pi_i} = -\frac{\hat A_i}{B},\qquad
+            \frac{\partial L}{\partial V_i} = \frac{2c_v}{B}(V_i - \hat y_i),\qquad
+            \frac{\partial L}{\partial\bar H} = -c_H."""
+        cfg = self.config
+        n = advantage.shape[0]
+        f = fused.forward(flat.obs, flat.actions)
+        error = f.value - flat.returns
+        fused.backward(f, advantage * (-1.0 / n), -cfg.ent_coef, error * (2.0 * cfg.vf_coef / n))
+        norm = fused.step(cfg.max_grad_norm)
+        terms = [(f.log_prob * advantage).mean().neg(), error.square().mean(), f.entropy]
+        terms.append(norm if norm is not None else torch.zeros(()))
+        return dict(zip(("policy_loss", "value_loss", "entropy", "grad_norm"), torch.stack(terms).tolist()))
 
 
 class A2CConfig(ActorCriticConfig):

@@ -54,13 +54,15 @@ class RolloutBatch:
         return x.reshape(-1, *x.shape[2:])[self.valid.reshape(-1).bool()]
 
     def flat(self) -> "FlatBatch":
-        """Valid steps only, flattened to ``[B, ...]``."""
+        """Valid steps only, flattened to ``[B, ...]`` (views of the rollout's tensors where every step is valid)."""
         mask = self.valid.reshape(-1).bool()
+        every = bool(mask.all())
 
         def f(x: torch.Tensor | None) -> torch.Tensor | None:
             if x is None:
                 return None
-            return x.reshape(-1, *x.shape[2:])[mask]
+            flat = x.reshape(-1, *x.shape[2:])
+            return flat if every else flat[mask]
 
         return FlatBatch(
             obs=f(self.obs),

@@ -22,17 +22,25 @@ class RunningMeanStd(nn.Module):
         # numpy views share memory with the buffers: no tensor ops in the per-step hot path
         x = np.asarray(x, dtype=np.float64)
         mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
-        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        # raw ufunc reductions and Python-float weights: np.mean/np.var's wrappers and 0-d array
+        # arithmetic cost more than the arithmetic for a handful of envs (~18 -> ~9 µs per call)
+        n = x.shape[0]
+        b_mean = np.add.reduce(x, 0) / n
+        dev = x - b_mean
+        b_var = np.add.reduce(dev * dev, 0) / n
         delta = b_mean - mean
-        total = count + b_count
-        m2 = var * count + b_var * b_count + delta * delta * count * b_count / total
-        mean += delta * b_count / total
-        var[...] = m2 / total
+        c = float(count)
+        total = c + n
+        # Chan et al.: M2 = M2_a + M2_b + δ²·n_a·n_b/(n_a + n_b)
+        var *= c / total
+        var += (b_var + delta * delta * (c / total)) * (n / total)
+        mean += delta * (n / total)
         count[...] = total
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         mean, std = self.mean.numpy(), np.sqrt(self.var.numpy() + self.eps)
-        return np.clip((x - mean) / std, -self.clip, self.clip).astype(np.float32)
+        z = (x - mean) / std
+        return np.minimum(np.maximum(z, -self.clip, out=z), self.clip, out=z).astype(np.float32)
 
 
 class RewardScaler(nn.Module):
@@ -49,4 +57,5 @@ class RewardScaler(nn.Module):
         self.stats.update(self.ret)
         self.ret[dones] = 0.0
         std = float(np.sqrt(self.stats.var.numpy() + self.stats.eps))
-        return np.clip(rewards / std, -self.clip, self.clip)
+        r = rewards / std
+        return np.minimum(np.maximum(r, -self.clip, out=r), self.clip, out=r)

@@ -16,6 +16,7 @@ used by the on- and off-policy bases and every trainer that clips and steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -87,3 +88,110 @@ def step(
         norm = clip_grad_norm(params, max_grad_norm)
     optimizer.step()
     return norm
+
+
+class FlatStep:
+    r"""Adam's or RMSprop's step on one flat buffer: the parameters, their gradients and the optimizer's
+    state become views of four flat tensors, and the update is a few kernels on all of them at once
+    instead of ``torch.optim``'s per-step Python (~55 µs for Adam, ~115 µs for foreach RMSprop over the
+    dozen tensors of two small MLPs; this is ~10 µs). The same arithmetic as torch's:
+
+    .. math::
+        \text{Adam: } m \leftarrow \beta_1 m + (1-\beta_1) g,\quad v \leftarrow \beta_2 v + (1-\beta_2) g^2,\quad
+        \theta \leftarrow \theta - \frac{\alpha}{1-\beta_1^t}\,\frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon};\qquad
+        \text{RMSprop: } s \leftarrow \alpha_s s + (1-\alpha_s) g^2,\quad \theta \leftarrow \theta - \alpha\frac{g}{\sqrt s + \epsilon}.
+
+    The parameters stay the same ``Parameter`` objects (``p.data`` is re-pointed at a view) and the state
+    stays in ``optimizer.state`` under torch's keys, so modules, ``state_dict``s and checkpoints are
+    unchanged, and ``optimizer.step()`` still works on the same state. Built by :meth:`build` only for one
+    param group of float32 tensors on one device, no weight decay, AMSGrad, momentum, centering or maximize.
+    """
+
+    _STATE = {torch.optim.Adam: ("exp_avg", "exp_avg_sq"), torch.optim.RMSprop: ("square_avg",)}
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], flat_grad: torch.Tensor):
+        self.optimizer, self.params, self.grad = optimizer, params, flat_grad
+        self.group = optimizer.param_groups[0]
+        self.adam = isinstance(optimizer, torch.optim.Adam)
+        self.names = self._STATE[type(optimizer)]
+        self.param = torch.cat([p.detach().reshape(-1) for p in params])
+        self.buffers = {name: torch.zeros_like(self.param) for name in self.names}
+        self.steps = torch.zeros(len(params), dtype=torch.float32, device=self.param.device)
+        self.param_views = self._views(self.param)
+        for p, view in zip(params, self.param_views):
+            p.data = view
+        self.state_views = {name: self._views(buf) for name, buf in self.buffers.items()}
+        self._adopt_state()
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, offset = [], 0
+        for p in self.params:
+            out.append(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+        return out
+
+    def _adopt_state(self) -> None:
+        """Copy any existing state (a restored checkpoint, earlier ``optimizer.step()`` calls) into the flat
+        buffers and put their views in its place."""
+        state = self.optimizer.state
+        for i, p in enumerate(self.params):
+            s = state[p]
+            for name in self.names:
+                if name in s:
+                    self.state_views[name][i].copy_(s[name])
+                s[name] = self.state_views[name][i]
+            self.steps[i] = float(s["step"]) if "step" in s else 0.0
+            s["step"] = self.steps[i]
+
+    def _owns_state(self) -> bool:
+        state = self.optimizer.state
+        return all(
+            state[p].get(name) is views[i]
+            for name, views in self.state_views.items()
+            for i, p in enumerate(self.params)
+        )
+
+    @classmethod
+    def build(
+        cls, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], flat_grad: torch.Tensor
+    ) -> "FlatStep | None":
+        """The flat step for ``optimizer`` over exactly ``params`` (whose ``.grad`` view ``flat_grad``), or None."""
+        if type(optimizer) not in cls._STATE or len(optimizer.param_groups) != 1:
+            return None
+        g = optimizer.param_groups[0]
+        if any(g.get(k) for k in ("weight_decay", "amsgrad", "maximize", "momentum", "centered", "capturable")):
+            return None
+        if any(g.get(k) for k in ("differentiable", "decoupled_weight_decay")) or isinstance(g["lr"], torch.Tensor):
+            return None
+        if len(g["params"]) != len(params) or any(a is not b for a, b in zip(g["params"], params)):
+            return None
+        return cls(optimizer, params, flat_grad)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if not self._owns_state() or any(
+            p.data.data_ptr() != v.data_ptr() for p, v in zip(self.params, self.param_views)
+        ):
+            self._reattach()
+        g, group = self.grad, self.group
+        self.steps.add_(1.0)
+        if self.adam:
+            beta1, beta2 = group["betas"]
+            t = float(self.steps[0])
+            m, v = self.buffers["exp_avg"], self.buffers["exp_avg_sq"]
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
+            self.param.addcdiv_(m, denom, value=-group["lr"] / (1 - beta1**t))
+        else:
+            alpha = group["alpha"]
+            s = self.buffers["square_avg"]
+            s.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+            self.param.addcdiv_(g, s.sqrt().add_(group["eps"]), value=-group["lr"])
+
+    def _reattach(self) -> None:
+        """The parameters or the state were replaced (``load_state_dict``, a module's ``.to``): flatten again."""
+        for view, p in zip(self.param_views, self.params):
+            view.copy_(p.detach())
+            p.data = view
+        self._adopt_state()

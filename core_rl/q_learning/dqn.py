@@ -54,9 +54,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from core_rl.common.distributions import Categorical
+from core_rl.common.fused_actor_critic import clip_flat_, flat_grad_views, mlp_backward, mlp_forward, mlp_layers
 from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
-from core_rl.common.optim import make_optimizer
+from core_rl.common.optim import FlatStep, make_optimizer
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
 from core_rl.common.replay import ReplaySample
 
@@ -73,6 +74,11 @@ class DQNConfig(OffPolicyConfig):
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["huber", "mse"] = Field("huber", description="Loss on the TD error δ = Q_φ(s,a) − y.")
     huber_delta: float = Field(1.0, gt=0.0)
+    fused_update: bool = Field(
+        True,
+        description="The gradient step written out by the chain rule without autograd (FusedQ) where the Q "
+        "network allows it (flat observations, tanh/ReLU MLP, not dueling); the same step to float rounding.",
+    )
     double_q: bool = Field(False, description="y = r + γ Q_φ'(s', argmax_a Q_φ(s', a)).")
     dueling: bool = Field(False, description="Q = V + A − mean_a A.")
     exploration: Literal["epsilon", "boltzmann"] = "epsilon"
@@ -203,10 +209,10 @@ class DQN(OffPolicyAgent):
         return torch.where(explore, random, greedy)
 
     def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
-        return self.explore(self.q_net(obs_t))
+        return self.explore(self._q_values(obs_t))
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        q_values = self.q_net(obs)
+        q_values = self._q_values(obs)
         return q_values.argmax(-1) if deterministic else self.explore(q_values)
 
     # ---- learning ----------------------------------------------------------------------------
@@ -231,9 +237,9 @@ class DQN(OffPolicyAgent):
         The Q networks may carry extra axes before the actions (the heads of bootstrapped DQN): y then
         has them too, ``[B, ...]``.
         """
-        next_q_target = self.q_target(batch.next_obs)
+        next_q_target = self._q_values(batch.next_obs, target=True)
         if self.config.double_q:
-            next_action = self.q_net(batch.next_obs).argmax(-1, keepdim=True)
+            next_action = self._q_values(batch.next_obs).argmax(-1, keepdim=True)
             next_q = next_q_target.gather(-1, next_action).squeeze(-1)
         else:
             next_q = next_q_target.max(-1).values
@@ -246,13 +252,35 @@ class DQN(OffPolicyAgent):
             return nn.functional.huber_loss(q, target_q, reduction="none", delta=self.config.huber_delta)
         return 0.5 * (q - target_q).pow(2)
 
+    def _fused_q(self) -> "FusedQ | None":
+        """The autograd-free gradient step (:class:`FusedQ`), or None where ``fused_update`` is off or the
+        network, optimizer or loss (``td_loss`` overridden) do not fit it."""
+        if not self.config.fused_update or type(self).td_loss is not DQN.td_loss:
+            return None
+        cached = getattr(self, "_fused_cache", None)
+        key = (self.q_net, self.q_target, self.optimizer)
+        if cached is None or any(a is not b for a, b in zip(cached[0], key)):
+            cached = self._fused_cache = (key, FusedQ.build(*key))
+        return cached[1]
+
+    def _q_values(self, obs: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Q_φ(s, ·), or Q_φ'(s, ·) with ``target``: through :class:`FusedQ` where it applies (no grad)."""
+        fused = self._fused_q()
+        if fused is not None and not torch.is_grad_enabled():
+            return fused.q_values(obs, target)
+        return (self.q_target if target else self.q_net)(obs)
+
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
         target_q = self.target_q(batch)
-        q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
-        td_error = q - target_q
-        per_sample = self.td_loss(q, target_q)
-        loss = (per_sample * batch.weights).mean() if batch.weights is not None else per_sample.mean()
-        self._step_optimizer(self.optimizer, loss)
+        fused = self._fused_q()
+        if fused is not None:
+            loss, q, td_error = fused.step(self.config, batch, target_q)
+        else:
+            q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
+            td_error = q - target_q
+            per_sample = self.td_loss(q, target_q)
+            loss = (per_sample * batch.weights).mean() if batch.weights is not None else per_sample.mean()
+            self._step_optimizer(self.optimizer, loss)
         if isinstance(self.replay, PrioritizedReplayBuffer) and batch.indices is not None:
             self.replay.update_priorities(batch.indices, td_error)
         if self._target_update_due():
@@ -260,6 +288,91 @@ class DQN(OffPolicyAgent):
         if not self.log_metrics:
             return {}
         return {"loss": loss.item(), "q_mean": q.mean().item(), "td_error_abs": td_error.abs().mean().item()}
+
+
+class FusedQ:
+    r"""DQN's gradient step without an autograd graph (as :mod:`core_rl.common.fused_actor_critic` does for
+    PPO/A2C): with δ_i = Q_φ(s_i, a_i) − y_i and importance weights w_i (1 without prioritized replay),
+
+    .. math:: \frac{\partial L}{\partial Q_\phi(s_i, a_i)} = \frac{w_i}{B}\,\psi(\delta_i),\qquad
+        \psi(\delta) = \operatorname{clip}(\delta, -\kappa, \kappa)\ \text{(Huber)}\ \text{or}\ \delta\ (\tfrac12\delta^2),
+
+    zero for the actions not taken, back through the MLP by the chain rule into one flat gradient buffer,
+    clipped to ``max_grad_norm`` and stepped by :class:`~core_rl.common.optim.FlatStep` (or the optimizer)."""
+
+    def __init__(
+        self,
+        q_net: "QNetwork",
+        q_target: "QNetwork",
+        optimizer: torch.optim.Optimizer,
+        layers: list[nn.Linear],
+        target_layers: list[nn.Linear],
+        tanh: bool,
+    ):
+        self.q_net, self.q_target, self.optimizer, self.tanh = q_net, q_target, optimizer, tanh
+        self.layers, self.target_layers = layers, target_layers
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.flat, views = flat_grad_views(self.params)
+        index = {id(p): v for p, v in zip(self.params, views)}
+        self.grads = [(index[id(lin.weight)], index[id(lin.bias)]) for lin in layers]
+        self.views = views
+        self.flat_step = FlatStep.build(optimizer, self.params, self.flat)
+
+    @classmethod
+    def build(cls, q_net: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer) -> "FusedQ | None":
+        """For plain (not dueling) :class:`QNetwork` MLPs with a parameter-free encoder, else None."""
+        for net in (q_net, q_target):
+            if type(net) is not QNetwork or net.dueling or any(True for _ in net.encoder.parameters()):
+                return None
+        found, target = mlp_layers(q_net.net), mlp_layers(q_target.net)
+        if target is None or found is None or target[1] != found[1]:
+            return None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        own = list(q_net.parameters())
+        if found is None or len(params) != len(own) or {id(p) for p in params} != {id(p) for p in own}:
+            return None
+        if any(p.dtype != torch.float32 or p.device != params[0].device for p in params):
+            return None
+        return cls(q_net, q_target, optimizer, found[0], target[0], found[1] == "tanh")
+
+    @torch.no_grad()
+    def q_values(self, obs: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Q_φ(s, ·) (or Q_φ'), the modules' bits without their call overhead (acting, targets)."""
+        net, layers = (self.q_target, self.target_layers) if target else (self.q_net, self.layers)
+        return mlp_forward(layers, net.encoder(obs), self.tanh)[0]
+
+    @torch.no_grad()
+    def step(self, cfg: DQNConfig, batch: ReplaySample, target_q: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One gradient step; ``(loss, Q_φ(s, a), δ)``."""
+        out, hs = mlp_forward(self.layers, self.q_net.encoder(batch.obs), self.tanh)
+        actions = batch.actions.long().reshape(-1, 1)
+        q = out.gather(-1, actions).squeeze(-1)
+        td_error = q - target_q
+        n = q.shape[0]
+        if cfg.loss == "huber":
+            kappa = cfg.huber_delta
+            abs_error = td_error.abs()
+            per_sample = torch.where(abs_error < kappa, 0.5 * td_error.square(), kappa * (abs_error - 0.5 * kappa))
+            g_q = td_error.clamp(-kappa, kappa)
+        else:
+            per_sample = 0.5 * td_error.square()
+            g_q = td_error.clone()
+        if batch.weights is not None:
+            loss = (per_sample * batch.weights).mean()
+            g_q.mul_(batch.weights)
+        else:
+            loss = per_sample.mean()
+        g_out = torch.zeros_like(out).scatter_(-1, actions, g_q.div_(n).unsqueeze(-1))
+        mlp_backward(self.layers, hs, self.grads, g_out, self.tanh)
+        for p, grad in zip(self.params, self.views):
+            if p.grad is not grad:
+                p.grad = grad
+        clip_flat_(self.flat, cfg.max_grad_norm)
+        if self.flat_step is not None:
+            self.flat_step.step()
+        else:
+            self.optimizer.step()
+        return loss, q, td_error
 
 
 class DoubleDQNConfig(DQNConfig):
