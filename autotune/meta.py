@@ -551,10 +551,20 @@ class MetaSampler(BaseSampler):
     r"""Optuna sampler driven by the pretrained meta policy, on flat and conditional spaces.
 
     Every type is handled (floats linear and log, ints and stepped floats on their grids,
-    categoricals one-hot). A conditional space is split the way Optuna's group decomposition
-    (``TPESampler(group=True)``) splits it: parameters that appear in exactly the same finished
-    trials form one group (:func:`autotune.space.group_decomposition`). The policy then decides
-    twice per trial, each time over the trials that hold the parameters it decides:
+    categoricals one-hot, with a per-choice random effect in the GP: :mod:`autotune.gp`).
+
+    A conditional space is split the way Optuna's group decomposition (``TPESampler(group=True)``)
+    splits it: parameters that appear in exactly the same finished trials form one group
+    (:func:`autotune.space.group_decomposition`). By default (``joint_conditional``) the policy
+    decides the *whole tree* at once, in ``sample_relative``: the space is the union of all
+    groups, every trial enters one GP with its inactive parameters imputed (numeric ½, categorical
+    no choice), and :class:`TreeRule` reads from the history which discrete parameter value opens
+    which group (``width_2`` iff ``n_layers`` ≥ 3), so every candidate is imputed as the
+    configuration it will be — :math:`\pi_\theta(x \mid \mathcal H)` over tree-structured
+    configurations, a branch's parameters learned together with the choice that opens it; the
+    chosen branch values are returned by ``sample_independent``. With ``joint_conditional=False``
+    (sampler ``meta-branch``), or when the history shows no such tree, it decides twice per
+    trial, each time over the trials that hold the parameters it decides:
 
     * the *root* — the intersection search space (the parameters of every trial, e.g. the
       optimizer's name and the shared ones) — jointly, in ``sample_relative``;
@@ -565,8 +575,8 @@ class MetaSampler(BaseSampler):
       :math:`\pi_\theta(x_g \mid x_{\text{context}}, \mathcal H_g)`, so a branch's
       parameters are tuned from that branch's own history, conditioned on the root's choice.
 
-    A parameter never seen in a finished trial, or a group with fewer than ``n_startup_trials``
-    complete trials, is drawn by ``independent_sampler`` (uniform).
+    A parameter never seen in a finished trial, or (branch decisions) a group with fewer than
+    ``n_startup_trials`` complete trials, is drawn by ``independent_sampler`` (uniform).
     """
 
     def __init__(
