@@ -44,6 +44,7 @@ SAMPLER_NAMES = (
     "meta-untrained",
     "meta-refine",
     "meta-cat",
+    "meta-branch",
     "tpe",
     "random",
     "cmaes",
@@ -53,7 +54,7 @@ SAMPLER_NAMES = (
     "smac",
     "smac-bb",
 )
-OURS = ("rl", "rl-ppo", "meta", "meta-untrained", "meta-refine", "meta-cat")  # everything else is a peer
+OURS = ("rl", "rl-ppo", "meta", "meta-untrained", "meta-refine", "meta-cat", "meta-branch")  # everything else is a peer
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:
@@ -71,6 +72,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, n_refine=128)
     if name == "meta-cat":
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, categorical_sweep=3)
+    if name == "meta-branch":  # conditional spaces: the root, then each branch group given it
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, joint_conditional=False)
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name == "tpe":

@@ -106,11 +106,22 @@ class Layout:
 
     ``fixed`` (``[dim]``, NaN where free) pins columns to given values in every candidate: the
     context a conditional group is sampled in (the parameters the trial has already taken).
+    ``active`` (points ``[..., dim]`` -> bool ``[..., dim]``) says which columns a point of a
+    conditional space uses, so local moves perturb only the parent's active parameters.
     """
 
     dim: int
     cat_groups: list[tuple[int, int]]
     fixed: torch.Tensor | None = None
+    active: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def categorical(self) -> torch.Tensor:
+        """``[dim]`` 1.0 on the one-hot columns of categoricals."""
+        mask = torch.zeros(self.dim, dtype=DTYPE)
+        for s, w in self.cat_groups:
+            mask[s : s + w] = 1.0
+        return mask
 
     @property
     def numeric(self) -> torch.Tensor:
@@ -152,14 +163,18 @@ def make_candidates(
         parent = x.gather(1, top.gather(1, pick).unsqueeze(-1).expand(B, n_loc, D))
         scales = torch.tensor([0.01, 0.03, 0.1, 0.3], dtype=DTYPE)
         scale = scales[torch.randint(0, 4, (B, n_loc, 1), generator=gen)]
-        numeric = layout.numeric.to(DTYPE)
-        n_num = max(int(numeric.sum()), 1)
-        p_dim = min(1.0, 3.0 / n_num)
+        numeric = layout.numeric.to(DTYPE).expand(B, n_loc, D)
+        if layout.active is not None:  # only the parameters the parent uses
+            used = numeric * layout.active(parent).to(DTYPE)
+            numeric = torch.where(used.sum(-1, keepdim=True) > 0, used, numeric)
+        n_num = numeric.sum(-1, keepdim=True).clamp_min(1.0)
+        p_dim = (3.0 / n_num).clamp(max=1.0)
         move = (torch.rand(B, n_loc, D, generator=gen, dtype=DTYPE) < p_dim).to(DTYPE) * numeric
         # every local candidate moves at least one numeric column
-        if n_num and numeric.sum() > 0:
-            forced = torch.multinomial(numeric.expand(B * n_loc, D), 1, generator=gen).view(B, n_loc)
-            move = torch.maximum(move, nn.functional.one_hot(forced, D).to(DTYPE))
+        if numeric.sum() > 0:
+            weights = numeric.reshape(B * n_loc, D) + 1e-12
+            forced = torch.multinomial(weights, 1, generator=gen).view(B, n_loc)
+            move = torch.maximum(move, nn.functional.one_hot(forced, D).to(DTYPE) * numeric)
         loc = (parent + torch.randn(B, n_loc, D, generator=gen, dtype=DTYPE) * scale * move).clamp(0.0, 1.0)
         for s, w in layout.cat_groups:
             flip = torch.rand(B, n_loc, 1, generator=gen, dtype=DTYPE) < (2 * scale).clamp(max=0.6)
@@ -359,6 +374,135 @@ def load_policy(path: str | Path | None = "default") -> MetaPolicy:
     return policy
 
 
+# ---- conditional spaces: the tree read from the history ------------------------------------------
+IMPUTE = 0.5  # unit value of an inactive numeric parameter (an inactive categorical: all one-hot columns 0)
+
+
+class TreeRule:
+    """Which parameter groups a configuration activates, read from the trials of a conditional space.
+
+    Each branch group g has a *decider*: a discrete parameter p (categorical, int or stepped float)
+    such that, in every trial, g is active iff p is active and p's value is in a set V_g (e.g.
+    ``sgd_lr`` iff ``optimizer = "sgd"``, ``width_2`` iff ``n_layers ∈ {3, 4}``, ``l1_ratio`` iff
+    ``penalty = "elasticnet"`` under ``family = "linear"``). A value of p never seen counts as opening g.
+    """
+
+    def __init__(self, codec: SpaceCodec, rules: list[tuple[list[int], int, np.ndarray]]):
+        self.codec = codec
+        self.rules = rules  # (columns of g, index of p in codec.params, active[value index of p])
+
+    @staticmethod
+    def _levels(codec: SpaceCodec, i: int, x: np.ndarray) -> np.ndarray:
+        """Value index of discrete parameter ``i`` in unit rows ``x`` (−1 where inactive)."""
+        p = codec.params[i]
+        cols = x[:, p.start : p.start + p.width]
+        if p.kind == "cat":
+            return np.where(cols.max(1) > 0.5, cols.argmax(1), -1)
+        return np.clip(np.floor(cols[:, 0] * p.n_levels), 0, p.n_levels - 1).astype(np.int64)
+
+    @classmethod
+    def read(
+        cls, codec: SpaceCodec, branch_groups: list[frozenset[str]], rows: list[dict[str, Any]]
+    ) -> "TreeRule | None":
+        index = {p.name: i for i, p in enumerate(codec.params)}
+        discrete = [i for i, p in enumerate(codec.params) if p.kind == "cat" or 0 < p.n_levels <= 64]
+        rules = []
+        for g in branch_groups:
+            member = sorted(g)[0]
+            on = np.array([member in r for r in rows])
+            found = None
+            for i in discrete:
+                name = codec.params[i].name
+                if name in g:
+                    continue
+                has = np.array([name in r for r in rows])
+                if on[~has].any():
+                    continue  # g active where p is not
+                lv = codec.params[i].encode([r[name] for r in rows if name in r])
+                level = cls._levels(codec, i, codec_cols(codec, i, lv))
+                act = on[has]
+                n_lv = codec.params[i].n_levels
+                seen_on = np.bincount(level[act], minlength=n_lv) > 0
+                seen_off = np.bincount(level[~act], minlength=n_lv) > 0
+                if (seen_on & seen_off).any() or not seen_on.any() or not seen_off.any():
+                    continue  # not a function of p's value, or p does not switch g
+                found = (i, ~seen_off)  # unseen values open g
+                break
+            if found is None:
+                return None
+            cols = [
+                c
+                for name in g
+                for c in range(
+                    codec.params[index[name]].start, codec.params[index[name]].start + codec.params[index[name]].width
+                )
+            ]  # noqa: E501
+            rules.append((cols, found[0], found[1]))
+        # deciders before the groups they sit in
+        order = []
+        pending = list(rules)
+        while pending:
+            placed = False
+            for r in list(pending):
+                decider_cols = range(codec.params[r[1]].start, codec.params[r[1]].start + codec.params[r[1]].width)
+                if not any(set(decider_cols) & set(q[0]) for q in pending if q is not r):
+                    order.append(r)
+                    pending.remove(r)
+                    placed = True
+            if not placed:
+                return None  # a cycle: not a tree
+        return cls(codec, order)
+
+    def mask(self, x: np.ndarray) -> np.ndarray:
+        """``[rows, dim]`` True where a column is active."""
+        active = np.ones(x.shape, dtype=bool)
+        for cols, i, opens in self.rules:
+            p = self.codec.params[i]
+            level = self._levels(self.codec, i, x)
+            on = active[:, p.start] & (level >= 0) & opens[np.maximum(level, 0)]
+            active[:, cols] = on[:, None]
+        return active
+
+    def impute(self, x: np.ndarray) -> np.ndarray:
+        """Inactive columns set to their imputed values."""
+        fill = np.full(self.codec.dim, IMPUTE)
+        for s, w in self.codec.categorical_columns:
+            fill[s : s + w] = 0.0
+        return np.where(self.mask(x), x, fill[None, :])
+
+    def encode(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Param dicts (any subset of the space) -> unit rows with inactive parameters imputed."""
+        out = np.zeros((len(rows), self.codec.dim))
+        for p in self.codec.params:
+            have = [j for j, r in enumerate(rows) if p.name in r]
+            if have:
+                out[have, p.start : p.start + p.width] = p.encode([rows[j][p.name] for j in have])
+        return self.impute(out)
+
+    def snap(self, c: torch.Tensor) -> torch.Tensor:
+        """Candidates ``[B,M,D]`` snapped onto representable values, then imputed as their tree says."""
+        B, M, D = c.shape
+        x = self.codec.snap(c.reshape(B * M, D).numpy())
+        return torch.as_tensor(self.impute(x)).view(B, M, D)
+
+    def active_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`mask` for a tensor of points ``[..., dim]``."""
+        shape = x.shape
+        return torch.as_tensor(self.mask(x.reshape(-1, shape[-1]).numpy())).view(shape)
+
+    def active_params(self, x: np.ndarray) -> list[set[str]]:
+        active = self.mask(x)
+        return [{p.name for p in self.codec.params if row[p.start]} for row in active]
+
+
+def codec_cols(codec: SpaceCodec, i: int, cols: np.ndarray) -> np.ndarray:
+    """Rows holding only parameter ``i``'s columns -> full-width rows (for :meth:`TreeRule._levels`)."""
+    p = codec.params[i]
+    out = np.zeros((len(cols), codec.dim))
+    out[:, p.start : p.start + p.width] = cols
+    return out
+
+
 # ---- the Optuna sampler -------------------------------------------------------------------------
 class MetaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -390,6 +534,16 @@ class MetaConfig(BaseModel):
         "of its other values (replacing as many local candidates): every untried value next to the "
         "incumbents gets scored (0: off).",
     )
+    categorical_effects: bool = Field(
+        True,
+        description="Give the GP a per-choice effect for every categorical value (an additive random "
+        "effect shared across the numeric space) on top of the Matérn kernel over the one-hot columns.",
+    )
+    joint_conditional: bool = Field(
+        True,
+        description="On a conditional space, decide the whole tree at once (root and every branch, inactive "
+        "parameters imputed) from one history of all trials; off: the root, then each branch group given it.",
+    )
     seed: int | None = None
 
 
@@ -397,10 +551,20 @@ class MetaSampler(BaseSampler):
     r"""Optuna sampler driven by the pretrained meta policy, on flat and conditional spaces.
 
     Every type is handled (floats linear and log, ints and stepped floats on their grids,
-    categoricals one-hot). A conditional space is split the way Optuna's group decomposition
-    (``TPESampler(group=True)``) splits it: parameters that appear in exactly the same finished
-    trials form one group (:func:`autotune.space.group_decomposition`). The policy then decides
-    twice per trial, each time over the trials that hold the parameters it decides:
+    categoricals one-hot, with a per-choice random effect in the GP: :mod:`autotune.gp`).
+
+    A conditional space is split the way Optuna's group decomposition (``TPESampler(group=True)``)
+    splits it: parameters that appear in exactly the same finished trials form one group
+    (:func:`autotune.space.group_decomposition`). By default (``joint_conditional``) the policy
+    decides the *whole tree* at once, in ``sample_relative``: the space is the union of all
+    groups, every trial enters one GP with its inactive parameters imputed (numeric ½, categorical
+    no choice), and :class:`TreeRule` reads from the history which discrete parameter value opens
+    which group (``width_2`` iff ``n_layers`` ≥ 3), so every candidate is imputed as the
+    configuration it will be — :math:`\pi_\theta(x \mid \mathcal H)` over tree-structured
+    configurations, a branch's parameters learned together with the choice that opens it; the
+    chosen branch values are returned by ``sample_independent``. With ``joint_conditional=False``
+    (sampler ``meta-branch``), or when the history shows no such tree, it decides twice per
+    trial, each time over the trials that hold the parameters it decides:
 
     * the *root* — the intersection search space (the parameters of every trial, e.g. the
       optimizer's name and the shared ones) — jointly, in ``sample_relative``;
@@ -411,8 +575,8 @@ class MetaSampler(BaseSampler):
       :math:`\pi_\theta(x_g \mid x_{\text{context}}, \mathcal H_g)`, so a branch's
       parameters are tuned from that branch's own history, conditioned on the root's choice.
 
-    A parameter never seen in a finished trial, or a group with fewer than ``n_startup_trials``
-    complete trials, is drawn by ``independent_sampler`` (uniform).
+    A parameter never seen in a finished trial, or (branch decisions) a group with fewer than
+    ``n_startup_trials`` complete trials, is drawn by ``independent_sampler`` (uniform).
     """
 
     def __init__(
@@ -464,7 +628,83 @@ class MetaSampler(BaseSampler):
         if not search_space:
             return {}
         history = read_history(study, exclude=trial.number)
+        if self.config.joint_conditional:
+            joint = self._decide_tree(study, trial, history, search_space)
+            if joint is not None:
+                return joint
         return self._decide(study, trial, history, search_space, {}) or {}
+
+    def _decide_tree(
+        self, study: Study, trial: FrozenTrial, history: History, root: dict[str, BaseDistribution]
+    ) -> dict[str, Any] | None:
+        """One decision over the whole tree of a conditional space (None: the space is flat, or its
+        tree could not be read from the history).
+
+        The space is the union of every finished trial's parameters; a trial's inactive parameters
+        take the imputed unit value ½ (numeric) or no choice (categorical one-hot all 0), so one GP
+        learns from all trials together — a branch's parameters and the choice that opens it. Which
+        groups a configuration activates is read from the history (:class:`TreeRule`); candidates get
+        the same imputation, so the policy scores each one as the configuration it will be. The
+        chosen branch values are kept for ``sample_independent``.
+        """
+        seen = [t for t in history.finished if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        dists: dict[str, BaseDistribution] = {}
+        for t in seen:  # the latest distribution of every parameter seen
+            dists.update(t.distributions)
+        dists.update(root)
+        dists = {k: d for k, d in dists.items() if not d.single()}
+        if set(dists) <= set(root):
+            return None  # flat space
+        rows = [
+            (t, sc)
+            for t, sc in zip(history.finished, history.scores)
+            if all(k in t.params for k in root) and all(t.distributions[k] == dists[k] for k in t.params if k in dists)
+        ]
+        if sum(1 for _, sc in rows if np.isfinite(sc)) < self.config.n_startup_trials:
+            return None
+        codec = SpaceCodec(dists)
+        groups = [g & set(dists) for g in group_decomposition([t for t, _ in rows])]
+        rule = TreeRule.read(codec, [g for g in groups if g and not g <= set(root)], [t.params for t, _ in rows])
+        if rule is None:
+            return None
+        x = rule.encode([t.params for t, _ in rows])
+        scores = np.array([sc for _, sc in rows])
+        finite = scores[np.isfinite(scores)]
+        scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)
+        pending = [t.params for t in history.running if all(k in t.params for k in root)]
+        xp = rule.encode(pending) if pending else np.zeros((0, codec.dim))
+        layout = Layout(codec.dim, codec.categorical_columns, active=rule.active_mask)
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self._seed, trial.number, 2, len(dists)]).generate_state(1)[0])
+        )
+        t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
+        hkey = (id(study._storage), study._study_id, "tree", tuple(sorted(dists)))
+        with self._lock:
+            init = self._hyper.get(hkey)
+        config = self.config
+        if len(rows) >= 100:
+            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
+        with single_thread():
+            choice = propose(
+                self.policy,
+                torch.as_tensor(x)[None],
+                torch.as_tensor(scores)[None],
+                torch.as_tensor(xp)[None],
+                (layout, rule.snap),
+                gen,
+                t_frac,
+                config,
+                init,
+            )
+        with self._lock:
+            self._hyper[hkey] = choice.hyper
+        chosen = choice.x.numpy()
+        values = codec.decode(chosen)[0]
+        active = rule.active_params(chosen)[0]
+        key = (id(study._storage), study._study_id, trial.number)
+        with self._lock:
+            self._branch[key] = {k: v for k, v in values.items() if k not in root and k in active}
+        return {k: v for k, v in values.items() if k in root}
 
     def _decide(
         self,
@@ -624,7 +864,14 @@ def propose(
         layout, snap = codec_or_layout
     B = x.shape[0]
     with torch.enable_grad():
-        hyper = fit_hyper(x, copula(scores), init, steps=config.fit_steps if init is not None else 3 * config.fit_steps)
+        cat_mask = layout.categorical if config.categorical_effects and layout.cat_groups else None
+        hyper = fit_hyper(
+            x,
+            copula(scores),
+            init,
+            steps=config.fit_steps if init is not None else 3 * config.fit_steps,
+            cat_mask=cat_mask,
+        )
     cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap)
     if config.categorical_sweep > 0 and x.shape[1] > 0:
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
