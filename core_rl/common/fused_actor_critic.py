@@ -59,7 +59,7 @@ def mlp_layers(net: nn.Module) -> tuple[list[nn.Linear], str] | None:
         return None
     mods = list(net)
     linears, acts = mods[0::2], mods[1::2]
-    if len(mods) % 2 != 1 or not all(type(m) is nn.Linear for m in linears):
+    if len(mods) % 2 != 1 or not all(type(m) is nn.Linear and m.bias is not None for m in linears):
         return None
     kinds = {_ACTIVATIONS.get(type(a)) for a in acts}
     if None in kinds or len(kinds) > 1:
