@@ -544,6 +544,13 @@ class MetaConfig(BaseModel):
         description="On a conditional space, decide the whole tree at once (root and every branch, inactive "
         "parameters imputed) from one history of all trials; off: the root, then each branch group given it.",
     )
+    joint_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the study (t/T) decided by the joint tree decision; the rest by the root "
+        "and branch decisions, which explore the root's choices more and tune each branch on its own history.",
+    )
     seed: int | None = None
 
 
@@ -628,7 +635,8 @@ class MetaSampler(BaseSampler):
         if not search_space:
             return {}
         history = read_history(study, exclude=trial.number)
-        if self.config.joint_conditional:
+        t_frac = len(history.finished) / self.config.n_trials_hint
+        if self.config.joint_conditional and t_frac < self.config.joint_fraction:
             joint = self._decide_tree(study, trial, history, search_space)
             if joint is not None:
                 return joint
