@@ -112,6 +112,8 @@ def _compiled_step(config: InterestEvolutionConfig, example_inputs: list[torch.T
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
+    if t.is_cpu and not t.requires_grad:
+        return t.numpy()
     return t.detach().cpu().numpy()
 
 
@@ -300,9 +302,13 @@ class SlateVectorEnv(VectorEnv):
         doc = self._doc_features()
         if self.config.flat_observation:
             return _np(torch.cat([self._user_features(), doc.reshape(self.num_envs, -1)], dim=1).to(torch.float32))
+        shared = getattr(self, "_shared_doc_np", None)
+        if shared is not None and shared[0] is doc:
+            return {"user": self._user_obs(), "doc": shared[1]}
         doc_np = _np(doc.to(torch.float32))
         if doc is getattr(self, "_shared_doc_obs", None):
             doc_np.flags.writeable = False  # one cached table shared by every step: read-only
+            self._shared_doc_np = (doc, doc_np)
         return {"user": self._user_obs(), "doc": doc_np}
 
     def _user_obs(self) -> np.ndarray:
@@ -495,8 +501,12 @@ class InterestEvolutionVectorEnv(SlateVectorEnv):
         return scores
 
     def _candidate_doc_id_fn(self) -> Callable[[], torch.Tensor]:
-        if self._cand is None:
-            return super()._candidate_doc_id_fn()
+        if self._cand is None:  # the same ids every step (until reset(seed) draws a new corpus)
+            cached = self.__dict__.get("_all_doc_id_fn")
+            if cached is None or cached[0] is not self.corpus:
+                cached = (self.corpus, super()._candidate_doc_id_fn())
+                self._all_doc_id_fn = cached
+            return cached[1]
         doc_id, cand = self.corpus.doc_id, self._cand
         return lambda: doc_id[cand]
 
