@@ -446,11 +446,13 @@ def rank_figure(summary: dict[str, Any]) -> Any:
     from core_rl.common.plotting import plt
 
     budgets = list(summary["budgets"])
-    samplers = sorted(summary["budgets"][budgets[0]]["samplers"])
+    # merged summaries may hold a sampler at one budget only: plot the union, no bar where it did not run
+    samplers = sorted({s for budget in budgets for s in summary["budgets"][budget]["samplers"]})
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     width = 0.8 / max(len(budgets), 1)
     for i, budget in enumerate(budgets):
-        ranks = [summary["budgets"][budget]["samplers"][s]["mean_rank"] for s in samplers]
+        per_sampler = summary["budgets"][budget]["samplers"]
+        ranks = [per_sampler[s]["mean_rank"] if s in per_sampler else np.nan for s in samplers]
         ax.bar(np.arange(len(samplers)) + i * width, ranks, width, label=f"{budget} trials")
     ax.set_xticks(np.arange(len(samplers)) + width * (len(budgets) - 1) / 2, samplers, rotation=20)
     ax.set_ylabel("mean rank (lower is better)")

@@ -407,3 +407,20 @@ def test_an_interrupted_worker_queues_its_trial_and_the_next_worker_finishes_the
         experiment_names=["autotune"], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list"
     )
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [0, 1, 2, 3, 4]
+
+
+def test_rank_figure_plots_a_sampler_missing_at_one_budget():
+    """A merged comparison may run a sampler at one budget only: the figure plots the union of samplers."""
+    from autotune.compare import rank_figure
+
+    summary = {
+        "budgets": {
+            "50": {"samplers": {"tpe": {"mean_rank": 1.5}, "meta": {"mean_rank": 1.5}}},
+            "200": {"samplers": {"meta": {"mean_rank": 1.0}}},
+        }
+    }
+    fig = rank_figure(summary)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["meta", "tpe"]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights[:2] == [1.5, 1.5] and heights[2] == 1.0 and math.isnan(heights[3])
