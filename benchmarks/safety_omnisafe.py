@@ -399,6 +399,14 @@ the default on Safety-Gymnasium; `dual_optimizer="adam"` stays available (and is
 at 1e7 steps). CPO on 2,048 steps accepted full case-1 steps whose promised cost drop never showed; on
 10,000 steps per update its cost trends down (the 100-episode mean from 67 at 110k steps to 49 at the end) at lower reward. The
 speeds of these rows differ with the machine's load (1,037 was measured on a quieter machine).
+
+**Where the four targets stand (2026-12-03, SafetyPointGoal1, 2e5 steps, 3 seeds ours / 1 OmniSafe):**
+speed ≥ 2× and cumulative cost below OmniSafe's are met by PPO-Lag (4.9×, 7,349 vs 18,906) and
+TRPO-Lag (2.9×, 5,274 vs 16,378); CPO is 2.8× as fast but pays more cost while learning (9,988 vs
+8,461). Cost ≤ 25: TRPO-Lag yes (12.7), PPO-Lag no on average (26.2 ± 3.6: seed 0 21.1, seeds 1–2
+28.9, 28.5), CPO no (54.3). Reward ≥ OmniSafe's: CPO yes (8.1 vs 0.19); PPO-Lag (−1.1 vs 8.0) and
+TRPO-Lag (−0.5 vs 15.3) no: OmniSafe's Lagrangians earn their reward at 60–83 cost, ours hold the
+limit and earn about nothing at this budget. SafetyCarGoal1 is not measured yet.
 """
 
 

@@ -63,7 +63,7 @@ class LagrangianConfig(CMDPConfig):
     lagrangian_lr: float = Field(0.05, gt=0.0, description="α, the dual-ascent step size on λ.")
     dual_optimizer: Literal["sgd", "adam"] = Field(
         "sgd",
-        description="How dual ascent steps λ: 'sgd' λ += α(Ĵc − d); 'adam' Adam on −λ(Ĵc − d) (step ≈ α per update).",
+        description="How dual ascent (multiplier='dual_ascent') steps λ: 'sgd' λ += α(Ĵc − d); 'adam' Adam on −λ(Ĵc − d), step ≈ α per update.",
     )
     lagrangian_max: float | None = Field(100.0, gt=0.0, description="Upper clip of λ (None: unbounded).")
     pid_kp: float = Field(0.1, ge=0.0, description="K_P of the PID Lagrangian.")
