@@ -642,6 +642,51 @@ class MetaSampler(BaseSampler):
                 return joint
         return self._decide(study, trial, history, search_space, {}) or {}
 
+    def _propose(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        history: History,
+        x: np.ndarray,
+        scores: np.ndarray,
+        xp: np.ndarray,
+        layout_snap: tuple[Layout, Any],
+        space_key: Any,
+        stream: int,
+        n_params: int,
+        config: MetaConfig,
+    ) -> Any:
+        """The policy's proposal from encoded history ``x`` / ``scores`` (failed or pruned trials, non-finite
+        scores, take the worst rank) and pending ``xp``; its GP hyperparameters are warm-started from and
+        stored under ``space_key`` per study, and its draws come from a generator seeded by (seed, trial,
+        ``stream``, ``n_params``)."""
+        finite = scores[np.isfinite(scores)]
+        scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self._seed, trial.number, stream, n_params]).generate_state(1)[0])
+        )
+        t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
+        hkey = (id(study._storage), study._study_id, space_key)
+        with self._lock:
+            init = self._hyper.get(hkey)
+        if len(scores) >= 100:
+            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
+        with single_thread():
+            choice = propose(
+                self.policy,
+                torch.as_tensor(x)[None],
+                torch.as_tensor(scores)[None],
+                torch.as_tensor(xp)[None],
+                layout_snap,
+                gen,
+                t_frac,
+                config,
+                init,
+            )
+        with self._lock:
+            self._hyper[hkey] = choice.hyper
+        return choice
+
     def _decide_tree(
         self, study: Study, trial: FrozenTrial, history: History, root: dict[str, BaseDistribution]
     ) -> dict[str, Any] | None:
@@ -675,37 +720,20 @@ class MetaSampler(BaseSampler):
         rule = TreeRule.read(codec, [g for g in groups if g and not g <= set(root)], [t.params for t, _ in rows])
         if rule is None:
             return None
-        x = rule.encode([t.params for t, _ in rows])
-        scores = np.array([sc for _, sc in rows])
-        finite = scores[np.isfinite(scores)]
-        scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)
         pending = [t.params for t in history.running if all(k in t.params for k in root)]
-        xp = rule.encode(pending) if pending else np.zeros((0, codec.dim))
-        layout = Layout(codec.dim, codec.categorical_columns, active=rule.active_mask)
-        gen = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self._seed, trial.number, 2, len(dists)]).generate_state(1)[0])
+        choice = self._propose(
+            study,
+            trial,
+            history,
+            rule.encode([t.params for t, _ in rows]),
+            np.array([sc for _, sc in rows]),
+            rule.encode(pending) if pending else np.zeros((0, codec.dim)),
+            (Layout(codec.dim, codec.categorical_columns, active=rule.active_mask), rule.snap),
+            ("tree", tuple(sorted(dists))),
+            2,
+            len(dists),
+            self.config,
         )
-        t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
-        hkey = (id(study._storage), study._study_id, "tree", tuple(sorted(dists)))
-        with self._lock:
-            init = self._hyper.get(hkey)
-        config = self.config
-        if len(rows) >= 100:
-            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
-        with single_thread():
-            choice = propose(
-                self.policy,
-                torch.as_tensor(x)[None],
-                torch.as_tensor(scores)[None],
-                torch.as_tensor(xp)[None],
-                (layout, rule.snap),
-                gen,
-                t_frac,
-                config,
-                init,
-            )
-        with self._lock:
-            self._hyper[hkey] = choice.hyper
         chosen = choice.x.numpy()
         values = codec.decode(chosen)[0]
         active = rule.active_params(chosen)[0]
@@ -736,12 +764,7 @@ class MetaSampler(BaseSampler):
         if n_ok < self.config.n_startup_trials:
             return None
         codec = SpaceCodec(dists)
-        x = codec.encode([t.params for t, _ in rows])
-        scores = np.array([s for _, s in rows])
-        finite = scores[np.isfinite(scores)]
-        scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)  # failed/pruned: the worst rank
         pending = [t.params for t in history.running if holds(t)]
-        xp = codec.encode(pending) if pending else np.zeros((0, codec.dim))
         fixed = None
         if context:
             ctx_codec = SpaceCodec({k: d for k, (d, _) in context.items()})
@@ -751,33 +774,27 @@ class MetaSampler(BaseSampler):
                 if p.name in context:
                     q = next(c for c in ctx_codec.params if c.name == p.name)
                     fixed[p.start : p.start + p.width] = torch.as_tensor(ctx[q.start : q.start + q.width])
-        layout = Layout(codec.dim, codec.categorical_columns, fixed)
-        gen = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self._seed, trial.number, int(branch), len(dists)]).generate_state(1)[0])
-        )
-        t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
-        hkey = (id(study._storage), study._study_id, tuple(sorted(dists)))
-        with self._lock:
-            init = self._hyper.get(hkey)
         config = self.config
-        if branch or len(rows) >= 100:
-            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
         if branch:
-            config = config.model_copy(update={"n_candidates": config.n_branch_candidates})
-        with single_thread():
-            choice = propose(
-                self.policy,
-                torch.as_tensor(x)[None],
-                torch.as_tensor(scores)[None],
-                torch.as_tensor(xp)[None],
-                (layout, codec_snap(codec)),
-                gen,
-                t_frac,
-                config,
-                init,
+            config = config.model_copy(
+                update={
+                    "fit_steps": min(config.fit_steps, config.fit_steps_late),
+                    "n_candidates": config.n_branch_candidates,
+                }
             )
-        with self._lock:
-            self._hyper[hkey] = choice.hyper
+        choice = self._propose(
+            study,
+            trial,
+            history,
+            codec.encode([t.params for t, _ in rows]),
+            np.array([s for _, s in rows]),
+            codec.encode(pending) if pending else np.zeros((0, codec.dim)),
+            (Layout(codec.dim, codec.categorical_columns, fixed), codec_snap(codec)),
+            tuple(sorted(dists)),
+            int(branch),
+            len(dists),
+            config,
+        )
         values = codec.decode(choice.x.numpy())[0]
         return {k: v for k, v in values.items() if k in space}
 
