@@ -263,7 +263,9 @@ def test_ppo_lag_through_the_cli_records_return_cost_and_lambda(tmp_path):
 @pytest.mark.parametrize("how", ["SIGKILL to the learner", "Ctrl-C (SIGINT to the process group)"])
 def test_killing_the_learner_leaves_no_child(how):
     code = (
-        "import sys, time; from safety.safety_gymnasium import SafetyGymnasiumVectorEnv as V; "
+        # Ctrl-C as in a terminal, even where pytest itself runs with SIGINT ignored (a `nohup … &` job)
+        "import signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from safety.safety_gymnasium import SafetyGymnasiumVectorEnv as V; "
         "env = V('SafetyPointGoal1-v0', num_envs=2, n_workers=2); print(*env.child_pids, flush=True); time.sleep(60)"
     )
     learner = subprocess.Popen(
