@@ -9,7 +9,8 @@ with :math:`g = \nabla_\theta\mathbb E_t[\rho_t\hat A^r_t]`, :math:`b = \nabla_\
 (the gradient of the cost surrogate), :math:`c = (\hat J_c - (d - m))/\bar T` (the violation per
 step, in the surrogate's units, of the limit d tightened by the margin m = ``cost_margin``, 0 by
 default: the linearized surrogate can promise cost drops that do not come, and a margin aims below
-d), and H the Fisher matrix (damped; products by double backprop and inverses by conjugate gradient, from :mod:`core_rl.trust_region.common`). With :math:`q = g^TH^{-1}g`,
+d), and H the Fisher matrix (damped; products by double backprop and inverses by conjugate
+gradient, from :mod:`core_rl.trust_region.common`). With :math:`q = g^TH^{-1}g`,
 :math:`r = g^TH^{-1}b`, :math:`s = b^TH^{-1}b`, :math:`A = q - r^2/s`, :math:`B = 2\delta - c^2/s`,
 the dual of this convex problem is solved in closed form:
 
