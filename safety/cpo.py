@@ -6,9 +6,11 @@ TRPO's trust-region problem (notes 9/19) gains the CMDP's constraint, linearized
     \max_{\Delta}\ g^T\Delta \quad\text{s.t.}\quad c + b^T\Delta \le 0,\qquad \tfrac12\Delta^T H\Delta \le \delta,
 
 with :math:`g = \nabla_\theta\mathbb E_t[\rho_t\hat A^r_t]`, :math:`b = \nabla_\theta\mathbb E_t[\rho_t\hat A^c_t]`
-(the gradient of the cost surrogate), :math:`c = (\hat J_c - d)/\bar T` (the violation per step, in
-the surrogate's units), and H the Fisher matrix (damped; products by double backprop and inverses
-by conjugate gradient, from :mod:`core_rl.trust_region.common`). With :math:`q = g^TH^{-1}g`,
+(the gradient of the cost surrogate), :math:`c = (\hat J_c - (d - m))/\bar T` (the violation per
+step, in the surrogate's units, of the limit d tightened by the margin m = ``cost_margin``, 0 by
+default: the linearized surrogate can promise cost drops that do not come, and a margin aims below
+d), and H the Fisher matrix (damped; products by double backprop and inverses by conjugate
+gradient, from :mod:`core_rl.trust_region.common`). With :math:`q = g^TH^{-1}g`,
 :math:`r = g^TH^{-1}b`, :math:`s = b^TH^{-1}b`, :math:`A = q - r^2/s`, :math:`B = 2\delta - c^2/s`,
 the dual of this convex problem is solved in closed form:
 
@@ -56,7 +58,7 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from core_rl.common.buffers import FlatBatch, RolloutBatch
 from core_rl.trust_region.common import (
@@ -78,11 +80,26 @@ EPS = 1e-8
 class CPOConfig(SafeOnPolicyConfig, TRPOConfig):
     """TRPO's fields (δ = ``max_kl``, the line search's β and K; ``accept_ratio`` is not used) and the cost critic's."""
 
+    cost_margin: float = Field(
+        0.0,
+        ge=0.0,
+        description="m: CPO's constraint aims at the episodic cost d − m (m ≤ d), a safety margin below the limit d.",
+    )
+
     @model_validator(mode="after")
     def _one_constraint(self) -> "CPOConfig":
         if len(self.cost_keys) != 1:
             raise ValueError(
                 f"CPO handles one constraint, got cost_keys={list(self.cost_keys)} (use ppo_lag / trpo_lag for several)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _margin_within_limit(self) -> "CPOConfig":
+        if self.cost_margin > float(self.limits[0]):
+            raise ValueError(
+                f"cost_margin {self.cost_margin} exceeds the cost limit {float(self.limits[0])}: "
+                "CPO would aim at a negative episodic cost"
             )
         return self
 
@@ -140,8 +157,9 @@ class CPO(TrustRegionAgent):
 
     # ---- the update ----------------------------------------------------------------------------
     def violation(self, batch: RolloutBatch) -> float:
-        """c = (Ĵ_c − d) / T̄: the episodic violation per step, in the surrogate's units (0 until an
-        episode finished); Ĵ_c from the rollout's finished episodes, else the monitor's last 100."""
+        """c = (Ĵ_c − (d − m)) / T̄: the episodic violation of the limit tightened by the margin m, per
+        step, in the surrogate's units (0 until an episode finished); Ĵ_c from the rollout's finished
+        episodes, else the monitor's last 100."""
         if batch.episode_costs is not None and len(batch.episode_costs):
             cost = float(batch.episode_costs[:, 0].mean())
         else:
@@ -151,7 +169,8 @@ class CPO(TrustRegionAgent):
             if self.episode_lengths
             else float(batch.n_steps)
         )
-        return 0.0 if math.isnan(cost) else (cost - float(self.config.limits[0])) / max(length, 1.0)
+        target = float(self.config.limits[0]) - self.config.cost_margin
+        return 0.0 if math.isnan(cost) else (cost - target) / max(length, 1.0)
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         flat = batch.flat()

@@ -288,6 +288,19 @@ def test_cpo_step_solves_the_linearized_trust_region_problem() -> None:
     assert {0, 1, 2} <= cases
 
 
+def test_cpo_cost_margin_tightens_the_limit_it_aims_at() -> None:
+    """c = (Ĵc − (d − m)) / T̄; a margin above the limit is a config error."""
+    from types import SimpleNamespace
+
+    batch = SimpleNamespace(episode_costs=torch.tensor([[7.0], [9.0]]), n_steps=64)
+    plain = CPO("safety/CartPole-v0", cost_limit=5.0, **{**TINY, "n_envs": 1})
+    tight = CPO("safety/CartPole-v0", cost_limit=5.0, cost_margin=2.0, **{**TINY, "n_envs": 1})
+    assert plain.violation(batch) == pytest.approx((8.0 - 5.0) / 64)  # type: ignore[arg-type]
+    assert tight.violation(batch) == pytest.approx((8.0 - 3.0) / 64)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="cost_margin"):
+        CPO("safety/CartPole-v0", cost_limit=5.0, cost_margin=6.0, **TINY)
+
+
 # ---- Saute and the shield's pieces --------------------------------------------------------------
 def test_saute_budget_and_reward() -> None:
     base = CostMonitor(make_vec_env("safety/PointGoal-v0", 2, seed=None), ("cost",), [2.0])
