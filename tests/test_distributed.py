@@ -170,3 +170,49 @@ def test_ray_apex_matches_in_process_actors(ray_session):
         assert same_params(remote.q_net, local.q_net)
     finally:
         remote.close()
+
+
+class _FakeActorError(Exception):
+    pass
+
+
+class _FakeRay:
+    """Enough of Ray for :meth:`WorkerGroup._lost`: refs are outcomes, the node table is fixed."""
+
+    class exceptions:
+        RayActorError = _FakeActorError
+
+    def __init__(self, alive: dict[str, bool]):
+        self.alive = alive
+
+    def get(self, ref):
+        if isinstance(ref, Exception):
+            raise ref
+        return ref
+
+    def nodes(self):
+        return [{"NodeID": n, "Alive": a} for n, a in self.alive.items()]
+
+
+def _group(ray, nodes):
+    from core_rl.distributed.workers import WorkerGroup
+
+    group = WorkerGroup.__new__(WorkerGroup)
+    group.ray, group._nodes, group.handles = ray, nodes, [None] * len(nodes)
+    return group
+
+
+def test_a_dead_node_loses_every_worker_on_it_even_one_whose_call_finished():
+    """A node's death can reach one actor's call first; the other worker there finished its call but is gone too."""
+    died = _FakeActorError("The actor died because its node has died.")
+    group = _group(_FakeRay({"a": False, "b": True}), ["a", "a", "b"])
+    lost = group._lost([died, "result", "result"])
+    assert str(lost).startswith("the loss of workers 0, 1 of 3 (node died)"), str(lost)
+
+
+def test_a_dead_worker_process_on_a_live_node_is_named_alone():
+    died = _FakeActorError("The actor died unexpectedly before finishing this task.")
+    group = _group(_FakeRay({"a": True, "b": True}), ["a", "a"])
+    group._dead_nodes = lambda nodes, wait_s=0.0: set()  # no 20 s wait for a node that stays alive
+    lost = group._lost(["result", died])
+    assert str(lost).startswith("the loss of worker 1 of 2 (worker process died)"), str(lost)

@@ -299,23 +299,27 @@ class WorkerGroup:
         return [getattr(h, method)(*a) for h, a in zip(self.handles, args)]
 
     def _lost(self, refs: list[Any]) -> WorkerLost:
-        """The :class:`WorkerLost` naming every worker whose call failed because its actor died."""
-        dead, node_died = [], False
+        """The :class:`WorkerLost` naming every worker lost: its call failed because its actor died, or it ran on a
+        node that died (a worker whose call finished just before its node went is lost all the same)."""
+        dead, node_died = set(), False
         for w, ref in enumerate(refs):
             try:
                 self.ray.get(ref)
             except self.ray.exceptions.RayActorError as exc:
-                dead.append(str(w))
+                dead.add(w)
                 node_died = node_died or "node has died" in str(exc)
             except Exception:
                 pass
-        if not node_died and dead and self._nodes is not None:
-            node_died = self._nodes_died({self._nodes[int(w)] for w in dead})
-        which = f"worker {dead[0]}" if len(dead) == 1 else f"workers {', '.join(dead)}"
+        if dead and self._nodes is not None:
+            dead_nodes = self._dead_nodes({self._nodes[w] for w in dead})
+            node_died = node_died or bool(dead_nodes)
+            dead |= {w for w, node in enumerate(self._nodes) if node in dead_nodes}
+        names = [str(w) for w in sorted(dead)]
+        which = f"worker {names[0]}" if len(names) == 1 else f"workers {', '.join(names)}"
         return WorkerLost(f"the loss of {which} of {len(refs)} ({'node' if node_died else 'worker process'} died)")
 
-    def _nodes_died(self, nodes: set[str], wait_s: float = NODE_DEATH_WAIT_S) -> bool:
-        """Whether Ray marks any of ``nodes`` dead within ``wait_s``.
+    def _dead_nodes(self, nodes: set[str], wait_s: float = NODE_DEATH_WAIT_S) -> set[str]:
+        """Those of ``nodes`` that Ray marks dead within ``wait_s`` (empty if none does).
 
         An actor's error often arrives before the cluster's health check has declared its node dead
         (the error then reads "worker process died"), so the node table is asked again for a while.
@@ -323,10 +327,8 @@ class WorkerGroup:
         deadline = time.monotonic() + wait_s
         while True:
             alive = {n["NodeID"] for n in self.ray.nodes() if n.get("Alive")}
-            if nodes - alive:
-                return True
-            if time.monotonic() >= deadline:
-                return False
+            if nodes - alive or time.monotonic() >= deadline:
+                return nodes - alive
             time.sleep(0.25)
 
     def node_ids(self) -> list[str]:
