@@ -56,6 +56,7 @@ dual solution on the boundary — and the step lowers the cost surrogate)::
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -65,6 +66,8 @@ from core_rl.trust_region.common import (
     Dist,
     TrustRegionAgent,
     backtracking_line_search,
+    conjugate_gradient,
+    flat_grad,
     mean_kl,
     natural_gradients,
     policy_params,
@@ -84,6 +87,25 @@ class CPOConfig(SafeOnPolicyConfig, TRPOConfig):
         0.0,
         ge=0.0,
         description="m: CPO's constraint aims at the episodic cost d − m (m ≤ d), a safety margin below the limit d.",
+    )
+
+    cost_gradient: Literal["plain", "split_half"] = Field(
+        "plain",
+        description="b as estimated ('plain'), or shrunk by its split-half reliability ('split_half'): "
+        "b ← κb, κ = clip(b_Aᵀ H⁻¹ b_B / bᵀH⁻¹b, 0, 1) from the cost gradients b_A, b_B of the rollout's two "
+        "halves in time (bᵀH⁻¹b overstates the signal by the noise; b_Aᵀ H⁻¹ b_B does not).",
+    )
+    violation_episodes: Literal["rollout", "last_100"] = Field(
+        "rollout",
+        description="Ĵ_c from the episodes that finished in the rollout, or from the last 100 training "
+        "episodes (OmniSafe's window).",
+    )
+    violation_scale: Literal["per_step", "episode"] = Field(
+        "per_step",
+        description="c = (Ĵ_c − (d − m)) / T̄ in the surrogate's per-step units (the paper's linearization, "
+        "Achiam's safety-starter-agents), or Ĵ_c − (d − m) unscaled (OmniSafe 0.5.0: about T̄ = 1000 "
+        "times larger, so the constraint binds by its sign only: the recovery step above the limit, "
+        "TRPO's step below it).",
     )
 
     @model_validator(mode="after")
@@ -147,6 +169,31 @@ def cpo_step(
     return (x - nu * p) / (lam + EPS), case, lam, nu
 
 
+#: the least split-half reliability κ: where the halves' cost gradients disagree, b shrinks to κ_min·b
+#: (and the recovery step, whose length does not depend on |b|, stays defined)
+MIN_RELIABILITY = 0.05
+
+
+def split_half_reliability(b: torch.Tensor, b_a: torch.Tensor, p_a: torch.Tensor, p: torch.Tensor) -> float:
+    r"""The share of :math:`s = b^TH^{-1}b` that is signal, from the cost gradients of the two halves.
+
+    With :math:`b = \tfrac12(b_A + b_B)` (``b_a`` = b_A, ``p_a`` = H⁻¹b_A, ``p`` = H⁻¹b) and independent
+    noise ε_A, ε_B of the halves around the true gradient β, :math:`\mathbb E[s] = \beta^TH^{-1}\beta +
+    \sigma^2` (the noise inflates s) while :math:`\mathbb E[b_B^TH^{-1}b_A] = \beta^TH^{-1}\beta`, so
+
+    .. math:: \kappa = \mathrm{clip}\Big(\frac{b_B^TH^{-1}b_A}{b^TH^{-1}b},\ \kappa_{min},\ 1\Big),
+       \qquad b_B = 2b - b_A,
+
+    is the reliability by which the linearized constraint :math:`c + \kappa b^T\Delta \le 0` discounts
+    the cost drop the in-sample gradient promises (κ_min = :data:`MIN_RELIABILITY`).
+    """
+    s = float(b @ p)
+    if not s > 0:
+        return MIN_RELIABILITY
+    cross = float((2 * b - b_a) @ p_a)
+    return min(1.0, max(MIN_RELIABILITY, cross / s))
+
+
 class CPO(TrustRegionAgent):
     """TRPO whose step solves the trust-region problem with the linearized cost constraint."""
 
@@ -160,7 +207,8 @@ class CPO(TrustRegionAgent):
         """c = (Ĵ_c − (d − m)) / T̄: the episodic violation of the limit tightened by the margin m, per
         step, in the surrogate's units (0 until an episode finished); Ĵ_c from the rollout's finished
         episodes, else the monitor's last 100."""
-        if batch.episode_costs is not None and len(batch.episode_costs):
+        cfg = self.config
+        if cfg.violation_episodes == "rollout" and batch.episode_costs is not None and len(batch.episode_costs):
             cost = float(batch.episode_costs[:, 0].mean())
         else:
             cost = self.part(CostMonitorPart).mean_episode_cost
@@ -169,8 +217,9 @@ class CPO(TrustRegionAgent):
             if self.episode_lengths
             else float(batch.n_steps)
         )
-        target = float(self.config.limits[0]) - self.config.cost_margin
-        return 0.0 if math.isnan(cost) else (cost - target) / max(length, 1.0)
+        target = float(cfg.limits[0]) - cfg.cost_margin
+        scale = max(length, 1.0) if cfg.violation_scale == "per_step" else 1.0
+        return 0.0 if math.isnan(cost) else (cost - target) / scale
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         flat = batch.flat()
@@ -191,6 +240,9 @@ class CPO(TrustRegionAgent):
         cfg = self.config
         cost_advantage = cost_advantage - cost_advantage.mean()
 
+        split = cfg.cost_gradient == "split_half"
+        first_half = (torch.arange(len(flat), device=cost_advantage.device) < len(flat) // 2).to(cost_advantage)
+
         def objectives(dist: Dist, old_log_prob: torch.Tensor) -> list[torch.Tensor]:
             surrogate = self.surrogate(dist, flat.actions, old_log_prob, advantage)
             ratio = (dist.log_prob(flat.actions) - old_log_prob).exp()
@@ -200,7 +252,13 @@ class CPO(TrustRegionAgent):
             self.policy, flat.obs, flat.actions, objectives, cfg.damping, cfg.cg_iters, cfg.cg_tol
         )
         (g, b), (x, p) = model.grads, model.directions
-        step, case, lam, nu = cpo_step(g, b, x, p, c, cfg.max_kl)
+        kappa = 1.0
+        if split:  # b_A: the first half's cost gradient (weighted 2/n, so that b = (b_A + b_B)/2)
+            dist = self.policy.distribution(flat.obs)
+            ratio = (dist.log_prob(flat.actions) - model.old_log_prob).exp()
+            b_a = flat_grad((ratio * cost_advantage * first_half).mean() * 2, policy_params(self.policy))
+            kappa = split_half_reliability(b, b_a, conjugate_gradient(model.fvp, b_a, cfg.cg_iters, cfg.cg_tol), p)
+        step, case, lam, nu = cpo_step(g, kappa * b, x, kappa * p, c, cfg.max_kl)
         surrogate_old, cost_old = model.values
         params = policy_params(self.policy)
 
@@ -219,7 +277,7 @@ class CPO(TrustRegionAgent):
                 return False
             if case > 1 and gain < 0:
                 return False  # a feasible step must not lower the reward surrogate
-            if cost_change > max(-c, 0.0):
+            if kappa * cost_change > max(-c, 0.0):
                 return False  # nor raise the cost past what the constraint allows
             return kl <= cfg.max_kl
 
@@ -240,5 +298,6 @@ class CPO(TrustRegionAgent):
             "cpo_nu": nu,
             "violation": c,
             "step_norm": float(step.norm()),
+            "cost_gradient_reliability": kappa,
             "entropy": entropy,
         }
