@@ -95,10 +95,12 @@ class CPOConfig(SafeOnPolicyConfig, TRPOConfig):
         "b ← κb, κ = clip(b_Aᵀ H⁻¹ b_B / bᵀH⁻¹b, 0, 1) from the cost gradients b_A, b_B of the rollout's two "
         "halves in time (bᵀH⁻¹b overstates the signal by the noise; b_Aᵀ H⁻¹ b_B does not).",
     )
-    violation_episodes: Literal["rollout", "last_100"] = Field(
-        "rollout",
-        description="Ĵ_c from the episodes that finished in the rollout, or from the last 100 training "
-        "episodes (OmniSafe's window).",
+    cost_window: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Ĵ_c from the episodes that finished in the rollout (0), or from the last k finished "
+        "training episodes (k; OmniSafe's window is 100).",
     )
     violation_scale: Literal["per_step", "episode"] = Field(
         "per_step",
@@ -205,13 +207,18 @@ class CPO(TrustRegionAgent):
     # ---- the update ----------------------------------------------------------------------------
     def violation(self, batch: RolloutBatch) -> float:
         """c = (Ĵ_c − (d − m)) / T̄: the episodic violation of the limit tightened by the margin m, per
-        step, in the surrogate's units (0 until an episode finished); Ĵ_c from the rollout's finished
+        step, in the surrogate's units (unscaled with ``violation_scale="episode"``; 0 until an episode
+        finished); Ĵ_c from the last ``cost_window`` training episodes, or the rollout's finished
         episodes, else the monitor's last 100."""
         cfg = self.config
-        if cfg.violation_episodes == "rollout" and batch.episode_costs is not None and len(batch.episode_costs):
+        monitor = self.part(CostMonitorPart)
+        recent = list(monitor.monitor.episode_costs)[-cfg.cost_window :] if cfg.cost_window else []
+        if recent:
+            cost = float(sum(float(v[0]) for v in recent) / len(recent))
+        elif batch.episode_costs is not None and len(batch.episode_costs):
             cost = float(batch.episode_costs[:, 0].mean())
         else:
-            cost = self.part(CostMonitorPart).mean_episode_cost
+            cost = monitor.mean_episode_cost
         length = (
             float(torch.tensor(list(self.episode_lengths), dtype=torch.float64).mean())
             if self.episode_lengths

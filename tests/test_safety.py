@@ -302,14 +302,17 @@ def test_cpo_cost_margin_tightens_the_limit_it_aims_at() -> None:
 
 
 def test_cpo_violation_window_and_scale() -> None:
-    """Ĵc from the rollout or the last 100 episodes; c per step (÷ T̄) or per episode (OmniSafe 0.5.0)."""
+    """Ĵc from the rollout or the last k training episodes; c per step (÷ T̄) or per episode (OmniSafe 0.5.0)."""
     from types import SimpleNamespace
 
     batch = SimpleNamespace(episode_costs=torch.tensor([[7.0], [9.0]]), n_steps=64)
     episode = CPO("safety/CartPole-v0", cost_limit=5.0, violation_scale="episode", **{**TINY, "n_envs": 1})
     assert episode.violation(batch) == pytest.approx(8.0 - 5.0)  # type: ignore[arg-type]
-    window = CPO("safety/CartPole-v0", cost_limit=5.0, violation_episodes="last_100", **{**TINY, "n_envs": 1})
-    assert window.violation(batch) == 0.0  # type: ignore[arg-type]  (no finished training episode yet: no violation)
+    window = CPO(
+        "safety/CartPole-v0", cost_limit=5.0, cost_window=2, violation_scale="episode", **{**TINY, "n_envs": 1}
+    )
+    window.part(CostMonitorPart).monitor.episode_costs.extend(np.array([c]) for c in (1.0, 3.0, 6.0))
+    assert window.violation(batch) == pytest.approx((3.0 + 6.0) / 2 - 5.0)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="violation_scale"):
         CPO("safety/CartPole-v0", violation_scale="per_episode", **TINY)
 
