@@ -37,6 +37,21 @@ A backtracking line search (TRPO's β and K) accepts the first :math:`\beta^k\De
 KL within δ, does not lower the reward surrogate (when a feasible step was possible) and raises the
 cost surrogate by at most :math:`\max(0, -c)`. CPO handles one constraint (the first cost key).
 
+**A noisy b** (``cost_gradient``). b is estimated from the rollout's cost advantages; where costs
+are sparse (Safety-Gymnasium's hazards) it is mostly noise, and the linearized constraint then
+promises cost drops that are fitted to that noise: on SafetyPointGoal1 (10,000-step rollouts,
+``benchmarks/cpo_diagnostics.py``) the step computed on one half of a rollout promised a drop of 54
+per episode on that half and delivered +0.8 on the other half, whose cost gradient it barely shared
+(:math:`b_A^TH^{-1}b_B/\sqrt{s_As_B}` ≈ 0.04). With ``cost_gradient="split_half"`` b is shrunk by its
+split-half reliability κ (:func:`split_half_reliability`): the constraint becomes
+:math:`c + \kappa b^T\Delta \le 0` (and the line search's cost test κ·Δcost ≤ max(0, −c)), so a violation
+that a noisy b cannot be trusted to remove gets the recovery step instead of a reward step that
+merely promises to.
+
+Ĵ_c is the mean cost of the rollout's finished episodes, or of the last ``cost_window`` training
+episodes. ``violation_scale="episode"`` drops the ÷T̄ (OmniSafe 0.5.0's c = Ĵ_c − d: about 1000 times
+the per-step violation, so only its sign matters), kept to compare with OmniSafe.
+
 g, b, :math:`H^{-1}g`, :math:`H^{-1}b` come from the trust-region core's
 :func:`~core_rl.trust_region.common.natural_gradients` and the line search is its
 :func:`~core_rl.trust_region.common.backtracking_line_search` (NPG's and TRPO's); the agent is a
