@@ -109,7 +109,10 @@ class DiagnosedCPO(CPO):
         metrics = super().update(batch)
         length = float(sum(self.episode_lengths) / len(self.episode_lengths)) if self.episode_lengths else 1000.0
         record.update(
-            {k: float(metrics[k]) for k in ("cpo_case", "violation", "cost_surrogate_change", "step_fraction")}
+            {
+                k: float(metrics[k])
+                for k in ("cpo_case", "violation", "cost_surrogate_change", "step_fraction", "entropy", "kl")
+            }
         )
         record["episode_length"] = length
         record["rollout_episode_cost"] = (
