@@ -17,7 +17,7 @@ from core_rl.common.envs import make_vec_env
 from core_rl.common.errors import ConfigError
 from core_rl.registry import get_algo
 from safety.cmdp import CostKeyError, CostMonitor, read_costs
-from safety.cpo import CPO, cpo_step
+from safety.cpo import CPO, MIN_RELIABILITY, cpo_step, split_half_reliability
 from safety.envs import HazardGridworld, PointGoalVectorEnv
 from safety.evaluation import evaluate_cmdp
 from safety.lagrangian import LagrangeMultiplier, PIDLagrangeMultiplier, lagrangian_advantage
@@ -299,6 +299,54 @@ def test_cpo_cost_margin_tightens_the_limit_it_aims_at() -> None:
     assert tight.violation(batch) == pytest.approx((8.0 - 3.0) / 64)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="cost_margin"):
         CPO("safety/CartPole-v0", cost_limit=5.0, cost_margin=6.0, **TINY)
+
+
+def test_cpo_violation_window_and_scale() -> None:
+    """Ĵc from the rollout or the last k training episodes; c per step (÷ T̄) or per episode (OmniSafe 0.5.0)."""
+    from types import SimpleNamespace
+
+    batch = SimpleNamespace(episode_costs=torch.tensor([[7.0], [9.0]]), n_steps=64)
+    episode = CPO("safety/CartPole-v0", cost_limit=5.0, violation_scale="episode", **{**TINY, "n_envs": 1})
+    assert episode.violation(batch) == pytest.approx(8.0 - 5.0)  # type: ignore[arg-type]
+    window = CPO(
+        "safety/CartPole-v0", cost_limit=5.0, cost_window=2, violation_scale="episode", **{**TINY, "n_envs": 1}
+    )
+    window.part(CostMonitorPart).monitor.episode_costs.extend(np.array([c]) for c in (1.0, 3.0, 6.0))
+    assert window.violation(batch) == pytest.approx((3.0 + 6.0) / 2 - 5.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="violation_scale"):
+        CPO("safety/CartPole-v0", violation_scale="per_episode", **TINY)
+
+
+def test_split_half_reliability_is_the_signal_share_of_s() -> None:
+    """κ = b_Bᵀ H⁻¹ b_A / bᵀH⁻¹b, clipped to [κ_min, 1]: 1 for agreeing halves, 1 − |ε|²/|β|² for
+    halves β ± ε with ε ⟂ β, κ_min for opposite halves (H = diag(2, 1))."""
+
+    def kappa(b_a: list[float], b_b: list[float]) -> float:
+        b_a_t, b_b_t = torch.tensor(b_a), torch.tensor(b_b)
+        b = (b_a_t + b_b_t) / 2
+        h_inv = torch.ones_like(b)
+        h_inv[0] = 0.5
+        return split_half_reliability(b, b_a_t, h_inv * b_a_t, h_inv * b)
+
+    assert kappa([1.0, 2.0], [1.0, 2.0]) == pytest.approx(1.0)
+    # β = (2, 0), ε = (0, 0.5): s = 0.5·4 = 2, b_Bᵀ H⁻¹ b_A = 2 − 0.25
+    assert kappa([2.0, 0.5], [2.0, -0.5]) == pytest.approx(1.75 / 2)
+    assert kappa([1.0, 0.0], [-1.0, 0.2]) == MIN_RELIABILITY
+    # noise only (β = 0): over many draws κ sits at its floor far more often than not
+    gen = torch.Generator().manual_seed(0)
+    draws = [kappa(torch.randn(50, generator=gen).tolist(), torch.randn(50, generator=gen).tolist()) for _ in range(50)]
+    assert sum(k < 0.5 for k in draws) >= 45
+
+
+def test_cpo_split_half_shrinks_the_cost_gradient() -> None:
+    """cost_gradient='split_half' reports κ in (0, 1] and keeps the step's KL within δ; 'plain' reports 1."""
+    settings = {"n_envs": 8, "n_steps": 64, "cost_limit": 0.0, "seed": 0}
+    for mode in ("plain", "split_half"):
+        agent = CPO("safety/CartPole-v0", {**settings, "cost_gradient": mode}).learn(1024)
+        m = agent.last_metrics
+        assert MIN_RELIABILITY <= m["cost_gradient_reliability"] <= 1.0
+        assert mode == "split_half" or m["cost_gradient_reliability"] == 1.0
+        assert m["kl"] <= agent.config.max_kl * (1 + 1e-6)
 
 
 # ---- Saute and the shield's pieces --------------------------------------------------------------
