@@ -421,6 +421,18 @@ multiplier pushes along the cost gradient on every 2,048-step update, reaches 12
 2e5 steps. The speeds of these rows differ with the machine's load (1,037 was measured on a quieter
 machine).
 
+**Why CPO's cost does not come down (measured 2026-12-03, `docs/benchmarks/cpo_notes.md`).** A held-out
+check (`python -m benchmarks.cpo_diagnostics`: each 10,000-step rollout split in two halves, the CPO
+step fitted on one half, its cost-surrogate change measured on the other) shows the cost gradient b is
+mostly noise: steps promising a drop of 54 per episode on their own half change the held-out half's
+cost by +0.8 on average, and the halves' gradients agree to 0.04 (cosine in the Fisher metric). The
+shrinkage of b by that split-half agreement (`cost_gradient="split_half"`), a Ĵc window
+(`cost_window`) and OmniSafe 0.5.0's unscaled c (`violation_scale="episode"`: it takes the recovery
+step whenever Ĵc > d) are now config fields (defaults unchanged); none brought the cost under 25 in
+single-seed screens (best: split_half with 2,048-step updates, 45.3 at 1e5). At 2e5 the mean action
+costs 15.4 where the exploring policy pays 53: most of the training cost is the Gaussian's noise,
+whose entropy did not move in 49 updates — the next lever (not yet measured).
+
 **Where the four targets stand (2026-12-03, SafetyPointGoal1, 2e5 steps, 3 seeds ours / 1 OmniSafe):**
 speed ≥ 2× and cumulative cost below OmniSafe's are met by PPO-Lag (4.9×, 7,349 vs 18,906) and
 TRPO-Lag (2.9×, 5,274 vs 16,378); CPO is 2.8× as fast but pays more cost while learning (9,988 vs
