@@ -14,6 +14,7 @@ collected (``train_freq · n_envs``); ``target_update_unit="env_steps"`` counts
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
 
@@ -194,15 +195,23 @@ class OffPolicyAgent(Agent):
         metrics: dict[str, Any] = {}
         if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
             n_grad = cfg.gradient_steps if cfg.gradient_steps >= 0 else cfg.train_freq * self.n_envs
-            for i in range(n_grad):
+            for i, batch in enumerate(self._phase_batches(n_grad)):
                 # only the phase's last step reports: the others skip their metrics' host reads
                 self.log_metrics = i == n_grad - 1
                 with self._update_context():
-                    metrics = self.train_step(self.replay.sample(cfg.batch_size))
+                    metrics = self.train_step(batch)
                 self.gradient_updates += 1
             self.log_metrics = True
         metrics["gradient_updates"] = float(self.gradient_updates)
         return metrics
+
+    def _phase_batches(self, n_grad: int) -> Iterator[ReplaySample]:
+        """The minibatches of a training phase of ``n_grad`` gradient steps: those of ``n_grad`` successive
+        ``replay.sample(batch_size)`` calls, drawn and gathered at once where the buffer allows it
+        (:meth:`ReplayBuffer.phase_samples`; nothing is added to the buffer during the phase)."""
+        if isinstance(self.replay, ReplayBuffer):
+            return self.replay.phase_samples(self.config.batch_size, n_grad)
+        return (self.replay.sample(self.config.batch_size) for _ in range(n_grad))
 
     # ---- checkpoints: the replay buffer, on request -----------------------------------------
     def replay_nbytes(self) -> int:
