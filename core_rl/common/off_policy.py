@@ -65,9 +65,13 @@ class OffPolicyConfig(AgentConfig):
 
 @torch.no_grad()
 def polyak_update(source: nn.Module, target: nn.Module, tau: float) -> None:
-    """φ' ← τ φ + (1 − τ) φ'."""
-    for p, tp in zip(source.parameters(), target.parameters()):
-        tp.lerp_(p, tau)
+    """φ' ← τ φ + (1 − τ) φ' (τ = 1: a copy), one foreach kernel over all parameters."""
+    pairs = list(zip(source.parameters(), target.parameters()))
+    sources, targets = [p for p, _ in pairs], [tp for _, tp in pairs]
+    if pairs and tau == 1.0:
+        torch._foreach_copy_(targets, sources)
+    elif pairs:
+        torch._foreach_lerp_(targets, sources, tau)
     for b, tb in zip(source.buffers(), target.buffers()):
         tb.copy_(b)
 
