@@ -173,7 +173,6 @@ class DQN(OffPolicyAgent):
         self.q_target.to(self.device)
         self.optimizer = make_optimizer(cfg.optimizer, [p for p in self.q_net.parameters() if p.requires_grad], cfg.lr)
         self._phase_targets: tuple[ReplaySample, tuple[tuple[int, int], ...], int, int, torch.Tensor] | None = None
-        self._explore_rng = np.random.default_rng((cfg.seed, 0xE75))  # not the env seeds' stream
         if cfg.prioritized:
             self.replay = PrioritizedReplayBuffer.like(
                 self.replay, alpha=cfg.prioritized_alpha, beta=cfg.prioritized_beta, eps=cfg.prioritized_eps
@@ -217,14 +216,14 @@ class DQN(OffPolicyAgent):
         if self.config.exploration != "epsilon" or type(self).explore is not DQN.explore:
             return self.explore(self._q_values(obs_t))
         n, n_actions = obs_t.shape[0], int(self.action_space.n)
-        coin = self._explore_rng.random(n) < self.epsilon
+        coin = torch.rand(n).numpy() < self.epsilon  # torch's global generator: seeded, and checkpointed
         if coin.all():
-            return torch.from_numpy(self._explore_rng.integers(n_actions, size=n))
+            return torch.randint(n_actions, (n,))
         greedy = self._greedy_one(obs_t) if n == 1 else None
         if greedy is None:
             greedy = self._q_values(obs_t).argmax(-1)
         if coin.any():
-            random = torch.from_numpy(self._explore_rng.integers(n_actions, size=n)).to(greedy.device)
+            random = torch.randint(n_actions, (n,)).to(greedy.device)
             greedy = torch.where(torch.from_numpy(coin).to(greedy.device), random, greedy)
         return greedy
 
