@@ -165,15 +165,12 @@ class ReplayBuffer:
         return self.size_per_env if self.full else self.pos
 
     def sample_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(t, env) uniform over the stored transitions: one draw of the flat index t·N + env, so that
-        ``sample_indices(k·B)`` gives exactly the indices of k successive ``sample_indices(B)`` calls."""
         upper = self._valid_time_count()
         if upper == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        flat = torch.randint(0, upper * self.n_envs, (batch_size,), generator=self.generator)
-        if self.n_envs == 1:
-            return flat, torch.zeros_like(flat)
-        return flat // self.n_envs, flat % self.n_envs
+        t = torch.randint(0, upper, (batch_size,), generator=self.generator)
+        env = torch.randint(0, self.n_envs, (batch_size,), generator=self.generator)
+        return t, env
 
     def _obs_at(self, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
         """s_t of the transitions at (t, env)."""
@@ -236,14 +233,12 @@ class ReplayBuffer:
 
     def phase_samples(self, batch_size: int, n: int) -> Iterator[ReplaySample]:
         """The minibatches of ``n`` successive :meth:`sample` calls on an unchanging buffer (a training
-        phase): for a uniform buffer one index draw and one gather for many of them at once (chunks of at
-        most ``PHASE_CHUNK_BYTES`` of observations), each minibatch a :meth:`ReplaySample.rows` view.
-        The
-        draws are the same as the sequential calls' (``sample_indices(k·B)`` is k draws of B), so the data
-        are those sequential sampling gives, not only their distribution. Buffers that sample otherwise
-        (prioritized, frame stacks, subclasses overriding ``sample``) are sampled call by call."""
-        cls = type(self)
-        if cls.sample is not ReplayBuffer.sample or cls.sample_indices is not ReplayBuffer.sample_indices:
+        phase): the same ``sample_indices`` draws in the same order, then one gather for many minibatches
+        at once (chunks of at most ``PHASE_CHUNK_BYTES`` of observations), each minibatch a
+        :meth:`ReplaySample.rows` view: the data sequential sampling gives, not only their distribution.
+        Buffers with a ``sample`` of their own (prioritized: priorities change between steps) are sampled
+        call by call."""
+        if type(self).sample is not ReplayBuffer.sample:
             for _ in range(n):
                 yield self.sample(batch_size)
             return
@@ -252,7 +247,8 @@ class ReplayBuffer:
         done = 0
         while done < n:
             k = min(per_chunk, n - done)
-            phase = self.sample(k * batch_size)
+            draws = [self.sample_indices(batch_size) for _ in range(k)]
+            phase = self.gather(torch.cat([t for t, _ in draws]), torch.cat([env for _, env in draws]))
             for j in range(k):
                 yield phase.rows(j * batch_size, (j + 1) * batch_size)
             done += k

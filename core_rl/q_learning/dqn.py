@@ -211,20 +211,21 @@ class DQN(OffPolicyAgent):
 
     def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
         """ε-greedy by the coin first: the envs whose coin says "explore" take a uniform action without
-        Q_φ being computed (all of them: no forward pass at all), the others argmax Q_φ; the same
-        distribution as :meth:`explore`. Boltzmann exploration (and subclasses' ``explore``) take the Q values."""
+        Q_φ being computed (all of them: no forward pass at all), the others argmax Q_φ; the same random
+        draws as :meth:`explore`, so the same actions. Boltzmann exploration (and subclasses' ``explore``) take the Q values."""
         if self.config.exploration != "epsilon" or type(self).explore is not DQN.explore:
             return self.explore(self._q_values(obs_t))
-        n, n_actions = obs_t.shape[0], int(self.action_space.n)
-        coin = torch.rand(n).numpy() < self.epsilon  # torch's global generator: seeded, and checkpointed
+        n = obs_t.shape[0]
+        # the draws of explore(), in its order, from torch's global generator (seeded and checkpointed)
+        random = torch.randint(int(self.action_space.n), (n,))
+        coin = torch.rand(n).numpy() < self.epsilon
         if coin.all():
-            return torch.randint(n_actions, (n,))
+            return random
         greedy = self._greedy_one(obs_t) if n == 1 else None
         if greedy is None:
             greedy = self._q_values(obs_t).argmax(-1)
         if coin.any():
-            random = torch.randint(n_actions, (n,)).to(greedy.device)
-            greedy = torch.where(torch.from_numpy(coin).to(greedy.device), random, greedy)
+            greedy = torch.where(torch.from_numpy(coin).to(greedy.device), random.to(greedy.device), greedy)
         return greedy
 
     def _greedy_one(self, obs_t: torch.Tensor) -> torch.Tensor | None:
