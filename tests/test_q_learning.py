@@ -389,6 +389,58 @@ def test_epsilon_greedy_chooses_as_specified():
     assert torch.equal(agent._act(obs, deterministic=True), agent.q_net(obs).argmax(-1))
 
 
+def test_coin_first_epsilon_greedy_and_one_env_numpy_greedy_action():
+    """ε-greedy tosses the coin first: ε = 1 never computes Q, ε = 0 always takes argmax Q; one env's greedy
+    action (by NumPy on the parameters' memory) is torch's argmax Q_φ(s, ·), also after gradient steps."""
+    agent = DQN("CartPole-v1", {"seed": 0, "learning_starts": 64, "train_freq": 32, "gradient_steps": 4})
+    agent.learn(128)
+    calls = []
+    agent._greedy_one = lambda obs: calls.append(1) or DQN._greedy_one(agent, obs)
+    obs = torch.as_tensor(np.random.default_rng(0).normal(size=(200, 1, 4)).astype(np.float32))
+    agent._target_steps, agent.config.exploration_fraction = 128, 1.0
+    agent.config.exploration_initial_eps = agent.config.exploration_final_eps = 1.0
+    assert all(int(agent._explore(o)) in (0, 1) for o in obs) and not calls  # ε = 1: no forward pass
+    agent.config.exploration_initial_eps = agent.config.exploration_final_eps = 0.0
+    for o in obs:
+        assert torch.equal(agent._explore(o), agent.q_net(o).argmax(-1))
+    assert len(calls) == len(obs)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "batched"),
+    [
+        ({"target_update_interval": 10, "target_update_unit": "env_steps"}, True),  # SB3's convention
+        ({"target_update_interval": 3}, True),  # φ' changes inside each phase: one pass per segment
+        ({"double_q": True}, False),  # y needs the online network: per minibatch
+    ],
+)
+def test_dqn_phase_targets_are_each_minibatchs_targets(cfg, batched):
+    """The targets computed for many minibatches of a training phase at once (one forward pass of Q_φ' per
+    stretch without a target update, over the distinct transitions) are the ones each gradient step would
+    have computed itself at that moment."""
+    base = {"seed": 0, "learning_starts": 100, "train_freq": 32, "gradient_steps": 8, "batch_size": 16}
+    agent = DQN("CartPole-v1", {**base, "hidden_sizes": (32, 32), **cfg})
+    passes, checked = [], []
+    agent.target_q = lambda batch: passes.append(len(batch.rewards)) or DQN.target_q(agent, batch)
+    own = agent._minibatch_targets
+
+    def check(batch):
+        y = own(batch)
+        torch.testing.assert_close(y, DQN.target_q(agent, batch), rtol=1e-6, atol=1e-6)
+        checked.append(1)
+        return y
+
+    agent._minibatch_targets = check
+    agent.learn(100 + 32 * 4)
+    assert len(checked) == agent.gradient_updates == 40
+    if batched:  # 5 phases of 8 steps: one pass each, or one per stretch between target updates (after
+        # the steps g with (g + 1) % 3 == 0), over at most the phase's distinct transitions
+        stretches = sum(1 for g in range(40) if g % 8 == 0 or ("target_update_unit" not in cfg and g % 3 == 0))
+        assert len(passes) == stretches and sum(passes) <= 40 * 16
+    else:
+        assert passes == [16] * 40
+
+
 def test_boltzmann_chooses_softmax_of_q_over_temperature():
     agent = DQN(
         "CartPole-v1",
@@ -503,3 +555,15 @@ def test_experiments_log_plots_and_return_numbers():
     assert sweep["n3"]["final_eval_return"] > sweep["n1"]["final_eval_return"] + 5, sweep
     assert "overestimation.png" in tracker.artifacts and "nstep_sweep.png" in tracker.artifacts
     assert "dqn/predicted_q" in tracker.metrics and "n3/episode_return" in tracker.metrics
+
+
+def test_polyak_update_is_each_parameters_lerp_and_a_copy_at_tau_one():
+    from core_rl.common.off_policy import polyak_update
+
+    torch.manual_seed(0)
+    source, target = (torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 2)) for _ in range(2))
+    expected = [tp.detach().clone().lerp_(p.detach(), 0.05) for p, tp in zip(source.parameters(), target.parameters())]
+    polyak_update(source, target, 0.05)
+    assert all(torch.equal(tp, e) for tp, e in zip(target.parameters(), expected))
+    polyak_update(source, target, 1.0)
+    assert all(torch.equal(tp, p) for p, tp in zip(source.parameters(), target.parameters()))

@@ -82,3 +82,29 @@ def test_clip_grad_norm_matches_torch():
         ref = torch.nn.utils.clip_grad_norm_(b, max_norm)
         assert torch.allclose(ours, ref)
         assert all(torch.allclose(p.grad, q.grad, atol=1e-7) for p, q in zip(a, b))
+
+
+def test_phase_samples_are_the_sequential_samples_and_prioritized_stays_sequential():
+    """A training phase's minibatches, drawn and gathered at once, are exactly those of successive
+    ``sample`` calls from the same generator state (not only their distribution), in chunks too; a
+    prioritized buffer (whose draws depend on priorities updated between steps) is sampled call by call."""
+    from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
+
+    for n_envs, n_step in ((1, 1), (3, 3)):
+        buf = ReplayBuffer(1000, n_envs, (2,), (), action_dtype=torch.long, n_step=n_step, gamma=0.9, seed=5)
+        fill(buf, 40, n_envs, np.random.default_rng(1))
+        state = buf.generator.get_state()
+        sequential = [buf.sample(16) for _ in range(7)]
+        for chunk_bytes in (ReplayBuffer.PHASE_CHUNK_BYTES, 3 * 16 * 2 * 2 * 4):  # one gather; chunks of 3 steps
+            buf.generator.set_state(state)
+            buf.PHASE_CHUNK_BYTES = chunk_bytes
+            phase = list(buf.phase_samples(16, 7))
+            assert len(phase) == 7
+            for a, b in zip(sequential, phase):
+                assert b.phase is not None and b.rewards.shape == (16,)
+                for name in ("obs", "actions", "rewards", "next_obs", "dones", "discounts", "indices"):
+                    assert torch.equal(getattr(a, name), getattr(b, name)), (n_envs, n_step, name)
+    per = PrioritizedReplayBuffer(1000, 1, (2,), (), action_dtype=torch.long)
+    fill(per, 40, 1, np.random.default_rng(2))
+    batches = list(per.phase_samples(8, 3))
+    assert len(batches) == 3 and all(b.phase is None and b.weights is not None for b in batches)

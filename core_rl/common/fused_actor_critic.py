@@ -71,12 +71,12 @@ def mlp_forward(
     layers: list[nn.Linear], x: torch.Tensor, tanh: bool, fast_tanh: bool = False
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The MLP's output and its layers' outputs ``[x, h_1, …]`` (tanh or ReLU hidden layers). Without
-    ``fast_tanh`` the same bits as the modules (``F.linear`` is this ``addmm``); with it, a batch of at least
+    ``fast_tanh`` the same bits as the modules (the same ``F.linear``); with it, a batch of at least
     4096 hidden values takes tanh x = 2σ(2x) − 1 (torch's CPU sigmoid kernel is ~3× faster than its tanh)."""
     hs = [x]
     h = x
     for lin in layers[:-1]:
-        h = torch.addmm(lin.bias, h, lin.weight.t())
+        h = nn.functional.linear(h, lin.weight, lin.bias)  # addmm(b, h, Wᵀ) without a Python-level transpose
         if tanh and fast_tanh and h.numel() >= 4096:
             h = torch.sigmoid(h.mul_(2.0), out=h).mul_(2.0).sub_(1.0)
         elif tanh:  # a few rows: one kernel beats four
@@ -85,7 +85,7 @@ def mlp_forward(
             h = h.relu_()
         hs.append(h)
     last = layers[-1]
-    return torch.addmm(last.bias, h, last.weight.t()), hs
+    return nn.functional.linear(h, last.weight, last.bias), hs
 
 
 def mlp_backward(

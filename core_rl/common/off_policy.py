@@ -14,6 +14,7 @@ collected (``train_freq · n_envs``); ``target_update_unit="env_steps"`` counts
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
 
@@ -64,9 +65,13 @@ class OffPolicyConfig(AgentConfig):
 
 @torch.no_grad()
 def polyak_update(source: nn.Module, target: nn.Module, tau: float) -> None:
-    """φ' ← τ φ + (1 − τ) φ'."""
-    for p, tp in zip(source.parameters(), target.parameters()):
-        tp.lerp_(p, tau)
+    """φ' ← τ φ + (1 − τ) φ' (τ = 1: a copy), one foreach kernel over all parameters."""
+    pairs = list(zip(source.parameters(), target.parameters()))
+    sources, targets = [p for p, _ in pairs], [tp for _, tp in pairs]
+    if pairs and tau == 1.0:
+        torch._foreach_copy_(targets, sources)
+    elif pairs:
+        torch._foreach_lerp_(targets, sources, tau)
     for b, tb in zip(source.buffers(), target.buffers()):
         tb.copy_(b)
 
@@ -194,15 +199,23 @@ class OffPolicyAgent(Agent):
         metrics: dict[str, Any] = {}
         if self.num_timesteps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
             n_grad = cfg.gradient_steps if cfg.gradient_steps >= 0 else cfg.train_freq * self.n_envs
-            for i in range(n_grad):
+            for i, batch in enumerate(self._phase_batches(n_grad)):
                 # only the phase's last step reports: the others skip their metrics' host reads
                 self.log_metrics = i == n_grad - 1
                 with self._update_context():
-                    metrics = self.train_step(self.replay.sample(cfg.batch_size))
+                    metrics = self.train_step(batch)
                 self.gradient_updates += 1
             self.log_metrics = True
         metrics["gradient_updates"] = float(self.gradient_updates)
         return metrics
+
+    def _phase_batches(self, n_grad: int) -> Iterator[ReplaySample]:
+        """The minibatches of a training phase of ``n_grad`` gradient steps: those of ``n_grad`` successive
+        ``replay.sample(batch_size)`` calls, drawn and gathered at once where the buffer allows it
+        (:meth:`ReplayBuffer.phase_samples`; nothing is added to the buffer during the phase)."""
+        if isinstance(self.replay, ReplayBuffer):
+            return self.replay.phase_samples(self.config.batch_size, n_grad)
+        return (self.replay.sample(self.config.batch_size) for _ in range(n_grad))
 
     # ---- checkpoints: the replay buffer, on request -----------------------------------------
     def replay_nbytes(self) -> int:

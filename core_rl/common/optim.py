@@ -94,7 +94,9 @@ class FlatStep:
     r"""Adam's or RMSprop's step on one flat buffer: the parameters, their gradients and the optimizer's
     state become views of four flat tensors, and the update is a few kernels on all of them at once
     instead of ``torch.optim``'s per-step Python (~55 µs for Adam, ~115 µs for foreach RMSprop over the
-    dozen tensors of two small MLPs; this is ~10 µs). The same arithmetic as torch's:
+    dozen tensors of two small MLPs; this is ~10 µs). An Adam built with ``fused=True`` takes torch's fused
+    kernel itself on the flat buffers (``torch._fused_adam_``, the same bits as ``optimizer.step()``); otherwise
+    the same arithmetic as torch's:
 
     .. math::
         \text{Adam: } m \leftarrow \beta_1 m + (1-\beta_1) g,\quad v \leftarrow \beta_2 v + (1-\beta_2) g^2,\quad
@@ -113,6 +115,10 @@ class FlatStep:
         self.optimizer, self.params, self.grad = optimizer, params, flat_grad
         self.group = optimizer.param_groups[0]
         self.adam = isinstance(optimizer, torch.optim.Adam)
+        #: Adam built with ``fused=True`` (:func:`make_adam`) steps by torch's fused kernel: one kernel over the
+        #: flat buffers, the bits of ``optimizer.step()`` (~3.4× faster than the five kernels below at 67k
+        #: parameters, measured)
+        self.fused_kernel = self.adam and bool(self.group.get("fused"))
         self.names = self._STATE[type(optimizer)]
         self.param = torch.cat([p.detach().reshape(-1) for p in params])
         self.buffers = {name: torch.zeros_like(self.param) for name in self.names}
@@ -175,7 +181,27 @@ class FlatStep:
             self._reattach()
         g, group = self.grad, self.group
         self.steps.add_(1.0)
-        if self.adam:
+        if self.fused_kernel:  # torch's own fused Adam kernel (the optimizer's fused=True) on the flat buffers
+            beta1, beta2 = group["betas"]
+            m, v = self.buffers["exp_avg"], self.buffers["exp_avg_sq"]
+            torch._fused_adam_(
+                [self.param],
+                [g],
+                [m],
+                [v],
+                [],
+                [self.steps[0]],
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=group["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+        elif self.adam:
             beta1, beta2 = group["betas"]
             t = float(self.steps[0])
             m, v = self.buffers["exp_avg"], self.buffers["exp_avg_sq"]

@@ -18,8 +18,8 @@ like the rewards). Without costs (``n_costs=0``) nothing is stored or gathered f
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,18 @@ class ReplaySample:
     indices: torch.Tensor | None = None  # flat buffer indices (for prioritized replay)
     weights: torch.Tensor | None = None  # importance weights (prioritized replay)
     costs: torch.Tensor | None = None  # [B, K] the step costs (buffers with n_costs > 0)
+    #: for a minibatch cut from a whole training phase's draw (:meth:`ReplayBuffer.phase_samples`): that
+    #: phase sample and the first of its rows this minibatch holds (a learner may compute per-row
+    #: quantities, e.g. DQN's targets, for many minibatches at once)
+    phase: tuple["ReplaySample", int] | None = None
+
+    def rows(self, start: int, stop: int) -> "ReplaySample":
+        """Rows ``[start, stop)`` of every per-row field (views, no copies), of the same sample class,
+        with ``phase = (self, start)``."""
+        cut = {
+            f.name: (v[start:stop] if isinstance(v := getattr(self, f.name), torch.Tensor) else v) for f in fields(self)
+        }
+        return type(self)(**{**cut, "phase": (self, start)})
 
 
 class ReplayBuffer:
@@ -215,3 +227,28 @@ class ReplayBuffer:
     def sample(self, batch_size: int) -> ReplaySample:
         t, env = self.sample_indices(batch_size)
         return self.gather(t, env)
+
+    #: bytes of observations (s and s') one gather of :meth:`phase_samples` holds at most
+    PHASE_CHUNK_BYTES = 32 * 2**20
+
+    def phase_samples(self, batch_size: int, n: int) -> Iterator[ReplaySample]:
+        """The minibatches of ``n`` successive :meth:`sample` calls on an unchanging buffer (a training
+        phase): the same ``sample_indices`` draws in the same order, then one gather for many minibatches
+        at once (chunks of at most ``PHASE_CHUNK_BYTES`` of observations), each minibatch a
+        :meth:`ReplaySample.rows` view: the data sequential sampling gives, not only their distribution.
+        Buffers with a ``sample`` of their own (prioritized: priorities change between steps) are sampled
+        call by call."""
+        if type(self).sample is not ReplayBuffer.sample:
+            for _ in range(n):
+                yield self.sample(batch_size)
+            return
+        row_bytes = 2 * int(np.prod(self.obs_shape)) * torch.empty((), dtype=self.obs_dtype).element_size()
+        per_chunk = max(1, min(n, self.PHASE_CHUNK_BYTES // max(1, row_bytes * batch_size)))
+        done = 0
+        while done < n:
+            k = min(per_chunk, n - done)
+            draws = [self.sample_indices(batch_size) for _ in range(k)]
+            phase = self.gather(torch.cat([t for t, _ in draws]), torch.cat([env for _, env in draws]))
+            for j in range(k):
+                yield phase.rows(j * batch_size, (j + 1) * batch_size)
+            done += k

@@ -172,6 +172,7 @@ class DQN(OffPolicyAgent):
         self.q_net.to(self.device)
         self.q_target.to(self.device)
         self.optimizer = make_optimizer(cfg.optimizer, [p for p in self.q_net.parameters() if p.requires_grad], cfg.lr)
+        self._phase_targets: tuple[ReplaySample, tuple[tuple[int, int], ...], int, int, torch.Tensor] | None = None
         if cfg.prioritized:
             self.replay = PrioritizedReplayBuffer.like(
                 self.replay, alpha=cfg.prioritized_alpha, beta=cfg.prioritized_beta, eps=cfg.prioritized_eps
@@ -209,7 +210,43 @@ class DQN(OffPolicyAgent):
         return torch.where(explore, random, greedy)
 
     def _explore(self, obs_t: torch.Tensor) -> torch.Tensor:
-        return self.explore(self._q_values(obs_t))
+        """ε-greedy by the coin first: the envs whose coin says "explore" take a uniform action without
+        Q_φ being computed (all of them: no forward pass at all), the others argmax Q_φ; the same random
+        draws as :meth:`explore`, so the same actions. Boltzmann exploration (and subclasses' ``explore``) take the Q values."""
+        if self.config.exploration != "epsilon" or type(self).explore is not DQN.explore:
+            return self.explore(self._q_values(obs_t))
+        n = obs_t.shape[0]
+        # the draws of explore(), in its order, from torch's global generator (seeded and checkpointed)
+        random = torch.randint(int(self.action_space.n), (n,))
+        coin = torch.rand(n).numpy() < self.epsilon
+        if coin.all():
+            return random
+        greedy = self._greedy_one(obs_t) if n == 1 else None
+        if greedy is None:
+            greedy = self._q_values(obs_t).argmax(-1)
+        if coin.any():
+            greedy = torch.where(torch.from_numpy(coin).to(greedy.device), random.to(greedy.device), greedy)
+        return greedy
+
+    def _greedy_one(self, obs_t: torch.Tensor) -> torch.Tensor | None:
+        """argmax_a Q_φ(s, a) for one flat observation on the CPU, by NumPy on the parameters' own memory (a
+        one-row forward pass is ~7 µs of BLAS matrix-vector products against ~60 µs of torch op dispatch for
+        a 256-256 MLP, measured), or None where the network is not a plain ReLU/tanh MLP of float32 on the CPU."""
+        if obs_t.device.type != "cpu" or type(self)._q_values is not DQN._q_values:
+            return None
+        cached = getattr(self, "_numpy_mlp", None)  # (Q_φ, its parameters, their storage, the NumPy views)
+        if cached is None or cached[0] is not self.q_net or any(p.data_ptr() != k for p, k in zip(*cached[1:3])):
+            params = list(self.q_net.parameters())
+            cached = self._numpy_mlp = (self.q_net, params, [p.data_ptr() for p in params], _numpy_layers(self.q_net))
+        if cached[3] is None:
+            return None
+        weights, tanh = cached[3]
+        h = obs_t.numpy().reshape(1, -1).astype(np.float32, copy=False)
+        for i, (w_t, b) in enumerate(weights):
+            h = h @ w_t + b
+            if i < len(weights) - 1:
+                h = np.tanh(h, out=h) if tanh else np.maximum(h, 0.0, out=h)
+        return torch.from_numpy(h.argmax(-1))
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         q_values = self._q_values(obs)
@@ -270,11 +307,73 @@ class DQN(OffPolicyAgent):
             return fused.q_values(obs, target)
         return (self.q_target if target else self.q_net)(obs)
 
+    def _batched_targets_apply(self) -> bool:
+        """Whether y depends on nothing but the sample and φ' (no online network: not ``double_q``; DQN's own
+        ``target_q`` on a plain :class:`QNetwork`), so that one forward pass may give many minibatches' y."""
+        return (
+            not self.config.double_q
+            and type(self).target_q is DQN.target_q
+            and type(self)._q_values is DQN._q_values
+            and type(self.q_target) is QNetwork
+        )
+
+    def _target_versions(self) -> tuple[tuple[int, int], ...]:
+        return tuple((p.data_ptr(), p._version) for p in self.q_target.parameters())
+
+    def _minibatch_targets(self, batch: ReplaySample) -> torch.Tensor:
+        r"""y of :meth:`target_q` for ``batch``. A minibatch cut from a training phase's sample
+        (:meth:`ReplayBuffer.phase_samples`) gets its rows of y computed for every minibatch up to the next
+        target update at once: φ' is the same for all of them, so y is the same numbers (one forward pass
+        instead of one per gradient step), and each distinct transition is evaluated once (the phase's
+        draws repeat transitions: 128·64 draws from a buffer of N hold ≈ N(1 − e^{−8192/N}) distinct ones)."""
+        if batch.phase is None or not self._batched_targets_apply():
+            return self.target_q(batch)
+        phase, start = batch.phase
+        n = int(batch.rewards.shape[0])
+        versions = self._target_versions()
+        cached = self._phase_targets
+        if (
+            cached is None
+            or cached[0] is not phase
+            or cached[1] != versions
+            or not (cached[2] <= start and start + n <= cached[3])
+        ):
+            cfg = self.config
+            steps = (int(phase.rewards.shape[0]) - start) // n
+            if cfg.target_update_unit == "gradient_steps":  # φ' changes after the step with (g + 1) % I == 0
+                interval = cfg.target_update_interval
+                steps = min(steps, interval - self.gradient_updates % interval)
+            stop = start + max(steps, 1) * n
+            y = self._distinct_target_q(phase.rows(start, stop)) if stop - start > n else self.target_q(batch)
+            cached = self._phase_targets = (phase, versions, start, stop, y)
+        return cached[4][start - cached[2] : start - cached[2] + n]
+
+    def _distinct_target_q(self, rows: ReplaySample) -> torch.Tensor:
+        """:meth:`target_q` of ``rows`` (of one unchanged buffer), evaluated once per distinct transition."""
+        if rows.indices is None:
+            return self.target_q(rows)
+        distinct, inverse = torch.unique(rows.indices, return_inverse=True)
+        if distinct.numel() == rows.indices.numel():
+            return self.target_q(rows)
+        first = torch.full_like(distinct, rows.indices.numel()).scatter_reduce_(
+            0, inverse, torch.arange(rows.indices.numel()), reduce="amin"
+        )
+        first = first.to(rows.rewards.device)
+        picked = ReplaySample(  # what target_q reads: s', r, done, γ^n
+            obs=rows.obs[:0],
+            actions=rows.actions[:0],
+            rewards=rows.rewards[first],
+            next_obs=rows.next_obs[first],
+            dones=rows.dones[first],
+            discounts=rows.discounts[first],
+        )
+        return self.target_q(picked)[inverse.to(rows.rewards.device)]
+
     def train_step(self, batch: ReplaySample) -> dict[str, float]:
-        target_q = self.target_q(batch)
+        target_q = self._minibatch_targets(batch)
         fused = self._fused_q()
         if fused is not None:
-            loss, q, td_error = fused.step(self.config, batch, target_q)
+            loss, q, td_error = fused.step(self.config, batch, target_q, need_loss=self.log_metrics)
         else:
             q = self.q_net(batch.obs).gather(-1, batch.actions.long().reshape(-1, 1)).squeeze(-1)
             td_error = q - target_q
@@ -285,9 +384,23 @@ class DQN(OffPolicyAgent):
             self.replay.update_priorities(batch.indices, td_error)
         if self._target_update_due():
             self._update_targets()
-        if not self.log_metrics:
+        if not self.log_metrics or loss is None:
             return {}
         return {"loss": loss.item(), "q_mean": q.mean().item(), "td_error_abs": td_error.abs().mean().item()}
+
+
+def _numpy_layers(q_net: nn.Module) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool] | None:
+    """``([(W_lᵀ, b_l)], tanh)`` as NumPy views of a plain :class:`QNetwork` MLP's float32 CPU parameters
+    (flat observations), or None."""
+    if type(q_net) is not QNetwork or q_net.dueling or q_net.encoder.n or q_net.encoder.cnn is not None:
+        return None
+    found = mlp_layers(q_net.net)
+    if found is None or any(True for _ in q_net.encoder.parameters()):
+        return None
+    params = [p for lin in found[0] for p in (lin.weight, lin.bias)]
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
+        return None
+    return [(lin.weight.detach().numpy().T, lin.bias.detach().numpy()) for lin in found[0]], found[1] == "tanh"
 
 
 class FusedQ:
@@ -342,25 +455,31 @@ class FusedQ:
         return mlp_forward(layers, net.encoder(obs), self.tanh)[0]
 
     @torch.no_grad()
-    def step(self, cfg: DQNConfig, batch: ReplaySample, target_q: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One gradient step; ``(loss, Q_φ(s, a), δ)``."""
+    def step(
+        self, cfg: DQNConfig, batch: ReplaySample, target_q: torch.Tensor, need_loss: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """One gradient step; ``(loss, Q_φ(s, a), δ)``, the loss None without ``need_loss`` (not computed)."""
         out, hs = mlp_forward(self.layers, self.q_net.encoder(batch.obs), self.tanh)
         actions = batch.actions.long().reshape(-1, 1)
         q = out.gather(-1, actions).squeeze(-1)
         td_error = q - target_q
         n = q.shape[0]
+        loss = None
         if cfg.loss == "huber":
             kappa = cfg.huber_delta
-            abs_error = td_error.abs()
-            per_sample = torch.where(abs_error < kappa, 0.5 * td_error.square(), kappa * (abs_error - 0.5 * kappa))
             g_q = td_error.clamp(-kappa, kappa)
+            if need_loss:
+                abs_error = td_error.abs()
+                per_sample = torch.where(abs_error < kappa, 0.5 * td_error.square(), kappa * (abs_error - 0.5 * kappa))
         else:
-            per_sample = 0.5 * td_error.square()
             g_q = td_error.clone()
+            if need_loss:
+                per_sample = 0.5 * td_error.square()
         if batch.weights is not None:
-            loss = (per_sample * batch.weights).mean()
             g_q.mul_(batch.weights)
-        else:
+            if need_loss:
+                loss = (per_sample * batch.weights).mean()
+        elif need_loss:
             loss = per_sample.mean()
         g_out = torch.zeros_like(out).scatter_(-1, actions, g_q.div_(n).unsqueeze(-1))
         mlp_backward(self.layers, hs, self.grads, g_out, self.tanh)
