@@ -4,7 +4,8 @@
     python -m benchmarks.safety_omnisafe --tasks SG-PointGoal1 --algos PPO-Lag CPO --seeds 1 --steps 200000
 
 Each (side, task, algorithm, seed) is one piece saved as JSON under ``--out-dir`` (default
-``.deeprl/benchmarks/safety_omnisafe``); a piece already there is not run again, so a budget that does
+``benchmarks/results/safety_omnisafe``, committed with the repository, so that the report can be rendered
+again on another machine); a piece already there is not run again, so a budget that does
 not fit one sitting runs in parts whose results merge (``--report-only`` renders what is saved).
 
 Both sides get: the task's cost limit (25 per 1000-step episode), one env (``--n-envs``), a 64-64
@@ -269,7 +270,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="config overrides for our agents (after the task's; values parsed as JSON, else strings), "
         "e.g. --set dual_optimizer=adam lagrangian_lr=0.035; use a scratch --out-dir: piece names do not record them",
     )
-    p.add_argument("--out-dir", type=Path, default=REPO / ".deeprl" / "benchmarks" / "safety_omnisafe")
+    p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results" / "safety_omnisafe")
     p.add_argument("--report-only", action="store_true", help="render the saved pieces; train nothing")
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
     p.add_argument("--no-doc", action="store_true")
