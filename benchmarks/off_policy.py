@@ -410,8 +410,10 @@ older Zoo versions wrote the same ratio as `train_freq: [1, "episode"]`, `gradie
 {mapping_markdown(configs, steps_of)}
 Differences that remain at equal hyperparameters (none changes the algorithm):
 
-- *initialisation*: SB3's MLPs use PyTorch's default (Kaiming-uniform) init; ours are orthogonal (gain √2 in
-  hidden layers; output gain 1 for Q-functions, 0.01 for the SAC and TD3 actors).
+- *initialisation* (SAC and TD3): SB3's MLPs use PyTorch's default (Kaiming-uniform) init; ours are orthogonal
+  (gain √2 in hidden layers; output gain 1 for the critics, 0.01 for the actors). DQN's Q-network is initialised
+  as SB3's (the `(fixed) init` row: `init=torch_default`; with our orthogonal default the last-100 training return
+  was lower than SB3's, issue 16).
 - *SAC actor head*: SB3 has separate linear heads for μ and log σ; ours one linear layer that outputs both.
 - *first gradient step*: ours trains once `learning_starts` is reached **and** the buffer holds `batch_size`
   transitions; SB3 samples (with replacement) as soon as `num_timesteps > learning_starts`. Only SAC is affected

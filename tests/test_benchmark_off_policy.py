@@ -41,6 +41,7 @@ def test_zoo_values_reach_both_sides():
     assert dqn["lr"] == 2.3e-3 and dqn["exploration_final_eps"] == 0.04
     # SB3's DQN counts its target interval in env steps; ours counts the same (tests/test_presets.py)
     assert (dqn["target_update_interval"], dqn["target_update_unit"]) == (10, "env_steps")
+    assert dqn["init"] == "torch_default"  # SB3's QNetwork keeps PyTorch's nn.Linear init
     td3 = sb3_kwargs(by_algo["td3"])
     assert td3["gamma"] == 0.98 and td3["learning_starts"] == 10_000 and td3["policy_kwargs"]["net_arch"] == [400, 300]
     assert np.allclose(td3["action_noise"]._sigma, 0.1)

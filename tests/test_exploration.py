@@ -158,6 +158,8 @@ def test_bootstrapped_dqn_keeps_one_head_per_episode_and_masks_per_head():
     assert not torch.allclose(q[:, 0], q[:, 1])  # heads differ from the start
     with pytest.raises(ConfigError, match="prioritized"):
         BootstrappedDQN(lambda: ChainEnv(n=6), dict(prioritized=True))
+    with pytest.raises(ConfigError, match="init"):
+        BootstrappedDQN(lambda: ChainEnv(n=6), dict(init="torch_default"))
 
 
 def test_bootstrapped_vote_is_the_majority():

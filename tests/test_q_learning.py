@@ -512,6 +512,37 @@ def test_dqn_rejects_bad_spaces_and_configs():
         FittedQIteration(gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2), function="tabular")
 
 
+def test_dqn_init_is_orthogonal_or_torchs_default():
+    """``init``: 'orthogonal' gives W Wᵀ = g²I (or WᵀW, g = √2 hidden, 1 output) and zero biases; 'torch_default'
+    keeps nn.Linear's own init, as SB3's QNetwork: W, b ~ U(±1/√fan_in) (std bound/√3), not orthogonal, and the
+    fused gradient step still applies. A bad value is one error naming the field."""
+
+    def linears(agent):
+        return [m for m in agent.q_net.modules() if isinstance(m, torch.nn.Linear)]
+
+    cfg = {"seed": shifted(0), "hidden_sizes": (64, 64)}
+    ortho, default = DQN("CartPole-v1", cfg), DQN("CartPole-v1", {**cfg, "init": "torch_default"})
+    assert ortho.config.init == "orthogonal" and default.config.init == "torch_default"
+    for i, lin in enumerate(linears(ortho)):
+        w, gain = lin.weight.detach().double(), 1.0 if i == 2 else 2.0**0.5
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        torch.testing.assert_close(gram, gain**2 * torch.eye(len(gram), dtype=torch.float64), rtol=0, atol=1e-5)
+        assert not lin.bias.detach().any()
+    for lin in linears(default):
+        bound = lin.in_features**-0.5
+        assert bound >= lin.weight.abs().max() > 0.9 * bound and bound >= lin.bias.abs().max() > 0
+        assert abs(lin.weight.std().item() - bound / 3**0.5) < 0.15 * bound / 3**0.5
+        w = lin.weight.detach().double()
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        assert (gram - torch.diag(torch.diagonal(gram))).abs().max() > 1e-3  # not orthogonal
+    assert default._fused_q() is not None
+    dueling = DQN("CartPole-v1", {**cfg, "init": "torch_default", "dueling": True})
+    assert all(lin.bias.detach().any() for lin in linears(dueling))
+    with pytest.raises(ConfigError, match="config field 'init'") as err:
+        DQN("CartPole-v1", {"init": "xavier"})
+    assert str(err.value).count("config field") == 1
+
+
 # ---- the experiments --------------------------------------------------------------------------------
 
 

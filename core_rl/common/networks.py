@@ -13,6 +13,9 @@ from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 
+#: how :func:`mlp` initialises its linear layers (see there)
+InitName = Literal["orthogonal", "torch_default"]
+
 
 def mlp(
     in_dim: int,
@@ -21,20 +24,29 @@ def mlp(
     activation: str = "tanh",
     out_gain: float = 1.0,
     output_activation: type[nn.Module] | None = None,
+    init: InitName = "orthogonal",
 ) -> nn.Sequential:
-    """A fully connected network with orthogonal init (hidden gain √2, output gain ``out_gain``)."""
+    r"""A fully connected network. ``init="orthogonal"``: orthogonal weights (hidden gain √2, output gain
+    ``out_gain``), zero biases. ``init="torch_default"``: ``nn.Linear``'s own init, as SB3's DQN QNetwork
+    keeps it: :math:`W_{ij}, b_i \sim \mathcal U(-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}})` (Kaiming-uniform
+    with a = √5); ``out_gain`` is then unused."""
+    if init not in ("orthogonal", "torch_default"):
+        raise ValueError(f"init must be 'orthogonal' or 'torch_default', got {init!r}")
+    orthogonal = init == "orthogonal"
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     last = in_dim
     for h in hidden_sizes:
         linear = nn.Linear(last, h)
-        nn.init.orthogonal_(linear.weight, gain=float(np.sqrt(2)))
-        nn.init.zeros_(linear.bias)
+        if orthogonal:
+            nn.init.orthogonal_(linear.weight, gain=float(np.sqrt(2)))
+            nn.init.zeros_(linear.bias)
         layers += [linear, act()]
         last = h
     out = nn.Linear(last, out_dim)
-    nn.init.orthogonal_(out.weight, gain=out_gain)
-    nn.init.zeros_(out.bias)
+    if orthogonal:
+        nn.init.orthogonal_(out.weight, gain=out_gain)
+        nn.init.zeros_(out.bias)
     layers.append(out)
     if output_activation is not None:
         layers.append(output_activation())

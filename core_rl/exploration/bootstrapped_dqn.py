@@ -159,6 +159,8 @@ class BootstrappedDQNConfig(DQNConfig):
             raise ValueError("prioritized replay is not supported by bootstrapped_dqn (masks live in the replay)")
         if self.dueling:
             raise ValueError("dueling heads are not supported by bootstrapped_dqn")
+        if self.init != "orthogonal":
+            raise ValueError("init: bootstrapped_dqn's K heads are initialised orthogonally only")
         return self
 
 

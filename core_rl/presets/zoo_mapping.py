@@ -354,6 +354,12 @@ def _off_policy_rows(algo: str, p: Mapping[str, Any]) -> list[MapRow]:
             MapRow("optimizer_class", p["optimizer_class"], {"optimizer": "adam"}, "torch Adam (eps 1e-8) both"),
             MapRow("(fixed) loss", "smooth_l1_loss", {"loss": "huber", "huber_delta": 1.0}),
             MapRow(
+                "(fixed) init",
+                "nn.Linear default",
+                {"init": "torch_default"},
+                "SB3's QNetwork keeps PyTorch's init: W, b ~ U(±1/√fan_in) (ours' default is orthogonal)",
+            ),
+            MapRow(
                 "(fixed) vanilla DQN",
                 "ε-greedy; max_a Q_φ' target; uniform replay",
                 {"exploration": "epsilon", "double_q": False, "dueling": False, "prioritized": False},

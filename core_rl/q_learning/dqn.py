@@ -55,7 +55,7 @@ from torch import nn
 
 from core_rl.common.distributions import Categorical
 from core_rl.common.fused_actor_critic import clip_flat_, flat_grad_views, mlp_backward, mlp_forward, mlp_layers
-from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
+from core_rl.common.networks import ACTIVATIONS, InitName, ObsEncoder, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
 from core_rl.common.optim import FlatStep, make_optimizer
 from core_rl.common.prioritized_replay import PrioritizedReplayBuffer
@@ -71,6 +71,11 @@ class DQNConfig(OffPolicyConfig):
     max_grad_norm: float | None = Field(10.0, gt=0.0)
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
+    init: InitName = Field(
+        "orthogonal",
+        description="Q_φ's weight init: 'orthogonal' (gain √2 hidden, 1 output, zero biases) or 'torch_default' "
+        "(nn.Linear's own: W, b ~ U(±1/√fan_in), as SB3's DQN).",
+    )
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["huber", "mse"] = Field("huber", description="Loss on the TD error δ = Q_φ(s,a) − y.")
     huber_delta: float = Field(1.0, gt=0.0)
@@ -106,7 +111,7 @@ class QNetwork(nn.Module):
 
     With a Discrete observation space and no hidden layers it is an exact table (a bias-free linear
     map of the one-hot state, initialised to zero); with ``dueling`` the last hidden layer feeds a
-    value head V(s) and an advantage head A(s, a).
+    value head V(s) and an advantage head A(s, a). ``init``: the MLPs' init (:func:`~core_rl.common.networks.mlp`).
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class QNetwork(nn.Module):
         activation: str = "relu",
         dueling: bool = False,
         encoder: str = "auto",
+        init: InitName = "orthogonal",
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space, encoder)
@@ -131,14 +137,15 @@ class QNetwork(nn.Module):
                 activation,
                 out_gain=float(np.sqrt(2)),
                 output_activation=ACTIVATIONS[activation],
+                init=init,
             )
-            self.value_head = mlp(width, 1, (), activation)
-            self.advantage_head = mlp(width, n_actions, (), activation)
+            self.value_head = mlp(width, 1, (), activation, init=init)
+            self.advantage_head = mlp(width, n_actions, (), activation, init=init)
         elif not hidden_sizes and isinstance(obs_space, gym.spaces.Discrete):
             self.net = nn.Linear(self.encoder.dim, n_actions, bias=False)
             nn.init.zeros_(self.net.weight)
         else:
-            self.net = mlp(self.encoder.dim, n_actions, hidden_sizes, activation)
+            self.net = mlp(self.encoder.dim, n_actions, hidden_sizes, activation, init=init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.encoder(obs)
@@ -160,7 +167,13 @@ class DQN(OffPolicyAgent):
     def _make_q_network(self) -> nn.Module:
         cfg = self.config
         return QNetwork(
-            self.observation_space, int(self.action_space.n), cfg.hidden_sizes, cfg.activation, cfg.dueling, cfg.encoder
+            self.observation_space,
+            int(self.action_space.n),
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.dueling,
+            cfg.encoder,
+            cfg.init,
         )
 
     def _build_networks(self) -> None:
