@@ -42,6 +42,7 @@ SAMPLER_NAMES = (
     "rl-ppo",
     "meta",
     "meta-untrained",
+    "meta-copula",
     "meta-refine",
     "meta-cat",
     "meta-branch",
@@ -54,7 +55,16 @@ SAMPLER_NAMES = (
     "smac",
     "smac-bb",
 )
-OURS = ("rl", "rl-ppo", "meta", "meta-untrained", "meta-refine", "meta-cat", "meta-branch")  # everything else is a peer
+OURS = (
+    "rl",
+    "rl-ppo",
+    "meta",
+    "meta-untrained",
+    "meta-copula",
+    "meta-refine",
+    "meta-cat",
+    "meta-branch",
+)  # everything else is a peer
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:
@@ -74,6 +84,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, categorical_sweep=3)
     if name == "meta-branch":  # conditional spaces: the root, then each branch group given it
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, joint_conditional=False)
+    if name == "meta-copula":  # the earlier target: ranks through the Gaussian copula
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, target="copula")
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name == "tpe":

@@ -21,11 +21,13 @@ and local perturbations of the best trials, snapped to representable values):
 with :math:`\overline{\log\mathrm{EI}}` the candidates' standardized log EI, so the untrained
 policy (f ≈ 0) is expected-improvement search and RL learns how to deviate from it.
 
-Results are made scale-free before anything sees them: scores (sign·value, higher is better) go
-through the Gaussian copula :math:`\tilde y_i = \Phi^{-1}((\mathrm{rank}_i + \tfrac12)/n)`; failed
-and pruned trials take the worst rank, running trials enter the GP at their posterior mean
-(kriging believer), so parallel workers spread out. The policy is trained by RL across synthetic
-tasks (:mod:`autotune.pretrain`); :class:`MetaSampler` wraps it as an Optuna sampler.
+Results are made scale-free before anything sees them: scores (sign·value, higher is better) are
+standardized and warped by a Yeo-Johnson power transform fitted by maximum likelihood
+(:func:`yeo_johnson`; ``target="copula"``: the Gaussian copula of the ranks,
+:math:`\tilde y_i = \Phi^{-1}((\mathrm{rank}_i + \tfrac12)/n)`); failed and pruned trials score one
+spread below the worst, running trials enter the GP at their posterior mean (kriging believer), so
+parallel workers spread out. The policy is trained by RL across synthetic tasks
+(:mod:`autotune.pretrain`); :class:`MetaSampler` wraps it as an Optuna sampler.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -88,6 +90,64 @@ def copula(scores: torch.Tensor) -> torch.Tensor:
     rank = less + 0.5 * (equal - 1)
     q = (rank + 0.5) / n
     return math.sqrt(2) * torch.erfinv(2 * q - 1)
+
+
+def _yeo_johnson_psi(z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """ψ(λ, z) elementwise (``lam`` broadcasts against ``z``)."""
+    pos = z >= 0
+    a = torch.log1p(z.abs())  # log(|z| + 1)
+    lam_p = torch.where(lam.abs() < 1e-8, torch.ones_like(lam), lam)
+    lam_n = torch.where((2 - lam).abs() < 1e-8, torch.ones_like(lam), 2 - lam)
+    up = torch.where(lam.abs() < 1e-8, a, torch.expm1(lam_p * a) / lam_p)
+    down = -torch.where((2 - lam).abs() < 1e-8, a, torch.expm1(lam_n * a) / lam_n)
+    return torch.where(pos, up, down)
+
+
+def yeo_johnson(scores: torch.Tensor, lam_range: tuple[float, float] = (-4.0, 6.0)) -> torch.Tensor:
+    r"""Yeo-Johnson power transform per row of ``scores [B,n]``, λ fitted by maximum likelihood, standardized.
+
+    Each row is standardized, :math:`z = (s - \bar s)/\mathrm{sd}(s)`, then mapped by
+
+    .. math::
+        \psi(\lambda, z) = \begin{cases} ((z+1)^\lambda - 1)/\lambda & z \ge 0,\ \lambda \ne 0 \\
+            \log(z+1) & z \ge 0,\ \lambda = 0 \\
+            -((1-z)^{2-\lambda} - 1)/(2-\lambda) & z < 0,\ \lambda \ne 2 \\
+            -\log(1-z) & z < 0,\ \lambda = 2 \end{cases}
+
+    with λ maximizing the Gaussian profile log-likelihood
+    :math:`\ell(\lambda) = -\tfrac n2 \log \hat\sigma^2_\psi(\lambda) + (\lambda - 1)\sum_i \mathrm{sign}(z_i)\log(|z_i| + 1)`
+    (Yeo & Johnson 2000; HEBO's output warping), found batched on a grid over ``lam_range`` and refined
+    on a finer grid around the best point; the result is standardized again. Unlike the rank (copula)
+    target it keeps the *distances* between values: near-equal values near the optimum stay near-equal
+    targets instead of being spread apart as ranks, which a GP would read as noise.
+    """
+    z = scores - scores.mean(-1, keepdim=True)
+    z = z / z.std(-1, correction=0, keepdim=True).clamp_min(1e-300)
+    n = scores.shape[-1]
+    log_jac = (torch.sign(z) * torch.log1p(z.abs())).sum(-1, keepdim=True)  # [B,1]
+
+    def loglik(lam: torch.Tensor) -> torch.Tensor:  # lam [B,L] -> [B,L]
+        psi = _yeo_johnson_psi(z.unsqueeze(-1), lam.unsqueeze(-2))  # [B,n,L]
+        var = psi.var(-2, correction=0).clamp_min(1e-300)
+        return -0.5 * n * torch.log(var) + (lam - 1) * log_jac
+
+    lo, hi = lam_range
+    coarse = torch.linspace(lo, hi, 41, dtype=scores.dtype).expand(*scores.shape[:-1], 41)
+    best = coarse.gather(-1, loglik(coarse).argmax(-1, keepdim=True))
+    step = (hi - lo) / 40
+    fine = (best + torch.linspace(-step, step, 41, dtype=scores.dtype)).clamp(lo, hi)
+    lam = fine.gather(-1, loglik(fine).argmax(-1, keepdim=True))  # [B,1]
+    y = _yeo_johnson_psi(z, lam)
+    y = y - y.mean(-1, keepdim=True)
+    return y / y.std(-1, correction=0, keepdim=True).clamp_min(1e-12)
+
+
+TARGETS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"yeo_johnson": yeo_johnson, "copula": copula}
+
+
+def score_target(scores: torch.Tensor, target: str) -> torch.Tensor:
+    """The GP's and the policy's targets ``[B,n]`` from scores (higher is better): :data:`TARGETS`."""
+    return TARGETS[target](scores)
 
 
 def log_expected_improvement(z: torch.Tensor) -> torch.Tensor:
@@ -250,15 +310,14 @@ class Observation:
 
 def observe(
     x: torch.Tensor,
-    scores: torch.Tensor,
+    y: torch.Tensor,
     x_pending: torch.Tensor | None,
     cand: torch.Tensor,
     hyper: GPHyper,
     t_frac: torch.Tensor,
 ) -> tuple[Observation, GPPosterior]:
-    """Features of ``cand [B,M,D]`` given scores ``[B,n]`` (higher is better) at ``x [B,n,D]``."""
+    """Features of ``cand [B,M,D]`` given scale-free targets ``y [B,n]`` (:func:`score_target`) at ``x [B,n,D]``."""
     B, n, _ = x.shape
-    y = copula(scores)
     gp = GPPosterior(x, y, hyper)
     pend = torch.zeros(B, n, dtype=DTYPE)
     xa, ya = x, y
@@ -551,6 +610,12 @@ class MetaConfig(BaseModel):
         description="Fraction of the study (t/T) decided by the joint tree decision; the rest by the root "
         "and branch decisions, which explore the root's choices more and tune each branch on its own history.",
     )
+    target: Literal["yeo_johnson", "copula"] = Field(
+        "yeo_johnson",
+        description="How scores become the GP's and the policy's targets: 'yeo_johnson' (standardized, "
+        "power-warped by a maximum-likelihood λ: distances between values kept) or 'copula' (ranks through "
+        "Φ⁻¹, the earlier default).",
+    )
     seed: int | None = None
 
 
@@ -661,7 +726,8 @@ class MetaSampler(BaseSampler):
         stored under ``space_key`` per study, and its draws come from a generator seeded by (seed, trial,
         ``stream``, ``n_params``)."""
         finite = scores[np.isfinite(scores)]
-        scores = np.where(np.isfinite(scores), scores, finite.min() - 1.0)
+        gap = float(finite.max() - finite.min()) or 1.0  # one spread below the worst: last in any target
+        scores = np.where(np.isfinite(scores), scores, finite.min() - gap)
         gen = torch.Generator().manual_seed(
             int(np.random.SeedSequence([self._seed, trial.number, stream, n_params]).generate_state(1)[0])
         )
@@ -888,11 +954,12 @@ def propose(
     else:
         layout, snap = codec_or_layout
     B = x.shape[0]
+    y = score_target(scores, config.target)
     with torch.enable_grad():
         cat_mask = layout.categorical if config.categorical_effects and layout.cat_groups else None
         hyper = fit_hyper(
             x,
-            copula(scores),
+            y,
             init,
             steps=config.fit_steps if init is not None else 3 * config.fit_steps,
             cat_mask=cat_mask,
@@ -903,11 +970,11 @@ def propose(
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:
             cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
     tf = torch.as_tensor(t_frac, dtype=DTYPE).expand(B) if not torch.is_tensor(t_frac) else t_frac.to(DTYPE)
-    obs, _ = observe(x, scores, x_pending, cand, hyper, tf)
+    obs, _ = observe(x, y, x_pending, cand, hyper, tf)
     dist = policy.distribution(obs)
     if config.n_refine > 0:  # refine around the best-scored candidates, then score both rounds together
         cand = torch.cat([cand, refine_candidates(cand, dist.logits, config.n_refine, layout, gen, snap)], 1)
-        obs, _ = observe(x, scores, x_pending, cand, hyper, tf)
+        obs, _ = observe(x, y, x_pending, cand, hyper, tf)
         dist = policy.distribution(obs)
     det = config.deterministic if deterministic is None else deterministic
     if det:

@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -69,6 +69,9 @@ class PretrainConfig(BaseModel):
     eval_every: int = Field(25, ge=1)
     n_eval_batches: int = Field(8, ge=1, description="Held-out task batches (of n_tasks each).")
     max_dim: int = Field(8, ge=1)
+    target: Literal["yeo_johnson", "copula"] = Field(
+        "yeo_johnson", description="Score target the policy is trained on (autotune.meta.score_target)."
+    )
     hidden: int = Field(32, ge=4)
     max_minutes: float = Field(14.0, gt=0.0, description="Stop early past this much CPU time (minutes).")
     seed: int = Field(0, ge=0)
@@ -214,10 +217,13 @@ def pretrain(
     cfg = parse_config(PretrainConfig, config)
     out = Path(out) if out is not None else default_weights_path()
     set_seed(cfg.seed)
-    meta_cfg = MetaConfig(n_candidates=cfg.n_candidates, fit_steps=cfg.fit_steps, deterministic=False)
+    meta_cfg = MetaConfig(
+        n_candidates=cfg.n_candidates, fit_steps=cfg.fit_steps, deterministic=False, target=cfg.target
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         policy = MetaPolicy(MetaPolicyConfig(hidden=cfg.hidden))
+    policy.target = cfg.target
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()

@@ -369,3 +369,38 @@ def test_meta_learns_each_categorical_value(seeded):
     rand = penalties(lambda s: optuna.samplers.RandomSampler(seed=s))
     assert sum(p == 0 for p in ours) >= 3 and np.mean(ours) <= 0.08, (ours, rand)
     assert np.mean(ours) < np.mean(rand), (ours, rand)
+
+
+def test_yeo_johnson_target_matches_scipys_maximum_likelihood_transform():
+    """The batched torch transform against scipy.stats.yeojohnson (λ by Brent's method), row by row."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from autotune.meta import score_target
+
+    rng = np.random.default_rng(0)
+    rows = np.stack(
+        [
+            rng.lognormal(0.0, 2.0, 40),  # right-skewed: λ < 1
+            -rng.lognormal(0.0, 1.5, 40),  # left-skewed (a minimization's scores near the optimum): λ > 1
+            rng.normal(size=40),  # already Gaussian: λ ≈ 1
+            -np.exp(rng.normal(0.0, 3.0, 40)),
+        ]
+    )
+    got = score_target(torch.as_tensor(rows), "yeo_johnson").numpy()
+    for row, y in zip(rows, got):
+        z = (row - row.mean()) / row.std()
+        want, lam = scipy_stats.yeojohnson(z)
+        want = (want - want.mean()) / want.std()
+        assert np.abs(y - want).max() < 5e-3, lam
+        assert np.all(np.argsort(y) == np.argsort(row))  # monotone: the order of the trials is kept
+    flat = score_target(torch.full((2, 5), 3.0, dtype=torch.float64), "yeo_johnson")
+    assert torch.equal(flat, torch.zeros(2, 5, dtype=torch.float64))  # equal scores: no signal, no NaN
+
+
+def test_meta_target_is_validated_and_copula_still_available():
+    from core_rl.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="target"):
+        MetaSampler(seed=0, target="ranks")
+    study = optuna.create_study(sampler=MetaSampler(seed=0, target="copula", n_startup_trials=3, n_candidates=64))
+    study.optimize(quadratic, n_trials=12)
+    assert len(study.trials) == 12 and study.best_value < 20.0
