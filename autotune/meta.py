@@ -580,6 +580,13 @@ class MetaConfig(BaseModel):
         description="Adam steps (warm-started) once a decision's history holds 100 trials, and for a "
         "conditional branch's group: hyperparameters then move little, and the fit is most of the CPU.",
     )
+    refit_every_late: int = Field(
+        2,
+        ge=1,
+        description="Once a decision's history holds 100 trials, refit the GP's hyperparameters on every "
+        "k-th trial only (by trial number); the others reuse this process's last fit for that space (1: "
+        "every trial).",
+    )
     n_refine: int = Field(
         0,
         ge=0,
@@ -736,7 +743,8 @@ class MetaSampler(BaseSampler):
         with self._lock:
             init = self._hyper.get(hkey)
         if len(scores) >= 100:
-            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
+            late = config.fit_steps_late if trial.number % config.refit_every_late == 0 or init is None else 0
+            config = config.model_copy(update={"fit_steps": min(config.fit_steps, late)})
         with single_thread():
             choice = propose(
                 self.policy,

@@ -401,6 +401,8 @@ def test_meta_target_is_validated_and_copula_still_available():
 
     with pytest.raises(ConfigError, match="target"):
         MetaSampler(seed=0, target="ranks")
+    with pytest.raises(ConfigError, match="refit_every_late"):
+        MetaSampler(seed=0, refit_every_late=0)
     study = optuna.create_study(sampler=MetaSampler(seed=0, target="copula", n_startup_trials=3, n_candidates=64))
     study.optimize(quadratic, n_trials=12)
     assert len(study.trials) == 12 and study.best_value < 20.0
