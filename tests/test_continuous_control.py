@@ -348,3 +348,30 @@ def test_bf16_mode_only_where_outputs_stay_float32():
         make_agent("sac", "Pendulum-v1", {"matmul_dtype": "bfloat16", "use_sde": True})
     with pytest.raises(ConfigError, match="matmul_dtype"):
         make_agent("td3", "Pendulum-v1", {"matmul_dtype": "float16"})
+
+
+@pytest.mark.parametrize("cls", [SAC, TD3, DDPG])
+def test_continuous_init_is_orthogonal_or_torchs_default(cls):
+    """``init`` reaches the actor and every critic member: 'orthogonal' (the default) keeps zero biases and
+    orthonormal hidden weights (gain √2); 'torch_default' is nn.Linear's own U(±1/√fan_in), as SB3's
+    SAC/TD3/DDPG keep it, with members that differ; a bad value is one error naming the field."""
+    cfg = {"seed": shifted(0), "hidden_sizes": (64, 64)}
+    ortho, default = cls("Pendulum-v1", cfg), cls("Pendulum-v1", {**cfg, "init": "torch_default"})
+    for w in ortho.critic.weights[:-1]:
+        gram = w[0].detach().double().T @ w[0].detach().double()  # [d_out, d_out] of W_k: d_in × d_out
+        if gram.shape[0] <= w.shape[1]:
+            torch.testing.assert_close(
+                torch.diagonal(gram), torch.full_like(torch.diagonal(gram), 2.0), atol=1e-5, rtol=0
+            )
+    assert not any(b.detach().any() for b in ortho.critic.biases)
+    actor_linears = [m for m in default.actor.modules() if isinstance(m, torch.nn.Linear)]
+    for lin in actor_linears:
+        bound = lin.in_features**-0.5
+        assert bound >= lin.weight.abs().max() > 0.9 * bound and bound >= lin.bias.abs().max() > 0
+    for w, b in zip(default.critic.weights, default.critic.biases):
+        bound = w.shape[1] ** -0.5  # [K, d_in, d_out]
+        assert bound >= w.abs().max() > 0.9 * bound and bound >= b.abs().max() > 0
+        assert not torch.equal(w[0], w[-1]) or w.shape[0] == 1
+    default.learn(default.config.learning_starts + 64)  # the update runs on these weights
+    with pytest.raises(ConfigError, match="init"):
+        cls("Pendulum-v1", {**cfg, "init": "xavier"})

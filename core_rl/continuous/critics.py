@@ -41,7 +41,7 @@ from pydantic import Field
 from torch import nn
 
 from core_rl.common.errors import ConfigError, SpaceError
-from core_rl.common.networks import ACTIVATIONS, ObsEncoder, mlp
+from core_rl.common.networks import ACTIVATIONS, InitName, ObsEncoder, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
 
 
@@ -71,7 +71,7 @@ class QEnsemble(nn.Module):
 
     Every hidden layer is one ``baddbmm`` over the K members (the scalar output layer a batched dot
     product), so the twin critics of TD3/SAC take one forward, one backward and one optimizer step.
-    ``forward`` returns ``[K, B]``.
+    ``forward`` returns ``[K, B]``. ``init`` as :func:`core_rl.common.networks.mlp`'s, per member.
     """
 
     def __init__(
@@ -82,8 +82,11 @@ class QEnsemble(nn.Module):
         hidden_sizes: tuple[int, ...] = (256, 256),
         activation: str = "relu",
         encoder: str = "auto",
+        init: InitName = "orthogonal",
     ):
         super().__init__()
+        if init not in ("orthogonal", "torch_default"):
+            raise ValueError(f"init must be 'orthogonal' or 'torch_default', got {init!r}")
         self.encoder = ObsEncoder(obs_space, encoder)
         self.n_critics = int(n_critics)
         self.act = ACTIVATIONS[activation]()
@@ -93,12 +96,17 @@ class QEnsemble(nn.Module):
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             gain = 1.0 if i == len(dims) - 2 else math.sqrt(2)
             w = torch.empty(self.n_critics, d_in, d_out)
-            for k in range(self.n_critics):  # the same orthogonal init as networks.mlp, per member
-                w_k = torch.empty(d_out, d_in)
-                nn.init.orthogonal_(w_k, gain=gain)
-                w[k] = w_k.T
+            b = torch.zeros(self.n_critics, 1, d_out)
+            for k in range(self.n_critics):  # the same init as networks.mlp, per member
+                if init == "orthogonal":
+                    w_k = torch.empty(d_out, d_in)
+                    nn.init.orthogonal_(w_k, gain=gain)
+                    w[k] = w_k.T
+                else:  # nn.Linear's own: W, b ~ U(±1/√fan_in)
+                    linear = nn.Linear(d_in, d_out)
+                    w[k], b[k, 0] = linear.weight.detach().T, linear.bias.detach()
             self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.zeros(self.n_critics, 1, d_out)))
+            self.biases.append(nn.Parameter(b))
 
     def _inputs(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.encoder(obs), actions.reshape(actions.shape[0], -1)], dim=-1)
@@ -148,10 +156,11 @@ class DeterministicActor(nn.Module):
         activation: str = "relu",
         out_gain: float = 0.01,
         encoder: str = "auto",
+        init: InitName = "orthogonal",
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space, encoder)
-        self.net = mlp(self.encoder.dim, action_dim, hidden_sizes, activation, out_gain=out_gain)
+        self.net = mlp(self.encoder.dim, action_dim, hidden_sizes, activation, out_gain=out_gain, init=init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(self.encoder(obs)).float())  # float32 also under a bf16 autocast
@@ -203,6 +212,11 @@ class ContinuousQConfig(OffPolicyConfig):
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     lr: float = Field(1e-3, gt=0.0, description="Adam step size of every network.")
     learning_starts: int = Field(1000, ge=0, description="Env steps of uniform random actions before learning.")
+    init: InitName = Field(
+        "orthogonal",
+        description="Initial weights of actor and critics: 'orthogonal' (hidden gain √2, small output gain, zero "
+        "biases) or 'torch_default' (nn.Linear's own U(±1/√fan_in), as SB3's SAC/TD3/DDPG keep it).",
+    )
     matmul_dtype: Literal["float32", "bfloat16"] = Field(
         "float32",
         description="'bfloat16': gradient steps under torch.autocast(bfloat16), the hidden layers' matmuls in "

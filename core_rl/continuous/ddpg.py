@@ -59,10 +59,21 @@ class DDPG(NoisyContinuousQAgent):
     def _build_networks(self) -> None:
         cfg = self.config
         self.actor = DeterministicActor(
-            self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, encoder=cfg.encoder
+            self.observation_space,
+            self.action_dim,
+            cfg.hidden_sizes,
+            cfg.activation,
+            encoder=cfg.encoder,
+            init=cfg.init,
         ).to(self.device)
         self.critic = QEnsemble(
-            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation, cfg.encoder
+            self.observation_space,
+            self.action_dim,
+            cfg.n_critics,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.encoder,
+            init=cfg.init,
         ).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from core_rl.common.networks import ObsEncoder, mlp
+from core_rl.common.networks import InitName, ObsEncoder, mlp
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
@@ -48,13 +48,14 @@ class NAFNetwork(nn.Module):
         action_dim: int,
         hidden_sizes: tuple[int, ...] = (256, 256),
         activation: str = "relu",
+        init: InitName = "orthogonal",
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space)
         self.action_dim = action_dim
         n_tril = action_dim * (action_dim + 1) // 2
         self.sizes = (1, action_dim, n_tril)
-        self.net = mlp(self.encoder.dim, sum(self.sizes), hidden_sizes, activation, out_gain=0.1)
+        self.net = mlp(self.encoder.dim, sum(self.sizes), hidden_sizes, activation, out_gain=0.1, init=init)
         rows, cols = torch.tril_indices(action_dim, action_dim)
         self.register_buffer("tril_rows", rows, persistent=False)
         self.register_buffer("tril_cols", cols, persistent=False)
@@ -101,9 +102,9 @@ class NAF(NoisyContinuousQAgent):
 
     def _build_networks(self) -> None:
         cfg = self.config
-        self.q_net = NAFNetwork(self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation).to(
-            self.device
-        )
+        self.q_net = NAFNetwork(
+            self.observation_space, self.action_dim, cfg.hidden_sizes, cfg.activation, init=cfg.init
+        ).to(self.device)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = make_adam(self.q_net.parameters(), cfg.lr)
 

@@ -46,7 +46,7 @@ from torch import nn
 
 from core_rl.common.distributions import GSDEGaussian, StateDependentNoise, TanhGaussian
 from core_rl.common.errors import ConfigError
-from core_rl.common.networks import ObsEncoder, mlp
+from core_rl.common.networks import InitName, ObsEncoder, mlp
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
@@ -96,6 +96,7 @@ class TanhGaussianActor(nn.Module):
         use_sde: bool = False,
         log_std_init: float = -3.0,
         encoder: str = "auto",
+        init: InitName = "orthogonal",
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space, encoder)
@@ -105,7 +106,7 @@ class TanhGaussianActor(nn.Module):
             else None
         )
         out = action_dim if use_sde else 2 * action_dim
-        self.net = mlp(self.encoder.dim, out, hidden_sizes, activation, out_gain=0.01)
+        self.net = mlp(self.encoder.dim, out, hidden_sizes, activation, out_gain=0.01, init=init)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def distribution(self, obs: torch.Tensor) -> TanhGaussian | GSDEGaussian:
@@ -158,9 +159,16 @@ class SAC(ContinuousQAgent):
             use_sde=cfg.use_sde,
             log_std_init=cfg.log_std_init,
             encoder=cfg.encoder,
+            init=cfg.init,
         ).to(self.device)
         self.critic = QEnsemble(
-            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation, cfg.encoder
+            self.observation_space,
+            self.action_dim,
+            cfg.n_critics,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.encoder,
+            init=cfg.init,
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = make_adam(self.actor.parameters(), cfg.lr)

@@ -137,7 +137,13 @@ class QTOpt(NoisyContinuousQAgent):
     def _build_networks(self) -> None:
         cfg = self.config
         self.critic = QEnsemble(
-            self.observation_space, self.action_dim, cfg.n_critics, cfg.hidden_sizes, cfg.activation, cfg.encoder
+            self.observation_space,
+            self.action_dim,
+            cfg.n_critics,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.encoder,
+            init=cfg.init,
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = make_adam(self.critic.parameters(), cfg.lr)
