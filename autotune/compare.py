@@ -55,16 +55,7 @@ SAMPLER_NAMES = (
     "smac",
     "smac-bb",
 )
-OURS = (
-    "rl",
-    "rl-ppo",
-    "meta",
-    "meta-untrained",
-    "meta-copula",
-    "meta-refine",
-    "meta-cat",
-    "meta-branch",
-)  # everything else is a peer
+OURS = tuple(n for n in SAMPLER_NAMES if n.startswith(("rl", "meta")))  # everything else is a peer
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:

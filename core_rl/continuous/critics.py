@@ -253,6 +253,19 @@ class ContinuousQAgent(OffPolicyAgent):
         self.action_dim = self.scaler.dim
         super()._build()
 
+    def _make_critic(self, n_critics: int) -> QEnsemble:
+        """K = ``n_critics`` critics with the config's ``hidden_sizes``, ``activation``, ``encoder``, ``init``."""
+        cfg = self.config
+        return QEnsemble(
+            self.observation_space,
+            self.action_dim,
+            n_critics,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.encoder,
+            init=cfg.init,
+        ).to(self.device)
+
     def _normalized_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 

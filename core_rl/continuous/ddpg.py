@@ -37,7 +37,7 @@ from pydantic import Field
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import DeterministicActor, NoisyConfig, NoisyContinuousQAgent, QEnsemble
+from core_rl.continuous.critics import DeterministicActor, NoisyConfig, NoisyContinuousQAgent
 
 
 class DDPGConfig(NoisyConfig):
@@ -66,15 +66,7 @@ class DDPG(NoisyContinuousQAgent):
             encoder=cfg.encoder,
             init=cfg.init,
         ).to(self.device)
-        self.critic = QEnsemble(
-            self.observation_space,
-            self.action_dim,
-            cfg.n_critics,
-            cfg.hidden_sizes,
-            cfg.activation,
-            cfg.encoder,
-            init=cfg.init,
-        ).to(self.device)
+        self.critic = self._make_critic(cfg.n_critics)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = make_adam(self.actor.parameters(), cfg.actor_lr or cfg.lr)

@@ -50,7 +50,7 @@ from core_rl.common.networks import InitName, ObsEncoder, mlp
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import ContinuousQAgent, ContinuousQConfig, QEnsemble
+from core_rl.continuous.critics import ContinuousQAgent, ContinuousQConfig
 
 
 def soft_state_value(
@@ -161,15 +161,7 @@ class SAC(ContinuousQAgent):
             encoder=cfg.encoder,
             init=cfg.init,
         ).to(self.device)
-        self.critic = QEnsemble(
-            self.observation_space,
-            self.action_dim,
-            cfg.n_critics,
-            cfg.hidden_sizes,
-            cfg.activation,
-            cfg.encoder,
-            init=cfg.init,
-        ).to(self.device)
+        self.critic = self._make_critic(cfg.n_critics)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = make_adam(self.actor.parameters(), cfg.lr)
         self.critic_optimizer = make_adam(self.critic.parameters(), cfg.lr)

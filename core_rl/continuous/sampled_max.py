@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
-from core_rl.continuous.critics import NoisyConfig, NoisyContinuousQAgent, QEnsemble
+from core_rl.continuous.critics import NoisyConfig, NoisyContinuousQAgent
 
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [M, ...], actions [M, |A|]) → Q [M]
 
@@ -136,15 +136,7 @@ class QTOpt(NoisyContinuousQAgent):
 
     def _build_networks(self) -> None:
         cfg = self.config
-        self.critic = QEnsemble(
-            self.observation_space,
-            self.action_dim,
-            cfg.n_critics,
-            cfg.hidden_sizes,
-            cfg.activation,
-            cfg.encoder,
-            init=cfg.init,
-        ).to(self.device)
+        self.critic = self._make_critic(cfg.n_critics)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = make_adam(self.critic.parameters(), cfg.lr)
 
