@@ -124,7 +124,7 @@ class LagrangianPart(Part):
     multiplier: LagrangeMultiplier
 
     def build(self, agent: "Agent") -> None:
-        self.multiplier = make_multiplier(self.config, torch.as_tensor(self.config.limits))
+        self.multiplier = make_multiplier(self.config, torch.as_tensor(self.config.targets))  # d − m
         self._monitor_part = agent.part(CostMonitorPart)
 
     def before_update(self, agent: "OnPolicyAgent", batch: RolloutBatch) -> Metrics:

@@ -301,6 +301,24 @@ def test_cpo_cost_margin_tightens_the_limit_it_aims_at() -> None:
         CPO("safety/CartPole-v0", cost_limit=5.0, cost_margin=6.0, **TINY)
 
 
+@pytest.mark.parametrize("cls", [PPOLag, TRPOLag, PIDLag])
+def test_lagrangian_cost_margin_moves_the_dual_target(cls) -> None:
+    """λ's dual step aims at d − m: the same rollout cost Ĵc gives λ = α(Ĵc − (d − m)) instead of α(Ĵc − d)
+    (and the PID's error is Ĵc − (d − m)); the monitor's limit stays d; a margin above d is a config error."""
+    settings = {**TINY, "n_envs": 1, "cost_limit": 5.0, "lagrangian_lr": 0.1, "pid_kp": 0.0, "pid_kd": 0.0}
+    lams = []
+    for margin in (0.0, 2.0):
+        agent = cls("safety/CartPole-v0", cost_margin=margin, **settings)
+        multiplier = agent.part(LagrangianPart).multiplier
+        assert multiplier.limits.tolist() == [5.0 - margin]
+        assert agent.part(CostMonitorPart).monitor.limits.tolist() == [5.0]
+        lams.append(float(multiplier.update(torch.tensor([8.0]))[0]))
+    rate = settings["lagrangian_lr"] if cls is not PIDLag else 0.01  # PID: K_I = 0.01
+    assert lams == pytest.approx([rate * (8.0 - 5.0), rate * (8.0 - 3.0)])
+    with pytest.raises(ConfigError, match="cost_margin 6.0 exceeds the cost limit 5.0"):
+        cls("safety/CartPole-v0", cost_margin=6.0, **settings)
+
+
 def test_cpo_violation_window_and_scale() -> None:
     """Ĵc from the rollout or the last k training episodes; c per step (÷ T̄) or per episode (OmniSafe 0.5.0)."""
     from types import SimpleNamespace
