@@ -441,16 +441,27 @@ shrinkage of b by that split-half agreement (`cost_gradient="split_half"`), a Ĵ
 (`cost_window`) and OmniSafe 0.5.0's unscaled c (`violation_scale="episode"`: it takes the recovery
 step whenever Ĵc > d) are now config fields (defaults unchanged); none brought the cost under 25 in
 single-seed screens (best: split_half with 2,048-step updates, 45.3 at 1e5). At 2e5 the mean action
-costs 15.4 where the exploring policy pays 53: most of the training cost is the Gaussian's noise,
-whose entropy did not move in 49 updates — the next lever (not yet measured).
+costs 15.4 where the exploring policy pays 53, which suggested that most of the training cost is the
+Gaussian's noise (its entropy did not move in 49 updates); scheduling the noise down did not bear it out (below).
 
-**Where the four targets stand (2026-12-03, SafetyPointGoal1, 2e5 steps, 3 seeds ours / 1 OmniSafe):**
-speed ≥ 2× and cumulative cost below OmniSafe's are met by PPO-Lag (4.9×, 7,349 vs 18,906) and
-TRPO-Lag (2.9×, 5,274 vs 16,378); CPO is 2.8× as fast but pays more cost while learning (9,988 vs
-8,461). Cost ≤ 25: TRPO-Lag yes (12.7), PPO-Lag no on average (26.2 ± 3.6: seed 0 21.1, seeds 1–2
-28.9, 28.5), CPO no (54.3). Reward ≥ OmniSafe's: CPO yes (8.1 vs 0.19); PPO-Lag (−1.1 vs 8.0) and
-TRPO-Lag (−0.5 vs 15.3) no: OmniSafe's Lagrangians earn their reward at 60–83 cost, ours hold the
-limit and earn about nothing at this budget. SafetyCarGoal1 is not measured yet.
+**Exploration noise and a margin (measured 2026-12-04, `docs/benchmarks/cpo_notes.md` §5).** Scheduling the
+Gaussian's σ down (`log_std_final=-1.6` over the first half of the run, CPO, seed 0) *raised* the cost to 80.0
+(reward 2.07) and its mean action cost 351 per episode: the cost here is not the noise but a few episodes in which
+the robot sits in a hazard for hundreds of steps (per-rollout costs of 0 to 770 late in the runs), and the noise
+is what moves it out. OmniSafe's switch (`violation_scale=episode`) on 2,048-step updates aimed at 15
+(`cost_margin=10`): 1.33 / 61.6. PPO-Lag's dual step aimed at 15 (`cost_margin=10`, now :data:`SETTINGS`):
+29.6, 8.8, 27.9 on seeds 0–2 (22.1 on average, 26.2 aimed at 25 the day before).
+
+**Where the four targets stand (2026-12-04, SafetyPointGoal1, 2e5 steps, 3 seeds ours; OmniSafe: CPO 1 seed
+re-measured on this machine, PPOLag/TRPOLag not re-measured — their pieces were lost, so their rows have no
+OmniSafe side).** CPO (benchmark defaults): 7.27 / 48.1, cumulative 9,730 against OmniSafe CPO's 3.42 / 35.5 /
+8,474: reward ≥ yes, cost ≤ 25 no, cumulative cost below no; speed 457 against 113 steps per CPU-s (4.0×, both on
+this machine, on different days). PPO-Lag (`cost_margin=10`): −1.81 / 22.1 ± 9.4 (two seeds over 25).
+TRPO-Lag (defaults): 1.50 / 31.1 ± 9.3 (seeds 32.8, 18.9, 41.5; 12.7 on 3 seeds the day before, pieces lost):
+the same heavy tail. Cumulative training cost 5,952 (TRPO-Lag) and 6,014 (PPO-Lag), against 18,906 and 16,378 for
+OmniSafe's the day before. The day before (pieces lost): OmniSafe's PPOLag 7.98 / 83.3 (cumulative
+18,906, 155 steps per CPU-s) and TRPOLag 15.30 / 59.9 (16,378, 286), one seed each. SafetyCarGoal1 is not
+measured yet.
 """
 
 
