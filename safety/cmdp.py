@@ -100,6 +100,34 @@ class CMDPConfig(AgentConfig):
         return self.gamma if self.cost_gamma is None else self.cost_gamma
 
 
+class CostMarginConfig(CMDPConfig):
+    r"""The constraints with a safety margin m (``cost_margin``) below each limit, which the agent aims at:
+    CPO's constraint and the Lagrange multiplier's dual step see the target :math:`d_k - m` in place of
+    :math:`d_k` (:attr:`targets`), e.g. dual ascent :math:`\lambda_k \leftarrow \max(0, \lambda_k +
+    \alpha(\hat J_{c_k} - (d_k - m)))`. The limit itself (the monitor's violations, the reports) stays d."""
+
+    cost_margin: float = Field(
+        0.0,
+        ge=0.0,
+        description="m: the agent aims at the episodic cost d − m (m ≤ every limit d), a safety margin below "
+        "the limit (the seed-to-seed spread of the cost around the target lands some seeds over d without one).",
+    )
+
+    @model_validator(mode="after")
+    def _margin_within_limits(self) -> "CostMarginConfig":
+        if self.cost_margin > float(self.limits.min()):
+            raise ValueError(
+                f"cost_margin {self.cost_margin} exceeds the cost limit {float(self.limits.min())}: "
+                "the agent would aim at a negative episodic cost"
+            )
+        return self
+
+    @property
+    def targets(self) -> np.ndarray:
+        """d − m as a ``[K]`` float array: the episodic costs the agent aims at."""
+        return self.limits - self.cost_margin
+
+
 def _available(info: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in info if not k.startswith("_") and k not in ("final_obs", "final_info"))
 

@@ -89,20 +89,16 @@ from core_rl.trust_region.common import (
     set_flat_params,
 )
 from core_rl.trust_region.trpo import TRPOConfig
+from safety.cmdp import CostMarginConfig
 from safety.on_policy import SafeOnPolicyConfig
 from safety.parts import CostCriticPart, CostMonitorPart
 
 EPS = 1e-8
 
 
-class CPOConfig(SafeOnPolicyConfig, TRPOConfig):
-    """TRPO's fields (δ = ``max_kl``, the line search's β and K; ``accept_ratio`` is not used) and the cost critic's."""
-
-    cost_margin: float = Field(
-        0.0,
-        ge=0.0,
-        description="m: CPO's constraint aims at the episodic cost d − m (m ≤ d), a safety margin below the limit d.",
-    )
+class CPOConfig(CostMarginConfig, SafeOnPolicyConfig, TRPOConfig):
+    """TRPO's fields (δ = ``max_kl``, the line search's β and K; ``accept_ratio`` is not used), the cost
+    critic's and the margin m (``cost_margin``: the constraint aims at d − m)."""
 
     cost_gradient: Literal["plain", "split_half"] = Field(
         "plain",
@@ -130,15 +126,6 @@ class CPOConfig(SafeOnPolicyConfig, TRPOConfig):
         if len(self.cost_keys) != 1:
             raise ValueError(
                 f"CPO handles one constraint, got cost_keys={list(self.cost_keys)} (use ppo_lag / trpo_lag for several)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _margin_within_limit(self) -> "CPOConfig":
-        if self.cost_margin > float(self.limits[0]):
-            raise ValueError(
-                f"cost_margin {self.cost_margin} exceeds the cost limit {float(self.limits[0])}: "
-                "CPO would aim at a negative episodic cost"
             )
         return self
 
@@ -239,7 +226,7 @@ class CPO(TrustRegionAgent):
             if self.episode_lengths
             else float(batch.n_steps)
         )
-        target = float(cfg.limits[0]) - cfg.cost_margin
+        target = float(cfg.targets[0])
         scale = max(length, 1.0) if cfg.violation_scale == "per_step" else 1.0
         return 0.0 if math.isnan(cost) else (cost - target) / scale
 

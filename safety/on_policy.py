@@ -46,6 +46,14 @@ class SafeOnPolicyConfig(CMDPConfig):
     cost_critic_lr: float = Field(1e-3, gt=0.0, description="Learning rate of the cost critic's Adam.")
     cost_critic_epochs: int = Field(5, ge=1, description="Cost critic regression epochs per iteration.")
     cost_critic_batch_size: int = Field(128, ge=1, description="Cost critic regression minibatch size.")
+    cost_gae_lambda: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="λ_c of GAE on costs, Â^c_t = Σ_l (γ_c λ_c)^l δ^c_{t+l} (None: the agent's gae_lambda). "
+        "A lower λ_c leans on the cost critic: less variance of Â^c (and of the cost gradient b) where costs "
+        "are sparse, more bias where the critic is wrong.",
+    )
 
 
 class LagrangianOnPolicyConfig(LagrangianConfig, SafeOnPolicyConfig):

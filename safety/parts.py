@@ -13,9 +13,9 @@ calls them, so an agent only declares them (``_make_parts``) and overrides no ho
 
   .. math::
       \delta^c_t = c_t + \gamma_c V^c_\psi(s_{t+1}) - V^c_\psi(s_t),\qquad
-      \hat A^c_t = \sum_{l\ge0}(\gamma_c\lambda)^l\delta^c_{t+l},
+      \hat A^c_t = \sum_{l\ge0}(\gamma_c\lambda_c)^l\delta^c_{t+l}
 
-  and after the policy's update :math:`V^c_\psi` is fitted on the cost returns :math:`\hat A^c_t + V^c_\psi(s_t)`.
+  (λ_c = ``cost_gae_lambda``, by default the agent's GAE λ), and after the policy's update :math:`V^c_\psi` is fitted on the cost returns :math:`\hat A^c_t + V^c_\psi(s_t)`.
 * :class:`LagrangianPart` — the **Lagrange multiplier** (dual ascent, or the PID Lagrangian, by the
   config's ``multiplier``; :mod:`safety.lagrangian`): before the policy's update, the dual step on λ
   from the rollout's episodic costs, then the advantage the update sees becomes the Lagrangian's,
@@ -95,7 +95,8 @@ class CostCriticPart(Part):
     critic: CostCritic
 
     def build(self, agent: "Agent") -> None:
-        gae_lambda = float(getattr(agent.config, "gae_lambda", 1.0))
+        gae_lambda = self.config.cost_gae_lambda  # λ_c, else the agent's λ
+        gae_lambda = float(getattr(agent.config, "gae_lambda", 1.0) if gae_lambda is None else gae_lambda)
         self.critic = CostCritic(agent.observation_space, self.config, gae_lambda).to(agent.device)
         self._monitor_part = agent.part(CostMonitorPart)
 
@@ -124,7 +125,7 @@ class LagrangianPart(Part):
     multiplier: LagrangeMultiplier
 
     def build(self, agent: "Agent") -> None:
-        self.multiplier = make_multiplier(self.config, torch.as_tensor(self.config.limits))
+        self.multiplier = make_multiplier(self.config, torch.as_tensor(self.config.targets))  # d − m
         self._monitor_part = agent.part(CostMonitorPart)
 
     def before_update(self, agent: "OnPolicyAgent", batch: RolloutBatch) -> Metrics:

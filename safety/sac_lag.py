@@ -88,7 +88,7 @@ class SACLag(SAC):
         )
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
         self.cost_critic_optimizer = make_adam(self.cost_critic.parameters(), cfg.lr)
-        self.lagrange = make_multiplier(cfg, torch.as_tensor(cfg.limits))
+        self.lagrange = make_multiplier(cfg, torch.as_tensor(cfg.targets))  # d − m
 
     def _iterate(self) -> dict[str, float]:
         monitor = self.part(CostMonitorPart).monitor

@@ -9,6 +9,7 @@ from core_rl.actor_critic.actor_critic import A2C, ActorCritic
 from core_rl.common.base import Agent
 from core_rl.common.tracking import MemoryTracker
 from core_rl.trust_region.ppo import PPO
+from core_rl.trust_region.trpo import TRPO
 from tests.seeding import seed as shifted
 
 PPO_CARTPOLE = dict(
@@ -163,6 +164,44 @@ def test_bad_config_field_names_the_field():
         PPO("CartPole-v1", {"clip_range": -1})
     with pytest.raises(ConfigError, match="unknown algorithm 'dqnn'"):
         make_agent("dqnn", "CartPole-v1")
+
+
+@pytest.mark.parametrize("cls", [PPO, TRPO])
+def test_log_std_ceiling_falls_linearly_and_binds(cls):
+    """``log_std_final``: the ceiling on log σ falls linearly from log_std_init to log_std_final over the
+    first ``log_std_anneal_fraction`` of the run and holds the learned log σ under it before every rollout
+    (PPO's fused update and TRPO's natural step alike); without it, log σ stays where the updates leave it."""
+    settings = {"n_envs": 2, "n_steps": 64, "seed": shifted(0)}
+    seen = []
+
+    def record(agent, metrics) -> bool:
+        seen.append((agent.num_timesteps - 128, metrics["log_std_ceiling"]))
+        # clamped before the rollout, then moved by one update only (a small step)
+        assert float(agent.policy.log_std.detach().max()) <= metrics["log_std_ceiling"] + 0.1
+        return True
+
+    agent = cls("Pendulum-v1", {**settings, "log_std_final": -1.5, "log_std_anneal_fraction": 0.5})
+    agent.learn(2048, callback=record)
+    assert len(seen) == 16
+    for before, ceiling in seen:  # ℓ(t) = 0 + (−1.5 − 0)·min(1, t / (0.5·2048))
+        assert ceiling == pytest.approx(-1.5 * min(1.0, before / 1024), abs=1e-9)
+    assert seen[0][1] == 0.0 and seen[-1][1] == -1.5
+    agent._apply_log_std_ceiling()
+    assert float(agent.policy.log_std.detach().max()) <= -1.5
+    plain = cls("Pendulum-v1", settings).learn(2048)
+    assert float(plain.policy.log_std.detach().min()) > -0.5  # the schedule, not the updates, moved it
+    assert "log_std_ceiling" not in plain.last_metrics and plain.log_std_ceiling() is None
+
+
+def test_log_std_final_is_validated():
+    with pytest.raises(ConfigError, match="log_std_final=0.5 must be a finite number ≤ log_std_init=0.0"):
+        PPO("Pendulum-v1", {"log_std_final": 0.5})
+    with pytest.raises(ConfigError, match="log_std_final.*use_sde"):
+        PPO("Pendulum-v1", {"log_std_final": -1.0, "use_sde": True})
+    with pytest.raises(ConfigError, match="'log_std_anneal_fraction'"):
+        PPO("Pendulum-v1", {"log_std_final": -1.0, "log_std_anneal_fraction": 0.0})
+    with pytest.raises(ConfigError, match="config field 'log_std_final'.*Discrete"):
+        PPO("CartPole-v1", {"log_std_final": -1.0})
 
 
 def test_unknown_env_id():

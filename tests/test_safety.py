@@ -301,6 +301,43 @@ def test_cpo_cost_margin_tightens_the_limit_it_aims_at() -> None:
         CPO("safety/CartPole-v0", cost_limit=5.0, cost_margin=6.0, **TINY)
 
 
+@pytest.mark.parametrize("cls", [PPOLag, TRPOLag, PIDLag])
+def test_lagrangian_cost_margin_moves_the_dual_target(cls) -> None:
+    """λ's dual step aims at d − m: the same rollout cost Ĵc gives λ = α(Ĵc − (d − m)) instead of α(Ĵc − d)
+    (and the PID's error is Ĵc − (d − m)); the monitor's limit stays d; a margin above d is a config error."""
+    settings = {**TINY, "n_envs": 1, "cost_limit": 5.0, "lagrangian_lr": 0.1, "pid_kp": 0.0, "pid_kd": 0.0}
+    lams = []
+    for margin in (0.0, 2.0):
+        agent = cls("safety/CartPole-v0", cost_margin=margin, **settings)
+        multiplier = agent.part(LagrangianPart).multiplier
+        assert multiplier.limits.tolist() == [5.0 - margin]
+        assert agent.part(CostMonitorPart).monitor.limits.tolist() == [5.0]
+        lams.append(float(multiplier.update(torch.tensor([8.0]))[0]))
+    rate = settings["lagrangian_lr"] if cls is not PIDLag else 0.01  # PID: K_I = 0.01
+    assert lams == pytest.approx([rate * (8.0 - 5.0), rate * (8.0 - 3.0)])
+    with pytest.raises(ConfigError, match="cost_margin 6.0 exceeds the cost limit 5.0"):
+        cls("safety/CartPole-v0", cost_margin=6.0, **settings)
+
+
+@pytest.mark.parametrize("cls", [CPO, PPOLag])
+def test_cost_gae_lambda_sets_the_cost_advantage_lambda(cls) -> None:
+    """Â^c is GAE(γ_c, λ_c) with λ_c = ``cost_gae_lambda`` (default: the agent's gae_lambda), independent of Â^r's λ."""
+    settings = {**TINY, "n_envs": 2, "cost_limit": 5.0, "gae_lambda": 0.95}
+    assert cls("safety/CartPole-v0", **settings).part(CostCriticPart).critic.gae_lambda == 0.95
+    agent = cls("safety/CartPole-v0", cost_gae_lambda=0.5, **settings)
+    critic = agent.part(CostCriticPart).critic
+    assert critic.gae_lambda == 0.5
+    batch = agent.estimate(agent.collect())
+    expect = R.gae(
+        batch.costs[..., 0], batch.cost_values[..., 0], batch.dones, batch.last_cost_value[:, 0], critic.gamma_c, 0.5
+    )
+    torch.testing.assert_close(batch.cost_advantages[..., 0], expect)
+    reward = R.gae(batch.rewards, batch.values, batch.dones, batch.last_value, agent.config.gamma, 0.95)
+    torch.testing.assert_close(batch.advantages, reward)  # (the Lagrangian's advantage comes in before_update)
+    with pytest.raises(ConfigError, match="cost_gae_lambda"):
+        cls("safety/CartPole-v0", cost_gae_lambda=1.5, **settings)
+
+
 def test_cpo_violation_window_and_scale() -> None:
     """Ĵc from the rollout or the last k training episodes; c per step (÷ T̄) or per episode (OmniSafe 0.5.0)."""
     from types import SimpleNamespace

@@ -10,6 +10,7 @@ called at each of these points: at the rollout's start and end, after the estima
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 import gymnasium as gym
@@ -49,6 +50,20 @@ class OnPolicyConfig(AgentConfig):
     vf_coef: float = Field(0.5, ge=0.0)
     ent_coef: float = Field(0.0, ge=0.0)
     log_std_init: float = 0.0
+    log_std_final: float | None = Field(
+        None,
+        description="Gaussian head (no gSDE): a ceiling on the state-independent log σ that falls linearly "
+        "from log_std_init to log_std_final over the first log_std_anneal_fraction of the run; before "
+        "every rollout log σ ← min(log σ, ceiling), so the exploration noise is scheduled down while the "
+        "update may still lower it further. None: log σ is only learned. Must be ≤ log_std_init.",
+    )
+    log_std_anneal_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="The fraction of the run over which the ceiling of log_std_final falls (it stays at "
+        "log_std_final after).",
+    )
     use_critic: bool = Field(True, description="Learn V_φ(s) (needed by GAE, n-step and bootstrapping).")
     use_sde: bool = Field(
         False, description="Box actions: generalized state-dependent exploration (gSDE) instead of i.i.d. noise."
@@ -65,6 +80,19 @@ class OnPolicyConfig(AgentConfig):
     )
 
     schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule"}
+
+    @model_validator(mode="after")
+    def _log_std_schedule(self) -> "OnPolicyConfig":
+        if self.log_std_final is None:
+            return self
+        if not math.isfinite(self.log_std_final) or self.log_std_final > self.log_std_init:
+            raise ValueError(
+                f"log_std_final={self.log_std_final} must be a finite number ≤ log_std_init={self.log_std_init} "
+                "(the ceiling on log σ only falls)"
+            )
+        if self.use_sde:
+            raise ValueError("log_std_final schedules the state-independent log σ; gSDE (use_sde=True) has none")
+        return self
 
     @model_validator(mode="after")
     def _critic_needed(self) -> "OnPolicyConfig":
@@ -86,6 +114,11 @@ class OnPolicyAgent(Agent):
 
     def _build(self) -> None:
         cfg = self.config
+        if cfg.log_std_final is not None and not isinstance(self.action_space, gym.spaces.Box):
+            raise ConfigError(
+                f"config field 'log_std_final': it schedules a Gaussian's log σ; {self.name} on "
+                f"{self.action_space} has none"
+            )
         if cfg.use_sde and not (self.supports_sde and isinstance(self.action_space, gym.spaces.Box)):
             raise ConfigError(
                 f"config field 'use_sde': gSDE is for Box actions of ppo and a2c; {self.name} on "
@@ -140,6 +173,28 @@ class OnPolicyAgent(Agent):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
+
+    def log_std_ceiling(self) -> float | None:
+        r"""The ceiling on log σ now (``log_std_final``; None without it):
+
+        .. math:: \bar\ell(t) = \ell_0 + (\ell_1 - \ell_0)\,\min\big(1,\ \tfrac{t}{fT}\big),
+
+        with :math:`\ell_0` = ``log_std_init``, :math:`\ell_1` = ``log_std_final``, f =
+        ``log_std_anneal_fraction``, t the steps taken and T the run's (``learn``'s target)."""
+        cfg = self.config
+        if cfg.log_std_final is None:
+            return None
+        elapsed = 1.0 - self._progress_remaining()
+        frac = min(1.0, elapsed / cfg.log_std_anneal_fraction)
+        return cfg.log_std_init + (cfg.log_std_final - cfg.log_std_init) * frac
+
+    @torch.no_grad()
+    def _apply_log_std_ceiling(self) -> float | None:
+        """log σ ← min(log σ, :meth:`log_std_ceiling`) in place (the optimizers keep their state); the ceiling."""
+        ceiling = self.log_std_ceiling()
+        if ceiling is not None:
+            self.policy.log_std.clamp_(max=ceiling)
+        return ceiling
 
     def learn(self, total_steps: int, **kwargs):  # type: ignore[override]
         self._target_steps = (
@@ -293,8 +348,9 @@ class OnPolicyAgent(Agent):
     def _iterate(self) -> dict[str, float]:
         """Collect, estimate, improve; the parts' ``before_update``/``after_update`` around :meth:`update`."""
         self._apply_lr_schedule()
+        ceiling = self._apply_log_std_ceiling()
         batch = self.estimate(self.collect())
-        before: dict[str, float] = {}
+        before: dict[str, float] = {} if ceiling is None else {"log_std_ceiling": ceiling}
         for part in self.parts:
             before.update(part.before_update(self, batch))
         metrics = self.update(batch)
