@@ -27,7 +27,8 @@ files (e.g. the pieces of a benchmark run in several shorter invocations) withou
 ``--ours-modes fp32 bf16``: our side trains once per mode, each mode its own row against the same SB3
 runs: ``fp32`` is the default config; ``bf16`` sets ``matmul_dtype="bfloat16"`` (SAC and TD3 only: the
 gradient steps under a bf16 autocast, float32 parameters, optimizer state and losses; see
-:mod:`core_rl.continuous.critics`). SB3 always runs its float32 default.
+:mod:`core_rl.continuous.critics`); ``sb3-init`` sets ``init="torch_default"`` (SAC and TD3: SB3's nn.Linear init
+instead of our orthogonal one; DQN's mapping already uses it). SB3 always runs its float32 default.
 """
 
 from __future__ import annotations
@@ -92,9 +93,17 @@ from benchmarks.peers import (
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "off_policy.md"
 EXPERIMENT = "benchmark-off-policy"
 #: our config overrides per --ours-modes value (the table's *mode* column)
-OUR_MODES: dict[str, dict[str, Any]] = {"fp32": {}, "bf16": {"matmul_dtype": "bfloat16"}}
+OUR_MODES: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "bf16": {"matmul_dtype": "bfloat16"},
+    "sb3-init": {"init": "torch_default"},
+}
 #: the algorithms a mode applies to (fp32: all)
-MODE_ALGOS: dict[str, tuple[str, ...]] = {"fp32": ("dqn", "sac", "td3"), "bf16": ("sac", "td3")}
+MODE_ALGOS: dict[str, tuple[str, ...]] = {
+    "fp32": ("dqn", "sac", "td3"),
+    "bf16": ("sac", "td3"),
+    "sb3-init": ("sac", "td3"),
+}
 EVAL_SEED_BASE = 100_000  # eval env i of seed s is reset with 100_000 + 1_000·s + i (as in on_policy)
 
 
