@@ -223,7 +223,6 @@ def pretrain(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         policy = MetaPolicy(MetaPolicyConfig(hidden=cfg.hidden))
-    policy.target = cfg.target
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()

@@ -12,9 +12,9 @@ fixed. Since :math:`\partial\mathcal L/\partial\lambda_k = -(J_{c_k} - d_k)`, de
 (:class:`LagrangeMultiplier`, "dual ascent" on the constraint violation): λ grows while the
 measured episodic cost :math:`\hat J_{c_k}` is over the limit and shrinks toward 0 while it is
 under. With a margin m (``cost_margin``, :class:`~safety.cmdp.CostMarginConfig`) every
-:math:`d_k` of the dual step is :math:`d_k - m`: λ then settles where the cost is about m under the limit,
-so a seed whose cost swings around the target stays under d. The step is in λ per unit of cost, so a violation of 50 with α = 0.05 adds 2.5 to λ in one
-update. ``dual_optimizer="adam"`` instead descends the dual loss
+:math:`d_k` of the dual step is :math:`d_k - m`: λ then settles where the cost is about m under the
+limit, so a cost that swings by less than m around the target stays under d. The step is in λ per
+unit of cost, so a violation of 50 with α = 0.05 adds 2.5 to λ in one update. ``dual_optimizer="adam"`` instead descends the dual loss
 :math:`\ell(\lambda) = -\sum_k\lambda_k(\hat J_{c_k} - d_k)` with Adam (Kingma & Ba 2015; OmniSafe's
 Lagrange multiplier does this with α = 0.035, λ₀ = 0.001): with :math:`g_k = -(\hat J_{c_k} - d_k)`,
 

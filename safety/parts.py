@@ -15,7 +15,8 @@ calls them, so an agent only declares them (``_make_parts``) and overrides no ho
       \delta^c_t = c_t + \gamma_c V^c_\psi(s_{t+1}) - V^c_\psi(s_t),\qquad
       \hat A^c_t = \sum_{l\ge0}(\gamma_c\lambda_c)^l\delta^c_{t+l}
 
-  (λ_c = ``cost_gae_lambda``, by default the agent's GAE λ), and after the policy's update :math:`V^c_\psi` is fitted on the cost returns :math:`\hat A^c_t + V^c_\psi(s_t)`.
+  (λ_c = ``cost_gae_lambda``, by default the agent's GAE λ), and after the policy's update
+  :math:`V^c_\psi` is fitted on the cost returns :math:`\hat A^c_t + V^c_\psi(s_t)`.
 * :class:`LagrangianPart` — the **Lagrange multiplier** (dual ascent, or the PID Lagrangian, by the
   config's ``multiplier``; :mod:`safety.lagrangian`): before the policy's update, the dual step on λ
   from the rollout's episodic costs, then the advantage the update sees becomes the Lagrangian's,
@@ -96,8 +97,9 @@ class CostCriticPart(Part):
 
     def build(self, agent: "Agent") -> None:
         gae_lambda = self.config.cost_gae_lambda  # λ_c, else the agent's λ
-        gae_lambda = float(getattr(agent.config, "gae_lambda", 1.0) if gae_lambda is None else gae_lambda)
-        self.critic = CostCritic(agent.observation_space, self.config, gae_lambda).to(agent.device)
+        if gae_lambda is None:
+            gae_lambda = getattr(agent.config, "gae_lambda", 1.0)
+        self.critic = CostCritic(agent.observation_space, self.config, float(gae_lambda)).to(agent.device)
         self._monitor_part = agent.part(CostMonitorPart)
 
     def rollout_begin(self, agent: "OnPolicyAgent") -> None:

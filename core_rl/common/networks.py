@@ -17,6 +17,12 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "el
 InitName = Literal["orthogonal", "torch_default"]
 
 
+def check_init(init: str) -> None:
+    """One clear error for an unknown :data:`InitName` (configs validate it; direct callers get this)."""
+    if init not in ("orthogonal", "torch_default"):
+        raise ValueError(f"init must be 'orthogonal' or 'torch_default', got {init!r}")
+
+
 def mlp(
     in_dim: int,
     out_dim: int,
@@ -30,8 +36,7 @@ def mlp(
     ``out_gain``), zero biases. ``init="torch_default"``: ``nn.Linear``'s own init, as SB3's DQN QNetwork
     keeps it: :math:`W_{ij}, b_i \sim \mathcal U(-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}})` (Kaiming-uniform
     with a = √5); ``out_gain`` is then unused."""
-    if init not in ("orthogonal", "torch_default"):
-        raise ValueError(f"init must be 'orthogonal' or 'torch_default', got {init!r}")
+    check_init(init)
     orthogonal = init == "orthogonal"
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []

@@ -41,7 +41,7 @@ from pydantic import Field
 from torch import nn
 
 from core_rl.common.errors import ConfigError, SpaceError
-from core_rl.common.networks import ACTIVATIONS, InitName, ObsEncoder, mlp
+from core_rl.common.networks import ACTIVATIONS, InitName, ObsEncoder, check_init, mlp
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
 
 
@@ -85,8 +85,7 @@ class QEnsemble(nn.Module):
         init: InitName = "orthogonal",
     ):
         super().__init__()
-        if init not in ("orthogonal", "torch_default"):
-            raise ValueError(f"init must be 'orthogonal' or 'torch_default', got {init!r}")
+        check_init(init)
         self.encoder = ObsEncoder(obs_space, encoder)
         self.n_critics = int(n_critics)
         self.act = ACTIVATIONS[activation]()
