@@ -51,6 +51,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.nn import functional as F
 
 from autotune.gp import GPHyper, GPPosterior, fit_hyper, scaled_distance
 from autotune.history import History, check_single_objective, read_history
@@ -349,13 +350,14 @@ def observe(
         ],
         -1,
     )
-    pair = torch.stack(
-        [r, ya[:, None, :].expand_as(r), (ya - best[:, None])[:, None, :].expand_as(r), pend[:, None, :].expand_as(r)],
-        -1,
-    )
     if r.shape[-1] > MAX_TOKENS:  # each candidate attends to its MAX_TOKENS nearest history points
-        near = (-r).topk(MAX_TOKENS, dim=-1).indices
-        pair = pair.gather(2, near.unsqueeze(-1).expand(*near.shape, N_PAIR_FEATURES))
+        near = (-r).topk(MAX_TOKENS, dim=-1).indices  # [B,M,K]
+        r_near = r.gather(2, near)
+        y_near = ya.gather(1, near.flatten(1)).view_as(near)
+        pend_near = pend.gather(1, near.flatten(1)).view_as(near)
+    else:
+        r_near, y_near, pend_near = r, ya[:, None, :].expand_as(r), pend[:, None, :].expand_as(r)
+    pair = torch.stack([r_near, y_near, y_near - best[:, None, None], pend_near], -1)  # [B,M,K,P]
     le = torch.where(valid, log_ei, torch.nan)
     mean = torch.nanmean(le, 1, keepdim=True)
     std = torch.sqrt(torch.nanmean((le - mean).pow(2), 1, keepdim=True)) + 1e-6
@@ -386,9 +388,17 @@ class MetaPolicy(nn.Module):
         self.beta = nn.Parameter(torch.tensor(float(self.config.beta_init)))
 
     def logits(self, obs: Observation) -> torch.Tensor:
-        e = self.pair(obs.pair)  # [B,M,n,H]
-        a = self.attend(e).squeeze(-1).masked_fill(~obs.pair_mask[:, None, :], NEG)
-        read = (torch.softmax(a, -1).unsqueeze(-1) * self.value(e)).sum(2)  # [B,M,H]
+        r"""Per pair token :math:`e_i = W_2 h_i + b_2` with :math:`h_i = \tanh(W_1 p_i + b_1)`, attention
+        :math:`a_i = w_a^\top e_i + b_a` and read-out :math:`V\sum_i \mathrm{softmax}(a)_i e_i + b_V`. Both
+        affine maps after the tanh are taken out of the per-token work (the attention weights sum to one):
+        :math:`a_i = (W_2^\top w_a)^\top h_i + w_a^\top b_2 + b_a` and
+        :math:`\sum_i \mathrm{softmax}(a)_i e_i = W_2 \sum_i \mathrm{softmax}(a)_i h_i + b_2`, so only the first
+        layer runs per (candidate, history point)."""
+        hidden, out = self.pair[:-1](obs.pair), self.pair[-1]  # h_i [B,M,n,H]; W_2, b_2
+        w_att = self.attend.weight @ out.weight  # [1,H]
+        b_att = self.attend.weight @ out.bias + self.attend.bias
+        a = F.linear(hidden, w_att, b_att).squeeze(-1).masked_fill(~obs.pair_mask[:, None, :], NEG)
+        read = self.value(out((torch.softmax(a, -1).unsqueeze(-1) * hidden).sum(2)))  # [B,M,H]
         f = self.score(torch.cat([obs.cand, read], -1)).squeeze(-1)
         return (self.beta * obs.prior + f).masked_fill(~obs.valid, NEG)
 
@@ -583,9 +593,9 @@ class MetaConfig(BaseModel):
     refit_every_late: int = Field(
         2,
         ge=1,
-        description="Once a decision's history holds 100 trials, refit the GP's hyperparameters on every "
-        "k-th trial only (by trial number); the others reuse this process's last fit for that space (1: "
-        "every trial).",
+        description="Once a decision's history holds 100 trials, refit the GP's hyperparameters only when k "
+        "new points arrived since this process's last fit for that space (before: when any arrived); the "
+        "decisions in between reuse that fit (1: whenever the history grew).",
     )
     n_refine: int = Field(
         0,
@@ -672,8 +682,10 @@ class MetaSampler(BaseSampler):
         self._independent = independent_sampler or RandomSampler(seed=self._seed)
         self._lock = threading.Lock()
         self._spaces: dict[tuple[int, int], IntersectionSearchSpace] = {}
-        self._hyper: dict[tuple[Any, ...], GPHyper] = {}
+        self._hyper: dict[tuple[Any, ...], tuple[GPHyper, int]] = {}  # space -> (last fit, its n)
         self._branch: dict[tuple[int, int, int], dict[str, Any]] = {}  # trial -> its sampled branch values
+        self._signatures: dict[tuple[int, int], dict[int, int]] = {}  # study -> finished trial -> its id below
+        self._signature_ids: dict[frozenset[tuple[str, BaseDistribution]], int] = {}  # distinct distribution sets
         self.last_fit_time = 0.0
 
     def __str__(self) -> str:
@@ -683,6 +695,7 @@ class MetaSampler(BaseSampler):
         state = dict(self.__dict__)
         state.pop("_lock")
         state["_spaces"], state["_hyper"], state["_branch"] = {}, {}, {}
+        state["_signatures"], state["_signature_ids"] = {}, {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -741,10 +754,17 @@ class MetaSampler(BaseSampler):
         t_frac = min(1.0, len(history.finished) / self.config.n_trials_hint)
         hkey = (id(study._storage), study._study_id, space_key)
         with self._lock:
-            init = self._hyper.get(hkey)
-        if len(scores) >= 100:
-            late = config.fit_steps_late if trial.number % config.refit_every_late == 0 or init is None else 0
-            config = config.model_copy(update={"fit_steps": min(config.fit_steps, late)})
+            init, n_fitted = self._hyper.get(hkey, (None, 0))
+        n = len(scores)
+        late = n >= 100
+        if late:
+            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
+        # refit once the history holds new points: one (early) or refit_every_late (late) since the last fit;
+        # a branch group's history grows only on the trials that take its branch
+        if init is not None and n - n_fitted < (config.refit_every_late if late else 1):
+            config = config.model_copy(update={"fit_steps": 0})
+        else:
+            n_fitted = n
         with single_thread():
             choice = propose(
                 self.policy,
@@ -758,8 +778,30 @@ class MetaSampler(BaseSampler):
                 init,
             )
         with self._lock:
-            self._hyper[hkey] = choice.hyper
+            self._hyper[hkey] = (choice.hyper, n_fitted)
         return choice
+
+    def _finished_where(
+        self, study: Study, finished: list[FrozenTrial], predicate: Callable[[FrozenTrial], bool]
+    ) -> list[bool]:
+        """``predicate`` (a function of a trial's distributions only) of each finished trial, evaluated once
+        per distinct set of distributions: a finished trial's set never changes, so it is interned by
+        trial number (per study), and comparing Optuna distributions is the slow part at 200 trials."""
+        with self._lock:
+            numbered = self._signatures.setdefault((id(study._storage), study._study_id), {})
+        verdict: dict[int, bool] = {}
+        out = []
+        for t in finished:
+            sig = numbered.get(t.number)
+            if sig is None:
+                with self._lock:
+                    sig = numbered[t.number] = self._signature_ids.setdefault(
+                        frozenset(t.distributions.items()), len(self._signature_ids)
+                    )
+            if sig not in verdict:
+                verdict[sig] = predicate(t)
+            out.append(verdict[sig])
+        return out
 
     def _decide_tree(
         self, study: Study, trial: FrozenTrial, history: History, root: dict[str, BaseDistribution]
@@ -782,11 +824,14 @@ class MetaSampler(BaseSampler):
         dists = {k: d for k, d in dists.items() if not d.single()}
         if set(dists) <= set(root):
             return None  # flat space
-        rows = [
-            (t, sc)
-            for t, sc in zip(history.finished, history.scores)
-            if all(k in t.params for k in root) and all(t.distributions[k] == dists[k] for k in t.params if k in dists)
-        ]
+        keep = self._finished_where(
+            study,
+            history.finished,
+            lambda t: (
+                all(k in t.params for k in root) and all(t.distributions[k] == dists[k] for k in t.params if k in dists)
+            ),
+        )
+        rows = [(t, sc) for t, sc, ok in zip(history.finished, history.scores, keep) if ok]
         if sum(1 for _, sc in rows if np.isfinite(sc)) < self.config.n_startup_trials:
             return None
         codec = SpaceCodec(dists)
@@ -833,7 +878,8 @@ class MetaSampler(BaseSampler):
         def holds(t: FrozenTrial) -> bool:
             return all(t.distributions.get(k) == d for k, d in dists.items())
 
-        rows = [(t, s) for t, s in zip(history.finished, history.scores) if holds(t)]
+        keep = self._finished_where(study, history.finished, holds)
+        rows = [(t, s) for t, s, ok in zip(history.finished, history.scores, keep) if ok]
         n_ok = sum(1 for _, s in rows if np.isfinite(s))
         if n_ok < self.config.n_startup_trials:
             return None

@@ -406,3 +406,82 @@ def test_meta_target_is_validated_and_copula_still_available():
     study = optuna.create_study(sampler=MetaSampler(seed=0, target="copula", n_startup_trials=3, n_candidates=64))
     study.optimize(quadratic, n_trials=12)
     assert len(study.trials) == 12 and study.best_value < 20.0
+
+
+@pytest.mark.parametrize("categoricals", [False, True])
+def test_gp_fit_gradient_in_closed_form_equals_autograd(categoricals):
+    """The marginal likelihood's closed-form gradient (what the fit's Adam steps follow) against autograd
+    of the same loss, at hyperparameters away from the priors' centres, with and without the
+    per-choice effects."""
+    from autotune.gp import GPHyper, _neg_log_marginal, _neg_log_marginal_and_grad, default_hyper
+
+    gen = torch.Generator().manual_seed(0)
+    B, n, D = 3, 40, 6
+    x = torch.rand(B, n, D, generator=gen, dtype=torch.float64)
+    mask = None
+    if categoricals:  # the last three columns: one 3-way categorical, one-hot
+        mask = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+        x[..., 3:] = torch.nn.functional.one_hot(torch.randint(0, 3, (B, n), generator=gen), 3).double()
+    y = torch.randn(B, n, generator=gen, dtype=torch.float64)
+    h = default_hyper(B, D, torch.float64, mask)
+    params = [
+        (h.log_ls + 0.3 * torch.randn(B, D, generator=gen, dtype=torch.float64)).requires_grad_(),
+        (h.log_scale + 0.2).requires_grad_(),
+        (h.log_noise + 0.5).requires_grad_(),
+    ] + ([(h.log_cat - 0.3).requires_grad_()] if categoricals else [])
+    at = GPHyper(params[0], params[1], params[2], params[3] if categoricals else None, h.cat_mask)
+    want_loss = _neg_log_marginal(x, y, at)
+    want = torch.autograd.grad(want_loss, params)
+    got_loss, got = _neg_log_marginal_and_grad(x, y, at.detach())
+    assert len(got) == len(want) == (4 if categoricals else 3)
+    assert torch.allclose(got_loss, want_loss.detach(), rtol=1e-12)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-7, atol=1e-9), (g, w)
+
+
+def test_policy_logits_equal_the_per_token_attention_they_fold():
+    """The policy applies the pair embedding's last layer and the value map once per candidate, not once
+    per (candidate, history point); the logits equal the per-token computation they replace."""
+    from autotune.gp import default_hyper
+    from autotune.meta import DTYPE, NEG, observe
+
+    policy = load_policy("default").eval()
+    gen = torch.Generator().manual_seed(1)
+    n, M, D = 60, 64, 4
+    x, y = torch.rand(1, n, D, generator=gen, dtype=DTYPE), torch.randn(1, n, generator=gen, dtype=DTYPE)
+    cand = torch.rand(1, M, D, generator=gen, dtype=DTYPE)
+    obs, _ = observe(x, y, None, cand, default_hyper(1, D, DTYPE), torch.full((1,), 0.5, dtype=DTYPE))
+    with torch.no_grad():
+        e = policy.pair(obs.pair)  # every token through the whole pair embedding
+        a = policy.attend(e).squeeze(-1).masked_fill(~obs.pair_mask[:, None, :], NEG)
+        read = (torch.softmax(a, -1).unsqueeze(-1) * policy.value(e)).sum(2)
+        f = policy.score(torch.cat([obs.cand, read], -1)).squeeze(-1)
+        want = (policy.beta * obs.prior + f).masked_fill(~obs.valid, NEG)
+        got = policy.logits(obs)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-5)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_meta_refits_the_gp_once_k_new_points_arrived(monkeypatch):
+    """Before 100 points every decision refits the GP's hyperparameters; from 100 on, only once
+    ``refit_every_late`` new points arrived since the last fit (counted per decision space, so a branch
+    group taken on every other trial is not skipped by a trial-number rule), reusing the fit in between."""
+    import autotune.meta as meta_module
+
+    fits = []  # (points, Adam steps)
+    fit = meta_module.fit_hyper
+
+    def counting_fit(x, y, init, steps, cat_mask=None):
+        fits.append((x.shape[1], steps))
+        return fit(x, y, init, steps=steps, cat_mask=cat_mask)
+
+    monkeypatch.setattr(meta_module, "fit_hyper", counting_fit)
+    study = optuna.create_study(
+        sampler=MetaSampler(seed=0, n_startup_trials=3, n_candidates=16, refit_every_late=3, n_trials_hint=110)
+    )
+    study.optimize(quadratic, n_trials=110)
+    early = [steps for n, steps in fits if n < 100]
+    assert len(early) == 100 - 3 and all(steps > 0 for steps in early)  # every decision from the startup on
+    late = [(n, steps) for n, steps in fits if n >= 100]
+    assert [n for n, steps in late if steps > 0] == [102, 105, 108], late  # last early fit at 99
+    assert [n for n, steps in late if steps == 0] == [100, 101, 103, 104, 106, 107, 109], late
