@@ -684,6 +684,8 @@ class MetaSampler(BaseSampler):
         self._spaces: dict[tuple[int, int], IntersectionSearchSpace] = {}
         self._hyper: dict[tuple[Any, ...], tuple[GPHyper, int]] = {}  # space -> (last fit, its n)
         self._branch: dict[tuple[int, int, int], dict[str, Any]] = {}  # trial -> its sampled branch values
+        self._histories: dict[tuple[int, int, int], History] = {}  # trial -> its snapshot (until after_trial)
+        self._groups: dict[tuple[int, int, int], list[frozenset[str]]] = {}  # trial -> its snapshot's groups
         self._signatures: dict[tuple[int, int], dict[int, int]] = {}  # study -> finished trial -> its id below
         self._signature_ids: dict[frozenset[tuple[str, BaseDistribution]], int] = {}  # distinct distribution sets
         self.last_fit_time = 0.0
@@ -695,7 +697,7 @@ class MetaSampler(BaseSampler):
         state = dict(self.__dict__)
         state.pop("_lock")
         state["_spaces"], state["_hyper"], state["_branch"] = {}, {}, {}
-        state["_signatures"], state["_signature_ids"] = {}, {}
+        state["_signatures"], state["_signature_ids"], state["_histories"], state["_groups"] = {}, {}, {}, {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -719,7 +721,7 @@ class MetaSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        history = read_history(study, exclude=trial.number)
+        history = self._history(study, trial)
         t_frac = len(history.finished) / self.config.n_trials_hint
         if self.config.joint_conditional and t_frac < self.config.joint_fraction:
             joint = self._decide_tree(study, trial, history, search_space)
@@ -780,6 +782,18 @@ class MetaSampler(BaseSampler):
         with self._lock:
             self._hyper[hkey] = (choice.hyper, n_fitted)
         return choice
+
+    def _history(self, study: Study, trial: FrozenTrial) -> History:
+        """The study as this trial's first decision read it: its branch decisions (one per group it
+        opens) reuse that snapshot rather than re-reading and re-scoring every trial."""
+        key = (id(study._storage), study._study_id, trial.number)
+        with self._lock:
+            history = self._histories.get(key)
+        if history is None:
+            history = read_history(study, exclude=trial.number)
+            with self._lock:
+                self._histories[key] = history
+        return history
 
     def _finished_where(
         self, study: Study, finished: list[FrozenTrial], predicate: Callable[[FrozenTrial], bool]
@@ -922,9 +936,16 @@ class MetaSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> dict[str, Any] | None:
         """The values of ``param_name``'s whole group for this trial (None: not modelled yet)."""
-        history = read_history(study, exclude=trial.number)
+        history = self._history(study, trial)
         seen = [t for t in history.finished if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        group = next((g for g in group_decomposition(seen) if param_name in g), None)
+        key = (id(study._storage), study._study_id, trial.number)
+        with self._lock:
+            groups = self._groups.get(key)
+        if groups is None:
+            groups = group_decomposition(seen)
+            with self._lock:
+                self._groups[key] = groups
+        group = next((g for g in groups if param_name in g), None)
         if group is None:  # never seen in a finished trial
             return None
         holders = [t for t in seen if param_name in t.params]
@@ -965,8 +986,11 @@ class MetaSampler(BaseSampler):
         self._independent.before_trial(study, trial)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
+        key = (id(study._storage), study._study_id, trial.number)
         with self._lock:
-            self._branch.pop((id(study._storage), study._study_id, trial.number), None)
+            self._branch.pop(key, None)
+            self._histories.pop(key, None)
+            self._groups.pop(key, None)
         self._independent.after_trial(study, trial, state, values)
 
 
@@ -1023,6 +1047,10 @@ def propose(
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:
             cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
+    if B == 1:  # one task (the sampler): snapping to grids and choices repeats configurations; score each once
+        first = np.unique(cand[0].numpy(), axis=0, return_index=True)[1]
+        if len(first) < cand.shape[1]:
+            cand = cand[:, torch.as_tensor(np.sort(first))]  # first occurrences, in their order
     tf = torch.as_tensor(t_frac, dtype=DTYPE).expand(B) if not torch.is_tensor(t_frac) else t_frac.to(DTYPE)
     obs, _ = observe(x, y, x_pending, cand, hyper, tf)
     dist = policy.distribution(obs)
