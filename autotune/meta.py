@@ -316,8 +316,11 @@ def observe(
     cand: torch.Tensor,
     hyper: GPHyper,
     t_frac: torch.Tensor,
+    multiplicity: torch.Tensor | None = None,
 ) -> tuple[Observation, GPPosterior]:
-    """Features of ``cand [B,M,D]`` given scale-free targets ``y [B,n]`` (:func:`score_target`) at ``x [B,n,D]``."""
+    """Features of ``cand [B,M,D]`` given scale-free targets ``y [B,n]`` (:func:`score_target`) at ``x [B,n,D]``;
+    ``multiplicity [B,M]``: how many generated candidates each one stands for (distinct candidates scored once
+    weigh as their copies in the standardization of the prior)."""
     B, n, _ = x.shape
     gp = GPPosterior(x, y, hyper)
     pend = torch.zeros(B, n, dtype=DTYPE)
@@ -358,9 +361,10 @@ def observe(
     else:
         r_near, y_near, pend_near = r, ya[:, None, :].expand_as(r), pend[:, None, :].expand_as(r)
     pair = torch.stack([r_near, y_near, y_near - best[:, None, None], pend_near], -1)  # [B,M,K,P]
-    le = torch.where(valid, log_ei, torch.nan)
-    mean = torch.nanmean(le, 1, keepdim=True)
-    std = torch.sqrt(torch.nanmean((le - mean).pow(2), 1, keepdim=True)) + 1e-6
+    w = valid.to(DTYPE) if multiplicity is None else torch.where(valid, multiplicity.to(DTYPE), 0.0)
+    le = torch.where(valid, log_ei, 0.0)
+    mean = (w * le).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+    std = torch.sqrt((w * (le - mean).pow(2)).sum(1, keepdim=True) / w.sum(1, keepdim=True)) + 1e-6
     prior = torch.where(valid, (log_ei - mean) / std, torch.zeros_like(log_ei))
     mask = torch.ones(B, pair.shape[2], dtype=torch.bool)
     return Observation(feats.float(), pair.float(), mask, prior.float(), valid), gp
@@ -1047,18 +1051,23 @@ def propose(
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:
             cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
-    if B == 1:  # one task (the sampler): snapping to grids and choices repeats configurations; score each once
-        first = np.unique(cand[0].numpy(), axis=0, return_index=True)[1]
+    det = config.deterministic if deterministic is None else deterministic
+    multiplicity = None
+    if B == 1 and det:  # snapping to grids and choices repeats configurations: score each distinct one once
+        _, first, counts = np.unique(cand[0].numpy(), axis=0, return_index=True, return_counts=True)
         if len(first) < cand.shape[1]:
-            cand = cand[:, torch.as_tensor(np.sort(first))]  # first occurrences, in their order
+            order = np.argsort(first)  # first occurrences in their order: the argmax picks the same configuration
+            cand, multiplicity = cand[:, torch.as_tensor(first[order])], torch.as_tensor(counts[order])[None]
     tf = torch.as_tensor(t_frac, dtype=DTYPE).expand(B) if not torch.is_tensor(t_frac) else t_frac.to(DTYPE)
-    obs, _ = observe(x, y, x_pending, cand, hyper, tf)
+    obs, _ = observe(x, y, x_pending, cand, hyper, tf, multiplicity)
     dist = policy.distribution(obs)
     if config.n_refine > 0:  # refine around the best-scored candidates, then score both rounds together
-        cand = torch.cat([cand, refine_candidates(cand, dist.logits, config.n_refine, layout, gen, snap)], 1)
-        obs, _ = observe(x, y, x_pending, cand, hyper, tf)
+        refined = refine_candidates(cand, dist.logits, config.n_refine, layout, gen, snap)
+        if multiplicity is not None:
+            multiplicity = torch.cat([multiplicity, torch.ones(B, refined.shape[1], dtype=multiplicity.dtype)], 1)
+        cand = torch.cat([cand, refined], 1)
+        obs, _ = observe(x, y, x_pending, cand, hyper, tf, multiplicity)
         dist = policy.distribution(obs)
-    det = config.deterministic if deterministic is None else deterministic
     if det:
         index = dist.mode()
     else:

@@ -485,3 +485,31 @@ def test_meta_refits_the_gp_once_k_new_points_arrived(monkeypatch):
     late = [(n, steps) for n, steps in fits if n >= 100]
     assert [n for n, steps in late if steps > 0] == [102, 105, 108], late  # last early fit at 99
     assert [n for n, steps in late if steps == 0] == [100, 101, 103, 104, 106, 107, 109], late
+
+
+def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies():
+    """On a discrete space snapping makes most generated candidates copies; the policy scores each distinct
+    one once (its copies weigh in the prior's standardization) and picks what it picks over all copies."""
+    from autotune.meta import Layout, MetaConfig, codec_snap, make_candidates, observe, propose, score_target
+
+    codec = SpaceCodec({"k": CategoricalDistribution(["a", "b", "c"]), "n": IntDistribution(1, 4)})
+    rows = [{"k": k, "n": n} for k, n in [("a", 1), ("b", 3), ("c", 2), ("a", 4), ("b", 1)]]
+    x = torch.as_tensor(codec.encode(rows))[None]
+    scores = torch.tensor([[0.1, 0.9, 0.4, 0.3, 0.5]], dtype=torch.float64)
+    policy = load_policy("default").eval()
+    config = MetaConfig(n_candidates=256)
+    got = propose(policy, x, scores, None, codec, torch.Generator().manual_seed(0), 0.5, config)
+    assert got.cand.shape[1] <= 12 and torch.unique(got.cand[0], dim=0).shape[0] == got.cand.shape[1]
+
+    layout = Layout(codec.dim, codec.categorical_columns)
+    every = make_candidates(x, scores, 256, layout, torch.Generator().manual_seed(0), codec_snap(codec))
+    assert every.shape[1] == 256  # the same draw, copies kept
+    tf = torch.full((1,), 0.5, dtype=torch.float64)
+    obs, _ = observe(x, score_target(scores, config.target), None, every, got.hyper, tf)
+    with torch.no_grad():
+        every_logits, got_logits = policy.logits(obs)[0], policy.logits(got.obs)[0]
+    want = every[0, every_logits.argmax()]
+    assert torch.equal(got.x[0], want)
+    for j, c in enumerate(got.cand[0]):  # each distinct candidate scores as each of its copies did
+        copies = (every[0] == c).all(-1)
+        assert copies.any() and torch.allclose(every_logits[copies], got_logits[j].expand(int(copies.sum())), atol=1e-4)
