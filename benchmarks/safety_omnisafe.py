@@ -452,16 +452,24 @@ is what moves it out. OmniSafe's switch (`violation_scale=episode`) on 2,048-ste
 (`cost_margin=10`): 1.33 / 61.6. A lower λ of the cost GAE (`cost_gae_lambda=0.8`): 2.15 / 86.9. PPO-Lag's dual step aimed at 15 (`cost_margin=10`, now :data:`SETTINGS`):
 29.6, 8.8, 27.9 on seeds 0–2 (22.1 on average, 26.2 aimed at 25 the day before).
 
-**Where the four targets stand (2026-12-04, SafetyPointGoal1, 2e5 steps, 3 seeds ours; OmniSafe: CPO 1 seed
-re-measured on this machine, PPOLag/TRPOLag not re-measured — their pieces were lost, so their rows have no
-OmniSafe side).** CPO (benchmark defaults): 7.27 / 48.1, cumulative 9,730 against OmniSafe CPO's 3.42 / 35.5 /
-8,474: reward ≥ yes, cost ≤ 25 no, cumulative cost below no; speed 457 against 113 steps per CPU-s (4.0×, both on
-this machine, on different days). PPO-Lag (`cost_margin=10`): −1.81 / 22.1 ± 9.4 (two seeds over 25).
-TRPO-Lag (defaults): 1.50 / 31.1 ± 9.3 (seeds 32.8, 18.9, 41.5; 12.7 on 3 seeds the day before, pieces lost):
-the same heavy tail. Cumulative training cost 5,952 (TRPO-Lag) and 6,014 (PPO-Lag), against 18,906 and 16,378 for
-OmniSafe's the day before. The day before (pieces lost): OmniSafe's PPOLag 7.98 / 83.3 (cumulative
-18,906, 155 steps per CPU-s) and TRPOLag 15.30 / 59.9 (16,378, 286), one seed each. SafetyCarGoal1 is not
-measured yet.
+**Where the four targets stand (2026-12-04 03:20–05:00 UTC; 2e5 steps; every number from a piece in the tables
+above).** SafetyPointGoal1, ours on 3 seeds, OmniSafe on one (CPO and PPOLag measured on this machine;
+its TRPOLag piece of the day before, 15.30 / 59.9, cumulative 16,378, was lost and not re-run):
+- CPO (benchmark defaults): 7.27 / 48.1, cumulative 9,730, against OmniSafe CPO's 3.42 / 35.5 / 8,474:
+  reward ≥ yes, cost ≤ 25 no, cumulative cost below no; 457 against 113 steps per CPU-s (4.0×).
+- PPO-Lag (`cost_margin=10`): −1.81 / 22.1 ± 9.4 (seeds 29.6, 8.8, 27.9), cumulative 6,014, against OmniSafe
+  PPOLag's 7.14 / 94.2 / 16,750 (90 steps per CPU-s): cost ≤ 25 on average but not on every seed, reward
+  below, cumulative cost 2.8× lower, speed 4.7×.
+- TRPO-Lag (defaults): 1.50 / 31.1 ± 9.3 (seeds 32.8, 18.9, 41.5), cumulative 5,952.
+
+At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 60 the day before):
+their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
+and our Lagrangian agents trade reward for staying near the limit.
+
+SafetyCarGoal1, ours only, seed 0 (OmniSafe's CarGoal1 pieces not run: about 40 CPU-minutes each at its ~100
+steps per CPU-s): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
+TRPO-Lag −1.19 / 38.0 (10,104, 346). The car's costs are higher than the point's for every agent; no agent is
+under 25 on it yet.
 """
 
 
