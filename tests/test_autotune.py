@@ -12,7 +12,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from autotune import MetaSampler, PopulationBasedTraining, RLSampler
-from autotune.meta import default_weights_path, load_policy
+from autotune.meta import MetaPolicy, default_weights_path, load_policy
 from autotune.space import SpaceCodec
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -513,3 +513,21 @@ def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies
     for j, c in enumerate(got.cand[0]):  # each distinct candidate scores as each of its copies did
         copies = (every[0] == c).all(-1)
         assert copies.any() and torch.allclose(every_logits[copies], got_logits[j].expand(int(copies.sum())), atol=1e-4)
+
+
+def test_pretraining_updates_the_policy_and_saves_weights_the_sampler_loads(tmp_path):
+    """``python -m autotune.pretrain`` end to end on a tiny budget: PPO steps change the policy (gradients
+    flow through the folded attention), the best held-out policy is saved and loads into a sampler."""
+    from autotune import pretrain
+
+    out = tmp_path / "policy.pt"
+    settings = ["iterations=2", "n_tasks=2", "rollouts=2", "horizon=6", "eval_every=1", "n_eval_batches=1"]
+    assert pretrain.main(["--out", str(out), "--set", *settings, "--summary", str(tmp_path / "s.json")]) == 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # pretraining's own initial policy
+        untrained = MetaPolicy()
+    trained = load_policy(out)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untrained.state_dict().values()))
+    study = optuna.create_study(sampler=MetaSampler(weights=out, seed=0, n_startup_trials=3, n_candidates=32))
+    study.optimize(quadratic, n_trials=8)
+    assert len(study.trials) == 8
