@@ -452,7 +452,7 @@ is what moves it out. OmniSafe's switch (`violation_scale=episode`) on 2,048-ste
 (`cost_margin=10`): 1.33 / 61.6. A lower λ of the cost GAE (`cost_gae_lambda=0.8`): 2.15 / 86.9. PPO-Lag's dual step aimed at 15 (`cost_margin=10`, now :data:`SETTINGS`):
 29.6, 8.8, 27.9 on seeds 0–2 (22.1 on average, 26.2 aimed at 25 the day before).
 
-**Where the four targets stand (2026-12-04 03:20–05:00 UTC; 2e5 steps; every number from a piece in the tables
+**Where the four targets stand (2026-12-04 03:20–06:00 UTC; 2e5 steps; every number from a piece in the tables
 above).** SafetyPointGoal1, ours on 3 seeds, OmniSafe on one (CPO and PPOLag measured on this machine;
 its TRPOLag piece of the day before, 15.30 / 59.9, cumulative 16,378, was lost and not re-run):
 - CPO (benchmark defaults): 7.27 / 48.1, cumulative 9,730, against OmniSafe CPO's 3.42 / 35.5 / 8,474:
@@ -461,6 +461,9 @@ its TRPOLag piece of the day before, 15.30 / 59.9, cumulative 16,378, was lost a
   PPOLag's 7.14 / 94.2 / 16,750 (90 steps per CPU-s): cost ≤ 25 on average but not on every seed, reward
   below, cumulative cost 2.8× lower, speed 4.7×.
 - TRPO-Lag (defaults): 1.50 / 31.1 ± 9.3 (seeds 32.8, 18.9, 41.5), cumulative 5,952.
+- PID-Lag and Saute (defaults, seed 0 only, first run on this task): PID-Lag −2.07 / 13.8, cumulative 8,078 (the
+  PID multiplier holds the cost well under the limit at the lowest reward); Saute 1.20 / 52.2, cumulative 10,243.
+  OmniSafe's CPPOPID and PPOSaute were not run.
 
 At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 60 the day before):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
