@@ -110,8 +110,18 @@ def default_hyper(
     )
 
 
-def _prior_center(dim: int, h: GPHyper, dtype: torch.dtype) -> torch.Tensor:
-    return ls_center(dim, h.cat_mask if h.log_cat is not None else None, dtype)
+def _log_prior_terms(h: GPHyper, dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The weak priors' negative log density ``[B]`` (lengthscales around 0.5·sqrt(D), signal scale around 1,
+    small noise, per-choice scale around :data:`CAT_SCALE0`) and its gradient in the order of
+    ``[log_ls, log_scale, log_noise(, log_cat)]``."""
+    center = ls_center(dim, h.cat_mask if h.log_cat is not None else None, dtype)
+    d_ls, d_noise = h.log_ls - center, (h.log_noise - math.log(1e-2)) / 2.0
+    value = 0.5 * d_ls.pow(2).sum(-1) + 0.5 * h.log_scale.pow(2) + 0.5 * d_noise.pow(2)
+    grads = [d_ls, h.log_scale, d_noise / 2.0]
+    if h.log_cat is not None:
+        value = value + 0.5 * (h.log_cat - CAT_SCALE0).pow(2)
+        grads.append(h.log_cat - CAT_SCALE0)
+    return value, grads
 
 
 def _neg_log_marginal(x: torch.Tensor, y: torch.Tensor, h: GPHyper) -> torch.Tensor:
@@ -125,16 +135,7 @@ def _neg_log_marginal(x: torch.Tensor, y: torch.Tensor, h: GPHyper) -> torch.Ten
     chol, _ = torch.linalg.cholesky_ex(k)
     alpha = torch.cholesky_solve(y.unsqueeze(-1), chol).squeeze(-1)
     nll = 0.5 * (y * alpha).sum(-1) + torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
-    # weak priors: lengthscales around 0.5·sqrt(D), signal scale around 1, small noise
-    center = _prior_center(dim, h, x.dtype)
-    prior = (
-        0.5 * ((h.log_ls - center) / 1.0).pow(2).sum(-1)
-        + 0.5 * (h.log_scale / 1.0).pow(2)
-        + 0.5 * ((h.log_noise - math.log(1e-2)) / 2.0).pow(2)
-    )
-    if h.log_cat is not None:
-        prior = prior + 0.5 * (h.log_cat - CAT_SCALE0).pow(2)
-    return (nll + prior).sum()
+    return (nll + _log_prior_terms(h, dim, x.dtype)[0]).sum()
 
 
 def _neg_log_marginal_and_grad(x: torch.Tensor, y: torch.Tensor, h: GPHyper) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -171,20 +172,17 @@ def _neg_log_marginal_and_grad(x: torch.Tensor, y: torch.Tensor, h: GPHyper) -> 
     chol, _ = torch.linalg.cholesky_ex(k)
     alpha = torch.cholesky_solve(y.unsqueeze(-1), chol).squeeze(-1)  # [B,n]
     nll = 0.5 * (y * alpha).sum(-1) + torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
-    center = _prior_center(dim, h, x.dtype)
-    prior = 0.5 * (h.log_ls - center).pow(2).sum(-1) + 0.5 * h.log_scale.pow(2)
-    prior = prior + 0.5 * ((h.log_noise - math.log(1e-2)) / 2.0).pow(2)
     w = torch.cholesky_inverse(chol) - alpha.unsqueeze(-1) * alpha.unsqueeze(1)  # [B,n,n]
     p = w * (5.0 / 3.0) * s2 * (1 + SQRT5 * r) * e
-    g_ls = (a.pow(2) * p.sum(-1, keepdim=True)).sum(1) - (a * (p @ a)).sum(1) + (h.log_ls - center)
-    g_scale = (w * k_matern).sum((1, 2)) + h.log_scale
-    g_noise = noise * torch.diagonal(w, dim1=1, dim2=2).sum(-1) + (h.log_noise - math.log(1e-2)) / 4.0
-    grads = [g_ls, g_scale, g_noise]
+    data_grads = [
+        (a.pow(2) * p.sum(-1, keepdim=True)).sum(1) - (a * (p @ a)).sum(1),
+        (w * k_matern).sum((1, 2)),
+        noise * torch.diagonal(w, dim1=1, dim2=2).sum(-1),
+    ]
     if h.log_cat is not None:
-        prior = prior + 0.5 * (h.log_cat - CAT_SCALE0).pow(2)
-        g_cat = (w * k_cat).sum((1, 2)) if k_cat is not None else torch.zeros_like(h.log_cat)
-        grads.append(g_cat + (h.log_cat - CAT_SCALE0))
-    return (nll + prior).sum(), grads
+        data_grads.append((w * k_cat).sum((1, 2)) if k_cat is not None else torch.zeros_like(h.log_cat))
+    prior, prior_grads = _log_prior_terms(h, dim, x.dtype)
+    return (nll + prior).sum(), [g + q for g, q in zip(data_grads, prior_grads)]
 
 
 def fit_hyper(

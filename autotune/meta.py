@@ -688,8 +688,8 @@ class MetaSampler(BaseSampler):
         self._spaces: dict[tuple[int, int], IntersectionSearchSpace] = {}
         self._hyper: dict[tuple[Any, ...], tuple[GPHyper, int]] = {}  # space -> (last fit, its n)
         self._branch: dict[tuple[int, int, int], dict[str, Any]] = {}  # trial -> its sampled branch values
-        self._histories: dict[tuple[int, int, int], History] = {}  # trial -> its snapshot (until after_trial)
-        self._groups: dict[tuple[int, int, int], list[frozenset[str]]] = {}  # trial -> its snapshot's groups
+        # trial -> (the history its first decision read, that history's parameter groups once needed)
+        self._snapshots: dict[tuple[int, int, int], tuple[History, list[frozenset[str]] | None]] = {}
         self._signatures: dict[tuple[int, int], dict[int, int]] = {}  # study -> finished trial -> its id below
         self._signature_ids: dict[frozenset[tuple[str, BaseDistribution]], int] = {}  # distinct distribution sets
         self.last_fit_time = 0.0
@@ -701,7 +701,7 @@ class MetaSampler(BaseSampler):
         state = dict(self.__dict__)
         state.pop("_lock")
         state["_spaces"], state["_hyper"], state["_branch"] = {}, {}, {}
-        state["_signatures"], state["_signature_ids"], state["_histories"], state["_groups"] = {}, {}, {}, {}
+        state["_signatures"], state["_signature_ids"], state["_snapshots"] = {}, {}, {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -763,14 +763,15 @@ class MetaSampler(BaseSampler):
             init, n_fitted = self._hyper.get(hkey, (None, 0))
         n = len(scores)
         late = n >= 100
-        if late:
-            config = config.model_copy(update={"fit_steps": min(config.fit_steps, config.fit_steps_late)})
+        steps = min(config.fit_steps, config.fit_steps_late) if late else config.fit_steps
         # refit once the history holds new points: one (early) or refit_every_late (late) since the last fit;
         # a branch group's history grows only on the trials that take its branch
         if init is not None and n - n_fitted < (config.refit_every_late if late else 1):
-            config = config.model_copy(update={"fit_steps": 0})
+            steps = 0
         else:
             n_fitted = n
+        if steps != config.fit_steps:
+            config = config.model_copy(update={"fit_steps": steps})
         with single_thread():
             choice = propose(
                 self.policy,
@@ -787,17 +788,33 @@ class MetaSampler(BaseSampler):
             self._hyper[hkey] = (choice.hyper, n_fitted)
         return choice
 
+    @staticmethod
+    def _trial_key(study: Study, trial: FrozenTrial) -> tuple[int, int, int]:
+        return (id(study._storage), study._study_id, trial.number)
+
     def _history(self, study: Study, trial: FrozenTrial) -> History:
         """The study as this trial's first decision read it: its branch decisions (one per group it
         opens) reuse that snapshot rather than re-reading and re-scoring every trial."""
-        key = (id(study._storage), study._study_id, trial.number)
+        key = self._trial_key(study, trial)
         with self._lock:
-            history = self._histories.get(key)
-        if history is None:
-            history = read_history(study, exclude=trial.number)
+            snapshot = self._snapshots.get(key)
+        if snapshot is None:
+            snapshot = (read_history(study, exclude=trial.number), None)
             with self._lock:
-                self._histories[key] = history
-        return history
+                self._snapshots[key] = snapshot
+        return snapshot[0]
+
+    def _groups(self, study: Study, trial: FrozenTrial, seen: list[FrozenTrial]) -> list[frozenset[str]]:
+        """:func:`group_decomposition` of ``seen`` (this trial's snapshot), computed once per trial."""
+        key = self._trial_key(study, trial)
+        with self._lock:
+            history, groups = self._snapshots.get(key, (None, None))
+        if groups is None:
+            groups = group_decomposition(seen)
+            if history is not None:
+                with self._lock:
+                    self._snapshots[key] = (history, groups)
+        return groups
 
     def _finished_where(
         self, study: Study, finished: list[FrozenTrial], predicate: Callable[[FrozenTrial], bool]
@@ -874,7 +891,7 @@ class MetaSampler(BaseSampler):
         chosen = choice.x.numpy()
         values = codec.decode(chosen)[0]
         active = rule.active_params(chosen)[0]
-        key = (id(study._storage), study._study_id, trial.number)
+        key = self._trial_key(study, trial)
         with self._lock:
             self._branch[key] = {k: v for k, v in values.items() if k not in root and k in active}
         return {k: v for k, v in values.items() if k in root}
@@ -942,14 +959,7 @@ class MetaSampler(BaseSampler):
         """The values of ``param_name``'s whole group for this trial (None: not modelled yet)."""
         history = self._history(study, trial)
         seen = [t for t in history.finished if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        key = (id(study._storage), study._study_id, trial.number)
-        with self._lock:
-            groups = self._groups.get(key)
-        if groups is None:
-            groups = group_decomposition(seen)
-            with self._lock:
-                self._groups[key] = groups
-        group = next((g for g in groups if param_name in g), None)
+        group = next((g for g in self._groups(study, trial, seen) if param_name in g), None)
         if group is None:  # never seen in a finished trial
             return None
         holders = [t for t in seen if param_name in t.params]
@@ -968,7 +978,7 @@ class MetaSampler(BaseSampler):
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        key = (id(study._storage), study._study_id, trial.number)
+        key = self._trial_key(study, trial)
         with self._lock:
             cached = self._branch.get(key, {})
         if param_name not in cached:
@@ -990,11 +1000,10 @@ class MetaSampler(BaseSampler):
         self._independent.before_trial(study, trial)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
-        key = (id(study._storage), study._study_id, trial.number)
+        key = self._trial_key(study, trial)
         with self._lock:
             self._branch.pop(key, None)
-            self._histories.pop(key, None)
-            self._groups.pop(key, None)
+            self._snapshots.pop(key, None)
         self._independent.after_trial(study, trial, state, values)
 
 
