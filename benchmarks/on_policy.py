@@ -442,7 +442,8 @@ def hparams_markdown(configs: Sequence[HParams], steps_of: dict[str, int]) -> st
             normalize=f"VecNormalize(norm_obs={hp.normalize_obs}, norm_reward={hp.normalize_reward}, gamma={hp.gamma})"
             if hp.normalize_obs or hp.normalize_reward
             else False,
-            net_arch="pi=[64,64], vf=[64,64], Tanh, ortho_init",
+            net_arch=f"pi={list(hp.hidden_sizes)}, vf={list(hp.hidden_sizes)}, "
+            f"{sb3['policy_kwargs']['activation_fn'].__name__}, ortho_init",
         )
         ours = ours_config(hp, 0)
         ours.pop("seed")

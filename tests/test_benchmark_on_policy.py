@@ -1,0 +1,19 @@
+"""The on-policy benchmark's report states the networks both sides trained (no training here)."""
+
+from __future__ import annotations
+
+from benchmarks.on_policy import hparams_markdown, mujoco_configs, sb3_kwargs, zoo_configs
+
+
+def test_hyperparameter_table_names_the_networks_sb3_trained():
+    configs = [*zoo_configs(), *mujoco_configs()]
+    rows = hparams_markdown(configs, {hp.key: hp.quick_timesteps for hp in configs}).splitlines()[2:]
+    assert len(rows) == len(configs)
+    for hp, row in zip(configs, rows, strict=True):
+        policy_kwargs = sb3_kwargs(hp)["policy_kwargs"]
+        sizes = list(hp.hidden_sizes)
+        assert policy_kwargs["net_arch"] == dict(pi=sizes, vf=sizes)
+        sb3_column = row.split(" | ")[1]
+        assert f"net_arch=pi={sizes}, vf={sizes}, {policy_kwargs['activation_fn'].__name__}" in sb3_column
+    hopper = next(row for hp, row in zip(configs, rows, strict=True) if hp.env_id == "Hopper-v5")
+    assert "pi=[256, 256], vf=[256, 256], ReLU" in hopper
