@@ -151,6 +151,52 @@ def test_a2c_learns_from_channels_last_images():
     _assert_learned(agent)
 
 
+@pytest.mark.parametrize("cls", [PPO, A2C])
+def test_policy_and_value_share_one_cnn_run_once_per_batch(cls, tmp_path):
+    agent = cls(lambda: TargetImageEnv(36), seed=seed(0), hidden_sizes=(), n_envs=2, n_steps=8)
+    assert agent.shared_encoder and agent.value.encoder is agent.policy.encoder  # SB3's CnnPolicy shares it
+    encoder_params = set(agent.policy.encoder.parameters())
+    optimized = agent.optimizer.param_groups[0]["params"]
+    assert len(optimized) == len(set(optimized)) and encoder_params <= set(optimized)  # stepped once each
+    obs = torch.as_tensor(np.stack([TargetImageEnv(36).reset(seed=i)[0] for i in range(5)]))
+    calls = []
+    hook = agent.policy.encoder.register_forward_hook(lambda *_: calls.append(1))
+    dist, value = agent._distribution_and_value(obs)
+    assert len(calls) == 1
+    hook.remove()
+    torch.testing.assert_close(dist.logits, agent.policy.distribution(obs).logits)
+    torch.testing.assert_close(value, agent.value(obs))
+    before = [p.detach().clone() for p in agent.policy.encoder.parameters()]
+    agent.learn(64)
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.policy.encoder.parameters()))
+    assert agent.value.encoder is agent.policy.encoder
+    loaded = cls.load(agent.save(tmp_path / "shared.pt"), env=lambda: TargetImageEnv(36))
+    assert loaded.shared_encoder and loaded.value.encoder is loaded.policy.encoder
+    torch.testing.assert_close(loaded.value(obs), agent.value(obs))
+    torch.testing.assert_close(loaded.policy.distribution(obs).logits, agent.policy.distribution(obs).logits)
+
+    separate = cls(lambda: TargetImageEnv(36), seed=seed(0), hidden_sizes=(), n_envs=2, share_encoder=False)
+    assert not separate.shared_encoder and separate.value.encoder is not separate.policy.encoder
+    # a checkpoint written before share_encoder existed trained two encoders: it keeps them
+    path = separate.save(tmp_path / "before.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["share_encoder"]
+    torch.save(payload, path)
+    old = cls.load(path, env=lambda: TargetImageEnv(36))
+    assert not old.shared_encoder
+    torch.testing.assert_close(old.value(obs), separate.value(obs))
+    torch.testing.assert_close(old.policy.distribution(obs).logits, separate.policy.distribution(obs).logits)
+    flat = cls("CartPole-v1", seed=seed(0), n_envs=2)  # a flat encoder has nothing to share
+    assert not flat.shared_encoder
+
+
+def test_share_encoder_is_refused_where_the_value_function_has_its_own_loss():
+    from core_rl.trust_region.trpo import TRPO
+
+    with pytest.raises(ConfigError, match="share_encoder"):
+        TRPO(lambda: TargetImageEnv(36), seed=seed(0), hidden_sizes=(), n_envs=2, share_encoder=True)
+
+
 # ---- the frame-deduplicating replay buffer ---------------------------------------------------------
 
 

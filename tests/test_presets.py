@@ -76,6 +76,10 @@ def test_a_preset_is_found_by_env_id_and_carries_zoos_values_into_our_fields():
     atari = find_preset("ppo", "ALE/Pong-v5").config  # lin_2.5e-4 and lin_0.1: linear schedules
     assert (atari["lr"], atari["lr_schedule"]) == (2.5e-4, "linear")
     assert (atari["clip_range"], atari["clip_schedule"]) == (0.1, "linear")
+    # CnnPolicy: SB3 puts no hidden layer after its NatureCNN (net_arch=[]), unlike MlpPolicy's 64-64
+    for algo in ("ppo", "a2c", "dqn"):
+        assert find_preset(algo, "ALE/Pong-v5").config["hidden_sizes"] == ()
+        assert find_preset(algo, "CartPole-v1").config["hidden_sizes"] != ()
     mcc = find_preset("ppo", "MountainCarContinuous-v0").config  # gSDE and normalize: true
     assert mcc["use_sde"] and mcc["log_std_init"] == -3.29 and mcc["normalize_obs"] and mcc["normalize_reward"]
     assert find_preset("ppo", "HalfCheetah-v5").config["hidden_sizes"] == (256, 256)  # dict(pi=..., vf=...)

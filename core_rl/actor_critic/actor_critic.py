@@ -64,12 +64,17 @@ class ActorCritic(OnPolicyAgent):
     config_cls = ActorCriticConfig
     supports_sde = True
     fused_update_supported = True
+    shared_encoder_supported = True
 
     def _build_optimizers(self) -> None:
         cfg = self.config
-        params = list(self.policy.parameters()) + list(self.value.parameters())
         self.optimizer = make_optimizer(
-            cfg.optimizer, params, cfg.lr, adam_eps=1e-5, rms_alpha=cfg.rms_alpha, rms_eps=cfg.rms_eps
+            cfg.optimizer,
+            self._policy_value_parameters(),
+            cfg.lr,
+            adam_eps=1e-5,
+            rms_alpha=cfg.rms_alpha,
+            rms_eps=cfg.rms_eps,
         )
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
@@ -81,8 +86,8 @@ class ActorCritic(OnPolicyAgent):
             return self._fused_update(fused, flat, advantage)
         value_loss_total = 0.0
         for i in range(cfg.value_epochs):
-            dist = self.policy.distribution(flat.obs)
-            value_loss = (flat.returns - self.value(flat.obs)).pow(2).mean()
+            dist, value = self._distribution_and_value(flat.obs)
+            value_loss = (flat.returns - value).pow(2).mean()
             if i == 0:  # one policy step per batch: the samples are on-policy only once
                 log_prob = dist.log_prob(flat.actions)
                 policy_loss = -(log_prob * advantage).mean()

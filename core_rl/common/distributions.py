@@ -527,10 +527,16 @@ class StochasticPolicy(nn.Module):
     def distribution(
         self, obs: torch.Tensor
     ) -> Categorical | DiagGaussian | GSDEGaussian | SlateCategorical | MultiCategorical:
+        return self.distribution_of_features(self.encoder(obs))
+
+    def distribution_of_features(
+        self, features: torch.Tensor
+    ) -> Categorical | DiagGaussian | GSDEGaussian | SlateCategorical | MultiCategorical:
+        """π_θ(·|s) from the encoder's output φ(s) (an encoder shared with the value function runs once)."""
         if self.sde is not None:  # gSDE's noise reads the last hidden features z(s)
-            latent = self.net[:-1](self.encoder(obs))
+            latent = self.net[:-1](features)
             return self.sde.distribution(self.net[-1](latent), latent)
-        return self.head(self.net(self.encoder(obs)))
+        return self.head(self.net(features))
 
     def head(
         self, out: torch.Tensor, log_std: torch.Tensor | None = None
@@ -555,4 +561,8 @@ class ValueFunction(nn.Module):
         self.net = mlp(self.encoder.dim, 1, hidden_sizes, activation, out_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(self.encoder(obs)).squeeze(-1)
+        return self.of_features(self.encoder(obs))
+
+    def of_features(self, features: torch.Tensor) -> torch.Tensor:
+        """V_φ(s) from the encoder's output (an encoder shared with the policy runs once)."""
+        return self.net(features).squeeze(-1)

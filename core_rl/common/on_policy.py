@@ -11,7 +11,7 @@ called at each of these points: at the rollout's start and end, after the estima
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -24,11 +24,13 @@ from core_rl.common.base import Agent
 from core_rl.common.buffers import RolloutBatch
 from core_rl.common.config import AgentConfig
 from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
+from core_rl.common.envs import EnvLike
 from core_rl.common.errors import ConfigError
 from core_rl.common.fused_actor_critic import FusedActorCritic
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
 from core_rl.common.optim import make_adam
 from core_rl.common.schedules import scheduled
+from core_rl.common.tracking import Tracker
 
 
 class OnPolicyConfig(AgentConfig):
@@ -78,6 +80,13 @@ class OnPolicyConfig(AgentConfig):
         "MLPs, categorical or Gaussian head without gSDE); the same gradients to float rounding. "
         "False: autograd always.",
     )
+    share_encoder: bool | None = Field(
+        None,
+        description="PPO and A2C: one observation encoder φ(s) for the policy and the value function, trained "
+        "by their one loss and run once per batch (SB3's share_features_extractor). None: shared when the "
+        "encoder is convolutional (image observations, as SB3's CnnPolicy), separate otherwise (a flat "
+        "encoder has no parameters). True is refused by agents that fit V_φ by a loss or optimizer of its own.",
+    )
 
     schedule_fields: ClassVar[dict[str, str]] = {"lr": "lr_schedule"}
 
@@ -111,6 +120,10 @@ class OnPolicyAgent(Agent):
     supports_sde: bool = False
     #: whether the agent's update has the autograd-free form of :meth:`_fused_actor_critic` (PPO, A2C)
     fused_update_supported: bool = False
+    #: whether the policy and V_φ may share one encoder: one loss and one optimizer train both (PPO, A2C)
+    shared_encoder_supported: bool = False
+    #: whether V_φ reads the policy's encoder in this agent (set by ``_build`` from ``share_encoder``)
+    shared_encoder: bool = False
 
     def _build(self) -> None:
         cfg = self.config
@@ -138,13 +151,47 @@ class OnPolicyAgent(Agent):
             if cfg.use_critic
             else None
         )
+        self.shared_encoder = self._shares_encoder()
+        if self.shared_encoder:
+            self.value.encoder = self.policy.encoder
         self.obs_rms = RunningMeanStd(self.observation_space.shape) if cfg.normalize_obs else None
         self.reward_scaler = RewardScaler(self.n_envs, cfg.gamma) if cfg.normalize_reward else None
         self._build_optimizers()
 
+    @staticmethod
+    def _checkpoint_config(config: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's config as this version reads it: one written before ``share_encoder`` existed
+        trained separate encoders, and keeps them."""
+        return config if "share_encoder" in config else {**config, "share_encoder": False}
+
+    @classmethod
+    def _restore(cls, env: EnvLike, config: dict[str, Any], tracker: Tracker | None) -> Agent:
+        return super()._restore(env, cls._checkpoint_config(config), tracker)
+
+    def _shares_encoder(self) -> bool:
+        """Whether V_φ reads the policy's encoder (``share_encoder``; None: for a convolutional encoder)."""
+        share = self.config.share_encoder
+        if share is None:
+            return self.shared_encoder_supported and self.value is not None and self.policy.encoder.cnn is not None
+        if share and not (self.shared_encoder_supported and self.value is not None):
+            why = "it has no value function" if self.value is None else "it fits V_φ by a loss of its own"
+            raise ConfigError(f"config field 'share_encoder': {self.name} cannot share its encoder ({why})")
+        return share
+
+    def _policy_value_parameters(self) -> list[torch.nn.Parameter]:
+        """The policy's and V_φ's parameters, a shared encoder's once."""
+        value = list(self.value.parameters()) if self.value is not None else []
+        return list(dict.fromkeys([*self.policy.parameters(), *value]))
+
     def _build_optimizers(self) -> None:
-        params = list(self.policy.parameters()) + (list(self.value.parameters()) if self.value is not None else [])
-        self.optimizer = make_adam(params, lr=self.config.lr, eps=1e-5)
+        self.optimizer = make_adam(self._policy_value_parameters(), lr=self.config.lr, eps=1e-5)
+
+    def _distribution_and_value(self, obs_t: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """π_θ(·|s) and V_φ(s) of a batch, a shared encoder run once."""
+        if self.shared_encoder:
+            features = self.policy.encoder(obs_t)
+            return self.policy.distribution_of_features(features), self.value.of_features(features)
+        return self.policy.distribution(obs_t), self.value(obs_t)
 
     # ---- helpers ---------------------------------------------------------------------------
     def _preprocess_obs(self, obs: np.ndarray) -> np.ndarray:
@@ -302,7 +349,9 @@ class OnPolicyAgent(Agent):
         fused = self._fused_actor_critic()
         if fused is not None:
             return fused.act(obs_t)
-        return self.policy.distribution(obs_t), self._value_of(obs_t)
+        if self.value is None:
+            return self.policy.distribution(obs_t), self._value_of(obs_t)
+        return self._distribution_and_value(obs_t)
 
     def _bootstrap_values(self, final_obs_t: torch.Tensor, env_idx: np.ndarray) -> torch.Tensor:
         """V(s_final) of the truncated episodes of envs ``env_idx`` at the current step."""

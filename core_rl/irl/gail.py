@@ -275,7 +275,7 @@ class GAIL(PPO):
 
     @classmethod
     def _restore(cls, env: EnvLike, config: dict[str, Any], tracker: Tracker | None) -> "GAIL":
-        return cls(env, config, tracker=tracker, restoring=True)
+        return cls(env, cls._checkpoint_config(config), tracker=tracker, restoring=True)
 
     # ---- construction ----------------------------------------------------------------------
     def _build(self) -> None:

@@ -212,7 +212,12 @@ def zoo_params(algo: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(f"RL-Zoo {algo} field(s) {unknown} have no mapping onto our config")
-    return {**SB3_DEFAULTS[algo], **flat}
+    defaults = dict(SB3_DEFAULTS[algo])
+    if flat.get("policy") == "CnnPolicy":
+        # SB3 puts no hidden layer after its NatureCNN (ActorCriticPolicy's and DQNPolicy's net_arch=[]),
+        # the 64-64 MLP is MlpPolicy's default only
+        defaults["net_arch"] = ()
+    return {**defaults, **flat}
 
 
 def _has_dict(value: list) -> bool:

@@ -69,6 +69,7 @@ class PPO(OnPolicyAgent):
     config_cls = PPOConfig
     supports_sde = True
     fused_update_supported = True
+    shared_encoder_supported = True
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.config
@@ -120,13 +121,12 @@ class PPO(OnPolicyAgent):
         """One clipped-surrogate step by autograd: ``(ρ, log ρ, −surrogate, V − ŷ, mean entropy)``."""
         cfg = self.config
         with torch.enable_grad():
-            dist = self.policy.distribution(mb.obs)
+            dist, value = self._distribution_and_value(mb.obs)
             log_prob = dist.log_prob(mb.actions)
             log_ratio = log_prob - mb.log_probs
             ratio = log_ratio.exp()
             surrogate = torch.min(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
             policy_loss = -surrogate.mean()
-            value = self.value(mb.obs)
             if cfg.clip_range_vf is not None:
                 value = mb.values + (value - mb.values).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
             error = value - mb.returns
