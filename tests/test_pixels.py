@@ -3,6 +3,7 @@ Atari preprocessing with the true game score, frame strips."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 
 import gymnasium as gym
@@ -80,6 +81,17 @@ def test_encoder_is_picked_by_observation_and_refused_with_one_clear_error():
         DQN("CartPole-v1", encoder="impala_cnn")
     with pytest.raises(ConfigError, match="'encoder'"):
         PPO("CartPole-v1", encoder="resnet")
+
+
+@pytest.mark.parametrize("kind, shape", [("nature_cnn", (4, 36, 36)), ("impala_cnn", (16, 16, 3))])
+def test_cnn_encoders_compute_in_nhwc_and_give_the_nchw_answer(kind, shape):
+    enc = ObsEncoder(gym.spaces.Box(0, 255, shape, np.uint8), kind)
+    convs = [m for m in enc.cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    reference = copy.deepcopy(enc.cnn).to(memory_format=torch.contiguous_format)  # the NCHW computation
+    obs = torch.randint(0, 256, (5, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    nchw = obs.movedim(-1, -3) if enc.channels_last else obs
+    torch.testing.assert_close(enc(obs), reference(nchw.float() * enc.scale), rtol=1e-5, atol=1e-5)
 
 
 def test_uint8_observations_stay_uint8_until_the_network():
