@@ -60,6 +60,7 @@ from benchmarks.common import (
     run_main,
     sb3_learn,
     summarize,
+    timed_result,
 )
 from core_rl.common.schedules import parse_schedule
 from core_rl.presets import Preset, find_preset
@@ -227,24 +228,21 @@ def _result(
         batch = int(p["n_envs"]) * int(p["n_steps"])
         per_rollout = int(p.get("n_epochs", 1)) * math.ceil(batch / int(p.get("batch_size", batch)))
         grad_steps = done // batch * per_rollout
-    nan = float("nan")
-    return AtariRunResult(
+    return timed_result(
+        AtariRunResult,
         algo=cfg.algo,
         env_id=cfg.env_id,
         impl=impl,
         seed=seed,
-        steps=int(done),
+        steps=done,
         wall_s=wall,
         cpu_s=cpu,
-        steps_per_s=done / wall,
-        cpu_steps_per_s=done / max(cpu, 1e-9),
-        eval_return=float(np.mean(scores)) if len(scores) else nan,
-        eval_std=float(np.std(scores)) if len(scores) else nan,
-        train_return_last100=float(np.mean(recent)) if len(recent) else nan,
+        eval_returns=scores,
+        train_return_last100=float(np.mean(recent)) if len(recent) else float("nan"),
         episodes=int(episodes),
         build_s=build_s,
         eval_s=time.perf_counter() - t_eval,
-        curve=curve[:: max(1, len(curve) // 300)],
+        curve=curve,
         grad_steps=grad_steps,
     )
 

@@ -87,6 +87,32 @@ class RunResult:
 R = TypeVar("R", bound=RunResult)
 
 
+def timed_result(
+    cls: type[R],
+    *,
+    steps: int,
+    wall_s: float,
+    cpu_s: float,
+    eval_returns: Sequence[float],
+    curve: Sequence[tuple[int, float]],
+    **fields_: Any,
+) -> R:
+    """A ``cls`` run record from one timed ``learn``: steps per wall and CPU second, the evaluation's mean
+    and std (NaN without episodes), the training curve thinned to about 300 points."""
+    nan = float("nan")
+    return cls(
+        steps=int(steps),
+        wall_s=wall_s,
+        cpu_s=cpu_s,
+        steps_per_s=steps / wall_s,
+        cpu_steps_per_s=steps / max(cpu_s, 1e-9),
+        eval_return=float(np.mean(eval_returns)) if len(eval_returns) else nan,
+        eval_std=float(np.std(eval_returns)) if len(eval_returns) else nan,
+        curve=list(curve[:: max(1, len(curve) // 300)]),
+        **fields_,
+    )
+
+
 def throttled(progress: ProgressFn, every: int) -> ProgressFn:
     """``progress`` called with the steps accumulated since its last call, at most once per ``every``
     steps, so that a per-env-step callback costs a counter update, not a progress-bar refresh."""

@@ -56,6 +56,7 @@ from benchmarks.common import (
     row_metrics,
     run_main,
     sb3_learn,
+    timed_result,
     write_outputs,
 )
 from benchmarks.common import fmt as _f
@@ -358,23 +359,21 @@ def run_one(
     t_eval = time.perf_counter()
     returns = evaluate_actions(act, hp.env_id, eval_episodes, seed=100_000 + 1_000 * seed)
     eval_s = time.perf_counter() - t_eval
-    return RunResult(
+    return timed_result(
+        RunResult,
         algo=hp.algo,
         env_id=hp.env_id,
         impl=impl,
         seed=seed,
-        steps=int(done),
+        steps=done,
         wall_s=wall,
         cpu_s=cpu,
-        steps_per_s=done / wall,
-        cpu_steps_per_s=done / max(cpu, 1e-9),
-        eval_return=float(np.mean(returns)),
-        eval_std=float(np.std(returns)),
+        eval_returns=returns,
         train_return_last100=float(train_ret),
         episodes=int(episodes),
         build_s=build_s,
         eval_s=eval_s,
-        curve=curve[:: max(1, len(curve) // 300)],
+        curve=curve,
     )
 
 
