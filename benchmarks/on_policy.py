@@ -210,10 +210,10 @@ CLASSIC_ENVS = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1")
 
 
 def mujoco_configs() -> list[HParams]:
-    """PPO on Hopper-v5 (needs ``pip install 'deeprl-suite[mujoco]'``): RL-Zoo's ``Hopper-v4`` entry (the
-    closest version Zoo tunes), 1e6 steps in Zoo, ``--quick`` = issue 16's 300k. Zoo sets
-    ``ortho_init=False``; ours always initializes orthogonally, so both sides run with SB3's default
-    ``ortho_init=True`` here (the one deviation, stated in the note)."""
+    """PPO on Hopper-v5, PPO and A2C on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``):
+    RL-Zoo's ``-v4`` entries (the closest version Zoo tunes), 1e6 steps in Zoo, ``--quick`` = issue 16's
+    300k. Zoo sets ``ortho_init=False``; ours always initializes orthogonally, so both sides run with SB3's
+    default ``ortho_init=True`` here (the one deviation, stated in the note)."""
     return [
         HParams(
             "ppo",
@@ -237,6 +237,45 @@ def mujoco_configs() -> list[HParams]:
             activation="relu",
             log_std_init=-2.0,
             zoo_note="zoo Hopper-v4 (closest version) with ortho_init=True on both sides (zoo: False)",
+        ),
+        HParams(
+            "ppo",
+            "HalfCheetah-v5",
+            1_000_000,
+            300_000,
+            n_envs=1,
+            n_steps=512,
+            batch_size=64,
+            n_epochs=20,
+            gamma=0.98,
+            gae_lambda=0.92,
+            learning_rate=2.0633e-05,
+            ent_coef=0.000401762,
+            clip_range=0.1,
+            max_grad_norm=0.8,
+            vf_coef=0.58096,
+            normalize_obs=True,
+            normalize_reward=True,
+            hidden_sizes=(256, 256),
+            activation="relu",
+            log_std_init=-2.0,
+            zoo_note="zoo HalfCheetah-v4 (closest version) with ortho_init=True on both sides (zoo: False)",
+        ),
+        HParams(
+            "a2c",
+            "HalfCheetah-v5",
+            1_000_000,
+            300_000,
+            n_envs=1,
+            n_steps=5,
+            gamma=0.99,
+            gae_lambda=1.0,
+            learning_rate=7e-4,
+            ent_coef=0.0,
+            normalize_obs=True,
+            normalize_reward=True,
+            normalize_advantage=False,
+            zoo_note="zoo HalfCheetah-v4 (closest version): normalize: true, SB3 A2C defaults otherwise",
         ),
     ]
 

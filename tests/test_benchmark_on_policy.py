@@ -17,3 +17,13 @@ def test_hyperparameter_table_names_the_networks_sb3_trained():
         assert f"net_arch=pi={sizes}, vf={sizes}, {policy_kwargs['activation_fn'].__name__}" in sb3_column
     hopper = next(row for hp, row in zip(configs, rows, strict=True) if hp.env_id == "Hopper-v5")
     assert "pi=[256, 256], vf=[256, 256], ReLU" in hopper
+
+
+def test_mujoco_configs_are_the_rl_zoo_presets_mapped():
+    from benchmarks.on_policy import ours_config
+    from core_rl.presets import find_preset
+
+    for hp in mujoco_configs():
+        preset = find_preset(hp.algo, hp.env_id).config  # the -v4 entry, mapped by the core
+        ours = ours_config(hp, seed=0)
+        assert {k: ours[k] for k in preset} == dict(preset), hp.key
