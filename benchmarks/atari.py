@@ -350,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta["commands"] = [c for m in metas for c in m.get("commands", [m["command"]])]
         meta["merged_by"] = command
         starts = {m.get("learning_starts") for m in metas} - {None}
+        if len(starts) > 1:
+            print(
+                f"the pieces ran with different --learning-starts {sorted(starts)}: merge them apart", file=sys.stderr
+            )
+            return 2
         keys = sorted({(r.algo, r.env_id) for r in results})
         cfgs = [c for c in configs(ALGOS, ENVS, next(iter(starts)) if starts else None) if (c.algo, c.env_id) in keys]
     else:
