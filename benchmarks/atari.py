@@ -46,8 +46,10 @@ import torch
 from benchmarks.common import (
     IMPLS,
     REPO,
+    SUMMARY_METRICS,
     TORCH_THREADS,
     RunResult,
+    add_run_arguments,
     benchmark_run,
     close_interrupted,
     command_line,
@@ -56,6 +58,7 @@ from benchmarks.common import (
     load_results,
     machine_note,
     ours_learn,
+    parse_run_arguments,
     row_metrics,
     run_main,
     sb3_learn,
@@ -317,24 +320,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     p.add_argument("--envs", nargs="+", default=["ALE/Pong-v5"], choices=ENVS, metavar="ENV")
     p.add_argument("--steps", type=int, default=None, help="env (agent) steps per run (required unless --results)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per configuration (default 1)")
     p.add_argument("--seeds-from", type=int, default=0, help="the first seed (to run seeds in pieces)")
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--eval-games", type=int, default=0, help="games of the trained policy per run (default 0)")
     p.add_argument("--learning-starts", type=int, default=None, help="DQN: replaces RL-Zoo's 1e5 on both sides")
-    p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC)
-    p.add_argument("--no-doc", action="store_true")
-    p.add_argument("--out-dir", type=Path, default=None)
-    p.add_argument("--results", type=Path, nargs="+", default=None, help="re-render from saved JSON files")
-    args = p.parse_args(argv)
+    add_run_arguments(p, DEFAULT_DOC, seeds=1, eval_episodes=False)  # --seeds, --steps-scale, MLflow, outputs
+    args = parse_run_arguments(p, argv)
     if args.results is None and (args.steps is None or args.steps < 1):
         p.error("--steps must be a positive number of env steps")
-    if args.seeds < 1 or args.seeds_from < 0 or args.eval_games < 0:
-        p.error("--seeds must be ≥ 1, --seeds-from and --eval-games ≥ 0")
+    if args.seeds_from < 0 or args.eval_games < 0:
+        p.error("--seeds-from and --eval-games must be ≥ 0")
     if args.learning_starts is not None and args.learning_starts < 0:
         p.error("--learning-starts must be ≥ 0")
+    if args.steps is not None:
+        args.steps = max(1, round(args.steps * args.steps_scale))
     return args
 
 
@@ -391,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             close_interrupted("atari", stamp, out_dir, results, meta, status)
         print(f"results: {json_path}")
-    rows = summarize(results, [(c.algo, c.env_id) for c in cfgs], metrics=_METRICS)
+    rows = summarize(results, [(c.algo, c.env_id) for c in cfgs], metrics=SUMMARY_METRICS)
     print(markdown_table(rows))
     if not args.no_doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)
@@ -411,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r.algo}-{r.env_id}-{r.impl}-s{r.seed}",
                     tags={"impl": r.impl, "algo": r.algo, "env_id": r.env_id},
                     params=dict(seed=r.seed, steps=r.steps),
-                    summary={m: getattr(r, m) for m in _METRICS if math.isfinite(getattr(r, m))},
+                    summary={m: getattr(r, m) for m in SUMMARY_METRICS if math.isfinite(getattr(r, m))},
                     step=r.steps,
                     curves={"game_score": r.curve},
                 )
@@ -420,8 +419,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     return 0
 
-
-_METRICS = ("eval_return", "train_return_last100", "wall_s", "cpu_s", "steps_per_s", "cpu_steps_per_s")
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

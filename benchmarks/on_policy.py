@@ -26,7 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ from benchmarks.common import (
 from benchmarks.common import fmt as _f
 from benchmarks.common import jsonable as _jsonable
 from benchmarks.common import summarize as _summarize
-from core_rl.presets import zoo_mapping
+from core_rl.presets import find_preset, zoo_mapping
 
 DEFAULT_DOC = REPO / "docs" / "benchmarks" / "on_policy.md"
 EXPERIMENT = "benchmark-on-policy"
@@ -211,73 +211,30 @@ CLASSIC_ENVS = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1")
 
 def mujoco_configs() -> list[HParams]:
     """PPO on Hopper-v5, PPO and A2C on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``):
-    RL-Zoo's ``-v4`` entries (the closest version Zoo tunes), 1e6 steps in Zoo, ``--quick`` = issue 16's
-    300k. Zoo sets ``ortho_init=False``; ours always initializes orthogonally, so both sides run with SB3's
-    default ``ortho_init=True`` here (the one deviation, stated in the note)."""
+    RL-Zoo's ``-v4`` entries (the closest version Zoo tunes) as the core's presets map them, 1e6 steps in
+    Zoo, ``--quick`` = issue 16's 300k. Zoo sets ``ortho_init=False``; ours always initializes
+    orthogonally, so both sides run with SB3's default ``ortho_init=True`` here (the one deviation, stated
+    in the note)."""
+    ortho = "with ortho_init=True on both sides (zoo: False)"
     return [
-        HParams(
-            "ppo",
-            "Hopper-v5",
-            1_000_000,
-            300_000,
-            n_envs=1,
-            n_steps=512,
-            batch_size=32,
-            n_epochs=5,
-            gamma=0.999,
-            gae_lambda=0.99,
-            learning_rate=9.80828e-05,
-            ent_coef=0.00229519,
-            clip_range=0.2,
-            max_grad_norm=0.7,
-            vf_coef=0.835671,
-            normalize_obs=True,
-            normalize_reward=True,
-            hidden_sizes=(256, 256),
-            activation="relu",
-            log_std_init=-2.0,
-            zoo_note="zoo Hopper-v4 (closest version) with ortho_init=True on both sides (zoo: False)",
-        ),
-        HParams(
-            "ppo",
-            "HalfCheetah-v5",
-            1_000_000,
-            300_000,
-            n_envs=1,
-            n_steps=512,
-            batch_size=64,
-            n_epochs=20,
-            gamma=0.98,
-            gae_lambda=0.92,
-            learning_rate=2.0633e-05,
-            ent_coef=0.000401762,
-            clip_range=0.1,
-            max_grad_norm=0.8,
-            vf_coef=0.58096,
-            normalize_obs=True,
-            normalize_reward=True,
-            hidden_sizes=(256, 256),
-            activation="relu",
-            log_std_init=-2.0,
-            zoo_note="zoo HalfCheetah-v4 (closest version) with ortho_init=True on both sides (zoo: False)",
-        ),
-        HParams(
+        _from_preset("ppo", "Hopper-v5", 300_000, f"zoo Hopper-v4 (closest version) {ortho}"),
+        _from_preset("ppo", "HalfCheetah-v5", 300_000, f"zoo HalfCheetah-v4 (closest version) {ortho}"),
+        _from_preset(
             "a2c",
             "HalfCheetah-v5",
-            1_000_000,
             300_000,
-            n_envs=1,
-            n_steps=5,
-            gamma=0.99,
-            gae_lambda=1.0,
-            learning_rate=7e-4,
-            ent_coef=0.0,
-            normalize_obs=True,
-            normalize_reward=True,
-            normalize_advantage=False,
-            zoo_note="zoo HalfCheetah-v4 (closest version): normalize: true, SB3 A2C defaults otherwise",
+            "zoo HalfCheetah-v4 (closest version): normalize: true, SB3 A2C defaults otherwise",
         ),
     ]
+
+
+def _from_preset(algo: str, env_id: str, quick_timesteps: int, zoo_note: str) -> HParams:
+    """``HParams`` of the core's preset for ``algo`` on ``env_id``: its mapped config in this record's names."""
+    preset = find_preset(algo, env_id)
+    names = {f.name for f in fields(HParams)}
+    values = {("learning_rate" if k == "lr" else k): v for k, v in preset.config.items()}
+    kept = {k: v for k, v in values.items() if k in names}
+    return HParams(algo, env_id, preset.n_timesteps, quick_timesteps, zoo_note=zoo_note, **kept)
 
 
 def sb3_params(hp: HParams) -> dict[str, Any]:
