@@ -175,6 +175,16 @@ class Layout:
     cat_groups: list[tuple[int, int]]
     fixed: torch.Tensor | None = None
     active: Callable[[torch.Tensor], torch.Tensor] | None = None
+    levels: torch.Tensor | None = None  # [dim] grid levels per column (0: continuous; None: all continuous)
+
+    def trust_half_width(self, length: torch.Tensor) -> torch.Tensor:
+        """``[B,1,dim]`` half-sides of the trust-region box for side ``length`` [B]: L/2, but at least two
+        grid cells on a grid column (a box narrower than that would pin a coarse grid to the incumbent)."""
+        half = length.to(DTYPE)[:, None, None] / 2 * torch.ones(self.dim, dtype=DTYPE)
+        if self.levels is None:
+            return half
+        k = self.levels.to(DTYPE)
+        return torch.where(k > 0, torch.maximum(half, 2.0 / k.clamp_min(1.0)), half)
 
     @property
     def categorical(self) -> torch.Tensor:
@@ -200,6 +210,48 @@ class Layout:
         return torch.where(torch.isnan(self.fixed), c, self.fixed.to(c.dtype))
 
 
+def trust_region_length(
+    scores: torch.Tensor,
+    n_numeric: int,
+    n_startup: int,
+    length_init: float = 0.4,
+    length_min: float = 0.5**7,
+    length_max: float = 1.6,
+    success_tolerance: int = 3,
+) -> torch.Tensor:
+    r"""TuRBO's trust-region side length ``L`` [B], replayed from the scores in trial order.
+
+    After the ``n_startup`` random trials every trial is a success if it improves the best score by
+    more than :math:`10^{-3}\,|y^*|` and a failure otherwise; ``success_tolerance`` successes in a row
+    double ``L`` (up to ``length_max``), :math:`\tau_f = \max(4, \lceil d/2 \rceil)` failures in a row
+    halve it, and a length below ``length_min`` restarts at ``length_init`` (Eriksson et al. 2019, whose
+    defaults are L₀ = 0.8 and τ_f = max(4, d) for thousands of evaluations; the shorter start and patience
+    measured better at 50 trials, docs/autotune.md). Replaying the history keeps the sampler stateless
+    across workers.
+    """
+    B, n = scores.shape
+    fail_tol = max(4, math.ceil(n_numeric / 2))
+    out = torch.empty(B, dtype=DTYPE)
+    for b in range(B):  # a sampler decides one task (B = 1); a scalar recursion over at most n trials
+        y = scores[b].tolist()
+        length, succ, fail = length_init, 0, 0
+        best = max(y[:n_startup]) if n_startup > 0 and n > 0 else -math.inf
+        for v in y[n_startup:]:
+            if v > best + 1e-3 * abs(best):
+                succ, fail = succ + 1, 0
+            else:
+                succ, fail = 0, fail + 1
+            best = max(best, v)
+            if succ == success_tolerance:
+                length, succ = min(2.0 * length, length_max), 0
+            elif fail == fail_tol:
+                length, fail = length / 2.0, 0
+            if length < length_min:
+                length = length_init
+        out[b] = length
+    return out
+
+
 def make_candidates(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -207,12 +259,27 @@ def make_candidates(
     layout: Layout,
     gen: torch.Generator,
     snap: Callable[[torch.Tensor], torch.Tensor],
+    tr_length: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``n_cand`` snapped candidates per task: a quarter uniform, the rest perturbations of the top trials."""
+    """``n_cand`` snapped candidates per task: a quarter uniform, the rest perturbations of the top trials.
+
+    With ``tr_length`` [B] (a trust region, :func:`trust_region_length`) the uniform quarter is drawn in
+    the box of that side around the best trial instead of the whole cube (the numeric columns the best
+    trial uses; :meth:`Layout.trust_half_width`), and the numeric perturbations' scales are multiplied by
+    the box's side.
+    """
     B, n, D = x.shape
     n_loc = (3 * n_cand) // 4 if n > 0 else 0
     n_glob = n_cand - n_loc
     glob = torch.rand(B, n_glob, D, generator=gen, dtype=DTYPE)
+    if tr_length is not None and n > 0:
+        centre = x.gather(1, y.argmax(1)[:, None, None].expand(B, 1, D))  # [B,1,D]
+        half = layout.trust_half_width(tr_length)
+        lo, hi = (centre - half).clamp(0.0, 1.0), (centre + half).clamp(0.0, 1.0)
+        boxed = layout.numeric.to(DTYPE).expand(B, 1, D)
+        if layout.active is not None:  # a parameter the best trial does not use stays free: another branch's
+            boxed = boxed * layout.active(centre).to(DTYPE)  # parameters are not boxed around an imputed value
+        glob = torch.where(boxed > 0, lo + (hi - lo) * glob, glob)
     for s, w in layout.cat_groups:
         glob[..., s : s + w] = nn.functional.one_hot(torch.randint(0, w, (B, n_glob), generator=gen), w).to(DTYPE)
     parts = [glob]
@@ -223,7 +290,9 @@ def make_candidates(
         pick = torch.multinomial(weights, n_loc, replacement=True, generator=gen)
         parent = x.gather(1, top.gather(1, pick).unsqueeze(-1).expand(B, n_loc, D))
         scales = torch.tensor([0.01, 0.03, 0.1, 0.3], dtype=DTYPE)
-        scale = scales[torch.randint(0, 4, (B, n_loc, 1), generator=gen)]
+        flip_scale = scale = scales[torch.randint(0, 4, (B, n_loc, 1), generator=gen)]
+        if tr_length is not None:  # the trust region bounds the numeric steps, not how often a choice flips
+            scale = scale * 2 * layout.trust_half_width(tr_length)
         numeric = layout.numeric.to(DTYPE).expand(B, n_loc, D)
         if layout.active is not None:  # only the parameters the parent uses
             used = numeric * layout.active(parent).to(DTYPE)
@@ -238,7 +307,7 @@ def make_candidates(
             move = torch.maximum(move, nn.functional.one_hot(forced, D).to(DTYPE) * numeric)
         loc = (parent + torch.randn(B, n_loc, D, generator=gen, dtype=DTYPE) * scale * move).clamp(0.0, 1.0)
         for s, w in layout.cat_groups:
-            flip = torch.rand(B, n_loc, 1, generator=gen, dtype=DTYPE) < (2 * scale).clamp(max=0.6)
+            flip = torch.rand(B, n_loc, 1, generator=gen, dtype=DTYPE) < (2 * flip_scale).clamp(max=0.6)
             new = nn.functional.one_hot(torch.randint(0, w, (B, n_loc), generator=gen), w).to(DTYPE)
             loc[..., s : s + w] = torch.where(flip, new, loc[..., s : s + w])
         parts.append(loc)
@@ -631,6 +700,13 @@ class MetaConfig(BaseModel):
         description="Fraction of the study (t/T) decided by the joint tree decision; the rest by the root "
         "and branch decisions, which explore the root's choices more and tune each branch on its own history.",
     )
+    trust_region: bool = Field(
+        True,
+        description="Draw the candidates in a TuRBO trust region around the best trial (numeric columns; at "
+        "least two cells either side on a grid): its side starts at 0.4, doubles after 3 improvements in a "
+        "row and halves after max(4, ⌈d/2⌉) trials without one (replayed from the history); off: the "
+        "whole cube.",
+    )
     target: Literal["yeo_johnson", "copula"] = Field(
         "yeo_johnson",
         description="How scores become the GP's and the policy's targets: 'yeo_johnson' (standardized, "
@@ -882,7 +958,7 @@ class MetaSampler(BaseSampler):
             rule.encode([t.params for t, _ in rows]),
             np.array([sc for _, sc in rows]),
             rule.encode(pending) if pending else np.zeros((0, codec.dim)),
-            (Layout(codec.dim, codec.categorical_columns, active=rule.active_mask), rule.snap),
+            (Layout(codec.dim, codec.categorical_columns, active=rule.active_mask, levels=_levels(codec)), rule.snap),
             ("tree", tuple(sorted(dists))),
             2,
             len(dists),
@@ -944,7 +1020,7 @@ class MetaSampler(BaseSampler):
             codec.encode([t.params for t, _ in rows]),
             np.array([s for _, s in rows]),
             codec.encode(pending) if pending else np.zeros((0, codec.dim)),
-            (Layout(codec.dim, codec.categorical_columns, fixed), codec_snap(codec)),
+            (Layout(codec.dim, codec.categorical_columns, fixed, levels=_levels(codec)), codec_snap(codec)),
             tuple(sorted(dists)),
             int(branch),
             len(dists),
@@ -1017,6 +1093,14 @@ class Proposal:
     hyper: GPHyper
 
 
+def _levels(codec: SpaceCodec) -> torch.Tensor:
+    """``[dim]`` grid levels of the numeric columns (0: continuous); categorical columns 0."""
+    levels = torch.as_tensor(codec.grid_levels)
+    for s, w in codec.categorical_columns:
+        levels[s : s + w] = 0
+    return levels
+
+
 def codec_snap(codec: SpaceCodec) -> Callable[[torch.Tensor], torch.Tensor]:
     def snap(c: torch.Tensor) -> torch.Tensor:
         B, M, D = c.shape
@@ -1040,7 +1124,7 @@ def propose(
 ) -> Proposal:
     """One decision of the policy for B tasks: fit the GP, make candidates, score, pick."""
     if isinstance(codec_or_layout, SpaceCodec):
-        layout = Layout(codec_or_layout.dim, codec_or_layout.categorical_columns)
+        layout = Layout(codec_or_layout.dim, codec_or_layout.categorical_columns, levels=_levels(codec_or_layout))
         snap = codec_snap(codec_or_layout)
     else:
         layout, snap = codec_or_layout
@@ -1055,7 +1139,10 @@ def propose(
             steps=config.fit_steps if init is not None else 3 * config.fit_steps,
             cat_mask=cat_mask,
         )
-    cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap)
+    tr_length = None
+    if config.trust_region and x.shape[1] > 0:
+        tr_length = trust_region_length(scores, int(layout.numeric.sum()), config.n_startup_trials)
+    cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap, tr_length)
     if config.categorical_sweep > 0 and x.shape[1] > 0:
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:

@@ -237,5 +237,5 @@ def sample_tasks(
             extra = extra + (onehot * off.unsqueeze(1)).sum(-1) * spread.unsqueeze(1)
         return base(xn.clamp(0.0, 1.0)) + extra
 
-    tb = TaskBatch(Layout(D, groups), levels, fn, name + (f"+mixed{len(groups)}" if mix else ""))
+    tb = TaskBatch(Layout(D, groups, levels=levels), levels, fn, name + (f"+mixed{len(groups)}" if mix else ""))
     return tb

@@ -30,7 +30,7 @@ MapRow = zoo_mapping.MapRow
 class HParams:
     """One benchmark configuration: RL-Zoo's values (``zoo``) over SB3's defaults, in SB3's names."""
 
-    algo: str  # "dqn" | "sac" | "td3"
+    algo: str  # "dqn" | "sac" | "td3" | "ddpg"
     env_id: str
     n_timesteps: int  # RL-Zoo's budget
     quick_timesteps: int  # the --quick budget
@@ -60,13 +60,14 @@ def _from_preset(algo: str, env_id: str, quick_timesteps: int, zoo_note: str) ->
 
 
 def zoo_configs() -> list[HParams]:
-    """RL-Zoo's values, read from the core's presets (``core_rl/presets/rl_zoo/{dqn,sac,td3}.yml``)."""
+    """RL-Zoo's values, read from the core's presets (``core_rl/presets/rl_zoo/{dqn,sac,td3,ddpg}.yml``)."""
     return [
         _from_preset("dqn", "CartPole-v1", 50_000, "zoo 'Almost Tuned'"),
         _from_preset("sac", "Pendulum-v1", 10_000, "zoo; SB3 SAC defaults"),
         _from_preset(
             "td3", "Pendulum-v1", 15_000, "zoo (train_freq 1 / gradient_steps 1: one gradient step per env step)"
         ),
+        _from_preset("ddpg", "Pendulum-v1", 20_000, "zoo; SB3 DDPG = its TD3 with one critic, no delay or smoothing"),
         *mujoco_configs(),
     ]
 
@@ -76,13 +77,14 @@ CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")
 
 
 def mujoco_configs() -> list[HParams]:
-    """SAC and TD3 on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``): RL-Zoo's
+    """SAC, TD3 and DDPG on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``): RL-Zoo's
     ``HalfCheetah-v4`` entries (the closest version Zoo tunes; v5 has the same observation, action and
     reward), trained 1e6 steps by Zoo; ``--quick`` is issue 16's 300k-step budget."""
     note = "zoo HalfCheetah-v4 (closest version), 300k of Zoo's 1e6 steps with --quick"
     return [
         _from_preset("sac", "HalfCheetah-v5", 300_000, f"{note}; SB3 SAC defaults"),
         _from_preset("td3", "HalfCheetah-v5", 300_000, f"{note}; SB3 TD3 defaults"),
+        _from_preset("ddpg", "HalfCheetah-v5", 300_000, f"{note}; SB3 DDPG defaults"),
     ]
 
 
@@ -111,7 +113,7 @@ def sb3_kwargs(hp: HParams) -> dict[str, Any]:
     )
     if hp.algo == "sac":
         kw["policy_kwargs"]["log_std_init"] = p["log_std_init"]
-    if hp.algo == "td3" and p["noise_type"] is not None:
+    if hp.algo in ("td3", "ddpg") and p["noise_type"] is not None:
         import gymnasium as gym
         from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -490,7 +491,17 @@ def test_meta_refits_the_gp_once_k_new_points_arrived(monkeypatch):
 def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies():
     """On a discrete space snapping makes most generated candidates copies; the policy scores each distinct
     one once (its copies weigh in the prior's standardization) and picks what it picks over all copies."""
-    from autotune.meta import Layout, MetaConfig, codec_snap, make_candidates, observe, propose, score_target
+    from autotune.meta import (
+        Layout,
+        MetaConfig,
+        _levels,
+        codec_snap,
+        make_candidates,
+        observe,
+        propose,
+        score_target,
+        trust_region_length,
+    )
 
     codec = SpaceCodec({"k": CategoricalDistribution(["a", "b", "c"]), "n": IntDistribution(1, 4)})
     rows = [{"k": k, "n": n} for k, n in [("a", 1), ("b", 3), ("c", 2), ("a", 4), ("b", 1)]]
@@ -501,8 +512,9 @@ def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies
     got = propose(policy, x, scores, None, codec, torch.Generator().manual_seed(0), 0.5, config)
     assert got.cand.shape[1] <= 12 and torch.unique(got.cand[0], dim=0).shape[0] == got.cand.shape[1]
 
-    layout = Layout(codec.dim, codec.categorical_columns)
-    every = make_candidates(x, scores, 256, layout, torch.Generator().manual_seed(0), codec_snap(codec))
+    layout = Layout(codec.dim, codec.categorical_columns, levels=_levels(codec))  # as propose builds it
+    tr_length = trust_region_length(scores, int(layout.numeric.sum()), config.n_startup_trials)
+    every = make_candidates(x, scores, 256, layout, torch.Generator().manual_seed(0), codec_snap(codec), tr_length)
     assert every.shape[1] == 256  # the same draw, copies kept
     tf = torch.full((1,), 0.5, dtype=torch.float64)
     obs, _ = observe(x, score_target(scores, config.target), None, every, got.hyper, tf)
@@ -523,11 +535,82 @@ def test_pretraining_updates_the_policy_and_saves_weights_the_sampler_loads(tmp_
     out = tmp_path / "policy.pt"
     settings = ["iterations=2", "n_tasks=2", "rollouts=2", "horizon=6", "eval_every=1", "n_eval_batches=1"]
     assert pretrain.main(["--out", str(out), "--set", *settings, "--summary", str(tmp_path / "s.json")]) == 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # pretraining's own initial policy
-        untrained = MetaPolicy()
-    trained = load_policy(out)
-    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untrained.state_dict().values()))
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [c["iteration"] for c in summary["curve"]] == [0, 1, 2]
     study = optuna.create_study(sampler=MetaSampler(weights=out, seed=0, n_startup_trials=3, n_candidates=32))
     study.optimize(quadratic, n_trials=8)
     assert len(study.trials) == 8
+
+    # one PPO step on sampled tasks moves every layer of the policy (gradients flow through the folded attention)
+    cfg = pretrain.PretrainConfig(n_tasks=2, rollouts=2, horizon=6)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        policy = MetaPolicy()
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    tasks = pretrain.sample_tasks(cfg.n_tasks, gen, max_dim=cfg.max_dim)
+    meta_cfg = pretrain.MetaConfig(n_candidates=64, deterministic=False)
+    with torch.no_grad():
+        ep = pretrain.run_episode(
+            policy, tasks, cfg.n_tasks, cfg.rollouts, cfg.horizon, cfg.n_startup, gen, meta_cfg, deterministic=False
+        )
+    pretrain.ppo_update(policy, torch.optim.Adam(policy.parameters(), lr=cfg.lr), ep, cfg, gen)
+    moved = {k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and {k.split(".")[0] for k in moved} == {k.split(".")[0] for k in before}, moved
+
+
+def test_trust_region_length_follows_turbos_rule_replayed_from_the_scores():
+    """TuRBO's side length from the history in trial order: it starts at 0.4, 3 improvements in a row
+    double it (capped at 1.6), max(4, ⌈d/2⌉) trials without one halve it, below 0.5^7 it restarts;
+    startup trials only set the incumbent."""
+    from autotune.meta import trust_region_length
+
+    def length(scores: list[float], d: int = 2, startup: int = 2) -> float:
+        return float(trust_region_length(torch.tensor([scores], dtype=torch.float64), d, startup)[0])
+
+    assert length([0.0, 1.0]) == 0.4  # startup only
+    assert length([0.0, 1.0, 2.0, 3.0]) == 0.4  # two successes: not yet
+    assert length([0.0, 1.0, 2.0, 3.0, 4.0]) == 0.8  # three in a row
+    assert length([0.0, 1.0] + [float(v) for v in range(2, 14)]) == 1.6  # 0.4 → 0.8 → 1.6, then capped
+    assert length([0.0, 1.0] + [1.0005] * 4) == 0.2  # below the 1e-3 relative threshold: failures
+    assert length([0.0, 1.0] + [0.5] * 4, d=12) == 0.4  # d = 12 needs six failures
+    assert length([0.0, 1.0] + [0.5] * 6, d=12) == 0.2
+    assert length([0.0, 1.0] + [0.5] * 4, d=7) == 0.2  # ceil(7/2) = 4
+    assert length([0.0, 1.0, 2.0, 0.5, 0.5, 3.0, 0.5]) == 0.4  # a failure resets the success count
+    assert length([0.0, 1.0] + [0.5] * 4 * 5) == 0.4 * 0.5**5  # five halvings
+    assert length([0.0, 1.0] + [0.5] * 4 * 6) == 0.4  # the sixth falls below 0.5^7: restart
+    batch = trust_region_length(torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 0.0, 0.0, 0.0]]), 1, 2)
+    assert batch.tolist() == [0.8, 0.4]
+
+
+def test_trust_region_candidates_stay_in_the_box_around_the_best_trial():
+    """``trust_region=True``: the uniform quarter of the candidates lies within L/2 of the best trial
+    (numeric columns; categorical columns keep their one-hot draws), the perturbations of the top
+    trials shrink by L, and the sampler still optimizes."""
+    from autotune.meta import Layout, make_candidates
+
+    x = torch.tensor([[[0.1, 0.9, 1, 0], [0.5, 0.5, 0, 1], [0.8, 0.2, 1, 0]]], dtype=torch.float64)
+    scores = torch.tensor([[0.0, 2.0, 1.0]], dtype=torch.float64)
+    layout = Layout(4, [(2, 2)])
+
+    def candidates(length: torch.Tensor | None) -> torch.Tensor:
+        return make_candidates(x, scores, 256, layout, torch.Generator().manual_seed(0), lambda c: c, length)[0]
+
+    boxed, free = candidates(torch.tensor([0.2])), candidates(None)
+    assert (boxed[:64, :2] - 0.5).abs().max() <= 0.1 + 1e-12
+    assert (free[:64, :2] - 0.5).abs().max() > 0.3  # without the trust region: the whole cube
+    assert set(boxed[:, 2:].sum(-1).tolist()) == {1.0}
+
+    def step(c: torch.Tensor) -> float:  # median distance of the local candidates to their nearest trial
+        return float(torch.cdist(c[64:, :2], x[0, :, :2]).min(1).values.median())
+
+    assert step(boxed) < 0.3 * step(free)
+    # a grid column keeps at least two of its cells either side: 5 levels -> half-width 0.4, not 0.1
+    gridded = Layout(4, [(2, 2)], levels=torch.tensor([0, 5, 0, 0]))
+    assert gridded.trust_half_width(torch.tensor([0.2]))[0, 0].tolist() == pytest.approx([0.1, 0.4, 0.1, 0.1])
+
+    s = optuna.create_study(sampler=MetaSampler(seed=0, n_startup_trials=3, n_candidates=128, trust_region=True))
+    s.optimize(quadratic, n_trials=30)
+    r = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    r.optimize(quadratic, n_trials=30)
+    assert s.best_value < 0.5 * r.best_value

@@ -46,6 +46,10 @@ def test_zoo_values_reach_both_sides():
     assert td3["gamma"] == 0.98 and td3["learning_starts"] == 10_000 and td3["policy_kwargs"]["net_arch"] == [400, 300]
     assert np.allclose(td3["action_noise"]._sigma, 0.1)
     assert ours_config(by_algo["td3"], 0)["noise_std"] == 0.1
+    ddpg, ddpg_ours = sb3_kwargs(by_algo["ddpg"]), ours_config(by_algo["ddpg"], 0)
+    assert ddpg["gamma"] == 0.98 and ddpg["learning_starts"] == 10_000 and np.allclose(ddpg["action_noise"]._sigma, 0.1)
+    assert (ddpg_ours["noise_std"], ddpg_ours["hidden_sizes"]) == (0.1, (400, 300))
+    assert ddpg_ours.get("n_critics", 1) == 1 and ddpg_ours.get("policy_delay", 1) == 1  # SB3's DDPG: one critic
     sac = ours_config(by_algo["sac"], 0)
     assert sac["lr"] == 1e-3 and sac["learning_starts"] == 100 and sac["ent_coef"] == "auto"
 
@@ -110,11 +114,11 @@ def test_results_round_trip(tmp_path):
 
 def test_sb3_builds_each_configuration_as_mapped():
     import torch
-    from stable_baselines3 import DQN, SAC, TD3
+    from stable_baselines3 import DDPG, DQN, SAC, TD3
 
     for hp in zoo_configs():
         p = hp.params
-        model = {"dqn": DQN, "sac": SAC, "td3": TD3}[hp.algo](
+        model = {"dqn": DQN, "sac": SAC, "td3": TD3, "ddpg": DDPG}[hp.algo](
             "MlpPolicy", hp.env_id, device="cpu", seed=0, **sb3_kwargs(hp)
         )
         assert (model.batch_size, model.gamma, model.learning_starts, model.tau) == (
