@@ -59,3 +59,28 @@ def test_four_processes_create_the_tracking_store_and_an_experiment_once(tmp_pat
     client = mlflow.tracking.MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
     assert [e.name for e in client.search_experiments()].count("shared") == 1
     assert (data / "mlflow.db.lock").is_file()  # the lock lives in the data folder
+
+
+def test_the_writable_check_survives_processes_probing_one_folder_together(tmp_path):
+    """Each caller probes with a file of its own: with one shared probe name, one caller's unlink removed
+    another's probe and the folder was reported "not writable" (the four-process test above failed so)."""
+    import threading
+
+    from core_rl.common.runs import check_writable_dir
+
+    errors: list[Exception] = []
+
+    def probe() -> None:
+        for _ in range(300):
+            try:
+                check_writable_dir(tmp_path, "data folder")
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=probe) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert list(tmp_path.iterdir()) == []  # no probe left behind

@@ -67,9 +67,10 @@ def check_writable_dir(path: Path, what: str, error: type[Exception] = TrackingE
     """Create ``path`` if needed and prove it writable, or raise ``error`` naming ``what``."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
+        # a probe of this process's own: processes starting together on one folder must not remove each other's
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise error(f"{what} '{path}' is not writable: {exc.strerror or exc}") from None
 
