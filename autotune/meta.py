@@ -175,11 +175,12 @@ class Layout:
     cat_groups: list[tuple[int, int]]
     fixed: torch.Tensor | None = None
     active: Callable[[torch.Tensor], torch.Tensor] | None = None
-    levels: torch.Tensor | None = None  # [dim] grid levels per column (0: continuous; None: all continuous)
+    levels: torch.Tensor | None = None  # [dim] SpaceCodec.grid_levels (0: continuous; None: all continuous)
 
     def trust_half_width(self, length: torch.Tensor) -> torch.Tensor:
         """``[B,1,dim]`` half-sides of the trust-region box for side ``length`` [B]: L/2, but at least two
-        grid cells on a grid column (a box narrower than that would pin a coarse grid to the incumbent)."""
+        grid cells on a grid column (a box narrower than that would pin a coarse grid to the incumbent);
+        entries of categorical columns are never read (the box bounds numeric columns only)."""
         half = length.to(DTYPE)[:, None, None] / 2 * torch.ones(self.dim, dtype=DTYPE)
         if self.levels is None:
             return half
@@ -958,7 +959,15 @@ class MetaSampler(BaseSampler):
             rule.encode([t.params for t, _ in rows]),
             np.array([sc for _, sc in rows]),
             rule.encode(pending) if pending else np.zeros((0, codec.dim)),
-            (Layout(codec.dim, codec.categorical_columns, active=rule.active_mask, levels=_levels(codec)), rule.snap),
+            (
+                Layout(
+                    codec.dim,
+                    codec.categorical_columns,
+                    active=rule.active_mask,
+                    levels=torch.as_tensor(codec.grid_levels),
+                ),
+                rule.snap,
+            ),
             ("tree", tuple(sorted(dists))),
             2,
             len(dists),
@@ -1020,7 +1029,10 @@ class MetaSampler(BaseSampler):
             codec.encode([t.params for t, _ in rows]),
             np.array([s for _, s in rows]),
             codec.encode(pending) if pending else np.zeros((0, codec.dim)),
-            (Layout(codec.dim, codec.categorical_columns, fixed, levels=_levels(codec)), codec_snap(codec)),
+            (
+                Layout(codec.dim, codec.categorical_columns, fixed, levels=torch.as_tensor(codec.grid_levels)),
+                codec_snap(codec),
+            ),
             tuple(sorted(dists)),
             int(branch),
             len(dists),
@@ -1093,14 +1105,6 @@ class Proposal:
     hyper: GPHyper
 
 
-def _levels(codec: SpaceCodec) -> torch.Tensor:
-    """``[dim]`` grid levels of the numeric columns (0: continuous); categorical columns 0."""
-    levels = torch.as_tensor(codec.grid_levels)
-    for s, w in codec.categorical_columns:
-        levels[s : s + w] = 0
-    return levels
-
-
 def codec_snap(codec: SpaceCodec) -> Callable[[torch.Tensor], torch.Tensor]:
     def snap(c: torch.Tensor) -> torch.Tensor:
         B, M, D = c.shape
@@ -1124,7 +1128,11 @@ def propose(
 ) -> Proposal:
     """One decision of the policy for B tasks: fit the GP, make candidates, score, pick."""
     if isinstance(codec_or_layout, SpaceCodec):
-        layout = Layout(codec_or_layout.dim, codec_or_layout.categorical_columns, levels=_levels(codec_or_layout))
+        layout = Layout(
+            codec_or_layout.dim,
+            codec_or_layout.categorical_columns,
+            levels=torch.as_tensor(codec_or_layout.grid_levels),
+        )
         snap = codec_snap(codec_or_layout)
     else:
         layout, snap = codec_or_layout

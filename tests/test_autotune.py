@@ -494,7 +494,6 @@ def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies
     from autotune.meta import (
         Layout,
         MetaConfig,
-        _levels,
         codec_snap,
         make_candidates,
         observe,
@@ -512,7 +511,7 @@ def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies
     got = propose(policy, x, scores, None, codec, torch.Generator().manual_seed(0), 0.5, config)
     assert got.cand.shape[1] <= 12 and torch.unique(got.cand[0], dim=0).shape[0] == got.cand.shape[1]
 
-    layout = Layout(codec.dim, codec.categorical_columns, levels=_levels(codec))  # as propose builds it
+    layout = Layout(codec.dim, codec.categorical_columns, levels=torch.as_tensor(codec.grid_levels))  # as propose
     tr_length = trust_region_length(scores, int(layout.numeric.sum()), config.n_startup_trials)
     every = make_candidates(x, scores, 256, layout, torch.Generator().manual_seed(0), codec_snap(codec), tr_length)
     assert every.shape[1] == 256  # the same draw, copies kept
