@@ -464,7 +464,7 @@ SafetyPointGoal1: ours on 3 seeds, OmniSafe on one.
   - OmniSafe's piece was re-run in the third session of 2026-12-04 and matched the lost one of the day
     before to every digit shown.
   - Cost ≤ 25: no. Reward: below. Cumulative cost: 2.8× lower. Speed: 396 against 236 steps per CPU-s,
-    1.7×. OmniSafe's TRPO spends less of its CPU on updates than its PPO does.
+    1.7×. OmniSafe's TRPOLag runs 2.6× as many steps per CPU-second as its PPOLag (why was not measured).
 - **PID-Lag** (defaults, 3 seeds): ours −0.36 / 24.3 ± 16.2 (seeds 13.8, 11.8, 47.2), cumulative 7,239;
   OmniSafe CPPOPID −0.77 / 39.7 / 13,764, at 169 steps per CPU-s.
   - This is the first row that meets three targets on the seed mean:
@@ -473,7 +473,7 @@ SafetyPointGoal1: ours on 3 seeds, OmniSafe on one.
     - cumulative cost lower: 1.9× lower.
   - Speed: 665 against 169 steps per CPU-s, 3.9×.
   - Both rewards are near zero at this budget. One OmniSafe seed cannot tell −0.36 from −0.77.
-  - The PID multiplier holds two of our seeds well under the limit. On seed 2, λ reached 17.8 and the cost
+  - The PID multiplier holds two of our seeds well under the limit. On seed 2, λ ended at 17.8 and the cost
     still ended at 47.
 - **Saute** (defaults, 3 seeds): 1.72 / 68.1 ± 25.7 (seeds 52.2, 104.3, 47.7), cumulative 13,692.
   - Saute's state augmentation does not hold the cost at this budget. Seed 1 paid 22,461 in training.
