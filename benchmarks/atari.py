@@ -320,7 +320,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     p.add_argument("--envs", nargs="+", default=["ALE/Pong-v5"], choices=ENVS, metavar="ENV")
     p.add_argument("--steps", type=int, default=None, help="env (agent) steps per run (required unless --results)")
-    p.add_argument("--seeds-from", type=int, default=0, help="the first seed (to run seeds in pieces)")
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--eval-games", type=int, default=0, help="games of the trained policy per run (default 0)")
     p.add_argument("--learning-starts", type=int, default=None, help="DQN: replaces RL-Zoo's 1e5 on both sides")
@@ -328,8 +327,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parse_run_arguments(p, argv)
     if args.results is None and (args.steps is None or args.steps < 1):
         p.error("--steps must be a positive number of env steps")
-    if args.seeds_from < 0 or args.eval_games < 0:
-        p.error("--seeds-from and --eval-games must be ≥ 0")
+    if args.eval_games < 0:
+        p.error("--eval-games must be ≥ 0")
     if args.learning_starts is not None and args.learning_starts < 0:
         p.error("--learning-starts must be ≥ 0")
     if args.steps is not None:

@@ -414,7 +414,13 @@ def add_run_arguments(
     p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3, eval_episodes: bool = True
 ) -> None:
     """The options every benchmark shares: seeds, budget scale, evaluation, MLflow, outputs, re-rendering."""
-    p.add_argument("--seeds", type=int, default=seeds, help=f"seeds 0..N-1 per configuration (default {seeds})")
+    p.add_argument("--seeds", type=int, default=seeds, help=f"how many seeds per configuration (default {seeds})")
+    p.add_argument(
+        "--seeds-from",
+        type=int,
+        default=0,
+        help="the first seed: runs seeds F..F+N-1, so more seeds run later as pieces merged by --results",
+    )
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
     if eval_episodes:
         p.add_argument("--eval-episodes", type=int, default=20)
@@ -442,10 +448,12 @@ def add_run_arguments(
 
 
 def parse_run_arguments(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse, and reject a non-positive ``--seeds``, ``--steps-scale`` or ``--eval-episodes``."""
+    """Parse, and reject a non-positive ``--seeds``, ``--steps-scale`` or ``--eval-episodes``, a negative ``--seeds-from``."""
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
+    if args.seeds_from < 0:
+        p.error("--seeds-from must be ≥ 0")
     if args.steps_scale <= 0:
         p.error("--steps-scale must be positive")
     if getattr(args, "eval_episodes", 1) < 1:

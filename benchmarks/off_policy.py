@@ -634,7 +634,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from tqdm.auto import tqdm
 
-            plan = [(seed, i, hp) for seed in range(args.seeds) for i, hp in enumerate(configs)]
+            plan = [
+                (seed, i, hp)
+                for seed in range(args.seeds_from, args.seeds_from + args.seeds)
+                for i, hp in enumerate(configs)
+            ]
 
             def modes_of(hp: HParams, impl: str) -> list[str]:
                 return [m for m in args.ours_modes if hp.algo in MODE_ALGOS[m]] if impl == "ours" else ["fp32"]

@@ -137,3 +137,33 @@ def test_sb3_builds_each_configuration_as_mapped():
         assert widths[:2] == list(p["net_arch"])
         if hp.algo == "dqn":
             assert (model.target_update_interval, model.exploration_final_eps) == (10, 0.04)
+
+
+def test_seeds_from_runs_a_later_piece_of_seeds(tmp_path, monkeypatch):
+    """``--seeds 2 --seeds-from 3`` trains seeds 3 and 4 (a later piece, merged by ``--results``)."""
+    import benchmarks.off_policy as off_policy
+
+    ran: list[tuple[str, int]] = []
+
+    def fake_run_one(hp, impl, steps, seed, eval_episodes, progress, mode="fp32"):
+        ran.append((impl, seed))
+        return _res(hp.algo, impl, seed, 100.0, 10.0, 50.0)
+
+    monkeypatch.setattr(off_policy, "run_one", fake_run_one)
+    monkeypatch.setattr(off_policy, "warm_up", lambda *a, **k: None)
+    argv = [
+        "--algos",
+        "dqn",
+        "--seeds",
+        "2",
+        "--seeds-from",
+        "3",
+        "--no-mlflow",
+        "--no-doc",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    assert off_policy.main(argv) == 0
+    assert sorted(ran) == [("ours", 3), ("ours", 4), ("sb3", 3), ("sb3", 4)]
+    with pytest.raises(SystemExit):
+        off_policy.parse_args(["--seeds-from", "-1"])
