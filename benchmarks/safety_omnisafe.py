@@ -88,8 +88,11 @@ ROLLOUT: dict[str, int] = {"CPO": 10_000}
 #: (SafetyPointGoal1, 2e5 steps, 3 seeds; docs/benchmarks/cpo_notes.md §5): PPO-Lag's dual step aims 10 under
 #: the limit (``cost_margin``): aimed at the limit itself its cost landed at 21.1, 28.9 and 28.5 on seeds 0–2
 #: (mean 26.2, measured 2026-12-03); aimed at 15, at 29.6, 8.8 and 27.9 (mean 22.1, reward −1.8 against
-#: −1.1): under 25 on average, but the episodes' costs are heavy-tailed and two seeds of three still end over it
-SETTINGS: dict[str, dict[str, Any]] = {"PPO-Lag": {"cost_margin": 10.0}}
+#: −1.1): under 25 on average, but the episodes' costs are heavy-tailed and two seeds of three still end over it.
+#: TRPO-Lag the same (2026-12-04, fourth session): aimed at the limit 32.8, 18.9, 41.5 (reward 1.50); aimed at 15,
+#: 14.6, 6.5, 16.8 (reward −2.53), every seed under 25. PID-Lag keeps the limit: aimed at 15 it ended at 27.0,
+#: 24.1, 38.5 (mean 29.9) against 13.8, 11.8, 47.2 (mean 24.3) aimed at 25
+SETTINGS: dict[str, dict[str, Any]] = {"PPO-Lag": {"cost_margin": 10.0}, "TRPO-Lag": {"cost_margin": 10.0}}
 
 
 def rollout_steps(algo: str, n_envs: int) -> int:
