@@ -409,6 +409,18 @@ Each row: `python -m benchmarks.safety_omnisafe --tasks SG-PointGoal1 --sides ou
 | CPO | 2,048 steps, `cost_margin=20` (`--set n_steps=2048 cost_margin=20`) | 9.00 | 60.6 | 13,363 | – | 807 |
 | CPO | 10,000 steps, `cost_margin=25` (aims at 0) | 3.58 | 63.9 | 11,707 | – | 1,006 |
 
+The margin on three seeds (the same command with `--seeds 3`; 2026-12-03/04; reward and cumulative cost are
+means over the seeds, cost and final λ per seed; the speeds varied with the machine's load between runs):
+
+| agent | settings | reward | cost (seeds 0, 1, 2) | cum. cost | final λ | steps per CPU-s |
+|---|---|---|---|---|---|---|
+| PPO-Lag | aimed at the limit | −1.1 | 21.1, 28.9, 28.5 | – | – | – |
+| PPO-Lag | `cost_margin=10` (now `SETTINGS`) | −1.81 | 29.6, 8.8, 27.9 | 6,014 | – | 382–441 |
+| TRPO-Lag | aimed at the limit | 1.50 | 32.8, 18.9, 41.5 | 5,952 | 22.5, 39.2, 44.3 | 379–405 |
+| TRPO-Lag | `cost_margin=10` (now `SETTINGS`, 2026-12-04) | −2.53 | 14.6, 6.5, 16.8 | 4,340 | 74.6, 19.7, 10.7 | 647–812 |
+| PID-Lag | aimed at the limit (kept) | −0.36 | 13.8, 11.8, 47.2 | 7,239 | 15.0, 2.4, 17.8 | 530–788 |
+| PID-Lag | `cost_margin=10` | −0.21 | 27.0, 24.1, 38.5 | 6,379 | 16.8, 20.6, 19.2 | 783–833 |
+
 With OmniSafe's λ dynamics (Adam on −λ(Ĵc − d), lr 0.035, λ₀ 0.001) our PPO-Lag lands where OmniSafe's
 PPOLag does (7.70 / 82.1 against 7.98 / 83.3): the gap was the multiplier, not the PPO core. Adam
 moves λ by about its lr per update whatever the violation, so at this budget λ rises too late: by the
