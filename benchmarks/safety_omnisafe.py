@@ -11,8 +11,8 @@ not fit one sitting runs in parts whose results merge (``--report-only`` renders
 Both sides get: the task's cost limit (25 per 1000-step episode), one env (``--n-envs``), a 64-64
 tanh actor and critic, observation normalization (OmniSafe's default), γ = 0.99, the seed. Everything
 else is each side's own default for that algorithm (ours: 2,048-step rollouts, kept at 2,048 steps
-with one env by :func:`rollout_steps`, CPO's 10,000 (:data:`ROLLOUT`), PPO-Lag's ``cost_margin`` of 10
-(:data:`SETTINGS`), and the task's settings in :data:`benchmarks.safety.TASKS`; OmniSafe's: 20,000-step
+with one env by :func:`rollout_steps`, CPO's 10,000 (:data:`ROLLOUT`), PPO-Lag's and TRPO-Lag's ``cost_margin``
+of 10 (:data:`SETTINGS`), and the task's settings in :data:`benchmarks.safety.TASKS`; OmniSafe's: 20,000-step
 epochs), as a user of either would run it. Ours runs in the main venv with the tasks served by
 :mod:`safety.safety_gymnasium`; OmniSafe's in its own venv through ``benchmarks/omnisafe_runner.py``.
 
@@ -428,7 +428,7 @@ time it is large (λ 4–11 after 50k steps with lr 0.2) the policy drives throu
 stays near 90. What holds the cost is an early rise: plain dual ascent reaches λ ≈ 37 within ten
 updates (a violation of 75 adds 3.75 per update); capping λ at 10 buys +4 reward for +12 cost. No
 λ setting measured reaches OmniSafe's reward with cost ≤ 25 at 2e5 steps, so PPO-Lag and TRPO-Lag keep
-the default on Safety-Gymnasium; `dual_optimizer="adam"` stays available (and is OmniSafe's choice
+the default dual ascent on Safety-Gymnasium; `dual_optimizer="adam"` stays available (and is OmniSafe's choice
 at 1e7 steps). CPO on 2,048 steps accepted full case-1 steps whose promised cost drop never showed; on
 10,000 steps per update its cost trends down (the 100-episode mean from 67 at 110k steps to 49 at the end) at lower reward.
 OmniSafe's 20,000-step epochs do not help ours (57.6), nor does a margin that aims the constraint
@@ -474,12 +474,16 @@ SafetyPointGoal1: ours on 3 seeds, OmniSafe on one.
 - **PPO-Lag** (`cost_margin=10`): ours −1.81 / 22.1 ± 9.4 (seeds 29.6, 8.8, 27.9), cumulative 6,014; OmniSafe
   PPOLag 7.14 / 94.2 / 16,750, at 90 steps per CPU-s.
   Cost ≤ 25: on average, not on every seed. Reward: below. Cumulative cost: 2.8× lower. Speed: 4.7×.
-- **TRPO-Lag** (defaults): ours 1.50 / 31.1 ± 9.3 (seeds 32.8, 18.9, 41.5), cumulative 5,952; OmniSafe TRPOLag
-  15.30 / 59.9 / 16,378.
-  - OmniSafe's piece was re-run in the third session of 2026-12-04 and matched the lost one of the day
-    before to every digit shown.
-  - Cost ≤ 25: no. Reward: below. Cumulative cost: 2.8× lower. Speed: 396 against 236 steps per CPU-s,
-    1.7×. OmniSafe's TRPOLag runs 2.6× as many steps per CPU-second as its PPOLag (why was not measured).
+- **TRPO-Lag** (`cost_margin=10`, 2026-12-04, fourth session): ours −2.53 / 12.6 ± 4.4 (seeds 14.6, 6.5, 16.8),
+  cumulative 4,340; OmniSafe TRPOLag on 3 seeds 12.51 / 68.5 ± 6.4 (seeds 59.9, 70.4, 75.1), cumulative 17,346.
+  - Cost ≤ 25: yes, on every seed (aimed at the limit it was 32.8, 18.9, 41.5). Reward: below (−2.5 against 12.5).
+    Cumulative cost: 4.0× lower. Speed: 716 against 268 steps per CPU-s, 2.7×.
+  - The speeds of one algorithm move with the machine's load: ours 379–405 steps per CPU-s on 2026-12-03/04
+    without the margin, 647–812 in this session; OmniSafe's 236 on its seed 0, 282–286 on seeds 1–2. The
+    margin does not change the work per step (same network, same rollouts); the likely cause is the load of the
+    other jobs on the 2 cores (a guess, not measured).
+  - OmniSafe's seed 0 re-run in the third session of 2026-12-04 matched the lost piece of the day before to every
+    digit shown.
 - **PID-Lag** (defaults, 3 seeds): ours −0.36 / 24.3 ± 16.2 (seeds 13.8, 11.8, 47.2), cumulative 7,239;
   OmniSafe CPPOPID −0.77 / 39.7 / 13,764, at 169 steps per CPU-s.
   - This is the first row that meets three targets on the seed mean:
@@ -500,8 +504,8 @@ and our Lagrangian agents trade reward for staying near the limit.
 
 SafetyCarGoal1, ours only, seed 0 (OmniSafe's CarGoal1 pieces not run: about 40 CPU-minutes each at its ~100
 steps per CPU-s): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
-TRPO-Lag −1.19 / 38.0 (10,104, 346). The car's costs are higher than the point's for every agent; no agent is
-under 25 on it yet.
+TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104). The car's
+costs are higher than the point's for every agent; no agent is under 25 on it yet.
 """
 
 
