@@ -457,7 +457,7 @@ of unconstrained PPO's, cumulative training cost below PPO-Lag's. SafeMPC (model
 planning call per step) runs on {ALGOS["SafeMPC"][2]:.0%} of the steps of the others (a CEM plan per
 step is ~50× slower than a policy forward pass on the CPU; model-based RL is about sample efficiency) and only where actions and observations are Box.
 Saute needs Box observations (not the gridworld); the shield's safety layer has no slate form (not
-the recommender). Seeds 0..{meta["seeds"] - 1}.
+the recommender). Seeds {meta.get("seeds_from", 0)}..{meta.get("seeds_from", 0) + meta["seeds"] - 1}.
 
 {markdown_tables(rows)}
 {images}
@@ -504,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": command,
             "mode": mode_note(args),
             "seeds": args.seeds,
+            "seeds_from": args.seeds_from,
             "eval_episodes": args.eval_episodes,
             "machine": machine_note(),
         }
