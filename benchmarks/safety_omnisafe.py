@@ -478,7 +478,7 @@ is what moves it out. OmniSafe's switch (`violation_scale=episode`) on 2,048-ste
 29.6, 8.8, 27.9 on seeds 0–2 (22.1 on average, 26.2 aimed at 25 the day before).
 
 **Where the four targets stand (2026-12-04; 2e5 steps; every number from a piece in the tables above).**
-SafetyPointGoal1: ours on 3 seeds, OmniSafe on one.
+SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag and CPPOPID, on one for PPOLag and CPO.
 - **CPO** (benchmark defaults): ours 7.27 / 48.1, cumulative cost 9,730; OmniSafe CPO 3.42 / 35.5 / 8,474.
   Reward ≥: yes. Cost ≤ 25: no. Cumulative cost below: no. Speed: 457 against 113 steps per CPU-s (4.0×).
 - **PPO-Lag** (`cost_margin=10`): ours −1.81 / 22.1 ± 9.4 (seeds 29.6, 8.8, 27.9), cumulative 6,014; OmniSafe
@@ -495,20 +495,19 @@ SafetyPointGoal1: ours on 3 seeds, OmniSafe on one.
   - OmniSafe's seed 0 re-run in the third session of 2026-12-04 matched the lost piece of the day before to every
     digit shown.
 - **PID-Lag** (defaults, 3 seeds): ours −0.36 / 24.3 ± 16.2 (seeds 13.8, 11.8, 47.2), cumulative 7,239;
-  OmniSafe CPPOPID −0.77 / 39.7 / 13,764, at 169 steps per CPU-s.
-  - This is the first row that meets three targets on the seed mean:
-    - cost ≤ 25: yes on the mean, though not on seed 2;
-    - reward ≥ OmniSafe's: yes;
-    - cumulative cost lower: 1.9× lower.
-  - Speed: 665 against 169 steps per CPU-s, 3.9×.
-  - Both rewards are near zero at this budget. One OmniSafe seed cannot tell −0.36 from −0.77.
+  OmniSafe CPPOPID on 3 seeds (seeds 1–2 added 2026-12-04, fourth session) 0.00 / 53.0 ± 23.6 (seeds −0.77 / 39.7,
+  −0.65 / 33.1, 1.43 / 86.1), cumulative 15,324, at 173 steps per CPU-s.
+  - Cost ≤ 25: yes on the mean, though not on seed 2. Cumulative cost: 2.1× lower. Speed: 665 against 173 steps
+    per CPU-s, 3.8×.
+  - Reward: below by 0.36, so the row reads "no" where one OmniSafe seed (−0.77) read "yes". Both rewards are
+    near zero at this budget, and the seeds' spread (±1.5 ours, ±1.0 OmniSafe's) is larger than the gap.
   - The PID multiplier holds two of our seeds well under the limit. On seed 2, λ ended at 17.8 and the cost
     still ended at 47.
 - **Saute** (defaults, 3 seeds): 1.72 / 68.1 ± 25.7 (seeds 52.2, 104.3, 47.7), cumulative 13,692.
   - Saute's state augmentation does not hold the cost at this budget. Seed 1 paid 22,461 in training.
 - OmniSafe's PPOSaute was not run.
 
-At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 60):
+At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 68, CPPOPID 53):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
 and our Lagrangian agents trade reward for staying near the limit.
 
