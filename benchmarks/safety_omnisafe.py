@@ -513,8 +513,9 @@ and our Lagrangian agents trade reward for staying near the limit.
 
 SafetyCarGoal1, ours only, seed 0 (OmniSafe's CarGoal1 pieces not run: about 40 CPU-minutes each at its ~100
 steps per CPU-s): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
-TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104). The car's
-costs are higher than the point's for every agent; no agent is under 25 on it yet.
+TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104), PID-Lag
+0.24 / 31.4 (6,512, 690) and Saute −0.34 / 31.9 (7,442, 714), the last three measured 2026-12-04 (fourth session).
+The car's costs are higher than the point's for every agent but Saute; no agent is under 25 on it yet.
 """
 
 
