@@ -515,7 +515,8 @@ SafetyCarGoal1, ours only, seed 0 (OmniSafe's CarGoal1 pieces not run: about 40 
 steps per CPU-s): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
 TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104), PID-Lag
 0.24 / 31.4 (6,512, 690) and Saute −0.34 / 31.9 (7,442, 714), the last three measured 2026-12-04 (fourth session).
-The car's costs are higher than the point's for every agent but Saute; no agent is under 25 on it yet.
+Seed 1 (same session, `--seeds 1 --seeds-from 1`): TRPO-Lag −0.59 / 18.1 (8,948, 729), PID-Lag −0.60 / 20.7
+(8,649, 752), both under 25; over the two seeds both end at about 26 (25.8 and 26.1).
 """
 
 
