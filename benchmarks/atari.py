@@ -62,6 +62,7 @@ from benchmarks.common import (
     row_metrics,
     run_main,
     sb3_learn,
+    seed_range,
     summarize,
     timed_result,
 )
@@ -372,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = "FAILED"
         try:
             for cfg in cfgs:
-                for seed in range(args.seeds_from, args.seeds_from + args.seeds):
+                for seed in seed_range(args):
                     order = args.impls if seed % 2 == 0 else list(reversed(args.impls))
                     for impl in order:
                         print(f"{cfg.key} {impl} seed {seed}: {args.steps:,} steps ...", flush=True)

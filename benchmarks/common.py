@@ -410,10 +410,8 @@ def sb3_learn(
 
 
 # ---- the command line --------------------------------------------------------------------------
-def add_run_arguments(
-    p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3, eval_episodes: bool = True
-) -> None:
-    """The options every benchmark shares: seeds, budget scale, evaluation, MLflow, outputs, re-rendering."""
+def add_seed_arguments(p: argparse.ArgumentParser, seeds: int = 3) -> None:
+    """``--seeds N`` and ``--seeds-from F``: seeds F..F+N-1 (:func:`seed_range`), so more seeds run later as pieces."""
     p.add_argument("--seeds", type=int, default=seeds, help=f"how many seeds per configuration (default {seeds})")
     p.add_argument(
         "--seeds-from",
@@ -421,6 +419,26 @@ def add_run_arguments(
         default=0,
         help="the first seed: runs seeds F..F+N-1, so more seeds run later as pieces merged by --results",
     )
+
+
+def check_seed_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject a non-positive ``--seeds`` or a negative ``--seeds-from`` (one line, naming the option)."""
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    if args.seeds_from < 0:
+        p.error("--seeds-from must be ≥ 0")
+
+
+def seed_range(args: argparse.Namespace) -> range:
+    """The seeds of this run: ``--seeds-from`` F to F + ``--seeds`` − 1."""
+    return range(args.seeds_from, args.seeds_from + args.seeds)
+
+
+def add_run_arguments(
+    p: argparse.ArgumentParser, default_doc: Path, seeds: int = 3, eval_episodes: bool = True
+) -> None:
+    """The options every benchmark shares: seeds, budget scale, evaluation, MLflow, outputs, re-rendering."""
+    add_seed_arguments(p, seeds)
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (after --quick)")
     if eval_episodes:
         p.add_argument("--eval-episodes", type=int, default=20)
@@ -450,10 +468,7 @@ def add_run_arguments(
 def parse_run_arguments(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, and reject a non-positive ``--seeds``, ``--steps-scale`` or ``--eval-episodes``, a negative ``--seeds-from``."""
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
-    if args.seeds_from < 0:
-        p.error("--seeds-from must be ≥ 0")
+    check_seed_arguments(p, args)
     if args.steps_scale <= 0:
         p.error("--steps-scale must be positive")
     if getattr(args, "eval_episodes", 1) < 1:

@@ -49,6 +49,7 @@ from benchmarks.common import (
     parse_run_arguments,
     row_metrics,
     run_main,
+    seed_range,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -529,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     s = table[(algo, env_id)]
                     steps = max(1, int((s.quick_steps if args.quick else s.steps) * args.steps_scale))
                     meta["configs"][f"{algo} / {env_id}"] = f"{steps:,} steps; {s.config}"
-                    for seed in range(args.seeds_from, args.seeds_from + args.seeds):
+                    for seed in seed_range(args):
                         print(f"[{algo} {env_id} seed {seed}] {steps} steps", flush=True)
                         res = run_one(s, steps, seed)
                         print(

@@ -76,6 +76,7 @@ from benchmarks.common import (
     row_metrics,
     run_main,
     sb3_learn,
+    seed_range,
     summarize,
     throttled,
     write_outputs,
@@ -634,11 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from tqdm.auto import tqdm
 
-            plan = [
-                (seed, i, hp)
-                for seed in range(args.seeds_from, args.seeds_from + args.seeds)
-                for i, hp in enumerate(configs)
-            ]
+            plan = [(seed, i, hp) for seed in seed_range(args) for i, hp in enumerate(configs)]
 
             def modes_of(hp: HParams, impl: str) -> list[str]:
                 return [m for m in args.ours_modes if hp.algo in MODE_ALGOS[m]] if impl == "ours" else ["fp32"]

@@ -56,6 +56,7 @@ from benchmarks.common import (
     row_metrics,
     run_main,
     sb3_learn,
+    seed_range,
     timed_result,
     write_outputs,
 )
@@ -717,11 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tqdm.auto import tqdm
 
             warm_up(configs[0])
-            plan = [
-                (seed, i, hp)
-                for seed in range(args.seeds_from, args.seeds_from + args.seeds)
-                for i, hp in enumerate(configs)
-            ]
+            plan = [(seed, i, hp) for seed in seed_range(args) for i, hp in enumerate(configs)]
             total = sum(2 * steps_of(hp) for _, _, hp in plan)
             status = "FAILED"
             try:

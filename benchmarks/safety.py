@@ -56,6 +56,7 @@ from benchmarks.common import (
     mode_note,
     parse_run_arguments,
     run_main,
+    seed_range,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -522,13 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as mlog:
         if not args.results:
             tasks = [t for t in TASKS if t.label in args.tasks]
-            plan = [
-                (t, a, s)
-                for s in range(args.seeds_from, args.seeds_from + args.seeds)
-                for t in tasks
-                for a in args.algos
-                if applicable(a, t.env_id)
-            ]
+            plan = [(t, a, s) for s in seed_range(args) for t in tasks for a in args.algos if applicable(a, t.env_id)]
             for task, algo, seed in plan:  # the partial-results file below keeps what an interrupted run did
                 steps = int((task.quick_steps if args.quick else task.steps) * args.steps_scale)
                 res = run_one(task, algo, seed, steps, args.eval_episodes)

@@ -42,7 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import BenchmarkMLflow, benchmark_run, command_line, run_main
+from benchmarks.common import (
+    BenchmarkMLflow,
+    add_seed_arguments,
+    benchmark_run,
+    check_seed_arguments,
+    command_line,
+    run_main,
+    seed_range,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OMNISAFE_PYTHON = REPO / ".deeprl" / "omnisafe-venv" / "bin" / "python"
@@ -271,10 +279,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks", nargs="+", default=sg, choices=sg)
     p.add_argument("--algos", nargs="+", default=["PPO-Lag", "TRPO-Lag", "CPO", "PID-Lag", "Saute"], choices=list(PEER))
     p.add_argument("--sides", nargs="+", default=["ours", "omnisafe"], choices=["ours", "omnisafe"])
-    p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
-    p.add_argument(
-        "--seeds-from", type=int, default=0, help="the first seed: seeds F..F+N-1 (a piece already saved is skipped)"
-    )
+    add_seed_arguments(p, seeds=3)  # a piece already saved is skipped
     p.add_argument("--steps", type=int, default=200_000)
     p.add_argument("--n-envs", type=int, default=1)
     p.add_argument("--eval-episodes", type=int, default=5)
@@ -293,8 +298,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--tracking-uri", default=None)
     args = p.parse_args(argv)
-    if args.seeds < 1 or args.seeds_from < 0:
-        p.error("--seeds must be at least 1 and --seeds-from at least 0")
+    check_seed_arguments(p, args)
     return args
 
 
@@ -325,11 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     tasks = [t for t in TASKS if t.label in args.tasks]
     plan = [
-        (side, t, algo, seed)
-        for seed in range(args.seeds_from, args.seeds_from + args.seeds)
-        for t in tasks
-        for algo in args.algos
-        for side in args.sides
+        (side, t, algo, seed) for seed in seed_range(args) for t in tasks for algo in args.algos for side in args.sides
     ]
     with benchmark_run(
         not args.no_mlflow,
