@@ -176,12 +176,31 @@ def _f(x: float, nd: int = 2) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:,.{nd}f}"
 
 
+def load_pieces(out_dir: Path) -> list[dict[str, Any]]:
+    """Every saved piece, with its ``budget``: the ``--steps`` it was run for (its file name's last
+    field), which groups pieces into tables; ``steps`` is what each side actually ran (whole rollouts
+    or epochs, so slightly more)."""
+    pieces = []
+    for path in sorted(out_dir.glob("*.json")):
+        piece = json.loads(path.read_text())
+        piece.setdefault("budget", int(path.stem.rsplit("-", 1)[1]))
+        pieces.append(piece)
+    return pieces
+
+
+def groups(pieces: Sequence[dict[str, Any]]) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    """``(task, budget, pieces)`` per task and budget, larger budgets first: one table each."""
+    keys = sorted({(p["task"], p.get("budget", p["steps"])) for p in pieces}, key=lambda k: (k[0], -k[1]))
+    return [(t, b, [p for p in pieces if p["task"] == t and p.get("budget", p["steps"]) == b]) for t, b in keys]
+
+
 def table(pieces: Sequence[dict[str, Any]]) -> str:
     out = []
-    for task_name in sorted({p["task"] for p in pieces}):
-        rs = [p for p in pieces if p["task"] == task_name]
-        budgets = sorted({p["steps"] for p in rs})
-        out.append(f"### {task_name} (cost limit 25; {', '.join(f'{b:,}' for b in budgets)} steps)\n")
+    for task_name, budget, rs in groups(pieces):
+        actual = sorted({p["steps"] for p in rs})
+        out.append(
+            f"### {task_name}, {budget:,} steps (cost limit 25; each side ran {', '.join(f'{b:,}' for b in actual)})\n"
+        )
         out.append(
             "| Algorithm | seeds | ours reward | ours cost | OmniSafe reward | OmniSafe cost | cum. cost ours / OmniSafe"
             " | steps per CPU-s ours / OmniSafe | speed ratio | ours: cost ≤ 25, reward ≥, cum. cost < "
@@ -248,11 +267,11 @@ def curve_plot(pieces: Sequence[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({p["task"] for p in pieces})
-    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.8 * len(tasks)), squeeze=False)
-    for row, task_name in zip(axes, tasks):
+    rows = groups(pieces)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(15, 3.8 * len(rows)), squeeze=False)
+    for row, (task_name, budget, rs) in zip(axes, rows):
         for i, algo in enumerate(PEER):
-            for p in (p for p in pieces if p["task"] == task_name and p["algo"] == algo):
+            for p in (p for p in rs if p["algo"] == algo):
                 c = np.asarray(p["curve"], dtype=float)
                 if not len(c):
                     continue
@@ -260,7 +279,7 @@ def curve_plot(pieces: Sequence[dict[str, Any]], path: Path) -> Path:
                 label = f"{algo} ({p['side']})"
                 for ax, col in zip(row, (1, 2, 3)):
                     ax.plot(c[:, 0], c[:, col], label=label, **style)
-        row[0].set(title=f"{task_name}: episodic return", xlabel="env steps")
+        row[0].set(title=f"{task_name}, {budget:,} steps: episodic return", xlabel="env steps")
         row[1].axhline(25, color="black", lw=1, ls=":")
         row[1].set(title="episodic cost (limit 25)", xlabel="env steps")
         row[2].set(title="cumulative training cost", xlabel="env steps")
@@ -350,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 piece = omnisafe(task_name, algo, seed, args.steps, args.n_envs, task.limit, path.with_suffix(".log"))
             piece["command"] = command
+            piece["budget"] = args.steps
             path.write_text(json.dumps(piece, indent=1))
             print(
                 f"{side:<8} {task_name:<20} {algo:<8} seed {seed}: reward {piece['final_return']:7.2f} cost "
@@ -359,8 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if mlog is not None:
                 _log_piece(mlog, piece)
-        pieces = [json.loads(p.read_text()) for p in sorted(args.out_dir.glob("*.json"))]
-        pieces = [p for p in pieces if p["task"] in {t.env_id.split("/", 1)[1] for t in tasks}]
+        pieces = [p for p in load_pieces(args.out_dir) if p["task"] in {t.env_id.split("/", 1)[1] for t in tasks}]
         if not pieces:
             print("nothing measured yet")
             return 0
