@@ -530,12 +530,35 @@ At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, 
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
 and our Lagrangian agents trade reward for staying near the limit.
 
-SafetyCarGoal1, ours only, seed 0 (OmniSafe's CarGoal1 pieces not run: about 40 CPU-minutes each at its ~100
-steps per CPU-s): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
+SafetyCarGoal1, ours, seed 0 (of OmniSafe's CarGoal1 pieces, 20–40 CPU-minutes each at its 100–250 steps per
+CPU-s, only TRPOLag seed 0 has run, below): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
 TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104), PID-Lag
 0.24 / 31.4 (6,512, 690) and Saute −0.34 / 31.9 (7,442, 714), the last three measured 2026-12-04 (fourth session).
 Seed 1 (same session, `--seeds 1 --seeds-from 1`): TRPO-Lag −0.59 / 18.1 (8,948, 729), PID-Lag −0.60 / 20.7
 (8,649, 752), both under 25; over the two seeds both end at about 26 (25.8 and 26.1).
+Seed 2 (2026-12-05, `--seeds 1 --seeds-from 2`): TRPO-Lag −0.78 / 15.9 (5,797, 672), so its 3-seed mean is
+22.5 (under 25 on every seed but seed 0's 33.6); PID-Lag 1.02 / 84.4 (13,671, 692), the heavy tail again.
+OmniSafe's TRPOLag on CarGoal1, seed 0 (the first OmniSafe CarGoal1 piece): 12.11 / 64.4, cumulative 17,269,
+252 steps per CPU-s, the same picture as PointGoal1 (reward bought with cost 2.6× the limit).
+
+**Five times the budget: 1e6 steps, seed 0 (2026-12-05).** To see whether the reward gap closes when both sides
+have time, `--steps 1000000` on SafetyPointGoal1 (pieces `*-1000000.json`, their own table above):
+- OmniSafe TRPOLag: 25.23 / 48.8, cumulative 57,471, 265 steps per CPU-s (5,352 s wall). Its reward climbs
+  from the start (7.3 at 120k, 21.4 at 320k, 24.6 at 520k, flat after) while its cost only drifts from 118 to
+  ~50: Adam moves λ by about its lr per 20,000-step epoch, to 1.3 at 1e6. It never reaches the limit.
+- Ours TRPO-Lag (`cost_margin=10`): −0.94 / 12.3, cumulative 15,760, 838 steps per CPU-s, final λ 30.3. Its
+  reward never rises: 0.6 at 8k steps, then negative from 26k on (the plain dual step lifts λ by ~4 per update
+  from the first violations of 40–60). Under the limit from 200k on, but with a policy that does not seek goals.
+- Ours PID-Lag (defaults): 1.20 / 56.2, cumulative 55,320, 806 steps per CPU-s.
+- Ours TRPO-Lag with OmniSafe's λ rule (`--set dual_optimizer=adam lagrangian_lr=0.035 lagrangian_init=0.001
+  cost_margin=0`, scratch directory, not in the table): reward 2.2 at 100k, 6.4 at 200k, **11.5 at 300k**, then
+  falling (10.6 at 500k, 3.7 at 790k) to 0.12 / 17.1 at 1e6, cumulative 46,030, final λ 5.9. The same Adam rule
+  steps ten times as often on our 2,048-step updates (490 against OmniSafe's 50 epochs), so λ ends 4.5× higher;
+  and at 300k, where λ is still small on both sides, our reward is about half of OmniSafe's (11.5 against 21.4).
+So two gaps, both measured on one seed: our dual step drives λ up long before the policy has learned to reach
+goals (and the reward never recovers), and even with OmniSafe's λ our TRPO learns the reward about half as fast
+on this task. Candidates for the second, not measured: OmniSafe's 20,000-step batches against our 2,048, its
+critic training (`update_iters` 10, minibatch 128, lr 1e-3), its KL target and CG iterations.
 """
 
 
