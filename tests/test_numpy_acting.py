@@ -26,13 +26,13 @@ def test_gaussian_actions_log_probs_and_values_equal_the_torch_path(activation):
     policy, value = _nets(BOX, gym.spaces.Box(-2.0, 2.0, (3,), np.float32), activation)
     with torch.no_grad():
         policy.log_std.copy_(torch.tensor([-0.7, 0.1, -1.3]))  # a log σ per dimension
-    actor = NumpyActor.build(policy, value, n_envs=4, block=8)
+    actor = NumpyActor.build(policy, value, n_envs=4)
     assert actor is not None
     obs = np.random.default_rng(1).standard_normal((4, 5)).astype(np.float32)
     torch.manual_seed(7)
-    actions, log_probs, values = actor.act(obs)
+    actions, log_probs, values = actor.start(block=8).act(obs)
     torch.manual_seed(7)
-    eps = torch.randn(8, 4, 3)[0]  # the block the actor drew, its first step
+    eps = torch.randn(4, 3)  # the torch path's first draw, randn_like(μ): the same stream
     with torch.no_grad():
         dist = policy.distribution(torch.from_numpy(obs))
         expected = dist.mean + dist.log_std.exp() * eps
@@ -48,7 +48,7 @@ def test_categorical_samples_follow_the_softmax_and_log_probs_equal_the_torch_pa
     policy, value = _nets(space, gym.spaces.Discrete(3), "tanh")
     with torch.no_grad():
         policy.net[-1].weight.mul_(100.0)  # a policy far from uniform, so that a wrong sampler shows
-    actor = NumpyActor.build(policy, value, n_envs=2, block=4096)
+    actor = NumpyActor.build(policy, value, n_envs=2).start(block=4096)
     assert actor is not None
     obs = np.array([2, 5])
     draws = np.stack([actor.act(obs)[0] for _ in range(4000)])
@@ -124,3 +124,23 @@ def test_running_statistics_and_the_reward_scaler_equal_the_batch_formulas(n):
         if t >= 2:  # before, the prior's variance of 1 (pseudo-count 1e-4) is not yet negligible
             std = np.sqrt(np.var(history) * len(history) / (len(history) + 1e-4))
             np.testing.assert_allclose(out, np.clip(r / std, -10, 10), rtol=1e-3)
+
+
+def test_ppo_rebuilds_its_actor_when_the_optimizer_moves_the_weights_and_reads_log_std_every_rollout():
+    from core_rl.common.tracking import MemoryTracker
+    from core_rl.trust_region.ppo import PPO
+
+    agent = PPO("Pendulum-v1", dict(n_envs=1, n_steps=64, batch_size=32, n_epochs=1, seed=0), tracker=MemoryTracker())
+    first = agent._numpy_actor(8)
+    assert first is not None and agent._numpy_actor(8) is first  # cached while the storage stays
+    agent.learn(64)  # the fused update's FlatStep re-points every p.data at a flat buffer
+    actor = agent._numpy_actor(8)
+    assert actor is not None and actor is not first
+    obs = np.zeros((1, 3), np.float32)
+    with torch.no_grad():
+        agent.policy.log_std.fill_(-1.5)
+        mean = agent.policy.distribution(torch.from_numpy(obs)).mean.numpy()
+    actions, log_probs, _ = agent._numpy_actor(8).act(obs)  # the same actor, started again: σ = e^-1.5
+    assert agent._numpy_actor(8) is actor
+    z = (actions - mean) / np.exp(-1.5)
+    np.testing.assert_allclose(log_probs, -0.5 * (z**2).sum(-1) + 1.5 - 0.5 * np.log(2 * np.pi), rtol=1e-5)

@@ -79,37 +79,43 @@ class NumpyActor:
         policy_layers: tuple[list[nn.Linear], str],
         value_layers: tuple[list[nn.Linear], str] | None,
         n_envs: int,
-        block: int,
-        noise: torch.Tensor | None = None,
     ):
+        self.policy = policy
         self.gaussian = policy.kind == "gaussian"
         self.one_hot = policy.encoder.n  # a Discrete observation's size, else 0
         self.policy_layers, self.policy_tanh = _numpy_layers(policy_layers[0]), policy_layers[1] == "tanh"
         self.value_layers = _numpy_layers(value_layers[0]) if value_layers is not None else None
         self.value_tanh = value_layers is not None and value_layers[1] == "tanh"
-        out = policy_layers[0][-1].out_features
-        self.noise_shape = (block, n_envs, out)
-        self._noise: np.ndarray | None = None if noise is None else noise.numpy()
-        self._next = block if noise is None else 0
-        self._given = noise is not None
+        self.n_envs, self.out = n_envs, policy_layers[0][-1].out_features
+        self.key = self.key_of(policy, value, n_envs)
         self._zeros = np.zeros(n_envs, dtype=np.float32)
+        self.start()
+
+    @staticmethod
+    def key_of(policy: nn.Module, value: nn.Module | None, n_envs: int) -> tuple:
+        """What the actor's views depend on: the modules, the env count and every parameter's storage (an
+        optimizer that re-points ``p.data`` at a flat buffer, :class:`~core_rl.common.optim.FlatStep`, moves it)."""
+        nets = [policy] if value is None else [policy, value]
+        return (id(policy), id(value), n_envs, *(p.data_ptr() for net in nets for p in net.parameters()))
+
+    def start(self, block: int = 256, noise: torch.Tensor | None = None) -> "NumpyActor":
+        """Begin a rollout: read log σ (it changes with every update) and reset the noise, drawn in blocks
+        of ``block`` steps, or ``noise`` given for every step, ``[T, n_envs, d]`` (a distributed worker's share
+        of the learner's draws)."""
+        self.noise_shape = (block if noise is None else len(noise), self.n_envs, self.out)
+        self._noise: np.ndarray | None = None if noise is None else noise.numpy()
+        self._next = self.noise_shape[0] if noise is None else 0
+        self._given = noise is not None
         if self.gaussian:
-            log_std = policy.log_std.detach().numpy()
+            log_std = self.policy.log_std.detach().numpy()
             self.std = np.exp(log_std)
-            self.log_prob_offset = np.float32(-(float(log_std.sum()) + 0.5 * LOG_2PI * out))
+            self.log_prob_offset = np.float32(-(float(log_std.sum()) + 0.5 * LOG_2PI * self.out))
+        return self
 
     @classmethod
-    def build(
-        cls,
-        policy: nn.Module,
-        value: nn.Module | None,
-        n_envs: int,
-        block: int = 256,
-        noise: torch.Tensor | None = None,
-    ) -> "NumpyActor | None":
-        """The NumPy actor for these networks, or None where it does not apply (see the module docstring).
-        ``noise``: every step's ε or u given, ``[T, n_envs, d]`` (a distributed worker's share of the
-        learner's draws), instead of drawing them."""
+    def build(cls, policy: nn.Module, value: nn.Module | None, n_envs: int) -> "NumpyActor | None":
+        """The NumPy actor for these networks, or None where it does not apply (see the module docstring);
+        :meth:`start` it before every rollout."""
         if not isinstance(policy, StochasticPolicy) or policy.sde is not None:
             return None
         if policy.kind not in ("categorical", "gaussian") or policy.encoder.cnn is not None:
@@ -131,7 +137,7 @@ class NumpyActor:
             widths += [lin.in_features for lin in v_layers[0]]
         if n_envs * max(widths) ** 2 > MAX_WORK:
             return None
-        return cls(policy, value, p_layers, v_layers, n_envs, block, noise)
+        return cls(policy, value, p_layers, v_layers, n_envs)
 
     def _draw(self) -> np.ndarray:
         """This step's noise ε (Gaussian) or u (categorical): from torch's generator, a block of steps at a

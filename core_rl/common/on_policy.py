@@ -362,8 +362,13 @@ class OnPolicyAgent(Agent):
         in torch, where it does not apply or a subclass steps the policy itself (``_policy_step``)."""
         if not self.config.numpy_acting or type(self)._policy_step is not OnPolicyAgent._policy_step:
             return None
+        key = NumpyActor.key_of(self.policy, self.value, self.n_envs)
+        cached = getattr(self, "_numpy_actor_cache", None)  # (key, actor or None): building costs ~70 µs
+        if cached is None or cached[0] != key:
+            cached = self._numpy_actor_cache = (key, NumpyActor.build(self.policy, self.value, self.n_envs))
+        actor = cached[1]
         noise = getattr(self, "_given_noise", None)  # a distributed worker's share of the learner's draws
-        return NumpyActor.build(self.policy, self.value, self.n_envs, block if noise is None else len(noise), noise)
+        return None if actor is None else actor.start(block, noise)
 
     # ---- the rollout's per-step hooks (a recurrent agent threads its hidden states through them) ----
     def _rollout_begin(self, episode_start: np.ndarray) -> None:
