@@ -170,7 +170,10 @@ class Agent(ABC):
         return torch.as_tensor(self._preprocess_obs(np.asarray(obs)), device=self.device)
 
     def _to_env_action(self, actions: torch.Tensor) -> np.ndarray:
-        a = actions.detach().cpu().numpy()
+        return self._env_action(actions.detach().cpu().numpy())
+
+    def _env_action(self, a: np.ndarray) -> np.ndarray:
+        """The policy's actions as the env takes them: clipped into a Box, integers otherwise."""
         if isinstance(self.action_space, gym.spaces.Box):
             return np.clip(a, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
         return a.astype(np.int64)

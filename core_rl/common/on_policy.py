@@ -28,6 +28,7 @@ from core_rl.common.envs import EnvLike
 from core_rl.common.errors import ConfigError
 from core_rl.common.fused_actor_critic import FusedActorCritic
 from core_rl.common.normalization import RewardScaler, RunningMeanStd
+from core_rl.common.numpy_acting import NumpyActor
 from core_rl.common.optim import make_adam
 from core_rl.common.schedules import scheduled
 from core_rl.common.tracking import Tracker
@@ -79,6 +80,13 @@ class OnPolicyConfig(AgentConfig):
         "(core_rl.common.fused_actor_critic), where the networks allow it (flat observations, tanh/ReLU "
         "MLPs, categorical or Gaussian head without gSDE); the same gradients to float rounding. "
         "False: autograd always.",
+    )
+    numpy_acting: bool = Field(
+        True,
+        description="Rollouts of a few envs with flat observations and a tanh/ReLU MLP policy (categorical or "
+        "Gaussian head, no gSDE) and value function act in NumPy on views of the weights "
+        "(core_rl.common.numpy_acting): the same distribution, log-probabilities and values to float rounding, "
+        "without torch's per-op overhead. False: torch always.",
     )
     share_encoder: bool | None = Field(
         None,
@@ -273,6 +281,7 @@ class OnPolicyAgent(Agent):
         counted = 0
         t = 0
         sde = getattr(self.policy, "sde", None)
+        actor = self._numpy_actor(cfg.n_steps if not episodes else 256)
         self._rollout_begin(episode_start)
         for part in self.parts:
             part.rollout_begin(self)
@@ -281,11 +290,17 @@ class OnPolicyAgent(Agent):
                 sde.reset(N)  # gSDE: new exploration matrices, one per env
             if self.obs_rms is not None:
                 self.obs_rms.update(self._obs)
-            obs_t = self._obs_tensor(self._obs)
-            dist, values = self._policy_step(obs_t, episode_start)
-            actions = dist.sample()
-            log_probs = dist.log_prob(actions)
-            next_obs, rewards, terminated, truncated, info = self.env.step(self._to_env_action(actions))
+            if actor is not None:  # NumPy rows, one tensor each per rollout
+                obs_t = self._preprocess_obs(np.asarray(self._obs))
+                actions, log_probs, values = actor.act(obs_t)
+                env_actions = self._env_action(actions)
+            else:
+                obs_t = self._obs_tensor(self._obs)
+                dist, values = self._policy_step(obs_t, episode_start)
+                actions = dist.sample()
+                log_probs = dist.log_prob(actions)
+                env_actions = self._to_env_action(actions)
+            next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
             dones = terminated | truncated
             self._track_episodes(rewards * active if episodes else rewards, dones & active if episodes else dones, info)
             rewards = rewards.astype(np.float32)
@@ -325,6 +340,8 @@ class OnPolicyAgent(Agent):
             last_value = last_value * torch.as_tensor(~episode_start, device=last_value.device)
         stack = lambda xs: torch.stack(xs, 0).to(self.device)  # noqa: E731
         rows = lambda xs: torch.from_numpy(np.stack(xs).astype(np.float32, copy=False)).to(self.device)  # noqa: E731
+        if actor is not None:
+            stack = lambda xs: torch.from_numpy(np.stack(xs))  # noqa: E731
         batch = self._make_rollout_batch(
             obs=stack(obs_l),
             actions=stack(act_l),
@@ -339,6 +356,19 @@ class OnPolicyAgent(Agent):
         for part in self.parts:
             batch = part.rollout_batch(self, batch)
         return batch
+
+    def _numpy_actor(self, block: int) -> NumpyActor | None:
+        """This rollout's :class:`~core_rl.common.numpy_acting.NumpyActor` (``numpy_acting``), or None: acting
+        in torch, where it does not apply or a subclass steps the policy itself (``_policy_step``)."""
+        if not self.config.numpy_acting or type(self)._policy_step is not OnPolicyAgent._policy_step:
+            return None
+        key = NumpyActor.key_of(self.policy, self.value, self.n_envs)
+        cached = getattr(self, "_numpy_actor_cache", None)  # (key, actor or None): building costs ~70 µs
+        if cached is None or cached[0] != key:
+            cached = self._numpy_actor_cache = (key, NumpyActor.build(self.policy, self.value, self.n_envs))
+        actor = cached[1]
+        noise = getattr(self, "_given_noise", None)  # a distributed worker's share of the learner's draws
+        return None if actor is None else actor.start(block, noise)
 
     # ---- the rollout's per-step hooks (a recurrent agent threads its hidden states through them) ----
     def _rollout_begin(self, episode_start: np.ndarray) -> None:

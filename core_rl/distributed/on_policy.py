@@ -193,7 +193,7 @@ class DistributedOnPolicyMixin:
             last_value=cat("last_value", 0),
         )
         if self.config.exact_batches and noise is not None:
-            self._recompute(batch, [p["steps"] for p in parts], np.concatenate([p["last_obs"] for p in parts]))
+            self._recompute(batch, [p["steps"] for p in parts], np.concatenate([p["last_obs"] for p in parts]), noise)
         for ret, length in merge_episodes([p["episodes"] for p in parts], k):
             self.episode_returns.append(ret)  # type: ignore[attr-defined]
             self.episode_lengths.append(length)  # type: ignore[attr-defined]
@@ -203,15 +203,29 @@ class DistributedOnPolicyMixin:
 
     @torch.no_grad()
     def _recompute(
-        self, batch: RolloutBatch, steps: list[list[tuple[Any, Any, list[Any]]]], last_obs: np.ndarray
+        self,
+        batch: RolloutBatch,
+        steps: list[list[tuple[Any, Any, list[Any]]]],
+        last_obs: np.ndarray,
+        noise: torch.Tensor,
     ) -> None:
         """Redo log π, V, the truncation bootstrap and V(s_T) with the learner's weights, one step of all
-        W·k envs at a time: the same tensor shapes, hence the same bits, as the local ``collect``."""
+        W·k envs at a time: the same shapes and the same code (NumPy where the local rollout acts in NumPy,
+        with the same noise), hence the same bits, as the local ``collect``."""
         gamma = self.config.gamma
+        self._given_noise = noise
+        try:
+            actor = self._numpy_actor(batch.n_steps)  # type: ignore[attr-defined]
+        finally:
+            self._given_noise = None
         for t in range(batch.n_steps):
             obs_t = batch.obs[t]
-            batch.log_probs[t] = self.policy.distribution(obs_t).log_prob(batch.actions[t])  # type: ignore
-            batch.values[t] = self._value_of(obs_t)  # type: ignore[attr-defined]
+            if actor is not None:
+                _, log_probs, values = actor.act(obs_t.numpy())
+                batch.log_probs[t], batch.values[t] = torch.from_numpy(log_probs), torch.from_numpy(values)
+            else:
+                batch.log_probs[t] = self.policy.distribution(obs_t).log_prob(batch.actions[t])  # type: ignore
+                batch.values[t] = self._value_of(obs_t)  # type: ignore[attr-defined]
             rewards = np.concatenate([part[t][0] for part in steps]).astype(np.float32)
             bootstrap = np.concatenate([part[t][1] for part in steps])
             if bootstrap.any() and self.value is not None:  # type: ignore[attr-defined]

@@ -171,12 +171,13 @@ class RolloutWorker:
             for name, state in weights.items():
                 getattr(agent, name).load_state_dict(state)
             policy = agent.policy
-            if noise is not None:
-                agent.policy = _NoisePolicy(policy, noise)
+            agent._given_noise = noise  # the NumPy actor samples with it (core_rl.common.numpy_acting) ...
+            if noise is not None and agent._numpy_actor(1) is None:
+                agent.policy = _NoisePolicy(policy, noise)  # ... or, where that does not apply, the torch path
             try:
                 batch = agent.collect()
             finally:
-                agent.policy = policy
+                agent.policy, agent._given_noise = policy, None
         return {
             "batch": batch,
             "episodes": agent.pop_records(),
