@@ -68,9 +68,9 @@ def _mlp(layers: Layers, x: np.ndarray, tanh: bool) -> np.ndarray:
 
 
 class NumpyActor:
-    """One rollout's acting: :meth:`act` maps preprocessed observations ``[N, ...]`` to ``(actions,
-    log_probs, values)`` as NumPy arrays. Build it at the start of every rollout (:meth:`build`): it
-    reads log σ then, and the weights through views."""
+    """Acting for rollouts: :meth:`act` maps preprocessed observations ``[N, ...]`` to ``(actions,
+    log_probs, values)`` as NumPy arrays. :meth:`build` it once per set of weights (it reads them through
+    views, valid while :meth:`key_of` is unchanged) and :meth:`start` it before every rollout (log σ, noise)."""
 
     def __init__(
         self,
