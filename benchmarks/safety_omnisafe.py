@@ -531,7 +531,7 @@ their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" p
 and our Lagrangian agents trade reward for staying near the limit.
 
 SafetyCarGoal1, ours, seed 0 (of OmniSafe's CarGoal1 pieces, 20–40 CPU-minutes each at its 100–250 steps per
-CPU-s, TRPOLag and CPPOPID seed 0 have run, below): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
+CPU-s, TRPOLag seed 0 and CPPOPID seeds 0–1 have run, below): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
 TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104), PID-Lag
 0.24 / 31.4 (6,512, 690) and Saute −0.34 / 31.9 (7,442, 714), the last three measured 2026-12-04 (fourth session).
 Seed 1 (same session, `--seeds 1 --seeds-from 1`): TRPO-Lag −0.59 / 18.1 (8,948, 729), PID-Lag −0.60 / 20.7
@@ -540,8 +540,9 @@ Seed 2 (2026-12-05, `--seeds 1 --seeds-from 2`): TRPO-Lag −0.78 / 15.9 (5,797,
 22.5 (under 25 on every seed but seed 0's 33.6); PID-Lag 1.02 / 84.4 (13,671, 692), the heavy tail again.
 OmniSafe's TRPOLag on CarGoal1, seed 0 (the first OmniSafe CarGoal1 piece): 12.11 / 64.4, cumulative 17,269,
 252 steps per CPU-s, the same picture as PointGoal1 (reward bought with cost 2.6× the limit). OmniSafe's CPPOPID
-on CarGoal1, seed 0: 0.03 / 21.4, cumulative 10,703, 172 steps per CPU-s: under the limit where our PID-Lag's
-3-seed mean is not (45.5, seeds 31.4, 20.7, 84.4), at about the same reward (0.22) and cumulative cost (9,611).
+on CarGoal1, seed 0: 0.03 / 21.4, cumulative 10,703, 172 steps per CPU-s; seed 1 (`--seeds 1 --seeds-from 1`):
+−0.00 / 91.8, cumulative 15,338. Over its two seeds 0.01 / 56.6 against our PID-Lag's 0.22 / 45.5 on three
+(seeds 31.4, 20.7, 84.4; cumulative 9,611 against 13,020): both sides' PID Lagrangians have the heavy tail here.
 
 **Five times the budget: 1e6 steps, seed 0 (2026-12-05).** To see whether the reward gap closes when both sides
 have time, `--steps 1000000` on SafetyPointGoal1 (pieces `*-1000000.json`, their own table above):
