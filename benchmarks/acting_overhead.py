@@ -20,13 +20,16 @@ PHASES = ("collect", "estimate", "update")
 def _timed_agent(algo: str, env_id: str, numpy_acting: bool) -> tuple[Any, dict[str, float]]:
     import torch
 
-    from benchmarks.on_policy import _from_preset, ours_config
+    from benchmarks.on_policy import mujoco_configs, ours_config, zoo_configs
     from core_rl.actor_critic.actor_critic import A2C
     from core_rl.common.tracking import MemoryTracker
     from core_rl.trust_region.ppo import PPO
 
     torch.set_num_threads(1)
-    config = {**ours_config(_from_preset(algo, env_id, 0, ""), 0), "numpy_acting": numpy_acting}
+    configs = {(hp.algo, hp.env_id): hp for hp in zoo_configs() + mujoco_configs()}
+    if (algo, env_id) not in configs:
+        raise SystemExit(f"--env: the on-policy benchmark has no {algo} config for {env_id}; it has {sorted(configs)}")
+    config = {**ours_config(configs[algo, env_id], 0), "numpy_acting": numpy_acting}
     agent = (PPO if algo == "ppo" else A2C)(env_id, config, tracker=MemoryTracker())
     spent = dict.fromkeys(PHASES, 0.0)
     for phase in PHASES:

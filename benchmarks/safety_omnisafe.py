@@ -190,8 +190,8 @@ def load_pieces(out_dir: Path) -> list[dict[str, Any]]:
 
 def groups(pieces: Sequence[dict[str, Any]]) -> list[tuple[str, int, list[dict[str, Any]]]]:
     """``(task, budget, pieces)`` per task and budget, larger budgets first: one table each."""
-    keys = sorted({(p["task"], p.get("budget", p["steps"])) for p in pieces}, key=lambda k: (k[0], -k[1]))
-    return [(t, b, [p for p in pieces if p["task"] == t and p.get("budget", p["steps"]) == b]) for t, b in keys]
+    keys = sorted({(p["task"], p["budget"]) for p in pieces}, key=lambda k: (k[0], -k[1]))
+    return [(t, b, [p for p in pieces if (p["task"], p["budget"]) == (t, b)]) for t, b in keys]
 
 
 def table(pieces: Sequence[dict[str, Any]]) -> str:

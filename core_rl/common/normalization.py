@@ -38,15 +38,7 @@ class RunningMeanStd(nn.Module):
         # raw ufunc reductions and Python-float weights: np.mean/np.var's wrappers and 0-d array
         # arithmetic cost more than the arithmetic for a handful of envs (~18 -> ~9 µs per call)
         n = x.shape[0]
-        if n == 1 and mean.ndim == 0:  # one env, scalar statistics (the reward scaler's): Python floats
-            c, m, v, value = float(count), float(mean), float(var), float(x[0])
-            total = c + 1.0
-            delta = value - m
-            var[...] = v * (c / total) + delta * delta * (c / (total * total))
-            mean[...] = m + delta / total
-            count[...] = total
-            return
-        if n == 1:  # one env: b_mean = x, b_var = 0 (~7 array ops instead of ~17)
+        if n == 1:  # one env: b_mean = x, b_var = 0 (~7 array ops instead of ~17; also the scalar statistics)
             c = float(count)
             total = c + 1.0
             delta = x[0] - mean

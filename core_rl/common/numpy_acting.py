@@ -87,7 +87,6 @@ class NumpyActor:
         self.value_layers = _numpy_layers(value_layers[0]) if value_layers is not None else None
         self.value_tanh = value_layers is not None and value_layers[1] == "tanh"
         self.n_envs, self.out = n_envs, policy_layers[0][-1].out_features
-        self.key = self.key_of(policy, value, n_envs)
         self._zeros = np.zeros(n_envs, dtype=np.float32)
         self.start()
 
@@ -132,10 +131,8 @@ class NumpyActor:
         params = [p for net in nets for p in net.parameters()]
         if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
             return None
-        widths = [lin.out_features for lin in p_layers[0]] + [lin.in_features for lin in p_layers[0]]
-        if v_layers is not None:
-            widths += [lin.in_features for lin in v_layers[0]]
-        if n_envs * max(widths) ** 2 > MAX_WORK:
+        linears = p_layers[0] + (v_layers[0] if v_layers is not None else [])
+        if n_envs * max(max(lin.in_features, lin.out_features) for lin in linears) ** 2 > MAX_WORK:
             return None
         return cls(policy, value, p_layers, v_layers, n_envs)
 
