@@ -58,7 +58,13 @@ StepRule = Callable[..., dict[str, float]]
 
 
 class NaturalPGConfig(TrustRegionConfig):
-    max_kl: float = Field(0.01, gt=0.0, description="ε, the KL trust-region radius of each step.")
+    max_kl: float = Field(
+        0.01,
+        gt=0.0,
+        description="ε, the KL trust-region radius of each step: the mean over states of the KL of the whole action "
+        "distribution (summed over a diagonal Gaussian's dimensions, as in SB3; OmniSafe averages over them, so its "
+        "target_kl 0.01 is ε = 0.01·dim(A)).",
+    )
     cg_iters: int = Field(10, ge=1, description="Conjugate gradient iterations for F⁻¹∇J.")
     cg_tol: float = Field(1e-10, ge=0.0, description="Stop CG once the squared residual is below this.")
     damping: float = Field(0.1, ge=0.0, description="δ of the damped Fisher F + δI.")
