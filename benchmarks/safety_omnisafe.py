@@ -650,6 +650,15 @@ five seeds of six. The benchmark's default budget is 2e5, so the margin of 10 st
 OmniSafe's TRPOLag on CarGoal1, seeds 1 and 2 (2026-12-05, `--sides omnisafe --algos TRPO-Lag --seeds 1
 --seeds-from 1` and `--seeds-from 2`): 10.24 / 68.1 (cumulative 17,784) and 13.12 / 50.1 (12,007), 256–257 steps
 per CPU-s. Over its 3 seeds 11.82 / 60.9, cumulative 15,687: the CarGoal1 row now compares 3 seeds with 3.
+
+**Parity at 1e6.** Ours with all of OmniSafe's TRPOLag settings (batch, trust region and λ rule: `--steps 1000000
+--set dual_optimizer=adam lagrangian_lr=0.035 lagrangian_init=0.001 cost_margin=0`, the kept `n_steps=20000
+max_kl=0.02`; seed 0, scratch) ended at **25.00 / 54.1**, cumulative 57,619, final λ 1.54, 1,055 steps per CPU-s,
+against OmniSafe TRPOLag's 25.23 / 48.8, cumulative 57,471, at 265 steps per CPU-s. Its curve follows OmniSafe's
+from 250k on (14.2, 20.3, 22.1, 23.9, 24.9 at 250k, 400k, 500k, 700k, 1e6 against 17.0, 21.9, 24.1, 24.5, 25.0).
+The same algorithm with the same settings now learns the same reward, at 4.0× the speed; what separates the rows
+of the table is the λ rule. CPO with the same KL correction (`--set max_kl=0.02`, 2e5, seed 0, scratch): 14.89 /
+65.4 against 8.45 / 46.1 at 0.01, further from the limit, so CPO keeps `max_kl` 0.01.
 """
 
 
