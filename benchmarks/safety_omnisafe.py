@@ -89,8 +89,9 @@ SHARED = dict(hidden_sizes=(64, 64), activation="tanh", normalize_obs=True, gamm
 #: CPO's linearized cost constraint fitted on 2,048 steps promised drops of the cost that did not come
 #: (reward 16.1, cost 62.8); on 10,000 (≈ 10 episodes per update) reward 10.5, cost 48.9, trending down
 #: (20,000, OmniSafe's epoch: 3.0 / 57.6; a ``cost_margin`` does not bring the cost under 46 either)
-#: TRPO-Lag's 20,000 (OmniSafe's epoch, 2026-12-05): with OmniSafe's λ rule its reward curve matched OmniSafe's
-#: TRPOLag only on OmniSafe's batch, which also spaces the dual steps as OmniSafe's are (see :data:`SETTINGS`)
+#: TRPO-Lag's 20,000 (OmniSafe's epoch, 2026-12-05): λ steps once per update, so the batch sets how often it moves;
+#: without λ the reward curve was the same on 2,048 steps. On 2,048-step updates plain dual ascent lifted λ to 30–75
+#: and the reward never rose (−2.53 at 2e5); on 20,000 it ended at 0.88 with the cost still under 25 (see :data:`SETTINGS`)
 ROLLOUT: dict[str, int] = {"CPO": 10_000, "TRPO-Lag": 20_000}
 
 
