@@ -184,22 +184,88 @@ def agent_config(task: Task, algo: str, seed: int) -> dict[str, Any]:
     return dict(seed=seed, cost_limit=task.limit, **{**ALGOS[algo][1], **task.common, **task.overrides.get(algo, {})})
 
 
-def run_one(task: Task, algo: str, seed: int, steps: int, eval_episodes: int) -> RunResult:
+def run_one(
+    task: Task,
+    algo: str,
+    seed: int,
+    steps: int,
+    eval_episodes: int,
+    resume_dir: Path | None = None,
+    save_every: int = 100_000,
+) -> RunResult:
+    """Train ``algo`` on ``task`` for ``steps`` (times the algorithm's factor), then evaluate it.
+
+    With ``resume_dir``, a run longer than one sitting survives being stopped: every ``save_every`` env
+    steps (at the end of an iteration) the agent's checkpoint (``agent.pt``: weights, optimizers, λ, the
+    cost monitor's totals, counters, torch RNG) and ``progress.json`` (the metric history so far, the CPU
+    and wall seconds spent) are written there, and a later call with the same arguments continues from
+    them instead of starting over. A resumed run makes its env again from the seed (the episode in
+    progress when it stopped is lost, and the env's stream restarts), so it is not bit-identical to an
+    uninterrupted one. A checkpoint whose config is not this run's is refused. A SIGINT or SIGTERM saves
+    the finished iterations before it stops the run."""
     import safety  # noqa: F401  (registers the tasks)
+    from core_rl.common.errors import RunInterrupted
+    from core_rl.common.runs import interrupt_signals
     from core_rl.common.tracking import MemoryTracker
     from core_rl.registry import get_algo
     from safety.evaluation import evaluate_cmdp
 
     name, _, factor, _ = ALGOS[algo]
+    cls = get_algo(name).cls
     tracker = MemoryTracker()
-    agent = get_algo(name).cls(task.env_id, agent_config(task, algo, seed), tracker=tracker)
+    config = agent_config(task, algo, seed)
+    checkpoint = resume_dir / "agent.pt" if resume_dir is not None else None
+    progress = resume_dir / "progress.json" if resume_dir is not None else None
+    spent_cpu = spent_wall = 0.0
+    if checkpoint is not None and progress is not None and checkpoint.exists() and progress.exists():
+        agent = cls.load(checkpoint, tracker=tracker)
+        wanted = cls.config_cls(**config).model_dump(mode="json")
+        if agent.config.model_dump(mode="json") != wanted:
+            changed = sorted(k for k, v in wanted.items() if agent.config.model_dump(mode="json").get(k) != v)
+            agent.close()
+            raise SystemExit(f"{checkpoint} was saved with other settings ({', '.join(changed)}): remove {resume_dir}")
+        saved = json.loads(progress.read_text())
+        for key, points in saved["metrics"].items():  # the history up to the checkpoint, not past it
+            tracker.metrics[key] = [(int(s), float(v)) for s, v in points if int(s) <= agent.num_timesteps]
+        spent_cpu, spent_wall = float(saved["cpu_s"]), float(saved["wall_s"])
+        print(f"resuming {algo} seed {seed} from {checkpoint} at {agent.num_timesteps:,} steps", flush=True)
+    else:
+        agent = cls(task.env_id, config, tracker=tracker)
     budget = max(1000, int(steps * factor))
     # the Safety-Gymnasium bridge's children: their whole life counts (making and warming the envs too)
     children = getattr(agent.env.unwrapped, "child_pids", [])
     t0, cpu0 = time.perf_counter(), time.process_time()
-    agent.learn(budget)
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0 + _children_cpu(children)
+    last_save = agent.num_timesteps
+
+    def spent() -> tuple[float, float]:
+        return (
+            spent_cpu + time.process_time() - cpu0 + _children_cpu(children),
+            spent_wall + time.perf_counter() - t0,
+        )
+
+    def save_progress(agent: Any, metrics: Any, force: bool = False) -> None:
+        nonlocal last_save
+        if resume_dir is None or agent.num_timesteps >= budget:
+            return
+        if not force and agent.num_timesteps - last_save < save_every:
+            return
+        last_save = agent.num_timesteps
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        cpu_s, wall_s = spent()
+        tmp = resume_dir / "progress.json.tmp"
+        tmp.write_text(json.dumps({"cpu_s": cpu_s, "wall_s": wall_s, "metrics": dict(tracker.metrics)}))
+        agent.save(checkpoint)  # atomic (temp file, then rename), after the progress it belongs to
+        tmp.replace(progress)
+
+    if budget > agent.num_timesteps:
+        try:
+            with interrupt_signals():  # the first SIGINT/SIGTERM stops the run after the current iteration
+                agent.learn(budget - agent.num_timesteps, callback=save_progress)
+        except RunInterrupted:  # Ctrl-C / SIGTERM between iterations: keep what was learned, then stop
+            save_progress(agent, {}, force=True)
+            agent.close()
+            raise
+    cpu, wall = spent()
     ev = evaluate_cmdp(agent, eval_episodes, seed=100_000 + 1_000 * seed)
     m = agent.last_metrics
     hist = {k: dict(tracker.metrics.get(k, [])) for k in ("episode_return", "episode_cost", "cumulative_cost")}

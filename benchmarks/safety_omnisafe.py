@@ -6,7 +6,10 @@
 Each (side, task, algorithm, seed) is one piece saved as JSON under ``--out-dir`` (default
 ``benchmarks/results/safety_omnisafe``, committed with the repository, so that the report can be rendered
 again on another machine); a piece already there is not run again, so a budget that does
-not fit one sitting runs in parts whose results merge (``--report-only`` renders what is saved).
+not fit one sitting runs in parts whose results merge (``--report-only`` renders what is saved). One
+piece of ours longer than a sitting (1e7 steps: about 2.6 CPU-hours) checkpoints itself every 100,000 steps
+beside its JSON (``<piece>.resume/``, git-ignored; Ctrl-C saves the finished iterations too), and the same
+command continues it from there; the directory goes once the piece is saved.
 
 Both sides get: the task's cost limit (25 per 1000-step episode), one env (``--n-envs``), a 64-64
 tanh actor and critic, observation normalization (OmniSafe's default), γ = 0.99, the seed. Everything
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -126,16 +130,24 @@ def rollout_steps(algo: str, n_envs: int) -> int:
 
 
 def ours(
-    task: Any, algo: str, seed: int, steps: int, n_envs: int, eval_episodes: int, extra: dict[str, Any] | None = None
+    task: Any,
+    algo: str,
+    seed: int,
+    steps: int,
+    n_envs: int,
+    eval_episodes: int,
+    extra: dict[str, Any] | None = None,
+    resume_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Our ``algo`` on ``task``: the shared settings, the task's overrides, :data:`SETTINGS`, then ``extra`` (``--set``)."""
+    """Our ``algo`` on ``task``: the shared settings, the task's overrides, :data:`SETTINGS`, then ``extra`` (``--set``).
+    With ``resume_dir``, a checkpoint every 100,000 steps lets a stopped run continue (:func:`benchmarks.safety.run_one`)."""
     from benchmarks.safety import agent_config, run_one
 
     task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs, "n_steps": rollout_steps(algo, n_envs)})
     settings = {**SETTINGS.get(algo, {}), **(extra or {})}
     if settings:
         task = replace(task, overrides={**task.overrides, algo: {**task.overrides.get(algo, {}), **settings}})
-    r = run_one(task, algo, seed, steps, eval_episodes)
+    r = run_one(task, algo, seed, steps, eval_episodes, resume_dir=resume_dir)
     return {
         "side": "ours",
         "algo": algo,
@@ -374,12 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             if side == "ours":
-                piece = ours(task, algo, seed, args.steps, args.n_envs, args.eval_episodes, extra)
+                piece = ours(
+                    task, algo, seed, args.steps, args.n_envs, args.eval_episodes, extra, path.with_suffix(".resume")
+                )
             else:
                 piece = omnisafe(task_name, algo, seed, args.steps, args.n_envs, task.limit, path.with_suffix(".log"))
             piece["command"] = command
             piece["budget"] = args.steps
             path.write_text(json.dumps(piece, indent=1))
+            if path.with_suffix(".resume").is_dir():  # the piece is saved: its checkpoint is not needed any more
+                shutil.rmtree(path.with_suffix(".resume"))
             print(
                 f"{side:<8} {task_name:<20} {algo:<8} seed {seed}: reward {piece['final_return']:7.2f} cost "
                 f"{piece['final_cost']:7.2f} cum. cost {piece['cumulative_cost']:8.0f} | "

@@ -33,7 +33,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import Field, field_validator, model_validator
 
 from core_rl.common.config import AgentConfig
-from core_rl.common.errors import EnvError
+from core_rl.common.errors import CheckpointError, EnvError
 
 
 class CostKeyError(EnvError):
@@ -247,6 +247,37 @@ class CostMonitor(VectorWrapper):
             self._ep_return[done] = 0.0
         info["costs"] = costs  # [N, K], for wrappers above (Saute, the shield)
         return obs, reward, terminated, truncated, info
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The totals and the last finished episodes, as plain lists (a ``weights_only`` checkpoint
+        holds no NumPy arrays); the episodes in progress are not kept (a resumed run resets its env)."""
+        return {
+            "episode_costs": [c.tolist() for c in self.episode_costs],
+            "episode_returns": list(self.episode_returns),
+            "total_cost": self.total_cost.tolist(),
+            "total_steps": int(self.total_steps),
+            "violation_steps": self.violation_steps.tolist(),
+            "episodes_over_limit": self.episodes_over_limit.tolist(),
+            "episodes": int(self.episodes),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state`; the number of constraints must match this monitor's."""
+        K = len(self.cost_keys)
+        if len(state["total_cost"]) != K:
+            raise CheckpointError(
+                f"the saved cost monitor has {len(state['total_cost'])} constraint(s), this one {K} ({list(self.cost_keys)})"
+            )
+        self.episode_costs.clear()
+        self.episode_costs.extend(np.asarray(c, dtype=np.float64) for c in state["episode_costs"])
+        self.episode_returns.clear()
+        self.episode_returns.extend(float(r) for r in state["episode_returns"])
+        self.total_cost = np.asarray(state["total_cost"], dtype=np.float64)
+        self.total_steps = int(state["total_steps"])
+        self.violation_steps = np.asarray(state["violation_steps"], dtype=np.int64)
+        self.episodes_over_limit = np.asarray(state["episodes_over_limit"], dtype=np.int64)
+        self.episodes = int(state["episodes"])
 
     # ---- metrics -------------------------------------------------------------------------------
     @property

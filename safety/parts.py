@@ -29,7 +29,7 @@ and SafeMPC hold the monitor. A checkpoint keeps the cost critic as ``cost_value
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from gymnasium.vector import VectorEnv
@@ -86,6 +86,15 @@ class CostMonitorPart(Part):
     def iteration_metrics(self, agent: "Agent", metrics: Metrics) -> Metrics:
         metrics.update(self.monitor.metrics())
         return metrics
+
+    def state(self) -> dict[str, Any]:
+        """The training monitor's bookkeeping (:meth:`CostMonitor.state`): a resumed run keeps its
+        cumulative cost, its counts and its last episodes' costs."""
+        return self.monitor.state() if self._monitor is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state and self._monitor is not None:
+            self._monitor.load_state(state)
 
 
 class CostCriticPart(Part):

@@ -1,9 +1,14 @@
-"""The Safety-Gymnasium / OmniSafe benchmark's report bookkeeping (no training here)."""
+"""The Safety-Gymnasium / OmniSafe benchmark's report bookkeeping, and its resumable long runs (on our own task)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from benchmarks.safety_omnisafe import groups, load_pieces, piece_path, table
 
@@ -46,3 +51,46 @@ def test_pieces_of_two_budgets_render_as_two_tables_and_never_average_together(t
     assert big.startswith("SafetyPointGoal1-v0, 1,000,000 steps") and "9.00 ± 0.00" in big and "1.00" not in big
     assert small.startswith("SafetyPointGoal1-v0, 200,000 steps") and "1.00 ± 0.00" in small and "9.00" not in small
     assert "yes / **no** / yes" in small  # cost 10 ≤ 25, reward 1 < 5, cumulative 1,000 < 6,000
+
+
+def test_a_stopped_long_run_resumes_from_its_checkpoint_and_keeps_its_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT during a resumable run: the finished iterations are saved and the run stops; the same call
+    again continues from the checkpoint (not from zero) to the full budget, with the stopped part of the
+    curve, the cumulative cost and the CPU time carried over. A checkpoint of other settings is refused."""
+    from benchmarks.safety import TASKS, run_one
+    from core_rl.common.errors import RunInterrupted
+    from safety.trpo_lag import TRPOLag
+
+    task = next(t for t in TASKS if t.label == "PointGoal")
+    task = replace(task, common={**task.common, "n_envs": 2, "n_steps": 128, "hidden_sizes": [16]})
+    resume = tmp_path / "piece.resume"
+    save, signals = TRPOLag.save, []
+
+    def save_then_interrupt(self: TRPOLag, path: Path, include_replay: bool = False) -> Path:
+        out = save(self, path, include_replay)
+        if not signals:  # Ctrl-C right after the first checkpoint, while the run goes on
+            signals.append(self.num_timesteps)
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(TRPOLag, "save", save_then_interrupt)
+    with pytest.raises(RunInterrupted):
+        run_one(task, "TRPO-Lag", 0, 40 * 256, 1, resume_dir=resume, save_every=512)
+    saved = json.loads((resume / "progress.json").read_text())
+    stopped_at = max(s for s, _ in saved["metrics"]["cumulative_cost"])
+    assert signals == [512] and stopped_at == 512 and saved["cpu_s"] > 0
+    assert TRPOLag.load(resume / "agent.pt").num_timesteps == 512
+
+    result = run_one(task, "TRPO-Lag", 0, 40 * 256, 1, resume_dir=resume, save_every=512)
+    assert result.steps == 40 * 256
+    before = dict(saved["metrics"]["cumulative_cost"])
+    curve = {s: cum for s, _, _, cum in result.curve}
+    assert all(curve[s] == v for s, v in before.items() if s in curve)  # the stopped part is kept as it was
+    assert result.cumulative_cost >= before[stopped_at] > 0
+    assert result.cpu_s > saved["cpu_s"]
+
+    other = replace(task, common={**task.common, "hidden_sizes": [8]})
+    with pytest.raises(SystemExit, match="hidden_sizes"):
+        run_one(other, "TRPO-Lag", 0, 40 * 256, 1, resume_dir=resume, save_every=512)

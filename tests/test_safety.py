@@ -243,6 +243,24 @@ def test_registry_and_checkpoint_keep_lambda() -> None:
         assert getattr(clone, key).tolist() == getattr(adam, key).tolist(), key
 
 
+def test_checkpoint_keeps_the_cost_monitor_bookkeeping() -> None:
+    """A resumed run continues its cumulative training cost, counts and last episodes' costs; before
+    the parts' state was checkpointed, the cumulative cost of a resumed run restarted at zero."""
+    agent = TRPOLag("safety/PointGoal-v0", cost_limit=0.0, **TINY)
+    agent.learn(4 * 64 * 8)
+    before = agent.part(CostMonitorPart).monitor
+    assert before.total_cost[0] > 0 and before.episodes > 0
+    clone = TRPOLag.load(agent.save(__import__("tempfile").mkdtemp() + "/trpo_lag"))
+    after = clone.part(CostMonitorPart).monitor
+    assert after is not before
+    assert after.total_cost.tolist() == before.total_cost.tolist() and after.total_steps == before.total_steps
+    assert (after.episodes, after.violation_steps.tolist()) == (before.episodes, before.violation_steps.tolist())
+    assert np.array_equal(after.mean_episode_cost, before.mean_episode_cost)
+    clone.learn(4 * 64)
+    assert clone.last_metrics["cumulative_cost"] >= before.total_cost[0]
+    assert after.total_steps == before.total_steps + 4 * 64
+
+
 # ---- CPO's step against a numerical solver ------------------------------------------------------
 def test_cpo_step_solves_the_linearized_trust_region_problem() -> None:
     """max gᵀΔ s.t. c + bᵀΔ ≤ 0, ½ΔᵀHΔ ≤ δ — the closed form against scipy's SLSQP, in all cases."""

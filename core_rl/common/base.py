@@ -372,8 +372,8 @@ class Agent(ABC):
         """Hook: restore what :meth:`_extra_state` saved."""
 
     def save(self, path: str | Path, include_replay: bool = False) -> Path:
-        """Write a checkpoint: weights and optimizer states, counters, episode statistics, the torch RNG
-        state, the env's spaces (so :meth:`load` needs no env) and, with ``include_replay``, the
+        """Write a checkpoint: weights and optimizer states, counters, episode statistics, every part's
+        :meth:`~core_rl.common.parts.Part.state`, the torch RNG state, the env's spaces (so :meth:`load` needs no env) and, with ``include_replay``, the
         replay buffer of an off-policy agent."""
         state = {k: m.state_dict() for k, m in self._modules().items()}
         meta = {
@@ -384,6 +384,7 @@ class Agent(ABC):
             "torch_rng": torch.get_rng_state(),
             "spaces": {"observation": space_to_dict(self.env_spaces[0]), "action": space_to_dict(self.env_spaces[1])},
             "extra": self._extra_state(include_replay),
+            "parts": {f"{i}.{type(part).__name__}": part.state() for i, part in enumerate(self.parts)},
         }
         return save_checkpoint(path, algo=self.name, config=self.config.model_dump(mode="json"), state=state, meta=meta)
 
@@ -422,6 +423,8 @@ class Agent(ABC):
         agent.episode_lengths.extend(meta.get("episode_lengths", []))
         if meta.get("extra"):
             agent._load_extra_state(meta["extra"])
+        for i, part in enumerate(agent.parts):  # checkpoints older than the parts' state hold none
+            part.load_state(meta.get("parts", {}).get(f"{i}.{type(part).__name__}", {}))
         if "torch_rng" in meta:
             agent._resume_rng = {"torch": meta["torch_rng"]}
         return agent

@@ -19,7 +19,8 @@ in the declared order, at the points of the notes' anatomy of an RL algorithm:
   Lagrangian's advantage the update then sees) and :meth:`Part.after_update` (e.g. the regression of
   :math:`V^c_\psi`), whose metrics join the update's;
 * after every iteration of any agent: :meth:`Part.iteration_metrics`;
-* checkpoints: :meth:`Part.modules` (kept under their own names beside the agent's modules).
+* checkpoints: :meth:`Part.modules` (kept under their own names beside the agent's modules) and
+  :meth:`Part.state` / :meth:`Part.load_state` (plain bookkeeping, e.g. a cost monitor's totals).
 
 Every method is a no-op here; a part overrides the ones it needs. An agent without parts (the
 default, ``()``) pays for one loop over an empty tuple per call site, never per env step.
@@ -81,3 +82,11 @@ class Part:
     def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
         """What a checkpoint keeps of this part, by name (names unique among the agent's modules)."""
         return {}
+
+    def state(self) -> dict[str, Any]:
+        """Plain values (numbers, lists, arrays) a checkpoint keeps besides :meth:`modules`: a resumed
+        run continues this part's bookkeeping where the checkpoint left it."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned (an empty dict for a checkpoint saved without it)."""
