@@ -94,3 +94,15 @@ def test_a_stopped_long_run_resumes_from_its_checkpoint_and_keeps_its_history(
     other = replace(task, common={**task.common, "hidden_sizes": [8]})
     with pytest.raises(SystemExit, match="hidden_sizes"):
         run_one(other, "TRPO-Lag", 0, 40 * 256, 1, resume_dir=resume, save_every=512)
+
+
+def test_at_the_published_budget_ours_is_judged_against_omnisafes_published_row(tmp_path: Path) -> None:
+    for seed, (ret, cost) in enumerate([(20.0, 20.0), (18.0, 24.0)]):
+        piece = {**_piece("ours", "TRPO-Lag", seed, 10_000_000, ret, cost), "budget": 10_000_000}
+        piece_path(tmp_path, "ours", "SafetyPointGoal1-v0", "TRPO-Lag", seed, 10_000_000).write_text(json.dumps(piece))
+    piece = {**_piece("ours", "CPO", 0, 10_000_000, 30.0, 26.0), "budget": 10_000_000}
+    piece_path(tmp_path, "ours", "SafetyPointGoal1-v0", "CPO", 0, 10_000_000).write_text(json.dumps(piece))
+    rows = {line.split(" |")[0]: line for line in table(load_pieces(tmp_path)).splitlines() if line.startswith("| ")}
+    # TRPO-Lag: mean 19.0 / 22.0 against the published 18.51 / 22.98; CPO: 30 / 26 against 20.46 / 28.84
+    assert "| yes / yes / – (against the published row) | 18.51 / 22.98 |" in rows["| TRPO-Lag (OmniSafe TRPOLag)"]
+    assert "| **no** / yes / – (against the published row) | 20.46 / 28.84 |" in rows["| CPO (OmniSafe CPO)"]
