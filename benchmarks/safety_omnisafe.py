@@ -390,9 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             if side == "ours":
-                piece = ours(
-                    task, algo, seed, args.steps, args.n_envs, args.eval_episodes, extra, path.with_suffix(".resume")
+                resume = path.with_suffix(".resume")
+                print(
+                    f"ours {task_name} {algo} seed {seed}: checkpoints in {resume} (Ctrl-C stops, the same command continues)"
                 )
+                piece = ours(task, algo, seed, args.steps, args.n_envs, args.eval_episodes, extra, resume)
             else:
                 piece = omnisafe(task_name, algo, seed, args.steps, args.n_envs, task.limit, path.with_suffix(".log"))
             piece["command"] = command
