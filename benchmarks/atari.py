@@ -19,7 +19,9 @@ training games — ours from ``info["game_score"]``, SB3 from the ``Monitor`` it
 wrappers — and, with ``--eval-games G``, the mean score of G games of the trained policy (greedy for
 DQN, sampled for PPO/A2C, as RL-Zoo evaluates them). The two sides alternate run by run; a run's results
 go to a JSON file under ``.deeprl/benchmarks/`` as soon as it ends, so a long benchmark runs in pieces
-(``--impls``, ``--seeds-from``) merged by ``--results FILE ...``; the report goes to
+(``--impls``, ``--seeds-from``) merged by ``--results FILE ...``; a run itself checkpoints every
+``--checkpoint-every`` steps (both sides; replay buffers included), and the same command after a stop
+continues it from there, so that a run longer than one sitting (a Pong score takes millions of steps) finishes; the report goes to
 ``docs/benchmarks/atari.md`` and MLflow (experiment ``benchmark-atari``).
 
 Budgets: RL-Zoo trains 1e7 steps; ``--steps`` sets ours and SB3's alike. ``--learning-starts`` (DQN)
@@ -48,6 +50,7 @@ from benchmarks.common import (
     REPO,
     SUMMARY_METRICS,
     TORCH_THREADS,
+    Resume,
     RunResult,
     add_run_arguments,
     benchmark_run,
@@ -59,9 +62,11 @@ from benchmarks.common import (
     machine_note,
     ours_learn,
     parse_run_arguments,
+    resume_for,
     row_metrics,
     run_main,
     sb3_learn,
+    sb3_resumed,
     seed_range,
     summarize,
     timed_result,
@@ -164,11 +169,13 @@ class AtariRunResult(RunResult):
     grad_steps: int = 0
 
 
-def _train_ours(cfg: AtariConfig, steps: int, seed: int, eval_games: int) -> AtariRunResult:
+def _train_ours(
+    cfg: AtariConfig, steps: int, seed: int, eval_games: int, resume: Resume | None = None
+) -> AtariRunResult:
     from core_rl.registry import get_algo
 
     agent, build_s, wall, cpu, curve = ours_learn(
-        get_algo(cfg.algo).cls, cfg.env_id, ours_config(cfg, seed), steps, lambda n: None
+        get_algo(cfg.algo).cls, cfg.env_id, ours_config(cfg, seed), steps, lambda n: None, resume
     )
     t_eval = time.perf_counter()
     scores = (
@@ -182,20 +189,37 @@ def _train_ours(cfg: AtariConfig, steps: int, seed: int, eval_games: int) -> Ata
     )
 
 
-def _train_sb3(cfg: AtariConfig, steps: int, seed: int, eval_games: int) -> AtariRunResult:
+def _train_sb3(
+    cfg: AtariConfig, steps: int, seed: int, eval_games: int, resume: Resume | None = None
+) -> AtariRunResult:
     from stable_baselines3 import A2C, DQN, PPO
     from stable_baselines3.common.evaluation import evaluate_policy
 
     torch.set_num_threads(TORCH_THREADS)
     t_build = time.perf_counter()
-    env = sb3_env(cfg, int(cfg.params["n_envs"]), seed)
-    model = {"dqn": DQN, "ppo": PPO, "a2c": A2C}[cfg.algo](
-        "CnnPolicy", env, seed=seed, device="cpu", verbose=0, **sb3_kwargs(cfg)
-    )
+    cls = {"dqn": DQN, "ppo": PPO, "a2c": A2C}[cfg.algo]
+    model, saved = sb3_resumed(cls, sb3_env(cfg, int(cfg.params["n_envs"]), seed), resume)
+    if model is None:  # a resumed model keeps its own schedules; its env's seed is the run's seed again
+        model = cls(
+            "CnnPolicy",
+            sb3_env(cfg, int(cfg.params["n_envs"]), seed),
+            seed=seed,
+            device="cpu",
+            verbose=0,
+            **sb3_kwargs(cfg),
+        )
+    env = model.get_env()
     build_s = time.perf_counter() - t_build
-    curve, wall, cpu, _ = sb3_learn(model, steps, lambda n: None)
+    earlier = int((saved or {}).get("episodes", 0))  # games of the earlier sittings (their Monitors are gone)
+
+    def games() -> int:
+        return earlier + sum(len(rewards) for rewards in env.env_method("get_episode_rewards"))  # each env's Monitor
+
+    curve, wall, cpu, _ = sb3_learn(
+        model, steps, lambda n: None, resume=resume, saved=saved, extra=lambda: {"episodes": games()}
+    )
     recent = [float(e["r"]) for e in model.ep_info_buffer]  # the Monitor under the wrappers: whole games
-    episodes = sum(len(rewards) for rewards in env.env_method("get_episode_rewards"))  # each env's Monitor
+    episodes = games()
     t_eval = time.perf_counter()
     scores: list[float] = []
     if eval_games:
@@ -251,9 +275,12 @@ def _result(
     )
 
 
-def run_one(cfg: AtariConfig, impl: str, steps: int, seed: int, eval_games: int = 0) -> AtariRunResult:
+def run_one(
+    cfg: AtariConfig, impl: str, steps: int, seed: int, eval_games: int = 0, resume: Resume | None = None
+) -> AtariRunResult:
+    """One run of ``impl``; with ``resume`` it checkpoints itself and continues an earlier sitting's checkpoint."""
     train: Callable[..., AtariRunResult] = _train_ours if impl == "ours" else _train_sb3
-    return train(cfg, steps, seed, eval_games)
+    return train(cfg, steps, seed, eval_games, resume)
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -324,6 +351,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--eval-games", type=int, default=0, help="games of the trained policy per run (default 0)")
     p.add_argument("--learning-starts", type=int, default=None, help="DQN: replaces RL-Zoo's 1e5 on both sides")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100_000,
+        help="env steps between a run's checkpoints under OUT_DIR/resume/ (0: none); the same command after a "
+        "stop continues each unfinished run from its checkpoint (default %(default)s)",
+    )
     add_run_arguments(p, DEFAULT_DOC, seeds=1, eval_episodes=False)  # --seeds, --steps-scale, MLflow, outputs
     args = parse_run_arguments(p, argv)
     if args.results is None and (args.steps is None or args.steps < 1):
@@ -377,7 +411,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     order = args.impls if seed % 2 == 0 else list(reversed(args.impls))
                     for impl in order:
                         print(f"{cfg.key} {impl} seed {seed}: {args.steps:,} steps ...", flush=True)
-                        r = run_one(cfg, impl, args.steps, seed, args.eval_games)
+                        resume = resume_for(
+                            out_dir,
+                            args.checkpoint_every,
+                            "atari",
+                            cfg.algo,
+                            cfg.env_id,
+                            impl,
+                            f"s{seed}",
+                            args.steps,
+                            f"ls{cfg.learning_starts}",
+                        )
+                        r = run_one(cfg, impl, args.steps, seed, args.eval_games, resume)
                         results.append(r)
                         print(
                             f"  {r.cpu_s:.1f} CPU s, {r.cpu_steps_per_s:.1f} steps per CPU-s, "
@@ -386,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                         meta["machine"]["loadavg"] = machine_note()["loadavg"]
                         json_path.write_text(json.dumps(jsonable(results, meta), indent=1))
+                        if resume is not None:  # the run's result is saved: its checkpoint is not needed any more
+                            resume.clear()
             status = "FINISHED"
         finally:
             close_interrupted("atari", stamp, out_dir, results, meta, status)

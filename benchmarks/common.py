@@ -19,6 +19,7 @@ import pstats
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -349,41 +350,155 @@ def row_metrics(
     return {f"{'_'.join(str(r[k]) for k in key)}/{m}": r[m] for r in rows for m in names}
 
 
+# ---- runs longer than a sitting ------------------------------------------------------------------
+@dataclass
+class Resume:
+    """Where one long run checkpoints itself, so that a stopped run continues instead of starting over.
+
+    Every ``every`` env steps (after a rollout or iteration) the run's own checkpoint (our agent's
+    ``agent.pt`` with its replay buffer, or SB3's ``model.zip`` and ``replay.pkl``) and ``progress.json``
+    (``steps``, the CPU and wall seconds spent, the curve, and what the side needs to carry on: episode
+    counts, the last games' scores) are written to ``directory``; the next run with the same arguments
+    loads them and trains the steps that remain, adding its time to the time spent. The env is made
+    again (the episodes in progress are lost), so a resumed run is not bit-identical to one that never
+    stopped. The caller removes the directory (:meth:`clear`) once the run's result is saved."""
+
+    directory: Path
+    every: int = 100_000
+
+    @property
+    def progress_path(self) -> Path:
+        return self.directory / "progress.json"
+
+    def saved(self, checkpoint: str) -> dict[str, Any] | None:
+        """The progress of an earlier sitting whose ``checkpoint`` file is there too, else None."""
+        if not (self.progress_path.exists() and (self.directory / checkpoint).exists()):
+            return None
+        return json.loads(self.progress_path.read_text())
+
+    def due(self, steps: int, last: int) -> bool:
+        return steps - last >= self.every
+
+    def save(self, progress: dict[str, Any], write_checkpoint: Callable[[Path], None]) -> None:
+        """``progress.json`` and the checkpoint (written by ``write_checkpoint(directory)``), the progress
+        renamed into place only after the checkpoint it describes is complete."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.progress_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(progress))
+        write_checkpoint(self.directory)
+        tmp.replace(self.progress_path)
+
+    def clear(self) -> None:
+        import shutil
+
+        if self.directory.is_dir():
+            shutil.rmtree(self.directory)
+
+
+def resume_for(out_dir: Path, every: int, *parts: Any) -> Resume | None:
+    """The :class:`Resume` of one run under ``out_dir/resume/`` (named by ``parts``), or None when ``every`` is 0."""
+    if every <= 0:
+        return None
+    name = "-".join(str(p).replace("/", "_") for p in parts)
+    return Resume(out_dir / "resume" / name, every)
+
+
 # ---- our side -----------------------------------------------------------------------------------
 def ours_learn(
-    cls: type[Any], env_id: str, config: Mapping[str, Any], steps: int, progress: ProgressFn
+    cls: type[Any],
+    env_id: str,
+    config: Mapping[str, Any],
+    steps: int,
+    progress: ProgressFn,
+    resume: Resume | None = None,
 ) -> tuple[Any, float, float, float, list[tuple[int, float]]]:
     """Build ``cls(env_id, config)`` and ``learn(steps)``, both timed, ``progress`` getting the new env
-    steps after every iteration. Returns (agent, build s, wall s, CPU s, the training-episode-return curve)."""
+    steps after every iteration. Returns (agent, build s, wall s, CPU s, the training-episode-return curve).
+    With ``resume``, the agent checkpoints itself (with its replay buffer) and a checkpoint of an earlier
+    sitting is continued: the times returned then include the earlier sittings', build time excepted."""
     from core_rl.common.tracking import MemoryTracker
 
     tracker = MemoryTracker()
     t_build = time.perf_counter()
-    agent = cls(env_id, dict(config), tracker=tracker)
+    saved = resume.saved("agent.pt") if resume is not None else None
+    spent_wall = spent_cpu = 0.0
+    if resume is not None and saved is not None:
+        agent = cls.load(resume.directory / "agent.pt", tracker=tracker)
+        wanted = agent.config_cls(**{**config}).model_dump(mode="json")
+        have = agent.config.model_dump(mode="json")
+        if have != wanted:
+            agent.close()
+            changed = ", ".join(sorted(k for k in wanted if have.get(k) != wanted[k]))
+            raise SystemExit(f"{resume.directory} holds a run with other settings ({changed}): remove it to start over")
+        tracker.metrics["episode_return"] = [(int(s), float(v)) for s, v in saved["curve"] if s <= agent.num_timesteps]
+        spent_wall, spent_cpu = float(saved["wall_s"]), float(saved["cpu_s"])
+        print(f"  resuming from {resume.directory} at {agent.num_timesteps:,} steps", flush=True)
+    else:
+        agent = cls(env_id, dict(config), tracker=tracker)
     build_s = time.perf_counter() - t_build
-    last = [agent.num_timesteps]
+    last = [agent.num_timesteps, agent.num_timesteps]  # the last progress report, the last checkpoint
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+
+    def curve() -> list[tuple[int, float]]:
+        return [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
 
     def on_iteration(a: Any, _metrics: dict[str, float]) -> None:
         progress(a.num_timesteps - last[0])
         last[0] = a.num_timesteps
+        if resume is not None and resume.due(a.num_timesteps, last[1]) and a.num_timesteps < steps:
+            last[1] = a.num_timesteps
+            resume.save(
+                {
+                    "steps": a.num_timesteps,
+                    "wall_s": spent_wall + time.perf_counter() - wall0,
+                    "cpu_s": spent_cpu + time.process_time() - cpu0,
+                    "curve": curve(),
+                },
+                lambda d: a.save(d / "agent.pt", include_replay=True),
+            )
 
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    agent.learn(steps, callback=on_iteration)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    curve = [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
-    return agent, build_s, wall, cpu, curve
+    if steps > agent.num_timesteps:
+        agent.learn(steps - agent.num_timesteps, callback=on_iteration)
+    wall, cpu = spent_wall + time.perf_counter() - wall0, spent_cpu + time.process_time() - cpu0
+    return agent, build_s, wall, cpu, curve()
 
 
 # ---- the SB3 side -------------------------------------------------------------------------------
+def sb3_resumed(cls: type[Any], env: Any, resume: Resume | None) -> tuple[Any, dict[str, Any] | None]:
+    """The SB3 model an earlier sitting of this run saved (``model.zip``, its replay buffer and its
+    last episodes' infos restored onto ``env``) and that sitting's progress; ``(None, None)`` when there
+    is none (the caller builds the model)."""
+    saved = resume.saved("model.zip") if resume is not None else None
+    if resume is None or saved is None:
+        return None, None
+    model = cls.load(resume.directory / "model.zip", env=env, device="cpu")
+    if (resume.directory / "replay.pkl").exists():
+        model.load_replay_buffer(resume.directory / "replay.pkl")
+    # the last games' infos (SB3 saves none): learn() keeps a buffer it finds when it does not reset the step count
+    model.ep_info_buffer = deque(saved.get("ep_infos", []), maxlen=model._stats_window_size)
+    print(f"  resuming from {resume.directory} at {model.num_timesteps:,} steps", flush=True)
+    return model, saved
+
+
 def sb3_learn(
-    model: Any, steps: int, progress: ProgressFn, every: int = 0
+    model: Any,
+    steps: int,
+    progress: ProgressFn,
+    every: int = 0,
+    resume: Resume | None = None,
+    saved: dict[str, Any] | None = None,
+    extra: Callable[[], dict[str, Any]] | None = None,
 ) -> tuple[list[tuple[int, float]], float, float, float]:
     """``model.learn(steps)`` of an SB3 model, timed: after each rollout at least ``every`` env steps on
     from the last report, ``progress`` gets the new steps and the curve a point (the mean return of SB3's
-    last-100-episode buffer). Returns (curve, wall s, CPU s, the final last-100 mean, NaN without episodes)."""
+    last-100-episode buffer). Returns (curve, wall s, CPU s, the final last-100 mean, NaN without episodes).
+    With ``resume``, the model (and an off-policy model's replay buffer) is saved every ``resume.every``
+    steps with the progress and ``extra()``; ``saved`` (from :func:`sb3_resumed`) continues an earlier
+    sitting: its curve and times are carried on, and the steps that remain are trained."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    curve: list[tuple[int, float]] = []
+    curve: list[tuple[int, float]] = [tuple(c) for c in (saved or {}).get("curve", [])]  # type: ignore[misc]
+    spent_wall, spent_cpu = float((saved or {}).get("wall_s", 0.0)), float((saved or {}).get("cpu_s", 0.0))
 
     def mean_return() -> float:
         buffer = model.ep_info_buffer
@@ -392,7 +507,7 @@ def sb3_learn(
     class Progress(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.last = 0
+            self.last = self.saved_at = int(model.num_timesteps)
 
         def _on_step(self) -> bool:
             return True
@@ -404,9 +519,37 @@ def sb3_learn(
                 if model.ep_info_buffer:
                     curve.append((self.num_timesteps, mean_return()))
 
+        def _on_rollout_start(self) -> None:  # the previous rollout's update is done: a checkpoint loses nothing
+            if resume is not None and resume.due(self.num_timesteps, self.saved_at) and self.num_timesteps < steps:
+                self.saved_at = self.num_timesteps
+                resume.save(
+                    {
+                        "steps": self.num_timesteps,
+                        "wall_s": spent_wall + time.perf_counter() - wall0,
+                        "cpu_s": spent_cpu + time.process_time() - cpu0,
+                        "curve": curve,
+                        "ep_infos": [{k: float(v) for k, v in e.items()} for e in model.ep_info_buffer],
+                        **(extra() if extra is not None else {}),
+                    },
+                    _sb3_checkpoint(model),
+                )
+
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    model.learn(total_timesteps=steps, callback=Progress())
-    return curve, time.perf_counter() - wall0, time.process_time() - cpu0, mean_return()
+    if steps > model.num_timesteps:
+        model.learn(total_timesteps=steps - model.num_timesteps, callback=Progress(), reset_num_timesteps=not saved)
+    wall, cpu = spent_wall + time.perf_counter() - wall0, spent_cpu + time.process_time() - cpu0
+    return curve, wall, cpu, mean_return()
+
+
+def _sb3_checkpoint(model: Any) -> Callable[[Path], None]:
+    def write(directory: Path) -> None:
+        model.save(directory / "model.zip.tmp.zip")
+        if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
+            model.save_replay_buffer(directory / "replay.pkl.tmp.pkl")
+            (directory / "replay.pkl.tmp.pkl").replace(directory / "replay.pkl")
+        (directory / "model.zip.tmp.zip").replace(directory / "model.zip")
+
+    return write
 
 
 # ---- the command line --------------------------------------------------------------------------

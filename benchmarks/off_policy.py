@@ -57,6 +57,7 @@ from benchmarks.common import (
     TORCH_THREADS,
     BenchmarkMLflow,
     ProgressFn,
+    Resume,
     RunResult,
     add_run_arguments,
     benchmark_run,
@@ -73,9 +74,11 @@ from benchmarks.common import (
     peak_load,
     profile_learn,
     ratio,
+    resume_for,
     row_metrics,
     run_main,
     sb3_learn,
+    sb3_resumed,
     seed_range,
     summarize,
     throttled,
@@ -140,13 +143,17 @@ OUR_CLASSES = {
 }
 
 
-def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: str = "fp32") -> Trained:
+def _train_ours(
+    hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: str = "fp32", resume: Resume | None = None
+) -> Trained:
     import importlib
 
     module, name = OUR_CLASSES[hp.algo]
     cls = getattr(importlib.import_module(module), name)
     config = {**ours_config(hp, seed), **OUR_MODES[mode]}
-    agent, build_s, wall, cpu, curve = ours_learn(cls, hp.env_id, config, steps, throttled(progress, PROGRESS_EVERY))
+    agent, build_s, wall, cpu, curve = ours_learn(
+        cls, hp.env_id, config, steps, throttled(progress, PROGRESS_EVERY), resume
+    )
     return Trained(
         agent.num_timesteps,
         agent.mean_return,
@@ -160,7 +167,9 @@ def _train_ours(hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: 
     )
 
 
-def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: str = "fp32") -> Trained:
+def _train_sb3(
+    hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: str = "fp32", resume: Resume | None = None
+) -> Trained:
     from stable_baselines3 import DDPG, DQN, SAC, TD3
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -168,10 +177,25 @@ def _train_sb3(hp: HParams, steps: int, seed: int, progress: ProgressFn, mode: s
     t_build = time.perf_counter()
     venv = make_vec_env(hp.env_id, n_envs=hp.params["n_envs"], seed=seed)
     cls = {"dqn": DQN, "sac": SAC, "td3": TD3, "ddpg": DDPG}[hp.algo]
-    model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_kwargs(hp))
+    model, saved = sb3_resumed(cls, venv, resume)
+    if model is None:
+        model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_kwargs(hp))
     build_s = time.perf_counter() - t_build
-    curve, wall, cpu, train_ret = sb3_learn(model, steps, progress, every=PROGRESS_EVERY)
-    episodes = sum(len(m.get_episode_rewards()) for m in venv.envs)  # DummyVecEnv of Monitor-wrapped envs
+    earlier = int((saved or {}).get("episodes", 0))  # episodes of the earlier sittings (their Monitors are gone)
+
+    def episodes_so_far() -> int:
+        return earlier + sum(len(m.get_episode_rewards()) for m in venv.envs)  # DummyVecEnv of Monitor-wrapped envs
+
+    curve, wall, cpu, train_ret = sb3_learn(
+        model,
+        steps,
+        progress,
+        every=PROGRESS_EVERY,
+        resume=resume,
+        saved=saved,
+        extra=lambda: {"episodes": episodes_so_far()},
+    )
+    episodes = episodes_so_far()
     return Trained(
         int(model.num_timesteps),
         train_ret,
@@ -193,8 +217,11 @@ def run_one(
     eval_episodes: int,
     progress: ProgressFn = lambda n: None,
     mode: str = "fp32",
+    resume: Resume | None = None,
 ) -> OffPolicyRunResult:
-    t = (_train_ours if impl == "ours" else _train_sb3)(hp, steps, seed, progress, mode)
+    """One timed run of ``impl`` and its evaluation; with ``resume`` it checkpoints itself and continues an
+    earlier sitting's checkpoint (:class:`benchmarks.common.Resume`)."""
+    t = (_train_ours if impl == "ours" else _train_sb3)(hp, steps, seed, progress, mode, resume)
     t_eval = time.perf_counter()
     returns = evaluate_actions(t.act, hp.env_id, eval_episodes, seed=EVAL_SEED_BASE + 1_000 * seed)
     eval_s = time.perf_counter() - t_eval
@@ -553,6 +580,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=list(OUR_MODES),
         help="our side's modes, one run and one row each (bf16: matmul_dtype=bfloat16; SAC, TD3, DDPG only)",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100_000,
+        help="env steps between a run's checkpoints under OUT_DIR/resume/ (0: none); the same command after a "
+        "stop continues each unfinished run from its checkpoint, and each finished run is saved at once to "
+        "OUT_DIR/off_policy-<stamp>-partial.json (default %(default)s)",
+    )
     p.add_argument("--mapping", action="store_true", help="print the hyperparameter mapping and exit")
     return parse_run_arguments(p, argv)
 
@@ -657,8 +692,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs = [(impl, mode) for impl in order if impl in args.impls for mode in modes_of(hp, impl)]
                         for impl, mode in runs:
                             bar.set_description(f"{hp.algo} {hp.env_id} {impl} {mode} s{seed}")
-                            res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update, mode)
+                            resume = resume_for(
+                                out_dir,
+                                args.checkpoint_every,
+                                "off_policy",
+                                hp.algo,
+                                hp.env_id,
+                                impl,
+                                mode,
+                                f"s{seed}",
+                                steps_of(hp),
+                            )
+                            res = run_one(hp, impl, steps_of(hp), seed, args.eval_episodes, bar.update, mode, resume)
                             results.append(res)
+                            if resume is not None:  # the finished run on disk at once, then its checkpoint goes
+                                out_dir.mkdir(parents=True, exist_ok=True)
+                                partial = out_dir / f"off_policy-{stamp}-partial.json"
+                                partial.write_text(json.dumps(jsonable(results, meta), indent=1))
+                                resume.clear()
                             bar.write(
                                 f"{hp.algo:>3} {hp.env_id:<12} {impl:<4} {mode} seed {seed}: {res.steps_per_s:7.0f} "
                                 f"steps/s {res.grad_steps_per_s:6.0f} grad/s ({res.wall_s:6.1f}s wall, "
@@ -685,6 +736,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda: report_markdown(rows, configs, meta),
             json_suffix="-merged" if args.results else "",
         )
+        if not args.results and (out_dir / f"off_policy-{stamp}-partial.json").exists():
+            (
+                out_dir / f"off_policy-{stamp}-partial.json"
+            ).unlink()  # the complete results are saved: drop the partial file
         if mlog is not None:
             mlog.close(
                 row_metrics(

@@ -50,6 +50,7 @@ import torch
 
 from benchmarks.common import (
     BenchmarkMLflow,
+    Resume,
     add_run_arguments,
     benchmark_run,
     command_line,
@@ -190,16 +191,15 @@ def run_one(
     seed: int,
     steps: int,
     eval_episodes: int,
-    resume_dir: Path | None = None,
-    save_every: int = 100_000,
+    resume: Resume | None = None,
 ) -> RunResult:
     """Train ``algo`` on ``task`` for ``steps`` (times the algorithm's factor), then evaluate it.
 
-    With ``resume_dir``, a run longer than one sitting survives being stopped: every ``save_every`` env
-    steps (at the end of an iteration) the agent's checkpoint (``agent.pt``: weights, optimizers, λ, the
-    cost monitor's totals, counters, torch RNG) and ``progress.json`` (the metric history so far, the CPU
-    and wall seconds spent) are written there, and a later call with the same arguments continues from
-    them instead of starting over. A resumed run makes its env again from the seed (the episode in
+    With ``resume`` (:class:`benchmarks.common.Resume`), a run longer than one sitting survives being
+    stopped: every ``resume.every`` env steps (at the end of an iteration) the agent's checkpoint
+    (``agent.pt``: weights, optimizers, λ, the cost monitor's totals, counters, torch RNG) and
+    ``progress.json`` (the metric history so far, the CPU and wall seconds spent) are written to its
+    directory, and a later call with the same arguments continues from them instead of starting over. A resumed run makes its env again from the seed (the episode in
     progress when it stopped is lost, and the env's stream restarts), so it is not bit-identical to an
     uninterrupted one. A checkpoint whose config is not this run's is refused. A SIGINT or SIGTERM saves
     the finished iterations before it stops the run."""
@@ -214,17 +214,18 @@ def run_one(
     cls = get_algo(name).cls
     tracker = MemoryTracker()
     config = agent_config(task, algo, seed)
-    checkpoint = resume_dir / "agent.pt" if resume_dir is not None else None
-    progress = resume_dir / "progress.json" if resume_dir is not None else None
+    saved = resume.saved("agent.pt") if resume is not None else None
     spent_cpu = spent_wall = 0.0
-    if checkpoint is not None and progress is not None and checkpoint.exists() and progress.exists():
+    if resume is not None and saved is not None:
+        checkpoint = resume.directory / "agent.pt"
         agent = cls.load(checkpoint, tracker=tracker)
         wanted = cls.config_cls(**config).model_dump(mode="json")
         if agent.config.model_dump(mode="json") != wanted:
             changed = sorted(k for k, v in wanted.items() if agent.config.model_dump(mode="json").get(k) != v)
             agent.close()
-            raise SystemExit(f"{checkpoint} was saved with other settings ({', '.join(changed)}): remove {resume_dir}")
-        saved = json.loads(progress.read_text())
+            raise SystemExit(
+                f"{checkpoint} was saved with other settings ({', '.join(changed)}): remove {resume.directory}"
+            )
         for key, points in saved["metrics"].items():  # the history up to the checkpoint, not past it
             tracker.metrics[key] = [(int(s), float(v)) for s, v in points if int(s) <= agent.num_timesteps]
         spent_cpu, spent_wall = float(saved["cpu_s"]), float(saved["wall_s"])
@@ -245,17 +246,16 @@ def run_one(
 
     def save_progress(agent: Any, metrics: Any, force: bool = False) -> None:
         nonlocal last_save
-        if resume_dir is None or agent.num_timesteps >= budget:
+        if resume is None or agent.num_timesteps >= budget:
             return
-        if not force and agent.num_timesteps - last_save < save_every:
+        if not force and not resume.due(agent.num_timesteps, last_save):
             return
         last_save = agent.num_timesteps
-        resume_dir.mkdir(parents=True, exist_ok=True)
         cpu_s, wall_s = spent()
-        tmp = resume_dir / "progress.json.tmp"
-        tmp.write_text(json.dumps({"cpu_s": cpu_s, "wall_s": wall_s, "metrics": dict(tracker.metrics)}))
-        agent.save(checkpoint)  # atomic (temp file, then rename), after the progress it belongs to
-        tmp.replace(progress)
+        resume.save(
+            {"steps": agent.num_timesteps, "cpu_s": cpu_s, "wall_s": wall_s, "metrics": dict(tracker.metrics)},
+            lambda directory: agent.save(directory / "agent.pt"),
+        )
 
     if budget > agent.num_timesteps:
         try:

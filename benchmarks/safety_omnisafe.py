@@ -142,13 +142,14 @@ def ours(
 ) -> dict[str, Any]:
     """Our ``algo`` on ``task``: the shared settings, the task's overrides, :data:`SETTINGS`, then ``extra`` (``--set``).
     With ``resume_dir``, a checkpoint every 100,000 steps lets a stopped run continue (:func:`benchmarks.safety.run_one`)."""
+    from benchmarks.common import Resume
     from benchmarks.safety import agent_config, run_one
 
     task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs, "n_steps": rollout_steps(algo, n_envs)})
     settings = {**SETTINGS.get(algo, {}), **(extra or {})}
     if settings:
         task = replace(task, overrides={**task.overrides, algo: {**task.overrides.get(algo, {}), **settings}})
-    r = run_one(task, algo, seed, steps, eval_episodes, resume_dir=resume_dir)
+    r = run_one(task, algo, seed, steps, eval_episodes, Resume(resume_dir) if resume_dir is not None else None)
     return {
         "side": "ours",
         "algo": algo,

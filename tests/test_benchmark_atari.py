@@ -59,3 +59,53 @@ def test_a_tiny_side_by_side_run_writes_results_and_the_report(tmp_path):
     # re-rendered from the saved pieces
     assert atari.main(["--results", str(results_file), "--no-mlflow", "--doc", str(doc)]) == 0
     assert "| PPO | ALE/Pong-v5 | 1,024 | 1 |" in doc.read_text()
+
+
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("ale_py") and importlib.util.find_spec("cv2")),
+    reason="needs the atari extra and OpenCV (SB3's Atari wrappers): pip install 'deeprl-suite[atari,bench]'",
+)
+@pytest.mark.parametrize("impl", ["ours", "sb3"])
+def test_a_stopped_run_continues_from_its_checkpoint(tmp_path, monkeypatch, impl):
+    """A run stopped right after its first checkpoint (1,024 of 2,048 steps) continues from it: the same
+    call trains the 1,024 steps that remain (not 2,048 again) and carries the first sitting's CPU time."""
+    from benchmarks.common import Resume
+
+    class Stop(Exception):
+        pass
+
+    save = Resume.save
+
+    def save_then_stop(self, progress, write_checkpoint):
+        save(self, progress, write_checkpoint)
+        raise Stop
+
+    cfg = atari.configs(["ppo"], ["ALE/Pong-v5"])[0]
+    resume = Resume(tmp_path / "resume", every=1024)
+    monkeypatch.setattr(Resume, "save", save_then_stop)
+    with pytest.raises(Stop):
+        atari.run_one(cfg, impl, 2048, 0, 0, resume)
+    first = json.loads(resume.progress_path.read_text())
+    assert first["steps"] == 1024 and first["cpu_s"] > 0
+    monkeypatch.setattr(Resume, "save", save)
+
+    trained = []
+    if impl == "ours":
+        from core_rl.common.on_policy import OnPolicyAgent
+
+        learn = OnPolicyAgent.learn
+        monkeypatch.setattr(OnPolicyAgent, "learn", lambda a, n, **kw: trained.append(n) or learn(a, n, **kw))
+    else:
+        from stable_baselines3 import PPO
+
+        learn = PPO.learn
+        monkeypatch.setattr(
+            PPO,
+            "learn",
+            lambda m, total_timesteps, **kw: trained.append(total_timesteps) or learn(m, total_timesteps, **kw),
+        )
+    r = atari.run_one(cfg, impl, 2048, 0, 0, resume)
+    assert trained == [1024] and r.steps == 2048 and r.grad_steps == 32
+    assert r.cpu_s > first["cpu_s"]
+    resume.clear()
+    assert not resume.directory.exists()

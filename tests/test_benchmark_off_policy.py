@@ -145,7 +145,7 @@ def test_seeds_from_runs_a_later_piece_of_seeds(tmp_path, monkeypatch):
 
     ran: list[tuple[str, int]] = []
 
-    def fake_run_one(hp, impl, steps, seed, eval_episodes, progress, mode="fp32"):
+    def fake_run_one(hp, impl, steps, seed, eval_episodes, progress, mode="fp32", resume=None):
         ran.append((impl, seed))
         return _res(hp.algo, impl, seed, 100.0, 10.0, 50.0)
 
@@ -167,3 +167,55 @@ def test_seeds_from_runs_a_later_piece_of_seeds(tmp_path, monkeypatch):
     assert sorted(ran) == [("ours", 3), ("ours", 4), ("sb3", 3), ("sb3", 4)]
     with pytest.raises(SystemExit):
         off_policy.parse_args(["--seeds-from", "-1"])
+
+
+@pytest.mark.parametrize("impl", ["ours", "sb3"])
+def test_a_stopped_off_policy_run_continues_with_its_replay_buffer(tmp_path, monkeypatch, impl):
+    """SAC stopped right after its first checkpoint (200 of 400 steps) continues from it: the replay buffer
+    comes back with the model (the first sitting's 200 transitions, not an empty buffer), the remaining 200
+    steps are trained, and the gradient steps and episodes add up to an uninterrupted run's."""
+    import benchmarks.off_policy as off_policy
+    from benchmarks.common import Resume
+
+    sac = next(h for h in zoo_configs() if h.algo == "sac" and h.env_id == "Pendulum-v1")
+    hp = HParams("sac", "Pendulum-v1", 400, 400, zoo={**sac.zoo, "learning_starts": 100, "batch_size": 32})
+
+    class Stop(Exception):
+        pass
+
+    save = Resume.save
+
+    def save_then_stop(self, progress, write_checkpoint):
+        save(self, progress, write_checkpoint)
+        raise Stop
+
+    resume = Resume(tmp_path / "resume", every=200)
+    monkeypatch.setattr(Resume, "save", save_then_stop)
+    with pytest.raises(Stop):
+        off_policy.run_one(hp, impl, 400, 0, 1, resume=resume)
+    assert json.loads(resume.progress_path.read_text())["steps"] == 200
+    monkeypatch.setattr(Resume, "save", save)
+
+    buffered = []
+    if impl == "ours":
+        from core_rl.continuous.sac import SAC
+
+        learn = SAC.learn
+        monkeypatch.setattr(SAC, "learn", lambda a, n, **kw: buffered.append((n, len(a.replay))) or learn(a, n, **kw))
+    else:
+        from stable_baselines3 import SAC as SB3SAC
+
+        learn = SB3SAC.learn
+        monkeypatch.setattr(
+            SB3SAC,
+            "learn",
+            lambda m, total_timesteps, **kw: (
+                buffered.append((total_timesteps, m.replay_buffer.size())) or learn(m, total_timesteps, **kw)
+            ),
+        )
+    res = off_policy.run_one(hp, impl, 400, 0, 1, resume=resume)
+    assert buffered == [(200, 200)]
+    monkeypatch.undo()
+    whole = off_policy.run_one(hp, impl, 400, 0, 1)
+    assert (res.steps, res.gradient_steps, res.episodes) == (whole.steps, whole.gradient_steps, whole.episodes)
+    assert res.episodes == 2  # 200-step episodes

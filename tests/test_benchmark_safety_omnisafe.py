@@ -59,13 +59,14 @@ def test_a_stopped_long_run_resumes_from_its_checkpoint_and_keeps_its_history(
     """SIGINT during a resumable run: the finished iterations are saved and the run stops; the same call
     again continues from the checkpoint (not from zero) to the full budget, with the stopped part of the
     curve, the cumulative cost and the CPU time carried over. A checkpoint of other settings is refused."""
+    from benchmarks.common import Resume
     from benchmarks.safety import TASKS, run_one
     from core_rl.common.errors import RunInterrupted
     from safety.trpo_lag import TRPOLag
 
     task = next(t for t in TASKS if t.label == "PointGoal")
     task = replace(task, common={**task.common, "n_envs": 2, "n_steps": 128, "hidden_sizes": [16]})
-    resume = tmp_path / "piece.resume"
+    resume = Resume(tmp_path / "piece.resume", every=512)
     save, signals = TRPOLag.save, []
 
     def save_then_interrupt(self: TRPOLag, path: Path, include_replay: bool = False) -> Path:
@@ -77,13 +78,13 @@ def test_a_stopped_long_run_resumes_from_its_checkpoint_and_keeps_its_history(
 
     monkeypatch.setattr(TRPOLag, "save", save_then_interrupt)
     with pytest.raises(RunInterrupted):
-        run_one(task, "TRPO-Lag", 0, 40 * 256, 1, resume_dir=resume, save_every=512)
-    saved = json.loads((resume / "progress.json").read_text())
+        run_one(task, "TRPO-Lag", 0, 40 * 256, 1, resume=resume)
+    saved = json.loads(resume.progress_path.read_text())
     stopped_at = max(s for s, _ in saved["metrics"]["cumulative_cost"])
     assert signals == [512] and stopped_at == 512 and saved["cpu_s"] > 0
-    assert TRPOLag.load(resume / "agent.pt").num_timesteps == 512
+    assert TRPOLag.load(resume.directory / "agent.pt").num_timesteps == 512
 
-    result = run_one(task, "TRPO-Lag", 0, 40 * 256, 1, resume_dir=resume, save_every=512)
+    result = run_one(task, "TRPO-Lag", 0, 40 * 256, 1, resume=resume)
     assert result.steps == 40 * 256
     before = dict(saved["metrics"]["cumulative_cost"])
     curve = {s: cum for s, _, _, cum in result.curve}
@@ -93,7 +94,7 @@ def test_a_stopped_long_run_resumes_from_its_checkpoint_and_keeps_its_history(
 
     other = replace(task, common={**task.common, "hidden_sizes": [8]})
     with pytest.raises(SystemExit, match="hidden_sizes"):
-        run_one(other, "TRPO-Lag", 0, 40 * 256, 1, resume_dir=resume, save_every=512)
+        run_one(other, "TRPO-Lag", 0, 40 * 256, 1, resume=resume)
 
 
 def test_at_the_published_budget_ours_is_judged_against_omnisafes_published_row(tmp_path: Path) -> None:
