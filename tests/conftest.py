@@ -43,3 +43,23 @@ def tracking_uri(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPRL_HOME", str(tmp_path / "store"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+class StopAfterCheckpoint(Exception):
+    """Raised by :func:`stop_at_first_checkpoint` right after a benchmark run's first checkpoint."""
+
+
+@pytest.fixture()
+def stop_at_first_checkpoint(monkeypatch):
+    """Make :meth:`benchmarks.common.Resume.save` raise :class:`StopAfterCheckpoint` once its checkpoint
+    is written (a run stopped there); calling the returned function restores saving."""
+    from benchmarks.common import Resume
+
+    save = Resume.save
+
+    def save_then_stop(self, progress, write_checkpoint):
+        save(self, progress, write_checkpoint)
+        raise StopAfterCheckpoint
+
+    monkeypatch.setattr(Resume, "save", save_then_stop)
+    return lambda: monkeypatch.setattr(Resume, "save", save)

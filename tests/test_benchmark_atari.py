@@ -66,28 +66,21 @@ def test_a_tiny_side_by_side_run_writes_results_and_the_report(tmp_path):
     reason="needs the atari extra and OpenCV (SB3's Atari wrappers): pip install 'deeprl-suite[atari,bench]'",
 )
 @pytest.mark.parametrize("impl", ["ours", "sb3"])
-def test_a_stopped_run_continues_from_its_checkpoint(tmp_path, monkeypatch, impl):
+def test_a_stopped_run_continues_from_its_checkpoint(tmp_path, monkeypatch, stop_at_first_checkpoint, impl):
     """A run stopped right after its first checkpoint (1,024 of 2,048 steps) continues from it: the same
     call trains the 1,024 steps that remain (not 2,048 again) and carries the first sitting's CPU time."""
     from benchmarks.common import Resume
+    from tests.conftest import StopAfterCheckpoint
 
-    class Stop(Exception):
-        pass
-
-    save = Resume.save
-
-    def save_then_stop(self, progress, write_checkpoint):
-        save(self, progress, write_checkpoint)
-        raise Stop
+    saving = stop_at_first_checkpoint
 
     cfg = atari.configs(["ppo"], ["ALE/Pong-v5"])[0]
     resume = Resume(tmp_path / "resume", every=1024)
-    monkeypatch.setattr(Resume, "save", save_then_stop)
-    with pytest.raises(Stop):
+    with pytest.raises(StopAfterCheckpoint):
         atari.run_one(cfg, impl, 2048, 0, 0, resume)
     first = json.loads(resume.progress_path.read_text())
     assert first["steps"] == 1024 and first["cpu_s"] > 0
-    monkeypatch.setattr(Resume, "save", save)
+    saving()
 
     trained = []
     if impl == "ours":

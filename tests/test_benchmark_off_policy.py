@@ -170,31 +170,26 @@ def test_seeds_from_runs_a_later_piece_of_seeds(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("impl", ["ours", "sb3"])
-def test_a_stopped_off_policy_run_continues_with_its_replay_buffer(tmp_path, monkeypatch, impl):
+def test_a_stopped_off_policy_run_continues_with_its_replay_buffer(
+    tmp_path, monkeypatch, stop_at_first_checkpoint, impl
+):
     """SAC stopped right after its first checkpoint (200 of 400 steps) continues from it: the replay buffer
     comes back with the model (the first sitting's 200 transitions, not an empty buffer), the remaining 200
     steps are trained, and the gradient steps and episodes add up to an uninterrupted run's."""
     import benchmarks.off_policy as off_policy
     from benchmarks.common import Resume
+    from tests.conftest import StopAfterCheckpoint
+
+    saving = stop_at_first_checkpoint
 
     sac = next(h for h in zoo_configs() if h.algo == "sac" and h.env_id == "Pendulum-v1")
     hp = HParams("sac", "Pendulum-v1", 400, 400, zoo={**sac.zoo, "learning_starts": 100, "batch_size": 32})
 
-    class Stop(Exception):
-        pass
-
-    save = Resume.save
-
-    def save_then_stop(self, progress, write_checkpoint):
-        save(self, progress, write_checkpoint)
-        raise Stop
-
     resume = Resume(tmp_path / "resume", every=200)
-    monkeypatch.setattr(Resume, "save", save_then_stop)
-    with pytest.raises(Stop):
+    with pytest.raises(StopAfterCheckpoint):
         off_policy.run_one(hp, impl, 400, 0, 1, resume=resume)
     assert json.loads(resume.progress_path.read_text())["steps"] == 200
-    monkeypatch.setattr(Resume, "save", save)
+    saving()
 
     buffered = []
     if impl == "ours":
