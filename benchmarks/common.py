@@ -351,6 +351,32 @@ def row_metrics(
 
 
 # ---- runs longer than a sitting ------------------------------------------------------------------
+class Stopwatch:
+    """Wall and process CPU seconds of one run across its sittings: the earlier sittings' (``wall_before``,
+    ``cpu_before``, from their progress) plus this one's since the stopwatch was made, less the time spent
+    :meth:`paused` (writing checkpoints, which is not training)."""
+
+    def __init__(self, wall_before: float = 0.0, cpu_before: float = 0.0):
+        self.wall_before, self.cpu_before = float(wall_before), float(cpu_before)
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def elapsed(self) -> tuple[float, float]:
+        """``(wall s, CPU s)`` so far."""
+        return (
+            self.wall_before + time.perf_counter() - self.wall0,
+            self.cpu_before + time.process_time() - self.cpu0,
+        )
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall0 += time.perf_counter() - wall
+            self.cpu0 += time.process_time() - cpu
+
+
 @dataclass
 class Resume:
     """Where one long run checkpoints itself, so that a stopped run continues instead of starting over.
@@ -414,8 +440,9 @@ def ours_learn(
 ) -> tuple[Any, float, float, float, list[tuple[int, float]]]:
     """Build ``cls(env_id, config)`` and ``learn(steps)``, both timed, ``progress`` getting the new env
     steps after every iteration. Returns (agent, build s, wall s, CPU s, the training-episode-return curve).
-    With ``resume``, the agent checkpoints itself (with its replay buffer) and a checkpoint of an earlier
-    sitting is continued: the times returned then include the earlier sittings', build time excepted."""
+    With ``resume``, the agent checkpoints itself (with its replay buffer; the saving's time is not counted)
+    and a checkpoint of an earlier sitting is continued: the times returned then include the earlier
+    sittings', build time excepted."""
     from core_rl.common.tracking import MemoryTracker
 
     tracker = MemoryTracker()
@@ -437,7 +464,7 @@ def ours_learn(
         agent = cls(env_id, dict(config), tracker=tracker)
     build_s = time.perf_counter() - t_build
     last = [agent.num_timesteps, agent.num_timesteps]  # the last progress report, the last checkpoint
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    watch = Stopwatch(spent_wall, spent_cpu)
 
     def curve() -> list[tuple[int, float]]:
         return [(s, v) for s, v in tracker.metrics.get("episode_return", []) if math.isfinite(v)]
@@ -447,19 +474,16 @@ def ours_learn(
         last[0] = a.num_timesteps
         if resume is not None and resume.due(a.num_timesteps, last[1]) and a.num_timesteps < steps:
             last[1] = a.num_timesteps
-            resume.save(
-                {
-                    "steps": a.num_timesteps,
-                    "wall_s": spent_wall + time.perf_counter() - wall0,
-                    "cpu_s": spent_cpu + time.process_time() - cpu0,
-                    "curve": curve(),
-                },
-                lambda d: a.save(d / "agent.pt", include_replay=True),
-            )
+            wall_s, cpu_s = watch.elapsed()
+            with watch.paused():
+                resume.save(
+                    {"steps": a.num_timesteps, "wall_s": wall_s, "cpu_s": cpu_s, "curve": curve()},
+                    lambda d: a.save(d / "agent.pt", include_replay=True),
+                )
 
     if steps > agent.num_timesteps:
         agent.learn(steps - agent.num_timesteps, callback=on_iteration)
-    wall, cpu = spent_wall + time.perf_counter() - wall0, spent_cpu + time.process_time() - cpu0
+    wall, cpu = watch.elapsed()
     return agent, build_s, wall, cpu, curve()
 
 
@@ -493,7 +517,7 @@ def sb3_learn(
     from the last report, ``progress`` gets the new steps and the curve a point (the mean return of SB3's
     last-100-episode buffer). Returns (curve, wall s, CPU s, the final last-100 mean, NaN without episodes).
     With ``resume``, the model (and an off-policy model's replay buffer) is saved every ``resume.every``
-    steps with the progress and ``extra()``; ``saved`` (from :func:`sb3_resumed`) continues an earlier
+    steps with the progress and ``extra()`` (the saving's time is not counted); ``saved`` (from :func:`sb3_resumed`) continues an earlier
     sitting: its curve and times are carried on, and the steps that remain are trained."""
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -522,22 +546,24 @@ def sb3_learn(
         def _on_rollout_start(self) -> None:  # the previous rollout's update is done: a checkpoint loses nothing
             if resume is not None and resume.due(self.num_timesteps, self.saved_at) and self.num_timesteps < steps:
                 self.saved_at = self.num_timesteps
-                resume.save(
-                    {
-                        "steps": self.num_timesteps,
-                        "wall_s": spent_wall + time.perf_counter() - wall0,
-                        "cpu_s": spent_cpu + time.process_time() - cpu0,
-                        "curve": curve,
-                        "ep_infos": [{k: float(v) for k, v in e.items()} for e in model.ep_info_buffer],
-                        **(extra() if extra is not None else {}),
-                    },
-                    _sb3_checkpoint(model),
-                )
+                wall_s, cpu_s = watch.elapsed()
+                with watch.paused():
+                    resume.save(
+                        {
+                            "steps": self.num_timesteps,
+                            "wall_s": wall_s,
+                            "cpu_s": cpu_s,
+                            "curve": curve,
+                            "ep_infos": [{k: float(v) for k, v in e.items()} for e in model.ep_info_buffer],
+                            **(extra() if extra is not None else {}),
+                        },
+                        _sb3_checkpoint(model),
+                    )
 
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    watch = Stopwatch(spent_wall, spent_cpu)
     if steps > model.num_timesteps:
         model.learn(total_timesteps=steps - model.num_timesteps, callback=Progress(), reset_num_timesteps=not saved)
-    wall, cpu = spent_wall + time.perf_counter() - wall0, spent_cpu + time.process_time() - cpu0
+    wall, cpu = watch.elapsed()
     return curve, wall, cpu, mean_return()
 
 

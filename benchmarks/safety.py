@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +50,7 @@ import torch
 from benchmarks.common import (
     BenchmarkMLflow,
     Resume,
+    Stopwatch,
     add_run_arguments,
     benchmark_run,
     command_line,
@@ -235,14 +235,12 @@ def run_one(
     budget = max(1000, int(steps * factor))
     # the Safety-Gymnasium bridge's children: their whole life counts (making and warming the envs too)
     children = getattr(agent.env.unwrapped, "child_pids", [])
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    watch = Stopwatch(spent_wall, spent_cpu)
     last_save = agent.num_timesteps
 
     def spent() -> tuple[float, float]:
-        return (
-            spent_cpu + time.process_time() - cpu0 + _children_cpu(children),
-            spent_wall + time.perf_counter() - t0,
-        )
+        wall, cpu = watch.elapsed()
+        return cpu + _children_cpu(children), wall
 
     def save_progress(agent: Any, metrics: Any, force: bool = False) -> None:
         nonlocal last_save
@@ -252,10 +250,11 @@ def run_one(
             return
         last_save = agent.num_timesteps
         cpu_s, wall_s = spent()
-        resume.save(
-            {"steps": agent.num_timesteps, "cpu_s": cpu_s, "wall_s": wall_s, "metrics": dict(tracker.metrics)},
-            lambda directory: agent.save(directory / "agent.pt"),
-        )
+        with watch.paused():  # writing the checkpoint is not training
+            resume.save(
+                {"steps": agent.num_timesteps, "cpu_s": cpu_s, "wall_s": wall_s, "metrics": dict(tracker.metrics)},
+                lambda directory: agent.save(directory / "agent.pt"),
+            )
 
     if budget > agent.num_timesteps:
         try:
