@@ -164,18 +164,24 @@ def sb3_env(cfg: AtariConfig, n_envs: int, seed: int) -> Any:
 
 
 # ---- one run ---------------------------------------------------------------------------------------
+#: our config overrides per ``--ours-modes`` value (the table's *mode* column); SB3 always runs float32
+OUR_MODES: dict[str, dict[str, Any]] = {"fp32": {}, "bf16": {"encoder_dtype": "bfloat16"}}
+
+
 @dataclass
 class AtariRunResult(RunResult):
     grad_steps: int = 0
+    mode: str = "fp32"  # our side's OUR_MODES entry ("fp32" for SB3 and for results saved before modes)
 
 
 def _train_ours(
-    cfg: AtariConfig, steps: int, seed: int, eval_games: int, resume: Resume | None = None
+    cfg: AtariConfig, steps: int, seed: int, eval_games: int, resume: Resume | None = None, mode: str = "fp32"
 ) -> AtariRunResult:
     from core_rl.registry import get_algo
 
+    config = {**ours_config(cfg, seed), **OUR_MODES[mode]}
     agent, build_s, wall, cpu, curve = ours_learn(
-        get_algo(cfg.algo).cls, cfg.env_id, ours_config(cfg, seed), steps, lambda n: None, resume
+        get_algo(cfg.algo).cls, cfg.env_id, config, steps, lambda n: None, resume
     )
     t_eval = time.perf_counter()
     scores = (
@@ -184,13 +190,15 @@ def _train_ours(
         else []
     )
     recent = list(agent.episode_returns)[-100:]
-    return _result(
+    result = _result(
         cfg, "ours", seed, agent.num_timesteps, wall, cpu, scores, recent, agent.episodes_done, build_s, t_eval, curve
     )
+    result.mode = mode
+    return result
 
 
 def _train_sb3(
-    cfg: AtariConfig, steps: int, seed: int, eval_games: int, resume: Resume | None = None
+    cfg: AtariConfig, steps: int, seed: int, eval_games: int, resume: Resume | None = None, mode: str = "fp32"
 ) -> AtariRunResult:
     from stable_baselines3 import A2C, DQN, PPO
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -276,23 +284,42 @@ def _result(
 
 
 def run_one(
-    cfg: AtariConfig, impl: str, steps: int, seed: int, eval_games: int = 0, resume: Resume | None = None
+    cfg: AtariConfig,
+    impl: str,
+    steps: int,
+    seed: int,
+    eval_games: int = 0,
+    resume: Resume | None = None,
+    mode: str = "fp32",
 ) -> AtariRunResult:
-    """One run of ``impl``; with ``resume`` it checkpoints itself and continues an earlier sitting's checkpoint."""
+    """One run of ``impl`` (ours in ``mode``, :data:`OUR_MODES`); with ``resume`` it checkpoints itself and
+    continues an earlier sitting's checkpoint."""
     train: Callable[..., AtariRunResult] = _train_ours if impl == "ours" else _train_sb3
-    return train(cfg, steps, seed, eval_games, resume)
+    return train(cfg, steps, seed, eval_games, resume, mode)
+
+
+def summarize_modes(results: Sequence[AtariRunResult], cfgs: Sequence[AtariConfig]) -> list[dict[str, Any]]:
+    """One row per (algo, game, our mode) present, each against all SB3 runs of its (algo, game)."""
+    rows = []
+    for c in cfgs:
+        ours = [r for r in results if (r.algo, r.env_id, r.impl) == (c.algo, c.env_id, "ours")]
+        sb3 = [r for r in results if (r.algo, r.env_id, r.impl) == (c.algo, c.env_id, "sb3")]
+        for mode in sorted({getattr(r, "mode", "fp32") for r in ours}, key=list(OUR_MODES).index) or ["fp32"]:
+            mine = [r for r in ours if getattr(r, "mode", "fp32") == mode]
+            rows += [{**row, "mode": mode} for row in summarize(mine + sb3, [(c.algo, c.env_id)], SUMMARY_METRICS)]
+    return rows
 
 
 # ---- report ----------------------------------------------------------------------------------------
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
-        "| algo | game | env steps | seeds | score last-100 training games ours | SB3 | eval score ours | SB3 | "
+        "| algo | game | mode (ours) | env steps | seeds | score last-100 training games ours | SB3 | eval score ours | SB3 | "
         "CPU s ours | CPU s SB3 | env-steps per CPU-s ours | SB3 | speed ours/SB3 (CPU) | speed ours/SB3 (wall) |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['algo'].upper()} | {r['env_id']} | {r['steps']:,} | {r['seeds']} | "
+            f"| {r['algo'].upper()} | {r['env_id']} | {r.get('mode', 'fp32')} | {r['steps']:,} | {r['seeds']} | "
             f"{fmt(r['train_return_last100_ours'])} | {fmt(r['train_return_last100_sb3'])} | "
             f"{fmt(r['eval_return_ours'])} | {fmt(r['eval_return_sb3'])} | {fmt(r['cpu_s_ours'])} | "
             f"{fmt(r['cpu_s_sb3'])} | {fmt(r['cpu_steps_per_s_ours'])} | {fmt(r['cpu_steps_per_s_sb3'])} | "
@@ -332,6 +359,10 @@ after the other. Compare by the CPU-time columns: wall times on this shared 2-co
   last (up to) 100 games played while training (with exploration); *eval score*: games of the trained
   policy (`--eval-games`; greedy for DQN, sampled for PPO/A2C), "–" where none ran.
 - *env steps*: agent steps (4 ALE frames each); *speed*: env steps per CPU-second (per wall second), ours/SB3.
+- *mode (ours)*: `fp32` is our default config; `bf16` the same with `encoder_dtype="bfloat16"` (`--ours-modes`):
+  the Nature CNN under `torch.autocast(bfloat16)`, its features, heads, targets, losses and optimizer state
+  float32 (`core_rl/common/networks.py`, `ObsEncoder`). A speed mode for CPUs with AVX512-BF16/AMX (see the
+  machine's CPU above); both modes of a row are compared with the same SB3 runs (float32).
 
 Settings (RL-Zoo's `atari` entries, `core_rl/presets/rl_zoo/*.yml`):
 {settings}
@@ -351,6 +382,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--eval-games", type=int, default=0, help="games of the trained policy per run (default 0)")
     p.add_argument("--learning-starts", type=int, default=None, help="DQN: replaces RL-Zoo's 1e5 on both sides")
+    p.add_argument(
+        "--ours-modes",
+        nargs="+",
+        default=["fp32"],
+        choices=list(OUR_MODES),
+        help="our side's modes, one run and one row each (bf16: encoder_dtype=bfloat16, the CNN in bf16)",
+    )
     p.add_argument(
         "--checkpoint-every",
         type=int,
@@ -409,8 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for cfg in cfgs:
                 for seed in seed_range(args):
                     order = args.impls if seed % 2 == 0 else list(reversed(args.impls))
-                    for impl in order:
-                        print(f"{cfg.key} {impl} seed {seed}: {args.steps:,} steps ...", flush=True)
+                    runs = [
+                        (impl, mode) for impl in order for mode in (args.ours_modes if impl == "ours" else ["fp32"])
+                    ]
+                    for impl, mode in runs:
+                        print(f"{cfg.key} {impl} {mode} seed {seed}: {args.steps:,} steps ...", flush=True)
                         resume = resume_for(
                             out_dir,
                             args.checkpoint_every,
@@ -418,11 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             cfg.algo,
                             cfg.env_id,
                             impl,
+                            mode,
                             f"s{seed}",
                             args.steps,
                             f"ls{cfg.learning_starts}",
                         )
-                        r = run_one(cfg, impl, args.steps, seed, args.eval_games, resume)
+                        r = run_one(cfg, impl, args.steps, seed, args.eval_games, resume, mode)
                         results.append(r)
                         print(
                             f"  {r.cpu_s:.1f} CPU s, {r.cpu_steps_per_s:.1f} steps per CPU-s, "
@@ -437,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             close_interrupted("atari", stamp, out_dir, results, meta, status)
         print(f"results: {json_path}")
-    rows = summarize(results, [(c.algo, c.env_id) for c in cfgs], metrics=SUMMARY_METRICS)
+    rows = summarize_modes(results, cfgs)
     print(markdown_table(rows))
     if not args.no_doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)
@@ -454,15 +496,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mlflow_log is not None:
             for r in results:
                 mlflow_log.log_child(
-                    f"{r.algo}-{r.env_id}-{r.impl}-s{r.seed}",
-                    tags={"impl": r.impl, "algo": r.algo, "env_id": r.env_id},
+                    f"{r.algo}-{r.env_id}-{r.impl}{'' if r.mode == 'fp32' else '-' + r.mode}-s{r.seed}",
+                    tags={"impl": r.impl, "algo": r.algo, "env_id": r.env_id, "mode": r.mode},
                     params=dict(seed=r.seed, steps=r.steps),
                     summary={m: getattr(r, m) for m in SUMMARY_METRICS if math.isfinite(getattr(r, m))},
                     step=r.steps,
                     curves={"game_score": r.curve},
                 )
             mlflow_log.close(
-                row_metrics(rows, ("cpu_speed_ratio", "speed_ratio")), [args.doc] if not args.no_doc else []
+                row_metrics(rows, ("cpu_speed_ratio", "speed_ratio"), key=("algo", "env_id", "mode")),
+                [args.doc] if not args.no_doc else [],
             )
     return 0
 

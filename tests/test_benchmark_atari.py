@@ -55,10 +55,10 @@ def test_a_tiny_side_by_side_run_writes_results_and_the_report(tmp_path):
         r["steps"] >= 1024 and r["cpu_s"] > 0 and r["grad_steps"] == 16 for r in runs
     )  # 4 epochs × 4 minibatches
     report = doc.read_text()
-    assert "| PPO | ALE/Pong-v5 | 1,024 | 1 |" in report and "python -m benchmarks.atari --algos ppo" in report
+    assert "| PPO | ALE/Pong-v5 | fp32 | 1,024 | 1 |" in report and "python -m benchmarks.atari --algos ppo" in report
     # re-rendered from the saved pieces
     assert atari.main(["--results", str(results_file), "--no-mlflow", "--doc", str(doc)]) == 0
-    assert "| PPO | ALE/Pong-v5 | 1,024 | 1 |" in doc.read_text()
+    assert "| PPO | ALE/Pong-v5 | fp32 | 1,024 | 1 |" in doc.read_text()
 
 
 @pytest.mark.skipif(
@@ -102,3 +102,39 @@ def test_a_stopped_run_continues_from_its_checkpoint(tmp_path, monkeypatch, stop
     assert r.cpu_s > first["cpu_s"]
     resume.clear()
     assert not resume.directory.exists()
+
+
+def test_each_of_our_modes_is_a_row_against_the_same_sb3_runs():
+    """``--ours-modes fp32 bf16``: one row per mode of ours, both against SB3's (float32) runs; the bf16 mode
+    is our config with ``encoder_dtype="bfloat16"``; results saved before modes read as fp32."""
+    from benchmarks.common import timed_result
+
+    def run(impl: str, mode: str, cpu_s: float, score: float) -> atari.AtariRunResult:
+        r = timed_result(
+            atari.AtariRunResult,
+            algo="ppo",
+            env_id="ALE/Pong-v5",
+            impl=impl,
+            seed=0,
+            steps=1000,
+            wall_s=cpu_s,
+            cpu_s=cpu_s,
+            eval_returns=[],
+            train_return_last100=score,
+            episodes=1,
+            build_s=0.0,
+            eval_s=0.0,
+            curve=[],
+        )
+        r.mode = mode
+        return r
+
+    cfgs = atari.configs(["ppo"], ["ALE/Pong-v5"])
+    rows = atari.summarize_modes(
+        [run("ours", "fp32", 5.0, -20.0), run("ours", "bf16", 2.5, -19.0), run("sb3", "fp32", 5.0, -21.0)], cfgs
+    )
+    assert [(r["mode"], round(r["cpu_speed_ratio"], 2)) for r in rows] == [("fp32", 1.0), ("bf16", 2.0)]
+    table = atari.markdown_table(rows)
+    assert "| PPO | ALE/Pong-v5 | bf16 | 1,000 | 1 | -19.0 | -21.0 |" in table
+    assert atari.OUR_MODES["bf16"] == {"encoder_dtype": "bfloat16"}
+    assert atari.parse_args(["--steps", "10", "--ours-modes", "fp32", "bf16"]).ours_modes == ["fp32", "bf16"]

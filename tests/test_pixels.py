@@ -94,6 +94,32 @@ def test_cnn_encoders_compute_in_nhwc_and_give_the_nchw_answer(kind, shape):
     torch.testing.assert_close(enc(obs), reference(nchw.float() * enc.scale), rtol=1e-5, atol=1e-5)
 
 
+def test_bf16_encoder_computes_the_cnn_in_bf16_and_hands_float32_features_to_every_head():
+    """``encoder_dtype="bfloat16"`` reaches every CNN of the agent (DQN's target network too): the features
+    are float32 and agree with the float32 encoder's to bf16's precision, and so does the gradient of a loss
+    through them; an agent without a CNN refuses the field by name."""
+    dqn = DQN(lambda: TargetImageEnv(36), seed=seed(0), encoder_dtype="bfloat16", buffer_size=64)
+    encoders = [m for net in (dqn.q_net, dqn.q_target) for m in net.modules() if isinstance(m, ObsEncoder)]
+    assert len(encoders) == 2 and all(e.compute_dtype is torch.bfloat16 for e in encoders)
+    for kind, shape in [("nature_cnn", (4, 36, 36)), ("impala_cnn", (16, 16, 3))]:
+        space = gym.spaces.Box(0, 255, shape, np.uint8)
+        fp32 = ObsEncoder(space, kind)
+        bf16 = copy.deepcopy(fp32)
+        bf16.compute_dtype = torch.bfloat16
+        obs = torch.randint(0, 256, (16, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        features, reference = bf16(obs), fp32(obs)
+        assert features.dtype == torch.float32
+        assert (features - reference).norm() / reference.norm() < 0.02, kind
+        grads = []
+        for enc in (fp32, bf16):
+            enc.zero_grad()
+            enc(obs).square().mean().backward()
+            grads.append(torch.cat([p.grad.flatten() for p in enc.parameters()]))
+        assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99, kind
+    with pytest.raises(ConfigError, match="'encoder_dtype'"):
+        PPO("CartPole-v1", encoder_dtype="bfloat16")
+
+
 def test_uint8_observations_stay_uint8_until_the_network():
     dqn = DQN(lambda: TargetImageEnv(36), seed=seed(0), learning_starts=0, batch_size=8, buffer_size=256)
     dqn.learn(32)

@@ -91,17 +91,30 @@ class Agent(ABC):
         self._check_encoder()
 
     def _check_encoder(self) -> None:
-        """A named ``encoder`` that this agent's networks do not use is refused, never ignored."""
-        wanted = getattr(self.config, "encoder", "auto")
-        if wanted == "auto":
-            return
-        used = {
-            m.kind
+        """A named ``encoder`` that this agent's networks do not use is refused, never ignored; an
+        ``encoder_dtype`` other than float32 reaches every convolutional encoder (target networks too),
+        and is refused where there is none."""
+        encoders = [
+            m
             for module in self._modules().values()
             if isinstance(module, nn.Module)
             for m in module.modules()
             if isinstance(m, ObsEncoder)
-        }
+        ]
+        dtype = getattr(self.config, "encoder_dtype", "float32")
+        if dtype != "float32":
+            cnns = [m for m in encoders if m.cnn is not None]
+            if not cnns:
+                raise ConfigError(
+                    f"config field 'encoder_dtype': {dtype} applies to convolutional encoders, and {self.name} "
+                    f"has none here (observations {self.observation_space}); leave it float32"
+                )
+            for m in cnns:
+                m.compute_dtype = getattr(torch, dtype)
+        wanted = getattr(self.config, "encoder", "auto")
+        if wanted == "auto":
+            return
+        used = {m.kind for m in encoders}
         if used != {wanted}:
             raise ConfigError(
                 f"config field 'encoder': {self.name} does not build its observation encoder from it "

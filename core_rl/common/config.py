@@ -42,6 +42,14 @@ class AgentConfig(BaseModel):
         description="Observation encoder: auto = a CNN for image (uint8 C,H,W or H,W,C) observations "
         "(Nature CNN from 36 px a side, IMPALA CNN below), else flat (mlp).",
     )
+    encoder_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="'bfloat16': the convolutional encoder (Nature or IMPALA CNN) runs under "
+        "torch.autocast(bfloat16) - its convolutions and linear layer take bf16 inputs, while parameters, "
+        "optimizer state, the features it returns and every head, target and loss stay float32. A speed mode "
+        "for CPUs with AVX512-BF16/AMX and for GPUs (a CPU without bf16 instructions runs it far slower); "
+        "image observations only.",
+    )
     frame_strip_every: int = Field(
         100_000,
         ge=0,

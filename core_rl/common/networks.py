@@ -217,6 +217,8 @@ class ObsEncoder(nn.Module):
         self.kind = resolve_encoder(space, kind)
         self.n = 0
         self.cnn: nn.Module | None = None
+        #: the CNN's compute dtype (not state: the agent sets it from ``encoder_dtype``); float32 features out
+        self.compute_dtype = torch.float32
         if isinstance(space, gym.spaces.Discrete):
             if self.kind != "mlp":
                 from core_rl.common.errors import ConfigError
@@ -249,4 +251,7 @@ class ObsEncoder(nn.Module):
         x = x.reshape(-1, *self.image_shape).contiguous(memory_format=torch.channels_last).float()
         if self.scale != 1.0:
             x = x * self.scale
+        if self.compute_dtype is not torch.float32:  # encoder_dtype: the convolutions in bf16, float32 out
+            with torch.autocast(x.device.type, dtype=self.compute_dtype):
+                return self.cnn(x).float()
         return self.cnn(x)
