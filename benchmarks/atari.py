@@ -52,6 +52,7 @@ from benchmarks.common import (
     TORCH_THREADS,
     Resume,
     RunResult,
+    add_mode_and_checkpoint_arguments,
     add_run_arguments,
     benchmark_run,
     close_interrupted,
@@ -382,20 +383,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--eval-games", type=int, default=0, help="games of the trained policy per run (default 0)")
     p.add_argument("--learning-starts", type=int, default=None, help="DQN: replaces RL-Zoo's 1e5 on both sides")
-    p.add_argument(
-        "--ours-modes",
-        nargs="+",
-        default=["fp32"],
-        choices=list(OUR_MODES),
-        help="our side's modes, one run and one row each (bf16: encoder_dtype=bfloat16, the CNN in bf16)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=100_000,
-        help="env steps between a run's checkpoints under OUT_DIR/resume/ (0: none); the same command after a "
-        "stop continues each unfinished run from its checkpoint (default %(default)s)",
-    )
+    add_mode_and_checkpoint_arguments(p, OUR_MODES, "bf16: encoder_dtype=bfloat16, the CNN in bf16")
     add_run_arguments(p, DEFAULT_DOC, seeds=1, eval_episodes=False)  # --seeds, --steps-scale, MLflow, outputs
     args = parse_run_arguments(p, argv)
     if args.results is None and (args.steps is None or args.steps < 1):

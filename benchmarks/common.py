@@ -421,6 +421,25 @@ class Resume:
             shutil.rmtree(self.directory)
 
 
+def add_mode_and_checkpoint_arguments(p: argparse.ArgumentParser, modes: Sequence[str], mode_help: str) -> None:
+    """``--ours-modes`` (our side's modes, one run and one row each) and ``--checkpoint-every`` (:class:`Resume`)."""
+    p.add_argument(
+        "--ours-modes",
+        nargs="+",
+        default=["fp32"],
+        choices=list(modes),
+        help=f"our side's modes, one run and one row each ({mode_help})",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100_000,
+        help="env steps between a run's checkpoints under OUT_DIR/resume/ (0: none); the same command after a "
+        "stop continues each unfinished run from its checkpoint, and each finished run's result is saved at "
+        "once (default %(default)s)",
+    )
+
+
 def resume_for(out_dir: Path, every: int, *parts: Any) -> Resume | None:
     """The :class:`Resume` of one run under ``out_dir/resume/`` (named by ``parts``), or None when ``every`` is 0."""
     if every <= 0:

@@ -59,6 +59,7 @@ from benchmarks.common import (
     ProgressFn,
     Resume,
     RunResult,
+    add_mode_and_checkpoint_arguments,
     add_run_arguments,
     benchmark_run,
     close_interrupted,
@@ -573,21 +574,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=IMPLS,
         help="train only these implementations (to split a long run into pieces merged with --results)",
     )
-    p.add_argument(
-        "--ours-modes",
-        nargs="+",
-        default=["fp32"],
-        choices=list(OUR_MODES),
-        help="our side's modes, one run and one row each (bf16: matmul_dtype=bfloat16; SAC, TD3, DDPG only)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=100_000,
-        help="env steps between a run's checkpoints under OUT_DIR/resume/ (0: none); the same command after a "
-        "stop continues each unfinished run from its checkpoint, and each finished run is saved at once to "
-        "OUT_DIR/off_policy-<stamp>-partial.json (default %(default)s)",
-    )
+    add_mode_and_checkpoint_arguments(p, OUR_MODES, "bf16: matmul_dtype=bfloat16; SAC, TD3, DDPG only")
     p.add_argument("--mapping", action="store_true", help="print the hyperparameter mapping and exit")
     return parse_run_arguments(p, argv)
 
