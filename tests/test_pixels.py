@@ -335,6 +335,35 @@ needs_ale = pytest.mark.skipif(
 
 
 @needs_ale
+def test_frames_stepped_on_the_emulator_equal_the_raw_envs_steps():
+    """AtariFrames steps the emulator itself (no RGB frame rendered per skipped frame): with sticky
+    actions and the same seed, every observation, reward, end and info equals stepping the raw env."""
+    from core_rl.common.atari import AtariFrames, register_ale
+
+    register_ale()
+
+    def play(direct: bool) -> tuple[np.ndarray, list]:
+        env = AtariFrames(gym.make("ALE/Pong-v5", frameskip=1))
+        assert env._action_set is not None
+        if not direct:
+            env._action_set = None  # through the raw env's step, frame by frame
+        obs, _ = env.reset(seed=seed(3))
+        frames, rest, rng = [obs], [], np.random.default_rng(0)
+        for _ in range(1500):
+            obs, reward, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
+            frames.append(obs)
+            rest.append((reward, terminated, truncated, info))
+            if terminated or truncated:
+                frames.append(env.reset()[0])
+        env.close()
+        return np.stack(frames), rest
+
+    (direct_frames, direct_rest), (raw_frames, raw_rest) = play(True), play(False)
+    assert np.array_equal(direct_frames, raw_frames) and direct_rest == raw_rest
+    assert any(r != 0 for r, *_ in raw_rest)  # points were scored: rewards are compared, not only zeros
+
+
+@needs_ale
 def test_atari_wrappers_give_stacked_84px_frames_and_the_agent_logs_the_true_score():
     from core_rl.common.atari import AtariFrames, ClipReward
 
