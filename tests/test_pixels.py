@@ -15,7 +15,7 @@ from core_rl.actor_critic.actor_critic import A2C
 from core_rl.common.errors import ConfigError
 from core_rl.common.frame_replay import FrameStackReplayBuffer
 from core_rl.common.frame_strip import frame_strip
-from core_rl.common.networks import ObsEncoder, resolve_encoder
+from core_rl.common.networks import BF16_MIN_BATCH, ObsEncoder, resolve_encoder
 from core_rl.common.replay import ReplayBuffer
 from core_rl.common.tracking import MemoryTracker
 from core_rl.q_learning.dqn import DQN
@@ -108,8 +108,10 @@ def test_bf16_encoder_computes_the_cnn_in_bf16_and_hands_float32_features_to_eve
         bf16.compute_dtype = torch.bfloat16
         obs = torch.randint(0, 256, (16, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
         features, reference = bf16(obs), fp32(obs)
-        assert features.dtype == torch.float32
+        assert features.dtype == torch.float32 and not torch.equal(features, reference)  # bf16 did compute it
         assert (features - reference).norm() / reference.norm() < 0.02, kind
+        small = obs[: BF16_MIN_BATCH - 1]  # one env's acting step: float32, where casts cost more than they save
+        assert torch.equal(bf16(small), fp32(small))
         grads = []
         for enc in (fp32, bf16):
             enc.zero_grad()

@@ -46,7 +46,8 @@ class AgentConfig(BaseModel):
         "float32",
         description="'bfloat16': the convolutional encoder (Nature or IMPALA CNN) runs under "
         "torch.autocast(bfloat16) - its convolutions and linear layer take bf16 inputs, while parameters, "
-        "optimizer state, the features it returns and every head, target and loss stay float32. A speed mode "
+        "optimizer state, the features it returns and every head, target and loss stay float32; batches under "
+        "8 observations (one env's acting step) stay float32, where the casts cost more than they save. A speed mode "
         "for CPUs with AVX512-BF16/AMX and for GPUs (a CPU without bf16 instructions runs it far slower); "
         "image observations only.",
     )
