@@ -254,10 +254,16 @@ class ObsEncoder(nn.Module):
         x = obs.movedim(-1, -3) if self.channels_last else obs
         # NHWC in memory (torch.channels_last; the layout the CPU's oneDNN convolutions are fastest in, ~1.25×
         # on a Nature-CNN update), laid out while still uint8; the float conversion and scaling keep it
-        x = x.reshape(-1, *self.image_shape).contiguous(memory_format=torch.channels_last).float()
+        x = x.reshape(-1, *self.image_shape).contiguous(memory_format=torch.channels_last)
+        if self.compute_dtype is not torch.float32 and x.shape[0] >= BF16_MIN_BATCH:
+            # encoder_dtype: the pixels straight to bf16 (uint8 values are exact in it) and scaled there, half the
+            # memory traffic of a float32 copy; the convolutions under autocast; float32 features out
+            x = x.to(self.compute_dtype, copy=True)  # a copy of its own: scaled in place
+            if self.scale != 1.0:
+                x.mul_(self.scale)
+            with torch.autocast(x.device.type, dtype=self.compute_dtype):
+                return self.cnn(x).float()
+        x = x.float()
         if self.scale != 1.0:
             x = x * self.scale
-        if self.compute_dtype is not torch.float32 and x.shape[0] >= BF16_MIN_BATCH:
-            with torch.autocast(x.device.type, dtype=self.compute_dtype):  # encoder_dtype: bf16 in, float32 out
-                return self.cnn(x).float()
         return self.cnn(x)
