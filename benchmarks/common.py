@@ -182,12 +182,13 @@ def summarize(
 
 # ---- machine, plot -----------------------------------------------------------------------------
 def machine_note() -> dict[str, Any]:
-    cpu = "unknown"
+    cpu, flags = "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     import stable_baselines3
@@ -198,6 +199,8 @@ def machine_note() -> dict[str, Any]:
         load = (float("nan"),) * 3
     return {
         "cpu": cpu,
+        # the bf16 speed modes (matmul_dtype, encoder_dtype) pay off only with these instructions
+        "cpu_bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
         "cores": os.cpu_count(),
         "loadavg": [round(x, 2) for x in load],
         "python": platform.python_version(),

@@ -175,6 +175,39 @@ def test_ppo_with_the_impala_cnn_learns_where_the_target_is():
     _assert_learned(agent)
 
 
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+@pytest.mark.skipif(
+    not _cpu_has_bf16(), reason="this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 is emulated, ~20x slower"
+)
+def test_ppo_with_a_bf16_encoder_learns_where_the_target_is():
+    """The bf16 speed mode learns the pixel task (updates in bf16, acting on four envs in float32: under
+    :data:`BF16_MIN_BATCH`), given half again the float32 test's steps: in 2,560 steps bf16 reached a mean of
+    6.9 over seeds 0-5 against float32's 7.6 (seed 0: 4.2 against 8.0); in 3,840 all of seeds 0-7 reached
+    6.1 or more (the bar is 5)."""
+    agent = PPO(
+        lambda: TargetImageEnv(16),
+        seed=seed(0),
+        hidden_sizes=(),
+        n_envs=4,
+        n_steps=64,
+        batch_size=64,
+        n_epochs=4,
+        lr=1e-3,
+        gamma=0.5,
+        encoder_dtype="bfloat16",
+    )
+    assert agent.policy.encoder.compute_dtype is torch.bfloat16
+    agent.learn(3840)
+    _assert_learned(agent)
+
+
 def test_a2c_learns_from_channels_last_images():
     agent = A2C(
         lambda: TargetImageEnv(36, channels_last=True),
