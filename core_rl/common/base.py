@@ -386,8 +386,8 @@ class Agent(ABC):
 
     def save(self, path: str | Path, include_replay: bool = False) -> Path:
         """Write a checkpoint: weights and optimizer states, counters, episode statistics, every part's
-        :meth:`~core_rl.common.parts.Part.state`, the torch RNG state, the env's spaces (so :meth:`load` needs no env) and, with ``include_replay``, the
-        replay buffer of an off-policy agent."""
+        :meth:`~core_rl.common.parts.Part.state`, the torch RNG state, the env's spaces (so :meth:`load`
+        needs no env) and, with ``include_replay``, the replay buffer of an off-policy agent."""
         state = {k: m.state_dict() for k, m in self._modules().items()}
         meta = {
             "env_id": self.env_id,

@@ -84,8 +84,8 @@ class Part:
         return {}
 
     def state(self) -> dict[str, Any]:
-        """Plain values (numbers, lists, arrays) a checkpoint keeps besides :meth:`modules`: a resumed
-        run continues this part's bookkeeping where the checkpoint left it."""
+        """Plain values a checkpoint keeps besides :meth:`modules` (numbers, strings, lists, tensors; no NumPy
+        arrays: checkpoints load with ``weights_only``): a resumed run continues this part's bookkeeping."""
         return {}
 
     def load_state(self, state: dict[str, Any]) -> None:
