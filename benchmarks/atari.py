@@ -69,7 +69,7 @@ from benchmarks.common import (
     sb3_learn,
     sb3_resumed,
     seed_range,
-    summarize,
+    summarize_by_mode,
     timed_result,
 )
 from core_rl.common.schedules import parse_schedule
@@ -207,17 +207,10 @@ def _train_sb3(
     torch.set_num_threads(TORCH_THREADS)
     t_build = time.perf_counter()
     cls = {"dqn": DQN, "ppo": PPO, "a2c": A2C}[cfg.algo]
-    model, saved = sb3_resumed(cls, sb3_env(cfg, int(cfg.params["n_envs"]), seed), resume)
-    if model is None:  # a resumed model keeps its own schedules; its env's seed is the run's seed again
-        model = cls(
-            "CnnPolicy",
-            sb3_env(cfg, int(cfg.params["n_envs"]), seed),
-            seed=seed,
-            device="cpu",
-            verbose=0,
-            **sb3_kwargs(cfg),
-        )
-    env = model.get_env()
+    env = sb3_env(cfg, int(cfg.params["n_envs"]), seed)  # a resumed model's env is made from the run's seed again
+    model, saved = sb3_resumed(cls, env, resume)
+    if model is None:
+        model = cls("CnnPolicy", env, seed=seed, device="cpu", verbose=0, **sb3_kwargs(cfg))
     build_s = time.perf_counter() - t_build
     earlier = int((saved or {}).get("episodes", 0))  # games of the earlier sittings (their Monitors are gone)
 
@@ -297,18 +290,6 @@ def run_one(
     continues an earlier sitting's checkpoint."""
     train: Callable[..., AtariRunResult] = _train_ours if impl == "ours" else _train_sb3
     return train(cfg, steps, seed, eval_games, resume, mode)
-
-
-def summarize_modes(results: Sequence[AtariRunResult], cfgs: Sequence[AtariConfig]) -> list[dict[str, Any]]:
-    """One row per (algo, game, our mode) present, each against all SB3 runs of its (algo, game)."""
-    rows = []
-    for c in cfgs:
-        ours = [r for r in results if (r.algo, r.env_id, r.impl) == (c.algo, c.env_id, "ours")]
-        sb3 = [r for r in results if (r.algo, r.env_id, r.impl) == (c.algo, c.env_id, "sb3")]
-        for mode in sorted({getattr(r, "mode", "fp32") for r in ours}, key=list(OUR_MODES).index) or ["fp32"]:
-            mine = [r for r in ours if getattr(r, "mode", "fp32") == mode]
-            rows += [{**row, "mode": mode} for row in summarize(mine + sb3, [(c.algo, c.env_id)], SUMMARY_METRICS)]
-    return rows
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -468,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             close_interrupted("atari", stamp, out_dir, results, meta, status)
         print(f"results: {json_path}")
-    rows = summarize_modes(results, cfgs)
+    rows = summarize_by_mode(results, [(c.algo, c.env_id) for c in cfgs], list(OUR_MODES), SUMMARY_METRICS)
     print(markdown_table(rows))
     if not args.no_doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)

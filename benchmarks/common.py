@@ -180,6 +180,21 @@ def summarize(
     return rows
 
 
+def summarize_by_mode(
+    results: Sequence[RunResult], keys: Sequence[tuple[str, str]], modes: Sequence[str], metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """:func:`summarize` with one row per (algo, env_id, our ``mode``) present (``modes`` gives their order;
+    a result without a mode is ``fp32``), each against all SB3 runs of its (algo, env_id); rows get ``mode``."""
+    rows = []
+    for algo, env_id in keys:
+        ours = [r for r in results if (r.algo, r.env_id, r.impl) == (algo, env_id, "ours")]
+        sb3 = [r for r in results if (r.algo, r.env_id, r.impl) == (algo, env_id, "sb3")]
+        for mode in sorted({getattr(r, "mode", "fp32") for r in ours}, key=list(modes).index) or ["fp32"]:
+            mine = [r for r in ours if getattr(r, "mode", "fp32") == mode]
+            rows += [{**row, "mode": mode} for row in summarize(mine + sb3, [(algo, env_id)], metrics)]
+    return rows
+
+
 # ---- machine, plot -----------------------------------------------------------------------------
 def machine_note() -> dict[str, Any]:
     cpu, flags = "unknown", set()
@@ -452,6 +467,28 @@ def resume_for(out_dir: Path, every: int, *parts: Any) -> Resume | None:
 
 
 # ---- our side -----------------------------------------------------------------------------------
+def resumed_agent(
+    cls: type[Any], config: Mapping[str, Any], tracker: Any, resume: Resume | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """Our agent as an earlier sitting of this run checkpointed it (``agent.pt``) and that sitting's
+    progress, or ``(None, None)`` when there is none (the caller builds the agent). A checkpoint saved with
+    another config than ``config`` is refused, naming the fields that differ."""
+    saved = resume.saved("agent.pt") if resume is not None else None
+    if resume is None or saved is None:
+        return None, None
+    agent = cls.load(resume.directory / "agent.pt", tracker=tracker)
+    wanted = agent.config_cls(**config).model_dump(mode="json")
+    have = agent.config.model_dump(mode="json")
+    if have != wanted:
+        agent.close()
+        changed = ", ".join(sorted(k for k in wanted if have.get(k) != wanted[k]))
+        raise SystemExit(
+            f"{resume.directory} holds a run saved with other settings ({changed}): remove it to start over"
+        )
+    print(f"  resuming from {resume.directory} at {agent.num_timesteps:,} steps", flush=True)
+    return agent, saved
+
+
 def ours_learn(
     cls: type[Any],
     env_id: str,
@@ -469,19 +506,11 @@ def ours_learn(
 
     tracker = MemoryTracker()
     t_build = time.perf_counter()
-    saved = resume.saved("agent.pt") if resume is not None else None
+    agent, saved = resumed_agent(cls, config, tracker, resume)
     spent_wall = spent_cpu = 0.0
-    if resume is not None and saved is not None:
-        agent = cls.load(resume.directory / "agent.pt", tracker=tracker)
-        wanted = agent.config_cls(**{**config}).model_dump(mode="json")
-        have = agent.config.model_dump(mode="json")
-        if have != wanted:
-            agent.close()
-            changed = ", ".join(sorted(k for k in wanted if have.get(k) != wanted[k]))
-            raise SystemExit(f"{resume.directory} holds a run with other settings ({changed}): remove it to start over")
+    if saved is not None:
         tracker.metrics["episode_return"] = [(int(s), float(v)) for s, v in saved["curve"] if s <= agent.num_timesteps]
         spent_wall, spent_cpu = float(saved["wall_s"]), float(saved["cpu_s"])
-        print(f"  resuming from {resume.directory} at {agent.num_timesteps:,} steps", flush=True)
     else:
         agent = cls(env_id, dict(config), tracker=tracker)
     build_s = time.perf_counter() - t_build

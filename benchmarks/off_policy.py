@@ -81,7 +81,7 @@ from benchmarks.common import (
     sb3_learn,
     sb3_resumed,
     seed_range,
-    summarize,
+    summarize_by_mode,
     throttled,
     write_outputs,
 )
@@ -267,14 +267,10 @@ OFF_POLICY_METRICS = (*SUMMARY_METRICS, "gradient_steps", "grad_steps_per_s", "c
 
 def summarize_runs(results: Sequence[OffPolicyRunResult], configs: Sequence[HParams]) -> list[dict[str, Any]]:
     """One row per (algo, env, our mode) present, each against all SB3 runs of its (algo, env)."""
-    rows = []
-    for hp in configs:
-        sb3 = [r for r in results if (r.algo, r.env_id, r.impl) == (hp.algo, hp.env_id, "sb3")]
-        ours = [r for r in results if (r.algo, r.env_id, r.impl) == (hp.algo, hp.env_id, "ours")]
-        for mode in sorted({r.mode for r in ours}, key=list(OUR_MODES).index) or ["fp32"]:
-            for row in summarize([r for r in ours if r.mode == mode] + sb3, [(hp.algo, hp.env_id)], OFF_POLICY_METRICS):
-                rows.append({**row, "mode": mode, "label": f"{hp.algo.upper()} ({mode})\n{hp.env_id}"})
+    keys = [(hp.algo, hp.env_id) for hp in configs]
+    rows = summarize_by_mode(results, keys, list(OUR_MODES), OFF_POLICY_METRICS)
     for r in rows:
+        r["label"] = f"{r['algo'].upper()} ({r['mode']})\n{r['env_id']}"
         r["speed_ok"] = bool(r["cpu_speed_ratio"] >= 2.0)  # the target is env-steps per CPU-second (issue 16)
         r["grad_speed_ratio"] = ratio(r["grad_steps_per_s_ours"], r["grad_steps_per_s_sb3"])
         r["cpu_grad_speed_ratio"] = ratio(r["cpu_grad_steps_per_s_ours"], r["cpu_grad_steps_per_s_sb3"])
@@ -613,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = command_line("benchmarks.off_policy", argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    partial = out_dir / f"off_policy-{stamp}-partial.json"  # every finished run, while the benchmark goes on
     if args.results:
         args.results = sorted(args.results, key=lambda f: json.loads(Path(f).read_text())["meta"].get("date", ""))
         results, meta = load_results(args.results, OffPolicyRunResult)
@@ -694,7 +691,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                             results.append(res)
                             if resume is not None:  # the finished run on disk at once, then its checkpoint goes
                                 out_dir.mkdir(parents=True, exist_ok=True)
-                                partial = out_dir / f"off_policy-{stamp}-partial.json"
                                 partial.write_text(json.dumps(jsonable(results, meta), indent=1))
                                 resume.clear()
                             bar.write(
@@ -723,10 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda: report_markdown(rows, configs, meta),
             json_suffix="-merged" if args.results else "",
         )
-        if not args.results and (out_dir / f"off_policy-{stamp}-partial.json").exists():
-            (
-                out_dir / f"off_policy-{stamp}-partial.json"
-            ).unlink()  # the complete results are saved: drop the partial file
+        if not args.results:
+            partial.unlink(missing_ok=True)  # the complete results are saved: the partial file goes
         if mlog is not None:
             mlog.close(
                 row_metrics(

@@ -56,6 +56,7 @@ from benchmarks.common import (
     command_line,
     mode_note,
     parse_run_arguments,
+    resumed_agent,
     run_main,
     seed_range,
 )
@@ -214,22 +215,12 @@ def run_one(
     cls = get_algo(name).cls
     tracker = MemoryTracker()
     config = agent_config(task, algo, seed)
-    saved = resume.saved("agent.pt") if resume is not None else None
+    agent, saved = resumed_agent(cls, config, tracker, resume)
     spent_cpu = spent_wall = 0.0
-    if resume is not None and saved is not None:
-        checkpoint = resume.directory / "agent.pt"
-        agent = cls.load(checkpoint, tracker=tracker)
-        wanted = cls.config_cls(**config).model_dump(mode="json")
-        if agent.config.model_dump(mode="json") != wanted:
-            changed = sorted(k for k, v in wanted.items() if agent.config.model_dump(mode="json").get(k) != v)
-            agent.close()
-            raise SystemExit(
-                f"{checkpoint} was saved with other settings ({', '.join(changed)}): remove {resume.directory}"
-            )
+    if saved is not None:
         for key, points in saved["metrics"].items():  # the history up to the checkpoint, not past it
             tracker.metrics[key] = [(int(s), float(v)) for s, v in points if int(s) <= agent.num_timesteps]
         spent_cpu, spent_wall = float(saved["cpu_s"]), float(saved["wall_s"])
-        print(f"resuming {algo} seed {seed} from {checkpoint} at {agent.num_timesteps:,} steps", flush=True)
     else:
         agent = cls(task.env_id, config, tracker=tracker)
     budget = max(1000, int(steps * factor))

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ import numpy as np
 
 from benchmarks.common import (
     BenchmarkMLflow,
+    Resume,
     add_seed_arguments,
     benchmark_run,
     check_seed_arguments,
@@ -138,18 +138,17 @@ def ours(
     n_envs: int,
     eval_episodes: int,
     extra: dict[str, Any] | None = None,
-    resume_dir: Path | None = None,
+    resume: Resume | None = None,
 ) -> dict[str, Any]:
     """Our ``algo`` on ``task``: the shared settings, the task's overrides, :data:`SETTINGS`, then ``extra`` (``--set``).
-    With ``resume_dir``, a checkpoint every 100,000 steps lets a stopped run continue (:func:`benchmarks.safety.run_one`)."""
-    from benchmarks.common import Resume
+    With ``resume``, a checkpoint every 100,000 steps lets a stopped run continue (:func:`benchmarks.safety.run_one`)."""
     from benchmarks.safety import agent_config, run_one
 
     task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs, "n_steps": rollout_steps(algo, n_envs)})
     settings = {**SETTINGS.get(algo, {}), **(extra or {})}
     if settings:
         task = replace(task, overrides={**task.overrides, algo: {**task.overrides.get(algo, {}), **settings}})
-    r = run_one(task, algo, seed, steps, eval_episodes, Resume(resume_dir) if resume_dir is not None else None)
+    r = run_one(task, algo, seed, steps, eval_episodes, resume)
     return {
         "side": "ours",
         "algo": algo,
@@ -391,9 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             if side == "ours":
-                resume = path.with_suffix(".resume")
+                resume = Resume(path.with_suffix(".resume"))
                 print(
-                    f"ours {task_name} {algo} seed {seed}: checkpoints in {resume} (Ctrl-C stops, the same command continues)"
+                    f"ours {task_name} {algo} seed {seed}: checkpoints in {resume.directory} "
+                    "(Ctrl-C stops, the same command continues)"
                 )
                 piece = ours(task, algo, seed, args.steps, args.n_envs, args.eval_episodes, extra, resume)
             else:
@@ -401,8 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             piece["command"] = command
             piece["budget"] = args.steps
             path.write_text(json.dumps(piece, indent=1))
-            if path.with_suffix(".resume").is_dir():  # the piece is saved: its checkpoint is not needed any more
-                shutil.rmtree(path.with_suffix(".resume"))
+            Resume(path.with_suffix(".resume")).clear()  # the piece is saved: its checkpoint is not needed any more
             print(
                 f"{side:<8} {task_name:<20} {algo:<8} seed {seed}: reward {piece['final_return']:7.2f} cost "
                 f"{piece['final_cost']:7.2f} cum. cost {piece['cumulative_cost']:8.0f} | "

@@ -107,7 +107,7 @@ def test_a_stopped_run_continues_from_its_checkpoint(tmp_path, monkeypatch, stop
 def test_each_of_our_modes_is_a_row_against_the_same_sb3_runs():
     """``--ours-modes fp32 bf16``: one row per mode of ours, both against SB3's (float32) runs; the bf16 mode
     is our config with ``encoder_dtype="bfloat16"``; results saved before modes read as fp32."""
-    from benchmarks.common import timed_result
+    from benchmarks.common import SUMMARY_METRICS, summarize_by_mode, timed_result
 
     def run(impl: str, mode: str, cpu_s: float, score: float) -> atari.AtariRunResult:
         r = timed_result(
@@ -129,10 +129,8 @@ def test_each_of_our_modes_is_a_row_against_the_same_sb3_runs():
         r.mode = mode
         return r
 
-    cfgs = atari.configs(["ppo"], ["ALE/Pong-v5"])
-    rows = atari.summarize_modes(
-        [run("ours", "fp32", 5.0, -20.0), run("ours", "bf16", 2.5, -19.0), run("sb3", "fp32", 5.0, -21.0)], cfgs
-    )
+    runs = [run("ours", "fp32", 5.0, -20.0), run("ours", "bf16", 2.5, -19.0), run("sb3", "fp32", 5.0, -21.0)]
+    rows = summarize_by_mode(runs, [("ppo", "ALE/Pong-v5")], list(atari.OUR_MODES), SUMMARY_METRICS)
     assert [(r["mode"], round(r["cpu_speed_ratio"], 2)) for r in rows] == [("fp32", 1.0), ("bf16", 2.0)]
     table = atari.markdown_table(rows)
     assert "| PPO | ALE/Pong-v5 | bf16 | 1,000 | 1 | -19.0 | -21.0 |" in table
