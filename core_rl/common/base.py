@@ -15,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -29,7 +30,7 @@ from core_rl.common.checkpoint import check_finite, load_checkpoint, save_checkp
 from core_rl.common.config import AgentConfig, parse_config
 from core_rl.common.envs import EnvLike, SpacesOnlyEnv, can_make, check_action_space, env_id_of, make_vec_env
 from core_rl.common.errors import CheckpointError, ConfigError
-from core_rl.common.networks import ObsEncoder, image_layout
+from core_rl.common.networks import ObsEncoder, image_layout, weights_fixed
 from core_rl.common.parts import Part
 from core_rl.common.runs import check_stop, graceful_stop
 from core_rl.common.seeding import configure_torch, preserve_rng, set_seed
@@ -102,6 +103,7 @@ class Agent(ABC):
             if isinstance(m, ObsEncoder)
         ]
         dtype = getattr(self.config, "encoder_dtype", "float32")
+        self._cast_encoders: list[ObsEncoder] = []  # what weights_fixed scopes: the encoders that compute in bf16
         if dtype != "float32":
             cnns = [m for m in encoders if m.cnn is not None]
             if not cnns:
@@ -111,6 +113,7 @@ class Agent(ABC):
                 )
             for m in cnns:
                 m.compute_dtype = getattr(torch, dtype)
+            self._cast_encoders = cnns
         wanted = getattr(self.config, "encoder", "auto")
         if wanted == "auto":
             return
@@ -343,20 +346,21 @@ class Agent(ABC):
         # each env runs only the episodes assigned to it, so the result does not favour short episodes
         quota = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
         try:
-            while len(returns) < n_episodes:
-                actions = self.predict(obs, deterministic=deterministic)
-                obs, r, term, trunc, info = vec.step(actions)
-                ep_ret += r
-                ep_len += 1
-                for i in np.flatnonzero(term | trunc):
-                    life_lost, score, length = episode_end(info, int(i))  # an Atari game's true score
-                    if life_lost:
-                        continue
-                    if quota[i] > 0:
-                        returns.append(float(ep_ret[i]) if score is None else score)
-                        lengths.append(int(ep_len[i]) if length is None else length)
-                        quota[i] -= 1
-                    ep_ret[i], ep_len[i] = 0.0, 0
+            with self.weights_fixed():  # no weight changes while it plays
+                while len(returns) < n_episodes:
+                    actions = self.predict(obs, deterministic=deterministic)
+                    obs, r, term, trunc, info = vec.step(actions)
+                    ep_ret += r
+                    ep_len += 1
+                    for i in np.flatnonzero(term | trunc):
+                        life_lost, score, length = episode_end(info, int(i))  # an Atari game's true score
+                        if life_lost:
+                            continue
+                        if quota[i] > 0:
+                            returns.append(float(ep_ret[i]) if score is None else score)
+                            lengths.append(int(ep_len[i]) if length is None else length)
+                            quota[i] -= 1
+                        ep_ret[i], ep_len[i] = 0.0, 0
         finally:
             vec.close()
         return {
@@ -371,6 +375,11 @@ class Agent(ABC):
         return env if env is not None else self._env_source
 
     # ---- checkpoints -------------------------------------------------------------------------
+    def weights_fixed(self) -> AbstractContextManager[None]:
+        """:func:`core_rl.common.networks.weights_fixed` over every network of the agent: for a stretch in which
+        no weight changes (a rollout, an evaluation), bf16 encoders cast their weights once."""
+        return weights_fixed(*self._cast_encoders)
+
     def _counters(self) -> dict[str, int]:
         """Every integer attribute (steps, iterations, gradient updates, schedule targets, ...): a resumed
         run continues its counters, and its metric grid, where the checkpoint left them."""

@@ -3,7 +3,9 @@ convolutional image encoders of the Atari literature: the Nature CNN and the sma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import gymnasium as gym
@@ -202,10 +204,40 @@ def resolve_encoder(space: gym.Space, kind: str = "auto") -> str:
     return "nature_cnn" if min(layout[1], layout[2]) >= NATURE_CNN_MIN_SIDE else "impala_cnn"
 
 
-#: the smallest batch a bf16 ``compute_dtype`` encodes in bf16: below it (one env's acting step) casting the
-#: weights costs more than the convolutions save (Nature CNN, no grad, one thread, AVX512-BF16: batch 1 0.82 ms
-#: in bf16 against 0.61 in float32; batch 8 1.79 against 2.43; batch 32 4.74 against 8.31)
+#: the smallest batch a bf16 ``compute_dtype`` encodes in bf16 when a gradient is wanted (the CNN under autocast,
+#: which casts the float32 weights at every forward): below it casting the weights costs more than the
+#: convolutions save (Nature CNN, one thread, AVX512-BF16: batch 1 0.82 ms in bf16 against 0.61 in float32;
+#: batch 8 1.79 against 2.43; batch 32 4.74 against 8.31)
 BF16_MIN_BATCH = 8
+
+#: the same inside :func:`weights_fixed` without a gradient (a rollout's acting steps), where the weights come
+#: from a bf16 copy cast once for the whole scope: batch 1 0.48 ms against 0.51 in float32 (a tie: stays
+#: float32), batch 2 0.56 against 0.88, batch 8 1.12–1.29 against 1.76–1.84 under autocast and 2.52 in float32
+BF16_NO_GRAD_MIN_BATCH = 2
+
+
+@contextmanager
+def weights_fixed(*modules: nn.Module) -> Iterator[None]:
+    """A scope in which the caller promises that no weight of ``modules`` changes (an on-policy rollout, an
+    evaluation): their bf16 encoders (``compute_dtype``) cast the CNN's weights once, at the scope's first
+    forward without a gradient, where autocast would cast them at every forward. The copy is marked stale on
+    exit (and written again at the next scope's first forward), so nothing outside the scope reads it."""
+    encoders = [
+        m
+        for module in modules
+        for m in module.modules()
+        if isinstance(m, ObsEncoder) and m.cnn is not None and m.compute_dtype is not torch.float32
+    ]
+    encoders = list({id(m): m for m in encoders}.values())  # a shared encoder once
+    for encoder in encoders:
+        encoder.__dict__["_fixed"] = encoder.__dict__.get("_fixed", 0) + 1
+    try:
+        yield
+    finally:
+        for encoder in encoders:
+            encoder.__dict__["_fixed"] -= 1
+            if not encoder.__dict__["_fixed"]:
+                encoder.__dict__["_cast_fresh"] = False
 
 
 class ObsEncoder(nn.Module):
@@ -255,15 +287,49 @@ class ObsEncoder(nn.Module):
         # NHWC in memory (torch.channels_last; the layout the CPU's oneDNN convolutions are fastest in, ~1.25×
         # on a Nature-CNN update), laid out while still uint8; the float conversion and scaling keep it
         x = x.reshape(-1, *self.image_shape).contiguous(memory_format=torch.channels_last)
-        if self.compute_dtype is not torch.float32 and x.shape[0] >= BF16_MIN_BATCH:
-            # encoder_dtype: the pixels straight to bf16 (uint8 values are exact in it) and scaled there, half the
-            # memory traffic of a float32 copy; the convolutions under autocast; float32 features out
-            x = x.to(self.compute_dtype, copy=True)  # a copy of its own: scaled in place
-            if self.scale != 1.0:
-                x.mul_(self.scale)
-            with torch.autocast(x.device.type, dtype=self.compute_dtype):
-                return self.cnn(x).float()
+        if self.compute_dtype is not torch.float32:
+            cast = (
+                self.__dict__.get("_fixed", 0) > 0
+                and not torch.is_grad_enabled()
+                and x.shape[0] >= BF16_NO_GRAD_MIN_BATCH
+            )
+            if cast or x.shape[0] >= BF16_MIN_BATCH:
+                # encoder_dtype: the pixels straight to bf16 (uint8 values are exact in it) and scaled there, half
+                # the memory traffic of a float32 copy; float32 features out
+                x = x.to(self.compute_dtype, copy=True)  # a copy of its own: scaled in place
+                if self.scale != 1.0:
+                    x.mul_(self.scale)
+                if cast:  # no gradient: the bf16 copy of the weights, the same numbers autocast computes
+                    return self._cast_cnn()(x).float()
+                with torch.autocast(x.device.type, dtype=self.compute_dtype):  # the gradient reaches the weights
+                    return self.cnn(x).float()
         x = x.float()
         if self.scale != 1.0:
             x = x * self.scale
         return self.cnn(x)
+
+    def _cast_cnn(self) -> nn.Module:
+        """The CNN with its weights in ``compute_dtype``, written at the first forward of a :func:`weights_fixed`
+        scope (made once, then refreshed in place). Outside the module's registry: not a parameter, not in the
+        state dict."""
+        cached = self.__dict__.get("_cast_cache")
+        if cached is not None and self.__dict__.get("_cast_fresh", False):
+            return cached
+        weights = [*self.cnn.parameters(), *self.cnn.buffers()]
+        # normal tensors even when called under inference_mode
+        with torch.inference_mode(False), torch.no_grad():
+            copies = [] if cached is None else [*cached.parameters(), *cached.buffers()]
+            moved = any(
+                c.device != w.device or (c.is_floating_point() and c.dtype != self.compute_dtype)
+                for c, w in zip(copies, weights)
+            )
+            if cached is None or moved:
+                cached = copy.deepcopy(self.cnn).requires_grad_(False)
+                for param in cached.parameters():
+                    param.grad = None
+                cached.to(self.compute_dtype)
+            else:
+                for copied, weight in zip(copies, weights):
+                    copied.copy_(weight)
+        self.__dict__["_cast_cache"], self.__dict__["_cast_fresh"] = cached, True
+        return cached

@@ -428,7 +428,8 @@ class OnPolicyAgent(Agent):
         """Collect, estimate, improve; the parts' ``before_update``/``after_update`` around :meth:`update`."""
         self._apply_lr_schedule()
         ceiling = self._apply_log_std_ceiling()
-        batch = self.estimate(self.collect())
+        with self.weights_fixed():  # the rollout and its estimates read one set of weights
+            batch = self.estimate(self.collect())
         before: dict[str, float] = {} if ceiling is None else {"log_std_ceiling": ceiling}
         for part in self.parts:
             before.update(part.before_update(self, batch))
