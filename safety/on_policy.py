@@ -23,7 +23,7 @@ never through attributes set by one method for another.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -57,8 +57,11 @@ class SafeOnPolicyConfig(CMDPConfig):
 
 
 class LagrangianOnPolicyConfig(LagrangianConfig, SafeOnPolicyConfig):
-    normalize_cost_advantage: bool = Field(
-        True, description="Standardize Â^c over the batch before combining it with the (standardized) Â^r."
+    normalize_cost_advantage: bool | Literal["center"] = Field(
+        True,
+        description="True: standardize Â^c over the batch, (Â^c − mean) / std, before combining it with the "
+        "(standardized) Â^r; 'center': only subtract the mean (OmniSafe's standardized_cost_adv), so that the "
+        "cost term's weight λ·std(Â^c) shrinks as costs get rare; False: Â^c as it is.",
     )
 
 
@@ -183,10 +186,11 @@ def episode_cost_estimate(batch: RolloutBatch, monitor: CostMonitor) -> np.ndarr
 
 
 def lagrangian_advantages(
-    batch: RolloutBatch, lam: torch.Tensor, normalize_reward: bool, normalize_cost: bool
+    batch: RolloutBatch, lam: torch.Tensor, normalize_reward: bool, normalize_cost: bool | Literal["center"]
 ) -> torch.Tensor:
     r"""The Lagrangian's advantage ``[T, N]``, :math:`(\hat A^r - \sum_k\lambda_k\hat A^{c_k})/(1+\sum_k\lambda_k)`,
-    each advantage first standardized over the batch's valid steps if asked."""
+    each advantage first standardized over the batch's valid steps if asked (the cost's only centred with
+    ``normalize_cost="center"``)."""
     if batch.advantages is None or batch.cost_advantages is None:
         raise ValueError("the batch has no advantages: estimate() them first")
     valid = batch.valid.bool()
@@ -194,7 +198,9 @@ def lagrangian_advantages(
     if normalize_reward:
         adv_r = torch.zeros_like(adv_r).masked_scatter(valid, standardize(adv_r[valid]))
     if normalize_cost:
-        adv_c = torch.zeros_like(adv_c).masked_scatter(valid[..., None].expand_as(adv_c), standardize(adv_c[valid]))
+        rows = adv_c[valid]
+        rows = rows - rows.mean(0, keepdim=True) if normalize_cost == "center" else standardize(rows)
+        adv_c = torch.zeros_like(adv_c).masked_scatter(valid[..., None].expand_as(adv_c), rows)
     return lagrangian_advantage(adv_r, adv_c, lam.float().to(adv_r.device))
 
 

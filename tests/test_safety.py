@@ -197,6 +197,35 @@ def test_dual_ascent_adam_and_pid_updates_follow_their_formulas() -> None:
     assert out.tolist() == pytest.approx([(1 - 1.0) / 2.5, (-1 - 1.0) / 2.5])
 
 
+def test_the_cost_advantage_is_standardized_centred_or_left_as_it_is() -> None:
+    """``normalize_cost_advantage``: True standardizes Â^c over the valid steps, "center" (OmniSafe's
+    ``standardized_cost_adv``) only subtracts its mean, so the cost term keeps its scale; checked by hand on
+    one constraint, with a masked step that must not count."""
+    from core_rl.common.buffers import RolloutBatch
+    from safety.on_policy import lagrangian_advantages
+
+    adv_r = torch.tensor([[1.0], [3.0], [100.0]])  # [T=3, N=1]; the last step is masked out
+    adv_c = torch.tensor([[[0.2]], [[0.6]], [[-50.0]]])
+    zeros = torch.zeros(3, 1)
+    batch = RolloutBatch(
+        obs=zeros, actions=zeros, log_probs=zeros, rewards=zeros, dones=zeros, episode_starts=zeros, values=zeros,
+        valid=torch.tensor([[1.0], [1.0], [0.0]]), last_value=torch.zeros(1), advantages=adv_r, cost_advantages=adv_c,
+    )  # fmt: skip
+    lam = torch.tensor([3.0])
+    r = [-(2**-0.5), 2**-0.5]  # (1, 3) standardized with the sample std (√2)
+    expected = {
+        True: [(r[0] - 3 * -(2**-0.5)) / 4, (r[1] - 3 * 2**-0.5) / 4],
+        "center": [(r[0] - 3 * -0.2) / 4, (r[1] - 3 * 0.2) / 4],
+        False: [(r[0] - 3 * 0.2) / 4, (r[1] - 3 * 0.6) / 4],
+    }
+    for mode, want in expected.items():
+        out = lagrangian_advantages(batch, lam, True, mode)
+        assert out[:2, 0].tolist() == pytest.approx(want, abs=1e-6), mode
+    assert TRPOLag("safety/CartPole-v0", normalize_cost_advantage="center").config.normalize_cost_advantage == "center"
+    with pytest.raises(ConfigError, match="normalize_cost_advantage"):
+        TRPOLag("safety/CartPole-v0", normalize_cost_advantage="centre")
+
+
 def test_cost_gae_is_per_env_and_per_constraint() -> None:
     agent = PPOLag("safety/CartPole-v0", cost_keys=("cost_position", "cost_speed"), cost_limit=1.0, **TINY)
     agent.learn(4 * 64 * 3)  # let the cost critic move away from its initialisation
