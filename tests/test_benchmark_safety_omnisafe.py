@@ -107,3 +107,30 @@ def test_at_the_published_budget_ours_is_judged_against_omnisafes_published_row(
     # TRPO-Lag: mean 19.0 / 22.0 against the published 18.51 / 22.98; CPO: 30 / 26 against 20.46 / 28.84
     assert "| yes / yes / – (against the published row) | 18.51 / 22.98 |" in rows["| TRPO-Lag (OmniSafe TRPOLag)"]
     assert "| **no** / yes / – (against the published row) | 20.46 / 28.84 |" in rows["| CPO (OmniSafe CPO)"]
+
+
+def test_a_render_records_every_piece_in_mlflow(tmp_path: Path) -> None:
+    """``--report-only`` with MLflow on: one child run per saved piece (pieces of long runs are measured with
+    ``--no-mlflow`` in sittings), with its side, algorithm and seed, beside the rendered report."""
+    import mlflow
+
+    from benchmarks.safety_omnisafe import EXPERIMENT, main
+
+    out = tmp_path / "pieces"
+    out.mkdir()
+    for side, seed in [("ours", 0), ("ours", 1), ("omnisafe", 0)]:
+        piece = {**_piece(side, "TRPO-Lag", seed, 200_000, 1.0 + seed, 20.0), "budget": 200_000}
+        piece["curve"] = [[100_000, 0.5, 30.0, 3_000.0], [200_000, 1.0 + seed, 20.0, 5_000.0]]
+        piece_path(out, side, "SafetyPointGoal1-v0", "TRPO-Lag", seed, 200_000).write_text(json.dumps(piece))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["--tasks", "SG-PointGoal1", "--report-only", "--out-dir", str(out), "--tracking-uri", uri]
+    assert main([*argv, "--doc", str(tmp_path / "report.md")]) == 0
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], output_format="list")
+    children = sorted(
+        (r.data.tags["side"], r.data.tags["seed"], r.data.metrics["final_return"])
+        for r in runs
+        if "side" in r.data.tags
+    )
+    assert children == [("omnisafe", "0", 1.0), ("ours", "0", 1.0), ("ours", "1", 2.0)]
+    assert "SafetyPointGoal1-v0, 200,000 steps" in (tmp_path / "report.md").read_text()
