@@ -378,7 +378,7 @@ class Agent(ABC):
     def weights_fixed(self) -> AbstractContextManager[None]:
         """:func:`core_rl.common.networks.weights_fixed` over every network of the agent: for a stretch in which
         no weight changes (a rollout, an evaluation), bf16 encoders cast their weights once."""
-        return weights_fixed(*self._cast_encoders)
+        return weights_fixed(*getattr(self, "_cast_encoders", ()))
 
     def _counters(self) -> dict[str, int]:
         """Every integer attribute (steps, iterations, gradient updates, schedule targets, ...): a resumed
