@@ -158,6 +158,15 @@ def test_weights_fixed_casts_the_bf16_weights_once_and_never_serves_stale_ones()
             assert not torch.equal(encoder(obs), autocast_features(reference, obs)), kind
         assert len(list(encoder.parameters())) == n_params
         assert set(encoder.state_dict()) == set(reference.state_dict())
+        with weights_fixed(encoder), torch.no_grad():
+            encoder(obs)
+            snapshot = copy.deepcopy(encoder)  # made inside a scope: it carries none of the scope's state
+        assert not any(key in snapshot.__dict__ for key in ("_fixed", "_cast_cache", "_cast_fresh")), kind
+        with torch.no_grad():
+            for param in snapshot.parameters():
+                param.add_(0.01)
+            with weights_fixed(snapshot):
+                assert torch.equal(snapshot(obs), autocast_features(snapshot, obs)), kind  # its own, new weights
 
 
 def test_uint8_observations_stay_uint8_until_the_network():

@@ -374,12 +374,13 @@ class Agent(ABC):
         """What evaluation builds its envs from: ``env``, else what the agent was built from."""
         return env if env is not None else self._env_source
 
-    # ---- checkpoints -------------------------------------------------------------------------
     def weights_fixed(self) -> AbstractContextManager[None]:
-        """:func:`core_rl.common.networks.weights_fixed` over every network of the agent: for a stretch in which
-        no weight changes (a rollout, an evaluation), bf16 encoders cast their weights once."""
+        """:func:`core_rl.common.networks.weights_fixed` over the agent's bf16 encoders (``encoder_dtype``): for a
+        stretch in which no weight changes (a rollout, an evaluation) they cast their weights once. A no-op in
+        float32."""
         return weights_fixed(*getattr(self, "_cast_encoders", ()))
 
+    # ---- checkpoints -------------------------------------------------------------------------
     def _counters(self) -> dict[str, int]:
         """Every integer attribute (steps, iterations, gradient updates, schedule targets, ...): a resumed
         run continues its counters, and its metric grid, where the checkpoint left them."""

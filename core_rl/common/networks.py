@@ -308,6 +308,16 @@ class ObsEncoder(nn.Module):
             x = x * self.scale
         return self.cnn(x)
 
+    #: the :func:`weights_fixed` bookkeeping: a scope's state, never carried into a copy (a deep copy made inside a
+    #: scope would otherwise stay "fixed" for good, and serve its cast weights after they changed)
+    _SCOPE_KEYS = ("_fixed", "_cast_cache", "_cast_fresh")
+
+    def __getstate__(self) -> dict[str, object]:
+        state = super().__getstate__()
+        for key in self._SCOPE_KEYS:
+            state.pop(key, None)
+        return state
+
     def _cast_cnn(self) -> nn.Module:
         """The CNN with its weights in ``compute_dtype``, written at the first forward of a :func:`weights_fixed`
         scope (made once, then refreshed in place). Outside the module's registry: not a parameter, not in the
