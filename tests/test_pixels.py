@@ -126,7 +126,8 @@ def test_weights_fixed_casts_the_bf16_weights_once_and_never_serves_stale_ones()
     """Inside :func:`weights_fixed` a bf16 encoder's forwards without a gradient read one bf16 copy of the weights:
     the same numbers autocast computes (batch 2 and up; one observation stays float32); after an optimizer step
     (fused Adam does not bump the weights' version counters) the next scope reads the new weights; the copy is
-    neither a parameter nor in the state dict, and a forward that wants a gradient still reaches the weights."""
+    neither a parameter nor in the state dict, a forward that wants a gradient still reaches the weights, and a deep
+    copy made inside a scope carries none of its state."""
     for kind, shape in [("nature_cnn", (4, 36, 36)), ("impala_cnn", (16, 16, 3))]:
         encoder = ObsEncoder(gym.spaces.Box(0, 255, shape, np.uint8), kind)
         encoder.compute_dtype = torch.bfloat16
