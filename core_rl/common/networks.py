@@ -216,6 +216,11 @@ BF16_MIN_BATCH = 8
 BF16_NO_GRAD_MIN_BATCH = 2
 
 
+#: an encoder's :func:`weights_fixed` bookkeeping, kept in its ``__dict__`` outside the module registry (not state):
+#: the scopes open on it, the cast copy ``(key, module)``, and whether that copy holds the current scope's weights
+_OPEN, _CACHE, _FRESH = "_fixed", "_cast_cache", "_cast_fresh"
+
+
 @contextmanager
 def weights_fixed(*modules: nn.Module) -> Iterator[None]:
     """A scope in which the caller promises that no weight of ``modules`` changes (an on-policy rollout, an
@@ -230,14 +235,14 @@ def weights_fixed(*modules: nn.Module) -> Iterator[None]:
     ]
     encoders = list({id(m): m for m in encoders}.values())  # a shared encoder once
     for encoder in encoders:
-        encoder.__dict__["_fixed"] = encoder.__dict__.get("_fixed", 0) + 1
+        encoder.__dict__[_OPEN] = encoder.__dict__.get(_OPEN, 0) + 1
     try:
         yield
     finally:
         for encoder in encoders:
-            encoder.__dict__["_fixed"] -= 1
-            if not encoder.__dict__["_fixed"]:
-                encoder.__dict__["_cast_fresh"] = False
+            encoder.__dict__[_OPEN] -= 1
+            if not encoder.__dict__[_OPEN]:
+                encoder.__dict__[_FRESH] = False
 
 
 class ObsEncoder(nn.Module):
@@ -289,9 +294,7 @@ class ObsEncoder(nn.Module):
         x = x.reshape(-1, *self.image_shape).contiguous(memory_format=torch.channels_last)
         if self.compute_dtype is not torch.float32:
             cast = (
-                self.__dict__.get("_fixed", 0) > 0
-                and not torch.is_grad_enabled()
-                and x.shape[0] >= BF16_NO_GRAD_MIN_BATCH
+                self.__dict__.get(_OPEN, 0) > 0 and not torch.is_grad_enabled() and x.shape[0] >= BF16_NO_GRAD_MIN_BATCH
             )
             if cast or x.shape[0] >= BF16_MIN_BATCH:
                 # encoder_dtype: the pixels straight to bf16 (uint8 values are exact in it) and scaled there, half
@@ -308,38 +311,30 @@ class ObsEncoder(nn.Module):
             x = x * self.scale
         return self.cnn(x)
 
-    #: the :func:`weights_fixed` bookkeeping: a scope's state, never carried into a copy (a deep copy made inside a
-    #: scope would otherwise stay "fixed" for good, and serve its cast weights after they changed)
-    _SCOPE_KEYS = ("_fixed", "_cast_cache", "_cast_fresh")
-
     def __getstate__(self) -> dict[str, object]:
+        """A copy (deep copy, pickle) carries none of a :func:`weights_fixed` scope's state: one made inside a scope
+        would otherwise stay "fixed" for good, and serve its cast weights after they changed."""
         state = super().__getstate__()
-        for key in self._SCOPE_KEYS:
+        for key in (_OPEN, _CACHE, _FRESH):
             state.pop(key, None)
         return state
 
     def _cast_cnn(self) -> nn.Module:
         """The CNN with its weights in ``compute_dtype``, written at the first forward of a :func:`weights_fixed`
-        scope (made once, then refreshed in place). Outside the module's registry: not a parameter, not in the
-        state dict."""
-        cached = self.__dict__.get("_cast_cache")
-        if cached is not None and self.__dict__.get("_cast_fresh", False):
-            return cached
-        weights = [*self.cnn.parameters(), *self.cnn.buffers()]
-        # normal tensors even when called under inference_mode
-        with torch.inference_mode(False), torch.no_grad():
-            copies = [] if cached is None else [*cached.parameters(), *cached.buffers()]
-            moved = any(
-                c.device != w.device or (c.is_floating_point() and c.dtype != self.compute_dtype)
-                for c, w in zip(copies, weights)
-            )
-            if cached is None or moved:
-                cached = copy.deepcopy(self.cnn).requires_grad_(False)
-                for param in cached.parameters():
+        scope (made once per device and dtype, then refreshed in place). Kept outside the module's registry: not a
+        parameter, not in the state dict."""
+        key = (next(self.cnn.parameters()).device, self.compute_dtype)
+        cached = self.__dict__.get(_CACHE)  # (key, module)
+        if cached is not None and cached[0] == key and self.__dict__.get(_FRESH, False):
+            return cached[1]
+        with torch.inference_mode(False), torch.no_grad():  # normal tensors even when called under inference_mode
+            if cached is None or cached[0] != key:
+                module = copy.deepcopy(self.cnn).requires_grad_(False)
+                for param in module.parameters():
                     param.grad = None
-                cached.to(self.compute_dtype)
+                cached = (key, module.to(self.compute_dtype))
             else:
-                for copied, weight in zip(copies, weights):
+                for copied, weight in zip(cached[1].state_dict().values(), self.cnn.state_dict().values()):
                     copied.copy_(weight)
-        self.__dict__["_cast_cache"], self.__dict__["_cast_fresh"] = cached, True
-        return cached
+        self.__dict__[_CACHE], self.__dict__[_FRESH] = cached, True
+        return cached[1]
