@@ -33,6 +33,7 @@ from pydantic import Field
 
 from core_rl.common import returns as R
 from core_rl.common.buffers import RolloutBatch
+from core_rl.common.optim import l2_penalty
 from safety.cmdp import CMDPConfig, CostMonitor
 from safety.lagrangian import CostValueFunction, LagrangianConfig, lagrangian_advantage
 
@@ -46,6 +47,12 @@ class SafeOnPolicyConfig(CMDPConfig):
     cost_critic_lr: float = Field(1e-3, gt=0.0, description="Learning rate of the cost critic's Adam.")
     cost_critic_epochs: int = Field(5, ge=1, description="Cost critic regression epochs per iteration.")
     cost_critic_batch_size: int = Field(128, ge=1, description="Cost critic regression minibatch size.")
+    cost_critic_l2: float = Field(
+        0.0,
+        ge=0.0,
+        description="c of the L2 penalty c·Σ_ψ ‖ψ‖² added to the cost critic's regression loss (OmniSafe's "
+        "critic_norm_coef, 0.001 in its configs); 0: none.",
+    )
     cost_gae_lambda: float | None = Field(
         None,
         ge=0.0,
@@ -94,6 +101,7 @@ class CostCritic(CostValueFunction):
         super().__init__(obs_space, config.n_constraints, config.hidden_sizes, config.activation)
         self.gamma_c, self.gae_lambda = float(config.gamma_c), float(gae_lambda)
         self.epochs, self.batch_size = config.cost_critic_epochs, config.cost_critic_batch_size
+        self.l2 = float(config.cost_critic_l2)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.cost_critic_lr, eps=1e-5)
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -151,7 +159,8 @@ class CostCritic(CostValueFunction):
         return batch
 
     def fit(self, batch: RolloutBatch, clip_and_step: ClipAndStep) -> float:
-        """Minibatch Adam regression of V^c_ψ(s_t) on the batch's cost returns (valid steps); mean loss."""
+        """Minibatch Adam regression of V^c_ψ(s_t) on the batch's cost returns (valid steps), plus
+        c·Σ‖ψ‖² (``cost_critic_l2`` = c); mean squared error."""
         if batch.cost_returns is None:
             raise ValueError("the batch has no cost returns: estimate() them before fit()")
         obs, cost_returns = batch.masked(batch.obs), batch.masked(batch.cost_returns)
@@ -162,7 +171,7 @@ class CostCritic(CostValueFunction):
             for start in range(0, n, self.batch_size):
                 idx = perm[start : start + self.batch_size]
                 loss = (self(obs[idx]) - cost_returns[idx]).pow(2).mean()
-                clip_and_step(loss, self.optimizer)
+                clip_and_step(loss + l2_penalty(self, self.l2), self.optimizer)
                 total += loss.item()
                 count += 1
         return total / max(count, 1)

@@ -226,6 +226,36 @@ def test_the_cost_advantage_is_standardized_centred_or_left_as_it_is() -> None:
         TRPOLag("safety/CartPole-v0", normalize_cost_advantage="centre")
 
 
+def test_critic_l2_is_omnisafes_critic_norm_on_both_critics() -> None:
+    """``critic_l2`` / ``cost_critic_l2`` add c·Σ‖φ‖² to the value and cost critics' regressions (OmniSafe's
+    ``critic_norm_coef``): the penalty by hand on a known layer, then the same seed trained with and without
+    it, where only the penalized critics end with smaller weights (the policy's are not touched by it)."""
+    from core_rl.common.optim import l2_penalty
+
+    layer = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        layer.bias.fill_(3.0)
+    assert float(l2_penalty(layer, 0.5)) == pytest.approx(0.5 * (1 + 4 + 9))
+    assert l2_penalty(layer, 0.0) == 0.0
+
+    def norm(module: torch.nn.Module) -> float:
+        return float(sum(p.detach().pow(2).sum() for p in module.parameters()))
+
+    agents = {}
+    for c in (0.0, 1.0):
+        agent = TRPOLag("safety/CartPole-v0", critic_l2=c, cost_critic_l2=c, **TINY)
+        agents[c] = (agent, norm(agent.value), norm(agent.part(CostCriticPart).critic))
+        agent.learn(4 * 64 * 5)
+    (plain, v0, c0), (penalized, _, _) = agents[0.0], agents[1.0]
+    # measured on seeds 0-3: the plain critics end at 0.99-1.09 of their initial norm, the penalized at 0.71-0.81
+    assert norm(penalized.value) < 0.9 * v0 < 0.9 * norm(plain.value) / 0.95
+    cost_plain, cost_penalized = (a.part(CostCriticPart).critic for a in (plain, penalized))
+    assert norm(cost_penalized) < 0.9 * c0 < 0.9 * norm(cost_plain) / 0.95
+    with pytest.raises(ConfigError, match="cost_critic_l2"):
+        TRPOLag("safety/CartPole-v0", cost_critic_l2=-1.0)
+
+
 def test_cost_gae_is_per_env_and_per_constraint() -> None:
     agent = PPOLag("safety/CartPole-v0", cost_keys=("cost_position", "cost_speed"), cost_limit=1.0, **TINY)
     agent.learn(4 * 64 * 3)  # let the cost critic move away from its initialisation

@@ -221,3 +221,10 @@ class FlatStep:
             view.copy_(p.detach())
             p.data = view
         self._adopt_state()
+
+
+def l2_penalty(module: torch.nn.Module, coef: float) -> torch.Tensor | float:
+    """c·Σ_φ ‖φ‖² over ``module``'s parameters (0.0, no graph, when c = 0)."""
+    if coef == 0.0:
+        return 0.0
+    return coef * sum(p.pow(2).sum() for p in module.parameters())

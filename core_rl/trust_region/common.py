@@ -43,6 +43,7 @@ from torch import nn
 from core_rl.common.buffers import FlatBatch, RolloutBatch
 from core_rl.common.distributions import Categorical, DiagGaussian
 from core_rl.common.on_policy import OnPolicyAgent, OnPolicyConfig
+from core_rl.common.optim import l2_penalty
 
 Dist = Categorical | DiagGaussian
 MatVec = Callable[[torch.Tensor], torch.Tensor]
@@ -218,6 +219,12 @@ class TrustRegionConfig(OnPolicyConfig):
     lr: float = Field(1e-3, gt=0.0, description="Learning rate of the critic's Adam optimizer.")
     vf_epochs: int = Field(5, ge=1, description="Critic regression epochs per iteration.")
     vf_batch_size: int = Field(64, ge=1, description="Critic regression minibatch size.")
+    critic_l2: float = Field(
+        0.0,
+        ge=0.0,
+        description="c of the L2 penalty c·Σ_φ ‖φ‖² added to the critic's regression loss (OmniSafe's "
+        "critic_norm_coef, 0.001 in its TRPO/CPO/Lagrangian configs); 0: none.",
+    )
 
 
 class TrustRegionAgent(OnPolicyAgent):
@@ -257,7 +264,8 @@ class TrustRegionAgent(OnPolicyAgent):
         return out
 
     def fit_critic(self, flat: FlatBatch) -> float:
-        """Minibatch Adam regression of V_φ(s_t) on the estimator's returns ŷ_t; mean loss."""
+        """Minibatch Adam regression of V_φ(s_t) on the estimator's returns ŷ_t,
+        min_φ mean_t (V_φ(s_t) − ŷ_t)² + c·Σ‖φ‖² (``critic_l2`` = c); mean squared error."""
         if self.value is None:
             return 0.0
         cfg = self.config
@@ -265,7 +273,7 @@ class TrustRegionAgent(OnPolicyAgent):
         for _ in range(cfg.vf_epochs):
             for mb in flat.minibatches(cfg.vf_batch_size):
                 value_loss = (self.value(mb.obs) - mb.returns).pow(2).mean()
-                self._clip_and_step(value_loss, self.optimizer)
+                self._clip_and_step(value_loss + l2_penalty(self.value, cfg.critic_l2), self.optimizer)
                 total += value_loss.item()
                 n += 1
         return total / max(n, 1)
