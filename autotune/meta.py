@@ -655,6 +655,30 @@ class MetaConfig(BaseModel):
         128, ge=8, description="Candidates scored for a conditional branch's group (given the root's choice)."
     )
     n_startup_trials: int = Field(4, ge=1, description="Uniform random trials before the policy takes over.")
+    initial_design: Literal["star", "centre", "random"] = Field(
+        "star",
+        description="The first trials: 'star' — trial 0 at the box's centre (numeric parameters; log-scaled ones "
+        "at their geometric middle, grids at their middle level), then trial k = 1..D moves the k-th of the D "
+        "numeric parameters (by name) by star_step of its range, the others kept at the centre and the "
+        "categoricals at trial 0's values (when D + 1 trials fit in design_fraction of n_trials_hint; else "
+        "the centre only); 'centre': trial 0 at the centre, then n_startup_trials random ones; 'random': "
+        "every startup trial uniform. A parameter first met after trial 0 (a branch's) starts at its centre too, "
+        "unless an earlier trial already holds it.",
+    )
+    star_step: float = Field(
+        0.2,
+        gt=0.0,
+        le=0.5,
+        description="The star design's step, a fraction of each numeric parameter's unit range (on a grid, at "
+        "least one level).",
+    )
+    design_fraction: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="The most of the study (of n_trials_hint) the star design may take: with D numeric "
+        "parameters it needs D + 1 trials.",
+    )
     n_trials_hint: int = Field(100, ge=1, description="Expected study length T (the policy reads t/T).")
     deterministic: bool = Field(True, description="Take the policy's most likely candidate (else sample).")
     fit_steps: int = Field(15, ge=0, description="Adam steps of the GP's marginal likelihood per trial.")
@@ -745,8 +769,12 @@ class MetaSampler(BaseSampler):
       :math:`\pi_\theta(x_g \mid x_{\text{context}}, \mathcal H_g)`, so a branch's
       parameters are tuned from that branch's own history, conditioned on the root's choice.
 
-    A parameter never seen in a finished trial, or (branch decisions) a group with fewer than
-    ``n_startup_trials`` complete trials, is drawn by ``independent_sampler`` (uniform).
+    The study opens with a *star design* (``initial_design``): trial 0 at the centre of the box, then one
+    trial per numeric parameter, each moving that parameter alone by ``star_step`` — an axis probe of every
+    direction from the centre, as a local method (COBYLA's first simplex) starts, before the GP has data.
+    A parameter no earlier trial holds starts at its centre; one never seen in a finished trial since, or
+    (branch decisions) a group with fewer than ``n_startup_trials`` complete trials, is drawn by
+    ``independent_sampler`` (uniform).
     """
 
     def __init__(
@@ -803,12 +831,70 @@ class MetaSampler(BaseSampler):
         if not search_space:
             return {}
         history = self._history(study, trial)
+        design = self._star_point(trial, history, search_space)
+        if design is not None:
+            return design
         t_frac = len(history.finished) / self.config.n_trials_hint
         if self.config.joint_conditional and t_frac < self.config.joint_fraction:
             joint = self._decide_tree(study, trial, history, search_space)
             if joint is not None:
                 return joint
         return self._decide(study, trial, history, search_space, {}) or {}
+
+    def _star_point(
+        self, trial: FrozenTrial, history: History, space: dict[str, BaseDistribution]
+    ) -> dict[str, Any] | None:
+        """Trial k = 1..D of the star design (``initial_design="star"``): the centre of the box with the k-th
+        numeric parameter (in name order) moved by ``star_step`` (the other way, or a grid level further, where
+        that lands back on the centre); categoricals as trial 0 took them. Derived from the trial's number alone,
+        so parallel workers take distinct points; None outside the design."""
+        cfg = self.config
+        if cfg.initial_design != "star" or trial.number == 0:
+            return None
+        codec = SpaceCodec(space)
+        numeric = [p for p in codec.params if p.kind != "cat"]
+        if trial.number > len(numeric) or len(numeric) + 1 > max(
+            cfg.n_startup_trials, cfg.design_fraction * cfg.n_trials_hint
+        ):
+            return None
+        first = next((t for t in history.finished if t.number == 0), None)
+        values: dict[str, Any] = {}
+        for p in codec.params:
+            if p.kind == "cat":
+                if first is None or p.name not in first.params:
+                    return None  # no centre trial to take the choices from: the policy or random search decides
+                values[p.name] = first.params[p.name]
+            else:
+                values[p.name] = p.decode(p.encode([p.decode_numeric(np.array([0.5]))[0]]))[0]
+        moved = numeric[trial.number - 1]
+        centre = moved.encode([values[moved.name]])[0, 0]
+        for u in (centre + cfg.star_step, centre - cfg.star_step):
+            value = moved.decode(np.array([[min(max(u, 0.0), 1.0)]]))[0]
+            if value != values[moved.name]:
+                values[moved.name] = value
+                return values
+        if moved.kind == "grid":  # a step smaller than a level: one level up (or down)
+            level = moved.distribution.step or 1  # type: ignore[union-attr]
+            for value in (values[moved.name] + level, values[moved.name] - level):
+                if moved.distribution._contains(moved.distribution.to_internal_repr(value)):
+                    values[moved.name] = type(values[moved.name])(value)
+                    return values
+        return None
+
+    def _centre(self, study: Study, trial: FrozenTrial, name: str, distribution: BaseDistribution) -> Any:
+        """The centre of ``distribution`` for a numeric parameter that no earlier trial holds or may still take
+        (``initial_design`` "star" or "centre": trial 0, or a branch's first trial; parallel workers that start
+        together leave it to the lowest trial); None otherwise."""
+        if self.config.initial_design == "random" or distribution.single():
+            return None
+        codec = SpaceCodec({name: distribution})
+        p = codec.params[0]
+        if p.kind == "cat":
+            return None
+        for t in study.get_trials(deepcopy=False):  # an earlier trial that holds it or, still running, may take it
+            if t.number < trial.number and (name in t.params or t.state in (TrialState.RUNNING, TrialState.WAITING)):
+                return None
+        return p.decode(p.encode([p.decode_numeric(np.array([0.5]))[0]]))[0]
 
     def _propose(
         self,
@@ -1082,6 +1168,9 @@ class MetaSampler(BaseSampler):
                     return value
             except (ValueError, TypeError):
                 pass
+        centre = self._centre(study, trial, param_name, param_distribution)
+        if centre is not None:
+            return centre
         return self._independent.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
