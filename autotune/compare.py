@@ -47,6 +47,7 @@ SAMPLER_NAMES = (
     "meta-cat",
     "meta-global",
     "meta-branch",
+    "meta-uniform",
     "tpe",
     "random",
     "cmaes",
@@ -76,6 +77,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, categorical_sweep=3)
     if name == "meta-global":  # candidates from the whole cube, no trust region (the earlier default)
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, trust_region=False)
+    if name == "meta-uniform":  # uniform startup trials, no star design (the earlier default)
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, initial_design="random")
     if name == "meta-branch":  # conditional spaces: the root, then each branch group given it
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, joint_conditional=False)
     if name == "meta-copula":  # the earlier target: ranks through the Gaussian copula
