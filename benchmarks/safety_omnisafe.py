@@ -713,20 +713,32 @@ batch and shrinks as they get rare, where ours weighs λ whatever the batch. Our
 `tests/test_safety.py::test_the_cost_advantage_is_standardized_centred_or_left_as_it_is`). Smaller differences
 left: OmniSafe's critics take 10 epochs of 128-sample minibatches (ours 5 × 64 for V, 5 × 128 for V^c), 15
 conjugate-gradient iterations (ours 10), a gradient clip of 40 (ours 0.5) and an L2 penalty of 0.001 on the
-critics' weights (none here). A seed-0 run with all of these but the L2 penalty (`--out-dir .deeprl/sg_parity
---set dual_optimizer=adam lagrangian_lr=0.035 lagrangian_init=0.001 cost_margin=0 normalize_cost_advantage=center
-cg_iters=15 vf_epochs=10 vf_batch_size=128 cost_critic_epochs=10 max_grad_norm=40`) is under way in resumable
-pieces. At 3.3M steps (3,324 CPU-s, 993 steps per CPU-s) it reads, beside the standard seed 0 at the same steps:
+critics' weights (none here then; now `critic_l2` and `cost_critic_l2`, default 0,
+`tests/test_safety.py::test_critic_l2_is_omnisafes_critic_norm_on_both_critics`).
 
-| steps | 0.5M | 1M | 1.5M | 2M | 2.5M | 3M | 3.3M |
-|---|---|---|---|---|---|---|---|
-| all of OmniSafe's settings (reward / cost, λ) | 19.9 / 54.0, 0.74 | 22.2 / 46.3, 1.48 | 20.3 / 41.9, 2.13 | 21.1 / 45.5, 2.71 | 18.2 / 26.9, 3.28 | 14.9 / 30.1, 3.47 | 15.1 / 21.2, 3.50 |
-| the 1e7 seed 0 above (reward / cost) | 22.4 / 61.9 | 25.0 / 54.1 | 25.2 / 53.9 | 25.0 / 43.2 | 24.8 / 44.9 | 23.9 / 36.7 | 23.4 / 34.9 |
+**With all of OmniSafe's TRPOLag settings but the L2 penalty, seed 0 reaches the published reward at 1e7**
+(`--tasks SG-PointGoal1 --sides ours --algos TRPO-Lag --seeds 1 --seeds-from 0 --steps 10000000 --out-dir
+.deeprl/sg_parity --set dual_optimizer=adam lagrangian_lr=0.035 lagrangian_init=0.001 cost_margin=0
+normalize_cost_advantage=center cg_iters=15 vf_epochs=10 vf_batch_size=128 cost_critic_epochs=10
+max_grad_norm=40`, run in resumable pieces over two sessions, finished 2026-12-05 13:54; 10,209 CPU-s, 979 steps
+per CPU-s; the piece and its curves in `benchmarks/results/safety_omnisafe_parity/`): **18.37 / 26.74**,
+cumulative cost 285,503, final λ 2.03, against the published TRPOLag row 18.51 / 22.98 (5 seeds) and the standard
+seed 0's 10.69 / 17.68 (cumulative 331,979). Its cost ends 1.7 over the limit on this seed. Windowed reward / cost
+at each 1e6 steps:
 
-It reaches the limit about 3M steps sooner, at a smaller λ, and its reward at the limit (15 at 3.3M) is where the
-standard run's was when it got there (16.9 / 26.2 at 6M): so far the same trade-off, taken earlier (cumulative
-cost 133,146 against 163,487 at 3.3M). Whether it ends above the standard run's 10.7–14.3 at 1e7 is not known yet; the same command
-continues it.
+| steps | 1M | 2M | 3M | 4M | 5M | 6M | 7M | 8M | 9M | 10M |
+|---|---|---|---|---|---|---|---|---|---|---|
+| all of OmniSafe's settings but the L2 penalty | 22.2 / 46.3 | 21.1 / 45.5 | 14.9 / 30.1 | 12.5 / 21.1 | 10.6 / 13.8 | 11.9 / 14.4 | 14.3 / 22.1 | 17.9 / 24.8 | 19.7 / 29.1 | 18.4 / 26.7 |
+| the standard 1e7 seed 0 above | 25.0 / 54.1 | 25.0 / 43.2 | 23.9 / 36.7 | 21.9 / 31.8 | 20.9 / 30.8 | 16.9 / 26.2 | 15.7 / 21.9 | 12.4 / 17.7 | 11.0 / 15.4 | 10.7 / 17.7 |
+
+It reaches the limit ~3M steps sooner, overshoots below it (13.8–17.4 at 4.5–6M) while λ peaks at 3.5 by
+3.5M and falls (1.44 at 6.4M), and then the reward comes back, to 18–20 from 8M on, with the cost near the
+limit (22–29). The standard run's λ kept climbing (4.4–5.8) and its reward kept falling. What makes the
+difference is the centred cost advantage: its weight λ·std(Â^c) shrinks as cost events get rare, so once the
+cost is under the limit, λ comes down and the reward term takes over again; a standardized Â^c keeps the cost
+term's weight at λ whatever the batch. One seed: seed 1 with the same settings was started at the end of the
+session (the same command with `--seeds-from 1` continues it), and the L2 penalty (`critic_l2=0.001
+cost_critic_l2=0.001`) is not in this run.
 """
 
 
