@@ -55,7 +55,7 @@ from torch.nn import functional as F
 
 from autotune.gp import GPHyper, GPPosterior, fit_hyper, scaled_distance
 from autotune.history import History, check_single_objective, read_history
-from autotune.space import SpaceCodec, group_decomposition
+from autotune.space import ParamCodec, SpaceCodec, group_decomposition
 from core_rl.common.config import parse_config
 from core_rl.common.distributions import Categorical
 from core_rl.common.errors import CheckpointError
@@ -849,8 +849,8 @@ class MetaSampler(BaseSampler):
         that lands back on the centre); categoricals as trial 0 took them. Derived from the trial's number alone,
         so parallel workers take distinct points; None outside the design."""
         cfg = self.config
-        if cfg.initial_design != "star" or trial.number == 0:
-            return None
+        if cfg.initial_design != "star" or not 0 < trial.number <= len(space):
+            return None  # past the design (it needs one trial per numeric parameter): no codec to build
         codec = SpaceCodec(space)
         numeric = [p for p in codec.params if p.kind != "cat"]
         if trial.number > len(numeric) or len(numeric) + 1 > max(
@@ -865,7 +865,7 @@ class MetaSampler(BaseSampler):
                     return None  # no centre trial to take the choices from: the policy or random search decides
                 values[p.name] = first.params[p.name]
             else:
-                values[p.name] = p.decode(p.encode([p.decode_numeric(np.array([0.5]))[0]]))[0]
+                values[p.name] = centre_value(p)
         moved = numeric[trial.number - 1]
         centre = moved.encode([values[moved.name]])[0, 0]
         for u in (centre + cfg.star_step, centre - cfg.star_step):
@@ -894,7 +894,7 @@ class MetaSampler(BaseSampler):
         for t in study.get_trials(deepcopy=False):  # an earlier trial that holds it or, still running, may take it
             if t.number < trial.number and (name in t.params or t.state in (TrialState.RUNNING, TrialState.WAITING)):
                 return None
-        return p.decode(p.encode([p.decode_numeric(np.array([0.5]))[0]]))[0]
+        return centre_value(p)
 
     def _propose(
         self,
@@ -1192,6 +1192,12 @@ class Proposal:
     obs: Observation
     cand: torch.Tensor  # [B,M,D]
     hyper: GPHyper
+
+
+def centre_value(p: ParamCodec) -> Any:
+    """The representable value at the middle of a numeric parameter's unit range (a log range's geometric
+    middle, a grid's middle level)."""
+    return p.decode(p.encode([p.decode_numeric(np.array([0.5]))[0]]))[0]
 
 
 def codec_snap(codec: SpaceCodec) -> Callable[[torch.Tensor], torch.Tensor]:
