@@ -57,7 +57,16 @@ class PretrainConfig(BaseModel):
     n_tasks: int = Field(4, ge=1, description="Distinct tasks per iteration.")
     rollouts: int = Field(4, ge=2, description="Episodes per task (the leave-one-out baseline needs 2+).")
     horizon: int = Field(24, ge=2, description="Policy decisions per episode, T.")
-    n_startup: int = Field(4, ge=1)
+    n_startup: int = Field(4, ge=1, description="Shared uniform trials an episode opens with (see star_fraction).")
+    star_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of training episodes that open with MetaSampler's star design (the centre, then one "
+        "axis probe of star_step per numeric column) instead of n_startup uniform trials; held-out evaluation "
+        "runs both openings when it is above 0.",
+    )
+    star_step: float = Field(0.2, gt=0.0, lt=0.5)
     n_candidates: int = Field(96, ge=8)
     fit_steps: int = Field(5, ge=0)
     lr: float = Field(2e-3, gt=0.0)
@@ -95,10 +104,14 @@ def run_episode(
     meta_cfg: MetaConfig,
     deterministic: bool,
     random_search: bool = False,
+    star_step: float | None = None,
 ) -> dict[str, Any]:
-    """One batched episode; returns normalized regret curves and what PPO needs."""
+    """One batched episode; returns normalized regret curves and what PPO needs. It opens with ``n_startup``
+    uniform trials, or with the star design when ``star_step`` is given (1 + d trials for d numeric columns)."""
     B = n_tasks * rollouts
-    x = tasks.uniform(n_tasks, n_startup, gen).repeat_interleave(rollouts, 0)
+    opening = tasks.uniform(n_tasks, n_startup, gen) if star_step is None else tasks.star(n_tasks, star_step, gen)
+    n_startup = opening.shape[1]
+    x = opening.repeat_interleave(rollouts, 0)
     f = _evaluate(tasks, x, rollouts)
     probe = tasks.uniform(n_tasks, 512, gen)
     f_probe = tasks(probe)  # [n_tasks, 512]
@@ -189,25 +202,28 @@ def evaluate_policy(
 ) -> dict[str, float]:
     """Deterministic policy (or random search when ``policy`` is None) on fixed held-out tasks."""
     gen = torch.Generator().manual_seed(seed)
+    openings = [None] + ([cfg.star_step] if cfg.star_fraction > 0 else [])
     areas, finals = [], []
     for _ in range(cfg.n_eval_batches):
         tasks = sample_tasks(cfg.n_tasks, gen, max_dim=cfg.max_dim)
-        ep_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        with torch.no_grad():
-            ep = run_episode(
-                policy or MetaPolicy(),
-                tasks,
-                cfg.n_tasks,
-                1,
-                cfg.horizon,
-                cfg.n_startup,
-                ep_gen,
-                meta_cfg,
-                deterministic=True,
-                random_search=policy is None,
-            )
-        areas.append(float(ep["regret"].mean()))
-        finals.append(float(ep["regret"][:, -1].mean()))
+        ep_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        for star_step in openings:
+            with torch.no_grad():
+                ep = run_episode(
+                    policy or MetaPolicy(),
+                    tasks,
+                    cfg.n_tasks,
+                    1,
+                    cfg.horizon,
+                    cfg.n_startup,
+                    torch.Generator().manual_seed(ep_seed),
+                    meta_cfg,
+                    deterministic=True,
+                    random_search=policy is None,
+                    star_step=star_step,
+                )
+            areas.append(float(ep["regret"].mean()))
+            finals.append(float(ep["regret"][:, -1].mean()))
     return {"regret_area": float(np.mean(areas)), "final_regret": float(np.mean(finals))}
 
 
@@ -236,6 +252,7 @@ def pretrain(
         curve: list[dict[str, float]] = [{"iteration": 0, **untrained}]
         for it in range(1, cfg.iterations + 1):
             tasks = sample_tasks(cfg.n_tasks, gen, max_dim=cfg.max_dim)
+            star = cfg.star_fraction > 0 and float(torch.rand((), generator=gen)) < cfg.star_fraction
             with torch.no_grad():
                 ep = run_episode(
                     policy,
@@ -247,6 +264,7 @@ def pretrain(
                     gen,
                     meta_cfg,
                     deterministic=False,
+                    star_step=cfg.star_step if star else None,
                 )
             stats = ppo_update(policy, optimizer, ep, cfg, gen)
             if it % cfg.eval_every == 0 or it == cfg.iterations:

@@ -147,6 +147,30 @@ class TaskBatch:
         return self.snap(x)
 
 
+    def star(self, B: int, step: float, gen: torch.Generator) -> torch.Tensor:
+        """``[B, 1 + d, dim]``: the star design :class:`autotune.meta.MetaSampler` opens a study with, in unit
+        coordinates — the centre of the box, then each of the d numeric columns alone moved by ``step`` (the
+        other way, or one grid level, where the step stays in the centre's grid cell); the categoricals take one
+        uniform draw per task, shared by every point (as the design keeps trial 0's choices)."""
+        centre = self.uniform(B, 1, gen)
+        numeric = torch.ones(self.dim, dtype=torch.bool)
+        for s, w in self.layout.cat_groups:
+            numeric[s : s + w] = False
+        centre[..., numeric] = 0.5
+        centre = self.snap(centre)
+        points = [centre]
+        for j in numeric.nonzero().flatten().tolist():
+            k = int(self.levels[j])
+            for u in (0.5 + step, 0.5 - step) + ((0.5 + 1.0 / k, 0.5 - 1.0 / k) if k > 0 else ()):
+                moved = centre.clone()
+                moved[..., j] = min(max(u, 0.0), 1.0)
+                moved = self.snap(moved)
+                if not torch.equal(moved[..., j], centre[..., j]):
+                    break
+            points.append(moved)
+        return torch.cat(points, 1)
+
+
 def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(*shape, generator=gen, dtype=DTYPE)
 

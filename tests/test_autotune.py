@@ -612,6 +612,44 @@ def test_pretraining_updates_the_policy_and_saves_weights_the_sampler_loads(tmp_
     assert moved and {k.split(".")[0] for k in moved} == {k.split(".")[0] for k in before}, moved
 
 
+def test_pretraining_can_open_episodes_with_the_samplers_star_design():
+    """``star_fraction``: an episode opens as a study does by default — the unit cube's centre, then each
+    numeric column alone moved by ``star_step`` (the other way, or a grid level, where the step stays in the
+    centre's grid cell), the categoricals one draw shared by every point — and the policy decides after it."""
+    from autotune import pretrain
+    from autotune.meta import Layout
+    from autotune.tasks import TaskBatch
+
+    levels = torch.tensor([0, 4, 3, 0, 0])  # a continuous column, grids of 4 and 3 levels, one categorical pair
+    tasks = TaskBatch(Layout(5, [(3, 2)], levels=levels), levels, lambda x: (x[..., :3] - 0.3).pow(2).sum(-1), "t")
+    x = tasks.star(2, 0.2, torch.Generator().manual_seed(0))
+    assert x.shape == (2, 4, 5)
+    centre = torch.tensor([0.5, 0.625, 0.5])  # the grid columns' cells that hold 0.5: [0.5, 0.75) and [1/3, 2/3)
+    assert torch.allclose(x[:, 0, :3], centre.expand(2, 3).to(x.dtype))
+    # 0.7 stays in the 4-level column's cell, so that column steps down to 0.3's cell; 3 levels: up to 0.7's
+    probes = torch.tensor([[0.7, 0.625, 0.5], [0.5, 0.375, 0.5], [0.5, 0.625, 5 / 6]], dtype=x.dtype)
+    assert torch.allclose(x[0, 1:, :3], probes) and torch.allclose(x[1, 1:, :3], probes)
+    assert torch.equal(x[:, :, 3:].sum(-1), torch.ones(2, 4, dtype=x.dtype))  # one-hot
+    assert torch.equal(x[:, :, 3:], x[:, :1, 3:].expand(2, 4, 2))  # the same choice at every point of a task
+
+    cfg = pretrain.PretrainConfig(n_tasks=2, rollouts=2, horizon=3, star_fraction=1.0)
+    with torch.no_grad():
+        ep = pretrain.run_episode(
+            MetaPolicy(),
+            tasks,
+            cfg.n_tasks,
+            cfg.rollouts,
+            cfg.horizon,
+            cfg.n_startup,
+            torch.Generator().manual_seed(1),
+            pretrain.MetaConfig(n_candidates=32, deterministic=False),
+            deterministic=False,
+            star_step=cfg.star_step,
+        )
+    assert ep["regret"].shape == (4, 3) and len(ep["index"]) == 3
+    assert ep["obs"][0].pair_mask.sum(-1).tolist() == [4] * 4  # the policy's first decision sees the 4-point design
+
+
 def test_trust_region_length_follows_turbos_rule_replayed_from_the_scores():
     """TuRBO's side length from the history in trial order: it starts at 0.4, 3 improvements in a row
     double it (capped at 1.6), max(4, ⌈d/2⌉) trials without one halve it, below 0.5^7 it restarts;

@@ -14,7 +14,7 @@ import pytest
 from autotune.cli import add_tune_parser, cmd_tune
 from autotune.compare import StudyResult, analyze
 from autotune.run import parse_space
-from core_rl.common.errors import ConfigError
+from core_rl.common.errors import CheckpointError, ConfigError
 
 OBJECTIVE = """
 import math
@@ -245,6 +245,8 @@ def test_bad_inputs_name_their_cause(workdir):
         _tune(["run", "--objective", "userobj:nope", "--space", "space.json", "--no-mlflow"])
     with pytest.raises(ConfigError, match="unknown suite 'nosuch'"):
         _tune(["compare", "--suite", "nosuch", "--no-mlflow"])
+    with pytest.raises(CheckpointError, match="meta policy weights 'nope.pt' not found"):
+        _tune(["compare", "--suite", "hpolib", "--samplers", "meta@nope.pt,tpe", "--no-mlflow"])
 
 
 def test_deeprl_tune_is_wired_into_the_cli(workdir, capsys):
