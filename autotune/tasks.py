@@ -146,7 +146,6 @@ class TaskBatch:
             x[..., s : s + w] = torch.nn.functional.one_hot(torch.randint(0, w, (B, q), generator=gen), w).to(DTYPE)
         return self.snap(x)
 
-
     def star(self, B: int, step: float, gen: torch.Generator) -> torch.Tensor:
         """``[B, 1 + d, dim]``: the star design :class:`autotune.meta.MetaSampler` opens a study with, in unit
         coordinates — the centre of the box, then each of the d numeric columns alone moved by ``step`` (the
