@@ -739,6 +739,19 @@ cost is under the limit, λ comes down and the reward term takes over again; a s
 term's weight at λ whatever the batch. One seed: seed 1 with the same settings was started at the end of the
 session (the same command with `--seeds-from 1` continues it), and the L2 penalty (`critic_l2=0.001
 cost_critic_l2=0.001`) is not in this run.
+
+**The centred cost advantage at the table's 2e5 budget (2026-12-05, 3 seeds each, scratch out-dirs; an Intel
+Xeon at load ≈ 2–3, hence ≈ 600–760 steps per CPU-s against the table's ≈ 1,060).** With our TRPO-Lag settings
+(`cost_margin=10`) and only `--set normalize_cost_advantage=center`: −0.57 ± 0.34 / 24.56 ± 9.01, cumulative
+6,714 (per seed −1.05 / 36.3, −0.33 / 23.0, −0.32 / 14.4), against the standardized cost advantage's
+0.88 ± 0.77 / 17.84 ± 3.98, cumulative 5,539 in the table: worse on reward and cost, so the 2e5 setting keeps the
+standardization. With all of the parity settings above (`--set dual_optimizer=adam lagrangian_lr=0.035
+lagrangian_init=0.001 cost_margin=0 normalize_cost_advantage=center cg_iters=15 vf_epochs=10 vf_batch_size=128
+cost_critic_epochs=10 max_grad_norm=40`): 5.92 ± 2.37 / 62.35 ± 18.84, cumulative 11,793 (9.21 / 63.0,
+4.78 / 85.1, 3.76 / 39.0), where OmniSafe's TRPOLag ends at 12.51 ± 2.18 / 68.48 ± 6.38, cumulative 17,346: at
+2e5 the slow λ of OmniSafe's rule lets both sides pay 2.5× the limit for their reward, and ours with its rule
+gets less of that reward. No setting screened here meets the limit and reaches OmniSafe's 2e5 reward; the table's
+rows keep `cost_margin=10` and the standardized cost advantage, which meet the limit.
 """
 
 
