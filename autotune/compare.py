@@ -105,18 +105,23 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
 
 
 class TimedSampler(BaseSampler):
-    """Delegates to ``inner`` and adds up the seconds spent in its methods."""
+    """Delegates to ``inner``, adds up the seconds spent in its methods and keeps what they raised (a trial
+    that fails inside the sampler is the sampler's failure, not the objective's: the comparison says so)."""
 
     def __init__(self, inner: BaseSampler):
         self.inner = inner
         self.seconds = 0.0
         self.per_trial: dict[int, float] = {}
         self.per_trial_cpu: dict[int, float] = {}
+        self.errors: dict[int, str] = {}  # trial number -> the first exception the sampler raised in it
 
     def _timed(self, fn: Any, study: Study, trial: FrozenTrial, *args: Any) -> Any:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(study, trial, *args)
+        except Exception as e:
+            self.errors.setdefault(trial.number, f"{type(e).__name__}: {e}"[:300])
+            raise
         finally:
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             self.seconds += dt
@@ -155,6 +160,8 @@ class StudyResult:
     params_best: dict[str, Any] = field(default_factory=dict)
     sampler_ms_last20: float = math.nan  # mean over the study's last 20 trials (the most history)
     sampler_cpu_ms_last20: float = math.nan  # the same in process CPU time (what other load cannot inflate)
+    sampler_errors: int = 0  # trials that failed because the sampler raised (not the objective)
+    sampler_error: str = ""  # the first of those exceptions
 
     def best_curve(self) -> np.ndarray:
         """Best-so-far loss (lower is better) after each trial."""
@@ -200,6 +207,8 @@ def run_study(task: Task, sampler_name: str, budget: int, seed: int, storage: st
         best,
         1000 * float(np.mean(tail)) if tail else math.nan,
         1000 * float(np.mean(tail_cpu)) if tail_cpu else math.nan,
+        len(sampler.errors),
+        next(iter(sampler.errors.values()), ""),
     )
 
 
@@ -370,6 +379,9 @@ def analyze(results: list[StudyResult], tasks: list[Task] | None = None, referen
                 "sampler_cpu_ms_last20": _nanmean([r.sampler_cpu_ms_last20 for r in rs if r.sampler == s]),
                 "n": int(reg.size),
                 "curve": np.mean(curves[s], 0).tolist() if curves[s] else [],
+                "sampler_error_studies": sum(1 for r in rs if r.sampler == s and r.sampler_errors),
+                "sampler_error_trials": sum(r.sampler_errors for r in rs if r.sampler == s),
+                "sampler_error": next((r.sampler_error for r in rs if r.sampler == s and r.sampler_errors), ""),
             }
             if ref in samplers and s != ref and reg.size:
                 base = np.array(regret[ref])
@@ -423,6 +435,13 @@ def summary_table(summary: dict[str, Any], reference: str = "tpe") -> str:
                 f"{'—' if p is None else f'{p:.3g}'} | {wl} | {e['sampler_ms_per_trial']:.1f}, "
                 f"{e.get('sampler_ms_last20', math.nan):.1f}, {e.get('sampler_cpu_ms_last20', math.nan):.1f} |"
             )
+        for s, e in sorted(b["samplers"].items()):
+            if e.get("sampler_error_trials"):
+                lines.append(
+                    f"\n**{s} raised in {e['sampler_error_studies']} of its studies** ({e['sampler_error_trials']} trials "
+                    f"failed inside the sampler, not the objective; they count as failed trials above), first: "
+                    f"`{e['sampler_error']}`"
+                )
         if len(b["by_suite"]) > 1:
             lines.append(
                 "\nmean rank by suite: "

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         done[0] += 1
         print(
             f"[{done[0]}/{total} {time.perf_counter() - t0:6.0f}s] {r.sampler:>8} {r.task:<34} b{r.budget:<4} "
-            f"s{r.seed} {r.seconds:6.1f}s sampler {r.sampler_ms_per_trial:6.1f} ms/trial",
+            f"s{r.seed} {r.seconds:6.1f}s sampler {r.sampler_ms_per_trial:6.1f} ms/trial"
+            + (f" | SAMPLER RAISED in {r.sampler_errors} trials: {r.sampler_error}" if r.sampler_errors else ""),
             flush=True,
         )
 

@@ -426,3 +426,28 @@ def test_rank_figure_plots_a_sampler_missing_at_one_budget():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["meta", "tpe"]
     heights = [p.get_height() for p in ax.patches]
     assert heights[:2] == [1.5, 1.5] and heights[2] == 1.0 and math.isnan(heights[3])
+
+
+def test_a_sampler_that_raises_is_named_in_the_comparison(monkeypatch):
+    """Trials that fail because the sampler raised (a peer library's bug, say) are counted apart from the
+    objective's failures and named under the table, with the first exception, instead of passing silently
+    as a sampler that only found bad values."""
+    import autotune.compare as compare
+    from autotune.suites import get_suite
+
+    class Breaks(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+            if trial.number >= 3:
+                raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+            return super().sample_independent(study, trial, param_name, param_distribution)
+
+    task = get_suite("bbob24-d2")[0]
+    good = compare.run_study(task, "random", 6, 0)
+    monkeypatch.setattr(compare, "make_sampler", lambda name, seed, n_trials=None: Breaks(seed=seed))
+    bad = compare.run_study(task, "tpe", 6, 0)
+    assert (good.sampler_errors, bad.sampler_errors) == (0, 3)
+    assert bad.sampler_error == "TypeError: only 0-dimensional arrays can be converted to Python scalars"
+    assert all(math.isnan(v) for v in bad.values[3:]) and all(math.isfinite(v) for v in bad.values[:3])
+    table = compare.summary_table(analyze([good, bad], [task]))
+    assert "**tpe raised in 1 of its studies** (3 trials failed inside the sampler" in table
+    assert "random raised" not in table

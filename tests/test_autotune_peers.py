@@ -40,6 +40,19 @@ def test_peer_finds_the_optimum_region_of_a_quadratic(name):
         assert study.best_value < 3.0, (name, s, study.best_value)
 
 
+def test_ngopt_meta_model_runs_under_numpy_2():
+    """With a 200-trial budget on a 2-d space NGOpt runs nevergrad's meta-model, which calls float() on a
+    one-element array; under NumPy 2 that raised from trial 14 on and every later trial failed. Now every trial
+    completes and the meta-model's proposals reach the optimum of the quadratic."""
+    _need("ngopt")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(sampler=make_sampler("ngopt", seed(0), 200))
+    study.optimize(_quadratic, n_trials=40, catch=(Exception,))
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 40, states
+    assert study.best_value < 1e-3
+
+
 def _mixed(trial: optuna.Trial) -> float:
     lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
     n = trial.suggest_int("n", 1, 64, log=True)
