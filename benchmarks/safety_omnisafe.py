@@ -752,6 +752,14 @@ cost_critic_epochs=10 max_grad_norm=40`): 5.92 ± 2.37 / 62.35 ± 18.84, cumulat
 2e5 the slow λ of OmniSafe's rule lets both sides pay 2.5× the limit for their reward, and ours with its rule
 gets less of that reward. No setting screened here meets the limit and reaches OmniSafe's 2e5 reward; the table's
 rows keep `cost_margin=10` and the standardized cost advantage, which meet the limit.
+
+**SafetyCarGoal1-v0, PPO-Lag: the two sides on one machine (2026-12-06).** OmniSafe's PPOLag, seed 0 (`--tasks
+SG-CarGoal1 --sides omnisafe --algos PPO-Lag --seeds 1 --steps 200000`): 6.66 / 83.64, cumulative 18,228, 110 steps
+per CPU-s; ours, seed 1 (`--sides ours --algos PPO-Lag --seeds 1 --seeds-from 1`), on the same Intel Xeon the same
+night: −0.69 / 24.33, cumulative 7,597, 502 steps per CPU-s, so 4.6× on one machine. The table's speed column
+averages our two seeds, and our seed 0 ran on an AMD EPYC (293 steps per CPU-s), so its ratio mixes machines. As on
+PointGoal1 at this budget, OmniSafe's PPOLag buys its reward with 3.3× the cost limit; ours keeps the cost at or
+near the limit (29.4 and 24.3) and has not learned the goal yet.
 """
 
 
