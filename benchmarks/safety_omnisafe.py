@@ -736,9 +736,14 @@ It reaches the limit ~3M steps sooner, overshoots below it (13.8–17.4 at 4.5�
 limit (22–29). The standard run's λ kept climbing (4.4–5.8) and its reward kept falling. What makes the
 difference is the centred cost advantage: its weight λ·std(Â^c) shrinks as cost events get rare, so once the
 cost is under the limit, λ comes down and the reward term takes over again; a standardized Â^c keeps the cost
-term's weight at λ whatever the batch. One seed: seed 1 with the same settings was started at the end of the
-session (the same command with `--seeds-from 1` continues it), and the L2 penalty (`critic_l2=0.001
-cost_critic_l2=0.001`) is not in this run.
+term's weight at λ whatever the batch. One seed so far, and the L2 penalty (`critic_l2=0.001
+cost_critic_l2=0.001`) is not in this run. Seed 1 with the same settings stands at 5.78M steps (8,899 CPU-s over
+two sessions; each session's machine is new, so its checkpoint is committed beside the pieces, in
+`benchmarks/results/safety_omnisafe_parity/ours-SafetyPointGoal1-v0-TRPO-Lag-s1-10000000.resume/`, and the same
+command with `--seeds-from 1 --out-dir benchmarks/results/safety_omnisafe_parity` continues it and removes it once
+the piece is saved). Its last-100-episode reward / cost: 18.0 / 53.0 at 1M, 14.3 / 39.3 at 2M, 14.1 / 29.5 at 3M,
+13.5 / 19.7 at 4M, 15.2 / 20.5 at 5M, 16.2 / 28.5 at 5.78M (λ 1.3, 2.3, 2.7, 2.8, 2.6, 2.5): the same dip under the
+limit and recovery as seed 0.
 
 **The centred cost advantage at the table's 2e5 budget (2026-12-05, 3 seeds each, scratch out-dirs; an Intel
 Xeon at load ≈ 2–3, hence ≈ 600–760 steps per CPU-s against the table's ≈ 1,060).** With our TRPO-Lag settings
