@@ -741,7 +741,7 @@ cost_critic_l2=0.001`) is not in this run. Seed 1 with the same settings stands 
 two sessions; each session's machine is new, so its checkpoint is committed beside the pieces, in
 `benchmarks/results/safety_omnisafe_parity/ours-SafetyPointGoal1-v0-TRPO-Lag-s1-10000000.resume/`, and the same
 command with `--seeds-from 1 --out-dir benchmarks/results/safety_omnisafe_parity` continues it and removes it once
-the piece is saved). Its last-100-episode reward / cost: 18.0 / 53.0 at 1M, 14.3 / 39.3 at 2M, 14.1 / 29.5 at 3M,
+the piece is saved). Its logged episode reward / cost (`episode_return`, `episode_cost` in its progress): 18.0 / 53.0 at 1M, 14.3 / 39.3 at 2M, 14.1 / 29.5 at 3M,
 13.5 / 19.7 at 4M, 15.2 / 20.5 at 5M, 16.2 / 28.5 at 5.78M (λ 1.3, 2.3, 2.7, 2.8, 2.6, 2.5): the same dip under the
 limit and recovery as seed 0.
 
