@@ -57,7 +57,8 @@ SAMPLER_NAMES = (
     "smac",
     "smac-bb",
 )
-OURS = tuple(n for n in SAMPLER_NAMES if n.startswith(("rl", "meta")))  # everything else is a peer
+OURS = ("rl", "meta")  # name prefixes of our samplers (meta@WEIGHTS_FILE included); everything else is a peer
+META_WEIGHTS = "meta@"  # meta@WEIGHTS_FILE: the default meta sampler with other policy weights
 
 
 def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampler:
@@ -85,8 +86,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, target="copula")
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
-    if name.startswith("meta@"):  # the default sampler with other policy weights (a pretraining screen)
-        return MetaSampler(weights=name[len("meta@") :], seed=seed, n_trials_hint=n_trials or 100)
+    if name.startswith(META_WEIGHTS):  # a pretraining screen
+        return MetaSampler(weights=name.removeprefix(META_WEIGHTS), seed=seed, n_trials_hint=n_trials or 100)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
@@ -240,10 +241,10 @@ def compare(
 ) -> list[StudyResult]:
     """Run every (task, sampler, budget, seed) of ``suite``; ``progress(result)`` after each."""
     for s in samplers:
-        if s.startswith("meta@"):
+        if s.startswith(META_WEIGHTS):
             from autotune.meta import load_policy
 
-            load_policy(s[len("meta@") :])  # a missing or stale weights file: one error before any study runs
+            load_policy(s.removeprefix(META_WEIGHTS))  # a missing or stale weights file: one error before any study
         elif s not in SAMPLER_NAMES:
             raise ConfigError(f"unknown sampler '{s}'; known: {', '.join(SAMPLER_NAMES)}, meta@WEIGHTS_FILE")
     if any(b <= 0 for b in budgets):
@@ -324,7 +325,7 @@ def _group(task: str) -> str:
 
 def _best_peer(ranks: dict[str, list[float]]) -> str:
     """The sampler that is not ours with the lowest mean rank (ours too when there is no peer)."""
-    peers = [s for s in ranks if not s.startswith(("rl", "meta")) and ranks[s]] or [s for s in ranks if ranks[s]]
+    peers = [s for s in ranks if not s.startswith(OURS) and ranks[s]] or [s for s in ranks if ranks[s]]
     return min(peers, key=lambda s: (float(np.mean(ranks[s])), s))
 
 

@@ -152,9 +152,7 @@ class TaskBatch:
         other way, or one grid level, where the step stays in the centre's grid cell); the categoricals take one
         uniform draw per task, shared by every point (as the design keeps trial 0's choices)."""
         centre = self.uniform(B, 1, gen)
-        numeric = torch.ones(self.dim, dtype=torch.bool)
-        for s, w in self.layout.cat_groups:
-            numeric[s : s + w] = False
+        numeric = self.layout.numeric
         centre[..., numeric] = 0.5
         centre = self.snap(centre)
         points = [centre]
