@@ -36,13 +36,19 @@ obd-data: install
 obp-env:
 	bash recsys/build_obp_env.sh || echo "warning: the OBP venv could not be built; the equality tests will skip"
 
+## tests run in $(PYTEST_WORKERS) pytest-xdist workers, one file per worker at a time, one torch thread each
+## (PYTEST_WORKERS=0: one process, torch's default threads)
+PYTEST_WORKERS ?= 2
+PYTEST = $(if $(filter 0,$(PYTEST_WORKERS)),,OMP_NUM_THREADS=1 )$(PY) -m pytest -q -p no:cacheprovider \
+	$(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 ## test: the fast tier — every test but the slowest learning tests (marked `slow`); minutes
 test: install recsim-env safety-env
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 ## test-all: the whole suite, slow learning tests included (RecSim NG cross-checks too): what CI runs
 test-all: install recsim-env safety-env obd-data obp-env
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 ## lint: ruff's lint rules and format check (configured in pyproject.toml)
 lint: install
