@@ -728,7 +728,8 @@ at each 1e6 steps:
 
 | steps | 1M | 2M | 3M | 4M | 5M | 6M | 7M | 8M | 9M | 10M |
 |---|---|---|---|---|---|---|---|---|---|---|
-| all of OmniSafe's settings but the L2 penalty | 22.2 / 46.3 | 21.1 / 45.5 | 14.9 / 30.1 | 12.5 / 21.1 | 10.6 / 13.8 | 11.9 / 14.4 | 14.3 / 22.1 | 17.9 / 24.8 | 19.7 / 29.1 | 18.4 / 26.7 |
+| all of OmniSafe's settings but the L2 penalty, seed 0 | 22.2 / 46.3 | 21.1 / 45.5 | 14.9 / 30.1 | 12.5 / 21.1 | 10.6 / 13.8 | 11.9 / 14.4 | 14.3 / 22.1 | 17.9 / 24.8 | 19.7 / 29.1 | 18.4 / 26.7 |
+| all of OmniSafe's settings but the L2 penalty, seed 1 (below) | 18.0 / 53.0 | 14.3 / 39.3 | 14.1 / 29.5 | 13.5 / 19.7 | 15.2 / 20.5 | 16.5 / 23.9 | 15.5 / 19.1 | 15.4 / 24.5 | 14.0 / 25.0 | 15.9 / 25.1 |
 | the standard 1e7 seed 0 above | 25.0 / 54.1 | 25.0 / 43.2 | 23.9 / 36.7 | 21.9 / 31.8 | 20.9 / 30.8 | 16.9 / 26.2 | 15.7 / 21.9 | 12.4 / 17.7 | 11.0 / 15.4 | 10.7 / 17.7 |
 
 It reaches the limit ~3M steps sooner, overshoots below it (13.8–17.4 at 4.5–6M) while λ peaks at 3.5 by
@@ -736,14 +737,18 @@ It reaches the limit ~3M steps sooner, overshoots below it (13.8–17.4 at 4.5�
 limit (22–29). The standard run's λ kept climbing (4.4–5.8) and its reward kept falling. What makes the
 difference is the centred cost advantage: its weight λ·std(Â^c) shrinks as cost events get rare, so once the
 cost is under the limit, λ comes down and the reward term takes over again; a standardized Â^c keeps the cost
-term's weight at λ whatever the batch. One seed so far, and the L2 penalty (`critic_l2=0.001
-cost_critic_l2=0.001`) is not in this run. Seed 1 with the same settings stands at 5.78M steps (8,899 CPU-s over
-two sessions; each session's machine is new, so its checkpoint is committed beside the pieces, in
-`benchmarks/results/safety_omnisafe_parity/ours-SafetyPointGoal1-v0-TRPO-Lag-s1-10000000.resume/`, and the same
-command with `--seeds-from 1 --out-dir benchmarks/results/safety_omnisafe_parity` continues it and removes it once
-the piece is saved). Its logged episode reward / cost (`episode_return`, `episode_cost` in its progress): 18.0 / 53.0 at 1M, 14.3 / 39.3 at 2M, 14.1 / 29.5 at 3M,
-13.5 / 19.7 at 4M, 15.2 / 20.5 at 5M, 16.2 / 28.5 at 5.78M (λ 1.3, 2.3, 2.7, 2.8, 2.6, 2.5): the same dip under the
-limit and recovery as seed 0.
+term's weight at λ whatever the batch. The L2 penalty (`critic_l2=0.001
+cost_critic_l2=0.001`) is not in this run. **Seed 1 with the same settings** (`--seeds-from 1`, run in resumable
+pieces over three sessions, its checkpoint committed between them because each session's machine is new; finished
+2026-12-06 04:30, 15,474 CPU-s, 646 steps per CPU-s on the slower Intel Xeon of the last two sessions): **15.91 /
+25.06**, cumulative cost 296,394, final λ 1.70. Windowed reward / cost at each 1e6 steps: 18.0 / 53.0, 14.3 / 39.3,
+14.1 / 29.5, 13.5 / 19.7, 15.2 / 20.5, 16.5 / 23.9, 15.5 / 19.1, 15.4 / 24.5, 14.0 / 25.0, 15.9 / 25.1: the same dip
+under the limit at 4–5M, a milder recovery, and the cost held at the limit for the last 3M steps. **Two seeds:
+17.14 ± 1.23 / 25.90 ± 0.84** (cumulative 290,948) against the published 18.51 / 22.98 (5 seeds): 0.93 of the
+published reward, the cost 0.9 over the limit (seed 0 1.7, seed 1 0.06), and the standard setting's 12.50 / 20.52
+(0.68 of the reward, under the limit). The table of this page comes from the default out-dir; the two parity
+pieces and their curves (`curves.png`) are in `benchmarks/results/safety_omnisafe_parity/`, rendered by
+`--report-only --no-mlflow --tasks SG-PointGoal1 --out-dir benchmarks/results/safety_omnisafe_parity --no-doc`.
 
 **The centred cost advantage at the table's 2e5 budget (2026-12-05, 3 seeds each, scratch out-dirs; an Intel
 Xeon at load ≈ 2–3, hence ≈ 600–760 steps per CPU-s against the table's ≈ 1,060).** With our TRPO-Lag settings
@@ -765,6 +770,13 @@ night: −0.69 / 24.33, cumulative 7,597, 502 steps per CPU-s, so 4.6× on one m
 averages our two seeds, and our seed 0 ran on an AMD EPYC (293 steps per CPU-s), so its ratio mixes machines. As on
 PointGoal1 at this budget, OmniSafe's PPOLag buys its reward with 3.3× the cost limit; ours keeps the cost at or
 near the limit (29.4 and 24.3) and has not learned the goal yet.
+
+**SafetyCarGoal1-v0, CPO: the two sides on one machine (2026-12-06).** OmniSafe's CPO, seed 0 (`--tasks SG-CarGoal1
+--sides omnisafe --algos CPO --seeds 1 --steps 200000`): −0.77 / 29.62, cumulative 9,506, 182 steps per CPU-s; ours,
+seed 2 (`--sides ours --algos CPO --seeds 1 --seeds-from 2`), on the same Intel Xeon the same night: 7.10 / 54.9,
+cumulative 11,319, 545 steps per CPU-s, so 3.0× on one machine (the table's median of our three seeds, 463, mixes
+the EPYC of seed 0 with this Xeon). Neither side meets the limit at this budget; ours pays about twice OmniSafe's
+final cost for a reward it has and OmniSafe has not yet, as on PointGoal1 (7.27 / 48.07 against 3.42 / 35.48).
 """
 
 
