@@ -559,7 +559,14 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag and CPPOPID, on one
     still ended at 47.
 - **Saute** (defaults, 3 seeds): 1.72 / 68.1 ± 25.7 (seeds 52.2, 104.3, 47.7), cumulative 13,692.
   - Saute's state augmentation does not hold the cost at this budget. Seed 1 paid 22,461 in training.
-- OmniSafe's PPOSaute was not run.
+- OmniSafe's PPOSaute, seed 0 (2026-12-06, `--sides omnisafe --algos Saute --seeds 1`): 1.39 / 28.62, cumulative
+  6,261, 99 steps per CPU-s (ours: 740 steps per CPU-s for the screen below on the same Xeon the same hour, 7.5×).
+  Its cost ends 3.6 over the limit, ours 43 over on the mean. Its settings
+  differ from ours in two ways: `unsafe_reward` −1.0 (ours −0.1), and a discounted budget (γ_s = 0.999, the budget
+  25·(1−γ_s^1000)/(1−γ_s)/1000 ≈ 15.8 with z divided by γ_s every step) where ours counts the undiscounted 25.
+  Screened on our side with `--set unsafe_reward=-1.0` (2026-12-06, scratch out-dir): seed 0 −2.05 / 12.39,
+  cumulative 7,208 (default: 1.20 / 52.21, 10,243); seed 1 0.02 / 106.58, cumulative 18,364 (default 104.3): the
+  harsher penalty holds one seed and not the other, so the default stays.
 
 At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 68, CPPOPID 53):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
