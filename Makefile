@@ -39,8 +39,11 @@ obp-env:
 ## tests run in $(PYTEST_WORKERS) pytest-xdist workers, one file per worker at a time, one torch thread each
 ## (PYTEST_WORKERS=0: one process, torch's default threads)
 PYTEST_WORKERS ?= 2
-PYTEST = $(if $(filter 0,$(PYTEST_WORKERS)),,OMP_NUM_THREADS=1 )$(PY) -m pytest -q -p no:cacheprovider \
-	$(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+ifeq ($(PYTEST_WORKERS),0)
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+else
+PYTEST = OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
+endif
 
 ## test: the fast tier — every test but the slowest learning tests (marked `slow`); minutes
 test: install recsim-env safety-env
