@@ -84,3 +84,54 @@ def test_the_writable_check_survives_processes_probing_one_folder_together(tmp_p
         t.join()
     assert errors == []
     assert list(tmp_path.iterdir()) == []  # no probe left behind
+
+
+def test_a_schema_creation_colliding_with_a_lockless_process_is_retried(tmp_path, monkeypatch):
+    """A process outside the lock (the MLflow UI, a script's plain ``MlflowClient``) may create the schema
+    while we do: MLflow then raises ``table ... already exists`` in the loser. CI hit this once when a
+    test polled the store while the CLI opened it; the loser now retries and finds the tables made."""
+    import mlflow
+    import sqlalchemy
+
+    from core_rl.common import runs
+
+    calls: list[int] = []
+    real = mlflow.tracking.MlflowClient.search_experiments
+
+    def collide_twice(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlalchemy.exc.OperationalError(
+                "CREATE TABLE sql_trace_metric_daily_rollups",
+                {},
+                Exception("table sql_trace_metric_daily_rollups already exists"),
+            )
+        return real(self, *args, **kwargs)
+
+    def failing(message: str):
+        def search_experiments(self, *args, **kwargs):
+            calls.append(1)
+            raise RuntimeError(message)
+
+        return search_experiments
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "search_experiments", collide_twice)
+    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert runs.setup_tracking(uri) == uri
+    assert len(calls) == 3
+
+    # a store that stays broken is still one clear error, after the retries
+    calls.clear()
+    monkeypatch.setattr(runs, "SCHEMA_RACE_RETRIES", 1)
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "search_experiments", failing("table x already exists"))
+    with pytest.raises(runs.TrackingError, match="cannot be used: table x already exists"):
+        runs.setup_tracking(uri)
+    assert len(calls) == 2
+
+    # any other failure is not retried
+    calls.clear()
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "search_experiments", failing("bad credentials"))
+    with pytest.raises(runs.TrackingError, match="bad credentials"):
+        runs.setup_tracking(uri)
+    assert len(calls) == 1

@@ -37,6 +37,7 @@ import sqlite3
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -102,13 +103,30 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
     elif parsed.scheme in ("", "file"):
         check_writable_dir(Path(parsed.path or uri), "tracking folder")
     mlflow.set_tracking_uri(uri)
-    try:
-        # the first use creates (or migrates) the schema: one process at a time, see store_lock
-        with StoreLock(uri, "mlflow-schema"):
-            mlflow.tracking.MlflowClient().search_experiments(max_results=1)
-    except Exception as exc:  # server down, bad credentials, unreadable DB, ...
-        raise TrackingError(f"tracking store '{uri}' cannot be used: {str(exc).splitlines()[0][:300]}") from None
-    return uri
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            # the first use creates (or migrates) the schema: one process at a time, see store_lock
+            with StoreLock(uri, "mlflow-schema"):
+                mlflow.tracking.MlflowClient().search_experiments(max_results=1)
+            return uri
+        except Exception as exc:  # server down, bad credentials, unreadable DB, ...
+            if attempt < SCHEMA_RACE_RETRIES and _is_schema_race(exc):
+                # a process outside our lock (an MLflow UI, a plain MlflowClient) is creating the same
+                # schema: once it is done the tables exist and the next try only verifies them
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise TrackingError(f"tracking store '{uri}' cannot be used: {str(exc).splitlines()[0][:300]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+SCHEMA_RACE_RETRIES = 6
+"""How often :func:`setup_tracking` retries a schema creation that collided with another process's."""
+
+
+def _is_schema_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is what a concurrent creation or migration of MLflow's SQL schema raises."""
+    text = str(exc).lower()
+    return any(s in text for s in ("already exists", "database is locked", "duplicate column"))
 
 
 def artifact_root(tracking_uri: str) -> str | None:
