@@ -7,7 +7,15 @@ state is augmented with the remaining safety budget, normalized to start at 1,
     z_0 = 1,\qquad z_{t+1} = \frac{z_t - c_t / d}{\gamma_s}
 
 (:math:`\gamma_s = 1`: :math:`z_t = 1 - \sum_{\tau<t} c_\tau / d`, the fraction of the episodic budget d
-left), and the reward is replaced by a penalty once the budget is spent,
+left). With :math:`\gamma_s < 1` the paper's budget is a discounted one; ``budget_horizon`` T then
+rescales the limit to the per-step average of its discounted sum over T steps,
+
+.. math::
+    d \leftarrow d\,\frac{1-\gamma_s^{T}}{(1-\gamma_s)\,T},
+
+as OmniSafe 0.5.0's PPOSaute does with T = ``max_ep_len`` (on SafetyPointGoal1 and SafetyCarGoal1 its
+γ_s = 0.9999: d = 25 → 23.8; its default γ_s = 0.999: 25 → 15.8). The reward is replaced by a penalty
+once the budget is spent,
 
 .. math::
     \tilde r_t = \begin{cases} r_t & z_{t+1} \ge 0 \\ r_{unsafe} & z_{t+1} < 0 \end{cases},
@@ -45,9 +53,19 @@ from safety.cmdp import CMDPConfig, read_costs
 from safety.parts import CostMonitorPart
 
 
+def saute_budget_scale(saute_gamma: float, budget_horizon: int | None) -> float:
+    """(1 − γ_s^T) / ((1 − γ_s) T), the factor on the limit of a budget discounted over T steps (1 without T)."""
+    if budget_horizon is None or saute_gamma == 1.0:
+        return 1.0
+    if budget_horizon < 1:
+        raise ValueError(f"budget_horizon must be a positive number of steps, got {budget_horizon}")
+    return (1.0 - saute_gamma**budget_horizon) / ((1.0 - saute_gamma) * budget_horizon)
+
+
 class SauteWrapper(VectorWrapper):
     """Appends the remaining budgets z ∈ R^K to the observation and replaces the reward by
-    ``unsafe_reward`` while any z is negative (``shape_reward=False``: augmentation only)."""
+    ``unsafe_reward`` while any z is negative (``shape_reward=False``: augmentation only); the limits are
+    rescaled by :func:`saute_budget_scale` when ``budget_horizon`` is given."""
 
     def __init__(
         self,
@@ -58,14 +76,16 @@ class SauteWrapper(VectorWrapper):
         saute_gamma: float = 1.0,
         z_clip: float = 2.0,
         shape_reward: bool = True,
+        budget_horizon: int | None = None,
     ):
         super().__init__(env)
         self.shape_reward = shape_reward
         space = env.single_observation_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             raise SpaceError(f"Saute augments flat Box observations, got {space}")
-        self.cost_keys, self.limits = tuple(cost_keys), np.maximum(np.asarray(limits, dtype=np.float64), 1e-8)
         self.unsafe_reward, self.saute_gamma, self.z_clip = float(unsafe_reward), float(saute_gamma), float(z_clip)
+        budgets = np.asarray(limits, dtype=np.float64) * saute_budget_scale(self.saute_gamma, budget_horizon)
+        self.cost_keys, self.limits = tuple(cost_keys), np.maximum(budgets, 1e-8)
         K = len(self.cost_keys)
         low = np.concatenate([space.low, np.full(K, -z_clip)]).astype(np.float32)
         high = np.concatenate([space.high, np.full(K, z_clip)]).astype(np.float32)
@@ -109,6 +129,12 @@ class SauteConfig(CMDPConfig, PPOConfig):
         description="r_unsafe, the reward per step once a budget is spent (scale it to the task's rewards).",
     )
     saute_gamma: float = Field(1.0, gt=0.0, le=1.0, description="γ_s of the budget update (1: undiscounted budget).")
+    budget_horizon: int | None = Field(
+        None,
+        ge=1,
+        description="T of a discounted budget: the limit d becomes d·(1 − γ_s^T)/((1 − γ_s)·T), OmniSafe's PPOSaute "
+        "with T = max_ep_len (None: d as given).",
+    )
 
 
 class SautePart(Part):
@@ -119,7 +145,15 @@ class SautePart(Part):
 
     def wrap_env(self, env: VectorEnv, training: bool) -> VectorEnv:
         cfg = self.config
-        return SauteWrapper(env, cfg.cost_keys, cfg.limits, cfg.unsafe_reward, cfg.saute_gamma, shape_reward=training)
+        return SauteWrapper(
+            env,
+            cfg.cost_keys,
+            cfg.limits,
+            cfg.unsafe_reward,
+            cfg.saute_gamma,
+            shape_reward=training,
+            budget_horizon=cfg.budget_horizon,
+        )
 
 
 class Saute(PPO):

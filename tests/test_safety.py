@@ -23,7 +23,7 @@ from safety.evaluation import evaluate_cmdp
 from safety.lagrangian import LagrangeMultiplier, PIDLagrangeMultiplier, lagrangian_advantage
 from safety.parts import CostCriticPart, CostMonitorPart, LagrangianPart
 from safety.ppo_lag import PIDLag, PPOLag
-from safety.saute import Saute, SauteWrapper
+from safety.saute import Saute, SauteConfig, SauteWrapper, saute_budget_scale
 from safety.shield import LinearCostModel, ShieldedPPOLag
 from safety.tabular import TabularCMDP, best_response, solve_cmdp_lagrangian, solve_cmdp_lp
 from safety.trpo_lag import TRPOLag
@@ -479,6 +479,28 @@ def test_saute_budget_and_reward() -> None:
     assert zs == pytest.approx([0.5, 0.0, -0.5])  # z ← z − c/d
     assert rewards[:2] == pytest.approx([0.0, 0.0]) and rewards[2] == -0.5  # budget spent: r_unsafe
     assert obs[1, -1] == 1.0
+
+
+def test_saute_discounted_budget_is_omnisafes() -> None:
+    """budget_horizon T scales d by (1 − γ^T)/((1 − γ)T): OmniSafe's PPOSaute budget (d = 25, T = 1000:
+    γ_s = 0.999 → 15.81, 0.9999 → 23.79), and z ← (z − c/d′)/γ_s each step."""
+    assert saute_budget_scale(0.999, 1000) * 25 == pytest.approx(15.8076, abs=1e-4)
+    assert saute_budget_scale(0.9999, 1000) * 25 == pytest.approx(23.7918, abs=1e-4)
+    assert saute_budget_scale(0.999, None) == 1.0 and saute_budget_scale(1.0, 1000) == 1.0
+    assert saute_budget_scale(0.5, 1) == pytest.approx(1.0)  # one step: nothing to discount
+    base = CostMonitor(make_vec_env("safety/PointGoal-v0", 2, seed=None), ("cost",), [2.0])
+    gamma = 0.9
+    env = SauteWrapper(base, ("cost",), np.array([2.0]), saute_gamma=gamma, budget_horizon=10)
+    budget = 2.0 * (1 - gamma**10) / ((1 - gamma) * 10)  # 1.3026
+    assert env.limits == pytest.approx([budget])
+    env.reset(seed=0)
+    core = base.env.unwrapped
+    core.pos[0], core.vel[0] = [0.0, 0.0], 0.0  # env 0 sits in the hazard: cost 1 per step
+    obs, *_ = env.step(np.zeros((2, 2), dtype=np.float32))
+    assert obs[0, -1] == pytest.approx((1 - 1 / budget) / gamma, rel=1e-6)
+    assert obs[1, -1] == pytest.approx(1 / gamma, rel=1e-6)  # no cost: the budget grows by 1/γ_s
+    with pytest.raises(ValueError, match="budget_horizon"):
+        SauteConfig.model_validate({"budget_horizon": 0})
 
 
 def test_safety_layer_projects_onto_the_linearized_constraint() -> None:
