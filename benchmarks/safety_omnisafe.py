@@ -16,7 +16,10 @@ tanh actor and critic, observation normalization (OmniSafe's default), γ = 0.99
 else is each side's own default for that algorithm (ours: 2,048-step rollouts, kept at 2,048 steps
 with one env by :func:`rollout_steps`, CPO's 10,000 and TRPO-Lag's 20,000 (:data:`ROLLOUT`), PPO-Lag's and
 TRPO-Lag's ``cost_margin`` of 10 and TRPO-Lag's ``max_kl`` of 0.02 (:data:`SETTINGS`), and the task's settings
-in :data:`benchmarks.safety.TASKS`; OmniSafe's: 20,000-step epochs), as a user of either would run it. Ours runs in the main venv with the tasks served by
+in :data:`benchmarks.safety.TASKS`; OmniSafe's: 20,000-step epochs, and the per-task section of its
+algorithm's YAML, which only PPOSaute has for these two tasks: ``obs_normalize: False``, ``update_iters: 80``,
+``saute_gamma: 0.9999``, ``unsafe_reward: -0.2``), as a user of either would run it; our Saute takes that
+same per-task recipe (:data:`SAUTE_RECIPE`, no observation normalization on either side). Ours runs in the main venv with the tasks served by
 :mod:`safety.safety_gymnasium`; OmniSafe's in its own venv through ``benchmarks/omnisafe_runner.py``.
 
 Measured per piece: *reward / cost* — the mean episodic return and cost of the last training
@@ -97,7 +100,8 @@ SHARED = dict(hidden_sizes=(64, 64), activation="tanh", normalize_obs=True, gamm
 #: TRPO-Lag's 20,000 (OmniSafe's epoch, 2026-12-05): λ steps once per update, so the batch sets how often it moves;
 #: without λ the reward curve was the same on 2,048 steps. On 2,048-step updates plain dual ascent lifted λ to 30–75
 #: and the reward never rose (−2.53 at 2e5); on 20,000 it ended at 0.88 with the cost still under 25 (see :data:`SETTINGS`)
-ROLLOUT: dict[str, int] = {"CPO": 10_000, "TRPO-Lag": 20_000}
+#: Saute's 20,000 with the rest of OmniSafe's per-task PPOSaute recipe (see :data:`SETTINGS`)
+ROLLOUT: dict[str, int] = {"CPO": 10_000, "TRPO-Lag": 20_000, "Saute": 20_000}
 
 
 #: config fields of ours on Safety-Gymnasium beyond the agent's defaults, chosen by measurement
@@ -111,9 +115,24 @@ ROLLOUT: dict[str, int] = {"CPO": 10_000, "TRPO-Lag": 20_000}
 #: TRPO-Lag's trust region (2026-12-05): OmniSafe measures the KL of its trust region as a mean over the action's
 #: dimensions (``kl_divergence(p, q).mean()`` in its ``NaturalPG._fvp`` and TRPO line search), ours as the KL of the
 #: joint Gaussian (their sum), so OmniSafe's ``target_kl`` 0.01 is our ``max_kl`` 0.02 on these 2-D action spaces
+#: Saute (2026-12-06): OmniSafe's PPOSaute YAML has a section for SafetyPointGoal1 and SafetyCarGoal1 that a user of
+#: it gets by default (γ_s 0.9999 with its discounted budget over 1,000 steps, r_unsafe −0.2, 80 passes over each
+#: 20,000-step epoch stopped at a KL of 0.02, no observation normalization, gradient norm clipped at 40). Ours with
+#: it on SafetyPointGoal1, seeds 0–2: 0.97 / 42.4, cumulative 8,834, against 1.72 / 68.1 and 13,692 with PPO's
+#: defaults on 2,048-step rollouts; the Saute settings alone (r_unsafe, γ_s, budget) gave 0.62 / 58.5 on seeds 0–1
+SAUTE_RECIPE: dict[str, Any] = {
+    "n_epochs": 80,
+    "target_kl": 0.02,
+    "max_grad_norm": 40.0,
+    "normalize_obs": False,
+    "unsafe_reward": -0.2,
+    "saute_gamma": 0.9999,
+    "budget_horizon": 1000,
+}
 SETTINGS: dict[str, dict[str, Any]] = {
     "PPO-Lag": {"cost_margin": 10.0},
     "TRPO-Lag": {"cost_margin": 10.0, "max_kl": 0.02},
+    "Saute": SAUTE_RECIPE,
 }
 
 
@@ -557,16 +576,30 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag and CPPOPID, on one
     near zero at this budget, and the seeds' spread (±1.5 ours, ±1.0 OmniSafe's) is larger than the gap.
   - The PID multiplier holds two of our seeds well under the limit. On seed 2, λ ended at 17.8 and the cost
     still ended at 47.
-- **Saute** (defaults, 3 seeds): 1.72 / 68.1 ± 25.7 (seeds 52.2, 104.3, 47.7), cumulative 13,692.
-  - Saute's state augmentation does not hold the cost at this budget. Seed 1 paid 22,461 in training.
+- **Saute**, PPO's defaults on 2,048-step rollouts (until 2026-12-06, 3 seeds): 1.72 / 68.1 ± 25.7 (seeds 52.2,
+  104.3, 47.7), cumulative 13,692. The state augmentation alone did not hold the cost at this budget.
 - OmniSafe's PPOSaute, seed 0 (2026-12-06, `--sides omnisafe --algos Saute --seeds 1`): 1.39 / 28.62, cumulative
-  6,261, 99 steps per CPU-s (ours: 740 steps per CPU-s for the screen below on the same Xeon the same hour, 7.5×).
-  Its cost ends 3.6 over the limit, ours 43 over on the mean. Its settings
-  differ from ours in two ways: `unsafe_reward` −1.0 (ours −0.1), and a discounted budget (γ_s = 0.999, the budget
-  25·(1−γ_s^1000)/(1−γ_s)/1000 ≈ 15.8 with z divided by γ_s every step) where ours counts the undiscounted 25.
-  Screened on our side with `--set unsafe_reward=-1.0` (2026-12-06, scratch out-dir): seed 0 −2.05 / 12.39,
-  cumulative 7,208 (default: 1.20 / 52.21, 10,243); seed 1 0.02 / 106.58, cumulative 18,364 (default 104.3): the
-  harsher penalty holds one seed and not the other, so the default stays.
+  6,261, 99 steps per CPU-s. Its cost ends 3.6 over the limit.
+  - (Corrected 2026-12-06, second session.) An earlier version of this text said OmniSafe's PPOSaute runs with
+    `unsafe_reward` −1.0 and γ_s 0.999 (its YAML's `defaults`). For SafetyPointGoal1 and SafetyCarGoal1 the same
+    YAML has a per-task section, which OmniSafe applies on top: γ_s 0.9999 (the budget 25·(1−γ_s^1000)/(1−γ_s)/1000
+    ≈ 23.8, z divided by γ_s every step), `unsafe_reward` −0.2, `update_iters` 80 (80 passes over each 20,000-step
+    epoch in minibatches of 64, stopped once the KL passes 0.02), `obs_normalize` False; PPO's gradient-norm clip
+    is 40. The screen of `--set unsafe_reward=-1.0` (seed 0 −2.05 / 12.39, seed 1 0.02 / 106.58) screened the wrong
+    recipe.
+  - The discounted budget is now `budget_horizon` of :mod:`safety.saute` (d·(1−γ_s^T)/((1−γ_s)T)).
+  - Screened on our side, SafetyPointGoal1, scratch out-dirs, the Xeon:
+    - Saute's settings only (`--set unsafe_reward=-0.2 saute_gamma=0.9999 budget_horizon=1000`, seeds 0–1):
+      0.49 / 74.62 (cumulative 14,968) and 0.74 / 42.31 (8,869): 0.62 / 58.5, against 1.60 / 78.2 for the same
+      two seeds with the defaults. Not the lever.
+    - The whole per-task recipe (`--set n_steps=20000 n_epochs=80 target_kl=0.02 max_grad_norm=40
+      normalize_obs=False unsafe_reward=-0.2 saute_gamma=0.9999 budget_horizon=1000`, seeds 0–2): 1.20 / 33.92
+      (6,834), 1.13 / 32.78 (7,484), 0.57 / 60.64 (12,184); **0.97 / 42.4, cumulative 8,834**, at 448–570 steps
+      per CPU-s. The cost falls by a third and the cumulative cost by 35% against the defaults, for 0.75 of reward.
+  - That recipe is now the benchmark's Saute setting (:data:`SAUTE_RECIPE` in :data:`SETTINGS`, 20,000 in
+    :data:`ROLLOUT`): the same settings a user of OmniSafe gets on these tasks. The three screen pieces are the
+    table's Saute pieces on SafetyPointGoal1 (their `command` field records the `--set` form); CarGoal1 re-ran
+    with it (below).
 
 At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 68, CPPOPID 53):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
