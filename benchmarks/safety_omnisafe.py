@@ -149,6 +149,16 @@ def rollout_steps(algo: str, n_envs: int) -> int:
     return max(1, total // int(n_envs))
 
 
+def our_task(task: Any, algo: str, n_envs: int, extra: dict[str, Any] | None = None) -> Any:
+    """``task`` (a :class:`benchmarks.safety.Task`) as ours runs ``algo`` on it here: :data:`SHARED`, the rollout of
+    :func:`rollout_steps`, then :data:`SETTINGS` and ``extra`` (``--set``) over the task's own overrides."""
+    task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs, "n_steps": rollout_steps(algo, n_envs)})
+    settings = {**SETTINGS.get(algo, {}), **(extra or {})}
+    if settings:
+        task = replace(task, overrides={**task.overrides, algo: {**task.overrides.get(algo, {}), **settings}})
+    return task
+
+
 def ours(
     task: Any,
     algo: str,
@@ -163,10 +173,7 @@ def ours(
     With ``resume``, a checkpoint every 100,000 steps lets a stopped run continue (:func:`benchmarks.safety.run_one`)."""
     from benchmarks.safety import agent_config, run_one
 
-    task = replace(task, common={**task.common, **SHARED, "n_envs": n_envs, "n_steps": rollout_steps(algo, n_envs)})
-    settings = {**SETTINGS.get(algo, {}), **(extra or {})}
-    if settings:
-        task = replace(task, overrides={**task.overrides, algo: {**task.overrides.get(algo, {}), **settings}})
+    task = our_task(task, algo, n_envs, extra)
     r = run_one(task, algo, seed, steps, eval_episodes, resume)
     return {
         "side": "ours",

@@ -134,3 +134,20 @@ def test_a_render_records_every_piece_in_mlflow(tmp_path: Path) -> None:
     )
     assert children == [("omnisafe", "0", 1.0), ("ours", "0", 1.0), ("ours", "1", 2.0)]
     assert "SafetyPointGoal1-v0, 200,000 steps" in (tmp_path / "report.md").read_text()
+
+
+def test_our_saute_takes_omnisafes_per_task_recipe_over_the_shared_settings() -> None:
+    """On Safety-Gymnasium our Saute runs OmniSafe's per-task PPOSaute section (no observation normalization,
+    20,000-step epochs, 80 passes to a KL of 0.02, γ_s 0.9999 over a 1,000-step discounted budget, r_unsafe −0.2),
+    which must win over the benchmark's shared normalization; the other agents keep the shared settings."""
+    from benchmarks.safety import TASKS, agent_config
+    from benchmarks.safety_omnisafe import our_task
+    from safety.saute import SauteConfig, saute_budget_scale
+
+    task = next(t for t in TASKS if t.label == "SG-PointGoal1")
+    cfg = SauteConfig.model_validate(agent_config(our_task(task, "Saute", 1), "Saute", 0))
+    assert (cfg.normalize_obs, cfg.n_envs, cfg.n_steps, cfg.n_epochs, cfg.target_kl) == (False, 1, 20_000, 80, 0.02)
+    assert (cfg.unsafe_reward, cfg.saute_gamma, cfg.budget_horizon, cfg.max_grad_norm) == (-0.2, 0.9999, 1000, 40.0)
+    assert 25.0 * saute_budget_scale(cfg.saute_gamma, cfg.budget_horizon) == pytest.approx(23.79, abs=0.01)
+    lag = agent_config(our_task(task, "PPO-Lag", 1, {"cost_margin": 5.0}), "PPO-Lag", 0)
+    assert lag["normalize_obs"] is True and lag["n_steps"] == 2048 and lag["cost_margin"] == 5.0
