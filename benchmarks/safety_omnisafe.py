@@ -298,15 +298,22 @@ def table(pieces: Sequence[dict[str, Any]]) -> str:
 
 
 def ours_settings(pieces: Sequence[dict[str, Any]]) -> list[str]:
-    """Per algorithm, our pieces' config fields beyond :data:`SHARED`, the limit and the env count
-    (one entry per distinct config, with its seed count), so rows measured with different configs say so."""
-    skip = {*SHARED, "cost_limit", "n_envs"}
+    """Per algorithm, our pieces' config fields beyond :data:`SHARED` (a shared field set to another value is
+    listed), the limit and the env count (one entry per distinct config, with its seed count), so rows measured
+    with different configs say so."""
+
+    def shown(k: str, v: Any) -> bool:
+        if k in ("cost_limit", "n_envs"):
+            return False
+        plain = lambda x: str(list(x) if isinstance(x, tuple) else x).lower()  # noqa: E731 - JSON keeps no tuples
+        return k not in SHARED or plain(v) != plain(SHARED[k])
+
     out = []
     for algo in PEER:
         configs: dict[str, int] = {}
         for p in pieces:
             if p["side"] == "ours" and p["algo"] == algo:
-                key = ", ".join(f"`{k}={v}`" for k, v in sorted(p.get("config", {}).items()) if k not in skip)
+                key = ", ".join(f"`{k}={v}`" for k, v in sorted(p.get("config", {}).items()) if shown(k, v))
                 configs[key] = configs.get(key, 0) + 1
         out += [f"{algo} ({n} seed{'s' * (n > 1)}): {key or 'defaults'}" for key, n in configs.items()]
     return out

@@ -151,3 +151,17 @@ def test_our_saute_takes_omnisafes_per_task_recipe_over_the_shared_settings() ->
     assert 25.0 * saute_budget_scale(cfg.saute_gamma, cfg.budget_horizon) == pytest.approx(23.79, abs=0.01)
     lag = agent_config(our_task(task, "PPO-Lag", 1, {"cost_margin": 5.0}), "PPO-Lag", 0)
     assert lag["normalize_obs"] is True and lag["n_steps"] == 2048 and lag["cost_margin"] == 5.0
+
+
+def test_a_shared_setting_changed_for_one_agent_is_listed_under_the_table() -> None:
+    from benchmarks.safety_omnisafe import ours_settings
+
+    saute = {**_piece("ours", "Saute", 0, 200_000, 1.0, 30.0), "config": {"normalize_obs": "False", "n_epochs": 80}}
+    lag = {
+        **_piece("ours", "PPO-Lag", 0, 200_000, 1.0, 20.0),
+        "config": {"normalize_obs": True, "hidden_sizes": [64, 64]},
+    }
+    assert ours_settings([saute, lag]) == [
+        "PPO-Lag (1 seed): defaults",
+        "Saute (1 seed): `n_epochs=80`, `normalize_obs=False`",
+    ]
