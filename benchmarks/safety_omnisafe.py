@@ -614,6 +614,15 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag and CPPOPID, on one
     :data:`ROLLOUT`): the same settings a user of OmniSafe gets on these tasks. The three screen pieces are the
     table's Saute pieces on SafetyPointGoal1 (their `command` field records the `--set` form); CarGoal1 re-ran
     with it (below).
+  - SafetyCarGoal1 with the recipe (`--tasks SG-CarGoal1 --sides ours --algos Saute --seeds 3 --steps 200000`):
+    0.37 / 63.04 (cumulative 10,906), −0.43 / 31.80 (8,493), 0.18 / 40.80 (10,461); **0.04 / 45.2, cumulative
+    9,953**, 390–521 steps per CPU-s, against 0.13 / 97.1 and 20,021 with the defaults (seeds −0.34 / 31.9,
+    0.17 / 142.3, 0.55 / 117.0). The old pieces are in the repository's history (before 2026-12-06, second session).
+  - OmniSafe's PPOSaute on SafetyCarGoal1, seed 0 (`--tasks SG-CarGoal1 --sides omnisafe --algos Saute --seeds 1
+    --steps 200000`, 2026-12-06): −0.81 / 32.82, cumulative 9,131, 90 steps per CPU-s (2,288 s). Against ours on
+    three seeds: reward higher (0.04), cost 12 higher, cumulative cost 9% higher, 4.9× the steps per CPU-second.
+    On SafetyPointGoal1 with the recipe ours gives up its reward lead (0.97 against 1.39) for a cost of 42 against
+    68 with the defaults; neither side's Saute ends under 25 at this budget on either task.
 
 At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 68, CPPOPID 53):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
