@@ -621,8 +621,9 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag and CPPOPID, on one
   - OmniSafe's PPOSaute on SafetyCarGoal1, seed 0 (`--tasks SG-CarGoal1 --sides omnisafe --algos Saute --seeds 1
     --steps 200000`, 2026-12-06): −0.81 / 32.82, cumulative 9,131, 90 steps per CPU-s (2,288 s). Against ours on
     three seeds: reward higher (0.04), cost 12 higher, cumulative cost 9% higher, 4.9× the steps per CPU-second.
-    On SafetyPointGoal1 with the recipe ours gives up its reward lead (0.97 against 1.39) for a cost of 42 against
-    68 with the defaults; neither side's Saute ends under 25 at this budget on either task.
+    OmniSafe's PPOSaute on SafetyPointGoal1, seed 1 (`--seeds 1 --seeds-from 1`, 2026-12-06): −0.03 / 27.60,
+    cumulative 7,646, 88 steps per CPU-s; its two seeds 0.68 / 28.11 against ours 0.97 / 42.45 with the recipe.
+    Neither side's Saute ends under 25 at this budget on either task.
 
 At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 68, CPPOPID 53):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
