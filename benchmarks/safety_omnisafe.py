@@ -303,10 +303,9 @@ def ours_settings(pieces: Sequence[dict[str, Any]]) -> list[str]:
     with different configs say so."""
 
     def shown(k: str, v: Any) -> bool:
-        if k in ("cost_limit", "n_envs"):
-            return False
-        plain = lambda x: str(list(x) if isinstance(x, tuple) else x).lower()  # noqa: E731 - JSON keeps no tuples
-        return k not in SHARED or plain(v) != plain(SHARED[k])
+        # compared as JSON keeps them: tuples as lists, booleans as the `--set` text may spell them
+        same = k in SHARED and json.dumps(v).lower().strip('"') == json.dumps(SHARED[k]).lower()
+        return k not in ("cost_limit", "n_envs") and not same
 
     out = []
     for algo in PEER:
