@@ -238,8 +238,14 @@ def compare(
     n_jobs: int = 1,
     storage: str | None = None,
     progress: Any = None,
+    done: Sequence[StudyResult] = (),
 ) -> list[StudyResult]:
-    """Run every (task, sampler, budget, seed) of ``suite``; ``progress(result)`` after each."""
+    """Run every (task, sampler, budget, seed) of ``suite``; ``progress(result)`` after each.
+
+    ``done``: studies finished in an earlier sitting (e.g. read back from a results file); those of the
+    same (task, sampler, budget, seed) are returned as they are instead of being run again, so a
+    comparison longer than one sitting runs in parts.
+    """
     for s in samplers:
         if s.startswith(META_WEIGHTS):
             from autotune.meta import load_policy
@@ -251,14 +257,18 @@ def compare(
         raise ConfigError(f"--trials must be positive, got {list(budgets)}")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     tasks = get_suite(suite)
+    wanted = {(t.name, s, b, seed) for b in budgets for t in tasks for seed in seed_list for s in samplers}
+    earlier = {(r.task, r.sampler, r.budget, r.seed): r for r in done}  # a study saved twice counts once
+    results: list[StudyResult] = [r for key, r in earlier.items() if key in wanted]
+    finished = set(earlier) & wanted
     items = [
         (f"{suite}@{t.name}", s, b, seed, storage)
         for b in budgets
         for t in tasks
         for seed in seed_list
         for s in samplers
+        if (t.name, s, b, seed) not in finished
     ]
-    results: list[StudyResult] = []
     if n_jobs <= 1:
         for it in items:
             r = StudyResult(**_run_item(it))

@@ -4,12 +4,15 @@
     python -m benchmarks.autotune_compare --suite sklearn --trials 30 --seeds 2
     python -m benchmarks.autotune_compare --mlflow              # also log the comparison to MLflow
     python -m benchmarks.autotune_compare --merge DIR1,DIR2 --out DIR   # one table from runs made in pieces
+    python -m benchmarks.autotune_compare --suite mixed --samplers gp --seeds 2 --seeds-from 3   # seeds 3 and 4
 
 The same code path as ``deeprl tune compare`` (:mod:`autotune.compare`). It writes, under
 ``--out`` (default ``benchmarks/results/autotune/<suite>``): ``summary.json``, ``summary.md`` (the
 tables quoted in docs/autotune.md), ``results.json`` (every study's per-trial values) and the
 figures ``best_so_far.png`` and ``mean_rank.png``. Minutes to hours depending on the suite: not
-part of the tests.
+part of the tests. Every finished study is appended to ``--out``/``studies.jsonl`` at once; the same
+command run again (after a stop, Ctrl-C or a lost session) takes the studies found there and runs only
+the rest, so a comparison longer than one sitting runs in parts.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samplers", default=p_default_samplers(), help="(with --merge: keep only these)")
     p.add_argument("--trials", default="50,200")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds-from", type=int, default=0, help="first seed (seeds K .. K + --seeds - 1)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default=None)
     p.add_argument("--mlflow", action="store_true")
@@ -48,12 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [int(b) for b in args.trials.split(",")]
     out = Path(args.out or f"benchmarks/results/autotune/{args.suite.replace('+', '_')}")
     out.mkdir(parents=True, exist_ok=True)
+    if args.seeds < 1 or args.seeds_from < 0:
+        p.error(f"--seeds must be >= 1 and --seeds-from >= 0, got {args.seeds} and {args.seeds_from}")
+    seeds = list(range(args.seeds_from, args.seeds_from + args.seeds))
     tasks = get_suite(args.suite)
-    total = len(tasks) * len(samplers) * len(budgets) * args.seeds
+    total = len(tasks) * len(samplers) * len(budgets) * len(seeds)
+    journal = out / STUDIES
+    earlier = read_studies(journal)
+    if earlier:
+        print(f"{len(earlier)} studies already in {journal}: those of this comparison are not run again", flush=True)
     t0 = time.perf_counter()
     done = [0]
 
     def progress(r):  # type: ignore[no-untyped-def]
+        with journal.open("a") as f:
+            f.write(json.dumps(asdict(r), default=str) + "\n")
         done[0] += 1
         print(
             f"[{done[0]}/{total} {time.perf_counter() - t0:6.0f}s] {r.sampler:>8} {r.task:<34} b{r.budget:<4} "
@@ -62,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    results = compare(args.suite, samplers, budgets, args.seeds, n_jobs=args.jobs, progress=progress)
+    results = compare(args.suite, samplers, budgets, seeds, n_jobs=args.jobs, progress=progress, done=earlier)
     summary = analyze(results, tasks, reference=args.reference)
     summary["setup"] = {
         "suite": args.suite,
         "samplers": samplers,
         "budgets": budgets,
-        "seeds": args.seeds,
+        "seeds": seeds,
         "tasks": [t.name for t in tasks],
         "wall_s": time.perf_counter() - t0,
     }
@@ -79,12 +92,30 @@ def main(argv: list[str] | None = None) -> int:
         run_id = log_comparison(
             results,
             summary,
-            {"suite": args.suite, "samplers": args.samplers, "trials": args.trials, "seeds": args.seeds},
+            {"suite": args.suite, "samplers": args.samplers, "trials": args.trials, "seeds": str(seeds)},
         )
         print(f"MLflow run {run_id}")
     print(table)
     print(f"\nwritten to {out}/ in {time.perf_counter() - t0:.0f}s")
     return 0
+
+
+STUDIES = "studies.jsonl"
+
+
+def read_studies(path: Path) -> list[StudyResult]:
+    """The studies a comparison journaled so far; a line cut short by a kill is dropped with one note."""
+    if not path.exists():
+        return []
+    studies = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            studies.append(StudyResult(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as err:
+            print(f"{path}:{n}: unreadable study dropped (run again) — {err}", flush=True)
+    return studies
 
 
 def _write(out: Path, summary: dict) -> str:

@@ -451,3 +451,40 @@ def test_a_sampler_that_raises_is_named_in_the_comparison(monkeypatch):
     table = compare.summary_table(analyze([good, bad], [task]))
     assert "**tpe raised in 1 of its studies** (3 trials failed inside the sampler" in table
     assert "random raised" not in table
+
+
+def test_benchmark_comparison_continues_from_its_journal_and_runs_only_the_missing_studies(tmp_path, monkeypatch):
+    """A comparison stopped part-way runs again from ``studies.jsonl``: journaled studies are taken as they
+    are (a cut-short last line is dropped), only the rest run, and ``--seeds-from`` picks the seeds."""
+    pytest.importorskip("cocoex", reason="coco-experiment (BBOB) not installed: pip install -e '.[autotune]'")
+    import autotune.compare as compare_mod
+    from benchmarks import autotune_compare
+
+    ran: list[tuple[str, str, int, int]] = []
+    real_run_study = compare_mod.run_study
+
+    def counting_run_study(task, sampler, budget, seed, storage=None):  # type: ignore[no-untyped-def]
+        ran.append((task.name, sampler, budget, seed))
+        return real_run_study(task, sampler, budget, seed, storage)
+
+    monkeypatch.setattr(compare_mod, "run_study", counting_run_study)
+    out = tmp_path / "cmp"
+    argv = ["--suite", "bbob-small", "--samplers", "random,tpe", "--trials", "6", "--jobs", "1", "--out", str(out)]
+    assert autotune_compare.main([*argv, "--seeds", "1", "--seeds-from", "3"]) == 0
+    first = list(ran)
+    assert len(first) == 8 and {seed for *_, seed in first} == {3}  # 4 tasks × 2 samplers, seed 3 only
+    journal = out / "studies.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 8
+    # a session stopped part-way: five studies journaled, the sixth cut off mid-line
+    marked = json.loads(lines[0])
+    marked["values"] = [123.0] * 6  # a value no real study of these tasks gives: proves it was not rerun
+    journal.write_text("\n".join([json.dumps(marked), *lines[1:5], lines[5][:40]]) + "\n")
+    ran.clear()
+    assert autotune_compare.main([*argv, "--seeds", "2", "--seeds-from", "3"]) == 0
+    assert len(ran) == 8 + 3  # seed 4's eight, and seed 3's three not journaled whole
+    assert {(t, s, b, seed) for t, s, b, seed in ran if seed == 3} == {tuple(k) for k in first[5:]}
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 16 and {r["seed"] for r in results} == {3, 4}
+    kept = [r for r in results if (r["task"], r["sampler"], r["seed"]) == (marked["task"], marked["sampler"], 3)]
+    assert [r["values"] for r in kept] == [[123.0] * 6]
