@@ -177,11 +177,14 @@ class Layout:
     active: Callable[[torch.Tensor], torch.Tensor] | None = None
     levels: torch.Tensor | None = None  # [dim] SpaceCodec.grid_levels (0: continuous; None: all continuous)
 
-    def trust_half_width(self, length: torch.Tensor) -> torch.Tensor:
-        """``[B,1,dim]`` half-sides of the trust-region box for side ``length`` [B]: L/2, but at least two
-        grid cells on a grid column (a box narrower than that would pin a coarse grid to the incumbent);
-        entries of categorical columns are never read (the box bounds numeric columns only)."""
+    def trust_half_width(self, length: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B,1,dim]`` half-sides of the trust-region box for side ``length`` [B]: L/2 (times ``weights``
+        ``[B,1,dim]`` per column when given: :func:`trust_region_weights`), but at least two grid cells on a
+        grid column (a box narrower than that would pin a coarse grid to the incumbent); entries of
+        categorical columns are never read (the box bounds numeric columns only)."""
         half = length.to(DTYPE)[:, None, None] / 2 * torch.ones(self.dim, dtype=DTYPE)
+        if weights is not None:
+            half = half * weights
         if self.levels is None:
             return half
         k = self.levels.to(DTYPE)
@@ -253,6 +256,19 @@ def trust_region_length(
     return out
 
 
+def trust_region_weights(log_ls: torch.Tensor, numeric: torch.Tensor, ratio_max: float = 8.0) -> torch.Tensor:
+    r"""TuRBO's per-column stretch of the trust region from the GP's ARD lengthscales ``log_ls`` [B, D]:
+    :math:`w_i = \ell_i / (\prod_j \ell_j)^{1/d}` over the ``numeric`` columns (a box of the same volume,
+    longer where the objective changes slowly), clipped to ``[1/ratio_max, ratio_max]``; 1 elsewhere.
+    Returns ``[B,1,D]``."""
+    num = numeric.to(DTYPE)
+    n = num.sum().clamp_min(1.0)
+    log_ls = log_ls.to(DTYPE)
+    centred = (log_ls - (log_ls * num).sum(-1, keepdim=True) / n) * num
+    bound = math.log(ratio_max)
+    return centred.clamp(-bound, bound).exp()[:, None, :]
+
+
 def make_candidates(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -261,13 +277,14 @@ def make_candidates(
     gen: torch.Generator,
     snap: Callable[[torch.Tensor], torch.Tensor],
     tr_length: torch.Tensor | None = None,
+    tr_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``n_cand`` snapped candidates per task: a quarter uniform, the rest perturbations of the top trials.
 
     With ``tr_length`` [B] (a trust region, :func:`trust_region_length`) the uniform quarter is drawn in
     the box of that side around the best trial instead of the whole cube (the numeric columns the best
     trial uses; :meth:`Layout.trust_half_width`), and the numeric perturbations' scales are multiplied by
-    the box's side.
+    the box's side; ``tr_weights`` ``[B,1,D]`` stretch the box per column (:func:`trust_region_weights`).
     """
     B, n, D = x.shape
     n_loc = (3 * n_cand) // 4 if n > 0 else 0
@@ -275,7 +292,7 @@ def make_candidates(
     glob = torch.rand(B, n_glob, D, generator=gen, dtype=DTYPE)
     if tr_length is not None and n > 0:
         centre = x.gather(1, y.argmax(1)[:, None, None].expand(B, 1, D))  # [B,1,D]
-        half = layout.trust_half_width(tr_length)
+        half = layout.trust_half_width(tr_length, tr_weights)
         lo, hi = (centre - half).clamp(0.0, 1.0), (centre + half).clamp(0.0, 1.0)
         boxed = layout.numeric.to(DTYPE).expand(B, 1, D)
         if layout.active is not None:  # a parameter the best trial does not use stays free: another branch's
@@ -293,7 +310,7 @@ def make_candidates(
         scales = torch.tensor([0.01, 0.03, 0.1, 0.3], dtype=DTYPE)
         flip_scale = scale = scales[torch.randint(0, 4, (B, n_loc, 1), generator=gen)]
         if tr_length is not None:  # the trust region bounds the numeric steps, not how often a choice flips
-            scale = scale * 2 * layout.trust_half_width(tr_length)
+            scale = scale * 2 * layout.trust_half_width(tr_length, tr_weights)
         numeric = layout.numeric.to(DTYPE).expand(B, n_loc, D)
         if layout.active is not None:  # only the parameters the parent uses
             used = numeric * layout.active(parent).to(DTYPE)
@@ -731,6 +748,11 @@ class MetaConfig(BaseModel):
         "least two cells either side on a grid): its side starts at 0.4, doubles after 3 improvements in a "
         "row and halves after max(4, ⌈d/2⌉) trials without one (replayed from the history); off: the "
         "whole cube.",
+    )
+    trust_region_ard: bool = Field(
+        False,
+        description="Stretch the trust region per numeric parameter by the GP's ARD lengthscales, as TuRBO "
+        "does (same volume, longer where the objective changes slowly; at most 8× either way).",
     )
     target: Literal["yeo_johnson", "copula"] = Field(
         "yeo_johnson",
@@ -1245,7 +1267,10 @@ def propose(
     tr_length = None
     if config.trust_region and x.shape[1] > 0:
         tr_length = trust_region_length(scores, int(layout.numeric.sum()), config.n_startup_trials)
-    cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap, tr_length)
+    tr_weights = None
+    if tr_length is not None and config.trust_region_ard:
+        tr_weights = trust_region_weights(hyper.log_ls, layout.numeric)
+    cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap, tr_length, tr_weights)
     if config.categorical_sweep > 0 and x.shape[1] > 0:
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:

@@ -674,6 +674,43 @@ def test_trust_region_length_follows_turbos_rule_replayed_from_the_scores():
     assert batch.tolist() == [0.8, 0.4]
 
 
+def test_trust_region_stretches_by_the_ard_lengthscales_at_the_same_volume():
+    """``trust_region_ard``: TuRBO's weights ℓ_i / (∏ ℓ_j)^{1/d} over the numeric columns (1 on categorical
+    ones), clipped to [1/8, 8]; the box they give keeps the volume and is longer along the long lengthscale."""
+    import math as _math
+
+    from autotune.meta import Layout, make_candidates, trust_region_weights
+
+    layout = Layout(4, [(2, 2)])  # two numeric columns, one categorical of two choices
+    log_ls = torch.log(torch.tensor([[0.1, 0.4, 3.0, 3.0]], dtype=torch.float64))
+    w = trust_region_weights(log_ls, layout.numeric)[0, 0]
+    assert w.tolist() == pytest.approx([0.5, 2.0, 1.0, 1.0])  # geometric mean of 0.1 and 0.4 is 0.2
+    assert _math.prod(w[:2].tolist()) == pytest.approx(1.0)
+    far = trust_region_weights(torch.log(torch.tensor([[0.001, 10.0, 1.0, 1.0]], dtype=torch.float64)), layout.numeric)
+    assert far[0, 0].tolist() == pytest.approx([1 / 8, 8.0, 1.0, 1.0])  # the clip
+    half = layout.trust_half_width(torch.tensor([0.2]), trust_region_weights(log_ls, layout.numeric))[0, 0]
+    assert half[:2].tolist() == pytest.approx([0.05, 0.2])
+    x = torch.tensor([[[0.1, 0.9, 1, 0], [0.5, 0.5, 0, 1], [0.8, 0.2, 1, 0]]], dtype=torch.float64)
+    scores = torch.tensor([[0.0, 2.0, 1.0]], dtype=torch.float64)
+    c = make_candidates(
+        x,
+        scores,
+        256,
+        layout,
+        torch.Generator().manual_seed(0),
+        lambda c: c,
+        torch.tensor([0.2]),
+        trust_region_weights(log_ls, layout.numeric),
+    )[0]
+    spread = (c[:64, :2] - 0.5).abs().max(0).values  # the uniform quarter, around the best trial (0.5, 0.5)
+    assert spread[0] <= 0.05 + 1e-12 and 0.15 < spread[1] <= 0.2 + 1e-12
+    s = optuna.create_study(sampler=MetaSampler(seed=0, n_candidates=128, trust_region_ard=True))
+    s.optimize(quadratic, n_trials=30)
+    r = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    r.optimize(quadratic, n_trials=30)
+    assert s.best_value < 0.5 * r.best_value
+
+
 def test_trust_region_candidates_stay_in_the_box_around_the_best_trial():
     """``trust_region=True``: the uniform quarter of the candidates lies within L/2 of the best trial
     (numeric columns; categorical columns keep their one-hot draws), the perturbations of the top
