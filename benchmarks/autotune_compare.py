@@ -59,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     total = len(tasks) * len(samplers) * len(budgets) * len(seeds)
     journal = out / STUDIES
     earlier = read_studies(journal)
+    if journal.exists():  # rewritten whole: a line a kill cut short must not swallow the next study's line
+        journal.write_text("".join(json.dumps(asdict(r), default=str) + "\n" for r in earlier))
+    wanted = {(t.name, s, b, seed) for t in tasks for s in samplers for b in budgets for seed in seeds}
+    done = [len({(r.task, r.sampler, r.budget, r.seed) for r in earlier} & wanted)]
     if earlier:
-        print(f"{len(earlier)} studies already in {journal}: those of this comparison are not run again", flush=True)
+        print(f"{len(earlier)} studies already in {journal}: {done[0]} of this comparison's {total} are not run again")
     t0 = time.perf_counter()
-    done = [0]
 
     def progress(r):  # type: ignore[no-untyped-def]
         with journal.open("a") as f:

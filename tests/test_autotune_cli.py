@@ -484,6 +484,7 @@ def test_benchmark_comparison_continues_from_its_journal_and_runs_only_the_missi
     assert autotune_compare.main([*argv, "--seeds", "2", "--seeds-from", "3"]) == 0
     assert len(ran) == 8 + 3  # seed 4's eight, and seed 3's three not journaled whole
     assert {(t, s, b, seed) for t, s, b, seed in ran if seed == 3} == {tuple(k) for k in first[5:]}
+    assert len(journal.read_text().splitlines()) == 5 + 11  # the cut line went; every study now on a line of its own
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 16 and {r["seed"] for r in results} == {3, 4}
     kept = [r for r in results if (r["task"], r["sampler"], r["seed"]) == (marked["task"], marked["sampler"], 3)]
