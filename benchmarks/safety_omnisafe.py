@@ -304,7 +304,7 @@ def ours_settings(pieces: Sequence[dict[str, Any]]) -> list[str]:
 
     def shown(k: str, v: Any) -> bool:
         # compared as JSON keeps them: tuples as lists, booleans as the `--set` text may spell them
-        same = k in SHARED and json.dumps(v).lower().strip('"') == json.dumps(SHARED[k]).lower()
+        same = k in SHARED and json.dumps(v).lower().strip('"') == json.dumps(SHARED[k]).lower().strip('"')
         return k not in ("cost_limit", "n_envs") and not same
 
     out = []
@@ -562,6 +562,18 @@ the robot sits in a hazard for hundreds of steps (per-rollout costs of 0 to 770 
 is what moves it out. OmniSafe's switch (`violation_scale=episode`) on 2,048-step updates aimed at 15
 (`cost_margin=10`): 1.33 / 61.6. A lower λ of the cost GAE (`cost_gae_lambda=0.8`): 2.15 / 86.9. PPO-Lag's dual step aimed at 15 (`cost_margin=10`, now :data:`SETTINGS`):
 29.6, 8.8, 27.9 on seeds 0–2 (22.1 on average, 26.2 aimed at 25 the day before).
+
+**CPO at 1e6 steps: budget is not the lever (2026-12-06, third session).** `python -m benchmarks.safety_omnisafe
+--tasks SG-PointGoal1 --sides ours --algos CPO --seeds 1 --steps 1000000 --no-doc --no-mlflow` (seed 0, 1,577 CPU-s,
+634 steps per CPU-s): reward **25.15**, cost **60.85**, cumulative cost 50,822 (the 1e6 table above; deterministic
+evaluation 26.28 / 52.2). The 100-episode means every 100k steps: reward 1.5, 8.8, 18.0, 20.5, 22.2, 23.3, 23.8, 24.2,
+24.8, 25.2; cost 44.1, 44.7, 49.5, 55.1, 53.0, 52.6, 50.5, 45.6, 52.4, 60.9. The reward passes OmniSafe's published
+1e7 CPO row (20.46) by 600k steps; the cost never moves toward 25. In the first 500k steps 44 of 50 updates were
+case 1 (the linearized constraint satisfiable), every one accepted at full length and each promising to cut the
+cost surrogate by exactly the violation (0.005–0.061 per step, the `cost_surrogate_change` metric): the same
+in-sample promise that the held-out check above shows is noise. OmniSafe's own CPO ends over the limit on both tasks
+even at 1e7 (published 28.84 on PointGoal1, 43.32 on CarGoal1), so no CPO, ours or the reference, is known to meet
+"cost ≤ 25" here; OmniSafe's CPO at 1e6 (about 2.5 CPU-hours) was not run.
 
 **Where the four targets stand (2026-12-04; 2e5 steps; every number from a piece in the tables above).**
 SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag and CPPOPID, on one for PPOLag and CPO.

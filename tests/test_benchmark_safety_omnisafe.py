@@ -159,8 +159,8 @@ def test_a_shared_setting_changed_for_one_agent_is_listed_under_the_table() -> N
     saute = {**_piece("ours", "Saute", 0, 200_000, 1.0, 30.0), "config": {"normalize_obs": "False", "n_epochs": 80}}
     lag = {
         **_piece("ours", "PPO-Lag", 0, 200_000, 1.0, 20.0),
-        "config": {"normalize_obs": True, "hidden_sizes": [64, 64]},
-    }
+        "config": {"normalize_obs": True, "hidden_sizes": [64, 64], "activation": "tanh", "gamma": 0.99},
+    }  # every shared field at its shared value, a string among them: nothing to list
     assert ours_settings([saute, lag]) == [
         "PPO-Lag (1 seed): defaults",
         "Saute (1 seed): `n_epochs=80`, `normalize_obs=False`",
