@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     samplers = args.samplers.split(",")
     budgets = [int(b) for b in args.trials.split(",")]
     out = Path(args.out or f"benchmarks/results/autotune/{args.suite.replace('+', '_')}")
-    out.mkdir(parents=True, exist_ok=True)
     if args.seeds < 1 or args.seeds_from < 0:
         p.error(f"--seeds must be >= 1 and --seeds-from >= 0, got {args.seeds} and {args.seeds_from}")
+    out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seeds_from, args.seeds_from + args.seeds))
     tasks = get_suite(args.suite)
     total = len(tasks) * len(samplers) * len(budgets) * len(seeds)
