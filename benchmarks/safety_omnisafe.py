@@ -302,10 +302,11 @@ def ours_settings(pieces: Sequence[dict[str, Any]]) -> list[str]:
     listed), the limit and the env count (one entry per distinct config, with its seed count), so rows measured
     with different configs say so."""
 
+    def plain(x: Any) -> str:  # as JSON keeps it (tuples as lists), booleans as the `--set` text may spell them
+        return json.dumps(x).lower().strip('"')
+
     def shown(k: str, v: Any) -> bool:
-        # compared as JSON keeps them: tuples as lists, booleans as the `--set` text may spell them
-        same = k in SHARED and json.dumps(v).lower().strip('"') == json.dumps(SHARED[k]).lower().strip('"')
-        return k not in ("cost_limit", "n_envs") and not same
+        return k not in ("cost_limit", "n_envs") and (k not in SHARED or plain(v) != plain(SHARED[k]))
 
     out = []
     for algo in PEER:
