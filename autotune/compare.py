@@ -43,6 +43,7 @@ SAMPLER_NAMES = (
     "meta",
     "meta-untrained",
     "meta-copula",
+    "meta-noquad",
     "meta-refine",
     "meta-cat",
     "meta-global",
@@ -84,6 +85,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, joint_conditional=False)
     if name == "meta-copula":  # the earlier target: ranks through the Gaussian copula
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, target="copula")
+    if name == "meta-noquad":  # no candidates from the local quadratic model (the earlier default)
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, quadratic_candidates=0)
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name.startswith(META_WEIGHTS):  # a pretraining screen

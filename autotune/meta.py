@@ -354,6 +354,89 @@ def sweep_categoricals(x: torch.Tensor, scores: torch.Tensor, k: int, layout: La
     return cand[:, ~torch.isnan(cand[0, :, 0])]
 
 
+def quadratic_candidates(
+    x: torch.Tensor,
+    scores: torch.Tensor,
+    n_cand: int,
+    layout: Layout,
+    gen: torch.Generator,
+    snap: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    r"""``[B, n_cand, D]`` candidates from a local quadratic model of the raw scores (none while the history is
+    too short to fit one: ``[B, 0, D]``).
+
+    Over the numeric columns, in coordinates :math:`u = (x - x^*)/\sigma` centred at the best trial
+    :math:`x^*` and scaled by the spread σ of the :math:`k = \min(n, 2p)` best trials
+    (:math:`p = 1 + d + d(d+1)/2` coefficients), a least-squares fit (minimum-norm where degenerate)
+    :math:`s(u) \approx c + g^\top u + \tfrac12 u^\top H u` gives Newton's step to the model's maximum,
+    :math:`u_N = -H^{-1} g = V |\Lambda|^{-1} V^\top g` with :math:`H = V \Lambda V^\top` (eigenvalues taken by
+    magnitude, so a saddle or a convex direction still steps uphill; floored at :math:`10^{-6}\max|\lambda|`).
+    The candidates are :math:`u = a\,u_N + \epsilon \sqrt{2G/d}\, V |\Lambda|^{-1/2} z` with a step fraction
+    :math:`a \in \{0.25, 0.5, 1, 1.5\}`, :math:`z \sim \mathcal N(0, I)`, :math:`\epsilon \in \{0, 0.1, 0.3\}` and
+    the model's gain :math:`G = \tfrac12 g^\top |H|^{-1} g` (the noise costs about ε²G by the model): points along
+    the model's valley, spread where the model is flat. A rotated, ill-conditioned valley (BBOB's
+    f10) is what the trust region's axis-aligned perturbations cannot follow and this model can. Categorical and
+    pinned columns keep the best trial's values; the numeric step is capped at twice the k trials' extent. On a
+    space with both grid (integer, stepped) and continuous numeric columns, every other candidate then takes
+    the model's maximum over the continuous columns given its snapped grid values,
+    :math:`u_c = -H_{cc}^{-1}(g_c + H_{cg} u_g)` (eigenvalues by magnitude again): rounding the joint step
+    moves a rotated valley's floor, and the continuous columns follow it.
+    """
+    B, n, D = x.shape
+    numeric = layout.numeric
+    d = int(numeric.sum())
+    n_coef = 1 + d + d * (d + 1) // 2
+    if d == 0 or n_cand <= 0 or n < int(1.5 * n_coef) or layout.active is not None:
+        return x[:, :0]
+    k = min(n, 2 * n_coef)
+    top = scores.topk(k, dim=1).indices  # [B,k]
+    xs = x.gather(1, top.unsqueeze(-1).expand(B, k, D))[..., numeric]  # [B,k,d]
+    ys = scores.to(DTYPE).gather(1, top)  # [B,k]
+    centre = xs[:, :1]  # the best trial [B,1,d]
+    sigma = xs.std(1, keepdim=True).clamp_min(1e-9)  # [B,1,d]
+    u = (xs - centre) / sigma
+    iu, ju = torch.triu_indices(d, d)
+    feats = torch.cat([torch.ones(B, k, 1, dtype=DTYPE), u, u[..., iu] * u[..., ju]], -1)  # [B,k,p]
+    y_scale = ys.std(1, keepdim=True).clamp_min(1e-12)
+    yc = (ys - ys[:, :1]) / y_scale
+    coef = torch.linalg.lstsq(feats, yc.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)  # [B,p]
+    g = coef[:, 1 : 1 + d]
+    h = coef[:, 1 + d :]
+    hess = torch.zeros(B, d, d, dtype=DTYPE)
+    hess[:, iu, ju] = h
+    hess = hess + hess.mT  # off-diagonal h_ij once each way, the diagonal 2 h_ii: ∂²s/∂u²
+    lam, vec = torch.linalg.eigh(hess)
+    mag = lam.abs().clamp_min(1e-6 * lam.abs().amax(-1, keepdim=True).clamp_min(1e-12))  # [B,d]
+    newton = (vec @ ((vec.mT @ g.unsqueeze(-1)).squeeze(-1) / mag).unsqueeze(-1)).squeeze(-1)  # [B,d]
+    fracs = torch.tensor([0.25, 0.5, 1.0, 1.5], dtype=DTYPE)
+    noise = torch.tensor([0.0, 0.1, 0.3], dtype=DTYPE)
+    a = fracs[torch.randint(0, len(fracs), (B, n_cand, 1), generator=gen)]
+    eps = noise[torch.randint(0, len(noise), (B, n_cand, 1), generator=gen)]
+    eps[:, 0] = 0.0  # the first candidate is the model's own step (a as drawn)
+    z = torch.randn(B, n_cand, d, generator=gen, dtype=DTYPE)
+    gain = 0.5 * ((vec.mT @ g.unsqueeze(-1)).squeeze(-1).pow(2) / mag).sum(-1)  # the model's ½ gᵀ|H|⁻¹g [B]
+    spread = (z / mag.sqrt()[:, None, :]) @ vec.mT * (2 * gain / d).sqrt()[:, None, None]
+    step = (a * newton[:, None, :] + eps * spread) * sigma
+    extent = 2 * (xs.amax(1, keepdim=True) - xs.amin(1, keepdim=True)).clamp_min(1e-9)
+    step = step.clamp(-extent, extent)
+    out = x.gather(1, top[:, :1, None].expand(B, 1, D)).expand(B, n_cand, D).clone()
+    out[..., numeric] = (centre + step).clamp(0.0, 1.0)
+    out = snap(layout.pin(out))
+    grid = (layout.levels[numeric] > 0) if layout.levels is not None else torch.zeros(d, dtype=torch.bool)
+    if grid.any() and not grid.all():  # every other candidate: the continuous columns' best given its grid values
+        c = ~grid
+        u_g = (out[..., numeric][..., grid] - centre[..., grid]) / sigma[..., grid]  # [B,n_cand,d_g]
+        grad_c = g[:, None, c] + u_g @ hess[:, c][..., grid].mT  # ∂s/∂u_c at u_c = 0
+        lam_c, vec_c = torch.linalg.eigh(hess[:, c][..., c])
+        mag_c = lam_c.abs().clamp_min(1e-6 * lam_c.abs().amax(-1, keepdim=True).clamp_min(1e-12))
+        u_c = ((grad_c @ vec_c) / mag_c[:, None, :]) @ vec_c.mT
+        cont = (centre[..., c] + (u_c * sigma[..., c]).clamp(-extent[..., c], extent[..., c])).clamp(0.0, 1.0)
+        cols = numeric.nonzero().squeeze(-1)[c]
+        out[:, 1::2, cols] = cont[:, 1::2]
+        out = snap(layout.pin(out))
+    return out
+
+
 def refine_candidates(
     cand: torch.Tensor,
     logits: torch.Tensor,
@@ -724,6 +807,14 @@ class MetaConfig(BaseModel):
         description="For this many best trials, candidates that change exactly one categorical to each "
         "of its other values (replacing as many local candidates): every untried value next to the "
         "incumbents gets scored (0: off).",
+    )
+    quadratic_candidates: int = Field(
+        32,
+        ge=0,
+        description="Replace this many local candidates by points along the Newton step of a quadratic model "
+        "fitted to the best trials (numeric parameters; once the history holds 1.5× the model's "
+        "1 + d + d(d+1)/2 coefficients): a rotated, ill-conditioned valley is followed where axis-wise "
+        "perturbations stall (0: off, the earlier default).",
     )
     categorical_effects: bool = Field(
         True,
@@ -1275,6 +1366,10 @@ def propose(
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:
             cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
+    if config.quadratic_candidates > 0 and x.shape[1] > 0:
+        quad = quadratic_candidates(x, scores, config.quadratic_candidates, layout, gen, snap)
+        if 0 < quad.shape[1] <= cand.shape[1] // 2:
+            cand = torch.cat([cand[:, : cand.shape[1] - quad.shape[1]], quad], 1)
     det = config.deterministic if deterministic is None else deterministic
     multiplicity = None
     if B == 1 and det:  # snapping to grids and choices repeats configurations: score each distinct one once

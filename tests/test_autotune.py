@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 import math
 
 import numpy as np
@@ -561,7 +562,7 @@ def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies
     x = torch.as_tensor(codec.encode(rows))[None]
     scores = torch.tensor([[0.1, 0.9, 0.4, 0.3, 0.5]], dtype=torch.float64)
     policy = load_policy("default").eval()
-    config = MetaConfig(n_candidates=256)
+    config = MetaConfig(n_candidates=256, quadratic_candidates=0)  # the candidates make_candidates draws, no others
     got = propose(policy, x, scores, None, codec, torch.Generator().manual_seed(0), 0.5, config)
     assert got.cand.shape[1] <= 12 and torch.unique(got.cand[0], dim=0).shape[0] == got.cand.shape[1]
 
@@ -742,3 +743,56 @@ def test_trust_region_candidates_stay_in_the_box_around_the_best_trial():
     r = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     r.optimize(quadratic, n_trials=30)
     assert s.best_value < 0.5 * r.best_value
+
+
+def _rotated_ellipsoid(d: int, seed: int) -> tuple[torch.Tensor, Any]:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    w = 10.0 ** (torch.arange(d, dtype=torch.float64) * 1.5)  # condition number 10^(1.5(d-1))
+    opt = 0.2 + 0.6 * torch.rand(d, generator=g, dtype=torch.float64)
+    return opt, lambda x: (((x - opt) @ q) ** 2 * w).sum(-1)
+
+
+def test_quadratic_candidates_step_to_the_floor_of_a_rotated_valley():
+    """``quadratic_candidates``: on a rotated, ill-conditioned quadratic (a valley no axis-wise perturbation
+    follows) the model's full Newton step lands on the optimum, the other candidates spread along the valley
+    below the best trial; too short a history gives none."""
+    from autotune.meta import Layout, quadratic_candidates
+
+    d = 5
+    opt, f = _rotated_ellipsoid(d, 0)
+    x = torch.rand(1, 60, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    c = quadratic_candidates(x, -f(x), 64, Layout(d, []), gen, lambda c: c)[0]
+    assert c.shape == (64, d)
+    assert f(c).min() < 1e-2 * f(x).min()  # the a = 1, ε = 0 candidates: the minimum, up to the fit's rounding
+    assert (f(c) < f(x).min()).float().mean() > 0.15  # many of the others below the best trial too
+    none = quadratic_candidates(x[:, :30], -f(x[:, :30]), 64, Layout(d, []), gen, lambda c: c)  # 30 < 1.5 · 21
+    assert none.shape == (1, 0, d)
+
+
+def test_quadratic_candidates_fit_the_continuous_columns_to_the_rounded_grid_ones():
+    """With grid columns (an integer parameter), every other candidate's continuous columns are the model's
+    best given its snapped grid values: on an exact quadratic that is the true conditional minimum."""
+    from autotune.meta import Layout, quadratic_candidates
+
+    d = 4
+    opt, f = _rotated_ellipsoid(d, 3)
+    levels = torch.tensor([0, 0, 11, 11])  # the last two columns: 11-level grids
+
+    def snap(c: torch.Tensor) -> torch.Tensor:
+        out = c.clone()
+        out[..., 2:] = (torch.floor(c[..., 2:] * 11).clamp(0, 10) + 0.5) / 11
+        return out
+
+    x = snap(torch.rand(1, 80, d, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+    c = quadratic_candidates(x, -f(x), 32, Layout(d, [], levels=levels), torch.Generator().manual_seed(5), snap)[0]
+    assert torch.equal(c, snap(c))  # the grid columns sit on their levels
+    odd = c[1::2]
+    interior = odd[((odd[:, :2] > 1e-9) & (odd[:, :2] < 1 - 1e-9)).all(-1)]  # not clipped by the cube
+    assert len(interior) >= 4
+    for row in interior:  # the continuous columns minimize f given the grid columns
+        point = row.clone().requires_grad_(True)
+        grad = torch.autograd.grad(f(point), point)[0]
+        assert grad[:2].abs().max() < 1e-6 * max(1.0, float(f(row)))
+    assert f(odd).min() <= f(c[0::2]).min() + 1e-9
