@@ -361,6 +361,7 @@ def quadratic_candidates(
     layout: Layout,
     gen: torch.Generator,
     snap: Callable[[torch.Tensor], torch.Tensor],
+    diagonal_fallback: bool = False,
 ) -> torch.Tensor:
     r"""``[B, n_cand, D]`` candidates from a local quadratic model of the raw scores (none while the history is
     too short to fit one: ``[B, 0, D]``).
@@ -386,6 +387,10 @@ def quadratic_candidates(
     numeric = layout.numeric
     d = int(numeric.sum())
     n_coef = 1 + d + d * (d + 1) // 2
+    if not diagonal_fallback and (d == 0 or n < int(1.5 * n_coef)):
+        return x[:, :0]
+    if n < int(1.5 * n_coef):  # too few trials for the full model: a separable one (no cross terms)
+        n_coef = 1 + 2 * d
     if d == 0 or n_cand <= 0 or n < int(1.5 * n_coef) or layout.active is not None:
         return x[:, :0]
     k = min(n, 2 * n_coef)
@@ -395,7 +400,7 @@ def quadratic_candidates(
     centre = xs[:, :1]  # the best trial [B,1,d]
     sigma = xs.std(1, keepdim=True).clamp_min(1e-9)  # [B,1,d]
     u = (xs - centre) / sigma
-    iu, ju = torch.triu_indices(d, d)
+    iu, ju = torch.triu_indices(d, d) if n_coef > 1 + 2 * d or d == 1 else (torch.arange(d), torch.arange(d))
     feats = torch.cat([torch.ones(B, k, 1, dtype=DTYPE), u, u[..., iu] * u[..., ju]], -1)  # [B,k,p]
     y_scale = ys.std(1, keepdim=True).clamp_min(1e-12)
     yc = (ys - ys[:, :1]) / y_scale
@@ -815,6 +820,11 @@ class MetaConfig(BaseModel):
         "fitted to the best trials (numeric parameters; once the history holds 1.5× the model's "
         "1 + d + d(d+1)/2 coefficients): a rotated, ill-conditioned valley is followed where axis-wise "
         "perturbations stall (0: off, the earlier default).",
+    )
+    quadratic_diagonal_fallback: bool = Field(
+        False,
+        description="While the history is too short for the full quadratic model, fit a separable one "
+        "(1 + 2d coefficients, no cross terms) once it holds 1.5× those.",
     )
     categorical_effects: bool = Field(
         True,
@@ -1367,7 +1377,9 @@ def propose(
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:
             cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
     if config.quadratic_candidates > 0 and x.shape[1] > 0:
-        quad = quadratic_candidates(x, scores, config.quadratic_candidates, layout, gen, snap)
+        quad = quadratic_candidates(
+            x, scores, config.quadratic_candidates, layout, gen, snap, config.quadratic_diagonal_fallback
+        )
         if 0 < quad.shape[1] <= cand.shape[1] // 2:
             cand = torch.cat([cand[:, : cand.shape[1] - quad.shape[1]], quad], 1)
     det = config.deterministic if deterministic is None else deterministic

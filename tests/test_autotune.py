@@ -796,3 +796,25 @@ def test_quadratic_candidates_fit_the_continuous_columns_to_the_rounded_grid_one
         grad = torch.autograd.grad(f(point), point)[0]
         assert grad[:2].abs().max() < 1e-6 * max(1.0, float(f(row)))
     assert f(odd).min() <= f(c[0::2]).min() + 1e-9
+
+
+def test_quadratic_candidates_fall_back_to_a_separable_model_on_a_short_history():
+    """``diagonal_fallback``: with fewer trials than the full model needs (1.5 · 66 at d = 10) but 1.5× the
+    separable model's 21 coefficients, the Newton step of a separable quadratic lands on its minimum;
+    without the fallback there are no candidates yet."""
+    from autotune.meta import Layout, quadratic_candidates
+
+    d = 10
+    centre = torch.linspace(0.3, 0.7, d, dtype=torch.float64)
+    w = 10.0 ** torch.linspace(0.0, 3.0, d, dtype=torch.float64)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return ((x - centre) ** 2 * w).sum(-1)
+
+    x = torch.rand(1, 40, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    layout = Layout(d, [])
+    c = quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(1), lambda c: c, True)[0]
+    assert c.shape == (64, d) and f(c).min() < 1e-6 * f(x).min()
+    assert quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(1), lambda c: c).shape[1] == 0
+    short = x[:, :30]  # 30 < 1.5 · 21: not even the separable model
+    assert quadratic_candidates(short, -f(short), 64, layout, torch.Generator().manual_seed(1), lambda c: c, True).shape[1] == 0
