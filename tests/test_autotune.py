@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 import math
+from typing import Any
 
 import numpy as np
 import optuna
@@ -817,4 +817,7 @@ def test_quadratic_candidates_fall_back_to_a_separable_model_on_a_short_history(
     assert c.shape == (64, d) and f(c).min() < 1e-6 * f(x).min()
     assert quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(1), lambda c: c).shape[1] == 0
     short = x[:, :30]  # 30 < 1.5 · 21: not even the separable model
-    assert quadratic_candidates(short, -f(short), 64, layout, torch.Generator().manual_seed(1), lambda c: c, True).shape[1] == 0
+    assert (
+        quadratic_candidates(short, -f(short), 64, layout, torch.Generator().manual_seed(1), lambda c: c, True).shape[1]
+        == 0
+    )
