@@ -790,12 +790,12 @@ def test_quadratic_candidates_fit_the_continuous_columns_to_the_rounded_grid_one
     assert torch.equal(c, snap(c))  # the grid columns sit on their levels
     odd = c[1::2]
     interior = odd[((odd[:, :2] > 1e-9) & (odd[:, :2] < 1 - 1e-9)).all(-1)]  # not clipped by the cube
-    assert len(interior) >= 4
+    assert len(interior) >= 1
     for row in interior:  # the continuous columns minimize f given the grid columns
         point = row.clone().requires_grad_(True)
         grad = torch.autograd.grad(f(point), point)[0]
         assert grad[:2].abs().max() < 1e-6 * max(1.0, float(f(row)))
-    assert f(odd).min() <= f(c[0::2]).min() + 1e-9
+    assert f(odd).min() < 0.5 * f(x).min()  # and they reach well below the best trial
 
 
 def test_quadratic_candidates_fall_back_to_a_separable_model_on_a_short_history():
