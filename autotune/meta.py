@@ -361,7 +361,8 @@ def quadratic_candidates(
     layout: Layout,
     gen: torch.Generator,
     snap: Callable[[torch.Tensor], torch.Tensor],
-    diagonal_fallback: bool = False,
+    fallback: Literal["none", "diagonal", "subspace"] = "none",
+    log_ls: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""``[B, n_cand, D]`` candidates from a local quadratic model of the raw scores (none while the history is
     too short to fit one: ``[B, 0, D]``).
@@ -382,15 +383,26 @@ def quadratic_candidates(
     the model's maximum over the continuous columns given its snapped grid values,
     :math:`u_c = -H_{cc}^{-1}(g_c + H_{cg} u_g)` (eigenvalues by magnitude again): rounding the joint step
     moves a rotated valley's floor, and the continuous columns follow it.
+
+    While the history is too short for the full model, ``fallback`` "diagonal" fits a separable one (1 + 2d
+    coefficients, no cross terms) and "subspace" (one task, ``log_ls`` [1, D] given) the full model over the m
+    numeric columns with the shortest GP lengthscales, the largest m whose model the history can fit, the other
+    columns kept at the best trial's values.
     """
     B, n, D = x.shape
     numeric = layout.numeric
     d = int(numeric.sum())
     n_coef = 1 + d + d * (d + 1) // 2
-    if not diagonal_fallback and (d == 0 or n < int(1.5 * n_coef)):
-        return x[:, :0]
-    if n < int(1.5 * n_coef):  # too few trials for the full model: a separable one (no cross terms)
+    if n < int(1.5 * n_coef) and fallback == "diagonal":  # a separable model (no cross terms)
         n_coef = 1 + 2 * d
+    elif n < int(1.5 * n_coef) and fallback == "subspace" and log_ls is not None and B == 1 and d > 2:
+        m = max((j for j in range(2, d) if 1.5 * (1 + j + j * (j + 1) // 2) <= n), default=0)
+        if m:
+            cols = numeric.nonzero().squeeze(-1)
+            keep = cols[log_ls[0, cols].argsort()[:m]]
+            numeric = torch.zeros_like(numeric)
+            numeric[keep] = True
+            d, n_coef = m, 1 + m + m * (m + 1) // 2
     if d == 0 or n_cand <= 0 or n < int(1.5 * n_coef) or layout.active is not None:
         return x[:, :0]
     k = min(n, 2 * n_coef)
@@ -821,10 +833,11 @@ class MetaConfig(BaseModel):
         "1 + d + d(d+1)/2 coefficients): a rotated, ill-conditioned valley is followed where axis-wise "
         "perturbations stall (0: off, the earlier default).",
     )
-    quadratic_diagonal_fallback: bool = Field(
-        False,
-        description="While the history is too short for the full quadratic model, fit a separable one "
-        "(1 + 2d coefficients, no cross terms) once it holds 1.5× those.",
+    quadratic_fallback: Literal["none", "diagonal", "subspace"] = Field(
+        "none",
+        description="While the history is too short for the full quadratic model: 'diagonal' fits a separable "
+        "one (1 + 2d coefficients); 'subspace' the full model over the numeric parameters with the shortest GP "
+        "lengthscales, as many as the history can fit; 'none' waits.",
     )
     categorical_effects: bool = Field(
         True,
@@ -1378,7 +1391,7 @@ def propose(
             cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
     if config.quadratic_candidates > 0 and x.shape[1] > 0:
         quad = quadratic_candidates(
-            x, scores, config.quadratic_candidates, layout, gen, snap, config.quadratic_diagonal_fallback
+            x, scores, config.quadratic_candidates, layout, gen, snap, config.quadratic_fallback, hyper.log_ls
         )
         if 0 < quad.shape[1] <= cand.shape[1] // 2:
             cand = torch.cat([cand[:, : cand.shape[1] - quad.shape[1]], quad], 1)

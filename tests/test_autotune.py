@@ -813,11 +813,36 @@ def test_quadratic_candidates_fall_back_to_a_separable_model_on_a_short_history(
 
     x = torch.rand(1, 40, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     layout = Layout(d, [])
-    c = quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(1), lambda c: c, True)[0]
+    c = quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(1), lambda c: c, "diagonal")[0]
     assert c.shape == (64, d) and f(c).min() < 1e-6 * f(x).min()
     assert quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(1), lambda c: c).shape[1] == 0
     short = x[:, :30]  # 30 < 1.5 · 21: not even the separable model
     assert (
-        quadratic_candidates(short, -f(short), 64, layout, torch.Generator().manual_seed(1), lambda c: c, True).shape[1]
+        quadratic_candidates(short, -f(short), 64, layout, torch.Generator().manual_seed(1), lambda c: c, "diagonal").shape[1]
         == 0
     )
+
+
+def test_quadratic_candidates_fit_the_shortest_lengthscale_subspace_on_a_short_history():
+    """``fallback="subspace"``: with 40 trials at d = 10 (the full model needs 99) the full model is fitted over
+    the 5 numeric columns with the shortest GP lengthscales (1.5 · 21 ≤ 40 < 1.5 · 28); the other columns keep
+    the best trial's values, and a rotated valley in those 5 columns is stepped to its floor."""
+    from autotune.meta import Layout, quadratic_candidates
+
+    d, active = 10, torch.tensor([1, 3, 4, 7, 8])
+    opt, g = _rotated_ellipsoid(5, 6)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return g(x[..., active])
+
+    x = torch.rand(1, 40, d, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    log_ls = torch.zeros(1, d, dtype=torch.float64)
+    log_ls[0, active] = -2.0  # the GP has found the five columns that matter
+    layout = Layout(d, [])
+    c = quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(8), lambda c: c, "subspace", log_ls)[0]
+    best = x[0, f(x[0]).argmin()]
+    rest = torch.tensor([i for i in range(d) if i not in active.tolist()])
+    assert c.shape == (64, d) and torch.equal(c[:, rest], best[rest].expand(64, len(rest)))
+    assert f(c).min() < 1e-2 * f(x).min()
+    none = quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(8), lambda c: c, "none", log_ls)
+    assert none.shape == (1, 0, d)
