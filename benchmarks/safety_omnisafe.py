@@ -577,9 +577,13 @@ even at 1e7 (published 28.84 on PointGoal1, 43.32 on CarGoal1), so no CPO, ours 
 "cost ≤ 25" here; OmniSafe's CPO at 1e6 (about 2.5 CPU-hours) was not run.
 
 **Where the four targets stand (2026-12-04; 2e5 steps; every number from a piece in the tables above).**
-SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag and CPPOPID, on one for PPOLag and CPO.
-- **CPO** (benchmark defaults): ours 7.27 / 48.1, cumulative cost 9,730; OmniSafe CPO 3.42 / 35.5 / 8,474.
-  Reward ≥: yes. Cost ≤ 25: no. Cumulative cost below: no. Speed: 457 against 113 steps per CPU-s (4.0×).
+SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, on one for PPOLag.
+- **CPO** (benchmark defaults): ours 7.27 / 48.1, cumulative cost 9,730; OmniSafe CPO 3.42 / 35.5 / 8,474 on seed 0,
+  3.01 / 38.5 / 8,745 on 3 seeds (seed 2, 2026-12-06, fourth session: 2.06 / 43.4, cumulative 7,146, 216 steps per
+  CPU-s, `--seeds 1 --seeds-from 2`). Reward ≥: yes. Cost ≤ 25: no. Cumulative cost below: no (11 % above).
+  Speed: 457 against 167 steps per CPU-s, the three seeds' mean (2.7×). OmniSafe's seeds ran at 113, 171 and 216
+  steps per CPU-s on three different days: the same work per step, so the spread is the machine's load (not
+  measured per run).
 - **PPO-Lag** (`cost_margin=10`): ours −1.81 / 22.1 ± 9.4 (seeds 29.6, 8.8, 27.9), cumulative 6,014; OmniSafe
   PPOLag 7.14 / 94.2 / 16,750, at 90 steps per CPU-s.
   Cost ≤ 25: on average, not on every seed. Reward: below. Cumulative cost: 2.8× lower. Speed: 4.7×.

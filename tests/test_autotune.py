@@ -799,7 +799,7 @@ def test_quadratic_candidates_fit_the_continuous_columns_to_the_rounded_grid_one
 
 
 def test_quadratic_candidates_fall_back_to_a_separable_model_on_a_short_history():
-    """``diagonal_fallback``: with fewer trials than the full model needs (1.5 · 66 at d = 10) but 1.5× the
+    """``fallback="diagonal"``: with fewer trials than the full model needs (1.5 · 66 at d = 10) but 1.5× the
     separable model's 21 coefficients, the Newton step of a separable quadratic lands on its minimum;
     without the fallback there are no candidates yet."""
     from autotune.meta import Layout, quadratic_candidates
