@@ -582,7 +582,7 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, o
   3.01 / 38.5 / 8,745 on 3 seeds (seed 2, 2026-12-06, fourth session: 2.06 / 43.4, cumulative 7,146, 216 steps per
   CPU-s, `--seeds 1 --seeds-from 2`). Reward ≥: yes. Cost ≤ 25: no. Cumulative cost below: no (11 % above).
   Speed: 457 against 167 steps per CPU-s, the three seeds' mean (2.7×). OmniSafe's seeds ran at 113, 171 and 216
-  steps per CPU-s on three different days: the same work per step, so the spread is the machine's load (not
+  steps per CPU-s in three different sessions: the same work per step, so the spread is the machine's load (not
   measured per run).
 - **PPO-Lag** (`cost_margin=10`): ours −1.81 / 22.1 ± 9.4 (seeds 29.6, 8.8, 27.9), cumulative 6,014; OmniSafe
   PPOLag 7.14 / 94.2 / 16,750, at 90 steps per CPU-s.
