@@ -422,8 +422,7 @@ def quadratic_candidates(
     hess = torch.zeros(B, d, d, dtype=DTYPE)
     hess[:, iu, ju] = h
     hess = hess + hess.mT  # off-diagonal h_ij once each way, the diagonal 2 h_ii: ∂²s/∂u²
-    lam, vec = torch.linalg.eigh(hess)
-    mag = lam.abs().clamp_min(1e-6 * lam.abs().amax(-1, keepdim=True).clamp_min(1e-12))  # [B,d]
+    mag, vec = _abs_eigh(hess)  # [B,d], [B,d,d]
     newton = (vec @ ((vec.mT @ g.unsqueeze(-1)).squeeze(-1) / mag).unsqueeze(-1)).squeeze(-1)  # [B,d]
     fracs = torch.tensor([0.25, 0.5, 1.0, 1.5], dtype=DTYPE)
     noise = torch.tensor([0.0, 0.1, 0.3], dtype=DTYPE)
@@ -441,17 +440,29 @@ def quadratic_candidates(
     out = snap(layout.pin(out))
     grid = (layout.levels[numeric] > 0) if layout.levels is not None else torch.zeros(d, dtype=torch.bool)
     if grid.any() and not grid.all():  # every other candidate: the continuous columns' best given its grid values
-        c = ~grid
         u_g = (out[..., numeric][..., grid] - centre[..., grid]) / sigma[..., grid]  # [B,n_cand,d_g]
-        grad_c = g[:, None, c] + u_g @ hess[:, c][..., grid].mT  # ∂s/∂u_c at u_c = 0
-        lam_c, vec_c = torch.linalg.eigh(hess[:, c][..., c])
-        mag_c = lam_c.abs().clamp_min(1e-6 * lam_c.abs().amax(-1, keepdim=True).clamp_min(1e-12))
-        u_c = ((grad_c @ vec_c) / mag_c[:, None, :]) @ vec_c.mT
+        u_c = _conditional_newton(g, hess, grid, u_g)
+        c = ~grid
         cont = (centre[..., c] + (u_c * sigma[..., c]).clamp(-extent[..., c], extent[..., c])).clamp(0.0, 1.0)
-        cols = numeric.nonzero().squeeze(-1)[c]
-        out[:, 1::2, cols] = cont[:, 1::2]
+        out[:, 1::2, numeric.nonzero().squeeze(-1)[c]] = cont[:, 1::2]
         out = snap(layout.pin(out))
     return out
+
+
+def _abs_eigh(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``|λ|`` (floored at 10⁻⁶ of the largest) and ``V`` of the symmetric ``h [B,d,d]``."""
+    lam, vec = torch.linalg.eigh(h)
+    return lam.abs().clamp_min(1e-6 * lam.abs().amax(-1, keepdim=True).clamp_min(1e-12)), vec
+
+
+def _conditional_newton(g: torch.Tensor, hess: torch.Tensor, grid: torch.Tensor, u_g: torch.Tensor) -> torch.Tensor:
+    r"""Newton's step over the non-``grid`` coordinates of :math:`s(u) = g^\top u + \tfrac12 u^\top H u` with the
+    ``grid`` ones held at ``u_g [B,N,d_g]``: :math:`u_c = V|\Lambda|^{-1}V^\top (g_c + H_{cg} u_g)` for
+    :math:`H_{cc} = V\Lambda V^\top`. Returns ``[B,N,d_c]``."""
+    c = ~grid
+    grad_c = g[:, None, c] + u_g @ hess[:, c][..., grid].mT  # ∂s/∂u_c at u_c = 0
+    mag_c, vec_c = _abs_eigh(hess[:, c][..., c])
+    return ((grad_c @ vec_c) / mag_c[:, None, :]) @ vec_c.mT
 
 
 def refine_candidates(
@@ -1385,16 +1396,19 @@ def propose(
     if tr_length is not None and config.trust_region_ard:
         tr_weights = trust_region_weights(hyper.log_ls, layout.numeric)
     cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap, tr_length, tr_weights)
+    extra: list[torch.Tensor] = []  # candidates that replace as many local ones, at most half of them in all
     if config.categorical_sweep > 0 and x.shape[1] > 0:
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:
-            cand = torch.cat([cand[:, : cand.shape[1] - sweep.shape[1]], snap(sweep)], 1)
+            extra.append(snap(sweep))
     if config.quadratic_candidates > 0 and x.shape[1] > 0:
         quad = quadratic_candidates(
             x, scores, config.quadratic_candidates, layout, gen, snap, config.quadratic_fallback, hyper.log_ls
         )
-        if 0 < quad.shape[1] <= cand.shape[1] // 2:
-            cand = torch.cat([cand[:, : cand.shape[1] - quad.shape[1]], quad], 1)
+        if 0 < quad.shape[1] <= cand.shape[1] // 2 - sum(e.shape[1] for e in extra):
+            extra.append(quad)
+    if extra:
+        cand = torch.cat([cand[:, : cand.shape[1] - sum(e.shape[1] for e in extra)], *extra], 1)
     det = config.deterministic if deterministic is None else deterministic
     multiplicity = None
     if B == 1 and det:  # snapping to grids and choices repeats configurations: score each distinct one once
