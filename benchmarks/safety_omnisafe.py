@@ -857,6 +857,10 @@ seed 2 (`--sides ours --algos CPO --seeds 1 --seeds-from 2`), on the same Intel 
 cumulative 11,319, 545 steps per CPU-s, so 3.0× on one machine (the table's median of our three seeds, 463, mixes
 the EPYC of seed 0 with this Xeon). Neither side meets the limit at this budget; ours pays about twice OmniSafe's
 final cost for a reward it has and OmniSafe has not yet, as on PointGoal1 (7.27 / 48.07 against 3.42 / 35.48).
+OmniSafe's seed 2 (`--seeds 1 --seeds-from 2`, 2026-12-06, fourth session): −0.78 / 24.64, cumulative 6,627, 175
+steps per CPU-s: the first OmniSafe CPO piece under the limit, at a reward below zero. Over its three seeds (−0.77 /
+29.6, 1.20 / 51.0, −0.78 / 24.6) OmniSafe's CPO averages −0.11 / 35.1, cumulative 7,564, against our 5.15 / 57.9 /
+11,548: reward ≥ yes, cost ≤ 25 no on either side, cumulative cost below no (1.5×), speed 2.6×.
 """
 
 
