@@ -392,18 +392,23 @@ def quadratic_candidates(
     B, n, D = x.shape
     numeric = layout.numeric
     d = int(numeric.sum())
-    n_coef = 1 + d + d * (d + 1) // 2
-    if n < int(1.5 * n_coef) and fallback == "diagonal":  # a separable model (no cross terms)
-        n_coef = 1 + 2 * d
-    elif n < int(1.5 * n_coef) and fallback == "subspace" and log_ls is not None and B == 1 and d > 2:
-        m = max((j for j in range(2, d) if 1.5 * (1 + j + j * (j + 1) // 2) <= n), default=0)
+    if d == 0 or n_cand <= 0 or layout.active is not None:
+        return x[:, :0]
+
+    def n_full(j: int) -> int:  # coefficients of the full quadratic in j columns
+        return 1 + j + j * (j + 1) // 2
+
+    n_coef, separable = n_full(d), False
+    if n < int(1.5 * n_coef) and fallback == "diagonal":  # no cross terms
+        n_coef, separable = 1 + 2 * d, d > 1
+    elif n < int(1.5 * n_coef) and fallback == "subspace" and log_ls is not None and B == 1:
+        m = max((j for j in range(2, d) if 1.5 * n_full(j) <= n), default=0)
         if m:
             cols = numeric.nonzero().squeeze(-1)
-            keep = cols[log_ls[0, cols].argsort()[:m]]
             numeric = torch.zeros_like(numeric)
-            numeric[keep] = True
-            d, n_coef = m, 1 + m + m * (m + 1) // 2
-    if d == 0 or n_cand <= 0 or n < int(1.5 * n_coef) or layout.active is not None:
+            numeric[cols[log_ls[0, cols].argsort()[:m]]] = True
+            d, n_coef = m, n_full(m)
+    if n < int(1.5 * n_coef):
         return x[:, :0]
     k = min(n, 2 * n_coef)
     top = scores.topk(k, dim=1).indices  # [B,k]
@@ -412,7 +417,7 @@ def quadratic_candidates(
     centre = xs[:, :1]  # the best trial [B,1,d]
     sigma = xs.std(1, keepdim=True).clamp_min(1e-9)  # [B,1,d]
     u = (xs - centre) / sigma
-    iu, ju = torch.triu_indices(d, d) if n_coef > 1 + 2 * d or d == 1 else (torch.arange(d), torch.arange(d))
+    iu, ju = (torch.arange(d), torch.arange(d)) if separable else torch.triu_indices(d, d)
     feats = torch.cat([torch.ones(B, k, 1, dtype=DTYPE), u, u[..., iu] * u[..., ju]], -1)  # [B,k,p]
     y_scale = ys.std(1, keepdim=True).clamp_min(1e-12)
     yc = (ys - ys[:, :1]) / y_scale
@@ -423,14 +428,15 @@ def quadratic_candidates(
     hess[:, iu, ju] = h
     hess = hess + hess.mT  # off-diagonal h_ij once each way, the diagonal 2 h_ii: ∂²s/∂u²
     mag, vec = _abs_eigh(hess)  # [B,d], [B,d,d]
-    newton = (vec @ ((vec.mT @ g.unsqueeze(-1)).squeeze(-1) / mag).unsqueeze(-1)).squeeze(-1)  # [B,d]
+    g_eig = (g.unsqueeze(-2) @ vec).squeeze(-2)  # g in the eigenbasis, Vᵀg [B,d]
+    newton = ((g_eig / mag).unsqueeze(-2) @ vec.mT).squeeze(-2)  # V|Λ|⁻¹Vᵀg [B,d]
     fracs = torch.tensor([0.25, 0.5, 1.0, 1.5], dtype=DTYPE)
     noise = torch.tensor([0.0, 0.1, 0.3], dtype=DTYPE)
     a = fracs[torch.randint(0, len(fracs), (B, n_cand, 1), generator=gen)]
     eps = noise[torch.randint(0, len(noise), (B, n_cand, 1), generator=gen)]
     eps[:, 0] = 0.0  # the first candidate is the model's own step (a as drawn)
     z = torch.randn(B, n_cand, d, generator=gen, dtype=DTYPE)
-    gain = 0.5 * ((vec.mT @ g.unsqueeze(-1)).squeeze(-1).pow(2) / mag).sum(-1)  # the model's ½ gᵀ|H|⁻¹g [B]
+    gain = 0.5 * (g_eig.pow(2) / mag).sum(-1)  # the model's ½ gᵀ|H|⁻¹g [B]
     spread = (z / mag.sqrt()[:, None, :]) @ vec.mT * (2 * gain / d).sqrt()[:, None, None]
     step = (a * newton[:, None, :] + eps * spread) * sigma
     extent = 2 * (xs.amax(1, keepdim=True) - xs.amin(1, keepdim=True)).clamp_min(1e-9)
