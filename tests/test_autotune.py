@@ -818,7 +818,9 @@ def test_quadratic_candidates_fall_back_to_a_separable_model_on_a_short_history(
     assert quadratic_candidates(x, -f(x), 64, layout, torch.Generator().manual_seed(1), lambda c: c).shape[1] == 0
     short = x[:, :30]  # 30 < 1.5 · 21: not even the separable model
     assert (
-        quadratic_candidates(short, -f(short), 64, layout, torch.Generator().manual_seed(1), lambda c: c, "diagonal").shape[1]
+        quadratic_candidates(
+            short, -f(short), 64, layout, torch.Generator().manual_seed(1), lambda c: c, "diagonal"
+        ).shape[1]
         == 0
     )
 
