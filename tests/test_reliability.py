@@ -59,9 +59,13 @@ def _wait_for_metrics(uri: str, n: int, proc: subprocess.Popen, timeout: float =
     """The run id once the (only) run has logged ``n`` points of ``episode_return``."""
     import mlflow
 
+    db = Path(uri[len("sqlite:///") :])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
+        if not db.exists():  # the CLI publishes the store whole; opening it earlier would create it here
+            time.sleep(0.5)
+            continue
         try:
             runs = _runs(uri)
             if runs:

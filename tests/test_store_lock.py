@@ -135,3 +135,147 @@ def test_a_schema_creation_colliding_with_a_lockless_process_is_retried(tmp_path
     with pytest.raises(runs.TrackingError, match="bad credentials"):
         runs.setup_tracking(uri)
     assert len(calls) == 1
+
+
+PLAIN = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import mlflow
+
+    uri, barrier, delay = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+    (barrier / "plain").touch()
+    while len(list(barrier.iterdir())) < 2:
+        time.sleep(0.005)
+    time.sleep(delay)
+    mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)  # no lock, no retry
+""")
+
+OURS = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from core_rl.common.runs import setup_tracking
+
+    uri, barrier, delay = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+    (barrier / "ours").touch()
+    while len(list(barrier.iterdir())) < 2:
+        time.sleep(0.005)
+    time.sleep(delay)
+    setup_tracking(uri)
+""")
+
+
+@pytest.mark.slow  # two processes importing mlflow, three rounds: ~30 s; CI runs it
+def test_a_plain_mlflow_process_opening_the_new_store_beside_ours_breaks_neither(tmp_path):
+    """The CLI and an unlocked MLflow process (an ``mlflow ui``, a test polling the store) open a store
+    that does not exist yet at the same moment. Running MLflow's migrations twice at once broke both
+    processes in about half of such rounds, and left debris (``_alembic_tmp_tags``) that no retry could
+    get past: CI failed so. Ours now builds the schema privately and publishes it whole, and waits
+    while the other finishes its own."""
+    import mlflow
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    (tmp_path / "plain.py").write_text(PLAIN)
+    (tmp_path / "ours.py").write_text(OURS)
+    for rnd, (plain_delay, our_delay) in enumerate([(0.0, 0.0), (0.0, 0.15), (0.3, 0.0)]):
+        barrier, db = tmp_path / f"barrier{rnd}", tmp_path / f"store{rnd}" / "mlflow.db"
+        barrier.mkdir()
+        db.parent.mkdir()
+        uri = f"sqlite:///{db}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(tmp_path / name), uri, str(barrier), str(delay)],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for name, delay in (("plain.py", plain_delay), ("ours.py", our_delay))
+        ]
+        outs = [p.communicate(timeout=180) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, (rnd, err.decode()[-3000:])
+        assert mlflow.tracking.MlflowClient(uri).search_experiments()  # the store opens afterwards too
+        assert not list(db.parent.glob(".mlflow.db.creating-*"))
+
+
+def test_a_new_store_appears_whole_and_a_store_made_meanwhile_wins(tmp_path, monkeypatch):
+    """``setup_tracking`` on a missing SQLite file publishes it only at MLflow's newest revision, and
+    leaves nothing behind; if someone creates the file while ours is built, theirs is kept."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from core_rl.common import runs
+
+    newest = _get_latest_schema_revision()
+    seen: list[tuple[str | None, int, float]] = []
+    real_link = os.link
+
+    def link(src, dst):
+        seen.append(runs._schema_version(Path(src)))
+        return real_link(src, dst)
+
+    monkeypatch.setattr(runs.os, "link", link)
+    db = tmp_path / "a" / "mlflow.db"
+    runs.setup_tracking(f"sqlite:///{db}")
+    assert [s[0] for s in seen] == [newest]
+    assert runs._schema_version(db)[0] == newest
+    assert sorted(p.name for p in db.parent.iterdir()) == ["artifacts", "mlflow.db", "mlflow.db.lock"]
+
+    # another process creates the file first: its store stays, ours is dropped
+    other = tmp_path / "b" / "mlflow.db"
+    runs.setup_tracking(f"sqlite:///{tmp_path / 'made-elsewhere.db'}")
+
+    def link_after_someone_else(src, dst):
+        real_link(tmp_path / "made-elsewhere.db", dst)
+        return real_link(src, dst)
+
+    monkeypatch.setattr(runs.os, "link", link_after_someone_else)
+    runs.setup_tracking(f"sqlite:///{other}")
+    assert os.path.samefile(other, tmp_path / "made-elsewhere.db")
+    assert not list(other.parent.glob(".mlflow.db.creating-*"))
+
+
+def test_opening_waits_while_another_process_migrates_the_store(tmp_path):
+    """A store whose revision keeps moving is waited for until it reaches the newest one; a store that
+    sits still at an old revision is handed over after the quiet interval (MLflow then names the
+    problem), and one at the newest revision at once."""
+    import sqlite3
+    import threading
+    import time
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from core_rl.common import runs
+
+    newest = _get_latest_schema_revision()
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('r0')")
+
+    def migrate() -> None:  # a revision every 0.2 s for 2 s, then the newest
+        for k in range(1, 11):
+            time.sleep(0.2)
+            with sqlite3.connect(db) as conn:
+                conn.execute("UPDATE alembic_version SET version_num = ?", (f"r{k}",))
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = ?", (newest,))
+
+    worker = threading.Thread(target=migrate)
+    start = time.monotonic()
+    worker.start()
+    runs._wait_while_migrating(db, quiet_s=3.0)
+    waited = time.monotonic() - start
+    worker.join()
+    assert runs._schema_version(db)[0] == newest
+    assert 2.0 <= waited < 10.0  # through the whole migration, and no quiet wait after it
+
+    start = time.monotonic()
+    runs._wait_while_migrating(db, quiet_s=3.0)
+    assert time.monotonic() - start < 0.5  # newest: at once
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'old'")
+    start = time.monotonic()
+    runs._wait_while_migrating(db, quiet_s=3.0)
+    assert 3.0 <= time.monotonic() - start < 8.0  # still: handed over after the quiet interval

@@ -96,6 +96,9 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
         if db is None:
             raise TrackingError(f"tracking URI '{uri}' must look like sqlite:///path/to/file.db")
         check_writable_dir(db.parent, "tracking store folder")
+        if not db.exists():
+            _create_sqlite_store(db)
+        _wait_while_migrating(db)  # at once for ours; else whoever made it first may still be at work
         try:
             sqlite3.connect(db).close()
         except sqlite3.Error as exc:
@@ -119,6 +122,75 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _create_sqlite_store(db: Path) -> None:
+    """Create MLflow's schema in a private file, then publish it at ``db`` in one atomic step.
+
+    Nothing else ever sees a half-migrated store: MLflow's migrations (some forty, several that copy a
+    table through ``_alembic_tmp_<table>``) are not safe to run twice at once, and a plain MLflow
+    process (an ``mlflow ui``, a notebook's ``MlflowClient``) that opens the same new file while they
+    run collides with them; when both give up half-way the store keeps the debris and no retry can
+    open it. ``os.link`` fails if ``db`` appeared meanwhile (someone else created it first): then this
+    copy is dropped and the caller opens theirs, retrying while they finish (:func:`_is_schema_race`).
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    with StoreLock(f"sqlite:///{db}", "mlflow-schema"):
+        if db.exists():
+            return
+        private = db.with_name(f".{db.name}.creating-{os.getpid()}")
+        private.unlink(missing_ok=True)  # debris of a process with our pid that died here
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{private}", artifact_root(f"sqlite:///{db}"))
+            store.engine.dispose()
+            try:
+                os.link(private, db)
+            except FileExistsError:
+                pass
+        except Exception as exc:
+            raise TrackingError(f"tracking store '{db}' cannot be created: {str(exc).splitlines()[0][:300]}") from None
+        finally:
+            private.unlink(missing_ok=True)
+
+
+def _schema_version(db: Path) -> tuple[str | None, int, float]:
+    """``(alembic revision or None, size, mtime)`` of the SQLite store ``db``, read without writing."""
+    stat = db.stat()
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        revision = row[0] if row else None
+    except sqlite3.Error:  # no tables yet, or a migration holds the lock
+        revision = None
+    return revision, stat.st_size, stat.st_mtime
+
+
+def _wait_while_migrating(db: Path, quiet_s: float = 1.5, limit_s: float = 120.0) -> None:
+    """Return once ``db`` is at MLflow's newest schema, or has stopped changing for ``quiet_s``.
+
+    A store that another, unlocked process (an ``mlflow ui``, a plain ``MlflowClient``) is creating or
+    migrating changes every few milliseconds; running the migrations beside it breaks both. A store
+    at the newest revision returns at once; one that stays still is left to MLflow (an empty file it
+    initializes, an old store it refuses with the clear "out-of-date schema" error).
+    """
+    try:
+        from mlflow.store.db.utils import _get_latest_schema_revision
+
+        newest: str | None = _get_latest_schema_revision()
+    except Exception:  # a private helper: without it, only the quiet test decides
+        newest = None
+    state = _schema_version(db)
+    if newest is not None and state[0] == newest:
+        return
+    quiet_since = start = time.monotonic()
+    while time.monotonic() - quiet_since < quiet_s and time.monotonic() - start < limit_s:
+        time.sleep(0.1)
+        now = _schema_version(db)
+        if newest is not None and now[0] == newest:
+            return
+        if now != state:
+            state, quiet_since = now, time.monotonic()
+
+
 SCHEMA_RACE_RETRIES = 6
 """How often :func:`setup_tracking` retries a schema creation that collided with another process's."""
 
@@ -126,7 +198,16 @@ SCHEMA_RACE_RETRIES = 6
 def _is_schema_race(exc: BaseException) -> bool:
     """Whether ``exc`` is what a concurrent creation or migration of MLflow's SQL schema raises."""
     text = str(exc).lower()
-    return any(s in text for s in ("already exists", "database is locked", "duplicate column"))
+    return any(
+        s in text
+        for s in (
+            "already exists",  # CREATE TABLE, or alembic's batch copy _alembic_tmp_<table>, ran twice
+            "database is locked",
+            "duplicate column",  # ALTER TABLE ADD COLUMN ran twice
+            "expected to match one row",  # alembic: the other process moved alembic_version on first
+            "out-of-date database schema",  # the other process is half-way through the migrations
+        )
+    )
 
 
 def artifact_root(tracking_uri: str) -> str | None:
