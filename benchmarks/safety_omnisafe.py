@@ -577,7 +577,7 @@ even at 1e7 (published 28.84 on PointGoal1, 43.32 on CarGoal1), so no CPO, ours 
 "cost ≤ 25" here; OmniSafe's CPO at 1e6 (about 2.5 CPU-hours) was not run.
 
 **Where the four targets stand (2026-12-04; 2e5 steps; every number from a piece in the tables above).**
-SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, on one for PPOLag.
+SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, on two for PPOLag.
 - **CPO** (benchmark defaults): ours 7.27 / 48.1, cumulative cost 9,730; OmniSafe CPO 3.42 / 35.5 / 8,474 on seed 0,
   3.01 / 38.5 / 8,745 on 3 seeds (seed 2, 2026-12-06, fourth session: 2.06 / 43.4, cumulative 7,146, 216 steps per
   CPU-s, `--seeds 1 --seeds-from 2`). Reward ≥: yes. Cost ≤ 25: no. Cumulative cost below: no (11 % above).
@@ -585,8 +585,10 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, o
   steps per CPU-s in three different sessions: the same work per step, so the spread is the machine's load (not
   measured per run).
 - **PPO-Lag** (`cost_margin=10`): ours −1.81 / 22.1 ± 9.4 (seeds 29.6, 8.8, 27.9), cumulative 6,014; OmniSafe
-  PPOLag 7.14 / 94.2 / 16,750, at 90 steps per CPU-s.
-  Cost ≤ 25: on average, not on every seed. Reward: below. Cumulative cost: 2.8× lower. Speed: 4.7×.
+  PPOLag on two seeds 5.41 / 88.9 ± 5.2 (seed 0 7.14 / 94.2 / 16,750 at 90 steps per CPU-s; seed 1, 2026-12-06,
+  fifth session, `--seeds 1 --seeds-from 1`: 3.68 / 83.7 / 19,484 at 107), cumulative 18,117.
+  Cost ≤ 25: on average, not on every seed. Reward: below. Cumulative cost: 3.0× lower. Speed: 421 against 99
+  steps per CPU-s, 4.3×.
 - **TRPO-Lag** (`cost_margin=10`, 2026-12-04, fourth session): ours −2.53 / 12.6 ± 4.4 (seeds 14.6, 6.5, 16.8),
   cumulative 4,340; OmniSafe TRPOLag on 3 seeds 12.51 / 68.5 ± 6.4 (seeds 59.9, 70.4, 75.1), cumulative 17,346.
   - Cost ≤ 25: yes, on every seed (aimed at the limit it was 32.8, 18.9, 41.5). Reward: below (−2.5 against 12.5).
@@ -641,12 +643,12 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, o
     cumulative 7,646, 88 steps per CPU-s; its two seeds 0.68 / 28.11 against ours 0.97 / 42.45 with the recipe.
     Neither side's Saute ends under 25 at this budget on either task.
 
-At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 94, TRPOLag 68, CPPOPID 53):
+At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 89, TRPOLag 68, CPPOPID 53):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
 and our Lagrangian agents trade reward for staying near the limit.
 
-SafetyCarGoal1, ours, seed 0 (of OmniSafe's CarGoal1 pieces, 20–40 CPU-minutes each at its 100–250 steps per
-CPU-s, TRPOLag seed 0 and CPPOPID seeds 0–1 have run, below): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
+SafetyCarGoal1, ours, seed 0 (OmniSafe's CarGoal1 pieces, 20–40 CPU-minutes each at its 100–250 steps per
+CPU-s, are below: TRPOLag, CPPOPID and CPO on three seeds, PPOLag on two, PPOSaute on one): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
 TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104), PID-Lag
 0.24 / 31.4 (6,512, 690) and Saute −0.34 / 31.9 (7,442, 714), the last three measured 2026-12-04 (fourth session).
 Seed 1 (same session, `--seeds 1 --seeds-from 1`): TRPO-Lag −0.59 / 18.1 (8,948, 729), PID-Lag −0.60 / 20.7
@@ -656,8 +658,11 @@ Seed 2 (2026-12-05, `--seeds 1 --seeds-from 2`): TRPO-Lag −0.78 / 15.9 (5,797,
 OmniSafe's TRPOLag on CarGoal1, seed 0 (the first OmniSafe CarGoal1 piece): 12.11 / 64.4, cumulative 17,269,
 252 steps per CPU-s, the same picture as PointGoal1 (reward bought with cost 2.6× the limit). OmniSafe's CPPOPID
 on CarGoal1, seed 0: 0.03 / 21.4, cumulative 10,703, 172 steps per CPU-s; seed 1 (`--seeds 1 --seeds-from 1`):
-−0.00 / 91.8, cumulative 15,338. Over its two seeds 0.01 / 56.6 against our PID-Lag's 0.22 / 45.5 on three
-(seeds 31.4, 20.7, 84.4; cumulative 9,611 against 13,020): both sides' PID Lagrangians have the heavy tail here.
+−0.00 / 91.8, cumulative 15,338; seed 2 (`--seeds 1 --seeds-from 2`, 2026-12-06, fifth session): 1.25 / 30.8,
+cumulative 11,019, 104 steps per CPU-s. Over its three seeds 0.43 / 48.0 ± 31.2, cumulative 12,353, against our
+PID-Lag's 0.22 / 45.5 ± 27.9 (seeds 31.4, 20.7, 84.4), cumulative 9,611: both sides' PID Lagrangians have the
+heavy tail here. Cost ≤ 25: neither side. Reward: ours below by 0.2 (both near zero). Cumulative cost: 1.3×
+lower. Speed: 711 against 151 steps per CPU-s, 4.7×.
 
 **Five times the budget: 1e6 steps, seed 0 (2026-12-05).** To see whether the reward gap closes when both sides
 have time, `--steps 1000000` on SafetyPointGoal1 (pieces `*-1000000.json`, their own table above):
@@ -849,7 +854,11 @@ per CPU-s; ours, seed 1 (`--sides ours --algos PPO-Lag --seeds 1 --seeds-from 1`
 night: −0.69 / 24.33, cumulative 7,597, 502 steps per CPU-s, so 4.6× on one machine. The table's speed column
 averages our two seeds, and our seed 0 ran on an AMD EPYC (293 steps per CPU-s), so its ratio mixes machines. As on
 PointGoal1 at this budget, OmniSafe's PPOLag buys its reward with 3.3× the cost limit; ours keeps the cost at or
-near the limit (29.4 and 24.3) and has not learned the goal yet.
+near the limit (29.4 and 24.3) and has not learned the goal yet. OmniSafe's seed 1 (`--seeds 1 --seeds-from 1`,
+2026-12-06, fifth session): 5.47 / 83.22, cumulative 13,556, 113 steps per CPU-s. Over its two seeds 6.06 / 83.4,
+cumulative 15,892, against our 3 seeds' −0.22 / 25.9 ± 2.5 (29.4, 24.3, 24.0), cumulative 5,977: cost ≤ 25 on two
+seeds of three (the mean 0.9 over), reward below, cumulative cost 2.7× lower, speed 458 against 112 steps per
+CPU-s, 4.1×.
 
 **SafetyCarGoal1-v0, CPO: the two sides on one machine (2026-12-06).** OmniSafe's CPO, seed 0 (`--tasks SG-CarGoal1
 --sides omnisafe --algos CPO --seeds 1 --steps 200000`): −0.77 / 29.62, cumulative 9,506, 182 steps per CPU-s; ours,
