@@ -137,30 +137,22 @@ def test_a_schema_creation_colliding_with_a_lockless_process_is_retried(tmp_path
     assert len(calls) == 1
 
 
-PLAIN = textwrap.dedent("""
+RACER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
+
+    who, uri, barrier, delay = sys.argv[1], sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])
     import mlflow
-
-    uri, barrier, delay = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
-    (barrier / "plain").touch()
-    while len(list(barrier.iterdir())) < 2:
-        time.sleep(0.005)
-    time.sleep(delay)
-    mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)  # no lock, no retry
-""")
-
-OURS = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
     from core_rl.common.runs import setup_tracking
 
-    uri, barrier, delay = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
-    (barrier / "ours").touch()
-    while len(list(barrier.iterdir())) < 2:
+    (barrier / who).touch()
+    while len(list(barrier.iterdir())) < 2:  # both imports done: open the store together
         time.sleep(0.005)
     time.sleep(delay)
-    setup_tracking(uri)
+    if who == "plain":
+        mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)  # no lock, no retry
+    else:
+        setup_tracking(uri)
 """)
 
 
@@ -175,8 +167,7 @@ def test_a_plain_mlflow_process_opening_the_new_store_beside_ours_breaks_neither
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    (tmp_path / "plain.py").write_text(PLAIN)
-    (tmp_path / "ours.py").write_text(OURS)
+    (tmp_path / "racer.py").write_text(RACER)
     for rnd, (plain_delay, our_delay) in enumerate([(0.0, 0.0), (0.0, 0.15), (0.3, 0.0)]):
         barrier, db = tmp_path / f"barrier{rnd}", tmp_path / f"store{rnd}" / "mlflow.db"
         barrier.mkdir()
@@ -184,13 +175,13 @@ def test_a_plain_mlflow_process_opening_the_new_store_beside_ours_breaks_neither
         uri = f"sqlite:///{db}"
         procs = [
             subprocess.Popen(
-                [sys.executable, str(tmp_path / name), uri, str(barrier), str(delay)],
+                [sys.executable, str(tmp_path / "racer.py"), who, uri, str(barrier), str(delay)],
                 cwd=tmp_path,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            for name, delay in (("plain.py", plain_delay), ("ours.py", our_delay))
+            for who, delay in (("plain", plain_delay), ("ours", our_delay))
         ]
         outs = [p.communicate(timeout=180) for p in procs]
         for p, (_, err) in zip(procs, outs):
