@@ -156,8 +156,11 @@ def _schema_version(db: Path) -> tuple[str | None, int, float]:
     """``(alembic revision or None, size, mtime)`` of the SQLite store ``db``, read without writing."""
     stat = db.stat()
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            conn.close()
         revision = row[0] if row else None
     except sqlite3.Error:  # no tables yet, or a migration holds the lock
         revision = None
@@ -178,17 +181,20 @@ def _wait_while_migrating(db: Path, quiet_s: float = 1.5, limit_s: float = 120.0
         newest: str | None = _get_latest_schema_revision()
     except Exception:  # a private helper: without it, only the quiet test decides
         newest = None
-    state = _schema_version(db)
-    if newest is not None and state[0] == newest:
-        return
-    quiet_since = start = time.monotonic()
-    while time.monotonic() - quiet_since < quiet_s and time.monotonic() - start < limit_s:
-        time.sleep(0.1)
-        now = _schema_version(db)
-        if newest is not None and now[0] == newest:
+    try:
+        state = _schema_version(db)
+        if newest is not None and state[0] == newest:
             return
-        if now != state:
-            state, quiet_since = now, time.monotonic()
+        quiet_since = start = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s and time.monotonic() - start < limit_s:
+            time.sleep(0.1)
+            now = _schema_version(db)
+            if newest is not None and now[0] == newest:
+                return
+            if now != state:
+                state, quiet_since = now, time.monotonic()
+    except OSError:  # removed or unreadable meanwhile: opening it next names the problem
+        return
 
 
 SCHEMA_RACE_RETRIES = 6
