@@ -202,8 +202,17 @@ def omnisafe(task_name: str, algo: str, seed: int, steps: int, n_envs: int, limi
     cmd = [str(OMNISAFE_PYTHON), str(RUNNER), "--algo", PEER[algo], "--task", task_name, "--steps", str(steps)]
     cmd += ["--seed", str(seed), "--n-envs", str(n_envs), "--cost-limit", str(limit), "--out", str(out)]
     cmd += ["--hidden", *(str(h) for h in SHARED["hidden_sizes"])]
-    with log.open("w") as fh:  # OmniSafe prints a table per epoch: kept in a log beside the result
-        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    from core_rl.common.errors import RunInterrupted
+    from core_rl.common.runs import interrupt_signals
+
+    try:
+        # OmniSafe prints a table per epoch: kept in a log beside the result. A SIGTERM or Ctrl-C raises
+        # inside subprocess.run, which kills the runner: a stopped benchmark leaves no OmniSafe behind
+        with log.open("w") as fh, interrupt_signals():
+            done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    except RunInterrupted as exc:
+        print(f"{exc.signal_name}: OmniSafe {PEER[algo]} on {task_name} seed {seed} stopped, not saved", flush=True)
+        raise SystemExit(exc.exit_code) from None
     if done.returncode != 0:
         raise SystemExit(f"OmniSafe {PEER[algo]} on {task_name} failed (exit {done.returncode}); see {log}")
     result = json.loads(out.read_text())
