@@ -165,3 +165,49 @@ def test_a_shared_setting_changed_for_one_agent_is_listed_under_the_table() -> N
         "PPO-Lag (1 seed): defaults",
         "Saute (1 seed): `n_epochs=80`, `normalize_obs=False`",
     ]
+
+
+def test_a_stopped_benchmark_stops_the_omnisafe_runner_too(tmp_path: Path) -> None:
+    """SIGTERM to the benchmark while OmniSafe trains: the runner process goes with it (it used to keep
+    training, orphaned, for the rest of its 30 minutes), the exit status is 143 and no piece is saved.
+    A stand-in runner (sleeps, writes its pid) replaces OmniSafe's, so the test needs no OmniSafe venv."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    pid_file = tmp_path / "runner.pid"
+    (tmp_path / "runner.py").write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n"
+    )
+    driver = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        import benchmarks.safety_omnisafe as B
+        B.OMNISAFE_PYTHON, B.RUNNER = Path(sys.executable), Path({str(tmp_path / "runner.py")!r})
+        B.omnisafe("SafetyPointGoal1-v0", "PPO-Lag", 0, 1000, 1, 25.0, Path({str(tmp_path / "piece.log")!r}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    runner = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    for _ in range(100):  # the runner was killed and reaped by subprocess.run
+        try:
+            os.kill(runner, 0)
+        except ProcessLookupError:
+            orphaned = False
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(runner, signal.SIGKILL)  # leave nothing behind, then fail
+        orphaned = True
+    assert not orphaned, "the OmniSafe runner outlived the stopped benchmark"
+    assert proc.returncode == 143
+    assert "SIGTERM" in out and "not saved" in out
+    assert not (tmp_path / "piece.json").exists()
