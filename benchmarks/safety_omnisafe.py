@@ -210,9 +210,9 @@ def omnisafe(task_name: str, algo: str, seed: int, steps: int, n_envs: int, limi
         # inside subprocess.run, which kills the runner: a stopped benchmark leaves no OmniSafe behind
         with log.open("w") as fh, interrupt_signals():
             done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    except RunInterrupted as exc:
+    except RunInterrupted as exc:  # run_main turns it into the exit status (143, 130)
         print(f"{exc.signal_name}: OmniSafe {PEER[algo]} on {task_name} seed {seed} stopped, not saved", flush=True)
-        raise SystemExit(exc.exit_code) from None
+        raise
     if done.returncode != 0:
         raise SystemExit(f"OmniSafe {PEER[algo]} on {task_name} failed (exit {done.returncode}); see {log}")
     result = json.loads(out.read_text())

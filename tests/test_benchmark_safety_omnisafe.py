@@ -185,8 +185,10 @@ def test_a_stopped_benchmark_stops_the_omnisafe_runner_too(tmp_path: Path) -> No
         import sys
         from pathlib import Path
         import benchmarks.safety_omnisafe as B
+        from benchmarks.common import run_main
         B.OMNISAFE_PYTHON, B.RUNNER = Path(sys.executable), Path({str(tmp_path / "runner.py")!r})
-        B.omnisafe("SafetyPointGoal1-v0", "PPO-Lag", 0, 1000, 1, 25.0, Path({str(tmp_path / "piece.log")!r}))
+        log = Path({str(tmp_path / "piece.log")!r})
+        sys.exit(run_main(lambda: B.omnisafe("SafetyPointGoal1-v0", "PPO-Lag", 0, 1000, 1, 25.0, log)))
     """)
     env = {**os.environ, "PYTHONPATH": str(repo)}
     proc = subprocess.Popen([sys.executable, "-c", driver], cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
