@@ -805,11 +805,14 @@ def load_results(paths: Sequence[Path], cls: type[R] = RunResult) -> tuple[list[
 def run_main(main: Callable[[], int | None]) -> int:
     """A benchmark's process exit status: ``main()``'s (0 for ``None``), or the shell's 128 + signal
     number (130 for Ctrl-C, 143 for SIGTERM) when a signal stopped it — its MLflow run already ended
-    KILLED by :func:`core_rl.common.runs.tracked_run`."""
+    KILLED by :func:`core_rl.common.runs.tracked_run`, its ``finally`` blocks ran, and a peer it was
+    running through :func:`core_rl.common.runs.run_child` was killed with it."""
     from core_rl.common.errors import RunInterrupted
+    from core_rl.common.runs import interrupt_signals
 
     try:
-        return int(main() or 0)
+        with interrupt_signals():
+            return int(main() or 0)
     except RunInterrupted as stop:
         print(f"benchmark stopped by {stop.signal_name}", file=sys.stderr)
         return stop.exit_code

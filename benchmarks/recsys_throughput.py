@@ -21,12 +21,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchmarks.common import run_main
+from core_rl.common.runs import run_child
 
 TWIN = {"num_candidates": 10, "horizon": 100}
 
@@ -102,7 +102,7 @@ def run_phase(name: str, path: Path, rows: int, chunk_rows: int) -> dict:
         "--chunk-rows",
         str(chunk_rows),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = run_child(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
         raise SystemExit(f"phase {name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

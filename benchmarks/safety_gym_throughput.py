@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import textwrap
 import time
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from core_rl.common.runs import run_child
 from safety.safety_gymnasium import SafetyGymnasiumVectorEnv, safety_gymnasium_available, safety_python
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def measure(
 
 
 def in_process(task: str, steps: int) -> dict:
-    out = subprocess.run(
+    out = run_child(
         [str(safety_python()), "-I", "-c", IN_PROCESS, task, str(steps)], capture_output=True, text=True, check=True
     )
     cpu, wall = map(float, out.stdout.split())

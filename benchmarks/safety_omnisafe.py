@@ -203,13 +203,13 @@ def omnisafe(task_name: str, algo: str, seed: int, steps: int, n_envs: int, limi
     cmd += ["--seed", str(seed), "--n-envs", str(n_envs), "--cost-limit", str(limit), "--out", str(out)]
     cmd += ["--hidden", *(str(h) for h in SHARED["hidden_sizes"])]
     from core_rl.common.errors import RunInterrupted
-    from core_rl.common.runs import interrupt_signals
+    from core_rl.common.runs import run_child
 
     try:
-        # OmniSafe prints a table per epoch: kept in a log beside the result. A SIGTERM or Ctrl-C raises
-        # inside subprocess.run, which kills the runner: a stopped benchmark leaves no OmniSafe behind
-        with log.open("w") as fh, interrupt_signals():
-            done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        # OmniSafe prints a table per epoch: kept in a log beside the result. A SIGTERM or Ctrl-C kills
+        # the runner too: a stopped benchmark leaves no OmniSafe behind
+        with log.open("w") as fh:
+            done = run_child(cmd, stdout=fh, stderr=subprocess.STDOUT)
     except RunInterrupted as exc:  # run_main turns it into the exit status (143, 130)
         print(f"{exc.signal_name}: OmniSafe {PEER[algo]} on {task_name} seed {seed} stopped, not saved", flush=True)
         raise

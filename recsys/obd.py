@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -39,7 +38,7 @@ import pandas as pd
 import torch
 
 from core_rl.common.errors import ConfigError
-from core_rl.common.runs import data_dir
+from core_rl.common.runs import data_dir, run_child
 
 OBP_VERSION = "0.5.7"
 POLICIES: tuple[str, ...] = ("random", "bts")
@@ -79,7 +78,7 @@ def fetch(root: str | Path | None = None, python: str | None = None, force: bool
             "-d",
             tmp,
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = run_child(cmd, capture_output=True, text=True)
         sdists = sorted(Path(tmp).glob(f"obp-{OBP_VERSION}.tar.gz"))
         if proc.returncode != 0 or not sdists:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -492,7 +491,7 @@ def run_obp(
             args["protocol"] = protocol
         script = Path(tmp) / "run_obp.py"
         script.write_text(_OBP_SCRIPT)
-        proc = subprocess.run([str(py), str(script), json.dumps(args)], capture_output=True, text=True, timeout=timeout)
+        proc = run_child([str(py), str(script), json.dumps(args)], capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("OBP-RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]

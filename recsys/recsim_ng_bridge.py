@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from core_rl.common.errors import ConfigError, EnvError
+from core_rl.common.runs import run_child
 from recsys.simulation.config import InterestEvolutionConfig
 from recsys.simulation.corpus import Corpus
 
@@ -218,7 +219,7 @@ def run_recsim_ng(
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
         try:
-            proc = subprocess.run(
+            proc = run_child(
                 [str(recsim_python()), str(DRIVER), str(spec_path), str(out)],
                 capture_output=True,
                 text=True,

@@ -34,11 +34,12 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +322,32 @@ def check_stop() -> None:
     if _SIGNALS.requested is not None:
         signum, _SIGNALS.requested = _SIGNALS.requested, None
         raise RunInterrupted(signum)
+
+
+def run_child(cmd: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, **kwargs)`` that never leaves its child behind.
+
+    A SIGTERM sent to this process alone (a scheduler, ``kill``) would end it and leave the child (a peer
+    library in its own venv, a simulator) running as an orphan. Here SIGINT and SIGTERM raise inside
+    ``subprocess.run``, which kills the child; then the signal takes its usual course: inside an enclosing
+    :func:`interrupt_signals` block (``run_main``, a tracked run) :class:`RunInterrupted` reaches that
+    block's owner, otherwise the signal is delivered again under the handler this process had before,
+    so it ends with the status it always did (143 for SIGTERM, ``KeyboardInterrupt`` for Ctrl-C). Inside a
+    :func:`graceful_stop` loop the first signal only asks that loop to stop, and the child finishes.
+    """
+    owned_outside = _SIGNALS.installed > 0 or threading.current_thread() is not threading.main_thread()
+    ignored = (
+        [] if owned_outside else [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) == signal.SIG_IGN]
+    )
+    try:
+        with interrupt_signals():
+            for sig in ignored:  # e.g. SIGINT in a job a shell started with `&`: it stays ignored
+                signal.signal(sig, signal.SIG_IGN)
+            return subprocess.run(cmd, **kwargs)  # any exception inside kills the child before propagating
+    except RunInterrupted as exc:
+        if not owned_outside:
+            os.kill(os.getpid(), exc.signum)  # our handlers are gone: the previous one decides
+        raise
 
 
 # ---- the run -----------------------------------------------------------------------------------
