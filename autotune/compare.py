@@ -44,6 +44,7 @@ SAMPLER_NAMES = (
     "meta-untrained",
     "meta-copula",
     "meta-noquad",
+    "meta-restart",
     "meta-refine",
     "meta-cat",
     "meta-global",
@@ -79,6 +80,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, categorical_sweep=3)
     if name == "meta-global":  # candidates from the whole cube, no trust region (the earlier default)
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, trust_region=False)
+    if name == "meta-restart":  # a collapsed trust region restarts on the whole cube
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, trust_region_restart="global")
     if name == "meta-uniform":  # uniform startup trials, no star design (the earlier default)
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, initial_design="random")
     if name == "meta-branch":  # conditional spaces: the root, then each branch group given it

@@ -222,6 +222,8 @@ def trust_region_length(
     length_min: float = 0.5**7,
     length_max: float = 1.6,
     success_tolerance: int = 3,
+    length_floor: float = 0.0,
+    restart_global: bool = False,
 ) -> torch.Tensor:
     r"""TuRBO's trust-region side length ``L`` [B], replayed from the scores in trial order.
 
@@ -232,6 +234,10 @@ def trust_region_length(
     defaults are L₀ = 0.8 and τ_f = max(4, d) for thousands of evaluations; the shorter start and patience
     measured better at 50 trials, docs/autotune.md). Replaying the history keeps the sampler stateless
     across workers.
+
+    ``length_floor`` (:func:`trust_region_floor`): the box has also collapsed once ``L`` is below it, where
+    halving it narrows no column any more. ``restart_global``: a collapsed box restarts at ``length_max`` (the
+    whole cube, as TuRBO's fresh design after a collapse) instead of ``length_init`` around the same incumbent.
     """
     B, n = scores.shape
     fail_tol = max(4, math.ceil(n_numeric / 2))
@@ -250,10 +256,21 @@ def trust_region_length(
                 length, succ = min(2.0 * length, length_max), 0
             elif fail == fail_tol:
                 length, fail = length / 2.0, 0
-            if length < length_min:
-                length = length_init
+            if length < max(length_min, length_floor):
+                length = length_max if restart_global else length_init
         out[b] = length
     return out
+
+
+def trust_region_floor(layout: Layout) -> float:
+    """The side below which halving the trust region narrows no numeric column: every numeric column is a
+    grid kept at two cells either side (:meth:`Layout.trust_half_width`); 0 if any is continuous."""
+    if layout.levels is None:
+        return 0.0
+    k = layout.levels[layout.numeric].to(DTYPE)
+    if k.numel() == 0 or bool((k <= 0).any()):
+        return 0.0
+    return float((4.0 / k.clamp_min(1.0)).min())
 
 
 def trust_region_weights(log_ls: torch.Tensor, numeric: torch.Tensor, ratio_max: float = 8.0) -> torch.Tensor:
@@ -885,6 +902,12 @@ class MetaConfig(BaseModel):
         description="Stretch the trust region per numeric parameter by the GP's ARD lengthscales, as TuRBO "
         "does (same volume, longer where the objective changes slowly; at most 8× either way).",
     )
+    trust_region_restart: Literal["init", "global"] = Field(
+        "init",
+        description="Where a collapsed trust region restarts: 'init' (a box of side 0.4 around the best "
+        "trial, once the side is below 0.5⁷) or 'global' (the whole cube, side 1.6, as TuRBO's fresh design; "
+        "a box on grid parameters also counts as collapsed once halving it narrows no column).",
+    )
     target: Literal["yeo_johnson", "copula"] = Field(
         "yeo_johnson",
         description="How scores become the GP's and the policy's targets: 'yeo_johnson' (standardized, "
@@ -1397,7 +1420,10 @@ def propose(
         )
     tr_length = None
     if config.trust_region and x.shape[1] > 0:
-        tr_length = trust_region_length(scores, int(layout.numeric.sum()), config.n_startup_trials)
+        restart = {}
+        if config.trust_region_restart == "global":
+            restart = {"length_floor": trust_region_floor(layout), "restart_global": True}
+        tr_length = trust_region_length(scores, int(layout.numeric.sum()), config.n_startup_trials, **restart)
     tr_weights = None
     if tr_length is not None and config.trust_region_ard:
         tr_weights = trust_region_weights(hyper.log_ls, layout.numeric)

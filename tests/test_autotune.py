@@ -675,6 +675,33 @@ def test_trust_region_length_follows_turbos_rule_replayed_from_the_scores():
     assert batch.tolist() == [0.8, 0.4]
 
 
+def test_a_collapsed_trust_region_restarts_on_the_whole_cube_and_a_grid_box_collapses_at_its_floor():
+    """``trust_region_restart="global"``: a collapsed box restarts at side 1.6 (the whole cube), not 0.4 around
+    the same incumbent; on grid parameters it has collapsed once halving narrows no column (every column held at
+    two cells either side), which :func:`trust_region_floor` gives."""
+    from autotune.meta import Layout, trust_region_floor, trust_region_length
+
+    def length(scores: list[float], floor: float = 0.0, restart_global: bool = True) -> float:
+        t = torch.tensor([scores], dtype=torch.float64)
+        return float(trust_region_length(t, 2, 2, length_floor=floor, restart_global=restart_global)[0])
+
+    flat = [0.0, 1.0] + [0.5] * 4 * 6  # six halvings: below 0.5^7
+    assert length(flat, restart_global=False) == 0.4
+    assert length(flat) == 1.6
+    assert length(flat + [0.5] * 4) == 0.8  # then it shrinks again
+    assert length([0.0, 1.0] + [0.5] * 4, floor=0.3) == 1.6  # 0.2 < 0.3: collapsed after one halving
+    assert length([0.0, 1.0] + [0.5] * 4, floor=0.1) == 0.2
+
+    levels = torch.tensor([15.0, 12.0, 10.0, 0.0, 0.0])  # three grids, then a categorical of two choices
+    assert trust_region_floor(Layout(5, [(3, 2)], levels=levels)) == pytest.approx(4 / 15)
+    # a box of side 0.2 is held at two cells on every grid column: halving it changes nothing
+    grid = Layout(5, [(3, 2)], levels=levels)
+    half = grid.trust_half_width(torch.tensor([0.2]))[0, 0, :3]
+    assert half.tolist() == pytest.approx(grid.trust_half_width(torch.tensor([0.1]))[0, 0, :3].tolist())
+    assert trust_region_floor(Layout(3, [], levels=torch.tensor([15.0, 0.0, 10.0]))) == 0.0  # a continuous column
+    assert trust_region_floor(Layout(2, [])) == 0.0
+
+
 def test_trust_region_stretches_by_the_ard_lengthscales_at_the_same_volume():
     """``trust_region_ard``: TuRBO's weights ℓ_i / (∏ ℓ_j)^{1/d} over the numeric columns (1 on categorical
     ones), clipped to [1/8, 8]; the box they give keeps the volume and is longer along the long lengthscale."""
