@@ -586,7 +586,8 @@ even at 1e7 (published 28.84 on PointGoal1, 43.32 on CarGoal1), so no CPO, ours 
 "cost ≤ 25" here; OmniSafe's CPO at 1e6 (about 2.5 CPU-hours) was not run.
 
 **Where the four targets stand (2026-12-04; 2e5 steps; every number from a piece in the tables above).**
-SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, on two for PPOLag.
+SafetyPointGoal1: both sides on 3 seeds for every algorithm (OmniSafe's last pieces, PPOLag's and PPOSaute's seed 2,
+added 2026-12-06, sixth session).
 - **CPO** (benchmark defaults): ours 7.27 / 48.1, cumulative cost 9,730; OmniSafe CPO 3.42 / 35.5 / 8,474 on seed 0,
   3.01 / 38.5 / 8,745 on 3 seeds (seed 2, 2026-12-06, fourth session: 2.06 / 43.4, cumulative 7,146, 216 steps per
   CPU-s, `--seeds 1 --seeds-from 2`). Reward ≥: yes. Cost ≤ 25: no. Cumulative cost below: no (11 % above).
@@ -594,10 +595,17 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, o
   steps per CPU-s in three different sessions: the same work per step, so the spread is the machine's load (not
   measured per run).
 - **PPO-Lag** (`cost_margin=10`): ours −1.81 / 22.1 ± 9.4 (seeds 29.6, 8.8, 27.9), cumulative 6,014; OmniSafe
-  PPOLag on two seeds 5.41 / 88.9 ± 5.2 (seed 0 7.14 / 94.2 / 16,750 at 90 steps per CPU-s; seed 1, 2026-12-06,
-  fifth session, `--seeds 1 --seeds-from 1`: 3.68 / 83.7 / 19,484 at 107), cumulative 18,117.
-  Cost ≤ 25: on average, not on every seed. Reward: below. Cumulative cost: 3.0× lower. Speed: 421 against 99
-  steps per CPU-s, 4.3×.
+  PPOLag on three seeds 5.11 / 91.1 ± 5.3 (seed 0 7.14 / 94.2 / 16,750 at 90 steps per CPU-s; seed 1, 2026-12-06,
+  fifth session, `--seeds 1 --seeds-from 1`: 3.68 / 83.7 / 19,484 at 107; seed 2, sixth session, `--seeds-from 2`:
+  4.50 / 95.6 / 15,024 at 167), cumulative 17,086.
+  Cost ≤ 25: on average, not on every seed. Reward: below. Cumulative cost: 2.8× lower. Speed: 421 against 122
+  steps per CPU-s, 3.5×, a ratio that mixes machines (OmniSafe's seed 2 ran on a faster, less loaded Xeon).
+  - On one machine: our seed 2 re-run beside OmniSafe's seed 2 on the same Xeon (`--sides ours --algos PPO-Lag
+    --seeds 1 --seeds-from 2 --out-dir .deeprl/speedcheck`) ran at 1,094 steps per CPU-s, **6.5×** OmniSafe's 167.
+    It did not reproduce the stored piece, which was made on the AMD EPYC on 2026-12-04 (−0.98 / 10.5 / 4,225
+    against 0.04 / 27.9 / 5,326). The two runs part in the first rollout (returns 0.0832 and 0.0817 over the
+    first 2,048 steps, before any update): another CPU's float kernels, as on CarGoal1 below, where the stored piece
+    came from this Xeon and the re-run matched it to every digit.
 - **TRPO-Lag** (`cost_margin=10`, 2026-12-04, fourth session): ours −2.53 / 12.6 ± 4.4 (seeds 14.6, 6.5, 16.8),
   cumulative 4,340; OmniSafe TRPOLag on 3 seeds 12.51 / 68.5 ± 6.4 (seeds 59.9, 70.4, 75.1), cumulative 17,346.
   - Cost ≤ 25: yes, on every seed (aimed at the limit it was 32.8, 18.9, 41.5). Reward: below (−2.5 against 12.5).
@@ -649,15 +657,20 @@ SafetyPointGoal1: ours on 3 seeds; OmniSafe on 3 for TRPOLag, CPPOPID and CPO, o
     --steps 200000`, 2026-12-06): −0.81 / 32.82, cumulative 9,131, 90 steps per CPU-s (2,288 s). Against ours on
     three seeds: reward higher (0.04), cost 12 higher, cumulative cost 9% higher, 4.9× the steps per CPU-second.
     OmniSafe's PPOSaute on SafetyPointGoal1, seed 1 (`--seeds 1 --seeds-from 1`, 2026-12-06): −0.03 / 27.60,
-    cumulative 7,646, 88 steps per CPU-s; its two seeds 0.68 / 28.11 against ours 0.97 / 42.45 with the recipe.
-    Neither side's Saute ends under 25 at this budget on either task.
+    cumulative 7,646, 88 steps per CPU-s; seed 2 (`--seeds-from 2`, sixth session): 2.58 / 21.14, cumulative
+    6,485, 152 steps per CPU-s. Its three seeds: 1.31 / 25.8 ± 3.3, cumulative 6,797, against ours 0.97 / 42.45 and
+    8,834 with the recipe. OmniSafe's PPOSaute is ahead on all three targets here (reward, cost, cumulative cost).
+    On SafetyCarGoal1, seeds 1 and 2 (sixth session): 0.28 / 88.42 (14,177) and −1.44 / 61.08 (7,388), at 153
+    steps per CPU-s. Its three seeds: −0.66 / 60.8 ± 22.7, cumulative 10,232, against ours 0.04 / 45.2 and 9,953.
+    Ours is ahead there on reward and final cost and 3 % lower in cumulative cost. Its seed 0 (32.8) was its best.
+    Neither side's Saute ends under 25 on average at this budget on either task.
 
-At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 89, TRPOLag 68, CPPOPID 53):
+At this budget OmniSafe's Lagrangian agents end far above the limit (PPOLag 91, TRPOLag 68, CPPOPID 53):
 their reward is bought with cost, so "reward ≥ OmniSafe's" and "cost ≤ 25" pull against each other here,
 and our Lagrangian agents trade reward for staying near the limit.
 
 SafetyCarGoal1, ours, seed 0 (OmniSafe's CarGoal1 pieces, 20–40 CPU-minutes each at its 100–250 steps per
-CPU-s, are below: TRPOLag, CPPOPID and CPO on three seeds, PPOLag on two, PPOSaute on one): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
+CPU-s, are below: all five on three seeds): CPO 5.16 / 65.7 (cumulative 11,361, 331 steps per CPU-s), PPO-Lag 0.69 / 29.4 (4,780, 293),
 TRPO-Lag with the margin −0.18 / 33.6 (5,888, 670; aimed at the limit it was −1.19 / 38.0, 10,104), PID-Lag
 0.24 / 31.4 (6,512, 690) and Saute −0.34 / 31.9 (7,442, 714), the last three measured 2026-12-04 (fourth session).
 Seed 1 (same session, `--seeds 1 --seeds-from 1`): TRPO-Lag −0.59 / 18.1 (8,948, 729), PID-Lag −0.60 / 20.7
@@ -864,10 +877,12 @@ night: −0.69 / 24.33, cumulative 7,597, 502 steps per CPU-s, so 4.6× on one m
 averages our two seeds, and our seed 0 ran on an AMD EPYC (293 steps per CPU-s), so its ratio mixes machines. As on
 PointGoal1 at this budget, OmniSafe's PPOLag buys its reward with 3.3× the cost limit; ours keeps the cost at or
 near the limit (29.4 and 24.3) and has not learned the goal yet. OmniSafe's seed 1 (`--seeds 1 --seeds-from 1`,
-2026-12-06, fifth session): 5.47 / 83.22, cumulative 13,556, 113 steps per CPU-s. Over its two seeds 6.06 / 83.4,
-cumulative 15,892, against our 3 seeds' −0.22 / 25.9 ± 2.5 (29.4, 24.3, 24.0), cumulative 5,977: cost ≤ 25 on two
-seeds of three (the mean 0.9 over), reward below, cumulative cost 2.7× lower, speed 458 against 112 steps per
-CPU-s, 4.1×.
+2026-12-06, fifth session): 5.47 / 83.22, cumulative 13,556, 113 steps per CPU-s; seed 2 (`--seeds-from 2`, sixth
+session): 7.03 / 107.36, cumulative 14,588, 176 steps per CPU-s. Over its three seeds 6.38 / 91.4 ± 11.3, cumulative
+15,457, against our 3 seeds' −0.22 / 25.9 ± 2.5 (29.4, 24.3, 24.0), cumulative 5,977: cost ≤ 25 on two seeds of three
+(the mean 0.9 over), reward below, cumulative cost 2.6× lower, speed 458 against 133 steps per CPU-s, 3.4× (mixed
+machines). Our seed 2 re-run beside OmniSafe's seed 2 on the same Xeon (`--out-dir .deeprl/speedcheck`) matched the
+stored piece to every digit at 840 steps per CPU-s: **4.8×** OmniSafe's 176 on one machine.
 
 **SafetyCarGoal1-v0, CPO: the two sides on one machine (2026-12-06).** OmniSafe's CPO, seed 0 (`--tasks SG-CarGoal1
 --sides omnisafe --algos CPO --seeds 1 --steps 200000`): −0.77 / 29.62, cumulative 9,506, 182 steps per CPU-s; ours,
