@@ -66,6 +66,7 @@ from benchmarks.common import (
     resume_for,
     row_metrics,
     run_main,
+    run_stamp,
     sb3_learn,
     sb3_resumed,
     seed_range,
@@ -383,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(TORCH_THREADS)
     out_dir = (args.out_dir or REPO / ".deeprl" / "benchmarks").resolve()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = run_stamp()
     command = command_line("benchmarks.atari", argv)
     if args.results:
         metas = [json.loads(Path(f).read_text())["meta"] for f in args.results]

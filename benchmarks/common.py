@@ -196,6 +196,15 @@ def summarize_by_mode(
 
 
 # ---- machine, plot -----------------------------------------------------------------------------
+def run_stamp() -> str:
+    """The stamp naming one benchmark process's files (``{name}-{stamp}.json``, ``-partial.json``, tables,
+    plots) and its MLflow parent run: the UTC start time and this process's id. Two benchmarks started in the
+    same second (one per core) would otherwise share every file, the second one's results replacing the first's."""
+    from datetime import UTC, datetime
+
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
+
+
 def machine_note() -> dict[str, Any]:
     cpu, flags = "unknown", set()
     try:

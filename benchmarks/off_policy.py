@@ -78,6 +78,7 @@ from benchmarks.common import (
     resume_for,
     row_metrics,
     run_main,
+    run_stamp,
     sb3_learn,
     sb3_resumed,
     seed_range,
@@ -608,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     command = command_line("benchmarks.off_policy", argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = run_stamp()
     partial = out_dir / f"off_policy-{stamp}-partial.json"  # every finished run, while the benchmark goes on
     if args.results:
         args.results = sorted(args.results, key=lambda f: json.loads(Path(f).read_text())["meta"].get("date", ""))

@@ -55,6 +55,7 @@ from benchmarks.common import (
     profile_learn,
     row_metrics,
     run_main,
+    run_stamp,
     sb3_learn,
     seed_range,
     timed_result,
@@ -684,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     command = command_line("benchmarks.on_policy", argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = run_stamp()
     if args.results:
         results, meta = load_results(args.results)
         keys = {(r.algo, r.env_id) for r in results}

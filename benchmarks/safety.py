@@ -58,6 +58,7 @@ from benchmarks.common import (
     parse_run_arguments,
     resumed_agent,
     run_main,
+    run_stamp,
     seed_range,
 )
 
@@ -550,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     out_dir = (args.out_dir or REPO / ".deeprl" / "benchmarks").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = run_stamp()
     command = command_line("benchmarks.safety", argv)
     if args.results:
         results, meta = load_results(args.results)

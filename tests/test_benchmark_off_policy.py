@@ -214,3 +214,17 @@ def test_a_stopped_off_policy_run_continues_with_its_replay_buffer(
     whole = off_policy.run_one(hp, impl, 400, 0, 1)
     assert (res.steps, res.gradient_steps, res.episodes) == (whole.steps, whole.gradient_steps, whole.episodes)
     assert res.episodes == 2  # 200-step episodes
+
+
+def test_two_benchmarks_started_in_the_same_second_name_their_files_apart() -> None:
+    """Two benchmarks started together, one per core, took the same second-resolution stamp, so the second
+    one's ``off_policy-<stamp>.json`` replaced the first one's results (a TD3 run lost that way on
+    2026-12-06). The stamp now carries the process id as well."""
+    import subprocess
+    import sys
+
+    code = "from benchmarks.common import run_stamp; print(run_stamp())"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    stamps = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert stamps[0] != stamps[1]
+    assert all(s.split("-")[0][:8].isdigit() for s in stamps)  # the UTC start time leads: names still sort by it
