@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -200,8 +201,6 @@ def run_stamp() -> str:
     """The stamp naming one benchmark process's files (``{name}-{stamp}.json``, ``-partial.json``, tables,
     plots) and its MLflow parent run: the UTC start time and this process's id. Two benchmarks started in the
     same second (one per core) would otherwise share every file, the second one's results replacing the first's."""
-    from datetime import UTC, datetime
-
     return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.safety_omnisafe import groups, load_pieces, piece_path, table
+from tests.processes import gone, wait_for_pid
 
 
 def _piece(side: str, algo: str, seed: int, steps: int, ret: float, cost: float) -> dict:
@@ -174,7 +175,6 @@ def test_a_stopped_benchmark_stops_the_omnisafe_runner_too(tmp_path: Path) -> No
     import subprocess
     import sys
     import textwrap
-    import time
 
     repo = Path(__file__).resolve().parents[1]
     pid_file = tmp_path / "runner.pid"
@@ -192,24 +192,10 @@ def test_a_stopped_benchmark_stops_the_omnisafe_runner_too(tmp_path: Path) -> No
     """)
     env = {**os.environ, "PYTHONPATH": str(repo)}
     proc = subprocess.Popen([sys.executable, "-c", driver], cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not pid_file.exists() or not pid_file.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    runner = int(pid_file.read_text())
+    runner = wait_for_pid(pid_file, proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
-    for _ in range(100):  # the runner was killed and reaped by subprocess.run
-        try:
-            os.kill(runner, 0)
-        except ProcessLookupError:
-            orphaned = False
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(runner, signal.SIGKILL)  # leave nothing behind, then fail
-        orphaned = True
-    assert not orphaned, "the OmniSafe runner outlived the stopped benchmark"
+    assert gone(runner), "the OmniSafe runner outlived the stopped benchmark"  # killed and reaped by subprocess.run
     assert proc.returncode == 143
     assert "SIGTERM" in out and "not saved" in out
     assert not (tmp_path / "piece.json").exists()

@@ -11,10 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.processes import gone, wait_for_pid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,30 +40,14 @@ def _start(tmp_path: Path, body: str, child_seconds: float, **popen: object) -> 
         text=True,
         **popen,
     )
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    return proc, int(pid_file.read_text())
-
-
-def _gone(pid: int) -> bool:
-    """Whether ``pid`` has exited (it is killed if not, so that a failing test leaves nothing behind)."""
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return False
+    return proc, wait_for_pid(pid_file, proc, timeout=60)
 
 
 def test_sigterm_to_a_plain_parent_ends_it_as_before_and_takes_the_child_along(tmp_path: Path) -> None:
     proc, child = _start(tmp_path, "run_child(CHILD)\nprint('not reached')", child_seconds=120)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
-    assert _gone(child), "the child outlived its parent"
+    assert gone(child), "the child outlived its parent"
     assert proc.returncode == -signal.SIGTERM  # the default handler ended it, as without run_child
     assert "not reached" not in out
 
@@ -82,7 +67,7 @@ def test_inside_a_run_the_signal_reaches_the_runs_owner_after_the_child_is_gone(
     proc, child = _start(tmp_path, body, child_seconds=120)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert _gone(child), "the child outlived its parent"
+    assert gone(child), "the child outlived its parent"
     assert out.strip() == f"owner saw {signal.Signals(sig).name}", err
     assert proc.returncode == 128 + sig
 
