@@ -229,6 +229,7 @@ class OffPolicyAgent(Agent):
         if "replay" in extra:
             restore_object_state(self.replay, extra["replay"])
 
-    def _step_optimizer(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """:func:`core_rl.common.optim.step` with this config's ``max_grad_norm``."""
+    def _step_optimizer(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor | None) -> None:
+        """:func:`core_rl.common.optim.step` with this config's ``max_grad_norm`` (``loss=None``: the gradients are
+        already in ``.grad``)."""
         optim.step(optimizer, loss, self.config.max_grad_norm)
