@@ -216,6 +216,8 @@ def machine_note() -> dict[str, Any]:
         pass
     import stable_baselines3
 
+    from core_rl.continuous.critics import onednn_bf16_matmuls_available
+
     try:
         load = os.getloadavg()
     except OSError:
@@ -224,6 +226,8 @@ def machine_note() -> dict[str, Any]:
         "cpu": cpu,
         # the bf16 speed modes (matmul_dtype, encoder_dtype) pay off only with these instructions
         "cpu_bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
+        # how matmul_dtype="bfloat16" computes here (core_rl.continuous.critics.bf16_matmul_context, on the CPU)
+        "bf16_matmuls": "onednn" if onednn_bf16_matmuls_available() else "autocast",
         "cores": os.cpu_count(),
         "loadavg": [round(x, 2) for x in load],
         "python": platform.python_version(),

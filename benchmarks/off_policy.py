@@ -27,8 +27,8 @@ files (e.g. the pieces of a benchmark run in several shorter invocations) withou
 
 ``--ours-modes fp32 bf16``: our side trains once per mode, each mode its own row against the same SB3
 runs: ``fp32`` is the default config; ``bf16`` sets ``matmul_dtype="bfloat16"`` (SAC, TD3 and DDPG: the
-gradient steps under a bf16 autocast, float32 parameters, optimizer state and losses; see
-:mod:`core_rl.continuous.critics`); ``sb3-init`` sets ``init="torch_default"`` (SAC, TD3, DDPG: SB3's nn.Linear init
+gradient steps with bf16 matmuls, float32 parameters, optimizer state and losses; see
+:mod:`core_rl.continuous.critics`; the results' ``machine["bf16_matmuls"]`` says which of its two ways ran); ``sb3-init`` sets ``init="torch_default"`` (SAC, TD3, DDPG: SB3's nn.Linear init
 instead of our orthogonal one; DQN's mapping already uses it). SB3 always runs its float32 default.
 """
 
@@ -367,6 +367,14 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         print(" ".join(f"{v:>{w}}" for v, (_, w) in zip(vals, cols)))
 
 
+#: how the bf16 rows computed (``machine["bf16_matmuls"]``, recorded since 2026-12-06; older results: autocast)
+BF16_PATHS = {
+    "onednn": "here as oneDNN's float32 matmuls in bf16 precision, activations float32 (a CPU with AVX512-BF16/AMX)",
+    "autocast": "here under `torch.autocast(bfloat16)`, the hidden activations in bf16 too",
+    "mixed": "the pieces of this report differ: some under `torch.autocast(bfloat16)`, some as oneDNN's bf16-precision "
+    "float32 matmuls",
+}
+
 def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any]) -> str:
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
@@ -431,9 +439,10 @@ Target of the project: **equal or better return at ≥ 2× SB3's env-steps per C
 - *return ≥ SB3*: ours ≥ SB3 − {RETURN_TOLERANCE:.0%}·|SB3| (seed-to-seed noise allowance). With one seed a
   "no" can be noise; use `--seeds 5` for a verdict.
 - *mode (ours)*: `fp32` is our default config; `bf16` is the same config with `matmul_dtype="bfloat16"`
-  (`--ours-modes`; SAC, TD3, DDPG): every gradient step under `torch.autocast(bfloat16)`, the hidden layers'
-  matmuls in bf16 while parameters, Adam's state, the networks' outputs, targets and losses stay float32
-  (`core_rl/continuous/critics.py`). Both modes of a row are compared with the same SB3 runs (float32).
+  (`--ours-modes`; SAC, TD3, DDPG): every gradient step with bf16 matmuls (inputs rounded to bf16, float32
+  accumulation) while parameters, Adam's state, the networks' outputs, targets and losses stay float32
+  (`core_rl/continuous/critics.py`); {BF16_PATHS.get(m.get("bf16_matmuls") or "autocast", "")}. Both modes of
+  a row are compared with the same SB3 runs (float32).
 
 ## Hyperparameters (RL-Zoo values over SB3 defaults, mapped field by field)
 
@@ -622,6 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             (m["machine"].get("loadavg_start", []) for m in metas), key=lambda x: max(x or [0])
         )
         machine["loadavg"] = max((m["machine"]["loadavg"] for m in metas), key=lambda x: max(x or [0]))
+        # the pieces that trained a bf16 row say how (results from before the key: autocast)
+        paths = {m["machine"].get("bf16_matmuls", "autocast") for m in metas if "bf16" in m.get("ours_modes", [])}
+        machine["bf16_matmuls"] = paths.pop() if len(paths) == 1 else ("mixed" if paths else None)
         meta = {
             **meta,
             "machine": machine,
