@@ -375,6 +375,7 @@ BF16_PATHS = {
     "float32 matmuls",
 }
 
+
 def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any]) -> str:
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
