@@ -13,6 +13,7 @@ from core_rl import ConfigError, SpaceError, make_agent
 from core_rl.common.base import Agent
 from core_rl.common.replay import ReplaySample
 from core_rl.common.tracking import MemoryTracker
+from core_rl.continuous import critics
 from core_rl.continuous.critics import ActionScaler, OrnsteinUhlenbeckNoise, QEnsemble
 from core_rl.continuous.ddpg import DDPG
 from core_rl.continuous.naf import NAF, NAFNetwork
@@ -304,11 +305,17 @@ def test_user_errors():
 # ---- the bf16 update mode (matmul_dtype) -------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", ["onednn", "autocast"])
 @pytest.mark.parametrize("cls", [SAC, TD3])
-def test_bf16_update_is_the_float32_update_to_bf16_precision(cls):
+def test_bf16_update_is_the_float32_update_to_bf16_precision(cls, path, monkeypatch):
     """One gradient step from the same networks and batch: the losses agree to bf16's ~3 digits, every
     parameter moves by the same Adam step (first step: ±lr per weight, sign of the gradient), the
-    parameters stay float32, and the result is not bit-identical (the mode really ran in bf16)."""
+    parameters stay float32, and the result is not bit-identical (the mode really ran in bf16). Both ways
+    of computing it: oneDNN's bf16-precision matmuls (CPUs with bf16 instructions) and a bf16 autocast."""
+    if path == "onednn" and not critics.onednn_bf16_matmuls_available():
+        pytest.skip("this CPU or torch has no native oneDNN bf16 matmuls")
+    if path == "autocast":
+        monkeypatch.setattr(critics, "onednn_bf16_matmuls_available", lambda: False)
     batch = fake_batch(256)
     cfg = dict(hidden_sizes=(256, 256), learning_starts=0, seed=shifted(0), policy_delay=1) if cls is TD3 else None
     cfg = cfg or dict(hidden_sizes=(256, 256), learning_starts=0, seed=shifted(0))
@@ -339,6 +346,24 @@ def test_sac_in_bf16_mode_solves_pendulum():
     agent = SAC("Pendulum-v1", {**SMALL, "matmul_dtype": "bfloat16"})
     agent.learn(8000)
     assert pendulum_return(agent) >= -250  # as the float32 test's bar
+
+
+def test_the_bf16_scope_ends_with_the_block_also_when_it_raises():
+    """The oneDNN switch is process-wide: after the update (or an error inside it) float32 matmuls are exact again."""
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    x, w = torch.randn(64, 256, generator=torch.Generator().manual_seed(0)), torch.randn(256, 64)
+    exact = (x.double() @ w.double()).float()
+    with pytest.raises(RuntimeError, match="inside the update"):
+        with critics.bf16_matmul_context(torch.device("cpu")):
+            if critics.onednn_bf16_matmuls_available():
+                assert matmul.fp32_precision == "bf16"
+            else:
+                assert torch.is_autocast_enabled("cpu")
+            assert (x @ w - exact).abs().max() > 1e-2  # bf16 inputs: ~3 significant digits
+            raise RuntimeError("inside the update")
+    assert matmul.fp32_precision == before and not torch.is_autocast_enabled("cpu")
+    assert (x @ w - exact).abs().max() < 1e-3
 
 
 def test_bf16_mode_only_where_outputs_stay_float32():
