@@ -348,6 +348,22 @@ def test_sac_in_bf16_mode_solves_pendulum():
     assert pendulum_return(agent) >= -250  # as the float32 test's bar
 
 
+@pytest.mark.parametrize("cls", [SAC, TD3])
+def test_flat_optimizer_steps_give_the_same_run_bit_for_bit(cls, monkeypatch):
+    """SAC's and TD3's critic and actor optimizers step on flat buffers (``flat_optimizers``): a seeded run
+    ends with the same parameters as one stepped by ``optim.step``."""
+    params = {}
+    for flat in (True, False):
+        if not flat:
+            monkeypatch.setattr(cls, "flat_optimizers", ())
+        agent = cls("Pendulum-v1", {"hidden_sizes": (32, 32), "learning_starts": 100, "seed": shifted(4)})
+        agent.learn(400)
+        params[flat] = torch.cat([p.detach().flatten() for m in (agent.actor, agent.critic) for p in m.parameters()])
+        steps = [v[1] for v in agent.__dict__.get("_flat_steps", {}).values()]
+        assert (len(steps) == 2 and all(s is not None and s.flat_ok for s in steps)) if flat else not steps
+    assert torch.equal(params[True], params[False])
+
+
 def test_the_bf16_scope_ends_with_the_block_also_when_it_raises():
     """The oneDNN switch is process-wide: after the update (or an error inside it) float32 matmuls are exact again."""
     matmul = torch.backends.mkldnn.matmul

@@ -46,6 +46,43 @@ def test_step_without_a_loss_uses_the_stored_gradients():
     assert torch.allclose(p.detach(), torch.tensor([-0.6, -0.8, 0.0, 0.0]), atol=1e-6)
 
 
+def test_flat_grad_step_has_the_bits_of_step_and_survives_a_zero_grad_and_a_state_reload():
+    ours, x, y = _net_and_batch(1)
+    ref, _, _ = _net_and_batch(1)
+    opt_a, opt_b = optim.make_adam(ours.parameters(), 1e-2), optim.make_adam(ref.parameters(), 1e-2)
+    flat = optim.FlatGradStep.build(opt_a)
+    assert flat is not None
+    for i in range(6):
+        if i == 2:
+            opt_a.zero_grad(set_to_none=True)  # frees the views: the next step puts them back
+        if i == 4:  # a checkpoint reload replaces the optimizer's state tensors: FlatStep adopts them
+            opt_a.load_state_dict(opt_b.state_dict())
+        flat.step((ours(x) - y).pow(2).mean())
+        optim.step(opt_b, (ref(x) - y).pow(2).mean())
+        assert flat.flat_ok
+        for p, q in zip(ours.parameters(), ref.parameters()):
+            assert torch.equal(p, q)
+    assert optim.FlatGradStep.build(optim.make_adam(ours.parameters(), 1e-2)) is None  # already flat elsewhere
+
+
+def test_flat_grad_step_takes_a_step_that_misses_a_parameter_the_torch_way():
+    """A parameter the loss does not reach keeps ``.grad`` None for torch's Adam, which then leaves it alone;
+    a zero flat gradient would move it by its momentum. The flat step notices and steps as torch does."""
+    ours, x, y = _net_and_batch(2)
+    ref, _, _ = _net_and_batch(2)
+    opt_a, opt_b = optim.make_adam(ours.parameters(), 1e-2), optim.make_adam(ref.parameters(), 1e-2)
+    flat = optim.FlatGradStep.build(opt_a)
+    for i in range(4):
+        head_only = i >= 2  # from step 2 on, only the last layer's bias is trained
+        loss_a = (ours[2].bias - y).pow(2).mean() if head_only else (ours(x) - y).pow(2).mean()
+        loss_b = (ref[2].bias - y).pow(2).mean() if head_only else (ref(x) - y).pow(2).mean()
+        flat.step(loss_a)
+        optim.step(opt_b, loss_b)
+        assert flat.flat_ok is not head_only
+        for p, q in zip(ours.parameters(), ref.parameters()):
+            assert torch.equal(p, q)
+
+
 def test_make_optimizer_names_and_errors():
     params = [torch.nn.Parameter(torch.zeros(2))]
     assert isinstance(optim.make_optimizer("adam", params, 1e-3), torch.optim.Adam)

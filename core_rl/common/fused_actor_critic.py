@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from core_rl.common.distributions import Distribution, StochasticPolicy, ValueFunction
-from core_rl.common.optim import FlatStep
+from core_rl.common.optim import FlatStep, clip_flat_, flat_grad_views  # noqa: F401 (re-exported)
 
 LOG_2PI = math.log(2 * math.pi)
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
@@ -104,25 +104,6 @@ def mlp_backward(
         if layer > 0:
             g = torch.mm(g, layers[layer].weight)  # ⊙ f'(h): (1 − h²) or [h > 0], one kernel each
             g = torch.ops.aten.tanh_backward(g, h_in) if tanh else torch.ops.aten.threshold_backward(g, h_in, 0.0)
-
-
-def flat_grad_views(params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One zeroed flat buffer for the gradients of ``params`` and a view of it shaped like each."""
-    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
-    views, offset = [], 0
-    for p in params:
-        views.append(flat[offset : offset + p.numel()].view_as(p))
-        offset += p.numel()
-    return flat, views
-
-
-def clip_flat_(flat: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor | None:
-    """g ← g·min(1, c/(‖g‖₂ + 10⁻⁶)) on a flat gradient buffer; the norm before, or None without a clip."""
-    if max_grad_norm is None:
-        return None
-    norm = torch.linalg.vector_norm(flat)
-    flat.mul_((max_grad_norm / (norm + 1e-6)).clamp_(max=1.0))
-    return norm
 
 
 @dataclass

@@ -83,6 +83,9 @@ class OffPolicyAgent(Agent):
     #: whether the gradient step being taken reports its metrics: a training phase keeps only its last
     #: step's, so :meth:`train_step` may return ``{}`` (and skip the ``.item()`` reads) when this is False
     log_metrics: bool = True
+    #: the optimizer attributes whose every parameter each of their losses reaches, stepped on flat buffers by
+    #: :meth:`_step_optimizer` (:class:`~core_rl.common.optim.FlatGradStep`: one zeroing and one fused Adam kernel)
+    flat_optimizers: ClassVar[tuple[str, ...]] = ()
 
     def _build(self) -> None:
         if (
@@ -231,5 +234,21 @@ class OffPolicyAgent(Agent):
 
     def _step_optimizer(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor | None) -> None:
         """:func:`core_rl.common.optim.step` with this config's ``max_grad_norm`` (``loss=None``: the gradients are
-        already in ``.grad``)."""
-        optim.step(optimizer, loss, self.config.max_grad_norm)
+        already in ``.grad``); the optimizers named in ``flat_optimizers`` step on flat buffers
+        (:class:`~core_rl.common.optim.FlatGradStep`, the same bits)."""
+        flat = self._flat_grad_step(optimizer) if loss is not None and self.flat_optimizers else None
+        if flat is not None:
+            flat.step(loss, self.config.max_grad_norm)
+        else:
+            optim.step(optimizer, loss, self.config.max_grad_norm)
+
+    def _flat_grad_step(self, optimizer: torch.optim.Optimizer) -> optim.FlatGradStep | None:
+        """The flat step of ``optimizer`` if this agent names it in ``flat_optimizers`` (built at its first step)."""
+        steps: dict[int, tuple[torch.optim.Optimizer, optim.FlatGradStep | None]] = self.__dict__.setdefault(
+            "_flat_steps", {}
+        )
+        entry = steps.get(id(optimizer))
+        if entry is None or entry[0] is not optimizer:
+            named = any(getattr(self, name, None) is optimizer for name in self.flat_optimizers)
+            entry = steps[id(optimizer)] = (optimizer, optim.FlatGradStep.build(optimizer) if named else None)
+        return entry[1]

@@ -17,6 +17,7 @@ used by the on- and off-policy bases and every trainer that clips and steps.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -88,6 +89,111 @@ def step(
         norm = clip_grad_norm(params, max_grad_norm)
     optimizer.step()
     return norm
+
+
+def flat_grad_views(params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One zeroed flat buffer for the gradients of ``params`` and a view of it shaped like each."""
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+    views, offset = [], 0
+    for p in params:
+        views.append(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+    return flat, views
+
+
+def clip_flat_(flat: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor | None:
+    """g ← g·min(1, c/(‖g‖₂ + 10⁻⁶)) on a flat gradient buffer; the norm before, or None without a clip."""
+    if max_grad_norm is None:
+        return None
+    norm = torch.linalg.vector_norm(flat)
+    flat.mul_((max_grad_norm / (norm + 1e-6)).clamp_(max=1.0))
+    return norm
+
+
+#: the parameters a FlatGradStep has re-pointed at its flat buffers (by id; an entry leaves with its parameter):
+#: a second optimizer over one of them must not re-point it again
+_FLAT_GRAD_PARAMS: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+
+
+class FlatGradStep:
+    r""":func:`step` for an optimizer whose parameters' gradients are views of one flat buffer: one kernel
+    zeroes them all (instead of freeing and reallocating each), autograd accumulates into the views in place,
+    the clip is one norm of the buffer (:func:`clip_flat_`), and :class:`FlatStep` steps the flat parameters
+    and state (torch's fused Adam kernel over all of them at once for an Adam built by :func:`make_adam`).
+    Without a clip the result has the bits of :func:`step` (0 + g = g; the same fused kernel), ~0.3-0.5 ms
+    less per SAC gradient step (measured).
+
+    A parameter the loss does not reach keeps a zero gradient here, where :func:`step` would leave its
+    ``.grad`` None and torch's optimizer would skip it. A post-accumulate hook counts the reached parameters:
+    a step that misses one is taken the torch way (the missed ``.grad`` set to None, ``optimizer.step()`` on
+    the same state tensors), and every later step too.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        params: list[torch.Tensor],
+        flat: torch.Tensor,
+        views: list[torch.Tensor],
+        flat_step: FlatStep,
+    ):
+        self.optimizer, self.params, self.flat, self.views, self.flat_step = optimizer, params, flat, views, flat_step
+        self.reached: set[int] = set()
+        self.flat_ok = True
+        for i, p in enumerate(params):
+            p.register_post_accumulate_grad_hook(lambda _p, i=i: self.reached.add(i))
+
+    @classmethod
+    def build(cls, optimizer: torch.optim.Optimizer) -> "FlatGradStep | None":
+        """For an Adam/RMSprop of one group of float32 dense parameters on one device, none of them already
+        re-pointed by another flat step; otherwise None (use :func:`step`)."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if not params or any(
+            p.dtype != torch.float32 or p.device != params[0].device or p.is_sparse or not p.requires_grad
+            for p in params
+        ):
+            return None
+        if any(_FLAT_GRAD_PARAMS.get(id(p)) is p for p in params) or len({id(p) for p in params}) != len(params):
+            return None
+        flat, views = flat_grad_views(params)
+        for p, view in zip(params, views):
+            p.grad = view
+        flat_step = FlatStep.build(optimizer, params, flat)
+        if flat_step is None:
+            for p in params:
+                p.grad = None
+            return None
+        for p in params:
+            _FLAT_GRAD_PARAMS[id(p)] = p
+        return cls(optimizer, params, flat, views, flat_step)
+
+    def step(self, loss: torch.Tensor, max_grad_norm: float | None = None) -> torch.Tensor | None:
+        """Zero the gradients, back-propagate ``loss``, clip, step; the norm before the clip, or None."""
+        if not self.flat_ok:
+            return step(self.optimizer, loss, max_grad_norm)
+        self.flat.zero_()
+        for p, view in zip(self.params, self.views):
+            if p.grad is not view:  # freed or replaced elsewhere (optimizer.zero_grad, a checkpoint load)
+                p.grad = view
+        self.reached.clear()
+        loss.backward()
+        if len(self.reached) != len(self.params) or any(p.grad is not v for p, v in zip(self.params, self.views)):
+            # a parameter the loss did not reach: torch's optimizer skips it, so this step and every later
+            # one go the torch way (on the same state tensors, which FlatStep keeps as views)
+            self.flat_ok = False
+            for i, p in enumerate(self.params):
+                if i not in self.reached:
+                    p.grad = None
+            norm = (
+                clip_grad_norm([p for p in self.params if p.grad is not None], max_grad_norm)
+                if max_grad_norm is not None
+                else None
+            )
+            self.optimizer.step()
+            return norm
+        norm = clip_flat_(self.flat, max_grad_norm)
+        self.flat_step.step()
+        return norm
 
 
 class FlatStep:

@@ -55,6 +55,7 @@ class DDPG(NoisyContinuousQAgent):
     config: DDPGConfig
     config_cls = DDPGConfig
     bf16_updates = True
+    flat_optimizers = ("critic_optimizer", "actor_optimizer")
 
     def _build_networks(self) -> None:
         cfg = self.config

@@ -144,6 +144,7 @@ class SAC(ContinuousQAgent):
     config: SACConfig
     config_cls = SACConfig
     bf16_updates = True
+    flat_optimizers = ("critic_optimizer", "actor_optimizer")
 
     def _build_networks(self) -> None:
         cfg = self.config
