@@ -632,6 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             (m["machine"].get("loadavg_start", []) for m in metas), key=lambda x: max(x or [0])
         )
         machine["loadavg"] = max((m["machine"]["loadavg"] for m in metas), key=lambda x: max(x or [0]))
+        cpus = list(dict.fromkeys(m["machine"]["cpu"] for m in metas))
+        if len(cpus) > 1:  # pieces run on different machines: every CPU is named (CPU times compare within one)
+            machine["cpu"] = " and ".join(cpus) + " (the pieces ran on different CPUs)"
         # the pieces that trained a bf16 row say how (results from before the key: autocast)
         paths = {m["machine"].get("bf16_matmuls", "autocast") for m in metas if "bf16" in m.get("ours_modes", [])}
         machine["bf16_matmuls"] = paths.pop() if len(paths) == 1 else ("mixed" if paths else None)
