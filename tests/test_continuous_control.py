@@ -359,7 +359,7 @@ def test_flat_optimizer_steps_give_the_same_run_bit_for_bit(cls, monkeypatch):
         agent = cls("Pendulum-v1", {"hidden_sizes": (32, 32), "learning_starts": 100, "seed": shifted(4)})
         agent.learn(400)
         params[flat] = torch.cat([p.detach().flatten() for m in (agent.actor, agent.critic) for p in m.parameters()])
-        steps = [v[1] for v in agent.__dict__.get("_flat_steps", {}).values()]
+        steps = list(agent.__dict__.get("_flat_steps", {}).values())
         assert (len(steps) == 2 and all(s is not None and s.flat_ok for s in steps)) if flat else not steps
     assert torch.equal(params[True], params[False])
 

@@ -244,11 +244,8 @@ class OffPolicyAgent(Agent):
 
     def _flat_grad_step(self, optimizer: torch.optim.Optimizer) -> optim.FlatGradStep | None:
         """The flat step of ``optimizer`` if this agent names it in ``flat_optimizers`` (built at its first step)."""
-        steps: dict[int, tuple[torch.optim.Optimizer, optim.FlatGradStep | None]] = self.__dict__.setdefault(
-            "_flat_steps", {}
-        )
-        entry = steps.get(id(optimizer))
-        if entry is None or entry[0] is not optimizer:
+        steps: dict[torch.optim.Optimizer, optim.FlatGradStep | None] = self.__dict__.setdefault("_flat_steps", {})
+        if optimizer not in steps:  # optimizers hash by identity
             named = any(getattr(self, name, None) is optimizer for name in self.flat_optimizers)
-            entry = steps[id(optimizer)] = (optimizer, optim.FlatGradStep.build(optimizer) if named else None)
-        return entry[1]
+            steps[optimizer] = optim.FlatGradStep.build(optimizer) if named else None
+        return steps[optimizer]

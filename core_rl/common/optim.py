@@ -155,13 +155,9 @@ class FlatGradStep:
             return None
         if any(_FLAT_GRAD_PARAMS.get(id(p)) is p for p in params) or len({id(p) for p in params}) != len(params):
             return None
-        flat, views = flat_grad_views(params)
-        for p, view in zip(params, views):
-            p.grad = view
+        flat, views = flat_grad_views(params)  # each step points the parameters' .grad at the views
         flat_step = FlatStep.build(optimizer, params, flat)
         if flat_step is None:
-            for p in params:
-                p.grad = None
             return None
         for p in params:
             _FLAT_GRAD_PARAMS[id(p)] = p
@@ -184,13 +180,7 @@ class FlatGradStep:
             for i, p in enumerate(self.params):
                 if i not in self.reached:
                     p.grad = None
-            norm = (
-                clip_grad_norm([p for p in self.params if p.grad is not None], max_grad_norm)
-                if max_grad_norm is not None
-                else None
-            )
-            self.optimizer.step()
-            return norm
+            return step(self.optimizer, None, max_grad_norm, [p for p in self.params if p.grad is not None])
         norm = clip_flat_(self.flat, max_grad_norm)
         self.flat_step.step()
         return norm
