@@ -144,3 +144,59 @@ def test_ppo_rebuilds_its_actor_when_the_optimizer_moves_the_weights_and_reads_l
     assert agent._numpy_actor(8) is actor
     z = (actions - mean) / np.exp(-1.5)
     np.testing.assert_allclose(log_probs, -0.5 * (z**2).sum(-1) + 1.5 - 0.5 * np.log(2 * np.pi), rtol=1e-5)
+
+
+def _explore_both_ways(agent, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The agent's exploration actions for ``obs`` in NumPy and in torch, from the same generator (and OU) state."""
+    rng = torch.get_rng_state()
+    ou = agent.noise.state.clone() if hasattr(getattr(agent, "noise", None), "state") else None
+    numpy_actions = agent._explore_numpy(obs)
+    torch.set_rng_state(rng)
+    if ou is not None:
+        agent.noise.state.copy_(ou)
+    with torch.no_grad():
+        torch_actions = agent._explore(agent._obs_tensor(obs)).numpy()
+    return numpy_actions, torch_actions
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg"])
+def test_off_policy_exploration_in_numpy_takes_the_torch_paths_noise_and_actions(algo):
+    """SAC's tanh-Gaussian sample and DDPG/TD3's clipped noisy action (Gaussian, OU for DDPG here), acted in
+    NumPy on views of the trained actor's weights, equal the torch path's actions in the env's units (the same
+    noise draws), and the views follow the optimizer's in-place steps."""
+    from core_rl.continuous.ddpg import DDPG
+    from core_rl.continuous.sac import SAC
+    from core_rl.continuous.td3 import TD3
+
+    cls = {"sac": SAC, "td3": TD3, "ddpg": DDPG}[algo]
+    config = {"seed": 2, "hidden_sizes": (32, 32), "batch_size": 32, "learning_starts": 64}
+    if algo == "ddpg":
+        config["exploration_noise"] = "ou"
+    agent = cls(gym.make("Pendulum-v1"), config)
+    agent.learn(100)  # 36 gradient steps: the weights the views read have moved since they were built
+    assert agent._numpy_actor() is not None
+    obs = np.random.default_rng(3).standard_normal((1, 3))
+    low, high = agent.action_space.low, agent.action_space.high
+    for _ in range(3):
+        numpy_actions, torch_actions = _explore_both_ways(agent, obs)
+        assert numpy_actions.shape == (1, 1) and np.all((numpy_actions >= low) & (numpy_actions <= high))
+        np.testing.assert_allclose(numpy_actions, torch_actions, rtol=1e-5, atol=1e-5)
+        agent.learn(2)
+
+
+def test_off_policy_exploration_stays_in_torch_where_numpy_would_not_mirror_it():
+    from core_rl.continuous.sac import SAC
+    from core_rl.continuous.td3 import TD3
+
+    env = gym.make("Pendulum-v1")
+    assert SAC(env, {"seed": 0, "hidden_sizes": (16,), "numpy_acting": False})._numpy_actor() is None
+    assert SAC(env, {"seed": 0, "hidden_sizes": (16,), "use_sde": True})._numpy_actor() is None  # gSDE
+    assert SAC(env, {"seed": 0, "hidden_sizes": (16,)})._numpy_actor() is not None
+
+    class Greedier(TD3):  # a subclass that acts its own way
+        def _explore(self, obs_t):
+            return super()._explore(obs_t) * 0.5
+
+    assert Greedier(env, {"seed": 0, "hidden_sizes": (16,)})._numpy_actor() is None
+    wide = TD3(env, {"seed": 0, "hidden_sizes": (1024,)})  # a real matrix product: torch
+    assert wide._numpy_actor() is None

@@ -104,6 +104,11 @@ def test_phase_samples_are_the_sequential_samples_and_prioritized_stays_sequenti
                 assert b.phase is not None and b.rewards.shape == (16,)
                 for name in ("obs", "actions", "rewards", "next_obs", "dones", "discounts", "indices"):
                     assert torch.equal(getattr(a, name), getattr(b, name)), (n_envs, n_step, name)
+        buf.generator.set_state(state)
+        (single,) = list(buf.phase_samples(16, 1))  # one gradient step per phase: the sample itself
+        assert single.phase is None
+        for name in ("obs", "actions", "rewards", "next_obs", "dones", "discounts", "indices"):
+            assert torch.equal(getattr(sequential[0], name), getattr(single, name)), (n_envs, n_step, name)
     per = PrioritizedReplayBuffer(1000, 1, (2,), (), action_dtype=torch.long)
     fill(per, 40, 1, np.random.default_rng(2))
     batches = list(per.phase_samples(8, 3))

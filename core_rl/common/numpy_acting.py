@@ -67,6 +67,67 @@ def _mlp(layers: Layers, x: np.ndarray, tanh: bool) -> np.ndarray:
     return out
 
 
+def features(obs: np.ndarray, one_hot: int = 0) -> np.ndarray:
+    """:class:`~core_rl.common.networks.ObsEncoder`'s output without parameters: a Discrete observation one-hot
+    (``one_hot``: its size), a Box one flattened, as float32."""
+    n = obs.shape[0]
+    if one_hot:
+        x = np.zeros((n, one_hot), dtype=np.float32)
+        x[np.arange(n), obs.reshape(n).astype(np.int64)] = 1.0
+        return x
+    return obs.reshape(n, -1).astype(np.float32, copy=False)
+
+
+def _acts_in_numpy(nets: list[nn.Module], n_rows: int) -> tuple[list[nn.Linear], str] | None:
+    """The first net's ``(linears, activation)`` if every net is a parameterless-encoder MLP policy this module
+    can run for ``n_rows`` rows (float32 on the CPU, at most :data:`MAX_WORK` multiply-adds per row), else None."""
+    first = None
+    for net in nets:
+        encoder, body = getattr(net, "encoder", None), getattr(net, "net", None)
+        if encoder is None or body is None or getattr(encoder, "cnn", None) is not None:
+            return None
+        if any(True for _ in encoder.parameters()):
+            return None
+        layers = mlp_layers(body)
+        if layers is None:
+            return None
+        if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in net.parameters()):
+            return None
+        if n_rows * max(max(lin.in_features, lin.out_features) for lin in layers[0]) ** 2 > MAX_WORK:
+            return None
+        first = first or layers
+    return first
+
+
+class NumpyMLP:
+    r"""One MLP network's forward in NumPy, :math:`f(x) = h_{L-1}W_L^\top + b_L`, on views of its weights: the
+    off-policy continuous agents' exploration step (SAC's :math:`\mu, \log\sigma`, DDPG/TD3's pre-tanh action)
+    for their few envs. :meth:`build` returns None where it does not apply (the same rules as :class:`NumpyActor`);
+    the views stay valid while :meth:`key_of` is unchanged."""
+
+    def __init__(self, net: nn.Module, layers: tuple[list[nn.Linear], str]):
+        self.one_hot = int(getattr(net.encoder, "n", 0))
+        self.layers, self.tanh = _numpy_layers(layers[0]), layers[1] == "tanh"
+        self.out = layers[0][-1].out_features
+
+    @staticmethod
+    def key_of(net: nn.Module) -> tuple:
+        """What the views depend on: the module and every parameter's storage (a flat optimizer step moves it)."""
+        return (id(net), *(p.data_ptr() for p in net.parameters()))
+
+    @classmethod
+    def build(cls, net: nn.Module, n_rows: int) -> "NumpyMLP | None":
+        """The NumPy forward of ``net`` (a module with a parameterless ``encoder`` and an MLP ``net``) for batches of
+        ``n_rows`` observations, or None: images, parameterised encoders, other layers, dtypes or devices, or a
+        batch where a matrix product is worth its dispatch."""
+        layers = _acts_in_numpy([net], n_rows)
+        return None if layers is None else cls(net, layers)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """The network's output ``[N, out]`` for raw observations ``[N, ...]`` (float32)."""
+        return _mlp(self.layers, features(obs, self.one_hot), self.tanh)
+
+
 class NumpyActor:
     """Acting for rollouts: :meth:`act` maps preprocessed observations ``[N, ...]`` to ``(actions,
     log_probs, values)`` as NumPy arrays. :meth:`build` it once per set of weights (it reads them through
@@ -117,23 +178,14 @@ class NumpyActor:
         :meth:`start` it before every rollout."""
         if not isinstance(policy, StochasticPolicy) or policy.sde is not None:
             return None
-        if policy.kind not in ("categorical", "gaussian") or policy.encoder.cnn is not None:
+        if policy.kind not in ("categorical", "gaussian"):
             return None
-        if value is not None and (not isinstance(value, ValueFunction) or value.encoder.cnn is not None):
+        if value is not None and not isinstance(value, ValueFunction):
             return None
-        nets = [policy] if value is None else [policy, value]
-        if any(True for net in nets for _ in net.encoder.parameters()):
+        p_layers = _acts_in_numpy([policy] if value is None else [policy, value], n_envs)
+        if p_layers is None:
             return None
-        p_layers = mlp_layers(policy.net)
         v_layers = mlp_layers(value.net) if value is not None else None
-        if p_layers is None or (value is not None and v_layers is None):
-            return None
-        params = [p for net in nets for p in net.parameters()]
-        if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
-            return None
-        linears = p_layers[0] + (v_layers[0] if v_layers is not None else [])
-        if n_envs * max(max(lin.in_features, lin.out_features) for lin in linears) ** 2 > MAX_WORK:
-            return None
         return cls(policy, value, p_layers, v_layers, n_envs)
 
     def _draw(self) -> np.ndarray:
@@ -151,12 +203,7 @@ class NumpyActor:
 
     def features(self, obs: np.ndarray) -> np.ndarray:
         """The encoder's output: a Discrete observation one-hot, a Box one flattened, as float32."""
-        n = obs.shape[0]
-        if self.one_hot:
-            x = np.zeros((n, self.one_hot), dtype=np.float32)
-            x[np.arange(n), obs.reshape(n).astype(np.int64)] = 1.0
-            return x
-        return obs.reshape(n, -1).astype(np.float32, copy=False)
+        return features(obs, self.one_hot)
 
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(a, log π(a|s), V(s))`` for a batch of preprocessed observations, a ~ π(·|s)."""

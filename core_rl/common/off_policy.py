@@ -131,6 +131,11 @@ class OffPolicyAgent(Agent):
         """Actions of the behaviour (exploration) policy for a batch of observations."""
         raise NotImplementedError
 
+    def _explore_numpy(self, obs: np.ndarray) -> np.ndarray | None:
+        """The behaviour policy's actions for raw observations, computed in NumPy, or None: act in torch
+        (:meth:`_explore`). The continuous agents' ``numpy_acting``."""
+        return None
+
     def _random_actions(self) -> np.ndarray:
         return np.stack([self.action_space.sample() for _ in range(self.n_envs)])
 
@@ -187,10 +192,11 @@ class OffPolicyAgent(Agent):
                 env_actions = self._random_actions()
                 stored = env_actions
             else:
-                with torch.no_grad():
-                    actions = self._explore(self._obs_tensor(self._obs))
-                stored = actions.cpu().numpy()
-                env_actions = self._to_env_action(actions)
+                stored = self._explore_numpy(self._obs)
+                if stored is None:
+                    with torch.no_grad():
+                        stored = self._explore(self._obs_tensor(self._obs)).cpu().numpy()
+                env_actions = self._env_action(stored)
             next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
             dones = terminated | truncated
             self.replay.add(self._obs, stored, rewards, final_next_obs(next_obs, dones, info), terminated, truncated)

@@ -172,13 +172,18 @@ class ReplayBuffer:
         env = torch.randint(0, self.n_envs, (batch_size,), generator=self.generator)
         return t, env
 
+    def _at(self, store: torch.Tensor, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        """``store[t, env]`` for a ``[T, N, ...]`` store: one ``index_select`` of the rows t·N + env of its
+        ``[T·N, ...]`` view (the same values; about half the time of the two-index gather, measured)."""
+        return store.flatten(0, 1).index_select(0, t * self.n_envs + env)
+
     def _obs_at(self, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
         """s_t of the transitions at (t, env)."""
-        return self.obs[t, env]
+        return self._at(self.obs, t, env)
 
     def _next_obs_at(self, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
         """The true successor s_{t+1} of the transitions at (t, env)."""
-        return self.next_obs[t, env]
+        return self._at(self.next_obs, t, env)
 
     def _newest(self, env: torch.Tensor) -> torch.Tensor | int:
         """The time index of the last transition written for each of ``env`` (windows stop there)."""
@@ -190,13 +195,13 @@ class ReplayBuffer:
         if self.n_step == 1:  # the one-step transition: no window to walk
             return ReplaySample(
                 obs=self._obs_at(t, env).to(self.device),
-                actions=self.actions[t, env].to(self.device),
-                rewards=self.rewards[t, env].to(self.device),
+                actions=self._at(self.actions, t, env).to(self.device),
+                rewards=self._at(self.rewards, t, env).to(self.device),
                 next_obs=self._next_obs_at(t, env).to(self.device),
-                dones=self.terminated[t, env].to(self.device),
+                dones=self._at(self.terminated, t, env).to(self.device),
                 discounts=torch.full(t.shape, self.gamma, device=self.device),
                 indices=t * self.n_envs + env,
-                costs=self.costs[t, env].to(self.device) if self.costs is not None else None,
+                costs=self._at(self.costs, t, env).to(self.device) if self.costs is not None else None,
             )
         newest = self._newest(env)  # the last step written: windows never run past it
         reward = torch.zeros(t.shape[0])
@@ -238,7 +243,7 @@ class ReplayBuffer:
         :meth:`ReplaySample.rows` view: the data sequential sampling gives, not only their distribution.
         Buffers with a ``sample`` of their own (prioritized: priorities change between steps) are sampled
         call by call."""
-        if type(self).sample is not ReplayBuffer.sample:
+        if type(self).sample is not ReplayBuffer.sample or n == 1:  # n = 1: the sample itself, nothing to cut
             for _ in range(n):
                 yield self.sample(batch_size)
             return

@@ -51,8 +51,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from core_rl.common.base import Agent
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.networks import ACTIVATIONS, InitName, ObsEncoder, check_init, mlp
+from core_rl.common.numpy_acting import NumpyMLP
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
 
 
@@ -100,6 +102,7 @@ class ActionScaler:
         self.dim = int(np.prod(space.shape))
         self.center = torch.as_tensor((high + low) / 2, dtype=torch.float32, device=device).reshape(-1)
         self.half = torch.as_tensor((high - low) / 2, dtype=torch.float32, device=device).reshape(-1)
+        self.center_np, self.half_np = self.center.cpu().numpy(), self.half.cpu().numpy()
 
     def unnormalize(self, action: torch.Tensor) -> torch.Tensor:
         """[-1, 1] → [low, high]."""
@@ -266,6 +269,12 @@ class ContinuousQConfig(OffPolicyConfig):
         "and float32 parameters, optimizer state, outputs and losses: oneDNN's bf16 precision on CPUs with "
         "AVX512-BF16/AMX, a bf16 autocast elsewhere (a speed mode for those CPUs and for GPUs).",
     )
+    numpy_acting: bool = Field(
+        True,
+        description="Exploration steps of a few envs with flat observations and a tanh/ReLU MLP actor act in NumPy "
+        "on views of the weights (SAC, DDPG, TD3; core_rl.common.numpy_acting): the same noise draws and "
+        "distribution to float rounding, without torch's per-op overhead. False: torch always.",
+    )
 
 
 class NoisyConfig(ContinuousQConfig):
@@ -317,6 +326,37 @@ class ContinuousQAgent(OffPolicyAgent):
         if self.config.matmul_dtype == "float32":
             return nullcontext()
         return bf16_matmul_context(self.device)
+
+    def _numpy_behaviour(self, out: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        """The behaviour action in [-1, 1] from the NumPy actor's output (:meth:`_numpy_actor`), drawing the noise
+        the torch path draws, from torch's generator."""
+        raise NotImplementedError
+
+    def _numpy_behaviour_mirrors_explore(self) -> bool:
+        """Whether :meth:`_numpy_behaviour` computes what this agent's own :meth:`_explore` does (False unless a
+        class that defines both says so: a subclass that overrides the acting falls back to torch)."""
+        return False
+
+    def _numpy_actor(self) -> NumpyMLP | None:
+        """The NumPy forward of ``self.actor`` (``numpy_acting``), or None: act in torch. Only where
+        :meth:`_numpy_behaviour` mirrors this agent's acting and the actor allows it; rebuilt when the weights'
+        storage moves (:meth:`NumpyMLP.key_of`)."""
+        if not self.config.numpy_acting or type(self)._obs_tensor is not Agent._obs_tensor:
+            return None
+        if not self._numpy_behaviour_mirrors_explore():
+            return None
+        key = NumpyMLP.key_of(self.actor)
+        cached = self.__dict__.get("_numpy_actor_cache")  # (key, NumpyMLP or None)
+        if cached is None or cached[0] != key:
+            cached = self._numpy_actor_cache = (key, NumpyMLP.build(self.actor, self.n_envs))
+        return cached[1]
+
+    def _explore_numpy(self, obs: np.ndarray) -> np.ndarray | None:
+        actor = self._numpy_actor()
+        if actor is None:
+            return None
+        action = self._numpy_behaviour(actor(self._preprocess_obs(np.asarray(obs))))
+        return (self.scaler.center_np + self.scaler.half_np * action).reshape(-1, *self.scaler.shape)
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.scaler.unnormalize(self._normalized_action(obs, deterministic)).reshape(-1, *self.scaler.shape)

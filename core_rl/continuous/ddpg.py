@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -75,6 +76,17 @@ class DDPG(NoisyContinuousQAgent):
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs)
+
+    def _numpy_behaviour_mirrors_explore(self) -> bool:
+        return (
+            type(self.actor).forward is DeterministicActor.forward
+            and type(self)._greedy is DDPG._greedy
+            and type(self)._explore is NoisyContinuousQAgent._explore
+        )
+
+    def _numpy_behaviour(self, out: np.ndarray) -> np.ndarray:
+        """clip(tanh(f_θ(s)) + ε, −1, 1) with the exploration noise's own draw."""
+        return np.clip(np.tanh(out) + self.noise().numpy(), -1.0, 1.0)
 
     @torch.no_grad()
     def target_action(self, next_obs: torch.Tensor) -> torch.Tensor:

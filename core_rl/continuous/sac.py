@@ -40,6 +40,7 @@ import math
 from typing import Literal
 
 import gymnasium as gym
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -192,6 +193,20 @@ class SAC(ContinuousQAgent):
     def _normalized_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         dist = self.actor.distribution(obs)
         return dist.mode() if deterministic else dist.sample()
+
+    def _numpy_behaviour_mirrors_explore(self) -> bool:
+        return (
+            self.actor.sde is None
+            and type(self.actor).distribution is TanhGaussianActor.distribution
+            and type(self)._normalized_action is SAC._normalized_action
+            and type(self)._explore is ContinuousQAgent._explore
+        )
+
+    def _numpy_behaviour(self, out: np.ndarray) -> np.ndarray:
+        """a = tanh(μ + σ ε), ε ~ N(0, I) from torch's generator (the draw ``TanhGaussian.sample`` takes)."""
+        mean, log_std = np.split(out, 2, axis=-1)
+        std = np.exp(np.clip(log_std, self.actor.log_std_min, self.actor.log_std_max))
+        return np.tanh(mean + std * torch.randn(mean.shape).numpy())
 
     @torch.no_grad()
     def target_q(self, batch: ReplaySample, alpha: torch.Tensor) -> torch.Tensor:
