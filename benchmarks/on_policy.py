@@ -212,7 +212,7 @@ CLASSIC_ENVS = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1")
 
 
 def mujoco_configs() -> list[HParams]:
-    """PPO on Hopper-v5, PPO and A2C on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``):
+    """PPO on Hopper-v5 and Walker2d-v5, PPO and A2C on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``):
     RL-Zoo's ``-v4`` entries (the closest version Zoo tunes) as the core's presets map them, 1e6 steps in
     Zoo, ``--quick`` = issue 16's 300k. Zoo sets ``ortho_init=False``; ours always initializes
     orthogonally, so both sides run with SB3's default ``ortho_init=True`` here (the one deviation, stated
@@ -220,6 +220,7 @@ def mujoco_configs() -> list[HParams]:
     ortho = "with ortho_init=True on both sides (zoo: False)"
     return [
         _from_preset("ppo", "Hopper-v5", 300_000, f"zoo Hopper-v4 (closest version) {ortho}"),
+        _from_preset("ppo", "Walker2d-v5", 300_000, f"zoo Walker2d-v4 (closest version) {ortho}"),
         _from_preset("ppo", "HalfCheetah-v5", 300_000, f"zoo HalfCheetah-v4 (closest version) {ortho}"),
         _from_preset(
             "a2c",
@@ -649,7 +650,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(CLASSIC_ENVS),
         choices=envs,
         metavar="ENV",
-        help=f"subset of {envs} (default: the classic-control ones; Hopper-v5 needs the [mujoco] extra)",
+        help=f"subset of {envs} (default: the classic-control ones; the MuJoCo ones need the [mujoco] extra)",
     )
     p.add_argument("--algos", nargs="+", default=["ppo", "a2c"], choices=["ppo", "a2c"])
     add_run_arguments(p, DEFAULT_DOC)
