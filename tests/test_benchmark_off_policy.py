@@ -46,6 +46,7 @@ def test_zoo_values_reach_both_sides():
     assert td3["gamma"] == 0.98 and td3["learning_starts"] == 10_000 and td3["policy_kwargs"]["net_arch"] == [400, 300]
     assert np.allclose(td3["action_noise"]._sigma, 0.1)
     assert ours_config(by_algo["td3"], 0)["noise_std"] == 0.1
+    assert ours_config(by_algo["td3"], 0)["init"] == ours_config(by_algo["sac"], 0)["init"] == "torch_default"
     ddpg, ddpg_ours = sb3_kwargs(by_algo["ddpg"]), ours_config(by_algo["ddpg"], 0)
     assert ddpg["gamma"] == 0.98 and ddpg["learning_starts"] == 10_000 and np.allclose(ddpg["action_noise"]._sigma, 0.1)
     assert (ddpg_ours["noise_std"], ddpg_ours["hidden_sizes"]) == (0.1, (400, 300))

@@ -66,6 +66,8 @@ def test_a_preset_is_found_by_env_id_and_carries_zoos_values_into_our_fields():
     assert c["hidden_sizes"] == (256, 256)  # policy_kwargs "dict(net_arch=[256, 256])"
     assert c["max_grad_norm"] == SB3_DEFAULTS["dqn"]["max_grad_norm"]  # what RL-Zoo leaves out: SB3's default
     assert c["init"] == "torch_default"  # SB3's QNetwork keeps nn.Linear's init (issue 16's return gap)
+    for algo in ("sac", "td3", "ddpg"):  # SB3's actors and critics keep it too (TD3 HalfCheetah's gap, in part)
+        assert find_preset(algo, "HalfCheetah-v5").config["init"] == "torch_default", algo
 
     # versions and Atari ids find RL-Zoo's keys
     assert find_preset("sac", "HalfCheetah-v5").zoo_key == "HalfCheetah-v4"
