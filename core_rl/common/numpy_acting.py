@@ -116,7 +116,6 @@ class NumpyMLP:
     def __init__(self, net: nn.Module, layers: tuple[list[nn.Linear], str]):
         self.one_hot = int(getattr(net.encoder, "n", 0))
         self.layers, self.tanh = _numpy_layers(layers[0]), layers[1] == "tanh"
-        self.out = layers[0][-1].out_features
 
     @staticmethod
     def key_of(net: nn.Module) -> tuple:
