@@ -162,8 +162,7 @@ class NumpyActor:
     def key_of(policy: nn.Module, value: nn.Module | None, n_envs: int) -> tuple:
         """What the actor's views depend on: the modules, the env count and every parameter's storage (an
         optimizer that re-points ``p.data`` at a flat buffer, :class:`~core_rl.common.optim.FlatStep`, moves it)."""
-        nets = [policy] if value is None else [policy, value]
-        return (id(policy), id(value), n_envs, *(p.data_ptr() for net in nets for p in net.parameters()))
+        return (n_envs, *NumpyMLP.key_of(policy), *(NumpyMLP.key_of(value) if value is not None else (None,)))
 
     def start(self, block: int = 256, noise: torch.Tensor | None = None) -> "NumpyActor":
         """Begin a rollout: read log σ (it changes with every update) and reset the noise, drawn in blocks
