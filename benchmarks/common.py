@@ -795,15 +795,34 @@ def close_interrupted(
         print(f"interrupted: partial results in {partial}", file=sys.stderr)
 
 
+def merged_machine(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One ``machine`` note for results merged from pieces: the first piece's, with the highest load average
+    any piece saw (start and end) and, where the pieces ran on different CPUs, every CPU named (CPU times
+    compare only within one)."""
+    machines = [m.get("machine") or {} for m in metas]
+    machine = dict(machines[0]) if machines else {}
+    for key in ("loadavg_start", "loadavg"):
+        seen = [m[key] for m in machines if m.get(key)]
+        if seen:
+            machine[key] = max(seen, key=lambda x: max(x))
+    cpus = list(dict.fromkeys(m["cpu"] for m in machines if m.get("cpu")))
+    if len(cpus) > 1:
+        machine["cpu"] = " and ".join(cpus) + " (the pieces ran on different CPUs)"
+    return machine
+
+
 def load_results(paths: Sequence[Path], cls: type[R] = RunResult) -> tuple[list[R], dict[str, Any]]:  # type: ignore[assignment]
     """Merge saved result files (``meta`` from the first, with every piece's distinct command joined by
-    ``; ``); fields ``cls`` lacks are dropped, missing ones default."""
+    ``; `` and the machine note of :func:`merged_machine`); fields ``cls`` lacks are dropped, missing ones
+    default."""
     names = {f.name for f in fields(cls)}
     results: list[R] = []
     meta: dict[str, Any] = {}
+    metas: list[dict[str, Any]] = []
     commands: list[str] = []
     for p in paths:
         data = json.loads(Path(p).read_text())
+        metas.append(data["meta"])
         meta = meta or dict(data["meta"])
         if data["meta"].get("command") and data["meta"]["command"] not in commands:
             commands.append(data["meta"]["command"])
@@ -811,6 +830,8 @@ def load_results(paths: Sequence[Path], cls: type[R] = RunResult) -> tuple[list[
         for r in data["results"]:
             r["curve"] = [tuple(x) for x in r.get("curve", [])]
             results.append(cls(**{k: v for k, v in r.items() if k in names}))
+    if len(metas) > 1:
+        meta["machine"] = merged_machine(metas)
     return results, meta
 
 

@@ -628,14 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = {(r.algo, r.env_id) for r in results}
         configs = [hp for hp in zoo_configs() if (hp.algo, hp.env_id) in keys]
         metas = [json.loads(Path(f).read_text())["meta"] for f in args.results]
-        machine = dict(meta["machine"])
-        machine["loadavg_start"] = max(
-            (m["machine"].get("loadavg_start", []) for m in metas), key=lambda x: max(x or [0])
-        )
-        machine["loadavg"] = max((m["machine"]["loadavg"] for m in metas), key=lambda x: max(x or [0]))
-        cpus = list(dict.fromkeys(m["machine"]["cpu"] for m in metas))
-        if len(cpus) > 1:  # pieces run on different machines: every CPU is named (CPU times compare within one)
-            machine["cpu"] = " and ".join(cpus) + " (the pieces ran on different CPUs)"
+        machine = dict(meta["machine"])  # every piece's CPU and the highest load (common.merged_machine)
         # the pieces that trained a bf16 row say how (results from before the key: autocast)
         paths = {m["machine"].get("bf16_matmuls", "autocast") for m in metas if "bf16" in m.get("ours_modes", [])}
         machine["bf16_matmuls"] = paths.pop() if len(paths) == 1 else ("mixed" if paths else None)
