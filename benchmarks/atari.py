@@ -57,12 +57,15 @@ from benchmarks.common import (
     benchmark_run,
     close_interrupted,
     command_line,
+    config_drift,
+    config_drift_markdown,
     fmt,
     jsonable,
     load_results,
     machine_note,
     ours_learn,
     parse_run_arguments,
+    recorded_config,
     resume_for,
     row_metrics,
     run_main,
@@ -196,6 +199,7 @@ def _train_ours(
         cfg, "ours", seed, agent.num_timesteps, wall, cpu, scores, recent, agent.episodes_done, build_s, t_eval, curve
     )
     result.mode = mode
+    result.config = recorded_config(config)
     return result
 
 
@@ -233,7 +237,9 @@ def _train_sb3(
             deterministic=cfg.algo == "dqn",
             return_episode_rewards=True,
         )
-    return _result(cfg, "sb3", seed, model.num_timesteps, wall, cpu, scores, recent, episodes, build_s, t_eval, curve)
+    result = _result(cfg, "sb3", seed, model.num_timesteps, wall, cpu, scores, recent, episodes, build_s, t_eval, curve)
+    result.config = recorded_config(cfg.params)  # RL-Zoo's entry as SB3 ran it
+    return result
 
 
 def _result(
@@ -311,7 +317,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(rows: Sequence[dict[str, Any]], cfgs: Sequence[AtariConfig], meta: dict[str, Any]) -> str:
+def report_markdown(
+    rows: Sequence[dict[str, Any]], cfgs: Sequence[AtariConfig], meta: dict[str, Any], drift: Sequence[str] = ()
+) -> str:
     m = meta["machine"]
     bf16_note = {True: " (with AVX512-BF16/AMX)", False: " (no bf16 instructions)"}.get(m.get("cpu_bf16"), "")
     overrides = [
@@ -350,7 +358,7 @@ after the other. Compare by the CPU-time columns: wall times on this shared 2-co
 
 Settings (RL-Zoo's `atari` entries, `core_rl/presets/rl_zoo/*.yml`):
 {settings}
-"""
+{config_drift_markdown(drift)}"""
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -454,7 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(rows))
     if not args.no_doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(report_markdown(rows, cfgs, meta))
+        cfg_of = {(c.algo, c.env_id): c for c in cfgs}
+
+        def today(r: RunResult) -> dict[str, Any]:
+            c = cfg_of[r.algo, r.env_id]
+            return {**ours_config(c, r.seed), **OUR_MODES[getattr(r, "mode", "fp32")]} if r.impl == "ours" else c.params
+
+        args.doc.write_text(report_markdown(rows, cfgs, meta, config_drift(results, today)))
         print(f"report: {args.doc}")
     with benchmark_run(
         not args.no_mlflow,

@@ -84,9 +84,31 @@ class RunResult:
     build_s: float
     eval_s: float
     curve: list[tuple[int, float]] = field(default_factory=list)
+    # the settings this side trained with, as saved with the result (ours: its config; the peer: its
+    # hyperparameters), so a report rendered later shows what ran, not today's mapping; empty in results
+    # saved before 2026-12-07
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 R = TypeVar("R", bound=RunResult)
+
+
+def recorded_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as JSON values: numbers, strings, booleans and None kept, sequences and mappings followed,
+    anything else (a class, a function, an action-noise object) by its name or ``str``."""
+
+    def value(v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, Mapping):
+            return {str(k): value(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [value(x) for x in v]
+        if isinstance(v, type) or callable(v) and hasattr(v, "__qualname__") and "<lambda>" not in v.__qualname__:
+            return getattr(v, "__qualname__", str(v))
+        return str(v)
+
+    return {str(k): value(v) for k, v in config.items()}
 
 
 def timed_result(
@@ -793,6 +815,36 @@ def close_interrupted(
         partial = out_dir / f"{name}-{stamp}-partial.json"
         partial.write_text(json.dumps(jsonable(results, meta), indent=1))
         print(f"interrupted: partial results in {partial}", file=sys.stderr)
+
+
+def config_drift(results: Sequence[RunResult], today: Callable[[RunResult], Mapping[str, Any]]) -> list[str]:
+    """Where the saved results ran other settings than the report's tables show: one line per
+    (algo, env, side, mode) whose saved ``config`` differs from ``today(result)`` (the mapping as it is
+    now), naming each field with its saved and today's value (the seed aside). Results saved before configs
+    were are skipped: what they ran is not known."""
+    drift: dict[str, str] = {}
+    for r in results:
+        if not r.config:
+            continue
+        now = recorded_config(today(r))
+        fields_ = sorted(k for k in {*r.config, *now} if k != "seed" and r.config.get(k) != now.get(k))
+        if fields_:
+            mode = getattr(r, "mode", "fp32")
+            side = f"{r.impl} ({mode})" if r.impl == "ours" and mode != "fp32" else r.impl
+            drift[f"{r.algo.upper()} {r.env_id}, {side}"] = ", ".join(
+                f"`{k}` {r.config.get(k)!r} (now {now.get(k)!r})" for k in fields_
+            )
+    return [f"- {key}: {fields_}" for key, fields_ in drift.items()]
+
+
+def config_drift_markdown(lines: Sequence[str]) -> str:
+    """The report's paragraph for :func:`config_drift` (empty when nothing drifted)."""
+    if not lines:
+        return ""
+    return (
+        "\n**Settings these results ran that the tables below no longer show** (each run's saved config against "
+        "today's mapping):\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def merged_machine(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:

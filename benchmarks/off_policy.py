@@ -65,6 +65,8 @@ from benchmarks.common import (
     benchmark_run,
     close_interrupted,
     command_line,
+    config_drift,
+    config_drift_markdown,
     evaluate_actions,
     fmt,
     jsonable,
@@ -76,6 +78,7 @@ from benchmarks.common import (
     peak_load,
     profile_learn,
     ratio,
+    recorded_config,
     resume_for,
     row_metrics,
     run_main,
@@ -249,7 +252,13 @@ def run_one(
         grad_steps_per_s=t.gradient_steps / t.wall_s,
         cpu_grad_steps_per_s=t.gradient_steps / max(t.cpu_s, 1e-9),
         mode=mode if impl == "ours" else "fp32",
+        config=recorded_config(run_config(hp, impl, seed, mode)),
     )
+
+
+def run_config(hp: HParams, impl: str, seed: int, mode: str = "fp32") -> dict[str, Any]:
+    """The settings one run trains with today: our config in ``mode``, or the SB3 side's hyperparameters."""
+    return {**ours_config(hp, seed), **OUR_MODES[mode]} if impl == "ours" else sb3_config_record(hp)
 
 
 def warm_up(hp: HParams, impls: Sequence[str] = IMPLS, modes: Sequence[str] = ("fp32",)) -> None:
@@ -377,7 +386,9 @@ BF16_PATHS = {
 }
 
 
-def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any]) -> str:
+def report_markdown(
+    rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any], drift: Sequence[str] = ()
+) -> str:
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
     verdict = [
@@ -455,7 +466,7 @@ their defaults, none of which changes the algorithm (e.g. `prioritized=False`).
 TD3: Zoo's Pendulum entry trains one gradient step per env step (`train_freq: 1`, `gradient_steps: 1`;
 older Zoo versions wrote the same ratio as `train_freq: [1, "episode"]`, `gradient_steps: -1`).
 
-{mapping_markdown(configs, steps_of)}
+{mapping_markdown(configs, steps_of)}{config_drift_markdown(drift)}
 Differences that remain at equal hyperparameters (none changes the algorithm):
 
 - *initialisation*: none since 2026-12-07. Every network of ours is initialised as SB3's (the `(fixed) init` rows:
@@ -525,7 +536,7 @@ def open_mlflow(
 
 def log_run(mlog: BenchmarkMLflow, hp: HParams, res: OffPolicyRunResult) -> None:
     """One child run: the implementation's config, the summary metrics and the training curve."""
-    config = {**ours_config(hp, res.seed), **OUR_MODES[res.mode]} if res.impl == "ours" else sb3_config_record(hp)
+    config = res.config or run_config(hp, res.impl, res.seed, res.mode)  # saved before configs were: today's
     impl = f"{res.impl}-{res.mode}" if res.impl == "ours" and res.mode != "fp32" else res.impl
     mlog.log_child(
         f"{hp.algo}-{hp.env_id}-{impl}-s{res.seed}",
@@ -717,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 close_interrupted("off_policy", stamp, out_dir, results, meta, status)
 
         rows = summarize_runs(results, configs)
+        hp_of = {(hp.algo, hp.env_id): hp for hp in configs}
+        drift = config_drift(results, lambda r: run_config(hp_of[r.algo, r.env_id], r.impl, r.seed, r.mode))
         print()
         print_table(rows)
         files = write_outputs(
@@ -727,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             markdown_table(rows),
             jsonable(results, meta),
             None if args.no_doc else args.doc,
-            lambda: report_markdown(rows, configs, meta),
+            lambda: report_markdown(rows, configs, meta, drift),
             json_suffix="-merged" if args.results else "",
         )
         if not args.results:

@@ -46,6 +46,8 @@ from benchmarks.common import (
     benchmark_run,
     close_interrupted,
     command_line,
+    config_drift,
+    config_drift_markdown,
     evaluate_actions,
     load_results,
     machine_note,
@@ -53,6 +55,7 @@ from benchmarks.common import (
     ours_learn,
     parse_run_arguments,
     profile_learn,
+    recorded_config,
     row_metrics,
     run_main,
     run_stamp,
@@ -373,7 +376,28 @@ def run_one(
         build_s=build_s,
         eval_s=eval_s,
         curve=curve,
+        config=recorded_config(run_config(hp, impl, seed)),
     )
+
+
+def run_config(hp: HParams, impl: str, seed: int) -> dict[str, Any]:
+    """The settings one run trains with today: our config, or the SB3 side's (:func:`sb3_config_record`)."""
+    return ours_config(hp, seed) if impl == "ours" else sb3_config_record(hp)
+
+
+def sb3_config_record(hp: HParams) -> dict[str, Any]:
+    """The SB3 side's settings as JSON values: its constructor arguments (a linear schedule as RL-Zoo writes
+    it, ``lin_<v>``; the policy's activation by name), the number of envs and the normalization."""
+    kwargs = sb3_kwargs(hp)
+    kwargs["learning_rate"] = f"lin_{hp.learning_rate}" if hp.lr_schedule == "linear" else hp.learning_rate
+    if "clip_range" in kwargs:
+        kwargs["clip_range"] = f"lin_{hp.clip_range}" if hp.clip_schedule == "linear" else hp.clip_range
+    return {
+        **recorded_config(kwargs),
+        "n_envs": hp.n_envs,
+        "normalize_obs": hp.normalize_obs,
+        "normalize_reward": hp.normalize_reward,
+    }
 
 
 def warm_up(hp: HParams) -> None:
@@ -456,7 +480,9 @@ def hparams_markdown(configs: Sequence[HParams], steps_of: dict[str, int]) -> st
     return "\n".join(lines)
 
 
-def report_markdown(rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any]) -> str:
+def report_markdown(
+    rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any], drift: Sequence[str] = ()
+) -> str:
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
     verdict = []
@@ -516,7 +542,7 @@ PPO/A2C gradients written out by the chain rule without autograd, Adam/RMSprop o
 
 ## Hyperparameters (RL-Zoo tuned values, mapped field by field)
 
-{hparams_markdown(configs, steps_of)}
+{hparams_markdown(configs, steps_of)}{config_drift_markdown(drift)}
 
 Source: RL-Zoo `hyperparams/ppo.yml` and `hyperparams/a2c.yml` (DLR-RM/rl-baselines3-zoo); SB3's
 defaults fill what Zoo leaves out (PPO: batch_size 64, n_epochs 10, lr 3e-4, clip 0.2, vf_coef 0.5,
@@ -745,28 +771,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"{res.eval_return:8.1f}  last-100 {res.train_return_last100:8.1f}"
                             )
                             if mlog is not None:
-                                mlog.child(
-                                    hp,
-                                    res,
-                                    ours_config(hp, seed)
-                                    if impl == "ours"
-                                    else {
-                                        **{
-                                            k: (str(v) if callable(v) else v)
-                                            for k, v in sb3_kwargs(hp).items()
-                                            if k != "policy_kwargs"
-                                        },
-                                        "n_envs": hp.n_envs,
-                                        "normalize_obs": hp.normalize_obs,
-                                        "normalize_reward": hp.normalize_reward,
-                                        "policy": "MlpPolicy pi=[64,64] vf=[64,64] Tanh",
-                                    },
-                                )
+                                mlog.child(hp, res, res.config)
                 status = "FINISHED"
             finally:
                 close_interrupted("on_policy", stamp, out_dir, results, meta, status)
 
         rows = summarize(results, configs)
+        hp_of = {(hp.algo, hp.env_id): hp for hp in configs}
+        drift = config_drift(results, lambda r: run_config(hp_of[r.algo, r.env_id], r.impl, r.seed))
         print()
         print_table(rows)
         files = write_outputs(
@@ -777,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             markdown_table(rows),
             None if args.results else _jsonable(results, meta),
             None if args.no_doc else args.doc,
-            lambda: report_markdown(rows, configs, meta),
+            lambda: report_markdown(rows, configs, meta, drift),
         )
         if mlog is not None:
             mlog.finish(rows, files)

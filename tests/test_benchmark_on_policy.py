@@ -52,3 +52,34 @@ def test_results_merged_from_pieces_name_every_cpu_and_the_highest_load(tmp_path
     assert one["machine"]["cpu"] == "Intel Xeon" and one["machine"]["loadavg"] == [2.5, 2.0, 1.0]
     _, same = load_results([a, c])  # one CPU: named once
     assert same["machine"]["cpu"] == "Intel Xeon"
+
+
+def test_saved_configs_are_json_and_a_drift_from_todays_mapping_is_named():
+    import json
+
+    import torch
+
+    from benchmarks.common import RunResult, config_drift, config_drift_markdown, recorded_config
+    from benchmarks.on_policy import run_config
+
+    record = recorded_config({"act": torch.nn.ReLU, "sizes": (64, 64), "sched": lambda p: p, "nest": {"a": (1,)}})
+    assert record["act"] == "ReLU" and record["sizes"] == [64, 64] and record["nest"] == {"a": [1]}
+    assert isinstance(record["sched"], str)
+    json.dumps(record)
+
+    hopper = next(hp for hp in mujoco_configs() if hp.env_id == "Hopper-v5")
+    sb3 = recorded_config(run_config(hopper, "sb3", 0))
+    json.dumps(sb3)
+    assert sb3["policy_kwargs"]["net_arch"] == {"pi": [256, 256], "vf": [256, 256]}
+    assert sb3["policy_kwargs"]["activation_fn"] == "ReLU"
+
+    def result(impl: str, seed: int, config: dict) -> RunResult:
+        nan = float("nan")
+        return RunResult("ppo", "Hopper-v5", impl, seed, 1, nan, nan, nan, nan, nan, nan, nan, 0, nan, nan, [], config)
+
+    ours_today = recorded_config(run_config(hopper, "ours", 0))
+    old = dict(ours_today, lr=123.0, seed=5)  # another lr; another seed is no drift
+    results = [result("ours", 5, old), result("ours", 6, {}), result("sb3", 0, sb3)]
+    lines = config_drift(results, lambda r: run_config(hopper, r.impl, r.seed))
+    assert lines == [f"- PPO Hopper-v5, ours: `lr` 123.0 (now {ours_today['lr']!r})"]
+    assert "no longer show" in config_drift_markdown(lines) and config_drift_markdown([]) == ""
