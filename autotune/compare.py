@@ -47,6 +47,9 @@ SAMPLER_NAMES = (
     "meta-restart",
     "meta-refine",
     "meta-cat",
+    "meta-bounds",
+    "meta-bounds-all",
+    "meta-bounds-mean",
     "meta-global",
     "meta-branch",
     "meta-uniform",
@@ -78,6 +81,12 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, n_refine=128)
     if name == "meta-cat":
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, categorical_sweep=3)
+    if name == "meta-bounds":  # the incumbents' bounds among the candidates (MetaConfig.bound_sweep)
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, bound_sweep=3)
+    if name == "meta-bounds-mean":  # the same, every bound where the model's mean prefers it to the incumbent
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, bound_sweep=3, bound_sweep_filter="mean")
+    if name == "meta-bounds-all":  # the same, every bound offered (not only where the model's mean prefers it)
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, bound_sweep=3, bound_sweep_filter="none")
     if name == "meta-global":  # candidates from the whole cube, no trust region (the earlier default)
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, trust_region=False)
     if name == "meta-restart":  # a collapsed trust region restarts on the whole cube

@@ -371,6 +371,40 @@ def sweep_categoricals(x: torch.Tensor, scores: torch.Tensor, k: int, layout: La
     return cand[:, ~torch.isnan(cand[0, :, 0])]
 
 
+def sweep_bounds(
+    x: torch.Tensor,
+    scores: torch.Tensor,
+    k: int,
+    layout: Layout,
+    snap: Callable[[torch.Tensor], torch.Tensor],
+    grid_only: bool = False,
+) -> torch.Tensor:
+    """``[B, ≤ 2k·d, D]``: each of the ``k`` best trials with one numeric parameter moved to its lower or its
+    upper bound (snapped; only moves that change the configuration, and on a conditional space only the
+    parameters the trial uses). Hyperparameter optima often sit on a bound (the fewest trees, the smallest
+    leaf, the deepest tree), where perturbations of the incumbents land only by chance; these candidates put
+    every bound next to the incumbents in front of the policy, which scores them like any other."""
+    B, n, D = x.shape
+    numeric = layout.numeric
+    if grid_only:  # only the grid columns (``Layout.levels`` > 0): integers and stepped floats
+        numeric = numeric & (layout.levels > 0) if layout.levels is not None else torch.zeros_like(numeric)
+    cols = numeric.nonzero().flatten()
+    if B != 1 or n == 0 or len(cols) == 0:  # the sampler decides one task at a time; pretraining does not sweep
+        return x[:, :0]
+    k = min(k, n)
+    parents = x[0].gather(0, scores[0].topk(k).indices[:, None].expand(k, D))  # [k,D]
+    m = len(cols)
+    cand = parents[:, None, None, :].expand(k, m, 2, D).clone()  # [k, column, (lower, upper), D]
+    ar = torch.arange(m)
+    cand[:, ar, 0, cols] = 0.0
+    cand[:, ar, 1, cols] = 1.0
+    cand = snap(layout.pin(cand.reshape(1, k * m * 2, D)))[0].view(k, m, 2, D)
+    keep = (cand != parents[:, None, None, :]).any(-1)  # [k,m,2]: the bound changes the configuration
+    if layout.active is not None:
+        keep &= layout.active(parents)[:, cols][:, :, None]
+    return cand[keep][None]
+
+
 def quadratic_candidates(
     x: torch.Tensor,
     scores: torch.Tensor,
@@ -858,6 +892,17 @@ class MetaConfig(BaseModel):
         description="For this many best trials, candidates that change exactly one categorical to each "
         "of its other values (replacing as many local candidates): every untried value next to the "
         "incumbents gets scored (0: off).",
+    )
+    bound_sweep: int = Field(
+        0,
+        ge=0,
+        description="For this many best trials, candidates that move exactly one numeric parameter to its "
+        "lower or upper bound (replacing as many local candidates; :func:`sweep_bounds`) (0: off).",
+    )
+    bound_sweep_filter: Literal["none", "mean", "grid"] = Field(
+        "grid",
+        description="Which bound candidates are offered: 'grid' the bounds of grid parameters (integers and "
+        "stepped floats) only, 'mean' those whose GP posterior mean is at least the incumbent's, 'none' all.",
     )
     quadratic_candidates: int = Field(
         32,
@@ -1433,6 +1478,18 @@ def propose(
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)
         if 0 < sweep.shape[1] <= cand.shape[1] // 2:
             extra.append(snap(sweep))
+    if config.bound_sweep > 0 and x.shape[1] > 0:
+        grid_only = config.bound_sweep_filter == "grid"
+        bounds = sweep_bounds(x, scores, config.bound_sweep, layout, snap, grid_only=grid_only)
+        if config.bound_sweep_filter == "mean" and bounds.shape[1] > 0:
+            # only bounds the model's mean already prefers to the incumbent: a trend toward the bound, not
+            # the posterior's width at the edge of the data (which EI alone would reward)
+            gp = GPPosterior(x, y, hyper)
+            inc = x.gather(1, y.argmax(1)[:, None, None].expand(B, 1, x.shape[2]))
+            mu, _ = gp.predict(torch.cat([inc, bounds], 1))
+            bounds = bounds[:, mu[0, 1:] >= mu[0, 0]]
+        if 0 < bounds.shape[1] <= cand.shape[1] // 2 - sum(e.shape[1] for e in extra):
+            extra.append(bounds)
     if config.quadratic_candidates > 0 and x.shape[1] > 0:
         quad = quadratic_candidates(
             x, scores, config.quadratic_candidates, layout, gen, snap, config.quadratic_fallback, hyper.log_ls

@@ -351,6 +351,56 @@ def test_categorical_sweep_scores_every_other_value_next_to_the_best_trials():
     }
 
 
+def test_bound_sweep_moves_one_numeric_parameter_of_the_best_trials_to_each_bound():
+    """``bound_sweep=k``: for the k best trials, one candidate per bound of each free numeric column
+    (categoricals and pinned columns left alone, a move that does not change the snapped point dropped,
+    with ``grid_only`` only the grid columns, and on a conditional space only the columns the trial uses)."""
+    from autotune.meta import Layout, sweep_bounds
+
+    # columns: two floats, a 2-way categorical (2..3), a pinned float (4)
+    x = torch.tensor([[[0.2, 0.0, 1, 0, 0.5], [0.6, 0.3, 0, 1, 0.5], [0.9, 0.9, 1, 0, 0.5]]], dtype=torch.float64)
+    scores = torch.tensor([[3.0, 1.0, 2.0]], dtype=torch.float64)
+    fixed = torch.full((5,), float("nan"), dtype=torch.float64)
+    fixed[4] = 0.5
+    layout = Layout(5, [(2, 2)], fixed)
+    cand = sweep_bounds(x, scores, 2, layout, lambda c: c)
+    rows = {tuple(r.tolist()) for r in cand[0]}
+    assert rows == {  # the best (0.2, 0.0): column 1 is already at its lower bound
+        (0.0, 0.0, 1, 0, 0.5),
+        (1.0, 0.0, 1, 0, 0.5),
+        (0.2, 1.0, 1, 0, 0.5),
+        (0.9, 0.0, 1, 0, 0.5),  # the second best (0.9, 0.9)
+        (0.9, 1.0, 1, 0, 0.5),
+        (0.0, 0.9, 1, 0, 0.5),
+        (1.0, 0.9, 1, 0, 0.5),
+    }
+    assert cand.shape == (1, 7, 5)
+    # a grid column of 4 levels (unit cell centres 0.125 … 0.875): the best trial holds its lowest level, so
+    # the move to the lower bound snaps back onto it and is dropped
+    centres = lambda c: torch.where(torch.arange(5) == 0, ((c * 4).floor().clamp(0, 3) + 0.5) / 4, c)  # noqa: E731
+    on_grid = x.clone()
+    on_grid[0, 0, 0] = 0.125
+    grid = sweep_bounds(on_grid, scores, 1, layout, centres)[0]
+    assert {tuple(r) for r in grid.tolist()} == {(0.875, 0.0, 1, 0, 0.5), (0.125, 1.0, 1, 0, 0.5)}
+    # grid_only: only the grid columns move (column 0 has 4 levels, column 1 is continuous)
+    gridded = Layout(5, [(2, 2)], fixed, levels=torch.tensor([4, 0, 0, 0, 0]))
+    only_grid = sweep_bounds(on_grid, scores, 1, gridded, centres, grid_only=True)[0]
+    assert {tuple(r) for r in only_grid.tolist()} == {(0.875, 0.0, 1, 0, 0.5)}
+    assert sweep_bounds(x, scores, 1, layout, centres, grid_only=True).shape[1] == 0  # no grid column at all
+    # conditional: the best trial does not use column 1, so only column 0 moves
+    active = Layout(
+        5,
+        [(2, 2)],
+        fixed,
+        active=lambda p: torch.stack(
+            [torch.ones_like(p[..., 0]) > 0, p[..., 0] > 0.5, *(torch.ones_like(p[..., 0]) > 0,) * 3], -1
+        ),
+    )
+    only = sweep_bounds(x, scores, 1, active, lambda c: c)[0]
+    assert {tuple(r) for r in only.tolist()} == {(0.0, 0.0, 1, 0, 0.5), (1.0, 0.0, 1, 0, 0.5)}
+    assert sweep_bounds(x.expand(2, 3, 5), scores.expand(2, 3), 1, layout, lambda c: c).shape[1] == 0  # batched
+
+
 _PEN_A, _PEN_B = (0.3, 0.2, 0.0, 0.4), (0.25, 0.15, 0.35, 0.0, 0.3)
 
 
