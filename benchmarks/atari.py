@@ -179,12 +179,17 @@ class AtariRunResult(RunResult):
     mode: str = "fp32"  # our side's OUR_MODES entry ("fp32" for SB3 and for results saved before modes)
 
 
+def run_config(cfg: AtariConfig, impl: str, seed: int, mode: str = "fp32") -> dict[str, Any]:
+    """The settings one run trains with today: our config in ``mode``, or RL-Zoo's entry as SB3 runs it."""
+    return {**ours_config(cfg, seed), **OUR_MODES[mode]} if impl == "ours" else dict(cfg.params)
+
+
 def _train_ours(
     cfg: AtariConfig, steps: int, seed: int, eval_games: int, resume: Resume | None = None, mode: str = "fp32"
 ) -> AtariRunResult:
     from core_rl.registry import get_algo
 
-    config = {**ours_config(cfg, seed), **OUR_MODES[mode]}
+    config = run_config(cfg, "ours", seed, mode)
     agent, build_s, wall, cpu, curve = ours_learn(
         get_algo(cfg.algo).cls, cfg.env_id, config, steps, lambda n: None, resume
     )
@@ -238,7 +243,7 @@ def _train_sb3(
             return_episode_rewards=True,
         )
     result = _result(cfg, "sb3", seed, model.num_timesteps, wall, cpu, scores, recent, episodes, build_s, t_eval, curve)
-    result.config = recorded_config(cfg.params)  # RL-Zoo's entry as SB3 ran it
+    result.config = recorded_config(run_config(cfg, "sb3", seed))
     return result
 
 
@@ -463,12 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)
         cfg_of = {(c.algo, c.env_id): c for c in cfgs}
-
-        def today(r: RunResult) -> dict[str, Any]:
-            c = cfg_of[r.algo, r.env_id]
-            return {**ours_config(c, r.seed), **OUR_MODES[getattr(r, "mode", "fp32")]} if r.impl == "ours" else c.params
-
-        args.doc.write_text(report_markdown(rows, cfgs, meta, config_drift(results, today)))
+        drift = config_drift(results, lambda r: run_config(cfg_of[r.algo, r.env_id], r.impl, r.seed, r.mode))
+        args.doc.write_text(report_markdown(rows, cfgs, meta, drift))
         print(f"report: {args.doc}")
     with benchmark_run(
         not args.no_mlflow,

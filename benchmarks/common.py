@@ -104,9 +104,8 @@ def recorded_config(config: Mapping[str, Any]) -> dict[str, Any]:
             return {str(k): value(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [value(x) for x in v]
-        if isinstance(v, type) or callable(v) and hasattr(v, "__qualname__") and "<lambda>" not in v.__qualname__:
-            return getattr(v, "__qualname__", str(v))
-        return str(v)
+        name = getattr(v, "__qualname__", None)  # a class's or a named function's (instances have none)
+        return name if name is not None and "<lambda>" not in name else str(v)
 
     return {str(k): value(v) for k, v in config.items()}
 
