@@ -53,6 +53,7 @@ SAMPLER_NAMES = (
     "meta-global",
     "meta-branch",
     "meta-uniform",
+    "meta-repeats",
     "tpe",
     "random",
     "cmaes",
@@ -99,6 +100,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, target="copula")
     if name == "meta-noquad":  # no candidates from the local quadratic model (the earlier default)
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, quadratic_candidates=0)
+    if name == "meta-repeats":  # repeats of finished configurations among the candidates (the earlier default)
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, avoid_repeats=False)
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name.startswith(META_WEIGHTS):  # a pretraining screen

@@ -549,6 +549,23 @@ def refine_candidates(
     return snap(layout.pin(out))
 
 
+def fresh_columns(cand: torch.Tensor, seen: torch.Tensor, decimals: int = 9) -> torch.Tensor:
+    """``[M]`` mask of the candidates ``cand`` ``[M,D]`` that equal no row of ``seen`` ``[n,D]`` (rounded to
+    ``decimals`` in every column; rows compared as bytes, in O((M + n)·D)).
+
+    >>> fresh_columns(torch.tensor([[0.0, 1.0], [0.5, 0.5]]), torch.tensor([[0.5, 0.5]])).tolist()
+    [True, False]
+    """
+    if seen.shape[0] == 0 or cand.shape[1] == 0:
+        return torch.ones(cand.shape[0], dtype=torch.bool)
+
+    def rows(t: torch.Tensor) -> np.ndarray:
+        a = np.ascontiguousarray(np.round(t.detach().numpy().astype(np.float64), decimals) + 0.0)  # -0.0 → 0.0
+        return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+
+    return torch.from_numpy(~np.isin(rows(cand), rows(seen)))
+
+
 # ---- observations -------------------------------------------------------------------------------
 @dataclass
 class Observation:
@@ -959,6 +976,14 @@ class MetaConfig(BaseModel):
         "power-warped by a maximum-likelihood λ: distances between values kept) or 'copula' (ranks through "
         "Φ⁻¹, the earlier default).",
     )
+    avoid_repeats: bool = Field(
+        True,
+        description="Drop the candidates that equal a finished or running trial's configuration (snapping to "
+        "grids and choices makes exact repeats): on a deterministic objective a repeat costs a trial and "
+        "tells nothing. When every candidate is a repeat, as many are drawn uniformly from the whole space instead "
+        "(the unseen among them; every one when the space is used up). Off: the "
+        "policy may pick the incumbent again, as for a noisy objective whose repeats are worth their cost.",
+    )
     seed: int | None = None
 
 
@@ -996,6 +1021,11 @@ class MetaSampler(BaseSampler):
     A parameter no earlier trial holds starts at its centre; one never seen in a finished trial since, or
     (branch decisions) a group with fewer than ``n_startup_trials`` complete trials, is drawn by
     ``independent_sampler`` (uniform).
+
+    A configuration already finished or running is not proposed again (``avoid_repeats``, on by default): on
+    grids and choices snapping makes the incumbent and its evaluated neighbours candidates again, and on a
+    deterministic objective such a trial is spent for nothing (:func:`fresh_columns`). Turn it off for a noisy
+    objective where re-evaluating the incumbent is worth a trial.
     """
 
     def __init__(
@@ -1327,6 +1357,8 @@ class MetaSampler(BaseSampler):
                 update={
                     "fit_steps": min(config.fit_steps, config.fit_steps_late),
                     "n_candidates": config.n_branch_candidates,
+                    # a branch group's columns are not the whole configuration: a repeat of them is not a repeat
+                    "avoid_repeats": False,
                 }
             )
         choice = self._propose(
@@ -1499,6 +1531,14 @@ def propose(
     if extra:
         cand = torch.cat([cand[:, : cand.shape[1] - sum(e.shape[1] for e in extra)], *extra], 1)
     det = config.deterministic if deterministic is None else deterministic
+    seen = x[0] if x_pending is None else torch.cat([x[0], x_pending[0]], 0)
+    if B == 1 and config.avoid_repeats and seen.shape[0] > 0:
+        fresh = fresh_columns(cand[0], seen)
+        if not fresh.any():  # the region around the incumbents is used up: candidates from the whole space
+            cand = make_candidates(x[:, :0], scores[:, :0], config.n_candidates, layout, gen, snap)
+            fresh = fresh_columns(cand[0], seen)
+        if fresh.any():
+            cand = cand[:, fresh]
     multiplicity = None
     if B == 1 and det:  # snapping to grids and choices repeats configurations: score each distinct one once
         _, first, counts = np.unique(cand[0].numpy(), axis=0, return_index=True, return_counts=True)
@@ -1510,6 +1550,8 @@ def propose(
     dist = policy.distribution(obs)
     if config.n_refine > 0:  # refine around the best-scored candidates, then score both rounds together
         refined = refine_candidates(cand, dist.logits, config.n_refine, layout, gen, snap)
+        if B == 1 and config.avoid_repeats and seen.shape[0] > 0:
+            refined = refined[:, fresh_columns(refined[0], seen)]
         if multiplicity is not None:
             multiplicity = torch.cat([multiplicity, torch.ones(B, refined.shape[1], dtype=multiplicity.dtype)], 1)
         cand = torch.cat([cand, refined], 1)

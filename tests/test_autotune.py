@@ -631,6 +631,44 @@ def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies
         assert copies.any() and torch.allclose(every_logits[copies], got_logits[j].expand(int(copies.sum())), atol=1e-4)
 
 
+def test_meta_never_proposes_a_finished_configuration_again_while_a_new_one_exists(seeded):
+    """On a grid, snapping makes the incumbent and its finished neighbours candidates again; with
+    ``avoid_repeats`` (the default) the policy chooses among unseen configurations only, until none is left."""
+    from autotune.meta import MetaConfig, propose
+
+    codec = SpaceCodec({"k": CategoricalDistribution(["a", "b", "c"]), "n": IntDistribution(1, 4)})
+    rows = [{"k": k, "n": n} for k, n in [("a", 1), ("b", 3), ("c", 2), ("a", 4), ("b", 2), ("b", 4)]]
+    x = torch.as_tensor(codec.encode(rows))[None]
+    scores = torch.tensor([[0.1, 0.9, 0.4, 0.3, 0.5, 0.8]], dtype=torch.float64)
+    policy = load_policy("default").eval()
+    seen = {tuple(r) for r in x[0].tolist()}
+    for avoid in (True, False):
+        config = MetaConfig(n_candidates=256, avoid_repeats=avoid)
+        got = propose(policy, x, scores, None, codec, torch.Generator().manual_seed(seeded(0)), 0.5, config)
+        repeats = [tuple(c) in seen for c in got.cand[0].tolist()]
+        if avoid:
+            assert not any(repeats) and tuple(got.x[0].tolist()) not in seen
+        else:  # the same draw holds finished configurations (the incumbent among them): the filter had work
+            assert any(repeats)
+    # every configuration finished: the candidates are kept, and a choice is still made
+    every = [{"k": k, "n": n} for k in "abc" for n in range(1, 5)]
+    x_all = torch.as_tensor(codec.encode(every))[None]
+    got = propose(policy, x_all, torch.rand(1, 12, dtype=torch.float64), None, codec, torch.Generator(), 0.5, config)
+    assert tuple(got.x[0].tolist()) in {tuple(r) for r in x_all[0].tolist()}
+
+    # through Optuna: the 12 configurations, each once, in 12 trials after the (random) startup
+    def objective(trial: optuna.Trial) -> float:
+        return {"a": 0.0, "b": 1.0, "c": 0.5}[trial.suggest_categorical("k", ["a", "b", "c"])] - abs(
+            trial.suggest_int("n", 1, 4) - 3
+        )
+
+    study = optuna.create_study(direction="maximize", sampler=MetaSampler(seed=seeded(0), n_candidates=64))
+    study.optimize(objective, n_trials=16)
+    configs = [(t.params["k"], t.params["n"]) for t in study.trials]
+    for i in range(4, 16):  # the policy's trials: a repeat only once all 12 were seen
+        assert configs[i] not in configs[:i] or len(set(configs[:i])) == 12
+
+
 def test_pretraining_updates_the_policy_and_saves_weights_the_sampler_loads(tmp_path):
     """``python -m autotune.pretrain`` end to end on a tiny budget: PPO steps change the policy (gradients
     flow through the folded attention), the best held-out policy is saved and loads into a sampler."""
