@@ -236,7 +236,7 @@ def test_critic_l2_is_omnisafes_critic_norm_on_both_critics() -> None:
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, -2.0]]))
         layer.bias.fill_(3.0)
-    assert float(l2_penalty(layer, 0.5)) == pytest.approx(0.5 * (1 + 4 + 9))
+    assert float(l2_penalty(layer, 0.5).detach()) == pytest.approx(0.5 * (1 + 4 + 9))
     assert l2_penalty(layer, 0.0) == 0.0
 
     def norm(module: torch.nn.Module) -> float:
