@@ -549,11 +549,11 @@ def refine_candidates(
     return snap(layout.pin(out))
 
 
-def fresh_columns(cand: torch.Tensor, seen: torch.Tensor, decimals: int = 9) -> torch.Tensor:
+def unseen_candidates(cand: torch.Tensor, seen: torch.Tensor, decimals: int = 9) -> torch.Tensor:
     """``[M]`` mask of the candidates ``cand`` ``[M,D]`` that equal no row of ``seen`` ``[n,D]`` (rounded to
     ``decimals`` in every column; rows compared as bytes, in O((M + n)·D)).
 
-    >>> fresh_columns(torch.tensor([[0.0, 1.0], [0.5, 0.5]]), torch.tensor([[0.5, 0.5]])).tolist()
+    >>> unseen_candidates(torch.tensor([[0.0, 1.0], [0.5, 0.5]]), torch.tensor([[0.5, 0.5]])).tolist()
     [True, False]
     """
     if seen.shape[0] == 0 or cand.shape[1] == 0:
@@ -1024,7 +1024,7 @@ class MetaSampler(BaseSampler):
 
     A configuration already finished or running is not proposed again (``avoid_repeats``, on by default): on
     grids and choices snapping makes the incumbent and its evaluated neighbours candidates again, and on a
-    deterministic objective such a trial is spent for nothing (:func:`fresh_columns`). Turn it off for a noisy
+    deterministic objective such a trial is spent for nothing (:func:`unseen_candidates`). Turn it off for a noisy
     objective where re-evaluating the incumbent is worth a trial.
     """
 
@@ -1533,10 +1533,10 @@ def propose(
     det = config.deterministic if deterministic is None else deterministic
     seen = x[0] if x_pending is None else torch.cat([x[0], x_pending[0]], 0)
     if B == 1 and config.avoid_repeats and seen.shape[0] > 0:
-        fresh = fresh_columns(cand[0], seen)
+        fresh = unseen_candidates(cand[0], seen)
         if not fresh.any():  # the region around the incumbents is used up: candidates from the whole space
             cand = make_candidates(x[:, :0], scores[:, :0], config.n_candidates, layout, gen, snap)
-            fresh = fresh_columns(cand[0], seen)
+            fresh = unseen_candidates(cand[0], seen)
         if fresh.any():
             cand = cand[:, fresh]
     multiplicity = None
@@ -1551,7 +1551,7 @@ def propose(
     if config.n_refine > 0:  # refine around the best-scored candidates, then score both rounds together
         refined = refine_candidates(cand, dist.logits, config.n_refine, layout, gen, snap)
         if B == 1 and config.avoid_repeats and seen.shape[0] > 0:
-            refined = refined[:, fresh_columns(refined[0], seen)]
+            refined = refined[:, unseen_candidates(refined[0], seen)]
         if multiplicity is not None:
             multiplicity = torch.cat([multiplicity, torch.ones(B, refined.shape[1], dtype=multiplicity.dtype)], 1)
         cand = torch.cat([cand, refined], 1)
