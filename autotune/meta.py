@@ -1531,8 +1531,9 @@ def propose(
     if extra:
         cand = torch.cat([cand[:, : cand.shape[1] - sum(e.shape[1] for e in extra)], *extra], 1)
     det = config.deterministic if deterministic is None else deterministic
-    seen = x[0] if x_pending is None else torch.cat([x[0], x_pending[0]], 0)
-    if B == 1 and config.avoid_repeats and seen.shape[0] > 0:
+    seen = None  # the finished and running configurations no candidate may repeat (one task, avoid_repeats)
+    if B == 1 and config.avoid_repeats:
+        seen = x[0] if x_pending is None else torch.cat([x[0], x_pending[0]], 0)
         fresh = unseen_candidates(cand[0], seen)
         if not fresh.any():  # the region around the incumbents is used up: candidates from the whole space
             cand = make_candidates(x[:, :0], scores[:, :0], config.n_candidates, layout, gen, snap)
@@ -1550,7 +1551,7 @@ def propose(
     dist = policy.distribution(obs)
     if config.n_refine > 0:  # refine around the best-scored candidates, then score both rounds together
         refined = refine_candidates(cand, dist.logits, config.n_refine, layout, gen, snap)
-        if B == 1 and config.avoid_repeats and seen.shape[0] > 0:
+        if seen is not None:
             refined = refined[:, unseen_candidates(refined[0], seen)]
         if multiplicity is not None:
             multiplicity = torch.cat([multiplicity, torch.ones(B, refined.shape[1], dtype=multiplicity.dtype)], 1)
