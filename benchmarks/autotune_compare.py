@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from autotune.compare import StudyResult, analyze, compare, curve_figure, log_comparison, rank_figure, summary_table
-from autotune.suites import get_suite
+from autotune.suites import Task, get_suite
 from benchmarks.common import run_main
 
 
@@ -132,14 +132,17 @@ def _write(out: Path, summary: dict) -> str:
     return table
 
 
-def _merge(args: argparse.Namespace) -> int:
-    """Analyze the studies of several result folders as one comparison (pieces run separately)."""
+def read_pieces(entries: list[str]) -> tuple[list[StudyResult], list[Task], list[dict]]:
+    """The studies, tasks and setups of several result folders; an entry ``DIR:s1+s2`` keeps only those
+    samplers of DIR (the pieces one comparison ran in, or the peers of an earlier run beside a new meta)."""
     results: list[StudyResult] = []
-    tasks = []
+    tasks: list[Task] = []
     setups = []
-    for entry in args.merge.split(","):
-        folder_name, _, only = entry.partition(":")  # DIR:s1+s2 keeps only those samplers of DIR
+    for entry in entries:
+        folder_name, _, only = entry.partition(":")
         folder = Path(folder_name)
+        if not (folder / "results.json").is_file():
+            raise SystemExit(f"{folder}: no results.json (a comparison folder written by this script?)")
         keep_here = set(only.split("+")) if only else None
         results += [
             StudyResult(**d)
@@ -149,6 +152,12 @@ def _merge(args: argparse.Namespace) -> int:
         setup = json.loads((folder / "summary.json").read_text()).get("setup", {})
         setups.append({"folder": str(folder), **setup})
         tasks += get_suite(setup["suite"])
+    return results, tasks, setups
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Analyze the studies of several result folders as one comparison (pieces run separately)."""
+    results, tasks, setups = read_pieces(args.merge.split(","))
     samplers = sorted({r.sampler for r in results})
     if args.samplers != p_default_samplers():
         keep = set(args.samplers.split(","))
