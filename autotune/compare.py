@@ -54,6 +54,7 @@ SAMPLER_NAMES = (
     "meta-branch",
     "meta-uniform",
     "meta-repeats",
+    "meta-spread",
     "tpe",
     "random",
     "cmaes",
@@ -102,6 +103,8 @@ def make_sampler(name: str, seed: int, n_trials: int | None = None) -> BaseSampl
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, quadratic_candidates=0)
     if name == "meta-repeats":  # repeats of finished configurations among the candidates (the earlier default)
         return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, avoid_repeats=False)
+    if name == "meta-spread":  # the trust region's centre drawn among trials tied at the best score
+        return MetaSampler(seed=seed, n_trials_hint=n_trials or 100, spread_ties=True)
     if name == "meta-untrained":
         return MetaSampler(weights=None, seed=seed, n_trials_hint=n_trials or 100)
     if name.startswith(META_WEIGHTS):  # a pretraining screen

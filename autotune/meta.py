@@ -295,6 +295,7 @@ def make_candidates(
     snap: Callable[[torch.Tensor], torch.Tensor],
     tr_length: torch.Tensor | None = None,
     tr_weights: torch.Tensor | None = None,
+    spread_ties: bool = False,
 ) -> torch.Tensor:
     """``n_cand`` snapped candidates per task: a quarter uniform, the rest perturbations of the top trials.
 
@@ -302,13 +303,23 @@ def make_candidates(
     the box of that side around the best trial instead of the whole cube (the numeric columns the best
     trial uses; :meth:`Layout.trust_half_width`), and the numeric perturbations' scales are multiplied by
     the box's side; ``tr_weights`` ``[B,1,D]`` stretch the box per column (:func:`trust_region_weights`).
+
+    ``spread_ties``: when several trials share the best score (a plateau, e.g. an error count), the box's
+    centre and the perturbed top trials are drawn uniformly among them each time instead of always the first
+    one found; without ties nothing changes (not even the random stream).
     """
     B, n, D = x.shape
     n_loc = (3 * n_cand) // 4 if n > 0 else 0
     n_glob = n_cand - n_loc
     glob = torch.rand(B, n_glob, D, generator=gen, dtype=DTYPE)
+    order = y  # the trials' order of preference: the centre is its first, the perturbed parents its top k
+    if spread_ties and n > 1:
+        tied = y >= y.max(1, keepdim=True).values  # [B,n]: the trials at the best score
+        if bool((tied.sum(1) > 1).any()):
+            rank = y.argsort(1).argsort(1).to(DTYPE)  # 0 .. n-1; the tied best come first, in random order
+            order = torch.where(tied, n + torch.rand(B, n, generator=gen, dtype=DTYPE), rank)
     if tr_length is not None and n > 0:
-        centre = x.gather(1, y.argmax(1)[:, None, None].expand(B, 1, D))  # [B,1,D]
+        centre = x.gather(1, order.argmax(1)[:, None, None].expand(B, 1, D))  # [B,1,D]
         half = layout.trust_half_width(tr_length, tr_weights)
         lo, hi = (centre - half).clamp(0.0, 1.0), (centre + half).clamp(0.0, 1.0)
         boxed = layout.numeric.to(DTYPE).expand(B, 1, D)
@@ -320,7 +331,7 @@ def make_candidates(
     parts = [glob]
     if n_loc:
         k = min(5, n)
-        top = y.topk(k, dim=1).indices  # [B,k]
+        top = order.topk(k, dim=1).indices  # [B,k]
         weights = torch.linspace(1.0, 0.3, k, dtype=DTYPE).expand(B, k)
         pick = torch.multinomial(weights, n_loc, replacement=True, generator=gen)
         parent = x.gather(1, top.gather(1, pick).unsqueeze(-1).expand(B, n_loc, D))
@@ -984,6 +995,12 @@ class MetaConfig(BaseModel):
         "(the unseen among them; every one when the space is used up). Off: the "
         "policy may pick the incumbent again, as for a noisy objective whose repeats are worth their cost.",
     )
+    spread_ties: bool = Field(
+        False,
+        description="When several trials share the best score (a plateau: error counts, tabulated grids), "
+        "centre the trust region and pick the perturbed top trials uniformly among them at each trial, "
+        "instead of always the first one found.",
+    )
     seed: int | None = None
 
 
@@ -1504,7 +1521,9 @@ def propose(
     tr_weights = None
     if tr_length is not None and config.trust_region_ard:
         tr_weights = trust_region_weights(hyper.log_ls, layout.numeric)
-    cand = make_candidates(x, scores, config.n_candidates, layout, gen, snap, tr_length, tr_weights)
+    cand = make_candidates(
+        x, scores, config.n_candidates, layout, gen, snap, tr_length, tr_weights, spread_ties=config.spread_ties
+    )
     extra: list[torch.Tensor] = []  # candidates that replace as many local ones, at most half of them in all
     if config.categorical_sweep > 0 and x.shape[1] > 0:
         sweep = sweep_categoricals(x, scores, config.categorical_sweep, layout)

@@ -631,6 +631,35 @@ def test_meta_scores_each_distinct_candidate_once_and_chooses_as_over_all_copies
         assert copies.any() and torch.allclose(every_logits[copies], got_logits[j].expand(int(copies.sum())), atol=1e-4)
 
 
+def test_spread_ties_centres_the_trust_region_on_every_trial_tied_at_the_best_score(seeded):
+    """With ``spread_ties`` the box is centred, draw by draw, on each of the trials that share the best score
+    (a plateau), not always on the first of them; without a tie the candidates, and the generator's stream,
+    are exactly those of the default."""
+    from autotune.meta import Layout, make_candidates
+
+    layout = Layout(2, [])
+    x = torch.tensor([[[0.5, 0.5], [0.1, 0.1], [0.9, 0.9], [0.3, 0.7], [0.1, 0.9]]], dtype=torch.float64)
+    tied = torch.tensor([[0.2, 1.0, 1.0, 0.4, 1.0]], dtype=torch.float64)  # trials 1, 2 and 4 tie at the best
+    length = torch.tensor([0.02])
+
+    def centre(spread: bool, seed: int) -> int:
+        cand = make_candidates(
+            x, tied, 64, layout, torch.Generator().manual_seed(seed), lambda c: c, length, spread_ties=spread
+        )
+        box = cand[0, :16].mean(0)  # the uniform quarter, drawn in the box around the centre
+        return int((x[0] - box).norm(dim=-1).argmin())
+
+    shift = seeded(0)
+    assert {centre(False, shift + s) for s in range(24)} == {1}  # the first of the tied trials, always
+    assert {centre(True, shift + s) for s in range(24)} == {1, 2, 4}  # each of them, never a worse one
+
+    distinct = torch.tensor([[0.2, 1.0, 0.9, 0.4, 0.8]], dtype=torch.float64)
+    gens = [torch.Generator().manual_seed(shift) for _ in range(2)]
+    plain = make_candidates(x, distinct, 64, layout, gens[0], lambda c: c, length)
+    spread = make_candidates(x, distinct, 64, layout, gens[1], lambda c: c, length, spread_ties=True)
+    assert torch.equal(plain, spread) and torch.equal(gens[0].get_state(), gens[1].get_state())
+
+
 def test_meta_never_proposes_a_finished_configuration_again_while_a_new_one_exists(seeded):
     """On a grid, snapping makes the incumbent and its finished neighbours candidates again; with
     ``avoid_repeats`` (the default) the policy chooses among unseen configurations only, until none is left."""
