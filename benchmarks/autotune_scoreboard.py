@@ -58,7 +58,8 @@ class Row:
     detail: bool = False  # a part of a suite that has its own row (BBOB's dimensions): shown, not averaged
 
 
-def _bbob(budget: int, dims: tuple[int, ...]) -> tuple[str, ...]:
+def _bbob(budget: int, dims: tuple[int, ...], gp: bool = True) -> tuple[str, ...]:
+    """BBOB's pieces: at 200 trials GP ran seeds 0–2 only, so ``gp=False`` gives the 5-seed row without it."""
     pieces: list[str] = []
     for d in dims:
         if budget == 50:
@@ -66,7 +67,8 @@ def _bbob(budget: int, dims: tuple[int, ...]) -> tuple[str, ...]:
         else:
             ngopt = [f"bbob24-d{d}-200-ngopt"] if d == 2 else []
             pieces += [f"bbob24-d{d}-200:{BBOB_200}" + ("" if d == 2 else "+ngopt"), *ngopt]
-            pieces += [f"bbob24-d{d}-200-s34:{BBOB_200}+ngopt", f"bbob24-d{d}-200-gp", f"bbob24-d{d}-200-rl"]
+            pieces += [f"bbob24-d{d}-200-s34:{BBOB_200}+ngopt", f"bbob24-d{d}-200-rl"]
+            pieces += [f"bbob24-d{d}-200-gp"] if gp else []
         pieces.append(f"bbob24-d{d}-board:meta")
     return tuple(pieces)
 
@@ -92,6 +94,7 @@ BOARD: tuple[Row, ...] = (
     Row("BBOB d = 2", 200, _bbob(200, (2,)), detail=True),
     Row("BBOB d = 5", 200, _bbob(200, (5,)), detail=True),
     Row("BBOB d = 10", 200, _bbob(200, (10,)), detail=True),
+    Row("BBOB, d = 2, 5, 10, without GP", 200, _bbob(200, (2, 5, 10), gp=False), detail=True),
     Row(
         "mixed integer / categorical",
         50,
