@@ -120,7 +120,13 @@ BOARD: tuple[Row, ...] = (
     Row(
         "conditional",
         200,
-        ("conditional:tpe+random+rl", "conditional-peers200", "conditional-gp200", "conditional-board:meta"),
+        (
+            "conditional:tpe+random+rl",
+            "conditional-peers200",
+            "conditional-gp200",
+            "conditional-200-smac",
+            "conditional-board:meta",
+        ),
     ),
     Row("scikit-learn (4 models)", 50, ("sklearn-15-peers", "sklearn-smac", "sklearn-norepeat:meta")),
     Row(
