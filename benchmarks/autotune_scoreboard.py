@@ -238,9 +238,9 @@ def render(scored: list[tuple[Row, dict[str, Any]]], average: dict[str, Any]) ->
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {place} | {versus} |")
         avg = average[str(budget)]
         cells = []
+        best = min(avg["mean_rank"].values())
         for s in COLUMNS:
             rank = avg["mean_rank"].get(s)
-            best = min(avg["mean_rank"].values())
             cells.append("–" if rank is None else (f"**{rank:.2f}**" if rank <= best + 1e-12 else f"{rank:.2f}"))
         order = avg["samplers"]
         place = f"{order.index(OURS) + 1} of {len(order)}" if OURS in order else "–"
@@ -299,16 +299,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _log(record: dict[str, Any], table: str) -> str:
+    import time
+
+    from mlflow.entities import Metric
+
     from core_rl.common.runs import tracked_run
 
+    ts = int(time.time() * 1000)
+    ranks = [
+        (r["budget"], "".join(c if c.isalnum() else "_" for c in r["suite"]).strip("_").lower(), r["mean_rank"])
+        for r in record["rows"]
+    ]
+    ranks += [(budget, "average", avg["mean_rank"]) for budget, avg in record["average"].items()]
+    metrics = [Metric(f"mean_rank.{b}.{key}.{s}", v, ts, 0) for b, key, rank in ranks for s, v in rank.items()]
     with tracked_run("autotune", run_name="scoreboard", tags={"autotune.kind": "scoreboard"}) as run:
-        for r in record["rows"]:
-            key = "".join(c if c.isalnum() else "_" for c in r["suite"]).strip("_").lower()
-            for s, rank in r["mean_rank"].items():
-                run.client.log_metric(run.run_id, f"mean_rank.{r['budget']}.{key}.{s}", rank)
-        for budget, avg in record["average"].items():
-            for s, rank in avg["mean_rank"].items():
-                run.client.log_metric(run.run_id, f"mean_rank.{budget}.average.{s}", rank)
+        for i in range(0, len(metrics), 900):  # MLflow takes at most 1,000 metrics per batch
+            run.client.log_batch(run.run_id, metrics=metrics[i : i + 900])
         run.client.log_text(run.run_id, table, "scoreboard.md")
         run.client.log_dict(run.run_id, record, "scoreboard.json")
         return str(run.run_id)
