@@ -58,8 +58,12 @@ class Row:
     detail: bool = False  # a part of a suite that has its own row (BBOB's dimensions): shown, not averaged
 
 
+#: dimensions whose GP studies at 200 trials have seeds 3–4 too (``bbob24-d*-200-gp-s34``; the others have seeds 0–2)
+GP_200_S34 = (2, 5)
+
+
 def _bbob(budget: int, dims: tuple[int, ...], gp: bool = True) -> tuple[str, ...]:
-    """BBOB's pieces: at 200 trials GP ran seeds 0–2 only, so ``gp=False`` gives the 5-seed row without it."""
+    """BBOB's pieces; ``gp=False`` leaves GP out (at 200 trials it ran seeds 3–4 only in :data:`GP_200_S34`)."""
     pieces: list[str] = []
     for d in dims:
         if budget == 50:
@@ -68,7 +72,7 @@ def _bbob(budget: int, dims: tuple[int, ...], gp: bool = True) -> tuple[str, ...
             ngopt = [f"bbob24-d{d}-200-ngopt"] if d == 2 else []
             pieces += [f"bbob24-d{d}-200:{BBOB_200}" + ("" if d == 2 else "+ngopt"), *ngopt]
             pieces += [f"bbob24-d{d}-200-s34:{BBOB_200}+ngopt", f"bbob24-d{d}-200-rl"]
-            pieces += [f"bbob24-d{d}-200-gp"] if gp else []
+            pieces += ([f"bbob24-d{d}-200-gp"] + ([f"bbob24-d{d}-200-gp-s34"] if d in GP_200_S34 else [])) if gp else []
         pieces.append(f"bbob24-d{d}-board:meta")
     return tuple(pieces)
 
