@@ -58,12 +58,8 @@ class Row:
     detail: bool = False  # a part of a suite that has its own row (BBOB's dimensions): shown, not averaged
 
 
-#: dimensions whose GP studies at 200 trials have seeds 3–4 too (``bbob24-d*-200-gp-s34``; the others have seeds 0–2)
-GP_200_S34 = (2, 5)
-
-
-def _bbob(budget: int, dims: tuple[int, ...], gp: bool = True) -> tuple[str, ...]:
-    """BBOB's pieces; ``gp=False`` leaves GP out (at 200 trials it ran seeds 3–4 only in :data:`GP_200_S34`)."""
+def _bbob(budget: int, dims: tuple[int, ...]) -> tuple[str, ...]:
+    """BBOB's pieces at ``budget`` for the dimensions ``dims`` (at 200 trials GP ran seeds 0–2 and 3–4 apart)."""
     pieces: list[str] = []
     for d in dims:
         if budget == 50:
@@ -72,7 +68,7 @@ def _bbob(budget: int, dims: tuple[int, ...], gp: bool = True) -> tuple[str, ...
             ngopt = [f"bbob24-d{d}-200-ngopt"] if d == 2 else []
             pieces += [f"bbob24-d{d}-200:{BBOB_200}" + ("" if d == 2 else "+ngopt"), *ngopt]
             pieces += [f"bbob24-d{d}-200-s34:{BBOB_200}+ngopt", f"bbob24-d{d}-200-rl"]
-            pieces += ([f"bbob24-d{d}-200-gp"] + ([f"bbob24-d{d}-200-gp-s34"] if d in GP_200_S34 else [])) if gp else []
+            pieces += [f"bbob24-d{d}-200-gp", f"bbob24-d{d}-200-gp-s34"]
         pieces.append(f"bbob24-d{d}-board:meta")
     return tuple(pieces)
 
@@ -98,7 +94,6 @@ BOARD: tuple[Row, ...] = (
     Row("BBOB d = 2", 200, _bbob(200, (2,)), detail=True),
     Row("BBOB d = 5", 200, _bbob(200, (5,)), detail=True),
     Row("BBOB d = 10", 200, _bbob(200, (10,)), detail=True),
-    Row("BBOB, d = 2, 5, 10, without GP", 200, _bbob(200, (2, 5, 10), gp=False), detail=True),
     Row(
         "mixed integer / categorical",
         50,
