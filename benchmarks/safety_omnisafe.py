@@ -15,7 +15,8 @@ Both sides get: the task's cost limit (25 per 1000-step episode), one env (``--n
 tanh actor and critic, observation normalization (OmniSafe's default), γ = 0.99, the seed. Everything
 else is each side's own default for that algorithm (ours: 2,048-step rollouts, kept at 2,048 steps
 with one env by :func:`rollout_steps`, CPO's 10,000 and TRPO-Lag's 20,000 (:data:`ROLLOUT`), PPO-Lag's and
-TRPO-Lag's ``cost_margin`` of 10 and TRPO-Lag's ``max_kl`` of 0.02 (:data:`SETTINGS`), and the task's settings
+TRPO-Lag's ``cost_margin`` of 10, TRPO-Lag's ``max_kl`` of 0.02 and its dual step ``lagrangian_lr`` of 0.5
+(:data:`SETTINGS`), and the task's settings
 in :data:`benchmarks.safety.TASKS`; OmniSafe's: 20,000-step epochs, and the per-task section of its
 algorithm's YAML, which only PPOSaute has for these two tasks: ``obs_normalize: False``, ``update_iters: 80``,
 ``saute_gamma: 0.9999``, ``unsafe_reward: -0.2``), as a user of either would run it; our Saute takes that
@@ -115,6 +116,11 @@ ROLLOUT: dict[str, int] = {"CPO": 10_000, "TRPO-Lag": 20_000, "Saute": 20_000}
 #: TRPO-Lag's trust region (2026-12-05): OmniSafe measures the KL of its trust region as a mean over the action's
 #: dimensions (``kl_divergence(p, q).mean()`` in its ``NaturalPG._fvp`` and TRPO line search), ours as the KL of the
 #: joint Gaussian (their sum), so OmniSafe's ``target_kl`` 0.01 is our ``max_kl`` 0.02 on these 2-D action spaces
+#: TRPO-Lag's dual step (2026-12-07, third session): λ steps once per 20,000-step batch, ten times in 2e5 steps, so
+#: with PPO-Lag's α = 0.05 (97 steps on 2,048-step batches) it ended at λ 1–18 and over the limit on both tasks (six
+#: seeds: PointGoal1 27.8, CarGoal1 32.2). α = 0.5, about the ratio of the batches, gives it PPO-Lag's pace: six seeds
+#: at 24.0 and 16.0 (reward −0.85 and −0.91 against 0.88 and 0.13), cumulative cost 6,019 and 4,837 against 6,762
+#: and 7,318; the superseded pieces are in ``benchmarks/results/safety_omnisafe/superseded/``
 #: Saute (2026-12-06): OmniSafe's PPOSaute YAML has a section for SafetyPointGoal1 and SafetyCarGoal1 that a user of
 #: it gets by default (γ_s 0.9999 with its discounted budget over 1,000 steps, r_unsafe −0.2, 80 passes over each
 #: 20,000-step epoch stopped at a KL of 0.02, no observation normalization, gradient norm clipped at 40). Ours with
@@ -131,7 +137,7 @@ SAUTE_RECIPE: dict[str, Any] = {
 }
 SETTINGS: dict[str, dict[str, Any]] = {
     "PPO-Lag": {"cost_margin": 10.0},
-    "TRPO-Lag": {"cost_margin": 10.0, "max_kl": 0.02},
+    "TRPO-Lag": {"cost_margin": 10.0, "max_kl": 0.02, "lagrangian_lr": 0.5},
     "Saute": SAUTE_RECIPE,
 }
 
@@ -920,6 +926,26 @@ cumulative costs 2–3× ours). The speed column of these rows mixes loads: seed
 850–1,070 steps per CPU-s), seeds 0–2 beside two or more, one on an AMD EPYC (293); the one-machine ratios are the
 4.8× (CarGoal1) and 6.5× (PointGoal1) above. Screens of other settings on fresh seeds are in
 `docs/benchmarks/cpo_notes.md` §7.
+
+**TRPO-Lag's dual step scaled with its batch (2026-12-07, third session).** The ten dual steps above move λ by
+α(Ĵc − d) each, with PPO-Lag's α = 0.05 made for 97 steps. With α = 0.5 (`lagrangian_lr`, about the ratio of the two
+batches, 20,000 / 2,048), on the same six seeds per task (`--sides ours --steps 200000 --no-mlflow --no-doc --seeds 6
+--seeds-from 0 --tasks SG-CarGoal1 --algos TRPO-Lag --set lagrangian_lr=0.5 --out-dir /tmp/safe15/lr05-SG-CarGoal1`,
+the same with `SG-PointGoal1`; 209–424 s of wall time per seed beside one other job):
+
+| task | α | cost per seed, 0–5 | six seeds: reward / cost, cumulative | over 25 | final λ |
+|---|---|---|---|---|---|
+| PointGoal1 | 0.05 | 17.9, 22.7, 13.0, 37.4, 27.1, 49.0 | 0.88 / 27.8, 6,762 | 3 of 6 | 1–18 |
+| PointGoal1 | 0.5 | 29.8, 31.5, 15.1, 27.1, 27.0, 13.5 | −0.85 / 24.0, 6,019 | 4 of 6 | 13–100 |
+| CarGoal1 | 0.05 | 44.9, 28.1, 41.9, 13.3, 35.9, 29.4 | 0.13 / 32.2, 7,318 | 5 of 6 | 8–13 |
+| CarGoal1 | 0.5 | 17.1, 16.4, 23.2, 11.0, 17.9, 10.2 | −0.91 / 16.0, 4,837 | 0 of 6 | 28–73 |
+
+α = 0.5 is now TRPO-Lag's setting (:data:`SETTINGS`; the table above uses its pieces, the superseded ones are kept in
+`benchmarks/results/safety_omnisafe/superseded/trpo-lag-lagrangian_lr-0.05/`): the mean cost is under the limit on
+both tasks, and the cumulative cost is lower on both, at about 1.0–1.7 less reward. On PointGoal1 the verdict is
+narrow: four seeds of six still end over 25. There λ reaches its cap of 100 on three seeds while the cost is still
+falling (seed 0: 67 per episode at 60,000 steps, 30 at the end), so the last 100 episodes, half the run, still hold
+the transient.
 """
 
 
