@@ -471,9 +471,10 @@ Command{"s" if len(meta["commands"]) > 1 else ""}: {", ".join(f"`{c}`" for c in 
 
 ![returns vs real env steps]({plot_name})
 
-How to read it: every run is evaluated before training and every few thousand (SAC) or few hundred
-(PETS, MBPO) real env steps on the same seeded start states (deterministic policy; for PETS the
-MPC controller). "SAC at these steps" is SAC's evaluation at its last checkpoint at or before the row's real
+How to read it: every run is evaluated before training and then every `eval_every` real env steps of its
+setting (`settings()` in `benchmarks/model_based.py`: every 500–2,000 on Pendulum and MountainCarContinuous; on
+HalfCheetah every 5,000 for SAC and 2,500 for MBPO and PETS) on the same seeded start states (deterministic policy;
+for PETS the MPC controller). "SAC at these steps" is SAC's evaluation at its last checkpoint at or before the row's real
 steps: the return at equal samples. "Steps to reach SAC's final" is the first checkpoint whose evaluation is at least
 SAC's final evaluation minus 5 % of its improvement over the untrained policy (at least 0.5); the speed-up is SAC's
 steps-to-reach over the algorithm's. "Last-3 training episodes" is the mean return of the last three
