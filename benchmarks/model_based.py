@@ -588,6 +588,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cls=MLflowLog,
     ) as log:
         if not args.results:
+            out_dir = args.out_dir or REPO / ".deeprl" / "benchmarks"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            out = out_dir / f"model_based-{datetime.now():%Y%m%d-%H%M%S}.json"
+
+            def save() -> None:  # after every run: a later run's crash loses nothing already measured
+                out.write_text(
+                    json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1, default=str)
+                )
+
             for env_id in args.envs:
                 for algo in args.algos:
                     s = table[(algo, env_id)]
@@ -602,12 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             flush=True,
                         )
                         results.append(res)
+                        save()
                         if log is not None:
                             log.child(res)
-            out_dir = args.out_dir or REPO / ".deeprl" / "benchmarks"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            out = out_dir / f"model_based-{datetime.now():%Y%m%d-%H%M%S}.json"
-            out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1, default=str))
+            save()
             print(f"results: {out}")
         rows = summarize(results)
         print(markdown_table(rows))
