@@ -918,7 +918,7 @@ SG-CarGoal1 --algos TRPO-Lag --out-dir /tmp/safe14/trpo-s345`; the pieces then c
 | TRPO-Lag, PointGoal1 | 17.9, 22.7, 13.0 | 37.4, 27.1, 49.0 | 0.88 / 27.8, 6,762 | 3 of 6 |
 | TRPO-Lag, CarGoal1 | 44.9, 28.1, 41.9 | 13.3, 35.9, 29.4 | 0.13 / 32.2, 7,318 | 5 of 6 |
 
-So PPO-Lag meets the limit on average on both tasks, and TRPO-Lag on neither: PointGoal1's TRPO-Lag, under the limit
+So PPO-Lag meets the limit on average on both tasks, and TRPO-Lag (at the dual step it had then) on neither: PointGoal1's TRPO-Lag, under the limit
 on seeds 0–2 (17.8), is over it on all three new seeds. TRPO-Lag's 20,000-step batches give its multiplier ten
 steps in 2e5 (final λ 1–18), PPO-Lag's 2,048-step ones 97 (final λ 31–99). OmniSafe's rows keep their
 three seeds; no verdict against them changes with more of ours (its rewards are 7–12 above ours on every row, its
@@ -940,7 +940,7 @@ the same with `SG-PointGoal1`; 209–424 s of wall time per seed beside one othe
 | CarGoal1 | 0.05 | 44.9, 28.1, 41.9, 13.3, 35.9, 29.4 | 0.13 / 32.2, 7,318 | 5 of 6 | 8–13 |
 | CarGoal1 | 0.5 | 17.1, 16.4, 23.2, 11.0, 17.9, 10.2 | −0.91 / 16.0, 4,837 | 0 of 6 | 28–73 |
 
-α = 0.5 is now TRPO-Lag's setting (:data:`SETTINGS`; the table above uses its pieces, the superseded ones are kept in
+α = 0.5 is now TRPO-Lag's setting (:data:`SETTINGS`; the results table at the top uses its pieces, the superseded ones are kept in
 `benchmarks/results/safety_omnisafe/superseded/trpo-lag-lagrangian_lr-0.05/`): the mean cost is under the limit on
 both tasks, and the cumulative cost is lower on both, at about 1.0–1.7 less reward. On PointGoal1 the verdict is
 narrow: four seeds of six still end over 25. There λ reaches its cap of 100 on three seeds while the cost is still
