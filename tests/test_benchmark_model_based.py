@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.model_based import ENVS, MUJOCO_ENVS, RunResult, parse_args, settings, steps_to_reach, summarize
+from benchmarks.model_based import (
+    ENVS,
+    MUJOCO_ENVS,
+    RunResult,
+    parse_args,
+    settings,
+    steps_to_reach,
+    summarize,
+    verdicts,
+)
 from core_rl.registry import get_algo
 
 
@@ -56,3 +65,7 @@ def test_speed_up_is_sacs_steps_to_its_final_return_over_the_algorithms():
     assert rows["mbpo"]["speedup_vs_sac"] == pytest.approx(4.0)
     # at MBPO's 500 real steps SAC had only its evaluation before training; at its own 3,000 its final one
     assert rows["mbpo"]["sac_at_steps"] == 0.0 and rows["sac"]["sac_at_steps"] == 100.0
+    # the verdict states the two ratios measured, and no pass/fail against a goal the issue never set
+    (line,) = verdicts(summarize([sac, mbpo]))
+    assert "after 500 real steps; SAC needed 2,000 (4.0× more; 6.0× with SAC's whole budget of 3,000)" in line
+    assert "goal" not in line
