@@ -23,9 +23,10 @@ algorithm's YAML, which only PPOSaute has for these two tasks: ``obs_normalize: 
 same per-task recipe (:data:`SAUTE_RECIPE`, no observation normalization on either side). Ours runs in the main venv with the tasks served by
 :mod:`safety.safety_gymnasium`; OmniSafe's in its own venv through ``benchmarks/omnisafe_runner.py``.
 
-Measured per piece: *reward / cost* — the mean episodic return and cost of the last training
-episodes (OmniSafe's ``EpRet``/``EpCost`` over its last epoch; ours over the last 100 training
-episodes), the number OmniSafe's table reports; *cumulative training cost* — every cost paid while
+Measured per piece: *reward / cost* — the mean episodic return and cost of the last 100 training
+episodes on both sides (:data:`FINAL_EPISODES`; ours as its cost monitor keeps them, OmniSafe's from its
+epochs' ``EpRet``/``EpCost``, :func:`on_the_same_window`; until 2026-12-07 OmniSafe's side was its last
+epoch alone, 20 episodes, against our 100); *cumulative training cost* — every cost paid while
 learning; *env-steps per CPU-second* — env steps over the user + system CPU time of the learner and
 its env processes (the machine's 2 cores are shared, so wall time would lie). Targets of the issue:
 cost ≤ 25, reward ≥ OmniSafe's same algorithm, cumulative cost below OmniSafe's, ≥ 2× its speed.
@@ -239,15 +240,65 @@ def _f(x: float, nd: int = 2) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:,.{nd}f}"
 
 
+#: both sides' reward / cost: the mean over this many last training episodes (our cost monitor's window)
+FINAL_EPISODES = 100
+EPISODE_STEPS = 1000  # every Safety-Gymnasium navigation task: fixed-length episodes
+
+
+def on_the_same_window(piece: dict[str, Any], episodes: int = FINAL_EPISODES) -> dict[str, Any]:
+    r"""An OmniSafe piece with ``final_return`` / ``final_cost`` over its last ``episodes`` training episodes, as ours.
+
+    OmniSafe's curve holds one row per epoch, ``[steps, EpRet, EpCost, ...]``, each the mean over the epoch's
+    episodes (:mod:`benchmarks.omnisafe_runner` sets the averaging window to one epoch), and an epoch of S steps
+    holds S / 1000 whole episodes. The last ``episodes`` of them are the last epochs back to that count, each epoch
+    weighted by its episodes (the earliest one counted in part where the count falls inside it):
+
+    .. math:: \bar R = \frac{\sum_e w_e\,\mathrm{EpRet}_e}{\sum_e w_e},\qquad
+        w_e = \min\big(n_e,\ \text{episodes} - \textstyle\sum_{e' > e} n_{e'}\big)^+ .
+
+    The epoch's own value stays as ``last_epoch_return`` / ``last_epoch_cost``. Ours, and a piece whose curve has
+    no epochs, pass unchanged.
+
+    >>> p = {"side": "omnisafe", "final_return": 3.0, "final_cost": 10.0,
+    ...      "curve": [[20_000, 1.0, 50.0, 0], [40_000, 2.0, 30.0, 0], [60_000, 3.0, 10.0, 0]]}
+    >>> q = on_the_same_window(p, episodes=30)   # the last epoch's 20 episodes and 10 of the one before
+    >>> round(q["final_return"], 4), round(q["final_cost"], 4), q["last_epoch_cost"]
+    (2.6667, 16.6667, 10.0)
+    """
+    curve = piece.get("curve") or []
+    if piece.get("side") != "omnisafe" or not curve:
+        return piece
+    left, weight, ret, cost = float(episodes), 0.0, 0.0, 0.0
+    for i in range(len(curve) - 1, -1, -1):
+        steps = curve[i][0] - (curve[i - 1][0] if i else 0)
+        w = min(steps / EPISODE_STEPS, left)
+        if w <= 0:
+            break
+        if math.isfinite(curve[i][1]) and math.isfinite(curve[i][2]):
+            weight, ret, cost = weight + w, ret + w * curve[i][1], cost + w * curve[i][2]
+        left -= w
+    if weight == 0:
+        return piece
+    return {
+        **piece,
+        "last_epoch_return": piece["final_return"],
+        "last_epoch_cost": piece["final_cost"],
+        "final_return": ret / weight,
+        "final_cost": cost / weight,
+        "final_episodes": int(round(episodes - left)),
+    }
+
+
 def load_pieces(out_dir: Path) -> list[dict[str, Any]]:
     """Every saved piece, with its ``budget``: the ``--steps`` it was run for (its file name's last
     field), which groups pieces into tables; ``steps`` is what each side actually ran (whole rollouts
-    or epochs, so slightly more)."""
+    or epochs, so slightly more). OmniSafe's pieces are put on our window of the last 100 episodes
+    (:func:`on_the_same_window`)."""
     pieces = []
     for path in sorted(out_dir.glob("*.json")):
         piece = json.loads(path.read_text())
         piece.setdefault("budget", int(path.stem.rsplit("-", 1)[1]))
-        pieces.append(piece)
+        pieces.append(on_the_same_window(piece))
     return pieces
 
 
@@ -946,6 +997,27 @@ both tasks, and the cumulative cost is lower on both, at about 1.0–1.7 less re
 narrow: four seeds of six still end over 25. There λ reaches its cap of 100 on three seeds while the cost is still
 falling (seed 0: 67 per episode at 60,000 steps, 30 at the end), so the last 100 episodes, half the run, still hold
 the transient.
+
+**One window for both sides (2026-12-07, fourth session).** Until now the table set our mean over the last 100
+training episodes beside OmniSafe's over its last epoch alone (20 episodes): at 2e5 steps one side's window was half
+the run, the other's a tenth. Both are now the last 100 episodes (:data:`FINAL_EPISODES`): OmniSafe's curve keeps one
+mean per 20-episode epoch, so its last five epochs give the same window exactly (:func:`on_the_same_window`; nothing
+was run again, the committed pieces were re-rendered with `--report-only --no-mlflow`). OmniSafe's rows at 2e5, last
+epoch → last 100 episodes (reward / cost): PointGoal1 PPOLag 5.11 / 91.1 → 3.97 / 86.7, TRPOLag 12.51 / 68.5 →
+8.77 / 79.3, CPO 3.01 / 38.5 → 1.34 / 31.7, CPPOPID 0.00 / 53.0 → 0.28 / 71.6, PPOSaute 1.31 / 25.8 → 0.92 / 24.1;
+CarGoal1 PPOLag 6.38 / 91.4 → 5.10 / 85.6, TRPOLag 11.83 / 60.9 → 8.35 / 76.3, CPO −0.11 / 35.1 → −0.54 / 32.3,
+CPPOPID 0.43 / 48.0 → 0.45 / 58.1, PPOSaute −0.66 / 60.8 → −0.98 / 58.6. One verdict changes: our Saute on
+PointGoal1 now has at least OmniSafe's reward (0.97 against 0.92). At equal windows OmniSafe's Lagrangians end at
+3.0–3.5× the limit, and their rewards stay above ours on every row.
+
+The other way round, our last 20 episodes (OmniSafe's epoch) are exact where our curve's points fall on whole
+episodes (rollouts of 10,000 or 20,000 steps): the cost from the cumulative cost, the reward from the 100-episode
+running means at 80, 100, 180 and 200 episodes (the same recursion gives the same costs to the unit). TRPO-Lag:
+PointGoal1 −0.88 / 12.8 (seeds 0–5: 24.1, 13.4, 0.0, 20.4, 3.9, 14.8, every one under 25), CarGoal1 −1.05 / 6.3;
+CPO 11.34 / 54.0 and 8.08 / 66.8; Saute 1.52 / 44.0 and 0.41 / 30.7 (PointGoal1 / CarGoal1). So TRPO-Lag's final
+policies are under the limit on all twelve seeds and what holds its 100-episode mean near 25 on PointGoal1 is the
+transient; CPO's cost does not come down at the end either. A larger `lagrangian_max`, named as the next lever
+above, would change little: at λ = 100 the reward's weight in the advantage (Â^r − λÂ^c)/(1 + λ) is already 1/101.
 """
 
 

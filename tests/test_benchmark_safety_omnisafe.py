@@ -54,6 +54,25 @@ def test_pieces_of_two_budgets_render_as_two_tables_and_never_average_together(t
     assert "yes / **no** / yes" in small  # cost 10 ≤ 25, reward 1 < 5, cumulative 1,000 < 6,000
 
 
+def test_omnisafes_pieces_are_judged_over_our_window_of_the_last_100_episodes(tmp_path: Path) -> None:
+    """OmniSafe records one mean per 20-episode epoch; its reward / cost in the table is the mean of the last five
+    epochs (100 episodes, our cost monitor's window), not of the last epoch alone."""
+    ours = _piece("ours", "PPO-Lag", 0, 200_704, 1.0, 20.0)
+    omni = _piece("omnisafe", "PPO-Lag", 0, 200_000, 9.0, 10.0)  # the last epoch's values, as the runner saves them
+    omni["curve"] = [[20_000 * (e + 1), float(e), 100.0 - 10.0 * e, 0.0] for e in range(10)]  # epochs 0 … 9
+    for piece in (ours, omni):
+        path = piece_path(tmp_path, piece["side"], "SafetyPointGoal1-v0", "PPO-Lag", 0, 200_000)
+        path.write_text(json.dumps(piece))
+    by_side = {p["side"]: p for p in load_pieces(tmp_path)}
+    # epochs 5–9: reward (5+6+7+8+9)/5 = 7, cost (50+40+30+20+10)/5 = 30
+    assert by_side["omnisafe"]["final_return"] == pytest.approx(7.0)
+    assert by_side["omnisafe"]["final_cost"] == pytest.approx(30.0)
+    assert by_side["omnisafe"]["last_epoch_cost"] == 10.0 and by_side["omnisafe"]["final_episodes"] == 100
+    assert by_side["ours"]["final_cost"] == 20.0  # ours is already the last 100 episodes
+    row = next(line for line in table(list(by_side.values())).splitlines() if line.startswith("| PPO-Lag"))
+    assert "| 7.00 ± 0.00 | 30.00 ± 0.00 |" in row
+
+
 def test_a_stopped_long_run_resumes_from_its_checkpoint_and_keeps_its_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
