@@ -121,9 +121,18 @@ def yeo_johnson(scores: torch.Tensor, lam_range: tuple[float, float] = (-4.0, 6.
     on a finer grid around the best point; the result is standardized again. Unlike the rank (copula)
     target it keeps the *distances* between values: near-equal values near the optimum stay near-equal
     targets instead of being spread apart as ranks, which a GP would read as noise.
+
+    A row whose spread is rounding (sd ≤ 1e-12 of its largest magnitude: every trial of a branch scoring the same
+    cross-validated error, say) has nothing to rank and maps to zeros. Dividing its rounding residue by that sd
+    would give |z| up to 1e282, whose powers overflow to NaN targets, and the sampler would raise on every trial.
+
+    >>> yeo_johnson(torch.full((1, 98), -0.02634363686995267, dtype=torch.float64)).abs().max().item()
+    0.0
     """
     z = scores - scores.mean(-1, keepdim=True)
-    z = z / z.std(-1, correction=0, keepdim=True).clamp_min(1e-300)
+    sd = z.std(-1, correction=0, keepdim=True)
+    flat = sd <= 1e-12 * scores.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+    z = torch.where(flat, torch.zeros_like(z), z / sd.clamp_min(1e-300))
     n = scores.shape[-1]
     log_jac = (torch.sign(z) * torch.log1p(z.abs())).sum(-1, keepdim=True)  # [B,1]
 
