@@ -60,13 +60,29 @@ from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
 
 @cache
 def onednn_bf16_matmuls_available() -> bool:
-    """Whether this process can ask oneDNN for float32 matmuls in bf16 precision on the CPU, natively
-    (a torch with ``torch.backends.mkldnn.matmul.fp32_precision`` and a CPU with AVX512-BF16 or AMX)."""
+    """Whether this process can ask oneDNN for float32 matmuls in bf16 precision on the CPU, natively: a torch with
+    ``torch.backends.mkldnn.matmul.fp32_precision``, a CPU with bf16 instructions, and oneDNN actually taking the
+    switch, which :func:`_onednn_bf16_takes_effect` checks on a probe (on an AMD EPYC with AVX512-BF16 and no AMX,
+    torch 2.13's oneDNN ignored it and ran float32: the bf16 mode would have been float32 without a word)."""
     try:
         torch.backends.mkldnn.matmul.fp32_precision  # noqa: B018 (a torch before this switch raises here)
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        native = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    return native and _onednn_bf16_takes_effect()
+
+
+def _onednn_bf16_takes_effect() -> bool:
+    """A 256×256 matmul and ``linear`` (what the networks call) under the switch: bf16 inputs keep ~3 significant
+    digits, so on unit-variance data the error against float64 is ~1e-2 or more; float32's is ~1e-4."""
+    g = torch.Generator().manual_seed(0)  # its own generator: the global random stream is left alone
+    x, w, b = torch.randn(256, 256, generator=g), torch.randn(256, 256, generator=g), torch.randn(256, generator=g)
+    exact_mm = (x.double() @ w.double()).float()
+    exact_linear = (x.double() @ w.double().T + b.double()).float()
+    with onednn_bf16_matmuls():
+        err_mm = (x @ w - exact_mm).abs().max().item()
+        err_linear = (torch.nn.functional.linear(x, w, b) - exact_linear).abs().max().item()
+    return min(err_mm, err_linear) > 1e-3
 
 
 @contextmanager
