@@ -60,6 +60,7 @@ from benchmarks.common import (
     run_main,
     seed_range,
 )
+from benchmarks.omnisafe_runner import EPISODE_STEPS  # the runner imports only the standard library
 
 REPO = Path(__file__).resolve().parents[1]
 OMNISAFE_PYTHON = REPO / ".deeprl" / "omnisafe-venv" / "bin" / "python"
@@ -242,7 +243,6 @@ def _f(x: float, nd: int = 2) -> str:
 
 #: both sides' reward / cost: the mean over this many last training episodes (our cost monitor's window)
 FINAL_EPISODES = 100
-EPISODE_STEPS = 1000  # every Safety-Gymnasium navigation task: fixed-length episodes
 
 
 def on_the_same_window(piece: dict[str, Any], episodes: int = FINAL_EPISODES) -> dict[str, Any]:
