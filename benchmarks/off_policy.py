@@ -12,7 +12,8 @@ field onto our config (printed at the start of a run, and in the report); ``ours
 derived from it. Both train with ``torch.set_num_threads(1)`` on the CPU without any logger writing.
 
 Configurations: DQN on CartPole-v1 (5e4 steps), SAC, TD3 and DDPG on Pendulum-v1 (2e4 steps each); with
-``--envs HalfCheetah-v5`` SAC, TD3 and DDPG on MuJoCo's HalfCheetah (``--quick``: 3e5 steps, issue 16's budget).
+``--envs HalfCheetah-v5 Hopper-v5 Walker2d-v5`` SAC, TD3 and DDPG on MuJoCo (``--quick``: 3e5 steps, issue 16's
+budget; ``--steps-scale`` shortens it).
 
 Measured for each run: wall time and process CPU time of ``learn`` alone (env construction and
 evaluation excluded), env-steps/s and gradient-steps/s, the mean of the last 100 training episodes

@@ -77,15 +77,18 @@ CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")
 
 
 def mujoco_configs() -> list[HParams]:
-    """SAC, TD3 and DDPG on HalfCheetah-v5 (needs ``pip install 'deeprl-suite[mujoco]'``): RL-Zoo's
-    ``HalfCheetah-v4`` entries (the closest version Zoo tunes; v5 has the same observation, action and
-    reward), trained 1e6 steps by Zoo; ``--quick`` is issue 16's 300k-step budget."""
-    note = "zoo HalfCheetah-v4 (closest version), 300k of Zoo's 1e6 steps with --quick"
-    return [
-        _from_preset("sac", "HalfCheetah-v5", 300_000, f"{note}; SB3 SAC defaults"),
-        _from_preset("td3", "HalfCheetah-v5", 300_000, f"{note}; SB3 TD3 defaults"),
-        _from_preset("ddpg", "HalfCheetah-v5", 300_000, f"{note}; SB3 DDPG defaults"),
-    ]
+    """SAC, TD3 and DDPG on HalfCheetah-v5, Hopper-v5 and Walker2d-v5 (needs ``pip install
+    'deeprl-suite[mujoco]'``): RL-Zoo's ``-v4`` entries (the closest version Zoo tunes; v5 has the same
+    observation, action and reward), trained 1e6 steps by Zoo; ``--quick`` is issue 16's 300k-step budget."""
+    configs = []
+    for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"):
+        note = f"zoo {env_id[:-1]}4 (closest version), 300k of Zoo's 1e6 steps with --quick"
+        configs += [
+            _from_preset("sac", env_id, 300_000, f"{note}; SB3 SAC defaults"),
+            _from_preset("td3", env_id, 300_000, f"{note}; SB3 TD3 defaults"),
+            _from_preset("ddpg", env_id, 300_000, f"{note}; SB3 DDPG defaults"),
+        ]
+    return configs
 
 
 def field_mapping(hp: HParams) -> list[MapRow]:
