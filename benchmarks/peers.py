@@ -80,15 +80,17 @@ def mujoco_configs() -> list[HParams]:
     """SAC, TD3 and DDPG on HalfCheetah-v5, Hopper-v5 and Walker2d-v5 (needs ``pip install
     'deeprl-suite[mujoco]'``): RL-Zoo's ``-v4`` entries (the closest version Zoo tunes; v5 has the same
     observation, action and reward), trained 1e6 steps by Zoo; ``--quick`` is issue 16's 300k-step budget."""
-    configs = []
-    for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"):
-        note = f"zoo {env_id[:-1]}4 (closest version), 300k of Zoo's 1e6 steps with --quick"
-        configs += [
-            _from_preset("sac", env_id, 300_000, f"{note}; SB3 SAC defaults"),
-            _from_preset("td3", env_id, 300_000, f"{note}; SB3 TD3 defaults"),
-            _from_preset("ddpg", env_id, 300_000, f"{note}; SB3 DDPG defaults"),
-        ]
-    return configs
+    return [
+        _from_preset(
+            algo,
+            env_id,
+            300_000,
+            f"zoo {env_id.replace('-v5', '-v4')} (closest version), 300k of Zoo's 1e6 steps with --quick; "
+            f"SB3 {algo.upper()} defaults",
+        )
+        for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
+        for algo in ("sac", "td3", "ddpg")
+    ]
 
 
 def field_mapping(hp: HParams) -> list[MapRow]:
