@@ -58,8 +58,15 @@ class Row:
     detail: bool = False  # a part of a suite that has its own row (BBOB's dimensions): shown, not averaged
 
 
+#: dimensions whose 200-trial SMAC3 studies are complete (``bbob24-dD-200-smac``, ~85–100 s of CPU a study, run
+#: across sittings); a row takes SMAC3 only when every one of its dimensions has it, since a row is scored over
+#: the cells every sampler ran
+SMAC_200_DIMS: tuple[int, ...] = (2,)
+
+
 def _bbob(budget: int, dims: tuple[int, ...]) -> tuple[str, ...]:
     """BBOB's pieces at ``budget`` for the dimensions ``dims`` (at 200 trials GP ran seeds 0–2 and 3–4 apart)."""
+    smac_200 = all(d in SMAC_200_DIMS for d in dims)
     pieces: list[str] = []
     for d in dims:
         if budget == 50:
@@ -69,6 +76,7 @@ def _bbob(budget: int, dims: tuple[int, ...]) -> tuple[str, ...]:
             pieces += [f"bbob24-d{d}-200:{BBOB_200}" + ("" if d == 2 else "+ngopt"), *ngopt]
             pieces += [f"bbob24-d{d}-200-s34:{BBOB_200}+ngopt", f"bbob24-d{d}-200-rl"]
             pieces += [f"bbob24-d{d}-200-gp", f"bbob24-d{d}-200-gp-s34"]
+            pieces += [f"bbob24-d{d}-200-smac"] if smac_200 else []
         pieces.append(f"bbob24-d{d}-board:meta")
     return tuple(pieces)
 
