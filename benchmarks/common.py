@@ -749,11 +749,13 @@ def write_outputs(
     table_markdown: str,
     results_json: Mapping[str, Any] | None,
     doc: Path | None,
-    report: Callable[[], str],
+    report: Callable[[str], str],
     json_suffix: str = "",
 ) -> list[Path]:
     """Write a side-by-side benchmark's files: the results JSON (unless None), the markdown table, the
-    bar plot of :func:`bar_plot`, and (unless ``doc`` is None) the report with the plot copied beside it."""
+    bar plot of :func:`bar_plot`, and (unless ``doc`` is None) the report with the plot copied beside it.
+    ``report`` gets the file name of that copy (the doc's own stem: ``docs/benchmarks/X.md`` shows ``X.png``,
+    never another report's plot)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     if results_json is not None:
@@ -767,8 +769,9 @@ def write_outputs(
     files += [table_path, plot_path]
     if doc is not None:
         doc.parent.mkdir(parents=True, exist_ok=True)
-        doc.write_text(report())
-        doc.with_suffix(".png").write_bytes(plot_path.read_bytes())
+        doc_plot = doc.with_suffix(".png")
+        doc.write_text(report(doc_plot.name))
+        doc_plot.write_bytes(plot_path.read_bytes())
         files.append(doc)
         print(f"report: {doc}")
     return files

@@ -388,7 +388,11 @@ BF16_PATHS = {
 
 
 def report_markdown(
-    rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any], drift: Sequence[str] = ()
+    rows: Sequence[dict[str, Any]],
+    configs: Sequence[HParams],
+    meta: dict[str, Any],
+    drift: Sequence[str] = (),
+    plot_name: str = "off_policy.png",
 ) -> str:
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
@@ -490,7 +494,7 @@ Differences that remain at equal hyperparameters (none changes the algorithm):
 Where our time goes (cProfile / torch.profiler of `learn`, and what would fix it): `benchmarks/README.md`,
 section *off_policy*; reproduce with `python -m benchmarks.off_policy --profile both`.
 
-![bar plot](off_policy.png)
+![bar plot]({plot_name})
 """
 
 
@@ -741,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             markdown_table(rows),
             jsonable(results, meta),
             None if args.no_doc else args.doc,
-            lambda: report_markdown(rows, configs, meta, drift),
+            lambda plot: report_markdown(rows, configs, meta, drift, plot),
             json_suffix="-merged" if args.results else "",
         )
         if not args.results:

@@ -481,7 +481,11 @@ def hparams_markdown(configs: Sequence[HParams], steps_of: dict[str, int]) -> st
 
 
 def report_markdown(
-    rows: Sequence[dict[str, Any]], configs: Sequence[HParams], meta: dict[str, Any], drift: Sequence[str] = ()
+    rows: Sequence[dict[str, Any]],
+    configs: Sequence[HParams],
+    meta: dict[str, Any],
+    drift: Sequence[str] = (),
+    plot_name: str = "on_policy.png",
 ) -> str:
     steps_of = {f"{r['algo']}/{r['env_id']}": r["steps"] for r in rows}
     m = meta["machine"]
@@ -552,7 +556,7 @@ rewards with the algorithm's γ; ours is `normalize_obs` + `normalize_reward`. P
 `use_sde=False` on both sides (Zoo tunes it with gSDE) and adds normalization on both sides.
 {"This run used shorter budgets than Zoo's where the steps column is below the zoo budget above." if meta["mode"] != "full" else ""}
 
-![bar plot](on_policy.png)
+![bar plot]({plot_name})
 """
 
 
@@ -789,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             markdown_table(rows),
             None if args.results else _jsonable(results, meta),
             None if args.no_doc else args.doc,
-            lambda: report_markdown(rows, configs, meta, drift),
+            lambda plot: report_markdown(rows, configs, meta, drift, plot),
         )
         if mlog is not None:
             mlog.finish(rows, files)

@@ -83,3 +83,24 @@ def test_saved_configs_are_json_and_a_drift_from_todays_mapping_is_named():
     lines = config_drift(results, lambda r: run_config(hopper, r.impl, r.seed))
     assert lines == [f"- PPO Hopper-v5, ours: `lr` 123.0 (now {ours_today['lr']!r})"]
     assert "no longer show" in config_drift_markdown(lines) and config_drift_markdown([]) == ""
+
+
+def test_a_report_shows_its_own_plot_not_another_reports(tmp_path):
+    """``--doc X.md`` puts the run's bar plot beside it as ``X.png`` and links that file (until 2026-12-08 every
+    report linked ``on_policy.png`` / ``off_policy.png``: the plot of whichever run last wrote the default doc)."""
+    import re
+
+    from benchmarks import off_policy, on_policy
+    from benchmarks.common import REPO
+
+    saved = {
+        on_policy: REPO / "benchmarks/results/on_policy/on_policy-20261208T022027Z-23800.json",
+        off_policy: REPO / "benchmarks/results/off_policy/off_policy-20261208T005206Z-24306.json",
+    }
+    for module, results in saved.items():
+        doc = tmp_path / "docs" / f"walker_{module.__name__.rsplit('.', 1)[-1]}.md"
+        argv = ["--results", str(results), "--doc", str(doc), "--no-mlflow", "--out-dir", str(tmp_path / "out")]
+        assert module.main(argv) == 0
+        links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text())
+        assert links == [doc.with_suffix(".png").name], links
+        assert (doc.parent / links[0]).stat().st_size > 0
