@@ -198,8 +198,64 @@ def summarize(
         tol = RETURN_TOLERANCE * abs(row["eval_return_sb3"]) if math.isfinite(row["eval_return_sb3"]) else 0.0
         row["return_ok"] = bool(row["return_delta"] >= -tol)
         row["speed_ok"] = bool(row["cpu_speed_ratio"] >= 2.0)  # the target is env-steps per CPU-second (issue 16)
+        row.update(paired_returns(per["ours"], per["sb3"]))
         rows.append(row)
     return rows
+
+
+def paired_returns(ours: Sequence[RunResult], sb3: Sequence[RunResult]) -> dict[str, Any]:
+    r"""The two sides' eval returns paired by seed (a seed run more than once on a side: the mean of its runs).
+
+    Returns ``eval_return_mean_<impl>`` (over every run of the side), ``paired_seeds`` n, ``paired_wins`` (seeds
+    where ours is higher) and ``paired_p``, the two-sided Wilcoxon signed-rank p of the differences (exact for
+    small n; 1.0 when every difference is 0; NaN without a pair). The median rule of ``return_ok`` reads one
+    number per side; with a few seeds of a noisy task it can say "worse" where the pairs show no difference,
+    so the reports print both."""
+    from scipy.stats import wilcoxon
+
+    def by_seed(runs: Sequence[RunResult]) -> dict[int, float]:
+        seeds: dict[int, list[float]] = {}
+        for r in runs:
+            seeds.setdefault(r.seed, []).append(r.eval_return)
+        return {seed: float(np.mean(v)) for seed, v in seeds.items()}
+
+    a, b = by_seed(ours), by_seed(sb3)
+    common = sorted(set(a) & set(b))
+    diff = np.array([a[s] - b[s] for s in common], dtype=float)
+    if diff.size == 0 or not np.isfinite(diff).all():
+        p = float("nan")
+    elif not diff.any():
+        p = 1.0
+    else:
+        p = float(wilcoxon(diff).pvalue)
+    return {
+        "eval_return_mean_ours": float(np.mean([r.eval_return for r in ours])) if ours else float("nan"),
+        "eval_return_mean_sb3": float(np.mean([r.eval_return for r in sb3])) if sb3 else float("nan"),
+        "paired_seeds": len(common),
+        "paired_wins": int((diff > 0).sum()),
+        "paired_p": p,
+    }
+
+
+def paired_markdown(row: Mapping[str, Any]) -> str:
+    """A table cell: ``4 of 10, p = 0.85`` (seeds where ours is higher, Wilcoxon p); ``–`` without pairs."""
+    n = row.get("paired_seeds", 0)
+    if not n:
+        return "–"
+    return f"{row['paired_wins']} of {n}, p = {fmt(row['paired_p'], 2)}"
+
+
+def paired_sentence(row: Mapping[str, Any]) -> str:
+    """The verdict line's clause on the paired seeds (empty with fewer than 2 pairs)."""
+    n = row.get("paired_seeds", 0)
+    if n < 2:
+        return ""
+    p = row["paired_p"]
+    reading = "a significant difference" if math.isfinite(p) and p < 0.05 else "no significant difference"
+    return (
+        f"; paired by seed: ours higher on {row['paired_wins']} of {n}, means {fmt(row['eval_return_mean_ours'])} "
+        f"vs {fmt(row['eval_return_mean_sb3'])}, Wilcoxon p = {fmt(p, 2)} ({reading})"
+    )
 
 
 def summarize_by_mode(
