@@ -198,63 +198,61 @@ def summarize(
         tol = RETURN_TOLERANCE * abs(row["eval_return_sb3"]) if math.isfinite(row["eval_return_sb3"]) else 0.0
         row["return_ok"] = bool(row["return_delta"] >= -tol)
         row["speed_ok"] = bool(row["cpu_speed_ratio"] >= 2.0)  # the target is env-steps per CPU-second (issue 16)
-        row.update(paired_returns(per["ours"], per["sb3"]))
+        row.update(return_ranks(per["ours"], per["sb3"]))
         rows.append(row)
     return rows
 
 
-def paired_returns(ours: Sequence[RunResult], sb3: Sequence[RunResult]) -> dict[str, Any]:
-    r"""The two sides' eval returns paired by seed (a seed run more than once on a side: the mean of its runs).
+def return_ranks(ours: Sequence[RunResult], sb3: Sequence[RunResult]) -> dict[str, Any]:
+    r"""The two sides' eval returns as two independent samples (one per run; a seed does not pair runs of two
+    libraries, whose random streams differ).
 
-    Returns ``eval_return_mean_<impl>`` (over every run of the side), ``paired_seeds`` n, ``paired_wins`` (seeds
-    where ours is higher) and ``paired_p``, the two-sided Wilcoxon signed-rank p of the differences (exact for
-    small n; 1.0 when every difference is 0; NaN without a pair). The median rule of ``return_ok`` reads one
-    number per side; with a few seeds of a noisy task it can say "worse" where the pairs show no difference,
-    so the reports print both."""
-    from scipy.stats import wilcoxon
+    Returns ``eval_return_mean_<impl>``, ``runs_<impl>``, ``p_ours_higher`` — the probability that a run of ours
+    beats a run of SB3, :math:`U/(n_1 n_2)` with ties counted half (0.5: no tendency either way) — and
+    ``rank_p``, the two-sided Mann–Whitney U p (exact for small samples without ties; NaN with an empty side).
+    The median rule of ``return_ok`` reads one number per side; with a few runs of a noisy task it can say
+    "worse" where the runs show no difference, so the reports print both."""
+    from scipy.stats import mannwhitneyu
 
-    def by_seed(runs: Sequence[RunResult]) -> dict[int, float]:
-        seeds: dict[int, list[float]] = {}
-        for r in runs:
-            seeds.setdefault(r.seed, []).append(r.eval_return)
-        return {seed: float(np.mean(v)) for seed, v in seeds.items()}
-
-    a, b = by_seed(ours), by_seed(sb3)
-    common = sorted(set(a) & set(b))
-    diff = np.array([a[s] - b[s] for s in common], dtype=float)
-    if diff.size == 0 or not np.isfinite(diff).all():
-        p = float("nan")
-    elif not diff.any():
-        p = 1.0
-    else:
-        p = float(wilcoxon(diff).pvalue)
-    return {
-        "eval_return_mean_ours": float(np.mean([r.eval_return for r in ours])) if ours else float("nan"),
-        "eval_return_mean_sb3": float(np.mean([r.eval_return for r in sb3])) if sb3 else float("nan"),
-        "paired_seeds": len(common),
-        "paired_wins": int((diff > 0).sum()),
-        "paired_p": p,
+    a = np.array([r.eval_return for r in ours], dtype=float)
+    b = np.array([r.eval_return for r in sb3], dtype=float)
+    out: dict[str, Any] = {
+        "eval_return_mean_ours": float(a.mean()) if a.size else float("nan"),
+        "eval_return_mean_sb3": float(b.mean()) if b.size else float("nan"),
+        "runs_ours": int(a.size),
+        "runs_sb3": int(b.size),
+        "p_ours_higher": float("nan"),
+        "rank_p": float("nan"),
     }
+    if a.size and b.size and np.isfinite(a).all() and np.isfinite(b).all():
+        wins = (a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()
+        out["p_ours_higher"] = float(wins / (a.size * b.size))
+        out["rank_p"] = 1.0 if np.ptp(np.concatenate([a, b])) == 0 else float(mannwhitneyu(a, b).pvalue)
+    return out
 
 
-def paired_markdown(row: Mapping[str, Any]) -> str:
-    """A table cell: ``4 of 10, p = 0.85`` (seeds where ours is higher, Wilcoxon p); ``–`` without pairs."""
-    n = row.get("paired_seeds", 0)
-    if not n:
+def fmt_p(p: float) -> str:
+    """A p-value for a table: two decimals, one significant digit under 0.01 (``0.002``), ``–`` if undefined."""
+    return "–" if p is None or not math.isfinite(p) else (f"{p:.2f}" if p >= 0.01 else f"{p:.1g}")
+
+
+def ranks_markdown(row: Mapping[str, Any]) -> str:
+    """A table cell: ``0.45, p = 0.73`` (P(a run of ours beats one of SB3's), Mann–Whitney p); ``–`` without both."""
+    if not math.isfinite(row.get("p_ours_higher", float("nan"))):
         return "–"
-    return f"{row['paired_wins']} of {n}, p = {fmt(row['paired_p'], 2)}"
+    return f"{row['p_ours_higher']:.2f}, p = {fmt_p(row['rank_p'])}"
 
 
-def paired_sentence(row: Mapping[str, Any]) -> str:
-    """The verdict line's clause on the paired seeds (empty with fewer than 2 pairs)."""
-    n = row.get("paired_seeds", 0)
-    if n < 2:
+def ranks_sentence(row: Mapping[str, Any]) -> str:
+    """The verdict line's clause on the runs as two samples (empty unless each side has 2 runs or more)."""
+    if min(row.get("runs_ours", 0), row.get("runs_sb3", 0)) < 2:
         return ""
-    p = row["paired_p"]
+    p = row["rank_p"]
     reading = "a significant difference" if math.isfinite(p) and p < 0.05 else "no significant difference"
     return (
-        f"; paired by seed: ours higher on {row['paired_wins']} of {n}, means {fmt(row['eval_return_mean_ours'])} "
-        f"vs {fmt(row['eval_return_mean_sb3'])}, Wilcoxon p = {fmt(p, 2)} ({reading})"
+        f"; over {row['runs_ours']} and {row['runs_sb3']} runs: means {fmt(row['eval_return_mean_ours'])} vs "
+        f"{fmt(row['eval_return_mean_sb3'])}, P(ours higher) {row['p_ours_higher']:.2f}, Mann–Whitney p = "
+        f"{fmt_p(p)} ({reading})"
     )
 
 

@@ -75,11 +75,11 @@ from benchmarks.common import (
     machine_note,
     mode_note,
     ours_learn,
-    paired_markdown,
-    paired_sentence,
     parse_run_arguments,
     peak_load,
     profile_learn,
+    ranks_markdown,
+    ranks_sentence,
     ratio,
     recorded_config,
     resume_for,
@@ -296,7 +296,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "| algo | env | mode (ours) | env steps | grad steps ours / SB3 | seeds | eval return ours | eval return SB3 | Δ (ours−SB3)"
         " | last-100 train ours | last-100 train SB3 | wall s ours | wall s SB3 | CPU s ours | CPU s SB3"
         " | env-steps/s ours | env-steps/s SB3 | grad-steps/s ours | grad-steps/s SB3 | speed ours/SB3 (wall)"
-        " | speed ours/SB3 (CPU) | return ≥ SB3 | paired seeds: ours higher, Wilcoxon p | ≥ 2× speed (CPU) |"
+        " | speed ours/SB3 (CPU) | return ≥ SB3 | P(ours higher), Mann–Whitney p | ≥ 2× speed (CPU) |"
     )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
@@ -326,7 +326,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
                     fmt(r["speed_ratio"], 2) + "×",
                     fmt(r["cpu_speed_ratio"], 2) + "×",
                     "yes" if r["return_ok"] else "**no**",
-                    paired_markdown(r),
+                    ranks_markdown(r),
                     "yes" if r["speed_ok"] else "**no**",
                 ]
             )
@@ -404,7 +404,7 @@ def report_markdown(
         f"{fmt(r['cpu_speed_ratio'], 2)}× by CPU time ({'meets' if r['speed_ok'] else 'misses'} the 2× "
         f"target); gradient steps/s {fmt(r['grad_speed_ratio'], 2)}× (CPU {fmt(r['cpu_grad_speed_ratio'], 2)}×); "
         f"eval return {fmt(r['eval_return_ours'])} vs {fmt(r['eval_return_sb3'])} "
-        f"({'equal or better' if r['return_ok'] else 'worse by the median rule'}){paired_sentence(r)}."
+        f"({'equal or better' if r['return_ok'] else 'worse by the median rule'}){ranks_sentence(r)}."
         for r in rows
     ]
     peak = peak_load(m)
@@ -459,9 +459,10 @@ Target of the project: **equal or better return at ≥ 2× SB3's env-steps per C
   critic update with its actor/α/target updates) / wall s; *speed (CPU)*: the env-steps/s ratio from CPU time.
 - *return ≥ SB3*: ours ≥ SB3 − {RETURN_TOLERANCE:.0%}·|SB3| (seed-to-seed noise allowance). With one seed a
   "no" can be noise; use `--seeds 5` for a verdict.
-- *paired seeds*: the eval returns paired by seed (both sides ran it): on how many seeds ours is higher, and the
-  two-sided Wilcoxon signed-rank p of the differences. With few seeds of a noisy task the median rule's "no" can
-  sit beside p ≈ 1 (no difference the seeds can show); a p under 0.05 is a difference the pairs do show.
+- *P(ours higher), Mann–Whitney p*: the runs' eval returns as two independent samples (a seed does not pair two
+  libraries' runs): the share of (ours, SB3) run pairs where ours is higher (ties half; 0.5 = no tendency) and the
+  two-sided Mann–Whitney U p. With few runs of a noisy task the median rule's "no" can sit beside p ≈ 1 (no
+  difference the runs can show); a p under 0.05 is a difference they do show.
 - *mode (ours)*: `fp32` is our default config; `bf16` is the same config with `matmul_dtype="bfloat16"`
   (`--ours-modes`; SAC, TD3, DDPG): every gradient step with bf16 matmuls (inputs rounded to bf16, float32
   accumulation) while parameters, Adam's state, the networks' outputs, targets and losses stay float32

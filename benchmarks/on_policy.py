@@ -53,10 +53,10 @@ from benchmarks.common import (
     machine_note,
     mode_note,
     ours_learn,
-    paired_markdown,
-    paired_sentence,
     parse_run_arguments,
     profile_learn,
+    ranks_markdown,
+    ranks_sentence,
     recorded_config,
     row_metrics,
     run_main,
@@ -418,7 +418,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
         "| algo | env | steps | seeds | eval return ours | eval return SB3 | Δ (ours−SB3) | last-100 train ours"
         " | last-100 train SB3 | wall s ours | wall s SB3 | steps/s ours | steps/s SB3 | speed ours/SB3"
-        " | CPU-time speed ours/SB3 | return ≥ SB3 | paired seeds: ours higher, Wilcoxon p | ≥ 2× speed |"
+        " | CPU-time speed ours/SB3 | return ≥ SB3 | P(ours higher), Mann–Whitney p | ≥ 2× speed |"
     )
     sep = "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"
     lines = [head, sep]
@@ -443,7 +443,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
                     _f(r["speed_ratio"], 2) + "×",
                     _f(r["cpu_speed_ratio"], 2) + "×",
                     "yes" if r["return_ok"] else "**no**",
-                    paired_markdown(r),
+                    ranks_markdown(r),
                     "yes" if r["speed_ok"] else "**no**",
                 ]
             )
@@ -499,7 +499,7 @@ def report_markdown(
             f"{_f(r['cpu_speed_ratio'], 2)}× by CPU time "
             f"({'meets' if r['speed_ok'] else 'misses'} the 2× target), eval return "
             f"{_f(r['eval_return_ours'])} vs {_f(r['eval_return_sb3'])} "
-            f"({'equal or better' if r['return_ok'] else 'worse by the median rule'}){paired_sentence(r)}."
+            f"({'equal or better' if r['return_ok'] else 'worse by the median rule'}){ranks_sentence(r)}."
         )
     peak = max([*m.get("loadavg_start", []), *m.get("loadavg", [])] or [0.0])
     load_warning = (
@@ -546,9 +546,10 @@ PPO/A2C gradients written out by the chain rule without autograd, Adam/RMSprop o
   *CPU-time speed*: the same ratio computed from process CPU time instead of wall time.
 - *return ≥ SB3*: ours ≥ SB3 − {RETURN_TOLERANCE:.0%}·|SB3| (seed-to-seed noise allowance). With one seed a
   "no" can be noise; use `--seeds 5` for a verdict.
-- *paired seeds*: the eval returns paired by seed (both sides ran it): on how many seeds ours is higher, and the
-  two-sided Wilcoxon signed-rank p of the differences. With few seeds of a noisy task the median rule's "no" can
-  sit beside p ≈ 1 (no difference the seeds can show); a p under 0.05 is a difference the pairs do show.
+- *P(ours higher), Mann–Whitney p*: the runs' eval returns as two independent samples (a seed does not pair two
+  libraries' runs): the share of (ours, SB3) run pairs where ours is higher (ties half; 0.5 = no tendency) and the
+  two-sided Mann–Whitney U p. With few runs of a noisy task the median rule's "no" can sit beside p ≈ 1 (no
+  difference the runs can show); a p under 0.05 is a difference they do show.
 
 ## Hyperparameters (RL-Zoo tuned values, mapped field by field)
 

@@ -106,29 +106,30 @@ def test_a_report_shows_its_own_plot_not_another_reports(tmp_path):
         assert (doc.parent / links[0]).stat().st_size > 0
 
 
-def test_paired_seed_statistics_against_known_answers():
-    """Seeds pair across sides (a repeated seed: its mean; an unpaired one: left out); the signed-rank p is the exact
-    two-sided one: six differences of one sign give 2 / 2⁶ = 0.03125, whatever their sizes."""
+def test_return_rank_statistics_against_known_answers():
+    """The runs of each side are two independent samples: P(ours higher) = U/(n₁n₂) with ties half, and the exact
+    two-sided Mann–Whitney p: six runs each, every one of ours above every SB3 run, give U = 36 and
+    p = 2 / C(12, 6) = 2/924, whatever the sizes of the gaps."""
     import math
 
-    from benchmarks.common import RunResult, paired_markdown, paired_returns, paired_sentence
+    from benchmarks.common import RunResult, ranks_markdown, ranks_sentence, return_ranks
 
     def run(impl: str, seed: int, ret: float) -> RunResult:
         return RunResult("ppo", "Hopper-v5", impl, seed, 1000, 1.0, 1.0, 1.0, 1.0, ret, 0.0, ret, 1, 0.0, 0.0)
 
     sb3 = [run("sb3", s, 100.0 * s) for s in range(6)]
-    ours = [run("ours", s, 100.0 * s + 1 + s) for s in range(6)] + [run("ours", 9, -5e3)]  # seed 9: no SB3 pair
-    out = paired_returns(ours, sb3)
-    assert out["paired_seeds"] == 6 and out["paired_wins"] == 6
-    assert math.isclose(out["paired_p"], 2 / 2**6)
-    assert math.isclose(out["eval_return_mean_ours"], (sum(100.0 * s + 1 + s for s in range(6)) - 5e3) / 7)
-    assert paired_markdown(out) == "6 of 6, p = 0.03"
-    assert "(a significant difference)" in paired_sentence(out)
+    ours = [run("ours", s, 1e3 + s) for s in range(6)]
+    out = return_ranks(ours, sb3)
+    assert out["runs_ours"] == out["runs_sb3"] == 6 and out["p_ours_higher"] == 1.0
+    assert math.isclose(out["rank_p"], 2 / math.comb(12, 6))
+    assert math.isclose(out["eval_return_mean_ours"], 1e3 + 2.5) and math.isclose(out["eval_return_mean_sb3"], 250.0)
+    assert ranks_markdown(out) == "1.00, p = 0.002"
+    assert "(a significant difference)" in ranks_sentence(out)
 
-    # seed 0 run twice by ours (−10 and +30: mean +10 over SB3's 0), the rest equal: one win, p = 1 (ties dropped)
-    tie = paired_returns([run("ours", 0, -10.0), run("ours", 0, 30.0), *sb3[1:]], sb3)
-    assert tie["paired_seeds"] == 6 and tie["paired_wins"] == 1 and tie["paired_p"] == 1.0
-    assert paired_returns(sb3, sb3)["paired_p"] == 1.0  # every difference 0
-    none = paired_returns(ours[:1], sb3[1:])
-    assert none["paired_seeds"] == 0 and math.isnan(none["paired_p"]) and paired_markdown(none) == "–"
-    assert paired_sentence(none) == ""
+    same = return_ranks([run("ours", s, 100.0 * s) for s in range(3)], sb3[:3])  # the same values: every pair ties
+    assert same["p_ours_higher"] == 0.5 and same["rank_p"] == 1.0
+    assert "(no significant difference)" in ranks_sentence(same)
+    mixed = return_ranks(ours[:1], sb3)  # one run of ours against six: 6 of 6 pairs, too few runs for a sentence
+    assert mixed["p_ours_higher"] == 1.0 and ranks_sentence(mixed) == ""
+    none = return_ranks(ours, [])
+    assert math.isnan(none["p_ours_higher"]) and math.isnan(none["rank_p"]) and ranks_markdown(none) == "–"
