@@ -468,6 +468,58 @@ def test_frames_stepped_on_the_emulator_equal_the_raw_envs_steps():
 
 
 @needs_ale
+@pytest.mark.skipif(
+    importlib.util.find_spec("stable_baselines3") is None or importlib.util.find_spec("cv2") is None,
+    reason="needs Stable-Baselines3 and OpenCV (pip install 'deeprl-suite[bench]')",
+)
+def test_atari_preprocessing_gives_sb3s_observations_rewards_and_ends():
+    """The same game under our preprocessing and SB3's (its AtariWrapper's steps: no-op reset, skip 4 with max-pool,
+    episodic life, 84×84 grayscale by INTER_AREA, clipped rewards) plays the same: without sticky actions and with the
+    same seed, every reward and end agrees and the frames differ only by the grayscale conversion (ALE's palette
+    against OpenCV's RGB weights), the game's last frame too (until 2026-12-08 ours was the previous step's). SB3's
+    FIRE reset also presses RIGHT, so both are built without it here. Checked while looking for why our Pong PPO
+    levels off where SB3's climbs: the inputs are not the reason."""
+    from stable_baselines3.common.atari_wrappers import (
+        ClipRewardEnv,
+        EpisodicLifeEnv,
+        MaxAndSkipEnv,
+        NoopResetEnv,
+        WarpFrame,
+    )
+
+    from core_rl.common.atari import make_atari_env, register_ale
+
+    register_ale()
+    ours = make_atari_env("ALE/Pong-v5", frame_stack=1, fire_reset=False, repeat_action_probability=0.0)
+    sb3: gym.Env = gym.make("ALE/Pong-v5", frameskip=1, repeat_action_probability=0.0)
+    sb3 = ClipRewardEnv(WarpFrame(EpisodicLifeEnv(MaxAndSkipEnv(NoopResetEnv(sb3, noop_max=30), skip=4)), 84, 84))
+    ours.reset(seed=seed(3))
+    sb3.reset(seed=seed(3))
+    rng, rewards, off, pixels, games = np.random.default_rng(seed(0)), [], 0, 0, 0
+    for _ in range(12_000):  # three games of random play: 800–1,000 steps each
+        action = int(rng.integers(ours.action_space.n))
+        a, r_a, term_a, trunc_a, _ = ours.step(action)
+        b, r_b, term_b, trunc_b, _ = sb3.step(action)
+        diff = np.abs(np.asarray(a, dtype=int).reshape(84, 84) - np.asarray(b, dtype=int).reshape(84, 84))
+        assert diff.max() <= 20  # the palettes' largest gap on Pong's colours is 16 levels
+        off, pixels = off + int((diff > 2).sum()), pixels + diff.size
+        assert (r_a, term_a, trunc_a) == (r_b, term_b, trunc_b)
+        rewards.append(r_a)
+        if term_a or trunc_a:  # the game's last frame was compared; the next game starts on both
+            games += 1
+            if games == 3:
+                break
+            a, b = ours.reset()[0], sb3.reset()[0]
+            assert (
+                np.abs(np.asarray(a, dtype=int).reshape(84, 84) - np.asarray(b, dtype=int).reshape(84, 84)).max() <= 20
+            )
+    assert games == 3 and any(r != 0 for r in rewards)
+    assert off / pixels < 0.01
+    ours.close()
+    sb3.close()
+
+
+@needs_ale
 def test_atari_wrappers_give_stacked_84px_frames_and_the_agent_logs_the_true_score():
     from core_rl.common.atari import AtariFrames, ClipReward
 

@@ -118,13 +118,19 @@ class AtariFrames(gym.Wrapper):
         for t in range(self.frame_skip):
             _, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
+            self._grab(t)
             if terminated or truncated:
                 break
-            if t == self.frame_skip - 2:
-                self.ale.getScreenGrayscale(self.buffer[1])
-            elif t == self.frame_skip - 1:
-                self.ale.getScreenGrayscale(self.buffer[0])
         return self._obs(), total, terminated, truncated, info
+
+    def _grab(self, t: int) -> None:
+        """The screen of frame t of the skip into the max-pool's buffer, if it is one of the last two. Called
+        before the end check, so that a game's last observation is the screen it ended on (as SB3's
+        ``MaxAndSkipEnv`` keeps it), not the previous step's."""
+        if t == self.frame_skip - 2:
+            self.ale.getScreenGrayscale(self.buffer[1])
+        elif t == self.frame_skip - 1:
+            self.ale.getScreenGrayscale(self.buffer[0])
 
     def _step_emulator(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """:meth:`step` on the emulator: per frame what ale-py's ``AtariEnv.step`` does with frameskip=1
@@ -135,12 +141,9 @@ class AtariFrames(gym.Wrapper):
         for t in range(self.frame_skip):
             total += float(ale.act(ale_action, 1.0))
             terminated, truncated = ale.game_over(with_truncation=False), ale.game_truncated()
+            self._grab(t)
             if terminated or truncated:
                 break
-            if t == self.frame_skip - 2:
-                ale.getScreenGrayscale(self.buffer[1])
-            elif t == self.frame_skip - 1:
-                ale.getScreenGrayscale(self.buffer[0])
         info = {
             "lives": ale.lives(),
             "episode_frame_number": ale.getEpisodeFrameNumber(),
