@@ -34,11 +34,11 @@ from core_rl.common.optim import make_optimizer
 
 
 class ActorCriticConfig(OnPolicyConfig):
-    n_envs: int = 1
-    n_steps: int = 200
-    lr: float = 7e-4
+    n_envs: int = Field(1, ge=1)
+    n_steps: int = Field(200, ge=1)
+    lr: float = Field(7e-4, gt=0.0)
     advantage: Literal["gae", "nstep", "reward_to_go", "return"] = "nstep"
-    n_step: int = 200
+    n_step: int = Field(200, ge=1)
     normalize_advantage: bool = False
     optimizer: Literal["adam", "rmsprop"] = "rmsprop"
     rms_alpha: float = Field(0.99, gt=0.0, lt=1.0)
@@ -127,11 +127,11 @@ class ActorCritic(OnPolicyAgent):
 
 
 class A2CConfig(ActorCriticConfig):
-    n_envs: int = 8
-    n_steps: int = 5
-    n_step: int = 5
+    n_envs: int = Field(8, ge=1)
+    n_steps: int = Field(5, ge=1)
+    n_step: int = Field(5, ge=1)
     advantage: Literal["gae", "nstep", "reward_to_go", "return"] = "gae"
-    gae_lambda: float = 1.0
+    gae_lambda: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class A2C(ActorCritic):

@@ -128,14 +128,14 @@ NO_DEMONSTRATIONS = (
 
 
 class GAILConfig(PPOConfig):
-    n_envs: int = 8
-    n_steps: int = 32
-    batch_size: int = 256
-    n_epochs: int = 20
-    gae_lambda: float = 0.8
-    gamma: float = 0.98
-    lr: float = 1e-3
-    ent_coef: float = 0.01
+    n_envs: int = Field(8, ge=1)
+    n_steps: int = Field(32, ge=1)
+    batch_size: int = Field(256, ge=1)
+    n_epochs: int = Field(20, ge=1)
+    gae_lambda: float = Field(0.8, ge=0.0, le=1.0)
+    gamma: float = Field(0.98, gt=0.0, le=1.0)
+    lr: float = Field(1e-3, gt=0.0)
+    ent_coef: float = Field(0.01, ge=0.0)
     normalize_reward: bool = True
     demonstrations: str | None = Field(
         None, description="Path of the expert's demonstration table (parquet or csv: episode, step, obs…, action…)."

@@ -60,11 +60,11 @@ class RL2Config(PPOConfig):
     rnn_hidden_size: int = Field(64, ge=1, description="Width of the GRU hidden state h_t.")
     hidden_sizes: tuple[int, ...] = (64,)
     batch_size: int = Field(1280, ge=1, description="Steps per minibatch, rounded to whole sequences.")
-    n_epochs: int = 4
-    gamma: float = 1.0
-    gae_lambda: float = 0.3
-    ent_coef: float = 0.0
-    lr: float = 3e-3
+    n_epochs: int = Field(4, ge=1)
+    gamma: float = Field(1.0, gt=0.0, le=1.0)
+    gae_lambda: float = Field(0.3, ge=0.0, le=1.0)
+    ent_coef: float = Field(0.0, ge=0.0)
+    lr: float = Field(3e-3, gt=0.0)
 
 
 class RL2(RecurrentOnPolicyMixin, PPO):
@@ -81,17 +81,17 @@ class RL2A2CConfig(A2CConfig):
     steps per batch, RMSprop at 1.5e-3 and an entropy bonus of 0.01 (with Adam, or without the bonus,
     the policy commits to one arm before it learns to adapt)."""
 
-    n_envs: int = 64
-    n_steps: int = 20
-    n_step: int = 20
+    n_envs: int = Field(64, ge=1)
+    n_steps: int = Field(20, ge=1)
+    n_step: int = Field(20, ge=1)
     rnn_hidden_size: int = Field(64, ge=1, description="Width of the GRU hidden state h_t.")
     hidden_sizes: tuple[int, ...] = (64,)
-    gamma: float = 1.0
-    gae_lambda: float = 0.3
+    gamma: float = Field(1.0, gt=0.0, le=1.0)
+    gae_lambda: float = Field(0.3, ge=0.0, le=1.0)
     normalize_advantage: bool = True
-    value_epochs: int = 4
-    lr: float = 1.5e-3
-    ent_coef: float = 0.01
+    value_epochs: int = Field(4, ge=1)
+    lr: float = Field(1.5e-3, gt=0.0)
+    ent_coef: float = Field(0.01, ge=0.0)
 
 
 class RL2A2C(RecurrentOnPolicyMixin, A2C):

@@ -65,7 +65,7 @@ from core_rl.policy_gradient.reinforce import (
 
 
 class OffPolicyPGConfig(EpisodicPGConfig):
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0.0)
     advantage: Literal["reward_to_go", "return"] = Field(
         "reward_to_go", description="Per-decision weights with causality, or the whole-trajectory ratio times r(τ)."
     )

@@ -337,16 +337,16 @@ def constant_baseline(numerator: torch.Tensor, denominator: torch.Tensor, leave_
 class EpisodicPGConfig(OnPolicyConfig):
     """The batch of the policy gradients on whole episodes: episodes until n_envs·n_steps steps, no clip."""
 
-    n_envs: int = 8
+    n_envs: int = Field(8, ge=1)
     n_steps: int = Field(125, ge=1, description="Batch: whole episodes until n_envs·n_steps steps are gathered.")
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = Field(None, gt=0.0)
     advantage: Literal["reward_to_go", "return"] = Field(
         "reward_to_go", description="Weight of ∇log π(a_t|s_t): reward-to-go (causality) or the whole return r(τ)."
     )
 
 
 class REINFORCEConfig(EpisodicPGConfig):
-    lr: float = 5e-3
+    lr: float = Field(5e-3, gt=0.0)
     baseline: Literal["none", "mean", "optimal", "value"] = Field(
         "value", description="b subtracted from the weight: none, batch mean, the variance-optimal b_k, or V_φ(s_t)."
     )

@@ -223,12 +223,12 @@ class LatestTransitionBuffer(ReplayBuffer):
 class OnlineQConfig(DQNConfig):
     buffer_size: int = Field(1, ge=1, description="Always n_envs: only the latest transition is kept.")
     batch_size: int = Field(1, ge=1, description="Always n_envs: one transition per env per update.")
-    learning_starts: int = 0
+    learning_starts: int = Field(0, ge=0)
     train_freq: int = Field(1, ge=1)
     gradient_steps: int = Field(1, ge=1)
-    tau: float = 1.0
+    tau: float = Field(1.0, gt=0.0, le=1.0)
     target_update_interval: int = Field(1, ge=1, description="1: no separate target network.")
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = Field(None, gt=0.0)
     hidden_sizes: tuple[int, ...] = ()
     optimizer: Literal["adam", "sgd", "rmsprop"] = "sgd"
     lr: float = Field(0.1, gt=0.0, description="α of the update.")

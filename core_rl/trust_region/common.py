@@ -214,8 +214,8 @@ def backtracking_line_search(
 
 # ---- the agent base --------------------------------------------------------------------------
 class TrustRegionConfig(OnPolicyConfig):
-    n_envs: int = 8
-    n_steps: int = 256
+    n_envs: int = Field(8, ge=1)
+    n_steps: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0.0, description="Learning rate of the critic's Adam optimizer.")
     vf_epochs: int = Field(5, ge=1, description="Critic regression epochs per iteration.")
     vf_batch_size: int = Field(64, ge=1, description="Critic regression minibatch size.")

@@ -40,7 +40,7 @@ from core_rl.common.schedules import scheduled
 
 
 class PPOConfig(OnPolicyConfig):
-    n_steps: int = 256
+    n_steps: int = Field(256, ge=1)
     batch_size: int = Field(64, ge=1, description="Minibatch size.")
     n_epochs: int = Field(10, ge=1)
     clip_range: float = Field(0.2, gt=0.0, description="ε of the clipped ratio.")
