@@ -330,7 +330,7 @@ def _open_logs(path: str | Path, chunk_rows: int, oracle: bool = False, seed: in
         raise ConfigError(f"log file '{path}' does not exist")
     notes: list[str] = []
     meta = None
-    if path.is_file():
+    if path.is_file() and path.suffix.lower() != ".csv":  # a CSV has no metadata: ingestion reads (or refuses) it
         try:
             meta = read_meta(path)
         except Exception as exc:

@@ -132,6 +132,31 @@ def test_per_position_csv_ingests_with_the_same_command(tmp_path):
         ingest_logs(frame, tmp_path / "x.parquet")
 
 
+def test_a_csv_log_trains_like_an_ingested_one_and_a_bad_csv_is_one_error(tmp_path, tracking_uri):
+    """`recsys train --logs log.csv` ingests a per-position CSV first, as `recsys ingest` does (until 2026-12-08 it
+    refused it as "not a parquet log"); an empty, binary or slate-layout CSV is one error naming the file."""
+    from recsys.pipeline import train
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    _per_position().to_csv(src / "log.csv")
+    _items().to_csv(src / "item_context.csv")
+    res = train("popularity", logs=src / "log.csv", tracking_uri=tracking_uri)
+    assert res["run_id"]
+    (src / "empty.csv").write_text("")
+    (src / "binary.csv").write_bytes(b"\xff\xfe\x00\x01")
+    pd.DataFrame({"slate": ["[0, 1]"], "click_position": [0]}).to_csv(src / "slates.csv")
+    for name, message in [
+        ("empty.csv", "'.*empty.csv' is not a readable CSV log"),
+        ("binary.csv", "'.*binary.csv' is not a readable CSV log"),
+        ("slates.csv", r"'.*slates.csv' is a CSV without the per-position columns \['position', 'item_id', 'click'\]"),
+    ]:
+        with pytest.raises(LogSchemaError, match=message):
+            ingest_logs(src / name, tmp_path / "x.parquet")
+        with pytest.raises(LogSchemaError, match=message):
+            train("popularity", logs=src / name, tracking_uri=tracking_uri)
+
+
 def test_bts_action_dist_known_answer():
     """Three items with near-certain, ordered θ: BTS shows them at positions 0, 1, 2 every time."""
     alpha = np.array([1e6, 1.0, 9e5, 8e5, 1.0])

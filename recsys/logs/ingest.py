@@ -170,6 +170,13 @@ def open_source(source: Any, chunk_rows: int = 65_536) -> _Source:
         )
     if not path.is_file():
         raise ConfigError(f"log file '{path}' does not exist")
+    if path.suffix.lower() == ".csv":  # per-position CSVs were converted before this point: this one is not
+        from recsys.logs.positions import PER_POSITION_COLUMNS
+
+        raise LogSchemaError(
+            f"'{path}' is a CSV without the per-position columns {list(PER_POSITION_COLUMNS)} (Open Bandit "
+            "Dataset's layout, one row per shown item); a slate log with a 'slate' column must be parquet"
+        )
     try:
         pf = pq.ParquetFile(str(path), pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:

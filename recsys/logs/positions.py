@@ -58,7 +58,12 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _columns_of(path: Path) -> list[str]:
     if path.suffix == ".csv":
-        return list(pd.read_csv(path, nrows=0).columns)
+        from recsys.logs.schema import LogSchemaError
+
+        try:
+            return list(pd.read_csv(path, nrows=0).columns)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise LogSchemaError(f"'{path}' is not a readable CSV log: {exc}") from None
     import pyarrow.parquet as pq
 
     try:
