@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from core_rl.common.config import parse_config
+from core_rl.common.config import Widths, parse_config
 from core_rl.common.seeding import configure_torch, set_seed
 from core_rl.common.tracking import NullTracker, Tracker
 from recsys.choice_model import enumerate_slates, slate_q, slate_q_table
@@ -92,7 +92,7 @@ class BCConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = Field(0, ge=0)
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: Widths = (64, 64)
     lr: float = Field(3e-3, gt=0.0)
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(512, ge=1)

@@ -58,7 +58,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import Field
 from torch import nn
 
-from core_rl.common.config import parse_config
+from core_rl.common.config import Widths, parse_config
 from core_rl.common.errors import ConfigError
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update
 from core_rl.common.optim import make_optimizer
@@ -93,7 +93,7 @@ class SlateQConfig(OffPolicyConfig):
     n_step: int = Field(1, ge=1, le=1, description="SlateQ's item-wise decomposition is of one-step targets.")
     tau: float = Field(1.0, gt=0.0, le=1.0, description="1.0: periodic hard copy φ' ← φ; < 1: Polyak averaging.")
     max_grad_norm: float | None = Field(10.0, gt=0.0)
-    hidden_sizes: tuple[int, ...] = Field((64, 64), description="Widths of the item network Q̄(s, i).")
+    hidden_sizes: Widths = Field((64, 64), description="Widths of the item network Q̄(s, i).")
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["huber", "mse"] = Field("mse", description="Loss on the clicked item's TD error.")

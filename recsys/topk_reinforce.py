@@ -35,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from core_rl.common.config import parse_config
+from core_rl.common.config import Widths, parse_config
 from core_rl.common.distributions import plackett_luce_log_prob, plackett_luce_table_log_prob
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ACTIVATIONS, mlp
@@ -51,7 +51,7 @@ class TopKReinforceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     seed: int = Field(0, ge=0)
-    hidden_sizes: tuple[int, ...] = Field((64, 64), description="Trunk widths of the per-item representation.")
+    hidden_sizes: Widths = Field((64, 64), description="Trunk widths of the per-item representation.")
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     lr: float = Field(3e-3, gt=0.0)
     gamma: float = Field(0.9, ge=0.0, le=1.0, description="Discount of the credited return.")

@@ -54,6 +54,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from core_rl.common.config import Widths
 from core_rl.common.replay import ReplayBuffer
 from core_rl.model_based.dynamics import BatchedMLP
 from core_rl.model_based.env_models import KNOWN_REWARDS, RewardFn
@@ -246,7 +247,7 @@ class SafeMPCConfig(PETSConfig, CMDPConfig):
     )
     # defaults tuned on safety/PointGoal-v0 (see tests/test_safe_mpc.py and the module docstring)
     n_envs: int = Field(8, ge=1)
-    hidden_sizes: tuple[int, ...] = Field((64, 64), description="Hidden widths of the dynamics network.")
+    hidden_sizes: Widths = Field((64, 64), description="Hidden widths of the dynamics network.")
     horizon: int = Field(12, ge=1)
     n_candidates: int = Field(64, ge=1, description="Action sequences sampled per planner iteration.")
     n_iterations: int = Field(2, ge=1, description="Planner iterations per step.")
@@ -262,7 +263,7 @@ class SafeMPCConfig(PETSConfig, CMDPConfig):
     )
     train_every: int = Field(1600, ge=1, description="Env steps between model refits.")
     cost_members: int = Field(5, ge=1, description="Members of the cost-classifier ensemble.")
-    cost_hidden_sizes: tuple[int, ...] = (32, 32)
+    cost_hidden_sizes: Widths = (32, 32)
     cost_fit_steps: int = Field(1000, ge=1, description="Minibatch steps per cost-model fit.")
     cost_lr: float = Field(3e-3, gt=0.0, description="Adam step size of the cost-model fit.")
     cost_train_every: int = Field(

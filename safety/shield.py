@@ -46,6 +46,7 @@ from pydantic import Field
 from torch import nn
 
 from core_rl.common.base import Agent
+from core_rl.common.config import Widths
 from core_rl.common.networks import ObsEncoder, mlp
 from core_rl.common.normalization import RunningMeanStd
 from core_rl.common.parts import Metrics, Part
@@ -164,7 +165,7 @@ class ShieldConfig(PPOLagConfig):
     )
     shield_batch_size: int = Field(256, ge=1)
     shield_buffer_size: int = Field(200_000, ge=1000, description="Transitions kept for the cost model.")
-    shield_hidden_sizes: tuple[int, ...] = (64, 64)
+    shield_hidden_sizes: Widths = (64, 64)
 
 
 class SafetyLayer(nn.Module):

@@ -12,6 +12,7 @@ as a cost critic or a Lagrange multiplier that the base classes call at fixed po
 from __future__ import annotations
 
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -434,8 +435,17 @@ class Agent(ABC):
                     meta["env_id"],
                 )
             )
+        config = {**payload["config"], **overrides}
+        if "device" not in overrides and "device" in config:  # trained on a GPU, evaluated where there is none
+            from core_rl.common.config import check_device
+
+            try:
+                check_device(str(config["device"]))
+            except ValueError as exc:
+                warnings.warn(f"checkpoint {path}: device {exc}; loading it on cpu", stacklevel=2)
+                config["device"] = "cpu"
         with preserve_rng():
-            agent = cls._restore(env, {**payload["config"], **overrides}, tracker)
+            agent = cls._restore(env, config, tracker)
         agent._load_state(payload["state"], path)
         for key, value in meta.get("counters", {}).items():
             setattr(agent, key, int(value))

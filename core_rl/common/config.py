@@ -16,14 +16,43 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core_rl.common.errors import ConfigError
 from core_rl.common.schedules import split_schedules
 
 C = TypeVar("C", bound="AgentConfig")
+
+#: Hidden layer widths, each at least 1: a 0-wide layer makes every output a constant (a net that trains without
+#: error and learns nothing), a negative one fails deep inside torch; both are refused here, naming the field.
+Widths = tuple[Annotated[int, Field(ge=1)], ...]
+
+
+def check_device(device: str) -> str:
+    """A torch device string this process can use: ``cpu``, ``cuda`` / ``cuda:N`` with a GPU N visible, ``mps``
+    where torch has it. Refused here, naming the field, rather than by torch's assertion at the first tensor."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{device!r} is not a torch device ({str(exc).splitlines()[0][:80]}…)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{device!r}: this torch ({torch.__version__}) sees no CUDA GPU; use 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"{device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{device!r}: MPS is not available here; use 'cpu'")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{device!r}: the agents run on cpu, cuda or mps")
+    return device
+
+
+#: A torch device string, checked against what this process can use (:func:`check_device`).
+Device = Annotated[str, AfterValidator(check_device)]
 
 
 class AgentConfig(BaseModel):
@@ -33,9 +62,9 @@ class AgentConfig(BaseModel):
 
     seed: int = Field(0, ge=0, description="Seed for torch, numpy and the envs.")
     gamma: float = Field(0.99, gt=0.0, le=1.0, description="Discount factor γ.")
-    hidden_sizes: tuple[int, ...] = Field((64, 64), description="Hidden layer widths of every MLP.")
+    hidden_sizes: Widths = Field((64, 64), description="Hidden layer widths of every MLP.")
     activation: str = Field("tanh", pattern="^(tanh|relu|elu|gelu)$")
-    device: str = Field("cpu", description="torch device, e.g. cpu or cuda.")
+    device: Device = Field("cpu", description="torch device, e.g. cpu or cuda.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
     encoder: Literal["auto", "mlp", "nature_cnn", "impala_cnn"] = Field(
         "auto",

@@ -52,6 +52,7 @@ from pydantic import Field
 from torch import nn
 
 from core_rl.common.base import Agent
+from core_rl.common.config import Widths
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.networks import ACTIVATIONS, InitName, ObsEncoder, check_init, mlp
 from core_rl.common.numpy_acting import NumpyMLP
@@ -270,7 +271,7 @@ class OrnsteinUhlenbeckNoise:
 class ContinuousQConfig(OffPolicyConfig):
     """Defaults shared by the continuous Q-learners (RL-Zoo-like settings)."""
 
-    hidden_sizes: tuple[int, ...] = Field((256, 256), description="Hidden widths of actor and critic MLPs.")
+    hidden_sizes: Widths = Field((256, 256), description="Hidden widths of actor and critic MLPs.")
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     lr: float = Field(1e-3, gt=0.0, description="Adam step size of every network.")
     learning_starts: int = Field(1000, ge=0, description="Env steps of uniform random actions before learning.")

@@ -38,6 +38,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from core_rl.common.config import Widths
 from core_rl.common.off_policy import polyak_update
 from core_rl.common.optim import make_adam
 from core_rl.common.replay import ReplaySample
@@ -106,9 +107,7 @@ def cem_max(
 
 
 class QTOptConfig(NoisyConfig):
-    hidden_sizes: tuple[int, ...] = Field(
-        (64, 64), description="Critic hidden widths (every max costs N×iters forwards)."
-    )
+    hidden_sizes: Widths = Field((64, 64), description="Critic hidden widths (every max costs N×iters forwards).")
     n_critics: int = Field(
         2, ge=1, description="Critics whose minimum at argmax Q'_1 is the target (clipped double Q)."
     )

@@ -71,6 +71,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from core_rl.common import optim
+from core_rl.common.config import Widths
 from core_rl.common.envs import EnvLike, final_next_obs
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import ObsEncoder, mlp
@@ -144,7 +145,7 @@ class GAILConfig(PPOConfig):
     reward_type: Literal["gail", "logit", "airl"] = Field(
         "gail", description="Policy reward: -log(1-D) (gail), log D - log(1-D) (logit), or AIRL's f - log π."
     )
-    disc_hidden_sizes: tuple[int, ...] = Field((64, 64), description="Hidden widths of the discriminator.")
+    disc_hidden_sizes: Widths = Field((64, 64), description="Hidden widths of the discriminator.")
     disc_lr: float = Field(3e-4, gt=0.0, description="Discriminator learning rate.")
     disc_epochs: int = Field(1, ge=1, description="Discriminator passes over each policy batch.")
     disc_batch_size: int = Field(256, ge=2, description="Discriminator minibatch (policy + expert halves).")

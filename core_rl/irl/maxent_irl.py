@@ -61,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from core_rl.common import optim
-from core_rl.common.config import format_validation_error
+from core_rl.common.config import Widths, format_validation_error
 from core_rl.common.errors import ConfigError
 from core_rl.common.networks import mlp
 from core_rl.common.seeding import configure_torch, set_seed
@@ -81,7 +81,7 @@ class MaxEntIRLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reward: Literal["linear", "neural"] = Field("linear", description="r_ψ = ψᵀφ or an MLP of φ.")
-    hidden_sizes: tuple[int, ...] = Field((32, 32), description="Hidden widths of the neural reward.")
+    hidden_sizes: Widths = Field((32, 32), description="Hidden widths of the neural reward.")
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     iterations: int = Field(200, ge=1, description="Gradient steps (each: one backward and one forward pass).")
     lr: float = Field(0.05, gt=0.0, description="Adam learning rate on ψ.")
@@ -98,7 +98,7 @@ class GCLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reward: Literal["linear", "neural"] = "linear"
-    hidden_sizes: tuple[int, ...] = (32, 32)
+    hidden_sizes: Widths = (32, 32)
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     iterations: int = Field(150, ge=1, description="Sample / reward step / policy step rounds.")
     n_samples: int = Field(256, ge=2, description="Policy trajectories per round.")

@@ -42,6 +42,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from pydantic import Field, model_validator
 from torch import nn
 
+from core_rl.common.config import Widths
 from core_rl.common.envs import make_vec_env
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.networks import mlp
@@ -117,7 +118,7 @@ class Discriminator(nn.Module):
 class DIAYNConfig(SACConfig):
     n_skills: int = Field(8, ge=2, description="K, the number of skills (p(z) uniform).")
     disc_lr: float = Field(3e-4, gt=0.0, description="Learning rate of the discriminator q_φ(z|s).")
-    disc_hidden_sizes: tuple[int, ...] = Field((64, 64), description="Hidden sizes of the discriminator.")
+    disc_hidden_sizes: Widths = Field((64, 64), description="Hidden sizes of the discriminator.")
 
     @model_validator(mode="after")
     def _one_step(self) -> "DIAYNConfig":

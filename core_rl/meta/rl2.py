@@ -44,6 +44,7 @@ from typing import Any
 from pydantic import Field
 
 from core_rl.actor_critic.actor_critic import A2C, A2CConfig
+from core_rl.common.config import Widths
 from core_rl.meta.recurrent import RecurrentOnPolicyMixin
 from core_rl.trust_region.ppo import PPO, PPOConfig
 
@@ -58,7 +59,7 @@ class RL2Config(PPOConfig):
     n_envs: int = Field(64, ge=1, description="Trials collected in parallel.")
     n_steps: int = Field(20, ge=1, description="Steps per env per iteration (a trial's length aligns rollouts).")
     rnn_hidden_size: int = Field(64, ge=1, description="Width of the GRU hidden state h_t.")
-    hidden_sizes: tuple[int, ...] = (64,)
+    hidden_sizes: Widths = (64,)
     batch_size: int = Field(1280, ge=1, description="Steps per minibatch, rounded to whole sequences.")
     n_epochs: int = Field(4, ge=1)
     gamma: float = Field(1.0, gt=0.0, le=1.0)
@@ -85,7 +86,7 @@ class RL2A2CConfig(A2CConfig):
     n_steps: int = Field(20, ge=1)
     n_step: int = Field(20, ge=1)
     rnn_hidden_size: int = Field(64, ge=1, description="Width of the GRU hidden state h_t.")
-    hidden_sizes: tuple[int, ...] = (64,)
+    hidden_sizes: Widths = (64,)
     gamma: float = Field(1.0, gt=0.0, le=1.0)
     gae_lambda: float = Field(0.3, ge=0.0, le=1.0)
     normalize_advantage: bool = True

@@ -48,6 +48,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from core_rl.common import optim
+from core_rl.common.config import Widths
 from core_rl.common.envs import make_env
 from core_rl.common.errors import SpaceError
 from core_rl.common.program import Program, ProgramResult
@@ -64,7 +65,7 @@ class LatentModelConfig(BaseModel):
     gradient_steps: int = Field(1200, ge=1, description="Minibatch Adam steps.")
     batch_size: int = Field(128, ge=1)
     latent_dim: int = Field(4, ge=1, description="Size of the latent state z.")
-    hidden_sizes: tuple[int, ...] = Field((128, 128), description="Encoder widths (the decoder mirrors them).")
+    hidden_sizes: Widths = Field((128, 128), description="Encoder widths (the decoder mirrors them).")
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
     beta: float = Field(1.0, ge=0.0, description="Weight of the KL terms.")
     log_every: int = Field(50, ge=1, description="Gradient steps between logged training losses.")

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from pydantic import Field, create_model
 
+from core_rl.common.config import Widths
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.off_policy import OffPolicyAgent, OffPolicyConfig
 from core_rl.common.replay import ReplayBuffer, ReplaySample
@@ -87,7 +88,7 @@ class MixedReplay:
 class MBPOFields(ModelConfig):
     """The MBPO part of the config (added to the learner's own config)."""
 
-    model_hidden_sizes: tuple[int, ...] = Field((200, 200), description="Hidden widths of the dynamics network.")
+    model_hidden_sizes: Widths = Field((200, 200), description="Hidden widths of the dynamics network.")
     model_activation: str = Field("silu", pattern="^(tanh|relu|elu|gelu|silu)$")
     model_train_freq: int = Field(250, ge=1, description="Env steps between model fits.")
     rollout_batch_size: int = Field(400, ge=1, description="Branched model rollouts per rollout phase.")

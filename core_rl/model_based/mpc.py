@@ -45,6 +45,7 @@ import torch
 from pydantic import Field, model_validator
 
 from core_rl.common.base import Agent
+from core_rl.common.config import Widths
 from core_rl.common.envs import final_next_obs
 from core_rl.common.errors import SpaceError
 from core_rl.common.replay import ReplayBuffer
@@ -57,7 +58,7 @@ from core_rl.model_based.planners.shooting import CEM, MPPI, RandomShooting, Sho
 
 class MPCConfig(ModelConfig):
     n_envs: int = Field(1, ge=1)
-    hidden_sizes: tuple[int, ...] = Field((200, 200), description="Hidden widths of the dynamics network.")
+    hidden_sizes: Widths = Field((200, 200), description="Hidden widths of the dynamics network.")
     activation: str = Field("silu", pattern="^(tanh|relu|elu|gelu|silu)$")
     buffer_size: int = Field(100_000, ge=1)
     gamma: float = Field(1.0, gt=0.0, le=1.0, description="Discount of the planning objective.")

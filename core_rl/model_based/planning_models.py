@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from core_rl.common.config import Widths
 from core_rl.common.envs import make_env
 from core_rl.common.errors import CheckpointError, ConfigError, DeepRLError, EnvError, SpaceError
 from core_rl.common.transitions import Transitions
@@ -90,7 +91,7 @@ class PlanningModelConfig(BaseModel):
         description="The network dynamics=fit trains: one deterministic/Gaussian net or a bootstrap ensemble.",
     )
     n_members: int = Field(5, ge=1, description="Ensemble members (model=ensemble).")
-    model_hidden_sizes: tuple[int, ...] = Field((200, 200), description="Hidden widths of the fitted network.")
+    model_hidden_sizes: Widths = Field((200, 200), description="Hidden widths of the fitted network.")
     model_epochs: int = Field(50, ge=1, description="Max epochs of the fit (early stopping on a 10% holdout).")
     reward: Literal["known", "learned"] | None = Field(
         None, description="Reward planned for in a learned model; default: the env's if known (fit), the checkpoint's."

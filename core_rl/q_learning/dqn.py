@@ -53,6 +53,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from core_rl.common.config import Widths
 from core_rl.common.distributions import Categorical
 from core_rl.common.fused_actor_critic import clip_flat_, flat_grad_views, mlp_backward, mlp_forward, mlp_layers
 from core_rl.common.networks import ACTIVATIONS, InitName, ObsEncoder, mlp
@@ -69,7 +70,7 @@ class DQNConfig(OffPolicyConfig):
     tau: float = Field(1.0, gt=0.0, le=1.0, description="1.0: periodic hard copy φ' ← φ; < 1: Polyak averaging.")
     target_update_interval: int = Field(1000, ge=1, description="Gradient steps between target updates.")
     max_grad_norm: float | None = Field(10.0, gt=0.0)
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: Widths = (64, 64)
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     init: InitName = Field(
         "orthogonal",

@@ -58,7 +58,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core_rl.common import optim
-from core_rl.common.config import format_validation_error
+from core_rl.common.config import Widths, format_validation_error
 from core_rl.common.errors import ConfigError, SpaceError
 from core_rl.common.replay import ReplayBuffer, ReplaySample
 from core_rl.common.seeding import configure_torch, set_seed
@@ -76,7 +76,7 @@ class FittedQConfig(BaseModel):
     gamma: float = Field(0.99, gt=0.0, le=1.0)
     iterations: int = Field(100, ge=1, description="K: how many times the targets are recomputed.")
     function: Literal["tabular", "mlp"] = Field("tabular", description="tabular: exact least squares; mlp: Adam.")
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: Widths = (64, 64)
     activation: str = Field("relu", pattern="^(tanh|relu|elu|gelu)$")
     lr: float = Field(1e-3, gt=0.0)
     regression_steps: int = Field(200, ge=1, description="Adam steps per iteration (mlp).")
@@ -229,7 +229,7 @@ class OnlineQConfig(DQNConfig):
     tau: float = Field(1.0, gt=0.0, le=1.0)
     target_update_interval: int = Field(1, ge=1, description="1: no separate target network.")
     max_grad_norm: float | None = Field(None, gt=0.0)
-    hidden_sizes: tuple[int, ...] = ()
+    hidden_sizes: Widths = ()
     optimizer: Literal["adam", "sgd", "rmsprop"] = "sgd"
     lr: float = Field(0.1, gt=0.0, description="α of the update.")
     loss: Literal["huber", "mse"] = "mse"

@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core_rl.common.config import Device
+
 
 class _SimConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,7 +31,7 @@ class _SimConfig(BaseModel):
         description="Observe one flat Box (user features then the flattened candidate table) "
         "instead of the dict {'user', 'doc'}.",
     )
-    device: str = Field("cpu", description="torch device the simulation runs on.")
+    device: Device = Field("cpu", description="torch device the simulation runs on.")
     choice_info: bool = Field(
         True,
         description="Put the choice model's per-candidate quantities (candidate_choice_logit, "
