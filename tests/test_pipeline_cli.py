@@ -162,6 +162,13 @@ def test_cli_resume_continues_to_the_runs_total(capsys, tracking_uri, tmp_path):
         (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "lr=abc"], "config field 'lr'"),
         (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "lrr=0.1"], "config field 'lrr': unknown field"),
         (["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "0"], "--steps must be positive"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "n_steps=-3"], "config field 'n_steps'"),
+        (["train", "--algo", "sac", "--env", "Pendulum-v1", "--set", "hidden_sizes=[64,0]"], "'hidden_sizes.1'"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "device=banana"], "config field 'device'"),
+        (
+            ["train", "--algo", "ppo_lag", "--env", "SafetyPointGoal1-v0", "--steps", "10"],
+            "tasks are 'safety-gymnasium/SafetyPointGoal1-v0'",
+        ),
         (["eval", "--run", "0123456789abcdef", "--episodes", "2"], "has no checkpoint"),
     ],
 )

@@ -64,7 +64,10 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         known = sorted(k for k in gym.envs.registry if "/" not in k)[:12]
-        raise EnvError(f"unknown env id '{env_id}' ({exc}); e.g. {', '.join(known)} …") from None
+        hint = ""
+        if env_id.startswith("Safety") and "/" not in env_id:  # Safety-Gymnasium's task names live under a prefix
+            hint = f"; Safety-Gymnasium's tasks are 'safety-gymnasium/{env_id}' (their venv: make safety-env)"
+        raise EnvError(f"unknown env id '{env_id}' ({exc}){hint}; e.g. {', '.join(known)} …") from None
     except TypeError as exc:
         raise EnvError(f"env '{env_id}' cannot be built with {kwargs}: {exc}") from None
 
