@@ -130,6 +130,16 @@ def test_per_position_csv_ingests_with_the_same_command(tmp_path):
     frame.attrs["items"] = _items()
     with pytest.raises(LogSchemaError, match="column 'item_id': 1 rows show an item missing"):
         ingest_logs(frame, tmp_path / "x.parquet")
+    # a click that is not 0 or 1 (a count, a -1 "unknown", a blank) is refused, not read as clicked / not clicked
+    for value, shown in [(2, "2.0"), (-1, "-1.0"), (np.nan, "nan")]:
+        frame = _per_position()
+        frame["click"] = frame["click"].astype(float)
+        frame.loc[3, "click"] = value
+        frame.attrs["items"] = _items()
+        with pytest.raises(
+            LogSchemaError, match=f"column 'click': 1 rows are not 0 or 1 \\(first bad row: 3, value {shown}"
+        ):
+            ingest_logs(frame, tmp_path / "x.parquet")
 
 
 def test_a_csv_log_trains_like_an_ingested_one_and_a_bad_csv_is_one_error(tmp_path, tracking_uri):

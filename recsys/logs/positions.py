@@ -141,7 +141,14 @@ def to_slates(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> tuple[p
         doc_names = doc_names + ["user_item_affinity"]
     user_cols = [col for col in frame.columns if str(col).startswith("user_feature")]
     user_x, user_names = _encode(frame, user_cols)
-    click = frame["click"].to_numpy(np.float64)
+    click = pd.to_numeric(frame["click"], errors="coerce").to_numpy(np.float64)
+    not_binary = ~np.isin(click, (0.0, 1.0))  # NaN too: a click is shown-and-clicked or not, nothing else
+    if not_binary.any():
+        first = int(np.flatnonzero(not_binary)[0])
+        raise LogSchemaError(
+            f"column 'click': {int(not_binary.sum())} rows are not 0 or 1 (first bad row: {first}, value "
+            f"{frame['click'].iloc[first]}); a per-position log records each shown item as clicked (1) or not (0)"
+        )
     prop = frame[prop_col].to_numpy(np.float64) if prop_col is not None else None
 
     def candidates(rows: np.ndarray) -> list[np.ndarray]:
