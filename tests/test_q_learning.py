@@ -598,3 +598,21 @@ def test_polyak_update_is_each_parameters_lerp_and_a_copy_at_tau_one():
     assert all(torch.equal(tp, e) for tp, e in zip(target.parameters(), expected))
     polyak_update(source, target, 1.0)
     assert all(torch.equal(tp, p) for p, tp in zip(source.parameters(), target.parameters()))
+
+
+def test_a_run_that_ends_before_learning_starts_says_it_learned_nothing():
+    """`deeprl train --algo dqn --env CartPole-v1 --steps 500` takes RL-Zoo's learning_starts=1000: no gradient step,
+    and until 2026-12-08 nothing said so. Now a warning names both numbers; a run past learning_starts stays quiet."""
+    import warnings
+
+    import pytest
+
+    from core_rl.q_learning.dqn import DQN
+
+    agent = DQN("CartPole-v1", {"learning_starts": 1000, "batch_size": 8, "seed": 0})
+    with pytest.warns(UserWarning, match=r"learn\(200\) ends at step 200, before learning_starts=1000"):
+        agent.learn(200)
+    short = DQN("CartPole-v1", {"learning_starts": 50, "batch_size": 8, "seed": 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        short.learn(200)

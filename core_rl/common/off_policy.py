@@ -14,6 +14,7 @@ collected (``train_freq · n_envs``); ``target_update_unit="env_steps"`` counts
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
@@ -162,6 +163,13 @@ class OffPolicyAgent(Agent):
         """As :meth:`Agent.learn`; the schedules (ε, lr, ...) run over the steps of the first call."""
         target = self.num_timesteps + int(total_steps)
         self._target_steps = max(getattr(self, "_target_steps", 0) or 0, target)
+        if target <= self.config.learning_starts:
+            warnings.warn(
+                f"{self.name}: learn({int(total_steps)}) ends at step {target}, before learning_starts="
+                f"{self.config.learning_starts}: no gradient step is taken and the policy stays the untrained one "
+                "(raise the steps or lower learning_starts)",
+                stacklevel=2,
+            )
         return super().learn(total_steps, **kwargs)  # type: ignore[return-value]
 
     def _progress(self) -> float:
