@@ -270,3 +270,20 @@ def test_opening_waits_while_another_process_migrates_the_store(tmp_path):
     start = time.monotonic()
     runs._wait_while_migrating(db, quiet_s=3.0)
     assert 3.0 <= time.monotonic() - start < 8.0  # still: handed over after the quiet interval
+
+
+def test_a_tracking_server_that_is_down_is_one_error_at_once():
+    """`--tracking-uri http://127.0.0.1:PORT` with nothing listening: until 2026-12-08 MLflow retried with back-off for
+    about four minutes before the error; now one connection attempt decides, and the error names the address."""
+    import socket
+    import time
+
+    from core_rl.common import runs
+
+    with socket.socket() as s:  # a port that nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(runs.TrackingError, match=f"cannot be reached .*127.0.0.1:{port}"):
+        runs.setup_tracking(f"http://127.0.0.1:{port}")
+    assert time.monotonic() - start < runs.SERVER_CONNECT_TIMEOUT_S + 5

@@ -106,6 +106,8 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
             raise TrackingError(f"tracking store '{db}' cannot be opened: {exc}") from None
     elif parsed.scheme in ("", "file"):
         check_writable_dir(Path(parsed.path or uri), "tracking folder")
+    elif parsed.scheme in ("http", "https"):
+        _check_reachable(uri, parsed)
     mlflow.set_tracking_uri(uri)
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
@@ -121,6 +123,26 @@ def setup_tracking(tracking_uri: str | None = None) -> str:
                 continue
             raise TrackingError(f"tracking store '{uri}' cannot be used: {str(exc).splitlines()[0][:300]}") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: seconds a tracking server gets to accept a connection before the run is refused
+SERVER_CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(uri: str, parsed: Any) -> None:
+    """One TCP connection to a tracking server, at most :data:`SERVER_CONNECT_TIMEOUT_S` seconds: a server that is down
+    is one clear error at once, not MLflow's seven retries with back-off (about four minutes without a word)."""
+    import socket
+
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "localhost", port), timeout=SERVER_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise TrackingError(
+            f"tracking server '{uri}' cannot be reached ({reason}, {parsed.hostname}:{port}); start it "
+            "(deeprl server) or check the URI"
+        ) from None
 
 
 def _create_sqlite_store(db: Path) -> None:
