@@ -232,3 +232,27 @@ def test_user_env_instance_and_discrete_observations():
     agent = PPO(env, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
     agent.learn(256)
     assert agent.predict(0).shape == ()
+
+
+def test_evaluating_on_an_env_with_other_spaces_is_one_error_naming_both():
+    """`deeprl eval --run <CartPole run> --env Acrobot-v1` failed in a matmul (4 inputs against 6); an env with the
+    same observations but more actions would have run a policy that never picks the new ones. Both are refused."""
+    import gymnasium as gym
+
+    from core_rl.common.errors import SpaceError
+
+    class ThreeActions(gym.Wrapper):
+        def __init__(self, env: gym.Env):
+            super().__init__(env)
+            self.action_space = gym.spaces.Discrete(3)
+
+        def step(self, action):
+            return self.env.step(min(int(action), 1))
+
+    agent = PPO("CartPole-v1", {"n_envs": 1, "n_steps": 32, "batch_size": 32, "seed": 0})
+    agent.learn(32)
+    with pytest.raises(SpaceError, match=r"trained on CartPole-v1 \(its observations: Box of shape \(4,\)\); "):
+        agent.evaluate(2, env="Acrobot-v1")
+    with pytest.raises(SpaceError, match=r"its actions: Discrete\(2\)\); .* has actions Discrete\(3\)"):
+        agent.evaluate(2, env=lambda: ThreeActions(gym.make("CartPole-v1")))
+    assert agent.evaluate(2, env="CartPole-v0")["mean_return"] > 0  # same spaces: runs

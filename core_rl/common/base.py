@@ -30,7 +30,7 @@ from core_rl.common.atari import episode_end
 from core_rl.common.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from core_rl.common.config import AgentConfig, parse_config
 from core_rl.common.envs import EnvLike, SpacesOnlyEnv, can_make, check_action_space, env_id_of, make_vec_env
-from core_rl.common.errors import CheckpointError, ConfigError
+from core_rl.common.errors import CheckpointError, ConfigError, SpaceError
 from core_rl.common.networks import ObsEncoder, image_layout, weights_fixed
 from core_rl.common.parts import Part
 from core_rl.common.runs import check_stop, graceful_stop
@@ -321,6 +321,30 @@ class Agent(ABC):
         env_actions = self._to_env_action(actions)
         return env_actions[0] if single else env_actions
 
+    def _check_same_spaces(self, vec: Any, env: EnvLike) -> None:
+        """An env to evaluate on must have the observation and action spaces the agent was trained on (shape,
+        and the number of actions): a policy for CartPole's 4 numbers cannot act on Acrobot's 6 (it failed in a
+        matmul), nor pick among 3 actions having learned 2. The vector env is closed before the error."""
+
+        def signature(space: Any) -> tuple[Any, ...]:
+            if isinstance(space, gym.spaces.Box):
+                return ("Box", tuple(space.shape))
+            if isinstance(space, gym.spaces.Discrete):
+                return ("Discrete", int(space.n))
+            return (type(space).__name__, str(space))
+
+        trained, given = self.env_spaces, (vec.single_observation_space, vec.single_action_space)
+        for what, a, b in (("observation", trained[0], given[0]), ("action", trained[1], given[1])):
+            if signature(a) != signature(b):
+                vec.close()
+                name = env if isinstance(env, str) else type(env).__name__
+                short = {"Box": "Box of shape {}", "Discrete": "Discrete({})"}
+                a_s, b_s = ((short[s[0]].format(s[1]) if s[0] in short else s[1]) for s in (signature(a), signature(b)))
+                raise SpaceError(
+                    f"{self.name} was trained on {self.env_id} (its {what}s: {a_s}); {name!s} has {what}s {b_s}: "
+                    "evaluate it on an env with the spaces it was trained on"
+                )
+
     def evaluate(
         self,
         n_episodes: int = 10,
@@ -337,9 +361,10 @@ class Agent(ABC):
         if n_episodes <= 0:
             raise ValueError(f"n_episodes must be positive, got {n_episodes}")
         n_envs = n_envs or min(n_episodes, 8)
-        vec = self._wrap_env(
-            make_vec_env(self._evaluation_source(env), n_envs, seed=None, copy_instances=True), training=False
-        )
+        raw = make_vec_env(self._evaluation_source(env), n_envs, seed=None, copy_instances=True)
+        if env is not None:
+            self._check_same_spaces(raw, env)
+        vec = self._wrap_env(raw, training=False)
         obs, _ = vec.reset(seed=self.config.seed + 10_000 if seed is None else seed)
         returns: list[float] = []
         lengths: list[int] = []
