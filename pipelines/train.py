@@ -180,6 +180,7 @@ def train(
             raise ConfigError(f"{algo} is a program (it runs once): --resume is for agents")
         return run_program(spec, env, steps, seed, config, tracking_uri, experiment, run_name)
     chosen = None
+    asked = dict(config or {})  # the caller's own fields: a resumed run must not drop them silently
     if not resume:
         config, chosen = apply_preset(algo, env, config, preset)
         if steps is None and chosen is not None:
@@ -202,7 +203,25 @@ def train(
                 raise CheckpointError(f"no run '{resume}' in the tracking store {uri}") from None
             if prior.data.tags.get("algo", algo) != algo:
                 raise CheckpointError(f"run '{resume}' trained {prior.data.tags['algo']}, not {algo}")
+            trained_on = prior.data.tags.get("env_id")
+            if env and trained_on and env != trained_on:
+                raise CheckpointError(
+                    f"run '{resume}' trained on {trained_on}, not {env}: a run resumes on its own env"
+                )
             agent = spec.cls.load(download_checkpoint(resume, Path(tmp) / "resume"), env=env if env else None)
+            kept = agent.config.model_dump()
+            known = {k: v for k, v in asked.items() if k in kept}
+            try:  # the asked values as the config would hold them (a list for a tuple, "1e-3" for 0.001)
+                merged = type(agent.config).model_validate({**kept, **known}).model_dump()
+            except Exception:
+                merged = {**kept, **known}
+            changed = [k for k in asked if k not in kept or merged[k] != kept[k]]
+            if changed:
+                was = ", ".join(f"{k}={kept.get(k, '(no such field)')!r}" for k in changed)
+                raise ConfigError(
+                    f"a resumed run keeps the config it started with: {', '.join(map(str, changed))} would change "
+                    f"({was} in run '{resume}'); start a new run to train with other settings"
+                )
             target = _resume_target(prior, agent, steps)
             env = env or prior.data.tags.get("env_id") or agent.env_id
         else:

@@ -332,3 +332,19 @@ def test_algos_say_where_each_agent_is_known_to_learn(capsys):
     assert all(r["learns"] == "" for r in rows.values() if r["kind"] == "program")
     code, out, _ = run_cli(capsys, "algos")
     assert "[learns: CartPole-v1" in out and "docs/algorithms.md" in out
+
+
+def test_a_resume_refuses_another_env_and_changed_settings(capsys, tracking_uri):
+    """`--resume RUN --set lr=0.5` trained on with the run's own lr and said nothing (until 2026-12-08), and
+    `--resume RUN --env Acrobot-v1` failed deep in load_state_dict; both are now one line, the run untouched."""
+    common = ["--json", "--no-model", "--tracking-uri", tracking_uri]
+    code, out, _ = run_cli(capsys, "train", "--algo", "a2c", "--env", "CartPole-v1", "--steps", "400", *common)
+    run_id = json.loads(out)["run_id"]
+    resume = ["train", "--algo", "a2c", "--resume", run_id, "--steps", "800", *common]
+    code, _, err = run_cli(capsys, *resume, "--env", "Acrobot-v1")
+    assert code == 2 and "trained on CartPole-v1, not Acrobot-v1" in err
+    code, _, err = run_cli(capsys, *resume, "--set", "lr=0.5")
+    assert code == 2 and "a resumed run keeps the config it started with: lr would change (lr=0.0007" in err
+    code, out, err = run_cli(capsys, *resume, "--set", "lr=7e-4")  # the run's own value: allowed
+    assert code == 0, err
+    assert json.loads(out)["steps"] >= 800
