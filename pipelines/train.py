@@ -160,7 +160,7 @@ def train(
     for ``env`` when there are some (``config`` applies on top), ``"none"`` from our defaults, a name
     (``rl-zoo/<algo>/<key>``) from that preset; the run's params say which (``preset``). Without
     ``steps``, a new run trains for the preset's budget (RL-Zoo's ``n_timesteps``). A resumed run
-    keeps its own config.
+    keeps its own env and config: another ``env`` or a ``config`` value that differs is refused.
 
     Every input is checked before a run is created (algorithm, config, env id, action space,
     the run to resume and its checkpoint): a bad input leaves the store as it was. With
