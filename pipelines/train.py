@@ -18,6 +18,7 @@ import numpy as np
 
 from core_rl import get_algo
 from core_rl.common.base import Agent
+from core_rl.common.config import parse_config
 from core_rl.common.errors import CheckpointError, ConfigError
 from core_rl.common.plotting import learning_curve
 from core_rl.common.runs import setup_tracking, tracked_run
@@ -210,11 +211,9 @@ def train(
                 )
             agent = spec.cls.load(download_checkpoint(resume, Path(tmp) / "resume"), env=env if env else None)
             kept = agent.config.model_dump()
-            known = {k: v for k, v in asked.items() if k in kept}
-            try:  # the asked values as the config would hold them (a list for a tuple, "1e-3" for 0.001)
-                merged = type(agent.config).model_validate({**kept, **known}).model_dump()
-            except Exception:
-                merged = {**kept, **known}
+            # the asked values as the config holds them (a list for a tuple, "1e-3" for 0.001); a bad one is its error
+            merged = parse_config(type(agent.config), agent.config, **{k: v for k, v in asked.items() if k in kept})
+            merged = merged.model_dump()
             changed = [k for k in asked if k not in kept or merged[k] != kept[k]]
             if changed:
                 was = ", ".join(f"{k}={kept.get(k, '(no such field)')!r}" for k in changed)

@@ -326,23 +326,19 @@ class Agent(ABC):
         and the number of actions): a policy for CartPole's 4 numbers cannot act on Acrobot's 6 (it failed in a
         matmul), nor pick among 3 actions having learned 2. The vector env is closed before the error."""
 
-        def signature(space: Any) -> tuple[Any, ...]:
+        def describe(space: Any) -> str:  # what a policy depends on: a Box's shape (not its bounds), the actions
             if isinstance(space, gym.spaces.Box):
-                return ("Box", tuple(space.shape))
-            if isinstance(space, gym.spaces.Discrete):
-                return ("Discrete", int(space.n))
-            return (type(space).__name__, str(space))
+                return f"Box of shape {tuple(space.shape)}"
+            return f"Discrete({int(space.n)})" if isinstance(space, gym.spaces.Discrete) else str(space)
 
         trained, given = self.env_spaces, (vec.single_observation_space, vec.single_action_space)
         for what, a, b in (("observation", trained[0], given[0]), ("action", trained[1], given[1])):
-            if signature(a) != signature(b):
+            if describe(a) != describe(b):
                 vec.close()
                 name = env if isinstance(env, str) else type(env).__name__
-                short = {"Box": "Box of shape {}", "Discrete": "Discrete({})"}
-                a_s, b_s = ((short[s[0]].format(s[1]) if s[0] in short else s[1]) for s in (signature(a), signature(b)))
                 raise SpaceError(
-                    f"{self.name} was trained on {self.env_id} (its {what}s: {a_s}); {name!s} has {what}s {b_s}: "
-                    "evaluate it on an env with the spaces it was trained on"
+                    f"{self.name} was trained on {self.env_id} (its {what}s: {describe(a)}); {name} has {what}s "
+                    f"{describe(b)}: evaluate it on an env with the spaces it was trained on"
                 )
 
     def evaluate(
